@@ -1,0 +1,3 @@
+from zamzoo.cli import main
+
+raise SystemExit(main())

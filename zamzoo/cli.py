@@ -1,0 +1,37 @@
+"""`zamzoo` command line: parse, call the library, print. Errors become one line and a non-zero exit."""
+import argparse
+import importlib
+import sys
+
+from .errors import ZamzooError
+
+# Each module defines add_commands(subparsers); every subcommand sets `func(args) -> int`.
+COMMAND_MODULES = (
+    'zamzoo.train.commands',
+    'zamzoo.publish.commands',
+    'zamzoo.bench.commands',
+    'zamzoo.viz_commands',
+    'zamzoo.quickstart',
+)
+
+USER_ERRORS = (ZamzooError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='zamzoo', description='Lightweight attention model zoo for timm.')
+    subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except USER_ERRORS as e:
+        print(f'zamzoo {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'zamzoo {args.command}: interrupted', file=sys.stderr)
+        return 130

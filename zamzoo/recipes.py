@@ -1,0 +1,89 @@
+"""Training recipes as named, versioned data.
+
+The model registry reads a recipe's normalisation for its pretrained cfgs and the training loop reads the
+rest, so the mean/std a checkpoint was trained with and the one its cfg announces are the same numbers.
+"""
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Tuple
+
+Stats = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+
+# weiaicunzai/pytorch-cifar100 (copied by the ZAM seed): CIFAR-100 train-set statistics.
+CIFAR100_STATS: Stats = ((0.5070751592, 0.4865488733, 0.4409178434), (0.2673342859, 0.2564384629, 0.2761504713))
+# CIFAR-10 train-set per-channel mean and std.
+CIFAR10_STATS: Stats = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+# bearpaw/pytorch-classification (SPEM's base) uses these for CIFAR-10 and CIFAR-100 alike.
+BEARPAW_STATS: Stats = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    version: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = 'multistep'          # 'multistep' or 'cosine'
+    milestones: Tuple[int, ...] = ()     # epochs at which lr is multiplied by gamma
+    gamma: float = 0.1
+    warmup_epochs: int = 0               # linear warm-up, updated every step
+    crop_padding: int = 4                # RandomCrop(32, padding); 0 disables
+    hflip: bool = True
+    rotation: float = 0.0                # RandomRotation(degrees); 0 disables
+    normalization: Dict[str, Stats] = field(default_factory=dict)  # dataset name -> (mean, std)
+    nam_l1: float = 0.0                  # s in loss += s * sum |gamma| over NAM BNs
+    spem_alpha: float = 0.1              # alpha in loss += alpha * SPEM penalty (models with SPEM only)
+    sync_bn: bool = False
+    label_smoothing: float = 0.0
+
+    def stats(self, dataset: str) -> Stats:
+        try:
+            return self.normalization[dataset]
+        except KeyError:
+            raise ValueError(
+                f"recipe '{self.name}' has no normalisation for dataset '{dataset}'; "
+                f"expected one of {sorted(self.normalization)}") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_RECIPES = {
+    r.name: r for r in (
+        Recipe(
+            name='zam', version=1, epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
+            milestones=(60, 120, 160), gamma=0.2, warmup_epochs=1, rotation=15.0,
+            normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
+        ),
+        Recipe(
+            name='nam', version=1, epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
+            milestones=(60, 120, 160), gamma=0.2,
+            # NAM's script normalises CIFAR-100 with CIFAR-10 statistics; we use each data set's own.
+            normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
+            nam_l1=1e-4,
+        ),
+        Recipe(
+            name='spem', version=1, epochs=164, batch_size=128, lr=0.1, weight_decay=1e-4,
+            milestones=(81, 122), gamma=0.1,
+            normalization={'cifar100': BEARPAW_STATS, 'cifar10': BEARPAW_STATS},
+        ),
+        Recipe(
+            name='finetune', version=1, epochs=30, batch_size=64, lr=0.01, weight_decay=5e-4,
+            schedule='cosine', normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe '{name}'; expected one of {list_recipes()}") from None
+
+
+def list_recipes():
+    return sorted(_RECIPES)
