@@ -1,0 +1,227 @@
+"""Counting parameters and operations of a model, under two conventions.
+
+- :func:`count_macs` / :func:`count_flops`: PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``
+  (matmuls and convolutions only; a multiply-add is 2 FLOPs there, so MACs = FLOPs / 2).
+- :func:`seed_flops`: the convention of the ZAM seed's table ("FLOPs" in github.com/developer0hye/ZAM),
+  i.e. what ``thop`` 0.0.30 (``thop.profile``) counted on the seed's code, for one 1x3x32x32 image:
+
+  ========================  ==================================================================
+  module                    ops
+  ========================  ==================================================================
+  ConvNd                    output numel * (in/groups * prod(kernel) + 1 if bias)  (= MACs)
+  BatchNorm1d/2d/3d         4 * numel
+  Linear                    (2 * in_features - 1) * output numel  (bias not counted)
+  AvgPool2d(k)              (prod(k) + 1) * output numel; thop 0.0.30 took ``prod([k])`` of the
+                            kernel_size *as written*, so ``AvgPool2d(4)`` counts (4 + 1), not (16 + 1)
+  AdaptiveAvgPool2d(o)      (prod(in_hw // o) + 1) * output numel
+  ReLU, MaxPool, sigmoid,   0 (thop 0.0.30 registered zero-op hooks or none at all; functional
+  softmax, torch.* ops      calls such as ``F.avg_pool2d``, ``x.mean()``, ``torch.max`` are invisible)
+  ========================  ==================================================================
+
+  Our modules are written differently from the seed's (timm-style heads, attention modules that pool
+  with ``x.mean``), so two places are counted as the *seed's* code would have been counted:
+
+  * the classifier's global pool (``model.global_pool``): the seed's CIFAR ResNet pools with
+    ``F.avg_pool2d`` (0 ops); its MobileNet with ``nn.AvgPool2d(4)`` ((4 + 1) * C ops, the thop quirk
+    above); bearpaw's ResNet164 with ``nn.AvgPool2d(8)`` ((8 + 1) * C); kuangliu's MobileNetV2 with
+    ``F.avg_pool2d`` (0). Models of other origin count their pool modules as listed in the table.
+  * an attention module's global average pool over H x W: the seed's ZAM (ZCA) and CBAM (channel
+    attention) pool with ``nn.AdaptiveAvgPool2d(1)`` modules, i.e. (H*W + 1) * C ops. We count every
+    attention module's channel-GAP that way (ZAM, ZAM(Avg), ZAM+R, ZCA, CBAM, SE, ECA, BAM) and its
+    other pooling (GMP, mean/max over channels, GMinP, ...) as 0; pool modules inside attention modules
+    are not counted a second time. Convolutions, BN and Linear layers inside attention modules count
+    as usual (the CBAM MLP runs twice, on the avg- and on the max-pooled vector, and counts twice).
+
+  This reproduces the seed's table exactly: resnet18_plain / resnet18_cbam (seed variant) /
+  resnet18_zam = 557.9775M / 558.4482M / 558.2252M; mobilenet_plain / mobilenet_cbam (seed variant) /
+  mobilenet_zamr = 180.7697M / 182.4953M / 181.4638M (the seed prints 557.98M ... 181.46M).
+"""
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ['count_params', 'count_flops', 'count_macs', 'seed_flops', 'example_input']
+
+DEFAULT_INPUT_SIZE = (3, 32, 32)
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (buffers excluded), as ``sum(p.numel() for p in model.parameters())``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _input_size(model: nn.Module, input_size: Optional[Sequence[int]]):
+    if input_size is None:
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        input_size = cfg.get('input_size', DEFAULT_INPUT_SIZE)
+    input_size = tuple(int(s) for s in input_size)
+    if len(input_size) != 3:
+        raise ValueError(f'input_size must be (C, H, W), got {input_size}')
+    return input_size
+
+
+def example_input(model: nn.Module, input_size: Optional[Sequence[int]] = None, batch_size: int = 1):
+    """A random batch of the model's input size (its pretrained_cfg's, else 3x32x32), on its device/dtype."""
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device('cpu')
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.randn(batch_size, *_input_size(model, input_size), device=device, dtype=dtype)
+
+
+class _eval_mode:
+    """Run the block with the model in eval mode, restoring its training flags afterwards."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.flags = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        for m, training in self.flags:
+            m.training = training
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> int:
+    """FLOPs of one forward pass on one image, as PyTorch's FlopCounterMode counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = example_input(model, input_size)
+    with _eval_mode(model):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x)
+    return int(counter.get_total_flops())
+
+
+def count_macs(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> int:
+    """Multiply-accumulates of one forward pass on one image: FlopCounterMode's FLOPs / 2."""
+    return count_flops(model, input_size) // 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# The seed's (thop 0.0.30) convention
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_ADAPTIVE_AVGPOOL = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+
+# How the original code of each backbone pooled before its classifier: None = a functional call
+# (0 ops), an int k = ``nn.AvgPool2d(k)`` (thop 0.0.30: (k + 1) ops per output).
+SEED_HEAD_POOL = {
+    'resnet18': None, 'resnet34': None, 'resnet50': None,  # kuangliu: F.avg_pool2d(out, 4)
+    'mobilenet': 4,                                       # the ZAM seed: nn.AvgPool2d(4)
+    'mobilenetv2': None,                                  # kuangliu: F.avg_pool2d(out, 4)
+    'resnet164': 8,                                       # bearpaw: nn.AvgPool2d(8)
+}
+
+
+def _leaf_ops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """thop 0.0.30's count for one call of module m (input x, output y); 0 for modules it did not count."""
+    if isinstance(m, _CONV):
+        kernel = 1
+        for k in m.kernel_size:
+            kernel *= k
+        return y.numel() * (m.in_channels // m.groups * kernel + (1 if m.bias is not None else 0))
+    if isinstance(m, _BN):
+        return 4 * x.numel()
+    if isinstance(m, nn.Linear):
+        return (2 * m.in_features - 1) * y.numel()
+    if isinstance(m, _AVGPOOL):
+        ks = m.kernel_size if isinstance(m.kernel_size, (tuple, list)) else (m.kernel_size,)
+        kernel = 1
+        for k in ks:
+            kernel *= k
+        return (kernel + 1) * y.numel()
+    if isinstance(m, _ADAPTIVE_AVGPOOL):
+        return (_gap_kernel(m, x) + 1) * y.numel()
+    return 0
+
+
+def _gap_kernel(m, x):
+    out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size,) * (x.dim() - 2)
+    kernel = 1
+    for size, o in zip(x.shape[2:], out):
+        kernel *= size // (o if o is not None else size)
+    return kernel
+
+
+def _is_attention(m: nn.Module) -> bool:
+    return type(m).__name__ in _GAP_ATTENTION or type(m).__name__ in _NO_GAP_ATTENTION
+
+
+def _attention_has_gap(m: nn.Module) -> bool:
+    """Does this attention module average-pool over H x W per channel (a channel GAP)?"""
+    name = type(m).__name__
+    if name in ('ZAM', 'ZCA'):
+        return 'avg' in str(getattr(m, 'pool', 'avgmax'))
+    return name in _GAP_ATTENTION
+
+
+_GAP_ATTENTION = {'CBAM', 'CbamModule', 'LightCbamModule', 'SEModule', 'EffectiveSEModule', 'EcaModule',
+                  'CecaModule', 'BAM'}
+_NO_GAP_ATTENTION = {'ZSA', 'ULSAM', 'NAM', 'SPEM', 'SimAM'}
+
+
+def _seed_backbone(model: nn.Module) -> Optional[str]:
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    arch = cfg.get('architecture') or ''
+    return arch.rsplit('_', 1)[0] if '_' in arch else None
+
+
+@torch.no_grad()
+def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> int:
+    """Operations of one forward pass on one image under the ZAM seed's convention (module docstring)."""
+    total = 0
+    handles = []
+    skip = set()  # modules whose count a rule above them already gave (head pool, attention pools)
+
+    def leaf_hook(m, inputs, output):
+        nonlocal total
+        if id(m) not in skip and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            total += _leaf_ops(m, inputs[0], output)
+
+    def attention_hook(m, inputs, output):
+        nonlocal total
+        x = inputs[0]
+        if _attention_has_gap(m):
+            total += (x[0, 0].numel() + 1) * x.shape[0] * x.shape[1]
+
+    def head_hook(kernel):
+        def hook(m, inputs, output):
+            nonlocal total
+            if kernel is not None:
+                total += (kernel + 1) * output.numel()
+        return hook
+
+    backbone = _seed_backbone(model)
+    head = getattr(model, 'global_pool', None)
+    if isinstance(head, nn.Module) and backbone in SEED_HEAD_POOL:
+        skip.update(id(m) for m in head.modules())
+        handles.append(head.register_forward_hook(head_hook(SEED_HEAD_POOL[backbone])))
+
+    def hook_outermost_attention(module):
+        for child in module.children():
+            if _is_attention(child):
+                skip.update(id(sub) for sub in child.modules() if isinstance(sub, _AVGPOOL + _ADAPTIVE_AVGPOOL))
+                handles.append(child.register_forward_hook(attention_hook))
+            else:
+                hook_outermost_attention(child)
+
+    hook_outermost_attention(model)
+    for m in model.modules():
+        if not list(m.children()):
+            handles.append(m.register_forward_hook(leaf_hook))
+
+    x = example_input(model, input_size)
+    try:
+        with _eval_mode(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)
