@@ -1,0 +1,71 @@
+"""BAM: Bottleneck Attention Module (Park et al., arXiv:1807.06514), as the official code
+(Jongchan/attention-module, MODELS/bam.py).
+
+Placed once per stage (after layer1..3 of a ResNet), not per block.
+- Channel Mc: GAP -> FC C->C/r -> BN1d -> ReLU -> FC C/r->C, shape (B, C, 1, 1).
+- Spatial Ms: 1x1 C->C/r -> BN -> ReLU -> num_layers x [3x3 dilation d -> BN -> ReLU] -> 1x1 C/r->1, (B, 1, H, W).
+- ``out = F * (1 + sigmoid(Mc * Ms))`` (the official code multiplies the two branches; the paper writes a sum).
+All convs / linears with bias. r = 16, d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
+(C=64,128,256: 1,173 + 4,457 + 17,361 = 22,991, the official CIFAR-100 ResNet18 + BAM minus the plain one).
+The channel branch's BatchNorm1d cannot train on a batch of 1, as in the original.
+"""
+from typing import Dict
+
+import torch
+import torch.fx
+from torch import nn
+
+from ._checks import check_input
+
+torch.fx.wrap('check_input')
+
+__all__ = ['BAM']
+
+
+class BAM(nn.Module):
+    def __init__(
+            self,
+            channels: int,
+            reduction: int = 16,
+            dilation: int = 4,
+            num_layers: int = 2,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.channels = int(channels)
+        mid = max(1, self.channels // int(reduction))
+        # channel branch
+        self.fc1 = nn.Linear(self.channels, mid, **dd)
+        self.bn1 = nn.BatchNorm1d(mid, **dd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(mid, self.channels, **dd)
+        # spatial branch
+        layers = [nn.Conv2d(self.channels, mid, 1, **dd), nn.BatchNorm2d(mid, **dd), nn.ReLU(inplace=True)]
+        for _ in range(num_layers):
+            layers += [
+                nn.Conv2d(mid, mid, 3, padding=dilation, dilation=dilation, **dd),
+                nn.BatchNorm2d(mid, **dd),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.Conv2d(mid, 1, 1, **dd))
+        self.spatial = nn.Sequential(*layers)
+
+    def extra_repr(self) -> str:
+        return f'{self.channels}'
+
+    def channel_logits(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc2(self.act1(self.bn1(self.fc1(x.mean((2, 3))))))
+        return y.view(y.shape[0], y.shape[1], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'BAM')
+        att = 1.0 + torch.sigmoid(self.channel_logits(x) * self.spatial(x))
+        return x * att
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The two branches, each through a sigmoid: {'channel': sigmoid(Mc) (B, C, 1, 1),
+        'spatial': sigmoid(Ms) (B, 1, H, W)}. (The applied gate is 1 + sigmoid(Mc * Ms), element-wise.)"""
+        check_input(x, self.channels, 'BAM')
+        return {'channel': torch.sigmoid(self.channel_logits(x)), 'spatial': torch.sigmoid(self.spatial(x))}

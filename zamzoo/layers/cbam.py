@@ -1,0 +1,101 @@
+"""CBAM (Woo et al., arXiv:1807.06521): channel ``sigmoid(MLP(avg) + MLP(max))`` then spatial
+``sigmoid(BN(conv_k([mean_c; max_c])))``.
+
+Defaults = the paper's official code (Jongchan/attention-module): MLP C -> C//16 -> C with biases (its nn.Linear
+layers), spatial conv 7x7 without bias followed by BN. ResNet18 CIFAR-100 with it: 11,310,012 params. (timm's
+``CbamModule`` is the same module but with a bias-free MLP by default; the official spatial BN also uses
+momentum 0.01 and concatenates [max; mean], a permutation of the conv weights: we keep PyTorch's BN default and
+timm's [mean; max].) The channel half is timm's ``ChannelAttn``.
+
+The ZAM seed's variant (``CBAM_SEED_KWARGS``): spatial kernel 3, bias-free MLP, no BN after the spatial conv;
+``2*C*(C//16) + 18`` params per module (ResNet18 CIFAR-100: 11,307,316).
+"""
+from typing import Dict, Optional, Type, Union
+
+import torch
+import torch.fx
+from torch import nn
+from timm.layers import create_act_layer
+from timm.layers.cbam import ChannelAttn
+
+from ._checks import check_input
+from .se_eca import reduced_channels
+
+torch.fx.wrap('check_input')
+
+__all__ = ['CBAM', 'CbamSpatialAttn', 'CBAM_SEED_KWARGS']
+
+CBAM_SEED_KWARGS = dict(spatial_kernel_size=3, mlp_bias=False, spatial_norm=False)
+"""kwargs turning the official CBAM into the ZAM seed's variant: ``CBAM(C, **CBAM_SEED_KWARGS)``."""
+
+
+class CbamSpatialAttn(nn.Module):
+    """conv_k over [mean_c; max_c] (2 -> 1, no bias), optional BN(1), gate."""
+
+    def __init__(
+            self,
+            kernel_size: int = 7,
+            norm: bool = True,
+            gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if kernel_size < 1 or kernel_size % 2 != 1:
+            raise ValueError(f'CBAM: spatial_kernel_size must be odd and positive, got {kernel_size}')
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **dd)
+        self.bn = nn.BatchNorm2d(1, **dd) if norm else nn.Identity()
+        self.gate = create_act_layer(gate_layer)
+
+    def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return self.gate(self.bn(self.conv(s)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.spatial_gate(x)
+
+
+class CBAM(nn.Module):
+    def __init__(
+            self,
+            channels: int,
+            rd_ratio: float = 1. / 16,
+            rd_channels: Optional[int] = None,
+            spatial_kernel_size: int = 7,
+            spatial_norm: bool = True,
+            mlp_bias: bool = True,
+            act_layer: Type[nn.Module] = nn.ReLU,
+            gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        self.channels = int(channels)
+        self.channel = ChannelAttn(
+            self.channels,
+            rd_channels=reduced_channels(self.channels, rd_ratio, rd_channels),
+            act_layer=act_layer,
+            gate_layer=gate_layer,
+            mlp_bias=mlp_bias,
+            **dd,
+        )
+        self.spatial = CbamSpatialAttn(spatial_kernel_size, norm=spatial_norm, gate_layer=gate_layer, **dd)
+
+    def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.channel
+        x_avg = c.fc2(c.act(c.fc1(x.mean((2, 3), keepdim=True))))
+        x_max = c.fc2(c.act(c.fc1(x.amax((2, 3), keepdim=True))))
+        return c.gate(x_avg + x_max)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'CBAM')
+        x = x * self.channel_gate(x)
+        return x * self.spatial.spatial_gate(x)
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)} as in forward."""
+        check_input(x, self.channels, 'CBAM')
+        mc = self.channel_gate(x)
+        return {'channel': mc, 'spatial': self.spatial.spatial_gate(x * mc)}

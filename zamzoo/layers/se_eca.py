@@ -1,0 +1,124 @@
+"""SE and ECA: timm's `SEModule` / `EcaModule`, with zamzoo's input check and `attention_maps`.
+
+- SE (Hu et al., arXiv:1709.01507): GAP -> FC C->C/16 -> ReLU -> FC -> sigmoid -> scale. timm's SEModule with
+  rd_ratio 1/16 and, unlike timm's default (rd_divisor=8), the paper's reduction ``C // 16`` (floor, at least 1).
+- ECA (Wang et al., arXiv:1910.03151): timm's EcaModule, kernel size adaptive to C as in the paper
+  (k = |log2(C)/2 + 1/2|, odd, at least 3).
+The forward is restated (TorchScript compiles no ``super().forward``) with the same operations as timm's.
+"""
+from typing import Dict, Optional, Type, Union
+
+import torch
+import torch.fx
+from torch import nn
+from timm.layers import EcaModule, SEModule
+
+from ._checks import check_input
+
+torch.fx.wrap('check_input')
+
+__all__ = ['SE', 'ECA', 'reduced_channels']
+
+
+def reduced_channels(channels: int, rd_ratio: float, rd_channels: Optional[int] = None) -> int:
+    """The original papers' reduction: ``rd_channels`` if given, else ``max(1, floor(channels * rd_ratio))``
+    (``C // 16`` for rd_ratio 1/16)."""
+    if rd_channels:
+        return int(rd_channels)
+    return max(1, int(channels * rd_ratio + 1e-9))
+
+
+class SE(SEModule):
+    def __init__(
+            self,
+            channels: int,
+            rd_ratio: float = 1. / 16,
+            rd_channels: Optional[int] = None,
+            add_maxpool: bool = False,
+            bias: bool = True,
+            act_layer: Type[nn.Module] = nn.ReLU,
+            norm_layer: Optional[Type[nn.Module]] = None,
+            gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
+            device=None,
+            dtype=None,
+    ):
+        super().__init__(
+            channels,
+            rd_channels=reduced_channels(channels, rd_ratio, rd_channels),
+            add_maxpool=add_maxpool,
+            bias=bias,
+            act_layer=act_layer,
+            norm_layer=norm_layer,
+            gate_layer=gate_layer,
+            device=device,
+            dtype=dtype,
+        )
+        self.channels = int(channels)
+
+    def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
+        x_se = x.mean((2, 3), keepdim=True)
+        if self.add_maxpool:
+            x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
+        x_se = self.fc1(x_se)
+        x_se = self.act(self.bn(x_se))
+        x_se = self.fc2(x_se)
+        return self.gate(x_se)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'SE')
+        return x * self.channel_gate(x)
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'channel': (B, C, 1, 1)}."""
+        check_input(x, self.channels, 'SE')
+        return {'channel': self.channel_gate(x)}
+
+
+class ECA(EcaModule):
+    def __init__(
+            self,
+            channels: int,
+            kernel_size: int = 3,
+            gamma: float = 2,
+            beta: float = 1,
+            act_layer: Optional[Type[nn.Module]] = None,
+            gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
+            rd_ratio: float = 1 / 8,
+            rd_channels: Optional[int] = None,
+            rd_divisor: int = 8,
+            use_mlp: bool = False,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__(
+            channels,
+            kernel_size=kernel_size,
+            gamma=gamma,
+            beta=beta,
+            act_layer=act_layer,
+            gate_layer=gate_layer,
+            rd_ratio=rd_ratio,
+            rd_channels=rd_channels,
+            rd_divisor=rd_divisor,
+            use_mlp=use_mlp,
+            device=device,
+            dtype=dtype,
+        )
+        self.channels = int(channels)
+
+    def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.mean((2, 3)).view(x.shape[0], 1, -1)  # view for 1d conv
+        y = self.conv(y)
+        if self.conv2 is not None:
+            y = self.act(y)
+            y = self.conv2(y)
+        return self.gate(y).view(x.shape[0], -1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'ECA')
+        return x * self.channel_gate(x)
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'channel': (B, C, 1, 1)}."""
+        check_input(x, self.channels, 'ECA')
+        return {'channel': self.channel_gate(x)}

@@ -1,0 +1,43 @@
+"""SimAM (Yang et al., ICML 2021), parameter-free: the yardstick for ZAM.
+
+``d = (x - mean_hw(x))^2; v = sum_hw(d) / (HW - 1); out = x * sigmoid(d / (4 * (v + e_lambda)) + 0.5)``,
+exactly the official code (which, like this, gives NaN on a 1x1 map, where HW - 1 = 0).
+"""
+from typing import Dict
+
+import torch
+import torch.fx
+from torch import nn
+
+from ._checks import check_input
+
+torch.fx.wrap('check_input')
+
+__all__ = ['SimAM']
+
+
+class SimAM(nn.Module):
+    def __init__(self, channels: int, e_lambda: float = 1e-4, device=None, dtype=None):
+        super().__init__()
+        # channels only for the common signature and the input check; no parameters
+        self.channels = int(channels)
+        self.e_lambda = float(e_lambda)
+
+    def extra_repr(self) -> str:
+        return f'{self.channels}, e_lambda={self.e_lambda}'
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The element-wise gate sigmoid(d / (4 (v + lambda)) + 0.5), (B, C, H, W)."""
+        n = x.shape[2] * x.shape[3] - 1
+        d = (x - x.mean((2, 3), keepdim=True)).pow(2)
+        v = d.sum((2, 3), keepdim=True) / n
+        return torch.sigmoid(d / (4.0 * (v + self.e_lambda)) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'SimAM')
+        return x * self.gate(x)
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'spatial': the per-position energy gate averaged over channels, (B, 1, H, W)}."""
+        check_input(x, self.channels, 'SimAM')
+        return {'spatial': self.gate(x).mean(1, keepdim=True)}

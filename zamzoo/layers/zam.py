@@ -1,0 +1,103 @@
+"""ZAM: Zero-parameter Attention Module (developer0hye/ZAM) and its two halves ZCA and ZSA.
+
+- ZCA (channel): ``Mc(F) = sigmoid(GAP(F) + GMP(F))``, shape (B, C, 1, 1).
+- ZSA (spatial): ``Ms(F) = sigmoid(mean_c(F) + max_c(F))``, shape (B, 1, H, W); no concat, no conv.
+- ZAM: channel first, ``F' = F * Mc(F)``, then ``F'' = F' * Ms(F')``.
+
+``pool``: 'avgmax' (the committed code, default), 'avg' (mean only, in both halves) or 'max' (max only).
+``skip=True`` is ZAM+R (the original ``use_skip_connection=True``): ``F' = F + F * Mc(F)``, ``F'' = F' + F' * Ms(F')``
+(computed as ``F * (1 + Mc)``, one pass over the feature map). None of them has parameters.
+"""
+from typing import Dict, List
+
+import torch
+import torch.fx
+from torch import nn
+
+from ._checks import check_input
+
+torch.fx.wrap('check_input')
+
+__all__ = ['ZCA', 'ZSA', 'ZAM', 'zam_pool']
+
+_POOLS = ('avgmax', 'avg', 'max')
+
+
+def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
+    """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims`, keepdim."""
+    if pool == 'avg':
+        return x.mean(dims, keepdim=True)
+    if pool == 'max':
+        return x.amax(dims, keepdim=True)
+    return x.mean(dims, keepdim=True) + x.amax(dims, keepdim=True)
+
+
+def _check_pool(pool: str, name: str) -> str:
+    if pool not in _POOLS:
+        raise ValueError(f'{name}: pool must be one of {list(_POOLS)}, got {pool!r}')
+    return pool
+
+
+class _ZeroParam(nn.Module):
+    def __init__(self, channels: int, pool: str = 'avgmax', skip: bool = False, device=None, dtype=None):
+        super().__init__()
+        # device / dtype accepted for timm's common signature: there is nothing to allocate
+        self.channels = int(channels)
+        self.pool = _check_pool(pool, type(self).__name__)
+        self.skip = bool(skip)
+
+    def extra_repr(self) -> str:
+        return f'{self.channels}, pool={self.pool!r}, skip={self.skip}'
+
+    def _apply_gate(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        if self.skip:
+            return x * (1.0 + gate)  # F + F * M
+        return x * gate
+
+
+class ZCA(_ZeroParam):
+    """ZAM's channel attention alone: ``F * sigmoid(pool_hw(F))`` (``F + F * ...`` with skip=True)."""
+
+    def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(zam_pool(x, [2, 3], self.pool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'ZCA')
+        return self._apply_gate(x, self.channel_gate(x))
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'channel': Mc(x) of shape (B, C, 1, 1)}."""
+        check_input(x, self.channels, 'ZCA')
+        return {'channel': self.channel_gate(x)}
+
+
+class ZSA(_ZeroParam):
+    """ZAM's spatial attention alone: ``F * sigmoid(pool_c(F))`` (``F + F * ...`` with skip=True)."""
+
+    def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(zam_pool(x, [1], self.pool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'ZSA')
+        return self._apply_gate(x, self.spatial_gate(x))
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'spatial': Ms(x) of shape (B, 1, H, W)}."""
+        check_input(x, self.channels, 'ZSA')
+        return {'spatial': self.spatial_gate(x)}
+
+
+class ZAM(_ZeroParam):
+    """ZCA then ZSA. ``ZAM(C)`` is ZAM(Avg&Max); ``pool='avg'|'max'`` the other seed variants; ``skip=True`` ZAM+R."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, 'ZAM')
+        x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
+        return self._apply_gate(x, torch.sigmoid(zam_pool(x, [1], self.pool)))
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)}, F' the channel-refined map as in forward."""
+        check_input(x, self.channels, 'ZAM')
+        mc = torch.sigmoid(zam_pool(x, [2, 3], self.pool))
+        ms = torch.sigmoid(zam_pool(self._apply_gate(x, mc), [1], self.pool))
+        return {'channel': mc, 'spatial': ms}
