@@ -151,7 +151,8 @@ def _gap_kernel(m, x):
 
 
 def _is_attention(m: nn.Module) -> bool:
-    return type(m).__name__ in _GAP_ATTENTION or type(m).__name__ in _NO_GAP_ATTENTION
+    """A zamzoo attention module (they all have ``attention_maps``) or one of timm's we know."""
+    return callable(getattr(m, 'attention_maps', None)) or type(m).__name__ in _TIMM_GAP_ATTENTION
 
 
 def _attention_has_gap(m: nn.Module) -> bool:
@@ -159,18 +160,23 @@ def _attention_has_gap(m: nn.Module) -> bool:
     name = type(m).__name__
     if name in ('ZAM', 'ZCA'):
         return 'avg' in str(getattr(m, 'pool', 'avgmax'))
-    return name in _GAP_ATTENTION
+    return name in _GAP_ATTENTION or name in _TIMM_GAP_ATTENTION
 
 
-_GAP_ATTENTION = {'CBAM', 'CbamModule', 'LightCbamModule', 'SEModule', 'EffectiveSEModule', 'EcaModule',
-                  'CecaModule', 'BAM'}
-_NO_GAP_ATTENTION = {'ZSA', 'ULSAM', 'NAM', 'SPEM', 'SimAM'}
+# zamzoo's attention modules whose original code pools H x W by average for a channel descriptor; the others
+# (ZSA, ZAM(Max), ULSAM, NAM, SPEM, SimAM) pool by max / min / over channels, or not at all.
+_GAP_ATTENTION = {'CBAM', 'SE', 'ECA', 'BAM'}
+_TIMM_GAP_ATTENTION = {'CbamModule', 'LightCbamModule', 'SEModule', 'EffectiveSEModule', 'EcaModule', 'CecaModule'}
 
 
 def _seed_backbone(model: nn.Module) -> Optional[str]:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     arch = cfg.get('architecture') or ''
-    return arch.rsplit('_', 1)[0] if '_' in arch else None
+    try:
+        from zamzoo.models import list_models
+    except ImportError:
+        return None
+    return arch.split('_', 1)[0] if arch in list_models() else None
 
 
 @torch.no_grad()
