@@ -11,18 +11,19 @@ from typing import List, Tuple, Union
 import torch
 from timm.layers import register_notrace_function
 
-__all__ = ['check_input', 'to_2tuple_int']
+__all__ = ['check_input', 'check_spatial_size', 'to_2tuple_int']
 
 
 @register_notrace_function
 def check_input(x: torch.Tensor, channels: int, name: str) -> None:
     """Raise ValueError unless `x` is a 4-D tensor (B, channels, H, W)."""
     if x.dim() != 4 or x.shape[1] != channels:
-        got = ', '.join([str(s) for s in x.shape])
-        if x.dim() == 1:
-            got = got + ','
-        raise ValueError(
-            name + ' expects input of shape (B, ' + str(channels) + ', H, W), got (' + got + ')')
+        if torch.jit.is_scripting():
+            got = ', '.join([str(s) for s in x.shape])
+            raise ValueError(
+                name + ' expects input of shape (B, ' + str(channels) + ', H, W), got (' + got + ')')
+        # eager and torch.compile (under fullgraph=True Dynamo reports this message as the exception it observed)
+        raise ValueError(f'{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}')
 
 
 def to_2tuple_int(size: Union[int, Tuple[int, int], List[int]], what: str) -> Tuple[int, int]:
@@ -39,3 +40,14 @@ def to_2tuple_int(size: Union[int, Tuple[int, int], List[int]], what: str) -> Tu
     if len(pair) != 2 or min(pair) < 1:
         raise ValueError(f'{what} must be an int or a pair (H, W) of positive ints, got {size!r}')
     return pair
+
+
+@register_notrace_function
+def check_spatial_size(x: torch.Tensor, height: int, width: int, name: str) -> None:
+    """Raise ValueError unless `x` (B, C, H, W) has H == height and W == width."""
+    if x.shape[2] != height or x.shape[3] != width:
+        if torch.jit.is_scripting():
+            raise ValueError(
+                name + ' was built for ' + str(height) + 'x' + str(width) + ' inputs (spatial_size), got '
+                + str(x.shape[2]) + 'x' + str(x.shape[3]))
+        raise ValueError(f'{name} was built for {height}x{width} inputs (spatial_size), got {x.shape[2]}x{x.shape[3]}')

@@ -21,9 +21,10 @@ import torch
 import torch.fx
 from torch import nn
 
-from ._checks import check_input, to_2tuple_int
+from ._checks import check_input, check_spatial_size, to_2tuple_int
 
 torch.fx.wrap('check_input')
+torch.fx.wrap('check_spatial_size')
 
 __all__ = ['NAM']
 
@@ -71,10 +72,7 @@ class NAM(nn.Module):
         b, c, h, w = x.shape
         bn = self.spatial_bn
         assert bn is not None
-        if h != self.spatial_size[0] or w != self.spatial_size[1]:
-            raise ValueError(
-                'NAM(spatial=True) was built for ' + str(self.spatial_size[0]) + 'x' + str(self.spatial_size[1])
-                + ' inputs, got ' + str(h) + 'x' + str(w))
+        check_spatial_size(x, self.spatial_size[0], self.spatial_size[1], 'NAM(spatial=True)')
         t = bn(x.reshape(b, c, h * w).transpose(1, 2))  # (B, HW, C): one BN feature per pixel
         lam = bn.weight.detach().abs()
         t = t * (lam / lam.sum()).view(1, -1, 1)
