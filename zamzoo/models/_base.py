@@ -1,0 +1,276 @@
+"""What every zamzoo backbone shares: the attention plumbing and timm's model API.
+
+Each backbone family (cifar_resnet, cifar_mobilenet, cifar_mobilenetv2) builds the same four parts and inherits
+everything else from `CifarNet`:
+
+    stem        ConvBnAct (conv3x3 stride 1, BN, act)  feature level 0
+    stages      nn.Sequential of stage Sequentials    feature levels 1..N, one per stage
+    final_conv  an optional 1x1 conv head (MobileNetV2), nn.Identity otherwise
+    global_pool + fc                                  timm's `create_classifier`
+
+A stage holds its blocks and, for attention in the 'stage' slot (BAM), the stage's attention module as its last
+element, so the stage output (a feature level) is the attended map and grad checkpointing, features_only,
+forward_intermediates and fx all see one plain sequence.
+
+Attention placement is a property of the backbone family (which slot a 'block' attention takes inside a block is
+written in each family's block); which module goes there is a property of the attention name, resolved by
+`zamzoo.layers.get_attn`.
+"""
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import create_classifier
+from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
+
+__all__ = ['CifarNet', 'AttnFactory', 'ConvBnAct', 'ATTN_SLOTS']
+
+ATTN_SLOTS = ('block', 'stage')
+_NO_ATTN = (None, '', 'plain', 'none')
+
+AttnLayer = Union[str, Callable[..., nn.Module], None]
+
+
+def _dd_kwargs(device, dtype) -> Dict[str, Any]:
+    return dict(device=device, dtype=dtype)
+
+
+class AttnFactory:
+    """Builds the attention modules of one backbone and remembers them.
+
+    `attn_layer` is a registry name of `zamzoo.layers` ('zam', 'cbam', ...), a class or partial taking
+    `(channels, **kwargs, device=None, dtype=None)` (timm's convention), or None / 'plain' for no attention.
+    `attn_kwargs` go to every module's constructor (e.g. the ZAM seed's CBAM variant, `impl=`).
+    `slot` is 'block' (one module per block, in the family's block slot) or 'stage' (one module after every stage
+    except the last, i.e. before every downsampling, as BAM is placed in its paper).
+    """
+
+    def __init__(
+            self,
+            attn_layer: AttnLayer = None,
+            attn_kwargs: Optional[Dict[str, Any]] = None,
+            slot: str = 'block',
+            device=None,
+            dtype=None,
+    ):
+        if slot not in ATTN_SLOTS:
+            raise ValueError(f"attn_slot must be one of {ATTN_SLOTS}, got {slot!r}")
+        if attn_kwargs is not None and not isinstance(attn_kwargs, dict):
+            raise TypeError(f'attn_kwargs must be a dict, got {type(attn_kwargs).__name__}')
+        self.slot = slot
+        self.dd = _dd_kwargs(device, dtype)
+        self.created: List[nn.Module] = []
+        if isinstance(attn_layer, str) and attn_layer.lower() in _NO_ATTN:
+            attn_layer = None
+        if attn_layer is None:
+            if attn_kwargs:
+                raise ValueError(f'attn_kwargs {attn_kwargs} given to a model without attention (attn_layer=None)')
+            self.layer = None
+            return
+        if isinstance(attn_layer, str):
+            from ..layers import get_attn  # late: zamzoo.layers imports nothing from models
+            attn_layer = get_attn(attn_layer)
+        self.layer = partial(attn_layer, **attn_kwargs) if attn_kwargs else attn_layer
+
+    def _create(self, channels: int) -> nn.Module:
+        module = self.layer(channels, **self.dd)
+        self.created.append(module)
+        return module
+
+    def block(self, channels: int) -> Optional[nn.Module]:
+        """The module for a block's attention slot, or None."""
+        if self.layer is None or self.slot != 'block':
+            return None
+        return self._create(channels)
+
+    def stage(self, channels: int, stage_idx: int, num_stages: int) -> Optional[nn.Module]:
+        """The module that follows stage `stage_idx` (0-based), or None. Never after the last stage."""
+        if self.layer is None or self.slot != 'stage' or stage_idx >= num_stages - 1:
+            return None
+        return self._create(channels)
+
+
+class CifarNet(nn.Module):
+    """Base of the zamzoo backbones: timm's classification-model API over stem -> stages -> final_conv -> head.
+
+    Subclasses create `self.stem`, `self.stages`, `self.final_conv`, `self.feature_info` and call
+    `self._init_head(...)` then `self._init_weights(...)`.
+    """
+    stem: nn.Module
+    stages: nn.Sequential
+    final_conv: nn.Module
+
+    def _init_common(self, num_classes: int, in_chans: int, drop_rate: float):
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        self.feature_info: List[Dict[str, Any]] = []
+
+    def _init_head(self, num_features: int, global_pool: str, device=None, dtype=None):
+        _check_head(self.num_classes, global_pool)
+        self.num_features = num_features
+        self.global_pool, self.fc = create_classifier(
+            num_features, self.num_classes, pool_type=global_pool, **_dd_kwargs(device, dtype))
+        self.head_hidden_size = num_features * self.global_pool.feat_mult()
+
+    @torch.jit.ignore
+    def _init_weights(self, mode: str, attn_modules: List[nn.Module]):
+        """'torch': PyTorch's default init, as the ZAM seed's code (and kuangliu's) leaves it.
+        'fan_out': bearpaw's ResNet init, conv weights ~ N(0, sqrt(2 / (k*k*out_channels))) = kaiming normal fan_out.
+        Convs inside attention modules keep their own init (e.g. SPEM's w=0, b=-1, BAM's defaults)."""
+        if mode == 'torch':
+            return
+        if mode != 'fan_out':
+            raise ValueError(f"weight_init must be 'torch' or 'fan_out', got {mode!r}")
+        skip = {id(m) for a in attn_modules for m in a.modules()}
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and id(m) not in skip:
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+    # ---------------------------------------------------------------- timm API
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=[
+                (r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)', None),
+                (r'^final_conv', (99999,)),  # timm's MATCH_PREV_GROUP: the head conv joins the last block group
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        return 'fc' if name_only else self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        _check_head(num_classes, global_pool)
+        p = next(self.parameters())
+        self.num_classes = num_classes
+        self.global_pool, self.fc = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, device=p.device, dtype=p.dtype)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.stages, x, flatten=True)
+        else:
+            x = self.stages(x)
+        x = self.final_conv(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        x = self.forward_head(x)
+        return x
+
+    @torch.jit.ignore
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features at the levels of `feature_info` (0 = stem, i = output of stage i), timm's signature.
+
+        indices: the last n levels if int, all if None, else the listed levels (negative from the end).
+        norm: accepted for timm compatibility; these backbones have no final norm.
+        Returns the intermediates, or (final features as forward_features gives them, intermediates).
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        num_levels = len(self.stages) + 1
+        take_indices, max_index = feature_take_indices(num_levels, indices)
+        intermediates = []
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        stages = self.stages[:max_index] if stop_early else self.stages
+        for feat_idx, stage in enumerate(stages, start=1):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+            if feat_idx in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.final_conv(x)
+        return x, intermediates
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages (and head) not needed for the feature levels `indices`; returns the kept indices."""
+        num_levels = len(self.stages) + 1
+        take_indices, max_index = feature_take_indices(num_levels, indices)
+        prune_end = max_index < num_levels - 1
+        self.stages = self.stages[:max_index]  # level 0 is the stem, level i the output of stage i
+        if prune_end:
+            self.final_conv = nn.Identity()
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+
+def _check_head(num_classes: int, global_pool: str):
+    if num_classes > 0 and not global_pool:
+        raise ValueError(
+            f"global_pool='' (no pooling) needs num_classes=0 (no classifier), got num_classes={num_classes}")
+
+
+class ConvBnAct(nn.Module):
+    """conv (bias-free) -> BN -> act. A plain module, not an nn.Sequential, so that timm's feature wrappers (which
+    flatten Sequentials one level) keep it whole as the 'stem' feature level."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int = 3,
+            stride: int = 1,
+            act_layer: Callable[..., nn.Module] = nn.ReLU,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = _dd_kwargs(device, dtype)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False, **dd)
+        self.bn = nn.BatchNorm2d(out_chs, **dd)
+        self.act = act_layer(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+def dict_modules(**modules: nn.Module):
+    """An OrderedDict for nn.Sequential with named children."""
+    return OrderedDict(modules)

@@ -1,0 +1,126 @@
+"""MobileNet (v1) for 32x32 inputs: the ZAM seed's.
+
+Stem conv_bn(3, 32, stride 1), then 13 depthwise-separable blocks (in -> out, stride):
+(32->64,1) (64->128,1) (128->128,1) (128->256,2) (256->256,1) (256->512,2) 5x(512->512,1) (512->1024,2)
+(1024->1024,1); 32 -> 16 -> 8 -> 4; global average pool (4x4) -> Linear(1024, num_classes) with bias; every conv
+bias-free. 3,309,476 parameters with 100 classes. PyTorch's default init, as the seed's code.
+
+Blocks are grouped in stages by resolution, each later stage opening with its stride-2 block:
+stage 0 (32x32): 64, 128, 128 | stage 1 (16x16): 256, 256 | stage 2 (8x8): 512 x 6 | stage 3 (4x4): 1024 x 2.
+
+Attention slot ('block'): dw3x3 -> BN -> ReLU -> pw1x1 -> BN -> [attention] -> ReLU, in all 13 blocks, not in the
+stem (the seed's placement for ZAM, ZAM+R and its CBAM).
+'stage' slot (BAM): after stages 0, 1 and 2 (128, 256 and 512 channels), i.e. just before every downsampling, the
+bottlenecks where the BAM paper puts it, and the counterpart of BAM after ResNet stages 1-3.
+"""
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs
+
+from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
+from ._zoo import pretrained_cfgs, register_family
+
+__all__ = ['CifarMobileNet', 'DepthwiseSeparable']
+
+# (out_chs, stride) per block, grouped by stage.
+SEED_MOBILENET: Tuple[Tuple[Tuple[int, int], ...], ...] = (
+    ((64, 1), (128, 1), (128, 1)),
+    ((256, 2), (256, 1)),
+    ((512, 2),) + ((512, 1),) * 5,
+    ((1024, 2), (1024, 1)),
+)
+
+
+class DepthwiseSeparable(nn.Module):
+    """dw3x3 -> BN -> ReLU -> pw1x1 -> BN -> [attn] -> ReLU."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int = 1,
+            attn: Optional[nn.Module] = None,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.conv_dw = nn.Conv2d(in_chs, in_chs, 3, stride=stride, padding=1, groups=in_chs, bias=False, **dd)
+        self.bn1 = nn.BatchNorm2d(in_chs, **dd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(out_chs, **dd)
+        self.attn = attn if attn is not None else nn.Identity()
+        self.act2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv_dw(x)))
+        x = self.bn2(self.conv_pw(x))
+        x = self.attn(x)
+        return self.act2(x)
+
+
+class CifarMobileNet(CifarNet):
+    """MobileNet v1 for 32x32 inputs; see the module docstring for the layout and the attention slots."""
+
+    def __init__(
+            self,
+            stem_width: int = 32,
+            block_cfg: Sequence[Sequence[Tuple[int, int]]] = SEED_MOBILENET,
+            num_classes: int = 100,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            attn_layer: AttnLayer = None,
+            attn_kwargs: Optional[Dict[str, Any]] = None,
+            attn_slot: str = 'block',
+            weight_init: str = 'torch',
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            stem_width: output channels of the 3x3 stem.
+            block_cfg: per stage, the (out_chs, stride) of each depthwise-separable block.
+            num_classes: classifier outputs; 0 for no classifier.
+            in_chans: input image channels.
+            global_pool: timm pooling type ('avg', 'max', 'avgmax', 'catavgmax', '' for none).
+            drop_rate: dropout before the classifier.
+            attn_layer: attention name of zamzoo.layers ('zam', 'cbam', ...), a class/partial, or None.
+            attn_kwargs: keyword arguments for every attention module.
+            attn_slot: 'block' (inside every block) or 'stage' (after every stage but the last; BAM).
+            weight_init: 'torch' (PyTorch defaults) or 'fan_out' (kaiming normal, fan_out).
+            device, dtype: where and in which dtype to create the parameters.
+        """
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
+        self._init_common(num_classes, in_chans, drop_rate)
+
+        self.stem = ConvBnAct(in_chans, stem_width, 3, **dd)
+        self.feature_info.append(dict(num_chs=stem_width, reduction=1, module='stem'))
+
+        in_chs, reduction = stem_width, 1
+        stages = []
+        for stage_idx, stage_cfg in enumerate(block_cfg):
+            blocks = []
+            for out_chs, stride in stage_cfg:
+                reduction *= stride
+                blocks.append(DepthwiseSeparable(in_chs, out_chs, stride, attn=attn.block(out_chs), **dd))
+                in_chs = out_chs
+            stage_attn = attn.stage(in_chs, stage_idx, len(block_cfg))
+            if stage_attn is not None:
+                blocks.append(stage_attn)
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'stages.{stage_idx}'))
+        self.stages = nn.Sequential(*stages)
+        self.final_conv = nn.Identity()
+
+        self._init_head(in_chs, global_pool, **dd)
+        self._init_weights(weight_init, attn.created)
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_mobilenet'))
+register_family(__name__, CifarMobileNet)

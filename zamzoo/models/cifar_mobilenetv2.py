@@ -1,0 +1,159 @@
+"""MobileNetV2 for 32x32 inputs.
+
+Layout chosen: the paper's network (Sandler et al., table 2: inverted residual blocks with ReLU6, linear
+bottlenecks, expansion 6, the expand conv left out when t = 1, residual add only when stride 1 and in == out,
+final 1x1 conv to 1280) with the CIFAR strides of kuangliu/pytorch-cifar's MobileNetV2: stem stride 1 (paper 2) and
+the stride of the second bottleneck row (24 channels) 1 (paper 2). The net then downsamples three times,
+32 -> 16 -> 8 -> 4, and ends on a 4x4 map before the global average pool, like the zoo's CIFAR ResNet-18/50 and the
+seed's MobileNet, so every backbone of the zoo sees the same resolutions and the attention maps are comparable.
+Unlike kuangliu's file we keep the paper's blocks: kuangliu adds 1x1 conv + BN projection shortcuts to the
+stride-1 blocks that change width and always builds the expand conv; those are not MobileNetV2 (and the ULSAM paper
+evaluates the standard MobileNetV2 block). PyTorch's default init. 2,351,972 parameters with 100 classes.
+
+Rows (t, c, n, s) grouped into stages by resolution:
+stage 0 (32x32): (1, 16, 1, 1) (6, 24, 2, 1) | stage 1 (16x16): (6, 32, 3, 2) |
+stage 2 (8x8): (6, 64, 4, 2) (6, 96, 3, 1) | stage 3 (4x4): (6, 160, 3, 2) (6, 320, 1, 1); then final_conv 320->1280.
+
+Attention slot ('block'): after the projection (linear 1x1) conv's BN, before the residual add, in all 17 blocks,
+including those without a residual (the slot of SE in MobileNetV3 is inside the expansion, but ZAM/CBAM/SPEM act on
+a block's output, as in the ResNets' slot after the last BN). Not in the stem nor in final_conv.
+'stage' slot (BAM): after stages 0, 1 and 2 (24, 32 and 96 channels), just before every downsampling.
+"""
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+from timm.models import generate_default_cfgs
+
+from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
+from ._zoo import pretrained_cfgs, register_family
+
+__all__ = ['CifarMobileNetV2', 'InvertedResidual']
+
+# per stage: rows of (expansion t, out channels c, repeats n, first stride s)
+CIFAR_MOBILENETV2: Tuple[Tuple[Tuple[int, int, int, int], ...], ...] = (
+    ((1, 16, 1, 1), (6, 24, 2, 1)),
+    ((6, 32, 3, 2),),
+    ((6, 64, 4, 2), (6, 96, 3, 1)),
+    ((6, 160, 3, 2), (6, 320, 1, 1)),
+)
+
+
+class InvertedResidual(nn.Module):
+    """[pw1x1 -> BN -> ReLU6] -> dw3x3 -> BN -> ReLU6 -> pw1x1 (linear) -> BN -> [attn] -> (+ x if stride 1, in == out)."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int = 1,
+            expand_ratio: int = 6,
+            attn: Optional[nn.Module] = None,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        mid_chs = in_chs * expand_ratio
+        self.has_skip = stride == 1 and in_chs == out_chs
+        if expand_ratio != 1:
+            self.conv_pw = nn.Conv2d(in_chs, mid_chs, 1, bias=False, **dd)
+            self.bn1 = nn.BatchNorm2d(mid_chs, **dd)
+            self.act1 = nn.ReLU6(inplace=True)
+        else:
+            self.conv_pw = nn.Identity()
+            self.bn1 = nn.Identity()
+            self.act1 = nn.Identity()
+        self.conv_dw = nn.Conv2d(mid_chs, mid_chs, 3, stride=stride, padding=1, groups=mid_chs, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(mid_chs, **dd)
+        self.act2 = nn.ReLU6(inplace=True)
+        self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False, **dd)
+        self.bn3 = nn.BatchNorm2d(out_chs, **dd)
+        self.attn = attn if attn is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. and self.has_skip else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.act1(self.bn1(self.conv_pw(x)))
+        x = self.act2(self.bn2(self.conv_dw(x)))
+        x = self.bn3(self.conv_pwl(x))
+        x = self.attn(x)
+        if self.has_skip:
+            x = self.drop_path(x) + shortcut
+        return x
+
+
+class CifarMobileNetV2(CifarNet):
+    """MobileNetV2 for 32x32 inputs; see the module docstring for the layout and the attention slots."""
+
+    def __init__(
+            self,
+            stem_width: int = 32,
+            block_cfg: Sequence[Sequence[Tuple[int, int, int, int]]] = CIFAR_MOBILENETV2,
+            head_width: int = 1280,
+            num_classes: int = 100,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            attn_layer: AttnLayer = None,
+            attn_kwargs: Optional[Dict[str, Any]] = None,
+            attn_slot: str = 'block',
+            weight_init: str = 'torch',
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            stem_width: output channels of the 3x3 stem.
+            block_cfg: per stage, rows of (expansion, out_chs, repeats, first stride).
+            head_width: output channels of the final 1x1 conv.
+            num_classes: classifier outputs; 0 for no classifier.
+            in_chans: input image channels.
+            global_pool: timm pooling type ('avg', 'max', 'avgmax', 'catavgmax', '' for none).
+            drop_rate: dropout before the classifier (the paper's ImageNet model uses 0.2; default 0 here).
+            drop_path_rate: stochastic depth on the residual blocks, linearly increasing over blocks.
+            attn_layer: attention name of zamzoo.layers ('zam', 'cbam', ...), a class/partial, or None.
+            attn_kwargs: keyword arguments for every attention module.
+            attn_slot: 'block' (inside every block) or 'stage' (after every stage but the last; BAM).
+            weight_init: 'torch' (PyTorch defaults) or 'fan_out' (kaiming normal, fan_out).
+            device, dtype: where and in which dtype to create the parameters.
+        """
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
+        self._init_common(num_classes, in_chans, drop_rate)
+
+        self.stem = ConvBnAct(in_chans, stem_width, 3, act_layer=nn.ReLU6, **dd)
+        self.feature_info.append(dict(num_chs=stem_width, reduction=1, module='stem'))
+
+        num_blocks = sum(n for stage_cfg in block_cfg for _, _, n, _ in stage_cfg)
+        dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+        in_chs, reduction, block_idx = stem_width, 1, 0
+        stages = []
+        for stage_idx, stage_cfg in enumerate(block_cfg):
+            blocks = []
+            for t, c, n, s in stage_cfg:
+                for i in range(n):
+                    stride = s if i == 0 else 1
+                    reduction *= stride
+                    blocks.append(InvertedResidual(
+                        in_chs, c, stride, t, attn=attn.block(c), drop_path_rate=dpr[block_idx], **dd))
+                    in_chs = c
+                    block_idx += 1
+            stage_attn = attn.stage(in_chs, stage_idx, len(block_cfg))
+            if stage_attn is not None:
+                blocks.append(stage_attn)
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'stages.{stage_idx}'))
+        self.stages = nn.Sequential(*stages)
+        self.final_conv = ConvBnAct(in_chs, head_width, 1, act_layer=nn.ReLU6, **dd)
+
+        self._init_head(head_width, global_pool, **dd)
+        self._init_weights(weight_init, attn.created)
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_mobilenetv2'))
+register_family(__name__, CifarMobileNetV2)
