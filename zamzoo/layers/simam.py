@@ -1,7 +1,8 @@
 """SimAM (Yang et al., ICML 2021), parameter-free: the yardstick for ZAM.
 
 ``d = (x - mean_hw(x))^2; v = sum_hw(d) / (HW - 1); out = x * sigmoid(d / (4 * (v + e_lambda)) + 0.5)``,
-exactly the official code (which, like this, gives NaN on a 1x1 map, where HW - 1 = 0).
+exactly the official code, except on a 1x1 map (e.g. the last stage of an ImageNet ResNet fed 32x32 images): there
+the official HW - 1 = 0 gives 0/0 = NaN; we divide by max(HW - 1, 1), so d = v = 0 and the gate is sigmoid(0.5).
 """
 from typing import Dict
 
@@ -9,9 +10,20 @@ import torch
 import torch.fx
 from torch import nn
 
+from timm.layers import register_notrace_function
+
 from ._checks import check_input
 
 torch.fx.wrap('check_input')
+
+
+@register_notrace_function
+def simam_denominator(x: torch.Tensor) -> int:
+    """HW - 1, at least 1 (a leaf for torch.fx: max() of traced sizes cannot be traced)."""
+    return max(x.shape[2] * x.shape[3] - 1, 1)
+
+
+torch.fx.wrap('simam_denominator')
 
 __all__ = ['SimAM']
 
@@ -28,7 +40,7 @@ class SimAM(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The element-wise gate sigmoid(d / (4 (v + lambda)) + 0.5), (B, C, H, W)."""
-        n = x.shape[2] * x.shape[3] - 1
+        n = simam_denominator(x)
         d = (x - x.mean((2, 3), keepdim=True)).pow(2)
         v = d.sum((2, 3), keepdim=True) / n
         return torch.sigmoid(d / (4.0 * (v + self.e_lambda)) + 0.5)
