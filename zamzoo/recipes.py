@@ -3,6 +3,7 @@
 The model registry reads a recipe's normalisation for its pretrained cfgs and the training loop reads the
 rest, so the mean/std a checkpoint was trained with and the one its cfg announces are the same numbers.
 """
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Tuple
 
@@ -29,6 +30,11 @@ class Recipe:
     schedule: str = 'multistep'          # 'multistep' or 'cosine'
     milestones: Tuple[int, ...] = ()     # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
+    # The number the seed's loop gives its first epoch; milestones count from it. weiaicunzai's loop (the ZAM
+    # seed's) runs `for epoch in range(1, ...)` and calls `MultiStepLR.step(epoch)` before each epoch, so lr is
+    # 0.1 for epochs 1..59 and 0.02 from epoch 60 (59 epochs at 0.1). bearpaw's and NAM's loops count from 0, so
+    # lr changes after 60 (81) full epochs. lr at 0-based epoch t is lr * gamma ** bisect_right(milestones, t + epoch_base).
+    epoch_base: int = 0
     warmup_epochs: int = 0               # linear warm-up, updated every step
     crop_padding: int = 4                # RandomCrop(32, padding); 0 disables
     hflip: bool = True
@@ -38,6 +44,8 @@ class Recipe:
     spem_alpha: float = 0.1              # alpha in loss += alpha * SPEM penalty (models with SPEM only)
     sync_bn: bool = False
     label_smoothing: float = 0.0
+    reset_head: bool = False             # re-initialise the classifier of a pretrained model before training
+    drop_last: bool = False              # the seeds keep the last, partial batch (391 steps per CIFAR epoch)
 
     def stats(self, dataset: str) -> Stats:
         try:
@@ -50,12 +58,33 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def replace(self, **changes) -> 'Recipe':
+        """A copy with some fields changed (e.g. a shorter run); the name and version stay, so say so when you
+        report its results."""
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f'unknown recipe field(s) {sorted(unknown)}; expected some of {sorted(self.__dataclass_fields__)}')
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'Recipe':
+        """The inverse of to_dict (JSON turns tuples into lists; they come back as tuples)."""
+        d = dict(d)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f'unknown recipe field(s) {sorted(unknown)}')
+        if 'milestones' in d:
+            d['milestones'] = tuple(d['milestones'])
+        if 'normalization' in d:
+            d['normalization'] = {k: (tuple(v[0]), tuple(v[1])) for k, v in d['normalization'].items()}
+        return cls(**d)
+
 
 _RECIPES = {
     r.name: r for r in (
         Recipe(
             name='zam', version=1, epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
-            milestones=(60, 120, 160), gamma=0.2, warmup_epochs=1, rotation=15.0,
+            milestones=(60, 120, 160), gamma=0.2, epoch_base=1, warmup_epochs=1, rotation=15.0,
             normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
         ),
         Recipe(
@@ -71,8 +100,11 @@ _RECIPES = {
             normalization={'cifar100': BEARPAW_STATS, 'cifar10': BEARPAW_STATS},
         ),
         Recipe(
+            # For a pretrained model on a new data set (an image folder, or CIFAR): lower lr, cosine to zero per
+            # step, classifier re-initialised. An image folder is normalised with the model's own mean/std.
             name='finetune', version=1, epochs=30, batch_size=64, lr=0.01, weight_decay=5e-4,
-            schedule='cosine', normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
+            schedule='cosine', reset_head=True,
+            normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
         ),
     )
 }

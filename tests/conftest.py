@@ -1,0 +1,69 @@
+"""Shared fixtures.
+
+tiny_cifar: a CIFAR-100 and a CIFAR-10 data set in torchvision's python format (the official archives' layout),
+64 train / 32 test images each, written here with plain pickle (not with zamzoo's own writer) and read back by the
+real torchvision reader. Use `tiny_cifar_arrays(dataset)` for the exact images and labels written.
+"""
+import pickle
+
+import numpy as np
+import pytest
+
+TINY_TRAIN, TINY_TEST = 64, 32
+_NUM_CLASSES = {'cifar100': 100, 'cifar10': 10}
+
+
+def tiny_cifar_arrays(dataset: str):
+    """(train_images, train_labels, test_images, test_labels, class_names): images (N, 32, 32, 3) uint8.
+
+    Each class has its own mean colour (plus noise), so a model can learn something in a few steps."""
+    nc = _NUM_CLASSES[dataset]
+    rng = np.random.default_rng(1234 + nc)
+    palette = rng.integers(30, 226, (nc, 3))
+
+    def split(n, offset):
+        labels = (np.arange(n) * 7 + offset) % nc
+        noise = rng.integers(-30, 31, (n, 32, 32, 3))
+        images = np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+        return images, labels.astype(np.int64)
+
+    xtr, ytr = split(TINY_TRAIN, 0)
+    xte, yte = split(TINY_TEST, 3)
+    return xtr, ytr, xte, yte, [f'{dataset}_class_{i:03d}' for i in range(nc)]
+
+
+def _rows(images):
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), 3072))
+
+
+def _dump(path, obj):
+    with open(path, 'wb') as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_tiny_cifar(root):
+    xtr, ytr, xte, yte, names = tiny_cifar_arrays('cifar100')
+    d = root / 'cifar-100-python'
+    d.mkdir(parents=True, exist_ok=True)
+    for name, x, y in (('train', xtr, ytr), ('test', xte, yte)):
+        _dump(d / name, {'filenames': [f'{name}_{i}.png' for i in range(len(y))], 'batch_label': name,
+                         'fine_labels': [int(v) for v in y], 'coarse_labels': [int(v) % 20 for v in y],
+                         'data': _rows(x)})
+    _dump(d / 'meta', {'fine_label_names': names, 'coarse_label_names': [f'super_{i}' for i in range(20)]})
+
+    xtr, ytr, xte, yte, names = tiny_cifar_arrays('cifar10')
+    d = root / 'cifar-10-batches-py'
+    d.mkdir(parents=True, exist_ok=True)
+    for i, idx in enumerate(np.array_split(np.arange(len(ytr)), 5), 1):
+        _dump(d / f'data_batch_{i}', {'batch_label': f'training batch {i} of 5', 'labels': [int(v) for v in ytr[idx]],
+                                      'data': _rows(xtr[idx]), 'filenames': [f'{j}.png' for j in idx]})
+    _dump(d / 'test_batch', {'batch_label': 'testing batch 1 of 1', 'labels': [int(v) for v in yte],
+                             'data': _rows(xte), 'filenames': [f'{j}.png' for j in range(len(yte))]})
+    _dump(d / 'batches.meta', {'label_names': names, 'num_cases_per_batch': len(ytr) // 5, 'num_vis': 3072})
+    return root
+
+
+@pytest.fixture(scope='session')
+def tiny_cifar(tmp_path_factory):
+    """Folder holding cifar-100-python/ and cifar-10-batches-py/ (pass it as --data)."""
+    return write_tiny_cifar(tmp_path_factory.mktemp('tiny_cifar'))

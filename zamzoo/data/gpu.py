@@ -1,0 +1,206 @@
+"""A device-resident CIFAR loader with batched tensor augmentation.
+
+The whole split lives on the device as uint8 (50k x 3 x 32 x 32 is 150 MB); each step gathers its batch, crops,
+flips, rotates and normalises it with a handful of batched ops and no host synchronisation. The same code runs on
+CPU tensors (that is how the tests exercise it).
+
+Augmentation follows the seeds' torchvision pipeline, in their order: RandomCrop(32, padding) with zero fill,
+RandomHorizontalFlip(0.5), RandomRotation(degrees) with nearest interpolation and zero fill, then Normalize.
+Every random draw of an epoch (the order and each position's crop offset, flip and angle) comes from a generator
+seeded with (seed, epoch) on the CPU: an epoch is the same on any device and any number of ranks, and a resumed
+run sees exactly the data the interrupted one would have.
+"""
+import math
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator for one epoch of one purpose; independent of any global RNG state."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(stream)]).generate_state(2, np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batched augmentation ops. x is (B, C, H, W); per-sample parameters are tensors of shape (B,) on x's device.
+
+def pad(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """Zero padding on the four sides (torchvision RandomCrop's default fill)."""
+    return F.pad(x, (padding,) * 4) if padding else x
+
+
+def crop_flip(x_padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: Optional[torch.Tensor],
+              size: Tuple[int, int], index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Window (dy, dx) of size `size` from each padded image, mirrored left-right where `flip`, in one gather.
+
+    With `index`, `x_padded` is the whole padded data set and the batch is `x_padded[index]`, gathered in the
+    same op (no intermediate batch copy).
+    """
+    h, w = size
+    dev = x_padded.device
+    ar_h = torch.arange(h, device=dev)
+    ar_w = torch.arange(w, device=dev)
+    rows = dy.to(dev)[:, None] + ar_h                               # (B, H)
+    if flip is None:
+        cols = dx.to(dev)[:, None] + ar_w                           # (B, W)
+    else:
+        cols = dx.to(dev)[:, None] + torch.where(flip.to(dev)[:, None], (w - 1) - ar_w, ar_w)
+    b = index.to(dev) if index is not None else torch.arange(rows.shape[0], device=dev)
+    c = torch.arange(x_padded.shape[1], device=dev)
+    return x_padded[b[:, None, None, None], c[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_crop(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, padding: int) -> torch.Tensor:
+    """RandomCrop(size=(H, W), padding): the window at offset (dy, dx), each in [0, 2 * padding], of the
+    zero-padded image."""
+    return crop_flip(pad(x, padding), dy, dx, None, x.shape[-2:])
+
+
+def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images where mask is True."""
+    return torch.where(mask.to(x.device)[:, None, None, None], x.flip(-1), x)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor, mode: str = 'nearest') -> torch.Tensor:
+    """Rotate each image counter-clockwise by its angle about the image centre, zero fill, as torchvision's
+    `rotate` (nearest interpolation by default, like RandomRotation). One affine_grid + grid_sample for the batch.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f'rotate expects a floating-point batch, got {x.dtype}')
+    b, _, h, w = x.shape
+    a = torch.deg2rad(degrees.to(device=x.device, dtype=torch.float32))
+    cos, sin = torch.cos(a), torch.sin(a)
+    # Output pixel (u, v) (centred pixel coordinates, v down) samples input R(-a)... in normalised coordinates the
+    # aspect ratio enters through h / w.
+    theta = torch.stack([
+        torch.stack([cos, -sin * (h / w), torch.zeros_like(a)], -1),
+        torch.stack([sin * (w / h), cos, torch.zeros_like(a)], -1),
+    ], 1)
+    theta = theta.to(torch.float32)
+    grid = F.affine_grid(theta, [b, x.shape[1], h, w], align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode=mode, padding_mode='zeros', align_corners=False)
+    return out.to(x.dtype)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], max_value: float = 255.0) -> torch.Tensor:
+    """(x / max_value - mean) / std as one multiply-add (uint8 or float input)."""
+    scale, shift = _norm_coeffs(mean, std, max_value, x.device)
+    return torch.addcmul(shift, x.float(), scale)
+
+
+def _norm_coeffs(mean, std, max_value, device):
+    mean = torch.tensor(mean, dtype=torch.float64)
+    std = torch.tensor(std, dtype=torch.float64)
+    scale = (1.0 / (max_value * std)).to(torch.float32).view(1, -1, 1, 1).to(device)
+    shift = (-mean / std).to(torch.float32).view(1, -1, 1, 1).to(device)
+    return scale, shift
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def shard_bounds(n: int, batch_size: int, drop_last: bool) -> List[Tuple[int, int]]:
+    """Global batches as (start, stop) positions in the epoch's order."""
+    stop = (n // batch_size) * batch_size if drop_last else n
+    return [(s, min(s + batch_size, stop)) for s in range(0, stop, batch_size)]
+
+
+def rank_slice(start: int, stop: int, rank: int, world_size: int) -> Tuple[int, int]:
+    """This rank's part of a global batch: contiguous, sizes differing by at most one."""
+    n = stop - start
+    base, extra = divmod(n, world_size)
+    lo = start + rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+class TensorLoader:
+    """Batches of a device-resident image tensor for one rank; yields (images, targets, global_batch_size).
+
+    images: (N, C, H, W) uint8; targets: (N,) int64; both are moved to `device` once. For training
+    (`train=True`) the order and augmentation of each epoch are drawn from (seed, epoch) -- call `set_epoch`.
+    Rank r of `world_size` gets a contiguous part of each global batch of `batch_size`, so the union over ranks
+    is exactly what a single process would see.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, mean, std, *,
+                 train: bool = True, crop_padding: int = 4, hflip: bool = True, rotation: float = 0.0,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                 device='cpu', channels_last: bool = False, out_dtype: torch.dtype = torch.float32):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f'TensorLoader expects uint8 images (N, C, H, W), got {tuple(images.shape)} {images.dtype}')
+        if len(images) != len(targets):
+            raise ValueError(f'{len(images)} images but {len(targets)} targets')
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self.device = torch.device(device)
+        self.n = len(images)
+        self.size = tuple(images.shape[-2:])
+        self.batch_size = batch_size
+        self.train = train
+        self.crop_padding = crop_padding if train else 0
+        self.hflip = hflip and train
+        self.rotation = float(rotation) if train else 0.0
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last = drop_last and train
+        self.channels_last = channels_last
+        self.out_dtype = out_dtype
+        self.epoch = 0
+        # Stored once, padded, so a step is a single gather.
+        self.images = pad(images, self.crop_padding).to(self.device)
+        self.targets = targets.to(self.device)
+        self.scale, self.shift = _norm_coeffs(mean, std, 255.0, self.device)
+        self.bounds = shard_bounds(self.n, batch_size, self.drop_last)
+        if self.bounds and self.bounds[-1][1] - self.bounds[-1][0] < world_size:
+            self.bounds.pop()  # a last batch too small to give every rank an image is dropped
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    @property
+    def num_samples(self) -> int:
+        """Images per epoch over all ranks."""
+        return self.bounds[-1][1] if self.bounds else 0
+
+    def epoch_params(self, epoch: int):
+        """Order and per-position augmentation of one epoch (CPU tensors, identical on every rank)."""
+        g = epoch_generator(self.seed, epoch)
+        n, p = self.n, self.crop_padding
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=g)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=g)
+        flip = torch.rand(n, generator=g) < 0.5 if self.hflip else None
+        angle = (torch.rand(n, generator=g) * 2 - 1) * self.rotation if self.rotation else None
+        return order, dy, dx, flip, angle
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, int]]:
+        order, dy, dx, flip, angle = self.epoch_params(self.epoch)
+        non_blocking = self.device.type == 'cuda'
+        # One host-to-device copy per epoch of everything random.
+        order = order.to(self.device, non_blocking=non_blocking)
+        dy, dx = dy.to(self.device, non_blocking=non_blocking), dx.to(self.device, non_blocking=non_blocking)
+        flip = flip.to(self.device, non_blocking=non_blocking) if flip is not None else None
+        angle = angle.to(self.device, non_blocking=non_blocking) if angle is not None else None
+        for start, stop in self.bounds:
+            lo, hi = rank_slice(start, stop, self.rank, self.world_size)
+            yield (*self.batch(order[lo:hi], dy[lo:hi], dx[lo:hi],
+                               flip[lo:hi] if flip is not None else None,
+                               angle[lo:hi] if angle is not None else None), stop - start)
+
+    def batch(self, index, dy, dx, flip, angle):
+        x = crop_flip(self.images, dy, dx, flip, self.size, index=index)
+        x = x.float()
+        if angle is not None:
+            x = rotate(x, angle)
+        x = torch.addcmul(self.shift, x, self.scale)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.out_dtype), self.targets[index]
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    return n // batch_size if drop_last else math.ceil(n / batch_size)

@@ -1,0 +1,151 @@
+"""The plain path: a torch DataLoader over a map-style dataset with torchvision transforms v2 (image folders, CPU).
+
+Determinism does not depend on workers or on the global RNG: each sample's augmentation is drawn under a seed
+made of (seed, epoch, sample index), and the order of an epoch comes from (seed, epoch). Ranks of a distributed
+run take contiguous parts of the same global batches, as the tensor loader does.
+"""
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import datasets as tvd
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+from ..errors import DataError
+from .gpu import epoch_generator, rank_slice, shard_bounds
+
+
+def cifar_transforms(recipe, mean, std, train: bool):
+    """The seeds' CIFAR pipeline as torchvision v2 transforms (PIL in, normalised float tensor out)."""
+    t = []
+    if train:
+        if recipe.crop_padding:
+            t.append(v2.RandomCrop(32, padding=recipe.crop_padding))
+        if recipe.hflip:
+            t.append(v2.RandomHorizontalFlip())
+        if recipe.rotation:
+            t.append(v2.RandomRotation(recipe.rotation, interpolation=InterpolationMode.NEAREST))
+    t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(t)
+
+
+def folder_transforms(recipe, mean, std, img_size: int, train: bool):
+    """Image folders: random-resized crop + flip (+ rotation) for training, resize + centre crop for evaluation."""
+    if train:
+        t = [v2.RandomResizedCrop(img_size, scale=(0.35, 1.0), antialias=True)]
+        if recipe.hflip:
+            t.append(v2.RandomHorizontalFlip())
+        if recipe.rotation:
+            t.append(v2.RandomRotation(recipe.rotation))
+    else:
+        t = [v2.Resize(int(round(img_size / 0.875)), antialias=True), v2.CenterCrop(img_size)]
+    t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(t)
+
+
+IMAGE_EXTENSIONS = tvd.folder.IMG_EXTENSIONS
+
+
+def image_folder(root, split: str):
+    """`root/<split>/<class>/<image>` as a torchvision ImageFolder (untransformed: PIL images, int targets)."""
+    root = Path(root).expanduser()
+    path = root / split
+    if not path.is_dir():
+        what = f'{root} does not exist' if not root.exists() else f'{path} is missing'
+        raise DataError(
+            f'image folder data set: {what}; expected {root}/train/<class>/<image> and {root}/val/<class>/<image> '
+            f'(extensions {", ".join(IMAGE_EXTENSIONS)})')
+    try:
+        return tvd.ImageFolder(str(path))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f'image folder {path}: {e}; expected {path}/<class>/<image> with one sub-folder per class') from e
+
+
+class SeededTransform(Dataset):
+    """A dataset whose transform runs under a per-sample seed (seed, epoch, index): same augmentation whatever the
+    number of workers, the rank or the state of the global RNG."""
+
+    def __init__(self, dataset, transform, seed: int = 0):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        img, target = self.dataset[index]
+        if self.transform is not None:
+            sample_seed = int(epoch_generator(self.seed, self.epoch, 1000 + int(index)).initial_seed())
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed)
+                img = self.transform(img)
+        return img, target
+
+
+class EpochBatchSampler(Sampler):
+    """This rank's index lists of the epoch's global batches; order from (seed, epoch) when shuffling."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.bounds = shard_bounds(n, batch_size, drop_last)
+        if self.bounds and self.bounds[-1][1] - self.bounds[-1][0] < world_size:
+            self.bounds.pop()
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def global_sizes(self) -> List[int]:
+        return [stop - start for start, stop in self.bounds]
+
+    def __len__(self):
+        return len(self.bounds)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle \
+            else torch.arange(self.n)
+        for start, stop in self.bounds:
+            lo, hi = rank_slice(start, stop, self.rank, self.world_size)
+            yield order[lo:hi].tolist()
+
+
+class DataLoaderBatches:
+    """DataLoader batches as (images, targets, global_batch_size) moved to `device`, like `TensorLoader`."""
+
+    def __init__(self, dataset, batch_size: int, transform, *, train: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, drop_last: bool = False, num_workers: int = 0, device='cpu',
+                 channels_last: bool = False):
+        self.dataset = SeededTransform(dataset, transform, seed)
+        self.sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=train, seed=seed, rank=rank,
+                                         world_size=world_size, drop_last=drop_last and train)
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.batch_size = batch_size
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=num_workers,
+                                 pin_memory=self.device.type == 'cuda', persistent_workers=False)
+
+    def set_epoch(self, epoch: int):
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.sampler.global_sizes())
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, int]]:
+        nb = self.device.type == 'cuda'
+        for (x, y), n in zip(self.loader, self.sampler.global_sizes()):
+            x = x.to(self.device, non_blocking=nb)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=nb), n
