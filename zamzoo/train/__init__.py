@@ -1,0 +1,17 @@
+"""Training: the loop that makes the weights (`train`), evaluation (`evaluate`), schedules and checkpoints.
+
+    from zamzoo.train import TrainConfig, train
+    results = train(TrainConfig(model='resnet18_zam', data='data/', dataset='cifar100', recipe='zam'))
+"""
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .config import TrainConfig, default_recipe
+from .evaluate import evaluate
+from .loop import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, Reporter,
+                   create_model, train)
+from .schedule import RecipeLR, recipe_lr
+
+__all__ = [
+    'TrainConfig', 'train', 'evaluate', 'Reporter', 'RecipeLR', 'recipe_lr', 'create_model', 'default_recipe',
+    'load_checkpoint', 'load_weights', 'save_checkpoint',
+    'CONFIG_FILE', 'CHECKPOINT_FILE', 'METRICS_FILE', 'CURVES_FILE', 'RESULTS_FILE', 'WEIGHTS_FILE',
+]

@@ -1,0 +1,238 @@
+"""`zamzoo bench train`: images/s of one training epoch, our loop against a loop in the seeds' style, same run.
+
+Both train the same architecture on the same synthetic CIFAR-shaped data (uint8 images, random labels) with the
+same recipe's augmentation and optimizer:
+
+- ours: the training loop's own `train_one_epoch` over the device-resident `TensorLoader` (batched augmentation
+  on the device), autocast (bf16 on CUDA), channels_last, fused SGD, optional torch.compile, no host sync per step;
+- reference: what the seeds do -- a torch DataLoader with worker processes over PIL images and torchvision's
+  classic transforms (RandomCrop, RandomHorizontalFlip, RandomRotation, ToTensor, Normalize), fp32, and
+  `loss.item()` every step (the seeds print it).
+
+Each loop first runs a few warm-up steps (including the epoch's last, partial batch shape, so compilation and
+cuDNN autotuning stay out of the timed epoch); the warm-up time is reported apart.
+"""
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import provenance
+from .._io import write_json_atomic
+from ..recipes import get_recipe, list_recipes
+
+
+def synthetic_cifar(n: int, num_classes: int = 100, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    targets = torch.randint(0, num_classes, (n,), generator=g)
+    return images, targets
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _subset_for_warmup(n, batch_size, steps):
+    """Enough images for `steps` full batches and, if the epoch ends with a partial batch, one of that size."""
+    return min(n, steps * batch_size + n % batch_size)
+
+
+def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, compile, compile_mode,
+               warmup_steps, num_classes, seed=0):
+    from .distributed import DistInfo
+    from .loop import amp_dtype, create_model, make_optimizer, penalty_fn, seed_everything, train_one_epoch
+    from .schedule import RecipeLR
+    from ..data import TensorLoader
+
+    seed_everything(seed)
+    dtype = amp_dtype(amp, device)
+    channels_last = device.type == 'cuda'
+    model = create_model(model_name, num_classes).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe, device)
+    mean, std = recipe.stats('cifar100')
+    mk = lambda im, tg: TensorLoader(im, tg, batch_size, mean, std, train=True, crop_padding=recipe.crop_padding,  # noqa
+                                     hflip=recipe.hflip, rotation=recipe.rotation, seed=seed, device=device,
+                                     channels_last=channels_last)
+    loader = mk(images, targets)
+    scheduler = RecipeLR(optimizer, recipe, len(loader), recipe.epochs)
+    net = torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
+    penalty = penalty_fn(model, recipe)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    kw = dict(device=device, amp=dtype, penalty=penalty, penalty_model=model, scaler=scaler,
+              label_smoothing=recipe.label_smoothing)
+    m = _subset_for_warmup(len(images), batch_size, warmup_steps)
+    _sync(device)
+    t0 = time.perf_counter()
+    if m:
+        train_one_epoch(net, mk(images[:m], targets[:m]), optimizer, scheduler, **kw)
+    _sync(device)
+    warm = time.perf_counter() - t0
+    loader.set_epoch(1)
+    t0 = time.perf_counter()
+    sums = train_one_epoch(net, loader, optimizer, scheduler, **kw)
+    loss = float(sums['loss_sum']) / int(sums['count'])  # the one host sync
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
+            'amp': str(dtype).replace('torch.', '') if dtype else 'none', 'compile': bool(compile),
+            'compile_mode': compile_mode, 'channels_last': channels_last, 'loader': 'tensor (device-resident)',
+            'steps': len(loader)}
+
+
+class _PilDataset(torch.utils.data.Dataset):
+    def __init__(self, images, targets, transform):
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.targets = targets.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), self.targets[i]
+
+
+def bench_reference(model_name, images, targets, *, device, batch_size, recipe, workers, warmup_steps, num_classes,
+                    seed=0):
+    from torchvision import transforms as T
+    from .loop import create_model, seed_everything
+
+    seed_everything(seed)
+    mean, std = recipe.stats('cifar100')
+    t = [T.RandomCrop(32, padding=recipe.crop_padding)] if recipe.crop_padding else []
+    t += [T.RandomHorizontalFlip()] if recipe.hflip else []
+    t += [T.RandomRotation(recipe.rotation)] if recipe.rotation else []
+    transform = T.Compose(t + [T.ToTensor(), T.Normalize(mean, std)])
+    model = create_model(model_name, num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+
+    def epoch(ims, tgs):
+        loader = torch.utils.data.DataLoader(_PilDataset(ims, tgs, transform), batch_size=batch_size, shuffle=True,
+                                             num_workers=workers)
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)  # the seeds read the loss every step
+            n += len(y)
+        return total / n
+
+    m = _subset_for_warmup(len(images), batch_size, warmup_steps)
+    t0 = time.perf_counter()
+    if m:
+        epoch(images[:m], targets[:m])
+    _sync(device)
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loss = epoch(images, targets)
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
+            'amp': 'none', 'compile': False, 'channels_last': False, 'loader': f'DataLoader ({workers} workers) + PIL',
+            'steps': -(-len(images) // batch_size)}
+
+
+def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, batch_size: int = 128,
+                images: Optional[int] = None, recipe: str = 'zam', compile: bool = False,
+                compile_mode: Optional[str] = None, amp: str = 'auto', workers: Optional[int] = None,
+                reference: bool = True, warmup_steps: Optional[int] = None, num_classes: int = 100,
+                seed: int = 0, out: Optional[str] = None) -> dict:
+    """Images/s of one training epoch of `model` for our loop and the seeds'-style reference loop.
+
+    Defaults: 50,000 images (a CIFAR epoch) on CUDA, 1,024 on CPU. Writes `<out>/train-<model>-<device>.json`
+    when `out` is given. Returns the result dict (ratio in 'speedup')."""
+    from .distributed import resolve_device
+
+    dev = resolve_device(device)
+    if batch_size < 1:
+        raise ValueError(f'batch size must be >= 1, got {batch_size}')
+    images = images if images is not None else (50_000 if dev.type == 'cuda' else 1024)
+    if images < batch_size:
+        raise ValueError(f'images ({images}) must be at least one batch ({batch_size})')
+    if warmup_steps is not None and warmup_steps < 0:
+        raise ValueError(f'warm-up steps must be >= 0, got {warmup_steps}')
+    warmup_steps = warmup_steps if warmup_steps is not None else (20 if dev.type == 'cuda' else 2)
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    rec = get_recipe(recipe)
+    ims, tgs = synthetic_cifar(images, num_classes, seed)
+    result = {
+        'benchmark': 'train', 'model': model, 'recipe': rec.name, 'batch_size': batch_size, 'images': images,
+        'num_classes': num_classes, 'device': provenance.device_description(dev), 'device_type': dev.type,
+        'data': 'synthetic CIFAR-shaped uint8 images, random labels', 'warmup_steps': warmup_steps,
+    }
+    result['ours'] = bench_ours(model, ims, tgs, device=dev, batch_size=batch_size, recipe=rec, amp=amp,
+                                compile=compile, compile_mode=compile_mode, warmup_steps=warmup_steps,
+                                num_classes=num_classes, seed=seed)
+    if reference:
+        result['reference'] = bench_reference(model, ims, tgs, device=dev, batch_size=batch_size, recipe=rec,
+                                              workers=workers, warmup_steps=warmup_steps, num_classes=num_classes,
+                                              seed=seed)
+        result['speedup'] = result['ours']['images_per_s'] / result['reference']['images_per_s']
+    result.update({'code_commit': provenance.code_commit(), 'torch': torch.__version__,
+                   'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+    if out is not None:
+        suffix = '-compiled' if compile else ''
+        path = Path(out) / f'train-{model}-{dev.type}{suffix}.json'
+        write_json_atomic(path, result)
+        result['path'] = str(path)
+    return result
+
+
+def add_bench_train(bench_subparsers):
+    """Add `train` to the `zamzoo bench` sub-command group."""
+    from .commands import positive_int
+
+    p = bench_subparsers.add_parser(
+        'train', help='images/s of one training epoch: our loop vs a seeds-style DataLoader loop',
+        description='Images/s of one training epoch on synthetic CIFAR-shaped data, for our loop and for a '
+                    'reference loop in the seeds\' style (DataLoader + PIL transforms + fp32), in one run.')
+    p.add_argument('--model', default='resnet18_zam')
+    p.add_argument('--device', default=None, help='cuda or cpu (default: cuda if available)')
+    p.add_argument('--batch-size', type=positive_int, default=128)
+    p.add_argument('--images', type=positive_int, default=None,
+                   help='images in the timed epoch (default 50000 on CUDA, 1024 on CPU)')
+    p.add_argument('--recipe', choices=list_recipes(), default='zam', help='augmentation and optimizer settings')
+    p.add_argument('--compile', action='store_true')
+    p.add_argument('--compile-mode', default=None,
+                   choices=['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'])
+    p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'none'), default='auto')
+    p.add_argument('--workers', type=int, default=None, help='reference DataLoader workers (default min(4, CPUs))')
+    p.add_argument('--warmup-steps', type=int, default=None)
+    p.add_argument('--no-reference', action='store_true', help='measure our loop only')
+    p.add_argument('--out', default='bench-results', help='folder for the JSON result (default bench-results/)')
+    p.set_defaults(func=run_bench_train)
+    return p
+
+
+def run_bench_train(args) -> int:
+    r = bench_train(args.model, device=args.device, batch_size=args.batch_size, images=args.images,
+                    recipe=args.recipe, compile=args.compile,
+                    compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
+                    amp=args.amp, workers=args.workers, reference=not args.no_reference,
+                    warmup_steps=args.warmup_steps, out=args.out)
+    o = r['ours']
+    print(f"{r['model']} batch {r['batch_size']}, {r['images']:,} synthetic images, {r['device']}")
+    print(f"  ours:      {o['images_per_s']:>10,.0f} img/s  ({o['epoch_s']:.2f} s/epoch; amp {o['amp']}, "
+          f"compile {o['compile']}, channels_last {o['channels_last']}; warm-up {o['warmup_s']:.1f} s)")
+    if 'reference' in r:
+        ref = r['reference']
+        print(f"  reference: {ref['images_per_s']:>10,.0f} img/s  ({ref['epoch_s']:.2f} s/epoch; {ref['loader']}, fp32)")
+        print(f"  speedup:   {r['speedup']:.2f}x")
+    if 'path' in r:
+        print(f"wrote {r['path']}")
+    return 0

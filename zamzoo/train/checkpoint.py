@@ -1,0 +1,173 @@
+"""Checkpoints that survive a kill at any moment, and load without unpickling arbitrary objects.
+
+A checkpoint is written to a temporary file next to its destination and renamed over it (`zamzoo._io.atomic_path`),
+so the file on disk is always the last complete one. It holds only tensors, numbers, strings, lists, tuples and
+dicts, and is always read with ``torch.load(..., weights_only=True)``.
+"""
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import atomic_path
+from ..errors import ZamzooError
+
+CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
+CHECKPOINT_VERSION = 1
+
+
+def rng_state() -> dict:
+    """Every RNG the loop could touch: torch (CPU and each CUDA device), numpy's global, Python's."""
+    np_state = np.random.get_state()
+    state = {
+        'torch': torch.get_rng_state(),
+        'numpy': {'bit_generator': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
+                  'pos': int(np_state[2]), 'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
+        'python': random.getstate(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict):
+    torch.set_rng_state(state['torch'])
+    n = state['numpy']
+    np.random.set_state((n['bit_generator'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                         n['cached_gaussian']))
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    if state['cuda'] and torch.cuda.is_available():
+        if len(state['cuda']) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state['cuda'])
+        else:  # a different number of visible devices: restore what maps
+            for i, s in enumerate(state['cuda'][:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(s, i)
+
+
+def _snapshot(obj):
+    """A CPU copy of every tensor in a nested state (so training can go on while it is written)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to('cpu', copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
+
+
+def checkpoint_state(*, model, optimizer, scheduler, scaler, epoch: int, config: dict, history: list,
+                     extra: dict = None) -> dict:
+    """The whole training state after `epoch` completed epochs, as CPU copies."""
+    return {
+        'format': CHECKPOINT_FORMAT,
+        'version': CHECKPOINT_VERSION,
+        'epoch': int(epoch),
+        'model': _snapshot(model.state_dict()),
+        'optimizer': _snapshot(optimizer.state_dict()),
+        'scheduler': _snapshot(scheduler.state_dict()),
+        'scaler': scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        'rng': _snapshot(rng_state()),
+        'config': config,
+        'history': [dict(r) for r in history],
+        'extra': dict(extra or {}),
+    }
+
+
+def write_checkpoint(path, state: dict):
+    """torch.save to a temporary file, then rename it over `path`: the file on disk is always complete."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def save_checkpoint(path, **kwargs):
+    """checkpoint_state + write_checkpoint."""
+    return write_checkpoint(path, checkpoint_state(**kwargs))
+
+
+class BackgroundWriter:
+    """Writes one checkpoint at a time on a worker thread, so the next epoch starts while the file is written.
+    `submit` waits for the previous write first; `wait` before reading the file or exiting (the thread is not
+    a daemon: an interrupted process still finishes the write in flight)."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='zamzoo-checkpoint')
+        self._pending = None
+
+    def submit(self, fn, *args):
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises a failed write here
+
+    def close(self):
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def load_checkpoint(path) -> dict:
+    """Read a training checkpoint written by `save_checkpoint` (weights_only: no arbitrary code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZamzooError(f'no checkpoint at {path}')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, never fall back to unsafe loading
+        raise ZamzooError(f'{path} is not a readable zamzoo checkpoint ({type(e).__name__}: {e})') from e
+    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
+        raise ZamzooError(f'{path} is not a zamzoo training checkpoint (expected format {CHECKPOINT_FORMAT!r})')
+    if state.get('version', 0) > CHECKPOINT_VERSION:
+        raise ZamzooError(f'{path} was written by a newer zamzoo (checkpoint version {state["version"]})')
+    return state
+
+
+def strip_prefixes(state_dict: dict) -> dict:
+    """Remove the wrappers' key prefixes (DistributedDataParallel 'module.', torch.compile '_orig_mod.')."""
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ('module.', '_orig_mod.'):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def load_weights(path) -> dict:
+    """A model state dict from model.safetensors, a training checkpoint, a run folder, or a .pt/.pth state dict
+    (read with weights_only=True)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in ('model.safetensors', 'checkpoint.pt'):
+            if (path / name).is_file():
+                return load_weights(path / name)
+        raise ZamzooError(f'{path} holds no weights: expected {path}/model.safetensors or {path}/checkpoint.pt')
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint {path} does not exist')
+    if path.suffix == '.safetensors':
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return strip_prefixes(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ZamzooError(f'{path} is not a readable safetensors file ({e})') from e
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ZamzooError(f'{path} could not be read as a weights-only torch file ({type(e).__name__}: {e}); '
+                          f'zamzoo never unpickles arbitrary objects') from e
+    if isinstance(state, dict) and state.get('format') == CHECKPOINT_FORMAT:
+        state = state['model']
+    elif isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
+        state = state['state_dict']
+    elif isinstance(state, dict) and isinstance(state.get('model'), dict):
+        state = state['model']
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ZamzooError(f'{path} does not hold a model state dict')
+    return strip_prefixes(state)

@@ -1,0 +1,109 @@
+"""What one training run is: `TrainConfig` (the Python API's argument, the CLI's flags) and its resolution into a
+recipe, a device and the loaders' settings."""
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Union
+
+from ..recipes import Recipe, get_recipe, list_recipes
+
+AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
+LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
+DATASET_CHOICES = ('cifar100', 'cifar10', 'folder')
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `None` fields take the recipe's value (epochs, batch_size, lr) or an automatic choice.
+
+    model: a timm model name (zamzoo's are registered by `import zamzoo`); data: the data folder (for CIFAR the
+    folder holding cifar-100-python/ or cifar-10-batches-py/; for `folder`, one with train/ and val/).
+    batch_size is the global batch: with N processes each takes batch_size / N of every step.
+    """
+    model: str
+    data: Optional[str] = None
+    dataset: str = 'cifar100'
+    recipe: Union[str, Recipe, None] = None     # default: the model's own recipe (its cfg's), finetune for folders
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    seed: int = 0
+    out: Optional[str] = None                   # run folder; default runs/<model>-<dataset>-<recipe>-s<seed>
+    resume: bool = False
+    pretrained: bool = False
+    compile: bool = False
+    compile_mode: Optional[str] = None          # torch.compile mode: None/'default', 'reduce-overhead', 'max-autotune'
+    amp: str = 'auto'                           # bf16 on CUDA, none on CPU
+    device: Optional[str] = None                # 'cuda', 'cpu', 'cuda:1'; default cuda if available
+    loader: str = 'auto'                        # 'tensor' (device-resident CIFAR) on CUDA, 'dataloader' otherwise
+    workers: Optional[int] = None               # DataLoader workers (0 on CPU, up to 8 per process on CUDA)
+    download: bool = False                      # fetch CIFAR with torchvision's own download
+    channels_last: Optional[bool] = None        # default: on CUDA
+    img_size: Optional[int] = None              # image folders: default the model's input size
+    model_kwargs: dict = field(default_factory=dict)
+    eval_batch_size: int = 500
+    eval_every: int = 1                         # evaluate on the test split every N epochs (and after the last)
+    progress_every: int = 25                    # steps between progress updates (no host sync: values lag)
+
+    def validate(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError('model: expected a model name, e.g. resnet18_zam (see `zamzoo list`)')
+        if self.dataset not in DATASET_CHOICES:
+            raise ValueError(f"dataset: unknown '{self.dataset}'; expected one of {list(DATASET_CHOICES)}")
+        if self.data is None:
+            raise ValueError('data: expected the data folder (--data DIR)')
+        if isinstance(self.recipe, str) and self.recipe not in list_recipes():
+            raise ValueError(f"recipe: unknown '{self.recipe}'; expected one of {list_recipes()}")
+        for name in ('epochs', 'batch_size', 'eval_batch_size', 'eval_every', 'progress_every'):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f'{name}: expected a positive integer, got {v!r}')
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f'lr: expected a positive number, got {self.lr!r}')
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
+        if self.loader not in LOADER_CHOICES:
+            raise ValueError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
+        if self.loader == 'tensor' and self.dataset == 'folder':
+            raise ValueError("loader: 'tensor' is for CIFAR; image folders use the DataLoader ('dataloader' or 'auto')")
+        if self.download and self.dataset == 'folder':
+            raise ValueError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f'workers: expected >= 0, got {self.workers}')
+        if self.img_size is not None and self.img_size < 8:
+            raise ValueError(f'img_size: expected >= 8, got {self.img_size}')
+        if not isinstance(self.seed, int):
+            raise ValueError(f'seed: expected an integer, got {self.seed!r}')
+        from .loop import check_model_name
+        check_model_name(self.model)
+        return self
+
+    def resolve_recipe(self) -> Recipe:
+        """The recipe with this run's overrides (epochs, batch size, lr) applied."""
+        if isinstance(self.recipe, Recipe):
+            base = self.recipe
+        else:
+            base = get_recipe(self.recipe or default_recipe(self.model, self.dataset, self.pretrained))
+        changes = {k: v for k, v in (('epochs', self.epochs), ('batch_size', self.batch_size), ('lr', self.lr))
+                   if v is not None and v != getattr(base, k)}
+        return base.replace(**changes) if changes else base
+
+    def default_out(self, recipe: Recipe) -> str:
+        return os.path.join('runs', f'{self.model}-{self.dataset}-{recipe.name}-s{self.seed}')
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if isinstance(self.recipe, Recipe):
+            d['recipe'] = self.recipe.name
+        return d
+
+
+def default_recipe(model: str, dataset: str, pretrained: bool) -> str:
+    """finetune for a pretrained model on an image folder; otherwise the recipe the model's cfg announces (zam for
+    resnet18/mobilenet, spem for resnet164), zam for models outside the zoo."""
+    if dataset == 'folder':
+        return 'finetune'
+    try:
+        from ..models import backbone_recipe
+        return backbone_recipe(model)
+    except (ImportError, ValueError, KeyError):
+        return 'zam'

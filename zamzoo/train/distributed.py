@@ -1,0 +1,94 @@
+"""Distributed setup for `torchrun --nproc_per_node N -m zamzoo train ...` (single or multi node).
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them the run is one process.
+CUDA runs use NCCL with one GPU per local rank; CPU runs use gloo.
+"""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device('cpu')
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(device=None) -> torch.device:
+    if device in (None, 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def setup(device=None) -> DistInfo:
+    """Join the process group torchrun describes (if any) and pick this rank's device."""
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    device = resolve_device(device)
+    if world_size <= 1:
+        return DistInfo(device=device)
+    rank = int(os.environ['RANK'])
+    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+    if device.type == 'cuda':
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f'local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible); '
+                             f'use --nproc_per_node <= the number of GPUs')
+        device = torch.device('cuda', local_rank)
+        torch.cuda.set_device(device)
+    initialized_here = False
+    if not dist.is_initialized():
+        backend = 'nccl' if device.type == 'cuda' else 'gloo'
+        kwargs = {'device_id': device} if device.type == 'cuda' else {}
+        dist.init_process_group(backend=backend, **kwargs)
+        initialized_here = True
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
+                    initialized_here=initialized_here)
+
+
+def teardown(info: DistInfo):
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(info: DistInfo):
+    if info.distributed:
+        if info.device.type == 'cuda':
+            dist.barrier(device_ids=[info.device.index])
+        else:
+            dist.barrier()
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo):
+    """Give every rank rank 0's buffers (BN running statistics) before evaluating or saving."""
+    if info.distributed:
+        for b in module.buffers():
+            dist.broadcast(b, src=0)
+
+
+def broadcast_object(obj, info: DistInfo):
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,93 @@
+"""`zamzoo eval`: top-1 / top-5 of a model on a test split, from pretrained weights or a checkpoint."""
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import provenance
+from ..errors import ZamzooError
+from . import distributed as D
+from .checkpoint import load_weights
+from .loop import amp_dtype, build_loaders, create_model, evaluate_loader, open_datasets
+
+
+def _run_config(checkpoint) -> dict:
+    """config.json of the run folder a checkpoint belongs to, if any."""
+    if checkpoint is None:
+        return {}
+    p = Path(checkpoint).expanduser()
+    folder = p if p.is_dir() else p.parent
+    cfg = folder / 'config.json'
+    if cfg.is_file():
+        try:
+            return json.loads(cfg.read_text())
+        except ValueError:
+            return {}
+    return {}
+
+
+def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = False, checkpoint=None,
+             batch_size: int = 500, device: Optional[str] = None, amp: str = 'auto', recipe: Optional[str] = None,
+             img_size: Optional[int] = None, download: bool = False, workers: int = 0) -> dict:
+    """Test-split top-1 / top-5 (percent) and mean CE loss.
+
+    Exactly one of `pretrained` (weights through timm, i.e. the Hub) and `checkpoint` (a run folder,
+    model.safetensors, or a checkpoint.pt / state-dict .pt read with weights_only=True) is required.
+    Normalisation: the run folder's (config.json) if the checkpoint has one, else `recipe`'s for this data set,
+    else the model's pretrained cfg (which is the recipe it was trained with).
+    """
+    if bool(pretrained) == (checkpoint is not None):
+        raise ValueError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
+    if dataset not in ('cifar100', 'cifar10', 'folder'):
+        raise ValueError(f"dataset: unknown '{dataset}'; expected cifar100, cifar10 or folder")
+    if batch_size < 1:
+        raise ValueError(f'batch size must be >= 1, got {batch_size}')
+    dev = D.resolve_device(device)
+    dtype = amp_dtype(amp, dev)
+    _, test_split, num_classes, classes = open_datasets(dataset, data, download, train=False)
+    run_cfg = _run_config(checkpoint)
+    if run_cfg.get('model') and run_cfg['model'] != model:
+        raise ValueError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")
+    if run_cfg.get('num_classes') not in (None, num_classes):
+        raise ValueError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
+
+    state = load_weights(checkpoint) if checkpoint is not None else None
+    net = create_model(model, num_classes, pretrained=bool(pretrained))
+    if state is not None:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
+                              f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
+    net.to(dev).eval()
+
+    if run_cfg.get('mean'):
+        mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
+    elif recipe is not None and dataset != 'folder':
+        from ..recipes import get_recipe
+        mean, std = get_recipe(recipe).stats(dataset)
+    else:
+        mean, std = tuple(net.pretrained_cfg['mean']), tuple(net.pretrained_cfg['std'])
+    size = img_size or run_cfg.get('img_size') or int(net.pretrained_cfg.get('input_size', (3, 32, 32))[-1])
+
+    from ..recipes import get_recipe
+    info = D.DistInfo(device=dev)
+    _, test = build_loaders(dataset, (None, test_split), get_recipe('zam'), mean, std, batch_size=batch_size,
+                            eval_batch_size=batch_size, seed=0, info=info,
+                            loader='tensor' if dataset != 'folder' else 'dataloader', workers=workers,
+                            channels_last=dev.type == 'cuda', img_size=size)
+    if dev.type == 'cuda':
+        net.to(memory_format=torch.channels_last)
+    t0 = time.perf_counter()
+    sums = evaluate_loader(net, test, device=dev, amp=dtype, num_classes=num_classes)
+    n = int(sums['count'])
+    elapsed = time.perf_counter() - t0
+    return {
+        'model': model, 'dataset': dataset, 'images': n,
+        'top1': 100.0 * float(sums['top1']) / n, 'top5': 100.0 * float(sums['top5']) / n,
+        'loss': float(sums['loss_sum']) / n,
+        'weights': 'pretrained' if pretrained else str(checkpoint),
+        'mean': list(mean), 'std': list(std), 'images_per_s': n / elapsed if elapsed else None,
+        'device': provenance.device_description(dev),
+    }

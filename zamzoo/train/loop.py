@@ -1,0 +1,617 @@
+"""The training loop: `train(TrainConfig)` -> results, writing the run folder.
+
+Run folder (the contract `zamzoo export` and the table generator read):
+    config.json       the run's settings and the full recipe (as used, overrides applied)
+    checkpoint.pt     the whole training state after the last completed epoch (weights_only-loadable)
+    metrics.jsonl     one JSON object per epoch (fields in zamzoo.train.metrics.METRIC_FIELDS)
+    curves.png        loss / accuracy / lr per epoch
+    results.json      final and best test top-1/top-5, images/s, wall time, device, code commit, versions
+    model.safetensors the final weights (state dict of the timm model), written when the run completes
+"""
+import difflib
+import math
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import provenance
+from .._io import atomic_path, write_json_atomic
+from ..errors import DataError, ZamzooError
+from . import distributed as D
+from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, write_checkpoint
+from .config import TrainConfig
+from .metrics import plot_curves, write_metrics
+from .schedule import RecipeLR
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_FILE = 'checkpoint.pt'
+METRICS_FILE = 'metrics.jsonl'
+CURVES_FILE = 'curves.png'
+RESULTS_FILE = 'results.json'
+WEIGHTS_FILE = 'model.safetensors'
+PLOT_EVERY_S = 30.0
+
+
+class Reporter:
+    """What a person watches. The library calls these on the main rank only; the CLI prints (tqdm), the default
+    does nothing."""
+
+    def start(self, info: dict):
+        pass
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int, images: int):
+        pass
+
+    def step(self, steps: int, images: int, loss: Optional[float]):
+        pass
+
+    def epoch_end(self, record: dict, epochs: int):
+        pass
+
+    def finish(self, results: dict):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks, shared with `zamzoo eval` and `zamzoo bench train`.
+
+def check_model_name(name: str):
+    """ValueError with close matches unless timm knows `name` (zamzoo's models are registered by importing it)."""
+    import timm
+
+    import zamzoo  # noqa: F401  (registers the zoo with timm)
+
+    if not timm.is_model(name.split('.', 1)[0]):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f'; did you mean {", ".join(close)}?' if close else ''
+        raise ValueError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
+
+
+def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
+    """`timm.create_model` after `import zamzoo` (which registers the zoo)."""
+    import timm
+
+    check_model_name(name)
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if amp == 'auto':
+        if device.type == 'cuda':
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if amp == 'none':
+        return None
+    if amp == 'fp16' and device.type != 'cuda':
+        raise ValueError('amp: fp16 needs CUDA; use --amp bf16 or none on CPU')
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class DataBundle:
+    train: object                # TensorLoader or DataLoaderBatches (yields images, targets, global batch size)
+    test: object
+    num_classes: int
+    classes: list
+    mean: tuple
+    std: tuple
+    loader: str                  # 'tensor' or 'dataloader'
+    train_size: int = 0
+    test_size: int = 0
+
+
+def open_datasets(dataset: str, data, download: bool = False, train: bool = True):
+    """(train split, test split, num_classes, class names) as raw datasets: tensors for CIFAR, ImageFolders."""
+    from ..data import cifar, image_folder
+
+    if dataset in cifar.CIFAR_DATASETS:
+        splits = []
+        for is_train in ((True, False) if train else (False,)):
+            splits.append(cifar.load_cifar(data, dataset, train=is_train, download=download))
+        classes = splits[0][2]
+        if not train:
+            return None, splits[0], len(classes), classes
+        return splits[0], splits[1], cifar.NUM_CLASSES[dataset], classes
+    tr = image_folder(data, 'train') if train else None
+    va = image_folder(data, 'val')
+    classes = (tr or va).classes
+    if tr is not None and va.classes != tr.classes:
+        raise DataError(f'{data}: train/ and val/ have different class folders '
+                        f'({len(tr.classes)} vs {len(va.classes)}); expected the same class names in both')
+    return tr, va, len(classes), classes
+
+
+def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, eval_batch_size: int, seed: int,
+                  info: D.DistInfo, loader: str, workers: int, channels_last: bool, img_size: int = 32) -> tuple:
+    """Train and test loaders for one rank; `splits` from `open_datasets`."""
+    from ..data import TensorLoader, cifar_transforms, folder_transforms
+    from ..data.loaders import DataLoaderBatches
+
+    train_split, test_split = splits
+    common = dict(seed=seed, rank=info.rank, world_size=info.world_size, device=info.device,
+                  channels_last=channels_last)
+    if loader == 'tensor':
+        train = None
+        if train_split is not None:
+            images, targets, _ = train_split
+            train = TensorLoader(images, targets, batch_size, mean, std, train=True,
+                                 crop_padding=recipe.crop_padding, hflip=recipe.hflip, rotation=recipe.rotation,
+                                 drop_last=recipe.drop_last, **common)
+        images, targets, _ = test_split
+        test = TensorLoader(images, targets, eval_batch_size, mean, std, train=False, **common)
+        return train, test
+    if dataset == 'folder':
+        make = lambda is_train: folder_transforms(recipe, mean, std, img_size, is_train)  # noqa: E731
+    else:
+        make = lambda is_train: cifar_transforms(recipe, mean, std, is_train)  # noqa: E731
+    train = None
+    if train_split is not None:
+        ds = train_split if dataset == 'folder' else _PilCifar(*train_split[:2])
+        train = DataLoaderBatches(ds, batch_size, make(True), train=True, drop_last=recipe.drop_last,
+                                  num_workers=workers, **common)
+    ds = test_split if dataset == 'folder' else _PilCifar(*test_split[:2])
+    test = DataLoaderBatches(ds, eval_batch_size, make(False), train=False, num_workers=workers, **common)
+    return train, test
+
+
+class _PilCifar(torch.utils.data.Dataset):
+    """CIFAR tensors served as PIL images, as torchvision's CIFAR dataset serves them."""
+
+    def __init__(self, images, targets):
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.targets = targets.tolist()
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return Image.fromarray(self.images[i]), self.targets[i]
+
+
+def penalty_fn(model: nn.Module, recipe):
+    """The recipe's regularisers as a function of the model, or None when there are none for this model:
+    NAM's L1 on the NAM BN scales (recipe.nam_l1), SPEM's p0^2 + p1^2 (recipe.spem_alpha, any model with SPEM)."""
+    from ..layers import NAM, SPEM, nam_l1_penalty, spem_penalty
+
+    terms = []
+    if recipe.nam_l1 and any(isinstance(m, NAM) for m in model.modules()):
+        terms.append((recipe.nam_l1, nam_l1_penalty))
+    if recipe.spem_alpha and any(isinstance(m, SPEM) for m in model.modules()):
+        terms.append((recipe.spem_alpha, spem_penalty))
+    if not terms:
+        return None
+
+    def penalty(m):
+        total = None
+        for coef, fn in terms:
+            t = coef * fn(m)
+            total = t if total is None else total + t
+        return total
+    return penalty
+
+
+class _Peek:
+    """Read a running device sum every few steps without waiting for the device: copy it to pinned memory with
+    an event and show the value once the event has completed (on CPU the value is simply read)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == 'cuda'
+        self.buf = torch.zeros(2, dtype=torch.float64, pin_memory=self.cuda)
+        self.event = None
+        self.value = None
+
+    def push(self, loss_sum: torch.Tensor, count: torch.Tensor):
+        if not self.cuda:
+            c = float(count)
+            self.value = float(loss_sum) / c if c else None
+            return
+        if self.event is not None and self.event.query():
+            self._read()
+        if self.event is None:
+            self.buf.copy_(torch.stack([loss_sum.double(), count.double()]), non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def _read(self):
+        s, c = self.buf.tolist()
+        self.value = s / c if c else None
+        self.event = None
+
+    def get(self):
+        if self.cuda and self.event is not None and self.event.query():
+            self._read()
+        return self.value
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optional[torch.dtype], world_size: int = 1,
+                    label_smoothing: float = 0.0, penalty=None, penalty_model=None, scaler=None,
+                    reporter: Optional[Reporter] = None, progress_every: int = 25) -> dict:
+    """One pass over `loader`; returns device tensors (no host sync here): sums of CE loss, correct top-1,
+    images and penalty over this rank's samples.
+
+    The loss of a step is sum(CE) * world_size / global_batch (+ penalty), so that DDP's gradient average equals the
+    gradient of the mean CE over the whole global batch, even when ranks hold unequal parts of it.
+    """
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    pen_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    peek = _Peek(device) if reporter is not None else None
+    images_seen = 0
+    for step, (x, y, n_global) in enumerate(loader, 1):
+        with autocast(device, amp):
+            logits = model(x)
+        ce = F.cross_entropy(logits.float(), y, reduction='sum', label_smoothing=label_smoothing)
+        loss = ce * (world_size / n_global)
+        if penalty is not None:
+            pen = penalty(penalty_model)
+            loss = loss + pen
+            pen_sum += pen.detach()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        loss_sum += ce.detach()
+        correct += (logits.detach().argmax(-1) == y).sum()
+        count += y.numel()
+        images_seen += n_global
+        if reporter is not None and (step % progress_every == 0 or step == len(loader)):
+            peek.push(loss_sum, count)
+            reporter.step(step, images_seen, peek.get())
+    return {'loss_sum': loss_sum, 'correct': correct, 'count': count, 'penalty_sum': pen_sum,
+            'steps': torch.tensor(len(loader), device=device)}
+
+
+@torch.inference_mode()
+def evaluate_loader(model, loader, *, device, amp: Optional[torch.dtype], num_classes: int) -> dict:
+    """Sums of CE loss, top-1 and top-5 hits and images over this rank's part of `loader` (device tensors)."""
+    model.eval()
+    k = min(5, num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    top1 = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    for x, y, _ in loader:
+        if y.numel() == 0:
+            continue
+        with autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction='sum')
+        hits = logits.topk(k, dim=-1).indices == y[:, None]
+        top1 += hits[:, 0].sum()
+        top5 += hits.any(dim=-1).sum()
+        count += y.numel()
+    return {'loss_sum': loss_sum, 'top1': top1, 'top5': top5, 'count': count}
+
+
+def _reduce(sums: dict, info: D.DistInfo) -> dict:
+    """All-reduce a dict of scalar device tensors in one collective and read them on the host (one sync)."""
+    keys = sorted(sums)
+    packed = torch.stack([sums[k].double() for k in keys])
+    D.all_reduce_sum(packed, info)
+    return dict(zip(keys, packed.tolist()))
+
+
+def make_optimizer(model: nn.Module, recipe, device: torch.device):
+    kwargs = dict(lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    if device.type == 'cuda':
+        kwargs['fused'] = True  # one kernel for the whole update
+    return torch.optim.SGD(model.parameters(), **kwargs)
+
+
+def seed_everything(seed: int):
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
+    """Train one model as `config` says, writing the run folder; returns the results (results.json's content)."""
+    t_session = time.perf_counter()
+    config.validate()
+    recipe = config.resolve_recipe()
+    info = D.setup(config.device)
+    try:
+        return _train(config, recipe, info, reporter if info.is_main else None, t_session)
+    finally:
+        D.teardown(info)
+
+
+def _check_run_folder(out: Path, config: TrainConfig):
+    ckpt = out / CHECKPOINT_FILE
+    if config.resume:
+        if not ckpt.is_file():
+            raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt})')
+        return load_checkpoint(ckpt)
+    if ckpt.exists() or (out / RESULTS_FILE).exists():
+        raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE} / {RESULTS_FILE}); pass --resume to '
+                          f'continue it, or choose another --out')
+    return None
+
+
+_RESUME_KEYS = ('model', 'dataset', 'seed', 'pretrained', 'num_classes', 'model_kwargs')
+
+
+def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Reporter], t_session: float) -> dict:
+    device = info.device
+    if recipe.batch_size % info.world_size:
+        raise ValueError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
+                         f'the global batch is split evenly across ranks')
+    dtype = amp_dtype(config.amp, device)
+    loader_kind = config.loader
+    if loader_kind == 'auto':
+        loader_kind = 'tensor' if (device.type == 'cuda' and config.dataset != 'folder') else 'dataloader'
+    workers = config.workers if config.workers is not None else (
+        0 if device.type == 'cpu' else min(8, max(1, (__import__('os').cpu_count() or 1) // info.world_size)))
+    channels_last = config.channels_last if config.channels_last is not None else device.type == 'cuda'
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    out = Path(config.out or config.default_out(recipe)).expanduser()
+
+    # Data first: it gives the number of classes.
+    train_split, test_split, num_classes, classes = open_datasets(config.dataset, config.data, config.download)
+
+    seed_everything(config.seed)
+    model = create_model(config.model, num_classes, pretrained=config.pretrained, **config.model_kwargs)
+    if config.pretrained and recipe.reset_head:
+        model.reset_classifier(num_classes)
+    if config.dataset == 'folder':
+        mean, std = tuple(model.pretrained_cfg.get('mean', (0.485, 0.456, 0.406))), \
+            tuple(model.pretrained_cfg.get('std', (0.229, 0.224, 0.225)))
+        img_size = config.img_size or int(model.pretrained_cfg.get('input_size', (3, 224, 224))[-1])
+    else:
+        mean, std = recipe.stats(config.dataset)
+        img_size = 32
+    num_params = sum(p.numel() for p in model.parameters())
+
+    train_loader, test_loader = build_loaders(
+        config.dataset, (train_split, test_split), recipe, mean, std, batch_size=recipe.batch_size,
+        eval_batch_size=config.eval_batch_size, seed=config.seed, info=info,
+        loader=loader_kind, workers=workers, channels_last=channels_last, img_size=img_size)
+    steps = len(train_loader)
+    if steps == 0:
+        raise DataError(f'{config.data}: the train split has fewer images than one batch of {recipe.batch_size} '
+                        f'(recipe drops the last partial batch)')
+
+    sync_bn = recipe.sync_bn and info.distributed
+    if sync_bn and device.type == 'cpu':
+        raise ValueError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    optimizer = make_optimizer(model, recipe, device)
+    scheduler = RecipeLR(optimizer, recipe, steps, recipe.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    penalty = penalty_fn(model, recipe)
+
+    run_config = {
+        'model': config.model, 'dataset': config.dataset, 'data': str(config.data), 'num_classes': num_classes,
+        'classes': list(classes), 'seed': config.seed, 'pretrained': config.pretrained,
+        'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
+        'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
+        'mean': list(mean), 'std': list(std), 'img_size': img_size, 'model_kwargs': dict(config.model_kwargs),
+        'amp': str(dtype).replace('torch.', '') if dtype else 'none', 'compile': config.compile,
+        'compile_mode': config.compile_mode, 'loader': loader_kind, 'channels_last': channels_last,
+        'world_size': info.world_size, 'per_rank_batch_size': recipe.batch_size // info.world_size,
+        'sync_bn': sync_bn, 'steps_per_epoch': steps, 'train_images': getattr(train_loader, 'num_samples', None),
+        'num_params': num_params, 'device': provenance.device_description(device),
+        'code_commit': provenance.code_commit(), 'zamzoo': __import__('zamzoo').__version__,
+        'torch': str(torch.__version__),
+    }
+
+    # Resume, or refuse to overwrite a run.
+    # Every rank reads the checkpoint (multi-node resume needs the run folder on a shared file system).
+    state = _check_run_folder(out, config)
+    history, extra, start_epoch = [], {}, 0
+    if state is not None:
+        saved = state['config']
+        changed = [k for k in _RESUME_KEYS if saved.get(k) != run_config.get(k)]
+        if saved.get('recipe') != run_config['recipe']:
+            changed.append('recipe')
+        if changed:
+            raise ValueError(f'--resume: this run differs from the checkpoint in {changed} '
+                             f'(checkpoint: {[saved.get(k) for k in changed if k != "recipe"]}); '
+                             f'resume with the same settings, or start a new --out')
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        if state['scaler'] is not None:
+            scaler.load_state_dict(state['scaler'])
+        history, extra, start_epoch = list(state['history']), dict(state['extra']), int(state['epoch'])
+        from .checkpoint import set_rng_state
+        set_rng_state(state['rng'])
+        del state
+
+    raw_model = model
+    train_model = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None,
+                          broadcast_buffers=not sync_bn)
+    if config.compile:
+        train_model = torch.compile(train_model, mode=config.compile_mode, dynamic=False)
+
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / CONFIG_FILE, run_config)
+        if reporter:
+            reporter.start({'config': run_config, 'out': str(out), 'start_epoch': start_epoch})
+    D.barrier(info)
+
+    writer = BackgroundWriter() if info.is_main else None
+    try:
+        return _epochs(config, recipe, info, reporter, t_session, out, run_config, history, extra, start_epoch,
+                       model=raw_model, train_model=train_model, optimizer=optimizer, scheduler=scheduler,
+                       scaler=scaler, penalty=penalty, train_loader=train_loader, test_loader=test_loader,
+                       dtype=dtype, num_classes=num_classes, num_params=num_params, steps=steps, writer=writer)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _epochs(config, recipe, info, reporter, t_session, out, run_config, history, extra, start_epoch, *, model,
+            train_model, optimizer, scheduler, scaler, penalty, train_loader, test_loader, dtype, num_classes,
+            num_params, steps, writer):
+    device = info.device
+    raw_model = model
+    title = f'{config.model} on {config.dataset} ({recipe.name})'
+    last_plot = -math.inf
+    train_time = float(extra.get('train_time_s', 0.0))
+    wall_time = float(extra.get('wall_time_s', 0.0))
+    best = dict(extra.get('best', {}))
+    last_eval = None
+    for epoch in range(start_epoch, recipe.epochs):
+        train_loader.set_epoch(epoch)
+        if reporter:
+            reporter.epoch_start(epoch + 1, recipe.epochs, steps, getattr(train_loader, 'num_samples', 0))
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        sums = train_one_epoch(train_model, train_loader, optimizer, scheduler, device=device, amp=dtype,
+                               world_size=info.world_size, label_smoothing=recipe.label_smoothing,
+                               penalty=penalty, penalty_model=raw_model, scaler=scaler, reporter=reporter,
+                               progress_every=config.progress_every)
+        tr = _reduce(sums, info)  # the epoch's one host sync for training
+        epoch_train_time = time.perf_counter() - t0
+        train_time += epoch_train_time
+
+        do_eval = (epoch + 1) % config.eval_every == 0 or epoch + 1 == recipe.epochs
+        ev = None
+        if do_eval:
+            D.broadcast_buffers(raw_model, info)
+            ev = _reduce(evaluate_loader(raw_model, test_loader, device=device, amp=dtype,
+                                         num_classes=num_classes), info)
+        epoch_time = time.perf_counter() - t0
+        record = {
+            'epoch': epoch + 1,
+            'lr': _last_step_lr(scheduler),  # the lr of the epoch's last step
+            'train_loss': tr['loss_sum'] / tr['count'],
+            'train_top1': 100.0 * tr['correct'] / tr['count'],
+            'penalty': tr['penalty_sum'] / tr['steps'] if penalty is not None else 0.0,  # mean per step
+            'test_loss': ev['loss_sum'] / ev['count'] if ev else None,
+            'test_top1': 100.0 * ev['top1'] / ev['count'] if ev else None,
+            'test_top5': 100.0 * ev['top5'] / ev['count'] if ev else None,
+            'epoch_time_s': epoch_time,
+            'train_time_s': epoch_train_time,
+            'train_images': int(tr['count']),
+            'train_images_per_s': tr['count'] / epoch_train_time,
+        }
+        if ev:
+            last_eval = record
+            if not best or record['test_top1'] > best['top1']:
+                best = {'top1': record['test_top1'], 'top5': record['test_top5'], 'epoch': epoch + 1}
+        history.append(record)
+        wall_time_now = wall_time + (time.perf_counter() - t_session)
+        if info.is_main:
+            extra = {'train_time_s': train_time, 'wall_time_s': wall_time_now, 'best': best}
+            state = checkpoint_state(model=raw_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                     epoch=epoch + 1, config=run_config, history=history, extra=extra)
+            writer.submit(write_checkpoint, out / CHECKPOINT_FILE, state)
+            write_metrics(out / METRICS_FILE, history)
+            # the plot costs a few tenths of a second: at most every PLOT_EVERY_S seconds, and after the last epoch
+            if time.perf_counter() - last_plot >= PLOT_EVERY_S or epoch + 1 == recipe.epochs:
+                plot_curves(out / CURVES_FILE, history, title=title)
+                last_plot = time.perf_counter()
+            if reporter:
+                reporter.epoch_end(record, recipe.epochs)
+        D.barrier(info)
+
+    wall_time += time.perf_counter() - t_session
+    results = None
+    if info.is_main:
+        if last_eval is None and history:
+            last_eval = next((r for r in reversed(history) if r.get('test_top1') is not None), None)
+        results = _results(config, recipe, run_config, history, last_eval, best, train_time, wall_time, device,
+                           info, num_params)
+        _save_weights(out / WEIGHTS_FILE, raw_model, run_config)
+        if start_epoch >= recipe.epochs and history:  # nothing ran in this session (resuming a finished run)
+            write_metrics(out / METRICS_FILE, history)
+            plot_curves(out / CURVES_FILE, history, title=title)
+        writer.wait()  # the last checkpoint is on disk before the run reports completion
+        write_json_atomic(out / RESULTS_FILE, results)
+        if reporter:
+            reporter.finish(results)
+    results = D.broadcast_object(results, info)
+    return results
+
+
+def _last_step_lr(scheduler: RecipeLR) -> float:
+    from .schedule import recipe_lr
+    step = max(0, scheduler.last_epoch - 1)
+    return recipe_lr(scheduler.recipe, scheduler.base_lrs[0], step, scheduler.steps_per_epoch, scheduler.epochs)
+
+
+def _results(config, recipe, run_config, history, last, best, train_time, wall_time, device, info, num_params):
+    throughputs = [r['train_images_per_s'] for r in history]
+    train_images = sum(r.get('train_images', 0) for r in history)
+    return {
+        'model': config.model,
+        'dataset': config.dataset,
+        'recipe': recipe.name,
+        'recipe_version': recipe.version,
+        'seed': config.seed,
+        'epochs': len(history),
+        'num_classes': run_config['num_classes'],
+        'num_params': num_params,
+        'top1': last['test_top1'] if last else None,
+        'top5': last['test_top5'] if last else None,
+        'test_loss': last['test_loss'] if last else None,
+        'best_top1': best.get('top1'),
+        'best_top5': best.get('top5'),
+        'best_epoch': best.get('epoch'),
+        'images_per_s': statistics.median(throughputs) if throughputs else None,
+        'mean_images_per_s': (train_images / train_time) if train_time else None,
+        'train_time_s': train_time,
+        'wall_time_s': wall_time,
+        'device': run_config['device'],
+        'world_size': info.world_size,
+        'amp': run_config['amp'],
+        'compile': config.compile,
+        'code_commit': provenance.code_commit(),
+        'zamzoo': run_config['zamzoo'],
+        'torch': str(torch.__version__),
+        'timm': str(__import__('timm').__version__),
+        'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    }
+
+
+def _save_weights(path: Path, model: nn.Module, run_config: dict):
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to('cpu').clone().contiguous() for k, v in model.state_dict().items()}
+    metadata = {'format': 'pt', 'model': run_config['model'], 'dataset': run_config['dataset'],
+                'recipe': run_config['recipe_name'], 'num_classes': str(run_config['num_classes'])}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
