@@ -1,9 +1,34 @@
 """The manifest of published checkpoints (weights/manifest.json): one record per model and tag.
 
-Kept free of torch/timm imports: the model registry reads it at import time to pin Hub revisions.
+Kept free of torch/timm/huggingface_hub imports: the model registry reads it at import time to pin Hub
+revisions, so that `timm.create_model('resnet18_zam', pretrained=True)` downloads exactly the published bytes.
+
+File layout (schema 1)::
+
+    {"schema": 1, "checkpoints": [<record>, ...]}
+
+A record describes a checkpoint that is ON THE HUB: `zamzoo push` writes it once the upload has returned
+its commit id. `zamzoo export` only stages a folder and leaves the manifest alone, so that an exported but
+unpublished folder can never be mistaken for published weights (the pretrained guard trusts the manifest).
+Fields (`RECORD_FIELDS` below; required ones marked with *):
+
+    model*, tag*            registry name and pretrained tag ('resnet18_zam', 'cifar100')
+    repo_id*, hub_commit*   Hub repository and the 40-hex commit that pins it
+    filename*, sha256*      weight file in the repo ('model.safetensors') and its sha256
+    size_bytes              its size
+    dataset*, recipe*       data set and recipe name the weights were trained with
+    recipe_version
+    seeds*, weights_seed    every seed that went into the results; the seed whose weights were published
+    top1_mean, top1_std,    accuracy (percent) over the seeds' final epochs; null when unknown
+    top5_mean, top5_std
+    num_classes, params, macs
+    code_commit             git commit of the zamzoo source the weights were trained with (null if unknown)
+    published_at            UTC time of the push (ISO 8601)
 """
+import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -11,22 +36,110 @@ from .errors import WeightsError
 
 MANIFEST_ENV = 'ZAMZOO_MANIFEST'
 REPO_MANIFEST = Path(__file__).resolve().parent.parent / 'weights' / 'manifest.json'
+SCHEMA_VERSION = 1
+WEIGHTS_FILENAME = 'model.safetensors'
+
+_HEX40 = re.compile(r'^[0-9a-f]{40}$')
+_HEX64 = re.compile(r'^[0-9a-f]{64}$')
+_REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+_num = (int, float)
+
+# name -> (accepted types, required). None is accepted for every optional field.
+RECORD_FIELDS = {
+    'model': (str, True),
+    'tag': (str, True),
+    'repo_id': (str, True),
+    'hub_commit': (str, True),
+    'filename': (str, True),
+    'sha256': (str, True),
+    'size_bytes': (int, False),
+    'dataset': (str, True),
+    'recipe': (str, True),
+    'recipe_version': (int, False),
+    'seeds': (list, True),
+    'weights_seed': (int, False),
+    'top1_mean': (_num, False),
+    'top1_std': (_num, False),
+    'top5_mean': (_num, False),
+    'top5_std': (_num, False),
+    'num_classes': (int, False),
+    'params': (int, False),
+    'macs': (int, False),
+    'code_commit': (str, False),
+    'published_at': (str, False),
+}
 
 
 def manifest_path() -> Path:
     return Path(os.environ.get(MANIFEST_ENV, REPO_MANIFEST))
 
 
-def load_manifest(path=None) -> list:
-    """All checkpoint records; an absent manifest means nothing is published yet."""
-    path = Path(path) if path is not None else manifest_path()
+def record_errors(record) -> list:
+    """Everything wrong with one record (empty list when valid)."""
+    if not isinstance(record, dict):
+        return [f'a record must be an object, got {type(record).__name__}']
+    errors = []
+    for name, (types, required) in RECORD_FIELDS.items():
+        value = record.get(name)
+        if value is None:
+            if required:
+                errors.append(f"missing field '{name}'")
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            errors.append(f"field '{name}' has type {type(value).__name__}")
+    unknown = sorted(set(record) - set(RECORD_FIELDS))
+    if unknown:
+        errors.append(f'unknown fields {unknown}')
+    if errors:
+        return errors
+    if not _REPO_ID.match(record['repo_id']):
+        errors.append(f"repo_id {record['repo_id']!r} is not 'org/name'")
+    if not _HEX40.match(record['hub_commit']):
+        errors.append(f"hub_commit {record['hub_commit']!r} is not a 40-hex commit id")
+    if not _HEX64.match(record['sha256']):
+        errors.append(f"sha256 {record['sha256']!r} is not 64 hex digits")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in record['seeds']):
+        errors.append('seeds must be a list of integers')
+    return errors
+
+
+def validate_record(record) -> dict:
+    errors = record_errors(record)
+    if errors:
+        name = f"{record.get('model')}.{record.get('tag')}" if isinstance(record, dict) else '?'
+        raise WeightsError(f'invalid manifest record for {name}: ' + '; '.join(errors))
+    return record
+
+
+def _read(path: Path) -> dict:
     if not path.exists():
-        return []
+        return {'schema': SCHEMA_VERSION, 'checkpoints': []}
     try:
         data = json.loads(path.read_text())
-        return list(data['checkpoints'])
-    except (ValueError, KeyError, TypeError) as e:
-        raise WeightsError(f'{path} is not a valid zamzoo manifest (expected {{"checkpoints": [...]}}): {e}') from e
+    except ValueError as e:
+        raise WeightsError(f'{path} is not valid JSON: {e}') from e
+    if not isinstance(data, dict) or not isinstance(data.get('checkpoints'), list):
+        raise WeightsError(f'{path} is not a zamzoo manifest (expected {{"schema": 1, "checkpoints": [...]}})')
+    if data.get('schema', SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise WeightsError(
+            f"{path} has manifest schema {data.get('schema')!r}; this zamzoo reads schema {SCHEMA_VERSION} "
+            f'(upgrade zamzoo)')
+    seen = set()
+    for i, record in enumerate(data['checkpoints']):
+        errors = record_errors(record)
+        if errors:
+            raise WeightsError(f'{path}: checkpoint #{i} is invalid: ' + '; '.join(errors))
+        key = (record['model'], record['tag'])
+        if key in seen:
+            raise WeightsError(f'{path}: two records for {key[0]}.{key[1]}')
+        seen.add(key)
+    return data
+
+
+def load_manifest(path=None) -> list:
+    """All checkpoint records (validated); an absent manifest means nothing is published yet."""
+    path = Path(path) if path is not None else manifest_path()
+    return list(_read(path)['checkpoints'])
 
 
 def find_checkpoint(model: str, tag: str, path=None) -> Optional[dict]:
@@ -34,3 +147,53 @@ def find_checkpoint(model: str, tag: str, path=None) -> Optional[dict]:
         if record.get('model') == model and record.get('tag') == tag:
             return record
     return None
+
+
+def pinned_hub_id(record: dict) -> str:
+    """`org/name@commit`: the form timm's hf_split understands, pinning the download to one commit."""
+    return f"{record['repo_id']}@{record['hub_commit']}"
+
+
+def published_hub_ids(path=None) -> dict:
+    """{(model, tag): 'org/name@commit'} for every record; {} when the manifest is absent or unreadable.
+
+    Used at import time by the model registry: a broken manifest must not make `import zamzoo` fail (the
+    pretrained guard re-reads it, strictly, when weights are actually requested).
+    """
+    try:
+        return {(r['model'], r['tag']): pinned_hub_id(r) for r in load_manifest(path)}
+    except (WeightsError, OSError):
+        return {}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Serialise read-modify-write cycles of the manifest between processes (POSIX advisory lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f'.{path.name}.lock')
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: atomic rename only
+        yield
+        return
+    with open(lock, 'a') as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def update_manifest(record: dict, path=None) -> Path:
+    """Insert or replace the record of (model, tag), atomically; returns the manifest path."""
+    from ._io import write_json_atomic
+    validate_record(record)
+    path = Path(path) if path is not None else manifest_path()
+    ordered = {name: record.get(name) for name in RECORD_FIELDS}
+    with _locked(path):
+        data = _read(path)
+        records = [r for r in data['checkpoints'] if (r['model'], r['tag']) != (record['model'], record['tag'])]
+        records.append(ordered)
+        records.sort(key=lambda r: (r['model'], r['tag']))
+        write_json_atomic(path, {'schema': SCHEMA_VERSION, 'checkpoints': records})
+    return path

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from timm.models import build_model_with_cfg, register_model
 from timm.models._registry import _model_entrypoints
 
+from ..manifest import published_hub_ids
+from ..publish.guard import prepare_pretrained, weights_errors
 from ..recipes import get_recipe
 
 __all__ = [
@@ -189,6 +191,10 @@ def hub_id(model_name: str, tag: str) -> str:
     return f'zamzoo/{model_name}.{tag}'
 
 
+# Published weights (weights/manifest.json): (model, tag) -> 'org/name@commit', read once at import.
+_PUBLISHED = published_hub_ids()
+
+
 def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
     b, a = entry.backbone, entry.attention
     dataset, num_classes = TAGS[tag]
@@ -196,7 +202,8 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
     paper_ids = tuple(dict.fromkeys(b.paper_ids + a.paper_ids))
     paper_names = [n for n in (b.paper_name, a.paper_name) if n]
     return dict(
-        hf_hub_id=hub_id(entry.name, tag),
+        # pinned to the manifest's commit once published (timm's hf_split reads the '@commit')
+        hf_hub_id=_PUBLISHED.get((entry.name, tag), hub_id(entry.name, tag)),
         hf_hub_filename='model.safetensors',
         input_size=(3, 32, 32),
         fixed_input_size=False,
@@ -236,7 +243,10 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
     model_cls = _FAMILY_CLASSES[entry.backbone.family]
     model_args = dict(entry.model_args, **kwargs)  # the caller's kwargs win, as in timm's entrypoints
     feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(entry.backbone.feature_levels)))
-    return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **model_args)
+    if pretrained:  # the pretrained guard (zamzoo.publish.guard): unpublished -> WeightsError; published -> pinned,
+        model_args = prepare_pretrained(variant, model_args)  # sha256-checked against the manifest
+    with weights_errors(variant, pretrained, model_args):  # download/load failures -> WeightsError naming the model
+        return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **model_args)
 
 
 def _make_entrypoint(name: str, module_name: str) -> Callable[..., Any]:

@@ -1,5 +1,101 @@
-"""Subcommands of this package (filled in by its issue)."""
+"""Subcommands `export`, `push`, `verify` and `list`: parse, call zamzoo.publish, print."""
+import json
+import sys
 
 
 def add_commands(subparsers):
-    pass
+    p = subparsers.add_parser(
+        'export', help='make a Hub-ready folder from training run(s) or a checkpoint',
+        description='Write model.safetensors, config.json (timm), README.md (model card), hparams.json, '
+                    'train_log.json and results.json for one model and tag. Several run folders of the same '
+                    'model (one per seed) give results as mean +- std; the weights come from one run (the '
+                    'smallest seed unless --weights-seed).')
+    p.add_argument('sources', nargs='+', metavar='RUN_OR_CHECKPOINT',
+                   help='training run folder(s) of `zamzoo train`, or one .safetensors / .pt checkpoint')
+    p.add_argument('--out', help='output folder (default: hub/staging/<model>.<tag>)')
+    p.add_argument('--model', help='model name; required for a bare checkpoint')
+    p.add_argument('--tag', help='pretrained tag (cifar100 or cifar10; default: the run\'s dataset)')
+    p.add_argument('--recipe', help='recipe name, for a bare checkpoint')
+    p.add_argument('--seed', type=int, help='training seed, for a bare checkpoint')
+    p.add_argument('--weights-seed', type=int, help='publish the weights of the run with this seed')
+    p.add_argument('--repo-id', help='Hub repo the export is for (default: zamzoo/<model>.<tag>)')
+    p.add_argument('--force', action='store_true', help='replace an existing output folder')
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser(
+        'push', help='upload an export folder to the Hugging Face Hub and record it in the manifest',
+        description='Validates the folder (files, sha256, architecture), creates the repo if needed, uploads, '
+                    'and writes the Hub commit into weights/manifest.json. Token: `hf auth login` or HF_TOKEN.')
+    p.add_argument('folder', metavar='DIR')
+    p.add_argument('--repo-id', help='ORG/NAME (default and only allowed value: the repo the export was made for)')
+    p.add_argument('--private', action='store_true', help='create the repo as private')
+    p.add_argument('--message', help='commit message')
+    p.add_argument('--manifest', help='manifest file (default: weights/manifest.json or $ZAMZOO_MANIFEST)')
+    p.set_defaults(func=_push)
+
+    p = subparsers.add_parser(
+        'verify', help='download (or read the cache) and check published weights against the manifest')
+    p.add_argument('model', nargs='?', metavar='MODEL', help='model or model.tag (default: every record)')
+    p.add_argument('--cache-dir', help='Hugging Face cache folder (default: $HF_HUB_CACHE)')
+    p.add_argument('--force-download', action='store_true', help='download again even if cached')
+    p.add_argument('--manifest', help='manifest file (default: weights/manifest.json or $ZAMZOO_MANIFEST)')
+    p.set_defaults(func=_verify)
+
+    p = subparsers.add_parser('list', help='every model with params, MACs and weights status')
+    p.add_argument('patterns', nargs='*', default=['*'], metavar='PATTERN', help="wildcards, e.g. 'resnet18_*'")
+    p.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    p.add_argument('--manifest', help='manifest file (default: weights/manifest.json or $ZAMZOO_MANIFEST)')
+    p.set_defaults(func=_list)
+
+
+def _export(args) -> int:
+    from .export import export_run
+    r = export_run(args.sources, args.out, model=args.model, tag=args.tag, recipe=args.recipe, seed=args.seed,
+               weights_seed=args.weights_seed, repo_id=args.repo_id, overwrite=args.force)
+    print(f'exported {r.model}.{r.tag} to {r.path}')
+    print(f'  weights: seed {r.weights_seed}, sha256 {r.sha256}')
+    print(f'  params {r.params:,}  MACs {r.macs:,}  results: {"yes" if r.has_results else "none (no accuracy claimed)"}')
+    print(f'next: zamzoo push {r.path}')
+    return 0
+
+
+def _push(args) -> int:
+    from .push import push_folder
+    record = push_folder(args.folder, args.repo_id, private=args.private, commit_message=args.message,
+                  manifest=args.manifest)
+    print(f"pushed {record['model']}.{record['tag']} to https://huggingface.co/{record['repo_id']} "
+          f"at commit {record['hub_commit']}")
+    print('recorded in the manifest; commit weights/manifest.json so that pretrained=True pins this revision')
+    return 0
+
+
+def _verify(args) -> int:
+    from .verify import verify_published
+    results = verify_published(args.model, cache_dir=args.cache_dir, force_download=args.force_download,
+                     manifest=args.manifest)
+    if not results:
+        print('nothing is published yet: the manifest has no checkpoints')
+        return 0
+    for r in results:
+        status = 'ok' if r.ok else 'FAILED'
+        print(f'{r.model}.{r.tag}  {r.repo_id}@{r.hub_commit[:12]}  {status}: {r.message}',
+              file=sys.stdout if r.ok else sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _list(args) -> int:
+    from ..models import TAGS
+    from .verify import model_status
+    rows = model_status(args.patterns, manifest=args.manifest)
+    if not rows:
+        print(f'no zamzoo model matches {" ".join(args.patterns)}', file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return 0
+    width = max(len(r.model) for r in rows)
+    print(f"{'model':<{width}}  {'params':>11}  {'MACs':>13}  " + '  '.join(f'{t:<24}' for t in TAGS))
+    for r in rows:
+        print(f'{r.model:<{width}}  {r.params:>11,}  {r.macs:>13,}  '
+              + '  '.join(f'{r.weights[t]:<24}' for t in TAGS))
+    return 0

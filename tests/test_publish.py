@@ -1,0 +1,538 @@
+"""Publishing: export -> Hub folder -> (hand-laid HF cache | loopback Hub server) -> timm pretrained=True.
+
+No test reaches the network. huggingface_hub reads its environment at import time, so inside this process the
+tests patch `huggingface_hub.constants` (cache folder, offline flag, endpoint, token file); one test runs a
+subprocess with the real environment variables instead. Every test sets the endpoint to a loopback address, so
+that a download nobody expected fails at once instead of retrying for ~50 s.
+"""
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import timm
+import zamzoo
+from zamzoo.errors import WeightsError
+from zamzoo.manifest import load_manifest, pinned_hub_id, update_manifest
+from zamzoo.publish import ExportError, InvalidExportError, export_run, push_folder, verify_published
+from zamzoo.publish.export import EXPORT_FILES, sha256_file
+from zamzoo.publish.push import manifest_record
+
+MODEL = 'resnet18_zam'
+TAG = 'cifar100'
+REPO = f'zamzoo/{MODEL}.{TAG}'
+COMMIT = 'a' * 40
+DEAD_ENDPOINT = 'http://127.0.0.1:9'  # discard port: refused at once
+
+
+# ------------------------------------------------------------------ helpers
+def _state_dict(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(a, b, skip=()):
+    keys = [k for k in a if not any(k.startswith(s) for s in skip)]
+    assert sorted(keys) == sorted(k for k in b if not any(k.startswith(s) for s in skip))
+    for k in keys:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+def _write_run(folder: Path, model: str, seed: int, top1=None, top5=None, dataset='cifar100'):
+    torch.manual_seed(seed)
+    net = timm.create_model(model, num_classes=100 if dataset == 'cifar100' else 10)
+    folder.mkdir(parents=True)
+    save_file(net.state_dict(), str(folder / 'model.safetensors'))
+    config = dict(model=model, dataset=dataset, seed=seed,
+                  recipe=dict(name='zam', version=1, epochs=2, batch_size=128, lr=0.1, weight_decay=5e-4))
+    (folder / 'config.json').write_text(json.dumps(config))
+    results = {} if top1 is None else dict(top1=top1, top5=top5, best_top1=top1 + 0.5, best_epoch=2)
+    (folder / 'results.json').write_text(json.dumps(results))
+    (folder / 'metrics.jsonl').write_text(
+        '\n'.join(json.dumps(dict(epoch=e, train_loss=4.0 / e, lr=0.1)) for e in (1, 2)) + '\n')
+    return _state_dict(net)
+
+
+def _hub_layout(cache: Path, repo_id: str, commit: str, files: dict, ref='main'):
+    """Lay out a Hugging Face cache as hf_hub_download leaves it: blobs named by hash, snapshot symlinks, a ref."""
+    repo = cache / ('models--' + repo_id.replace('/', '--'))
+    (repo / 'blobs').mkdir(parents=True, exist_ok=True)
+    (repo / 'refs').mkdir(exist_ok=True)
+    (repo / 'refs' / ref).write_text(commit)  # 40 hex, no trailing newline
+    snap = repo / 'snapshots' / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, src in files.items():
+        data = Path(src).read_bytes()
+        blob = repo / 'blobs' / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snap / name).symlink_to(os.path.relpath(blob, snap))
+    return snap
+
+
+def _publish(manifest: Path, export_dir: Path, commit=COMMIT, **changes):
+    results = json.loads((export_dir / 'results.json').read_text())
+    record = dict(manifest_record(results, results['repo_id'], commit), **changes)
+    update_manifest(record, manifest)
+    return record
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('runs')
+    weights = {}
+    for seed, top1, top5 in ((1, 71.0, 91.0), (0, 70.0, 90.0)):  # seed 1 first: export must pick seed 0's weights
+        weights[seed] = _write_run(root / f'seed{seed}', MODEL, seed, top1, top5)
+    return root, weights
+
+
+@pytest.fixture(scope='module')
+def exported(runs, tmp_path_factory):
+    root, weights = runs
+    out = tmp_path_factory.mktemp('export') / f'{MODEL}.{TAG}'
+    result = export_run([root / 'seed1', root / 'seed0'], out)
+    return out, result, weights[0]
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty HF cache, offline mode, a dead endpoint, no token, a private manifest."""
+    from huggingface_hub import constants
+    cache = tmp_path / 'hf-cache'
+    cache.mkdir()
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache))
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(constants, 'ENDPOINT', DEAD_ENDPOINT)
+    monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE', DEAD_ENDPOINT + '/{repo_id}/resolve/{revision}/{filename}')
+    monkeypatch.setattr(constants, 'HF_TOKEN_PATH', str(tmp_path / 'no-token'))
+    monkeypatch.setattr(constants, 'AGENT_HARNESSES_PATH', str(tmp_path / 'agent-harnesses.json'), raising=False)
+    monkeypatch.delenv('HF_TOKEN', raising=False)
+    monkeypatch.delenv('HUGGING_FACE_HUB_TOKEN', raising=False)
+    manifest = tmp_path / 'manifest.json'
+    monkeypatch.setenv('ZAMZOO_MANIFEST', str(manifest))
+    return cache, manifest
+
+
+@pytest.fixture
+def published(hub, exported):
+    """The export laid out in the HF cache at COMMIT and recorded in the manifest."""
+    cache, manifest = hub
+    out, _, weights = exported
+    _hub_layout(cache, REPO, COMMIT, {f: out / f for f in ('model.safetensors', 'config.json', 'README.md')})
+    _publish(manifest, out)
+    return cache, manifest, out, weights
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """The Hub's file endpoint: HEAD/GET /{org}/{name}/resolve/{revision}/{filename}."""
+    repos = {}  # repo_id -> (commit, {filename: bytes})
+    log = []
+
+    def _answer(self, body: bool):
+        self.log.append((self.command, self.path))
+        parts = unquote(self.path.split('?')[0]).lstrip('/').split('/')
+        if len(parts) < 5 or parts[2] != 'resolve':
+            return self._error(404, 'RepoNotFound')
+        repo_id, revision, filename = '/'.join(parts[:2]), parts[3], '/'.join(parts[4:])
+        if repo_id not in self.repos:
+            return self._error(404, 'RepoNotFound')
+        commit, files = self.repos[repo_id]
+        if revision not in ('main', commit):
+            return self._error(404, 'RevisionNotFound')
+        if filename not in files:
+            return self._error(404, 'EntryNotFound', commit)
+        data = files[filename]
+        self.send_response(200)
+        self.send_header('X-Repo-Commit', commit)
+        self.send_header('ETag', '"%s"' % hashlib.sha256(data).hexdigest())
+        self.send_header('Content-Length', str(len(data)))
+        self.send_header('Content-Type', 'application/octet-stream')
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def _error(self, status, code, commit=None):
+        self.send_response(status)
+        self.send_header('X-Error-Code', code)
+        if commit:
+            self.send_header('X-Repo-Commit', commit)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+
+    def do_HEAD(self):
+        self._answer(body=False)
+
+    def do_GET(self):
+        self._answer(body=True)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def loopback_hub(hub, monkeypatch):
+    from huggingface_hub import constants
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f'http://127.0.0.1:{server.server_address[1]}'
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(constants, 'ENDPOINT', endpoint)
+    monkeypatch.setattr(constants, 'HUGGINGFACE_CO_URL_TEMPLATE', endpoint + '/{repo_id}/resolve/{revision}/{filename}')
+    _Hub.repos, _Hub.log = {}, []
+    yield _Hub
+    server.shutdown()
+    server.server_close()
+
+
+# ------------------------------------------------------------------ export and model card
+def test_export_folder(exported, runs):
+    out, result, weights = exported
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES)
+    assert not list(out.parent.glob('.*.tmp'))  # staging folder renamed away
+    _assert_same(load_file(str(out / 'model.safetensors')), weights)  # seed 0's weights, bit for bit
+    assert result.weights_seed == 0
+
+    config = json.loads((out / 'config.json').read_text())
+    assert config['architecture'] == MODEL and config['num_classes'] == 100
+    pcfg = config['pretrained_cfg']
+    assert pcfg['input_size'] == [3, 32, 32] and pcfg['mean'] == list(timm.get_pretrained_cfg(f'{MODEL}.{TAG}').mean)
+    assert 'hf_hub_id' not in pcfg  # the repo's own config never pins a revision of itself
+
+    results = json.loads((out / 'results.json').read_text())
+    assert results['seeds'] == [0, 1] and results['weights_seed'] == 0 and results['weights_from'] == 'seed0'
+    assert results['top1']['mean'] == pytest.approx(70.5) and results['top1']['std'] == pytest.approx(0.5 ** 0.5)
+    assert results['top5']['mean'] == pytest.approx(90.5) and results['top1']['n'] == 2
+    assert results['sha256'] == sha256_file(out / 'model.safetensors') == result.sha256
+    hparams = json.loads((out / 'hparams.json').read_text())
+    assert [r['seed'] for r in hparams['runs']] == [0, 1] and hparams['runs'][0]['config']['recipe']['name'] == 'zam'
+    log = json.loads((out / 'train_log.json').read_text())
+    assert [len(r['epochs']) for r in log['runs']] == [2, 2]
+
+
+def test_model_card_real_counts_and_results(exported):
+    from zamzoo.bench.flops import count_macs, count_params
+    out, result, _ = exported
+    net = timm.create_model(MODEL)
+    params, macs = count_params(net), count_macs(net)
+    assert (result.params, result.macs) == (params, macs) and params == 11_220_132
+    card = (out / 'README.md').read_text()
+    header, body = card.split('\n---\n', 1)
+    assert header.startswith('---\n') and 'library_name: timm' in header and '- uoft-cs/cifar100' in header
+    assert 'license: apache-2.0' in header and 'model-index:' in header and 'value: 70.5' in header
+    assert f'{params:,}' in body and f'{macs:,}' in body and '32 x 32' in body
+    assert '70.50 ± 0.71' in body and '| 0 (weights) | 70.00 | 90.00 |' in body
+    for section in ('## Model Details', '### Image Classification', '### Feature Map Extraction',
+                    '### Image Embeddings', '### Fine-tuning', '## Results', '## Citation'):
+        assert section in body, section
+    assert "timm.create_model('resnet18_zam.cifar100', pretrained=True)" in body
+    assert 'developer0hye/ZAM' in body and '@inproceedings{he2016deep' in body
+
+
+def test_bare_checkpoint_export_no_accuracy(tmp_path):
+    torch.manual_seed(3)
+    net = timm.create_model('mobilenet_zamr', num_classes=10)
+    sd = _state_dict(net)
+    torch.save({'model': sd, 'epoch': 3}, tmp_path / 'ckpt.pt')  # a training checkpoint, read with weights_only
+    with pytest.raises(ExportError, match='--model'):
+        export_run([tmp_path / 'ckpt.pt'], tmp_path / 'x')
+    with pytest.raises(ExportError, match='10 classes'):
+        export_run([tmp_path / 'ckpt.pt'], tmp_path / 'x', model='mobilenet_zamr')  # default tag cifar100
+    r = export_run([tmp_path / 'ckpt.pt'], tmp_path / 'out', model='mobilenet_zamr', tag='cifar10')
+    _assert_same(load_file(str(tmp_path / 'out' / 'model.safetensors')), sd)
+    card = (tmp_path / 'out' / 'README.md').read_text()
+    assert 'model-index' not in card and 'accuracy' not in card.split('\n---\n', 1)[0]
+    assert 'no accuracy is claimed' in card and f'{r.params:,}' in card and r.params == sum(p.numel() for p in net.parameters())
+    assert not r.has_results
+    with pytest.raises(ExportError, match='already exists'):
+        export_run([tmp_path / 'ckpt.pt'], tmp_path / 'out', model='mobilenet_zamr', tag='cifar10')
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('echo pwned',))
+    torch.save({'model': sd, 'evil': Evil()}, tmp_path / 'evil.pt')
+    with pytest.raises(ExportError, match='weights_only=True'):
+        export_run([tmp_path / 'evil.pt'], tmp_path / 'y', model='mobilenet_zamr', tag='cifar10')
+    save_file({'fc.weight': torch.zeros(10, 1024)}, str(tmp_path / 'partial.safetensors'))
+    with pytest.raises(ExportError, match='do not fit'):
+        export_run([tmp_path / 'partial.safetensors'], tmp_path / 'z', model='mobilenet_zamr', tag='cifar10')
+
+
+def test_export_input_errors(tmp_path, runs):
+    root, _ = runs
+    with pytest.raises(ExportError, match='missing results.json, metrics.jsonl, model.safetensors'):
+        (tmp_path / 'run').mkdir()
+        (tmp_path / 'run' / 'config.json').write_text('{}')
+        export_run([tmp_path / 'run'], tmp_path / 'out')
+    other = tmp_path / 'other'
+    _write_run(other, 'resnet18_plain', 0)
+    with pytest.raises(ExportError, match='disagree on model'):
+        export_run([root / 'seed0', other], tmp_path / 'out')
+    with pytest.raises(ExportError, match='no run has seed 7'):
+        export_run([root / 'seed0', root / 'seed1'], tmp_path / 'out', weights_seed=7)
+
+
+# ------------------------------------------------------------------ pretrained=True through timm
+def test_roundtrip_offline_cache(published):
+    cache, manifest, out, weights = published
+    for name in (MODEL, f'{MODEL}.{TAG}'):
+        model = timm.create_model(name, pretrained=True)
+        _assert_same(_state_dict(model), weights)
+        assert model.pretrained_cfg['hf_hub_id'] == f'{REPO}@{COMMIT}'  # pinned to the manifest's commit
+    # hf-hub: names read config.json from the (cached) repo; 'main' resolves through refs/main
+    model = timm.create_model(f'hf-hub:{REPO}', pretrained=True)
+    _assert_same(_state_dict(model), weights)
+    assert type(model).__name__ == 'CifarResNet' and model.num_classes == 100
+
+
+def test_finetune_in_chans_features(published):
+    *_, weights = published
+    model = timm.create_model(MODEL, pretrained=True, num_classes=10)
+    sd = _state_dict(model)
+    assert sd['fc.weight'].shape == (10, 512)
+    assert not torch.equal(sd['fc.bias'], weights['fc.bias'][:10])
+    _assert_same(sd, weights, skip=('fc.',))  # backbone loaded, head re-initialised
+
+    model = timm.create_model(MODEL, pretrained=True, in_chans=1)
+    sd = _state_dict(model)
+    assert torch.allclose(sd['stem.conv.weight'], weights['stem.conv.weight'].sum(dim=1, keepdim=True))
+    _assert_same(sd, weights, skip=('stem.conv.',))
+    assert model(torch.randn(1, 1, 32, 32)).shape == (1, 100)
+
+    model = timm.create_model(MODEL, pretrained=True, features_only=True).eval()
+    feats = model(torch.randn(1, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == model.feature_info.channels() and len(feats) >= 3
+    assert torch.equal(model.state_dict()['stem.conv.weight'], weights['stem.conv.weight'])
+
+
+def test_loopback_hub_download(loopback_hub, exported, hub):
+    cache, manifest = hub
+    out, _, weights = exported
+    loopback_hub.repos[REPO] = (COMMIT, {f: (out / f).read_bytes() for f in EXPORT_FILES})
+    _publish(manifest, out)
+    model = timm.create_model(MODEL, pretrained=True)  # huggingface_hub's own download code fills the cache
+    _assert_same(_state_dict(model), weights)
+    snap = cache / f'models--zamzoo--{MODEL}.{TAG}' / 'snapshots' / COMMIT
+    assert (snap / 'model.safetensors').is_file()
+    assert ('GET', f'/{REPO}/resolve/{COMMIT}/model.safetensors') in loopback_hub.log
+    model = timm.create_model(f'hf-hub:{REPO}', pretrained=True)  # resolves 'main' on the server
+    _assert_same(_state_dict(model), weights)
+    # verify reads what the server serves; a repo the server does not have is a clear error, not a retry loop
+    assert [r.ok for r in verify_published(MODEL)] == [True]
+    with pytest.raises(WeightsError, match='zamzoo/nothing-here does not exist or is private'):
+        timm.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='zamzoo/nothing-here'))
+
+
+# ------------------------------------------------------------------ errors
+def test_unpublished_model_error(hub, exported):
+    out, _, weights = exported
+    with pytest.raises(WeightsError) as e:
+        timm.create_model('resnet18_plain', pretrained=True)
+    msg = str(e.value)
+    assert 'resnet18_plain.cifar100' in msg and '`zamzoo train --model resnet18_plain' in msg
+    assert 'pretrained_cfg_overlay=dict(file=...)' in msg
+    with pytest.raises(WeightsError, match=r'mobilenet_se\.cifar10 '):
+        timm.create_model('mobilenet_se.cifar10', pretrained=True)
+    # a user-given source needs no manifest record
+    model = timm.create_model(MODEL, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors')))
+    _assert_same(_state_dict(model), weights)
+
+
+def test_offline_without_cache(hub, exported):
+    cache, manifest = hub
+    _publish(manifest, exported[0])
+    with pytest.raises(WeightsError) as e:
+        timm.create_model(MODEL, pretrained=True)
+    msg = str(e.value)
+    assert f'{MODEL}.{TAG}' in msg and 'not in the Hugging Face cache' in msg and 'Go online' in msg
+
+
+def test_checksum_mismatch_and_corrupt_file(published):
+    cache, manifest, out, weights = published
+    _publish(manifest, out, sha256='0' * 64)
+    with pytest.raises(WeightsError, match=f'{MODEL}.{TAG}: checksum mismatch'):
+        timm.create_model(MODEL, pretrained=True)
+    _publish(manifest, out)
+    snap = cache / f'models--zamzoo--{MODEL}.{TAG}' / 'snapshots' / COMMIT
+    blob = (snap / 'model.safetensors').resolve()
+    blob.write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":1}' + b'\0' * 64)  # corrupt bytes in the cache
+    with pytest.raises(WeightsError, match='checksum mismatch'):
+        timm.create_model(MODEL, pretrained=True)  # the manifest's sha256 catches it before loading
+    with pytest.raises(WeightsError, match='corrupt or truncated'):
+        timm.create_model(f'hf-hub:{REPO}', pretrained=True)  # no manifest check on this path: the loader's error
+    results = verify_published(MODEL)
+    assert not results[0].ok and 'checksum mismatch' in results[0].message
+
+
+def test_manifest_errors(hub, exported):
+    cache, manifest = hub
+    manifest.write_text('{"schema": 2, "checkpoints": []}')
+    with pytest.raises(WeightsError, match='schema 2'):
+        timm.create_model(MODEL, pretrained=True)
+    manifest.write_text(json.dumps({'schema': 1, 'checkpoints': [{'model': MODEL, 'tag': TAG}]}))
+    with pytest.raises(WeightsError, match="missing field 'repo_id'"):
+        load_manifest()
+    manifest.unlink()
+    record = _publish(manifest, exported[0])
+    assert load_manifest() == [record]
+    _publish(manifest, exported[0], commit='b' * 40)  # a new push replaces the record of the same model/tag
+    assert [r['hub_commit'] for r in load_manifest()] == ['b' * 40]
+    with pytest.raises(WeightsError, match='hub_commit'):
+        update_manifest(dict(record, hub_commit='main'), manifest)
+    assert pinned_hub_id(record) == f'{REPO}@{COMMIT}'
+    from timm.models._hub import hf_split
+    assert hf_split(pinned_hub_id(record)) == (REPO, COMMIT)
+
+
+def test_repo_manifest_is_honest_and_empty():
+    from zamzoo.manifest import REPO_MANIFEST
+    assert json.loads(REPO_MANIFEST.read_text()) == {'schema': 1, 'checkpoints': []}
+
+
+# ------------------------------------------------------------------ push
+class Recorder:
+    calls = []
+
+    def __init__(self, token=None, **kwargs):
+        self.calls.append(('init', token))
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(('create_repo', repo_id, kwargs))
+        from huggingface_hub import RepoUrl
+        return RepoUrl(f'https://huggingface.co/{repo_id}')
+
+    def upload_folder(self, *, repo_id, folder_path, allow_patterns=None, **kwargs):
+        files = sorted(p.name for p in Path(folder_path).iterdir()
+                       if allow_patterns is None or p.name in allow_patterns)
+        self.calls.append(('upload_folder', repo_id, files, kwargs.get('repo_type')))
+        from types import SimpleNamespace
+        return SimpleNamespace(oid='c' * 40, commit_url=f'https://huggingface.co/{repo_id}/commit/' + 'c' * 40)
+
+
+def test_push_with_recorder(hub, exported, tmp_path, monkeypatch):
+    import shutil
+    import zamzoo.publish.push as push_mod
+    cache, manifest = hub
+    Recorder.calls = []
+    monkeypatch.setattr(push_mod, 'HfApi', Recorder)
+    folder = tmp_path / 'export'
+    shutil.copytree(exported[0], folder)
+
+    with pytest.raises(WeightsError, match='HF_TOKEN'):
+        push_folder(folder)  # no token: nothing contacted
+    assert Recorder.calls == []
+    monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+
+    with pytest.raises(InvalidExportError, match='exported for zamzoo/resnet18_zam.cifar100'):
+        push_folder(folder, 'someone/else')
+    record = push_folder(folder, REPO)
+    assert Recorder.calls == [
+        ('init', 'hf_test_token'),
+        ('create_repo', REPO, dict(repo_type='model', private=False, exist_ok=True)),
+        ('upload_folder', REPO, sorted(EXPORT_FILES), 'model'),
+    ]
+    assert record['hub_commit'] == 'c' * 40 and load_manifest() == [record]
+    assert record['sha256'] == sha256_file(folder / 'model.safetensors')
+    assert (record['seeds'], record['weights_seed'], record['recipe'], record['dataset']) == ([0, 1], 0, 'zam', TAG)
+    assert record['top1_mean'] == pytest.approx(70.5) and record['top5_std'] == pytest.approx(0.5 ** 0.5)
+
+    # invalid exports are refused before anything is contacted
+    Recorder.calls = []
+    (folder / 'pytorch_model.bin').write_bytes(b'pickle')
+    with pytest.raises(InvalidExportError, match='unexpected files'):
+        push_folder(folder)
+    (folder / 'pytorch_model.bin').unlink()
+    sd = load_file(str(folder / 'model.safetensors'))
+    sd['fc.bias'] += 1
+    save_file(sd, str(folder / 'model.safetensors'))
+    with pytest.raises(InvalidExportError, match='changed after export'):
+        push_folder(folder)
+    (folder / 'README.md').unlink()
+    with pytest.raises(InvalidExportError, match='missing README.md'):
+        push_folder(folder)
+    assert Recorder.calls == []
+
+
+def test_push_refuses_wrong_architecture(hub, exported, tmp_path, monkeypatch):
+    import shutil
+    import zamzoo.publish.push as push_mod
+    Recorder.calls = []
+    monkeypatch.setattr(push_mod, 'HfApi', Recorder)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+    folder = tmp_path / 'export'
+    shutil.copytree(exported[0], folder)
+    config = json.loads((folder / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps(dict(config, architecture='resnet18_plain')))
+    with pytest.raises(InvalidExportError, match='architecture'):
+        push_folder(folder)
+    results = json.loads((folder / 'results.json').read_text())
+    (folder / 'config.json').write_text(json.dumps(dict(config, architecture='resnet18_nam')))
+    (folder / 'results.json').write_text(json.dumps(dict(results, model='resnet18_nam')))
+    with pytest.raises(InvalidExportError, match=r'does not match resnet18_nam as .*missing \[.*bn'):
+        push_folder(folder)  # NAM's BatchNorms are not in resnet18_zam's weights
+    assert Recorder.calls == []
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_verify_and_list(published, capsys):
+    from zamzoo.cli import main
+    assert main(['verify']) == 0
+    assert 'ok' in capsys.readouterr().out
+    assert main(['verify', 'resnet18_plain']) == 2
+    assert '`zamzoo train --model resnet18_plain' in capsys.readouterr().err
+    assert main(['list', 'resnet18_zam', 'resnet18_plain']) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert '11,220,132' in lines['resnet18_plain'] and 'not yet trained' in lines['resnet18_plain']
+    assert f'published@{COMMIT[:12]}' in lines['resnet18_zam'] and 'not yet trained' in lines['resnet18_zam']
+
+
+def test_subprocess_env_offline_and_pinned_registry(published):
+    """The real environment variables, read at import: offline mode, cache folder, and the registry's cfg pinned
+    to the manifest's commit at `import zamzoo`."""
+    cache, manifest, out, weights = published
+    code = (
+        'import timm, torch, zamzoo\n'
+        f'cfg = timm.get_pretrained_cfg("{MODEL}.{TAG}")\n'
+        f'assert cfg.hf_hub_id == "{REPO}@{COMMIT}", cfg.hf_hub_id\n'
+        f'assert timm.get_pretrained_cfg("{MODEL}.cifar10").hf_hub_id == "zamzoo/{MODEL}.cifar10"\n'
+        f'm = timm.create_model("{MODEL}", pretrained=True)\n'
+        'from safetensors.torch import load_file\n'
+        f'ref = load_file("{out / "model.safetensors"}")\n'
+        'assert all(torch.equal(v, ref[k]) for k, v in m.state_dict().items())\n'
+        'print("ok")\n'
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_ENDPOINT=DEAD_ENDPOINT,
+               ZAMZOO_MANIFEST=str(manifest))
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-2000:]
+
+
+def test_cli_export_and_push(hub, tmp_path, monkeypatch, capsys):
+    import zamzoo.publish.push as push_mod
+    from zamzoo.cli import main
+    torch.manual_seed(5)
+    save_file(timm.create_model('mobilenet_plain').state_dict(), str(tmp_path / 'w.safetensors'))
+    out = tmp_path / 'export'
+    assert main(['export', str(tmp_path / 'w.safetensors'), '--out', str(out)]) == 2
+    assert 'needs --model' in capsys.readouterr().err
+    assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_plain', '--out', str(out)]) == 0
+    assert f'zamzoo push {out}' in capsys.readouterr().out
+    Recorder.calls = []
+    monkeypatch.setattr(push_mod, 'HfApi', Recorder)
+    assert main(['push', str(out)]) == 2
+    assert 'hf auth login' in capsys.readouterr().err and Recorder.calls == []
+    monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+    assert main(['push', str(out)]) == 0
+    assert 'zamzoo/mobilenet_plain.cifar100 at commit ' + 'c' * 40 in capsys.readouterr().out
+    record, = load_manifest()
+    assert (record['model'], record['recipe'], record['seeds'], record['top1_mean']) == ('mobilenet_plain', 'unknown', [], None)

@@ -1,0 +1,158 @@
+"""The model card (README.md) of an exported Hub repo, in timm's style.
+
+timm's `generate_readme` writes the YAML header (tags, pipeline_tag, library_name, license), the title, the
+description, "Model Details" and "Model Usage"; we add what it has no field for: `datasets` with Hugging Face
+dataset ids and `model-index` metrics in the header (metrics only when the export has results), and the
+"Results", "Training" and "Citation" sections. The usage text is the committed template
+`hub/templates/usage.md`.
+"""
+import string
+from pathlib import Path
+from typing import Optional
+
+from .papers import dataset_names, describe, model_papers, split_model_name
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / 'hub' / 'templates'
+
+
+def _template(name: str) -> string.Template:
+    path = TEMPLATE_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f'model-card template {path} is missing (it ships with the zamzoo source tree: install with '
+            f'`pip install -e .` from a checkout)')
+    return string.Template(path.read_text())
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def _pm(stat: Optional[dict]) -> str:
+    if not stat or stat.get('mean') is None:
+        return '-'
+    if stat.get('std') is None:
+        return f"{stat['mean']:.2f}"
+    return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+
+
+def _yaml_str(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _front_matter_extra(info: dict) -> str:
+    """`datasets:` and, when there are results, `model-index:` lines for the YAML header."""
+    name, hf_id = dataset_names(info['tag'])
+    lines = []
+    if hf_id:
+        lines += ['datasets:', f'- {hf_id}']
+    results = info.get('results') or {}
+    metrics = [(key, label) for key, label in (('top1', 'Top-1 accuracy'), ('top5', 'Top-5 accuracy'))
+               if (results.get(key) or {}).get('mean') is not None]
+    if metrics:
+        lines += [
+            'model-index:',
+            f"- name: {_yaml_str(info['model_name'])}",
+            '  results:',
+            '  - task:',
+            '      type: image-classification',
+            '      name: Image Classification',
+            '    dataset:',
+            f'      name: {_yaml_str(name)}',
+            f"      type: {_yaml_str(hf_id or info['tag'])}",
+            '      split: test',
+            '    metrics:',
+        ]
+        n = len(results.get('seeds') or [])
+        for key, label in metrics:
+            stat = results[key]
+            lines += [
+                '    - type: accuracy',
+                f'      value: {round(float(stat["mean"]), 2)}',
+                f"      name: {_yaml_str(f'{label} (mean of {n} seed(s), final epoch)')}",
+            ]
+    return '\n'.join(lines) + ('\n' if lines else '')
+
+
+def _results_section(info: dict) -> str:
+    results = info.get('results') or {}
+    runs = results.get('runs') or []
+    if not any(r.get('top1') is not None for r in runs):
+        return ('## Results\n'
+                'No evaluation results come with this checkpoint (it was exported without a results file), '
+                'so no accuracy is claimed for it.\n')
+    ds = dataset_names(info['tag'])[0]
+    text = [f'## Results\n{ds} test set, top-1 / top-5 accuracy (%) of the final epoch of each training run, '
+            f"and the best top-1 over the epochs. The weights in this repo are those of seed {results['weights_seed']}.\n",
+            '| seed | top-1 | top-5 | best top-1 |', '|---|---|---|---|']
+    for r in runs:
+        mark = ' (weights)' if r.get('seed') == results.get('weights_seed') else ''
+        text.append(f"| {r.get('seed')}{mark} | {_fmt(r.get('top1'))} | {_fmt(r.get('top5'))} | "
+                    f"{_fmt(r.get('best_top1'))} |")
+    text.append(f"| mean ± std ({len(runs)} run(s)) | {_pm(results.get('top1'))} | {_pm(results.get('top5'))} | "
+                f"{_pm(results.get('best_top1'))} |")
+    return '\n'.join(text) + '\n'
+
+
+def _training_section(info: dict) -> str:
+    hp = info.get('hparams_summary') or {}
+    lines = ['## Training']
+    if hp:
+        lines.append('Hyper-parameters of the run whose weights are published (all runs: `hparams.json`):\n')
+        lines += [f'- **{k}:** {v}' for k, v in hp.items()]
+    else:
+        lines.append('Exported from a bare checkpoint: the training hyper-parameters are not known.')
+    lines.append('\nFiles: `model.safetensors` (weights), `config.json` (timm config), `hparams.json` '
+                 '(training configuration of every run), `train_log.json` (per-epoch metrics of every run), '
+                 '`results.json` (final results and provenance).')
+    return '\n'.join(lines) + '\n'
+
+
+def render_model_card(info: dict) -> str:
+    """README.md text. `info` keys: model, tag, model_name ('model.tag'), repo_id, params, macs, input_size,
+    num_classes, num_features, mean, std, recipe, results (aggregate from export, or None), hparams_summary,
+    code_commit."""
+    from timm.models._hub import generate_readme  # not re-exported by timm.models
+
+    model, tag = info['model'], info['tag']
+    _, attn = split_model_name(model)
+    papers = model_papers(model)
+    ds_name = dataset_names(tag)[0]
+    _, h, w = info['input_size']
+    details = {
+        'Model Type': 'Image classification / feature backbone',
+        'Model Stats': {
+            'Params': f"{info['params']:,} ({info['params'] / 1e6:.2f} M)",
+            'MACs': f"{info['macs']:,} ({info['macs'] / 1e6:.2f} M, one {h}x{w} image, torch FlopCounterMode / 2)",
+            'Image size': f'{h} x {w}',
+        },
+        'Architecture': describe(model),
+        'Papers': [f'{p.title}: {p.url}' for p in papers],
+        # not 'Dataset': generate_readme would turn it into a `datasets:` entry 'cifar-100', not a Hub dataset id
+        'Training dataset': ds_name,
+        'Training recipe': info.get('recipe') or 'unknown (bare checkpoint)',
+        'Preprocessing': f"mean {tuple(info['mean'])}, std {tuple(info['std'])}",
+    }
+    if info.get('code_commit'):
+        details['Code commit'] = info['code_commit']
+    usage = _template('usage.md').substitute(
+        model=model, model_name=info['model_name'], repo_id=info['repo_id'], height=h, width=w,
+        num_classes=info['num_classes'], num_features=info['num_features'])
+    description = (f"{describe(model)}, trained on {ds_name} with zamzoo. The architecture is registered "
+                   f"with timm by the zamzoo package: install it and `import zamzoo` before `timm.create_model`.")
+    card = dict(
+        tags=['image-classification', 'timm', 'zamzoo', 'attention', attn],
+        license=info.get('license', 'apache-2.0'),
+        description=description,
+        details=details,
+        usage=usage,
+    )
+    text = generate_readme(card, info['model_name'])
+    # splice datasets / model-index into the YAML header (between the two '---' lines)
+    head, sep, body = text.partition('---\n# Model card')
+    if not sep:
+        raise RuntimeError('timm.generate_readme returned an unexpected layout')
+    text = head + _front_matter_extra(info) + sep + body
+    text += '\n' + _results_section(info) + '\n' + _training_section(info)
+    text += '\n## Citation\n' + ''.join(f'```bibtex\n{p.bibtex}\n```\n' for p in papers)
+    return text

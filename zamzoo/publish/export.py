@@ -1,0 +1,396 @@
+"""`zamzoo export`: turn training runs (or a bare checkpoint) into a Hub-ready folder for one model and tag.
+
+Input
+    * one or more training run folders of the same model, dataset and recipe (one per seed), each holding
+      config.json, results.json, metrics.jsonl and model.safetensors (the run-folder contract of zamzoo.train);
+      the results are aggregated over the runs (mean and sample std), the weights are those of ONE run: the
+      run with the smallest seed (seed 0 when present) unless `weights_seed` picks another;
+    * or one bare checkpoint: a .safetensors file, or a .pt/.pth/.bin file loaded with
+      `torch.load(weights_only=True)` (never a full unpickle), plus `model` (and `tag`, default cifar100).
+
+Output folder (staged in a temporary folder next to it, then renamed into place)
+    model.safetensors  the weights, a plain state dict (timm's save_for_hf)
+    config.json        timm's Hub config: architecture, num_classes, model_args, pretrained_cfg (save_for_hf)
+    README.md          model card (zamzoo.publish.card)
+    hparams.json       the training configuration of every run
+    train_log.json     the per-epoch metrics of every run
+    results.json       final results per run, mean/std over runs, which seed's weights, sha256 of the weights,
+                       params, MACs, code commits: everything `zamzoo push` needs for the manifest record
+"""
+import datetime
+import hashlib
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ..errors import ZamzooError
+from ..manifest import WEIGHTS_FILENAME
+
+EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
+RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
+PICKLE_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.tar')
+DEFAULT_STAGING = Path('hub') / 'staging'
+
+
+class ExportError(ZamzooError):
+    """The input of an export is missing, inconsistent or does not fit the model."""
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ExportError(f'{path} is not valid JSON: {e}') from e
+
+
+def _first(d: dict, *keys, default=None):
+    """The first key of `keys` present (dotted keys look into nested dicts)."""
+    for key in keys:
+        node = d
+        for part in key.split('.'):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            if node is not None:
+                return node
+    return default
+
+
+# ------------------------------------------------------------------ reading the input
+@dataclass
+class Run:
+    path: Path
+    weights: Path
+    config: dict
+    results: dict
+    metrics: list
+    model: str
+    dataset: Optional[str]
+    recipe: Optional[str]
+    recipe_version: Optional[int]
+    seed: Optional[int]
+    num_classes: Optional[int]
+    model_kwargs: dict
+
+    def summary(self) -> dict:
+        """Final-epoch top-1/top-5 and the best top-1 over epochs, in percent (None when unknown)."""
+        r = self.results
+        return dict(
+            seed=self.seed,
+            run=self.path.name,
+            top1=_first(r, 'top1', 'final.top1', 'final_top1', 'last.top1'),
+            top5=_first(r, 'top5', 'final.top5', 'final_top5', 'last.top5'),
+            best_top1=_first(r, 'best_top1', 'best.top1'),
+            best_epoch=_first(r, 'best_epoch', 'best.epoch'),
+            epochs=_first(r, 'epochs', 'final.epoch', 'epoch', default=len(self.metrics) or None),
+            code_commit=_first(r, 'code_commit', 'environment.code_commit', 'env.code_commit'),
+        )
+
+
+def _recipe_of(config: dict):
+    recipe = config.get('recipe')
+    if isinstance(recipe, dict):
+        return recipe.get('name'), recipe.get('version')
+    return recipe, config.get('recipe_version')
+
+
+def read_run(path) -> Run:
+    path = Path(path)
+    missing = [f for f in RUN_FILES if not (path / f).is_file()]
+    if missing:
+        raise ExportError(
+            f'{path} is not a complete training run folder: missing {", ".join(missing)} '
+            f'(expected {", ".join(RUN_FILES)}, as written by `zamzoo train`)')
+    config = _read_json(path / 'config.json')
+    results = _read_json(path / 'results.json')
+    metrics = []
+    for i, line in enumerate((path / 'metrics.jsonl').read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                metrics.append(json.loads(line))
+            except ValueError as e:
+                raise ExportError(f'{path / "metrics.jsonl"} line {i} is not valid JSON: {e}') from e
+    model = _first(config, 'model', 'model_name', 'train.model') or _first(results, 'model')
+    if not model:
+        raise ExportError(f"{path / 'config.json'} does not name the model (no 'model' field)")
+    recipe, recipe_version = _recipe_of(config)
+    seed = _first(config, 'seed', 'train.seed')
+    return Run(
+        path=path, weights=path / 'model.safetensors', config=config, results=results, metrics=metrics,
+        model=model, dataset=_first(config, 'dataset', 'data.dataset', 'data'), recipe=recipe,
+        recipe_version=recipe_version, seed=int(seed) if seed is not None else None,
+        num_classes=_first(config, 'num_classes', 'model_kwargs.num_classes'),
+        model_kwargs=dict(_first(config, 'model_kwargs', 'model_args', default={}) or {}),
+    )
+
+
+def load_weights(path) -> Dict[str, 'torch.Tensor']:
+    """A state dict from a .safetensors file, or from a pickle checkpoint with torch.load(weights_only=True)."""
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f'checkpoint {path} does not exist')
+    if path.suffix == '.safetensors':
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path), device='cpu')
+        except (SafetensorError, OSError) as e:
+            raise ExportError(f'{path} is not a readable safetensors file: {e}') from e
+    if path.suffix not in PICKLE_SUFFIXES:
+        raise ExportError(f'{path}: unsupported checkpoint format (expected .safetensors or {", ".join(PICKLE_SUFFIXES)})')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # pickle refused by weights_only, or a corrupt file
+        raise ExportError(
+            f'{path} could not be loaded with torch.load(weights_only=True) (zamzoo never unpickles arbitrary '
+            f'objects; re-save the state dict with safetensors): {e}') from e
+    for key in ('state_dict', 'model', 'model_state_dict', 'state_dict_ema'):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ExportError(f'{path} does not hold a state dict (a mapping of names to tensors)')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}
+
+
+# ------------------------------------------------------------------ aggregation
+def _stat(values: List[Optional[float]]) -> Optional[dict]:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return dict(mean=statistics.fmean(values), std=std, n=len(values))
+
+
+def _consistent(runs: Sequence[Run], attr: str):
+    values = {getattr(r, attr) for r in runs}
+    if len(values) > 1:
+        detail = ', '.join(f'{r.path.name}: {getattr(r, attr)!r}' for r in runs)
+        raise ExportError(f'the runs disagree on {attr} ({detail}); export one model/dataset/recipe at a time')
+    return values.pop()
+
+
+def _hparams_summary(config: dict) -> dict:
+    """The hyper-parameters a reader of the card wants, from a run's config.json (recipe fields, overrides)."""
+    recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
+    merged = dict(recipe, **{k: v for k, v in config.items() if not isinstance(v, (dict, list)) or k == 'milestones'})
+    keys = ('recipe', 'version', 'epochs', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay', 'schedule',
+            'milestones', 'gamma', 'warmup_epochs', 'crop_padding', 'hflip', 'rotation', 'label_smoothing',
+            'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'precision', 'channels_last', 'compile', 'world_size',
+            'device')
+    out = {}
+    for k in keys:
+        v = merged.get(k)
+        if k == 'recipe' and recipe:
+            v = recipe.get('name')
+        if v is not None and v != '':
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------ the export
+@dataclass
+class ExportResult:
+    path: Path
+    model: str
+    tag: str
+    weights_seed: Optional[int]
+    sha256: str
+    params: int
+    macs: int
+    has_results: bool
+
+
+def _resolve_tag(model: str, dataset: Optional[str], tag: Optional[str]) -> str:
+    from timm.models import get_pretrained_cfg
+    from ..models import TAGS
+    tag = tag or dataset
+    if tag is None:
+        raise ExportError(f'cannot tell the pretrained tag of {model}: pass --tag ({", ".join(TAGS)})')
+    if get_pretrained_cfg(f'{model}.{tag}') is None:
+        raise ExportError(
+            f"'{model}.{tag}' has no pretrained cfg: zamzoo models have the tags {', '.join(TAGS)} "
+            f'(a run on another data set cannot be published under these names)')
+    return tag
+
+
+def export_run(
+        sources: Sequence,
+        out=None,
+        *,
+        model: Optional[str] = None,
+        tag: Optional[str] = None,
+        recipe: Optional[str] = None,
+        seed: Optional[int] = None,
+        weights_seed: Optional[int] = None,
+        repo_id: Optional[str] = None,
+        overwrite: bool = False,
+) -> ExportResult:
+    """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out`; see the module doc."""
+    import timm
+    import torch
+
+    import zamzoo  # noqa: F401  registers the models
+    from ..bench.flops import count_macs, count_params
+    from ..models import ZOO, hub_id
+    from ..provenance import code_commit
+    from .card import render_model_card
+
+    sources = [Path(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources])]
+    if not sources:
+        raise ExportError('nothing to export: give a run folder or a checkpoint file')
+    for s in sources:
+        if not s.exists():
+            raise ExportError(f'{s} does not exist')
+
+    runs: List[Run] = []
+    if all(s.is_dir() for s in sources):
+        runs = [read_run(s) for s in sources]
+        run_model = _consistent(runs, 'model')
+        if model and model != run_model:
+            raise ExportError(f'--model {model} disagrees with the run(s), which trained {run_model}')
+        model = run_model
+        dataset = _consistent(runs, 'dataset')
+        recipe_name = _consistent(runs, 'recipe')
+        recipe_version = _consistent(runs, 'recipe_version')
+        _consistent(runs, 'num_classes')
+        if len(runs) > 1:
+            seeds = [r.seed for r in runs]
+            if None in seeds or len(set(seeds)) != len(seeds):
+                raise ExportError(f'several runs need distinct seeds in their config.json, got {seeds}')
+        runs.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0))
+        if weights_seed is None:
+            weights_run = runs[0]
+        else:
+            matching = [r for r in runs if r.seed == weights_seed]
+            if not matching:
+                raise ExportError(f'no run has seed {weights_seed} (seeds: {[r.seed for r in runs]})')
+            weights_run = matching[0]
+        state_dict = load_weights(weights_run.weights)
+        model_kwargs = dict(weights_run.model_kwargs)
+        seeds = [r.seed for r in runs if r.seed is not None]
+        weights_seed = weights_run.seed
+    elif len(sources) == 1 and sources[0].is_file():
+        if not model:
+            raise ExportError(f'exporting the bare checkpoint {sources[0]} needs --model (e.g. resnet18_zam)')
+        state_dict = load_weights(sources[0])
+        dataset, recipe_name, recipe_version, model_kwargs = tag or 'cifar100', recipe, None, {}
+        seeds = [seed] if seed is not None else []
+        weights_seed = seed
+        weights_run = None
+    else:
+        raise ExportError('give either training run folders or exactly one checkpoint file, not a mix')
+
+    model = model.split('.', 1)[0]
+    if model not in ZOO:
+        raise ExportError(f"'{model}' is not a zamzoo model; see `zamzoo list`")
+    tag = _resolve_tag(model, dataset, tag)
+    cfg = timm.models.get_pretrained_cfg(f'{model}.{tag}')
+
+    # build the architecture and load the weights strictly: an export only ever holds weights that fit
+    classifier = f'{cfg.classifier}.weight'
+    num_classes = int(state_dict[classifier].shape[0]) if classifier in state_dict else cfg.num_classes
+    if num_classes != cfg.num_classes:
+        raise ExportError(
+            f'the checkpoint has {num_classes} classes but {model}.{tag} is a {cfg.num_classes}-class model; '
+            f'pick the right --tag')
+    for key in ('num_classes', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'features_only'):
+        model_kwargs.pop(key, None)
+    net = timm.create_model(f'{model}.{tag}', pretrained=False, num_classes=num_classes, **model_kwargs)
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise ExportError(f'the weights do not fit {model}{" " + str(model_kwargs) if model_kwargs else ""}: {e}') from e
+    net.eval()
+    # MACs count shapes only: on a meta-device twin no arithmetic runs (the same count, much faster on a CPU)
+    params = count_params(net)
+    macs = count_macs(timm.create_model(f'{model}.{tag}', num_classes=num_classes, device='meta', **model_kwargs).eval())
+
+    repo_id = repo_id or hub_id(model, tag)
+    out = Path(out) if out is not None else DEFAULT_STAGING / f'{model}.{tag}'
+    if out.exists() and not overwrite:
+        raise ExportError(f'{out} already exists; pass --force to replace it')
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    summaries = [r.summary() for r in runs]
+    for s in summaries:
+        for key in ('top1', 'top5', 'best_top1'):
+            if s[key] is not None and not (isinstance(s[key], (int, float)) and math.isfinite(s[key])):
+                raise ExportError(f"{s['run']}: results.json has a non-numeric {key}: {s[key]!r}")
+    has_results = any(s['top1'] is not None for s in summaries)
+    results = dict(
+        model=model, tag=tag, dataset=tag if weights_run is None else dataset, recipe=recipe_name,
+        recipe_version=recipe_version, num_classes=num_classes, repo_id=repo_id,
+        seeds=seeds, weights_seed=weights_seed,
+        weights_from=str(weights_run.path.name) if weights_run is not None else sources[0].name,
+        runs=[dict(s, raw=r.results) for s, r in zip(summaries, runs)],
+        top1=_stat([s['top1'] for s in summaries]),
+        top5=_stat([s['top5'] for s in summaries]),
+        best_top1=_stat([s['best_top1'] for s in summaries]),
+        metric_note='top1/top5: accuracy (%) on the test split after the final epoch; mean and sample std over runs',
+        params=params, macs=macs,
+        code_commit=(weights_run.summary()['code_commit'] if weights_run is not None else None),
+        export_code_commit=code_commit(),
+        exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    )
+    hparams = dict(
+        weights_seed=weights_seed,
+        runs=[dict(seed=r.seed, run=r.path.name, config=r.config) for r in runs],
+    )
+    train_log = dict(runs=[dict(seed=r.seed, run=r.path.name, epochs=r.metrics) for r in runs])
+
+    staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
+    try:
+        timm.models.save_for_hf(net, staging, safe_serialization=True)
+        results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
+        results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
+        card_info = dict(
+            model=model, tag=tag, model_name=f'{model}.{tag}', repo_id=repo_id, params=params, macs=macs,
+            input_size=cfg.input_size, num_classes=num_classes, num_features=net.num_features,
+            mean=cfg.mean, std=cfg.std,
+            recipe=(f'{recipe_name} (version {recipe_version})' if recipe_version else recipe_name),
+            results=results if has_results else None,
+            hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
+            code_commit=results['code_commit'], license=cfg.license or 'apache-2.0',
+        )
+        (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')
+        for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
+            (staging / name).write_text(json.dumps(obj, indent=2) + '\n')
+        os.chmod(staging, 0o755)
+        _replace_dir(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out, model, tag, weights_seed, results['sha256'], params, macs, has_results)
+
+
+def _replace_dir(src: Path, dst: Path):
+    """Rename `src` to `dst`; an existing `dst` is moved aside first and removed only once `src` is in place."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f'.{dst.name}.', suffix='.old', dir=dst.parent))
+    os.rmdir(old)
+    os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        os.replace(old, dst)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

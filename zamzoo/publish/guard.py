@@ -1,0 +1,171 @@
+"""The pretrained guard: what happens between `timm.create_model(name, pretrained=True)` and timm's loader.
+
+The model factory (zamzoo.models._zoo._create) calls `prepare_pretrained` before building, and builds inside
+`weights_errors`. Together they make sure that
+
+* a model/tag without a record in the manifest (weights/manifest.json) and without a source given by the
+  user raises `WeightsError` naming the model and the fix, instead of timm trying a Hub repo that does not
+  exist (or, worse, anything loading random weights silently);
+* published weights are downloaded at the commit the manifest pins and their sha256 is checked against the
+  manifest before timm loads them (timm then reads the same file from the Hugging Face cache);
+* a download or load failure (offline without the file in cache, repo or file missing, corrupt file, weights
+  that do not fit the architecture) becomes a `WeightsError` naming the model and what to do.
+
+User-given sources are respected and not second-guessed: `pretrained_cfg_overlay=dict(file=...)` (or
+`state_dict=`, `url=`, `hf_hub_id=`), `hf-hub:org/name` and `local-dir:` model names.
+"""
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..errors import WeightsError
+from ..manifest import find_checkpoint, manifest_path, pinned_hub_id
+
+__all__ = ['prepare_pretrained', 'weights_errors', 'download_verified', 'user_source']
+
+_USER_SOURCE_KEYS = ('state_dict', 'file', 'url', 'hf_hub_id')
+_sha_cache: Dict[tuple, str] = {}
+
+
+def _fix(model: str) -> str:
+    return (f"train it with `zamzoo train --model {model} ...` (then `zamzoo export` and `zamzoo push`), "
+            f"or pass pretrained_cfg_overlay=dict(file=...) to load your own checkpoint")
+
+
+def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:
+    """The weight source the user chose explicitly, or None when the registry's default would be used."""
+    overlay = overlay or {}
+    for key in _USER_SOURCE_KEYS:
+        if overlay.get(key):
+            return key
+    if getattr(cfg, 'source', None) in ('hf-hub', 'local-dir'):
+        return cfg.source
+    for key in ('state_dict', 'file', 'url'):
+        if getattr(cfg, key, None):
+            return key
+    return None
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file, memoised on (path, size, mtime) so repeated create_model calls hash once."""
+    from .export import sha256_file
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        _sha_cache[key] = sha256_file(path)
+    return _sha_cache[key]
+
+
+def _cache_hint(cache_dir) -> str:
+    from huggingface_hub import constants
+    return str(cache_dir or constants.HF_HUB_CACHE)
+
+
+def _translate(e: BaseException, what: str, repo_id: Optional[str], filename: str, revision: Optional[str],
+               cache_dir=None) -> Optional[WeightsError]:
+    """A WeightsError for a known download/load failure, None for anything else."""
+    from huggingface_hub import errors as hf_errors
+    from safetensors import SafetensorError
+
+    where = f'{repo_id}' + (f'@{revision}' if revision else '')
+    if isinstance(e, (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled)):
+        return WeightsError(
+            f'{what}: {filename} of {where} is not in the Hugging Face cache ({_cache_hint(cache_dir)}) and the Hub '
+            f'cannot be reached (offline mode HF_HUB_OFFLINE=1, or no network). Go online and retry (or run '
+            f'`zamzoo verify` once with network to fill the cache), or pass pretrained_cfg_overlay=dict(file=...). '
+            f'[{type(e).__name__}]')
+    if isinstance(e, hf_errors.GatedRepoError):
+        return WeightsError(f'{what}: {where} is gated: log in (`hf auth login` or HF_TOKEN) with an account that '
+                            f'has access. [{e}]')
+    if isinstance(e, hf_errors.RepositoryNotFoundError):
+        return WeightsError(
+            f'{what}: the Hub repository {repo_id} does not exist or is private: check the name, or log in '
+            f'(`hf auth login` or HF_TOKEN) if it is private; unpublished models must be trained first. '
+            f'[{type(e).__name__}]')
+    if isinstance(e, hf_errors.RevisionNotFoundError):
+        return WeightsError(
+            f'{what}: commit {revision} of {repo_id} does not exist on the Hub; the manifest pins a revision that '
+            f'was never pushed there (re-run `zamzoo push`). [{type(e).__name__}]')
+    if isinstance(e, hf_errors.EntryNotFoundError):
+        return WeightsError(f'{what}: {where} has no file {filename}; re-publish it with `zamzoo export` and '
+                            f'`zamzoo push`. [{type(e).__name__}]')
+    if isinstance(e, hf_errors.HfHubHTTPError):
+        return WeightsError(f'{what}: the Hub answered with an error for {where}: {e}')
+    if isinstance(e, SafetensorError):
+        return WeightsError(
+            f'{what}: the weight file of {where} is corrupt or truncated ({e}). Delete it from the Hugging Face '
+            f'cache ({_cache_hint(cache_dir)}, `hf cache delete`) and download it again.')
+    if isinstance(e, RuntimeError) and 'state_dict' in str(e):
+        return WeightsError(f'{what}: the weights of {where} do not fit the model: {e}')
+    return None
+
+
+@contextlib.contextmanager
+def weights_errors(model: str, pretrained: bool, kwargs: Optional[dict] = None):
+    """Turn download/load failures inside a pretrained build into WeightsError naming `model`."""
+    if not pretrained:
+        yield
+        return
+    kwargs = kwargs or {}
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    cfg = kwargs.get('pretrained_cfg')
+    hub = overlay.get('hf_hub_id') or (cfg.get('hf_hub_id') if isinstance(cfg, dict) else getattr(cfg, 'hf_hub_id', None))
+    repo_id, revision = (hub.split('@', 1) + [None])[:2] if hub else (None, None)
+    filename = overlay.get('hf_hub_filename') or 'model.safetensors'
+    try:
+        yield
+    except WeightsError:
+        raise
+    except Exception as e:
+        err = _translate(e, f'pretrained weights for {model}', repo_id, filename, revision, kwargs.get('cache_dir'))
+        if err is None:
+            raise
+        raise err from e
+
+
+def download_verified(record: dict, cache_dir=None, force_download: bool = False, what: Optional[str] = None) -> Path:
+    """Download (or find in the cache) the record's weight file at its pinned commit and check its sha256."""
+    from huggingface_hub import hf_hub_download
+
+    what = what or f"pretrained weights for {record['model']}.{record['tag']}"
+    try:
+        path = hf_hub_download(record['repo_id'], record['filename'], revision=record['hub_commit'],
+                               cache_dir=cache_dir, force_download=force_download)
+    except Exception as e:
+        err = _translate(e, what, record['repo_id'], record['filename'], record['hub_commit'], cache_dir)
+        if err is None:
+            raise
+        raise err from e
+    digest = file_sha256(path)
+    if digest != record['sha256']:
+        raise WeightsError(
+            f"{what}: checksum mismatch for {record['repo_id']}@{record['hub_commit']}/{record['filename']}: "
+            f"the file {path} has sha256 {digest}, the manifest expects {record['sha256']}. The cached file is "
+            f"corrupt or was replaced: delete it (`hf cache delete`, or remove {Path(path).parent}) and download "
+            f"again (`zamzoo verify {record['model']}.{record['tag']} --force-download`).")
+    return Path(path)
+
+
+def prepare_pretrained(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Called by the model factory for pretrained=True; returns the kwargs to build with.
+
+    Raises WeightsError for an unpublished model/tag (no manifest record, no user-given source). For published
+    weights: pins `hf_hub_id` to the manifest's commit, downloads (or reads the cache) and checks the sha256.
+    """
+    from timm.models import resolve_pretrained_cfg
+
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
+                                 pretrained_cfg_overlay=overlay)
+    if user_source(cfg, overlay):
+        return kwargs
+    tag = cfg.tag or ''
+    record = find_checkpoint(variant, tag)  # strict: an invalid manifest raises WeightsError here
+    if record is None:
+        raise WeightsError(
+            f'no pretrained weights are published for {variant}{"." + tag if tag else ""} (the manifest '
+            f'{manifest_path()} has no record for it): {_fix(variant)}.')
+    download_verified(record, cache_dir=kwargs.get('cache_dir'))
+    overlay.update(hf_hub_id=pinned_hub_id(record), hf_hub_filename=record['filename'])
+    return dict(kwargs, pretrained_cfg_overlay=overlay)

@@ -1,0 +1,177 @@
+"""`zamzoo push`: upload a validated export folder to the Hugging Face Hub and record it in the manifest."""
+import datetime
+import json
+from pathlib import Path
+from typing import Optional
+
+from huggingface_hub import HfApi  # module attribute: tests replace it with a recorder
+
+from ..errors import WeightsError
+from ..manifest import WEIGHTS_FILENAME, update_manifest, validate_record
+from .export import EXPORT_FILES, sha256_file
+
+
+class InvalidExportError(WeightsError):
+    """An export folder is incomplete, modified after export, or does not describe a registered model."""
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except ValueError as e:
+        raise InvalidExportError(f'{path} is not valid JSON: {e}') from e
+    if not isinstance(obj, dict):
+        raise InvalidExportError(f'{path} must hold a JSON object')
+    return obj
+
+
+def validate_export(folder) -> dict:
+    """Check an export folder end to end; returns its results.json. Raises InvalidExportError with every problem.
+
+    Checks: exactly the export files, none empty; results.json / config.json readable; the sha256 and size of
+    model.safetensors match results.json; config.json's architecture is a registered zamzoo model and matches
+    results.json; the safetensors header holds exactly the architecture's tensors with the right shapes (read
+    without loading, and without any pickle); the card has timm's YAML header.
+    """
+    import timm
+    from safetensors import SafetensorError, safe_open
+
+    import zamzoo  # noqa: F401  registers the architectures
+    from ..models import ZOO
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidExportError(f'{folder} is not a folder (make one with `zamzoo export`)')
+    problems = []
+    present = {p.name for p in folder.iterdir() if not p.name.startswith('.')}
+    missing = [f for f in EXPORT_FILES if f not in present]
+    if missing:
+        problems.append(f'missing {", ".join(missing)}')
+    extra = sorted(present - set(EXPORT_FILES))
+    if extra:
+        problems.append(f'unexpected files {extra} (an export holds exactly {", ".join(EXPORT_FILES)})')
+    empty = [f for f in EXPORT_FILES if f in present and (folder / f).stat().st_size == 0]
+    if empty:
+        problems.append(f'empty files {empty}')
+    if problems:
+        raise InvalidExportError(f'{folder} is not a complete export: ' + '; '.join(problems))
+
+    results = _load_json(folder / 'results.json')
+    config = _load_json(folder / 'config.json')
+    for key in ('model', 'tag', 'sha256', 'size_bytes', 'repo_id', 'num_classes'):
+        if results.get(key) is None:
+            problems.append(f"results.json lacks '{key}'")
+    if problems:
+        raise InvalidExportError(f'{folder}: ' + '; '.join(problems))
+
+    weights = folder / WEIGHTS_FILENAME
+    digest = sha256_file(weights)
+    if digest != results['sha256'] or weights.stat().st_size != results['size_bytes']:
+        problems.append(f'{WEIGHTS_FILENAME} has sha256 {digest} but results.json records {results["sha256"]} '
+                        f'(the weights changed after export: export again)')
+    arch = config.get('architecture')
+    if arch != results['model']:
+        problems.append(f"config.json architecture {arch!r} differs from results.json model {results['model']!r}")
+    elif arch not in ZOO or not timm.is_model(arch):
+        problems.append(f"config.json architecture {arch!r} is not a registered zamzoo model")
+    if config.get('num_classes') != results['num_classes']:
+        problems.append(f"config.json num_classes {config.get('num_classes')} != results.json {results['num_classes']}")
+    if not problems:
+        # The manifest record will promise that timm.create_model(arch, pretrained=True) loads these weights, so they
+        # must fit the registry's architecture as built by default (shapes only: built on the meta device).
+        num_classes = config['num_classes']
+        extra = {k: v for k, v in (config.get('model_args') or {}).items()
+                 if k not in ('num_classes', 'in_chans', 'global_pool')}
+        try:
+            net = timm.create_model(arch, num_classes=num_classes, device='meta')
+            expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        except Exception as e:  # noqa: BLE001 - any construction failure means the export is unusable
+            problems.append(f'{arch} cannot be built with num_classes={num_classes}: {e}')
+            expected = None
+        if expected is not None:
+            try:
+                with safe_open(str(weights), framework='pt') as f:
+                    found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            except (SafetensorError, OSError) as e:
+                problems.append(f'{WEIGHTS_FILENAME} is not a readable safetensors file: {e}')
+                found = None
+            if found is not None and found != expected:
+                miss = sorted(set(expected) - set(found))[:5]
+                unexp = sorted(set(found) - set(expected))[:5]
+                shape = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])[:5]
+                problems.append(
+                    f"{WEIGHTS_FILENAME} does not match {arch} as timm.create_model('{arch}', num_classes="
+                    f"{num_classes}) builds it: missing {miss}, unexpected {unexp}, wrong shapes {shape}"
+                    + (f' (the run used model_args {extra}: such weights cannot be published under the registry '
+                       f'name {arch})' if extra else ''))
+    card = (folder / 'README.md').read_text(encoding='utf-8')
+    if not card.startswith('---\n') or 'library_name: timm' not in card.split('\n---\n', 1)[0]:
+        problems.append("README.md lacks timm's YAML header (library_name: timm)")
+    if problems:
+        raise InvalidExportError(f'{folder} is not a valid export: ' + '; '.join(problems))
+    return results
+
+
+def get_hf_token(token: Optional[str] = None) -> str:
+    """The token to push with: the argument, else HF_TOKEN / the stored `hf auth login` token."""
+    if token:
+        return token
+    from huggingface_hub import get_token
+    token = get_token()
+    if not token:
+        raise WeightsError(
+            'pushing to the Hugging Face Hub needs a token with write access: run `hf auth login` '
+            '(or `huggingface-cli login`), or set the HF_TOKEN environment variable')
+    return token
+
+
+def manifest_record(results: dict, repo_id: str, hub_commit: str) -> dict:
+    top1, top5 = results.get('top1') or {}, results.get('top5') or {}
+    return validate_record(dict(
+        model=results['model'], tag=results['tag'], repo_id=repo_id, hub_commit=hub_commit,
+        filename=WEIGHTS_FILENAME, sha256=results['sha256'], size_bytes=results['size_bytes'],
+        dataset=results.get('dataset') or results['tag'], recipe=results.get('recipe') or 'unknown',
+        recipe_version=results.get('recipe_version'),
+        seeds=list(results.get('seeds') or []), weights_seed=results.get('weights_seed'),
+        top1_mean=top1.get('mean'), top1_std=top1.get('std'), top5_mean=top5.get('mean'), top5_std=top5.get('std'),
+        num_classes=results.get('num_classes'), params=results.get('params'), macs=results.get('macs'),
+        code_commit=results.get('code_commit'),
+        published_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    ))
+
+
+def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] = None, private: bool = False,
+         commit_message: Optional[str] = None, manifest=None) -> dict:
+    """Validate `folder`, create the Hub repo if needed, upload the export files, record the commit.
+
+    Returns the manifest record written. Nothing is uploaded when validation fails or no token is found.
+    """
+    from huggingface_hub import errors as hf_errors
+
+    folder = Path(folder)
+    results = validate_export(folder)
+    if repo_id and repo_id != results['repo_id']:
+        raise InvalidExportError(
+            f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); "
+            f'export again with --repo-id {repo_id} to publish it there')
+    repo_id = results['repo_id']
+    token = get_hf_token(token)
+    api = HfApi(token=token)
+    try:
+        repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+        repo_id = getattr(repo_url, 'repo_id', None) or repo_id
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), repo_type='model', allow_patterns=list(EXPORT_FILES),
+            commit_message=commit_message or f"zamzoo: {results['model']}.{results['tag']} "
+                                             f"(sha256 {results['sha256'][:12]})")
+    except hf_errors.HfHubHTTPError as e:
+        status = getattr(getattr(e, 'response', None), 'status_code', None)
+        hint = ('the token was refused: log in again (`hf auth login`) with a token that has write access to '
+                f'{repo_id.split("/")[0]}') if status in (401, 403) else 'check the repo id and your network'
+        raise WeightsError(f'pushing {folder} to {repo_id} failed: {hint}. [{e}]') from e
+    hub_commit = getattr(commit, 'oid', None)
+    if not hub_commit:
+        raise WeightsError(f'the Hub did not return a commit id for the upload to {repo_id}; nothing recorded')
+    record = manifest_record(results, repo_id, hub_commit)
+    update_manifest(record, manifest)
+    return record

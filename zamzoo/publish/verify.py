@@ -1,0 +1,82 @@
+"""`zamzoo verify` and `zamzoo list`: published weights checked against the manifest; the zoo's status."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from ..errors import WeightsError
+from ..manifest import load_manifest
+
+
+@dataclass
+class Verified:
+    model: str
+    tag: str
+    repo_id: str
+    hub_commit: str
+    path: Optional[Path]
+    ok: bool
+    message: str
+
+
+def _select(records: List[dict], model: Optional[str]) -> List[dict]:
+    if not model:
+        return records
+    name, _, tag = model.partition('.')
+    chosen = [r for r in records if r['model'] == name and (not tag or r['tag'] == tag)]
+    if not chosen:
+        from .guard import _fix
+        raise WeightsError(f'no published weights for {model} in the manifest: {_fix(name)}')
+    return chosen
+
+
+def verify_published(model: Optional[str] = None, *, cache_dir=None, force_download: bool = False,
+           manifest=None) -> List[Verified]:
+    """Download (or read from the cache) each selected record's weights at its pinned commit; check the sha256.
+
+    `model` is a name ('resnet18_zam', every tag) or 'name.tag'; None checks every record. A failure of one
+    record (checksum mismatch, offline without cache, missing repo) is reported in its `Verified`, not raised;
+    an unknown model raises WeightsError.
+    """
+    from .guard import download_verified
+
+    results = []
+    for record in _select(load_manifest(manifest), model):
+        base = dict(model=record['model'], tag=record['tag'], repo_id=record['repo_id'],
+                    hub_commit=record['hub_commit'])
+        try:
+            path = download_verified(record, cache_dir=cache_dir, force_download=force_download,
+                                     what=f"{record['model']}.{record['tag']}")
+        except WeightsError as e:
+            results.append(Verified(**base, path=None, ok=False, message=str(e)))
+        else:
+            results.append(Verified(**base, path=path, ok=True, message=f"sha256 {record['sha256']} ok"))
+    return results
+
+
+@dataclass
+class ModelStatus:
+    model: str
+    params: int
+    macs: int
+    weights: dict  # tag -> 'not yet trained' | 'published@<commit12>'
+
+
+def model_status(patterns: Iterable[str] = ('*',), manifest=None) -> List[ModelStatus]:
+    """Every zoo model matching `patterns`: params and MACs (100 classes, one 3x32x32 image) and weights status."""
+    import timm
+
+    from ..bench.flops import count_macs, count_params
+    from ..models import TAGS, list_models
+
+    published = {(r['model'], r['tag']): r for r in load_manifest(manifest)}
+    names = sorted({n for p in patterns for n in list_models(p)})
+    rows = []
+    for name in names:
+        # shapes only: counting on the meta device runs no arithmetic (same counts, ~10x faster for the zoo)
+        net = timm.create_model(name, device='meta').eval()
+        weights = {}
+        for tag in TAGS:
+            r = published.get((name, tag))
+            weights[tag] = f"published@{r['hub_commit'][:12]}" if r else 'not yet trained'
+        rows.append(ModelStatus(name, count_params(net), count_macs(net), weights))
+    return rows
