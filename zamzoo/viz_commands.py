@@ -1,5 +1,30 @@
-"""Subcommands of this package (filled in by its issue)."""
+"""`zamzoo viz`: attention maps of a model on one image, written as a PNG."""
 
 
 def add_commands(subparsers):
-    pass
+    p = subparsers.add_parser(
+        'viz', help='draw the attention maps of a model on an image (PNG)',
+        description='Draw every attention module\'s maps (spatial maps over the image, channel weights as '
+                    'strips) and a Grad-CAM class activation map of MODEL on an image.')
+    p.add_argument('--model', required=True, help='a zamzoo model name, e.g. resnet18_zam')
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument('--pretrained', action='store_true', help='published weights (through timm)')
+    weights.add_argument('--checkpoint', metavar='PATH', help='weights file (model.safetensors or a checkpoint)')
+    p.add_argument('--image', required=True, metavar='FILE', help='an image file (png, jpg, ...)')
+    p.add_argument('--out', required=True, metavar='PNG', help='where to write the figure (.png)')
+    p.add_argument('--class-index', type=int, default=None, help='class Grad-CAM explains (default: the top one)')
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from . import viz
+
+    model = viz.load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    weights = 'pretrained' if args.pretrained else (args.checkpoint or 'random init')
+    result = viz.visualize(model, args.image, args.out, class_index=args.class_index,
+                           title=f'{args.model} ({weights}) on {args.image}')
+    n_sp = sum(r.spatial is not None for r in result.records)
+    n_ch = sum(r.channel is not None for r in result.records)
+    print(f'{args.out}: {len(result.records)} attention modules ({n_sp} spatial maps, {n_ch} channel strips), '
+          f'Grad-CAM of class {result.class_index}')
+    return 0

@@ -1,5 +1,82 @@
-"""Subcommands of this package (filled in by its issue)."""
+"""`zamzoo bench ...`: a group of subcommands.
+
+- ``bench models``: params, MACs (two conventions) and latency against the plain backbone (zamzoo.bench.models).
+- ``bench tables``: the README / MODEL_CARD model tables from the bench reports and the manifest.
+- ``bench train``: training throughput, ours vs. a seed-style loop (zamzoo.train.bench, when installed).
+"""
+import importlib.util
+import shlex
+import sys
 
 
 def add_commands(subparsers):
-    pass
+    bench = subparsers.add_parser('bench', help='benchmarks: model cost and latency, tables, training speed')
+    sub = bench.add_subparsers(dest='bench_command', required=True, metavar='BENCH_COMMAND')
+
+    p = sub.add_parser(
+        'models', help='params, MACs and latency of models against their plain backbone',
+        description='For each model: params, MACs (torch FlopCounterMode and the ZAM seed\'s thop convention) and '
+                    'latency at inference batch 1 and 64 (and a training step on CUDA), measured in one run next to '
+                    'its plain backbone; writes models_<device>.json and .md to --out.')
+    p.add_argument('--models', nargs='+', default=['*'], metavar='PATTERN',
+                   help="model names or fnmatch patterns, e.g. 'resnet18_*' (default: all)")
+    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    p.add_argument('--repeats', type=int, default=None, help='interleaved rounds (default: 3 on CPU, 10 on CUDA)')
+    p.add_argument('--warmup', type=int, default=None, help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
+    p.add_argument('--min-time', type=float, default=None,
+                   help='seconds of back-to-back calls per measurement (default: 0.2 CPU, 0.5 CUDA)')
+    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 64], metavar='B',
+                   help='inference batch sizes (default: 1 64)')
+    train = p.add_mutually_exclusive_group()
+    train.add_argument('--train-step', dest='train_step', action='store_true', default=None,
+                       help='also time one SGD training step at batch 128 (default on CUDA only)')
+    train.add_argument('--no-train-step', dest='train_step', action='store_false')
+    p.add_argument('--train-batch', type=int, default=128, metavar='B', help='training-step batch (default: 128)')
+    p.add_argument('--counts-only', action='store_true', help='params and MACs only, no timing')
+    p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
+    p.add_argument('--quiet', action='store_true', help='no progress lines')
+    p.set_defaults(func=run_models)
+
+    from .tables import add_arguments, run as run_tables
+    p = sub.add_parser('tables', help='regenerate the model tables of README.md and MODEL_CARD.md',
+                       description='Fill the generated blocks of README.md and MODEL_CARD.md from bench reports '
+                                   'and weights/manifest.json.')
+    add_arguments(p)
+    p.set_defaults(func=run_tables)
+
+    if importlib.util.find_spec('zamzoo.train.bench') is not None:  # the training package's `bench train`
+        from zamzoo.train.bench import add_bench_train
+        add_bench_train(sub)
+
+
+def run_models(args) -> int:
+    from .models import bench_models, markdown_report, select_models, write_report
+
+    names = select_models(args.models)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    report = bench_models(names, device=args.device, repeats=args.repeats, warmup=args.warmup,
+                          min_time=args.min_time, infer_batches=args.batch_sizes, train_step=args.train_step,
+                          train_batch=args.train_batch,
+                          latency=not args.counts_only, progress=say)
+    report['command'] = 'zamzoo bench models ' + ' '.join(shlex.quote(a) for a in _argv_of(args))
+    paths = write_report(report, args.out)
+    print(markdown_report(report))
+    print(f"wrote {paths['json']} and {paths['md']}")
+    return 0
+
+
+def _argv_of(args):
+    """The options of `bench models` that change the numbers, as a command line to record in the report."""
+    out = ['--models', *args.models, '--device', args.device]
+    for flag, value in (('--repeats', args.repeats), ('--warmup', args.warmup), ('--min-time', args.min_time)):
+        if value is not None:
+            out += [flag, str(value)]
+    if args.batch_sizes != [1, 64]:
+        out += ['--batch-sizes', *map(str, args.batch_sizes)]
+    if args.train_step is not None:
+        out.append('--train-step' if args.train_step else '--no-train-step')
+    if args.train_batch != 128:
+        out += ['--train-batch', str(args.train_batch)]
+    if args.counts_only:
+        out.append('--counts-only')
+    return out

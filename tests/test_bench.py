@@ -1,0 +1,198 @@
+"""zamzoo.bench: counting conventions, `bench models`, the table generator."""
+import json
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import zamzoo
+from zamzoo.bench.flops import count_flops, count_macs, count_params, seed_flops
+from zamzoo.bench.tables import marker, update_tables
+from zamzoo.cli import main
+from zamzoo.layers import CBAM_SEED_KWARGS
+
+# The ZAM seed's table (github.com/developer0hye/ZAM README, FLOPs by thop 0.0.30), and the same numbers to
+# three decimals as modules.md gives them from the seed's code.
+SEED_TABLE = [
+    ('resnet18_plain', {}, 557.98, 557.977),
+    ('resnet18_cbam', dict(attn_kwargs=CBAM_SEED_KWARGS), 558.45, 558.448),
+    ('resnet18_zam', {}, 558.23, 558.225),
+    ('mobilenet_plain', {}, 180.77, 180.770),
+    ('mobilenet_cbam', dict(attn_kwargs=CBAM_SEED_KWARGS), 182.50, 182.495),
+    ('mobilenet_zamr', {}, 181.46, 181.464),
+]
+
+
+@pytest.mark.parametrize('name,kwargs,readme,precise', SEED_TABLE, ids=[t[0] for t in SEED_TABLE])
+def test_seed_flops_reproduce_the_seed_table(name, kwargs, readme, precise):
+    model = timm.create_model(name, **kwargs)
+    flops = seed_flops(model) / 1e6
+    assert abs(flops - readme) <= 1e-3 * readme  # the acceptance: within 0.1% of the README figure
+    assert round(flops, 3) == pytest.approx(precise, abs=1e-9)  # and in fact the thop figure itself
+
+
+def test_seed_flops_of_zam_is_the_plain_count_plus_its_channel_gap():
+    # ZAM adds only its channel average pool, counted as thop counts nn.AdaptiveAvgPool2d(1): (HW + 1) * C
+    plain, zam = timm.create_model('resnet18_plain'), timm.create_model('resnet18_zam')
+    gap = 2 * ((32 * 32 + 1) * 64 + (16 * 16 + 1) * 128 + (8 * 8 + 1) * 256 + (4 * 4 + 1) * 512)
+    assert seed_flops(zam) - seed_flops(plain) == gap
+    assert seed_flops(timm.create_model('resnet18_zam_max')) == seed_flops(plain)  # max pooling counts 0
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=True)   # 8*3*9 + 8 = 224 params
+        self.bn = nn.BatchNorm2d(8)                            # 16
+        self.dw = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)  # 72
+        self.pool = nn.AvgPool2d(2)
+        self.head = nn.Linear(8, 10)                           # 90
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = self.pool(self.dw(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_counts_of_a_hand_made_net_match_hand_arithmetic():
+    net = _Tiny()
+    assert count_params(net) == 224 + 16 + 72 + 90
+    net.bn.weight.requires_grad_(False)
+    assert count_params(net, trainable_only=True) == 224 + 16 + 72 + 90 - 8
+    # 16x16 input: conv 16*16*8 outputs x 27 MACs; dw 8*8*8 outputs x 9; linear 8*10
+    assert count_macs(net, (3, 16, 16)) == 16 * 16 * 8 * 27 + 8 * 8 * 8 * 9 + 80
+    assert count_flops(net, (3, 16, 16)) == 2 * count_macs(net, (3, 16, 16))
+    expected = (16 * 16 * 8 * (27 + 1)          # conv, bias counted as one op per output
+                + 4 * 8 * 16 * 16               # BN: 4 per element
+                + 8 * 8 * 8 * 9                 # depthwise conv, no bias
+                + (2 + 1) * 8 * 4 * 4           # AvgPool2d(2): thop 0.0.30 took prod([2]) = 2, + 1 division
+                + (2 * 8 - 1) * 10)             # Linear: (2 in - 1) per output; mean() and relu() are not counted
+    assert seed_flops(net, (3, 16, 16)) == expected
+    assert net.training  # counting leaves the training flag alone
+
+
+def test_input_size_defaults_to_the_pretrained_cfg():
+    model = timm.create_model('mobilenet_plain')
+    assert count_macs(model) == count_macs(model, (3, 32, 32))
+    assert count_macs(model, (3, 64, 64)) > 3 * count_macs(model)
+    with pytest.raises(ValueError, match=r'\(C, H, W\)'):
+        count_macs(model, (32, 32))
+
+
+def test_bench_models_writes_json_and_markdown(tmp_path, capsys):
+    out = tmp_path / 'bench'
+    rc = main(['bench', 'models', '--models', 'mobilenet_zam', 'mobilenet_simam', '--repeats', '1', '--warmup', '1',
+               '--min-time', '0', '--batch-sizes', '1', '--train-step', '--train-batch', '2',
+               '--out', str(out), '--quiet'])
+    assert rc == 0
+    report = json.loads((out / 'models_cpu.json').read_text())
+    assert report['kind'] == 'zamzoo-bench-models' and report['device']['type'] == 'cpu'
+    assert report['command'].startswith('zamzoo bench models --models mobilenet_zam mobilenet_simam')
+    rows = {r['model']: r for r in report['results']}
+    assert sorted(rows) == ['mobilenet_simam', 'mobilenet_zam']
+    for row in rows.values():
+        assert row['baseline'] == 'mobilenet_plain'
+        assert row['params'] == row['baseline_params'] == 3_309_476
+        assert row['macs'] > 0 and row['seed_flops'] > row['baseline_seed_flops'] - 1
+        assert set(row['latency']) == {'infer_b1', 'train_b2'}
+        for lat in row['latency'].values():
+            assert lat['ms'] > 0 and lat['baseline_ms'] > 0 and lat['ratio'] > 0
+            assert len(lat['samples_ms']) == len(lat['baseline_samples_ms']) == 1
+            assert lat['ratio'] == pytest.approx(lat['ms'] / lat['baseline_ms'], rel=1e-3)
+    md = (out / 'models_cpu.md').read_text()
+    assert '| mobilenet_zam | 3,309,476 |' in md and 'train_b2 vs plain' in md
+    assert 'wrote' in capsys.readouterr().out
+
+
+def test_bench_models_rejects_unknown_patterns(capsys):
+    assert main(['bench', 'models', '--models', 'nosuchnet_*', '--counts-only']) == 2
+    assert 'no zamzoo model matches' in capsys.readouterr().err
+
+
+def _fake_report(tmp_path):
+    row = {'model': 'resnet18_zam', 'backbone': 'resnet18', 'baseline': 'resnet18_plain', 'params': 11_220_132,
+           'macs': 555_468_800, 'seed_flops': 558_225_180, 'input_size': [3, 32, 32],
+           'baseline_params': 11_220_132, 'baseline_macs': 555_468_800, 'baseline_seed_flops': 557_977_500,
+           'latency': {
+               'infer_b1': {'batch': 1, 'train': False, 'ms': 10.5, 'baseline_ms': 10.0, 'ratio': 1.05,
+                            'samples_ms': [10.5], 'baseline_samples_ms': [10.0]},
+               'infer_b64': {'batch': 64, 'train': False, 'ms': 510.0, 'baseline_ms': 500.0, 'ratio': 1.02,
+                             'samples_ms': [510.0], 'baseline_samples_ms': [500.0]}}}
+    cbam = dict(row, model='resnet18_cbam', params=11_310_012, seed_flops=558_448_220, latency={})
+    report = {'schema': 1, 'kind': 'zamzoo-bench-models', 'created': '2025-01-02T03:04:05+00:00',
+              'command': 'zamzoo bench models --models resnet18_zam --device cpu',
+              'device': {'type': 'cpu', 'name': 'Test CPU', 'threads': 2, 'cpu_count': 2, 'load_avg': [0.5, 0.4, 0.3]},
+              'versions': {'python': '3', 'torch': '2', 'timm': '1', 'zamzoo': '0.1.0'}, 'code_commit': 'abc' * 10,
+              'settings': {'repeats': 5, 'warmup': 1, 'min_time_s': 0.2, 'infer_batches': [1, 64],
+                           'train_batch': None, 'latency': True, 'dtype': 'float32'},
+              'results': [row, cbam]}
+    path = tmp_path / 'models_cpu.json'
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_table_generator_fills_readme_and_model_card(tmp_path):
+    results = _fake_report(tmp_path)
+    manifest = tmp_path / 'manifest.json'
+    manifest.write_text(json.dumps({'schema': 1, 'checkpoints': [{
+        'model': 'resnet18_zam', 'tag': 'cifar100', 'repo_id': 'zamzoo/resnet18_zam.cifar100',
+        'hub_commit': '0123456789abcdef0123456789abcdef01234567', 'filename': 'model.safetensors',
+        'sha256': 'ab' * 32, 'dataset': 'cifar100', 'recipe': 'zam', 'seeds': [0, 1, 2, 3, 4],
+        'top1_mean': 76.954, 'top1_std': 0.2}]}))
+    readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
+    block = lambda name: f'{marker(name)}\nstale\n{marker(name, end=True)}\n'  # noqa: E731
+    readme.write_text('# title\n\nkept\n\n' + block('models-table') + '\nafter\n')
+    card.write_text('# card\n' + block('recipes') + block('models-table') + '\n## Overhead\n' + block('overhead'))
+
+    changed = update_tables([results], manifest, readme, card)
+    assert sorted(changed) == sorted([readme, card])
+    text = readme.read_text()
+    assert text.startswith('# title\n\nkept\n\n') and text.endswith('\nafter\n') and 'stale' not in text
+    zam = next(line for line in text.splitlines() if line.startswith('| `resnet18_zam`'))
+    assert zam == ('| `resnet18_zam` | 11.22M | 555.47M | 558.23M | +5.0% / +2.0% | 76.95 ± 0.20 (5 seeds) '
+                   '| not yet trained |')
+    cbam = next(line for line in text.splitlines() if line.startswith('| `resnet18_cbam`'))
+    assert '11.31M (+89,880)' in cbam and cbam.endswith('| - | not yet trained | not yet trained |')
+    overhead = card.read_text().split(marker('overhead'))[1]
+    assert 'Test CPU' in overhead and '2025-01-02' in overhead and 'zamzoo bench models --models resnet18_zam' in overhead
+    assert '| `resnet18_zam` | 10.50 (10.00) | +5.0% | 510.00 (500.00) | +2.0% |' in overhead
+    assert 'not measured on GPU' in overhead
+    recipes = card.read_text().split(marker('recipes'))[1]
+    assert '| `spem` v1 | resnet164 | 164 | 128 |' in recipes and 'x0.2 at epochs 60, 120, 160' in recipes
+    # a second run changes nothing, and --check says so
+    assert update_tables([results], manifest, readme, card) == []
+    assert main(['bench', 'tables', '--results', str(results), '--manifest', str(manifest), '--readme', str(readme),
+                 '--model-card', str(card), '--check']) == 0
+
+
+def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
+    results = _fake_report(tmp_path)
+    readme = tmp_path / 'README.md'
+    readme.write_text('# no markers\n')
+    card = tmp_path / 'MODEL_CARD.md'
+    card.write_text(f"{marker('models-table')}\n{marker('models-table', end=True)}\n")
+    args = ['bench', 'tables', '--manifest', str(tmp_path / 'none.json'), '--readme', str(readme),
+            '--model-card', str(card)]
+    assert main(args + ['--results', str(results)]) == 2
+    assert 'no <!-- zamzoo:models-table:start -->' in capsys.readouterr().err
+    (tmp_path / 'junk.json').write_text('{"kind": "other"}')
+    assert main(args + ['--results', str(tmp_path / 'junk.json')]) == 2
+    assert 'not a `zamzoo bench models` report' in capsys.readouterr().err
+
+
+def test_repo_tables_are_generated_from_committed_results():
+    # README.md / MODEL_CARD.md carry exactly what `zamzoo bench tables` writes from docs/bench and the manifest
+    assert update_tables(check=True) == []
+
+
+@pytest.mark.parametrize('name', ['resnet18_cbam', 'mobilenetv2_bam'])
+def test_committed_counts_match_the_models(name):
+    # docs/bench/models_counts.json feeds the tables: it must describe the models as they are built today
+    from zamzoo.bench.tables import DEFAULT_RESULTS, load_reports
+
+    rows = {r['model']: r for rep in load_reports([DEFAULT_RESULTS / 'models_counts.json']) for r in rep['results']}
+    assert set(rows) == set(zamzoo.list_models())
+    model = timm.create_model(name)
+    assert (rows[name]['params'], rows[name]['macs'], rows[name]['seed_flops']) == (
+        count_params(model), count_macs(model), seed_flops(model))

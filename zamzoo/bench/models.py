@@ -1,0 +1,326 @@
+"""`zamzoo bench models`: cost of every model against its plain backbone, measured in the same run.
+
+For each model: parameters, MACs (torch's FlopCounterMode) and FLOPs under the ZAM seed's thop convention
+(:mod:`zamzoo.bench.flops`), and latency of inference at batch 1 and 64 (and of one SGD training step,
+by default on CUDA only), always next to ``<backbone>_plain`` built in the same process.
+
+Timing: every (model, setting) is warmed up, then measured ``repeats`` times; the rounds are interleaved
+(round r times the plain backbone and each variant one after the other, the order rotating from round to
+round) so that a drift of the machine (other processes, clocks, heat) touches them alike. One measurement is
+the mean over enough back-to-back calls to last ``min_time`` seconds. Reported: the median over rounds of
+each, and the overhead ``ratio`` = median over rounds of (variant time / plain time of the same round).
+"""
+import fnmatch
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from .._io import write_json_atomic, write_text_atomic
+from .flops import count_macs, count_params, seed_flops
+
+SCHEMA = 1
+KIND = 'zamzoo-bench-models'
+
+# (setting name, batch size, training step?)
+INFER_BATCHES = (1, 64)
+TRAIN_BATCH = 128
+
+
+def backbone_of(model_name: str) -> str:
+    """'resnet18_zam_avg' -> 'resnet18' (backbone names have no underscore; attention names may)."""
+    return model_name.split('_', 1)[0]
+
+
+def plain_of(model_name: str) -> str:
+    return backbone_of(model_name) + '_plain'
+
+
+def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
+    """Our registered model names matching any of the fnmatch patterns (default: all), sorted."""
+    import zamzoo
+
+    names = zamzoo.list_models()
+    patterns = list(patterns or ['*'])
+    chosen = sorted({n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)})
+    if not chosen:
+        raise ValueError(f'no zamzoo model matches {patterns}; see `zamzoo list` (e.g. resnet18_zam, mobilenet_*)')
+    return chosen
+
+
+def device_description(device: torch.device) -> Dict:
+    """What the numbers were measured on."""
+    desc = {'type': device.type, 'threads': torch.get_num_threads(), 'cpu_count': os.cpu_count()}
+    if device.type == 'cuda':
+        desc['name'] = torch.cuda.get_device_name(device)
+    else:
+        desc['name'] = _cpu_name()
+    if hasattr(os, 'getloadavg'):
+        desc['load_avg'] = [round(v, 2) for v in os.getloadavg()]
+    return desc
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """One model's timed call for one setting (inference at a batch size, or a training step)."""
+
+    def __init__(self, name: str, model, batch: int, input_size, device, train: bool):
+        self.name, self.model, self.device, self.train = name, model, device, train
+        self.x = torch.randn(batch, *input_size, device=device)
+        if train:
+            num_classes = model.get_classifier().out_features if hasattr(model, 'get_classifier') else 1000
+            self.y = torch.randint(0, max(int(num_classes), 1), (batch,), device=device)
+            self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        self.iters = 1
+
+    def call(self):
+        if self.train:
+            self.model.train()
+            loss = torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        else:
+            self.model.eval()
+            with torch.inference_mode():
+                self.model(self.x)
+
+    def warmup(self, n: int, min_time: float):
+        for _ in range(max(n, 1)):
+            self.call()
+        _sync(self.device)
+        t = self._time(1)
+        self.iters = max(1, math.ceil(min_time / max(t, 1e-9))) if min_time > 0 else 1
+
+    def _time(self, iters: int) -> float:
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            self.call()
+        _sync(self.device)
+        return (time.perf_counter() - start) / iters
+
+    def measure(self) -> float:
+        return self._time(self.iters)
+
+
+def _settings(train_step: bool, infer_batches: Sequence[int], train_batch: int):
+    out = [(f'infer_b{b}', b, False) for b in infer_batches]
+    if train_step:
+        out.append((f'train_b{train_batch}', train_batch, True))
+    return out
+
+
+def bench_models(
+        models: Sequence[str],
+        device: str = 'cpu',
+        repeats: Optional[int] = None,
+        warmup: Optional[int] = None,
+        min_time: Optional[float] = None,
+        infer_batches: Sequence[int] = INFER_BATCHES,
+        train_step: Optional[bool] = None,
+        train_batch: int = TRAIN_BATCH,
+        latency: bool = True,
+        input_size: Optional[Sequence[int]] = None,
+        progress: Optional[Callable[[str], None]] = None,
+) -> Dict:
+    """Measure `models` (names) against their plain backbones; returns the JSON-ready report.
+
+    Defaults depend on the device: CPU repeats=3, warmup=1, min_time=0.2 s, no training step; CUDA
+    repeats=10, warmup=10, min_time=0.5 s, training step at batch 128. ``latency=False`` counts only.
+    """
+    import timm
+    import zamzoo  # noqa: F401  (registers the models)
+
+    dev = torch.device(device)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda asked for, but torch sees no CUDA device here; use --device cpu')
+    cuda = dev.type == 'cuda'
+    repeats = repeats if repeats is not None else (10 if cuda else 3)
+    warmup = warmup if warmup is not None else (10 if cuda else 1)
+    min_time = min_time if min_time is not None else (0.5 if cuda else 0.2)
+    train_step = train_step if train_step is not None else cuda
+    if repeats < 1:
+        raise ValueError(f'repeats must be >= 1, got {repeats}')
+    say = progress or (lambda msg: None)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+
+    models = list(dict.fromkeys(models))
+    built = {}
+
+    def build(name):
+        if name not in built:
+            model = timm.create_model(name).to(dev)
+            size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
+            built[name] = (model, size)
+        return built[name]
+
+    results = []
+    counts = {}
+    for name in list(models) + [plain_of(m) for m in models]:
+        if name in counts:
+            continue
+        say(f'counting {name}')
+        model, size = build(name)
+        counts[name] = {
+            'params': count_params(model),
+            'macs': count_macs(model.cpu(), size),
+            'seed_flops': seed_flops(model, size),
+            'input_size': list(size),
+        }
+        model.to(dev)
+
+    timings: Dict[str, Dict[str, List[float]]] = {}
+    settings = _settings(train_step, infer_batches, train_batch) if latency else []
+    groups: Dict[str, List[str]] = {}
+    for name in models:
+        group = groups.setdefault(plain_of(name), [plain_of(name)])
+        if name not in group:
+            group.append(name)
+    for setting, batch, train in settings:
+        for plain, group in groups.items():
+            runners = []
+            for name in group:
+                model, size = build(name)
+                runner = _Runner(name, model, batch, size, dev, train)
+                say(f'warming up {name} {setting}')
+                runner.warmup(warmup, min_time)
+                runners.append(runner)
+            for r in range(repeats):
+                order = runners[r % len(runners):] + runners[:r % len(runners)]
+                for runner in order:
+                    timings.setdefault(runner.name, {}).setdefault(setting, []).append(runner.measure())
+                say(f'{setting} {plain} round {r + 1}/{repeats}')
+            if train:  # training steps changed the weights; rebuild for any later use
+                for name in group:
+                    built.pop(name, None)
+
+    for name in models:
+        plain = plain_of(name)
+        row = {'model': name, 'backbone': backbone_of(name), 'baseline': plain, **counts[name],
+               'baseline_params': counts[plain]['params'], 'baseline_macs': counts[plain]['macs'],
+               'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
+        for setting, batch, train in settings:
+            mine, base = timings[name][setting], timings[plain][setting]
+            ratios = [a / b for a, b in zip(mine, base)]
+            row['latency'][setting] = {
+                'batch': batch, 'train': train,
+                'ms': _ms(statistics.median(mine)), 'baseline_ms': _ms(statistics.median(base)),
+                'ratio': round(statistics.median(ratios), 4),
+                'samples_ms': [_ms(t) for t in mine], 'baseline_samples_ms': [_ms(t) for t in base],
+            }
+        results.append(row)
+
+    return {
+        'schema': SCHEMA,
+        'kind': KIND,
+        'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'device': device_description(dev),
+        'versions': _versions(),
+        'code_commit': _code_commit(),
+        'settings': {'repeats': repeats, 'warmup': warmup, 'min_time_s': min_time,
+                     'infer_batches': list(infer_batches) if latency else [],
+                     'train_batch': train_batch if train_step and latency else None,
+                     'latency': latency, 'dtype': 'float32'},
+        'results': results,
+    }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 4)
+
+
+def _versions() -> Dict[str, str]:
+    import timm
+    import zamzoo
+
+    return {'python': sys.version.split()[0], 'torch': torch.__version__, 'timm': timm.__version__,
+            'zamzoo': zamzoo.__version__}
+
+
+def _code_commit() -> Optional[str]:
+    try:
+        from zamzoo.provenance import code_commit
+    except ImportError:
+        return None
+    try:
+        return code_commit()
+    except Exception:  # provenance is informative only
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output
+
+def fmt_count(n: Optional[float], unit: str = 'M', digits: int = 2) -> str:
+    if n is None:
+        return '-'
+    scale = {'K': 1e3, 'M': 1e6, 'G': 1e9}[unit]
+    return f'{n / scale:.{digits}f}{unit}'
+
+
+def fmt_ratio(r: Optional[float]) -> str:
+    return '-' if r is None else f'{r:.3f}x ({(r - 1) * 100:+.1f}%)'
+
+
+def markdown_report(report: Dict) -> str:
+    """The report as a Markdown page: what was measured, on what, and one row per model."""
+    dev = report['device']
+    s = report['settings']
+    settings = [k for k in (report['results'][0]['latency'] if report['results'] else {})]
+    lines = [
+        f"# zamzoo bench models ({report['created']})",
+        '',
+        f"Device: {dev['type']} — {dev.get('name', '?')}, {dev.get('threads')} threads"
+        + (f", load average at the end {dev['load_avg']}" if dev.get('load_avg') else '') + '.',
+        f"torch {report['versions']['torch']}, timm {report['versions']['timm']}, "
+        f"zamzoo {report['versions']['zamzoo']}" + (f", commit {report['code_commit'][:12]}"
+                                                    if report.get('code_commit') else '') + '.',
+    ]
+    if s['latency']:
+        lines.append(f"Latency: median of {s['repeats']} interleaved rounds (warm-up {s['warmup']}, "
+                     f"each round >= {s['min_time_s']} s of calls), {s['dtype']}; ratio = median over rounds of "
+                     f"model time / plain-backbone time of the same round.")
+    head = ['model', 'params', 'MACs (torch)', 'FLOPs (seed conv.)']
+    head += [c for k in settings for c in (f'{k} ms', f'{k} vs plain')]
+    lines += ['', '| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
+    for row in report['results']:
+        cells = [row['model'], f"{row['params']:,}", fmt_count(row['macs']), fmt_count(row['seed_flops'])]
+        for k in settings:
+            lat = row['latency'][k]
+            cells += [f"{lat['ms']:.2f}", fmt_ratio(lat['ratio'])]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_report(report: Dict, out_dir) -> Dict[str, Path]:
+    """Write ``models_<device>.json`` and ``.md`` (``models_counts.*`` without latency) into out_dir, atomically;
+    returns the paths."""
+    out_dir = Path(out_dir)
+    stem = f"models_{report['device']['type']}" if report['settings']['latency'] else 'models_counts'
+    paths = {'json': out_dir / f'{stem}.json', 'md': out_dir / f'{stem}.md'}
+    write_json_atomic(paths['json'], report)
+    write_text_atomic(paths['md'], markdown_report(report))
+    return paths

@@ -1,0 +1,308 @@
+"""The model tables of README.md and MODEL_CARD.md, generated from `zamzoo bench models` JSON reports and the
+weights manifest (``zamzoo.manifest.load_manifest()``): no number in them is typed by hand.
+
+Each generated block sits between two markers, ``<!-- zamzoo:<block>:start -->`` and
+``<!-- zamzoo:<block>:end -->``; everything outside the markers is left alone. Blocks:
+
+- ``models-table`` (README.md and MODEL_CARD.md): one row per model: params, MACs, seed-convention FLOPs,
+  measured latency overhead against the plain backbone per device, top-1 per data set where the manifest has
+  published weights with results ("not yet trained" otherwise).
+- ``overhead`` (MODEL_CARD.md): what the latency was measured on, with which command and when, and the
+  per-setting times of every measured model.
+- ``recipes`` (MODEL_CARD.md): the training recipes of ``zamzoo.recipes`` and the backbones using each.
+
+Run: ``zamzoo bench tables`` (or ``python -m zamzoo.bench.tables``), by default over ``docs/bench/*.json``.
+"""
+import json
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .._io import write_text_atomic
+from .models import KIND, backbone_of, fmt_count
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RESULTS = REPO_ROOT / 'docs' / 'bench'
+DEFAULT_README = REPO_ROOT / 'README.md'
+DEFAULT_MODEL_CARD = REPO_ROOT / 'MODEL_CARD.md'
+DATASETS = (('cifar100', 'CIFAR-100'), ('cifar10', 'CIFAR-10'))
+NOT_TRAINED = 'not yet trained'
+
+
+def marker(block: str, end: bool = False) -> str:
+    return f"<!-- zamzoo:{block}:{'end' if end else 'start'} -->"
+
+
+def load_reports(paths: Iterable) -> List[Dict]:
+    """Read bench reports (files, or folders whose *.json are read), oldest first."""
+    reports = []
+    for path in paths:
+        path = Path(path)
+        files = sorted(path.glob('*.json')) if path.is_dir() else [path]
+        if not path.exists():
+            raise FileNotFoundError(f'bench results not found: {path} (run `zamzoo bench models --out DIR` first)')
+        for f in files:
+            try:
+                data = json.loads(f.read_text())
+            except ValueError as e:
+                raise ValueError(f'{f} is not valid JSON: {e}') from e
+            if not isinstance(data, dict) or data.get('kind') != KIND:
+                raise ValueError(f"{f} is not a `zamzoo bench models` report (expected \"kind\": \"{KIND}\")")
+            data['_source'] = f
+            reports.append(data)
+    if not reports:
+        raise ValueError(f'no bench reports in {[str(p) for p in paths]}')
+    return sorted(reports, key=lambda r: r['created'])
+
+
+def _latest_counts(reports: Sequence[Dict]) -> Dict[str, Dict]:
+    rows = {}
+    for report in reports:  # oldest first: later reports win
+        for row in report['results']:
+            rows[row['model']] = row
+    return rows
+
+
+def _latency(reports: Sequence[Dict]) -> Dict[str, Dict[str, Tuple[Dict, Dict]]]:
+    """device type -> model -> (latency row, its report), the latest measurement of each."""
+    out: Dict[str, Dict[str, Tuple[Dict, Dict]]] = {}
+    for report in reports:
+        if not report['settings'].get('latency'):
+            continue
+        dev = report['device']['type']
+        for row in report['results']:
+            if row.get('latency'):
+                out.setdefault(dev, {})[row['model']] = (row, report)
+    return out
+
+
+def _model_order(names: Iterable[str]) -> List[str]:
+    """Backbone by backbone in the zoo's order, plain first, then the attention names in registry order."""
+    order = {n: i for i, n in enumerate(_zoo_order())}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
+def _zoo_order() -> List[str]:
+    from zamzoo.models import ATTENTIONS, BACKBONES
+
+    return [f'{b}_{a}' for b in BACKBONES for a in ATTENTIONS]
+
+
+def _pct(ratio: Optional[float]) -> str:
+    return '-' if ratio is None else f'{(ratio - 1) * 100:+.1f}%'
+
+
+def _top1(record: Optional[Dict]) -> str:
+    if not record:
+        return NOT_TRAINED
+    mean = record.get('top1_mean')
+    if mean is None:
+        return f"published ({record.get('hub_commit', '?')[:7]}), no results"
+    std = record.get('top1_std')
+    n = len(record.get('seeds') or [])
+    text = f'{mean:.2f}' + (f' ± {std:.2f}' if std is not None and n > 1 else '')
+    return text + (f' ({n} seeds)' if n > 1 else '')
+
+
+def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
+    counts = _latest_counts(reports)
+    latency = _latency(reports)
+    devices = sorted(latency)
+    by_key = {(r['model'], r['tag']): r for r in records}
+    head = ['model', 'params', 'MACs', 'FLOPs (seed conv.)']
+    head += [f'{d.upper()} time vs plain (b1 / b64)' for d in devices]
+    head += [f'top-1 {label}' for _, label in DATASETS]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' + '---:|' * 3 + '---:|' * len(devices)
+             + '---|' * len(DATASETS)]
+    for name in _model_order(counts):
+        row = counts[name]
+        delta = row['params'] - row.get('baseline_params', row['params'])
+        params = f"{row['params'] / 1e6:.2f}M" + (f' (+{delta:,})' if delta else '')
+        cells = [f'`{name}`', params, fmt_count(row['macs']), fmt_count(row['seed_flops'])]
+        for d in devices:
+            lat = latency[d].get(name)
+            if lat is None:
+                cells.append('-')
+            else:
+                ls = lat[0]['latency']
+                cells.append(' / '.join(_pct(ls[k]['ratio']) if k in ls else '-' for k in ('infer_b1', 'infer_b64')))
+        cells += [_top1(by_key.get((name, tag))) for tag, _ in DATASETS]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    sources = sorted({Path(r['_source']).name for r in reports})
+    notes = [
+        '',
+        'params: 100 classes (+ what the attention adds to the plain backbone). MACs: multiply-accumulates of one '
+        '3x32x32 image as `torch.utils.flop_counter.FlopCounterMode` counts them (its FLOPs / 2). FLOPs (seed conv.): '
+        'the ZAM seed\'s thop 0.0.30 convention (`zamzoo.bench.flops.seed_flops`), the numbers of the seed\'s table. '
+        'Time vs plain: median inference latency against the plain backbone measured in the same run '
+        '(batch 1 / batch 64; `-` = not measured). top-1: mean ± std over seeds of the published weights.',
+        '',
+        f"Generated by `zamzoo bench tables` from {', '.join(f'`{s}`' for s in sources)} and the weights manifest.",
+    ]
+    return '\n'.join(lines + notes)
+
+
+def overhead_section(reports: Sequence[Dict]) -> str:
+    """Per latency report: device, command, date, and the times of every measured model."""
+    parts = []
+    for report in reports:
+        s = report['settings']
+        if not s.get('latency'):
+            continue
+        dev = report['device']
+        measured = [row for row in report['results'] if row.get('latency')]
+        settings = list(measured[0]['latency']) if measured else []
+        load = f", load average {dev['load_avg']}" if dev.get('load_avg') else ''
+        parts += _headline(measured, dev)
+        parts += [
+            f"**{dev['type'].upper()}: {dev.get('name', '?')}** ({dev.get('threads')} threads{load}), "
+            f"{report['created'][:10]}, torch {report['versions']['torch']}"
+            + (f", zamzoo commit `{report['code_commit'][:12]}`" if report.get('code_commit') else '') + '.',
+            '',
+            f"Command: `{report.get('command', 'zamzoo bench models')}` (median of {s['repeats']} interleaved "
+            f"rounds, float32, each model next to its plain backbone).",
+            '',
+            '| model | ' + ' | '.join(f'{k}: ms (plain ms) | {k} vs plain' for k in settings) + ' |',
+            '|---|' + '---:|---:|' * len(settings),
+        ]
+        for row in measured:
+            cells = [f"`{row['model']}`"]
+            for k in settings:
+                lat = row['latency'][k]
+                cells += [f"{lat['ms']:.2f} ({lat['baseline_ms']:.2f})", _pct(lat['ratio'])]
+            parts.append('| ' + ' | '.join(cells) + ' |')
+        parts.append('')
+    if not parts:
+        return 'No latency measured yet (`zamzoo bench models --device cpu|cuda`). Not measured on GPU.'
+    if not any(r['device']['type'] == 'cuda' for r in reports if r['settings'].get('latency')):
+        parts.append('GPU: not measured on GPU yet (`zamzoo bench models --device cuda` adds a training step).')
+    return '\n'.join(parts).rstrip() + '\n'
+
+
+HEADLINE = ('resnet18_zam', 'resnet18_plain')
+
+
+def _headline(measured: Sequence[Dict], dev: Dict) -> List[str]:
+    """One sentence on the overhead of ZAM over its backbone (the issue's yardstick), when it was measured."""
+    row = next((r for r in measured if (r['model'], r['baseline']) == HEADLINE), None)
+    if row is None:
+        return []
+    lat = row['latency']
+    said = [f"{k.replace('infer_b', 'inference at batch ').replace('train_b', 'a training step at batch ')}: "
+            f"{_pct(lat[k]['ratio'])} ({lat[k]['ms']:.2f} ms vs {lat[k]['baseline_ms']:.2f} ms)" for k in lat]
+    return [f"Overhead of `{HEADLINE[0]}` over `{HEADLINE[1]}` on {dev['type'].upper()}: " + '; '.join(said) + '.', '']
+
+
+def recipes_table() -> str:
+    """The training recipes (zamzoo.recipes) and the backbones that use each one."""
+    from zamzoo.models import BACKBONES
+    from zamzoo.recipes import get_recipe, list_recipes
+
+    users = {}
+    for b in BACKBONES.values():
+        users.setdefault(b.recipe, []).append(b.name)
+    lines = ['| recipe | backbones | epochs | batch | optimizer | lr schedule | weight decay | augmentation | '
+             'loss extras |', '|---|---|---:|---:|---|---|---:|---|---|']
+    for name in list_recipes():
+        r = get_recipe(name)
+        sched = (f"x{r.gamma:g} at epochs {', '.join(map(str, r.milestones))}" if r.schedule == 'multistep'
+                 else r.schedule)
+        if r.warmup_epochs:
+            sched = f'linear warm-up {r.warmup_epochs} epoch (per step), then ' + sched
+        aug = [f'RandomCrop(32, pad {r.crop_padding})'] if r.crop_padding else []
+        aug += ['HorizontalFlip'] if r.hflip else []
+        aug += [f'RandomRotation({r.rotation:g})'] if r.rotation else []
+        extras = []
+        if r.nam_l1:
+            extras.append(f'{r.nam_l1:g} * L1 of the NAM BN scales (models with NAM)')
+        if r.spem_alpha:
+            extras.append(f'{r.spem_alpha:g} * SPEM penalty (models with SPEM)')
+        if r.label_smoothing:
+            extras.append(f'label smoothing {r.label_smoothing:g}')
+        opt = f"SGD momentum {r.momentum:g}{', nesterov' if r.nesterov else ''}, lr {r.lr:g}"
+        lines.append(f"| `{name}` v{r.version} | {', '.join(users.get(name, [])) or '(no default; chosen explicitly)'} | {r.epochs} | "
+                     f"{r.batch_size} | {opt} | {sched} | {r.weight_decay:g} | {' + '.join(aug) or '-'} | "
+                     f"{'; '.join(extras) or '-'} |")
+    lines += ['', 'Normalisation: each data set\'s own mean/std as the recipe lists them '
+              '(`zamzoo.recipes.get_recipe(name).stats(dataset)`), the same numbers the models\' pretrained cfgs '
+              'announce. Generated by `zamzoo bench tables` from `zamzoo/recipes.py`.']
+    return '\n'.join(lines)
+
+
+def replace_block(text: str, block: str, content: str, path='the file') -> str:
+    start, end = marker(block), marker(block, end=True)
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f'{path} has no {start} ... {end} block to fill')
+    return text[:i + len(start)] + '\n' + content.rstrip('\n') + '\n' + text[j:]
+
+
+def render_files(reports: Sequence[Dict], records: Sequence[Dict], readme=DEFAULT_README,
+                 model_card=DEFAULT_MODEL_CARD) -> Dict[Path, str]:
+    """New text of each file whose blocks are generated (files that do not exist are skipped)."""
+    table = models_table(reports, records)
+    out = {}
+    for path, blocks in ((readme, {'models-table': table}),
+                         (model_card, {'models-table': table, 'overhead': overhead_section(reports),
+                                       'recipes': recipes_table()})):
+        if path is None:
+            continue
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f'{path} not found')
+        text = path.read_text()
+        for block, content in blocks.items():
+            text = replace_block(text, block, content, path)
+        out[path] = text
+    return out
+
+
+def update_tables(results: Sequence = (DEFAULT_RESULTS,), manifest=None, readme=DEFAULT_README,
+                  model_card=DEFAULT_MODEL_CARD, check: bool = False) -> List[Path]:
+    """Regenerate the blocks; returns the files whose text changed (with check=True, writes nothing)."""
+    from ..manifest import load_manifest
+
+    reports = load_reports(results)
+    records = load_manifest(manifest)
+    changed = []
+    for path, text in render_files(reports, records, readme, model_card).items():
+        if path.read_text() != text:
+            changed.append(path)
+            if not check:
+                write_text_atomic(path, text)
+    return changed
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog='python -m zamzoo.bench.tables', description=__doc__.split('\n\n')[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+
+
+def add_arguments(p):
+    p.add_argument('--results', nargs='+', default=[str(DEFAULT_RESULTS)], metavar='PATH',
+                   help='bench JSON reports or folders of them (default: docs/bench)')
+    p.add_argument('--manifest', default=None, help='weights manifest (default: weights/manifest.json)')
+    p.add_argument('--readme', default=str(DEFAULT_README))
+    p.add_argument('--model-card', default=str(DEFAULT_MODEL_CARD))
+    p.add_argument('--check', action='store_true', help='write nothing; exit 1 if a table is out of date')
+
+
+def run(args) -> int:
+    changed = update_tables(args.results, args.manifest, args.readme, args.model_card, check=args.check)
+    for path in changed:
+        print(f"{path}: {'out of date' if args.check else 'updated'}")
+    if not changed:
+        print('tables up to date')
+    return 1 if (args.check and changed) else 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
