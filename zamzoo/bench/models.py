@@ -19,7 +19,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -168,54 +168,41 @@ def bench_models(
         torch.backends.cudnn.benchmark = True
 
     models = list(dict.fromkeys(models))
-    built = {}
 
     def build(name):
-        if name not in built:
-            model = timm.create_model(name).to(dev)
-            size = tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
-            built[name] = (model, size)
-        return built[name]
+        model = timm.create_model(name).to(dev)
+        return model, tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
 
     results = []
     counts = {}
-    for name in list(models) + [plain_of(m) for m in models]:
-        if name in counts:
-            continue
-        say(f'counting {name}')
-        model, size = build(name)
-        counts[name] = {
-            'params': count_params(model),
-            'macs': count_macs(model.cpu(), size),
-            'seed_flops': seed_flops(model, size),
-            'input_size': list(size),
-        }
-        model.to(dev)
+    for name in models + [plain_of(m) for m in models]:
+        if name not in counts:
+            say(f'counting {name}')
+            model, size = build(name)
+            counts[name] = {'params': count_params(model), 'macs': count_macs(model, size),
+                            'seed_flops': seed_flops(model, size), 'input_size': list(size)}
 
     timings: Dict[str, Dict[str, List[float]]] = {}
     settings = _settings(train_step, infer_batches, train_batch) if latency else []
-    groups: Dict[str, List[str]] = {}
+    groups: Dict[str, List[str]] = {}  # plain backbone -> [plain, variants...]: timed together
     for name in models:
         group = groups.setdefault(plain_of(name), [plain_of(name)])
         if name not in group:
             group.append(name)
-    for setting, batch, train in settings:
-        for plain, group in groups.items():
+    for plain, group in (groups.items() if settings else ()):
+        built = {name: build(name) for name in group}
+        for setting, batch, train in settings:  # the training step last: it changes the weights
             runners = []
             for name in group:
-                model, size = build(name)
-                runner = _Runner(name, model, batch, size, dev, train)
                 say(f'warming up {name} {setting}')
+                runner = _Runner(name, built[name][0], batch, built[name][1], dev, train)
                 runner.warmup(warmup, min_time)
                 runners.append(runner)
             for r in range(repeats):
-                order = runners[r % len(runners):] + runners[:r % len(runners)]
-                for runner in order:
+                for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
                     timings.setdefault(runner.name, {}).setdefault(setting, []).append(runner.measure())
-                say(f'{setting} {plain} round {r + 1}/{repeats}')
-            if train:  # training steps changed the weights; rebuild for any later use
-                for name in group:
-                    built.pop(name, None)
+                say(f'{setting} {plain} group, round {r + 1}/{repeats}')
+        del built
 
     for name in models:
         plain = plain_of(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._io import write_text_atomic
-from .models import KIND, backbone_of, fmt_count
+from .models import KIND, fmt_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / 'docs' / 'bench'
