@@ -51,10 +51,14 @@ def _write_run(folder: Path, model: str, seed: int, top1=None, top5=None, datase
     net = timm.create_model(model, num_classes=100 if dataset == 'cifar100' else 10)
     folder.mkdir(parents=True)
     save_file(net.state_dict(), str(folder / 'model.safetensors'))
-    config = dict(model=model, dataset=dataset, seed=seed,
-                  recipe=dict(name='zam', version=1, epochs=2, batch_size=128, lr=0.1, weight_decay=5e-4))
+    # the fields of zamzoo.train's run folder that export reads
+    config = dict(model=model, dataset=dataset, seed=seed, num_classes=net.num_classes, model_kwargs={},
+                  recipe=dict(name='zam', version=1, epochs=2, batch_size=128, lr=0.1, weight_decay=5e-4),
+                  recipe_name='zam', recipe_version=1, device='cpu')
     (folder / 'config.json').write_text(json.dumps(config))
-    results = {} if top1 is None else dict(top1=top1, top5=top5, best_top1=top1 + 0.5, best_epoch=2)
+    results = dict(model=model, dataset=dataset, recipe='zam', seed=seed, epochs=2, code_commit='f' * 40)
+    if top1 is not None:
+        results.update(top1=top1, top5=top5, best_top1=top1 + 0.5, best_top5=top5, best_epoch=2)
     (folder / 'results.json').write_text(json.dumps(results))
     (folder / 'metrics.jsonl').write_text(
         '\n'.join(json.dumps(dict(epoch=e, train_loss=4.0 / e, lr=0.1)) for e in (1, 2)) + '\n')
@@ -212,6 +216,7 @@ def test_export_folder(exported, runs):
     assert results['top1']['mean'] == pytest.approx(70.5) and results['top1']['std'] == pytest.approx(0.5 ** 0.5)
     assert results['top5']['mean'] == pytest.approx(90.5) and results['top1']['n'] == 2
     assert results['sha256'] == sha256_file(out / 'model.safetensors') == result.sha256
+    assert results['code_commit'] == 'f' * 40 and results['recipe'] == 'zam' and results['recipe_version'] == 1
     hparams = json.loads((out / 'hparams.json').read_text())
     assert [r['seed'] for r in hparams['runs']] == [0, 1] and hparams['runs'][0]['config']['recipe']['name'] == 'zam'
     log = json.loads((out / 'train_log.json').read_text())
@@ -329,6 +334,12 @@ def test_loopback_hub_download(loopback_hub, exported, hub):
     assert [r.ok for r in verify_published(MODEL)] == [True]
     with pytest.raises(WeightsError, match='zamzoo/nothing-here does not exist or is private'):
         timm.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='zamzoo/nothing-here'))
+    _publish(manifest, out, commit='d' * 40)  # a commit the Hub does not have
+    with pytest.raises(WeightsError, match=f'{MODEL}.{TAG}: commit d{{40}} of {REPO} does not exist'):
+        timm.create_model(MODEL, pretrained=True)
+    loopback_hub.repos[REPO] = ('d' * 40, {'config.json': (out / 'config.json').read_bytes()})  # weights missing
+    with pytest.raises(WeightsError, match=f'{MODEL}.{TAG}: .* has no file model.safetensors'):
+        timm.create_model(MODEL, pretrained=True)
 
 
 # ------------------------------------------------------------------ errors

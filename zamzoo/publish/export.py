@@ -301,6 +301,11 @@ def export_run(
     if model not in ZOO:
         raise ExportError(f"'{model}' is not a zamzoo model; see `zamzoo list`")
     tag = _resolve_tag(model, dataset, tag)
+    repo_id = repo_id or hub_id(model, tag)
+    out = Path(out) if out is not None else DEFAULT_STAGING / f'{model}.{tag}'
+    if out.exists() and not overwrite:
+        raise ExportError(f'{out} already exists; pass --force to replace it')
+    out.parent.mkdir(parents=True, exist_ok=True)
     cfg = timm.models.get_pretrained_cfg(f'{model}.{tag}')
 
     # build the architecture and load the weights strictly: an export only ever holds weights that fit
@@ -322,11 +327,6 @@ def export_run(
     params = count_params(net)
     macs = count_macs(timm.create_model(f'{model}.{tag}', num_classes=num_classes, device='meta', **model_kwargs).eval())
 
-    repo_id = repo_id or hub_id(model, tag)
-    out = Path(out) if out is not None else DEFAULT_STAGING / f'{model}.{tag}'
-    if out.exists() and not overwrite:
-        raise ExportError(f'{out} already exists; pass --force to replace it')
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     summaries = [r.summary() for r in runs]
     for s in summaries:
@@ -372,7 +372,9 @@ def export_run(
         (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')
         for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
             (staging / name).write_text(json.dumps(obj, indent=2) + '\n')
-        os.chmod(staging, 0o755)
+        os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
+        for f in staging.iterdir():
+            os.chmod(f, 0o644)
         _replace_dir(staging, out)
     finally:
         if staging.exists():
