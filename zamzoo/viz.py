@@ -216,21 +216,22 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: Optional[int] = Non
     return _unit(cam.cpu().numpy()), class_index
 
 
-def _unit(a: np.ndarray) -> np.ndarray:
-    """Min-max scale to [0, 1] (a constant map becomes 0)."""
+def _unit(a: np.ndarray, constant: float = 0.0) -> np.ndarray:
+    """Min-max scale to [0, 1]; a constant map becomes `constant`."""
     a = np.nan_to_num(a.astype(np.float32))
     lo, hi = float(a.min()), float(a.max())
     if hi - lo < 1e-12:
-        return np.zeros_like(a)
+        return np.full_like(a, constant)
     return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
 
 
 def upsample_spatial(spatial: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """A module's (k, h, w) spatial maps as one (H, W) map in [0, 1]: the mean over the k maps (ULSAM's groups),
-    upsampled bilinearly, min-max scaled (ULSAM's softmax maps sum to 1, so their raw values are tiny)."""
+    upsampled bilinearly, min-max scaled (ULSAM's softmax maps sum to 1, so their raw values are tiny); a uniform
+    map (no position preferred) is drawn at 0.5."""
     t = torch.from_numpy(np.ascontiguousarray(spatial, dtype=np.float32)).mean(0, keepdim=True)[None]
     t = F.interpolate(t, size=size, mode='bilinear', align_corners=False)[0, 0]
-    return _unit(t.numpy())
+    return _unit(t.numpy(), constant=0.5)
 
 
 def visualize(model: nn.Module, image_path, out_png=None, class_index: Optional[int] = None,
@@ -266,8 +267,8 @@ def render(result: VizResult, out_png, title: Optional[str] = None, max_spatial:
     panels += [(f'{r.name}\n{r.kind} spatial', result.overlays[r.name], 'jet') for r in spatial]
     ncols = min(6, len(panels))
     nrows = -(-len(panels) // ncols)
-    strip_h = 0.0 if not channel else max(1.2, 0.18 * len(channel) + 0.8)
-    fig = plt.figure(figsize=(2.2 * ncols, 2.4 * nrows + strip_h + (0.4 if title else 0)), dpi=100)
+    strip_h = 0.0 if not channel else max(1.2, 0.14 * len(channel) + 0.8)
+    fig = plt.figure(figsize=(max(2.2 * ncols, 8.0), 2.4 * nrows + strip_h + (0.4 if title else 0)), dpi=100)
     grid = fig.add_gridspec(nrows + (1 if channel else 0), ncols,
                             height_ratios=[2.4] * nrows + ([strip_h] if channel else []))
     for i, (label, data, cmap) in enumerate(panels):
