@@ -5,9 +5,8 @@ made of (seed, epoch, sample index), and the order of an epoch comes from (seed,
 run take contiguous parts of the same global batches, as the tensor loader does.
 """
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets as tvd

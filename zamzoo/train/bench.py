@@ -12,13 +12,11 @@ same recipe's augmentation and optimizer:
 Each loop first runs a few warm-up steps (including the epoch's last, partial batch shape, so compilation and
 cuDNN autotuning stay out of the timed epoch); the warm-up time is reported apart.
 """
-import argparse
 import os
 import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

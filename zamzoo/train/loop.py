@@ -9,11 +9,10 @@ Run folder (the contract `zamzoo export` and the table generator read):
     model.safetensors the final weights (state dict of the timm model), written when the run completes
 """
 import difflib
-import math
 import statistics
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -377,8 +376,14 @@ def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Rep
 
     out = Path(config.out or config.default_out(recipe)).expanduser()
 
-    # Data first: it gives the number of classes.
-    train_split, test_split, num_classes, classes = open_datasets(config.dataset, config.data, config.download)
+    # Data first: it gives the number of classes. With --download, rank 0 fetches it while the others wait.
+    download = config.download
+    if download and info.distributed:
+        if info.is_main:
+            open_datasets(config.dataset, config.data, True)
+        D.barrier(info)
+        download = False
+    train_split, test_split, num_classes, classes = open_datasets(config.dataset, config.data, download)
 
     seed_everything(config.seed)
     model = create_model(config.model, num_classes, pretrained=config.pretrained, **config.model_kwargs)
@@ -487,7 +492,7 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
     device = info.device
     raw_model = model
     title = f'{config.model} on {config.dataset} ({recipe.name})'
-    last_plot = -math.inf
+    last_plot = time.perf_counter()  # first plot after PLOT_EVERY_S, or after the last epoch
     train_time = float(extra.get('train_time_s', 0.0))
     wall_time = float(extra.get('wall_time_s', 0.0))
     best = dict(extra.get('best', {}))
