@@ -237,17 +237,22 @@ def test_one_epoch_cli_run_writes_every_artefact(tiny_cifar, tmp_path, capsys):
     assert config['recipe']['name'] == 'zam' and config['recipe']['epochs'] == 1
     assert config['recipe']['milestones'] == [60, 120, 160] and config['overrides'] == {'epochs': 1, 'batch_size': 16}
     assert config['num_classes'] == 100 and config['steps_per_epoch'] == 4 and config['loader'] == 'dataloader'
-    assert config['mean'] == list(recipe.stats('cifar100')[0])
+    assert config['mean'] == list(recipe.stats('cifar100')[0]) and config['code_commit'] and config['tag'] == 'cifar100'
+    assert config['args']['epochs'] == 1 and config['args']['model'] == TINY and config['seed'] == 0
 
     metrics = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]['epoch'] == 1
     m = metrics[0]
     assert m['lr'] == pytest.approx(0.1 * 4 / (4 + 1e-8))                # last warm-up step
     assert 0 <= m['test_top1'] <= m['test_top5'] <= 100 and m['train_loss'] > 0 and m['train_images'] == 64
+    for key in ('epoch', 'lr', 'train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5', 'images_per_s',
+                'epoch_time_s'):
+        assert key in m, key
 
     results = json.loads((out / 'results.json').read_text())
-    for key in ('top1', 'top5', 'best_top1', 'best_top5', 'best_epoch', 'images_per_s', 'wall_time_s', 'device',
-                'code_commit', 'model', 'dataset', 'recipe', 'recipe_version', 'seed', 'epochs', 'num_params'):
+    for key in ('model', 'dataset', 'tag', 'num_classes', 'recipe', 'recipe_version', 'seed', 'epochs', 'top1', 'top5',
+                'best_top1', 'best_top5', 'best_epoch', 'images_per_s', 'wall_time_s', 'device', 'code_commit',
+                'num_params'):
         assert key in results, key
     assert results['top1'] == m['test_top1'] and results['epochs'] == 1 and results['best_epoch'] == 1
     assert 'cpu' in results['device']

@@ -100,12 +100,16 @@ def cifar_dataset(root, dataset='cifar100', train=True, download=False, transfor
     return ds
 
 
+def cifar_tensors(ds):
+    """A torchvision CIFAR dataset's images (N, 3, 32, 32) uint8 and targets (N,) int64 as tensors."""
+    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    return images, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+
 def load_cifar(root, dataset='cifar100', train=True, download=False):
     """The whole split as tensors: images (N, 3, 32, 32) uint8, targets (N,) int64, class names."""
     ds = cifar_dataset(root, dataset, train=train, download=download)
-    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-    targets = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-    return images, targets, list(ds.classes)
+    return (*cifar_tensors(ds), list(ds.classes))
 
 
 def write_cifar(root, dataset, train_images, train_labels, test_images, test_labels, classes=None):

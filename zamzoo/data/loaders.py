@@ -63,6 +63,23 @@ def image_folder(root, split: str):
         raise DataError(f'image folder {path}: {e}; expected {path}/<class>/<image> with one sub-folder per class') from e
 
 
+class PilImages(Dataset):
+    """uint8 image tensors (N, C, H, W) served as PIL images, as torchvision's CIFAR dataset serves its arrays."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, transform=None):
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.targets = targets.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        from PIL import Image
+        img = Image.fromarray(self.images[index])
+        return (self.transform(img) if self.transform is not None else img), self.targets[index]
+
+
 class SeededTransform(Dataset):
     """A dataset whose transform runs under a per-sample seed (seed, epoch, index): same augmentation whatever the
     number of workers, the rank or the state of the global RNG."""

@@ -86,23 +86,10 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
             'steps': len(loader)}
 
 
-class _PilDataset(torch.utils.data.Dataset):
-    def __init__(self, images, targets, transform):
-        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()
-        self.targets = targets.tolist()
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        from PIL import Image
-        return self.transform(Image.fromarray(self.images[i])), self.targets[i]
-
-
 def bench_reference(model_name, images, targets, *, device, batch_size, recipe, workers, warmup_steps, num_classes,
                     seed=0):
     from torchvision import transforms as T
+    from ..data import PilImages
     from .loop import create_model, seed_everything
 
     seed_everything(seed)
@@ -116,7 +103,7 @@ def bench_reference(model_name, images, targets, *, device, batch_size, recipe, 
                                 weight_decay=recipe.weight_decay)
 
     def epoch(ims, tgs):
-        loader = torch.utils.data.DataLoader(_PilDataset(ims, tgs, transform), batch_size=batch_size, shuffle=True,
+        loader = torch.utils.data.DataLoader(PilImages(ims, tgs, transform), batch_size=batch_size, shuffle=True,
                                              num_workers=workers)
         model.train()
         total, n = 0.0, 0

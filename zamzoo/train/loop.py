@@ -113,72 +113,49 @@ class DataBundle:
 
 
 def open_datasets(dataset: str, data, download: bool = False, train: bool = True):
-    """(train split, test split, num_classes, class names) as raw datasets: tensors for CIFAR, ImageFolders."""
+    """(train split, test split, num_classes, class names) as torchvision datasets (CIFAR or ImageFolder) serving
+    PIL images; the train split is None when `train` is False."""
     from ..data import cifar, image_folder
 
     if dataset in cifar.CIFAR_DATASETS:
-        splits = []
-        for is_train in ((True, False) if train else (False,)):
-            splits.append(cifar.load_cifar(data, dataset, train=is_train, download=download))
-        classes = splits[0][2]
-        if not train:
-            return None, splits[0], len(classes), classes
-        return splits[0], splits[1], cifar.NUM_CLASSES[dataset], classes
+        tr = cifar.cifar_dataset(data, dataset, train=True, download=download) if train else None
+        te = cifar.cifar_dataset(data, dataset, train=False, download=download)
+        return tr, te, cifar.NUM_CLASSES[dataset], list(te.classes)
     tr = image_folder(data, 'train') if train else None
-    va = image_folder(data, 'val')
-    classes = (tr or va).classes
-    if tr is not None and va.classes != tr.classes:
+    te = image_folder(data, 'val')
+    if tr is not None and te.classes != tr.classes:
         raise DataError(f'{data}: train/ and val/ have different class folders '
-                        f'({len(tr.classes)} vs {len(va.classes)}); expected the same class names in both')
-    return tr, va, len(classes), classes
+                        f'({len(tr.classes)} vs {len(te.classes)}); expected the same class names in both')
+    return tr, te, len(te.classes), list(te.classes)
 
 
 def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, eval_batch_size: int, seed: int,
                   info: D.DistInfo, loader: str, workers: int, channels_last: bool, img_size: int = 32) -> tuple:
-    """Train and test loaders for one rank; `splits` from `open_datasets`."""
-    from ..data import TensorLoader, cifar_transforms, folder_transforms
-    from ..data.loaders import DataLoaderBatches
+    """Train and test loaders for one rank from `open_datasets`' splits (the train loader is None without a train
+    split): the device-resident tensor loader for CIFAR, or a DataLoader with torchvision transforms."""
+    from ..data import DataLoaderBatches, TensorLoader, cifar_tensors, cifar_transforms, folder_transforms
 
-    train_split, test_split = splits
     common = dict(seed=seed, rank=info.rank, world_size=info.world_size, device=info.device,
                   channels_last=channels_last)
+    train_split, test_split = splits
+    train = None
     if loader == 'tensor':
-        train = None
         if train_split is not None:
-            images, targets, _ = train_split
-            train = TensorLoader(images, targets, batch_size, mean, std, train=True,
+            train = TensorLoader(*cifar_tensors(train_split), batch_size, mean, std, train=True,
                                  crop_padding=recipe.crop_padding, hflip=recipe.hflip, rotation=recipe.rotation,
                                  drop_last=recipe.drop_last, **common)
-        images, targets, _ = test_split
-        test = TensorLoader(images, targets, eval_batch_size, mean, std, train=False, **common)
-        return train, test
-    if dataset == 'folder':
-        make = lambda is_train: folder_transforms(recipe, mean, std, img_size, is_train)  # noqa: E731
-    else:
-        make = lambda is_train: cifar_transforms(recipe, mean, std, is_train)  # noqa: E731
-    train = None
+        return train, TensorLoader(*cifar_tensors(test_split), eval_batch_size, mean, std, train=False, **common)
+
+    def transform(is_train):
+        if dataset == 'folder':
+            return folder_transforms(recipe, mean, std, img_size, is_train)
+        return cifar_transforms(recipe, mean, std, is_train)
+
     if train_split is not None:
-        ds = train_split if dataset == 'folder' else _PilCifar(*train_split[:2])
-        train = DataLoaderBatches(ds, batch_size, make(True), train=True, drop_last=recipe.drop_last,
+        train = DataLoaderBatches(train_split, batch_size, transform(True), train=True, drop_last=recipe.drop_last,
                                   num_workers=workers, **common)
-    ds = test_split if dataset == 'folder' else _PilCifar(*test_split[:2])
-    test = DataLoaderBatches(ds, eval_batch_size, make(False), train=False, num_workers=workers, **common)
+    test = DataLoaderBatches(test_split, eval_batch_size, transform(False), train=False, num_workers=workers, **common)
     return train, test
-
-
-class _PilCifar(torch.utils.data.Dataset):
-    """CIFAR tensors served as PIL images, as torchvision's CIFAR dataset serves them."""
-
-    def __init__(self, images, targets):
-        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()
-        self.targets = targets.tolist()
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        from PIL import Image
-        return Image.fromarray(self.images[i]), self.targets[i]
 
 
 def penalty_fn(model: nn.Module, recipe):
@@ -422,7 +399,8 @@ def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Rep
     penalty = penalty_fn(model, recipe)
 
     run_config = {
-        'model': config.model, 'dataset': config.dataset, 'data': str(config.data), 'num_classes': num_classes,
+        'model': config.model, 'dataset': config.dataset, 'tag': _tag(config), 'data': str(config.data),
+        'num_classes': num_classes,
         'classes': list(classes), 'seed': config.seed, 'pretrained': config.pretrained,
         'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
@@ -433,7 +411,7 @@ def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Rep
         'sync_bn': sync_bn, 'steps_per_epoch': steps, 'train_images': getattr(train_loader, 'num_samples', None),
         'num_params': num_params, 'device': provenance.device_description(device),
         'code_commit': provenance.code_commit(), 'zamzoo': __import__('zamzoo').__version__,
-        'torch': str(torch.__version__),
+        'torch': str(torch.__version__), 'args': config.to_dict(),
     }
 
     # Resume, or refuse to overwrite a run.
@@ -531,7 +509,7 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
             'epoch_time_s': epoch_time,
             'train_time_s': epoch_train_time,
             'train_images': int(tr['count']),
-            'train_images_per_s': tr['count'] / epoch_train_time,
+            'images_per_s': tr['count'] / epoch_train_time,  # training images per second
         }
         if ev:
             last_eval = record
@@ -572,6 +550,11 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
     return results
 
 
+def _tag(config: TrainConfig) -> str:
+    """The pretrained tag the weights would be published under: the CIFAR data set, or an image folder's name."""
+    return config.dataset if config.dataset != 'folder' else Path(config.data).expanduser().resolve().name
+
+
 def _last_step_lr(scheduler: RecipeLR) -> float:
     from .schedule import recipe_lr
     step = max(0, scheduler.last_epoch - 1)
@@ -579,11 +562,12 @@ def _last_step_lr(scheduler: RecipeLR) -> float:
 
 
 def _results(config, recipe, run_config, history, last, best, train_time, wall_time, device, info, num_params):
-    throughputs = [r['train_images_per_s'] for r in history]
+    throughputs = [r['images_per_s'] for r in history]
     train_images = sum(r.get('train_images', 0) for r in history)
     return {
         'model': config.model,
         'dataset': config.dataset,
+        'tag': run_config['tag'],
         'recipe': recipe.name,
         'recipe_version': recipe.version,
         'seed': config.seed,

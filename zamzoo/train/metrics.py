@@ -7,7 +7,7 @@ from typing import List
 from .._io import atomic_path, write_text_atomic
 
 METRIC_FIELDS = ('epoch', 'lr', 'train_loss', 'train_top1', 'penalty', 'test_loss', 'test_top1', 'test_top5',
-                 'epoch_time_s', 'train_time_s', 'train_images', 'train_images_per_s')
+                 'epoch_time_s', 'train_time_s', 'train_images', 'images_per_s')
 
 
 def write_metrics(path, history: List[dict]):
@@ -29,7 +29,7 @@ def format_epoch(record: dict, epochs: int) -> str:
              f"train {record['train_top1']:.2f}%"]
     if record.get('test_top1') is not None:
         parts.append(f"test {record['test_top1']:.2f}% (top5 {record['test_top5']:.2f}%)")
-    parts += [f"{record['epoch_time_s']:.1f} s", f"{record['train_images_per_s']:,.0f} img/s"]
+    parts += [f"{record['epoch_time_s']:.1f} s", f"{record['images_per_s']:,.0f} img/s"]
     return '  '.join(parts)
 
 
