@@ -356,6 +356,10 @@ def test_unpublished_model_error(hub, exported):
     model = timm.create_model(MODEL, pretrained=True,
                               pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors')))
     _assert_same(_state_dict(model), weights)
+    bad = out.parent / 'bad.safetensors'
+    bad.write_bytes(b'not a safetensors file')
+    with pytest.raises(WeightsError, match=f'pretrained weights for {MODEL}: the file .*bad.safetensors is corrupt'):
+        timm.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
 
 
 def test_offline_without_cache(hub, exported):

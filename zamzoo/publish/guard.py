@@ -63,7 +63,7 @@ def _cache_hint(cache_dir) -> str:
 
 
 def _translate(e: BaseException, what: str, repo_id: Optional[str], filename: str, revision: Optional[str],
-               cache_dir=None) -> Optional[WeightsError]:
+               cache_dir=None, local_file: bool = False) -> Optional[WeightsError]:
     """A WeightsError for a known download/load failure, None for anything else."""
     from huggingface_hub import errors as hf_errors
     from safetensors import SafetensorError
@@ -85,13 +85,15 @@ def _translate(e: BaseException, what: str, repo_id: Optional[str], filename: st
             f'[{type(e).__name__}]')
     if isinstance(e, hf_errors.RevisionNotFoundError):
         return WeightsError(
-            f'{what}: commit {revision} of {repo_id} does not exist on the Hub; the manifest pins a revision that '
-            f'was never pushed there (re-run `zamzoo push`). [{type(e).__name__}]')
+            f'{what}: commit {revision} of {repo_id} does not exist on the Hub (a pinned revision that was never '
+            f'pushed there? re-run `zamzoo push`). [{type(e).__name__}]')
     if isinstance(e, hf_errors.EntryNotFoundError):
         return WeightsError(f'{what}: {where} has no file {filename}; re-publish it with `zamzoo export` and '
                             f'`zamzoo push`. [{type(e).__name__}]')
     if isinstance(e, hf_errors.HfHubHTTPError):
         return WeightsError(f'{what}: the Hub answered with an error for {where}: {e}')
+    if isinstance(e, SafetensorError) and local_file:
+        return WeightsError(f'{what}: the file {repo_id} is corrupt or truncated ({e}); save the weights again.')
     if isinstance(e, SafetensorError):
         return WeightsError(
             f'{what}: the weight file of {where} is corrupt or truncated ({e}). Delete it from the Hugging Face '
@@ -110,15 +112,21 @@ def weights_errors(model: str, pretrained: bool, kwargs: Optional[dict] = None):
     kwargs = kwargs or {}
     overlay = kwargs.get('pretrained_cfg_overlay') or {}
     cfg = kwargs.get('pretrained_cfg')
-    hub = overlay.get('hf_hub_id') or (cfg.get('hf_hub_id') if isinstance(cfg, dict) else getattr(cfg, 'hf_hub_id', None))
-    repo_id, revision = (hub.split('@', 1) + [None])[:2] if hub else (None, None)
+    def cfg_get(key):
+        return overlay.get(key) or (cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None))
+    hub, file = cfg_get('hf_hub_id'), cfg_get('file')
+    if file:  # a user-given file takes precedence over the Hub in timm's loader
+        repo_id, revision = str(file), None
+    else:
+        repo_id, revision = (hub.split('@', 1) + [None])[:2] if hub else ('the Hub repo of its pretrained cfg', None)
     filename = overlay.get('hf_hub_filename') or 'model.safetensors'
     try:
         yield
     except WeightsError:
         raise
     except Exception as e:
-        err = _translate(e, f'pretrained weights for {model}', repo_id, filename, revision, kwargs.get('cache_dir'))
+        err = _translate(e, f'pretrained weights for {model}', repo_id, filename, revision, kwargs.get('cache_dir'),
+                         local_file=bool(file))
         if err is None:
             raise
         raise err from e
