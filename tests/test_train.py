@@ -245,9 +245,11 @@ def test_one_epoch_cli_run_writes_every_artefact(tiny_cifar, tmp_path, capsys):
     m = metrics[0]
     assert m['lr'] == pytest.approx(0.1 * 4 / (4 + 1e-8))                # last warm-up step
     assert 0 <= m['test_top1'] <= m['test_top5'] <= 100 and m['train_loss'] > 0 and m['train_images'] == 64
+    from zamzoo.train.metrics import METRIC_FIELDS
+    assert tuple(m) == METRIC_FIELDS
     for key in ('epoch', 'lr', 'train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5', 'images_per_s',
-                'epoch_time_s'):
-        assert key in m, key
+                'epoch_time_s'):                                     # COMMON.md's run-folder contract
+        assert key in METRIC_FIELDS, key
 
     results = json.loads((out / 'results.json').read_text())
     for key in ('model', 'dataset', 'tag', 'num_classes', 'recipe', 'recipe_version', 'seed', 'epochs', 'top1', 'top5',

@@ -60,20 +60,3 @@ def device_description(device=None) -> str:
     except OSError:
         pass
     return f'{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads (cpu, torch {torch.__version__})'
-
-
-def environment(device=None) -> dict:
-    """Versions and device, for results files."""
-    import timm
-    import torch
-
-    import zamzoo
-
-    return {
-        'device': device_description(device),
-        'code_commit': code_commit(),
-        'zamzoo': zamzoo.__version__,
-        'torch': torch.__version__,
-        'timm': timm.__version__,
-        'python': platform.python_version(),
-    }

@@ -66,19 +66,6 @@ class Recipe:
             raise ValueError(f'unknown recipe field(s) {sorted(unknown)}; expected some of {sorted(self.__dataclass_fields__)}')
         return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> 'Recipe':
-        """The inverse of to_dict (JSON turns tuples into lists; they come back as tuples)."""
-        d = dict(d)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f'unknown recipe field(s) {sorted(unknown)}')
-        if 'milestones' in d:
-            d['milestones'] = tuple(d['milestones'])
-        if 'normalization' in d:
-            d['normalization'] = {k: (tuple(v[0]), tuple(v[1])) for k, v in d['normalization'].items()}
-        return cls(**d)
-
 
 _RECIPES = {
     r.name: r for r in (

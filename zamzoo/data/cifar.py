@@ -5,7 +5,6 @@ every file against the official archive. We read the same files with the same cl
 unless the data is being downloaded: a copy re-pickled elsewhere (or the tiny one the tests write) still reads,
 and anything missing or malformed raises a `DataError` that names the files expected.
 """
-import os
 import pickle
 from pathlib import Path
 
@@ -110,41 +109,3 @@ def load_cifar(root, dataset='cifar100', train=True, download=False):
     """The whole split as tensors: images (N, 3, 32, 32) uint8, targets (N,) int64, class names."""
     ds = cifar_dataset(root, dataset, train=train, download=download)
     return (*cifar_tensors(ds), list(ds.classes))
-
-
-def write_cifar(root, dataset, train_images, train_labels, test_images, test_labels, classes=None):
-    """Write a data set in torchvision's CIFAR python format (the official archives' layout, without the md5s).
-
-    images: uint8 arrays (N, 32, 32, 3); labels: int sequences. Used by the tests and for small custom sets.
-    """
-    _check_name(dataset)
-    nc = NUM_CLASSES[dataset]
-    classes = list(classes) if classes is not None else [f'class_{i}' for i in range(nc)]
-    base = Path(root) / _CLASSES[dataset, True].base_folder
-    os.makedirs(base, exist_ok=True)
-
-    def batch(images, labels, label_key, name):
-        images = np.asarray(images, dtype=np.uint8)
-        data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-        d = {'batch_label': name, label_key: [int(x) for x in labels], 'data': data,
-             'filenames': [f'{name}_{i}.png' for i in range(len(images))]}
-        if label_key == 'fine_labels':
-            d['coarse_labels'] = [int(x) % 20 for x in labels]
-        return d
-
-    def dump(obj, name):
-        with open(base / name, 'wb') as f:
-            pickle.dump(obj, f, protocol=2)
-
-    if dataset == 'cifar100':
-        dump(batch(train_images, train_labels, 'fine_labels', 'training batch 1 of 1'), 'train')
-        dump(batch(test_images, test_labels, 'fine_labels', 'testing batch 1 of 1'), 'test')
-        dump({'fine_label_names': classes, 'coarse_label_names': [f'super_{i}' for i in range(20)]}, 'meta')
-    else:
-        parts = np.array_split(np.arange(len(train_images)), 5)
-        train_images, train_labels = np.asarray(train_images), np.asarray(train_labels)
-        for i, idx in enumerate(parts, 1):
-            dump(batch(train_images[idx], train_labels[idx], 'labels', f'training batch {i} of 5'), f'data_batch_{i}')
-        dump(batch(test_images, test_labels, 'labels', 'testing batch 1 of 1'), 'test_batch')
-        dump({'label_names': classes, 'num_cases_per_batch': len(parts[0]), 'num_vis': 3072}, 'batches.meta')
-    return base

@@ -10,7 +10,6 @@ Every random draw of an epoch (the order and each position's crop offset, flip a
 seeded with (seed, epoch) on the CPU: an epoch is the same on any device and any number of ranks, and a resumed
 run sees exactly the data the interrupted one would have.
 """
-import math
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -200,7 +199,3 @@ class TensorLoader:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.out_dtype), self.targets[index]
-
-
-def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
-    return n // batch_size if drop_last else math.ceil(n / batch_size)

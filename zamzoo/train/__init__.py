@@ -3,7 +3,7 @@
     from zamzoo.train import TrainConfig, train
     results = train(TrainConfig(model='resnet18_zam', data='data/', dataset='cifar100', recipe='zam'))
 """
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import checkpoint_state, load_checkpoint, load_weights, write_checkpoint
 from .config import TrainConfig, default_recipe
 from .evaluate import evaluate
 from .loop import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, Reporter,
@@ -12,6 +12,6 @@ from .schedule import RecipeLR, recipe_lr
 
 __all__ = [
     'TrainConfig', 'train', 'evaluate', 'Reporter', 'RecipeLR', 'recipe_lr', 'create_model', 'default_recipe',
-    'load_checkpoint', 'load_weights', 'save_checkpoint',
+    'checkpoint_state', 'write_checkpoint', 'load_checkpoint', 'load_weights',
     'CONFIG_FILE', 'CHECKPOINT_FILE', 'METRICS_FILE', 'CURVES_FILE', 'RESULTS_FILE', 'WEIGHTS_FILE',
 ]

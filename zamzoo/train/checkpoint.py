@@ -81,11 +81,6 @@ def write_checkpoint(path, state: dict):
     return Path(path)
 
 
-def save_checkpoint(path, **kwargs):
-    """checkpoint_state + write_checkpoint."""
-    return write_checkpoint(path, checkpoint_state(**kwargs))
-
-
 class BackgroundWriter:
     """Writes one checkpoint at a time on a worker thread, so the next epoch starts while the file is written.
     `submit` waits for the previous write first; `wait` before reading the file or exiting (the thread is not
@@ -113,7 +108,7 @@ class BackgroundWriter:
 
 
 def load_checkpoint(path) -> dict:
-    """Read a training checkpoint written by `save_checkpoint` (weights_only: no arbitrary code runs)."""
+    """Read a training checkpoint written by `write_checkpoint` (weights_only: no arbitrary code runs)."""
     path = Path(path)
     if not path.is_file():
         raise ZamzooError(f'no checkpoint at {path}')

@@ -15,13 +15,6 @@ def write_metrics(path, history: List[dict]):
     write_text_atomic(path, ''.join(json.dumps(r) + '\n' for r in history))
 
 
-def read_metrics(path) -> List[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def format_epoch(record: dict, epochs: int) -> str:
     """'epoch   3/200  lr 0.10000  loss 3.8123  train 12.31%  test 15.20% (top5 40.10%)  4.1 s  12,345 img/s'"""
     w = len(str(epochs))
