@@ -13,7 +13,6 @@ each, and the overhead ``ratio`` = median over rounds of (variant time / plain t
 import fnmatch
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -23,13 +22,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .. import provenance
 from .._io import write_json_atomic, write_text_atomic
 from .flops import count_macs, count_params, seed_flops
 
 SCHEMA = 1
 KIND = 'zamzoo-bench-models'
 
-# (setting name, batch size, training step?)
 INFER_BATCHES = (1, 64)
 TRAIN_BATCH = 128
 
@@ -56,25 +55,12 @@ def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
 
 
 def device_description(device: torch.device) -> Dict:
-    """What the numbers were measured on."""
-    desc = {'type': device.type, 'threads': torch.get_num_threads(), 'cpu_count': os.cpu_count()}
-    if device.type == 'cuda':
-        desc['name'] = torch.cuda.get_device_name(device)
-    else:
-        desc['name'] = _cpu_name()
+    """What the numbers were measured on (and how busy the machine was)."""
+    desc = {'type': device.type, 'name': provenance.device_description(device), 'threads': torch.get_num_threads(),
+            'cpu_count': os.cpu_count()}
     if hasattr(os, 'getloadavg'):
         desc['load_avg'] = [round(v, 2) for v in os.getloadavg()]
     return desc
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device):
@@ -168,6 +154,7 @@ def bench_models(
         torch.backends.cudnn.benchmark = True
 
     models = list(dict.fromkeys(models))
+    start = device_description(dev)
 
     def build(name):
         model = timm.create_model(name).to(dev)
@@ -224,9 +211,9 @@ def bench_models(
         'schema': SCHEMA,
         'kind': KIND,
         'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-        'device': device_description(dev),
+        'device': dict(device_description(dev), load_avg_start=start.get('load_avg')),
         'versions': _versions(),
-        'code_commit': _code_commit(),
+        'code_commit': provenance.code_commit(),
         'settings': {'repeats': repeats, 'warmup': warmup, 'min_time_s': min_time,
                      'infer_batches': list(infer_batches) if latency else [],
                      'train_batch': train_batch if train_step and latency else None,
@@ -247,17 +234,6 @@ def _versions() -> Dict[str, str]:
             'zamzoo': zamzoo.__version__}
 
 
-def _code_commit() -> Optional[str]:
-    try:
-        from zamzoo.provenance import code_commit
-    except ImportError:
-        return None
-    try:
-        return code_commit()
-    except Exception:  # provenance is informative only
-        return None
-
-
 # ---------------------------------------------------------------------------------------------------
 # Output
 
@@ -272,6 +248,12 @@ def fmt_ratio(r: Optional[float]) -> str:
     return '-' if r is None else f'{r:.3f}x ({(r - 1) * 100:+.1f}%)'
 
 
+def _load_text(dev: Dict) -> str:
+    if not dev.get('load_avg'):
+        return ''
+    return f", load average (1/5/15 min) {dev.get('load_avg_start')} at the start, {dev['load_avg']} at the end"
+
+
 def markdown_report(report: Dict) -> str:
     """The report as a Markdown page: what was measured, on what, and one row per model."""
     dev = report['device']
@@ -280,8 +262,8 @@ def markdown_report(report: Dict) -> str:
     lines = [
         f"# zamzoo bench models ({report['created']})",
         '',
-        f"Device: {dev['type']} — {dev.get('name', '?')}, {dev.get('threads')} threads"
-        + (f", load average at the end {dev['load_avg']}" if dev.get('load_avg') else '') + '.',
+        f"Device: {dev.get('name', dev['type'])}"
+        + _load_text(dev) + '.',
         f"torch {report['versions']['torch']}, timm {report['versions']['timm']}, "
         f"zamzoo {report['versions']['zamzoo']}" + (f", commit {report['code_commit'][:12]}"
                                                     if report.get('code_commit') else '') + '.',

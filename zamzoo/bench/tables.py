@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._io import write_text_atomic
-from .models import KIND, fmt_count
+from .models import KIND, _load_text, fmt_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / 'docs' / 'bench'
@@ -151,10 +151,9 @@ def overhead_section(reports: Sequence[Dict]) -> str:
         dev = report['device']
         measured = [row for row in report['results'] if row.get('latency')]
         settings = list(measured[0]['latency']) if measured else []
-        load = f", load average {dev['load_avg']}" if dev.get('load_avg') else ''
         parts += _headline(measured, dev)
         parts += [
-            f"**{dev['type'].upper()}: {dev.get('name', '?')}** ({dev.get('threads')} threads{load}), "
+            f"**{dev['type'].upper()}**: {dev.get('name', '?')}{_load_text(dev)}, "
             f"{report['created'][:10]}, torch {report['versions']['torch']}"
             + (f", zamzoo commit `{report['code_commit'][:12]}`" if report.get('code_commit') else '') + '.',
             '',
