@@ -183,7 +183,7 @@ def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
 
 def test_repo_tables_are_generated_from_committed_results():
     # README.md / MODEL_CARD.md carry exactly what `zamzoo bench tables` writes from docs/bench and the manifest
-    assert update_tables(check=True) == []
+    assert update_tables(check=True) == [], 'tables out of date: run `zamzoo bench tables`'
 
 
 @pytest.mark.parametrize('name', ['resnet18_cbam', 'mobilenetv2_bam'])
@@ -192,7 +192,8 @@ def test_committed_counts_match_the_models(name):
     from zamzoo.bench.tables import DEFAULT_RESULTS, load_reports
 
     rows = {r['model']: r for rep in load_reports([DEFAULT_RESULTS / 'models_counts.json']) for r in rep['results']}
-    assert set(rows) == set(zamzoo.list_models())
+    stale = 'docs/bench is stale: run `zamzoo bench models --counts-only --out docs/bench`, then `zamzoo bench tables`'
+    assert set(rows) == set(zamzoo.list_models()), stale
     model = timm.create_model(name)
     assert (rows[name]['params'], rows[name]['macs'], rows[name]['seed_flops']) == (
-        count_params(model), count_macs(model), seed_flops(model))
+        count_params(model), count_macs(model), seed_flops(model)), stale
