@@ -9,6 +9,7 @@ Run folder (the contract `zamzoo export` and the table generator read):
     model.safetensors the final weights (state dict of the timm model), written when the run completes
 """
 import difflib
+import os
 import statistics
 import time
 from contextlib import nullcontext
@@ -24,10 +25,10 @@ from .. import provenance
 from .._io import atomic_path, write_json_atomic
 from ..errors import DataError, ZamzooError
 from . import distributed as D
-from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, write_checkpoint
+from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, set_rng_state, write_checkpoint
 from .config import TrainConfig
 from .metrics import plot_curves, write_metrics
-from .schedule import RecipeLR
+from .schedule import RecipeLR, recipe_lr
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_FILE = 'checkpoint.pt'
@@ -97,19 +98,6 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@dataclass
-class DataBundle:
-    train: object                # TensorLoader or DataLoaderBatches (yields images, targets, global batch size)
-    test: object
-    num_classes: int
-    classes: list
-    mean: tuple
-    std: tuple
-    loader: str                  # 'tensor' or 'dataloader'
-    train_size: int = 0
-    test_size: int = 0
 
 
 def open_datasets(dataset: str, data, download: bool = False, train: bool = True):
@@ -334,51 +322,93 @@ def _check_run_folder(out: Path, config: TrainConfig):
 _RESUME_KEYS = ('model', 'dataset', 'seed', 'pretrained', 'num_classes', 'model_kwargs')
 
 
-def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Reporter], t_session: float) -> dict:
+@dataclass
+class _Runtime:
+    """How this process runs: resolved from the config and the device."""
+    dtype: Optional[torch.dtype]
+    loader: str
+    workers: int
+    channels_last: bool
+
+
+def _runtime(config: TrainConfig, info: D.DistInfo) -> _Runtime:
     device = info.device
-    if recipe.batch_size % info.world_size:
-        raise ValueError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
-                         f'the global batch is split evenly across ranks')
-    dtype = amp_dtype(config.amp, device)
-    loader_kind = config.loader
-    if loader_kind == 'auto':
-        loader_kind = 'tensor' if (device.type == 'cuda' and config.dataset != 'folder') else 'dataloader'
-    workers = config.workers if config.workers is not None else (
-        0 if device.type == 'cpu' else min(8, max(1, (__import__('os').cpu_count() or 1) // info.world_size)))
+    loader = config.loader
+    if loader == 'auto':
+        loader = 'tensor' if (device.type == 'cuda' and config.dataset != 'folder') else 'dataloader'
+    workers = config.workers
+    if workers is None:
+        workers = 0 if device.type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) // info.world_size))
     channels_last = config.channels_last if config.channels_last is not None else device.type == 'cuda'
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return _Runtime(amp_dtype(config.amp, device), loader, workers, channels_last)
 
-    out = Path(config.out or config.default_out(recipe)).expanduser()
 
-    # Data first: it gives the number of classes. With --download, rank 0 fetches it while the others wait.
+def _open_data(config: TrainConfig, info: D.DistInfo):
+    """open_datasets; with --download under torchrun, rank 0 fetches the files while the others wait."""
     download = config.download
     if download and info.distributed:
         if info.is_main:
             open_datasets(config.dataset, config.data, True)
         D.barrier(info)
         download = False
-    train_split, test_split, num_classes, classes = open_datasets(config.dataset, config.data, download)
+    return open_datasets(config.dataset, config.data, download)
 
+
+def _build_model(config: TrainConfig, recipe, num_classes: int):
+    """The model (seeded), and the normalisation and input size its data gets: the recipe's for CIFAR, the
+    model's pretrained cfg for image folders."""
     seed_everything(config.seed)
     model = create_model(config.model, num_classes, pretrained=config.pretrained, **config.model_kwargs)
     if config.pretrained and recipe.reset_head:
         model.reset_classifier(num_classes)
     if config.dataset == 'folder':
-        mean, std = tuple(model.pretrained_cfg.get('mean', (0.485, 0.456, 0.406))), \
-            tuple(model.pretrained_cfg.get('std', (0.229, 0.224, 0.225)))
-        img_size = config.img_size or int(model.pretrained_cfg.get('input_size', (3, 224, 224))[-1])
+        cfg = model.pretrained_cfg
+        mean, std = tuple(cfg.get('mean', (0.485, 0.456, 0.406))), tuple(cfg.get('std', (0.229, 0.224, 0.225)))
+        img_size = config.img_size or int(cfg.get('input_size', (3, 224, 224))[-1])
     else:
-        mean, std = recipe.stats(config.dataset)
-        img_size = 32
-    num_params = sum(p.numel() for p in model.parameters())
+        (mean, std), img_size = recipe.stats(config.dataset), 32
+    return model, mean, std, img_size
 
+
+def _resume(state: dict, run_config: dict, model, optimizer, scheduler, scaler):
+    """Load a checkpoint's training state after checking it belongs to this run; (history, extra, epoch)."""
+    saved = state['config']
+    changed = [k for k in _RESUME_KEYS if saved.get(k) != run_config.get(k)]
+    if saved.get('recipe') != run_config['recipe']:
+        changed.append('recipe')
+    if changed:
+        raise ValueError(f'--resume: this run differs from the checkpoint in {changed} '
+                         f'(checkpoint: {[saved.get(k) for k in changed if k != "recipe"]}); '
+                         f'resume with the same settings, or start a new --out')
+    model.load_state_dict(state['model'])
+    optimizer.load_state_dict(state['optimizer'])
+    scheduler.load_state_dict(state['scheduler'])
+    if state['scaler'] is not None:
+        scaler.load_state_dict(state['scaler'])
+    set_rng_state(state['rng'])
+    return list(state['history']), dict(state['extra']), int(state['epoch'])
+
+
+def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Reporter], t_session: float) -> dict:
+    import zamzoo
+
+    device = info.device
+    if recipe.batch_size % info.world_size:
+        raise ValueError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
+                         f'the global batch is split evenly across ranks')
+    rt = _runtime(config, info)
+    out = Path(config.out or config.default_out(recipe)).expanduser()
+    train_split, test_split, num_classes, classes = _open_data(config, info)  # first: it gives the classes
+    model, mean, std, img_size = _build_model(config, recipe, num_classes)
+    num_params = sum(p.numel() for p in model.parameters())
     train_loader, test_loader = build_loaders(
         config.dataset, (train_split, test_split), recipe, mean, std, batch_size=recipe.batch_size,
-        eval_batch_size=config.eval_batch_size, seed=config.seed, info=info,
-        loader=loader_kind, workers=workers, channels_last=channels_last, img_size=img_size)
+        eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=rt.loader,
+        workers=rt.workers, channels_last=rt.channels_last, img_size=img_size)
     steps = len(train_loader)
     if steps == 0:
         raise DataError(f'{config.data}: the train split has fewer images than one batch of {recipe.batch_size} '
@@ -390,51 +420,35 @@ def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Rep
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    if channels_last:
+    if rt.channels_last:
         model.to(memory_format=torch.channels_last)
 
     optimizer = make_optimizer(model, recipe, device)
     scheduler = RecipeLR(optimizer, recipe, steps, recipe.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=rt.dtype == torch.float16)
     penalty = penalty_fn(model, recipe)
 
     run_config = {
         'model': config.model, 'dataset': config.dataset, 'tag': _tag(config), 'data': str(config.data),
-        'num_classes': num_classes,
-        'classes': list(classes), 'seed': config.seed, 'pretrained': config.pretrained,
+        'num_classes': num_classes, 'classes': list(classes), 'seed': config.seed, 'pretrained': config.pretrained,
         'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
         'mean': list(mean), 'std': list(std), 'img_size': img_size, 'model_kwargs': dict(config.model_kwargs),
-        'amp': str(dtype).replace('torch.', '') if dtype else 'none', 'compile': config.compile,
-        'compile_mode': config.compile_mode, 'loader': loader_kind, 'channels_last': channels_last,
+        'amp': str(rt.dtype).replace('torch.', '') if rt.dtype else 'none', 'compile': config.compile,
+        'compile_mode': config.compile_mode, 'loader': rt.loader, 'channels_last': rt.channels_last,
         'world_size': info.world_size, 'per_rank_batch_size': recipe.batch_size // info.world_size,
-        'sync_bn': sync_bn, 'steps_per_epoch': steps, 'train_images': getattr(train_loader, 'num_samples', None),
+        'sync_bn': sync_bn, 'steps_per_epoch': steps, 'train_images': train_loader.num_samples,
         'num_params': num_params, 'device': provenance.device_description(device),
-        'code_commit': provenance.code_commit(), 'zamzoo': __import__('zamzoo').__version__,
-        'torch': str(torch.__version__), 'args': config.to_dict(),
+        'code_commit': provenance.code_commit(), 'zamzoo': zamzoo.__version__, 'torch': str(torch.__version__),
+        'args': config.to_dict(),
     }
 
-    # Resume, or refuse to overwrite a run.
-    # Every rank reads the checkpoint (multi-node resume needs the run folder on a shared file system).
+    # Resume, or refuse to overwrite a run. Every rank reads the checkpoint (a multi-node resume needs the run
+    # folder on a shared file system).
     state = _check_run_folder(out, config)
     history, extra, start_epoch = [], {}, 0
     if state is not None:
-        saved = state['config']
-        changed = [k for k in _RESUME_KEYS if saved.get(k) != run_config.get(k)]
-        if saved.get('recipe') != run_config['recipe']:
-            changed.append('recipe')
-        if changed:
-            raise ValueError(f'--resume: this run differs from the checkpoint in {changed} '
-                             f'(checkpoint: {[saved.get(k) for k in changed if k != "recipe"]}); '
-                             f'resume with the same settings, or start a new --out')
-        model.load_state_dict(state['model'])
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        if state['scaler'] is not None:
-            scaler.load_state_dict(state['scaler'])
-        history, extra, start_epoch = list(state['history']), dict(state['extra']), int(state['epoch'])
-        from .checkpoint import set_rng_state
-        set_rng_state(state['rng'])
+        history, extra, start_epoch = _resume(state, run_config, model, optimizer, scheduler, scaler)
         del state
 
     raw_model = model
@@ -456,19 +470,19 @@ def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Rep
     writer = BackgroundWriter() if info.is_main else None
     try:
         return _epochs(config, recipe, info, reporter, t_session, out, run_config, history, extra, start_epoch,
-                       model=raw_model, train_model=train_model, optimizer=optimizer, scheduler=scheduler,
+                       raw_model=raw_model, train_model=train_model, optimizer=optimizer, scheduler=scheduler,
                        scaler=scaler, penalty=penalty, train_loader=train_loader, test_loader=test_loader,
-                       dtype=dtype, num_classes=num_classes, num_params=num_params, steps=steps, writer=writer)
+                       dtype=rt.dtype, num_classes=num_classes, num_params=num_params, steps=steps, writer=writer)
     finally:
         if writer is not None:
             writer.close()
 
 
-def _epochs(config, recipe, info, reporter, t_session, out, run_config, history, extra, start_epoch, *, model,
+def _epochs(config, recipe, info, reporter, t_session, out, run_config, history, extra, start_epoch, *, raw_model,
             train_model, optimizer, scheduler, scaler, penalty, train_loader, test_loader, dtype, num_classes,
             num_params, steps, writer):
+    """The epochs from `start_epoch`; `train_model` is `raw_model` possibly wrapped by DDP / torch.compile."""
     device = info.device
-    raw_model = model
     title = f'{config.model} on {config.dataset} ({recipe.name})'
     last_plot = time.perf_counter()  # first plot after PLOT_EVERY_S, or after the last epoch
     train_time = float(extra.get('train_time_s', 0.0))
@@ -478,7 +492,7 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
     for epoch in range(start_epoch, recipe.epochs):
         train_loader.set_epoch(epoch)
         if reporter:
-            reporter.epoch_start(epoch + 1, recipe.epochs, steps, getattr(train_loader, 'num_samples', 0))
+            reporter.epoch_start(epoch + 1, recipe.epochs, steps, train_loader.num_samples)
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -556,12 +570,13 @@ def _tag(config: TrainConfig) -> str:
 
 
 def _last_step_lr(scheduler: RecipeLR) -> float:
-    from .schedule import recipe_lr
     step = max(0, scheduler.last_epoch - 1)
     return recipe_lr(scheduler.recipe, scheduler.base_lrs[0], step, scheduler.steps_per_epoch, scheduler.epochs)
 
 
 def _results(config, recipe, run_config, history, last, best, train_time, wall_time, device, info, num_params):
+    import timm
+
     throughputs = [r['images_per_s'] for r in history]
     train_images = sum(r.get('train_images', 0) for r in history)
     return {
@@ -591,7 +606,7 @@ def _results(config, recipe, run_config, history, last, best, train_time, wall_t
         'code_commit': provenance.code_commit(),
         'zamzoo': run_config['zamzoo'],
         'torch': str(torch.__version__),
-        'timm': str(__import__('timm').__version__),
+        'timm': str(timm.__version__),
         'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
     }
 
