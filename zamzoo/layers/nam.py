@@ -14,6 +14,10 @@ int): +2HW params, tied to that resolution.
 
 Sparsity penalty: `nam_l1_penalty(model)` = sum of |gamma| (and |lambda|) over every NAM module; the recipe adds
 ``1e-4 *`` that to the loss (the original training script meant to and silently did not).
+
+``impl='fused'`` (default) computes the channel attention with `zamzoo.layers.fused.nam_fused` in eager mode (a plain
+affine nn.BatchNorm2d only); ``impl='reference'`` always runs the plain formula, which is also what TorchScript,
+torch.fx and torch.compile see (the BatchNorm stays a module call there).
 """
 from typing import Dict, Optional, Tuple, Union
 
@@ -22,6 +26,7 @@ import torch.fx
 from torch import nn
 
 from ._checks import check_input, check_spatial_size, to_2tuple_int
+from .fused import check_impl, nam_fused, supports_fused_nam
 
 torch.fx.wrap('check_input')
 torch.fx.wrap('check_spatial_size')
@@ -35,12 +40,14 @@ class NAM(nn.Module):
             channels: int,
             spatial: bool = False,
             spatial_size: Optional[Union[int, Tuple[int, int]]] = None,
+            impl: str = 'fused',
             device=None,
             dtype=None,
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.channels = int(channels)
+        self.impl = check_impl(impl, 'NAM')
         self.bn = nn.BatchNorm2d(self.channels, affine=True, **dd)
         self.spatial = bool(spatial)
         if self.spatial:
@@ -60,7 +67,7 @@ class NAM(nn.Module):
         s = f'{self.channels}'
         if self.spatial:
             s += f', spatial=True, spatial_size={self.spatial_size}'
-        return s
+        return s + f', impl={self.impl!r}'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         """sigmoid(w * BN(x)), element-wise (B, C, H, W); w from the detached BN scale."""
@@ -80,10 +87,20 @@ class NAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'NAM')
-        x = self.channel_gate(x) * x
+        if self.impl == 'fused' and not torch.jit.is_scripting():
+            x = self._channel_attention_fused(x)
+        else:
+            x = self.channel_gate(x) * x
         if self.spatial_bn is not None:
             x = self._spatial_gate(x) * x
         return x
+
+    @torch.jit.unused
+    def _channel_attention_fused(self, x: torch.Tensor) -> torch.Tensor:
+        # the plain formula where the BatchNorm must stay a module call (fx, torch.compile) or is not a plain one
+        if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy) or not supports_fused_nam(self.bn):
+            return self.channel_gate(x) * x
+        return nam_fused(x, self.bn)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """NAM's gates are element-wise; returns them averaged to the usual shapes:

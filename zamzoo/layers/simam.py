@@ -3,6 +3,9 @@
 ``d = (x - mean_hw(x))^2; v = sum_hw(d) / (HW - 1); out = x * sigmoid(d / (4 * (v + e_lambda)) + 0.5)``,
 exactly the official code, except on a 1x1 map (e.g. the last stage of an ImageNet ResNet fed 32x32 images): there
 the official HW - 1 = 0 gives 0/0 = NaN; we divide by max(HW - 1, 1), so d = v = 0 and the gate is sigmoid(0.5).
+
+``impl='fused'`` (default) runs `zamzoo.layers.fused.simam_fused` in eager mode; ``impl='reference'`` always runs
+the plain formula of `gate`, which is also what TorchScript and torch.compile see.
 """
 from typing import Dict
 
@@ -13,8 +16,10 @@ from torch import nn
 from timm.layers import register_notrace_function
 
 from ._checks import check_input
+from .fused import check_impl, simam_fused
 
 torch.fx.wrap('check_input')
+torch.fx.wrap('simam_fused')
 
 
 @register_notrace_function
@@ -29,14 +34,15 @@ __all__ = ['SimAM']
 
 
 class SimAM(nn.Module):
-    def __init__(self, channels: int, e_lambda: float = 1e-4, device=None, dtype=None):
+    def __init__(self, channels: int, e_lambda: float = 1e-4, impl: str = 'fused', device=None, dtype=None):
         super().__init__()
         # channels only for the common signature and the input check; no parameters
         self.channels = int(channels)
         self.e_lambda = float(e_lambda)
+        self.impl = check_impl(impl, 'SimAM')
 
     def extra_repr(self) -> str:
-        return f'{self.channels}, e_lambda={self.e_lambda}'
+        return f'{self.channels}, e_lambda={self.e_lambda}, impl={self.impl!r}'
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The element-wise gate sigmoid(d / (4 (v + lambda)) + 0.5), (B, C, H, W)."""
@@ -47,7 +53,15 @@ class SimAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SimAM')
+        if self.impl == 'fused' and not torch.jit.is_scripting():
+            return self._forward_fused(x)
         return x * self.gate(x)
+
+    @torch.jit.unused
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # inductor fuses the plain formula itself
+            return x * self.gate(x)
+        return simam_fused(x, self.e_lambda)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'spatial': the per-position energy gate averaged over channels, (B, 1, H, W)}."""

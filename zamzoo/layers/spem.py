@@ -10,25 +10,66 @@ With per-channel affine maps (w, b of shape 1xCx1x1) and p = Parameter(2)::
 Init w1 = w2 = 0, b1 = b2 = -1, p = [0.5, 0.5]: the gate starts at sigmoid(-2) * sigmoid(-1) = 0.0320586 for any
 input. Params 4C + 2. The loss adds ``alpha * sum over modules of (p0^2 + p1^2)`` (alpha = 0.1): `penalty()` per
 module, `spem_penalty(model)` for a whole model.
+
+GMP and GMinP are ``torch.max`` / ``torch.min`` over H x W, as nn.AdaptiveMaxPool2d and ``x.min(dim)`` in the
+original code: the gradient of each goes to the first extremal element (``amax`` / ``aminmax`` would split ties).
+``impl='fused'`` (default) runs `zamzoo.layers.fused.channel_gate_fused` in eager mode; ``impl='reference'`` always
+runs the plain formula, which is also what TorchScript and torch.compile see.
 """
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 import torch.fx
 from torch import nn
+from timm.layers import register_notrace_function
 
 from ._checks import check_input
+from .fused import channel_gate_fused, check_impl
 
 torch.fx.wrap('check_input')
 
-__all__ = ['SPEM']
+__all__ = ['SPEM', 'spem_gate']
+
+
+def spem_gate(
+        mn: torch.Tensor,
+        mx: torch.Tensor,
+        w1: torch.Tensor,
+        b1: torch.Tensor,
+        w2: torch.Tensor,
+        b2: torch.Tensor,
+        p: torch.Tensor,
+) -> torch.Tensor:
+    """sigmoid(mx' + mn') * sigmoid(mix) from GMinP and GMP (B, C, 1, 1) and the module's parameters."""
+    mx = mx * w2 + b2
+    mn = mn * w2 + b2
+    p2 = p * p
+    lam = p2[0] / (p2[0] + p2[1])
+    mix = (lam * mx + (1.0 - lam) * mn) * w1 + b1
+    return torch.sigmoid(mx + mn) * torch.sigmoid(mix)
+
+
+def min_max_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """GMinP and GMP of x, (B, C, 1, 1) each."""
+    x3 = x.flatten(2)
+    return x3.min(2, keepdim=True)[0].unsqueeze(3), x3.max(2, keepdim=True)[0].unsqueeze(3)
+
+
+@register_notrace_function
+def spem_fused(x, w1, b1, w2, b2, p) -> torch.Tensor:
+    """SPEM's output with the fused channel gate (an FX leaf: its arguments are tensors only)."""
+    return channel_gate_fused(x, ('min', 'max'), spem_gate, [w1, b1, w2, b2, p])
+
+
+torch.fx.wrap('spem_fused')
 
 
 class SPEM(nn.Module):
-    def __init__(self, channels: int, device=None, dtype=None):
+    def __init__(self, channels: int, impl: str = 'fused', device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.channels = int(channels)
+        self.impl = check_impl(impl, 'SPEM')
         shape = (1, self.channels, 1, 1)
         self.w1 = nn.Parameter(torch.zeros(shape, **dd))
         self.b1 = nn.Parameter(torch.full(shape, -1.0, **dd))
@@ -37,21 +78,24 @@ class SPEM(nn.Module):
         self.p = nn.Parameter(torch.full((2,), 0.5, **dd))
 
     def extra_repr(self) -> str:
-        return f'{self.channels}'
+        return f'{self.channels}, impl={self.impl!r}'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         """sigmoid(mx + mn) * sigmoid(mix), (B, C, 1, 1)."""
-        mn, mx = torch.aminmax(x.flatten(2), dim=-1)  # one pass for GMinP and GMP
-        mx = mx[:, :, None, None] * self.w2 + self.b2
-        mn = mn[:, :, None, None] * self.w2 + self.b2
-        p2 = self.p * self.p
-        lam = p2[0] / (p2[0] + p2[1])
-        mix = (lam * mx + (1.0 - lam) * mn) * self.w1 + self.b1
-        return torch.sigmoid(mx + mn) * torch.sigmoid(mix)
+        mn, mx = min_max_hw(x)
+        return spem_gate(mn, mx, self.w1, self.b1, self.w2, self.b2, self.p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SPEM')
+        if self.impl == 'fused' and not torch.jit.is_scripting():
+            return self._forward_fused(x)
         return x * self.channel_gate(x)
+
+    @torch.jit.unused
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # inductor fuses the plain formula itself
+            return x * self.channel_gate(x)
+        return spem_fused(x, self.w1, self.b1, self.w2, self.b2, self.p)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': the gate, (B, C, 1, 1)}."""

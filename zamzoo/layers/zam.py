@@ -7,6 +7,11 @@
 ``pool``: 'avgmax' (the committed code, default), 'avg' (mean only, in both halves) or 'max' (max only).
 ``skip=True`` is ZAM+R (the original ``use_skip_connection=True``): ``F' = F + F * Mc(F)``, ``F'' = F' + F' * Ms(F')``
 (computed as ``F * (1 + Mc)``, one pass over the feature map). None of them has parameters.
+
+The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPool2d, torch.max(x, dim=1)): its
+gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
+runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
+``impl='reference'`` always runs the plain formula below, which is also what TorchScript and torch.compile see.
 """
 from typing import Dict, List
 
@@ -15,21 +20,30 @@ import torch.fx
 from torch import nn
 
 from ._checks import check_input
+from .fused import check_impl, zam_fused
 
 torch.fx.wrap('check_input')
+torch.fx.wrap('zam_fused')
 
 __all__ = ['ZCA', 'ZSA', 'ZAM', 'zam_pool']
 
 _POOLS = ('avgmax', 'avg', 'max')
 
 
+def _max(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
+    """torch.max over dims [2, 3] or [1], keepdim."""
+    if dims == [2, 3]:
+        return x.flatten(2).max(2, keepdim=True)[0].unsqueeze(3)
+    return x.max(dims[0], keepdim=True)[0]
+
+
 def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
-    """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims`, keepdim."""
+    """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims` ([2, 3] or [1]), keepdim."""
     if pool == 'avg':
         return x.mean(dims, keepdim=True)
     if pool == 'max':
-        return x.amax(dims, keepdim=True)
-    return x.mean(dims, keepdim=True) + x.amax(dims, keepdim=True)
+        return _max(x, dims)
+    return x.mean(dims, keepdim=True) + _max(x, dims)
 
 
 def _check_pool(pool: str, name: str) -> str:
@@ -88,12 +102,39 @@ class ZSA(_ZeroParam):
 
 
 class ZAM(_ZeroParam):
-    """ZCA then ZSA. ``ZAM(C)`` is ZAM(Avg&Max); ``pool='avg'|'max'`` the other seed variants; ``skip=True`` ZAM+R."""
+    """ZCA then ZSA. ``ZAM(C)`` is ZAM(Avg&Max); ``pool='avg'|'max'`` the other seed variants; ``skip=True`` ZAM+R;
+    ``impl='fused'|'reference'`` (see the module docstring)."""
+
+    def __init__(
+            self,
+            channels: int,
+            pool: str = 'avgmax',
+            skip: bool = False,
+            impl: str = 'fused',
+            device=None,
+            dtype=None,
+    ):
+        super().__init__(channels, pool=pool, skip=skip)
+        self.impl = check_impl(impl, 'ZAM')
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f', impl={self.impl!r}'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'ZAM')
+        if self.impl == 'fused' and not torch.jit.is_scripting():
+            return self._forward_fused(x)
+        return self._forward_reference(x)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
         return self._apply_gate(x, torch.sigmoid(zam_pool(x, [1], self.pool)))
+
+    @torch.jit.unused
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # inductor fuses the plain formula itself
+            return self._forward_reference(x)
+        return zam_fused(x, self.pool, self.skip)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)}, F' the channel-refined map as in forward."""

@@ -1,0 +1,141 @@
+"""Overhead of the fused attention modules over the plain backbone, next to the overhead of the plain reference
+formula (``attn_kwargs=dict(impl='reference')``), measured in the same run.
+
+For every model, three builds are timed together: ``<backbone>_plain``, the model (``impl='fused'``, the default)
+and the model with ``impl='reference'``, same weights. Rounds are interleaved with a rotating order (as in
+`zamzoo bench models`, whose runner is reused); each ratio is the median over rounds of (variant time / plain time
+of the same round). With ``compile=True`` every build is wrapped in ``torch.compile``; there the two
+implementations are the same formula (the modules hand it to inductor), so only the fused build is timed.
+
+    python -m zamzoo.bench.overhead --models resnet18_zam mobilenet_zamr --setting infer --batch 64
+"""
+import argparse
+import statistics
+import sys
+from datetime import datetime, timezone
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from .models import _Runner, _versions, device_description, plain_of
+
+__all__ = ['FUSED_ATTN', 'has_reference_impl', 'attention_overhead', 'overhead_markdown']
+
+FUSED_ATTN = ('zam', 'zam_avg', 'zam_max', 'zamr', 'simam', 'spem', 'nam')
+"""Attention names whose modules take ``impl='fused'|'reference'``."""
+
+KIND = 'zamzoo-bench-overhead'
+
+
+def has_reference_impl(model_name: str) -> bool:
+    """'resnet18_zam' -> True; 'resnet18_cbam', 'resnet18_plain' -> False."""
+    return model_name.split('_', 1)[1] in FUSED_ATTN
+
+
+def _build(name: str, impl: Optional[str], compile: bool, device: torch.device):
+    import timm
+    import zamzoo  # noqa: F401  (registers the models)
+
+    kwargs = {'attn_kwargs': dict(impl=impl)} if impl else {}
+    model = timm.create_model(name, **kwargs).to(device)
+    size = tuple(model.pretrained_cfg.get('input_size', (3, 32, 32)))
+    return (torch.compile(model) if compile else model), size
+
+
+def attention_overhead(
+        models: Sequence[str],
+        setting: str = 'infer',
+        batch: int = 64,
+        device: str = 'cpu',
+        compile: bool = False,
+        repeats: int = 7,
+        warmup: int = 2,
+        min_time: float = 0.5,
+        progress: Optional[Callable[[str], None]] = None,
+) -> Dict:
+    """Time `models` (names with a fused attention, see FUSED_ATTN) against their plain backbone and against their
+    reference implementation; `setting` 'infer' (inference mode) or 'train' (one SGD step). Returns a JSON-ready
+    report whose rows give ms and ratios (median of `repeats` interleaved rounds)."""
+    if setting not in ('infer', 'train'):
+        raise ValueError(f"setting must be 'infer' or 'train', got {setting!r}")
+    bad = [m for m in models if not has_reference_impl(m)]
+    if bad:
+        raise ValueError(f'{bad}: no fused / reference implementations to compare (attention in {FUSED_ATTN})')
+    if repeats < 1:
+        raise ValueError(f'repeats must be >= 1, got {repeats}')
+    dev = torch.device(device)
+    say = progress or (lambda msg: None)
+    train = setting == 'train'
+    rows = []
+    for name in dict.fromkeys(models):
+        variants = {'plain': (plain_of(name), None), 'fused': (name, 'fused')}
+        if not compile:
+            variants['reference'] = (name, 'reference')
+        runners = {}
+        for key, (model_name, impl) in variants.items():
+            torch.manual_seed(0)  # same weights for the fused and the reference build
+            model, size = _build(model_name, impl, compile, dev)
+            say(f'warming up {model_name} ({key})')
+            runners[key] = _Runner(key, model, batch, size, dev, train)
+            runners[key].warmup(warmup, min_time)
+        order = list(runners.values())
+        times: Dict[str, List[float]] = {key: [] for key in runners}
+        for r in range(repeats):
+            for runner in order[r % len(order):] + order[:r % len(order)]:
+                times[runner.name].append(runner.measure())
+            say(f'{name} {setting} b{batch}: round {r + 1}/{repeats}')
+        row = {'model': name, 'baseline': plain_of(name),
+               'ms': {key: round(statistics.median(t) * 1e3, 3) for key, t in times.items()},
+               'samples_ms': {key: [round(v * 1e3, 3) for v in t] for key, t in times.items()}}
+        row['ratio'] = {key: round(statistics.median(a / b for a, b in zip(times[key], times['plain'])), 4)
+                        for key in times if key != 'plain'}
+        rows.append(row)
+    return {
+        'kind': KIND,
+        'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'device': device_description(dev),
+        'versions': _versions(),
+        'settings': {'setting': setting, 'batch': batch, 'compile': compile, 'repeats': repeats,
+                     'warmup': warmup, 'min_time_s': min_time, 'dtype': 'float32'},
+        'results': rows,
+    }
+
+
+def overhead_markdown(report: Dict) -> str:
+    s, dev = report['settings'], report['device']
+    mode = 'torch.compile' if s['compile'] else 'eager'
+    lines = [f"{s['setting']} b{s['batch']}, {mode}, {dev['type']} ({dev.get('name', '?')}, {dev['threads']} threads, "
+             f"load average {dev.get('load_avg')}); median of {s['repeats']} interleaved rounds", '',
+             '| model | plain ms | fused ms | fused vs plain | reference ms | reference vs plain |',
+             '|---|---:|---:|---:|---:|---:|']
+    for row in report['results']:
+        ms, ratio = row['ms'], row['ratio']
+        ref = (f"{ms['reference']:.1f} | {ratio['reference']:.3f}x" if 'reference' in ms else '- | -')
+        lines.append(f"| {row['model']} | {ms['plain']:.1f} | {ms['fused']:.1f} | {ratio['fused']:.3f}x | {ref} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog='python -m zamzoo.bench.overhead', description=__doc__.split('\n\n')[0])
+    p.add_argument('--models', nargs='+', default=['resnet18_zam', 'mobilenet_zamr'])
+    p.add_argument('--setting', default='infer', choices=['infer', 'train'])
+    p.add_argument('--batch', type=int, default=64)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--compile', action='store_true', help='time torch.compile(model) builds')
+    p.add_argument('--repeats', type=int, default=7)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--min-time', type=float, default=0.5)
+    p.add_argument('--json', metavar='PATH', help='also write the report as JSON')
+    args = p.parse_args(argv)
+    report = attention_overhead(args.models, args.setting, args.batch, args.device, args.compile, args.repeats,
+                                args.warmup, args.min_time,
+                                progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.json:
+        from .._io import write_json_atomic
+        write_json_atomic(args.json, report)
+    print(overhead_markdown(report))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

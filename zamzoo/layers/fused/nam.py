@@ -1,0 +1,87 @@
+"""NAM's channel attention, ``y = x * sigmoid(w * BN(x))`` with w = |gamma| / sum|gamma| (detached), in place of the
+BatchNorm's output: one full-size allocation in forward instead of four, and an autograd.Function that saves x and
+the batch statistics only (the BatchNorm itself saves x, so nothing of full size is added). Backward rebuilds the
+gate from x and calls ATen's BatchNorm backward for the normalisation part.
+
+Runs the exact `nn.BatchNorm2d` semantics (running statistics, momentum=None, num_batches_tracked, eval mode)
+through `torch.native_batch_norm`; other norm layers (e.g. SyncBatchNorm after
+`nn.SyncBatchNorm.convert_sync_batchnorm`) are not handled here: `nam_fused` is only used for a plain BatchNorm2d.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ._common import needs_autograd
+
+__all__ = ['nam_fused', 'supports_fused_nam']
+
+
+def supports_fused_nam(bn: nn.Module) -> bool:
+    return type(bn) is nn.BatchNorm2d and bn.affine
+
+
+def _batch_norm_args(bn: nn.BatchNorm2d) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], bool, float]:
+    """(running_mean, running_var, use batch statistics, momentum) as nn.BatchNorm2d.forward passes them to
+    F.batch_norm, with its num_batches_tracked update."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    return (bn.running_mean if track else None), (bn.running_var if track else None), batch_stats, factor
+
+
+def _attention_weight(weight: torch.Tensor) -> torch.Tensor:
+    g = weight.detach().abs()
+    return (g / g.sum()).view(1, -1, 1, 1)
+
+
+def _nam_forward(x, weight, bias, running_mean, running_var, batch_stats: bool, momentum: float, eps: float):
+    out, save_mean, save_invstd = torch.native_batch_norm(
+        x, weight, bias, running_mean, running_var, batch_stats, momentum, eps)
+    y = out.mul_(_attention_weight(weight)).sigmoid_().mul_(x)
+    return y, save_mean, save_invstd
+
+
+class _NamFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, batch_stats: bool, momentum: float, eps: float):
+        y, save_mean, save_invstd = _nam_forward(
+            x, weight, bias, running_mean, running_var, batch_stats, momentum, eps)
+        ctx.batch_stats, ctx.eps = batch_stats, eps
+        if batch_stats:  # the running statistics are not used by backward (and may change before it runs)
+            running_mean = running_var = None
+        ctx.save_for_backward(x, weight, bias, running_mean, running_var, save_mean, save_invstd)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: torch.Tensor):
+        x, weight, bias, running_mean, running_var, save_mean, save_invstd = ctx.saved_tensors
+        if ctx.batch_stats:
+            mean, invstd = save_mean, save_invstd
+        else:
+            mean, invstd = running_mean, (running_var + ctx.eps).rsqrt()
+        w = _attention_weight(weight)
+        scale = (weight * invstd).view(1, -1, 1, 1)
+        shift = bias.view(1, -1, 1, 1) - mean.view(1, -1, 1, 1) * scale
+        s = torch.addcmul(shift, x, scale).mul_(w).sigmoid_()  # the gate, as in forward
+        gx = gy * s
+        gbn = (gy * x).mul_(s)
+        gbn.mul_(s.neg_().add_(1.0)).mul_(w)  # dL/dBN(x) = dL/dy * x * s * (1 - s) * w
+        gx_bn, gweight, gbias = torch.ops.aten.native_batch_norm_backward(
+            gbn, x, weight, running_mean, running_var, save_mean, save_invstd, ctx.batch_stats, ctx.eps,
+            [True, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return gx.add_(gx_bn), gweight, gbias, None, None, None, None, None
+
+
+def nam_fused(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``x * sigmoid(w * bn(x))`` for a plain affine nn.BatchNorm2d `bn` (see `supports_fused_nam`), updating its
+    running statistics exactly as ``bn(x)`` does."""
+    args = _batch_norm_args(bn) + (bn.eps,)
+    if needs_autograd(x, bn.weight, bn.bias):
+        return _NamFunction.apply(x, bn.weight, bn.bias, *args)
+    return _nam_forward(x, bn.weight, bn.bias, *args)[0]

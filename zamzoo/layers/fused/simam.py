@@ -1,0 +1,55 @@
+"""SimAM, ``y = x * sigmoid((x - mu)^2 / (4 (v + lambda)) + 0.5)`` with mu, v the per-channel mean and variance
+(divisor max(HW - 1, 1)), with one full-size temporary in forward (reused in place for every step) and
+autograd.Function saving x and the per-channel mu and 1 / (4 (v + lambda)) only.
+
+Backward, with t = x - mu, s the gate, k = 1 / (4 (v + lambda)), n = max(HW - 1, 1), P = HW and
+gz = dL/dy * x * s * (1 - s) (the gradient of the gate's logit):
+    dL/dx = dL/dy * s + t * (2 k gz - 8 k^2 sum_hw(gz t^2) / n) - 2 k sum_hw(gz t) / P
+"""
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._common import needs_autograd
+
+__all__ = ['simam_fused']
+
+
+def _simam_forward(x: torch.Tensor, e_lambda: float):
+    h, w = x.shape[2:]
+    mu = x.mean((2, 3), keepdim=True)
+    d = (x - mu).square_()
+    k = 0.25 / (d.sum((2, 3), keepdim=True) / max(h * w - 1, 1) + e_lambda)
+    y = d.mul_(k).add_(0.5).sigmoid_().mul_(x)  # returned itself, not a view (see zam._zam_forward)
+    return y, mu, k
+
+
+class _SimAMFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, e_lambda: float) -> torch.Tensor:
+        y, mu, k = _simam_forward(x, e_lambda)
+        ctx.save_for_backward(x, mu, k)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: torch.Tensor):
+        x, mu, k = ctx.saved_tensors
+        h, w = x.shape[2:]
+        t = x - mu
+        s = t.square().mul_(k).add_(0.5).sigmoid_()
+        gx = gy * s
+        gz = (gy * x).mul_(s)
+        gz.mul_(s.neg_().add_(1.0))  # dL/dlogit = dL/dy * x * s * (1 - s); s now holds 1 - s
+        gzt = torch.mul(gz, t, out=s)  # s is free again
+        a = gzt.sum((2, 3), keepdim=True)
+        dsum = gzt.mul_(t).sum((2, 3), keepdim=True)
+        gx.add_(gz.mul_(2.0 * k).sub_(dsum * (8.0 * k * k / max(h * w - 1, 1))).mul_(t))
+        gx.sub_(a * (2.0 * k / (h * w)))
+        return gx, None
+
+
+def simam_fused(x: torch.Tensor, e_lambda: float = 1e-4) -> torch.Tensor:
+    """SimAM of x (B, C, H, W); a new tensor, x is never modified."""
+    if needs_autograd(x):
+        return _SimAMFunction.apply(x, e_lambda)
+    return _simam_forward(x, e_lambda)[0]

@@ -1,0 +1,109 @@
+"""ZAM in the fewest passes over the feature map that eager PyTorch allows.
+
+Forward (F, the input, (B, C, H, W); P = H*W):
+    s1 = pool_hw(F)            2 reads (mean, max), or 1
+    F' = F * g(sigmoid(s1))    1 read + 1 write (the only full-size temporary)
+    s2 = pool_c(F')            2 reads, or 1
+    F'' = F' * g(sigmoid(s2))  in place of F'
+with g(m) = m, or 1 + m for ZAM+R (skip=True). The reference (ZAM.forward with impl='reference') allocates F'' too.
+
+Backward (autograd.Function): saves F and the small statistics only -- Mc (B, C), Ms (B, P) and the int64
+positions of the maxima -- and rebuilds every other term from them without recomputing F':
+    t      = dL/dF'' * F                                       1 full-size temporary
+    dL/dMs = sum_c t * g1          (batched matmul)            1 read
+    dL/dF' = dL/dF'' * g2 + dL/ds2 routed through pool_c        1 full-size temporary
+    dL/dMc = sum_p t * g2 + sum_p F * dL/ds2 / C + max term    (batched matmuls) 2 reads
+    dL/dF  = dL/dF' * g1 + dL/ds1 routed through pool_hw       in place
+The max terms are scatters of B*C or B*P values into the positions saved by the forward.
+
+Max gradients: each max sends its whole gradient to the first maximal element, the element torch.max(x, dim)
+returns -- the semantics of the seed's own code (nn.AdaptiveMaxPool2d and torch.max(x, dim=1)) and of the
+reference implementation. torch.amax would split it evenly between tied elements; both agree when the maximum is
+unique.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._common import hw_stat, needs_autograd
+
+__all__ = ['zam_fused', 'POOL_STATS']
+
+POOL_STATS = {'avgmax': ('mean', 'max'), 'avg': ('mean',), 'max': ('max',)}
+
+
+def _pooled(x3: torch.Tensor, dim: int, pool: str, with_index: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """mean + max (or mean, or max) of x3 over dim; the max's positions when asked."""
+    total, index = None, None
+    for stat in POOL_STATS[pool]:
+        value, where = hw_stat(x3, stat, dim, with_index)
+        total = value if total is None else total + value
+        index = where if where is not None else index
+    return total, index
+
+
+def _gate(m: torch.Tensor, skip: bool) -> torch.Tensor:
+    return m + 1.0 if skip else m
+
+
+def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
+    # y is created here in (B, C, H, W) and returned itself, never a view of it: autograd forbids in-place ops
+    # (e.g. a following ReLU(inplace=True)) on views created inside a custom Function
+    b, c, h, w = x.shape
+    s1, i1 = _pooled(x.flatten(2), 2, pool, with_index)  # flatten: a view for contiguous and channels_last
+    mc = torch.sigmoid(s1)  # (B, C)
+    y = x * _gate(mc, skip).view(b, c, 1, 1)  # F'
+    s2, i2 = _pooled(y.flatten(2), 1, pool, with_index)
+    ms = torch.sigmoid(s2)  # (B, P)
+    y.mul_(_gate(ms, skip).view(b, 1, h, w))  # F''
+    return y, mc, ms, i1, i2
+
+
+class _ZamFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
+        y, mc, ms, i1, i2 = _zam_forward(x, pool, skip, with_index=True)
+        ctx.pool, ctx.skip = pool, skip
+        ctx.save_for_backward(x, mc, ms, i1, i2)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: torch.Tensor):
+        x, mc, ms, i1, i2 = ctx.saved_tensors
+        pool, skip = ctx.pool, ctx.skip
+        b, c, h, w = x.shape
+        x3, gy3 = x.flatten(2), gy.flatten(2)
+        g1, g2 = _gate(mc, skip), _gate(ms, skip)
+        with_mean, with_max = 'mean' in POOL_STATS[pool], 'max' in POOL_STATS[pool]
+
+        t = gy3 * x3
+        ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (B, P)
+        gf = gy3 * g2.unsqueeze(1)  # dL/dF' ...
+        gg1 = torch.bmm(t, g2.unsqueeze(2)).squeeze(2)  # ... and dL/dg1 = sum_p dL/dF' * F, term by term
+        del t
+        if with_mean:
+            gf.add_(ds2.unsqueeze(1) / c)
+            gg1.add_(torch.bmm(x3, ds2.unsqueeze(2)).squeeze(2), alpha=1.0 / c)
+        if with_max:
+            gf.scatter_add_(1, i2.unsqueeze(1), ds2.unsqueeze(1))
+            gg1.scatter_add_(1, i2, x3.gather(1, i2.unsqueeze(1)).squeeze(1) * ds2)
+        ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (B, C)
+
+        gx = gf.mul_(g1.unsqueeze(2))
+        if with_mean:
+            gx.add_(ds1.unsqueeze(2) / (h * w))
+        if with_max:
+            gx.scatter_add_(2, i1.unsqueeze(2), ds1.unsqueeze(2))
+        return gx.view(b, c, h, w), None, None
+
+
+def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torch.Tensor:
+    """ZAM (ZCA then ZSA) of x (B, C, H, W); `pool` 'avgmax' | 'avg' | 'max', `skip` for ZAM+R.
+
+    With autograd recording, the memory-light autograd.Function; without, the forward alone (no max positions,
+    no graph). Returns a new tensor; x is never modified."""
+    if needs_autograd(x):
+        return _ZamFunction.apply(x, pool, skip)
+    return _zam_forward(x, pool, skip, with_index=False)[0]
