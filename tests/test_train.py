@@ -23,9 +23,21 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = 'test_resnet'          # timm's 0.38M-param test ResNet (with BatchNorm), fine at 32x32
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the CPU is shared (OpenMP threads that wait on each other are very slow on a busy
+    machine), and subprocesses started by these tests use the same (OMP_NUM_THREADS=1 in `_env`), so float
+    results are comparable bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _env():
     env = dict(os.environ)
     env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+    env['OMP_NUM_THREADS'] = '1'
     return env
 
 
@@ -296,13 +308,13 @@ def test_image_folder_run(tmp_path):
 # ------------------------------------------------------------------------------------------------ kill + resume
 
 def test_killed_run_resumes_to_the_same_weights(tiny_cifar, tmp_path):
-    args = dict(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=3, batch_size=16, seed=7)
+    args = dict(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=4, batch_size=16, seed=7)
     full = train(TrainConfig(out=str(tmp_path / 'full'), **args))
-    assert full['epochs'] == 3
+    assert full['epochs'] == 4
 
     out = tmp_path / 'killed'
     cmd = [sys.executable, '-m', 'zamzoo', 'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam',
-           '--epochs', '3', '--batch-size', '16', '--seed', '7', '--out', str(out)]
+           '--epochs', '4', '--batch-size', '16', '--seed', '7', '--out', str(out)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / 'checkpoint.pt').exists():
@@ -315,12 +327,12 @@ def test_killed_run_resumes_to_the_same_weights(tiny_cifar, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not (out / 'results.json').exists() and not (out / 'model.safetensors').exists()
     done = load_checkpoint(out / 'checkpoint.pt')['epoch']
-    assert 1 <= done < 3
+    assert 1 <= done < 4
 
     with pytest.raises(Exception, match='--resume'):              # refuses to overwrite the run
         train(TrainConfig(out=str(out), **args))
     resumed = train(TrainConfig(out=str(out), resume=True, **args))
-    assert resumed['epochs'] == 3
+    assert resumed['epochs'] == 4
 
     from safetensors.torch import load_file
     a, b = load_file(str(tmp_path / 'full' / 'model.safetensors')), load_file(str(out / 'model.safetensors'))
@@ -328,7 +340,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_cifar, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k                          # bit for bit
     history = [json.loads(x) for x in (out / 'metrics.jsonl').read_text().splitlines()]
-    assert [r['epoch'] for r in history] == [1, 2, 3]
+    assert [r['epoch'] for r in history] == [1, 2, 3, 4]
     full_hist = [json.loads(x) for x in (tmp_path / 'full' / 'metrics.jsonl').read_text().splitlines()]
     assert [r['train_loss'] for r in history] == [r['train_loss'] for r in full_hist]
     assert resumed['top1'] == full['top1']
