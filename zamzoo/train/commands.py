@@ -100,7 +100,7 @@ def _is_main_process() -> bool:
 
 def format_recipe(recipe) -> str:
     d = recipe.to_dict()
-    width = max(len(k) for k in d)
+    width = max([len(k) for k in d] + [len('normalization.' + ds) for ds in d['normalization']])
     lines = [f'recipe {recipe.name} (version {recipe.version}):']
     for k, v in d.items():
         if k == 'normalization':
