@@ -100,10 +100,6 @@ class CifarNet(nn.Module):
     Subclasses create `self.stem`, `self.stages`, `self.final_conv`, `self.feature_info` and call
     `self._init_head(...)` then `self._init_weights(...)`.
     """
-    stem: nn.Module
-    stages: nn.Sequential
-    final_conv: nn.Module
-
     def _init_common(self, num_classes: int, in_chans: int, drop_rate: float):
         self.num_classes = num_classes
         self.in_chans = in_chans
