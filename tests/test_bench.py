@@ -82,13 +82,17 @@ def test_input_size_defaults_to_the_pretrained_cfg():
 
 def test_bench_models_writes_json_and_markdown(tmp_path, capsys):
     out = tmp_path / 'bench'
+    threads = torch.get_num_threads()
     rc = main(['bench', 'models', '--models', 'mobilenet_zam', 'mobilenet_simam', '--repeats', '1', '--warmup', '1',
-               '--min-time', '0', '--batch-sizes', '1', '--train-step', '--train-batch', '2',
-               '--out', str(out), '--quiet'])
+               '--min-time', '0', '--batch-sizes', '1', '--train-step', '--train-batch', '2', '--threads', '1',
+               '--timer', 'process', '--out', str(out), '--quiet'])
     assert rc == 0
+    assert torch.get_num_threads() == threads  # restored
     report = json.loads((out / 'models_cpu.json').read_text())
     assert report['kind'] == 'zamzoo-bench-models' and report['device']['type'] == 'cpu'
+    assert report['device']['threads'] == 1 and report['settings']['timer'] == 'process'
     assert report['command'].startswith('zamzoo bench models --models mobilenet_zam mobilenet_simam')
+    assert '--threads 1 --timer process' in report['command']
     rows = {r['model']: r for r in report['results']}
     assert sorted(rows) == ['mobilenet_simam', 'mobilenet_zam']
     for row in rows.values():

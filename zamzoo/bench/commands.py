@@ -32,6 +32,10 @@ def add_commands(subparsers):
                        help='also time one SGD training step at batch 128 (default on CUDA only)')
     train.add_argument('--no-train-step', dest='train_step', action='store_false')
     p.add_argument('--train-batch', type=int, default=128, metavar='B', help='training-step batch (default: 128)')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    p.add_argument('--timer', choices=['wall', 'process'], default='wall',
+                   help='wall clock (latency, default) or the CPU time of this process (CPU only: steadier on a '
+                        'machine shared with other work, with --threads 1)')
     p.add_argument('--counts-only', action='store_true', help='params and MACs only, no timing')
     p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
     p.add_argument('--quiet', action='store_true', help='no progress lines')
@@ -56,7 +60,7 @@ def run_models(args) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = bench_models(names, device=args.device, repeats=args.repeats, warmup=args.warmup,
                           min_time=args.min_time, infer_batches=args.batch_sizes, train_step=args.train_step,
-                          train_batch=args.train_batch,
+                          train_batch=args.train_batch, threads=args.threads, timer=args.timer,
                           latency=not args.counts_only, progress=say)
     report['command'] = 'zamzoo bench models ' + ' '.join(shlex.quote(a) for a in _argv_of(args))
     paths = write_report(report, args.out)
@@ -71,6 +75,10 @@ def _argv_of(args):
     for flag, value in (('--repeats', args.repeats), ('--warmup', args.warmup), ('--min-time', args.min_time)):
         if value is not None:
             out += [flag, str(value)]
+    if args.threads is not None:
+        out += ['--threads', str(args.threads)]
+    if args.timer != 'wall':
+        out += ['--timer', args.timer]
     if args.batch_sizes != [1, 64]:
         out += ['--batch-sizes', *map(str, args.batch_sizes)]
     if args.train_step is not None:

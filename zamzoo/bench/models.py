@@ -10,6 +10,7 @@ round) so that a drift of the machine (other processes, clocks, heat) touches th
 the mean over enough back-to-back calls to last ``min_time`` seconds. Reported: the median over rounds of
 each, and the overhead ``ratio`` = median over rounds of (variant time / plain time of the same round).
 """
+import contextlib
 import fnmatch
 import math
 import os
@@ -30,6 +31,7 @@ SCHEMA = 1
 KIND = 'zamzoo-bench-models'
 
 INFER_BATCHES = (1, 64)
+TIMERS = {'wall': time.perf_counter, 'process': time.process_time}
 TRAIN_BATCH = 128
 
 
@@ -71,8 +73,8 @@ def _sync(device: torch.device):
 class _Runner:
     """One model's timed call for one setting (inference at a batch size, or a training step)."""
 
-    def __init__(self, name: str, model, batch: int, input_size, device, train: bool):
-        self.name, self.model, self.device, self.train = name, model, device, train
+    def __init__(self, name: str, model, batch: int, input_size, device, train: bool, clock=time.perf_counter):
+        self.name, self.model, self.device, self.train, self.clock = name, model, device, train, clock
         self.x = torch.randn(batch, *input_size, device=device)
         if train:
             num_classes = model.get_classifier().out_features if hasattr(model, 'get_classifier') else 1000
@@ -101,14 +103,26 @@ class _Runner:
 
     def _time(self, iters: int) -> float:
         _sync(self.device)
-        start = time.perf_counter()
+        start = self.clock()
         for _ in range(iters):
             self.call()
         _sync(self.device)
-        return (time.perf_counter() - start) / iters
+        return (self.clock() - start) / iters
 
     def measure(self) -> float:
         return self._time(self.iters)
+
+
+@contextlib.contextmanager
+def _num_threads(threads: Optional[int]):
+    """torch's CPU thread count set to `threads` for the block (unchanged when None), then restored."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _settings(train_step: bool, infer_batches: Sequence[int], train_batch: int):
@@ -129,12 +143,18 @@ def bench_models(
         train_batch: int = TRAIN_BATCH,
         latency: bool = True,
         input_size: Optional[Sequence[int]] = None,
+        threads: Optional[int] = None,
+        timer: str = 'wall',
         progress: Optional[Callable[[str], None]] = None,
 ) -> Dict:
     """Measure `models` (names) against their plain backbones; returns the JSON-ready report.
 
     Defaults depend on the device: CPU repeats=3, warmup=1, min_time=0.2 s, no training step; CUDA
     repeats=10, warmup=10, min_time=0.5 s, training step at batch 128. ``latency=False`` counts only.
+
+    ``timer='process'`` (CPU only) times with the CPU time of this process instead of the wall clock: on a machine
+    shared with other work, with ``threads=1``, it measures the compute a model needs rather than the share of the
+    processor it got (it is not a latency: it ignores waiting, and sums the time of all threads).
     """
     import timm
     import zamzoo  # noqa: F401  (registers the models)
@@ -149,77 +169,84 @@ def bench_models(
     train_step = train_step if train_step is not None else cuda
     if repeats < 1:
         raise ValueError(f'repeats must be >= 1, got {repeats}')
+    if timer not in TIMERS:
+        raise ValueError(f'timer must be one of {sorted(TIMERS)}, got {timer!r}')
+    if timer == 'process' and cuda:
+        raise ValueError("timer='process' measures CPU time; on CUDA use the wall clock")
+    if threads is not None and threads < 1:
+        raise ValueError(f'threads must be >= 1, got {threads}')
     say = progress or (lambda msg: None)
     if cuda:
         torch.backends.cudnn.benchmark = True
 
-    models = list(dict.fromkeys(models))
-    start = device_description(dev)
+    with _num_threads(threads):
+        models = list(dict.fromkeys(models))
+        start = device_description(dev)
 
-    def build(name):
-        model = timm.create_model(name).to(dev)
-        return model, tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
+        def build(name):
+            model = timm.create_model(name).to(dev)
+            return model, tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
 
-    results = []
-    counts = {}
-    for name in models + [plain_of(m) for m in models]:
-        if name not in counts:
-            say(f'counting {name}')
-            model, size = build(name)
-            counts[name] = {'params': count_params(model), 'macs': count_macs(model, size),
-                            'seed_flops': seed_flops(model, size), 'input_size': list(size)}
+        results = []
+        counts = {}
+        for name in models + [plain_of(m) for m in models]:
+            if name not in counts:
+                say(f'counting {name}')
+                model, size = build(name)
+                counts[name] = {'params': count_params(model), 'macs': count_macs(model, size),
+                                'seed_flops': seed_flops(model, size), 'input_size': list(size)}
 
-    timings: Dict[str, Dict[str, List[float]]] = {}
-    settings = _settings(train_step, infer_batches, train_batch) if latency else []
-    groups: Dict[str, List[str]] = {}  # plain backbone -> [plain, variants...]: timed together
-    for name in models:
-        group = groups.setdefault(plain_of(name), [plain_of(name)])
-        if name not in group:
-            group.append(name)
-    for plain, group in (groups.items() if settings else ()):
-        built = {name: build(name) for name in group}
-        for setting, batch, train in settings:  # the training step last: it changes the weights
-            runners = []
-            for name in group:
-                say(f'warming up {name} {setting}')
-                runner = _Runner(name, built[name][0], batch, built[name][1], dev, train)
-                runner.warmup(warmup, min_time)
-                runners.append(runner)
-            for r in range(repeats):
-                for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
-                    timings.setdefault(runner.name, {}).setdefault(setting, []).append(runner.measure())
-                say(f'{setting} {plain} group, round {r + 1}/{repeats}')
-        del built
+        timings: Dict[str, Dict[str, List[float]]] = {}
+        settings = _settings(train_step, infer_batches, train_batch) if latency else []
+        groups: Dict[str, List[str]] = {}  # plain backbone -> [plain, variants...]: timed together
+        for name in models:
+            group = groups.setdefault(plain_of(name), [plain_of(name)])
+            if name not in group:
+                group.append(name)
+        for plain, group in (groups.items() if settings else ()):
+            built = {name: build(name) for name in group}
+            for setting, batch, train in settings:  # the training step last: it changes the weights
+                runners = []
+                for name in group:
+                    say(f'warming up {name} {setting}')
+                    runner = _Runner(name, built[name][0], batch, built[name][1], dev, train, TIMERS[timer])
+                    runner.warmup(warmup, min_time)
+                    runners.append(runner)
+                for r in range(repeats):
+                    for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
+                        timings.setdefault(runner.name, {}).setdefault(setting, []).append(runner.measure())
+                    say(f'{setting} {plain} group, round {r + 1}/{repeats}')
+            del built
 
-    for name in models:
-        plain = plain_of(name)
-        row = {'model': name, 'backbone': backbone_of(name), 'baseline': plain, **counts[name],
-               'baseline_params': counts[plain]['params'], 'baseline_macs': counts[plain]['macs'],
-               'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
-        for setting, batch, train in settings:
-            mine, base = timings[name][setting], timings[plain][setting]
-            ratios = [a / b for a, b in zip(mine, base)]
-            row['latency'][setting] = {
-                'batch': batch, 'train': train,
-                'ms': _ms(statistics.median(mine)), 'baseline_ms': _ms(statistics.median(base)),
-                'ratio': round(statistics.median(ratios), 4),
-                'samples_ms': [_ms(t) for t in mine], 'baseline_samples_ms': [_ms(t) for t in base],
-            }
-        results.append(row)
+        for name in models:
+            plain = plain_of(name)
+            row = {'model': name, 'backbone': backbone_of(name), 'baseline': plain, **counts[name],
+                   'baseline_params': counts[plain]['params'], 'baseline_macs': counts[plain]['macs'],
+                   'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
+            for setting, batch, train in settings:
+                mine, base = timings[name][setting], timings[plain][setting]
+                ratios = [a / b for a, b in zip(mine, base)]
+                row['latency'][setting] = {
+                    'batch': batch, 'train': train,
+                    'ms': _ms(statistics.median(mine)), 'baseline_ms': _ms(statistics.median(base)),
+                    'ratio': round(statistics.median(ratios), 4),
+                    'samples_ms': [_ms(t) for t in mine], 'baseline_samples_ms': [_ms(t) for t in base],
+                }
+            results.append(row)
 
-    return {
-        'schema': SCHEMA,
-        'kind': KIND,
-        'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-        'device': dict(device_description(dev), load_avg_start=start.get('load_avg')),
-        'versions': _versions(),
-        'code_commit': provenance.code_commit(),
-        'settings': {'repeats': repeats, 'warmup': warmup, 'min_time_s': min_time,
-                     'infer_batches': list(infer_batches) if latency else [],
-                     'train_batch': train_batch if train_step and latency else None,
-                     'latency': latency, 'dtype': 'float32'},
-        'results': results,
-    }
+        return {
+            'schema': SCHEMA,
+            'kind': KIND,
+            'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+            'device': dict(device_description(dev), load_avg_start=start.get('load_avg')),
+            'versions': _versions(),
+            'code_commit': provenance.code_commit(),
+            'settings': {'repeats': repeats, 'warmup': warmup, 'min_time_s': min_time, 'timer': timer,
+                         'infer_batches': list(infer_batches) if latency else [],
+                         'train_batch': train_batch if train_step and latency else None,
+                         'latency': latency, 'dtype': 'float32'},
+            'results': results,
+        }
 
 
 def _ms(seconds: float) -> float:
@@ -269,7 +296,8 @@ def markdown_report(report: Dict) -> str:
                                                     if report.get('code_commit') else '') + '.',
     ]
     if s['latency']:
-        lines.append(f"Latency: median of {s['repeats']} interleaved rounds (warm-up {s['warmup']}, "
+        clock = 'CPU time of the process' if s.get('timer') == 'process' else 'wall-clock latency'
+        lines.append(f"Timing: {clock}, median of {s['repeats']} interleaved rounds (warm-up {s['warmup']}, "
                      f"each round >= {s['min_time_s']} s of calls), {s['dtype']}; ratio = median over rounds of "
                      f"model time / plain-backbone time of the same round.")
     head = ['model', 'params', 'MACs (torch)', 'FLOPs (seed conv.)']
