@@ -7,7 +7,6 @@ forward_intermediates, grad checkpointing, ...) on a sample: every backbone once
 ResNet-34/50/164 run those heavier checks with one block per stage (`layers=` override of the registered model:
 same classes, same code path), to keep the suite fast on 2 cores.
 """
-import fnmatch
 import json
 import subprocess
 import sys
@@ -275,6 +274,23 @@ def test_tagged_name_builds_cfg_num_classes():
     assert model(torch.randn(1, *IMG)).shape == (1, 7)
 
 
+def test_pretrained_cfg_names_real_parameters(tmp_path):
+    """timm's loader with a local file: bit-equal load, a new classifier for another num_classes (cfg 'classifier'),
+    and the stem adapted to in_chans=1 (cfg 'first_conv')."""
+    from safetensors.torch import save_file
+    src = create('mobilenet_zam').eval()
+    path = tmp_path / 'model.safetensors'
+    save_file(src.state_dict(), str(path))
+    overlay = dict(file=str(path))
+    loaded = timm.create_model('mobilenet_zam', pretrained=True, pretrained_cfg_overlay=overlay)
+    assert loaded.state_dict().keys() == src.state_dict().keys()
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in loaded.state_dict().items())
+    tuned = timm.create_model('mobilenet_zam', pretrained=True, pretrained_cfg_overlay=overlay, num_classes=10)
+    assert tuned.fc.out_features == 10 and torch.equal(tuned.stages[3][1].conv_pw.weight, src.stages[3][1].conv_pw.weight)
+    gray = timm.create_model('mobilenet_zam', pretrained=True, pretrained_cfg_overlay=overlay, in_chans=1)
+    torch.testing.assert_close(gray.stem.conv.weight, src.stem.conv.weight.sum(dim=1, keepdim=True))
+
+
 def test_constructor_errors():
     with pytest.raises(TypeError):
         create('resnet18_zam', not_an_arg=1)
@@ -362,6 +378,7 @@ def test_default_cfg_contract(name):
     assert len(coarse) == len(model.stages) + 2  # stem, one group per stage (+ final_conv), head
 
 
+@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch 2.x deprecates torch.jit.script; timm still tests it
 @pytest.mark.parametrize('name', SAMPLE_PER_BACKBONE)
 def test_jit_script(name):
     model = create_small(name).eval()

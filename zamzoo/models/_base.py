@@ -16,7 +16,7 @@ Attention placement is a property of the backbone family (which slot a 'block' a
 written in each family's block); which module goes there is a property of the attention name, resolved by
 `zamzoo.layers.get_attn`.
 """
-from collections import OrderedDict
+import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -27,16 +27,44 @@ from timm.layers import create_classifier
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
-__all__ = ['CifarNet', 'AttnFactory', 'ConvBnAct', 'ATTN_SLOTS']
+from ..layers import get_attn
+
+__all__ = ['CifarNet', 'AttnFactory', 'ConvBnAct', 'ATTN_SLOTS', 'drop_path_rates']
 
 ATTN_SLOTS = ('block', 'stage')
-_NO_ATTN = (None, '', 'plain', 'none')
 
 AttnLayer = Union[str, Callable[..., nn.Module], None]
 
 
-def _dd_kwargs(device, dtype) -> Dict[str, Any]:
-    return dict(device=device, dtype=dtype)
+class ConvBnAct(nn.Module):
+    """conv (bias-free) -> BN -> act. A plain module, not an nn.Sequential, so that timm's feature wrappers (which
+    flatten Sequentials one level) keep it whole as the 'stem' feature level."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int = 3,
+            stride: int = 1,
+            act_layer: Callable[..., nn.Module] = nn.ReLU,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.out_chs = out_chs
+        self.stride = stride
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False, **dd)
+        self.bn = nn.BatchNorm2d(out_chs, **dd)
+        self.act = act_layer(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+def drop_path_rates(drop_path_rate: float, num_blocks: int) -> List[float]:
+    """Stochastic depth per block, increasing linearly from 0 to drop_path_rate (timm's schedule)."""
+    return [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
 
 
 class AttnFactory:
@@ -59,22 +87,13 @@ class AttnFactory:
     ):
         if slot not in ATTN_SLOTS:
             raise ValueError(f"attn_slot must be one of {ATTN_SLOTS}, got {slot!r}")
-        if attn_kwargs is not None and not isinstance(attn_kwargs, dict):
-            raise TypeError(f'attn_kwargs must be a dict, got {type(attn_kwargs).__name__}')
         self.slot = slot
-        self.dd = _dd_kwargs(device, dtype)
+        self.dd = dict(device=device, dtype=dtype)
         self.created: List[nn.Module] = []
-        if isinstance(attn_layer, str) and attn_layer.lower() in _NO_ATTN:
-            attn_layer = None
-        if attn_layer is None:
-            if attn_kwargs:
-                raise ValueError(f'attn_kwargs {attn_kwargs} given to a model without attention (attn_layer=None)')
-            self.layer = None
-            return
-        if isinstance(attn_layer, str):
-            from ..layers import get_attn  # late: zamzoo.layers imports nothing from models
-            attn_layer = get_attn(attn_layer)
-        self.layer = partial(attn_layer, **attn_kwargs) if attn_kwargs else attn_layer
+        layer = get_attn(attn_layer)
+        if layer is None and attn_kwargs:
+            raise ValueError(f'attn_kwargs {attn_kwargs} given to a model without attention (attn_layer={attn_layer!r})')
+        self.layer = partial(layer, **attn_kwargs) if attn_kwargs else layer
 
     def _create(self, channels: int) -> nn.Module:
         module = self.layer(channels, **self.dd)
@@ -97,28 +116,60 @@ class AttnFactory:
 class CifarNet(nn.Module):
     """Base of the zamzoo backbones: timm's classification-model API over stem -> stages -> final_conv -> head.
 
-    Subclasses create `self.stem`, `self.stages`, `self.final_conv`, `self.feature_info` and call
-    `self._init_head(...)` then `self._init_weights(...)`.
+    A family's __init__ builds its stem and blocks and hands them to `_assemble`. Arguments every family takes:
+        num_classes: classifier outputs; 0 for no classifier.
+        in_chans: input image channels.
+        global_pool: timm pooling type ('avg', 'max', 'avgmax', 'catavgmax'; '' for none, with num_classes=0).
+        drop_rate: dropout before the classifier.
+        attn_layer: attention name of zamzoo.layers ('zam', 'cbam', ...), a class / partial, or None.
+        attn_kwargs: keyword arguments for every attention module (e.g. zamzoo.layers.CBAM_SEED_KWARGS).
+        attn_slot: 'block' (the family's slot inside every block) or 'stage' (after every stage but the last; BAM).
+        weight_init: 'torch' (PyTorch's defaults) or 'fan_out' (kaiming normal, fan_out, as bearpaw's ResNet).
+        device, dtype: where and in which dtype to create the parameters.
+    Blocks expose `out_chs` and `stride`, from which `_assemble` derives feature_info.
     """
-    def _init_common(self, num_classes: int, in_chans: int, drop_rate: float):
+
+    def __init__(self, num_classes: int, in_chans: int, drop_rate: float):
+        super().__init__()
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
-        self.feature_info: List[Dict[str, Any]] = []
 
-    def _init_head(self, num_features: int, global_pool: str, device=None, dtype=None):
+    def _assemble(
+            self,
+            stem: ConvBnAct,
+            stages: List[List[nn.Module]],
+            final_conv: Optional[ConvBnAct],
+            attn: AttnFactory,
+            global_pool: str,
+            weight_init: str,
+    ):
+        """Set stem, stages (with the 'stage'-slot attention and feature_info), final_conv and head; init weights."""
+        self.stem = stem
+        self.feature_info = [dict(num_chs=stem.out_chs, reduction=1, module='stem')]
+        reduction, out_chs, sequences = 1, stem.out_chs, []
+        for idx, blocks in enumerate(stages):
+            reduction *= math.prod(b.stride for b in blocks)
+            out_chs = blocks[-1].out_chs
+            stage_attn = attn.stage(out_chs, idx, len(stages))
+            sequences.append(nn.Sequential(*blocks, *([stage_attn] if stage_attn is not None else [])))
+            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f'stages.{idx}'))
+        self.stages = nn.Sequential(*sequences)
+        self.final_conv = final_conv if final_conv is not None else nn.Identity()
+        self.num_features = final_conv.out_chs if final_conv is not None else out_chs
+
         _check_head(self.num_classes, global_pool)
-        self.num_features = num_features
         self.global_pool, self.fc = create_classifier(
-            num_features, self.num_classes, pool_type=global_pool, **_dd_kwargs(device, dtype))
-        self.head_hidden_size = num_features * self.global_pool.feat_mult()
+            self.num_features, self.num_classes, pool_type=global_pool, **attn.dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self._init_weights(weight_init, attn.created)
 
     @torch.jit.ignore
     def _init_weights(self, mode: str, attn_modules: List[nn.Module]):
         """'torch': PyTorch's default init, as the ZAM seed's code (and kuangliu's) leaves it.
         'fan_out': bearpaw's ResNet init, conv weights ~ N(0, sqrt(2 / (k*k*out_channels))) = kaiming normal fan_out.
-        Convs inside attention modules keep their own init (e.g. SPEM's w=0, b=-1, BAM's defaults)."""
+        Convs inside attention modules keep their own init."""
         if mode == 'torch':
             return
         if mode != 'fan_out':
@@ -241,32 +292,3 @@ def _check_head(num_classes: int, global_pool: str):
     if num_classes > 0 and not global_pool:
         raise ValueError(
             f"global_pool='' (no pooling) needs num_classes=0 (no classifier), got num_classes={num_classes}")
-
-
-class ConvBnAct(nn.Module):
-    """conv (bias-free) -> BN -> act. A plain module, not an nn.Sequential, so that timm's feature wrappers (which
-    flatten Sequentials one level) keep it whole as the 'stem' feature level."""
-
-    def __init__(
-            self,
-            in_chs: int,
-            out_chs: int,
-            kernel_size: int = 3,
-            stride: int = 1,
-            act_layer: Callable[..., nn.Module] = nn.ReLU,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = _dd_kwargs(device, dtype)
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False, **dd)
-        self.bn = nn.BatchNorm2d(out_chs, **dd)
-        self.act = act_layer(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
-def dict_modules(**modules: nn.Module):
-    """An OrderedDict for nn.Sequential with named children."""
-    return OrderedDict(modules)

@@ -47,6 +47,8 @@ class DepthwiseSeparable(nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        self.out_chs = out_chs
+        self.stride = stride
         self.conv_dw = nn.Conv2d(in_chs, in_chs, 3, stride=stride, padding=1, groups=in_chs, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(in_chs, **dd)
         self.act1 = nn.ReLU(inplace=True)
@@ -85,42 +87,19 @@ class CifarMobileNet(CifarNet):
         Args:
             stem_width: output channels of the 3x3 stem.
             block_cfg: per stage, the (out_chs, stride) of each depthwise-separable block.
-            num_classes: classifier outputs; 0 for no classifier.
-            in_chans: input image channels.
-            global_pool: timm pooling type ('avg', 'max', 'avgmax', 'catavgmax', '' for none).
-            drop_rate: dropout before the classifier.
-            attn_layer: attention name of zamzoo.layers ('zam', 'cbam', ...), a class/partial, or None.
-            attn_kwargs: keyword arguments for every attention module.
-            attn_slot: 'block' (inside every block) or 'stage' (after every stage but the last; BAM).
-            weight_init: 'torch' (PyTorch defaults) or 'fan_out' (kaiming normal, fan_out).
-            device, dtype: where and in which dtype to create the parameters.
+            The other arguments: see CifarNet.
         """
-        super().__init__()
+        super().__init__(num_classes, in_chans, drop_rate)
         dd = dict(device=device, dtype=dtype)
         attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
-        self._init_common(num_classes, in_chans, drop_rate)
-
-        self.stem = ConvBnAct(in_chans, stem_width, 3, **dd)
-        self.feature_info.append(dict(num_chs=stem_width, reduction=1, module='stem'))
-
-        in_chs, reduction = stem_width, 1
-        stages = []
-        for stage_idx, stage_cfg in enumerate(block_cfg):
+        in_chs, stages = stem_width, []
+        for stage_cfg in block_cfg:
             blocks = []
             for out_chs, stride in stage_cfg:
-                reduction *= stride
                 blocks.append(DepthwiseSeparable(in_chs, out_chs, stride, attn=attn.block(out_chs), **dd))
                 in_chs = out_chs
-            stage_attn = attn.stage(in_chs, stage_idx, len(block_cfg))
-            if stage_attn is not None:
-                blocks.append(stage_attn)
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'stages.{stage_idx}'))
-        self.stages = nn.Sequential(*stages)
-        self.final_conv = nn.Identity()
-
-        self._init_head(in_chs, global_pool, **dd)
-        self._init_weights(weight_init, attn.created)
+            stages.append(blocks)
+        self._assemble(ConvBnAct(in_chans, stem_width, 3, **dd), stages, None, attn, global_pool, weight_init)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_mobilenet'))

@@ -26,7 +26,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs
 
-from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
+from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct, drop_path_rates
 from ._zoo import pretrained_cfgs, register_family
 
 __all__ = ['CifarMobileNetV2', 'InvertedResidual']
@@ -56,6 +56,8 @@ class InvertedResidual(nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        self.out_chs = out_chs
+        self.stride = stride
         mid_chs = in_chs * expand_ratio
         self.has_skip = stride == 1 and in_chs == out_chs
         if expand_ratio != 1:
@@ -110,49 +112,26 @@ class CifarMobileNetV2(CifarNet):
             stem_width: output channels of the 3x3 stem.
             block_cfg: per stage, rows of (expansion, out_chs, repeats, first stride).
             head_width: output channels of the final 1x1 conv.
-            num_classes: classifier outputs; 0 for no classifier.
-            in_chans: input image channels.
-            global_pool: timm pooling type ('avg', 'max', 'avgmax', 'catavgmax', '' for none).
             drop_rate: dropout before the classifier (the paper's ImageNet model uses 0.2; default 0 here).
-            drop_path_rate: stochastic depth on the residual blocks, linearly increasing over blocks.
-            attn_layer: attention name of zamzoo.layers ('zam', 'cbam', ...), a class/partial, or None.
-            attn_kwargs: keyword arguments for every attention module.
-            attn_slot: 'block' (inside every block) or 'stage' (after every stage but the last; BAM).
-            weight_init: 'torch' (PyTorch defaults) or 'fan_out' (kaiming normal, fan_out).
-            device, dtype: where and in which dtype to create the parameters.
+            drop_path_rate: stochastic depth on the residual blocks, increasing linearly over the blocks.
+            The other arguments: see CifarNet.
         """
-        super().__init__()
+        super().__init__(num_classes, in_chans, drop_rate)
         dd = dict(device=device, dtype=dtype)
         attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
-        self._init_common(num_classes, in_chans, drop_rate)
-
-        self.stem = ConvBnAct(in_chans, stem_width, 3, act_layer=nn.ReLU6, **dd)
-        self.feature_info.append(dict(num_chs=stem_width, reduction=1, module='stem'))
-
-        num_blocks = sum(n for stage_cfg in block_cfg for _, _, n, _ in stage_cfg)
-        dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
-        in_chs, reduction, block_idx = stem_width, 1, 0
-        stages = []
-        for stage_idx, stage_cfg in enumerate(block_cfg):
+        dpr = iter(drop_path_rates(drop_path_rate, sum(n for rows in block_cfg for _, _, n, _ in rows)))
+        in_chs, stages = stem_width, []
+        for rows in block_cfg:
             blocks = []
-            for t, c, n, s in stage_cfg:
+            for t, c, n, s in rows:
                 for i in range(n):
-                    stride = s if i == 0 else 1
-                    reduction *= stride
                     blocks.append(InvertedResidual(
-                        in_chs, c, stride, t, attn=attn.block(c), drop_path_rate=dpr[block_idx], **dd))
+                        in_chs, c, s if i == 0 else 1, t, attn=attn.block(c), drop_path_rate=next(dpr), **dd))
                     in_chs = c
-                    block_idx += 1
-            stage_attn = attn.stage(in_chs, stage_idx, len(block_cfg))
-            if stage_attn is not None:
-                blocks.append(stage_attn)
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'stages.{stage_idx}'))
-        self.stages = nn.Sequential(*stages)
-        self.final_conv = ConvBnAct(in_chs, head_width, 1, act_layer=nn.ReLU6, **dd)
-
-        self._init_head(head_width, global_pool, **dd)
-        self._init_weights(weight_init, attn.created)
+            stages.append(blocks)
+        self._assemble(
+            ConvBnAct(in_chans, stem_width, 3, act_layer=nn.ReLU6, **dd), stages,
+            ConvBnAct(in_chs, head_width, 1, act_layer=nn.ReLU6, **dd), attn, global_pool, weight_init)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_mobilenetv2'))

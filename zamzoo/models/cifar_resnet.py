@@ -15,15 +15,15 @@ before the residual add, then ReLU -- the slot of ZAM, CBAM, SE, ECA, NAM, SPEM 
 'stage' slot (BAM): after every stage but the last (ResNet-18/34/50: after stages 1, 2, 3, as the BAM paper and its
 official code place it; ResNet-164: after stages 1 and 2), i.e. at every bottleneck before a downsampling.
 """
+from collections import OrderedDict
 from typing import Any, Dict, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
-
 from timm.models import generate_default_cfgs
 
-from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct, dict_modules
+from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct, drop_path_rates
 from ._zoo import pretrained_cfgs, register_family
 
 __all__ = ['CifarResNet', 'BasicBlock', 'Bottleneck']
@@ -32,7 +32,7 @@ __all__ = ['CifarResNet', 'BasicBlock', 'Bottleneck']
 def _shortcut(in_chs: int, out_chs: int, stride: int, dd) -> nn.Module:
     if stride == 1 and in_chs == out_chs:
         return nn.Identity()
-    return nn.Sequential(dict_modules(
+    return nn.Sequential(OrderedDict(
         conv=nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False, **dd),
         bn=nn.BatchNorm2d(out_chs, **dd),
     ))
@@ -54,7 +54,8 @@ class BasicBlock(nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        out_chs = planes * self.expansion
+        out_chs = self.out_chs = planes * self.expansion
+        self.stride = stride
         self.conv1 = nn.Conv2d(in_chs, planes, 3, stride=stride, padding=1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(planes, **dd)
         self.act1 = nn.ReLU(inplace=True)
@@ -90,7 +91,8 @@ class Bottleneck(nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        out_chs = planes * self.expansion
+        out_chs = self.out_chs = planes * self.expansion
+        self.stride = stride
         self.conv1 = nn.Conv2d(in_chs, planes, 1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(planes, **dd)
         self.act1 = nn.ReLU(inplace=True)
@@ -141,56 +143,30 @@ class CifarResNet(CifarNet):
         """
         Args:
             block: 'basic', 'bottleneck' or a block class with the signature of BasicBlock.
-            layers: blocks per stage.
+            layers: blocks per stage; the first stage has stride 1, the others 2.
             channels: planes per stage (a stage outputs planes * block.expansion channels).
             stem_width: output channels of the 3x3 stem.
-            num_classes: classifier outputs; 0 for no classifier.
-            in_chans: input image channels.
-            global_pool: timm pooling type ('avg', 'max', 'avgmax', 'catavgmax', '' for none).
-            drop_rate: dropout before the classifier.
-            drop_path_rate: stochastic depth, linearly increasing over blocks.
-            attn_layer: attention name of zamzoo.layers ('zam', 'cbam', ...), a class/partial, or None.
-            attn_kwargs: keyword arguments for every attention module.
-            attn_slot: 'block' (inside every block) or 'stage' (after every stage but the last; BAM).
-            weight_init: 'torch' (PyTorch defaults) or 'fan_out' (bearpaw's kaiming normal, fan_out).
-            device, dtype: where and in which dtype to create the parameters.
+            drop_path_rate: stochastic depth, increasing linearly over the blocks.
+            The other arguments: see CifarNet.
         """
-        super().__init__()
+        super().__init__(num_classes, in_chans, drop_rate)
         dd = dict(device=device, dtype=dtype)
         if len(layers) != len(channels):
             raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must have the same length')
         block_cls = _BLOCKS[block] if isinstance(block, str) else block
         attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
-        self._init_common(num_classes, in_chans, drop_rate)
-
-        self.stem = ConvBnAct(in_chans, stem_width, 3, **dd)
-        self.feature_info.append(dict(num_chs=stem_width, reduction=1, module='stem'))
-
-        num_blocks = sum(layers)
-        dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
-        in_chs, reduction, block_idx = stem_width, 1, 0
-        stages = []
+        dpr = iter(drop_path_rates(drop_path_rate, sum(layers)))
+        in_chs, stages = stem_width, []
         for stage_idx, (depth, planes) in enumerate(zip(layers, channels)):
-            stride = 1 if stage_idx == 0 else 2
-            reduction *= stride
             out_chs = planes * block_cls.expansion
             blocks = []
             for i in range(depth):
+                stride = 2 if stage_idx > 0 and i == 0 else 1
                 blocks.append(block_cls(
-                    in_chs, planes, stride=stride if i == 0 else 1, attn=attn.block(out_chs),
-                    drop_path_rate=dpr[block_idx], **dd))
+                    in_chs, planes, stride, attn=attn.block(out_chs), drop_path_rate=next(dpr), **dd))
                 in_chs = out_chs
-                block_idx += 1
-            stage_attn = attn.stage(out_chs, stage_idx, len(layers))
-            if stage_attn is not None:
-                blocks.append(stage_attn)
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=f'stages.{stage_idx}'))
-        self.stages = nn.Sequential(*stages)
-        self.final_conv = nn.Identity()
-
-        self._init_head(in_chs, global_pool, **dd)
-        self._init_weights(weight_init, attn.created)
+            stages.append(blocks)
+        self._assemble(ConvBnAct(in_chans, stem_width, 3, **dd), stages, None, attn, global_pool, weight_init)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_resnet'))
