@@ -248,7 +248,7 @@ def test_pretrained_cfgs():
             cfg = get_pretrained_cfg(f'{name}.{tag}')
             mean, std = get_recipe('spem' if backbone == 'resnet164' else 'zam').stats(dataset)
             assert cfg.architecture == name and cfg.tag == tag
-            assert cfg.hf_hub_id == f'zamzoo/{name}.{tag}'
+            assert cfg.hf_hub_id.split('@')[0] == f'zamzoo/{name}.{tag}'  # '@<commit>' once published
             assert cfg.hf_hub_filename == 'model.safetensors'
             assert cfg.input_size == (3, 32, 32) and cfg.fixed_input_size is False
             assert cfg.crop_pct == 1.0 and cfg.interpolation == 'bicubic'
