@@ -5,6 +5,11 @@ max / min, the inference path, TorchScript / fx / torch.compile, and the bytes s
 Tolerances: fp32 outputs and gradients rtol=atol=1e-5 (the two paths sum in different orders); bf16 (both paths in
 bf16) at most 2e-2 of the largest magnitude, against an fp64 evaluation of the formula on the same bf16 input.
 """
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 import torch.fx
@@ -266,6 +271,47 @@ def test_fullgraph_compile_modules(kind):
     torch.testing.assert_close(y, make(kind, 'reference').train()(x), rtol=1e-5, atol=1e-5)
     y.sum().backward()
     assert x.grad is not None
+
+
+_TRITON_CHECK = textwrap.dedent("""
+    import torch
+    from zamzoo.layers.fused import triton_zam
+    from zamzoo.layers.fused.zam import _ZamFunction, zam_fused
+
+    def zam_triton(x, pool, skip):  # what zam_fused runs for a CUDA tensor
+        if torch.is_grad_enabled():
+            return _ZamFunction.apply(x, pool, skip, triton_zam.zam_forward, triton_zam.zam_backward)
+        return triton_zam.zam_forward(x, pool, skip, with_index=False)[0]
+    torch.manual_seed(0)
+    for pool, skip, layout in [('avgmax', False, torch.contiguous_format), ('max', True, torch.channels_last)]:
+        x = torch.randn(2, 5, 4, 3) * 2.0
+        x[:, :, 0, 0] = x[:, :, 2, 1] = 7.0 + torch.arange(5.0)  # ties over H x W
+        x[:, 3] = x[:, 1]  # ties over channels
+        x = x.contiguous(memory_format=layout)
+        assert triton_zam.supports_triton(x)
+        dy = torch.randn_like(x)
+        results = []
+        for fn in (zam_triton, zam_fused):
+            xi = x.clone().requires_grad_(True)
+            y = fn(xi, pool, skip)
+            y.backward(dy)
+            with torch.no_grad():
+                results.append((y.detach(), xi.grad, fn(x, pool, skip)))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert results[0][0].is_contiguous(memory_format=layout)
+    print('triton ok')
+""")
+
+
+def test_triton_kernels_in_interpreter():
+    """The CUDA kernels of triton_zam, run on CPU by Triton's interpreter (in a subprocess: the variable must be
+    set before Triton is imported), against the eager fused path: outputs, gradients (ties included), inference."""
+    pytest.importorskip('triton')
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    done = subprocess.run([sys.executable, '-c', _TRITON_CHECK], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and 'triton ok' in done.stdout, done.stderr[-3000:]
 
 
 def _saved_bytes(fn, x) -> int:

@@ -7,11 +7,16 @@ and the model with ``impl='reference'``, same weights. Rounds are interleaved wi
 of the same round). With ``compile=True`` every build is wrapped in ``torch.compile``; there the two
 implementations are the same formula (the modules hand it to inductor), so only the fused build is timed.
 
+``clock='thread'`` (with ``threads=1``) counts the CPU time of the timing thread instead of wall time: on a machine
+shared with other work, time spent waiting for a core is left out, so the ratios stay stable under load.
+
     python -m zamzoo.bench.overhead --models resnet18_zam mobilenet_zamr --setting infer --batch 64
+    python -m zamzoo.bench.overhead --setting train --batch 32 --threads 1 --clock thread
 """
 import argparse
 import statistics
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -30,6 +35,16 @@ KIND = 'zamzoo-bench-overhead'
 def has_reference_impl(model_name: str) -> bool:
     """'resnet18_zam' -> True; 'resnet18_cbam', 'resnet18_plain' -> False."""
     return model_name.split('_', 1)[1] in FUSED_ATTN
+
+
+class _ThreadClockRunner(_Runner):
+    """`zamzoo bench models`' runner, timed with the CPU time of the calling thread."""
+
+    def _time(self, iters: int) -> float:
+        start = time.thread_time()
+        for _ in range(iters):
+            self.call()
+        return (time.thread_time() - start) / iters
 
 
 def _build(name: str, impl: Optional[str], compile: bool, device: torch.device):
@@ -51,13 +66,20 @@ def attention_overhead(
         repeats: int = 7,
         warmup: int = 2,
         min_time: float = 0.5,
+        clock: str = 'wall',
+        threads: Optional[int] = None,
         progress: Optional[Callable[[str], None]] = None,
 ) -> Dict:
     """Time `models` (names with a fused attention, see FUSED_ATTN) against their plain backbone and against their
-    reference implementation; `setting` 'infer' (inference mode) or 'train' (one SGD step). Returns a JSON-ready
+    reference implementation; `setting` 'infer' (inference mode) or 'train' (one SGD step); `threads` sets
+    torch.set_num_threads for the run; `clock` 'wall' or 'thread' (CPU only, with one thread). Returns a JSON-ready
     report whose rows give ms and ratios (median of `repeats` interleaved rounds)."""
     if setting not in ('infer', 'train'):
         raise ValueError(f"setting must be 'infer' or 'train', got {setting!r}")
+    if clock not in ('wall', 'thread'):
+        raise ValueError(f"clock must be 'wall' or 'thread', got {clock!r}")
+    if clock == 'thread' and (threads != 1 or torch.device(device).type != 'cpu'):
+        raise ValueError("clock='thread' times the calling thread only: it needs device='cpu' and threads=1")
     bad = [m for m in models if not has_reference_impl(m)]
     if bad:
         raise ValueError(f'{bad}: no fused / reference implementations to compare (attention in {FUSED_ATTN})')
@@ -65,47 +87,59 @@ def attention_overhead(
         raise ValueError(f'repeats must be >= 1, got {repeats}')
     dev = torch.device(device)
     say = progress or (lambda msg: None)
-    train = setting == 'train'
-    rows = []
-    for name in dict.fromkeys(models):
-        variants = {'plain': (plain_of(name), None), 'fused': (name, 'fused')}
-        if not compile:
-            variants['reference'] = (name, 'reference')
-        runners = {}
-        for key, (model_name, impl) in variants.items():
-            torch.manual_seed(0)  # same weights for the fused and the reference build
-            model, size = _build(model_name, impl, compile, dev)
-            say(f'warming up {model_name} ({key})')
-            runners[key] = _Runner(key, model, batch, size, dev, train)
-            runners[key].warmup(warmup, min_time)
-        order = list(runners.values())
-        times: Dict[str, List[float]] = {key: [] for key in runners}
-        for r in range(repeats):
-            for runner in order[r % len(order):] + order[:r % len(order)]:
-                times[runner.name].append(runner.measure())
-            say(f'{name} {setting} b{batch}: round {r + 1}/{repeats}')
-        row = {'model': name, 'baseline': plain_of(name),
-               'ms': {key: round(statistics.median(t) * 1e3, 3) for key, t in times.items()},
-               'samples_ms': {key: [round(v * 1e3, 3) for v in t] for key, t in times.items()}}
-        row['ratio'] = {key: round(statistics.median(a / b for a, b in zip(times[key], times['plain'])), 4)
-                        for key in times if key != 'plain'}
-        rows.append(row)
+    runner_cls = _ThreadClockRunner if clock == 'thread' else _Runner
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        rows = [_time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, runner_cls, say)
+                for name in dict.fromkeys(models)]
+    finally:
+        torch.set_num_threads(saved_threads)
     return {
         'kind': KIND,
         'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-        'device': device_description(dev),
+        'device': device_description(dev) | {'threads': threads or saved_threads},
         'versions': _versions(),
         'settings': {'setting': setting, 'batch': batch, 'compile': compile, 'repeats': repeats,
-                     'warmup': warmup, 'min_time_s': min_time, 'dtype': 'float32'},
+                     'warmup': warmup, 'min_time_s': min_time, 'clock': clock, 'dtype': 'float32'},
         'results': rows,
+    }
+
+
+def _time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, runner_cls, say) -> Dict:
+    """One row: `name` next to its plain backbone (and its reference build), interleaved rounds."""
+    variants = {'plain': (plain_of(name), None), 'fused': (name, 'fused')}
+    if not compile:
+        variants['reference'] = (name, 'reference')
+    runners = []
+    for key, (model_name, impl) in variants.items():
+        torch.manual_seed(0)  # same weights for the fused and the reference build
+        model, size = _build(model_name, impl, compile, dev)
+        say(f'warming up {model_name} ({key})')
+        runner = runner_cls(key, model, batch, size, dev, setting == 'train')
+        runner.warmup(warmup, min_time)
+        runners.append(runner)
+    times: Dict[str, List[float]] = {key: [] for key in variants}
+    for r in range(repeats):
+        for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
+            times[runner.name].append(runner.measure())
+        say(f'{name} {setting} b{batch}: round {r + 1}/{repeats}')
+    return {
+        'model': name, 'baseline': plain_of(name),
+        'ms': {key: round(statistics.median(t) * 1e3, 3) for key, t in times.items()},
+        'ratio': {key: round(statistics.median(a / b for a, b in zip(times[key], times['plain'])), 4)
+                  for key in times if key != 'plain'},
+        'samples_ms': {key: [round(v * 1e3, 3) for v in t] for key, t in times.items()},
     }
 
 
 def overhead_markdown(report: Dict) -> str:
     s, dev = report['settings'], report['device']
     mode = 'torch.compile' if s['compile'] else 'eager'
+    clock = 'CPU time of the timing thread' if s.get('clock') == 'thread' else 'wall clock'
     lines = [f"{s['setting']} b{s['batch']}, {mode}, {dev['type']} ({dev.get('name', '?')}, {dev['threads']} threads, "
-             f"load average {dev.get('load_avg')}); median of {s['repeats']} interleaved rounds", '',
+             f"load average {dev.get('load_avg')}); {clock}, median of {s['repeats']} interleaved rounds", '',
              '| model | plain ms | fused ms | fused vs plain | reference ms | reference vs plain |',
              '|---|---:|---:|---:|---:|---:|']
     for row in report['results']:
@@ -125,10 +159,13 @@ def main(argv=None) -> int:
     p.add_argument('--repeats', type=int, default=7)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--min-time', type=float, default=0.5)
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads for the run')
+    p.add_argument('--clock', default='wall', choices=['wall', 'thread'],
+                   help="'thread': CPU time of the timing thread (needs --threads 1), robust to other load")
     p.add_argument('--json', metavar='PATH', help='also write the report as JSON')
     args = p.parse_args(argv)
     report = attention_overhead(args.models, args.setting, args.batch, args.device, args.compile, args.repeats,
-                                args.warmup, args.min_time,
+                                args.warmup, args.min_time, args.clock, args.threads,
                                 progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         from .._io import write_json_atomic

@@ -9,7 +9,8 @@ The modules (``impl='fused'``, their default) call these functions in eager mode
 and run their plain formula under TorchScript (a ``@torch.jit.unused`` method holds the eager path) and under
 torch.compile: inductor fuses the formula into a few loops itself, and its partitioner chooses what to save for
 backward (it can recompute the attention input from the preceding BatchNorm), which a hand-written
-autograd.Function would hide from it. On CUDA, ZAM's forward and backward run as Triton kernels when Triton is available (`triton_zam`).
+autograd.Function would hide from it. In eager mode on CUDA, ZAM runs as Triton kernels when Triton is installed
+(`triton_zam`; the eager PyTorch path stays the fallback).
 """
 from ._common import IMPLS, check_impl
 from .channel_gate import channel_gate_fused

@@ -60,50 +60,61 @@ def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
     return y, mc, ms, i1, i2
 
 
+def _zam_backward(gy, x, mc, ms, i1, i2, pool: str, skip: bool) -> torch.Tensor:
+    b, c, h, w = x.shape
+    x3, gy3 = x.flatten(2), gy.flatten(2)
+    g1, g2 = _gate(mc, skip), _gate(ms, skip)
+    with_mean, with_max = 'mean' in POOL_STATS[pool], 'max' in POOL_STATS[pool]
+
+    t = gy3 * x3
+    ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (B, P)
+    gf = gy3 * g2.unsqueeze(1)  # dL/dF' ...
+    gg1 = torch.bmm(t, g2.unsqueeze(2)).squeeze(2)  # ... and dL/dg1 = sum_p dL/dF' * F, term by term
+    del t
+    if with_mean:
+        gf.add_(ds2.unsqueeze(1) / c)
+        gg1.add_(torch.bmm(x3, ds2.unsqueeze(2)).squeeze(2), alpha=1.0 / c)
+    if with_max:
+        gf.scatter_add_(1, i2.unsqueeze(1), ds2.unsqueeze(1))
+        gg1.scatter_add_(1, i2, x3.gather(1, i2.unsqueeze(1)).squeeze(1) * ds2)
+    ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (B, C)
+
+    gx = gf.mul_(g1.unsqueeze(2))
+    if with_mean:
+        gx.add_(ds1.unsqueeze(2) / (h * w))
+    if with_max:
+        gx.scatter_add_(2, i1.unsqueeze(2), ds1.unsqueeze(2))
+    return gx.view(b, c, h, w)
+
+
 class _ZamFunction(torch.autograd.Function):
+    """Saves x, Mc, Ms and the max positions; `forward_fn` / `backward_fn`: the eager PyTorch pair above or the
+    Triton kernels of `triton_zam`, which keep the same saved tensors."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
-        y, mc, ms, i1, i2 = _zam_forward(x, pool, skip, with_index=True)
-        ctx.pool, ctx.skip = pool, skip
+    def forward(ctx, x: torch.Tensor, pool: str, skip: bool, forward_fn=_zam_forward, backward_fn=_zam_backward):
+        y, mc, ms, i1, i2 = forward_fn(x, pool, skip, with_index=True)
+        ctx.pool, ctx.skip, ctx.backward_fn = pool, skip, backward_fn
         ctx.save_for_backward(x, mc, ms, i1, i2)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy: torch.Tensor):
-        x, mc, ms, i1, i2 = ctx.saved_tensors
-        pool, skip = ctx.pool, ctx.skip
-        b, c, h, w = x.shape
-        x3, gy3 = x.flatten(2), gy.flatten(2)
-        g1, g2 = _gate(mc, skip), _gate(ms, skip)
-        with_mean, with_max = 'mean' in POOL_STATS[pool], 'max' in POOL_STATS[pool]
-
-        t = gy3 * x3
-        ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (B, P)
-        gf = gy3 * g2.unsqueeze(1)  # dL/dF' ...
-        gg1 = torch.bmm(t, g2.unsqueeze(2)).squeeze(2)  # ... and dL/dg1 = sum_p dL/dF' * F, term by term
-        del t
-        if with_mean:
-            gf.add_(ds2.unsqueeze(1) / c)
-            gg1.add_(torch.bmm(x3, ds2.unsqueeze(2)).squeeze(2), alpha=1.0 / c)
-        if with_max:
-            gf.scatter_add_(1, i2.unsqueeze(1), ds2.unsqueeze(1))
-            gg1.scatter_add_(1, i2, x3.gather(1, i2.unsqueeze(1)).squeeze(1) * ds2)
-        ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (B, C)
-
-        gx = gf.mul_(g1.unsqueeze(2))
-        if with_mean:
-            gx.add_(ds1.unsqueeze(2) / (h * w))
-        if with_max:
-            gx.scatter_add_(2, i1.unsqueeze(2), ds1.unsqueeze(2))
-        return gx.view(b, c, h, w), None, None
+        return ctx.backward_fn(gy, *ctx.saved_tensors, ctx.pool, ctx.skip), None, None, None, None
 
 
 def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torch.Tensor:
     """ZAM (ZCA then ZSA) of x (B, C, H, W); `pool` 'avgmax' | 'avg' | 'max', `skip` for ZAM+R.
 
-    With autograd recording, the memory-light autograd.Function; without, the forward alone (no max positions,
-    no graph). Returns a new tensor; x is never modified."""
+    With autograd recording, the memory-light autograd.Function; without, the forward alone (no max positions, no
+    graph). On CUDA with Triton installed both run as the kernels of `triton_zam`, else as eager PyTorch ops.
+    Returns a new tensor; x is never modified."""
+    forward_fn, backward_fn = _zam_forward, _zam_backward
+    if x.is_cuda:
+        from . import triton_zam  # imports Triton only where it can run
+        if triton_zam.supports_triton(x):
+            forward_fn, backward_fn = triton_zam.zam_forward, triton_zam.zam_backward
     if needs_autograd(x):
-        return _ZamFunction.apply(x, pool, skip)
-    return _zam_forward(x, pool, skip, with_index=False)[0]
+        return _ZamFunction.apply(x, pool, skip, forward_fn, backward_fn)
+    return forward_fn(x, pool, skip, with_index=False)[0]

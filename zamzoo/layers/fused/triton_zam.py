@@ -1,0 +1,221 @@
+"""ZAM as Triton kernels, for CUDA tensors: two kernels forward, two backward, statistics in fp32. `zam_forward`
+and `zam_backward` stand in for the eager pair of `zam` inside the same autograd.Function (`zam.zam_fused` picks them).
+
+Forward:
+    _channel_kernel   one program per (b, c) row: mean and max over H*W -> Mc (and the max's position)
+    _spatial_kernel   one program per (b, block of positions): loops over C computing F' = F * g(Mc) on the fly,
+                      mean and max over C -> Ms (and the max's position), then a second loop writes F'' = F' * g(Ms);
+                      F' is never stored
+Backward (same saved tensors as the eager autograd.Function: F, Mc, Ms, the two max positions):
+    _bwd_spatial_kernel   per (b, block of positions): dL/ds2 = sum_c dL/dF'' * F * g1 * Ms (1 - Ms)
+    _bwd_channel_kernel   per (b, c) row: dL/dF' on the fly, dL/ds1 = sum_p dL/dF' * F * Mc (1 - Mc), then dL/dF
+Max positions: the first maximal element, as torch.max (and the eager path). Memory traffic: forward reads F
+twice (the second time per block of positions, from cache) and writes F''; backward reads dL/dF'' and F three
+times and writes dL/dF -- against about a dozen full passes for the unfused formula.
+
+Correctness is tested on CPU with Triton's interpreter (``TRITON_INTERPRET=1``, tests/test_fused.py); GPU speed
+is not measured. Only dense contiguous or channels_last inputs in float32 / float16 / bfloat16 take this path.
+"""
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the eager path serves everyone without Triton
+    triton = None
+
+__all__ = ['HAS_TRITON', 'supports_triton', 'zam_forward', 'zam_backward']
+
+HAS_TRITON = triton is not None
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def supports_triton(x: torch.Tensor) -> bool:
+    """Whether the kernels take x: Triton installed, a CUDA (or, under TRITON_INTERPRET=1, any) tensor, a float
+    dtype, contiguous or channels_last."""
+    return (HAS_TRITON and x.dtype in _DTYPES
+            and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
+
+
+if HAS_TRITON:
+    @triton.jit
+    def _load_tile(ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sb, sc, sp, SKIP: tl.constexpr):
+        """The (BLOCK_C, BLOCK_P) tile of image b in fp32 (0 outside), its mask, and the channel gates g1."""
+        mask_c = offs_c < C
+        mask = mask_c[:, None] & mask_p[None, :]
+        g1 = tl.load(mc_ptr + b * C + offs_c, mask=mask_c, other=0.0)
+        if SKIP:
+            g1 += 1.0
+        v = tl.load(ptr + b * sb + offs_c[:, None] * sc + offs_p[None, :] * sp, mask=mask, other=0.0)
+        return v.to(tl.float32), mask, g1
+
+    @triton.jit
+    def _channel_kernel(x_ptr, mc_ptr, idx_ptr, C, P, sxb, sxc, sxp,
+                        MEAN: tl.constexpr, MAX: tl.constexpr, WITH_INDEX: tl.constexpr, BLOCK_P: tl.constexpr):
+        row = tl.program_id(0)
+        base = x_ptr + (row // C) * sxb + (row % C) * sxc
+        total = tl.zeros([BLOCK_P], dtype=tl.float32)
+        run_max = tl.full([BLOCK_P], float('-inf'), tl.float32)
+        run_idx = tl.zeros([BLOCK_P], dtype=tl.int64)
+        for p0 in range(0, P, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            mask = offs < P
+            v = tl.load(base + offs * sxp, mask=mask, other=0.0).to(tl.float32)
+            total += v
+            v = tl.where(mask, v, float('-inf'))
+            better = v > run_max  # strict: each lane keeps its first maximum
+            run_idx = tl.where(better, offs, run_idx)
+            run_max = tl.where(better, v, run_max)
+        s = tl.zeros([1], dtype=tl.float32)
+        if MEAN:
+            s += tl.sum(total, axis=0) / P
+        if MAX:
+            mx = tl.max(run_max, axis=0)
+            s += mx
+            if WITH_INDEX:  # the smallest position among the lanes holding the maximum
+                tl.store(idx_ptr + row + tl.arange(0, 1), tl.min(tl.where(run_max == mx, run_idx, P), axis=0))
+        tl.store(mc_ptr + row + tl.arange(0, 1), tl.sigmoid(s))
+
+    @triton.jit
+    def _spatial_kernel(x_ptr, mc_ptr, ms_ptr, idx_ptr, y_ptr, C, P, sxb, sxc, sxp, syb, syc, syp,
+                        MEAN: tl.constexpr, MAX: tl.constexpr, SKIP: tl.constexpr, WITH_INDEX: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        b = tl.program_id(0)
+        offs_p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < P
+        total = tl.zeros([BLOCK_P], dtype=tl.float32)
+        run_max = tl.full([BLOCK_P], float('-inf'), tl.float32)
+        run_idx = tl.zeros([BLOCK_P], dtype=tl.int64)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            v, mask, g1 = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
+            f = v * g1[:, None]
+            total += tl.sum(f, axis=0)
+            if MAX:
+                f = tl.where(mask, f, float('-inf'))
+                tile_max, tile_idx = tl.max(f, axis=0, return_indices=True, return_indices_tie_break_left=True)
+                better = tile_max > run_max
+                run_idx = tl.where(better, c0 + tile_idx, run_idx)
+                run_max = tl.where(better, tile_max, run_max)
+        s = tl.zeros([BLOCK_P], dtype=tl.float32)
+        if MEAN:
+            s += total / C
+        if MAX:
+            s += run_max
+            if WITH_INDEX:
+                tl.store(idx_ptr + b * P + offs_p, run_idx, mask=mask_p)
+        ms = tl.sigmoid(s)
+        tl.store(ms_ptr + b * P + offs_p, ms, mask=mask_p)
+        g2 = ms + 1.0 if SKIP else ms
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            v, mask, g1 = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
+            y = v * g1[:, None] * g2[None, :]
+            tl.store(y_ptr + b * syb + offs_c[:, None] * syc + offs_p[None, :] * syp,
+                     y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _bwd_spatial_kernel(gy_ptr, x_ptr, mc_ptr, ms_ptr, ds2_ptr, C, P, sgb, sgc, sgp, sxb, sxc, sxp,
+                            SKIP: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        b = tl.program_id(0)
+        offs_p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < P
+        gms = tl.zeros([BLOCK_P], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            v, mask, g1 = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
+            gy = tl.load(gy_ptr + b * sgb + offs_c[:, None] * sgc + offs_p[None, :] * sgp, mask=mask, other=0.0)
+            gms += tl.sum(gy.to(tl.float32) * v * g1[:, None], axis=0)
+        ms = tl.load(ms_ptr + b * P + offs_p, mask=mask_p, other=0.0)
+        tl.store(ds2_ptr + b * P + offs_p, gms * ms * (1.0 - ms), mask=mask_p)
+
+    @triton.jit
+    def _bwd_channel_kernel(gy_ptr, x_ptr, mc_ptr, ms_ptr, ds2_ptr, i1_ptr, i2_ptr, gx_ptr, C, P,
+                            sgb, sgc, sgp, sxb, sxc, sxp, sob, soc, sop,
+                            MEAN: tl.constexpr, MAX: tl.constexpr, SKIP: tl.constexpr, BLOCK_P: tl.constexpr):
+        row = tl.program_id(0)
+        b = row // C
+        c = row % C
+        mc = tl.load(mc_ptr + row)
+        g1 = mc + 1.0 if SKIP else mc
+        acc = tl.zeros([BLOCK_P], dtype=tl.float32)
+        for p0 in range(0, P, BLOCK_P):  # dL/dg1 = sum_p dL/dF' * F
+            offs = p0 + tl.arange(0, BLOCK_P)
+            mask = offs < P
+            gf = _grad_f1(gy_ptr, ms_ptr, ds2_ptr, i2_ptr, b, c, C, P, sgb, sgc, sgp, offs, mask, MEAN, MAX, SKIP)
+            v = tl.load(x_ptr + b * sxb + c * sxc + offs * sxp, mask=mask, other=0.0).to(tl.float32)
+            acc += gf * v
+        ds1 = tl.sum(acc, axis=0) * mc * (1.0 - mc)
+        if MAX:
+            i1 = tl.load(i1_ptr + row)
+        for p0 in range(0, P, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            mask = offs < P
+            gf = _grad_f1(gy_ptr, ms_ptr, ds2_ptr, i2_ptr, b, c, C, P, sgb, sgc, sgp, offs, mask, MEAN, MAX, SKIP)
+            gx = gf * g1
+            if MEAN:
+                gx += ds1 / P
+            if MAX:
+                gx += tl.where(offs == i1, ds1, 0.0)
+            tl.store(gx_ptr + b * sob + c * soc + offs * sop, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _grad_f1(gy_ptr, ms_ptr, ds2_ptr, i2_ptr, b, c, C, P, sgb, sgc, sgp, offs, mask,
+                 MEAN: tl.constexpr, MAX: tl.constexpr, SKIP: tl.constexpr):
+        """dL/dF' at (b, c, offs) = dL/dF'' * g2 + dL/ds2 through the mean and the max over channels."""
+        gy = tl.load(gy_ptr + b * sgb + c * sgc + offs * sgp, mask=mask, other=0.0).to(tl.float32)
+        ms = tl.load(ms_ptr + b * P + offs, mask=mask, other=0.0)
+        ds2 = tl.load(ds2_ptr + b * P + offs, mask=mask, other=0.0)
+        gf = gy * (ms + 1.0 if SKIP else ms)
+        if MEAN:
+            gf += ds2 / C
+        if MAX:
+            i2 = tl.load(i2_ptr + b * P + offs, mask=mask, other=-1)
+            gf += tl.where(i2 == c, ds2, 0.0)
+        return gf
+
+
+def _pow2(n: int, cap: int) -> int:
+    return min(triton.next_power_of_2(max(n, 1)), cap)
+
+
+def _flags(pool: str):
+    return dict(MEAN=pool != 'max', MAX=pool != 'avg')
+
+
+def zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
+    """(F'', Mc, Ms, max positions over H*W or None, max positions over C or None), as `zam._zam_forward`."""
+    b, c, h, w = x.shape
+    p = h * w
+    x3 = x.flatten(2)  # a view: x is contiguous or channels_last
+    y = torch.empty_like(x)
+    y3 = y.flatten(2)
+    mc = torch.empty(b, c, device=x.device, dtype=torch.float32)
+    ms = torch.empty(b, p, device=x.device, dtype=torch.float32)
+    index = with_index and pool != 'avg'
+    i1 = torch.empty(b, c, device=x.device, dtype=torch.int64) if index else mc  # mc: an unused placeholder
+    i2 = torch.empty(b, p, device=x.device, dtype=torch.int64) if index else ms
+    flags = _flags(pool)
+    _channel_kernel[(b * c,)](x3, mc, i1, c, p, *x3.stride(), WITH_INDEX=index, BLOCK_P=_pow2(p, 1024), **flags)
+    block_p = _pow2(p, 64)
+    _spatial_kernel[(b, triton.cdiv(p, block_p))](
+        x3, mc, ms, i2, y3, c, p, *x3.stride(), *y3.stride(), SKIP=skip, WITH_INDEX=index,
+        BLOCK_C=_pow2(c, 32), BLOCK_P=block_p, **flags)
+    return y, mc, ms, (i1 if index else None), (i2 if index else None)
+
+
+def zam_backward(gy, x, mc, ms, i1, i2, pool: str, skip: bool) -> torch.Tensor:
+    """dL/dF from dL/dF'' and the tensors saved by `zam_forward`, as `zam._zam_backward`."""
+    b, c, h, w = x.shape
+    p = h * w
+    x3, gy3 = x.flatten(2), gy.flatten(2)
+    gx = torch.empty_like(x)
+    gx3 = gx.flatten(2)
+    ds2 = torch.empty(b, p, device=x.device, dtype=torch.float32)
+    block_p = _pow2(p, 64)
+    _bwd_spatial_kernel[(b, triton.cdiv(p, block_p))](
+        gy3, x3, mc, ms, ds2, c, p, *gy3.stride(), *x3.stride(), SKIP=skip, BLOCK_C=_pow2(c, 32), BLOCK_P=block_p)
+    _bwd_channel_kernel[(b * c,)](
+        gy3, x3, mc, ms, ds2, mc if i1 is None else i1, ms if i2 is None else i2, gx3, c, p,
+        *gy3.stride(), *x3.stride(), *gx3.stride(), SKIP=skip, BLOCK_P=_pow2(p, 1024), **_flags(pool))
+    return gx
