@@ -77,7 +77,7 @@ def _latency(reports: Sequence[Dict]) -> Dict[Tuple[str, str], Dict[str, Dict]]:
 
 def _timing_label(key: Tuple[str, str]) -> str:
     device, timer = key
-    return f"{device.upper()} {'latency' if timer == 'wall' else 'CPU time'} vs plain (b1 / b64)"
+    return (f'{device.upper()} latency' if timer == 'wall' else 'CPU time') + ' vs plain (b1 / b64)'
 
 
 def _model_order(names: Iterable[str]) -> List[str]:
@@ -156,7 +156,7 @@ def overhead_section(reports: Sequence[Dict]) -> str:
         dev = report['device']
         measured = [row for row in report['results'] if row.get('latency')]
         settings = list(measured[0]['latency']) if measured else []
-        parts += _headline(measured, dev)
+        parts += _headline(measured, dev, s.get('timer', 'wall'))
         parts += [
             f"**{dev['type'].upper()}**: {dev.get('name', '?')}{_load_text(dev)}, "
             f"{report['created'][:10]}, torch {report['versions']['torch']}"
@@ -187,7 +187,7 @@ def overhead_section(reports: Sequence[Dict]) -> str:
 HEADLINE = ('resnet18_zam', 'resnet18_plain')
 
 
-def _headline(measured: Sequence[Dict], dev: Dict) -> List[str]:
+def _headline(measured: Sequence[Dict], dev: Dict, timer: str) -> List[str]:
     """One sentence on the overhead of ZAM over its backbone (the issue's yardstick), when it was measured."""
     row = next((r for r in measured if (r['model'], r['baseline']) == HEADLINE), None)
     if row is None:
@@ -195,7 +195,9 @@ def _headline(measured: Sequence[Dict], dev: Dict) -> List[str]:
     lat = row['latency']
     said = [f"{k.replace('infer_b', 'inference at batch ').replace('train_b', 'a training step at batch ')}: "
             f"{_pct(lat[k]['ratio'])} ({lat[k]['ms']:.2f} ms vs {lat[k]['baseline_ms']:.2f} ms)" for k in lat]
-    return [f"Overhead of `{HEADLINE[0]}` over `{HEADLINE[1]}` on {dev['type'].upper()}: " + '; '.join(said) + '.', '']
+    how = 'latency' if timer == 'wall' else f"CPU time of the process, {dev.get('threads')} thread(s)"
+    return [f"Overhead of `{HEADLINE[0]}` over `{HEADLINE[1]}` on {dev['type'].upper()} ({how}): "
+            + '; '.join(said) + '.', '']
 
 
 def recipes_table() -> str:
