@@ -88,7 +88,7 @@ def test_bench_models_writes_json_and_markdown(tmp_path, capsys):
                '--timer', 'process', '--out', str(out), '--quiet'])
     assert rc == 0
     assert torch.get_num_threads() == threads  # restored
-    report = json.loads((out / 'models_cpu.json').read_text())
+    report = json.loads((out / 'models_cpu_process.json').read_text())
     assert report['kind'] == 'zamzoo-bench-models' and report['device']['type'] == 'cpu'
     assert report['device']['threads'] == 1 and report['settings']['timer'] == 'process'
     assert report['command'].startswith('zamzoo bench models --models mobilenet_zam mobilenet_simam')
@@ -104,7 +104,7 @@ def test_bench_models_writes_json_and_markdown(tmp_path, capsys):
             assert lat['ms'] > 0 and lat['baseline_ms'] > 0 and lat['ratio'] > 0
             assert len(lat['samples_ms']) == len(lat['baseline_samples_ms']) == 1
             assert lat['ratio'] == pytest.approx(lat['ms'] / lat['baseline_ms'], rel=1e-3)
-    md = (out / 'models_cpu.md').read_text()
+    md = (out / 'models_cpu_process.md').read_text()
     assert '| mobilenet_zam | 3,309,476 |' in md and 'train_b2 vs plain' in md
     assert 'wrote' in capsys.readouterr().out
 

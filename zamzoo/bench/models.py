@@ -313,10 +313,12 @@ def markdown_report(report: Dict) -> str:
 
 
 def write_report(report: Dict, out_dir) -> Dict[str, Path]:
-    """Write ``models_<device>.json`` and ``.md`` (``models_counts.*`` without latency) into out_dir, atomically;
-    returns the paths."""
+    """Write ``models_<device>[_process].json`` and ``.md`` (``models_counts.*`` without timing) into out_dir,
+    atomically; returns the paths."""
     out_dir = Path(out_dir)
-    stem = f"models_{report['device']['type']}" if report['settings']['latency'] else 'models_counts'
+    s = report['settings']
+    timer = '' if s.get('timer', 'wall') == 'wall' else f"_{s['timer']}"
+    stem = f"models_{report['device']['type']}{timer}" if s['latency'] else 'models_counts'
     paths = {'json': out_dir / f'{stem}.json', 'md': out_dir / f'{stem}.md'}
     write_json_atomic(paths['json'], report)
     write_text_atomic(paths['md'], markdown_report(report))
