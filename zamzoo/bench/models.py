@@ -275,7 +275,7 @@ def fmt_ratio(r: Optional[float]) -> str:
     return '-' if r is None else f'{r:.3f}x ({(r - 1) * 100:+.1f}%)'
 
 
-def _load_text(dev: Dict) -> str:
+def load_average_text(dev: Dict) -> str:
     if not dev.get('load_avg'):
         return ''
     return f", load average (1/5/15 min) {dev.get('load_avg_start')} at the start, {dev['load_avg']} at the end"
@@ -290,7 +290,7 @@ def markdown_report(report: Dict) -> str:
         f"# zamzoo bench models ({report['created']})",
         '',
         f"Device: {dev.get('name', dev['type'])}"
-        + _load_text(dev) + '.',
+        + load_average_text(dev) + '.',
         f"torch {report['versions']['torch']}, timm {report['versions']['timm']}, "
         f"zamzoo {report['versions']['zamzoo']}" + (f", commit {report['code_commit'][:12]}"
                                                     if report.get('code_commit') else '') + '.',

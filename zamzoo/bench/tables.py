@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._io import write_text_atomic
-from .models import KIND, _load_text, fmt_count
+from .models import KIND, load_average_text, fmt_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / 'docs' / 'bench'
@@ -37,10 +37,9 @@ def load_reports(paths: Iterable) -> List[Dict]:
     reports = []
     for path in paths:
         path = Path(path)
-        files = sorted(path.glob('*.json')) if path.is_dir() else [path]
         if not path.exists():
             raise FileNotFoundError(f'bench results not found: {path} (run `zamzoo bench models --out DIR` first)')
-        for f in files:
+        for f in (sorted(path.glob('*.json')) if path.is_dir() else [path]):
             try:
                 data = json.loads(f.read_text())
             except ValueError as e:
@@ -158,7 +157,7 @@ def overhead_section(reports: Sequence[Dict]) -> str:
         settings = list(measured[0]['latency']) if measured else []
         parts += _headline(measured, dev, s.get('timer', 'wall'))
         parts += [
-            f"**{dev['type'].upper()}**: {dev.get('name', '?')}{_load_text(dev)}, "
+            f"**{dev['type'].upper()}**: {dev.get('name', '?')}{load_average_text(dev)}, "
             f"{report['created'][:10]}, torch {report['versions']['torch']}"
             + (f", zamzoo commit `{report['code_commit'][:12]}`" if report.get('code_commit') else '') + '.',
             '',
