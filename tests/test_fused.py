@@ -90,6 +90,19 @@ def test_fused_matches_reference_fp32(kind, layout):
         assert out[0].is_contiguous(memory_format=torch.channels_last) == (layout == 'channels_last')
 
 
+@pytest.mark.parametrize('kind', ['zam:avgmax:False', 'zam:max:True', 'simam'])
+def test_batch_chunks(kind, monkeypatch):
+    """On CPU the fused paths work through the batch in chunks (one image per chunk here): same numbers."""
+    from zamzoo.layers.fused import _common
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 16, 7, 5, generator=g).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(3, 16, 7, 5, generator=g)
+    whole = run(make(kind, 'fused'), x, dy)
+    monkeypatch.setattr(_common, 'CHUNK_BYTES', 1)
+    assert len(_common.batch_chunks(x)) == 3
+    assert_same(run(make(kind, 'fused'), x, dy), whole, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize('kind', KINDS)
 def test_fused_bf16(kind):
     """bf16 (both paths in bf16) against fp64 on the same input and parameters: the fused path is as accurate as

@@ -1,11 +1,15 @@
 """What every fused implementation shares: the `impl` switch, the autograd test, the pooled statistics."""
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'needs_autograd', 'hw_stat']
+__all__ = ['IMPLS', 'check_impl', 'needs_autograd', 'hw_stat', 'batch_chunks', 'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
+
+CHUNK_BYTES = 1 << 20
+"""Size of the batch chunks the CPU paths work through (see `batch_chunks`): well inside a core's L2 cache, and
+large enough that the number of small (multi-threaded) ops stays low."""
 
 
 def check_impl(impl: str, name: str) -> str:
@@ -33,3 +37,22 @@ def hw_stat(x3: torch.Tensor, stat: str, dim: int, with_index: bool) -> Tuple[to
     if with_index:
         return x3.min(dim)
     return x3.amin(dim), None
+
+
+def batch_chunks(x: torch.Tensor) -> List[slice]:
+    """Slices of the batch of about CHUNK_BYTES of x each on CPU (at least one image), the whole batch elsewhere.
+
+    Every statistic of these modules is per image, so a chunk is computed alone; each of the several passes over
+    a chunk then finds it in the core's cache instead of main memory (measured on resnet18_zam and mobilenet_zamr,
+    CPU inference at batch 64: the attention overhead about a quarter lower than in one piece)."""
+    if x.device.type != 'cpu':
+        return [slice(None)]
+    n = max(1, CHUNK_BYTES // max(x[0].numel() * x.element_size(), 1))
+    return [slice(i, i + n) for i in range(0, x.shape[0], n)]
+
+
+def empty_like_dense(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor shaped as x, channels_last if x is, else contiguous: flatten(2) of it (and of any
+    batch slice of it) is a view."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)

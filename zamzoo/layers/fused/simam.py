@@ -1,6 +1,6 @@
 """SimAM, ``y = x * sigmoid((x - mu)^2 / (4 (v + lambda)) + 0.5)`` with mu, v the per-channel mean and variance
-(divisor max(HW - 1, 1)), with one full-size temporary in forward (reused in place for every step) and
-autograd.Function saving x and the per-channel mu and 1 / (4 (v + lambda)) only.
+(divisor max(HW - 1, 1)), computed in its output buffer in place step by step, chunk by chunk of the batch on CPU
+(`batch_chunks`), and an autograd.Function saving x and the per-channel mu and 1 / (4 (v + lambda)) only.
 
 Backward, with t = x - mu, s the gate, k = 1 / (4 (v + lambda)), n = max(HW - 1, 1), P = HW and
 gz = dL/dy * x * s * (1 - s) (the gradient of the gate's logit):
@@ -9,18 +9,25 @@ gz = dL/dy * x * s * (1 - s) (the gradient of the gate's logit):
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import needs_autograd
+from ._common import batch_chunks, empty_like_dense, needs_autograd
 
 __all__ = ['simam_fused']
 
 
 def _simam_forward(x: torch.Tensor, e_lambda: float):
+    """(y, mu, k) with mu, k (B, C, 1, 1), chunk by chunk of the batch (see `batch_chunks`)."""
+    y = empty_like_dense(x)  # returned itself, not a view (see zam._zam_forward)
+    stats = [_simam_forward_chunk(x[s], y[s], e_lambda) for s in batch_chunks(x)]
+    return (y,) + tuple(torch.cat(parts) for parts in zip(*stats))
+
+
+def _simam_forward_chunk(x: torch.Tensor, y: torch.Tensor, e_lambda: float):
     h, w = x.shape[2:]
     mu = x.mean((2, 3), keepdim=True)
-    d = (x - mu).square_()
+    d = torch.sub(x, mu, out=y).square_()
     k = 0.25 / (d.sum((2, 3), keepdim=True) / max(h * w - 1, 1) + e_lambda)
-    y = d.mul_(k).add_(0.5).sigmoid_().mul_(x)  # returned itself, not a view (see zam._zam_forward)
-    return y, mu, k
+    d.mul_(k).add_(0.5).sigmoid_().mul_(x)
+    return mu, k
 
 
 class _SimAMFunction(torch.autograd.Function):
@@ -34,18 +41,25 @@ class _SimAMFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gy: torch.Tensor):
         x, mu, k = ctx.saved_tensors
-        h, w = x.shape[2:]
-        t = x - mu
-        s = t.square().mul_(k).add_(0.5).sigmoid_()
-        gx = gy * s
-        gz = (gy * x).mul_(s)
-        gz.mul_(s.neg_().add_(1.0))  # dL/dlogit = dL/dy * x * s * (1 - s); s now holds 1 - s
-        gzt = torch.mul(gz, t, out=s)  # s is free again
-        a = gzt.sum((2, 3), keepdim=True)
-        dsum = gzt.mul_(t).sum((2, 3), keepdim=True)
-        gx.add_(gz.mul_(2.0 * k).sub_(dsum * (8.0 * k * k / max(h * w - 1, 1))).mul_(t))
-        gx.sub_(a * (2.0 * k / (h * w)))
+        gx = empty_like_dense(x)
+        for s in batch_chunks(x):
+            _simam_backward_chunk(gy[s], x[s], mu[s], k[s], gx[s])
         return gx, None
+
+
+def _simam_backward_chunk(gy, x, mu, k, gx) -> None:
+    """Writes dL/dx into gx."""
+    h, w = x.shape[2:]
+    t = x - mu
+    s = t.square().mul_(k).add_(0.5).sigmoid_()
+    torch.mul(gy, s, out=gx)
+    gz = (gy * x).mul_(s)
+    gz.mul_(s.neg_().add_(1.0))  # dL/dlogit = dL/dy * x * s * (1 - s); s now holds 1 - s
+    gzt = torch.mul(gz, t, out=s)  # s is free again
+    a = gzt.sum((2, 3), keepdim=True)
+    dsum = gzt.mul_(t).sum((2, 3), keepdim=True)
+    gx.add_(gz.mul_(2.0 * k).sub_(dsum * (8.0 * k * k / max(h * w - 1, 1))).mul_(t))
+    gx.sub_(a * (2.0 * k / (h * w)))
 
 
 def simam_fused(x: torch.Tensor, e_lambda: float = 1e-4) -> torch.Tensor:

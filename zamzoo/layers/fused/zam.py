@@ -9,12 +9,13 @@ with g(m) = m, or 1 + m for ZAM+R (skip=True). The reference (ZAM.forward with i
 
 Backward (autograd.Function): saves F and the small statistics only -- Mc (B, C), Ms (B, P) and the int64
 positions of the maxima -- and rebuilds every other term from them without recomputing F':
-    t      = dL/dF'' * F                                       1 full-size temporary
+    t      = dL/dF'' * F                                       1 temporary
     dL/dMs = sum_c t * g1          (batched matmul)            1 read
-    dL/dF' = dL/dF'' * g2 + dL/ds2 routed through pool_c        1 full-size temporary
+    dL/dF' = dL/dF'' * g2 + dL/ds2 routed through pool_c        written into dL/dF
     dL/dMc = sum_p t * g2 + sum_p F * dL/ds2 / C + max term    (batched matmuls) 2 reads
     dL/dF  = dL/dF' * g1 + dL/ds1 routed through pool_hw       in place
-The max terms are scatters of B*C or B*P values into the positions saved by the forward.
+The max terms are scatters of B*C or B*P values into the positions saved by the forward. On CPU both directions
+run chunk by chunk of the batch, so that the passes over a chunk hit the cache (`batch_chunks`).
 
 Max gradients: each max sends its whole gradient to the first maximal element, the element torch.max(x, dim)
 returns -- the semantics of the seed's own code (nn.AdaptiveMaxPool2d and torch.max(x, dim=1)) and of the
@@ -26,7 +27,7 @@ from typing import Optional, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import hw_stat, needs_autograd
+from ._common import batch_chunks, empty_like_dense, hw_stat, needs_autograd
 
 __all__ = ['zam_fused', 'POOL_STATS']
 
@@ -48,28 +49,46 @@ def _gate(m: torch.Tensor, skip: bool) -> torch.Tensor:
 
 
 def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
-    # y is created here in (B, C, H, W) and returned itself, never a view of it: autograd forbids in-place ops
-    # (e.g. a following ReLU(inplace=True)) on views created inside a custom Function
+    """(F'', Mc (B, C), Ms (B, P), max positions over H*W, over C -- None without `with_index`), computed
+    chunk by chunk of the batch (`batch_chunks`)."""
+    # y is returned itself, never a view of it: autograd forbids in-place ops (e.g. a following
+    # ReLU(inplace=True)) on views created inside a custom Function
+    y = empty_like_dense(x)
+    stats = [_zam_forward_chunk(x[s], y[s], pool, skip, with_index) for s in batch_chunks(x)]
+    return (y,) + tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*stats))
+
+
+def _zam_forward_chunk(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool, with_index: bool):
+    """Writes F'' of x into y; returns Mc, Ms and the max positions of these images."""
     b, c, h, w = x.shape
     s1, i1 = _pooled(x.flatten(2), 2, pool, with_index)  # flatten: a view for contiguous and channels_last
-    mc = torch.sigmoid(s1)  # (B, C)
-    y = x * _gate(mc, skip).view(b, c, 1, 1)  # F'
+    mc = torch.sigmoid(s1)
+    torch.mul(x, _gate(mc, skip).view(b, c, 1, 1), out=y)  # F'
     s2, i2 = _pooled(y.flatten(2), 1, pool, with_index)
-    ms = torch.sigmoid(s2)  # (B, P)
+    ms = torch.sigmoid(s2)
     y.mul_(_gate(ms, skip).view(b, 1, h, w))  # F''
-    return y, mc, ms, i1, i2
+    return mc, ms, i1, i2
 
 
 def _zam_backward(gy, x, mc, ms, i1, i2, pool: str, skip: bool) -> torch.Tensor:
-    b, c, h, w = x.shape
-    x3, gy3 = x.flatten(2), gy.flatten(2)
+    """dL/dF from dL/dF'' and the saved tensors, chunk by chunk of the batch."""
+    gx = empty_like_dense(x)
+    for s in batch_chunks(x):
+        _zam_backward_chunk(gy[s], x[s], mc[s], ms[s], None if i1 is None else i1[s], None if i2 is None else i2[s],
+                            pool, skip, gx[s])
+    return gx
+
+
+def _zam_backward_chunk(gy, x, mc, ms, i1, i2, pool: str, skip: bool, gx: torch.Tensor) -> None:
+    c, h, w = x.shape[1:]
+    x3, gy3, gf = x.flatten(2), gy.flatten(2), gx.flatten(2)  # gf: dL/dF', then dL/dF in place
     g1, g2 = _gate(mc, skip), _gate(ms, skip)
     with_mean, with_max = 'mean' in POOL_STATS[pool], 'max' in POOL_STATS[pool]
 
     t = gy3 * x3
-    ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (B, P)
-    gf = gy3 * g2.unsqueeze(1)  # dL/dF' ...
-    gg1 = torch.bmm(t, g2.unsqueeze(2)).squeeze(2)  # ... and dL/dg1 = sum_p dL/dF' * F, term by term
+    ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (b, P)
+    torch.mul(gy3, g2.unsqueeze(1), out=gf)
+    gg1 = torch.bmm(t, g2.unsqueeze(2)).squeeze(2)  # dL/dg1 = sum_p dL/dF' * F, term by term
     del t
     if with_mean:
         gf.add_(ds2.unsqueeze(1) / c)
@@ -77,14 +96,13 @@ def _zam_backward(gy, x, mc, ms, i1, i2, pool: str, skip: bool) -> torch.Tensor:
     if with_max:
         gf.scatter_add_(1, i2.unsqueeze(1), ds2.unsqueeze(1))
         gg1.scatter_add_(1, i2, x3.gather(1, i2.unsqueeze(1)).squeeze(1) * ds2)
-    ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (B, C)
+    ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (b, C)
 
-    gx = gf.mul_(g1.unsqueeze(2))
+    gf.mul_(g1.unsqueeze(2))
     if with_mean:
-        gx.add_(ds1.unsqueeze(2) / (h * w))
+        gf.add_(ds1.unsqueeze(2) / (h * w))
     if with_max:
-        gx.scatter_add_(2, i1.unsqueeze(2), ds1.unsqueeze(2))
-    return gx.view(b, c, h, w)
+        gf.scatter_add_(2, i1.unsqueeze(2), ds1.unsqueeze(2))
 
 
 class _ZamFunction(torch.autograd.Function):
