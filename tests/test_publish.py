@@ -23,7 +23,7 @@ import timm
 import zamzoo
 from zamzoo.errors import WeightsError
 from zamzoo.manifest import load_manifest, pinned_hub_id, update_manifest
-from zamzoo.publish import ExportError, InvalidExportError, export_run, push_folder, verify_published
+from zamzoo.publish import ExportError, InvalidExportError, cache_export, export_run, push_folder, verify_published
 from zamzoo.publish.export import EXPORT_FILES, sha256_file
 from zamzoo.publish.push import manifest_record
 
@@ -63,22 +63,6 @@ def _write_run(folder: Path, model: str, seed: int, top1=None, top5=None, datase
     (folder / 'metrics.jsonl').write_text(
         '\n'.join(json.dumps(dict(epoch=e, train_loss=4.0 / e, lr=0.1)) for e in (1, 2)) + '\n')
     return _state_dict(net)
-
-
-def _hub_layout(cache: Path, repo_id: str, commit: str, files: dict, ref='main'):
-    """Lay out a Hugging Face cache as hf_hub_download leaves it: blobs named by hash, snapshot symlinks, a ref."""
-    repo = cache / ('models--' + repo_id.replace('/', '--'))
-    (repo / 'blobs').mkdir(parents=True, exist_ok=True)
-    (repo / 'refs').mkdir(exist_ok=True)
-    (repo / 'refs' / ref).write_text(commit)  # 40 hex, no trailing newline
-    snap = repo / 'snapshots' / commit
-    snap.mkdir(parents=True, exist_ok=True)
-    for name, src in files.items():
-        data = Path(src).read_bytes()
-        blob = repo / 'blobs' / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snap / name).symlink_to(os.path.relpath(blob, snap))
-    return snap
 
 
 def _publish(manifest: Path, export_dir: Path, commit=COMMIT, **changes):
@@ -130,7 +114,7 @@ def published(hub, exported):
     """The export laid out in the HF cache at COMMIT and recorded in the manifest."""
     cache, manifest = hub
     out, _, weights = exported
-    _hub_layout(cache, REPO, COMMIT, {f: out / f for f in ('model.safetensors', 'config.json', 'README.md')})
+    cache_export(out, cache, commit=COMMIT)
     _publish(manifest, out)
     return cache, manifest, out, weights
 

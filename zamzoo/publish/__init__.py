@@ -6,7 +6,8 @@
     verify_published('resnet18_zam')                   # sha256 of the downloaded/cached file vs the manifest
 
 Submodules: export (folder writer), card (model card), push (validation + upload), verify (verify, list),
-guard (the pretrained guard used by the model factory), papers (BibTeX of the zoo's papers).
+guard (the pretrained guard used by the model factory), papers (BibTeX of the zoo's papers), hubcache (an export
+laid out in a local Hugging Face cache, for loading it offline as if downloaded).
 Names are imported lazily so that the model factory can import the guard without the rest.
 """
 import importlib
@@ -17,6 +18,7 @@ _LAZY = {
     'push_folder': 'push', 'validate_export': 'push', 'InvalidExportError': 'push',
     'verify_published': 'verify', 'model_status': 'verify',
     'prepare_pretrained': 'guard', 'weights_errors': 'guard',
+    'cache_export': 'hubcache', 'offline_hub': 'hubcache',
 }
 
 __all__ = sorted(_LAZY)

@@ -217,17 +217,33 @@ class ExportResult:
     has_results: bool
 
 
-def _resolve_tag(model: str, dataset: Optional[str], tag: Optional[str]) -> str:
-    from timm.models import get_pretrained_cfg
+def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_config: dict):
+    """(tag, pretrained cfg) the export is made for: the registry's cfg of `model.tag` for CIFAR runs (or an
+    explicit registered --tag); for a run on an image folder, the model's default cfg re-described for that data:
+    the folder's name as tag, its class names, and the normalisation and input size the run trained with."""
+    import dataclasses
+
+    from timm.models import get_arch_pretrained_cfgs
+
     from ..models import TAGS
-    tag = tag or dataset
+    from .papers import describe
+    folder = dataset == 'folder'
+    tag = tag or (run_config.get('tag') if folder else dataset)
     if tag is None:
         raise ExportError(f'cannot tell the pretrained tag of {model}: pass --tag ({", ".join(TAGS)})')
-    if get_pretrained_cfg(f'{model}.{tag}') is None:
+    cfgs = {name.split('.', 1)[1]: cfg for name, cfg in get_arch_pretrained_cfgs(model).items()}  # by tag
+    if tag in cfgs:
+        return tag, cfgs[tag]
+    if not folder:
         raise ExportError(
             f"'{model}.{tag}' has no pretrained cfg: zamzoo models have the tags {', '.join(TAGS)} "
-            f'(a run on another data set cannot be published under these names)')
-    return tag
+            f'(only a run on an image folder is published under a tag of its own: its folder name)')
+    size = int(run_config.get('img_size') or 32)
+    default = next(iter(cfgs.values()))
+    return tag, dataclasses.replace(
+        default, tag=tag, hf_hub_id=None, num_classes=int(run_config['num_classes']),
+        label_names=tuple(run_config['classes']), mean=tuple(run_config['mean']), std=tuple(run_config['std']),
+        input_size=(3, size, size), description=f"{describe(model)}; trained on the image folder '{tag}'")
 
 
 def export_run(
@@ -300,13 +316,12 @@ def export_run(
     model = model.split('.', 1)[0]
     if model not in ZOO:
         raise ExportError(f"'{model}' is not a zamzoo model; see `zamzoo list`")
-    tag = _resolve_tag(model, dataset, tag)
+    tag, cfg = _resolve_cfg(model, dataset, tag, weights_run.config if weights_run is not None else {})
     repo_id = repo_id or hub_id(model, tag)
     out = Path(out) if out is not None else DEFAULT_STAGING / f'{model}.{tag}'
     if out.exists() and not overwrite:
         raise ExportError(f'{out} already exists; pass --force to replace it')
     out.parent.mkdir(parents=True, exist_ok=True)
-    cfg = timm.models.get_pretrained_cfg(f'{model}.{tag}')
 
     # build the architecture and load the weights strictly: an export only ever holds weights that fit
     classifier = f'{cfg.classifier}.weight'
@@ -317,7 +332,7 @@ def export_run(
             f'pick the right --tag')
     for key in ('num_classes', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'features_only'):
         model_kwargs.pop(key, None)
-    net = timm.create_model(f'{model}.{tag}', pretrained=False, num_classes=num_classes, **model_kwargs)
+    net = timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, **model_kwargs)
     try:
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
@@ -325,7 +340,8 @@ def export_run(
     net.eval()
     # MACs count shapes only: on a meta-device twin no arithmetic runs (the same count, much faster on a CPU)
     params = count_params(net)
-    macs = count_macs(timm.create_model(f'{model}.{tag}', num_classes=num_classes, device='meta', **model_kwargs).eval())
+    macs = count_macs(timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, device='meta',
+                                        **model_kwargs).eval(), input_size=cfg.input_size)
 
 
     summaries = [r.summary() for r in runs]
