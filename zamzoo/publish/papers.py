@@ -60,7 +60,7 @@ PAPERS = {
         'NAM: Normalization-based Attention Module', 'https://arxiv.org/abs/2111.12419',
         '@article{liu2021nam,\n'
         '  title={NAM: Normalization-based Attention Module},\n'
-        '  author={Liu, Yichao and Shao, Zongru and Teng, Yueyang and Hoffmann, Nannan},\n'
+        '  author={Liu, Yichao and Shao, Zongru and Teng, Yueyang and Hoffmann, Nico},\n'
         '  journal={arXiv preprint arXiv:2111.12419},\n'
         '  year={2021}\n'
         '}'),
