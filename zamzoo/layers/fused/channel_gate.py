@@ -34,7 +34,7 @@ class _ChannelGateFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, gate_fn: GateFn, stats: Sequence[str], *params: torch.Tensor):
         values, indices = _stats(x, stats, with_index=True)
         gate = gate_fn(*values, *params)
-        ctx.gate_fn, ctx.stats, ctx.n_params = gate_fn, stats, len(params)
+        ctx.gate_fn, ctx.stats = gate_fn, stats
         ctx.save_for_backward(x, *values, *indices, *params)
         return x * gate
 
@@ -45,14 +45,16 @@ class _ChannelGateFunction(torch.autograd.Function):
         n = len(ctx.stats)
         x, values, indices, params = saved[0], saved[1:1 + n], saved[1 + n:1 + 2 * n], saved[1 + 2 * n:]
         b, c, h, w = x.shape
+        ggate = (gy * x).sum((2, 3), keepdim=True)
         with torch.enable_grad():
             leaves = [v.detach().requires_grad_(True) for v in values]
             leaves += [p.detach().requires_grad_(p.requires_grad) for p in params]
             gate = ctx.gate_fn(*leaves)
             wanted = [leaf for leaf in leaves if leaf.requires_grad]
-            ggate = (gy * x).sum((2, 3), keepdim=True)
             grads = iter(torch.autograd.grad(gate, wanted, ggate, allow_unused=True))
         leaf_grads = [next(grads) if leaf.requires_grad else None for leaf in leaves]
+        if not ctx.needs_input_grad[0]:
+            return (None, None, None, *leaf_grads[n:])
         gx3 = gy.flatten(2) * gate.detach().flatten(2)
         for stat, index, g in zip(ctx.stats, indices, leaf_grads[:n]):
             if g is None:
