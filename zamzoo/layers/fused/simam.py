@@ -1,11 +1,14 @@
 """SimAM, ``y = x * sigmoid((x - mu)^2 / (4 (v + lambda)) + 0.5)`` with mu, v the per-channel mean and variance
-(divisor max(HW - 1, 1)), computed in its output buffer in place step by step, chunk by chunk of the batch on CPU
-(`batch_chunks`), and an autograd.Function saving x and the per-channel mu and 1 / (4 (v + lambda)) only.
+(divisor max(HW - 1, 1)), computed in its output buffer in place step by step (inference in batch chunks on a
+single-threaded CPU, `batch_chunks`), and an autograd.Function saving x and the per-channel mu and
+1 / (4 (v + lambda)) only.
 
 Backward, with t = x - mu, s the gate, k = 1 / (4 (v + lambda)), n = max(HW - 1, 1), P = HW and
 gz = dL/dy * x * s * (1 - s) (the gradient of the gate's logit):
     dL/dx = dL/dy * s + t * (2 k gz - 8 k^2 sum_hw(gz t^2) / n) - 2 k sum_hw(gz t) / P
 """
+from typing import Sequence
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -14,10 +17,10 @@ from ._common import batch_chunks, empty_like_dense, needs_autograd
 __all__ = ['simam_fused']
 
 
-def _simam_forward(x: torch.Tensor, e_lambda: float):
-    """(y, mu, k) with mu, k (B, C, 1, 1), chunk by chunk of the batch (see `batch_chunks`)."""
+def _simam_forward(x: torch.Tensor, e_lambda: float, chunks: Sequence[slice] = (slice(None),)):
+    """(y, mu, k) with mu, k (B, C, 1, 1), chunk by chunk of the batch (inference: `batch_chunks`)."""
     y = empty_like_dense(x)  # returned itself, not a view (see zam._zam_forward)
-    stats = [_simam_forward_chunk(x[s], y[s], e_lambda) for s in batch_chunks(x)]
+    stats = [_simam_forward_chunk(x[s], y[s], e_lambda) for s in chunks]
     return (y,) + tuple(torch.cat(parts) for parts in zip(*stats))
 
 
@@ -40,16 +43,12 @@ class _SimAMFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy: torch.Tensor):
-        x, mu, k = ctx.saved_tensors
-        gx = empty_like_dense(x)
-        for s in batch_chunks(x):
-            _simam_backward_chunk(gy[s], x[s], mu[s], k[s], gx[s])
-        return gx, None
+        return _simam_backward(gy, *ctx.saved_tensors), None
 
 
-def _simam_backward_chunk(gy, x, mu, k, gx) -> None:
-    """Writes dL/dx into gx."""
+def _simam_backward(gy, x, mu, k) -> torch.Tensor:
     h, w = x.shape[2:]
+    gx = empty_like_dense(x)
     t = x - mu
     s = t.square().mul_(k).add_(0.5).sigmoid_()
     torch.mul(gy, s, out=gx)
@@ -60,10 +59,11 @@ def _simam_backward_chunk(gy, x, mu, k, gx) -> None:
     dsum = gzt.mul_(t).sum((2, 3), keepdim=True)
     gx.add_(gz.mul_(2.0 * k).sub_(dsum * (8.0 * k * k / max(h * w - 1, 1))).mul_(t))
     gx.sub_(a * (2.0 * k / (h * w)))
+    return gx
 
 
 def simam_fused(x: torch.Tensor, e_lambda: float = 1e-4) -> torch.Tensor:
     """SimAM of x (B, C, H, W); a new tensor, x is never modified."""
     if needs_autograd(x):
         return _SimAMFunction.apply(x, e_lambda)
-    return _simam_forward(x, e_lambda)[0]
+    return _simam_forward(x, e_lambda, batch_chunks(x))[0]

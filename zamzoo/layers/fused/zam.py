@@ -14,15 +14,16 @@ positions of the maxima -- and rebuilds every other term from them without recom
     dL/dF' = dL/dF'' * g2 + dL/ds2 routed through pool_c        written into dL/dF
     dL/dMc = sum_p t * g2 + sum_p F * dL/ds2 / C + max term    (batched matmuls) 2 reads
     dL/dF  = dL/dF' * g1 + dL/ds1 routed through pool_hw       in place
-The max terms are scatters of B*C or B*P values into the positions saved by the forward. On CPU both directions
-run chunk by chunk of the batch, so that the passes over a chunk hit the cache (`batch_chunks`).
+The max terms are scatters of B*C or B*P values into the positions saved by the forward. Inference on a
+single-threaded CPU runs chunk by chunk of the batch, so that the passes over a chunk hit the cache
+(`batch_chunks`); for training that measured no faster, and the autograd path works on the whole batch.
 
 Max gradients: each max sends its whole gradient to the first maximal element, the element torch.max(x, dim)
 returns -- the semantics of the seed's own code (nn.AdaptiveMaxPool2d and torch.max(x, dim=1)) and of the
 reference implementation. torch.amax would split it evenly between tied elements; both agree when the maximum is
 unique.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -48,13 +49,13 @@ def _gate(m: torch.Tensor, skip: bool) -> torch.Tensor:
     return m + 1.0 if skip else m
 
 
-def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
-    """(F'', Mc (B, C), Ms (B, P), max positions over H*W, over C -- None without `with_index`), computed
-    chunk by chunk of the batch (`batch_chunks`)."""
+def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool, chunks: Sequence[slice] = (slice(None),)):
+    """(F'', Mc (B, C), Ms (B, P), max positions over H*W, over C -- None without `with_index`), computed chunk by
+    chunk of the batch (inference: `batch_chunks`)."""
     # y is returned itself, never a view of it: autograd forbids in-place ops (e.g. a following
     # ReLU(inplace=True)) on views created inside a custom Function
     y = empty_like_dense(x)
-    stats = [_zam_forward_chunk(x[s], y[s], pool, skip, with_index) for s in batch_chunks(x)]
+    stats = [_zam_forward_chunk(x[s], y[s], pool, skip, with_index) for s in chunks]
     return (y,) + tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*stats))
 
 
@@ -71,22 +72,15 @@ def _zam_forward_chunk(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool, 
 
 
 def _zam_backward(gy, x, mc, ms, i1, i2, pool: str, skip: bool) -> torch.Tensor:
-    """dL/dF from dL/dF'' and the saved tensors, chunk by chunk of the batch."""
+    """dL/dF from dL/dF'' and the tensors saved by the forward."""
+    b, c, h, w = x.shape
     gx = empty_like_dense(x)
-    for s in batch_chunks(x):
-        _zam_backward_chunk(gy[s], x[s], mc[s], ms[s], None if i1 is None else i1[s], None if i2 is None else i2[s],
-                            pool, skip, gx[s])
-    return gx
-
-
-def _zam_backward_chunk(gy, x, mc, ms, i1, i2, pool: str, skip: bool, gx: torch.Tensor) -> None:
-    c, h, w = x.shape[1:]
     x3, gy3, gf = x.flatten(2), gy.flatten(2), gx.flatten(2)  # gf: dL/dF', then dL/dF in place
     g1, g2 = _gate(mc, skip), _gate(ms, skip)
     with_mean, with_max = 'mean' in POOL_STATS[pool], 'max' in POOL_STATS[pool]
 
     t = gy3 * x3
-    ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (b, P)
+    ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (B, P)
     torch.mul(gy3, g2.unsqueeze(1), out=gf)
     gg1 = torch.bmm(t, g2.unsqueeze(2)).squeeze(2)  # dL/dg1 = sum_p dL/dF' * F, term by term
     del t
@@ -96,13 +90,14 @@ def _zam_backward_chunk(gy, x, mc, ms, i1, i2, pool: str, skip: bool, gx: torch.
     if with_max:
         gf.scatter_add_(1, i2.unsqueeze(1), ds2.unsqueeze(1))
         gg1.scatter_add_(1, i2, x3.gather(1, i2.unsqueeze(1)).squeeze(1) * ds2)
-    ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (b, C)
+    ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (B, C)
 
     gf.mul_(g1.unsqueeze(2))
     if with_mean:
         gf.add_(ds1.unsqueeze(2) / (h * w))
     if with_max:
         gf.scatter_add_(2, i1.unsqueeze(2), ds1.unsqueeze(2))
+    return gx
 
 
 class _ZamFunction(torch.autograd.Function):
@@ -126,8 +121,8 @@ def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torc
     """ZAM (ZCA then ZSA) of x (B, C, H, W); `pool` 'avgmax' | 'avg' | 'max', `skip` for ZAM+R.
 
     With autograd recording, the memory-light autograd.Function; without, the forward alone (no max positions, no
-    graph). On CUDA with Triton installed both run as the kernels of `triton_zam`, else as eager PyTorch ops.
-    Returns a new tensor; x is never modified."""
+    graph; in batch chunks on a single-threaded CPU). On CUDA with Triton installed both run as the kernels of
+    `triton_zam`, else as eager PyTorch ops. Returns a new tensor; x is never modified."""
     forward_fn, backward_fn = _zam_forward, _zam_backward
     if x.is_cuda:
         from . import triton_zam  # imports Triton only where it can run
@@ -135,4 +130,6 @@ def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torc
             forward_fn, backward_fn = triton_zam.zam_forward, triton_zam.zam_backward
     if needs_autograd(x):
         return _ZamFunction.apply(x, pool, skip, forward_fn, backward_fn)
+    if forward_fn is _zam_forward:
+        return _zam_forward(x, pool, skip, False, batch_chunks(x))[0]
     return forward_fn(x, pool, skip, with_index=False)[0]
