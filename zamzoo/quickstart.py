@@ -39,7 +39,7 @@ class QuickstartConfig:
     val_images: int = 500
     epochs: int = 3
     batch_size: int = 32
-    lr: float = 0.1
+    lr: float = 0.02
     seed: int = 0
     attention_images: int = 3
     device: Optional[str] = None  # default: cuda if available, else cpu
