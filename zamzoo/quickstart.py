@@ -106,7 +106,8 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     from .publish import export_run, validate_export
     from .publish.hubcache import cache_export, offline_hub
     from .recipes import get_recipe
-    from .train import RESULTS_FILE, TrainConfig, create_model, load_weights, train
+    from .train import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig,
+                        create_model, load_weights, train)
     from .viz import visualize
 
     config = (config or QuickstartConfig(**kwargs)).validate()
@@ -123,9 +124,10 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
 
     log(f'[2/5] training {config.model} on it ({config.epochs} epoch{"s" if config.epochs > 1 else ""})')
     t_train = time.perf_counter()
-    results = train(TrainConfig(model=config.model, data=str(data), dataset='folder', epochs=config.epochs,
-                                batch_size=config.batch_size, lr=config.lr, seed=config.seed, out=str(run),
-                                device=config.device, channels_last=CHANNELS_LAST), reporter=reporter)
+    train_config = TrainConfig(model=config.model, data=str(data), dataset='folder', epochs=config.epochs,
+                               batch_size=config.batch_size, lr=config.lr, seed=config.seed, out=str(run),
+                               device=config.device, channels_last=CHANNELS_LAST)
+    results = train(train_config, reporter=reporter)
     train_wall = time.perf_counter() - t_train
 
     log(f'[3/5] exporting to {export}, laying it out in the Hugging Face cache {cache}, reloading it offline')
@@ -136,17 +138,18 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     snapshot = cache_export(export, cache)
     with offline_hub(cache):
         loaded = timm.create_model(f'hf-hub:{repo_id}', pretrained=True)
-    if Path(loaded.pretrained_cfg.get('hf_hub_id', '')) != Path(repo_id):
-        raise ZamzooError(f'the reloaded model did not come from {repo_id}: {loaded.pretrained_cfg}')
+    if (loaded.pretrained_cfg.get('source'), loaded.pretrained_cfg.get('hf_hub_id')) != ('hf-hub', repo_id):
+        raise ZamzooError(f'the reloaded model did not come from hf-hub:{repo_id}: {loaded.pretrained_cfg}')
 
     log('[4/5] comparing the reloaded model with the trained one on the held-out images')
     trained = create_model(config.model, num_classes=results['num_classes'])
     trained.load_state_dict(load_weights(run))
     cfg = loaded.pretrained_cfg  # normalisation and input size as the Hub config carries them
     val = image_folder(data, 'val')
-    transform = folder_transforms(get_recipe('finetune'), cfg['mean'], cfg['std'], cfg['input_size'][-1], train=False)
+    transform = folder_transforms(get_recipe(results['recipe']), cfg['mean'], cfg['std'], cfg['input_size'][-1],
+                                  train=False)
     # the training loop's evaluation, on the CPU: same batch size and memory format, hence the same numbers
-    loader = DataLoaderBatches(val, 500, transform, train=False, channels_last=CHANNELS_LAST)
+    loader = DataLoaderBatches(val, train_config.eval_batch_size, transform, train=False, channels_last=CHANNELS_LAST)
     loaded_logits, targets = _predict(loaded.to(memory_format=torch.channels_last), loader)
     trained_logits, _ = _predict(trained.to(memory_format=torch.channels_last), loader)
     if not torch.equal(loaded_logits.argmax(1), trained_logits.argmax(1)):
@@ -166,9 +169,9 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
         run_top1=results['top1'], predictions_equal=True,
         max_logit_diff=(loaded_logits - trained_logits).abs().max().item(), val_images=len(targets),
         train_wall_s=train_wall, wall_s=time.perf_counter() - t0,
-        paths=dict(out=str(out), data=str(data), run=str(run), metrics=str(run / 'metrics.jsonl'),
-                   curves=str(run / 'curves.png'), checkpoint=str(run / 'checkpoint.pt'),
-                   weights=str(run / 'model.safetensors'), results=str(run / RESULTS_FILE), export=str(export),
+        paths=dict(out=str(out), data=str(data), run=str(run), metrics=str(run / METRICS_FILE),
+                   curves=str(run / CURVES_FILE), checkpoint=str(run / CHECKPOINT_FILE),
+                   weights=str(run / WEIGHTS_FILE), results=str(run / RESULTS_FILE), export=str(export),
                    hf_cache=str(cache), snapshot=str(snapshot), attention=str(attention_dir),
                    summary=str(out / SUMMARY_FILE)),
         attention=pngs,
