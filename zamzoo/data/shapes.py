@@ -73,15 +73,18 @@ def render_shape(shape: str, rng: np.random.Generator) -> np.ndarray:
     # near the centre, whole: the training crops (random-resized, down to a third of the image) keep most of it
     jitter = min(4 * _SUPERSAMPLE, size / 2 - r - _SUPERSAMPLE)
     cx, cy = size / 2 + rng.uniform(-jitter, jitter, 2)
-    image = Image.new('RGB', (size, size), tuple(int(v) for v in background))
-    _draw(ImageDraw.Draw(image), shape, cx, cy, r, tuple(int(v) for v in fill), tuple(int(v) for v in background))
+    background, fill = tuple(map(int, background)), tuple(map(int, fill))
+    image = Image.new('RGB', (size, size), background)
+    _draw(ImageDraw.Draw(image), shape, cx, cy, r, fill, background)
     pixels = np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR), dtype=np.int16)
     noise = rng.integers(-12, 13, pixels.shape)
     return np.clip(pixels + noise, 0, 255).astype(np.uint8)
 
 
-def make_shapes(n_train: int = 2000, n_val: int = 500, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                                   np.ndarray]:
+Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def make_shapes(n_train: int = 2000, n_val: int = 500, seed: int = 0) -> Arrays:
     """(train_images, train_labels, val_images, val_labels): images (N, 32, 32, 3) uint8, labels cycling over the
     10 classes (balanced). Train and val come from different random streams of the same seed."""
     def split(n, stream):
