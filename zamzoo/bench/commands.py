@@ -1,6 +1,7 @@
 """`zamzoo bench ...`: a group of subcommands.
 
 - ``bench models``: params, MACs (two conventions) and latency against the plain backbone (zamzoo.bench.models).
+- ``bench overhead``: fused vs reference (unfused) attention overhead over the plain backbone.
 - ``bench tables``: the README / MODEL_CARD model tables from the bench reports and the manifest.
 - ``bench train``: training throughput, ours vs. a seed-style loop (zamzoo.train.bench, when installed).
 """
@@ -47,6 +48,13 @@ def add_commands(subparsers):
                                    'and weights/manifest.json.')
     add_arguments(p)
     p.set_defaults(func=run_tables)
+
+    from .overhead import add_arguments as add_overhead_arguments, run as run_overhead
+    p = sub.add_parser('overhead', help='fused vs reference attention overhead over the plain backbone',
+                       description='Time <backbone>_plain, the model (fused attention) and the model with '
+                                   "attn_kwargs=dict(impl='reference') in the same run, interleaved rounds.")
+    add_overhead_arguments(p)
+    p.set_defaults(func=run_overhead)
 
     if importlib.util.find_spec('zamzoo.train.bench') is not None:  # the training package's `bench train`
         from zamzoo.train.bench import add_bench_train

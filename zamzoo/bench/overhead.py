@@ -10,10 +10,9 @@ implementations are the same formula (the modules hand it to inductor), so only 
 ``clock='thread'`` (with ``threads=1``) counts the CPU time of the timing thread instead of wall time: on a machine
 shared with other work, time spent waiting for a core is left out, so the ratios stay stable under load.
 
-    python -m zamzoo.bench.overhead --models resnet18_zam mobilenet_zamr --setting infer --batch 64
-    python -m zamzoo.bench.overhead --setting train --batch 32 --threads 1 --clock thread
+    zamzoo bench overhead --models resnet18_zam mobilenet_zamr --setting infer --batch 64
+    zamzoo bench overhead --setting train --batch 32 --threads 1 --clock thread
 """
-import argparse
 import statistics
 import sys
 import time
@@ -35,16 +34,6 @@ KIND = 'zamzoo-bench-overhead'
 def has_reference_impl(model_name: str) -> bool:
     """'resnet18_zam' -> True; 'resnet18_cbam', 'resnet18_plain' -> False."""
     return model_name.split('_', 1)[1] in FUSED_ATTN
-
-
-class _ThreadClockRunner(_Runner):
-    """`zamzoo bench models`' runner, timed with the CPU time of the calling thread."""
-
-    def _time(self, iters: int) -> float:
-        start = time.thread_time()
-        for _ in range(iters):
-            self.call()
-        return (time.thread_time() - start) / iters
 
 
 def _build(name: str, impl: Optional[str], compile: bool, device: torch.device):
@@ -87,12 +76,12 @@ def attention_overhead(
         raise ValueError(f'repeats must be >= 1, got {repeats}')
     dev = torch.device(device)
     say = progress or (lambda msg: None)
-    runner_cls = _ThreadClockRunner if clock == 'thread' else _Runner
+    timer = time.thread_time if clock == 'thread' else time.perf_counter
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        rows = [_time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, runner_cls, say)
+        rows = [_time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, timer, say)
                 for name in dict.fromkeys(models)]
     finally:
         torch.set_num_threads(saved_threads)
@@ -107,7 +96,7 @@ def attention_overhead(
     }
 
 
-def _time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, runner_cls, say) -> Dict:
+def _time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, timer, say) -> Dict:
     """One row: `name` next to its plain backbone (and its reference build), interleaved rounds."""
     variants = {'plain': (plain_of(name), None), 'fused': (name, 'fused')}
     if not compile:
@@ -117,7 +106,7 @@ def _time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, r
         torch.manual_seed(0)  # same weights for the fused and the reference build
         model, size = _build(model_name, impl, compile, dev)
         say(f'warming up {model_name} ({key})')
-        runner = runner_cls(key, model, batch, size, dev, setting == 'train')
+        runner = _Runner(key, model, batch, size, dev, setting == 'train', clock=timer)
         runner.warmup(warmup, min_time)
         runners.append(runner)
     times: Dict[str, List[float]] = {key: [] for key in variants}
@@ -149,12 +138,11 @@ def overhead_markdown(report: Dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog='python -m zamzoo.bench.overhead', description=__doc__.split('\n\n')[0])
+def add_arguments(p):
     p.add_argument('--models', nargs='+', default=['resnet18_zam', 'mobilenet_zamr'])
     p.add_argument('--setting', default='infer', choices=['infer', 'train'])
     p.add_argument('--batch', type=int, default=64)
-    p.add_argument('--device', default='cpu')
+    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     p.add_argument('--compile', action='store_true', help='time torch.compile(model) builds')
     p.add_argument('--repeats', type=int, default=7)
     p.add_argument('--warmup', type=int, default=2)
@@ -163,7 +151,9 @@ def main(argv=None) -> int:
     p.add_argument('--clock', default='wall', choices=['wall', 'thread'],
                    help="'thread': CPU time of the timing thread (needs --threads 1), robust to other load")
     p.add_argument('--json', metavar='PATH', help='also write the report as JSON')
-    args = p.parse_args(argv)
+
+
+def run(args) -> int:
     report = attention_overhead(args.models, args.setting, args.batch, args.device, args.compile, args.repeats,
                                 args.warmup, args.min_time, args.clock, args.threads,
                                 progress=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -172,7 +162,3 @@ def main(argv=None) -> int:
         write_json_atomic(args.json, report)
     print(overhead_markdown(report))
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
