@@ -27,14 +27,13 @@ import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from ..errors import ZamzooError
 from ..manifest import WEIGHTS_FILENAME
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
-PICKLE_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.tar')
 DEFAULT_STAGING = Path('hub') / 'staging'
 
 
@@ -139,34 +138,13 @@ def read_run(path) -> Run:
     )
 
 
-def load_weights(path) -> Dict[str, 'torch.Tensor']:
-    """A state dict from a .safetensors file, or from a pickle checkpoint with torch.load(weights_only=True)."""
-    import torch
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f'checkpoint {path} does not exist')
-    if path.suffix == '.safetensors':
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path), device='cpu')
-        except (SafetensorError, OSError) as e:
-            raise ExportError(f'{path} is not a readable safetensors file: {e}') from e
-    if path.suffix not in PICKLE_SUFFIXES:
-        raise ExportError(f'{path}: unsupported checkpoint format (expected .safetensors or {", ".join(PICKLE_SUFFIXES)})')
+def load_weights(path) -> dict:
+    """The training loop's reader (safetensors, or torch.load(weights_only=True)), its errors as ExportError."""
+    from ..train.checkpoint import load_weights as read_state_dict
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle refused by weights_only, or a corrupt file
-        raise ExportError(
-            f'{path} could not be loaded with torch.load(weights_only=True) (zamzoo never unpickles arbitrary '
-            f'objects; re-save the state dict with safetensors): {e}') from e
-    for key in ('state_dict', 'model', 'model_state_dict', 'state_dict_ema'):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ExportError(f'{path} does not hold a state dict (a mapping of names to tensors)')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}
+        return read_state_dict(path)
+    except (ZamzooError, FileNotFoundError) as e:
+        raise ExportError(str(e)) from e
 
 
 # ------------------------------------------------------------------ aggregation
@@ -260,7 +238,6 @@ def export_run(
 ) -> ExportResult:
     """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out`; see the module doc."""
     import timm
-    import torch
 
     import zamzoo  # noqa: F401  registers the models
     from ..bench.flops import count_macs, count_params

@@ -155,7 +155,7 @@ def load_weights(path) -> dict:
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ZamzooError(f'{path} could not be read as a weights-only torch file ({type(e).__name__}: {e}); '
+        raise ZamzooError(f'{path} could not be read with torch.load(weights_only=True) ({type(e).__name__}: {e}); '
                           f'zamzoo never unpickles arbitrary objects') from e
     if isinstance(state, dict) and state.get('format') == CHECKPOINT_FORMAT:
         state = state['model']
