@@ -65,7 +65,6 @@ def test_quickstart_artefacts(quickstart_run):
     checkpoint = torch.load(run / 'checkpoint.pt', map_location='cpu', weights_only=True)
     results = json.loads((run / 'results.json').read_text())
     assert checkpoint['epoch'] == results['epochs'] == 1
-    trained = load_file(str(run / 'model.safetensors'))
     # 3. the export: Hub-ready, described with the run's own data (tag, classes, normalisation)
     export = out / 'export'
     assert sorted(p.name for p in export.iterdir()) == sorted(EXPORT_FILES)

@@ -221,7 +221,7 @@ def summary_lines(r: QuickstartResult) -> List[str]:
         f'    checkpoint / weights    {p["checkpoint"]}  {p["weights"]}',
         f'  Hub-ready export          {p["export"]}',
         f'  Hugging Face cache        {p["hf_cache"]}',
-        f'  attention maps            ' + '\n                            '.join(r.attention),
+        '  attention maps            ' + '\n                            '.join(r.attention),
         f'  summary                   {p["summary"]}',
         'next:',
         '  train on CIFAR-100 (downloads it once, ~160 MB; a GPU makes it minutes instead of hours):',

@@ -44,7 +44,6 @@ def _subset_for_warmup(n, batch_size, steps):
 
 def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, compile, compile_mode,
                warmup_steps, num_classes, seed=0):
-    from .distributed import DistInfo
     from .loop import amp_dtype, create_model, make_optimizer, penalty_fn, seed_everything, train_one_epoch
     from .schedule import RecipeLR
     from ..data import TensorLoader
