@@ -6,11 +6,10 @@
   (k = |log2(C)/2 + 1/2|, odd, at least 3).
 The forward is restated (TorchScript compiles no ``super().forward``) with the same operations as timm's.
 """
-from typing import Dict, Optional, Type, Union
+from typing import Dict, Optional
 
 import torch
 import torch.fx
-from torch import nn
 from timm.layers import EcaModule, SEModule
 
 from ._checks import check_input
@@ -28,32 +27,28 @@ def reduced_channels(channels: int, rd_ratio: float, rd_channels: Optional[int] 
     return max(1, int(channels * rd_ratio + 1e-9))
 
 
-class SE(SEModule):
-    def __init__(
-            self,
-            channels: int,
-            rd_ratio: float = 1. / 16,
-            rd_channels: Optional[int] = None,
-            add_maxpool: bool = False,
-            bias: bool = True,
-            act_layer: Type[nn.Module] = nn.ReLU,
-            norm_layer: Optional[Type[nn.Module]] = None,
-            gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
-            device=None,
-            dtype=None,
-    ):
-        super().__init__(
-            channels,
-            rd_channels=reduced_channels(channels, rd_ratio, rd_channels),
-            add_maxpool=add_maxpool,
-            bias=bias,
-            act_layer=act_layer,
-            norm_layer=norm_layer,
-            gate_layer=gate_layer,
-            device=device,
-            dtype=dtype,
-        )
+class _ChannelGate:
+    """forward / attention_maps shared by SE and ECA; subclasses define channel_gate and set `label`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels, self.label)
+        return x * self.channel_gate(x)
+
+    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """{'channel': (B, C, 1, 1)}."""
+        check_input(x, self.channels, self.label)
+        return {'channel': self.channel_gate(x)}
+
+
+class SE(_ChannelGate, SEModule):
+    """timm's SEModule with the paper's C // 16; other keyword arguments go to SEModule unchanged."""
+
+    def __init__(self, channels: int, rd_ratio: float = 1. / 16, rd_channels: Optional[int] = None,
+                 device=None, dtype=None, **kwargs):
+        super().__init__(channels, rd_channels=reduced_channels(channels, rd_ratio, rd_channels),
+                         device=device, dtype=dtype, **kwargs)
         self.channels = int(channels)
+        self.label = 'SE'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         x_se = x.mean((2, 3), keepdim=True)
@@ -64,47 +59,14 @@ class SE(SEModule):
         x_se = self.fc2(x_se)
         return self.gate(x_se)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, 'SE')
-        return x * self.channel_gate(x)
 
-    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """{'channel': (B, C, 1, 1)}."""
-        check_input(x, self.channels, 'SE')
-        return {'channel': self.channel_gate(x)}
+class ECA(_ChannelGate, EcaModule):
+    """timm's EcaModule unchanged (adaptive kernel size); keyword arguments go to EcaModule."""
 
-
-class ECA(EcaModule):
-    def __init__(
-            self,
-            channels: int,
-            kernel_size: int = 3,
-            gamma: float = 2,
-            beta: float = 1,
-            act_layer: Optional[Type[nn.Module]] = None,
-            gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
-            rd_ratio: float = 1 / 8,
-            rd_channels: Optional[int] = None,
-            rd_divisor: int = 8,
-            use_mlp: bool = False,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__(
-            channels,
-            kernel_size=kernel_size,
-            gamma=gamma,
-            beta=beta,
-            act_layer=act_layer,
-            gate_layer=gate_layer,
-            rd_ratio=rd_ratio,
-            rd_channels=rd_channels,
-            rd_divisor=rd_divisor,
-            use_mlp=use_mlp,
-            device=device,
-            dtype=dtype,
-        )
+    def __init__(self, channels: int, device=None, dtype=None, **kwargs):
+        super().__init__(channels, device=device, dtype=dtype, **kwargs)
         self.channels = int(channels)
+        self.label = 'ECA'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         y = x.mean((2, 3)).view(x.shape[0], 1, -1)  # view for 1d conv
@@ -113,12 +75,3 @@ class ECA(EcaModule):
             y = self.act(y)
             y = self.conv2(y)
         return self.gate(y).view(x.shape[0], -1, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels, 'ECA')
-        return x * self.channel_gate(x)
-
-    def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """{'channel': (B, C, 1, 1)}."""
-        check_input(x, self.channels, 'ECA')
-        return {'channel': self.channel_gate(x)}
