@@ -6,12 +6,14 @@
 from .checkpoint import checkpoint_state, load_checkpoint, load_weights, write_checkpoint
 from .config import TrainConfig, default_recipe
 from .evaluate import evaluate
-from .loop import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, Reporter,
-                   create_model, train)
+from .loop import Reporter, create_model, train
+from .run_folder import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE,
+                         RunFolderBusy, lock_holder, lock_run_folder)
 from .schedule import RecipeLR, recipe_lr
 
 __all__ = [
     'TrainConfig', 'train', 'evaluate', 'Reporter', 'RecipeLR', 'recipe_lr', 'create_model', 'default_recipe',
     'checkpoint_state', 'write_checkpoint', 'load_checkpoint', 'load_weights',
     'CONFIG_FILE', 'CHECKPOINT_FILE', 'METRICS_FILE', 'CURVES_FILE', 'RESULTS_FILE', 'WEIGHTS_FILE',
+    'RunFolderBusy', 'lock_holder', 'lock_run_folder',
 ]

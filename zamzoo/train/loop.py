@@ -28,14 +28,10 @@ from . import distributed as D
 from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, set_rng_state, write_checkpoint
 from .config import TrainConfig
 from .metrics import plot_curves, write_metrics
+from .run_folder import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE,
+                         lock_run_folder)
 from .schedule import RecipeLR, recipe_lr
 
-CONFIG_FILE = 'config.json'
-CHECKPOINT_FILE = 'checkpoint.pt'
-METRICS_FILE = 'metrics.jsonl'
-CURVES_FILE = 'curves.png'
-RESULTS_FILE = 'results.json'
-WEIGHTS_FILE = 'model.safetensors'
 PLOT_EVERY_S = 30.0
 
 
@@ -301,8 +297,11 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
     config.validate()
     recipe = config.resolve_recipe()
     info = D.setup(config.device)
+    out = Path(config.out or config.default_out(recipe)).expanduser()
     try:
-        return _train(config, recipe, info, reporter if info.is_main else None, t_session)
+        # One writer per run folder, for the whole run: the main rank is the one that writes it.
+        with lock_run_folder(out) if info.is_main else nullcontext():
+            return _train(config, recipe, out, info, reporter if info.is_main else None, t_session)
     finally:
         D.teardown(info)
 
@@ -393,7 +392,8 @@ def _resume(state: dict, run_config: dict, model, optimizer, scheduler, scaler):
     return list(state['history']), dict(state['extra']), int(state['epoch'])
 
 
-def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Reporter], t_session: float) -> dict:
+def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: Optional[Reporter],
+           t_session: float) -> dict:
     import zamzoo
 
     device = info.device
@@ -401,7 +401,6 @@ def _train(config: TrainConfig, recipe, info: D.DistInfo, reporter: Optional[Rep
         raise ValueError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
                          f'the global batch is split evenly across ranks')
     rt = _runtime(config, info)
-    out = Path(config.out or config.default_out(recipe)).expanduser()
     train_split, test_split, num_classes, classes = _open_data(config, info)  # first: it gives the classes
     model, mean, std, img_size = _build_model(config, recipe, num_classes)
     num_params = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,65 @@
+"""The run-folder lock: one writer at a time, released by the kernel however its holder dies."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from zamzoo.train import RunFolderBusy, lock_holder, lock_run_folder
+from zamzoo.train.run_folder import LOCK_FILE
+
+HOLD = '''
+import sys, time
+from zamzoo.train import lock_run_folder
+with lock_run_folder(sys.argv[1]):
+    print('locked', flush=True)
+    time.sleep(60)
+'''
+
+
+def _holding_process(folder):
+    proc = subprocess.Popen([sys.executable, '-c', HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'locked'
+    return proc
+
+
+def test_second_writer_refused_while_first_holds(tmp_path):
+    with lock_run_folder(tmp_path):
+        with pytest.raises(RunFolderBusy, match=f'pid {os.getpid()}'):
+            with lock_run_folder(tmp_path):
+                pass
+        assert lock_holder(tmp_path)['pid'] == os.getpid()
+    assert lock_holder(tmp_path) is None
+    with lock_run_folder(tmp_path):  # released on exit: the next writer gets it
+        pass
+
+
+def test_lock_of_killed_process_is_not_stale(tmp_path):
+    proc = _holding_process(tmp_path)
+    try:
+        assert lock_holder(tmp_path)['pid'] == proc.pid
+        with pytest.raises(RunFolderBusy, match=f'pid {proc.pid}'):
+            with lock_run_folder(tmp_path):
+                pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (tmp_path / LOCK_FILE).exists()  # the file stays behind ...
+    assert lock_holder(tmp_path) is None    # ... but holds nothing
+    with lock_run_folder(tmp_path):
+        assert lock_holder(tmp_path)['pid'] == os.getpid()
+
+
+def test_asking_who_holds_does_not_release(tmp_path):
+    proc = _holding_process(tmp_path)
+    try:
+        for _ in range(3):
+            assert lock_holder(tmp_path)['pid'] == proc.pid
+        with pytest.raises(RunFolderBusy):
+            with lock_run_folder(tmp_path):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
