@@ -6,7 +6,6 @@ import io
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import DataError
@@ -124,11 +123,3 @@ class HFImages(Dataset):
     def __getitem__(self, index):
         return open_rgb(self._file(index), self.where(index)), self.targets[index]
 
-
-def check_classes(targets, classes, where: str):
-    """A `DataError` naming the first class without a training image."""
-    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(classes))
-    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
-        raise DataError(f'{where}: class {empty[0]!r} has no training image ({len(empty)} empty class(es)); '
-                        f'every class needs at least one')

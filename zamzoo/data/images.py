@@ -37,7 +37,7 @@ def _failure(path, e: BaseException, name=None) -> DataError:
     if isinstance(e, Image.DecompressionBombError):
         return DataError(f'{name}: refused as a possible decompression bomb ({e})')
     reason = 'empty file (0 bytes)' if _is_empty(path) else f'{type(e).__name__}: {e}'
-    return DataError(f'{name} is not a readable image ({reason}); replace or remove it')
+    return DataError(f'cannot read {name} as an image ({reason}); replace or remove it')
 
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError)

@@ -11,8 +11,6 @@ from torch.utils.data import DataLoader
 from ..errors import ZamzooError
 from .cifar import cifar_tensors
 
-GIB = 1024 ** 3
-
 
 def tensor_bytes(n_train: int, n_test: int, size: int, padding: int) -> int:
     """Bytes the tensor loader holds: the train split stored padded for its crops, the test split as it is."""
@@ -34,14 +32,21 @@ def fits(needed: int, device, share: float = 0.5) -> bool:
     return needed <= share * dev and needed <= share * host
 
 
+def _human(n: float) -> str:
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if n < 1024 or unit == 'GiB':
+            return f'{n:.1f} {unit}' if unit != 'B' else f'{int(n)} B'
+        n /= 1024
+
+
 def check_memory(needed: int, device, n_images: int, size: int):
     """A clear error unless the data fits in the free memory of `device` (and of the host, where it is decoded)."""
     dev, host = free_bytes(device)
     if needed > dev or needed > host:
         where, free = (f'{device}', dev) if needed > dev else ('host', host)
         raise ZamzooError(
-            f'the tensor loader needs {needed / GIB:.2f} GiB for {n_images:,} images at {size}x{size} (uint8), but '
-            f'{where} memory has {free / GIB:.2f} GiB free; use --loader dataloader (or a smaller --img-size)')
+            f'the tensor loader needs {_human(needed)} for {n_images:,} images at {size}x{size} (uint8), but '
+            f'{where} memory has {_human(free)} free; use --loader dataloader (or a smaller --img-size)')
 
 
 def _decode_transform(size: int):
