@@ -305,3 +305,23 @@ def test_tensor_loader_memory_is_checked_first(tmp_path, monkeypatch, capsys):
     assert T.tensor_bytes(4, 2, 32, 4) == 3 * (4 * 40 * 40 + 2 * 32 * 32)
     assert T.pick_loader('auto', (4, 2), 32, 4, 'cpu') == 'dataloader'
     assert not (tmp_path / 'run').exists()
+
+
+def test_export_of_an_hf_run_records_label_names_and_init(tmp_path):
+    import hashlib
+
+    from zamzoo.publish import export_run
+    d = _hf_dict('cifar10', label='label')
+    d.save_to_disk(str(tmp_path / 'tencls'))
+    torch.manual_seed(0)
+    start = _save(create_model('mobilenet_zam', 100), tmp_path / 'start.safetensors')   # 100 -> 10 classes
+    out = tmp_path / 'run'
+    train(TrainConfig(model='mobilenet_zam', data=str(tmp_path / 'tencls'), dataset='hf', epochs=1, batch_size=32,
+                      init=str(start), out=str(out)))
+    res = export_run([out], tmp_path / 'export')
+    assert res.tag == 'tencls'
+    config = json.loads((tmp_path / 'export' / 'config.json').read_text())
+    assert config['num_classes'] == 10 and config['label_names'] == tiny_cifar_arrays('cifar10')[4]
+    card = (tmp_path / 'export' / 'README.md').read_text()
+    sha = hashlib.sha256(start.read_bytes()).hexdigest()
+    assert f'- **Initial weights:** {start} (sha256 {sha})\n' in card and '- **Training dataset:** tencls' in card
