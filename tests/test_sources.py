@@ -95,7 +95,7 @@ def test_same_images_same_batches_from_cifar_pickles_and_hf(tiny_cifar, hf_sourc
 
 # ------------------------------------------------------------------------------------------------ HF runs
 
-def test_hf_runs_from_disk_and_parquet_then_eval_and_export(hf_sources, tmp_path):
+def test_hf_runs_from_disk_and_parquet_then_eval(hf_sources, tmp_path):
     disk, parquet = hf_sources
     args = dict(model=TINY, dataset='hf', epochs=1, batch_size=16, img_size=32, seed=1)
     a = train(TrainConfig(data=str(disk), loader='tensor', out=str(tmp_path / 'disk'), **args))
@@ -107,6 +107,10 @@ def test_hf_runs_from_disk_and_parquet_then_eval_and_export(hf_sources, tmp_path
     assert json.loads((tmp_path / 'parquet' / 'config.json').read_text())['loader'] == 'dataloader'
     r = evaluate(TINY, str(disk), 'hf', checkpoint=tmp_path / 'disk')
     assert r['images'] == 32 and r['top1'] == pytest.approx(a['top1'])
+    assert main(['eval', '--model', TINY, '--checkpoint', str(tmp_path / 'parquet'), '--dataset', 'hf', '--data',
+                 str(parquet), '--val-split', 'test', '--json', str(tmp_path / 'e.json')]) == 0
+    e = json.loads((tmp_path / 'e.json').read_text())
+    assert e['images'] == 32 and e['top1'] == pytest.approx(b['top1'])
 
 
 def test_hf_columns_splits_and_bad_rows(tmp_path):
