@@ -180,6 +180,7 @@ def test_one_folder_holdout_split_file_resume_and_eval(tmp_path):
     _write_images(data, {'cat': 12, 'fox': 3}, seed=9)     # the folder changes: a new split would differ
     again = train(TrainConfig(resume=True, **args))     # resuming the finished run re-reads its split file
     assert again['top1'] == r['top1'] and json.loads((out / 'split.json').read_text()) == split
+    assert json.loads((out / 'config.json').read_text())['classes'] == ['cat', 'dog', 'eel']  # not fox: same split
     e = evaluate(TINY, str(data), 'folder', checkpoint=out)
     assert e['images'] == 3 and e['top1'] == pytest.approx(r['top1'])
 

@@ -105,16 +105,18 @@ class HFImages(Dataset):
     def where(self, index: int) -> str:
         return f'{self.name} row {self.rows[index] if self.rows is not None else index}'
 
-    def _file(self, index):
-        cell = self.table[index][self.image_column]
-        if cell is None or (cell.get('bytes') is None and cell.get('path') is None):
+    def _file(self, index, cell=None):
+        cell = self.table[index][self.image_column] if cell is None else cell
+        if not cell or (cell.get('bytes') is None and cell.get('path') is None):
             raise DataError(f'{self.where(index)}: no image')
         return io.BytesIO(cell['bytes']) if cell.get('bytes') is not None else cell['path']
 
-    def check(self):
+    def check(self, chunk: int = 1000):
         """Every image readable (PIL's verify), or a `DataError` naming the first broken row."""
-        for i in range(len(self)):
-            check_image(self._file(i), self.where(i))
+        for start in range(0, len(self), chunk):
+            cells = self.table[start:start + chunk][self.image_column]
+            for i, cell in enumerate(cells, start):
+                check_image(self._file(i, cell), self.where(i))
         return self
 
     def __len__(self):
