@@ -52,7 +52,7 @@ def data_tag(dataset: str, data) -> str:
         return dataset
     name = Path(str(data)).expanduser().resolve().name if dataset == 'folder' or Path(str(data)).exists() \
         else str(data).rstrip('/').rsplit('/', 1)[-1]
-    return re.sub(r'[^A-Za-z0-9_-]+', '_', name).strip('_').lower() or 'data'
+    return re.sub(r'[^A-Za-z0-9_-]+', '_', name).strip('_') or 'data'
 
 
 def open_data(source: DataSource, train: bool = True) -> OpenedData:

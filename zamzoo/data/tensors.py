@@ -17,9 +17,21 @@ def tensor_bytes(n_train: int, n_test: int, size: int, padding: int) -> int:
     return 3 * (n_train * (size + 2 * padding) ** 2 + n_test * size ** 2)
 
 
+def _host_available() -> int:
+    """The kernel's MemAvailable (free memory plus what the page cache would give back); MemFree elsewhere."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+
 def free_bytes(device) -> Tuple[int, int]:
     """(free bytes on `device`, available host bytes)."""
-    host = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    host = _host_available()
     device = torch.device(device)
     if device.type == 'cuda':
         return torch.cuda.mem_get_info(device)[0], host
