@@ -330,3 +330,16 @@ def test_export_of_an_hf_run_records_label_names_and_init(tmp_path):
     card = (tmp_path / 'export' / 'README.md').read_text()
     sha = hashlib.sha256(start.read_bytes()).hexdigest()
     assert f'- **Initial weights:** {start} (sha256 {sha})\n' in card and '- **Training dataset:** tencls' in card
+    from safetensors.torch import load_file
+
+    from zamzoo.errors import WeightsError
+    from zamzoo.publish.hubcache import cache_export, offline_hub
+    from zamzoo.train.init import load_init
+    cache_export(tmp_path / 'export', tmp_path / 'hub')
+    with offline_hub(tmp_path / 'hub'):                                       # --init hf-hub:org/name, offline
+        state, record = load_init(f"hf-hub:{json.loads((tmp_path / 'export' / 'results.json').read_text())['repo_id']}")
+    exported = load_file(str(tmp_path / 'export' / 'model.safetensors'))
+    assert state.keys() == exported.keys() and all(torch.equal(state[k], exported[k]) for k in state)
+    assert record['sha256'] == res.sha256
+    with pytest.raises(WeightsError, match='no pretrained weights are published for mobilenet_zam'):
+        load_init('mobilenet_zam')                                            # a zoo name: the published weights
