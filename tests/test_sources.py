@@ -1,7 +1,6 @@
 """Your own data: Hugging Face datasets (save_to_disk and parquet folders made here), one-folder image sets split by
 --holdout, --init from any weights, the tensor loader for any data set, and bad data (files and rows named)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

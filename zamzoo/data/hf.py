@@ -24,8 +24,9 @@ def _datasets():
     return datasets
 
 
-def load_hf(source) -> 'datasets.DatasetDict':
-    """The dataset's splits, from a `save_to_disk` folder, a folder of parquet files or a Hub name."""
+def load_hf(source):
+    """The dataset's splits (a `datasets.DatasetDict`), from a `save_to_disk` folder, a folder of parquet files or a
+    Hub name."""
     datasets = _datasets()
     path = Path(str(source)).expanduser()
     try:

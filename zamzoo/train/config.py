@@ -4,12 +4,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
 
-from ..data.sources import DATASETS as DATASET_CHOICES
-from ..data.sources import DataSource, check_dataset
+from ..data.sources import DATASETS, DataSource, check_dataset
 from ..recipes import Recipe, get_recipe, list_recipes
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
 LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
+DATASET_CHOICES = DATASETS  # owned by zamzoo.data.sources
 
 
 @dataclass
