@@ -63,3 +63,16 @@ def test_asking_who_holds_does_not_release(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_folder_the_lock_created_goes_when_nothing_was_written(tmp_path):
+    with lock_run_folder(tmp_path / 'empty'):
+        pass
+    assert not (tmp_path / 'empty').exists()
+    with lock_run_folder(tmp_path / 'used'):
+        (tmp_path / 'used' / 'config.json').write_text('{}')
+    assert (tmp_path / 'used' / 'config.json').exists()
+    (tmp_path / 'mine').mkdir()
+    with lock_run_folder(tmp_path / 'mine'):  # a folder the user made stays
+        pass
+    assert (tmp_path / 'mine').is_dir()

@@ -431,8 +431,11 @@ def test_bad_paths_and_settings(tiny_cifar, tmp_path, capsys):
         main(['eval', '--model', TINY, '--pretrained', '--checkpoint', 'x', '--data', str(tiny_cifar)])
     with pytest.raises(ValueError, match='expected one of'):
         TrainConfig(model=TINY, data='.', loader='gpu').validate()
-    with pytest.raises(ValueError, match="'tensor' is for CIFAR"):
-        TrainConfig(model=TINY, data='.', dataset='folder', loader='tensor').validate()
+    TrainConfig(model=TINY, data='.', dataset='folder', loader='tensor').validate()  # any data set (issue 13)
+    with pytest.raises(ValueError, match='holdout: only for --dataset folder or hf'):
+        TrainConfig(model=TINY, data='.', holdout=0.1).validate()
+    with pytest.raises(ValueError, match='image_column: only for --dataset hf'):
+        TrainConfig(model=TINY, data='.', dataset='folder', image_column='img').validate()
 
 
 # ------------------------------------------------------------------------------------------------ bench train

@@ -39,7 +39,6 @@ from ._io import atomic_path
 __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'grad_cam', 'gradcam_target_layer',
            'visualize', 'render', 'load_model']
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
 @dataclass
@@ -93,21 +92,17 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
 def load_image(path, model: nn.Module) -> Tuple[torch.Tensor, np.ndarray]:
     """The image at `path` resized to the model's input size and normalised with its pretrained_cfg mean/std
     (timm's ``resolve_data_config``): returns the (1, 3, H, W) input and the resized RGB image (H, W, 3) in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
     from timm.data import resolve_data_config
+
+    from .data import open_rgb
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f'image not found: {path}')
     if not path.is_file():
         raise ValueError(f'not an image file: {path} is a directory')
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert('RGB')
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f'cannot read {path} as an image ({type(e).__name__}: {e}); '
-                         f'supported formats: {", ".join(s[1:] for s in IMAGE_SUFFIXES)}') from None
+    image = open_rgb(path)  # 16-bit images rescaled to 8 bits; unreadable ones and decompression bombs: DataError
     cfg = resolve_data_config(model=model)
     _, h, w = cfg['input_size']
     resample = {'bicubic': Image.BICUBIC, 'bilinear': Image.BILINEAR, 'nearest': Image.NEAREST}.get(

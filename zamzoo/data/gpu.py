@@ -106,6 +106,18 @@ def shard_bounds(n: int, batch_size: int, drop_last: bool) -> List[Tuple[int, in
     return [(s, min(s + batch_size, stop)) for s in range(0, stop, batch_size)]
 
 
+def epoch_bounds(n: int, batch_size: int, drop_last: bool, world_size: int, train: bool) -> List[Tuple[int, int]]:
+    """The global batches of an epoch. In training, a last batch of one image is merged into the batch before it
+    (BatchNorm cannot train on a single pooled value); then a last batch too small to give every rank an image is
+    dropped. Neither rule depends on anything but the sizes, so every rank draws the same batches."""
+    bounds = shard_bounds(n, batch_size, drop_last)
+    if train and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
+        bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
+    if bounds and bounds[-1][1] - bounds[-1][0] < world_size:
+        bounds.pop()
+    return bounds
+
+
 def rank_slice(start: int, stop: int, rank: int, world_size: int) -> Tuple[int, int]:
     """This rank's part of a global batch: contiguous, sizes differing by at most one."""
     n = stop - start
@@ -150,9 +162,7 @@ class TensorLoader:
         self.images = pad(images, self.crop_padding).to(self.device)
         self.targets = targets.to(self.device)
         self.scale, self.shift = _norm_coeffs(mean, std, 255.0, self.device)
-        self.bounds = shard_bounds(self.n, batch_size, self.drop_last)
-        if self.bounds and self.bounds[-1][1] - self.bounds[-1][0] < world_size:
-            self.bounds.pop()  # a last batch too small to give every rank an image is dropped
+        self.bounds = epoch_bounds(self.n, batch_size, self.drop_last, world_size, train)
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch

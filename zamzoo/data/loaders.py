@@ -1,20 +1,17 @@
-"""The plain path: a torch DataLoader over a map-style dataset with torchvision transforms v2 (image folders, CPU).
+"""The plain path: a torch DataLoader over a map-style dataset with torchvision transforms v2 (any data set, CPU).
 
 Determinism does not depend on workers or on the global RNG: each sample's augmentation is drawn under a seed
 made of (seed, epoch, sample index), and the order of an epoch comes from (seed, epoch). Ranks of a distributed
 run take contiguous parts of the same global batches, as the tensor loader does.
 """
-from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import datasets as tvd
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
-from ..errors import DataError
-from .gpu import epoch_generator, rank_slice, shard_bounds
+from .gpu import epoch_bounds, epoch_generator, rank_slice
 
 
 def cifar_transforms(recipe, mean, std, train: bool):
@@ -43,24 +40,6 @@ def folder_transforms(recipe, mean, std, img_size: int, train: bool):
         t = [v2.Resize(int(round(img_size / 0.875)), antialias=True), v2.CenterCrop(img_size)]
     t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(t)
-
-
-IMAGE_EXTENSIONS = tvd.folder.IMG_EXTENSIONS
-
-
-def image_folder(root, split: str):
-    """`root/<split>/<class>/<image>` as a torchvision ImageFolder (untransformed: PIL images, int targets)."""
-    root = Path(root).expanduser()
-    path = root / split
-    if not path.is_dir():
-        what = f'{root} does not exist' if not root.exists() else f'{path} is missing'
-        raise DataError(
-            f'image folder data set: {what}; expected {root}/train/<class>/<image> and {root}/val/<class>/<image> '
-            f'(extensions {", ".join(IMAGE_EXTENSIONS)})')
-    try:
-        return tvd.ImageFolder(str(path))
-    except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f'image folder {path}: {e}; expected {path}/<class>/<image> with one sub-folder per class') from e
 
 
 class PilImages(Dataset):
@@ -110,9 +89,7 @@ class EpochBatchSampler(Sampler):
                  drop_last: bool = False):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self.bounds = shard_bounds(n, batch_size, drop_last)
-        if self.bounds and self.bounds[-1][1] - self.bounds[-1][0] < world_size:
-            self.bounds.pop()
+        self.bounds = epoch_bounds(n, batch_size, drop_last, world_size, train=shuffle)
         self.epoch = 0
 
     def set_epoch(self, epoch: int):

@@ -111,7 +111,7 @@ def _training_section(info: dict) -> str:
 def render_model_card(info: dict) -> str:
     """README.md text. `info` keys: model, tag, model_name ('model.tag'), repo_id, params, macs, input_size,
     num_classes, num_features, mean, std, recipe, results (aggregate from export, or None), hparams_summary,
-    code_commit."""
+    code_commit, init (the run's --init record, or None)."""
     from timm.models._hub import generate_readme  # not re-exported by timm.models
 
     model, tag = info['model'], info['tag']
@@ -135,6 +135,8 @@ def render_model_card(info: dict) -> str:
     }
     if info.get('code_commit'):
         details['Code commit'] = info['code_commit']
+    if info.get('init'):
+        details['Initial weights'] = f"{info['init']['source']} (sha256 {info['init'].get('sha256') or 'unknown'})"
     usage = _template('usage.md').substitute(
         model=model, model_name=info['model_name'], repo_id=info['repo_id'], height=h, width=w,
         num_classes=info['num_classes'], num_features=info['num_features'])

@@ -205,7 +205,7 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
 
     from ..models import TAGS
     from .papers import describe
-    folder = dataset == 'folder'
+    folder = dataset in ('folder', 'hf')  # data of the user's own: published under its own tag
     tag = tag or (run_config.get('tag') if folder else dataset)
     if tag is None:
         raise ExportError(f'cannot tell the pretrained tag of {model}: pass --tag ({", ".join(TAGS)})')
@@ -221,7 +221,8 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
     return tag, dataclasses.replace(
         default, tag=tag, hf_hub_id=None, num_classes=int(run_config['num_classes']),
         label_names=tuple(run_config['classes']), mean=tuple(run_config['mean']), std=tuple(run_config['std']),
-        input_size=(3, size, size), description=f"{describe(model)}; trained on the image folder '{tag}'")
+        input_size=(3, size, size), description=f"{describe(model)}; trained on "
+        f"{'the Hugging Face dataset' if dataset == 'hf' else 'the image folder'} '{tag}'")
 
 
 def export_run(
@@ -350,7 +351,8 @@ def export_run(
 
     staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
     try:
-        timm.models.save_for_hf(net, staging, safe_serialization=True)
+        labels = {'label_names': list(cfg.label_names)} if cfg.label_names else None  # top level: timm's Hub field
+        timm.models.save_for_hf(net, staging, model_config=labels, safe_serialization=True)
         results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
         results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
         card_info = dict(
@@ -361,6 +363,7 @@ def export_run(
             results=results if has_results else None,
             hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
             code_commit=results['code_commit'], license=cfg.license or 'apache-2.0',
+            init=weights_run.config.get('init') if weights_run is not None else None,
         )
         (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')
         for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):

@@ -48,8 +48,11 @@ def add_commands(subparsers):
                     'curves.png, results.json and model.safetensors to the run folder.')
     p.add_argument('--model', required=True, help='model name, e.g. resnet18_zam (any timm model name works)')
     p.add_argument('--data', required=True, help='data folder: the one holding cifar-100-python/ (or '
-                   'cifar-10-batches-py/), or for --dataset folder one with train/ and val/ sub-folders')
+                   'cifar-10-batches-py/); for --dataset folder one with train/ and val/ sub-folders, or one of '
+                   'class sub-folders with --holdout; for --dataset hf a Hugging Face dataset (Hub name, '
+                   'save_to_disk folder or folder of parquet files)')
     p.add_argument('--dataset', choices=DATASET_CHOICES, default='cifar100')
+    add_source_arguments(p, train=True)
     p.add_argument('--recipe', choices=list_recipes(), default=None,
                    help="default: the model's own (zam; spem for resnet164), finetune for --dataset folder")
     p.add_argument('--epochs', type=positive_int, help="override the recipe's number of epochs")
@@ -59,14 +62,18 @@ def add_commands(subparsers):
     p.add_argument('--out', help='run folder (default runs/<model>-<dataset>-<recipe>-s<seed>)')
     p.add_argument('--resume', action='store_true', help="continue the run in --out from its last checkpoint")
     p.add_argument('--pretrained', action='store_true', help='start from the published weights')
+    p.add_argument('--init', metavar='SOURCE', help='start from these weights: a zoo name with published weights, '
+                   'hf-hub:org/name, local-dir:PATH, an export or run folder, or a .safetensors file (the head is '
+                   're-initialised when the class count differs)')
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--compile-mode', default=None, choices=['default', 'reduce-overhead', 'max-autotune',
                                                              'max-autotune-no-cudagraphs'])
     p.add_argument('--amp', choices=AMP_CHOICES, default='auto', help='autocast dtype (auto: bf16 on CUDA, none on CPU)')
     p.add_argument('--device', default=None, help='cuda, cuda:1 or cpu (default: cuda if available)')
     p.add_argument('--loader', choices=LOADER_CHOICES, default='auto',
-                   help='tensor: CIFAR on the device with batched augmentation (default on CUDA); dataloader: '
-                        'torch DataLoader + torchvision transforms (default on CPU and for image folders)')
+                   help='tensor: the whole data set on the device, decoded once, with batched augmentation '
+                        '(default on CUDA when it fits); dataloader: torch DataLoader + torchvision transforms '
+                        '(default on CPU)')
     p.add_argument('--workers', type=int, default=None, help='DataLoader workers per process')
     p.add_argument('--download', action='store_true', help="download CIFAR with torchvision's own download")
     p.add_argument('--img-size', type=positive_int, default=None, help="image folders: input size (default: the model's)")
@@ -84,6 +91,7 @@ def add_commands(subparsers):
     src.add_argument('--checkpoint', help='a run folder, model.safetensors, or checkpoint.pt')
     e.add_argument('--data', required=True, help='data folder (as for zamzoo train)')
     e.add_argument('--dataset', choices=DATASET_CHOICES, default='cifar100')
+    add_source_arguments(e, train=False)
     e.add_argument('--recipe', choices=list_recipes(), default=None,
                    help="normalisation to use when the checkpoint has no run folder (default: the model's cfg)")
     e.add_argument('--batch-size', type=positive_int, default=500)
@@ -92,6 +100,20 @@ def add_commands(subparsers):
     e.add_argument('--download', action='store_true')
     e.add_argument('--json', dest='json_out', default=None, help='also write the result to this JSON file')
     e.set_defaults(func=run_eval)
+
+
+def add_source_arguments(p, train: bool):
+    """Hugging Face dataset columns and splits; the held-out share of a data set without a validation split."""
+    p.add_argument('--image-column', help='hf: the image column (default: img, image, or the only Image feature)')
+    p.add_argument('--label-column', help='hf: the label column (default: fine_label, label, or the only '
+                   'ClassLabel feature)')
+    if train:
+        p.add_argument('--train-split', help="hf: the training split (default: train)")
+    p.add_argument('--val-split', help='hf: the evaluation split (default: validation, val, valid or test)')
+    if train:
+        p.add_argument('--holdout', type=positive_float, metavar='FRACTION',
+                       help='folder / hf without a validation split: hold out this share of each class '
+                            '(e.g. 0.1), chosen from the seed; the split is written to the run folder')
 
 
 def _is_main_process() -> bool:
@@ -167,7 +189,8 @@ def run_train(args) -> int:
         compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
         amp=args.amp, device=args.device, loader=args.loader, workers=args.workers, download=args.download,
         img_size=args.img_size, model_kwargs=dict(args.model_kwargs), eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size,
+        eval_batch_size=args.eval_batch_size, image_column=args.image_column, label_column=args.label_column,
+        train_split=args.train_split, val_split=args.val_split, holdout=args.holdout, init=args.init,
     ).validate()
     main = _is_main_process()
     if main:
@@ -182,7 +205,8 @@ def run_eval(args) -> int:
 
     r = evaluate(args.model, args.data, args.dataset, pretrained=args.pretrained, checkpoint=args.checkpoint,
                  batch_size=args.batch_size, device=args.device, amp=args.amp, recipe=args.recipe,
-                 download=args.download)
+                 download=args.download, image_column=args.image_column, label_column=args.label_column,
+                 val_split=args.val_split)
     print(f"{r['model']} on {r['dataset']} test ({r['images']:,} images, weights {r['weights']}): "
           f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}")
     if args.json_out:

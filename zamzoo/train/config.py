@@ -4,11 +4,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
 
+from ..data.sources import DATASETS, DataSource, check_dataset
 from ..recipes import Recipe, get_recipe, list_recipes
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
 LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
-DATASET_CHOICES = ('cifar100', 'cifar10', 'folder')
+DATASET_CHOICES = DATASETS  # owned by zamzoo.data.sources
 
 
 @dataclass
@@ -16,7 +17,9 @@ class TrainConfig:
     """One training run. `None` fields take the recipe's value (epochs, batch_size, lr) or an automatic choice.
 
     model: a timm model name (zamzoo's are registered by `import zamzoo`); data: the data folder (for CIFAR the
-    folder holding cifar-100-python/ or cifar-10-batches-py/; for `folder`, one with train/ and val/).
+    folder holding cifar-100-python/ or cifar-10-batches-py/; for `folder`, one with train/ and val/, or one of
+    class sub-folders with `holdout`; for `hf`, a Hugging Face dataset: Hub name, save_to_disk or parquet folder).
+    init: weights to start from (zoo name, hf-hub:org/name, local-dir:PATH, export or run folder, .safetensors).
     batch_size is the global batch: with N processes each takes batch_size / N of every step.
     """
     model: str
@@ -34,7 +37,7 @@ class TrainConfig:
     compile_mode: Optional[str] = None          # torch.compile mode: None/'default', 'reduce-overhead', 'max-autotune'
     amp: str = 'auto'                           # bf16 on CUDA, none on CPU
     device: Optional[str] = None                # 'cuda', 'cpu', 'cuda:1'; default cuda if available
-    loader: str = 'auto'                        # 'tensor' (device-resident CIFAR) on CUDA, 'dataloader' otherwise
+    loader: str = 'auto'                        # 'tensor' (device-resident) on CUDA if it fits, else 'dataloader'
     workers: Optional[int] = None               # DataLoader workers (0 on CPU, up to 8 per process on CUDA)
     download: bool = False                      # fetch CIFAR with torchvision's own download
     channels_last: Optional[bool] = None        # default: on CUDA
@@ -43,12 +46,17 @@ class TrainConfig:
     eval_batch_size: int = 500
     eval_every: int = 1                         # evaluate on the test split every N epochs (and after the last)
     progress_every: int = 25                    # steps between progress updates (no host sync: values lag)
+    image_column: Optional[str] = None          # hf: default img / image / the only Image feature
+    label_column: Optional[str] = None          # hf: default fine_label / label / the only ClassLabel feature
+    train_split: Optional[str] = None           # hf: default 'train'
+    val_split: Optional[str] = None             # hf: default validation / val / valid / test
+    holdout: Optional[float] = None             # folder / hf without a validation split: the share held out
+    init: Optional[str] = None                  # starting weights (see zamzoo.train.init)
 
     def validate(self):
         if not isinstance(self.model, str) or not self.model:
             raise ValueError('model: expected a model name, e.g. resnet18_zam (see `zamzoo list`)')
-        if self.dataset not in DATASET_CHOICES:
-            raise ValueError(f"dataset: unknown '{self.dataset}'; expected one of {list(DATASET_CHOICES)}")
+        check_dataset(self.dataset)
         if self.data is None:
             raise ValueError('data: expected the data folder (--data DIR)')
         if isinstance(self.recipe, str) and self.recipe not in list_recipes():
@@ -63,9 +71,8 @@ class TrainConfig:
             raise ValueError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
         if self.loader not in LOADER_CHOICES:
             raise ValueError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
-        if self.loader == 'tensor' and self.dataset == 'folder':
-            raise ValueError("loader: 'tensor' is for CIFAR; image folders use the DataLoader ('dataloader' or 'auto')")
-        if self.download and self.dataset == 'folder':
+        self._validate_source()
+        if self.download and self.dataset not in ('cifar100', 'cifar10'):
             raise ValueError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
         if self.workers is not None and self.workers < 0:
             raise ValueError(f'workers: expected >= 0, got {self.workers}')
@@ -76,6 +83,23 @@ class TrainConfig:
         from .loop import check_model_name
         check_model_name(self.model)
         return self
+
+    def _validate_source(self):
+        hf_only = [k for k in ('image_column', 'label_column', 'train_split', 'val_split') if getattr(self, k)]
+        if hf_only and self.dataset != 'hf':
+            raise ValueError(f'{hf_only[0]}: only for --dataset hf')
+        if self.holdout is not None:
+            if self.dataset not in ('folder', 'hf'):
+                raise ValueError('holdout: only for --dataset folder or hf (CIFAR has its own test split)')
+            from ..data.split import check_fraction
+            check_fraction(self.holdout)
+        if self.init is not None and self.pretrained:
+            raise ValueError('init: --pretrained and --init both set the starting weights; pass one')
+
+    def source(self, split: Optional[dict] = None) -> DataSource:
+        """Where the images come from (`split`: a split file's content to reuse)."""
+        return DataSource(self.dataset, self.data, self.download, self.image_column, self.label_column,
+                          self.train_split, self.val_split, self.holdout, self.seed, split)
 
     def resolve_recipe(self) -> Recipe:
         """The recipe with this run's overrides (epochs, batch size, lr) applied."""
@@ -98,9 +122,9 @@ class TrainConfig:
 
 
 def default_recipe(model: str, dataset: str, pretrained: bool) -> str:
-    """finetune for a pretrained model on an image folder; otherwise the recipe the model's cfg announces (zam for
+    """finetune on an image folder or a Hugging Face dataset; otherwise the recipe the model's cfg announces (zam for
     resnet18/mobilenet, spem for resnet164), zam for models outside the zoo."""
-    if dataset == 'folder':
+    if dataset in ('folder', 'hf'):
         return 'finetune'
     try:
         from ..models import backbone_recipe

@@ -10,17 +10,21 @@ from .. import provenance
 from ..errors import ZamzooError
 from . import distributed as D
 from .checkpoint import load_weights
-from .loop import amp_dtype, build_loaders, create_model, evaluate_loader, open_datasets
+from .loop import amp_dtype, build_loaders, create_model, evaluate_loader, read_split
+
+
+def _run_folder(checkpoint) -> Optional[Path]:
+    if checkpoint is None:
+        return None
+    p = Path(checkpoint).expanduser()
+    return p if p.is_dir() else p.parent
 
 
 def _run_config(checkpoint) -> dict:
     """config.json of the run folder a checkpoint belongs to, if any."""
-    if checkpoint is None:
-        return {}
-    p = Path(checkpoint).expanduser()
-    folder = p if p.is_dir() else p.parent
-    cfg = folder / 'config.json'
-    if cfg.is_file():
+    folder = _run_folder(checkpoint)
+    cfg = folder / 'config.json' if folder is not None else None
+    if cfg is not None and cfg.is_file():
         try:
             return json.loads(cfg.read_text())
         except ValueError:
@@ -28,26 +32,41 @@ def _run_config(checkpoint) -> dict:
     return {}
 
 
+def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict):
+    """The data to evaluate on: the run's held-out split (its split file) or its HF columns and splits, unless
+    given here."""
+    from ..data import DataSource
+    args = run_cfg.get('args') if isinstance(run_cfg.get('args'), dict) else {}
+    same_data = args.get('dataset') == dataset
+    options = {k: hf_options.get(k) or (args.get(k) if same_data else None)
+               for k in ('image_column', 'label_column', 'train_split', 'val_split')}
+    split = read_split(_run_folder(checkpoint)) if checkpoint is not None and same_data else None
+    return DataSource(dataset, data, download, split=split, **options)
+
+
 def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = False, checkpoint=None,
              batch_size: int = 500, device: Optional[str] = None, amp: str = 'auto', recipe: Optional[str] = None,
-             img_size: Optional[int] = None, download: bool = False, workers: int = 0) -> dict:
+             img_size: Optional[int] = None, download: bool = False, workers: int = 0, **hf_options) -> dict:
     """Test-split top-1 / top-5 (percent) and mean CE loss.
 
     Exactly one of `pretrained` (weights through timm, i.e. the Hub) and `checkpoint` (a run folder,
     model.safetensors, or a checkpoint.pt / state-dict .pt read with weights_only=True) is required.
     Normalisation: the run folder's (config.json) if the checkpoint has one, else `recipe`'s for this data set,
-    else the model's pretrained cfg (which is the recipe it was trained with).
+    else the model's pretrained cfg (which is the recipe it was trained with). A run trained with --holdout is
+    evaluated on its held-out images (the run folder's split file); `hf_options` (image_column, label_column,
+    val_split) default to the run's.
     """
     if bool(pretrained) == (checkpoint is not None):
         raise ValueError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
-    if dataset not in ('cifar100', 'cifar10', 'folder'):
-        raise ValueError(f"dataset: unknown '{dataset}'; expected cifar100, cifar10 or folder")
+    from ..data import check_dataset, open_data
+    check_dataset(dataset)
     if batch_size < 1:
         raise ValueError(f'batch size must be >= 1, got {batch_size}')
     dev = D.resolve_device(device)
     dtype = amp_dtype(amp, dev)
-    _, test_split, num_classes, classes = open_datasets(dataset, data, download, train=False)
     run_cfg = _run_config(checkpoint)
+    opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
+    test_split, num_classes = opened.test, opened.num_classes
     if run_cfg.get('model') and run_cfg['model'] != model:
         raise ValueError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")
     if run_cfg.get('num_classes') not in (None, num_classes):
@@ -64,7 +83,7 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
 
     if run_cfg.get('mean'):
         mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
-    elif recipe is not None and dataset != 'folder':
+    elif recipe is not None and dataset in ('cifar100', 'cifar10'):
         from ..recipes import get_recipe
         mean, std = get_recipe(recipe).stats(dataset)
     else:
@@ -75,7 +94,7 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     info = D.DistInfo(device=dev)
     _, test = build_loaders(dataset, (None, test_split), get_recipe('zam'), mean, std, batch_size=batch_size,
                             eval_batch_size=batch_size, seed=0, info=info,
-                            loader='tensor' if dataset != 'folder' else 'dataloader', workers=workers,
+                            loader=_loader(dataset, run_cfg, test_split, size, dev), workers=workers,
                             channels_last=dev.type == 'cuda', img_size=size)
     if dev.type == 'cuda':
         net.to(memory_format=torch.channels_last)
@@ -91,3 +110,11 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
         'mean': list(mean), 'std': list(std), 'images_per_s': n / elapsed if elapsed else None,
         'device': provenance.device_description(dev),
     }
+
+
+def _loader(dataset: str, run_cfg: dict, test_split, size: int, device) -> str:
+    """The run's loader (their evaluation transforms differ for non-CIFAR data), the tensor loader for CIFAR."""
+    from ..data.tensors import pick_loader
+    if dataset in ('cifar100', 'cifar10'):
+        return 'tensor'
+    return pick_loader(run_cfg.get('loader', 'dataloader'), (0, len(test_split)), size, 0, device)

@@ -7,8 +7,11 @@ Run folder (the contract `zamzoo export` and the table generator read):
     curves.png        loss / accuracy / lr per epoch
     results.json      final and best test top-1/top-5, images/s, wall time, device, code commit, versions
     model.safetensors the final weights (state dict of the timm model), written when the run completes
+    split.json        with --holdout only: the train and validation images (reused by --resume and zamzoo eval)
 """
+import dataclasses
 import difflib
+import json
 import os
 import statistics
 import time
@@ -28,8 +31,8 @@ from . import distributed as D
 from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, set_rng_state, write_checkpoint
 from .config import TrainConfig
 from .metrics import plot_curves, write_metrics
-from .run_folder import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE,
-                         lock_run_folder)
+from .run_folder import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, SPLIT_FILE,
+                         WEIGHTS_FILE, lock_run_folder)
 from .schedule import RecipeLR, recipe_lr
 
 PLOT_EVERY_S = 30.0
@@ -96,28 +99,12 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def open_datasets(dataset: str, data, download: bool = False, train: bool = True):
-    """(train split, test split, num_classes, class names) as torchvision datasets (CIFAR or ImageFolder) serving
-    PIL images; the train split is None when `train` is False."""
-    from ..data import cifar, image_folder
-
-    if dataset in cifar.CIFAR_DATASETS:
-        tr = cifar.cifar_dataset(data, dataset, train=True, download=download) if train else None
-        te = cifar.cifar_dataset(data, dataset, train=False, download=download)
-        return tr, te, cifar.NUM_CLASSES[dataset], list(te.classes)
-    tr = image_folder(data, 'train') if train else None
-    te = image_folder(data, 'val')
-    if tr is not None and te.classes != tr.classes:
-        raise DataError(f'{data}: train/ and val/ have different class folders '
-                        f'({len(tr.classes)} vs {len(te.classes)}); expected the same class names in both')
-    return tr, te, len(te.classes), list(te.classes)
-
-
 def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, eval_batch_size: int, seed: int,
                   info: D.DistInfo, loader: str, workers: int, channels_last: bool, img_size: int = 32) -> tuple:
-    """Train and test loaders for one rank from `open_datasets`' splits (the train loader is None without a train
-    split): the device-resident tensor loader for CIFAR, or a DataLoader with torchvision transforms."""
-    from ..data import DataLoaderBatches, TensorLoader, cifar_tensors, cifar_transforms, folder_transforms
+    """Train and test loaders for one rank from `open_data`'s splits (the train loader is None without a train
+    split): the device-resident tensor loader (images decoded once at `img_size`), or a DataLoader with
+    torchvision transforms."""
+    from ..data import DataLoaderBatches, TensorLoader, cifar_transforms, dataset_tensors, folder_transforms
 
     common = dict(seed=seed, rank=info.rank, world_size=info.world_size, device=info.device,
                   channels_last=channels_last)
@@ -125,13 +112,14 @@ def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, e
     train = None
     if loader == 'tensor':
         if train_split is not None:
-            train = TensorLoader(*cifar_tensors(train_split), batch_size, mean, std, train=True,
+            train = TensorLoader(*dataset_tensors(train_split, img_size, workers), batch_size, mean, std, train=True,
                                  crop_padding=recipe.crop_padding, hflip=recipe.hflip, rotation=recipe.rotation,
                                  drop_last=recipe.drop_last, **common)
-        return train, TensorLoader(*cifar_tensors(test_split), eval_batch_size, mean, std, train=False, **common)
+        return train, TensorLoader(*dataset_tensors(test_split, img_size, workers), eval_batch_size, mean, std,
+                                   train=False, **common)
 
     def transform(is_train):
-        if dataset == 'folder':
+        if dataset in ('folder', 'hf'):
             return folder_transforms(recipe, mean, std, img_size, is_train)
         return cifar_transforms(recipe, mean, std, is_train)
 
@@ -318,7 +306,7 @@ def _check_run_folder(out: Path, config: TrainConfig):
     return None
 
 
-_RESUME_KEYS = ('model', 'dataset', 'seed', 'pretrained', 'num_classes', 'model_kwargs')
+_RESUME_KEYS = ('model', 'dataset', 'seed', 'pretrained', 'num_classes', 'model_kwargs', 'init')
 
 
 @dataclass
@@ -332,9 +320,7 @@ class _Runtime:
 
 def _runtime(config: TrainConfig, info: D.DistInfo) -> _Runtime:
     device = info.device
-    loader = config.loader
-    if loader == 'auto':
-        loader = 'tensor' if (device.type == 'cuda' and config.dataset != 'folder') else 'dataloader'
+    loader = config.loader  # 'auto' is resolved once the data set's size is known (`_pick_loader`)
     workers = config.workers
     if workers is None:
         workers = 0 if device.type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) // info.world_size))
@@ -346,31 +332,56 @@ def _runtime(config: TrainConfig, info: D.DistInfo) -> _Runtime:
     return _Runtime(amp_dtype(config.amp, device), loader, workers, channels_last)
 
 
-def _open_data(config: TrainConfig, info: D.DistInfo):
-    """open_datasets; with --download under torchrun, rank 0 fetches the files while the others wait."""
-    download = config.download
-    if download and info.distributed:
+def _open_data(config: TrainConfig, info: D.DistInfo, out: Path):
+    """open_data, reusing the run folder's split file on --resume; with --download under torchrun, rank 0 fetches
+    the files while the others wait."""
+    from ..data import open_data
+
+    split = read_split(out) if config.resume else None
+    if config.download and info.distributed:
         if info.is_main:
-            open_datasets(config.dataset, config.data, True)
+            open_data(config.source(split))
         D.barrier(info)
-        download = False
-    return open_datasets(config.dataset, config.data, download)
+        config = dataclasses.replace(config, download=False)
+    return open_data(config.source(split))
 
 
 def _build_model(config: TrainConfig, recipe, num_classes: int):
-    """The model (seeded), and the normalisation and input size its data gets: the recipe's for CIFAR, the
-    model's pretrained cfg for image folders."""
+    """The model (seeded, from --init's weights if any), the record of its starting weights, and the normalisation
+    and input size its data gets: the recipe's for CIFAR, the model's pretrained cfg for other data."""
+    from .init import apply_init, load_init
+
     seed_everything(config.seed)
     model = create_model(config.model, num_classes, pretrained=config.pretrained, **config.model_kwargs)
     if config.pretrained and recipe.reset_head:
         model.reset_classifier(num_classes)
-    if config.dataset == 'folder':
+    init = None
+    if config.init is not None:
+        state, init = load_init(config.init)
+        init['head_reset'] = apply_init(model, state, config.init)
+    if config.dataset in ('folder', 'hf'):
         cfg = model.pretrained_cfg
         mean, std = tuple(cfg.get('mean', (0.485, 0.456, 0.406))), tuple(cfg.get('std', (0.229, 0.224, 0.225)))
         img_size = config.img_size or int(cfg.get('input_size', (3, 224, 224))[-1])
     else:
         (mean, std), img_size = recipe.stats(config.dataset), 32
-    return model, mean, std, img_size
+    return model, init, mean, std, img_size
+
+
+def _pick_loader(rt: _Runtime, data, img_size: int, recipe, device):
+    from ..data.tensors import pick_loader
+    rt.loader = pick_loader(rt.loader, (len(data.train), len(data.test)), img_size, recipe.crop_padding, device)
+
+
+def read_split(out: Path) -> Optional[dict]:
+    """The run folder's split file (a held-out validation set), or None when the run has none."""
+    path = Path(out) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ZamzooError(f'{path} is not a readable split file ({e}); it lists the train and validation images') from e
 
 
 def _resume(state: dict, run_config: dict, model, optimizer, scheduler, scaler):
@@ -401,11 +412,13 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
         raise ValueError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
                          f'the global batch is split evenly across ranks')
     rt = _runtime(config, info)
-    train_split, test_split, num_classes, classes = _open_data(config, info)  # first: it gives the classes
-    model, mean, std, img_size = _build_model(config, recipe, num_classes)
+    data = _open_data(config, info, out)  # first: it gives the classes
+    num_classes, classes = data.num_classes, data.classes
+    model, init, mean, std, img_size = _build_model(config, recipe, num_classes)
+    _pick_loader(rt, data, img_size, recipe, device)
     num_params = sum(p.numel() for p in model.parameters())
     train_loader, test_loader = build_loaders(
-        config.dataset, (train_split, test_split), recipe, mean, std, batch_size=recipe.batch_size,
+        config.dataset, (data.train, data.test), recipe, mean, std, batch_size=recipe.batch_size,
         eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=rt.loader,
         workers=rt.workers, channels_last=rt.channels_last, img_size=img_size)
     steps = len(train_loader)
@@ -430,6 +443,7 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
     run_config = {
         'model': config.model, 'dataset': config.dataset, 'tag': _tag(config), 'data': str(config.data),
         'num_classes': num_classes, 'classes': list(classes), 'seed': config.seed, 'pretrained': config.pretrained,
+        'init': init,
         'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
         'mean': list(mean), 'std': list(std), 'img_size': img_size, 'model_kwargs': dict(config.model_kwargs),
@@ -462,6 +476,8 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / CONFIG_FILE, run_config)
+        if data.split is not None:
+            write_json_atomic(out / SPLIT_FILE, data.split)
         if reporter:
             reporter.start({'config': run_config, 'out': str(out), 'start_epoch': start_epoch})
     D.barrier(info)
@@ -564,8 +580,9 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
 
 
 def _tag(config: TrainConfig) -> str:
-    """The pretrained tag the weights would be published under: the CIFAR data set, or an image folder's name."""
-    return config.dataset if config.dataset != 'folder' else Path(config.data).expanduser().resolve().name
+    """The pretrained tag the weights would be published under: the CIFAR data set, or the data's own name."""
+    from ..data import data_tag
+    return data_tag(config.dataset, config.data)
 
 
 def _last_step_lr(scheduler: RecipeLR) -> float:

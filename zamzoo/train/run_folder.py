@@ -6,6 +6,7 @@
     <out>/checkpoint.pt     everything --resume needs, every epoch       CHECKPOINT_FILE
     <out>/model.safetensors the final weights                            WEIGHTS_FILE
     <out>/results.json      final metrics and provenance                 RESULTS_FILE
+    <out>/split.json        the held-out split made by --holdout         SPLIT_FILE
     <out>/.lock             held by the one process writing the folder   LOCK_FILE
 """
 import contextlib
@@ -26,6 +27,7 @@ CURVES_FILE = 'curves.png'
 CHECKPOINT_FILE = 'checkpoint.pt'
 WEIGHTS_FILE = 'model.safetensors'
 RESULTS_FILE = 'results.json'
+SPLIT_FILE = 'split.json'
 LOCK_FILE = '.lock'
 
 
@@ -68,8 +70,10 @@ def lock_run_folder(folder):
     flock() locks belong to the open file and the kernel drops them when their process dies, however it dies, so
     the lock file a killed run leaves behind never blocks the next one (no stale locks to clean up)."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    locked = False
     try:
         if not _try_flock(fd, fcntl.LOCK_EX):
             holder = lock_holder(folder) or {}
@@ -79,6 +83,11 @@ def lock_run_folder(folder):
         record = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
+        locked = True
         yield
     finally:
+        if locked and created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+            # a run that failed before writing anything leaves no folder behind (unlinked while still locked)
+            os.unlink(folder / LOCK_FILE)
+            folder.rmdir()
         os.close(fd)

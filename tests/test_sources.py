@@ -1,0 +1,344 @@
+"""Your own data: Hugging Face datasets (save_to_disk and parquet folders made here), one-folder image sets split by
+--holdout, --init from any weights, the tensor loader for any data set, and bad data (files and rows named)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_cifar_arrays
+from zamzoo.cli import main
+from zamzoo.data import DataSource, open_data, open_rgb
+from zamzoo.errors import DataError, ZamzooError
+from zamzoo.recipes import get_recipe
+from zamzoo.train import TrainConfig, evaluate, train
+from zamzoo.train import distributed as D
+from zamzoo.train.loop import build_loaders, create_model
+
+TINY = 'test_resnet'
+datasets = pytest.importorskip('datasets')  # the `hf` extra (in `dev`)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(datasets.config, 'HF_DATASETS_CACHE', str(tmp_path / 'hf-cache'))
+    yield
+    torch.set_num_threads(threads)
+
+
+def _hf_dict(dataset='cifar100', label='fine_label'):
+    """tiny_cifar's images and labels as a DatasetDict (train / test) with Image and ClassLabel features."""
+    from PIL import Image
+    xtr, ytr, xte, yte, names = tiny_cifar_arrays(dataset)
+    features = datasets.Features({'img': datasets.Image(), label: datasets.ClassLabel(names=names)})
+
+    def split(x, y):
+        return datasets.Dataset.from_dict({'img': [Image.fromarray(a) for a in x], label: y.tolist()},
+                                          features=features)
+    return datasets.DatasetDict({'train': split(xtr, ytr), 'test': split(xte, yte)})
+
+
+@pytest.fixture(scope='module')
+def hf_sources(tmp_path_factory):
+    """(save_to_disk folder, parquet folder) of the CIFAR-100 tiny set."""
+    root = tmp_path_factory.mktemp('hf')
+    d = _hf_dict()
+    d.save_to_disk(str(root / 'disk'))
+    (root / 'parquet').mkdir()
+    for name, part in d.items():
+        part.to_parquet(str(root / 'parquet' / f'{name}-00000-of-00001.parquet'))
+    return root / 'disk', root / 'parquet'
+
+
+def _write_images(root, counts, size=(12, 10), seed=0):
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / cls / f'{i}.png')
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ same batches
+
+def test_same_images_same_batches_from_cifar_pickles_and_hf(tiny_cifar, hf_sources):
+    """The CIFAR pickles and the same images as a Hugging Face dataset (save_to_disk and parquet) give bit-equal
+    batches from the tensor loader, epoch after epoch, with the same seed."""
+    recipe = get_recipe('zam')
+    mean, std = recipe.stats('cifar100')
+    info = D.DistInfo(device=torch.device('cpu'))
+
+    def batches(source):
+        opened = open_data(source)
+        assert opened.classes == tiny_cifar_arrays('cifar100')[4]
+        train_loader, test_loader = build_loaders(
+            source.dataset, (opened.train, opened.test), recipe, mean, std, batch_size=16, eval_batch_size=20,
+            seed=5, info=info, loader='tensor', workers=0, channels_last=False, img_size=32)
+        out = []
+        for epoch in (0, 1):
+            train_loader.set_epoch(epoch)
+            out += list(train_loader)
+        return out + list(test_loader)
+
+    ref = batches(DataSource('cifar100', tiny_cifar))
+    assert len(ref) == 4 + 4 + 2
+    for folder in hf_sources:
+        got = batches(DataSource('hf', folder))
+        assert len(got) == len(ref)
+        for (x, y, n), (rx, ry, rn) in zip(got, ref):
+            assert torch.equal(x, rx) and torch.equal(y, ry) and n == rn
+
+
+# ------------------------------------------------------------------------------------------------ HF runs
+
+def test_hf_runs_from_disk_and_parquet_then_eval(hf_sources, tmp_path):
+    disk, parquet = hf_sources
+    args = dict(model=TINY, dataset='hf', epochs=1, batch_size=16, img_size=32, seed=1)
+    a = train(TrainConfig(data=str(disk), loader='tensor', out=str(tmp_path / 'disk'), **args))
+    b = train(TrainConfig(data=str(parquet), out=str(tmp_path / 'parquet'), **args))
+    assert a['num_classes'] == b['num_classes'] == 100 and a['recipe'] == 'finetune'
+    cfg = json.loads((tmp_path / 'disk' / 'config.json').read_text())
+    assert cfg['classes'] == tiny_cifar_arrays('cifar100')[4] and cfg['tag'] == 'disk' and cfg['loader'] == 'tensor'
+    assert cfg['train_images'] == 64 and cfg['args']['dataset'] == 'hf'
+    assert json.loads((tmp_path / 'parquet' / 'config.json').read_text())['loader'] == 'dataloader'
+    r = evaluate(TINY, str(disk), 'hf', checkpoint=tmp_path / 'disk')
+    assert r['images'] == 32 and r['top1'] == pytest.approx(a['top1'])
+    assert main(['eval', '--model', TINY, '--checkpoint', str(tmp_path / 'parquet'), '--dataset', 'hf', '--data',
+                 str(parquet), '--val-split', 'test', '--json', str(tmp_path / 'e.json')]) == 0
+    e = json.loads((tmp_path / 'e.json').read_text())
+    assert e['images'] == 32 and e['top1'] == pytest.approx(b['top1'])
+
+
+def test_hf_columns_splits_and_bad_rows(tmp_path):
+    d = _hf_dict('cifar10', label='label')
+    d['train'] = d['train'].add_column('extra', list(range(64)))
+    d.save_to_disk(str(tmp_path / 'ok'))
+
+    def opened(path, **kw):
+        return open_data(DataSource('hf', str(tmp_path / path), **kw))
+
+    o = opened('ok')
+    assert len(o.train) == 64 and len(o.test) == 32 and o.num_classes == 10
+    with pytest.raises(DataError, match=r"no split 'valid' \(validation split\); the dataset has \['test', 'train'\]"):
+        opened('ok', val_split='valid')
+    with pytest.raises(DataError, match=r"column 'extra' is Value\('int64'\), not an image"):
+        opened('ok', image_column='extra')
+    with pytest.raises(DataError, match="no column 'lbl'"):
+        opened('ok', label_column='lbl')
+    with pytest.raises(DataError, match='--holdout is for data without one'):
+        opened('ok', holdout=0.2)
+
+    only_train = datasets.DatasetDict({'train': d['train']})
+    only_train.save_to_disk(str(tmp_path / 'train-only'))
+    with pytest.raises(DataError, match='no validation split.*--holdout 0.1'):
+        opened('train-only')
+    held = opened('train-only', holdout=0.25)
+    counts = np.bincount(d['train']['label'])                         # 7 or 6 images per class: 2 held out of each
+    assert len(held.test) == sum(round(0.25 * n) for n in counts) == 20 and len(held.train) == 44
+    assert np.array_equal(np.bincount([held.train.targets + held.test.targets][0]), counts)
+    assert all(np.bincount(held.test.targets, minlength=10) == 2)   # stratified
+    assert held.split['val'] == opened('train-only', holdout=0.25).split['val']            # deterministic in the seed
+    assert held.split['val'] != opened('train-only', holdout=0.25, seed=1).split['val']
+
+    wrong = d['train'].cast_column('label', datasets.Value('int64'))
+    wrong = wrong.map(lambda r, i: {'label': 12 if i == 7 else r['label']}, with_indices=True)
+    datasets.DatasetDict({'train': wrong.cast_column('label', d['train'].features['label']),
+                          'test': d['test']}).save_to_disk(str(tmp_path / 'bad-label'))
+    with pytest.raises(DataError, match=r'bad-label \[train\] row 7: label 12 is outside the 10 classes'):
+        opened('bad-label')
+
+    cut = d['test'].cast_column('img', datasets.Image(decode=False))
+    cut = cut.map(lambda r, i: {'img': {'bytes': r['img']['bytes'][:60] if i == 3 else r['img']['bytes'],
+                                        'path': None}}, with_indices=True)
+    datasets.DatasetDict({'train': d['train'], 'test': cut.cast_column('img', datasets.Image())}).save_to_disk(
+        str(tmp_path / 'bad-image'))
+    with pytest.raises(DataError, match=r'cannot read .*bad-image \[test\] row 3 as an image'):
+        opened('bad-image')
+
+    with pytest.raises(DataError, match="could not be opened"):
+        opened('missing')
+
+
+# ------------------------------------------------------------------------------------------------ one folder
+
+def test_one_folder_holdout_split_file_resume_and_eval(tmp_path):
+    data = _write_images(tmp_path / 'pets', {'cat': 8, 'dog': 4, 'eel': 2}, size=(32, 32))
+    out = tmp_path / 'run'
+    args = dict(model=TINY, data=str(data), dataset='folder', epochs=1, batch_size=4, img_size=32, holdout=0.25,
+                seed=3, out=str(out))
+    r = train(TrainConfig(**args))
+    split = json.loads((out / 'split.json').read_text())
+    assert split['classes'] == ['cat', 'dog', 'eel'] and split['holdout'] == 0.25 and split['seed'] == 3
+    assert sorted(p.split('/')[0] for p in split['val']) == ['cat', 'cat', 'dog']      # 2 of 8, 1 of 4, 0 of 2
+    assert len(split['train']) == 11 and not set(split['train']) & set(split['val'])
+    assert json.loads((out / 'config.json').read_text())['train_images'] == 11
+
+    _write_images(data, {'cat': 12, 'fox': 3}, seed=9)     # the folder changes: a new split would differ
+    again = train(TrainConfig(resume=True, **args))     # resuming the finished run re-reads its split file
+    assert again['top1'] == r['top1'] and json.loads((out / 'split.json').read_text()) == split
+    assert json.loads((out / 'config.json').read_text())['classes'] == ['cat', 'dog', 'eel']  # not fox: same split
+    e = evaluate(TINY, str(data), 'folder', checkpoint=out)
+    assert e['images'] == 3 and e['top1'] == pytest.approx(r['top1'])
+
+    with pytest.raises(DataError, match=r'--holdout 0.1'):
+        train(TrainConfig(model=TINY, data=str(data), dataset='folder', out=str(tmp_path / 'no')))
+    (data / 'gnu').mkdir()
+    with pytest.raises(DataError, match="Found no valid file for the classes gnu"):
+        train(TrainConfig(**dict(args, out=str(tmp_path / 'no'))))
+    assert not (tmp_path / 'no').exists()
+
+
+# ------------------------------------------------------------------------------------------------ --init
+
+def _save(model, path):
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_init_from_safetensors_and_export_folder(tmp_path, capsys):
+    import timm
+    from safetensors.torch import load_file
+
+    from zamzoo.train.init import apply_init, load_init
+    torch.manual_seed(11)
+    source = create_model(TINY, 10)
+    path = _save(source, tmp_path / 'ten.safetensors')
+    timm.models.save_for_hf(source, tmp_path / 'export', safe_serialization=True)
+
+    for where in (path, tmp_path / 'export', f'local-dir:{tmp_path / "export"}'):
+        state, record = load_init(str(where))
+        model = create_model(TINY, 3)
+        head = model.get_classifier().weight.clone()
+        assert apply_init(model, state, str(where)) is True                # 10 -> 3 classes: head kept as built
+        assert torch.equal(model.get_classifier().weight, head)
+        for k, v in model.state_dict().items():
+            if not k.startswith('fc.'):
+                assert torch.equal(v, source.state_dict()[k]), k
+    import hashlib
+    assert record['sha256'] == hashlib.sha256((tmp_path / 'export' / 'model.safetensors').read_bytes()).hexdigest()
+    same = create_model(TINY, 10)
+    assert apply_init(same, load_init(str(path))[0], str(path)) is False
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in same.state_dict().items())
+    with pytest.raises(ZamzooError, match='does not fit this model'):
+        apply_init(create_model('test_efficientnet', 3), load_init(str(path))[0], str(path))
+
+    data = _write_images(tmp_path / 'abc', {'a': 3, 'b': 3, 'c': 3}, size=(32, 32))
+    out = tmp_path / 'run'
+    assert main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.34',
+                 '--img-size', '32', '--epochs', '1', '--batch-size', '6', '--lr', '1e-9', '--init', str(path),
+                 '--out', str(out)]) == 0
+    init = json.loads((out / 'config.json').read_text())['init']
+    assert init == {'source': str(path), 'file': str(path), 'sha256': hashlib.sha256(path.read_bytes()).hexdigest(),
+                    'head_reset': True}
+    trained = load_file(str(out / 'model.safetensors'))
+    convs = [k for k, v in trained.items() if v.dim() == 4]                 # lr 1e-9: still the --init weights
+    assert convs and all(torch.allclose(trained[k], source.state_dict()[k], rtol=0, atol=1e-6) for k in convs)
+    assert not torch.allclose(trained[convs[0]], create_model(TINY, 3).state_dict()[convs[0]], atol=1e-3)
+    rc = main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.34',
+               '--init', str(tmp_path / 'nothing.safetensors'), '--out', str(tmp_path / 'r2')])
+    assert rc == 2 and 'no such file or folder' in capsys.readouterr().err and not (tmp_path / 'r2').exists()
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+def test_16_bit_png_is_rescaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    import zamzoo.viz as viz
+    wide = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)   # 0..65535 in steps of 257
+    (tmp_path / 'set' / 'x').mkdir(parents=True)
+    Image.fromarray(wide).save(tmp_path / 'set' / 'x' / 'deep.png')
+    assert Image.open(tmp_path / 'set' / 'x' / 'deep.png').mode.startswith('I')
+    rgb = np.asarray(open_rgb(tmp_path / 'set' / 'x' / 'deep.png'))
+    assert rgb.shape == (16, 16, 3) and np.array_equal(rgb[..., 0], np.arange(256).reshape(16, 16))
+    from zamzoo.data import image_folder
+    (tmp_path / 'set2' / 'train').mkdir(parents=True)
+    (tmp_path / 'set' / 'x').rename(tmp_path / 'set2' / 'train' / 'x')
+    img, _ = image_folder(tmp_path / 'set2', 'train')[0]
+    assert np.array_equal(np.asarray(img), rgb)
+    model = create_model('resnet18_zam', 10).eval()
+    _, seen = viz.load_image(tmp_path / 'set2' / 'train' / 'x' / 'deep.png', model)
+    assert seen.shape == (32, 32, 3) and 0.4 < seen.mean() < 0.6                # clipped, it would be ~1.0
+
+
+@pytest.mark.parametrize('case', ['zero', 'truncated', 'garbage'])
+def test_broken_image_named_when_the_folder_is_indexed(tmp_path, case):
+    data = _write_images(tmp_path / 'd' / 'train', {'a': 4, 'b': 4})
+    _write_images(tmp_path / 'd' / 'val', {'a': 2, 'b': 2})
+    bad = tmp_path / 'd' / 'val' / 'b' / '1.png'
+    bad.write_bytes({'zero': b'', 'truncated': bad.read_bytes()[:100], 'garbage': b'not a png at all'}[case])
+    out = tmp_path / 'run'
+    with pytest.raises(DataError, match=f'cannot read {bad} as an image'):
+        train(TrainConfig(model=TINY, data=str(data.parent), dataset='folder', epochs=1, img_size=32,
+                          out=str(out)))
+    assert not out.exists()                                                   # before any training or writing
+
+
+def test_decompression_bomb_in_viz_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+    Image.new('RGB', (100, 100)).save(tmp_path / 'big.png')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)                     # 10,000 pixels > 2 x the limit
+    rc = main(['viz', '--model', 'mobilenet_zam', '--image', str(tmp_path / 'big.png'), '--out',
+               str(tmp_path / 'maps.png')])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'decompression bomb' in err and 'big.png' in err and 'Traceback' not in err
+
+
+def test_last_batch_of_one_image_is_merged_not_fatal(tmp_path):
+    """mobilenet_bam has BatchNorm on pooled features: a training batch of one image raises in torch."""
+    data = _write_images(tmp_path / 'd' / 'train', {'a': 4, 'b': 4}, size=(32, 32)).parent
+    _write_images(data / 'val', {'a': 1, 'b': 1}, size=(32, 32))
+    r = train(TrainConfig(model='mobilenet_bam', data=str(data), dataset='folder', epochs=1, batch_size=7,
+                          out=str(tmp_path / 'run')))
+    cfg = json.loads((tmp_path / 'run' / 'config.json').read_text())
+    assert r['epochs'] == 1 and cfg['steps_per_epoch'] == 1 and cfg['train_images'] == 8
+
+
+def test_tensor_loader_memory_is_checked_first(tmp_path, monkeypatch, capsys):
+    import zamzoo.data.tensors as T
+    data = _write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))
+    monkeypatch.setattr(T, 'free_bytes', lambda device: (10_000, 10 ** 12))
+    rc = main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.4',
+               '--img-size', '32', '--loader', 'tensor', '--out', str(tmp_path / 'run')])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'needs 24.' in err and '9.8 KiB free' in err and '--loader dataloader' in err and 'cpu memory has' in err
+    assert T.tensor_bytes(4, 2, 32, 4) == 3 * (4 * 40 * 40 + 2 * 32 * 32)
+    assert T.pick_loader('auto', (4, 2), 32, 4, 'cpu') == 'dataloader'
+    assert not (tmp_path / 'run').exists()
+
+
+def test_export_of_an_hf_run_records_label_names_and_init(tmp_path):
+    import hashlib
+
+    from zamzoo.publish import export_run
+    d = _hf_dict('cifar10', label='label')
+    d.save_to_disk(str(tmp_path / 'tencls'))
+    torch.manual_seed(0)
+    start = _save(create_model('mobilenet_zam', 100), tmp_path / 'start.safetensors')   # 100 -> 10 classes
+    out = tmp_path / 'run'
+    train(TrainConfig(model='mobilenet_zam', data=str(tmp_path / 'tencls'), dataset='hf', epochs=1, batch_size=32,
+                      init=str(start), out=str(out)))
+    res = export_run([out], tmp_path / 'export')
+    assert res.tag == 'tencls'
+    config = json.loads((tmp_path / 'export' / 'config.json').read_text())
+    assert config['num_classes'] == 10 and config['label_names'] == tiny_cifar_arrays('cifar10')[4]
+    card = (tmp_path / 'export' / 'README.md').read_text()
+    sha = hashlib.sha256(start.read_bytes()).hexdigest()
+    assert f'- **Initial weights:** {start} (sha256 {sha})\n' in card and '- **Training dataset:** tencls' in card
+    from safetensors.torch import load_file
+
+    from zamzoo.errors import WeightsError
+    from zamzoo.publish.hubcache import cache_export, offline_hub
+    from zamzoo.train.init import load_init
+    cache_export(tmp_path / 'export', tmp_path / 'hub')
+    with offline_hub(tmp_path / 'hub'):                                       # --init hf-hub:org/name, offline
+        state, record = load_init(f"hf-hub:{json.loads((tmp_path / 'export' / 'results.json').read_text())['repo_id']}")
+    exported = load_file(str(tmp_path / 'export' / 'model.safetensors'))
+    assert state.keys() == exported.keys() and all(torch.equal(state[k], exported[k]) for k in state)
+    assert record['sha256'] == res.sha256
+    with pytest.raises(WeightsError, match='no pretrained weights are published for mobilenet_zam'):
+        load_init('mobilenet_zam')                                            # a zoo name: the published weights

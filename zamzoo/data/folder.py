@@ -1,0 +1,86 @@
+"""Image folders: ``root/train/<class>/<image>`` and ``root/val/<class>/<image>``, or one folder
+``root/<class>/<image>`` split by `stratified_holdout`. Every image is checked when the folder is indexed (so a
+broken file stops the run before training, naming the file) and decoded by `open_rgb`."""
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+
+from ..errors import DataError
+from .images import check_image, open_rgb
+from .split import stratified_holdout
+
+IMAGE_EXTENSIONS = tvd.folder.IMG_EXTENSIONS
+
+
+def _checked(path: str) -> bool:
+    return tvd.folder.has_file_allowed_extension(path, IMAGE_EXTENSIONS) and check_image(path)
+
+
+def _index(path: Path) -> tvd.ImageFolder:
+    try:
+        return tvd.ImageFolder(str(path), loader=open_rgb, is_valid_file=_checked)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f'image folder {path}: {e}; expected {path}/<class>/<image> with one sub-folder per class '
+                        f'(extensions {", ".join(IMAGE_EXTENSIONS)})') from e
+
+
+def has_splits(root) -> bool:
+    return (Path(root).expanduser() / 'train').is_dir()
+
+
+def image_folder(root, split: str):
+    """`root/<split>/<class>/<image>` as a torchvision ImageFolder (untransformed: RGB PIL images, int targets)."""
+    root = Path(root).expanduser()
+    path = root / split
+    if not path.is_dir():
+        what = f'{root} does not exist' if not root.exists() else f'{path} is missing'
+        raise DataError(
+            f'image folder data set: {what}; expected {root}/train/<class>/<image> and {root}/val/<class>/<image> '
+            f'(extensions {", ".join(IMAGE_EXTENSIONS)}), or {root}/<class>/<image> with --holdout 0.1')
+    return _index(path)
+
+
+class FileList(Dataset):
+    """Images listed by their path relative to `root` (``<class>/<file>``), served as (RGB PIL image, class index)."""
+
+    def __init__(self, root, files: Sequence[str], classes: Sequence[str]):
+        self.root, self.classes = Path(root).expanduser(), list(classes)
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.samples = []
+        for rel in files:
+            path = self.root / rel
+            if rel.split('/', 1)[0] not in index or not path.is_file():
+                raise DataError(f'{path}: listed in the split file but missing (or outside the classes {classes}); '
+                                f'the data folder changed since the split was made')
+            check_image(path)
+            self.samples.append((str(path), index[rel.split('/', 1)[0]]))
+        self.targets = [t for _, t in self.samples]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, target = self.samples[index]
+        return open_rgb(path), target
+
+
+def holdout_split(root, fraction: float, seed: int) -> dict:
+    """The split of one folder of class sub-folders: {'root', 'holdout', 'seed', 'classes', 'train', 'val'}, the
+    last two as paths relative to `root` (what the run folder's split file holds)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f'image folder data set: {root} does not exist; expected {root}/<class>/<image>')
+    whole = _index(root)
+    train, val = stratified_holdout(whole.targets, fraction, seed)
+    rel = [Path(p).relative_to(root).as_posix() for p, _ in whole.samples]
+    return {'root': str(root), 'holdout': fraction, 'seed': seed, 'classes': list(whole.classes),
+            'train': [rel[i] for i in train], 'val': [rel[i] for i in val]}
+
+
+def split_datasets(split: dict, root=None, train: bool = True) -> List[Optional[FileList]]:
+    """[train, val] FileLists of a split made by `holdout_split` (train None unless `train`)."""
+    root = root or split['root']
+    return [FileList(root, split['train'], split['classes']) if train else None,
+            FileList(root, split['val'], split['classes'])]

@@ -1,0 +1,128 @@
+"""The data sets `zamzoo train` and `zamzoo eval` read, in one place: their names, how each is opened into a train
+and a validation split (torch datasets serving RGB PIL images and int targets), its class names, and the tag a
+run on it is published under."""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional
+
+from ..errors import DataError
+from . import cifar, folder, hf
+
+DATASETS = ('cifar100', 'cifar10', 'folder', 'hf')
+NUM_CLASSES = cifar.NUM_CLASSES  # the fixed-size ones; folders and HF datasets have as many as their class list
+
+
+@dataclass
+class DataSource:
+    """Where a run's images come from. `split`: a split file's content to reuse (a resumed run, `zamzoo eval`)."""
+    dataset: str
+    data: Any
+    download: bool = False
+    image_column: Optional[str] = None
+    label_column: Optional[str] = None
+    train_split: Optional[str] = None
+    val_split: Optional[str] = None
+    holdout: Optional[float] = None
+    seed: int = 0
+    split: Optional[dict] = None
+
+
+@dataclass
+class OpenedData:
+    train: Any                      # None when only the validation split was asked for
+    test: Any
+    classes: List[str]
+    split: Optional[dict] = None    # a held-out split made here: what the run folder's split file records
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def check_dataset(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown '{name}'; expected one of {list(DATASETS)}")
+    return name
+
+
+def data_tag(dataset: str, data) -> str:
+    """The pretrained tag of a run: the CIFAR name, or the folder's / HF dataset's last name, made tag-safe."""
+    if dataset in cifar.CIFAR_DATASETS:
+        return dataset
+    name = Path(str(data)).expanduser().resolve().name if dataset == 'folder' or Path(str(data)).exists() \
+        else str(data).rstrip('/').rsplit('/', 1)[-1]
+    return re.sub(r'[^A-Za-z0-9_-]+', '_', name).strip('_') or 'data'
+
+
+def open_data(source: DataSource, train: bool = True) -> OpenedData:
+    """The source's train (unless `train` is False) and validation splits, checked: readable images, labels
+    inside the class list, the same classes in both (and no empty class folder: torchvision's ImageFolder)."""
+    check_dataset(source.dataset)
+    if source.dataset in cifar.CIFAR_DATASETS:
+        tr = cifar.cifar_dataset(source.data, source.dataset, train=True, download=source.download) if train else None
+        te = cifar.cifar_dataset(source.data, source.dataset, train=False, download=source.download)
+        return OpenedData(tr, te, list(te.classes))
+    opened = _open_hf(source, train) if source.dataset == 'hf' else _open_folder(source, train)
+    if opened.train is not None and list(opened.train.classes) != list(opened.test.classes):
+        raise DataError(f'{source.data}: the train and validation splits have different classes '
+                        f'({len(opened.train.classes)} vs {len(opened.test.classes)}); expected the same class list')
+    return opened
+
+
+def _open_folder(source: DataSource, train: bool) -> OpenedData:
+    if source.split is not None:
+        tr, te = folder.split_datasets(source.split, source.data, train)
+        return OpenedData(tr, te, list(source.split['classes']))
+    if folder.has_splits(source.data):
+        if source.holdout is not None:
+            raise DataError(f'{source.data} has its own train/ (and val/) folders; --holdout is for one folder of '
+                            f'class sub-folders')
+        tr = folder.image_folder(source.data, 'train') if train else None
+        te = folder.image_folder(source.data, 'val')
+        return OpenedData(tr, te, list(te.classes))
+    if source.holdout is None:
+        folder.image_folder(source.data, 'train')  # raises the error that says what is expected
+    split = folder.holdout_split(source.data, source.holdout, source.seed)
+    tr, te = folder.split_datasets(split, source.data, train)
+    return OpenedData(tr, te, list(split['classes']), split)
+
+
+def _open_hf(source: DataSource, train: bool) -> OpenedData:
+    d = hf.load_hf(source.data)
+    train_name = hf.pick_split(d, source.train_split, ('train',), 'train split', source.data)
+    if train_name is None:
+        raise DataError(f"{source.data}: no 'train' split (the dataset has {sorted(d)}); name it with --train-split")
+    image, label, classes = hf.columns(d[train_name].features, source.image_column, source.label_column, source.data)
+    split = source.split
+    val_name = None if split is not None else hf.pick_split(
+        d, source.val_split, [s for s in hf.VAL_SPLITS if s != train_name], 'validation split', source.data)
+    if split is None and val_name is None:
+        if source.holdout is None:
+            raise DataError(f'{source.data}: no validation split (the dataset has {sorted(d)}); name one with '
+                            f'--val-split, or hold out part of the train split with --holdout 0.1')
+        from .split import stratified_holdout
+        rows = stratified_holdout(d[train_name][label], source.holdout, source.seed)
+        split = {'holdout': source.holdout, 'seed': source.seed, 'split': train_name, 'train': rows[0], 'val': rows[1]}
+    if split is not None:
+        te = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]', split['val'])
+        tr = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]', split['train']) \
+            if train else None
+    else:
+        if source.holdout is not None:
+            raise DataError(f"{source.data} has a validation split ('{val_name}'); --holdout is for data without one")
+        te = hf.HFImages(d[val_name], image, label, classes, f'{source.data} [{val_name}]')
+        tr = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]') if train else None
+    for part in (tr, te):
+        if part is not None:
+            part.check()
+    classes = te.classes if tr is None or len(te.classes) >= len(tr.classes) else tr.classes
+    tr, te = _same_classes(tr, classes), _same_classes(te, classes)
+    return OpenedData(tr, te, list(classes), split if source.split is None else None)
+
+
+def _same_classes(part, classes):
+    """Integer labels without a ClassLabel: both splits take the longer list ('0'..'n-1')."""
+    if part is not None:
+        part.classes = list(classes)
+    return part

@@ -1,0 +1,105 @@
+"""Any data set as the tensor loader's input: every image decoded once to uint8 (N, 3, S, S) at the model's input
+size (resized so its shorter side is S, then centre-cropped; CIFAR's 32x32 arrays are taken as they are), after
+checking that the device and the host have the memory for it."""
+import os
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..errors import ZamzooError
+from .cifar import cifar_tensors
+
+
+def tensor_bytes(n_train: int, n_test: int, size: int, padding: int) -> int:
+    """Bytes the tensor loader holds: the train split stored padded for its crops, the test split as it is."""
+    return 3 * (n_train * (size + 2 * padding) ** 2 + n_test * size ** 2)
+
+
+def _host_available() -> int:
+    """The kernel's MemAvailable (free memory plus what the page cache would give back); MemFree elsewhere."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+
+def free_bytes(device) -> Tuple[int, int]:
+    """(free bytes on `device`, available host bytes)."""
+    host = _host_available()
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.mem_get_info(device)[0], host
+    return host, host
+
+
+def fits(needed: int, device, share: float = 0.5) -> bool:
+    """Whether `needed` bytes take at most `share` of the device's free memory (and of the host's)."""
+    dev, host = free_bytes(device)
+    return needed <= share * dev and needed <= share * host
+
+
+def _human(n: float) -> str:
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if n < 1024 or unit == 'GiB':
+            return f'{n:.1f} {unit}' if unit != 'B' else f'{int(n)} B'
+        n /= 1024
+
+
+def check_memory(needed: int, device, n_images: int, size: int):
+    """A clear error unless the data fits in the free memory of `device` (and of the host, where it is decoded)."""
+    dev, host = free_bytes(device)
+    if needed > dev or needed > host:
+        where, free = (f'{device}', dev) if needed > dev else ('host', host)
+        raise ZamzooError(
+            f'the tensor loader needs {_human(needed)} for {n_images:,} images at {size}x{size} (uint8), but '
+            f'{where} memory has {_human(free)} free; use --loader dataloader (or a smaller --img-size)')
+
+
+def _decode_transform(size: int):
+    from torchvision.transforms import v2
+    return v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, dataset, size):
+        self.dataset, self.transform = dataset, _decode_transform(size)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, target = self.dataset[index]
+        return self.transform(image), target
+
+
+def dataset_tensors(dataset, size: int, workers: int = 0, batch_size: int = 256) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, 3, size, size) uint8, targets (N,) int64) of a dataset serving (RGB PIL image, int target)."""
+    if getattr(dataset, 'data', None) is not None and isinstance(dataset.data, np.ndarray) and size == 32:
+        return cifar_tensors(dataset)  # torchvision's CIFAR: the arrays are the images
+    loader = DataLoader(_Decoded(dataset, size), batch_size=batch_size, num_workers=workers, shuffle=False)
+    images = torch.empty((len(dataset), 3, size, size), dtype=torch.uint8)
+    targets = torch.empty(len(dataset), dtype=torch.int64)
+    start = 0
+    for x, y in loader:
+        images[start:start + len(x)], targets[start:start + len(x)] = x, y
+        start += len(x)
+    return images, targets
+
+
+def pick_loader(loader: str, sizes: Tuple[int, int], size: int, padding: int, device) -> str:
+    """'tensor' or 'dataloader' for a data set of `sizes` (train, test) images at `size`: `auto` takes the tensor
+    loader on CUDA when the data takes at most half the free memory; an explicit 'tensor' is checked."""
+    device = torch.device(device)
+    if loader == 'dataloader' or (loader == 'auto' and device.type != 'cuda'):
+        return 'dataloader'
+    needed = tensor_bytes(sizes[0], sizes[1], size, padding)
+    if loader == 'tensor':
+        check_memory(needed, device, sum(sizes), size)
+        return 'tensor'
+    return 'tensor' if fits(needed, device) else 'dataloader'
