@@ -1,9 +1,12 @@
 """Writing files so that a crash never leaves a half-written file behind."""
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import NonFiniteError
 
 
 @contextlib.contextmanager
@@ -13,9 +16,10 @@ def atomic_path(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files must be readable by others
     try:
         yield Path(tmp)
+        # mkstemp creates 0600, and some writers (safetensors) replace the file with a 0600 one: outputs are shared
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -27,5 +31,30 @@ def write_text_atomic(path, text: str):
         tmp.write_text(text)
 
 
+def dumps_strict(obj, **kwargs) -> str:
+    """json.dumps that refuses NaN and infinities (which json.dumps would write as bare NaN / Infinity, not JSON)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError as e:
+        raise NonFiniteError(f'refusing to write non-finite numbers (NaN or infinity) as JSON: {e}') from None
+
+
+def _refuse_constant(name):
+    raise ValueError(f'{name} is not a JSON number (non-finite values are not allowed)')
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f'{text} overflows to {value} (non-finite values are not allowed)')
+    return value
+
+
+def loads_strict(text):
+    """json.loads that refuses what Python's json module lets through: bare NaN / Infinity, and numbers like 1e400
+    that overflow to infinity."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def write_json_atomic(path, obj, indent: int = 2):
-    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False) + '\n')
+    write_text_atomic(path, dumps_strict(obj, indent=indent, sort_keys=False) + '\n')

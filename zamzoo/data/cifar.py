@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 
 CIFAR_DATASETS = ('cifar100', 'cifar10')
 NUM_CLASSES = {'cifar100': 100, 'cifar10': 10}
@@ -45,7 +45,7 @@ _CLASSES = {
 
 def _check_name(dataset):
     if dataset not in CIFAR_DATASETS:
-        raise ValueError(f"unknown CIFAR data set '{dataset}'; expected one of {list(CIFAR_DATASETS)}")
+        raise UsageError(f"unknown CIFAR data set '{dataset}'; expected one of {list(CIFAR_DATASETS)}")
 
 
 def expected_files(root, dataset) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..errors import ZamzooError
+from ..errors import NotFoundError, ZamzooError
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -144,7 +144,7 @@ def load_weights(path) -> dict:
                 return load_weights(path / name)
         raise ZamzooError(f'{path} holds no weights: expected {path}/model.safetensors or {path}/checkpoint.pt')
     if not path.is_file():
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
+        raise NotFoundError(f'checkpoint {path} does not exist')
     if path.suffix == '.safetensors':
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -4,6 +4,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
 
+from ..errors import UsageError
 from ..recipes import Recipe, get_recipe, list_recipes
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
@@ -46,33 +47,33 @@ class TrainConfig:
 
     def validate(self):
         if not isinstance(self.model, str) or not self.model:
-            raise ValueError('model: expected a model name, e.g. resnet18_zam (see `zamzoo list`)')
+            raise UsageError('model: expected a model name, e.g. resnet18_zam (see `zamzoo list`)')
         if self.dataset not in DATASET_CHOICES:
-            raise ValueError(f"dataset: unknown '{self.dataset}'; expected one of {list(DATASET_CHOICES)}")
+            raise UsageError(f"dataset: unknown '{self.dataset}'; expected one of {list(DATASET_CHOICES)}")
         if self.data is None:
-            raise ValueError('data: expected the data folder (--data DIR)')
+            raise UsageError('data: expected the data folder (--data DIR)')
         if isinstance(self.recipe, str) and self.recipe not in list_recipes():
-            raise ValueError(f"recipe: unknown '{self.recipe}'; expected one of {list_recipes()}")
+            raise UsageError(f"recipe: unknown '{self.recipe}'; expected one of {list_recipes()}")
         for name in ('epochs', 'batch_size', 'eval_batch_size', 'eval_every', 'progress_every'):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f'{name}: expected a positive integer, got {v!r}')
+                raise UsageError(f'{name}: expected a positive integer, got {v!r}')
         if self.lr is not None and not self.lr > 0:
-            raise ValueError(f'lr: expected a positive number, got {self.lr!r}')
+            raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
         if self.amp not in AMP_CHOICES:
-            raise ValueError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
+            raise UsageError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
         if self.loader not in LOADER_CHOICES:
-            raise ValueError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
+            raise UsageError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
         if self.loader == 'tensor' and self.dataset == 'folder':
-            raise ValueError("loader: 'tensor' is for CIFAR; image folders use the DataLoader ('dataloader' or 'auto')")
+            raise UsageError("loader: 'tensor' is for CIFAR; image folders use the DataLoader ('dataloader' or 'auto')")
         if self.download and self.dataset == 'folder':
-            raise ValueError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
+            raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
         if self.workers is not None and self.workers < 0:
-            raise ValueError(f'workers: expected >= 0, got {self.workers}')
+            raise UsageError(f'workers: expected >= 0, got {self.workers}')
         if self.img_size is not None and self.img_size < 8:
-            raise ValueError(f'img_size: expected >= 8, got {self.img_size}')
+            raise UsageError(f'img_size: expected >= 8, got {self.img_size}')
         if not isinstance(self.seed, int):
-            raise ValueError(f'seed: expected an integer, got {self.seed!r}')
+            raise UsageError(f'seed: expected an integer, got {self.seed!r}')
         from .loop import check_model_name
         check_model_name(self.model)
         return self

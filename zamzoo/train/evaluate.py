@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .. import provenance
-from ..errors import ZamzooError
+from ..errors import UsageError, ZamzooError
 from . import distributed as D
 from .checkpoint import load_weights
 from .loop import amp_dtype, build_loaders, create_model, evaluate_loader, open_datasets
@@ -39,19 +39,19 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     else the model's pretrained cfg (which is the recipe it was trained with).
     """
     if bool(pretrained) == (checkpoint is not None):
-        raise ValueError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
+        raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
     if dataset not in ('cifar100', 'cifar10', 'folder'):
-        raise ValueError(f"dataset: unknown '{dataset}'; expected cifar100, cifar10 or folder")
+        raise UsageError(f"dataset: unknown '{dataset}'; expected cifar100, cifar10 or folder")
     if batch_size < 1:
-        raise ValueError(f'batch size must be >= 1, got {batch_size}')
+        raise UsageError(f'batch size must be >= 1, got {batch_size}')
     dev = D.resolve_device(device)
     dtype = amp_dtype(amp, dev)
     _, test_split, num_classes, classes = open_datasets(dataset, data, download, train=False)
     run_cfg = _run_config(checkpoint)
     if run_cfg.get('model') and run_cfg['model'] != model:
-        raise ValueError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")
+        raise UsageError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")
     if run_cfg.get('num_classes') not in (None, num_classes):
-        raise ValueError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
+        raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
 
     state = load_weights(checkpoint) if checkpoint is not None else None
     net = create_model(model, num_classes, pretrained=bool(pretrained))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import provenance
 from .._io import atomic_path, write_json_atomic
-from ..errors import DataError, ZamzooError
+from ..errors import DataError, UsageError, ZamzooError
 from . import distributed as D
 from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, set_rng_state, write_checkpoint
 from .config import TrainConfig
@@ -67,7 +67,7 @@ def check_model_name(name: str):
     if not timm.is_model(name.split('.', 1)[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f'; did you mean {", ".join(close)}?' if close else ''
-        raise ValueError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
+        raise UsageError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
 
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -86,7 +86,7 @@ def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == 'none':
         return None
     if amp == 'fp16' and device.type != 'cuda':
-        raise ValueError('amp: fp16 needs CUDA; use --amp bf16 or none on CPU')
+        raise UsageError('amp: fp16 needs CUDA; use --amp bf16 or none on CPU')
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
 
 
@@ -398,7 +398,7 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
 
     device = info.device
     if recipe.batch_size % info.world_size:
-        raise ValueError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
+        raise UsageError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
                          f'the global batch is split evenly across ranks')
     rt = _runtime(config, info)
     train_split, test_split, num_classes, classes = _open_data(config, info)  # first: it gives the classes
@@ -415,7 +415,7 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
 
     sync_bn = recipe.sync_bn and info.distributed
     if sync_bn and device.type == 'cpu':
-        raise ValueError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
+        raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
