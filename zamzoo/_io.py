@@ -1,29 +1,46 @@
 """Writing files so that a crash never leaves a half-written file behind."""
 import contextlib
+import errno
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
 
-from .errors import NonFiniteError
+from .errors import NonFiniteError, OutputError
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+@contextlib.contextmanager
+def output_errors(path):
+    """Turn the OS saying a write cannot happen (disk full, quota, read-only, permission) into an OutputError."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _NO_ROOM:
+            raise
+        raise OutputError(f'cannot write {path}: {e.strerror}') from e
 
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        # mkstemp creates 0600, and some writers (safetensors) replace the file with a 0600 one: outputs are shared
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            # mkstemp creates 0600, and some writers (safetensors) replace the file with a 0600 one: outputs are
+            # shared
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_text_atomic(path, text: str):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ._io import write_json_atomic
+from ._paths import check_writable
 from .errors import UsageError, ZamzooError
 
 DEFAULT_MODEL = 'mobilenet_zam'
@@ -116,6 +117,7 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     out = Path(config.out).expanduser()
     if out.exists():
         raise ZamzooError(f'{out} already exists; remove it (e.g. `rm -r {out}`) or pass another --out')
+    check_writable(out, '--out')
     data, run, export, cache = out / 'data' / 'shapes', out / 'run', out / 'export', out / 'hf-cache'
     attention_dir = out / 'attention'
 

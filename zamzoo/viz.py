@@ -71,14 +71,9 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
         raise UsageError('give either --pretrained or --checkpoint, not both')
     if not checkpoint:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
+    from .train.checkpoint import load_weights
     path = Path(checkpoint)
-    if not path.is_file():
-        raise NotFoundError(f'checkpoint not found: {path}')
-    from timm.models import load_state_dict
-    try:
-        state = load_state_dict(str(path))
-    except Exception as e:  # unreadable, not weights_only-safe, ...
-        raise UsageError(f'cannot read checkpoint {path}: {e}') from e
+    state = load_weights(path)  # a run folder (as `zamzoo eval` accepts), model.safetensors or a checkpoint .pt
     model = timm.create_model(name, **kwargs)
     head = model.pretrained_cfg.get('classifier', 'fc')
     weight = state.get(f'{head}.weight')

@@ -18,7 +18,9 @@ def add_commands(subparsers):
 
 def run(args) -> int:
     from . import viz
+    from ._paths import check_writable
 
+    check_writable(args.out, '--out', folder=False)
     model = viz.load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     weights = 'pretrained' if args.pretrained else (args.checkpoint or 'random init')
     result = viz.visualize(model, args.image, args.out, class_index=args.class_index,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..errors import NotFoundError, ZamzooError
+from ..errors import NotFoundError, OutputError, ZamzooError
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -77,7 +77,10 @@ def checkpoint_state(*, model, optimizer, scheduler, scaler, epoch: int, config:
 def write_checkpoint(path, state: dict):
     """torch.save to a temporary file, then rename it over `path`: the file on disk is always complete."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer reports a full disk as "enforce fail ... file write failed"
+            raise OutputError(f'cannot write {path} (is the disk full?): {str(e).splitlines()[0]}') from e
     return Path(path)
 
 

@@ -2,6 +2,7 @@
 zamzoo.train.bench and is added to the `bench` group by zamzoo.bench.commands."""
 import argparse
 import ast
+import math
 import os
 import sys
 
@@ -24,8 +25,8 @@ def positive_float(text):
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}') from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f'expected a positive number, got {v}')
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f'expected a positive (finite) number, got {v}')
     return v
 
 
@@ -74,6 +75,8 @@ def add_commands(subparsers):
                    help='extra keyword arguments for timm.create_model, e.g. drop_rate=0.1')
     p.add_argument('--eval-every', type=positive_int, default=1, help='evaluate every N epochs (and after the last)')
     p.add_argument('--eval-batch-size', type=positive_int, default=500)
+    p.add_argument('--max-bad-steps', type=int, default=0, metavar='N',
+                   help='steps with a NaN/inf loss to skip before the run fails (default 0: the first one fails it)')
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser('eval', help='top-1 / top-5 of a model on the test split',
@@ -167,7 +170,7 @@ def run_train(args) -> int:
         compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
         amp=args.amp, device=args.device, loader=args.loader, workers=args.workers, download=args.download,
         img_size=args.img_size, model_kwargs=dict(args.model_kwargs), eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size,
+        eval_batch_size=args.eval_batch_size, max_bad_steps=args.max_bad_steps,
     ).validate()
     main = _is_main_process()
     if main:
@@ -178,8 +181,11 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
+    from .._paths import check_writable
     from .evaluate import evaluate
 
+    if args.json_out:
+        check_writable(args.json_out, '--json', folder=False)  # before the evaluation, not after
     r = evaluate(args.model, args.data, args.dataset, pretrained=args.pretrained, checkpoint=args.checkpoint,
                  batch_size=args.batch_size, device=args.device, amp=args.amp, recipe=args.recipe,
                  download=args.download)

@@ -1,5 +1,6 @@
 """What one training run is: `TrainConfig` (the Python API's argument, the CLI's flags) and its resolution into a
 recipe, a device and the loaders' settings."""
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
@@ -44,6 +45,7 @@ class TrainConfig:
     eval_batch_size: int = 500
     eval_every: int = 1                         # evaluate on the test split every N epochs (and after the last)
     progress_every: int = 25                    # steps between progress updates (no host sync: values lag)
+    max_bad_steps: int = 0                      # steps with a NaN/inf loss skipped before the run fails (0: none)
 
     def validate(self):
         if not isinstance(self.model, str) or not self.model:
@@ -58,7 +60,7 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise UsageError(f'{name}: expected a positive integer, got {v!r}')
-        if self.lr is not None and not self.lr > 0:
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
         if self.amp not in AMP_CHOICES:
             raise UsageError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
@@ -72,7 +74,9 @@ class TrainConfig:
             raise UsageError(f'workers: expected >= 0, got {self.workers}')
         if self.img_size is not None and self.img_size < 8:
             raise UsageError(f'img_size: expected >= 8, got {self.img_size}')
-        if not isinstance(self.seed, int):
+        if not isinstance(self.max_bad_steps, int) or isinstance(self.max_bad_steps, bool) or self.max_bad_steps < 0:
+            raise UsageError(f'max_bad_steps: expected an integer >= 0, got {self.max_bad_steps!r}')
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise UsageError(f'seed: expected an integer, got {self.seed!r}')
         from .loop import check_model_name
         check_model_name(self.model)
