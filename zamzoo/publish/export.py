@@ -31,8 +31,9 @@ from typing import List, Optional, Sequence
 
 from .._io import dumps_strict, loads_strict
 from .._paths import check_replaceable, check_writable
-from ..errors import NonFiniteError, ZamzooError
+from ..errors import ZamzooError
 from ..manifest import WEIGHTS_FILENAME
+from ..train.checkpoint import check_finite_weights
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
@@ -383,14 +384,6 @@ def export_run(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out, model, tag, weights_seed, results['sha256'], params, macs, has_results)
-
-
-def check_finite_weights(state_dict: dict, where) -> None:
-    """NonFiniteError naming the tensors that hold NaN or infinity (such weights are never published)."""
-    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(v.isfinite().all())]
-    if bad:
-        raise NonFiniteError(f'{where}: {len(bad)} of {len(state_dict)} weight tensors hold NaN or infinity '
-                             f'(e.g. {", ".join(bad[:3])}): the training diverged; such weights are not published')
 
 
 def _is_export(folder: Path) -> bool:

@@ -8,7 +8,8 @@ from huggingface_hub import HfApi  # module attribute: tests replace it with a r
 from .._io import loads_strict
 from ..errors import NonFiniteError, WeightsError
 from ..manifest import WEIGHTS_FILENAME, update_manifest, validate_record
-from .export import EXPORT_FILES, check_finite_weights, sha256_file
+from ..train.checkpoint import check_finite_weights
+from .export import EXPORT_FILES, sha256_file
 
 
 class InvalidExportError(WeightsError):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..errors import NotFoundError, OutputError, ZamzooError
+from ..errors import NonFiniteError, NotFoundError, OutputError, ZamzooError
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -108,6 +108,16 @@ class BackgroundWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def check_finite_weights(state_dict: dict, where) -> None:
+    """NonFiniteError naming the tensors that hold NaN or infinity: such weights are never saved as final nor
+    published."""
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise NonFiniteError(f'{where}: {len(bad)} of {len(state_dict)} weight tensors hold NaN or infinity '
+                             f'(e.g. {", ".join(bad[:3])}): the training diverged; such weights are neither saved '
+                             f'as final nor published')
 
 
 def load_checkpoint(path) -> dict:

@@ -22,9 +22,13 @@ def _run_config(checkpoint) -> dict:
     cfg = folder / 'config.json'
     if cfg.is_file():
         try:
-            return json.loads(cfg.read_text())
+            run_cfg = json.loads(cfg.read_text())
         except ValueError:
             return {}
+        if not isinstance(run_cfg, dict):
+            raise UsageError(f'{cfg} holds a JSON {type(run_cfg).__name__}, not the object `zamzoo train` writes; '
+                             f'pass the weights file alone with --recipe for their normalisation')
+        return run_cfg
     return {}
 
 

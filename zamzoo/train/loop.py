@@ -27,7 +27,8 @@ from .._io import atomic_path, write_json_atomic
 from .._paths import check_free_space, check_writable
 from ..errors import DataError, NonFiniteError, UsageError, ZamzooError
 from . import distributed as D
-from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, set_rng_state, write_checkpoint
+from .checkpoint import (BackgroundWriter, check_finite_weights, checkpoint_state, load_checkpoint, set_rng_state,
+                         write_checkpoint)
 from .config import TrainConfig
 from .metrics import plot_curves, write_metrics
 from .run_folder import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE,
@@ -241,6 +242,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optiona
             bad += ~finite
             if max_bad_steps and not bool(finite):  # with a tolerance: skip the step (no update, no statistics)
                 _check_bad_steps(bad, max_bad_steps, step)
+                if int(bad) == len(loader):
+                    raise NonFiniteError('the training loss was NaN or infinite at every step of the epoch')
                 scheduler.step()
                 continue
         if penalty is not None:
@@ -682,6 +685,7 @@ def _save_weights(path: Path, model: nn.Module, run_config: dict):
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to('cpu').clone().contiguous() for k, v in model.state_dict().items()}
+    check_finite_weights(tensors, path)
     metadata = {'format': 'pt', 'model': run_config['model'], 'dataset': run_config['dataset'],
                 'recipe': run_config['recipe_name'], 'num_classes': str(run_config['num_classes'])}
     with atomic_path(path) as tmp:
