@@ -157,7 +157,7 @@ def load_weights(path) -> dict:
                 return load_weights(path / name)
         raise ZamzooError(f'{path} holds no weights: expected {path}/model.safetensors or {path}/checkpoint.pt')
     if not path.is_file():
-        raise NotFoundError(f'checkpoint {path} does not exist')
+        raise NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
     if path.suffix == '.safetensors':
         from safetensors import SafetensorError
         from safetensors.torch import load_file
