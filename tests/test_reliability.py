@@ -351,6 +351,11 @@ def test_outputs_checked_before_the_work(tiny_cifar, tmp_path, capsys, monkeypat
     rc, err = _cli(capsys, 'eval', '--model', TINY, '--checkpoint', 'x', '--data', tiny_cifar, '--json',
                    afile / 'r.json')
     _one_line_error(rc, err, 'is a file, not a folder')
+    rc, err = _cli(capsys, 'eval', '--model', TINY, '--checkpoint', 'x', '--data', tiny_cifar, '--json', afile)
+    _one_line_error(rc, err, 'is not an earlier `zamzoo eval --json` result; refusing to overwrite it')
+    rc, err = _cli(capsys, 'viz', '--model', TINY, '--image', afile, '--out', afile)
+    _one_line_error(rc, err, 'is not a PNG image; refusing to overwrite it')
+    assert afile.read_text() == 'x'
     with pytest.raises(OutputError, match='not writable'):                  # read-only (even for root)
         _paths.check_writable('/sys/zamzoo-out')
 
@@ -378,6 +383,8 @@ def test_bad_settings_are_one_line(tiny_cifar, tmp_path, capsys):
     base = ['train', '--model', TINY, '--data', tiny_cifar, '--epochs', '1', '--out', tmp_path / 'r']
     _one_line_error(*_cli(capsys, *base, '--model-kwargs', 'bogus=1'), "does not accept them", 'bogus')
     _one_line_error(*_cli(capsys, *base, '--device', 'gpu0'), "device: unknown 'gpu0'")
+    _one_line_error(*_cli(capsys, 'viz', '--model', 'resnet18_zma', '--image', 'x.png', '--out', tmp_path / 'v.png'),
+                    "unknown model 'resnet18_zma'")
     run = tmp_path / 'listrun'
     run.mkdir()
     (run / 'config.json').write_text('[1, 2]')

@@ -44,6 +44,14 @@ def check_free_space(path, need_bytes: int, what: str) -> None:
                           f'{need_bytes / 2**20:,.1f} MiB; free some space or choose another --out')
 
 
+def check_file_replaceable(path, *, is_ours: Callable[[Path], bool], what: str) -> None:
+    """Refuse to overwrite an existing file (or any symlink) at `path` unless `is_ours` recognises it as `what`."""
+    path = Path(path).expanduser()
+    if path.is_symlink() or (path.is_file() and not is_ours(path)):
+        raise OutputError(f'{path} exists and is not {what}; refusing to overwrite it: remove it yourself or '
+                          f'choose another path')
+
+
 def check_replaceable(out, sources: Iterable = (), *, is_ours: Callable[[Path], bool], what: str) -> None:
     """Refuse to replace an existing `out` unless it is a real folder (no file, no symlink) that `is_ours` recognises,
     that holds none of `sources` and is not the working directory or one of its parents."""

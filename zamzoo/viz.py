@@ -62,16 +62,19 @@ class VizResult:
 
 
 def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = None, **kwargs) -> nn.Module:
-    """``timm.create_model(name)`` after ``import zamzoo``; with `checkpoint`, its weights (a safetensors file, or a
-    torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
+    """``timm.create_model(name)`` after ``import zamzoo``; with `checkpoint`, its weights (a run folder, a safetensors
+    file, or a torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
     import timm
+
     import zamzoo  # noqa: F401  (registers the models)
+    from .train.checkpoint import load_weights
+    from .train.loop import check_model_name
 
     if pretrained and checkpoint:
         raise UsageError('give either --pretrained or --checkpoint, not both')
+    check_model_name(name)
     if not checkpoint:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
-    from .train.checkpoint import load_weights
     path = Path(checkpoint)
     state = load_weights(path)  # a run folder (as `zamzoo eval` accepts), model.safetensors or a checkpoint .pt
     model = timm.create_model(name, **kwargs)

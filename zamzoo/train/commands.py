@@ -180,12 +180,22 @@ def run_train(args) -> int:
     return 0
 
 
+def _is_eval_json(path) -> bool:
+    import json
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and {'model', 'top1', 'weights'} <= set(obj)
+
+
 def run_eval(args) -> int:
-    from .._paths import check_writable
+    from .._paths import check_file_replaceable, check_writable
     from .evaluate import evaluate
 
-    if args.json_out:
-        check_writable(args.json_out, '--json', folder=False)  # before the evaluation, not after
+    if args.json_out:  # checked before the evaluation, not after
+        check_writable(args.json_out, '--json', folder=False)
+        check_file_replaceable(args.json_out, is_ours=_is_eval_json, what='an earlier `zamzoo eval --json` result')
     r = evaluate(args.model, args.data, args.dataset, pretrained=args.pretrained, checkpoint=args.checkpoint,
                  batch_size=args.batch_size, device=args.device, amp=args.amp, recipe=args.recipe,
                  download=args.download)
