@@ -10,7 +10,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,7 @@ TINY = 'test_resnet'            # timm's 0.38M-param test ResNet
 ZOO_MODEL = 'mobilenet_zamr'    # a small zoo model, for exports
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _env():
@@ -252,6 +246,7 @@ def test_diverging_run_fails_and_leaves_no_weights(tiny_cifar, tmp_path, capsys)
         TrainConfig(model=TINY, data='.', lr=math.inf).validate()
 
 
+@pytest.mark.filterwarnings('ignore:Detected call of')  # the skipped first step steps the scheduler alone
 def test_bad_steps_are_counted_skipped_or_fatal():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
