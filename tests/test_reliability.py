@@ -240,6 +240,8 @@ def test_diverging_run_fails_and_leaves_no_weights(tiny_cifar, tmp_path, capsys)
     assert not (out / 'model.safetensors').exists()
     results = _io.loads_strict((out / 'results.json').read_text())        # strict JSON
     assert results['status'] == 'failed' and 'NaN or infinite' in results['error'] and 'top1' not in results
+    ok = train(TrainConfig(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=1, batch_size=16, out=str(out)))
+    assert ok['status'] == 'completed' and (out / 'model.safetensors').is_file()  # failed before a checkpoint: retry
     for line in (out / 'metrics.jsonl').read_text().splitlines() if (out / 'metrics.jsonl').exists() else []:
         _io.loads_strict(line)
     with pytest.raises(UsageError, match='lr'):
@@ -351,6 +353,9 @@ def test_outputs_checked_before_the_work(tiny_cifar, tmp_path, capsys, monkeypat
     rc, err = _cli(capsys, 'viz', '--model', TINY, '--image', afile, '--out', afile)
     _one_line_error(rc, err, 'is not a PNG image; refusing to overwrite it')
     assert afile.read_text() == 'x'
+    _one_line_error(*_cli(capsys, 'quickstart', '--out', afile / 'q'), 'is a file, not a folder')
+    _one_line_error(*_cli(capsys, 'bench', 'models', '--models', 'resnet18_zam', '--counts-only', '--out', afile),
+                    'is a file; expected a folder')
     with pytest.raises(OutputError, match='not writable'):                  # read-only (even for root)
         _paths.check_writable('/sys/zamzoo-out')
 

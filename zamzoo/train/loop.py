@@ -9,6 +9,7 @@ Run folder (the contract `zamzoo export` and the table generator read):
     model.safetensors the final weights (state dict of the timm model), written when the run completes
 """
 import difflib
+import json
 import math
 import os
 import statistics
@@ -350,10 +351,18 @@ def _check_run_folder(out: Path, config: TrainConfig):
         if not ckpt.is_file():
             raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt})')
         return load_checkpoint(ckpt)
-    if ckpt.exists() or (out / RESULTS_FILE).exists():
+    if ckpt.exists() or ((out / RESULTS_FILE).exists() and not _failed_at_start(out / RESULTS_FILE)):
         raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE} / {RESULTS_FILE}); pass --resume to '
                           f'continue it, or choose another --out')
     return None
+
+
+def _failed_at_start(results: Path) -> bool:
+    """results.json of a run that failed before its first checkpoint: nothing to keep, a new run may start."""
+    try:
+        return json.loads(results.read_text()).get('status') == 'failed'
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 _RESUME_KEYS = ('model', 'dataset', 'tag', 'classes', 'seed', 'pretrained', 'num_classes', 'model_kwargs')
