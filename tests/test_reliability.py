@@ -187,6 +187,11 @@ def test_malicious_cifar_pickle_runs_nothing(tiny_cifar, tmp_path, capsys):
                    '--dataset', 'cifar10')
     _one_line_error(rc, err, 'refusing to load', 'open: a CIFAR file holds only arrays')
     assert not marker.exists()
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):                    # honest files of any protocol still read
+        entry['batch_label'] = 'testing batch 1 of 1'
+        test_batch.write_bytes(pickle.dumps(entry, protocol=protocol))
+        ds = cifar_dataset(data, 'cifar10', train=False)
+        assert ds.data.shape == (32, 32, 32, 3) and ds.targets == list(entry['labels']), protocol
 
 
 # ------------------------------------------------------------------ row 4: push uploads only what export wrote

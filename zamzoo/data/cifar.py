@@ -26,6 +26,7 @@ _SAFE_GLOBALS = {
     ('numpy', 'ndarray'), ('numpy', 'dtype'),
     ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
     ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+    ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),  # pickle protocol 5
     ('_codecs', 'encode'),  # how protocol-2 pickles written by Python 2 or 3 store bytes
 }
 
