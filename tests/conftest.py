@@ -67,3 +67,14 @@ def write_tiny_cifar(root):
 def tiny_cifar(tmp_path_factory):
     """Folder holding cifar-100-python/ and cifar-10-batches-py/ (pass it as --data)."""
     return write_tiny_cifar(tmp_path_factory.mktemp('tiny_cifar'))
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for the test: the CPU is shared (OpenMP threads that wait on each other are very slow on
+    a busy machine). Test modules opt in with `pytestmark = pytest.mark.usefixtures('single_thread')`."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -398,7 +398,8 @@ def _init_weights(model, tmp_path):
     (['--amp', 'fp8'], 'invalid choice'),
     (['--recipe', 'nope'], 'invalid choice'),
     (['--dataset', 'imagenet'], 'invalid choice'),
-    (['--lr', '-1'], 'expected a positive number'),
+    (['--lr', '-1'], 'expected a positive (finite) number'),
+    (['--lr', 'inf'], 'expected a positive (finite) number, got inf'),
 ])
 def test_bad_flags(tiny_cifar, capsys, flags, expected):
     with pytest.raises(SystemExit) as e:

@@ -1,25 +1,46 @@
 """Writing files so that a crash never leaves a half-written file behind."""
 import contextlib
+import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import NonFiniteError, OutputError
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+@contextlib.contextmanager
+def output_errors(path):
+    """Turn the OS saying a write cannot happen (disk full, quota, read-only, permission) into an OutputError."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _NO_ROOM:
+            raise
+        raise OutputError(f'cannot write {path}: {e.strerror}') from e
 
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files must be readable by others
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            # mkstemp creates 0600, and some writers (safetensors) replace the file with a 0600 one: outputs are
+            # shared
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def write_text_atomic(path, text: str):
@@ -27,5 +48,30 @@ def write_text_atomic(path, text: str):
         tmp.write_text(text)
 
 
+def dumps_strict(obj, **kwargs) -> str:
+    """json.dumps that refuses NaN and infinities (which json.dumps would write as bare NaN / Infinity, not JSON)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError as e:
+        raise NonFiniteError(f'refusing to write non-finite numbers (NaN or infinity) as JSON: {e}') from None
+
+
+def _refuse_constant(name):
+    raise ValueError(f'{name} is not a JSON number (non-finite values are not allowed)')
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f'{text} overflows to {value} (non-finite values are not allowed)')
+    return value
+
+
+def loads_strict(text):
+    """json.loads that refuses what Python's json module lets through: bare NaN / Infinity, and numbers like 1e400
+    that overflow to infinity."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def write_json_atomic(path, obj, indent: int = 2):
-    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False) + '\n')
+    write_text_atomic(path, dumps_strict(obj, indent=indent, sort_keys=False) + '\n')

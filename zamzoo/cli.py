@@ -14,7 +14,8 @@ COMMAND_MODULES = (
     'zamzoo.quickstart',
 )
 
-USER_ERRORS = (ZamzooError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+# Only the errors we raise on purpose (and argparse's) are the user's; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ZamzooError,)
 
 
 def build_parser() -> argparse.ArgumentParser:

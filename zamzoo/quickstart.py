@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ._io import write_json_atomic
-from .errors import ZamzooError
+from ._paths import check_writable
+from .errors import UsageError, ZamzooError
 
 DEFAULT_MODEL = 'mobilenet_zam'
 DEFAULT_OUT = 'quickstart-out'
@@ -48,9 +49,9 @@ class QuickstartConfig:
         for name in ('train_images', 'val_images', 'epochs', 'batch_size', 'attention_images'):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f'{name}: expected a positive integer, got {v!r}')
+                raise UsageError(f'{name}: expected a positive integer, got {v!r}')
         if not self.lr > 0:
-            raise ValueError(f'lr: expected a positive number, got {self.lr!r}')
+            raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
         return self
 
 
@@ -116,6 +117,7 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     out = Path(config.out).expanduser()
     if out.exists():
         raise ZamzooError(f'{out} already exists; remove it (e.g. `rm -r {out}`) or pass another --out')
+    check_writable(out, '--out')
     data, run, export, cache = out / 'data' / 'shapes', out / 'run', out / 'export', out / 'hf-cache'
     attention_dir = out / 'attention'
 

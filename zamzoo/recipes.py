@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Tuple
 
+from .errors import UsageError
+
 Stats = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 
 # weiaicunzai/pytorch-cifar100 (copied by the ZAM seed): CIFAR-100 train-set statistics.
@@ -51,7 +53,7 @@ class Recipe:
         try:
             return self.normalization[dataset]
         except KeyError:
-            raise ValueError(
+            raise UsageError(
                 f"recipe '{self.name}' has no normalisation for dataset '{dataset}'; "
                 f"expected one of {sorted(self.normalization)}") from None
 
@@ -63,7 +65,7 @@ class Recipe:
         report its results."""
         unknown = set(changes) - set(self.__dataclass_fields__)
         if unknown:
-            raise ValueError(f'unknown recipe field(s) {sorted(unknown)}; expected some of {sorted(self.__dataclass_fields__)}')
+            raise UsageError(f'unknown recipe field(s) {sorted(unknown)}; expected some of {sorted(self.__dataclass_fields__)}')
         return dataclasses.replace(self, **changes)
 
 
@@ -101,7 +103,7 @@ def get_recipe(name: str) -> Recipe:
     try:
         return _RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe '{name}'; expected one of {list_recipes()}") from None
+        raise UsageError(f"unknown recipe '{name}'; expected one of {list_recipes()}") from None
 
 
 def list_recipes():

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._io import atomic_path
+from .errors import NotFoundError, UsageError
 
 __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'grad_cam', 'gradcam_target_layer',
            'visualize', 'render', 'load_model']
@@ -60,23 +61,21 @@ class VizResult:
 
 
 def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = None, **kwargs) -> nn.Module:
-    """``timm.create_model(name)`` after ``import zamzoo``; with `checkpoint`, its weights (a safetensors file, or a
-    torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
+    """``timm.create_model(name)`` after ``import zamzoo``; with `checkpoint`, its weights (a run folder, a safetensors
+    file, or a torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
     import timm
+
     import zamzoo  # noqa: F401  (registers the models)
+    from .train.checkpoint import load_weights
+    from .train.loop import check_model_name
 
     if pretrained and checkpoint:
-        raise ValueError('give either --pretrained or --checkpoint, not both')
+        raise UsageError('give either --pretrained or --checkpoint, not both')
+    check_model_name(name)
     if not checkpoint:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    from timm.models import load_state_dict
-    try:
-        state = load_state_dict(str(path))
-    except Exception as e:  # unreadable, not weights_only-safe, ...
-        raise ValueError(f'cannot read checkpoint {path}: {e}') from e
+    state = load_weights(path)  # a run folder (as `zamzoo eval` accepts), model.safetensors or a checkpoint .pt
     model = timm.create_model(name, **kwargs)
     head = model.pretrained_cfg.get('classifier', 'fc')
     weight = state.get(f'{head}.weight')
@@ -85,7 +84,7 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f'checkpoint {path} does not fit model {name}: {e}') from e
+        raise UsageError(f'checkpoint {path} does not fit model {name}: {e}') from e
     return model
 
 
@@ -99,9 +98,9 @@ def load_image(path, model: nn.Module) -> Tuple[torch.Tensor, np.ndarray]:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f'image not found: {path}')
+        raise NotFoundError(f'image not found: {path}')
     if not path.is_file():
-        raise ValueError(f'not an image file: {path} is a directory')
+        raise UsageError(f'not an image file: {path} is a directory')
     image = open_rgb(path)  # 16-bit images rescaled to 8 bits; unreadable ones and decompression bombs: DataError
     cfg = resolve_data_config(model=model)
     _, h, w = cfg['input_size']
@@ -174,7 +173,7 @@ def gradcam_target_layer(model: nn.Module) -> nn.Module:
     info = getattr(model, 'feature_info', None)
     if info:
         return model.get_submodule(info[-1]['module'])
-    raise ValueError(f'{type(model).__name__} has no stages or feature_info; pass the Grad-CAM target layer')
+    raise UsageError(f'{type(model).__name__} has no stages or feature_info; pass the Grad-CAM target layer')
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, class_index: Optional[int] = None,
@@ -198,7 +197,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: Optional[int] = Non
             if class_index is None:
                 class_index = int(logits[0].argmax())
             if not 0 <= class_index < logits.shape[1]:
-                raise ValueError(f'class index {class_index} out of range for {logits.shape[1]} classes')
+                raise UsageError(f'class index {class_index} out of range for {logits.shape[1]} classes')
             logits[0, class_index].backward()
     finally:
         handle.remove()
@@ -233,7 +232,7 @@ def visualize(model: nn.Module, image_path, out_png=None, class_index: Optional[
               title: Optional[str] = None) -> VizResult:
     """Maps of every attention module of `model` on the image, plus Grad-CAM; writes a PNG if `out_png` is given."""
     if out_png is not None and Path(out_png).suffix.lower() != '.png':
-        raise ValueError(f'--out must name a .png file, got {out_png}')
+        raise UsageError(f'--out must name a .png file, got {out_png}')
     x, rgb = load_image(image_path, model)
     records, _ = collect_attention(model, x)
     cam, cls = grad_cam(model, x, class_index)

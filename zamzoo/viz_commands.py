@@ -18,7 +18,10 @@ def add_commands(subparsers):
 
 def run(args) -> int:
     from . import viz
+    from ._paths import check_file_replaceable, check_writable
 
+    check_writable(args.out, '--out', folder=False)
+    check_file_replaceable(args.out, is_ours=lambda p: p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', what='a PNG image')
     model = viz.load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     weights = 'pretrained' if args.pretrained else (args.checkpoint or 'random init')
     result = viz.visualize(model, args.image, args.out, class_index=args.class_index,

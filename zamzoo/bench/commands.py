@@ -62,9 +62,11 @@ def add_commands(subparsers):
 
 
 def run_models(args) -> int:
+    from .._paths import check_writable
     from .models import bench_models, markdown_report, select_models, write_report
 
     names = select_models(args.models)
+    check_writable(args.out, '--out')  # before the measurements, not after
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = bench_models(names, device=args.device, repeats=args.repeats, warmup=args.warmup,
                           min_time=args.min_time, infer_batches=args.batch_sizes, train_step=args.train_step,

@@ -25,6 +25,7 @@ import torch
 
 from .. import provenance
 from .._io import write_json_atomic, write_text_atomic
+from ..errors import UsageError
 from .flops import count_macs, count_params, seed_flops
 
 SCHEMA = 1
@@ -52,7 +53,7 @@ def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
     patterns = list(patterns or ['*'])
     chosen = sorted({n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)})
     if not chosen:
-        raise ValueError(f'no zamzoo model matches {patterns}; see `zamzoo list` (e.g. resnet18_zam, mobilenet_*)')
+        raise UsageError(f'no zamzoo model matches {patterns}; see `zamzoo list` (e.g. resnet18_zam, mobilenet_*)')
     return chosen
 
 
@@ -161,20 +162,20 @@ def bench_models(
 
     dev = torch.device(device)
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('--device cuda asked for, but torch sees no CUDA device here; use --device cpu')
+        raise UsageError('--device cuda asked for, but torch sees no CUDA device here; use --device cpu')
     cuda = dev.type == 'cuda'
     repeats = repeats if repeats is not None else (10 if cuda else 3)
     warmup = warmup if warmup is not None else (10 if cuda else 1)
     min_time = min_time if min_time is not None else (0.5 if cuda else 0.2)
     train_step = train_step if train_step is not None else cuda
     if repeats < 1:
-        raise ValueError(f'repeats must be >= 1, got {repeats}')
+        raise UsageError(f'repeats must be >= 1, got {repeats}')
     if timer not in TIMERS:
-        raise ValueError(f'timer must be one of {sorted(TIMERS)}, got {timer!r}')
+        raise UsageError(f'timer must be one of {sorted(TIMERS)}, got {timer!r}')
     if timer == 'process' and cuda:
-        raise ValueError("timer='process' measures CPU time; on CUDA use the wall clock")
+        raise UsageError("timer='process' measures CPU time; on CUDA use the wall clock")
     if threads is not None and threads < 1:
-        raise ValueError(f'threads must be >= 1, got {threads}')
+        raise UsageError(f'threads must be >= 1, got {threads}')
     say = progress or (lambda msg: None)
     if cuda:
         torch.backends.cudnn.benchmark = True

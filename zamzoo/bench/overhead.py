@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from ..errors import UsageError
 from .models import _Runner, _versions, device_description, plain_of
 
 __all__ = ['FUSED_ATTN', 'has_reference_impl', 'attention_overhead', 'overhead_markdown']
@@ -64,16 +65,16 @@ def attention_overhead(
     torch.set_num_threads for the run; `clock` 'wall' or 'thread' (CPU only, with one thread). Returns a JSON-ready
     report whose rows give ms and ratios (median of `repeats` interleaved rounds)."""
     if setting not in ('infer', 'train'):
-        raise ValueError(f"setting must be 'infer' or 'train', got {setting!r}")
+        raise UsageError(f"setting must be 'infer' or 'train', got {setting!r}")
     if clock not in ('wall', 'thread'):
-        raise ValueError(f"clock must be 'wall' or 'thread', got {clock!r}")
+        raise UsageError(f"clock must be 'wall' or 'thread', got {clock!r}")
     if clock == 'thread' and (threads != 1 or torch.device(device).type != 'cpu'):
-        raise ValueError("clock='thread' times the calling thread only: it needs device='cpu' and threads=1")
+        raise UsageError("clock='thread' times the calling thread only: it needs device='cpu' and threads=1")
     bad = [m for m in models if not has_reference_impl(m)]
     if bad:
-        raise ValueError(f'{bad}: no fused / reference implementations to compare (attention in {FUSED_ATTN})')
+        raise UsageError(f'{bad}: no fused / reference implementations to compare (attention in {FUSED_ATTN})')
     if repeats < 1:
-        raise ValueError(f'repeats must be >= 1, got {repeats}')
+        raise UsageError(f'repeats must be >= 1, got {repeats}')
     dev = torch.device(device)
     say = progress or (lambda msg: None)
     timer = time.thread_time if clock == 'thread' else time.perf_counter

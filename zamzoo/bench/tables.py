@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._io import write_text_atomic
+from ..errors import NotFoundError, UsageError
 from .models import KIND, load_average_text, fmt_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,18 +39,18 @@ def load_reports(paths: Iterable) -> List[Dict]:
     for path in paths:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f'bench results not found: {path} (run `zamzoo bench models --out DIR` first)')
+            raise NotFoundError(f'bench results not found: {path} (run `zamzoo bench models --out DIR` first)')
         for f in (sorted(path.glob('*.json')) if path.is_dir() else [path]):
             try:
                 data = json.loads(f.read_text())
             except ValueError as e:
-                raise ValueError(f'{f} is not valid JSON: {e}') from e
+                raise UsageError(f'{f} is not valid JSON: {e}') from e
             if not isinstance(data, dict) or data.get('kind') != KIND:
-                raise ValueError(f"{f} is not a `zamzoo bench models` report (expected \"kind\": \"{KIND}\")")
+                raise UsageError(f"{f} is not a `zamzoo bench models` report (expected \"kind\": \"{KIND}\")")
             data['_source'] = f
             reports.append(data)
     if not reports:
-        raise ValueError(f'no bench reports in {[str(p) for p in paths]}')
+        raise UsageError(f'no bench reports in {[str(p) for p in paths]}')
     return sorted(reports, key=lambda r: r['created'])
 
 
@@ -239,7 +240,7 @@ def replace_block(text: str, block: str, content: str, path='the file') -> str:
     start, end = marker(block), marker(block, end=True)
     i, j = text.find(start), text.find(end)
     if i < 0 or j < i:
-        raise ValueError(f'{path} has no {start} ... {end} block to fill')
+        raise UsageError(f'{path} has no {start} ... {end} block to fill')
     return text[:i + len(start)] + '\n' + content.rstrip('\n') + '\n' + text[j:]
 
 
@@ -255,7 +256,7 @@ def render_files(reports: Sequence[Dict], records: Sequence[Dict], readme=DEFAUL
             continue
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f'{path} not found')
+            raise NotFoundError(f'{path} not found')
         text = path.read_text()
         for block, content in blocks.items():
             text = replace_block(text, block, content, path)

@@ -1,9 +1,12 @@
 """CIFAR-10/100 read with torchvision's own dataset classes, from a local folder.
 
 `torchvision.datasets.CIFAR100(root)` expects ``root/cifar-100-python/{train,test,meta}`` and checks the md5 of
-every file against the official archive. We read the same files with the same class, but without the md5 check
-unless the data is being downloaded: a copy re-pickled elsewhere (or the tiny one the tests write) still reads,
-and anything missing or malformed raises a `DataError` that names the files expected.
+every file against the official archive before unpickling it. We read the same files with the same class, but
+without the md5 check unless the data is being downloaded, so that a copy re-pickled elsewhere (or the tiny one the
+tests write) still reads. Without the md5 check a pickle could run any code, so local files are unpickled by
+`safe_unpickle`, which builds numpy arrays, lists, dicts, str, bytes and numbers and nothing else: a file asking for
+anything more (a `__reduce__` payload) is a `DataError` and runs nothing. Anything missing or malformed raises a
+`DataError` that names the files expected.
 """
 import pickle
 from pathlib import Path
@@ -12,28 +15,56 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 
 CIFAR_DATASETS = ('cifar100', 'cifar10')
 NUM_CLASSES = {'cifar100': 100, 'cifar10': 10}
 
 
-class _NoMd5Mixin:
-    """torchvision's reader with the md5 comparison switched off: `check_integrity(path, None)` only checks that
-    the file exists. Parsing, shapes and labels are left to torchvision (then validated by `load_cifar`)."""
+# What the official CIFAR pickles (and numpy arrays pickled by any numpy) need, and nothing else.
+_SAFE_GLOBALS = {
+    ('numpy', 'ndarray'), ('numpy', 'dtype'),
+    ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+    ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),  # pickle protocol 5
+    ('_codecs', 'encode'),  # how protocol-2 pickles written by Python 2 or 3 store bytes
+}
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.train_list = [[name, None] for name, _ in cls.train_list]
-        cls.test_list = [[name, None] for name, _ in cls.test_list]
-        cls.meta = {**cls.meta, 'md5': None}
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f'refusing to load {module}.{name}: a CIFAR file holds only arrays, lists, '
+                                         f'str, bytes and numbers')
+        return super().find_class(module, name)
 
 
-class LocalCIFAR10(_NoMd5Mixin, tvd.CIFAR10):
+def safe_unpickle(path):
+    """Unpickle a CIFAR file building only numpy arrays, containers, str, bytes and numbers (no code runs)."""
+    with open(path, 'rb') as f:
+        return _DataOnlyUnpickler(f, encoding='latin1').load()
+
+
+class _LocalMixin:
+    """torchvision's CIFAR reader for local files: no md5 comparison, every file read with `safe_unpickle`.
+    Shapes and labels are validated by `cifar_dataset`."""
+
+    def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
+        tvd.VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+        self.train = train
+        entries = [safe_unpickle(Path(self.root) / self.base_folder / name)
+                   for name, _ in (self.train_list if train else self.test_list)]
+        self.data = np.vstack([e['data'] for e in entries]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        self.targets = [t for e in entries for t in (e['labels'] if 'labels' in e else e['fine_labels'])]
+        self.classes = safe_unpickle(Path(self.root) / self.base_folder / self.meta['filename'])[self.meta['key']]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+class LocalCIFAR10(_LocalMixin, tvd.CIFAR10):
     pass
 
 
-class LocalCIFAR100(_NoMd5Mixin, tvd.CIFAR100):
+class LocalCIFAR100(_LocalMixin, tvd.CIFAR100):
     pass
 
 
@@ -45,7 +76,7 @@ _CLASSES = {
 
 def _check_name(dataset):
     if dataset not in CIFAR_DATASETS:
-        raise ValueError(f"unknown CIFAR data set '{dataset}'; expected one of {list(CIFAR_DATASETS)}")
+        raise UsageError(f"unknown CIFAR data set '{dataset}'; expected one of {list(CIFAR_DATASETS)}")
 
 
 def expected_files(root, dataset) -> str:
@@ -82,7 +113,8 @@ def cifar_dataset(root, dataset='cifar100', train=True, download=False, transfor
                 f'{cls.base_folder}/.')
     try:
         ds = cls(str(root), train=train, download=download, transform=transform)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError) as e:
+    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError,
+            AttributeError, IndexError) as e:
         raise DataError(
             f'{dataset} at {root} is unreadable or malformed ({type(e).__name__}: {e}); '
             f'expected torchvision\'s CIFAR python format: {expected_files(root, dataset)}') from e

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from . import cifar, folder, hf
 
 DATASETS = ('cifar100', 'cifar10', 'folder', 'hf')
@@ -42,7 +42,7 @@ class OpenedData:
 
 def check_dataset(name: str) -> str:
     if name not in DATASETS:
-        raise ValueError(f"dataset: unknown '{name}'; expected one of {list(DATASETS)}")
+        raise UsageError(f"dataset: unknown '{name}'; expected one of {list(DATASETS)}")
     return name
 
 

@@ -4,12 +4,12 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 
 
 def check_fraction(holdout: float) -> float:
     if not 0.0 < float(holdout) < 1.0:
-        raise ValueError(f'holdout: expected a fraction between 0 and 1 (e.g. 0.1), got {holdout!r}')
+        raise UsageError(f'holdout: expected a fraction between 0 and 1 (e.g. 0.1), got {holdout!r}')
     return float(holdout)
 
 

@@ -29,8 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .._io import dumps_strict, loads_strict
+from .._paths import check_replaceable, check_writable
 from ..errors import ZamzooError
 from ..manifest import WEIGHTS_FILENAME
+from ..train.checkpoint import check_finite_weights
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
@@ -49,11 +52,14 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        obj = loads_strict(path.read_text())
     except ValueError as e:
         raise ExportError(f'{path} is not valid JSON: {e}') from e
+    if not isinstance(obj, dict):
+        raise ExportError(f'{path} holds a JSON {type(obj).__name__}; expected an object (as `zamzoo train` writes)')
+    return obj
 
 
 def _first(d: dict, *keys, default=None):
@@ -121,14 +127,19 @@ def read_run(path) -> Run:
     for i, line in enumerate((path / 'metrics.jsonl').read_text().splitlines(), 1):
         if line.strip():
             try:
-                metrics.append(json.loads(line))
+                metrics.append(loads_strict(line))
             except ValueError as e:
                 raise ExportError(f'{path / "metrics.jsonl"} line {i} is not valid JSON: {e}') from e
     model = _first(config, 'model', 'model_name', 'train.model') or _first(results, 'model')
     if not model:
         raise ExportError(f"{path / 'config.json'} does not name the model (no 'model' field)")
+    if results.get('status') == 'failed':
+        raise ExportError(f"{path} is a failed run ({results.get('error', 'see its results.json')}); "
+                          f'nothing in it can be exported')
     recipe, recipe_version = _recipe_of(config)
     seed = _first(config, 'seed', 'train.seed')
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ExportError(f"{path / 'config.json'}: 'seed' must be an integer, got {seed!r}")
     return Run(
         path=path, weights=path / 'model.safetensors', config=config, results=results, metrics=metrics,
         model=model, dataset=_first(config, 'dataset', 'data.dataset', 'data'), recipe=recipe,
@@ -297,8 +308,7 @@ def export_run(
     tag, cfg = _resolve_cfg(model, dataset, tag, weights_run.config if weights_run is not None else {})
     repo_id = repo_id or hub_id(model, tag)
     out = Path(out) if out is not None else DEFAULT_STAGING / f'{model}.{tag}'
-    if out.exists() and not overwrite:
-        raise ExportError(f'{out} already exists; pass --force to replace it')
+    _check_out(out, sources, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     # build the architecture and load the weights strictly: an export only ever holds weights that fit
@@ -315,6 +325,7 @@ def export_run(
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise ExportError(f'the weights do not fit {model}{" " + str(model_kwargs) if model_kwargs else ""}: {e}') from e
+    check_finite_weights(state_dict, weights_run.weights if weights_run is not None else sources[0])
     net.eval()
     # MACs count shapes only: on a meta-device twin no arithmetic runs (the same count, much faster on a CPU)
     params = count_params(net)
@@ -367,7 +378,7 @@ def export_run(
         )
         (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')
         for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
-            (staging / name).write_text(json.dumps(obj, indent=2) + '\n')
+            (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
         os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
         for f in staging.iterdir():
             os.chmod(f, 0o644)
@@ -376,6 +387,29 @@ def export_run(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out, model, tag, weights_seed, results['sha256'], params, macs, has_results)
+
+
+def _is_export(folder: Path) -> bool:
+    """An empty folder, or one holding only export files, with the results.json `export_run` writes."""
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return True
+    if not names <= set(EXPORT_FILES) or 'results.json' not in names:
+        return False
+    try:
+        results = json.loads((folder / 'results.json').read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and 'sha256' in results and 'repo_id' in results
+
+
+def _check_out(out: Path, sources, overwrite: bool):
+    """`out` may be written: new, or an earlier export (never a run, a file, a folder holding the inputs) with
+    --force, in a writable folder."""
+    check_replaceable(out, sources, is_ours=_is_export, what=f'an earlier export (only {", ".join(EXPORT_FILES)})')
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f'{out} already exists (an earlier export); pass --force to replace it')
+    check_writable(out.parent, '--out')
 
 
 def _replace_dir(src: Path, dst: Path):

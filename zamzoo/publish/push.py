@@ -1,13 +1,14 @@
 """`zamzoo push`: upload a validated export folder to the Hugging Face Hub and record it in the manifest."""
 import datetime
-import json
 from pathlib import Path
 from typing import Optional
 
 from huggingface_hub import HfApi  # module attribute: tests replace it with a recorder
 
-from ..errors import WeightsError
+from .._io import loads_strict
+from ..errors import NonFiniteError, WeightsError
 from ..manifest import WEIGHTS_FILENAME, update_manifest, validate_record
+from ..train.checkpoint import check_finite_weights
 from .export import EXPORT_FILES, sha256_file
 
 
@@ -17,7 +18,7 @@ class InvalidExportError(WeightsError):
 
 def _load_json(path: Path) -> dict:
     try:
-        obj = json.loads(path.read_text())
+        obj = loads_strict(path.read_text())
     except ValueError as e:
         raise InvalidExportError(f'{path} is not valid JSON: {e}') from e
     if not isinstance(obj, dict):
@@ -35,6 +36,7 @@ def validate_export(folder) -> dict:
     """
     import timm
     from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
 
     import zamzoo  # noqa: F401  registers the architectures
     from ..models import ZOO
@@ -50,14 +52,18 @@ def validate_export(folder) -> dict:
     extra = sorted(present - set(EXPORT_FILES))
     if extra:
         problems.append(f'unexpected files {extra} (an export holds exactly {", ".join(EXPORT_FILES)})')
-    empty = [f for f in EXPORT_FILES if f in present and (folder / f).stat().st_size == 0]
+    links = [f for f in EXPORT_FILES if (folder / f).is_symlink()]
+    if links:  # a link could point anywhere (a .env, a key): only the files export wrote are uploaded
+        problems.append(f'symlinks {links} (an export holds regular files only: export again)')
+    empty = [f for f in EXPORT_FILES if f in present and not links and (folder / f).stat().st_size == 0]
     if empty:
         problems.append(f'empty files {empty}')
     if problems:
         raise InvalidExportError(f'{folder} is not a complete export: ' + '; '.join(problems))
 
-    results = _load_json(folder / 'results.json')
-    config = _load_json(folder / 'config.json')
+    results, config = (_load_json(folder / name) for name in ('results.json', 'config.json'))
+    for name in ('hparams.json', 'train_log.json'):  # uploaded too: they must be what export wrote, strict JSON
+        _load_json(folder / name)
     for key in ('model', 'tag', 'sha256', 'size_bytes', 'repo_id', 'num_classes'):
         if results.get(key) is None:
             problems.append(f"results.json lacks '{key}'")
@@ -104,6 +110,11 @@ def validate_export(folder) -> dict:
                     f"{num_classes}) builds it: missing {miss}, unexpected {unexp}, wrong shapes {shape}"
                     + (f' (the run used model_args {extra}: such weights cannot be published under the registry '
                        f'name {arch})' if extra else ''))
+    if not problems:
+        try:
+            check_finite_weights(load_file(str(weights)), weights)
+        except NonFiniteError as e:
+            problems.append(str(e))
     card = (folder / 'README.md').read_text(encoding='utf-8')
     if not card.startswith('---\n') or 'library_name: timm' not in card.split('\n---\n', 1)[0]:
         problems.append("README.md lacks timm's YAML header (library_name: timm)")
@@ -169,6 +180,9 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
         hint = ('the token was refused: log in again (`hf auth login`) with a token that has write access to '
                 f'{repo_id.split("/")[0]}') if status in (401, 403) else 'check the repo id and your network'
         raise WeightsError(f'pushing {folder} to {repo_id} failed: {hint}. [{e}]') from e
+    except OSError as e:  # no network, DNS, offline mode: requests' and huggingface_hub's connection errors
+        raise WeightsError(f'pushing {folder} to {repo_id} failed: the Hugging Face Hub cannot be reached '
+                           f'({type(e).__name__}); check your network, or HF_HUB_OFFLINE / HF_ENDPOINT') from e
     hub_commit = getattr(commit, 'oid', None)
     if not hub_commit:
         raise WeightsError(f'the Hub did not return a commit id for the upload to {repo_id}; nothing recorded')

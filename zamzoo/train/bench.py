@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from .. import provenance
 from .._io import write_json_atomic
+from .._paths import check_writable
+from ..errors import UsageError
 from ..recipes import get_recipe, list_recipes
 
 
@@ -144,12 +146,14 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
 
     dev = resolve_device(device)
     if batch_size < 1:
-        raise ValueError(f'batch size must be >= 1, got {batch_size}')
+        raise UsageError(f'batch size must be >= 1, got {batch_size}')
     images = images if images is not None else (50_000 if dev.type == 'cuda' else 1024)
     if images < batch_size:
-        raise ValueError(f'images ({images}) must be at least one batch ({batch_size})')
+        raise UsageError(f'images ({images}) must be at least one batch ({batch_size})')
     if warmup_steps is not None and warmup_steps < 0:
-        raise ValueError(f'warm-up steps must be >= 0, got {warmup_steps}')
+        raise UsageError(f'warm-up steps must be >= 0, got {warmup_steps}')
+    if out is not None:
+        check_writable(out, '--out')
     warmup_steps = warmup_steps if warmup_steps is not None else (20 if dev.type == 'cuda' else 2)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     rec = get_recipe(recipe)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..errors import ZamzooError
+from ..errors import NonFiniteError, NotFoundError, OutputError, ZamzooError
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -77,7 +77,10 @@ def checkpoint_state(*, model, optimizer, scheduler, scaler, epoch: int, config:
 def write_checkpoint(path, state: dict):
     """torch.save to a temporary file, then rename it over `path`: the file on disk is always complete."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer reports a full disk as "enforce fail ... file write failed"
+            raise OutputError(f'cannot write {path} (is the disk full?): {str(e).splitlines()[0]}') from e
     return Path(path)
 
 
@@ -105,6 +108,16 @@ class BackgroundWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def check_finite_weights(state_dict: dict, where) -> None:
+    """NonFiniteError naming the tensors that hold NaN or infinity: such weights are never saved as final nor
+    published."""
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise NonFiniteError(f'{where}: {len(bad)} of {len(state_dict)} weight tensors hold NaN or infinity '
+                             f'(e.g. {", ".join(bad[:3])}): the training diverged; such weights are neither saved '
+                             f'as final nor published')
 
 
 def load_checkpoint(path) -> dict:
@@ -144,7 +157,7 @@ def load_weights(path) -> dict:
                 return load_weights(path / name)
         raise ZamzooError(f'{path} holds no weights: expected {path}/model.safetensors or {path}/checkpoint.pt')
     if not path.is_file():
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
+        raise NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
     if path.suffix == '.safetensors':
         from safetensors import SafetensorError
         from safetensors.torch import load_file

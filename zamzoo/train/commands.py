@@ -2,6 +2,7 @@
 zamzoo.train.bench and is added to the `bench` group by zamzoo.bench.commands."""
 import argparse
 import ast
+import math
 import os
 import sys
 
@@ -24,8 +25,8 @@ def positive_float(text):
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}') from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f'expected a positive number, got {v}')
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f'expected a positive (finite) number, got {v}')
     return v
 
 
@@ -81,6 +82,8 @@ def add_commands(subparsers):
                    help='extra keyword arguments for timm.create_model, e.g. drop_rate=0.1')
     p.add_argument('--eval-every', type=positive_int, default=1, help='evaluate every N epochs (and after the last)')
     p.add_argument('--eval-batch-size', type=positive_int, default=500)
+    p.add_argument('--max-bad-steps', type=int, default=0, metavar='N',
+                   help='steps with a NaN/inf loss to skip before the run fails (default 0: the first one fails it)')
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser('eval', help='top-1 / top-5 of a model on the test split',
@@ -191,6 +194,7 @@ def run_train(args) -> int:
         img_size=args.img_size, model_kwargs=dict(args.model_kwargs), eval_every=args.eval_every,
         eval_batch_size=args.eval_batch_size, image_column=args.image_column, label_column=args.label_column,
         train_split=args.train_split, val_split=args.val_split, holdout=args.holdout, init=args.init,
+        max_bad_steps=args.max_bad_steps,
     ).validate()
     main = _is_main_process()
     if main:
@@ -200,9 +204,22 @@ def run_train(args) -> int:
     return 0
 
 
+def _is_eval_json(path) -> bool:
+    import json
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and {'model', 'top1', 'weights'} <= set(obj)
+
+
 def run_eval(args) -> int:
+    from .._paths import check_file_replaceable, check_writable
     from .evaluate import evaluate
 
+    if args.json_out:  # checked before the evaluation, not after
+        check_writable(args.json_out, '--json', folder=False)
+        check_file_replaceable(args.json_out, is_ours=_is_eval_json, what='an earlier `zamzoo eval --json` result')
     r = evaluate(args.model, args.data, args.dataset, pretrained=args.pretrained, checkpoint=args.checkpoint,
                  batch_size=args.batch_size, device=args.device, amp=args.amp, recipe=args.recipe,
                  download=args.download, image_column=args.image_column, label_column=args.label_column,

@@ -1,10 +1,12 @@
 """What one training run is: `TrainConfig` (the Python API's argument, the CLI's flags) and its resolution into a
 recipe, a device and the loaders' settings."""
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
 
 from ..data.sources import DATASETS, DataSource, check_dataset
+from ..errors import UsageError
 from ..recipes import Recipe, get_recipe, list_recipes
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
@@ -52,34 +54,37 @@ class TrainConfig:
     val_split: Optional[str] = None             # hf: default validation / val / valid / test
     holdout: Optional[float] = None             # folder / hf without a validation split: the share held out
     init: Optional[str] = None                  # starting weights (see zamzoo.train.init)
+    max_bad_steps: int = 0                      # steps with a NaN/inf loss skipped before the run fails (0: none)
 
     def validate(self):
         if not isinstance(self.model, str) or not self.model:
-            raise ValueError('model: expected a model name, e.g. resnet18_zam (see `zamzoo list`)')
+            raise UsageError('model: expected a model name, e.g. resnet18_zam (see `zamzoo list`)')
         check_dataset(self.dataset)
         if self.data is None:
-            raise ValueError('data: expected the data folder (--data DIR)')
+            raise UsageError('data: expected the data folder (--data DIR)')
         if isinstance(self.recipe, str) and self.recipe not in list_recipes():
-            raise ValueError(f"recipe: unknown '{self.recipe}'; expected one of {list_recipes()}")
+            raise UsageError(f"recipe: unknown '{self.recipe}'; expected one of {list_recipes()}")
         for name in ('epochs', 'batch_size', 'eval_batch_size', 'eval_every', 'progress_every'):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f'{name}: expected a positive integer, got {v!r}')
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f'lr: expected a positive number, got {self.lr!r}')
+                raise UsageError(f'{name}: expected a positive integer, got {v!r}')
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
         if self.amp not in AMP_CHOICES:
-            raise ValueError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
+            raise UsageError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
         if self.loader not in LOADER_CHOICES:
-            raise ValueError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
+            raise UsageError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
         self._validate_source()
         if self.download and self.dataset not in ('cifar100', 'cifar10'):
-            raise ValueError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
+            raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
         if self.workers is not None and self.workers < 0:
-            raise ValueError(f'workers: expected >= 0, got {self.workers}')
+            raise UsageError(f'workers: expected >= 0, got {self.workers}')
         if self.img_size is not None and self.img_size < 8:
-            raise ValueError(f'img_size: expected >= 8, got {self.img_size}')
-        if not isinstance(self.seed, int):
-            raise ValueError(f'seed: expected an integer, got {self.seed!r}')
+            raise UsageError(f'img_size: expected >= 8, got {self.img_size}')
+        if not isinstance(self.max_bad_steps, int) or isinstance(self.max_bad_steps, bool) or self.max_bad_steps < 0:
+            raise UsageError(f'max_bad_steps: expected an integer >= 0, got {self.max_bad_steps!r}')
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise UsageError(f'seed: expected an integer, got {self.seed!r}')
         from .loop import check_model_name
         check_model_name(self.model)
         return self
@@ -87,14 +92,14 @@ class TrainConfig:
     def _validate_source(self):
         hf_only = [k for k in ('image_column', 'label_column', 'train_split', 'val_split') if getattr(self, k)]
         if hf_only and self.dataset != 'hf':
-            raise ValueError(f'{hf_only[0]}: only for --dataset hf')
+            raise UsageError(f"{hf_only[0]}: only for --dataset hf")
         if self.holdout is not None:
             if self.dataset not in ('folder', 'hf'):
-                raise ValueError('holdout: only for --dataset folder or hf (CIFAR has its own test split)')
+                raise UsageError('holdout: only for --dataset folder or hf (CIFAR has its own test split)')
             from ..data.split import check_fraction
             check_fraction(self.holdout)
         if self.init is not None and self.pretrained:
-            raise ValueError('init: --pretrained and --init both set the starting weights; pass one')
+            raise UsageError('init: --pretrained and --init both set the starting weights; pass one')
 
     def source(self, split: Optional[dict] = None) -> DataSource:
         """Where the images come from (`split`: a split file's content to reuse)."""

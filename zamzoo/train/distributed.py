@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import UsageError
+
 
 @dataclass
 class DistInfo:
@@ -30,9 +32,12 @@ class DistInfo:
 def resolve_device(device=None) -> torch.device:
     if device in (None, 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"device: unknown '{device}'; expected cpu, cuda or cuda:N") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+        raise UsageError(f"device '{device}' requested but CUDA is not available; use --device cpu")
     return device
 
 
@@ -46,7 +51,7 @@ def setup(device=None) -> DistInfo:
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
     if device.type == 'cuda':
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f'local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible); '
+            raise UsageError(f'local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible); '
                              f'use --nproc_per_node <= the number of GPUs')
         device = torch.device('cuda', local_rank)
         torch.cuda.set_device(device)

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .. import provenance
-from ..errors import ZamzooError
+from ..errors import UsageError, ZamzooError
 from . import distributed as D
 from .checkpoint import load_weights
 from .loop import amp_dtype, build_loaders, create_model, evaluate_loader, read_split
@@ -26,9 +26,13 @@ def _run_config(checkpoint) -> dict:
     cfg = folder / 'config.json' if folder is not None else None
     if cfg is not None and cfg.is_file():
         try:
-            return json.loads(cfg.read_text())
+            run_cfg = json.loads(cfg.read_text())
         except ValueError:
             return {}
+        if not isinstance(run_cfg, dict):
+            raise UsageError(f'{cfg} holds a JSON {type(run_cfg).__name__}, not the object `zamzoo train` writes; '
+                             f'pass the weights file alone with --recipe for their normalisation')
+        return run_cfg
     return {}
 
 
@@ -57,20 +61,20 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     val_split) default to the run's.
     """
     if bool(pretrained) == (checkpoint is not None):
-        raise ValueError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
+        raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
     from ..data import check_dataset, open_data
     check_dataset(dataset)
     if batch_size < 1:
-        raise ValueError(f'batch size must be >= 1, got {batch_size}')
+        raise UsageError(f'batch size must be >= 1, got {batch_size}')
     dev = D.resolve_device(device)
     dtype = amp_dtype(amp, dev)
     run_cfg = _run_config(checkpoint)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
     test_split, num_classes = opened.test, opened.num_classes
     if run_cfg.get('model') and run_cfg['model'] != model:
-        raise ValueError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")
+        raise UsageError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")
     if run_cfg.get('num_classes') not in (None, num_classes):
-        raise ValueError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
+        raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
 
     state = load_weights(checkpoint) if checkpoint is not None else None
     net = create_model(model, num_classes, pretrained=bool(pretrained))

@@ -12,6 +12,7 @@ Run folder (the contract `zamzoo export` and the table generator read):
 import dataclasses
 import difflib
 import json
+import math
 import os
 import statistics
 import time
@@ -26,9 +27,11 @@ import torch.nn.functional as F
 
 from .. import provenance
 from .._io import atomic_path, write_json_atomic
-from ..errors import DataError, ZamzooError
+from .._paths import check_free_space, check_writable
+from ..errors import DataError, NonFiniteError, UsageError, ZamzooError
 from . import distributed as D
-from .checkpoint import BackgroundWriter, checkpoint_state, load_checkpoint, set_rng_state, write_checkpoint
+from .checkpoint import (BackgroundWriter, check_finite_weights, checkpoint_state, load_checkpoint, set_rng_state,
+                         write_checkpoint)
 from .config import TrainConfig
 from .metrics import plot_curves, write_metrics
 from .run_folder import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, SPLIT_FILE,
@@ -70,7 +73,7 @@ def check_model_name(name: str):
     if not timm.is_model(name.split('.', 1)[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f'; did you mean {", ".join(close)}?' if close else ''
-        raise ValueError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
+        raise UsageError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
 
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -78,7 +81,12 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
     import timm
 
     check_model_name(name)
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as e:
+        if not kwargs:  # not the user's doing: keep the traceback
+            raise
+        raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them ({e})') from e
 
 
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
@@ -89,7 +97,7 @@ def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == 'none':
         return None
     if amp == 'fp16' and device.type != 'cuda':
-        raise ValueError('amp: fp16 needs CUDA; use --amp bf16 or none on CPU')
+        raise UsageError('amp: fp16 needs CUDA; use --amp bf16 or none on CPU')
     return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
 
 
@@ -187,9 +195,15 @@ class _Peek:
 
 def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optional[torch.dtype], world_size: int = 1,
                     label_smoothing: float = 0.0, penalty=None, penalty_model=None, scaler=None,
-                    reporter: Optional[Reporter] = None, progress_every: int = 25) -> dict:
+                    reporter: Optional[Reporter] = None, progress_every: int = 25,
+                    max_bad_steps: Optional[int] = None) -> dict:
     """One pass over `loader`; returns device tensors (no host sync here): sums of CE loss, correct top-1,
     images and penalty over this rank's samples.
+
+    max_bad_steps (None: no check): steps whose loss is NaN or infinite are counted on the device and the pass
+    raises NonFiniteError once more than `max_bad_steps` were seen, checked with the progress (every
+    `progress_every` steps and at the end). With a tolerance (> 0) each step is checked on the host and a bad step
+    is skipped (no update), so the weights stay finite.
 
     The loss of a step is sum(CE) * world_size / global_batch (+ penalty), so that DDP's gradient average equals the
     gradient of the mean CE over the whole global batch, even when ranks hold unequal parts of it.
@@ -201,6 +215,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optiona
     count = torch.zeros((), dtype=torch.int64, device=device)
     peek = _Peek(device) if reporter is not None else None
     images_seen = 0
+    bad = torch.zeros((), dtype=torch.int64, device=device)
     for step, (x, y, n_global) in enumerate(loader, 1):
         with autocast(device, amp):
             logits = model(x)
@@ -209,8 +224,18 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optiona
         if penalty is not None:
             pen = penalty(penalty_model)
             loss = loss + pen
-            pen_sum += pen.detach()
         optimizer.zero_grad(set_to_none=True)
+        if max_bad_steps is not None:
+            finite = torch.isfinite(loss.detach())
+            bad += ~finite
+            if max_bad_steps and not bool(finite):  # with a tolerance: skip the step (no update, no statistics)
+                _check_bad_steps(bad, max_bad_steps, step)
+                if int(bad) == len(loader):
+                    raise NonFiniteError('the training loss was NaN or infinite at every step of the epoch')
+                scheduler.step()
+                continue
+        if penalty is not None:
+            pen_sum += pen.detach()
         if scaler is not None and scaler.is_enabled():
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -223,11 +248,24 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optiona
         correct += (logits.detach().argmax(-1) == y).sum()
         count += y.numel()
         images_seen += n_global
-        if reporter is not None and (step % progress_every == 0 or step == len(loader)):
+        at_progress = step % progress_every == 0 or step == len(loader)
+        if max_bad_steps == 0 and at_progress:
+            _check_bad_steps(bad, 0, step)
+        if reporter is not None and at_progress:
             peek.push(loss_sum, count)
             reporter.step(step, images_seen, peek.get())
     return {'loss_sum': loss_sum, 'correct': correct, 'count': count, 'penalty_sum': pen_sum,
             'steps': torch.tensor(len(loader), device=device)}
+
+
+def _check_bad_steps(bad: torch.Tensor, max_bad_steps: int, step: int):
+    """NonFiniteError once `bad` (the count of steps with a non-finite loss) exceeds `max_bad_steps`."""
+    n = int(bad)  # one host sync
+    if n > max_bad_steps:
+        raise NonFiniteError(
+            f'the training loss is NaN or infinite ({n} bad step{"s" if n > 1 else ""} by step {step} of this epoch, '
+            f'{max_bad_steps} tolerated): the training diverged (learning rate too high?); '
+            f'the run is marked failed and its weights are not saved')
 
 
 @torch.inference_mode()
@@ -285,7 +323,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
     config.validate()
     recipe = config.resolve_recipe()
     info = D.setup(config.device)
-    out = Path(config.out or config.default_out(recipe)).expanduser()
+    out = check_writable(config.out or config.default_out(recipe), '--out')
     try:
         # One writer per run folder, for the whole run: the main rank is the one that writes it.
         with lock_run_folder(out) if info.is_main else nullcontext():
@@ -300,13 +338,21 @@ def _check_run_folder(out: Path, config: TrainConfig):
         if not ckpt.is_file():
             raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt})')
         return load_checkpoint(ckpt)
-    if ckpt.exists() or (out / RESULTS_FILE).exists():
+    if ckpt.exists() or ((out / RESULTS_FILE).exists() and not _failed_at_start(out / RESULTS_FILE)):
         raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE} / {RESULTS_FILE}); pass --resume to '
                           f'continue it, or choose another --out')
     return None
 
 
-_RESUME_KEYS = ('model', 'dataset', 'seed', 'pretrained', 'num_classes', 'model_kwargs', 'init')
+def _failed_at_start(results: Path) -> bool:
+    """results.json of a run that failed before its first checkpoint: nothing to keep, a new run may start."""
+    try:
+        return json.loads(results.read_text()).get('status') == 'failed'
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+_RESUME_KEYS = ('model', 'dataset', 'tag', 'classes', 'seed', 'pretrained', 'num_classes', 'model_kwargs', 'init')
 
 
 @dataclass
@@ -384,16 +430,24 @@ def read_split(out: Path) -> Optional[dict]:
         raise ZamzooError(f'{path} is not a readable split file ({e}); it lists the train and validation images') from e
 
 
+def _resume_changes(saved: dict, now: dict) -> list:
+    """'field: checkpoint X, now Y' for each setting a resumed run must keep (recipe fields as recipe.NAME)."""
+    def short(v):
+        text = repr(v)
+        return text if len(text) <= 60 else text[:57] + '...'
+
+    pairs = [(k, saved.get(k), now.get(k)) for k in _RESUME_KEYS]
+    old, new = saved.get('recipe') or {}, now.get('recipe') or {}
+    pairs += [(f'recipe.{k}', old.get(k), new.get(k)) for k in sorted(set(old) | set(new), key=str)]
+    return [f'{k}: checkpoint {short(a)}, now {short(b)}' for k, a, b in pairs if a != b]
+
+
 def _resume(state: dict, run_config: dict, model, optimizer, scheduler, scaler):
     """Load a checkpoint's training state after checking it belongs to this run; (history, extra, epoch)."""
-    saved = state['config']
-    changed = [k for k in _RESUME_KEYS if saved.get(k) != run_config.get(k)]
-    if saved.get('recipe') != run_config['recipe']:
-        changed.append('recipe')
+    changed = _resume_changes(state['config'], run_config)
     if changed:
-        raise ValueError(f'--resume: this run differs from the checkpoint in {changed} '
-                         f'(checkpoint: {[saved.get(k) for k in changed if k != "recipe"]}); '
-                         f'resume with the same settings, or start a new --out')
+        raise UsageError(f'--resume: this run differs from its checkpoint: {"; ".join(changed)}; resume with the '
+                         f'settings the run started with, or start a new --out')
     model.load_state_dict(state['model'])
     optimizer.load_state_dict(state['optimizer'])
     scheduler.load_state_dict(state['scheduler'])
@@ -409,7 +463,7 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
 
     device = info.device
     if recipe.batch_size % info.world_size:
-        raise ValueError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
+        raise UsageError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
                          f'the global batch is split evenly across ranks')
     rt = _runtime(config, info)
     data = _open_data(config, info, out)  # first: it gives the classes
@@ -417,6 +471,9 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
     model, init, mean, std, img_size = _build_model(config, recipe, num_classes)
     _pick_loader(rt, data, img_size, recipe, device)
     num_params = sum(p.numel() for p in model.parameters())
+    if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
+        state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
     train_loader, test_loader = build_loaders(
         config.dataset, (data.train, data.test), recipe, mean, std, batch_size=recipe.batch_size,
         eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=rt.loader,
@@ -428,7 +485,7 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
 
     sync_bn = recipe.sync_bn and info.distributed
     if sync_bn and device.type == 'cpu':
-        raise ValueError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
+        raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
@@ -488,6 +545,10 @@ def _train(config: TrainConfig, recipe, out: Path, info: D.DistInfo, reporter: O
                        raw_model=raw_model, train_model=train_model, optimizer=optimizer, scheduler=scheduler,
                        scaler=scaler, penalty=penalty, train_loader=train_loader, test_loader=test_loader,
                        dtype=rt.dtype, num_classes=num_classes, num_params=num_params, steps=steps, writer=writer)
+    except NonFiniteError as e:
+        if info.is_main:
+            _mark_failed(out / RESULTS_FILE, run_config, e)
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -514,7 +575,7 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
         sums = train_one_epoch(train_model, train_loader, optimizer, scheduler, device=device, amp=dtype,
                                world_size=info.world_size, label_smoothing=recipe.label_smoothing,
                                penalty=penalty, penalty_model=raw_model, scaler=scaler, reporter=reporter,
-                               progress_every=config.progress_every)
+                               progress_every=config.progress_every, max_bad_steps=config.max_bad_steps)
         tr = _reduce(sums, info)  # the epoch's one host sync for training
         epoch_train_time = time.perf_counter() - t0
         train_time += epoch_train_time
@@ -544,6 +605,7 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
             last_eval = record
             if not best or record['test_top1'] > best['top1']:
                 best = {'top1': record['test_top1'], 'top5': record['test_top5'], 'epoch': epoch + 1}
+        _check_finite_record(record)
         history.append(record)
         wall_time_now = wall_time + (time.perf_counter() - t_session)
         if info.is_main:
@@ -579,6 +641,22 @@ def _epochs(config, recipe, info, reporter, t_session, out, run_config, history,
     return results
 
 
+def _check_finite_record(record: dict):
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise NonFiniteError(f"epoch {record['epoch']}: {', '.join(bad)} not finite: the training diverged; "
+                             f'the run is marked failed and its weights are not saved')
+
+
+def _mark_failed(path: Path, run_config: dict, error: Exception):
+    """results.json of a run that stopped on an error: status 'failed', the error, no metrics."""
+    write_json_atomic(path, {
+        'status': 'failed', 'error': str(error),
+        **{k: run_config[k] for k in ('model', 'dataset', 'tag', 'seed', 'recipe_name')},
+        'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    })
+
+
 def _tag(config: TrainConfig) -> str:
     """The pretrained tag the weights would be published under: the CIFAR data set, or the data's own name."""
     from ..data import data_tag
@@ -596,6 +674,7 @@ def _results(config, recipe, run_config, history, last, best, train_time, wall_t
     throughputs = [r['images_per_s'] for r in history]
     train_images = sum(r.get('train_images', 0) for r in history)
     return {
+        'status': 'completed',
         'model': config.model,
         'dataset': config.dataset,
         'tag': run_config['tag'],
@@ -631,6 +710,7 @@ def _save_weights(path: Path, model: nn.Module, run_config: dict):
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to('cpu').clone().contiguous() for k, v in model.state_dict().items()}
+    check_finite_weights(tensors, path)
     metadata = {'format': 'pt', 'model': run_config['model'], 'dataset': run_config['dataset'],
                 'recipe': run_config['recipe_name'], 'num_classes': str(run_config['num_classes'])}
     with atomic_path(path) as tmp:

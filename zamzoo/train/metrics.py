@@ -1,10 +1,9 @@
 """Per-epoch metrics (JSON lines), the curves plot, the one-line epoch summary."""
-import json
 import math
 from pathlib import Path
 from typing import List
 
-from .._io import atomic_path, write_text_atomic
+from .._io import atomic_path, dumps_strict, write_text_atomic
 
 METRIC_FIELDS = ('epoch', 'lr', 'train_loss', 'train_top1', 'penalty', 'test_loss', 'test_top1', 'test_top5',
                  'epoch_time_s', 'train_time_s', 'train_images', 'images_per_s')
@@ -12,7 +11,7 @@ METRIC_FIELDS = ('epoch', 'lr', 'train_loss', 'train_top1', 'penalty', 'test_los
 
 def write_metrics(path, history: List[dict]):
     """The whole history as JSON lines, rewritten atomically (a resumed run never leaves duplicate epochs)."""
-    write_text_atomic(path, ''.join(json.dumps(r) + '\n' for r in history))
+    write_text_atomic(path, ''.join(dumps_strict(r) + '\n' for r in history))
 
 
 def format_epoch(record: dict, epochs: int) -> str:

@@ -63,12 +63,28 @@ def lock_holder(folder) -> Optional[dict]:
         os.close(fd)
 
 
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CURVES_FILE, CHECKPOINT_FILE, WEIGHTS_FILE, RESULTS_FILE)
+
+
+def remove_stale_temps(folder) -> list:
+    """Delete the temporary files (`.checkpoint.pt.<random>.tmp`, ...) that a writer killed mid-write left next to
+    the run files; call only while holding the folder's lock, when no write of ours can be in flight."""
+    removed = []
+    for name in RUN_FILES:
+        for tmp in Path(folder).glob(f'.{name}.*.tmp'):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def lock_run_folder(folder):
     """Hold an exclusive lock on `folder` for the block; RunFolderBusy if another process holds it.
 
     flock() locks belong to the open file and the kernel drops them when their process dies, however it dies, so
-    the lock file a killed run leaves behind never blocks the next one (no stale locks to clean up)."""
+    the lock file a killed run leaves behind never blocks the next one (no stale locks to clean up); the
+    temporary files such a run left are removed once the lock is held."""
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,6 +100,7 @@ def lock_run_folder(folder):
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         locked = True
+        remove_stale_temps(folder)
         yield
     finally:
         if locked and created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:

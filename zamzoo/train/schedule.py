@@ -18,6 +18,8 @@ from bisect import bisect_right
 
 from torch.optim.lr_scheduler import LRScheduler
 
+from ..errors import UsageError
+
 
 def recipe_lr(recipe, base_lr: float, step: int, steps_per_epoch: int, epochs: int) -> float:
     """The lr of optimizer step `step` (0-based, counted over the whole run)."""
@@ -61,7 +63,7 @@ class RecipeLR(LRScheduler):
 
     def load_state_dict(self, state_dict):
         if state_dict['steps_per_epoch'] != self.steps_per_epoch:
-            raise ValueError(f"checkpoint's schedule has {state_dict['steps_per_epoch']} steps per epoch, this run "
+            raise UsageError(f"checkpoint's schedule has {state_dict['steps_per_epoch']} steps per epoch, this run "
                              f"{self.steps_per_epoch}: the data set or batch size changed")
         self.last_epoch = state_dict['last_epoch']
         self.base_lrs = list(state_dict['base_lrs'])
