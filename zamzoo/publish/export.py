@@ -18,7 +18,6 @@ Output folder (staged in a temporary folder next to it, then renamed into place)
                        params, MACs, code commits: everything `zamzoo push` needs for the manifest record
 """
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import ZamzooError
-from ..manifest import WEIGHTS_FILENAME
+from ..pretrained import WEIGHTS_FILENAME, sha256_file
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
@@ -39,14 +38,6 @@ DEFAULT_STAGING = Path('hub') / 'staging'
 
 class ExportError(ZamzooError):
     """The input of an export is missing, inconsistent or does not fit the model."""
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_json(path: Path):
@@ -239,7 +230,7 @@ def export_run(
     """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out`; see the module doc."""
     import timm
 
-    import zamzoo  # noqa: F401  registers the models
+    import zamzoo  # registers the models
     from ..bench.flops import count_macs, count_params
     from ..models import ZOO, hub_id
     from ..provenance import code_commit
@@ -343,6 +334,7 @@ def export_run(
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     )
     hparams = dict(
+        zamzoo_version=zamzoo.__version__,  # a wheel install has no git commit to record
         weights_seed=weights_seed,
         runs=[dict(seed=r.seed, run=r.path.name, config=r.config) for r in runs],
     )
@@ -360,7 +352,7 @@ def export_run(
             recipe=(f'{recipe_name} (version {recipe_version})' if recipe_version else recipe_name),
             results=results if has_results else None,
             hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
-            code_commit=results['code_commit'], license=cfg.license or 'apache-2.0',
+            code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
         )
         (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')
         for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):

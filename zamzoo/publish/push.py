@@ -7,8 +7,8 @@ from typing import Optional
 from huggingface_hub import HfApi  # module attribute: tests replace it with a recorder
 
 from ..errors import WeightsError
-from ..manifest import WEIGHTS_FILENAME, update_manifest, validate_record
-from .export import EXPORT_FILES, sha256_file
+from ..pretrained import WEIGHTS_FILENAME, sha256_file, update_manifest, validate_record
+from .export import EXPORT_FILES
 
 
 class InvalidExportError(WeightsError):
