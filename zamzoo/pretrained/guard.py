@@ -4,8 +4,8 @@ The model factory (zamzoo.models._zoo._create) calls `prepare_pretrained` before
 `weights_errors`. Together they make sure that
 
 * a model/tag without a record in the manifest (zamzoo.pretrained.manifest) and without a source given by the
-  user raises `WeightsError` naming the model and the fix, instead of timm trying a Hub repo that does not
-  exist (or, worse, anything loading random weights silently);
+  user raises `WeightsError` naming the model and the fix (the registry's cfg of an unpublished model has no
+  Hub id, so timm alone would only warn and keep the random init);
 * published weights are downloaded at the commit the manifest pins and their sha256 is checked against the
   manifest before timm loads them (timm then reads the same file from the Hugging Face cache);
 * a download or load failure (offline without the file in cache, repo or file missing, corrupt file, weights
