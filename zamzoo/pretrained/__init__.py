@@ -7,12 +7,12 @@ both.
 from .checksum import sha256_file
 from .guard import download_verified, how_to_get_weights, prepare_pretrained, weights_errors
 from .manifest import (
-    MANIFEST_ENV, RECORD_FIELDS, SCHEMA_VERSION, WEIGHTS_FILENAME, find_checkpoint, load_manifest, manifest_path,
-    pinned_hub_id, published_hub_ids, shipped_manifest, update_manifest, validate_record,
+    WEIGHTS_FILENAME, load_manifest, manifest_path, pinned_hub_id, published_hub_ids, shipped_manifest,
+    update_manifest, validate_record,
 )
 
 __all__ = [
     'sha256_file', 'download_verified', 'how_to_get_weights', 'prepare_pretrained', 'weights_errors',
-    'MANIFEST_ENV', 'RECORD_FIELDS', 'SCHEMA_VERSION', 'WEIGHTS_FILENAME', 'find_checkpoint', 'load_manifest',
-    'manifest_path', 'pinned_hub_id', 'published_hub_ids', 'shipped_manifest', 'update_manifest', 'validate_record',
+    'WEIGHTS_FILENAME', 'load_manifest', 'manifest_path', 'pinned_hub_id', 'published_hub_ids', 'shipped_manifest',
+    'update_manifest', 'validate_record',
 ]
