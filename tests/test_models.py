@@ -21,6 +21,7 @@ from timm.models import FeatureInfo, get_pretrained_cfg, group_parameters
 import zamzoo
 from zamzoo.layers import BAM, CBAM_SEED_KWARGS, SPEM, get_attn
 from zamzoo.models import ATTENTIONS, BACKBONES, ZOO, backbone_recipe, list_models
+from zamzoo.pretrained import load_manifest
 from zamzoo.recipes import get_recipe
 
 ALL_MODELS = list_models()
@@ -240,15 +241,23 @@ PAPERS = {
 
 
 def test_pretrained_cfgs():
+    # timm lists as pretrained exactly the manifest's published weights (none today), yet every model has two tags
+    published = {f"{r['model']}.{r['tag']}" for r in load_manifest()}
+    zoo_names = set(ZOO) | {f'{n}.{tag}' for n in ZOO for tag in ('cifar100', 'cifar10')}
+    assert zoo_names & set(timm.list_models(pretrained=True)) == published == zoo_names & set(timm.list_pretrained())
+    assert 'resnet18.a1_in1k' in timm.list_pretrained()  # timm's own still are
     for name, entry in ZOO.items():
         backbone, attn = entry.backbone.name, entry.attention.name
-        assert set(timm.list_models(name, pretrained=True, include_tags=True)) == {f'{name}.cifar100', f'{name}.cifar10'}
+        assert set(timm.list_models(name, include_tags=True)) == {f'{name}.cifar100', f'{name}.cifar10'}
         assert get_pretrained_cfg(name).tag == 'cifar100'  # the default tag
         for tag, dataset, num_classes in (('cifar100', 'cifar100', 100), ('cifar10', 'cifar10', 10)):
             cfg = get_pretrained_cfg(f'{name}.{tag}')
             mean, std = get_recipe('spem' if backbone == 'resnet164' else 'zam').stats(dataset)
             assert cfg.architecture == name and cfg.tag == tag
-            assert cfg.hf_hub_id.split('@')[0] == f'zamzoo/{name}.{tag}'  # '@<commit>' once published
+            if f'{name}.{tag}' in published:
+                assert cfg.hf_hub_id.startswith(f'zamzoo/{name}.{tag}@')  # pinned to the manifest's commit
+            else:
+                assert cfg.hf_hub_id is None and not cfg.has_weights
             assert cfg.hf_hub_filename == 'model.safetensors'
             assert cfg.input_size == (3, 32, 32) and cfg.fixed_input_size is False
             assert cfg.crop_pct == 1.0 and cfg.interpolation == 'bicubic'
@@ -304,6 +313,15 @@ def test_constructor_errors():
         create('resnet18_zam', attn_slot='everywhere')
     with pytest.raises(ValueError, match='num_classes=0'):
         create('resnet18_zam', global_pool='')
+    with pytest.raises(ValueError, match='in_chans must be at least 1'):
+        create('resnet18_zam', in_chans=0)
+    with pytest.raises(ValueError, match='num_classes must be at least 0'):
+        create('mobilenet_zam', num_classes=-3)
+    with pytest.raises(ValueError, match=r'out_indices=\(9,\) does not fit resnet164_zam, which has 4 feature levels: '
+                                         r'give indices in 0\.\.3 \(or -4\.\.-1\)'):
+        create('resnet164_zam', features_only=True, out_indices=(9,))
+    with pytest.raises(ValueError, match=r'an int n \(1\.\.5\)'):
+        create('mobilenet_zam', features_only=True, out_indices=6)
     with pytest.raises(ValueError):  # ULSAM: channels not divisible by groups
         create('resnet18_ulsam', attn_kwargs=dict(groups=3))
 
@@ -361,6 +379,11 @@ def test_default_cfg_contract(name):
         assert model.forward_head(feats).shape == feats.shape
         model.reset_classifier(10, 'avg')
         assert model.forward_head(feats).shape == (1, 10)
+        with pytest.raises(ValueError, match='num_classes=0'):
+            model.reset_classifier(10, '')
+        model.reset_classifier(0, '')
+        model.reset_classifier(3)  # a classifier on an unpooled head: timm's default pooling, not a broken head
+        assert model.global_pool.pool_type == 'avg' and model.forward_head(feats).shape == (1, 3)
         assert model.get_classifier() is model.fc and model.get_classifier(name_only=True) == cfg['classifier']
         x16 = torch.randn(X16)
         out = create_small(name, num_classes=0).eval()(x16)

@@ -7,6 +7,7 @@ that a download nobody expected fails at once instead of retrying for ~50 s.
 """
 import hashlib
 import http.server
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -22,9 +23,9 @@ from safetensors.torch import load_file, save_file
 import timm
 import zamzoo
 from zamzoo.errors import WeightsError
-from zamzoo.manifest import load_manifest, pinned_hub_id, update_manifest
+from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, shipped_manifest, update_manifest
 from zamzoo.publish import ExportError, InvalidExportError, cache_export, export_run, push_folder, verify_published
-from zamzoo.publish.export import EXPORT_FILES, sha256_file
+from zamzoo.publish.export import EXPORT_FILES
 from zamzoo.publish.push import manifest_record
 
 MODEL = 'resnet18_zam'
@@ -65,9 +66,13 @@ def _write_run(folder: Path, model: str, seed: int, top1=None, top5=None, datase
     return _state_dict(net)
 
 
-def _publish(manifest: Path, export_dir: Path, commit=COMMIT, **changes):
+def _publish_record(export_dir: Path, commit=COMMIT, **changes):
     results = json.loads((export_dir / 'results.json').read_text())
-    record = dict(manifest_record(results, results['repo_id'], commit), **changes)
+    return dict(manifest_record(results, results['repo_id'], commit), **changes)
+
+
+def _publish(manifest: Path, export_dir: Path, commit=COMMIT, **changes):
+    record = _publish_record(export_dir, commit, **changes)
     update_manifest(record, manifest)
     return record
 
@@ -202,6 +207,7 @@ def test_export_folder(exported, runs):
     assert results['sha256'] == sha256_file(out / 'model.safetensors') == result.sha256
     assert results['code_commit'] == 'f' * 40 and results['recipe'] == 'zam' and results['recipe_version'] == 1
     hparams = json.loads((out / 'hparams.json').read_text())
+    assert hparams['zamzoo_version'] == zamzoo.__version__ == importlib.metadata.version('zamzoo')
     assert [r['seed'] for r in hparams['runs']] == [0, 1] and hparams['runs'][0]['config']['recipe']['name'] == 'zam'
     log = json.loads((out / 'train_log.json').read_text())
     assert [len(r['epochs']) for r in log['runs']] == [2, 2]
@@ -218,6 +224,7 @@ def test_model_card_real_counts_and_results(exported):
     assert header.startswith('---\n') and 'library_name: timm' in header and '- uoft-cs/cifar100' in header
     assert 'license: apache-2.0' in header and 'model-index:' in header and 'value: 70.5' in header
     assert f'{params:,}' in body and f'{macs:,}' in body and '32 x 32' in body
+    assert f'**zamzoo version:** {zamzoo.__version__}' in body
     assert '70.50 ± 0.71' in body and '| 0 (weights) | 70.00 | 90.00 |' in body
     for section in ('## Model Details', '### Image Classification', '### Feature Map Extraction',
                     '### Image Embeddings', '### Fine-tuning', '## Results', '## Citation'):
@@ -329,6 +336,7 @@ def test_loopback_hub_download(loopback_hub, exported, hub):
 # ------------------------------------------------------------------ errors
 def test_unpublished_model_error(hub, exported):
     out, _, weights = exported
+    assert timm.get_pretrained_cfg('resnet18_plain').hf_hub_id is None  # timm alone would load nothing, silently
     with pytest.raises(WeightsError) as e:
         timm.create_model('resnet18_plain', pretrained=True)
     msg = str(e.value)
@@ -372,11 +380,37 @@ def test_checksum_mismatch_and_corrupt_file(published):
     assert not results[0].ok and 'checksum mismatch' in results[0].message
 
 
-def test_manifest_errors(hub, exported):
+def test_file_changed_in_place_is_caught(published):
+    """One byte of the cached weights changed, size and mtime kept: the second load in the process must notice."""
+    cache, manifest, out, weights = published
+    _assert_same(_state_dict(timm.create_model(MODEL, pretrained=True)), weights)
+    blob = (cache / f'models--zamzoo--{MODEL}.{TAG}' / 'snapshots' / COMMIT / 'model.safetensors').resolve()
+    st = blob.stat()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # the last byte of the last tensor: still a valid safetensors file, other weights
+    blob.write_bytes(bytes(data))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (blob.stat().st_size, blob.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    with pytest.raises(WeightsError, match=f'{MODEL}.{TAG}: checksum mismatch'):
+        timm.create_model(MODEL, pretrained=True)
+
+
+def test_manifest_errors(hub, exported, capsys):
     cache, manifest = hub
     manifest.write_text('{"schema": 2, "checkpoints": []}')
     with pytest.raises(WeightsError, match='schema 2'):
         timm.create_model(MODEL, pretrained=True)
+    manifest.unlink()
+    manifest.mkdir()  # ZAMZOO_MANIFEST=<a folder>
+    with pytest.raises(WeightsError, match=f'the manifest {manifest} is a folder; expected a JSON file'):
+        timm.create_model(MODEL, pretrained=True)
+    with pytest.raises(WeightsError, match='is a folder'):
+        update_manifest(_publish_record(exported[0]), manifest)
+    from zamzoo.cli import main
+    assert main(['list', MODEL]) == 2
+    err = capsys.readouterr().err
+    assert err == f'zamzoo list: error: the manifest {manifest} is a folder; expected a JSON file (ZAMZOO_MANIFEST must name a file)\n'
+    manifest.rmdir()
     manifest.write_text(json.dumps({'schema': 1, 'checkpoints': [{'model': MODEL, 'tag': TAG}]}))
     with pytest.raises(WeightsError, match="missing field 'repo_id'"):
         load_manifest()
@@ -393,8 +427,8 @@ def test_manifest_errors(hub, exported):
 
 
 def test_repo_manifest_is_honest_and_empty():
-    from zamzoo.manifest import REPO_MANIFEST
-    assert json.loads(REPO_MANIFEST.read_text()) == {'schema': 1, 'checkpoints': []}
+    assert shipped_manifest() == Path(zamzoo.__file__).parent / 'pretrained' / 'manifest.json'
+    assert json.loads(shipped_manifest().read_text()) == {'schema': 1, 'checkpoints': []}
 
 
 # ------------------------------------------------------------------ push
@@ -503,7 +537,10 @@ def test_subprocess_env_offline_and_pinned_registry(published):
         'import timm, torch, zamzoo\n'
         f'cfg = timm.get_pretrained_cfg("{MODEL}.{TAG}")\n'
         f'assert cfg.hf_hub_id == "{REPO}@{COMMIT}", cfg.hf_hub_id\n'
-        f'assert timm.get_pretrained_cfg("{MODEL}.cifar10").hf_hub_id == "zamzoo/{MODEL}.cifar10"\n'
+        f'assert timm.get_pretrained_cfg("{MODEL}.cifar10").hf_hub_id is None\n'
+        'zoo = set(zamzoo.list_models())\n'
+        'listed = [n for n in timm.list_models(pretrained=True) if n.split(".")[0] in zoo]\n'
+        f'assert listed == [n for n in timm.list_pretrained() if n.split(".")[0] in zoo] == ["{MODEL}.{TAG}"], listed\n'
         f'm = timm.create_model("{MODEL}", pretrained=True)\n'
         'from safetensors.torch import load_file\n'
         f'ref = load_file("{out / "model.safetensors"}")\n'

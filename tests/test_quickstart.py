@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 import timm
 import zamzoo  # noqa: F401
 from zamzoo.data.shapes import CLASSES, make_shapes, render_shape, write_shapes
-from zamzoo.publish.export import EXPORT_FILES, sha256_file
+from zamzoo.pretrained import sha256_file
+from zamzoo.publish.export import EXPORT_FILES
 from zamzoo.publish.hubcache import cache_export, local_commit, offline_hub
 
 DEAD_ENDPOINT = 'http://127.0.0.1:9'  # discard port: any request that slips through fails at once

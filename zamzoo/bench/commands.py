@@ -45,7 +45,7 @@ def add_commands(subparsers):
     from .tables import add_arguments, run as run_tables
     p = sub.add_parser('tables', help='regenerate the model tables of README.md and MODEL_CARD.md',
                        description='Fill the generated blocks of README.md and MODEL_CARD.md from bench reports '
-                                   'and weights/manifest.json.')
+                                   'and the weights manifest.')
     add_arguments(p)
     p.set_defaults(func=run_tables)
 

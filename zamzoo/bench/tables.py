@@ -1,5 +1,5 @@
 """The model tables of README.md and MODEL_CARD.md, generated from `zamzoo bench models` JSON reports and the
-weights manifest (``zamzoo.manifest.load_manifest()``): no number in them is typed by hand.
+weights manifest (``zamzoo.pretrained.load_manifest()``): no number in them is typed by hand.
 
 Each generated block sits between two markers, ``<!-- zamzoo:<block>:start -->`` and
 ``<!-- zamzoo:<block>:end -->``; everything outside the markers is left alone. Blocks:
@@ -267,7 +267,7 @@ def render_files(reports: Sequence[Dict], records: Sequence[Dict], readme=DEFAUL
 def update_tables(results: Sequence = (DEFAULT_RESULTS,), manifest=None, readme=DEFAULT_README,
                   model_card=DEFAULT_MODEL_CARD, check: bool = False) -> List[Path]:
     """Regenerate the blocks; returns the files whose text changed (with check=True, writes nothing)."""
-    from ..manifest import load_manifest
+    from ..pretrained import load_manifest
 
     reports = load_reports(results)
     records = load_manifest(manifest)
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
 def add_arguments(p):
     p.add_argument('--results', nargs='+', default=[str(DEFAULT_RESULTS)], metavar='PATH',
                    help='bench JSON reports or folders of them (default: docs/bench)')
-    p.add_argument('--manifest', default=None, help='weights manifest (default: weights/manifest.json)')
+    p.add_argument('--manifest', default=None, help='weights manifest (default: the shipped one, or $ZAMZOO_MANIFEST)')
     p.add_argument('--readme', default=str(DEFAULT_README))
     p.add_argument('--model-card', default=str(DEFAULT_MODEL_CARD))
     p.add_argument('--check', action='store_true', help='write nothing; exit 1 if a table is out of date')

@@ -131,6 +131,8 @@ class CifarNet(nn.Module):
 
     def __init__(self, num_classes: int, in_chans: int, drop_rate: float):
         super().__init__()
+        if in_chans < 1:
+            raise ValueError(f'in_chans must be at least 1 (image channels), got {in_chans}')
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -199,8 +201,10 @@ class CifarNet(nn.Module):
         return 'fc' if name_only else self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new head: `num_classes` outputs (0: none); `global_pool` None keeps the current pooling, except that a
+        classifier on a head without pooling (global_pool='') gets timm's default 'avg' instead of failing."""
         if global_pool is None:
-            global_pool = self.global_pool.pool_type
+            global_pool = self.global_pool.pool_type or ('avg' if num_classes > 0 else '')
         _check_head(num_classes, global_pool)
         p = next(self.parameters())
         self.num_classes = num_classes
@@ -289,6 +293,8 @@ class CifarNet(nn.Module):
 
 
 def _check_head(num_classes: int, global_pool: str):
+    if num_classes < 0:
+        raise ValueError(f'num_classes must be at least 0 (0: no classifier), got {num_classes}')
     if num_classes > 0 and not global_pool:
         raise ValueError(
             f"global_pool='' (no pooling) needs num_classes=0 (no classifier), got num_classes={num_classes}")

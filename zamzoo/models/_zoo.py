@@ -18,8 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from timm.models import build_model_with_cfg, register_model
 from timm.models._registry import _model_entrypoints
 
-from ..manifest import published_hub_ids
-from ..publish.guard import prepare_pretrained, weights_errors
+from ..pretrained import prepare_pretrained, published_hub_ids, weights_errors
 from ..recipes import get_recipe
 
 __all__ = [
@@ -191,7 +190,7 @@ def hub_id(model_name: str, tag: str) -> str:
     return f'zamzoo/{model_name}.{tag}'
 
 
-# Published weights (weights/manifest.json): (model, tag) -> 'org/name@commit', read once at import.
+# Published weights (the manifest of zamzoo.pretrained): (model, tag) -> 'org/name@commit', read once at import.
 _PUBLISHED = published_hub_ids()
 
 
@@ -202,8 +201,9 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
     paper_ids = tuple(dict.fromkeys(b.paper_ids + a.paper_ids))
     paper_names = [n for n in (b.paper_name, a.paper_name) if n]
     return dict(
-        # pinned to the manifest's commit once published (timm's hf_split reads the '@commit')
-        hf_hub_id=_PUBLISHED.get((entry.name, tag), hub_id(entry.name, tag)),
+        # pinned to the manifest's commit once published (timm's hf_split reads the '@commit'); None until then,
+        # so that timm lists only published weights as pretrained (our guard explains the rest)
+        hf_hub_id=_PUBLISHED.get((entry.name, tag)),
         hf_hub_filename='model.safetensors',
         input_size=(3, 32, 32),
         fixed_input_size=False,
@@ -243,10 +243,26 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
     model_cls = _FAMILY_CLASSES[entry.backbone.family]
     model_args = dict(entry.model_args, **kwargs)  # the caller's kwargs win, as in timm's entrypoints
     feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(entry.backbone.feature_levels)))
-    if pretrained:  # the pretrained guard (zamzoo.publish.guard): unpublished -> WeightsError; published -> pinned,
+    if kwargs.get('features_only'):
+        _check_out_indices(variant, kwargs.get('out_indices'), entry.backbone.feature_levels)
+    if pretrained:  # the pretrained guard (zamzoo.pretrained): unpublished -> WeightsError; published -> pinned,
         model_args = prepare_pretrained(variant, model_args)  # sha256-checked against the manifest
     with weights_errors(variant, pretrained, model_args):  # download/load failures -> WeightsError naming the model
         return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **model_args)
+
+
+def _check_out_indices(variant: str, out_indices, levels: int) -> None:
+    """timm's features_only wrapper meets an index the model does not have with an IndexError deep inside."""
+    if out_indices is None:
+        return
+    if isinstance(out_indices, int):
+        bad = not 1 <= out_indices <= levels
+    else:
+        bad = any(i not in range(-levels, levels) for i in out_indices)
+    if bad:
+        raise ValueError(
+            f'out_indices={out_indices!r} does not fit {variant}, which has {levels} feature levels: give indices '
+            f'in 0..{levels - 1} (or -{levels}..-1), or an int n (1..{levels}) for the last n levels')
 
 
 def _make_entrypoint(name: str, module_name: str) -> Callable[..., Any]:

@@ -3,25 +3,18 @@
 timm's `generate_readme` writes the YAML header (tags, pipeline_tag, library_name, license), the title, the
 description, "Model Details" and "Model Usage"; we add what it has no field for: `datasets` with Hugging Face
 dataset ids and `model-index` metrics in the header (metrics only when the export has results), and the
-"Results", "Training" and "Citation" sections. The usage text is the committed template
-`hub/templates/usage.md`.
+"Results", "Training" and "Citation" sections. The usage text is the template `templates/usage.md`, package
+data of zamzoo.publish (read through importlib.resources, so a wheel finds it as a checkout does).
 """
+import importlib.resources
 import string
-from pathlib import Path
 from typing import Optional
 
 from .papers import dataset_names, describe, model_papers, split_model_name
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / 'hub' / 'templates'
-
 
 def _template(name: str) -> string.Template:
-    path = TEMPLATE_DIR / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f'model-card template {path} is missing (it ships with the zamzoo source tree: install with '
-            f'`pip install -e .` from a checkout)')
-    return string.Template(path.read_text())
+    return string.Template((importlib.resources.files(__package__) / 'templates' / name).read_text())
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -111,7 +104,7 @@ def _training_section(info: dict) -> str:
 def render_model_card(info: dict) -> str:
     """README.md text. `info` keys: model, tag, model_name ('model.tag'), repo_id, params, macs, input_size,
     num_classes, num_features, mean, std, recipe, results (aggregate from export, or None), hparams_summary,
-    code_commit, init (the run's --init record, or None)."""
+    code_commit, zamzoo_version, init (the run's --init record, or None)."""
     from timm.models._hub import generate_readme  # not re-exported by timm.models
 
     model, tag = info['model'], info['tag']
@@ -135,6 +128,7 @@ def render_model_card(info: dict) -> str:
     }
     if info.get('code_commit'):
         details['Code commit'] = info['code_commit']
+    details['zamzoo version'] = info['zamzoo_version']
     if info.get('init'):
         details['Initial weights'] = f"{info['init']['source']} (sha256 {info['init'].get('sha256') or 'unknown'})"
     usage = _template('usage.md').substitute(

@@ -2,6 +2,8 @@
 import json
 import sys
 
+MANIFEST_HELP = 'manifest file (default: $ZAMZOO_MANIFEST, else the one shipped in zamzoo/pretrained/)'
+
 
 def add_commands(subparsers):
     p = subparsers.add_parser(
@@ -25,12 +27,12 @@ def add_commands(subparsers):
     p = subparsers.add_parser(
         'push', help='upload an export folder to the Hugging Face Hub and record it in the manifest',
         description='Validates the folder (files, sha256, architecture), creates the repo if needed, uploads, '
-                    'and writes the Hub commit into weights/manifest.json. Token: `hf auth login` or HF_TOKEN.')
+                    'and records the Hub commit in the manifest. Token: `hf auth login` or HF_TOKEN.')
     p.add_argument('folder', metavar='DIR')
     p.add_argument('--repo-id', help='ORG/NAME (default and only allowed value: the repo the export was made for)')
     p.add_argument('--private', action='store_true', help='create the repo as private')
     p.add_argument('--message', help='commit message')
-    p.add_argument('--manifest', help='manifest file (default: weights/manifest.json or $ZAMZOO_MANIFEST)')
+    p.add_argument('--manifest', help=MANIFEST_HELP)
     p.set_defaults(func=_push)
 
     p = subparsers.add_parser(
@@ -38,13 +40,13 @@ def add_commands(subparsers):
     p.add_argument('model', nargs='?', metavar='MODEL', help='model or model.tag (default: every record)')
     p.add_argument('--cache-dir', help='Hugging Face cache folder (default: $HF_HUB_CACHE)')
     p.add_argument('--force-download', action='store_true', help='download again even if cached')
-    p.add_argument('--manifest', help='manifest file (default: weights/manifest.json or $ZAMZOO_MANIFEST)')
+    p.add_argument('--manifest', help=MANIFEST_HELP)
     p.set_defaults(func=_verify)
 
     p = subparsers.add_parser('list', help='every model with params, MACs and weights status')
     p.add_argument('patterns', nargs='*', default=['*'], metavar='PATTERN', help="wildcards, e.g. 'resnet18_*'")
     p.add_argument('--json', action='store_true', help='print JSON instead of a table')
-    p.add_argument('--manifest', help='manifest file (default: weights/manifest.json or $ZAMZOO_MANIFEST)')
+    p.add_argument('--manifest', help=MANIFEST_HELP)
     p.set_defaults(func=_list)
 
 
@@ -65,7 +67,8 @@ def _push(args) -> int:
                   manifest=args.manifest)
     print(f"pushed {record['model']}.{record['tag']} to https://huggingface.co/{record['repo_id']} "
           f"at commit {record['hub_commit']}")
-    print('recorded in the manifest; commit weights/manifest.json so that pretrained=True pins this revision')
+    from ..pretrained import manifest_path
+    print(f'recorded in {args.manifest or manifest_path()}; commit it so that pretrained=True pins this revision')
     return 0
 
 

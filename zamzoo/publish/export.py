@@ -18,7 +18,6 @@ Output folder (staged in a temporary folder next to it, then renamed into place)
                        params, MACs, code commits: everything `zamzoo push` needs for the manifest record
 """
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -32,7 +31,7 @@ from typing import List, Optional, Sequence
 from .._io import dumps_strict, loads_strict
 from .._paths import check_replaceable, check_writable
 from ..errors import ZamzooError
-from ..manifest import WEIGHTS_FILENAME
+from ..pretrained import WEIGHTS_FILENAME, sha256_file
 from ..train.checkpoint import check_finite_weights
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
@@ -42,14 +41,6 @@ DEFAULT_STAGING = Path('hub') / 'staging'
 
 class ExportError(ZamzooError):
     """The input of an export is missing, inconsistent or does not fit the model."""
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_json(path: Path) -> dict:
@@ -251,7 +242,7 @@ def export_run(
     """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out`; see the module doc."""
     import timm
 
-    import zamzoo  # noqa: F401  registers the models
+    import zamzoo  # registers the models
     from ..bench.flops import count_macs, count_params
     from ..models import ZOO, hub_id
     from ..provenance import code_commit
@@ -355,6 +346,7 @@ def export_run(
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     )
     hparams = dict(
+        zamzoo_version=zamzoo.__version__,  # a wheel install has no git commit to record
         weights_seed=weights_seed,
         runs=[dict(seed=r.seed, run=r.path.name, config=r.config) for r in runs],
     )
@@ -373,7 +365,7 @@ def export_run(
             recipe=(f'{recipe_name} (version {recipe_version})' if recipe_version else recipe_name),
             results=results if has_results else None,
             hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
-            code_commit=results['code_commit'], license=cfg.license or 'apache-2.0',
+            code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
             init=weights_run.config.get('init') if weights_run is not None else None,
         )
         (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')

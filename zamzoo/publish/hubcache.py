@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Optional
 
 from .._io import atomic_path, write_text_atomic
-from .export import EXPORT_FILES, sha256_file
+from ..pretrained import sha256_file
+from .export import EXPORT_FILES
 
 LFS_SUFFIXES = ('.safetensors',)  # stored with git LFS on the Hub (hence named by sha256 in the cache)
 

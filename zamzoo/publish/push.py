@@ -7,9 +7,9 @@ from huggingface_hub import HfApi  # module attribute: tests replace it with a r
 
 from .._io import loads_strict
 from ..errors import NonFiniteError, WeightsError
-from ..manifest import WEIGHTS_FILENAME, update_manifest, validate_record
+from ..pretrained import WEIGHTS_FILENAME, sha256_file, update_manifest, validate_record
 from ..train.checkpoint import check_finite_weights
-from .export import EXPORT_FILES, sha256_file
+from .export import EXPORT_FILES
 
 
 class InvalidExportError(WeightsError):

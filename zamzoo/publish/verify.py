@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 from ..errors import WeightsError
-from ..manifest import load_manifest
+from ..pretrained import download_verified, how_to_get_weights, load_manifest
 
 
 @dataclass
@@ -24,8 +24,7 @@ def _select(records: List[dict], model: Optional[str]) -> List[dict]:
     name, _, tag = model.partition('.')
     chosen = [r for r in records if r['model'] == name and (not tag or r['tag'] == tag)]
     if not chosen:
-        from .guard import _fix
-        raise WeightsError(f'no published weights for {model} in the manifest: {_fix(name)}')
+        raise WeightsError(f'no published weights for {model} in the manifest: {how_to_get_weights(name)}')
     return chosen
 
 
@@ -37,8 +36,6 @@ def verify_published(model: Optional[str] = None, *, cache_dir=None, force_downl
     record (checksum mismatch, offline without cache, missing repo) is reported in its `Verified`, not raised;
     an unknown model raises WeightsError.
     """
-    from .guard import download_verified
-
     results = []
     for record in _select(load_manifest(manifest), model):
         base = dict(model=record['model'], tag=record['tag'], repo_id=record['repo_id'],

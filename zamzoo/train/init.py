@@ -49,7 +49,7 @@ def _weights_file(source: str) -> Path:
 def _zoo_weights(name: str) -> Tuple[dict, dict]:
     import timm
 
-    from ..manifest import find_checkpoint
+    from ..pretrained import find_checkpoint
     try:
         net = timm.create_model(name, pretrained=True)
     except RuntimeError as e:

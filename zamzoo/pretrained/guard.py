@@ -3,9 +3,9 @@
 The model factory (zamzoo.models._zoo._create) calls `prepare_pretrained` before building, and builds inside
 `weights_errors`. Together they make sure that
 
-* a model/tag without a record in the manifest (weights/manifest.json) and without a source given by the
-  user raises `WeightsError` naming the model and the fix, instead of timm trying a Hub repo that does not
-  exist (or, worse, anything loading random weights silently);
+* a model/tag without a record in the manifest (zamzoo.pretrained.manifest) and without a source given by the
+  user raises `WeightsError` naming the model and the fix (the registry's cfg of an unpublished model has no
+  Hub id, so timm alone would only warn and keep the random init);
 * published weights are downloaded at the commit the manifest pins and their sha256 is checked against the
   manifest before timm loads them (timm then reads the same file from the Hugging Face cache);
 * a download or load failure (offline without the file in cache, repo or file missing, corrupt file, weights
@@ -15,20 +15,19 @@ User-given sources are respected and not second-guessed: `pretrained_cfg_overlay
 `state_dict=`, `url=`, `hf_hub_id=`), `hf-hub:org/name` and `local-dir:` model names.
 """
 import contextlib
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import WeightsError
-from ..manifest import find_checkpoint, manifest_path, pinned_hub_id
+from .checksum import sha256_file
+from .manifest import find_checkpoint, manifest_path, pinned_hub_id
 
-__all__ = ['prepare_pretrained', 'weights_errors', 'download_verified', 'user_source']
+__all__ = ['prepare_pretrained', 'weights_errors', 'download_verified', 'user_source', 'how_to_get_weights']
 
 _USER_SOURCE_KEYS = ('state_dict', 'file', 'url', 'hf_hub_id')
-_sha_cache: Dict[tuple, str] = {}
 
 
-def _fix(model: str) -> str:
+def how_to_get_weights(model: str) -> str:
     return (f"train it with `zamzoo train --model {model} ...` (then `zamzoo export` and `zamzoo push`), "
             f"or pass pretrained_cfg_overlay=dict(file=...) to load your own checkpoint")
 
@@ -45,16 +44,6 @@ def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:
         if getattr(cfg, key, None):
             return key
     return None
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) so repeated create_model calls hash once."""
-    from .export import sha256_file
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
-        _sha_cache[key] = sha256_file(path)
-    return _sha_cache[key]
 
 
 def _cache_hint(cache_dir) -> str:
@@ -145,7 +134,7 @@ def download_verified(record: dict, cache_dir=None, force_download: bool = False
         if err is None:
             raise
         raise err from e
-    digest = file_sha256(path)
+    digest = sha256_file(path)  # every time, no memo: a file changed in place (same size and mtime) is caught
     if digest != record['sha256']:
         raise WeightsError(
             f"{what}: checksum mismatch for {record['repo_id']}@{record['hub_commit']}/{record['filename']}: "
@@ -173,7 +162,7 @@ def prepare_pretrained(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if record is None:
         raise WeightsError(
             f'no pretrained weights are published for {variant}{"." + tag if tag else ""} (the manifest '
-            f'{manifest_path()} has no record for it): {_fix(variant)}.')
+            f'{manifest_path()} has no record for it): {how_to_get_weights(variant)}.')
     download_verified(record, cache_dir=kwargs.get('cache_dir'))
     overlay.update(hf_hub_id=pinned_hub_id(record), hf_hub_filename=record['filename'])
     return dict(kwargs, pretrained_cfg_overlay=overlay)

@@ -1,4 +1,8 @@
-"""The manifest of published checkpoints (weights/manifest.json): one record per model and tag.
+"""The manifest of published checkpoints: one record per model and tag.
+
+The manifest ships inside the package (`zamzoo/pretrained/manifest.json`, read through importlib.resources, so a
+wheel, a zip or an editable checkout read the same file); `ZAMZOO_MANIFEST=<file>` replaces it. In a checkout it
+is the one file a maintainer commits after `zamzoo push`.
 
 Kept free of torch/timm/huggingface_hub imports: the model registry reads it at import time to pin Hub
 revisions, so that `timm.create_model('resnet18_zam', pretrained=True)` downloads exactly the published bytes.
@@ -26,16 +30,17 @@ Fields (`RECORD_FIELDS` below; required ones marked with *):
     published_at            UTC time of the push (ISO 8601)
 """
 import contextlib
+import importlib.resources
 import json
 import os
 import re
 from pathlib import Path
 from typing import Optional
 
-from .errors import WeightsError
+from .._io import write_json_atomic
+from ..errors import WeightsError
 
 MANIFEST_ENV = 'ZAMZOO_MANIFEST'
-REPO_MANIFEST = Path(__file__).resolve().parent.parent / 'weights' / 'manifest.json'
 SCHEMA_VERSION = 1
 WEIGHTS_FILENAME = 'model.safetensors'
 
@@ -70,8 +75,15 @@ RECORD_FIELDS = {
 }
 
 
-def manifest_path() -> Path:
-    return Path(os.environ.get(MANIFEST_ENV, REPO_MANIFEST))
+def shipped_manifest():
+    """The manifest inside the installed package (a Path, or a Traversable when zamzoo runs from a zip)."""
+    return importlib.resources.files(__package__) / 'manifest.json'
+
+
+def manifest_path():
+    """$ZAMZOO_MANIFEST when set, else the shipped manifest."""
+    env = os.environ.get(MANIFEST_ENV)
+    return Path(env) if env else shipped_manifest()
 
 
 def record_errors(record) -> list:
@@ -111,11 +123,15 @@ def validate_record(record) -> dict:
     return record
 
 
-def _read(path: Path) -> dict:
-    if not path.exists():
+def _read(path) -> dict:
+    if path.is_dir():
+        raise WeightsError(f'the manifest {path} is a folder; expected a JSON file ({MANIFEST_ENV} must name a file)')
+    if not path.is_file():
         return {'schema': SCHEMA_VERSION, 'checkpoints': []}
     try:
         data = json.loads(path.read_text())
+    except OSError as e:
+        raise WeightsError(f'cannot read the manifest {path}: {e.strerror or e}') from e
     except ValueError as e:
         raise WeightsError(f'{path} is not valid JSON: {e}') from e
     if not isinstance(data, dict) or not isinstance(data.get('checkpoints'), list):
@@ -136,10 +152,13 @@ def _read(path: Path) -> dict:
     return data
 
 
+def _resolve(path):
+    return Path(path) if path is not None else manifest_path()
+
+
 def load_manifest(path=None) -> list:
     """All checkpoint records (validated); an absent manifest means nothing is published yet."""
-    path = Path(path) if path is not None else manifest_path()
-    return list(_read(path)['checkpoints'])
+    return list(_read(_resolve(path))['checkpoints'])
 
 
 def find_checkpoint(model: str, tag: str, path=None) -> Optional[dict]:
@@ -162,7 +181,7 @@ def published_hub_ids(path=None) -> dict:
     """
     try:
         return {(r['model'], r['tag']): pinned_hub_id(r) for r in load_manifest(path)}
-    except (WeightsError, OSError):
+    except WeightsError:
         return {}
 
 
@@ -186,9 +205,8 @@ def _locked(path: Path):
 
 def update_manifest(record: dict, path=None) -> Path:
     """Insert or replace the record of (model, tag), atomically; returns the manifest path."""
-    from ._io import write_json_atomic
     validate_record(record)
-    path = Path(path) if path is not None else manifest_path()
+    path = _resolve(path)
     ordered = {name: record.get(name) for name in RECORD_FIELDS}
     with _locked(path):
         data = _read(path)

@@ -1,0 +1,62 @@
+"""timm's own generic model tests (tests/test_models.py of the installed timm's source release) on a sample of the
+zoo, so that the contract of the next timm release is checked the day it lands. The sdist is downloaded once with
+pip into pytest's cache; the plugin tests/timm_zoo_sample.py narrows timm's parametrisation to the sample."""
+import os
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import timm
+
+from conftest import skip_or_fail_in_ci
+
+# every backbone class and every attention implementation that differs in kind (fused paths, the BAM stage slot)
+SAMPLE = ('resnet18_zam', 'resnet18_cbam', 'resnet50_bam', 'mobilenet_zamr', 'mobilenet_nam', 'mobilenet_ulsam',
+          'mobilenetv2_simam', 'mobilenetv2_spem')
+
+
+def _timm_tests(cache: Path) -> Path:
+    """The source release's tests/ and pyproject.toml (timm's pytest markers), extracted into `cache`."""
+    root = cache / f'timm-{timm.__version__}'
+    if (root / 'tests' / 'test_models.py').is_file():
+        return root
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:', '--disable-pip-version-check',
+         '--dest', str(cache), f'timm=={timm.__version__}'], capture_output=True, text=True, timeout=300)
+    sdists = list(cache.glob(f'timm-{timm.__version__}.tar.gz'))
+    if proc.returncode != 0 or not sdists:
+        skip_or_fail_in_ci(f'the timm {timm.__version__} sdist could not be downloaded (no package index reachable?): '
+                           f"{(proc.stderr.strip().splitlines() or [''])[-1]}")
+    with tarfile.open(sdists[0]) as tar:
+        members = [m for m in tar.getmembers()
+                   if m.name.startswith(f'{root.name}/tests/') or m.name == f'{root.name}/pyproject.toml']
+        tar.extractall(cache, members=members, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
+    return root
+
+
+def _params(case: str) -> list:
+    """'test_model_default_cfgs[1-resnet18_zam.cifar10]' -> ['1', 'resnet18_zam'] (tags dropped)"""
+    return [p.split('.', 1)[0] for p in case.partition('[')[2].rstrip(']').split('-')]
+
+
+def test_timm_test_models_on_zoo_sample(request, tmp_path):
+    root = _timm_tests(request.config.cache.mkdir('timm-sdist'))
+    tests_dir = Path(__file__).parent
+    env = dict(os.environ, ZAMZOO_TIMM_SAMPLE=','.join(SAMPLE), OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([str(tests_dir.parent), str(tests_dir), os.environ.get('PYTHONPATH', '')]))
+    report = tmp_path / 'report.xml'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-p', 'timm_zoo_sample', '-p', 'no:cacheprovider', '-q', '-rfE',
+         '-c', str(root / 'pyproject.toml'), '--rootdir', str(root), f'--junitxml={report}',
+         str(root / 'tests' / 'test_models.py')],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    ran = [c.get('name') for c in ET.parse(report).getroot().iter('testcase') if c.find('skipped') is None]
+    for name in SAMPLE:  # every model went through the forward, backward, cfg, torchscript, features and fx tests
+        tests = {case.split('[', 1)[0] for case in ran if name in _params(case)}
+        assert {'test_model_forward', 'test_model_backward', 'test_model_default_cfgs', 'test_model_forward_torchscript',
+                'test_model_forward_features', 'test_model_forward_fx', 'test_model_backward_fx',
+                'test_model_forward_fx_torchscript'} <= tests, (name, sorted(tests))
+    assert not any('features_pretrained' in case for case in ran)  # nothing published: no zoo name is pretrained
