@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     'zamzoo.bench.commands',
     'zamzoo.viz_commands',
     'zamzoo.quickstart',
+    'zamzoo.zoo.commands',
 )
 
 USER_ERRORS = (ZamzooError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)

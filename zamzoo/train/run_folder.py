@@ -7,6 +7,7 @@
     <out>/model.safetensors the final weights                            WEIGHTS_FILE
     <out>/results.json      final metrics and provenance                 RESULTS_FILE
     <out>/.lock             held by the one process writing the folder   LOCK_FILE
+    <out>/failed.json       why the last attempt failed (zamzoo zoo)     FAILED_FILE
 """
 import contextlib
 import errno
@@ -27,6 +28,7 @@ CHECKPOINT_FILE = 'checkpoint.pt'
 WEIGHTS_FILE = 'model.safetensors'
 RESULTS_FILE = 'results.json'
 LOCK_FILE = '.lock'
+FAILED_FILE = 'failed.json'
 
 
 class RunFolderBusy(ZamzooError):
