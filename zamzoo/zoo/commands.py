@@ -169,8 +169,10 @@ def _print_summary(summary, args, path) -> int:
         print(f"aggregate: {summary['aggregate_images_per_s']:,.1f} training images/s "
               f"({summary['train_images']:,} images over {summary['wall_s']:.1f} s wall, "
               f"--runs-per-gpu {summary['runs_per_gpu']})")
+    if summary['skipped']['failed']:
+        print(f"{summary['skipped']['failed']} failed run(s) skipped: --retry-failed runs them again")
     print(f'summary: {path}')
-    return 0 if ended['done'] == summary['launched'] else 1
+    return 0 if ended['done'] == summary['launched'] and not summary['skipped']['failed'] else 1
 
 
 # ------------------------------------------------------------------------------------------------ status / export
