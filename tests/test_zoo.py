@@ -126,3 +126,46 @@ def test_status_and_export_need_a_sweep(tmp_path, capsys):
     assert main(['zoo', 'run', '--models', TINY, '--executor', 'slurm', '--runs-per-gpu', '2',
                  '--data', str(tmp_path)]) == 2
     assert '--runs-per-gpu is for --executor local' in capsys.readouterr().err
+
+
+def test_a_run_another_process_trains_is_left_to_it(tiny_cifar, tmp_path, capsys):
+    """Two invocations on one --out: the run folder's lock (held here, as by a training process) makes the second
+    skip the run, both when planning and in the worker (a run started between the two)."""
+    from zamzoo.train import lock_run_folder
+    from zamzoo.zoo.worker import run_one
+
+    out = tmp_path / 'sweep'
+    runs = plan_sweep([TINY], ['cifar100'], [0], tiny_cifar, out, **_options())
+    with lock_run_folder(runs[0].folder):
+        summary = run_sweep(runs, out, device='cpu')
+        assert summary['launched'] == 0 and summary['skipped']['running'] == 1
+        assert run_one(runs[0].config) == 'running elsewhere'
+        assert sweep_status(out)['runs'][0]['state'] == 'running'
+        assert main(['zoo', 'run', '--models', TINY, '--seeds', '0', '--epochs', '2', '--batch-size', '16',
+                     '--data', str(tiny_cifar), '--out', str(out), '--dry-run']) == 0
+        assert 'skip (being trained by another process)' in capsys.readouterr().out
+    assert not (runs[0].folder / 'checkpoint.pt').exists()
+
+
+def test_gpu_slots_and_commands(monkeypatch):
+    """GPU assignment (no GPU needed): groups of --gpus-per-run visible GPUs, each --runs-per-gpu times, spread
+    over the GPUs first; a run's CUDA_VISIBLE_DEVICES is its slot; several processes per run go through torchrun."""
+    from zamzoo.errors import ZamzooError
+    from zamzoo.zoo.local import _environment, local_slots, worker_command
+
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5,6')
+    assert local_slots(None, 1, 2) == ['4', '5', '6', '4', '5', '6']
+    assert local_slots('cuda', 2, 2) == ['4,5', '4,5']                # GPU 6 cannot hold a 2-GPU run
+    assert local_slots('cpu', 1, 3) == [None, None, None]             # --device cpu: K runs at once on the CPU
+    with pytest.raises(ZamzooError, match='--gpus-per-run 4: only 3 GPU'):
+        local_slots(None, 4, 1)
+    assert _environment('4,5', 3)['CUDA_VISIBLE_DEVICES'] == '4,5' and _environment(None, 3)['OMP_NUM_THREADS'] == '1'
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
+    assert local_slots(None, 1, 2) == [None, None]
+    with pytest.raises(ZamzooError, match='no GPU is visible'):
+        local_slots('cuda', 1, 1)
+
+    run = plan_sweep([TINY], ['cifar100'], [0], '/data', '/out', **_options())[0]
+    one, two = worker_command(run, 1), worker_command(run, 2)
+    assert one[1:3] == ['-m', 'zamzoo.zoo.worker'] and TrainConfig(**json.loads(one[-1])) == run.config
+    assert two[1:6] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'] and two[-1] == one[-1]

@@ -40,7 +40,7 @@ def local_slots(device: Optional[str], gpus_per_run: int, runs_per_gpu: int) -> 
     groups = [gpus[i:i + gpus_per_run] for i in range(0, len(gpus) - gpus_per_run + 1, gpus_per_run)]
     if not groups:
         raise ZamzooError(f'--gpus-per-run {gpus_per_run}: only {len(gpus)} GPU(s) visible on this machine')
-    return [','.join(group) for group in groups for _ in range(runs_per_gpu)]
+    return [','.join(group) for _ in range(runs_per_gpu) for group in groups]  # spread over the GPUs first
 
 
 def worker_command(run: PlannedRun, processes: int) -> List[str]:
