@@ -251,3 +251,9 @@ def test_two_tasks_with_gloo_match_one_process(slurm_cluster, tiny_cifar, tmp_pa
     d = json.loads((folder / 'metrics.jsonl').read_text().splitlines()[0])
     s = json.loads((tmp_path / 'single' / 'metrics.jsonl').read_text().splitlines()[0])
     assert d['train_loss'] == pytest.approx(s['train_loss'], rel=1e-5) and d['train_images'] == 64
+
+
+def test_sbatch_errors_are_one_line(slurm_cluster, tiny_cifar, tmp_path, capsys):
+    out = tmp_path / 'refused'
+    assert main(_zoo_run(tiny_cifar, out, MODELS[0], extra=['--slurm-partition', 'nope'])) == 2
+    assert 'sbatch refused the job array: sbatch: error: invalid partition specified: nope' in capsys.readouterr().err

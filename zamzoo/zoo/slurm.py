@@ -2,6 +2,7 @@
 GPU) per run joined by torch.distributed from submitit's JobEnvironment (the variables torchrun would set), and
 requeue on timeout or pre-emption through submitit's checkpoint(): the requeued task resumes the run from its own
 checkpoint (train() writes one every epoch). submitit's job folders and logs: `<out>/_zoo/slurm/<job id>_*`."""
+import shutil
 from typing import Callable, Optional, Sequence
 
 from ..errors import ZamzooError
@@ -11,7 +12,7 @@ from .worker import run_one
 
 try:
     import submitit
-    from submitit.core.utils import UncompletedJobError
+    from submitit.core.utils import FailedJobError, UncompletedJobError
 except ImportError:  # an optional extra: the error says how to install it when a SLURM sweep is asked for
     submitit = None
 
@@ -19,9 +20,11 @@ POLL_S = 2.0
 MAX_REQUEUES = 100  # timeouts a run may span: each requeue resumes from the last epoch
 
 
-def _require_submitit():
+def _require_slurm():
     if submitit is None:
         raise ZamzooError('--executor slurm needs submitit: pip install "zamzoo[slurm]"')
+    if shutil.which('sbatch') is None:
+        raise ZamzooError("--executor slurm: no sbatch here; run `zamzoo zoo run` on one of the cluster's nodes")
 
 
 class SweepTask(submitit.helpers.Checkpointable if submitit else object):
@@ -40,7 +43,7 @@ class SweepTask(submitit.helpers.Checkpointable if submitit else object):
 def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, device: Optional[str] = None,
                  partition: Optional[str] = None, timeout_min: int = 1440, array_parallelism: int = 256) -> list:
     """Submit `runs` as one job array; returns submitit's jobs (in the order of `runs`), job ids recorded."""
-    _require_submitit()
+    _require_slurm()
     executor = submitit.AutoExecutor(folder=sweep_dir(out) / 'slurm' / '%j', cluster='slurm',
                                      slurm_max_num_timeout=MAX_REQUEUES)
     params = dict(name='zamzoo-zoo', timeout_min=timeout_min, nodes=1, tasks_per_node=gpus_per_run,
@@ -50,7 +53,11 @@ def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, devi
     if partition:
         params['slurm_partition'] = partition
     executor.update_parameters(**params)
-    jobs = executor.map_array(SweepTask(), [run.config for run in runs])
+    try:
+        jobs = executor.map_array(SweepTask(), [run.config for run in runs])
+    except FailedJobError as e:  # sbatch's own message: an unknown partition, a time limit above the maximum...
+        message = (str(e).strip().splitlines() or ['no message'])[-1]
+        raise ZamzooError(f'sbatch refused the job array: {message}') from e
     update_record(out, JOBS_FILE, {run.name: job.job_id for run, job in zip(runs, jobs)})
     return jobs
 
