@@ -212,6 +212,9 @@ def test_killed_run_resumes_to_the_same_weights(sweep, slurm_cluster, tiny_cifar
     out = tmp_path / 'killed'
     command = _zoo_run(tiny_cifar, out, MODELS[0], seeds=(0,))
     assert main(command) == 0                                       # submits, does not wait
+    assert main(command) == 0                                       # queued or running: not submitted twice
+    last = json.loads((out / '_zoo' / 'last-run.json').read_text())
+    assert last['launched'] == 0 and last['skipped']['queued'] + last['skipped']['running'] == 1
     folder = out / f'{MODELS[0]}-cifar100-zam-s0'
     _wait_for(lambda: (folder / 'checkpoint.pt').exists(), 'the first checkpoint', timeout=120, every=0.01)
     holder = lock_holder(folder)

@@ -2,11 +2,10 @@
 import json
 import sys
 
+from ..data.cifar import CIFAR_DATASETS
 from ..recipes import list_recipes
 from ..train.commands import positive_float, positive_int
 from ..train.config import AMP_CHOICES, LOADER_CHOICES
-
-DATASETS = ('cifar100', 'cifar10')
 
 
 def add_commands(subparsers):
@@ -32,7 +31,7 @@ def _add_run(sub):
                     'runs failed ones again only with --retry-failed.')
     p.add_argument('--models', nargs='+', required=True, metavar='PATTERN',
                    help="zamzoo models, with wildcards ('resnet18_*'); a plain name may be any timm model")
-    p.add_argument('--datasets', nargs='+', choices=DATASETS, default=['cifar100'])
+    p.add_argument('--datasets', nargs='+', choices=CIFAR_DATASETS, default=['cifar100'])
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--data', required=True, help='folder holding cifar-100-python/ and/or cifar-10-batches-py/')
     p.add_argument('--out', default='runs', help='sweep folder: one run folder per run, and _zoo/ (default runs/)')
@@ -158,6 +157,8 @@ def _run(args) -> int:
 
 
 def _print_summary(summary, args, path) -> int:
+    if summary['skipped'].get('queued'):
+        print(f"{summary['skipped']['queued']} run(s) still queued from an earlier submission: not submitted again")
     if not summary['finished']:
         print(f"submitted {summary['launched']} run(s); follow them with `zamzoo zoo status --out {args.out}`, "
               f"run this command again to resubmit what did not finish")

@@ -1,6 +1,5 @@
 """A sweep's plan: every (model, dataset, seed) as the `zamzoo train` run it is, in its own run folder
 `<out>/<model>-<dataset>-<recipe>-s<seed>`, and what this invocation does with it given its folder's state."""
-import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence

@@ -3,11 +3,12 @@ GPU) per run joined by torch.distributed from submitit's JobEnvironment (the var
 requeue on timeout or pre-emption through submitit's checkpoint(): the requeued task resumes the run from its own
 checkpoint (train() writes one every epoch). submitit's job folders and logs: `<out>/_zoo/slurm/<job id>_*`."""
 import shutil
+import subprocess
 from typing import Callable, Optional, Sequence
 
 from ..errors import ZamzooError
 from .plan import PlannedRun
-from .state import JOBS_FILE, mark_failed, run_state, sweep_dir, update_record
+from .state import JOBS_FILE, mark_failed, read_json, run_state, sweep_dir, update_record
 from .worker import run_one
 
 try:
@@ -40,6 +41,16 @@ class SweepTask(submitit.helpers.Checkpointable if submitit else object):
         return run_one(config, job_id=env.job_id, reporter=reporter, interruptions=(UncompletedJobError,))
 
 
+def still_queued(out, runs: Sequence[PlannedRun]) -> set:
+    """Names of the runs whose last recorded job SLURM still holds (pending, or starting): submitting them again
+    would only queue a task that finds the run taken."""
+    _require_slurm()
+    jobs = read_json(sweep_dir(out) / JOBS_FILE, {})
+    r = subprocess.run(['squeue', '--noheader', '--array', '--me', '--format=%i'], capture_output=True, text=True)
+    held = set(r.stdout.split()) if r.returncode == 0 else set()
+    return {run.name for run in runs if jobs.get(run.name) in held}
+
+
 def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, device: Optional[str] = None,
                  partition: Optional[str] = None, timeout_min: int = 1440, array_parallelism: int = 256) -> list:
     """Submit `runs` as one job array; returns submitit's jobs (in the order of `runs`), job ids recorded."""
@@ -56,7 +67,7 @@ def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, devi
     try:
         jobs = executor.map_array(SweepTask(), [run.config for run in runs])
     except FailedJobError as e:  # sbatch's own message: an unknown partition, a time limit above the maximum...
-        message = (str(e).strip().splitlines() or ['no message'])[-1]
+        message = '; '.join(line.strip() for line in str(e).splitlines() if line.strip()) or 'no message'
         raise ZamzooError(f'sbatch refused the job array: {message}') from e
     update_record(out, JOBS_FILE, {run.name: job.job_id for run, job in zip(runs, jobs)})
     return jobs

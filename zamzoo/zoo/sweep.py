@@ -1,8 +1,9 @@
 """`zoo run`: record the plan, hand the runs that need training to an executor, and sum up what was done.
 
 Idempotent: a run that is done is skipped, an interrupted one resumes from its checkpoint, a failed one runs again
-only with retry_failed, one that another process is training is left to it (and train()'s lock per run folder
-keeps two invocations from ever training the same run at once)."""
+only with retry_failed, one that another process is training (or, on SLURM, that an earlier submission still has
+in the queue) is left to it; train()'s lock per run folder keeps two invocations from ever training the same run
+at once."""
 import time
 from typing import Callable, Optional, Sequence
 
@@ -30,6 +31,11 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
     states = plan_states(runs)
     launch = runs_to_launch(runs, states, retry_failed)
     update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
+    queued = set()
+    if executor == 'slurm' and launch:
+        from .slurm import still_queued
+        queued = still_queued(out, launch)
+        launch = [run for run in launch if run.name not in queued]
     t0 = time.perf_counter()
     final = {}
     if executor == 'local' and launch:
@@ -44,6 +50,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
         if wait:
             final = wait_slurm(jobs, launch, on_event)
     summary = summarize(runs, launch, states, final, time.perf_counter() - t0)
+    summary['skipped']['queued'] = len(queued)
     summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
                    finished=executor == 'local' or wait)
     write_json_atomic(sweep_dir(out) / LAST_RUN_FILE, summary)
