@@ -87,12 +87,19 @@ def _start_munge(root: Path):
     return proc, sock
 
 
-def _wait_for(condition, what: str, timeout: float = 60, every: float = 0.1):
+def _wait_for(condition, what: str, timeout: float = 60, every: float = 0.1, diagnose=lambda: ''):
     deadline = time.time() + timeout
     while not condition():
         if time.time() > deadline:
-            pytest.fail(f'timed out after {timeout:.0f} s waiting for {what}')
+            pytest.fail(f'timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}')
         time.sleep(every)
+
+
+def _job_logs(out, env) -> str:
+    """The queue and submitit's task logs of a sweep, for a failure message."""
+    logs = ''.join(f'--- {p}\n{p.read_text()[-3000:]}\n' for p in sorted((Path(out) / '_zoo' / 'slurm').rglob('*_log.*')))
+    queue = subprocess.run(['scontrol', 'show', 'job'], env=env, capture_output=True, text=True).stdout
+    return f'{queue}\n{logs}'
 
 
 def _squeue(env) -> str:
@@ -229,6 +236,30 @@ def test_killed_run_resumes_to_the_same_weights(sweep, slurm_cluster, tiny_cifar
     history = [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines()]
     reference = [json.loads(line) for line in (sweep / folder.name / 'metrics.jsonl').read_text().splitlines()]
     assert [r['train_loss'] for r in history] == [r['train_loss'] for r in reference]
+
+
+def test_preempted_task_is_requeued_and_resumes(sweep, slurm_cluster, tiny_cifar, tmp_path):
+    """SIGUSR2 (SLURM's warning before a time limit or a pre-emption) in the middle of the second epoch: submitit
+    calls the task's checkpoint() and requeues the job, which resumes the run from its checkpoint to the same
+    weights as the uninterrupted run."""
+    out = tmp_path / 'preempted'
+    assert main(_zoo_run(tiny_cifar, out, MODELS[0], seeds=(1,))) == 0
+    folder = out / f'{MODELS[0]}-cifar100-zam-s1'
+    _wait_for(lambda: (folder / 'checkpoint.pt').exists(), 'the first checkpoint', timeout=120, every=0.01)
+    os.kill(lock_holder(folder)['pid'], signal.SIGUSR2)
+    job = json.loads((out / '_zoo' / 'jobs.json').read_text())[folder.name]
+
+    def finished():  # SLURM holds a requeued batch job back for about two minutes (its BeginTime): release it
+        if 'BeginTime' in _squeue(slurm_cluster):
+            subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=slurm_cluster, check=True)
+        return (folder / 'results.json').exists()
+    _wait_for(finished, 'the requeued task to finish the run', timeout=120, every=0.5,
+              diagnose=lambda: _job_logs(out, slurm_cluster))
+    _wait_for(lambda: not _squeue(slurm_cluster), 'the job to end')
+    log = ''.join(p.read_text() for p in (out / '_zoo' / 'slurm').rglob('*_log.*'))  # submitit's task logs
+    assert 'this job is preempted' in log and 'Requeued job' in log and lock_holder(folder) is None
+    a, b = _weights(folder), _weights(sweep / folder.name)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_two_tasks_with_gloo_match_one_process(slurm_cluster, tiny_cifar, tmp_path):
