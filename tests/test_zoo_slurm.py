@@ -3,6 +3,7 @@ started here on localhost in a temporary folder and stopped at the end (exactly 
 
 Without SLURM (or without root, which slurmd and a munged of the munge user need) the tests are skipped, except
 under CI=true, where that is a failure: CI installs the packages (.ci/run)."""
+import importlib.util
 import json
 import os
 import pwd
@@ -33,9 +34,7 @@ def _missing() -> str:
     missing = [n for n in DAEMONS + CLIENTS if shutil.which(n, path=SBIN) is None]
     if missing:
         return f'SLURM is not installed (missing {", ".join(missing)}: apt-get install slurmctld slurmd slurm-client munge)'
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec('submitit') is None:
         return 'submitit is not installed (pip install -e ".[dev]")'
     if os.geteuid() != 0:
         return 'starting slurmd and munged (as the munge user) needs root'
