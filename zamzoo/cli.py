@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     'zamzoo.bench.commands',
     'zamzoo.viz_commands',
     'zamzoo.quickstart',
+    'zamzoo.zoo.commands',
 )
 
 # Only the errors we raise on purpose (and argparse's) are the user's; anything else is a bug and keeps its traceback.

@@ -8,6 +8,7 @@
     <out>/results.json      final metrics and provenance                 RESULTS_FILE
     <out>/split.json        the held-out split made by --holdout         SPLIT_FILE
     <out>/.lock             held by the one process writing the folder   LOCK_FILE
+    <out>/failed.json       why the last attempt failed (zamzoo zoo)     FAILED_FILE
 """
 import contextlib
 import errno
@@ -29,6 +30,7 @@ WEIGHTS_FILE = 'model.safetensors'
 RESULTS_FILE = 'results.json'
 SPLIT_FILE = 'split.json'
 LOCK_FILE = '.lock'
+FAILED_FILE = 'failed.json'
 
 
 class RunFolderBusy(ZamzooError):

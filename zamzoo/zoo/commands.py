@@ -1,0 +1,218 @@
+"""`zamzoo zoo run | status | export` (thin: parse, call zamzoo.zoo, print)."""
+import json
+import sys
+
+from ..data.cifar import CIFAR_DATASETS
+from ..recipes import list_recipes
+from ..train.commands import positive_float, positive_int
+from ..train.config import AMP_CHOICES, LOADER_CHOICES
+
+
+def add_commands(subparsers):
+    zoo = subparsers.add_parser(
+        'zoo', help='train, follow and export a whole sweep (models x datasets x seeds), locally or on SLURM',
+        description='The whole zoo in one command: `zoo run` trains every run (skipping finished ones, resuming '
+                    'interrupted ones), `zoo status` shows where the sweep stands, `zoo export` makes the Hub '
+                    'folders of every group with enough seeds.')
+    sub = zoo.add_subparsers(dest='zoo_command', required=True, metavar='COMMAND')
+    _add_run(sub)
+    p = sub.add_parser('status', help='one row per run: pending / running / done / failed, epoch, top-1, images/s')
+    p.add_argument('--out', default='runs', help='the sweep folder given to `zoo run` (default runs/)')
+    p.add_argument('--json', action='store_true', help='print {"runs": [...], "totals": {...}} for scripts')
+    p.set_defaults(func=_status)
+    _add_export(sub)
+
+
+def _add_run(sub):
+    p = sub.add_parser(
+        'run', help='train every model x dataset x seed that is not done yet',
+        description='Each run is exactly `zamzoo train` in <out>/<model>-<dataset>-<recipe>-s<seed>. Running the '
+                    'same command again skips finished runs, resumes interrupted ones from their checkpoint, and '
+                    'runs failed ones again only with --retry-failed.')
+    p.add_argument('--models', nargs='+', required=True, metavar='PATTERN',
+                   help="zamzoo models, with wildcards ('resnet18_*'); a plain name may be any timm model")
+    p.add_argument('--datasets', nargs='+', choices=CIFAR_DATASETS, default=['cifar100'])
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    p.add_argument('--data', required=True, help='folder holding cifar-100-python/ and/or cifar-10-batches-py/')
+    p.add_argument('--out', default='runs', help='sweep folder: one run folder per run, and _zoo/ (default runs/)')
+    p.add_argument('--recipe', choices=list_recipes(), default=None, help="default: each model's own recipe")
+    p.add_argument('--epochs', type=positive_int, help="override the recipe's number of epochs")
+    p.add_argument('--batch-size', type=positive_int, help="override the recipe's global batch size")
+    p.add_argument('--lr', type=positive_float, help="override the recipe's learning rate")
+    p.add_argument('--device', choices=('cuda', 'cpu'), default=None,
+                   help='local: default cuda when a GPU is visible; slurm: default cuda (GPUs are requested), '
+                        'cpu for a CPU partition')
+    p.add_argument('--loader', choices=LOADER_CHOICES, default='auto')
+    p.add_argument('--amp', choices=AMP_CHOICES, default='auto')
+    p.add_argument('--compile', action='store_true', help='torch.compile each model')
+    p.add_argument('--executor', choices=('local', 'slurm'), default='local')
+    p.add_argument('--gpus-per-run', type=positive_int, default=1,
+                   help='processes (GPUs) per run, joined by torch.distributed (on CPU: gloo processes)')
+    p.add_argument('--runs-per-gpu', type=positive_int, default=1,
+                   help='local: runs sharing one GPU at once (on a CPU-only machine: runs at once)')
+    p.add_argument('--retry-failed', action='store_true', help='run failed runs again (resuming when they can)')
+    p.add_argument('--dry-run', action='store_true', help='print the plan and its cost; train nothing')
+    p.add_argument('--images-per-second', type=positive_float,
+                   help='training images/s of one run on its GPU(s), as `zamzoo bench train` measures it on the '
+                        'target GPU: --dry-run then gives the cost in GPU-hours')
+    p.add_argument('--slurm-partition', help='slurm: partition to submit to (default: the cluster default)')
+    p.add_argument('--timeout-min', type=positive_int, default=1440,
+                   help='slurm: time limit of each job; a run that needs longer is requeued and resumes')
+    p.add_argument('--array-parallelism', type=positive_int, default=256, help='slurm: array tasks running at once')
+    p.add_argument('--wait', action='store_true',
+                   help='slurm: wait for every job; exit non-zero if a run failed or did not finish')
+    p.set_defaults(func=_run)
+
+
+def _add_export(sub):
+    from ..bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README
+    from ..publish.export import DEFAULT_STAGING
+
+    p = sub.add_parser(
+        'export', help='export every (model, dataset) group with enough finished seeds; optionally push',
+        description='One Hub-ready folder per group (mean +- std over its seeds, as `zamzoo export` with several '
+                    'runs), pushed with --push (which records weights/manifest.json), then the README and '
+                    'MODEL_CARD tables are regenerated. Groups with too few finished seeds are listed only.')
+    p.add_argument('--out', default='runs', help='the sweep folder given to `zoo run` (default runs/)')
+    p.add_argument('--min-seeds', type=positive_int, default=3)
+    p.add_argument('--staging', default=str(DEFAULT_STAGING), help='where the export folders go (<model>.<dataset>)')
+    p.add_argument('--push', action='store_true', help='push each export to the Hub (token: `hf auth login`)')
+    p.add_argument('--manifest', default=None, help='weights manifest (default weights/manifest.json)')
+    p.add_argument('--readme', default=str(DEFAULT_README), help='README whose model table is regenerated')
+    p.add_argument('--model-card', default=str(DEFAULT_MODEL_CARD), help='MODEL_CARD whose tables are regenerated')
+    p.set_defaults(func=_export)
+
+
+# ------------------------------------------------------------------------------------------------ zoo run
+
+def _fmt(value, spec, missing='-'):
+    return missing if value is None else format(value, spec)
+
+
+def _progress(st: dict) -> str:
+    return (f"epoch {st['epoch']}/{_fmt(st['epochs'], 'd', '?')}, top-1 {_fmt(st['top1'], '.2f')}%, "
+            f"{_fmt(st['images_per_s'], ',.0f')} img/s")
+
+
+def _print_plan(runs, states, retry_failed):
+    from .plan import describe_action
+
+    rows = [(r.config.model, r.config.dataset, r.recipe, str(r.config.seed), states[r.name]['state'],
+             f"{states[r.name]['epoch']}/{r.epochs}", describe_action(states[r.name], retry_failed), str(r.folder))
+            for r in runs]
+    head = ('model', 'dataset', 'recipe', 'seed', 'state', 'epoch', 'action', 'run folder')
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    for row in (head, *rows):
+        print('  '.join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _print_cost(launch, states, args):
+    from .plan import TRAIN_IMAGES, gpu_hours
+
+    if not args.images_per_second:
+        print('cost: unknown; give --images-per-second (training images/s of one run, as `zamzoo bench train` '
+              'measures it on the target GPU) for GPU-hours')
+        return
+    hours = gpu_hours(launch, states, args.images_per_second, args.gpus_per_run)
+    print(f'cost: {hours:,.2f} GPU-hours for {len(launch)} run(s) at {args.images_per_second:,.0f} training '
+          f'images/s per run on {args.gpus_per_run} GPU(s) ({TRAIN_IMAGES["cifar100"]:,} images per epoch; '
+          f'evaluation and start-up not counted)')
+
+
+def _on_event(kind, run, detail):
+    if kind == 'start':
+        print(f"start     {run.name} on {'GPU ' + detail if detail is not None else 'CPU'}", flush=True)
+    elif kind == 'submitted':
+        print(f'submitted {run.name}: SLURM job {detail}', flush=True)
+    else:
+        line = f"{detail['state']:<9} {run.name}: {_progress(detail)}"
+        if detail['error']:
+            line += f"\n          {detail['error']}"
+        print(line, flush=True)
+
+
+def _run(args) -> int:
+    from .plan import plan_sweep, plan_states
+    from .state import LAST_RUN_FILE, sweep_dir
+    from .sweep import run_sweep, runs_to_launch
+
+    if args.executor == 'slurm' and args.runs_per_gpu != 1:
+        raise ValueError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
+    runs = plan_sweep(args.models, args.datasets, args.seeds, args.data, args.out, recipe=args.recipe,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                      loader=args.loader, amp=args.amp, compile=args.compile)
+    states = plan_states(runs)
+    launch = runs_to_launch(runs, states, args.retry_failed)
+    print(f'{len(runs)} run(s) planned in {args.out}: {len(launch)} to train, {len(runs) - len(launch)} skipped')
+    if args.dry_run:
+        _print_plan(runs, states, args.retry_failed)
+        _print_cost(launch, states, args)
+        return 0
+    summary = run_sweep(runs, args.out, executor=args.executor, retry_failed=args.retry_failed,
+                        gpus_per_run=args.gpus_per_run, runs_per_gpu=args.runs_per_gpu, device=args.device,
+                        wait=args.wait, on_event=_on_event,
+                        slurm_options=dict(partition=args.slurm_partition, timeout_min=args.timeout_min,
+                                           array_parallelism=args.array_parallelism))
+    return _print_summary(summary, args, sweep_dir(args.out) / LAST_RUN_FILE)
+
+
+def _print_summary(summary, args, path) -> int:
+    if summary['skipped'].get('queued'):
+        print(f"{summary['skipped']['queued']} run(s) still queued from an earlier submission: not submitted again")
+    if not summary['finished']:
+        print(f"submitted {summary['launched']} run(s); follow them with `zamzoo zoo status --out {args.out}`, "
+              f"run this command again to resubmit what did not finish")
+        return 0
+    ended = summary['ended']
+    print(f"ended: {ended['done']} done, {ended['failed']} failed, {ended['pending']} interrupted, "
+          f"in {summary['wall_s']:.0f} s")
+    if summary['aggregate_images_per_s'] is not None:
+        print(f"aggregate: {summary['aggregate_images_per_s']:,.1f} training images/s "
+              f"({summary['train_images']:,} images over {summary['wall_s']:.1f} s wall, "
+              f"--runs-per-gpu {summary['runs_per_gpu']})")
+    if summary['skipped']['failed']:
+        print(f"{summary['skipped']['failed']} failed run(s) skipped: --retry-failed runs them again")
+    print(f'summary: {path}')
+    return 0 if ended['done'] == summary['launched'] and not summary['skipped']['failed'] else 1
+
+
+# ------------------------------------------------------------------------------------------------ status / export
+
+def _status(args) -> int:
+    from .state import sweep_status
+
+    status = sweep_status(args.out)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    for r in status['runs']:
+        job = f", job {r['job_id']}" if r['job_id'] else ''
+        print(f"{r['state']:<8} {r['model']} {r['dataset']} {r['recipe']} seed {r['seed']}: {_progress(r)}{job}")
+        if r['error']:
+            print(f"         {r['error']}")
+    t = status['totals']
+    print(f"{t['runs']} runs: {t['done']} done, {t['running']} running, {t['pending']} pending, {t['failed']} failed; "
+          f"epochs {t['epochs_done']:,}/{t['epochs_total']:,}")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_sweep
+
+    r = export_sweep(args.out, min_seeds=args.min_seeds, staging=args.staging, push=args.push,
+                     manifest=args.manifest, readme=args.readme, model_card=args.model_card)
+    for g in r['exported']:
+        top1 = g['top1'] or {}
+        line = (f"exported {g['model']}.{g['dataset']} (seeds {' '.join(map(str, g['seeds']))}): top-1 "
+                f"{_fmt(top1.get('mean'), '.2f')} +- {_fmt(top1.get('std'), '.2f')} -> {g['folder']}")
+        if 'pushed' in g:
+            line += f" (pushed to {g['pushed']['repo_id']}@{g['pushed']['hub_commit'][:12]})"
+        print(line)
+    for g in r['too_few']:
+        print(f"not exported {g['model']}.{g['dataset']}: {len(g['seeds'])} finished seed(s) of {g['runs']} "
+              f"(--min-seeds {args.min_seeds})")
+    for g in r['errors']:
+        print(f"failed {g['model']}.{g['dataset']}: {g['error']}", file=sys.stderr)
+    print('tables: ' + (', '.join(f'{p} updated' for p in r['tables']) or 'up to date'))
+    return 1 if r['errors'] else 0
+

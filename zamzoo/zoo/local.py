@@ -1,0 +1,109 @@
+"""The local executor: the runs of a sweep on this machine, one `python -m zamzoo.zoo.worker` process per run
+(torchrun with G processes for G GPUs per run), at most as many at once as there are slots.
+
+Slots: each group of G visible GPUs (CUDA_VISIBLE_DEVICES of the run) taken K times (`runs_per_gpu`: small CIFAR
+models leave most of a large GPU idle); on a machine without GPUs (or with device 'cpu'), K runs at once (K=1:
+one after another). A run's output goes to `<out>/_zoo/logs/<run>.log`.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from ..errors import ZamzooError
+from .plan import PlannedRun
+from .state import mark_failed, run_state, sweep_dir
+
+POLL_S = 0.2
+
+
+def visible_gpus() -> List[str]:
+    """This process's GPUs as CUDA_VISIBLE_DEVICES entries (indices or UUIDs)."""
+    env = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if env is not None:
+        return [d.strip() for d in env.split(',') if d.strip()]
+    import torch
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def local_slots(device: Optional[str], gpus_per_run: int, runs_per_gpu: int) -> List[Optional[str]]:
+    """CUDA_VISIBLE_DEVICES of each slot (None: a CPU slot)."""
+    gpus = [] if device == 'cpu' else visible_gpus()
+    if not gpus:
+        if device is not None and device.startswith('cuda'):
+            raise ZamzooError('--device cuda: no GPU is visible on this machine (CUDA_VISIBLE_DEVICES, drivers)')
+        return [None] * runs_per_gpu
+    groups = [gpus[i:i + gpus_per_run] for i in range(0, len(gpus) - gpus_per_run + 1, gpus_per_run)]
+    if not groups:
+        raise ZamzooError(f'--gpus-per-run {gpus_per_run}: only {len(gpus)} GPU(s) visible on this machine')
+    return [','.join(group) for _ in range(runs_per_gpu) for group in groups]  # spread over the GPUs first
+
+
+def worker_command(run: PlannedRun, processes: int) -> List[str]:
+    config = json.dumps(run.config.to_dict())
+    if processes == 1:
+        return [sys.executable, '-m', 'zamzoo.zoo.worker', config]
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(processes),
+            '-m', 'zamzoo.zoo.worker', config]
+
+
+def _environment(slot: Optional[str], threads: int) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if slot is not None:
+        env['CUDA_VISIBLE_DEVICES'] = slot
+    env.setdefault('OMP_NUM_THREADS', str(threads))  # the user's choice wins
+    return env
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors='replace').splitlines() if line.strip()]
+    return lines[-1].strip() if lines else '(no output)'
+
+
+def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
+    """The run's state after its process ended. A process that failed before it could mark the run itself
+    (an import error, torchrun's own failure) marks it with its log's last line; one killed by a signal leaves the
+    run as it was (it resumes next time)."""
+    state = run_state(run.folder, run.epochs)
+    if returncode > 0 and state['state'] == 'pending':
+        mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'))
+        state = run_state(run.folder, run.epochs)
+    state['returncode'] = returncode
+    return state
+
+
+def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_per_gpu: int = 1,
+              device: Optional[str] = None, on_event: Callable = lambda *a: None) -> dict:
+    """Train `runs`, as many at once as there are slots; run folder name -> final state (run_state's, with the
+    process's returncode). on_event('start', run, slot) and on_event('end', run, state) report progress."""
+    slots = local_slots(device, gpus_per_run, runs_per_gpu)
+    threads = max(1, (os.cpu_count() or 1) // (len(slots) * gpus_per_run))
+    logs = sweep_dir(out) / 'logs'
+    logs.mkdir(parents=True, exist_ok=True)
+    queue, free, running, final = deque(runs), list(slots), {}, {}
+    try:
+        while queue or running:
+            while queue and free:
+                run, slot = queue.popleft(), free.pop(0)
+                log = logs / f'{run.name}.log'
+                with open(log, 'a') as f:
+                    proc = subprocess.Popen(worker_command(run, gpus_per_run), env=_environment(slot, threads),
+                                            stdout=f, stderr=subprocess.STDOUT)
+                running[proc] = (run, slot, log)
+                on_event('start', run, slot)
+            time.sleep(POLL_S)
+            for proc in [p for p in running if p.poll() is not None]:
+                run, slot, log = running.pop(proc)
+                free.append(slot)
+                final[run.name] = _finish(run, proc.returncode, log)
+                on_event('end', run, final[run.name])
+    finally:  # interrupted (Ctrl-C): the runs stop where they are and resume next time
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            proc.wait()
+    return final

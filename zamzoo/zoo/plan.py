@@ -1,0 +1,93 @@
+"""A sweep's plan: every (model, dataset, seed) as the `zamzoo train` run it is, in its own run folder
+`<out>/<model>-<dataset>-<recipe>-s<seed>`, and what this invocation does with it given its folder's state."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from ..train import TrainConfig
+from .state import run_state
+
+TRAIN_IMAGES = {'cifar100': 50_000, 'cifar10': 50_000}  # training images per epoch (the CIFAR train splits)
+
+
+@dataclass
+class PlannedRun:
+    config: TrainConfig  # exactly the `zamzoo train` run; config.out is its run folder
+    recipe: str
+    epochs: int
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def record(self) -> dict:
+        c = self.config
+        return {'model': c.model, 'dataset': c.dataset, 'recipe': self.recipe, 'seed': c.seed, 'epochs': self.epochs}
+
+
+def expand_models(patterns: Sequence[str]) -> list:
+    """zamzoo model names matching the wildcards, in order; a name without wildcards may be any timm model."""
+    import zamzoo
+    from ..train.loop import check_model_name
+
+    names = []
+    for pattern in patterns:
+        matches = zamzoo.list_models(pattern)
+        if not matches:
+            if any(ch in pattern for ch in '*?['):
+                raise ValueError(f"no zamzoo model matches '{pattern}' (see `zamzoo list`)")
+            check_model_name(pattern)
+            matches = [pattern]
+        names += [m for m in matches if m not in names]
+    return names
+
+
+def plan_sweep(models: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], data, out,
+               **train_options) -> list:
+    """One PlannedRun per model x dataset x seed; `train_options` are further TrainConfig fields (recipe, epochs,
+    batch_size, lr, device, loader, amp, compile)."""
+    runs = []
+    for model in expand_models(models):
+        for dataset in dict.fromkeys(datasets):
+            for seed in dict.fromkeys(seeds):
+                config = TrainConfig(model=model, data=str(data), dataset=dataset, seed=seed, **train_options)
+                recipe = config.validate().resolve_recipe()
+                config.out = str(Path(out) / Path(config.default_out(recipe)).name)
+                runs.append(PlannedRun(config, recipe.name, recipe.epochs))
+    return runs
+
+
+def action(state: dict, retry_failed: bool) -> Optional[str]:
+    """What `zoo run` does with a run in `state` (run_state's): 'train', 'resume' or 'retry', or None to skip."""
+    if state['state'] == 'failed':
+        return 'retry' if retry_failed else None
+    if state['state'] != 'pending':
+        return None
+    return 'resume' if state['epoch'] else 'train'
+
+
+def describe_action(state: dict, retry_failed: bool) -> str:
+    act = action(state, retry_failed)
+    if act == 'resume':
+        return f"resume after epoch {state['epoch']}"
+    if act:
+        return act
+    return {'done': 'skip (done)', 'running': 'skip (being trained by another process)',
+            'failed': 'skip (failed; --retry-failed runs it again)'}[state['state']]
+
+
+def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
+    return {run.name: run_state(run.folder, run.epochs) for run in runs}
+
+
+def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second: float,
+              gpus_per_run: int = 1) -> float:
+    """GPU-hours of the epochs still to train (training images only; evaluation not counted), at
+    `images_per_second` per run on its `gpus_per_run` GPUs."""
+    images = sum((run.epochs - min(states[run.name]['epoch'], run.epochs)) * TRAIN_IMAGES[run.config.dataset]
+                 for run in runs)
+    return images / images_per_second / 3600 * gpus_per_run

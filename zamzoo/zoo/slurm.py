@@ -1,0 +1,91 @@
+"""The SLURM executor, through submitit (`pip install "zamzoo[slurm]"`): one array task per run, G tasks (one per
+GPU) per run joined by torch.distributed from submitit's JobEnvironment (the variables torchrun would set), and
+requeue on timeout or pre-emption through submitit's checkpoint(): the requeued task resumes the run from its own
+checkpoint (train() writes one every epoch). submitit's job folders and logs: `<out>/_zoo/slurm/<job id>_*`."""
+import shutil
+import subprocess
+from typing import Callable, Optional, Sequence
+
+from ..errors import ZamzooError
+from .plan import PlannedRun
+from .state import JOBS_FILE, mark_failed, read_json, run_state, sweep_dir, update_record
+from .worker import run_one
+
+try:
+    import submitit
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+except ImportError:  # an optional extra: the error says how to install it when a SLURM sweep is asked for
+    submitit = None
+
+POLL_S = 2.0
+MAX_REQUEUES = 100  # timeouts a run may span: each requeue resumes from the last epoch
+
+
+def _require_slurm():
+    if submitit is None:
+        raise ZamzooError('--executor slurm needs submitit: pip install "zamzoo[slurm]"')
+    if shutil.which('sbatch') is None:
+        raise ZamzooError("--executor slurm: no sbatch here; run `zamzoo zoo run` on one of the cluster's nodes")
+
+
+class SweepTask(submitit.helpers.Checkpointable if submitit else object):
+    """The callable every array task runs; checkpoint() (submitit's default) resubmits it with the same run."""
+
+    def __call__(self, config):
+        from ..train.commands import TqdmReporter
+
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun sets them
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        reporter = TqdmReporter() if env.global_rank == 0 else None
+        return run_one(config, job_id=env.job_id, reporter=reporter, interruptions=(UncompletedJobError,))
+
+
+def still_queued(out, runs: Sequence[PlannedRun]) -> set:
+    """Names of the runs whose last recorded job SLURM still holds (pending, or starting): submitting them again
+    would only queue a task that finds the run taken."""
+    _require_slurm()
+    jobs = read_json(sweep_dir(out) / JOBS_FILE, {})
+    r = subprocess.run(['squeue', '--noheader', '--array', '--me', '--format=%i'], capture_output=True, text=True)
+    held = set(r.stdout.split()) if r.returncode == 0 else set()
+    return {run.name for run in runs if jobs.get(run.name) in held}
+
+
+def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, device: Optional[str] = None,
+                 partition: Optional[str] = None, timeout_min: int = 1440, array_parallelism: int = 256) -> list:
+    """Submit `runs` as one job array; returns submitit's jobs (in the order of `runs`), job ids recorded."""
+    _require_slurm()
+    executor = submitit.AutoExecutor(folder=sweep_dir(out) / 'slurm' / '%j', cluster='slurm',
+                                     slurm_max_num_timeout=MAX_REQUEUES)
+    params = dict(name='zamzoo-zoo', timeout_min=timeout_min, nodes=1, tasks_per_node=gpus_per_run,
+                  slurm_array_parallelism=array_parallelism)
+    if device != 'cpu':
+        params['gpus_per_node'] = gpus_per_run
+    if partition:
+        params['slurm_partition'] = partition
+    executor.update_parameters(**params)
+    try:
+        jobs = executor.map_array(SweepTask(), [run.config for run in runs])
+    except FailedJobError as e:  # sbatch's own message: an unknown partition, a time limit above the maximum...
+        message = '; '.join(line.strip() for line in str(e).splitlines() if line.strip()) or 'no message'
+        raise ZamzooError(f'sbatch refused the job array: {message}') from e
+    update_record(out, JOBS_FILE, {run.name: job.job_id for run, job in zip(runs, jobs)})
+    return jobs
+
+
+def wait_slurm(jobs: Sequence, runs: Sequence[PlannedRun], on_event: Callable = lambda *a: None) -> dict:
+    """Wait for every job; run folder name -> final state. A task the cluster killed for memory is marked
+    failed; one cancelled or lost with its node stays resumable."""
+    by_id = {job.job_id: run for job, run in zip(jobs, runs)}
+    final = {}
+    for job in submitit.helpers.as_completed(list(jobs), poll_frequency=POLL_S):
+        run = by_id[job.job_id]
+        error = job.exception()
+        state = run_state(run.folder, run.epochs)
+        if error is not None and state['state'] == 'pending' and 'OUT_OF_MEMORY' in job.state:
+            mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {job.state}'), job.job_id)
+            state = run_state(run.folder, run.epochs)
+        state['job_id'] = job.job_id
+        final[run.name] = state
+        on_event('end', run, state)
+    return final

@@ -1,0 +1,81 @@
+"""`zoo run`: record the plan, hand the runs that need training to an executor, and sum up what was done.
+
+Idempotent: a run that is done is skipped, an interrupted one resumes from its checkpoint, a failed one runs again
+only with retry_failed, one that another process is training (or, on SLURM, that an earlier submission still has
+in the queue) is left to it; train()'s lock per run folder keeps two invocations from ever training the same run
+at once."""
+import time
+from typing import Callable, Optional, Sequence
+
+from .._io import write_json_atomic
+from ..errors import ZamzooError
+from .plan import PlannedRun, action, plan_states
+from .state import LAST_RUN_FILE, PLAN_FILE, read_metrics, sweep_dir, update_record
+
+EXECUTORS = ('local', 'slurm')
+
+
+def runs_to_launch(runs: Sequence[PlannedRun], states: dict, retry_failed: bool) -> list:
+    return [run for run in runs if action(states[run.name], retry_failed)]
+
+
+def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry_failed: bool = False,
+              gpus_per_run: int = 1, runs_per_gpu: int = 1, device: Optional[str] = None, wait: bool = False,
+              slurm_options: Optional[dict] = None, on_event: Callable = lambda *a: None) -> dict:
+    """Train what `runs` still need with `executor`; returns the summary (also written to _zoo/last-run.json).
+
+    local trains and returns when every run has ended; slurm submits one job array and returns, or with `wait`
+    returns when every job has ended. on_event(kind, run, detail): 'start', 'submitted' and 'end' (final state)."""
+    if executor not in EXECUTORS:
+        raise ZamzooError(f"executor: unknown '{executor}'; expected one of {list(EXECUTORS)}")
+    states = plan_states(runs)
+    launch = runs_to_launch(runs, states, retry_failed)
+    update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
+    queued = set()
+    if executor == 'slurm' and launch:
+        from .slurm import still_queued
+        queued = still_queued(out, launch)
+        launch = [run for run in launch if run.name not in queued]
+    t0 = time.perf_counter()
+    final = {}
+    if executor == 'local' and launch:
+        from .local import run_local
+        final = run_local(launch, out, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu, device=device,
+                          on_event=on_event)
+    elif launch:
+        from .slurm import submit_slurm, wait_slurm
+        jobs = submit_slurm(launch, out, gpus_per_run=gpus_per_run, device=device, **(slurm_options or {}))
+        for run, job in zip(launch, jobs):
+            on_event('submitted', run, job.job_id)
+        if wait:
+            final = wait_slurm(jobs, launch, on_event)
+    summary = summarize(runs, launch, states, final, time.perf_counter() - t0)
+    summary['skipped']['queued'] = len(queued)
+    summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
+                   finished=executor == 'local' or wait)
+    write_json_atomic(sweep_dir(out) / LAST_RUN_FILE, summary)
+    return summary
+
+
+def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
+    """Counts, failures and throughput of one invocation. aggregate_images_per_s: the training images of the
+    epochs this invocation completed, over its wall time (start-up and evaluation included), the figure to
+    compare --runs-per-gpu settings by; run_images_per_s: each run's own median epoch throughput."""
+    launched = {run.name for run in launch}
+    images = 0
+    for run in launch:
+        if run.name in final:
+            images += sum(r.get('train_images', 0) for r in read_metrics(run.folder)[states[run.name]['epoch']:])
+    counts = {s: sum(1 for st in final.values() if st['state'] == s) for s in ('done', 'failed', 'pending', 'running')}
+    return {
+        'planned': len(runs),
+        'launched': len(launch),
+        'skipped': {s: sum(1 for run in runs if run.name not in launched and states[run.name]['state'] == s)
+                    for s in ('done', 'running', 'failed')},
+        'ended': counts,
+        'failed': [{'run': name, 'error': st['error']} for name, st in final.items() if st['state'] == 'failed'],
+        'wall_s': wall_s,
+        'train_images': images,
+        'aggregate_images_per_s': images / wall_s if final and wall_s > 0 else None,
+        'run_images_per_s': {name: st['images_per_s'] for name, st in final.items() if st['state'] == 'done'},
+    }

@@ -1,0 +1,60 @@
+"""One run of a sweep, in the process (or each of the processes) that trains it: exactly `zamzoo train`
+(`zamzoo.train.train`) on the run folder, resuming from its checkpoint when there is one; a run that raises is
+marked failed. Both executors end here: the local one through `python -m zamzoo.zoo.worker CONFIG_JSON` (under
+torchrun for several processes), the SLURM one through submitit.
+
+Under torch.distributed every rank calls `run_one`; only rank 0 writes the run folder (train() holds its lock)."""
+import dataclasses
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from ..train import CHECKPOINT_FILE, RESULTS_FILE, RunFolderBusy, TrainConfig, lock_holder, train
+from .state import clear_failed, mark_failed
+
+
+def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None, interruptions=()) -> str:
+    """Train `config` in its run folder (config.out): 'trained', or why not ('already done', 'running elsewhere').
+    An exception marks the run failed and propagates, except `interruptions` (a pre-empted job's)."""
+    folder = Path(config.out)
+    if (folder / RESULTS_FILE).is_file():
+        return 'already done'
+    if lock_holder(folder) is not None:  # every rank checks before any of them can take the lock in train()
+        return 'running elsewhere'
+    main = int(os.environ.get('RANK', '0')) == 0
+    if main:
+        clear_failed(folder)
+    config = dataclasses.replace(config, resume=(folder / CHECKPOINT_FILE).is_file())
+    try:
+        train(config, reporter=reporter)
+    except RunFolderBusy:
+        return 'running elsewhere'
+    except interruptions:
+        raise
+    except Exception as e:
+        if main:
+            mark_failed(folder, e, job_id)
+        raise
+    return 'trained'
+
+
+def main(argv=None) -> int:
+    from ..train.commands import TqdmReporter
+
+    argv = sys.argv[1:] if argv is None else argv
+    config = TrainConfig(**json.loads(argv[0]))
+    main_rank = int(os.environ.get('RANK', '0')) == 0
+    try:
+        outcome = run_one(config, reporter=TqdmReporter() if main_rank else None)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(f'{config.out}: {outcome}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
