@@ -3,6 +3,7 @@ import json
 import sys
 
 from ..data.cifar import CIFAR_DATASETS
+from ..errors import UsageError
 from ..recipes import list_recipes
 from ..train.commands import positive_float, positive_int
 from ..train.config import AMP_CHOICES, LOADER_CHOICES
@@ -137,7 +138,7 @@ def _run(args) -> int:
     from .sweep import run_sweep, runs_to_launch
 
     if args.executor == 'slurm' and args.runs_per_gpu != 1:
-        raise ValueError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
+        raise UsageError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
     runs = plan_sweep(args.models, args.datasets, args.seeds, args.data, args.out, recipe=args.recipe,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
                       loader=args.loader, amp=args.amp, compile=args.compile)

@@ -4,7 +4,7 @@ manifest); then the README and MODEL_CARD tables are regenerated (`zamzoo.bench.
 from pathlib import Path
 
 from ..bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README, DEFAULT_RESULTS, update_tables
-from ..errors import ZamzooError
+from ..errors import UsageError, ZamzooError
 from ..publish.export import DEFAULT_STAGING, export_run
 from .state import read_json, sweep_status
 
@@ -23,7 +23,7 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     'tables'}: the groups exported (folder, seeds, top-1 mean/std, pushed record), those listed only, those whose
     export or push raised (the others go on), and the table files that changed."""
     if min_seeds < 1:
-        raise ValueError(f'min_seeds: expected a positive integer, got {min_seeds}')
+        raise UsageError(f'min_seeds: expected a positive integer, got {min_seeds}')
     exported, too_few, errors = [], [], []
     for (model, dataset), runs in sweep_groups(out).items():
         done = [r for r in runs if r['state'] == 'done']

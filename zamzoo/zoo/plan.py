@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from ..errors import UsageError
 from ..train import TrainConfig
 from .state import run_state
 
@@ -39,7 +40,7 @@ def expand_models(patterns: Sequence[str]) -> list:
         matches = zamzoo.list_models(pattern)
         if not matches:
             if any(ch in pattern for ch in '*?['):
-                raise ValueError(f"no zamzoo model matches '{pattern}' (see `zamzoo list`)")
+                raise UsageError(f"no zamzoo model matches '{pattern}' (see `zamzoo list`)")
             check_model_name(pattern)
             matches = [pattern]
         names += [m for m in matches if m not in names]
