@@ -6,8 +6,8 @@
     verify_published('resnet18_zam')                   # sha256 of the downloaded/cached file vs the manifest
 
 Submodules: export (folder writer), card (model card), push (validation + upload), verify (verify, list),
-guard (the pretrained guard used by the model factory), papers (BibTeX of the zoo's papers), hubcache (an export
-laid out in a local Hugging Face cache, for loading it offline as if downloaded).
+guard (the pretrained guard used by the model factory), hubcache (an export laid out in a local Hugging Face
+cache, for loading it offline as if downloaded).
 Names are imported lazily so that the model factory can import the guard without the rest.
 """
 import importlib
