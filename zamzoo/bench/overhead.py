@@ -59,7 +59,7 @@ def attention_overhead(
         threads: Optional[int] = None,
         progress: Optional[Callable[[str], None]] = None,
 ) -> Dict:
-    """Time `models` (names with a fused attention, see has_reference_impl) against their plain backbone and against their
+    """Time `models` (names with a fused attention, has_reference_impl) against their plain backbone and against their
     reference implementation; `setting` 'infer' (inference mode) or 'train' (one SGD step); `threads` sets
     torch.set_num_threads for the run; `clock` 'wall' or 'thread' (CPU only, with one thread). Returns a JSON-ready
     report whose rows give ms and ratios (median of `repeats` interleaved rounds)."""

@@ -151,12 +151,12 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in (
         model_args=_args(
             block='bottleneck', layers=(18, 18, 18), channels=(16, 32, 64), stem_width=16, weight_init='fan_out'),
         description='ResNet-164 for 32x32 inputs (post-activation bottlenecks, bearpaw/pytorch-classification, '
-                    'SPEM\'s backbone)',
+                    "SPEM's backbone)",
         paper=papers.RESNET, origin_url='https://github.com/bearpaw/pytorch-classification',
         seed_head_pool=8),  # bearpaw: nn.AvgPool2d(8)
     Backbone(
         name='mobilenet', family='cifar_mobilenet', model_args=_args(), recipe='zam',
-        description='MobileNet (v1) for 32x32 inputs (the ZAM seed\'s)',
+        description="MobileNet (v1) for 32x32 inputs (the ZAM seed's)",
         paper=papers.MOBILENET, origin_url=_ZAM_URL, seed_head_pool=4),  # the ZAM seed: nn.AvgPool2d(4)
     Backbone(
         name='mobilenetv2', family='cifar_mobilenetv2', model_args=_args(), recipe='zam',
@@ -280,12 +280,13 @@ def _family(module_name: str) -> str:
 def _create(variant: str, pretrained: bool = False, **kwargs):
     """Build any zoo model through timm's builder (cfg defaults, pretrained loading, features_only)."""
     entry = ZOO[variant]
+    model_cls = entry.backbone.model_cls
     model_args = dict(entry.model_args, **kwargs)  # the caller's kwargs win, as in timm's entrypoints
     feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(entry.backbone.feature_levels)))
     if pretrained:  # the pretrained guard (zamzoo.publish.guard): unpublished -> WeightsError; published -> pinned,
         model_args = prepare_pretrained(variant, model_args)  # sha256-checked against the manifest
     with weights_errors(variant, pretrained, model_args):  # download/load failures -> WeightsError naming the model
-        return build_model_with_cfg(entry.backbone.model_cls, variant, pretrained, feature_cfg=feature_cfg, **model_args)
+        return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg, **model_args)
 
 
 def _make_entrypoint(name: str, module_name: str) -> Callable[..., Any]:
