@@ -40,6 +40,16 @@ def test_seed_flops_of_zam_is_the_plain_count_plus_its_channel_gap():
     assert seed_flops(timm.create_model('resnet18_zam_max')) == seed_flops(plain)  # max pooling counts 0
 
 
+def test_seed_flops_follow_the_attention_modules_a_model_holds():
+    se = seed_flops(timm.create_model('resnet18_se'))
+    assert se > seed_flops(timm.create_model('resnet18_plain'))
+    assert seed_flops(timm.create_model('resnet18_plain', attn_layer='se')) == se
+    zam_max = seed_flops(timm.create_model('resnet18_zam_max'))
+    assert seed_flops(timm.create_model('resnet18_zam', attn_kwargs=dict(pool='max'))) == zam_max
+    with pytest.raises(ValueError, match='no seed FLOP convention for ZCA'):  # a module the zoo table has no rule for
+        seed_flops(timm.create_model('resnet18_plain', attn_layer='zca'))
+
+
 class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()

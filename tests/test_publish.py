@@ -230,7 +230,10 @@ def test_model_card_real_counts_and_results(exported):
                     '### Image Embeddings', '### Fine-tuning', '## Results', '## Citation'):
         assert section in body, section
     assert "timm.create_model('resnet18_zam.cifar100', pretrained=True)" in body
-    assert 'developer0hye/ZAM' in body and '@inproceedings{he2016deep' in body
+    citation = body.split('## Citation\n', 1)[1]  # the attention's BibTeX, then the backbone's
+    assert citation.count('```bibtex\n') == 2
+    assert 0 < citation.index('@misc{developer0hye_zam') < citation.index('@inproceedings{he2016deep')
+    assert 'ZAM: Zero parameter Attention Module: https://github.com/developer0hye/ZAM' in body
 
 
 def test_bare_checkpoint_export_no_accuracy(tmp_path):

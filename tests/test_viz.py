@@ -28,8 +28,7 @@ def image(tmp_path_factory):
 
 
 def test_every_zoo_attention_type_is_covered():
-    names = {n.split('_', 1)[1] for n in zamzoo.list_models()}
-    assert names == set(ATTENTIONS)
+    assert set(ATTENTIONS) == set(zamzoo.models.ATTENTIONS)  # a new attention of the zoo needs its expected maps here
 
 
 @pytest.mark.parametrize('attn', sorted(ATTENTIONS))

@@ -19,18 +19,21 @@
   ========================  ==================================================================
 
   Our modules are written differently from the seed's (timm-style heads, attention modules that pool
-  with ``x.mean``), so two places are counted as the *seed's* code would have been counted:
+  with ``x.mean``), so in a zoo model two places are counted as the *seed's* code would have been
+  counted, as the zoo table (zamzoo.models) says:
 
-  * the classifier's global pool (``model.global_pool``): the seed's CIFAR ResNet pools with
-    ``F.avg_pool2d`` (0 ops); its MobileNet with ``nn.AvgPool2d(4)`` ((4 + 1) * C ops, the thop quirk
-    above); bearpaw's ResNet164 with ``nn.AvgPool2d(8)`` ((8 + 1) * C); kuangliu's MobileNetV2 with
-    ``F.avg_pool2d`` (0). Models of other origin count their pool modules as listed in the table.
-  * an attention module's global average pool over H x W: the seed's ZAM (ZCA) and CBAM (channel
-    attention) pool with ``nn.AdaptiveAvgPool2d(1)`` modules, i.e. (H*W + 1) * C ops. We count every
-    attention module's channel-GAP that way (ZAM, ZAM(Avg), ZAM+R, ZCA, CBAM, SE, ECA, BAM) and its
-    other pooling (GMP, mean/max over channels, GMinP, ...) as 0; pool modules inside attention modules
-    are not counted a second time. Convolutions, BN and Linear layers inside attention modules count
-    as usual (the CBAM MLP runs twice, on the avg- and on the max-pooled vector, and counts twice).
+  * the classifier's global pool (``model.global_pool``), by ``Backbone.seed_head_pool``: the seed's
+    CIFAR ResNet pools with ``F.avg_pool2d`` (0 ops); its MobileNet with ``nn.AvgPool2d(4)`` ((4 + 1) * C
+    ops, the thop quirk above); bearpaw's ResNet164 with ``nn.AvgPool2d(8)`` ((8 + 1) * C); kuangliu's
+    MobileNetV2 with ``F.avg_pool2d`` (0). Other models count their pool modules as listed in the table.
+  * an attention module's global average pool over H x W, by ``Attention.seed_gap``: the seed's ZAM
+    (ZCA) and CBAM (channel attention) pool with ``nn.AdaptiveAvgPool2d(1)`` modules, i.e.
+    (H*W + 1) * C ops. Those attentions (ZAM with average pooling, ZAM(Avg), ZAM+R, CBAM, SE, ECA, BAM)
+    count their channel-GAP that way and their other pooling (GMP, mean/max over channels, GMinP, ...)
+    as 0; pool modules inside attention modules are not counted a second time. Convolutions, BN and
+    Linear layers inside attention modules count as usual (the CBAM MLP runs twice, on the avg- and on
+    the max-pooled vector, and counts twice). An attention module the table does not list (zamzoo's
+    ZCA, ZSA, one of your own) is refused; other libraries' modules count as listed in the table.
 
   This reproduces the seed's table exactly: resnet18_plain / resnet18_cbam (seed variant) /
   resnet18_zam = 557.9775M / 558.4482M / 558.2252M; mobilenet_plain / mobilenet_cbam (seed variant) /
@@ -40,6 +43,9 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
+
+from ..layers import get_attn
+from ..models import ATTENTIONS, ZOO
 
 __all__ = ['count_params', 'count_flops', 'count_macs', 'seed_flops', 'example_input']
 
@@ -110,16 +116,6 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE_AVGPOOL = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 
-# How the original code of each backbone pooled before its classifier: None = a functional call
-# (0 ops), an int k = ``nn.AvgPool2d(k)`` (thop 0.0.30: (k + 1) ops per output).
-SEED_HEAD_POOL = {
-    'resnet18': None, 'resnet34': None, 'resnet50': None,  # kuangliu: F.avg_pool2d(out, 4)
-    'mobilenet': 4,                                       # the ZAM seed: nn.AvgPool2d(4)
-    'mobilenetv2': None,                                  # kuangliu: F.avg_pool2d(out, 4)
-    'resnet164': 8,                                       # bearpaw: nn.AvgPool2d(8)
-}
-
-
 def _leaf_ops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """thop 0.0.30's count for one call of module m (input x, output y); 0 for modules it did not count."""
     if isinstance(m, _CONV):
@@ -150,33 +146,37 @@ def _gap_kernel(m, x):
     return kernel
 
 
-def _is_attention(m: nn.Module) -> bool:
-    """A zamzoo attention module (they all have ``attention_maps``) or one of timm's we know."""
-    return callable(getattr(m, 'attention_maps', None)) or type(m).__name__ in _TIMM_GAP_ATTENTION
+def _outermost_attention(module: nn.Module):
+    """The zamzoo attention modules (they have ``attention_maps``) inside `module` but not inside another one."""
+    for child in module.children():
+        if callable(getattr(child, 'attention_maps', None)):
+            yield child
+        else:
+            yield from _outermost_attention(child)
+
+
+def _seed_gap(attention_cls: type) -> bool:
+    """The zoo table's `seed_gap` of the attentions whose module is of this class."""
+    rules = set()
+    for a in ATTENTIONS.values():
+        layer = get_attn(a.layer)  # a class or functools.partial; None for 'plain'
+        if getattr(layer, 'func', layer) is attention_cls:
+            rules.add(a.seed_gap)
+    if len(rules) != 1:
+        raise ValueError(f'seed_flops: no seed FLOP convention for {attention_cls.__name__} modules; the zoo table '
+                         f'gives one for the attention modules of its models')
+    return rules.pop()
 
 
 def _attention_has_gap(m: nn.Module) -> bool:
-    """Does this attention module average-pool over H x W per channel (a channel GAP)?"""
-    name = type(m).__name__
-    if name in ('ZAM', 'ZCA'):
-        return 'avg' in str(getattr(m, 'pool', 'avgmax'))
-    return name in _GAP_ATTENTION or name in _TIMM_GAP_ATTENTION
+    """Is this attention module's average pool over H x W (if it pools by average) counted as a channel GAP?"""
+    return _seed_gap(type(m)) and 'avg' in str(getattr(m, 'pool', 'avg'))
 
 
-# zamzoo's attention modules whose original code pools H x W by average for a channel descriptor; the others
-# (ZSA, ZAM(Max), ULSAM, NAM, SPEM, SimAM) pool by max / min / over channels, or not at all.
-_GAP_ATTENTION = {'CBAM', 'SE', 'ECA', 'BAM'}
-_TIMM_GAP_ATTENTION = {'CbamModule', 'LightCbamModule', 'SEModule', 'EffectiveSEModule', 'EcaModule', 'CecaModule'}
-
-
-def _seed_backbone(model: nn.Module) -> Optional[str]:
+def _zoo_entry(model: nn.Module):
+    """The zoo table's entry of the model's architecture (its pretrained_cfg's), None for a model outside the zoo."""
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    arch = cfg.get('architecture') or ''
-    try:
-        from zamzoo.models import list_models
-    except ImportError:
-        return None
-    return arch.split('_', 1)[0] if arch in list_models() else None
+    return ZOO.get(cfg.get('architecture') or '')
 
 
 @torch.no_grad()
@@ -194,8 +194,7 @@ def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> 
     def attention_hook(m, inputs, output):
         nonlocal total
         x = inputs[0]
-        if _attention_has_gap(m):
-            total += (x[0, 0].numel() + 1) * x.shape[0] * x.shape[1]
+        total += (x[0, 0].numel() + 1) * x.shape[0] * x.shape[1]
 
     def head_hook(kernel):
         def hook(m, inputs, output):
@@ -204,21 +203,17 @@ def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> 
                 total += (kernel + 1) * output.numel()
         return hook
 
-    backbone = _seed_backbone(model)
+    attentions = [(m, _attention_has_gap(m)) for m in _outermost_attention(model)]  # may refuse: before any hook
+    entry = _zoo_entry(model)
     head = getattr(model, 'global_pool', None)
-    if isinstance(head, nn.Module) and backbone in SEED_HEAD_POOL:
+    if isinstance(head, nn.Module) and entry is not None:
         skip.update(id(m) for m in head.modules())
-        handles.append(head.register_forward_hook(head_hook(SEED_HEAD_POOL[backbone])))
+        handles.append(head.register_forward_hook(head_hook(entry.backbone.seed_head_pool)))
 
-    def hook_outermost_attention(module):
-        for child in module.children():
-            if _is_attention(child):
-                skip.update(id(sub) for sub in child.modules() if isinstance(sub, _AVGPOOL + _ADAPTIVE_AVGPOOL))
-                handles.append(child.register_forward_hook(attention_hook))
-            else:
-                hook_outermost_attention(child)
-
-    hook_outermost_attention(model)
+    for attention, has_gap in attentions:
+        skip.update(id(sub) for sub in attention.modules() if isinstance(sub, _AVGPOOL + _ADAPTIVE_AVGPOOL))
+        if has_gap:
+            handles.append(attention.register_forward_hook(attention_hook))
     for m in model.modules():
         if not list(m.children()):
             handles.append(m.register_forward_hook(leaf_hook))

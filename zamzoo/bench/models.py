@@ -26,6 +26,7 @@ import torch
 from .. import provenance
 from .._io import write_json_atomic, write_text_atomic
 from ..errors import UsageError
+from ..models import ZOO
 from .flops import count_macs, count_params, seed_flops
 
 SCHEMA = 1
@@ -37,12 +38,13 @@ TRAIN_BATCH = 128
 
 
 def backbone_of(model_name: str) -> str:
-    """'resnet18_zam_avg' -> 'resnet18' (backbone names have no underscore; attention names may)."""
-    return model_name.split('_', 1)[0]
+    """'resnet18_zam_avg' -> 'resnet18', from the zoo table."""
+    return ZOO[model_name].backbone.name
 
 
 def plain_of(model_name: str) -> str:
-    return backbone_of(model_name) + '_plain'
+    """'resnet18_zam_avg' -> 'resnet18_plain', from the zoo table."""
+    return ZOO[model_name].baseline
 
 
 def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:

@@ -22,19 +22,19 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from ..errors import UsageError
+from ..models import ATTENTIONS, ZOO
 from .models import _Runner, _versions, device_description, plain_of
 
-__all__ = ['FUSED_ATTN', 'has_reference_impl', 'attention_overhead', 'overhead_markdown']
-
-FUSED_ATTN = ('zam', 'zam_avg', 'zam_max', 'zamr', 'simam', 'spem', 'nam')
-"""Attention names whose modules take ``impl='fused'|'reference'``."""
+__all__ = ['has_reference_impl', 'attention_overhead', 'overhead_markdown']
 
 KIND = 'zamzoo-bench-overhead'
 
 
 def has_reference_impl(model_name: str) -> bool:
-    """'resnet18_zam' -> True; 'resnet18_cbam', 'resnet18_plain' -> False."""
-    return model_name.split('_', 1)[1] in FUSED_ATTN
+    """Does the model's attention module take ``impl='fused'|'reference'`` (the zoo table's `fused`)?
+    'resnet18_zam' -> True; 'resnet18_cbam', 'resnet18_plain', a name outside the zoo -> False."""
+    entry = ZOO.get(model_name)
+    return entry is not None and entry.attention.fused
 
 
 def _build(name: str, impl: Optional[str], compile: bool, device: torch.device):
@@ -60,7 +60,7 @@ def attention_overhead(
         threads: Optional[int] = None,
         progress: Optional[Callable[[str], None]] = None,
 ) -> Dict:
-    """Time `models` (names with a fused attention, see FUSED_ATTN) against their plain backbone and against their
+    """Time `models` (names with a fused attention, has_reference_impl) against their plain backbone and against their
     reference implementation; `setting` 'infer' (inference mode) or 'train' (one SGD step); `threads` sets
     torch.set_num_threads for the run; `clock` 'wall' or 'thread' (CPU only, with one thread). Returns a JSON-ready
     report whose rows give ms and ratios (median of `repeats` interleaved rounds)."""
@@ -72,7 +72,8 @@ def attention_overhead(
         raise UsageError("clock='thread' times the calling thread only: it needs device='cpu' and threads=1")
     bad = [m for m in models if not has_reference_impl(m)]
     if bad:
-        raise UsageError(f'{bad}: no fused / reference implementations to compare (attention in {FUSED_ATTN})')
+        fused = [a.name for a in ATTENTIONS.values() if a.fused]
+        raise UsageError(f'{bad}: no fused / reference implementations to compare (attention in {fused})')
     if repeats < 1:
         raise UsageError(f'repeats must be >= 1, got {repeats}')
     dev = torch.device(device)

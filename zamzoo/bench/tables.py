@@ -82,14 +82,10 @@ def _timing_label(key: Tuple[str, str]) -> str:
 
 def _model_order(names: Iterable[str]) -> List[str]:
     """Backbone by backbone in the zoo's order, plain first, then the attention names in registry order."""
-    order = {n: i for i, n in enumerate(_zoo_order())}
+    from zamzoo.models import ZOO
+
+    order = {n: i for i, n in enumerate(ZOO)}
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
-
-
-def _zoo_order() -> List[str]:
-    from zamzoo.models import ATTENTIONS, BACKBONES
-
-    return [f'{b}_{a}' for b in BACKBONES for a in ATTENTIONS]
 
 
 def _pct(ratio: Optional[float]) -> str:

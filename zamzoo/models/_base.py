@@ -176,6 +176,8 @@ class CifarNet(nn.Module):
             return
         if mode != 'fan_out':
             raise ValueError(f"weight_init must be 'torch' or 'fan_out', got {mode!r}")
+        if self.stem.conv.weight.is_meta:  # no values to set (and torch's normal_ on meta tensors is slow)
+            return
         skip = {id(m) for a in attn_modules for m in a.modules()}
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and id(m) not in skip:

@@ -1,10 +1,13 @@
-"""The zoo table: backbone x attention -> model name, constructor arguments and pretrained cfgs.
+"""The zoo table: backbone x attention -> model name, constructor arguments, pretrained cfgs, papers, conventions.
 
 Every registered model comes from `ZOO` (built from `BACKBONES` x `ATTENTIONS`); every model is created by the one
-function `_create`. Each backbone family module (cifar_resnet, cifar_mobilenet, cifar_mobilenetv2) ends with
+function `_create`. Code that needs a fact of a model (its backbone, attention, papers, description, FLOP convention)
+asks `ZOO[name]`, never the name's spelling. Facts the model itself knows (feature levels, pool size) are read from
+the backbone built once on the meta device. Each backbone family module (cifar_resnet, cifar_mobilenet,
+cifar_mobilenetv2) ends with
 
-    default_cfgs = generate_default_cfgs(pretrained_cfgs('<family>'))
-    register_family(__name__, <ModelClass>)
+    default_cfgs = pretrained_cfgs(__name__, <ModelClass>)
+    register_family(__name__)
 
 so that timm finds `default_cfgs` in the module of each entrypoint (it reads it at registration) and
 `timm.list_models(module='<family>')` lists the family.
@@ -12,47 +15,75 @@ so that timm finds `default_cfgs` in the module of each entrypoint (it reads it 
 import fnmatch
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._registry import _model_entrypoints
 
 from ..pretrained import prepare_pretrained, published_hub_ids, weights_errors
 from ..recipes import get_recipe
+from . import _papers as papers
+from ._papers import Paper
 
 __all__ = [
-    'Backbone', 'Attention', 'ZooEntry', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
+    'Backbone', 'Attention', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
     'list_models', 'backbone_recipe', 'pretrained_cfgs', 'register_family',
 ]
 
+INPUT_SIZE = (3, 32, 32)
+_FAMILY_CLASSES: Dict[str, Callable[..., Any]] = {}  # family -> model class, filled by `pretrained_cfgs`
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class Backbone:
     name: str
     family: str                     # module registering it: zamzoo.models.<family>
     model_args: Mapping[str, Any]   # constructor kwargs of the family's model class
     recipe: str                     # zamzoo.recipes name whose normalisation the cfgs announce
     description: str
-    paper_ids: Tuple[str, ...]
-    paper_name: str
-    origin_url: str
-    num_features: int
-    pool_size: Tuple[int, int]      # spatial size of forward_features at 32x32
-    feature_levels: int             # stem + stages (features_only levels)
+    paper: Paper
+    origin_url: str                 # where the backbone's code comes from
+    # FLOP convention of the seed's table (zamzoo.bench.flops): how the original code pooled before its
+    # classifier, None = a functional call (0 ops), k = nn.AvgPool2d(k) (thop 0.0.30: (k + 1) ops per output)
+    seed_head_pool: Optional[int]
     first_conv: str = 'stem.conv'
     classifier: str = 'fc'
 
+    @property
+    def model_cls(self) -> Callable[..., Any]:
+        return _FAMILY_CLASSES[self.family]
 
-@dataclass(frozen=True)
+    @cached_property
+    def _feature_info(self) -> List[Dict[str, Any]]:
+        """The plain backbone's feature_info (stem, then each stage), built once on the meta device."""
+        return self.model_cls(**self.model_args, device='meta').feature_info
+
+    @property
+    def feature_levels(self) -> int:
+        """Levels of features_only: the stem and every stage."""
+        return len(self._feature_info)
+
+    @property
+    def pool_size(self) -> Tuple[int, int]:
+        """Spatial size of forward_features at the cfgs' input size."""
+        reduction = self._feature_info[-1]['reduction']
+        return tuple(s // reduction for s in INPUT_SIZE[1:])
+
+
+@dataclass(frozen=True, kw_only=True)
 class Attention:
     name: str
     layer: Optional[str]            # zamzoo.layers registry name, None for the plain backbone
-    slot: str                       # 'block' or 'stage' (where the backbone family puts it)
     description: str
-    paper_ids: Tuple[str, ...] = ()
-    paper_name: Optional[str] = None
+    slot: str = 'block'             # 'block' or 'stage' (where the backbone family puts it)
+    paper: Optional[Paper] = None
     origin_url: Optional[str] = None
+    fused: bool = False             # its module takes impl='fused' | 'reference' (zamzoo bench overhead compares them)
+    # FLOP convention of the seed's table (zamzoo.bench.flops): the original code average-pools H x W with
+    # nn.AdaptiveAvgPool2d(1), i.e. (H*W + 1) * C ops, wherever the module pools by average (a ZAM's `pool`)
+    seed_gap: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,96 +99,103 @@ class ZooEntry:
             args.update(attn_layer=self.attention.layer, attn_slot=self.attention.slot)
         return args
 
+    @property
+    def description(self) -> str:
+        """'ResNet-18 for 32x32 inputs (...) with ZAM (avg & max pooling), in every block'."""
+        attn = self.attention
+        return self.backbone.description + (' without attention' if attn.layer is None else f' with {attn.description}')
+
+    @property
+    def papers(self) -> Tuple[Paper, ...]:
+        """The attention's paper (if any), then the backbone's."""
+        return tuple(p for p in (self.attention.paper, self.backbone.paper) if p is not None)
+
+    @property
+    def baseline(self) -> str:
+        """The model of the same backbone without attention."""
+        return _model_name(self.backbone, ATTENTIONS['plain'])
+
+
+_ZAM_URL = 'https://github.com/developer0hye/ZAM'
+
 
 def _args(**kwargs) -> Mapping[str, Any]:
     return MappingProxyType(kwargs)
 
 
-_RESNET = ('arXiv:1512.03385',)
-_RESNET_NAME = 'Deep Residual Learning for Image Recognition'
+def _seed_resnet(*, name: str, depth: int, **model_args) -> Backbone:
+    """The ZAM seed's CIFAR ResNets, whose head pools with F.avg_pool2d (kuangliu/pytorch-cifar)."""
+    return Backbone(
+        name=name, family='cifar_resnet', model_args=_args(**model_args), recipe='zam',
+        description=f"ResNet-{depth} for 32x32 inputs (the ZAM seed's CIFAR ResNet, kuangliu/pytorch-cifar layout)",
+        paper=papers.RESNET, origin_url=_ZAM_URL, seed_head_pool=None)
+
+
+def _attn(*, name: str, **kwargs) -> Attention:
+    """An attention whose zamzoo.layers name is its zoo name."""
+    return Attention(name=name, layer=name, **kwargs)
+
+
+def _zam(*, name: str, description: str) -> Attention:
+    """A ZAM variant: the seed's own module (zero parameters, fused implementation, GAP by nn.AdaptiveAvgPool2d)."""
+    return _attn(name=name, description=description, paper=papers.ZAM, origin_url=_ZAM_URL, fused=True, seed_gap=True)
+
 
 BACKBONES: Dict[str, Backbone] = {b.name: b for b in (
+    _seed_resnet(name='resnet18', depth=18, block='basic', layers=(2, 2, 2, 2)),
+    _seed_resnet(name='resnet34', depth=34, block='basic', layers=(3, 4, 6, 3)),
+    _seed_resnet(name='resnet50', depth=50, block='bottleneck', layers=(3, 4, 6, 3)),
     Backbone(
-        'resnet18', 'cifar_resnet', _args(block='basic', layers=(2, 2, 2, 2)), 'zam',
-        'ResNet-18 for 32x32 inputs (the ZAM seed\'s CIFAR ResNet, kuangliu/pytorch-cifar layout)',
-        _RESNET, _RESNET_NAME, 'https://github.com/developer0hye/ZAM', 512, (4, 4), 5),
+        name='resnet164', family='cifar_resnet', recipe='spem',
+        model_args=_args(
+            block='bottleneck', layers=(18, 18, 18), channels=(16, 32, 64), stem_width=16, weight_init='fan_out'),
+        description='ResNet-164 for 32x32 inputs (post-activation bottlenecks, bearpaw/pytorch-classification, '
+                    "SPEM's backbone)",
+        paper=papers.RESNET, origin_url='https://github.com/bearpaw/pytorch-classification',
+        seed_head_pool=8),  # bearpaw: nn.AvgPool2d(8)
     Backbone(
-        'resnet34', 'cifar_resnet', _args(block='basic', layers=(3, 4, 6, 3)), 'zam',
-        'ResNet-34 for 32x32 inputs (the ZAM seed\'s CIFAR ResNet, kuangliu/pytorch-cifar layout)',
-        _RESNET, _RESNET_NAME, 'https://github.com/developer0hye/ZAM', 512, (4, 4), 5),
+        name='mobilenet', family='cifar_mobilenet', model_args=_args(), recipe='zam',
+        description="MobileNet (v1) for 32x32 inputs (the ZAM seed's)",
+        paper=papers.MOBILENET, origin_url=_ZAM_URL, seed_head_pool=4),  # the ZAM seed: nn.AvgPool2d(4)
     Backbone(
-        'resnet50', 'cifar_resnet', _args(block='bottleneck', layers=(3, 4, 6, 3)), 'zam',
-        'ResNet-50 for 32x32 inputs (the ZAM seed\'s CIFAR ResNet, kuangliu/pytorch-cifar layout)',
-        _RESNET, _RESNET_NAME, 'https://github.com/developer0hye/ZAM', 2048, (4, 4), 5),
-    Backbone(
-        'resnet164', 'cifar_resnet',
-        _args(block='bottleneck', layers=(18, 18, 18), channels=(16, 32, 64), stem_width=16, weight_init='fan_out'),
-        'spem',
-        'ResNet-164 for 32x32 inputs (post-activation bottlenecks, bearpaw/pytorch-classification, SPEM\'s backbone)',
-        _RESNET, _RESNET_NAME, 'https://github.com/bearpaw/pytorch-classification', 256, (8, 8), 4),
-    Backbone(
-        'mobilenet', 'cifar_mobilenet', _args(), 'zam',
-        'MobileNet (v1) for 32x32 inputs (the ZAM seed\'s)',
-        ('arXiv:1704.04861',), 'MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications',
-        'https://github.com/developer0hye/ZAM', 1024, (4, 4), 5),
-    Backbone(
-        'mobilenetv2', 'cifar_mobilenetv2', _args(), 'zam',
-        'MobileNetV2 for 32x32 inputs (paper blocks, kuangliu/pytorch-cifar strides)',
-        ('arXiv:1801.04381',), 'MobileNetV2: Inverted Residuals and Linear Bottlenecks',
-        'https://github.com/kuangliu/pytorch-cifar', 1280, (4, 4), 5),
+        name='mobilenetv2', family='cifar_mobilenetv2', model_args=_args(), recipe='zam',
+        description='MobileNetV2 for 32x32 inputs (paper blocks, kuangliu/pytorch-cifar strides)',
+        paper=papers.MOBILENETV2, origin_url='https://github.com/kuangliu/pytorch-cifar',
+        seed_head_pool=None),  # kuangliu: F.avg_pool2d(out, 4)
 )}
 
 ATTENTIONS: Dict[str, Attention] = {a.name: a for a in (
-    Attention('plain', None, 'block', 'no attention'),
-    Attention(
-        'zam', 'zam', 'block', 'ZAM (avg & max pooling), in every block',
-        (), 'ZAM: Zero parameter Attention Module', 'https://github.com/developer0hye/ZAM'),
-    Attention(
-        'zam_avg', 'zam_avg', 'block', 'ZAM (average pooling only), in every block',
-        (), 'ZAM: Zero parameter Attention Module', 'https://github.com/developer0hye/ZAM'),
-    Attention(
-        'zam_max', 'zam_max', 'block', 'ZAM (max pooling only), in every block',
-        (), 'ZAM: Zero parameter Attention Module', 'https://github.com/developer0hye/ZAM'),
-    Attention(
-        'zamr', 'zamr', 'block', 'ZAM+R (ZAM with skip connections), in every block',
-        (), 'ZAM: Zero parameter Attention Module', 'https://github.com/developer0hye/ZAM'),
-    Attention(
-        'ulsam', 'ulsam', 'block', 'ULSAM (4 groups), in every block',
-        ('arXiv:2006.15102',), 'ULSAM: Ultra-Lightweight Subspace Attention Module for Compact Convolutional '
-        'Neural Networks', 'https://github.com/Nandan91/ULSAM'),
-    Attention(
-        'nam', 'nam', 'block', 'NAM (channel attention), in every block',
-        ('arXiv:2111.12419',), 'NAM: Normalization-based Attention Module', 'https://github.com/Christian-lyc/NAM'),
-    Attention(
-        'spem', 'spem', 'block', 'SPEM, in every block',
-        ('doi:10.1007/978-3-031-27818-1_4',),
-        'SPEM: Self-adaptive Pooling Enhanced Attention Module for Image Recognition (MMM 2023)',
-        'https://github.com/Qrange-group/SPEM'),
-    Attention(
-        'se', 'se', 'block', 'Squeeze-and-Excitation (reduction 16), in every block',
-        ('arXiv:1709.01507',), 'Squeeze-and-Excitation Networks', 'https://github.com/hujie-frank/SENet'),
-    Attention(
-        'eca', 'eca', 'block', 'ECA, in every block',
-        ('arXiv:1910.03151',), 'ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks',
-        'https://github.com/BangguWu/ECANet'),
-    Attention(
-        'cbam', 'cbam', 'block', 'CBAM (paper version: ratio 16, 7x7 spatial conv + BN), in every block',
-        ('arXiv:1807.06521',), 'CBAM: Convolutional Block Attention Module',
-        'https://github.com/Jongchan/attention-module'),
-    Attention(
-        'bam', 'bam', 'stage', 'BAM, once per stage (after every stage but the last)',
-        ('arXiv:1807.06514',), 'BAM: Bottleneck Attention Module', 'https://github.com/Jongchan/attention-module'),
-    Attention(
-        'simam', 'simam', 'block', 'SimAM, in every block',
-        ('https://proceedings.mlr.press/v139/yang21o.html',),
-        'SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural Networks (ICML 2021)',
-        'https://github.com/ZjjConan/SimAM'),
+    Attention(name='plain', layer=None, description='no attention'),
+    _zam(name='zam', description='ZAM (avg & max pooling), in every block'),
+    _zam(name='zam_avg', description='ZAM (average pooling only), in every block'),
+    _zam(name='zam_max', description='ZAM (max pooling only), in every block'),
+    _zam(name='zamr', description='ZAM+R (ZAM with skip connections), in every block'),
+    _attn(name='ulsam', description='ULSAM (4 groups), in every block',
+          paper=papers.ULSAM, origin_url='https://github.com/Nandan91/ULSAM'),
+    _attn(name='nam', description='NAM (channel attention), in every block',
+          paper=papers.NAM, origin_url='https://github.com/Christian-lyc/NAM', fused=True),
+    _attn(name='spem', description='SPEM, in every block',
+          paper=papers.SPEM, origin_url='https://github.com/Qrange-group/SPEM', fused=True),
+    _attn(name='se', description='Squeeze-and-Excitation (reduction 16), in every block',
+          paper=papers.SE, origin_url='https://github.com/hujie-frank/SENet', seed_gap=True),
+    _attn(name='eca', description='ECA, in every block',
+          paper=papers.ECA, origin_url='https://github.com/BangguWu/ECANet', seed_gap=True),
+    _attn(name='cbam', description='CBAM (paper version: ratio 16, 7x7 spatial conv + BN), in every block',
+          paper=papers.CBAM, origin_url='https://github.com/Jongchan/attention-module', seed_gap=True),
+    _attn(name='bam', description='BAM, once per stage (after every stage but the last)', slot='stage',
+          paper=papers.BAM, origin_url='https://github.com/Jongchan/attention-module', seed_gap=True),
+    _attn(name='simam', description='SimAM, in every block',
+          paper=papers.SIMAM, origin_url='https://github.com/ZjjConan/SimAM', fused=True),
 )}
+
+
+def _model_name(backbone: Backbone, attention: Attention) -> str:
+    return f'{backbone.name}_{attention.name}'
+
 
 # The one table: every model of the zoo, `<backbone>_<attention>`.
 ZOO: Dict[str, ZooEntry] = {
-    f'{b.name}_{a.name}': ZooEntry(f'{b.name}_{a.name}', b, a)
-    for b in BACKBONES.values() for a in ATTENTIONS.values()
+    _model_name(b, a): ZooEntry(_model_name(b, a), b, a) for b in BACKBONES.values() for a in ATTENTIONS.values()
 }
 
 # Pretrained tags, the default first: tag -> (dataset of the recipe's normalisation, num_classes).
@@ -198,14 +236,12 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
     b, a = entry.backbone, entry.attention
     dataset, num_classes = TAGS[tag]
     mean, std = get_recipe(b.recipe).stats(dataset)
-    paper_ids = tuple(dict.fromkeys(b.paper_ids + a.paper_ids))
-    paper_names = [n for n in (b.paper_name, a.paper_name) if n]
     return dict(
         # pinned to the manifest's commit once published (timm's hf_split reads the '@commit'); None until then,
         # so that timm lists only published weights as pretrained (our guard explains the rest)
         hf_hub_id=_PUBLISHED.get((entry.name, tag)),
         hf_hub_filename='model.safetensors',
-        input_size=(3, 32, 32),
+        input_size=INPUT_SIZE,
         fixed_input_size=False,
         interpolation='bicubic',
         crop_pct=1.0,
@@ -216,31 +252,35 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
         first_conv=b.first_conv,
         classifier=b.classifier,
         license='apache-2.0',
-        description=f'{b.description}; attention: {a.description}; trained on {dataset}',
-        paper_ids=paper_ids,
-        paper_name='; '.join(paper_names),
+        description=f'{entry.description}; trained on {dataset}',
+        paper_ids=tuple(p.id for p in entry.papers if p.id is not None),
+        paper_name='; '.join(p.title for p in entry.papers),
         origin_url=a.origin_url or b.origin_url,
         notes=(f'recipe: zamzoo.recipes.get_recipe({b.recipe!r})', f'backbone code origin: {b.origin_url}'),
     )
 
 
-def pretrained_cfgs(family: str) -> Dict[str, Dict[str, Any]]:
-    """{'model.tag': cfg} for every model of one family, the default tag (cifar100) first."""
-    return {
+def pretrained_cfgs(module_name: str, model_cls: Callable[..., Any]) -> Dict[str, Any]:
+    """timm's default_cfgs of the family that `module_name` (zamzoo.models.<family>) implements with `model_cls`:
+    'model.tag' -> cfg for every model of the family, the default tag (cifar100) first."""
+    family = _family(module_name)
+    _FAMILY_CLASSES[family] = model_cls
+    return generate_default_cfgs({
         f'{name}.{tag}': _pretrained_cfg(entry, tag)
         for name, entry in ZOO.items() if entry.backbone.family == family
         for tag in TAGS
-    }
+    })
 
 
 # ------------------------------------------------------------------ creation and registration
-_FAMILY_CLASSES: Dict[str, Callable[..., Any]] = {}
+def _family(module_name: str) -> str:
+    return module_name.rsplit('.', 1)[-1]
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs):
     """Build any zoo model through timm's builder (cfg defaults, pretrained loading, features_only)."""
     entry = ZOO[variant]
-    model_cls = _FAMILY_CLASSES[entry.backbone.family]
+    model_cls = entry.backbone.model_cls
     model_args = dict(entry.model_args, **kwargs)  # the caller's kwargs win, as in timm's entrypoints
     feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(entry.backbone.feature_levels)))
     if kwargs.get('features_only'):
@@ -269,23 +309,22 @@ def _make_entrypoint(name: str, module_name: str) -> Callable[..., Any]:
     def entrypoint(pretrained: bool = False, **kwargs):
         return _create(name, pretrained=pretrained, **kwargs)
 
-    entry = ZOO[name]
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = module_name
-    entrypoint.__doc__ = f'{entry.backbone.description}; attention: {entry.attention.description}.'
+    entrypoint.__doc__ = f'{ZOO[name].description}.'
     return entrypoint
 
 
-def register_family(module_name: str, model_cls: Callable[..., Any]) -> None:
-    """Register with timm every zoo model of the family that `module_name` (zamzoo.models.<family>) implements.
+def register_family(module_name: str) -> None:
+    """Register with timm every zoo model of the family that `module_name` (zamzoo.models.<family>) implements
+    (after `pretrained_cfgs` has named its model class).
 
     The entrypoints become attributes of that module, with their own __name__, __qualname__ and __module__,
     since timm files each model under its function's name and module. A name timm already has from elsewhere is
     refused: registering it would overwrite timm's model and drop its pretrained tags.
     """
-    family = module_name.rsplit('.', 1)[-1]
+    family = _family(module_name)
     module = sys.modules[module_name]
-    _FAMILY_CLASSES[family] = model_cls
     for name, entry in ZOO.items():
         if entry.backbone.family != family:
             continue

@@ -17,7 +17,6 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs
 
 from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
 from ._zoo import pretrained_cfgs, register_family
@@ -102,5 +101,5 @@ class CifarMobileNet(CifarNet):
         self._assemble(ConvBnAct(in_chans, stem_width, 3, **dd), stages, None, attn, global_pool, weight_init)
 
 
-default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_mobilenet'))
-register_family(__name__, CifarMobileNet)
+default_cfgs = pretrained_cfgs(__name__, CifarMobileNet)
+register_family(__name__)

@@ -24,7 +24,6 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
-from timm.models import generate_default_cfgs
 
 from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct, drop_path_rates
 from ._zoo import pretrained_cfgs, register_family
@@ -134,5 +133,5 @@ class CifarMobileNetV2(CifarNet):
             ConvBnAct(in_chs, head_width, 1, act_layer=nn.ReLU6, **dd), attn, global_pool, weight_init)
 
 
-default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_mobilenetv2'))
-register_family(__name__, CifarMobileNetV2)
+default_cfgs = pretrained_cfgs(__name__, CifarMobileNetV2)
+register_family(__name__)

@@ -21,7 +21,6 @@ from typing import Any, Dict, Optional, Sequence, Type, Union
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
-from timm.models import generate_default_cfgs
 
 from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct, drop_path_rates
 from ._zoo import pretrained_cfgs, register_family
@@ -169,5 +168,5 @@ class CifarResNet(CifarNet):
         self._assemble(ConvBnAct(in_chans, stem_width, 3, **dd), stages, None, attn, global_pool, weight_init)
 
 
-default_cfgs = generate_default_cfgs(pretrained_cfgs('cifar_resnet'))
-register_family(__name__, CifarResNet)
+default_cfgs = pretrained_cfgs(__name__, CifarResNet)
+register_family(__name__)

@@ -6,8 +6,8 @@
     verify_published('resnet18_zam')                   # sha256 of the downloaded/cached file vs the manifest
 
 Submodules: export (folder writer), card (model card), push (validation + upload), verify (verify, list),
-papers (BibTeX of the zoo's papers), hubcache (an export laid out in a local Hugging Face cache, for loading it
-offline as if downloaded). The manifest and the pretrained guard live below the models, in zamzoo.pretrained.
+hubcache (an export laid out in a local Hugging Face cache, for loading it offline as if downloaded). The manifest
+and the pretrained guard live below the models, in zamzoo.pretrained; papers and BibTeX in the zoo table.
 """
 from .card import render_model_card
 from .export import ExportError, ExportResult, export_run

@@ -8,13 +8,22 @@ data of zamzoo.publish (read through importlib.resources, so a wheel finds it as
 """
 import importlib.resources
 import string
-from typing import Optional
+from typing import Optional, Tuple
 
-from .papers import dataset_names, describe, model_papers, split_model_name
+from ..models import ZOO
 
+DATASETS = {
+    # tag -> (display name, Hugging Face dataset id)
+    'cifar100': ('CIFAR-100', 'uoft-cs/cifar100'),
+    'cifar10': ('CIFAR-10', 'uoft-cs/cifar10'),
+}
 
 def _template(name: str) -> string.Template:
     return string.Template((importlib.resources.files(__package__) / 'templates' / name).read_text())
+
+
+def dataset_names(tag: str) -> Tuple[str, Optional[str]]:
+    return DATASETS.get(tag, (tag, None))
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -108,8 +117,7 @@ def render_model_card(info: dict) -> str:
     from timm.models._hub import generate_readme  # not re-exported by timm.models
 
     model, tag = info['model'], info['tag']
-    _, attn = split_model_name(model)
-    papers = model_papers(model)
+    entry = ZOO[model]
     ds_name = dataset_names(tag)[0]
     _, h, w = info['input_size']
     details = {
@@ -119,8 +127,8 @@ def render_model_card(info: dict) -> str:
             'MACs': f"{info['macs']:,} ({info['macs'] / 1e6:.2f} M, one {h}x{w} image, torch FlopCounterMode / 2)",
             'Image size': f'{h} x {w}',
         },
-        'Architecture': describe(model),
-        'Papers': [f'{p.title}: {p.url}' for p in papers],
+        'Architecture': entry.description,
+        'Papers': [f'{p.title}: {p.url}' for p in entry.papers],
         # not 'Dataset': generate_readme would turn it into a `datasets:` entry 'cifar-100', not a Hub dataset id
         'Training dataset': ds_name,
         'Training recipe': info.get('recipe') or 'unknown (bare checkpoint)',
@@ -134,10 +142,10 @@ def render_model_card(info: dict) -> str:
     usage = _template('usage.md').substitute(
         model=model, model_name=info['model_name'], repo_id=info['repo_id'], height=h, width=w,
         num_classes=info['num_classes'], num_features=info['num_features'])
-    description = (f"{describe(model)}, trained on {ds_name} with zamzoo. The architecture is registered "
+    description = (f"{entry.description}, trained on {ds_name} with zamzoo. The architecture is registered "
                    f"with timm by the zamzoo package: install it and `import zamzoo` before `timm.create_model`.")
     card = dict(
-        tags=['image-classification', 'timm', 'zamzoo', 'attention', attn],
+        tags=['image-classification', 'timm', 'zamzoo', 'attention', entry.attention.name],
         license=info.get('license', 'apache-2.0'),
         description=description,
         details=details,
@@ -150,5 +158,5 @@ def render_model_card(info: dict) -> str:
         raise RuntimeError('timm.generate_readme returned an unexpected layout')
     text = head + _front_matter_extra(info) + sep + body
     text += '\n' + _results_section(info) + '\n' + _training_section(info)
-    text += '\n## Citation\n' + ''.join(f'```bibtex\n{p.bibtex}\n```\n' for p in papers)
+    text += '\n## Citation\n' + ''.join(f'```bibtex\n{p.bibtex}\n```\n' for p in entry.papers)
     return text

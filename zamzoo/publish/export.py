@@ -205,8 +205,7 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
 
     from timm.models import get_arch_pretrained_cfgs
 
-    from ..models import TAGS
-    from .papers import describe
+    from ..models import TAGS, ZOO
     folder = dataset in ('folder', 'hf')  # data of the user's own: published under its own tag
     tag = tag or (run_config.get('tag') if folder else dataset)
     if tag is None:
@@ -223,7 +222,7 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
     return tag, dataclasses.replace(
         default, tag=tag, hf_hub_id=None, num_classes=int(run_config['num_classes']),
         label_names=tuple(run_config['classes']), mean=tuple(run_config['mean']), std=tuple(run_config['std']),
-        input_size=(3, size, size), description=f"{describe(model)}; trained on "
+        input_size=(3, size, size), description=f"{ZOO[model].description}; trained on "
         f"{'the Hugging Face dataset' if dataset == 'hf' else 'the image folder'} '{tag}'")
 
 
