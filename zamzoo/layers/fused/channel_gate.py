@@ -11,7 +11,7 @@ from typing import Callable, List, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import hw_stat, needs_autograd
+from ._common import hw_stat, needs_autograd, require_eager
 
 __all__ = ['channel_gate_fused']
 
@@ -74,7 +74,8 @@ def channel_gate_fused(
         params: List[torch.Tensor],
 ) -> torch.Tensor:
     """``x * gate_fn(*stats_hw(x), *params)``; `stats` names 'mean' | 'max' | 'min' (each (B, C, 1, 1) for
-    gate_fn), `gate_fn` returns a gate broadcastable to (B, C, 1, 1)."""
+    gate_fn), `gate_fn` returns a gate broadcastable to (B, C, 1, 1). Eager mode only."""
+    require_eager(x, 'channel_gate_fused')
     if needs_autograd(x, *params):
         return _ChannelGateFunction.apply(x, gate_fn, tuple(stats), *params)
     values, _ = _stats(x, stats, with_index=False)

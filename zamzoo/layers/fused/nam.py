@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ._common import needs_autograd
+from ._common import needs_autograd, require_eager
 
 __all__ = ['nam_fused', 'supports_fused_nam']
 
@@ -80,7 +80,8 @@ class _NamFunction(torch.autograd.Function):
 
 def nam_fused(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     """``x * sigmoid(w * bn(x))`` for a plain affine nn.BatchNorm2d `bn` (see `supports_fused_nam`), updating its
-    running statistics exactly as ``bn(x)`` does."""
+    running statistics exactly as ``bn(x)`` does. Eager mode only."""
+    require_eager(x, 'nam_fused')
     args = _batch_norm_args(bn) + (bn.eps,)
     if needs_autograd(x, bn.weight, bn.bias):
         return _NamFunction.apply(x, bn.weight, bn.bias, *args)
