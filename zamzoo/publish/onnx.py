@@ -2,11 +2,14 @@
 
 `export_onnx` writes the file (dynamic batch, opset 18 unless asked otherwise) only after ONNX Runtime's logits
 matched the eager PyTorch model's on random inputs at every checked batch size: relative error
-``max|ort - torch| / max|torch|`` at most `RTOL`. Needs the `onnx` extra: ``pip install 'zamzoo[onnx]'``.
+``max|ort - torch| / max|torch|`` at most `RTOL`. `add_onnx` puts such a file into an export folder
+(``zamzoo export --onnx``) and `check_onnx_record` is push's check of it. Needs the `onnx` extra:
+``pip install 'zamzoo[onnx]'``.
 """
 import contextlib
 import io
 import warnings
+from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -15,9 +18,10 @@ from torch import nn
 from .._io import atomic_path
 from ..errors import ZamzooError
 
-__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'OPSET', 'RTOL', 'INPUT_NAME', 'OUTPUT_NAME',
+__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'add_onnx', 'check_onnx_record', 'ONNX_FILENAME', 'OPSET', 'RTOL', 'INPUT_NAME', 'OUTPUT_NAME',
            'CHECK_BATCHES']
 
+ONNX_FILENAME = 'model.onnx'
 OPSET = 18
 RTOL = 1e-4
 INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
@@ -98,3 +102,30 @@ def _check_dynamic_batch(path) -> None:
     dim = graph.input[0].type.tensor_type.shape.dim[0]
     if not dim.dim_param:
         raise OnnxExportError(f'the exported ONNX input has a fixed batch size ({dim.dim_value}), expected dynamic')
+
+
+def add_onnx(net: nn.Module, folder, input_size: Tuple[int, int, int]) -> dict:
+    """Write `ONNX_FILENAME` into an export folder (dynamo exporter, checked by `export_onnx`); returns the record
+    results.json keeps of it (sha256, exporter, opset, names, the measured error)."""
+    from .export import sha256_file
+
+    path = Path(folder) / ONNX_FILENAME
+    err = export_onnx(net, path, input_size, use_dynamo=True)
+    return dict(filename=ONNX_FILENAME, sha256=sha256_file(path), size_bytes=path.stat().st_size, opset=OPSET,
+                exporter='torch.onnx dynamo (timm.utils.onnx.onnx_export)', input_name=INPUT_NAME,
+                output_name=OUTPUT_NAME, dynamic_batch=True, max_rel_err=err, checked_batch_sizes=list(CHECK_BATCHES))
+
+
+def check_onnx_record(folder, results: dict) -> Optional[str]:
+    """What is wrong with the folder's model.onnx against results.json's record of it (None when it matches or the
+    export has no ONNX file)."""
+    from .export import sha256_file
+
+    path, record = Path(folder) / ONNX_FILENAME, results.get('onnx')
+    if not path.exists():
+        return f"results.json records {ONNX_FILENAME} but the folder has none" if record else None
+    if not isinstance(record, dict) or 'sha256' not in record:
+        return f'{ONNX_FILENAME} is not recorded in results.json (export again with --onnx)'
+    if sha256_file(path) != record['sha256']:
+        return f'{ONNX_FILENAME} changed after export (sha256 differs from results.json): export again'
+    return None
