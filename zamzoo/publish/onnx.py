@@ -18,8 +18,8 @@ from torch import nn
 from .._io import atomic_path
 from ..errors import ZamzooError
 
-__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'add_onnx', 'check_onnx_record', 'ONNX_FILENAME', 'OPSET', 'RTOL', 'INPUT_NAME', 'OUTPUT_NAME',
-           'CHECK_BATCHES']
+__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'add_onnx', 'check_onnx_record', 'ONNX_FILENAME', 'OPSET',
+           'RTOL', 'INPUT_NAME', 'OUTPUT_NAME', 'CHECK_BATCHES']
 
 ONNX_FILENAME = 'model.onnx'
 OPSET = 18

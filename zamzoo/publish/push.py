@@ -29,8 +29,8 @@ def _load_json(path: Path) -> dict:
 def validate_export(folder) -> dict:
     """Check an export folder end to end; returns its results.json. Raises InvalidExportError with every problem.
 
-    Checks: exactly the export files (and optionally model.onnx, whose sha256 results.json records), none empty; results.json / config.json readable; the sha256 and size of
-    model.safetensors match results.json; config.json's architecture is a registered zamzoo model and matches
+    Checks: exactly the export files (and optionally model.onnx, whose sha256 results.json records), none
+    empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json; config.json's architecture is a registered zamzoo model and matches
     results.json; the safetensors header holds exactly the architecture's tensors with the right shapes (read
     without loading, and without any pickle); the card has timm's YAML header.
     """
@@ -165,7 +165,8 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
         repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
         repo_id = getattr(repo_url, 'repo_id', None) or repo_id
         commit = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), repo_type='model', allow_patterns=list(EXPORT_FILES + OPTIONAL_EXPORT_FILES),
+            repo_id=repo_id, folder_path=str(folder), repo_type='model',
+            allow_patterns=list(EXPORT_FILES + OPTIONAL_EXPORT_FILES),
             commit_message=commit_message or f"zamzoo: {results['model']}.{results['tag']} "
                                              f"(sha256 {results['sha256'][:12]})")
     except hf_errors.HfHubHTTPError as e:

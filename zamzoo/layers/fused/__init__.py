@@ -21,5 +21,5 @@ from .nam import nam_fused, supports_fused_nam
 from .simam import simam_fused
 from .zam import zam_fused
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'FusedDispatch', 'zam_fused', 'simam_fused', 'channel_gate_fused', 'nam_fused',
-           'supports_fused_nam']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'FusedDispatch', 'zam_fused', 'simam_fused', 'channel_gate_fused',
+           'nam_fused', 'supports_fused_nam']

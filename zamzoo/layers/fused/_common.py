@@ -4,7 +4,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'require_eager', 'needs_autograd', 'hw_stat', 'batch_chunks', 'empty_like_dense']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'require_eager', 'needs_autograd', 'hw_stat', 'batch_chunks',
+           'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
 
