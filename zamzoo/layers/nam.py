@@ -97,7 +97,9 @@ class NAM(FusedDispatch, nn.Module):
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        if not supports_fused_nam(self.bn):  # e.g. a SyncBatchNorm after convert_sync_batchnorm
+        # not for e.g. a SyncBatchNorm after convert_sync_batchnorm, nor an empty batch (ATen's BatchNorm backward
+        # refuses one; the module call returns an empty output)
+        if not supports_fused_nam(self.bn) or x.numel() == 0:
             return self._forward_reference(x)
         return nam_fused(x, self.bn)
 

@@ -71,9 +71,9 @@ class SPEM(FusedDispatch, nn.Module):
         return f'{self.channels}, impl={self.impl!r}'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
-        """sigmoid(mx + mn) * sigmoid(mix), (B, C, 1, 1)."""
+        """sigmoid(mx + mn) * sigmoid(mix), (B, C, 1, 1), in x's dtype (the parameters may be wider)."""
         mn, mx = min_max_hw(x)
-        return spem_gate(mn, mx, self.w1, self.b1, self.w2, self.b2, self.p)
+        return spem_gate(mn, mx, self.w1, self.b1, self.w2, self.b2, self.p).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SPEM')

@@ -75,8 +75,8 @@ def batch_chunks(x: torch.Tensor) -> List[slice]:
     plain backbone in chunks), so there the ops run on the whole batch."""
     if x.device.type != 'cpu' or torch.get_num_threads() > 1:
         return [slice(None)]
-    n = max(1, CHUNK_BYTES // max(x[0].numel() * x.element_size(), 1))
-    return [slice(i, i + n) for i in range(0, x.shape[0], n)]
+    n = max(1, CHUNK_BYTES // max(x[0:1].numel() * x.element_size(), 1))
+    return [slice(i, i + n) for i in range(0, max(x.shape[0], 1), n)]  # an empty batch: one empty chunk
 
 
 def empty_like_dense(x: torch.Tensor) -> torch.Tensor:
