@@ -132,4 +132,5 @@ def test_bench_export_report():
     report = bench_export(['mobilenet_zam'], ['torchscript'])
     row, = report['rows']
     assert row['ok'] and row['max_rel_err'] <= 1e-4 and row['error'] is None
+    assert 0 < row['torch_fp32_err'] < 1e-4  # float32 rounding, measured against float64
     assert '| mobilenet_zam | torchscript | ok |' in markdown_report(report)

@@ -3,8 +3,10 @@ dynamo), each file checked against eager PyTorch with ONNX Runtime at batch 1 an
 
 Models are random-init with calibrated BatchNorm statistics (`calibrate_batchnorm`): with the default running
 statistics a deep random network in eval mode gives the same logits for every input (or overflows), which would
-make any comparison pass.
+make any comparison pass. Each row also gives PyTorch's own float32 rounding error on the same inputs (against a
+float64 copy of the model): an ONNX Runtime error of that size is rounding, not a wrong graph.
 """
+import copy
 import shlex
 import sys
 import tempfile
@@ -40,6 +42,21 @@ def calibrate_batchnorm(model: nn.Module, input_size: Tuple[int, int, int], batc
     return model.eval()
 
 
+def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int]) -> float:
+    """max|torch fp32 - torch fp64| / max|torch fp64| on the inputs `onnx_parity` uses."""
+    from ..publish.onnx import CHECK_BATCHES
+
+    model64 = copy.deepcopy(model).double()
+    generator = torch.Generator().manual_seed(0)  # as onnx_parity
+    worst = 0.0
+    for b in CHECK_BATCHES:
+        x = torch.randn((b, *input_size), generator=generator)
+        with torch.no_grad():
+            exact = model64(x.double())
+            worst = max(worst, ((model(x).double() - exact).abs().max() / exact.abs().max()).item())
+    return worst
+
+
 def _export_one(name: str, exporter: str, folder: Path) -> Dict:
     import timm
     from ..publish.onnx import OnnxExportError, export_onnx
@@ -57,6 +74,7 @@ def _export_one(name: str, exporter: str, folder: Path) -> Dict:
     except OnnxExportError as e:
         row['error'] = str(e)
     row['seconds'] = round(time.perf_counter() - start, 2)
+    row['torch_fp32_err'] = fp32_rounding(model, input_size)
     return row
 
 
@@ -90,13 +108,16 @@ def markdown_report(report: Dict) -> str:
              + ', '.join(f'{k} {v}' for k, v in report['versions'].items()) + '.', '',
              f"timm's `onnx_export`, opset {s['opset']}, dynamic batch; ONNX Runtime (CPU) vs eager PyTorch at batch "
              f"{' and '.join(map(str, s['batch_sizes']))} on random inputs, random-init models with calibrated "
-             f"BatchNorm; ok = relative error max|ort - torch| / max|torch| <= {s['rtol']:g}. "
+             f"BatchNorm; ok = relative error max|ort - torch| / max|torch| <= {s['rtol']:g}. Last column: PyTorch's "
+             f"own float32 error against a float64 copy of the model on the same inputs (rounding noise). "
              f"Total {report['duration_s']:.0f} s with {s['threads']} thread(s).", '',
-             '| model | exporter | result | max rel err | time (s) |', '|---|---|---|---:|---:|']
+             '| model | exporter | result | max rel err | time (s) | PyTorch fp32 vs fp64 |',
+             '|---|---|---|---:|---:|---:|']
     for r in rows:
         err = f"{r['max_rel_err']:.1e}" if r['max_rel_err'] is not None else ''
         result = 'ok' if r['ok'] else 'error: ' + r['error'].replace('|', '\\|')
-        lines.append(f"| {r['model']} | {r['exporter']} | {result} | {err} | {r['seconds']:.1f} |")
+        noise = f"{r['torch_fp32_err']:.1e}" if r.get('torch_fp32_err') is not None else ''
+        lines.append(f"| {r['model']} | {r['exporter']} | {result} | {err} | {r['seconds']:.1f} | {noise} |")
     return '\n'.join(lines) + '\n'
 
 
