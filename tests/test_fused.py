@@ -21,7 +21,8 @@ import zamzoo.layers as L
 from zamzoo.layers.fused.nam import _NamFunction
 from zamzoo.layers.fused.simam import _SimAMFunction
 from zamzoo.layers.fused.zam import _ZamFunction
-from zamzoo.layers.spem import spem_fused
+from zamzoo.layers.fused import channel_gate_fused
+from zamzoo.layers.spem import spem_gate
 
 pytestmark = pytest.mark.filterwarnings('ignore:.*torch.jit.script.*is deprecated')
 
@@ -147,7 +148,8 @@ def test_simam_spem_nam_gradcheck():
     x1 = torch.randn(2, 3, 1, 1, **dd, requires_grad=True)  # 1x1 map: divisor max(HW - 1, 1)
     assert torch.autograd.gradcheck(lambda t: _SimAMFunction.apply(t, 1e-4), (x1,))
     m = make('spem', 'fused', c=3, dtype=torch.float64)
-    assert torch.autograd.gradcheck(spem_fused, (x, m.w1, m.b1, m.w2, m.b2, m.p), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda t, *p: channel_gate_fused(t, ('min', 'max'), spem_gate, list(p)),
+                                    (x, m.w1, m.b1, m.w2, m.b2, m.p), fast_mode=True)
     # NAM: the attention weight |gamma| / sum|gamma| is detached (as in the original code), so the Jacobian is
     # checked with respect to x and beta; gamma's gradient is compared with the reference in the fp32 test
     w = torch.randn(3, **dd)
@@ -263,10 +265,9 @@ def test_jit_script_and_fx(kind):
         gm = torch.fx.symbolic_trace(m)
         torch.testing.assert_close(gm(x), expected, rtol=1e-5, atol=1e-5)
         calls = {getattr(n.target, '__name__', str(n.target)) for n in gm.graph.nodes}
-        if kind == 'nam':  # the BatchNorm stays a module call: NAM traces its plain formula
-            assert 'bn' in calls and 'nam_fused' not in calls
-        else:  # a leaf call to the fused function
-            assert {'zam_fused', 'simam_fused', 'spem_fused'} & calls
+        assert 'sigmoid' in calls and not {'zam_fused', 'simam_fused', 'channel_gate_fused', 'nam_fused'} & calls
+        # fx then TorchScript (timm's test_model_forward_fx_torchscript): the traced plain formula compiles
+        torch.testing.assert_close(torch.jit.script(gm)(x), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('name', ['resnet18_zam', 'mobilenet_zamr', 'resnet18_nam'])

@@ -1,5 +1,6 @@
 """Attention modules: exact parameter counts, outputs against the formulas of the papers / original code (written
 here independently of zamzoo.layers), input checks, registry, penalties, timm / TorchScript / FX compatibility."""
+import itertools
 import math
 
 import pytest
@@ -377,3 +378,60 @@ def test_timm_resnet18_with_parametric_modules():
         y = m(torch.randn(2, 3, 32, 32))
         y.sum().backward()
         assert y.shape == (2, 10) and torch.isfinite(y).all()
+
+
+# ------------------------------------------------------------------ degenerate inputs (issue 14)
+FUSED_NAMES = ('zam', 'zam_avg', 'zam_max', 'zamr', 'simam', 'spem', 'nam')
+
+
+@pytest.mark.parametrize('name', L.list_attn())
+@pytest.mark.parametrize('threads', [1, 2])
+def test_empty_batch(name, threads):
+    """B = 0 gives an empty output (and an empty input gradient) in eval and train mode, fused and reference."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)  # one thread: the fused CPU paths work in batch chunks
+    try:
+        impls = [dict(impl='fused'), dict(impl='reference')] if name in FUSED_NAMES else [{}]
+        for kwargs, train in itertools.product(impls, (False, True)):
+            m = L.create_attn(name, 8, **kwargs).train(train)
+            x = torch.randn(0, 8, 5, 5, requires_grad=train)
+            with torch.set_grad_enabled(train):
+                y = m(x)
+            assert y.shape == x.shape and y.dtype == x.dtype
+            if train:
+                y.sum().backward()
+                assert x.grad.shape == x.shape
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize('impl', ['fused', 'reference'])
+def test_nam_single_value_per_channel_in_training(impl):
+    """One value per channel cannot give a batch variance: BatchNorm's error, running statistics untouched."""
+    m = L.NAM(8, impl=impl).train()
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), pytest.raises(ValueError, match='Expected more than 1 value per channel'):
+            m(torch.randn(1, 8, 1, 1))
+    assert torch.equal(m.bn.running_var, torch.ones(8)) and torch.equal(m.bn.running_mean, torch.zeros(8))
+    assert torch.isfinite(m.eval()(torch.randn(2, 8, 3, 3))).all()
+
+
+@pytest.mark.parametrize('name', L.list_attn())
+def test_create_attn_rejects_nonpositive_channels(name):
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match='channels must be a positive int'):
+            L.create_attn(name, bad)
+    with pytest.raises(ValueError, match='ECA: channels must be a positive int, got 0'):
+        L.ECA(0)
+
+
+@pytest.mark.parametrize('impl', ['fused', 'reference'])
+def test_spem_keeps_the_input_dtype(impl):
+    m = L.SPEM(8, impl=impl).train()
+    x = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16, requires_grad=True)
+    y = m(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and m.w1.grad.dtype == torch.float32
+    expected = x.detach().float() * L.SPEM(8, impl=impl).channel_gate(x.detach().float())
+    torch.testing.assert_close(y.float(), expected, rtol=2e-2, atol=2e-2)

@@ -575,3 +575,57 @@ def test_cli_export_and_push(hub, tmp_path, monkeypatch, capsys):
     assert 'zamzoo/mobilenet_plain.cifar100 at commit ' + 'c' * 40 in capsys.readouterr().out
     record, = load_manifest()
     assert (record['model'], record['recipe'], record['seeds'], record['top1_mean']) == ('mobilenet_plain', 'unknown', [], None)
+
+
+def test_cli_export_onnx_and_push(hub, tmp_path, monkeypatch, capsys):
+    """`export --onnx` adds a checked model.onnx (opset 18, dynamic batch) and its card section; push validates and
+    uploads it; without --onnx nothing changes."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import zamzoo.publish.push as push_mod
+    from zamzoo.bench.export import calibrate_batchnorm
+    from zamzoo.cli import main
+    torch.manual_seed(5)
+    net = calibrate_batchnorm(timm.create_model('mobilenet_zam'), (3, 32, 32))  # logits that depend on the input
+    save_file(net.state_dict(), str(tmp_path / 'w.safetensors'))
+    out = tmp_path / 'export'
+    assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_zam', '--out', str(out),
+                 '--onnx']) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES + ('model.onnx',))
+    record = json.loads((out / 'results.json').read_text())['onnx']
+    assert record['sha256'] == sha256_file(out / 'model.onnx') and record['opset'] == 18
+    assert record['max_rel_err'] <= 1e-4 and record['input_name'] == 'input'
+    graph = onnx.load(str(out / 'model.onnx')).graph
+    assert graph.input[0].name == 'input' and graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    opsets = onnx.load(str(out / 'model.onnx')).opset_import
+    assert max(i.version for i in opsets if i.domain in ('', 'ai.onnx')) >= 18
+    x = torch.randn(3, 3, 32, 32)
+    got = ort.InferenceSession(str(out / 'model.onnx')).run(None, {'input': x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, net(x).numpy(), rtol=1e-4, atol=1e-4 * float(net(x).abs().max()))
+    card = (out / 'README.md').read_text()
+    cfg = net.pretrained_cfg
+    assert '## ONNX' in card and "{'input': x}" in card
+    assert str(list(cfg['mean'])) in card and str(list(cfg['std'])) in card
+
+    Recorder.calls = []
+    monkeypatch.setattr(push_mod, 'HfApi', Recorder)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+    (out / 'model.onnx').write_bytes((out / 'model.onnx').read_bytes() + b'\0')
+    with pytest.raises(InvalidExportError, match='model.onnx changed after export'):
+        push_folder(out)
+    (out / 'model.onnx').unlink()
+    with pytest.raises(InvalidExportError, match='records model.onnx but the folder has none'):
+        push_folder(out)
+    assert Recorder.calls == []
+    assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_zam', '--out', str(out),
+                 '--onnx', '--force']) == 0
+    capsys.readouterr()
+    assert main(['push', str(out)]) == 0
+    assert Recorder.calls[-1][2] == sorted(EXPORT_FILES + ('model.onnx',))
+    plain = tmp_path / 'plain'
+    assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_zam', '--out', str(plain)]) == 0
+    assert sorted(p.name for p in plain.iterdir()) == sorted(EXPORT_FILES)
+    assert 'onnx' not in json.loads((plain / 'results.json').read_text())
+    assert '## ONNX' not in (plain / 'README.md').read_text()

@@ -2,6 +2,7 @@
 
 - ``bench models``: params, MACs (two conventions) and latency against the plain backbone (zamzoo.bench.models).
 - ``bench overhead``: fused vs reference (unfused) attention overhead over the plain backbone.
+- ``bench export``: every model through timm's ONNX export (both exporters), checked with ONNX Runtime.
 - ``bench tables``: the README / MODEL_CARD model tables from the bench reports and the manifest.
 - ``bench train``: training throughput, ours vs. a seed-style loop (zamzoo.train.bench, when installed).
 """
@@ -55,6 +56,14 @@ def add_commands(subparsers):
                                    "attn_kwargs=dict(impl='reference') in the same run, interleaved rounds.")
     add_overhead_arguments(p)
     p.set_defaults(func=run_overhead)
+
+    from .export import add_arguments as add_export_arguments, run as run_export
+    p = sub.add_parser('export', help='ONNX export of every model with both exporters, checked with ONNX Runtime',
+                       description="Export each model through timm's onnx_export (TorchScript-based and dynamo "
+                                   'exporters, dynamic batch) and compare ONNX Runtime with PyTorch at batch 1 and '
+                                   '8; writes export_onnx.json and .md to --out. Needs zamzoo[onnx].')
+    add_export_arguments(p)
+    p.set_defaults(func=run_export)
 
     if importlib.util.find_spec('zamzoo.train.bench') is not None:  # the training package's `bench train`
         from zamzoo.train.bench import add_bench_train

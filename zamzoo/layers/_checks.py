@@ -6,12 +6,13 @@
   call) and every module that calls it runs `torch.fx.wrap('check_input')` at import (plain `symbolic_trace`);
 - torch.compile(fullgraph=True): the shape test is resolved while tracing, the raise is never in the graph.
 """
+import operator
 from typing import List, Tuple, Union
 
 import torch
 from timm.layers import register_notrace_function
 
-__all__ = ['check_input', 'check_spatial_size', 'to_2tuple_int']
+__all__ = ['check_input', 'check_spatial_size', 'check_channels', 'to_2tuple_int']
 
 
 @register_notrace_function
@@ -24,6 +25,17 @@ def check_input(x: torch.Tensor, channels: int, name: str) -> None:
                 name + ' expects input of shape (B, ' + str(channels) + ', H, W), got (' + got + ')')
         # eager and torch.compile (under fullgraph=True Dynamo reports this message as the exception it observed)
         raise ValueError(f'{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}')
+
+
+def check_channels(channels, name: str) -> int:
+    """`channels` as an int, or ValueError unless it is a positive integer (int, numpy int, ...)."""
+    try:
+        value = operator.index(channels)
+    except TypeError:
+        value = 0
+    if isinstance(channels, bool) or value < 1:
+        raise ValueError(f'{name}: channels must be a positive int, got {channels!r}')
+    return value
 
 
 def to_2tuple_int(size: Union[int, Tuple[int, int], List[int]], what: str) -> Tuple[int, int]:

@@ -16,8 +16,8 @@ Sparsity penalty: `nam_l1_penalty(model)` = sum of |gamma| (and |lambda|) over e
 ``1e-4 *`` that to the loss (the original training script meant to and silently did not).
 
 ``impl='fused'`` (default) computes the channel attention with `zamzoo.layers.fused.nam_fused` in eager mode (a plain
-affine nn.BatchNorm2d only); ``impl='reference'`` always runs the plain formula, which is also what TorchScript,
-torch.fx and torch.compile see (the BatchNorm stays a module call there).
+affine nn.BatchNorm2d only); ``impl='reference'`` always runs the plain formula, which is also what every tracer,
+exporter and compiler records (the BatchNorm stays a module call there).
 """
 from typing import Dict, Optional, Tuple, Union
 
@@ -26,7 +26,7 @@ import torch.fx
 from torch import nn
 
 from ._checks import check_input, check_spatial_size, to_2tuple_int
-from .fused import check_impl, nam_fused, supports_fused_nam
+from .fused import FusedDispatch, check_impl, nam_fused, supports_fused_nam
 
 torch.fx.wrap('check_input')
 torch.fx.wrap('check_spatial_size')
@@ -34,7 +34,7 @@ torch.fx.wrap('check_spatial_size')
 __all__ = ['NAM']
 
 
-class NAM(nn.Module):
+class NAM(FusedDispatch, nn.Module):
     def __init__(
             self,
             channels: int,
@@ -87,19 +87,20 @@ class NAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'NAM')
-        if self.impl == 'fused' and not torch.jit.is_scripting():
-            x = self._channel_attention_fused(x)
-        else:
-            x = self.channel_gate(x) * x
+        x = self._forward_impl(x)  # the channel attention
         if self.spatial_bn is not None:
             x = self._spatial_gate(x) * x
         return x
 
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        return self.channel_gate(x) * x
+
     @torch.jit.unused
-    def _channel_attention_fused(self, x: torch.Tensor) -> torch.Tensor:
-        # the plain formula where the BatchNorm must stay a module call (fx, torch.compile) or is not a plain one
-        if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy) or not supports_fused_nam(self.bn):
-            return self.channel_gate(x) * x
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        # not for e.g. a SyncBatchNorm after convert_sync_batchnorm, nor an empty batch (ATen's BatchNorm backward
+        # refuses one; the module call returns an empty output)
+        if not supports_fused_nam(self.bn) or x.numel() == 0:
+            return self._forward_reference(x)
         return nam_fused(x, self.bn)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:

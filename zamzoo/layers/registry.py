@@ -4,6 +4,7 @@ from typing import Callable, List, Optional, Union
 
 from torch import nn
 
+from ._checks import check_channels
 from .bam import BAM
 from .cbam import CBAM
 from .nam import NAM
@@ -65,4 +66,4 @@ def create_attn(name: Union[str, Callable], channels: int, **kwargs) -> Optional
     cls = get_attn(name)
     if cls is None:
         return None
-    return cls(channels, **kwargs)
+    return cls(check_channels(channels, f'create_attn({name!r})'), **kwargs)

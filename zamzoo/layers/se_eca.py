@@ -12,7 +12,7 @@ import torch
 import torch.fx
 from timm.layers import EcaModule, SEModule
 
-from ._checks import check_input
+from ._checks import check_channels, check_input
 
 torch.fx.wrap('check_input')
 
@@ -45,6 +45,7 @@ class SE(_ChannelGate, SEModule):
 
     def __init__(self, channels: int, rd_ratio: float = 1. / 16, rd_channels: Optional[int] = None,
                  device=None, dtype=None, **kwargs):
+        channels = check_channels(channels, 'SE')
         super().__init__(channels, rd_channels=reduced_channels(channels, rd_ratio, rd_channels),
                          device=device, dtype=dtype, **kwargs)
         self.channels = int(channels)
@@ -64,14 +65,15 @@ class ECA(_ChannelGate, EcaModule):
     """timm's EcaModule unchanged (adaptive kernel size); keyword arguments go to EcaModule."""
 
     def __init__(self, channels: int, device=None, dtype=None, **kwargs):
+        channels = check_channels(channels, 'ECA')  # before EcaModule's log2(channels)
         super().__init__(channels, device=device, dtype=dtype, **kwargs)
         self.channels = int(channels)
         self.label = 'ECA'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.mean((2, 3)).view(x.shape[0], 1, -1)  # view for 1d conv
+        y = x.mean((2, 3)).unsqueeze(1)  # (B, 1, C) for the 1d conv; no view(B, 1, -1): B may be 0
         y = self.conv(y)
         if self.conv2 is not None:
             y = self.act(y)
             y = self.conv2(y)
-        return self.gate(y).view(x.shape[0], -1, 1, 1)
+        return self.gate(y).transpose(1, 2).unsqueeze(3)

@@ -5,7 +5,7 @@ exactly the official code, except on a 1x1 map (e.g. the last stage of an ImageN
 the official HW - 1 = 0 gives 0/0 = NaN; we divide by max(HW - 1, 1), so d = v = 0 and the gate is sigmoid(0.5).
 
 ``impl='fused'`` (default) runs `zamzoo.layers.fused.simam_fused` in eager mode; ``impl='reference'`` always runs
-the plain formula of `gate`, which is also what TorchScript and torch.compile see.
+the plain formula of `gate`, which is also what every tracer, exporter and compiler records.
 """
 from typing import Dict
 
@@ -16,10 +16,9 @@ from torch import nn
 from timm.layers import register_notrace_function
 
 from ._checks import check_input
-from .fused import check_impl, simam_fused
+from .fused import FusedDispatch, check_impl, simam_fused
 
 torch.fx.wrap('check_input')
-torch.fx.wrap('simam_fused')
 
 
 @register_notrace_function
@@ -33,7 +32,7 @@ torch.fx.wrap('simam_denominator')
 __all__ = ['SimAM']
 
 
-class SimAM(nn.Module):
+class SimAM(FusedDispatch, nn.Module):
     def __init__(self, channels: int, e_lambda: float = 1e-4, impl: str = 'fused', device=None, dtype=None):
         super().__init__()
         # channels only for the common signature and the input check; no parameters
@@ -53,14 +52,13 @@ class SimAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SimAM')
-        if self.impl == 'fused' and not torch.jit.is_scripting():
-            return self._forward_fused(x)
+        return self._forward_impl(x)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # inductor fuses the plain formula itself
-            return x * self.gate(x)
         return simam_fused(x, self.e_lambda)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:

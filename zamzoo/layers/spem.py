@@ -14,17 +14,16 @@ module, `spem_penalty(model)` for a whole model.
 GMP and GMinP are ``torch.max`` / ``torch.min`` over H x W, as nn.AdaptiveMaxPool2d and ``x.min(dim)`` in the
 original code: the gradient of each goes to the first extremal element (``amax`` / ``aminmax`` would split ties).
 ``impl='fused'`` (default) runs `zamzoo.layers.fused.channel_gate_fused` in eager mode; ``impl='reference'`` always
-runs the plain formula, which is also what TorchScript and torch.compile see.
+runs the plain formula, which is also what every tracer, exporter and compiler records.
 """
 from typing import Dict, Tuple
 
 import torch
 import torch.fx
 from torch import nn
-from timm.layers import register_notrace_function
 
 from ._checks import check_input
-from .fused import channel_gate_fused, check_impl
+from .fused import FusedDispatch, channel_gate_fused, check_impl
 
 torch.fx.wrap('check_input')
 
@@ -55,16 +54,7 @@ def min_max_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return x3.min(2, keepdim=True)[0].unsqueeze(3), x3.max(2, keepdim=True)[0].unsqueeze(3)
 
 
-@register_notrace_function
-def spem_fused(x, w1, b1, w2, b2, p) -> torch.Tensor:
-    """SPEM's output with the fused channel gate (an FX leaf: its arguments are tensors only)."""
-    return channel_gate_fused(x, ('min', 'max'), spem_gate, [w1, b1, w2, b2, p])
-
-
-torch.fx.wrap('spem_fused')
-
-
-class SPEM(nn.Module):
+class SPEM(FusedDispatch, nn.Module):
     def __init__(self, channels: int, impl: str = 'fused', device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
@@ -81,21 +71,20 @@ class SPEM(nn.Module):
         return f'{self.channels}, impl={self.impl!r}'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
-        """sigmoid(mx + mn) * sigmoid(mix), (B, C, 1, 1)."""
+        """sigmoid(mx + mn) * sigmoid(mix), (B, C, 1, 1), in x's dtype (the parameters may be wider)."""
         mn, mx = min_max_hw(x)
-        return spem_gate(mn, mx, self.w1, self.b1, self.w2, self.b2, self.p)
+        return spem_gate(mn, mx, self.w1, self.b1, self.w2, self.b2, self.p).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SPEM')
-        if self.impl == 'fused' and not torch.jit.is_scripting():
-            return self._forward_fused(x)
+        return self._forward_impl(x)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.channel_gate(x)
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # inductor fuses the plain formula itself
-            return x * self.channel_gate(x)
-        return spem_fused(x, self.w1, self.b1, self.w2, self.b2, self.p)
+        return channel_gate_fused(x, ('min', 'max'), spem_gate, [self.w1, self.b1, self.w2, self.b2, self.p])
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': the gate, (B, C, 1, 1)}."""

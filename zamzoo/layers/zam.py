@@ -11,7 +11,8 @@
 The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPool2d, torch.max(x, dim=1)): its
 gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
 runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
-``impl='reference'`` always runs the plain formula below, which is also what TorchScript and torch.compile see.
+``impl='reference'`` always runs the plain formula below, which is also what every tracer, exporter and compiler
+records (`zamzoo.layers.fused.FusedDispatch`).
 """
 from typing import Dict, List
 
@@ -20,10 +21,9 @@ import torch.fx
 from torch import nn
 
 from ._checks import check_input
-from .fused import check_impl, zam_fused
+from .fused import FusedDispatch, check_impl, zam_fused
 
 torch.fx.wrap('check_input')
-torch.fx.wrap('zam_fused')
 
 __all__ = ['ZCA', 'ZSA', 'ZAM', 'zam_pool']
 
@@ -101,7 +101,7 @@ class ZSA(_ZeroParam):
         return {'spatial': self.spatial_gate(x)}
 
 
-class ZAM(_ZeroParam):
+class ZAM(FusedDispatch, _ZeroParam):
     """ZCA then ZSA. ``ZAM(C)`` is ZAM(Avg&Max); ``pool='avg'|'max'`` the other seed variants; ``skip=True`` ZAM+R;
     ``impl='fused'|'reference'`` (see the module docstring)."""
 
@@ -122,9 +122,7 @@ class ZAM(_ZeroParam):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'ZAM')
-        if self.impl == 'fused' and not torch.jit.is_scripting():
-            return self._forward_fused(x)
-        return self._forward_reference(x)
+        return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
@@ -132,8 +130,6 @@ class ZAM(_ZeroParam):
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # inductor fuses the plain formula itself
-            return self._forward_reference(x)
         return zam_fused(x, self.pool, self.skip)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:

@@ -3,8 +3,9 @@
 timm's `generate_readme` writes the YAML header (tags, pipeline_tag, library_name, license), the title, the
 description, "Model Details" and "Model Usage"; we add what it has no field for: `datasets` with Hugging Face
 dataset ids and `model-index` metrics in the header (metrics only when the export has results), and the
-"Results", "Training" and "Citation" sections. The usage text is the template `templates/usage.md`, package
-data of zamzoo.publish (read through importlib.resources, so a wheel finds it as a checkout does).
+"Results", "Training" and "Citation" sections (and "ONNX" when the export has a model.onnx). The usage texts are
+the templates `templates/usage.md` and `onnx.md`, package data of zamzoo.publish (read through
+importlib.resources, so a wheel finds them as a checkout does).
 """
 import importlib.resources
 import string
@@ -96,6 +97,16 @@ def _results_section(info: dict) -> str:
     return '\n'.join(text) + '\n'
 
 
+def _onnx_section(info: dict) -> str:
+    """How to run model.onnx with ONNX Runtime: input name and the checkpoint's normalisation."""
+    record, (_, h, w) = info['onnx'], info['input_size']
+    return _template('onnx.md').substitute(
+        opset=record['opset'], batches=' and '.join(map(str, record['checked_batch_sizes'])),
+        max_rel_err=f"{record['max_rel_err']:.1e}", input_name=record['input_name'],
+        output_name=record['output_name'], height=h, width=w, num_classes=info['num_classes'],
+        repo_id=info['repo_id'], mean=list(info['mean']), std=list(info['std']))
+
+
 def _training_section(info: dict) -> str:
     hp = info.get('hparams_summary') or {}
     lines = ['## Training']
@@ -113,7 +124,8 @@ def _training_section(info: dict) -> str:
 def render_model_card(info: dict) -> str:
     """README.md text. `info` keys: model, tag, model_name ('model.tag'), repo_id, params, macs, input_size,
     num_classes, num_features, mean, std, recipe, results (aggregate from export, or None), hparams_summary,
-    code_commit, zamzoo_version, init (the run's --init record, or None)."""
+    code_commit, zamzoo_version, init (the run's --init record, or None), onnx (results.json's record of
+    model.onnx, or None)."""
     from timm.models._hub import generate_readme  # not re-exported by timm.models
 
     model, tag = info['model'], info['tag']
@@ -158,5 +170,7 @@ def render_model_card(info: dict) -> str:
         raise RuntimeError('timm.generate_readme returned an unexpected layout')
     text = head + _front_matter_extra(info) + sep + body
     text += '\n' + _results_section(info) + '\n' + _training_section(info)
+    if info.get('onnx'):
+        text += '\n' + _onnx_section(info)
     text += '\n## Citation\n' + ''.join(f'```bibtex\n{p.bibtex}\n```\n' for p in entry.papers)
     return text

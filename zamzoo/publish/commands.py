@@ -22,6 +22,9 @@ def add_commands(subparsers):
     p.add_argument('--weights-seed', type=int, help='publish the weights of the run with this seed')
     p.add_argument('--repo-id', help='Hub repo the export is for (default: zamzoo/<model>.<tag>)')
     p.add_argument('--force', action='store_true', help='replace an existing output folder')
+    p.add_argument('--onnx', action='store_true',
+                   help='also write model.onnx (opset 18, dynamic batch), checked against PyTorch with ONNX Runtime '
+                        "(needs zamzoo[onnx])")
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser(
@@ -53,10 +56,12 @@ def add_commands(subparsers):
 def _export(args) -> int:
     from .export import export_run
     r = export_run(args.sources, args.out, model=args.model, tag=args.tag, recipe=args.recipe, seed=args.seed,
-               weights_seed=args.weights_seed, repo_id=args.repo_id, overwrite=args.force)
+               weights_seed=args.weights_seed, repo_id=args.repo_id, overwrite=args.force, onnx=args.onnx)
     print(f'exported {r.model}.{r.tag} to {r.path}')
     print(f'  weights: seed {r.weights_seed}, sha256 {r.sha256}')
     print(f'  params {r.params:,}  MACs {r.macs:,}  results: {"yes" if r.has_results else "none (no accuracy claimed)"}')
+    if args.onnx:
+        print('  model.onnx: checked against PyTorch with ONNX Runtime')
     print(f'next: zamzoo push {r.path}')
     return 0
 

@@ -16,6 +16,8 @@ Output folder (staged in a temporary folder next to it, then renamed into place)
     train_log.json     the per-epoch metrics of every run
     results.json       final results per run, mean/std over runs, which seed's weights, sha256 of the weights,
                        params, MACs, code commits: everything `zamzoo push` needs for the manifest record
+    model.onnx         only with ``onnx=True`` (``--onnx``): the model in ONNX, checked with ONNX Runtime
+                       (zamzoo.publish.onnx); recorded under 'onnx' in results.json
 """
 import datetime
 import json
@@ -35,6 +37,7 @@ from ..pretrained import WEIGHTS_FILENAME, sha256_file
 from ..train.checkpoint import check_finite_weights
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
+OPTIONAL_EXPORT_FILES = ('model.onnx',)
 RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
 DEFAULT_STAGING = Path('hub') / 'staging'
 
@@ -237,6 +240,7 @@ def export_run(
         weights_seed: Optional[int] = None,
         repo_id: Optional[str] = None,
         overwrite: bool = False,
+        onnx: bool = False,
 ) -> ExportResult:
     """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out`; see the module doc."""
     import timm
@@ -357,6 +361,9 @@ def export_run(
         timm.models.save_for_hf(net, staging, model_config=labels, safe_serialization=True)
         results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
         results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
+        if onnx:
+            from .onnx import add_onnx
+            results['onnx'] = add_onnx(net, staging, cfg.input_size)
         card_info = dict(
             model=model, tag=tag, model_name=f'{model}.{tag}', repo_id=repo_id, params=params, macs=macs,
             input_size=cfg.input_size, num_classes=num_classes, num_features=net.num_features,
@@ -365,7 +372,7 @@ def export_run(
             results=results if has_results else None,
             hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
             code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
-            init=weights_run.config.get('init') if weights_run is not None else None,
+            init=weights_run.config.get('init') if weights_run is not None else None, onnx=results.get('onnx'),
         )
         (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')
         for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):

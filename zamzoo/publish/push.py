@@ -9,7 +9,8 @@ from .._io import loads_strict
 from ..errors import NonFiniteError, WeightsError
 from ..pretrained import WEIGHTS_FILENAME, sha256_file, update_manifest, validate_record
 from ..train.checkpoint import check_finite_weights
-from .export import EXPORT_FILES
+from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES
+from .onnx import check_onnx_record
 
 
 class InvalidExportError(WeightsError):
@@ -29,8 +30,8 @@ def _load_json(path: Path) -> dict:
 def validate_export(folder) -> dict:
     """Check an export folder end to end; returns its results.json. Raises InvalidExportError with every problem.
 
-    Checks: exactly the export files, none empty; results.json / config.json readable; the sha256 and size of
-    model.safetensors match results.json; config.json's architecture is a registered zamzoo model and matches
+    Checks: exactly the export files (and optionally model.onnx, whose sha256 results.json records), none
+    empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json; config.json's architecture is a registered zamzoo model and matches
     results.json; the safetensors header holds exactly the architecture's tensors with the right shapes (read
     without loading, and without any pickle); the card has timm's YAML header.
     """
@@ -49,13 +50,14 @@ def validate_export(folder) -> dict:
     missing = [f for f in EXPORT_FILES if f not in present]
     if missing:
         problems.append(f'missing {", ".join(missing)}')
-    extra = sorted(present - set(EXPORT_FILES))
+    extra = sorted(present - set(EXPORT_FILES) - set(OPTIONAL_EXPORT_FILES))
     if extra:
         problems.append(f'unexpected files {extra} (an export holds exactly {", ".join(EXPORT_FILES)})')
-    links = [f for f in EXPORT_FILES if (folder / f).is_symlink()]
+    links = [f for f in EXPORT_FILES + OPTIONAL_EXPORT_FILES if (folder / f).is_symlink()]
     if links:  # a link could point anywhere (a .env, a key): only the files export wrote are uploaded
         problems.append(f'symlinks {links} (an export holds regular files only: export again)')
-    empty = [f for f in EXPORT_FILES if f in present and not links and (folder / f).stat().st_size == 0]
+    empty = [f for f in EXPORT_FILES + OPTIONAL_EXPORT_FILES
+             if f in present and not links and (folder / f).stat().st_size == 0]
     if empty:
         problems.append(f'empty files {empty}')
     if problems:
@@ -75,6 +77,9 @@ def validate_export(folder) -> dict:
     if digest != results['sha256'] or weights.stat().st_size != results['size_bytes']:
         problems.append(f'{WEIGHTS_FILENAME} has sha256 {digest} but results.json records {results["sha256"]} '
                         f'(the weights changed after export: export again)')
+    onnx_problem = check_onnx_record(folder, results)
+    if onnx_problem:
+        problems.append(onnx_problem)
     arch = config.get('architecture')
     if arch != results['model']:
         problems.append(f"config.json architecture {arch!r} differs from results.json model {results['model']!r}")
@@ -172,7 +177,8 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
         repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
         repo_id = getattr(repo_url, 'repo_id', None) or repo_id
         commit = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), repo_type='model', allow_patterns=list(EXPORT_FILES),
+            repo_id=repo_id, folder_path=str(folder), repo_type='model',
+            allow_patterns=list(EXPORT_FILES + OPTIONAL_EXPORT_FILES),
             commit_message=commit_message or f"zamzoo: {results['model']}.{results['tag']} "
                                              f"(sha256 {results['sha256'][:12]})")
     except hf_errors.HfHubHTTPError as e:

@@ -1,9 +1,11 @@
-"""What every fused implementation shares: the `impl` switch, the autograd test, the pooled statistics."""
+"""What every fused implementation shares: the `impl` switch, the eager-only guard, the autograd test, the pooled
+statistics."""
 from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'needs_autograd', 'hw_stat', 'batch_chunks', 'empty_like_dense']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'require_eager', 'needs_autograd', 'hw_stat', 'batch_chunks',
+           'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
 
@@ -15,6 +17,31 @@ def check_impl(impl: str, name: str) -> str:
     if impl not in IMPLS:
         raise ValueError(f'{name}: impl must be one of {list(IMPLS)}, got {impl!r}')
     return impl
+
+
+def runs_eagerly(x) -> bool:
+    """Whether x is a real tensor computed op by op, with nothing recording the ops: no torch.jit.trace or
+    TorchScript-based ONNX export, no torch.compile / torch.export / dynamo ONNX export (FakeTensors), no torch.fx
+    (Proxies), no functorch transform (vmap, grad).
+
+    The fused functions are only correct there: they write through views of a fresh buffer (`out=`, in place, in
+    batch chunks), which a recorded graph either drops (the TorchScript-based ONNX exporter returns the unwritten
+    buffer) or bakes in (torch.jit.trace keeps the traced batch's chunks, so a larger batch reads uninitialised
+    memory), and their autograd.Functions are opaque to exporters."""
+    if torch.compiler.is_compiling():  # first: Dynamo folds it to True and reads nothing else
+        return False
+    # torch._C._is_tracing is torch.jit.is_tracing without its Python overhead (2 us per call); the TorchScript-based
+    # ONNX exporter traces, the dynamo one compiles
+    return (type(x) in (torch.Tensor, torch.nn.Parameter) and not torch._C._is_tracing()
+            and not torch._C._are_functorch_transforms_active())
+
+
+def require_eager(x: torch.Tensor, name: str) -> None:
+    """Refuse to run a fused function where `runs_eagerly` is False: a recorded graph of it could be wrong."""
+    if not runs_eagerly(x):
+        raise RuntimeError(
+            f'{name} is an eager-only fast path and cannot be traced, exported, compiled or transformed; '
+            "call the module (it records its plain formula there) or use impl='reference'")
 
 
 def needs_autograd(x: torch.Tensor, *params: torch.Tensor) -> bool:
@@ -50,8 +77,8 @@ def batch_chunks(x: torch.Tensor) -> List[slice]:
     plain backbone in chunks), so there the ops run on the whole batch."""
     if x.device.type != 'cpu' or torch.get_num_threads() > 1:
         return [slice(None)]
-    n = max(1, CHUNK_BYTES // max(x[0].numel() * x.element_size(), 1))
-    return [slice(i, i + n) for i in range(0, x.shape[0], n)]
+    n = max(1, CHUNK_BYTES // max(x[0:1].numel() * x.element_size(), 1))
+    return [slice(i, i + n) for i in range(0, max(x.shape[0], 1), n)]  # an empty batch: one empty chunk
 
 
 def empty_like_dense(x: torch.Tensor) -> torch.Tensor:

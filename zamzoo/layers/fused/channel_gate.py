@@ -11,7 +11,7 @@ from typing import Callable, List, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import hw_stat, needs_autograd
+from ._common import hw_stat, needs_autograd, require_eager
 
 __all__ = ['channel_gate_fused']
 
@@ -33,7 +33,7 @@ class _ChannelGateFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, gate_fn: GateFn, stats: Sequence[str], *params: torch.Tensor):
         values, indices = _stats(x, stats, with_index=True)
-        gate = gate_fn(*values, *params)
+        gate = gate_fn(*values, *params).to(x.dtype)
         ctx.gate_fn, ctx.stats = gate_fn, stats
         ctx.save_for_backward(x, *values, *indices, *params)
         return x * gate
@@ -49,7 +49,7 @@ class _ChannelGateFunction(torch.autograd.Function):
         with torch.enable_grad():
             leaves = [v.detach().requires_grad_(True) for v in values]
             leaves += [p.detach().requires_grad_(p.requires_grad) for p in params]
-            gate = ctx.gate_fn(*leaves)
+            gate = ctx.gate_fn(*leaves).to(x.dtype)
             wanted = [leaf for leaf in leaves if leaf.requires_grad]
             grads = iter(torch.autograd.grad(gate, wanted, ggate, allow_unused=True))
         leaf_grads = [next(grads) if leaf.requires_grad else None for leaf in leaves]
@@ -74,8 +74,10 @@ def channel_gate_fused(
         params: List[torch.Tensor],
 ) -> torch.Tensor:
     """``x * gate_fn(*stats_hw(x), *params)``; `stats` names 'mean' | 'max' | 'min' (each (B, C, 1, 1) for
-    gate_fn), `gate_fn` returns a gate broadcastable to (B, C, 1, 1)."""
+    gate_fn), `gate_fn` returns a gate broadcastable to (B, C, 1, 1), applied in x's dtype (the output has x's
+    dtype even where the parameters are wider). Eager mode only."""
+    require_eager(x, 'channel_gate_fused')
     if needs_autograd(x, *params):
         return _ChannelGateFunction.apply(x, gate_fn, tuple(stats), *params)
     values, _ = _stats(x, stats, with_index=False)
-    return x * gate_fn(*values, *params)
+    return x * gate_fn(*values, *params).to(x.dtype)

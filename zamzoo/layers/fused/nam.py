@@ -10,10 +10,11 @@ through `torch.native_batch_norm`; other norm layers (e.g. SyncBatchNorm after
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ._common import needs_autograd
+from ._common import needs_autograd, require_eager
 
 __all__ = ['nam_fused', 'supports_fused_nam']
 
@@ -80,8 +81,11 @@ class _NamFunction(torch.autograd.Function):
 
 def nam_fused(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     """``x * sigmoid(w * bn(x))`` for a plain affine nn.BatchNorm2d `bn` (see `supports_fused_nam`), updating its
-    running statistics exactly as ``bn(x)`` does."""
+    running statistics exactly as ``bn(x)`` does. Eager mode only."""
+    require_eager(x, 'nam_fused')
     args = _batch_norm_args(bn) + (bn.eps,)
+    if args[2]:  # batch statistics: F.batch_norm's check (one value per channel has no variance)
+        F._verify_batch_size(x.size())
     if needs_autograd(x, bn.weight, bn.bias):
         return _NamFunction.apply(x, bn.weight, bn.bias, *args)
     return _nam_forward(x, bn.weight, bn.bias, *args)[0]

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import batch_chunks, empty_like_dense, needs_autograd
+from ._common import batch_chunks, empty_like_dense, needs_autograd, require_eager
 
 __all__ = ['simam_fused']
 
@@ -63,7 +63,8 @@ def _simam_backward(gy, x, mu, k) -> torch.Tensor:
 
 
 def simam_fused(x: torch.Tensor, e_lambda: float = 1e-4) -> torch.Tensor:
-    """SimAM of x (B, C, H, W); a new tensor, x is never modified."""
+    """SimAM of x (B, C, H, W); a new tensor, x is never modified. Eager mode only."""
+    require_eager(x, 'simam_fused')
     if needs_autograd(x):
         return _SimAMFunction.apply(x, e_lambda)
     return _simam_forward(x, e_lambda, batch_chunks(x))[0]

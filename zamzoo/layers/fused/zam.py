@@ -28,7 +28,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import batch_chunks, empty_like_dense, hw_stat, needs_autograd
+from ._common import batch_chunks, empty_like_dense, hw_stat, needs_autograd, require_eager
 
 __all__ = ['zam_fused', 'POOL_STATS']
 
@@ -122,7 +122,8 @@ def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torc
 
     With autograd recording, the memory-light autograd.Function; without, the forward alone (no max positions, no
     graph; in batch chunks on a single-threaded CPU). On CUDA with Triton installed both run as the kernels of
-    `triton_zam`, else as eager PyTorch ops. Returns a new tensor; x is never modified."""
+    `triton_zam`, else as eager PyTorch ops. Returns a new tensor; x is never modified. Eager mode only."""
+    require_eager(x, 'zam_fused')
     forward_fn, backward_fn = _zam_forward, _zam_backward
     if x.is_cuda:
         from . import triton_zam  # imports Triton only where it can run

@@ -1,0 +1,136 @@
+"""Tracers and exporters record what eager PyTorch computes: torch.jit.trace / script, torch.fx, torch.export, timm's
+`onnx_export` with both exporters (ONNX Runtime vs eager at batch 1 and 8, dynamic batch), on every attention
+module, on zoo models (every attention on two backbones) and on timm's own ResNet with
+``block_args=dict(attn_layer=...)``. The dynamo exporter (several seconds per model) is covered here on one model
+(and by `zamzoo export --onnx` in test_publish); `zamzoo bench export` runs all 78 models with both exporters.
+
+Models are random-init with calibrated BatchNorm statistics (`calibrate_batchnorm`): with the default statistics
+their logits barely depend on the input, and a comparison could not fail.
+"""
+import warnings
+
+import pytest
+import torch
+
+import timm
+import zamzoo  # noqa: F401  (registers the models)
+import zamzoo.layers as L
+from zamzoo.bench.export import bench_export, calibrate_batchnorm, markdown_report
+from zamzoo.layers.fused import zam_fused
+from zamzoo.models import ATTENTIONS
+from zamzoo.publish.onnx import OnnxExportError, export_onnx, onnx_parity
+
+pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning', 'ignore::FutureWarning',
+                                        'ignore::UserWarning', 'ignore::torch.jit.TracerWarning')
+MODULES = L.list_attn()
+FUSED = ['zam', 'zam_avg', 'zam_max', 'zamr', 'simam', 'spem', 'nam']  # the modules with a fused eager path
+SMALL = {'resnet18': dict(layers=(1, 1, 1, 1))}
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the fused CPU paths then work in batch chunks, which a trace must not bake in."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def module(name: str, channels: int = 16) -> torch.nn.Module:
+    """An attention module with random parameters and BatchNorm statistics, in eval mode."""
+    torch.manual_seed(0)
+    m = L.create_attn(name, channels)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.5)
+        for b in m.buffers():
+            if b.is_floating_point():
+                b.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+def model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = timm.create_model(name, **SMALL.get(name.split('_')[0], {}))
+    return calibrate_batchnorm(net, tuple(net.pretrained_cfg['input_size']))
+
+
+@pytest.mark.parametrize('name', FUSED)
+def test_torchscript_onnx_exporter_regression(name, tmp_path, one_thread):
+    """The silent-wrong case: timm's default (TorchScript-based) exporter dropped the fused path's writes and
+    returned an unwritten buffer (ZAM, SimAM: relative errors of 5-100 %), or failed on NAM's autograd.Function."""
+    assert export_onnx(module(name, 64), tmp_path / 'm.onnx', (64, 16, 16), use_dynamo=False) <= 1e-4
+
+
+def test_parity_check_can_fail(tmp_path):
+    export_onnx(module('zam'), tmp_path / 'm.onnx', (16, 8, 8))
+    assert onnx_parity(tmp_path / 'm.onnx', module('zamr'), (16, 8, 8)) > 1e-2
+    with pytest.raises(OnnxExportError, match='differs from PyTorch'):
+        export_onnx(module('zam'), tmp_path / 'n.onnx', (16, 8, 8), rtol=-1.0)
+    assert not (tmp_path / 'n.onnx').exists()  # nothing left behind
+
+
+@pytest.mark.parametrize('name', ['zam', 'zamr', 'simam'])
+def test_jit_trace_at_another_batch(name, one_thread):
+    """torch.jit.trace at batch 8 run at batch 16: the traced fused path kept the batch chunks of batch 8 and read
+    uninitialised memory for the other images."""
+    m = module(name, 64)
+    traced = torch.jit.trace(m, torch.randn(8, 64, 32, 32))
+    x = torch.randn(16, 64, 32, 32)
+    torch.testing.assert_close(traced(x), m(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', MODULES)
+def test_tracers_match_eager(name):
+    m = module(name)
+    x, x2 = torch.randn(4, 16, 8, 8), torch.randn(6, 16, 8, 8)
+    expected = m(x2)
+    torch.testing.assert_close(torch.jit.trace(m, x)(x2), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.jit.script(m)(x2), expected, rtol=1e-5, atol=1e-6)
+    gm = torch.fx.symbolic_trace(m)
+    torch.testing.assert_close(gm(x2), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.jit.script(gm)(x2), expected, rtol=1e-5, atol=1e-6)  # fx -> TorchScript
+    if name in FUSED:
+        batch = torch.export.Dim('batch', min=2)
+        ep = torch.export.export(m, (x,), dynamic_shapes=({0: batch},))
+        torch.testing.assert_close(ep.module()(x2), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_function_refuses_a_tracer():
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.raises(RuntimeError, match='eager-only'), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.jit.trace(lambda t: zam_fused(t), x)
+    with pytest.raises(RuntimeError, match='eager-only'):
+        torch.fx.symbolic_trace(lambda t: zam_fused(t))
+
+
+@pytest.mark.parametrize('backbone', ['mobilenet', 'resnet18'])
+@pytest.mark.parametrize('attention', list(ATTENTIONS))
+def test_zoo_models_torchscript_exporter(attention, backbone, tmp_path):
+    name = f'{backbone}_{attention}'
+    assert export_onnx(model(name), tmp_path / 'm.onnx', use_dynamo=False) <= 1e-4
+
+
+@pytest.mark.parametrize('name', ['mobilenet_zamr'])
+def test_zoo_models_dynamo_exporter(name, tmp_path):
+    assert export_onnx(model(name), tmp_path / 'm.onnx', use_dynamo=True) <= 1e-4
+
+
+@pytest.mark.parametrize('name', MODULES)
+def test_timm_resnet_block_attn_layer(name, tmp_path):
+    """timm's own ResNet with our module in every block, through timm's exporter."""
+    torch.manual_seed(0)
+    net = timm.create_model('resnet10t', num_classes=10, block_args=dict(attn_layer=L.get_attn(name)))
+    calibrate_batchnorm(net, (3, 32, 32))
+    assert export_onnx(net, tmp_path / 'm.onnx', (3, 32, 32), use_dynamo=False) <= 1e-4
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(torch.jit.trace(net, torch.randn(2, 3, 32, 32))(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bench_export_report():
+    report = bench_export(['mobilenet_zam'], ['torchscript'])
+    row, = report['rows']
+    assert row['ok'] and row['max_rel_err'] <= 1e-4 and row['error'] is None
+    assert 0 < row['torch_fp32_err'] < 1e-4  # float32 rounding, measured against float64
+    assert '| mobilenet_zam | torchscript | ok |' in markdown_report(report)

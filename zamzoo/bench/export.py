@@ -1,0 +1,149 @@
+"""`zamzoo bench export`: every model through timm's `onnx_export` with both exporters (TorchScript-based and
+dynamo), each file checked against eager PyTorch with ONNX Runtime at batch 1 and 8 (`zamzoo.publish.onnx`).
+
+Models are random-init with calibrated BatchNorm statistics (`calibrate_batchnorm`): with the default running
+statistics a deep random network in eval mode gives the same logits for every input (or overflows), which would
+make any comparison pass. Each row also gives PyTorch's own float32 rounding error on the same inputs (against a
+float64 copy of the model): an ONNX Runtime error of that size is rounding, not a wrong graph.
+"""
+import copy
+import shlex
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .._io import write_json_atomic, write_text_atomic
+from .models import _versions, select_models
+
+__all__ = ['EXPORTERS', 'calibrate_batchnorm', 'bench_export', 'markdown_report', 'write_report']
+
+EXPORTERS = {'torchscript': False, 'dynamo': True}  # name -> onnx_export's use_dynamo
+
+
+def calibrate_batchnorm(model: nn.Module, input_size: Tuple[int, int, int], batches: int = 2,
+                        batch_size: int = 16, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm the running statistics of random N(0, 1) inputs (cumulative average of `batches`
+    training-mode forward passes, no gradients); returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn((batch_size, *input_size), generator=generator))
+    return model.eval()
+
+
+def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int]) -> float:
+    """max|torch fp32 - torch fp64| / max|torch fp64| on the inputs `onnx_parity` uses."""
+    from ..publish.onnx import CHECK_BATCHES
+
+    model64 = copy.deepcopy(model).double()
+    generator = torch.Generator().manual_seed(0)  # as onnx_parity
+    worst = 0.0
+    for b in CHECK_BATCHES:
+        x = torch.randn((b, *input_size), generator=generator)
+        with torch.no_grad():
+            exact = model64(x.double())
+            worst = max(worst, ((model(x).double() - exact).abs().max() / exact.abs().max()).item())
+    return worst
+
+
+def _export_one(name: str, exporter: str, folder: Path) -> Dict:
+    import timm
+    from ..publish.onnx import OnnxExportError, export_onnx
+
+    torch.manual_seed(0)
+    model = timm.create_model(name)
+    input_size = tuple(model.pretrained_cfg['input_size'])
+    calibrate_batchnorm(model, input_size)
+    row = {'model': name, 'exporter': exporter, 'ok': False, 'max_rel_err': None, 'error': None}
+    start = time.perf_counter()
+    try:
+        row['max_rel_err'] = export_onnx(model, folder / f'{name}.{exporter}.onnx', input_size,
+                                         use_dynamo=EXPORTERS[exporter])
+        row['ok'] = True
+    except OnnxExportError as e:
+        row['error'] = str(e)
+    row['seconds'] = round(time.perf_counter() - start, 2)
+    row['torch_fp32_err'] = fp32_rounding(model, input_size)
+    return row
+
+
+def bench_export(names: Sequence[str], exporters: Sequence[str] = tuple(EXPORTERS),
+                 progress: Callable[[str], None] = lambda msg: None) -> Dict:
+    """One row per (model, exporter): ok, largest relative error of ONNX Runtime vs PyTorch, seconds."""
+    from ..publish.onnx import CHECK_BATCHES, OPSET, RTOL
+
+    start = time.perf_counter()
+    rows: List[Dict] = []
+    with tempfile.TemporaryDirectory(prefix='zamzoo-onnx-') as tmp:
+        for name in names:
+            for exporter in exporters:
+                rows.append(_export_one(name, exporter, Path(tmp)))
+                r = rows[-1]
+                progress(f"{name} {exporter}: {'ok' if r['ok'] else 'ERROR'} "
+                         f"{r['max_rel_err'] if r['ok'] else r['error']} ({r['seconds']} s)")
+    import onnxruntime
+    versions = dict(_versions(), onnxruntime=onnxruntime.__version__)
+    return {'date': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'versions': versions,
+            'settings': {'opset': OPSET, 'rtol': RTOL, 'batch_sizes': list(CHECK_BATCHES), 'dynamic_batch': True,
+                         'threads': torch.get_num_threads()},
+            'duration_s': round(time.perf_counter() - start, 1), 'rows': rows}
+
+
+def markdown_report(report: Dict) -> str:
+    s, rows = report['settings'], report['rows']
+    ok = sum(r['ok'] for r in rows)
+    lines = [f"# ONNX export: {ok} / {len(rows)} ok", '',
+             f"`{report.get('command', 'zamzoo bench export')}` on {report['date']}, "
+             + ', '.join(f'{k} {v}' for k, v in report['versions'].items()) + '.', '',
+             f"timm's `onnx_export`, opset {s['opset']}, dynamic batch; ONNX Runtime (CPU) vs eager PyTorch at batch "
+             f"{' and '.join(map(str, s['batch_sizes']))} on random inputs, random-init models with calibrated "
+             f"BatchNorm; ok = relative error max|ort - torch| / max|torch| <= {s['rtol']:g}. Last column: PyTorch's "
+             f"own float32 error against a float64 copy of the model on the same inputs (rounding noise). "
+             f"Total {report['duration_s']:.0f} s with {s['threads']} thread(s).", '',
+             '| model | exporter | result | max rel err | time (s) | PyTorch fp32 vs fp64 |',
+             '|---|---|---|---:|---:|---:|']
+    for r in rows:
+        err = f"{r['max_rel_err']:.1e}" if r['max_rel_err'] is not None else ''
+        result = 'ok' if r['ok'] else 'error: ' + r['error'].replace('|', '\\|')
+        noise = f"{r['torch_fp32_err']:.1e}" if r.get('torch_fp32_err') is not None else ''
+        lines.append(f"| {r['model']} | {r['exporter']} | {result} | {err} | {r['seconds']:.1f} | {noise} |")
+    return '\n'.join(lines) + '\n'
+
+
+def write_report(report: Dict, out_dir) -> Dict[str, Path]:
+    """Write export_onnx.json and .md into out_dir, atomically; returns the paths."""
+    out_dir = Path(out_dir)
+    paths = {'json': out_dir / 'export_onnx.json', 'md': out_dir / 'export_onnx.md'}
+    write_json_atomic(paths['json'], report)
+    write_text_atomic(paths['md'], markdown_report(report))
+    return paths
+
+
+def add_arguments(p) -> None:
+    p.add_argument('--models', nargs='+', default=['*'], metavar='PATTERN',
+                   help="model names or fnmatch patterns, e.g. 'resnet18_*' (default: all)")
+    p.add_argument('--exporters', nargs='+', default=list(EXPORTERS), choices=list(EXPORTERS))
+    p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
+    p.add_argument('--quiet', action='store_true', help='no progress lines')
+
+
+def run(args) -> int:
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    report = bench_export(select_models(args.models), args.exporters, progress=say)
+    report['command'] = 'zamzoo bench export ' + ' '.join(
+        ['--models', *map(shlex.quote, args.models), '--exporters', *args.exporters])
+    paths = write_report(report, args.out)
+    print(markdown_report(report))
+    print(f"wrote {paths['json']} and {paths['md']}")
+    return 0 if all(r['ok'] for r in report['rows']) else 1
