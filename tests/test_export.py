@@ -18,7 +18,7 @@ import zamzoo.layers as L
 from zamzoo.bench.export import bench_export, calibrate_batchnorm, markdown_report
 from zamzoo.layers.fused import zam_fused
 from zamzoo.models import ATTENTIONS
-from zamzoo.publish.onnx import OnnxExportError, export_onnx, onnx_parity
+from zamzoo.bench.onnx import OnnxExportError, export_onnx, onnx_parity
 
 pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning', 'ignore::FutureWarning',
                                         'ignore::UserWarning', 'ignore::torch.jit.TracerWarning')

@@ -1,5 +1,5 @@
 """`zamzoo bench export`: every model through timm's `onnx_export` with both exporters (TorchScript-based and
-dynamo), each file checked against eager PyTorch with ONNX Runtime at batch 1 and 8 (`zamzoo.publish.onnx`).
+dynamo), each file checked against eager PyTorch with ONNX Runtime at batch 1 and 8 (`zamzoo.bench.onnx`).
 
 Models are random-init with calibrated BatchNorm statistics (`calibrate_batchnorm`): with the default running
 statistics a deep random network in eval mode gives the same logits for every input (or overflows), which would
@@ -44,7 +44,7 @@ def calibrate_batchnorm(model: nn.Module, input_size: Tuple[int, int, int], batc
 
 def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int]) -> float:
     """max|torch fp32 - torch fp64| / max|torch fp64| on the inputs `onnx_parity` uses."""
-    from ..publish.onnx import CHECK_BATCHES
+    from .onnx import CHECK_BATCHES
 
     model64 = copy.deepcopy(model).double()
     generator = torch.Generator().manual_seed(0)  # as onnx_parity
@@ -59,7 +59,7 @@ def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int]) -> float:
 
 def _export_one(name: str, exporter: str, folder: Path) -> Dict:
     import timm
-    from ..publish.onnx import OnnxExportError, export_onnx
+    from .onnx import OnnxExportError, export_onnx
 
     torch.manual_seed(0)
     model = timm.create_model(name)
@@ -81,7 +81,7 @@ def _export_one(name: str, exporter: str, folder: Path) -> Dict:
 def bench_export(names: Sequence[str], exporters: Sequence[str] = tuple(EXPORTERS),
                  progress: Callable[[str], None] = lambda msg: None) -> Dict:
     """One row per (model, exporter): ok, largest relative error of ONNX Runtime vs PyTorch, seconds."""
-    from ..publish.onnx import CHECK_BATCHES, OPSET, RTOL
+    from .onnx import CHECK_BATCHES, OPSET, RTOL
 
     start = time.perf_counter()
     rows: List[Dict] = []

@@ -34,13 +34,13 @@ def marker(block: str, end: bool = False) -> str:
 
 
 def load_reports(paths: Iterable) -> List[Dict]:
-    """Read bench reports (files, or folders whose *.json are read), oldest first."""
+    """Read bench reports (files, or folders whose models_*.json are read), oldest first."""
     reports = []
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise NotFoundError(f'bench results not found: {path} (run `zamzoo bench models --out DIR` first)')
-        for f in (sorted(path.glob('*.json')) if path.is_dir() else [path]):
+        for f in (sorted(path.glob('models_*.json')) if path.is_dir() else [path]):
             try:
                 data = json.loads(f.read_text())
             except ValueError as e:

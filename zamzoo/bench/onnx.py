@@ -1,0 +1,101 @@
+"""ONNX export through timm's own `timm.utils.onnx.onnx_export`, checked against PyTorch with ONNX Runtime.
+
+`export_onnx` writes the file (dynamic batch, opset 18 unless asked otherwise) only after ONNX Runtime's logits
+matched the eager PyTorch model's on random inputs at every checked batch size: relative error
+``max|ort - torch| / max|torch|`` at most `RTOL`. `zamzoo bench export` runs it on every model; publishing
+(`zamzoo.publish.onnx`) adds its file to an export folder. Needs the `onnx` extra: ``pip install 'zamzoo[onnx]'``.
+"""
+import contextlib
+import io
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .._io import atomic_path
+from ..errors import ZamzooError
+
+__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'OPSET', 'RTOL', 'INPUT_NAME', 'OUTPUT_NAME',
+           'CHECK_BATCHES']
+
+OPSET = 18
+RTOL = 1e-4
+INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
+CHECK_BATCHES = (1, 8)
+
+
+class OnnxExportError(ZamzooError):
+    """An ONNX export failed, or its ONNX Runtime outputs differ from PyTorch's."""
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError as e:
+        raise OnnxExportError(f"ONNX export needs onnx and onnxruntime ({e.name} is missing): "
+                              "pip install 'zamzoo[onnx]'") from None
+    return onnxruntime
+
+
+def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
+                batch_sizes: Sequence[int] = CHECK_BATCHES, seed: int = 0) -> float:
+    """The largest relative error of ONNX Runtime's output of the file `path` against `model` (eval, no grad) on
+    random inputs, one per batch size."""
+    ort = _require_onnx()
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for b in batch_sizes:
+        x = torch.randn((b, *input_size), generator=generator)
+        with torch.no_grad():
+            expected = model(x).double()
+        got = torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0]).double()
+        if got.shape != expected.shape:
+            raise OnnxExportError(f'ONNX output at batch {b} has shape {tuple(got.shape)}, '
+                                  f'PyTorch {tuple(expected.shape)}')
+        worst = max(worst, ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item())
+    return worst
+
+
+def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int]] = None, *,
+                use_dynamo: bool = False, opset: int = OPSET, rtol: float = RTOL,
+                batch_sizes: Sequence[int] = CHECK_BATCHES) -> float:
+    """Export `model` (put in eval mode) to `path` with a dynamic batch; returns the relative error measured by
+    `onnx_parity`. Raises OnnxExportError, leaving nothing at `path`, when the export fails or the error exceeds
+    `rtol`. `input_size` (C, H, W) defaults to the model's pretrained_cfg."""
+    _require_onnx()
+    from timm.utils.onnx import onnx_export
+
+    model.eval()
+    input_size = tuple(input_size or model.pretrained_cfg['input_size'])
+    example = torch.randn((2, *input_size), generator=torch.Generator().manual_seed(1))
+    with atomic_path(path) as tmp:
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter('ignore')
+                onnx_export(model, str(tmp), example_input=example, opset=opset, use_dynamo=use_dynamo,
+                            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+        except Exception as e:  # the exporters raise many types; the message is what the user needs
+            raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}) failed: '
+                                  f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from e
+        _check_dynamic_batch(tmp)
+        err = onnx_parity(tmp, model, input_size, batch_sizes)
+        if not err <= rtol:
+            raise OnnxExportError(f'ONNX Runtime output differs from PyTorch ({_exporter(use_dynamo)} exporter): '
+                                  f'relative error {err:.3g} > {rtol:g}')
+    return err
+
+
+def _exporter(use_dynamo: bool) -> str:
+    return 'dynamo' if use_dynamo else 'TorchScript'
+
+
+def _check_dynamic_batch(path) -> None:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dim = graph.input[0].type.tensor_type.shape.dim[0]
+    if not dim.dim_param:
+        raise OnnxExportError(f'the exported ONNX input has a fixed batch size ({dim.dim_value}), expected dynamic')
