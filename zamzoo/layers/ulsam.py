@@ -18,7 +18,8 @@ rest of the module's share):
   zero padding gives what -inf padding gives: every window holds its own valid centre;
 - PW conv + BN(g) is one grouped conv with the BN folded in.
 It is plain tensor ops, so tracers and exporters record it as it runs; in eager mode on a single-threaded CPU it
-also runs chunk by chunk of the batch (every statistic is per image) so that its passes hit the cache.
+also runs chunk by chunk of the batch (every statistic is per image) so that its passes hit the cache. It does not
+call the submodules, so where a forward hook watches them (thop, FlopCounterMode, feature hooks) they run as written.
 """
 from typing import Dict, Optional, Tuple
 
@@ -26,6 +27,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as module_hooks
 
 from ._checks import check_input
 from .fused._common import batch_chunks
@@ -65,11 +67,20 @@ class ULSAM(nn.Module):
                       self.bn_dw.running_var, self.bn_dw.weight, self.bn_dw.bias, self.bn_dw.eps)
         pw = _conv_bn(self.pw.weight, self.pw.bias, self.bn_pw.training, self.bn_pw.running_mean,
                       self.bn_pw.running_var, self.bn_pw.weight, self.bn_pw.bias, self.bn_pw.eps)
-        if dw is None or pw is None:  # a BN normalises with batch statistics: the modules themselves
+        if dw is None or pw is None or (not torch.jit.is_scripting() and self._submodules_watched()):
             a = F.relu(self.bn_dw(self.dw(x)))
             return F.relu(self.bn_pw(self.pw(self.pool(a))))
         a = F.relu(torch.addcmul(dw[1].view(1, -1, 1, 1), x, dw[0].view(1, -1, 1, 1)))
         return F.relu(F.conv2d(_max_pool3x3_nonnegative(a), pw[0], pw[1], groups=self.groups))
+
+    @torch.jit.unused
+    def _submodules_watched(self) -> bool:
+        """Whether a forward hook watches the submodules (thop, FlopCounterMode's module tracker, feature hooks):
+        they are then called as written, which the folded formula does not do."""
+        if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in (self.dw, self.bn_dw, self.pool, self.pw,
+                                                                      self.bn_pw))
 
     def _refine(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
