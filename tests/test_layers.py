@@ -259,8 +259,8 @@ def test_ulsam_eval_fast_path_exact_everywhere():
             m.zero_grad()
             (ulsam_reference(m, xr)[0] * ref).sum().backward()
             torch.testing.assert_close(xg.grad, xr.grad)
-            for a, b in zip(got, [p.grad for p in params]):  # sums over 1792 terms per channel, in another order
-                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+            for a, b in zip(got, [p.grad for p in params]):  # sums of 1792 terms (the PW biases: cancelling)
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
             with torch.no_grad():
                 traced = torch.jit.trace(m, x[:2])
             torch.testing.assert_close(traced(x), ref)

@@ -21,7 +21,7 @@ It is plain tensor ops, so tracers and exporters record it as it runs; in eager 
 also runs chunk by chunk of the batch (every statistic is per image) so that its passes hit the cache. It does not
 call the submodules, so where a forward hook watches them (thop, FlopCounterMode, feature hooks) they run as written.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.fx
@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from ._checks import check_input
-from .fused._common import batch_chunks
+from .fused._common import batch_chunks, needs_autograd
 
 torch.fx.wrap('check_input')
 
@@ -57,21 +57,34 @@ class ULSAM(nn.Module):
 
     def subspace_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The g attention maps, (B, g, H, W); each sums to 1 over H x W."""
-        b, _, h, w = x.shape
-        a = self._logits(x)
-        return torch.softmax(a.reshape(b, self.groups, h * w), dim=-1).reshape(b, self.groups, h, w)
+        return self._maps(x, self._folded())
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The maps before the softmax: ReLU(BN(PW(MaxPool(ReLU(BN(DW(x))))))), (B, g, H, W)."""
+    def _maps(self, x: torch.Tensor, folded: Optional[List[torch.Tensor]]) -> torch.Tensor:
+        """ReLU(BN(PW(MaxPool(ReLU(BN(DW(x))))))) -> softmax over H x W, with the submodules or `folded`."""
+        b, c, h, w = x.shape
+        g = self.groups
+        if folded is None:
+            a = F.relu(self.bn_dw(self.dw(x)))
+            a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
+        else:
+            a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
+            a = _max_pool3x3_nonnegative(a).reshape(b, g, c // g, h * w)
+            a = F.relu(torch.matmul(folded[2], a) + folded[3]).reshape(b, g, h * w)  # (g, 1, G) @ (B, g, G, HW)
+        return torch.softmax(a, dim=-1).reshape(b, g, h, w)
+
+    def _folded(self) -> Optional[List[torch.Tensor]]:
+        """[DW scale, DW shift (1, C, 1, 1), PW weight (g, 1, G), PW bias (g, 1, 1)] with the BNs folded in; None
+        where the submodules run as written: a BN normalising with batch statistics, or hooks watching them."""
+        if not torch.jit.is_scripting() and self._submodules_watched():
+            return None
         dw = _conv_bn(self.dw.weight, self.dw.bias, self.bn_dw.training, self.bn_dw.running_mean,
                       self.bn_dw.running_var, self.bn_dw.weight, self.bn_dw.bias, self.bn_dw.eps)
         pw = _conv_bn(self.pw.weight, self.pw.bias, self.bn_pw.training, self.bn_pw.running_mean,
                       self.bn_pw.running_var, self.bn_pw.weight, self.bn_pw.bias, self.bn_pw.eps)
-        if dw is None or pw is None or (not torch.jit.is_scripting() and self._submodules_watched()):
-            a = F.relu(self.bn_dw(self.dw(x)))
-            return F.relu(self.bn_pw(self.pw(self.pool(a))))
-        a = F.relu(torch.addcmul(dw[1].view(1, -1, 1, 1), x, dw[0].view(1, -1, 1, 1)))
-        return F.relu(F.conv2d(_max_pool3x3_nonnegative(a), pw[0], pw[1], groups=self.groups))
+        if dw is None or pw is None:
+            return None
+        g = self.groups
+        return [dw[0].view(1, -1, 1, 1), dw[1].view(1, -1, 1, 1), pw[0].view(g, 1, -1), pw[1].view(g, 1, 1)]
 
     @torch.jit.unused
     def _submodules_watched(self) -> bool:
@@ -82,26 +95,35 @@ class ULSAM(nn.Module):
         return any(m._forward_hooks or m._forward_pre_hooks for m in (self.dw, self.bn_dw, self.pool, self.pw,
                                                                       self.bn_pw))
 
-    def _refine(self, x: torch.Tensor) -> torch.Tensor:
+    def _refine(self, x: torch.Tensor, folded: Optional[List[torch.Tensor]],
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """F_n * A_n + F_n, as (F_n * (1 + A_n)); written into `out` (contiguous, shaped as x) when given."""
         b, c, h, w = x.shape
-        a = self.subspace_maps(x).unsqueeze(2)  # (B, g, 1, H, W)
+        a = 1.0 + self._maps(x, folded).unsqueeze(2)  # (B, g, 1, H, W)
         xg = x.reshape(b, self.groups, c // self.groups, h, w)
-        return (xg * (1.0 + a)).reshape(b, c, h, w)  # F_n * A_n + F_n
+        if out is None:
+            return (xg * a).reshape(b, c, h, w)
+        return torch.mul(xg, a, out=out.view(b, self.groups, c // self.groups, h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'ULSAM')
         if torch.jit.is_scripting() or self.training:
-            return self._refine(x)
+            return self._refine(x, self._folded())
         return self._refine_in_chunks(x)
 
     @torch.jit.unused
     def _refine_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
-        """`_refine` image chunk by image chunk where that is both safe (nothing records the ops: a recorded loop
-        would hold the traced batch size) and faster (`batch_chunks`: a single-threaded CPU)."""
-        chunks = batch_chunks(x) if _runs_eagerly(x) else [slice(None)]
+        """`_refine` image chunk by image chunk into one output, where that is both safe (nothing records the ops: a
+        recorded loop would hold the traced batch size; no autograd) and faster (`batch_chunks`: one CPU thread)."""
+        folded = self._folded()
+        eager = _runs_eagerly(x) and not needs_autograd(x, *(folded or []))
+        chunks = batch_chunks(x) if eager else [slice(None)]
         if len(chunks) == 1:
-            return self._refine(x)
-        return torch.cat([self._refine(x[s]) for s in chunks])
+            return self._refine(x, folded)
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        for s in chunks:
+            self._refine(x[s], folded, y[s])
+        return y
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'spatial': (B, g, H, W)}: one map per subspace (channel group), each summing to 1 over H x W."""
