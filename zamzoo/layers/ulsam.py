@@ -15,7 +15,8 @@ one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 
 rest of the module's share):
 - DW conv1x1 + BN is one per-channel affine ``x * scale + shift`` (BN folded into the conv), one ``addcmul``;
 - the 3x3 max-pool is separable (a max over 3 columns, then over 3 rows), and its input is a ReLU output (>= 0), so
-  zero padding gives what -inf padding gives: every window holds its own valid centre;
+  zero padding gives what -inf padding gives: every window holds its own valid centre (in an ONNX export it stays
+  one MaxPool, which ONNX Runtime runs faster);
 - PW conv + BN(g) is one grouped conv with the BN folded in.
 It is plain tensor ops, so tracers and exporters record it as it runs; in eager mode on a single-threaded CPU it
 also runs chunk by chunk of the batch (every statistic is per image) so that its passes hit the cache. It does not
@@ -68,7 +69,11 @@ class ULSAM(nn.Module):
             a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
         else:
             a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
-            a = _max_pool3x3_nonnegative(a).reshape(b, g, c // g, h * w)
+            if torch.jit.is_scripting() or not _exporting_onnx():
+                a = _max_pool3x3_nonnegative(a)
+            else:  # ONNX Runtime's MaxPool is faster than the separable form there
+                a = self.pool(a)
+            a = a.reshape(b, g, c // g, h * w)
             a = F.relu(torch.matmul(folded[2], a) + folded[3]).reshape(b, g, h * w)  # (g, 1, G) @ (B, g, G, HW)
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
 
@@ -159,6 +164,11 @@ def _max_pool3x3_nonnegative(a: torch.Tensor) -> torch.Tensor:
     p = F.pad(a, (1, 1, 1, 1))
     rows = torch.maximum(torch.maximum(p[:, :, :, :-2], p[:, :, :, 1:-1]), p[:, :, :, 2:])
     return torch.maximum(torch.maximum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
+
+
+@torch.jit.unused
+def _exporting_onnx() -> bool:
+    return torch.onnx.is_in_onnx_export()
 
 
 def _runs_eagerly(x: torch.Tensor) -> bool:
