@@ -238,6 +238,7 @@ def test_ulsam_maps_and_formula(x, g):
     torch.testing.assert_close(m(x), ref)
 
 
+@pytest.mark.filterwarnings('ignore::FutureWarning', 'ignore::torch.jit.TracerWarning')
 def test_ulsam_eval_fast_path_exact_everywhere():
     """Eval mode on one thread runs in batch chunks (7 images of 32 KiB, 2 per chunk here) through the BN-folded formula:
     gradients, channels_last, torch.jit.trace (at another batch size), TorchScript and fx all give the plain formula,
