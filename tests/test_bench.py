@@ -195,6 +195,53 @@ def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
     assert 'not a `zamzoo bench models` report' in capsys.readouterr().err
 
 
+def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
+    """Batch sizes measured in separate runs fill one cell; ONNX Runtime settings get their own column."""
+    first = json.loads(_fake_report(tmp_path).read_text())
+    zam = first['results'][0]
+    ort = {'batch': 64, 'train': False, 'runtime': 'onnxruntime', 'ms': 130.0, 'baseline_ms': 100.0, 'ratio': 1.3,
+           'samples_ms': [130.0], 'baseline_samples_ms': [100.0]}
+    second = dict(first, created='2025-01-03T00:00:00+00:00', results=[dict(zam, latency={
+        'infer_b64': dict(zam['latency']['infer_b64'], ratio=1.1), 'onnxruntime_infer_b64': ort})])
+    zam['latency'] = {'infer_b1': zam['latency']['infer_b1']}
+    for i, report in enumerate((first, second)):
+        (tmp_path / f'run{i}.json').write_text(json.dumps(report))
+    readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
+    for path in (readme, card):
+        path.write_text(''.join(f'{marker(b)}\n{marker(b, end=True)}\n' for b in ('models-table', 'overhead', 'recipes')))
+    update_tables([tmp_path / 'run0.json', tmp_path / 'run1.json'], tmp_path / 'none.json', readme, card)
+    lines = readme.read_text().splitlines()
+    assert '| CPU latency vs plain (b1 / b64) | CPU latency, ONNX Runtime vs plain (b1 / b64) |' in lines[1]
+    row = next(line for line in lines if line.startswith('| `resnet18_zam`'))
+    assert '| +5.0% / +10.0% | - / +30.0% |' in row
+    assert 'ONNX Runtime: the model exported with timm' in readme.read_text()
+    assert '| 130.00 (100.00) | +30.0% |' in card.read_text()
+
+
+def test_onnx_session_times_only_a_graph_that_matches_pytorch(tmp_path):
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnxscript')
+    from zamzoo.bench.models import _OrtRunner, onnx_session
+
+    class Net(nn.Module):
+        def __init__(self, lie=False):
+            super().__init__()
+            self.conv, self.lie = nn.Conv2d(3, 4, 3), lie
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            return y * 2 if self.lie and torch.onnx.is_in_onnx_export() else y
+
+    torch.manual_seed(0)
+    session = onnx_session(Net(), (3, 8, 8), 1, tmp_path)
+    assert session.get_session_options().intra_op_num_threads == 1
+    runner = _OrtRunner('net', session, 5, (3, 8, 8))
+    runner.warmup(1, 0.0)
+    assert runner.measure() > 0 and session.run(None, runner.feed)[0].shape == (5, 4)  # dynamic batch
+    with pytest.raises(ValueError, match='other logits than PyTorch'):
+        onnx_session(Net(lie=True), (3, 8, 8), 1, tmp_path)
+
+
 def test_repo_tables_are_generated_from_committed_results():
     # README.md / MODEL_CARD.md carry exactly what `zamzoo bench tables` writes from docs/bench and the manifest
     assert update_tables(check=True) == [], 'tables out of date: run `zamzoo bench tables`'

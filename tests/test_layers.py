@@ -2,6 +2,7 @@
 here independently of zamzoo.layers), input checks, registry, penalties, timm / TorchScript / FX compatibility."""
 import itertools
 import math
+import unittest.mock
 
 import pytest
 import torch
@@ -187,31 +188,93 @@ def test_spem_formula(x):
     assert m.penalty().item() == pytest.approx(0.3 ** 2 + 1.1 ** 2)
 
 
-@pytest.mark.parametrize('g', [1, 4, 16])
-def test_ulsam_maps_and_formula(x, g):
-    torch.manual_seed(g)
-    m = L.ULSAM(64, g)
-    with torch.no_grad():  # non-trivial BN affine so that the ReLUs do not zero everything
-        for bn in (m.bn_dw, m.bn_pw):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.uniform_(0.1, 0.5)
-    maps = m.attention_maps(x)['spatial']
-    assert maps.shape == (4, g, 8, 6)
-    torch.testing.assert_close(maps.sum((2, 3)), torch.ones(4, g))
-    # reference: one original-style subspace per chunk (DW conv1x1 -> BN -> ReLU -> maxpool -> PW G->1 -> BN -> ReLU)
-    G = 64 // g
-    outs = []
+def ulsam_reference(m, x):
+    """ULSAM as /work/shared/reference/modules.md writes it: one original-style subspace per chunk (DW conv1x1 -> BN ->
+    ReLU -> maxpool -> PW G->1 -> BN -> ReLU -> softmax over H x W -> F_n * A_n + F_n); (output, maps)."""
+    g = m.groups
+    G = m.channels // g
+
+    def bn(a, mod, sl):
+        stats = (None, None) if mod.training else (mod.running_mean[sl], mod.running_var[sl])
+        return F.batch_norm(a, *stats, mod.weight[sl], mod.bias[sl], training=mod.training, eps=mod.eps)
+
+    outs, maps = [], []
     for i, f in enumerate(torch.chunk(x, g, dim=1)):
-        sl = slice(i * G, (i + 1) * G)
-        a = F.conv2d(f, m.dw.weight[sl], m.dw.bias[sl], groups=G)
-        a = F.relu(F.batch_norm(a, None, None, m.bn_dw.weight[sl], m.bn_dw.bias[sl], training=True))
+        sl, one = slice(i * G, (i + 1) * G), slice(i, i + 1)
+        a = F.relu(bn(F.conv2d(f, m.dw.weight[sl], m.dw.bias[sl], groups=G), m.bn_dw, sl))
         a = F.max_pool2d(a, 3, 1, 1)
-        a = F.conv2d(a, m.pw.weight[i:i + 1], m.pw.bias[i:i + 1])
-        a = F.relu(F.batch_norm(a, None, None, m.bn_pw.weight[i:i + 1], m.bn_pw.bias[i:i + 1], training=True))
+        a = F.relu(bn(F.conv2d(a, m.pw.weight[one], m.pw.bias[one]), m.bn_pw, one))
         b, _, h, w = a.shape
         a = torch.softmax(a.view(b, 1, h * w), dim=2).view(b, 1, h, w)
         outs.append(f * a + f)
-    torch.testing.assert_close(m(x), torch.cat(outs, 1))
+        maps.append(a)
+    return torch.cat(outs, 1), torch.cat(maps, 1)
+
+
+def ulsam_random_bn(channels, g, seed):
+    """A ULSAM with non-trivial BN affines (so that the ReLUs do not zero everything) and running statistics."""
+    torch.manual_seed(seed)
+    m = L.ULSAM(channels, g)
+    with torch.no_grad():
+        for bn in (m.bn_dw, m.bn_pw):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(0.1, 0.5)
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    return m
+
+
+@pytest.mark.parametrize('g', [1, 4, 16])
+def test_ulsam_maps_and_formula(x, g):
+    m = ulsam_random_bn(64, g, g)
+    maps = m.attention_maps(x)['spatial']
+    assert maps.shape == (4, g, 8, 6)
+    torch.testing.assert_close(maps.sum((2, 3)), torch.ones(4, g))
+    ref, ref_maps = ulsam_reference(m, x)
+    torch.testing.assert_close(maps, ref_maps)
+    torch.testing.assert_close(m(x), ref)
+    m.eval()  # BNs folded into the convs, separable max-pool
+    ref, ref_maps = ulsam_reference(m, x)
+    torch.testing.assert_close(m.attention_maps(x)['spatial'], ref_maps)
+    torch.testing.assert_close(m(x), ref)
+
+
+@pytest.mark.filterwarnings('ignore::FutureWarning', 'ignore::torch.jit.TracerWarning')
+def test_ulsam_eval_fast_path_exact_everywhere():
+    """Eval mode on one thread runs in batch chunks (7 images of 32 KiB, 2 per chunk here) through the BN-folded formula:
+    gradients, channels_last, torch.jit.trace (at another batch size), TorchScript and fx all give the plain formula,
+    and forward hooks on the submodules (thop, FlopCounterMode) still fire."""
+    m = ulsam_random_bn(32, 4, 0).eval()
+    x = torch.randn(7, 32, 16, 16) * 2.0
+    ref = ulsam_reference(m, x)[0].detach()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with unittest.mock.patch('zamzoo.layers.fused._common.CHUNK_BYTES', 2 * 32 * 16 * 16 * 4):
+            with torch.no_grad():  # the chunks: no autograd
+                torch.testing.assert_close(m(x), ref)
+                torch.testing.assert_close(m(x.contiguous(memory_format=torch.channels_last)), ref)
+            xg = x.clone().requires_grad_(True)
+            (m(xg) * ref).sum().backward()
+            xr = x.clone().requires_grad_(True)
+            params = list(m.parameters())
+            got = [p.grad.clone() for p in params]
+            m.zero_grad()
+            (ulsam_reference(m, xr)[0] * ref).sum().backward()
+            torch.testing.assert_close(xg.grad, xr.grad)
+            for a, b in zip(got, [p.grad for p in params]):  # sums of 1792 terms (the PW biases: cancelling)
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+            with torch.no_grad():
+                traced = torch.jit.trace(m, x[:2])
+            torch.testing.assert_close(traced(x), ref)
+            torch.testing.assert_close(torch.jit.script(m)(x), ref)
+            torch.testing.assert_close(torch.fx.symbolic_trace(m)(x), ref)
+    finally:
+        torch.set_num_threads(threads)
+    seen = []
+    m.dw.register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+    torch.testing.assert_close(m(x), ref)
+    assert seen == [x.shape]
 
 
 def test_nam_channel_formula(x):

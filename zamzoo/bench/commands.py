@@ -38,6 +38,10 @@ def add_commands(subparsers):
     p.add_argument('--timer', choices=['wall', 'process'], default='wall',
                    help='wall clock (latency, default) or the CPU time of this process (CPU only: steadier on a '
                         'machine shared with other work, with --threads 1)')
+    p.add_argument('--runtime', choices=['torch', 'onnxruntime'], default='torch',
+                   help='torch: eager PyTorch (default); onnxruntime: also every model exported to ONNX (dynamo '
+                        'exporter, checked against PyTorch) under ONNX Runtime with --threads intra-op threads, '
+                        'interleaved with the PyTorch rounds (CPU only; needs zamzoo[onnx])')
     p.add_argument('--counts-only', action='store_true', help='params and MACs only, no timing')
     p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
     p.add_argument('--quiet', action='store_true', help='no progress lines')
@@ -79,7 +83,7 @@ def run_models(args) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = bench_models(names, device=args.device, repeats=args.repeats, warmup=args.warmup,
                           min_time=args.min_time, infer_batches=args.batch_sizes, train_step=args.train_step,
-                          train_batch=args.train_batch, threads=args.threads, timer=args.timer,
+                          train_batch=args.train_batch, threads=args.threads, timer=args.timer, runtime=args.runtime,
                           latency=not args.counts_only, progress=say)
     report['command'] = 'zamzoo bench models ' + ' '.join(shlex.quote(a) for a in _argv_of(args))
     paths = write_report(report, args.out)
@@ -98,6 +102,8 @@ def _argv_of(args):
         out += ['--threads', str(args.threads)]
     if args.timer != 'wall':
         out += ['--timer', args.timer]
+    if args.runtime != 'torch':
+        out += ['--runtime', args.runtime]
     if args.batch_sizes != [1, 64]:
         out += ['--batch-sizes', *map(str, args.batch_sizes)]
     if args.train_step is not None:

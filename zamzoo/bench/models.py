@@ -9,11 +9,17 @@ Timing: every (model, setting) is warmed up, then measured ``repeats`` times; th
 round) so that a drift of the machine (other processes, clocks, heat) touches them alike. One measurement is
 the mean over enough back-to-back calls to last ``min_time`` seconds. Reported: the median over rounds of
 each, and the overhead ``ratio`` = median over rounds of (variant time / plain time of the same round).
+
+``runtime='onnxruntime'`` (CPU) also times every model exported to ONNX (timm's ``onnx_export``, the dynamo
+exporter, dynamic batch; checked against PyTorch before it is timed) under ONNX Runtime, with ``threads`` intra-op
+threads: each batch size's rounds interleave the PyTorch and the ONNX Runtime calls of the whole group, and the ONNX
+Runtime ratio is against the plain backbone under ONNX Runtime (settings ``onnxruntime_infer_b<B>``).
 """
 import contextlib
 import fnmatch
 import math
 import os
+import tempfile
 import statistics
 import sys
 import time
@@ -35,6 +41,8 @@ KIND = 'zamzoo-bench-models'
 INFER_BATCHES = (1, 64)
 TIMERS = {'wall': time.perf_counter, 'process': time.process_time}
 TRAIN_BATCH = 128
+RUNTIMES = ('torch', 'onnxruntime')
+ONNX_RTOL = 1e-4
 
 
 def backbone_of(model_name: str) -> str:
@@ -116,6 +124,31 @@ class _Runner:
         return self._time(self.iters)
 
 
+class _OrtRunner(_Runner):
+    """One exported model's inference at a batch size under an ONNX Runtime session."""
+
+    def __init__(self, name: str, session, batch: int, input_size, clock=time.perf_counter):
+        self.name, self.session, self.device, self.clock = name, session, torch.device('cpu'), clock
+        self.feed = {session.get_inputs()[0].name: torch.randn(batch, *input_size).numpy()}
+        self.iters = 1
+
+    def call(self):
+        self.session.run(None, self.feed)
+
+
+def onnx_session(model, input_size, threads: Optional[int], folder):
+    """`model` exported into `folder` by `zamzoo.bench.onnx.export_onnx` (dynamo exporter, dynamic batch, refused
+    unless ONNX Runtime matches eager PyTorch), as an ONNX Runtime CPU session with `threads` intra-op threads."""
+    from .onnx import export_onnx
+    path = Path(folder) / 'model.onnx'
+    export_onnx(model, path, input_size, use_dynamo=True)
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+
+
 @contextlib.contextmanager
 def _num_threads(threads: Optional[int]):
     """torch's CPU thread count set to `threads` for the block (unchanged when None), then restored."""
@@ -128,11 +161,18 @@ def _num_threads(threads: Optional[int]):
         torch.set_num_threads(previous)
 
 
-def _settings(train_step: bool, infer_batches: Sequence[int], train_batch: int):
-    out = [(f'infer_b{b}', b, False) for b in infer_batches]
+def _phases(train_step: bool, infer_batches: Sequence[int], train_batch: int, runtimes: Sequence[str]):
+    """Settings (key, batch, train, runtime), in phases whose rounds are interleaved: one per inference batch size
+    (every runtime), then the training step."""
+    out = [[(setting_key(b, rt), b, False, rt) for rt in runtimes] for b in infer_batches]
     if train_step:
-        out.append((f'train_b{train_batch}', train_batch, True))
+        out.append([(f'train_b{train_batch}', train_batch, True, 'torch')])
     return out
+
+
+def setting_key(batch: int, runtime: str = 'torch') -> str:
+    """'infer_b64' (eager PyTorch), 'onnxruntime_infer_b64'."""
+    return f'infer_b{batch}' if runtime == 'torch' else f'{runtime}_infer_b{batch}'
 
 
 def bench_models(
@@ -148,6 +188,7 @@ def bench_models(
         input_size: Optional[Sequence[int]] = None,
         threads: Optional[int] = None,
         timer: str = 'wall',
+        runtime: str = 'torch',
         progress: Optional[Callable[[str], None]] = None,
 ) -> Dict:
     """Measure `models` (names) against their plain backbones; returns the JSON-ready report.
@@ -178,6 +219,10 @@ def bench_models(
         raise UsageError("timer='process' measures CPU time; on CUDA use the wall clock")
     if threads is not None and threads < 1:
         raise UsageError(f'threads must be >= 1, got {threads}')
+    if runtime not in RUNTIMES:
+        raise UsageError(f'runtime must be one of {list(RUNTIMES)}, got {runtime!r}')
+    if runtime != 'torch' and cuda:
+        raise UsageError('--runtime onnxruntime is timed on CPU only; use --device cpu')
     say = progress or (lambda msg: None)
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -200,37 +245,37 @@ def bench_models(
                                 'seed_flops': seed_flops(model, size), 'input_size': list(size)}
 
         timings: Dict[str, Dict[str, List[float]]] = {}
-        settings = _settings(train_step, infer_batches, train_batch) if latency else []
+        runtimes = ('torch',) if runtime == 'torch' else ('torch', runtime)
+        phases = _phases(train_step, infer_batches, train_batch, runtimes) if latency else []
         groups: Dict[str, List[str]] = {}  # plain backbone -> [plain, variants...]: timed together
         for name in models:
             group = groups.setdefault(plain_of(name), [plain_of(name)])
             if name not in group:
                 group.append(name)
-        for plain, group in (groups.items() if settings else ()):
+        for plain, group in (groups.items() if phases else ()):
             built = {name: build(name) for name in group}
-            for setting, batch, train in settings:  # the training step last: it changes the weights
-                runners = []
-                for name in group:
-                    say(f'warming up {name} {setting}')
-                    runner = _Runner(name, built[name][0], batch, built[name][1], dev, train, TIMERS[timer])
-                    runner.warmup(warmup, min_time)
-                    runners.append(runner)
-                for r in range(repeats):
-                    for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
-                        timings.setdefault(runner.name, {}).setdefault(setting, []).append(runner.measure())
-                    say(f'{setting} {plain} group, round {r + 1}/{repeats}')
+            with tempfile.TemporaryDirectory() as tmp:
+                sessions = {}
+                for name in (group if runtime != 'torch' else ()):
+                    say(f'exporting {name} to ONNX')
+                    Path(tmp, name).mkdir()
+                    sessions[name] = onnx_session(built[name][0], built[name][1], threads, Path(tmp, name))
+                for phase in phases:  # the training step last: it changes the weights
+                    _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, TIMERS[timer],
+                                timings, say)
             del built
+        settings = [setting for phase in phases for setting in phase]
 
         for name in models:
             plain = plain_of(name)
             row = {'model': name, 'backbone': backbone_of(name), 'baseline': plain, **counts[name],
                    'baseline_params': counts[plain]['params'], 'baseline_macs': counts[plain]['macs'],
                    'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
-            for setting, batch, train in settings:
+            for setting, batch, train, rt in settings:
                 mine, base = timings[name][setting], timings[plain][setting]
                 ratios = [a / b for a, b in zip(mine, base)]
                 row['latency'][setting] = {
-                    'batch': batch, 'train': train,
+                    'batch': batch, 'train': train, 'runtime': rt,
                     'ms': _ms(statistics.median(mine)), 'baseline_ms': _ms(statistics.median(base)),
                     'ratio': round(statistics.median(ratios), 4),
                     'samples_ms': [_ms(t) for t in mine], 'baseline_samples_ms': [_ms(t) for t in base],
@@ -247,9 +292,27 @@ def bench_models(
             'settings': {'repeats': repeats, 'warmup': warmup, 'min_time_s': min_time, 'timer': timer,
                          'infer_batches': list(infer_batches) if latency else [],
                          'train_batch': train_batch if train_step and latency else None,
-                         'latency': latency, 'dtype': 'float32'},
+                         'latency': latency, 'dtype': 'float32', 'runtimes': list(runtimes)},
             'results': results,
         }
+
+
+def _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, clock, timings, say):
+    """Warm up every (setting, model) of the phase, then `repeats` rounds over all of them, the order rotating."""
+    runners = []
+    for setting, batch, train, rt in phase:
+        for name in group:
+            say(f'warming up {name} {setting}')
+            model, size = built[name]
+            runner = (_Runner(name, model, batch, size, dev, train, clock) if rt == 'torch'
+                      else _OrtRunner(name, sessions[name], batch, size, clock))
+            runner.setting = setting
+            runner.warmup(warmup, min_time)
+            runners.append(runner)
+    for r in range(repeats):
+        for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
+            timings.setdefault(runner.name, {}).setdefault(runner.setting, []).append(runner.measure())
+        say(f"{', '.join(s[0] for s in phase)} {group[0]} group, round {r + 1}/{repeats}")
 
 
 def _ms(seconds: float) -> float:

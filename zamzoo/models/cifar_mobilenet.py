@@ -54,8 +54,7 @@ class DepthwiseSeparable(nn.Module):
         self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False, **dd)
         self.bn2 = nn.BatchNorm2d(out_chs, **dd)
         self.attn = attn if attn is not None else nn.Identity()
-        # not in place after an attention module: its output may be a view or a custom autograd Function's output
-        self.act2 = nn.ReLU(inplace=attn is None)
+        self.act2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_dw(x)))
