@@ -2,10 +2,14 @@
 
 `export_onnx` writes the file (dynamic batch, opset 18 unless asked otherwise) only after ONNX Runtime's logits
 matched the eager PyTorch model's on random inputs at every checked batch size: relative error
-``max|ort - torch| / max|torch|`` at most `RTOL`. `zamzoo bench export` runs it on every model; publishing
+``max|ort - torch| / max|torch|`` at most `RTOL`, or, for a model whose float32 result is itself further than that
+from the exact one, at most `ROUNDING_FACTOR` times PyTorch's own float32 rounding error (`fp32_rounding`,
+against a float64 copy of the model): two float32 implementations that sum in different orders can each be that
+far from the exact result, and so from each other (deep random networks such as resnet164 at 2-4e-4). `zamzoo bench export` runs it on every model; publishing
 (`zamzoo.publish.onnx`) adds its file to an export folder. Needs the `onnx` extra: ``pip install 'zamzoo[onnx]'``.
 """
 import contextlib
+import copy
 import io
 import warnings
 from typing import Optional, Sequence, Tuple
@@ -16,11 +20,12 @@ from torch import nn
 from .._io import atomic_path
 from ..errors import ZamzooError
 
-__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'OPSET', 'RTOL', 'INPUT_NAME', 'OUTPUT_NAME',
-           'CHECK_BATCHES']
+__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'fp32_rounding', 'OPSET', 'RTOL', 'ROUNDING_FACTOR',
+           'INPUT_NAME', 'OUTPUT_NAME', 'CHECK_BATCHES']
 
 OPSET = 18
 RTOL = 1e-4
+ROUNDING_FACTOR = 3
 INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
 CHECK_BATCHES = (1, 8)
 
@@ -59,6 +64,20 @@ def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
     return worst
 
 
+def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int],
+                  batch_sizes: Sequence[int] = CHECK_BATCHES, seed: int = 0) -> float:
+    """max|torch fp32 - torch fp64| / max|torch fp64| of `model` on the inputs `onnx_parity` uses."""
+    model64 = copy.deepcopy(model).double()
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for b in batch_sizes:
+        x = torch.randn((b, *input_size), generator=generator)
+        with torch.no_grad():
+            exact = model64(x.double())
+            worst = max(worst, ((model(x).double() - exact).abs().max() / exact.abs().max()).item())
+    return worst
+
+
 def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int]] = None, *,
                 use_dynamo: bool = False, opset: int = OPSET, rtol: float = RTOL,
                 batch_sizes: Sequence[int] = CHECK_BATCHES) -> float:
@@ -83,8 +102,11 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
         _check_dynamic_batch(tmp)
         err = onnx_parity(tmp, model, input_size, batch_sizes)
         if not err <= rtol:
-            raise OnnxExportError(f'ONNX Runtime output differs from PyTorch ({_exporter(use_dynamo)} exporter): '
-                                  f'relative error {err:.3g} > {rtol:g}')
+            rounding = fp32_rounding(model, input_size, batch_sizes)
+            if not err <= ROUNDING_FACTOR * rounding:
+                raise OnnxExportError(
+                    f'ONNX Runtime output differs from PyTorch ({_exporter(use_dynamo)} exporter): relative error '
+                    f'{err:.3g} > {rtol:g} and > {ROUNDING_FACTOR} x PyTorch\'s own float32 rounding ({rounding:.3g})')
     return err
 
 
