@@ -11,8 +11,8 @@ The same library calls a maintainer makes to publish weights, on coloured shapes
    the reloaded model's predictions on the held-out split must equal the trained model's;
 4. `zamzoo.viz.visualize`: attention maps of the reloaded model on a few held-out images (PNG).
 
-    from zamzoo.quickstart import quickstart
-    result = quickstart('quickstart-out')
+    from zamzoo.quickstart import QuickstartConfig, quickstart
+    result = quickstart(QuickstartConfig(out='quickstart-out'))
     print(result.top1, result.paths['attention'])
 """
 import time
@@ -62,7 +62,7 @@ class QuickstartResult:
     top1: float                  # accuracy (%) of the reloaded model on the held-out split
     chance: float                # 100 / number of classes
     run_top1: float              # the training loop's own final test top-1 (%)
-    predictions_equal: bool      # reloaded vs trained model, every held-out image (always True: asserted)
+    predictions_equal: bool      # reloaded vs trained model's classes, every held-out image (quickstart raises if not)
     max_logit_diff: float
     val_images: int
     train_wall_s: float
@@ -154,7 +154,8 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     loader = DataLoaderBatches(val, train_config.eval_batch_size, transform, train=False, channels_last=CHANNELS_LAST)
     loaded_logits, targets = _predict(loaded.to(memory_format=torch.channels_last), loader)
     trained_logits, _ = _predict(trained.to(memory_format=torch.channels_last), loader)
-    if not torch.equal(loaded_logits.argmax(1), trained_logits.argmax(1)):
+    predictions_equal = torch.equal(loaded_logits.argmax(1), trained_logits.argmax(1))
+    if not predictions_equal:
         raise ZamzooError('the model reloaded through the Hugging Face cache predicts differently from the trained '
                           'model: the export or the load changed the weights')
     top1 = 100.0 * (loaded_logits.argmax(1) == targets).double().mean().item()
@@ -168,7 +169,7 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
 
     result = QuickstartResult(
         model=config.model, repo_id=repo_id, top1=top1, chance=100.0 / results['num_classes'],
-        run_top1=results['top1'], predictions_equal=True,
+        run_top1=results['top1'], predictions_equal=predictions_equal,
         max_logit_diff=(loaded_logits - trained_logits).abs().max().item(), val_images=len(targets),
         train_wall_s=train_wall, wall_s=time.perf_counter() - t0,
         paths=dict(out=str(out), data=str(data), run=str(run), metrics=str(run / METRICS_FILE),
