@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 from conftest import TINY_TEST, TINY_TRAIN, tiny_cifar_arrays
 from zamzoo.data import (DataLoaderBatches, TensorLoader, cifar_dataset, cifar_transforms, crop_flip, hflip,
                          image_folder, load_cifar, normalize, pad, random_crop, rotate)
-from zamzoo.data.gpu import rank_slice, shard_bounds
+from zamzoo.data.batches import rank_slice, shard_bounds
 from zamzoo.errors import DataError
 from zamzoo.recipes import get_recipe
 
