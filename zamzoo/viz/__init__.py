@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_path
-from .errors import NotFoundError, UsageError
+from .._io import atomic_path
+from ..errors import NotFoundError, UsageError
 
 __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'grad_cam', 'gradcam_target_layer',
            'visualize', 'render', 'load_model']
@@ -65,9 +65,8 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
     file, or a torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
     import timm
 
-    import zamzoo  # noqa: F401  (registers the models)
-    from .train.checkpoint import load_weights
-    from .train.loop import check_model_name
+    from ..train.checkpoint import load_weights
+    from ..train.loop import check_model_name
 
     if pretrained and checkpoint:
         raise UsageError('give either --pretrained or --checkpoint, not both')
@@ -95,7 +94,7 @@ def load_image(path, model: nn.Module) -> Tuple[torch.Tensor, np.ndarray]:
     from timm.data import create_transform, resolve_data_config
     from torchvision.transforms import Compose
 
-    from .data import open_rgb
+    from ..data import open_rgb
 
     path = Path(path)
     if not path.exists():
