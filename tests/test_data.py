@@ -63,7 +63,7 @@ def test_cifar_missing_names_expected_files(tmp_path):
            'batches.meta}' in str(e.value)
 
 
-def test_cifar_malformed(tmp_path, tiny_cifar):
+def test_malformed_cifar_files_and_unknown_names_are_clear_errors(tmp_path, tiny_cifar):
     import shutil
     bad = tmp_path / 'bad'
     shutil.copytree(tiny_cifar / 'cifar-100-python', bad / 'cifar-100-python')
@@ -78,7 +78,7 @@ def test_cifar_malformed(tmp_path, tiny_cifar):
         load_cifar(tiny_cifar, 'cifar1000')
 
 
-def test_image_folder(tmp_path):
+def test_image_folder_reads_class_folders_and_names_the_missing_split(tmp_path):
     from PIL import Image
     for split in ('train', 'val'):
         for c in ('cat', 'dog'):
@@ -154,7 +154,7 @@ def test_rotate_refuses_integer_images():
         rotate(_batch(4).to(torch.uint8), torch.zeros(4))
 
 
-def test_normalize():
+def test_normalize_is_division_by_255_then_the_recipes_mean_and_std():
     x = _batch().to(torch.uint8)
     mean, std = get_recipe('zam').stats('cifar100')
     ref = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

@@ -155,7 +155,7 @@ def test_block_slot_after_last_bn(name):
     assert not torch.allclose(y, y_plain)
 
 
-def test_weight_init():
+def test_resnet164_uses_bearpaw_init_and_seed_backbones_keep_pytorch_default_init():
     # bearpaw's init for resnet164 (conv ~ N(0, sqrt(2 / (k*k*out)))), attention modules keep theirs
     model = create('resnet164_spem')
     conv = model.stages[2][5].conv2
@@ -172,7 +172,7 @@ def test_weight_init():
 
 
 # ---------------------------------------------------------------------------------------------- registration
-def test_zoo_table():
+def test_zoo_is_every_backbone_with_every_attention():
     assert len(ALL_MODELS) == 78 == len(BACKBONES) * len(ATTENTIONS) == len(ZOO)
     assert ALL_MODELS == sorted(ALL_MODELS)
     assert set(ATTENTIONS) == {
@@ -182,6 +182,9 @@ def test_zoo_table():
     assert zamzoo.list_models() == ALL_MODELS
     assert list_models('resnet18_*') == sorted(f'resnet18_{a}' for a in ATTENTIONS)
     assert list_models('*_zam') == sorted(timm.list_models('*_zam'))
+
+
+def test_every_zoo_model_is_registered_with_timm_and_trained_with_its_backbones_recipe():
     for name in ALL_MODELS:
         assert timm.is_model(name)
         assert backbone_recipe(name) == ('spem' if name.startswith('resnet164_') else 'zam')
