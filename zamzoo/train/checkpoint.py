@@ -18,8 +18,8 @@ CHECKPOINT_VERSION = 1
 
 
 def seed_everything(seed: int):
-    """Seed Python's, numpy's and torch's RNGs (timm's `random_seed`). numpy takes only seeds below 2**32, so it
-    gets `seed` modulo 2**32; torch gets `seed` itself."""
+    """Seed Python's, numpy's and torch's RNGs (timm's `random_seed`). numpy takes only seeds below 2**32, so
+    Python's and numpy's get `seed` modulo 2**32 (zamzoo draws from neither); torch gets `seed` itself."""
     from timm.utils import random_seed
     random_seed(seed % 2 ** 32)
     torch.manual_seed(seed)
