@@ -12,9 +12,11 @@ import torch
 
 from .._io import atomic_path
 from ..errors import NonFiniteError, NotFoundError, OutputError, ZamzooError
+from .run_folder import CHECKPOINT_FILE, WEIGHTS_FILE
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
+WEIGHT_FILES = (WEIGHTS_FILE, CHECKPOINT_FILE)  # where a folder's weights are read from, in this order
 
 
 def seed_everything(seed: int):
@@ -152,10 +154,10 @@ def load_weights(path) -> dict:
 
     path = Path(path).expanduser()
     if path.is_dir():
-        for name in ('model.safetensors', 'checkpoint.pt'):
+        for name in WEIGHT_FILES:
             if (path / name).is_file():
                 return load_weights(path / name)
-        raise ZamzooError(f'{path} holds no weights: expected {path}/model.safetensors or {path}/checkpoint.pt')
+        raise ZamzooError(f'{path} holds no weights: expected {" or ".join(f"{path}/{n}" for n in WEIGHT_FILES)}')
     if not path.is_file():
         raise NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
     try:
