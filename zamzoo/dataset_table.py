@@ -1,6 +1,5 @@
-"""The data sets zamzoo knows, in one place: their names, class counts, and the display names and Hugging Face
-dataset ids model cards cite. A bottom-layer module (like `zamzoo.recipes`), so that models (pretrained tags),
-data (the readers), train (CLI choices) and publish (model cards) all read the same facts."""
+"""The data sets zamzoo knows, in one place: names, class counts, display names and Hugging Face ids. A bottom
+layer (like `zamzoo.recipes`): models (pretrained tags), data, train (CLI choices) and publish (cards) read it."""
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -11,12 +10,13 @@ class Dataset:
     num_classes: Optional[int]           # None: as many as the image folder's / HF dataset's class list
     display_name: Optional[str] = None   # as model cards and tables print it
     hf_id: Optional[str] = None          # the Hugging Face dataset a model card links to
+    train_images: Optional[int] = None   # images in the train split (an epoch), when fixed
 
 
 # The order is the CLI's (`--dataset` choices) and the pretrained tags' (the default first).
 DATASETS: Dict[str, Dataset] = {d.name: d for d in (
-    Dataset('cifar100', 100, 'CIFAR-100', 'uoft-cs/cifar100'),
-    Dataset('cifar10', 10, 'CIFAR-10', 'uoft-cs/cifar10'),
+    Dataset('cifar100', 100, 'CIFAR-100', 'uoft-cs/cifar100', train_images=50_000),
+    Dataset('cifar10', 10, 'CIFAR-10', 'uoft-cs/cifar10', train_images=50_000),
     Dataset('folder', None),
     Dataset('hf', None),
 )}

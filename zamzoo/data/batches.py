@@ -1,7 +1,5 @@
-"""The batches of an epoch, one rule for both loaders (the tensor loader and the DataLoader's batch sampler): the
-global batches as (start, stop) positions in the epoch's order (with the rules for a last batch too small to
-train on or to share among the ranks), each rank's contiguous part of them, and the per-epoch random generator
-the order and the augmentation are drawn from."""
+"""The batches of an epoch, one rule for both loaders (tensor loader, DataLoader batch sampler): global batches,
+each rank's part of them, and the per-epoch generator the order and the augmentation are drawn from."""
 from typing import List, Tuple
 
 import numpy as np

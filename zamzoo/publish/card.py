@@ -21,7 +21,7 @@ def _template(name: str) -> string.Template:
 def dataset_names(tag: str) -> Tuple[str, Optional[str]]:
     """(display name, Hugging Face dataset id) of a pretrained tag; a tag zamzoo does not know names itself."""
     d = DATASETS.get(tag)
-    return (d.display_name, d.hf_id) if d is not None and d.display_name else (tag, None)
+    return (d.display_name or tag, d.hf_id) if d else (tag, None)
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
