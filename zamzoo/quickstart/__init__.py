@@ -84,14 +84,68 @@ def _predict(model, loader):
     return torch.cat(logits), torch.cat(targets)
 
 
-def _attention_images(val_dataset, n: int) -> List[Path]:
-    """The first held-out image of each of the first `n` classes."""
+def _new_folder(path) -> Path:
+    out = Path(path).expanduser()
+    if out.exists():
+        raise ZamzooError(f'{out} already exists; remove it (e.g. `rm -r {out}`) or pass another --out')
+    check_writable(out, '--out')
+    return out
+
+
+def _reload(run: Path, export: Path, cache: Path, repo_id: str):
+    """Export the run, check it as `zamzoo push` would, lay it out in the Hugging Face cache `cache` and load it
+    back through timm + huggingface_hub offline. Returns (the reloaded model, the snapshot folder)."""
+    import timm
+
+    from ..publish import export_run, validate_export
+    from ..publish.hubcache import cache_export, offline_hub
+
+    export_run([run], export, repo_id=repo_id)
+    validate_export(export)  # what `zamzoo push` checks before uploading anything
+    snapshot = cache_export(export, cache)
+    with offline_hub(cache):
+        loaded = timm.create_model(f'hf-hub:{repo_id}', pretrained=True)
+    if (loaded.pretrained_cfg.get('source'), loaded.pretrained_cfg.get('hf_hub_id')) != ('hf-hub', repo_id):
+        raise ZamzooError(f'the reloaded model did not come from hf-hub:{repo_id}: {loaded.pretrained_cfg}')
+    return loaded, snapshot
+
+
+def _compare(loaded, run: Path, results: dict, val, batch_size: int):
+    """(reloaded model's logits, trained model's logits, targets) on the held-out images `val`, with the training
+    loop's evaluation on the CPU (same batch size and memory format, hence the same numbers)."""
+    import torch
+
+    from ..data import DataLoaderBatches, folder_transforms
+    from ..recipes import get_recipe
+    from ..train import create_model, load_weights
+
+    trained = create_model(results['model'], num_classes=results['num_classes'])
+    trained.load_state_dict(load_weights(run))
+    cfg = loaded.pretrained_cfg  # normalisation and input size as the Hub config carries them
+    transform = folder_transforms(get_recipe(results['recipe']), cfg['mean'], cfg['std'], cfg['input_size'][-1],
+                                  train=False)
+    loader = DataLoaderBatches(val, batch_size, transform, train=False, channels_last=CHANNELS_LAST)
+    loaded_logits, targets = _predict(loaded.to(memory_format=torch.channels_last), loader)
+    trained_logits, _ = _predict(trained.to(memory_format=torch.channels_last), loader)
+    return loaded_logits, trained_logits, targets
+
+
+def _draw_attention(model, val, n: int, folder: Path, title: str) -> List[str]:
+    """Attention maps of `model` on the first held-out image of each of the first `n` classes of `val`, one PNG
+    each in `folder`; returns their paths."""
+    from ..viz import visualize
+
     chosen = {}
-    for path, label in val_dataset.samples:
+    for path, label in val.samples:
         chosen.setdefault(label, Path(path))
         if len(chosen) == n:
             break
-    return [chosen[k] for k in sorted(chosen)]
+    pngs = []
+    for image in (chosen[k] for k in sorted(chosen)):
+        png = folder / f'{image.parent.name}_{image.stem}.png'
+        visualize(model, image, png, title=f'{title} on {image.parent.name}')
+        pngs.append(str(png))
+    return pngs
 
 
 def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Callable[[str], None]] = None,
@@ -99,27 +153,18 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     """Run the quickstart into `config.out` (which must not exist yet); see the module doc. `kwargs` are
     QuickstartConfig fields when no config is given. `reporter` is the training loop's (zamzoo.train.Reporter);
     `log(message)` is called at the start of each step."""
-    import timm
     import torch
 
-    from ..data import DataLoaderBatches, folder_transforms, image_folder
+    from ..data import image_folder
     from ..data.shapes import write_shapes
-    from ..publish import export_run, validate_export
-    from ..publish.hubcache import cache_export, offline_hub
-    from ..recipes import get_recipe
-    from ..train import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig,
-                        create_model, load_weights, train)
-    from ..viz import visualize
+    from ..train import CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig, train
 
     config = (config or QuickstartConfig(**kwargs)).validate()
     log = log or (lambda message: None)
     t0 = time.perf_counter()
-    out = Path(config.out).expanduser()
-    if out.exists():
-        raise ZamzooError(f'{out} already exists; remove it (e.g. `rm -r {out}`) or pass another --out')
-    check_writable(out, '--out')
-    data, run, export, cache = out / 'data' / 'shapes', out / 'run', out / 'export', out / 'hf-cache'
-    attention_dir = out / 'attention'
+    out = _new_folder(config.out)
+    data, run, export, cache, attention_dir = (out / 'data' / 'shapes', out / 'run', out / 'export',
+                                               out / 'hf-cache', out / 'attention')
 
     log(f'[1/5] writing the shapes data set ({config.train_images} train / {config.val_images} val images) to {data}')
     write_shapes(data, config.train_images, config.val_images, seed=config.seed)
@@ -133,43 +178,24 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     train_wall = time.perf_counter() - t_train
 
     log(f'[3/5] exporting to {export}, laying it out in the Hugging Face cache {cache}, reloading it offline')
-    tag = data.name
-    repo_id = f'{REPO_ORG}/{config.model}.{tag}'
-    export_run([run], export, repo_id=repo_id)
-    validate_export(export)  # what `zamzoo push` checks before uploading anything
-    snapshot = cache_export(export, cache)
-    with offline_hub(cache):
-        loaded = timm.create_model(f'hf-hub:{repo_id}', pretrained=True)
-    if (loaded.pretrained_cfg.get('source'), loaded.pretrained_cfg.get('hf_hub_id')) != ('hf-hub', repo_id):
-        raise ZamzooError(f'the reloaded model did not come from hf-hub:{repo_id}: {loaded.pretrained_cfg}')
+    repo_id = f'{REPO_ORG}/{config.model}.{data.name}'
+    loaded, snapshot = _reload(run, export, cache, repo_id)
 
     log('[4/5] comparing the reloaded model with the trained one on the held-out images')
-    trained = create_model(config.model, num_classes=results['num_classes'])
-    trained.load_state_dict(load_weights(run))
-    cfg = loaded.pretrained_cfg  # normalisation and input size as the Hub config carries them
     val = image_folder(data, 'val')
-    transform = folder_transforms(get_recipe(results['recipe']), cfg['mean'], cfg['std'], cfg['input_size'][-1],
-                                  train=False)
-    # the training loop's evaluation, on the CPU: same batch size and memory format, hence the same numbers
-    loader = DataLoaderBatches(val, train_config.eval_batch_size, transform, train=False, channels_last=CHANNELS_LAST)
-    loaded_logits, targets = _predict(loaded.to(memory_format=torch.channels_last), loader)
-    trained_logits, _ = _predict(trained.to(memory_format=torch.channels_last), loader)
+    loaded_logits, trained_logits, targets = _compare(loaded, run, results, val, train_config.eval_batch_size)
     predictions_equal = torch.equal(loaded_logits.argmax(1), trained_logits.argmax(1))
     if not predictions_equal:
         raise ZamzooError('the model reloaded through the Hugging Face cache predicts differently from the trained '
                           'model: the export or the load changed the weights')
-    top1 = 100.0 * (loaded_logits.argmax(1) == targets).double().mean().item()
 
     log(f'[5/5] drawing attention maps of {config.attention_images} held-out images to {attention_dir}')
-    pngs = []
-    for image in _attention_images(val, config.attention_images):
-        png = attention_dir / f'{image.parent.name}_{image.stem}.png'
-        visualize(loaded, image, png, title=f'{config.model} (reloaded from {repo_id}) on {image.parent.name}')
-        pngs.append(str(png))
+    pngs = _draw_attention(loaded, val, config.attention_images, attention_dir,
+                           f'{config.model} (reloaded from {repo_id})')
 
     result = QuickstartResult(
-        model=config.model, repo_id=repo_id, top1=top1, chance=100.0 / results['num_classes'],
-        run_top1=results['top1'], predictions_equal=predictions_equal,
+        model=config.model, repo_id=repo_id, top1=100.0 * (loaded_logits.argmax(1) == targets).double().mean().item(),
+        chance=100.0 / results['num_classes'], run_top1=results['top1'], predictions_equal=predictions_equal,
         max_logit_diff=(loaded_logits - trained_logits).abs().max().item(), val_images=len(targets),
         train_wall_s=train_wall, wall_s=time.perf_counter() - t0,
         paths=dict(out=str(out), data=str(data), run=str(run), metrics=str(run / METRICS_FILE),
