@@ -20,9 +20,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import timm
+import torch
+
 from .._io import write_json_atomic
 from .._paths import check_writable
+from ..data import DataLoaderBatches, folder_transforms, image_folder
+from ..data.shapes import write_shapes
 from ..errors import UsageError, ZamzooError
+from ..publish import export_run, validate_export
+from ..publish.hubcache import cache_export, offline_hub
+from ..recipes import get_recipe
+from ..train import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig,
+                     create_model, load_weights, train)
+from ..viz import visualize
 
 DEFAULT_MODEL = 'mobilenet_zam'
 DEFAULT_OUT = 'quickstart-out'
@@ -73,8 +84,6 @@ class QuickstartResult:
 
 def _predict(model, loader):
     """Logits and targets of `model` over `loader` (eval mode, CPU)."""
-    import torch
-
     model.eval()
     logits, targets = [], []
     with torch.inference_mode():
@@ -95,10 +104,6 @@ def _new_folder(path) -> Path:
 def _reload(run: Path, export: Path, cache: Path, repo_id: str):
     """Export the run, check it as `zamzoo push` would, lay it out in the Hugging Face cache `cache` and load it
     back through timm + huggingface_hub offline. Returns (the reloaded model, the snapshot folder)."""
-    import timm
-
-    from ..publish import export_run, validate_export
-    from ..publish.hubcache import cache_export, offline_hub
 
     export_run([run], export, repo_id=repo_id)
     validate_export(export)  # what `zamzoo push` checks before uploading anything
@@ -113,11 +118,6 @@ def _reload(run: Path, export: Path, cache: Path, repo_id: str):
 def _compare(loaded, run: Path, results: dict, val, batch_size: int):
     """(reloaded model's logits, trained model's logits, targets) on the held-out images `val`, with the training
     loop's evaluation on the CPU (same batch size and memory format, hence the same numbers)."""
-    import torch
-
-    from ..data import DataLoaderBatches, folder_transforms
-    from ..recipes import get_recipe
-    from ..train import create_model, load_weights
 
     trained = create_model(results['model'], num_classes=results['num_classes'])
     trained.load_state_dict(load_weights(run))
@@ -133,8 +133,6 @@ def _compare(loaded, run: Path, results: dict, val, batch_size: int):
 def _draw_attention(model, val, n: int, folder: Path, title: str) -> List[str]:
     """Attention maps of `model` on the first held-out image of each of the first `n` classes of `val`, one PNG
     each in `folder`; returns their paths."""
-    from ..viz import visualize
-
     chosen = {}
     for path, label in val.samples:
         chosen.setdefault(label, Path(path))
@@ -153,11 +151,6 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     """Run the quickstart into `config.out` (which must not exist yet); see the module doc. `kwargs` are
     QuickstartConfig fields when no config is given. `reporter` is the training loop's (zamzoo.train.Reporter);
     `log(message)` is called at the start of each step."""
-    import torch
-
-    from ..data import image_folder
-    from ..data.shapes import write_shapes
-    from ..train import CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig, train
 
     config = (config or QuickstartConfig(**kwargs)).validate()
     log = log or (lambda message: None)
