@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as TF
 from conftest import TINY_TEST, TINY_TRAIN, tiny_cifar_arrays
 from zamzoo.data import (DataLoaderBatches, TensorLoader, cifar_dataset, cifar_transforms, crop_flip, hflip,
                          image_folder, load_cifar, normalize, pad, random_crop, rotate)
-from zamzoo.data.gpu import rank_slice, shard_bounds
+from zamzoo.data.batches import rank_slice, shard_bounds
 from zamzoo.errors import DataError
 from zamzoo.recipes import get_recipe
 
@@ -63,7 +63,7 @@ def test_cifar_missing_names_expected_files(tmp_path):
            'batches.meta}' in str(e.value)
 
 
-def test_cifar_malformed(tmp_path, tiny_cifar):
+def test_malformed_cifar_files_and_unknown_names_are_clear_errors(tmp_path, tiny_cifar):
     import shutil
     bad = tmp_path / 'bad'
     shutil.copytree(tiny_cifar / 'cifar-100-python', bad / 'cifar-100-python')
@@ -78,7 +78,7 @@ def test_cifar_malformed(tmp_path, tiny_cifar):
         load_cifar(tiny_cifar, 'cifar1000')
 
 
-def test_image_folder(tmp_path):
+def test_image_folder_reads_class_folders_and_names_the_missing_split(tmp_path):
     from PIL import Image
     for split in ('train', 'val'):
         for c in ('cat', 'dog'):
@@ -126,24 +126,35 @@ def test_hflip_by_mask():
     assert torch.equal(fused, hflip(random_crop(x, dy, dx, 4), mask))
 
 
-def test_rotate():
+def test_rotate_by_0_degrees_is_identity_and_by_90_is_rot90_counter_clockwise():
     x = _batch(4)
-    assert torch.equal(rotate(x, torch.zeros(4)), x)                          # 0 degrees: identity
-    assert torch.equal(rotate(x, torch.full((4,), 90.0)), torch.rot90(x, 1, (2, 3)))   # counter-clockwise
-    for angle in (15.0, -15.0, 7.3):                                          # torchvision's own rotate
-        ref = TF.rotate(x, angle, interpolation=InterpolationMode.NEAREST)
-        assert torch.equal(rotate(x, torch.full((4,), angle)), ref)
-    angles = torch.tensor([0.0, 90.0, -15.0, 15.0])                           # per-sample angles in one call
+    assert torch.equal(rotate(x, torch.zeros(4)), x)
+    assert torch.equal(rotate(x, torch.full((4,), 90.0)), torch.rot90(x, 1, (2, 3)))
+
+
+@pytest.mark.parametrize('shape', [(4, 32, 32), (2, 16, 24)], ids=['square', 'non-square'])
+@pytest.mark.parametrize('angle', [15.0, -15.0, 7.3])
+def test_rotate_equals_torchvision_nearest_rotate(angle, shape):
+    b, h, w = shape
+    x = _batch(b, h=h, w=w)
+    ref = TF.rotate(x, angle, interpolation=InterpolationMode.NEAREST)
+    assert torch.equal(rotate(x, torch.full((b,), angle)), ref)
+
+
+def test_rotate_turns_each_image_by_its_own_angle():
+    x = _batch(4)
+    angles = torch.tensor([0.0, 90.0, -15.0, 15.0])
     out = rotate(x, angles)
     for i, a in enumerate(angles.tolist()):
         assert torch.equal(out[i], rotate(x[i:i + 1], torch.tensor([a]))[0])
-    y = _batch(2, h=16, w=24)                                                 # non-square images
-    assert torch.equal(rotate(y, torch.full((2,), 15.0)), TF.rotate(y, 15.0, interpolation=InterpolationMode.NEAREST))
+
+
+def test_rotate_refuses_integer_images():
     with pytest.raises(TypeError):
-        rotate(x.to(torch.uint8), torch.zeros(4))
+        rotate(_batch(4).to(torch.uint8), torch.zeros(4))
 
 
-def test_normalize():
+def test_normalize_is_division_by_255_then_the_recipes_mean_and_std():
     x = _batch().to(torch.uint8)
     mean, std = get_recipe('zam').stats('cifar100')
     ref = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

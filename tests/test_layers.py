@@ -33,7 +33,7 @@ def x():
 
 # --------------------------------------------------------------------------- registry
 
-def test_list_attn():
+def test_list_attn_is_the_registry_and_the_package_exports_it():
     assert ALL == EXPECTED_NAMES
     assert zamzoo.list_attn() == ALL
     assert zamzoo.create_attn is L.create_attn
@@ -48,7 +48,7 @@ def test_unknown_name_lists_valid_names():
         L.get_attn('nope')
 
 
-def test_get_attn():
+def test_get_attn_resolves_names_aliases_classes_and_none():
     assert L.get_attn('ZAM') is L.ZAM
     assert L.get_attn(None) is None and L.get_attn('plain') is None and L.create_attn('plain', 8) is None
     assert L.get_attn(L.ULSAM) is L.ULSAM
@@ -349,7 +349,7 @@ def make(name, c=64):
 
 
 @pytest.mark.parametrize('name', ALL)
-def test_bad_input(name):
+def test_module_refuses_input_not_shaped_b_c_h_w_and_names_itself(name):
     m = make(name)
     cls = type(m).__name__
     with pytest.raises(ValueError, match=r'\(B, 64, H, W\), got \(2, 32, 8, 8\)') as e:
@@ -406,7 +406,7 @@ def test_nam_spatial_jit_fx(x):
 
 # --------------------------------------------------------------------------- penalties
 
-def test_penalties():
+def test_spem_and_nam_penalties_equal_their_formulas_and_are_zero_without_those_modules():
     model = nn.Sequential(L.SPEM(16), nn.ReLU(), L.SPEM(32), L.NAM(16), L.NAM(8), L.ZAM(8))
     assert L.spem_penalty(model).item() == pytest.approx(1.0)  # 0.5 per module at init
     with torch.no_grad():

@@ -155,7 +155,7 @@ def test_block_slot_after_last_bn(name):
     assert not torch.allclose(y, y_plain)
 
 
-def test_weight_init():
+def test_resnet164_uses_bearpaw_init_and_seed_backbones_keep_pytorch_default_init():
     # bearpaw's init for resnet164 (conv ~ N(0, sqrt(2 / (k*k*out)))), attention modules keep theirs
     model = create('resnet164_spem')
     conv = model.stages[2][5].conv2
@@ -172,7 +172,7 @@ def test_weight_init():
 
 
 # ---------------------------------------------------------------------------------------------- registration
-def test_zoo_table():
+def test_zoo_is_every_backbone_with_every_attention():
     assert len(ALL_MODELS) == 78 == len(BACKBONES) * len(ATTENTIONS) == len(ZOO)
     assert ALL_MODELS == sorted(ALL_MODELS)
     assert set(ATTENTIONS) == {
@@ -182,6 +182,9 @@ def test_zoo_table():
     assert zamzoo.list_models() == ALL_MODELS
     assert list_models('resnet18_*') == sorted(f'resnet18_{a}' for a in ATTENTIONS)
     assert list_models('*_zam') == sorted(timm.list_models('*_zam'))
+
+
+def test_every_zoo_model_is_registered_with_timm_and_trained_with_its_backbones_recipe():
     for name in ALL_MODELS:
         assert timm.is_model(name)
         assert backbone_recipe(name) == ('spem' if name.startswith('resnet164_') else 'zam')
@@ -312,30 +315,25 @@ def test_pretrained_cfg_names_real_parameters(tmp_path):
     torch.testing.assert_close(gray.stem.conv.weight, src.stem.conv.weight.sum(dim=1, keepdim=True))
 
 
-def test_constructor_errors():
-    with pytest.raises(TypeError):
-        create('resnet18_zam', not_an_arg=1)
-    with pytest.raises(TypeError):
-        create('mobilenet_plain', drop_path_rate=0.1)  # no residuals in MobileNet v1
-    with pytest.raises(ValueError, match='valid names'):
-        create('resnet18_plain', attn_layer='no_such_attention')
-    with pytest.raises(ValueError, match='attn_kwargs'):
-        create('resnet18_plain', attn_kwargs=dict(pool='avg'))
-    with pytest.raises(ValueError, match='attn_slot'):
-        create('resnet18_zam', attn_slot='everywhere')
-    with pytest.raises(ValueError, match='num_classes=0'):
-        create('resnet18_zam', global_pool='')
-    with pytest.raises(ValueError, match='in_chans must be at least 1'):
-        create('resnet18_zam', in_chans=0)
-    with pytest.raises(ValueError, match='num_classes must be at least 0'):
-        create('mobilenet_zam', num_classes=-3)
-    with pytest.raises(ValueError, match=r'out_indices=\(9,\) does not fit resnet164_zam, which has 4 feature levels: '
-                                         r'give indices in 0\.\.3 \(or -4\.\.-1\)'):
-        create('resnet164_zam', features_only=True, out_indices=(9,))
-    with pytest.raises(ValueError, match=r'an int n \(1\.\.5\)'):
-        create('mobilenet_zam', features_only=True, out_indices=6)
-    with pytest.raises(ValueError):  # ULSAM: channels not divisible by groups
-        create('resnet18_ulsam', attn_kwargs=dict(groups=3))
+@pytest.mark.parametrize('model, kwargs, error, match', [
+    ('resnet18_zam', dict(not_an_arg=1), TypeError, 'not_an_arg'),
+    ('mobilenet_plain', dict(drop_path_rate=0.1), TypeError, 'drop_path_rate'),  # no residuals in MobileNet v1
+    ('resnet18_plain', dict(attn_layer='no_such_attention'), ValueError, 'valid names'),
+    ('resnet18_plain', dict(attn_kwargs=dict(pool='avg')), ValueError, 'attn_kwargs'),
+    ('resnet18_zam', dict(attn_slot='everywhere'), ValueError, 'attn_slot'),
+    ('resnet18_zam', dict(global_pool=''), ValueError, 'num_classes=0'),
+    ('resnet18_zam', dict(in_chans=0), ValueError, 'in_chans must be at least 1'),
+    ('mobilenet_zam', dict(num_classes=-3), ValueError, 'num_classes must be at least 0'),
+    ('resnet164_zam', dict(features_only=True, out_indices=(9,)), ValueError,
+     r'out_indices=\(9,\) does not fit resnet164_zam, which has 4 feature levels: give indices in 0\.\.3 \(or -4\.\.-1\)'),
+    ('mobilenet_zam', dict(features_only=True, out_indices=6), ValueError, r'an int n \(1\.\.5\)'),
+    ('resnet18_ulsam', dict(attn_kwargs=dict(groups=3)), ValueError, None),  # channels not divisible by groups
+], ids=['unknown-kwarg', 'drop-path-without-residuals', 'unknown-attention', 'attn-kwargs-for-no-attention',
+        'unknown-attn-slot', 'no-pool-with-classes', 'no-input-channels', 'negative-classes',
+        'feature-index-out-of-range', 'feature-count-out-of-range', 'ulsam-groups-not-dividing-channels'])
+def test_constructor_refuses_an_invalid_argument_with_a_message_naming_it(model, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        create(model, **kwargs)
 
 
 def test_custom_attention():

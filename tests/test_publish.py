@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 import timm
 import zamzoo
 from zamzoo.errors import WeightsError
-from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, shipped_manifest, update_manifest
+from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, update_manifest
 from zamzoo.publish import ExportError, InvalidExportError, cache_export, export_run, push_folder, verify_published
 from zamzoo.publish.export import EXPORT_FILES
 from zamzoo.publish.push import manifest_record
@@ -427,11 +427,6 @@ def test_manifest_errors(hub, exported, capsys):
     assert pinned_hub_id(record) == f'{REPO}@{COMMIT}'
     from timm.models._hub import hf_split
     assert hf_split(pinned_hub_id(record)) == (REPO, COMMIT)
-
-
-def test_repo_manifest_is_honest_and_empty():
-    assert shipped_manifest() == Path(zamzoo.__file__).parent / 'pretrained' / 'manifest.json'
-    assert json.loads(shipped_manifest().read_text()) == {'schema': 1, 'checkpoints': []}
 
 
 # ------------------------------------------------------------------ push

@@ -401,7 +401,8 @@ def _init_weights(model, tmp_path):
     (['--lr', '-1'], 'expected a positive (finite) number'),
     (['--lr', 'inf'], 'expected a positive (finite) number, got inf'),
 ])
-def test_bad_flags(tiny_cifar, capsys, flags, expected):
+def test_train_rejects_an_invalid_flag_value_with_exit_2_and_says_what_was_expected(tiny_cifar, capsys, flags,
+                                                                                  expected):
     with pytest.raises(SystemExit) as e:
         main(['train', '--model', TINY, '--data', str(tiny_cifar), *flags])
     assert e.value.code == 2

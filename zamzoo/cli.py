@@ -5,13 +5,14 @@ import sys
 
 from .errors import ZamzooError
 
-# Each module defines add_commands(subparsers); every subcommand sets `func(args) -> int`.
+# One pattern: the command line of zamzoo.<pkg> is zamzoo.<pkg>.commands, defining add_commands(subparsers);
+# every subcommand sets `func(args) -> int`.
 COMMAND_MODULES = (
     'zamzoo.train.commands',
     'zamzoo.publish.commands',
     'zamzoo.bench.commands',
-    'zamzoo.viz_commands',
-    'zamzoo.quickstart',
+    'zamzoo.viz.commands',
+    'zamzoo.quickstart.commands',
     'zamzoo.zoo.commands',
 )
 

@@ -1,12 +1,13 @@
 """Data: the data sets (`sources`: CIFAR-10/100 through torchvision's readers, image folders, Hugging Face
 datasets), image reading, and the two loaders the training loop uses (a device-resident tensor loader with batched
 augmentation, and a plain DataLoader)."""
+from ..dataset_table import NUM_CLASSES
 from .cifar import CIFAR_DATASETS, cifar_dataset, cifar_tensors, expected_files, load_cifar
 from .folder import IMAGE_EXTENSIONS, FileList, holdout_split, image_folder
-from .gpu import TensorLoader, crop_flip, hflip, normalize, pad, random_crop, rotate
+from .tensor_loader import TensorLoader, crop_flip, hflip, normalize, pad, random_crop, rotate
 from .images import check_image, open_rgb, to_rgb
 from .loaders import DataLoaderBatches, PilImages, cifar_transforms, folder_transforms
-from .sources import DATASETS, NUM_CLASSES, DataSource, OpenedData, check_dataset, data_tag, open_data
+from .sources import DATASETS, DataSource, OpenedData, check_dataset, data_tag, open_data
 from .tensors import check_memory, dataset_tensors, tensor_bytes
 
 __all__ = [

@@ -15,10 +15,8 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
+from ..dataset_table import CIFAR_DATASETS, NUM_CLASSES
 from ..errors import DataError, UsageError
-
-CIFAR_DATASETS = ('cifar100', 'cifar10')
-NUM_CLASSES = {'cifar100': 100, 'cifar10': 10}
 
 
 # What the official CIFAR pickles (and numpy arrays pickled by any numpy) need, and nothing else.

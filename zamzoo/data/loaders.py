@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
-from .gpu import epoch_bounds, epoch_generator, rank_slice
+from .batches import epoch_bounds, epoch_generator, rank_slice
 
 
 def cifar_transforms(recipe, mean, std, train: bool):

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
+from .. import dataset_table
 from ..errors import DataError, UsageError
 from . import cifar, folder, hf
 
-DATASETS = ('cifar100', 'cifar10', 'folder', 'hf')
-NUM_CLASSES = cifar.NUM_CLASSES  # the fixed-size ones; folders and HF datasets have as many as their class list
+DATASETS = tuple(dataset_table.DATASETS)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers import get_attn
 
-__all__ = ['CifarNet', 'AttnFactory', 'ConvBnAct', 'ATTN_SLOTS', 'drop_path_rates']
+__all__ = ['CifarNet', 'AttnFactory', 'ConvBnAct', 'ATTN_SLOTS']
 
 ATTN_SLOTS = ('block', 'stage')
 
@@ -60,11 +60,6 @@ class ConvBnAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
-
-
-def drop_path_rates(drop_path_rate: float, num_blocks: int) -> List[float]:
-    """Stochastic depth per block, increasing linearly from 0 to drop_path_rate (timm's schedule)."""
-    return [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
 
 
 class AttnFactory:

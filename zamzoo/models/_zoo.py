@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._registry import _model_entrypoints
 
+from ..dataset_table import NUM_CLASSES
 from ..pretrained import prepare_pretrained, published_hub_ids, weights_errors
 from ..recipes import get_recipe
 from . import _papers as papers
@@ -199,7 +200,7 @@ ZOO: Dict[str, ZooEntry] = {
 }
 
 # Pretrained tags, the default first: tag -> (dataset of the recipe's normalisation, num_classes).
-TAGS: Dict[str, Tuple[str, int]] = {'cifar100': ('cifar100', 100), 'cifar10': ('cifar10', 10)}
+TAGS: Dict[str, Tuple[str, int]] = {name: (name, n) for name, n in NUM_CLASSES.items()}
 
 
 def list_models(pattern: str = '*') -> List[str]:

@@ -23,9 +23,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath
+from timm.layers import DropPath, calculate_drop_path_rates
 
-from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct, drop_path_rates
+from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
 from ._zoo import pretrained_cfgs, register_family
 
 __all__ = ['CifarMobileNetV2', 'InvertedResidual']
@@ -118,7 +118,7 @@ class CifarMobileNetV2(CifarNet):
         super().__init__(num_classes, in_chans, drop_rate)
         dd = dict(device=device, dtype=dtype)
         attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
-        dpr = iter(drop_path_rates(drop_path_rate, sum(n for rows in block_cfg for _, _, n, _ in rows)))
+        dpr = iter(calculate_drop_path_rates(drop_path_rate, sum(n for rows in block_cfg for _, _, n, _ in rows)))
         in_chs, stages = stem_width, []
         for rows in block_cfg:
             blocks = []

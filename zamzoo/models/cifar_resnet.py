@@ -20,9 +20,9 @@ from typing import Any, Dict, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath
+from timm.layers import DropPath, calculate_drop_path_rates
 
-from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct, drop_path_rates
+from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
 from ._zoo import pretrained_cfgs, register_family
 
 __all__ = ['CifarResNet', 'BasicBlock', 'Bottleneck']
@@ -154,7 +154,7 @@ class CifarResNet(CifarNet):
             raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must have the same length')
         block_cls = _BLOCKS[block] if isinstance(block, str) else block
         attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
-        dpr = iter(drop_path_rates(drop_path_rate, sum(layers)))
+        dpr = iter(calculate_drop_path_rates(drop_path_rate, sum(layers)))
         in_chs, stages = stem_width, []
         for stage_idx, (depth, planes) in enumerate(zip(layers, channels)):
             out_chs = planes * block_cls.expansion

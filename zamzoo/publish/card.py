@@ -11,20 +11,18 @@ import importlib.resources
 import string
 from typing import Optional, Tuple
 
+from ..dataset_table import DATASETS
 from ..models import ZOO
 
-DATASETS = {
-    # tag -> (display name, Hugging Face dataset id)
-    'cifar100': ('CIFAR-100', 'uoft-cs/cifar100'),
-    'cifar10': ('CIFAR-10', 'uoft-cs/cifar10'),
-}
 
 def _template(name: str) -> string.Template:
     return string.Template((importlib.resources.files(__package__) / 'templates' / name).read_text())
 
 
 def dataset_names(tag: str) -> Tuple[str, Optional[str]]:
-    return DATASETS.get(tag, (tag, None))
+    """(display name, Hugging Face dataset id) of a pretrained tag; a tag zamzoo does not know names itself."""
+    d = DATASETS.get(tag)
+    return (d.display_name or tag, d.hf_id) if d else (tag, None)
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from huggingface_hub.utils.sha import git_hash
+
 from .._io import atomic_path, write_text_atomic
 from ..pretrained import sha256_file
 from .export import EXPORT_FILES
@@ -27,8 +29,7 @@ LFS_SUFFIXES = ('.safetensors',)  # stored with git LFS on the Hub (hence named 
 def _etag(path: Path) -> str:
     if path.suffix in LFS_SUFFIXES:
         return sha256_file(path)
-    data = path.read_bytes()
-    return hashlib.sha1(b'blob %d\0' % len(data) + data).hexdigest()
+    return git_hash(path.read_bytes())
 
 
 def local_commit(folder) -> str:

@@ -12,9 +12,19 @@ import torch
 
 from .._io import atomic_path
 from ..errors import NonFiniteError, NotFoundError, OutputError, ZamzooError
+from .run_folder import CHECKPOINT_FILE, WEIGHTS_FILE
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
+WEIGHT_FILES = (WEIGHTS_FILE, CHECKPOINT_FILE)  # where a folder's weights are read from, in this order
+
+
+def seed_everything(seed: int):
+    """Seed Python's, numpy's and torch's RNGs (timm's `random_seed`). numpy takes only seeds below 2**32, so
+    Python's and numpy's get `seed` modulo 2**32 (zamzoo draws from neither); torch gets `seed` itself."""
+    from timm.utils import random_seed
+    random_seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict:
@@ -136,46 +146,25 @@ def load_checkpoint(path) -> dict:
     return state
 
 
-def strip_prefixes(state_dict: dict) -> dict:
-    """Remove the wrappers' key prefixes (DistributedDataParallel 'module.', torch.compile '_orig_mod.')."""
-    out = {}
-    for k, v in state_dict.items():
-        for prefix in ('module.', '_orig_mod.'):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
-
-
 def load_weights(path) -> dict:
-    """A model state dict from model.safetensors, a training checkpoint, a run folder, or a .pt/.pth state dict
-    (read with weights_only=True)."""
+    """A model state dict from model.safetensors, a training checkpoint, a run folder, or a .pt/.pth state dict:
+    timm's reader (``weights_only=True``; a checkpoint's 'state_dict' or 'model'; DDP and torch.compile key
+    prefixes removed), its errors as ZamzooError. Every zamzoo command reads weights through this function."""
+    from timm.models import load_state_dict
+
     path = Path(path).expanduser()
     if path.is_dir():
-        for name in ('model.safetensors', 'checkpoint.pt'):
+        for name in WEIGHT_FILES:
             if (path / name).is_file():
                 return load_weights(path / name)
-        raise ZamzooError(f'{path} holds no weights: expected {path}/model.safetensors or {path}/checkpoint.pt')
+        raise ZamzooError(f'{path} holds no weights: expected {" or ".join(f"{path}/{n}" for n in WEIGHT_FILES)}')
     if not path.is_file():
         raise NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
-    if path.suffix == '.safetensors':
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return strip_prefixes(load_file(str(path)))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ZamzooError(f'{path} is not a readable safetensors file ({e})') from e
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ZamzooError(f'{path} could not be read with torch.load(weights_only=True) ({type(e).__name__}: {e}); '
-                          f'zamzoo never unpickles arbitrary objects') from e
-    if isinstance(state, dict) and state.get('format') == CHECKPOINT_FORMAT:
-        state = state['model']
-    elif isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
-        state = state['state_dict']
-    elif isinstance(state, dict) and isinstance(state.get('model'), dict):
-        state = state['model']
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        state = load_state_dict(str(path), use_ema=False)
+    except Exception as e:  # a truncated or foreign file: say which, never fall back to unsafe loading
+        raise ZamzooError(f'{path} is not a readable safetensors file or torch.load(weights_only=True) state dict '
+                          f'({type(e).__name__}: {e}); zamzoo never unpickles arbitrary objects') from e
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ZamzooError(f'{path} does not hold a model state dict')
-    return strip_prefixes(state)
+    return state

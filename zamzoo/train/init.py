@@ -5,22 +5,14 @@ loads), ``hf-hub:org/name`` (its ``model.safetensors``), ``local-dir:PATH``, an 
 ``.safetensors`` / ``.pt`` file. The classifier is re-initialised (kept as the model was built) when the class
 count differs; every other tensor must fit. The run records the source and the sha256 of the file read.
 """
-import hashlib
 from pathlib import Path
 from typing import Tuple
 
 import torch.nn as nn
 
 from ..errors import WeightsError
-from .checkpoint import load_weights
-
-WEIGHT_FILES = ('model.safetensors', 'checkpoint.pt')
-
-
-def _sha256(path: Path) -> str:
-    with open(path, 'rb') as f:
-        return hashlib.file_digest(f, 'sha256').hexdigest() if hasattr(hashlib, 'file_digest') else \
-            hashlib.sha256(f.read()).hexdigest()
+from ..pretrained import find_checkpoint, sha256_file
+from .checkpoint import WEIGHT_FILES, load_weights
 
 
 def _weights_file(source: str) -> Path:
@@ -49,7 +41,6 @@ def _weights_file(source: str) -> Path:
 def _zoo_weights(name: str) -> Tuple[dict, dict]:
     import timm
 
-    from ..pretrained import find_checkpoint
     try:
         net = timm.create_model(name, pretrained=True)
     except RuntimeError as e:
@@ -68,7 +59,7 @@ def load_init(source: str) -> Tuple[dict, dict]:
         state = load_weights(path)
     except (FileNotFoundError, ValueError) as e:
         raise WeightsError(f'--init {source}: {e}') from e
-    return state, {'source': source, 'file': str(path), 'sha256': _sha256(path)}
+    return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path)}
 
 
 def apply_init(model: nn.Module, state: dict, source: str) -> bool:

@@ -4,11 +4,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from ..dataset_table import DATASETS
 from ..errors import UsageError
 from ..train import TrainConfig
 from .state import run_state
 
-TRAIN_IMAGES = {'cifar100': 50_000, 'cifar10': 50_000}  # training images per epoch (the CIFAR train splits)
+TRAIN_IMAGES = {d.name: d.train_images for d in DATASETS.values() if d.train_images}  # images per epoch
 
 
 @dataclass

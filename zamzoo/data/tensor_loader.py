@@ -1,6 +1,7 @@
-"""A device-resident CIFAR loader with batched tensor augmentation.
+"""The tensor loader: a split held on the device as one uint8 tensor (`zamzoo.data.tensors` decodes any data set
+into it), batched with tensor augmentation.
 
-The whole split lives on the device as uint8 (50k x 3 x 32 x 32 is 150 MB); each step gathers its batch, crops,
+The whole split lives on the device as uint8 (CIFAR's 50k x 3 x 32 x 32 is 150 MB); each step gathers its batch, crops,
 flips, rotates and normalises it with a handful of batched ops and no host synchronisation. The same code runs on
 CPU tensors (that is how the tests exercise it).
 
@@ -10,17 +11,12 @@ Every random draw of an epoch (the order and each position's crop offset, flip a
 seeded with (seed, epoch) on the CPU: an epoch is the same on any device and any number of ranks, and a resumed
 run sees exactly the data the interrupted one would have.
 """
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator for one epoch of one purpose; independent of any global RNG state."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(stream)]).generate_state(2, np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+from .batches import epoch_bounds, epoch_generator, rank_slice
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -96,34 +92,6 @@ def _norm_coeffs(mean, std, max_value, device):
     scale = (1.0 / (max_value * std)).to(torch.float32).view(1, -1, 1, 1).to(device)
     shift = (-mean / std).to(torch.float32).view(1, -1, 1, 1).to(device)
     return scale, shift
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-def shard_bounds(n: int, batch_size: int, drop_last: bool) -> List[Tuple[int, int]]:
-    """Global batches as (start, stop) positions in the epoch's order."""
-    stop = (n // batch_size) * batch_size if drop_last else n
-    return [(s, min(s + batch_size, stop)) for s in range(0, stop, batch_size)]
-
-
-def epoch_bounds(n: int, batch_size: int, drop_last: bool, world_size: int, train: bool) -> List[Tuple[int, int]]:
-    """The global batches of an epoch. In training, a last batch of one image is merged into the batch before it
-    (BatchNorm cannot train on a single pooled value); then a last batch too small to give every rank an image is
-    dropped. Neither rule depends on anything but the sizes, so every rank draws the same batches."""
-    bounds = shard_bounds(n, batch_size, drop_last)
-    if train and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
-        bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
-    if bounds and bounds[-1][1] - bounds[-1][0] < world_size:
-        bounds.pop()
-    return bounds
-
-
-def rank_slice(start: int, stop: int, rank: int, world_size: int) -> Tuple[int, int]:
-    """This rank's part of a global batch: contiguous, sizes differing by at most one."""
-    n = stop - start
-    base, extra = divmod(n, world_size)
-    lo = start + rank * base + min(rank, extra)
-    return lo, lo + base + (1 if rank < extra else 0)
 
 
 class TensorLoader:

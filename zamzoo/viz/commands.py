@@ -17,8 +17,8 @@ def add_commands(subparsers):
 
 
 def run(args) -> int:
-    from . import viz
-    from ._paths import check_file_replaceable, check_writable
+    from .. import viz
+    from .._paths import check_file_replaceable, check_writable
 
     check_writable(args.out, '--out', folder=False)
     check_file_replaceable(args.out, is_ours=lambda p: p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', what='a PNG image')

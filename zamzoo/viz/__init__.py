@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_path
-from .errors import NotFoundError, UsageError
+from .._io import atomic_path
+from ..errors import NotFoundError, UsageError
 
 __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'grad_cam', 'gradcam_target_layer',
            'visualize', 'render', 'load_model']
@@ -45,7 +45,7 @@ __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'g
 @dataclass
 class AttentionRecord:
     """The maps one attention module computed: channel weights (C,) and spatial maps (k, H, W), both in [0, 1]."""
-    name: str                              # the module's dotted name in the model, e.g. 'layer1.0.attn'
+    name: str                              # the module's dotted name in the model, e.g. 'stages.0.0.attn'
     kind: str                              # the module's class name, e.g. 'ZAM'
     channel: Optional[np.ndarray] = None   # (C,)
     spatial: Optional[np.ndarray] = None   # (k, h, w) at the module's resolution
@@ -65,9 +65,8 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
     file, or a torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
     import timm
 
-    import zamzoo  # noqa: F401  (registers the models)
-    from .train.checkpoint import load_weights
-    from .train.loop import check_model_name
+    from ..train.checkpoint import load_weights
+    from ..train.loop import check_model_name
 
     if pretrained and checkpoint:
         raise UsageError('give either --pretrained or --checkpoint, not both')
@@ -89,12 +88,13 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
 
 
 def load_image(path, model: nn.Module) -> Tuple[torch.Tensor, np.ndarray]:
-    """The image at `path` resized to the model's input size and normalised with its pretrained_cfg mean/std
-    (timm's ``resolve_data_config``): returns the (1, 3, H, W) input and the resized RGB image (H, W, 3) in [0, 1]."""
-    from PIL import Image
-    from timm.data import resolve_data_config
+    """The image at `path` through timm's eval transform for the model's pretrained_cfg
+    (``create_transform(**resolve_data_config(...))``, squashed to the input size rather than cropped, so the whole
+    image is seen): returns the (1, 3, H, W) input and the resized RGB image (H, W, 3) in [0, 1]."""
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.transforms import Compose
 
-    from .data import open_rgb
+    from ..data import open_rgb
 
     path = Path(path)
     if not path.exists():
@@ -102,17 +102,10 @@ def load_image(path, model: nn.Module) -> Tuple[torch.Tensor, np.ndarray]:
     if not path.is_file():
         raise UsageError(f'not an image file: {path} is a directory')
     image = open_rgb(path)  # 16-bit images rescaled to 8 bits; unreadable ones and decompression bombs: DataError
-    cfg = resolve_data_config(model=model)
-    _, h, w = cfg['input_size']
-    resample = {'bicubic': Image.BICUBIC, 'bilinear': Image.BILINEAR, 'nearest': Image.NEAREST}.get(
-        cfg.get('interpolation', 'bicubic'), Image.BICUBIC)
-    image = image.resize((w, h), resample)
-    rgb = np.asarray(image, dtype=np.float32) / 255.0
-    mean = torch.tensor(cfg['mean'], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(cfg['std'], dtype=torch.float32).view(3, 1, 1)
-    x = (torch.from_numpy(rgb).permute(2, 0, 1) - mean) / std
+    *to_unit, normalize = create_transform(**{**resolve_data_config(model=model), 'crop_mode': 'squash'}).transforms
+    unit = Compose(to_unit)(image)  # (3, H, W) in [0, 1]
     p = next(model.parameters())
-    return x.unsqueeze(0).to(device=p.device, dtype=p.dtype), rgb
+    return normalize(unit).unsqueeze(0).to(device=p.device, dtype=p.dtype), unit.permute(1, 2, 0).contiguous().numpy()
 
 
 def attention_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
