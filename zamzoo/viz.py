@@ -67,7 +67,7 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
 
     import zamzoo  # noqa: F401  (registers the models)
     from .train.checkpoint import load_weights
-    from .train.loop import check_model_name
+    from .train.build import check_model_name
 
     if pretrained and checkpoint:
         raise UsageError('give either --pretrained or --checkpoint, not both')

@@ -28,43 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .._io import dumps_strict, loads_strict
+from .._io import dumps_strict
 from .._paths import check_replaceable, check_writable
 from ..errors import ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, sha256_file
+from ..train import run_folder
 from ..train.checkpoint import check_finite_weights
+from ..train.run_folder import CONFIG_FILE
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
-RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
 DEFAULT_STAGING = Path('hub') / 'staging'
 
 
 class ExportError(ZamzooError):
     """The input of an export is missing, inconsistent or does not fit the model."""
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        obj = loads_strict(path.read_text())
-    except ValueError as e:
-        raise ExportError(f'{path} is not valid JSON: {e}') from e
-    if not isinstance(obj, dict):
-        raise ExportError(f'{path} holds a JSON {type(obj).__name__}; expected an object (as `zamzoo train` writes)')
-    return obj
-
-
-def _first(d: dict, *keys, default=None):
-    """The first key of `keys` present (dotted keys look into nested dicts)."""
-    for key in keys:
-        node = d
-        for part in key.split('.'):
-            if not isinstance(node, dict) or part not in node:
-                break
-            node = node[part]
-        else:
-            if node is not None:
-                return node
-    return default
 
 
 # ------------------------------------------------------------------ reading the input
@@ -86,57 +63,32 @@ class Run:
     def summary(self) -> dict:
         """Final-epoch top-1/top-5 and the best top-1 over epochs, in percent (None when unknown)."""
         r = self.results
-        return dict(
-            seed=self.seed,
-            run=self.path.name,
-            top1=_first(r, 'top1', 'final.top1', 'final_top1', 'last.top1'),
-            top5=_first(r, 'top5', 'final.top5', 'final_top5', 'last.top5'),
-            best_top1=_first(r, 'best_top1', 'best.top1'),
-            best_epoch=_first(r, 'best_epoch', 'best.epoch'),
-            epochs=_first(r, 'epochs', 'final.epoch', 'epoch', default=len(self.metrics) or None),
-            code_commit=_first(r, 'code_commit', 'environment.code_commit', 'env.code_commit'),
-        )
-
-
-def _recipe_of(config: dict):
-    recipe = config.get('recipe')
-    if isinstance(recipe, dict):
-        return recipe.get('name'), recipe.get('version')
-    return recipe, config.get('recipe_version')
+        return dict(seed=self.seed, run=self.path.name, top1=r.get('top1'), top5=r.get('top5'),
+                    best_top1=r.get('best_top1'), best_epoch=r.get('best_epoch'),
+                    epochs=r.get('epochs', len(self.metrics) or None), code_commit=r.get('code_commit'))
 
 
 def read_run(path) -> Run:
-    path = Path(path)
-    missing = [f for f in RUN_FILES if not (path / f).is_file()]
-    if missing:
-        raise ExportError(
-            f'{path} is not a complete training run folder: missing {", ".join(missing)} '
-            f'(expected {", ".join(RUN_FILES)}, as written by `zamzoo train`)')
-    config = _read_json(path / 'config.json')
-    results = _read_json(path / 'results.json')
-    metrics = []
-    for i, line in enumerate((path / 'metrics.jsonl').read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                metrics.append(loads_strict(line))
-            except ValueError as e:
-                raise ExportError(f'{path / "metrics.jsonl"} line {i} is not valid JSON: {e}') from e
-    model = _first(config, 'model', 'model_name', 'train.model') or _first(results, 'model')
+    """A completed run folder, read by zamzoo.train.run_folder; ExportError when it cannot be exported."""
+    try:
+        record = run_folder.read_run(path)
+    except ZamzooError as e:
+        raise ExportError(str(e)) from e
+    config, results = record.config, record.results
+    model = config.get('model')
     if not model:
-        raise ExportError(f"{path / 'config.json'} does not name the model (no 'model' field)")
+        raise ExportError(f"{record.path / CONFIG_FILE} does not name the model (no 'model' field)")
     if results.get('status') == 'failed':
-        raise ExportError(f"{path} is a failed run ({results.get('error', 'see its results.json')}); "
+        raise ExportError(f"{record.path} is a failed run ({results.get('error', 'see its results.json')}); "
                           f'nothing in it can be exported')
-    recipe, recipe_version = _recipe_of(config)
-    seed = _first(config, 'seed', 'train.seed')
+    seed = config.get('seed')
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ExportError(f"{path / 'config.json'}: 'seed' must be an integer, got {seed!r}")
+        raise ExportError(f"{record.path / CONFIG_FILE}: 'seed' must be an integer, got {seed!r}")
+    recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
     return Run(
-        path=path, weights=path / 'model.safetensors', config=config, results=results, metrics=metrics,
-        model=model, dataset=_first(config, 'dataset', 'data.dataset', 'data'), recipe=recipe,
-        recipe_version=recipe_version, seed=int(seed) if seed is not None else None,
-        num_classes=_first(config, 'num_classes', 'model_kwargs.num_classes'),
-        model_kwargs=dict(_first(config, 'model_kwargs', 'model_args', default={}) or {}),
+        path=record.path, weights=record.weights, config=config, results=results, metrics=record.metrics,
+        model=model, dataset=config.get('dataset'), recipe=recipe.get('name'), recipe_version=recipe.get('version'),
+        seed=seed, num_classes=config.get('num_classes'), model_kwargs=dict(config.get('model_kwargs') or {}),
     )
 
 

@@ -46,27 +46,23 @@ def _subset_for_warmup(n, batch_size, steps):
 
 def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, compile, compile_mode,
                warmup_steps, num_classes, seed=0):
-    from .loop import amp_dtype, create_model, make_optimizer, penalty_fn, seed_everything, train_one_epoch
-    from .schedule import RecipeLR
     from ..data import TensorLoader
+    from .build import amp_dtype, build_pieces, create_model, seed_everything
+    from .loop import train_one_epoch
 
     seed_everything(seed)
-    dtype = amp_dtype(amp, device)
+    model = create_model(model_name, num_classes)
     channels_last = device.type == 'cuda'
-    model = create_model(model_name, num_classes).to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, recipe, device)
     mean, std = recipe.stats('cifar100')
     mk = lambda im, tg: TensorLoader(im, tg, batch_size, mean, std, train=True, crop_padding=recipe.crop_padding,  # noqa
                                      hflip=recipe.hflip, rotation=recipe.rotation, seed=seed, device=device,
                                      channels_last=channels_last)
     loader = mk(images, targets)
-    scheduler = RecipeLR(optimizer, recipe, len(loader), recipe.epochs)
-    net = torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
-    penalty = penalty_fn(model, recipe)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    kw = dict(device=device, amp=dtype, penalty=penalty, penalty_model=model, scaler=scaler,
+    p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
+                     steps_per_epoch=len(loader))
+    net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
+    optimizer, scheduler, dtype = p.optimizer, p.scheduler, p.dtype
+    kw = dict(device=device, amp=dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
               label_smoothing=recipe.label_smoothing)
     m = _subset_for_warmup(len(images), batch_size, warmup_steps)
     _sync(device)
@@ -91,7 +87,7 @@ def bench_reference(model_name, images, targets, *, device, batch_size, recipe, 
                     seed=0):
     from torchvision import transforms as T
     from ..data import PilImages
-    from .loop import create_model, seed_everything
+    from .build import create_model, seed_everything
 
     seed_everything(seed)
     mean, std = recipe.stats('cifar100')

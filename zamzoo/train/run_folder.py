@@ -1,4 +1,5 @@
-"""The run folder: the names of the files a training run writes there, and the lock that keeps it to one writer.
+"""The run folder: the files a training run writes there, written and read back here, and the lock that keeps it
+to one writer.
 
     <out>/config.json       the full recipe and arguments as used        CONFIG_FILE
     <out>/metrics.jsonl     one line per epoch                           METRICS_FILE
@@ -17,10 +18,14 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .._io import atomic_path, loads_strict, write_json_atomic
 from ..errors import ZamzooError
+from .checkpoint import check_finite_weights, load_checkpoint, write_checkpoint
+from .metrics import plot_curves, write_metrics
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -110,3 +115,140 @@ def lock_run_folder(folder):
             os.unlink(folder / LOCK_FILE)
             folder.rmdir()
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing: the training loop's side.
+
+def start_run(out: Path, config: dict, split: Optional[dict]):
+    """config.json (and split.json for a held-out split), before the first epoch."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / CONFIG_FILE, config)
+    if split is not None:
+        write_json_atomic(out / SPLIT_FILE, split)
+
+
+def save_epoch(out: Path, writer, state: dict, plot_title: Optional[str]):
+    """The checkpoint (written in the background by `writer`), metrics.jsonl and, given a title, curves.png."""
+    writer.submit(write_checkpoint, out / CHECKPOINT_FILE, state)
+    write_history(out, state['history'], plot_title)
+
+
+def write_history(out: Path, history: list, plot_title: Optional[str] = None):
+    """metrics.jsonl and, given a title, curves.png."""
+    write_metrics(out / METRICS_FILE, history)
+    if plot_title is not None:
+        plot_curves(out / CURVES_FILE, history, title=plot_title)
+
+
+def finish_run(out: Path, writer, model, config: dict, results: dict):
+    """model.safetensors, then results.json once the last checkpoint is on disk: a run with results is complete."""
+    save_weights(out / WEIGHTS_FILE, model, config)
+    writer.wait()
+    write_json_atomic(out / RESULTS_FILE, results)
+
+
+def save_weights(path: Path, model, config: dict):
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to('cpu').clone().contiguous() for k, v in model.state_dict().items()}
+    check_finite_weights(tensors, path)
+    metadata = {'format': 'pt', 'model': config['model'], 'dataset': config['dataset'],
+                'recipe': config['recipe_name'], 'num_classes': str(config['num_classes'])}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def mark_failed(out: Path, config: dict, error: Exception):
+    """results.json of a run that stopped on an error: status 'failed', the error, no metrics."""
+    write_json_atomic(out / RESULTS_FILE, {
+        'status': 'failed', 'error': str(error),
+        **{k: config[k] for k in ('model', 'dataset', 'tag', 'seed', 'recipe_name')},
+        'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    })
+
+
+def checkpoint_to_resume(out: Path, resume: bool) -> Optional[dict]:
+    """The checkpoint's state with `resume`; otherwise None, after checking `out` holds no run to overwrite."""
+    ckpt = out / CHECKPOINT_FILE
+    if resume:
+        if not ckpt.is_file():
+            raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt})')
+        return load_checkpoint(ckpt)
+    if ckpt.exists() or ((out / RESULTS_FILE).exists() and not _failed_at_start(out / RESULTS_FILE)):
+        raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE} / {RESULTS_FILE}); pass --resume to '
+                          f'continue it, or choose another --out')
+    return None
+
+
+def _failed_at_start(results: Path) -> bool:
+    """results.json of a run that failed before its first checkpoint: nothing to keep, a new run may start."""
+    try:
+        return json.loads(results.read_text()).get('status') == 'failed'
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading: `zamzoo eval`, `zamzoo export`, --resume.
+
+def read_split(out: Path) -> Optional[dict]:
+    """The run folder's split file (a held-out validation set), or None when the run has none."""
+    path = Path(out) / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ZamzooError(f'{path} is not a readable split file ({e}); it lists the train and validation images') from e
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object the loop wrote (config.json, results.json); ZamzooError for anything else."""
+    try:
+        obj = loads_strict(Path(path).read_text())
+    except ValueError as e:
+        raise ZamzooError(f'{path} is not valid JSON: {e}') from e
+    if not isinstance(obj, dict):
+        raise ZamzooError(f'{path} holds a JSON {type(obj).__name__}; expected an object (as `zamzoo train` writes)')
+    return obj
+
+
+def read_metrics(path: Path) -> list:
+    """metrics.jsonl: one record per epoch."""
+    records = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(loads_strict(line))
+            except ValueError as e:
+                raise ZamzooError(f'{path} line {i} is not valid JSON: {e}') from e
+    return records
+
+
+COMPLETE_RUN_FILES = (CONFIG_FILE, RESULTS_FILE, METRICS_FILE, WEIGHTS_FILE)
+
+
+@dataclass
+class RunRecord:
+    """A finished run as its folder holds it."""
+    path: Path
+    config: dict    # config.json
+    results: dict   # results.json
+    metrics: list   # metrics.jsonl
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+
+def read_run(path) -> RunRecord:
+    """A run folder holding every file of a completed run; ZamzooError naming what is missing or unreadable."""
+    path = Path(path)
+    missing = [f for f in COMPLETE_RUN_FILES if not (path / f).is_file()]
+    if missing:
+        raise ZamzooError(
+            f'{path} is not a complete training run folder: missing {", ".join(missing)} '
+            f'(expected {", ".join(COMPLETE_RUN_FILES)}, as written by `zamzoo train`)')
+    return RunRecord(path, read_json_object(path / CONFIG_FILE), read_json_object(path / RESULTS_FILE),
+                     read_metrics(path / METRICS_FILE))
