@@ -34,7 +34,7 @@ from ..errors import ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, sha256_file
 from ..train import run_folder
 from ..train.checkpoint import check_finite_weights
-from ..train.run_folder import CONFIG_FILE
+from ..train.run_folder import RunRecord
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 DEFAULT_STAGING = Path('hub') / 'staging'
@@ -45,51 +45,12 @@ class ExportError(ZamzooError):
 
 
 # ------------------------------------------------------------------ reading the input
-@dataclass
-class Run:
-    path: Path
-    weights: Path
-    config: dict
-    results: dict
-    metrics: list
-    model: str
-    dataset: Optional[str]
-    recipe: Optional[str]
-    recipe_version: Optional[int]
-    seed: Optional[int]
-    num_classes: Optional[int]
-    model_kwargs: dict
-
-    def summary(self) -> dict:
-        """Final-epoch top-1/top-5 and the best top-1 over epochs, in percent (None when unknown)."""
-        r = self.results
-        return dict(seed=self.seed, run=self.path.name, top1=r.get('top1'), top5=r.get('top5'),
-                    best_top1=r.get('best_top1'), best_epoch=r.get('best_epoch'),
-                    epochs=r.get('epochs', len(self.metrics) or None), code_commit=r.get('code_commit'))
-
-
-def read_run(path) -> Run:
-    """A completed run folder, read by zamzoo.train.run_folder; ExportError when it cannot be exported."""
+def read_run(path) -> RunRecord:
+    """A completed run folder, read by zamzoo.train.run_folder; its errors as ExportError."""
     try:
-        record = run_folder.read_run(path)
+        return run_folder.read_run(path)
     except ZamzooError as e:
         raise ExportError(str(e)) from e
-    config, results = record.config, record.results
-    model = config.get('model')
-    if not model:
-        raise ExportError(f"{record.path / CONFIG_FILE} does not name the model (no 'model' field)")
-    if results.get('status') == 'failed':
-        raise ExportError(f"{record.path} is a failed run ({results.get('error', 'see its results.json')}); "
-                          f'nothing in it can be exported')
-    seed = config.get('seed')
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ExportError(f"{record.path / CONFIG_FILE}: 'seed' must be an integer, got {seed!r}")
-    recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
-    return Run(
-        path=record.path, weights=record.weights, config=config, results=results, metrics=record.metrics,
-        model=model, dataset=config.get('dataset'), recipe=recipe.get('name'), recipe_version=recipe.get('version'),
-        seed=seed, num_classes=config.get('num_classes'), model_kwargs=dict(config.get('model_kwargs') or {}),
-    )
 
 
 def load_weights(path) -> dict:
@@ -110,7 +71,7 @@ def _stat(values: List[Optional[float]]) -> Optional[dict]:
     return dict(mean=statistics.fmean(values), std=std, n=len(values))
 
 
-def _consistent(runs: Sequence[Run], attr: str):
+def _consistent(runs: Sequence[RunRecord], attr: str):
     values = {getattr(r, attr) for r in runs}
     if len(values) > 1:
         detail = ', '.join(f'{r.path.name}: {getattr(r, attr)!r}' for r in runs)
@@ -206,7 +167,7 @@ def export_run(
         if not s.exists():
             raise ExportError(f'{s} does not exist')
 
-    runs: List[Run] = []
+    runs: List[RunRecord] = []
     if all(s.is_dir() for s in sources):
         runs = [read_run(s) for s in sources]
         run_model = _consistent(runs, 'model')

@@ -99,21 +99,12 @@ def penalty_fn(model: nn.Module, recipe):
     NAM's L1 on the NAM BN scales (recipe.nam_l1), SPEM's p0^2 + p1^2 (recipe.spem_alpha, any model with SPEM)."""
     from ..layers import NAM, SPEM, nam_l1_penalty, spem_penalty
 
-    terms = []
-    if recipe.nam_l1 and any(isinstance(m, NAM) for m in model.modules()):
-        terms.append((recipe.nam_l1, nam_l1_penalty))
-    if recipe.spem_alpha and any(isinstance(m, SPEM) for m in model.modules()):
-        terms.append((recipe.spem_alpha, spem_penalty))
+    terms = [(coef, fn) for coef, kind, fn in ((recipe.nam_l1, NAM, nam_l1_penalty),
+                                               (recipe.spem_alpha, SPEM, spem_penalty))
+             if coef and any(isinstance(m, kind) for m in model.modules())]
     if not terms:
         return None
-
-    def penalty(m):
-        total = None
-        for coef, fn in terms:
-            t = coef * fn(m)
-            total = t if total is None else total + t
-        return total
-    return penalty
+    return lambda m: sum(coef * fn(m) for coef, fn in terms)
 
 
 def make_optimizer(model: nn.Module, recipe, device: torch.device):
@@ -143,7 +134,7 @@ class _Runtime:
 
 def _runtime(config, info: D.DistInfo) -> _Runtime:
     device = info.device
-    loader = config.loader  # 'auto' is resolved once the data set's size is known (`_pick_loader`)
+    loader = config.loader  # 'auto' is resolved once the data set's size is known
     workers = config.workers
     if workers is None:
         workers = 0 if device.type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) // info.world_size))
@@ -170,8 +161,8 @@ def _open_data(config, info: D.DistInfo, out: Path):
 
 
 def _build_model(config, recipe, num_classes: int):
-    """The model (seeded, from --init's weights if any), the record of its starting weights, and the normalisation
-    and input size its data gets: the recipe's for CIFAR, the model's pretrained cfg for other data."""
+    """The model (seeded, from --init's weights if any) and what config.json records of it: its starting weights,
+    and the normalisation and input size its data gets (the recipe's for CIFAR, the model's cfg for other data)."""
     from .init import apply_init, load_init
 
     seed_everything(config.seed)
@@ -188,12 +179,8 @@ def _build_model(config, recipe, num_classes: int):
         img_size = config.img_size or int(cfg.get('input_size', (3, 224, 224))[-1])
     else:
         (mean, std), img_size = recipe.stats(config.dataset), 32
-    return model, init, mean, std, img_size
-
-
-def _pick_loader(rt: _Runtime, data, img_size: int, recipe, device):
-    from ..data.tensors import pick_loader
-    rt.loader = pick_loader(rt.loader, (len(data.train), len(data.test)), img_size, recipe.crop_padding, device)
+    return model, {'init': init, 'mean': list(mean), 'std': list(std), 'img_size': img_size,
+                   'num_params': sum(p.numel() for p in model.parameters())}
 
 
 @dataclass
@@ -226,31 +213,33 @@ def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.d
 
 @dataclass
 class TrainingRun:
-    """Everything `train` needs before its first epoch; `config` is config.json's content."""
+    """Everything `train` needs before its first epoch."""
     pieces: Pieces
     train_loader: object
     test_loader: object
-    split: Optional[dict]
-    config: dict
+    split: Optional[dict]  # the held-out validation images (split.json), if any
+    config: dict  # config.json
 
 
 def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
     """Data, model and the pieces that train it, for this rank, from a validated `TrainConfig`."""
+    from ..data.tensors import pick_loader
+
     if recipe.batch_size % info.world_size:
         raise UsageError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
                          f'the global batch is split evenly across ranks')
     rt = _runtime(config, info)
     data = _open_data(config, info, out)  # first: it gives the classes
-    model, init, mean, std, img_size = _build_model(config, recipe, data.num_classes)
-    _pick_loader(rt, data, img_size, recipe, info.device)
-    num_params = sum(p.numel() for p in model.parameters())
+    model, facts = _build_model(config, recipe, data.num_classes)
+    rt.loader = pick_loader(rt.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
+                            info.device)
     if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
         state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
     train_loader, test_loader = build_loaders(
-        config.dataset, (data.train, data.test), recipe, mean, std, batch_size=recipe.batch_size,
+        config.dataset, (data.train, data.test), recipe, facts['mean'], facts['std'], batch_size=recipe.batch_size,
         eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=rt.loader,
-        workers=rt.workers, channels_last=rt.channels_last, img_size=img_size)
+        workers=rt.workers, channels_last=rt.channels_last, img_size=facts['img_size'])
     if len(train_loader) == 0:
         raise DataError(f'{config.data}: the train split has fewer images than one batch of {recipe.batch_size} '
                         f'(recipe drops the last partial batch)')
@@ -259,13 +248,11 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
         raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
     pieces = build_pieces(model, info.device, rt.dtype, channels_last=rt.channels_last, recipe=recipe,
                           steps_per_epoch=len(train_loader), sync_bn=sync_bn)
-    described = dict(init=init, mean=mean, std=std, img_size=img_size, sync_bn=sync_bn, num_params=num_params)
     return TrainingRun(pieces, train_loader, test_loader, data.split,
-                       _run_config(config, recipe, info, rt, data, train_loader, **described))
+                       _run_config(config, recipe, info, rt, data, train_loader, dict(facts, sync_bn=sync_bn)))
 
 
-def _run_config(config, recipe, info, rt, data, train_loader, *, init, mean, std, img_size, sync_bn,
-                num_params) -> dict:
+def _run_config(config, recipe, info, rt, data, train_loader, facts: dict) -> dict:
     """config.json: the run's settings, the full recipe as used, and where it ran."""
     import zamzoo
     from ..data import data_tag
@@ -273,15 +260,16 @@ def _run_config(config, recipe, info, rt, data, train_loader, *, init, mean, std
     return {
         'model': config.model, 'dataset': config.dataset, 'tag': data_tag(config.dataset, config.data),
         'data': str(config.data), 'num_classes': data.num_classes, 'classes': list(data.classes),
-        'seed': config.seed, 'pretrained': config.pretrained, 'init': init,
+        'seed': config.seed, 'pretrained': config.pretrained, 'init': facts['init'],
         'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
-        'mean': list(mean), 'std': list(std), 'img_size': img_size, 'model_kwargs': dict(config.model_kwargs),
+        'mean': facts['mean'], 'std': facts['std'], 'img_size': facts['img_size'],
+        'model_kwargs': dict(config.model_kwargs),
         'amp': str(rt.dtype).replace('torch.', '') if rt.dtype else 'none', 'compile': config.compile,
         'compile_mode': config.compile_mode, 'loader': rt.loader, 'channels_last': rt.channels_last,
         'world_size': info.world_size, 'per_rank_batch_size': recipe.batch_size // info.world_size,
-        'sync_bn': sync_bn, 'steps_per_epoch': len(train_loader), 'train_images': train_loader.num_samples,
-        'num_params': num_params, 'device': provenance.device_description(info.device),
+        'sync_bn': facts['sync_bn'], 'steps_per_epoch': len(train_loader), 'train_images': train_loader.num_samples,
+        'num_params': facts['num_params'], 'device': provenance.device_description(info.device),
         'code_commit': provenance.code_commit(), 'zamzoo': zamzoo.__version__, 'torch': str(torch.__version__),
         'args': config.to_dict(),
     }

@@ -5,6 +5,7 @@ from typing import Optional
 
 from .. import provenance
 from ..errors import UsageError, ZamzooError
+from ..recipes import get_recipe
 from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, create_model
 from .checkpoint import load_weights
@@ -67,28 +68,18 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     if run_cfg.get('num_classes') not in (None, num_classes):
         raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
 
-    state = load_weights(checkpoint) if checkpoint is not None else None
-    net = create_model(model, num_classes, pretrained=bool(pretrained))
-    if state is not None:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
-                              f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
+    net = _model(model, num_classes, pretrained, checkpoint)
     pieces = build_pieces(net, dev, dtype, channels_last=dev.type == 'cuda')
 
     if run_cfg.get('mean'):
         mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
     elif recipe is not None and dataset in ('cifar100', 'cifar10'):
-        from ..recipes import get_recipe
         mean, std = get_recipe(recipe).stats(dataset)
     else:
         mean, std = tuple(net.pretrained_cfg['mean']), tuple(net.pretrained_cfg['std'])
     size = img_size or run_cfg.get('img_size') or int(net.pretrained_cfg.get('input_size', (3, 32, 32))[-1])
-
-    from ..recipes import get_recipe
-    info = D.DistInfo(device=dev)
     _, test = build_loaders(dataset, (None, test_split), get_recipe('zam'), mean, std, batch_size=batch_size,
-                            eval_batch_size=batch_size, seed=0, info=info,
+                            eval_batch_size=batch_size, seed=0, info=D.DistInfo(device=dev),
                             loader=_loader(dataset, run_cfg, test_split, size, dev), workers=workers,
                             channels_last=dev.type == 'cuda', img_size=size)
     t0 = time.perf_counter()
@@ -103,6 +94,17 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
         'mean': list(mean), 'std': list(std), 'images_per_s': n / elapsed if elapsed else None,
         'device': provenance.device_description(dev),
     }
+
+
+def _model(model: str, num_classes: int, pretrained: bool, checkpoint):
+    """The model with the published weights, or the checkpoint's (which must fit it exactly)."""
+    net = create_model(model, num_classes, pretrained=bool(pretrained))
+    if checkpoint is not None:
+        missing, unexpected = net.load_state_dict(load_weights(checkpoint), strict=False)
+        if missing or unexpected:
+            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
+                              f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
+    return net
 
 
 def _loader(dataset: str, run_cfg: dict, test_split, size: int, device) -> str:

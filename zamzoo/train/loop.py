@@ -64,7 +64,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
             run = build_run(config, recipe, info, out)  # data, model, penalty, optimizer, lr schedule, scaler
             progress = _resume(config, out, run)
 
-            model = model_without_ddp = run.pieces.model
+            model = run.pieces.model  # the pieces keep it unwrapped (model_without_ddp): saved and evaluated
             if info.distributed:
                 from torch.nn.parallel import DistributedDataParallel as DDP
                 model = DDP(model, device_ids=[info.device.index] if info.device.type == 'cuda' else None,
@@ -77,7 +77,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
                 if reporter:
                     reporter.start({'config': run.config, 'out': str(out), 'start_epoch': progress.epoch})
             D.barrier(info)
-            return _epochs(config, recipe, info, out, run, model, model_without_ddp, progress, reporter, t_session)
+            return _epochs(config, recipe, info, out, run, model, progress, reporter, t_session)
     finally:
         D.teardown(info)
 
@@ -91,9 +91,6 @@ class Progress:
     train_time_s: float = 0.0
     wall_time_s: float = 0.0  # of the earlier sessions
 
-    def extra(self, wall_time_s: float) -> dict:
-        return {'train_time_s': self.train_time_s, 'wall_time_s': wall_time_s, 'best': self.best}
-
     def add(self, record: dict):
         if record['test_top1'] is not None and (not self.best or record['test_top1'] > self.best['top1']):
             self.best = {'top1': record['test_top1'], 'top5': record['test_top5'], 'epoch': record['epoch']}
@@ -101,9 +98,6 @@ class Progress:
         self.history.append(record)
         self.epoch = record['epoch']
         self.train_time_s += record['train_time_s']
-
-    def last_eval(self) -> Optional[dict]:
-        return next((r for r in reversed(self.history) if r.get('test_top1') is not None), None)
 
 
 def _check_finite_record(record: dict):
@@ -150,8 +144,7 @@ def _resume_changes(saved: dict, now: dict) -> list:
     return [f'{k}: checkpoint {short(a)}, now {short(b)}' for k, a, b in pairs if a != b]
 
 
-def _epochs(config, recipe, info, out, run: TrainingRun, model, model_without_ddp, progress: Progress, reporter,
-            t_session: float) -> dict:
+def _epochs(config, recipe, info, out, run: TrainingRun, model, progress: Progress, reporter, t_session: float) -> dict:
     """The epochs after `progress.epoch`, each saved to the run folder, then the weights and results.json."""
     title = f'{config.model} on {config.dataset} ({recipe.name})'
     last_plot = time.perf_counter()  # first plot after PLOT_EVERY_S, or after the last epoch
@@ -162,10 +155,12 @@ def _epochs(config, recipe, info, out, run: TrainingRun, model, model_without_dd
             progress.add(_one_epoch(epoch, config, recipe, info, run, model, reporter))
             if info.is_main:
                 p = run.pieces
-                state = checkpoint_state(model=model_without_ddp, optimizer=p.optimizer, scheduler=p.scheduler,
+                state = checkpoint_state(model=p.model, optimizer=p.optimizer, scheduler=p.scheduler,
                                          scaler=p.scaler, epoch=progress.epoch, config=run.config,
-                                         history=progress.history,
-                                         extra=progress.extra(progress.wall_time_s + time.perf_counter() - t_session))
+                                         history=progress.history, extra={
+                                             'train_time_s': progress.train_time_s, 'best': progress.best,
+                                             'wall_time_s': progress.wall_time_s + time.perf_counter() - t_session,
+                                         })
                 # the plot costs a few tenths of a second: at most every PLOT_EVERY_S seconds, and after the last epoch
                 plot = time.perf_counter() - last_plot >= PLOT_EVERY_S or epoch + 1 == recipe.epochs
                 run_folder.save_epoch(out, writer, state, title if plot else None)
@@ -180,7 +175,7 @@ def _epochs(config, recipe, info, out, run: TrainingRun, model, model_without_dd
                                t_session, info)
             if start_epoch >= recipe.epochs and progress.history:  # nothing ran in this session (a finished run)
                 run_folder.write_history(out, progress.history, title)
-            run_folder.finish_run(out, writer, model_without_ddp, run.config, results)
+            run_folder.finish_run(out, writer, run.pieces.model, run.config, results)
             if reporter:
                 reporter.finish(results)
         return D.broadcast_object(results, info)
@@ -381,7 +376,8 @@ def _results(config, recipe, run_config: dict, progress: Progress, wall_time: fl
     """results.json of a completed run."""
     import timm
 
-    last, best, history = progress.last_eval(), progress.best, progress.history
+    best, history = progress.best, progress.history
+    last = next((r for r in reversed(history) if r.get('test_top1') is not None), None)
     throughputs = [r['images_per_s'] for r in history]
     train_images = sum(r.get('train_images', 0) for r in history)
     train_time = progress.train_time_s

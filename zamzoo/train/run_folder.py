@@ -231,24 +231,44 @@ COMPLETE_RUN_FILES = (CONFIG_FILE, RESULTS_FILE, METRICS_FILE, WEIGHTS_FILE)
 
 @dataclass
 class RunRecord:
-    """A finished run as its folder holds it."""
+    """A completed run as its folder holds it; the facts `zamzoo export` needs, read by the names the loop writes."""
     path: Path
     config: dict    # config.json
     results: dict   # results.json
     metrics: list   # metrics.jsonl
 
-    @property
-    def weights(self) -> Path:
-        return self.path / WEIGHTS_FILE
+    weights = property(lambda self: self.path / WEIGHTS_FILE)
+    model = property(lambda self: self.config['model'])
+    dataset = property(lambda self: self.config.get('dataset'))
+    recipe = property(lambda self: self.config['recipe']['name'])
+    recipe_version = property(lambda self: self.config['recipe']['version'])
+    seed = property(lambda self: self.config.get('seed'))
+    num_classes = property(lambda self: self.config.get('num_classes'))
+    model_kwargs = property(lambda self: dict(self.config.get('model_kwargs') or {}))
+
+    def summary(self) -> dict:
+        """Final-epoch top-1/top-5 and the best top-1 over epochs, in percent (None when unknown)."""
+        r = self.results
+        return dict(seed=self.seed, run=self.path.name, top1=r.get('top1'), top5=r.get('top5'),
+                    best_top1=r.get('best_top1'), best_epoch=r.get('best_epoch'),
+                    epochs=r.get('epochs', len(self.metrics) or None), code_commit=r.get('code_commit'))
 
 
 def read_run(path) -> RunRecord:
-    """A run folder holding every file of a completed run; ZamzooError naming what is missing or unreadable."""
+    """A completed run's folder; ZamzooError when a file is missing or unreadable, or the run failed."""
     path = Path(path)
     missing = [f for f in COMPLETE_RUN_FILES if not (path / f).is_file()]
     if missing:
         raise ZamzooError(
             f'{path} is not a complete training run folder: missing {", ".join(missing)} '
             f'(expected {", ".join(COMPLETE_RUN_FILES)}, as written by `zamzoo train`)')
-    return RunRecord(path, read_json_object(path / CONFIG_FILE), read_json_object(path / RESULTS_FILE),
-                     read_metrics(path / METRICS_FILE))
+    run = RunRecord(path, read_json_object(path / CONFIG_FILE), read_json_object(path / RESULTS_FILE),
+                    read_metrics(path / METRICS_FILE))
+    if not run.config.get('model'):
+        raise ZamzooError(f"{path / CONFIG_FILE} does not name the model (no 'model' field)")
+    if run.results.get('status') == 'failed':
+        raise ZamzooError(f"{path} is a failed run ({run.results.get('error', 'see its results.json')}); "
+                          f'nothing in it can be exported')
+    if run.seed is not None and (isinstance(run.seed, bool) or not isinstance(run.seed, int)):
+        raise ZamzooError(f"{path / CONFIG_FILE}: 'seed' must be an integer, got {run.seed!r}")
+    return run
