@@ -123,18 +123,9 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-@dataclass
-class _Runtime:
-    """How this process runs: resolved from the config and the device."""
-    dtype: Optional[torch.dtype]
-    loader: str
-    workers: int
-    channels_last: bool
-
-
-def _runtime(config, info: D.DistInfo) -> _Runtime:
+def _runtime(config, info: D.DistInfo) -> tuple:
+    """How this process runs: (autocast dtype, DataLoader workers, channels_last); cuDNN autotuning and TF32 on."""
     device = info.device
-    loader = config.loader  # 'auto' is resolved once the data set's size is known
     workers = config.workers
     if workers is None:
         workers = 0 if device.type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) // info.world_size))
@@ -143,7 +134,7 @@ def _runtime(config, info: D.DistInfo) -> _Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return _Runtime(amp_dtype(config.amp, device), loader, workers, channels_last)
+    return amp_dtype(config.amp, device), workers, channels_last
 
 
 def _open_data(config, info: D.DistInfo, out: Path):
@@ -228,31 +219,33 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
     if recipe.batch_size % info.world_size:
         raise UsageError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
                          f'the global batch is split evenly across ranks')
-    rt = _runtime(config, info)
+    dtype, workers, channels_last = _runtime(config, info)
     data = _open_data(config, info, out)  # first: it gives the classes
     model, facts = _build_model(config, recipe, data.num_classes)
-    rt.loader = pick_loader(rt.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
-                            info.device)
+    loader = pick_loader(config.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
+                         info.device)
     if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
         state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
     train_loader, test_loader = build_loaders(
         config.dataset, (data.train, data.test), recipe, facts['mean'], facts['std'], batch_size=recipe.batch_size,
-        eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=rt.loader,
-        workers=rt.workers, channels_last=rt.channels_last, img_size=facts['img_size'])
+        eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=loader, workers=workers,
+        channels_last=channels_last, img_size=facts['img_size'])
     if len(train_loader) == 0:
         raise DataError(f'{config.data}: the train split has fewer images than one batch of {recipe.batch_size} '
                         f'(recipe drops the last partial batch)')
     sync_bn = recipe.sync_bn and info.distributed
     if sync_bn and info.device.type == 'cpu':
         raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
-    pieces = build_pieces(model, info.device, rt.dtype, channels_last=rt.channels_last, recipe=recipe,
+    pieces = build_pieces(model, info.device, dtype, channels_last=channels_last, recipe=recipe,
                           steps_per_epoch=len(train_loader), sync_bn=sync_bn)
+    facts.update(amp=str(dtype).replace('torch.', '') if dtype else 'none', loader=loader, sync_bn=sync_bn,
+                 channels_last=channels_last)
     return TrainingRun(pieces, train_loader, test_loader, data.split,
-                       _run_config(config, recipe, info, rt, data, train_loader, dict(facts, sync_bn=sync_bn)))
+                       _run_config(config, recipe, info, data, train_loader, facts))
 
 
-def _run_config(config, recipe, info, rt, data, train_loader, facts: dict) -> dict:
+def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
     """config.json: the run's settings, the full recipe as used, and where it ran."""
     import zamzoo
     from ..data import data_tag
@@ -265,8 +258,8 @@ def _run_config(config, recipe, info, rt, data, train_loader, facts: dict) -> di
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
         'mean': facts['mean'], 'std': facts['std'], 'img_size': facts['img_size'],
         'model_kwargs': dict(config.model_kwargs),
-        'amp': str(rt.dtype).replace('torch.', '') if rt.dtype else 'none', 'compile': config.compile,
-        'compile_mode': config.compile_mode, 'loader': rt.loader, 'channels_last': rt.channels_last,
+        'amp': facts['amp'], 'compile': config.compile, 'compile_mode': config.compile_mode,
+        'loader': facts['loader'], 'channels_last': facts['channels_last'],
         'world_size': info.world_size, 'per_rank_batch_size': recipe.batch_size // info.world_size,
         'sync_bn': facts['sync_bn'], 'steps_per_epoch': len(train_loader), 'train_images': train_loader.num_samples,
         'num_params': facts['num_params'], 'device': provenance.device_description(info.device),

@@ -48,8 +48,6 @@ class Reporter:
         pass
 
 
-# ---------------------------------------------------------------------------------------------------------------
-
 def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
     """Train one model as `config` says, writing the run folder; returns the results (results.json's content)."""
     t_session = time.perf_counter()
@@ -373,42 +371,23 @@ def _reduce(sums: dict, info: D.DistInfo) -> dict:
 
 
 def _results(config, recipe, run_config: dict, progress: Progress, wall_time: float, info) -> dict:
-    """results.json of a completed run."""
+    """results.json of a completed run: the last evaluation, the best one, speed and provenance."""
     import timm
 
-    best, history = progress.best, progress.history
-    last = next((r for r in reversed(history) if r.get('test_top1') is not None), None)
+    best, history, train_time = progress.best, progress.history, progress.train_time_s
+    last = next((r for r in reversed(history) if r.get('test_top1') is not None), {})
     throughputs = [r['images_per_s'] for r in history]
     train_images = sum(r.get('train_images', 0) for r in history)
-    train_time = progress.train_time_s
     return {
-        'status': 'completed',
-        'model': config.model,
-        'dataset': config.dataset,
-        'tag': run_config['tag'],
-        'recipe': recipe.name,
-        'recipe_version': recipe.version,
-        'seed': config.seed,
-        'epochs': len(history),
-        'num_classes': run_config['num_classes'],
-        'num_params': run_config['num_params'],
-        'top1': last['test_top1'] if last else None,
-        'top5': last['test_top5'] if last else None,
-        'test_loss': last['test_loss'] if last else None,
-        'best_top1': best.get('top1'),
-        'best_top5': best.get('top5'),
-        'best_epoch': best.get('epoch'),
+        'status': 'completed', 'model': config.model, 'dataset': config.dataset, 'tag': run_config['tag'],
+        'recipe': recipe.name, 'recipe_version': recipe.version, 'seed': config.seed, 'epochs': len(history),
+        'num_classes': run_config['num_classes'], 'num_params': run_config['num_params'],
+        'top1': last.get('test_top1'), 'top5': last.get('test_top5'), 'test_loss': last.get('test_loss'),
+        'best_top1': best.get('top1'), 'best_top5': best.get('top5'), 'best_epoch': best.get('epoch'),
         'images_per_s': statistics.median(throughputs) if throughputs else None,
         'mean_images_per_s': (train_images / train_time) if train_time else None,
-        'train_time_s': train_time,
-        'wall_time_s': wall_time,
-        'device': run_config['device'],
-        'world_size': info.world_size,
-        'amp': run_config['amp'],
-        'compile': config.compile,
-        'code_commit': provenance.code_commit(),
-        'zamzoo': run_config['zamzoo'],
-        'torch': str(torch.__version__),
-        'timm': str(timm.__version__),
-        'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+        'train_time_s': train_time, 'wall_time_s': wall_time, 'device': run_config['device'],
+        'world_size': info.world_size, 'amp': run_config['amp'], 'compile': config.compile,
+        'code_commit': provenance.code_commit(), 'zamzoo': run_config['zamzoo'], 'torch': str(torch.__version__),
+        'timm': str(timm.__version__), 'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
     }

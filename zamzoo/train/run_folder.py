@@ -216,14 +216,10 @@ def read_json_object(path: Path) -> dict:
 
 def read_metrics(path: Path) -> list:
     """metrics.jsonl: one record per epoch."""
-    records = []
-    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(loads_strict(line))
-            except ValueError as e:
-                raise ZamzooError(f'{path} line {i} is not valid JSON: {e}') from e
-    return records
+    try:
+        return [loads_strict(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except ValueError as e:
+        raise ZamzooError(f'{path} is not valid JSON lines: {e}') from e
 
 
 COMPLETE_RUN_FILES = (CONFIG_FILE, RESULTS_FILE, METRICS_FILE, WEIGHTS_FILE)
