@@ -61,24 +61,23 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
     p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
                      steps_per_epoch=len(loader))
     net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
-    optimizer, scheduler, dtype = p.optimizer, p.scheduler, p.dtype
-    kw = dict(device=device, amp=dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
+    kw = dict(device=device, amp=p.dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
               label_smoothing=recipe.label_smoothing)
     m = _subset_for_warmup(len(images), batch_size, warmup_steps)
     _sync(device)
     t0 = time.perf_counter()
     if m:
-        train_one_epoch(net, mk(images[:m], targets[:m]), optimizer, scheduler, **kw)
+        train_one_epoch(net, mk(images[:m], targets[:m]), p.optimizer, p.scheduler, **kw)
     _sync(device)
     warm = time.perf_counter() - t0
     loader.set_epoch(1)
     t0 = time.perf_counter()
-    sums = train_one_epoch(net, loader, optimizer, scheduler, **kw)
+    sums = train_one_epoch(net, loader, p.optimizer, p.scheduler, **kw)
     loss = float(sums['loss_sum']) / int(sums['count'])  # the one host sync
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
-            'amp': str(dtype).replace('torch.', '') if dtype else 'none', 'compile': bool(compile),
+            'amp': p.amp, 'compile': bool(compile),
             'compile_mode': compile_mode, 'channels_last': channels_last, 'loader': 'tensor (device-resident)',
             'steps': len(loader)}
 

@@ -178,12 +178,13 @@ def _build_model(config, recipe, num_classes: int):
 class Pieces:
     """A model on its device and, for training, what trains it."""
     model: nn.Module
-    device: torch.device
     dtype: Optional[torch.dtype]  # autocast's; None: fp32
     optimizer: Optional[torch.optim.Optimizer] = None
     scheduler: Optional[RecipeLR] = None
     scaler: Optional[torch.amp.GradScaler] = None
     penalty: Optional[Callable] = None
+
+    amp = property(lambda self: str(self.dtype).replace('torch.', '') if self.dtype else 'none')  # as recorded
 
 
 def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype], *, channels_last: bool,
@@ -196,9 +197,9 @@ def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.d
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if recipe is None:
-        return Pieces(model, device, dtype)
+        return Pieces(model, dtype)
     optimizer = make_optimizer(model, recipe, device)
-    return Pieces(model, device, dtype, optimizer, RecipeLR(optimizer, recipe, steps_per_epoch, recipe.epochs),
+    return Pieces(model, dtype, optimizer, RecipeLR(optimizer, recipe, steps_per_epoch, recipe.epochs),
                   torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), penalty_fn(model, recipe))
 
 
@@ -239,8 +240,7 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
         raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
     pieces = build_pieces(model, info.device, dtype, channels_last=channels_last, recipe=recipe,
                           steps_per_epoch=len(train_loader), sync_bn=sync_bn)
-    facts.update(amp=str(dtype).replace('torch.', '') if dtype else 'none', loader=loader, sync_bn=sync_bn,
-                 channels_last=channels_last)
+    facts.update(amp=pieces.amp, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
     return TrainingRun(pieces, train_loader, test_loader, data.split,
                        _run_config(config, recipe, info, data, train_loader, facts))
 

@@ -1,15 +1,15 @@
-"""The run folder: the files a training run writes there, written and read back here, and the lock that keeps it
-to one writer.
+"""The run folder: the files a training run writes there, written and read back here (`zamzoo export` reads runs
+through `read_run`), and the lock that keeps it to one writer.
 
-    <out>/config.json       the full recipe and arguments as used        CONFIG_FILE
-    <out>/metrics.jsonl     one line per epoch                           METRICS_FILE
-    <out>/curves.png        loss and accuracy curves                     CURVES_FILE
-    <out>/checkpoint.pt     everything --resume needs, every epoch       CHECKPOINT_FILE
-    <out>/model.safetensors the final weights                            WEIGHTS_FILE
-    <out>/results.json      final metrics and provenance                 RESULTS_FILE
-    <out>/split.json        the held-out split made by --holdout         SPLIT_FILE
-    <out>/.lock             held by the one process writing the folder   LOCK_FILE
-    <out>/failed.json       why the last attempt failed (zamzoo zoo)     FAILED_FILE
+    <out>/config.json       the run's settings and the full recipe, as used                      CONFIG_FILE
+    <out>/metrics.jsonl     one line per epoch (fields: zamzoo.train.metrics.METRIC_FIELDS)      METRICS_FILE
+    <out>/curves.png        loss, accuracy and lr per epoch                                      CURVES_FILE
+    <out>/checkpoint.pt     the whole training state after each epoch (weights_only-loadable)    CHECKPOINT_FILE
+    <out>/model.safetensors the final weights, written when the run completes                   WEIGHTS_FILE
+    <out>/results.json      final and best top-1/top-5, images/s, provenance; written last       RESULTS_FILE
+    <out>/split.json        --holdout's train/validation images (reused by --resume and eval)    SPLIT_FILE
+    <out>/.lock             held by the one process writing the folder                           LOCK_FILE
+    <out>/failed.json       why the last attempt failed (zamzoo zoo)                             FAILED_FILE
 """
 import contextlib
 import errno
