@@ -195,12 +195,7 @@ def _failed_at_start(results: Path) -> bool:
 def read_split(out: Path) -> Optional[dict]:
     """The run folder's split file (a held-out validation set), or None when the run has none."""
     path = Path(out) / SPLIT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise ZamzooError(f'{path} is not a readable split file ({e}); it lists the train and validation images') from e
+    return read_json_object(path) if path.is_file() else None
 
 
 def read_json_object(path: Path) -> dict:
