@@ -8,7 +8,7 @@ import time
 import pytest
 
 from zamzoo.train import RunFolderBusy, lock_holder, lock_run_folder
-from zamzoo.train.run_folder import LOCK_FILE
+from zamzoo.train.run_files import LOCK_FILE
 
 HOLD = '''
 import sys, time

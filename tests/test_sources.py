@@ -13,7 +13,7 @@ from zamzoo.errors import DataError, ZamzooError
 from zamzoo.recipes import get_recipe
 from zamzoo.train import TrainConfig, evaluate, train
 from zamzoo.train import distributed as D
-from zamzoo.train.loop import build_loaders, create_model
+from zamzoo.train.build import build_loaders, create_model
 
 TINY = 'test_resnet'
 datasets = pytest.importorskip('datasets')  # the `hf` extra (in `dev`)

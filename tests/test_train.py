@@ -17,7 +17,8 @@ from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
 from zamzoo.cli import main
 from zamzoo.recipes import get_recipe
 from zamzoo.train import RecipeLR, TrainConfig, evaluate, load_checkpoint, recipe_lr, train
-from zamzoo.train.loop import create_model, make_optimizer, penalty_fn, train_one_epoch
+from zamzoo.train.build import create_model, make_optimizer, penalty_fn
+from zamzoo.train.loop import train_one_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = 'test_resnet'          # timm's 0.38M-param test ResNet (with BatchNorm), fine at 32x32

@@ -201,7 +201,6 @@ def bench_models(
     processor it got (it is not a latency: it ignores waiting, and sums the time of all threads).
     """
     import timm
-    import zamzoo  # noqa: F401  (registers the models)
 
     dev = torch.device(device)
     if dev.type == 'cuda' and not torch.cuda.is_available():

@@ -39,7 +39,6 @@ def has_reference_impl(model_name: str) -> bool:
 
 def _build(name: str, impl: Optional[str], compile: bool, device: torch.device):
     import timm
-    import zamzoo  # noqa: F401  (registers the models)
 
     kwargs = {'attn_kwargs': dict(impl=impl)} if impl else {}
     model = timm.create_model(name, **kwargs).to(device)

@@ -30,15 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .._io import dumps_strict, loads_strict
+from .._io import dumps_strict
 from .._paths import check_replaceable, check_writable
 from ..errors import ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, sha256_file
+from ..train import run_folder
 from ..train.checkpoint import check_finite_weights
+from ..train.run_folder import RunRecord
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 OPTIONAL_EXPORT_FILES = ('model.onnx',)
-RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'model.safetensors')
 DEFAULT_STAGING = Path('hub') / 'staging'
 
 
@@ -46,101 +47,13 @@ class ExportError(ZamzooError):
     """The input of an export is missing, inconsistent or does not fit the model."""
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        obj = loads_strict(path.read_text())
-    except ValueError as e:
-        raise ExportError(f'{path} is not valid JSON: {e}') from e
-    if not isinstance(obj, dict):
-        raise ExportError(f'{path} holds a JSON {type(obj).__name__}; expected an object (as `zamzoo train` writes)')
-    return obj
-
-
-def _first(d: dict, *keys, default=None):
-    """The first key of `keys` present (dotted keys look into nested dicts)."""
-    for key in keys:
-        node = d
-        for part in key.split('.'):
-            if not isinstance(node, dict) or part not in node:
-                break
-            node = node[part]
-        else:
-            if node is not None:
-                return node
-    return default
-
-
 # ------------------------------------------------------------------ reading the input
-@dataclass
-class Run:
-    path: Path
-    weights: Path
-    config: dict
-    results: dict
-    metrics: list
-    model: str
-    dataset: Optional[str]
-    recipe: Optional[str]
-    recipe_version: Optional[int]
-    seed: Optional[int]
-    num_classes: Optional[int]
-    model_kwargs: dict
-
-    def summary(self) -> dict:
-        """Final-epoch top-1/top-5 and the best top-1 over epochs, in percent (None when unknown)."""
-        r = self.results
-        return dict(
-            seed=self.seed,
-            run=self.path.name,
-            top1=_first(r, 'top1', 'final.top1', 'final_top1', 'last.top1'),
-            top5=_first(r, 'top5', 'final.top5', 'final_top5', 'last.top5'),
-            best_top1=_first(r, 'best_top1', 'best.top1'),
-            best_epoch=_first(r, 'best_epoch', 'best.epoch'),
-            epochs=_first(r, 'epochs', 'final.epoch', 'epoch', default=len(self.metrics) or None),
-            code_commit=_first(r, 'code_commit', 'environment.code_commit', 'env.code_commit'),
-        )
-
-
-def _recipe_of(config: dict):
-    recipe = config.get('recipe')
-    if isinstance(recipe, dict):
-        return recipe.get('name'), recipe.get('version')
-    return recipe, config.get('recipe_version')
-
-
-def read_run(path) -> Run:
-    path = Path(path)
-    missing = [f for f in RUN_FILES if not (path / f).is_file()]
-    if missing:
-        raise ExportError(
-            f'{path} is not a complete training run folder: missing {", ".join(missing)} '
-            f'(expected {", ".join(RUN_FILES)}, as written by `zamzoo train`)')
-    config = _read_json(path / 'config.json')
-    results = _read_json(path / 'results.json')
-    metrics = []
-    for i, line in enumerate((path / 'metrics.jsonl').read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                metrics.append(loads_strict(line))
-            except ValueError as e:
-                raise ExportError(f'{path / "metrics.jsonl"} line {i} is not valid JSON: {e}') from e
-    model = _first(config, 'model', 'model_name', 'train.model') or _first(results, 'model')
-    if not model:
-        raise ExportError(f"{path / 'config.json'} does not name the model (no 'model' field)")
-    if results.get('status') == 'failed':
-        raise ExportError(f"{path} is a failed run ({results.get('error', 'see its results.json')}); "
-                          f'nothing in it can be exported')
-    recipe, recipe_version = _recipe_of(config)
-    seed = _first(config, 'seed', 'train.seed')
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ExportError(f"{path / 'config.json'}: 'seed' must be an integer, got {seed!r}")
-    return Run(
-        path=path, weights=path / 'model.safetensors', config=config, results=results, metrics=metrics,
-        model=model, dataset=_first(config, 'dataset', 'data.dataset', 'data'), recipe=recipe,
-        recipe_version=recipe_version, seed=int(seed) if seed is not None else None,
-        num_classes=_first(config, 'num_classes', 'model_kwargs.num_classes'),
-        model_kwargs=dict(_first(config, 'model_kwargs', 'model_args', default={}) or {}),
-    )
+def read_run(path) -> RunRecord:
+    """A completed run folder, read by zamzoo.train.run_folder; its errors as ExportError."""
+    try:
+        return run_folder.read_run(path)
+    except ZamzooError as e:
+        raise ExportError(str(e)) from e
 
 
 def load_weights(path) -> dict:
@@ -161,7 +74,7 @@ def _stat(values: List[Optional[float]]) -> Optional[dict]:
     return dict(mean=statistics.fmean(values), std=std, n=len(values))
 
 
-def _consistent(runs: Sequence[Run], attr: str):
+def _consistent(runs: Sequence[RunRecord], attr: str):
     values = {getattr(r, attr) for r in runs}
     if len(values) > 1:
         detail = ', '.join(f'{r.path.name}: {getattr(r, attr)!r}' for r in runs)
@@ -258,7 +171,7 @@ def export_run(
         if not s.exists():
             raise ExportError(f'{s} does not exist')
 
-    runs: List[Run] = []
+    runs: List[RunRecord] = []
     if all(s.is_dir() for s in sources):
         runs = [read_run(s) for s in sources]
         run_model = _consistent(runs, 'model')

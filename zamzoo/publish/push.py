@@ -39,7 +39,6 @@ def validate_export(folder) -> dict:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    import zamzoo  # noqa: F401  registers the architectures
     from ..models import ZOO
 
     folder = Path(folder)

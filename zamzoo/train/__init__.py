@@ -6,9 +6,10 @@
 from .checkpoint import checkpoint_state, load_checkpoint, load_weights, write_checkpoint
 from .config import TrainConfig, default_recipe
 from .evaluate import evaluate
-from .loop import Reporter, create_model, train
-from .run_folder import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE,
-                         RunFolderBusy, lock_holder, lock_run_folder)
+from .build import create_model
+from .loop import Reporter, train
+from .run_files import CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE
+from .run_folder import RunFolderBusy, lock_holder, lock_run_folder
 from .schedule import RecipeLR, recipe_lr
 
 __all__ = [

@@ -46,43 +46,39 @@ def _subset_for_warmup(n, batch_size, steps):
 
 def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, compile, compile_mode,
                warmup_steps, num_classes, seed=0):
-    from .loop import amp_dtype, create_model, make_optimizer, penalty_fn, seed_everything, train_one_epoch
-    from .schedule import RecipeLR
     from ..data import TensorLoader
+    from .build import amp_dtype, build_pieces, create_model
+    from .checkpoint import seed_everything
+    from .loop import train_one_epoch
 
     seed_everything(seed)
-    dtype = amp_dtype(amp, device)
+    model = create_model(model_name, num_classes)
     channels_last = device.type == 'cuda'
-    model = create_model(model_name, num_classes).to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, recipe, device)
     mean, std = recipe.stats('cifar100')
     mk = lambda im, tg: TensorLoader(im, tg, batch_size, mean, std, train=True, crop_padding=recipe.crop_padding,  # noqa
                                      hflip=recipe.hflip, rotation=recipe.rotation, seed=seed, device=device,
                                      channels_last=channels_last)
     loader = mk(images, targets)
-    scheduler = RecipeLR(optimizer, recipe, len(loader), recipe.epochs)
-    net = torch.compile(model, mode=compile_mode, dynamic=False) if compile else model
-    penalty = penalty_fn(model, recipe)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    kw = dict(device=device, amp=dtype, penalty=penalty, penalty_model=model, scaler=scaler,
+    p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
+                     steps_per_epoch=len(loader))
+    net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
+    kw = dict(device=device, amp=p.dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
               label_smoothing=recipe.label_smoothing)
     m = _subset_for_warmup(len(images), batch_size, warmup_steps)
     _sync(device)
     t0 = time.perf_counter()
     if m:
-        train_one_epoch(net, mk(images[:m], targets[:m]), optimizer, scheduler, **kw)
+        train_one_epoch(net, mk(images[:m], targets[:m]), p.optimizer, p.scheduler, **kw)
     _sync(device)
     warm = time.perf_counter() - t0
     loader.set_epoch(1)
     t0 = time.perf_counter()
-    sums = train_one_epoch(net, loader, optimizer, scheduler, **kw)
+    sums = train_one_epoch(net, loader, p.optimizer, p.scheduler, **kw)
     loss = float(sums['loss_sum']) / int(sums['count'])  # the one host sync
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
-            'amp': str(dtype).replace('torch.', '') if dtype else 'none', 'compile': bool(compile),
+            'amp': p.amp, 'compile': bool(compile),
             'compile_mode': compile_mode, 'channels_last': channels_last, 'loader': 'tensor (device-resident)',
             'steps': len(loader)}
 
@@ -91,7 +87,8 @@ def bench_reference(model_name, images, targets, *, device, batch_size, recipe, 
                     seed=0):
     from torchvision import transforms as T
     from ..data import PilImages
-    from .loop import create_model, seed_everything
+    from .build import create_model
+    from .checkpoint import seed_everything
 
     seed_everything(seed)
     mean, std = recipe.stats('cifar100')

@@ -12,7 +12,7 @@ import torch
 
 from .._io import atomic_path
 from ..errors import NonFiniteError, NotFoundError, OutputError, ZamzooError
-from .run_folder import CHECKPOINT_FILE, WEIGHTS_FILE
+from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1

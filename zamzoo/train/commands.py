@@ -85,7 +85,10 @@ def add_commands(subparsers):
     p.add_argument('--max-bad-steps', type=int, default=0, metavar='N',
                    help='steps with a NaN/inf loss to skip before the run fails (default 0: the first one fails it)')
     p.set_defaults(func=run_train)
+    _add_eval(subparsers)
 
+
+def _add_eval(subparsers):
     e = subparsers.add_parser('eval', help='top-1 / top-5 of a model on the test split',
                               description='Evaluate pretrained weights or a checkpoint on the test split.')
     e.add_argument('--model', required=True)

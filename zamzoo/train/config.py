@@ -8,6 +8,7 @@ from typing import Optional, Union
 from ..data.sources import DATASETS, DataSource, check_dataset
 from ..errors import UsageError
 from ..recipes import Recipe, get_recipe, list_recipes
+from .build import check_model_name
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
 LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
@@ -85,7 +86,6 @@ class TrainConfig:
             raise UsageError(f'max_bad_steps: expected an integer >= 0, got {self.max_bad_steps!r}')
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise UsageError(f'seed: expected an integer, got {self.seed!r}')
-        from .loop import check_model_name
         check_model_name(self.model)
         return self
 

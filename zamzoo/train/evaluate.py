@@ -1,16 +1,17 @@
 """`zamzoo eval`: top-1 / top-5 of a model on a test split, from pretrained weights or a checkpoint."""
-import json
 import time
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from .. import provenance
 from ..errors import UsageError, ZamzooError
+from ..recipes import get_recipe
 from . import distributed as D
+from .build import amp_dtype, build_loaders, build_pieces, create_model
 from .checkpoint import load_weights
-from .loop import amp_dtype, build_loaders, create_model, evaluate_loader, read_split
+from .loop import evaluate_loader
+from .run_files import CONFIG_FILE
+from .run_folder import read_json_object, read_split
 
 
 def _run_folder(checkpoint) -> Optional[Path]:
@@ -23,17 +24,9 @@ def _run_folder(checkpoint) -> Optional[Path]:
 def _run_config(checkpoint) -> dict:
     """config.json of the run folder a checkpoint belongs to, if any."""
     folder = _run_folder(checkpoint)
-    cfg = folder / 'config.json' if folder is not None else None
-    if cfg is not None and cfg.is_file():
-        try:
-            run_cfg = json.loads(cfg.read_text())
-        except ValueError:
-            return {}
-        if not isinstance(run_cfg, dict):
-            raise UsageError(f'{cfg} holds a JSON {type(run_cfg).__name__}, not the object `zamzoo train` writes; '
-                             f'pass the weights file alone with --recipe for their normalisation')
-        return run_cfg
-    return {}
+    if folder is None or not (folder / CONFIG_FILE).is_file():
+        return {}
+    return read_json_object(folder / CONFIG_FILE)
 
 
 def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict):
@@ -76,34 +69,22 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     if run_cfg.get('num_classes') not in (None, num_classes):
         raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
 
-    state = load_weights(checkpoint) if checkpoint is not None else None
-    net = create_model(model, num_classes, pretrained=bool(pretrained))
-    if state is not None:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
-                              f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
-    net.to(dev).eval()
+    net = _model(model, num_classes, pretrained, checkpoint)
+    pieces = build_pieces(net, dev, dtype, channels_last=dev.type == 'cuda')
 
     if run_cfg.get('mean'):
         mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
     elif recipe is not None and dataset in ('cifar100', 'cifar10'):
-        from ..recipes import get_recipe
         mean, std = get_recipe(recipe).stats(dataset)
     else:
         mean, std = tuple(net.pretrained_cfg['mean']), tuple(net.pretrained_cfg['std'])
     size = img_size or run_cfg.get('img_size') or int(net.pretrained_cfg.get('input_size', (3, 32, 32))[-1])
-
-    from ..recipes import get_recipe
-    info = D.DistInfo(device=dev)
     _, test = build_loaders(dataset, (None, test_split), get_recipe('zam'), mean, std, batch_size=batch_size,
-                            eval_batch_size=batch_size, seed=0, info=info,
+                            eval_batch_size=batch_size, seed=0, info=D.DistInfo(device=dev),
                             loader=_loader(dataset, run_cfg, test_split, size, dev), workers=workers,
                             channels_last=dev.type == 'cuda', img_size=size)
-    if dev.type == 'cuda':
-        net.to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
-    sums = evaluate_loader(net, test, device=dev, amp=dtype, num_classes=num_classes)
+    sums = evaluate_loader(pieces.model, test, device=dev, amp=pieces.dtype, num_classes=num_classes)
     n = int(sums['count'])
     elapsed = time.perf_counter() - t0
     return {
@@ -114,6 +95,17 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
         'mean': list(mean), 'std': list(std), 'images_per_s': n / elapsed if elapsed else None,
         'device': provenance.device_description(dev),
     }
+
+
+def _model(model: str, num_classes: int, pretrained: bool, checkpoint):
+    """The model with the published weights, or the checkpoint's (which must fit it exactly)."""
+    net = create_model(model, num_classes, pretrained=bool(pretrained))
+    if checkpoint is not None:
+        missing, unexpected = net.load_state_dict(load_weights(checkpoint), strict=False)
+        if missing or unexpected:
+            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
+                              f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
+    return net
 
 
 def _loader(dataset: str, run_cfg: dict, test_split, size: int, device) -> str:

@@ -65,8 +65,8 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
     file, or a torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
     import timm
 
+    from ..train.build import check_model_name
     from ..train.checkpoint import load_weights
-    from ..train.loop import check_model_name
 
     if pretrained and checkpoint:
         raise UsageError('give either --pretrained or --checkpoint, not both')

@@ -34,7 +34,7 @@ class PlannedRun:
 def expand_models(patterns: Sequence[str]) -> list:
     """zamzoo model names matching the wildcards, in order; a name without wildcards may be any timm model."""
     import zamzoo
-    from ..train.loop import check_model_name
+    from ..train.build import check_model_name
 
     names = []
     for pattern in patterns:

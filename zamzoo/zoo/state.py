@@ -21,7 +21,8 @@ from typing import Optional
 
 from .._io import write_json_atomic
 from ..errors import ZamzooError
-from ..train.run_folder import (CONFIG_FILE, FAILED_FILE, METRICS_FILE, RESULTS_FILE, lock_holder)
+from ..train.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE, RESULTS_FILE
+from ..train.run_folder import lock_holder
 
 SWEEP_DIR = '_zoo'
 PLAN_FILE = 'plan.json'

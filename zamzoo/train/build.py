@@ -1,0 +1,258 @@
+"""The pieces of a run, built once: the model on its device, its data loaders, optimizer, per-step schedule, grad
+scaler and penalty. `train` builds a whole `TrainingRun` from a `TrainConfig`; `zamzoo eval` and `zamzoo bench
+train` build the `Pieces` they need from the same functions."""
+import dataclasses
+import difflib
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from .. import provenance
+from .._paths import check_free_space
+from ..errors import DataError, UsageError
+from . import distributed as D
+from .checkpoint import seed_everything
+from .run_folder import read_split
+from .schedule import RecipeLR
+
+
+def check_model_name(name: str):
+    """ValueError with close matches unless timm knows `name` (zamzoo's models are registered by importing it)."""
+    import timm
+
+    if not timm.is_model(name.split('.', 1)[0]):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f'; did you mean {", ".join(close)}?' if close else ''
+        raise UsageError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
+
+
+def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
+    """`timm.create_model` after `import zamzoo` (which registers the zoo)."""
+    import timm
+
+    check_model_name(name)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as e:
+        if not kwargs:  # not the user's doing: keep the traceback
+            raise
+        raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them ({e})') from e
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    if amp == 'auto':
+        if device.type == 'cuda':
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if amp == 'none':
+        return None
+    if amp == 'fp16' and device.type != 'cuda':
+        raise UsageError('amp: fp16 needs CUDA; use --amp bf16 or none on CPU')
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, eval_batch_size: int, seed: int,
+                  info: D.DistInfo, loader: str, workers: int, channels_last: bool, img_size: int = 32) -> tuple:
+    """Train and test loaders for one rank from `open_data`'s splits (the train loader is None without a train
+    split): the device-resident tensor loader (images decoded once at `img_size`), or a DataLoader with
+    torchvision transforms."""
+    from ..data import DataLoaderBatches, TensorLoader, cifar_transforms, dataset_tensors, folder_transforms
+
+    common = dict(seed=seed, rank=info.rank, world_size=info.world_size, device=info.device,
+                  channels_last=channels_last)
+    train_split, test_split = splits
+    train = None
+    if loader == 'tensor':
+        if train_split is not None:
+            train = TensorLoader(*dataset_tensors(train_split, img_size, workers), batch_size, mean, std, train=True,
+                                 crop_padding=recipe.crop_padding, hflip=recipe.hflip, rotation=recipe.rotation,
+                                 drop_last=recipe.drop_last, **common)
+        return train, TensorLoader(*dataset_tensors(test_split, img_size, workers), eval_batch_size, mean, std,
+                                   train=False, **common)
+
+    def transform(is_train):
+        if dataset in ('folder', 'hf'):
+            return folder_transforms(recipe, mean, std, img_size, is_train)
+        return cifar_transforms(recipe, mean, std, is_train)
+
+    if train_split is not None:
+        train = DataLoaderBatches(train_split, batch_size, transform(True), train=True, drop_last=recipe.drop_last,
+                                  num_workers=workers, **common)
+    test = DataLoaderBatches(test_split, eval_batch_size, transform(False), train=False, num_workers=workers, **common)
+    return train, test
+
+
+def penalty_fn(model: nn.Module, recipe):
+    """The recipe's regularisers as a function of the model, or None when there are none for this model:
+    NAM's L1 on the NAM BN scales (recipe.nam_l1), SPEM's p0^2 + p1^2 (recipe.spem_alpha, any model with SPEM)."""
+    from ..layers import NAM, SPEM, nam_l1_penalty, spem_penalty
+
+    terms = [(coef, fn) for coef, kind, fn in ((recipe.nam_l1, NAM, nam_l1_penalty),
+                                               (recipe.spem_alpha, SPEM, spem_penalty))
+             if coef and any(isinstance(m, kind) for m in model.modules())]
+    if not terms:
+        return None
+    return lambda m: sum(coef * fn(m) for coef, fn in terms)
+
+
+def make_optimizer(model: nn.Module, recipe, device: torch.device):
+    kwargs = dict(lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    if device.type == 'cuda':
+        kwargs['fused'] = True  # one kernel for the whole update
+    return torch.optim.SGD(model.parameters(), **kwargs)
+
+
+def _runtime(config, info: D.DistInfo) -> tuple:
+    """How this process runs: (autocast dtype, DataLoader workers, channels_last); cuDNN autotuning and TF32 on."""
+    device = info.device
+    workers = config.workers
+    if workers is None:
+        workers = 0 if device.type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) // info.world_size))
+    channels_last = config.channels_last if config.channels_last is not None else device.type == 'cuda'
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return amp_dtype(config.amp, device), workers, channels_last
+
+
+def _open_data(config, info: D.DistInfo, out: Path):
+    """open_data, reusing the run folder's split file on --resume; with --download under torchrun, rank 0 fetches
+    the files while the others wait."""
+    from ..data import open_data
+
+    split = read_split(out) if config.resume else None
+    if config.download and info.distributed:
+        if info.is_main:
+            open_data(config.source(split))
+        D.barrier(info)
+        config = dataclasses.replace(config, download=False)
+    return open_data(config.source(split))
+
+
+def _build_model(config, recipe, num_classes: int):
+    """The model (seeded, from --init's weights if any) and what config.json records of it: its starting weights,
+    and the normalisation and input size its data gets (the recipe's for CIFAR, the model's cfg for other data)."""
+    from .init import apply_init, load_init
+
+    seed_everything(config.seed)
+    model = create_model(config.model, num_classes, pretrained=config.pretrained, **config.model_kwargs)
+    if config.pretrained and recipe.reset_head:
+        model.reset_classifier(num_classes)
+    init = None
+    if config.init is not None:
+        state, init = load_init(config.init)
+        init['head_reset'] = apply_init(model, state, config.init)
+    if config.dataset in ('folder', 'hf'):
+        cfg = model.pretrained_cfg
+        mean, std = tuple(cfg.get('mean', (0.485, 0.456, 0.406))), tuple(cfg.get('std', (0.229, 0.224, 0.225)))
+        img_size = config.img_size or int(cfg.get('input_size', (3, 224, 224))[-1])
+    else:
+        (mean, std), img_size = recipe.stats(config.dataset), 32
+    return model, {'init': init, 'mean': list(mean), 'std': list(std), 'img_size': img_size,
+                   'num_params': sum(p.numel() for p in model.parameters())}
+
+
+@dataclass
+class Pieces:
+    """A model on its device and, for training, what trains it."""
+    model: nn.Module
+    dtype: Optional[torch.dtype]  # autocast's; None: fp32
+    optimizer: Optional[torch.optim.Optimizer] = None
+    scheduler: Optional[RecipeLR] = None
+    scaler: Optional[torch.amp.GradScaler] = None
+    penalty: Optional[Callable] = None
+
+    amp = property(lambda self: str(self.dtype).replace('torch.', '') if self.dtype else 'none')  # as recorded
+
+
+def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype], *, channels_last: bool,
+                 recipe=None, steps_per_epoch: int = 0, sync_bn: bool = False) -> Pieces:
+    """`model` moved to `device` (SyncBatchNorm, channels_last); with a recipe also its SGD, per-step schedule,
+    grad scaler (enabled for fp16 only) and penalty."""
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if recipe is None:
+        return Pieces(model, dtype)
+    optimizer = make_optimizer(model, recipe, device)
+    return Pieces(model, dtype, optimizer, RecipeLR(optimizer, recipe, steps_per_epoch, recipe.epochs),
+                  torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), penalty_fn(model, recipe))
+
+
+@dataclass
+class TrainingRun:
+    """Everything `train` needs before its first epoch."""
+    pieces: Pieces
+    train_loader: object
+    test_loader: object
+    split: Optional[dict]  # the held-out validation images (split.json), if any
+    config: dict  # config.json
+
+
+def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
+    """Data, model and the pieces that train it, for this rank, from a validated `TrainConfig`."""
+    from ..data.tensors import pick_loader
+
+    if recipe.batch_size % info.world_size:
+        raise UsageError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
+                         f'the global batch is split evenly across ranks')
+    dtype, workers, channels_last = _runtime(config, info)
+    data = _open_data(config, info, out)  # first: it gives the classes
+    model, facts = _build_model(config, recipe, data.num_classes)
+    loader = pick_loader(config.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
+                         info.device)
+    if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
+        state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
+    train_loader, test_loader = build_loaders(
+        config.dataset, (data.train, data.test), recipe, facts['mean'], facts['std'], batch_size=recipe.batch_size,
+        eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=loader, workers=workers,
+        channels_last=channels_last, img_size=facts['img_size'])
+    if len(train_loader) == 0:
+        raise DataError(f'{config.data}: the train split has fewer images than one batch of {recipe.batch_size} '
+                        f'(recipe drops the last partial batch)')
+    sync_bn = recipe.sync_bn and info.distributed
+    if sync_bn and info.device.type == 'cpu':
+        raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
+    pieces = build_pieces(model, info.device, dtype, channels_last=channels_last, recipe=recipe,
+                          steps_per_epoch=len(train_loader), sync_bn=sync_bn)
+    facts.update(amp=pieces.amp, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
+    return TrainingRun(pieces, train_loader, test_loader, data.split,
+                       _run_config(config, recipe, info, data, train_loader, facts))
+
+
+def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
+    """config.json: the run's settings, the full recipe as used, and where it ran."""
+    import zamzoo
+    from ..data import data_tag
+
+    return {
+        'model': config.model, 'dataset': config.dataset, 'tag': data_tag(config.dataset, config.data),
+        'data': str(config.data), 'num_classes': data.num_classes, 'classes': list(data.classes),
+        'seed': config.seed, 'pretrained': config.pretrained, 'init': facts['init'],
+        'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
+        'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
+        'mean': facts['mean'], 'std': facts['std'], 'img_size': facts['img_size'],
+        'model_kwargs': dict(config.model_kwargs),
+        'amp': facts['amp'], 'compile': config.compile, 'compile_mode': config.compile_mode,
+        'loader': facts['loader'], 'channels_last': facts['channels_last'],
+        'world_size': info.world_size, 'per_rank_batch_size': recipe.batch_size // info.world_size,
+        'sync_bn': facts['sync_bn'], 'steps_per_epoch': len(train_loader), 'train_images': train_loader.num_samples,
+        'num_params': facts['num_params'], 'device': provenance.device_description(info.device),
+        'code_commit': provenance.code_commit(), 'zamzoo': zamzoo.__version__, 'torch': str(torch.__version__),
+        'args': config.to_dict(),
+    }
