@@ -73,5 +73,18 @@ def loads_strict(text):
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
+def read_json_object(path, error_type) -> dict:
+    """The strict JSON object (see `loads_strict`) in the file `path`; invalid JSON, or JSON that is not an object,
+    raises `error_type` with a one-line message."""
+    path = Path(path)
+    try:
+        obj = loads_strict(path.read_text())
+    except ValueError as e:
+        raise error_type(f'{path} is not valid JSON: {e}') from e
+    if not isinstance(obj, dict):
+        raise error_type(f'{path} holds a JSON {type(obj).__name__}; expected an object')
+    return obj
+
+
 def write_json_atomic(path, obj, indent: int = 2):
     write_text_atomic(path, dumps_strict(obj, indent=indent, sort_keys=False) + '\n')

@@ -20,31 +20,7 @@ def add_commands(subparsers):
         description='For each model: params, MACs (torch FlopCounterMode and the ZAM seed\'s thop convention) and '
                     'latency at inference batch 1 and 64 (and a training step on CUDA), measured in one run next to '
                     'its plain backbone; writes models_<device>.json and .md to --out.')
-    p.add_argument('--models', nargs='+', default=['*'], metavar='PATTERN',
-                   help="model names or fnmatch patterns, e.g. 'resnet18_*' (default: all)")
-    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    p.add_argument('--repeats', type=int, default=None, help='interleaved rounds (default: 3 on CPU, 10 on CUDA)')
-    p.add_argument('--warmup', type=int, default=None, help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
-    p.add_argument('--min-time', type=float, default=None,
-                   help='seconds of back-to-back calls per measurement (default: 0.2 CPU, 0.5 CUDA)')
-    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 64], metavar='B',
-                   help='inference batch sizes (default: 1 64)')
-    train = p.add_mutually_exclusive_group()
-    train.add_argument('--train-step', dest='train_step', action='store_true', default=None,
-                       help='also time one SGD training step at batch 128 (default on CUDA only)')
-    train.add_argument('--no-train-step', dest='train_step', action='store_false')
-    p.add_argument('--train-batch', type=int, default=128, metavar='B', help='training-step batch (default: 128)')
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
-    p.add_argument('--timer', choices=['wall', 'process'], default='wall',
-                   help='wall clock (latency, default) or the CPU time of this process (CPU only: steadier on a '
-                        'machine shared with other work, with --threads 1)')
-    p.add_argument('--runtime', choices=['torch', 'onnxruntime'], default='torch',
-                   help='torch: eager PyTorch (default); onnxruntime: also every model exported to ONNX (dynamo '
-                        'exporter, checked against PyTorch) under ONNX Runtime with --threads intra-op threads, '
-                        'interleaved with the PyTorch rounds (CPU only; needs zamzoo[onnx])')
-    p.add_argument('--counts-only', action='store_true', help='params and MACs only, no timing')
-    p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
-    p.add_argument('--quiet', action='store_true', help='no progress lines')
+    _add_models_arguments(p)
     p.set_defaults(func=run_models)
 
     from .tables import add_arguments, run as run_tables
@@ -72,6 +48,34 @@ def add_commands(subparsers):
     if importlib.util.find_spec('zamzoo.train.bench') is not None:  # the training package's `bench train`
         from zamzoo.train.bench import add_bench_train
         add_bench_train(sub)
+
+
+def _add_models_arguments(p):
+    p.add_argument('--models', nargs='+', default=['*'], metavar='PATTERN',
+                   help="model names or fnmatch patterns, e.g. 'resnet18_*' (default: all)")
+    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    p.add_argument('--repeats', type=int, default=None, help='interleaved rounds (default: 3 on CPU, 10 on CUDA)')
+    p.add_argument('--warmup', type=int, default=None, help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
+    p.add_argument('--min-time', type=float, default=None,
+                   help='seconds of back-to-back calls per measurement (default: 0.2 CPU, 0.5 CUDA)')
+    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 64], metavar='B',
+                   help='inference batch sizes (default: 1 64)')
+    train = p.add_mutually_exclusive_group()
+    train.add_argument('--train-step', dest='train_step', action='store_true', default=None,
+                       help='also time one SGD training step at batch 128 (default on CUDA only)')
+    train.add_argument('--no-train-step', dest='train_step', action='store_false')
+    p.add_argument('--train-batch', type=int, default=128, metavar='B', help='training-step batch (default: 128)')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    p.add_argument('--timer', choices=['wall', 'process'], default='wall',
+                   help='wall clock (latency, default) or the CPU time of this process (CPU only: steadier on a '
+                        'machine shared with other work, with --threads 1)')
+    p.add_argument('--runtime', choices=['torch', 'onnxruntime'], default='torch',
+                   help='torch: eager PyTorch (default); onnxruntime: also every model exported to ONNX (dynamo '
+                        'exporter, checked against PyTorch) under ONNX Runtime with --threads intra-op threads, '
+                        'interleaved with the PyTorch rounds (CPU only; needs zamzoo[onnx])')
+    p.add_argument('--counts-only', action='store_true', help='params and MACs only, no timing')
+    p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
+    p.add_argument('--quiet', action='store_true', help='no progress lines')
 
 
 def run_models(args) -> int:

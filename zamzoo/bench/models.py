@@ -17,6 +17,7 @@ Runtime ratio is against the plain backbone under ONNX Runtime (settings ``onnxr
 """
 import contextlib
 import fnmatch
+import functools
 import math
 import os
 import tempfile
@@ -200,16 +201,47 @@ def bench_models(
     shared with other work, with ``threads=1``, it measures the compute a model needs rather than the share of the
     processor it got (it is not a latency: it ignores waiting, and sums the time of all threads).
     """
-    import timm
-
     dev = torch.device(device)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise UsageError('--device cuda asked for, but torch sees no CUDA device here; use --device cpu')
     cuda = dev.type == 'cuda'
     repeats = repeats if repeats is not None else (10 if cuda else 3)
     warmup = warmup if warmup is not None else (10 if cuda else 1)
     min_time = min_time if min_time is not None else (0.5 if cuda else 0.2)
     train_step = train_step if train_step is not None else cuda
+    _check_options(dev, repeats, timer, threads, runtime)
+    say = progress or (lambda msg: None)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    with _num_threads(threads):
+        models = list(dict.fromkeys(models))
+        start = device_description(dev)
+        build = functools.partial(_build, device=dev, input_size=input_size)
+        counts = _count(models + [plain_of(m) for m in models], build, say)
+        runtimes = ('torch',) if runtime == 'torch' else ('torch', runtime)
+        phases = _phases(train_step, infer_batches, train_batch, runtimes) if latency else []
+        timings: Dict[str, Dict[str, List[float]]] = {}
+        for group in (_timing_groups(models) if phases else ()):
+            _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, repeats, TIMERS[timer],
+                        timings, say)
+        settings = [setting for phase in phases for setting in phase]
+        return {
+            'schema': SCHEMA,
+            'kind': KIND,
+            'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+            'device': dict(device_description(dev), load_avg_start=start.get('load_avg')),
+            'versions': _versions(),
+            'code_commit': provenance.code_commit(),
+            'settings': {'repeats': repeats, 'warmup': warmup, 'min_time_s': min_time, 'timer': timer,
+                         'infer_batches': list(infer_batches) if latency else [],
+                         'train_batch': train_batch if train_step and latency else None,
+                         'latency': latency, 'dtype': 'float32', 'runtimes': list(runtimes)},
+            'results': [_result_row(name, counts, timings, settings) for name in models],
+        }
+
+
+def _check_options(dev: torch.device, repeats: int, timer: str, threads: Optional[int], runtime: str):
+    cuda = dev.type == 'cuda'
+    if cuda and not torch.cuda.is_available():
+        raise UsageError('--device cuda asked for, but torch sees no CUDA device here; use --device cpu')
     if repeats < 1:
         raise UsageError(f'repeats must be >= 1, got {repeats}')
     if timer not in TIMERS:
@@ -222,78 +254,66 @@ def bench_models(
         raise UsageError(f'runtime must be one of {list(RUNTIMES)}, got {runtime!r}')
     if runtime != 'torch' and cuda:
         raise UsageError('--runtime onnxruntime is timed on CPU only; use --device cpu')
-    say = progress or (lambda msg: None)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
 
-    with _num_threads(threads):
-        models = list(dict.fromkeys(models))
-        start = device_description(dev)
 
-        def build(name):
-            model = timm.create_model(name).to(dev)
-            return model, tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
+def _build(name: str, device: torch.device, input_size: Optional[Sequence[int]]):
+    """(model on `device`, its input size: `input_size`, else its pretrained cfg's)."""
+    import timm
+    model = timm.create_model(name).to(device)
+    return model, tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
 
-        results = []
-        counts = {}
-        for name in models + [plain_of(m) for m in models]:
-            if name not in counts:
-                say(f'counting {name}')
-                model, size = build(name)
-                counts[name] = {'params': count_params(model), 'macs': count_macs(model, size),
-                                'seed_flops': seed_flops(model, size), 'input_size': list(size)}
 
-        timings: Dict[str, Dict[str, List[float]]] = {}
-        runtimes = ('torch',) if runtime == 'torch' else ('torch', runtime)
-        phases = _phases(train_step, infer_batches, train_batch, runtimes) if latency else []
-        groups: Dict[str, List[str]] = {}  # plain backbone -> [plain, variants...]: timed together
-        for name in models:
-            group = groups.setdefault(plain_of(name), [plain_of(name)])
-            if name not in group:
-                group.append(name)
-        for plain, group in (groups.items() if phases else ()):
-            built = {name: build(name) for name in group}
-            with tempfile.TemporaryDirectory() as tmp:
-                sessions = {}
-                for name in (group if runtime != 'torch' else ()):
-                    say(f'exporting {name} to ONNX')
-                    Path(tmp, name).mkdir()
-                    sessions[name] = onnx_session(built[name][0], built[name][1], threads, Path(tmp, name))
-                for phase in phases:  # the training step last: it changes the weights
-                    _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, TIMERS[timer],
-                                timings, say)
-            del built
-        settings = [setting for phase in phases for setting in phase]
+def _count(names: Sequence[str], build, say) -> Dict[str, dict]:
+    """Parameters, MACs and seed-convention FLOPs of every model of `names`, once each."""
+    counts = {}
+    for name in names:
+        if name not in counts:
+            say(f'counting {name}')
+            model, size = build(name)
+            counts[name] = {'params': count_params(model), 'macs': count_macs(model, size),
+                            'seed_flops': seed_flops(model, size), 'input_size': list(size)}
+    return counts
 
-        for name in models:
-            plain = plain_of(name)
-            row = {'model': name, 'backbone': backbone_of(name), 'baseline': plain, **counts[name],
-                   'baseline_params': counts[plain]['params'], 'baseline_macs': counts[plain]['macs'],
-                   'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
-            for setting, batch, train, rt in settings:
-                mine, base = timings[name][setting], timings[plain][setting]
-                ratios = [a / b for a, b in zip(mine, base)]
-                row['latency'][setting] = {
-                    'batch': batch, 'train': train, 'runtime': rt,
-                    'ms': _ms(statistics.median(mine)), 'baseline_ms': _ms(statistics.median(base)),
-                    'ratio': round(statistics.median(ratios), 4),
-                    'samples_ms': [_ms(t) for t in mine], 'baseline_samples_ms': [_ms(t) for t in base],
-                }
-            results.append(row)
 
-        return {
-            'schema': SCHEMA,
-            'kind': KIND,
-            'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-            'device': dict(device_description(dev), load_avg_start=start.get('load_avg')),
-            'versions': _versions(),
-            'code_commit': provenance.code_commit(),
-            'settings': {'repeats': repeats, 'warmup': warmup, 'min_time_s': min_time, 'timer': timer,
-                         'infer_batches': list(infer_batches) if latency else [],
-                         'train_batch': train_batch if train_step and latency else None,
-                         'latency': latency, 'dtype': 'float32', 'runtimes': list(runtimes)},
-            'results': results,
+def _timing_groups(models: Sequence[str]) -> List[List[str]]:
+    """The models grouped by plain backbone, the plain one first: each group is timed together."""
+    groups: Dict[str, List[str]] = {}
+    for name in models:
+        group = groups.setdefault(plain_of(name), [plain_of(name)])
+        if name not in group:
+            group.append(name)
+    return list(groups.values())
+
+
+def _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, repeats, clock, timings, say):
+    """Time every phase of one group (under ONNX Runtime too, with `runtime='onnxruntime'`) into `timings`."""
+    built = {name: build(name) for name in group}
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
+        for name in (group if runtime != 'torch' else ()):
+            say(f'exporting {name} to ONNX')
+            Path(tmp, name).mkdir()
+            sessions[name] = onnx_session(built[name][0], built[name][1], threads, Path(tmp, name))
+        for phase in phases:  # the training step last: it changes the weights
+            _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, clock, timings, say)
+
+
+def _result_row(name: str, counts: Dict[str, dict], timings, settings) -> dict:
+    """One model's report row: its counts, its plain backbone's, and each setting's latency against it."""
+    plain = plain_of(name)
+    row = {'model': name, 'backbone': backbone_of(name), 'baseline': plain, **counts[name],
+           'baseline_params': counts[plain]['params'], 'baseline_macs': counts[plain]['macs'],
+           'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
+    for setting, batch, train, rt in settings:
+        mine, base = timings[name][setting], timings[plain][setting]
+        ratios = [a / b for a, b in zip(mine, base)]
+        row['latency'][setting] = {
+            'batch': batch, 'train': train, 'runtime': rt,
+            'ms': _ms(statistics.median(mine)), 'baseline_ms': _ms(statistics.median(base)),
+            'ratio': round(statistics.median(ratios), 4),
+            'samples_ms': [_ms(t) for t in mine], 'baseline_samples_ms': [_ms(t) for t in base],
         }
+    return row
 
 
 def _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, clock, timings, say):

@@ -29,14 +29,24 @@ from timm.models._features import feature_take_indices
 
 from ..layers import get_attn
 
-__all__ = ['CifarNet', 'AttnFactory', 'ConvBnAct', 'ATTN_SLOTS']
+__all__ = ['CifarNet', 'CifarBlock', 'AttnFactory', 'ConvBnAct', 'ATTN_SLOTS']
 
 ATTN_SLOTS = ('block', 'stage')
 
 AttnLayer = Union[str, Callable[..., nn.Module], None]
 
 
-class ConvBnAct(nn.Module):
+class CifarBlock(nn.Module):
+    """A module of a stage (or the stem): its output channels and stride, from which `CifarNet` derives
+    feature_info."""
+
+    def __init__(self, out_chs: int, stride: int):
+        super().__init__()
+        self.out_chs = out_chs
+        self.stride = stride
+
+
+class ConvBnAct(CifarBlock):
     """conv (bias-free) -> BN -> act. A plain module, not an nn.Sequential, so that timm's feature wrappers (which
     flatten Sequentials one level) keep it whole as the 'stem' feature level."""
 
@@ -50,10 +60,8 @@ class ConvBnAct(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(out_chs, stride)
         dd = dict(device=device, dtype=dtype)
-        self.out_chs = out_chs
-        self.stride = stride
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False, **dd)
         self.bn = nn.BatchNorm2d(out_chs, **dd)
         self.act = act_layer(inplace=True)
@@ -111,7 +119,9 @@ class AttnFactory:
 class CifarNet(nn.Module):
     """Base of the zamzoo backbones: timm's classification-model API over stem -> stages -> final_conv -> head.
 
-    A family's __init__ builds its stem and blocks and hands them to `_assemble`. Arguments every family takes:
+    A family's __init__ takes its own arguments and passes the others (**kwargs) here, then builds its stem and
+    blocks (their attention from `self._attn`, the `AttnFactory` of this model) and hands them to `_assemble`.
+    Arguments every family takes:
         num_classes: classifier outputs; 0 for no classifier.
         in_chans: input image channels.
         global_pool: timm pooling type ('avg', 'max', 'avgmax', 'catavgmax'; '' for none, with num_classes=0).
@@ -121,10 +131,22 @@ class CifarNet(nn.Module):
         attn_slot: 'block' (the family's slot inside every block) or 'stage' (after every stage but the last; BAM).
         weight_init: 'torch' (PyTorch's defaults) or 'fan_out' (kaiming normal, fan_out, as bearpaw's ResNet).
         device, dtype: where and in which dtype to create the parameters.
-    Blocks expose `out_chs` and `stride`, from which `_assemble` derives feature_info.
+    Blocks are `CifarBlock`s (they expose `out_chs` and `stride`), from which `_assemble` derives feature_info.
     """
 
-    def __init__(self, num_classes: int, in_chans: int, drop_rate: float):
+    def __init__(
+            self,
+            num_classes: int = 100,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            attn_layer: AttnLayer = None,
+            attn_kwargs: Optional[Dict[str, Any]] = None,
+            attn_slot: str = 'block',
+            weight_init: str = 'torch',
+            device=None,
+            dtype=None,
+    ):
         super().__init__()
         if in_chans < 1:
             raise ValueError(f'in_chans must be at least 1 (image channels), got {in_chans}')
@@ -132,17 +154,13 @@ class CifarNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
+        self._attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, device=device, dtype=dtype)
+        self._head_args = global_pool, weight_init  # used, then dropped, by _assemble
 
-    def _assemble(
-            self,
-            stem: ConvBnAct,
-            stages: List[List[nn.Module]],
-            final_conv: Optional[ConvBnAct],
-            attn: AttnFactory,
-            global_pool: str,
-            weight_init: str,
-    ):
+    def _assemble(self, stem: ConvBnAct, stages: List[List[CifarBlock]], final_conv: Optional[ConvBnAct] = None):
         """Set stem, stages (with the 'stage'-slot attention and feature_info), final_conv and head; init weights."""
+        attn, (global_pool, weight_init) = self._attn, self._head_args
+        del self._attn, self._head_args
         self.stem = stem
         self.feature_info = [dict(num_chs=stem.out_chs, reduction=1, module='stem')]
         reduction, out_chs, sequences = 1, stem.out_chs, []

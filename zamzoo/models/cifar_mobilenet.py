@@ -13,12 +13,12 @@ stem (the seed's placement for ZAM, ZAM+R and its CBAM).
 'stage' slot (BAM): after stages 0, 1 and 2 (128, 256 and 512 channels), i.e. just before every downsampling, the
 bottlenecks where the BAM paper puts it, and the counterpart of BAM after ResNet stages 1-3.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
+from ._base import CifarBlock, CifarNet, ConvBnAct
 from ._zoo import pretrained_cfgs, register_family
 
 __all__ = ['CifarMobileNet', 'DepthwiseSeparable']
@@ -32,7 +32,7 @@ SEED_MOBILENET: Tuple[Tuple[Tuple[int, int], ...], ...] = (
 )
 
 
-class DepthwiseSeparable(nn.Module):
+class DepthwiseSeparable(CifarBlock):
     """dw3x3 -> BN -> ReLU -> pw1x1 -> BN -> [attn] -> ReLU."""
 
     def __init__(
@@ -44,17 +44,14 @@ class DepthwiseSeparable(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(out_chs, stride)
         dd = dict(device=device, dtype=dtype)
-        self.out_chs = out_chs
-        self.stride = stride
         self.conv_dw = nn.Conv2d(in_chs, in_chs, 3, stride=stride, padding=1, groups=in_chs, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(in_chs, **dd)
-        self.act1 = nn.ReLU(inplace=True)
         self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False, **dd)
         self.bn2 = nn.BatchNorm2d(out_chs, **dd)
         self.attn = attn if attn is not None else nn.Identity()
-        self.act2 = nn.ReLU(inplace=True)
+        self.act1, self.act2 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_dw(x)))
@@ -70,26 +67,16 @@ class CifarMobileNet(CifarNet):
             self,
             stem_width: int = 32,
             block_cfg: Sequence[Sequence[Tuple[int, int]]] = SEED_MOBILENET,
-            num_classes: int = 100,
-            in_chans: int = 3,
-            global_pool: str = 'avg',
-            drop_rate: float = 0.,
-            attn_layer: AttnLayer = None,
-            attn_kwargs: Optional[Dict[str, Any]] = None,
-            attn_slot: str = 'block',
-            weight_init: str = 'torch',
-            device=None,
-            dtype=None,
+            **kwargs,
     ):
         """
         Args:
             stem_width: output channels of the 3x3 stem.
             block_cfg: per stage, the (out_chs, stride) of each depthwise-separable block.
-            The other arguments: see CifarNet.
+            **kwargs: the arguments of CifarNet.
         """
-        super().__init__(num_classes, in_chans, drop_rate)
-        dd = dict(device=device, dtype=dtype)
-        attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
+        super().__init__(**kwargs)
+        attn, dd = self._attn, self._attn.dd
         in_chs, stages = stem_width, []
         for stage_cfg in block_cfg:
             blocks = []
@@ -97,7 +84,7 @@ class CifarMobileNet(CifarNet):
                 blocks.append(DepthwiseSeparable(in_chs, out_chs, stride, attn=attn.block(out_chs), **dd))
                 in_chs = out_chs
             stages.append(blocks)
-        self._assemble(ConvBnAct(in_chans, stem_width, 3, **dd), stages, None, attn, global_pool, weight_init)
+        self._assemble(ConvBnAct(self.in_chans, stem_width, 3, **dd), stages)
 
 
 default_cfgs = pretrained_cfgs(__name__, CifarMobileNet)

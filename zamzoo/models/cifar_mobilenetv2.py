@@ -19,13 +19,13 @@ including those without a residual (the slot of SE in MobileNetV3 is inside the 
 a block's output, as in the ResNets' slot after the last BN). Not in the stem nor in final_conv.
 'stage' slot (BAM): after stages 0, 1 and 2 (24, 32 and 96 channels), just before every downsampling.
 """
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, calculate_drop_path_rates
 
-from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
+from ._base import CifarBlock, CifarNet, ConvBnAct
 from ._zoo import pretrained_cfgs, register_family
 
 __all__ = ['CifarMobileNetV2', 'InvertedResidual']
@@ -39,7 +39,7 @@ CIFAR_MOBILENETV2: Tuple[Tuple[Tuple[int, int, int, int], ...], ...] = (
 )
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(CifarBlock):
     """[pw1x1 -> BN -> ReLU6] -> dw3x3 -> BN -> ReLU6 -> pw1x1 (linear) -> BN -> [attn] -> (+ x if stride 1, in == out)."""
 
     def __init__(
@@ -53,10 +53,8 @@ class InvertedResidual(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(out_chs, stride)
         dd = dict(device=device, dtype=dtype)
-        self.out_chs = out_chs
-        self.stride = stride
         mid_chs = in_chs * expand_ratio
         self.has_skip = stride == 1 and in_chs == out_chs
         if expand_ratio != 1:
@@ -94,30 +92,19 @@ class CifarMobileNetV2(CifarNet):
             stem_width: int = 32,
             block_cfg: Sequence[Sequence[Tuple[int, int, int, int]]] = CIFAR_MOBILENETV2,
             head_width: int = 1280,
-            num_classes: int = 100,
-            in_chans: int = 3,
-            global_pool: str = 'avg',
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            attn_layer: AttnLayer = None,
-            attn_kwargs: Optional[Dict[str, Any]] = None,
-            attn_slot: str = 'block',
-            weight_init: str = 'torch',
-            device=None,
-            dtype=None,
+            **kwargs,
     ):
         """
         Args:
             stem_width: output channels of the 3x3 stem.
             block_cfg: per stage, rows of (expansion, out_chs, repeats, first stride).
             head_width: output channels of the final 1x1 conv.
-            drop_rate: dropout before the classifier (the paper's ImageNet model uses 0.2; default 0 here).
             drop_path_rate: stochastic depth on the residual blocks, increasing linearly over the blocks.
-            The other arguments: see CifarNet.
+            **kwargs: the arguments of CifarNet (drop_rate: the paper's ImageNet model uses 0.2; default 0 here).
         """
-        super().__init__(num_classes, in_chans, drop_rate)
-        dd = dict(device=device, dtype=dtype)
-        attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
+        super().__init__(**kwargs)
+        attn, dd = self._attn, self._attn.dd
         dpr = iter(calculate_drop_path_rates(drop_path_rate, sum(n for rows in block_cfg for _, _, n, _ in rows)))
         in_chs, stages = stem_width, []
         for rows in block_cfg:
@@ -129,8 +116,8 @@ class CifarMobileNetV2(CifarNet):
                     in_chs = c
             stages.append(blocks)
         self._assemble(
-            ConvBnAct(in_chans, stem_width, 3, act_layer=nn.ReLU6, **dd), stages,
-            ConvBnAct(in_chs, head_width, 1, act_layer=nn.ReLU6, **dd), attn, global_pool, weight_init)
+            ConvBnAct(self.in_chans, stem_width, 3, act_layer=nn.ReLU6, **dd), stages,
+            ConvBnAct(in_chs, head_width, 1, act_layer=nn.ReLU6, **dd))
 
 
 default_cfgs = pretrained_cfgs(__name__, CifarMobileNetV2)

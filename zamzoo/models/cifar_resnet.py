@@ -16,13 +16,13 @@ before the residual add, then ReLU -- the slot of ZAM, CBAM, SE, ECA, NAM, SPEM 
 official code place it; ResNet-164: after stages 1 and 2), i.e. at every bottleneck before a downsampling.
 """
 from collections import OrderedDict
-from typing import Any, Dict, Optional, Sequence, Type, Union
+from typing import Optional, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, calculate_drop_path_rates
 
-from ._base import AttnFactory, AttnLayer, CifarNet, ConvBnAct
+from ._base import CifarBlock, CifarNet, ConvBnAct
 from ._zoo import pretrained_cfgs, register_family
 
 __all__ = ['CifarResNet', 'BasicBlock', 'Bottleneck']
@@ -37,8 +37,9 @@ def _shortcut(in_chs: int, out_chs: int, stride: int, dd) -> nn.Module:
     ))
 
 
-class BasicBlock(nn.Module):
-    """conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> [attn] -> (+ shortcut) -> ReLU."""
+class _ResNetBlock(CifarBlock):
+    """The residual frame of BasicBlock and Bottleneck: branch -> [attn] -> drop path -> (+ shortcut) -> ReLU. A
+    subclass builds its branch (and final ReLU) in `_init_branch` and runs them in `forward`."""
     expansion = 1
 
     def __init__(
@@ -51,18 +52,27 @@ class BasicBlock(nn.Module):
             device=None,
             dtype=None,
     ):
-        super().__init__()
+        super().__init__(planes * self.expansion, stride)
         dd = dict(device=device, dtype=dtype)
-        out_chs = self.out_chs = planes * self.expansion
-        self.stride = stride
+        self._init_branch(in_chs, planes, stride, dd)
+        self.attn = attn if attn is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+        self.shortcut = _shortcut(in_chs, self.out_chs, stride, dd)
+
+    def _init_branch(self, in_chs: int, planes: int, stride: int, dd: dict):
+        raise NotImplementedError
+
+
+class BasicBlock(_ResNetBlock):
+    """conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> [attn] -> (+ shortcut) -> ReLU."""
+    expansion = 1
+
+    def _init_branch(self, in_chs: int, planes: int, stride: int, dd: dict):
         self.conv1 = nn.Conv2d(in_chs, planes, 3, stride=stride, padding=1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(planes, **dd)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, out_chs, 3, stride=1, padding=1, bias=False, **dd)
-        self.bn2 = nn.BatchNorm2d(out_chs, **dd)
-        self.attn = attn if attn is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
-        self.shortcut = _shortcut(in_chs, out_chs, stride, dd)
+        self.conv2 = nn.Conv2d(planes, self.out_chs, 3, stride=1, padding=1, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(self.out_chs, **dd)
         self.act2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,35 +84,19 @@ class BasicBlock(nn.Module):
         return self.act2(x)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResNetBlock):
     """conv1x1 -> BN -> ReLU -> conv3x3 (stride) -> BN -> ReLU -> conv1x1 (x4) -> BN -> [attn] -> (+ shortcut) -> ReLU."""
     expansion = 4
 
-    def __init__(
-            self,
-            in_chs: int,
-            planes: int,
-            stride: int = 1,
-            attn: Optional[nn.Module] = None,
-            drop_path_rate: float = 0.,
-            device=None,
-            dtype=None,
-    ):
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        out_chs = self.out_chs = planes * self.expansion
-        self.stride = stride
+    def _init_branch(self, in_chs: int, planes: int, stride: int, dd: dict):
         self.conv1 = nn.Conv2d(in_chs, planes, 1, bias=False, **dd)
         self.bn1 = nn.BatchNorm2d(planes, **dd)
         self.act1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False, **dd)
         self.bn2 = nn.BatchNorm2d(planes, **dd)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(planes, out_chs, 1, bias=False, **dd)
-        self.bn3 = nn.BatchNorm2d(out_chs, **dd)
-        self.attn = attn if attn is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
-        self.shortcut = _shortcut(in_chs, out_chs, stride, dd)
+        self.conv3 = nn.Conv2d(planes, self.out_chs, 1, bias=False, **dd)
+        self.bn3 = nn.BatchNorm2d(self.out_chs, **dd)
         self.act3 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,17 +121,8 @@ class CifarResNet(CifarNet):
             layers: Sequence[int] = (2, 2, 2, 2),
             channels: Sequence[int] = (64, 128, 256, 512),
             stem_width: int = 64,
-            num_classes: int = 100,
-            in_chans: int = 3,
-            global_pool: str = 'avg',
-            drop_rate: float = 0.,
             drop_path_rate: float = 0.,
-            attn_layer: AttnLayer = None,
-            attn_kwargs: Optional[Dict[str, Any]] = None,
-            attn_slot: str = 'block',
-            weight_init: str = 'torch',
-            device=None,
-            dtype=None,
+            **kwargs,
     ):
         """
         Args:
@@ -146,14 +131,13 @@ class CifarResNet(CifarNet):
             channels: planes per stage (a stage outputs planes * block.expansion channels).
             stem_width: output channels of the 3x3 stem.
             drop_path_rate: stochastic depth, increasing linearly over the blocks.
-            The other arguments: see CifarNet.
+            **kwargs: the arguments of CifarNet.
         """
-        super().__init__(num_classes, in_chans, drop_rate)
-        dd = dict(device=device, dtype=dtype)
+        super().__init__(**kwargs)
+        attn, dd = self._attn, self._attn.dd
         if len(layers) != len(channels):
             raise ValueError(f'layers {tuple(layers)} and channels {tuple(channels)} must have the same length')
         block_cls = _BLOCKS[block] if isinstance(block, str) else block
-        attn = AttnFactory(attn_layer, attn_kwargs, attn_slot, **dd)
         dpr = iter(calculate_drop_path_rates(drop_path_rate, sum(layers)))
         in_chs, stages = stem_width, []
         for stage_idx, (depth, planes) in enumerate(zip(layers, channels)):
@@ -165,7 +149,7 @@ class CifarResNet(CifarNet):
                     in_chs, planes, stride, attn=attn.block(out_chs), drop_path_rate=next(dpr), **dd))
                 in_chs = out_chs
             stages.append(blocks)
-        self._assemble(ConvBnAct(in_chans, stem_width, 3, **dd), stages, None, attn, global_pool, weight_init)
+        self._assemble(ConvBnAct(self.in_chans, stem_width, 3, **dd), stages)
 
 
 default_cfgs = pretrained_cfgs(__name__, CifarResNet)

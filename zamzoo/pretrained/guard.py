@@ -58,35 +58,33 @@ def _translate(e: BaseException, what: str, repo_id: Optional[str], filename: st
     from safetensors import SafetensorError
 
     where = f'{repo_id}' + (f'@{revision}' if revision else '')
-    if isinstance(e, (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled)):
-        return WeightsError(
-            f'{what}: {filename} of {where} is not in the Hugging Face cache ({_cache_hint(cache_dir)}) and the Hub '
-            f'cannot be reached (offline mode HF_HUB_OFFLINE=1, or no network). Go online and retry (or run '
-            f'`zamzoo verify` once with network to fill the cache), or pass pretrained_cfg_overlay=dict(file=...). '
-            f'[{type(e).__name__}]')
-    if isinstance(e, hf_errors.GatedRepoError):
-        return WeightsError(f'{what}: {where} is gated: log in (`hf auth login` or HF_TOKEN) with an account that '
-                            f'has access. [{e}]')
-    if isinstance(e, hf_errors.RepositoryNotFoundError):
-        return WeightsError(
-            f'{what}: the Hub repository {repo_id} does not exist or is private: check the name, or log in '
-            f'(`hf auth login` or HF_TOKEN) if it is private; unpublished models must be trained first. '
-            f'[{type(e).__name__}]')
-    if isinstance(e, hf_errors.RevisionNotFoundError):
-        return WeightsError(
-            f'{what}: commit {revision} of {repo_id} does not exist on the Hub (a pinned revision that was never '
-            f'pushed there? re-run `zamzoo push`). [{type(e).__name__}]')
-    if isinstance(e, hf_errors.EntryNotFoundError):
-        return WeightsError(f'{what}: {where} has no file {filename}; re-publish it with `zamzoo export` and '
-                            f'`zamzoo push`. [{type(e).__name__}]')
-    if isinstance(e, hf_errors.HfHubHTTPError):
-        return WeightsError(f'{what}: the Hub answered with an error for {where}: {e}')
-    if isinstance(e, SafetensorError) and local_file:
-        return WeightsError(f'{what}: the file {repo_id} is corrupt or truncated ({e}); save the weights again.')
-    if isinstance(e, SafetensorError):
-        return WeightsError(
-            f'{what}: the weight file of {where} is corrupt or truncated ({e}). Delete it from the Hugging Face '
-            f'cache ({_cache_hint(cache_dir)}, `hf cache delete`) and download it again.')
+    kind = f'[{type(e).__name__}]'
+    if local_file:
+        corrupt = f'the file {repo_id} is corrupt or truncated ({e}); save the weights again.'
+    else:
+        corrupt = (f'the weight file of {where} is corrupt or truncated ({e}). Delete it from the Hugging Face '
+                   f'cache ({_cache_hint(cache_dir)}, `hf cache delete`) and download it again.')
+    explanations = (  # the first that matches: subclasses before their bases
+        ((hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled),
+         f'{filename} of {where} is not in the Hugging Face cache ({_cache_hint(cache_dir)}) and the Hub cannot '
+         f'be reached (offline mode HF_HUB_OFFLINE=1, or no network). Go online and retry (or run `zamzoo verify` '
+         f'once with network to fill the cache), or pass pretrained_cfg_overlay=dict(file=...). {kind}'),
+        (hf_errors.GatedRepoError,
+         f'{where} is gated: log in (`hf auth login` or HF_TOKEN) with an account that has access. [{e}]'),
+        (hf_errors.RepositoryNotFoundError,
+         f'the Hub repository {repo_id} does not exist or is private: check the name, or log in (`hf auth login` '
+         f'or HF_TOKEN) if it is private; unpublished models must be trained first. {kind}'),
+        (hf_errors.RevisionNotFoundError,
+         f'commit {revision} of {repo_id} does not exist on the Hub (a pinned revision that was never pushed '
+         f'there? re-run `zamzoo push`). {kind}'),
+        (hf_errors.EntryNotFoundError,
+         f'{where} has no file {filename}; re-publish it with `zamzoo export` and `zamzoo push`. {kind}'),
+        (hf_errors.HfHubHTTPError, f'the Hub answered with an error for {where}: {e}'),
+        (SafetensorError, corrupt),
+    )
+    for types, explanation in explanations:
+        if isinstance(e, types):
+            return WeightsError(f'{what}: {explanation}')
     if isinstance(e, RuntimeError) and 'state_dict' in str(e):
         return WeightsError(f'{what}: the weights of {where} do not fit the model: {e}')
     return None

@@ -142,6 +142,191 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
         f"{'the Hugging Face dataset' if dataset == 'hf' else 'the image folder'} '{tag}'")
 
 
+@dataclass
+class _Input:
+    """What an export is made from: the runs (none for a bare checkpoint) and the weights chosen among them."""
+    runs: List[RunRecord]
+    weights_run: Optional[RunRecord]
+    weights_file: Path
+    state_dict: dict
+    model: str
+    dataset: Optional[str]
+    recipe: Optional[str]
+    recipe_version: Optional[int]
+    model_kwargs: dict
+    seeds: List[int]
+    weights_seed: Optional[int]
+
+
+def _source_paths(sources) -> List[Path]:
+    sources = [Path(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources])]
+    if not sources:
+        raise ExportError('nothing to export: give a run folder or a checkpoint file')
+    for s in sources:
+        if not s.exists():
+            raise ExportError(f'{s} does not exist')
+    return sources
+
+
+def _pick_weights_run(runs: List[RunRecord], weights_seed: Optional[int]) -> RunRecord:
+    """The run with the smallest seed, or the one with `weights_seed`."""
+    if weights_seed is None:
+        return runs[0]
+    matching = [r for r in runs if r.seed == weights_seed]
+    if not matching:
+        raise ExportError(f'no run has seed {weights_seed} (seeds: {[r.seed for r in runs]})')
+    return matching[0]
+
+
+def _input_from_runs(folders: List[Path], model: Optional[str], weights_seed: Optional[int]) -> _Input:
+    runs = [read_run(s) for s in folders]
+    run_model = _consistent(runs, 'model')
+    if model and model != run_model:
+        raise ExportError(f'--model {model} disagrees with the run(s), which trained {run_model}')
+    dataset, recipe = _consistent(runs, 'dataset'), _consistent(runs, 'recipe')
+    recipe_version = _consistent(runs, 'recipe_version')
+    _consistent(runs, 'num_classes')
+    if len(runs) > 1:
+        seeds = [r.seed for r in runs]
+        if None in seeds or len(set(seeds)) != len(seeds):
+            raise ExportError(f'several runs need distinct seeds in their config.json, got {seeds}')
+    runs.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0))
+    weights_run = _pick_weights_run(runs, weights_seed)
+    return _Input(
+        runs=runs, weights_run=weights_run, weights_file=weights_run.weights,
+        state_dict=load_weights(weights_run.weights), model=run_model, dataset=dataset,
+        recipe=recipe, recipe_version=recipe_version,
+        model_kwargs=dict(weights_run.model_kwargs), seeds=[r.seed for r in runs if r.seed is not None],
+        weights_seed=weights_run.seed)
+
+
+def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str], recipe: Optional[str],
+                           seed: Optional[int]) -> _Input:
+    if not model:
+        raise ExportError(f'exporting the bare checkpoint {file} needs --model (e.g. resnet18_zam)')
+    return _Input(
+        runs=[], weights_run=None, weights_file=file, state_dict=load_weights(file), model=model,
+        dataset=tag or 'cifar100', recipe=recipe, recipe_version=None, model_kwargs={},
+        seeds=[seed] if seed is not None else [], weights_seed=seed)
+
+
+def _read_input(sources: List[Path], model, tag, recipe, seed, weights_seed) -> _Input:
+    if all(s.is_dir() for s in sources):
+        return _input_from_runs(sources, model, weights_seed)
+    if len(sources) == 1 and sources[0].is_file():
+        return _input_from_checkpoint(sources[0], model, tag, recipe, seed)
+    raise ExportError('give either training run folders or exactly one checkpoint file, not a mix')
+
+
+def _build_model(inp: _Input, tag: str, cfg):
+    """The architecture with the weights loaded strictly (an export only ever holds weights that fit), in eval
+    mode, with its parameter and MAC counts."""
+    import timm
+
+    from ..bench.flops import count_macs, count_params
+    classifier = f'{cfg.classifier}.weight'
+    state_dict, model, model_kwargs = inp.state_dict, inp.model, inp.model_kwargs
+    num_classes = int(state_dict[classifier].shape[0]) if classifier in state_dict else cfg.num_classes
+    if num_classes != cfg.num_classes:
+        raise ExportError(
+            f'the checkpoint has {num_classes} classes but {model}.{tag} is a {cfg.num_classes}-class model; '
+            f'pick the right --tag')
+    for key in ('num_classes', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'features_only'):
+        model_kwargs.pop(key, None)
+    net = timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, **model_kwargs)
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise ExportError(f'the weights do not fit {model}{" " + str(model_kwargs) if model_kwargs else ""}: {e}') from e
+    check_finite_weights(state_dict, inp.weights_file)
+    net.eval()
+    # MACs count shapes only: on a meta-device twin no arithmetic runs (the same count, much faster on a CPU)
+    macs = count_macs(timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, device='meta',
+                                        **model_kwargs).eval(), input_size=cfg.input_size)
+    return net, num_classes, count_params(net), macs
+
+
+def _run_summaries(runs: List[RunRecord]) -> List[dict]:
+    summaries = [r.summary() for r in runs]
+    for s in summaries:
+        for key in ('top1', 'top5', 'best_top1'):
+            if s[key] is not None and not (isinstance(s[key], (int, float)) and math.isfinite(s[key])):
+                raise ExportError(f"{s['run']}: results.json has a non-numeric {key}: {s[key]!r}")
+    return summaries
+
+
+def _results(inp: _Input, summaries: List[dict], tag: str, num_classes: int, repo_id: str, params: int,
+             macs: int) -> dict:
+    """results.json without the facts of the written weights (sha256, size, onnx)."""
+    from ..provenance import code_commit
+    weights_run = inp.weights_run
+    return dict(
+        model=inp.model, tag=tag, dataset=tag if weights_run is None else inp.dataset, recipe=inp.recipe,
+        recipe_version=inp.recipe_version, num_classes=num_classes, repo_id=repo_id,
+        seeds=inp.seeds, weights_seed=inp.weights_seed,
+        weights_from=str(weights_run.path.name) if weights_run is not None else inp.weights_file.name,
+        runs=[dict(s, raw=r.results) for s, r in zip(summaries, inp.runs)],
+        top1=_stat([s['top1'] for s in summaries]),
+        top5=_stat([s['top5'] for s in summaries]),
+        best_top1=_stat([s['best_top1'] for s in summaries]),
+        metric_note='top1/top5: accuracy (%) on the test split after the final epoch; mean and sample std over runs',
+        params=params, macs=macs,
+        code_commit=(weights_run.summary()['code_commit'] if weights_run is not None else None),
+        export_code_commit=code_commit(),
+        exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    )
+
+
+def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
+    import zamzoo
+    weights_run, recipe_name, recipe_version = inp.weights_run, inp.recipe, inp.recipe_version
+    return dict(
+        model=inp.model, tag=results['tag'], model_name=f"{inp.model}.{results['tag']}", repo_id=results['repo_id'],
+        params=results['params'], macs=results['macs'], input_size=cfg.input_size,
+        num_classes=results['num_classes'], num_features=net.num_features, mean=cfg.mean, std=cfg.std,
+        recipe=(f'{recipe_name} (version {recipe_version})' if recipe_version else recipe_name),
+        results=results if has_results else None,
+        hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
+        code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
+        init=weights_run.config.get('init') if weights_run is not None else None, onnx=results.get('onnx'),
+    )
+
+
+def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: bool, onnx: bool):
+    """Write the export folder: staged next to `out`, then renamed into place. Adds the facts of the written
+    weights to `results`."""
+    import timm
+
+    import zamzoo
+    from .card import render_model_card
+    hparams = dict(
+        zamzoo_version=zamzoo.__version__,  # a wheel install has no git commit to record
+        weights_seed=inp.weights_seed,
+        runs=[dict(seed=r.seed, run=r.path.name, config=r.config) for r in inp.runs],
+    )
+    train_log = dict(runs=[dict(seed=r.seed, run=r.path.name, epochs=r.metrics) for r in inp.runs])
+    staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
+    try:
+        labels = {'label_names': list(cfg.label_names)} if cfg.label_names else None  # top level: timm's Hub field
+        timm.models.save_for_hf(net, staging, model_config=labels, safe_serialization=True)
+        results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
+        results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
+        if onnx:
+            from .onnx import add_onnx
+            results['onnx'] = add_onnx(net, staging, cfg.input_size)
+        card = render_model_card(_card_info(inp, net, cfg, results, has_results))
+        (staging / 'README.md').write_text(card, encoding='utf-8')
+        for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
+            (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
+        os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
+        for f in staging.iterdir():
+            os.chmod(f, 0o644)
+        _replace_dir(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def export_run(
         sources: Sequence,
         out=None,
@@ -156,148 +341,25 @@ def export_run(
         onnx: bool = False,
 ) -> ExportResult:
     """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out`; see the module doc."""
-    import timm
-
-    import zamzoo  # registers the models
-    from ..bench.flops import count_macs, count_params
     from ..models import ZOO, hub_id
-    from ..provenance import code_commit
-    from .card import render_model_card
 
-    sources = [Path(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources])]
-    if not sources:
-        raise ExportError('nothing to export: give a run folder or a checkpoint file')
-    for s in sources:
-        if not s.exists():
-            raise ExportError(f'{s} does not exist')
-
-    runs: List[RunRecord] = []
-    if all(s.is_dir() for s in sources):
-        runs = [read_run(s) for s in sources]
-        run_model = _consistent(runs, 'model')
-        if model and model != run_model:
-            raise ExportError(f'--model {model} disagrees with the run(s), which trained {run_model}')
-        model = run_model
-        dataset = _consistent(runs, 'dataset')
-        recipe_name = _consistent(runs, 'recipe')
-        recipe_version = _consistent(runs, 'recipe_version')
-        _consistent(runs, 'num_classes')
-        if len(runs) > 1:
-            seeds = [r.seed for r in runs]
-            if None in seeds or len(set(seeds)) != len(seeds):
-                raise ExportError(f'several runs need distinct seeds in their config.json, got {seeds}')
-        runs.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0))
-        if weights_seed is None:
-            weights_run = runs[0]
-        else:
-            matching = [r for r in runs if r.seed == weights_seed]
-            if not matching:
-                raise ExportError(f'no run has seed {weights_seed} (seeds: {[r.seed for r in runs]})')
-            weights_run = matching[0]
-        state_dict = load_weights(weights_run.weights)
-        model_kwargs = dict(weights_run.model_kwargs)
-        seeds = [r.seed for r in runs if r.seed is not None]
-        weights_seed = weights_run.seed
-    elif len(sources) == 1 and sources[0].is_file():
-        if not model:
-            raise ExportError(f'exporting the bare checkpoint {sources[0]} needs --model (e.g. resnet18_zam)')
-        state_dict = load_weights(sources[0])
-        dataset, recipe_name, recipe_version, model_kwargs = tag or 'cifar100', recipe, None, {}
-        seeds = [seed] if seed is not None else []
-        weights_seed = seed
-        weights_run = None
-    else:
-        raise ExportError('give either training run folders or exactly one checkpoint file, not a mix')
-
-    model = model.split('.', 1)[0]
-    if model not in ZOO:
-        raise ExportError(f"'{model}' is not a zamzoo model; see `zamzoo list`")
-    tag, cfg = _resolve_cfg(model, dataset, tag, weights_run.config if weights_run is not None else {})
-    repo_id = repo_id or hub_id(model, tag)
-    out = Path(out) if out is not None else DEFAULT_STAGING / f'{model}.{tag}'
+    sources = _source_paths(sources)
+    inp = _read_input(sources, model, tag, recipe, seed, weights_seed)
+    inp.model = inp.model.split('.', 1)[0]
+    if inp.model not in ZOO:
+        raise ExportError(f"'{inp.model}' is not a zamzoo model; see `zamzoo list`")
+    tag, cfg = _resolve_cfg(inp.model, inp.dataset, tag, inp.weights_run.config if inp.weights_run is not None else {})
+    repo_id = repo_id or hub_id(inp.model, tag)
+    out = Path(out) if out is not None else DEFAULT_STAGING / f'{inp.model}.{tag}'
     _check_out(out, sources, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    # build the architecture and load the weights strictly: an export only ever holds weights that fit
-    classifier = f'{cfg.classifier}.weight'
-    num_classes = int(state_dict[classifier].shape[0]) if classifier in state_dict else cfg.num_classes
-    if num_classes != cfg.num_classes:
-        raise ExportError(
-            f'the checkpoint has {num_classes} classes but {model}.{tag} is a {cfg.num_classes}-class model; '
-            f'pick the right --tag')
-    for key in ('num_classes', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'features_only'):
-        model_kwargs.pop(key, None)
-    net = timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, **model_kwargs)
-    try:
-        net.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        raise ExportError(f'the weights do not fit {model}{" " + str(model_kwargs) if model_kwargs else ""}: {e}') from e
-    check_finite_weights(state_dict, weights_run.weights if weights_run is not None else sources[0])
-    net.eval()
-    # MACs count shapes only: on a meta-device twin no arithmetic runs (the same count, much faster on a CPU)
-    params = count_params(net)
-    macs = count_macs(timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, device='meta',
-                                        **model_kwargs).eval(), input_size=cfg.input_size)
-
-
-    summaries = [r.summary() for r in runs]
-    for s in summaries:
-        for key in ('top1', 'top5', 'best_top1'):
-            if s[key] is not None and not (isinstance(s[key], (int, float)) and math.isfinite(s[key])):
-                raise ExportError(f"{s['run']}: results.json has a non-numeric {key}: {s[key]!r}")
+    net, num_classes, params, macs = _build_model(inp, tag, cfg)
+    summaries = _run_summaries(inp.runs)
     has_results = any(s['top1'] is not None for s in summaries)
-    results = dict(
-        model=model, tag=tag, dataset=tag if weights_run is None else dataset, recipe=recipe_name,
-        recipe_version=recipe_version, num_classes=num_classes, repo_id=repo_id,
-        seeds=seeds, weights_seed=weights_seed,
-        weights_from=str(weights_run.path.name) if weights_run is not None else sources[0].name,
-        runs=[dict(s, raw=r.results) for s, r in zip(summaries, runs)],
-        top1=_stat([s['top1'] for s in summaries]),
-        top5=_stat([s['top5'] for s in summaries]),
-        best_top1=_stat([s['best_top1'] for s in summaries]),
-        metric_note='top1/top5: accuracy (%) on the test split after the final epoch; mean and sample std over runs',
-        params=params, macs=macs,
-        code_commit=(weights_run.summary()['code_commit'] if weights_run is not None else None),
-        export_code_commit=code_commit(),
-        exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-    )
-    hparams = dict(
-        zamzoo_version=zamzoo.__version__,  # a wheel install has no git commit to record
-        weights_seed=weights_seed,
-        runs=[dict(seed=r.seed, run=r.path.name, config=r.config) for r in runs],
-    )
-    train_log = dict(runs=[dict(seed=r.seed, run=r.path.name, epochs=r.metrics) for r in runs])
-
-    staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
-    try:
-        labels = {'label_names': list(cfg.label_names)} if cfg.label_names else None  # top level: timm's Hub field
-        timm.models.save_for_hf(net, staging, model_config=labels, safe_serialization=True)
-        results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
-        results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
-        if onnx:
-            from .onnx import add_onnx
-            results['onnx'] = add_onnx(net, staging, cfg.input_size)
-        card_info = dict(
-            model=model, tag=tag, model_name=f'{model}.{tag}', repo_id=repo_id, params=params, macs=macs,
-            input_size=cfg.input_size, num_classes=num_classes, num_features=net.num_features,
-            mean=cfg.mean, std=cfg.std,
-            recipe=(f'{recipe_name} (version {recipe_version})' if recipe_version else recipe_name),
-            results=results if has_results else None,
-            hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
-            code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
-            init=weights_run.config.get('init') if weights_run is not None else None, onnx=results.get('onnx'),
-        )
-        (staging / 'README.md').write_text(render_model_card(card_info), encoding='utf-8')
-        for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
-            (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
-        os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
-        for f in staging.iterdir():
-            os.chmod(f, 0o644)
-        _replace_dir(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out, model, tag, weights_seed, results['sha256'], params, macs, has_results)
+    results = _results(inp, summaries, tag, num_classes, repo_id, params, macs)
+    _write_export(out, net, cfg, inp, results, has_results, onnx)
+    return ExportResult(out, inp.model, tag, inp.weights_seed, results['sha256'], params, macs, has_results)
 
 
 def _is_export(folder: Path) -> bool:

@@ -1,11 +1,11 @@
 """`zamzoo push`: upload a validated export folder to the Hugging Face Hub and record it in the manifest."""
 import datetime
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from huggingface_hub import HfApi  # module attribute: tests replace it with a recorder
 
-from .._io import loads_strict
+from .._io import read_json_object
 from ..errors import NonFiniteError, WeightsError
 from ..pretrained import WEIGHTS_FILENAME, sha256_file, update_manifest, validate_record
 from ..train.checkpoint import check_finite_weights
@@ -17,33 +17,8 @@ class InvalidExportError(WeightsError):
     """An export folder is incomplete, modified after export, or does not describe a registered model."""
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        obj = loads_strict(path.read_text())
-    except ValueError as e:
-        raise InvalidExportError(f'{path} is not valid JSON: {e}') from e
-    if not isinstance(obj, dict):
-        raise InvalidExportError(f'{path} must hold a JSON object')
-    return obj
-
-
-def validate_export(folder) -> dict:
-    """Check an export folder end to end; returns its results.json. Raises InvalidExportError with every problem.
-
-    Checks: exactly the export files (and optionally model.onnx, whose sha256 results.json records), none
-    empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json; config.json's architecture is a registered zamzoo model and matches
-    results.json; the safetensors header holds exactly the architecture's tensors with the right shapes (read
-    without loading, and without any pickle); the card has timm's YAML header.
-    """
-    import timm
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from ..models import ZOO
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InvalidExportError(f'{folder} is not a folder (make one with `zamzoo export`)')
+def _check_file_set(folder: Path):
+    """Exactly the export files (and optionally model.onnx), regular files, none empty."""
     problems = []
     present = {p.name for p in folder.iterdir() if not p.name.startswith('.')}
     missing = [f for f in EXPORT_FILES if f not in present]
@@ -62,15 +37,25 @@ def validate_export(folder) -> dict:
     if problems:
         raise InvalidExportError(f'{folder} is not a complete export: ' + '; '.join(problems))
 
-    results, config = (_load_json(folder / name) for name in ('results.json', 'config.json'))
-    for name in ('hparams.json', 'train_log.json'):  # uploaded too: they must be what export wrote, strict JSON
-        _load_json(folder / name)
-    for key in ('model', 'tag', 'sha256', 'size_bytes', 'repo_id', 'num_classes'):
-        if results.get(key) is None:
-            problems.append(f"results.json lacks '{key}'")
-    if problems:
-        raise InvalidExportError(f'{folder}: ' + '; '.join(problems))
 
+def _read_records(folder: Path):
+    """(results.json, config.json), after checking that every JSON file is strict JSON and results.json complete."""
+    results, config = (read_json_object(folder / name, InvalidExportError) for name in ('results.json', 'config.json'))
+    for name in ('hparams.json', 'train_log.json'):  # uploaded too: they must be what export wrote, strict JSON
+        read_json_object(folder / name, InvalidExportError)
+    keys = ('model', 'tag', 'sha256', 'size_bytes', 'repo_id', 'num_classes')
+    lacking = [f"results.json lacks '{key}'" for key in keys if results.get(key) is None]
+    if lacking:
+        raise InvalidExportError(f'{folder}: ' + '; '.join(lacking))
+    return results, config
+
+
+def _record_problems(folder: Path, results: dict, config: dict) -> List[str]:
+    """The files disagreeing with results.json: weights (sha256, size), model.onnx, config.json's architecture."""
+    import timm
+
+    from ..models import ZOO
+    problems = []
     weights = folder / WEIGHTS_FILENAME
     digest = sha256_file(weights)
     if digest != results['sha256'] or weights.stat().st_size != results['size_bytes']:
@@ -86,42 +71,75 @@ def validate_export(folder) -> dict:
         problems.append(f"config.json architecture {arch!r} is not a registered zamzoo model")
     if config.get('num_classes') != results['num_classes']:
         problems.append(f"config.json num_classes {config.get('num_classes')} != results.json {results['num_classes']}")
-    if not problems:
-        # The manifest record will promise that timm.create_model(arch, pretrained=True) loads these weights, so they
-        # must fit the registry's architecture as built by default (shapes only: built on the meta device).
-        num_classes = config['num_classes']
-        extra = {k: v for k, v in (config.get('model_args') or {}).items()
-                 if k not in ('num_classes', 'in_chans', 'global_pool')}
-        try:
-            net = timm.create_model(arch, num_classes=num_classes, device='meta')
-            expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-        except Exception as e:  # noqa: BLE001 - any construction failure means the export is unusable
-            problems.append(f'{arch} cannot be built with num_classes={num_classes}: {e}')
-            expected = None
-        if expected is not None:
-            try:
-                with safe_open(str(weights), framework='pt') as f:
-                    found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            except (SafetensorError, OSError) as e:
-                problems.append(f'{WEIGHTS_FILENAME} is not a readable safetensors file: {e}')
-                found = None
-            if found is not None and found != expected:
-                miss = sorted(set(expected) - set(found))[:5]
-                unexp = sorted(set(found) - set(expected))[:5]
-                shape = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])[:5]
-                problems.append(
-                    f"{WEIGHTS_FILENAME} does not match {arch} as timm.create_model('{arch}', num_classes="
-                    f"{num_classes}) builds it: missing {miss}, unexpected {unexp}, wrong shapes {shape}"
-                    + (f' (the run used model_args {extra}: such weights cannot be published under the registry '
-                       f'name {arch})' if extra else ''))
-    if not problems:
-        try:
-            check_finite_weights(load_file(str(weights)), weights)
-        except NonFiniteError as e:
-            problems.append(str(e))
+    return problems
+
+
+def _shape_problems(weights: Path, config: dict) -> List[str]:
+    """The manifest record will promise that timm.create_model(arch, pretrained=True) loads these weights, so they
+    must fit the registry's architecture as built by default (shapes only: built on the meta device, and read from
+    the safetensors header without loading)."""
+    import timm
+    from safetensors import SafetensorError, safe_open
+    arch, num_classes = config['architecture'], config['num_classes']
+    extra = {k: v for k, v in (config.get('model_args') or {}).items()
+             if k not in ('num_classes', 'in_chans', 'global_pool')}
+    try:
+        net = timm.create_model(arch, num_classes=num_classes, device='meta')
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    except Exception as e:  # noqa: BLE001 - any construction failure means the export is unusable
+        return [f'{arch} cannot be built with num_classes={num_classes}: {e}']
+    try:
+        with safe_open(str(weights), framework='pt') as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        return [f'{WEIGHTS_FILENAME} is not a readable safetensors file: {e}']
+    if found == expected:
+        return []
+    miss = sorted(set(expected) - set(found))[:5]
+    unexp = sorted(set(found) - set(expected))[:5]
+    shape = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])[:5]
+    return [f"{WEIGHTS_FILENAME} does not match {arch} as timm.create_model('{arch}', num_classes="
+            f"{num_classes}) builds it: missing {miss}, unexpected {unexp}, wrong shapes {shape}"
+            + (f' (the run used model_args {extra}: such weights cannot be published under the registry '
+               f'name {arch})' if extra else '')]
+
+
+def _finite_problems(weights: Path) -> List[str]:
+    from safetensors.torch import load_file
+    try:
+        check_finite_weights(load_file(str(weights)), weights)
+    except NonFiniteError as e:
+        return [str(e)]
+    return []
+
+
+def _card_problems(folder: Path) -> List[str]:
     card = (folder / 'README.md').read_text(encoding='utf-8')
     if not card.startswith('---\n') or 'library_name: timm' not in card.split('\n---\n', 1)[0]:
-        problems.append("README.md lacks timm's YAML header (library_name: timm)")
+        return ["README.md lacks timm's YAML header (library_name: timm)"]
+    return []
+
+
+def validate_export(folder) -> dict:
+    """Check an export folder end to end; returns its results.json. Raises InvalidExportError with every problem.
+
+    Checks: exactly the export files (and optionally model.onnx, whose sha256 results.json records), none
+    empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json;
+    config.json's architecture is a registered zamzoo model and matches results.json; the safetensors header holds
+    exactly the architecture's tensors with the right shapes (read without loading, and without any pickle); the
+    weights are finite; the card has timm's YAML header.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidExportError(f'{folder} is not a folder (make one with `zamzoo export`)')
+    _check_file_set(folder)
+    results, config = _read_records(folder)
+    problems = _record_problems(folder, results, config)
+    if not problems:
+        problems = _shape_problems(folder / WEIGHTS_FILENAME, config)
+    if not problems:
+        problems = _finite_problems(folder / WEIGHTS_FILENAME)
+    problems += _card_problems(folder)
     if problems:
         raise InvalidExportError(f'{folder} is not a valid export: ' + '; '.join(problems))
     return results

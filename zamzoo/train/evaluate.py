@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import provenance
+from .._io import read_json_object
 from ..errors import UsageError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
@@ -11,7 +12,7 @@ from .build import amp_dtype, build_loaders, build_pieces, create_model
 from .checkpoint import load_weights
 from .loop import evaluate_loader
 from .run_files import CONFIG_FILE
-from .run_folder import read_json_object, read_split
+from .run_folder import read_split
 
 
 def _run_folder(checkpoint) -> Optional[Path]:
@@ -26,7 +27,7 @@ def _run_config(checkpoint) -> dict:
     folder = _run_folder(checkpoint)
     if folder is None or not (folder / CONFIG_FILE).is_file():
         return {}
-    return read_json_object(folder / CONFIG_FILE)
+    return read_json_object(folder / CONFIG_FILE, ZamzooError)
 
 
 def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .._io import atomic_path, loads_strict, write_json_atomic
+from .._io import atomic_path, loads_strict, read_json_object, write_json_atomic
 from ..errors import ZamzooError
 from .checkpoint import check_finite_weights, load_checkpoint, write_checkpoint
 from .metrics import plot_curves, write_metrics
@@ -177,18 +177,7 @@ def _failed_at_start(results: Path) -> bool:
 def read_split(out: Path) -> Optional[dict]:
     """The run folder's split file (a held-out validation set), or None when the run has none."""
     path = Path(out) / SPLIT_FILE
-    return read_json_object(path) if path.is_file() else None
-
-
-def read_json_object(path: Path) -> dict:
-    """A JSON object the loop wrote (config.json, results.json); ZamzooError for anything else."""
-    try:
-        obj = loads_strict(Path(path).read_text())
-    except ValueError as e:
-        raise ZamzooError(f'{path} is not valid JSON: {e}') from e
-    if not isinstance(obj, dict):
-        raise ZamzooError(f'{path} holds a JSON {type(obj).__name__}; expected an object (as `zamzoo train` writes)')
-    return obj
+    return read_json_object(path, ZamzooError) if path.is_file() else None
 
 
 def read_metrics(path: Path) -> list:
@@ -235,7 +224,8 @@ def read_run(path) -> RunRecord:
         raise ZamzooError(
             f'{path} is not a complete training run folder: missing {", ".join(missing)} '
             f'(expected {", ".join(COMPLETE_RUN_FILES)}, as written by `zamzoo train`)')
-    run = RunRecord(path, read_json_object(path / CONFIG_FILE), read_json_object(path / RESULTS_FILE),
+    run = RunRecord(path, read_json_object(path / CONFIG_FILE, ZamzooError),
+                    read_json_object(path / RESULTS_FILE, ZamzooError),
                     read_metrics(path / METRICS_FILE))
     if not run.config.get('model'):
         raise ZamzooError(f"{path / CONFIG_FILE} does not name the model (no 'model' field)")

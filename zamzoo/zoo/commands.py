@@ -25,11 +25,7 @@ def add_commands(subparsers):
 
 
 def _add_run(sub):
-    p = sub.add_parser(
-        'run', help='train every model x dataset x seed that is not done yet',
-        description='Each run is exactly `zamzoo train` in <out>/<model>-<dataset>-<recipe>-s<seed>. Running the '
-                    'same command again skips finished runs, resumes interrupted ones from their checkpoint, and '
-                    'runs failed ones again only with --retry-failed.')
+    p = sub.add_parser('run', help='train every model x dataset x seed that is not done yet', description=_run.__doc__)
     p.add_argument('--models', nargs='+', required=True, metavar='PATTERN',
                    help="zamzoo models, with wildcards ('resnet18_*'); a plain name may be any timm model")
     p.add_argument('--datasets', nargs='+', choices=CIFAR_DATASETS, default=['cifar100'])
@@ -69,11 +65,8 @@ def _add_export(sub):
     from ..bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README
     from ..publish.export import DEFAULT_STAGING
 
-    p = sub.add_parser(
-        'export', help='export every (model, dataset) group with enough finished seeds; optionally push',
-        description='One Hub-ready folder per group (mean +- std over its seeds, as `zamzoo export` with several '
-                    'runs), pushed with --push (which records weights/manifest.json), then the README and '
-                    'MODEL_CARD tables are regenerated. Groups with too few finished seeds are listed only.')
+    p = sub.add_parser('export', help='export every (model, dataset) group with enough finished seeds; optionally push',
+                       description=_export.__doc__)
     p.add_argument('--out', default='runs', help='the sweep folder given to `zoo run` (default runs/)')
     p.add_argument('--min-seeds', type=positive_int, default=3)
     p.add_argument('--staging', default=str(DEFAULT_STAGING), help='where the export folders go (<model>.<dataset>)')
@@ -133,6 +126,9 @@ def _on_event(kind, run, detail):
 
 
 def _run(args) -> int:
+    """Each run is exactly `zamzoo train` in <out>/<model>-<dataset>-<recipe>-s<seed>. Running the same command
+    again skips finished runs, resumes interrupted ones from their checkpoint, and runs failed ones again only with
+    --retry-failed."""
     from .plan import plan_sweep, plan_states
     from .state import LAST_RUN_FILE, sweep_dir
     from .sweep import run_sweep, runs_to_launch
@@ -198,6 +194,9 @@ def _status(args) -> int:
 
 
 def _export(args) -> int:
+    """One Hub-ready folder per group (mean +- std over its seeds, as `zamzoo export` with several runs), pushed
+    with --push (which records weights/manifest.json), then the README and MODEL_CARD tables are regenerated.
+    Groups with too few finished seeds are listed only."""
     from .export import export_sweep
 
     r = export_sweep(args.out, min_seeds=args.min_seeds, staging=args.staging, push=args.push,
