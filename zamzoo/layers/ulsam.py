@@ -120,7 +120,9 @@ class ULSAM(nn.Module):
     def _refine_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
         """`_refine` image chunk by image chunk into one output, where that is both safe (nothing records the ops: a
         recorded loop would hold the traced batch size; no autograd) and faster (`batch_chunks`: one CPU thread)."""
-        folded = self._folded()
+        # fx records the submodules as written: a graph of the folding reads BN's Optional running statistics,
+        # which TorchScript cannot compile (timm scripts fx graphs)
+        folded = None if isinstance(x, torch.fx.Proxy) else self._folded()
         eager = runs_eagerly(x) and not needs_autograd(x, *(folded or []))
         chunks = batch_chunks(x) if eager else [slice(None)]
         if len(chunks) == 1:
