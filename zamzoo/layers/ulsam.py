@@ -34,6 +34,8 @@ from ._checks import check_input
 from .fused._common import batch_chunks, needs_autograd, runs_eagerly
 
 torch.fx.wrap('check_input')
+# one call in an fx graph (the same ops as eager): inlined, its Optional BN statistics would not script
+torch.fx.wrap('_conv_bn')
 
 __all__ = ['ULSAM']
 
@@ -82,12 +84,13 @@ class ULSAM(nn.Module):
         where the submodules run as written: a BN normalising with batch statistics, or hooks watching them."""
         if not torch.jit.is_scripting() and self._submodules_watched():
             return None
-        dw = _conv_bn(self.dw.weight, self.dw.bias, self.bn_dw.training, self.bn_dw.running_mean,
-                      self.bn_dw.running_var, self.bn_dw.weight, self.bn_dw.bias, self.bn_dw.eps)
-        pw = _conv_bn(self.pw.weight, self.pw.bias, self.bn_pw.training, self.bn_pw.running_mean,
-                      self.bn_pw.running_var, self.bn_pw.weight, self.bn_pw.bias, self.bn_pw.eps)
-        if dw is None or pw is None:
+        if self.bn_dw.training or self.bn_pw.training or self.bn_dw.running_var is None \
+                or self.bn_pw.running_var is None:
             return None
+        dw = _conv_bn(self.dw.weight, self.dw.bias, self.bn_dw.running_mean, self.bn_dw.running_var,
+                      self.bn_dw.weight, self.bn_dw.bias, self.bn_dw.eps)
+        pw = _conv_bn(self.pw.weight, self.pw.bias, self.bn_pw.running_mean, self.bn_pw.running_var,
+                      self.bn_pw.weight, self.bn_pw.bias, self.bn_pw.eps)
         g = self.groups
         return [dw[0].view(1, -1, 1, 1), dw[1].view(1, -1, 1, 1), pw[0].view(g, 1, -1), pw[1].view(g, 1, 1)]
 
@@ -120,9 +123,7 @@ class ULSAM(nn.Module):
     def _refine_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
         """`_refine` image chunk by image chunk into one output, where that is both safe (nothing records the ops: a
         recorded loop would hold the traced batch size; no autograd) and faster (`batch_chunks`: one CPU thread)."""
-        # fx records the submodules as written: a graph of the folding reads BN's Optional running statistics,
-        # which TorchScript cannot compile (timm scripts fx graphs)
-        folded = None if isinstance(x, torch.fx.Proxy) else self._folded()
+        folded = self._folded()
         eager = runs_eagerly(x) and not needs_autograd(x, *(folded or []))
         chunks = batch_chunks(x) if eager else [slice(None)]
         if len(chunks) == 1:
@@ -141,17 +142,14 @@ class ULSAM(nn.Module):
 def _conv_bn(
         weight: torch.Tensor,
         bias: Optional[torch.Tensor],
-        training: bool,
         mean: Optional[torch.Tensor],
         var: Optional[torch.Tensor],
         bn_weight: Optional[torch.Tensor],
         bn_bias: Optional[torch.Tensor],
         eps: float,
-) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, bias) of a 1x1 conv followed by a BN in eval mode, as one conv; None when the BN normalises with
-    batch statistics (training mode, or no running statistics)."""
-    if training or mean is None or var is None:
-        return None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a 1x1 conv followed by a BN in eval mode (running statistics), as one conv."""
+    assert mean is not None and var is not None, 'a BN with running statistics'
     k = torch.rsqrt(var + eps)
     if bn_weight is not None:
         k = k * bn_weight
