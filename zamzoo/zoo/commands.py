@@ -71,7 +71,8 @@ def _add_export(sub):
     p.add_argument('--min-seeds', type=positive_int, default=3)
     p.add_argument('--staging', default=str(DEFAULT_STAGING), help='where the export folders go (<model>.<dataset>)')
     p.add_argument('--push', action='store_true', help='push each export to the Hub (token: `hf auth login`)')
-    p.add_argument('--manifest', default=None, help='weights manifest (default weights/manifest.json)')
+    p.add_argument('--manifest', default=None,
+                   help="weights manifest (default: $ZAMZOO_MANIFEST, else the package's zamzoo/pretrained/manifest.json)")
     p.add_argument('--readme', default=str(DEFAULT_README), help='README whose model table is regenerated')
     p.add_argument('--model-card', default=str(DEFAULT_MODEL_CARD), help='MODEL_CARD whose tables are regenerated')
     p.set_defaults(func=_export)
@@ -195,7 +196,7 @@ def _status(args) -> int:
 
 def _export(args) -> int:
     """One Hub-ready folder per group (mean +- std over its seeds, as `zamzoo export` with several runs), pushed
-    with --push (which records weights/manifest.json), then the README and MODEL_CARD tables are regenerated.
+    with --push (which records zamzoo/pretrained/manifest.json), then the README and MODEL_CARD tables are regenerated.
     Groups with too few finished seeds are listed only."""
     from .export import export_sweep
 
