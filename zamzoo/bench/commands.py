@@ -8,7 +8,6 @@
 """
 import importlib.util
 import shlex
-import sys
 
 
 def add_commands(subparsers):
@@ -80,15 +79,14 @@ def _add_models_arguments(p):
 
 def run_models(args) -> int:
     from .._paths import check_writable
-    from .models import bench_models, markdown_report, select_models, write_report
+    from .models import bench_models, markdown_report, progress_printer, select_models, write_report
 
     names = select_models(args.models)
     check_writable(args.out, '--out')  # before the measurements, not after
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = bench_models(names, device=args.device, repeats=args.repeats, warmup=args.warmup,
                           min_time=args.min_time, infer_batches=args.batch_sizes, train_step=args.train_step,
                           train_batch=args.train_batch, threads=args.threads, timer=args.timer, runtime=args.runtime,
-                          latency=not args.counts_only, progress=say)
+                          latency=not args.counts_only, progress=progress_printer(args.quiet))
     report['command'] = 'zamzoo bench models ' + ' '.join(shlex.quote(a) for a in _argv_of(args))
     paths = write_report(report, args.out)
     print(markdown_report(report))
@@ -99,15 +97,11 @@ def run_models(args) -> int:
 def _argv_of(args):
     """The options of `bench models` that change the numbers, as a command line to record in the report."""
     out = ['--models', *args.models, '--device', args.device]
-    for flag, value in (('--repeats', args.repeats), ('--warmup', args.warmup), ('--min-time', args.min_time)):
-        if value is not None:
+    for flag, value, default in (('--repeats', args.repeats, None), ('--warmup', args.warmup, None),
+                                 ('--min-time', args.min_time, None), ('--threads', args.threads, None),
+                                 ('--timer', args.timer, 'wall'), ('--runtime', args.runtime, 'torch')):
+        if value != default:
             out += [flag, str(value)]
-    if args.threads is not None:
-        out += ['--threads', str(args.threads)]
-    if args.timer != 'wall':
-        out += ['--timer', args.timer]
-    if args.runtime != 'torch':
-        out += ['--runtime', args.runtime]
     if args.batch_sizes != [1, 64]:
         out += ['--batch-sizes', *map(str, args.batch_sizes)]
     if args.train_step is not None:

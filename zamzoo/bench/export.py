@@ -8,7 +8,6 @@ float64 copy of the model): an ONNX Runtime error of that size is rounding, not 
 tolerance, `zamzoo.bench.onnx`).
 """
 import shlex
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -18,8 +17,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from .._io import write_json_atomic, write_text_atomic
-from .models import _versions, select_models
+from .models import _versions, progress_printer, select_models, write_json_and_markdown
 
 __all__ = ['EXPORTERS', 'calibrate_batchnorm', 'bench_export', 'markdown_report', 'write_report']
 
@@ -73,15 +71,15 @@ def bench_export(names: Sequence[str], exporters: Sequence[str] = tuple(EXPORTER
     with tempfile.TemporaryDirectory(prefix='zamzoo-onnx-') as tmp:
         for name in names:
             for exporter in exporters:
-                rows.append(_export_one(name, exporter, Path(tmp)))
-                r = rows[-1]
+                r = _export_one(name, exporter, Path(tmp))
+                rows.append(r)
                 progress(f"{name} {exporter}: {'ok' if r['ok'] else 'ERROR'} "
                          f"{r['max_rel_err'] if r['ok'] else r['error']} ({r['seconds']} s)")
     import onnxruntime
     versions = dict(_versions(), onnxruntime=onnxruntime.__version__)
     return {'date': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'versions': versions,
-            'settings': {'opset': OPSET, 'rtol': RTOL, 'rounding_factor': ROUNDING_FACTOR, 'batch_sizes': list(CHECK_BATCHES), 'dynamic_batch': True,
-                         'threads': torch.get_num_threads()},
+            'settings': {'opset': OPSET, 'rtol': RTOL, 'rounding_factor': ROUNDING_FACTOR,
+                         'batch_sizes': list(CHECK_BATCHES), 'dynamic_batch': True, 'threads': torch.get_num_threads()},
             'duration_s': round(time.perf_counter() - start, 1), 'rows': rows}
 
 
@@ -109,11 +107,7 @@ def markdown_report(report: Dict) -> str:
 
 def write_report(report: Dict, out_dir) -> Dict[str, Path]:
     """Write export_onnx.json and .md into out_dir, atomically; returns the paths."""
-    out_dir = Path(out_dir)
-    paths = {'json': out_dir / 'export_onnx.json', 'md': out_dir / 'export_onnx.md'}
-    write_json_atomic(paths['json'], report)
-    write_text_atomic(paths['md'], markdown_report(report))
-    return paths
+    return write_json_and_markdown(report, markdown_report(report), Path(out_dir) / 'export_onnx')
 
 
 def add_arguments(p) -> None:
@@ -125,8 +119,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    report = bench_export(select_models(args.models), args.exporters, progress=say)
+    report = bench_export(select_models(args.models), args.exporters, progress=progress_printer(args.quiet))
     report['command'] = 'zamzoo bench export ' + ' '.join(
         ['--models', *map(shlex.quote, args.models), '--exporters', *args.exporters])
     paths = write_report(report, args.out)

@@ -39,6 +39,8 @@
   resnet18_zam = 557.9775M / 558.4482M / 558.2252M; mobilenet_plain / mobilenet_cbam (seed variant) /
   mobilenet_zamr = 180.7697M / 182.4953M / 181.4638M (the seed prints 557.98M ... 181.46M).
 """
+import contextlib
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -75,18 +77,15 @@ def example_input(model: nn.Module, input_size: Optional[Sequence[int]] = None, 
     return torch.randn(batch_size, *_input_size(model, input_size), device=device, dtype=dtype)
 
 
-class _eval_mode:
+@contextlib.contextmanager
+def _eval_mode(model):
     """Run the block with the model in eval mode, restoring its training flags afterwards."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, training in self.flags:
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
             m.training = training
 
 
@@ -96,10 +95,8 @@ def count_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) ->
     from torch.utils.flop_counter import FlopCounterMode
 
     x = example_input(model, input_size)
-    with _eval_mode(model):
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(x)
+    with _eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(x)
     return int(counter.get_total_flops())
 
 
@@ -119,20 +116,14 @@ _ADAPTIVE_AVGPOOL = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgP
 def _leaf_ops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """thop 0.0.30's count for one call of module m (input x, output y); 0 for modules it did not count."""
     if isinstance(m, _CONV):
-        kernel = 1
-        for k in m.kernel_size:
-            kernel *= k
-        return y.numel() * (m.in_channels // m.groups * kernel + (1 if m.bias is not None else 0))
+        return y.numel() * (m.in_channels // m.groups * math.prod(m.kernel_size) + (1 if m.bias is not None else 0))
     if isinstance(m, _BN):
         return 4 * x.numel()
     if isinstance(m, nn.Linear):
         return (2 * m.in_features - 1) * y.numel()
     if isinstance(m, _AVGPOOL):
         ks = m.kernel_size if isinstance(m.kernel_size, (tuple, list)) else (m.kernel_size,)
-        kernel = 1
-        for k in ks:
-            kernel *= k
-        return (kernel + 1) * y.numel()
+        return (math.prod(ks) + 1) * y.numel()
     if isinstance(m, _ADAPTIVE_AVGPOOL):
         return (_gap_kernel(m, x) + 1) * y.numel()
     return 0
@@ -140,10 +131,7 @@ def _leaf_ops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 
 def _gap_kernel(m, x):
     out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size,) * (x.dim() - 2)
-    kernel = 1
-    for size, o in zip(x.shape[2:], out):
-        kernel *= size // (o if o is not None else size)
-    return kernel
+    return math.prod(size // (o if o is not None else size) for size, o in zip(x.shape[2:], out))
 
 
 def _outermost_attention(module: nn.Module):
@@ -175,8 +163,7 @@ def _attention_has_gap(m: nn.Module) -> bool:
 
 def _zoo_entry(model: nn.Module):
     """The zoo table's entry of the model's architecture (its pretrained_cfg's), None for a model outside the zoo."""
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    return ZOO.get(cfg.get('architecture') or '')
+    return ZOO.get((getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or '')
 
 
 @torch.no_grad()

@@ -46,11 +46,6 @@ RUNTIMES = ('torch', 'onnxruntime')
 ONNX_RTOL = 1e-4
 
 
-def backbone_of(model_name: str) -> str:
-    """'resnet18_zam_avg' -> 'resnet18', from the zoo table."""
-    return ZOO[model_name].backbone.name
-
-
 def plain_of(model_name: str) -> str:
     """'resnet18_zam_avg' -> 'resnet18_plain', from the zoo table."""
     return ZOO[model_name].baseline
@@ -60,12 +55,16 @@ def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
     """Our registered model names matching any of the fnmatch patterns (default: all), sorted."""
     import zamzoo
 
-    names = zamzoo.list_models()
     patterns = list(patterns or ['*'])
-    chosen = sorted({n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)})
+    chosen = sorted({n for n in zamzoo.list_models() for p in patterns if fnmatch.fnmatchcase(n, p)})
     if not chosen:
         raise UsageError(f'no zamzoo model matches {patterns}; see `zamzoo list` (e.g. resnet18_zam, mobilenet_*)')
     return chosen
+
+
+def progress_printer(quiet: bool = False) -> Callable[[str], None]:
+    """Progress lines to stderr (nothing with `quiet`)."""
+    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def device_description(device: torch.device) -> Dict:
@@ -256,10 +255,10 @@ def _check_options(dev: torch.device, repeats: int, timer: str, threads: Optiona
         raise UsageError('--runtime onnxruntime is timed on CPU only; use --device cpu')
 
 
-def _build(name: str, device: torch.device, input_size: Optional[Sequence[int]]):
+def _build(name: str, device: torch.device, input_size: Optional[Sequence[int]], **kwargs):
     """(model on `device`, its input size: `input_size`, else its pretrained cfg's)."""
     import timm
-    model = timm.create_model(name).to(device)
+    model = timm.create_model(name, **kwargs).to(device)
     return model, tuple(input_size or model.pretrained_cfg.get('input_size', (3, 32, 32)))
 
 
@@ -301,7 +300,7 @@ def _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, r
 def _result_row(name: str, counts: Dict[str, dict], timings, settings) -> dict:
     """One model's report row: its counts, its plain backbone's, and each setting's latency against it."""
     plain = plain_of(name)
-    row = {'model': name, 'backbone': backbone_of(name), 'baseline': plain, **counts[name],
+    row = {'model': name, 'backbone': ZOO[name].backbone.name, 'baseline': plain, **counts[name],
            'baseline_params': counts[plain]['params'], 'baseline_macs': counts[plain]['macs'],
            'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
     for setting, batch, train, rt in settings:
@@ -349,11 +348,8 @@ def _versions() -> Dict[str, str]:
 # ---------------------------------------------------------------------------------------------------
 # Output
 
-def fmt_count(n: Optional[float], unit: str = 'M', digits: int = 2) -> str:
-    if n is None:
-        return '-'
-    scale = {'K': 1e3, 'M': 1e6, 'G': 1e9}[unit]
-    return f'{n / scale:.{digits}f}{unit}'
+def fmt_count(n: Optional[float]) -> str:
+    return '-' if n is None else f'{n / 1e6:.2f}M'
 
 
 def fmt_ratio(r: Optional[float]) -> str:
@@ -370,12 +366,11 @@ def markdown_report(report: Dict) -> str:
     """The report as a Markdown page: what was measured, on what, and one row per model."""
     dev = report['device']
     s = report['settings']
-    settings = [k for k in (report['results'][0]['latency'] if report['results'] else {})]
+    settings = list(report['results'][0]['latency'] if report['results'] else {})
     lines = [
         f"# zamzoo bench models ({report['created']})",
         '',
-        f"Device: {dev.get('name', dev['type'])}"
-        + load_average_text(dev) + '.',
+        f"Device: {dev.get('name', dev['type'])}{load_average_text(dev)}.",
         f"torch {report['versions']['torch']}, timm {report['versions']['timm']}, "
         f"zamzoo {report['versions']['zamzoo']}" + (f", commit {report['code_commit'][:12]}"
                                                     if report.get('code_commit') else '') + '.',
@@ -400,11 +395,15 @@ def markdown_report(report: Dict) -> str:
 def write_report(report: Dict, out_dir) -> Dict[str, Path]:
     """Write ``models_<device>[_process].json`` and ``.md`` (``models_counts.*`` without timing) into out_dir,
     atomically; returns the paths."""
-    out_dir = Path(out_dir)
     s = report['settings']
     timer = '' if s.get('timer', 'wall') == 'wall' else f"_{s['timer']}"
     stem = f"models_{report['device']['type']}{timer}" if s['latency'] else 'models_counts'
-    paths = {'json': out_dir / f'{stem}.json', 'md': out_dir / f'{stem}.md'}
+    return write_json_and_markdown(report, markdown_report(report), Path(out_dir) / stem)
+
+
+def write_json_and_markdown(report: Dict, markdown: str, stem: Path) -> Dict[str, Path]:
+    """Write `stem`.json and `stem`.md, atomically; returns the paths."""
+    paths = {'json': stem.with_suffix('.json'), 'md': stem.with_suffix('.md')}
     write_json_atomic(paths['json'], report)
-    write_text_atomic(paths['md'], markdown_report(report))
+    write_text_atomic(paths['md'], markdown)
     return paths

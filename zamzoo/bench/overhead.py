@@ -14,7 +14,6 @@ shared with other work, time spent waiting for a core is left out, so the ratios
     zamzoo bench overhead --setting train --batch 32 --threads 1 --clock thread
 """
 import statistics
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional, Sequence
@@ -23,7 +22,7 @@ import torch
 
 from ..errors import UsageError
 from ..models import ATTENTIONS, ZOO
-from .models import _Runner, _versions, device_description, plain_of
+from .models import _build, _num_threads, _Runner, _versions, device_description, plain_of, progress_printer
 
 __all__ = ['has_reference_impl', 'attention_overhead', 'overhead_markdown']
 
@@ -35,15 +34,6 @@ def has_reference_impl(model_name: str) -> bool:
     'resnet18_zam' -> True; 'resnet18_cbam', 'resnet18_plain', a name outside the zoo -> False."""
     entry = ZOO.get(model_name)
     return entry is not None and entry.attention.fused
-
-
-def _build(name: str, impl: Optional[str], compile: bool, device: torch.device):
-    import timm
-
-    kwargs = {'attn_kwargs': dict(impl=impl)} if impl else {}
-    model = timm.create_model(name, **kwargs).to(device)
-    size = tuple(model.pretrained_cfg.get('input_size', (3, 32, 32)))
-    return (torch.compile(model) if compile else model), size
 
 
 def attention_overhead(
@@ -78,23 +68,18 @@ def attention_overhead(
     dev = torch.device(device)
     say = progress or (lambda msg: None)
     timer = time.thread_time if clock == 'thread' else time.perf_counter
-    saved_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with _num_threads(threads):
         rows = [_time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, timer, say)
                 for name in dict.fromkeys(models)]
-    finally:
-        torch.set_num_threads(saved_threads)
-    return {
-        'kind': KIND,
-        'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-        'device': device_description(dev) | {'threads': threads or saved_threads},
-        'versions': _versions(),
-        'settings': {'setting': setting, 'batch': batch, 'compile': compile, 'repeats': repeats,
-                     'warmup': warmup, 'min_time_s': min_time, 'clock': clock, 'dtype': 'float32'},
-        'results': rows,
-    }
+        return {
+            'kind': KIND,
+            'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+            'device': device_description(dev),  # its 'threads': those of the run
+            'versions': _versions(),
+            'settings': {'setting': setting, 'batch': batch, 'compile': compile, 'repeats': repeats,
+                         'warmup': warmup, 'min_time_s': min_time, 'clock': clock, 'dtype': 'float32'},
+            'results': rows,
+        }
 
 
 def _time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, timer, say) -> Dict:
@@ -105,9 +90,10 @@ def _time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, t
     runners = []
     for key, (model_name, impl) in variants.items():
         torch.manual_seed(0)  # same weights for the fused and the reference build
-        model, size = _build(model_name, impl, compile, dev)
+        model, size = _build(model_name, dev, None, **({'attn_kwargs': dict(impl=impl)} if impl else {}))
         say(f'warming up {model_name} ({key})')
-        runner = _Runner(key, model, batch, size, dev, setting == 'train', clock=timer)
+        runner = _Runner(key, torch.compile(model) if compile else model, batch, size, dev, setting == 'train',
+                         clock=timer)
         runner.warmup(warmup, min_time)
         runners.append(runner)
     times: Dict[str, List[float]] = {key: [] for key in variants}
@@ -157,7 +143,7 @@ def add_arguments(p):
 def run(args) -> int:
     report = attention_overhead(args.models, args.setting, args.batch, args.device, args.compile, args.repeats,
                                 args.warmup, args.min_time, args.clock, args.threads,
-                                progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                                progress=progress_printer())
     if args.json:
         from .._io import write_json_atomic
         write_json_atomic(args.json, report)
