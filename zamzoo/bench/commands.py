@@ -11,38 +11,33 @@ import shlex
 
 
 def add_commands(subparsers):
+    from . import export, overhead, tables
+
     bench = subparsers.add_parser('bench', help='benchmarks: model cost and latency, tables, training speed')
     sub = bench.add_subparsers(dest='bench_command', required=True, metavar='BENCH_COMMAND')
-
-    p = sub.add_parser(
-        'models', help='params, MACs and latency of models against their plain backbone',
-        description='For each model: params, MACs (torch FlopCounterMode and the ZAM seed\'s thop convention) and '
-                    'latency at inference batch 1 and 64 (and a training step on CUDA), measured in one run next to '
-                    'its plain backbone; writes models_<device>.json and .md to --out.')
-    _add_models_arguments(p)
-    p.set_defaults(func=run_models)
-
-    from .tables import add_arguments, run as run_tables
-    p = sub.add_parser('tables', help='regenerate the model tables of README.md and MODEL_CARD.md',
-                       description='Fill the generated blocks of README.md and MODEL_CARD.md from bench reports '
-                                   'and the weights manifest.')
-    add_arguments(p)
-    p.set_defaults(func=run_tables)
-
-    from .overhead import add_arguments as add_overhead_arguments, run as run_overhead
-    p = sub.add_parser('overhead', help='fused vs reference attention overhead over the plain backbone',
-                       description='Time <backbone>_plain, the model (fused attention) and the model with '
-                                   "attn_kwargs=dict(impl='reference') in the same run, interleaved rounds.")
-    add_overhead_arguments(p)
-    p.set_defaults(func=run_overhead)
-
-    from .export import add_arguments as add_export_arguments, run as run_export
-    p = sub.add_parser('export', help='ONNX export of every model with both exporters, checked with ONNX Runtime',
-                       description="Export each model through timm's onnx_export (TorchScript-based and dynamo "
-                                   'exporters, dynamic batch) and compare ONNX Runtime with PyTorch at batch 1 and '
-                                   '8; writes export_onnx.json and .md to --out. Needs zamzoo[onnx].')
-    add_export_arguments(p)
-    p.set_defaults(func=run_export)
+    commands = {
+        'models': (_add_models_arguments, run_models,
+                   'params, MACs and latency of models against their plain backbone',
+                   'For each model: params, MACs (torch FlopCounterMode and the ZAM seed\'s thop convention) and '
+                   'latency at inference batch 1 and 64 (and a training step on CUDA), measured in one run next to '
+                   'its plain backbone; writes models_<device>.json and .md to --out.'),
+        'tables': (tables.add_arguments, tables.run, 'regenerate the model tables of README.md and MODEL_CARD.md',
+                   'Fill the generated blocks of README.md and MODEL_CARD.md from bench reports and the weights '
+                   'manifest.'),
+        'overhead': (overhead.add_arguments, overhead.run,
+                     'fused vs reference attention overhead over the plain backbone',
+                     'Time <backbone>_plain, the model (fused attention) and the model with '
+                     "attn_kwargs=dict(impl='reference') in the same run, interleaved rounds."),
+        'export': (export.add_arguments, export.run,
+                   'ONNX export of every model with both exporters, checked with ONNX Runtime',
+                   "Export each model through timm's onnx_export (TorchScript-based and dynamo exporters, dynamic "
+                   'batch) and compare ONNX Runtime with PyTorch at batch 1 and 8; writes export_onnx.json and .md to '
+                   '--out. Needs zamzoo[onnx].'),
+    }
+    for name, (add_arguments, run, help_, description) in commands.items():
+        p = sub.add_parser(name, help=help_, description=description)
+        add_arguments(p)
+        p.set_defaults(func=run)
 
     if importlib.util.find_spec('zamzoo.train.bench') is not None:  # the training package's `bench train`
         from zamzoo.train.bench import add_bench_train
