@@ -185,20 +185,15 @@ class TqdmReporter:
 
 
 def run_train(args) -> int:
+    from dataclasses import fields
+
     from .config import TrainConfig
     from .loop import Reporter, train
 
-    config = TrainConfig(
-        model=args.model, data=args.data, dataset=args.dataset, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out, resume=args.resume,
-        pretrained=args.pretrained, compile=args.compile,
-        compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
-        amp=args.amp, device=args.device, loader=args.loader, workers=args.workers, download=args.download,
-        img_size=args.img_size, model_kwargs=dict(args.model_kwargs), eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size, image_column=args.image_column, label_column=args.label_column,
-        train_split=args.train_split, val_split=args.val_split, holdout=args.holdout, init=args.init,
-        max_bad_steps=args.max_bad_steps,
-    ).validate()
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values.update(compile_mode=None if args.compile_mode == 'default' else args.compile_mode,
+                  model_kwargs=dict(args.model_kwargs))
+    config = TrainConfig(**values).validate()
     main = _is_main_process()
     if main:
         print(format_recipe(config.resolve_recipe()), flush=True)
