@@ -38,9 +38,7 @@ def sweep_dir(out) -> Path:
 def read_json(path: Path, default=None):
     try:
         return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return default
-    except ValueError:  # never half-written (atomic writes); a foreign file reads as absent
+    except (FileNotFoundError, ValueError):  # never half-written (atomic writes); a foreign file reads as absent
         return default
 
 
