@@ -71,10 +71,9 @@ class TrainConfig:
                 raise UsageError(f'{name}: expected a positive integer, got {v!r}')
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
-        if self.amp not in AMP_CHOICES:
-            raise UsageError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
-        if self.loader not in LOADER_CHOICES:
-            raise UsageError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
+        for name, choices in (('amp', AMP_CHOICES), ('loader', LOADER_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise UsageError(f"{name}: unknown '{getattr(self, name)}'; expected one of {list(choices)}")
         self._validate_source()
         if self.download and self.dataset not in ('cifar100', 'cifar10'):
             raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
