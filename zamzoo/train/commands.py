@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..recipes import list_recipes
-from .config import AMP_CHOICES, DATASET_CHOICES, LOADER_CHOICES
+from .config import AMP_CHOICES, COMPILE_MODES, DATASET_CHOICES, LOADER_CHOICES
 
 
 def positive_int(text):
@@ -67,8 +67,7 @@ def add_commands(subparsers):
                    'hf-hub:org/name, local-dir:PATH, an export or run folder, or a .safetensors file (the head is '
                    're-initialised when the class count differs)')
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
-    p.add_argument('--compile-mode', default=None, choices=['default', 'reduce-overhead', 'max-autotune',
-                                                             'max-autotune-no-cudagraphs'])
+    p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
     p.add_argument('--amp', choices=AMP_CHOICES, default='auto', help='autocast dtype (auto: bf16 on CUDA, none on CPU)')
     p.add_argument('--device', default=None, help='cuda, cuda:1 or cpu (default: cuda if available)')
     p.add_argument('--loader', choices=LOADER_CHOICES, default='auto',
@@ -141,9 +140,7 @@ def format_recipe(recipe) -> str:
 
 class TqdmReporter:
     """A progress bar per epoch (images/s, loss) on stderr, one line per epoch on stdout."""
-
-    def __init__(self):
-        self.bar = None
+    bar = None
 
     def start(self, info):
         c = info['config']

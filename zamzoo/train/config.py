@@ -12,6 +12,7 @@ from .build import check_model_name
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
 LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')  # torch.compile's
 DATASET_CHOICES = DATASETS  # owned by zamzoo.data.sources
 
 
@@ -107,10 +108,8 @@ class TrainConfig:
 
     def resolve_recipe(self) -> Recipe:
         """The recipe with this run's overrides (epochs, batch size, lr) applied."""
-        if isinstance(self.recipe, Recipe):
-            base = self.recipe
-        else:
-            base = get_recipe(self.recipe or default_recipe(self.model, self.dataset, self.pretrained))
+        base = self.recipe if isinstance(self.recipe, Recipe) else get_recipe(
+            self.recipe or default_recipe(self.model, self.dataset, self.pretrained))
         changes = {k: v for k, v in (('epochs', self.epochs), ('batch_size', self.batch_size), ('lr', self.lr))
                    if v is not None and v != getattr(base, k)}
         return base.replace(**changes) if changes else base

@@ -20,13 +20,8 @@ class DistInfo:
     device: torch.device = torch.device('cpu')
     initialized_here: bool = False
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
+    is_main = property(lambda self: self.rank == 0)
+    distributed = property(lambda self: self.world_size > 1)
 
 
 def resolve_device(device=None) -> torch.device:
