@@ -170,8 +170,7 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
     result.update({'code_commit': provenance.code_commit(), 'torch': torch.__version__,
                    'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
     if out is not None:
-        suffix = '-compiled' if compile else ''
-        path = Path(out) / f'train-{model}-{dev.type}{suffix}.json'
+        path = Path(out) / f"train-{model}-{dev.type}{'-compiled' if compile else ''}.json"
         write_json_atomic(path, result)
         result['path'] = str(path)
     return result
