@@ -78,9 +78,8 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
-            'amp': p.amp, 'compile': bool(compile),
-            'compile_mode': compile_mode, 'channels_last': channels_last, 'loader': 'tensor (device-resident)',
-            'steps': len(loader)}
+            'amp': p.amp, 'compile': bool(compile), 'compile_mode': compile_mode, 'channels_last': channels_last,
+            'loader': 'tensor (device-resident)', 'steps': len(loader)}
 
 
 def bench_reference(model_name, images, targets, *, device, batch_size, recipe, workers, warmup_steps, num_classes,
@@ -171,8 +170,7 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
     result.update({'code_commit': provenance.code_commit(), 'torch': torch.__version__,
                    'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
     if out is not None:
-        suffix = '-compiled' if compile else ''
-        path = Path(out) / f'train-{model}-{dev.type}{suffix}.json'
+        path = Path(out) / f"train-{model}-{dev.type}{'-compiled' if compile else ''}.json"
         write_json_atomic(path, result)
         result['path'] = str(path)
     return result
@@ -181,6 +179,7 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
 def add_bench_train(bench_subparsers):
     """Add `train` to the `zamzoo bench` sub-command group."""
     from .commands import positive_int
+    from .config import AMP_CHOICES, COMPILE_MODES
 
     p = bench_subparsers.add_parser(
         'train', help='images/s of one training epoch: our loop vs a seeds-style DataLoader loop',
@@ -193,9 +192,8 @@ def add_bench_train(bench_subparsers):
                    help='images in the timed epoch (default 50000 on CUDA, 1024 on CPU)')
     p.add_argument('--recipe', choices=list_recipes(), default='zam', help='augmentation and optimizer settings')
     p.add_argument('--compile', action='store_true')
-    p.add_argument('--compile-mode', default=None,
-                   choices=['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'])
-    p.add_argument('--amp', choices=('auto', 'bf16', 'fp16', 'none'), default='auto')
+    p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
+    p.add_argument('--amp', choices=AMP_CHOICES, default='auto')
     p.add_argument('--workers', type=int, default=None, help='reference DataLoader workers (default min(4, CPUs))')
     p.add_argument('--warmup-steps', type=int, default=None)
     p.add_argument('--no-reference', action='store_true', help='measure our loop only')

@@ -45,21 +45,15 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
 
 
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    if amp == 'auto':
-        if device.type == 'cuda':
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    if amp == 'none':
-        return None
+    if amp == 'auto' and device.type == 'cuda':
+        amp = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
     if amp == 'fp16' and device.type != 'cuda':
         raise UsageError('amp: fp16 needs CUDA; use --amp bf16 or none on CPU')
-    return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None, 'auto': None}[amp]  # auto: none on CPU
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, eval_batch_size: int, seed: int,

@@ -30,14 +30,13 @@ def seed_everything(seed: int):
 def rng_state() -> dict:
     """Every RNG the loop could touch: torch (CPU and each CUDA device), numpy's global, Python's."""
     np_state = np.random.get_state()
-    state = {
+    return {
         'torch': torch.get_rng_state(),
         'numpy': {'bit_generator': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
                   'pos': int(np_state[2]), 'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
         'python': random.getstate(),
         'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    return state
 
 
 def set_rng_state(state: dict):

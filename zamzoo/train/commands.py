@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..recipes import list_recipes
-from .config import AMP_CHOICES, DATASET_CHOICES, LOADER_CHOICES
+from .config import AMP_CHOICES, COMPILE_MODES, DATASET_CHOICES, LOADER_CHOICES
 
 
 def positive_int(text):
@@ -67,8 +67,7 @@ def add_commands(subparsers):
                    'hf-hub:org/name, local-dir:PATH, an export or run folder, or a .safetensors file (the head is '
                    're-initialised when the class count differs)')
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
-    p.add_argument('--compile-mode', default=None, choices=['default', 'reduce-overhead', 'max-autotune',
-                                                             'max-autotune-no-cudagraphs'])
+    p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
     p.add_argument('--amp', choices=AMP_CHOICES, default='auto', help='autocast dtype (auto: bf16 on CUDA, none on CPU)')
     p.add_argument('--device', default=None, help='cuda, cuda:1 or cpu (default: cuda if available)')
     p.add_argument('--loader', choices=LOADER_CHOICES, default='auto',
@@ -141,9 +140,7 @@ def format_recipe(recipe) -> str:
 
 class TqdmReporter:
     """A progress bar per epoch (images/s, loss) on stderr, one line per epoch on stdout."""
-
-    def __init__(self):
-        self.bar = None
+    bar = None
 
     def start(self, info):
         c = info['config']
@@ -185,20 +182,15 @@ class TqdmReporter:
 
 
 def run_train(args) -> int:
+    from dataclasses import fields
+
     from .config import TrainConfig
     from .loop import Reporter, train
 
-    config = TrainConfig(
-        model=args.model, data=args.data, dataset=args.dataset, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out, resume=args.resume,
-        pretrained=args.pretrained, compile=args.compile,
-        compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
-        amp=args.amp, device=args.device, loader=args.loader, workers=args.workers, download=args.download,
-        img_size=args.img_size, model_kwargs=dict(args.model_kwargs), eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size, image_column=args.image_column, label_column=args.label_column,
-        train_split=args.train_split, val_split=args.val_split, holdout=args.holdout, init=args.init,
-        max_bad_steps=args.max_bad_steps,
-    ).validate()
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values.update(compile_mode=None if args.compile_mode == 'default' else args.compile_mode,
+                  model_kwargs=dict(args.model_kwargs))
+    config = TrainConfig(**values).validate()
     main = _is_main_process()
     if main:
         print(format_recipe(config.resolve_recipe()), flush=True)

@@ -12,6 +12,7 @@ from .build import check_model_name
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
 LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')  # torch.compile's
 DATASET_CHOICES = DATASETS  # owned by zamzoo.data.sources
 
 
@@ -71,10 +72,9 @@ class TrainConfig:
                 raise UsageError(f'{name}: expected a positive integer, got {v!r}')
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
-        if self.amp not in AMP_CHOICES:
-            raise UsageError(f"amp: unknown '{self.amp}'; expected one of {list(AMP_CHOICES)}")
-        if self.loader not in LOADER_CHOICES:
-            raise UsageError(f"loader: unknown '{self.loader}'; expected one of {list(LOADER_CHOICES)}")
+        for name, choices in (('amp', AMP_CHOICES), ('loader', LOADER_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise UsageError(f"{name}: unknown '{getattr(self, name)}'; expected one of {list(choices)}")
         self._validate_source()
         if self.download and self.dataset not in ('cifar100', 'cifar10'):
             raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
@@ -108,10 +108,8 @@ class TrainConfig:
 
     def resolve_recipe(self) -> Recipe:
         """The recipe with this run's overrides (epochs, batch size, lr) applied."""
-        if isinstance(self.recipe, Recipe):
-            base = self.recipe
-        else:
-            base = get_recipe(self.recipe or default_recipe(self.model, self.dataset, self.pretrained))
+        base = self.recipe if isinstance(self.recipe, Recipe) else get_recipe(
+            self.recipe or default_recipe(self.model, self.dataset, self.pretrained))
         changes = {k: v for k, v in (('epochs', self.epochs), ('batch_size', self.batch_size), ('lr', self.lr))
                    if v is not None and v != getattr(base, k)}
         return base.replace(**changes) if changes else base

@@ -20,13 +20,8 @@ class DistInfo:
     device: torch.device = torch.device('cpu')
     initialized_here: bool = False
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
+    is_main = property(lambda self: self.rank == 0)
+    distributed = property(lambda self: self.world_size > 1)
 
 
 def resolve_device(device=None) -> torch.device:
@@ -55,12 +50,10 @@ def setup(device=None) -> DistInfo:
                              f'use --nproc_per_node <= the number of GPUs')
         device = torch.device('cuda', local_rank)
         torch.cuda.set_device(device)
-    initialized_here = False
-    if not dist.is_initialized():
-        backend = 'nccl' if device.type == 'cuda' else 'gloo'
-        kwargs = {'device_id': device} if device.type == 'cuda' else {}
-        dist.init_process_group(backend=backend, **kwargs)
-        initialized_here = True
+    initialized_here = not dist.is_initialized()
+    if initialized_here:
+        kwargs = {'backend': 'nccl', 'device_id': device} if device.type == 'cuda' else {'backend': 'gloo'}
+        dist.init_process_group(**kwargs)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
                     initialized_here=initialized_here)
 
@@ -78,10 +71,7 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def barrier(info: DistInfo):
     if info.distributed:
-        if info.device.type == 'cuda':
-            dist.barrier(device_ids=[info.device.index])
-        else:
-            dist.barrier()
+        dist.barrier(device_ids=[info.device.index] if info.device.type == 'cuda' else None)
 
 
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo):

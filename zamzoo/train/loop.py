@@ -345,9 +345,7 @@ def evaluate_loader(model, loader, *, device, amp: Optional[torch.dtype], num_cl
     model.eval()
     k = min(5, num_classes)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    top1 = torch.zeros((), dtype=torch.int64, device=device)
-    top5 = torch.zeros((), dtype=torch.int64, device=device)
-    count = torch.zeros((), dtype=torch.int64, device=device)
+    top1, top5, count = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(3))
     for x, y, _ in loader:
         if y.numel() == 0:
             continue

@@ -19,7 +19,6 @@ from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOCK_FILE, ME
                         WEIGHTS_FILE)
 
 
-
 class RunFolderBusy(ZamzooError):
     """Another process is writing the run folder."""
 

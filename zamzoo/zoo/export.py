@@ -27,8 +27,7 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     exported, too_few, errors = [], [], []
     for (model, dataset), runs in sweep_groups(out).items():
         done = [r for r in runs if r['state'] == 'done']
-        group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in done],
-                 'runs': len(runs)}
+        group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in done], 'runs': len(runs)}
         if len(done) < min_seeds:
             too_few.append(group)
             continue

@@ -22,7 +22,7 @@ from typing import Optional
 from .._io import write_json_atomic
 from ..errors import ZamzooError
 from ..train.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE, RESULTS_FILE
-from ..train.run_folder import lock_holder
+from ..train.run_folder import lock_holder, read_metrics as read_run_metrics
 
 SWEEP_DIR = '_zoo'
 PLAN_FILE = 'plan.json'
@@ -38,18 +38,13 @@ def sweep_dir(out) -> Path:
 def read_json(path: Path, default=None):
     try:
         return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return default
-    except ValueError:  # never half-written (atomic writes); a foreign file reads as absent
+    except (FileNotFoundError, ValueError):  # never half-written (atomic writes); a foreign file reads as absent
         return default
 
 
 def read_metrics(folder: Path) -> list:
-    try:
-        lines = (Path(folder) / METRICS_FILE).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines if line.strip()]
+    path = Path(folder) / METRICS_FILE
+    return read_run_metrics(path) if path.is_file() else []
 
 
 def run_state(folder, epochs: Optional[int] = None) -> dict:

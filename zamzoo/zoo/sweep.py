@@ -62,10 +62,8 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     epochs this invocation completed, over its wall time (start-up and evaluation included), the figure to
     compare --runs-per-gpu settings by; run_images_per_s: each run's own median epoch throughput."""
     launched = {run.name for run in launch}
-    images = 0
-    for run in launch:
-        if run.name in final:
-            images += sum(r.get('train_images', 0) for r in read_metrics(run.folder)[states[run.name]['epoch']:])
+    images = sum(r.get('train_images', 0) for run in launch if run.name in final
+                 for r in read_metrics(run.folder)[states[run.name]['epoch']:])
     counts = {s: sum(1 for st in final.values() if st['state'] == s) for s in ('done', 'failed', 'pending', 'running')}
     return {
         'planned': len(runs),
