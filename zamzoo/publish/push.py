@@ -188,8 +188,7 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
             f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); "
             f'export again with --repo-id {repo_id} to publish it there')
     repo_id = results['repo_id']
-    token = get_hf_token(token)
-    api = HfApi(token=token)
+    api = HfApi(token=get_hf_token(token))
     try:
         repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
         repo_id = getattr(repo_url, 'repo_id', None) or repo_id
