@@ -162,8 +162,7 @@ class TensorLoader:
             yield (*self.batch(*(p if p is None else p[lo:hi] for p in params)), stop - start)
 
     def batch(self, index, dy, dx, flip, angle):
-        x = crop_flip(self.images, dy, dx, flip, self.size, index=index)
-        x = x.float()
+        x = crop_flip(self.images, dy, dx, flip, self.size, index=index).float()
         if angle is not None:
             x = rotate(x, angle)
         x = torch.addcmul(self.shift, x, self.scale)
