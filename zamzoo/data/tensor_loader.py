@@ -85,11 +85,9 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], max_
 
 
 def _norm_coeffs(mean, std, max_value, device):
-    mean = torch.tensor(mean, dtype=torch.float64)
-    std = torch.tensor(std, dtype=torch.float64)
-    scale = (1.0 / (max_value * std)).to(torch.float32).view(1, -1, 1, 1).to(device)
-    shift = (-mean / std).to(torch.float32).view(1, -1, 1, 1).to(device)
-    return scale, shift
+    """(scale, shift), computed in float64, as float32 (1, C, 1, 1) tensors on `device`."""
+    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return tuple(t.to(torch.float32).view(1, -1, 1, 1).to(device) for t in (1.0 / (max_value * std), -mean / std))
 
 
 class TensorLoader:

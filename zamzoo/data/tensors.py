@@ -31,11 +31,8 @@ def _host_available() -> int:
 
 def free_bytes(device) -> Tuple[int, int]:
     """(free bytes on `device`, available host bytes)."""
-    host = _host_available()
-    device = torch.device(device)
-    if device.type == 'cuda':
-        return torch.cuda.mem_get_info(device)[0], host
-    return host, host
+    host, device = _host_available(), torch.device(device)
+    return (torch.cuda.mem_get_info(device)[0] if device.type == 'cuda' else host), host
 
 
 def fits(needed: int, device, share: float = 0.5) -> bool:

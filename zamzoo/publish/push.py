@@ -61,8 +61,7 @@ def _record_problems(folder: Path, results: dict, config: dict) -> List[str]:
     if digest != results['sha256'] or weights.stat().st_size != results['size_bytes']:
         problems.append(f'{WEIGHTS_FILENAME} has sha256 {digest} but results.json records {results["sha256"]} '
                         f'(the weights changed after export: export again)')
-    onnx_problem = check_onnx_record(folder, results)
-    if onnx_problem:
+    if onnx_problem := check_onnx_record(folder, results):
         problems.append(onnx_problem)
     arch = config.get('architecture')
     if arch != results['model']:

@@ -38,8 +38,7 @@ def verify_published(model: Optional[str] = None, *, cache_dir=None, force_downl
     """
     results = []
     for record in _select(load_manifest(manifest), model):
-        base = dict(model=record['model'], tag=record['tag'], repo_id=record['repo_id'],
-                    hub_commit=record['hub_commit'])
+        base = {key: record[key] for key in ('model', 'tag', 'repo_id', 'hub_commit')}
         try:
             path = download_verified(record, cache_dir=cache_dir, force_download=force_download,
                                      what=f"{record['model']}.{record['tag']}")
