@@ -32,7 +32,6 @@ def epoch_bounds(n: int, batch_size: int, drop_last: bool, world_size: int, trai
 
 def rank_slice(start: int, stop: int, rank: int, world_size: int) -> Tuple[int, int]:
     """This rank's part of a global batch: contiguous, sizes differing by at most one."""
-    n = stop - start
-    base, extra = divmod(n, world_size)
+    base, extra = divmod(stop - start, world_size)
     lo = start + rank * base + min(rank, extra)
     return lo, lo + base + (1 if rank < extra else 0)

@@ -90,9 +90,7 @@ def resolve_root(root, dataset) -> Path:
     _check_name(dataset)
     root = Path(root).expanduser()
     base = _CLASSES[dataset, True].base_folder
-    if root.name == base and not (root / base).exists():
-        return root.parent
-    return root
+    return root.parent if root.name == base and not (root / base).exists() else root
 
 
 def cifar_dataset(root, dataset='cifar100', train=True, download=False, transform=None):

@@ -55,13 +55,12 @@ def _column(features, name, defaults, kind, what: str, source) -> str:
     if name is not None:
         if name not in features:
             raise DataError(f"{source}: no column '{name}' ({what}); columns: {list(features)}")
-    else:
-        name = next((c for c in defaults if c in features), None)
-        typed = [c for c, f in features.items() if isinstance(f, kind)]
-        name = name or (typed[0] if len(typed) == 1 else None)
-        if name is None:
-            raise DataError(f'{source}: cannot tell the {what} column among {list(features)}; '
-                            f'name it with --{what}-column')
+        return name
+    typed = [c for c, f in features.items() if isinstance(f, kind)]
+    name = next((c for c in defaults if c in features), None) or (typed[0] if len(typed) == 1 else None)
+    if name is None:
+        raise DataError(f'{source}: cannot tell the {what} column among {list(features)}; '
+                        f'name it with --{what}-column')
     return name
 
 

@@ -75,9 +75,8 @@ class SeededTransform(Dataset):
     def __getitem__(self, index):
         img, target = self.dataset[index]
         if self.transform is not None:
-            sample_seed = int(epoch_generator(self.seed, self.epoch, 1000 + int(index)).initial_seed())
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed)
+                torch.manual_seed(epoch_generator(self.seed, self.epoch, 1000 + int(index)).initial_seed())
                 img = self.transform(img)
         return img, target
 

@@ -26,18 +26,15 @@ def _draw(draw, shape: str, cx: float, cy: float, r: float, fill, background):
     """Draw one shape of radius `r` centred at (cx, cy) on a PIL ImageDraw (coordinates in supersampled pixels)."""
     box = (cx - r, cy - r, cx + r, cy + r)
     w = max(2.0, r * 0.35)  # stroke width of the thin shapes
-    if shape == 'circle':
+    if shape in ('circle', 'ring'):
         draw.ellipse(box, fill=fill)
-    elif shape == 'ring':
-        draw.ellipse(box, fill=fill)
-        draw.ellipse((cx - r + w, cy - r + w, cx + r - w, cy + r - w), fill=background)
-    elif shape == 'square':
+        if shape == 'ring':
+            draw.ellipse((cx - r + w, cy - r + w, cx + r - w, cy + r - w), fill=background)
+    elif shape in ('square', 'frame'):
         s = r * 0.85
         draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
-    elif shape == 'frame':
-        s = r * 0.85
-        draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
-        draw.rectangle((cx - s + w, cy - s + w, cx + s - w, cy + s - w), fill=background)
+        if shape == 'frame':
+            draw.rectangle((cx - s + w, cy - s + w, cx + s - w, cy + s - w), fill=background)
     elif shape == 'triangle':
         draw.polygon(_polygon(cx, cy + r * 0.15, r, np.deg2rad([-90, 30, 150])), fill=fill)
     elif shape == 'diamond':

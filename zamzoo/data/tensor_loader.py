@@ -36,9 +36,8 @@ def crop_flip(x_padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: 
     """
     h, w = size
     dev = x_padded.device
-    ar_h = torch.arange(h, device=dev)
     ar_w = torch.arange(w, device=dev)
-    rows = dy.to(dev)[:, None] + ar_h                               # (B, H)
+    rows = dy.to(dev)[:, None] + torch.arange(h, device=dev)        # (B, H)
     if flip is None:
         cols = dx.to(dev)[:, None] + ar_w                           # (B, W)
     else:
@@ -73,8 +72,7 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor, mode: str = 'nearest') -> tor
     theta = torch.stack([
         torch.stack([cos, -sin * (h / w), torch.zeros_like(a)], -1),
         torch.stack([sin * (w / h), cos, torch.zeros_like(a)], -1),
-    ], 1)
-    theta = theta.to(torch.float32)
+    ], 1)  # float32, as `a`
     grid = F.affine_grid(theta, [b, x.shape[1], h, w], align_corners=False)
     out = F.grid_sample(x.float(), grid, mode=mode, padding_mode='zeros', align_corners=False)
     return out.to(x.dtype)
@@ -87,11 +85,9 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], max_
 
 
 def _norm_coeffs(mean, std, max_value, device):
-    mean = torch.tensor(mean, dtype=torch.float64)
-    std = torch.tensor(std, dtype=torch.float64)
-    scale = (1.0 / (max_value * std)).to(torch.float32).view(1, -1, 1, 1).to(device)
-    shift = (-mean / std).to(torch.float32).view(1, -1, 1, 1).to(device)
-    return scale, shift
+    """(scale, shift), computed in float64, as float32 (1, C, 1, 1) tensors on `device`."""
+    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return tuple(t.to(torch.float32).view(1, -1, 1, 1).to(device) for t in (1.0 / (max_value * std), -mean / std))
 
 
 class TensorLoader:
@@ -155,22 +151,16 @@ class TensorLoader:
         return order, dy, dx, flip, angle
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, int]]:
-        order, dy, dx, flip, angle = self.epoch_params(self.epoch)
         non_blocking = self.device.type == 'cuda'
-        # One host-to-device copy per epoch of everything random.
-        order = order.to(self.device, non_blocking=non_blocking)
-        dy, dx = dy.to(self.device, non_blocking=non_blocking), dx.to(self.device, non_blocking=non_blocking)
-        flip = flip.to(self.device, non_blocking=non_blocking) if flip is not None else None
-        angle = angle.to(self.device, non_blocking=non_blocking) if angle is not None else None
+        # One host-to-device copy per epoch of everything random: order, dy, dx, flip and angle (None if unused).
+        params = [p if p is None else p.to(self.device, non_blocking=non_blocking)
+                  for p in self.epoch_params(self.epoch)]
         for start, stop in self.bounds:
             lo, hi = rank_slice(start, stop, self.rank, self.world_size)
-            yield (*self.batch(order[lo:hi], dy[lo:hi], dx[lo:hi],
-                               flip[lo:hi] if flip is not None else None,
-                               angle[lo:hi] if angle is not None else None), stop - start)
+            yield (*self.batch(*(p if p is None else p[lo:hi] for p in params)), stop - start)
 
     def batch(self, index, dy, dx, flip, angle):
-        x = crop_flip(self.images, dy, dx, flip, self.size, index=index)
-        x = x.float()
+        x = crop_flip(self.images, dy, dx, flip, self.size, index=index).float()
         if angle is not None:
             x = rotate(x, angle)
         x = torch.addcmul(self.shift, x, self.scale)

@@ -31,11 +31,8 @@ def _host_available() -> int:
 
 def free_bytes(device) -> Tuple[int, int]:
     """(free bytes on `device`, available host bytes)."""
-    host = _host_available()
-    device = torch.device(device)
-    if device.type == 'cuda':
-        return torch.cuda.mem_get_info(device)[0], host
-    return host, host
+    host, device = _host_available(), torch.device(device)
+    return (torch.cuda.mem_get_info(device)[0] if device.type == 'cuda' else host), host
 
 
 def fits(needed: int, device, share: float = 0.5) -> bool:
@@ -61,14 +58,11 @@ def check_memory(needed: int, device, n_images: int, size: int):
             f'{where} memory has {_human(free)} free; use --loader dataloader (or a smaller --img-size)')
 
 
-def _decode_transform(size: int):
-    from torchvision.transforms import v2
-    return v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
-
-
 class _Decoded(torch.utils.data.Dataset):
     def __init__(self, dataset, size):
-        self.dataset, self.transform = dataset, _decode_transform(size)
+        from torchvision.transforms import v2
+        self.dataset = dataset
+        self.transform = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
     def __len__(self):
         return len(self.dataset)

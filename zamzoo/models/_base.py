@@ -173,12 +173,19 @@ class CifarNet(nn.Module):
         self.stages = nn.Sequential(*sequences)
         self.final_conv = final_conv if final_conv is not None else nn.Identity()
         self.num_features = final_conv.out_chs if final_conv is not None else out_chs
-
-        _check_head(self.num_classes, global_pool)
-        self.global_pool, self.fc = create_classifier(
-            self.num_features, self.num_classes, pool_type=global_pool, **attn.dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self._set_head(self.num_classes, global_pool, **attn.dd)
         self._init_weights(weight_init, attn.created)
+
+    def _set_head(self, num_classes: int, global_pool: str, **dd):
+        """Pooling and classifier (timm's `create_classifier`) for `num_classes` outputs (0: none)."""
+        if num_classes < 0:
+            raise ValueError(f'num_classes must be at least 0 (0: no classifier), got {num_classes}')
+        if num_classes > 0 and not global_pool:
+            raise ValueError(
+                f"global_pool='' (no pooling) needs num_classes=0 (no classifier), got num_classes={num_classes}")
+        self.num_classes = num_classes
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
     @torch.jit.ignore
     def _init_weights(self, mode: str, attn_modules: List[nn.Module]):
@@ -220,12 +227,8 @@ class CifarNet(nn.Module):
         classifier on a head without pooling (global_pool='') gets timm's default 'avg' instead of failing."""
         if global_pool is None:
             global_pool = self.global_pool.pool_type or ('avg' if num_classes > 0 else '')
-        _check_head(num_classes, global_pool)
         p = next(self.parameters())
-        self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, device=p.device, dtype=p.dtype)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self._set_head(num_classes, global_pool, device=p.device, dtype=p.dtype)
         self.global_pool.train(self.training)
         self.fc.train(self.training)
 
@@ -235,8 +238,7 @@ class CifarNet(nn.Module):
             x = checkpoint_seq(self.stages, x, flatten=True)
         else:
             x = self.stages(x)
-        x = self.final_conv(x)
-        return x
+        return self.final_conv(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -245,9 +247,7 @@ class CifarNet(nn.Module):
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        x = self.forward_head(x)
-        return x
+        return self.forward_head(self.forward_features(x))
 
     @torch.jit.ignore
     def forward_intermediates(
@@ -267,8 +267,7 @@ class CifarNet(nn.Module):
         """
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        num_levels = len(self.stages) + 1
-        take_indices, max_index = feature_take_indices(num_levels, indices)
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
         intermediates = []
         x = self.stem(x)
         if 0 in take_indices:
@@ -305,11 +304,3 @@ class CifarNet(nn.Module):
         if prune_head or prune_end:
             self.reset_classifier(0, '')
         return take_indices
-
-
-def _check_head(num_classes: int, global_pool: str):
-    if num_classes < 0:
-        raise ValueError(f'num_classes must be at least 0 (0: no classifier), got {num_classes}')
-    if num_classes > 0 and not global_pool:
-        raise ValueError(
-            f"global_pool='' (no pooling) needs num_classes=0 (no classifier), got num_classes={num_classes}")

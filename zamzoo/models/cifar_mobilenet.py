@@ -55,9 +55,7 @@ class DepthwiseSeparable(CifarBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_dw(x)))
-        x = self.bn2(self.conv_pw(x))
-        x = self.attn(x)
-        return self.act2(x)
+        return self.act2(self.attn(self.bn2(self.conv_pw(x))))
 
 
 class CifarMobileNet(CifarNet):

@@ -62,9 +62,7 @@ class InvertedResidual(CifarBlock):
             self.bn1 = nn.BatchNorm2d(mid_chs, **dd)
             self.act1 = nn.ReLU6(inplace=True)
         else:
-            self.conv_pw = nn.Identity()
-            self.bn1 = nn.Identity()
-            self.act1 = nn.Identity()
+            self.conv_pw, self.bn1, self.act1 = nn.Identity(), nn.Identity(), nn.Identity()
         self.conv_dw = nn.Conv2d(mid_chs, mid_chs, 3, stride=stride, padding=1, groups=mid_chs, bias=False, **dd)
         self.bn2 = nn.BatchNorm2d(mid_chs, **dd)
         self.act2 = nn.ReLU6(inplace=True)
@@ -77,8 +75,7 @@ class InvertedResidual(CifarBlock):
         shortcut = x
         x = self.act1(self.bn1(self.conv_pw(x)))
         x = self.act2(self.bn2(self.conv_dw(x)))
-        x = self.bn3(self.conv_pwl(x))
-        x = self.attn(x)
+        x = self.attn(self.bn3(self.conv_pwl(x)))
         if self.has_skip:
             x = self.drop_path(x) + shortcut
         return x

@@ -78,8 +78,7 @@ class BasicBlock(_ResNetBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
         x = self.act1(self.bn1(self.conv1(x)))
-        x = self.bn2(self.conv2(x))
-        x = self.attn(x)
+        x = self.attn(self.bn2(self.conv2(x)))
         x = self.drop_path(x) + shortcut
         return self.act2(x)
 
@@ -103,8 +102,7 @@ class Bottleneck(_ResNetBlock):
         shortcut = self.shortcut(x)
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self.conv2(x)))
-        x = self.bn3(self.conv3(x))
-        x = self.attn(x)
+        x = self.attn(self.bn3(self.conv3(x)))
         x = self.drop_path(x) + shortcut
         return self.act3(x)
 

@@ -66,10 +66,9 @@ def _front_matter_extra(info: dict) -> str:
         ]
         n = len(results.get('seeds') or [])
         for key, label in metrics:
-            stat = results[key]
             lines += [
                 '    - type: accuracy',
-                f'      value: {round(float(stat["mean"]), 2)}',
+                f'      value: {round(float(results[key]["mean"]), 2)}',
                 f"      name: {_yaml_str(f'{label} (mean of {n} seed(s), final epoch)')}",
             ]
     return '\n'.join(lines) + ('\n' if lines else '')

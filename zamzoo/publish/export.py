@@ -90,14 +90,8 @@ def _hparams_summary(config: dict) -> dict:
             'milestones', 'gamma', 'warmup_epochs', 'crop_padding', 'hflip', 'rotation', 'label_smoothing',
             'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'precision', 'channels_last', 'compile', 'world_size',
             'device')
-    out = {}
-    for k in keys:
-        v = merged.get(k)
-        if k == 'recipe' and recipe:
-            v = recipe.get('name')
-        if v is not None and v != '':
-            out[k] = v
-    return out
+    out = {k: recipe.get('name') if k == 'recipe' and recipe else merged.get(k) for k in keys}
+    return {k: v for k, v in out.items() if v is not None and v != ''}
 
 
 # ------------------------------------------------------------------ the export

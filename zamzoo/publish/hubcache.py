@@ -27,9 +27,7 @@ LFS_SUFFIXES = ('.safetensors',)  # stored with git LFS on the Hub (hence named 
 
 
 def _etag(path: Path) -> str:
-    if path.suffix in LFS_SUFFIXES:
-        return sha256_file(path)
-    return git_hash(path.read_bytes())
+    return sha256_file(path) if path.suffix in LFS_SUFFIXES else git_hash(path.read_bytes())
 
 
 def local_commit(folder) -> str:
@@ -71,8 +69,7 @@ def cache_export(folder, cache_dir=None, *, repo_id: Optional[str] = None, commi
             with atomic_path(blob) as tmp:
                 tmp.write_bytes(src.read_bytes())
         link = snapshot / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
+        link.unlink(missing_ok=True)
         link.symlink_to(os.path.relpath(blob, snapshot))
     write_text_atomic(repo / 'refs' / ref, commit)
     return snapshot

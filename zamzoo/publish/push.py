@@ -61,8 +61,7 @@ def _record_problems(folder: Path, results: dict, config: dict) -> List[str]:
     if digest != results['sha256'] or weights.stat().st_size != results['size_bytes']:
         problems.append(f'{WEIGHTS_FILENAME} has sha256 {digest} but results.json records {results["sha256"]} '
                         f'(the weights changed after export: export again)')
-    onnx_problem = check_onnx_record(folder, results)
-    if onnx_problem:
+    if onnx_problem := check_onnx_record(folder, results):
         problems.append(onnx_problem)
     arch = config.get('architecture')
     if arch != results['model']:
@@ -188,8 +187,7 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
             f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); "
             f'export again with --repo-id {repo_id} to publish it there')
     repo_id = results['repo_id']
-    token = get_hf_token(token)
-    api = HfApi(token=token)
+    api = HfApi(token=get_hf_token(token))
     try:
         repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
         repo_id = getattr(repo_url, 'repo_id', None) or repo_id

@@ -38,8 +38,7 @@ def verify_published(model: Optional[str] = None, *, cache_dir=None, force_downl
     """
     results = []
     for record in _select(load_manifest(manifest), model):
-        base = dict(model=record['model'], tag=record['tag'], repo_id=record['repo_id'],
-                    hub_commit=record['hub_commit'])
+        base = {key: record[key] for key in ('model', 'tag', 'repo_id', 'hub_commit')}
         try:
             path = download_verified(record, cache_dir=cache_dir, force_download=force_download,
                                      what=f"{record['model']}.{record['tag']}")
@@ -66,14 +65,11 @@ def model_status(patterns: Iterable[str] = ('*',), manifest=None) -> List[ModelS
     from ..models import TAGS, list_models
 
     published = {(r['model'], r['tag']): r for r in load_manifest(manifest)}
-    names = sorted({n for p in patterns for n in list_models(p)})
     rows = []
-    for name in names:
+    for name in sorted({n for p in patterns for n in list_models(p)}):
         # shapes only: counting on the meta device runs no arithmetic (same counts, ~10x faster for the zoo)
         net = timm.create_model(name, device='meta').eval()
-        weights = {}
-        for tag in TAGS:
-            r = published.get((name, tag))
-            weights[tag] = f"published@{r['hub_commit'][:12]}" if r else 'not yet trained'
+        weights = {tag: f"published@{published[name, tag]['hub_commit'][:12]}" if (name, tag) in published
+                   else 'not yet trained' for tag in TAGS}
         rows.append(ModelStatus(name, count_params(net), count_macs(net), weights))
     return rows
