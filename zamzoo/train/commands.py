@@ -87,13 +87,18 @@ def add_commands(subparsers):
     _add_eval(subparsers)
 
 
+def add_weights_arguments(parser, required: bool):
+    """--pretrained | --checkpoint PATH: where a command that runs a trained model (eval, viz) gets its weights."""
+    src = parser.add_mutually_exclusive_group(required=required)
+    src.add_argument('--pretrained', action='store_true', help='the published weights (through timm / the Hub)')
+    src.add_argument('--checkpoint', metavar='PATH', help='a run folder, model.safetensors, or checkpoint.pt')
+
+
 def _add_eval(subparsers):
     e = subparsers.add_parser('eval', help='top-1 / top-5 of a model on the test split',
                               description='Evaluate pretrained weights or a checkpoint on the test split.')
     e.add_argument('--model', required=True)
-    src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument('--pretrained', action='store_true', help='the published weights (through timm / the Hub)')
-    src.add_argument('--checkpoint', help='a run folder, model.safetensors, or checkpoint.pt')
+    add_weights_arguments(e, required=True)
     e.add_argument('--data', required=True, help='data folder (as for zamzoo train)')
     e.add_argument('--dataset', choices=DATASET_CHOICES, default='cifar100')
     add_source_arguments(e, train=False)

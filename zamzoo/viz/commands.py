@@ -1,4 +1,5 @@
 """`zamzoo viz`: attention maps of a model on one image, written as a PNG."""
+from ..train.commands import add_weights_arguments
 
 
 def add_commands(subparsers):
@@ -7,9 +8,7 @@ def add_commands(subparsers):
         description='Draw every attention module\'s maps (spatial maps over the image, channel weights as '
                     'strips) and a Grad-CAM class activation map of MODEL on an image.')
     p.add_argument('--model', required=True, help='a zamzoo model name, e.g. resnet18_zam')
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument('--pretrained', action='store_true', help='published weights (through timm)')
-    weights.add_argument('--checkpoint', metavar='PATH', help='weights file (model.safetensors or a checkpoint)')
+    add_weights_arguments(p, required=False)  # neither: the model's random initialisation
     p.add_argument('--image', required=True, metavar='FILE', help='an image file (png, jpg, ...)')
     p.add_argument('--out', required=True, metavar='PNG', help='where to write the figure (.png)')
     p.add_argument('--class-index', type=int, default=None, help='class Grad-CAM explains (default: the top one)')
