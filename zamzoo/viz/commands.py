@@ -3,10 +3,8 @@ from ..train.commands import add_weights_arguments
 
 
 def add_commands(subparsers):
-    p = subparsers.add_parser(
-        'viz', help='draw the attention maps of a model on an image (PNG)',
-        description='Draw every attention module\'s maps (spatial maps over the image, channel weights as '
-                    'strips) and a Grad-CAM class activation map of MODEL on an image.')
+    p = subparsers.add_parser('viz', description=run.__doc__,
+                              help='draw the attention maps of a model on an image (PNG)')
     p.add_argument('--model', required=True, help='a zamzoo model name, e.g. resnet18_zam')
     add_weights_arguments(p, required=False)  # neither: the model's random initialisation
     p.add_argument('--image', required=True, metavar='FILE', help='an image file (png, jpg, ...)')
@@ -16,6 +14,8 @@ def add_commands(subparsers):
 
 
 def run(args) -> int:
+    """Draw every attention module's maps (spatial maps over the image, channel weights as strips) and a Grad-CAM
+    class activation map of MODEL on an image."""
     from .. import viz
     from .._paths import check_file_replaceable, check_writable
 
