@@ -3,11 +3,11 @@ zamzoo.train.bench and is added to the `bench` group by zamzoo.bench.commands.""
 import argparse
 import ast
 import math
-import os
 import sys
 
 from ..recipes import list_recipes
 from .config import AMP_CHOICES, COMPILE_MODES, DATASET_CHOICES, LOADER_CHOICES
+from .distributed import is_main_process
 
 
 def positive_int(text):
@@ -126,10 +126,6 @@ def add_source_arguments(p, train: bool):
                             '(e.g. 0.1), chosen from the seed; the split is written to the run folder')
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get('RANK', '0')) == 0
-
-
 def format_recipe(recipe) -> str:
     d = recipe.to_dict()
     width = max([len(k) for k in d] + [len('normalization.' + ds) for ds in d['normalization']])
@@ -196,7 +192,7 @@ def run_train(args) -> int:
     values.update(compile_mode=None if args.compile_mode == 'default' else args.compile_mode,
                   model_kwargs=dict(args.model_kwargs))
     config = TrainConfig(**values).validate()
-    main = _is_main_process()
+    main = is_main_process()
     if main:
         print(format_recipe(config.resolve_recipe()), flush=True)
     reporter = TqdmReporter() if main else Reporter()

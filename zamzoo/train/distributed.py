@@ -24,6 +24,11 @@ class DistInfo:
     distributed = property(lambda self: self.world_size > 1)
 
 
+def is_main_process() -> bool:
+    """Rank 0 by torchrun's environment (before torch.distributed is set up): the process that prints."""
+    return int(os.environ.get('RANK', '0')) == 0
+
+
 def resolve_device(device=None) -> torch.device:
     if device in (None, 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')

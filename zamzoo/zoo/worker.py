@@ -42,12 +42,13 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None,
 
 
 def main(argv=None) -> int:
-    from ..train.commands import TqdmReporter, _is_main_process
+    from ..train.commands import TqdmReporter
+    from ..train.distributed import is_main_process
 
     argv = sys.argv[1:] if argv is None else argv
     config = TrainConfig(**json.loads(argv[0]))
     try:
-        outcome = run_one(config, reporter=TqdmReporter() if _is_main_process() else None)
+        outcome = run_one(config, reporter=TqdmReporter() if is_main_process() else None)
     except Exception:
         traceback.print_exc()
         return 1
