@@ -198,6 +198,8 @@ def _paired_values(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[floa
 
 def _cell_pairs(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]):
     """(candidate arm, baseline arm) for each cell, candidates' order then baselines' order."""
+    if not candidates or not baselines:
+        raise UsageError(f'nothing to compare: {len(candidates)} candidate arms, {len(baselines)} baseline arms')
     by_backbone = {}
     for arm in candidates:
         if arm.backbone in by_backbone:
