@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import NonFiniteError, UsageError
+from ..errors import NonFiniteError, UsageError, ZamzooError
 
 ALPHA = 0.05
 POWER = 0.8
@@ -18,6 +18,15 @@ COST_KEYS = ('params_added', 'macs_added', 'cpu_latency_ratio', 'train_images_pe
 
 # the kinds of test behind a cell's numbers (report.md explains each)
 T_TEST, IDENTICAL, CONSTANT, SINGLE_PAIR = 'paired t-test', 'identical runs', 'sign test', 'single pair'
+
+
+def scipy_stats():
+    """scipy.stats, or an error saying how to install it (call it before the runs to fail early)."""
+    try:
+        from scipy import stats
+    except ImportError as e:
+        raise ZamzooError('zamzoo compare needs scipy: pip install "zamzoo[compare]"') from e
+    return stats
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,7 @@ def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
 
 def mean_interval(values: Sequence[float]) -> Tuple[float, Optional[Tuple[float, float]]]:
     """Mean and its 95% t interval (None for a single value; [mean, mean] when all values are equal)."""
-    from scipy import stats
-
+    stats = scipy_stats()
     mean, std = mean_std(values)
     if std is None:
         return mean, None
@@ -104,8 +112,7 @@ def mean_interval(values: Sequence[float]) -> Tuple[float, Optional[Tuple[float,
 def detectable_difference(s_d: float, n: int) -> Optional[float]:
     """The smallest mean difference n pairs with difference std s_d detect (two-sided ALPHA, POWER), in the usual
     approximation (t_{1-ALPHA/2, n-1} + t_{POWER, n-1}) s_d / sqrt(n); None below two pairs."""
-    from scipy import stats
-
+    stats = scipy_stats()
     if n < 2:
         return None
     return float((stats.t.ppf(1 - ALPHA / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * s_d / math.sqrt(n))
@@ -113,8 +120,7 @@ def detectable_difference(s_d: float, n: int) -> Optional[float]:
 
 def seeds_needed(diff: float, s_d: float) -> Optional[int]:
     """The fewest pairs whose detectable difference (same formula) is at most |diff|; None when diff is 0."""
-    from scipy import stats
-
+    stats = scipy_stats()
     if diff == 0:
         return None
     # the normal approximation is a lower bound (t quantiles exceed normal ones): start there, walk up
@@ -137,8 +143,7 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float]) -> Paired
     tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
     if np.ptp(d) <= tolerance:
         return _constant_difference(float(d.mean()), n, tolerance)
-    from scipy import stats
-
+    stats = scipy_stats()
     result = stats.ttest_rel(a, b)
     ci = result.confidence_interval(1 - ALPHA)
     s_d = float(d.std(ddof=1))
@@ -157,8 +162,7 @@ def _constant_difference(diff: float, n: int, tolerance: float) -> PairedDiffere
     # test, which needs no noise estimate: p = 2 / 2**n (scipy.stats.binomtest), and the distribution-free interval
     # of the median, [min, max] = [diff, diff], whose coverage 1 - 2 / 2**n reaches 95% only from
     # SIGN_TEST_MIN_PAIRS pairs on; below that there is no 95% interval and no detectable difference.
-    from scipy import stats
-
+    stats = scipy_stats()
     p = float(stats.binomtest(n, n, 0.5).pvalue)
     enough = n >= SIGN_TEST_MIN_PAIRS
     return PairedDifference(n, diff, (diff, diff) if enough else None, p, 0.0 if enough else None,
