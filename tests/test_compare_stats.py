@@ -4,6 +4,7 @@ import ast
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import zamzoo.compare.stats
 from zamzoo.compare.report import CompareSetup, write_report
 from zamzoo.compare.stats import (BETTER, NO_DIFFERENCE, WORSE, ArmResult, compare_cells, detectable_difference,
                                   holm, paired_test, probability_of_improvement, seeds_needed)
-from zamzoo.errors import NonFiniteError, UsageError
+from zamzoo.errors import NonFiniteError, UsageError, ZamzooError
 
 CELL_KEYS = ['backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'baseline_mean', 'baseline_std',
              'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed']
@@ -195,3 +196,9 @@ def test_scipy_and_matplotlib_are_imported_only_inside_functions():
         names = [a.name for n in top_level for a in n.names] + [n.module or '' for n in top_level
                                                                  if isinstance(n, ast.ImportFrom)]
         assert not [n for n in names if n.split('.')[0] in ('scipy', 'matplotlib')], module.__name__
+
+
+def test_without_scipy_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'scipy', None)  # what `import scipy` meets where it is not installed
+    with pytest.raises(ZamzooError, match=r'pip install "zamzoo\[compare\]"'):
+        paired_test([70.0, 71.0], [69.0, 71.0])

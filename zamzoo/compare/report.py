@@ -115,8 +115,8 @@ def cost_table(rows: Sequence[dict]) -> List[str]:
 def method_note() -> List[str]:
     level, power = f'{1 - ALPHA:.0%}', f'{POWER:.0%}'
     return [
-        f'- **Score**: the top-1 (%) of the **final epoch** of each run, not its best epoch: choosing the best test '
-        f'epoch selects on the test set and biases every arm upward.',
+        '- **Score**: the top-1 (%) of the **final epoch** of each run, not its best epoch: choosing the best test '
+        'epoch selects on the test set and biases every arm upward.',
         '- **Pairing by seed**: a seed gives both arms the same data order and augmentation draws, so the test is on '
         'the per-seed differences candidate − baseline. Only seeds both arms finished are used (n), for every number '
         'of the cell, the arms\' means and standard deviations included.',
@@ -128,10 +128,10 @@ def method_note() -> List[str]:
         f'- **Several cells**: p-values are Holm-corrected over all cells of this report; a verdict is `better` or '
         f'`worse` when the Holm p is below {ALPHA} (the sign of the mean difference), otherwise '
         f'`no detectable difference`.',
-        f'- **Smallest detectable difference**: (t(0.975, n−1) + t({POWER}, n−1)) · s_d / √n, the mean difference '
-        f'these n pairs detect with {power} power (two-sided {ALPHA:.0%}), s_d the standard deviation of the '
-        f'differences. **Seeds needed**: the fewest pairs for which that formula, at the observed s_d, reaches the '
-        f'observed mean difference (no Holm correction; none when the difference is 0).',
+        f'- **Smallest detectable difference**: (t({1 - ALPHA / 2}, n−1) + t({POWER}, n−1)) · s_d / √n, the mean '
+        f'difference these n pairs detect with {power} power (two-sided {ALPHA:.0%}), s_d the standard deviation '
+        'of the differences. **Seeds needed**: the fewest pairs for which that formula, at the observed s_d, '
+        'reaches the observed mean difference (no Holm correction; none when the difference is 0).',
         '- **Probability of improvement**: the share of (candidate run, baseline run) pairs, over the cell\'s seeds, '
         'where the candidate scores higher, ties counting half.',
         '- **Degenerate cells**: identical runs for every seed give a difference of 0, interval [0, 0], p = 1. When '
