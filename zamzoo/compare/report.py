@@ -1,0 +1,233 @@
+"""The report of a comparison: report.md, report.json, forest.png and cost.png in one folder, from the final-epoch
+top-1 of each arm (`stats.ArmResult`). Everything is computed and drawn before the first file is written, and each
+file is written atomically."""
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .._io import atomic_path, dumps_strict
+from .stats import (ALPHA, BETTER, COST_KEYS, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, WORSE, ArmResult,
+                    CellStats, compare_cells, mean_interval)
+
+REPORT_MD, REPORT_JSON, FOREST_PNG, COST_PNG = 'report.md', 'report.json', 'forest.png', 'cost.png'
+_VERDICT_COLOURS = {BETTER: 'tab:green', WORSE: 'tab:red'}
+_NO_DIFFERENCE_COLOUR = 'tab:grey'
+
+
+@dataclass(frozen=True)
+class CompareSetup:
+    """What was compared and how: the candidate module and the settings every arm's runs share."""
+    name: str
+    module: str
+    source_sha256: Optional[str]
+    dataset: str
+    recipe: str
+    epochs: int
+    seeds: List[int]
+
+
+def write_report(out_dir, setup: CompareSetup, candidates: Sequence[ArmResult], baselines: Sequence[ArmResult],
+                 contract: dict) -> Path:
+    """Write the four report files into `out_dir`; returns the path of report.md."""
+    cells = compare_cells(candidates, baselines)
+    payload = report_json(setup, cells, candidates, contract)
+    files = {  # all rendered first: an error in any of them leaves no file behind
+        FOREST_PNG: _png(forest_figure(cells)),
+        COST_PNG: _png(cost_figure(candidates, baselines)),
+        REPORT_JSON: (dumps_strict(payload, indent=2) + '\n').encode(),
+        REPORT_MD: report_markdown(setup, cells, payload['cost'], candidates, baselines).encode(),
+    }
+    out = Path(out_dir)
+    for name, data in files.items():
+        with atomic_path(out / name) as tmp:
+            tmp.write_bytes(data)
+    return out / REPORT_MD
+
+
+def cost_rows(candidates: Sequence[ArmResult]) -> List[dict]:
+    """The candidate's cost per backbone, None where it was not measured."""
+    return [{'backbone': arm.backbone, **{k: (arm.cost or {}).get(k) for k in COST_KEYS}} for arm in candidates]
+
+
+def report_json(setup: CompareSetup, cells: Sequence[CellStats], candidates: Sequence[ArmResult],
+                contract: dict) -> dict:
+    return {'name': setup.name, 'module': setup.module, 'source_sha256': setup.source_sha256,
+            'dataset': setup.dataset, 'recipe': setup.recipe, 'epochs': setup.epochs, 'seeds': list(setup.seeds),
+            'cells': [cell.to_json() for cell in cells], 'cost': cost_rows(candidates), 'contract': contract}
+
+
+# ------------------------------------------------------------------ report.md
+def _fmt(value, spec: str = '.2f', missing: str = '–') -> str:
+    return missing if value is None else format(value, spec)
+
+
+def _fmt_p(p: Optional[float]) -> str:
+    return '–' if p is None else ('<0.001' if p < 0.001 else f'{p:.3f}')
+
+
+def _fmt_arm(mean: float, std: Optional[float]) -> str:
+    return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
+
+
+def _fmt_diff(cell: CellStats) -> str:
+    if cell.diff_ci is None:
+        return f'{cell.diff_mean:+.2f} (no 95% interval)'
+    return f'{cell.diff_mean:+.2f} [{cell.diff_ci[0]:+.2f}, {cell.diff_ci[1]:+.2f}]'
+
+
+def verdict_text(cell: CellStats) -> str:
+    """The verdict with why there is none, when there is none."""
+    if cell.verdict in (BETTER, WORSE):
+        return f'**{cell.verdict}**'
+    if cell.test == SINGLE_PAIR:
+        why = 'insufficient seeds: 1 pair'
+    elif cell.test == IDENTICAL:
+        why = 'identical runs'
+    elif cell.mde is None:
+        why = f'all {cell.n} differences equal: the sign test needs {SIGN_TEST_MIN_PAIRS} pairs'
+    else:
+        why = f'smallest detectable difference {cell.mde:.2f} points'
+    return f'{cell.verdict} ({why})'
+
+
+def verdict_table(cells: Sequence[CellStats]) -> List[str]:
+    lines = ['| backbone | baseline | n | candidate top-1 | baseline top-1 | difference [95% interval] | p | p (Holm) '
+             '| P(improvement) | seeds needed | verdict |',
+             '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|']
+    for c in cells:
+        lines.append(f'| {c.backbone} | {c.baseline} | {c.n} | {_fmt_arm(c.candidate_mean, c.candidate_std)} '
+                     f'| {_fmt_arm(c.baseline_mean, c.baseline_std)} | {_fmt_diff(c)} | {_fmt_p(c.p_value)} '
+                     f'| {_fmt_p(c.p_holm)} | {c.prob_improvement:.2f} | {_fmt(c.seeds_needed, "d")} '
+                     f'| {verdict_text(c)} |')
+    return lines
+
+
+def cost_table(rows: Sequence[dict]) -> List[str]:
+    lines = ['| backbone | parameters added | MACs added | CPU latency ratio | training images/s ratio |',
+             '|---|--:|--:|--:|--:|']
+    for r in rows:
+        lines.append(f"| {r['backbone']} | {_fmt(r['params_added'], ',')} | {_fmt(r['macs_added'], ',')} "
+                     f"| {_fmt(r['cpu_latency_ratio'], '.3f')} | {_fmt(r['train_images_per_s_ratio'], '.3f')} |")
+    return lines
+
+
+def method_note() -> List[str]:
+    level, power = f'{1 - ALPHA:.0%}', f'{POWER:.0%}'
+    return [
+        '- **Score**: the top-1 (%) of the **final epoch** of each run, not its best epoch: choosing the best test '
+        'epoch selects on the test set and biases every arm upward.',
+        '- **Pairing by seed**: a seed gives both arms the same data order and augmentation draws, so the test is on '
+        'the per-seed differences candidate − baseline. Only seeds both arms finished are used (n), for every number '
+        'of the cell, the arms\' means and standard deviations included.',
+        f'- **Test**: the paired t-test (`scipy.stats.ttest_rel`), its {level} interval of the mean difference from '
+        f'`confidence_interval`. It assumes roughly normal differences and can reach p < {ALPHA} with three seeds; '
+        f'rank and sign-flip tests (Wilcoxon, permutation) make no such assumption but their smallest two-sided p '
+        f'with n pairs is 2 / 2^n (0.25 at 3 pairs, 0.0625 at 5), so they cannot call anything below '
+        f'{SIGN_TEST_MIN_PAIRS} pairs.',
+        f'- **Several cells**: p-values are Holm-corrected over all cells of this report; a verdict is `better` or '
+        f'`worse` when the Holm p is below {ALPHA} (the sign of the mean difference), otherwise '
+        f'`no detectable difference`.',
+        f'- **Smallest detectable difference**: (t({1 - ALPHA / 2}, n−1) + t({POWER}, n−1)) · s_d / √n, the mean '
+        f'difference these n pairs detect with {power} power (two-sided {ALPHA:.0%}), s_d the standard deviation '
+        'of the differences. **Seeds needed**: the fewest pairs for which that formula, at the observed s_d, '
+        'reaches the observed mean difference (no Holm correction; none when the difference is 0).',
+        '- **Probability of improvement**: the share of (candidate run, baseline run) pairs, over the cell\'s seeds, '
+        'where the candidate scores higher, ties counting half.',
+        '- **Degenerate cells**: identical runs for every seed give a difference of 0, interval [0, 0], p = 1. When '
+        'all differences are equal but not 0, the t-test has no estimate of the noise (it would give p = 0 from two '
+        f'seeds); such a cell uses the sign test instead (p = 2 / 2^n, `scipy.stats.binomtest`) with the interval '
+        f'[d, d], which is a 95% interval only from {SIGN_TEST_MIN_PAIRS} pairs on (none below). A single pair has '
+        'no interval and no p-value: no detectable difference (insufficient seeds).',
+    ]
+
+
+def _runs_section(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> List[str]:
+    lines = []
+    for role, arms in (('candidate', candidates), ('baseline', baselines)):
+        for arm in arms:
+            lines.append(f'- {arm.backbone} · {arm.attention} ({role}): '
+                         + (', '.join(f'`{run}`' for run in arm.runs) or 'no run folder given'))
+    return lines
+
+
+def report_markdown(setup: CompareSetup, cells: Sequence[CellStats], costs: Sequence[dict],
+                    candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> str:
+    seeds = ', '.join(str(s) for s in setup.seeds)
+    lines = [f'# zamzoo compare: {setup.name}', '',
+             f'Module `{setup.module}` (source sha256 `{setup.source_sha256 or "–"}`), data set {setup.dataset}, '
+             f'recipe {setup.recipe}, {setup.epochs} epochs, seeds {seeds}.', '',
+             '## Verdict', '', 'Top-1 in %, differences in points (candidate − baseline).', '',
+             *verdict_table(cells), '', f'![differences]({FOREST_PNG})', '',
+             '## Cost', '', 'Added to each backbone by the candidate, measured against the plain backbone.', '',
+             *cost_table(costs), '', f'![top-1 against cost]({COST_PNG})', '',
+             f'The contract check\'s results are in {REPORT_JSON} (`contract`).', '',
+             '## Method', '', *method_note(), '',
+             '## Run folders', '', *_runs_section(candidates, baselines), '']
+    return '\n'.join(lines)
+
+
+# ------------------------------------------------------------------ figures
+def _figure(width: float, height: float):
+    import matplotlib
+    matplotlib.use('Agg', force=False)
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png')
+    return buffer.getvalue()
+
+
+def forest_figure(cells: Sequence[CellStats]):
+    """One row per cell: the mean difference with its 95% interval (a hollow dot where there is none), a zero line."""
+    fig = _figure(7.5, 1.2 + 0.4 * len(cells))
+    ax = fig.subplots()
+    for row, cell in enumerate(cells):
+        colour = _VERDICT_COLOURS.get(cell.verdict, _NO_DIFFERENCE_COLOUR)
+        if cell.diff_ci is None:
+            ax.plot(cell.diff_mean, row, 'o', mfc='none', color=colour)
+        else:
+            lo, hi = cell.diff_ci
+            ax.errorbar(cell.diff_mean, row, xerr=[[cell.diff_mean - lo], [hi - cell.diff_mean]], fmt='o',
+                        color=colour, capsize=3)
+    ax.axvline(0, color='black', linewidth=0.8, linestyle='--')
+    ax.set_yticks(range(len(cells)), labels=[f'{c.backbone} vs {c.baseline}' for c in cells])
+    ax.set_ylim(len(cells) - 0.5, -0.5)
+    ax.set_xlabel('candidate − baseline, final-epoch top-1 (points), 95% interval')
+    ax.set_title('green: better, red: worse, grey: no detectable difference; hollow: no interval', fontsize=8)
+    ax.grid(axis='x', alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def cost_figure(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]):
+    """Per backbone: each arm's mean top-1 (95% interval over its seeds) against its CPU latency ratio."""
+    ncols = min(3, len(candidates))
+    nrows = -(-len(candidates) // ncols)
+    fig = _figure(4.2 * ncols, 3.4 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, candidate in zip(axes, candidates):
+        arms = [candidate] + [b for b in baselines if b.backbone == candidate.backbone]
+        unmeasured = [arm.attention for arm in arms if (arm.cost or {}).get('cpu_latency_ratio') is None]
+        for arm in arms:
+            latency = (arm.cost or {}).get('cpu_latency_ratio')
+            if latency is None:
+                continue
+            mean, interval = mean_interval(list(arm.top1_by_seed.values()))
+            yerr = None if interval is None else [[mean - interval[0]], [interval[1] - mean]]
+            ax.errorbar(latency, mean, yerr=yerr, fmt='s' if arm is candidate else 'o', capsize=3,
+                        color='tab:blue' if arm is candidate else 'tab:grey')
+            ax.annotate(arm.attention, (latency, mean), textcoords='offset points', xytext=(5, 3), fontsize=8)
+        if unmeasured:
+            ax.text(0.02, 0.02, 'no latency: ' + ', '.join(unmeasured), transform=ax.transAxes, fontsize=7)
+        ax.set_title(candidate.backbone)
+        ax.set_xlabel('CPU latency / plain backbone')
+        ax.set_ylabel('final-epoch top-1 (%)')
+        ax.grid(alpha=0.3)
+    for ax in axes[len(candidates):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,234 @@
+"""The statistics of a comparison: for each cell (backbone x baseline), the candidate's final-epoch top-1 against the
+baseline's, paired by seed. scipy is imported inside the functions that need it (`pip install zamzoo[compare]`), so
+`import zamzoo` does not load it."""
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import NonFiniteError, UsageError, ZamzooError
+
+ALPHA = 0.05
+POWER = 0.8
+BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
+# the smallest number of pairs at which a sign or sign-flip test can reach two-sided p < ALPHA: 2 / 2**6 = 0.031
+SIGN_TEST_MIN_PAIRS = 6
+COST_KEYS = ('params_added', 'macs_added', 'cpu_latency_ratio', 'train_images_per_s_ratio')
+
+# the kinds of test behind a cell's numbers (report.md explains each)
+T_TEST, IDENTICAL, CONSTANT, SINGLE_PAIR = 'paired t-test', 'identical runs', 'sign test', 'single pair'
+
+
+def scipy_stats():
+    """scipy.stats, or an error saying how to install it (call it before the runs to fail early)."""
+    try:
+        from scipy import stats
+    except ImportError as e:
+        raise ZamzooError('zamzoo compare needs scipy: pip install "zamzoo[compare]"') from e
+    return stats
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm of a comparison: one attention on one backbone, its final-epoch top-1 (%) per seed, the run folders
+    it came from, and its cost against the plain backbone (keys of COST_KEYS; None where unmeasured)."""
+    backbone: str
+    attention: str
+    top1_by_seed: Dict[int, float]
+    runs: List[str] = field(default_factory=list)
+    cost: Optional[dict] = None
+
+    def __post_init__(self):
+        if not self.top1_by_seed:
+            raise UsageError(f'{self.backbone} {self.attention}: no finished run to compare (no top-1 for any seed)')
+        bad = {seed: v for seed, v in self.top1_by_seed.items() if not math.isfinite(v)}
+        if bad:
+            raise NonFiniteError(f'{self.backbone} {self.attention}: top-1 is not a finite number for seeds {bad}')
+        unknown = set(self.cost or {}) - set(COST_KEYS)
+        if unknown:
+            raise UsageError(f'{self.backbone} {self.attention}: unknown cost keys {sorted(unknown)}; '
+                             f'expected some of {list(COST_KEYS)}')
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """The candidate-minus-baseline differences of one cell, tested (before correcting for the other cells)."""
+    n: int
+    diff_mean: float
+    diff_ci: Optional[Tuple[float, float]]
+    p_value: Optional[float]
+    mde: Optional[float]
+    seeds_needed: Optional[int]
+    test: str
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """Everything report.json says about one cell, plus the test used (for report.md)."""
+    backbone: str
+    baseline: str
+    n: int
+    candidate_mean: float
+    candidate_std: Optional[float]
+    baseline_mean: float
+    baseline_std: Optional[float]
+    diff_mean: float
+    diff_ci: Optional[Tuple[float, float]]
+    p_value: Optional[float]
+    p_holm: Optional[float]
+    prob_improvement: float
+    mde: Optional[float]
+    seeds_needed: Optional[int]
+    verdict: str
+    test: str
+
+    def to_json(self) -> dict:
+        fields = ('backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'baseline_mean', 'baseline_std',
+                  'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed')
+        row = {k: getattr(self, k) for k in fields}
+        row['diff_ci'] = list(self.diff_ci) if self.diff_ci is not None else None
+        return row
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (None for a single value)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
+
+
+def mean_interval(values: Sequence[float]) -> Tuple[float, Optional[Tuple[float, float]]]:
+    """Mean and its 95% t interval (None for a single value; [mean, mean] when all values are equal)."""
+    stats = scipy_stats()
+    mean, std = mean_std(values)
+    if std is None:
+        return mean, None
+    if std == 0:
+        return mean, (mean, mean)
+    lo, hi = stats.t.interval(1 - ALPHA, len(values) - 1, loc=mean, scale=std / math.sqrt(len(values)))
+    return mean, (float(lo), float(hi))
+
+
+def detectable_difference(s_d: float, n: int) -> Optional[float]:
+    """The smallest mean difference n pairs with difference std s_d detect (two-sided ALPHA, POWER), in the usual
+    approximation (t_{1-ALPHA/2, n-1} + t_{POWER, n-1}) s_d / sqrt(n); None below two pairs."""
+    stats = scipy_stats()
+    if n < 2:
+        return None
+    return float((stats.t.ppf(1 - ALPHA / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * s_d / math.sqrt(n))
+
+
+def seeds_needed(diff: float, s_d: float) -> Optional[int]:
+    """The fewest pairs whose detectable difference (same formula) is at most |diff|; None when diff is 0."""
+    stats = scipy_stats()
+    if diff == 0:
+        return None
+    # the normal approximation is a lower bound (t quantiles exceed normal ones): start there, walk up
+    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
+    n = max(2, math.floor((z * s_d / abs(diff)) ** 2))
+    while detectable_difference(s_d, n) > abs(diff):
+        n += 1
+    return n
+
+
+def paired_test(candidate: Sequence[float], baseline: Sequence[float]) -> PairedDifference:
+    """Paired t-test of candidate - baseline (scipy.stats.ttest_rel), with the degenerate cases scipy answers with
+    NaN (or with p = 0 from two seeds) decided explicitly."""
+    a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    d = a - b
+    n = len(d)
+    if n == 1:
+        return PairedDifference(1, float(d[0]), None, None, None, None, SINGLE_PAIR)
+    # differences equal up to float rounding (77.31 - 76.2 and 78.41 - 77.3 differ in the last bits) count as equal
+    tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
+    if np.ptp(d) <= tolerance:
+        return _constant_difference(float(d.mean()), n, tolerance)
+    stats = scipy_stats()
+    result = stats.ttest_rel(a, b)
+    ci = result.confidence_interval(1 - ALPHA)
+    s_d = float(d.std(ddof=1))
+    diff = float(d.mean())
+    return PairedDifference(n, diff, (float(ci.low), float(ci.high)), float(result.pvalue),
+                            detectable_difference(s_d, n), seeds_needed(diff, s_d), T_TEST)
+
+
+def _constant_difference(diff: float, n: int, tolerance: float) -> PairedDifference:
+    """Every pair differs by the same `diff` (n >= 2), so s_d = 0 and the t statistic is 0/0 or infinite."""
+    if abs(diff) <= tolerance:
+        # identical runs: the difference is 0, exactly known; nothing to detect, and nothing NaN
+        return PairedDifference(n, 0.0, (0.0, 0.0), 1.0, 0.0, None, IDENTICAL)
+    # All equal and non-zero: the t-test would say p = 0 from two seeds, a certainty bought by having no estimate
+    # of the noise (such ties also happen by chance with coarse accuracies and few seeds). We use instead the sign
+    # test, which needs no noise estimate: p = 2 / 2**n (scipy.stats.binomtest), and the distribution-free interval
+    # of the median, [min, max] = [diff, diff], whose coverage 1 - 2 / 2**n reaches 95% only from
+    # SIGN_TEST_MIN_PAIRS pairs on; below that there is no 95% interval and no detectable difference.
+    stats = scipy_stats()
+    p = float(stats.binomtest(n, n, 0.5).pvalue)
+    enough = n >= SIGN_TEST_MIN_PAIRS
+    return PairedDifference(n, diff, (diff, diff) if enough else None, p, 0.0 if enough else None,
+                            SIGN_TEST_MIN_PAIRS, CONSTANT)
+
+
+def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:
+    """Holm's step-down adjusted p-values over the p-values that are not None (None stays None)."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: List[Optional[float]] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def probability_of_improvement(candidate: Sequence[float], baseline: Sequence[float]) -> float:
+    """The share of (candidate run, baseline run) pairs where the candidate scores higher, ties counting half."""
+    signs = np.sign(np.subtract.outer(np.asarray(candidate, float), np.asarray(baseline, float)))
+    return float((signs.mean() + 1) / 2)
+
+
+def verdict(p_holm: Optional[float], diff: float) -> str:
+    if p_holm is None or p_holm >= ALPHA:
+        return NO_DIFFERENCE
+    return BETTER if diff > 0 else WORSE
+
+
+def _paired_values(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[float], List[float]]:
+    seeds = sorted(set(candidate.top1_by_seed) & set(baseline.top1_by_seed))
+    if not seeds:
+        raise UsageError(f'{candidate.backbone}: {candidate.attention} (seeds {sorted(candidate.top1_by_seed)}) and '
+                         f'{baseline.attention} (seeds {sorted(baseline.top1_by_seed)}) have no seed in common')
+    return [candidate.top1_by_seed[s] for s in seeds], [baseline.top1_by_seed[s] for s in seeds]
+
+
+def _cell_pairs(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]):
+    """(candidate arm, baseline arm) for each cell, candidates' order then baselines' order."""
+    if not candidates or not baselines:
+        raise UsageError(f'nothing to compare: {len(candidates)} candidate arms, {len(baselines)} baseline arms')
+    by_backbone = {}
+    for arm in candidates:
+        if arm.backbone in by_backbone:
+            raise UsageError(f'two candidate arms on backbone {arm.backbone}; expected one per backbone')
+        by_backbone[arm.backbone] = arm
+    orphans = sorted({arm.backbone for arm in baselines} - set(by_backbone))
+    if orphans:
+        raise UsageError(f'baseline runs on backbones {orphans} have no candidate runs to compare with')
+    return [(c, b) for c in candidates for b in baselines if b.backbone == c.backbone]
+
+
+def compare_cells(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> List[CellStats]:
+    """The statistics of every cell (backbone x baseline), Holm-corrected over all of them."""
+    pairs = _cell_pairs(candidates, baselines)
+    values = [_paired_values(c, b) for c, b in pairs]
+    tests = [paired_test(a, b) for a, b in values]
+    adjusted = holm([t.p_value for t in tests])
+    cells = []
+    for (cand, base), (a, b), test, p_holm in zip(pairs, values, tests, adjusted):
+        cand_mean, cand_std = mean_std(a)
+        base_mean, base_std = mean_std(b)
+        cells.append(CellStats(
+            backbone=cand.backbone, baseline=base.attention, n=test.n, candidate_mean=cand_mean,
+            candidate_std=cand_std, baseline_mean=base_mean, baseline_std=base_std, diff_mean=test.diff_mean,
+            diff_ci=test.diff_ci, p_value=test.p_value, p_holm=p_holm,
+            prob_improvement=probability_of_improvement(a, b), mde=test.mde, seeds_needed=test.seeds_needed,
+            verdict=verdict(p_holm, test.diff_mean), test=test.test))
+    return cells
