@@ -158,7 +158,7 @@ def test_hf_columns_splits_and_bad_rows(tmp_path):
     with pytest.raises(DataError, match=r'cannot read .*bad-image \[test\] row 3 as an image'):
         opened('bad-image')
 
-    with pytest.raises(DataError, match="could not be opened"):
+    with pytest.raises(DataError, match="the local path .*missing does not exist"):
         opened('missing')
 
 
