@@ -32,7 +32,7 @@ def load_hf(source):
     datasets = _datasets()
     path = Path(str(source)).expanduser()
     if not path.exists() and _looks_like_a_path(str(source)):
-        raise DataError(f"Hugging Face dataset '{source}': the local path {path} does not exist; expected a "
+        raise DataError(f"Hugging Face dataset '{source}': the local path {source} does not exist; expected a "
                         f'save_to_disk folder, a folder of parquet files or a Hub name (owner/name)')
     try:
         if (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file():

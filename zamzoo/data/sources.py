@@ -77,11 +77,12 @@ def open_data(source: DataSource, train: bool = True) -> OpenedData:
     return opened
 
 
-def check_same_data(recorded: Optional[dict], opened: OpenedData, data, run, parts=('train', 'val')):
-    """A `DataError` unless the data opened now has the fingerprint (`data_fingerprint` in config.json) recorded
-    by the run in folder `run`, for each of `parts` recorded and opened (runs from before fingerprints pass)."""
+def check_same_data(recorded: Optional[dict], current: dict, data, run, parts=('train', 'val')):
+    """A `DataError` unless `current` (`OpenedData.fingerprint` of `data` opened now) is the fingerprint recorded
+    by the run in folder `run` (config.json's `data_fingerprint`), for each of `parts` recorded and opened (runs
+    from before fingerprints pass)."""
     for part in parts:
-        was, now = (recorded or {}).get(part), opened.fingerprint.get(part)
+        was, now = (recorded or {}).get(part), current.get(part)
         if was is not None and now is not None and was != now:
             raise DataError(f'{data} is not the data the run in {run} used: its {part} split is {now}, the run '
                             f'recorded {was} (config.json data_fingerprint); use the data the run was trained on')
@@ -151,7 +152,7 @@ def _hf_holdout(part, image: str, label: str, classes, source: DataSource, name:
         rows = stratified_holdout(hf.labels(part, label, lambda i: f'{where} row {i}'), source.holdout, source.seed)
         split = {'holdout': source.holdout, 'seed': source.seed, 'split': name,
                  'train': [keys[i] for i in rows[0]], 'val': [keys[i] for i in rows[1]]}
-    rows = hf.rows_of(keys, {k: split[k] for k in ('train', 'val')}, where)
+    rows = hf.rows_of(keys, {k: split[k] for k in (('val', 'train') if train else ('val',))}, where)
     te = hf.HFImages(part, image, label, classes, where, rows['val'])
     tr = hf.HFImages(part, image, label, classes, where, rows['train']) if train else None
     fingerprint = {'train': hf.keys_fingerprint(split['train']) if train else None,

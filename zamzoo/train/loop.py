@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .. import provenance
 from .._paths import check_writable
+from ..data.sources import check_same_data
 from ..errors import NonFiniteError, UsageError
 from . import distributed as D
 from . import run_folder
@@ -114,6 +115,7 @@ def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
     state = run_folder.checkpoint_to_resume(out, config.resume)
     if state is None:
         return Progress()
+    check_same_data(state['config'].get('data_fingerprint'), run.config['data_fingerprint'], config.data, out)
     changed = _resume_changes(state['config'], run.config)
     if changed:
         raise UsageError(f'--resume: this run differs from its checkpoint: {"; ".join(changed)}; resume with the '
