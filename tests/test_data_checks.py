@@ -181,22 +181,24 @@ def test_float_and_32_bit_images_are_read_from_their_range_in_both_loaders(tmp_p
 
 # ------------------------------------------------------------------------------------------------ bad labels, etc.
 
-def test_bad_labels_are_clear_errors(tmp_path):
-    names = ['cat', 'dog']
-    cases = {
-        'none': {'train': _hf_split([0, 1, None, 1], names), 'test': _hf_split([0, 1], names)},
-        'no-label': {'train': _hf_split([0, 1, 0, 1], names),
-                     'test': _hf_split([0, 1], names).remove_columns('label')},
-        'string': {'train': _hf_split([0, 1, 0, 1], names),
-                   'test': _hf_split([0, 1], names).cast_column('label', datasets.Value('string'))},
-    }
-    messages = {'none': r"none \[train\] row 2: label None; expected a class index",
-                'no-label': r"no-label \[test\]: no column 'label' \(label\)",
-                'string': r"string \[test\]: column 'label' is Value\('string'\), not a class label"}
-    for name, splits in cases.items():
-        datasets.DatasetDict(splits).save_to_disk(str(tmp_path / name))
-        with pytest.raises(DataError, match=messages[name]):
-            open_data(DataSource('hf', str(tmp_path / name)))
+_BAD_LABELS = {
+    'none': (lambda names: {'train': _hf_split([0, 1, None, 1], names), 'test': _hf_split([0, 1], names)},
+             r"none \[train\] row 2: label None; expected a class index"),
+    'no-label': (lambda names: {'train': _hf_split([0, 1, 0, 1], names),
+                                'test': _hf_split([0, 1], names).remove_columns('label')},
+                 r"no-label \[test\]: no column 'label' \(label\)"),
+    'string': (lambda names: {'train': _hf_split([0, 1, 0, 1], names),
+                              'test': _hf_split([0, 1], names).cast_column('label', datasets.Value('string'))},
+               r"string \[test\]: column 'label' is Value\('string'\), not a class label"),
+}
+
+
+@pytest.mark.parametrize('case', sorted(_BAD_LABELS))
+def test_bad_labels_are_clear_errors(tmp_path, case):
+    splits, message = _BAD_LABELS[case]
+    datasets.DatasetDict(splits(['cat', 'dog'])).save_to_disk(str(tmp_path / case))
+    with pytest.raises(DataError, match=message):
+        open_data(DataSource('hf', str(tmp_path / case)))
 
 
 def test_cifar_meta_with_fewer_class_names_is_refused_up_front(tmp_path):
