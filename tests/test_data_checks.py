@@ -51,10 +51,10 @@ def _pixels(dataset):
 # ------------------------------------------------------------------------------------------------ fingerprint
 
 def test_resume_and_eval_refuse_other_data(tmp_path):
-    big = tmp_path / 'big'
+    big = tmp_path / 'big' / 'shapes'                               # the same name: the same tag
     _write_images(big / 'train', {'a': 4, 'b': 4})
     _write_images(big / 'val', {'a': 2, 'b': 2}, seed=1)
-    mid = tmp_path / 'mid'
+    mid = tmp_path / 'mid' / 'shapes'
     _write_images(mid / 'train', {'a': 4, 'b': 3})                 # one image fewer
     _write_images(mid / 'val', {'a': 2, 'b': 2}, seed=1)
     out = tmp_path / 'run'

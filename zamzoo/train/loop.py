@@ -115,11 +115,11 @@ def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
     state = run_folder.checkpoint_to_resume(out, config.resume)
     if state is None:
         return Progress()
-    check_same_data(state['config'].get('data_fingerprint'), run.config['data_fingerprint'], config.data, out)
     changed = _resume_changes(state['config'], run.config)
     if changed:
         raise UsageError(f'--resume: this run differs from its checkpoint: {"; ".join(changed)}; resume with the '
                          f'settings the run started with, or start a new --out')
+    check_same_data(state['config'].get('data_fingerprint'), run.config['data_fingerprint'], config.data, out)
     p = run.pieces
     p.model.load_state_dict(state['model'])
     p.optimizer.load_state_dict(state['optimizer'])
