@@ -82,7 +82,7 @@ def check_same_data(recorded: Optional[dict], current: dict, data, run, parts=('
     by the run in folder `run` (config.json's `data_fingerprint`), for each of `parts` recorded and opened (runs
     from before fingerprints pass)."""
     for part in parts:
-        was, now = (recorded or {}).get(part), current.get(part)
+        was, now = (recorded if isinstance(recorded, dict) else {}).get(part), current.get(part)
         if was is not None and now is not None and was != now:
             raise DataError(f'{data} is not the data the run in {run} used: its {part} split is {now}, the run '
                             f'recorded {was} (config.json data_fingerprint); use the data the run was trained on')
