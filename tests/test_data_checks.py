@@ -218,3 +218,21 @@ def test_one_class_and_missing_hf_path(tmp_path):
         open_data(DataSource('hf', str(missing)))
     with pytest.raises(DataError, match=r'the local path \./set does not exist'):
         open_data(DataSource('hf', './set'))
+
+
+def test_hf_fingerprint_is_the_datasets_own_and_survives_a_copy(tmp_path):
+    import shutil
+    d = datasets.DatasetDict({'train': _hf_split([0, 1] * 4, ['cat', 'dog']),
+                              'test': _hf_split([0, 1], ['cat', 'dog'], seed=1)})
+    d.save_to_disk(str(tmp_path / 'disk'))
+    (tmp_path / 'pq').mkdir()
+    for name, part in d.items():
+        part.to_parquet(str(tmp_path / 'pq' / f'{name}-00000-of-00001.parquet'))
+    for kind in ('disk', 'pq'):
+        shutil.copytree(tmp_path / kind, tmp_path / 'copy' / kind)
+        fp = open_data(DataSource('hf', str(tmp_path / kind))).fingerprint
+        assert fp == open_data(DataSource('hf', str(tmp_path / 'copy' / kind))).fingerprint
+        assert fp['train'].startswith('8 rows, ') and fp['val'].startswith('2 rows, ')
+    saved = open_data(DataSource('hf', str(tmp_path / 'disk'))).fingerprint
+    own = datasets.load_from_disk(str(tmp_path / 'disk'))['test']._fingerprint
+    assert saved['val'] == f'2 rows, datasets fingerprint {own}'

@@ -50,15 +50,20 @@ def _check_relative(rel):
                         f'no ".." and not absolute)')
 
 
-def fingerprint(part, root) -> str:
-    """'<n> files, sha256 <hex>' of the images a split reads: their paths relative to `root` and their sizes. Sizes,
-    not modification times: a copy of the folder is the same data, a re-encoded or replaced image almost never
-    keeps its size, and hashing every image's content would cost a full read of the data set at each start."""
+def files_fingerprint(root, paths) -> str:
+    """'<n> files, sha256 <hex>' of files' paths relative to `root` and their sizes. Sizes, not modification times:
+    a copy of the folder is the same data, a re-encoded or replaced image almost never keeps its size, and hashing
+    every image's content would cost a full read of the data set at each start."""
     root = Path(root).expanduser()
     digest = hashlib.sha256()
-    for rel, size in sorted((Path(p).relative_to(root).as_posix(), Path(p).stat().st_size) for p, _ in part.samples):
+    for rel, size in sorted((Path(p).relative_to(root).as_posix(), Path(p).stat().st_size) for p in paths):
         digest.update(f'{rel}\0{size}\n'.encode())
-    return f'{len(part.samples)} files, sha256 {digest.hexdigest()[:16]}'
+    return f'{len(paths)} files, sha256 {digest.hexdigest()[:16]}'
+
+
+def fingerprint(part, root) -> str:
+    """The `files_fingerprint` of the images a split (an ImageFolder or a FileList) reads."""
+    return files_fingerprint(root, [p for p, _ in part.samples])
 
 
 class FileList(Dataset):

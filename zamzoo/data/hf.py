@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .folder import files_fingerprint
 from .images import check_image, open_rgb
 
 IMAGE_COLUMNS = ('img', 'image', 'images', 'picture')
@@ -35,7 +36,7 @@ def load_hf(source):
         raise DataError(f"Hugging Face dataset '{source}': the local path {source} does not exist; expected a "
                         f'save_to_disk folder, a folder of parquet files or a Hub name (owner/name)')
     try:
-        if (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file():
+        if _saved_to_disk(path):
             d = datasets.load_from_disk(str(path))
         elif path.is_dir():
             d = datasets.load_dataset(str(path))
@@ -52,9 +53,19 @@ def _looks_like_a_path(source: str) -> bool:
     return source.startswith(('/', '.', '~')) or source.count('/') > 1 or '\\' in source
 
 
-def fingerprint(split) -> str:
-    """'<n> rows, datasets fingerprint <hex>': the `datasets` library's own fingerprint of a split (kept in a
-    save_to_disk folder, derived from the files and the builder for the Hub and parquet)."""
+def _saved_to_disk(path: Path) -> bool:
+    return (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file()
+
+
+def fingerprint(split, source) -> str:
+    """'<n> rows, ...': the `datasets` library's own fingerprint of a split (kept in a save_to_disk folder, made
+    from the revision's files for the Hub), except for a local folder of data files, whose `datasets` fingerprint
+    changes with the folder's place: there, the files' paths and sizes (`folder.files_fingerprint`)."""
+    path = Path(str(source)).expanduser()
+    if path.is_dir() and not _saved_to_disk(path):
+        files = [p for p in path.rglob('*') if p.is_file() and not any(
+            part.startswith('.') for part in p.relative_to(path).parts)]
+        return f'{split.num_rows} rows, {files_fingerprint(path, files)}'
     return f'{split.num_rows} rows, datasets fingerprint {split._fingerprint}'
 
 
