@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 
-_16_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+_WIDE_GREY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
 # Modes converted without looking at the pixels; the others are decoded by `check_image` too, so an image refused for
 # its range (or a mode PIL cannot convert) stops the run when the data is indexed, not mid-epoch.
 _PLAIN_MODES = ('1', 'L', 'P', 'RGB', 'RGBA', 'RGBX', 'LA', 'PA', 'CMYK', 'YCbCr', 'LAB', 'HSV',
@@ -43,7 +43,7 @@ def _grey_as_8_bit(image):
 
 def to_rgb(image):
     """A PIL image as 8-bit RGB, converted from the range its mode holds (a ValueError for a range it refuses)."""
-    if image.mode in _16_BIT_MODES or image.mode == 'F':
+    if image.mode in _WIDE_GREY_MODES:
         image = _grey_as_8_bit(image)
     return image if image.mode == 'RGB' else image.convert('RGB')
 
