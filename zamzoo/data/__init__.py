@@ -7,7 +7,7 @@ from .folder import IMAGE_EXTENSIONS, FileList, holdout_split, image_folder
 from .tensor_loader import TensorLoader, crop_flip, hflip, normalize, pad, random_crop, rotate
 from .images import check_image, open_rgb, to_rgb
 from .loaders import DataLoaderBatches, PilImages, cifar_transforms, folder_transforms
-from .sources import DATASETS, DataSource, OpenedData, check_dataset, data_tag, open_data
+from .sources import DATASETS, DataSource, OpenedData, check_dataset, check_same_data, data_tag, open_data
 from .tensors import check_memory, dataset_tensors, tensor_bytes
 
 __all__ = [
@@ -16,6 +16,6 @@ __all__ = [
     'TensorLoader', 'crop_flip', 'hflip', 'normalize', 'pad', 'random_crop', 'rotate',
     'check_image', 'open_rgb', 'to_rgb',
     'DataLoaderBatches', 'PilImages', 'cifar_transforms', 'folder_transforms',
-    'DATASETS', 'DataSource', 'OpenedData', 'check_dataset', 'data_tag', 'open_data',
+    'DATASETS', 'DataSource', 'OpenedData', 'check_dataset', 'check_same_data', 'data_tag', 'open_data',
     'check_memory', 'dataset_tensors', 'tensor_bytes',
 ]

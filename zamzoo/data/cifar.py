@@ -8,6 +8,7 @@ tests write) still reads. Without the md5 check a pickle could run any code, so 
 anything more (a `__reduce__` payload) is a `DataError` and runs nothing. Anything missing or malformed raises a
 `DataError` that names the files expected.
 """
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -121,10 +122,24 @@ def cifar_dataset(root, dataset='cifar100', train=True, download=False, transfor
     if n == 0:
         raise DataError(f'{dataset} at {root}: the {"train" if train else "test"} split is empty')
     nc = NUM_CLASSES[dataset]
+    if len(ds.classes) != nc:
+        raise DataError(f'{dataset} at {root}: the meta file lists {len(ds.classes)} class names, expected {nc} '
+                        f'({expected_files(root, dataset)})')
     targets = np.asarray(ds.targets)
     if targets.min() < 0 or targets.max() >= nc:
         raise DataError(f'{dataset} at {root}: labels outside 0..{nc - 1} ({targets.min()}..{targets.max()})')
     return ds
+
+
+def cifar_fingerprint(root, dataset, train: bool) -> str:
+    """'<n> files, sha256 <hex>' of the content of a split's pickles and the meta file (what a run read)."""
+    cls = _CLASSES[dataset, True]
+    folder = resolve_root(root, dataset) / cls.base_folder
+    names = [n for n, _ in (cls.train_list if train else cls.test_list)] + [cls.meta['filename']]
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b'\0' + hashlib.sha256((folder / name).read_bytes()).digest())
+    return f'{len(names)} files, sha256 {digest.hexdigest()[:16]}'
 
 
 def cifar_tensors(ds):

@@ -1,7 +1,8 @@
 """Image folders: ``root/train/<class>/<image>`` and ``root/val/<class>/<image>``, or one folder
 ``root/<class>/<image>`` split by `stratified_holdout`. Every image is checked when the folder is indexed (so a
 broken file stops the run before training, naming the file) and decoded by `open_rgb`."""
-from pathlib import Path
+import hashlib
+from pathlib import Path, PurePosixPath
 from typing import List, Optional, Sequence
 
 from torch.utils.data import Dataset
@@ -42,6 +43,29 @@ def image_folder(root, split: str):
     return _index(path)
 
 
+def _check_relative(rel):
+    """A split file entry must name a file under the data folder: `<class>/<file>`, no `..`, not absolute."""
+    if not isinstance(rel, str) or PurePosixPath(rel).is_absolute() or '..' in PurePosixPath(rel).parts:
+        raise DataError(f'split file entry {rel!r}: expected a path inside the data folder (<class>/<file>, '
+                        f'no ".." and not absolute)')
+
+
+def files_fingerprint(root, paths) -> str:
+    """'<n> files, sha256 <hex>' of files' paths relative to `root` and their sizes. Sizes, not modification times:
+    a copy of the folder is the same data, a re-encoded or replaced image almost never keeps its size, and hashing
+    every image's content would cost a full read of the data set at each start."""
+    root = Path(root).expanduser()
+    digest = hashlib.sha256()
+    for rel, size in sorted((Path(p).relative_to(root).as_posix(), Path(p).stat().st_size) for p in paths):
+        digest.update(f'{rel}\0{size}\n'.encode())
+    return f'{len(paths)} files, sha256 {digest.hexdigest()[:16]}'
+
+
+def fingerprint(part, root) -> str:
+    """The `files_fingerprint` of the images a split (an ImageFolder or a FileList) reads."""
+    return files_fingerprint(root, [p for p, _ in part.samples])
+
+
 class FileList(Dataset):
     """Images listed by their path relative to `root` (``<class>/<file>``), served as (RGB PIL image, class index)."""
 
@@ -50,6 +74,7 @@ class FileList(Dataset):
         index = {c: i for i, c in enumerate(self.classes)}
         self.samples = []
         for rel in files:
+            _check_relative(rel)
             path = self.root / rel
             if rel.split('/', 1)[0] not in index or not path.is_file():
                 raise DataError(f'{path}: listed in the split file but missing (or outside the classes {classes}); '

@@ -2,13 +2,16 @@
 cache), a folder written by ``save_to_disk``, or a folder of parquet files. The image and label columns are found
 (`img`/`image`, `fine_label`/`label`, or the only `Image` / `ClassLabel` feature) or named; class names come from
 the label's `ClassLabel` feature."""
+import hashlib
 import io
+from collections import deque
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .folder import files_fingerprint
 from .images import check_image, open_rgb
 
 IMAGE_COLUMNS = ('img', 'image', 'images', 'picture')
@@ -29,8 +32,11 @@ def load_hf(source):
     Hub name."""
     datasets = _datasets()
     path = Path(str(source)).expanduser()
+    if not path.exists() and _looks_like_a_path(str(source)):
+        raise DataError(f"Hugging Face dataset '{source}': the local path {source} does not exist; expected a "
+                        f'save_to_disk folder, a folder of parquet files or a Hub name (owner/name)')
     try:
-        if (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file():
+        if _saved_to_disk(path):
             d = datasets.load_from_disk(str(path))
         elif path.is_dir():
             d = datasets.load_dataset(str(path))
@@ -40,6 +46,95 @@ def load_hf(source):
         raise DataError(f"Hugging Face dataset '{source}' could not be opened ({type(e).__name__}: {e}); expected a "
                         f'Hub name (e.g. uoft-cs/cifar100), a save_to_disk folder or a folder of parquet files') from e
     return d if isinstance(d, datasets.DatasetDict) else datasets.DatasetDict({'train': d})
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """A Hub name is `name` or `owner/name`; anything else with a slash, or starting like a path, is a path."""
+    return source.startswith(('/', '.', '~')) or source.count('/') > 1 or '\\' in source
+
+
+def _saved_to_disk(path: Path) -> bool:
+    return (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file()
+
+
+def fingerprint(split, source) -> str:
+    """'<n> rows, ...': the `datasets` library's own fingerprint of a split (kept in a save_to_disk folder, made
+    from the revision's files for the Hub), except for a local folder of data files, whose `datasets` fingerprint
+    changes with the folder's place: there, the files' paths and sizes (`folder.files_fingerprint`)."""
+    path = Path(str(source)).expanduser()
+    if path.is_dir() and not _saved_to_disk(path):
+        files = [p for p in path.rglob('*') if p.is_file() and not any(
+            part.startswith('.') for part in p.relative_to(path).parts)]
+        return f'{split.num_rows} rows, {files_fingerprint(path, files)}'
+    return f'{split.num_rows} rows, datasets fingerprint {split._fingerprint}'
+
+
+def row_keys(split, image_column: str, label_column: str, name: str, chunk: int = 1000) -> List[str]:
+    """One key per row from its content (the image file's bytes and the label): a row keeps its key in a shuffled,
+    filtered or re-saved copy of the data set, so a held-out split stored as keys finds the same images."""
+    table = split.select_columns([image_column, label_column]).cast_column(image_column, _datasets().Image(
+        decode=False))
+    keys = []
+    for start in range(0, len(table), chunk):
+        part = table[start:start + chunk]
+        for i, (cell, label) in enumerate(zip(part[image_column], part[label_column]), start):
+            content = (cell or {}).get('bytes')
+            if content is None and (cell or {}).get('path'):
+                try:
+                    content = Path(cell['path']).read_bytes()
+                except OSError as e:
+                    raise DataError(f'{name} row {i}: cannot read its image {cell["path"]} ({e})') from None
+            if content is None:
+                raise DataError(f'{name} row {i}: no image')
+            keys.append(hashlib.blake2b(content + f'\0{label}'.encode(), digest_size=12).hexdigest())
+    return keys
+
+
+def keys_fingerprint(keys: Sequence[str]) -> str:
+    """'<n> rows, sha256 <hex>' of a set of row keys (whatever their order in the data set)."""
+    digest = hashlib.sha256('\n'.join(sorted(keys)).encode()).hexdigest()[:16]
+    return f'{len(keys)} rows, sha256 {digest}'
+
+
+def rows_of(keys: Sequence[str], wanted: Dict[str, Sequence[str]], name: str) -> Dict[str, List[int]]:
+    """The row numbers of each list of `wanted` keys (a row serves one entry of one list: duplicate images are
+    counted), or a `DataError` when the data set lacks some (it changed since the split was made)."""
+    free: Dict[str, deque] = {}
+    for i, key in enumerate(keys):
+        free.setdefault(key, deque()).append(i)
+    rows = {}
+    for part, entries in wanted.items():
+        if any(not isinstance(k, str) for k in entries):
+            raise DataError(f'{name}: the split file lists row numbers for {part}, not row keys (written by an older '
+                            f'zamzoo, row numbers change when the data set is shuffled); start a new run')
+        rows[part] = [free[k].popleft() for k in entries if free.get(k)]
+        if len(rows[part]) < len(entries):
+            raise DataError(f'{name}: {len(entries) - len(rows[part])} of the {len(entries)} {part} rows listed in '
+                            f'the split file are not in the data set; expected the data the split was made from '
+                            f'(rows are found by their image and label, in any order)')
+    return rows
+
+
+def class_order(names: Optional[List[str]], classes: Optional[List[str]], name: str) -> Optional[List[int]]:
+    """The index in `classes` (the train split's class names) of each of a split's own class `names`: None when
+    they are the same list, or a `DataError` naming the classes one split has and the other lacks."""
+    if names is None or classes is None or list(names) == list(classes):
+        return None
+    extra, missing = sorted(set(names) - set(classes)), sorted(set(classes) - set(names))
+    if extra or missing:
+        raise DataError(f'{name}: its class names differ from the train split\'s: {extra} not in the train split, '
+                        f'{missing} missing here; expected the same class names (in any order)')
+    return [list(classes).index(n) for n in names]
+
+
+def labels(split, label_column: str, where: Callable[[int], str]) -> List[int]:
+    """The label column as class indices, or a `DataError` naming (`where(i)`) the first row without one."""
+    values = list(split[label_column])
+    bad = next((i for i, t in enumerate(values) if isinstance(t, bool) or not isinstance(t, int)), None)
+    if bad is not None:
+        raise DataError(f'{where(bad)}: label {values[bad]!r}; expected a class index (an integer, or a '
+                        f'ClassLabel) in every row')
+    return values
 
 
 def pick_split(d, name: Optional[str], defaults: Sequence[str], what: str, source) -> Optional[str]:
@@ -85,7 +180,8 @@ class HFImages(Dataset):
     broken one raises a `DataError` naming its row."""
 
     def __init__(self, split, image_column: str, label_column: str, classes: Optional[List[str]], name: str,
-                 rows: Optional[Sequence[int]] = None):
+                 rows: Optional[Sequence[int]] = None, names: Optional[List[str]] = None):
+        """`names`: the split's own class names (its ClassLabel), mapped by name onto `classes`, the train split's."""
         datasets = _datasets()
         split = split.select_columns([image_column, label_column])
         if rows is not None:
@@ -93,14 +189,20 @@ class HFImages(Dataset):
         self.rows = list(rows) if rows is not None else None
         self.table = split.cast_column(image_column, datasets.Image(decode=False))
         self.image_column, self.name = image_column, name
-        self.targets = [int(t) for t in split[label_column]]
+        self.targets = labels(split, label_column, self.where)
+        order = class_order(names, classes, name)
+        if order is not None:
+            self._check_range(len(order))
+            self.targets = [order[t] for t in self.targets]
         if classes is None:
             classes = [str(i) for i in range(max(self.targets, default=-1) + 1)]
         self.classes = list(classes)
-        bad = next((i for i, t in enumerate(self.targets) if not 0 <= t < len(self.classes)), None)
+        self._check_range(len(self.classes))
+
+    def _check_range(self, n: int):
+        bad = next((i for i, t in enumerate(self.targets) if not 0 <= t < n), None)
         if bad is not None:
-            raise DataError(f'{self.where(bad)}: label {self.targets[bad]} is outside the {len(self.classes)} '
-                            f'classes (0..{len(self.classes) - 1})')
+            raise DataError(f'{self.where(bad)}: label {self.targets[bad]} is outside the {n} classes (0..{n - 1})')
 
     def where(self, index: int) -> str:
         return f'{self.name} row {self.rows[index] if self.rows is not None else index}'

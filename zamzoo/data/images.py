@@ -1,9 +1,15 @@
-"""Reading one image file as 8-bit RGB, the same way everywhere (image folders, Hugging Face datasets, `zamzoo viz`).
+"""Reading one image file as 8-bit RGB, the same way everywhere (image folders, Hugging Face datasets, `zamzoo viz`,
+and so both loaders, which decode through `open_rgb`). Each mode is converted from the range it really holds:
 
-- 16-bit (and 32-bit integer) greyscale images are rescaled to 8 bits (0..65535 -> 0..255), not clipped as
-  PIL's ``convert('RGB')`` would (it keeps the low values and saturates the rest to 255);
-- an unreadable, empty or truncated file, or one larger than PIL's decompression-bomb limit, raises a `DataError`
-  that names the file.
+- 8-bit modes (L, P, 1, LA, RGBA, CMYK, YCbCr, LAB, HSV...) by PIL's ``convert('RGB')`` (alpha is dropped);
+- 16-bit greyscale (I;16*) and 32-bit integer greyscale (I) holding 0..65535 are rescaled to 8 bits
+  (0..65535 -> 0..255), not clipped as PIL's ``convert('RGB')`` would; an I image with values outside 0..65535 is
+  refused (its range cannot be told from the file);
+- 32-bit float greyscale (F): values all in 0..1 are read as 0..1 (the float convention), values above 1 and up to
+  255 as 0..255; negative, larger or non-finite values are refused. (PIL clips F to 0..255: a 0..1 image turns black.)
+
+An unreadable, empty or truncated file, one refused above, or one larger than PIL's decompression-bomb limit, raises a
+`DataError` that names the file.
 """
 from pathlib import Path
 
@@ -11,16 +17,34 @@ import numpy as np
 
 from ..errors import DataError
 
-_WIDE_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+_WIDE_GREY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
+# Modes converted without looking at the pixels; the others are decoded by `check_image` too, so an image refused for
+# its range (or a mode PIL cannot convert) stops the run when the data is indexed, not mid-epoch.
+_PLAIN_MODES = ('1', 'L', 'P', 'RGB', 'RGBA', 'RGBX', 'LA', 'PA', 'CMYK', 'YCbCr', 'LAB', 'HSV',
+                'I;16', 'I;16L', 'I;16B', 'I;16N')
+
+
+def _grey_as_8_bit(image):
+    """A wide (16-bit, 32-bit integer or float) greyscale image as an 8-bit one, from the range it holds."""
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == 'F':
+        if not (np.isfinite(values).all() and lo >= 0 and hi <= 255):
+            raise ValueError(f'32-bit float pixels range {lo:g}..{hi:g}; expected 0..1 or 0..255')
+        scale = 255.0 if hi <= 1 else 1.0
+    else:
+        if lo < 0 or hi > 65535:
+            raise ValueError(f'32-bit integer pixels range {lo:g}..{hi:g}; expected 0..65535 (16 bits)')
+        scale = 1 / 257.0
+    return Image.fromarray(np.rint(values * scale).astype(np.uint8), mode='L')
 
 
 def to_rgb(image):
-    """A PIL image as 8-bit RGB; wide greyscale modes are rescaled to the 8-bit range first."""
-    from PIL import Image
-
-    if image.mode in _WIDE_MODES:
-        wide = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8), mode='L')
+    """A PIL image as 8-bit RGB, converted from the range its mode holds (a ValueError for a range it refuses)."""
+    if image.mode in _WIDE_GREY_MODES:
+        image = _grey_as_8_bit(image)
     return image if image.mode == 'RGB' else image.convert('RGB')
 
 
@@ -58,12 +82,20 @@ def open_rgb(path, name=None):
 
 def check_image(path, name=None) -> bool:
     """Raise a `DataError` naming `name` (default: the path) unless `path` is a complete image (header and data
-    checked without decoding the pixels: PIL's ``verify``, which reads every chunk of a PNG and its checksums)."""
+    checked without decoding the pixels: PIL's ``verify``, which reads every chunk of a PNG and its checksums) whose
+    mode converts to RGB (the pixels of I and F images are decoded to check their range)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            mode = im.mode
             im.verify()
+        if mode not in _PLAIN_MODES:
+            if hasattr(path, 'seek'):
+                path.seek(0)
+            with Image.open(path) as im:
+                im.load()
+                to_rgb(im)
     except (*_READ_ERRORS, Image.DecompressionBombError) as e:
         raise _failure(path, e, name) from None
     return True

@@ -2,7 +2,7 @@
 and a validation split (torch datasets serving RGB PIL images and int targets), its class names, and the tag a
 run on it is published under."""
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -34,6 +34,7 @@ class OpenedData:
     test: Any
     classes: List[str]
     split: Optional[dict] = None    # a held-out split made here: what the run folder's split file records
+    fingerprint: dict = field(default_factory=dict)  # {'train', 'val'}: what each split opened is (None: not opened)
 
     @property
     def num_classes(self) -> int:
@@ -57,35 +58,57 @@ def data_tag(dataset: str, data) -> str:
 
 def open_data(source: DataSource, train: bool = True) -> OpenedData:
     """The source's train (unless `train` is False) and validation splits, checked: readable images, labels
-    inside the class list, the same classes in both (and no empty class folder: torchvision's ImageFolder)."""
+    inside the class list, the same classes in both (and no empty class folder: torchvision's ImageFolder), at
+    least two classes; with the fingerprint of each split opened."""
     check_dataset(source.dataset)
     if source.dataset in cifar.CIFAR_DATASETS:
         tr = cifar.cifar_dataset(source.data, source.dataset, train=True, download=source.download) if train else None
         te = cifar.cifar_dataset(source.data, source.dataset, train=False, download=source.download)
-        return OpenedData(tr, te, list(te.classes))
-    opened = _open_hf(source, train) if source.dataset == 'hf' else _open_folder(source, train)
+        opened = OpenedData(tr, te, list(te.classes), fingerprint={
+            part: cifar.cifar_fingerprint(source.data, source.dataset, part == 'train') if ds is not None else None
+            for part, ds in (('train', tr), ('val', te))})
+    else:
+        opened = _open_hf(source, train) if source.dataset == 'hf' else _open_folder(source, train)
     if opened.train is not None and list(opened.train.classes) != list(opened.test.classes):
         raise DataError(f'{source.data}: the train and validation splits have different classes '
                         f'({len(opened.train.classes)} vs {len(opened.test.classes)}); expected the same class list')
+    if opened.num_classes < 2:
+        raise DataError(f'{source.data}: one class ({opened.classes}); a classifier needs at least two classes')
     return opened
+
+
+def check_same_data(recorded: Optional[dict], current: dict, data, run, parts=('train', 'val')):
+    """A `DataError` unless `current` (`OpenedData.fingerprint` of `data` opened now) is the fingerprint recorded
+    by the run in folder `run` (config.json's `data_fingerprint`), for each of `parts` recorded and opened (runs
+    from before fingerprints pass)."""
+    for part in parts:
+        was, now = (recorded if isinstance(recorded, dict) else {}).get(part), current.get(part)
+        if was is not None and now is not None and was != now:
+            raise DataError(f'{data} is not the data the run in {run} used: its {part} split is {now}, the run '
+                            f'recorded {was} (config.json data_fingerprint); use the data the run was trained on')
 
 
 def _open_folder(source: DataSource, train: bool) -> OpenedData:
     if source.split is not None:
-        tr, te = folder.split_datasets(source.split, source.data, train)
-        return OpenedData(tr, te, list(source.split['classes']))
-    if folder.has_splits(source.data):
+        split = source.split
+    elif folder.has_splits(source.data):
         if source.holdout is not None:
             raise DataError(f'{source.data} has its own train/ (and val/) folders; --holdout is for one folder of '
                             f'class sub-folders')
         tr = folder.image_folder(source.data, 'train') if train else None
         te = folder.image_folder(source.data, 'val')
-        return OpenedData(tr, te, list(te.classes))
-    if source.holdout is None:
-        folder.image_folder(source.data, 'train')  # raises the error that says what is expected
-    split = folder.holdout_split(source.data, source.holdout, source.seed)
+        return OpenedData(tr, te, list(te.classes), fingerprint=_folder_fingerprint(tr, te, source.data))
+    else:
+        if source.holdout is None:
+            folder.image_folder(source.data, 'train')  # raises the error that says what is expected
+        split = folder.holdout_split(source.data, source.holdout, source.seed)
     tr, te = folder.split_datasets(split, source.data, train)
-    return OpenedData(tr, te, list(split['classes']), split)
+    return OpenedData(tr, te, list(split['classes']), split if source.split is None else None,
+                      _folder_fingerprint(tr, te, source.data))
+
+
+def _folder_fingerprint(tr, te, root) -> dict:
+    return {'train': folder.fingerprint(tr, root) if tr is not None else None, 'val': folder.fingerprint(te, root)}
 
 
 def _open_hf(source: DataSource, train: bool) -> OpenedData:
@@ -93,32 +116,48 @@ def _open_hf(source: DataSource, train: bool) -> OpenedData:
     train_name = hf.pick_split(d, source.train_split, ('train',), 'train split', source.data)
     if train_name is None:
         raise DataError(f"{source.data}: no 'train' split (the dataset has {sorted(d)}); name it with --train-split")
-    image, label, classes = hf.columns(d[train_name].features, source.image_column, source.label_column, source.data)
-    split = source.split
-    val_name = None if split is not None else hf.pick_split(
+    image, label, classes = hf.columns(d[train_name].features, source.image_column, source.label_column,
+                                       f'{source.data} [{train_name}]')
+    val_name = None if source.split is not None else hf.pick_split(
         d, source.val_split, [s for s in hf.VAL_SPLITS if s != train_name], 'validation split', source.data)
-    if split is None and val_name is None:
-        if source.holdout is None:
+    if val_name is None:
+        if source.split is None and source.holdout is None:
             raise DataError(f'{source.data}: no validation split (the dataset has {sorted(d)}); name one with '
                             f'--val-split, or hold out part of the train split with --holdout 0.1')
-        from .split import stratified_holdout
-        rows = stratified_holdout(d[train_name][label], source.holdout, source.seed)
-        split = {'holdout': source.holdout, 'seed': source.seed, 'split': train_name, 'train': rows[0], 'val': rows[1]}
-    if split is not None:
-        te = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]', split['val'])
-        tr = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]', split['train']) \
-            if train else None
+        tr, te, split, fingerprint = _hf_holdout(d[train_name], image, label, classes, source, train_name, train)
     else:
         if source.holdout is not None:
             raise DataError(f"{source.data} has a validation split ('{val_name}'); --holdout is for data without one")
-        te = hf.HFImages(d[val_name], image, label, classes, f'{source.data} [{val_name}]')
+        _, _, val_classes = hf.columns(d[val_name].features, image, label, f'{source.data} [{val_name}]')
+        te = hf.HFImages(d[val_name], image, label, classes, f'{source.data} [{val_name}]', names=val_classes)
         tr = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]') if train else None
+        split, fingerprint = None, {'train': hf.fingerprint(d[train_name], source.data) if train else None,
+                                    'val': hf.fingerprint(d[val_name], source.data)}
     for part in (tr, te):
         if part is not None:
             part.check()
     classes = te.classes if tr is None or len(te.classes) >= len(tr.classes) else tr.classes
     tr, te = _same_classes(tr, classes), _same_classes(te, classes)
-    return OpenedData(tr, te, list(classes), split if source.split is None else None)
+    return OpenedData(tr, te, list(classes), split, fingerprint)
+
+
+def _hf_holdout(part, image: str, label: str, classes, source: DataSource, name: str, train: bool) -> tuple:
+    """(train, val, the split made here or None, fingerprint) of a held-out share of the split `part`: a new
+    stratified split, or the run's split file, whose rows are found by their content keys (`hf.row_keys`)."""
+    where = f'{source.data} [{name}]'
+    keys = hf.row_keys(part, image, label, where)
+    split = source.split
+    if split is None:
+        from .split import stratified_holdout
+        rows = stratified_holdout(hf.labels(part, label, lambda i: f'{where} row {i}'), source.holdout, source.seed)
+        split = {'holdout': source.holdout, 'seed': source.seed, 'split': name,
+                 'train': [keys[i] for i in rows[0]], 'val': [keys[i] for i in rows[1]]}
+    rows = hf.rows_of(keys, {k: split[k] for k in (('val', 'train') if train else ('val',))}, where)
+    te = hf.HFImages(part, image, label, classes, where, rows['val'])
+    tr = hf.HFImages(part, image, label, classes, where, rows['train']) if train else None
+    fingerprint = {'train': hf.keys_fingerprint(split['train']) if train else None,
+                   'val': hf.keys_fingerprint(split['val'])}
+    return tr, te, split if source.split is None else None, fingerprint
 
 
 def _same_classes(part, classes):

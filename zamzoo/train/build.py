@@ -236,7 +236,8 @@ def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
 
     return {
         'model': config.model, 'dataset': config.dataset, 'tag': data_tag(config.dataset, config.data),
-        'data': str(config.data), 'num_classes': data.num_classes, 'classes': list(data.classes),
+        'data': str(config.data), 'data_fingerprint': data.fingerprint,
+        'num_classes': data.num_classes, 'classes': list(data.classes),
         'seed': config.seed, 'pretrained': config.pretrained, 'init': facts['init'],
         'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},

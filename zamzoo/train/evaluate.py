@@ -52,11 +52,11 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     Normalisation: the run folder's (config.json) if the checkpoint has one, else `recipe`'s for this data set,
     else the model's pretrained cfg (which is the recipe it was trained with). A run trained with --holdout is
     evaluated on its held-out images (the run folder's split file); `hf_options` (image_column, label_column,
-    val_split) default to the run's.
+    val_split) default to the run's. A run folder's data must be the data the run recorded (its fingerprint).
     """
     if bool(pretrained) == (checkpoint is not None):
         raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
-    from ..data import check_dataset, open_data
+    from ..data import check_dataset, check_same_data, open_data
     check_dataset(dataset)
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
@@ -64,6 +64,7 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     dtype = amp_dtype(amp, dev)
     run_cfg = _run_config(checkpoint)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
+    check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, _run_folder(checkpoint), ('val',))
     test_split, num_classes = opened.test, opened.num_classes
     if run_cfg.get('model') and run_cfg['model'] != model:
         raise UsageError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")

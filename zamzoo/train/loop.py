@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .. import provenance
 from .._paths import check_writable
+from ..data.sources import check_same_data
 from ..errors import NonFiniteError, UsageError
 from . import distributed as D
 from . import run_folder
@@ -118,6 +119,7 @@ def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
     if changed:
         raise UsageError(f'--resume: this run differs from its checkpoint: {"; ".join(changed)}; resume with the '
                          f'settings the run started with, or start a new --out')
+    check_same_data(state['config'].get('data_fingerprint'), run.config['data_fingerprint'], config.data, out)
     p = run.pieces
     p.model.load_state_dict(state['model'])
     p.optimizer.load_state_dict(state['optimizer'])
