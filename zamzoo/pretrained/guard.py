@@ -131,7 +131,7 @@ def prepare_pretrained(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if user_source(cfg, overlay):
         return kwargs
     tag = cfg.tag or ''
-    record = find_checkpoint(variant, tag)  # strict: an invalid manifest raises WeightsError here
+    record = find_checkpoint(variant, tag)  # an invalid manifest, or record of this model, raises WeightsError
     if record is None:
         raise WeightsError(
             f'no pretrained weights are published for {variant}{"." + tag if tag else ""} (the manifest '

@@ -88,7 +88,7 @@ def _hparams_summary(config: dict) -> dict:
     merged = dict(recipe, **{k: v for k, v in config.items() if not isinstance(v, (dict, list)) or k == 'milestones'})
     keys = ('recipe', 'version', 'epochs', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay', 'schedule',
             'milestones', 'gamma', 'warmup_epochs', 'crop_padding', 'hflip', 'rotation', 'label_smoothing',
-            'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'precision', 'channels_last', 'compile', 'world_size',
+            'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'channels_last', 'compile', 'world_size',
             'device')
     out = {k: recipe.get('name') if k == 'recipe' and recipe else merged.get(k) for k in keys}
     return {k: v for k, v in out.items() if v is not None and v != ''}
@@ -357,11 +357,12 @@ def export_run(
 
 
 def _is_export(folder: Path) -> bool:
-    """An empty folder, or one holding only export files, with the results.json `export_run` writes."""
+    """An empty folder, or one holding only export files (its optional ones too), with the results.json `export_run`
+    writes."""
     names = {p.name for p in folder.iterdir()}
     if not names:
         return True
-    if not names <= set(EXPORT_FILES) or 'results.json' not in names:
+    if not names <= set(EXPORT_FILES + OPTIONAL_EXPORT_FILES) or 'results.json' not in names:
         return False
     try:
         results = json.loads((folder / 'results.json').read_text())
@@ -373,7 +374,8 @@ def _is_export(folder: Path) -> bool:
 def _check_out(out: Path, sources, overwrite: bool):
     """`out` may be written: new, or an earlier export (never a run, a file, a folder holding the inputs) with
     --force, in a writable folder."""
-    check_replaceable(out, sources, is_ours=_is_export, what=f'an earlier export (only {", ".join(EXPORT_FILES)})')
+    check_replaceable(out, sources, is_ours=_is_export,
+                      what=f'an earlier export (only {", ".join(EXPORT_FILES + OPTIONAL_EXPORT_FILES)})')
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ExportError(f'{out} already exists (an earlier export); pass --force to replace it')
     check_writable(out.parent, '--out')
