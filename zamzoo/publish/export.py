@@ -40,6 +40,9 @@ from ..train.run_folder import RunRecord
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 OPTIONAL_EXPORT_FILES = ('model.onnx',)
+# what 🤗 transformers' TimmWrapper passes to timm.create_model itself: config.json's model_args may not hold them
+# ("got multiple values for keyword argument 'num_classes'"); timm takes num_classes from the config's top level
+WRAPPER_ARGS = ('num_classes', 'pretrained')
 DEFAULT_STAGING = Path('hub') / 'staging'
 
 
@@ -303,6 +306,7 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
     try:
         labels = {'label_names': list(cfg.label_names)} if cfg.label_names else None  # top level: timm's Hub field
         timm.models.save_for_hf(net, staging, model_config=labels, safe_serialization=True)
+        _drop_wrapper_args(staging / 'config.json')
         results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
         results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
         if onnx:
@@ -319,6 +323,16 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _drop_wrapper_args(config_file: Path):
+    """timm's config.json, less the model_args transformers' TimmWrapper passes itself (see WRAPPER_ARGS)."""
+    config = json.loads(config_file.read_text())
+    model_args = {k: v for k, v in (config.get('model_args') or {}).items() if k not in WRAPPER_ARGS}
+    config.pop('model_args', None)
+    if model_args:
+        config['model_args'] = model_args
+    config_file.write_text(dumps_strict(config, indent=2) + '\n')
 
 
 def export_run(

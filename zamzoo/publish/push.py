@@ -9,7 +9,7 @@ from .._io import read_json_object
 from ..errors import NonFiniteError, WeightsError
 from ..pretrained import WEIGHTS_FILENAME, hub_errors, sha256_file, update_manifest, validate_record
 from ..train.checkpoint import check_finite_weights
-from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES
+from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES, WRAPPER_ARGS
 from .onnx import check_onnx_record
 
 
@@ -70,6 +70,20 @@ def _record_problems(folder: Path, results: dict, config: dict) -> List[str]:
         problems.append(f"config.json architecture {arch!r} is not a registered zamzoo model")
     if config.get('num_classes') != results['num_classes']:
         problems.append(f"config.json num_classes {config.get('num_classes')} != results.json {results['num_classes']}")
+    return problems + _wrapper_problems(config)
+
+
+def _wrapper_problems(config: dict) -> List[str]:
+    """What would stop 🤗 transformers' TimmWrapper from loading the export (the Hub's "Use this model" path)."""
+    problems = []
+    passed = sorted(set(config.get('model_args') or {}) & set(WRAPPER_ARGS))
+    if passed:
+        problems.append(f"config.json model_args holds {passed}, which transformers' timm wrapper passes itself "
+                        f'(it would fail with "got multiple values for keyword argument"): export again')
+    labels = config.get('label_names')
+    if labels is not None and (not isinstance(labels, list) or len(labels) != config.get('num_classes')
+                               or not all(isinstance(name, str) for name in labels)):
+        problems.append(f"config.json label_names must be a list of {config.get('num_classes')} class names")
     return problems
 
 
