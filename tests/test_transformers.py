@@ -72,6 +72,10 @@ def test_config_is_what_the_wrapper_reads(exported):
     config = json.loads((exported / 'config.json').read_text())
     assert config['architecture'] == MODEL and config['num_classes'] == len(CLASSES)
     assert config['label_names'] == CLASSES and 'num_classes' not in config.get('model_args', {})
+    card = (exported / 'README.md').read_text()
+    usage = card[card.index('### With 🤗 transformers'):]
+    assert usage.index('import zamzoo') < usage.index('from transformers import')
+    assert f"AutoModelForImageClassification.from_pretrained('{REPO}')" in usage and 'Without `import zamzoo`' in usage
     validate_export(exported)
     broken = dict(config, model_args=dict(config.get('model_args', {}), num_classes=len(CLASSES)))
     (exported / 'config.json').write_text(json.dumps(broken))
@@ -140,4 +144,4 @@ def test_hub_id_through_an_offline_cache_with_and_without_import_zamzoo(exported
     cache_export(exported, cache, commit=COMMIT)
     assert _run(cache, 'zamzoo', REPO) == {'same': True, 'labels': CLASSES}
     error = _run(cache, 'plain', REPO)['error']  # what a user sees who forgot `import zamzoo`
-    assert MODEL in error, error
+    assert f"ImportError: The model architecture '{MODEL}' is not supported in your version of timm" in error, error
