@@ -128,7 +128,7 @@ def _write_manifest(path):
     return records
 
 
-def test_manifest_keeps_valid_records_and_reports_each_invalid_one(offline, caplog, capsys):
+def test_manifest_keeps_valid_records_and_reports_each_invalid_one(offline, weights, caplog, capsys):
     manifest = offline / 'manifest.json'
     _write_manifest(manifest)
     with caplog.at_level('WARNING', logger='zamzoo'):
@@ -140,6 +140,9 @@ def test_manifest_keeps_valid_records_and_reports_each_invalid_one(offline, capl
     assert all('2 records for resnet18_zam.cifar10' in p for p in problems[-2:])
     with pytest.raises(WeightsError, match=r'\(mobilenet_se.cifar10\) is invalid: filename'):
         find_checkpoint('mobilenet_se', TAG)
+    with pytest.raises(zamzoo.errors.ZamzooError, match=f"'me/resnet18_zam.{TAG}' is not a repo of {MODEL}.{TAG}"):
+        export_run([weights], offline / 'e', model=MODEL, tag=TAG,
+                   repo_id=f'me/resnet18_zam.{TAG}')  # refused at export already, not after an upload
     assert main(['list', 'mobilenet_se', '--manifest', str(manifest)]) == 0
     captured = capsys.readouterr()
     assert 'not yet trained' in captured.out and captured.err.count('FAILED: ') == len(problems)

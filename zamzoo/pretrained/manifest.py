@@ -122,10 +122,17 @@ def record_errors(record) -> list:
                 if types is _num and record.get(name) is not None and not math.isfinite(record[name])]
     if infinite:
         errors.append(f'fields {infinite} are not finite numbers')
-    expected_repo = f"{record['model']}.{record['tag']}"
-    if _REPO_ID.match(record['repo_id']) and record['repo_id'].split('/', 1)[1] != expected_repo:
-        errors.append(f"repo_id {record['repo_id']!r} is not a repo of {expected_repo} (expected 'ORG/{expected_repo}')")
+    if _REPO_ID.match(record['repo_id']):
+        errors += filter(None, [repo_id_problem(record['model'], record['tag'], record['repo_id'])])
     return errors
+
+
+def repo_id_problem(model: str, tag: str, repo_id: str) -> Optional[str]:
+    """Why `repo_id` may not hold model.tag's weights (None when it may): a repo is named after what it holds, so
+    that no record can point one model at another model's repo."""
+    if repo_id.split('/', 1)[-1] != f'{model}.{tag}':
+        return f"repo_id {repo_id!r} is not a repo of {model}.{tag} (expected 'ORG/{model}.{tag}')"
+    return None
 
 
 def validate_record(record) -> dict:

@@ -10,7 +10,8 @@ Input
 
 Output folder (staged in a temporary folder next to it, then renamed into place)
     model.safetensors  the weights, a plain state dict (timm's save_for_hf)
-    config.json        timm's Hub config: architecture, num_classes, model_args, pretrained_cfg (save_for_hf)
+    config.json        timm's Hub config: architecture, num_classes, model_args, pretrained_cfg (save_for_hf),
+                       label_names; loadable by 🤗 transformers' timm wrapper too (model_args less WRAPPER_ARGS)
     README.md          model card (zamzoo.publish.card)
     hparams.json       the training configuration of every run
     train_log.json     the per-epoch metrics of every run
@@ -33,7 +34,7 @@ from typing import List, Optional, Sequence
 from .._io import dumps_strict
 from .._paths import check_replaceable, check_writable
 from ..errors import ZamzooError
-from ..pretrained import WEIGHTS_FILENAME, sha256_file
+from ..pretrained import WEIGHTS_FILENAME, repo_id_problem, sha256_file
 from ..train import run_folder
 from ..train.checkpoint import check_finite_weights
 from ..train.run_folder import RunRecord
@@ -358,6 +359,8 @@ def export_run(
         raise ExportError(f"'{inp.model}' is not a zamzoo model; see `zamzoo list`")
     tag, cfg = _resolve_cfg(inp.model, inp.dataset, tag, inp.weights_run.config if inp.weights_run is not None else {})
     repo_id = repo_id or hub_id(inp.model, tag)
+    if problem := repo_id_problem(inp.model, tag, repo_id):
+        raise ExportError(f'--repo-id: {problem}')
     out = Path(out) if out is not None else DEFAULT_STAGING / f'{inp.model}.{tag}'
     _check_out(out, sources, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,7 @@ def validate_export(folder) -> dict:
     empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json;
     config.json's architecture is a registered zamzoo model and matches results.json; the safetensors header holds
     exactly the architecture's tensors with the right shapes (read without loading, and without any pickle); the
-    weights are finite; the card has timm's YAML header.
+    weights are finite; the card has timm's YAML header; config.json loads in transformers' timm wrapper.
     """
     folder = Path(folder)
     if not folder.is_dir():
