@@ -63,7 +63,7 @@ def _explanations(e: BaseException, where: str, repo_id: Optional[str], filename
             'pushing needs write access)' if _status(e) in (401, 403) else '')),
         (Exception if is_connection_error(e) else (),
          f'the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached ({type(e).__name__}: {e}); check your '
-         f'network and HF_ENDPOINT, or work from the cache with HF_HUB_OFFLINE=1.'),
+         f'network (and HF_ENDPOINT, if set) and retry.'),
     )
 
 
