@@ -1,5 +1,6 @@
 """What `pretrained=True` needs, below the model factory: the manifest of published checkpoints (shipped in this
-package as `manifest.json`), the guard that pins the Hub commit and checks the sha256, and the sha256 helper.
+package as `manifest.json`), the guard that pins the Hub commit and checks the sha256, the sha256 helper, and the one
+translation of the Hub client's failures into WeightsError (hub_errors), which every hub call of zamzoo goes through.
 
 Imports nothing from zamzoo.publish, zamzoo.bench or zamzoo.train: zamzoo.models builds on it, publishing builds on
 both.
