@@ -216,19 +216,11 @@ def test_push_refuses_symlinks_and_unparsed_json(checkpoint, tmp_path, monkeypat
 
 
 def test_push_with_the_hub_unreachable(checkpoint, tmp_path, monkeypatch):
-    import requests
-
-    import zamzoo.publish.push as push_mod
-
-    class Unreachable:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, *a, **k):
-            raise requests.exceptions.ConnectionError('Failed to resolve huggingface.co')
+    from huggingface_hub import constants
 
     _, exported = checkpoint
-    monkeypatch.setattr(push_mod, 'HfApi', Unreachable)
+    monkeypatch.setattr(constants, 'ENDPOINT', 'http://127.0.0.1:9')   # discard port: the connection is refused
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
     monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
     monkeypatch.setenv('ZAMZOO_MANIFEST', str(tmp_path / 'manifest.json'))
     with pytest.raises(WeightsError, match='cannot be reached'):

@@ -11,7 +11,7 @@ import zamzoo
 from zamzoo.bench.flops import count_macs, count_params, seed_flops
 from zamzoo.bench.tables import update_tables
 from zamzoo.models import TAGS
-from zamzoo.pretrained import load_manifest, shipped_manifest
+from zamzoo.pretrained import load_manifest, manifest_problems, shipped_manifest
 
 
 def test_shipped_manifest_is_package_data_and_valid():
@@ -19,7 +19,8 @@ def test_shipped_manifest_is_package_data_and_valid():
     path = shipped_manifest()
     assert path == Path(zamzoo.__file__).parent / 'pretrained' / 'manifest.json'
     assert json.loads(path.read_text())['schema'] == 1
-    records = load_manifest(path)  # raises WeightsError on any invalid or duplicated record
+    assert manifest_problems(path) == []  # no invalid or duplicated record
+    records = load_manifest(path)
     assert all(r['model'] in zamzoo.list_models() and r['tag'] in TAGS for r in records), records
 
 

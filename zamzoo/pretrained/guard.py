@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import WeightsError
 from .checksum import sha256_file
+from .hub_errors import hub_error
 from .manifest import find_checkpoint, manifest_path, pinned_hub_id
 
 __all__ = ['prepare_pretrained', 'weights_errors', 'download_verified', 'user_source', 'how_to_get_weights']
@@ -46,48 +47,22 @@ def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:
     return None
 
 
-def _cache_hint(cache_dir) -> str:
-    from huggingface_hub import constants
-    return str(cache_dir or constants.HF_HUB_CACHE)
-
-
 def _translate(e: BaseException, what: str, repo_id: Optional[str], filename: str, revision: Optional[str],
                cache_dir=None, local_file: bool = False) -> Optional[WeightsError]:
     """A WeightsError for a known download/load failure, None for anything else."""
-    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import constants
     from safetensors import SafetensorError
 
     where = f'{repo_id}' + (f'@{revision}' if revision else '')
-    kind = f'[{type(e).__name__}]'
-    if local_file:
-        corrupt = f'the file {repo_id} is corrupt or truncated ({e}); save the weights again.'
-    else:
-        corrupt = (f'the weight file of {where} is corrupt or truncated ({e}). Delete it from the Hugging Face '
-                   f'cache ({_cache_hint(cache_dir)}, `hf cache delete`) and download it again.')
-    explanations = (  # the first that matches: subclasses before their bases
-        ((hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled),
-         f'{filename} of {where} is not in the Hugging Face cache ({_cache_hint(cache_dir)}) and the Hub cannot '
-         f'be reached (offline mode HF_HUB_OFFLINE=1, or no network). Go online and retry (or run `zamzoo verify` '
-         f'once with network to fill the cache), or pass pretrained_cfg_overlay=dict(file=...). {kind}'),
-        (hf_errors.GatedRepoError,
-         f'{where} is gated: log in (`hf auth login` or HF_TOKEN) with an account that has access. [{e}]'),
-        (hf_errors.RepositoryNotFoundError,
-         f'the Hub repository {repo_id} does not exist or is private: check the name, or log in (`hf auth login` '
-         f'or HF_TOKEN) if it is private; unpublished models must be trained first. {kind}'),
-        (hf_errors.RevisionNotFoundError,
-         f'commit {revision} of {repo_id} does not exist on the Hub (a pinned revision that was never pushed '
-         f'there? re-run `zamzoo push`). {kind}'),
-        (hf_errors.EntryNotFoundError,
-         f'{where} has no file {filename}; re-publish it with `zamzoo export` and `zamzoo push`. {kind}'),
-        (hf_errors.HfHubHTTPError, f'the Hub answered with an error for {where}: {e}'),
-        (SafetensorError, corrupt),
-    )
-    for types, explanation in explanations:
-        if isinstance(e, types):
-            return WeightsError(f'{what}: {explanation}')
+    if isinstance(e, SafetensorError):
+        if local_file:
+            return WeightsError(f'{what}: the file {repo_id} is corrupt or truncated ({e}); save the weights again.')
+        return WeightsError(
+            f'{what}: the weight file of {where} is corrupt or truncated ({e}). Delete it from the Hugging Face '
+            f'cache ({cache_dir or constants.HF_HUB_CACHE}, `hf cache delete`) and download it again.')
     if isinstance(e, RuntimeError) and 'state_dict' in str(e):
         return WeightsError(f'{what}: the weights of {where} do not fit the model: {e}')
-    return None
+    return hub_error(e, what, repo_id, filename, revision, cache_dir)
 
 
 @contextlib.contextmanager
@@ -156,7 +131,7 @@ def prepare_pretrained(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if user_source(cfg, overlay):
         return kwargs
     tag = cfg.tag or ''
-    record = find_checkpoint(variant, tag)  # strict: an invalid manifest raises WeightsError here
+    record = find_checkpoint(variant, tag)  # an invalid manifest, or record of this model, raises WeightsError
     if record is None:
         raise WeightsError(
             f'no pretrained weights are published for {variant}{"." + tag if tag else ""} (the manifest '

@@ -32,10 +32,13 @@ Fields (`RECORD_FIELDS` below; required ones marked with *):
 import contextlib
 import importlib.resources
 import json
+import logging
+import math
 import os
 import re
+from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from .._io import write_json_atomic
 from ..errors import WeightsError
@@ -47,6 +50,7 @@ WEIGHTS_FILENAME = 'model.safetensors'
 _HEX40 = re.compile(r'^[0-9a-f]{40}$')
 _HEX64 = re.compile(r'^[0-9a-f]{64}$')
 _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+_PLAIN_NAME = re.compile(r'^[\w.-]+$')  # no folder, no separator: a file at the top of the repo
 _num = (int, float)
 
 # name -> (accepted types, required). None is accepted for every optional field.
@@ -112,7 +116,23 @@ def record_errors(record) -> list:
         errors.append(f"sha256 {record['sha256']!r} is not 64 hex digits")
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in record['seeds']):
         errors.append('seeds must be a list of integers')
+    if not _PLAIN_NAME.match(record['filename']) or record['filename'].strip('.') == '':
+        errors.append(f"filename {record['filename']!r} is not a plain file name in the repo")
+    infinite = [name for name, (types, _) in RECORD_FIELDS.items()
+                if types is _num and record.get(name) is not None and not math.isfinite(record[name])]
+    if infinite:
+        errors.append(f'fields {infinite} are not finite numbers')
+    if _REPO_ID.match(record['repo_id']):
+        errors += filter(None, [repo_id_problem(record['model'], record['tag'], record['repo_id'])])
     return errors
+
+
+def repo_id_problem(model: str, tag: str, repo_id: str) -> Optional[str]:
+    """Why `repo_id` may not hold model.tag's weights (None when it may): a repo is named after what it holds, so
+    that no record can point one model at another model's repo."""
+    if repo_id.split('/', 1)[-1] != f'{model}.{tag}':
+        return f"repo_id {repo_id!r} is not a repo of {model}.{tag} (expected 'ORG/{model}.{tag}')"
+    return None
 
 
 def validate_record(record) -> dict:
@@ -124,6 +144,7 @@ def validate_record(record) -> dict:
 
 
 def _read(path) -> dict:
+    """The manifest file as stored (records unchecked); WeightsError when the file as a whole is unusable."""
     if path.is_dir():
         raise WeightsError(f'the manifest {path} is a folder; expected a JSON file ({MANIFEST_ENV} must name a file)')
     if not path.is_file():
@@ -140,32 +161,73 @@ def _read(path) -> dict:
         raise WeightsError(
             f"{path} has manifest schema {data.get('schema')!r}; this zamzoo reads schema {SCHEMA_VERSION} "
             f'(upgrade zamzoo)')
-    seen = set()
-    for i, record in enumerate(data['checkpoints']):
-        errors = record_errors(record)
-        if errors:
-            raise WeightsError(f'{path}: checkpoint #{i} is invalid: ' + '; '.join(errors))
-        key = (record['model'], record['tag'])
-        if key in seen:
-            raise WeightsError(f'{path}: two records for {key[0]}.{key[1]}')
-        seen.add(key)
     return data
+
+
+def _key(record) -> tuple:
+    """(model, tag) of a record; (None, None) when it has no string model and tag."""
+    key = (record.get('model'), record.get('tag')) if isinstance(record, dict) else (None, None)
+    return key if all(isinstance(k, str) for k in key) else (None, None)
+
+
+def _checked(records: list, path) -> Tuple[list, List[Tuple[tuple, str]]]:
+    """(valid records, [((model, tag), what is wrong)] for the invalid ones). Each record is judged on its own;
+    two records for one model and tag are both invalid (neither can be trusted over the other)."""
+    counts = Counter(_key(r) for r in records)
+    valid, problems = [], []
+    for i, record in enumerate(records):
+        key = _key(record)
+        errors = record_errors(record)
+        if key != (None, None) and counts[key] > 1:
+            errors.append(f'{counts[key]} records for {key[0]}.{key[1]}')
+        if errors:
+            name = f' ({key[0]}.{key[1]})' if key != (None, None) else ''
+            problems.append((key, f'{path}: checkpoint #{i}{name} is invalid: ' + '; '.join(errors)))
+        else:
+            valid.append(record)
+    return valid, problems
+
+
+_reported = set()
+
+
+def _report(problem: str):
+    """A warning on the 'zamzoo' logger, once per process per problem."""
+    if problem not in _reported:
+        _reported.add(problem)
+        logging.getLogger('zamzoo').warning('%s (the record is ignored)', problem)
 
 
 def _resolve(path):
     return Path(path) if path is not None else manifest_path()
 
 
+def _load(path=None) -> Tuple[list, List[Tuple[tuple, str]]]:
+    path = _resolve(path)
+    valid, problems = _checked(_read(path)['checkpoints'], path)
+    for _, problem in problems:
+        _report(problem)
+    return valid, problems
+
+
 def load_manifest(path=None) -> list:
-    """All checkpoint records (validated); an absent manifest means nothing is published yet."""
-    return list(_read(_resolve(path))['checkpoints'])
+    """The valid checkpoint records (each invalid one is reported on the 'zamzoo' logger and left out); an absent
+    manifest means nothing is published yet. WeightsError when the file as a whole is unusable."""
+    return _load(path)[0]
+
+
+def manifest_problems(path=None) -> List[str]:
+    """What is wrong with each invalid record (empty when every record is valid)."""
+    return [problem for _, problem in _load(path)[1]]
 
 
 def find_checkpoint(model: str, tag: str, path=None) -> Optional[dict]:
-    for record in load_manifest(path):
-        if record.get('model') == model and record.get('tag') == tag:
-            return record
-    return None
+    """The record of `model`.`tag`, None when there is none; WeightsError when its record is invalid."""
+    valid, problems = _load(path)
+    invalid = [problem for key, problem in problems if key == (model, tag)]
+    if invalid:
+        raise WeightsError(' '.join(invalid))
+    return next((r for r in valid if (r['model'], r['tag']) == (model, tag)), None)
 
 
 def pinned_hub_id(record: dict) -> str:
@@ -174,14 +236,15 @@ def pinned_hub_id(record: dict) -> str:
 
 
 def published_hub_ids(path=None) -> dict:
-    """{(model, tag): 'org/name@commit'} for every record; {} when the manifest is absent or unreadable.
+    """{(model, tag): 'org/name@commit'} for every valid record; {} when the manifest is unreadable.
 
-    Used at import time by the model registry: a broken manifest must not make `import zamzoo` fail (the
-    pretrained guard re-reads it, strictly, when weights are actually requested).
+    Used at import time by the model registry: a broken manifest must not make `import zamzoo` fail (it is
+    reported on the 'zamzoo' logger; the pretrained guard re-reads it when weights are actually requested).
     """
     try:
         return {(r['model'], r['tag']): pinned_hub_id(r) for r in load_manifest(path)}
-    except WeightsError:
+    except WeightsError as e:
+        _report(str(e))
         return {}
 
 
@@ -209,9 +272,9 @@ def update_manifest(record: dict, path=None) -> Path:
     path = _resolve(path)
     ordered = {name: record.get(name) for name in RECORD_FIELDS}
     with _locked(path):
-        data = _read(path)
-        records = [r for r in data['checkpoints'] if (r['model'], r['tag']) != (record['model'], record['tag'])]
+        data = _read(path)  # other records, even invalid ones, are kept as they are: not this push's to judge
+        records = [r for r in data['checkpoints'] if _key(r) != (record['model'], record['tag'])]
         records.append(ordered)
-        records.sort(key=lambda r: (r['model'], r['tag']))
+        records.sort(key=lambda r: tuple(map(str, _key(r))))
         write_json_atomic(path, {'schema': SCHEMA_VERSION, 'checkpoints': records})
     return path

@@ -77,24 +77,35 @@ def _push(args) -> int:
     return 0
 
 
+def _report_manifest_problems(manifest) -> bool:
+    """Print each invalid manifest record on stderr; True when there was one."""
+    from ..pretrained import manifest_problems
+    problems = manifest_problems(manifest)
+    for problem in problems:
+        print(f'FAILED: {problem}', file=sys.stderr)
+    return bool(problems)
+
+
 def _verify(args) -> int:
     from .verify import verify_published
+    invalid = _report_manifest_problems(args.manifest)
     results = verify_published(args.model, cache_dir=args.cache_dir, force_download=args.force_download,
                      manifest=args.manifest)
-    if not results:
+    if not results and not invalid:
         print('nothing is published yet: the manifest has no checkpoints')
         return 0
     for r in results:
         status = 'ok' if r.ok else 'FAILED'
         print(f'{r.model}.{r.tag}  {r.repo_id}@{r.hub_commit[:12]}  {status}: {r.message}',
               file=sys.stdout if r.ok else sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if all(r.ok for r in results) and not invalid else 1
 
 
 def _list(args) -> int:
     from ..models import TAGS
     from .verify import model_status
     rows = model_status(args.patterns, manifest=args.manifest)
+    _report_manifest_problems(args.manifest)
     if not rows:
         print(f'no zamzoo model matches {" ".join(args.patterns)}', file=sys.stderr)
         return 1

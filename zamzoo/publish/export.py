@@ -10,7 +10,8 @@ Input
 
 Output folder (staged in a temporary folder next to it, then renamed into place)
     model.safetensors  the weights, a plain state dict (timm's save_for_hf)
-    config.json        timm's Hub config: architecture, num_classes, model_args, pretrained_cfg (save_for_hf)
+    config.json        timm's Hub config: architecture, num_classes, model_args, pretrained_cfg (save_for_hf),
+                       label_names; loadable by 🤗 transformers' timm wrapper too (model_args less WRAPPER_ARGS)
     README.md          model card (zamzoo.publish.card)
     hparams.json       the training configuration of every run
     train_log.json     the per-epoch metrics of every run
@@ -33,13 +34,16 @@ from typing import List, Optional, Sequence
 from .._io import dumps_strict
 from .._paths import check_replaceable, check_writable
 from ..errors import ZamzooError
-from ..pretrained import WEIGHTS_FILENAME, sha256_file
+from ..pretrained import WEIGHTS_FILENAME, repo_id_problem, sha256_file
 from ..train import run_folder
 from ..train.checkpoint import check_finite_weights
 from ..train.run_folder import RunRecord
 
 EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
 OPTIONAL_EXPORT_FILES = ('model.onnx',)
+# what 🤗 transformers' TimmWrapper passes to timm.create_model itself: config.json's model_args may not hold them
+# ("got multiple values for keyword argument 'num_classes'"); timm takes num_classes from the config's top level
+WRAPPER_ARGS = ('num_classes', 'pretrained')
 DEFAULT_STAGING = Path('hub') / 'staging'
 
 
@@ -88,7 +92,7 @@ def _hparams_summary(config: dict) -> dict:
     merged = dict(recipe, **{k: v for k, v in config.items() if not isinstance(v, (dict, list)) or k == 'milestones'})
     keys = ('recipe', 'version', 'epochs', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay', 'schedule',
             'milestones', 'gamma', 'warmup_epochs', 'crop_padding', 'hflip', 'rotation', 'label_smoothing',
-            'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'precision', 'channels_last', 'compile', 'world_size',
+            'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'channels_last', 'compile', 'world_size',
             'device')
     out = {k: recipe.get('name') if k == 'recipe' and recipe else merged.get(k) for k in keys}
     return {k: v for k, v in out.items() if v is not None and v != ''}
@@ -303,6 +307,7 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
     try:
         labels = {'label_names': list(cfg.label_names)} if cfg.label_names else None  # top level: timm's Hub field
         timm.models.save_for_hf(net, staging, model_config=labels, safe_serialization=True)
+        _drop_wrapper_args(staging / 'config.json')
         results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
         results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
         if onnx:
@@ -319,6 +324,16 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _drop_wrapper_args(config_file: Path):
+    """timm's config.json, less the model_args transformers' TimmWrapper passes itself (see WRAPPER_ARGS)."""
+    config = json.loads(config_file.read_text())
+    model_args = {k: v for k, v in (config.get('model_args') or {}).items() if k not in WRAPPER_ARGS}
+    config.pop('model_args', None)
+    if model_args:
+        config['model_args'] = model_args
+    config_file.write_text(dumps_strict(config, indent=2) + '\n')
 
 
 def export_run(
@@ -344,6 +359,8 @@ def export_run(
         raise ExportError(f"'{inp.model}' is not a zamzoo model; see `zamzoo list`")
     tag, cfg = _resolve_cfg(inp.model, inp.dataset, tag, inp.weights_run.config if inp.weights_run is not None else {})
     repo_id = repo_id or hub_id(inp.model, tag)
+    if problem := repo_id_problem(inp.model, tag, repo_id):
+        raise ExportError(f'--repo-id: {problem}')
     out = Path(out) if out is not None else DEFAULT_STAGING / f'{inp.model}.{tag}'
     _check_out(out, sources, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -357,11 +374,12 @@ def export_run(
 
 
 def _is_export(folder: Path) -> bool:
-    """An empty folder, or one holding only export files, with the results.json `export_run` writes."""
+    """An empty folder, or one holding only export files (its optional ones too), with the results.json `export_run`
+    writes."""
     names = {p.name for p in folder.iterdir()}
     if not names:
         return True
-    if not names <= set(EXPORT_FILES) or 'results.json' not in names:
+    if not names <= set(EXPORT_FILES + OPTIONAL_EXPORT_FILES) or 'results.json' not in names:
         return False
     try:
         results = json.loads((folder / 'results.json').read_text())
@@ -373,7 +391,8 @@ def _is_export(folder: Path) -> bool:
 def _check_out(out: Path, sources, overwrite: bool):
     """`out` may be written: new, or an earlier export (never a run, a file, a folder holding the inputs) with
     --force, in a writable folder."""
-    check_replaceable(out, sources, is_ours=_is_export, what=f'an earlier export (only {", ".join(EXPORT_FILES)})')
+    check_replaceable(out, sources, is_ours=_is_export,
+                      what=f'an earlier export (only {", ".join(EXPORT_FILES + OPTIONAL_EXPORT_FILES)})')
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ExportError(f'{out} already exists (an earlier export); pass --force to replace it')
     check_writable(out.parent, '--out')

@@ -7,9 +7,9 @@ from huggingface_hub import HfApi  # module attribute: tests replace it with a r
 
 from .._io import read_json_object
 from ..errors import NonFiniteError, WeightsError
-from ..pretrained import WEIGHTS_FILENAME, sha256_file, update_manifest, validate_record
+from ..pretrained import WEIGHTS_FILENAME, hub_errors, sha256_file, update_manifest, validate_record
 from ..train.checkpoint import check_finite_weights
-from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES
+from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES, WRAPPER_ARGS
 from .onnx import check_onnx_record
 
 
@@ -70,6 +70,20 @@ def _record_problems(folder: Path, results: dict, config: dict) -> List[str]:
         problems.append(f"config.json architecture {arch!r} is not a registered zamzoo model")
     if config.get('num_classes') != results['num_classes']:
         problems.append(f"config.json num_classes {config.get('num_classes')} != results.json {results['num_classes']}")
+    return problems + _wrapper_problems(config)
+
+
+def _wrapper_problems(config: dict) -> List[str]:
+    """What would stop 🤗 transformers' TimmWrapper from loading the export (the Hub's "Use this model" path)."""
+    problems = []
+    passed = sorted(set(config.get('model_args') or {}) & set(WRAPPER_ARGS))
+    if passed:
+        problems.append(f"config.json model_args holds {passed}, which transformers' timm wrapper passes itself "
+                        f'(it would fail with "got multiple values for keyword argument"): export again')
+    labels = config.get('label_names')
+    if labels is not None and (not isinstance(labels, list) or len(labels) != config.get('num_classes')
+                               or not all(isinstance(name, str) for name in labels)):
+        problems.append(f"config.json label_names must be a list of {config.get('num_classes')} class names")
     return problems
 
 
@@ -126,7 +140,7 @@ def validate_export(folder) -> dict:
     empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json;
     config.json's architecture is a registered zamzoo model and matches results.json; the safetensors header holds
     exactly the architecture's tensors with the right shapes (read without loading, and without any pickle); the
-    weights are finite; the card has timm's YAML header.
+    weights are finite; the card has timm's YAML header; config.json loads in transformers' timm wrapper.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -178,8 +192,6 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
 
     Returns the manifest record written. Nothing is uploaded when validation fails or no token is found.
     """
-    from huggingface_hub import errors as hf_errors
-
     folder = Path(folder)
     results = validate_export(folder)
     if repo_id and repo_id != results['repo_id']:
@@ -187,8 +199,9 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
             f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); "
             f'export again with --repo-id {repo_id} to publish it there')
     repo_id = results['repo_id']
+    manifest_record(results, repo_id, '0' * 40)  # a record the manifest would refuse must not be uploaded first
     api = HfApi(token=get_hf_token(token))
-    try:
+    with hub_errors(f'pushing {folder} to {repo_id}', repo_id):
         repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
         repo_id = getattr(repo_url, 'repo_id', None) or repo_id
         commit = api.upload_folder(
@@ -196,14 +209,6 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
             allow_patterns=list(EXPORT_FILES + OPTIONAL_EXPORT_FILES),
             commit_message=commit_message or f"zamzoo: {results['model']}.{results['tag']} "
                                              f"(sha256 {results['sha256'][:12]})")
-    except hf_errors.HfHubHTTPError as e:
-        status = getattr(getattr(e, 'response', None), 'status_code', None)
-        hint = ('the token was refused: log in again (`hf auth login`) with a token that has write access to '
-                f'{repo_id.split("/")[0]}') if status in (401, 403) else 'check the repo id and your network'
-        raise WeightsError(f'pushing {folder} to {repo_id} failed: {hint}. [{e}]') from e
-    except OSError as e:  # no network, DNS, offline mode: requests' and huggingface_hub's connection errors
-        raise WeightsError(f'pushing {folder} to {repo_id} failed: the Hugging Face Hub cannot be reached '
-                           f'({type(e).__name__}); check your network, or HF_HUB_OFFLINE / HF_ENDPOINT') from e
     hub_commit = getattr(commit, 'oid', None)
     if not hub_commit:
         raise WeightsError(f'the Hub did not return a commit id for the upload to {repo_id}; nothing recorded')

@@ -119,14 +119,14 @@ class BackgroundWriter:
             self._pool.shutdown(wait=True)
 
 
-def check_finite_weights(state_dict: dict, where) -> None:
-    """NonFiniteError naming the tensors that hold NaN or infinity: such weights are never saved as final nor
-    published."""
+def check_finite_weights(state_dict: dict, where,
+                         consequence: str = 'the training diverged; such weights are neither saved as final nor '
+                                            'published') -> None:
+    """NonFiniteError naming the tensors that hold NaN or infinity, and `consequence`."""
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise NonFiniteError(f'{where}: {len(bad)} of {len(state_dict)} weight tensors hold NaN or infinity '
-                             f'(e.g. {", ".join(bad[:3])}): the training diverged; such weights are neither saved '
-                             f'as final nor published')
+                             f'(e.g. {", ".join(bad[:3])}): {consequence}')
 
 
 def load_checkpoint(path) -> dict:

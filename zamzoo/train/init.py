@@ -11,8 +11,8 @@ from typing import Tuple
 import torch.nn as nn
 
 from ..errors import WeightsError
-from ..pretrained import find_checkpoint, sha256_file
-from .checkpoint import WEIGHT_FILES, load_weights
+from ..pretrained import find_checkpoint, hub_errors, sha256_file
+from .checkpoint import WEIGHT_FILES, check_finite_weights, load_weights
 
 
 def _weights_file(source: str) -> Path:
@@ -20,11 +20,8 @@ def _weights_file(source: str) -> Path:
     if source.startswith('hf-hub:'):
         from huggingface_hub import hf_hub_download
         repo, _, revision = source[len('hf-hub:'):].partition('@')
-        try:
+        with hub_errors(f'--init {source}', repo, 'model.safetensors', revision or None):
             return Path(hf_hub_download(repo, 'model.safetensors', revision=revision or None))
-        except Exception as e:  # huggingface_hub raises many kinds (offline, missing repo, missing file)
-            raise WeightsError(f'--init {source}: could not get model.safetensors from the Hub '
-                               f'({type(e).__name__}: {e})') from e
     path = Path(source[len('local-dir:'):] if source.startswith('local-dir:') else source).expanduser()
     if path.is_dir():
         found = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
@@ -41,8 +38,10 @@ def _weights_file(source: str) -> Path:
 def _zoo_weights(name: str) -> Tuple[dict, dict]:
     import timm
 
+    cfg = timm.models.get_pretrained_cfg(name)  # the Hub repo timm would download from, for the error message
     try:
-        net = timm.create_model(name, pretrained=True)
+        with hub_errors(f'--init {name}', getattr(cfg, 'hf_hub_id', None), 'model.safetensors'):
+            net = timm.create_model(name, pretrained=True)
     except RuntimeError as e:
         raise WeightsError(f"--init {name}: not a model with published weights, nor a file or folder ({e})") from e
     model, _, tag = name.partition('.')
@@ -59,6 +58,8 @@ def load_init(source: str) -> Tuple[dict, dict]:
         state = load_weights(path)
     except (FileNotFoundError, ValueError) as e:
         raise WeightsError(f'--init {source}: {e}') from e
+    check_finite_weights(state, f'--init {path}', 'weights a run cannot start from (save finite ones, or pick '
+                                                  'another file)')
     return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path)}
 
 
