@@ -17,7 +17,7 @@ import zamzoo
 from zamzoo.cli import main
 from zamzoo.errors import UsageError, WeightsError
 from zamzoo.models import ATTENTIONS, BACKBONES, ZOO
-from zamzoo.models.plugins import check_attention_source, load_attention
+from zamzoo.models.plugins import check_attention_source, load_attention, unregister_attention
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,15 @@ class Identity(nn.Module):
 
 class Other(Identity):
     pass
+
+
+@pytest.fixture(autouse=True)
+def forget_registrations():
+    """Leave the zoo as the other test files expect it: only its own rows."""
+    before = set(ATTENTIONS)
+    yield
+    for name in set(ATTENTIONS) - before:
+        unregister_attention(name)
 
 
 def _python(code_or_args, tmp_path, extra_path=()):
@@ -90,6 +99,14 @@ def test_registered_module_is_a_zoo_model_for_every_backbone():
     with pytest.raises(WeightsError, match='resnet18_plug_ident'):
         timm.create_model('resnet18_plug_ident', pretrained=True)
     assert zamzoo.register_attention('plug_ident', Identity, scale=2.0) == r  # a worker re-importing: no-op
+
+    unregister_attention('plug_ident')
+    assert 'resnet18_plug_ident' not in ZOO and not timm.is_model('resnet18_plug_ident')
+    assert 'plug_ident' not in zamzoo.list_attn() and not timm.list_models('*plug_ident*')
+    with pytest.raises(UsageError, match='not registered at run time'):
+        unregister_attention('zam')
+    zamzoo.register_attention('plug_ident', Other)  # then another class may take the name
+    assert isinstance(timm.create_model('resnet18_plug_ident').stages[0][0].attn, Other)
 
 
 @pytest.mark.parametrize('name, cls, match', [

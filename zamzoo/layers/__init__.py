@@ -14,7 +14,7 @@ from .bam import BAM
 from .cbam import CBAM, CBAM_SEED_KWARGS, CbamSpatialAttn
 from .nam import NAM
 from .penalties import nam_l1_penalty, spem_penalty
-from .registry import create_attn, get_attn, list_attn, register_attn
+from .registry import create_attn, get_attn, list_attn, register_attn, unregister_attn
 from .se_eca import ECA, SE
 from .simam import SimAM
 from .spem import SPEM
@@ -23,5 +23,6 @@ from .zam import ZAM, ZCA, ZSA
 
 __all__ = [
     'ZAM', 'ZCA', 'ZSA', 'ULSAM', 'NAM', 'SPEM', 'SE', 'ECA', 'CBAM', 'CBAM_SEED_KWARGS', 'CbamSpatialAttn',
-    'BAM', 'SimAM', 'create_attn', 'get_attn', 'list_attn', 'register_attn', 'nam_l1_penalty', 'spem_penalty', 'check_input',
+    'BAM', 'SimAM', 'create_attn', 'get_attn', 'list_attn', 'register_attn', 'unregister_attn', 'nam_l1_penalty',
+    'spem_penalty', 'check_input',
 ]

@@ -16,7 +16,7 @@ from .spem import SPEM
 from .ulsam import ULSAM
 from .zam import ZAM, ZCA, ZSA
 
-__all__ = ['create_attn', 'get_attn', 'list_attn', 'register_attn']
+__all__ = ['create_attn', 'get_attn', 'list_attn', 'register_attn', 'unregister_attn']
 
 _ATTN = {
     'zam': ZAM,                          # ZAM(Avg&Max)
@@ -78,6 +78,11 @@ def register_attn(name: str, factory: Callable[..., nn.Module], *, check_only: b
         raise UsageError(f"attention name '{name}' is taken by {_ATTN.get(name, 'no attention')!r}; choose another")
     if not check_only:
         _ATTN[name] = factory
+
+
+def unregister_attn(name: str) -> None:
+    """Forget a name `register_attn` added."""
+    del _ATTN[name]
 
 
 def create_attn(name: Union[str, Callable], channels: int, **kwargs) -> Optional[nn.Module]:

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._registry import _model_entrypoints
+from timm.models._registry import _clear_model_entries, _model_entrypoints
 
 from ..dataset_table import NUM_CLASSES
 from ..errors import UsageError
@@ -32,6 +32,7 @@ from ._papers import Paper
 __all__ = [
     'Backbone', 'Attention', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
     'list_models', 'backbone_recipe', 'pretrained_cfgs', 'register_family', 'check_new_attention', 'add_attention',
+    'remove_attention',
 ]
 
 INPUT_SIZE = (3, 32, 32)
@@ -373,3 +374,16 @@ def add_attention(attention: Attention) -> Dict[str, str]:
         sys.modules[module_name].default_cfgs.update(_cfgs(members))  # timm reads them at registration
         _register_entries(module_name, [e.name for e in members])
     return {e.backbone.name: e.name for e in entries}
+
+
+def remove_attention(name: str) -> None:
+    """Undo `add_attention`: the row, its models, their timm registrations (timm has no public way to forget a
+    model, hence its registry's own clean-up function)."""
+    attention = ATTENTIONS.pop(name)
+    for entry in [e for e in ZOO.values() if e.attention is attention]:
+        del ZOO[entry.name]
+        module = sys.modules[_model_entrypoints.pop(entry.name).__module__]
+        _clear_model_entries(entry.name)
+        delattr(module, entry.name)
+        module.__all__.remove(entry.name)
+        del module.default_cfgs[entry.name]

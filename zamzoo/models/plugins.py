@@ -2,6 +2,7 @@
 (zamzoo.layers' registry) plus a row of the zoo table, so that `<backbone>_<name>` exists for every backbone.
 
     zamzoo.register_attention('mine', MyAttention, reduction=8)     # Python: the class, bound options
+    zamzoo.models.plugins.unregister_attention('mine')              # forget it (to register an edited module)
     zamzoo.plugins.load_attention('pkg.module:MyAttention')          # a spec: `pkg.module:Class`
     zamzoo.plugins.load_attention('path/to/file.py:MyAttention')     #      or `path/to/file.py:Class`
     [project.entry-points."zamzoo.attention"] mine = "pkg.module:MyAttention"   # read on `import zamzoo`
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..errors import UsageError
-from ..layers import register_attn
+from ..layers import register_attn, unregister_attn
 from ..pretrained import sha256_file
-from ._zoo import ATTENTIONS, ZOO, Attention, add_attention, check_new_attention
+from ._zoo import ATTENTIONS, ZOO, Attention, add_attention, check_new_attention, remove_attention
 
-__all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'load_attention', 'import_spec',
-           'load_entry_points', 'attention_record', 'check_attention_source']
+__all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
+           'import_spec', 'load_entry_points', 'attention_record', 'check_attention_source']
 
 ENTRY_POINT_GROUP = 'zamzoo.attention'
 _NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
@@ -57,6 +58,16 @@ def register_attention(name: str, cls: Callable[..., Any], **options) -> Registe
     `<backbone>_<name>` for every backbone to timm. The same class (and options) again is a no-op."""
     spec = f'{getattr(cls, "__module__", "?")}:{getattr(cls, "__qualname__", repr(cls))}'
     return _register(name, cls, options, spec)
+
+
+def unregister_attention(name: str) -> None:
+    """Forget a module registered at run time and its models (e.g. to register an edited version in a notebook);
+    the zoo's own attentions stay."""
+    attention = ATTENTIONS.get(name)
+    if attention is None or attention.plugin is None:
+        raise UsageError(f"attention {name!r} was not registered at run time; only those can be unregistered")
+    remove_attention(name)
+    unregister_attn(name)
 
 
 def load_attention(spec: str, name: Optional[str] = None) -> RegisteredAttention:
