@@ -7,7 +7,7 @@ Common contract of every module:
   'spatial' (B, 1, H, W) (ULSAM: (B, g, H, W), one map per channel group); values in [0, 1] (element-wise gates
   such as NAM's and SimAM's are averaged to those shapes, see each class).
 
-Names (`list_attn()`): zam, zam_avg, zam_max, zamr, zca, zsa, ulsam, nam, spem, se, eca, cbam, bam, simam.
+Names: `list_attn()` (the zoo table, zamzoo.models, says which of them its models use).
 """
 from ._checks import check_input
 from .bam import BAM
