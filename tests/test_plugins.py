@@ -211,3 +211,19 @@ def test_zoo_worker_imports_the_module_from_the_config(tmp_path):
     r = _python(['-m', 'zamzoo.zoo.worker', json.dumps(config.to_dict())], tmp_path)  # as zoo.local spawns it
     assert r.returncode == 0 and f'{out}: trained' in r.stdout, r.stderr
     assert json.loads((out / 'config.json').read_text())['attention_module']['source'] == str(module)
+
+
+def test_generated_prose_follows_the_table_and_leaves_plugins_out(monkeypatch):
+    from zamzoo.bench.tables import citations_bibtex, citations_list, zoo_summary
+    from zamzoo.models._zoo import Attention, Paper
+    zamzoo.register_attention('plug_prose', Identity)  # run-time modules are not the zoo's
+    assert 'plug_prose' not in zoo_summary() and f'{len(ZOO) - len(BACKBONES)} image classifiers' in zoo_summary()
+
+    paper = Paper(id='arXiv:0000.00000', title='A New Module', url='https://example.org/new',
+                  bibtex='@misc{new2026,\n  title={A New Module}\n}')
+    monkeypatch.setitem(ATTENTIONS, 'newrow', Attention(
+        name='newrow', layer='se', description='a new row', paper=paper))  # one table row, nothing else
+    own = len(ATTENTIONS) - 1
+    assert f'{len(BACKBONES) * own} image classifiers' in zoo_summary() and f'{own} attention settings' in zoo_summary()
+    assert '`newrow`' in zoo_summary() and '- A New Module: https://example.org/new' in citations_list()
+    assert '@misc{new2026,' in citations_bibtex()
