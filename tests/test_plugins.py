@@ -200,7 +200,7 @@ def test_run_records_its_module_and_resume_refuses_an_edited_source(tmp_path, ca
     assert 'Traceback' not in r.stderr
 
 
-def test_zoo_worker_imports_the_module_from_the_config(tmp_path):
+def test_zoo_worker_imports_the_module_from_the_config(tmp_path, monkeypatch):
     from zamzoo.train import TrainConfig
     module = tmp_path / 'worker_mod.py'
     module.write_text(MODULE_SOURCE)
@@ -209,6 +209,10 @@ def test_zoo_worker_imports_the_module_from_the_config(tmp_path):
                          holdout=0.5, epochs=1, batch_size=8, device='cpu', out=str(out),
                          attn=f'{module}:Zeroing', attn_name='wzero')
     r = _python(['-m', 'zamzoo.zoo.worker', json.dumps(config.to_dict())], tmp_path)  # as zoo.local spawns it
+
+    relative = TrainConfig(**dict(config.to_dict(), attn='worker_mod.py:Zeroing'))
+    monkeypatch.chdir(tmp_path)
+    assert relative.validate().attn == f'{module}:Zeroing'  # a file spec becomes absolute: workers run anywhere
     assert r.returncode == 0 and f'{out}: trained' in r.stdout, r.stderr
     assert json.loads((out / 'config.json').read_text())['attention_module']['source'] == str(module)
 

@@ -93,13 +93,14 @@ class TrainConfig:
         return self
 
     def _load_attention(self):
-        """Register the attention module the model needs (in every process that trains it: CLI, zoo workers)."""
+        """Register the attention module the model needs (in every process that trains it: CLI, zoo workers); a file
+        spec becomes absolute, so that a worker started elsewhere finds the file."""
         if self.attn is None:
             if self.attn_name is not None:
                 raise UsageError('attn_name: names the module given by --attn SPEC; pass --attn too')
             return
         from ..models.plugins import load_attention
-        load_attention(self.attn, self.attn_name)
+        self.attn = load_attention(self.attn, self.attn_name).spec
 
     def _validate_source(self):
         hf_only = [k for k in ('image_column', 'label_column', 'train_split', 'val_split') if getattr(self, k)]
