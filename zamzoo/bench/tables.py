@@ -270,8 +270,9 @@ def render_files(reports: Sequence[Dict], records: Sequence[Dict], readme=DEFAUL
     table = models_table(reports, records)
     out = {}
     for path, blocks in ((readme, {'models-table': table, 'citations': citations_list()}),
-                         (model_card, {'zoo': zoo_summary(), 'models-table': table, 'overhead': overhead_section(reports),
-                                       'recipes': recipes_table(), 'citations': citations_bibtex()})):
+                         (model_card, {'zoo': zoo_summary(), 'models-table': table,
+                                       'overhead': overhead_section(reports), 'recipes': recipes_table(),
+                                       'citations': citations_bibtex()})):
         if path is None:
             continue
         path = Path(path)
