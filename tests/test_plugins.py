@@ -81,7 +81,7 @@ def test_registered_module_is_a_zoo_model_for_every_backbone():
     r = zamzoo.register_attention('plug_ident', Identity, scale=2.0)
     assert r.models == {b: f'{b}_plug_ident' for b in BACKBONES} and r.sha256 == hashlib.sha256(
         Path(__file__).read_bytes()).hexdigest() and r.source == str(Path(__file__).resolve())
-    assert ATTENTIONS['plug_ident'].plugin == r.record() and all(n in ZOO for n in r.models.values())
+    assert ATTENTIONS['plug_ident'].plugin._asdict() == r.record() and all(n in ZOO for n in r.models.values())
     assert set(r.models.values()) <= set(timm.list_models('*_plug_ident')) and set(r.models.values()) <= set(
         zamzoo.list_models('*_plug_ident'))
 
@@ -93,6 +93,8 @@ def test_registered_module_is_a_zoo_model_for_every_backbone():
     assert [f.shape[1] for f in features] == [64, 64, 128, 256, 512]
     assert timm.create_model('mobilenetv2_plug_ident', num_classes=0)(torch.randn(1, 3, 32, 32)).shape == (1, 1280)
     assert isinstance(zamzoo.create_attn('plug_ident', 16), Identity)
+    plain = timm.create_model('mobilenet_plain', attn_layer='plug_ident', attn_kwargs=dict(scale=3.0))
+    assert [m.scale for m in plain.modules() if isinstance(m, Identity)] == [3.0] * 13  # by layer name, timm style
 
     assert not [n for n in timm.list_models(pretrained=True) if 'plug_ident' in n]
     with pytest.raises(WeightsError, match='resnet18_plug_ident'):
@@ -171,7 +173,7 @@ def test_entry_points_register_on_import_and_a_broken_one_only_warns(tmp_path):
             'import timm, torch, zamzoo\n'
             'm = timm.create_model("resnet18_epzero", num_classes=4)\n'
             'print(m(torch.randn(1, 3, 32, 32)).shape, "epbroken" in zamzoo.list_attn())\n'
-            'print(zamzoo.models.ATTENTIONS["epzero"].plugin["spec"])')
+            'print(zamzoo.models.ATTENTIONS["epzero"].plugin.spec)')
     r = _python(code, tmp_path, extra_path=[tmp_path])
     assert r.returncode == 0, r.stderr
     assert r.stdout.split('\n')[:2] == ['torch.Size([1, 4]) False', 'plugpkg:Zeroing']

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._registry import _clear_model_entries, _model_entrypoints
@@ -30,7 +30,7 @@ from . import _papers as papers
 from ._papers import Paper
 
 __all__ = [
-    'Backbone', 'Attention', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
+    'Backbone', 'Attention', 'ModuleSource', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
     'list_models', 'backbone_recipe', 'pretrained_cfgs', 'register_family', 'check_new_attention', 'add_attention',
     'remove_attention',
 ]
@@ -75,6 +75,14 @@ class Backbone:
         return tuple(s // reduction for s in INPUT_SIZE[1:])
 
 
+class ModuleSource(NamedTuple):
+    """Where a module registered at run time (zamzoo.models.plugins) comes from: config.json's `attention_module`."""
+    name: str
+    spec: str                       # 'pkg.module:Class' or '/abs/path/file.py:Class'
+    source: Optional[str]           # its source file, None when Python cannot tell
+    sha256: Optional[str]           # of that file
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attention:
     name: str
@@ -87,9 +95,7 @@ class Attention:
     # FLOP convention of the seed's table (zamzoo.bench.flops): the original code average-pools H x W with
     # nn.AdaptiveAvgPool2d(1), i.e. (H*W + 1) * C ops, wherever the module pools by average (a ZAM's `pool`)
     seed_gap: bool = False
-    # a module registered at run time (zamzoo.models.plugins): {'name', 'spec', 'source', 'sha256'}, config.json's
-    # `attention_module`; None for the zoo's own modules
-    plugin: Optional[Mapping[str, Optional[str]]] = None
+    plugin: Optional[ModuleSource] = None  # a module registered at run time; None for the zoo's own
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..errors import UsageError
 from ..layers import register_attn, unregister_attn
 from ..pretrained import sha256_file
-from ._zoo import ATTENTIONS, ZOO, Attention, add_attention, check_new_attention, remove_attention
+from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check_new_attention, remove_attention
 
 __all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
            'import_spec', 'load_entry_points', 'attention_record', 'check_attention_source']
@@ -50,7 +50,7 @@ class RegisteredAttention:
 
     def record(self) -> Dict[str, Optional[str]]:
         """config.json's `attention_module`."""
-        return {'name': self.name, 'spec': self.spec, 'source': self.source, 'sha256': self.sha256}
+        return ModuleSource(self.name, self.spec, self.source, self.sha256)._asdict()
 
 
 def register_attention(name: str, cls: Callable[..., Any], **options) -> RegisteredAttention:
@@ -144,7 +144,7 @@ def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> R
     register_attn(name, factory)
     add_attention(Attention(
         name=name, layer=name, description=f'{spec} (a module registered at run time), in every block',
-        plugin={'name': name, 'spec': spec, 'source': source, 'sha256': source and sha256_file(source)}))
+        plugin=ModuleSource(name, spec, source, source and sha256_file(source))))
     return _registered(ATTENTIONS[name])
 
 
@@ -157,9 +157,8 @@ def _source_file(cls) -> Optional[str]:
 
 
 def _registered(attention: Attention) -> RegisteredAttention:
-    plugin = attention.plugin
     models = {e.backbone.name: e.name for e in ZOO.values() if e.attention.name == attention.name}
-    return RegisteredAttention(attention.name, plugin['spec'], plugin['source'], plugin['sha256'], models)
+    return RegisteredAttention(*attention.plugin, models=models)
 
 
 def load_entry_points() -> None:
@@ -177,7 +176,7 @@ def attention_record(model_name: str) -> Optional[Dict[str, Optional[str]]]:
     """config.json's `attention_module` of a model: where its plugin module came from; None for the zoo's own
     modules and models outside the zoo."""
     entry = ZOO.get(model_name.split('.', 1)[0])
-    return None if entry is None or entry.attention.plugin is None else dict(entry.attention.plugin)
+    return None if entry is None or entry.attention.plugin is None else entry.attention.plugin._asdict()
 
 
 def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optional[Mapping[str, Any]] = None):
