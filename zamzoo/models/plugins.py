@@ -136,7 +136,7 @@ def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> R
     factory = partial(cls, **options) if options else cls
     existing = ATTENTIONS.get(name)
     if existing is not None and existing.plugin is not None:
-        register_attn(name, factory, check_only=True)  # another class under this name: ValueError
+        register_attn(name, factory, check_only=True)  # another class under this name: UsageError
         return _registered(existing)
     check_new_attention(name)
     register_attn(name, factory, check_only=True)
