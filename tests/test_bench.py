@@ -155,13 +155,14 @@ def test_table_generator_fills_readme_and_model_card(tmp_path):
         'top1_mean': 76.954, 'top1_std': 0.2}]}))
     readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
     block = lambda name: f'{marker(name)}\nstale\n{marker(name, end=True)}\n'  # noqa: E731
-    readme.write_text('# title\n\nkept\n\n' + block('models-table') + '\nafter\n')
-    card.write_text('# card\n' + block('recipes') + block('models-table') + '\n## Overhead\n' + block('overhead'))
+    readme.write_text('# title\n\nkept\n\n' + block('models-table') + '\nafter\n' + block('citations'))
+    card.write_text('# card\n' + block('zoo') + block('recipes') + block('models-table') + '\n## Overhead\n' +
+                    block('overhead') + block('citations'))
 
     changed = update_tables([results], manifest, readme, card)
     assert sorted(changed) == sorted([readme, card])
     text = readme.read_text()
-    assert text.startswith('# title\n\nkept\n\n') and text.endswith('\nafter\n') and 'stale' not in text
+    assert text.startswith('# title\n\nkept\n\n') and '\nafter\n' in text and 'stale' not in text
     zam = next(line for line in text.splitlines() if line.startswith('| `resnet18_zam`'))
     assert zam == ('| `resnet18_zam` | 11.22M | 555.47M | 558.23M | +5.0% / +2.0% | 76.95 ± 0.20 (5 seeds) '
                    '| not yet trained |')
@@ -207,7 +208,8 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
         (tmp_path / f'run{i}.json').write_text(json.dumps(report))
     readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
     for path in (readme, card):
-        path.write_text(''.join(f'{marker(b)}\n{marker(b, end=True)}\n' for b in ('models-table', 'overhead', 'recipes')))
+        path.write_text(''.join(f'{marker(b)}\n{marker(b, end=True)}\n'
+                                for b in ('models-table', 'overhead', 'recipes', 'zoo', 'citations')))
     update_tables([tmp_path / 'run0.json', tmp_path / 'run1.json'], tmp_path / 'none.json', readme, card)
     lines = readme.read_text().splitlines()
     assert '| CPU latency vs plain (b1 / b64) | CPU latency, ONNX Runtime vs plain (b1 / b64) |' in lines[1]

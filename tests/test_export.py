@@ -2,7 +2,7 @@
 `onnx_export` with both exporters (ONNX Runtime vs eager at batch 1 and 8, dynamic batch), on every attention
 module, on zoo models (every attention on two backbones) and on timm's own ResNet with
 ``block_args=dict(attn_layer=...)``. The dynamo exporter (several seconds per model) is covered here on one model
-(and by `zamzoo export --onnx` in test_publish); `zamzoo bench export` runs all 78 models with both exporters.
+(and by `zamzoo export --onnx` in test_publish); `zamzoo bench export` runs every zoo model with both exporters.
 
 Models are random-init with calibrated BatchNorm statistics (`calibrate_batchnorm`): with the default statistics
 their logits barely depend on the input, and a comparison could not fail.
@@ -23,7 +23,7 @@ from zamzoo.bench.onnx import OnnxExportError, export_onnx, onnx_parity
 pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning', 'ignore::FutureWarning',
                                         'ignore::UserWarning', 'ignore::torch.jit.TracerWarning')
 MODULES = L.list_attn()
-FUSED = ['zam', 'zam_avg', 'zam_max', 'zamr', 'simam', 'spem', 'nam']  # the modules with a fused eager path
+FUSED = [a.layer for a in ATTENTIONS.values() if a.fused]  # modules with a fused eager path (flag: test_models)
 SMALL = {'resnet18': dict(layers=(1, 1, 1, 1))}
 
 

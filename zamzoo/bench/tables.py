@@ -10,6 +10,8 @@ Each generated block sits between two markers, ``<!-- zamzoo:<block>:start -->``
 - ``overhead`` (MODEL_CARD.md): what the latency was measured on, with which command and when, and the
   per-setting times of every measured model.
 - ``recipes`` (MODEL_CARD.md): the training recipes of ``zamzoo.recipes`` and the backbones using each.
+- ``zoo`` (MODEL_CARD.md): how many models, from which backbones and attentions (the zoo table's).
+- ``citations`` (README.md: a list; MODEL_CARD.md: BibTeX): the papers of the zoo table (``zamzoo.models._papers``).
 
 Run: ``zamzoo bench tables`` (or ``python -m zamzoo.bench.tables``), by default over ``docs/bench/*.json``.
 """
@@ -226,6 +228,34 @@ def recipes_table() -> str:
     return '\n'.join(lines)
 
 
+def _own_table():
+    """The zoo's own rows (not modules registered at run time): backbones, attentions, their papers in that order."""
+    from zamzoo.models import ATTENTIONS, BACKBONES
+
+    attentions = [a for a in ATTENTIONS.values() if a.plugin is None]
+    papers = dict.fromkeys(p for p in [a.paper for a in attentions] + [b.paper for b in BACKBONES.values()] if p)
+    return list(BACKBONES.values()), attentions, list(papers)
+
+
+def zoo_summary() -> str:
+    """The model card's opening sentence: the zoo table's backbones and attentions, and how many models they make."""
+    backbones, attentions, _ = _own_table()
+    return (f'zamzoo registers {len(backbones) * len(attentions)} image classifiers with '
+            f'[timm](https://github.com/huggingface/pytorch-image-models): {len(backbones)} CIFAR-sized backbones '
+            f"({', '.join(f'`{b.name}`' for b in backbones)}) times {len(attentions)} attention settings "
+            f"({', '.join(f'`{a.name}`' for a in attentions)}), named `<backbone>_<attention>`:")
+
+
+def citations_bibtex() -> str:
+    """BibTeX of every paper of the zoo table (MODEL_CARD.md)."""
+    return '```bibtex\n' + '\n'.join(p.bibtex for p in _own_table()[2]) + '\n```'
+
+
+def citations_list() -> str:
+    """One line per paper of the zoo table (README.md)."""
+    return '\n'.join(f'- {p.title}: {p.url}' for p in _own_table()[2])
+
+
 def replace_block(text: str, block: str, content: str, path='the file') -> str:
     start, end = marker(block), marker(block, end=True)
     i, j = text.find(start), text.find(end)
@@ -239,9 +269,10 @@ def render_files(reports: Sequence[Dict], records: Sequence[Dict], readme=DEFAUL
     """New text of each file whose blocks are generated (files that do not exist are skipped)."""
     table = models_table(reports, records)
     out = {}
-    for path, blocks in ((readme, {'models-table': table}),
-                         (model_card, {'models-table': table, 'overhead': overhead_section(reports),
-                                       'recipes': recipes_table()})):
+    for path, blocks in ((readme, {'models-table': table, 'citations': citations_list()}),
+                         (model_card, {'zoo': zoo_summary(), 'models-table': table,
+                                       'overhead': overhead_section(reports), 'recipes': recipes_table(),
+                                       'citations': citations_bibtex()})):
         if path is None:
             continue
         path = Path(path)

@@ -7,14 +7,14 @@ Common contract of every module:
   'spatial' (B, 1, H, W) (ULSAM: (B, g, H, W), one map per channel group); values in [0, 1] (element-wise gates
   such as NAM's and SimAM's are averaged to those shapes, see each class).
 
-Names (`list_attn()`): zam, zam_avg, zam_max, zamr, zca, zsa, ulsam, nam, spem, se, eca, cbam, bam, simam.
+Names: `list_attn()` (the zoo table, zamzoo.models, says which of them its models use).
 """
 from ._checks import check_input
 from .bam import BAM
 from .cbam import CBAM, CBAM_SEED_KWARGS, CbamSpatialAttn
 from .nam import NAM
 from .penalties import nam_l1_penalty, spem_penalty
-from .registry import create_attn, get_attn, list_attn
+from .registry import create_attn, get_attn, list_attn, register_attn, unregister_attn
 from .se_eca import ECA, SE
 from .simam import SimAM
 from .spem import SPEM
@@ -23,5 +23,6 @@ from .zam import ZAM, ZCA, ZSA
 
 __all__ = [
     'ZAM', 'ZCA', 'ZSA', 'ULSAM', 'NAM', 'SPEM', 'SE', 'ECA', 'CBAM', 'CBAM_SEED_KWARGS', 'CbamSpatialAttn',
-    'BAM', 'SimAM', 'create_attn', 'get_attn', 'list_attn', 'nam_l1_penalty', 'spem_penalty', 'check_input',
+    'BAM', 'SimAM', 'create_attn', 'get_attn', 'list_attn', 'register_attn', 'unregister_attn', 'nam_l1_penalty',
+    'spem_penalty', 'check_input',
 ]

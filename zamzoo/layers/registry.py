@@ -1,9 +1,11 @@
-"""The name -> attention class table behind `create_attn`, `get_attn`, `list_attn`."""
+"""The name -> attention class table behind `create_attn`, `get_attn`, `list_attn`; `register_attn` adds a name at
+run time (zamzoo.models.plugins calls it before adding the zoo table's row, so that layers never import models)."""
 from functools import partial
 from typing import Callable, List, Optional, Union
 
 from torch import nn
 
+from ..errors import UsageError
 from ._checks import check_channels
 from .bam import BAM
 from .cbam import CBAM
@@ -14,7 +16,7 @@ from .spem import SPEM
 from .ulsam import ULSAM
 from .zam import ZAM, ZCA, ZSA
 
-__all__ = ['create_attn', 'get_attn', 'list_attn']
+__all__ = ['create_attn', 'get_attn', 'list_attn', 'register_attn', 'unregister_attn']
 
 _ATTN = {
     'zam': ZAM,                          # ZAM(Avg&Max)
@@ -59,6 +61,28 @@ def get_attn(name: Union[str, Callable, None]) -> Optional[Callable[..., nn.Modu
         return _ATTN[key]
     except KeyError:
         raise ValueError(f'unknown attention {name!r}; valid names: {", ".join(list_attn())}') from None
+
+
+def _same_factory(a: Callable, b: Callable) -> bool:
+    """Two factories build the same modules: the same class, bound (functools.partial) to the same arguments."""
+    def parts(f):
+        return (f.func, f.args, f.keywords) if isinstance(f, partial) else (f, (), {})
+    return parts(a) == parts(b)
+
+
+def register_attn(name: str, factory: Callable[..., nn.Module], *, check_only: bool = False) -> None:
+    """Make `factory` (a class or functools.partial) the module of `name`: `create_attn(name, C)`,
+    `attn_layer=name`. The same factory again is a no-op; another one under a taken name is a UsageError.
+    `check_only`: raise as registering would, register nothing."""
+    if name in _NO_ATTN or (name in _ATTN and not _same_factory(_ATTN[name], factory)):
+        raise UsageError(f"attention name '{name}' is taken by {_ATTN.get(name, 'no attention')!r}; choose another")
+    if not check_only:
+        _ATTN[name] = factory
+
+
+def unregister_attn(name: str) -> None:
+    """Forget a name `register_attn` added."""
+    del _ATTN[name]
 
 
 def create_attn(name: Union[str, Callable], channels: int, **kwargs) -> Optional[nn.Module]:

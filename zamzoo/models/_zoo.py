@@ -17,20 +17,22 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._registry import _model_entrypoints
+from timm.models._registry import _clear_model_entries, _model_entrypoints
 
 from ..dataset_table import NUM_CLASSES
+from ..errors import UsageError
 from ..pretrained import prepare_pretrained, published_hub_ids, weights_errors
 from ..recipes import get_recipe
 from . import _papers as papers
 from ._papers import Paper
 
 __all__ = [
-    'Backbone', 'Attention', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
-    'list_models', 'backbone_recipe', 'pretrained_cfgs', 'register_family',
+    'Backbone', 'Attention', 'ModuleSource', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
+    'list_models', 'backbone_recipe', 'pretrained_cfgs', 'register_family', 'check_new_attention', 'add_attention',
+    'remove_attention',
 ]
 
 INPUT_SIZE = (3, 32, 32)
@@ -73,6 +75,14 @@ class Backbone:
         return tuple(s // reduction for s in INPUT_SIZE[1:])
 
 
+class ModuleSource(NamedTuple):
+    """Where a module registered at run time (zamzoo.models.plugins) comes from: config.json's `attention_module`."""
+    name: str
+    spec: str                       # 'pkg.module:Class' or '/abs/path/file.py:Class'
+    source: Optional[str]           # its source file, None when Python cannot tell
+    sha256: Optional[str]           # of that file
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attention:
     name: str
@@ -85,6 +95,7 @@ class Attention:
     # FLOP convention of the seed's table (zamzoo.bench.flops): the original code average-pools H x W with
     # nn.AdaptiveAvgPool2d(1), i.e. (H*W + 1) * C ops, wherever the module pools by average (a ZAM's `pool`)
     seed_gap: bool = False
+    plugin: Optional[ModuleSource] = None  # a module registered at run time; None for the zoo's own
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class ZooEntry:
     @property
     def baseline(self) -> str:
         """The model of the same backbone without attention."""
-        return _model_name(self.backbone, ATTENTIONS['plain'])
+        return _model_name(self.backbone.name, 'plain')
 
 
 _ZAM_URL = 'https://github.com/developer0hye/ZAM'
@@ -190,13 +201,17 @@ ATTENTIONS: Dict[str, Attention] = {a.name: a for a in (
 )}
 
 
-def _model_name(backbone: Backbone, attention: Attention) -> str:
-    return f'{backbone.name}_{attention.name}'
+def _model_name(backbone: str, attention: str) -> str:
+    return f'{backbone}_{attention}'
+
+
+def _zoo_entry(backbone: Backbone, attention: Attention) -> ZooEntry:
+    return ZooEntry(_model_name(backbone.name, attention.name), backbone, attention)
 
 
 # The one table: every model of the zoo, `<backbone>_<attention>`.
 ZOO: Dict[str, ZooEntry] = {
-    _model_name(b, a): ZooEntry(_model_name(b, a), b, a) for b in BACKBONES.values() for a in ATTENTIONS.values()
+    e.name: e for e in (_zoo_entry(b, a) for b in BACKBONES.values() for a in ATTENTIONS.values())
 }
 
 # Pretrained tags, the default first: tag -> (dataset of the recipe's normalisation, num_classes).
@@ -266,11 +281,12 @@ def pretrained_cfgs(module_name: str, model_cls: Callable[..., Any]) -> Dict[str
     'model.tag' -> cfg for every model of the family, the default tag (cifar100) first."""
     family = _family(module_name)
     _FAMILY_CLASSES[family] = model_cls
+    return _cfgs(entry for entry in ZOO.values() if entry.backbone.family == family)
+
+
+def _cfgs(entries: Iterable[ZooEntry]) -> Dict[str, Any]:
     return generate_default_cfgs({
-        f'{name}.{tag}': _pretrained_cfg(entry, tag)
-        for name, entry in ZOO.items() if entry.backbone.family == family
-        for tag in TAGS
-    })
+        f'{entry.name}.{tag}': _pretrained_cfg(entry, tag) for entry in entries for tag in TAGS})
 
 
 # ------------------------------------------------------------------ creation and registration
@@ -318,20 +334,62 @@ def _make_entrypoint(name: str, module_name: str) -> Callable[..., Any]:
 
 def register_family(module_name: str) -> None:
     """Register with timm every zoo model of the family that `module_name` (zamzoo.models.<family>) implements
-    (after `pretrained_cfgs` has named its model class).
-
-    The entrypoints become attributes of that module, with their own __name__, __qualname__ and __module__,
-    since timm files each model under its function's name and module. A name timm already has from elsewhere is
-    refused: registering it would overwrite timm's model and drop its pretrained tags.
-    """
+    (after `pretrained_cfgs` has named its model class)."""
     family = _family(module_name)
+    _register_entries(module_name, [name for name, entry in ZOO.items() if entry.backbone.family == family])
+
+
+def _register_entries(module_name: str, names: Iterable[str]) -> None:
+    """The entrypoints become attributes of the family module, with their own __name__, __qualname__ and
+    __module__, since timm files each model under its function's name and module (and reads its cfgs from the
+    module's `default_cfgs`). A name timm already has from elsewhere is refused: registering it would overwrite
+    timm's model and drop its pretrained tags."""
     module = sys.modules[module_name]
-    for name, entry in ZOO.items():
-        if entry.backbone.family != family:
-            continue
-        existing = _model_entrypoints.get(name)
-        if existing is not None and getattr(existing, '__module__', None) != module_name:
-            raise RuntimeError(f"zamzoo model name '{name}' is already registered in timm by {existing.__module__}")
+    for name in names:
+        _check_timm_free(name, module_name)
         fn = _make_entrypoint(name, module_name)
         setattr(module, name, fn)
         register_model(fn)
+
+
+def _check_timm_free(name: str, module_name: Optional[str] = None) -> None:
+    existing = _model_entrypoints.get(name)
+    if existing is not None and getattr(existing, '__module__', None) != module_name:
+        raise UsageError(f"zamzoo model name '{name}' is already registered in timm by {existing.__module__}")
+
+
+# ------------------------------------------------------------------ rows added at run time
+def check_new_attention(name: str) -> None:
+    """UsageError unless `name` can become a new row: no attention of the table and no timm model has its names."""
+    if name in ATTENTIONS:
+        raise UsageError(f"attention '{name}' is already in the zoo table; choose another name")
+    for backbone in BACKBONES:
+        _check_timm_free(_model_name(backbone, name))
+
+
+def add_attention(attention: Attention) -> Dict[str, str]:
+    """Add a row to the table (its layer already in zamzoo.layers' registry) and register `<backbone>_<name>` for
+    every backbone with timm, as the family modules do at import; backbone -> model name."""
+    check_new_attention(attention.name)
+    ATTENTIONS[attention.name] = attention
+    entries = [_zoo_entry(b, attention) for b in BACKBONES.values()]
+    ZOO.update((e.name, e) for e in entries)
+    for family in sorted({e.backbone.family for e in entries}):
+        module_name = f'{__package__}.{family}'
+        members = [e for e in entries if e.backbone.family == family]
+        sys.modules[module_name].default_cfgs.update(_cfgs(members))  # timm reads them at registration
+        _register_entries(module_name, [e.name for e in members])
+    return {e.backbone.name: e.name for e in entries}
+
+
+def remove_attention(name: str) -> None:
+    """Undo `add_attention`: the row, its models, their timm registrations (timm has no public way to forget a
+    model, hence its registry's own clean-up function)."""
+    attention = ATTENTIONS.pop(name)
+    for entry in [e for e in ZOO.values() if e.attention is attention]:
+        del ZOO[entry.name]
+        module = sys.modules[_model_entrypoints.pop(entry.name).__module__]
+        _clear_model_entries(entry.name)
+        delattr(module, entry.name)
+        module.__all__.remove(entry.name)
+        del module.default_cfgs[entry.name]

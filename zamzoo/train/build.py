@@ -233,6 +233,7 @@ def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
     """config.json: the run's settings, the full recipe as used, and where it ran."""
     import zamzoo
     from ..data import data_tag
+    from ..models.plugins import attention_record
 
     return {
         'model': config.model, 'dataset': config.dataset, 'tag': data_tag(config.dataset, config.data),
@@ -242,7 +243,7 @@ def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
         'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
         'mean': facts['mean'], 'std': facts['std'], 'img_size': facts['img_size'],
-        'model_kwargs': dict(config.model_kwargs),
+        'model_kwargs': dict(config.model_kwargs), 'attention_module': attention_record(config.model),
         'amp': facts['amp'], 'compile': config.compile, 'compile_mode': config.compile_mode,
         'loader': facts['loader'], 'channels_last': facts['channels_last'],
         'world_size': info.world_size, 'per_rank_batch_size': recipe.batch_size // info.world_size,

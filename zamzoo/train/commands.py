@@ -83,8 +83,18 @@ def add_commands(subparsers):
     p.add_argument('--eval-batch-size', type=positive_int, default=500)
     p.add_argument('--max-bad-steps', type=int, default=0, metavar='N',
                    help='steps with a NaN/inf loss to skip before the run fails (default 0: the first one fails it)')
+    add_attention_arguments(p)
     p.set_defaults(func=run_train)
     _add_eval(subparsers)
+
+
+def add_attention_arguments(parser):
+    """--attn SPEC [--name NAME]: an attention module from outside the zoo, registered before the model is built."""
+    parser.add_argument('--attn', metavar='SPEC', help="your own attention module, 'pkg.module:Class' or "
+                        "'path/to/file.py:Class' (Class(channels, device=None, dtype=None), output shaped like its "
+                        "input), registered as <backbone>_<name> for every backbone: e.g. --model resnet18_<name>")
+    parser.add_argument('--name', dest='attn_name', metavar='NAME',
+                        help="--attn's name (default: the class name in lower case)")
 
 
 def add_weights_arguments(parser, required: bool):

@@ -57,6 +57,8 @@ class TrainConfig:
     holdout: Optional[float] = None             # folder / hf without a validation split: the share held out
     init: Optional[str] = None                  # starting weights (see zamzoo.train.init)
     max_bad_steps: int = 0                      # steps with a NaN/inf loss skipped before the run fails (0: none)
+    attn: Optional[str] = None                  # attention module to import and register first: 'pkg.module:Class'
+    attn_name: Optional[str] = None             # or 'path/to/file.py:Class', under this name (default: class name)
 
     def validate(self):
         if not isinstance(self.model, str) or not self.model:
@@ -86,8 +88,19 @@ class TrainConfig:
             raise UsageError(f'max_bad_steps: expected an integer >= 0, got {self.max_bad_steps!r}')
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise UsageError(f'seed: expected an integer, got {self.seed!r}')
+        self._load_attention()
         check_model_name(self.model)
         return self
+
+    def _load_attention(self):
+        """Register the attention module the model needs (in every process that trains it: CLI, zoo workers); a file
+        spec becomes absolute, so that a worker started elsewhere finds the file."""
+        if self.attn is None:
+            if self.attn_name is not None:
+                raise UsageError('attn_name: names the module given by --attn SPEC; pass --attn too')
+            return
+        from ..models.plugins import load_attention
+        self.attn = load_attention(self.attn, self.attn_name).spec
 
     def _validate_source(self):
         hf_only = [k for k in ('image_column', 'label_column', 'train_split', 'val_split') if getattr(self, k)]

@@ -18,6 +18,7 @@ from .. import provenance
 from .._paths import check_writable
 from ..data.sources import check_same_data
 from ..errors import NonFiniteError, UsageError
+from ..models.plugins import check_attention_source
 from . import distributed as D
 from . import run_folder
 from .build import TrainingRun, autocast, build_run
@@ -115,6 +116,7 @@ def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
     state = run_folder.checkpoint_to_resume(out, config.resume)
     if state is None:
         return Progress()
+    check_attention_source(state['config'].get('attention_module'), run.config['attention_module'])
     changed = _resume_changes(state['config'], run.config)
     if changed:
         raise UsageError(f'--resume: this run differs from its checkpoint: {"; ".join(changed)}; resume with the '

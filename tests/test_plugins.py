@@ -1,0 +1,234 @@
+"""Attention modules from outside the zoo: register_attention, entry points, `--attn file.py:Class`, the source
+recorded in config.json and checked on resume, and the zoo worker that imports the module before building."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import zamzoo
+from zamzoo.cli import main
+from zamzoo.errors import UsageError, WeightsError
+from zamzoo.models import ATTENTIONS, BACKBONES, ZOO
+from zamzoo.models.plugins import check_attention_source, load_attention, unregister_attention
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+ROOT = Path(__file__).resolve().parents[1]
+
+MODULE_SOURCE = '''
+from torch import nn
+
+
+class Zeroing(nn.Module):
+    """Multiplies its input by 0 (output shaped like the input)."""
+
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x):
+        return x * 0
+'''
+
+
+class Identity(nn.Module):
+    def __init__(self, channels, scale=1.0, device=None, dtype=None):
+        super().__init__()
+        self.channels, self.scale = channels, scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class Other(Identity):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def forget_registrations():
+    """Leave the zoo as the other test files expect it: only its own rows."""
+    before = set(ATTENTIONS)
+    yield
+    for name in set(ATTENTIONS) - before:
+        unregister_attention(name)
+
+
+def _python(code_or_args, tmp_path, extra_path=()):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, extra_path), str(ROOT)]))
+    args = ['-c', code_or_args] if isinstance(code_or_args, str) else code_or_args
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _image_folder(root: Path, per_class: int = 8) -> Path:
+    from PIL import Image
+    rng = torch.Generator().manual_seed(0)
+    for c in ('a', 'b'):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (32, 32, 3), generator=rng, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(root / c / f'{i}.png')
+    return root
+
+
+def test_registered_module_is_a_zoo_model_for_every_backbone():
+    r = zamzoo.register_attention('plug_ident', Identity, scale=2.0)
+    assert r.models == {b: f'{b}_plug_ident' for b in BACKBONES} and r.sha256 == hashlib.sha256(
+        Path(__file__).read_bytes()).hexdigest() and r.source == str(Path(__file__).resolve())
+    assert ATTENTIONS['plug_ident'].plugin._asdict() == r.record() and all(n in ZOO for n in r.models.values())
+    assert set(r.models.values()) <= set(timm.list_models('*_plug_ident')) and set(r.models.values()) <= set(
+        zamzoo.list_models('*_plug_ident'))
+
+    model = timm.create_model('resnet18_plug_ident', num_classes=10).eval()
+    attns = [m for m in model.modules() if isinstance(m, Identity)]
+    assert len(attns) == 8 and all(a.scale == 2.0 for a in attns)  # one per block, options bound
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    features = timm.create_model('resnet18_plug_ident', features_only=True)(torch.randn(1, 3, 32, 32))
+    assert [f.shape[1] for f in features] == [64, 64, 128, 256, 512]
+    assert timm.create_model('mobilenetv2_plug_ident', num_classes=0)(torch.randn(1, 3, 32, 32)).shape == (1, 1280)
+    assert isinstance(zamzoo.create_attn('plug_ident', 16), Identity)
+    plain = timm.create_model('mobilenet_plain', attn_layer='plug_ident', attn_kwargs=dict(scale=3.0))
+    assert [m.scale for m in plain.modules() if isinstance(m, Identity)] == [3.0] * 13  # by layer name, timm style
+
+    assert not [n for n in timm.list_models(pretrained=True) if 'plug_ident' in n]
+    with pytest.raises(WeightsError, match='resnet18_plug_ident'):
+        timm.create_model('resnet18_plug_ident', pretrained=True)
+    assert zamzoo.register_attention('plug_ident', Identity, scale=2.0) == r  # a worker re-importing: no-op
+
+    unregister_attention('plug_ident')
+    assert 'resnet18_plug_ident' not in ZOO and not timm.is_model('resnet18_plug_ident')
+    assert 'plug_ident' not in zamzoo.list_attn() and not timm.list_models('*plug_ident*')
+    with pytest.raises(UsageError, match='not registered at run time'):
+        unregister_attention('zam')
+    zamzoo.register_attention('plug_ident', Other)  # then another class may take the name
+    assert isinstance(timm.create_model('resnet18_plug_ident').stages[0][0].attn, Other)
+
+
+@pytest.mark.parametrize('name, cls, match', [
+    ('zam', Identity, 'already in the zoo table'),         # a zoo attention
+    ('zca', Identity, "'zca' is taken"),                   # a layer of the registry
+    ('gn', Identity, 'resnet50_gn.*already registered in timm'),  # timm has resnet50_gn
+    ('Bad-Name', Identity, 'lowercase name'),
+    ('plain', Identity, 'lowercase name|taken|already'),
+    ('plug_nocall', 42, 'expected a module class'),
+])
+def test_bad_registrations_are_refused_and_register_nothing(name, cls, match):
+    before = (dict(ATTENTIONS), set(ZOO), zamzoo.list_attn())
+    with pytest.raises(UsageError, match=match):
+        zamzoo.register_attention(name, cls)
+    assert (dict(ATTENTIONS), set(ZOO), zamzoo.list_attn()) == before
+
+
+def test_another_class_under_a_taken_plugin_name_is_refused():
+    zamzoo.register_attention('plug_twice', Identity)
+    with pytest.raises(UsageError, match='taken'):
+        zamzoo.register_attention('plug_twice', Other)
+    with pytest.raises(UsageError, match='taken'):
+        zamzoo.register_attention('plug_twice', Identity, scale=3.0)
+
+
+def test_file_spec_imports_and_registers(tmp_path):
+    path = tmp_path / 'my_module.py'
+    path.write_text(MODULE_SOURCE)
+    r = load_attention(f'{path}:Zeroing')
+    assert (r.name, r.source, r.sha256) == ('zeroing', str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    assert r.spec == f'{path}:Zeroing' and r.models['mobilenet'] == 'mobilenet_zeroing'
+    model = timm.create_model('mobilenet_zeroing', num_classes=3).eval()
+    features = model.forward_features(torch.randn(1, 3, 32, 32))
+    assert features.shape == (1, 1024, 4, 4) and not features.any()  # every block's output zeroed
+    assert load_attention(f'{path}:Zeroing') == r  # the same file again: the same class, a no-op
+    assert load_attention(f'{path}:Zeroing', name='plug_zero2').models['resnet18'] == 'resnet18_plug_zero2'
+
+
+@pytest.mark.parametrize('spec, match', [
+    ('no_colon_here', "expected 'pkg.module:Class'"),
+    ('missing_dir/nothing.py:Zeroing', 'is not a file'),
+    ('{path}:NoSuchClass', "has no 'NoSuchClass'"),
+    ('zamzoo_no_such_package.mod:Class', "cannot import 'zamzoo_no_such_package.mod'"),
+    ('{broken}:X', 'importing .*broken.py failed: ZeroDivisionError'),
+])
+def test_bad_spec_is_one_clear_error(tmp_path, spec, match):
+    path, broken = tmp_path / 'ok.py', tmp_path / 'broken.py'
+    path.write_text(MODULE_SOURCE)
+    broken.write_text('1 / 0\n')
+    with pytest.raises(UsageError, match=match):
+        load_attention(spec.format(path=path, broken=broken))
+
+
+def test_entry_points_register_on_import_and_a_broken_one_only_warns(tmp_path):
+    (tmp_path / 'plugpkg').mkdir()
+    (tmp_path / 'plugpkg' / '__init__.py').write_text(MODULE_SOURCE)
+    info = tmp_path / 'plugpkg-0.1.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text('Metadata-Version: 2.1\nName: plugpkg\nVersion: 0.1\n')
+    (info / 'entry_points.txt').write_text(
+        '[zamzoo.attention]\nepzero = plugpkg:Zeroing\nepbroken = plugpkg:NoSuchClass\n')
+    code = ('import logging; logging.basicConfig()\n'
+            'import timm, torch, zamzoo\n'
+            'm = timm.create_model("resnet18_epzero", num_classes=4)\n'
+            'print(m(torch.randn(1, 3, 32, 32)).shape, "epbroken" in zamzoo.list_attn())\n'
+            'print(zamzoo.models.ATTENTIONS["epzero"].plugin.spec)')
+    r = _python(code, tmp_path, extra_path=[tmp_path])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split('\n')[:2] == ['torch.Size([1, 4]) False', 'plugpkg:Zeroing']
+    assert 'WARNING:zamzoo' in r.stderr and 'epbroken' in r.stderr and 'plugpkg:NoSuchClass' in r.stderr
+
+
+def test_run_records_its_module_and_resume_refuses_an_edited_source(tmp_path, capsys):
+    module = tmp_path / 'attn_mod.py'
+    module.write_text(MODULE_SOURCE)
+    data, out = _image_folder(tmp_path / 'images'), tmp_path / 'run'
+    args = ['train', '--attn', f'{module}:Zeroing', '--name', 'plug_run', '--model', 'mobilenet_plug_run',
+            '--data', str(data), '--dataset', 'folder', '--holdout', '0.5', '--epochs', '1', '--device', 'cpu',
+            '--batch-size', '8', '--out', str(out)]
+    assert main(args) == 0
+    recorded = json.loads((out / 'config.json').read_text())['attention_module']
+    assert recorded == {'name': 'plug_run', 'spec': f'{module}:Zeroing', 'source': str(module),
+                        'sha256': hashlib.sha256(module.read_bytes()).hexdigest()}
+    check_attention_source(recorded)  # unchanged: passes
+
+    module.write_text(MODULE_SOURCE + '# edited\n')
+    with pytest.raises(UsageError, match=f'{module} changed since the run started'):
+        check_attention_source(recorded)
+    r = _python(['-m', 'zamzoo', *args, '--resume'], tmp_path)  # a new process imports the edited file
+    assert r.returncode == 2 and f"source {module} changed since the run started" in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr
+
+
+def test_zoo_worker_imports_the_module_from_the_config(tmp_path, monkeypatch):
+    from zamzoo.train import TrainConfig
+    module = tmp_path / 'worker_mod.py'
+    module.write_text(MODULE_SOURCE)
+    out = tmp_path / 'run'
+    config = TrainConfig(model='mobilenet_wzero', data=str(_image_folder(tmp_path / 'images')), dataset='folder',
+                         holdout=0.5, epochs=1, batch_size=8, device='cpu', out=str(out),
+                         attn=f'{module}:Zeroing', attn_name='wzero')
+    r = _python(['-m', 'zamzoo.zoo.worker', json.dumps(config.to_dict())], tmp_path)  # as zoo.local spawns it
+
+    relative = TrainConfig(**dict(config.to_dict(), attn='worker_mod.py:Zeroing'))
+    monkeypatch.chdir(tmp_path)
+    assert relative.validate().attn == f'{module}:Zeroing'  # a file spec becomes absolute: workers run anywhere
+    assert r.returncode == 0 and f'{out}: trained' in r.stdout, r.stderr
+    assert json.loads((out / 'config.json').read_text())['attention_module']['source'] == str(module)
+
+
+def test_generated_prose_follows_the_table_and_leaves_plugins_out(monkeypatch):
+    from zamzoo.bench.tables import citations_bibtex, citations_list, zoo_summary
+    from zamzoo.models._zoo import Attention, Paper
+    zamzoo.register_attention('plug_prose', Identity)  # run-time modules are not the zoo's
+    assert 'plug_prose' not in zoo_summary() and f'{len(ZOO) - len(BACKBONES)} image classifiers' in zoo_summary()
+
+    paper = Paper(id='arXiv:0000.00000', title='A New Module', url='https://example.org/new',
+                  bibtex='@misc{new2026,\n  title={A New Module}\n}')
+    monkeypatch.setitem(ATTENTIONS, 'newrow', Attention(
+        name='newrow', layer='se', description='a new row', paper=paper))  # one table row, nothing else
+    own = len(ATTENTIONS) - 1
+    assert f'{len(BACKBONES) * own} image classifiers' in zoo_summary() and f'{own} attention settings' in zoo_summary()
+    assert '`newrow`' in zoo_summary() and '- A New Module: https://example.org/new' in citations_list()
+    assert '@misc{new2026,' in citations_bibtex()

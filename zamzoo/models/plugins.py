@@ -1,0 +1,197 @@
+"""Attention modules from outside the zoo, plugged in the way the zoo's own modules are: a layer name
+(zamzoo.layers' registry) plus a row of the zoo table, so that `<backbone>_<name>` exists for every backbone.
+
+    zamzoo.register_attention('mine', MyAttention, reduction=8)     # Python: the class, bound options
+    zamzoo.models.plugins.unregister_attention('mine')              # forget it (to register an edited module)
+    zamzoo.plugins.load_attention('pkg.module:MyAttention')          # a spec: `pkg.module:Class`
+    zamzoo.plugins.load_attention('path/to/file.py:MyAttention')     #      or `path/to/file.py:Class`
+    [project.entry-points."zamzoo.attention"] mine = "pkg.module:MyAttention"   # read on `import zamzoo`
+
+The contract is the zoo's: `Module(channels, **options, device=None, dtype=None)`, output shaped like the input.
+Plugin models have no pretrained weights. Each registration records where the module came from (the spec, its
+source file and that file's sha256): runs write it to config.json as `attention_module`, and
+`check_attention_source` refuses to continue a run whose source changed.
+"""
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from functools import partial
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from ..errors import UsageError
+from ..layers import register_attn, unregister_attn
+from ..pretrained import sha256_file
+from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check_new_attention, remove_attention
+
+__all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
+           'import_spec', 'load_entry_points', 'attention_record', 'check_attention_source']
+
+ENTRY_POINT_GROUP = 'zamzoo.attention'
+_NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
+_FILE_MODULE_PREFIX = 'zamzoo_plugin_'
+log = logging.getLogger('zamzoo')
+
+
+@dataclass(frozen=True)
+class RegisteredAttention:
+    """What a registration made: the attention's name, where its module came from, and its models."""
+    name: str
+    spec: str                       # how to import it again: 'pkg.module:Class' or 'path/to/file.py:Class'
+    source: Optional[str]           # its source file (absolute), None when Python cannot tell
+    sha256: Optional[str]           # of that file
+    models: Mapping[str, str]       # backbone -> registered model name
+
+    def record(self) -> Dict[str, Optional[str]]:
+        """config.json's `attention_module`."""
+        return ModuleSource(self.name, self.spec, self.source, self.sha256)._asdict()
+
+
+def register_attention(name: str, cls: Callable[..., Any], **options) -> RegisteredAttention:
+    """Add attention `name` built by `cls(channels, **options)` to the layers registry and the zoo table, and
+    `<backbone>_<name>` for every backbone to timm. The same class (and options) again is a no-op."""
+    spec = f'{getattr(cls, "__module__", "?")}:{getattr(cls, "__qualname__", repr(cls))}'
+    return _register(name, cls, options, spec)
+
+
+def unregister_attention(name: str) -> None:
+    """Forget a module registered at run time and its models (e.g. to register an edited version in a notebook);
+    the zoo's own attentions stay."""
+    attention = ATTENTIONS.get(name)
+    if attention is None or attention.plugin is None:
+        raise UsageError(f"attention {name!r} was not registered at run time; only those can be unregistered")
+    remove_attention(name)
+    unregister_attn(name)
+
+
+def load_attention(spec: str, name: Optional[str] = None) -> RegisteredAttention:
+    """Import `spec` ('pkg.module:Class' or 'path/to/file.py:Class') and register the class under `name`
+    (default: the class name in lower case). A file's spec is recorded with its absolute path."""
+    cls, spec = import_spec(spec)
+    return _register(name or cls.__name__.lower(), cls, {}, spec)
+
+
+def import_spec(spec: str) -> Tuple[Callable[..., Any], str]:
+    """The class a spec names and the spec to record; UsageError saying what is wrong with the spec."""
+    where, sep, attr = spec.rpartition(':') if isinstance(spec, str) else ('', '', '')
+    if not (sep and where and attr):
+        raise UsageError(f"attention module {spec!r}: expected 'pkg.module:Class' or 'path/to/file.py:Class'")
+    if where.endswith('.py') or '/' in where or '\\' in where:
+        module = _import_file(Path(where))
+        spec = f'{module.__file__}:{attr}'
+    else:
+        module = _import_module(where)
+    obj = module
+    for part in attr.split('.'):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise UsageError(f"attention module {spec!r}: {where} has no '{attr}'")
+    return obj, spec
+
+
+def _import_module(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"attention module: cannot import '{module_name}' ({e})") from e
+
+
+def _import_file(path: Path):
+    """The module of a .py file, under a name stable for the file's absolute path (so a second load in the same
+    process reuses it while the file is unchanged)."""
+    if not path.is_file():
+        raise UsageError(f'attention module: {path} is not a file')
+    path = path.resolve()
+    stem = re.sub(r'\W', '_', path.stem)
+    module_name = f'{_FILE_MODULE_PREFIX}{stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}'
+    sha256 = sha256_file(path)
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and getattr(loaded, '__zamzoo_sha256__', None) == sha256:
+        return loaded
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module.__zamzoo_sha256__ = sha256
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[module_name]
+        raise UsageError(f'attention module: importing {path} failed: {type(e).__name__}: {e}') from e
+    return module
+
+
+def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> RegisteredAttention:
+    """Check everything, then register the layer, then the zoo row (nothing is half-registered)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UsageError(f'attention name {name!r}: expected a lowercase name of letters, digits and _ that starts '
+                         f'with a letter, e.g. my_attn')
+    if not callable(cls):
+        raise UsageError(f'attention {name!r}: expected a module class (or factory), got {cls!r}')
+    factory = partial(cls, **options) if options else cls
+    existing = ATTENTIONS.get(name)
+    if existing is not None and existing.plugin is not None:
+        register_attn(name, factory, check_only=True)  # another class under this name: UsageError
+        return _registered(existing)
+    check_new_attention(name)
+    register_attn(name, factory, check_only=True)
+    source = _source_file(cls)
+    register_attn(name, factory)
+    add_attention(Attention(
+        name=name, layer=name, description=f'{spec} (a module registered at run time), in every block',
+        plugin=ModuleSource(name, spec, source, source and sha256_file(source))))
+    return _registered(ATTENTIONS[name])
+
+
+def _source_file(cls) -> Optional[str]:
+    try:
+        source = inspect.getsourcefile(getattr(cls, 'func', cls))
+    except (TypeError, OSError):  # built-in, or defined where Python keeps no file (`python -c`, a REPL)
+        return None
+    return str(Path(source).resolve()) if source and Path(source).is_file() else None
+
+
+def _registered(attention: Attention) -> RegisteredAttention:
+    models = {e.backbone.name: e.name for e in ZOO.values() if e.attention.name == attention.name}
+    return RegisteredAttention(*attention.plugin, models=models)
+
+
+def load_entry_points() -> None:
+    """Register every entry point of the group `zamzoo.attention` (`name = "pkg.module:Class"`); one that cannot be
+    loaded or registered is a warning on the 'zamzoo' logger, naming it."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            _register(ep.name, ep.load(), {}, ep.value)
+        except Exception as e:  # a broken plugin must not break `import zamzoo`
+            log.warning('zamzoo: attention entry point %s = %r (group %s) is not registered: %s: %s',
+                        ep.name, ep.value, ENTRY_POINT_GROUP, type(e).__name__, e)
+
+
+def attention_record(model_name: str) -> Optional[Dict[str, Optional[str]]]:
+    """config.json's `attention_module` of a model: where its plugin module came from; None for the zoo's own
+    modules and models outside the zoo."""
+    entry = ZOO.get(model_name.split('.', 1)[0])
+    return None if entry is None or entry.attention.plugin is None else entry.attention.plugin._asdict()
+
+
+def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optional[Mapping[str, Any]] = None):
+    """UsageError naming the file when the source of a run's attention module (config.json's `attention_module`)
+    is missing or changed since it was recorded, or when the module registered now (`current`) is another one."""
+    if not recorded or not recorded.get('source'):
+        return
+    source = Path(recorded['source'])
+    if not source.is_file():
+        raise UsageError(f"the attention module of this run ({recorded['spec']}) was read from {source}, which is "
+                         f'gone; restore it, or start a new run')
+    now = sha256_file(source)
+    if now != recorded['sha256']:
+        raise UsageError(f"the attention module's source {source} changed since the run started (sha256 "
+                         f"{recorded['sha256'][:12]}..., now {now[:12]}...); restore it, or start a new run")
+    if current is not None and current.get('sha256') != recorded['sha256']:
+        raise UsageError(f"this run's attention module came from {source}; the one registered now "
+                         f"({current.get('spec')}, {current.get('source')}) differs: pass --attn {recorded['spec']}")
