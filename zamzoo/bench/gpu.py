@@ -386,13 +386,13 @@ def markdown_report(report: dict) -> str:
 # ------------------------------------------------------------------------------------------------ for `zoo run`
 
 
-def measured_train_throughput(folder=DEFAULT_RESULTS, mode: str = 'eager') -> Optional[dict]:
-    """The newest `gpu_*.json` in `folder` (CUDA only): {'rates': {backbone: images/s of its measured model in
-    `mode`}, 'models': {backbone: model}, 'path', 'device'}; None when there is none."""
-    from ..models._zoo import ZOO
+def measured_train_throughput(folder=None, mode: str = 'eager') -> Optional[dict]:
+    """The newest `gpu_*.json` in `folder` (default docs/bench; CUDA only): {'rates': {backbone: images/s of its
+    measured model in `mode`}, 'models': {backbone: model}, 'path', 'device'}; None when there is none."""
+    from ..models import ZOO
 
     reports = []
-    for path in sorted(Path(folder).glob('gpu_*.json')):
+    for path in sorted(Path(folder or DEFAULT_RESULTS).glob('gpu_*.json')):
         r = json.loads(path.read_text())
         if r.get('device_type') == 'cuda':
             reports.append((r.get('measured', ''), path, r))
