@@ -56,6 +56,14 @@ def test_gpu_wait_share_is_the_step_not_covered_by_device_activity():
     assert gpu.gpu_wait_share((0, 100), [(0, 100), (10, 20)]) == 0.0
 
 
+def test_top_device_work_sums_each_kernel_over_its_launches():
+    from types import SimpleNamespace as E
+    work = [E(name='gemm', time_range=E(start=0, end=3000)), E(name='relu', time_range=E(start=3000, end=3500)),
+            E(name='gemm', time_range=E(start=4000, end=6000))]
+    assert gpu._top_device_work(work) == [{'name': 'gemm', 'calls': 2, 'self_ms': 5.0},
+                                          {'name': 'relu', 'calls': 1, 'self_ms': 0.5}]
+
+
 def test_runs_per_gpu_auto(tiny_cifar, tmp_path, monkeypatch, capsys):
     GiB = 1 << 30
     assert local.runs_that_fit(80 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=1) == 16     # by the CPU cores
@@ -90,8 +98,8 @@ def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, 
                        ('mobilenet_zam', 'default', {'images_per_s': 5000.0}),
                        ('resnet18_zam', 'eager', {'error': 'OutOfMemoryError'})])
     monkeypatch.setattr(gpu, 'DEFAULT_RESULTS', folder)
-    args = ['zoo', 'run', '--models', 'mobilenet_zam_max', '--datasets', 'cifar100', 'cifar10', '--seeds', '0', '1', '2',
-            '--epochs', '3', '--data', str(tiny_cifar), '--out', str(tmp_path / 'sweep'), '--dry-run']
+    args = ['zoo', 'run', '--models', 'mobilenet_zam_max', '--datasets', 'cifar100', 'cifar10',
+            '--seeds', '0', '1', '2', '--epochs', '3', '--data', str(tiny_cifar), '--out', str(tmp_path / 'sweep'), '--dry-run']
     assert main(args) == 0
     printed = capsys.readouterr().out
     # 6 runs x 3 epochs x 50,000 images / 2,500 images/s = 360 s = 0.1 GPU-hours

@@ -88,8 +88,8 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
-            'amp': p.amp, 'compile': bool(compile), 'compile_mode': compile_mode, 'channels_last': device.type == 'cuda',
-            'loader': 'tensor (device-resident)', 'steps': len(loader)}
+            'amp': p.amp, 'compile': bool(compile), 'compile_mode': compile_mode,
+            'channels_last': device.type == 'cuda', 'loader': 'tensor (device-resident)', 'steps': len(loader)}
 
 
 def bench_reference(model_name, images, targets, *, device, batch_size, recipe, workers, warmup_steps, num_classes,
