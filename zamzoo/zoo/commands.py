@@ -129,9 +129,9 @@ def _print_measured_cost(launch, states, args) -> bool:
 
     mode = 'default' if args.compile else 'eager'
     measured = measured_train_throughput(mode=mode)
-    backbones = {run.config.model: ZOO[run.config.model].backbone.name if run.config.model in ZOO else None
-                 for run in launch}
-    missing = sorted({str(b) for b in backbones.values() if measured is None or b not in measured['rates']})
+    backbones = {run.config.model: ZOO[run.config.model].backbone.name if run.config.model in ZOO else run.config.model
+                 for run in launch}  # a timm model outside the zoo is its own backbone (never measured)
+    missing = sorted({b for b in backbones.values() if measured is None or b not in measured['rates']})
     if measured is None or missing:
         if measured is not None:
             print(f"cost: {measured['path']} has no {mode} figure for backbone(s) {', '.join(missing)}")
