@@ -425,8 +425,9 @@ def add_arguments(p):
     d = GpuBenchSettings()
     p.add_argument('--models', nargs='+', default=list(d.models), metavar='MODEL',
                    help=f"bench train's models; the first is also the zoo run's (default: {' '.join(d.models)})")
-    p.add_argument('--modes', nargs='+', default=list(d.modes), choices=MODES,
-                   help='eager and torch.compile modes (default: all; CUDA-only modes are skipped on a CPU)')
+    p.add_argument('--modes', nargs='+', default=list(d.modes), choices=MODES, metavar='MODE',
+                   help=f"eager and torch.compile modes: {', '.join(MODES)} (default: all; the CUDA-only ones are "
+                        'skipped on a CPU)')
     p.add_argument('--runs-per-gpu', nargs='*', type=positive_int, default=list(d.runs_per_gpu), metavar='K',
                    help='zoo run with K runs sharing one GPU, for each K (default: 1 2 4 8; none: no zoo run)')
     p.add_argument('--batch-size', type=positive_int, default=d.batch_size)

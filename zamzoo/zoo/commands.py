@@ -45,7 +45,7 @@ def _add_run(sub):
     p.add_argument('--executor', choices=('local', 'slurm'), default='local')
     p.add_argument('--gpus-per-run', type=positive_int, default=1,
                    help='processes (GPUs) per run, joined by torch.distributed (on CPU: gloo processes)')
-    p.add_argument('--runs-per-gpu', type=_runs_per_gpu, default=1,
+    p.add_argument('--runs-per-gpu', type=_runs_per_gpu, default=1, metavar='K|auto',
                    help='local: runs sharing one GPU at once (on a CPU-only machine: runs at once); auto: as many as '
                         "the first GPU's free memory holds by the peak memory of a few training steps of the first "
                         'run, at most one per CPU core; auto is 1 on a CPU-only machine')
