@@ -60,7 +60,7 @@ class GpuBenchSettings:
     modes: Sequence[str] = MODES
     runs_per_gpu: Sequence[int] = DEFAULT_RUNS_PER_GPU
     batch_size: int = 128
-    steps: int = 60              # timed steps of each `bench train` measurement
+    steps: int = 100             # timed steps of each `bench train` measurement
     warmup_steps: int = 20       # untimed steps before them (compilation, cuDNN autotuning)
     epochs: int = 3              # of each `zoo run` run; the first is excluded from the steady state
     zoo_images: int = 12_800     # training images of the written data set (an epoch of each zoo run)
