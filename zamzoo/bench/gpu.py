@@ -29,7 +29,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import provenance
-from .._io import write_json_atomic, write_text_atomic
 from .._paths import check_writable
 from ..errors import UsageError
 from ..train.run_files import METRICS_FILE
