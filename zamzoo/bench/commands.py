@@ -11,7 +11,7 @@ import shlex
 
 
 def add_commands(subparsers):
-    from . import export, overhead, tables
+    from . import export, gpu, overhead, tables
 
     bench = subparsers.add_parser('bench', help='benchmarks: model cost and latency, tables, training speed')
     sub = bench.add_subparsers(dest='bench_command', required=True, metavar='BENCH_COMMAND')
@@ -33,6 +33,8 @@ def add_commands(subparsers):
                    "Export each model through timm's onnx_export (TorchScript-based and dynamo exporters, dynamic "
                    'batch) and compare ONNX Runtime with PyTorch at batch 1 and 8; writes export_onnx.json and .md to '
                    '--out. Needs zamzoo[onnx].'),
+        'gpu': (gpu.add_arguments, gpu.run, 'GPU training speed in one call: bench train x compile modes, a profile, '
+                'zoo run with K runs per GPU', gpu.__doc__.split('\n\n')[0] + ' Writes gpu_<device>.json and .md.'),
     }
     for name, (add_arguments, run, help_, description) in commands.items():
         p = sub.add_parser(name, help=help_, description=description)

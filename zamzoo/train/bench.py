@@ -44,42 +44,52 @@ def _subset_for_warmup(n, batch_size, steps):
     return min(n, steps * batch_size + n % batch_size)
 
 
-def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, compile, compile_mode,
-               warmup_steps, num_classes, seed=0):
+def ours_trainer(model_name, *, device, batch_size, recipe, amp, compile, compile_mode, num_classes, steps_per_epoch,
+                 seed=0):
+    """Our loop for `model_name`: (make_loader(images, targets), run_epoch(loader) -> the epoch's sums, pieces)."""
     from ..data import TensorLoader
     from .build import amp_dtype, build_pieces, create_model
-    from .checkpoint import seed_everything
     from .loop import train_one_epoch
 
-    seed_everything(seed)
     model = create_model(model_name, num_classes)
     channels_last = device.type == 'cuda'
     mean, std = recipe.stats('cifar100')
     mk = lambda im, tg: TensorLoader(im, tg, batch_size, mean, std, train=True, crop_padding=recipe.crop_padding,  # noqa
                                      hflip=recipe.hflip, rotation=recipe.rotation, seed=seed, device=device,
                                      channels_last=channels_last)
-    loader = mk(images, targets)
     p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
-                     steps_per_epoch=len(loader))
+                     steps_per_epoch=steps_per_epoch)
     net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
     kw = dict(device=device, amp=p.dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
               label_smoothing=recipe.label_smoothing)
+    return mk, lambda loader: train_one_epoch(net, loader, p.optimizer, p.scheduler, **kw), p
+
+
+def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, compile, compile_mode,
+               warmup_steps, num_classes, seed=0):
+    from .checkpoint import seed_everything
+
+    seed_everything(seed)
+    mk, run_epoch, p = ours_trainer(model_name, device=device, batch_size=batch_size, recipe=recipe, amp=amp,
+                                    compile=compile, compile_mode=compile_mode, num_classes=num_classes,
+                                    steps_per_epoch=-(-len(images) // batch_size), seed=seed)
+    loader = mk(images, targets)
     m = _subset_for_warmup(len(images), batch_size, warmup_steps)
     _sync(device)
     t0 = time.perf_counter()
     if m:
-        train_one_epoch(net, mk(images[:m], targets[:m]), p.optimizer, p.scheduler, **kw)
+        run_epoch(mk(images[:m], targets[:m]))
     _sync(device)
     warm = time.perf_counter() - t0
     loader.set_epoch(1)
     t0 = time.perf_counter()
-    sums = train_one_epoch(net, loader, p.optimizer, p.scheduler, **kw)
+    sums = run_epoch(loader)
     loss = float(sums['loss_sum']) / int(sums['count'])  # the one host sync
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
-            'amp': p.amp, 'compile': bool(compile), 'compile_mode': compile_mode, 'channels_last': channels_last,
-            'loader': 'tensor (device-resident)', 'steps': len(loader)}
+            'amp': p.amp, 'compile': bool(compile), 'compile_mode': compile_mode,
+            'channels_last': device.type == 'cuda', 'loader': 'tensor (device-resident)', 'steps': len(loader)}
 
 
 def bench_reference(model_name, images, targets, *, device, batch_size, recipe, workers, warmup_steps, num_classes,

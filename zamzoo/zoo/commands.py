@@ -45,8 +45,10 @@ def _add_run(sub):
     p.add_argument('--executor', choices=('local', 'slurm'), default='local')
     p.add_argument('--gpus-per-run', type=positive_int, default=1,
                    help='processes (GPUs) per run, joined by torch.distributed (on CPU: gloo processes)')
-    p.add_argument('--runs-per-gpu', type=positive_int, default=1,
-                   help='local: runs sharing one GPU at once (on a CPU-only machine: runs at once)')
+    p.add_argument('--runs-per-gpu', type=_runs_per_gpu, default=1, metavar='K|auto',
+                   help='local: runs sharing one GPU at once (on a CPU-only machine: runs at once); auto: as many as '
+                        "the first GPU's free memory holds by the peak memory of a few training steps of the first "
+                        'run, at most one per CPU core; auto is 1 on a CPU-only machine')
     p.add_argument('--retry-failed', action='store_true', help='run failed runs again (resuming when they can)')
     p.add_argument('--dry-run', action='store_true', help='print the plan and its cost; train nothing')
     p.add_argument('--images-per-second', type=positive_float,
@@ -59,6 +61,10 @@ def _add_run(sub):
     p.add_argument('--wait', action='store_true',
                    help='slurm: wait for every job; exit non-zero if a run failed or did not finish')
     p.set_defaults(func=_run)
+
+
+def _runs_per_gpu(text):
+    return text if text == 'auto' else positive_int(text)
 
 
 def _add_export(sub):
@@ -104,14 +110,39 @@ def _print_plan(runs, states, retry_failed):
 def _print_cost(launch, states, args):
     from .plan import TRAIN_IMAGES, gpu_hours
 
-    if not args.images_per_second:
+    if args.images_per_second:
+        hours = gpu_hours(launch, states, args.images_per_second, args.gpus_per_run)
+        print(f'cost: {hours:,.2f} GPU-hours for {len(launch)} run(s) at {args.images_per_second:,.0f} training '
+              f'images/s per run on {args.gpus_per_run} GPU(s) ({TRAIN_IMAGES["cifar100"]:,} images per epoch; '
+              f'evaluation and start-up not counted)')
+    elif not _print_measured_cost(launch, states, args):
         print('cost: unknown; give --images-per-second (training images/s of one run, as `zamzoo bench train` '
-              'measures it on the target GPU) for GPU-hours')
-        return
-    hours = gpu_hours(launch, states, args.images_per_second, args.gpus_per_run)
-    print(f'cost: {hours:,.2f} GPU-hours for {len(launch)} run(s) at {args.images_per_second:,.0f} training '
-          f'images/s per run on {args.gpus_per_run} GPU(s) ({TRAIN_IMAGES["cifar100"]:,} images per epoch; '
-          f'evaluation and start-up not counted)')
+              'measures it on the target GPU) for GPU-hours, or measure every backbone with `zamzoo bench gpu`')
+
+
+def _print_measured_cost(launch, states, args) -> bool:
+    """The cost from the images/s `zamzoo bench gpu` measured per backbone (docs/bench/gpu_*.json), if it covers
+    every run's backbone; False if not."""
+    from ..bench.gpu import measured_train_throughput
+    from ..models import ZOO
+    from .plan import gpu_hours
+
+    mode = 'default' if args.compile else 'eager'
+    measured = measured_train_throughput(mode=mode)
+    backbones = {run.config.model: ZOO[run.config.model].backbone.name if run.config.model in ZOO else run.config.model
+                 for run in launch}  # a timm model outside the zoo is its own backbone (never measured)
+    missing = sorted({b for b in backbones.values() if measured is None or b not in measured['rates']})
+    if measured is None or missing:
+        if measured is not None:
+            print(f"cost: {measured['path']} has no {mode} figure for backbone(s) {', '.join(missing)}")
+        return False
+    hours = gpu_hours(launch, states, lambda run: measured['rates'][backbones[run.config.model]])
+    rates = ', '.join(f"{measured['models'][b]} {measured['rates'][b]:,.0f}" for b in sorted(set(backbones.values())))
+    print(f"cost: {hours:,.2f} GPU-hours for {len(launch)} run(s), {hours / 8:,.2f} h on one 8-GPU node at one run "
+          f"per GPU, at the training images/s per GPU measured ({mode}) in {measured['path']} on {measured['device']}: "
+          f'{rates} (every attention on a backbone at its measured model\'s rate; several GPUs per run taken to '
+          'scale linearly; evaluation and start-up not counted)')
+    return True
 
 
 def _on_event(kind, run, detail):
@@ -146,8 +177,13 @@ def _run(args) -> int:
         _print_plan(runs, states, args.retry_failed)
         _print_cost(launch, states, args)
         return 0
+    runs_per_gpu = args.runs_per_gpu
+    if runs_per_gpu == 'auto':
+        from .local import auto_runs_per_gpu
+        runs_per_gpu = auto_runs_per_gpu(launch[0], args.device, args.gpus_per_run) if launch else 1
+        print(f'--runs-per-gpu auto: {runs_per_gpu}')
     summary = run_sweep(runs, args.out, executor=args.executor, retry_failed=args.retry_failed,
-                        gpus_per_run=args.gpus_per_run, runs_per_gpu=args.runs_per_gpu, device=args.device,
+                        gpus_per_run=args.gpus_per_run, runs_per_gpu=runs_per_gpu, device=args.device,
                         wait=args.wait, on_event=_on_event,
                         slurm_options=dict(partition=args.slurm_partition, timeout_min=args.timeout_min,
                                            array_parallelism=args.array_parallelism))

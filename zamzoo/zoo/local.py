@@ -14,8 +14,9 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+from ..dataset_table import DATASETS
 from ..errors import ZamzooError
-from .plan import PlannedRun
+from .plan import TRAIN_IMAGES, PlannedRun
 from .state import mark_failed, run_state, sweep_dir
 
 POLL_S = 0.2
@@ -41,6 +42,41 @@ def local_slots(device: Optional[str], gpus_per_run: int, runs_per_gpu: int) -> 
     if not groups:
         raise ZamzooError(f'--gpus-per-run {gpus_per_run}: only {len(gpus)} GPU(s) visible on this machine')
     return [','.join(group) for _ in range(runs_per_gpu) for group in groups]  # spread over the GPUs first
+
+
+PROBE_STEPS = 5               # training steps of the memory probe
+CONTEXT_BYTES = 1 << 30      # per process, beside its tensors: the CUDA context, cuDNN/cuBLAS workspaces
+MEMORY_MARGIN = 1.25         # on the probe's peak: the caching allocator's fragmentation, a longer epoch's spread
+
+
+def runs_that_fit(free_bytes: int, peak_bytes: int, data_bytes: int, cpus: int, gpu_groups: int) -> int:
+    """Runs per GPU for `auto`: as many as the free memory holds (each run: its probed peak with a margin, its
+    data set on the GPU and a CUDA context), at most one per CPU core (each run's process needs a core to keep its
+    GPU fed), at least 1."""
+    per_run = peak_bytes * MEMORY_MARGIN + data_bytes + CONTEXT_BYTES
+    return max(1, min(int(free_bytes // per_run), cpus // max(1, gpu_groups)))
+
+
+def auto_runs_per_gpu(run: PlannedRun, device: Optional[str], gpus_per_run: int) -> int:
+    """`--runs-per-gpu auto`: 1 without a GPU; else the peak memory of PROBE_STEPS training steps of `run`'s model
+    (zamzoo bench train, our loop) against the first GPU's free memory (runs_that_fit)."""
+    gpus = [] if device == 'cpu' else visible_gpus()
+    if not gpus:
+        return 1
+    import torch
+    from ..recipes import get_recipe
+    from ..train.bench import bench_train
+
+    c = run.config
+    batch = (c.batch_size or get_recipe(run.recipe).batch_size) // gpus_per_run
+    free, _ = torch.cuda.mem_get_info(0)
+    torch.cuda.reset_peak_memory_stats(0)
+    bench_train(c.model, device='cuda:0', batch_size=batch, images=PROBE_STEPS * batch, recipe=run.recipe,
+                amp=c.amp, reference=False, warmup_steps=0, num_classes=DATASETS[c.dataset].num_classes or 100)
+    peak = torch.cuda.max_memory_allocated(0)
+    torch.cuda.empty_cache()
+    data_bytes = TRAIN_IMAGES.get(c.dataset, 50_000) * 3 * 32 * 32 * 6 // 5  # uint8 train + test (a sixth)
+    return runs_that_fit(free, peak, data_bytes, os.cpu_count() or 1, len(gpus) // gpus_per_run)
 
 
 def worker_command(run: PlannedRun, processes: int) -> List[str]:

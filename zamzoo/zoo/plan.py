@@ -86,10 +86,10 @@ def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
     return {run.name: run_state(run.folder, run.epochs) for run in runs}
 
 
-def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second: float,
-              gpus_per_run: int = 1) -> float:
+def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second, gpus_per_run: int = 1) -> float:
     """GPU-hours of the epochs still to train (training images only; evaluation not counted), at
-    `images_per_second` per run on its `gpus_per_run` GPUs."""
-    images = sum((run.epochs - min(states[run.name]['epoch'], run.epochs)) * TRAIN_IMAGES[run.config.dataset]
-                 for run in runs)
-    return images / images_per_second / 3600 * gpus_per_run
+    `images_per_second` per run on its `gpus_per_run` GPUs: a number, or a function of the run."""
+    rate = images_per_second if callable(images_per_second) else (lambda run: images_per_second)
+    seconds = sum((run.epochs - min(states[run.name]['epoch'], run.epochs)) * TRAIN_IMAGES[run.config.dataset]
+                  / rate(run) for run in runs)
+    return seconds / 3600 * gpus_per_run

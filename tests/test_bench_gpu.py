@@ -1,0 +1,119 @@
+"""`zamzoo bench gpu` end to end on a CPU with tiny sizes, the GPU-wait arithmetic, `zoo run --runs-per-gpu auto`
+and `zoo run --dry-run`'s cost from a measured file (issue 20 items 1-2)."""
+import json
+import shlex
+
+import pytest
+
+from zamzoo.bench import gpu
+from zamzoo.cli import build_parser, main
+from zamzoo.zoo import local
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+
+
+def test_bench_gpu_on_cpu_writes_every_part_with_its_command(tmp_path, capsys):
+    out = tmp_path / 'bench'
+    assert main(['bench', 'gpu', '--device', 'cpu', '--models', 'mobilenet_zam', '--modes', 'eager', 'reduce-overhead',
+                 '--runs-per-gpu', '1', '--batch-size', '8', '--steps', '2', '--warmup-steps', '1', '--epochs', '2',
+                 '--zoo-images', '32', '--out', str(out)]) == 0
+    report = json.loads((out / 'gpu_cpu.json').read_text())
+    assert report['device_type'] == 'cpu' and report['command'].startswith('zamzoo bench gpu ')
+    eager, graphs = report['train']
+    assert (eager['model'], eager['mode'], graphs['mode']) == ('mobilenet_zam', 'eager', 'reduce-overhead')
+    assert eager['images_per_s'] > 0 and eager['steps'] == 2
+    assert 'CUDA' in graphs['skipped'] and 'images_per_s' not in graphs        # skipped with its reason, not faked
+    p = report['profile']
+    assert p['model'] == 'resnet18_zam' and p['step_ms'] > 0 and p['gpu_wait_share'] is None and p['gpu_wait_skipped']
+    assert p['top'] and all(t['self_ms'] >= 0 and t['calls'] >= 1 for t in p['top'])
+    assert 'zamzoo.step' not in [t['name'] for t in p['top']]
+    (zoo,) = report['zoo']
+    assert zoo['runs_per_gpu'] == 1 and len(zoo['run_steady_images_per_s']) == 1
+    assert zoo['steady_images_per_s'] > 0 and zoo['aggregate_with_startup'] > 0
+    for cmd in (eager['command'], graphs['command'], zoo['command']):     # every figure's command parses as given
+        build_parser().parse_args(shlex.split(cmd)[1:])
+    md = (out / 'gpu_cpu.md').read_text()
+    assert '| mobilenet_zam | ' in md and 'skipped, CUDA graphs' in md and eager['command'] in md
+    assert gpu.GPU_WAIT_DEFINITION in md and zoo['command'] in md
+    assert f"wrote {out / 'gpu_cpu.json'}" in capsys.readouterr().out
+
+
+def test_a_spent_budget_skips_and_still_writes(tmp_path):
+    s = gpu.GpuBenchSettings(models=['mobilenet_zam'], modes=['eager'], runs_per_gpu=[1, 2], batch_size=8,
+                             zoo_images=16, device='cpu', budget_s=0, out=str(tmp_path))
+    report = gpu.bench_gpu(s, 'cmd', progress=lambda line: None)
+    cells = [*report['train'], report['profile'], *report['zoo']]
+    assert len(cells) == 4 and all('time budget' in c['skipped'] for c in cells)
+    assert '| 2 | skipped |' in (tmp_path / 'gpu_cpu.md').read_text()
+    with pytest.raises(ValueError, match='at least 2'):
+        gpu.GpuBenchSettings(epochs=1).validate()
+
+
+def test_gpu_wait_share_is_the_step_not_covered_by_device_activity():
+    busy = [(10, 30), (20, 40), (90, 120), (-5, 2), (50, 50)]   # overlapping, outside the step, empty
+    assert gpu.gpu_wait_share((0, 100), busy) == pytest.approx(1 - (2 + 30 + 10) / 100)
+    assert gpu.gpu_wait_share((0, 100), []) == 1.0
+    assert gpu.gpu_wait_share((0, 100), [(0, 100), (10, 20)]) == 0.0
+
+
+def test_top_device_work_sums_each_kernel_over_its_launches():
+    from types import SimpleNamespace as E
+    work = [E(name='gemm', time_range=E(start=0, end=3000)), E(name='relu', time_range=E(start=3000, end=3500)),
+            E(name='gemm', time_range=E(start=4000, end=6000))]
+    assert gpu._top_device_work(work) == [{'name': 'gemm', 'calls': 2, 'self_ms': 5.0},
+                                          {'name': 'relu', 'calls': 1, 'self_ms': 0.5}]
+
+
+def test_runs_per_gpu_auto(tiny_cifar, tmp_path, monkeypatch, capsys):
+    GiB = 1 << 30
+    assert local.runs_that_fit(80 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=1) == 16     # by the CPU cores
+    assert local.runs_that_fit(10 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=1) == 2      # 10 / 3.7 GiB
+    assert local.runs_that_fit(80 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=8) == 2
+    assert local.runs_that_fit(GiB, 2 * GiB, 0, cpus=16, gpu_groups=1) == 1                 # never 0
+    monkeypatch.setattr(local, 'visible_gpus', lambda: [])                                  # a CPU-only machine
+    seen = {}
+
+    def fake_sweep(runs, out, **kw):
+        seen.update(kw)
+        return {'skipped': {'failed': 0}, 'finished': False, 'launched': len(runs)}
+    monkeypatch.setattr('zamzoo.zoo.sweep.run_sweep', fake_sweep)
+    args = ['zoo', 'run', '--models', 'mobilenet_zam', '--seeds', '0', '--data', str(tiny_cifar), '--out',
+            str(tmp_path / 'sweep'), '--runs-per-gpu', 'auto']
+    assert main(args) == 0 and seen['runs_per_gpu'] == 1
+    assert '--runs-per-gpu auto: 1' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args[:-1], 'many'])
+
+
+def _measured(folder, cells, device_type='cuda'):
+    folder.mkdir()
+    report = {'benchmark': 'gpu', 'device_type': device_type, 'device': 'NVIDIA H200 (cuda)', 'measured': '2026-12-04',
+              'train': [dict(model=m, mode=mode, **r) for m, mode, r in cells]}
+    (folder / 'gpu_nvidia_h200.json').write_text(json.dumps(report))
+
+
+def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / 'bench'
+    _measured(folder, [('mobilenet_zam', 'eager', {'images_per_s': 2500.0}),
+                       ('mobilenet_zam', 'default', {'images_per_s': 5000.0}),
+                       ('resnet18_zam', 'eager', {'error': 'OutOfMemoryError'})])
+    monkeypatch.setattr(gpu, 'DEFAULT_RESULTS', folder)
+    args = ['zoo', 'run', '--models', 'mobilenet_zam_max', '--datasets', 'cifar100', 'cifar10',
+            '--seeds', '0', '1', '2', '--epochs', '3', '--data', str(tiny_cifar), '--out', str(tmp_path / 'sweep'), '--dry-run']
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    # 6 runs x 3 epochs x 50,000 images / 2,500 images/s = 360 s = 0.1 GPU-hours
+    assert 'cost: 0.10 GPU-hours for 6 run(s), 0.01 h on one 8-GPU node' in printed
+    assert f"{folder / 'gpu_nvidia_h200.json'} on NVIDIA H200" in printed and 'mobilenet_zam 2,500' in printed
+    assert main([*args, '--compile']) == 0
+    assert 'cost: 0.05 GPU-hours' in capsys.readouterr().out
+    assert main([*args, '--models', 'resnet18_se']) == 0                                   # its backbone failed
+    printed = capsys.readouterr().out
+    assert 'no eager figure for backbone(s) resnet18' in printed and 'cost: unknown' in printed
+    assert main([*args, '--images-per-second', '1000']) == 0                              # the given figure wins
+    assert 'cost: 0.25 GPU-hours' in capsys.readouterr().out
+
+    empty = tmp_path / 'cpu-only'
+    _measured(empty, [('mobilenet_zam', 'eager', {'images_per_s': 9.0})], device_type='cpu')
+    monkeypatch.setattr(gpu, 'DEFAULT_RESULTS', empty)                                    # a CPU file is no GPU figure
+    assert main(args) == 0 and 'cost: unknown' in capsys.readouterr().out
