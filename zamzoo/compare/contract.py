@@ -34,7 +34,7 @@ from ..bench.flops import count_macs, count_params
 from ..bench.models import interleaved_latency
 from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError
-from ..models import BACKBONES, ZOO
+from ..models import ATTN_SLOTS, BACKBONES, ZOO
 
 __all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract']
 
@@ -69,6 +69,17 @@ class ContractReport:
     timm_tests: Dict[str, str] = field(default_factory=dict)  # timm test name -> 'ok', on `timm_backbone`
     timm_backbone: Optional[str] = None
 
+    def summary(self) -> str:
+        """What the CLI prints: one line per backbone (cost, exporters), then timm's tests if run."""
+        lines = [f'{self.module} keeps the contract ({self.slot} slot)']
+        for r in self.backbones:
+            latency = '' if r.cpu_latency_ratio is None else f', CPU latency x{r.cpu_latency_ratio:.2f} of plain'
+            exports = ''.join(f'; ONNX {exporter}: {result}' for exporter, result in r.onnx.items())
+            lines.append(f'  {r.backbone}: {r.params_added:+,} parameters, {r.macs_added:+,} MACs{latency}{exports}')
+        if self.timm_tests:
+            lines.append(f"  timm's model tests on {self.timm_backbone}: {', '.join(self.timm_tests)} passed")
+        return '\n'.join(lines)
+
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready, for report.json's "contract" field."""
         d = asdict(self)
@@ -86,9 +97,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
     constructor, `slot` is where the backbone puts it ('block' or 'stage'). `latency=False` / `onnx=False` skip
     the timing / the exports."""
     options = dict(options or {})
-    unknown = [b for b in backbones if b not in BACKBONES]
-    if unknown or not backbones:
-        raise UsageError(f'unknown backbone(s) {unknown or list(backbones)}; valid: {", ".join(BACKBONES)}')
+    _check_arguments(backbones, slot)
     label = _label(attn)
     progress(f'contract: {label} alone')
     _check_module(attn, options, label)
@@ -96,7 +105,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
     for backbone in backbones:
         progress(f'contract: {label} in {backbone}')
         plain, model = _build_pair(backbone, attn, options, slot, label)
-        _check_in_backbone(f'{backbone} with {label}', model, plain)
+        _check_in_backbone(backbone, label, model, plain)
         rows.append(_cost(backbone, model, plain, latency, onnx))
     report = ContractReport(module=_import_path(attn), options=options, slot=slot, backbones=rows)
     if timm_tests:
@@ -107,6 +116,15 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
 
 
 # ------------------------------------------------------------------ checks
+def _check_arguments(backbones: Sequence[str], slot: str) -> None:
+    unknown = [b for b in backbones if b not in BACKBONES]
+    if unknown or not backbones:
+        raise UsageError(f"unknown backbone(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"valid: {', '.join(BACKBONES)}")
+    if slot not in ATTN_SLOTS:
+        raise UsageError(f'slot must be one of {ATTN_SLOTS}, got {slot!r}')
+
+
 def _label(attn) -> str:
     return getattr(getattr(attn, 'func', attn), '__name__', None) or repr(attn)
 
@@ -164,6 +182,7 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
         x = torch.randn(b, CHANNELS, h, w)
         _expect(f'{name} on a {tuple(x.shape)} input', _run(f'{name} fails on a {tuple(x.shape)} input', module, x),
                 x.shape, x.dtype)
+    x = torch.randn(2, CHANNELS, 8, 8)
     what = f'{name} on a channels_last {tuple(x.shape)} input'
     y_cl = _expect(what, _run(what, module, x.contiguous(memory_format=torch.channels_last)), x.shape, x.dtype)
     _same_values(what, y_cl, _run(what, module, x))
@@ -200,12 +219,13 @@ def _build_pair(backbone: str, attn, options, slot: str, label: str) -> Tuple[nn
     return calibrate_batchnorm(plain, size, **CALIBRATION), model
 
 
-def _check_in_backbone(name: str, model: nn.Module, plain: nn.Module) -> None:
+def _check_in_backbone(backbone: str, label: str, model: nn.Module, plain: nn.Module) -> None:
     """Logits of the plain backbone's shape and dtype (batch 1, odd sizes, channels_last, bf16 autocast), finite
     gradients of a training step."""
+    name = f'{backbone} with {label}'
     for b, h, w in MODEL_INPUTS:
         x = torch.randn(b, 3, h, w)
-        expected = _run(f'plain {name.split()[0]}', plain, x)
+        expected = _run(f'plain {backbone}', plain, x)
         what = f'{name} on a {tuple(x.shape)} input'
         y = _expect(what, _run(what, model, x), expected.shape, expected.dtype)
     what = f'{name} on a channels_last {tuple(x.shape)} input'
@@ -216,7 +236,7 @@ def _check_in_backbone(name: str, model: nn.Module, plain: nn.Module) -> None:
         model.to(memory_format=torch.contiguous_format)
     _same_values(what, _expect(what, y_cl, y.shape, y.dtype), y)
     what = f'{name} under bf16 autocast'
-    expected = _run(f'plain {name.split()[0]} under bf16 autocast', plain, x, autocast=True)
+    expected = _run(f'plain {backbone} under bf16 autocast', plain, x, autocast=True)
     _expect(what, _run(what, model, x, autocast=True), expected.shape, expected.dtype)
     model.train()
     with _failure(f'{name} fails in a training step'):
