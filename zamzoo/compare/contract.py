@@ -142,8 +142,12 @@ def _failure(what: str) -> Iterator[None]:
     except ContractError:
         raise
     except Exception as e:  # a user's module can raise anything; the message is what the user needs
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        raise ContractError(f'{what}: {type(e).__name__}: {first}') from e
+        raise ContractError(f'{what}: {_one_line(e)}') from e
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _expect(what: str, y, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -276,6 +280,8 @@ def _onnx_exports(model: nn.Module, size: Tuple[int, ...]) -> Dict[str, str]:
                 results[exporter] = f'ok (relative error {err:.2g} against eager PyTorch)'
             except OnnxExportError as e:
                 results[exporter] = f'error: {e}'
+            except Exception as e:  # ONNX Runtime refusing the file (an op it lacks) is an exporter failure too
+                results[exporter] = f'error: ONNX Runtime cannot run the {exporter} export: {_one_line(e)}'
     return results
 
 
