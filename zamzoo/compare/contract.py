@@ -12,10 +12,10 @@ stops at the first broken promise with a `ContractError` naming it in one line:
 - outputs and gradients are finite (a training step of the backbone, cross-entropy on random labels).
 
 Then, per backbone, its cost against the plain backbone: parameters and MACs added (`zamzoo.bench.flops`), the
-eager CPU latency ratio (`zamzoo.bench.models.interleaved_latency`, a few interleaved rounds at batch 16), and both
-ONNX exporters through `zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm
-statistics are calibrated (`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the
-report, not raised. `timm_tests=True` adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the
+eager CPU latency ratio (`zamzoo.bench.models.interleaved_latency`: three interleaved rounds at batch 16, one thread,
+CPU time of the process, as `zamzoo bench models --timer process --threads 1`), and both ONNX exporters through
+`zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm statistics are calibrated
+(`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised. `timm_tests=True` adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the
 first backbone.
 """
 import contextlib
@@ -265,8 +265,12 @@ def _cost(backbone: str, model: nn.Module, plain: nn.Module, latency: bool, onnx
 
 
 def _latency_ratio(model: nn.Module, plain: nn.Module, size: Tuple[int, ...]) -> float:
-    """Median over interleaved rounds of (time with the module / plain time of the same round), eager CPU."""
-    times = interleaved_latency({'plain': plain, 'model': model}, size, LATENCY_BATCH, repeats=LATENCY_REPEATS)
+    """Median over interleaved rounds of (time with the module / plain time of the same round), eager CPU, one
+    thread, timed by the process's CPU time: on a shared machine the wall clock measures the share of the processor
+    each call got (a module that adds nothing measured 0.52-0.77x of plain at load 8 on 2 cores), CPU time the
+    compute it needs (0.97-1.07x)."""
+    times = interleaved_latency({'plain': plain, 'model': model}, size, LATENCY_BATCH, repeats=LATENCY_REPEATS,
+                                timer='process', threads=1)
     return round(statistics.median(m / p for m, p in zip(times['model'], times['plain'])), 4)
 
 
