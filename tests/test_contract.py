@@ -125,3 +125,18 @@ def test_an_exporter_failure_is_reported_not_raised_and_the_report_is_json():
     contract = json.loads(json.dumps(report.to_dict()))
     assert contract['backbones'][0]['onnx'] == row.onnx
     assert set(contract['backbones'][0]) == {'backbone', 'params_added', 'macs_added', 'cpu_latency_ratio', 'onnx'}
+
+
+class NotScriptable(Identity):
+    """Fine in eager mode; TorchScript compiles no try block."""
+    def forward(self, x):
+        try:
+            return x * 1
+        except ValueError:
+            return x
+
+
+def test_timm_tests_stop_a_module_timm_cannot_script_naming_timms_test():
+    assert check_contract(NotScriptable, ['mobilenet'], **FAST).timm_tests == {}  # not asked: not run
+    with pytest.raises(ContractError, match=r"^timm's test_model_forward_torchscript on mobilenet with NotScriptable: "):
+        check_contract(NotScriptable, ['mobilenet'], timm_tests=True, **FAST)
