@@ -99,19 +99,21 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
     options = dict(options or {})
     _check_arguments(backbones, slot)
     label = _label(attn)
-    progress(f'contract: {label} alone')
-    _check_module(attn, options, label)
-    rows = []
-    for backbone in backbones:
-        progress(f'contract: {label} in {backbone}')
-        plain, model = _build_pair(backbone, attn, options, slot, label)
-        _check_in_backbone(backbone, label, model, plain)
-        rows.append(_cost(backbone, model, plain, latency, onnx))
-    report = ContractReport(module=_import_path(attn), options=options, slot=slot, backbones=rows)
-    if timm_tests:
-        progress(f"contract: timm's model tests on {backbones[0]} with {label}")
-        report.timm_backbone = backbones[0]
-        report.timm_tests = _timm_model_tests(backbones[0], attn, options, slot, label)
+    with torch.random.fork_rng(devices=[]):  # the same random inputs every time, the caller's generator untouched
+        torch.manual_seed(0)
+        progress(f'contract: {label} alone')
+        _check_module(attn, options, label)
+        rows = []
+        for backbone in backbones:
+            progress(f'contract: {label} in {backbone}')
+            plain, model = _build_pair(backbone, attn, options, slot, label)
+            _check_in_backbone(backbone, label, model, plain)
+            rows.append(_cost(backbone, model, plain, latency, onnx))
+        report = ContractReport(module=_import_path(attn), options=options, slot=slot, backbones=rows)
+        if timm_tests:
+            progress(f"contract: timm's model tests on {backbones[0]} with {label}")
+            report.timm_backbone = backbones[0]
+            report.timm_tests = _timm_model_tests(backbones[0], attn, options, slot, label)
     return report
 
 
