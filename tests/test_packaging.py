@@ -90,8 +90,8 @@ def test_import_graph_reads_imports():
 def test_no_import_cycle_and_layers_respected():
     graph = import_graph()
     assert _cycle(graph) is None, f'import cycle: {" -> ".join(_cycle(graph))}'
-    order = ['layers', 'pretrained', 'models', 'data', 'train', 'publish', 'bench', 'zoo', 'cli']
-    rank = dict(zip(order, [0, 1, 2, 3, 4, 5, 5, 6, 7]))  # publish and bench share a level
+    order = ['layers', 'pretrained', 'models', 'data', 'train', 'publish', 'bench', 'zoo', 'compare', 'cli']
+    rank = dict(zip(order, [0, 1, 2, 3, 4, 5, 5, 6, 7, 8]))  # publish and bench share a level
     upward = sorted(f'{a} -> {b}' for a in graph for b in graph[a] if a in rank and b in rank and rank[b] > rank[a])
     assert upward == []
     assert graph['pretrained'] <= {'errors', '_io'}

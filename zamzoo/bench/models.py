@@ -333,6 +333,21 @@ def _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, c
         say(f"{', '.join(s[0] for s in phase)} {group[0]} group, round {r + 1}/{repeats}")
 
 
+def interleaved_latency(models: Dict[str, torch.nn.Module], input_size: Sequence[int], batch: int, *,
+                        device: str = 'cpu', warmup: int = 1, min_time: float = 0., repeats: int = 3,
+                        timer: str = 'wall', threads: Optional[int] = None) -> Dict[str, List[float]]:
+    """Inference time (seconds per call) of each model at `batch`, timed as `bench_models` times a group (same
+    `timer` and `threads`): warm-up, then `repeats` interleaved rounds, the order rotating; name -> one time per
+    round."""
+    setting = setting_key(batch)
+    built = {name: (model, tuple(input_size)) for name, model in models.items()}
+    timings: Dict[str, Dict[str, List[float]]] = {}
+    with _num_threads(threads):
+        _time_phase([(setting, batch, False, 'torch')], list(built), built, {}, torch.device(device), warmup,
+                    min_time, repeats, TIMERS[timer], timings, lambda msg: None)
+    return {name: timings[name][setting] for name in built}
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1e3, 4)
 

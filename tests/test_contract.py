@@ -1,0 +1,142 @@
+"""zamzoo.compare.contract: the contract check that stops a broken attention module before anything trains."""
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import zamzoo  # noqa: F401  registers the zoo (the plain backbones the check builds on)
+from zamzoo.bench.flops import count_macs, count_params
+from zamzoo.compare.contract import ContractError, check_contract
+from zamzoo.errors import UsageError
+from zamzoo.layers import SE, ZAM
+
+FAST = dict(latency=False, onnx=False)
+
+
+class Identity(nn.Module):
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Pools(Identity):
+    def forward(self, x):
+        return F.avg_pool2d(x, 2)
+
+
+class ReturnsNaN(Identity):
+    def forward(self, x):
+        return x * float('nan')
+
+
+class CannotBuild(Identity):
+    def __init__(self, channels, device=None, dtype=None):
+        raise RuntimeError('no weights for you')
+
+
+class ViewsMemory(Identity):
+    """Flattens each image with .view, which a channels_last tensor does not allow."""
+    def forward(self, x):
+        return x.view(x.shape[0], -1).view(x.shape)
+
+
+class Upcasts(Identity):
+    """Returns float32 whatever it gets, so under bf16 autocast it turns the backbone's bf16 maps into float32."""
+    def forward(self, x):
+        return x.float()
+
+
+class NaNGradient(Identity):
+    """Finite output, NaN gradient (d sqrt(t)/dt at 0 is inf, times 0)."""
+    def forward(self, x):
+        return x + torch.sqrt(x.abs() - x.abs())
+
+
+class Only64Channels(nn.Module):
+    """Passes alone on 64 channels, fails inside a backbone's narrower or wider blocks."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__()
+        self.conv = nn.Conv2d(64, 64, 1, device=device, dtype=dtype)
+
+    def forward(self, x):
+        return x * self.conv(x).sigmoid()
+
+
+class ScaledWhenTraced(Identity):
+    """Right in eager mode, wrong under the TorchScript-based ONNX exporter (which traces)."""
+    def forward(self, x):
+        return x * 2 if torch.jit.is_tracing() else x
+
+
+@pytest.mark.parametrize('module, message', [
+    (Pools, 'Pools(64) on a (1, 64, 7, 5) input: output shape (1, 64, 3, 2), expected (1, 64, 7, 5)'),
+    (ReturnsNaN, 'ReturnsNaN(64) on a (1, 64, 7, 5) input: output has NaN or infinite values'),
+    (CannotBuild, 'cannot build CannotBuild(64): RuntimeError: no weights for you'),
+    (ViewsMemory, 'ViewsMemory(64) on a channels_last (2, 64, 8, 8) input: RuntimeError: view size'),
+    (Upcasts, 'Upcasts(64) under bf16 autocast on a bfloat16 (2, 64, 8, 8) input: output dtype torch.float32, '
+              'expected torch.bfloat16'),
+    (NaNGradient, 'NaNGradient(64): the gradient of input has NaN or infinite values'),
+    (Only64Channels, 'mobilenet with Only64Channels fails in a training-mode forward pass (calibrating BatchNorm): '
+                     'RuntimeError: Given groups=1, weight of size [64, 64, 1, 1]'),
+])
+def test_a_module_breaking_the_contract_is_stopped_naming_what_broke(module, message):
+    with pytest.raises(ContractError) as info:
+        check_contract(module, ['mobilenet'], **FAST)
+    assert str(info.value).startswith(message)
+    assert '\n' not in str(info.value)
+    assert isinstance(info.value, UsageError)  # the CLI prints it as one line, exit 2
+
+
+def test_an_unknown_backbone_or_slot_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown backbone.*'resnet19'"):
+        check_contract(Identity, ['resnet19'], **FAST)
+    with pytest.raises(UsageError, match="slot must be one of"):
+        check_contract(Identity, ['mobilenet'], slot='everywhere', **FAST)
+
+
+def _added(backbone: str, attention: str):
+    """(parameters, MACs) the zoo's own <backbone>_<attention> model adds to <backbone>_plain."""
+    model, plain = timm.create_model(f'{backbone}_{attention}'), timm.create_model(f'{backbone}_plain')
+    return count_params(model) - count_params(plain), count_macs(model) - count_macs(plain)
+
+
+def test_identity_and_zoo_modules_pass_adding_what_the_zoo_models_add():
+    identity = check_contract(Identity, ['mobilenet'], **FAST)
+    assert [(r.backbone, r.params_added, r.macs_added) for r in identity.backbones] == [('mobilenet', 0, 0)]
+    se = check_contract(SE, ['mobilenet'], **FAST)
+    assert [(r.params_added, r.macs_added) for r in se.backbones] == [_added('mobilenet', 'se')]
+    assert se.backbones[0].params_added > 0 and se.backbones[0].macs_added > 0
+    zam = check_contract(ZAM, ['mobilenet'], **FAST)
+    assert [(r.params_added, r.macs_added) for r in zam.backbones] == [_added('mobilenet', 'zam')]
+    assert se.module == 'zamzoo.layers.se_eca:SE' and se.backbones[0].cpu_latency_ratio is None
+
+
+def test_an_exporter_failure_is_reported_not_raised_and_the_report_is_json():
+    report = check_contract(ScaledWhenTraced, ['mobilenet'], options={}, latency=True, onnx=True)
+    row = report.backbones[0]
+    assert row.onnx['torchscript'].startswith('error: ONNX Runtime output differs from PyTorch (TorchScript exporter)')
+    assert row.onnx['dynamo'].startswith('ok (relative error')
+    assert row.cpu_latency_ratio > 0
+    contract = json.loads(json.dumps(report.to_dict()))
+    assert contract['backbones'][0]['onnx'] == row.onnx
+    assert set(contract['backbones'][0]) == {'backbone', 'params_added', 'macs_added', 'cpu_latency_ratio', 'onnx'}
+
+
+class NotScriptable(Identity):
+    """Fine in eager mode; TorchScript compiles no try block."""
+    def forward(self, x):
+        try:
+            return x * 1
+        except ValueError:
+            return x
+
+
+def test_timm_tests_stop_a_module_timm_cannot_script_naming_timms_test():
+    assert check_contract(NotScriptable, ['mobilenet'], **FAST).timm_tests == {}  # not asked: not run
+    with pytest.raises(ContractError, match=r"^timm's test_model_forward_torchscript on mobilenet with NotScriptable: "):
+        check_contract(NotScriptable, ['mobilenet'], timm_tests=True, **FAST)

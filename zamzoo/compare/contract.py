@@ -1,0 +1,400 @@
+"""The contract check a user's attention module passes before anything trains (`zamzoo compare --check-only`).
+
+The zoo's contract: `Module(channels, **options, device=None, dtype=None)`, output shaped like the input, as the
+modules of `zamzoo.layers`. `check_contract` builds the module alone and inside each backbone of the zoo table
+(the backbone's plain model with `attn_layer=<the class>`, through timm's builder; nothing is registered) and
+stops at the first broken promise with a `ContractError` naming it in one line:
+
+- the module can be built, on 64 channels and at every place of every backbone;
+- the output has the input's shape and dtype (batch 1, odd and 1x1 spatial sizes, a channels_last input giving the
+  values of the contiguous one, a bfloat16 input under CPU bf16 autocast), alone and in the backbone, whose logits
+  must have the plain backbone's shape and dtype;
+- outputs and gradients are finite (a training step of the backbone, cross-entropy on random labels).
+
+Then, per backbone, its cost against the plain backbone: parameters and MACs added (`zamzoo.bench.flops`), the
+eager CPU latency ratio (`zamzoo.bench.models.interleaved_latency`: three interleaved rounds at batch 16, one thread,
+CPU time of the process, as `zamzoo bench models --timer process --threads 1`), and both ONNX exporters through
+`zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm statistics are calibrated
+(`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised. `timm_tests=True` adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the
+first backbone.
+"""
+import contextlib
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..bench.export import EXPORTERS, calibrate_batchnorm
+from ..bench.flops import count_macs, count_params
+from ..bench.models import interleaved_latency
+from ..bench.onnx import OnnxExportError, export_onnx
+from ..errors import UsageError
+from ..models import ATTN_SLOTS, BACKBONES, ZOO
+
+__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract']
+
+CHANNELS = 64
+MODULE_INPUTS = ((1, 7, 5), (1, 1, 1), (2, 8, 8))       # (batch, H, W) fed to the module alone
+MODEL_INPUTS = ((1, 32, 32), (2, 29, 35))               # (batch, H, W): odd sizes reach every stage
+LATENCY_BATCH, LATENCY_REPEATS = 16, 3
+CALIBRATION = dict(batches=1, batch_size=8)  # BatchNorm statistics that make the value comparisons mean something
+CHANNELS_LAST_RTOL = 1e-3  # max|channels_last - contiguous| / max|contiguous|: other kernels, same function
+
+
+class ContractError(UsageError):
+    """An attention module breaks the zoo's module contract; the message names what broke."""
+
+
+@dataclass
+class BackboneContract:
+    """The cost of the module in one backbone, against the plain backbone."""
+    backbone: str
+    params_added: int
+    macs_added: int
+    cpu_latency_ratio: Optional[float]              # None when latency was not measured
+    onnx: Dict[str, str] = field(default_factory=dict)  # exporter -> 'ok ...' or 'error: ...'
+
+
+@dataclass
+class ContractReport:
+    module: str                  # the class's import path
+    options: Dict[str, Any]
+    slot: str
+    backbones: List[BackboneContract]
+    timm_tests: Dict[str, str] = field(default_factory=dict)  # timm test name -> 'ok', on `timm_backbone`
+    timm_backbone: Optional[str] = None
+
+    def summary(self) -> str:
+        """What the CLI prints: one line per backbone (cost, exporters), then timm's tests if run."""
+        lines = [f'{self.module} keeps the contract ({self.slot} slot)']
+        for r in self.backbones:
+            latency = '' if r.cpu_latency_ratio is None else f', CPU latency x{r.cpu_latency_ratio:.2f} of plain'
+            exports = ''.join(f'; ONNX {exporter}: {result}' for exporter, result in r.onnx.items())
+            lines.append(f'  {r.backbone}: {r.params_added:+,} parameters, {r.macs_added:+,} MACs{latency}{exports}')
+        if self.timm_tests:
+            lines.append(f"  timm's model tests on {self.timm_backbone}: {', '.join(self.timm_tests)} passed")
+        return '\n'.join(lines)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready, for report.json's "contract" field."""
+        d = asdict(self)
+        d['options'] = {k: repr(v) if not isinstance(v, (int, float, str, bool, type(None))) else v
+                        for k, v in self.options.items()}
+        return d
+
+
+def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
+                   options: Optional[Mapping[str, Any]] = None, slot: str = 'block', timm_tests: bool = False,
+                   latency: bool = True, onnx: bool = True,
+                   progress: Callable[[str], None] = lambda msg: None) -> ContractReport:
+    """Check `attn` (a module class or factory) alone and in each of `backbones` (zoo backbone names); raises
+    ContractError naming the first broken promise, else returns the report. `options` go to every module's
+    constructor, `slot` is where the backbone puts it ('block' or 'stage'). `latency=False` / `onnx=False` skip
+    the timing / the exports."""
+    options = dict(options or {})
+    _check_arguments(backbones, slot)
+    label = _label(attn)
+    with torch.random.fork_rng(devices=[]):  # the same random inputs every time, the caller's generator untouched
+        torch.manual_seed(0)
+        progress(f'contract: {label} alone')
+        _check_module(attn, options, label)
+        rows = []
+        for backbone in backbones:
+            progress(f'contract: {label} in {backbone}')
+            plain, model = _build_pair(backbone, attn, options, slot, label)
+            _check_in_backbone(backbone, label, model, plain)
+            rows.append(_cost(backbone, model, plain, latency, onnx))
+        report = ContractReport(module=_import_path(attn), options=options, slot=slot, backbones=rows)
+        if timm_tests:
+            progress(f"contract: timm's model tests on {backbones[0]} with {label}")
+            report.timm_backbone = backbones[0]
+            report.timm_tests = _timm_model_tests(backbones[0], attn, options, slot, label)
+    return report
+
+
+# ------------------------------------------------------------------ checks
+def _check_arguments(backbones: Sequence[str], slot: str) -> None:
+    unknown = [b for b in backbones if b not in BACKBONES]
+    if unknown or not backbones:
+        raise UsageError(f"unknown backbone(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"valid: {', '.join(BACKBONES)}")
+    if slot not in ATTN_SLOTS:
+        raise UsageError(f'slot must be one of {ATTN_SLOTS}, got {slot!r}')
+
+
+def _label(attn) -> str:
+    return getattr(getattr(attn, 'func', attn), '__name__', None) or repr(attn)
+
+
+def _import_path(attn) -> str:
+    target = getattr(attn, 'func', attn)
+    return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
+
+
+@contextlib.contextmanager
+def _failure(what: str) -> Iterator[None]:
+    """Any exception in the block becomes a ContractError '<what>: <Type>: <first line>'."""
+    try:
+        yield
+    except ContractError:
+        raise
+    except Exception as e:  # a user's module can raise anything; the message is what the user needs
+        raise ContractError(f'{what}: {_one_line(e)}') from e
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _expect(what: str, y, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """`y` must be a finite tensor of `shape` and `dtype`."""
+    if not isinstance(y, torch.Tensor):
+        raise ContractError(f'{what}: returned {type(y).__name__}, expected a tensor')
+    if tuple(y.shape) != tuple(shape):
+        raise ContractError(f'{what}: output shape {tuple(y.shape)}, expected {tuple(shape)}')
+    if y.dtype != dtype:
+        raise ContractError(f'{what}: output dtype {y.dtype}, expected {dtype}')
+    if not torch.isfinite(y).all():
+        raise ContractError(f'{what}: output has NaN or infinite values')
+    return y
+
+
+def _same_values(what: str, got: torch.Tensor, expected: torch.Tensor) -> None:
+    err = ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+    if not err <= CHANNELS_LAST_RTOL:
+        raise ContractError(f'{what}: output differs from the contiguous input\'s (relative error {err:.3g})')
+
+
+def _run(what: str, module: nn.Module, x: torch.Tensor, autocast: bool = False):
+    with _failure(what), torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        return module(x)
+
+
+def _check_module(attn, options: Dict[str, Any], label: str) -> None:
+    """The module alone, in eval mode: shapes, dtypes, channels_last, bf16 autocast; then finite gradients."""
+    name = f'{label}({CHANNELS})'
+    with _failure(f'cannot build {name}'):
+        module = attn(CHANNELS, **options)
+    if not isinstance(module, nn.Module):
+        raise ContractError(f'{name} returned {type(module).__name__}, expected a torch.nn.Module')
+    module.eval()
+    for b, h, w in MODULE_INPUTS:
+        x = torch.randn(b, CHANNELS, h, w)
+        _expect(f'{name} on a {tuple(x.shape)} input', _run(f'{name} fails on a {tuple(x.shape)} input', module, x),
+                x.shape, x.dtype)
+    x = torch.randn(2, CHANNELS, 8, 8)
+    what = f'{name} on a channels_last {tuple(x.shape)} input'
+    y_cl = _expect(what, _run(what, module, x.contiguous(memory_format=torch.channels_last)), x.shape, x.dtype)
+    _same_values(what, y_cl, _run(what, module, x))
+    what = f'{name} under bf16 autocast on a bfloat16 {tuple(x.shape)} input'
+    _expect(what, _run(what, module, x.bfloat16(), autocast=True), x.shape, torch.bfloat16)
+    module.train()
+    x = torch.randn(2, CHANNELS, 8, 8, requires_grad=True)
+    with _failure(f'{name} fails in a backward pass'):
+        module(x).square().mean().backward()
+    _finite_gradients(name, [('input', x), *module.named_parameters()])
+
+
+def _finite_gradients(name: str, tensors: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    for tensor_name, t in tensors:
+        if t.grad is not None and not torch.isfinite(t.grad).all():
+            raise ContractError(f'{name}: the gradient of {tensor_name} has NaN or infinite values')
+
+
+def _plain_name(backbone: str) -> str:
+    return next(e.baseline for e in ZOO.values() if e.backbone.name == backbone)
+
+
+def _build_pair(backbone: str, attn, options, slot: str, label: str) -> Tuple[nn.Module, nn.Module]:
+    """(the plain backbone, the backbone with `attn`), both random-init with calibrated BatchNorm statistics."""
+    import timm
+
+    torch.manual_seed(0)
+    plain = timm.create_model(_plain_name(backbone))
+    size = tuple(plain.pretrained_cfg['input_size'])
+    with _failure(f'cannot build {backbone} with {label}'):
+        model = timm.create_model(_plain_name(backbone), attn_layer=attn, attn_kwargs=options or None, attn_slot=slot)
+    with _failure(f"{backbone} with {label} fails in a training-mode forward pass (calibrating BatchNorm)"):
+        calibrate_batchnorm(model, size, **CALIBRATION)
+    return calibrate_batchnorm(plain, size, **CALIBRATION), model
+
+
+def _check_in_backbone(backbone: str, label: str, model: nn.Module, plain: nn.Module) -> None:
+    """Logits of the plain backbone's shape and dtype (batch 1, odd sizes, channels_last, bf16 autocast), finite
+    gradients of a training step."""
+    name = f'{backbone} with {label}'
+    for b, h, w in MODEL_INPUTS:
+        x = torch.randn(b, 3, h, w)
+        expected = _run(f'plain {backbone}', plain, x)
+        what = f'{name} on a {tuple(x.shape)} input'
+        y = _expect(what, _run(what, model, x), expected.shape, expected.dtype)
+    what = f'{name} on a channels_last {tuple(x.shape)} input'
+    model.to(memory_format=torch.channels_last)
+    try:
+        y_cl = _run(what, model, x.contiguous(memory_format=torch.channels_last))
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    _same_values(what, _expect(what, y_cl, y.shape, y.dtype), y)
+    what = f'{name} under bf16 autocast'
+    expected = _run(f'plain {backbone} under bf16 autocast', plain, x, autocast=True)
+    _expect(what, _run(what, model, x, autocast=True), expected.shape, expected.dtype)
+    model.train()
+    with _failure(f'{name} fails in a training step'):
+        logits = model(x)
+        F.cross_entropy(logits, torch.randint(0, logits.shape[-1], (x.shape[0],))).backward()
+    _expect(f'{name} in training mode', logits, y.shape, y.dtype)
+    _finite_gradients(name, list(model.named_parameters()))
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+# ------------------------------------------------------------------ cost
+def _cost(backbone: str, model: nn.Module, plain: nn.Module, latency: bool, onnx: bool) -> BackboneContract:
+    size = tuple(plain.pretrained_cfg['input_size'])
+    return BackboneContract(
+        backbone=backbone,
+        params_added=count_params(model) - count_params(plain),
+        macs_added=count_macs(model, size) - count_macs(plain, size),
+        cpu_latency_ratio=_latency_ratio(model, plain, size) if latency else None,
+        onnx=_onnx_exports(model, size) if onnx else {},
+    )
+
+
+def _latency_ratio(model: nn.Module, plain: nn.Module, size: Tuple[int, ...]) -> float:
+    """Median over interleaved rounds of (time with the module / plain time of the same round), eager CPU, one
+    thread, timed by the process's CPU time: on a shared machine the wall clock measures the share of the processor
+    each call got (a module that adds nothing measured 0.52-0.77x of plain at load 8 on 2 cores), CPU time the
+    compute it needs (0.97-1.07x)."""
+    times = interleaved_latency({'plain': plain, 'model': model}, size, LATENCY_BATCH, repeats=LATENCY_REPEATS,
+                                timer='process', threads=1)
+    return round(statistics.median(m / p for m, p in zip(times['model'], times['plain'])), 4)
+
+
+def _onnx_exports(model: nn.Module, size: Tuple[int, ...]) -> Dict[str, str]:
+    """exporter -> 'ok (...)' or 'error: <why>', each file checked against eager PyTorch by `export_onnx`."""
+    results = {}
+    with tempfile.TemporaryDirectory(prefix='zamzoo-contract-') as tmp:
+        for exporter, use_dynamo in EXPORTERS.items():
+            try:
+                err = export_onnx(model, Path(tmp, f'{exporter}.onnx'), size, use_dynamo=use_dynamo)
+                results[exporter] = f'ok (relative error {err:.2g} against eager PyTorch)'
+            except OnnxExportError as e:
+                results[exporter] = f'error: {e}'
+            except Exception as e:  # ONNX Runtime refusing the file (an op it lacks) is an exporter failure too
+                results[exporter] = f'error: ONNX Runtime cannot run the {exporter} export: {_one_line(e)}'
+    return results
+
+
+# ------------------------------------------------------------------ timm's generic model tests
+def _timm_model_tests(backbone: str, attn, options, slot: str, label: str) -> Dict[str, str]:
+    """The checks of timm's tests/test_models.py (its test functions' names; timm's tests are not in its wheel) on
+    the backbone with `attn`, built through timm's builder as the zoo's models are; test name -> 'ok'."""
+    import timm
+
+    def build(**kwargs) -> nn.Module:
+        return timm.create_model(_plain_name(backbone), attn_layer=attn, attn_kwargs=options or None, attn_slot=slot,
+                                 **kwargs)
+
+    tests = {'test_model_forward': _timm_forward, 'test_model_backward': _timm_backward,
+             'test_model_default_cfgs': _timm_default_cfgs, 'test_model_forward_intermediates': _timm_intermediates,
+             'test_model_forward_features': _timm_features, 'test_model_forward_torchscript': _timm_torchscript,
+             'test_model_forward_fx': _timm_fx, 'test_model_backward_fx': _timm_backward_fx}
+    for test, run in tests.items():
+        with _failure(f"timm's {test} on {backbone} with {label}"):
+            torch.manual_seed(0)
+            run(build)
+    return {test: 'ok' for test in tests}
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def _input(model: nn.Module, batch: int) -> torch.Tensor:
+    return torch.randn(batch, *model.pretrained_cfg['input_size'])
+
+
+def _timm_forward(build) -> None:
+    model = build().eval()
+    _check(not torch.isnan(model(_input(model, 1))).any(), 'output included NaNs')
+
+
+def _timm_backward(build, fx: bool = False) -> None:
+    model = build(num_classes=42).train()
+    net = _fx_model(model) if fx else model
+    outputs = net(_input(model, 2))
+    outputs.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    _check(not missing, f'no gradient for {missing[:3]}')
+    _check(outputs.shape[-1] == 42 and not torch.isnan(outputs).any(), 'wrong output shape or NaNs')
+
+
+def _timm_default_cfgs(build) -> None:
+    model = build().eval()
+    cfg, state_dict, x = model.pretrained_cfg, model.state_dict(), _input(model, 1)
+    _check(model.forward_features(x).shape[-2:] == tuple(cfg['pool_size']), 'forward_features size != pool_size')
+    _check(model.forward_head(model.forward_features(x), pre_logits=True).shape[-1] == model.head_hidden_size,
+           'forward_head(pre_logits=True) size != head_hidden_size')
+    model.reset_classifier(0)
+    _check(model(x).shape == (1, model.num_features), 'reset_classifier(0): output is not (B, num_features)')
+    model.reset_classifier(0, '')
+    _check(model(x).shape[-2:] == tuple(cfg['pool_size']), "reset_classifier(0, ''): output size != pool_size")
+    for key in ('classifier', 'first_conv'):
+        _check(f'{cfg[key]}.weight' in state_dict, f'{key} {cfg[key]!r} not in the model parameters')
+
+
+def _timm_intermediates(build) -> None:
+    model = build().eval()
+    x = _input(model, 1)
+    final, intermediates = model.forward_intermediates(x)
+    _check(torch.allclose(final, model.forward_features(x), rtol=1e-4, atol=1e-5),
+           'forward_intermediates final output != forward_features')
+    channels = [info['num_chs'] for info in model.feature_info]
+    _check([t.shape[1] for t in intermediates] == channels, 'intermediate channels != feature_info')
+
+
+def _timm_features(build) -> None:
+    model = build(features_only=True).eval()
+    channels = model.feature_info.channels()
+    outputs = model(_input(model, 1))
+    _check(len(channels) >= 4 and len(outputs) == len(channels), 'feature levels != feature_info')
+    for c, o in zip(channels, outputs):
+        _check(o.shape[1] == c and not torch.isnan(o).any(), 'feature channels != feature_info, or NaNs')
+
+
+def _timm_torchscript(build) -> None:
+    import timm
+
+    with timm.layers.set_scriptable(True):
+        model = build().eval()
+    outputs = torch.jit.script(model)(_input(model, 1))
+    _check(outputs.shape[0] == 1 and not torch.isnan(outputs).any(), 'wrong batch or NaNs')
+
+
+def _fx_model(model: nn.Module) -> nn.Module:
+    """The model traced by torch.fx as timm's tests trace it (timm's leaf modules and functions kept whole), its
+    last node as the output."""
+    from timm.layers import get_graph_node_names
+    from timm.models import GraphExtractNet
+
+    train_nodes, eval_nodes = get_graph_node_names(model)
+    return GraphExtractNet(model, [train_nodes[-1] if model.training else eval_nodes[-1]])
+
+
+def _timm_fx(build) -> None:
+    model = build().eval()
+    x = _input(model, 1)
+    with torch.no_grad():
+        expected, got = model(x), _fx_model(model)(x)
+    _check(torch.allclose(got, expected, rtol=1e-4, atol=1e-5), 'the fx-traced model differs from eager')
+
+
+def _timm_backward_fx(build) -> None:
+    _timm_backward(build, fx=True)
