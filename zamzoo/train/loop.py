@@ -23,29 +23,10 @@ from .build import TrainingRun, autocast, build_run
 from .checkpoint import BackgroundWriter, checkpoint_state, set_rng_state
 from .config import TrainConfig
 from .run_folder import lock_run_folder
+from .reporting import Reporter
 from .schedule import RecipeLR, recipe_lr
 
 PLOT_EVERY_S = 30.0
-
-
-class Reporter:
-    """What a person watches. The library calls these on the main rank only; the CLI prints (tqdm), the default
-    does nothing."""
-
-    def start(self, info: dict):
-        pass
-
-    def epoch_start(self, epoch: int, epochs: int, steps: int, images: int):
-        pass
-
-    def step(self, steps: int, images: int, loss: Optional[float]):
-        pass
-
-    def epoch_end(self, record: dict, epochs: int):
-        pass
-
-    def finish(self, results: dict):
-        pass
 
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
