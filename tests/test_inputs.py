@@ -73,3 +73,64 @@ def test_zoo_run_trains_a_hugging_face_dataset_saved_to_disk(tmp_path, capsys):
     assert results['status'] == 'completed' and results['dataset'] == 'hf'
     assert config['args']['label_column'] == 'label' and config['num_classes'] == 10
     assert config['train_images'] == len(d['train'])
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+@pytest.mark.parametrize('kwarg, expected', [
+    ('drop_rate=abc', "drop_rate='abc': test_resnet does not accept it (ValueError: could not convert string"),
+    ('drop_rate=2', 'drop_rate=2: test_resnet does not accept it (ValueError: dropout probability has to be'),
+    ('in_chans=1', 'in_chans=1: the images are 3-channel RGB; in_chans must be 3'),
+    ('features_only=True', 'features_only: not for training (it makes a feature extractor without a classifier'),
+    ('global_pool=bogus', "global_pool='bogus': test_resnet does not accept it (AssertionError: Invalid pool type"),
+    ('num_classes=5', 'num_classes: not for training (the class count is set by the data)'),
+    ('bogus=1', "bogus=1: test_resnet does not accept it (TypeError: ResNet.__init__() got an unexpected keyword"),
+])
+def test_model_kwargs_are_checked_before_anything_is_built(tiny_cifar, tmp_path, capsys, kwarg, expected):
+    rc = main(['train', '--model', TINY, '--data', str(tiny_cifar), '--device', 'cpu', '--out', str(tmp_path / 'run'),
+               '--model-kwargs', kwarg])
+    err = capsys.readouterr().err
+    assert rc == 2 and f'zamzoo train: error: --model-kwargs {expected}' in err and 'Traceback' not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / 'run').exists()
+
+
+def test_model_kwargs_a_model_accepts_pass_and_a_sweep_checks_them_before_planning(tiny_cifar, tmp_path, capsys):
+    from zamzoo.train import TrainConfig
+    TrainConfig(model=TINY, data='.', model_kwargs={'drop_rate': 0.2, 'in_chans': 3}).validate()
+    TrainConfig(model=TINY, data='.', dataset='folder', img_size=48, model_kwargs={'drop_rate': 0.2}).validate()
+    rc = main(['zoo', 'run', '--models', TINY, '--data', str(tiny_cifar), '--out', str(tmp_path / 'sweep'),
+               '--model-kwargs', 'drop_rate=2', '--dry-run'])
+    assert rc == 2 and 'drop_rate=2: test_resnet does not accept it' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, expected', [
+    (['--device', 'mps'], "device 'mps' is not available here; this machine has cpu"),
+    (['--device', 'cuda:7'], "device 'cuda:7' is not available here; this machine has cpu"),
+    (['--device', 'gpu'], "device: unknown 'gpu'; this machine has cpu"),
+    (['--seed', '99999999999999999999'], 'seed: expected an integer from 0 to 4294967295 (2**32 - 1'),
+    (['--seed', '-1'], 'seed: expected an integer from 0 to 4294967295'),
+    (['--img-size', '100000'], 'img_size: expected 8 to 4096 pixels, got 100000'),
+])
+def test_device_seed_and_image_size_are_bounded(tiny_cifar, tmp_path, capsys, flags, expected):
+    rc = main(['train', '--model', TINY, '--data', str(tiny_cifar), '--out', str(tmp_path / 'run'), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and 'Traceback' not in err and not (tmp_path / 'run').exists()
+
+
+def test_a_sweep_takes_cuda_or_cpu_only(tiny_cifar, tmp_path, capsys):
+    rc = main(['zoo', 'run', '--models', TINY, '--data', str(tiny_cifar), '--device', 'cuda:1', '--dry-run'])
+    assert rc == 2 and 'a sweep takes cuda or cpu' in capsys.readouterr().err
+
+
+def test_the_dataloader_path_checks_its_memory_first(tmp_path, monkeypatch, capsys):
+    import zamzoo.data.tensors as T
+    data = _write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))
+    monkeypatch.setattr(T, 'free_bytes', lambda device: (10 ** 12, 100_000))   # 97.7 KiB free on the host
+    rc = main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.4',
+               '--img-size', '64', '--batch-size', '4', '--eval-batch-size', '8', '--loader', 'dataloader',
+               '--device', 'cpu', '--out', str(tmp_path / 'run')])
+    err = capsys.readouterr().err
+    # 8 float32 images of 3 x 64 x 64 (the eval batch, the larger) = 384 KiB
+    assert rc == 2 and 'the DataLoader needs 384.0 KiB for 8 images at 64x64, but host memory has 97.7 KiB' in err
+    assert '--batch-size' in err and not (tmp_path / 'run').exists()
+    assert T.dataloader_bytes(8, 64, workers=2) == 4 * 8 * 3 * 64 * 64 * 4

@@ -44,6 +44,60 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
         raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them ({e})') from e
 
 
+# timm.create_model keywords a training run sets itself, and why a user may not
+_RUN_SETS = {
+    'num_classes': 'the class count is set by the data',
+    'pretrained': 'use --pretrained',
+    'checkpoint_path': 'use --init PATH',
+    'features_only': 'it makes a feature extractor without a classifier, and training needs the classifier',
+}
+
+
+def check_model_kwargs(name: str, kwargs: dict, img_size: Optional[int]):
+    """UsageError naming the first keyword the model cannot train with: one the run sets itself, in_chans other than
+    the images' 3 channels, or a value the model rejects when built, and run once in training mode, on the meta
+    device (no memory, no weights) at `img_size` (None: the model's own). A model that cannot run on the meta device is not checked here."""
+    for key, why in _RUN_SETS.items():
+        if key in kwargs:
+            raise UsageError(f'--model-kwargs {key}: not for training ({why})')
+    if kwargs.get('in_chans', 3) != 3:
+        raise UsageError(f"--model-kwargs in_chans={kwargs['in_chans']!r}: the images are 3-channel RGB; "
+                         f"in_chans must be 3")
+    if not kwargs or _meta_error(name, (), img_size) is not None:
+        return
+    for key, value in kwargs.items():
+        error = _meta_error(name, ((key, value),), img_size)
+        if error is not None:
+            raise UsageError(f'--model-kwargs {key}={value!r}: {name} does not accept it ({error})')
+    error = _meta_error(name, tuple(kwargs.items()), img_size)
+    if error is not None:
+        raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them together ({error})')
+
+
+_META_ERRORS = {}  # a sweep validates each model's keywords once, not once per seed
+
+
+def _meta_error(name: str, kwargs: tuple, img_size: Optional[int]) -> Optional[str]:
+    """Why `name` built with `kwargs` fails a training-mode forward pass on the meta device, or None."""
+    key = (name, repr(kwargs), img_size)
+    if key not in _META_ERRORS:
+        _META_ERRORS[key] = _meta_forward_error(name, kwargs, img_size)
+    return _META_ERRORS[key]
+
+
+def _meta_forward_error(name: str, kwargs: tuple, img_size: Optional[int]) -> Optional[str]:
+    import timm
+
+    try:
+        with torch.device('meta'):
+            model = timm.create_model(name, num_classes=10, **dict(kwargs)).train()
+            size = img_size or int(model.pretrained_cfg.get('input_size', (3, 224, 224))[-1])
+            model(torch.empty(2, 3, size, size))
+    except Exception as e:  # any failure: the caller compares with the model's own (no keywords)
+        return f'{type(e).__name__}: {e}'.strip()
+    return None
+
+
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == 'auto' and device.type == 'cuda':
         amp = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
@@ -208,7 +262,8 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
     data = _open_data(config, info, out)  # first: it gives the classes
     model, facts = _build_model(config, recipe, data.num_classes)
     loader = pick_loader(config.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
-                         info.device)
+                         info.device, batch_size=max(recipe.batch_size // info.world_size, config.eval_batch_size),
+                         workers=workers)
     if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
         state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
