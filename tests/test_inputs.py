@@ -134,3 +134,21 @@ def test_the_dataloader_path_checks_its_memory_first(tmp_path, monkeypatch, caps
     assert rc == 2 and 'the DataLoader needs 384.0 KiB for 8 images at 64x64, but host memory has 97.7 KiB' in err
     assert '--batch-size' in err and not (tmp_path / 'run').exists()
     assert T.dataloader_bytes(8, 64, workers=2) == 4 * 8 * 3 * 64 * 64 * 4
+
+
+# ------------------------------------------------------------------------------------------------ quickstart's check
+
+def test_quickstart_stops_when_the_reloaded_model_predicts_differently(tmp_path, monkeypatch):
+    import zamzoo.quickstart as Q
+    from zamzoo.errors import ZamzooError
+    compare = Q._compare
+
+    def other_classes(*args):   # the reloaded model's logits with every class moved by one
+        loaded, trained, targets = compare(*args)
+        return loaded.roll(1, dims=1), trained, targets
+
+    monkeypatch.setattr(Q, '_compare', other_classes)
+    with pytest.raises(ZamzooError, match='predicts differently from the trained model'):
+        Q.quickstart(out=str(tmp_path / 'qs'), model='mobilenet_zam', train_images=20, val_images=10, epochs=1, batch_size=8,
+                     attention_images=1, device='cpu')
+    assert not (tmp_path / 'qs' / 'summary.json').exists()
