@@ -259,7 +259,7 @@ def test_bad_steps_are_counted_skipped_or_fatal():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     good = (torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0]), 4)
     bad = (torch.full((4, 3, 2, 2), math.nan), torch.tensor([0, 1, 2, 0]), 4)
-    kw = dict(device=torch.device('cpu'), amp=None)
+    kw = dict(device=torch.device('cpu'), amp_dtype=None)
 
     def run(batches, max_bad_steps):
         opt = torch.optim.SGD(model.parameters(), lr=0.1)

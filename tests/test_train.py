@@ -180,7 +180,7 @@ def _one_step(attn, recipe, seed=0):
     for group in opt.param_groups:
         group['lr'] = 0.0
     sched = RecipeLR(opt, recipe.replace(lr=1e-30), 1, 1)
-    sums = train_one_epoch(model, batch, opt, sched, device=torch.device('cpu'), amp=None,
+    sums = train_one_epoch(model, batch, opt, sched, device=torch.device('cpu'), amp_dtype=None,
                            penalty=penalty_fn(model, recipe), penalty_model=model)
     return model, {n: p.grad.clone() for n, p in model.named_parameters()}, sums
 

@@ -62,7 +62,7 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
     p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
                      steps_per_epoch=len(loader))
     net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
-    kw = dict(device=device, amp=p.dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
+    kw = dict(device=device, amp_dtype=p.amp_dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
               label_smoothing=recipe.label_smoothing)
     m = _subset_for_warmup(len(images), batch_size, warmup_steps)
     _sync(device)
@@ -78,7 +78,7 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
-            'amp': p.amp, 'compile': bool(compile), 'compile_mode': compile_mode, 'channels_last': channels_last,
+            'amp': p.amp_name, 'compile': bool(compile), 'compile_mode': compile_mode, 'channels_last': channels_last,
             'loader': 'tensor (device-resident)', 'steps': len(loader)}
 
 

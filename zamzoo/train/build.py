@@ -216,16 +216,16 @@ def _build_model(config, recipe, num_classes: int):
 class Pieces:
     """A model on its device and, for training, what trains it."""
     model: nn.Module
-    dtype: Optional[torch.dtype]  # autocast's; None: fp32
+    amp_dtype: Optional[torch.dtype]  # autocast's; None: fp32
     optimizer: Optional[torch.optim.Optimizer] = None
     scheduler: Optional[RecipeLR] = None
     scaler: Optional[torch.amp.GradScaler] = None
     penalty: Optional[Callable] = None
 
-    amp = property(lambda self: str(self.dtype).replace('torch.', '') if self.dtype else 'none')  # as recorded
+    amp_name = property(lambda self: str(self.amp_dtype).replace('torch.', '') if self.amp_dtype else 'none')
 
 
-def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype], *, channels_last: bool,
+def build_pieces(model: nn.Module, device: torch.device, amp_dtype: Optional[torch.dtype], *, channels_last: bool,
                  recipe=None, steps_per_epoch: int = 0, sync_bn: bool = False) -> Pieces:
     """`model` moved to `device` (SyncBatchNorm, channels_last); with a recipe also its SGD, per-step schedule,
     grad scaler (enabled for fp16 only) and penalty."""
@@ -235,10 +235,10 @@ def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.d
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if recipe is None:
-        return Pieces(model, dtype)
+        return Pieces(model, amp_dtype)
     optimizer = make_optimizer(model, recipe, device)
-    return Pieces(model, dtype, optimizer, RecipeLR(optimizer, recipe, steps_per_epoch, recipe.epochs),
-                  torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), penalty_fn(model, recipe))
+    return Pieces(model, amp_dtype, optimizer, RecipeLR(optimizer, recipe, steps_per_epoch, recipe.epochs),
+                  torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), penalty_fn(model, recipe))
 
 
 @dataclass
@@ -279,7 +279,7 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
         raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
     pieces = build_pieces(model, info.device, dtype, channels_last=channels_last, recipe=recipe,
                           steps_per_epoch=len(train_loader), sync_bn=sync_bn)
-    facts.update(amp=pieces.amp, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
+    facts.update(amp=pieces.amp_name, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
     return TrainingRun(pieces, train_loader, test_loader, data.split,
                        _run_config(config, recipe, info, data, train_loader, facts))
 
