@@ -386,7 +386,7 @@ def test_disk_full_while_writing_is_one_line(tmp_path, monkeypatch):
 
 def test_bad_settings_are_one_line(tiny_cifar, tmp_path, capsys):
     base = ['train', '--model', TINY, '--data', tiny_cifar, '--epochs', '1', '--out', tmp_path / 'r']
-    _one_line_error(*_cli(capsys, *base, '--model-kwargs', 'bogus=1'), "does not accept them", 'bogus')
+    _one_line_error(*_cli(capsys, *base, '--model-kwargs', 'bogus=1'), "does not accept it", 'bogus')
     _one_line_error(*_cli(capsys, *base, '--device', 'gpu0'), "device: unknown 'gpu0'")
     _one_line_error(*_cli(capsys, 'viz', '--model', 'resnet18_zma', '--image', 'x.png', '--out', tmp_path / 'v.png'),
                     "unknown model 'resnet18_zma'")
