@@ -31,7 +31,10 @@ def _add_run(sub):
                    help='data sets of --data (folder and hf: one data set, the one --data names)')
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--out', default='runs', help='sweep folder: one run folder per run, and _zoo/ (default runs/)')
-    add_run_arguments(p)  # every flag of `zamzoo train` but what names a run; --device: cuda or cpu
+    p.add_argument('--device', choices=('cuda', 'cpu'), default=None,
+                   help='local: default cuda when a GPU is visible; slurm: default cuda (GPUs are requested), '
+                        'cpu for a CPU partition')
+    add_run_arguments(p, leave_out=('--device',))  # every other flag of `zamzoo train` but what names a run
     p.add_argument('--executor', choices=('local', 'slurm'), default='local')
     p.add_argument('--gpus-per-run', type=positive_int, default=1,
                    help='processes (GPUs) per run, joined by torch.distributed (on CPU: gloo processes)')
@@ -129,9 +132,6 @@ def _run(args) -> int:
 
     if args.executor == 'slurm' and args.runs_per_gpu != 1:
         raise UsageError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
-    if args.device not in (None, 'cuda', 'cpu'):
-        raise UsageError(f"--device {args.device}: a sweep takes cuda or cpu (local runs get their GPUs through "
-                         f"CUDA_VISIBLE_DEVICES, SLURM runs their job's)")
     options = {k: v for k, v in train_config_values(args).items() if k not in ('data', 'out')}
     runs = plan_sweep(args.models, args.datasets, args.seeds, args.data, args.out, **options)
     states = plan_states(runs)
