@@ -55,8 +55,9 @@ _RUN_SETS = {
 
 def check_model_kwargs(name: str, kwargs: dict, img_size: Optional[int]):
     """UsageError naming the first keyword the model cannot train with: one the run sets itself, in_chans other than
-    the images' 3 channels, or a value the model rejects when built, and run once in training mode, on the meta
-    device (no memory, no weights) at `img_size` (None: the model's own). A model that cannot run on the meta device is not checked here."""
+    the images' 3 channels, or a value the model rejects when built and run once in training mode on the meta device
+    (no memory, no weights) at `img_size` (None: the model's own). A model that fails on the meta device even without
+    keywords is left to the real build."""
     for key, why in _RUN_SETS.items():
         if key in kwargs:
             raise UsageError(f'--model-kwargs {key}: not for training ({why})')
