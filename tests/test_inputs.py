@@ -144,6 +144,6 @@ def test_quickstart_stops_when_the_reloaded_model_predicts_differently(tmp_path,
 
     monkeypatch.setattr(Q, '_compare', other_classes)
     with pytest.raises(ZamzooError, match='predicts differently from the trained model'):
-        Q.quickstart(out=str(tmp_path / 'qs'), model='mobilenet_zam', train_images=20, val_images=10, epochs=1, batch_size=8,
-                     attention_images=1, device='cpu')
+        Q.quickstart(out=str(tmp_path / 'qs'), model='mobilenet_zam', train_images=20, val_images=10, epochs=1,
+                     batch_size=8, attention_images=1, device='cpu')
     assert not (tmp_path / 'qs' / 'summary.json').exists()

@@ -14,7 +14,8 @@ from .run_folder import RunFolderBusy, lock_holder, lock_run_folder
 from .schedule import RecipeLR, recipe_lr
 
 __all__ = [
-    'TrainConfig', 'train', 'evaluate', 'Reporter', 'TqdmReporter', 'RecipeLR', 'recipe_lr', 'create_model', 'default_recipe',
+    'TrainConfig', 'train', 'evaluate', 'Reporter', 'TqdmReporter', 'RecipeLR', 'recipe_lr', 'create_model',
+    'default_recipe',
     'checkpoint_state', 'write_checkpoint', 'load_checkpoint', 'load_weights',
     'CONFIG_FILE', 'CHECKPOINT_FILE', 'METRICS_FILE', 'CURVES_FILE', 'RESULTS_FILE', 'WEIGHTS_FILE',
     'RunFolderBusy', 'lock_holder', 'lock_run_folder',
