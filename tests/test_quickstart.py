@@ -85,7 +85,7 @@ def test_quickstart_artefacts(quickstart_run):
             assert im.format == 'PNG' and im.size[0] > 100
     # 5. the summary: accuracy, equality, where everything is, next commands
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['predictions_equal'] is True and summary['max_logit_diff'] == 0.0
+    assert summary['max_logit_diff'] == 0.0   # (other predictions stop the quickstart: tests/test_inputs.py)
     assert summary['top1'] == pytest.approx(results['top1'])  # same images, same transforms, same weights
     assert summary['val_images'] == 20 and summary['chance'] == 10.0
     assert sorted(summary['attention']) == [str(p) for p in pngs]

@@ -251,7 +251,7 @@ def test_bad_steps_are_counted_skipped_or_fatal():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     good = (torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0]), 4)
     bad = (torch.full((4, 3, 2, 2), math.nan), torch.tensor([0, 1, 2, 0]), 4)
-    kw = dict(device=torch.device('cpu'), amp=None)
+    kw = dict(device=torch.device('cpu'), amp_dtype=None)
 
     def run(batches, max_bad_steps):
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -378,7 +378,7 @@ def test_disk_full_while_writing_is_one_line(tmp_path, monkeypatch):
 
 def test_bad_settings_are_one_line(tiny_cifar, tmp_path, capsys):
     base = ['train', '--model', TINY, '--data', tiny_cifar, '--epochs', '1', '--out', tmp_path / 'r']
-    _one_line_error(*_cli(capsys, *base, '--model-kwargs', 'bogus=1'), "does not accept them", 'bogus')
+    _one_line_error(*_cli(capsys, *base, '--model-kwargs', 'bogus=1'), "does not accept it", 'bogus')
     _one_line_error(*_cli(capsys, *base, '--device', 'gpu0'), "device: unknown 'gpu0'")
     _one_line_error(*_cli(capsys, 'viz', '--model', 'resnet18_zma', '--image', 'x.png', '--out', tmp_path / 'v.png'),
                     "unknown model 'resnet18_zma'")

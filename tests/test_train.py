@@ -180,7 +180,7 @@ def _one_step(attn, recipe, seed=0):
     for group in opt.param_groups:
         group['lr'] = 0.0
     sched = RecipeLR(opt, recipe.replace(lr=1e-30), 1, 1)
-    sums = train_one_epoch(model, batch, opt, sched, device=torch.device('cpu'), amp=None,
+    sums = train_one_epoch(model, batch, opt, sched, device=torch.device('cpu'), amp_dtype=None,
                            penalty=penalty_fn(model, recipe), penalty_model=model)
     return model, {n: p.grad.clone() for n, p in model.named_parameters()}, sums
 
@@ -444,15 +444,8 @@ def test_bad_paths_and_settings(tiny_cifar, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ bench train
 
 def test_bench_train_small(tmp_path, capsys):
-    # `bench` is a group owned by zamzoo.bench.commands, which adds `train` with add_bench_train; build the same
-    # sub-parser here so this test does not depend on that wiring.
-    import argparse
-    from zamzoo.train.bench import add_bench_train
-    parser = argparse.ArgumentParser(prog='zamzoo bench')
-    add_bench_train(parser.add_subparsers(dest='bench_command', required=True))
-    args = parser.parse_args(['train', '--model', TINY, '--device', 'cpu', '--images', '32', '--batch-size', '16',
-                              '--workers', '0', '--warmup-steps', '0', '--out', str(tmp_path)])
-    assert args.func(args) == 0
+    assert main(['bench', 'train', '--model', TINY, '--device', 'cpu', '--images', '32', '--batch-size', '16',
+                 '--workers', '0', '--warmup-steps', '0', '--out', str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert 'speedup' in out and 'reference' in out
     r = json.loads((tmp_path / f'train-{TINY}-cpu.json').read_text())

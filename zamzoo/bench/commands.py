@@ -4,10 +4,12 @@
 - ``bench overhead``: fused vs reference (unfused) attention overhead over the plain backbone.
 - ``bench export``: every model through timm's ONNX export (both exporters), checked with ONNX Runtime.
 - ``bench tables``: the README / MODEL_CARD model tables from the bench reports and the manifest.
-- ``bench train``: training throughput, ours vs. a seed-style loop (zamzoo.train.bench, when installed).
+- ``bench train``: training throughput, ours vs. a seed-style loop (zamzoo.train.bench).
 """
-import importlib.util
 import shlex
+
+from .._argtypes import positive_int
+from ..recipes import list_recipes
 
 
 def add_commands(subparsers):
@@ -41,9 +43,7 @@ def add_commands(subparsers):
         add_arguments(p)
         p.set_defaults(func=run)
 
-    if importlib.util.find_spec('zamzoo.train.bench') is not None:  # the training package's `bench train`
-        from zamzoo.train.bench import add_bench_train
-        add_bench_train(sub)
+    _add_train(sub)
 
 
 def _add_models_arguments(p):
@@ -108,3 +108,48 @@ def _argv_of(args):
     if args.counts_only:
         out.append('--counts-only')
     return out
+
+
+def _add_train(bench_subparsers):
+    from ..train.config import AMP_CHOICES, COMPILE_MODES
+
+
+    p = bench_subparsers.add_parser(
+        'train', help='images/s of one training epoch: our loop vs a seeds-style DataLoader loop',
+        description='Images/s of one training epoch on synthetic CIFAR-shaped data, for our loop and for a '
+                    'reference loop in the seeds\' style (DataLoader + PIL transforms + fp32), in one run.')
+    p.add_argument('--model', default='resnet18_zam')
+    p.add_argument('--device', default=None, help='cuda or cpu (default: cuda if available)')
+    p.add_argument('--batch-size', type=positive_int, default=128)
+    p.add_argument('--images', type=positive_int, default=None,
+                   help='images in the timed epoch (default 50000 on CUDA, 1024 on CPU)')
+    p.add_argument('--recipe', choices=list_recipes(), default='zam', help='augmentation and optimizer settings')
+    p.add_argument('--compile', action='store_true')
+    p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
+    p.add_argument('--amp', choices=AMP_CHOICES, default='auto')
+    p.add_argument('--workers', type=int, default=None, help='reference DataLoader workers (default min(4, CPUs))')
+    p.add_argument('--warmup-steps', type=int, default=None)
+    p.add_argument('--no-reference', action='store_true', help='measure our loop only')
+    p.add_argument('--out', default='bench-results', help='folder for the JSON result (default bench-results/)')
+    p.set_defaults(func=run_bench_train)
+
+
+def run_bench_train(args) -> int:
+    from ..train.bench import bench_train
+
+    r = bench_train(args.model, device=args.device, batch_size=args.batch_size, images=args.images,
+                    recipe=args.recipe, compile=args.compile,
+                    compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
+                    amp=args.amp, workers=args.workers, reference=not args.no_reference,
+                    warmup_steps=args.warmup_steps, out=args.out)
+    o = r['ours']
+    print(f"{r['model']} batch {r['batch_size']}, {r['images']:,} synthetic images, {r['device']}")
+    print(f"  ours:      {o['images_per_s']:>10,.0f} img/s  ({o['epoch_s']:.2f} s/epoch; amp {o['amp']}, "
+          f"compile {o['compile']}, channels_last {o['channels_last']}; warm-up {o['warmup_s']:.1f} s)")
+    if 'reference' in r:
+        ref = r['reference']
+        print(f"  reference: {ref['images_per_s']:>10,.0f} img/s  ({ref['epoch_s']:.2f} s/epoch; {ref['loader']}, fp32)")
+        print(f"  speedup:   {r['speedup']:.2f}x")
+    if 'path' in r:
+        print(f"wrote {r['path']}")
+    return 0

@@ -48,14 +48,23 @@ def _human(n: float) -> str:
         n /= 1024
 
 
-def check_memory(needed: int, device, n_images: int, size: int):
-    """A clear error unless the data fits in the free memory of `device` (and of the host, where it is decoded)."""
+def dataloader_bytes(batch_size: int, size: int, workers: int) -> int:
+    """Bytes the DataLoader path holds at once at least: float32 batches, the one on the device and, with workers,
+    the 2 each prefetches (torch's prefetch_factor) on the host."""
+    return 4 * 3 * size * size * batch_size * max(1, 2 * workers)
+
+
+def check_memory(needed: int, device, n_images: int, size: int, loader: str = 'tensor'):
+    """A clear error unless the data fits in the free memory of `device` (and of the host, where it is decoded):
+    the whole data set for the tensor loader, the batches in flight for the DataLoader."""
     dev, host = free_bytes(device)
     if needed > dev or needed > host:
         where, free = (f'{device}', dev) if needed > dev else ('host', host)
+        what, advice = {'tensor': ('the tensor loader', 'use --loader dataloader (or a smaller --img-size)'),
+                        'dataloader': ('the DataLoader', 'use a smaller --img-size or --batch-size')}[loader]
         raise ZamzooError(
-            f'the tensor loader needs {_human(needed)} for {n_images:,} images at {size}x{size} (uint8), but '
-            f'{where} memory has {_human(free)} free; use --loader dataloader (or a smaller --img-size)')
+            f'{what} needs {_human(needed)} for {n_images:,} images at {size}x{size}, but {where} memory has '
+            f'{_human(free)} free; {advice}')
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -86,14 +95,17 @@ def dataset_tensors(dataset, size: int, workers: int = 0, batch_size: int = 256)
     return images, targets
 
 
-def pick_loader(loader: str, sizes: Tuple[int, int], size: int, padding: int, device) -> str:
+def pick_loader(loader: str, sizes: Tuple[int, int], size: int, padding: int, device, batch_size: int = 1,
+                workers: int = 0) -> str:
     """'tensor' or 'dataloader' for a data set of `sizes` (train, test) images at `size`: `auto` takes the tensor
-    loader on CUDA when the data takes at most half the free memory; an explicit 'tensor' is checked."""
+    loader on CUDA when the data takes at most half the free memory; an explicit 'tensor' is checked, and so is the
+    DataLoader's memory for batches of `batch_size` with `workers`."""
     device = torch.device(device)
-    if loader == 'dataloader' or (loader == 'auto' and device.type != 'cuda'):
-        return 'dataloader'
     needed = tensor_bytes(sizes[0], sizes[1], size, padding)
     if loader == 'tensor':
         check_memory(needed, device, sum(sizes), size)
         return 'tensor'
-    return 'tensor' if fits(needed, device) else 'dataloader'
+    if loader == 'auto' and device.type == 'cuda' and fits(needed, device):
+        return 'tensor'
+    check_memory(dataloader_bytes(batch_size, size, workers), device, batch_size, size, loader='dataloader')
+    return 'dataloader'

@@ -5,7 +5,7 @@ from . import QuickstartConfig, QuickstartResult, quickstart
 
 
 def add_commands(subparsers):
-    from ..train.commands import positive_float, positive_int
+    from .._argtypes import positive_float, positive_int
 
     d = QuickstartConfig()
     p = subparsers.add_parser(
@@ -57,7 +57,7 @@ def summary_lines(r: QuickstartResult) -> List[str]:
 
 
 def run(args) -> int:
-    from ..train.commands import TqdmReporter
+    from ..train.reporting import TqdmReporter
 
     config = QuickstartConfig(out=args.out, model=args.model, train_images=args.train_images,
                               val_images=args.val_images, epochs=args.epochs, batch_size=args.batch_size,

@@ -24,7 +24,7 @@ from .. import provenance
 from .._io import write_json_atomic
 from .._paths import check_writable
 from ..errors import UsageError
-from ..recipes import get_recipe, list_recipes
+from ..recipes import get_recipe
 
 
 def synthetic_cifar(n: int, num_classes: int = 100, seed: int = 0):
@@ -60,7 +60,7 @@ def ours_trainer(model_name, *, device, batch_size, recipe, amp, compile, compil
     p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
                      steps_per_epoch=steps_per_epoch)
     net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
-    kw = dict(device=device, amp=p.dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
+    kw = dict(device=device, amp_dtype=p.amp_dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
               label_smoothing=recipe.label_smoothing)
     return mk, lambda loader: train_one_epoch(net, loader, p.optimizer, p.scheduler, **kw), p
 
@@ -88,7 +88,7 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
     _sync(device)
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
-            'amp': p.amp, 'compile': bool(compile), 'compile_mode': compile_mode,
+            'amp': p.amp_name, 'compile': bool(compile), 'compile_mode': compile_mode,
             'channels_last': device.type == 'cuda', 'loader': 'tensor (device-resident)', 'steps': len(loader)}
 
 
@@ -184,48 +184,3 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
         write_json_atomic(path, result)
         result['path'] = str(path)
     return result
-
-
-def add_bench_train(bench_subparsers):
-    """Add `train` to the `zamzoo bench` sub-command group."""
-    from .commands import positive_int
-    from .config import AMP_CHOICES, COMPILE_MODES
-
-    p = bench_subparsers.add_parser(
-        'train', help='images/s of one training epoch: our loop vs a seeds-style DataLoader loop',
-        description='Images/s of one training epoch on synthetic CIFAR-shaped data, for our loop and for a '
-                    'reference loop in the seeds\' style (DataLoader + PIL transforms + fp32), in one run.')
-    p.add_argument('--model', default='resnet18_zam')
-    p.add_argument('--device', default=None, help='cuda or cpu (default: cuda if available)')
-    p.add_argument('--batch-size', type=positive_int, default=128)
-    p.add_argument('--images', type=positive_int, default=None,
-                   help='images in the timed epoch (default 50000 on CUDA, 1024 on CPU)')
-    p.add_argument('--recipe', choices=list_recipes(), default='zam', help='augmentation and optimizer settings')
-    p.add_argument('--compile', action='store_true')
-    p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
-    p.add_argument('--amp', choices=AMP_CHOICES, default='auto')
-    p.add_argument('--workers', type=int, default=None, help='reference DataLoader workers (default min(4, CPUs))')
-    p.add_argument('--warmup-steps', type=int, default=None)
-    p.add_argument('--no-reference', action='store_true', help='measure our loop only')
-    p.add_argument('--out', default='bench-results', help='folder for the JSON result (default bench-results/)')
-    p.set_defaults(func=run_bench_train)
-    return p
-
-
-def run_bench_train(args) -> int:
-    r = bench_train(args.model, device=args.device, batch_size=args.batch_size, images=args.images,
-                    recipe=args.recipe, compile=args.compile,
-                    compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
-                    amp=args.amp, workers=args.workers, reference=not args.no_reference,
-                    warmup_steps=args.warmup_steps, out=args.out)
-    o = r['ours']
-    print(f"{r['model']} batch {r['batch_size']}, {r['images']:,} synthetic images, {r['device']}")
-    print(f"  ours:      {o['images_per_s']:>10,.0f} img/s  ({o['epoch_s']:.2f} s/epoch; amp {o['amp']}, "
-          f"compile {o['compile']}, channels_last {o['channels_last']}; warm-up {o['warmup_s']:.1f} s)")
-    if 'reference' in r:
-        ref = r['reference']
-        print(f"  reference: {ref['images_per_s']:>10,.0f} img/s  ({ref['epoch_s']:.2f} s/epoch; {ref['loader']}, fp32)")
-        print(f"  speedup:   {r['speedup']:.2f}x")
-    if 'path' in r:
-        print(f"wrote {r['path']}")
-    return 0

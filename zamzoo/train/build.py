@@ -44,6 +44,61 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
         raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them ({e})') from e
 
 
+# timm.create_model keywords a training run sets itself, and why a user may not
+_RUN_SETS = {
+    'num_classes': 'the class count is set by the data',
+    'pretrained': 'use --pretrained',
+    'checkpoint_path': 'use --init PATH',
+    'features_only': 'it makes a feature extractor without a classifier, and training needs the classifier',
+}
+
+
+def check_model_kwargs(name: str, kwargs: dict, img_size: Optional[int]):
+    """UsageError naming the first keyword the model cannot train with: one the run sets itself, in_chans other than
+    the images' 3 channels, or a value the model rejects when built and run once in training mode on the meta device
+    (no memory, no weights) at `img_size` (None: the model's own). A model that fails on the meta device even without
+    keywords is left to the real build."""
+    for key, why in _RUN_SETS.items():
+        if key in kwargs:
+            raise UsageError(f'--model-kwargs {key}: not for training ({why})')
+    if kwargs.get('in_chans', 3) != 3:
+        raise UsageError(f"--model-kwargs in_chans={kwargs['in_chans']!r}: the images are 3-channel RGB; "
+                         f"in_chans must be 3")
+    if not kwargs or _meta_error(name, (), img_size) is not None:
+        return
+    for key, value in kwargs.items():
+        error = _meta_error(name, ((key, value),), img_size)
+        if error is not None:
+            raise UsageError(f'--model-kwargs {key}={value!r}: {name} does not accept it ({error})')
+    error = _meta_error(name, tuple(kwargs.items()), img_size)
+    if error is not None:
+        raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them together ({error})')
+
+
+_META_ERRORS = {}  # a sweep validates each model's keywords once, not once per seed
+
+
+def _meta_error(name: str, kwargs: tuple, img_size: Optional[int]) -> Optional[str]:
+    """Why `name` built with `kwargs` fails a training-mode forward pass on the meta device, or None."""
+    key = (name, repr(kwargs), img_size)
+    if key not in _META_ERRORS:
+        _META_ERRORS[key] = _meta_forward_error(name, kwargs, img_size)
+    return _META_ERRORS[key]
+
+
+def _meta_forward_error(name: str, kwargs: tuple, img_size: Optional[int]) -> Optional[str]:
+    import timm
+
+    try:
+        with torch.device('meta'):
+            model = timm.create_model(name, num_classes=10, **dict(kwargs)).train()
+            size = img_size or int(model.pretrained_cfg.get('input_size', (3, 224, 224))[-1])
+            model(torch.empty(2, 3, size, size))
+    except Exception as e:  # any failure: the caller compares with the model's own (no keywords)
+        return f'{type(e).__name__}: {e}'.strip()
+    return None
+
+
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == 'auto' and device.type == 'cuda':
         amp = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
@@ -162,16 +217,16 @@ def _build_model(config, recipe, num_classes: int):
 class Pieces:
     """A model on its device and, for training, what trains it."""
     model: nn.Module
-    dtype: Optional[torch.dtype]  # autocast's; None: fp32
+    amp_dtype: Optional[torch.dtype]  # autocast's; None: fp32
     optimizer: Optional[torch.optim.Optimizer] = None
     scheduler: Optional[RecipeLR] = None
     scaler: Optional[torch.amp.GradScaler] = None
     penalty: Optional[Callable] = None
 
-    amp = property(lambda self: str(self.dtype).replace('torch.', '') if self.dtype else 'none')  # as recorded
+    amp_name = property(lambda self: str(self.amp_dtype).replace('torch.', '') if self.amp_dtype else 'none')
 
 
-def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype], *, channels_last: bool,
+def build_pieces(model: nn.Module, device: torch.device, amp_dtype: Optional[torch.dtype], *, channels_last: bool,
                  recipe=None, steps_per_epoch: int = 0, sync_bn: bool = False) -> Pieces:
     """`model` moved to `device` (SyncBatchNorm, channels_last); with a recipe also its SGD, per-step schedule,
     grad scaler (enabled for fp16 only) and penalty."""
@@ -181,10 +236,10 @@ def build_pieces(model: nn.Module, device: torch.device, dtype: Optional[torch.d
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if recipe is None:
-        return Pieces(model, dtype)
+        return Pieces(model, amp_dtype)
     optimizer = make_optimizer(model, recipe, device)
-    return Pieces(model, dtype, optimizer, RecipeLR(optimizer, recipe, steps_per_epoch, recipe.epochs),
-                  torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), penalty_fn(model, recipe))
+    return Pieces(model, amp_dtype, optimizer, RecipeLR(optimizer, recipe, steps_per_epoch, recipe.epochs),
+                  torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), penalty_fn(model, recipe))
 
 
 @dataclass
@@ -208,7 +263,8 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
     data = _open_data(config, info, out)  # first: it gives the classes
     model, facts = _build_model(config, recipe, data.num_classes)
     loader = pick_loader(config.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
-                         info.device)
+                         info.device, batch_size=max(recipe.batch_size // info.world_size, config.eval_batch_size),
+                         workers=workers)
     if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
         state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
@@ -224,7 +280,7 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
         raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
     pieces = build_pieces(model, info.device, dtype, channels_last=channels_last, recipe=recipe,
                           steps_per_epoch=len(train_loader), sync_bn=sync_bn)
-    facts.update(amp=pieces.amp, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
+    facts.update(amp=pieces.amp_name, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
     return TrainingRun(pieces, train_loader, test_loader, data.split,
                        _run_config(config, recipe, info, data, train_loader, facts))
 

@@ -8,12 +8,14 @@ from typing import Optional, Union
 from ..data.sources import DATASETS, DataSource, check_dataset
 from ..errors import UsageError
 from ..recipes import Recipe, get_recipe, list_recipes
-from .build import check_model_name
+from .build import check_model_kwargs, check_model_name
 
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
 LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')  # torch.compile's
 DATASET_CHOICES = DATASETS  # owned by zamzoo.data.sources
+MAX_SEED = 2 ** 32 - 1
+MAX_IMG_SIZE = 4096  # timm's largest pretrained inputs are about 1024
 
 
 @dataclass
@@ -82,14 +84,18 @@ class TrainConfig:
             raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
         if self.workers is not None and self.workers < 0:
             raise UsageError(f'workers: expected >= 0, got {self.workers}')
-        if self.img_size is not None and self.img_size < 8:
-            raise UsageError(f'img_size: expected >= 8, got {self.img_size}')
+        if self.img_size is not None and not 8 <= self.img_size <= MAX_IMG_SIZE:
+            raise UsageError(f'img_size: expected 8 to {MAX_IMG_SIZE} pixels, got {self.img_size}')
         if not isinstance(self.max_bad_steps, int) or isinstance(self.max_bad_steps, bool) or self.max_bad_steps < 0:
             raise UsageError(f'max_bad_steps: expected an integer >= 0, got {self.max_bad_steps!r}')
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise UsageError(f'seed: expected an integer, got {self.seed!r}')
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f'seed: expected an integer from 0 to {MAX_SEED} (2**32 - 1, the range numpy seeds '
+                             f'from), got {self.seed!r}')
         self._load_attention()
         check_model_name(self.model)
+        if self.model_kwargs:
+            size = self.img_size if self.dataset in ('folder', 'hf') else 32  # None: the model's own
+            check_model_kwargs(self.model, self.model_kwargs, size)
         return self
 
     def _load_attention(self):

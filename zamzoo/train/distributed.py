@@ -29,15 +29,25 @@ def is_main_process() -> bool:
     return int(os.environ.get('RANK', '0')) == 0
 
 
+def available_devices() -> list:
+    """The devices this machine can run on: cpu, each CUDA GPU, mps when present."""
+    devices = ['cpu'] + [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append('mps')
+    return devices
+
+
 def resolve_device(device=None) -> torch.device:
     if device in (None, 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    have = available_devices()
     try:
         device = torch.device(device)
     except RuntimeError:
-        raise UsageError(f"device: unknown '{device}'; expected cpu, cuda or cuda:N") from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise UsageError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+        raise UsageError(f"device: unknown '{device}'; this machine has {', '.join(have)}") from None
+    any_gpu = device.type == 'cuda' and device.index is None and torch.cuda.is_available()
+    if not (device.type == 'cpu' or any_gpu or str(device) in have):
+        raise UsageError(f"device '{device}' is not available here; this machine has {', '.join(have)}")
     return device
 
 

@@ -61,7 +61,7 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
     dev = D.resolve_device(device)
-    dtype = amp_dtype(amp, dev)
+    autocast_dtype = amp_dtype(amp, dev)
     run_cfg = _run_config(checkpoint)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
     check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, _run_folder(checkpoint), ('val',))
@@ -72,7 +72,7 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
         raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
 
     net = _model(model, num_classes, pretrained, checkpoint)
-    pieces = build_pieces(net, dev, dtype, channels_last=dev.type == 'cuda')
+    pieces = build_pieces(net, dev, autocast_dtype, channels_last=dev.type == 'cuda')
 
     if run_cfg.get('mean'):
         mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
@@ -86,7 +86,7 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
                             loader=_loader(dataset, run_cfg, test_split, size, dev), workers=workers,
                             channels_last=dev.type == 'cuda', img_size=size)
     t0 = time.perf_counter()
-    sums = evaluate_loader(pieces.model, test, device=dev, amp=pieces.dtype, num_classes=num_classes)
+    sums = evaluate_loader(pieces.model, test, device=dev, amp_dtype=pieces.amp_dtype, num_classes=num_classes)
     n = int(sums['count'])
     elapsed = time.perf_counter() - t0
     return {

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import provenance
@@ -19,35 +20,17 @@ from .._paths import check_writable
 from ..data.sources import check_same_data
 from ..errors import NonFiniteError, UsageError
 from ..models.plugins import check_attention_source
+from ..recipes import Recipe
 from . import distributed as D
 from . import run_folder
 from .build import TrainingRun, autocast, build_run
 from .checkpoint import BackgroundWriter, checkpoint_state, set_rng_state
 from .config import TrainConfig
 from .run_folder import lock_run_folder
+from .reporting import Reporter
 from .schedule import RecipeLR, recipe_lr
 
 PLOT_EVERY_S = 30.0
-
-
-class Reporter:
-    """What a person watches. The library calls these on the main rank only; the CLI prints (tqdm), the default
-    does nothing."""
-
-    def start(self, info: dict):
-        pass
-
-    def epoch_start(self, epoch: int, epochs: int, steps: int, images: int):
-        pass
-
-    def step(self, steps: int, images: int, loss: Optional[float]):
-        pass
-
-    def epoch_end(self, record: dict, epochs: int):
-        pass
-
-    def finish(self, results: dict):
-        pass
 
 
 def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
@@ -57,29 +40,34 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
     recipe = config.resolve_recipe()
     info = D.setup(config.device)
     out = check_writable(config.out or config.default_out(recipe), '--out')
-    reporter = reporter if info.is_main else None
     try:
         # One writer per run folder, for the whole run: the main rank is the one that writes it.
         with lock_run_folder(out) if info.is_main else nullcontext():
             run = build_run(config, recipe, info, out)  # data, model, penalty, optimizer, lr schedule, scaler
             progress = _resume(config, out, run)
-
-            model = run.pieces.model  # the pieces keep it unwrapped (model_without_ddp): saved and evaluated
-            if info.distributed:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-                model = DDP(model, device_ids=[info.device.index] if info.device.type == 'cuda' else None,
-                            broadcast_buffers=not run.config['sync_bn'])
-            if config.compile:
-                model = torch.compile(model, mode=config.compile_mode, dynamic=False)
-
+            loop = Loop(config, recipe, info, out, run, _wrap_model(config, info, run), progress,
+                        reporter if info.is_main else None, t_session)
             if info.is_main:
                 run_folder.start_run(out, run.config, run.split)
-                if reporter:
-                    reporter.start({'config': run.config, 'out': str(out), 'start_epoch': progress.epoch})
+                if loop.reporter:
+                    loop.reporter.start({'config': run.config, 'out': str(out), 'start_epoch': progress.epoch})
             D.barrier(info)
-            return _epochs(config, recipe, info, out, run, model, progress, reporter, t_session)
+            return _epochs(loop)
     finally:
         D.teardown(info)
+
+
+def _wrap_model(config: TrainConfig, info: D.DistInfo, run: TrainingRun) -> nn.Module:
+    """The model that steps: DDP across processes, torch.compile'd if asked. The pieces keep it unwrapped
+    (torchvision's model_without_ddp): that one is saved and evaluated."""
+    model = run.pieces.model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, device_ids=[info.device.index] if info.device.type == 'cuda' else None,
+                    broadcast_buffers=not run.config['sync_bn'])
+    if config.compile:
+        model = torch.compile(model, mode=config.compile_mode, dynamic=False)
+    return model
 
 
 @dataclass
@@ -98,6 +86,24 @@ class Progress:
         self.history.append(record)
         self.epoch = record['epoch']
         self.train_time_s += record['train_time_s']
+
+
+@dataclass
+class Loop:
+    """A run being trained: what each epoch reads (torchvision's train_one_epoch gets these as arguments)."""
+    config: TrainConfig
+    recipe: Recipe
+    info: D.DistInfo
+    out: Path
+    run: TrainingRun
+    model: nn.Module  # the one that steps (wrapped); run.pieces.model is the plain one
+    progress: Progress
+    reporter: Optional[Reporter]  # the main rank's; None elsewhere
+    t_session: float  # when this session started (perf_counter)
+
+    @property
+    def title(self) -> str:
+        return f'{self.config.model} on {self.config.dataset} ({self.recipe.name})'
 
 
 def _check_finite_record(record: dict):
@@ -146,69 +152,74 @@ def _resume_changes(saved: dict, now: dict) -> list:
     return [f'{k}: checkpoint {short(a)}, now {short(b)}' for k, a, b in pairs if a != b]
 
 
-def _epochs(config, recipe, info, out, run: TrainingRun, model, progress: Progress, reporter, t_session: float) -> dict:
-    """The epochs after `progress.epoch`, each saved to the run folder, then the weights and results.json."""
-    title = f'{config.model} on {config.dataset} ({recipe.name})'
+def _epochs(loop: Loop) -> dict:
+    """The epochs after `loop.progress.epoch`, each saved to the run folder, then the weights and results.json."""
+    info, progress, epochs = loop.info, loop.progress, loop.recipe.epochs
     last_plot = time.perf_counter()  # first plot after PLOT_EVERY_S, or after the last epoch
     start_epoch = progress.epoch
     writer = BackgroundWriter() if info.is_main else None
     try:
-        for epoch in range(start_epoch, recipe.epochs):
-            progress.add(_one_epoch(epoch, config, recipe, info, run, model, reporter))
+        for epoch in range(start_epoch, epochs):
+            progress.add(_one_epoch(loop, epoch))
             if info.is_main:
-                p = run.pieces
-                state = checkpoint_state(model=p.model, optimizer=p.optimizer, scheduler=p.scheduler,
-                                         scaler=p.scaler, epoch=progress.epoch, config=run.config,
-                                         history=progress.history, extra={
-                                             'train_time_s': progress.train_time_s, 'best': progress.best,
-                                             'wall_time_s': progress.wall_time_s + time.perf_counter() - t_session,
-                                         })
                 # the plot costs a few tenths of a second: at most every PLOT_EVERY_S seconds, and after the last epoch
-                plot = time.perf_counter() - last_plot >= PLOT_EVERY_S or epoch + 1 == recipe.epochs
-                run_folder.save_epoch(out, writer, state, title if plot else None)
+                plot = time.perf_counter() - last_plot >= PLOT_EVERY_S or epoch + 1 == epochs
+                run_folder.save_epoch(loop.out, writer, _checkpoint(loop), loop.title if plot else None)
                 last_plot = time.perf_counter() if plot else last_plot
-                if reporter:
-                    reporter.epoch_end(progress.history[-1], recipe.epochs)
+                if loop.reporter:
+                    loop.reporter.epoch_end(progress.history[-1], epochs)
             D.barrier(info)
 
         results = None
         if info.is_main:
-            results = _results(config, recipe, run.config, progress, progress.wall_time_s + time.perf_counter() -
-                               t_session, info)
-            if start_epoch >= recipe.epochs and progress.history:  # nothing ran in this session (a finished run)
-                run_folder.write_history(out, progress.history, title)
-            run_folder.finish_run(out, writer, run.pieces.model, run.config, results)
-            if reporter:
-                reporter.finish(results)
+            results = _results(loop)
+            if start_epoch >= epochs and progress.history:  # nothing ran in this session (a finished run)
+                run_folder.write_history(loop.out, progress.history, loop.title)
+            run_folder.finish_run(loop.out, writer, loop.run.pieces.model, loop.run.config, results)
+            if loop.reporter:
+                loop.reporter.finish(results)
         return D.broadcast_object(results, info)
     except NonFiniteError as e:
         if info.is_main:
-            run_folder.mark_failed(out, run.config, e)
+            run_folder.mark_failed(loop.out, loop.run.config, e)
         raise
     finally:
         if writer is not None:
             writer.close()
 
 
-def _one_epoch(epoch: int, config, recipe, info, run: TrainingRun, model, reporter) -> dict:
+def _session_wall_time(loop: Loop) -> float:
+    return loop.progress.wall_time_s + time.perf_counter() - loop.t_session
+
+
+def _checkpoint(loop: Loop) -> dict:
+    p, progress = loop.run.pieces, loop.progress
+    return checkpoint_state(model=p.model, optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.scaler,
+                            epoch=progress.epoch, config=loop.run.config, history=progress.history, extra={
+                                'train_time_s': progress.train_time_s, 'best': progress.best,
+                                'wall_time_s': _session_wall_time(loop)})
+
+
+def _one_epoch(loop: Loop, epoch: int) -> dict:
     """Train one epoch, evaluate when due; the epoch's record (metrics.jsonl's line)."""
+    config, recipe, info, run = loop.config, loop.recipe, loop.info, loop.run
     p, loader, device = run.pieces, run.train_loader, info.device
     loader.set_epoch(epoch)
-    if reporter:
-        reporter.epoch_start(epoch + 1, recipe.epochs, len(loader), loader.num_samples)
+    if loop.reporter:
+        loop.reporter.epoch_start(epoch + 1, recipe.epochs, len(loader), loader.num_samples)
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    sums = train_one_epoch(model, loader, p.optimizer, p.scheduler, device=device, amp=p.dtype,
+    sums = train_one_epoch(loop.model, loader, p.optimizer, p.scheduler, device=device, amp_dtype=p.amp_dtype,
                            world_size=info.world_size, label_smoothing=recipe.label_smoothing, penalty=p.penalty,
-                           penalty_model=p.model, scaler=p.scaler, reporter=reporter,
+                           penalty_model=p.model, scaler=p.scaler, reporter=loop.reporter,
                            progress_every=config.progress_every, max_bad_steps=config.max_bad_steps)
     tr = _reduce(sums, info)  # the epoch's one host sync for training
     train_time = time.perf_counter() - t0
     ev = None
     if (epoch + 1) % config.eval_every == 0 or epoch + 1 == recipe.epochs:
         D.broadcast_buffers(p.model, info)
-        ev = _reduce(evaluate_loader(p.model, run.test_loader, device=device, amp=p.dtype,
+        ev = _reduce(evaluate_loader(p.model, run.test_loader, device=device, amp_dtype=p.amp_dtype,
                                      num_classes=run.config['num_classes']), info)
     return {
         'epoch': epoch + 1,
@@ -231,7 +242,8 @@ def _last_step_lr(scheduler: RecipeLR) -> float:
     return recipe_lr(scheduler.recipe, scheduler.base_lrs[0], step, scheduler.steps_per_epoch, scheduler.epochs)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optional[torch.dtype], world_size: int = 1,
+def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: Optional[torch.dtype],
+                    world_size: int = 1,
                     label_smoothing: float = 0.0, penalty=None, penalty_model=None, scaler=None,
                     reporter: Optional[Reporter] = None, progress_every: int = 25,
                     max_bad_steps: Optional[int] = None) -> dict:
@@ -254,7 +266,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp: Optiona
     peek = _Peek(device) if reporter is not None else None
     images_seen = 0
     for step, (x, y, n_global) in enumerate(loader, 1):
-        with autocast(device, amp):
+        with autocast(device, amp_dtype):
             logits = model(x)
         ce = F.cross_entropy(logits.float(), y, reduction='sum', label_smoothing=label_smoothing)
         loss = ce * (world_size / n_global)
@@ -344,7 +356,7 @@ def _check_bad_steps(bad: torch.Tensor, max_bad_steps: int, step: int):
 
 
 @torch.inference_mode()
-def evaluate_loader(model, loader, *, device, amp: Optional[torch.dtype], num_classes: int) -> dict:
+def evaluate_loader(model, loader, *, device, amp_dtype: Optional[torch.dtype], num_classes: int) -> dict:
     """Sums of CE loss, top-1 and top-5 hits and images over this rank's part of `loader` (device tensors)."""
     model.eval()
     k = min(5, num_classes)
@@ -353,7 +365,7 @@ def evaluate_loader(model, loader, *, device, amp: Optional[torch.dtype], num_cl
     for x, y, _ in loader:
         if y.numel() == 0:
             continue
-        with autocast(device, amp):
+        with autocast(device, amp_dtype):
             logits = model(x)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction='sum')
@@ -372,10 +384,11 @@ def _reduce(sums: dict, info: D.DistInfo) -> dict:
     return dict(zip(keys, packed.tolist()))
 
 
-def _results(config, recipe, run_config: dict, progress: Progress, wall_time: float, info) -> dict:
+def _results(loop: Loop) -> dict:
     """results.json of a completed run: the last evaluation, the best one, speed and provenance."""
     import timm
 
+    config, recipe, run_config, progress = loop.config, loop.recipe, loop.run.config, loop.progress
     best, history, train_time = progress.best, progress.history, progress.train_time_s
     last = next((r for r in reversed(history) if r.get('test_top1') is not None), {})
     throughputs = [r['images_per_s'] for r in history]
@@ -388,8 +401,8 @@ def _results(config, recipe, run_config: dict, progress: Progress, wall_time: fl
         'best_top1': best.get('top1'), 'best_top5': best.get('top5'), 'best_epoch': best.get('epoch'),
         'images_per_s': statistics.median(throughputs) if throughputs else None,
         'mean_images_per_s': (train_images / train_time) if train_time else None,
-        'train_time_s': train_time, 'wall_time_s': wall_time, 'device': run_config['device'],
-        'world_size': info.world_size, 'amp': run_config['amp'], 'compile': config.compile,
+        'train_time_s': train_time, 'wall_time_s': _session_wall_time(loop), 'device': run_config['device'],
+        'world_size': loop.info.world_size, 'amp': run_config['amp'], 'compile': config.compile,
         'code_commit': provenance.code_commit(), 'zamzoo': run_config['zamzoo'], 'torch': str(torch.__version__),
         'timm': str(timm.__version__), 'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
     }

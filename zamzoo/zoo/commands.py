@@ -2,11 +2,10 @@
 import json
 import sys
 
-from ..data.cifar import CIFAR_DATASETS
+from .._argtypes import positive_float, positive_int
 from ..errors import UsageError
-from ..recipes import list_recipes
-from ..train.commands import positive_float, positive_int
-from ..train.config import AMP_CHOICES, LOADER_CHOICES
+from ..train.commands import add_attention_arguments, add_run_arguments, train_config_values
+from ..train.config import DATASET_CHOICES
 
 
 def add_commands(subparsers):
@@ -28,20 +27,15 @@ def _add_run(sub):
     p = sub.add_parser('run', help='train every model x dataset x seed that is not done yet', description=_run.__doc__)
     p.add_argument('--models', nargs='+', required=True, metavar='PATTERN',
                    help="zamzoo models, with wildcards ('resnet18_*'); a plain name may be any timm model")
-    p.add_argument('--datasets', nargs='+', choices=CIFAR_DATASETS, default=['cifar100'])
+    p.add_argument('--datasets', nargs='+', choices=DATASET_CHOICES, default=['cifar100'],
+                   help='data sets of --data (folder and hf: one data set, the one --data names)')
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    p.add_argument('--data', required=True, help='folder holding cifar-100-python/ and/or cifar-10-batches-py/')
     p.add_argument('--out', default='runs', help='sweep folder: one run folder per run, and _zoo/ (default runs/)')
-    p.add_argument('--recipe', choices=list_recipes(), default=None, help="default: each model's own recipe")
-    p.add_argument('--epochs', type=positive_int, help="override the recipe's number of epochs")
-    p.add_argument('--batch-size', type=positive_int, help="override the recipe's global batch size")
-    p.add_argument('--lr', type=positive_float, help="override the recipe's learning rate")
     p.add_argument('--device', choices=('cuda', 'cpu'), default=None,
                    help='local: default cuda when a GPU is visible; slurm: default cuda (GPUs are requested), '
                         'cpu for a CPU partition')
-    p.add_argument('--loader', choices=LOADER_CHOICES, default='auto')
-    p.add_argument('--amp', choices=AMP_CHOICES, default='auto')
-    p.add_argument('--compile', action='store_true', help='torch.compile each model')
+    add_run_arguments(p, leave_out=('--device',))  # every other flag of `zamzoo train` but what names a run
+    add_attention_arguments(p)  # a module of your own: --models '*_<name>' after --attn SPEC
     p.add_argument('--executor', choices=('local', 'slurm'), default='local')
     p.add_argument('--gpus-per-run', type=positive_int, default=1,
                    help='processes (GPUs) per run, joined by torch.distributed (on CPU: gloo processes)')
@@ -110,7 +104,9 @@ def _print_plan(runs, states, retry_failed):
 def _print_cost(launch, states, args):
     from .plan import TRAIN_IMAGES, gpu_hours
 
-    if args.images_per_second:
+    if any(run.config.dataset not in TRAIN_IMAGES for run in launch):
+        print('cost: unknown; the size of --datasets folder / hf is known once the data is opened')
+    elif args.images_per_second:
         hours = gpu_hours(launch, states, args.images_per_second, args.gpus_per_run)
         print(f'cost: {hours:,.2f} GPU-hours for {len(launch)} run(s) at {args.images_per_second:,.0f} training '
               f'images/s per run on {args.gpus_per_run} GPU(s) ({TRAIN_IMAGES["cifar100"]:,} images per epoch; '
@@ -167,9 +163,11 @@ def _run(args) -> int:
 
     if args.executor == 'slurm' and args.runs_per_gpu != 1:
         raise UsageError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
-    runs = plan_sweep(args.models, args.datasets, args.seeds, args.data, args.out, recipe=args.recipe,
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-                      loader=args.loader, amp=args.amp, compile=args.compile)
+    if args.attn:  # its models exist once it is registered, so that --models can name them
+        from ..models.plugins import load_attention
+        load_attention(args.attn, args.attn_name)
+    options = {k: v for k, v in train_config_values(args).items() if k not in ('data', 'out')}
+    runs = plan_sweep(args.models, args.datasets, args.seeds, args.data, args.out, **options)
     states = plan_states(runs)
     launch = runs_to_launch(runs, states, args.retry_failed)
     print(f'{len(runs)} run(s) planned in {args.out}: {len(launch)} to train, {len(runs) - len(launch)} skipped')

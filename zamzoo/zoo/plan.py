@@ -50,8 +50,8 @@ def expand_models(patterns: Sequence[str]) -> list:
 
 def plan_sweep(models: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], data, out,
                **train_options) -> list:
-    """One PlannedRun per model x dataset x seed; `train_options` are further TrainConfig fields (recipe, epochs,
-    batch_size, lr, device, loader, amp, compile)."""
+    """One PlannedRun per model x dataset x seed; `train_options` are the other TrainConfig fields (all of `zamzoo
+    train`'s but model, dataset, seed, data and out), passed whole to each run."""
     runs = []
     for model in expand_models(models):
         for dataset in dict.fromkeys(datasets):
@@ -86,9 +86,13 @@ def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
     return {run.name: run_state(run.folder, run.epochs) for run in runs}
 
 
-def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second, gpus_per_run: int = 1) -> float:
+def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second,
+              gpus_per_run: int = 1) -> Optional[float]:
     """GPU-hours of the epochs still to train (training images only; evaluation not counted), at
-    `images_per_second` per run on its `gpus_per_run` GPUs: a number, or a function of the run."""
+    `images_per_second` per run on its `gpus_per_run` GPUs (a number, or a function of the run); None when a run's
+    data set has no known size (folder, hf: known once opened)."""
+    if any(run.config.dataset not in TRAIN_IMAGES for run in runs):
+        return None
     rate = images_per_second if callable(images_per_second) else (lambda run: images_per_second)
     seconds = sum((run.epochs - min(states[run.name]['epoch'], run.epochs)) * TRAIN_IMAGES[run.config.dataset]
                   / rate(run) for run in runs)

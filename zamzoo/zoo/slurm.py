@@ -32,7 +32,7 @@ class SweepTask(submitit.helpers.Checkpointable if submitit else object):
     """The callable every array task runs; checkpoint() (submitit's default) resubmits it with the same run."""
 
     def __call__(self, config):
-        from ..train.commands import TqdmReporter
+        from ..train.reporting import TqdmReporter
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun sets them

@@ -42,7 +42,7 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None,
 
 
 def main(argv=None) -> int:
-    from ..train.commands import TqdmReporter
+    from ..train.reporting import TqdmReporter
     from ..train.distributed import is_main_process
 
     argv = sys.argv[1:] if argv is None else argv
