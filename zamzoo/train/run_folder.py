@@ -218,24 +218,28 @@ class RunStatus:
     history: list = field(default_factory=list)   # metrics.jsonl
 
 
-def _read_run_files(folder: Path) -> tuple:
-    """(config, results, failure, history) of `folder`, each empty when absent; ZamzooError naming a corrupt one."""
-    objects = [read_json_object(folder / name, ZamzooError) if (folder / name).is_file() else {}
-               for name in (CONFIG_FILE, RESULTS_FILE, FAILED_FILE)]
-    history = read_metrics(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else []
-    return (*objects, history)
+def _read_run_file(path: Path, read, problems: list):
+    """`read(path)` of a run file; None when it is absent, and when it is corrupt (what is wrong: in `problems`)."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except ZamzooError as e:
+        problems.append(f'corrupt: {e}')
+        return None
 
 
 def run_status(folder) -> RunStatus:
     """Where the run in `folder` stands (see RunStatus); never raises for a corrupt file, it reports it."""
     folder = Path(folder)
-    try:
-        config, results, failure, history = _read_run_files(folder)
-    except ZamzooError as e:
-        running = lock_holder(folder) is not None
-        return RunStatus('running' if running else 'failed', None if running else f'corrupt: {e}')
+    problems = []
+    config, results, failure = (_read_run_file(folder / name, lambda f: read_json_object(f, ZamzooError), problems)
+                                or {} for name in (CONFIG_FILE, RESULTS_FILE, FAILED_FILE))
+    history = _read_run_file(folder / METRICS_FILE, read_metrics, problems) or []
     if lock_holder(folder) is not None:
         state, error = 'running', None
+    elif problems:
+        state, error = 'failed', problems[0]
     elif results.get('status') == 'completed' and (folder / WEIGHTS_FILE).is_file():
         state, error = 'done', None
     elif failure or results:
@@ -266,6 +270,7 @@ NOT_IDENTITY = frozenset({'device', 'code_commit', 'zamzoo', 'torch', 'args.devi
                           'args.workers', 'args.download', 'args.progress_every', 'args.eval_batch_size',
                           'args.recipe'})
 FINGERPRINTED_PATHS = frozenset({'data', 'args.data'})
+OVERRIDDEN = ('recipe', 'overrides')  # what an argument (epochs, lr) sets: named once, as the argument
 
 
 def _flatten(record: dict, prefix: str = '') -> dict:
@@ -287,8 +292,8 @@ def run_identity(record: dict) -> dict:
 
 def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within: Sequence[str] = ()) -> list:
     """[(field, old value, new value)] for each identity field in which two config.json records differ (a field
-    absent from one is None there), top-level fields first; a field of `args` is named without 'args.' and only
-    when the top-level field of that name does not differ. `within`: compare only these top-level keys, as
+    absent from one is None there). The arguments come first, named without 'args.'; a recorded field of the same
+    name (seed), or the field an argument overrides (recipe.epochs, overrides.epochs for epochs), is not repeated. `within`: compare only these top-level keys, as
     recorded (a plan knows its arguments and recipe, not its data's fingerprint)."""
     old, new = (json.loads(json.dumps(r, default=str)) for r in (old, new))  # as config.json holds them
     if within:
@@ -296,11 +301,12 @@ def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within
                 for r in (old, new))
     else:
         a, b = run_identity(old), run_identity(new)
-    keys = sorted(set(a) | set(b), key=lambda k: (k.startswith('args.'), k))
+    keys = sorted(set(a) | set(b), key=lambda k: (not k.startswith('args.'), k))
     changes, named = [], set()
     for key in keys:
         name = key[len('args.'):] if key.startswith('args.') else key
-        if a.get(key) == b.get(key) or name in named or key in ignore or name in ignore:
+        covered = name in named or name.split('.', 1)[-1] in named and name.split('.')[0] in OVERRIDDEN
+        if a.get(key) == b.get(key) or covered or key in ignore or name in ignore:
             continue
         changes.append((name, a.get(key), b.get(key)))
         named.add(name)
@@ -344,6 +350,10 @@ class RunRecord:
 def read_run(path) -> RunRecord:
     """A completed run's folder; ZamzooError when a file is missing or unreadable, or the run failed."""
     path = Path(path)
+    status = run_status(path)
+    if status.state in ('failed', 'running'):
+        raise ZamzooError(f"{path} is a {status.state} run ({status.error or 'being written'}); "
+                          f'nothing in it can be exported')
     missing = [f for f in COMPLETE_RUN_FILES if not (path / f).is_file()]
     if missing:
         raise ZamzooError(
@@ -354,10 +364,6 @@ def read_run(path) -> RunRecord:
                     read_metrics(path / METRICS_FILE))
     if not run.config.get('model'):
         raise ZamzooError(f"{path / CONFIG_FILE} does not name the model (no 'model' field)")
-    status = run_status(path)
-    if status.state != 'done':
-        raise ZamzooError(f"{path} is a {status.state} run ({status.error or 'not completed'}); "
-                          f'nothing in it can be exported')
     if run.seed is not None and (isinstance(run.seed, bool) or not isinstance(run.seed, int)):
         raise ZamzooError(f"{path / CONFIG_FILE}: 'seed' must be an integer, got {run.seed!r}")
     return run

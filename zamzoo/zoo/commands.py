@@ -191,6 +191,8 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
+    for problem in status['problems']:
+        print(problem)
     for r in status['runs']:
         job = f", job {r['job_id']}" if r['job_id'] else ''
         print(f"{r['state']:<8} {r['model']} {r['dataset']} {r['recipe']} seed {r['seed']}: {_progress(r)}{job}")

@@ -87,7 +87,7 @@ def read_plan(out) -> tuple:
     replaced by what its run folder's config.json says (and reported), or dropped when that is unreadable too."""
     out = Path(out)
     plan, problem = read_record(out, PLAN_FILE)
-    problems = [problem] if problem else []
+    problems = [f'{problem} (runs listed from their run folders)'] if problem else []
     names = set(plan) if not problem else {p.name for p in out.iterdir() if p.is_dir() and p.name != SWEEP_DIR}
     entries = {}
     for name in sorted(names):
