@@ -10,7 +10,7 @@ import torch
 from zamzoo.cli import main
 from zamzoo.errors import UsageError, ZamzooError
 from zamzoo.train import TrainConfig, train
-from zamzoo.train.run_folder import identity_changes, read_run, run_identity, run_status
+from zamzoo.train.run_folder import read_run
 from zamzoo.zoo import plan_sweep, sweep_status
 
 TINY = 'test_resnet'  # timm's tiny test ResNet: fast on a CPU
@@ -51,6 +51,7 @@ def test_diverged_run_is_failed_in_status_retried_and_never_exported(tiny_cifar,
     assert printed.startswith('failed ') and 'NonFiniteError: ' in printed and 'NaN or infinite' in printed
     assert '0 done' in printed and '1 failed' in printed
 
+    from zamzoo.train.run_folder import run_status
     folder = out / f'{TINY}-cifar10-zam-s0'
     status = run_status(folder)
     assert status.state == 'failed' and status.error.startswith('NonFiniteError: ')
@@ -92,6 +93,7 @@ def test_zoo_export_refuses_to_average_runs_with_other_settings(mixed_sweep, tmp
 
 
 def test_identity_is_every_setting_but_an_exclude_list():
+    from zamzoo.train.run_folder import identity_changes, run_identity
     record = {'model': 'm', 'seed': 0, 'data': '/a', 'device': 'CPU', 'code_commit': 'abc',
               'recipe': {'name': 'zam', 'version': 1, 'epochs': 3},
               'args': {'out': 'runs/x', 'workers': 4, 'eval_batch_size': 500, 'holdout': 0.2, 'amp': 'auto'}}
