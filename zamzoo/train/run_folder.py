@@ -209,7 +209,8 @@ class RunStatus:
     running  a live process holds the folder's lock
     failed   the last attempt failed (failed.json), results.json records no completed run, or a run file is
              unreadable (error 'corrupt: ...'); `zamzoo zoo run --retry-failed` runs it again
-    done     results.json records a completed run and model.safetensors is there
+    done     results.json records a completed run (status 'completed', or none: written by hand) and
+             model.safetensors is there
     pending  anything else; with a checkpoint it resumes from it"""
     state: str
     error: Optional[str] = None  # the failure's line, for a failed run
@@ -240,7 +241,7 @@ def run_status(folder) -> RunStatus:
         state, error = 'running', None
     elif problems:
         state, error = 'failed', problems[0]
-    elif results.get('status') == 'completed' and (folder / WEIGHTS_FILE).is_file():
+    elif results and results.get('status', 'completed') == 'completed' and (folder / WEIGHTS_FILE).is_file():
         state, error = 'done', None
     elif failure or results:
         state = 'failed'
