@@ -2,7 +2,6 @@
 that changes its result: zoo run, --resume and zoo export compare it), corrupt sweep files reported per run, the
 aggregate images/s of one invocation, sbatch's gres refusal explained, zoo export's destinations checked first."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,16 +12,7 @@ from zamzoo.train import TrainConfig, train
 from zamzoo.train.run_folder import read_run
 from zamzoo.zoo import plan_sweep, sweep_status
 
-TINY = 'test_resnet'  # timm's tiny test ResNet: fast on a CPU
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv('OMP_NUM_THREADS', '1')
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_zoo import TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
 
 
 def _zoo_run(data, out, *extra):

@@ -294,8 +294,9 @@ def run_identity(record: dict) -> dict:
 def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within: Sequence[str] = ()) -> list:
     """[(field, old value, new value)] for each identity field in which two config.json records differ (a field
     absent from one is None there). The arguments come first, named without 'args.'; a recorded field of the same
-    name (seed), or the field an argument overrides (recipe.epochs, overrides.epochs for epochs), is not repeated. `within`: compare only these top-level keys, as
-    recorded (a plan knows its arguments and recipe, not its data's fingerprint)."""
+    name (seed), or the field an argument overrides (recipe.epochs, overrides.epochs for epochs), is not repeated.
+    `within`: compare only these top-level keys, as recorded (a plan knows its arguments and recipe, not its
+    data's fingerprint)."""
     old, new = (json.loads(json.dumps(r, default=str)) for r in (old, new))  # as config.json holds them
     if within:
         a, b = ({k: v for k, v in _flatten(r).items() if k.split('.', 1)[0] in within and k not in NOT_IDENTITY}

@@ -90,7 +90,8 @@ def _finish(run: PlannedRun, returncode: int, log: Path, offset: int) -> dict:
 def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_per_gpu: int = 1,
               device: Optional[str] = None, on_event: Callable = lambda *a: None) -> dict:
     """Train `runs`, as many at once as there are slots; run folder name -> final state (run_state's, with the
-    process's returncode and whether it skipped the run). on_event('start', run, slot) and on_event('end', run, state) report progress."""
+    process's returncode and whether it skipped the run). on_event('start', run, slot) and on_event('end', run,
+    state) report progress."""
     slots = local_slots(device, gpus_per_run, runs_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // (len(slots) * gpus_per_run))
     logs = sweep_dir(out) / 'logs'

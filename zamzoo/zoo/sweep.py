@@ -3,8 +3,8 @@
 Idempotent: a run that is done is skipped, an interrupted one resumes from its checkpoint, a failed one runs again
 only with retry_failed, one that another process is training (or, on SLURM, that an earlier submission still has
 in the queue) is left to it; a run folder holding a run with other settings (another --epochs...) stops the sweep
-before anything is trained (plan.check_conflicts); train()'s lock per run folder keeps two invocations from ever training the same run
-at once."""
+before anything is trained (plan.check_conflicts); train()'s lock per run folder keeps two invocations from ever
+training the same run at once."""
 import time
 from typing import Callable, Optional, Sequence
 
