@@ -95,8 +95,8 @@ def read_plan(out) -> tuple:
         if not _valid_entry(entry):
             entry = _planned_from_folder(out / name)
             if name in plan:
-                problems.append(f'corrupt: {PLAN_FILE} entry {name!r}' + ('' if entry else ' (and no readable '
-                                                                                           'config.json): not listed'))
+                what = 'rebuilt from its config.json' if entry else 'not listed (no readable config.json)'
+                problems.append(f'corrupt: {PLAN_FILE} entry {name!r}: {what}')
         if entry:
             entries[name] = entry
     return entries, problems
