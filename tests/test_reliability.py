@@ -159,7 +159,7 @@ def test_resume_refuses_other_data_naming_each_field(tmp_path):
     msg = str(e.value)
     assert "tag: checkpoint 'abc', now 'cde'" in msg
     assert "classes: checkpoint ['a', 'b', 'c'], now ['c', 'd', 'e']" in msg
-    assert 'recipe.epochs: checkpoint 1, now 2' in msg
+    assert msg.count('epochs: checkpoint 1, now 2') == 1  # the argument, not again as recipe.epochs
 
 
 # ------------------------------------------------------------------ row 3: no code from data
@@ -235,8 +235,8 @@ def test_diverging_run_fails_and_leaves_no_weights(tiny_cifar, tmp_path, capsys)
         train(TrainConfig(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=2, batch_size=16, lr=1e6,
                           out=str(out)))
     assert not (out / 'model.safetensors').exists()
-    results = _io.loads_strict((out / 'results.json').read_text())        # strict JSON
-    assert results['status'] == 'failed' and 'NaN or infinite' in results['error'] and 'top1' not in results
+    failed = _io.loads_strict((out / 'failed.json').read_text())          # strict JSON; results.json: completed runs
+    assert failed['status'] == 'failed' and 'NaN or infinite' in failed['error'] and not (out / 'results.json').exists()
     ok = train(TrainConfig(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=1, batch_size=16, out=str(out)))
     assert ok['status'] == 'completed' and (out / 'model.safetensors').is_file()  # failed before a checkpoint: retry
     for line in (out / 'metrics.jsonl').read_text().splitlines() if (out / 'metrics.jsonl').exists() else []:

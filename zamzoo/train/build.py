@@ -249,7 +249,7 @@ class TrainingRun:
     train_loader: object
     test_loader: object
     split: Optional[dict]  # the held-out validation images (split.json), if any
-    config: dict  # config.json
+    settings: dict  # config.json's content: the run's resolved settings (its identity: run_folder.run_identity)
 
 
 def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:

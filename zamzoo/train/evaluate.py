@@ -12,7 +12,7 @@ from .build import amp_dtype, build_loaders, build_pieces, create_model
 from .checkpoint import load_weights
 from .loop import evaluate_loader
 from .run_files import CONFIG_FILE
-from .run_folder import read_split
+from .run_folder import read_split, run_status
 
 
 def _run_folder(checkpoint) -> Optional[Path]:
@@ -23,10 +23,13 @@ def _run_folder(checkpoint) -> Optional[Path]:
 
 
 def _run_config(checkpoint) -> dict:
-    """config.json of the run folder a checkpoint belongs to, if any."""
+    """config.json of the run folder a checkpoint belongs to, if any; ZamzooError for a failed run's."""
     folder = _run_folder(checkpoint)
     if folder is None or not (folder / CONFIG_FILE).is_file():
         return {}
+    status = run_status(folder)
+    if status.state == 'failed':
+        raise ZamzooError(f'{folder} is a failed run ({status.error}); its weights are not evaluated')
     return read_json_object(folder / CONFIG_FILE, ZamzooError)
 
 

@@ -48,9 +48,9 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
             loop = Loop(config, recipe, info, out, run, _wrap_model(config, info, run), progress,
                         reporter if info.is_main else None, t_session)
             if info.is_main:
-                run_folder.start_run(out, run.config, run.split)
+                run_folder.start_run(out, run.settings, run.split)
                 if loop.reporter:
-                    loop.reporter.start({'config': run.config, 'out': str(out), 'start_epoch': progress.epoch})
+                    loop.reporter.start({'config': run.settings, 'out': str(out), 'start_epoch': progress.epoch})
             D.barrier(info)
             return _epochs(loop)
     finally:
@@ -64,7 +64,7 @@ def _wrap_model(config: TrainConfig, info: D.DistInfo, run: TrainingRun) -> nn.M
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[info.device.index] if info.device.type == 'cuda' else None,
-                    broadcast_buffers=not run.config['sync_bn'])
+                    broadcast_buffers=not run.settings['sync_bn'])
     if config.compile:
         model = torch.compile(model, mode=config.compile_mode, dynamic=False)
     return model
@@ -113,21 +113,20 @@ def _check_finite_record(record: dict):
                              f'the run is marked failed and its weights are not saved')
 
 
-_RESUME_KEYS = ('model', 'dataset', 'tag', 'classes', 'seed', 'pretrained', 'num_classes', 'model_kwargs', 'init')
-
-
 def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
     """A new run's progress, or a checkpoint's training state loaded after checking it belongs to this run. Every
     rank reads the checkpoint (a multi-node resume needs the run folder on a shared file system)."""
     state = run_folder.checkpoint_to_resume(out, config.resume)
     if state is None:
         return Progress()
-    check_attention_source(state['config'].get('attention_module'), run.config['attention_module'])
-    changed = _resume_changes(state['config'], run.config)
+    check_attention_source(state['config'].get('attention_module'), run.settings['attention_module'])
+    check_same_data(state['config'].get('data_fingerprint'), run.settings['data_fingerprint'], config.data, out)
+    changed = run_folder.identity_changes(state['config'], run.settings)
     if changed:
-        raise UsageError(f'--resume: this run differs from its checkpoint: {"; ".join(changed)}; resume with the '
-                         f'settings the run started with, or start a new --out')
-    check_same_data(state['config'].get('data_fingerprint'), run.config['data_fingerprint'], config.data, out)
+        listed = '; '.join(f'{k}: checkpoint {run_folder.short_value(a)}, now {run_folder.short_value(b)}'
+                           for k, a, b in changed)
+        raise UsageError(f'--resume: this run differs from its checkpoint: {listed}; resume with the settings the '
+                         f'run started with, or start a new --out')
     p = run.pieces
     p.model.load_state_dict(state['model'])
     p.optimizer.load_state_dict(state['optimizer'])
@@ -138,18 +137,6 @@ def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
     extra = state['extra']
     return Progress(int(state['epoch']), list(state['history']), dict(extra.get('best', {})),
                     float(extra.get('train_time_s', 0.0)), float(extra.get('wall_time_s', 0.0)))
-
-
-def _resume_changes(saved: dict, now: dict) -> list:
-    """'field: checkpoint X, now Y' for each setting a resumed run must keep (recipe fields as recipe.NAME)."""
-    def short(v):
-        text = repr(v)
-        return text if len(text) <= 60 else text[:57] + '...'
-
-    pairs = [(k, saved.get(k), now.get(k)) for k in _RESUME_KEYS]
-    old, new = saved.get('recipe') or {}, now.get('recipe') or {}
-    pairs += [(f'recipe.{k}', old.get(k), new.get(k)) for k in sorted(set(old) | set(new), key=str)]
-    return [f'{k}: checkpoint {short(a)}, now {short(b)}' for k, a, b in pairs if a != b]
 
 
 def _epochs(loop: Loop) -> dict:
@@ -175,13 +162,13 @@ def _epochs(loop: Loop) -> dict:
             results = _results(loop)
             if start_epoch >= epochs and progress.history:  # nothing ran in this session (a finished run)
                 run_folder.write_history(loop.out, progress.history, loop.title)
-            run_folder.finish_run(loop.out, writer, loop.run.pieces.model, loop.run.config, results)
+            run_folder.finish_run(loop.out, writer, loop.run.pieces.model, loop.run.settings, results)
             if loop.reporter:
                 loop.reporter.finish(results)
         return D.broadcast_object(results, info)
     except NonFiniteError as e:
         if info.is_main:
-            run_folder.mark_failed(loop.out, loop.run.config, e)
+            run_folder.mark_failed(loop.out, e)
         raise
     finally:
         if writer is not None:
@@ -195,7 +182,7 @@ def _session_wall_time(loop: Loop) -> float:
 def _checkpoint(loop: Loop) -> dict:
     p, progress = loop.run.pieces, loop.progress
     return checkpoint_state(model=p.model, optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.scaler,
-                            epoch=progress.epoch, config=loop.run.config, history=progress.history, extra={
+                            epoch=progress.epoch, config=loop.run.settings, history=progress.history, extra={
                                 'train_time_s': progress.train_time_s, 'best': progress.best,
                                 'wall_time_s': _session_wall_time(loop)})
 
@@ -220,7 +207,7 @@ def _one_epoch(loop: Loop, epoch: int) -> dict:
     if (epoch + 1) % config.eval_every == 0 or epoch + 1 == recipe.epochs:
         D.broadcast_buffers(p.model, info)
         ev = _reduce(evaluate_loader(p.model, run.test_loader, device=device, amp_dtype=p.amp_dtype,
-                                     num_classes=run.config['num_classes']), info)
+                                     num_classes=run.settings['num_classes']), info)
     return {
         'epoch': epoch + 1,
         'lr': _last_step_lr(p.scheduler),  # the lr of the epoch's last step

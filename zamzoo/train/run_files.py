@@ -6,10 +6,10 @@ and locked by `zamzoo.train.run_folder`; this module imports nothing, so every l
     <out>/curves.png        loss, accuracy and lr per epoch                                      CURVES_FILE
     <out>/checkpoint.pt     the whole training state after each epoch (weights_only-loadable)    CHECKPOINT_FILE
     <out>/model.safetensors the final weights, written when the run completes                   WEIGHTS_FILE
-    <out>/results.json      final and best top-1/top-5, images/s, provenance; written last       RESULTS_FILE
+    <out>/results.json      a completed run's final and best top-1/top-5, images/s, provenance   RESULTS_FILE
     <out>/split.json        --holdout's train/validation images (reused by --resume and eval)    SPLIT_FILE
     <out>/.lock             held by the one process writing the folder                           LOCK_FILE
-    <out>/failed.json       why the last attempt failed (zamzoo zoo)                             FAILED_FILE
+    <out>/failed.json       why the last attempt failed (train, or the zoo's executors)          FAILED_FILE
 """
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'

@@ -1,5 +1,7 @@
-"""The run folder: written and read back here (`zamzoo export` reads runs through `read_run`), and the lock that
-keeps it to one writer. Its files are named in `zamzoo.train.run_files`."""
+"""The run folder: written and read back here (`zamzoo export` reads runs through `read_run`), the lock that keeps it
+to one writer, its status (`run_status`: pending / running / done / failed, the one answer train, eval, the zoo and
+export ask) and its identity (`run_identity`: the settings that make its result). Its files are named in
+`zamzoo.train.run_files`."""
 import contextlib
 import errno
 import fcntl
@@ -7,16 +9,16 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .._io import atomic_path, loads_strict, read_json_object, write_json_atomic
 from ..errors import ZamzooError
 from .checkpoint import check_finite_weights, load_checkpoint, write_checkpoint
 from .metrics import plot_curves, write_metrics
-from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE, SPLIT_FILE,
-                        WEIGHTS_FILE)
+from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE,
+                        SPLIT_FILE, WEIGHTS_FILE)
 
 
 class RunFolderBusy(ZamzooError):
@@ -101,10 +103,12 @@ def lock_run_folder(folder):
 # ---------------------------------------------------------------------------------------------------------------
 # Writing: the training loop's side.
 
-def start_run(out: Path, config: dict, split: Optional[dict]):
-    """config.json (and split.json for a held-out split), before the first epoch."""
+def start_run(out: Path, settings: dict, split: Optional[dict]):
+    """config.json (and split.json for a held-out split), before the first epoch; the attempt starts, so an earlier
+    attempt's failure record goes."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / CONFIG_FILE, config)
+    clear_failed(out)
+    write_json_atomic(out / CONFIG_FILE, settings)
     if split is not None:
         write_json_atomic(out / SPLIT_FILE, split)
 
@@ -140,34 +144,32 @@ def save_weights(path: Path, model, config: dict):
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def mark_failed(out: Path, config: dict, error: Exception):
-    """results.json of a run that stopped on an error: status 'failed', the error, no metrics."""
-    write_json_atomic(out / RESULTS_FILE, {
-        'status': 'failed', 'error': str(error),
-        **{k: config[k] for k in ('model', 'dataset', 'tag', 'seed', 'recipe_name')},
-        'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-    })
+def mark_failed(folder, error: BaseException, job_id: Optional[str] = None):
+    """failed.json: why the run's last attempt failed (its exception's last line; the full traceback is in the log)
+    and where. results.json stays the record of a completed run only."""
+    lines = [line for line in f'{type(error).__name__}: {error}'.splitlines() if line.strip()]
+    write_json_atomic(Path(folder) / FAILED_FILE, {
+        'status': 'failed', 'error': lines[-1], 'job_id': job_id, 'host': socket.gethostname(), 'pid': os.getpid(),
+        'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+
+
+def clear_failed(folder):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(Path(folder) / FAILED_FILE)
 
 
 def checkpoint_to_resume(out: Path, resume: bool) -> Optional[dict]:
-    """The checkpoint's state with `resume`; otherwise None, after checking `out` holds no run to overwrite."""
+    """The checkpoint's state with `resume`; otherwise None, after checking `out` holds no run to overwrite (a run
+    that failed before its first checkpoint has nothing to keep: a new attempt may start)."""
     ckpt = out / CHECKPOINT_FILE
     if resume:
         if not ckpt.is_file():
             raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt})')
         return load_checkpoint(ckpt)
-    if ckpt.exists() or ((out / RESULTS_FILE).exists() and not _failed_at_start(out / RESULTS_FILE)):
+    if ckpt.exists() or (out / RESULTS_FILE).exists():
         raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE} / {RESULTS_FILE}); pass --resume to '
                           f'continue it, or choose another --out')
     return None
-
-
-def _failed_at_start(results: Path) -> bool:
-    """results.json of a run that failed before its first checkpoint: nothing to keep, a new run may start."""
-    try:
-        return json.loads(results.read_text()).get('status') == 'failed'
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,11 +182,143 @@ def read_split(out: Path) -> Optional[dict]:
 
 
 def read_metrics(path: Path) -> list:
-    """metrics.jsonl: one record per epoch."""
+    """metrics.jsonl: one record (a JSON object) per epoch."""
+    records = []
+    for number, line in enumerate(Path(path).read_text(errors='replace').splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(loads_strict(line))
+        except ValueError as e:
+            raise ZamzooError(f'{path} line {number} is not JSON ({e})') from e
+        if not isinstance(records[-1], dict):
+            raise ZamzooError(f'{path} line {number} is not a JSON object')
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Status: the one answer to "where does this run stand?".
+
+STATES = ('pending', 'running', 'done', 'failed')
+
+
+@dataclass
+class RunStatus:
+    """A run folder's state and the files it was read from (empty when absent or unreadable).
+
+    running  a live process holds the folder's lock
+    failed   the last attempt failed (failed.json), results.json records no completed run, or a run file is
+             unreadable (error 'corrupt: ...'); `zamzoo zoo run --retry-failed` runs it again
+    done     results.json records a completed run (status 'completed', or none: written by hand) and
+             model.safetensors is there
+    pending  anything else; with a checkpoint it resumes from it"""
+    state: str
+    error: Optional[str] = None  # the failure's line, for a failed run
+    config: dict = field(default_factory=dict)    # config.json
+    results: dict = field(default_factory=dict)   # results.json
+    history: list = field(default_factory=list)   # metrics.jsonl
+
+
+def _read_run_file(path: Path, read, problems: list):
+    """`read(path)` of a run file; None when it is absent, and when it is corrupt (what is wrong: in `problems`)."""
+    if not path.is_file():
+        return None
     try:
-        return [loads_strict(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    except ValueError as e:
-        raise ZamzooError(f'{path} is not valid JSON lines: {e}') from e
+        return read(path)
+    except ZamzooError as e:
+        problems.append(f'corrupt: {e}')
+        return None
+
+
+def run_status(folder) -> RunStatus:
+    """Where the run in `folder` stands (see RunStatus); never raises for a corrupt file, it reports it."""
+    folder = Path(folder)
+    problems = []
+    config, results, failure = (_read_run_file(folder / name, lambda f: read_json_object(f, ZamzooError), problems)
+                                or {} for name in (CONFIG_FILE, RESULTS_FILE, FAILED_FILE))
+    history = _read_run_file(folder / METRICS_FILE, read_metrics, problems) or []
+    if lock_holder(folder) is not None:
+        state, error = 'running', None
+    elif problems:
+        state, error = 'failed', problems[0]
+    elif results and results.get('status', 'completed') == 'completed' and (folder / WEIGHTS_FILE).is_file():
+        state, error = 'done', None
+    elif failure or results:
+        state = 'failed'
+        error = (failure or results).get('error') or f'{folder / RESULTS_FILE} records no completed run'
+    else:
+        state, error = 'pending', None
+    return RunStatus(state, error, config, results, history)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Identity: every setting that changes a run's result.
+#
+# A run's identity is its config.json (train's record of the resolved run: model, data, recipe name, version and
+# every field, overrides, model_kwargs, init, pretrained, holdout, img_size, amp, loader, channels_last, compile,
+# world size, seed, the data's fingerprint and an attention module's source hash when present) less the keys below,
+# which cannot change the numbers. It is an exclude-list: a key a later version records is identity by default.
+#   device, args.device       the device's name or index (its effect is recorded as amp, channels_last, loader,
+#                             world_size, which are identity)
+#   code_commit, zamzoo, torch provenance: a new version may change the numbers, but a run must stay resumable
+#                             after an update; each run's versions are kept in its config.json and results.json
+#   args.out, args.resume     where the run folder is, and whether this attempt resumes
+#   args.workers              DataLoader workers (augmentation is seeded per sample, whatever the workers)
+#   args.download, args.progress_every, args.eval_batch_size   fetching, progress display, evaluation batching
+#   args.recipe               the name asked for; the recipe used is recorded whole under `recipe`
+#   data, args.data           the data's path, when config.json has a `data_fingerprint` (the data itself)
+NOT_IDENTITY = frozenset({'device', 'code_commit', 'zamzoo', 'torch', 'args.device', 'args.out', 'args.resume',
+                          'args.workers', 'args.download', 'args.progress_every', 'args.eval_batch_size',
+                          'args.recipe'})
+FINGERPRINTED_PATHS = frozenset({'data', 'args.data'})
+OVERRIDDEN = ('recipe', 'overrides')  # what an argument (epochs, lr) sets: named once, as the argument
+
+
+def _flatten(record: dict, prefix: str = '') -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):  # an empty dict adds nothing: as if absent
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+def run_identity(record: dict) -> dict:
+    """The identity of the run `record` (config.json's content) describes: its flattened keys ('recipe.epochs',
+    'args.holdout') that can change the result, with their values."""
+    skip = NOT_IDENTITY | (FINGERPRINTED_PATHS if 'data_fingerprint' in record else frozenset())
+    return {k: v for k, v in _flatten(record).items() if k not in skip and k.split('.', 1)[0] not in skip}
+
+
+def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within: Sequence[str] = ()) -> list:
+    """[(field, old value, new value)] for each identity field in which two config.json records differ (a field
+    absent from one is None there). The arguments come first, named without 'args.'; a recorded field of the same
+    name (seed), or the field an argument overrides (recipe.epochs, overrides.epochs for epochs), is not repeated.
+    `within`: compare only these top-level keys, as recorded (a plan knows its arguments and recipe, not its
+    data's fingerprint)."""
+    old, new = (json.loads(json.dumps(r, default=str)) for r in (old, new))  # as config.json holds them
+    if within:
+        a, b = ({k: v for k, v in _flatten(r).items() if k.split('.', 1)[0] in within and k not in NOT_IDENTITY}
+                for r in (old, new))
+    else:
+        a, b = run_identity(old), run_identity(new)
+    keys = sorted(set(a) | set(b), key=lambda k: (not k.startswith('args.'), k))
+    changes, named = [], set()
+    for key in keys:
+        name = key[len('args.'):] if key.startswith('args.') else key
+        covered = name in named or name.split('.', 1)[-1] in named and name.split('.')[0] in OVERRIDDEN
+        if a.get(key) == b.get(key) or covered or key in ignore or name in ignore:
+            continue
+        changes.append((name, a.get(key), b.get(key)))
+        named.add(name)
+    return changes
+
+
+def short_value(value) -> str:
+    """A value as a message shows it (repr, cut at 60 characters)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
 
 
 COMPLETE_RUN_FILES = (CONFIG_FILE, RESULTS_FILE, METRICS_FILE, WEIGHTS_FILE)
@@ -218,6 +352,10 @@ class RunRecord:
 def read_run(path) -> RunRecord:
     """A completed run's folder; ZamzooError when a file is missing or unreadable, or the run failed."""
     path = Path(path)
+    status = run_status(path)
+    if status.state in ('failed', 'running'):
+        raise ZamzooError(f"{path} is a {status.state} run ({status.error or 'being written'}); "
+                          f'nothing in it can be exported')
     missing = [f for f in COMPLETE_RUN_FILES if not (path / f).is_file()]
     if missing:
         raise ZamzooError(
@@ -228,9 +366,6 @@ def read_run(path) -> RunRecord:
                     read_metrics(path / METRICS_FILE))
     if not run.config.get('model'):
         raise ZamzooError(f"{path / CONFIG_FILE} does not name the model (no 'model' field)")
-    if run.results.get('status') == 'failed':
-        raise ZamzooError(f"{path} is a failed run ({run.results.get('error', 'see its results.json')}); "
-                          f'nothing in it can be exported')
     if run.seed is not None and (isinstance(run.seed, bool) or not isinstance(run.seed, int)):
         raise ZamzooError(f"{path / CONFIG_FILE}: 'seed' must be an integer, got {run.seed!r}")
     return run

@@ -62,7 +62,6 @@ def _runs_per_gpu(text):
 
 
 def _add_export(sub):
-    from ..bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README
     from ..publish.export import DEFAULT_STAGING
 
     p = sub.add_parser('export', help='export every (model, dataset) group with enough finished seeds; optionally push',
@@ -73,8 +72,12 @@ def _add_export(sub):
     p.add_argument('--push', action='store_true', help='push each export to the Hub (token: `hf auth login`)')
     p.add_argument('--manifest', default=None,
                    help="weights manifest (default: $ZAMZOO_MANIFEST, else the package's zamzoo/pretrained/manifest.json)")
-    p.add_argument('--readme', default=str(DEFAULT_README), help='README whose model table is regenerated')
-    p.add_argument('--model-card', default=str(DEFAULT_MODEL_CARD), help='MODEL_CARD whose tables are regenerated')
+    tables = ("; default: the checkout's, when zamzoo runs from a checkout holding README.md, MODEL_CARD.md and "
+              "docs/bench (otherwise the tables are skipped)")
+    p.add_argument('--readme', help='README whose model table is regenerated' + tables)
+    p.add_argument('--model-card', help='MODEL_CARD whose tables are regenerated' + tables)
+    p.add_argument('--bench-results', nargs='+', metavar='PATH',
+                   help='`zamzoo bench models` reports (files or folders) the tables are made from' + tables)
     p.set_defaults(func=_export)
 
 
@@ -156,8 +159,10 @@ def _on_event(kind, run, detail):
 def _run(args) -> int:
     """Each run is exactly `zamzoo train` in <out>/<model>-<dataset>-<recipe>-s<seed>. Running the same command
     again skips finished runs, resumes interrupted ones from their checkpoint, and runs failed ones again only with
-    --retry-failed."""
-    from .plan import plan_sweep, plan_states
+    --retry-failed. A run folder that holds a run with other settings (another --epochs, --lr, recipe version...)
+    is neither counted as done nor overwritten: the command names the field, trains nothing and exits 2; use
+    another --out for other settings."""
+    from .plan import check_conflicts, plan_sweep, plan_states
     from .state import LAST_RUN_FILE, sweep_dir
     from .sweep import run_sweep, runs_to_launch
 
@@ -169,11 +174,14 @@ def _run(args) -> int:
     options = {k: v for k, v in train_config_values(args).items() if k not in ('data', 'out')}
     runs = plan_sweep(args.models, args.datasets, args.seeds, args.data, args.out, **options)
     states = plan_states(runs)
+    if not args.dry_run:
+        check_conflicts(runs, states)
     launch = runs_to_launch(runs, states, args.retry_failed)
     print(f'{len(runs)} run(s) planned in {args.out}: {len(launch)} to train, {len(runs) - len(launch)} skipped')
     if args.dry_run:
         _print_plan(runs, states, args.retry_failed)
         _print_cost(launch, states, args)
+        check_conflicts(runs, states)
         return 0
     runs_per_gpu = args.runs_per_gpu
     if runs_per_gpu == 'auto':
@@ -217,6 +225,8 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
+    for problem in status['problems']:
+        print(problem)
     for r in status['runs']:
         job = f", job {r['job_id']}" if r['job_id'] else ''
         print(f"{r['state']:<8} {r['model']} {r['dataset']} {r['recipe']} seed {r['seed']}: {_progress(r)}{job}")
@@ -231,11 +241,14 @@ def _status(args) -> int:
 def _export(args) -> int:
     """One Hub-ready folder per group (mean +- std over its seeds, as `zamzoo export` with several runs), pushed
     with --push (which records zamzoo/pretrained/manifest.json), then the README and MODEL_CARD tables are regenerated.
-    Groups with too few finished seeds are listed only."""
+    Groups with too few finished seeds are listed only; a group whose runs differ in anything but the seed is refused
+    (naming the field). Every destination is checked before the first write; what was done is printed before any
+    later failure."""
     from .export import export_sweep
 
     r = export_sweep(args.out, min_seeds=args.min_seeds, staging=args.staging, push=args.push,
-                     manifest=args.manifest, readme=args.readme, model_card=args.model_card)
+                     manifest=args.manifest, readme=args.readme, model_card=args.model_card,
+                     bench_results=args.bench_results)
     for g in r['exported']:
         top1 = g['top1'] or {}
         line = (f"exported {g['model']}.{g['dataset']} (seeds {' '.join(map(str, g['seeds']))}): top-1 "
@@ -248,6 +261,11 @@ def _export(args) -> int:
               f"(--min-seeds {args.min_seeds})")
     for g in r['errors']:
         print(f"failed {g['model']}.{g['dataset']}: {g['error']}", file=sys.stderr)
-    print('tables: ' + (', '.join(f'{p} updated' for p in r['tables']) or 'up to date'))
-    return 1 if r['errors'] else 0
+    if r['tables_skipped']:
+        print(f"tables: skipped ({r['tables_skipped']})")
+    elif r['tables_error']:
+        print(f"tables: not updated: {r['tables_error']}", file=sys.stderr)
+    else:
+        print('tables: ' + (', '.join(f'{p} updated' for p in r['tables']) or 'up to date'))
+    return 1 if r['errors'] or r['tables_error'] else 0
 

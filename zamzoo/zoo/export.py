@@ -1,12 +1,18 @@
 """`zoo export`: every (model, dataset) group of a sweep with enough finished seeds becomes one Hub-ready folder
 (`zamzoo.publish.export_run` over its runs: mean +- std over the seeds), optionally pushed (which records the
-manifest); then the README and MODEL_CARD tables are regenerated (`zamzoo.bench.tables.update_tables`)."""
-from pathlib import Path
+manifest); then the README and MODEL_CARD tables are regenerated (`zamzoo.bench.tables.update_tables`).
 
-from ..bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README, DEFAULT_RESULTS, update_tables
-from ..errors import UsageError, ZamzooError
+Every destination (staging folder, manifest, table files) is checked before the first write. The tables are
+regenerated in the files given, or by default in the checkout's README.md / MODEL_CARD.md from its docs/bench
+reports when they exist (a wheel install has none: the tables are skipped, and the result says so)."""
+from pathlib import Path
+from typing import Optional
+
+from .._paths import check_writable
+from ..errors import NotFoundError, UsageError, ZamzooError
 from ..publish.export import DEFAULT_STAGING, export_run
-from .state import read_json, sweep_status
+from ..train.run_folder import identity_changes, run_status, short_value
+from .state import sweep_status
 
 
 def sweep_groups(out) -> dict:
@@ -17,13 +23,58 @@ def sweep_groups(out) -> dict:
     return groups
 
 
+def check_same_but_seed(folders) -> None:
+    """ZamzooError naming the field when the runs in `folders` differ in anything but the seed (their mean over
+    seeds would mix settings)."""
+    first = Path(folders[0])
+    base = run_status(first).config
+    for folder in map(Path, folders[1:]):
+        changes = identity_changes(base, run_status(folder).config, ignore=('seed',))
+        if changes:
+            what = '; '.join(f'{k}={short_value(b)} in {folder.name}, {k}={short_value(a)} in {first.name}'
+                             for k, a, b in changes[:3])
+            more = f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''
+            raise ZamzooError(f'its runs differ in more than the seed, so they are not seeds of one model: {what}'
+                              f'{more}; train them with the same settings (another --out for other settings)')
+
+
+def table_destinations(readme, model_card, bench_results) -> Optional[dict]:
+    """The table files to regenerate, checked now: the paths given (each must exist and be writable), or by default
+    the checkout's files when they all exist; None when the defaults are missing (a wheel install: skipped)."""
+    from ..bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README, DEFAULT_RESULTS
+
+    given = readme is not None or model_card is not None or bench_results is not None
+    paths = {'readme': Path(readme or DEFAULT_README), 'model_card': Path(model_card or DEFAULT_MODEL_CARD),
+             'results': [Path(p) for p in (bench_results or (DEFAULT_RESULTS,))]}
+    missing = [p for p in (paths['readme'], paths['model_card'], *paths['results']) if not p.exists()]
+    if missing and not given:
+        return None
+    if missing:
+        raise NotFoundError(f'{", ".join(map(str, missing))} not found (the tables are regenerated in the README and '
+                            f'model card given, from the bench reports given); nothing was exported')
+    for name in ('readme', 'model_card'):
+        check_writable(paths[name], f'--{name.replace("_", "-")}', folder=False)
+    return paths
+
+
+def check_destinations(staging, push: bool, manifest) -> None:
+    """Every place export_sweep writes, checked before the first write."""
+    check_writable(staging, '--staging')
+    if push:
+        from ..pretrained.manifest import manifest_path
+        check_writable(Path(manifest) if manifest else manifest_path(), '--manifest', folder=False)
+
+
 def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool = False, manifest=None,
-                 readme=DEFAULT_README, model_card=DEFAULT_MODEL_CARD, bench_results=(DEFAULT_RESULTS,)) -> dict:
+                 readme=None, model_card=None, bench_results=None) -> dict:
     """Export (and push) each group with at least `min_seeds` done runs; {'exported', 'too_few', 'errors',
-    'tables'}: the groups exported (folder, seeds, top-1 mean/std, pushed record), those listed only, those whose
-    export or push raised (the others go on), and the table files that changed."""
+    'tables', 'tables_skipped', 'tables_error'}: the groups exported (folder, seeds, top-1 mean/std, pushed record),
+    those listed only, those whose export or push raised (the others go on), the table files that changed, why the
+    tables were not regenerated, and why their update failed (None when it did not)."""
     if min_seeds < 1:
         raise UsageError(f'min_seeds: expected a positive integer, got {min_seeds}')
+    tables = table_destinations(readme, model_card, bench_results)
+    check_destinations(staging, push, manifest)
     exported, too_few, errors = [], [], []
     for (model, dataset), runs in sweep_groups(out).items():
         done = [r for r in runs if r['state'] == 'done']
@@ -32,15 +83,38 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
             too_few.append(group)
             continue
         try:
-            result = export_run([r['folder'] for r in done], Path(staging) / f'{model}.{dataset}', overwrite=True)
-            group['folder'] = str(result.path)
-            group['top1'] = read_json(result.path / 'results.json', {}).get('top1')  # mean, std, n
-            if push:
-                from ..publish.push import push_folder
-                group['pushed'] = push_folder(result.path, manifest=manifest)
+            group.update(_export_group([r['folder'] for r in done], Path(staging) / f'{model}.{dataset}', push,
+                                       manifest))
         except ZamzooError as e:
             errors.append({**group, 'error': str(e)})
             continue
         exported.append(group)
-    tables = update_tables(bench_results, manifest=manifest, readme=readme, model_card=model_card)
-    return {'exported': exported, 'too_few': too_few, 'errors': errors, 'tables': [str(p) for p in tables]}
+    result = {'exported': exported, 'too_few': too_few, 'errors': errors, 'tables': [], 'tables_error': None,
+              'tables_skipped': None if tables else 'no README.md, MODEL_CARD.md and docs/bench here (not a '
+                                                    'checkout); give --readme, --model-card and --bench-results'}
+    if tables:
+        try:
+            result['tables'] = _update_tables(tables, manifest)
+        except ZamzooError as e:  # the exports above are done: reported with them, not lost behind this error
+            result['tables_error'] = str(e)
+    return result
+
+
+def _export_group(folders: list, folder: Path, push: bool, manifest) -> dict:
+    from .._io import read_json_object
+
+    check_same_but_seed(folders)
+    path = export_run(folders, folder, overwrite=True).path
+    done = {'folder': str(path), 'top1': read_json_object(path / 'results.json', ZamzooError).get('top1')}
+    if push:
+        from ..publish.push import push_folder
+        done['pushed'] = push_folder(path, manifest=manifest)
+    return done
+
+
+def _update_tables(tables: dict, manifest) -> list:
+    from ..bench.tables import update_tables
+
+    changed = update_tables(tables['results'], manifest=manifest, readme=tables['readme'],
+                            model_card=tables['model_card'])
+    return [str(p) for p in changed]

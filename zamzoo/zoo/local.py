@@ -17,7 +17,9 @@ from typing import Callable, List, Optional, Sequence
 from ..dataset_table import DATASETS
 from ..errors import ZamzooError
 from .plan import TRAIN_IMAGES, PlannedRun
-from .state import mark_failed, run_state, sweep_dir
+from ..train.run_folder import mark_failed
+from .state import run_state, sweep_dir
+from .worker import SKIPPED, outcome_line
 
 POLL_S = 0.2
 
@@ -100,14 +102,23 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip() if lines else '(no output)'
 
 
-def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
-    """The run's state after its process ended. A process that failed before it could mark the run itself
-    (an import error, torchrun's own failure) marks it with its log's last line; one killed by a signal leaves the
-    run as it was (it resumes next time)."""
-    state = run_state(run.folder, run.epochs)
+def _skipped(run: PlannedRun, output: str) -> bool:
+    """Whether the worker's `output` says it left the run alone (done, or trained by another process)."""
+    return any(outcome_line(run.config.out, outcome) in output.splitlines() for outcome in SKIPPED)
+
+
+def _finish(run: PlannedRun, returncode: int, log: Path, offset: int) -> dict:
+    """The run's state after its process ended (`skipped`: the worker left it to another process; its log from
+    `offset` on is this process's). A process that failed before it could mark the run itself (an import error,
+    torchrun's own failure) marks it with its log's last line; one killed by a signal leaves the run as it was (it
+    resumes next time)."""
+    with open(log, errors='replace') as f:
+        f.seek(offset)
+        skipped = _skipped(run, f.read())
+    state = dict(run_state(run.folder, run.epochs), skipped=skipped)
     if returncode > 0 and state['state'] == 'pending':
         mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'))
-        state = run_state(run.folder, run.epochs)
+        state = dict(run_state(run.folder, run.epochs), skipped=skipped)
     state['returncode'] = returncode
     return state
 
@@ -115,7 +126,8 @@ def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
 def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_per_gpu: int = 1,
               device: Optional[str] = None, on_event: Callable = lambda *a: None) -> dict:
     """Train `runs`, as many at once as there are slots; run folder name -> final state (run_state's, with the
-    process's returncode). on_event('start', run, slot) and on_event('end', run, state) report progress."""
+    process's returncode and whether it skipped the run). on_event('start', run, slot) and on_event('end', run,
+    state) report progress."""
     slots = local_slots(device, gpus_per_run, runs_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // (len(slots) * gpus_per_run))
     logs = sweep_dir(out) / 'logs'
@@ -127,15 +139,16 @@ def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_pe
                 run, slot = queue.popleft(), free.pop(0)
                 log = logs / f'{run.name}.log'
                 with open(log, 'a') as f:
+                    offset = f.tell()
                     proc = subprocess.Popen(worker_command(run, gpus_per_run), env=_environment(slot, threads),
                                             stdout=f, stderr=subprocess.STDOUT)
-                running[proc] = (run, slot, log)
+                running[proc] = (run, slot, log, offset)
                 on_event('start', run, slot)
             time.sleep(POLL_S)
             for proc in [p for p in running if p.poll() is not None]:
-                run, slot, log = running.pop(proc)
+                run, slot, log, offset = running.pop(proc)
                 free.append(slot)
-                final[run.name] = _finish(run, proc.returncode, log)
+                final[run.name] = _finish(run, proc.returncode, log, offset)
                 on_event('end', run, final[run.name])
     finally:  # interrupted (Ctrl-C): the runs stop where they are and resume next time
         for proc in running:

@@ -6,7 +6,8 @@ from typing import Dict, Optional, Sequence
 
 from ..dataset_table import DATASETS
 from ..errors import UsageError
-from ..train import TrainConfig
+from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
+from ..train.run_folder import identity_changes, run_status, short_value
 from .state import run_state
 
 TRAIN_IMAGES = {d.name: d.train_images for d in DATASETS.values() if d.train_images}  # images per epoch
@@ -29,6 +30,38 @@ class PlannedRun:
     def record(self) -> dict:
         c = self.config
         return {'model': c.model, 'dataset': c.dataset, 'recipe': self.recipe, 'seed': c.seed, 'epochs': self.epochs}
+
+    def settings(self) -> dict:
+        """What the plan knows of the run's config.json: its arguments and resolved recipe."""
+        return {'args': self.config.to_dict(), 'recipe': self.config.resolve_recipe().to_dict()}
+
+
+def identity_conflict(run: PlannedRun, state: dict) -> Optional[str]:
+    """Why the run already in `run`'s folder (finished, or with a checkpoint) is not the planned one, naming the
+    field; None when it is, or when the folder holds nothing to keep."""
+    folder = run.folder
+    if state['state'] == 'running' or not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
+        return None
+    recorded = run_status(folder).config
+    if not recorded:
+        return None  # absent or corrupt: the state says so
+    changes = identity_changes(recorded, run.settings(), within=('args', 'recipe'))
+    if not changes:
+        return None
+    how = 'finished' if state['state'] == 'done' else f"started (epoch {state['epoch']})"
+    listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
+    planned = ', '.join(f'{k}={short_value(b)}' for k, _, b in changes)
+    return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with {listed}, the plan has ' \
+           f'{planned}'
+
+
+def check_conflicts(runs: Sequence[PlannedRun], states: Dict[str, dict]):
+    """UsageError listing every run folder that holds a run with other settings than the plan's."""
+    conflicts = [f"{states[run.name]['conflict']} ({run.folder})" for run in runs if states[run.name]['conflict']]
+    if conflicts:
+        raise UsageError(f'{len(conflicts)} run folder(s) hold runs with other settings than this plan, which are '
+                         f'neither reused nor overwritten: {"; ".join(conflicts)}. Use another --out for these '
+                         f'settings (or move those folders away)')
 
 
 def expand_models(patterns: Sequence[str]) -> list:
@@ -64,7 +97,10 @@ def plan_sweep(models: Sequence[str], datasets: Sequence[str], seeds: Sequence[i
 
 
 def action(state: dict, retry_failed: bool) -> Optional[str]:
-    """What `zoo run` does with a run in `state` (run_state's): 'train', 'resume' or 'retry', or None to skip."""
+    """What `zoo run` does with a run in `state` (plan_states'): 'train', 'resume' or 'retry', or None to skip (a
+    folder holding a run with other settings is never trained: see check_conflicts)."""
+    if state.get('conflict'):
+        return None
     if state['state'] == 'failed':
         return 'retry' if retry_failed else None
     if state['state'] != 'pending':
@@ -74,6 +110,8 @@ def action(state: dict, retry_failed: bool) -> Optional[str]:
 
 def describe_action(state: dict, retry_failed: bool) -> str:
     act = action(state, retry_failed)
+    if state.get('conflict'):
+        return 'refuse (other settings: see below)'
     if act == 'resume':
         return f"resume after epoch {state['epoch']}"
     if act:
@@ -83,7 +121,12 @@ def describe_action(state: dict, retry_failed: bool) -> str:
 
 
 def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
-    return {run.name: run_state(run.folder, run.epochs) for run in runs}
+    """Each run's state (run_state's) and `conflict`: identity_conflict's message, or None."""
+    states = {}
+    for run in runs:
+        state = run_state(run.folder, run.epochs)
+        states[run.name] = dict(state, conflict=identity_conflict(run, state))
+    return states
 
 
 def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second,

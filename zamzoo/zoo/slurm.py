@@ -8,8 +8,9 @@ from typing import Callable, Optional, Sequence
 
 from ..errors import ZamzooError
 from .plan import PlannedRun
-from .state import JOBS_FILE, mark_failed, read_json, run_state, sweep_dir, update_record
-from .worker import run_one
+from ..train.run_folder import mark_failed
+from .state import JOBS_FILE, read_record, run_state, sweep_dir, update_record
+from .worker import SKIPPED, run_one
 
 try:
     import submitit
@@ -45,7 +46,7 @@ def still_queued(out, runs: Sequence[PlannedRun]) -> set:
     """Names of the runs whose last recorded job SLURM still holds (pending, or starting): submitting them again
     would only queue a task that finds the run taken."""
     _require_slurm()
-    jobs = read_json(sweep_dir(out) / JOBS_FILE, {})
+    jobs = read_record(out, JOBS_FILE)[0]
     r = subprocess.run(['squeue', '--noheader', '--array', '--me', '--format=%i'], capture_output=True, text=True)
     held = set(r.stdout.split()) if r.returncode == 0 else set()
     return {run.name for run in runs if jobs.get(run.name) in held}
@@ -68,9 +69,18 @@ def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, devi
         jobs = executor.map_array(SweepTask(), [run.config for run in runs])
     except FailedJobError as e:  # sbatch's own message: an unknown partition, a time limit above the maximum...
         message = '; '.join(line.strip() for line in str(e).splitlines() if line.strip()) or 'no message'
-        raise ZamzooError(f'sbatch refused the job array: {message}') from e
+        raise ZamzooError(f'sbatch refused the job array: {message}{_gres_hint(message, device)}') from e
     update_record(out, JOBS_FILE, {run.name: job.job_id for run, job in zip(runs, jobs)})
     return jobs
+
+
+def _gres_hint(message: str, device: Optional[str]) -> str:
+    """What sbatch's gres refusal means here: the GPUs zamzoo asked for (none are asked with --device cpu)."""
+    if device == 'cpu' or 'gres' not in message.lower():
+        return ''
+    return ('. zamzoo asks SLURM for one GPU per process (--gres gpu) unless --device cpu is given; this cluster '
+            '(or --slurm-partition) has no GPUs it can give: pass --device cpu to run on CPUs, or a --slurm-partition '
+            'with GPUs')
 
 
 def wait_slurm(jobs: Sequence, runs: Sequence[PlannedRun], on_event: Callable = lambda *a: None) -> dict:
@@ -86,6 +96,7 @@ def wait_slurm(jobs: Sequence, runs: Sequence[PlannedRun], on_event: Callable = 
             mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {job.state}'), job.job_id)
             state = run_state(run.folder, run.epochs)
         state['job_id'] = job.job_id
+        state['skipped'] = error is None and any(outcome in SKIPPED for outcome in job.results())
         final[run.name] = state
         on_event('end', run, state)
     return final

@@ -1,10 +1,7 @@
 """Where a sweep stands, read from its folders only (any process, any time, no scheduler query).
 
-A run's state comes from its run folder (zamzoo.train.run_folder's files):
-    done      results.json is there (train() writes it last)
-    running   a live process holds the folder's lock
-    failed    failed.json is there (the last attempt raised; its last error line)
-    pending   anything else; with a checkpoint it resumes from it (`epoch` k > 0)
+A run's state is its run folder's status (`zamzoo.train.run_folder.run_status`: pending / running / done / failed,
+with the failure's line or the corrupt file); a pending run with a checkpoint resumes from it (`epoch` k > 0).
 
 The sweep's own records live in `<out>/_zoo/`: plan.json (every run any `zoo run` planned there), jobs.json (the
 last SLURM job id of each run), last-run.json (what the last `zoo run` did, with its aggregate images/s), logs/
@@ -12,78 +9,38 @@ and slurm/ (submitit's job folders).
 """
 import contextlib
 import fcntl
-import json
-import os
-import socket
-import time
 from pathlib import Path
 from typing import Optional
 
-from .._io import write_json_atomic
+from .._io import read_json_object, write_json_atomic
 from ..errors import ZamzooError
-from ..train.run_files import CONFIG_FILE, FAILED_FILE, METRICS_FILE, RESULTS_FILE
-from ..train.run_folder import lock_holder, read_metrics as read_run_metrics
+from ..train.run_folder import STATES, run_status
 
 SWEEP_DIR = '_zoo'
 PLAN_FILE = 'plan.json'
 JOBS_FILE = 'jobs.json'
 LAST_RUN_FILE = 'last-run.json'
-STATES = ('pending', 'running', 'done', 'failed')
 
 
 def sweep_dir(out) -> Path:
     return Path(out) / SWEEP_DIR
 
 
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, ValueError):  # never half-written (atomic writes); a foreign file reads as absent
-        return default
-
-
-def read_metrics(folder: Path) -> list:
-    path = Path(folder) / METRICS_FILE
-    return read_run_metrics(path) if path.is_file() else []
-
-
 def run_state(folder, epochs: Optional[int] = None) -> dict:
-    """state, epoch (completed), epochs, last test top-1, images/s and the failure line of one run folder."""
-    folder = Path(folder)
-    results = read_json(folder / RESULTS_FILE)
-    history = read_metrics(folder)
-    config = read_json(folder / CONFIG_FILE, {})
-    failed = read_json(folder / FAILED_FILE)
-    if results is not None:
-        state = 'done'
-    elif lock_holder(folder) is not None:
-        state = 'running'
-    elif failed is not None:
-        state = 'failed'
-    else:
-        state = 'pending'
+    """state, epoch (completed), epochs, last test top-1, images/s and the failure line (or the corrupt file) of one
+    run folder."""
+    status = run_status(folder)
+    results, history = status.results, status.history
     evaluated = [r for r in history if r.get('test_top1') is not None]
+    recipe = status.config.get('recipe')
     return {
-        'state': state,
+        'state': status.state,
         'epoch': len(history),
-        'epochs': (config.get('recipe') or {}).get('epochs', epochs),
-        'top1': (results or {}).get('top1', evaluated[-1]['test_top1'] if evaluated else None),
-        'images_per_s': (results or {}).get('images_per_s', history[-1]['images_per_s'] if history else None),
-        'error': failed.get('error') if failed and state == 'failed' else None,
+        'epochs': recipe.get('epochs', epochs) if isinstance(recipe, dict) else epochs,
+        'top1': results.get('top1', evaluated[-1]['test_top1'] if evaluated else None),
+        'images_per_s': results.get('images_per_s', history[-1].get('images_per_s') if history else None),
+        'error': status.error,
     }
-
-
-def mark_failed(folder, error: BaseException, job_id: Optional[str] = None):
-    """Record why a run failed: its exception's last line (the full traceback is in the run's log)."""
-    lines = [line for line in f'{type(error).__name__}: {error}'.splitlines() if line.strip()]
-    write_json_atomic(Path(folder) / FAILED_FILE, {
-        'error': lines[-1], 'job_id': job_id, 'host': socket.gethostname(), 'pid': os.getpid(),
-        'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
-
-
-def clear_failed(folder):
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(Path(folder) / FAILED_FILE)
 
 
 @contextlib.contextmanager
@@ -96,28 +53,80 @@ def _sweep_lock(out):
         yield d
 
 
+PLANNED_KEYS = ('model', 'dataset', 'recipe', 'seed', 'epochs')
+
+
+def read_record(out, name: str) -> tuple:
+    """(the sweep record `name` of `out`, None), or ({}, why) when it is unreadable: a corrupt record never stops a
+    sweep (plan.json is rebuilt from the run folders, jobs.json only names the last jobs)."""
+    path = sweep_dir(out) / name
+    if not path.is_file():
+        return {}, None
+    try:
+        return read_json_object(path, ZamzooError), None
+    except ZamzooError as e:
+        return {}, f'corrupt: {e}'
+
+
+def _planned_from_folder(folder: Path) -> Optional[dict]:
+    """A plan entry rebuilt from the run's config.json, or None when it has none."""
+    config = run_status(folder).config
+    recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
+    entry = {'model': config.get('model'), 'dataset': config.get('dataset'), 'recipe': recipe.get('name'),
+             'seed': config.get('seed'), 'epochs': recipe.get('epochs')}
+    return entry if _valid_entry(entry) else None
+
+
+def _valid_entry(entry) -> bool:
+    return (isinstance(entry, dict) and all(entry.get(k) is not None for k in PLANNED_KEYS)
+            and isinstance(entry['epochs'], int) and isinstance(entry['seed'], int))
+
+
+def read_plan(out) -> tuple:
+    """(run folder name -> plan entry, problems): plan.json's valid entries; a corrupt plan.json or entry is
+    replaced by what its run folder's config.json says (and reported), or dropped when that is unreadable too."""
+    out = Path(out)
+    plan, problem = read_record(out, PLAN_FILE)
+    problems = [f'{problem} (runs listed from their run folders)'] if problem else []
+    names = set(plan) if not problem else {p.name for p in out.iterdir() if p.is_dir() and p.name != SWEEP_DIR}
+    entries = {}
+    for name in sorted(names):
+        entry = plan.get(name)
+        if not _valid_entry(entry):
+            entry = _planned_from_folder(out / name)
+            if name in plan:
+                what = 'rebuilt from its config.json' if entry else 'not listed (no readable config.json)'
+                problems.append(f'corrupt: {PLAN_FILE} entry {name!r}: {what}')
+        if entry:
+            entries[name] = entry
+    return entries, problems
+
+
 def update_record(out, name: str, entries: dict) -> dict:
-    """Merge `entries` (run folder name -> value) into the sweep record `name` (plan.json, jobs.json)."""
+    """Merge `entries` (run folder name -> value) into the sweep record `name` (plan.json, jobs.json); a corrupt
+    one is replaced (plan.json by the entries its run folders give back)."""
     with _sweep_lock(out) as d:
-        record = read_json(d / name, {})
+        record = read_plan(out)[0] if name == PLAN_FILE else read_record(out, name)[0]
         record.update(entries)
         write_json_atomic(d / name, record)
     return record
 
 
 def sweep_status(out) -> dict:
-    """Every planned run of the sweep in `out` with its state, and the totals (`zoo status --json`)."""
+    """Every planned run of the sweep in `out` with its state, the totals, and the problems met reading the sweep's
+    records (`zoo status --json`)."""
     out = Path(out)
-    plan = read_json(sweep_dir(out) / PLAN_FILE)
+    plan, problems = read_plan(out) if sweep_dir(out).is_dir() else ({}, [])
     if not plan:
         raise ZamzooError(f'{out} holds no sweep (expected {sweep_dir(out) / PLAN_FILE}, written by `zamzoo zoo run '
-                          f'--out {out} ...`)')
-    jobs = read_json(sweep_dir(out) / JOBS_FILE, {})
+                          f'--out {out} ...`)' + (f'; {"; ".join(problems)}' if problems else ''))
+    jobs, problem = read_record(out, JOBS_FILE)
+    problems += [problem] if problem else []
     runs = []
-    for name, planned in sorted(plan.items()):
+    for name, planned in plan.items():
         state = run_state(out / name, planned['epochs'])
         runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name)})
     totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in STATES},
               'epochs_done': sum(min(r['epoch'], r['epochs']) for r in runs),
               'epochs_total': sum(r['epochs'] for r in runs)}
-    return {'runs': runs, 'totals': totals}
+    return {'runs': runs, 'totals': totals, 'problems': problems}

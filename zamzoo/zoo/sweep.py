@@ -2,15 +2,17 @@
 
 Idempotent: a run that is done is skipped, an interrupted one resumes from its checkpoint, a failed one runs again
 only with retry_failed, one that another process is training (or, on SLURM, that an earlier submission still has
-in the queue) is left to it; train()'s lock per run folder keeps two invocations from ever training the same run
-at once."""
+in the queue) is left to it; a run folder holding a run with other settings (another --epochs...) stops the sweep
+before anything is trained (plan.check_conflicts); train()'s lock per run folder keeps two invocations from ever
+training the same run at once."""
 import time
 from typing import Callable, Optional, Sequence
 
 from .._io import write_json_atomic
 from ..errors import ZamzooError
-from .plan import PlannedRun, action, plan_states
-from .state import LAST_RUN_FILE, PLAN_FILE, read_metrics, sweep_dir, update_record
+from .plan import PlannedRun, action, check_conflicts, plan_states
+from ..train.run_folder import run_status
+from .state import LAST_RUN_FILE, PLAN_FILE, sweep_dir, update_record
 
 EXECUTORS = ('local', 'slurm')
 
@@ -29,6 +31,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
     if executor not in EXECUTORS:
         raise ZamzooError(f"executor: unknown '{executor}'; expected one of {list(EXECUTORS)}")
     states = plan_states(runs)
+    check_conflicts(runs, states)
     launch = runs_to_launch(runs, states, retry_failed)
     update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
     queued = set()
@@ -60,10 +63,11 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
 def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     """Counts, failures and throughput of one invocation. aggregate_images_per_s: the training images of the
     epochs this invocation completed, over its wall time (start-up and evaluation included), the figure to
-    compare --runs-per-gpu settings by; run_images_per_s: each run's own median epoch throughput."""
+    compare --runs-per-gpu settings by (a run another invocation trained meanwhile is not counted);
+    run_images_per_s: each run's own median epoch throughput."""
     launched = {run.name for run in launch}
-    images = sum(r.get('train_images', 0) for run in launch if run.name in final
-                 for r in read_metrics(run.folder)[states[run.name]['epoch']:])
+    images = sum(r.get('train_images', 0) for run in launch if run.name in final and not final[run.name].get('skipped')
+                 for r in run_status(run.folder).history[states[run.name]['epoch']:])
     counts = {s: sum(1 for st in final.values() if st['state'] == s) for s in ('done', 'failed', 'pending', 'running')}
     return {
         'planned': len(runs),

@@ -12,21 +12,28 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from ..train import CHECKPOINT_FILE, RESULTS_FILE, RunFolderBusy, TrainConfig, lock_holder, train
-from .state import clear_failed, mark_failed
+from ..train import CHECKPOINT_FILE, RunFolderBusy, TrainConfig, train
+from ..train.run_folder import mark_failed, run_status
+
+
+SKIPPED = ('already done', 'running elsewhere')  # outcomes of a run this process did not train
+
+
+def outcome_line(out, outcome: str) -> str:
+    """What the worker prints when it ends: the executors read it back to know whether it trained the run."""
+    return f'{out}: {outcome}'
 
 
 def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None, interruptions=()) -> str:
     """Train `config` in its run folder (config.out): 'trained', or why not ('already done', 'running elsewhere').
     An exception marks the run failed and propagates, except `interruptions` (a pre-empted job's)."""
     folder = Path(config.out)
-    if (folder / RESULTS_FILE).is_file():
+    state = run_status(folder).state  # every rank checks before any of them can take the lock in train()
+    if state == 'done':
         return 'already done'
-    if lock_holder(folder) is not None:  # every rank checks before any of them can take the lock in train()
+    if state == 'running':
         return 'running elsewhere'
     main = int(os.environ.get('RANK', '0')) == 0
-    if main:
-        clear_failed(folder)
     config = dataclasses.replace(config, resume=(folder / CHECKPOINT_FILE).is_file())
     try:
         train(config, reporter=reporter)
@@ -52,7 +59,7 @@ def main(argv=None) -> int:
     except Exception:
         traceback.print_exc()
         return 1
-    print(f'{config.out}: {outcome}', flush=True)
+    print(outcome_line(config.out, outcome), flush=True)
     return 0
 
 

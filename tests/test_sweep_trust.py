@@ -1,0 +1,214 @@
+"""Issue 19, the sweep part: one run status (a diverged run is failed everywhere), a run's identity (every setting
+that changes its result: zoo run, --resume and zoo export compare it), corrupt sweep files reported per run, the
+aggregate images/s of one invocation, sbatch's gres refusal explained, zoo export's destinations checked first."""
+import json
+
+import pytest
+import torch
+
+from zamzoo.cli import main
+from zamzoo.errors import UsageError, ZamzooError
+from zamzoo.train import TrainConfig, train
+from zamzoo.train.run_folder import read_run
+from zamzoo.zoo import plan_sweep, sweep_status
+
+from test_zoo import TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
+
+
+def _zoo_run(data, out, *extra):
+    return ['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--data', str(data), '--out', str(out),
+            '--batch-size', '16', '--device', 'cpu', *extra]
+
+
+@pytest.fixture(scope='module')
+def mixed_sweep(tiny_cifar, tmp_path_factory):
+    """A sweep whose seed 0 ran 1 epoch and seed 1 ran 2 epochs (two `zoo run` with other --epochs)."""
+    out = tmp_path_factory.mktemp('mixed') / 'sweep'
+    torch.set_num_threads(1)
+    assert main(_zoo_run(tiny_cifar, out, '--seeds', '0', '--epochs', '1')) == 0
+    assert main(_zoo_run(tiny_cifar, out, '--seeds', '1', '--epochs', '2')) == 0
+    return out
+
+
+# ------------------------------------------------------------------ row 1: a diverged run is failed everywhere
+def test_diverged_run_is_failed_in_status_retried_and_never_exported(tiny_cifar, tmp_path, capsys):
+    out = tmp_path / 'sweep'
+    args = _zoo_run(tiny_cifar, out, '--seeds', '0', '--epochs', '2', '--lr', '1e30')
+    assert main(args) == 1
+    assert 'ended: 0 done, 1 failed' in capsys.readouterr().out
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith('failed ') and 'NonFiniteError: ' in printed and 'NaN or infinite' in printed
+    assert '0 done' in printed and '1 failed' in printed
+
+    from zamzoo.train.run_folder import run_status
+    folder = out / f'{TINY}-cifar10-zam-s0'
+    status = run_status(folder)
+    assert status.state == 'failed' and status.error.startswith('NonFiniteError: ')
+    assert not (folder / 'results.json').exists()             # results.json: completed runs only
+    with pytest.raises(ZamzooError, match='is a failed run'):
+        read_run(folder)
+    from zamzoo.train import evaluate
+    with pytest.raises(ZamzooError, match='is a failed run'):
+        evaluate(TINY, str(tiny_cifar), 'cifar10', checkpoint=folder, device='cpu')
+
+    assert main(args) == 1                                    # skipped without --retry-failed
+    assert '0 to train, 1 skipped' in capsys.readouterr().out
+    assert main([*args, '--dry-run', '--retry-failed']) == 0
+    assert '1 to train, 0 skipped' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ row 2: identity, in zoo run and zoo export
+def test_zoo_run_refuses_a_finished_run_with_other_settings(mixed_sweep, tiny_cifar, capsys):
+    capsys.readouterr()
+    args = _zoo_run(tiny_cifar, mixed_sweep, '--seeds', '0', '2', '--epochs', '3')
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f'seed 0 of {TINY}-cifar10: finished with epochs=1, the plan has epochs=3' in err
+    assert 'another --out' in err
+    assert not (mixed_sweep / f'{TINY}-cifar10-zam-s2').exists()  # nothing trained
+    assert main([*args, '--dry-run']) == 2
+    assert 'refuse (other settings' in capsys.readouterr().out
+    assert main(_zoo_run(tiny_cifar, mixed_sweep, '--seeds', '0', '--epochs', '1', '--dry-run')) == 0  # same: done
+    assert 'skip (done)' in capsys.readouterr().out
+
+
+def test_zoo_export_refuses_to_average_runs_with_other_settings(mixed_sweep, tmp_path, capsys):
+    staging = tmp_path / 'staging'
+    assert main(['zoo', 'export', '--out', str(mixed_sweep), '--min-seeds', '2', '--staging', str(staging)]) == 1
+    captured = capsys.readouterr()
+    assert 'differ in more than the seed' in captured.err
+    assert f'epochs=2 in {TINY}-cifar10-zam-s1, epochs=1 in {TINY}-cifar10-zam-s0' in captured.err
+    assert not (staging / f'{TINY}.cifar10').exists()
+
+
+def test_identity_is_every_setting_but_an_exclude_list():
+    from zamzoo.train.run_folder import identity_changes, run_identity
+    record = {'model': 'm', 'seed': 0, 'data': '/a', 'device': 'CPU', 'code_commit': 'abc',
+              'recipe': {'name': 'zam', 'version': 1, 'epochs': 3},
+              'args': {'out': 'runs/x', 'workers': 4, 'eval_batch_size': 500, 'holdout': 0.2, 'amp': 'auto'}}
+    moved = dict(record, device='NVIDIA H200', code_commit='def', args=dict(record['args'], out='y', workers=0))
+    assert identity_changes(record, moved) == []               # where and how fast it ran
+    assert identity_changes(record, dict(record, args=dict(record['args'], holdout=0.3))) == [('holdout', 0.2, 0.3)]
+    plugin = dict(record, attention_module={'path': 'my.attn', 'sha256': 'ab'})   # a key train may add later
+    assert identity_changes(record, plugin) == [('attention_module.path', None, 'my.attn'),
+                                                ('attention_module.sha256', None, 'ab')]
+    fingerprinted = dict(record, data_fingerprint='f1')        # the data itself, not its path
+    assert 'data' not in run_identity(fingerprinted) and 'data' in run_identity(record)
+    assert identity_changes(fingerprinted, dict(fingerprinted, data='/b')) == []
+    assert identity_changes(fingerprinted, dict(fingerprinted, data_fingerprint='f2')) == [
+        ('data_fingerprint', 'f1', 'f2')]
+
+
+def _image_folder(root, n=6):
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    for c in 'ab':
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=g).numpy()).save(
+                root / c / f'{i}.png')
+    return root
+
+
+def test_resume_refuses_another_holdout(tmp_path):
+    """Row 13: --resume with another --holdout kept the old split and recorded the new value."""
+    args = dict(model=TINY, data=str(_image_folder(tmp_path / 'img')), dataset='folder', batch_size=4, img_size=32,
+                out=str(tmp_path / 'run'), device='cpu')
+    train(TrainConfig(holdout=0.25, epochs=1, **args))
+    with pytest.raises(UsageError, match=r'holdout: checkpoint 0\.25, now 0\.5'):
+        train(TrainConfig(holdout=0.5, epochs=1, resume=True, **args))
+    assert json.loads((tmp_path / 'run' / 'config.json').read_text())['args']['holdout'] == 0.25
+
+
+# ------------------------------------------------------------------ row 11: corrupt sweep state files
+def _fake_run(out, name, *, results=None, metrics='', seed=0):
+    folder = out / name
+    folder.mkdir(parents=True)
+    config = {'model': TINY, 'dataset': 'cifar10', 'seed': seed, 'recipe': {'name': 'zam', 'epochs': 2}}
+    (folder / 'config.json').write_text(json.dumps(config))
+    (folder / 'metrics.jsonl').write_text(metrics)
+    if results is not None:
+        (folder / 'results.json').write_text(results)
+    return {'model': TINY, 'dataset': 'cifar10', 'recipe': 'zam', 'seed': seed, 'epochs': 2}
+
+
+def test_corrupt_files_are_reported_per_run(tmp_path, capsys):
+    out = tmp_path / 'sweep'
+    epoch = json.dumps({'epoch': 1, 'test_top1': 10.0, 'images_per_s': 5.0}) + '\n'
+    plan = {'a': _fake_run(out, 'a', results='{"status": "comp'),
+            'b': _fake_run(out, 'b', metrics=epoch + '{"epoch": 2, "test_top1": 1\n', seed=1),
+            'c': _fake_run(out, 'c', metrics=epoch, seed=2)}
+    (out / '_zoo').mkdir()
+    (out / '_zoo' / 'plan.json').write_text(json.dumps(plan))
+    rows = {r['folder'][-1]: r for r in sweep_status(out)['runs']}
+    assert rows['a']['state'] == 'failed' and rows['a']['error'].startswith('corrupt: ')
+    assert 'results.json is not valid JSON' in rows['a']['error']
+    assert rows['b']['state'] == 'failed' and 'metrics.jsonl line 2 is not JSON' in rows['b']['error']
+    assert rows['c']['state'] == 'pending' and rows['c']['epoch'] == 1
+
+    (out / '_zoo' / 'plan.json').write_text('{"a": {"model": ')  # corrupt plan: runs rebuilt from their folders
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert 'corrupt: ' in printed and 'plan.json is not valid JSON' in printed
+    assert '3 runs: 0 done, 0 running, 1 pending, 2 failed' in printed
+
+    from zamzoo.zoo.state import PLAN_FILE, update_record
+    (out / '_zoo' / 'plan.json').write_text(json.dumps({'a': plan['a'], 'b': 'garbage'}))
+    merged = update_record(out, PLAN_FILE, {'d': plan['c']})
+    assert merged == {'a': plan['a'], 'b': plan['b'], 'd': plan['c']}   # the bad entry rebuilt from b/config.json
+
+
+# ------------------------------------------------------------------ row 13: aggregate images/s, sbatch's gres
+def test_a_run_another_invocation_trained_is_not_counted(mixed_sweep, tiny_cifar):
+    """The other invocation finished the run between this one's planning and its worker: nothing of it counts."""
+    from zamzoo.zoo.local import run_local
+    from zamzoo.zoo.plan import plan_states
+    from zamzoo.zoo.sweep import summarize
+
+    runs = plan_sweep([TINY], ['cifar10'], [1], tiny_cifar, mixed_sweep, epochs=2, batch_size=16, device='cpu')
+    before = {runs[0].name: dict(plan_states(runs)[runs[0].name], state='pending', epoch=0)}  # as planned earlier
+    final = run_local(runs, mixed_sweep, device='cpu')
+    assert final[runs[0].name]['skipped'] and final[runs[0].name]['state'] == 'done'
+    assert summarize(runs, runs, before, final, 1.0)['train_images'] == 0
+
+
+def test_sbatch_gres_refusal_says_how_to_run_on_cpus(tiny_cifar, tmp_path, monkeypatch):
+    pytest.importorskip('submitit')
+    from submitit.core.utils import FailedJobError
+
+    from zamzoo.zoo import slurm
+
+    class NoGpus:
+        def __init__(self, **kwargs):
+            pass
+
+        def update_parameters(self, **params):
+            self.params = params
+
+        def map_array(self, fn, configs):
+            raise FailedJobError('sbatch: error: Invalid generic resource (gres) specification')
+
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(slurm.submitit, 'AutoExecutor', NoGpus)
+    runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
+    with pytest.raises(ZamzooError, match=r'Invalid generic resource.*--device cpu to run on CPUs'):
+        slurm.submit_slurm(runs, tmp_path)
+
+
+# ------------------------------------------------------------------ row 9: zoo export checks destinations first
+def test_zoo_export_checks_destinations_first_and_runs_outside_a_checkout(mixed_sweep, tmp_path, capsys,
+                                                                          monkeypatch):
+    staging = tmp_path / 'staging'
+    export = ['zoo', 'export', '--out', str(mixed_sweep), '--min-seeds', '1', '--staging', str(staging)]
+    assert main([*export, '--readme', '/nonexistent/README.md']) == 2
+    assert '/nonexistent/README.md not found' in capsys.readouterr().err
+    assert not staging.exists()                                # refused before the first write
+
+    from zamzoo.bench import tables                            # a wheel install: no README, MODEL_CARD, docs/bench
+    for name in ('DEFAULT_README', 'DEFAULT_MODEL_CARD', 'DEFAULT_RESULTS'):
+        monkeypatch.setattr(tables, name, tmp_path / 'site-packages' / name)
+    main(export)
+    captured = capsys.readouterr()
+    assert 'tables: skipped (no README.md, MODEL_CARD.md and docs/bench here' in captured.out
+    assert f'failed {TINY}.cifar10: its runs differ' in captured.err   # each group's outcome is still reported
