@@ -120,13 +120,14 @@ def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
     if state is None:
         return Progress()
     check_attention_source(state['config'].get('attention_module'), run.settings['attention_module'])
-    check_same_data(state['config'].get('data_fingerprint'), run.settings['data_fingerprint'], config.data, out)
-    changed = run_folder.identity_changes(state['config'], run.settings)
+    changed = run_folder.identity_changes(state['config'], run.settings,
+                                            ignore=('data_fingerprint', 'train_images'))  # check_same_data's
     if changed:
         listed = '; '.join(f'{k}: checkpoint {run_folder.short_value(a)}, now {run_folder.short_value(b)}'
                            for k, a, b in changed)
         raise UsageError(f'--resume: this run differs from its checkpoint: {listed}; resume with the settings the '
                          f'run started with, or start a new --out')
+    check_same_data(state['config'].get('data_fingerprint'), run.settings['data_fingerprint'], config.data, out)
     p = run.pieces
     p.model.load_state_dict(state['model'])
     p.optimizer.load_state_dict(state['optimizer'])

@@ -295,8 +295,8 @@ def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within
     """[(field, old value, new value)] for each identity field in which two config.json records differ (a field
     absent from one is None there). The arguments come first, named without 'args.'; a recorded field of the same
     name (seed), or the field an argument overrides (recipe.epochs, overrides.epochs for epochs), is not repeated.
-    `within`: compare only these top-level keys, as recorded (a plan knows its arguments and recipe, not its
-    data's fingerprint)."""
+    `ignore`: fields (or top-level keys) checked elsewhere; `within`: compare only these top-level keys, as recorded
+    (a plan knows its arguments and recipe, not its data's fingerprint)."""
     old, new = (json.loads(json.dumps(r, default=str)) for r in (old, new))  # as config.json holds them
     if within:
         a, b = ({k: v for k, v in _flatten(r).items() if k.split('.', 1)[0] in within and k not in NOT_IDENTITY}
@@ -308,7 +308,7 @@ def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within
     for key in keys:
         name = key[len('args.'):] if key.startswith('args.') else key
         covered = name in named or name.split('.', 1)[-1] in named and name.split('.')[0] in OVERRIDDEN
-        if a.get(key) == b.get(key) or covered or key in ignore or name in ignore:
+        if a.get(key) == b.get(key) or covered or name in ignore or name.split('.', 1)[0] in ignore:
             continue
         changes.append((name, a.get(key), b.get(key)))
         named.add(name)
