@@ -43,7 +43,6 @@ INFER_BATCHES = (1, 64)
 TIMERS = {'wall': time.perf_counter, 'process': time.process_time}
 TRAIN_BATCH = 128
 RUNTIMES = ('torch', 'onnxruntime')
-ONNX_RTOL = 1e-4
 
 
 def plain_of(model_name: str) -> str:
