@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from ._checks import check_input
-from .fused._common import batch_chunks, needs_autograd, runs_eagerly
+from .fused._common import batch_chunks, exporting_onnx, needs_autograd, runs_eagerly
 
 torch.fx.wrap('check_input')
 # one call in an fx graph (the same ops as eager): inlined, its Optional BN statistics would not script
@@ -71,7 +71,7 @@ class ULSAM(nn.Module):
             a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
         else:
             a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
-            if torch.jit.is_scripting() or not _exporting_onnx():
+            if torch.jit.is_scripting() or not exporting_onnx():
                 a = _max_pool3x3_nonnegative(a)
             else:  # ONNX Runtime's MaxPool is faster than the separable form there
                 a = self.pool(a)
@@ -164,8 +164,3 @@ def _max_pool3x3_nonnegative(a: torch.Tensor) -> torch.Tensor:
     p = F.pad(a, (1, 1, 1, 1))
     rows = torch.maximum(torch.maximum(p[:, :, :, :-2], p[:, :, :, 1:-1]), p[:, :, :, 2:])
     return torch.maximum(torch.maximum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
-
-
-@torch.jit.unused
-def _exporting_onnx() -> bool:
-    return torch.onnx.is_in_onnx_export()
