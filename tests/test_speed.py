@@ -55,3 +55,21 @@ def test_zam_pool_eager_is_the_plain_mean():
     x = torch.randn(3, 10, 4, 6)
     assert torch.equal(zam_pool(x, [1], 'avg'), x.mean([1], keepdim=True))
     assert torch.equal(zam_pool(x, [1], 'avgmax'), x.mean([1], keepdim=True) + x.max(1, keepdim=True)[0])
+
+
+def test_ulsam_onnx_export_matches_eager_with_a_depthwise_conv(tmp_path):
+    """ULSAM's folded DW conv + BN is exported as a depthwise Conv (ONNX Runtime keeps it, its ReLU and the MaxPool
+    in its blocked layout) and the export still equals eager PyTorch."""
+    torch.manual_seed(0)
+    ulsam = L.ULSAM(16, groups=4)
+    with torch.no_grad():
+        for bn in (ulsam.bn_dw, ulsam.bn_pw):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), ulsam, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(16, 5)).eval()
+    assert export_onnx(net, tmp_path / 'ulsam.onnx', (3, 9, 7), use_dynamo=True, batch_sizes=(1, 5)) <= RTOL
+    convs = [n for n in onnx.load(str(tmp_path / 'ulsam.onnx')).graph.node if n.op_type == 'Conv']
+    assert len(convs) == 2, 'the stem conv and ULSAM\'s depthwise conv'

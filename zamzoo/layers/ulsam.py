@@ -70,11 +70,11 @@ class ULSAM(nn.Module):
             a = F.relu(self.bn_dw(self.dw(x)))
             a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
         else:
-            a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
             if torch.jit.is_scripting() or not exporting_onnx():
+                a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
                 a = _max_pool3x3_nonnegative(a)
-            else:  # ONNX Runtime's MaxPool is faster than the separable form there
-                a = self.pool(a)
+            else:  # ONNX Runtime runs a depthwise Conv + ReLU and a MaxPool in its blocked layout, with no reorders
+                a = self.pool(F.relu(F.conv2d(x, folded[0].view(c, 1, 1, 1), folded[1].view(c), groups=c)))
             a = a.reshape(b, g, c // g, h * w)
             a = F.relu(torch.matmul(folded[2], a) + folded[3]).reshape(b, g, h * w)  # (g, 1, G) @ (B, g, G, HW)
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
