@@ -73,3 +73,26 @@ def test_ulsam_onnx_export_matches_eager_with_a_depthwise_conv(tmp_path):
     assert export_onnx(net, tmp_path / 'ulsam.onnx', (3, 9, 7), use_dynamo=True, batch_sizes=(1, 5)) <= RTOL
     convs = [n for n in onnx.load(str(tmp_path / 'ulsam.onnx')).graph.node if n.op_type == 'Conv']
     assert len(convs) == 2, 'the stem conv and ULSAM\'s depthwise conv'
+
+
+def test_tables_show_one_thread_and_default_threads_side_by_side(tmp_path):
+    """A one-thread CPU-time run and a default-threads wall-clock run are two columns, eager PyTorch first."""
+    import json
+
+    from test_bench import _fake_report
+    from zamzoo.bench.tables import marker, update_tables
+
+    default = json.loads(_fake_report(tmp_path).read_text())  # 2 threads, wall clock
+    one = json.loads(json.dumps(default))
+    one['device']['threads'], one['settings']['timer'] = 1, 'process'
+    one['results'][0]['latency']['infer_b1']['ratio'] = 1.2
+    for name, report in (('default', default), ('one', one)):
+        (tmp_path / f'{name}.json').write_text(json.dumps(report))
+    readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
+    for path in (readme, card):
+        path.write_text(''.join(f'{marker(b)}\n{marker(b, end=True)}\n' for b in ('models-table', 'overhead', 'recipes')))
+    update_tables([tmp_path / 'default.json', tmp_path / 'one.json'], tmp_path / 'none.json', readme, card)
+    lines = readme.read_text().splitlines()
+    assert '| CPU time, 1 thread vs plain (b1 / b64) | CPU latency, 2 threads vs plain (b1 / b64) |' in lines[1]
+    row = next(line for line in lines if line.startswith('| `resnet18_zam`'))
+    assert '| +20.0% / +2.0% | +5.0% / +2.0% |' in row
