@@ -13,7 +13,8 @@ changes the global default tensor type.
 Inference (both BatchNorms in eval mode) computes the same function in fewer, cheaper passes (profiled on CPU,
 one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 1x1 depthwise conv most of the
 rest of the module's share):
-- DW conv1x1 + BN is one per-channel affine ``x * scale + shift`` (BN folded into the conv), one ``addcmul``;
+- DW conv1x1 + BN is one per-channel affine ``x * scale + shift`` (BN folded into the conv), one ``addcmul`` (in an
+  ONNX export a depthwise Conv, which ONNX Runtime runs in its NCHWc layout with the ReLU and the max-pool);
 - the 3x3 max-pool is separable (a max over 3 columns, then over 3 rows), and its input is a ReLU output (>= 0), so
   zero padding gives what -inf padding gives: every window holds its own valid centre (in an ONNX export it stays
   one MaxPool, which ONNX Runtime runs faster);

@@ -12,7 +12,7 @@ The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPo
 gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
 runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
 ``impl='reference'`` always runs the plain formula below, which is also what every tracer, exporter and compiler
-records (`zamzoo.layers.fused.FusedDispatch`).
+records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export spells its mean over channels as a MatMul (`_mean`).
 """
 from typing import Dict, List
 
