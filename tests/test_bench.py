@@ -212,7 +212,8 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
                                 for b in ('models-table', 'overhead', 'recipes', 'zoo', 'citations')))
     update_tables([tmp_path / 'run0.json', tmp_path / 'run1.json'], tmp_path / 'none.json', readme, card)
     lines = readme.read_text().splitlines()
-    assert '| CPU latency vs plain (b1 / b64) | CPU latency, ONNX Runtime vs plain (b1 / b64) |' in lines[1]
+    assert ('| CPU latency, 2 threads vs plain (b1 / b64) | CPU latency, 2 threads, ONNX Runtime vs plain (b1 / b64) |'
+            in lines[1])
     row = next(line for line in lines if line.startswith('| `resnet18_zam`'))
     assert '| +5.0% / +10.0% | - / +30.0% |' in row
     assert 'ONNX Runtime: the model exported with timm' in readme.read_text()

@@ -56,25 +56,29 @@ def load_reports(paths: Iterable) -> List[Dict]:
     return sorted(reports, key=lambda r: r['created'])
 
 
-def _latency(reports: Sequence[Dict]) -> Dict[Tuple[str, str, str], Dict[str, Dict[str, Dict]]]:
-    """(device type, timer, runtime) -> model -> 'infer_b1' / 'infer_b64' / ... -> the latest measurement of that
-    setting (runs may measure the batch sizes separately)."""
-    out: Dict[Tuple[str, str, str], Dict[str, Dict[str, Dict]]] = {}
+def _latency(reports: Sequence[Dict]) -> Dict[Tuple[str, str, str, Optional[int]], Dict[str, Dict[str, Dict]]]:
+    """(device type, timer, runtime, CPU threads or None) -> model -> 'infer_b1' / 'infer_b64' / ... -> the latest
+    measurement of that setting (runs may measure the batch sizes separately; one thread and torch's default threads
+    are separate columns)."""
+    out: Dict[Tuple[str, str, str, Optional[int]], Dict[str, Dict[str, Dict]]] = {}
     for report in reports:  # oldest first: later reports win
         if not report['settings'].get('latency'):
             continue
         for row in report['results']:
             for setting, lat in (row.get('latency') or {}).items():
                 runtime = lat.get('runtime', 'torch')
-                key = (report['device']['type'], report['settings'].get('timer', 'wall'), runtime)
+                device = report['device']
+                threads = device.get('threads') if device['type'] == 'cpu' else None
+                key = (device['type'], report['settings'].get('timer', 'wall'), runtime, threads)
                 plain_setting = setting[len(runtime) + 1:] if setting.startswith(runtime + '_') else setting
                 out.setdefault(key, {}).setdefault(row['model'], {})[plain_setting] = lat
     return out
 
 
-def _timing_label(key: Tuple[str, str, str]) -> str:
-    device, timer, runtime = key
+def _timing_label(key: Tuple[str, str, str, Optional[int]]) -> str:
+    device, timer, runtime, threads = key
     label = f'{device.upper()} latency' if timer == 'wall' else 'CPU time'
+    label += f", {threads} thread{'s' if threads != 1 else ''}" if threads else ''
     return label + (', ONNX Runtime' if runtime == 'onnxruntime' else '') + ' vs plain (b1 / b64)'
 
 
@@ -110,7 +114,8 @@ ORT_NOTE = (' ONNX Runtime: the model exported with timm\'s `onnx_export` (dynam
 def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
     counts = {row['model']: row for report in reports for row in report['results']}  # oldest first: later win
     latency = _latency(reports)
-    devices = sorted(latency, key=lambda k: (k[0], k[1], k[2] != 'torch', k[2]))  # eager PyTorch first
+    # eager PyTorch first, each runtime's thread counts side by side
+    devices = sorted(latency, key=lambda k: (k[0], k[2] != 'torch', k[2], k[3] or 0, k[1]))
     by_key = {(r['model'], r['tag']): r for r in records}
     head = ['model', 'params', 'MACs', 'FLOPs (seed conv.)', *map(_timing_label, devices),
             *(f'top-1 {label}' for _, label in DATASETS)]

@@ -13,7 +13,8 @@ changes the global default tensor type.
 Inference (both BatchNorms in eval mode) computes the same function in fewer, cheaper passes (profiled on CPU,
 one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 1x1 depthwise conv most of the
 rest of the module's share):
-- DW conv1x1 + BN is one per-channel affine ``x * scale + shift`` (BN folded into the conv), one ``addcmul``;
+- DW conv1x1 + BN is one per-channel affine ``x * scale + shift`` (BN folded into the conv), one ``addcmul`` (in an
+  ONNX export a depthwise Conv, which ONNX Runtime runs in its NCHWc layout with the ReLU and the max-pool);
 - the 3x3 max-pool is separable (a max over 3 columns, then over 3 rows), and its input is a ReLU output (>= 0), so
   zero padding gives what -inf padding gives: every window holds its own valid centre (in an ONNX export it stays
   one MaxPool, which ONNX Runtime runs faster);
@@ -31,7 +32,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from ._checks import check_input
-from .fused._common import batch_chunks, needs_autograd, runs_eagerly
+from .fused._common import batch_chunks, exporting_onnx, needs_autograd, runs_eagerly
 
 torch.fx.wrap('check_input')
 # one call in an fx graph (the same ops as eager): inlined, its Optional BN statistics would not script
@@ -70,11 +71,11 @@ class ULSAM(nn.Module):
             a = F.relu(self.bn_dw(self.dw(x)))
             a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
         else:
-            a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
-            if torch.jit.is_scripting() or not _exporting_onnx():
+            if torch.jit.is_scripting() or not exporting_onnx():
+                a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
                 a = _max_pool3x3_nonnegative(a)
-            else:  # ONNX Runtime's MaxPool is faster than the separable form there
-                a = self.pool(a)
+            else:  # ONNX Runtime runs a depthwise Conv + ReLU and a MaxPool in its blocked layout, with no reorders
+                a = self.pool(F.relu(F.conv2d(x, folded[0].view(c, 1, 1, 1), folded[1].view(c), groups=c)))
             a = a.reshape(b, g, c // g, h * w)
             a = F.relu(torch.matmul(folded[2], a) + folded[3]).reshape(b, g, h * w)  # (g, 1, G) @ (B, g, G, HW)
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
@@ -164,8 +165,3 @@ def _max_pool3x3_nonnegative(a: torch.Tensor) -> torch.Tensor:
     p = F.pad(a, (1, 1, 1, 1))
     rows = torch.maximum(torch.maximum(p[:, :, :, :-2], p[:, :, :, 1:-1]), p[:, :, :, 2:])
     return torch.maximum(torch.maximum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
-
-
-@torch.jit.unused
-def _exporting_onnx() -> bool:
-    return torch.onnx.is_in_onnx_export()

@@ -12,7 +12,7 @@ The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPo
 gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
 runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
 ``impl='reference'`` always runs the plain formula below, which is also what every tracer, exporter and compiler
-records (`zamzoo.layers.fused.FusedDispatch`).
+records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export spells its mean over channels as a MatMul (`_mean`).
 """
 from typing import Dict, List
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from ._checks import check_input
 from .fused import FusedDispatch, check_impl, zam_fused
+from .fused._common import exporting_onnx
 
 torch.fx.wrap('check_input')
 
@@ -37,13 +38,22 @@ def _max(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
     return x.max(dims[0], keepdim=True)[0]
 
 
+def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
+    """x.mean(dims, keepdim=True); in an ONNX export the mean over channels is a MatMul with a row of 1/C: ONNX
+    Runtime's ReduceMean over axis 1 is a strided loop, 20x slower than that MatMul at batch 1."""
+    if dims == [1] and not torch.jit.is_scripting() and exporting_onnx():
+        b, c, h, w = x.shape
+        return torch.matmul(x.new_full((1, c), 1.0 / c), x.flatten(2)).view(b, 1, h, w)
+    return x.mean(dims, keepdim=True)
+
+
 def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
     """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims` ([2, 3] or [1]), keepdim."""
     if pool == 'avg':
-        return x.mean(dims, keepdim=True)
+        return _mean(x, dims)
     if pool == 'max':
         return _max(x, dims)
-    return x.mean(dims, keepdim=True) + _max(x, dims)
+    return _mean(x, dims) + _max(x, dims)
 
 
 def _check_pool(pool: str, name: str) -> str:

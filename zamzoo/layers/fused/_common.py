@@ -4,7 +4,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'require_eager', 'needs_autograd', 'hw_stat', 'batch_chunks',
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat', 'batch_chunks',
            'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
@@ -34,6 +34,13 @@ def runs_eagerly(x) -> bool:
     # ONNX exporter traces, the dynamo one compiles
     return (type(x) in (torch.Tensor, torch.nn.Parameter) and not torch._C._is_tracing()
             and not torch._C._are_functorch_transforms_active())
+
+
+@torch.jit.unused
+def exporting_onnx() -> bool:
+    """Whether an ONNX exporter (TorchScript-based or dynamo) is recording: the plain formulas then spell some steps
+    in the ONNX ops that ONNX Runtime runs fastest (same math; see docs/bench/onnxruntime.md)."""
+    return torch.onnx.is_in_onnx_export()
 
 
 def require_eager(x: torch.Tensor, name: str) -> None:
