@@ -77,6 +77,14 @@ def test_init_from_the_hub_offline(offline):
         load_init('hf-hub:someone/net')
 
 
+def test_pretrained_timm_model_offline(offline):
+    """`zamzoo train/eval --model resnet18 --pretrained` (a timm model, downloaded by timm itself)."""
+    from zamzoo.train.build import create_model
+
+    with pytest.raises(WeightsError, match='resnet18 pretrained weights: .*not in the Hugging Face cache'):
+        create_model('resnet18', num_classes=3, pretrained=True)
+
+
 # ------------------------------------------------------------------ row 8: an export may hold its optional files
 def test_export_force_replaces_an_export_with_its_onnx(weights, exported, tmp_path):
     import shutil

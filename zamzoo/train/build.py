@@ -35,9 +35,12 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
     """`timm.create_model` after `import zamzoo` (which registers the zoo)."""
     import timm
 
+    from ..pretrained.hub_errors import hub_errors
+
     check_model_name(name)
-    try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    try:  # timm's own models download their weights from the Hub: its failures as one WeightsError
+        with hub_errors(f'{name} pretrained weights') if pretrained else nullcontext():
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as e:
         if not kwargs:  # not the user's doing: keep the traceback
             raise
