@@ -10,7 +10,9 @@
 The contract is the zoo's: `Module(channels, **options, device=None, dtype=None)`, output shaped like the input.
 Plugin models have no pretrained weights. Each registration records where the module came from (the spec, its
 source file and that file's sha256): runs write it to config.json as `attention_module`, and
-`check_attention_source` refuses to continue a run whose source changed.
+`check_attention_source` refuses to continue a run whose source changed. Whatever reads a run in another process
+(eval, export, viz, compare) calls `ensure_attention` with the run's record: the module is imported again from its
+spec, unless its source changed.
 """
 import hashlib
 import importlib
@@ -31,7 +33,7 @@ from ..pretrained import sha256_file
 from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check_new_attention, remove_attention
 
 __all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
-           'import_spec', 'load_entry_points', 'attention_record', 'check_attention_source']
+           'import_spec', 'load_entry_points', 'attention_record', 'check_attention_source', 'ensure_attention']
 
 ENTRY_POINT_GROUP = 'zamzoo.attention'
 _NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
@@ -195,3 +197,16 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
     if current is not None and current.get('sha256') != recorded['sha256']:
         raise UsageError(f"this run's attention module came from {source}; the one registered now "
                          f"({current.get('spec')}, {current.get('source')}) differs: pass --attn {recorded['spec']}")
+
+
+def ensure_attention(recorded: Optional[Mapping[str, Any]]) -> None:
+    """Make the module a run recorded (config.json's `attention_module`) registered in this process, importing it
+    from its spec when it is not yet; UsageError naming the file when its source is gone or changed since the run
+    recorded it, or when another module is registered under its name. Nothing to do for the zoo's own modules."""
+    if not recorded:
+        return
+    attention = ATTENTIONS.get(recorded.get('name'))
+    current = attention.plugin._asdict() if attention is not None and attention.plugin is not None else None
+    check_attention_source(recorded, current)
+    if attention is None:
+        load_attention(recorded['spec'], recorded['name'])

@@ -104,6 +104,16 @@ def _onnx_section(info: dict) -> str:
         repo_id=info['repo_id'], mean=list(info['mean']), std=list(info['std']))
 
 
+def _attention_module_section(record: dict) -> str:
+    """What a model of a module registered at run time needs before `timm.create_model`: the module's code."""
+    return ('## Attention module\n'
+            f"This model's attention module `{record['name']}` is not part of zamzoo: it was imported from "
+            f"`{record['spec']}` (source sha256 `{record['sha256']}`). Its code is needed to build the model: "
+            f"register it before `timm.create_model`:\n\n```python\n{record['register_before_create_model']}\n```\n"
+            '(or install the package that declares it in the entry-point group `zamzoo.attention`). '
+            '`zamzoo push` refuses this folder: others could not build the model from the Hub.\n')
+
+
 def _training_section(info: dict) -> str:
     hp = info.get('hparams_summary') or {}
     lines = ['## Training']
@@ -122,7 +132,7 @@ def render_model_card(info: dict) -> str:
     """README.md text. `info` keys: model, tag, model_name ('model.tag'), repo_id, params, macs, input_size,
     num_classes, num_features, mean, std, recipe, results (aggregate from export, or None), hparams_summary,
     code_commit, zamzoo_version, init (the run's --init record, or None), onnx (results.json's record of
-    model.onnx, or None)."""
+    model.onnx, or None), attention_module (results.json's record of a module registered at run time, or None)."""
     from timm.models._hub import generate_readme  # not re-exported by timm.models
 
     model, tag = info['model'], info['tag']
@@ -166,6 +176,8 @@ def render_model_card(info: dict) -> str:
     if not sep:
         raise RuntimeError('timm.generate_readme returned an unexpected layout')
     text = head + _front_matter_extra(info) + sep + body
+    if info.get('attention_module'):
+        text += '\n' + _attention_module_section(info['attention_module'])
     text += '\n' + _results_section(info) + '\n' + _training_section(info)
     if info.get('onnx'):
         text += '\n' + _onnx_section(info)

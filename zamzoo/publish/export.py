@@ -19,6 +19,11 @@ Output folder (staged in a temporary folder next to it, then renamed into place)
                        params, MACs, code commits: everything `zamzoo push` needs for the manifest record
     model.onnx         only with ``onnx=True`` (``--onnx``): the model in ONNX, checked with ONNX Runtime
                        (zamzoo.publish.onnx); recorded under 'onnx' in results.json
+
+A model of an attention module registered at run time (zamzoo.models.plugins) is exported with the module's
+record (`attention_module`: name, spec, sha256, and the call that registers it) in config.json and results.json
+and a card section saying so; `zamzoo push` refuses such a folder (the module's code is not on the Hub). Runs
+whose module source differs are refused when they are read (run_folder.read_run -> ensure_attention).
 """
 import datetime
 import json
@@ -272,7 +277,19 @@ def _results(inp: _Input, summaries: List[dict], tag: str, num_classes: int, rep
         code_commit=(weights_run.summary()['code_commit'] if weights_run is not None else None),
         export_code_commit=code_commit(),
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        **_attention_module(inp.model),
     )
+
+
+def _attention_module(model: str) -> dict:
+    """{'attention_module': ...} for a model of a module registered at run time: where it came from and how to
+    register it before `timm.create_model`; {} for the zoo's own models."""
+    from ..models.plugins import attention_record
+    record = attention_record(model)
+    if record is None:
+        return {}
+    load = f"import zamzoo; zamzoo.load_attention({record['spec']!r}, name={record['name']!r})"
+    return {'attention_module': dict(record, register_before_create_model=load)}
 
 
 def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
@@ -287,6 +304,7 @@ def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
         hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
         code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
         init=weights_run.config.get('init') if weights_run is not None else None, onnx=results.get('onnx'),
+        attention_module=results.get('attention_module'),
     )
 
 
@@ -305,8 +323,9 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
     train_log = dict(runs=[dict(seed=r.seed, run=r.path.name, epochs=r.metrics) for r in inp.runs])
     staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
     try:
-        labels = {'label_names': list(cfg.label_names)} if cfg.label_names else None  # top level: timm's Hub field
-        timm.models.save_for_hf(net, staging, model_config=labels, safe_serialization=True)
+        labels = {'label_names': list(cfg.label_names)} if cfg.label_names else {}  # top level: timm's Hub field
+        model_config = dict(labels, **_attention_module(inp.model))
+        timm.models.save_for_hf(net, staging, model_config=model_config or None, safe_serialization=True)
         _drop_wrapper_args(staging / 'config.json')
         results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
         results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size

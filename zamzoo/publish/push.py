@@ -133,10 +133,21 @@ def _card_problems(folder: Path) -> List[str]:
     return []
 
 
+def _refuse_run_time_module(folder: Path, results: dict):
+    """A model of a module registered at run time is built by code on its author's disk only: on the Hub nobody
+    could load it."""
+    module = results.get('attention_module')
+    if module:
+        raise InvalidExportError(
+            f"{folder} is a model of the attention module {module.get('name')!r} registered at run time (from "
+            f"{module.get('spec')}), whose code is not part of zamzoo: others could not build it from the Hub, so it "
+            f'is not pushed; share the module as a package (entry-point group zamzoo.attention) or add it to the zoo')
+
+
 def validate_export(folder) -> dict:
     """Check an export folder end to end; returns its results.json. Raises InvalidExportError with every problem.
 
-    Checks: exactly the export files (and optionally model.onnx, whose sha256 results.json records), none
+    Checks: not a model of an attention module registered at run time; exactly the export files (and optionally model.onnx, whose sha256 results.json records), none
     empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json;
     config.json's architecture is a registered zamzoo model and matches results.json; the safetensors header holds
     exactly the architecture's tensors with the right shapes (read without loading, and without any pickle); the
@@ -147,6 +158,7 @@ def validate_export(folder) -> dict:
         raise InvalidExportError(f'{folder} is not a folder (make one with `zamzoo export`)')
     _check_file_set(folder)
     results, config = _read_records(folder)
+    _refuse_run_time_module(folder, results)
     problems = _record_problems(folder, results, config)
     if not problems:
         problems = _shape_problems(folder / WEIGHTS_FILENAME, config)

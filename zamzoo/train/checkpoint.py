@@ -6,13 +6,15 @@ dicts, and is always read with ``torch.load(..., weights_only=True)``.
 """
 import random
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
-from .._io import atomic_path
+from .._io import atomic_path, read_json_object
 from ..errors import NonFiniteError, NotFoundError, OutputError, ZamzooError
-from .run_files import CHECKPOINT_FILE, WEIGHTS_FILE
+from ..models.plugins import ensure_attention
+from .run_files import CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -143,6 +145,26 @@ def load_checkpoint(path) -> dict:
     if state.get('version', 0) > CHECKPOINT_VERSION:
         raise ZamzooError(f'{path} was written by a newer zamzoo (checkpoint version {state["version"]})')
     return state
+
+
+def run_folder_of(checkpoint) -> Optional[Path]:
+    """The run folder a checkpoint is (a folder) or is in (a file); None for None."""
+    if checkpoint is None:
+        return None
+    p = Path(checkpoint).expanduser()
+    return p if p.is_dir() else p.parent
+
+
+def run_config(checkpoint) -> dict:
+    """config.json of the run folder a checkpoint belongs to ({} when it has none), with the run's attention module
+    registered in this process (`ensure_attention`: refused when its source changed), so its model can be built.
+    Every command that reads a run (eval, viz, export, compare) reads its config through this function."""
+    folder = run_folder_of(checkpoint)
+    if folder is None or not (folder / CONFIG_FILE).is_file():
+        return {}
+    config = read_json_object(folder / CONFIG_FILE, ZamzooError)
+    ensure_attention(config.get('attention_module'))
+    return config
 
 
 def load_weights(path) -> dict:

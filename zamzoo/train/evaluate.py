@@ -1,36 +1,27 @@
 """`zamzoo eval`: top-1 / top-5 of a model on a test split, from pretrained weights or a checkpoint."""
 import time
-from pathlib import Path
 from typing import Optional
 
 from .. import provenance
-from .._io import read_json_object
 from ..errors import UsageError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, create_model
-from .checkpoint import load_weights
+from .checkpoint import load_weights, run_config, run_folder_of
 from .loop import evaluate_loader
 from .run_files import CONFIG_FILE
 from .run_folder import read_split, run_status
 
 
-def _run_folder(checkpoint) -> Optional[Path]:
-    if checkpoint is None:
-        return None
-    p = Path(checkpoint).expanduser()
-    return p if p.is_dir() else p.parent
-
-
 def _run_config(checkpoint) -> dict:
-    """config.json of the run folder a checkpoint belongs to, if any; ZamzooError for a failed run's."""
-    folder = _run_folder(checkpoint)
-    if folder is None or not (folder / CONFIG_FILE).is_file():
-        return {}
-    status = run_status(folder)
-    if status.state == 'failed':
-        raise ZamzooError(f'{folder} is a failed run ({status.error}); its weights are not evaluated')
-    return read_json_object(folder / CONFIG_FILE, ZamzooError)
+    """config.json of the run folder a checkpoint belongs to, if any (`run_config`); ZamzooError for a failed
+    run's."""
+    folder = run_folder_of(checkpoint)
+    if folder is not None and (folder / CONFIG_FILE).is_file():
+        status = run_status(folder)
+        if status.state == 'failed':
+            raise ZamzooError(f'{folder} is a failed run ({status.error}); its weights are not evaluated')
+    return run_config(checkpoint)
 
 
 def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict):
@@ -41,7 +32,7 @@ def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict
     same_data = args.get('dataset') == dataset
     options = {k: hf_options.get(k) or (args.get(k) if same_data else None)
                for k in ('image_column', 'label_column', 'train_split', 'val_split')}
-    split = read_split(_run_folder(checkpoint)) if checkpoint is not None and same_data else None
+    split = read_split(run_folder_of(checkpoint)) if checkpoint is not None and same_data else None
     return DataSource(dataset, data, download, split=split, **options)
 
 
@@ -67,7 +58,7 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     autocast_dtype = amp_dtype(amp, dev)
     run_cfg = _run_config(checkpoint)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
-    check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, _run_folder(checkpoint), ('val',))
+    check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, run_folder_of(checkpoint), ('val',))
     test_split, num_classes = opened.test, opened.num_classes
     if run_cfg.get('model') and run_cfg['model'] != model:
         raise UsageError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")

@@ -375,7 +375,7 @@ def _results(loop: Loop) -> dict:
     """results.json of a completed run: the last evaluation, the best one, speed and provenance."""
     import timm
 
-    config, recipe, run_config, progress = loop.config, loop.recipe, loop.run.config, loop.progress
+    config, recipe, run_config, progress = loop.config, loop.recipe, loop.run.settings, loop.progress
     best, history, train_time = progress.best, progress.history, progress.train_time_s
     last = next((r for r in reversed(history) if r.get('test_top1') is not None), {})
     throughputs = [r['images_per_s'] for r in history]

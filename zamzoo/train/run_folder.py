@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from .._io import atomic_path, loads_strict, read_json_object, write_json_atomic
 from ..errors import ZamzooError
-from .checkpoint import check_finite_weights, load_checkpoint, write_checkpoint
+from .checkpoint import check_finite_weights, load_checkpoint, run_config, write_checkpoint
 from .metrics import plot_curves, write_metrics
 from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE,
                         SPLIT_FILE, WEIGHTS_FILE)
@@ -361,7 +361,7 @@ def read_run(path) -> RunRecord:
         raise ZamzooError(
             f'{path} is not a complete training run folder: missing {", ".join(missing)} '
             f'(expected {", ".join(COMPLETE_RUN_FILES)}, as written by `zamzoo train`)')
-    run = RunRecord(path, read_json_object(path / CONFIG_FILE, ZamzooError),
+    run = RunRecord(path, run_config(path),
                     read_json_object(path / RESULTS_FILE, ZamzooError),
                     read_metrics(path / METRICS_FILE))
     if not run.config.get('model'):

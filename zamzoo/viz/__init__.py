@@ -66,10 +66,12 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
     import timm
 
     from ..train.build import check_model_name
-    from ..train.checkpoint import load_weights
+    from ..train.checkpoint import load_weights, run_config
 
     if pretrained and checkpoint:
         raise UsageError('give either --pretrained or --checkpoint, not both')
+    if checkpoint:
+        run_config(checkpoint)  # a run of a plugin attention module: the module registered
     check_model_name(name)
     if not checkpoint:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
