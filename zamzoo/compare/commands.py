@@ -62,7 +62,7 @@ def _train_and_report(args, candidate, arms, contract) -> int:
     from .report import CompareSetup, write_report
     from .runs import arm_results, finished_results, plan_compare, report_dir
 
-    options = {k: v for k, v in train_config_values(args).items() if k not in ('data', 'out', 'attn', 'attn_name')}
+    options = {k: v for k, v in train_config_values(args).items() if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}
     runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
     states = plan_states(runs)
     check_conflicts(runs, states)
