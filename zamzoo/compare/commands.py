@@ -40,30 +40,32 @@ def run_compare(args) -> int:
     interval, Holm-corrected p-value, probability of improvement, smallest detectable difference, verdict, cost."""
     from ..zoo.commands import check_executor_arguments
     from .contract import check_contract
-    from .runs import Arms, candidate_attention
+    from .runs import Arms, candidate_attention, check_sources, plan_compare
     from .stats import scipy_stats
 
     check_executor_arguments(args)
     scipy_stats()  # the compare extra, before anything runs
     candidate = candidate_attention(args.attn, args.attn_name)
     arms = Arms.of(candidate.name, args.baselines, args.backbones)
+    options = {k: v for k, v in train_config_values(args).items()
+               if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}  # what plan_compare sets itself
+    runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
+    check_sources(candidate, runs)
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
                               progress=lambda msg: print(msg, flush=True))
     print(contract.summary())
     if args.check_only:
         return 0
-    return _train_and_report(args, candidate, arms, contract)
+    return _train_and_report(args, candidate, arms, runs, contract)
 
 
-def _train_and_report(args, candidate, arms, contract) -> int:
+def _train_and_report(args, candidate, arms, runs, contract) -> int:
     from ..zoo.commands import launch
     from ..zoo.plan import check_conflicts, plan_states
     from ..zoo.sweep import runs_to_launch
     from .report import CompareSetup, write_report
-    from .runs import arm_results, finished_results, plan_compare, report_dir
+    from .runs import arm_results, finished_results, report_dir
 
-    options = {k: v for k, v in train_config_values(args).items() if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}
-    runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
     states = plan_states(runs)
     check_conflicts(runs, states)
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
@@ -72,7 +74,7 @@ def _train_and_report(args, candidate, arms, contract) -> int:
     if not summary['finished']:
         print(f"submitted {summary['launched']} run(s); run this command again once they have ended for the report")
         return 0
-    results = finished_results(candidate, runs)
+    results = finished_results(runs)
     costs = {row.backbone: {'params_added': row.params_added, 'macs_added': row.macs_added,
                             'cpu_latency_ratio': row.cpu_latency_ratio} for row in contract.backbones}
     candidates, baselines = arm_results(arms, runs, results, costs)

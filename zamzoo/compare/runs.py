@@ -84,17 +84,23 @@ def plan_compare(candidate: Candidate, arms: Arms, dataset: str, seeds: Sequence
             + plan_sweep(baselines, [dataset], seeds, data, out, **train_options))
 
 
-def finished_results(candidate: Candidate, runs: Sequence[PlannedRun]) -> Dict[str, dict]:
-    """Run name -> results.json of each finished run; a candidate run made from another version of the module's
-    source is refused, naming the file."""
+def check_sources(candidate: Candidate, runs: Sequence[PlannedRun]):
+    """Refuse, naming the file, when a run of the candidate already in the sweep folder (finished or started) was
+    made from another version of its source: its runs are never mixed."""
+    if candidate.record is None:
+        return
+    for run in runs:
+        if run.config.attn is not None:
+            check_attention_source(run_status(run.folder).config.get('attention_module'), candidate.record)
+
+
+def finished_results(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
+    """Run name -> results.json of each finished run."""
     results = {}
     for run in runs:
         status = run_status(run.folder)
-        if status.state != 'done':
-            continue
-        if candidate.record and run.config.model.endswith(f'_{candidate.name}'):
-            check_attention_source(status.config.get('attention_module'), candidate.record)
-        results[run.name] = status.results
+        if status.state == 'done':
+            results[run.name] = status.results
     return results
 
 
@@ -109,8 +115,9 @@ def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict]
 
     def arm(backbone: str, attention: str, cost: Optional[dict] = None) -> ArmResult:
         done = by_model.get(arms.model(backbone, attention), [])
+        sizes = {results[r.name].get('test_images') for r in done}
         return ArmResult(backbone, attention, {r.config.seed: results[r.name]['top1'] for r in done},
-                         [str(r.folder) for r in done], cost)
+                         [str(r.folder) for r in done], cost, sizes.pop() if len(sizes) == 1 else None)
 
     def speed(backbone: str, attention: str) -> Optional[float]:
         rates = [results[r.name].get('images_per_s') for r in by_model.get(arms.model(backbone, attention), [])]
