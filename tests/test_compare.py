@@ -59,6 +59,17 @@ COLOURS = {'red': (200, 30, 30), 'green': (30, 200, 30), 'blue': (30, 30, 200)}
 SEEDS = ('0', '1', '2')
 
 
+@pytest.fixture(autouse=True, scope='module')
+def forget_registered_modules():
+    """The modules these tests register stay out of the zoo that later test files see."""
+    from zamzoo.models import ATTENTIONS
+
+    before = set(ATTENTIONS)
+    yield
+    for name in set(ATTENTIONS) - before:
+        unregister_attention(name)
+
+
 @pytest.fixture(scope='module')
 def colours(tmp_path_factory) -> Path:
     """Three classes that a plain MobileNet learns in three short epochs: the colour of noisy images."""
