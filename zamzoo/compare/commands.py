@@ -52,7 +52,7 @@ def run_compare(args) -> int:
     runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
     check_sources(candidate, runs)
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
-                              progress=lambda msg: print(msg, flush=True))
+                              module=candidate.module, progress=lambda msg: print(msg, flush=True))
     print(contract.summary())
     if args.check_only:
         return 0
