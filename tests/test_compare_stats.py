@@ -202,3 +202,23 @@ def test_without_scipy_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, 'scipy', None)  # what `import scipy` meets where it is not installed
     with pytest.raises(ZamzooError, match=r'pip install "zamzoo\[compare\]"'):
         paired_test([70.0, 71.0], [69.0, 71.0])
+
+
+def test_equal_nonzero_differences_use_the_test_sets_binomial_noise():
+    """Three seeds where plain scores 100% and a module that zeroes its input 33.3% every time: s_d is 0, so the
+    t-test takes the test set's own noise as s_d (36 test images) and calls it worse; without the test set's size
+    only the sign test is left, which cannot reach 5% with three pairs."""
+    from scipy import stats as sps
+
+    zero = ArmResult('mobilenet', 'zero', {0: 100 / 3, 1: 100 / 3, 2: 100 / 3}, test_images=36)
+    plain = ArmResult('mobilenet', 'plain', {0: 100.0, 1: 100.0, 2: 100.0}, test_images=36)
+    [cell] = compare_cells([zero], [plain])
+    noise = 100 * math.sqrt((1 / 3) * (2 / 3) / 36)
+    t = (100 / 3 - 100) / (noise / math.sqrt(3))
+    assert cell.verdict == 'worse'
+    assert cell.p_value == pytest.approx(2 * sps.t.sf(abs(t), 2))
+    half = sps.t.ppf(0.975, 2) * noise / math.sqrt(3)
+    assert cell.diff_ci == pytest.approx((100 / 3 - 100 - half, 100 / 3 - 100 + half))
+    unknown = compare_cells([ArmResult('mobilenet', 'zero', zero.top1_by_seed)],
+                            [ArmResult('mobilenet', 'plain', plain.top1_by_seed)])[0]
+    assert unknown.verdict == 'no detectable difference' and unknown.p_value == pytest.approx(0.25)

@@ -290,3 +290,31 @@ def test_sbatch_errors_are_one_line(slurm_cluster, tiny_cifar, tmp_path, capsys)
     out = tmp_path / 'refused'
     assert main(_zoo_run(tiny_cifar, out, MODELS[0], extra=['--slurm-partition', 'nope'])) == 2
     assert 'sbatch refused the job array: sbatch: error: invalid partition specified: nope' in capsys.readouterr().err
+
+
+def test_compare_of_a_module_file_on_two_backbones(slurm_cluster, tiny_cifar, tmp_path, capsys):
+    """`zamzoo compare` with a module given as a file path, through the cluster: the candidate's and the baseline's
+    runs are SLURM jobs, each candidate job imports the module from the file before building its model."""
+    from zamzoo.models.plugins import unregister_attention
+
+    module = tmp_path / 'gate.py'
+    module.write_text('import torch\nfrom torch import nn\n\n\nclass MeanGate(nn.Module):\n'
+                      '    def __init__(self, channels, device=None, dtype=None):\n        super().__init__()\n\n'
+                      '    def forward(self, x):\n        return x * torch.sigmoid(x.mean((2, 3), keepdim=True))\n')
+    out = tmp_path / 'runs'
+    try:
+        assert main(['compare', '--attn', f'{module}:MeanGate', '--baselines', 'plain', '--backbones', 'mobilenet',
+                     'mobilenetv2', '--seeds', '0', '--dataset', 'cifar10', '--data', str(tiny_cifar), '--out',
+                     str(out), '--epochs', '1', '--batch-size', '16', '--executor', 'slurm', '--device', 'cpu',
+                     '--wait']) == 0, _job_logs(out, slurm_cluster)
+    finally:
+        unregister_attention('meangate')
+    report = json.loads((out / '_compare' / 'meangate' / 'report.json').read_text())
+    assert [(c['backbone'], c['baseline'], c['n']) for c in report['cells']] == [
+        ('mobilenet', 'plain', 1), ('mobilenetv2', 'plain', 1)]
+    assert [c['backbone'] for c in report['cost']] == ['mobilenet', 'mobilenetv2']
+    jobs = json.loads((out / '_zoo' / 'jobs.json').read_text())
+    assert len(jobs) == 4  # 2 backbones x (candidate, plain) x 1 seed, each a SLURM job
+    recorded = json.loads((out / 'mobilenet_meangate-cifar10-zam-s0' / 'config.json').read_text())
+    assert recorded['attention_module']['source'] == str(module.resolve())
+    assert 'submitted' in capsys.readouterr().out

@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     'zamzoo.viz.commands',
     'zamzoo.quickstart.commands',
     'zamzoo.zoo.commands',
+    'zamzoo.compare.commands',
 )
 
 # Only the errors we raise on purpose (and argparse's) are the user's; anything else is a bug and keeps its traceback.

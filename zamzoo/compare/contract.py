@@ -90,12 +90,12 @@ class ContractReport:
 
 def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
                    options: Optional[Mapping[str, Any]] = None, slot: str = 'block', timm_tests: bool = False,
-                   latency: bool = True, onnx: bool = True,
+                   latency: bool = True, onnx: bool = True, module: Optional[str] = None,
                    progress: Callable[[str], None] = lambda msg: None) -> ContractReport:
     """Check `attn` (a module class or factory) alone and in each of `backbones` (zoo backbone names); raises
     ContractError naming the first broken promise, else returns the report. `options` go to every module's
     constructor, `slot` is where the backbone puts it ('block' or 'stage'). `latency=False` / `onnx=False` skip
-    the timing / the exports."""
+    the timing / the exports. `module`: how the report names it (default: its import path)."""
     options = dict(options or {})
     _check_arguments(backbones, slot)
     label = _label(attn)
@@ -109,7 +109,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
             plain, model = _build_pair(backbone, attn, options, slot, label)
             _check_in_backbone(backbone, label, model, plain)
             rows.append(_cost(backbone, model, plain, latency, onnx))
-        report = ContractReport(module=_import_path(attn), options=options, slot=slot, backbones=rows)
+        report = ContractReport(module=module or _import_path(attn), options=options, slot=slot, backbones=rows)
         if timm_tests:
             progress(f"contract: timm's model tests on {backbones[0]} with {label}")
             report.timm_backbone = backbones[0]

@@ -136,8 +136,11 @@ def method_note() -> List[str]:
         'where the candidate scores higher, ties counting half.',
         '- **Degenerate cells**: identical runs for every seed give a difference of 0, interval [0, 0], p = 1. When '
         'all differences are equal but not 0, the t-test has no estimate of the noise (it would give p = 0 from two '
-        f'seeds); such a cell uses the sign test instead (p = 2 / 2^n, `scipy.stats.binomtest`) with the interval '
-        f'[d, d], which is a 95% interval only from {SIGN_TEST_MIN_PAIRS} pairs on (none below). A single pair has '
+        'seeds); such a cell takes as s_d the noise of the test set alone, sqrt(p_c (1 - p_c) / N + p_b (1 - p_b) '
+        '/ N) at the arms\' mean top-1 over the N test images (the floor of any run-to-run noise), and runs the t-test '
+        'with it. Where N is unknown (or both arms score 0% or 100%), it uses the sign test (p = 2 / 2^n, '
+        f'`scipy.stats.binomtest`) with the interval [d, d], a 95% interval only from {SIGN_TEST_MIN_PAIRS} pairs '
+        'on (none below). A single pair has '
         'no interval and no p-value: no detectable difference (insufficient seeds).',
     ]
 

@@ -18,6 +18,7 @@ COST_KEYS = ('params_added', 'macs_added', 'cpu_latency_ratio', 'train_images_pe
 
 # the kinds of test behind a cell's numbers (report.md explains each)
 T_TEST, IDENTICAL, CONSTANT, SINGLE_PAIR = 'paired t-test', 'identical runs', 'sign test', 'single pair'
+FLOORED_T_TEST = "paired t-test, s_d at the test set's binomial noise"
 
 
 def scipy_stats():
@@ -38,6 +39,7 @@ class ArmResult:
     top1_by_seed: Dict[int, float]
     runs: List[str] = field(default_factory=list)
     cost: Optional[dict] = None
+    test_images: Optional[int] = None   # images each run was scored on (the binomial noise floor)
 
     def __post_init__(self):
         if not self.top1_by_seed:
@@ -131,9 +133,11 @@ def seeds_needed(diff: float, s_d: float) -> Optional[int]:
     return n
 
 
-def paired_test(candidate: Sequence[float], baseline: Sequence[float]) -> PairedDifference:
+def paired_test(candidate: Sequence[float], baseline: Sequence[float],
+                test_images: Optional[int] = None) -> PairedDifference:
     """Paired t-test of candidate - baseline (scipy.stats.ttest_rel), with the degenerate cases scipy answers with
-    NaN (or with p = 0 from two seeds) decided explicitly."""
+    NaN (or with p = 0 from two seeds) decided explicitly; `test_images`: how many images each top-1 was scored on
+    (for equal non-zero differences, see `_constant_difference`)."""
     a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
     d = a - b
     n = len(d)
@@ -142,7 +146,7 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float]) -> Paired
     # differences equal up to float rounding (77.31 - 76.2 and 78.41 - 77.3 differ in the last bits) count as equal
     tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
     if np.ptp(d) <= tolerance:
-        return _constant_difference(float(d.mean()), n, tolerance)
+        return _constant_difference(float(d.mean()), n, tolerance, _binomial_noise(a, b, test_images))
     stats = scipy_stats()
     result = stats.ttest_rel(a, b)
     ci = result.confidence_interval(1 - ALPHA)
@@ -152,17 +156,32 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float]) -> Paired
                             detectable_difference(s_d, n), seeds_needed(diff, s_d), T_TEST)
 
 
-def _constant_difference(diff: float, n: int, tolerance: float) -> PairedDifference:
+def _binomial_noise(a, b, test_images: Optional[int]) -> float:
+    """The standard deviation (points) of the difference of two runs' top-1 from the test set alone, at the arms'
+    mean accuracies: sqrt(p_a (1 - p_a) / N + p_b (1 - p_b) / N) (reference/statistics.md); 0 when N is unknown."""
+    if not test_images:
+        return 0.0
+    p_a, p_b = float(np.mean(a)) / 100, float(np.mean(b)) / 100
+    return 100 * math.sqrt(max(p_a * (1 - p_a), 0.0) / test_images + max(p_b * (1 - p_b), 0.0) / test_images)
+
+
+def _constant_difference(diff: float, n: int, tolerance: float, noise: float) -> PairedDifference:
     """Every pair differs by the same `diff` (n >= 2), so s_d = 0 and the t statistic is 0/0 or infinite."""
     if abs(diff) <= tolerance:
         # identical runs: the difference is 0, exactly known; nothing to detect, and nothing NaN
         return PairedDifference(n, 0.0, (0.0, 0.0), 1.0, 0.0, None, IDENTICAL)
     # All equal and non-zero: the t-test would say p = 0 from two seeds, a certainty bought by having no estimate
-    # of the noise (such ties also happen by chance with coarse accuracies and few seeds). We use instead the sign
-    # test, which needs no noise estimate: p = 2 / 2**n (scipy.stats.binomtest), and the distribution-free interval
-    # of the median, [min, max] = [diff, diff], whose coverage 1 - 2 / 2**n reaches 95% only from
-    # SIGN_TEST_MIN_PAIRS pairs on; below that there is no 95% interval and no detectable difference.
+    # of the noise (such ties also happen by chance with coarse accuracies and few seeds). The noise of a run's
+    # top-1 is at least that of its finite test set (binomial, `noise`): with it as s_d, the t-test has a noise
+    # estimate again. Without it (test set size unknown, or both arms at 0% / 100%) we use the sign test, which
+    # needs none: p = 2 / 2**n (scipy.stats.binomtest), and the distribution-free interval of the median,
+    # [min, max] = [diff, diff], whose coverage 1 - 2 / 2**n reaches 95% only from SIGN_TEST_MIN_PAIRS pairs on.
     stats = scipy_stats()
+    if noise > 0:
+        half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * noise / math.sqrt(n)
+        p = float(2 * stats.t.sf(abs(diff) / (noise / math.sqrt(n)), n - 1))
+        return PairedDifference(n, diff, (diff - half, diff + half), p, detectable_difference(noise, n),
+                                seeds_needed(diff, noise), FLOORED_T_TEST)
     p = float(stats.binomtest(n, n, 0.5).pvalue)
     enough = n >= SIGN_TEST_MIN_PAIRS
     return PairedDifference(n, diff, (diff, diff) if enough else None, p, 0.0 if enough else None,
@@ -200,6 +219,11 @@ def _paired_values(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[floa
     return [candidate.top1_by_seed[s] for s in seeds], [baseline.top1_by_seed[s] for s in seeds]
 
 
+def _test_images(candidate: ArmResult, baseline: ArmResult) -> Optional[int]:
+    sizes = {arm.test_images for arm in (candidate, baseline)}
+    return sizes.pop() if len(sizes) == 1 else None  # the same test set for both arms, or no floor
+
+
 def _cell_pairs(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]):
     """(candidate arm, baseline arm) for each cell, candidates' order then baselines' order."""
     if not candidates or not baselines:
@@ -219,7 +243,7 @@ def compare_cells(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult
     """The statistics of every cell (backbone x baseline), Holm-corrected over all of them."""
     pairs = _cell_pairs(candidates, baselines)
     values = [_paired_values(c, b) for c, b in pairs]
-    tests = [paired_test(a, b) for a, b in values]
+    tests = [paired_test(a, b, _test_images(cand, base)) for (a, b), (cand, base) in zip(values, pairs)]
     adjusted = holm([t.p_value for t in tests])
     cells = []
     for (cand, base), (a, b), test, p_holm in zip(pairs, values, tests, adjusted):

@@ -31,11 +31,21 @@ def _add_run(sub):
                    help='data sets of --data (folder and hf: one data set, the one --data names)')
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--out', default='runs', help='sweep folder: one run folder per run, and _zoo/ (default runs/)')
+    add_run_arguments(p, leave_out=('--device',))  # every other flag of `zamzoo train` but what names a run
+    add_attention_arguments(p)  # a module of your own: --models '*_<name>' after --attn SPEC
+    add_executor_arguments(p)
+    p.add_argument('--dry-run', action='store_true', help='print the plan and its cost; train nothing')
+    p.add_argument('--images-per-second', type=positive_float,
+                   help='training images/s of one run on its GPU(s), as `zamzoo bench train` measures it on the '
+                        'target GPU: --dry-run then gives the cost in GPU-hours')
+    p.set_defaults(func=_run)
+
+
+def add_executor_arguments(p):
+    """Where and how a sweep's runs train: the flags of `zoo run` and `compare` (see `launch`)."""
     p.add_argument('--device', choices=('cuda', 'cpu'), default=None,
                    help='local: default cuda when a GPU is visible; slurm: default cuda (GPUs are requested), '
                         'cpu for a CPU partition')
-    add_run_arguments(p, leave_out=('--device',))  # every other flag of `zamzoo train` but what names a run
-    add_attention_arguments(p)  # a module of your own: --models '*_<name>' after --attn SPEC
     p.add_argument('--executor', choices=('local', 'slurm'), default='local')
     p.add_argument('--gpus-per-run', type=positive_int, default=1,
                    help='processes (GPUs) per run, joined by torch.distributed (on CPU: gloo processes)')
@@ -44,17 +54,12 @@ def _add_run(sub):
                         "the first GPU's free memory holds by the peak memory of a few training steps of the first "
                         'run, at most one per CPU core; auto is 1 on a CPU-only machine')
     p.add_argument('--retry-failed', action='store_true', help='run failed runs again (resuming when they can)')
-    p.add_argument('--dry-run', action='store_true', help='print the plan and its cost; train nothing')
-    p.add_argument('--images-per-second', type=positive_float,
-                   help='training images/s of one run on its GPU(s), as `zamzoo bench train` measures it on the '
-                        'target GPU: --dry-run then gives the cost in GPU-hours')
     p.add_argument('--slurm-partition', help='slurm: partition to submit to (default: the cluster default)')
     p.add_argument('--timeout-min', type=positive_int, default=1440,
                    help='slurm: time limit of each job; a run that needs longer is requeued and resumes')
     p.add_argument('--array-parallelism', type=positive_int, default=256, help='slurm: array tasks running at once')
     p.add_argument('--wait', action='store_true',
                    help='slurm: wait for every job; exit non-zero if a run failed or did not finish')
-    p.set_defaults(func=_run)
 
 
 def _runs_per_gpu(text):
@@ -144,7 +149,7 @@ def _print_measured_cost(launch, states, args) -> bool:
     return True
 
 
-def _on_event(kind, run, detail):
+def print_event(kind, run, detail):
     if kind == 'start':
         print(f"start     {run.name} on {'GPU ' + detail if detail is not None else 'CPU'}", flush=True)
     elif kind == 'submitted':
@@ -164,10 +169,9 @@ def _run(args) -> int:
     another --out for other settings."""
     from .plan import check_conflicts, plan_sweep, plan_states
     from .state import LAST_RUN_FILE, sweep_dir
-    from .sweep import run_sweep, runs_to_launch
+    from .sweep import runs_to_launch
 
-    if args.executor == 'slurm' and args.runs_per_gpu != 1:
-        raise UsageError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
+    check_executor_arguments(args)
     if args.attn:  # its models exist once it is registered, so that --models can name them
         from ..models.plugins import load_attention
         load_attention(args.attn, args.attn_name)
@@ -176,24 +180,38 @@ def _run(args) -> int:
     states = plan_states(runs)
     if not args.dry_run:
         check_conflicts(runs, states)
-    launch = runs_to_launch(runs, states, args.retry_failed)
-    print(f'{len(runs)} run(s) planned in {args.out}: {len(launch)} to train, {len(runs) - len(launch)} skipped')
+    launch_runs = runs_to_launch(runs, states, args.retry_failed)
+    print(f'{len(runs)} run(s) planned in {args.out}: {len(launch_runs)} to train, '
+          f'{len(runs) - len(launch_runs)} skipped')
     if args.dry_run:
         _print_plan(runs, states, args.retry_failed)
-        _print_cost(launch, states, args)
+        _print_cost(launch_runs, states, args)
         check_conflicts(runs, states)
         return 0
+    summary = launch(runs, launch_runs, args)
+    return _print_summary(summary, args, sweep_dir(args.out) / LAST_RUN_FILE)
+
+
+def check_executor_arguments(args):
+    if args.executor == 'slurm' and args.runs_per_gpu != 1:
+        raise UsageError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
+
+
+def launch(runs, launch_runs, args) -> dict:
+    """Train `launch_runs` (those of `runs` that need it) with the executor flags of `add_executor_arguments`;
+    run_sweep's summary."""
+    from .sweep import run_sweep
+
     runs_per_gpu = args.runs_per_gpu
     if runs_per_gpu == 'auto':
         from .local import auto_runs_per_gpu
-        runs_per_gpu = auto_runs_per_gpu(launch[0], args.device, args.gpus_per_run) if launch else 1
+        runs_per_gpu = auto_runs_per_gpu(launch_runs[0], args.device, args.gpus_per_run) if launch_runs else 1
         print(f'--runs-per-gpu auto: {runs_per_gpu}')
-    summary = run_sweep(runs, args.out, executor=args.executor, retry_failed=args.retry_failed,
-                        gpus_per_run=args.gpus_per_run, runs_per_gpu=runs_per_gpu, device=args.device,
-                        wait=args.wait, on_event=_on_event,
-                        slurm_options=dict(partition=args.slurm_partition, timeout_min=args.timeout_min,
-                                           array_parallelism=args.array_parallelism))
-    return _print_summary(summary, args, sweep_dir(args.out) / LAST_RUN_FILE)
+    return run_sweep(runs, args.out, executor=args.executor, retry_failed=args.retry_failed,
+                     gpus_per_run=args.gpus_per_run, runs_per_gpu=runs_per_gpu, device=args.device,
+                     wait=args.wait, on_event=print_event,
+                     slurm_options=dict(partition=args.slurm_partition, timeout_min=args.timeout_min,
+                                        array_parallelism=args.array_parallelism))
 
 
 def _print_summary(summary, args, path) -> int:

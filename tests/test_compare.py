@@ -1,0 +1,151 @@
+"""`zamzoo compare` end to end on CPU with small data: the contract check stops broken modules before anything
+trains; a module that zeroes its input is worse than plain with three seeds; an identity module is no detectable
+difference and its runs equal plain's; a second compare reuses the baseline runs; an edited source is refused."""
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from zamzoo.cli import main
+from zamzoo.models.plugins import unregister_attention
+
+MODULES = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class Identity(nn.Module):
+        def __init__(self, channels, device=None, dtype=None):
+            super().__init__()
+
+        def forward(self, x):
+            return x
+
+
+    class Zero(nn.Module):
+        def __init__(self, channels, device=None, dtype=None):
+            super().__init__()
+
+        def forward(self, x):
+            return x * 0
+
+
+    class Pools(nn.Module):
+        def __init__(self, channels, device=None, dtype=None):
+            super().__init__()
+
+        def forward(self, x):
+            return x.mean((2, 3), keepdim=True)
+
+
+    class Nan(nn.Module):
+        def __init__(self, channels, device=None, dtype=None):
+            super().__init__()
+
+        def forward(self, x):
+            return x * float('nan')
+
+
+    class Broken(nn.Module):
+        def __init__(self, channels, device=None, dtype=None):
+            raise RuntimeError('no such thing')
+''')
+COLOURS = {'red': (200, 30, 30), 'green': (30, 200, 30), 'blue': (30, 30, 200)}
+SEEDS = ('0', '1', '2')
+
+
+@pytest.fixture(autouse=True, scope='module')
+def forget_registered_modules():
+    """The modules these tests register stay out of the zoo that later test files see."""
+    from zamzoo.models import ATTENTIONS
+
+    before = set(ATTENTIONS)
+    yield
+    for name in set(ATTENTIONS) - before:
+        unregister_attention(name)
+
+
+@pytest.fixture(scope='module')
+def colours(tmp_path_factory) -> Path:
+    """Three classes that a plain MobileNet learns in three short epochs: the colour of noisy images."""
+    root = tmp_path_factory.mktemp('colours')
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 24), ('val', 12)):
+        for name, colour in COLOURS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(np.array(colour) + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f'{i}.png')
+    return root
+
+
+@pytest.fixture(scope='module')
+def modules(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp('modules') / 'mods.py'
+    path.write_text(MODULES)
+    return path
+
+
+def _compare(modules, cls, data, out, *extra):
+    return main(['compare', '--attn', f'{modules}:{cls}', '--baselines', 'plain', '--backbones', 'mobilenet',
+                 '--seeds', *SEEDS, '--dataset', 'folder', '--data', str(data), '--out', str(out), '--epochs', '3',
+                 '--batch-size', '6', '--lr', '0.05', '--device', 'cpu', '--runs-per-gpu', '2', *extra])
+
+
+def _report(out, name) -> dict:
+    return json.loads((out / '_compare' / name / 'report.json').read_text(), parse_constant=float.__call__)
+
+
+def _files(folder: Path) -> dict:
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+@pytest.mark.parametrize('cls, broke', [('Pools', 'shape'), ('Nan', 'finite'), ('Broken', 'cannot build')])
+def test_contract_stops_a_broken_module_before_anything_trains(modules, colours, tmp_path, capsys, cls, broke):
+    out = tmp_path / 'runs'
+    assert _compare(modules, cls, colours, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and broke in err[0].lower() and 'Traceback' not in err[0]
+    assert not out.exists()  # nothing trained, nothing written to the sweep
+
+
+def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(modules, colours, tmp_path, capsys):
+    out = tmp_path / 'runs'
+    assert _compare(modules, 'Zero', colours, out) == 0
+    report = _report(out, 'zero')
+    assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells', 'cost',
+                           'contract'}
+    [cell] = report['cells']
+    assert (cell['backbone'], cell['baseline'], cell['n']) == ('mobilenet', 'plain', 3)
+    assert cell['verdict'] == 'worse' and cell['diff_ci'][1] < 0, cell
+    assert report['cost'][0]['params_added'] == 0 and report['cost'][0]['macs_added'] == 0
+    for name in ('report.md', 'forest.png', 'cost.png'):
+        assert (out / '_compare' / 'zero' / name).is_file()
+    assert str(out / '_compare' / 'zero' / 'report.md') in capsys.readouterr().out
+
+    plain = {s: out / f'mobilenet_plain-folder-finetune-s{s}' for s in SEEDS}
+    before = {s: _files(folder) for s, folder in plain.items()}
+    assert _compare(modules, 'Identity', colours, out) == 0
+    assert 'to train, 3 reused' in capsys.readouterr().out  # only the identity's runs trained
+    assert {s: _files(folder) for s, folder in plain.items()} == before  # the baseline runs untouched
+    [cell] = _report(out, 'identity')['cells']
+    assert cell['verdict'] == 'no detectable difference' and cell['diff_mean'] == 0 and cell['diff_ci'] == [0, 0]
+    for s in SEEDS:  # an identity module trains exactly the plain network
+        mine = load_file(out / f'mobilenet_identity-folder-finetune-s{s}' / 'model.safetensors')
+        theirs = load_file(plain[s] / 'model.safetensors')
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+    modules.write_text(modules.read_text() + '\n# edited\n')
+    unregister_attention('identity')  # as a new process would meet it: the edited module registers, then is refused
+    try:
+        assert _compare(modules, 'Identity', colours, out) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(modules) in err[0] and 'changed' in err[0], err
+    finally:
+        modules.write_text(MODULES)

@@ -1,0 +1,137 @@
+"""The runs of a comparison: the candidate and every baseline on every backbone and seed, planned as zoo runs in
+the comparison's --out. Baseline runs are ordinary zoo run folders there (planned without the candidate's module),
+so a later comparison with the same settings finds them done and trains only its own candidate's runs."""
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import UsageError
+from ..layers import get_attn
+from ..models import ATTENTIONS, BACKBONES
+from ..models.plugins import check_attention_source, load_attention
+from ..train.run_folder import run_status
+from ..zoo.plan import PlannedRun, plan_sweep
+from .stats import ArmResult
+
+DEFAULT_BASELINES = ('plain', 'se', 'eca', 'simam', 'zam')
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+COMPARE_DIR = '_compare'
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The module under test: its zoo name, how it is built, and where it came from."""
+    name: str
+    factory: Callable            # the layers registry's entry: Class(channels, **options)
+    slot: str
+    module: str                  # 'pkg.module:Class', a file spec, or the zoo attention's name
+    record: Optional[dict]       # config.json's attention_module of its runs; None for a zoo attention
+
+    @property
+    def train_options(self) -> dict:
+        """TrainConfig fields that make every process training its runs register the module first."""
+        return {'attn': self.record['spec'], 'attn_name': self.name} if self.record else {}
+
+
+def candidate_attention(attn: str, name: Optional[str] = None) -> Candidate:
+    """`attn`: a zoo attention's name, or a spec ('pkg.module:Class', 'path/to/file.py:Class') registered here."""
+    if ':' not in attn:
+        if attn not in ATTENTIONS or ATTENTIONS[attn].layer is None:
+            raise UsageError(f"--attn: expected pkg.module:Class, path/to/file.py:Class or a zoo attention "
+                             f"({', '.join(a for a in ATTENTIONS if a != 'plain')}), got {attn!r}")
+        if name not in (None, attn):
+            raise UsageError('--name: names a module given as a spec; a zoo attention keeps its own name')
+        return Candidate(attn, get_attn(ATTENTIONS[attn].layer), ATTENTIONS[attn].slot, attn, None)
+    registered = load_attention(attn, name)
+    return Candidate(registered.name, get_attn(registered.name), ATTENTIONS[registered.name].slot, registered.spec,
+                     registered.record())
+
+
+@dataclass(frozen=True)
+class Arms:
+    """Which attention runs on which backbone: the candidate and its baselines (never the candidate itself)."""
+    candidate: str
+    baselines: Tuple[str, ...]
+    backbones: Tuple[str, ...]
+
+    @classmethod
+    def of(cls, candidate: str, baselines: Sequence[str], backbones: Sequence[str]) -> 'Arms':
+        unknown = [a for a in baselines if a not in ATTENTIONS or ATTENTIONS[a].plugin is not None]
+        if unknown:
+            raise UsageError(f"--baselines: {unknown[0]!r} is not a zoo attention; expected some of "
+                             f"{', '.join(a for a, att in ATTENTIONS.items() if att.plugin is None)}")
+        bad = [b for b in backbones if b not in BACKBONES]
+        if bad:
+            raise UsageError(f"--backbones: unknown {bad[0]!r}; expected some of {', '.join(BACKBONES)}")
+        baselines = tuple(dict.fromkeys(a for a in baselines if a != candidate))
+        if not baselines or not backbones:
+            raise UsageError('expected at least one baseline other than the candidate, and one backbone')
+        return cls(candidate, baselines, tuple(dict.fromkeys(backbones)))
+
+    @staticmethod
+    def model(backbone: str, attention: str) -> str:
+        return f'{backbone}_{attention}'
+
+
+def plan_compare(candidate: Candidate, arms: Arms, dataset: str, seeds: Sequence[int], data, out,
+                 **train_options) -> List[PlannedRun]:
+    """Every (backbone, attention, seed) of the comparison as the zoo run it is: the candidate's runs load its
+    module, the baselines' runs are exactly the zoo's (so that they are shared)."""
+    candidates = [arms.model(b, arms.candidate) for b in arms.backbones]
+    baselines = [arms.model(b, a) for b in arms.backbones for a in arms.baselines]
+    return (plan_sweep(candidates, [dataset], seeds, data, out, **train_options, **candidate.train_options)
+            + plan_sweep(baselines, [dataset], seeds, data, out, **train_options))
+
+
+def check_sources(candidate: Candidate, runs: Sequence[PlannedRun]):
+    """Refuse, naming the file, when a run of the candidate already in the sweep folder (finished or started) was
+    made from another version of its source: its runs are never mixed."""
+    if candidate.record is None:
+        return
+    for run in runs:
+        if run.config.attn is not None:
+            check_attention_source(run_status(run.folder).config.get('attention_module'), candidate.record)
+
+
+def finished_results(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
+    """Run name -> results.json of each finished run."""
+    results = {}
+    for run in runs:
+        status = run_status(run.folder)
+        if status.state == 'done':
+            results[run.name] = status.results
+    return results
+
+
+def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict],
+                costs: Dict[str, dict]) -> Tuple[List[ArmResult], List[ArmResult]]:
+    """Candidate and baseline arms of the finished runs; `costs`: backbone -> the candidate's cost (contract),
+    completed here with its training images/s ratio to the plain backbone's runs."""
+    by_model: Dict[str, List[PlannedRun]] = {}
+    for run in runs:
+        if run.name in results:
+            by_model.setdefault(run.config.model, []).append(run)
+
+    def arm(backbone: str, attention: str, cost: Optional[dict] = None) -> ArmResult:
+        done = by_model.get(arms.model(backbone, attention), [])
+        sizes = {results[r.name].get('test_images') for r in done}
+        return ArmResult(backbone, attention, {r.config.seed: results[r.name]['top1'] for r in done},
+                         [str(r.folder) for r in done], cost, sizes.pop() if len(sizes) == 1 else None)
+
+    def speed(backbone: str, attention: str) -> Optional[float]:
+        rates = [results[r.name].get('images_per_s') for r in by_model.get(arms.model(backbone, attention), [])]
+        rates = [x for x in rates if x]
+        return statistics.median(rates) if rates else None
+
+    def ratio(backbone: str) -> Optional[float]:
+        mine, plain = speed(backbone, arms.candidate), speed(backbone, 'plain')
+        return mine / plain if mine and plain else None
+
+    candidates = [arm(b, arms.candidate, dict(costs.get(b, {}), train_images_per_s_ratio=ratio(b)))
+                  for b in arms.backbones]
+    return candidates, [arm(b, a) for b in arms.backbones for a in arms.baselines]
+
+
+def report_dir(out, name: str) -> Path:
+    return Path(out) / COMPARE_DIR / name
