@@ -211,4 +211,4 @@ def test_zoo_export_checks_destinations_first_and_runs_outside_a_checkout(mixed_
     main(export)
     captured = capsys.readouterr()
     assert 'tables: skipped (no README.md, MODEL_CARD.md and docs/bench here' in captured.out
-    assert f'failed {TINY}.cifar10: its runs differ' in captured.err   # each group's outcome is still reported
+    assert f'failed {TINY}.cifar10: the runs differ' in captured.err   # each group's outcome is still reported

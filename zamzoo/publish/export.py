@@ -193,6 +193,7 @@ def _input_from_runs(folders: List[Path], model: Optional[str], weights_seed: Op
         seeds = [r.seed for r in runs]
         if None in seeds or len(set(seeds)) != len(seeds):
             raise ExportError(f'several runs need distinct seeds in their config.json, got {seeds}')
+        run_folder.check_same_but_seed(folders)
     runs.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0))
     weights_run = _pick_weights_run(runs, weights_seed)
     return _Input(

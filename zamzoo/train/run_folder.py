@@ -315,6 +315,21 @@ def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within
     return changes
 
 
+def check_same_but_seed(folders) -> None:
+    """ZamzooError naming the field when the runs in `folders` differ in anything but the seed (their mean over
+    seeds would mix settings)."""
+    first = Path(folders[0])
+    base = run_status(first).config
+    for folder in map(Path, folders[1:]):
+        changes = identity_changes(base, run_status(folder).config, ignore=('seed',))
+        if changes:
+            what = '; '.join(f'{k}={short_value(b)} in {folder.name}, {k}={short_value(a)} in {first.name}'
+                             for k, a, b in changes[:3])
+            more = f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''
+            raise ZamzooError(f'the runs differ in more than the seed, so they are not seeds of one model: {what}'
+                              f'{more}; train them with the same settings (another --out for other settings)')
+
+
 def short_value(value) -> str:
     """A value as a message shows it (repr, cut at 60 characters)."""
     text = repr(value)

@@ -11,7 +11,6 @@ from typing import Optional
 from .._paths import check_writable
 from ..errors import NotFoundError, UsageError, ZamzooError
 from ..publish.export import DEFAULT_STAGING, export_run
-from ..train.run_folder import identity_changes, run_status, short_value
 from .state import sweep_status
 
 
@@ -21,21 +20,6 @@ def sweep_groups(out) -> dict:
     for run in sorted(sweep_status(out)['runs'], key=lambda r: r['seed']):
         groups.setdefault((run['model'], run['dataset']), []).append(run)
     return groups
-
-
-def check_same_but_seed(folders) -> None:
-    """ZamzooError naming the field when the runs in `folders` differ in anything but the seed (their mean over
-    seeds would mix settings)."""
-    first = Path(folders[0])
-    base = run_status(first).config
-    for folder in map(Path, folders[1:]):
-        changes = identity_changes(base, run_status(folder).config, ignore=('seed',))
-        if changes:
-            what = '; '.join(f'{k}={short_value(b)} in {folder.name}, {k}={short_value(a)} in {first.name}'
-                             for k, a, b in changes[:3])
-            more = f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''
-            raise ZamzooError(f'its runs differ in more than the seed, so they are not seeds of one model: {what}'
-                              f'{more}; train them with the same settings (another --out for other settings)')
 
 
 def table_destinations(readme, model_card, bench_results) -> Optional[dict]:
@@ -103,7 +87,6 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
 def _export_group(folders: list, folder: Path, push: bool, manifest) -> dict:
     from .._io import read_json_object
 
-    check_same_but_seed(folders)
     path = export_run(folders, folder, overwrite=True).path
     done = {'folder': str(path), 'top1': read_json_object(path / 'results.json', ZamzooError).get('top1')}
     if push:
