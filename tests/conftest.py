@@ -23,6 +23,17 @@ def skip_or_fail_in_ci(reason: str):
     pytest.skip(reason)
 
 
+def write_images(root, counts, size=(12, 10), seed=0):
+    """An image folder: `counts[cls]` random RGB PNGs of `size` (width, height) per class folder of `root`."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / cls / f'{i}.png')
+    return root
+
+
 def tiny_cifar_arrays(dataset: str):
     """(train_images, train_labels, test_images, test_labels, class_names): images (N, 32, 32, 3) uint8.
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_tiny_cifar
+from conftest import write_images, write_tiny_cifar
 from zamzoo.data import DataSource, image_folder, open_data, open_rgb
 from zamzoo.data.tensors import dataset_tensors
 from zamzoo.errors import DataError
@@ -24,14 +24,9 @@ def hf_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets.config, 'HF_DATASETS_CACHE', str(tmp_path / 'hf-cache'))
 
 
-def _write_images(root, counts, size=(32, 32), seed=0):
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    for cls, n in counts.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / cls / f'{i}.png')
-    return root
+def _write_images_32(root, counts, seed=0):
+    """32x32 images: what TINY takes without resizing."""
+    return write_images(root, counts, (32, 32), seed)
 
 
 def _hf_split(labels, names, seed=0):
@@ -52,11 +47,11 @@ def _pixels(dataset):
 
 def test_resume_and_eval_refuse_other_data(tmp_path):
     big = tmp_path / 'big' / 'shapes'                               # the same name: the same tag
-    _write_images(big / 'train', {'a': 4, 'b': 4})
-    _write_images(big / 'val', {'a': 2, 'b': 2}, seed=1)
+    _write_images_32(big / 'train', {'a': 4, 'b': 4})
+    _write_images_32(big / 'val', {'a': 2, 'b': 2}, seed=1)
     mid = tmp_path / 'mid' / 'shapes'
-    _write_images(mid / 'train', {'a': 4, 'b': 3})                 # one image fewer
-    _write_images(mid / 'val', {'a': 2, 'b': 2}, seed=1)
+    _write_images_32(mid / 'train', {'a': 4, 'b': 3})                 # one image fewer
+    _write_images_32(mid / 'val', {'a': 2, 'b': 2}, seed=1)
     out = tmp_path / 'run'
     args = dict(model=TINY, dataset='folder', epochs=1, batch_size=4, img_size=32, out=str(out))
     train(TrainConfig(data=str(big), **args))
@@ -120,8 +115,8 @@ def _keys(path):
 
 
 def test_split_file_entry_outside_the_data_folder_is_refused(tmp_path):
-    data = _write_images(tmp_path / 'pets', {'cat': 3, 'dog': 3})
-    _write_images(tmp_path / 'secret', {'x': 1})
+    data = _write_images_32(tmp_path / 'pets', {'cat': 3, 'dog': 3})
+    _write_images_32(tmp_path / 'secret', {'x': 1})
     split = {'root': str(data), 'holdout': 0.3, 'seed': 0, 'classes': ['cat', 'dog'],
              'train': ['cat/0.png', 'cat/1.png', 'dog/0.png', 'dog/1.png'], 'val': ['cat/../../secret/x/0.png']}
     with pytest.raises(DataError, match=r"split file entry 'cat/../../secret/x/0.png': expected a path inside"):
@@ -210,7 +205,7 @@ def test_cifar_meta_with_fewer_class_names_is_refused_up_front(tmp_path):
 
 
 def test_one_class_and_missing_hf_path(tmp_path):
-    data = _write_images(tmp_path / 'one', {'only': 4})
+    data = _write_images_32(tmp_path / 'one', {'only': 4})
     with pytest.raises(DataError, match=r"one class \(\['only'\]\); a classifier needs at least two classes"):
         open_data(DataSource('folder', str(data), holdout=0.25))
     missing = tmp_path / 'nowhere' / 'set'

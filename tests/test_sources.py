@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cifar_arrays
+from conftest import tiny_cifar_arrays, write_images
 from zamzoo.cli import main
 from zamzoo.data import DataSource, open_data, open_rgb
 from zamzoo.errors import DataError, ZamzooError
@@ -50,16 +50,6 @@ def hf_sources(tmp_path_factory):
     for name, part in d.items():
         part.to_parquet(str(root / 'parquet' / f'{name}-00000-of-00001.parquet'))
     return root / 'disk', root / 'parquet'
-
-
-def _write_images(root, counts, size=(12, 10), seed=0):
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    for cls, n in counts.items():
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / cls / f'{i}.png')
-    return root
 
 
 # ------------------------------------------------------------------------------------------------ same batches
@@ -165,7 +155,7 @@ def test_hf_columns_splits_and_bad_rows(tmp_path):
 # ------------------------------------------------------------------------------------------------ one folder
 
 def test_one_folder_holdout_split_file_resume_and_eval(tmp_path):
-    data = _write_images(tmp_path / 'pets', {'cat': 8, 'dog': 4, 'eel': 2}, size=(32, 32))
+    data = write_images(tmp_path / 'pets', {'cat': 8, 'dog': 4, 'eel': 2}, size=(32, 32))
     out = tmp_path / 'run'
     args = dict(model=TINY, data=str(data), dataset='folder', epochs=1, batch_size=4, img_size=32, holdout=0.25,
                 seed=3, out=str(out))
@@ -176,7 +166,7 @@ def test_one_folder_holdout_split_file_resume_and_eval(tmp_path):
     assert len(split['train']) == 11 and not set(split['train']) & set(split['val'])
     assert json.loads((out / 'config.json').read_text())['train_images'] == 11
 
-    _write_images(data, {'fox': 3}, seed=9)     # the folder gains a class: a new split would differ
+    write_images(data, {'fox': 3}, seed=9)     # the folder gains a class: a new split would differ
     again = train(TrainConfig(resume=True, **args))     # resuming the finished run re-reads its split file
     assert again['top1'] == r['top1'] and json.loads((out / 'split.json').read_text()) == split
     assert json.loads((out / 'config.json').read_text())['classes'] == ['cat', 'dog', 'eel']  # not fox: same split
@@ -226,7 +216,7 @@ def test_init_from_safetensors_and_export_folder(tmp_path, capsys):
     with pytest.raises(ZamzooError, match='does not fit this model'):
         apply_init(create_model('test_efficientnet', 3), load_init(str(path))[0], str(path))
 
-    data = _write_images(tmp_path / 'abc', {'a': 3, 'b': 3, 'c': 3}, size=(32, 32))
+    data = write_images(tmp_path / 'abc', {'a': 3, 'b': 3, 'c': 3}, size=(32, 32))
     out = tmp_path / 'run'
     assert main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.34',
                  '--img-size', '32', '--epochs', '1', '--batch-size', '6', '--lr', '1e-9', '--init', str(path),
@@ -267,8 +257,8 @@ def test_16_bit_png_is_rescaled_not_clipped(tmp_path):
 
 @pytest.mark.parametrize('case', ['zero', 'truncated', 'garbage'])
 def test_broken_image_named_when_the_folder_is_indexed(tmp_path, case):
-    data = _write_images(tmp_path / 'd' / 'train', {'a': 4, 'b': 4})
-    _write_images(tmp_path / 'd' / 'val', {'a': 2, 'b': 2})
+    data = write_images(tmp_path / 'd' / 'train', {'a': 4, 'b': 4})
+    write_images(tmp_path / 'd' / 'val', {'a': 2, 'b': 2})
     bad = tmp_path / 'd' / 'val' / 'b' / '1.png'
     bad.write_bytes({'zero': b'', 'truncated': bad.read_bytes()[:100], 'garbage': b'not a png at all'}[case])
     out = tmp_path / 'run'
@@ -290,8 +280,8 @@ def test_decompression_bomb_in_viz_is_a_clear_error(tmp_path, monkeypatch, capsy
 
 def test_last_batch_of_one_image_is_merged_not_fatal(tmp_path):
     """mobilenet_bam has BatchNorm on pooled features: a training batch of one image raises in torch."""
-    data = _write_images(tmp_path / 'd' / 'train', {'a': 4, 'b': 4}, size=(32, 32)).parent
-    _write_images(data / 'val', {'a': 1, 'b': 1}, size=(32, 32))
+    data = write_images(tmp_path / 'd' / 'train', {'a': 4, 'b': 4}, size=(32, 32)).parent
+    write_images(data / 'val', {'a': 1, 'b': 1}, size=(32, 32))
     r = train(TrainConfig(model='mobilenet_bam', data=str(data), dataset='folder', epochs=1, batch_size=7,
                           out=str(tmp_path / 'run')))
     cfg = json.loads((tmp_path / 'run' / 'config.json').read_text())
@@ -300,7 +290,7 @@ def test_last_batch_of_one_image_is_merged_not_fatal(tmp_path):
 
 def test_tensor_loader_memory_is_checked_first(tmp_path, monkeypatch, capsys):
     import zamzoo.data.tensors as T
-    data = _write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))
+    data = write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))
     monkeypatch.setattr(T, 'free_bytes', lambda device: (10_000, 10 ** 12))
     rc = main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.4',
                '--img-size', '32', '--loader', 'tensor', '--out', str(tmp_path / 'run')])
