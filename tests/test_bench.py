@@ -165,9 +165,9 @@ def test_table_generator_fills_readme_and_model_card(tmp_path):
     assert text.startswith('# title\n\nkept\n\n') and '\nafter\n' in text and 'stale' not in text
     zam = next(line for line in text.splitlines() if line.startswith('| `resnet18_zam`'))
     assert zam == ('| `resnet18_zam` | 11.22M | 555.47M | 558.23M | +5.0% / +2.0% | 76.95 ± 0.20 (5 seeds) '
-                   '| not yet trained |')
+                   '| not yet trained | – | – |')
     cbam = next(line for line in text.splitlines() if line.startswith('| `resnet18_cbam`'))
-    assert '11.31M (+89,880)' in cbam and cbam.endswith('| - | not yet trained | not yet trained |')
+    assert '11.31M (+89,880)' in cbam and cbam.endswith('| - | not yet trained | not yet trained | – | – |')
     overhead = card.read_text().split(marker('overhead'))[1]
     assert 'Test CPU' in overhead and '2025-01-02' in overhead and 'zamzoo bench models --models resnet18_zam' in overhead
     assert '| `resnet18_zam` | 10.50 (10.00) | +5.0% | 510.00 (500.00) | +2.0% |' in overhead

@@ -6,7 +6,8 @@ Each generated block sits between two markers, ``<!-- zamzoo:<block>:start -->``
 
 - ``models-table`` (README.md and MODEL_CARD.md): one row per model: params, MACs, seed-convention FLOPs,
   measured latency overhead against the plain backbone per device, top-1 per data set where the manifest has
-  published weights with results ("not yet trained" otherwise).
+  published weights with results ("not yet trained" otherwise), and per data set the top-1 difference to the plain
+  backbone paired by seed with its 95% interval (``zamzoo.pairing``; "–" until both have >= 2 seeds in common).
 - ``overhead`` (MODEL_CARD.md): what the latency was measured on, with which command and when, and the
   per-setting times of every measured model.
 - ``recipes`` (MODEL_CARD.md): the training recipes of ``zamzoo.recipes`` and the backbones using each.
@@ -21,6 +22,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._io import write_text_atomic
 from ..errors import NotFoundError, UsageError
+from ..pairing import paired_by_seed
 from .models import KIND, load_average_text, fmt_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +31,7 @@ DEFAULT_README = REPO_ROOT / 'README.md'
 DEFAULT_MODEL_CARD = REPO_ROOT / 'MODEL_CARD.md'
 DATASETS = (('cifar100', 'CIFAR-100'), ('cifar10', 'CIFAR-10'))
 NOT_TRAINED = 'not yet trained'
+NO_PAIRS = '–'  # no top-1 vs plain: a side unpublished, or fewer than two seeds in common
 
 
 def marker(block: str, end: bool = False) -> str:
@@ -106,6 +109,25 @@ def _top1(record: Optional[Dict]) -> str:
     return text + (f' ({n} seeds)' if n > 1 else '')
 
 
+def _vs_plain(name: str, tag: str, by_key: Dict[Tuple[str, str], Dict]) -> str:
+    """Top-1 of `name` minus its plain backbone's on data set `tag`, paired by seed: '+0.42 [-0.10, +0.94]'."""
+    from zamzoo.models import ZOO
+    from ..pretrained import top1_by_seed
+
+    entry = ZOO.get(name)
+    if entry is None:
+        return NO_PAIRS
+    if entry.baseline == name:
+        return '0 (plain)'
+    model, plain = by_key.get((name, tag)), by_key.get((entry.baseline, tag))
+    test = paired_by_seed(top1_by_seed(model), top1_by_seed(plain)) if model and plain else None
+    if test is None:
+        return NO_PAIRS
+    if test.diff_ci is None:  # equal differences, too few pairs for the sign test's interval (zamzoo.pairing)
+        return f'{test.diff_mean:+.2f} (no 95% interval: {test.n} equal differences)'
+    return f'{test.diff_mean:+.2f} [{test.diff_ci[0]:+.2f}, {test.diff_ci[1]:+.2f}]'
+
+
 ORT_NOTE = (' ONNX Runtime: the model exported with timm\'s `onnx_export` (dynamo exporter), against the plain '
             'backbone exported alike, timed in the same run as eager PyTorch (`zamzoo bench models --runtime '
             'onnxruntime`).')
@@ -118,9 +140,10 @@ def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
     devices = sorted(latency, key=lambda k: (k[0], k[2] != 'torch', k[2], k[3] or 0, k[1]))
     by_key = {(r['model'], r['tag']): r for r in records}
     head = ['model', 'params', 'MACs', 'FLOPs (seed conv.)', *map(_timing_label, devices),
-            *(f'top-1 {label}' for _, label in DATASETS)]
+            *(f'top-1 {label}' for _, label in DATASETS),
+            *(f'top-1 vs plain {label} (95% CI)' for _, label in DATASETS)]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' + '---:|' * 3 + '---:|' * len(devices)
-             + '---|' * len(DATASETS)]
+             + '---|' * len(DATASETS) * 2]
     for name in _model_order(counts):
         row = counts[name]
         delta = row['params'] - row.get('baseline_params', row['params'])
@@ -131,6 +154,7 @@ def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
             cells.append('-' if ls is None else
                          ' / '.join(_pct(ls[k]['ratio']) if k in ls else '-' for k in ('infer_b1', 'infer_b64')))
         cells += [_top1(by_key.get((name, tag))) for tag, _ in DATASETS]
+        cells += [_vs_plain(name, tag, by_key) for tag, _ in DATASETS]
         lines.append('| ' + ' | '.join(cells) + ' |')
     sources = sorted({Path(r['_source']).name for r in reports})
     notes = [
@@ -140,7 +164,10 @@ def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
         'the ZAM seed\'s thop 0.0.30 convention (`zamzoo.bench.flops.seed_flops`), the numbers of the seed\'s table. '
         'Latency / CPU time vs plain: median inference time against the plain backbone measured in the same run '
         '(batch 1 / batch 64; `-` = not measured; details in MODEL_CARD.md).' + ORT_NOTE * any(
-            d[2] == 'onnxruntime' for d in devices) + ' top-1: mean ± std over seeds of the published weights.',
+            d[2] == 'onnxruntime' for d in devices) + ' top-1: mean ± std over seeds of the published weights.'
+        ' top-1 vs plain: the model\'s final-epoch top-1 minus its plain backbone\'s, in points, mean over the seeds '
+        'both published, with the 95% interval of a paired t-test by seed (`zamzoo.pairing`, the test of `zamzoo '
+        'compare`); – = either is unpublished or they share fewer than two seeds.',
         '',
         f"Generated by `zamzoo bench tables` from {', '.join(f'`{s}`' for s in sources)} and the weights manifest.",
     ]

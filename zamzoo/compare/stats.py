@@ -1,33 +1,19 @@
 """The statistics of a comparison: for each cell (backbone x baseline), the candidate's final-epoch top-1 against the
-baseline's, paired by seed. scipy is imported inside the functions that need it (`pip install zamzoo[compare]`), so
-`import zamzoo` does not load it."""
+baseline's, paired by seed (the paired test itself: zamzoo.pairing). scipy is imported inside the functions that need
+it (`pip install zamzoo[compare]`), so `import zamzoo` does not load it."""
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import NonFiniteError, UsageError, ZamzooError
+from ..errors import NonFiniteError, UsageError
+# the paired test lives below the publishing layers (the tables use it too); re-exported for report.py and users
+from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, T_TEST,  # noqa: F401
+                       PairedDifference, detectable_difference, paired_test, scipy_stats, seeds_needed)
 
-ALPHA = 0.05
-POWER = 0.8
 BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
-# the smallest number of pairs at which a sign or sign-flip test can reach two-sided p < ALPHA: 2 / 2**6 = 0.031
-SIGN_TEST_MIN_PAIRS = 6
 COST_KEYS = ('params_added', 'macs_added', 'cpu_latency_ratio', 'train_images_per_s_ratio')
-
-# the kinds of test behind a cell's numbers (report.md explains each)
-T_TEST, IDENTICAL, CONSTANT, SINGLE_PAIR = 'paired t-test', 'identical runs', 'sign test', 'single pair'
-FLOORED_T_TEST = "paired t-test, s_d at the test set's binomial noise"
-
-
-def scipy_stats():
-    """scipy.stats, or an error saying how to install it (call it before the runs to fail early)."""
-    try:
-        from scipy import stats
-    except ImportError as e:
-        raise ZamzooError('zamzoo compare needs scipy: pip install "zamzoo[compare]"') from e
-    return stats
 
 
 @dataclass(frozen=True)
@@ -51,18 +37,6 @@ class ArmResult:
         if unknown:
             raise UsageError(f'{self.backbone} {self.attention}: unknown cost keys {sorted(unknown)}; '
                              f'expected some of {list(COST_KEYS)}')
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """The candidate-minus-baseline differences of one cell, tested (before correcting for the other cells)."""
-    n: int
-    diff_mean: float
-    diff_ci: Optional[Tuple[float, float]]
-    p_value: Optional[float]
-    mde: Optional[float]
-    seeds_needed: Optional[int]
-    test: str
 
 
 @dataclass(frozen=True)
@@ -109,83 +83,6 @@ def mean_interval(values: Sequence[float]) -> Tuple[float, Optional[Tuple[float,
         return mean, (mean, mean)
     lo, hi = stats.t.interval(1 - ALPHA, len(values) - 1, loc=mean, scale=std / math.sqrt(len(values)))
     return mean, (float(lo), float(hi))
-
-
-def detectable_difference(s_d: float, n: int) -> Optional[float]:
-    """The smallest mean difference n pairs with difference std s_d detect (two-sided ALPHA, POWER), in the usual
-    approximation (t_{1-ALPHA/2, n-1} + t_{POWER, n-1}) s_d / sqrt(n); None below two pairs."""
-    stats = scipy_stats()
-    if n < 2:
-        return None
-    return float((stats.t.ppf(1 - ALPHA / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * s_d / math.sqrt(n))
-
-
-def seeds_needed(diff: float, s_d: float) -> Optional[int]:
-    """The fewest pairs whose detectable difference (same formula) is at most |diff|; None when diff is 0."""
-    stats = scipy_stats()
-    if diff == 0:
-        return None
-    # the normal approximation is a lower bound (t quantiles exceed normal ones): start there, walk up
-    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
-    n = max(2, math.floor((z * s_d / abs(diff)) ** 2))
-    while detectable_difference(s_d, n) > abs(diff):
-        n += 1
-    return n
-
-
-def paired_test(candidate: Sequence[float], baseline: Sequence[float],
-                test_images: Optional[int] = None) -> PairedDifference:
-    """Paired t-test of candidate - baseline (scipy.stats.ttest_rel), with the degenerate cases scipy answers with
-    NaN (or with p = 0 from two seeds) decided explicitly; `test_images`: how many images each top-1 was scored on
-    (for equal non-zero differences, see `_constant_difference`)."""
-    a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
-    d = a - b
-    n = len(d)
-    if n == 1:
-        return PairedDifference(1, float(d[0]), None, None, None, None, SINGLE_PAIR)
-    # differences equal up to float rounding (77.31 - 76.2 and 78.41 - 77.3 differ in the last bits) count as equal
-    tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
-    if np.ptp(d) <= tolerance:
-        return _constant_difference(float(d.mean()), n, tolerance, _binomial_noise(a, b, test_images))
-    stats = scipy_stats()
-    result = stats.ttest_rel(a, b)
-    ci = result.confidence_interval(1 - ALPHA)
-    s_d = float(d.std(ddof=1))
-    diff = float(d.mean())
-    return PairedDifference(n, diff, (float(ci.low), float(ci.high)), float(result.pvalue),
-                            detectable_difference(s_d, n), seeds_needed(diff, s_d), T_TEST)
-
-
-def _binomial_noise(a, b, test_images: Optional[int]) -> float:
-    """The standard deviation (points) of the difference of two runs' top-1 from the test set alone, at the arms'
-    mean accuracies: sqrt(p_a (1 - p_a) / N + p_b (1 - p_b) / N) (reference/statistics.md); 0 when N is unknown."""
-    if not test_images:
-        return 0.0
-    p_a, p_b = float(np.mean(a)) / 100, float(np.mean(b)) / 100
-    return 100 * math.sqrt(max(p_a * (1 - p_a), 0.0) / test_images + max(p_b * (1 - p_b), 0.0) / test_images)
-
-
-def _constant_difference(diff: float, n: int, tolerance: float, noise: float) -> PairedDifference:
-    """Every pair differs by the same `diff` (n >= 2), so s_d = 0 and the t statistic is 0/0 or infinite."""
-    if abs(diff) <= tolerance:
-        # identical runs: the difference is 0, exactly known; nothing to detect, and nothing NaN
-        return PairedDifference(n, 0.0, (0.0, 0.0), 1.0, 0.0, None, IDENTICAL)
-    # All equal and non-zero: the t-test would say p = 0 from two seeds, a certainty bought by having no estimate
-    # of the noise (such ties also happen by chance with coarse accuracies and few seeds). The noise of a run's
-    # top-1 is at least that of its finite test set (binomial, `noise`): with it as s_d, the t-test has a noise
-    # estimate again. Without it (test set size unknown, or both arms at 0% / 100%) we use the sign test, which
-    # needs none: p = 2 / 2**n (scipy.stats.binomtest), and the distribution-free interval of the median,
-    # [min, max] = [diff, diff], whose coverage 1 - 2 / 2**n reaches 95% only from SIGN_TEST_MIN_PAIRS pairs on.
-    stats = scipy_stats()
-    if noise > 0:
-        half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * noise / math.sqrt(n)
-        p = float(2 * stats.t.sf(abs(diff) / (noise / math.sqrt(n)), n - 1))
-        return PairedDifference(n, diff, (diff - half, diff + half), p, detectable_difference(noise, n),
-                                seeds_needed(diff, noise), FLOORED_T_TEST)
-    p = float(stats.binomtest(n, n, 0.5).pvalue)
-    enough = n >= SIGN_TEST_MIN_PAIRS
-    return PairedDifference(n, diff, (diff, diff) if enough else None, p, 0.0 if enough else None,
-                            SIGN_TEST_MIN_PAIRS, CONSTANT)
 
 
 def holm(p_values: Sequence[Optional[float]]) -> List[Optional[float]]:

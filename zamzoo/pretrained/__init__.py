@@ -10,11 +10,13 @@ from .guard import download_verified, how_to_get_weights, prepare_pretrained, we
 from .hub_errors import hub_error, hub_errors
 from .manifest import (
     WEIGHTS_FILENAME, find_checkpoint, load_manifest, manifest_path, manifest_problems, pinned_hub_id,
-    published_hub_ids, repo_id_problem, shipped_manifest, update_manifest, validate_record,
+    published_hub_ids, repo_id_problem, shipped_manifest, top1_by_seed, update_manifest,
+    validate_record,
 )
 
 __all__ = [
     'sha256_file', 'download_verified', 'hub_error', 'hub_errors', 'how_to_get_weights', 'prepare_pretrained',
     'weights_errors', 'WEIGHTS_FILENAME', 'find_checkpoint', 'load_manifest', 'manifest_path', 'manifest_problems',
-    'pinned_hub_id', 'published_hub_ids', 'repo_id_problem', 'shipped_manifest', 'update_manifest', 'validate_record',
+    'pinned_hub_id', 'published_hub_ids', 'repo_id_problem', 'shipped_manifest', 'top1_by_seed', 'update_manifest',
+    'validate_record',
 ]

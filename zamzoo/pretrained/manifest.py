@@ -24,6 +24,8 @@ Fields (`RECORD_FIELDS` below; required ones marked with *):
     recipe_version
     seeds*, weights_seed    every seed that went into the results; the seed whose weights were published
     top1_mean, top1_std,    accuracy (percent) over the seeds' final epochs; null when unknown
+    top1_by_seed            {"<seed>": final-epoch top-1 (percent)} of each seed (keys among `seeds`), so the
+                            tables can pair a model with its plain backbone seed by seed; null when unknown
     top5_mean, top5_std
     num_classes, params, macs
     code_commit             git commit of the zamzoo source the weights were trained with (null if unknown)
@@ -69,6 +71,7 @@ RECORD_FIELDS = {
     'weights_seed': (int, False),
     'top1_mean': (_num, False),
     'top1_std': (_num, False),
+    'top1_by_seed': (dict, False),
     'top5_mean': (_num, False),
     'top5_std': (_num, False),
     'num_classes': (int, False),
@@ -122,9 +125,33 @@ def record_errors(record) -> list:
                 if types is _num and record.get(name) is not None and not math.isfinite(record[name])]
     if infinite:
         errors.append(f'fields {infinite} are not finite numbers')
+    errors += _top1_by_seed_errors(record)
     if _REPO_ID.match(record['repo_id']):
         errors += filter(None, [repo_id_problem(record['model'], record['tag'], record['repo_id'])])
     return errors
+
+
+def _top1_by_seed_errors(record: dict) -> list:
+    """What is wrong with `top1_by_seed`: its keys must be seeds of the record (JSON keys: decimal strings), its
+    values finite numbers."""
+    by_seed = record.get('top1_by_seed')
+    if by_seed is None:
+        return []
+    errors = []
+    seeds = {str(s) for s in record['seeds']}
+    strays = [k for k in by_seed if k not in seeds]
+    if strays:
+        errors.append(f"top1_by_seed has keys {strays} that are not seeds of the record ({sorted(seeds)})")
+    bad = [k for k, v in by_seed.items()
+           if isinstance(v, bool) or not isinstance(v, _num) or not math.isfinite(v)]
+    if bad:
+        errors.append(f'top1_by_seed values of seeds {bad} are not finite numbers')
+    return errors
+
+
+def top1_by_seed(record: dict) -> dict:
+    """{seed (int): final-epoch top-1} of a valid record ({} when it does not say)."""
+    return {int(seed): top1 for seed, top1 in (record.get('top1_by_seed') or {}).items()}
 
 
 def repo_id_problem(model: str, tag: str, repo_id: str) -> Optional[str]:

@@ -183,6 +183,13 @@ def get_hf_token(token: Optional[str] = None) -> str:
     return token
 
 
+def _top1_by_seed(results: dict) -> Optional[dict]:
+    """{"<seed>": final-epoch top-1} of the runs results.json lists with both (None when none has both)."""
+    by_seed = {str(run['seed']): run['top1'] for run in results.get('runs') or []
+               if run.get('seed') is not None and run.get('top1') is not None}
+    return by_seed or None
+
+
 def manifest_record(results: dict, repo_id: str, hub_commit: str) -> dict:
     top1, top5 = results.get('top1') or {}, results.get('top5') or {}
     return validate_record(dict(
@@ -191,7 +198,8 @@ def manifest_record(results: dict, repo_id: str, hub_commit: str) -> dict:
         dataset=results.get('dataset') or results['tag'], recipe=results.get('recipe') or 'unknown',
         recipe_version=results.get('recipe_version'),
         seeds=list(results.get('seeds') or []), weights_seed=results.get('weights_seed'),
-        top1_mean=top1.get('mean'), top1_std=top1.get('std'), top5_mean=top5.get('mean'), top5_std=top5.get('std'),
+        top1_mean=top1.get('mean'), top1_std=top1.get('std'), top1_by_seed=_top1_by_seed(results),
+        top5_mean=top5.get('mean'), top5_std=top5.get('std'),
         num_classes=results.get('num_classes'), params=results.get('params'), macs=results.get('macs'),
         code_commit=results.get('code_commit'),
         published_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
