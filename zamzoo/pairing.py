@@ -1,7 +1,7 @@
 """The paired difference of two models' final-epoch top-1, seed by seed: a paired t-test and its 95% interval,
 with the degenerate cases decided explicitly. Below the model and publishing layers so that both `zamzoo compare`
 (zamzoo.compare.stats) and the generated tables (zamzoo.bench.tables: top-1 vs plain) use the same numbers. scipy is
-imported inside the functions that need it (`pip install zamzoo[compare]`), so `import zamzoo` does not load it."""
+imported inside the functions that need it (a dependency of zamzoo), so `import zamzoo` does not load it."""
 import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Tuple
@@ -26,7 +26,7 @@ def scipy_stats():
         from scipy import stats
     except ImportError as e:
         raise ZamzooError('paired statistics (zamzoo compare, the top-1 vs plain column) need scipy: '
-                          'pip install "zamzoo[compare]"') from e
+                          'pip install scipy (a dependency of zamzoo)') from e
     return stats
 
 

@@ -1,6 +1,6 @@
 """The statistics of a comparison: for each cell (backbone x baseline), the candidate's final-epoch top-1 against the
 baseline's, paired by seed (the paired test itself: zamzoo.pairing). scipy is imported inside the functions that need
-it (`pip install zamzoo[compare]`), so `import zamzoo` does not load it."""
+it, so `import zamzoo` does not load it."""
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
