@@ -123,6 +123,17 @@ def test_bench_models_rejects_unknown_patterns(capsys):
     assert 'no zamzoo model matches' in capsys.readouterr().err
 
 
+def blank_docs(folder):
+    """README.md and MODEL_CARD.md in `folder` holding every generated block, empty."""
+    from zamzoo.bench.tables import marker
+
+    paths = folder / 'README.md', folder / 'MODEL_CARD.md'
+    for path in paths:
+        path.write_text(''.join(f'{marker(b)}\n{marker(b, end=True)}\n'
+                                for b in ('models-table', 'overhead', 'recipes', 'zoo', 'citations')))
+    return paths
+
+
 def _fake_report(tmp_path):
     row = {'model': 'resnet18_zam', 'backbone': 'resnet18', 'baseline': 'resnet18_plain', 'params': 11_220_132,
            'macs': 555_468_800, 'seed_flops': 558_225_180, 'input_size': [3, 32, 32],
@@ -206,10 +217,7 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
     zam['latency'] = {'infer_b1': zam['latency']['infer_b1']}
     for i, report in enumerate((first, second)):
         (tmp_path / f'run{i}.json').write_text(json.dumps(report))
-    readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
-    for path in (readme, card):
-        path.write_text(''.join(f'{marker(b)}\n{marker(b, end=True)}\n'
-                                for b in ('models-table', 'overhead', 'recipes', 'zoo', 'citations')))
+    readme, card = blank_docs(tmp_path)
     update_tables([tmp_path / 'run0.json', tmp_path / 'run1.json'], tmp_path / 'none.json', readme, card)
     lines = readme.read_text().splitlines()
     assert ('| CPU latency, 2 threads vs plain (b1 / b64) | CPU latency, 2 threads, ONNX Runtime vs plain (b1 / b64) |'

@@ -79,8 +79,8 @@ def test_tables_show_one_thread_and_default_threads_side_by_side(tmp_path):
     """A one-thread CPU-time run and a default-threads wall-clock run are two columns, eager PyTorch first."""
     import json
 
-    from test_bench import _fake_report
-    from zamzoo.bench.tables import marker, update_tables
+    from test_bench import _fake_report, blank_docs
+    from zamzoo.bench.tables import update_tables
 
     default = json.loads(_fake_report(tmp_path).read_text())  # 2 threads, wall clock
     one = json.loads(json.dumps(default))
@@ -88,9 +88,7 @@ def test_tables_show_one_thread_and_default_threads_side_by_side(tmp_path):
     one['results'][0]['latency']['infer_b1']['ratio'] = 1.2
     for name, report in (('default', default), ('one', one)):
         (tmp_path / f'{name}.json').write_text(json.dumps(report))
-    readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
-    for path in (readme, card):
-        path.write_text(''.join(f'{marker(b)}\n{marker(b, end=True)}\n' for b in ('models-table', 'overhead', 'recipes')))
+    readme, card = blank_docs(tmp_path)
     update_tables([tmp_path / 'default.json', tmp_path / 'one.json'], tmp_path / 'none.json', readme, card)
     lines = readme.read_text().splitlines()
     assert '| CPU time, 1 thread vs plain (b1 / b64) | CPU latency, 2 threads vs plain (b1 / b64) |' in lines[1]
