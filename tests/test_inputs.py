@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from test_sources import _hf_dict, _write_images
+from conftest import write_images
+from test_sources import _hf_dict
 from zamzoo.cli import build_parser, main
 
 TINY = 'test_resnet'
@@ -53,7 +54,7 @@ def _zoo_run(tmp_path, *flags):
 
 
 def test_zoo_run_trains_an_image_folder_with_holdout(tmp_path, capsys):
-    data = _write_images(tmp_path / 'pets', {'cat': 8, 'dog': 8}, size=(32, 32))
+    data = write_images(tmp_path / 'pets', {'cat': 8, 'dog': 8}, size=(32, 32))
     flags = ['--datasets', 'folder', '--data', str(data), '--holdout', '0.25']
     assert main(['zoo', 'run', '--models', TINY, '--out', str(tmp_path / 'plan'), *flags, '--dry-run',
                  '--images-per-second', '100']) == 0
@@ -119,7 +120,7 @@ def test_device_seed_and_image_size_are_bounded(tiny_cifar, tmp_path, capsys, fl
 
 def test_the_dataloader_path_checks_its_memory_first(tmp_path, monkeypatch, capsys):
     import zamzoo.data.tensors as T
-    data = _write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))
+    data = write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))
     monkeypatch.setattr(T, 'free_bytes', lambda device: (10 ** 12, 100_000))   # 97.7 KiB free on the host
     rc = main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.4',
                '--img-size', '64', '--batch-size', '4', '--eval-batch-size', '8', '--loader', 'dataloader',
