@@ -25,7 +25,7 @@ from zamzoo.train.step import StepMath, TrainStep, graph_refusal
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 TINY = 'test_resnet'
-N, BATCH, EPOCHS = 20, 8, 2  # 3 steps an epoch, the last one of 4 images: a second batch shape
+N, BATCH, EPOCHS = 20, 6, 2  # 4 steps an epoch, the last one of 2 images: a second batch shape
 LABEL_SMOOTHING = 0.1
 
 
