@@ -208,3 +208,25 @@ def test_a_refused_capture_warns_and_runs_the_eager_step(tiny_cifar, tmp_path):
     assert refused['top1'] == plain['top1']
     a, b = _weights(tmp_path / 'refused'), _weights(tmp_path / 'plain')
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bench_measures_the_captured_step_as_one_more_mode(tmp_path):
+    import shlex
+
+    from zamzoo.bench import gpu
+    from zamzoo.cli import build_parser
+    from zamzoo.train.bench import bench_train
+
+    s = gpu.GpuBenchSettings(models=[TINY], modes=['eager', 'cuda-graph', 'default'], batch_size=8, steps=2,
+                             warmup_steps=1)
+    assert [what for part, what in gpu._plan(s) if part == 'train'] == \
+        [(TINY, 'eager'), (TINY, 'cuda-graph'), (TINY, 'default')]  # with eager, before the profile and the zoo
+    cmd = gpu.train_command(TINY, 'cuda-graph', s, 'cuda')
+    args = build_parser().parse_args(shlex.split(cmd)[1:])
+    assert args.cuda_graph and not args.compile
+    assert 'CUDA' in gpu.measure_train(TINY, 'cuda-graph', s, torch.device('cpu'))['skipped']
+    # the same wiring on CPU runs the capturable step eagerly (no graph): a real measurement, recorded as such
+    r = bench_train(TINY, device='cpu', batch_size=8, images=16, warmup_steps=1, reference=False, cuda_graph=True,
+                    num_classes=10, out=str(tmp_path))
+    assert r['ours']['cuda_graph'] is False and r['ours']['images_per_s'] > 0
+    assert r['path'].endswith(f'train-{TINY}-cpu-graph.json')
