@@ -87,6 +87,7 @@ class TrainStep:
         self.bad = torch.zeros((), dtype=torch.int64, device=math.device)
         self.graphs = {}  # batch layout -> _CapturedStep
         self.seen = {}  # batch layout -> eager steps run so far
+        self.side = torch.cuda.Stream(math.device) if capture else None  # the warm-ups' stream
 
     def start_epoch(self) -> tuple:
         """(sums, bad-step count) of a new epoch: the same tensors, zeroed (a captured step writes into them)."""
@@ -112,18 +113,17 @@ class TrainStep:
             return self.graphs[key].replay(x, y)
         if self.seen.get(key, 0) < WARMUP_STEPS:
             self.seen[key] = self.seen.get(key, 0) + 1
-            return _on_side_stream(self.run, x, y, n_global)
+            return self._warm_up(x, y, n_global)
         self.graphs[key] = _CapturedStep(self.run, x, y, n_global)
         return self.graphs[key].replay(x, y)
 
-
-def _on_side_stream(fn, *args):
-    """torch's rule before a capture: warm up on a side stream (lazy initialisations, cuDNN's autotuning)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn(*args)
-    torch.cuda.current_stream().wait_stream(side)
+    def _warm_up(self, x, y, n_global: int):
+        """torch's rule before a capture: warm up on a side stream (lazy initialisations: the momentum buffers,
+        cuDNN's autotuning of this shape)."""
+        self.side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side):
+            self.run(x, y, n_global)
+        torch.cuda.current_stream().wait_stream(self.side)
 
 
 class _CapturedStep:
@@ -132,7 +132,9 @@ class _CapturedStep:
     def __init__(self, step_fn, x, y, n_global: int):
         self.x, self.y = torch.empty_like(x), torch.empty_like(y)  # same layout (channels_last stays)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # records, does not run: the caller replays once for this batch
+        # records, does not run: the caller replays it for this batch. thread_local: the checkpoint writer's thread
+        # may run meanwhile
+        with torch.cuda.graph(self.graph, capture_error_mode='thread_local'):
             step_fn(self.x, self.y, n_global)
 
     def replay(self, x, y):
