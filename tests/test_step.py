@@ -180,6 +180,7 @@ def test_cuda_graph_run_resumes_and_equals_the_eager_run(tiny_cifar, tmp_path):
         assert [{k: r[k] for k in keep} for r in _history(tmp_path / folder)] == \
             [{k: r[k] for k in keep} for r in _history(tmp_path / 'eager')], folder
     assert graph['top1'] == resumed['top1'] == eager['top1']
+    assert graph['cuda_graph'] is False and eager['cuda_graph'] is False  # what ran: no graph on a CPU
     # recorded when used; a run without it keeps the config.json it always had
     assert json.loads((tmp_path / 'graph' / 'config.json').read_text())['args']['cuda_graph'] is True
     assert 'cuda_graph' not in json.loads((tmp_path / 'eager' / 'config.json').read_text())['args']

@@ -418,6 +418,7 @@ def _results(loop: Loop) -> dict:
         'mean_images_per_s': (train_images / train_time) if train_time else None,
         'train_time_s': train_time, 'wall_time_s': _session_wall_time(loop), 'device': run_config['device'],
         'world_size': loop.info.world_size, 'amp': run_config['amp'], 'compile': config.compile,
+        'cuda_graph': loop.train_step is not None and loop.train_step.capture,  # the step replayed as a CUDA graph
         'code_commit': provenance.code_commit(), 'zamzoo': run_config['zamzoo'], 'torch': str(torch.__version__),
         'timm': str(timm.__version__), 'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
     }
