@@ -196,6 +196,10 @@ def test_refusals_say_why():
     p = _pieces()
     with pytest.raises(ValueError, match='needs a CUDA device'):
         TrainStep(StepMath(p.model, torch.device('cpu'), None), p.optimizer, count_bad=True, capture=True)
+    step = TrainStep(StepMath(p.model, torch.device('cpu'), None), p.optimizer, count_bad=True, capture=False)
+    with pytest.raises(ValueError, match='train_step: --max-bad-steps 3 checks every loss on the host'):
+        train_one_epoch(p.model, _loader(), p.optimizer, p.scheduler, device=torch.device('cpu'), amp_dtype=None,
+                        max_bad_steps=3, train_step=step)
     with pytest.raises(UsageError, match='reduce-overhead makes CUDA graphs of its own'):
         TrainConfig(model=TINY, data='.', cuda_graph=True, compile=True, compile_mode='reduce-overhead').validate()
     TrainConfig(model=TINY, data='.', cuda_graph=True, compile=True).validate()

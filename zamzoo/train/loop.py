@@ -275,6 +275,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
         step_math = StepMath(model, device, amp_dtype, world_size, label_smoothing, penalty, penalty_model)
         sums, bad = new_sums(device), torch.zeros((), dtype=torch.int64, device=device)
     else:
+        refusal = graph_refusal(world_size=world_size, scaler=scaler, max_bad_steps=max_bad_steps)
+        if refusal is not None:
+            raise ValueError(f'train_step: {refusal}')
         sums, bad = train_step.start_epoch()
     peek = _Peek(device) if reporter is not None else None
     images_seen = 0
