@@ -36,10 +36,10 @@ def _recipe():
                                      label_smoothing=LABEL_SMOOTHING)
 
 
-def _pieces(seed=0):
+def _pieces(seed=0, device='cpu'):
     torch.manual_seed(seed)
     model = create_model(TINY, num_classes=10)
-    return build_pieces(model, torch.device('cpu'), None, channels_last=False, recipe=_recipe(),
+    return build_pieces(model, torch.device(device), None, channels_last=False, recipe=_recipe(),
                         steps_per_epoch=-(-N // BATCH))
 
 
@@ -47,23 +47,24 @@ def _penalty(model):
     return 1e-3 * sum(p.pow(2).sum() for p in model.parameters() if p.dim() == 1)
 
 
-def _loader():
+def _loader(device='cpu'):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=g)
     targets = torch.randint(0, 10, (N,), generator=g)
-    return TensorLoader(images, targets, BATCH, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), train=True, seed=3)
+    return TensorLoader(images, targets, BATCH, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), train=True, seed=3,
+                        device=device)
 
 
-def _run(pieces, train_step=None):
-    """EPOCHS epochs of train_one_epoch: the host values of each epoch's sums."""
-    loader, epochs = _loader(), []
-    for epoch in range(EPOCHS):
+def _run(pieces, train_step=None, epochs=EPOCHS, device='cpu'):
+    """`epochs` epochs of train_one_epoch: the host values of each epoch's sums."""
+    loader, sums_of = _loader(device), []
+    for epoch in range(epochs):
         loader.set_epoch(epoch)
-        sums = train_one_epoch(pieces.model, loader, pieces.optimizer, pieces.scheduler, device=torch.device('cpu'),
+        sums = train_one_epoch(pieces.model, loader, pieces.optimizer, pieces.scheduler, device=torch.device(device),
                                amp_dtype=None, label_smoothing=LABEL_SMOOTHING, penalty=_penalty,
                                penalty_model=pieces.model, max_bad_steps=0, train_step=train_step)
-        epochs.append({k: v.item() for k, v in sums.items()})
-    return epochs
+        sums_of.append({k: v.item() for k, v in sums.items()})
+    return sums_of
 
 
 def _reference(pieces):
@@ -235,3 +236,28 @@ def test_bench_measures_the_captured_step_as_one_more_mode(tmp_path):
                     num_classes=10, out=str(tmp_path))
     assert r['ours']['cuda_graph'] is False and r['ours']['images_per_s'] > 0
     assert r['path'].endswith(f'train-{TINY}-cpu-graph.json')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the capture needs a CUDA device (none on this machine)')
+def test_captured_step_equals_the_same_step_run_eagerly_on_cuda():
+    """Four epochs of 3 full batches and a partial one: the full batch warms up 3 times, is captured in the second
+    epoch and replayed from then on; the partial batch is captured in the fourth. Deterministic cuDNN, fp32."""
+    from zamzoo.train.step import WARMUP_STEPS
+
+    assert WARMUP_STEPS == 3
+    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        eager, captured = _pieces(device='cuda'), _pieces(device='cuda')
+        steps = [TrainStep(StepMath(p.model, torch.device('cuda'), None, 1, LABEL_SMOOTHING, _penalty, p.model),
+                           p.optimizer, count_bad=True, capture=capture)
+                 for p, capture in ((eager, False), (captured, True))]
+        eager_sums = _run(eager, steps[0], epochs=4, device='cuda')
+        captured_sums = _run(captured, steps[1], epochs=4, device='cuda')
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
+    assert len(steps[1].graphs) == 2
+    for a, b in zip(eager_sums, captured_sums):
+        assert a == pytest.approx(b, rel=1e-5)
+    for (k, v), w in zip(eager.model.state_dict().items(), captured.model.state_dict().values()):
+        torch.testing.assert_close(w, v, rtol=1e-5, atol=1e-6, msg=k)

@@ -172,6 +172,8 @@ def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device):
     CUDA's fused SGD reads a float32 lr (its tensor-lr kernel); elsewhere SGD reads the tensor's value as a Python
     float, which float64 holds exactly. state_dict keeps a float lr (checkpoints as without it), load_state_dict
     fills the same tensors."""
+    if any(isinstance(group['lr'], torch.Tensor) for group in optimizer.param_groups):
+        return  # already (the hooks are registered once)
     dtype = torch.float32 if device.type == 'cuda' else torch.float64
     lrs = [torch.tensor(float(group['lr']), dtype=dtype, device=device) for group in optimizer.param_groups]
 
