@@ -4,7 +4,7 @@
 # done within about 8 minutes: the measurements that would start after --budget-s are recorded as skipped, and
 # the files are rewritten after every measurement, so even the outer timeout leaves what was measured.
 #   scripts/gpu_bench.sh                      # everything (defaults of `zamzoo bench gpu`)
-#   scripts/gpu_bench.sh --modes eager default --runs-per-gpu 1 4   # extra options go to `zamzoo bench gpu`
+#   scripts/gpu_bench.sh --modes eager cuda-graph --runs-per-gpu 1 4   # extra options go to `zamzoo bench gpu`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

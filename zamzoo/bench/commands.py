@@ -126,6 +126,7 @@ def _add_train(bench_subparsers):
     p.add_argument('--recipe', choices=list_recipes(), default='zam', help='augmentation and optimizer settings')
     p.add_argument('--compile', action='store_true')
     p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
+    p.add_argument('--cuda-graph', action='store_true', help="zamzoo train --cuda-graph's step: one CUDA graph")
     p.add_argument('--amp', choices=AMP_CHOICES, default='auto')
     p.add_argument('--workers', type=int, default=None, help='reference DataLoader workers (default min(4, CPUs))')
     p.add_argument('--warmup-steps', type=int, default=None)
@@ -141,11 +142,12 @@ def run_bench_train(args) -> int:
                     recipe=args.recipe, compile=args.compile,
                     compile_mode=None if args.compile_mode in (None, 'default') else args.compile_mode,
                     amp=args.amp, workers=args.workers, reference=not args.no_reference,
-                    warmup_steps=args.warmup_steps, out=args.out)
+                    warmup_steps=args.warmup_steps, out=args.out, cuda_graph=args.cuda_graph)
     o = r['ours']
     print(f"{r['model']} batch {r['batch_size']}, {r['images']:,} synthetic images, {r['device']}")
     print(f"  ours:      {o['images_per_s']:>10,.0f} img/s  ({o['epoch_s']:.2f} s/epoch; amp {o['amp']}, "
-          f"compile {o['compile']}, channels_last {o['channels_last']}; warm-up {o['warmup_s']:.1f} s)")
+          f"compile {o['compile']}, cuda graph {o['cuda_graph']}, channels_last {o['channels_last']}; "
+          f"warm-up {o['warmup_s']:.1f} s)")
     if 'reference' in r:
         ref = r['reference']
         print(f"  reference: {ref['images_per_s']:>10,.0f} img/s  ({ref['epoch_s']:.2f} s/epoch; {ref['loader']}, fp32)")

@@ -2,16 +2,17 @@
 
 Three parts, each figure with the command that reproduces it alone:
 
-- **train**: `zamzoo bench train` (zamzoo.train.bench, our loop only) for every model x mode: eager, and
-  torch.compile's default, `reduce-overhead` (CUDA graphs) and `max-autotune-no-cudagraphs` modes.
+- **train**: `zamzoo bench train` (zamzoo.train.bench, our loop only) for every model x mode: eager, the whole
+  step replayed as one CUDA graph (`cuda-graph`: `zamzoo train --cuda-graph`), and torch.compile's default,
+  `reduce-overhead` (CUDA graphs of the forward and backward) and `max-autotune-no-cudagraphs` modes.
 - **profile**: torch.profiler over one training step of ResNet-18 after warm-up: the top kernels by device time,
   and the share of the step's wall time the GPU waits on the host (`gpu_wait_share`).
 - **zoo**: `zamzoo zoo run` with K runs sharing one GPU, on CIFAR-100-format data this command writes itself;
   the steady-state aggregate is read from the runs' own metrics after their first epoch (start-up excluded).
 
-Cheap and important first (eager, profile, zoo), then the compile modes; a measurement that would start after
-`budget_s` is recorded as skipped. The JSON and Markdown are rewritten after every measurement, so a call killed
-by a time limit still leaves what it measured.
+Cheap and important first (eager, cuda-graph, profile, zoo), then the compile modes; a measurement that would
+start after `budget_s` is recorded as skipped. The JSON and Markdown are rewritten after every measurement, so a
+call killed by a time limit still leaves what it measured.
 """
 import json
 import os
@@ -36,8 +37,9 @@ from .tables import DEFAULT_RESULTS
 
 DEFAULT_MODELS = ('resnet18_zam', 'resnet50_zam', 'resnet164_zam', 'mobilenet_zam', 'mobilenetv2_zam',
                   'resnet34_zam')  # resnet34 last: only for the zoo's cost (every backbone measured)
-MODES = ('eager', 'default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
-CUDA_ONLY_MODES = {'reduce-overhead': 'CUDA graphs need a CUDA device',
+MODES = ('eager', 'cuda-graph', 'default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
+CHEAP_MODES = ('eager', 'cuda-graph')  # no compilation: measured for every model before the profile and the zoo
+CUDA_ONLY_MODES = {'cuda-graph': 'CUDA graphs need a CUDA device', 'reduce-overhead': 'CUDA graphs need a CUDA device',
                    'max-autotune-no-cudagraphs': "autotunes inductor's GPU (Triton) kernels: needs a CUDA device"}
 DEFAULT_RUNS_PER_GPU = (1, 2, 4, 8)
 PROFILE_MODEL = 'resnet18_zam'
@@ -89,7 +91,9 @@ class GpuBenchSettings:
 def train_command(model: str, mode: str, s: GpuBenchSettings, device: str) -> str:
     cmd = (f'zamzoo bench train --model {model} --device {device} --batch-size {s.batch_size} '
            f'--images {s.steps * s.batch_size} --warmup-steps {s.warmup_steps} --no-reference')
-    return cmd if mode == 'eager' else f'{cmd} --compile --compile-mode {mode}'
+    if mode == 'eager':
+        return cmd
+    return f'{cmd} --cuda-graph' if mode == 'cuda-graph' else f'{cmd} --compile --compile-mode {mode}'
 
 
 def measure_train(model: str, mode: str, s: GpuBenchSettings, device) -> dict:
@@ -104,8 +108,9 @@ def measure_train(model: str, mode: str, s: GpuBenchSettings, device) -> dict:
     torch._dynamo.reset()  # each compiled model starts from a clean cache (no recompile limit carried over)
     try:
         r = bench_train(model, device=str(device), batch_size=s.batch_size, images=s.steps * s.batch_size,
-                        compile=mode != 'eager', compile_mode=None if mode in ('eager', 'default') else mode,
-                        reference=False, warmup_steps=s.warmup_steps)
+                        compile=mode not in CHEAP_MODES,
+                        compile_mode=None if mode in (*CHEAP_MODES, 'default') else mode,
+                        reference=False, warmup_steps=s.warmup_steps, cuda_graph=mode == 'cuda-graph')
     except Exception as e:  # noqa: BLE001 -- one failing mode must not lose the other measurements
         return {**cell, 'error': _last_line(e)}
     finally:
@@ -257,12 +262,14 @@ def report_stem(report: dict, out) -> Path:
 
 
 def _plan(s: GpuBenchSettings) -> List[tuple]:
-    """(part, what) in the order measured: eager, the profile, the zoo, then the compile modes model by model (the
-    first model's every mode before the next model's, so a spent budget still leaves one complete comparison)."""
-    plan = [('train', (m, 'eager')) for m in s.models if 'eager' in s.modes]
+    """(part, what) in the order measured: eager and cuda-graph, the profile, the zoo, then the compile modes model
+    by model (the first model's every mode before the next model's, so a spent budget still leaves one complete
+    comparison)."""
+    plan = [('train', (m, mode)) for m in s.models for mode in CHEAP_MODES if mode in s.modes]
     plan += [('profile', None)] if s.profile else []
     plan += [('zoo', k) for k in s.runs_per_gpu]
-    return plan + [('train', (m, mode)) for m in s.models for mode in MODES if mode in s.modes and mode != 'eager']
+    return plan + [('train', (m, mode)) for m in s.models for mode in MODES
+                   if mode in s.modes and mode not in CHEAP_MODES]
 
 
 def bench_gpu(s: GpuBenchSettings, command: str, progress: Callable[[str], None] = print) -> dict:
@@ -425,7 +432,8 @@ def add_arguments(p):
     p.add_argument('--models', nargs='+', default=list(d.models), metavar='MODEL',
                    help=f"bench train's models; the first is also the zoo run's (default: {' '.join(d.models)})")
     p.add_argument('--modes', nargs='+', default=list(d.modes), choices=MODES, metavar='MODE',
-                   help=f"eager and torch.compile modes: {', '.join(MODES)} (default: all; the CUDA-only ones are "
+                   help=f"eager, the step as one CUDA graph and torch.compile's modes: {', '.join(MODES)} "
+                        "(default: all; the CUDA-only ones are "
                         'skipped on a CPU)')
     p.add_argument('--runs-per-gpu', nargs='*', type=positive_int, default=list(d.runs_per_gpu), metavar='K',
                    help='zoo run with K runs sharing one GPU, for each K (default: 1 2 4 8; none: no zoo run)')

@@ -45,8 +45,9 @@ def _subset_for_warmup(n, batch_size, steps):
 
 
 def ours_trainer(model_name, *, device, batch_size, recipe, amp, compile, compile_mode, num_classes, steps_per_epoch,
-                 seed=0):
-    """Our loop for `model_name`: (make_loader(images, targets), run_epoch(loader) -> the epoch's sums, pieces)."""
+                 seed=0, cuda_graph=False):
+    """Our loop for `model_name`: (make_loader(images, targets), run_epoch(loader) -> the epoch's sums, pieces).
+    cuda_graph: the step of `zamzoo train --cuda-graph` (captured on CUDA, eager elsewhere)."""
     from ..data import TensorLoader
     from .build import amp_dtype, build_pieces, create_model
     from .loop import train_one_epoch
@@ -60,19 +61,31 @@ def ours_trainer(model_name, *, device, batch_size, recipe, amp, compile, compil
     p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
                      steps_per_epoch=steps_per_epoch)
     net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
+    step = _graph_step(net, p, device, recipe) if cuda_graph else None
     kw = dict(device=device, amp_dtype=p.amp_dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
-              label_smoothing=recipe.label_smoothing)
+              label_smoothing=recipe.label_smoothing, train_step=step)
     return mk, lambda loader: train_one_epoch(net, loader, p.optimizer, p.scheduler, **kw), p
 
 
+def _graph_step(net, p, device, recipe):
+    """The step `zamzoo train --cuda-graph` runs; refused (UsageError) where train would run the eager one."""
+    from .step import StepMath, TrainStep, graph_refusal
+
+    refusal = graph_refusal(world_size=1, scaler=p.scaler)
+    if refusal is not None:
+        raise UsageError(f'--cuda-graph: {refusal}')
+    step_math = StepMath(net, device, p.amp_dtype, 1, recipe.label_smoothing, p.penalty, p.model)
+    return TrainStep(step_math, p.optimizer, count_bad=False, capture=device.type == 'cuda')
+
+
 def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, compile, compile_mode,
-               warmup_steps, num_classes, seed=0):
+               warmup_steps, num_classes, seed=0, cuda_graph=False):
     from .checkpoint import seed_everything
 
     seed_everything(seed)
     mk, run_epoch, p = ours_trainer(model_name, device=device, batch_size=batch_size, recipe=recipe, amp=amp,
                                     compile=compile, compile_mode=compile_mode, num_classes=num_classes,
-                                    steps_per_epoch=-(-len(images) // batch_size), seed=seed)
+                                    steps_per_epoch=-(-len(images) // batch_size), seed=seed, cuda_graph=cuda_graph)
     loader = mk(images, targets)
     m = _subset_for_warmup(len(images), batch_size, warmup_steps)
     _sync(device)
@@ -89,6 +102,7 @@ def bench_ours(model_name, images, targets, *, device, batch_size, recipe, amp, 
     elapsed = time.perf_counter() - t0
     return {'images_per_s': len(images) / elapsed, 'epoch_s': elapsed, 'warmup_s': warm, 'loss': loss,
             'amp': p.amp_name, 'compile': bool(compile), 'compile_mode': compile_mode,
+            'cuda_graph': bool(cuda_graph) and device.type == 'cuda',
             'channels_last': device.type == 'cuda', 'loader': 'tensor (device-resident)', 'steps': len(loader)}
 
 
@@ -143,7 +157,7 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
                 images: Optional[int] = None, recipe: str = 'zam', compile: bool = False,
                 compile_mode: Optional[str] = None, amp: str = 'auto', workers: Optional[int] = None,
                 reference: bool = True, warmup_steps: Optional[int] = None, num_classes: int = 100,
-                seed: int = 0, out: Optional[str] = None) -> dict:
+                seed: int = 0, out: Optional[str] = None, cuda_graph: bool = False) -> dict:
     """Images/s of one training epoch of `model` for our loop and the seeds'-style reference loop.
 
     Defaults: 50,000 images (a CIFAR epoch) on CUDA, 1,024 on CPU. Writes `<out>/train-<model>-<device>.json`
@@ -171,7 +185,7 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
     }
     result['ours'] = bench_ours(model, ims, tgs, device=dev, batch_size=batch_size, recipe=rec, amp=amp,
                                 compile=compile, compile_mode=compile_mode, warmup_steps=warmup_steps,
-                                num_classes=num_classes, seed=seed)
+                                num_classes=num_classes, seed=seed, cuda_graph=cuda_graph)
     if reference:
         result['reference'] = bench_reference(model, ims, tgs, device=dev, batch_size=batch_size, recipe=rec,
                                               workers=workers, warmup_steps=warmup_steps, num_classes=num_classes,
@@ -180,7 +194,8 @@ def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, ba
     result.update({'code_commit': provenance.code_commit(), 'torch': torch.__version__,
                    'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
     if out is not None:
-        path = Path(out) / f"train-{model}-{dev.type}{'-compiled' if compile else ''}.json"
+        variant = ('-compiled' if compile else '') + ('-graph' if cuda_graph else '')
+        path = Path(out) / f'train-{model}-{dev.type}{variant}.json'
         write_json_atomic(path, result)
         result['path'] = str(path)
     return result

@@ -110,8 +110,9 @@ def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None, 'auto': None}[amp]  # auto: none on CPU
 
 
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+def autocast(device: torch.device, dtype: Optional[torch.dtype], cache_enabled: bool = True):
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype,
+                                                              cache_enabled=cache_enabled)
 
 
 def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, eval_batch_size: int, seed: int,
@@ -163,6 +164,30 @@ def make_optimizer(model: nn.Module, recipe, device: torch.device):
     if device.type == 'cuda':
         kwargs['fused'] = True  # one kernel for the whole update
     return torch.optim.SGD(model.parameters(), **kwargs)
+
+
+def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device):
+    """Make each param group's lr a tensor on `device`, filled in place by the lr scheduler (torch's
+    `_update_param_group_val`) and read by the optimizer on the device, so that a captured step sees every new lr.
+    CUDA's fused SGD reads a float32 lr (its tensor-lr kernel); elsewhere SGD reads the tensor's value as a Python
+    float, which float64 holds exactly. state_dict keeps a float lr (checkpoints as without it), load_state_dict
+    fills the same tensors."""
+    if any(isinstance(group['lr'], torch.Tensor) for group in optimizer.param_groups):
+        return  # already (the hooks are registered once)
+    dtype = torch.float32 if device.type == 'cuda' else torch.float64
+    lrs = [torch.tensor(float(group['lr']), dtype=dtype, device=device) for group in optimizer.param_groups]
+
+    def keep_tensors(opt):
+        for group, lr in zip(opt.param_groups, lrs):
+            group['lr'] = lr.fill_(float(group['lr']))
+
+    def save_floats(opt, state):
+        for group in state['param_groups']:
+            group['lr'] = float(group['lr'])
+
+    keep_tensors(optimizer)
+    optimizer.register_load_state_dict_post_hook(keep_tensors)
+    optimizer.register_state_dict_post_hook(save_floats)
 
 
 def _runtime(config, info: D.DistInfo) -> tuple:

@@ -37,6 +37,9 @@ RUN_ARGUMENTS = {
     '--amp': dict(choices=AMP_CHOICES, default='auto', help='autocast dtype (auto: bf16 on CUDA, none on CPU)'),
     '--compile': dict(action='store_true', help='torch.compile the model'),
     '--compile-mode': dict(default=None, choices=COMPILE_MODES),
+    '--cuda-graph': dict(action='store_true', help='capture the whole training step (forward, backward, SGD) once '
+                         'per batch shape as a CUDA graph and replay it; not with fp16, --max-bad-steps > 0 or '
+                         'several processes (the eager step runs, with a warning); on CPU the same step runs eagerly'),
     '--channels-last': dict(action=argparse.BooleanOptionalAction, default=None,
                             help='channels_last memory format (default: on CUDA)'),
     '--loader': dict(choices=LOADER_CHOICES, default='auto',

@@ -13,6 +13,7 @@ from .build import check_model_kwargs, check_model_name
 AMP_CHOICES = ('auto', 'bf16', 'fp16', 'none')
 LOADER_CHOICES = ('auto', 'tensor', 'dataloader')
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')  # torch.compile's
+GRAPHING_COMPILE_MODES = ('reduce-overhead', 'max-autotune')  # the ones that capture CUDA graphs themselves
 DATASET_CHOICES = DATASETS  # owned by zamzoo.data.sources
 MAX_SEED = 2 ** 32 - 1
 MAX_IMG_SIZE = 4096  # timm's largest pretrained inputs are about 1024
@@ -41,6 +42,7 @@ class TrainConfig:
     pretrained: bool = False
     compile: bool = False
     compile_mode: Optional[str] = None          # torch.compile mode: None/'default', 'reduce-overhead', 'max-autotune'
+    cuda_graph: bool = False                    # replay the whole step as a CUDA graph (zamzoo.train.step)
     amp: str = 'auto'                           # bf16 on CUDA, none on CPU
     device: Optional[str] = None                # 'cuda', 'cpu', 'cuda:1'; default cuda if available
     loader: str = 'auto'                        # 'tensor' (device-resident) on CUDA if it fits, else 'dataloader'
@@ -80,6 +82,9 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise UsageError(f"{name}: unknown '{getattr(self, name)}'; expected one of {list(choices)}")
         self._validate_source()
+        if self.cuda_graph and self.compile and self.compile_mode in GRAPHING_COMPILE_MODES:
+            raise UsageError(f'cuda_graph: --compile-mode {self.compile_mode} makes CUDA graphs of its own; use '
+                             f'--cuda-graph with --compile-mode default or max-autotune-no-cudagraphs, or alone')
         if self.download and self.dataset not in ('cifar100', 'cifar10'):
             raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
         if self.workers is not None and self.workers < 0:
@@ -140,6 +145,8 @@ class TrainConfig:
         d = asdict(self)
         if isinstance(self.recipe, Recipe):
             d['recipe'] = self.recipe.name
+        if not self.cuda_graph:  # recorded when used: the runs trained before it keep their config.json identity
+            del d['cuda_graph']
         return d
 
 

@@ -6,6 +6,7 @@ The pieces are built by zamzoo.train.build, the run folder is written through za
 import math
 import statistics
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from .config import TrainConfig
 from .run_folder import lock_run_folder
 from .reporting import Reporter
 from .schedule import RecipeLR, recipe_lr
+from .step import StepMath, TrainStep, graph_refusal, new_sums
 
 PLOT_EVERY_S = 30.0
 
@@ -45,8 +47,9 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
         with lock_run_folder(out) if info.is_main else nullcontext():
             run = build_run(config, recipe, info, out)  # data, model, penalty, optimizer, lr schedule, scaler
             progress = _resume(config, out, run)
-            loop = Loop(config, recipe, info, out, run, _wrap_model(config, info, run), progress,
-                        reporter if info.is_main else None, t_session)
+            model = _wrap_model(config, info, run)
+            loop = Loop(config, recipe, info, out, run, model, progress, reporter if info.is_main else None,
+                        t_session, _train_step(config, recipe, info, run, model))
             if info.is_main:
                 run_folder.start_run(out, run.settings, run.split)
                 if loop.reporter:
@@ -68,6 +71,24 @@ def _wrap_model(config: TrainConfig, info: D.DistInfo, run: TrainingRun) -> nn.M
     if config.compile:
         model = torch.compile(model, mode=config.compile_mode, dynamic=False)
     return model
+
+
+def _train_step(config: TrainConfig, recipe: Recipe, info: D.DistInfo, run: TrainingRun,
+                model: nn.Module) -> Optional[TrainStep]:
+    """With --cuda-graph, the step captured as a CUDA graph on CUDA and run eagerly elsewhere; None: the eager step
+    (without the option, or where capture is refused: warned with the reason). Built after a resume has loaded
+    the optimizer: its lr becomes a device tensor."""
+    if not config.cuda_graph:
+        return None
+    p = run.pieces
+    refusal = graph_refusal(world_size=info.world_size, scaler=p.scaler, max_bad_steps=config.max_bad_steps)
+    if refusal is not None:
+        warnings.warn(f'--cuda-graph: the step is not captured, the eager step runs: {refusal}', stacklevel=2)
+        return None
+    if info.device.type != 'cuda':
+        warnings.warn(f'--cuda-graph: no CUDA graph on {info.device.type}; the same step runs eagerly', stacklevel=2)
+    step_math = StepMath(model, info.device, p.amp_dtype, info.world_size, recipe.label_smoothing, p.penalty, p.model)
+    return TrainStep(step_math, p.optimizer, count_bad=True, capture=info.device.type == 'cuda')
 
 
 @dataclass
@@ -100,6 +121,7 @@ class Loop:
     progress: Progress
     reporter: Optional[Reporter]  # the main rank's; None elsewhere
     t_session: float  # when this session started (perf_counter)
+    train_step: Optional[TrainStep] = None  # the capturable step (--cuda-graph); None: the eager one
 
     @property
     def title(self) -> str:
@@ -201,7 +223,8 @@ def _one_epoch(loop: Loop, epoch: int) -> dict:
     sums = train_one_epoch(loop.model, loader, p.optimizer, p.scheduler, device=device, amp_dtype=p.amp_dtype,
                            world_size=info.world_size, label_smoothing=recipe.label_smoothing, penalty=p.penalty,
                            penalty_model=p.model, scaler=p.scaler, reporter=loop.reporter,
-                           progress_every=config.progress_every, max_bad_steps=config.max_bad_steps)
+                           progress_every=config.progress_every, max_bad_steps=config.max_bad_steps,
+                           train_step=loop.train_step)
     tr = _reduce(sums, info)  # the epoch's one host sync for training
     train_time = time.perf_counter() - t0
     ev = None
@@ -235,50 +258,37 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
                     world_size: int = 1,
                     label_smoothing: float = 0.0, penalty=None, penalty_model=None, scaler=None,
                     reporter: Optional[Reporter] = None, progress_every: int = 25,
-                    max_bad_steps: Optional[int] = None) -> dict:
+                    max_bad_steps: Optional[int] = None, train_step: Optional[TrainStep] = None) -> dict:
     """One pass over `loader`; returns device tensors (no host sync here): sums of CE loss, correct top-1,
-    images and penalty over this rank's samples.
+    images and penalty over this rank's samples (StepMath's loss and sums).
 
     max_bad_steps (None: no check): steps whose loss is NaN or infinite are counted on the device and the pass
     raises NonFiniteError once more than `max_bad_steps` were seen, checked with the progress (every
     `progress_every` steps and at the end). With a tolerance (> 0) each step is checked on the host and a bad step
     is skipped (no update), so the weights stay finite.
 
-    The loss of a step is sum(CE) * world_size / global_batch (+ penalty), so that DDP's gradient average equals the
-    gradient of the mean CE over the whole global batch, even when ranks hold unequal parts of it.
+    train_step: the capturable step (zamzoo.train.step) built for this model and optimizer, which then computes
+    each step (the arguments above that define the step are its own); None: the eager step below.
     """
     model.train()
-    f64, i64 = dict(dtype=torch.float64, device=device), dict(dtype=torch.int64, device=device)
-    sums = {'loss_sum': torch.zeros((), **f64), 'penalty_sum': torch.zeros((), **f64),
-            'correct': torch.zeros((), **i64), 'count': torch.zeros((), **i64)}
-    bad = torch.zeros((), **i64)
+    if train_step is None:
+        step_math = StepMath(model, device, amp_dtype, world_size, label_smoothing, penalty, penalty_model)
+        sums, bad = new_sums(device), torch.zeros((), dtype=torch.int64, device=device)
+    else:
+        refusal = graph_refusal(world_size=world_size, scaler=scaler, max_bad_steps=max_bad_steps)
+        if refusal is not None:
+            raise ValueError(f'train_step: {refusal}')
+        sums, bad = train_step.start_epoch()
     peek = _Peek(device) if reporter is not None else None
     images_seen = 0
     for step, (x, y, n_global) in enumerate(loader, 1):
-        with autocast(device, amp_dtype):
-            logits = model(x)
-        ce = F.cross_entropy(logits.float(), y, reduction='sum', label_smoothing=label_smoothing)
-        loss = ce * (world_size / n_global)
-        pen = penalty(penalty_model) if penalty is not None else None
-        if pen is not None:
-            loss = loss + pen
-        optimizer.zero_grad(set_to_none=True)
-        if max_bad_steps is not None and _skip_bad_step(loss, bad, max_bad_steps, step, len(loader)):
-            scheduler.step()
+        if train_step is not None:
+            train_step(x, y, n_global)
+        elif not _eager_step(step_math, optimizer, scaler, x, y, n_global, sums, bad, max_bad_steps, step,
+                             len(loader)):
+            scheduler.step()  # a skipped step keeps its place in the schedule
             continue
-        if scaler is not None and scaler.is_enabled():
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
         scheduler.step()
-        sums['loss_sum'] += ce.detach()
-        if pen is not None:
-            sums['penalty_sum'] += pen.detach()
-        sums['correct'] += (logits.detach().argmax(-1) == y).sum()
-        sums['count'] += y.numel()
         images_seen += n_global
         if step % progress_every == 0 or step == len(loader):
             if max_bad_steps == 0:
@@ -286,7 +296,25 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
             if reporter is not None:
                 peek.push(sums['loss_sum'], sums['count'])
                 reporter.step(step, images_seen, peek.get())
-    return dict(sums, steps=torch.tensor(len(loader), device=device))
+    return {**{k: v.clone() for k, v in sums.items()}, 'steps': torch.tensor(len(loader), device=device)}
+
+
+def _eager_step(step_math: StepMath, optimizer, scaler, x, y, n_global: int, sums: dict, bad: torch.Tensor,
+                max_bad_steps: Optional[int], step: int, steps: int) -> bool:
+    """One step with the checks that need the host (fp16's GradScaler, skipping a bad step); False: skipped."""
+    logits, ce, pen, loss = step_math.loss(x, y, n_global)
+    optimizer.zero_grad(set_to_none=True)
+    if max_bad_steps is not None and _skip_bad_step(loss, bad, max_bad_steps, step, steps):
+        return False
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    step_math.add_to_sums(sums, logits, y, ce, pen)
+    return True
 
 
 def _skip_bad_step(loss: torch.Tensor, bad: torch.Tensor, max_bad_steps: int, step: int, steps: int) -> bool:
@@ -393,6 +421,7 @@ def _results(loop: Loop) -> dict:
         'mean_images_per_s': (train_images / train_time) if train_time else None,
         'train_time_s': train_time, 'wall_time_s': _session_wall_time(loop), 'device': run_config['device'],
         'world_size': loop.info.world_size, 'amp': run_config['amp'], 'compile': config.compile,
+        'cuda_graph': loop.train_step is not None and loop.train_step.capture,  # the step replayed as a CUDA graph
         'code_commit': provenance.code_commit(), 'zamzoo': run_config['zamzoo'], 'torch': str(torch.__version__),
         'timm': str(timm.__version__), 'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
     }

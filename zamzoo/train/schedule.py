@@ -16,6 +16,7 @@ The arithmetic is written in the seeds' order of operations, so the floats are t
 import math
 from bisect import bisect_right
 
+import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..errors import UsageError
@@ -59,7 +60,7 @@ class RecipeLR(LRScheduler):
     def state_dict(self):
         return {'last_epoch': self.last_epoch, 'base_lrs': list(self.base_lrs), '_step_count': self._step_count,
                 'steps_per_epoch': self.steps_per_epoch, 'epochs': self.epochs,
-                '_last_lr': list(self._last_lr) if hasattr(self, '_last_lr') else None}
+                '_last_lr': [float(lr) for lr in self._last_lr] if hasattr(self, '_last_lr') else None}
 
     def load_state_dict(self, state_dict):
         if state_dict['steps_per_epoch'] != self.steps_per_epoch:
@@ -69,6 +70,9 @@ class RecipeLR(LRScheduler):
         self.base_lrs = list(state_dict['base_lrs'])
         self._step_count = state_dict['_step_count']
         self.epochs = state_dict['epochs']
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group['lr'] = lr
-        self._last_lr = [g['lr'] for g in self.optimizer.param_groups]
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            if isinstance(group['lr'], torch.Tensor):  # filled in place, as LRScheduler.step does: a graph reads it
+                group['lr'].fill_(lr)
+            else:
+                group['lr'] = lr
