@@ -99,3 +99,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def light_contract(monkeypatch):
+    """`zamzoo compare`'s contract check without its CPU latency rounds and ONNX exports (`check_contract(latency=
+    False, onnx=False)`), for tests of compare that are not about those (tests/test_contract.py is)."""
+    import functools
+    from zamzoo.compare import contract
+    monkeypatch.setattr(contract, 'check_contract',
+                        functools.partial(contract.check_contract, latency=False, onnx=False))
