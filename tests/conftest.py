@@ -99,3 +99,18 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def lighten_contract(monkeypatch):
+    """From here on, `zamzoo compare`'s contract check runs without its CPU latency rounds and ONNX exports
+    (`check_contract(latency=False, onnx=False)`): for tests of compare that are not about those (test_contract is)."""
+    import functools
+    from zamzoo.compare import contract
+    monkeypatch.setattr(contract, 'check_contract',
+                        functools.partial(contract.check_contract, latency=False, onnx=False))
+
+
+@pytest.fixture
+def light_contract(monkeypatch):
+    """lighten_contract for the whole test."""
+    lighten_contract(monkeypatch)

@@ -12,11 +12,12 @@ from zamzoo.zoo import local
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 
-def test_bench_gpu_on_cpu_writes_every_part_with_its_command(tmp_path, capsys):
+def test_bench_gpu_on_cpu_writes_every_part_with_its_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')  # the zoo part's processes too run on one thread (single_thread)
     out = tmp_path / 'bench'
     assert main(['bench', 'gpu', '--device', 'cpu', '--models', 'mobilenet_zam', '--modes', 'eager', 'reduce-overhead',
                  '--runs-per-gpu', '1', '--batch-size', '8', '--steps', '2', '--warmup-steps', '1', '--epochs', '2',
-                 '--zoo-images', '32', '--out', str(out)]) == 0
+                 '--zoo-images', '16', '--out', str(out)]) == 0
     report = json.loads((out / 'gpu_cpu.json').read_text())
     assert report['device_type'] == 'cpu' and report['command'].startswith('zamzoo bench gpu ')
     eager, graphs = report['train']

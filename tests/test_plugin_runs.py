@@ -115,15 +115,18 @@ def test_eval_and_export_of_a_plugin_run_in_a_new_process(plugin_run, tmp_path):
         push_folder(out, token='unused')  # refused before any upload is tried
 
 
-def test_an_edited_module_is_refused_by_eval_export_and_viz(plugin_run, tmp_path):
+def test_an_edited_module_is_refused_by_eval_export_and_viz(plugin_run, tmp_path, capsys):
+    """In this process (the module unregistered by `forget_registrations`, as a new process meets it): the test
+    above already runs eval and export in new processes."""
     from zamzoo.viz import load_model
     module, data, run = plugin_run
     try:
         module.write_text(MODULE_SOURCE + '# edited\n')
         for args in (_eval_args(data, run), ['export', run, '--out', tmp_path / 'export']):
-            r = _zamzoo(*args, cwd=tmp_path)
-            assert r.returncode == 2 and f'{module} changed since' in r.stderr, (args[0], r.stderr)
-            assert 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+            code = main([str(a) for a in args])
+            err = capsys.readouterr().err
+            assert code == 2 and f'{module} changed since' in err, (args[0], err)
+            assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / 'export').exists()
         with pytest.raises(UsageError, match=f'{module} changed since'):
             load_model(MODEL, checkpoint=str(run))

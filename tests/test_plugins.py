@@ -60,7 +60,7 @@ def forget_registrations():
 
 
 def _python(code_or_args, tmp_path, extra_path=()):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, extra_path), str(ROOT)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, extra_path), str(ROOT)]), OMP_NUM_THREADS='1')
     args = ['-c', code_or_args] if isinstance(code_or_args, str) else code_or_args
     return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
