@@ -228,3 +228,24 @@ def test_dataloader_path_deterministic_and_sharded(tiny_cifar):
     r0, r1 = batches(rank=0, world_size=2), batches(rank=1, world_size=2)
     for (x, y, n), a, b in zip(one, r0, r1):
         assert torch.equal(torch.cat([a[0], b[0]]), x) and torch.equal(torch.cat([a[1], b[1]]), y)
+
+
+def test_each_sample_is_augmented_under_its_own_seed_and_the_global_rng_is_untouched(tiny_cifar):
+    """Sample i of epoch e is the transform run right after torch.manual_seed(seed of (run seed, e, 1000 + i)): the
+    documented stream, whatever seeds it; the caller's RNG state is as it was."""
+    from zamzoo.data.batches import epoch_generator
+    from zamzoo.data.loaders import SeededTransform
+
+    recipe = get_recipe('zam')
+    transform = cifar_transforms(recipe, *recipe.stats('cifar100'), True)
+    ds = cifar_dataset(tiny_cifar, 'cifar100')
+    seeded = SeededTransform(ds, transform, seed=5)
+    seeded.set_epoch(2)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    got = [seeded[i][0] for i in (0, 7, 8)]
+    assert torch.equal(torch.get_rng_state(), before)
+    for i, img in zip((0, 7, 8), got):
+        torch.manual_seed(epoch_generator(5, 2, 1000 + i).initial_seed())
+        assert torch.equal(transform(ds[i][0]), img)
+    assert not torch.equal(got[1], transform(ds[7][0]))  # a fresh draw differs: the seed decided the crop and flip
