@@ -18,6 +18,7 @@ from typing import Dict, List
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_input
@@ -56,6 +57,16 @@ def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
     return _mean(x, dims) + _max(x, dims)
 
 
+def _pool_whole_map(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """`zam_pool` over [2, 3] as pooling windows of the whole map (ONNX AveragePool / MaxPool)."""
+    size = x.shape[2:]
+    if pool == 'avg':
+        return F.avg_pool2d(x, size)
+    if pool == 'max':
+        return F.max_pool2d(x, size)
+    return F.avg_pool2d(x, size) + F.max_pool2d(x, size)
+
+
 def _check_pool(pool: str, name: str) -> str:
     if pool not in _POOLS:
         raise ValueError(f'{name}: pool must be one of {list(_POOLS)}, got {pool!r}')
@@ -73,10 +84,11 @@ class _ZeroParam(nn.Module):
     def extra_repr(self) -> str:
         return f'{self.channels}, pool={self.pool!r}, skip={self.skip}'
 
+    def _gate_factor(self, gate: torch.Tensor) -> torch.Tensor:
+        return 1.0 + gate if self.skip else gate  # F + F * M = F * (1 + M)
+
     def _apply_gate(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        if self.skip:
-            return x * (1.0 + gate)  # F + F * M
-        return x * gate
+        return x * self._gate_factor(gate)
 
 
 class ZCA(_ZeroParam):
@@ -135,12 +147,37 @@ class ZAM(FusedDispatch, _ZeroParam):
         return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and exporting_onnx():
+            return self._forward_onnx(x)
         x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
         return self._apply_gate(x, torch.sigmoid(zam_pool(x, [1], self.pool)))
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         return zam_fused(x, self.pool, self.skip)
+
+    @torch.jit.unused
+    def _forward_onnx(self, x: torch.Tensor) -> torch.Tensor:
+        """`_forward_reference` in ops that ONNX Runtime runs in its blocked NCHWc layout (docs/bench/onnxruntime.md),
+        where the backbone's convs run: no reorder to NCHW and back around the module. The statistics over H, W are
+        an AveragePool and a MaxPool of the whole map; each gate is made full-size before its Mul (NCHWc runs only
+        same-shape Muls): the channel gate by a nearest Resize, the spatial gate by a 1x1 Conv 1 -> C of ones. The
+        statistics over C, which NCHWc cannot compute, are reductions over the last axis of the NHWC map (a
+        Transpose, which ONNX Runtime runs as one reorder): its reductions over C in NCHW are strided and slow."""
+        b, c, h, w = x.shape
+        stats = _pool_whole_map(x, self.pool)
+        x = x * F.interpolate(self._channel_factor_nchwc(torch.sigmoid(stats)), scale_factor=(h, w), mode='nearest')
+        stats = zam_pool(x.permute(0, 2, 3, 1).reshape(b, h * w, c), [2], self.pool).reshape(b, 1, h, w)
+        return x * F.conv2d(self._gate_factor(torch.sigmoid(stats)), x.new_ones(c, 1, 1, 1))
+
+    @torch.jit.unused
+    def _channel_factor_nchwc(self, gate: torch.Tensor) -> torch.Tensor:
+        """`_gate_factor` of the channel gate (B, C, 1, 1); 1 + gate as a depthwise Conv (weight 1, bias 1), which
+        NCHWc runs (not an Add of a constant)."""
+        if not self.skip:
+            return gate
+        ones = gate.new_ones(gate.shape[1])
+        return F.conv2d(gate, ones.view(-1, 1, 1, 1), ones, groups=gate.shape[1])
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)}, F' the channel-refined map as in forward."""
