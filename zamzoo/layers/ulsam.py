@@ -88,7 +88,7 @@ class ULSAM(nn.Module):
     def _dw_pool_onnx(self, x: torch.Tensor, folded: List[torch.Tensor]) -> torch.Tensor:
         """MaxPool(ReLU(folded DW conv + BN)) as a depthwise Conv, which ONNX Runtime runs in its NCHWc layout with its
         ReLU and the MaxPool."""
-        c = x.shape[1]
+        c = self.channels
         return self.pool(F.relu(F.conv2d(x, folded[0].view(c, 1, 1, 1), folded[1].view(c), groups=c)))
 
     @torch.jit.unused
@@ -98,13 +98,15 @@ class ULSAM(nn.Module):
         C -> a multiple of `NCHWC_BLOCK` with block-diagonal weights (zero rows after the g real ones), the softmax on
         the small (B, g, H * W) maps, then 1 + A_n broadcast over each group's channels by a Conv g -> C with 0/1
         weights and bias 1, and one same-shape Mul."""
-        b, c, h, w = x.shape
-        g = self.groups
+        b, _, h, w = x.shape
+        c, g = self.channels, self.groups  # constants, also where a tracer records the shape (Conv weights)
         rows = -(-g // NCHWC_BLOCK) * NCHWC_BLOCK
-        weight = F.pad(torch.block_diag(*folded[2].unbind(0)), (0, 0, 0, rows - g)).view(rows, c, 1, 1)
+        eye = torch.eye(g, dtype=x.dtype, device=x.device)
+        weight = (eye.view(g, g, 1) * folded[2]).view(g, c)  # row n: group n's PW weights at its G columns
+        weight = F.pad(weight, (0, 0, 0, rows - g)).view(rows, c, 1, 1)
         a = F.relu(F.conv2d(self._dw_pool_onnx(x, folded), weight, F.pad(folded[3].view(g), (0, rows - g))))
         a = torch.softmax(a[:, :g].reshape(b, g, h * w), dim=-1).reshape(b, g, h, w)
-        expand = torch.eye(g, dtype=x.dtype, device=x.device).repeat_interleave(c // g, dim=0).view(c, g, 1, 1)
+        expand = eye.repeat_interleave(c // g, dim=0).view(c, g, 1, 1)
         return x * F.conv2d(a, expand, x.new_ones(c))
 
     def _folded(self) -> Optional[List[torch.Tensor]]:

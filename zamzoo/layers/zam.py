@@ -59,7 +59,7 @@ def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
 
 def _pool_whole_map(x: torch.Tensor, pool: str) -> torch.Tensor:
     """`zam_pool` over [2, 3] as pooling windows of the whole map (ONNX AveragePool / MaxPool)."""
-    size = x.shape[2:]
+    size = [int(n) for n in x.shape[2:]]  # a constant window, also where a tracer records the shape
     if pool == 'avg':
         return F.avg_pool2d(x, size)
     if pool == 'max':
@@ -164,9 +164,11 @@ class ZAM(FusedDispatch, _ZeroParam):
         same-shape Muls): the channel gate by a nearest Resize, the spatial gate by a 1x1 Conv 1 -> C of ones. The
         statistics over C, which NCHWc cannot compute, are reductions over the last axis of the NHWC map (a
         Transpose, which ONNX Runtime runs as one reorder): its reductions over C in NCHW are strided and slow."""
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
+        c = self.channels  # a constant, also where a tracer records the shape: the Convs' weights must be constants
         stats = _pool_whole_map(x, self.pool)
-        x = x * F.interpolate(self._channel_factor_nchwc(torch.sigmoid(stats)), scale_factor=(h, w), mode='nearest')
+        scale = [float(h), float(w)]  # constant Resize scales (NCHWc runs no other), also under a tracer
+        x = x * F.interpolate(self._channel_factor_nchwc(torch.sigmoid(stats)), scale_factor=scale, mode='nearest')
         stats = zam_pool(x.permute(0, 2, 3, 1).reshape(b, h * w, c), [2], self.pool).reshape(b, 1, h, w)
         return x * F.conv2d(self._gate_factor(torch.sigmoid(stats)), x.new_ones(c, 1, 1, 1))
 
@@ -176,8 +178,8 @@ class ZAM(FusedDispatch, _ZeroParam):
         NCHWc runs (not an Add of a constant)."""
         if not self.skip:
             return gate
-        ones = gate.new_ones(gate.shape[1])
-        return F.conv2d(gate, ones.view(-1, 1, 1, 1), ones, groups=gate.shape[1])
+        ones = gate.new_ones(self.channels)
+        return F.conv2d(gate, ones.view(-1, 1, 1, 1), ones, groups=self.channels)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)}, F' the channel-refined map as in forward."""
