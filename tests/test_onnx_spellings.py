@@ -75,11 +75,12 @@ def test_zam_stays_in_nchwc(pool, skip, tmp_path):
     assert ops['Transpose'] == 0 and ops['nchwc:Upsample'] == 1, ops
 
 
-@pytest.mark.parametrize('hw', [(1, 1), (4, 4)])
-def test_zam_and_simam_exports_on_small_maps(hw, tmp_path):
+@pytest.mark.parametrize('use_dynamo', [True, False], ids=['dynamo', 'torchscript'])
+@pytest.mark.parametrize('hw', [(1, 1), (2, 2)])
+def test_zam_and_simam_exports_on_small_maps(hw, use_dynamo, tmp_path):
     """1x1 maps (SimAM's HW - 1 = 0 case) and tiny ones still equal eager PyTorch."""
     for attn in (L.ZAM(CHANNELS, skip=True), L.SimAM(CHANNELS)):
-        _export(attn, tmp_path, hw=hw)
+        _export(attn, tmp_path, use_dynamo, hw=hw)
 
 
 def test_simam_statistics_in_one_instance_norm(tmp_path):

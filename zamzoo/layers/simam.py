@@ -58,18 +58,18 @@ class SimAM(FusedDispatch, nn.Module):
         return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and exporting_onnx():
-            return x * self._gate_onnx(x)
+        if not torch.jit.is_scripting() and exporting_onnx() and x.shape[2] * x.shape[3] > 1:
+            return x * self._gate_onnx(x)  # (on a 1x1 map instance_norm refuses to run; the gate is sigmoid(0.5))
         return x * self.gate(x)
 
     @torch.jit.unused
     def _gate_onnx(self, x: torch.Tensor) -> torch.Tensor:
-        """`gate` in fewer passes over the map for ONNX Runtime (docs/bench/onnxruntime.md): with n = HW - 1 (at
-        least 1), d / (4 (v + lambda)) = y^2 where y = sqrt(n / 4HW) (x - mean) / sqrt(d.sum / HW + lambda n / HW) is
+        """`gate` in fewer passes over the map for ONNX Runtime (docs/bench/onnxruntime.md): with n = HW - 1,
+        d / (4 (v + lambda)) = y^2 where y = sqrt(n / 4HW) (x - mean) / sqrt(d.sum / HW + lambda n / HW) is
         one InstanceNormalization (mean, variance and the normalisation in one op)."""
         hw = x.shape[2] * x.shape[3]
-        n = simam_denominator(x)
-        y = F.instance_norm(x, weight=x.new_full((x.shape[1],), math.sqrt(n / (4.0 * hw))), eps=self.e_lambda * n / hw)
+        n = hw - 1
+        y = F.instance_norm(x, weight=x.new_full((self.channels,), math.sqrt(n / (4.0 * hw))), eps=self.e_lambda * n / hw)
         return torch.sigmoid(y * y + 0.5)
 
     @torch.jit.unused
