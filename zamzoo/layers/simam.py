@@ -69,7 +69,8 @@ class SimAM(FusedDispatch, nn.Module):
         one InstanceNormalization (mean, variance and the normalisation in one op)."""
         hw = x.shape[2] * x.shape[3]
         n = hw - 1
-        y = F.instance_norm(x, weight=x.new_full((self.channels,), math.sqrt(n / (4.0 * hw))), eps=self.e_lambda * n / hw)
+        scale = x.new_full((self.channels,), math.sqrt(n / (4.0 * hw)))
+        y = F.instance_norm(x, weight=scale, eps=self.e_lambda * n / hw)
         return torch.sigmoid(y * y + 0.5)
 
     @torch.jit.unused

@@ -12,7 +12,9 @@ The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPo
 gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
 runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
 ``impl='reference'`` always runs the plain formula below, which is also what every tracer, exporter and compiler
-records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export spells its mean over channels as a MatMul (`_mean`).
+records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export records the same formula in ops that ONNX Runtime
+runs in its blocked NCHWc layout (`ZAM._forward_onnx`; ZCA and ZSA alone spell their mean over channels as a MatMul,
+`_mean`).
 """
 from typing import Dict, List
 
@@ -84,11 +86,10 @@ class _ZeroParam(nn.Module):
     def extra_repr(self) -> str:
         return f'{self.channels}, pool={self.pool!r}, skip={self.skip}'
 
-    def _gate_factor(self, gate: torch.Tensor) -> torch.Tensor:
-        return 1.0 + gate if self.skip else gate  # F + F * M = F * (1 + M)
-
     def _apply_gate(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return x * self._gate_factor(gate)
+        if self.skip:
+            return x * (1.0 + gate)  # F + F * M
+        return x * gate
 
 
 class ZCA(_ZeroParam):
@@ -170,12 +171,13 @@ class ZAM(FusedDispatch, _ZeroParam):
         scale = [float(h), float(w)]  # constant Resize scales (NCHWc runs no other), also under a tracer
         x = x * F.interpolate(self._channel_factor_nchwc(torch.sigmoid(stats)), scale_factor=scale, mode='nearest')
         stats = zam_pool(x.permute(0, 2, 3, 1).reshape(b, h * w, c), [2], self.pool).reshape(b, 1, h, w)
-        return x * F.conv2d(self._gate_factor(torch.sigmoid(stats)), x.new_ones(c, 1, 1, 1))
+        gate = torch.sigmoid(stats)
+        return x * F.conv2d(1.0 + gate if self.skip else gate, x.new_ones(c, 1, 1, 1))
 
     @torch.jit.unused
     def _channel_factor_nchwc(self, gate: torch.Tensor) -> torch.Tensor:
-        """`_gate_factor` of the channel gate (B, C, 1, 1); 1 + gate as a depthwise Conv (weight 1, bias 1), which
-        NCHWc runs (not an Add of a constant)."""
+        """The channel gate (B, C, 1, 1), 1 + gate with skip=True as a depthwise Conv (weight 1, bias 1): NCHWc runs
+        that, not an Add of a constant."""
         if not self.skip:
             return gate
         ones = gate.new_ones(self.channels)
