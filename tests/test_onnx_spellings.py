@@ -56,22 +56,28 @@ def _export(attn: nn.Module, tmp_path, use_dynamo: bool = True, hw=(9, 7)) -> co
     return _optimized_ops(path, tmp_path)
 
 
-def _extra_reorders(ops, tmp_path) -> tuple:
-    """(ReorderInput, ReorderOutput) in `ops` beyond those of the same net without the module."""
-    plain = _export(nn.Identity(), tmp_path)
+@pytest.fixture(scope='module')
+def plain_reorders(tmp_path_factory) -> collections.Counter:
+    """The optimized ops of the net without a module (skips where ONNX Runtime has no NCHWc layout)."""
+    plain = _export(nn.Identity(), tmp_path_factory.mktemp('plain'))
     if not plain['nchwc:Conv']:
         pytest.skip('ONNX Runtime has no NCHWc layout on this CPU')
+    return plain
+
+
+def _extra_reorders(ops, plain) -> tuple:
+    """(ReorderInput, ReorderOutput) in `ops` beyond those of the same net without the module."""
     return (ops['nchwc:ReorderInput'] - plain['nchwc:ReorderInput'],
             ops['nchwc:ReorderOutput'] - plain['nchwc:ReorderOutput'])
 
 
 @pytest.mark.parametrize('pool,skip', ZAM_VARIANTS)
-def test_zam_stays_in_nchwc(pool, skip, tmp_path):
+def test_zam_stays_in_nchwc(pool, skip, tmp_path, plain_reorders):
     """ZAM's exported graph (dynamo exporter, which `zamzoo export --onnx` uses) keeps the map in NCHWc: one reorder,
     to channels-last for the statistics over C, none back; no Transpose left (ONNX Runtime's transpose optimizer
     would have moved it behind a reduction over axis 1)."""
     ops = _export(L.ZAM(CHANNELS, pool=pool, skip=skip), tmp_path)
-    assert _extra_reorders(ops, tmp_path) == (0, 1), ops
+    assert _extra_reorders(ops, plain_reorders) == (0, 1), ops
     assert ops['Transpose'] == 0 and ops['nchwc:Upsample'] == 1, ops
 
 
@@ -99,10 +105,10 @@ def test_simam_export_with_a_large_mean(tmp_path):
     assert export_onnx(net, tmp_path / 'net.onnx', (3, 9, 7), use_dynamo=True, batch_sizes=(1, 5)) <= RTOL
 
 
-def test_ulsam_stays_in_nchwc(tmp_path):
+def test_ulsam_stays_in_nchwc(tmp_path, plain_reorders):
     """ULSAM's exported graph: only its small (B, 16, H, W) PW conv output leaves NCHWc (for the softmax)."""
     ops = _export(_ulsam(), tmp_path)
-    assert _extra_reorders(ops, tmp_path) == (0, 1), ops
+    assert _extra_reorders(ops, plain_reorders) == (0, 1), ops
     assert ops['Softmax'] == 1 and ops['MatMul'] == 0, ops
 
 
