@@ -13,8 +13,8 @@ gradient goes to the first maximal element (``amax`` would split it between ties
 runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
 ``impl='reference'`` always runs the plain formula below, which is also what every tracer, exporter and compiler
 records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export records the same formula in ops that ONNX Runtime
-runs in its blocked NCHWc layout (`ZAM._forward_onnx`; ZCA and ZSA alone spell their mean over channels as a MatMul,
-`_mean`).
+runs in its blocked NCHWc layout (`ZAM._forward_onnx`, pools with a max), or spells the mean over channels as a
+MatMul (`_mean`: ZAM(Avg), ZCA, ZSA).
 """
 from typing import Dict, List
 
@@ -60,10 +60,8 @@ def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
 
 
 def _pool_whole_map(x: torch.Tensor, pool: str) -> torch.Tensor:
-    """`zam_pool` over [2, 3] as pooling windows of the whole map (ONNX AveragePool / MaxPool)."""
+    """`zam_pool` over [2, 3] ('max' or 'avgmax') as pooling windows of the whole map (ONNX MaxPool, AveragePool)."""
     size = [int(n) for n in x.shape[2:]]  # a constant window, also where a tracer records the shape
-    if pool == 'avg':
-        return F.avg_pool2d(x, size)
     if pool == 'max':
         return F.max_pool2d(x, size)
     return F.avg_pool2d(x, size) + F.max_pool2d(x, size)
@@ -148,8 +146,8 @@ class ZAM(FusedDispatch, _ZeroParam):
         return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and exporting_onnx():
-            return self._forward_onnx(x)
+        if not torch.jit.is_scripting() and exporting_onnx() and self.pool != 'avg':
+            return self._forward_onnx(x)  # (with no max over C, the plain spelling makes fewer passes at batch 64)
         x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
         return self._apply_gate(x, torch.sigmoid(zam_pool(x, [1], self.pool)))
 
