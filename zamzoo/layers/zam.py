@@ -161,8 +161,9 @@ class ZAM(FusedDispatch, _ZeroParam):
         where the backbone's convs run: no reorder to NCHW and back around the module. The statistics over H, W are
         an AveragePool and a MaxPool of the whole map; each gate is made full-size before its Mul (NCHWc runs only
         same-shape Muls): the channel gate by a nearest Resize, the spatial gate by a 1x1 Conv 1 -> C of ones. The
-        statistics over C, which NCHWc cannot compute, are reductions over the last axis of the NHWC map (a
-        Transpose, which ONNX Runtime runs as one reorder): its reductions over C in NCHW are strided and slow."""
+        statistics over C, which NCHWc cannot compute, reduce the last axis of the map transposed to (B, H * W, C):
+        ONNX Runtime runs the Transpose as one reorder, and its reductions over C in NCHW are strided and slow (the
+        3-D Reshape keeps its transpose optimizer from moving the Transpose back behind the reductions)."""
         b, _, h, w = x.shape
         c = self.channels  # a constant, also where a tracer records the shape: the Convs' weights must be constants
         stats = _pool_whole_map(x, self.pool)
