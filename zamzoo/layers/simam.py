@@ -7,16 +7,19 @@ the official HW - 1 = 0 gives 0/0 = NaN; we divide by max(HW - 1, 1), so d = v =
 ``impl='fused'`` (default) runs `zamzoo.layers.fused.simam_fused` in eager mode; ``impl='reference'`` always runs
 the plain formula of `gate`, which is also what every tracer, exporter and compiler records.
 """
+import math
 from typing import Dict
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from timm.layers import register_notrace_function
 
 from ._checks import check_input
 from .fused import FusedDispatch, check_impl, simam_fused
+from .fused._common import exporting_onnx
 
 torch.fx.wrap('check_input')
 
@@ -55,7 +58,20 @@ class SimAM(FusedDispatch, nn.Module):
         return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and exporting_onnx() and x.shape[2] * x.shape[3] > 1:
+            return x * self._gate_onnx(x)  # (on a 1x1 map instance_norm refuses to run; the gate is sigmoid(0.5))
         return x * self.gate(x)
+
+    @torch.jit.unused
+    def _gate_onnx(self, x: torch.Tensor) -> torch.Tensor:
+        """`gate` in fewer passes over the map for ONNX Runtime (docs/bench/onnxruntime.md): with n = HW - 1,
+        d / (4 (v + lambda)) = y^2 where y = sqrt(n / 4HW) (x - mean) / sqrt(d.sum / HW + lambda n / HW) is
+        one InstanceNormalization (mean, variance and the normalisation in one op)."""
+        hw = x.shape[2] * x.shape[3]
+        n = hw - 1
+        scale = x.new_full((self.channels,), math.sqrt(n / (4.0 * hw)))
+        y = F.instance_norm(x, weight=scale, eps=self.e_lambda * n / hw)
+        return torch.sigmoid(y * y + 0.5)
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,10 @@ torch.fx.wrap('_conv_bn')
 
 __all__ = ['ULSAM']
 
+NCHWC_BLOCK = 16
+"""ONNX Runtime's NCHWc channel block (16 with AVX-512, 8 with AVX2): a Conv runs in NCHWc only when its output
+channels are a multiple of it."""
+
 
 class ULSAM(nn.Module):
     def __init__(self, channels: int, groups: int = 4, device=None, dtype=None):
@@ -74,11 +78,36 @@ class ULSAM(nn.Module):
             if torch.jit.is_scripting() or not exporting_onnx():
                 a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
                 a = _max_pool3x3_nonnegative(a)
-            else:  # ONNX Runtime runs a depthwise Conv + ReLU and a MaxPool in its blocked layout, with no reorders
-                a = self.pool(F.relu(F.conv2d(x, folded[0].view(c, 1, 1, 1), folded[1].view(c), groups=c)))
+            else:
+                a = self._dw_pool_onnx(x, folded)
             a = a.reshape(b, g, c // g, h * w)
             a = F.relu(torch.matmul(folded[2], a) + folded[3]).reshape(b, g, h * w)  # (g, 1, G) @ (B, g, G, HW)
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
+
+    @torch.jit.unused
+    def _dw_pool_onnx(self, x: torch.Tensor, folded: List[torch.Tensor]) -> torch.Tensor:
+        """MaxPool(ReLU(folded DW conv + BN)) as a depthwise Conv, which ONNX Runtime runs in its NCHWc layout with its
+        ReLU and the MaxPool."""
+        c = self.channels
+        return self.pool(F.relu(F.conv2d(x, folded[0].view(c, 1, 1, 1), folded[1].view(c), groups=c)))
+
+    @torch.jit.unused
+    def _refine_onnx(self, x: torch.Tensor, folded: List[torch.Tensor]) -> torch.Tensor:
+        """`_refine` in ops that ONNX Runtime runs in its NCHWc layout (docs/bench/onnxruntime.md) wherever the map is
+        full-size, so no reorder to NCHW and back around the module: the grouped PW conv C -> g as a dense Conv
+        C -> a multiple of `NCHWC_BLOCK` with block-diagonal weights (zero rows after the g real ones), the softmax on
+        the small (B, g, H * W) maps, then 1 + A_n broadcast over each group's channels by a Conv g -> C with 0/1
+        weights and bias 1, and one same-shape Mul."""
+        b, _, h, w = x.shape
+        c, g = self.channels, self.groups  # constants, also where a tracer records the shape (Conv weights)
+        rows = -(-g // NCHWC_BLOCK) * NCHWC_BLOCK
+        eye = torch.eye(g, dtype=x.dtype, device=x.device)
+        weight = (eye.view(g, g, 1) * folded[2]).view(g, c)  # row n: group n's PW weights at its G columns
+        weight = F.pad(weight, (0, 0, 0, rows - g)).view(rows, c, 1, 1)
+        a = F.relu(F.conv2d(self._dw_pool_onnx(x, folded), weight, F.pad(folded[3].view(g), (0, rows - g))))
+        a = torch.softmax(a[:, :g].reshape(b, g, h * w), dim=-1).reshape(b, g, h, w)
+        expand = eye.repeat_interleave(c // g, dim=0).view(c, g, 1, 1)
+        return x * F.conv2d(a, expand, x.new_ones(c))
 
     def _folded(self) -> Optional[List[torch.Tensor]]:
         """[DW scale, DW shift (1, C, 1, 1), PW weight (g, 1, G), PW bias (g, 1, 1)] with the BNs folded in; None
@@ -107,6 +136,8 @@ class ULSAM(nn.Module):
     def _refine(self, x: torch.Tensor, folded: Optional[List[torch.Tensor]],
                 out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """F_n * A_n + F_n, as (F_n * (1 + A_n)); written into `out` (contiguous, shaped as x) when given."""
+        if folded is not None and not torch.jit.is_scripting() and exporting_onnx():
+            return self._refine_onnx(x, folded)
         b, c, h, w = x.shape
         a = 1.0 + self._maps(x, folded).unsqueeze(2)  # (B, g, 1, H, W)
         xg = x.reshape(b, self.groups, c // self.groups, h, w)

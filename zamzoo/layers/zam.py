@@ -12,12 +12,15 @@ The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPo
 gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
 runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
 ``impl='reference'`` always runs the plain formula below, which is also what every tracer, exporter and compiler
-records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export spells its mean over channels as a MatMul (`_mean`).
+records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export records the same formula in ops that ONNX Runtime
+runs in its blocked NCHWc layout (`ZAM._forward_onnx`, pools with a max), or spells the mean over channels as a
+MatMul (`_mean`: ZAM(Avg), ZCA, ZSA).
 """
 from typing import Dict, List
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_input
@@ -54,6 +57,14 @@ def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
     if pool == 'max':
         return _max(x, dims)
     return _mean(x, dims) + _max(x, dims)
+
+
+def _pool_whole_map(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """`zam_pool` over [2, 3] ('max' or 'avgmax') as pooling windows of the whole map (ONNX MaxPool, AveragePool)."""
+    size = [int(n) for n in x.shape[2:]]  # a constant window, also where a tracer records the shape
+    if pool == 'max':
+        return F.max_pool2d(x, size)
+    return F.avg_pool2d(x, size) + F.max_pool2d(x, size)
 
 
 def _check_pool(pool: str, name: str) -> str:
@@ -135,12 +146,41 @@ class ZAM(FusedDispatch, _ZeroParam):
         return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and exporting_onnx() and self.pool != 'avg':
+            return self._forward_onnx(x)  # (with no max over C, the plain spelling makes fewer passes at batch 64)
         x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
         return self._apply_gate(x, torch.sigmoid(zam_pool(x, [1], self.pool)))
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         return zam_fused(x, self.pool, self.skip)
+
+    @torch.jit.unused
+    def _forward_onnx(self, x: torch.Tensor) -> torch.Tensor:
+        """`_forward_reference` in ops that ONNX Runtime runs in its blocked NCHWc layout (docs/bench/onnxruntime.md),
+        where the backbone's convs run: no reorder to NCHW and back around the module. The statistics over H, W are
+        an AveragePool and a MaxPool of the whole map; each gate is made full-size before its Mul (NCHWc runs only
+        same-shape Muls): the channel gate by a nearest Resize, the spatial gate by a 1x1 Conv 1 -> C of ones. The
+        statistics over C, which NCHWc cannot compute, reduce the last axis of the map transposed to (B, H * W, C):
+        ONNX Runtime runs the Transpose as one reorder, and its reductions over C in NCHW are strided and slow (the
+        3-D Reshape keeps its transpose optimizer from moving the Transpose back behind the reductions)."""
+        b, _, h, w = x.shape
+        c = self.channels  # a constant, also where a tracer records the shape: the Convs' weights must be constants
+        stats = _pool_whole_map(x, self.pool)
+        scale = [float(h), float(w)]  # constant Resize scales (NCHWc runs no other), also under a tracer
+        x = x * F.interpolate(self._channel_factor_nchwc(torch.sigmoid(stats)), scale_factor=scale, mode='nearest')
+        stats = zam_pool(x.permute(0, 2, 3, 1).reshape(b, h * w, c), [2], self.pool).reshape(b, 1, h, w)
+        gate = torch.sigmoid(stats)
+        return x * F.conv2d(1.0 + gate if self.skip else gate, x.new_ones(c, 1, 1, 1))
+
+    @torch.jit.unused
+    def _channel_factor_nchwc(self, gate: torch.Tensor) -> torch.Tensor:
+        """The channel gate (B, C, 1, 1), 1 + gate with skip=True as a depthwise Conv (weight 1, bias 1): NCHWc runs
+        that, not an Add of a constant."""
+        if not self.skip:
+            return gate
+        ones = gate.new_ones(self.channels)
+        return F.conv2d(gate, ones.view(-1, 1, 1, 1), ones, groups=self.channels)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)}, F' the channel-refined map as in forward."""

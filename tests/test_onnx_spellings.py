@@ -1,0 +1,121 @@
+"""The ONNX spellings of the zero-parameter modules and ULSAM (issue 20 item 4, docs/bench/onnxruntime.md): what ONNX
+Runtime makes of the exported graph (its NCHWc layout kept around the module: no reorder to NCHW and back; SimAM's
+statistics in one InstanceNormalization), still equal to eager PyTorch through the checked export."""
+import collections
+
+import pytest
+import torch
+from torch import nn
+
+import zamzoo.layers as L
+
+onnx = pytest.importorskip('onnx')
+ort = pytest.importorskip('onnxruntime')
+
+from zamzoo.bench.onnx import RTOL, export_onnx  # noqa: E402  (needs onnx)
+
+pytestmark = pytest.mark.filterwarnings('ignore')
+
+ZAM_VARIANTS = [(pool, skip) for pool in ('avgmax', 'max') for skip in (False, True)]  # 'avg': the plain spelling
+CHANNELS = 32  # a multiple of ONNX Runtime's NCHWc block (8 or 16): the convs around the module run in NCHWc
+
+
+def _net(attn: nn.Module) -> nn.Module:
+    """conv -> attention -> ReLU -> 1x1 conv -> head: the module between two convs, as in a backbone's block."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, CHANNELS, 3, padding=1), attn, nn.ReLU(), nn.Conv2d(CHANNELS, CHANNELS, 1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(CHANNELS, 5)).eval()
+
+
+def _ulsam() -> L.ULSAM:
+    torch.manual_seed(1)
+    ulsam = L.ULSAM(CHANNELS, groups=4)
+    with torch.no_grad():
+        for bn in (ulsam.bn_dw, ulsam.bn_pw):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    return ulsam
+
+
+def _optimized_ops(path, tmp_path) -> collections.Counter:
+    """Node types of the graph ONNX Runtime runs (ORT_ENABLE_ALL, its default), NCHWc nodes as 'nchwc:Op'."""
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+    nodes = onnx.load(opts.optimized_model_filepath).graph.node
+    return collections.Counter(('nchwc:' if n.domain.endswith('nchwc') else '') + n.op_type for n in nodes)
+
+
+def _export(attn: nn.Module, tmp_path, use_dynamo: bool = True, hw=(9, 7)) -> collections.Counter:
+    """The checked export of `_net(attn)` (equal to eager PyTorch within RTOL at batch 1 and 5); its optimized ops."""
+    path = tmp_path / 'net.onnx'
+    assert export_onnx(_net(attn), path, (3, *hw), use_dynamo=use_dynamo, batch_sizes=(1, 5)) <= RTOL
+    return _optimized_ops(path, tmp_path)
+
+
+@pytest.fixture(scope='module')
+def plain_reorders(tmp_path_factory) -> collections.Counter:
+    """The optimized ops of the net without a module (skips where ONNX Runtime has no NCHWc layout)."""
+    plain = _export(nn.Identity(), tmp_path_factory.mktemp('plain'))
+    if not plain['nchwc:Conv']:
+        pytest.skip('ONNX Runtime has no NCHWc layout on this CPU')
+    return plain
+
+
+def _extra_reorders(ops, plain) -> tuple:
+    """(ReorderInput, ReorderOutput) in `ops` beyond those of the same net without the module."""
+    return (ops['nchwc:ReorderInput'] - plain['nchwc:ReorderInput'],
+            ops['nchwc:ReorderOutput'] - plain['nchwc:ReorderOutput'])
+
+
+@pytest.mark.parametrize('pool,skip', ZAM_VARIANTS)
+def test_zam_stays_in_nchwc(pool, skip, tmp_path, plain_reorders):
+    """ZAM's exported graph (dynamo exporter, which `zamzoo export --onnx` uses) keeps the map in NCHWc: one reorder,
+    to channels-last for the statistics over C, none back; no Transpose left (ONNX Runtime's transpose optimizer
+    would have moved it behind a reduction over axis 1)."""
+    ops = _export(L.ZAM(CHANNELS, pool=pool, skip=skip), tmp_path)
+    assert _extra_reorders(ops, plain_reorders) == (0, 1), ops
+    assert ops['Transpose'] == 0 and ops['nchwc:Upsample'] == 1, ops
+
+
+@pytest.mark.parametrize('use_dynamo', [True, False], ids=['dynamo', 'torchscript'])
+@pytest.mark.parametrize('hw', [(1, 1), (2, 2)])
+def test_zam_and_simam_exports_on_small_maps(hw, use_dynamo, tmp_path):
+    """1x1 maps (SimAM's HW - 1 = 0 case) and tiny ones still equal eager PyTorch."""
+    for attn in (L.ZAM(CHANNELS, skip=True), L.SimAM(CHANNELS)):
+        _export(attn, tmp_path, use_dynamo, hw=hw)
+
+
+def test_simam_statistics_in_one_instance_norm(tmp_path):
+    """SimAM's mean, (x - mean)^2, its sum and the division are one InstanceNormalization and a square."""
+    ops = _export(L.SimAM(CHANNELS), tmp_path)
+    assert ops['InstanceNormalization'] == 1, ops
+    assert not {'ReduceSum', 'Sub', 'Div', 'Pow'} & set(ops), ops
+    assert ops['ReduceMean'] <= 1, ops  # the head's average pool
+
+
+def test_simam_export_with_a_large_mean(tmp_path):
+    """The InstanceNormalization spelling stays exact where the map's mean is large against its spread."""
+    net = _net(L.SimAM(CHANNELS))
+    with torch.no_grad():
+        net[0].bias.add_(20.0)
+    assert export_onnx(net, tmp_path / 'net.onnx', (3, 9, 7), use_dynamo=True, batch_sizes=(1, 5)) <= RTOL
+
+
+def test_ulsam_stays_in_nchwc(tmp_path, plain_reorders):
+    """ULSAM's exported graph: only its small (B, 16, H, W) PW conv output leaves NCHWc (for the softmax)."""
+    ops = _export(_ulsam(), tmp_path)
+    assert _extra_reorders(ops, plain_reorders) == (0, 1), ops
+    assert ops['Softmax'] == 1 and ops['MatMul'] == 0, ops
+
+
+@pytest.mark.parametrize('attn', ['zam', 'zamr', 'zam_max', 'simam', 'ulsam'])
+def test_torchscript_exporter_equals_eager(attn, tmp_path):
+    """The TorchScript-based exporter records the same spellings, equal to eager PyTorch (ONNX Runtime keeps less of
+    them in NCHWc: that exporter leaves the batch dimension of a Resize output unnamed)."""
+    modules = {'zam': lambda: L.ZAM(CHANNELS), 'zamr': lambda: L.ZAM(CHANNELS, skip=True),
+               'zam_max': lambda: L.ZAM(CHANNELS, pool='max'), 'simam': lambda: L.SimAM(CHANNELS), 'ulsam': _ulsam}
+    _export(modules[attn](), tmp_path, use_dynamo=False)
