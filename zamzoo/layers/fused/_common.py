@@ -1,16 +1,21 @@
 """What every fused implementation shares: the `impl` switch, the eager-only guard, the autograd test, the pooled
 statistics."""
-from typing import List, Optional, Tuple
+import math
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat', 'batch_chunks',
-           'empty_like_dense']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat', 'amax',
+           'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
 
 CHUNK_BYTES = 1 << 20
 """Size of the batch chunks the single-threaded CPU paths work through (see `batch_chunks`): inside a core's L2."""
+
+
+_ROW_BYTES = 256
+"""Rows of this many bytes (a multiple) let torch's CPU max reduction vectorize (see `amax`)."""
 
 
 def check_impl(impl: str, name: str) -> str:
@@ -66,10 +71,25 @@ def hw_stat(x3: torch.Tensor, stat: str, dim: int, with_index: bool) -> Tuple[to
     if stat == 'max':
         if with_index:
             return x3.max(dim)
-        return x3.amax(dim), None
+        return amax(x3, dim), None
     if with_index:
         return x3.min(dim)
     return x3.amin(dim), None
+
+
+def amax(x3: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x3.amax(dim)`` of a 3-D x3, the same values faster where torch's CPU kernel would not vectorize.
+
+    That kernel vectorizes only where a row (the innermost size) is a multiple of 128 bytes; a max over the middle
+    dim of a contiguous (B, N, P) float tensor with P = 16 (4 x 4 maps) runs element by element, ~40x slower than a
+    sum (measured, one thread: (64, 1024, 16) 2.7 ms, 0.05 ms done as here). Here k consecutive rows of P become one
+    row of k * P (a multiple of 256 bytes: AVX2 and AVX-512), reduced as a whole over the middle dim, then the k
+    maxima of each position (a tensor N / k times smaller)."""
+    b, n, p = x3.shape
+    k = _ROW_BYTES // math.gcd(p * x3.element_size(), _ROW_BYTES)
+    if dim != 1 or k == 1 or n % k or x3.device.type != 'cpu' or not x3.is_contiguous():
+        return x3.amax(dim)
+    return x3.view(b, n // k, k * p).amax(1).view(b, k, p).amax(1)
 
 
 def batch_chunks(x: torch.Tensor) -> List[slice]:
@@ -86,6 +106,15 @@ def batch_chunks(x: torch.Tensor) -> List[slice]:
         return [slice(None)]
     n = max(1, CHUNK_BYTES // max(x[0:1].numel() * x.element_size(), 1))
     return [slice(i, i + n) for i in range(0, max(x.shape[0], 1), n)]  # an empty batch: one empty chunk
+
+
+def in_batch_chunks(x: torch.Tensor, write_chunk: Callable[[torch.Tensor, torch.Tensor], object]) -> torch.Tensor:
+    """A new tensor shaped as x (`empty_like_dense`), written by ``write_chunk(x[s], out[s])`` for each batch slice s
+    of `batch_chunks` (eager inference only: the writes go through views)."""
+    out = empty_like_dense(x)
+    for s in batch_chunks(x):
+        write_chunk(x[s], out[s])
+    return out
 
 
 def empty_like_dense(x: torch.Tensor) -> torch.Tensor:
