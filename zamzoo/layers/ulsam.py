@@ -129,7 +129,7 @@ class ULSAM(nn.Module):
                 torch.is_grad_enabled() and needs_autograd(x, *self.parameters())):
             return self._refine(x, self._folded())
         bn = self._eager_bn_args()
-        return in_batch_chunks(x, lambda xs, ys: self._refine_eager_into(xs, bn, ys))
+        return in_batch_chunks(x, lambda xs, ys: self._refine_eager_into(xs, bn, ys), several_threads=True)
 
     @torch.jit.unused
     def _eager_bn_args(self) -> Tuple[dict, dict]:

@@ -11,7 +11,7 @@ __all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eag
 IMPLS = ('fused', 'reference')
 
 CHUNK_BYTES = 1 << 20
-"""Size of the batch chunks the single-threaded CPU paths work through (see `batch_chunks`): inside a core's L2."""
+"""Bytes of a batch chunk per intra-op thread in the CPU inference paths (see `batch_chunks`): inside a core's L2."""
 
 
 _ROW_BYTES = 256
@@ -92,28 +92,36 @@ def amax(x3: torch.Tensor, dim: int) -> torch.Tensor:
     return x3.view(b, n // k, k * p).amax(1).view(b, k, p).amax(1)
 
 
-def batch_chunks(x: torch.Tensor) -> List[slice]:
-    """Slices of the batch of about CHUNK_BYTES of x each (at least one image) on CPU with one intra-op thread; the
-    whole batch otherwise.
+def batch_chunks(x: torch.Tensor, several_threads: bool = False) -> List[slice]:
+    """Slices of the batch of about CHUNK_BYTES of x per intra-op thread each (at least one image) on CPU with one
+    intra-op thread, or with several where `several_threads`; the whole batch otherwise.
 
     Every statistic of these modules is per image, so a chunk is computed alone; each of the several passes over
-    a chunk then finds it in the core's cache instead of main memory (measured with one thread, CPU inference at
-    batch 64: the attention overhead of resnet18_zam 1.5% instead of 5.8%, of mobilenet_zamr 26-30% instead of
-    38-40%). With several threads every small op is a parallel region whose threads must meet: on a busy machine
-    those meetings cost more than the cache saves (resnet18_zam inference at 2 threads, load average 4: 2.7x the
-    plain backbone in chunks), so there the ops run on the whole batch."""
-    if x.device.type != 'cpu' or torch.get_num_threads() > 1:
+    a chunk then finds it in the cores' caches instead of main memory, and a chunk's temporaries are small enough
+    for the allocator to reuse instead of taking fresh pages from the kernel (measured with one thread, CPU
+    inference at batch 64: the attention overhead of resnet18_zam 1.5% instead of 5.8%, of mobilenet_zamr 26-30%
+    instead of 38-40%). With several threads each op splits a chunk between them, and every op is a parallel region
+    whose threads must meet once per chunk: on a busy machine those meetings cost more than the cache saves
+    (resnet18_zam inference at 2 threads, load average 4: 2.7x the plain backbone in chunks). Only paths whose
+    whole-batch temporaries would each take fresh pages (ULSAM: several per pass sequence) ask for chunks there."""
+    threads = torch.get_num_threads()
+    if x.device.type != 'cpu' or (threads > 1 and not several_threads):
         return [slice(None)]
-    n = max(1, CHUNK_BYTES // max(x[0:1].numel() * x.element_size(), 1))
+    n = max(1, CHUNK_BYTES * threads // max(math.prod(x.shape[1:]) * x.element_size(), 1))
     return [slice(i, i + n) for i in range(0, max(x.shape[0], 1), n)]  # an empty batch: one empty chunk
 
 
-def in_batch_chunks(x: torch.Tensor, write_chunk: Callable[[torch.Tensor, torch.Tensor], object]) -> torch.Tensor:
+def in_batch_chunks(x: torch.Tensor, write_chunk: Callable[[torch.Tensor, torch.Tensor], object],
+                    several_threads: bool = False) -> torch.Tensor:
     """A new tensor shaped as x (`empty_like_dense`), written by ``write_chunk(x[s], out[s])`` for each batch slice s
     of `batch_chunks` (eager inference only: the writes go through views)."""
     out = empty_like_dense(x)
-    for s in batch_chunks(x):
-        write_chunk(x[s], out[s])
+    chunks = batch_chunks(x, several_threads)
+    if len(chunks) == 1:
+        write_chunk(x, out)
+    else:
+        for s in chunks:
+            write_chunk(x[s], out[s])
     return out
 
 
