@@ -19,9 +19,18 @@ rest of the module's share):
   zero padding gives what -inf padding gives: every window holds its own valid centre (in an ONNX export it stays
   one MaxPool, which ONNX Runtime runs faster);
 - PW conv + BN(g) is one grouped conv with the BN folded in.
-It is plain tensor ops, so tracers and exporters record it as it runs; in eager mode on a single-threaded CPU it
-also runs chunk by chunk of the batch (every statistic is per image) so that its passes hit the cache. It does not
-call the submodules, so where a forward hook watches them (thop, FlopCounterMode, feature hooks) they run as written.
+It is plain tensor ops, so tracers and exporters record it as it runs, and autograd (eval mode, grad on) differentiates
+it. It does not call the submodules, so where a forward hook watches them (thop, FlopCounterMode, feature hooks) they
+run as written.
+
+Eager inference with no autograd (`_refine_in_chunks`), at any number of CPU threads, runs the same function chunk
+by chunk of the batch (every statistic is per image; `batch_chunks`: the passes hit the cache and the temporaries
+reuse memory instead of taking fresh pages, ~27 ms per 33 MB buffer on the 2-core VM it was measured on) in longer,
+cheaper passes: DW conv + BN and BN(g) as ``F.batch_norm`` (one vectorized pass; ``addcmul`` with two per-channel
+operands runs element by element, 2.5x slower) with 4 small ops to prepare them instead of 14, and the pool as
+maxima of the flat map shifted by one element, then by one row, with the map borders fixed by two strided copies
+(`_max_pool3x3_flat`: no padded copy, no strided slices). Measured per 13 modules of mobilenet_ulsam (interleaved,
+CPU time, one thread, busy machine): batch 64 150 -> 110 ms, batch 1 3.6 -> 2.8 ms.
 """
 from typing import Dict, List, Optional, Tuple
 

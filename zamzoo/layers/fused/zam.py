@@ -16,7 +16,8 @@ positions of the maxima -- and rebuilds every other term from them without recom
     dL/dF  = dL/dF' * g1 + dL/ds1 routed through pool_hw       in place
 The max terms are scatters of B*C or B*P values into the positions saved by the forward. Inference on a
 single-threaded CPU runs chunk by chunk of the batch, so that the passes over a chunk hit the cache
-(`batch_chunks`); for training that measured no faster, and the autograd path works on the whole batch.
+(`batch_chunks`) and keeps no statistics; for training that measured no faster, and the autograd path works on the
+whole batch. The max over C without positions is `amax` (torch's kernel runs element by element on 4 x 4 maps).
 
 Max gradients: each max sends its whole gradient to the first maximal element, the element torch.max(x, dim)
 returns -- the semantics of the seed's own code (nn.AdaptiveMaxPool2d and torch.max(x, dim=1)) and of the
