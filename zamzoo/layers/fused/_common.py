@@ -5,8 +5,8 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat', 'amax',
-           'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat',
+           'amax', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
 
