@@ -1,16 +1,21 @@
 """What every fused implementation shares: the `impl` switch, the eager-only guard, the autograd test, the pooled
 statistics."""
-from typing import List, Optional, Tuple
+import math
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat', 'batch_chunks',
-           'empty_like_dense']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat',
+           'amax', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
 
 CHUNK_BYTES = 1 << 20
-"""Size of the batch chunks the single-threaded CPU paths work through (see `batch_chunks`): inside a core's L2."""
+"""Bytes of a batch chunk per intra-op thread in the CPU inference paths (see `batch_chunks`): inside a core's L2."""
+
+
+_ROW_BYTES = 256
+"""Rows of this many bytes (a multiple) let torch's CPU max reduction vectorize (see `amax`)."""
 
 
 def check_impl(impl: str, name: str) -> str:
@@ -66,26 +71,58 @@ def hw_stat(x3: torch.Tensor, stat: str, dim: int, with_index: bool) -> Tuple[to
     if stat == 'max':
         if with_index:
             return x3.max(dim)
-        return x3.amax(dim), None
+        return amax(x3, dim), None
     if with_index:
         return x3.min(dim)
     return x3.amin(dim), None
 
 
-def batch_chunks(x: torch.Tensor) -> List[slice]:
-    """Slices of the batch of about CHUNK_BYTES of x each (at least one image) on CPU with one intra-op thread; the
-    whole batch otherwise.
+def amax(x3: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x3.amax(dim)`` of a 3-D x3, the same values faster where torch's CPU kernel would not vectorize.
+
+    That kernel vectorizes only where a row (the innermost size) is a multiple of 128 bytes; a max over the middle
+    dim of a contiguous (B, N, P) float tensor with P = 16 (4 x 4 maps) runs element by element, ~40x slower than a
+    sum (measured, one thread: (64, 1024, 16) 2.7 ms, 0.05 ms done as here). Here k consecutive rows of P become one
+    row of k * P (a multiple of 256 bytes: AVX2 and AVX-512), reduced as a whole over the middle dim, then the k
+    maxima of each position (a tensor N / k times smaller)."""
+    b, n, p = x3.shape
+    k = _ROW_BYTES // math.gcd(p * x3.element_size(), _ROW_BYTES)
+    if dim != 1 or k == 1 or n % k or x3.device.type != 'cpu' or not x3.is_contiguous():
+        return x3.amax(dim)
+    return x3.view(b, n // k, k * p).amax(1).view(b, k, p).amax(1)
+
+
+def batch_chunks(x: torch.Tensor, several_threads: bool = False) -> List[slice]:
+    """Slices of the batch of about CHUNK_BYTES of x per intra-op thread each (at least one image) on CPU with one
+    intra-op thread, or with several where `several_threads`; the whole batch otherwise.
 
     Every statistic of these modules is per image, so a chunk is computed alone; each of the several passes over
-    a chunk then finds it in the core's cache instead of main memory (measured with one thread, CPU inference at
-    batch 64: the attention overhead of resnet18_zam 1.5% instead of 5.8%, of mobilenet_zamr 26-30% instead of
-    38-40%). With several threads every small op is a parallel region whose threads must meet: on a busy machine
-    those meetings cost more than the cache saves (resnet18_zam inference at 2 threads, load average 4: 2.7x the
-    plain backbone in chunks), so there the ops run on the whole batch."""
-    if x.device.type != 'cpu' or torch.get_num_threads() > 1:
+    a chunk then finds it in the cores' caches instead of main memory, and a chunk's temporaries are small enough
+    for the allocator to reuse instead of taking fresh pages from the kernel (measured with one thread, CPU
+    inference at batch 64: the attention overhead of resnet18_zam 1.5% instead of 5.8%, of mobilenet_zamr 26-30%
+    instead of 38-40%). With several threads each op splits a chunk between them, and every op is a parallel region
+    whose threads must meet once per chunk: on a busy machine those meetings cost more than the cache saves
+    (resnet18_zam inference at 2 threads, load average 4: 2.7x the plain backbone in chunks). Only paths whose
+    whole-batch temporaries would each take fresh pages (ULSAM: several per pass sequence) ask for chunks there."""
+    threads = torch.get_num_threads()
+    if x.device.type != 'cpu' or (threads > 1 and not several_threads):
         return [slice(None)]
-    n = max(1, CHUNK_BYTES // max(x[0:1].numel() * x.element_size(), 1))
+    n = max(1, CHUNK_BYTES * threads // max(math.prod(x.shape[1:]) * x.element_size(), 1))
     return [slice(i, i + n) for i in range(0, max(x.shape[0], 1), n)]  # an empty batch: one empty chunk
+
+
+def in_batch_chunks(x: torch.Tensor, write_chunk: Callable[[torch.Tensor, torch.Tensor], object],
+                    several_threads: bool = False) -> torch.Tensor:
+    """A new tensor shaped as x (`empty_like_dense`), written by ``write_chunk(x[s], out[s])`` for each batch slice s
+    of `batch_chunks` (eager inference only: the writes go through views)."""
+    out = empty_like_dense(x)
+    chunks = batch_chunks(x, several_threads)
+    if len(chunks) == 1:
+        write_chunk(x, out)
+    else:
+        for s in chunks:
+            write_chunk(x[s], out[s])
+    return out
 
 
 def empty_like_dense(x: torch.Tensor) -> torch.Tensor:

@@ -7,21 +7,18 @@ Backward, with t = x - mu, s the gate, k = 1 / (4 (v + lambda)), n = max(HW - 1,
 gz = dL/dy * x * s * (1 - s) (the gradient of the gate's logit):
     dL/dx = dL/dy * s + t * (2 k gz - 8 k^2 sum_hw(gz t^2) / n) - 2 k sum_hw(gz t) / P
 """
-from typing import Sequence
-
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import batch_chunks, empty_like_dense, needs_autograd, require_eager
+from ._common import empty_like_dense, in_batch_chunks, needs_autograd, require_eager
 
 __all__ = ['simam_fused']
 
 
-def _simam_forward(x: torch.Tensor, e_lambda: float, chunks: Sequence[slice] = (slice(None),)):
-    """(y, mu, k) with mu, k (B, C, 1, 1), chunk by chunk of the batch (inference: `batch_chunks`)."""
+def _simam_forward(x: torch.Tensor, e_lambda: float):
+    """(y, mu, k) with mu, k (B, C, 1, 1)."""
     y = empty_like_dense(x)  # returned itself, not a view (see zam._zam_forward)
-    stats = [_simam_forward_chunk(x[s], y[s], e_lambda) for s in chunks]
-    return (y,) + tuple(torch.cat(parts) for parts in zip(*stats))
+    return (y,) + _simam_forward_chunk(x, y, e_lambda)
 
 
 def _simam_forward_chunk(x: torch.Tensor, y: torch.Tensor, e_lambda: float):
@@ -67,4 +64,4 @@ def simam_fused(x: torch.Tensor, e_lambda: float = 1e-4) -> torch.Tensor:
     require_eager(x, 'simam_fused')
     if needs_autograd(x):
         return _SimAMFunction.apply(x, e_lambda)
-    return _simam_forward(x, e_lambda, batch_chunks(x))[0]
+    return in_batch_chunks(x, lambda xs, ys: _simam_forward_chunk(xs, ys, e_lambda))

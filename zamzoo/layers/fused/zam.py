@@ -16,19 +16,20 @@ positions of the maxima -- and rebuilds every other term from them without recom
     dL/dF  = dL/dF' * g1 + dL/ds1 routed through pool_hw       in place
 The max terms are scatters of B*C or B*P values into the positions saved by the forward. Inference on a
 single-threaded CPU runs chunk by chunk of the batch, so that the passes over a chunk hit the cache
-(`batch_chunks`); for training that measured no faster, and the autograd path works on the whole batch.
+(`batch_chunks`) and keeps no statistics; for training that measured no faster, and the autograd path works on the
+whole batch. The max over C without positions is `amax` (torch's kernel runs element by element on 4 x 4 maps).
 
 Max gradients: each max sends its whole gradient to the first maximal element, the element torch.max(x, dim)
 returns -- the semantics of the seed's own code (nn.AdaptiveMaxPool2d and torch.max(x, dim=1)) and of the
 reference implementation. torch.amax would split it evenly between tied elements; both agree when the maximum is
 unique.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._common import batch_chunks, empty_like_dense, hw_stat, needs_autograd, require_eager
+from ._common import empty_like_dense, hw_stat, in_batch_chunks, needs_autograd, require_eager
 
 __all__ = ['zam_fused', 'POOL_STATS']
 
@@ -49,14 +50,12 @@ def _gate(m: torch.Tensor, skip: bool) -> torch.Tensor:
     return m + 1.0 if skip else m
 
 
-def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool, chunks: Sequence[slice] = (slice(None),)):
-    """(F'', Mc (B, C), Ms (B, P), max positions over H*W, over C -- None without `with_index`), computed chunk by
-    chunk of the batch (inference: `batch_chunks`)."""
+def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
+    """(F'', Mc (B, C), Ms (B, P), max positions over H*W, over C -- None without `with_index`)."""
     # y is returned itself, never a view of it: autograd forbids in-place ops (e.g. a following
     # ReLU(inplace=True)) on views created inside a custom Function
     y = empty_like_dense(x)
-    stats = [_zam_forward_chunk(x[s], y[s], pool, skip, with_index) for s in chunks]
-    return (y,) + tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*stats))
+    return (y,) + _zam_forward_chunk(x, y, pool, skip, with_index)
 
 
 def _zam_forward_chunk(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool, with_index: bool):
@@ -132,5 +131,5 @@ def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torc
     if needs_autograd(x):
         return _ZamFunction.apply(x, pool, skip, forward_fn, backward_fn)
     if forward_fn is _zam_forward:
-        return _zam_forward(x, pool, skip, False, batch_chunks(x))[0]
+        return in_batch_chunks(x, lambda xs, ys: _zam_forward_chunk(xs, ys, pool, skip, False))
     return forward_fn(x, pool, skip, with_index=False)[0]
