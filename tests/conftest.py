@@ -114,3 +114,19 @@ def lighten_contract(monkeypatch):
 def light_contract(monkeypatch):
     """lighten_contract for the whole test."""
     lighten_contract(monkeypatch)
+
+
+def calibrated_ulsam(channels: int, seed: int):
+    """A ULSAM (4 groups) whose two BatchNorms have non-trivial affines and running statistics: a fresh one's are
+    the identity, which would hide a mistake in folding them."""
+    import torch
+    from zamzoo.layers import ULSAM
+    torch.manual_seed(seed)
+    ulsam = ULSAM(channels, groups=4)
+    with torch.no_grad():
+        for bn in (ulsam.bn_dw, ulsam.bn_pw):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_()
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    return ulsam

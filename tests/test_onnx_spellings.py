@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import calibrated_ulsam
 import zamzoo.layers as L
 
 onnx = pytest.importorskip('onnx')
@@ -25,18 +26,6 @@ def _net(attn: nn.Module) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, CHANNELS, 3, padding=1), attn, nn.ReLU(), nn.Conv2d(CHANNELS, CHANNELS, 1),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(CHANNELS, 5)).eval()
-
-
-def _ulsam() -> L.ULSAM:
-    torch.manual_seed(1)
-    ulsam = L.ULSAM(CHANNELS, groups=4)
-    with torch.no_grad():
-        for bn in (ulsam.bn_dw, ulsam.bn_pw):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_()
-            bn.running_mean.normal_()
-            bn.running_var.uniform_(0.5, 2.0)
-    return ulsam
 
 
 def _optimized_ops(path, tmp_path) -> collections.Counter:
@@ -107,7 +96,7 @@ def test_simam_export_with_a_large_mean(tmp_path):
 
 def test_ulsam_stays_in_nchwc(tmp_path, plain_reorders):
     """ULSAM's exported graph: only its small (B, 16, H, W) PW conv output leaves NCHWc (for the softmax)."""
-    ops = _export(_ulsam(), tmp_path)
+    ops = _export(calibrated_ulsam(CHANNELS, seed=1), tmp_path)
     assert _extra_reorders(ops, plain_reorders) == (0, 1), ops
     assert ops['Softmax'] == 1 and ops['MatMul'] == 0, ops
 
@@ -117,5 +106,6 @@ def test_torchscript_exporter_equals_eager(attn, tmp_path):
     """The TorchScript-based exporter records the same spellings, equal to eager PyTorch (ONNX Runtime keeps less of
     them in NCHWc: that exporter leaves the batch dimension of a Resize output unnamed)."""
     modules = {'zam': lambda: L.ZAM(CHANNELS), 'zamr': lambda: L.ZAM(CHANNELS, skip=True),
-               'zam_max': lambda: L.ZAM(CHANNELS, pool='max'), 'simam': lambda: L.SimAM(CHANNELS), 'ulsam': _ulsam}
+               'zam_max': lambda: L.ZAM(CHANNELS, pool='max'), 'simam': lambda: L.SimAM(CHANNELS),
+               'ulsam': lambda: calibrated_ulsam(CHANNELS, seed=1)}
     _export(modules[attn](), tmp_path, use_dynamo=False)

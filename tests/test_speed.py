@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import calibrated_ulsam
 import zamzoo.layers as L
 from zamzoo.layers.zam import zam_pool
 
@@ -59,14 +60,7 @@ def test_ulsam_onnx_export_matches_eager_with_a_depthwise_conv(tmp_path):
     """ULSAM's folded DW conv + BN is exported as a depthwise Conv (ONNX Runtime keeps it, its ReLU and the MaxPool
     in its blocked layout), its PW conv and the broadcast of its maps as two more Convs (test_onnx_spellings), and
     the export still equals eager PyTorch."""
-    torch.manual_seed(0)
-    ulsam = L.ULSAM(16, groups=4)
-    with torch.no_grad():
-        for bn in (ulsam.bn_dw, ulsam.bn_pw):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_()
-            bn.running_mean.normal_()
-            bn.running_var.uniform_(0.5, 2.0)
+    ulsam = calibrated_ulsam(16, seed=0)
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), ulsam, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(16, 5)).eval()
     assert export_onnx(net, tmp_path / 'ulsam.onnx', (3, 9, 7), use_dynamo=True, batch_sizes=(1, 5)) <= RTOL
