@@ -97,6 +97,8 @@ def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, 
     folder = tmp_path / 'bench'
     _measured(folder, [('mobilenet_zam', 'eager', {'images_per_s': 2500.0}),
                        ('mobilenet_zam', 'default', {'images_per_s': 5000.0}),
+                       ('mobilenet_zam', 'cuda-graph', {'images_per_s': 10000.0}),
+                       ('mobilenet_zam', 'reduce-overhead', {'images_per_s': 20000.0}),
                        ('resnet18_zam', 'eager', {'error': 'OutOfMemoryError'})])
     monkeypatch.setattr(gpu, 'DEFAULT_RESULTS', folder)
     args = ['zoo', 'run', '--models', 'mobilenet_zam_max', '--datasets', 'cifar100', 'cifar10',
@@ -108,6 +110,14 @@ def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, 
     assert f"{folder / 'gpu_nvidia_h200.json'} on NVIDIA H200" in printed and 'mobilenet_zam 2,500' in printed
     assert main([*args, '--compile']) == 0
     assert 'cost: 0.05 GPU-hours' in capsys.readouterr().out
+    assert main([*args, '--cuda-graph']) == 0                                             # each mode its own figure
+    printed = capsys.readouterr().out
+    assert 'cost: 0.03 GPU-hours' in printed and 'measured (cuda-graph)' in printed
+    assert main([*args, '--compile', '--compile-mode', 'reduce-overhead']) == 0
+    assert 'cost: 0.01 GPU-hours' in capsys.readouterr().out
+    assert main([*args, '--compile', '--compile-mode', 'max-autotune']) == 0               # never measured
+    printed = capsys.readouterr().out
+    assert 'no max-autotune figure for backbone(s) mobilenet' in printed and 'cost: unknown' in printed
     assert main([*args, '--models', 'resnet18_se']) == 0                                   # its backbone failed
     printed = capsys.readouterr().out
     assert 'no eager figure for backbone(s) resnet18' in printed and 'cost: unknown' in printed

@@ -131,7 +131,7 @@ def _print_measured_cost(launch, states, args) -> bool:
     from ..models import ZOO
     from .plan import gpu_hours
 
-    mode = 'default' if args.compile else 'eager'
+    mode = _bench_mode(args)
     measured = measured_train_throughput(mode=mode)
     backbones = {run.config.model: ZOO[run.config.model].backbone.name if run.config.model in ZOO else run.config.model
                  for run in launch}  # a timm model outside the zoo is its own backbone (never measured)
@@ -147,6 +147,15 @@ def _print_measured_cost(launch, states, args) -> bool:
           f'{rates} (every attention on a backbone at its measured model\'s rate; several GPUs per run taken to '
           'scale linearly; evaluation and start-up not counted)')
     return True
+
+
+def _bench_mode(args) -> str:
+    """The `zamzoo bench gpu` mode whose images/s a sweep with these flags trains at."""
+    if args.cuda_graph:
+        return 'cuda-graph'
+    if args.compile:
+        return args.compile_mode or 'default'
+    return 'eager'
 
 
 def print_event(kind, run, detail):
