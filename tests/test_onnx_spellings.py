@@ -109,3 +109,29 @@ def test_torchscript_exporter_equals_eager(attn, tmp_path):
                'zam_max': lambda: L.ZAM(CHANNELS, pool='max'), 'simam': lambda: L.SimAM(CHANNELS),
                'ulsam': lambda: calibrated_ulsam(CHANNELS, seed=1)}
     _export(modules[attn](), tmp_path, use_dynamo=False)
+
+
+@pytest.mark.parametrize('pool', ['avgmax', 'max'])
+def test_zam_skip_adds_no_add_node(pool, tmp_path):
+    """ZAM+R's 1 + spatial gate is the bias of the Conv that makes the gate full-size (and 1 + channel gate a
+    depthwise Conv): its optimized graph has no more Add nodes than ZAM's (the mean + max ones)."""
+    with_skip = _export(L.ZAM(CHANNELS, pool=pool, skip=True), tmp_path)
+    without = _export(L.ZAM(CHANNELS, pool=pool), tmp_path)
+    assert with_skip['Add'] == without['Add'], (with_skip, without)
+
+
+def test_simam_gate_runs_in_nchwc(tmp_path, plain_reorders):
+    """SimAM's + 0.5 and Sigmoid are one NCHWc depthwise Conv (Sigmoid fused), and the Mul by x runs in NCHWc: no
+    full-size Add or Sigmoid node; the map leaves NCHWc once, for the InstanceNormalization, and comes back once."""
+    ops = _export(L.SimAM(CHANNELS), tmp_path)
+    assert not {'Add', 'Sigmoid'} & set(ops), ops
+    assert _extra_reorders(ops, plain_reorders) == (1, 1), ops
+
+
+@pytest.mark.parametrize('use_dynamo', [True, False], ids=['dynamo', 'torchscript'])
+def test_simam_export_off_the_nchwc_block(use_dynamo, tmp_path):
+    """24 channels (not a multiple of ONNX Runtime's NCHWc block: its Convs run in NCHW) still equal eager PyTorch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), L.SimAM(24), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(24, 5)).eval()
+    assert export_onnx(net, tmp_path / 'net.onnx', (3, 9, 7), use_dynamo=use_dynamo, batch_sizes=(1, 5)) <= RTOL

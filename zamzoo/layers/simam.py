@@ -66,12 +66,15 @@ class SimAM(FusedDispatch, nn.Module):
     def _gate_onnx(self, x: torch.Tensor) -> torch.Tensor:
         """`gate` in fewer passes over the map for ONNX Runtime (docs/bench/onnxruntime.md): with n = HW - 1,
         d / (4 (v + lambda)) = y^2 where y = sqrt(n / 4HW) (x - mean) / sqrt(d.sum / HW + lambda n / HW) is
-        one InstanceNormalization (mean, variance and the normalisation in one op)."""
+        one InstanceNormalization (mean, variance and the normalisation in one op). The + 0.5 is the bias of a
+        depthwise 1x1 Conv of weight 1, which ONNX Runtime runs in its NCHWc layout with the Sigmoid fused (the Mul by
+        x then runs there too)."""
         hw = x.shape[2] * x.shape[3]
         n = hw - 1
-        scale = x.new_full((self.channels,), math.sqrt(n / (4.0 * hw)))
+        c = self.channels
+        scale = x.new_full((c,), math.sqrt(n / (4.0 * hw)))
         y = F.instance_norm(x, weight=scale, eps=self.e_lambda * n / hw)
-        return torch.sigmoid(y * y + 0.5)
+        return torch.sigmoid(F.conv2d(y * y, x.new_ones(c, 1, 1, 1), x.new_full((c,), 0.5), groups=c))
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:

@@ -160,18 +160,19 @@ class ZAM(FusedDispatch, _ZeroParam):
         """`_forward_reference` in ops that ONNX Runtime runs in its blocked NCHWc layout (docs/bench/onnxruntime.md),
         where the backbone's convs run: no reorder to NCHW and back around the module. The statistics over H, W are
         an AveragePool and a MaxPool of the whole map; each gate is made full-size before its Mul (NCHWc runs only
-        same-shape Muls): the channel gate by a nearest Resize, the spatial gate by a 1x1 Conv 1 -> C of ones. The
-        statistics over C, which NCHWc cannot compute, reduce the last axis of the map transposed to (B, H * W, C):
-        ONNX Runtime runs the Transpose as one reorder, and its reductions over C in NCHW are strided and slow (the
-        3-D Reshape keeps its transpose optimizer from moving the Transpose back behind the reductions)."""
+        same-shape Muls): the channel gate by a nearest Resize, the spatial gate by a 1x1 Conv 1 -> C of ones (with
+        skip, its bias 1 makes it 1 + gate: no Add node). The statistics over C, which NCHWc cannot compute, reduce
+        the last axis of the map transposed to (B, H * W, C): ONNX Runtime runs the Transpose as one reorder, and its
+        reductions over C in NCHW are strided and slow (the 3-D Reshape keeps its transpose optimizer from moving the
+        Transpose back behind the reductions)."""
         b, _, h, w = x.shape
         c = self.channels  # a constant, also where a tracer records the shape: the Convs' weights must be constants
         stats = _pool_whole_map(x, self.pool)
         scale = [float(h), float(w)]  # constant Resize scales (NCHWc runs no other), also under a tracer
         x = x * F.interpolate(self._channel_factor_nchwc(torch.sigmoid(stats)), scale_factor=scale, mode='nearest')
         stats = zam_pool(x.permute(0, 2, 3, 1).reshape(b, h * w, c), [2], self.pool).reshape(b, 1, h, w)
-        gate = torch.sigmoid(stats)
-        return x * F.conv2d(1.0 + gate if self.skip else gate, x.new_ones(c, 1, 1, 1))
+        ones = x.new_ones(c)
+        return x * F.conv2d(torch.sigmoid(stats), ones.view(c, 1, 1, 1), ones if self.skip else None)
 
     @torch.jit.unused
     def _channel_factor_nchwc(self, gate: torch.Tensor) -> torch.Tensor:
