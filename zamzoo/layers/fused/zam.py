@@ -31,7 +31,7 @@ from torch.autograd.function import once_differentiable
 
 from ._common import amax, empty_like_dense, hw_stat, in_batch_chunks, needs_autograd, require_eager
 
-__all__ = ['zam_fused', 'POOL_STATS']
+__all__ = ['zam_fused', 'zam_eager', 'POOL_STATS']
 
 POOL_STATS = {'avgmax': ('mean', 'max'), 'avg': ('mean',), 'max': ('max',)}
 
@@ -75,7 +75,7 @@ def _zam_infer_into(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool) -> 
     its fresh statistic (`_pool_stat`)."""
     b, c, h, w = x.shape
     torch.mul(x, _gate_(_pool_stat(x.flatten(2), 2, pool), skip).view(b, c, 1, 1), out=y)  # F'
-    y.mul_(_gate_(_pool_stat(y.flatten(2), 1, pool), skip).view(b, 1, h, w))  # F''
+    y.mul_(_gate_(_pool_stat(y.view(b, c, h * w), 1, pool), skip).view(b, 1, h, w))  # F'' (y: `empty_like_dense`)
 
 
 def _pool_stat(x3: torch.Tensor, dim: int, pool: str) -> torch.Tensor:
@@ -148,6 +148,11 @@ def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torc
     graph; in batch chunks on a single-threaded CPU). On CUDA with Triton installed both run as the kernels of
     `triton_zam`, else as eager PyTorch ops. Returns a new tensor; x is never modified. Eager mode only."""
     require_eager(x, 'zam_fused')
+    return zam_eager(x, pool, skip)
+
+
+def zam_eager(x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
+    """`zam_fused` for a caller that has checked `runs_eagerly` itself (`FusedDispatch`)."""
     forward_fn, backward_fn = _zam_forward, _zam_backward
     if x.is_cuda:
         from . import triton_zam  # imports Triton only where it can run
