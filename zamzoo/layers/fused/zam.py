@@ -79,14 +79,13 @@ def _zam_infer_into(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool) -> 
 
 
 def _pool_stat(x3: torch.Tensor, dim: int, pool: str) -> torch.Tensor:
-    """`_pooled` without the positions of the max, in fewer ops: the mean (a sum and a division in torch) of 'avgmax'
-    is folded into the add, as the sum times 1 / n."""
+    """`_pooled` without the positions of the max, in fewer ops: the mean of 'avgmax' (a sum and a division in
+    torch) is folded into the add, as the sum times 1 / n."""
     if pool == 'max':
         return amax(x3, dim)
-    total = x3.sum(dim)
     if pool == 'avg':
-        return total.div_(x3.shape[dim])
-    return torch.add(amax(x3, dim), total, alpha=1.0 / x3.shape[dim])
+        return x3.mean(dim)
+    return torch.add(amax(x3, dim), x3.sum(dim), alpha=1.0 / x3.shape[dim])
 
 
 def _gate_(s: torch.Tensor, skip: bool) -> torch.Tensor:
