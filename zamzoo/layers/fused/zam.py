@@ -63,7 +63,7 @@ def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
 
 
 def _zam_forward_chunk(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool, with_index: bool):
-    """Writes F'' of x into y; returns Mc, Ms and the max positions of these images."""
+    """Writes F'' of x into y; returns Mc, Ms and the max positions (None without `with_index`)."""
     b, c, h, w = x.shape
     s1, i1 = _pooled(x.flatten(2), 2, pool, with_index)  # flatten: a view for contiguous and channels_last
     mc = torch.sigmoid(s1)
