@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_input
-from .fused import FusedDispatch, check_impl, zam_fused
+from .fused import FusedDispatch, check_impl
+from .fused.zam import zam_eager
 from .fused._common import exporting_onnx
 
 torch.fx.wrap('check_input')
@@ -153,7 +154,7 @@ class ZAM(FusedDispatch, _ZeroParam):
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        return zam_fused(x, self.pool, self.skip)
+        return zam_eager(x, self.pool, self.skip)  # `FusedDispatch` has checked `runs_eagerly`
 
     @torch.jit.unused
     def _forward_onnx(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,180 @@
+"""The lean eager inference paths (issue 20, item 3) equal the plain formulas, and keep their fewer ops.
+
+ZAM: gates made in place of their statistics, the mean of avgmax folded into the add (`_zam_infer_into`), called
+through `zam_eager` without a second `runs_eagerly`; `amax` halves rows of 64 bytes first (4 x 4 maps); ULSAM: each
+parameter read once (`_eager_args`), both edges of each pool pass fixed in one strided copy. Checked at 1 and 2
+threads, batch 1 and odd batches, in one chunk and in several, contiguous, channels_last, dense but permuted, and
+with a storage offset.
+"""
+import collections
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from zamzoo.layers.fused import _common
+from zamzoo.layers.fused.zam import zam_eager, zam_fused
+from zamzoo.layers.ulsam import ULSAM, _max_pool3x3_flat
+from zamzoo.layers.zam import ZAM
+
+# (C, H, W): 4 x 4 maps take `amax`'s 64-byte-row path over H * W and its grouped rows over C; 5 x 3 neither
+SHAPES = [(32, 4, 4), (16, 8, 8), (8, 5, 3)]
+ZAM_KINDS = [('avgmax', False), ('avgmax', True), ('avg', False), ('max', False), ('max', True)]
+
+
+class _CountOps(TorchDispatchMode):
+    """The aten ops (overload packet names) run inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _assert_same(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal bit for bit, NaN where NaN."""
+    torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
+def threads(request):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+def _layouts(x: torch.Tensor):
+    """x as contiguous, channels_last, dense but permuted (H and W swapped in memory), and a batch slice with a
+    storage offset."""
+    b, c, h, w = x.shape
+    permuted = x.transpose(2, 3).contiguous().transpose(2, 3)
+    offset = torch.cat([torch.randn(1, c, h, w), x]).narrow(0, 1, b)
+    return {'contiguous': x, 'channels_last': x.contiguous(memory_format=torch.channels_last),
+            'permuted': permuted, 'offset': offset}
+
+
+@pytest.mark.parametrize('pool,skip', ZAM_KINDS)
+@pytest.mark.parametrize('batch', [1, 3])
+def test_zam_inference_equals_plain_formula(pool, skip, batch, threads, monkeypatch):
+    torch.manual_seed(0)
+    for chunk_bytes in (_common.CHUNK_BYTES, 1):  # one chunk; one image a chunk (at one thread)
+        monkeypatch.setattr(_common, 'CHUNK_BYTES', chunk_bytes)
+        for c, h, w in SHAPES:
+            fused, ref = ZAM(c, pool=pool, skip=skip), ZAM(c, pool=pool, skip=skip, impl='reference')
+            for name, x in _layouts(torch.randn(batch, c, h, w)).items():
+                x0 = x.clone()
+                with torch.inference_mode():
+                    y = fused(x)
+                expected = ref(x0)
+                torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f'{name}: {m}')
+                assert torch.equal(x, x0), name  # the input is never written
+                assert torch.equal(zam_eager(x, pool, skip), zam_fused(x, pool, skip))
+
+
+def test_zam_inference_empty_batch_and_ties():
+    x = torch.zeros(0, 8, 4, 4)
+    assert ZAM(8)(x).shape == x.shape
+    x = torch.ones(2, 16, 4, 4)  # every element a maximum: values only, no positions
+    torch.testing.assert_close(ZAM(16)(x), ZAM(16, impl='reference')(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('pool,skip', ZAM_KINDS)
+def test_zam_inference_runs_its_few_ops(pool, skip):
+    """No mean for avgmax (its 1 / n rides on the add), every gate made in place of its statistic, one new full-size
+    tensor (the output)."""
+    x = torch.randn(1, 16, 8, 8)
+    with torch.inference_mode(), _CountOps() as counted:
+        ZAM(16, pool=pool, skip=skip)(x)
+    ops = counted.ops
+    assert ops['sigmoid_'] == 2 and ops['sigmoid'] == 0
+    assert ops['add_'] == (2 if skip else 0)
+    assert ops['mean'] == (2 if pool == 'avg' else 0) and ops['div'] == ops['div_'] == 0
+    assert ops['sum'] == (2 if pool == 'avgmax' else 0)
+    assert ops['empty_like'] == 1 and ops['mul'] == ops['mul_'] == 1
+
+
+@pytest.mark.parametrize('shape', [(2, 1024, 16), (1, 7, 16), (3, 4, 16), (0, 8, 16)])
+def test_amax_rows_of_64_bytes(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    if x.numel():
+        x[0, 0, 3] = float('nan')  # first half of a row
+        x[-1, -1, 12] = float('nan')  # second half
+        x[0, -1] = float('-inf')
+    with _CountOps() as counted:
+        got = _common.amax(x, 2)
+    _assert_same(got, x.amax(2))
+    assert counted.ops['maximum'] == 1  # the halves first: torch's max over 16-float rows is the slow one
+    bf16 = torch.randn(2, 5, 32, dtype=torch.bfloat16)  # 64-byte rows too
+    assert torch.equal(_common.amax(bf16, 2), bf16.amax(2))
+    for other in (torch.randn(2, 5, 8), torch.randn(2, 5, 64), x.transpose(1, 2)):  # kept as torch's kernel
+        with _CountOps() as counted:
+            _assert_same(_common.amax(other, 2), other.amax(2))
+        assert counted.ops['maximum'] == 0
+
+
+@pytest.mark.parametrize('h,w', [(1, 1), (1, 2), (2, 1), (2, 2), (2, 5), (3, 3), (5, 2), (7, 9), (4, 4)])
+def test_flat_pool_one_edge_copy(h, w):
+    torch.manual_seed(0)
+    big = torch.randn(4, 3, h, w)
+    big[1, 2, 0, w - 1] = float('nan')
+    for a in (big, big[1:3]):  # the second one with a storage offset, pooled in its own memory
+        expected = F.max_pool2d(a, 3, 1, 1)
+        with _CountOps() as counted:
+            got = _max_pool3x3_flat(a.clone())
+        _assert_same(got, expected)
+        assert counted.ops['copy_'] == (w > 1) + (h > 1)  # both edges of a pass in one copy
+        if a.storage_offset():
+            _assert_same(_max_pool3x3_flat(a), expected)
+
+
+def _calibrated_ulsam(c: int, groups: int) -> ULSAM:
+    torch.manual_seed(0)
+    m = ULSAM(c, groups)
+    for bn in (m.bn_dw, m.bn_pw):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    return m.eval()
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_ulsam_inference_equals_plain_formula(batch, threads, monkeypatch):
+    for chunk_bytes in (_common.CHUNK_BYTES, 1):
+        monkeypatch.setattr(_common, 'CHUNK_BYTES', chunk_bytes)
+        for c, h, w in [(16, 8, 8), (8, 5, 3), (32, 4, 4)]:
+            m = _calibrated_ulsam(c, 4)
+            for name, x in _layouts(torch.randn(batch, c, h, w)).items():
+                with torch.inference_mode():
+                    y = m(x)
+                torch.testing.assert_close(y, m._refine(x, m._folded()), rtol=1e-5, atol=1e-5,
+                                           msg=lambda msg: f'{name}: {msg}')
+
+
+def test_ulsam_reads_parameters_each_call():
+    """Nothing is cached between calls: a BN statistic or a weight changed in place (even through .data, which
+    no version counter sees) changes the next output."""
+    m, x = _calibrated_ulsam(16, 4), torch.randn(1, 16, 8, 8)
+    with torch.inference_mode():
+        first = m(x)
+    m.bn_dw.running_var.data.mul_(4.0)
+    m.pw.weight.data.neg_()
+    with torch.inference_mode():
+        second = m(x)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, m._refine(x, m._folded()), rtol=1e-5, atol=1e-5)
+
+
+def test_ulsam_inference_runs_its_few_ops():
+    x = torch.randn(1, 16, 8, 8)
+    m = _calibrated_ulsam(16, 4)
+    with torch.inference_mode(), _CountOps() as counted:
+        m(x)
+    assert counted.ops['copy_'] == 2 and counted.ops['as_strided'] == 4  # one edge copy per pool pass
+    assert sum(counted.ops.values()) <= 47
