@@ -18,10 +18,11 @@ The max terms are scatters of B*C or B*P values into the positions saved by the 
 single-threaded CPU runs chunk by chunk of the batch, so that the passes over a chunk hit the cache
 (`batch_chunks`); for training that measured no faster, and the autograd path works on the whole batch. Inference
 keeps no statistics and spends as few ops as it can (`_zam_infer_into`: at batch 1 on small maps each op's call
-costs about what its kernel does): each gate is made in place of its statistic and the mean of 'avgmax' rides on
-the add as sum * 1 / n (measured: the 13 modules of mobilenet_zam alone at batch 1, one thread, thread time, two
-runs each of the code before and after: 970 / 1044 us -> 791 / 812 us). The maxima without positions are `amax`
-(torch's kernel is slow on 4 x 4 maps).
+costs about what its kernel does): each gate is made in place of its statistic. (Measured with the mean of
+'avgmax' also folded into the add as sum * 1 / n, a fold since undone because it is not bit-equal to the plain
+formula: the 13 modules of mobilenet_zam alone at batch 1, one thread, thread time, two runs each of the code
+before and after: 970 / 1044 us -> 791 / 812 us.) The maxima without positions are `amax` (torch's kernel is slow
+on 4 x 4 maps).
 
 Max gradients: each max sends its whole gradient to the first maximal element, the element torch.max(x, dim)
 returns -- the semantics of the seed's own code (nn.AdaptiveMaxPool2d and torch.max(x, dim=1)) and of the
@@ -83,13 +84,13 @@ def _zam_infer_into(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool) -> 
 
 
 def _pool_stat(x3: torch.Tensor, dim: int, pool: str) -> torch.Tensor:
-    """`_pooled` without the positions of the max, in fewer ops: the mean of 'avgmax' (a sum and a division in
-    torch) is folded into the add, as the sum times 1 / n."""
+    """`_pooled` without the positions of the max. The mean stays torch's mean (a sum, then a division): the sum
+    times 1 / n would save an op and differ from the plain formula in the last bit."""
     if pool == 'max':
         return amax(x3, dim)
     if pool == 'avg':
         return x3.mean(dim)
-    return torch.add(amax(x3, dim), x3.sum(dim), alpha=1.0 / x3.shape[dim])
+    return x3.mean(dim).add_(amax(x3, dim))
 
 
 def _gate_(s: torch.Tensor, skip: bool) -> torch.Tensor:
