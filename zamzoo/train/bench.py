@@ -61,16 +61,19 @@ def ours_trainer(model_name, *, device, batch_size, recipe, amp, compile, compil
     p = build_pieces(model, device, amp_dtype(amp, device), channels_last=channels_last, recipe=recipe,
                      steps_per_epoch=steps_per_epoch)
     net = torch.compile(p.model, mode=compile_mode, dynamic=False) if compile else p.model
-    step = _graph_step(net, p, device, recipe) if cuda_graph else None
+    step = _graph_step(net, p, device, recipe, compile, compile_mode) if cuda_graph else None
     kw = dict(device=device, amp_dtype=p.amp_dtype, penalty=p.penalty, penalty_model=p.model, scaler=p.scaler,
               label_smoothing=recipe.label_smoothing, train_step=step)
     return mk, lambda loader: train_one_epoch(net, loader, p.optimizer, p.scheduler, **kw), p
 
 
-def _graph_step(net, p, device, recipe):
-    """The step `zamzoo train --cuda-graph` runs; refused (UsageError) where train would run the eager one."""
+def _graph_step(net, p, device, recipe, compile, compile_mode):
+    """The step `zamzoo train --cuda-graph` runs; refused (UsageError) where train would refuse the option or run
+    the eager step."""
+    from .config import check_graph_compile_mode
     from .step import StepMath, TrainStep, graph_refusal
 
+    check_graph_compile_mode(compile, compile_mode)
     refusal = graph_refusal(world_size=1, scaler=p.scaler)
     if refusal is not None:
         raise UsageError(f'--cuda-graph: {refusal}')

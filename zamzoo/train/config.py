@@ -19,6 +19,13 @@ MAX_SEED = 2 ** 32 - 1
 MAX_IMG_SIZE = 4096  # timm's largest pretrained inputs are about 1024
 
 
+def check_graph_compile_mode(compile: bool, compile_mode: Optional[str]):
+    """--cuda-graph with --compile: refused (UsageError) for the compile modes that make CUDA graphs themselves."""
+    if compile and compile_mode in GRAPHING_COMPILE_MODES:
+        raise UsageError(f'cuda_graph: --compile-mode {compile_mode} makes CUDA graphs of its own; use '
+                         f'--cuda-graph with --compile-mode default or max-autotune-no-cudagraphs, or alone')
+
+
 @dataclass
 class TrainConfig:
     """One training run. `None` fields take the recipe's value (epochs, batch_size, lr) or an automatic choice.
@@ -82,9 +89,8 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise UsageError(f"{name}: unknown '{getattr(self, name)}'; expected one of {list(choices)}")
         self._validate_source()
-        if self.cuda_graph and self.compile and self.compile_mode in GRAPHING_COMPILE_MODES:
-            raise UsageError(f'cuda_graph: --compile-mode {self.compile_mode} makes CUDA graphs of its own; use '
-                             f'--cuda-graph with --compile-mode default or max-autotune-no-cudagraphs, or alone')
+        if self.cuda_graph:
+            check_graph_compile_mode(self.compile, self.compile_mode)
         if self.download and self.dataset not in ('cifar100', 'cifar10'):
             raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
         if self.workers is not None and self.workers < 0:
