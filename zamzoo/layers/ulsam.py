@@ -28,12 +28,11 @@ by chunk of the batch (every statistic is per image; `batch_chunks`: the passes 
 reuse memory instead of taking fresh pages, ~27 ms per 33 MB buffer on the 2-core VM it was measured on) in longer,
 cheaper passes: DW conv + BN and BN(g) as ``F.batch_norm`` (one vectorized pass; ``addcmul`` with two per-channel
 operands runs element by element, 2.5x slower) with 4 small ops to prepare them instead of 14, and the pool as
-maxima of the flat map shifted by one element, then by one row, with the map borders fixed by one strided op a pass
-(`_max_pool3x3_flat`: no padded copy, no strided slices, and no buffer but the DW conv's output and the module's
-own output). Measured per 13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine): batch 64
-150.6 -> 113.3 ms, batch 1 3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~46 small ops
-per module: the parameters are read once a call (`_eager_args`) and both edges of each pool pass are fixed in one
-strided op (53 -> 46 ops).
+maxima of the flat map shifted by one element, then by one row, with the map borders fixed by one strided copy a
+pass (`_max_pool3x3_flat`: no padded copy, no strided slices, and no buffer but the DW conv's output and the
+module's own output). Measured per 13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine):
+batch 64 150.6 -> 113.3 ms, batch 1 3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~48
+small ops per module (the parameters are read once a call, `_eager_args`).
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -240,38 +239,30 @@ def _max_pool3x3_nonnegative(a: torch.Tensor) -> torch.Tensor:
 
 
 def _max_pool3x3_flat(a: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(a, 3, 1, 1)`` of a contiguous (B, C, H, W) tensor, eager only: a max over 3 columns, then over
-    3 rows (`_max3_along`), from `a` into `scratch` (contiguous, same shape, not overlapping) and back. Both are
-    overwritten; returns the one that holds the result. No other full-size buffer: in a model each fresh one pushes
-    the backbone's weights out of the cache (mobilenet_ulsam at batch 1: 1.70x -> 1.48x the plain backbone at one
-    thread, 1.85x -> 1.66x at two, in one run against the pool with temporaries)."""
+    """``F.max_pool2d(a, 3, 1, 1)`` of a contiguous (B, C, H, W) tensor written into `a` and returned, eager only: a
+    max over 3 columns, then over 3 rows (`_max3_along`). `scratch`: contiguous, shaped as `a`, not overlapping it;
+    overwritten. No other full-size buffer: in a model each fresh one pushes the backbone's weights out of the cache
+    (mobilenet_ulsam at batch 1, in one run against the pool with temporaries: 1.67x -> 1.44x the plain backbone at
+    one thread, 1.90x -> 1.68x at two; docs/bench/cpu_threads.md)."""
     h, w = a.shape[2:]
-    cols = _max3_along(a, 3, scratch) if w > 1 else a
-    if h == 1:
-        return cols
-    return _max3_along(cols, 2, a if cols is scratch else scratch)
+    if w > 1:
+        _max3_along(a, 3, scratch)
+    if h > 1:
+        _max3_along(a, 2, scratch)
+    return a
 
 
-def _max3_along(src: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
-    """The max of each element of contiguous `src` and its neighbours along `dim` (those inside the map: -inf
-    padding) written into `out` (contiguous, not overlapping src), with no temporary: two passes over the whole flat
-    tensor (the max of each element and the one `step` before it, then with the one `step` after it), then the
-    first and the last position of every line along `dim`, where those passes mixed in a neighbouring row or map,
-    take the max with their one neighbour inside, in one strided op."""
-    step, length = src.stride(dim), src.shape[dim]
-    flat, dst, n = src.view(-1), out.view(-1), src.numel()
-    lines = n // (length * step)
-    if length == 2:  # every position is an edge: both take the max of the pair
-        pairs = flat.view(lines, 2, step)
-        shape = (lines, 2, step)
-        torch.maximum(pairs[:, :1].expand(shape), pairs[:, 1:].expand(shape), out=dst.view(shape))
-        return out
-    inner = dst[step:n - step]
-    torch.maximum(flat[:n - 2 * step], flat[step:n - step], out=inner)
-    torch.maximum(inner, flat[2 * step:], out=inner)
-    # per line, its first `step` elements against the next ones, its last `step` against the ones before
-    line, last, edges = length * step, (length - 1) * step, (lines, 2, step)
-    torch.maximum(flat.as_strided(edges, (line, last, 1), flat.storage_offset()),
-                  flat.as_strided(edges, (line, last - 2 * step, 1), flat.storage_offset() + step),
-                  out=dst.as_strided(edges, (line, last, 1), dst.storage_offset()))
-    return out
+def _max3_along(x: torch.Tensor, dim: int, scratch: torch.Tensor) -> None:
+    """Each element of contiguous `x` replaced by the max of it and its neighbours along `dim` (those inside the map:
+    -inf padding), as two passes over the whole flat tensor: the max of each element and the one `step` further
+    (pairs, into `scratch`), then of neighbouring pairs (back into x). At the first and last position along `dim`
+    the second pass mixes in a neighbouring row or map; those positions take the pair inside instead, both in one
+    strided copy."""
+    step, length = x.stride(dim), x.shape[dim]
+    flat, pairs, n = x.view(-1), scratch.view(-1)[:x.numel() - step], x.numel()
+    torch.maximum(flat[:-step], flat[step:], out=pairs)  # pairs[k]: max(x[k], x[k + step])
+    torch.maximum(pairs[:-step], pairs[step:], out=flat[step:n - step])
+    # per line along dim, its first and its last `step` elements (as_strided: offsets into the storage)
+    lines, last = n // (length * step), (length - 1) * step
+    flat.as_strided((lines, 2, step), (length * step, last, 1), flat.storage_offset()).copy_(
+        pairs.as_strided((lines, 2, step), (length * step, last - step, 1), pairs.storage_offset()))
