@@ -113,6 +113,9 @@ def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, 
     assert main([*args, '--cuda-graph']) == 0                                             # each mode its own figure
     printed = capsys.readouterr().out
     assert 'cost: 0.03 GPU-hours' in printed and 'measured (cuda-graph)' in printed
+    assert main([*args, '--cuda-graph', '--compile']) == 0                                # graph + compile: not measured
+    printed = capsys.readouterr().out
+    assert 'no cuda-graph + default figure for backbone(s) mobilenet' in printed and 'cost: unknown' in printed
     assert main([*args, '--compile', '--compile-mode', 'reduce-overhead']) == 0
     assert 'cost: 0.01 GPU-hours' in capsys.readouterr().out
     assert main([*args, '--compile', '--compile-mode', 'max-autotune']) == 0               # never measured
