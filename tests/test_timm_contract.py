@@ -58,5 +58,6 @@ def test_timm_test_models_on_zoo_sample(request, tmp_path):
         tests = {case.split('[', 1)[0] for case in ran if name in _params(case)}
         assert {'test_model_forward', 'test_model_backward', 'test_model_default_cfgs', 'test_model_forward_torchscript',
                 'test_model_forward_features', 'test_model_forward_fx', 'test_model_backward_fx',
-                'test_model_forward_fx_torchscript'} <= tests, (name, sorted(tests))
+                'test_model_forward_fx_torchscript', 'test_model_forward_intermediates',
+                'test_model_forward_intermediates_features'} <= tests, (name, sorted(tests))
     assert not any('features_pretrained' in case for case in ran)  # nothing published: no zoo name is pretrained

@@ -15,8 +15,15 @@ def _in_sample(name: str) -> bool:
     return name.split('.', 1)[0] in SAMPLE
 
 
+ZOO_MODULES = sorted({timm.models.model_entrypoint(name).__module__.rsplit('.', 1)[-1] for name in SAMPLE})
+"""The timm registry's module names of the sampled models ('cifar_resnet', ...)."""
+
+
 def _sampled(list_fn):
     def listing(*args, **kwargs):
+        if isinstance(kwargs.get('module'), (list, tuple)):
+            # timm's FEAT_INTER_FILTERS: the modules whose models implement forward_intermediates; the zoo's do
+            kwargs['module'] = list(kwargs['module']) + ZOO_MODULES
         return [name for name in list_fn(*args, **kwargs) if _in_sample(name)]
     return listing
 

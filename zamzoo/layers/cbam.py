@@ -5,7 +5,8 @@ Defaults = the paper's official code (Jongchan/attention-module): MLP C -> C//16
 layers), spatial conv 7x7 without bias followed by BN. ResNet18 CIFAR-100 with it: 11,310,012 params. (timm's
 ``CbamModule`` is the same module but with a bias-free MLP by default; the official spatial BN also uses
 momentum 0.01 and concatenates [max; mean], a permutation of the conv weights: we keep PyTorch's BN default and
-timm's [mean; max].) The channel half is timm's ``ChannelAttn``.
+timm's [mean; max].) The channel half is timm's ``ChannelAttn``. Both maxima are torch.max's (`max_values`), as
+in the official code and the seed's (timm's ``amax`` splits the gradient between tied maxima).
 
 The ZAM seed's variant (``CBAM_SEED_KWARGS``): spatial kernel 3, bias-free MLP, no BN after the spatial conv;
 ``2*C*(C//16) + 18`` params per module (ResNet18 CIFAR-100: 11,307,316).
@@ -19,6 +20,7 @@ from timm.layers import create_act_layer
 from timm.layers.cbam import ChannelAttn
 
 from ._checks import check_input
+from ._reduce import max_values
 from .se_eca import reduced_channels
 
 torch.fx.wrap('check_input')
@@ -49,7 +51,7 @@ class CbamSpatialAttn(nn.Module):
         self.gate = create_act_layer(gate_layer)
 
     def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        s = torch.cat([x.mean(dim=1, keepdim=True), max_values(x, [1])], dim=1)
         return self.gate(self.bn(self.conv(s)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +88,7 @@ class CBAM(nn.Module):
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channel
         x_avg = c.fc2(c.act(c.fc1(x.mean((2, 3), keepdim=True))))
-        x_max = c.fc2(c.act(c.fc1(x.amax((2, 3), keepdim=True))))
+        x_max = c.fc2(c.act(c.fc1(max_values(x, [2, 3]))))
         return c.gate(x_avg + x_max)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

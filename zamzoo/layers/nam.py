@@ -34,6 +34,13 @@ torch.fx.wrap('check_spatial_size')
 __all__ = ['NAM']
 
 
+@torch.jit.unused
+def _autocast_on(x: torch.Tensor) -> bool:
+    """Whether autocast is on for x's device (a device with no autocast, e.g. meta, has it off)."""
+    kind = x.device.type
+    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+
+
 class NAM(FusedDispatch, nn.Module):
     def __init__(
             self,
@@ -98,8 +105,9 @@ class NAM(FusedDispatch, nn.Module):
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         # not for e.g. a SyncBatchNorm after convert_sync_batchnorm, nor an empty batch (ATen's BatchNorm backward
-        # refuses one; the module call returns an empty output)
-        if not supports_fused_nam(self.bn) or x.numel() == 0:
+        # refuses one; the module call returns an empty output), nor under autocast (its BatchNorm output is float32,
+        # which the fused path, writing in x's dtype, would not give)
+        if not supports_fused_nam(self.bn) or x.numel() == 0 or _autocast_on(x):
             return self._forward_reference(x)
         return nam_fused(x, self.bn)
 

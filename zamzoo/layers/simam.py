@@ -19,6 +19,7 @@ from timm.layers import register_notrace_function
 
 from ._checks import check_input
 from .fused import FusedDispatch, check_impl, simam_fused
+from .fused.simam import simam_gate
 from .fused._common import exporting_onnx
 
 torch.fx.wrap('check_input')
@@ -48,10 +49,7 @@ class SimAM(FusedDispatch, nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The element-wise gate sigmoid(d / (4 (v + lambda)) + 0.5), (B, C, H, W)."""
-        n = simam_denominator(x)
-        d = (x - x.mean((2, 3), keepdim=True)).pow(2)
-        v = d.sum((2, 3), keepdim=True) / n
-        return torch.sigmoid(d / (4.0 * (v + self.e_lambda)) + 0.5)
+        return simam_gate(x, self.e_lambda, simam_denominator(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SimAM')

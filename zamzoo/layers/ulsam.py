@@ -17,7 +17,8 @@ rest of the module's share):
   ONNX export a depthwise Conv, which ONNX Runtime runs in its NCHWc layout with the ReLU and the max-pool);
 - the 3x3 max-pool is separable (a max over 3 columns, then over 3 rows), and its input is a ReLU output (>= 0), so
   zero padding gives what -inf padding gives: every window holds its own valid centre (in an ONNX export it stays
-  one MaxPool, which ONNX Runtime runs faster);
+  one MaxPool, which ONNX Runtime runs faster; with grad mode on it stays F.max_pool2d, whose gradient goes to one
+  of tied maxima as the original's does);
 - PW conv + BN(g) is one grouped conv with the BN folded in.
 It is plain tensor ops, so tracers and exporters record it as it runs, and autograd (eval mode, grad on) differentiates
 it. It does not call the submodules, so where a forward hook watches them (thop, FlopCounterMode, feature hooks) they
@@ -88,7 +89,9 @@ class ULSAM(nn.Module):
         else:
             if torch.jit.is_scripting() or not exporting_onnx():
                 a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
-                a = _max_pool3x3_nonnegative(a)
+                # where autograd may record, the pool of the original (torch.maximum would split the gradient of
+                # tied maxima, which MaxPool2d sends to one element)
+                a = F.max_pool2d(a, 3, 1, 1) if torch.is_grad_enabled() else _max_pool3x3_nonnegative(a)
             else:
                 a = self._dw_pool_onnx(x, folded)
             a = a.reshape(b, g, c // g, h * w)
@@ -153,7 +156,8 @@ class ULSAM(nn.Module):
         if folded is not None and not torch.jit.is_scripting() and exporting_onnx():
             return self._refine_onnx(x, folded)
         b, c, h, w = x.shape
-        a = 1.0 + self._maps(x, folded).unsqueeze(2)  # (B, g, 1, H, W)
+        # in x's dtype, as the inference path writes it (under autocast the folded parameters' float32 would win)
+        a = (1.0 + self._maps(x, folded).unsqueeze(2)).to(x.dtype)  # (B, g, 1, H, W)
         return (x.reshape(b, self.groups, c // self.groups, h, w) * a).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

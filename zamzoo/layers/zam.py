@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_input
+from ._reduce import max_values
 from .fused import FusedDispatch, check_impl
 from .fused.zam import zam_eager
 from .fused._common import exporting_onnx
@@ -33,13 +34,6 @@ torch.fx.wrap('check_input')
 __all__ = ['ZCA', 'ZSA', 'ZAM', 'zam_pool']
 
 _POOLS = ('avgmax', 'avg', 'max')
-
-
-def _max(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
-    """torch.max over dims [2, 3] or [1], keepdim."""
-    if dims == [2, 3]:
-        return x.flatten(2).max(2, keepdim=True)[0].unsqueeze(3)
-    return x.max(dims[0], keepdim=True)[0]
 
 
 def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
@@ -56,8 +50,8 @@ def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
     if pool == 'avg':
         return _mean(x, dims)
     if pool == 'max':
-        return _max(x, dims)
-    return _mean(x, dims) + _max(x, dims)
+        return max_values(x, dims)
+    return _mean(x, dims) + max_values(x, dims)
 
 
 def _pool_whole_map(x: torch.Tensor, pool: str) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """What every fused implementation shares: the `impl` switch, the eager-only guard, the autograd test, the pooled
 statistics."""
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd', 'hw_stat',
-           'amax', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd',
+           'formula_backward', 'hw_stat', 'amax', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
 
@@ -62,6 +62,17 @@ def require_eager(x: torch.Tensor, name: str) -> None:
 def needs_autograd(x: torch.Tensor, *params: torch.Tensor) -> bool:
     """Whether a graph must be recorded: grad mode on and the input or a parameter requires grad."""
     return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+
+
+def formula_backward(formula: Callable[..., torch.Tensor], inputs: Sequence[Optional[torch.Tensor]],
+                     needs_grad: Sequence[bool], gy: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+    """A fused autograd.Function's gradients where autograd records its backward (``create_graph=True``: gradient
+    penalties, Hessian-vector products): the gradients of ``formula(*inputs)``, the plain formula the Function stands
+    for, taken by autograd and so themselves differentiable; the hand-written backwards (in place, ``out=``) are
+    not. None for each input that needs no gradient."""
+    wanted = [t for t, need in zip(inputs, needs_grad) if need]
+    grads = iter(torch.autograd.grad(formula(*inputs), wanted, gy, create_graph=True, allow_unused=True))
+    return tuple(next(grads) if need else None for need in needs_grad)
 
 
 def hw_stat(x3: torch.Tensor, stat: str, dim: int, with_index: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -9,9 +9,8 @@ second full-size tensor. Min / max gradients go to the first extremal element (t
 from typing import Callable, List, Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from ._common import hw_stat, needs_autograd, require_eager
+from ._common import formula_backward, hw_stat, needs_autograd, require_eager
 
 __all__ = ['channel_gate_fused']
 
@@ -39,11 +38,14 @@ class _ChannelGateFunction(torch.autograd.Function):
         return x * gate
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy: torch.Tensor):
         saved = ctx.saved_tensors
         n = len(ctx.stats)
         x, values, indices, params = saved[0], saved[1:1 + n], saved[1 + n:1 + 2 * n], saved[1 + 2 * n:]
+        if torch.is_grad_enabled():  # create_graph=True
+            grads = formula_backward(lambda *t: _gated(t[0], ctx.gate_fn, ctx.stats, t[1:], with_index=True),
+                                     (x,) + params, ctx.needs_input_grad[:1] + ctx.needs_input_grad[3:], gy)
+            return (grads[0], None, None, *grads[1:])
         b, c, h, w = x.shape
         ggate = (gy * x).sum((2, 3), keepdim=True)
         with torch.enable_grad():
@@ -79,5 +81,12 @@ def channel_gate_fused(
     require_eager(x, 'channel_gate_fused')
     if needs_autograd(x, *params):
         return _ChannelGateFunction.apply(x, gate_fn, tuple(stats), *params)
-    values, _ = _stats(x, stats, with_index=False)
+    return _gated(x, gate_fn, stats, params, with_index=False)
+
+
+def _gated(x: torch.Tensor, gate_fn: GateFn, stats: Sequence[str], params: Sequence[torch.Tensor],
+           with_index: bool) -> torch.Tensor:
+    """The plain formula ``x * gate_fn(*stats_hw(x), *params)``: min / max by torch.min / torch.max `with_index`
+    (their gradient semantics, where autograd differentiates it), by amin / amax without."""
+    values, _ = _stats(x, stats, with_index)
     return x * gate_fn(*values, *params).to(x.dtype)

@@ -12,9 +12,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
-from ._common import needs_autograd, require_eager
+from ._common import formula_backward, needs_autograd, require_eager
 
 __all__ = ['nam_fused', 'supports_fused_nam']
 
@@ -59,9 +58,14 @@ class _NamFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy: torch.Tensor):
         x, weight, bias, running_mean, running_var, save_mean, save_invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: no running statistics updated by the formula
+            grads = formula_backward(
+                lambda *t: t[0] * torch.sigmoid(F.batch_norm(t[0], running_mean, running_var, t[1], t[2],
+                                                             ctx.batch_stats, 0.0, ctx.eps) * _attention_weight(t[1])),
+                [x, weight, bias], ctx.needs_input_grad[:3], gy)
+            return grads + (None,) * 5
         if ctx.batch_stats:
             mean, invstd = save_mean, save_invstd
         else:

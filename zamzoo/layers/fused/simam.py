@@ -8,11 +8,17 @@ gz = dL/dy * x * s * (1 - s) (the gradient of the gate's logit):
     dL/dx = dL/dy * s + t * (2 k gz - 8 k^2 sum_hw(gz t^2) / n) - 2 k sum_hw(gz t) / P
 """
 import torch
-from torch.autograd.function import once_differentiable
 
-from ._common import empty_like_dense, in_batch_chunks, needs_autograd, require_eager
+from ._common import empty_like_dense, formula_backward, in_batch_chunks, needs_autograd, require_eager
 
-__all__ = ['simam_fused']
+__all__ = ['simam_fused', 'simam_gate']
+
+
+def simam_gate(x: torch.Tensor, e_lambda: float, n: int) -> torch.Tensor:
+    """The plain formula's gate sigmoid((x - mu)^2 / (4 (v + lambda)) + 0.5), v the variance with divisor n."""
+    d = (x - x.mean((2, 3), keepdim=True)).pow(2)
+    v = d.sum((2, 3), keepdim=True) / n
+    return torch.sigmoid(d / (4.0 * (v + e_lambda)) + 0.5)
 
 
 def _simam_forward(x: torch.Tensor, e_lambda: float):
@@ -34,13 +40,17 @@ class _SimAMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, e_lambda: float) -> torch.Tensor:
         y, mu, k = _simam_forward(x, e_lambda)
+        ctx.e_lambda = e_lambda
         ctx.save_for_backward(x, mu, k)
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy: torch.Tensor):
-        return _simam_backward(gy, *ctx.saved_tensors), None
+        x, mu, k = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            n = max(x.shape[2] * x.shape[3] - 1, 1)
+            return formula_backward(lambda t: t * simam_gate(t, ctx.e_lambda, n), [x], [True], gy) + (None,)
+        return _simam_backward(gy, x, mu, k), None
 
 
 def _simam_backward(gy, x, mu, k) -> torch.Tensor:

@@ -32,9 +32,9 @@ unique.
 from typing import Optional, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from ._common import amax, empty_like_dense, hw_stat, in_batch_chunks, needs_autograd, require_eager
+from ._common import (amax, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, needs_autograd,
+                      require_eager)
 
 __all__ = ['zam_fused', 'zam_eager', 'POOL_STATS']
 
@@ -73,6 +73,14 @@ def _zam_forward_chunk(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool, 
     ms = torch.sigmoid(s2)
     y.mul_(_gate(ms, skip).view(b, 1, h, w))  # F''
     return mc, ms, i1, i2
+
+
+def _zam_formula(x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
+    """The plain formula (``ZAM(impl='reference')``), differentiated where autograd records the backward
+    (`formula_backward`)."""
+    b, c, h, w = x.shape
+    y = x * _gate(torch.sigmoid(_pooled(x.flatten(2), 2, pool, True)[0]), skip).view(b, c, 1, 1)
+    return y * _gate(torch.sigmoid(_pooled(y.flatten(2), 1, pool, True)[0]), skip).view(b, 1, h, w)
 
 
 def _zam_infer_into(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool) -> None:
@@ -140,9 +148,11 @@ class _ZamFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy: torch.Tensor):
-        return ctx.backward_fn(gy, *ctx.saved_tensors, ctx.pool, ctx.skip), None, None, None, None
+        saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            return formula_backward(lambda x: _zam_formula(x, ctx.pool, ctx.skip), saved[:1], [True], gy) + (None,) * 4
+        return ctx.backward_fn(gy, *saved, ctx.pool, ctx.skip), None, None, None, None
 
 
 def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torch.Tensor:
