@@ -203,7 +203,7 @@ def test_init_from_safetensors_and_export_folder(tmp_path, capsys):
         state, record = load_init(str(where))
         model = create_model(TINY, 3)
         head = model.get_classifier().weight.clone()
-        assert apply_init(model, state, str(where)) is True                # 10 -> 3 classes: head kept as built
+        assert apply_init(model, state, str(where)) == 'reset'             # 10 -> 3 classes: head kept as built
         assert torch.equal(model.get_classifier().weight, head)
         for k, v in model.state_dict().items():
             if not k.startswith('fc.'):
@@ -211,7 +211,7 @@ def test_init_from_safetensors_and_export_folder(tmp_path, capsys):
     import hashlib
     assert record['sha256'] == hashlib.sha256((tmp_path / 'export' / 'model.safetensors').read_bytes()).hexdigest()
     same = create_model(TINY, 10)
-    assert apply_init(same, load_init(str(path))[0], str(path)) is False
+    assert apply_init(same, load_init(str(path))[0], str(path)) == 'kept'
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in same.state_dict().items())
     with pytest.raises(ZamzooError, match='does not fit this model'):
         apply_init(create_model('test_efficientnet', 3), load_init(str(path))[0], str(path))
@@ -223,7 +223,7 @@ def test_init_from_safetensors_and_export_folder(tmp_path, capsys):
                  '--out', str(out)]) == 0
     init = json.loads((out / 'config.json').read_text())['init']
     assert init == {'source': str(path), 'file': str(path), 'sha256': hashlib.sha256(path.read_bytes()).hexdigest(),
-                    'head_reset': True}
+                    'classes': None, 'head': 'reset', 'head_reset': True}
     trained = load_file(str(out / 'model.safetensors'))
     convs = [k for k, v in trained.items() if v.dim() == 4]                 # lr 1e-9: still the --init weights
     assert convs and all(torch.allclose(trained[k], source.state_dict()[k], rtol=0, atol=1e-6) for k in convs)

@@ -1,6 +1,8 @@
 """`zamzoo` command line: parse, call the library, print. Errors become one line and a non-zero exit."""
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from .errors import ZamzooError
@@ -39,3 +41,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f'zamzoo {args.command}: interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`zamzoo list | head -1`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit would raise again
+        return 128 + signal.SIGPIPE

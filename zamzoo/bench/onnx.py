@@ -38,8 +38,9 @@ def _require_onnx():
     try:
         import onnx  # noqa: F401
         import onnxruntime
+        import onnxscript  # noqa: F401  (torch's dynamo exporter)
     except ImportError as e:
-        raise OnnxExportError(f"ONNX export needs onnx and onnxruntime ({e.name} is missing): "
+        raise OnnxExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
                               "pip install 'zamzoo[onnx]'") from None
     return onnxruntime
 

@@ -1,4 +1,6 @@
 """`zamzoo compare` (thin: parse, call zamzoo.compare, print)."""
+from collections import Counter
+
 from ..train.commands import add_run_arguments, train_config_values
 from ..train.config import DATASET_CHOICES
 from .runs import DEFAULT_BASELINES, DEFAULT_SEEDS
@@ -38,6 +40,7 @@ def run_compare(args) -> int:
     baselines) x seed trains as a zoo run in --out (runs already done there are reused), and the report compares
     the candidate with each baseline on each backbone, paired by seed: final-epoch top-1, the difference's 95%
     interval, Holm-corrected p-value, probability of improvement, smallest detectable difference, verdict, cost."""
+    from ..data import open_data
     from ..zoo.commands import check_executor_arguments
     from .contract import check_contract
     from .runs import Arms, candidate_attention, check_sources, plan_compare
@@ -51,6 +54,8 @@ def run_compare(args) -> int:
                if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}  # what plan_compare sets itself
     runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
     check_sources(candidate, runs)
+    if runs and not runs[0].config.download:  # the data readable before the contract check (a download: by the runs)
+        open_data(runs[0].config.source(), train=False)
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
                               module=candidate.module, progress=lambda msg: print(msg, flush=True))
     print(contract.summary())
@@ -69,7 +74,10 @@ def _train_and_report(args, candidate, arms, runs, contract) -> int:
     states = plan_states(runs)
     check_conflicts(runs, states)
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
-    print(f'{len(runs)} run(s) in {args.out}: {len(launch_runs)} to train, {len(runs) - len(launch_runs)} reused')
+    kept = Counter(states[run.name]['state'] for run in runs if run not in launch_runs)
+    print(f"{len(runs)} run(s) in {args.out}: {len(launch_runs)} to train, {kept.pop('done', 0)} reused"
+          + (f", {kept.pop('failed')} failed earlier (not run again without --retry-failed)" if 'failed' in kept else '')
+          + ''.join(f', {n} {state}' for state, n in sorted(kept.items())))
     summary = launch(runs, launch_runs, args)
     if not summary['finished']:
         print(f"submitted {summary['launched']} run(s); run this command again once they have ended for the report")

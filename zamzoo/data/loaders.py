@@ -4,6 +4,7 @@ Determinism does not depend on workers or on the global RNG: each sample's augme
 made of (seed, epoch, sample index), and the order of an epoch comes from (seed, epoch). Ranks of a distributed
 run take contiguous parts of the same global batches, as the tensor loader does.
 """
+import math
 from typing import Iterator, List, Tuple
 
 import torch
@@ -28,6 +29,18 @@ def cifar_transforms(recipe, mean, std, train: bool):
     return v2.Compose(t)
 
 
+EVAL_CROP_PCT = 0.875
+EVAL_INTERPOLATION = 'bilinear'
+"""Evaluation of image-folder and Hugging Face data, by either loader: the shorter side resized (bilinear) to
+`eval_resize`, then a centre crop: timm's eval transform for this crop_pct and interpolation, which an export's
+cfg declares (so timm, transformers and the model card preprocess as the run was scored)."""
+
+
+def eval_resize(img_size: int) -> int:
+    """The shorter side before the centre crop, as timm computes it (floor)."""
+    return math.floor(img_size / EVAL_CROP_PCT)
+
+
 def folder_transforms(recipe, mean, std, img_size: int, train: bool):
     """Image folders: random-resized crop + flip (+ rotation) for training, resize + centre crop for evaluation."""
     if train:
@@ -37,7 +50,8 @@ def folder_transforms(recipe, mean, std, img_size: int, train: bool):
         if recipe.rotation:
             t.append(v2.RandomRotation(recipe.rotation))
     else:
-        t = [v2.Resize(int(round(img_size / 0.875)), antialias=True), v2.CenterCrop(img_size)]
+        t = [v2.Resize(eval_resize(img_size), interpolation=InterpolationMode(EVAL_INTERPOLATION), antialias=True),
+             v2.CenterCrop(img_size)]
     t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(t)
 

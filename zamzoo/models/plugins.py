@@ -76,7 +76,7 @@ def load_attention(spec: str, name: Optional[str] = None) -> RegisteredAttention
     """Import `spec` ('pkg.module:Class' or 'path/to/file.py:Class') and register the class under `name`
     (default: the class name in lower case). A file's spec is recorded with its absolute path."""
     cls, spec = import_spec(spec)
-    return _register(name or cls.__name__.lower(), cls, {}, spec)
+    return _register(name or getattr(cls, '__name__', spec.rpartition(':')[2]).lower(), cls, {}, spec)
 
 
 def import_spec(spec: str) -> Tuple[Callable[..., Any], str]:

@@ -54,6 +54,9 @@ def _translate(e: BaseException, what: str, repo_id: Optional[str], filename: st
     from safetensors import SafetensorError
 
     where = f'{repo_id}' + (f'@{revision}' if revision else '')
+    if local_file and isinstance(e, FileNotFoundError):
+        return WeightsError(f'{what}: no weights file at {repo_id} (pretrained_cfg_overlay file=): expected a '
+                            f'.safetensors / .pth file there')
     if isinstance(e, SafetensorError):
         if local_file:
             return WeightsError(f'{what}: the file {repo_id} is corrupt or truncated ({e}); save the weights again.')

@@ -8,6 +8,7 @@ the templates `templates/usage.md` and `onnx.md`, package data of zamzoo.publish
 importlib.resources, so a wheel finds them as a checkout does).
 """
 import importlib.resources
+import math
 import string
 from typing import Optional, Tuple
 
@@ -101,7 +102,8 @@ def _onnx_section(info: dict) -> str:
         opset=record['opset'], batches=' and '.join(map(str, record['checked_batch_sizes'])),
         max_rel_err=f"{record['max_rel_err']:.1e}", input_name=record['input_name'],
         output_name=record['output_name'], height=h, width=w, num_classes=info['num_classes'],
-        repo_id=info['repo_id'], mean=list(info['mean']), std=list(info['std']))
+        repo_id=info['repo_id'], mean=list(info['mean']), std=list(info['std']),
+        short_side=math.floor(h / info.get('crop_pct', 1.0)), resample=info.get('interpolation', 'bicubic').upper())
 
 
 def _attention_module_section(record: dict) -> str:

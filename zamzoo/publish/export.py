@@ -119,11 +119,13 @@ class ExportResult:
 def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_config: dict):
     """(tag, pretrained cfg) the export is made for: the registry's cfg of `model.tag` for CIFAR runs (or an
     explicit registered --tag); for a run on an image folder, the model's default cfg re-described for that data:
-    the folder's name as tag, its class names, and the normalisation and input size the run trained with."""
+    the folder's name as tag, its class names, the normalisation and input size the run trained with, and the
+    evaluation transform its top-1 was measured with. Both carry the run's class names (a pipeline's labels)."""
     import dataclasses
 
     from timm.models import get_arch_pretrained_cfgs
 
+    from ..data import EVAL_CROP_PCT, EVAL_INTERPOLATION
     from ..models import TAGS, ZOO
     folder = dataset in ('folder', 'hf')  # data of the user's own: published under its own tag
     tag = tag or (run_config.get('tag') if folder else dataset)
@@ -131,7 +133,9 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
         raise ExportError(f'cannot tell the pretrained tag of {model}: pass --tag ({", ".join(TAGS)})')
     cfgs = {name.split('.', 1)[1]: cfg for name, cfg in get_arch_pretrained_cfgs(model).items()}  # by tag
     if tag in cfgs:
-        return tag, cfgs[tag]
+        classes = run_config.get('classes')  # the names the run trained with (pipelines' labels); none: a checkpoint
+        fits = isinstance(classes, list) and len(classes) == cfgs[tag].num_classes
+        return tag, dataclasses.replace(cfgs[tag], label_names=tuple(classes)) if fits else cfgs[tag]
     if not folder:
         raise ExportError(
             f"'{model}.{tag}' has no pretrained cfg: zamzoo models have the tags {', '.join(TAGS)} "
@@ -141,7 +145,8 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
     return tag, dataclasses.replace(
         default, tag=tag, hf_hub_id=None, num_classes=int(run_config['num_classes']),
         label_names=tuple(run_config['classes']), mean=tuple(run_config['mean']), std=tuple(run_config['std']),
-        input_size=(3, size, size), description=f"{ZOO[model].description}; trained on "
+        input_size=(3, size, size), interpolation=EVAL_INTERPOLATION, crop_pct=EVAL_CROP_PCT, crop_mode='center',
+        description=f"{ZOO[model].description}; trained on "
         f"{'the Hugging Face dataset' if dataset == 'hf' else 'the image folder'} '{tag}'")
 
 
@@ -300,6 +305,7 @@ def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
         model=inp.model, tag=results['tag'], model_name=f"{inp.model}.{results['tag']}", repo_id=results['repo_id'],
         params=results['params'], macs=results['macs'], input_size=cfg.input_size,
         num_classes=results['num_classes'], num_features=net.num_features, mean=cfg.mean, std=cfg.std,
+        crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
         recipe=(f'{recipe_name} (version {recipe_version})' if recipe_version else recipe_name),
         results=results if has_results else None,
         hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,

@@ -21,13 +21,18 @@ from huggingface_hub.utils.sha import git_hash
 
 from .._io import atomic_path, write_text_atomic
 from ..pretrained import sha256_file
-from .export import EXPORT_FILES
+from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES
 
-LFS_SUFFIXES = ('.safetensors',)  # stored with git LFS on the Hub (hence named by sha256 in the cache)
+LFS_SUFFIXES = ('.safetensors', '.onnx')  # stored with git LFS on the Hub (hence named by sha256 in the cache)
 
 
 def _etag(path: Path) -> str:
     return sha256_file(path) if path.suffix in LFS_SUFFIXES else git_hash(path.read_bytes())
+
+
+def _export_files(folder: Path) -> list:
+    """The files of an export that a push uploads: every EXPORT_FILES one, and the optional ones it has."""
+    return list(EXPORT_FILES) + [name for name in OPTIONAL_EXPORT_FILES if (folder / name).is_file()]
 
 
 def local_commit(folder) -> str:
@@ -35,7 +40,7 @@ def local_commit(folder) -> str:
     names and contents, so the same export always gets the same id."""
     folder = Path(folder)
     h = hashlib.sha1()
-    for name in EXPORT_FILES:
+    for name in _export_files(folder):
         h.update(f'{name}\0{_etag(folder / name)}\n'.encode())
     return h.hexdigest()
 
@@ -62,7 +67,7 @@ def cache_export(folder, cache_dir=None, *, repo_id: Optional[str] = None, commi
     snapshot = repo / 'snapshots' / commit
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / 'blobs').mkdir(exist_ok=True)
-    for name in EXPORT_FILES:
+    for name in _export_files(folder):
         src = folder / name
         blob = repo / 'blobs' / _etag(src)
         if not blob.exists():

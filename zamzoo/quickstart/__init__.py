@@ -15,6 +15,7 @@ The same library calls a maintainer makes to publish weights, on coloured shapes
     result = quickstart(QuickstartConfig(out='quickstart-out'))
     print(result.top1, result.paths['attention'])
 """
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,13 +27,14 @@ import torch
 from .._io import write_json_atomic
 from .._paths import check_writable
 from ..data import DataLoaderBatches, folder_transforms, image_folder
-from ..data.shapes import write_shapes
+from ..data.shapes import CLASSES as SHAPES, write_shapes
 from ..errors import UsageError, ZamzooError
 from ..publish import export_run, validate_export
 from ..publish.hubcache import cache_export, offline_hub
 from ..recipes import get_recipe
 from ..train import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig,
                      create_model, load_weights, train)
+from ..train.build import check_model_name
 from ..viz import visualize
 
 DEFAULT_MODEL = 'mobilenet_zam'
@@ -63,6 +65,10 @@ class QuickstartConfig:
                 raise UsageError(f'{name}: expected a positive integer, got {v!r}')
         if not self.lr > 0:
             raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
+        if min(self.train_images, self.val_images) < len(SHAPES):
+            raise UsageError(f'train_images and val_images: expected at least {len(SHAPES)} each (one image per '
+                             f'class), got {self.train_images} and {self.val_images}')
+        check_model_name(self.model)
         return self
 
 
@@ -152,9 +158,16 @@ def quickstart(config: QuickstartConfig = None, reporter=None, log: Optional[Cal
     `log(message)` is called at the start of each step."""
 
     config = (config or QuickstartConfig(**kwargs)).validate()
-    log = log or (lambda message: None)
-    t0 = time.perf_counter()
     out = _new_folder(config.out)
+    try:
+        return _quickstart_into(out, config, reporter, log or (lambda message: None))
+    except BaseException:  # a failed or interrupted quickstart leaves nothing that would block the next one
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _quickstart_into(out: Path, config: QuickstartConfig, reporter, log: Callable[[str], None]) -> QuickstartResult:
+    t0 = time.perf_counter()
     data, run, export, cache, attention_dir = (out / 'data' / 'shapes', out / 'run', out / 'export',
                                                out / 'hf-cache', out / 'attention')
 

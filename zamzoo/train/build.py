@@ -7,7 +7,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -131,8 +131,8 @@ def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, e
             train = TensorLoader(*dataset_tensors(train_split, img_size, workers), batch_size, mean, std, train=True,
                                  crop_padding=recipe.crop_padding, hflip=recipe.hflip, rotation=recipe.rotation,
                                  drop_last=recipe.drop_last, **common)
-        return train, TensorLoader(*dataset_tensors(test_split, img_size, workers), eval_batch_size, mean, std,
-                                   train=False, **common)
+        test = dataset_tensors(test_split, img_size, workers, train=False)
+        return train, TensorLoader(*test, eval_batch_size, mean, std, train=False, **common)
 
     def transform(is_train):
         if dataset in ('folder', 'hf'):
@@ -218,19 +218,21 @@ def _open_data(config, info: D.DistInfo, out: Path):
     return open_data(config.source(split))
 
 
-def _build_model(config, recipe, num_classes: int):
+def _build_model(config, recipe, classes: Sequence[str]):
     """The model (seeded, from --init's weights if any) and what config.json records of it: its starting weights,
     and the normalisation and input size its data gets (the recipe's for CIFAR, the model's cfg for other data)."""
     from .init import apply_init, load_init
 
     seed_everything(config.seed)
+    num_classes = len(classes)
     model = create_model(config.model, num_classes, pretrained=config.pretrained, **config.model_kwargs)
     if config.pretrained and recipe.reset_head:
         model.reset_classifier(num_classes)
     init = None
     if config.init is not None:
         state, init = load_init(config.init)
-        init['head_reset'] = apply_init(model, state, config.init)
+        init['head'] = apply_init(model, state, config.init, classes, init.get('classes'))
+        init['head_reset'] = init['head'] == 'reset'
     if config.dataset in ('folder', 'hf'):
         cfg = model.pretrained_cfg
         mean, std = tuple(cfg.get('mean', (0.485, 0.456, 0.406))), tuple(cfg.get('std', (0.229, 0.224, 0.225)))
@@ -289,7 +291,7 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
                          f'the global batch is split evenly across ranks')
     dtype, workers, channels_last = _runtime(config, info)
     data = _open_data(config, info, out)  # first: it gives the classes
-    model, facts = _build_model(config, recipe, data.num_classes)
+    model, facts = _build_model(config, recipe, data.classes)
     loader = pick_loader(config.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
                          info.device, batch_size=max(recipe.batch_size // info.world_size, config.eval_batch_size),
                          workers=workers)

@@ -3,36 +3,66 @@
 SOURCE is a zoo name with published weights (``resnet18_zam`` or ``resnet18_zam.cifar10``; what ``--pretrained``
 loads), ``hf-hub:org/name`` (its ``model.safetensors``), ``local-dir:PATH``, an export folder, a run folder, or a
 ``.safetensors`` / ``.pt`` file. The classifier is re-initialised (kept as the model was built) when the class
-count differs; every other tensor must fit. The run records the source and the sha256 of the file read.
+count differs, or when the source records its class names (a run's ``classes``, an export's or Hub repo's
+``label_names`` in the config.json next to the weights) and they are not this run's; the same names in another
+order reorder its rows. Every other tensor must fit. The run records the source, the sha256 of the file read and
+what became of the classifier.
 """
+import json
 from pathlib import Path
-from typing import Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
 from ..errors import WeightsError
 from ..pretrained import find_checkpoint, hub_errors, sha256_file
 from .checkpoint import WEIGHT_FILES, check_finite_weights, load_weights
+from .run_files import CONFIG_FILE
 
 
-def _weights_file(source: str) -> Path:
-    """The local file holding SOURCE's weights (downloaded for hf-hub:), or None for a zoo name."""
+def _weights_file(source: str) -> Optional[Path]:
+    """The local file holding SOURCE's weights (downloaded for hf-hub:, with the repo's config.json where it has
+    one), or None for a zoo name."""
     if source.startswith('hf-hub:'):
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
         repo, _, revision = source[len('hf-hub:'):].partition('@')
         with hub_errors(f'--init {source}', repo, 'model.safetensors', revision or None):
-            return Path(hf_hub_download(repo, 'model.safetensors', revision=revision or None))
+            weights = Path(hf_hub_download(repo, 'model.safetensors', revision=revision or None))
+            try:  # its label_names (`source_classes`)
+                hf_hub_download(repo, CONFIG_FILE, revision=revision or None)
+            except EntryNotFoundError:
+                pass
+            return weights
     path = Path(source[len('local-dir:'):] if source.startswith('local-dir:') else source).expanduser()
     if path.is_dir():
         found = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None)
         if found is None:
             raise WeightsError(f'--init {source}: the folder holds none of {list(WEIGHT_FILES)}')
         return found
-    if path.is_file() or source.startswith('local-dir:') or '/' in source or path.suffix:
+    if path.is_file() or source.startswith('local-dir:') or '/' in source or (path.suffix and not _zoo_name(source)):
         if not path.is_file():
             raise WeightsError(f'--init {source}: no such file or folder')
         return path
     return None
+
+
+def _zoo_name(source: str) -> bool:
+    """Whether SOURCE names a registered model, with or without a tag ('resnet18_zam.cifar10')."""
+    import timm
+
+    return timm.is_model(source.partition('.')[0])
+
+
+def source_classes(weights: Path) -> Optional[List[str]]:
+    """The class names the weights were trained on, where the config.json next to them records them (a run's
+    'classes', an export's or a Hub repo's 'label_names'); None where nothing does."""
+    try:
+        config = json.loads((weights.parent / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    names = (config.get('classes') or config.get('label_names')) if isinstance(config, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _zoo_weights(name: str) -> Tuple[dict, dict]:
@@ -60,17 +90,37 @@ def load_init(source: str) -> Tuple[dict, dict]:
         raise WeightsError(f'--init {source}: {e}') from e
     check_finite_weights(state, f'--init {path}', 'weights a run cannot start from (save finite ones, or pick '
                                                   'another file)')
-    return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path)}
+    return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path), 'classes': source_classes(path)}
 
 
-def apply_init(model: nn.Module, state: dict, source: str) -> bool:
-    """Load `state` into `model`; True when the classifier was left as built because its shape differs."""
+def _fit_head(state: dict, head_keys: set, own: dict, classes: Sequence[str],
+              init_classes: Optional[Sequence[str]]) -> Tuple[dict, str]:
+    """`state` with its classifier fitted to this run's `classes`, and what was done: 'kept'; 'reordered' (the same
+    names in another order: its rows follow the names); 'reset' (another class count, or other names: the
+    classifier stays as the model was built)."""
+    if any(k in state and state[k].shape != own[k].shape for k in head_keys):
+        action = 'reset'
+    elif init_classes is None or list(init_classes) == list(classes):
+        return state, 'kept'
+    elif sorted(init_classes) == sorted(classes) and len(set(classes)) == len(classes):
+        row = {name: i for i, name in enumerate(init_classes)}
+        order = [row[name] for name in classes]
+        return {k: v[order] if k in head_keys and v.dim() and v.shape[0] == len(order) else v
+                for k, v in state.items()}, 'reordered'
+    else:
+        action = 'reset'
+    return {k: v for k, v in state.items() if k not in head_keys}, action
+
+
+def apply_init(model: nn.Module, state: dict, source: str, classes: Sequence[str] = (),
+               init_classes: Optional[Sequence[str]] = None) -> str:
+    """Load `state` (whose classifier was trained on `init_classes`, where known) into `model` for a run on
+    `classes`; returns what became of the classifier (`_fit_head`)."""
     own = model.state_dict()
     head = model.pretrained_cfg.get('classifier', 'fc')
     head_keys = {k for k in own if k.startswith(head + '.')}
-    reset = any(k in state and state[k].shape != own[k].shape for k in head_keys)
-    if reset:
-        state = {k: v for k, v in state.items() if k not in head_keys}
+    state, action = _fit_head(state, head_keys, own, classes, init_classes)
+    reset = action == 'reset'
     missing = sorted(set(own) - set(state) - (head_keys if reset else set()))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
@@ -78,4 +128,4 @@ def apply_init(model: nn.Module, state: dict, source: str) -> bool:
         raise WeightsError(f'--init {source} does not fit this model: missing {missing[:5]}, unexpected '
                            f'{unexpected[:5]}, other shapes {wrong[:5]} (is it the same architecture?)')
     model.load_state_dict(state, strict=not reset)
-    return reset
+    return action

@@ -1,0 +1,76 @@
+"""What a user meets at the edges of the command line: one line and exit 2 instead of a traceback, nothing left
+half-made, a closed pipe ending the command quietly, messages naming what is missing."""
+import subprocess
+import sys
+
+import pytest
+import timm
+
+from zamzoo.cli import main
+from zamzoo.errors import UsageError, WeightsError
+
+
+def test_a_spec_naming_something_that_is_not_a_class_is_one_line(tmp_path, capsys):
+    from zamzoo.models.plugins import load_attention
+
+    (tmp_path / 'bad.py').write_text('raise_me = 1\n')
+    with pytest.raises(UsageError, match='expected a module class'):
+        load_attention(f'{tmp_path / "bad.py"}:raise_me')
+    assert main(['compare', '--attn', f'{tmp_path / "bad.py"}:raise_me', '--baselines', 'plain', '--backbones',
+                 'mobilenet', '--seeds', '0', '--dataset', 'folder', '--data', str(tmp_path), '--out',
+                 str(tmp_path / 'runs'), '--check-only']) == 2
+    err = capsys.readouterr().err
+    assert 'expected a module class' in err and 'Traceback' not in err
+
+
+def test_quickstart_leaves_nothing_behind_when_it_fails(tmp_path, capsys, monkeypatch):
+    out = tmp_path / 'qs'
+    assert main(['quickstart', '--model', 'nosuch', '--out', str(out)]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err and not out.exists()
+
+    import zamzoo.quickstart as quickstart
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(quickstart, 'train', interrupted)  # after the data set was written
+    assert main(['quickstart', '--out', str(out), '--train-images', '9', '--val-images', '10']) == 2
+    assert 'at least 10 each' in capsys.readouterr().err and not out.exists()
+    assert main(['quickstart', '--out', str(out), '--train-images', '10', '--val-images', '10']) == 130
+    assert not out.exists()  # a second quickstart into the same --out can start
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    code = ('import sys, zamzoo.cli as cli, zamzoo.publish.commands as commands\n'
+            'def endless(args):\n'
+            '    while True:\n'
+            '        print("x" * 100)\n'
+            'commands._list = endless\n'
+            'sys.exit(cli.main(["list"]))\n')
+    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `zamzoo list | head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == '', err  # 128 + SIGPIPE, as a shell reports a piped tool
+
+
+def test_compare_reads_the_data_before_the_contract_check(tmp_path, capsys):
+    assert main(['compare', '--attn', 'zam', '--baselines', 'plain', '--backbones', 'mobilenet', '--seeds', '0',
+                 '--dataset', 'folder', '--data', str(tmp_path / 'nothing'), '--out', str(tmp_path / 'runs')]) == 2
+    captured = capsys.readouterr()
+    assert 'nothing' in captured.err and 'contract' not in captured.out.lower(), captured
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_a_missing_local_weights_file_is_named():
+    with pytest.raises(WeightsError, match='no weights file at .*does-not-exist'):
+        timm.create_model('mobilenet_zam', pretrained=True,
+                          pretrained_cfg_overlay=dict(file='/nonexistent/does-not-exist.safetensors'))
+
+
+def test_a_missing_onnxscript_is_named_with_the_extra(monkeypatch):
+    from zamzoo.bench.onnx import _require_onnx
+    from zamzoo.errors import ZamzooError
+
+    monkeypatch.setitem(sys.modules, 'onnxscript', None)  # import onnxscript -> ImportError
+    with pytest.raises(ZamzooError, match=r"onnxscript is missing.*zamzoo\[onnx\]"):
+        _require_onnx()
