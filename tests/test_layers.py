@@ -233,7 +233,7 @@ def test_ulsam_maps_and_formula(x, g):
     ref, ref_maps = ulsam_reference(m, x)
     torch.testing.assert_close(maps, ref_maps)
     torch.testing.assert_close(m(x), ref)
-    m.eval()  # BNs folded into the convs, separable max-pool
+    m.eval()  # BNs folded into the convs
     ref, ref_maps = ulsam_reference(m, x)
     torch.testing.assert_close(m.attention_maps(x)['spatial'], ref_maps)
     torch.testing.assert_close(m(x), ref)

@@ -15,14 +15,12 @@ one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 
 rest of the module's share):
 - DW conv1x1 + BN is one per-channel affine ``x * scale + shift`` (BN folded into the conv), one ``addcmul`` (in an
   ONNX export a depthwise Conv, which ONNX Runtime runs in its NCHWc layout with the ReLU and the max-pool);
-- the 3x3 max-pool is separable (a max over 3 columns, then over 3 rows), and its input is a ReLU output (>= 0), so
-  zero padding gives what -inf padding gives: every window holds its own valid centre (in an ONNX export it stays
-  one MaxPool, which ONNX Runtime runs faster; with grad mode on it stays F.max_pool2d, whose gradient goes to one
-  of tied maxima as the original's does);
+- the 3x3 max-pool stays the original's MaxPool2d (its gradient goes to one of tied maxima; a separable max of
+  shifted maps would split it; in an ONNX export one MaxPool, which ONNX Runtime runs in its NCHWc layout);
 - PW conv + BN(g) is one grouped conv with the BN folded in.
 It is plain tensor ops, so tracers and exporters record it as it runs, and autograd (eval mode, grad on) differentiates
-it. It does not call the submodules, so where a forward hook watches them (thop, FlopCounterMode, feature hooks) they
-run as written.
+it. Of the submodules it calls the pool only; where a forward hook watches them (thop, FlopCounterMode, feature
+hooks) they all run as written.
 
 Eager inference with no autograd (`_refine_in_chunks`), at any number of CPU threads, runs the same function chunk
 by chunk of the batch (every statistic is per image; `batch_chunks`: the passes hit the cache and the temporaries
@@ -88,10 +86,7 @@ class ULSAM(nn.Module):
             a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
         else:
             if torch.jit.is_scripting() or not exporting_onnx():
-                a = F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True)  # in place: a fresh tensor
-                # where autograd may record, the pool of the original (torch.maximum would split the gradient of
-                # tied maxima, which MaxPool2d sends to one element)
-                a = F.max_pool2d(a, 3, 1, 1) if torch.is_grad_enabled() else _max_pool3x3_nonnegative(a)
+                a = self.pool(F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True))  # in place: fresh
             else:
                 a = self._dw_pool_onnx(x, folded)
             a = a.reshape(b, g, c // g, h * w)
@@ -233,13 +228,6 @@ def _refine_eager_into(x: torch.Tensor, args: Tuple[dict, torch.Tensor, dict], o
     a = F.batch_norm(a.view(b, g, h * w), **args[2]).relu_()
     a = torch.softmax(a, dim=-1).add_(1.0).view(b, g, 1, h, w)
     torch.mul(x.view(b, g, c // g, h, w), a, out=out.view(b, g, c // g, h, w))
-
-
-def _max_pool3x3_nonnegative(a: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(a, 3, 1, 1)`` for a >= 0: a max over 3 columns, then over 3 rows, of the zero-padded map."""
-    p = F.pad(a, (1, 1, 1, 1))
-    rows = torch.maximum(torch.maximum(p[:, :, :, :-2], p[:, :, :, 1:-1]), p[:, :, :, 2:])
-    return torch.maximum(torch.maximum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
 
 
 def _max_pool3x3_flat(a: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
