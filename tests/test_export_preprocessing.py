@@ -22,14 +22,14 @@ MODEL = 'mobilenet_plain'
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 
-def _run(folder, dataset, classes, img_size=32):
+def _run(folder, dataset, classes, img_size=32, loader='dataloader'):
     torch.manual_seed(0)
     net = timm.create_model(MODEL, num_classes=len(classes))
     folder.mkdir(parents=True)
     save_file(net.state_dict(), str(folder / 'model.safetensors'))
     config = dict(model=MODEL, dataset=dataset, tag='mine' if dataset == 'folder' else dataset, seed=0,
                   num_classes=len(classes), classes=list(classes), mean=list(MEAN), std=list(STD), img_size=img_size,
-                  model_kwargs={}, recipe=dict(name='finetune', version=1, epochs=1), recipe_name='finetune',
+                  loader=loader, model_kwargs={}, recipe=dict(name='finetune', version=1, epochs=1), recipe_name='finetune',
                   recipe_version=1, device='cpu')
     (folder / 'config.json').write_text(json.dumps(config))
     (folder / 'results.json').write_text(json.dumps(dict(model=MODEL, dataset=dataset, recipe='finetune', seed=0,
@@ -37,29 +37,35 @@ def _run(folder, dataset, classes, img_size=32):
     (folder / 'metrics.jsonl').write_text(json.dumps(dict(epoch=1, train_loss=1.0, lr=0.1)) + '\n')
 
 
-@pytest.fixture(scope='module')
-def folder_export(tmp_path_factory):
+@pytest.fixture(scope='module', params=['dataloader', 'tensor'])
+def folder_export(tmp_path_factory, request):
+    """(export folder, the loader its run evaluated with)"""
     root = tmp_path_factory.mktemp('fx')
-    _run(root / 'run', 'folder', ['a', 'b', 'c'], img_size=48)
+    _run(root / 'run', 'folder', ['a', 'b', 'c'], img_size=48, loader=request.param)
     export_run([root / 'run'], root / 'export')
-    return root / 'export'
+    return root / 'export', request.param
+
+
+def _scored(img, loader):
+    """The image as the run's evaluation fed it to the model."""
+    if loader == 'dataloader':
+        return folder_transforms(get_recipe('finetune'), MEAN, STD, 48, train=False)(img)
+    decoded, _ = _Decoded([(img, 0)], 48)[0]  # the tensor loader's split, normalised as its batches are
+    return (decoded.float() / 255 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
 
 
 @pytest.mark.parametrize('size', [(60, 50), (50, 90), (48, 48), (33, 200)])
 def test_every_reader_of_a_folder_export_preprocesses_as_the_run_was_scored(folder_export, tmp_path, size):
-    cfg = json.loads((folder_export / 'config.json').read_text())['pretrained_cfg']
+    export, loader = folder_export
+    cfg = json.loads((export / 'config.json').read_text())['pretrained_cfg']
     assert cfg['label_names'] == ['a', 'b', 'c']
     rng = np.random.default_rng(sum(size))
     img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    scored = folder_transforms(get_recipe('finetune'), MEAN, STD, 48, train=False)(img)  # the DataLoader's eval
+    scored = _scored(img, loader)
 
     data_cfg = timm.data.resolve_data_config(pretrained_cfg=cfg)
     timm_x = timm.data.create_transform(**data_cfg, is_training=False)(img)  # what transformers' processor runs too
     torch.testing.assert_close(timm_x, scored, rtol=0, atol=1e-6)
-
-    decoded, _ = _Decoded([(img, 0)], 48, eval_resize(48))[0]  # the tensor loader's test split
-    tensor_x = (decoded.float() / 255 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
-    torch.testing.assert_close(tensor_x, scored, rtol=0, atol=1e-6)
 
     path = tmp_path / 'image.png'
     img.save(path)
@@ -74,9 +80,11 @@ def test_every_reader_of_a_folder_export_preprocesses_as_the_run_was_scored(fold
 
 
 def test_the_folder_exports_cfg(folder_export):
-    cfg = json.loads((folder_export / 'config.json').read_text())['pretrained_cfg']
-    assert (cfg['crop_pct'], cfg['interpolation'], cfg['crop_mode']) == (0.875, EVAL_INTERPOLATION, 'center')
-    assert cfg['input_size'] == [3, 48, 48] and eval_resize(48) == 54  # timm's floor(48 / 0.875)
+    export, loader = folder_export
+    cfg = json.loads((export / 'config.json').read_text())['pretrained_cfg']
+    assert (cfg['interpolation'], cfg['crop_mode']) == (EVAL_INTERPOLATION, 'center') == ('bilinear', 'center')
+    assert cfg['crop_pct'] == {'dataloader': 0.875, 'tensor': 1.0}[loader] and cfg['input_size'] == [3, 48, 48]
+    assert eval_resize(48, 0.875) == 54  # timm's floor(48 / 0.875)
 
 
 def test_a_cifar_export_names_the_runs_classes(tmp_path):
@@ -95,7 +103,7 @@ def test_the_local_hub_cache_holds_the_onnx_file_a_push_uploads(folder_export, t
     from zamzoo.publish.hubcache import cache_export, local_commit
 
     export = tmp_path / 'export'
-    shutil.copytree(folder_export, export)
+    shutil.copytree(folder_export[0], export)
     without = local_commit(export)
     (export / 'model.onnx').write_bytes(b'onnx bytes')
     assert local_commit(export) != without  # the id covers every file a push uploads

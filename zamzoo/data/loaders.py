@@ -29,16 +29,18 @@ def cifar_transforms(recipe, mean, std, train: bool):
     return v2.Compose(t)
 
 
-EVAL_CROP_PCT = 0.875
+EVAL_CROP_PCT = {'dataloader': 0.875, 'tensor': 1.0}
 EVAL_INTERPOLATION = 'bilinear'
-"""Evaluation of image-folder and Hugging Face data, by either loader: the shorter side resized (bilinear) to
-`eval_resize`, then a centre crop: timm's eval transform for this crop_pct and interpolation, which an export's
-cfg declares (so timm, transformers and the model card preprocess as the run was scored)."""
+"""Evaluation of image-folder and Hugging Face data, by loader: the shorter side resized (bilinear) to
+`eval_resize`, then a centre crop to the input size: timm's eval transform for this crop_pct and interpolation,
+which an export of the run declares (so timm, transformers and the model card preprocess as the run was scored).
+The DataLoader trains on random-resized crops (timm's way), the tensor loader on padded crops of the image resized
+to the input size (CIFAR's way); each evaluates as it trains."""
 
 
-def eval_resize(img_size: int) -> int:
+def eval_resize(img_size: int, crop_pct: float) -> int:
     """The shorter side before the centre crop, as timm computes it (floor)."""
-    return math.floor(img_size / EVAL_CROP_PCT)
+    return math.floor(img_size / crop_pct)
 
 
 def folder_transforms(recipe, mean, std, img_size: int, train: bool):
@@ -50,7 +52,7 @@ def folder_transforms(recipe, mean, std, img_size: int, train: bool):
         if recipe.rotation:
             t.append(v2.RandomRotation(recipe.rotation))
     else:
-        t = [v2.Resize(eval_resize(img_size), interpolation=InterpolationMode(EVAL_INTERPOLATION), antialias=True),
+        t = [v2.Resize(eval_resize(img_size, EVAL_CROP_PCT['dataloader']), interpolation=InterpolationMode(EVAL_INTERPOLATION), antialias=True),
              v2.CenterCrop(img_size)]
     t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(t)

@@ -1,6 +1,5 @@
 """Any data set as the tensor loader's input: every image decoded once to uint8 (N, 3, S, S) at the model's input
-size (resized so its shorter side is S, or `eval_resize(S)` for an evaluation split, then centre-cropped; CIFAR's 32x32
-arrays are taken as they are), after
+size (resized so its shorter side is S, then centre-cropped; CIFAR's 32x32 arrays are taken as they are), after
 checking that the device and the host have the memory for it."""
 import os
 from typing import Tuple
@@ -11,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import ZamzooError
 from .cifar import cifar_tensors
-from .loaders import EVAL_INTERPOLATION, eval_resize
+from .loaders import EVAL_CROP_PCT, EVAL_INTERPOLATION, eval_resize
 
 
 def tensor_bytes(n_train: int, n_test: int, size: int, padding: int) -> int:
@@ -70,9 +69,10 @@ def check_memory(needed: int, device, n_images: int, size: int, loader: str = 't
 
 
 class _Decoded(torch.utils.data.Dataset):
-    def __init__(self, dataset, size: int, resize: int):
+    def __init__(self, dataset, size: int):
         from torchvision.transforms import InterpolationMode, v2
         self.dataset = dataset
+        resize = eval_resize(size, EVAL_CROP_PCT['tensor'])
         self.transform = v2.Compose([  # on the PIL image: PIL's resampling, as `folder_transforms` and timm
             v2.Resize(resize, interpolation=InterpolationMode(EVAL_INTERPOLATION), antialias=True),
             v2.CenterCrop(size),
@@ -86,14 +86,12 @@ class _Decoded(torch.utils.data.Dataset):
         return self.transform(image), target
 
 
-def dataset_tensors(dataset, size: int, workers: int = 0, batch_size: int = 256,
-                    train: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+def dataset_tensors(dataset, size: int, workers: int = 0, batch_size: int = 256) -> Tuple[torch.Tensor, torch.Tensor]:
     """(images (N, 3, size, size) uint8, targets (N,) int64) of a dataset serving (RGB PIL image, int target): the
-    shorter side resized to size for a training split (its crops come later), to `eval_resize(size)` for an
-    evaluation split (`folder_transforms`' evaluation), then centre-cropped."""
+    shorter side resized to size (`EVAL_CROP_PCT`), then centre-cropped."""
     if getattr(dataset, 'data', None) is not None and isinstance(dataset.data, np.ndarray) and size == 32:
         return cifar_tensors(dataset)  # torchvision's CIFAR: the arrays are the images
-    loader = DataLoader(_Decoded(dataset, size, size if train else eval_resize(size)), batch_size=batch_size, num_workers=workers, shuffle=False)
+    loader = DataLoader(_Decoded(dataset, size), batch_size=batch_size, num_workers=workers, shuffle=False)
     images = torch.empty((len(dataset), 3, size, size), dtype=torch.uint8)
     targets = torch.empty(len(dataset), dtype=torch.int64)
     start = 0

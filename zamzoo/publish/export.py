@@ -145,7 +145,8 @@ def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_con
     return tag, dataclasses.replace(
         default, tag=tag, hf_hub_id=None, num_classes=int(run_config['num_classes']),
         label_names=tuple(run_config['classes']), mean=tuple(run_config['mean']), std=tuple(run_config['std']),
-        input_size=(3, size, size), interpolation=EVAL_INTERPOLATION, crop_pct=EVAL_CROP_PCT, crop_mode='center',
+        input_size=(3, size, size), interpolation=EVAL_INTERPOLATION, crop_mode='center',
+        crop_pct=EVAL_CROP_PCT[run_config.get('loader') or 'dataloader'],
         description=f"{ZOO[model].description}; trained on "
         f"{'the Hugging Face dataset' if dataset == 'hf' else 'the image folder'} '{tag}'")
 

@@ -131,8 +131,8 @@ def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, e
             train = TensorLoader(*dataset_tensors(train_split, img_size, workers), batch_size, mean, std, train=True,
                                  crop_padding=recipe.crop_padding, hflip=recipe.hflip, rotation=recipe.rotation,
                                  drop_last=recipe.drop_last, **common)
-        test = dataset_tensors(test_split, img_size, workers, train=False)
-        return train, TensorLoader(*test, eval_batch_size, mean, std, train=False, **common)
+        return train, TensorLoader(*dataset_tensors(test_split, img_size, workers), eval_batch_size, mean, std,
+                                   train=False, **common)
 
     def transform(is_train):
         if dataset in ('folder', 'hf'):
