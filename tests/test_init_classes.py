@@ -75,3 +75,21 @@ def test_a_zoo_name_with_a_tag_is_not_a_file(tmp_path, capsys):
                '--init', 'mobilenet_zam.cifar100', '--out', str(tmp_path / 'r')])
     err = capsys.readouterr().err
     assert rc == 2 and 'mobilenet_zam.cifar100' in err and 'no such file' not in err, err
+
+
+def test_a_hub_repos_label_names_are_read_and_optional(tmp_path, monkeypatch):
+    """hf-hub: from a hand-laid offline cache: the repo's config.json names the classes; a cache without it still
+    gives the weights (no class names)."""
+    import huggingface_hub.constants as hub_constants
+
+    commit = 'a' * 40
+    snapshot = tmp_path / 'cache' / 'models--local--src' / 'snapshots' / commit
+    _source(snapshot, ['p', 'q'], key='label_names')
+    (tmp_path / 'cache' / 'models--local--src' / 'refs').mkdir()
+    (tmp_path / 'cache' / 'models--local--src' / 'refs' / 'main').write_text(commit)
+    monkeypatch.setattr(hub_constants, 'HF_HUB_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setattr(hub_constants, 'HF_HUB_OFFLINE', True)
+    state, record = load_init('hf-hub:local/src')
+    assert record['classes'] == ['p', 'q'] and 'fc.weight' in state
+    (snapshot / 'config.json').unlink()
+    assert load_init('hf-hub:local/src')[1]['classes'] is None
