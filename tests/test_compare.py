@@ -149,6 +149,14 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
         theirs = load_file(plain[s] / 'model.safetensors')
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
+    moved = colours.with_name(colours.name + '-moved')
+    colours.rename(moved)  # every run has finished: the report is made again without the data
+    try:
+        assert _compare(modules, 'Identity', colours, out, seeds=identity_seeds) == 0
+        assert ': 0 to train, 4 reused' in capsys.readouterr().out
+    finally:
+        moved.rename(colours)
+
     modules.write_text(modules.read_text() + '\n# edited\n')
     unregister_attention('identity')  # as a new process would meet it: the edited module registers, then is refused
     try:

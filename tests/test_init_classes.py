@@ -2,11 +2,13 @@
 zoo name, not a file."""
 import json
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
 from conftest import write_images
 from zamzoo.cli import main
+from zamzoo.errors import WeightsError
 from zamzoo.train.build import create_model
 from zamzoo.train.init import _weights_file, apply_init, load_init
 
@@ -70,6 +72,9 @@ def test_a_run_started_from_other_classes_resets_the_classifier(tmp_path):
 
 def test_a_zoo_name_with_a_tag_is_not_a_file(tmp_path, capsys):
     assert _weights_file('resnet18_zam.cifar10') is None and _weights_file('resnet18_zam') is None
+    for missing in ('resnet50.pt', 'mobilenet_zam.safetensors', 'mobilenet_zam.cifar10x'):  # files, not tags
+        with pytest.raises(WeightsError, match='no such file or folder'):
+            load_init(missing)
     data = write_images(tmp_path / 'abc', {'a': 3, 'b': 3}, size=(32, 32))
     rc = main(['train', '--model', TINY, '--dataset', 'folder', '--data', str(data), '--holdout', '0.34',
                '--init', 'mobilenet_zam.cifar100', '--out', str(tmp_path / 'r')])

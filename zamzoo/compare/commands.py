@@ -54,14 +54,21 @@ def run_compare(args) -> int:
                if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}  # what plan_compare sets itself
     runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
     check_sources(candidate, runs)
-    if runs and not runs[0].config.download:  # the data readable before the contract check (a download: by the runs)
-        open_data(runs[0].config.source(), train=False)
+    if _runs_to_train(runs, args.retry_failed) and not runs[0].config.download:  # before the contract check
+        open_data(runs[0].config.source(), train=False)  # (a download happens in the runs)
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
                               module=candidate.module, progress=lambda msg: print(msg, flush=True))
     print(contract.summary())
     if args.check_only:
         return 0
     return _train_and_report(args, candidate, arms, runs, contract)
+
+
+def _runs_to_train(runs, retry_failed: bool) -> list:
+    from ..zoo.plan import plan_states
+    from ..zoo.sweep import runs_to_launch
+
+    return runs_to_launch(runs, plan_states(runs), retry_failed)
 
 
 def _train_and_report(args, candidate, arms, runs, contract) -> int:

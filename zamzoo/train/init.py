@@ -48,10 +48,12 @@ def _weights_file(source: str) -> Optional[Path]:
 
 
 def _zoo_name(source: str) -> bool:
-    """Whether SOURCE names a registered model, with or without a tag ('resnet18_zam.cifar10')."""
+    """Whether SOURCE names a registered model, alone or with one of its tags ('resnet18_zam.cifar10'; not
+    'resnet50.pt', a file name)."""
     import timm
 
-    return timm.is_model(source.partition('.')[0])
+    arch, _, tag = source.partition('.')
+    return timm.is_model(arch) and (not tag or source in timm.models.get_arch_pretrained_cfgs(arch))
 
 
 def source_classes(weights: Path) -> Optional[List[str]]:
@@ -68,8 +70,8 @@ def source_classes(weights: Path) -> Optional[List[str]]:
 def _zoo_weights(name: str) -> Tuple[dict, dict]:
     import timm
 
-    cfg = timm.models.get_pretrained_cfg(name)  # the Hub repo timm would download from, for the error message
     try:
+        cfg = timm.models.get_pretrained_cfg(name)  # the Hub repo timm would download from, for the error message
         with hub_errors(f'--init {name}', getattr(cfg, 'hf_hub_id', None), 'model.safetensors'):
             net = timm.create_model(name, pretrained=True)
     except RuntimeError as e:
