@@ -86,8 +86,11 @@ def _cbam_with_torch_max(m, x):
 def test_cbam_routes_the_gradient_of_tied_maxima_to_one_element(kwargs):
     torch.manual_seed(0)
     m = L.CBAM(16, **kwargs).eval()
+    if m.channel.fc1.bias is not None:  # the official MLP: a hidden unit that passes the max's gradient on
+        with torch.no_grad():
+            m.channel.fc1.bias.fill_(3.0)
     x = torch.ones(2, 16, 5, 5)
-    x[:, :, 1:3, 1:3] = 2.0  # ties over H x W and over the channels
+    x[:, :, 1:3, 1:3] = 2.0  # ties over H x W (and over the channels where the channel gate keeps them)
     grads = []
     for fn in (m, lambda t: _cbam_with_torch_max(m, t)):
         xg = x.clone().requires_grad_(True)
