@@ -42,6 +42,8 @@ def run_compare(args) -> int:
     interval, Holm-corrected p-value, probability of improvement, smallest detectable difference, verdict, cost."""
     from ..data import open_data
     from ..zoo.commands import check_executor_arguments
+    from ..zoo.plan import plan_states
+    from ..zoo.sweep import runs_to_launch
     from .contract import check_contract
     from .runs import Arms, candidate_attention, check_sources, plan_compare
     from .stats import scipy_stats
@@ -54,31 +56,24 @@ def run_compare(args) -> int:
                if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}  # what plan_compare sets itself
     runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
     check_sources(candidate, runs)
-    if _runs_to_train(runs, args.retry_failed) and not runs[0].config.download:  # before the contract check
+    states = plan_states(runs)
+    if runs_to_launch(runs, states, args.retry_failed) and not runs[0].config.download:  # before the contract check
         open_data(runs[0].config.source(), train=False)  # (a download happens in the runs)
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
                               module=candidate.module, progress=lambda msg: print(msg, flush=True))
     print(contract.summary())
     if args.check_only:
         return 0
-    return _train_and_report(args, candidate, arms, runs, contract)
+    return _train_and_report(args, candidate, arms, runs, states, contract)
 
 
-def _runs_to_train(runs, retry_failed: bool) -> list:
-    from ..zoo.plan import plan_states
-    from ..zoo.sweep import runs_to_launch
-
-    return runs_to_launch(runs, plan_states(runs), retry_failed)
-
-
-def _train_and_report(args, candidate, arms, runs, contract) -> int:
+def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     from ..zoo.commands import launch
-    from ..zoo.plan import check_conflicts, plan_states
+    from ..zoo.plan import check_conflicts
     from ..zoo.sweep import runs_to_launch
     from .report import CompareSetup, write_report
     from .runs import arm_results, finished_results, report_dir
 
-    states = plan_states(runs)
     check_conflicts(runs, states)
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
     kept = Counter(states[run.name]['state'] for run in runs if run not in launch_runs)

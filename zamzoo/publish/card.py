@@ -103,7 +103,7 @@ def _onnx_section(info: dict) -> str:
         max_rel_err=f"{record['max_rel_err']:.1e}", input_name=record['input_name'],
         output_name=record['output_name'], height=h, width=w, num_classes=info['num_classes'],
         repo_id=info['repo_id'], mean=list(info['mean']), std=list(info['std']),
-        short_side=math.floor(h / info.get('crop_pct', 1.0)), resample=info.get('interpolation', 'bicubic').upper())
+        short_side=math.floor(h / info['crop_pct']), resample=info['interpolation'].upper())
 
 
 def _attention_module_section(record: dict) -> str:
@@ -132,7 +132,7 @@ def _training_section(info: dict) -> str:
 
 def render_model_card(info: dict) -> str:
     """README.md text. `info` keys: model, tag, model_name ('model.tag'), repo_id, params, macs, input_size,
-    num_classes, num_features, mean, std, recipe, results (aggregate from export, or None), hparams_summary,
+    num_classes, num_features, mean, std, crop_pct, interpolation (timm's evaluation transform), recipe, results (aggregate from export, or None), hparams_summary,
     code_commit, zamzoo_version, init (the run's --init record, or None), onnx (results.json's record of
     model.onnx, or None), attention_module (results.json's record of a module registered at run time, or None)."""
     from timm.models._hub import generate_readme  # not re-exported by timm.models
