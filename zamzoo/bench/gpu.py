@@ -285,7 +285,7 @@ def bench_gpu(s: GpuBenchSettings, command: str, progress: Callable[[str], None]
               'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
               'device': provenance.device_description(device), 'torch': torch.__version__,
               'code_commit': provenance.code_commit(), 'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-              'definitions': {'gpu_wait_share': GPU_WAIT_DEFINITION, 'zoo_steady_images_per_s': ZOO_STEADY_DEFINITION},
+              'zam_kernels': _zam_kernels(device), 'definitions': {'gpu_wait_share': GPU_WAIT_DEFINITION, 'zoo_steady_images_per_s': ZOO_STEADY_DEFINITION},
               'train': [], 'profile': None, 'zoo': []}
     stem = report_stem(report, s.out)
     t0 = time.perf_counter()
@@ -308,6 +308,15 @@ def bench_gpu(s: GpuBenchSettings, command: str, progress: Callable[[str], None]
             write_json_and_markdown(report, markdown_report(report), stem)
     report['paths'] = {k: str(stem.with_suffix('.' + k)) for k in ('json', 'md')}
     return report
+
+
+def _zam_kernels(device) -> str:
+    from ..layers.fused import triton_zam
+    if device.type != 'cuda':
+        return 'eager PyTorch (not CUDA)'
+    if not triton_zam.HAS_TRITON:
+        return 'eager PyTorch (Triton is not installed)'
+    return 'Triton' if triton_zam.ENABLED else 'eager PyTorch (ZAMZOO_TRITON=0)'
 
 
 def _record(report: dict, part: str, what, result: dict):
@@ -391,7 +400,8 @@ def _zoo_markdown(report: dict) -> List[str]:
 def markdown_report(report: dict) -> str:
     d = report['definitions']
     lines = [f"# zamzoo bench gpu ({report['measured']})", '', f"Device: {report['device']}; torch {report['torch']}, "
-             f"commit {report['code_commit'] or 'unknown'}; {report.get('wall_s', 0):.0f} s in all.", '',
+             f"commit {report['code_commit'] or 'unknown'}; {report.get('wall_s', 0):.0f} s in all. ZAM's fused "
+             f"path: {report.get('zam_kernels', 'unknown')}.", '',
              f"Command: `{report['command']}`", '', *_train_markdown(report), '']
     if report['profile'] is not None:
         lines += [*_profile_markdown(report['profile']), '', f"GPU waiting on the host: {d['gpu_wait_share']}.", '']

@@ -14,8 +14,12 @@ twice (the second time per block of positions, from cache) and writes F''; backw
 times and writes dL/dF -- against about a dozen full passes for the unfused formula.
 
 Correctness is tested on CPU with Triton's interpreter (``TRITON_INTERPRET=1``, tests/test_fused.py); GPU speed
-is not measured. Only dense contiguous or channels_last inputs in float32 / float16 / bfloat16 take this path.
+is measured by `zamzoo bench gpu` (tests/test_cuda.py checks the compiled kernels on a GPU). Only dense contiguous
+or channels_last inputs in float32 / float16 / bfloat16 take this path; ZAMZOO_TRITON=0 in the environment turns it
+off (the eager PyTorch path then runs on CUDA too).
 """
+import os
+
 import torch
 
 try:
@@ -27,13 +31,14 @@ except ImportError:  # the eager path serves everyone without Triton
 __all__ = ['HAS_TRITON', 'supports_triton', 'zam_forward', 'zam_backward']
 
 HAS_TRITON = triton is not None
+ENABLED = os.environ.get('ZAMZOO_TRITON', '1') != '0'
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def supports_triton(x: torch.Tensor) -> bool:
-    """Whether the kernels take x: Triton installed, a CUDA (or, under TRITON_INTERPRET=1, any) tensor, a float
-    dtype, contiguous or channels_last."""
-    return (HAS_TRITON and x.dtype in _DTYPES
+    """Whether the kernels take x: Triton installed and not turned off (ZAMZOO_TRITON=0), a CUDA (or, under
+    TRITON_INTERPRET=1, any) tensor, a float dtype, contiguous or channels_last."""
+    return (HAS_TRITON and ENABLED and x.dtype in _DTYPES
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
 
 
