@@ -2,8 +2,9 @@
 ZAM's Triton kernels, compiled for the GPU, against the eager fused path and the plain formula; the fused SimAM /
 SPEM / NAM on CUDA against their formulas; a whole zoo model's training step, fused against reference.
 
-Tolerances as tests/test_fused.py: fp32 rtol=atol=1e-5 (different summation orders; TF32 off), bf16 against an
-fp64 evaluation of the formula on the same bf16 input.
+Tolerances as tests/test_fused.py (fp32 rtol=atol=1e-5: different summation orders; TF32 off), except atol=2e-5
+for the Triton kernels (sums over 1,024 positions in another order), bf16 against an fp64 evaluation of the
+formula on the same bf16 input.
 """
 import pytest
 import torch
@@ -66,8 +67,8 @@ def test_triton_zam_equals_the_eager_path_and_the_formula(pool, skip, shape, lay
                            else reference(t))
     got = _forward_backward(fused, x, dy)
     for want in (_forward_backward(eager_ops, x, dy), _forward_backward(reference, x, dy)):
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        for a, b in zip(got, want):  # atol 2e-5: seen on an H200, 1 element in 262,144 of (4, 64, 32, 32) 1.1e-5 off
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5)
     assert got[0].is_contiguous(memory_format=layout) and got[1].is_contiguous(memory_format=layout)
 
 

@@ -65,6 +65,7 @@ class GpuBenchSettings:
     warmup_steps: int = 20       # untimed steps before them (compilation, cuDNN autotuning)
     epochs: int = 3              # of each `zoo run` run; the first is excluded from the steady state
     zoo_images: int = 12_800     # training images of the written data set (an epoch of each zoo run)
+    zoo_cuda_graph: bool = False  # the zoo runs with --cuda-graph
     profile: bool = True
     device: Optional[str] = None
     budget_s: float = 330.0      # then the call ends within ~8 minutes: see scripts/gpu_bench.sh
@@ -235,7 +236,9 @@ def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
     out = Path(work) / f'zoo-k{k}'
     argv = ['zoo', 'run', '--models', s.models[0], '--seeds', *map(str, range(k)), '--epochs', str(s.epochs),
             '--batch-size', str(s.batch_size), '--runs-per-gpu', str(k), '--device', device.type]
+    argv += ['--cuda-graph'] if s.zoo_cuda_graph else []
     cell = {'runs_per_gpu': k, 'model': s.models[0], 'epochs': s.epochs, 'train_images_per_epoch': s.zoo_images,
+            'cuda_graph': s.zoo_cuda_graph,
             'command': 'zamzoo ' + shlex.join(argv) + f' --data DATA --out zoo-k{k}'}
     argv += ['--data', str(data), '--out', str(out)]
     t0 = time.perf_counter()
@@ -379,7 +382,8 @@ def _profile_markdown(p: dict) -> List[str]:
 
 
 def _zoo_markdown(report: dict) -> List[str]:
-    lines = ['## `zoo run`: runs sharing one GPU (synthetic CIFAR-100-format data written by the command)', '',
+    step = 'the step as one CUDA graph (`--cuda-graph`)' if report['settings'].get('zoo_cuda_graph') else 'eager step'
+    lines = [f'## `zoo run`: runs sharing one GPU ({step}; synthetic CIFAR-100-format data written by the command)', '',
              '| runs per GPU | steady aggregate images/s | each run, steady | aggregate with start-up | wall s |',
              '|---:|---:|---|---:|---:|']
     notes = []
@@ -456,6 +460,7 @@ def add_arguments(p):
                    help=f'epochs of each zoo run, >= 2: the first is not counted (default {d.epochs})')
     p.add_argument('--zoo-images', type=positive_int, default=d.zoo_images,
                    help=f'training images of the data set written for the zoo runs (default {d.zoo_images})')
+    p.add_argument('--zoo-cuda-graph', action='store_true', help='the zoo runs train with --cuda-graph')
     p.add_argument('--no-profile', dest='profile', action='store_false', help='skip the profiled step')
     p.add_argument('--device', default=None, help='cuda or cpu (default: cuda if available)')
     p.add_argument('--budget-s', type=float, default=d.budget_s,
@@ -467,12 +472,13 @@ def add_arguments(p):
 def run(args) -> int:
     s = GpuBenchSettings(models=args.models, modes=args.modes, runs_per_gpu=args.runs_per_gpu,
                          batch_size=args.batch_size, steps=args.steps, warmup_steps=args.warmup_steps,
-                         epochs=args.epochs, zoo_images=args.zoo_images, profile=args.profile, device=args.device,
-                         budget_s=args.budget_s, out=args.out)
+                         epochs=args.epochs, zoo_images=args.zoo_images, zoo_cuda_graph=args.zoo_cuda_graph,
+                         profile=args.profile, device=args.device, budget_s=args.budget_s, out=args.out)
     argv = ['--models', *s.models, '--modes', *s.modes, '--runs-per-gpu', *map(str, s.runs_per_gpu),
             '--batch-size', str(s.batch_size), '--steps', str(s.steps), '--warmup-steps', str(s.warmup_steps),
             '--epochs', str(s.epochs), '--zoo-images', str(s.zoo_images), '--budget-s', str(s.budget_s)]
     argv += ([] if s.profile else ['--no-profile']) + (['--device', s.device] if s.device else [])
+    argv += ['--zoo-cuda-graph'] if s.zoo_cuda_graph else []
     report = bench_gpu(s, 'zamzoo bench gpu ' + shlex.join(argv), progress=(lambda line: None) if args.quiet else print)
     print(f"wrote {report['paths']['json']} and {report['paths']['md']}")
     return 0
