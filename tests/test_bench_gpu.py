@@ -30,7 +30,9 @@ def test_bench_gpu_on_cpu_writes_every_part_with_its_command(tmp_path, capsys, m
     assert 'zamzoo.step' not in [t['name'] for t in p['top']]
     (zoo,) = report['zoo']
     assert zoo['runs_per_gpu'] == 1 and len(zoo['run_steady_images_per_s']) == 1
-    assert zoo['steady_images_per_s'] > 0 and zoo['aggregate_with_startup'] > 0
+    assert zoo['sum_of_run_rates'] > 0 and zoo['aggregate_with_startup'] > 0
+    assert zoo['overlap'] == 1.0 and zoo['window_images_per_s'] == pytest.approx(zoo['sum_of_run_rates'])  # 1 epoch
+    assert zoo['window_s'] > 0
     for cmd in (eager['command'], graphs['command'], zoo['command']):     # every figure's command parses as given
         build_parser().parse_args(shlex.split(cmd)[1:])
     md = (out / 'gpu_cpu.md').read_text()
@@ -48,6 +50,32 @@ def test_a_spent_budget_skips_and_still_writes(tmp_path):
     assert '| 2 | skipped |' in (tmp_path / 'gpu_cpu.md').read_text()
     with pytest.raises(ValueError, match='at least 2'):
         gpu.GpuBenchSettings(epochs=1).validate()
+
+
+def _epochs(*passes):
+    """metrics records of one run: (end time, training seconds, images) per epoch."""
+    return [{'train_end_unix': end, 'train_time_s': t, 'train_images': n} for end, t, n in passes]
+
+
+def test_zoo_window_counts_the_runs_together_only_where_they_overlapped():
+    # two runs with 100-image epochs after a first one; run b starts its second epoch 10 s after run a's ends
+    a = _epochs((5, 5, 100), (10, 5, 100), (15, 5, 100))      # its epochs after the first: 5 .. 15
+    b = _epochs((20, 5, 100), (25, 5, 100), (30, 5, 100))     # 20 .. 30
+    w = gpu.zoo_window([a, b])
+    assert w['window_s'] == 25 and w['overlap'] == 0.0          # 5 .. 30, never both
+    assert w['window_images_per_s'] == pytest.approx(400 / 25)  # 16 images/s, though each run alone did 20
+    together = gpu.zoo_window([a, _epochs((5, 5, 100), (10, 5, 100), (15, 5, 100))])
+    assert together == {'window_s': 10, 'window_images_per_s': 40.0, 'overlap': 1.0}
+    half = gpu.zoo_window([a, _epochs((10, 5, 100), (15, 5, 100), (20, 5, 100))])  # 5 .. 15 and 10 .. 20
+    assert half['overlap'] == pytest.approx(5 / 15) and half['window_images_per_s'] == pytest.approx(400 / 15)
+
+
+def test_zoo_markdown_of_a_file_without_the_window_says_so():
+    old = {'runs_per_gpu': 2, 'run_steady_images_per_s': [7000.0, 8000.0], 'steady_images_per_s': 15000.0,
+           'aggregate_with_startup': 2400.0, 'wall_s': 32.0, 'command': 'zamzoo zoo run ...'}
+    md = '\n'.join(gpu._zoo_markdown({'zoo': [old], 'settings': {'zoo_images': 128}}))
+    assert '| 2 | not recorded | 15,000 | 7,000, 8,000 | 2,400 | 32 |' in md
+    assert 'whether they trained at the same time is unknown' in md
 
 
 def test_gpu_wait_share_is_the_step_not_covered_by_device_activity():
@@ -95,7 +123,8 @@ def _measured(folder, cells, device_type='cuda'):
 
 def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, capsys):
     folder = tmp_path / 'bench'
-    _measured(folder, [('mobilenet_zam', 'eager', {'images_per_s': 2500.0}),
+    _measured(folder, [('mobilenet_plain', 'eager', {'images_per_s': 5000.0}),  # faster: not for other models
+                       ('mobilenet_zam', 'eager', {'images_per_s': 2500.0}),
                        ('mobilenet_zam', 'default', {'images_per_s': 5000.0}),
                        ('mobilenet_zam', 'cuda-graph', {'images_per_s': 10000.0}),
                        ('mobilenet_zam', 'reduce-overhead', {'images_per_s': 20000.0}),
@@ -108,6 +137,8 @@ def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, 
     # 6 runs x 3 epochs x 50,000 images / 2,500 images/s = 360 s = 0.1 GPU-hours
     assert 'cost: 0.10 GPU-hours for 6 run(s), 0.01 h on one 8-GPU node' in printed
     assert f"{folder / 'gpu_nvidia_h200.json'} on NVIDIA H200" in printed and 'mobilenet_zam 2,500' in printed
+    plain = [*args[:3], 'mobilenet_plain', *args[4:]]
+    assert main(plain) == 0 and 'cost: 0.05 GPU-hours' in capsys.readouterr().out           # a model at its own rate
     assert main([*args, '--compile']) == 0
     assert 'cost: 0.05 GPU-hours' in capsys.readouterr().out
     assert main([*args, '--cuda-graph']) == 0                                             # each mode its own figure

@@ -8,7 +8,9 @@ Three parts, each figure with the command that reproduces it alone:
 - **profile**: torch.profiler over one training step of ResNet-18 after warm-up: the top kernels by device time,
   and the share of the step's wall time the GPU waits on the host (`gpu_wait_share`).
 - **zoo**: `zamzoo zoo run` with K runs sharing one GPU, on CIFAR-100-format data this command writes itself;
-  the steady-state aggregate is read from the runs' own metrics after their first epoch (start-up excluded).
+  the aggregate is read from the runs' own metrics after their first epoch (start-up excluded), over the window
+  from the first run's second epoch to the last run's last epoch (a lower bound: the runs' start-up is staggered),
+  next to the sum of each run's own rate (an upper bound, reached only if the runs overlapped fully).
 
 Cheap and important first (eager, cuda-graph, profile, zoo), then the compile modes; a measurement that would
 start after `budget_s` is recorded as skipped. The JSON and Markdown are rewritten after every measurement, so a
@@ -49,10 +51,14 @@ GPU_WAIT_DEFINITION = (
     "profiler's events: the step is a record_function range around one call of the training loop's "
     "train_one_epoch over one batch, ending with the loss's host sync; the GPU's activity is the union of the "
     "intervals of its device events inside that range")
-ZOO_STEADY_DEFINITION = (
-    "sum over the K runs (started together, equal work) of each run's training images / training seconds over its "
-    "epochs after the first, from its metrics.jsonl: process start-up, data to the GPU, the first epoch's warm-up "
-    "and evaluation are excluded")
+ZOO_WINDOW_DEFINITION = (
+    "the training images of the K runs' epochs after the first / the window from the earliest start of such an "
+    "epoch's training pass to the latest end of one (metrics.jsonl: train_end_unix - train_time_s .. "
+    "train_end_unix): process start-up, data to the GPU and the first epoch's warm-up are left out; evaluation "
+    "between epochs and any time a run was still starting or already done are inside the window, so it is a lower "
+    "bound. overlap: the share of the window in which every run was past its first epoch and not yet done. The "
+    "sum of each run's own rate (its images / its training seconds after its first epoch) is an upper bound: the "
+    "runs need not have trained at the same time")
 
 
 @dataclass
@@ -63,8 +69,9 @@ class GpuBenchSettings:
     batch_size: int = 128
     steps: int = 100             # timed steps of each `bench train` measurement
     warmup_steps: int = 20       # untimed steps before them (compilation, cuDNN autotuning)
-    epochs: int = 3              # of each `zoo run` run; the first is excluded from the steady state
-    zoo_images: int = 12_800     # training images of the written data set (an epoch of each zoo run)
+    epochs: int = 4              # of each `zoo run` run; the first is excluded from the aggregate
+    zoo_images: int = 50_000     # training images of the written data set (an epoch of each zoo run; CIFAR's):
+    # epochs of a few seconds, so that the runs' staggered start-up (seconds) leaves them training together
     zoo_cuda_graph: bool = False  # the zoo runs with --cuda-graph
     profile: bool = True
     device: Optional[str] = None
@@ -80,7 +87,7 @@ class GpuBenchSettings:
             if mode not in MODES:
                 raise UsageError(f"--modes: unknown mode '{mode}'; expected some of {list(MODES)}")
         if self.epochs < 2:
-            raise UsageError(f'--epochs: at least 2 (the first is excluded from the steady state), got {self.epochs}')
+            raise UsageError(f'--epochs: at least 2 (the first is excluded from the aggregate), got {self.epochs}')
         if self.zoo_images < self.batch_size:
             raise UsageError(f'--zoo-images ({self.zoo_images}) must be at least one batch ({self.batch_size})')
         return self
@@ -228,9 +235,19 @@ def _steady_images_per_s(epochs: List[dict]) -> Optional[float]:
     return sum(r['train_images'] for r in later) / seconds if seconds else None
 
 
+def zoo_window(runs: List[List[dict]]) -> dict:
+    """The K runs' aggregate over their common window (ZOO_WINDOW_DEFINITION) from their metrics records."""
+    spans = [(run[1]['train_end_unix'] - run[1]['train_time_s'], run[-1]['train_end_unix']) for run in runs]
+    start, end = min(a for a, _ in spans), max(b for _, b in spans)
+    common = min(b for _, b in spans) - max(a for a, _ in spans)
+    images = sum(r['train_images'] for run in runs for r in run[1:])
+    return {'window_s': end - start, 'window_images_per_s': images / (end - start),
+            'overlap': max(0.0, common) / (end - start)}
+
+
 def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
     """`zamzoo zoo run` (a child process: the zoo is a higher layer) of K runs of the first model sharing one GPU
-    (K at once on a CPU), and its steady-state aggregate from the runs' metrics."""
+    (K at once on a CPU), and its aggregate from the runs' metrics (`zoo_window`)."""
     from ..train.run_folder import read_metrics
 
     out = Path(work) / f'zoo-k{k}'
@@ -252,8 +269,8 @@ def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
         return {**cell, 'error': f'exit code {proc.returncode}, {len(per_run)} of {k} runs with metrics: '
                                  f"{' | '.join(tail)} (logs: {out}/_zoo/logs)"}
     images = sum(r['train_images'] for run in epochs for r in run)
-    return {**cell, 'wall_s': wall, 'aggregate_with_startup': images / wall, 'run_steady_images_per_s': per_run,
-            'steady_images_per_s': sum(per_run)}
+    return {**cell, 'wall_s': wall, 'aggregate_with_startup': images / wall, **zoo_window(epochs),
+            'run_steady_images_per_s': per_run, 'sum_of_run_rates': sum(per_run)}
 
 
 # ------------------------------------------------------------------------------------------------ the whole call
@@ -288,7 +305,8 @@ def bench_gpu(s: GpuBenchSettings, command: str, progress: Callable[[str], None]
               'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
               'device': provenance.device_description(device), 'torch': torch.__version__,
               'code_commit': provenance.code_commit(), 'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-              'zam_kernels': _zam_kernels(device), 'definitions': {'gpu_wait_share': GPU_WAIT_DEFINITION, 'zoo_steady_images_per_s': ZOO_STEADY_DEFINITION},
+              'zam_kernels': _zam_kernels(device),
+              'definitions': {'gpu_wait_share': GPU_WAIT_DEFINITION, 'zoo_window': ZOO_WINDOW_DEFINITION},
               'train': [], 'profile': None, 'zoo': []}
     stem = report_stem(report, s.out)
     t0 = time.perf_counter()
@@ -335,7 +353,7 @@ def _short(result: dict) -> str:
     for key in ('skipped', 'error'):
         if key in result:
             return f'{key}: {result[key]}'
-    for key in ('images_per_s', 'steady_images_per_s'):
+    for key in ('images_per_s', 'window_images_per_s'):
         if key in result:
             return f'{result[key]:,.0f} images/s'
     wait = result.get('gpu_wait_share')
@@ -381,20 +399,30 @@ def _profile_markdown(p: dict) -> List[str]:
     return lines + [f"| `{t['name'][:90]}` | {t['calls']} | {t['self_ms']:.3f} |" for t in p['top']]
 
 
+def _zoo_row(z: dict, notes: List[str]) -> str:
+    k = z['runs_per_gpu']
+    if 'run_steady_images_per_s' not in z:
+        notes.append(f"{k} runs per GPU: {z.get('skipped') or z.get('error')}")
+        return f"| {k} | {'skipped' if 'skipped' in z else 'error'} | | | | |"
+    each = ', '.join(f'{v:,.0f}' for v in z['run_steady_images_per_s'])
+    upper = z.get('sum_of_run_rates', z.get('steady_images_per_s'))  # the latter: its name in files before 2026-12
+    if 'window_images_per_s' in z:
+        window = f"{z['window_images_per_s']:,.0f} ({z['overlap']:.0%} overlap)"
+    else:
+        window = 'not recorded'
+        if not any('not recorded' in n for n in notes):
+            notes.append('window not recorded: the runs of this file predate `train_end_unix` in metrics.jsonl, so '
+                         'whether they trained at the same time is unknown (the sum of their rates is no aggregate)')
+    return f"| {k} | {window} | {upper:,.0f} | {each} | {z['aggregate_with_startup']:,.0f} | {z['wall_s']:.0f} |"
+
+
 def _zoo_markdown(report: dict) -> List[str]:
     step = 'the step as one CUDA graph (`--cuda-graph`)' if report['settings'].get('zoo_cuda_graph') else 'eager step'
-    lines = [f'## `zoo run`: runs sharing one GPU ({step}; synthetic CIFAR-100-format data written by the command)', '',
-             '| runs per GPU | steady aggregate images/s | each run, steady | aggregate with start-up | wall s |',
-             '|---:|---:|---|---:|---:|']
     notes = []
-    for z in report['zoo']:
-        if 'steady_images_per_s' not in z:
-            notes.append(f"{z['runs_per_gpu']} runs per GPU: {z.get('skipped') or z.get('error')}")
-            lines.append(f"| {z['runs_per_gpu']} | {'skipped' if 'skipped' in z else 'error'} | | | |")
-            continue
-        each = ', '.join(f'{v:,.0f}' for v in z['run_steady_images_per_s'])
-        lines.append(f"| {z['runs_per_gpu']} | {z['steady_images_per_s']:,.0f} | {each} | "
-                     f"{z['aggregate_with_startup']:,.0f} | {z['wall_s']:.0f} |")
+    lines = [f'## `zoo run`: runs sharing one GPU ({step}; synthetic CIFAR-100-format data written by the command)', '',
+             '| runs per GPU | images/s over the window (lower bound) | sum of the runs\' rates (upper bound) | '
+             'each run | with start-up | wall s |', '|---:|---:|---:|---|---:|---:|']
+    lines += [_zoo_row(z, notes) for z in report['zoo']]
     lines += [''] + [f'- {n}' for n in notes] + ['', f"Commands (DATA: {report['settings']['zoo_images']:,} random "
                                                   'training images in CIFAR-100 format, as '
                                                   '`zamzoo.bench.gpu.write_synthetic_cifar100` writes them):', '']
@@ -410,7 +438,7 @@ def markdown_report(report: dict) -> str:
     if report['profile'] is not None:
         lines += [*_profile_markdown(report['profile']), '', f"GPU waiting on the host: {d['gpu_wait_share']}.", '']
     if report['zoo']:
-        lines += [*_zoo_markdown(report), '', f"Steady aggregate: {d['zoo_steady_images_per_s']}.", '']
+        lines += [*_zoo_markdown(report), '', f"Window, overlap and bounds: {ZOO_WINDOW_DEFINITION}.", '']
     return '\n'.join(lines)
 
 
@@ -418,8 +446,9 @@ def markdown_report(report: dict) -> str:
 
 
 def measured_train_throughput(folder=None, mode: str = 'eager') -> Optional[dict]:
-    """The newest `gpu_*.json` in `folder` (default docs/bench; CUDA only): {'rates': {backbone: images/s of its
-    measured model in `mode`}, 'models': {backbone: model}, 'path', 'device'}; None when there is none."""
+    """The newest `gpu_*.json` in `folder` (default docs/bench; CUDA only): {'by_model': {model: images/s in `mode`},
+    'rates': {backbone: images/s of the slowest model measured on it}, 'models': {backbone: that model}, 'path',
+    'device'}; None when there is none."""
     from ..models import ZOO
 
     reports = []
@@ -430,9 +459,12 @@ def measured_train_throughput(folder=None, mode: str = 'eager') -> Optional[dict
     if not reports:
         return None
     _, path, r = max(reports)
-    cells = [c for c in r['train'] if c['mode'] == mode and 'images_per_s' in c and c['model'] in ZOO]
-    return {'rates': {ZOO[c['model']].backbone.name: c['images_per_s'] for c in cells},
-            'models': {ZOO[c['model']].backbone.name: c['model'] for c in cells},
+    by_model = {c['model']: c['images_per_s'] for c in r['train']
+                if c['mode'] == mode and 'images_per_s' in c and c['model'] in ZOO}
+    slowest = {}
+    for model, rate in sorted(by_model.items(), key=lambda kv: -kv[1]):  # the slowest last: it stays
+        slowest[ZOO[model].backbone.name] = model
+    return {'by_model': by_model, 'rates': {b: by_model[m] for b, m in slowest.items()}, 'models': slowest,
             'path': str(path), 'device': r['device']}
 
 

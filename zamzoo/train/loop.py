@@ -226,7 +226,7 @@ def _one_epoch(loop: Loop, epoch: int) -> dict:
                            progress_every=config.progress_every, max_bad_steps=config.max_bad_steps,
                            train_step=loop.train_step)
     tr = _reduce(sums, info)  # the epoch's one host sync for training
-    train_time = time.perf_counter() - t0
+    train_time, train_end = time.perf_counter() - t0, time.time()
     ev = None
     if (epoch + 1) % config.eval_every == 0 or epoch + 1 == recipe.epochs:
         D.broadcast_buffers(p.model, info)
@@ -246,6 +246,7 @@ def _one_epoch(loop: Loop, epoch: int) -> dict:
         'train_time_s': train_time,
         'train_images': int(tr['count']),
         'images_per_s': tr['count'] / train_time,  # training images per second
+        'train_end_unix': train_end,  # when its training pass ended (wall clock): runs sharing a GPU line up by it
     }
 
 

@@ -140,12 +140,13 @@ def _print_measured_cost(launch, states, args) -> bool:
         if measured is not None:
             print(f"cost: {measured['path']} has no {mode} figure for backbone(s) {', '.join(missing)}")
         return False
-    hours = gpu_hours(launch, states, lambda run: measured['rates'][backbones[run.config.model]])
-    rates = ', '.join(f"{measured['models'][b]} {measured['rates'][b]:,.0f}" for b in sorted(set(backbones.values())))
+    hours = gpu_hours(launch, states, lambda run: measured['by_model'].get(run.config.model)
+                      or measured['rates'][backbones[run.config.model]])
+    rates = ', '.join(f"{m} {r:,.0f}" for m, r in sorted(measured['by_model'].items()))
     print(f"cost: {hours:,.2f} GPU-hours for {len(launch)} run(s), {hours / 8:,.2f} h on one 8-GPU node at one run "
           f"per GPU, at the training images/s per GPU measured ({mode}) in {measured['path']} on {measured['device']}: "
-          f'{rates} (every attention on a backbone at its measured model\'s rate; several GPUs per run taken to '
-          'scale linearly; evaluation and start-up not counted)')
+          f'{rates} (a model not measured at the rate of the slowest model measured on its backbone; several GPUs '
+          'per run taken to scale linearly; evaluation and start-up not counted)')
     return True
 
 
