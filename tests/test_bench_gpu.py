@@ -7,6 +7,7 @@ import pytest
 
 from zamzoo.bench import gpu
 from zamzoo.cli import build_parser, main
+from zamzoo.errors import UsageError
 from zamzoo.zoo import local
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -99,6 +100,10 @@ def test_runs_per_gpu_auto(tiny_cifar, tmp_path, monkeypatch, capsys):
     assert local.runs_that_fit(10 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=1) == 2      # 10 / 3.7 GiB
     assert local.runs_that_fit(80 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=8) == 2
     assert local.runs_that_fit(GiB, 2 * GiB, 0, cpus=16, gpu_groups=1) == 1                 # never 0
+    # by the GPU's time: an eager step that keeps it busy 17% of the time, a captured one 95%
+    assert local.runs_that_fit(80 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=1, busy_share=0.17) == 6
+    assert local.runs_that_fit(80 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=1, busy_share=0.95) == 1
+    assert local.runs_that_fit(10 * GiB, 2 * GiB, GiB // 5, cpus=16, gpu_groups=1, busy_share=0.17) == 2
     monkeypatch.setattr(local, 'visible_gpus', lambda: [])                                  # a CPU-only machine
     seen = {}
 
@@ -112,6 +117,47 @@ def test_runs_per_gpu_auto(tiny_cifar, tmp_path, monkeypatch, capsys):
     assert '--runs-per-gpu auto: 1' in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*args[:-1], 'many'])
+
+
+def test_runs_per_gpu_auto_probes_the_runs_own_step(tiny_cifar, tmp_path, monkeypatch, capsys):
+    """The wiring on a faked GPU: the probe gets the run's model, batch and step (--cuda-graph), its peak memory and
+    busy share decide; an fp16 run (no capture) is probed eagerly."""
+    import torch
+    from zamzoo.bench import gpu as bench_gpu
+    GiB, probes = 1 << 30, []
+
+    def fake_probe(model, **kw):
+        probes.append((model, kw['batch_size'], kw['cuda_graph'], kw['amp']))
+        if kw['cuda_graph'] and kw['amp'] == 'fp16':
+            raise UsageError('--cuda-graph: fp16 needs the GradScaler')
+        return {'device_events': 100, 'gpu_wait_share': 0.05 if kw['cuda_graph'] else 0.8}
+    monkeypatch.setattr(local, 'visible_gpus', lambda: ['0'])
+    monkeypatch.setattr(bench_gpu, 'profile_training_steps', fake_probe)
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device=None: (100 * GiB, 140 * GiB))
+    monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats', lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, 'max_memory_allocated', lambda device=None: 2 * GiB)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: None)
+    monkeypatch.setattr(local.os, 'cpu_count', lambda: 16)
+    seen = {}
+    monkeypatch.setattr('zamzoo.zoo.sweep.run_sweep', lambda runs, out, **kw: seen.update(kw) or
+                        {'skipped': {'failed': 0}, 'finished': False, 'launched': len(runs)})
+    args = ['zoo', 'run', '--models', 'mobilenet_zam', '--seeds', '0', '--data', str(tiny_cifar), '--out',
+            str(tmp_path / 'sweep'), '--runs-per-gpu', 'auto', '--batch-size', '64']
+    assert main([*args, '--cuda-graph']) == 0 and seen['runs_per_gpu'] == 1         # busy 95%: one run fills it
+    assert probes == [('mobilenet_zam', 64, True, 'auto')]
+    assert 'the GPU busy 95% of a step' in capsys.readouterr().out
+    assert main(args) == 0 and seen['runs_per_gpu'] == 5                              # busy 20%: 5 runs
+    assert main([*args, '--cuda-graph', '--amp', 'fp16']) == 0 and seen['runs_per_gpu'] == 5
+    assert probes[-2:] == [('mobilenet_zam', 64, True, 'fp16'), ('mobilenet_zam', 64, False, 'fp16')]
+
+
+def test_profile_training_steps_on_cpu():
+    from zamzoo.recipes import get_recipe
+    import torch
+    p = gpu.profile_training_steps('mobilenet_zam', device=torch.device('cpu'), batch_size=4,
+                                   recipe=get_recipe('zam'), warmup_steps=1, steps=2, num_classes=10)
+    assert (p['steps'], p['warmup_steps'], p['cuda_graph'], p['gpu_wait_share']) == (2, 1, False, None)
+    assert p['step_ms'] > 0 and p['top'] and 'zamzoo.step' not in [t['name'] for t in p['top']]
 
 
 def _measured(folder, cells, device_type='cuda'):

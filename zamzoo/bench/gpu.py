@@ -153,31 +153,40 @@ def gpu_wait_share(step: tuple, busy: Sequence[tuple]) -> float:
 
 def profile_step(s: GpuBenchSettings, device) -> dict:
     """torch.profiler over one training step of PROFILE_MODEL (after warm-up steps), summarized."""
+    from ..recipes import get_recipe
+    return profile_training_steps(PROFILE_MODEL, device=device, batch_size=s.batch_size, recipe=get_recipe('zam'),
+                                  warmup_steps=max(1, s.warmup_steps))
+
+
+def profile_training_steps(model: str, *, device, batch_size: int, recipe, warmup_steps: int, steps: int = 1,
+                           amp: str = 'auto', cuda_graph: bool = False, num_classes: int = 100) -> dict:
+    """torch.profiler over `steps` training steps of `model` in our loop (one pass of train_one_epoch, ending with
+    its host sync) after `warmup_steps` untimed ones (with `cuda_graph`, at least 4: the step is captured on the
+    4th): the step's wall ms and, on CUDA, the GPU's busy share of it and the top device work."""
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
-    from ..recipes import get_recipe
     from ..train.bench import synthetic_cifar, ours_trainer
 
-    steps = max(1, s.warmup_steps)
-    mk, run_epoch, _ = ours_trainer(PROFILE_MODEL, device=device, batch_size=s.batch_size, recipe=get_recipe('zam'),
-                                    amp='auto', compile=False, compile_mode=None, num_classes=100,
-                                    steps_per_epoch=steps + 1)
-    images, targets = synthetic_cifar((steps + 1) * s.batch_size)
-    b = s.batch_size
-    warm, step = mk(images[:-b], targets[:-b]), mk(images[-b:], targets[-b:])
+    mk, run_epoch, _ = ours_trainer(model, device=device, batch_size=batch_size, recipe=recipe, amp=amp,
+                                    compile=False, compile_mode=None, num_classes=num_classes,
+                                    steps_per_epoch=warmup_steps + steps, cuda_graph=cuda_graph)
+    images, targets = synthetic_cifar((warmup_steps + steps) * batch_size, num_classes)
+    n = warmup_steps * batch_size
+    warm, timed = mk(images[:n], targets[:n]), mk(images[n:], targets[n:])
     float(run_epoch(warm)['loss_sum'])
     cuda = device.type == 'cuda'
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         with record_function('zamzoo.step'):
-            float(run_epoch(step)['loss_sum'])  # the step's host sync, as every epoch of the loop ends
+            float(run_epoch(timed)['loss_sum'])  # the host sync every epoch of the loop ends with
             if cuda:
                 torch.cuda.synchronize(device)
     events = prof.events()
     span = next(e.time_range for e in events if e.name == 'zamzoo.step' and e.device_type == DeviceType.CPU)
-    step_us = span.end - span.start
-    summary = {'model': PROFILE_MODEL, 'batch_size': s.batch_size, 'warmup_steps': steps, 'step_ms': step_us / 1e3}
+    step_us = (span.end - span.start) / steps
+    summary = {'model': model, 'batch_size': batch_size, 'warmup_steps': warmup_steps, 'steps': steps,
+               'cuda_graph': cuda_graph and cuda, 'step_ms': step_us / 1e3}
     if not cuda:
         ops = [e for e in prof.key_averages() if e.key != 'zamzoo.step']
         top = sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:TOP_KERNELS]

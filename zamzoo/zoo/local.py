@@ -5,6 +5,7 @@ Slots: each group of G visible GPUs (CUDA_VISIBLE_DEVICES of the run) taken K ti
 models leave most of a large GPU idle); on a machine without GPUs (or with device 'cpu'), K runs at once (K=1:
 one after another). A run's output goes to `<out>/_zoo/logs/<run>.log`.
 """
+import functools
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from ..dataset_table import DATASETS
-from ..errors import ZamzooError
+from ..errors import UsageError, ZamzooError
 from .plan import TRAIN_IMAGES, PlannedRun
 from ..train.run_folder import mark_failed
 from .state import run_state, sweep_dir
@@ -46,39 +47,55 @@ def local_slots(device: Optional[str], gpus_per_run: int, runs_per_gpu: int) -> 
     return [','.join(group) for _ in range(runs_per_gpu) for group in groups]  # spread over the GPUs first
 
 
-PROBE_STEPS = 5               # training steps of the memory probe
+PROBE_STEPS = 5               # training steps of the probe, after as many warm-up steps
 CONTEXT_BYTES = 1 << 30      # per process, beside its tensors: the CUDA context, cuDNN/cuBLAS workspaces
 MEMORY_MARGIN = 1.25         # on the probe's peak: the caching allocator's fragmentation, a longer epoch's spread
 
 
-def runs_that_fit(free_bytes: int, peak_bytes: int, data_bytes: int, cpus: int, gpu_groups: int) -> int:
+def runs_that_fit(free_bytes: int, peak_bytes: int, data_bytes: int, cpus: int, gpu_groups: int,
+                  busy_share: Optional[float] = None) -> int:
     """Runs per GPU for `auto`: as many as the free memory holds (each run: its probed peak with a margin, its
     data set on the GPU and a CUDA context), at most one per CPU core (each run's process needs a core to keep its
-    GPU fed), at least 1."""
+    GPU fed), at most as many as fill the GPU's time (1 / the share of a step in which one run keeps the GPU busy,
+    rounded: processes without MPS take turns on a GPU, so runs beyond that only wait), at least 1."""
     per_run = peak_bytes * MEMORY_MARGIN + data_bytes + CONTEXT_BYTES
-    return max(1, min(int(free_bytes // per_run), cpus // max(1, gpu_groups)))
+    runs = min(int(free_bytes // per_run), cpus // max(1, gpu_groups))
+    if busy_share:
+        runs = min(runs, round(1 / busy_share))
+    return max(1, runs)
 
 
 def auto_runs_per_gpu(run: PlannedRun, device: Optional[str], gpus_per_run: int) -> int:
-    """`--runs-per-gpu auto`: 1 without a GPU; else the peak memory of PROBE_STEPS training steps of `run`'s model
-    (zamzoo bench train, our loop) against the first GPU's free memory (runs_that_fit)."""
+    """`--runs-per-gpu auto`: 1 without a GPU; else a probe of `run`'s training step on the first GPU (its own
+    step: eager or `--cuda-graph`; a `--compile`d run is probed uncompiled): the peak memory against the GPU's free
+    memory and the share of the step in which the GPU is busy (runs_that_fit)."""
     gpus = [] if device == 'cpu' else visible_gpus()
     if not gpus:
         return 1
     import torch
+    from ..bench.gpu import profile_training_steps
     from ..recipes import get_recipe
-    from ..train.bench import bench_train
 
     c = run.config
-    batch = (c.batch_size or get_recipe(run.recipe).batch_size) // gpus_per_run
+    recipe = get_recipe(run.recipe)
+    batch = (c.batch_size or recipe.batch_size) // gpus_per_run
     free, _ = torch.cuda.mem_get_info(0)
     torch.cuda.reset_peak_memory_stats(0)
-    bench_train(c.model, device='cuda:0', batch_size=batch, images=PROBE_STEPS * batch, recipe=run.recipe,
-                amp=c.amp, reference=False, warmup_steps=0, num_classes=DATASETS[c.dataset].num_classes or 100)
+    probe = functools.partial(profile_training_steps, c.model, device=torch.device('cuda:0'), batch_size=batch,
+                              recipe=recipe, warmup_steps=PROBE_STEPS, steps=PROBE_STEPS, amp=c.amp,
+                              num_classes=DATASETS[c.dataset].num_classes or 100)
+    try:
+        probe = probe(cuda_graph=c.cuda_graph)
+    except UsageError:  # the step cannot be captured (fp16's GradScaler): train runs it eagerly, with a warning
+        probe = probe(cuda_graph=False)
     peak = torch.cuda.max_memory_allocated(0)
     torch.cuda.empty_cache()
+    # no device events (a profiler that cannot see the GPU's work): the memory and the cores decide alone
+    busy = 1 - probe['gpu_wait_share'] if probe.get('device_events') else None
+    print(f"--runs-per-gpu auto: the probe's peak {peak / 2**30:.2f} GiB of {free / 2**30:.0f} GiB free; "
+          + (f'the GPU busy {busy:.0%} of a step' if busy is not None else "the GPU's busy time not seen"))
     data_bytes = TRAIN_IMAGES.get(c.dataset, 50_000) * 3 * 32 * 32 * 6 // 5  # uint8 train + test (a sixth)
-    return runs_that_fit(free, peak, data_bytes, os.cpu_count() or 1, len(gpus) // gpus_per_run)
+    return runs_that_fit(free, peak, data_bytes, os.cpu_count() or 1, len(gpus) // gpus_per_run, busy)
 
 
 def worker_command(run: PlannedRun, processes: int) -> List[str]:
