@@ -456,8 +456,7 @@ def markdown_report(report: dict) -> str:
 
 def measured_train_throughput(folder=None, mode: str = 'eager') -> Optional[dict]:
     """The newest `gpu_*.json` in `folder` (default docs/bench; CUDA only): {'by_model': {model: images/s in `mode`},
-    'rates': {backbone: images/s of the slowest model measured on it}, 'models': {backbone: that model}, 'path',
-    'device'}; None when there is none."""
+    'rates': {backbone: images/s of the slowest model measured on it}, 'path', 'device'}; None when there is none."""
     from ..models import ZOO
 
     reports = []
@@ -470,11 +469,11 @@ def measured_train_throughput(folder=None, mode: str = 'eager') -> Optional[dict
     _, path, r = max(reports)
     by_model = {c['model']: c['images_per_s'] for c in r['train']
                 if c['mode'] == mode and 'images_per_s' in c and c['model'] in ZOO}
-    slowest = {}
-    for model, rate in sorted(by_model.items(), key=lambda kv: -kv[1]):  # the slowest last: it stays
-        slowest[ZOO[model].backbone.name] = model
-    return {'by_model': by_model, 'rates': {b: by_model[m] for b, m in slowest.items()}, 'models': slowest,
-            'path': str(path), 'device': r['device']}
+    rates = {}
+    for model, rate in by_model.items():
+        backbone = ZOO[model].backbone.name
+        rates[backbone] = min(rate, rates.get(backbone, rate))
+    return {'by_model': by_model, 'rates': rates, 'path': str(path), 'device': r['device']}
 
 
 # ------------------------------------------------------------------------------------------------ CLI
