@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 20's GPU checks and measurement in ONE call on a machine with a CUDA GPU (no internet, no CIFAR needed: the
-# zoo part writes its own CIFAR-100-format data), done within about 10 minutes. Into $OUT (default docs/bench/):
+# zoo part writes its own CIFAR-100-format data), done within 10 minutes. Into $OUT (default docs/bench/):
 #   gpu_tests.log                what only a GPU can check (tests/test_cuda.py, the captured step); if ZAM's Triton
 #                                kernels fail there, the measurements run with ZAMZOO_TRITON=0 (and say so)
 #   gpu_overhead_train.{json,md} `zamzoo bench overhead` on CUDA: one SGD step of the fused modules (ZAM through
@@ -41,5 +41,6 @@ ZAMZOO_TRITON=0 timeout --kill-after=10 45 python3 -m zamzoo bench overhead "${o
 echo "bench overhead, ZAMZOO_TRITON=0: exit $?"
 cat "$out/gpu_overhead_train.md"
 
-timeout --signal=INT --kill-after=20 "${GPU_BENCH_TIMEOUT_S:-420}" python3 -m zamzoo bench gpu --device cuda \
-    --out "$out" "$@"
+# the checks and the overhead take about 2 minutes: the measurement's budget keeps the call under 10 minutes
+timeout --signal=INT --kill-after=20 "${GPU_BENCH_TIMEOUT_S:-360}" python3 -m zamzoo bench gpu --device cuda \
+    --out "$out" --budget-s 270 "$@"

@@ -307,9 +307,12 @@ _TRITON_CHECK = textwrap.dedent("""
             return _ZamFunction.apply(x, pool, skip, triton_zam.zam_forward, triton_zam.zam_backward)
         return triton_zam.zam_forward(x, pool, skip, with_index=False)[0]
     torch.manual_seed(0)
-    for pool, skip, layout in [('avgmax', False, torch.contiguous_format), ('max', True, torch.channels_last)]:
-        x = torch.randn(2, 5, 4, 3) * 2.0
-        x[:, :, 0, 0] = x[:, :, 2, 1] = 7.0 + torch.arange(5.0)  # ties over H x W
+    # channels_last (2, 37, 5, 7): two blocks of channels and two of positions in the per-channel kernels
+    for pool, skip, layout, shape in [('avgmax', False, torch.contiguous_format, (2, 5, 4, 3)),
+                                      ('max', True, torch.channels_last, (2, 5, 4, 3)),
+                                      ('avgmax', True, torch.channels_last, (2, 37, 5, 7))]:
+        x = torch.randn(shape) * 2.0
+        x[:, :, 0, 0] = x[:, :, 2, 1] = 7.0 + torch.arange(float(shape[1]))  # ties over H x W
         x[:, 3] = x[:, 1]  # ties over channels
         x = x.contiguous(memory_format=layout)
         assert triton_zam.supports_triton(x)

@@ -75,7 +75,7 @@ class GpuBenchSettings:
     zoo_cuda_graph: bool = False  # the zoo runs with --cuda-graph
     profile: bool = True
     device: Optional[str] = None
-    budget_s: float = 330.0      # then the call ends within ~8 minutes: see scripts/gpu_bench.sh
+    budget_s: float = 330.0      # then `bench gpu` ends within about 7 minutes (scripts/gpu_bench.sh passes 270)
     out: str = str(DEFAULT_RESULTS)
 
     def validate(self):
