@@ -36,10 +36,10 @@ def _recipe():
                                      label_smoothing=LABEL_SMOOTHING)
 
 
-def _pieces(seed=0, device='cpu'):
+def _pieces(seed=0, device='cpu', model=TINY, recipe=None):
     torch.manual_seed(seed)
-    model = create_model(TINY, num_classes=10)
-    return build_pieces(model, torch.device(device), None, channels_last=False, recipe=_recipe(),
+    model = create_model(model, num_classes=10)
+    return build_pieces(model, torch.device(device), None, channels_last=False, recipe=recipe or _recipe(),
                         steps_per_epoch=-(-N // BATCH))
 
 
