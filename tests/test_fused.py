@@ -331,6 +331,15 @@ _TRITON_CHECK = textwrap.dedent("""
 """)
 
 
+def test_triton_takes_only_what_int32_offsets_reach():
+    from zamzoo.layers.fused import triton_zam
+    if not triton_zam.HAS_TRITON:
+        pytest.skip('Triton is not installed')
+    assert triton_zam.supports_triton(torch.empty(1, 2 ** 30, 1, 1, device='meta'))
+    assert not triton_zam.supports_triton(torch.empty(1, 2 ** 30, 1, 2, device='meta'))  # 2**31 elements: eager
+    assert not triton_zam.supports_triton(torch.empty(4, 8, 2, 2, dtype=torch.float64, device='meta'))
+
+
 def test_triton_kernels_in_interpreter():
     """The CUDA kernels of triton_zam, run on CPU by Triton's interpreter (in a subprocess: the variable must be
     set before Triton is imported), against the eager fused path: outputs, gradients (ties included), inference."""

@@ -75,7 +75,7 @@ class GpuBenchSettings:
     zoo_cuda_graph: bool = False  # the zoo runs with --cuda-graph
     profile: bool = True
     device: Optional[str] = None
-    budget_s: float = 330.0      # then `bench gpu` ends within about 7 minutes (scripts/gpu_bench.sh passes 270)
+    budget_s: float = 330.0      # then `bench gpu` ends within about 7 minutes (scripts/gpu_bench.sh passes 210)
     out: str = str(DEFAULT_RESULTS)
 
     def validate(self):
@@ -162,7 +162,8 @@ def profile_training_steps(model: str, *, device, batch_size: int, recipe, warmu
                            amp: str = 'auto', cuda_graph: bool = False, num_classes: int = 100) -> dict:
     """torch.profiler over `steps` training steps of `model` in our loop (one pass of train_one_epoch, ending with
     its host sync) after `warmup_steps` untimed ones (with `cuda_graph`, at least 4: the step is captured on the
-    4th): the step's wall ms and, on CUDA, the GPU's busy share of it and the top device work."""
+    4th): the wall ms of a step and, on CUDA, the GPU's busy share of the steps and the top device work (or, on a
+    CPU, operators), summed over the `steps` steps."""
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function

@@ -39,8 +39,9 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def supports_triton(x: torch.Tensor) -> bool:
     """Whether the kernels take x: Triton installed and not turned off (ZAMZOO_TRITON=0), a CUDA (or, under
-    TRITON_INTERPRET=1, any) tensor, a float dtype, contiguous or channels_last."""
-    return (HAS_TRITON and ENABLED and x.dtype in _DTYPES
+    TRITON_INTERPRET=1, any) tensor, a float dtype, contiguous or channels_last, fewer than 2**31 elements (the
+    kernels' offsets are int32)."""
+    return (HAS_TRITON and ENABLED and x.dtype in _DTYPES and x.numel() < 2 ** 31
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
 
 
