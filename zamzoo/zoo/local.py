@@ -81,13 +81,13 @@ def auto_runs_per_gpu(run: PlannedRun, device: Optional[str], gpus_per_run: int)
     batch = (c.batch_size or recipe.batch_size) // gpus_per_run
     free, _ = torch.cuda.mem_get_info(0)
     torch.cuda.reset_peak_memory_stats(0)
-    probe = functools.partial(profile_training_steps, c.model, device=torch.device('cuda:0'), batch_size=batch,
-                              recipe=recipe, warmup_steps=PROBE_STEPS, steps=PROBE_STEPS, amp=c.amp,
-                              num_classes=DATASETS[c.dataset].num_classes or 100)
+    profile = functools.partial(profile_training_steps, c.model, device=torch.device('cuda:0'), batch_size=batch,
+                                recipe=recipe, warmup_steps=PROBE_STEPS, steps=PROBE_STEPS, amp=c.amp,
+                                num_classes=DATASETS[c.dataset].num_classes or 100)
     try:
-        probe = probe(cuda_graph=c.cuda_graph)
+        probe = profile(cuda_graph=c.cuda_graph)
     except UsageError:  # the step cannot be captured (fp16's GradScaler): train runs it eagerly, with a warning
-        probe = probe(cuda_graph=False)
+        probe = profile(cuda_graph=False)
     peak = torch.cuda.max_memory_allocated(0)
     torch.cuda.empty_cache()
     # no device events (a profiler that cannot see the GPU's work): the memory and the cores decide alone
