@@ -195,6 +195,9 @@ with contextlib.redirect_stdout(out):
     assert main(['list', 'resnet18_zam']) == 0
 row = out.getvalue().splitlines()[1].split()
 assert row[0] == 'resnet18_zam' and row[3:] == [f'published@{commit[:12]}', 'not', 'yet', 'trained'], row
+from pathlib import Path
+from zamzoo.bench.tables import DEFAULT_RESULTS  # `bench gpu` writes, `zoo run --dry-run` reads: here, not site
+assert DEFAULT_RESULTS == Path('docs', 'bench'), DEFAULT_RESULTS
 print('ok')
 '''
 

@@ -26,7 +26,9 @@ from ..pairing import paired_by_seed
 from .models import KIND, load_average_text, fmt_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_RESULTS = REPO_ROOT / 'docs' / 'bench'
+# a checkout's docs/bench; installed (no pyproject.toml beside the package), the current folder's: never a folder
+# inside site-packages
+DEFAULT_RESULTS = (REPO_ROOT if (REPO_ROOT / 'pyproject.toml').is_file() else Path()) / 'docs' / 'bench'
 DEFAULT_README = REPO_ROOT / 'README.md'
 DEFAULT_MODEL_CARD = REPO_ROOT / 'MODEL_CARD.md'
 DATASETS = (('cifar100', 'CIFAR-100'), ('cifar10', 'CIFAR-10'))
