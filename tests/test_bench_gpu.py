@@ -53,6 +53,19 @@ def test_a_spent_budget_skips_and_still_writes(tmp_path):
         gpu.GpuBenchSettings(epochs=1).validate()
 
 
+def test_zoo_mps_goes_to_zoo_run_and_into_the_report(tmp_path):
+    """--zoo-mps: the zoo runs get --mps (on a CPU, refused: MPS needs a GPU), the figure's command says so, the
+    report carries the daemon's log lines (here: none) and its title says whether the runs shared the GPU under MPS."""
+    s = gpu.GpuBenchSettings(models=['mobilenet_zam'], modes=[], runs_per_gpu=[2], batch_size=8, zoo_images=16,
+                             profile=False, zoo_mps=True, device='cpu', out=str(tmp_path))
+    report = gpu.bench_gpu(s, 'cmd', progress=lambda line: None)
+    (zoo,) = report['zoo']
+    assert zoo['mps'] and '--mps' in shlex.split(zoo['command'])
+    assert 'MPS shares a GPU between processes' in zoo['error'] and zoo['mps_control_log'] == ['(no control.log)']
+    md = (tmp_path / 'gpu_cpu.md').read_text()
+    assert 'eager step, under CUDA MPS (`--mps`)' in md and "last lines: `(no control.log)`" in md
+
+
 def _epochs(*passes):
     """metrics records of one run: (end time, training seconds, images) per epoch."""
     return [{'train_end_unix': end, 'train_time_s': t, 'train_images': n} for end, t, n in passes]
@@ -149,6 +162,9 @@ def test_runs_per_gpu_auto_probes_the_runs_own_step(tiny_cifar, tmp_path, monkey
     assert main(args) == 0 and seen['runs_per_gpu'] == 5                              # busy 20%: 5 runs
     assert main([*args, '--cuda-graph', '--amp', 'fp16']) == 0 and seen['runs_per_gpu'] == 5
     assert probes[-2:] == [('mobilenet_zam', 64, True, 'fp16'), ('mobilenet_zam', 64, False, 'fp16')]
+    capsys.readouterr()
+    assert main([*args, '--cuda-graph', '--mps']) == 0 and seen['runs_per_gpu'] == 16 and seen['mps']  # cores
+    assert 'under MPS the busy share sets no limit' in capsys.readouterr().out
 
 
 def test_profile_training_steps_on_cpu():

@@ -2,13 +2,17 @@
 `zamzoo train`'s weights), idempotence, failure marking and --retry-failed, status and export of groups.
 (The SLURM executor: tests/test_zoo_slurm.py.)"""
 import json
+import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from zamzoo.cli import main
+from conftest import skip_or_fail_in_ci
 from zamzoo.train import TrainConfig, train
 from zamzoo.zoo import plan_sweep, run_sweep, sweep_status
 
@@ -126,6 +130,8 @@ def test_status_and_export_need_a_sweep(tmp_path, capsys):
     assert main(['zoo', 'run', '--models', TINY, '--executor', 'slurm', '--runs-per-gpu', '2',
                  '--data', str(tmp_path)]) == 2
     assert '--runs-per-gpu is for --executor local' in capsys.readouterr().err
+    assert main(['zoo', 'run', '--models', TINY, '--executor', 'slurm', '--mps', '--data', str(tmp_path)]) == 2
+    assert '--mps is for --executor local' in capsys.readouterr().err
 
 
 def test_a_run_another_process_trains_is_left_to_it(tiny_cifar, tmp_path, capsys):
@@ -169,3 +175,107 @@ def test_gpu_slots_and_commands(monkeypatch):
     one, two = worker_command(run, 1), worker_command(run, 2)
     assert one[1:3] == ['-m', 'zamzoo.zoo.worker'] and TrainConfig(**json.loads(one[-1])) == run.config
     assert two[1:6] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'] and two[-1] == one[-1]
+
+
+FAKE_MPS = """#!/usr/bin/env bash
+# a stand-in for NVIDIA's nvidia-cuda-mps-control: records its calls, answers commands once started
+if [ "$1" = "-d" ]; then
+    echo "start CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES logs=$CUDA_MPS_LOG_DIRECTORY" >>"$FAKE_MPS_CALLS"
+    %s
+fi
+read -r command
+[ -e "$CUDA_MPS_PIPE_DIRECTORY/control" ] || exit 1
+echo "$command" >>"$FAKE_MPS_CALLS"
+[ "$command" != quit ] || rm "$CUDA_MPS_PIPE_DIRECTORY/control"
+"""
+STARTS = 'touch "$CUDA_MPS_PIPE_DIRECTORY/control"; exit 0'
+
+
+@pytest.fixture
+def mps_sweep(tmp_path, monkeypatch):
+    """Four planned runs, two visible GPUs (4 and 6), workers that record their environment instead of training, a
+    temporary folder of the test's own; returns a function that installs a stand-in MPS control daemon."""
+    from zamzoo.zoo import local
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,6')
+    seen = tmp_path / 'workers.jsonl'
+    record = (f'import json, os; open({str(seen)!r}, "a").write(json.dumps({{k: os.environ.get(k) for k in '
+              '("CUDA_VISIBLE_DEVICES", "CUDA_MPS_PIPE_DIRECTORY")}) + "\\n")')
+    monkeypatch.setattr(local, 'worker_command', lambda run, processes: [sys.executable, '-c', record])
+    (tmp_path / 'tmp').mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
+    monkeypatch.setenv('FAKE_MPS_CALLS', str(tmp_path / 'mps-calls'))
+
+    def install(start=STARTS):
+        bin_dir = tmp_path / 'bin'
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / 'nvidia-cuda-mps-control').write_text(FAKE_MPS % start)
+        (bin_dir / 'nvidia-cuda-mps-control').chmod(0o755)
+        monkeypatch.setenv('PATH', f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runs = plan_sweep([TINY], ['cifar100'], [0, 1, 2, 3], '/data', tmp_path / 'out', **_options())
+    return runs, install, seen
+
+
+def test_mps_serves_the_runs_sharing_the_gpus_and_quits_after_them(mps_sweep, tmp_path):
+    """--mps without a GPU (a stand-in daemon, workers that record their environment): one daemon for the slots'
+    GPUs, answering before the first run starts; each run a client naming its GPU as the daemon numbers them (4 ->
+    0, 6 -> 1), the events naming the real GPU; the daemon quit after the last run, its pipe folder removed."""
+    from zamzoo.zoo.local import run_local
+    runs, install, seen = mps_sweep
+    install()
+    events = []
+    final = run_local(runs, tmp_path / 'out', runs_per_gpu=2, device='cuda', mps=True,
+                      on_event=lambda kind, run, detail: events.append((kind, detail)))
+    assert sorted(final) == sorted(run.name for run in runs)
+    assert all(state['returncode'] == 0 for state in final.values())
+    calls = (tmp_path / 'mps-calls').read_text().splitlines()
+    assert calls[0] == f"start CUDA_VISIBLE_DEVICES=4,6 logs={tmp_path / 'out' / '_zoo' / 'logs' / 'mps'}"
+    assert calls[1:] == ['get_server_list', 'quit']
+    workers = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert sorted(w['CUDA_VISIBLE_DEVICES'] for w in workers) == ['0', '0', '1', '1']
+    pipes = {w['CUDA_MPS_PIPE_DIRECTORY'] for w in workers}
+    assert len(pipes) == 1 and Path(pipes.pop()).parent == tmp_path / 'tmp'
+    assert sorted(d for kind, d in events if kind == 'start') == ['4', '4', '6', '6']
+    assert not list((tmp_path / 'tmp').iterdir())
+
+
+def test_mps_that_cannot_start_stops_the_sweep_before_any_run(mps_sweep, tmp_path, monkeypatch):
+    """No daemon program, a start that fails, a daemon that never answers (within the time given): an error that
+    says so, no run started (a run that could not reach the daemon would silently train without MPS), no folder
+    left; and --mps on a machine without a GPU is refused."""
+    from zamzoo.errors import UsageError, ZamzooError
+    from zamzoo.zoo import mps
+    from zamzoo.zoo.local import run_local
+    runs, install, seen = mps_sweep
+    out = tmp_path / 'out'
+    path = os.environ['PATH']
+    monkeypatch.setenv('PATH', str(tmp_path / 'empty'))
+    with pytest.raises(ZamzooError, match='nvidia-cuda-mps-control is not on PATH'):
+        run_local(runs, out, device='cuda', mps=True)
+    monkeypatch.setenv('PATH', path)
+    install('echo "no GPU for MPS" >&2; exit 3')
+    with pytest.raises(ZamzooError, match=r'-d` failed \(exit 3: no GPU for MPS\)'):
+        run_local(runs, out, device='cuda', mps=True)
+    install('exit 0')
+    monkeypatch.setattr(mps, 'READY_S', 0.5)
+    with pytest.raises(ZamzooError, match='did not answer within 0 s'):
+        run_local(runs, out, device='cuda', mps=True)
+    assert not seen.exists() and not list((tmp_path / 'tmp').iterdir())
+    with pytest.raises(UsageError, match='no GPU is visible here'):
+        run_local(runs, out, device='cpu', mps=True)
+
+
+def test_mps_with_nvidias_own_control_daemon(mps_sweep, tmp_path):
+    """The same against NVIDIA's nvidia-cuda-mps-control (Debian's nvidia-cuda-mps, which .ci/run installs: the daemon
+    starts, answers and quits without a GPU): it listened in the runs' pipe folder, was asked for its servers before
+    they started and told to quit after them, exited with status 0, and the pipe folder is gone."""
+    from zamzoo.zoo.local import run_local
+    if shutil.which('nvidia-cuda-mps-control') is None:
+        skip_or_fail_in_ci("nvidia-cuda-mps-control is not installed (Debian non-free's nvidia-cuda-mps)")
+    runs, _, seen = mps_sweep
+    final = run_local(runs, tmp_path / 'out', runs_per_gpu=2, device='cuda', mps=True)
+    assert all(state['returncode'] == 0 for state in final.values())
+    (pipe,) = {json.loads(line)['CUDA_MPS_PIPE_DIRECTORY'] for line in seen.read_text().splitlines()}
+    log = (tmp_path / 'out' / '_zoo' / 'logs' / 'mps' / 'control.log').read_text()
+    assert f'Starting control daemon using socket {pipe}/control' in log
+    assert log.index('Cmd:get_server_list') < log.index('Cmd:quit') < log.index('Exit with status 0')
+    assert not Path(pipe).exists()

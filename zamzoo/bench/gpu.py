@@ -44,6 +44,7 @@ CHEAP_MODES = ('eager', 'cuda-graph')  # no compilation: measured for every mode
 CUDA_ONLY_MODES = {'cuda-graph': 'CUDA graphs need a CUDA device', 'reduce-overhead': 'CUDA graphs need a CUDA device',
                    'max-autotune-no-cudagraphs': "autotunes inductor's GPU (Triton) kernels: needs a CUDA device"}
 DEFAULT_RUNS_PER_GPU = (1, 2, 4, 8)
+ZOO_LOGS = Path('_zoo', 'logs')  # `zoo run`'s logs in its --out, the MPS daemon's in mps/ (zamzoo.zoo.local)
 PROFILE_MODEL = 'resnet18_zam'
 TOP_KERNELS = 15
 GPU_WAIT_DEFINITION = (
@@ -73,6 +74,7 @@ class GpuBenchSettings:
     zoo_images: int = 50_000     # training images of the written data set (an epoch of each zoo run; CIFAR's):
     # epochs of a few seconds, so that the runs' staggered start-up (seconds) leaves them training together
     zoo_cuda_graph: bool = False  # the zoo runs with --cuda-graph
+    zoo_mps: bool = False         # ... and with --mps (CUDA MPS: the runs' kernels side by side)
     profile: bool = True
     device: Optional[str] = None
     budget_s: float = 330.0      # then `bench gpu` ends within about 7 minutes (scripts/gpu_bench.sh passes 210)
@@ -255,6 +257,10 @@ def zoo_window(runs: List[List[dict]]) -> dict:
             'overlap': max(0.0, common) / (end - start)}
 
 
+def _tail(path: Path, lines: int) -> List[str]:
+    return path.read_text(errors='replace').splitlines()[-lines:] if path.exists() else [f'(no {path.name})']
+
+
 def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
     """`zamzoo zoo run` (a child process: the zoo is a higher layer) of K runs of the first model sharing one GPU
     (K at once on a CPU), and its aggregate from the runs' metrics (`zoo_window`)."""
@@ -263,21 +269,23 @@ def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
     out = Path(work) / f'zoo-k{k}'
     argv = ['zoo', 'run', '--models', s.models[0], '--seeds', *map(str, range(k)), '--epochs', str(s.epochs),
             '--batch-size', str(s.batch_size), '--runs-per-gpu', str(k), '--device', device.type]
-    argv += ['--cuda-graph'] if s.zoo_cuda_graph else []
+    argv += (['--cuda-graph'] if s.zoo_cuda_graph else []) + (['--mps'] if s.zoo_mps else [])
     cell = {'runs_per_gpu': k, 'model': s.models[0], 'epochs': s.epochs, 'train_images_per_epoch': s.zoo_images,
-            'cuda_graph': s.zoo_cuda_graph,
+            'cuda_graph': s.zoo_cuda_graph, 'mps': s.zoo_mps,
             'command': 'zamzoo ' + shlex.join(argv) + f' --data DATA --out zoo-k{k}'}
     argv += ['--data', str(data), '--out', str(out)]
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, '-m', 'zamzoo', *argv], env=_one_gpu_environment(device),
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    if s.zoo_mps:  # what says whether the runs reached the daemon; the work folder goes with the call
+        cell['mps_control_log'] = _tail(out / ZOO_LOGS / 'mps' / 'control.log', 8)
     epochs = [read_metrics(f) for f in sorted(out.glob(f'*/{METRICS_FILE}'))]
     per_run = [_steady_images_per_s(e) for e in epochs]
     if proc.returncode != 0 or len(per_run) != k or None in per_run:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         return {**cell, 'error': f'exit code {proc.returncode}, {len(per_run)} of {k} runs with metrics: '
-                                 f"{' | '.join(tail)} (logs: {out}/_zoo/logs)"}
+                                 f"{' | '.join(tail)} (logs: {out / ZOO_LOGS})"}
     images = sum(r['train_images'] for run in epochs for r in run)
     return {**cell, 'wall_s': wall, 'aggregate_with_startup': images / wall, **zoo_window(epochs),
             'run_steady_images_per_s': per_run, 'sum_of_run_rates': sum(per_run)}
@@ -428,11 +436,14 @@ def _zoo_row(z: dict, notes: List[str]) -> str:
 
 def _zoo_markdown(report: dict) -> List[str]:
     step = 'the step as one CUDA graph (`--cuda-graph`)' if report['settings'].get('zoo_cuda_graph') else 'eager step'
+    step += ', under CUDA MPS (`--mps`)' if report['settings'].get('zoo_mps') else ', no MPS (the GPU time-slices)'
     notes = []
     lines = [f'## `zoo run`: runs sharing one GPU ({step}; synthetic CIFAR-100-format data written by the command)', '',
              '| runs per GPU | images/s over the window (lower bound) | sum of the runs\' rates (upper bound) | '
              'each run | with start-up | wall s |', '|---:|---:|---:|---|---:|---:|']
     lines += [_zoo_row(z, notes) for z in report['zoo']]
+    notes += [f"{z['runs_per_gpu']} runs per GPU, the MPS control log's last lines: "
+              + ' / '.join(f'`{line}`' for line in z['mps_control_log']) for z in report['zoo'] if 'mps_control_log' in z]
     lines += [''] + [f'- {n}' for n in notes] + ['', f"Commands (DATA: {report['settings']['zoo_images']:,} random "
                                                   'training images in CIFAR-100 format, as '
                                                   '`zamzoo.bench.gpu.write_synthetic_cifar100` writes them):', '']
@@ -502,6 +513,7 @@ def add_arguments(p):
     p.add_argument('--zoo-images', type=positive_int, default=d.zoo_images,
                    help=f'training images of the data set written for the zoo runs (default {d.zoo_images})')
     p.add_argument('--zoo-cuda-graph', action='store_true', help='the zoo runs train with --cuda-graph')
+    p.add_argument('--zoo-mps', action='store_true', help='the zoo runs share the GPU under CUDA MPS (--mps)')
     p.add_argument('--no-profile', dest='profile', action='store_false', help='skip the profiled step')
     p.add_argument('--device', default=None, help='cuda or cpu (default: cuda if available)')
     p.add_argument('--budget-s', type=float, default=d.budget_s,
@@ -514,12 +526,13 @@ def run(args) -> int:
     s = GpuBenchSettings(models=args.models, modes=args.modes, runs_per_gpu=args.runs_per_gpu,
                          batch_size=args.batch_size, steps=args.steps, warmup_steps=args.warmup_steps,
                          epochs=args.epochs, zoo_images=args.zoo_images, zoo_cuda_graph=args.zoo_cuda_graph,
+                         zoo_mps=args.zoo_mps,
                          profile=args.profile, device=args.device, budget_s=args.budget_s, out=args.out)
     argv = ['--models', *s.models, '--modes', *s.modes, '--runs-per-gpu', *map(str, s.runs_per_gpu),
             '--batch-size', str(s.batch_size), '--steps', str(s.steps), '--warmup-steps', str(s.warmup_steps),
             '--epochs', str(s.epochs), '--zoo-images', str(s.zoo_images), '--budget-s', str(s.budget_s)]
     argv += ([] if s.profile else ['--no-profile']) + (['--device', s.device] if s.device else [])
-    argv += ['--zoo-cuda-graph'] if s.zoo_cuda_graph else []
+    argv += (['--zoo-cuda-graph'] if s.zoo_cuda_graph else []) + (['--zoo-mps'] if s.zoo_mps else [])
     report = bench_gpu(s, 'zamzoo bench gpu ' + shlex.join(argv), progress=(lambda line: None) if args.quiet else print)
     print(f"wrote {report['paths']['json']} and {report['paths']['md']}")
     return 0

@@ -53,6 +53,10 @@ def add_executor_arguments(p):
                    help='local: runs sharing one GPU at once (on a CPU-only machine: runs at once); auto: as many as '
                         "the first GPU's free memory holds by the peak memory of a few training steps of the first "
                         'run, at most one per CPU core; auto is 1 on a CPU-only machine')
+    p.add_argument('--mps', action='store_true',
+                   help="local: the runs as clients of CUDA MPS (a control daemon started for them and quit after "
+                        "them, needs the NVIDIA driver's nvidia-cuda-mps-control), so that runs sharing a GPU run "
+                        'their kernels side by side instead of taking turns')
     p.add_argument('--retry-failed', action='store_true', help='run failed runs again (resuming when they can)')
     p.add_argument('--slurm-partition', help='slurm: partition to submit to (default: the cluster default)')
     p.add_argument('--timeout-min', type=positive_int, default=1440,
@@ -205,6 +209,8 @@ def _run(args) -> int:
 def check_executor_arguments(args):
     if args.executor == 'slurm' and args.runs_per_gpu != 1:
         raise UsageError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
+    if args.executor == 'slurm' and args.mps:
+        raise UsageError("--mps is for --executor local (on SLURM, MPS is the cluster's: its gres 'mps')")
 
 
 def launch(runs, launch_runs, args) -> dict:
@@ -215,11 +221,12 @@ def launch(runs, launch_runs, args) -> dict:
     runs_per_gpu = args.runs_per_gpu
     if runs_per_gpu == 'auto':
         from .local import auto_runs_per_gpu
-        runs_per_gpu = auto_runs_per_gpu(launch_runs[0], args.device, args.gpus_per_run) if launch_runs else 1
+        runs_per_gpu = (auto_runs_per_gpu(launch_runs[0], args.device, args.gpus_per_run, args.mps)
+                        if launch_runs else 1)
         print(f'--runs-per-gpu auto: {runs_per_gpu}')
     return run_sweep(runs, args.out, executor=args.executor, retry_failed=args.retry_failed,
                      gpus_per_run=args.gpus_per_run, runs_per_gpu=runs_per_gpu, device=args.device,
-                     wait=args.wait, on_event=print_event,
+                     mps=args.mps, wait=args.wait, on_event=print_event,
                      slurm_options=dict(partition=args.slurm_partition, timeout_min=args.timeout_min,
                                         array_parallelism=args.array_parallelism))
 
@@ -240,6 +247,9 @@ def _print_summary(summary, args, path) -> int:
               f"--runs-per-gpu {summary['runs_per_gpu']})")
     if summary['skipped']['failed']:
         print(f"{summary['skipped']['failed']} failed run(s) skipped: --retry-failed runs them again")
+    if summary.get('mps'):
+        from .local import MPS_LOGS
+        print(f"the MPS control daemon's log: {path.parent / 'logs' / MPS_LOGS}")
     print(f'summary: {path}')
     return 0 if ended['done'] == summary['launched'] and not summary['skipped']['failed'] else 1
 

@@ -3,8 +3,10 @@
 
 Slots: each group of G visible GPUs (CUDA_VISIBLE_DEVICES of the run) taken K times (`runs_per_gpu`: small CIFAR
 models leave most of a large GPU idle); on a machine without GPUs (or with device 'cpu'), K runs at once (K=1:
-one after another). A run's output goes to `<out>/_zoo/logs/<run>.log`.
+one after another). A run's output goes to `<out>/_zoo/logs/<run>.log`; with `mps`, the runs are clients of an MPS
+control daemon of their own (`zamzoo.zoo.mps`), whose log goes to `<out>/_zoo/logs/mps/`.
 """
+import contextlib
 import functools
 import json
 import os
@@ -23,6 +25,7 @@ from .state import run_state, sweep_dir
 from .worker import SKIPPED, outcome_line
 
 POLL_S = 0.2
+MPS_LOGS = 'mps'  # the MPS control daemon's log folder, in the sweep's logs/
 
 
 def visible_gpus() -> List[str]:
@@ -56,8 +59,9 @@ def runs_that_fit(free_bytes: int, peak_bytes: int, data_bytes: int, cpus: int, 
                   busy_share: Optional[float] = None) -> int:
     """Runs per GPU for `auto`: as many as the free memory holds (each run: its probed peak with a margin, its
     data set on the GPU and a CUDA context), at most one per CPU core (each run's process needs a core to keep its
-    GPU fed), at most as many as fill the GPU's time (1 / the share of a step in which one run keeps the GPU busy,
-    rounded: processes without MPS take turns on a GPU, so runs beyond that only wait), at least 1."""
+    GPU fed), at most as many as fill the GPU's time (1 / `busy_share`, the share of a step in which one run keeps
+    the GPU busy, rounded: processes without MPS take turns on a GPU, so runs beyond that only wait; None under
+    MPS, where a busy GPU may still have idle SMs), at least 1."""
     per_run = peak_bytes * MEMORY_MARGIN + data_bytes + CONTEXT_BYTES
     runs = min(int(free_bytes // per_run), cpus // max(1, gpu_groups))
     if busy_share:
@@ -65,10 +69,10 @@ def runs_that_fit(free_bytes: int, peak_bytes: int, data_bytes: int, cpus: int, 
     return max(1, runs)
 
 
-def auto_runs_per_gpu(run: PlannedRun, device: Optional[str], gpus_per_run: int) -> int:
+def auto_runs_per_gpu(run: PlannedRun, device: Optional[str], gpus_per_run: int, mps: bool = False) -> int:
     """`--runs-per-gpu auto`: 1 without a GPU; else a probe of `run`'s training step on the first GPU (its own
     step: eager or `--cuda-graph`; a `--compile`d run is probed uncompiled): the peak memory against the GPU's free
-    memory and the share of the step in which the GPU is busy (runs_that_fit)."""
+    memory and, without `mps`, the share of the step in which the GPU is busy (runs_that_fit)."""
     gpus = [] if device == 'cpu' else visible_gpus()
     if not gpus:
         return 1
@@ -93,9 +97,11 @@ def auto_runs_per_gpu(run: PlannedRun, device: Optional[str], gpus_per_run: int)
     # no device events (a profiler that cannot see the GPU's work): the memory and the cores decide alone
     busy = 1 - probe['gpu_wait_share'] if probe.get('device_events') else None
     print(f"--runs-per-gpu auto: the probe's peak {peak / 2**30:.2f} GiB of {free / 2**30:.0f} GiB free; "
-          + (f'the GPU busy {busy:.0%} of a step' if busy is not None else "the GPU's busy time not seen"))
+          + (f'the GPU busy {busy:.0%} of a step' if busy is not None else "the GPU's busy time not seen")
+          + ('; under MPS the busy share sets no limit' if mps else ''))
     data_bytes = TRAIN_IMAGES.get(c.dataset, 50_000) * 3 * 32 * 32 * 6 // 5  # uint8 train + test (a sixth)
-    return runs_that_fit(free, peak, data_bytes, os.cpu_count() or 1, len(gpus) // gpus_per_run, busy)
+    return runs_that_fit(free, peak, data_bytes, os.cpu_count() or 1, len(gpus) // gpus_per_run,
+                         None if mps else busy)
 
 
 def worker_command(run: PlannedRun, processes: int) -> List[str]:
@@ -106,8 +112,8 @@ def worker_command(run: PlannedRun, processes: int) -> List[str]:
             '-m', 'zamzoo.zoo.worker', config]
 
 
-def _environment(slot: Optional[str], threads: int) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+def _environment(slot: Optional[str], threads: int, extra: Optional[dict] = None) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED='1', **(extra or {}))
     if slot is not None:
         env['CUDA_VISIBLE_DEVICES'] = slot
     env.setdefault('OMP_NUM_THREADS', str(threads))  # the user's choice wins
@@ -141,14 +147,35 @@ def _finish(run: PlannedRun, returncode: int, log: Path, offset: int) -> dict:
 
 
 def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_per_gpu: int = 1,
-              device: Optional[str] = None, on_event: Callable = lambda *a: None) -> dict:
+              device: Optional[str] = None, mps: bool = False, on_event: Callable = lambda *a: None) -> dict:
     """Train `runs`, as many at once as there are slots; run folder name -> final state (run_state's, with the
-    process's returncode and whether it skipped the run). on_event('start', run, slot) and on_event('end', run,
-    state) report progress."""
+    process's returncode and whether it skipped the run). `mps`: the runs as clients of an MPS control daemon
+    started for them. on_event('start', run, slot) and on_event('end', run, state) report progress."""
     slots = local_slots(device, gpus_per_run, runs_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // (len(slots) * gpus_per_run))
     logs = sweep_dir(out) / 'logs'
     logs.mkdir(parents=True, exist_ok=True)
+    with _client_environment(slots, threads, logs / MPS_LOGS if mps else None) as environment:
+        return _train_in_slots(runs, slots, gpus_per_run, logs, environment, on_event)
+
+
+@contextlib.contextmanager
+def _client_environment(slots: List[Optional[str]], threads: int, mps_logs: Optional[Path]):
+    """Yields slot -> the environment of a run's process there; with `mps_logs`, under an MPS daemon of the slots'
+    GPUs (logging into it) that serves the runs while the block runs."""
+    if mps_logs is None:
+        yield lambda slot: _environment(slot, threads)
+        return
+    if None in slots:
+        raise UsageError('--mps: MPS shares a GPU between processes, and no GPU is visible here (or --device cpu)')
+    from .mps import client_slot, mps_daemon
+    gpus = list(dict.fromkeys(gpu for slot in slots for gpu in slot.split(',')))
+    with mps_daemon(gpus, mps_logs) as client:
+        yield lambda slot: _environment(client_slot(slot, gpus), threads, client)
+
+
+def _train_in_slots(runs: Sequence[PlannedRun], slots: List[Optional[str]], gpus_per_run: int, logs: Path,
+                    environment: Callable, on_event: Callable) -> dict:
     queue, free, running, final = deque(runs), list(slots), {}, {}
     try:
         while queue or running:
@@ -157,7 +184,7 @@ def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_pe
                 log = logs / f'{run.name}.log'
                 with open(log, 'a') as f:
                     offset = f.tell()
-                    proc = subprocess.Popen(worker_command(run, gpus_per_run), env=_environment(slot, threads),
+                    proc = subprocess.Popen(worker_command(run, gpus_per_run), env=environment(slot),
                                             stdout=f, stderr=subprocess.STDOUT)
                 running[proc] = (run, slot, log, offset)
                 on_event('start', run, slot)

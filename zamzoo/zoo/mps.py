@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +64,7 @@ def mps_daemon(gpus: Sequence[str], log_dir) -> Iterator[dict]:
     pipe = tempfile.mkdtemp(prefix='zamzoo-mps-')
     env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=pipe, CUDA_MPS_LOG_DIRECTORY=str(log_dir),
                CUDA_VISIBLE_DEVICES=','.join(gpus))
+    stopped = True  # False: a daemon that did not quit, whose sockets stay in `pipe`
     try:
         started = subprocess.run([MPS_CONTROL, '-d'], env=env, capture_output=True, text=True, timeout=READY_S)
         if started.returncode != 0:
@@ -72,7 +74,23 @@ def mps_daemon(gpus: Sequence[str], log_dir) -> Iterator[dict]:
             _wait_until_ready(env, log_dir)
             yield {'CUDA_MPS_PIPE_DIRECTORY': pipe}
         finally:
-            _control(env, 'quit', QUIT_S)
+            stopped = _quit(env, log_dir)
     finally:
-        shutil.rmtree(pipe, ignore_errors=True)
+        if stopped:
+            shutil.rmtree(pipe, ignore_errors=True)
+
+
+def _quit(env: dict, log_dir: Path) -> bool:
+    """Whether the daemon quit (`quit` waits until it and its servers have exited); one still running is left with
+    a line that says how to stop it (an exception here would hide the one that ended the runs)."""
+    try:
+        status = _control(env, 'quit', QUIT_S).returncode
+    except subprocess.TimeoutExpired:
+        print(f"--mps: the MPS control daemon did not quit within {QUIT_S:.0f} s; stop it with `echo quit | "
+              f"CUDA_MPS_PIPE_DIRECTORY={env['CUDA_MPS_PIPE_DIRECTORY']} {MPS_CONTROL}`", file=sys.stderr)
+        return False
+    if status != 0:
+        print(f'--mps: `quit` ended with exit status {status} (an MPS server did not exit gracefully, or the daemon '
+              f'could not be reached); its log: {log_dir}', file=sys.stderr)
+    return True
 

@@ -22,11 +22,11 @@ def runs_to_launch(runs: Sequence[PlannedRun], states: dict, retry_failed: bool)
 
 
 def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry_failed: bool = False,
-              gpus_per_run: int = 1, runs_per_gpu: int = 1, device: Optional[str] = None, wait: bool = False,
-              slurm_options: Optional[dict] = None, on_event: Callable = lambda *a: None) -> dict:
+              gpus_per_run: int = 1, runs_per_gpu: int = 1, device: Optional[str] = None, mps: bool = False,
+              wait: bool = False, slurm_options: Optional[dict] = None, on_event: Callable = lambda *a: None) -> dict:
     """Train what `runs` still need with `executor`; returns the summary (also written to _zoo/last-run.json).
 
-    local trains and returns when every run has ended; slurm submits one job array and returns, or with `wait`
+    local trains and returns when every run has ended (with `mps`, its runs as clients of an MPS daemon); slurm submits one job array and returns, or with `wait`
     returns when every job has ended. on_event(kind, run, detail): 'start', 'submitted' and 'end' (final state)."""
     if executor not in EXECUTORS:
         raise ZamzooError(f"executor: unknown '{executor}'; expected one of {list(EXECUTORS)}")
@@ -44,7 +44,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
     if executor == 'local' and launch:
         from .local import run_local
         final = run_local(launch, out, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu, device=device,
-                          on_event=on_event)
+                          mps=mps, on_event=on_event)
     elif launch:
         from .slurm import submit_slurm, wait_slurm
         jobs = submit_slurm(launch, out, gpus_per_run=gpus_per_run, device=device, **(slurm_options or {}))
@@ -54,7 +54,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
             final = wait_slurm(jobs, launch, on_event)
     summary = summarize(runs, launch, states, final, time.perf_counter() - t0)
     summary['skipped']['queued'] = len(queued)
-    summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
+    summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu, mps=mps,
                    finished=executor == 'local' or wait)
     write_json_atomic(sweep_dir(out) / LAST_RUN_FILE, summary)
     return summary
