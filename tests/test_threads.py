@@ -1,5 +1,6 @@
 """ULSAM's eager inference path at torch's default 2 CPU threads (issue 20 item 3): the folded formula and the
 flat 3x3 max-pool compute what the plain formula computes, borders and channels_last included."""
+import functools
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,15 +66,18 @@ def test_amax_equals_torch_amax(shape, dtype, two_threads):
 
 @pytest.mark.parametrize('shape', SHAPES + [(2, 3, 2, 9), (1, 2, 9, 2), (2, 4, 16, 16)])
 def test_flat_pool_equals_max_pool2d(shape, two_threads):
-    """The flat separable pool of ULSAM's eager path equals F.max_pool2d (-inf padding) bit for bit, negative values
-    and maps of 1 or 2 rows / columns included, without touching the input where it does not own it."""
-    a = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    """The flat separable pool of ULSAM's eager path equals F.max_pool2d (-inf padding) bit for bit on what it pools,
+    a ReLU's output (zeros, NaN), maps of 1 or 2 rows / columns included, without touching the input where it does
+    not own it."""
+    a = torch.randn(shape, generator=torch.Generator().manual_seed(4)).relu_()
+    a.view(-1)[a.numel() // 3] = float('nan')
     expected = F.max_pool2d(a, 3, 1, 1)
-    assert torch.equal(ulsam_module._max_pool3x3_flat(a.clone(), torch.empty_like(a)), expected)
+    same = functools.partial(torch.testing.assert_close, rtol=0, atol=0, equal_nan=True)
+    same(ulsam_module._max_pool3x3_flat(a.clone(), torch.empty_like(a)), expected)
     tail = torch.randn(2 * a.numel(), generator=torch.Generator().manual_seed(5))  # a view at a storage offset
     view = tail[a.numel():].view(shape)
     view.copy_(a)
-    assert torch.equal(ulsam_module._max_pool3x3_flat(view, torch.empty_like(a)), expected)
+    same(ulsam_module._max_pool3x3_flat(view, torch.empty_like(a)), expected)
     assert torch.equal(tail[:a.numel()], torch.randn(2 * a.numel(), generator=torch.Generator().manual_seed(5))[
         :a.numel()])
 

@@ -27,10 +27,10 @@ by chunk of the batch (every statistic is per image; `batch_chunks`: the passes 
 reuse memory instead of taking fresh pages, ~27 ms per 33 MB buffer on the 2-core VM it was measured on) in longer,
 cheaper passes: DW conv + BN and BN(g) as ``F.batch_norm`` (one vectorized pass; ``addcmul`` with two per-channel
 operands runs element by element, 2.5x slower) with 4 small ops to prepare them instead of 14, and the pool as
-maxima of the flat map shifted by one element, then by one row, with the map borders fixed by one strided copy a
-pass (`_max_pool3x3_flat`: no padded copy, no strided slices, and no buffer but the DW conv's output and the
-module's own output). Measured per 13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine):
-batch 64 150.6 -> 113.3 ms, batch 1 3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~48
+maxima of the flat map shifted by one element, then by one row, the pairs that cross a map border set to 0 (the
+input is a ReLU's output) and the map's first and last element fixed by one small copy a pass (`_max_pool3x3_flat`:
+no padded copy, no strided slices, and no buffer but the DW conv's output and the module's own output). Measured per 13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine):
+batch 64 150.6 -> 113.3 ms, batch 1 3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~52
 small ops per module (the parameters are read once a call, `_eager_args`).
 """
 from typing import Dict, List, Optional, Tuple
@@ -231,12 +231,14 @@ def _refine_eager_into(x: torch.Tensor, args: Tuple[dict, torch.Tensor, dict], o
 
 
 def _max_pool3x3_flat(a: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(a, 3, 1, 1)`` of a contiguous (B, C, H, W) tensor written into `a` and returned, eager only: a
-    max over 3 columns, then over 3 rows (`_max3_along`). `scratch`: contiguous, shaped as `a`, not overlapping it;
-    overwritten. No other full-size buffer: in a model each fresh one pushes the backbone's weights out of the cache
-    (mobilenet_ulsam at batch 1, in one run against the pool with temporaries: 1.67x -> 1.44x the plain backbone at
-    one thread, 1.90x -> 1.68x at two; docs/bench/cpu_threads.md)."""
+    """``F.max_pool2d(a, 3, 1, 1)`` of a contiguous (B, C, H, W) tensor of values >= 0 or NaN (a ReLU's output),
+    written into `a` and returned, eager only: a max over 3 columns, then over 3 rows (`_max3_along`). `scratch`:
+    contiguous, shaped as `a`, not overlapping it; overwritten. No other full-size buffer: in a model each fresh one
+    pushes the backbone's weights out of the cache (mobilenet_ulsam at batch 1, in one run against the pool with
+    temporaries: 1.67x -> 1.44x the plain backbone at one thread, 1.90x -> 1.68x at two; docs/bench/cpu_threads.md)."""
     h, w = a.shape[2:]
+    if not a.numel():
+        return a
     if w > 1:
         _max3_along(a, 3, scratch)
     if h > 1:
@@ -245,16 +247,18 @@ def _max_pool3x3_flat(a: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
 
 
 def _max3_along(x: torch.Tensor, dim: int, scratch: torch.Tensor) -> None:
-    """Each element of contiguous `x` replaced by the max of it and its neighbours along `dim` (those inside the map:
-    -inf padding), as two passes over the whole flat tensor: the max of each element and the one `step` further
-    (pairs, into `scratch`), then of neighbouring pairs (back into x). At the first and last position along `dim`
-    the second pass mixes in a neighbouring row or map; those positions take the pair inside instead, both in one
-    strided copy."""
+    """Each element of contiguous `x` (values >= 0 or NaN) replaced by the max of it and its neighbours along `dim`
+    (those inside the map), as two passes over the whole flat tensor: the max of each element and the one `step`
+    further (pairs, into `scratch`), then of neighbouring pairs (back into x). The pairs that cross from one line
+    along `dim` into the next are set to 0 in between: no value >= 0 loses to it, so each line's first and last
+    position keep the pair inside the line (F.max_pool2d's -inf padding, for a ReLU's output). The first and the
+    last `step` elements, outside the second pass, take their pair in one strided copy."""
     step, length = x.stride(dim), x.shape[dim]
     flat, pairs, n = x.view(-1), scratch.view(-1)[:x.numel() - step], x.numel()
     torch.maximum(flat[:-step], flat[step:], out=pairs)  # pairs[k]: max(x[k], x[k + step])
+    lines = n // (length * step)
+    # as_strided: offsets into the storage; per line but the last, its last `step` pairs
+    pairs.as_strided((lines - 1, step), (length * step, 1), pairs.storage_offset() + (length - 1) * step).zero_()
     torch.maximum(pairs[:-step], pairs[step:], out=flat[step:n - step])
-    # per line along dim, its first and its last `step` elements (as_strided: offsets into the storage)
-    lines, last = n // (length * step), (length - 1) * step
-    flat.as_strided((lines, 2, step), (length * step, last, 1), flat.storage_offset()).copy_(
-        pairs.as_strided((lines, 2, step), (length * step, last - step, 1), pairs.storage_offset()))
+    flat.as_strided((2, step), (n - step, 1), flat.storage_offset()).copy_(
+        pairs.as_strided((2, step), (n - 2 * step, 1), pairs.storage_offset()))
