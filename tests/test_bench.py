@@ -1,5 +1,7 @@
 """zamzoo.bench: counting conventions, `bench models`, the table generator."""
 import json
+import os
+import shutil
 
 import pytest
 import timm
@@ -9,6 +11,7 @@ from torch import nn
 from zamzoo.bench.flops import count_flops, count_macs, count_params, seed_flops
 from zamzoo.bench.tables import marker, update_tables
 from zamzoo.cli import main
+from conftest import skip_or_fail_in_ci
 from zamzoo.layers import CBAM_SEED_KWARGS
 
 # The ZAM seed's table (github.com/developer0hye/ZAM README, FLOPs by thop 0.0.30), and the same numbers to
@@ -226,6 +229,15 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
     assert '| +5.0% / +10.0% | - / +30.0% |' in row
     assert 'ONNX Runtime: the model exported with timm' in readme.read_text()
     assert '| 130.00 (100.00) | +30.0% |' in card.read_text()
+    compiled = dict(ort, batch=1, runtime='compile', ratio=1.02)
+    second['results'][0]['latency']['compile_infer_b1'] = compiled
+    (tmp_path / 'run1.json').write_text(json.dumps(second))
+    update_tables([tmp_path / 'run0.json', tmp_path / 'run1.json'], tmp_path / 'none.json', readme, card)
+    lines = readme.read_text().splitlines()
+    assert ('| CPU latency, 2 threads vs plain (b1 / b64) | CPU latency, 2 threads, torch.compile vs plain (b1 / b64) '
+            '| CPU latency, 2 threads, ONNX Runtime vs plain (b1 / b64) |' in lines[1])
+    assert '| +5.0% / +10.0% | +2.0% / - | - / +30.0% |' in next(l for l in lines if l.startswith('| `resnet18_zam`'))
+    assert 'torch.compile: the model through `torch.compile`' in readme.read_text()
 
 
 def test_onnx_session_times_only_a_graph_that_matches_pytorch(tmp_path):
@@ -253,3 +265,72 @@ def test_onnx_session_times_only_a_graph_that_matches_pytorch(tmp_path):
         onnx_session(Net(lie=True), (3, 8, 8), 1, tmp_path / 'lie')
     assert not (tmp_path / 'lie' / 'model.onnx').exists()  # a wrong graph is not kept
 
+
+
+def _needs_a_cpp_compiler():
+    if not (os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++')):
+        skip_or_fail_in_ci('torch.compile on a CPU needs a C++ compiler (g++)')
+
+
+def test_compiled_runner_times_only_a_model_that_matches_pytorch():
+    """--runtime compile: the compiled model's output on the timed batch is checked against eager PyTorch first; a
+    compiled model that computes something else is refused, not timed."""
+    _needs_a_cpp_compiler()
+    from zamzoo.bench.models import _CompiledRunner
+    from zamzoo.errors import ZamzooError
+
+    class Net(nn.Module):
+        def __init__(self, lie=False):
+            super().__init__()
+            self.conv, self.lie = nn.Conv2d(3, 4, 3), lie
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            return y * 2 if self.lie and torch.compiler.is_compiling() else y
+
+    torch.manual_seed(0)
+    runner = _CompiledRunner('net', Net(), 5, (3, 8, 8), torch.device('cpu'))
+    runner.warmup(1, 0.0)
+    assert runner.measure() > 0 and runner.call().shape == (5, 4)
+    with pytest.raises(ZamzooError, match='torch.compile gives other outputs than eager PyTorch'):
+        _CompiledRunner('liar', Net(lie=True), 5, (3, 8, 8), torch.device('cpu')).warmup(1, 0.0)
+
+
+def test_compile_limits_turn_a_full_cache_into_an_error(monkeypatch):
+    """The zoo's models of a backbone share one forward function, and Dynamo caps its compiled graphs (8 by default)
+    and then runs the rest eagerly: inside `_compile_limits` the cap is the run's and a full cache is an error."""
+    _needs_a_cpp_compiler()
+    from zamzoo.bench import models as bench_models
+
+    class Net(nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x)
+
+    monkeypatch.setattr(bench_models, 'COMPILED_PER_FORWARD', 2)
+    x = torch.randn(3)
+    with bench_models._compile_limits('compile'):
+        for body in (nn.ReLU(), nn.Tanh()):
+            torch.compile(Net(body), fullgraph=True, dynamic=False)(x)
+        with pytest.raises(Exception, match='(?i)recompile'):
+            torch.compile(Net(nn.Sigmoid()), fullgraph=True, dynamic=False)(x)
+    torch._dynamo.reset()
+
+
+def test_bench_models_under_torch_compile(tmp_path):
+    """--runtime compile: a compiled column next to eager PyTorch, each model against the plain backbone compiled
+    alike, in the same rounds."""
+    _needs_a_cpp_compiler()
+    rc = main(['bench', 'models', '--models', 'mobilenet_zam', '--repeats', '1', '--warmup', '1', '--min-time', '0',
+               '--batch-sizes', '1', '--runtime', 'compile', '--out', str(tmp_path), '--quiet'])
+    assert rc == 0
+    report = json.loads((tmp_path / 'models_cpu.json').read_text())
+    assert report['settings']['runtimes'] == ['torch', 'compile'] and '--runtime compile' in report['command']
+    (row,) = report['results']
+    lat = row['latency']['compile_infer_b1']
+    assert lat['runtime'] == 'compile' and lat['ms'] > 0 and lat['baseline_ms'] > 0
+    assert set(row['latency']) == {'infer_b1', 'compile_infer_b1'}
+    assert 'compile_infer_b1 vs plain' in (tmp_path / 'models_cpu.md').read_text()

@@ -65,10 +65,12 @@ def _add_models_arguments(p):
     p.add_argument('--timer', choices=['wall', 'process'], default='wall',
                    help='wall clock (latency, default) or the CPU time of this process (CPU only: steadier on a '
                         'machine shared with other work, with --threads 1)')
-    p.add_argument('--runtime', choices=['torch', 'onnxruntime'], default='torch',
+    p.add_argument('--runtime', choices=['torch', 'onnxruntime', 'compile'], default='torch',
                    help='torch: eager PyTorch (default); onnxruntime: also every model exported to ONNX (dynamo '
                         'exporter, checked against PyTorch) under ONNX Runtime with --threads intra-op threads, '
-                        'interleaved with the PyTorch rounds (CPU only; needs zamzoo[onnx])')
+                        'interleaved with the PyTorch rounds (CPU only; needs zamzoo[onnx]); compile: also every '
+                        'model through torch.compile (inductor, static shapes, checked against PyTorch; on a CPU it '
+                        'needs a C++ compiler), interleaved alike')
     p.add_argument('--counts-only', action='store_true', help='params and MACs only, no timing')
     p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
     p.add_argument('--quiet', action='store_true', help='no progress lines')

@@ -14,6 +14,9 @@ each, and the overhead ``ratio`` = median over rounds of (variant time / plain t
 exporter, dynamic batch; checked against PyTorch before it is timed) under ONNX Runtime, with ``threads`` intra-op
 threads: each batch size's rounds interleave the PyTorch and the ONNX Runtime calls of the whole group, and the ONNX
 Runtime ratio is against the plain backbone under ONNX Runtime (settings ``onnxruntime_infer_b<B>``).
+``runtime='compile'`` likewise times every model through ``torch.compile`` (inductor, default mode, static shapes,
+the whole forward as one graph; checked against eager PyTorch on the timed batch before it is timed), against the
+plain backbone compiled alike (settings ``compile_infer_b<B>``).
 """
 import contextlib
 import fnmatch
@@ -32,7 +35,7 @@ import torch
 
 from .. import provenance
 from .._io import write_json_atomic, write_text_atomic
-from ..errors import UsageError
+from ..errors import UsageError, ZamzooError
 from ..models import ZOO
 from .flops import count_macs, count_params, seed_flops
 
@@ -42,7 +45,9 @@ KIND = 'zamzoo-bench-models'
 INFER_BATCHES = (1, 64)
 TIMERS = {'wall': time.perf_counter, 'process': time.process_time}
 TRAIN_BATCH = 128
-RUNTIMES = ('torch', 'onnxruntime')
+RUNTIMES = ('torch', 'onnxruntime', 'compile')
+RTOL, ATOL = 1e-4, 1e-5  # a compiled model against eager PyTorch (the checked ONNX export's tolerance)
+COMPILED_PER_FORWARD = 64  # compiled graphs a model class's forward may hold (models x batch sizes of one run)
 
 
 def plain_of(model_name: str) -> str:
@@ -121,6 +126,30 @@ class _Runner:
 
     def measure(self) -> float:
         return self._time(self.iters)
+
+
+class _CompiledRunner(_Runner):
+    """One model's inference at a batch size through torch.compile, refused unless the compiled model's output on the
+    timed batch matches eager PyTorch's (an error, never a timing of a wrong or uncompiled model: `fullgraph` and
+    `_compile_limits`)."""
+
+    def __init__(self, name: str, model, batch: int, input_size, device, clock=time.perf_counter):
+        super().__init__(name, model, batch, input_size, device, False, clock)
+        self.compiled = torch.compile(model, fullgraph=True, dynamic=False)
+
+    def call(self):
+        self.model.eval()
+        with torch.inference_mode():
+            return self.compiled(self.x)
+
+    def warmup(self, n: int, min_time: float):
+        got = self.call()
+        with torch.inference_mode():
+            expected = self.model(self.x)
+        if not torch.allclose(got, expected, rtol=RTOL, atol=ATOL):
+            raise ZamzooError(f'{self.name}: torch.compile gives other outputs than eager PyTorch (max difference '
+                              f'{(got - expected).abs().max().item():.3g}); not timed')
+        super().warmup(n, min_time)
 
 
 class _OrtRunner(_Runner):
@@ -217,9 +246,10 @@ def bench_models(
         runtimes = ('torch',) if runtime == 'torch' else ('torch', runtime)
         phases = _phases(train_step, infer_batches, train_batch, runtimes) if latency else []
         timings: Dict[str, Dict[str, List[float]]] = {}
-        for group in (_timing_groups(models) if phases else ()):
-            _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, repeats, TIMERS[timer],
-                        timings, say)
+        with _compile_limits(runtime):
+            for group in (_timing_groups(models) if phases else ()):
+                _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, repeats, TIMERS[timer],
+                            timings, say)
         settings = [setting for phase in phases for setting in phase]
         return {
             'schema': SCHEMA,
@@ -236,6 +266,19 @@ def bench_models(
         }
 
 
+@contextlib.contextmanager
+def _compile_limits(runtime: str):
+    """With runtime 'compile': room in Dynamo's cache for every model and batch size of the run (the zoo's models of
+    a backbone share one forward function, whose compiled graphs Dynamo caps at 8), and an error where it is full:
+    past the cap Dynamo would run the rest eagerly, and they would be timed as compiled."""
+    if runtime != 'compile':
+        yield
+        return
+    import torch._dynamo
+    with torch._dynamo.config.patch(recompile_limit=COMPILED_PER_FORWARD, fail_on_recompile_limit_hit=True):
+        yield
+
+
 def _check_options(dev: torch.device, repeats: int, timer: str, threads: Optional[int], runtime: str):
     cuda = dev.type == 'cuda'
     if cuda and not torch.cuda.is_available():
@@ -250,7 +293,7 @@ def _check_options(dev: torch.device, repeats: int, timer: str, threads: Optiona
         raise UsageError(f'threads must be >= 1, got {threads}')
     if runtime not in RUNTIMES:
         raise UsageError(f'runtime must be one of {list(RUNTIMES)}, got {runtime!r}')
-    if runtime != 'torch' and cuda:
+    if runtime == 'onnxruntime' and cuda:
         raise UsageError('--runtime onnxruntime is timed on CPU only; use --device cpu')
 
 
@@ -288,7 +331,7 @@ def _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, r
     built = {name: build(name) for name in group}
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
-        for name in (group if runtime != 'torch' else ()):
+        for name in (group if runtime == 'onnxruntime' else ()):
             say(f'exporting {name} to ONNX')
             Path(tmp, name).mkdir()
             sessions[name] = onnx_session(built[name][0], built[name][1], threads, Path(tmp, name))
@@ -321,8 +364,12 @@ def _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, c
         for name in group:
             say(f'warming up {name} {setting}')
             model, size = built[name]
-            runner = (_Runner(name, model, batch, size, dev, train, clock) if rt == 'torch'
-                      else _OrtRunner(name, sessions[name], batch, size, clock))
+            if rt == 'onnxruntime':
+                runner = _OrtRunner(name, sessions[name], batch, size, clock)
+            elif rt == 'compile':
+                runner = _CompiledRunner(name, model, batch, size, dev, clock)
+            else:
+                runner = _Runner(name, model, batch, size, dev, train, clock)
             runner.setting = setting
             runner.warmup(warmup, min_time)
             runners.append(runner)

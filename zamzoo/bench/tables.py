@@ -84,7 +84,7 @@ def _timing_label(key: Tuple[str, str, str, Optional[int]]) -> str:
     device, timer, runtime, threads = key
     label = f'{device.upper()} latency' if timer == 'wall' else 'CPU time'
     label += f", {threads} thread{'s' if threads != 1 else ''}" if threads else ''
-    return label + (', ONNX Runtime' if runtime == 'onnxruntime' else '') + ' vs plain (b1 / b64)'
+    return label + RUNTIME_LABELS.get(runtime, '') + ' vs plain (b1 / b64)'
 
 
 def _model_order(names: Iterable[str]) -> List[str]:
@@ -130,6 +130,10 @@ def _vs_plain(name: str, tag: str, by_key: Dict[Tuple[str, str], Dict]) -> str:
     return f'{test.diff_mean:+.2f} [{test.diff_ci[0]:+.2f}, {test.diff_ci[1]:+.2f}]'
 
 
+RUNTIME_LABELS = {'onnxruntime': ', ONNX Runtime', 'compile': ', torch.compile'}
+COMPILE_NOTE = (' torch.compile: the model through `torch.compile` (inductor, default mode), against the plain '
+                'backbone compiled alike, timed in the same run as eager PyTorch (`zamzoo bench models --runtime '
+                'compile`).')
 ORT_NOTE = (' ONNX Runtime: the model exported with timm\'s `onnx_export` (dynamo exporter), against the plain '
             'backbone exported alike, timed in the same run as eager PyTorch (`zamzoo bench models --runtime '
             'onnxruntime`).')
@@ -166,7 +170,8 @@ def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
         'the ZAM seed\'s thop 0.0.30 convention (`zamzoo.bench.flops.seed_flops`), the numbers of the seed\'s table. '
         'Latency / CPU time vs plain: median inference time against the plain backbone measured in the same run '
         '(batch 1 / batch 64; `-` = not measured; details in MODEL_CARD.md).' + ORT_NOTE * any(
-            d[2] == 'onnxruntime' for d in devices) + ' top-1: mean ± std over seeds of the published weights.'
+            d[2] == 'onnxruntime' for d in devices) + COMPILE_NOTE * any(d[2] == 'compile' for d in devices)
+        + ' top-1: mean ± std over seeds of the published weights.'
         ' top-1 vs plain: the model\'s final-epoch top-1 minus its plain backbone\'s, in points, mean over the seeds '
         'both published, with the 95% interval of a paired t-test by seed (`zamzoo.pairing`, the test of `zamzoo '
         'compare`); – = either is unpublished or they share fewer than two seeds.',
