@@ -240,31 +240,33 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
     assert 'torch.compile: the model through `torch.compile`' in readme.read_text()
 
 
+class _Net(nn.Module):
+    """A conv and a mean; twice that where `lie_when()` is True (a recorder that computes something else)."""
+
+    def __init__(self, lie_when=None):
+        super().__init__()
+        self.conv, self.lie_when = nn.Conv2d(3, 4, 3), lie_when
+
+    def forward(self, x):
+        y = self.conv(x).mean((2, 3))
+        return y * 2 if self.lie_when is not None and self.lie_when() else y
+
+
 def test_onnx_session_times_only_a_graph_that_matches_pytorch(tmp_path):
     pytest.importorskip('onnxruntime')
     pytest.importorskip('onnxscript')
     from zamzoo.bench.models import _OrtRunner, onnx_session
     from zamzoo.bench.onnx import OnnxExportError
 
-    class Net(nn.Module):
-        def __init__(self, lie=False):
-            super().__init__()
-            self.conv, self.lie = nn.Conv2d(3, 4, 3), lie
-
-        def forward(self, x):
-            y = self.conv(x).mean((2, 3))
-            return y * 2 if self.lie and torch.onnx.is_in_onnx_export() else y
-
     torch.manual_seed(0)
-    session = onnx_session(Net(), (3, 8, 8), 1, tmp_path)
+    session = onnx_session(_Net(), (3, 8, 8), 1, tmp_path)
     assert session.get_session_options().intra_op_num_threads == 1
     runner = _OrtRunner('net', session, 5, (3, 8, 8))
     runner.warmup(1, 0.0)
     assert runner.measure() > 0 and session.run(None, runner.feed)[0].shape == (5, 4)  # dynamic batch
     with pytest.raises(OnnxExportError, match='differs from PyTorch'):
-        onnx_session(Net(lie=True), (3, 8, 8), 1, tmp_path / 'lie')
+        onnx_session(_Net(lie_when=torch.onnx.is_in_onnx_export), (3, 8, 8), 1, tmp_path / 'lie')
     assert not (tmp_path / 'lie' / 'model.onnx').exists()  # a wrong graph is not kept
-
 
 
 def _needs_a_cpp_compiler():
@@ -279,21 +281,13 @@ def test_compiled_runner_times_only_a_model_that_matches_pytorch():
     from zamzoo.bench.models import _CompiledRunner
     from zamzoo.errors import ZamzooError
 
-    class Net(nn.Module):
-        def __init__(self, lie=False):
-            super().__init__()
-            self.conv, self.lie = nn.Conv2d(3, 4, 3), lie
-
-        def forward(self, x):
-            y = self.conv(x).mean((2, 3))
-            return y * 2 if self.lie and torch.compiler.is_compiling() else y
-
     torch.manual_seed(0)
-    runner = _CompiledRunner('net', Net(), 5, (3, 8, 8), torch.device('cpu'))
+    runner = _CompiledRunner('net', _Net(), 5, (3, 8, 8), torch.device('cpu'))
     runner.warmup(1, 0.0)
     assert runner.measure() > 0 and runner.call().shape == (5, 4)
     with pytest.raises(ZamzooError, match='torch.compile gives other outputs than eager PyTorch'):
-        _CompiledRunner('liar', Net(lie=True), 5, (3, 8, 8), torch.device('cpu')).warmup(1, 0.0)
+        _CompiledRunner('liar', _Net(lie_when=torch.compiler.is_compiling), 5, (3, 8, 8),
+                        torch.device('cpu')).warmup(1, 0.0)
 
 
 def test_compile_limits_turn_a_full_cache_into_an_error(monkeypatch):
