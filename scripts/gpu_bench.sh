@@ -10,11 +10,12 @@
 #   gpu_<device>.{json,md}       `zamzoo bench gpu` without its zoo part: rewritten after every measurement, so
 #                                even the outer timeout leaves what was measured; those that would start after
 #                                --budget-s are skipped
-#   zoo/gpu_<device>.{json,md}   its zoo part alone: `zoo run` with 4, then 8 runs of resnet18_zam sharing the GPU,
+#   zoo/gpu_<device>.{json,md}   its zoo part alone: `zoo run` with 4, then 8 runs of resnet18_zam sharing the GPU
+#                                (3 epochs of 25,000 images each),
 #                                each step a CUDA graph, under CUDA MPS (--zoo-mps) where nvidia-cuda-mps-control
 #                                is on PATH, else time-sliced (and the file says which)
 #   scripts/gpu_bench.sh                      # everything
-#   scripts/gpu_bench.sh --modes eager cuda-graph reduce-overhead   # extra options go to the first `bench gpu`
+#   scripts/gpu_bench.sh --modes eager cuda-graph reduce-overhead   # extra options: the first `bench gpu` only
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -49,14 +50,15 @@ ZAMZOO_TRITON=0 timeout --kill-after=5 30 python3 -m zamzoo bench overhead "${ov
 echo "bench overhead, ZAMZOO_TRITON=0: exit $?"
 cat "$out/gpu_overhead_train.md"
 
-# the limits: 80 + 100 + 60 + 30 s (+ 5 s each to die) before them, 130 + 150 (+ 10 s each) for them, 590 s at
-# worst; a measurement that would start after its --budget-s is skipped, the timeout stops the one running then
-timeout --signal=INT --kill-after=10 "${GPU_BENCH_TIMEOUT_S:-130}" python3 -m zamzoo bench gpu --device cuda \
-    --out "$out" --budget-s 90 --runs-per-gpu "$@"
+# the limits: 80 + 100 + 60 + 30 s (+ 5 s each to die) before them, 120 + 10 and 140 + 30 s for them: 590 s at worst;
+# a measurement that would start after its --budget-s is skipped, the timeout stops the one running then (the zoo
+# part's kill-after leaves `zoo run` the time to stop its runs and quit its MPS daemon)
+timeout --signal=INT --kill-after=10 "${GPU_BENCH_TIMEOUT_S:-120}" python3 -m zamzoo bench gpu --device cuda \
+    --out "$out" --budget-s 80 --runs-per-gpu "$@"
 echo "bench gpu: exit $?"
 mps=()
 if command -v nvidia-cuda-mps-control >/dev/null; then mps=(--zoo-mps); fi
-timeout --signal=INT --kill-after=10 "${GPU_ZOO_TIMEOUT_S:-150}" python3 -m zamzoo bench gpu --device cuda \
-    --out "$out/zoo" --budget-s 60 --models resnet18_zam --modes cuda-graph --no-profile --runs-per-gpu 4 8 \
-    --zoo-cuda-graph ${mps[@]+"${mps[@]}"}
+timeout --signal=INT --kill-after=30 "${GPU_ZOO_TIMEOUT_S:-140}" python3 -m zamzoo bench gpu --device cuda \
+    --out "$out/zoo" --budget-s 70 --models resnet18_zam --modes --no-profile --runs-per-gpu 4 8 --epochs 3 \
+    --zoo-images 25000 --zoo-cuda-graph ${mps[@]+"${mps[@]}"}
 echo "bench gpu, the zoo part${mps[*]:+ under MPS}: exit $?"

@@ -290,27 +290,30 @@ def test_compiled_runner_times_only_a_model_that_matches_pytorch():
                         torch.device('cpu')).warmup(1, 0.0)
 
 
-def test_compile_limits_turn_a_full_cache_into_an_error(monkeypatch):
-    """The zoo's models of a backbone share one forward function, and Dynamo caps its compiled graphs (8 by default)
-    and then runs the rest eagerly: inside `_compile_limits` the cap is the run's and a full cache is an error."""
+def test_compile_limits_give_each_group_room_for_its_graphs():
+    """The zoo's models of a backbone share one forward function, whose compiled graphs Dynamo caps at 8; with the
+    whole forward as one graph, the 9th model would be an error. `_compile_limits` gives a group a fresh cache with
+    room for its graphs, so 9 models compile, and a second group is not charged for the first one's graphs."""
     _needs_a_cpp_compiler()
-    from zamzoo.bench import models as bench_models
+    from zamzoo.bench.models import _compile_limits
 
     class Net(nn.Module):
-        def __init__(self, body):
+        def __init__(self, scale):
             super().__init__()
-            self.body = body
+            self.scale = scale
 
         def forward(self, x):
-            return self.body(x)
+            return x * self.scale
 
-    monkeypatch.setattr(bench_models, 'COMPILED_PER_FORWARD', 2)
     x = torch.randn(3)
-    with bench_models._compile_limits('compile'):
-        for body in (nn.ReLU(), nn.Tanh()):
-            torch.compile(Net(body), fullgraph=True, dynamic=False)(x)
-        with pytest.raises(Exception, match='(?i)recompile'):
-            torch.compile(Net(nn.Sigmoid()), fullgraph=True, dynamic=False)(x)
+    compiled = lambda scale: torch.compile(Net(scale), fullgraph=True, dynamic=False)(x)  # noqa: E731
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):  # Dynamo's own cap
+        for scale in range(1, 10):
+            compiled(float(scale))
+    for first in (1, 20):  # two groups of 9 in a row
+        with _compile_limits('compile', 9):
+            assert all(torch.equal(compiled(float(s)), x * s) for s in range(first, first + 9))
     torch._dynamo.reset()
 
 

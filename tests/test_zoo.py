@@ -183,6 +183,7 @@ if [ "$1" = "-d" ]; then
     echo "start CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES logs=$CUDA_MPS_LOG_DIRECTORY" >>"$FAKE_MPS_CALLS"
     %s
 fi
+%s
 read -r command
 [ -e "$CUDA_MPS_PIPE_DIRECTORY/control" ] || exit 1
 echo "$command" >>"$FAKE_MPS_CALLS"
@@ -192,7 +193,7 @@ STARTS = 'touch "$CUDA_MPS_PIPE_DIRECTORY/control"; exit 0'
 
 
 @pytest.fixture
-def mps_sweep(tmp_path, monkeypatch):
+def mps_sweep(tmp_path, monkeypatch, request):
     """Four planned runs, two visible GPUs (4 and 6), workers that record their environment instead of training, a
     temporary folder of the test's own; returns a function that installs a stand-in MPS control daemon."""
     from zamzoo.zoo import local
@@ -201,18 +202,19 @@ def mps_sweep(tmp_path, monkeypatch):
     record = (f'import json, os; open({str(seen)!r}, "a").write(json.dumps({{k: os.environ.get(k) for k in '
               '("CUDA_VISIBLE_DEVICES", "CUDA_MPS_PIPE_DIRECTORY")}) + "\\n")')
     monkeypatch.setattr(local, 'worker_command', lambda run, processes: [sys.executable, '-c', record])
-    (tmp_path / 'tmp').mkdir()
-    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
+    temp = Path(tempfile.mkdtemp(prefix='zz-', dir='/tmp'))  # short: the daemon's socket paths must fit (107 bytes)
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
+    monkeypatch.setattr(tempfile, 'tempdir', str(temp))
     monkeypatch.setenv('FAKE_MPS_CALLS', str(tmp_path / 'mps-calls'))
 
-    def install(start=STARTS):
+    def install(start=STARTS, answer=''):
         bin_dir = tmp_path / 'bin'
         bin_dir.mkdir(exist_ok=True)
-        (bin_dir / 'nvidia-cuda-mps-control').write_text(FAKE_MPS % start)
+        (bin_dir / 'nvidia-cuda-mps-control').write_text(FAKE_MPS % (start, answer))
         (bin_dir / 'nvidia-cuda-mps-control').chmod(0o755)
         monkeypatch.setenv('PATH', f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     runs = plan_sweep([TINY], ['cifar100'], [0, 1, 2, 3], '/data', tmp_path / 'out', **_options())
-    return runs, install, seen
+    return runs, install, seen, temp
 
 
 def test_mps_serves_the_runs_sharing_the_gpus_and_quits_after_them(mps_sweep, tmp_path):
@@ -220,7 +222,7 @@ def test_mps_serves_the_runs_sharing_the_gpus_and_quits_after_them(mps_sweep, tm
     GPUs, answering before the first run starts; each run a client naming its GPU as the daemon numbers them (4 ->
     0, 6 -> 1), the events naming the real GPU; the daemon quit after the last run, its pipe folder removed."""
     from zamzoo.zoo.local import run_local
-    runs, install, seen = mps_sweep
+    runs, install, seen, temp = mps_sweep
     install()
     events = []
     final = run_local(runs, tmp_path / 'out', runs_per_gpu=2, device='cuda', mps=True,
@@ -233,19 +235,20 @@ def test_mps_serves_the_runs_sharing_the_gpus_and_quits_after_them(mps_sweep, tm
     workers = [json.loads(line) for line in seen.read_text().splitlines()]
     assert sorted(w['CUDA_VISIBLE_DEVICES'] for w in workers) == ['0', '0', '1', '1']
     pipes = {w['CUDA_MPS_PIPE_DIRECTORY'] for w in workers}
-    assert len(pipes) == 1 and Path(pipes.pop()).parent == tmp_path / 'tmp'
+    assert len(pipes) == 1 and Path(pipes.pop()).parent == temp
     assert sorted(d for kind, d in events if kind == 'start') == ['4', '4', '6', '6']
-    assert not list((tmp_path / 'tmp').iterdir())
+    assert not list(temp.iterdir())
 
 
-def test_mps_that_cannot_start_stops_the_sweep_before_any_run(mps_sweep, tmp_path, monkeypatch):
-    """No daemon program, a start that fails, a daemon that never answers (within the time given): an error that
-    says so, no run started (a run that could not reach the daemon would silently train without MPS), no folder
-    left; and --mps on a machine without a GPU is refused."""
+def test_mps_that_cannot_start_stops_the_sweep_before_any_run(mps_sweep, tmp_path, monkeypatch, capsys):
+    """No daemon program, a start that fails, a daemon that is not listening or never answers (within the time
+    given): an error that says so, no run started (a run that could not reach the daemon would silently train
+    without MPS), no folder left but the one of a daemon that would not quit, which is named; --mps without a GPU
+    is refused, by `zoo run` before anything else."""
     from zamzoo.errors import UsageError, ZamzooError
     from zamzoo.zoo import mps
     from zamzoo.zoo.local import run_local
-    runs, install, seen = mps_sweep
+    runs, install, seen, temp = mps_sweep
     out = tmp_path / 'out'
     path = os.environ['PATH']
     monkeypatch.setenv('PATH', str(tmp_path / 'empty'))
@@ -255,13 +258,22 @@ def test_mps_that_cannot_start_stops_the_sweep_before_any_run(mps_sweep, tmp_pat
     install('echo "no GPU for MPS" >&2; exit 3')
     with pytest.raises(ZamzooError, match=r'-d` failed \(exit 3: no GPU for MPS\)'):
         run_local(runs, out, device='cuda', mps=True)
-    install('exit 0')
-    monkeypatch.setattr(mps, 'READY_S', 0.5)
-    with pytest.raises(ZamzooError, match='did not answer within 0 s'):
+    monkeypatch.setattr(mps, 'READY_S', 1.0)
+    install('exit 0')  # started, not listening: the control program exits 1
+    with pytest.raises(ZamzooError, match=r'did not answer within 1 s \(no output\)'):
         run_local(runs, out, device='cuda', mps=True)
-    assert not seen.exists() and not list((tmp_path / 'tmp').iterdir())
+    assert not list(temp.iterdir())
+    install(answer='exec sleep 30')  # a daemon that takes the command and never answers
+    monkeypatch.setattr(mps, 'QUIT_S', 1.0)
+    capsys.readouterr()
+    with pytest.raises(ZamzooError, match='did not answer within 1 s'):
+        run_local(runs, out, device='cuda', mps=True)
+    (kept,) = temp.iterdir()
+    assert f'did not quit within 1 s; stop it with `echo quit | CUDA_MPS_PIPE_DIRECTORY={kept} ' in capsys.readouterr().err
+    assert not seen.exists()
     with pytest.raises(UsageError, match='no GPU is visible here'):
         run_local(runs, out, device='cpu', mps=True)
+    assert main(['zoo', 'run', '--models', TINY, '--device', 'cpu', '--mps', '--data', str(tmp_path)]) == 2
 
 
 def test_mps_with_nvidias_own_control_daemon(mps_sweep, tmp_path):
@@ -271,7 +283,7 @@ def test_mps_with_nvidias_own_control_daemon(mps_sweep, tmp_path):
     from zamzoo.zoo.local import run_local
     if shutil.which('nvidia-cuda-mps-control') is None:
         skip_or_fail_in_ci("nvidia-cuda-mps-control is not installed (Debian non-free's nvidia-cuda-mps)")
-    runs, _, seen = mps_sweep
+    runs, _, seen, _ = mps_sweep
     final = run_local(runs, tmp_path / 'out', runs_per_gpu=2, device='cuda', mps=True)
     assert all(state['returncode'] == 0 for state in final.values())
     (pipe,) = {json.loads(line)['CUDA_MPS_PIPE_DIRECTORY'] for line in seen.read_text().splitlines()}
@@ -279,3 +291,37 @@ def test_mps_with_nvidias_own_control_daemon(mps_sweep, tmp_path):
     assert f'Starting control daemon using socket {pipe}/control' in log
     assert log.index('Cmd:get_server_list') < log.index('Cmd:quit') < log.index('Exit with status 0')
     assert not Path(pipe).exists()
+
+
+def test_mps_daemon_is_quit_when_the_sweep_gets_sigterm(mps_sweep, tmp_path, monkeypatch):
+    """SIGTERM (`timeout`, `kill`, a container stopping) ends the sweep as Ctrl-C does: the runs are stopped and
+    the daemon told to quit, its folder removed; without the handler the process would end at once and leave both."""
+    import signal
+    import threading
+    from zamzoo.zoo import local
+    runs, install, _, temp = mps_sweep
+    install()
+    monkeypatch.setattr(local, 'worker_command', lambda run, processes: [sys.executable, '-c',
+                                                                         'import time; time.sleep(60)'])
+    procs = []
+
+    def on_event(kind, run, detail):
+        if kind == 'start' and len(procs) == 1:  # the second run started: the sweep is under way
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        procs.append(kind)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        local.run_local(runs, tmp_path / 'out', runs_per_gpu=1, device='cuda', mps=True, on_event=on_event)
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert (tmp_path / 'mps-calls').read_text().splitlines()[-1] == 'quit'
+    assert not list(temp.iterdir())
+
+
+def test_mps_pipe_folder_fits_a_socket_address(monkeypatch):
+    """The daemon's sockets live in its pipe folder, and a Unix socket's path is at most 107 bytes: under a long
+    TMPDIR the folder goes to /tmp."""
+    from zamzoo.zoo import mps
+    monkeypatch.setattr(tempfile, 'tempdir', '/var/tmp')
+    assert mps._pipe_parent() == '/var/tmp'
+    monkeypatch.setattr(tempfile, 'tempdir', '/' + 'x' * 80)
+    assert mps._pipe_parent() == '/tmp'

@@ -44,6 +44,7 @@ CHEAP_MODES = ('eager', 'cuda-graph')  # no compilation: measured for every mode
 CUDA_ONLY_MODES = {'cuda-graph': 'CUDA graphs need a CUDA device', 'reduce-overhead': 'CUDA graphs need a CUDA device',
                    'max-autotune-no-cudagraphs': "autotunes inductor's GPU (Triton) kernels: needs a CUDA device"}
 DEFAULT_RUNS_PER_GPU = (1, 2, 4, 8)
+STOP_GRACE_S = 10.0  # for an interrupted `zoo run` to stop its runs and quit its MPS daemon, twice at most
 ZOO_LOGS = Path('_zoo', 'logs')  # `zoo run`'s logs in its --out, the MPS daemon's in mps/ (zamzoo.zoo.local)
 PROFILE_MODEL = 'resnet18_zam'
 TOP_KERNELS = 15
@@ -77,7 +78,7 @@ class GpuBenchSettings:
     zoo_mps: bool = False         # ... and with --mps (CUDA MPS: the runs' kernels side by side)
     profile: bool = True
     device: Optional[str] = None
-    budget_s: float = 330.0      # then `bench gpu` ends within about 7 minutes (scripts/gpu_bench.sh passes 210)
+    budget_s: float = 330.0      # then `bench gpu` ends within about 7 minutes (scripts/gpu_bench.sh passes less)
     out: str = str(DEFAULT_RESULTS)
 
     def validate(self):
@@ -261,6 +262,26 @@ def _tail(path: Path, lines: int) -> List[str]:
     return path.read_text(errors='replace').splitlines()[-lines:] if path.exists() else [f'(no {path.name})']
 
 
+def _run_to_the_end(argv: List[str], env: dict) -> subprocess.CompletedProcess:
+    """subprocess.run with its output captured, except when interrupted: then the child (`zoo run`, which got the
+    same Ctrl-C or `timeout`'s signal as its process group) gets time to stop its runs and quit its MPS daemon,
+    where subprocess.run would kill it at once and leave the daemon running."""
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        try:
+            stdout, stderr = child.communicate()
+        except BaseException:
+            try:
+                child.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                child.terminate()  # the signal did not reach it: `zoo run` takes SIGTERM as an interrupt
+                try:
+                    child.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            raise
+    return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
+
+
 def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
     """`zamzoo zoo run` (a child process: the zoo is a higher layer) of K runs of the first model sharing one GPU
     (K at once on a CPU), and its aggregate from the runs' metrics (`zoo_window`)."""
@@ -275,8 +296,7 @@ def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
             'command': 'zamzoo ' + shlex.join(argv) + f' --data DATA --out zoo-k{k}'}
     argv += ['--data', str(data), '--out', str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, '-m', 'zamzoo', *argv], env=_one_gpu_environment(device),
-                          capture_output=True, text=True)
+    proc = _run_to_the_end([sys.executable, '-m', 'zamzoo', *argv], env=_one_gpu_environment(device))
     wall = time.perf_counter() - t0
     if s.zoo_mps:  # what says whether the runs reached the daemon; the work folder goes with the call
         cell['mps_control_log'] = _tail(out / ZOO_LOGS / 'mps' / 'control.log', 8)
@@ -497,10 +517,9 @@ def add_arguments(p):
     d = GpuBenchSettings()
     p.add_argument('--models', nargs='+', default=list(d.models), metavar='MODEL',
                    help=f"bench train's models; the first is also the zoo run's (default: {' '.join(d.models)})")
-    p.add_argument('--modes', nargs='+', default=list(d.modes), choices=MODES, metavar='MODE',
+    p.add_argument('--modes', nargs='*', default=list(d.modes), choices=MODES, metavar='MODE',
                    help=f"eager, the step as one CUDA graph and torch.compile's modes: {', '.join(MODES)} "
-                        "(default: all; the CUDA-only ones are "
-                        'skipped on a CPU)')
+                        "(default: all; none: no bench train; the CUDA-only ones are skipped on a CPU)")
     p.add_argument('--runs-per-gpu', nargs='*', type=positive_int, default=list(d.runs_per_gpu), metavar='K',
                    help='zoo run with K runs sharing one GPU, for each K (default: 1 2 4 8; none: no zoo run)')
     p.add_argument('--batch-size', type=positive_int, default=d.batch_size)

@@ -47,7 +47,6 @@ TIMERS = {'wall': time.perf_counter, 'process': time.process_time}
 TRAIN_BATCH = 128
 RUNTIMES = ('torch', 'onnxruntime', 'compile')
 RTOL, ATOL = 1e-4, 1e-5  # a compiled model against eager PyTorch (the checked ONNX export's tolerance)
-COMPILED_PER_FORWARD = 64  # compiled graphs a model class's forward may hold (models x batch sizes of one run)
 
 
 def plain_of(model_name: str) -> str:
@@ -129,9 +128,8 @@ class _Runner:
 
 
 class _CompiledRunner(_Runner):
-    """One model's inference at a batch size through torch.compile, refused unless the compiled model's output on the
-    timed batch matches eager PyTorch's (an error, never a timing of a wrong or uncompiled model: `fullgraph` and
-    `_compile_limits`)."""
+    """One model's inference at a batch size through torch.compile (the whole forward as one graph: a graph break is an
+    error), refused unless the compiled model's output on the timed batch matches eager PyTorch's."""
 
     def __init__(self, name: str, model, batch: int, input_size, device, clock=time.perf_counter):
         super().__init__(name, model, batch, input_size, device, False, clock)
@@ -143,7 +141,10 @@ class _CompiledRunner(_Runner):
             return self.compiled(self.x)
 
     def warmup(self, n: int, min_time: float):
-        got = self.call()
+        try:
+            got = self.call()
+        except Exception as e:  # no C++ compiler, an op inductor cannot compile: Dynamo's and inductor's own errors
+            raise ZamzooError(f'{self.name}: torch.compile failed: {str(e).strip().splitlines()[0]}') from e
         with torch.inference_mode():
             expected = self.model(self.x)
         if not torch.allclose(got, expected, rtol=RTOL, atol=ATOL):
@@ -246,8 +247,8 @@ def bench_models(
         runtimes = ('torch',) if runtime == 'torch' else ('torch', runtime)
         phases = _phases(train_step, infer_batches, train_batch, runtimes) if latency else []
         timings: Dict[str, Dict[str, List[float]]] = {}
-        with _compile_limits(runtime):
-            for group in (_timing_groups(models) if phases else ()):
+        for group in (_timing_groups(models) if phases else ()):
+            with _compile_limits(runtime, len(group) * len(infer_batches)):
                 _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, repeats, TIMERS[timer],
                             timings, say)
         settings = [setting for phase in phases for setting in phase]
@@ -267,15 +268,16 @@ def bench_models(
 
 
 @contextlib.contextmanager
-def _compile_limits(runtime: str):
-    """With runtime 'compile': room in Dynamo's cache for every model and batch size of the run (the zoo's models of
-    a backbone share one forward function, whose compiled graphs Dynamo caps at 8), and an error where it is full:
-    past the cap Dynamo would run the rest eagerly, and they would be timed as compiled."""
+def _compile_limits(runtime: str, graphs: int):
+    """With runtime 'compile': a fresh Dynamo cache for one group of models, with room for its `graphs` (models x
+    batch sizes). The zoo's models share one forward function, whose compiled graphs Dynamo caps at 8, and past the
+    cap a whole-graph compile is an error."""
     if runtime != 'compile':
         yield
         return
     import torch._dynamo
-    with torch._dynamo.config.patch(recompile_limit=COMPILED_PER_FORWARD, fail_on_recompile_limit_hit=True):
+    torch._dynamo.reset()  # the earlier groups' graphs count against the cap too
+    with torch._dynamo.config.patch(recompile_limit=max(graphs, 8), accumulated_recompile_limit=max(graphs, 256)):
         yield
 
 

@@ -211,6 +211,10 @@ def check_executor_arguments(args):
         raise UsageError('--runs-per-gpu is for --executor local (each SLURM task gets its own GPUs)')
     if args.executor == 'slurm' and args.mps:
         raise UsageError("--mps is for --executor local (on SLURM, MPS is the cluster's: its gres 'mps')")
+    if args.mps:
+        from .local import MPS_NEEDS_A_GPU, visible_gpus
+        if args.device == 'cpu' or not visible_gpus():
+            raise UsageError(MPS_NEEDS_A_GPU)
 
 
 def launch(runs, launch_runs, args) -> dict:

@@ -10,8 +10,10 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -26,6 +28,7 @@ from .worker import SKIPPED, outcome_line
 
 POLL_S = 0.2
 MPS_LOGS = 'mps'  # the MPS control daemon's log folder, in the sweep's logs/
+MPS_NEEDS_A_GPU = '--mps: MPS shares a GPU between processes, and no GPU is visible here (or --device cpu)'
 
 
 def visible_gpus() -> List[str]:
@@ -155,8 +158,27 @@ def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_pe
     threads = max(1, (os.cpu_count() or 1) // (len(slots) * gpus_per_run))
     logs = sweep_dir(out) / 'logs'
     logs.mkdir(parents=True, exist_ok=True)
-    with _client_environment(slots, threads, logs / MPS_LOGS if mps else None) as environment:
+    mps_logs = logs / MPS_LOGS if mps else None
+    with _sigterm_as_interrupt(), _client_environment(slots, threads, mps_logs) as environment:
         return _train_in_slots(runs, slots, gpus_per_run, logs, environment, on_event)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (`kill`, `timeout`, a container stopping) ends the sweep as Ctrl-C does: the runs are stopped (they
+    resume next time) and an MPS daemon is quit, where its default action would end this process at once and leave
+    both running. Only the main thread can take signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -167,7 +189,7 @@ def _client_environment(slots: List[Optional[str]], threads: int, mps_logs: Opti
         yield lambda slot: _environment(slot, threads)
         return
     if None in slots:
-        raise UsageError('--mps: MPS shares a GPU between processes, and no GPU is visible here (or --device cpu)')
+        raise UsageError(MPS_NEEDS_A_GPU)
     from .mps import client_slot, mps_daemon
     gpus = list(dict.fromkeys(gpu for slot in slots for gpu in slot.split(',')))
     with mps_daemon(gpus, mps_logs) as client:

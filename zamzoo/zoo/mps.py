@@ -3,9 +3,10 @@
 Without MPS a GPU time-slices between processes: K runs whose steps each keep it busy take turns and train no faster
 together than one. Under MPS their kernels run side by side when each leaves SMs idle (small CIFAR batches on a
 large GPU). `mps_daemon` starts a control daemon of the sweep's own (its pipe directory a fresh temporary folder,
-its logs in the sweep's `_zoo/mps/`), serving the GPUs the runs use, and quits it when the runs have ended, also
-after an error or Ctrl-C. The daemon renumbers the GPUs it was started with as 0, 1, ...: the runs' processes name
-them by those numbers (`client_slot`; NVIDIA's MPS guide, CUDA_VISIBLE_DEVICES).
+its logs in the sweep's `_zoo/logs/mps/`), serving the GPUs the runs use, and quits it when the runs have ended, also
+after an error, Ctrl-C or SIGTERM (the caller's `stop_on_sigterm`). The daemon renumbers the GPUs it was started
+with as 0, 1, ...: the runs' processes name them by those numbers (`client_slot`; NVIDIA's MPS guide,
+CUDA_VISIBLE_DEVICES).
 
 A process that cannot reach the daemon runs without MPS and says nothing, so the daemon is asked for its server
 list until it answers before any run starts.
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 from ..errors import ZamzooError
 
@@ -26,7 +27,8 @@ __all__ = ['MPS_CONTROL', 'mps_daemon', 'client_slot']
 
 MPS_CONTROL = 'nvidia-cuda-mps-control'
 READY_S = 20.0   # for the daemon to answer after `-d`
-QUIT_S = 60.0    # for `quit`: the daemon waits for its servers to end
+QUIT_S = 20.0    # for `quit`: the daemon waits for its servers, which end with their runs (terminated before it)
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket's path; the daemon's longest is <pipe>/control_privileged
 
 
 def client_slot(slot: str, gpus: Sequence[str]) -> str:
@@ -34,21 +36,39 @@ def client_slot(slot: str, gpus: Sequence[str]) -> str:
     return ','.join(str(list(gpus).index(gpu)) for gpu in slot.split(','))
 
 
-def _control(env: dict, command: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([MPS_CONTROL], input=command + '\n', env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def _run(argv: list, env: dict, timeout: float, stdin: Optional[str] = None) -> tuple:
+    """(exit status, output) of the control program; (None, '') when it has not ended within `timeout` (a daemon that
+    does not answer leaves it waiting)."""
+    try:
+        done = subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, ''
+    return done.returncode, (done.stderr or done.stdout).strip()
+
+
+def _control(env: dict, command: str, timeout: float) -> tuple:
+    """One command to the daemon (the control program reads it from stdin): `_run`'s result."""
+    return _run([MPS_CONTROL], env, timeout, command + '\n')
 
 
 def _wait_until_ready(env: dict, log_dir: Path) -> None:
     deadline = time.monotonic() + READY_S
     while True:
-        answer = _control(env, 'get_server_list', READY_S)
-        if answer.returncode == 0:
+        status, output = _control(env, 'get_server_list', max(deadline - time.monotonic(), 0.1))
+        if status == 0:
             return
         if time.monotonic() > deadline:
             raise ZamzooError(f'--mps: the MPS control daemon did not answer within {READY_S:.0f} s '
-                              f'({(answer.stderr or answer.stdout).strip() or "no output"}); its log: {log_dir}')
+                              f'({output or "no output"}); its log: {log_dir}')
         time.sleep(0.2)
+
+
+def _pipe_parent() -> str:
+    """The temporary folder, unless the daemon's socket paths in a folder made there would be too long for a Unix
+    socket (a long TMPDIR): then /tmp."""
+    parent = tempfile.gettempdir()
+    longest = os.path.join(parent, 'zamzoo-mps-' + 'x' * 8, 'control_privileged')
+    return parent if len(os.fsencode(longest)) <= SOCKET_PATH_MAX else '/tmp'
 
 
 @contextlib.contextmanager
@@ -61,15 +81,16 @@ def mps_daemon(gpus: Sequence[str], log_dir) -> Iterator[dict]:
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     # the daemon's sockets live in the pipe directory: a short path (a socket's path is at most 107 bytes)
-    pipe = tempfile.mkdtemp(prefix='zamzoo-mps-')
+    pipe = tempfile.mkdtemp(prefix='zamzoo-mps-', dir=_pipe_parent())
     env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=pipe, CUDA_MPS_LOG_DIRECTORY=str(log_dir),
                CUDA_VISIBLE_DEVICES=','.join(gpus))
     stopped = True  # False: a daemon that did not quit, whose sockets stay in `pipe`
     try:
-        started = subprocess.run([MPS_CONTROL, '-d'], env=env, capture_output=True, text=True, timeout=READY_S)
-        if started.returncode != 0:
-            raise ZamzooError(f'--mps: `{MPS_CONTROL} -d` failed (exit {started.returncode}: '
-                              f'{(started.stderr or started.stdout).strip() or "no output"}); its log: {log_dir}')
+        status, output = _run([MPS_CONTROL, '-d'], env, READY_S)
+        if status != 0:
+            raise ZamzooError(f'--mps: `{MPS_CONTROL} -d` failed ('
+                              + (f'exit {status}: {output or "no output"}' if status is not None
+                                 else f'still running after {READY_S:.0f} s') + f'); its log: {log_dir}')
         try:
             _wait_until_ready(env, log_dir)
             yield {'CUDA_MPS_PIPE_DIRECTORY': pipe}
@@ -83,9 +104,8 @@ def mps_daemon(gpus: Sequence[str], log_dir) -> Iterator[dict]:
 def _quit(env: dict, log_dir: Path) -> bool:
     """Whether the daemon quit (`quit` waits until it and its servers have exited); one still running is left with
     a line that says how to stop it (an exception here would hide the one that ended the runs)."""
-    try:
-        status = _control(env, 'quit', QUIT_S).returncode
-    except subprocess.TimeoutExpired:
+    status, _ = _control(env, 'quit', QUIT_S)
+    if status is None:
         print(f"--mps: the MPS control daemon did not quit within {QUIT_S:.0f} s; stop it with `echo quit | "
               f"CUDA_MPS_PIPE_DIRECTORY={env['CUDA_MPS_PIPE_DIRECTORY']} {MPS_CONTROL}`", file=sys.stderr)
         return False

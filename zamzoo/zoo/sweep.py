@@ -26,8 +26,8 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
               wait: bool = False, slurm_options: Optional[dict] = None, on_event: Callable = lambda *a: None) -> dict:
     """Train what `runs` still need with `executor`; returns the summary (also written to _zoo/last-run.json).
 
-    local trains and returns when every run has ended (with `mps`, its runs as clients of an MPS daemon); slurm submits one job array and returns, or with `wait`
-    returns when every job has ended. on_event(kind, run, detail): 'start', 'submitted' and 'end' (final state)."""
+    local trains and returns when every run has ended (with `mps`, its runs as clients of an MPS daemon); slurm
+    submits one job array and returns, or with `wait` returns when every job has ended. on_event(kind, run, detail): 'start', 'submitted' and 'end' (final state)."""
     if executor not in EXECUTORS:
         raise ZamzooError(f"executor: unknown '{executor}'; expected one of {list(EXECUTORS)}")
     states = plan_states(runs)
@@ -54,7 +54,8 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
             final = wait_slurm(jobs, launch, on_event)
     summary = summarize(runs, launch, states, final, time.perf_counter() - t0)
     summary['skipped']['queued'] = len(queued)
-    summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu, mps=mps,
+    summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
+                   mps=mps and executor == 'local' and bool(launch),
                    finished=executor == 'local' or wait)
     write_json_atomic(sweep_dir(out) / LAST_RUN_FILE, summary)
     return summary
