@@ -1,6 +1,7 @@
 """`zamzoo bench gpu` end to end on a CPU with tiny sizes, the GPU-wait arithmetic, `zoo run --runs-per-gpu auto`
 and `zoo run --dry-run`'s cost from a measured file (issue 20 items 1-2)."""
 import json
+import os
 import shlex
 
 import pytest
@@ -224,3 +225,25 @@ def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, 
     _measured(empty, [('mobilenet_zam', 'eager', {'images_per_s': 9.0})], device_type='cpu')
     monkeypatch.setattr(gpu, 'DEFAULT_RESULTS', empty)                                    # a CPU file is no GPU figure
     assert main(args) == 0 and 'cost: unknown' in capsys.readouterr().out
+
+
+def test_an_interrupted_zoo_run_gets_time_to_clean_up(tmp_path, monkeypatch):
+    """bench gpu interrupted (Ctrl-C, the script's `timeout`) while its `zoo run` child works: the child is given time
+    to stop its runs and quit its MPS daemon (here: it takes SIGTERM, cleans up for 0.2 s and leaves a mark), where
+    subprocess.run would have killed it 0.25 s after the interrupt."""
+    import signal
+    import sys
+    import threading
+    import time
+    monkeypatch.setattr(gpu, 'STOP_GRACE_S', 2.0)
+    mark = tmp_path / 'cleaned-up'
+    child = ('import signal, sys, time\n'
+             'def stop(*a):\n'
+             f'    time.sleep(0.2); open({str(mark)!r}, "w").close(); sys.exit(1)\n'
+             'signal.signal(signal.SIGTERM, stop)\n'
+             'time.sleep(30)\n')
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        gpu._run_to_the_end([sys.executable, '-c', child], dict(os.environ))
+    assert mark.exists() and time.monotonic() - t0 < 10
