@@ -252,8 +252,8 @@ def _print_summary(summary, args, path) -> int:
     if summary['skipped']['failed']:
         print(f"{summary['skipped']['failed']} failed run(s) skipped: --retry-failed runs them again")
     if summary.get('mps'):
-        from .local import MPS_LOGS
-        print(f"the MPS control daemon's log: {path.parent / 'logs' / MPS_LOGS}")
+        from .state import MPS_LOGS, log_dir
+        print(f"the MPS control daemon's log: {log_dir(args.out) / MPS_LOGS}")
     print(f'summary: {path}')
     return 0 if ended['done'] == summary['launched'] and not summary['skipped']['failed'] else 1
 

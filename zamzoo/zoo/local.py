@@ -23,11 +23,10 @@ from ..dataset_table import DATASETS
 from ..errors import UsageError, ZamzooError
 from .plan import TRAIN_IMAGES, PlannedRun
 from ..train.run_folder import mark_failed
-from .state import run_state, sweep_dir
+from .state import MPS_LOGS, log_dir, run_state
 from .worker import SKIPPED, outcome_line
 
 POLL_S = 0.2
-MPS_LOGS = 'mps'  # the MPS control daemon's log folder, in the sweep's logs/
 MPS_NEEDS_A_GPU = '--mps: MPS shares a GPU between processes, and no GPU is visible here (or --device cpu)'
 
 
@@ -156,7 +155,7 @@ def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_pe
     started for them. on_event('start', run, slot) and on_event('end', run, state) report progress."""
     slots = local_slots(device, gpus_per_run, runs_per_gpu)
     threads = max(1, (os.cpu_count() or 1) // (len(slots) * gpus_per_run))
-    logs = sweep_dir(out) / 'logs'
+    logs = log_dir(out)
     logs.mkdir(parents=True, exist_ok=True)
     mps_logs = logs / MPS_LOGS if mps else None
     with _sigterm_as_interrupt(), _client_environment(slots, threads, mps_logs) as environment:

@@ -29,6 +29,7 @@ MPS_CONTROL = 'nvidia-cuda-mps-control'
 READY_S = 20.0   # for the daemon to answer after `-d`
 QUIT_S = 20.0    # for `quit`: the daemon waits for its servers, which end with their runs (terminated before it)
 SOCKET_PATH_MAX = 107  # bytes of a Unix socket's path; the daemon's longest is <pipe>/control_privileged
+PIPE_PREFIX = 'zamzoo-mps-'  # of the pipe folder's name, then 8 characters of tempfile.mkdtemp's
 
 
 def client_slot(slot: str, gpus: Sequence[str]) -> str:
@@ -67,7 +68,7 @@ def _pipe_parent() -> str:
     """The temporary folder, unless the daemon's socket paths in a folder made there would be too long for a Unix
     socket (a long TMPDIR): then /tmp."""
     parent = tempfile.gettempdir()
-    longest = os.path.join(parent, 'zamzoo-mps-' + 'x' * 8, 'control_privileged')
+    longest = os.path.join(parent, PIPE_PREFIX + 'x' * 8, 'control_privileged')
     return parent if len(os.fsencode(longest)) <= SOCKET_PATH_MAX else '/tmp'
 
 
@@ -81,7 +82,7 @@ def mps_daemon(gpus: Sequence[str], log_dir) -> Iterator[dict]:
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     # the daemon's sockets live in the pipe directory: a short path (a socket's path is at most 107 bytes)
-    pipe = tempfile.mkdtemp(prefix='zamzoo-mps-', dir=_pipe_parent())
+    pipe = tempfile.mkdtemp(prefix=PIPE_PREFIX, dir=_pipe_parent())
     env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=pipe, CUDA_MPS_LOG_DIRECTORY=str(log_dir),
                CUDA_VISIBLE_DEVICES=','.join(gpus))
     stopped = True  # False: a daemon that did not quit, whose sockets stay in `pipe`

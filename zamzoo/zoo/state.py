@@ -20,10 +20,16 @@ SWEEP_DIR = '_zoo'
 PLAN_FILE = 'plan.json'
 JOBS_FILE = 'jobs.json'
 LAST_RUN_FILE = 'last-run.json'
+LOGS_DIR = 'logs'        # the local executor's: <run>.log each, and MPS_LOGS
+MPS_LOGS = 'mps'         # the MPS control daemon's log folder (`zoo run --mps`), in LOGS_DIR
 
 
 def sweep_dir(out) -> Path:
     return Path(out) / SWEEP_DIR
+
+
+def log_dir(out) -> Path:
+    return sweep_dir(out) / LOGS_DIR
 
 
 def run_state(folder, epochs: Optional[int] = None) -> dict:
