@@ -103,8 +103,9 @@ def test_ulsam_stays_in_nchwc(tmp_path, plain_reorders):
 
 @pytest.mark.parametrize('attn', ['zam', 'zamr', 'zam_max', 'simam', 'ulsam'])
 def test_torchscript_exporter_equals_eager(attn, tmp_path):
-    """The TorchScript-based exporter records the same spellings, equal to eager PyTorch (ONNX Runtime keeps less of
-    them in NCHWc: that exporter leaves the batch dimension of a Resize output unnamed)."""
+    """The TorchScript-based exporter, whose traced H and W may become dynamic axes, records the plain formula where
+    a spelling would bake them in (ZAM's pools, SimAM's InstanceNormalization; tests/test_onnx_dynamic_shapes.py):
+    equal to eager PyTorch."""
     modules = {'zam': lambda: L.ZAM(CHANNELS), 'zamr': lambda: L.ZAM(CHANNELS, skip=True),
                'zam_max': lambda: L.ZAM(CHANNELS, pool='max'), 'simam': lambda: L.SimAM(CHANNELS),
                'ulsam': lambda: calibrated_ulsam(CHANNELS, seed=1)}

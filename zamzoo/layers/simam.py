@@ -20,7 +20,7 @@ from timm.layers import register_notrace_function
 from ._checks import check_input
 from .fused import FusedDispatch, check_impl, simam_fused
 from .fused.simam import simam_gate
-from .fused._common import exporting_onnx
+from .fused._common import exporting_onnx, fixed_map_size
 
 torch.fx.wrap('check_input')
 
@@ -56,8 +56,9 @@ class SimAM(FusedDispatch, nn.Module):
         return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and exporting_onnx() and x.shape[2] * x.shape[3] > 1:
-            return x * self._gate_onnx(x)  # (on a 1x1 map instance_norm refuses to run; the gate is sigmoid(0.5))
+        if (not torch.jit.is_scripting() and exporting_onnx() and fixed_map_size(x)
+                and x.shape[2] * x.shape[3] > 1):  # (on a 1x1 map instance_norm refuses to run; the gate: sigmoid(0.5))
+            return x * self._gate_onnx(x)
         return x * self.gate(x)
 
     @torch.jit.unused
@@ -66,7 +67,7 @@ class SimAM(FusedDispatch, nn.Module):
         d / (4 (v + lambda)) = y^2 where y = sqrt(n / 4HW) (x - mean) / sqrt(d.sum / HW + lambda n / HW) is
         one InstanceNormalization (mean, variance and the normalisation in one op). The + 0.5 is the bias of a
         depthwise 1x1 Conv of weight 1, which ONNX Runtime runs in its NCHWc layout with the Sigmoid fused (the Mul by
-        x then runs there too)."""
+        x then runs there too). HW is baked in: used only where the export fixes H and W (`fixed_map_size`)."""
         hw = x.shape[2] * x.shape[3]
         n = hw - 1
         c = self.channels

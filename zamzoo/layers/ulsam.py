@@ -114,7 +114,8 @@ class ULSAM(nn.Module):
         weight = (eye.view(g, g, 1) * folded[2]).view(g, c)  # row n: group n's PW weights at its G columns
         weight = F.pad(weight, (0, 0, 0, rows - g)).view(rows, c, 1, 1)
         a = F.relu(F.conv2d(self._dw_pool_onnx(x, folded), weight, F.pad(folded[3].view(g), (0, rows - g))))
-        a = torch.softmax(a[:, :g].reshape(b, g, h * w), dim=-1).reshape(b, g, h, w)
+        # flattened before the slice: a reshape of the sliced map would fix a batch-1 example's batch at 1
+        a = torch.softmax(a.flatten(2)[:, :g], dim=-1).reshape(b, g, h, w)
         expand = eye.repeat_interleave(c // g, dim=0).view(c, g, 1, 1)
         return x * F.conv2d(a, expand, x.new_ones(c))
 

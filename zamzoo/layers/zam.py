@@ -12,9 +12,10 @@ The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPo
 gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
 runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes and saved tensors);
 ``impl='reference'`` always runs the plain formula below, which is also what every tracer, exporter and compiler
-records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export records the same formula in ops that ONNX Runtime
-runs in its blocked NCHWc layout (`ZAM._forward_onnx`, pools with a max), or spells the mean over channels as a
-MatMul (`_mean`: ZAM(Avg), ZCA, ZSA).
+records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export with a fixed H and W (the dynamo exporter's default)
+records the same formula in ops that ONNX Runtime runs in its blocked NCHWc layout (`ZAM._forward_onnx`, pools with
+a max: they bake H and W in; with a dynamic H or W, and under the TorchScript-based exporter, the plain formula), and
+every ONNX export spells the mean over channels as a MatMul (`_mean`: ZAM(Avg), ZCA, ZSA).
 """
 from typing import Dict, List
 
@@ -27,7 +28,7 @@ from ._checks import check_input
 from ._reduce import max_values
 from .fused import FusedDispatch, check_impl
 from .fused.zam import zam_eager
-from .fused._common import exporting_onnx
+from .fused._common import exporting_onnx, fixed_map_size
 
 torch.fx.wrap('check_input')
 
@@ -41,7 +42,8 @@ def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
     Runtime's ReduceMean over axis 1 is a strided loop, 20x slower than that MatMul at batch 1."""
     if dims == [1] and not torch.jit.is_scripting() and exporting_onnx():
         b, c, h, w = x.shape
-        return torch.matmul(x.new_full((1, c), 1.0 / c), x.flatten(2)).view(b, 1, h, w)
+        # bmm of an expanded row: matmul's broadcast of a (1, C) row would fix a batch-1 example's batch at 1
+        return torch.bmm(x.new_full((1, 1, c), 1.0 / c).expand(b, 1, c), x.flatten(2)).view(b, 1, h, w)
     return x.mean(dims, keepdim=True)
 
 
@@ -141,7 +143,7 @@ class ZAM(FusedDispatch, _ZeroParam):
         return self._forward_impl(x)
 
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and exporting_onnx() and self.pool != 'avg':
+        if not torch.jit.is_scripting() and exporting_onnx() and self.pool != 'avg' and fixed_map_size(x):
             return self._forward_onnx(x)  # (with no max over C, the plain spelling makes fewer passes at batch 64)
         x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
         return self._apply_gate(x, torch.sigmoid(zam_pool(x, [1], self.pool)))

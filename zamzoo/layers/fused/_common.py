@@ -5,7 +5,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'require_eager', 'needs_autograd',
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'fixed_map_size', 'require_eager', 'needs_autograd',
            'formula_backward', 'hw_stat', 'amax', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
@@ -49,6 +49,16 @@ def exporting_onnx() -> bool:
     """Whether an ONNX exporter (TorchScript-based or dynamo) is recording: the plain formulas then spell some steps
     in the ONNX ops that ONNX Runtime runs fastest (same math; see docs/bench/onnxruntime.md)."""
     return torch.onnx.is_in_onnx_export()
+
+
+@torch.jit.unused
+def fixed_map_size(x: torch.Tensor) -> bool:
+    """Whether x's H and W are numbers fixed in the graph being recorded: only then may an ONNX spelling bake them in
+    (a pooling window of the whole map, Resize scales, InstanceNormalization's epsilon) and stay exact at every input
+    the exported graph accepts. False under the dynamo exporter with a dynamic H or W (SymInts), and always under the
+    TorchScript-based exporter: its traced sizes (Tensors) may become dynamic axes (`dynamic_axes`), which the plain
+    formulas follow."""
+    return all(type(s) is int for s in x.shape[2:])
 
 
 def require_eager(x: torch.Tensor, name: str) -> None:
