@@ -16,8 +16,8 @@ Sparsity penalty: `nam_l1_penalty(model)` = sum of |gamma| (and |lambda|) over e
 ``1e-4 *`` that to the loss (the original training script meant to and silently did not).
 
 ``impl='fused'`` (default) computes the channel attention with `zamzoo.layers.fused.nam_fused` in eager mode (a plain
-affine nn.BatchNorm2d only); ``impl='reference'`` always runs the plain formula, which is also what every tracer,
-exporter and compiler records (the BatchNorm stays a module call there).
+affine nn.BatchNorm2d that no hook watches); ``impl='reference'`` always runs the plain formula, which is also what
+every tracer, exporter and compiler records (the BatchNorm stays a module call there).
 """
 from typing import Dict, Optional, Tuple, Union
 
@@ -27,6 +27,7 @@ from torch import nn
 
 from ._checks import check_input, check_spatial_size, to_2tuple_int
 from .fused import FusedDispatch, check_impl, nam_fused, supports_fused_nam
+from .fused._common import submodules_watched
 
 torch.fx.wrap('check_input')
 torch.fx.wrap('check_spatial_size')
@@ -78,9 +79,9 @@ class NAM(FusedDispatch, nn.Module):
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         """sigmoid(w * BN(x)), element-wise (B, C, H, W); w from the detached BN scale."""
+        y = self.bn(x)  # first: a pre-hook of the BN (torch.nn.utils.prune) may recompute its weight
         g = self.bn.weight.detach().abs()
-        w = g / g.sum()
-        return torch.sigmoid(self.bn(x) * w.view(1, -1, 1, 1))
+        return torch.sigmoid(y * (g / g.sum()).view(1, -1, 1, 1))
 
     def _spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -106,8 +107,9 @@ class NAM(FusedDispatch, nn.Module):
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         # not for e.g. a SyncBatchNorm after convert_sync_batchnorm, nor an empty batch (ATen's BatchNorm backward
         # refuses one; the module call returns an empty output), nor under autocast (its BatchNorm output is float32,
-        # which the fused path, writing in x's dtype, would not give)
-        if not supports_fused_nam(self.bn) or x.numel() == 0 or _autocast_on(x):
+        # which the fused path, writing in x's dtype, would not give), nor where a hook watches the BN (the fused path
+        # does not call it as a module)
+        if not supports_fused_nam(self.bn) or x.numel() == 0 or _autocast_on(x) or submodules_watched(self):
             return self._forward_reference(x)
         return nam_fused(x, self.bn)
 

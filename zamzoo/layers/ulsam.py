@@ -19,8 +19,8 @@ rest of the module's share):
   shifted maps would split it; in an ONNX export one MaxPool, which ONNX Runtime runs in its NCHWc layout);
 - PW conv + BN(g) is one grouped conv with the BN folded in.
 It is plain tensor ops, so tracers and exporters record it as it runs, and autograd (eval mode, grad on) differentiates
-it. Of the submodules it calls the pool only; where a forward hook watches them (thop, FlopCounterMode, feature
-hooks) they all run as written.
+it. Of the submodules it calls the pool only; where a forward or backward hook watches them (thop, FlopCounterMode,
+feature hooks, pruning) they all run as written (`submodules_watched`).
 
 Eager inference with no autograd (`_refine_in_chunks`), at any number of CPU threads, runs the same function chunk
 by chunk of the batch (every statistic is per image; `batch_chunks`: the passes hit the cache and the temporaries
@@ -39,10 +39,9 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as module_hooks
 
 from ._checks import check_input
-from .fused._common import exporting_onnx, in_batch_chunks, needs_autograd, runs_eagerly
+from .fused._common import exporting_onnx, in_batch_chunks, needs_autograd, runs_eagerly, submodules_watched
 
 torch.fx.wrap('check_input')
 # one call in an fx graph (the same ops as eager): inlined, its Optional BN statistics would not script
@@ -139,13 +138,8 @@ class ULSAM(nn.Module):
         return not (bn_dw.training or bn_pw.training or bn_dw.running_var is None or bn_pw.running_var is None)
 
     @torch.jit.unused
-    def _submodules_watched(self) -> bool:
-        """Whether a forward hook watches the submodules (thop, FlopCounterMode's module tracker, feature hooks):
-        they are then called as written, which the folded formula does not do."""
-        if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
-            return True
-        # _modules: dw, bn_dw, pool, pw, bn_pw without nn.Module.__getattr__ (~0.7 us each)
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self._modules.values())
+    def _submodules_watched(self) -> bool:  # a method: TorchScript cannot type a module passed to a function
+        return submodules_watched(self)
 
     def _refine(self, x: torch.Tensor, folded: Optional[List[torch.Tensor]]) -> torch.Tensor:
         """F_n * A_n + F_n, as (F_n * (1 + A_n))."""

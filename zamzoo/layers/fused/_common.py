@@ -5,7 +5,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'fixed_map_size', 'require_eager', 'needs_autograd',
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'fixed_map_size', 'submodules_watched',
+           'require_eager', 'needs_autograd',
            'formula_backward', 'hw_stat', 'amax', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
 
 IMPLS = ('fused', 'reference')
@@ -59,6 +60,20 @@ def fixed_map_size(x: torch.Tensor) -> bool:
     TorchScript-based exporter: its traced sizes (Tensors) may become dynamic axes (`dynamic_axes`), which the plain
     formulas follow."""
     return all(type(s) is int for s in x.shape[2:])
+
+
+@torch.jit.unused
+def submodules_watched(module: torch.nn.Module) -> bool:
+    """Whether a hook watches `module`'s submodules, forward or backward, on them or on every module (thop, the module
+    tracker of FlopCounterMode, feature hooks, `torch.nn.utils.prune`'s pre-hook that recomputes a pruned weight): a
+    fast path that does not call them as modules would skip those hooks, so the plain formula runs instead."""
+    hooks = torch.nn.modules.module
+    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+            or hooks._global_backward_pre_hooks):
+        return True
+    # _modules without nn.Module.__getattr__ (~0.7 us a read)
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in module._modules.values() if m is not None)
 
 
 def require_eager(x: torch.Tensor, name: str) -> None:
