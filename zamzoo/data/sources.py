@@ -60,8 +60,8 @@ def _check_same_classes(data, train: list, val: list):
     """A `DataError` naming the classes only one split has (or saying the order differs) unless they are the same."""
     if train == val:
         return
-    only = [f'only in {part}: {", ".join(map(repr, names))}' for part, names in
-            (('train', [c for c in train if c not in val]), ('validation', [c for c in val if c not in train])) if names]
+    differ = (('train', [c for c in train if c not in val]), ('validation', [c for c in val if c not in train]))
+    only = [f'only in {part}: {", ".join(map(repr, names))}' for part, names in differ if names]
     raise DataError(f'{data}: the train and validation splits have different classes ({len(train)} vs {len(val)}; '
                     f'{"; ".join(only) or "the same names in another order"}); expected the same class list')
 
