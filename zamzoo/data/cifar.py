@@ -44,6 +44,28 @@ def safe_unpickle(path):
         return _DataOnlyUnpickler(f, encoding='latin1').load()
 
 
+def _text(name):
+    """A class name as str: str as it is, bytes decoded as UTF-8; None for anything else."""
+    if isinstance(name, bytes):
+        try:
+            return name.decode('utf-8')
+        except UnicodeDecodeError:
+            return None
+    return str(name) if isinstance(name, str) else None
+
+
+def _class_names(names, meta, key):
+    """The meta file's class names as str (what a run folder records as JSON): bytes decoded as UTF-8 (what a
+    Python 3 pickle of bytes names holds), or a `DataError` naming the meta file."""
+    if not isinstance(names, (list, tuple, np.ndarray)):
+        raise DataError(f'{meta}: {key} is a {type(names).__name__}; expected a list of class names')
+    decoded = [_text(name) for name in names]
+    if None in decoded:
+        raise DataError(f'{meta}: the class name {names[decoded.index(None)]!r} in {key} is not text; expected '
+                        f'str or UTF-8 bytes')
+    return decoded
+
+
 class _LocalMixin:
     """torchvision's CIFAR reader for local files: no md5 comparison, every file read with `safe_unpickle`.
     Shapes and labels are validated by `cifar_dataset`."""
@@ -55,7 +77,8 @@ class _LocalMixin:
                    for name, _ in (self.train_list if train else self.test_list)]
         self.data = np.vstack([e['data'] for e in entries]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
         self.targets = [t for e in entries for t in (e['labels'] if 'labels' in e else e['fine_labels'])]
-        self.classes = safe_unpickle(Path(self.root) / self.base_folder / self.meta['filename'])[self.meta['key']]
+        meta = Path(self.root) / self.base_folder / self.meta['filename']
+        self.classes = _class_names(safe_unpickle(meta)[self.meta['key']], meta, self.meta['key'])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 

@@ -214,7 +214,7 @@ class HFImages(Dataset):
         return io.BytesIO(cell['bytes']) if cell.get('bytes') is not None else cell['path']
 
     def check(self, chunk: int = 1000):
-        """Every image readable (PIL's verify), or a `DataError` naming the first broken row."""
+        """Every image readable (`check_image`), or a `DataError` naming the first broken row."""
         for start in range(0, len(self), chunk):
             cells = self.table[start:start + chunk][self.image_column]
             for i, cell in enumerate(cells, start):

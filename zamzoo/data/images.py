@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import DataError
 
 _WIDE_GREY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
-# Modes converted without looking at the pixels; the others are decoded by `check_image` too, so an image refused for
-# its range (or a mode PIL cannot convert) stops the run when the data is indexed, not mid-epoch.
+# Modes converted without looking at the pixels; the others are converted by `check_image` too, so an image refused
+# for its range (or a mode PIL cannot convert) stops the run when the data is indexed, not mid-epoch.
 _PLAIN_MODES = ('1', 'L', 'P', 'RGB', 'RGBA', 'RGBX', 'LA', 'PA', 'CMYK', 'YCbCr', 'LAB', 'HSV',
                 'I;16', 'I;16L', 'I;16B', 'I;16N')
 
@@ -80,22 +80,45 @@ def open_rgb(path, name=None):
         raise _failure(path, e, name) from None
 
 
+def _decode(image):
+    """Decode an open image, as `open_rgb` will, to find what a header check cannot: truncated or broken data, and
+    (for the modes not in `_PLAIN_MODES`) a range `to_rgb` refuses. A JPEG in a plain mode is decoded at 1/8 scale
+    (PIL's ``draft``): libjpeg still reads and entropy-decodes every byte, so it fails where the full decode does,
+    and skips the full-size inverse DCT and colour conversion (0.4-0.65 of the full decode's time on 500x375 photos)."""
+    if image.mode in _PLAIN_MODES:
+        image.draft(image.mode, (1, 1))
+        image.load()
+    else:
+        image.load()
+        to_rgb(image)
+
+
+def _verify_reads_data(image) -> bool:
+    """Whether PIL's ``verify`` checks the image data of this format (PNG: every chunk and its checksum); for the
+    others (JPEG, BMP, TIFF, GIF, WebP...) it checks nothing the header did not."""
+    from PIL import ImageFile
+
+    return type(image).verify is not ImageFile.ImageFile.verify
+
+
 def check_image(path, name=None) -> bool:
-    """Raise a `DataError` naming `name` (default: the path) unless `path` is a complete image (header and data
-    checked without decoding the pixels: PIL's ``verify``, which reads every chunk of a PNG and its checksums) whose
-    mode converts to RGB (the pixels of I and F images are decoded to check their range)."""
+    """Raise a `DataError` naming `name` (default: the path) unless `path` is a complete image whose mode converts to
+    RGB: a PNG by PIL's ``verify`` (its pixels decoded only for the modes not in `_PLAIN_MODES`, to check their
+    range), every other format by decoding it (`_decode`), so that what passes here `open_rgb` reads."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            mode = im.mode
-            im.verify()
-        if mode not in _PLAIN_MODES:
+            verified, plain = _verify_reads_data(im), im.mode in _PLAIN_MODES
+            if verified:
+                im.verify()
+            else:
+                _decode(im)
+        if verified and not plain:
             if hasattr(path, 'seek'):
                 path.seek(0)
             with Image.open(path) as im:
-                im.load()
-                to_rgb(im)
+                _decode(im)
     except (*_READ_ERRORS, Image.DecompressionBombError) as e:
         raise _failure(path, e, name) from None
     return True

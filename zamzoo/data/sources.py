@@ -56,6 +56,16 @@ def data_tag(dataset: str, data) -> str:
     return re.sub(r'[^A-Za-z0-9_-]+', '_', name).strip('_') or 'data'
 
 
+def _check_same_classes(data, train: list, val: list):
+    """A `DataError` naming the classes only one split has (or saying the order differs) unless they are the same."""
+    if train == val:
+        return
+    differ = (('train', [c for c in train if c not in val]), ('validation', [c for c in val if c not in train]))
+    only = [f'only in {part}: {", ".join(map(repr, names))}' for part, names in differ if names]
+    raise DataError(f'{data}: the train and validation splits have different classes ({len(train)} vs {len(val)}; '
+                    f'{"; ".join(only) or "the same names in another order"}); expected the same class list')
+
+
 def open_data(source: DataSource, train: bool = True) -> OpenedData:
     """The source's train (unless `train` is False) and validation splits, checked: readable images, labels
     inside the class list, the same classes in both (and no empty class folder: torchvision's ImageFolder), at
@@ -69,9 +79,8 @@ def open_data(source: DataSource, train: bool = True) -> OpenedData:
             for part, ds in (('train', tr), ('val', te))})
     else:
         opened = _open_hf(source, train) if source.dataset == 'hf' else _open_folder(source, train)
-    if opened.train is not None and list(opened.train.classes) != list(opened.test.classes):
-        raise DataError(f'{source.data}: the train and validation splits have different classes '
-                        f'({len(opened.train.classes)} vs {len(opened.test.classes)}); expected the same class list')
+    if opened.train is not None:
+        _check_same_classes(source.data, list(opened.train.classes), list(opened.test.classes))
     if opened.num_classes < 2:
         raise DataError(f'{source.data}: one class ({opened.classes}); a classifier needs at least two classes')
     return opened
