@@ -43,8 +43,8 @@ def _pretrained_cfg(export):
 
 
 @pytest.mark.parametrize('dataset,data,tag', [
-    ('folder', 'cifar10', 'cifar10_folder'), ('folder', 'CIFAR100', 'CIFAR100_folder'), ('folder', 'my data', 'my_data'),
-    ('hf', 'uoft-cs/cifar10', 'cifar10_hf'), ('hf', 'user/flowers', 'flowers'), ('cifar10', 'anywhere', 'cifar10')])
+    ('folder', 'cifar10', 'cifar10_folder'), ('folder', 'CIFAR100', 'CIFAR100_folder'),
+    ('folder', 'my data', 'my_data'), ('hf', 'uoft-cs/cifar10', 'cifar10_hf'), ('hf', 'user/flowers', 'flowers'), ('cifar10', 'anywhere', 'cifar10')])
 def test_own_data_never_takes_a_cifar_tag(tmp_path, dataset, data, tag):
     data = tmp_path / data if dataset == 'folder' else data
     assert data_tag(dataset, data) == tag

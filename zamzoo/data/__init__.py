@@ -19,6 +19,7 @@ __all__ = [
     'check_image', 'open_rgb', 'to_rgb',
     'EVAL_CROP_PCT', 'EVAL_INTERPOLATION', 'DataLoaderBatches', 'PilImages', 'cifar_transforms', 'eval_resize',
     'folder_transforms',
-    'DATASETS', 'DataSource', 'OpenedData', 'check_dataset', 'check_same_data', 'data_tag', 'open_data', 'own_data_tag',
+    'DATASETS', 'DataSource', 'OpenedData', 'check_dataset', 'check_same_data', 'data_tag', 'open_data',
+    'own_data_tag',
     'check_memory', 'dataset_tensors', 'tensor_bytes',
 ]

@@ -14,7 +14,8 @@ from .cifar_mobilenet import CifarMobileNet, DepthwiseSeparable
 from .cifar_mobilenetv2 import CifarMobileNetV2, InvertedResidual
 
 __all__ = [
-    'list_models', 'backbone_recipe', 'hub_id', 'pretrained_notes', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS', 'ATTN_SLOTS',
+    'list_models', 'backbone_recipe', 'hub_id', 'pretrained_notes', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
+    'ATTN_SLOTS',
     'CifarNet', 'CifarResNet', 'CifarMobileNet', 'CifarMobileNetV2',
     'BasicBlock', 'Bottleneck', 'DepthwiseSeparable', 'InvertedResidual', 'AttnFactory',
 ]

@@ -31,8 +31,8 @@ from ._papers import Paper
 
 __all__ = [
     'Backbone', 'Attention', 'ModuleSource', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
-    'list_models', 'backbone_recipe', 'pretrained_cfgs', 'pretrained_notes', 'register_family', 'check_new_attention', 'add_attention',
-    'remove_attention',
+    'list_models', 'backbone_recipe', 'pretrained_cfgs', 'pretrained_notes', 'register_family', 'check_new_attention',
+    'add_attention', 'remove_attention',
 ]
 
 INPUT_SIZE = (3, 32, 32)
