@@ -5,7 +5,7 @@ rest, so the mean/std a checkpoint was trained with and the one its cfg announce
 """
 import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from .errors import UsageError
 
@@ -104,6 +104,14 @@ def get_recipe(name: str) -> Recipe:
         return _RECIPES[name]
     except KeyError:
         raise UsageError(f"unknown recipe '{name}'; expected one of {list_recipes()}") from None
+
+
+def recipe_call(name: str, overrides: Optional[dict] = None, version: Optional[int] = None) -> str:
+    """The call that gives recipe `name` as a run used it (its `overrides`: --epochs, --batch-size, --lr), as a
+    pretrained cfg's notes cite it: "zamzoo.recipes.get_recipe('finetune').replace(epochs=1) (version 1)"."""
+    changes = ', '.join(f'{key}={value!r}' for key, value in (overrides or {}).items())
+    return (f'zamzoo.recipes.get_recipe({name!r})' + (f'.replace({changes})' if changes else '')
+            + (f' (version {version})' if version is not None else ''))
 
 
 def list_recipes():

@@ -8,7 +8,8 @@ from .tensor_loader import TensorLoader, crop_flip, hflip, normalize, pad, rando
 from .images import check_image, open_rgb, to_rgb
 from .loaders import (EVAL_CROP_PCT, EVAL_INTERPOLATION, DataLoaderBatches, PilImages, cifar_transforms,
                       eval_resize, folder_transforms)
-from .sources import DATASETS, DataSource, OpenedData, check_dataset, check_same_data, data_tag, open_data
+from .sources import (DATASETS, DataSource, OpenedData, check_dataset, check_same_data, data_tag, open_data,
+                      own_data_tag)
 from .tensors import check_memory, dataset_tensors, tensor_bytes
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     'EVAL_CROP_PCT', 'EVAL_INTERPOLATION', 'DataLoaderBatches', 'PilImages', 'cifar_transforms', 'eval_resize',
     'folder_transforms',
     'DATASETS', 'DataSource', 'OpenedData', 'check_dataset', 'check_same_data', 'data_tag', 'open_data',
+    'own_data_tag',
     'check_memory', 'dataset_tensors', 'tensor_bytes',
 ]

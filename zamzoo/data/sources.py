@@ -48,12 +48,21 @@ def check_dataset(name: str) -> str:
 
 
 def data_tag(dataset: str, data) -> str:
-    """The pretrained tag of a run: the CIFAR name, or the folder's / HF dataset's last name, made tag-safe."""
+    """The pretrained tag of a run: the CIFAR name, or the folder's / HF dataset's last name (`own_data_tag`)."""
     if dataset in cifar.CIFAR_DATASETS:
         return dataset
     name = Path(str(data)).expanduser().resolve().name if dataset == 'folder' or Path(str(data)).exists() \
         else str(data).rstrip('/').rsplit('/', 1)[-1]
-    return re.sub(r'[^A-Za-z0-9_-]+', '_', name).strip('_') or 'data'
+    return own_data_tag(dataset, name)
+
+
+def own_data_tag(dataset: str, name: str) -> str:
+    """The tag a run on data of the user's own (`dataset` 'folder' or 'hf') named `name` is published under: the
+    name made tag-safe, suffixed with the source ('cifar10_folder') where it spells the tag of zamzoo's CIFAR
+    weights in any case: only a run on the CIFAR pickles may claim their cfg and repo (Hub ids ignore case).
+    A tag made here is returned as it is."""
+    tag = re.sub(r'[^A-Za-z0-9_-]+', '_', name).strip('_') or 'data'
+    return f'{tag}_{dataset}' if tag.lower() in cifar.CIFAR_DATASETS else tag
 
 
 def _check_same_classes(data, train: list, val: list):

@@ -25,14 +25,14 @@ from timm.models._registry import _clear_model_entries, _model_entrypoints
 from ..dataset_table import NUM_CLASSES
 from ..errors import UsageError
 from ..pretrained import prepare_pretrained, published_hub_ids, weights_errors
-from ..recipes import get_recipe
+from ..recipes import get_recipe, recipe_call
 from . import _papers as papers
 from ._papers import Paper
 
 __all__ = [
     'Backbone', 'Attention', 'ModuleSource', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
-    'list_models', 'backbone_recipe', 'pretrained_cfgs', 'register_family', 'check_new_attention', 'add_attention',
-    'remove_attention',
+    'list_models', 'backbone_recipe', 'pretrained_cfgs', 'pretrained_notes', 'register_family', 'check_new_attention',
+    'add_attention', 'remove_attention',
 ]
 
 INPUT_SIZE = (3, 32, 32)
@@ -272,8 +272,14 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
         paper_ids=tuple(p.id for p in entry.papers if p.id is not None),
         paper_name='; '.join(p.title for p in entry.papers),
         origin_url=a.origin_url or b.origin_url,
-        notes=(f'recipe: zamzoo.recipes.get_recipe({b.recipe!r})', f'backbone code origin: {b.origin_url}'),
+        notes=pretrained_notes(entry, recipe_call(b.recipe)),
     )
+
+
+def pretrained_notes(entry: ZooEntry, recipe: str) -> Tuple[str, str]:
+    """A pretrained cfg's notes: the recipe its weights were trained with (`zamzoo.recipes.recipe_call`, or what
+    is known of it) and where the backbone's code comes from."""
+    return f'recipe: {recipe}', f'backbone code origin: {entry.backbone.origin_url}'
 
 
 def pretrained_cfgs(module_name: str, model_cls: Callable[..., Any]) -> Dict[str, Any]:

@@ -13,7 +13,7 @@ import string
 from typing import Optional, Tuple
 
 from ..dataset_table import DATASETS
-from ..models import ZOO
+from ..models import TAGS, ZOO
 
 
 def _template(name: str) -> string.Template:
@@ -130,6 +130,21 @@ def _training_section(info: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _weights_names(info: dict) -> Tuple[str, str]:
+    """(the name `timm.create_model(..., pretrained=True)` and `zamzoo train --init` load this card's weights by,
+    a sentence on where else they load from). zamzoo's CIFAR weights go by their registered name 'model.tag' (the
+    manifest pins its repo); any other export by its repo, 'hf-hub:org/name': timm knows no 'model.tag' for it."""
+    hub = f"hf-hub:{info['repo_id']}"
+    if info['tag'] in TAGS:
+        return info['model_name'], (
+            f"The same weights load straight from this repository's config: `timm.create_model('{hub}', "
+            f"pretrained=True)` (after `import zamzoo`, which registers the architecture `{info['model']}`).")
+    return hub, (
+        f"Before this folder is pushed, the same calls load it from disk: `timm.create_model('local-dir:PATH', "
+        f"pretrained=True)` (PATH: this folder). `{info['model_name']}` is not a name timm knows: zamzoo registers "
+        f"pretrained tags for its own CIFAR weights only ({', '.join(TAGS)}).")
+
+
 def render_model_card(info: dict) -> str:
     """README.md text. `info` keys: model, tag, model_name ('model.tag'), repo_id, params, macs, input_size,
     num_classes, num_features, mean, std, crop_pct, interpolation (timm's evaluation transform), recipe, results (aggregate from export, or None), hparams_summary,
@@ -160,9 +175,11 @@ def render_model_card(info: dict) -> str:
     details['zamzoo version'] = info['zamzoo_version']
     if info.get('init'):
         details['Initial weights'] = f"{info['init']['source']} (sha256 {info['init'].get('sha256') or 'unknown'})"
+    create_name, other_sources = _weights_names(info)
     usage = _template('usage.md').substitute(
-        model=model, model_name=info['model_name'], repo_id=info['repo_id'], height=h, width=w,
-        num_classes=info['num_classes'], num_features=info['num_features'])
+        model=model, create_name=create_name, other_sources=other_sources, init_source=create_name, height=h,
+        width=w, num_classes=info['num_classes'], top_k=min(5, info['num_classes']), num_features=info['num_features'],
+        repo_id=info['repo_id'])
     description = (f"{entry.description}, trained on {ds_name} with zamzoo. The architecture is registered "
                    f"with timm by the zamzoo package: install it and `import zamzoo` before `timm.create_model`.")
     card = dict(

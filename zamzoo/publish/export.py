@@ -116,32 +116,75 @@ class ExportResult:
     has_results: bool
 
 
-def _resolve_cfg(model: str, dataset: Optional[str], tag: Optional[str], run_config: dict):
-    """(tag, pretrained cfg) the export is made for: the registry's cfg of `model.tag` for CIFAR runs (or an
-    explicit registered --tag); for a run on an image folder, the model's default cfg re-described for that data:
-    the folder's name as tag, its class names, the normalisation and input size the run trained with, and the
-    evaluation transform its top-1 was measured with. Both carry the run's class names (a pipeline's labels)."""
+OWN_DATA = ('folder', 'hf')  # data sets of the user's own: published under a tag of their own, with their own cfg
+
+
+def _resolve_cfg(inp: '_Input', tag: Optional[str]):
+    """(tag, pretrained cfg) the export is made for: for a run on the CIFAR data sets (or a bare checkpoint), the
+    registry's cfg of `model.tag`; for a run on data of the user's own, the cfg of what the run did (`_own_data_cfg`),
+    never the registry's CIFAR one, whatever the data's name. Its notes name the recipe the run used."""
     import dataclasses
 
-    from timm.models import get_arch_pretrained_cfgs
+    from ..models import ZOO, pretrained_notes
+    from ..recipes import recipe_call
+    run_config = inp.weights_run.config if inp.weights_run is not None else {}
+    if inp.weights_run is not None and inp.dataset in OWN_DATA:
+        tag, cfg = _own_data_cfg(inp.model, inp.dataset, tag, run_config)
+    else:
+        tag, cfg = _registry_cfg(inp.model, tag or inp.dataset, run_config)
+    recipe = ('unknown (bare checkpoint)' if inp.recipe is None
+              else recipe_call(inp.recipe, run_config.get('overrides'), inp.recipe_version))
+    return tag, dataclasses.replace(cfg, notes=pretrained_notes(ZOO[inp.model], recipe))
 
-    from ..data import EVAL_CROP_PCT, EVAL_INTERPOLATION
-    from ..models import TAGS, ZOO
-    folder = dataset in ('folder', 'hf')  # data of the user's own: published under its own tag
-    tag = tag or (run_config.get('tag') if folder else dataset)
-    if tag is None:
-        raise ExportError(f'cannot tell the pretrained tag of {model}: pass --tag ({", ".join(TAGS)})')
-    cfgs = {name.split('.', 1)[1]: cfg for name, cfg in get_arch_pretrained_cfgs(model).items()}  # by tag
-    if tag in cfgs:
-        classes = run_config.get('classes')  # the names the run trained with (pipelines' labels); none: a checkpoint
-        fits = isinstance(classes, list) and len(classes) == cfgs[tag].num_classes
-        return tag, dataclasses.replace(cfgs[tag], label_names=tuple(classes)) if fits else cfgs[tag]
-    if not folder:
+
+def _arch_cfgs(model: str) -> dict:
+    """The registry's pretrained cfgs of `model`, by tag (the default tag first)."""
+    from timm.models import get_arch_pretrained_cfgs
+    return {name.split('.', 1)[1]: cfg for name, cfg in get_arch_pretrained_cfgs(model).items()}
+
+
+def _registry_cfg(model: str, tag: str, run_config: dict):
+    """The registry's cfg of `model.tag`, carrying the run's class names (a pipeline's labels) where they fit."""
+    import dataclasses
+
+    from ..models import TAGS
+    cfgs = _arch_cfgs(model)
+    if tag not in cfgs:
         raise ExportError(
             f"'{model}.{tag}' has no pretrained cfg: zamzoo models have the tags {', '.join(TAGS)} "
-            f'(only a run on an image folder is published under a tag of its own: its folder name)')
+            f'(only a run on an image folder or a Hugging Face dataset is published under a tag of its own)')
+    classes = run_config.get('classes')  # the names the run trained with (pipelines' labels); none: a checkpoint
+    fits = isinstance(classes, list) and len(classes) == cfgs[tag].num_classes
+    return tag, dataclasses.replace(cfgs[tag], label_names=tuple(classes)) if fits else cfgs[tag]
+
+
+def _own_data_tag(dataset: str, tag: Optional[str], run_config: dict) -> str:
+    """The tag of a run on data of the user's own: --tag, or the one the run recorded as `own_data_tag` makes it
+    now (a run made before it may have recorded 'cifar10' for a folder named so)."""
+    from ..data import own_data_tag
+    source = 'a Hugging Face dataset' if dataset == 'hf' else 'an image folder'
+    if tag is not None:
+        if own_data_tag(dataset, tag) != tag:
+            raise ExportError(
+                f"--tag {tag}: a run on {source} cannot take that tag (letters, digits, '_' and '-', and not the "
+                f"tag of zamzoo's CIFAR weights, which only runs on the CIFAR data sets take); "
+                f'e.g. --tag {own_data_tag(dataset, tag)}')
+        return tag
+    if not run_config.get('tag'):
+        raise ExportError(f"cannot tell the tag of this run on {source} (its config.json records none): pass --tag")
+    return own_data_tag(dataset, run_config['tag'])
+
+
+def _own_data_cfg(model: str, dataset: str, tag: Optional[str], run_config: dict):
+    """The model's default cfg re-described for a run on data of the user's own: its tag, its class names, the
+    normalisation and input size the run trained with, and the evaluation transform its top-1 was measured with."""
+    import dataclasses
+
+    from ..data import EVAL_CROP_PCT, EVAL_INTERPOLATION
+    from ..models import ZOO
+    tag = _own_data_tag(dataset, tag, run_config)
     size = int(run_config.get('img_size') or 32)
-    default = next(iter(cfgs.values()))
+    default = next(iter(_arch_cfgs(model).values()))
     return tag, dataclasses.replace(
         default, tag=tag, hf_hub_id=None, num_classes=int(run_config['num_classes']),
         label_names=tuple(run_config['classes']), mean=tuple(run_config['mean']), std=tuple(run_config['std']),
@@ -384,7 +427,7 @@ def export_run(
     inp.model = inp.model.split('.', 1)[0]
     if inp.model not in ZOO:
         raise ExportError(f"'{inp.model}' is not a zamzoo model; see `zamzoo list`")
-    tag, cfg = _resolve_cfg(inp.model, inp.dataset, tag, inp.weights_run.config if inp.weights_run is not None else {})
+    tag, cfg = _resolve_cfg(inp, tag)
     repo_id = repo_id or hub_id(inp.model, tag)
     if problem := repo_id_problem(inp.model, tag, repo_id):
         raise ExportError(f'--repo-id: {problem}')
