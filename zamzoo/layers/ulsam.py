@@ -142,13 +142,14 @@ class ULSAM(nn.Module):
         return submodules_watched(self)
 
     def _refine(self, x: torch.Tensor, folded: Optional[List[torch.Tensor]]) -> torch.Tensor:
-        """F_n * A_n + F_n, as (F_n * (1 + A_n))."""
+        """F_n * A_n + F_n, as the seed writes it: F_n * (1 + A_n) would round A_n (~1 / HW) away in 1 + A_n in a
+        16-bit dtype (bfloat16: 1 + 1/1024 is 1). In x's dtype, as the inference path writes it (under autocast the
+        float32 maps would win)."""
         if folded is not None and not torch.jit.is_scripting() and exporting_onnx():
             return self._refine_onnx(x, folded)
         b, c, h, w = x.shape
-        # in x's dtype, as the inference path writes it (under autocast the folded parameters' float32 would win)
-        a = (1.0 + self._maps(x, folded).unsqueeze(2)).to(x.dtype)  # (B, g, 1, H, W)
-        return (x.reshape(b, self.groups, c // self.groups, h, w) * a).reshape(b, c, h, w)
+        x5 = x.reshape(b, self.groups, c // self.groups, h, w)
+        return torch.addcmul(x5, x5, self._maps(x, folded).unsqueeze(2)).to(x.dtype).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'ULSAM')
@@ -221,8 +222,8 @@ def _refine_eager_into(x: torch.Tensor, args: Tuple[dict, torch.Tensor, dict], o
     scratch = out if out.is_contiguous() else torch.empty_like(a)  # `out` (a channels_last x's is not) until the end
     a = torch.matmul(args[1], _max_pool3x3_flat(a, scratch).view(b, g, c // g, h * w))
     a = F.batch_norm(a.view(b, g, h * w), **args[2]).relu_()
-    a = torch.softmax(a, dim=-1).add_(1.0).view(b, g, 1, h, w)
-    torch.mul(x.view(b, g, c // g, h, w), a, out=out.view(b, g, c // g, h, w))
+    x5 = x.view(b, g, c // g, h, w)
+    torch.addcmul(x5, x5, torch.softmax(a, dim=-1).view(b, g, 1, h, w), out=out.view(b, g, c // g, h, w))
 
 
 def _max_pool3x3_flat(a: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
