@@ -60,11 +60,12 @@ def test_paired_t_matches_a_hand_computation():
 
 def test_identical_arms_are_no_detectable_difference_and_report_json_has_no_nan(tmp_path):
     seeds = [70.1, 71.3, 69.8]
-    cells = compare_cells([arm('mymod', seeds)], [arm('se', seeds)])
-    (cell,) = cells
+    losses = {0: 0.91, 1: 0.88, 2: 0.93}  # the same runs: the same test losses too
+    mine, theirs = arm('mymod', seeds, test_loss_by_seed=losses), arm('se', seeds, test_loss_by_seed=losses)
+    (cell,) = compare_cells([mine], [theirs])
     assert (cell.diff_mean, cell.diff_ci, cell.p_value, cell.p_holm) == (0.0, (0.0, 0.0), 1.0, 1.0)
     assert cell.verdict == NO_DIFFERENCE and cell.prob_improvement == 0.5 and cell.seeds_needed is None
-    write_report(tmp_path, SETUP, [arm('mymod', seeds)], [arm('se', seeds)], contract={})
+    write_report(tmp_path, SETUP, [mine], [theirs], contract={})
     report = strict_json(tmp_path / 'report.json')
     assert report['cells'][0]['diff_ci'] == [0.0, 0.0] and report['cells'][0]['verdict'] == NO_DIFFERENCE
     assert 'identical runs' in (tmp_path / 'report.md').read_text()

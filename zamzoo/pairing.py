@@ -17,6 +17,7 @@ SIGN_TEST_MIN_PAIRS = 6
 
 # the kinds of test behind a cell's numbers (report.md explains each)
 T_TEST, IDENTICAL, CONSTANT, SINGLE_PAIR = 'paired t-test', 'identical runs', 'sign test', 'single pair'
+TIED = 'equal top-1, no noise estimate'
 FLOORED_T_TEST = "paired t-test, s_d at the test set's binomial noise"
 
 
@@ -64,11 +65,13 @@ def seeds_needed(diff: float, s_d: float) -> Optional[int]:
     return n
 
 
-def paired_test(candidate: Sequence[float], baseline: Sequence[float],
-                test_images: Optional[int] = None) -> PairedDifference:
+def paired_test(candidate: Sequence[float], baseline: Sequence[float], test_images: Optional[int] = None, *,
+                candidate_loss: Optional[Sequence[Optional[float]]] = None,
+                baseline_loss: Optional[Sequence[Optional[float]]] = None) -> PairedDifference:
     """Paired t-test of candidate - baseline (scipy.stats.ttest_rel), with the degenerate cases scipy answers with
     NaN (or with p = 0 from two seeds) decided explicitly; `test_images`: how many images each top-1 was scored on
-    (for equal non-zero differences, see `_constant_difference`)."""
+    (for equal differences, see `_constant_difference`); `candidate_loss`, `baseline_loss`: each run's final test
+    loss, in the same seed order (the evidence that two runs are one, see `same_runs`)."""
     a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
     d = a - b
     n = len(d)
@@ -77,7 +80,9 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float],
     # differences equal up to float rounding (77.31 - 76.2 and 78.41 - 77.3 differ in the last bits) count as equal
     tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
     if np.ptp(d) <= tolerance:
-        return _constant_difference(float(d.mean()), n, tolerance, _binomial_noise(a, b, test_images))
+        diff = float(d.mean()) if abs(d.mean()) > tolerance else 0.0
+        identical = diff == 0.0 and same_runs(candidate_loss, baseline_loss, n)
+        return _constant_difference(diff, n, identical, _binomial_noise(a, b, test_images))
     stats = scipy_stats()
     result = stats.ttest_rel(a, b)
     ci = result.confidence_interval(1 - ALPHA)
@@ -85,6 +90,17 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float],
     diff = float(d.mean())
     return PairedDifference(n, diff, (float(ci.low), float(ci.high)), float(result.pvalue),
                             detectable_difference(s_d, n), seeds_needed(diff, s_d), T_TEST)
+
+
+def same_runs(candidate_loss: Optional[Sequence[Optional[float]]], baseline_loss: Optional[Sequence[Optional[float]]],
+              pairs: int) -> bool:
+    """Whether each of the `pairs` pairs' two runs (equal in top-1) are the same computation: the same final test loss
+    to the last bit, a sum over every test image's logits that two different networks do not share by chance
+    (an identity module trains exactly the plain network). Equal top-1 alone is no such evidence: two networks
+    both at chance, or both at 100%, score alike and differ."""
+    if candidate_loss is None or baseline_loss is None or not len(candidate_loss) == len(baseline_loss) == pairs:
+        return False
+    return all(x is not None and x == y for x, y in zip(candidate_loss, baseline_loss))
 
 
 def _binomial_noise(a, b, test_images: Optional[int]) -> float:
@@ -96,23 +112,27 @@ def _binomial_noise(a, b, test_images: Optional[int]) -> float:
     return 100 * math.sqrt(max(p_a * (1 - p_a), 0.0) / test_images + max(p_b * (1 - p_b), 0.0) / test_images)
 
 
-def _constant_difference(diff: float, n: int, tolerance: float, noise: float) -> PairedDifference:
+def _constant_difference(diff: float, n: int, identical: bool, noise: float) -> PairedDifference:
     """Every pair differs by the same `diff` (n >= 2), so s_d = 0 and the t statistic is 0/0 or infinite."""
-    if abs(diff) <= tolerance:
-        # identical runs: the difference is 0, exactly known; nothing to detect, and nothing NaN
+    if identical:
+        # the same runs twice: the difference is 0, exactly known; nothing to detect, and nothing NaN
         return PairedDifference(n, 0.0, (0.0, 0.0), 1.0, 0.0, None, IDENTICAL)
-    # All equal and non-zero: the t-test would say p = 0 from two seeds, a certainty bought by having no estimate
-    # of the noise (such ties also happen by chance with coarse accuracies and few seeds). The noise of a run's
-    # top-1 is at least that of its finite test set (binomial, `noise`): with it as s_d, the t-test has a noise
-    # estimate again. Without it (test set size unknown, or both arms at 0% / 100%) we use the sign test, which
-    # needs none: p = 2 / 2**n (scipy.stats.binomtest), and the distribution-free interval of the median,
-    # [min, max] = [diff, diff], whose coverage 1 - 2 / 2**n reaches 95% only from SIGN_TEST_MIN_PAIRS pairs on.
+    # All equal (0 included, from runs that differ): the t-test would say p = 0 from two seeds, or [0, 0], a
+    # certainty bought by having no estimate of the noise (such ties also happen by chance with coarse accuracies
+    # and few seeds). The noise of a run's top-1 is at least that of its finite test set (binomial, `noise`): with
+    # it as s_d, the t-test has a noise estimate again. Without it (test set size unknown, or both arms at 0% /
+    # 100%) a difference of 0 has no interval, and a non-zero one gets the sign test, which needs none:
+    # p = 2 / 2**n (scipy.stats.binomtest), and the distribution-free interval of the median, [min, max] =
+    # [diff, diff], whose coverage 1 - 2 / 2**n reaches 95% only from SIGN_TEST_MIN_PAIRS pairs on.
     stats = scipy_stats()
     if noise > 0:
         half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * noise / math.sqrt(n)
         p = float(2 * stats.t.sf(abs(diff) / (noise / math.sqrt(n)), n - 1))
         return PairedDifference(n, diff, (diff - half, diff + half), p, detectable_difference(noise, n),
                                 seeds_needed(diff, noise), FLOORED_T_TEST)
+    if diff == 0:
+        # every pair tied: the sign test has no untied pair, so no evidence of a difference (p = 1) and no interval
+        return PairedDifference(n, 0.0, None, 1.0, None, None, TIED)
     p = float(stats.binomtest(n, n, 0.5).pvalue)
     enough = n >= SIGN_TEST_MIN_PAIRS
     return PairedDifference(n, diff, (diff, diff) if enough else None, p, 0.0 if enough else None,

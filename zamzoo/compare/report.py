@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .._io import atomic_path, dumps_strict
-from .stats import (ALPHA, BETTER, COST_KEYS, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, WORSE, ArmResult,
-                    CellStats, compare_cells, mean_interval)
+from .stats import (ALPHA, BETTER, COST_KEYS, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE,
+                    ArmResult, CellStats, compare_cells, mean_interval)
 
 REPORT_MD, REPORT_JSON, FOREST_PNG, COST_PNG = 'report.md', 'report.json', 'forest.png', 'cost.png'
 _VERDICT_COLOURS = {BETTER: 'tab:green', WORSE: 'tab:red'}
@@ -84,6 +84,8 @@ def verdict_text(cell: CellStats) -> str:
         why = 'insufficient seeds: 1 pair'
     elif cell.test == IDENTICAL:
         why = 'identical runs'
+    elif cell.test == TIED:
+        why = f'equal top-1 in all {cell.n} pairs from runs that differ; test set size unknown: no interval'
     elif cell.mde is None:
         why = f'all {cell.n} differences equal: the sign test needs {SIGN_TEST_MIN_PAIRS} pairs'
     else:
@@ -134,11 +136,14 @@ def method_note() -> List[str]:
         'reaches the observed mean difference (no Holm correction; none when the difference is 0).',
         '- **Probability of improvement**: the share of (candidate run, baseline run) pairs, over the cell\'s seeds, '
         'where the candidate scores higher, ties counting half.',
-        '- **Degenerate cells**: identical runs for every seed give a difference of 0, interval [0, 0], p = 1. When '
-        'all differences are equal but not 0, the t-test has no estimate of the noise (it would give p = 0 from two '
-        'seeds); such a cell takes as s_d the noise of the test set alone, sqrt(p_c (1 - p_c) / N + p_b (1 - p_b) '
+        '- **Degenerate cells**: identical runs for every seed (the same top-1 and the same final test loss to the '
+        'last bit, as an identity module and the plain backbone give) have a difference of 0, interval [0, 0], '
+        'p = 1. When all differences are equal otherwise (0 included: two different networks can score alike, e.g. '
+        'both at chance), the t-test has no estimate of the noise (it would give p = 0 from two seeds, or [0, 0]); '
+        'such a cell takes as s_d the noise of the test set alone, sqrt(p_c (1 - p_c) / N + p_b (1 - p_b) '
         '/ N) at the arms\' mean top-1 over the N test images (the floor of any run-to-run noise), and runs the t-test '
-        'with it. Where N is unknown (or both arms score 0% or 100%), it uses the sign test (p = 2 / 2^n, '
+        'with it. Where N is unknown (or both arms score 0% or 100%), a difference of 0 has no interval (p = 1), '
+        'and another uses the sign test (p = 2 / 2^n, '
         f'`scipy.stats.binomtest`) with the interval [d, d], a 95% interval only from {SIGN_TEST_MIN_PAIRS} pairs '
         'on (none below). A single pair has '
         'no interval and no p-value: no detectable difference (insufficient seeds).',

@@ -117,7 +117,8 @@ def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict]
         done = by_model.get(arms.model(backbone, attention), [])
         sizes = {results[r.name].get('test_images') for r in done}
         return ArmResult(backbone, attention, {r.config.seed: results[r.name]['top1'] for r in done},
-                         [str(r.folder) for r in done], cost, sizes.pop() if len(sizes) == 1 else None)
+                         [str(r.folder) for r in done], cost, sizes.pop() if len(sizes) == 1 else None,
+                         {r.config.seed: results[r.name].get('test_loss') for r in done})
 
     def speed(backbone: str, attention: str) -> Optional[float]:
         rates = [results[r.name].get('images_per_s') for r in by_model.get(arms.model(backbone, attention), [])]

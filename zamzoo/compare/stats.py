@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import NonFiniteError, UsageError
 # the paired test lives below the publishing layers (the tables use it too); re-exported for report.py and users
-from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, T_TEST,  # noqa: F401
+from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, T_TEST, TIED,  # noqa: F401
                        PairedDifference, detectable_difference, paired_test, scipy_stats, seeds_needed)
 
 BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
@@ -26,6 +26,7 @@ class ArmResult:
     runs: List[str] = field(default_factory=list)
     cost: Optional[dict] = None
     test_images: Optional[int] = None   # images each run was scored on (the binomial noise floor)
+    test_loss_by_seed: Optional[Dict[int, Optional[float]]] = None  # final test loss per seed: are two runs one?
 
     def __post_init__(self):
         if not self.top1_by_seed:
@@ -108,12 +109,21 @@ def verdict(p_holm: Optional[float], diff: float) -> str:
     return BETTER if diff > 0 else WORSE
 
 
-def _paired_values(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[float], List[float]]:
+def _common_seeds(candidate: ArmResult, baseline: ArmResult) -> List[int]:
     seeds = sorted(set(candidate.top1_by_seed) & set(baseline.top1_by_seed))
     if not seeds:
         raise UsageError(f'{candidate.backbone}: {candidate.attention} (seeds {sorted(candidate.top1_by_seed)}) and '
                          f'{baseline.attention} (seeds {sorted(baseline.top1_by_seed)}) have no seed in common')
-    return [candidate.top1_by_seed[s] for s in seeds], [baseline.top1_by_seed[s] for s in seeds]
+    return seeds
+
+
+def _cell_test(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[float], List[float], PairedDifference]:
+    """The arms' top-1 over their common seeds, and their paired test."""
+    seeds = _common_seeds(candidate, baseline)
+    a, b = [candidate.top1_by_seed[s] for s in seeds], [baseline.top1_by_seed[s] for s in seeds]
+    losses = [[(arm.test_loss_by_seed or {}).get(s) for s in seeds] for arm in (candidate, baseline)]
+    return a, b, paired_test(a, b, _test_images(candidate, baseline), candidate_loss=losses[0],
+                             baseline_loss=losses[1])
 
 
 def _test_images(candidate: ArmResult, baseline: ArmResult) -> Optional[int]:
@@ -139,11 +149,10 @@ def _cell_pairs(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult])
 def compare_cells(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> List[CellStats]:
     """The statistics of every cell (backbone x baseline), Holm-corrected over all of them."""
     pairs = _cell_pairs(candidates, baselines)
-    values = [_paired_values(c, b) for c, b in pairs]
-    tests = [paired_test(a, b, _test_images(cand, base)) for (a, b), (cand, base) in zip(values, pairs)]
-    adjusted = holm([t.p_value for t in tests])
+    tested = [_cell_test(c, b) for c, b in pairs]
+    adjusted = holm([test.p_value for _, _, test in tested])
     cells = []
-    for (cand, base), (a, b), test, p_holm in zip(pairs, values, tests, adjusted):
+    for (cand, base), (a, b, test), p_holm in zip(pairs, tested, adjusted):
         cand_mean, cand_std = mean_std(a)
         base_mean, base_std = mean_std(b)
         cells.append(CellStats(
