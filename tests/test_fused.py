@@ -327,6 +327,18 @@ _TRITON_CHECK = textwrap.dedent("""
         for a, b in zip(*results):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert results[0][0].is_contiguous(memory_format=layout)
+    # a NaN is the maximum, as in torch.max: it reaches the output as in the eager path (and the seed's code)
+    for pool, skip, shape in [('max', False, (2, 6, 4, 3)), ('max', True, (2, 37, 5, 7)),
+                              ('avgmax', False, (2, 6, 4, 3))]:
+        x = torch.randn(shape)
+        x[0, 2, 1, 1] = x[1, 4, 0, 2] = float('nan')
+        with torch.no_grad():
+            got, expected = zam_triton(x, pool, skip), zam_fused(x, pool, skip)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+        xs = [x.clone().requires_grad_(True) for _ in range(2)]
+        for xi, fn in zip(xs, (zam_triton, zam_fused)):
+            fn(xi, pool, skip).backward(torch.ones_like(x))
+        torch.testing.assert_close(xs[0].grad, xs[1].grad, rtol=1e-5, atol=1e-5, equal_nan=True)
     print('triton ok')
 """)
 

@@ -79,17 +79,21 @@ if HAS_TRITON:
             v = tl.load(base + offs[None, :] * sxp, mask=mask, other=0.0).to(tl.float32)
             total += v
             v = tl.where(mask, v, float('-inf'))
-            better = v > run_max  # strict: each lane keeps its first maximum
+            # strict: each lane keeps its first maximum; a NaN is the maximum, as in torch.max (its first one)
+            better = (v > run_max) | ((v != v) & (run_max == run_max))
             run_idx = tl.where(better, offs[None, :], run_idx)
             run_max = tl.where(better, v, run_max)
         s = tl.zeros([BLOCK_C], dtype=tl.float32)
         if MEAN:
             s += tl.sum(total, axis=1) / P
         if MAX:
-            mx = tl.max(run_max, axis=1)
+            is_nan = run_max != run_max
+            nan_row = tl.max(is_nan.to(tl.int32), axis=1) > 0
+            mx = tl.where(nan_row, float('nan'), tl.max(tl.where(is_nan, float('-inf'), run_max), axis=1))
             s += mx
-            if WITH_INDEX:  # the smallest position among the lanes holding the maximum
-                first = tl.min(tl.where(run_max == mx[:, None], run_idx, P), axis=1)
+            if WITH_INDEX:  # the smallest position among the lanes holding the maximum (a NaN where there is one)
+                holds = tl.where(nan_row[:, None], is_nan, run_max == mx[:, None])
+                first = tl.min(tl.where(holds, run_idx, P), axis=1)
                 tl.store(idx_ptr + b * C + offs_c, first, mask=mask_c)
         tl.store(mc_ptr + b * C + offs_c, tl.sigmoid(s), mask=mask_c)
 
@@ -110,8 +114,13 @@ if HAS_TRITON:
             total += tl.sum(f, axis=0)
             if MAX:
                 f = tl.where(mask, f, float('-inf'))
-                tile_max, tile_idx = tl.max(f, axis=0, return_indices=True, return_indices_tie_break_left=True)
-                better = tile_max > run_max
+                nan_at = tl.min(tl.where(f != f, offs_c[:, None], C), axis=0)  # the tile's first NaN, C if none
+                tile_max, tile_idx = tl.max(tl.where(f != f, float('-inf'), f), axis=0, return_indices=True,
+                                            return_indices_tie_break_left=True)
+                tile_idx = tl.where(nan_at < C, nan_at - c0, tile_idx)
+                tile_max = tl.where(nan_at < C, float('nan'), tile_max)
+                # a NaN is the maximum, as in torch.max (its first one)
+                better = (tile_max > run_max) | ((nan_at < C) & (run_max == run_max))
                 run_idx = tl.where(better, c0 + tile_idx, run_idx)
                 run_max = tl.where(better, tile_max, run_max)
         s = tl.zeros([BLOCK_P], dtype=tl.float32)
