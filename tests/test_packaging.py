@@ -196,8 +196,9 @@ with contextlib.redirect_stdout(out):
 row = out.getvalue().splitlines()[1].split()
 assert row[0] == 'resnet18_zam' and row[3:] == [f'published@{commit[:12]}', 'not', 'yet', 'trained'], row
 from pathlib import Path
-from zamzoo.bench.tables import DEFAULT_RESULTS  # `bench gpu` writes, `zoo run --dry-run` reads: here, not site
-assert DEFAULT_RESULTS == Path('docs', 'bench'), DEFAULT_RESULTS
+from zamzoo.bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README, DEFAULT_RESULTS  # here, not site-packages
+assert DEFAULT_RESULTS == Path('docs', 'bench'), DEFAULT_RESULTS  # `bench gpu` writes, `zoo run --dry-run` reads
+assert (DEFAULT_README, DEFAULT_MODEL_CARD) == (Path('README.md'), Path('MODEL_CARD.md'))  # `bench tables`
 print('ok')
 '''
 

@@ -26,11 +26,12 @@ from ..pairing import paired_by_seed
 from .models import KIND, load_average_text, fmt_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# a checkout's docs/bench; installed (no pyproject.toml beside the package), the current folder's: never a folder
-# inside site-packages
-DEFAULT_RESULTS = (REPO_ROOT if (REPO_ROOT / 'pyproject.toml').is_file() else Path()) / 'docs' / 'bench'
-DEFAULT_README = REPO_ROOT / 'README.md'
-DEFAULT_MODEL_CARD = REPO_ROOT / 'MODEL_CARD.md'
+# a checkout's docs/bench, README.md, MODEL_CARD.md; installed (no pyproject.toml beside the package), the current
+# folder's: never a file inside site-packages
+_HOME = REPO_ROOT if (REPO_ROOT / 'pyproject.toml').is_file() else Path()
+DEFAULT_RESULTS = _HOME / 'docs' / 'bench'
+DEFAULT_README = _HOME / 'README.md'
+DEFAULT_MODEL_CARD = _HOME / 'MODEL_CARD.md'
 DATASETS = (('cifar100', 'CIFAR-100'), ('cifar10', 'CIFAR-10'))
 NOT_TRAINED = 'not yet trained'
 NO_PAIRS = '–'  # no top-1 vs plain: a side unpublished, or fewer than two seeds in common
@@ -316,7 +317,8 @@ def render_files(reports: Sequence[Dict], records: Sequence[Dict], readme=DEFAUL
             continue
         path = Path(path)
         if not path.exists():
-            raise NotFoundError(f'{path} not found')
+            raise NotFoundError(f'{path} not found; expected the README.md and MODEL_CARD.md of a zamzoo checkout '
+                                f'(run it there, or give --readme and --model-card)')
         text = path.read_text()
         for block, content in blocks.items():
             text = replace_block(text, block, content, path)
