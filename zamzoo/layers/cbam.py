@@ -3,9 +3,11 @@
 
 Defaults = the paper's official code (Jongchan/attention-module): MLP C -> C//16 -> C with biases (its nn.Linear
 layers), spatial conv 7x7 without bias followed by BN. ResNet18 CIFAR-100 with it: 11,310,012 params. (timm's
-``CbamModule`` is the same module but with a bias-free MLP by default; the official spatial BN also uses
-momentum 0.01 and concatenates [max; mean], a permutation of the conv weights: we keep PyTorch's BN default and
-timm's [mean; max].) The channel half is timm's ``ChannelAttn``. Both maxima are torch.max's (`max_values`), as
+``CbamModule`` computes the same function with other parameter names (its spatial conv and BN are one
+``ConvNormAct``: ``spatial.conv.conv`` / ``spatial.conv.bn`` against our ``spatial.conv`` / ``spatial.bn``), a
+bias-free MLP by default and a hidden width C / 16 rounded to the nearest (ours is C // 16, the official code's): its
+state_dicts do not load into ours. The official spatial BN also uses momentum 0.01 and concatenates [max; mean], a
+permutation of the conv weights: we keep PyTorch's BN default and timm's [mean; max].) The channel half is timm's ``ChannelAttn``. Both maxima are torch.max's (`max_values`), as
 in the official code and the seed's (timm's ``amax`` splits the gradient between tied maxima).
 
 The ZAM seed's variant (``CBAM_SEED_KWARGS``): spatial kernel 3, bias-free MLP, no BN after the spatial conv;

@@ -1,7 +1,8 @@
 """Fused eager implementations of the zero- and low-parameter attention modules: ZAM (every pooling, with and
 without skip), SimAM, SPEM's channel gate and NAM's channel attention.
 
-Each function computes the same numbers as the module's plain formula (``impl='reference'``) with fewer passes over
+Each function computes the same numbers as the module's plain formula (``impl='reference'``; up to float rounding
+where it sums in another order, e.g. image chunk by image chunk) with fewer passes over
 the feature map and fewer full-size temporaries; with autograd recording it runs a custom autograd.Function whose
 backward saves the input and small statistics only and rebuilds the rest; without, an in-place forward.
 
