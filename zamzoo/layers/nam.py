@@ -24,6 +24,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 import torch.fx
 from torch import nn
+from timm.layers import register_notrace_module
 
 from ._checks import check_input, check_spatial_size, to_2tuple_int
 from .fused import FusedDispatch, check_impl, nam_fused, supports_fused_nam
@@ -42,6 +43,9 @@ def _autocast_on(x: torch.Tensor) -> bool:
     return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
 
+# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
+# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
+@register_notrace_module
 class NAM(FusedDispatch, nn.Module):
     def __init__(
             self,

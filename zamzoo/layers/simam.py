@@ -15,7 +15,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from timm.layers import register_notrace_function
+from timm.layers import register_notrace_function, register_notrace_module
 
 from ._checks import check_input
 from .fused import FusedDispatch, check_impl, simam_fused
@@ -36,6 +36,9 @@ torch.fx.wrap('simam_denominator')
 __all__ = ['SimAM']
 
 
+# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
+# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
+@register_notrace_module
 class SimAM(FusedDispatch, nn.Module):
     def __init__(self, channels: int, e_lambda: float = 1e-4, impl: str = 'fused', device=None, dtype=None):
         super().__init__()

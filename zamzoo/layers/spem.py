@@ -21,6 +21,7 @@ from typing import Dict, Tuple
 import torch
 import torch.fx
 from torch import nn
+from timm.layers import register_notrace_module
 
 from ._checks import check_input
 from .fused import FusedDispatch, channel_gate_fused, check_impl
@@ -54,6 +55,9 @@ def min_max_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return x3.min(2, keepdim=True)[0].unsqueeze(3), x3.max(2, keepdim=True)[0].unsqueeze(3)
 
 
+# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
+# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
+@register_notrace_module
 class SPEM(FusedDispatch, nn.Module):
     def __init__(self, channels: int, impl: str = 'fused', device=None, dtype=None):
         super().__init__()

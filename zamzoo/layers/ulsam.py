@@ -39,6 +39,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from timm.layers import register_notrace_module
 
 from ._checks import check_input
 from .fused._common import exporting_onnx, in_batch_chunks, needs_autograd, runs_eagerly, submodules_watched
@@ -54,6 +55,9 @@ NCHWC_BLOCK = 16
 channels are a multiple of it."""
 
 
+# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
+# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
+@register_notrace_module
 class ULSAM(nn.Module):
     def __init__(self, channels: int, groups: int = 4, device=None, dtype=None):
         super().__init__()

@@ -23,6 +23,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from timm.layers import register_notrace_module
 
 from ._checks import check_input
 from ._reduce import max_values
@@ -119,6 +120,9 @@ class ZSA(_ZeroParam):
         return {'spatial': self.spatial_gate(x)}
 
 
+# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
+# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
+@register_notrace_module
 class ZAM(FusedDispatch, _ZeroParam):
     """ZCA then ZSA. ``ZAM(C)`` is ZAM(Avg&Max); ``pool='avg'|'max'`` the other seed variants; ``skip=True`` ZAM+R;
     ``impl='fused'|'reference'`` (see the module docstring)."""

@@ -11,7 +11,8 @@ class FusedDispatch:
     ``_forward_reference(x)`` (the plain formula) and an eager ``_forward_fused(x)`` computing the same numbers.
 
     `_forward_impl` runs the fused path only where `runs_eagerly`; every tracer, exporter and compiler (TorchScript,
-    torch.jit.trace, both ONNX exporters, torch.fx, torch.compile, torch.export, vmap) records the plain formula."""
+    torch.jit.trace, both ONNX exporters, torch.fx, torch.compile, torch.export, vmap) records the plain formula.
+    timm's fx tracer keeps the modules leaves (`register_notrace_module`): its traced model calls them eagerly."""
 
     def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
         if self.impl == 'fused' and not torch.jit.is_scripting():

@@ -1,0 +1,24 @@
+"""timm's fx tracer (feature extraction, timm's own test_model_forward_fx) keeps the attention modules with an eager
+fast path as leaves: the traced model runs the same code as the model, bit for bit. Traced through, it ran the plain
+formula, whose rounding differs; with resnet164's logits at init (up to 1e8) that failed timm's test."""
+import pytest
+import timm
+import torch
+from timm.models._features_fx import get_notrace_functions, get_notrace_modules
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+import zamzoo  # noqa: F401  (registers the zoo)
+
+
+@pytest.mark.parametrize('name', ['resnet164_ulsam', 'resnet164_simam', 'resnet164_zam', 'mobilenet_spem',
+                                  'mobilenet_nam'])
+def test_timm_fx_model_equals_the_model(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    tracer = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer)
+    fx = create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
+                                  tracer_kwargs=tracer).eval()
+    x = torch.cat([torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(s)) for s in range(4)])
+    with torch.inference_mode():
+        assert torch.equal(list(fx(x).values())[0], model(x))
