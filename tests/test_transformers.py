@@ -98,7 +98,9 @@ def test_auto_classes_and_pipeline_from_the_folder(exported):
     assert torch.equal(pixels, transform(_image()).unsqueeze(0))  # the same preprocessing as timm's
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model(pixel_values=x).logits, net(x))
+        # to float32 rounding: transformers keeps the weights as views into the file, whose alignment can change how
+        # a convolution rounds (bit-equal weights, logits 5e-6 apart seen on mobilenetv2_se)
+        torch.testing.assert_close(model(pixel_values=x).logits, net(x), rtol=1e-4, atol=1e-5)
     answer = pipeline('image-classification', model=str(exported), top_k=len(CLASSES))(_image())
     assert sorted(a['label'] for a in answer) == CLASSES
     with torch.no_grad():
@@ -122,7 +124,7 @@ except Exception as e:
 net = timm.create_model('hf-hub:' + repo, pretrained=True).eval()
 x = torch.randn(2, 3, 32, 32)
 with torch.no_grad():
-    same = torch.equal(model(pixel_values=x).logits, net(x))
+    same = torch.allclose(model(pixel_values=x).logits, net(x), rtol=1e-4, atol=1e-5)
 from PIL import Image
 image = Image.new('RGB', (40, 36), (120, 30, 200))
 labels = [a['label'] for a in pipeline('image-classification', model=repo, top_k=3)(image)]
