@@ -30,7 +30,8 @@ _USER_SOURCE_KEYS = ('state_dict', 'file', 'url', 'hf_hub_id')
 
 def how_to_get_weights(model: str) -> str:
     return (f"train it with `zamzoo train --model {model} ...` (then `zamzoo export` and `zamzoo push`), "
-            f"or pass pretrained_cfg_overlay=dict(file=...) to load your own checkpoint")
+            f"or load your own: pretrained_cfg_overlay=dict(file=..., num_classes=N) (N: its classes; a num_classes "
+            f"outside the overlay drops its head), or 'local-dir:EXPORT' for a `zamzoo export` folder")
 
 
 def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:
