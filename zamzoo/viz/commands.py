@@ -29,4 +29,7 @@ def run(args) -> int:
     n_ch = sum(r.channel is not None for r in result.records)
     print(f'{args.out}: {len(result.records)} attention modules ({n_sp} spatial maps, {n_ch} channel strips), '
           f'Grad-CAM of class {result.class_index}')
+    if not result.records:
+        print("no attention maps drawn: viz draws the modules that have an attention_maps(x) method returning "
+              "{'spatial': (B, k, H, W) and / or 'channel': (B, C, 1, 1)} (as zamzoo's own do); the Grad-CAM is drawn")
     return 0
