@@ -344,7 +344,7 @@ def test_unpublished_model_error(hub, exported):
         timm.create_model('resnet18_plain', pretrained=True)
     msg = str(e.value)
     assert 'resnet18_plain.cifar100' in msg and '`zamzoo train --model resnet18_plain' in msg
-    assert 'pretrained_cfg_overlay=dict(file=...)' in msg
+    assert 'pretrained_cfg_overlay=dict(file=..., num_classes=N)' in msg and "'local-dir:EXPORT'" in msg
     with pytest.raises(WeightsError, match=r'mobilenet_se\.cifar10 '):
         timm.create_model('mobilenet_se.cifar10', pretrained=True)
     # a user-given source needs no manifest record
