@@ -177,7 +177,7 @@ def columns(features, image_column=None, label_column=None, source='') -> tuple:
 
 class HFImages(Dataset):
     """One split of a Hugging Face dataset as (RGB PIL image, class index); images are decoded by `open_rgb`, so a
-    broken one raises a `DataError` naming its row."""
+    broken one raises a `DataError` naming its row, and turned by their EXIF orientation as `datasets` decodes them."""
 
     def __init__(self, split, image_column: str, label_column: str, classes: Optional[List[str]], name: str,
                  rows: Optional[Sequence[int]] = None, names: Optional[List[str]] = None):
@@ -225,5 +225,5 @@ class HFImages(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index):
-        return open_rgb(self._file(index), self.where(index)), self.targets[index]
+        return open_rgb(self._file(index), self.where(index), exif=True), self.targets[index]
 

@@ -67,14 +67,18 @@ def _failure(path, e: BaseException, name=None) -> DataError:
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 
-def open_rgb(path, name=None):
+def open_rgb(path, name=None, exif: bool = False):
     """The image at `path` (a file name or a binary file object), decoded, as an 8-bit RGB PIL image; or a
-    `DataError` naming `name` (default: the path)."""
-    from PIL import Image
+    `DataError` naming `name` (default: the path). `exif`: turned as its EXIF orientation says, as the `datasets`
+    library's Image feature decodes it (what ``ds[i]['image']`` shows); torchvision's and timm's folder loaders do not
+    turn it, and neither do image folders here."""
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
             im.load()
+            if exif and im.getexif().get(Image.ExifTags.Base.Orientation) is not None:
+                return to_rgb(ImageOps.exif_transpose(im))
             return to_rgb(im)
     except (*_READ_ERRORS, Image.DecompressionBombError) as e:
         raise _failure(path, e, name) from None
