@@ -43,9 +43,7 @@ def _autocast_on(x: torch.Tensor) -> bool:
     return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
 
-# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
-# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
-@register_notrace_module
+@register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class NAM(FusedDispatch, nn.Module):
     def __init__(
             self,

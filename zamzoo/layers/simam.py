@@ -36,9 +36,7 @@ torch.fx.wrap('simam_denominator')
 __all__ = ['SimAM']
 
 
-# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
-# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
-@register_notrace_module
+@register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class SimAM(FusedDispatch, nn.Module):
     def __init__(self, channels: int, e_lambda: float = 1e-4, impl: str = 'fused', device=None, dtype=None):
         super().__init__()

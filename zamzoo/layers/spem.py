@@ -55,9 +55,7 @@ def min_max_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return x3.min(2, keepdim=True)[0].unsqueeze(3), x3.max(2, keepdim=True)[0].unsqueeze(3)
 
 
-# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
-# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
-@register_notrace_module
+@register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class SPEM(FusedDispatch, nn.Module):
     def __init__(self, channels: int, impl: str = 'fused', device=None, dtype=None):
         super().__init__()

@@ -55,9 +55,7 @@ NCHWC_BLOCK = 16
 channels are a multiple of it."""
 
 
-# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
-# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
-@register_notrace_module
+@register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class ULSAM(nn.Module):
     def __init__(self, channels: int, groups: int = 4, device=None, dtype=None):
         super().__init__()

@@ -120,9 +120,7 @@ class ZSA(_ZeroParam):
         return {'spatial': self.spatial_gate(x)}
 
 
-# timm's fx tracer (feature extraction, timm's test_model_forward_fx) keeps it a leaf: the traced model then runs its
-# eager path, not the plain formula, whose float rounding differs where logits are large (resnet164 at init)
-@register_notrace_module
+@register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class ZAM(FusedDispatch, _ZeroParam):
     """ZCA then ZSA. ``ZAM(C)`` is ZAM(Avg&Max); ``pool='avg'|'max'`` the other seed variants; ``skip=True`` ZAM+R;
     ``impl='fused'|'reference'`` (see the module docstring)."""
