@@ -142,3 +142,19 @@ def test_a_bare_checkpoints_notes_do_not_claim_a_recipe(tmp_path):
     save_file(timm.create_model(MODEL, num_classes=10).state_dict(), str(tmp_path / 'w.safetensors'))
     export = export_run([tmp_path / 'w.safetensors'], tmp_path / 'export', model=MODEL, tag='cifar10').path
     assert _pretrained_cfg(export)['notes'][0] == 'recipe: unknown (bare checkpoint)'
+
+
+@pytest.mark.parametrize('tag', ['cifar10', 'cifar100'])
+def test_a_bare_cifar_checkpoints_export_names_the_cifar_classes(tmp_path, tag):
+    """No run records the class names, but the tag says which data set's labels the rows are: a pipeline shows
+    'cat', not 'LABEL_3'."""
+    classes = CIFAR10_CLASSES if tag == 'cifar10' else None
+    save_file(timm.create_model(MODEL, num_classes=10 if classes else 100).state_dict(), str(tmp_path / 'w.safetensors'))
+    export = export_run([tmp_path / 'w.safetensors'], tmp_path / 'export', model=MODEL, tag=tag).path
+    names = json.loads((export / 'config.json').read_text())['label_names']
+    if classes:
+        assert names == classes
+    else:  # CIFAR-100's meta lists its fine labels in alphabetical order
+        assert len(set(names)) == 100 and names == sorted(names) and names[:2] == ['apple', 'aquarium_fish']
+        assert names[30] == 'dolphin' and names[-1] == 'worm'
+    assert list(timm.models.get_pretrained_cfg(f'{MODEL}.{tag}').label_names) == names

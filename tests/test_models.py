@@ -316,7 +316,7 @@ def test_pretrained_cfg_names_real_parameters(tmp_path):
 
 @pytest.mark.parametrize('model, kwargs, error, match', [
     ('resnet18_zam', dict(not_an_arg=1), TypeError, 'not_an_arg'),
-    ('mobilenet_plain', dict(drop_path_rate=0.1), TypeError, 'drop_path_rate'),  # no residuals in MobileNet v1
+    ('mobilenet_plain', dict(drop_path_rate=0.1), ValueError, 'drop_path_rate=0.1: MobileNet .v1. has no residual'),
     ('resnet18_plain', dict(attn_layer='no_such_attention'), ValueError, 'valid names'),
     ('resnet18_plain', dict(attn_kwargs=dict(pool='avg')), ValueError, 'attn_kwargs'),
     ('resnet18_zam', dict(attn_slot='everywhere'), ValueError, 'attn_slot'),
@@ -343,6 +343,8 @@ def test_custom_attention():
     assert sum(isinstance(m, get_attn('se')) for m in model.modules()) == 3
     model = create('resnet18_zam', attn_kwargs=dict(pool='avg'))
     assert model(torch.randn(2, *IMG)).shape == (2, 100)
+    # timm's scripts pass drop_path_rate to every model; 0 builds MobileNet v1 (no residuals) unchanged
+    assert create('mobilenet_zam', drop_path_rate=0.).state_dict().keys() == create('mobilenet_zam').state_dict().keys()
 
 
 # ---------------------------------------------------------------------------------------------- timm model API

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Opt
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._registry import _clear_model_entries, _model_entrypoints
 
-from ..dataset_table import NUM_CLASSES
+from ..dataset_table import DATASETS, NUM_CLASSES
 from ..errors import UsageError
 from ..pretrained import prepare_pretrained, published_hub_ids, weights_errors
 from ..recipes import get_recipe, recipe_call
@@ -264,6 +264,7 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
         mean=tuple(mean),
         std=tuple(std),
         num_classes=num_classes,
+        label_names=DATASETS[dataset].class_names,
         pool_size=b.pool_size,
         first_conv=b.first_conv,
         classifier=b.classifier,

@@ -65,14 +65,22 @@ class CifarMobileNet(CifarNet):
             self,
             stem_width: int = 32,
             block_cfg: Sequence[Sequence[Tuple[int, int]]] = SEED_MOBILENET,
+            drop_path_rate: float = 0.,
             **kwargs,
     ):
         """
         Args:
             stem_width: output channels of the 3x3 stem.
             block_cfg: per stage, the (out_chs, stride) of each depthwise-separable block.
+            drop_path_rate: taken as timm's other models take it, but only 0 is valid: these blocks have no
+                residual connection for stochastic depth to drop.
             **kwargs: the arguments of CifarNet.
         """
+        if drop_path_rate:
+            raise ValueError(
+                f'drop_path_rate={drop_path_rate}: MobileNet (v1) has no residual connections, so stochastic depth '
+                'has nothing to drop; use 0, dropout before the classifier (drop_rate), or a residual backbone '
+                '(resnet*, mobilenetv2)')
         super().__init__(**kwargs)
         attn, dd = self._attn, self._attn.dd
         in_chs, stages = stem_width, []
