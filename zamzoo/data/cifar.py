@@ -9,7 +9,9 @@ anything more (a `__reduce__` payload) is a `DataError` and runs nothing. Anythi
 `DataError` that names the files expected.
 """
 import hashlib
+import http.client
 import pickle
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,14 @@ def safe_unpickle(path):
         return _DataOnlyUnpickler(f, encoding='latin1').load()
 
 
+def _str_keys(entry):
+    """A CIFAR file's dict with its keys as str: bytes keys (b'data', b'labels', what the CIFAR site's own
+    ``unpickle(encoding='bytes')`` gives, dumped again) decoded."""
+    if not isinstance(entry, dict):
+        return entry
+    return {(_text(k) or k) if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
 def _text(name):
     """A class name as str: str as it is, bytes decoded as UTF-8; None for anything else."""
     if isinstance(name, bytes):
@@ -73,12 +83,12 @@ class _LocalMixin:
     def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
         tvd.VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
-        entries = [safe_unpickle(Path(self.root) / self.base_folder / name)
+        entries = [_str_keys(safe_unpickle(Path(self.root) / self.base_folder / name))
                    for name, _ in (self.train_list if train else self.test_list)]
         self.data = np.vstack([e['data'] for e in entries]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
         self.targets = [t for e in entries for t in (e['labels'] if 'labels' in e else e['fine_labels'])]
         meta = Path(self.root) / self.base_folder / self.meta['filename']
-        self.classes = _class_names(safe_unpickle(meta)[self.meta['key']], meta, self.meta['key'])
+        self.classes = _class_names(_str_keys(safe_unpickle(meta))[self.meta['key']], meta, self.meta['key'])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
@@ -94,6 +104,11 @@ _CLASSES = {
     ('cifar10', False): LocalCIFAR10, ('cifar100', False): LocalCIFAR100,
     ('cifar10', True): tvd.CIFAR10, ('cifar100', True): tvd.CIFAR100,
 }
+
+
+# What torchvision's download raises when the network fails (urllib wraps DNS and connection errors in URLError; a
+# connection dropped mid-file is a ConnectionError, TimeoutError or http.client's IncompleteRead).
+_NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 
 
 def _check_name(dataset):
@@ -134,7 +149,12 @@ def cifar_dataset(root, dataset='cifar100', train=True, download=False, transfor
     try:
         ds = cls(str(root), train=train, download=download, transform=transform)
     except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError,
-            AttributeError, IndexError) as e:
+            AttributeError, IndexError, http.client.HTTPException) as e:
+        if download and isinstance(e, _NETWORK_ERRORS):
+            raise DataError(
+                f'could not download {dataset} from {cls.url} ({type(e).__name__}: {e}); check the network, or fetch '
+                f'that archive elsewhere and unpack it so that {expected_files(root, dataset)} exist, then run '
+                f'without --download') from e
         raise DataError(
             f'{dataset} at {root} is unreadable or malformed ({type(e).__name__}: {e}); '
             f'expected torchvision\'s CIFAR python format: {expected_files(root, dataset)}') from e

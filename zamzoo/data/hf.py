@@ -1,7 +1,8 @@
 """Hugging Face datasets (the `datasets` library, extra `hf`): a Hub name (downloaded once, then read from its
 cache), a folder written by ``save_to_disk``, or a folder of parquet files. The image and label columns are found
-(`img`/`image`, `fine_label`/`label`, or the only `Image` / `ClassLabel` feature) or named; class names come from
-the label's `ClassLabel` feature."""
+(`img`/`image`, `fine_label`/`label`, or the only `Image` / `ClassLabel` feature) or named; an image column is an
+`Image` feature or its storage, a {bytes, path} struct (parquet written without the datasets metadata); class names
+come from the label's `ClassLabel` feature."""
 import hashlib
 import io
 from collections import deque
@@ -146,12 +147,12 @@ def pick_split(d, name: Optional[str], defaults: Sequence[str], what: str, sourc
     return next((s for s in defaults if s in d), None)
 
 
-def _column(features, name, defaults, kind, what: str, source) -> str:
+def _column(features, name, defaults, is_kind: Callable[[object], bool], what: str, source) -> str:
     if name is not None:
         if name not in features:
             raise DataError(f"{source}: no column '{name}' ({what}); columns: {list(features)}")
         return name
-    typed = [c for c, f in features.items() if isinstance(f, kind)]
+    typed = [c for c, f in features.items() if is_kind(f)]
     name = next((c for c in defaults if c in features), None) or (typed[0] if len(typed) == 1 else None)
     if name is None:
         raise DataError(f'{source}: cannot tell the {what} column among {list(features)}; '
@@ -159,25 +160,50 @@ def _column(features, name, defaults, kind, what: str, source) -> str:
     return name
 
 
+_IMAGE_STORAGE = {'bytes': ('binary', 'large_binary'), 'path': ('string', 'large_string')}
+
+
+def _is_image(feature) -> bool:
+    """A `datasets.Image` feature, or a struct of its storage ({bytes, path}: parquet written by pyarrow or pandas
+    without the datasets feature metadata), which `datasets` casts to an Image."""
+    datasets = _datasets()
+    if isinstance(feature, datasets.Image):
+        return True
+    return isinstance(feature, dict) and bool(feature) and all(
+        isinstance(f, datasets.Value) and f.dtype in _IMAGE_STORAGE.get(k, ()) for k, f in feature.items())
+
+
 def columns(features, image_column=None, label_column=None, source='') -> tuple:
     """(image column, label column, class names) of a dataset's features."""
     datasets = _datasets()
-    image = _column(features, image_column, IMAGE_COLUMNS, datasets.Image, 'image', source)
-    if not isinstance(features[image], datasets.Image):
-        raise DataError(f"{source}: column '{image}' is {features[image]}, not an image (datasets.Image); "
-                        f'name the image column with --image-column')
-    label = _column(features, label_column, LABEL_COLUMNS, datasets.ClassLabel, 'label', source)
+    image = _column(features, image_column, IMAGE_COLUMNS, _is_image, 'image', source)
+    if not _is_image(features[image]):
+        hint = ('expected an Image feature or its {bytes, path} storage' if image_column is not None else
+                'name the image column with --image-column')
+        raise DataError(f"{source}: column '{image}' is {features[image]}, not an image (datasets.Image); {hint}")
+    label = _column(features, label_column, LABEL_COLUMNS, lambda f: isinstance(f, datasets.ClassLabel), 'label',
+                    source)
     feature = features[label]
     if isinstance(feature, datasets.ClassLabel):
         return image, label, list(feature.names)
     if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(('int', 'uint'))):
-        raise DataError(f"{source}: column '{label}' is {feature}, not a class label (ClassLabel or integer)")
+        raise DataError(f"{source}: column '{label}' is {feature}, not a class label (ClassLabel or integer)"
+                        f"{_encode_hint(feature, label)}")
     return image, label, None
+
+
+def _encode_hint(feature, label: str) -> str:
+    """How to make a column of class names a ClassLabel: once, with `datasets`, so every split and run share it."""
+    if not (isinstance(feature, _datasets().Value) and feature.dtype in ('string', 'large_string')):
+        return ''
+    return (f"; make its names the classes once with datasets: d.class_encode_column('{label}').save_to_disk(DIR), "
+            f'then --data DIR')
 
 
 class HFImages(Dataset):
     """One split of a Hugging Face dataset as (RGB PIL image, class index); images are decoded by `open_rgb`, so a
-    broken one raises a `DataError` naming its row, and turned by their EXIF orientation as `datasets` decodes them."""
+    broken one raises a `DataError` naming its row, first as `datasets` decodes them (turned by their EXIF orientation,
+    converted to the Image feature's mode), then to RGB."""
 
     def __init__(self, split, image_column: str, label_column: str, classes: Optional[List[str]], name: str,
                  rows: Optional[Sequence[int]] = None, names: Optional[List[str]] = None):
@@ -187,6 +213,7 @@ class HFImages(Dataset):
         if rows is not None:
             split = split.select(rows)
         self.rows = list(rows) if rows is not None else None
+        self.mode = getattr(split.features[image_column], 'mode', None)  # Image(mode='L'): what ds[i] shows
         self.table = split.cast_column(image_column, datasets.Image(decode=False))
         self.image_column, self.name = image_column, name
         self.targets = labels(split, label_column, self.where)
@@ -219,11 +246,13 @@ class HFImages(Dataset):
             cells = self.table[start:start + chunk][self.image_column]
             for i, cell in enumerate(cells, start):
                 check_image(self._file(i, cell), self.where(i))
+                if self.mode:  # the conversion to the feature's mode may be one PIL lacks
+                    open_rgb(self._file(i, cell), self.where(i), exif=True, mode=self.mode)
         return self
 
     def __len__(self):
         return len(self.targets)
 
     def __getitem__(self, index):
-        return open_rgb(self._file(index), self.where(index), exif=True), self.targets[index]
+        return open_rgb(self._file(index), self.where(index), exif=True, mode=self.mode), self.targets[index]
 

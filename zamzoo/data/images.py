@@ -12,6 +12,7 @@ An unreadable, empty or truncated file, one refused above, or one larger than PI
 `DataError` that names the file.
 """
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -67,21 +68,34 @@ def _failure(path, e: BaseException, name=None) -> DataError:
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 
-def open_rgb(path, name=None, exif: bool = False):
+def open_rgb(path, name=None, exif: bool = False, mode: Optional[str] = None):
     """The image at `path` (a file name or a binary file object), decoded, as an 8-bit RGB PIL image; or a
-    `DataError` naming `name` (default: the path). `exif`: turned as its EXIF orientation says, as the `datasets`
-    library's Image feature decodes it (what ``ds[i]['image']`` shows); torchvision's and timm's folder loaders do not
-    turn it, and neither do image folders here."""
+    `DataError` naming `name` (default: the path). `exif` and `mode` (a PIL mode): first decoded as the `datasets`
+    library's ``Image(mode=...)`` feature decodes it (what ``ds[i]['image']`` shows): turned as its EXIF orientation
+    says, then converted to `mode`; torchvision's and timm's folder loaders do neither, and neither do image folders
+    here."""
     from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
             im.load()
+            shown = im
             if exif and im.getexif().get(Image.ExifTags.Base.Orientation) is not None:
-                return to_rgb(ImageOps.exif_transpose(im))
-            return to_rgb(im)
+                shown = ImageOps.exif_transpose(im)
+            return _as_rgb_in_mode(shown, mode, name or path) if mode and mode != shown.mode else to_rgb(shown)
     except (*_READ_ERRORS, Image.DecompressionBombError) as e:
         raise _failure(path, e, name) from None
+
+
+def _as_rgb_in_mode(image, mode: str, name):
+    """`image` converted to `mode`, then to RGB; a `DataError` that blames the mode (not the file) when PIL lacks
+    either conversion or `to_rgb` refuses the range it gives."""
+    try:
+        return to_rgb(image.convert(mode))
+    except ValueError as e:
+        raise DataError(f"{name}: its {image.mode} image converted to the Image feature's mode {mode} (as datasets "
+                        f"decodes it) cannot be read as RGB ({e}); expected a mode that converts to RGB: cast the "
+                        f"column to one, e.g. datasets.Image(mode='RGB')") from None
 
 
 def _decode(image):

@@ -47,7 +47,8 @@ RUN_ARGUMENTS = {
                           '(default on CUDA when it fits); dataloader: torch DataLoader + torchvision transforms '
                           '(default on CPU)'),
     '--workers': dict(type=int, default=None, help='DataLoader workers per process'),
-    '--img-size': dict(type=positive_int, default=None, help="image folders: input size (default: the model's)"),
+    '--img-size': dict(type=positive_int, default=None,
+                       help="folder / hf: input size (default: the model's; CIFAR is 32x32)"),
     '--eval-every': dict(type=positive_int, default=1, help='evaluate every N epochs (and after the last)'),
     '--eval-batch-size': dict(type=positive_int, default=500),
     '--max-bad-steps': dict(type=int, default=0, metavar='N', help='steps with a NaN/inf loss to skip before the '

@@ -56,7 +56,7 @@ class TrainConfig:
     workers: Optional[int] = None               # DataLoader workers (0 on CPU, up to 8 per process on CUDA)
     download: bool = False                      # fetch CIFAR with torchvision's own download
     channels_last: Optional[bool] = None        # default: on CUDA
-    img_size: Optional[int] = None              # image folders: default the model's input size
+    img_size: Optional[int] = None              # folder / hf: default the model's input size (CIFAR: 32)
     model_kwargs: dict = field(default_factory=dict)
     eval_batch_size: int = 500
     eval_every: int = 1                         # evaluate on the test split every N epochs (and after the last)
@@ -97,6 +97,9 @@ class TrainConfig:
             raise UsageError(f'workers: expected >= 0, got {self.workers}')
         if self.img_size is not None and not 8 <= self.img_size <= MAX_IMG_SIZE:
             raise UsageError(f'img_size: expected 8 to {MAX_IMG_SIZE} pixels, got {self.img_size}')
+        if self.img_size not in (None, 32) and self.dataset not in ('folder', 'hf'):
+            raise UsageError(f'img_size: only for --dataset folder or hf (CIFAR images are 32x32 and are trained as '
+                             f'they are), got {self.img_size}')
         if not isinstance(self.max_bad_steps, int) or isinstance(self.max_bad_steps, bool) or self.max_bad_steps < 0:
             raise UsageError(f'max_bad_steps: expected an integer >= 0, got {self.max_bad_steps!r}')
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
