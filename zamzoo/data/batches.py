@@ -21,11 +21,12 @@ def shard_bounds(n: int, batch_size: int, drop_last: bool) -> List[Tuple[int, in
 def epoch_bounds(n: int, batch_size: int, drop_last: bool, world_size: int, train: bool) -> List[Tuple[int, int]]:
     """The global batches of an epoch. In training, a last batch of one image is merged into the batch before it
     (BatchNorm cannot train on a single pooled value); then a last batch too small to give every rank an image is
-    dropped. Neither rule depends on anything but the sizes, so every rank draws the same batches."""
+    dropped (a training step needs an image on every rank). Evaluation keeps every image: a rank may have no part
+    of a last small batch. Neither rule depends on anything but the sizes, so every rank draws the same batches."""
     bounds = shard_bounds(n, batch_size, drop_last)
     if train and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
         bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
-    if bounds and bounds[-1][1] - bounds[-1][0] < world_size:
+    if train and bounds and bounds[-1][1] - bounds[-1][0] < world_size:
         bounds.pop()
     return bounds
 

@@ -116,14 +116,22 @@ class EpochBatchSampler(Sampler):
     def global_sizes(self) -> List[int]:
         return [stop - start for start, stop in self.bounds]
 
+    def own_sizes(self) -> List[int]:
+        return [n for _, _, n in self._own_parts()]
+
+    def _own_parts(self) -> List[Tuple[int, int, int]]:
+        """(lo, hi, global size) of each batch this rank has a part of: in evaluation a rank may have none of a
+        last batch smaller than world_size, and an empty batch is not fetched (DataLoader cannot collate one)."""
+        parts = [(*rank_slice(start, stop, self.rank, self.world_size), stop - start) for start, stop in self.bounds]
+        return [(lo, hi, n) for lo, hi, n in parts if hi > lo]
+
     def __len__(self):
-        return len(self.bounds)
+        return len(self._own_parts())
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle \
             else torch.arange(self.n)
-        for start, stop in self.bounds:
-            lo, hi = rank_slice(start, stop, self.rank, self.world_size)
+        for lo, hi, _ in self._own_parts():
             yield order[lo:hi].tolist()
 
 
@@ -155,7 +163,7 @@ class DataLoaderBatches:
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, int]]:
         nb = self.device.type == 'cuda'
-        for (x, y), n in zip(self.loader, self.sampler.global_sizes()):
+        for (x, y), n in zip(self.loader, self.sampler.own_sizes()):
             x = x.to(self.device, non_blocking=nb)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -15,7 +15,9 @@ DATASETS = tuple(dataset_table.DATASETS)
 
 @dataclass
 class DataSource:
-    """Where a run's images come from. `split`: a split file's content to reuse (a resumed run, `zamzoo eval`)."""
+    """Where a run's images come from. `split`: a split file's content to reuse (a resumed run, `zamzoo eval`).
+    `classes`: the class names of the weights `zamzoo eval` scores: integer labels without a ClassLabel index
+    them (the rows at hand may not hold the last class)."""
     dataset: str
     data: Any
     download: bool = False
@@ -26,6 +28,7 @@ class DataSource:
     holdout: Optional[float] = None
     seed: int = 0
     split: Optional[dict] = None
+    classes: Optional[List[str]] = None
 
 
 @dataclass
@@ -154,9 +157,23 @@ def _open_hf(source: DataSource, train: bool) -> OpenedData:
     for part in (tr, te):
         if part is not None:
             part.check()
-    classes = te.classes if tr is None or len(te.classes) >= len(tr.classes) else tr.classes
-    tr, te = _same_classes(tr, classes), _same_classes(te, classes)
+    if classes is None:
+        classes = te.classes if tr is None or len(te.classes) >= len(tr.classes) else tr.classes
+        classes = _weights_classes(classes, source)
+        tr, te = _same_classes(tr, classes), _same_classes(te, classes)
     return OpenedData(tr, te, list(classes), split, fingerprint)
+
+
+def _weights_classes(found: List[str], source: DataSource) -> List[str]:
+    """The classes of integer labels: the evaluated weights' (`source.classes`) where given, else '0'..'n-1' up to
+    the largest label `found`; a `DataError` for a label beyond the weights' classes."""
+    if source.classes is None:
+        return found
+    if len(found) > len(source.classes):
+        raise DataError(f'{source.data}: label {len(found) - 1} is outside the {len(source.classes)} classes the '
+                        f'checkpoint was trained on (0..{len(source.classes) - 1}); expected the labels it was '
+                        f'trained with')
+    return list(source.classes)
 
 
 def _hf_holdout(part, image: str, label: str, classes, source: DataSource, name: str, train: bool) -> tuple:

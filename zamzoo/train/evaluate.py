@@ -6,10 +6,10 @@ from .. import provenance
 from ..errors import UsageError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
-from .build import amp_dtype, build_loaders, build_pieces, create_model
+from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
 from .checkpoint import load_weights, run_config, run_folder_of
 from .loop import evaluate_loader
-from .run_files import CONFIG_FILE
+from .run_files import CONFIG_FILE, WEIGHTS_FILE
 from .run_folder import read_split, run_status
 
 
@@ -24,16 +24,24 @@ def _run_config(checkpoint) -> dict:
     return run_config(checkpoint)
 
 
+def _is_export(config: dict) -> bool:
+    """Whether a checkpoint's config.json is an export folder's (timm's Hub config, with the pretrained_cfg its
+    weights are preprocessed by), not a run folder's."""
+    return isinstance(config.get('pretrained_cfg'), dict) and 'architecture' in config
+
+
 def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict):
     """The data to evaluate on: the run's held-out split (its split file) or its HF columns and splits, unless
-    given here."""
+    given here; integer labels index the checkpoint's classes (those recorded next to its weights)."""
     from ..data import DataSource
+    from .init import source_classes
     args = run_cfg.get('args') if isinstance(run_cfg.get('args'), dict) else {}
     same_data = args.get('dataset') == dataset
     options = {k: hf_options.get(k) or (args.get(k) if same_data else None)
                for k in ('image_column', 'label_column', 'train_split', 'val_split')}
     split = read_split(run_folder_of(checkpoint)) if checkpoint is not None and same_data else None
-    return DataSource(dataset, data, download, split=split, **options)
+    classes = source_classes(run_folder_of(checkpoint) / WEIGHTS_FILE) if checkpoint is not None else None
+    return DataSource(dataset, data, download, split=split, classes=classes, **options)
 
 
 def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = False, checkpoint=None,
@@ -41,12 +49,14 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
              img_size: Optional[int] = None, download: bool = False, workers: int = 0, **hf_options) -> dict:
     """Test-split top-1 / top-5 (percent) and mean CE loss.
 
-    Exactly one of `pretrained` (weights through timm, i.e. the Hub) and `checkpoint` (a run folder,
-    model.safetensors, or a checkpoint.pt / state-dict .pt read with weights_only=True) is required.
-    Normalisation: the run folder's (config.json) if the checkpoint has one, else `recipe`'s for this data set,
-    else the model's pretrained cfg (which is the recipe it was trained with). A run trained with --holdout is
-    evaluated on its held-out images (the run folder's split file); `hf_options` (image_column, label_column,
-    val_split) default to the run's. A run folder's data must be the data the run recorded (its fingerprint).
+    Exactly one of `pretrained` (weights through timm, i.e. the Hub) and `checkpoint` (a run folder, an export
+    folder, model.safetensors, or a checkpoint.pt / state-dict .pt read with weights_only=True) is required.
+    The model is built as the run (its --model-kwargs) or the export (its config.json, as timm reads a 'local-dir:'
+    model) built it. Preprocessing: an export's own, as timm gives it (resolve_data_config + create_transform);
+    else the run folder's normalisation (config.json), else `recipe`'s for this data set, else the model's
+    pretrained cfg (which is the recipe it was trained with). A run trained with --holdout is evaluated on its
+    held-out images (the run folder's split file); `hf_options` (image_column, label_column, val_split) default to
+    the run's. A run folder's data must be the data the run recorded (its fingerprint).
     """
     if bool(pretrained) == (checkpoint is not None):
         raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
@@ -60,25 +70,19 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
     check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, run_folder_of(checkpoint), ('val',))
     test_split, num_classes = opened.test, opened.num_classes
-    if run_cfg.get('model') and run_cfg['model'] != model:
-        raise UsageError(f"--model {model} but the checkpoint's run trained {run_cfg['model']}")
+    export = _is_export(run_cfg)
+    trained = run_cfg.get('architecture' if export else 'model')
+    if trained and trained != model:
+        raise UsageError(f"--model {model} but the checkpoint's {'export' if export else 'run'} is {trained}")
     if run_cfg.get('num_classes') not in (None, num_classes):
         raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
 
-    net = _model(model, num_classes, pretrained, checkpoint)
+    net = _model(model, num_classes, pretrained, checkpoint, run_cfg)
     pieces = build_pieces(net, dev, autocast_dtype, channels_last=dev.type == 'cuda')
-
-    if run_cfg.get('mean'):
-        mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
-    elif recipe is not None and dataset in ('cifar100', 'cifar10'):
-        mean, std = get_recipe(recipe).stats(dataset)
+    if export:
+        test, mean, std = _export_loader(test_split, net, img_size, batch_size, dev, workers)
     else:
-        mean, std = tuple(net.pretrained_cfg['mean']), tuple(net.pretrained_cfg['std'])
-    size = img_size or run_cfg.get('img_size') or int(net.pretrained_cfg.get('input_size', (3, 32, 32))[-1])
-    _, test = build_loaders(dataset, (None, test_split), get_recipe('zam'), mean, std, batch_size=batch_size,
-                            eval_batch_size=batch_size, seed=0, info=D.DistInfo(device=dev),
-                            loader=_loader(dataset, run_cfg, test_split, size, dev), workers=workers,
-                            channels_last=dev.type == 'cuda', img_size=size)
+        test, mean, std = _run_loader(dataset, test_split, net, run_cfg, recipe, img_size, batch_size, dev, workers)
     t0 = time.perf_counter()
     sums = evaluate_loader(pieces.model, test, device=dev, amp_dtype=pieces.amp_dtype, num_classes=num_classes)
     n = int(sums['count'])
@@ -93,15 +97,51 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     }
 
 
-def _model(model: str, num_classes: int, pretrained: bool, checkpoint):
-    """The model with the published weights, or the checkpoint's (which must fit it exactly)."""
-    net = create_model(model, num_classes, pretrained=bool(pretrained))
+def _model(model: str, num_classes: int, pretrained: bool, checkpoint, run_cfg: dict):
+    """The model with the published weights, or the checkpoint's (which must fit it exactly), built with the run's
+    --model-kwargs, or from an export's config.json as timm builds a 'local-dir:' model (its model_args and
+    pretrained_cfg)."""
+    if _is_export(run_cfg):
+        import timm
+        check_model_name(model)
+        net = timm.create_model(f'local-dir:{run_folder_of(checkpoint).resolve()}', num_classes=num_classes)
+    else:
+        net = create_model(model, num_classes, pretrained=bool(pretrained), **(run_cfg.get('model_kwargs') or {}))
     if checkpoint is not None:
         missing, unexpected = net.load_state_dict(load_weights(checkpoint), strict=False)
         if missing or unexpected:
             raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
                               f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
     return net
+
+
+def _export_loader(test_split, net, img_size: Optional[int], batch_size: int, device, workers: int) -> tuple:
+    """(loader, mean, std) of an export folder's own preprocessing: timm's eval transform for the data config it
+    declares (`resolve_data_config` of the model built from it, `img_size` overriding its input size)."""
+    from timm.data import create_transform, resolve_data_config
+
+    from ..data import DataLoaderBatches
+    data_cfg = resolve_data_config({'img_size': img_size} if img_size else {}, model=net)
+    test = DataLoaderBatches(test_split, batch_size, create_transform(**data_cfg), train=False, num_workers=workers,
+                             device=device, channels_last=device.type == 'cuda')
+    return test, data_cfg['mean'], data_cfg['std']
+
+
+def _run_loader(dataset: str, test_split, net, run_cfg: dict, recipe: Optional[str], img_size: Optional[int],
+                batch_size: int, device, workers: int) -> tuple:
+    """(loader, mean, std) as the run evaluated: its normalisation, input size and loader (see `evaluate`)."""
+    if run_cfg.get('mean'):
+        mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
+    elif recipe is not None and dataset in ('cifar100', 'cifar10'):
+        mean, std = get_recipe(recipe).stats(dataset)
+    else:
+        mean, std = tuple(net.pretrained_cfg['mean']), tuple(net.pretrained_cfg['std'])
+    size = img_size or run_cfg.get('img_size') or int(net.pretrained_cfg.get('input_size', (3, 32, 32))[-1])
+    _, test = build_loaders(dataset, (None, test_split), get_recipe('zam'), mean, std, batch_size=batch_size,
+                            eval_batch_size=batch_size, seed=0, info=D.DistInfo(device=device),
+                            loader=_loader(dataset, run_cfg, test_split, size, device), workers=workers,
+                            channels_last=device.type == 'cuda', img_size=size)
+    return test, mean, std
 
 
 def _loader(dataset: str, run_cfg: dict, test_split, size: int, device) -> str:

@@ -1,0 +1,165 @@
+"""Evaluation scores what it is given as it was trained or declared: every held-out image exactly once under
+torch.distributed (gloo, 2 CPU processes), a run's --model-kwargs, the class count a run recorded for integer
+labels, and an export folder's own preprocessing (timm's resolve_data_config + create_transform)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_images
+from zamzoo.train import TrainConfig, evaluate, train
+from zamzoo.train import distributed as D
+
+TINY = 'test_resnet'
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------ DDP evaluation
+
+def _eval_sums(n: int, loader: str, rank: int = 0, world_size: int = 1) -> dict:
+    """The training loop's evaluation (`evaluate_loader`, then `_reduce`: summed over ranks) of a seeded linear
+    model on the first `n` of 9 seeded 8x8 images, batches of 4, with this rank's part of each batch."""
+    from zamzoo.data.loaders import DataLoaderBatches, PilImages, cifar_transforms
+    from zamzoo.data.tensor_loader import TensorLoader
+    from zamzoo.train.loop import _reduce, evaluate_loader
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (9, 3, 8, 8), dtype=torch.uint8, generator=g)[:n]
+    targets = torch.randint(0, 3, (9,), generator=g)[:n]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    info = D.DistInfo(rank=rank, world_size=world_size)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    if loader == 'tensor':
+        batches = TensorLoader(images, targets, 4, mean, std, train=False, rank=rank, world_size=world_size)
+    else:
+        batches = DataLoaderBatches(PilImages(images, targets), 4, cifar_transforms(None, mean, std, False),
+                                    train=False, rank=rank, world_size=world_size)
+    return _reduce(evaluate_loader(model, batches, device=torch.device('cpu'), amp_dtype=None, num_classes=3), info)
+
+
+def _ddp_worker(rank: int, world_size: int, store: str, out: str):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=world_size)
+    try:
+        result = {f'{loader}/{n}': _eval_sums(n, loader, rank, world_size)
+                  for loader in ('tensor', 'dataloader') for n in (9, 1)}
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        with open(out, 'w') as f:
+            json.dump(result, f)
+
+
+def test_distributed_evaluation_scores_every_image_once_as_one_process_does(tmp_path):
+    """9 images in batches of 4 over 2 ranks: the last batch of one image is scored by rank 0 alone (it was dropped:
+    test_images 8 of 9); one image over 2 ranks: rank 1 has nothing and still joins the all-reduce (every rank
+    failed on 0 images). Both loaders, against one process."""
+    import torch.multiprocessing as mp
+    out = tmp_path / 'ddp.json'
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / 'store'), str(out)), nprocs=2, join=True)
+    ddp = json.loads(out.read_text())
+    for key, sums in ddp.items():
+        loader, n = key.split('/')
+        single = _eval_sums(int(n), loader)
+        assert sums['count'] == single['count'] == int(n), key
+        assert sums['top1'] == single['top1'] and sums['top5'] == single['top5'], key
+        assert sums['loss_sum'] == pytest.approx(single['loss_sum'], rel=1e-6), key
+
+
+# ------------------------------------------------------------------------------------------------ run folders
+
+def test_eval_of_a_run_builds_the_model_with_its_model_kwargs(tmp_path):
+    """A run trained with --model-kwargs global_pool=max (64x64 images: a 2x2 map to pool) is scored with max
+    pooling, as its own evaluation was; with timm's default average pooling the same weights score otherwise."""
+    data = tmp_path / 'pets'
+    write_images(data / 'train', {'cat': 6, 'dog': 6}, size=(64, 64))
+    write_images(data / 'val', {'cat': 3, 'dog': 3}, size=(64, 64), seed=1)
+    out = tmp_path / 'run'
+    result = train(TrainConfig(model=TINY, data=str(data), dataset='folder', epochs=1, batch_size=4, img_size=64,
+                               seed=1, device='cpu', model_kwargs={'global_pool': 'max'}, out=str(out)))
+    r = evaluate(TINY, str(data), 'folder', checkpoint=out, device='cpu')
+    assert r['images'] == 6
+    assert r['loss'] == pytest.approx(result['test_loss'], rel=1e-5)
+    assert r['top1'] == pytest.approx(result['top1'])
+
+
+def _int_label_hf(path, counts):
+    """A Hugging Face dataset saved to `path`: one 'train' split of 20x24 images, integer labels (no ClassLabel),
+    `counts[c]` rows of class c."""
+    datasets = pytest.importorskip('datasets')
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    images = [Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)) for _ in labels]
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.Value('int64')})
+    datasets.Dataset.from_dict({'image': images, 'label': labels}, features=features).save_to_disk(str(path))
+    return path
+
+
+def test_eval_of_int_labels_takes_the_runs_classes_not_the_held_out_rows(tmp_path, monkeypatch):
+    """Integer labels, 8/8/2 rows, --holdout 0.25: no row of class 2 is held out. The run records 3 classes and
+    its own held-out images are scored as the run scored them; labels beyond the run's classes are refused."""
+    datasets = pytest.importorskip('datasets')
+    monkeypatch.setattr(datasets.config, 'HF_DATASETS_CACHE', str(tmp_path / 'hf-cache'))
+    from zamzoo.data import DataSource, open_data
+    from zamzoo.errors import DataError
+    data = _int_label_hf(tmp_path / 'ints', (8, 8, 2))
+    out = tmp_path / 'run'
+    result = train(TrainConfig(model=TINY, data=str(data), dataset='hf', holdout=0.25, epochs=1, batch_size=4,
+                               img_size=32, seed=1, device='cpu', out=str(out)))
+    assert json.loads((out / 'config.json').read_text())['classes'] == ['0', '1', '2']
+    r = evaluate(TINY, str(data), 'hf', checkpoint=out, device='cpu')
+    assert r['images'] == result['test_images'] == 4
+    assert r['loss'] == pytest.approx(result['test_loss'], rel=1e-5) and r['top1'] == pytest.approx(result['top1'])
+
+    wider = _int_label_hf(tmp_path / 'wider', (2, 2, 2, 2))
+    with pytest.raises(DataError, match=r'label 3 is outside the 2 classes the checkpoint was trained on'):
+        open_data(DataSource('hf', str(wider), holdout=0.5, classes=['0', '1']), train=False)
+    assert open_data(DataSource('hf', str(wider), holdout=0.5, classes=list('0123456')), train=False).num_classes == 7
+
+
+# ------------------------------------------------------------------------------------------------ export folders
+
+def test_eval_of_an_export_folder_uses_its_declared_preprocessing_as_timm_does(tiny_cifar, tmp_path):
+    """An export folder (timm's save_for_hf: config.json with model_args and a pretrained_cfg) declaring CIFAR-10's
+    normalisation, crop_pct 0.875 and bicubic resizing, and global_pool max: `zamzoo eval` scores it as timm's
+    `create_model('local-dir:...')` + `create_transform(**resolve_data_config(model=...))` do (the model's default
+    cfg has ImageNet's normalisation and the CIFAR path no crop)."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+    from timm.models import save_for_hf
+
+    from zamzoo.data.cifar import cifar_dataset
+    torch.manual_seed(0)
+    net = timm.create_model(TINY, num_classes=10, global_pool='max')
+    declared = {'mean': (0.4914, 0.4822, 0.4465), 'std': (0.247, 0.2435, 0.2616), 'crop_pct': 0.875,
+                'interpolation': 'bicubic', 'input_size': (3, 32, 32)}
+    export = tmp_path / 'export'
+    save_for_hf(net, str(export), safe_serialization=True, data_config=declared)
+    config = json.loads((export / 'config.json').read_text())
+    assert config['model_args']['global_pool'] == 'max' and config['pretrained_cfg']['crop_pct'] == 0.875
+
+    ref = timm.create_model(f'local-dir:{export}', pretrained=True).eval()
+    data_cfg = resolve_data_config(model=ref)
+    assert tuple(data_cfg['mean']) == declared['mean'] and data_cfg['crop_pct'] == 0.875
+    transform = create_transform(**data_cfg)
+    test = cifar_dataset(tiny_cifar, 'cifar10', train=False)
+    x = torch.stack([transform(test[i][0]) for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        logits = ref(x)
+    for checkpoint in (export, export / 'model.safetensors'):
+        r = evaluate(TINY, tiny_cifar, 'cifar10', checkpoint=checkpoint, device='cpu', batch_size=7)
+        assert r['images'] == 32 and tuple(r['mean']) == declared['mean'], checkpoint
+        assert r['loss'] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+        assert r['top1'] == pytest.approx(100.0 * (logits.argmax(1) == y).float().mean().item())
