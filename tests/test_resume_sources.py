@@ -75,6 +75,21 @@ def test_a_resume_takes_its_weights_from_the_checkpoint_not_the_init_source(tmp_
         _train(data, out, resume=True, init=str(tmp_path / 'elsewhere'))  # refused by name, never read
 
 
+def test_a_resume_does_not_load_the_pretrained_weights_again(tmp_path, monkeypatch):
+    import zamzoo.train.build as build
+    asked, create = [], build.create_model
+
+    def offline_create_model(name, num_classes, pretrained=False, **kwargs):  # records the ask, downloads nothing
+        asked.append(pretrained)
+        return create(name, num_classes, **kwargs)
+
+    monkeypatch.setattr(build, 'create_model', offline_create_model)
+    data, out = _data(tmp_path / 'data'), tmp_path / 'run'
+    _train(data, out, pretrained=True)
+    _train(data, out, resume=True, pretrained=True)
+    assert asked == [True, False] and _config(out)['pretrained'] is True
+
+
 def test_a_run_from_init_weights_normalises_with_their_statistics(tmp_path):
     model = 'mobilenet_plain'  # a zoo model: its run exports
     data, out = _data(tmp_path / 'data'), tmp_path / 'run'
