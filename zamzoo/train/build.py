@@ -244,7 +244,8 @@ def _build_model(config, recipe, classes: Sequence[str], recorded: Optional[dict
 def _data_config(config, recipe, model: nn.Module, init: Optional[dict]) -> tuple:
     """((mean, std), input size) of the run's images. CIFAR: the recipe's statistics (those its tags' published cfgs
     declare), 32 pixels. Other data: timm's data config of the weights loaded, i.e. the --init source's statistics
-    where it records them (`init.source_stats`), else the model's cfg; at --img-size or the cfg's size."""
+    where it records them (the 'mean' and 'std' of `load_init`'s record), else the model's cfg; at --img-size or the
+    cfg's size."""
     if config.dataset not in ('folder', 'hf'):
         return recipe.stats(config.dataset), 32
     cfg = model.pretrained_cfg
@@ -305,9 +306,9 @@ def build_run(config, recipe, info: D.DistInfo, out: Path, recorded: Optional[di
     dtype, workers, channels_last = _runtime(config, info)
     data = _open_data(config, info, out)  # first: it gives the classes
     model, facts = _build_model(config, recipe, data.classes, recorded)
-    loader = pick_loader(_loader_request(config.loader, recorded), (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
-                         info.device, batch_size=max(recipe.batch_size // info.world_size, config.eval_batch_size),
-                         workers=workers)
+    loader = pick_loader(_loader_request(config.loader, recorded), (len(data.train), len(data.test)),
+                         facts['img_size'], recipe.crop_padding, info.device,
+                         batch_size=max(recipe.batch_size // info.world_size, config.eval_batch_size), workers=workers)
     if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
         state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
