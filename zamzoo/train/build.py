@@ -218,29 +218,42 @@ def _open_data(config, info: D.DistInfo, out: Path):
     return open_data(config.source(split))
 
 
-def _build_model(config, recipe, classes: Sequence[str]):
+def _build_model(config, recipe, classes: Sequence[str], recorded: Optional[dict] = None):
     """The model (seeded, from --init's weights if any) and what config.json records of it: its starting weights,
-    and the normalisation and input size its data gets (the recipe's for CIFAR, the model's cfg for other data)."""
+    and the normalisation and input size its data gets (`_data_config`). On --resume (`recorded`: the run's
+    config.json as it started) the checkpoint holds the weights: --init and --pretrained are not loaded again, and
+    the run's record of its starting weights stays as it was."""
     from .init import apply_init, load_init
 
     seed_everything(config.seed)
     num_classes = len(classes)
-    model = create_model(config.model, num_classes, pretrained=config.pretrained, **config.model_kwargs)
-    if config.pretrained and recipe.reset_head:
+    pretrained = config.pretrained and recorded is None
+    model = create_model(config.model, num_classes, pretrained=pretrained, **config.model_kwargs)
+    if pretrained and recipe.reset_head:
         model.reset_classifier(num_classes)
-    init = None
-    if config.init is not None:
+    init = recorded.get('init') if recorded is not None else None
+    if config.init is not None and recorded is None:
         state, init = load_init(config.init)
         init['head'] = apply_init(model, state, config.init, classes, init.get('classes'))
         init['head_reset'] = init['head'] == 'reset'
-    if config.dataset in ('folder', 'hf'):
-        cfg = model.pretrained_cfg
-        mean, std = tuple(cfg.get('mean', (0.485, 0.456, 0.406))), tuple(cfg.get('std', (0.229, 0.224, 0.225)))
-        img_size = config.img_size or int(cfg.get('input_size', (3, 224, 224))[-1])
-    else:
-        (mean, std), img_size = recipe.stats(config.dataset), 32
+    (mean, std), img_size = _data_config(config, recipe, model, init)
     return model, {'init': init, 'mean': list(mean), 'std': list(std), 'img_size': img_size,
                    'num_params': sum(p.numel() for p in model.parameters())}
+
+
+def _data_config(config, recipe, model: nn.Module, init: Optional[dict]) -> tuple:
+    """((mean, std), input size) of the run's images. CIFAR: the recipe's statistics (those its tags' published cfgs
+    declare), 32 pixels. Other data: timm's data config of the weights loaded, i.e. the --init source's statistics
+    where it records them (the 'mean' and 'std' of `load_init`'s record), else the model's cfg; at --img-size or the
+    cfg's size."""
+    if config.dataset not in ('folder', 'hf'):
+        return recipe.stats(config.dataset), 32
+    cfg = model.pretrained_cfg
+    if init is not None and init.get('mean') and init.get('std'):
+        mean, std = init['mean'], init['std']
+    else:
+        mean, std = cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225))
+    return (tuple(mean), tuple(std)), config.img_size or int(cfg.get('input_size', (3, 224, 224))[-1])
 
 
 @dataclass
@@ -282,8 +295,9 @@ class TrainingRun:
     settings: dict  # config.json's content: the run's resolved settings (its identity: run_folder.run_identity)
 
 
-def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
-    """Data, model and the pieces that train it, for this rank, from a validated `TrainConfig`."""
+def build_run(config, recipe, info: D.DistInfo, out: Path, recorded: Optional[dict] = None) -> TrainingRun:
+    """Data, model and the pieces that train it, for this rank, from a validated `TrainConfig`; on --resume
+    (`recorded`: the checkpoint's config.json) as the run started: its loader, its record of its starting weights."""
     from ..data.tensors import pick_loader
 
     if recipe.batch_size % info.world_size:
@@ -291,10 +305,10 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
                          f'the global batch is split evenly across ranks')
     dtype, workers, channels_last = _runtime(config, info)
     data = _open_data(config, info, out)  # first: it gives the classes
-    model, facts = _build_model(config, recipe, data.classes)
-    loader = pick_loader(config.loader, (len(data.train), len(data.test)), facts['img_size'], recipe.crop_padding,
-                         info.device, batch_size=max(recipe.batch_size // info.world_size, config.eval_batch_size),
-                         workers=workers)
+    model, facts = _build_model(config, recipe, data.classes, recorded)
+    loader = pick_loader(_loader_request(config.loader, recorded), (len(data.train), len(data.test)),
+                         facts['img_size'], recipe.crop_padding, info.device,
+                         batch_size=max(recipe.batch_size // info.world_size, config.eval_batch_size), workers=workers)
     if info.is_main:  # the checkpoint (weights, momentum), its temporary copy and model.safetensors must fit
         state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         check_free_space(out, 4 * state_bytes, 'the run (checkpoint, its temporary copy and model.safetensors)')
@@ -313,6 +327,18 @@ def build_run(config, recipe, info: D.DistInfo, out: Path) -> TrainingRun:
     facts.update(amp=pieces.amp_name, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
     return TrainingRun(pieces, train_loader, test_loader, data.split,
                        _run_config(config, recipe, info, data, train_loader, facts))
+
+
+def _loader_request(loader: str, recorded: Optional[dict]) -> str:
+    """The --loader to build: the one asked for, or on --resume the one the run recorded (what its first session's
+    choice, `auto` included, resolved to: the free memory `auto` looks at may differ now); UsageError for another."""
+    resolved = recorded.get('loader') if recorded is not None else None
+    if resolved is None:
+        return loader
+    if loader not in ('auto', resolved):
+        raise UsageError(f"--resume: this run trains with the {resolved} loader, not --loader {loader}; drop --loader "
+                         f"to resume it with the loader it recorded, or start a new --out")
+    return resolved
 
 
 def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:

@@ -45,7 +45,7 @@ RUN_ARGUMENTS = {
     '--loader': dict(choices=LOADER_CHOICES, default='auto',
                      help='tensor: the whole data set on the device, decoded once, with batched augmentation '
                           '(default on CUDA when it fits); dataloader: torch DataLoader + torchvision transforms '
-                          '(default on CPU)'),
+                          '(default on CPU); --resume keeps the loader the run started with'),
     '--workers': dict(type=int, default=None, help='DataLoader workers per process'),
     '--img-size': dict(type=positive_int, default=None,
                        help="folder / hf: input size (default: the model's; CIFAR is 32x32)"),

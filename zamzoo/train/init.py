@@ -5,12 +5,14 @@ loads), ``hf-hub:org/name`` (its ``model.safetensors``), ``local-dir:PATH``, an 
 ``.safetensors`` / ``.pt`` file. The classifier is re-initialised (kept as the model was built) when the class
 count differs, or when the source records its class names (a run's ``classes``, an export's or Hub repo's
 ``label_names`` in the config.json next to the weights) and they are not this run's; the same names in another
-order reorder its rows. Every other tensor must fit. The run records the source, the sha256 of the file read and
-what became of the classifier.
+order reorder its rows. Every other tensor must fit. The run records the source, the sha256 of the file read,
+what became of the classifier and the normalisation the source records (a run's mean/std, an export's or a zoo
+name's pretrained cfg), which a run on data of the user's own then uses, as timm's data config of loaded weights.
 """
 import json
+import math
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -56,15 +58,31 @@ def _zoo_name(source: str) -> bool:
     return timm.is_model(arch) and (not tag or source in timm.models.get_arch_pretrained_cfgs(arch))
 
 
-def source_classes(weights: Path) -> Optional[List[str]]:
-    """The class names the weights were trained on, where the config.json next to them records them (a run's
-    'classes', an export's or a Hub repo's 'label_names'); None where nothing does."""
+def _source_record(weights: Path) -> dict:
+    """What the config.json next to the weights (a run's, an export's or a Hub repo's) records of their training:
+    'classes', the class names (a run's 'classes', an export's 'label_names'; None where it names none), and
+    'mean', 'std' (`source_stats`) where it records them."""
     try:
         config = json.loads((weights.parent / CONFIG_FILE).read_text())
     except (OSError, ValueError):
-        return None
-    names = (config.get('classes') or config.get('label_names')) if isinstance(config, dict) else None
-    return [str(n) for n in names] if isinstance(names, list) else None
+        config = None
+    if not isinstance(config, dict):
+        return {'classes': None}
+    names = config.get('classes') or config.get('label_names')
+    cfg = config['pretrained_cfg'] if isinstance(config.get('pretrained_cfg'), dict) else config
+    return {'classes': [str(n) for n in names] if isinstance(names, list) else None, **source_stats(cfg)}
+
+
+def source_stats(cfg: dict) -> dict:
+    """{'mean', 'std'}: the normalisation the weights were trained with, as `cfg` records it (a run's config.json,
+    a timm pretrained cfg: an export's or Hub repo's `pretrained_cfg`, or timm's older top-level form); {} where it
+    records none (or not three numbers each, with positive std)."""
+    stats = {key: cfg.get(key) for key in ('mean', 'std')}
+    for value in stats.values():
+        if not (isinstance(value, (list, tuple)) and len(value) == 3
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in value)):
+            return {}
+    return {key: [float(x) for x in value] for key, value in stats.items()} if min(stats['std']) > 0 else {}
 
 
 def _zoo_weights(name: str) -> Tuple[dict, dict]:
@@ -78,11 +96,13 @@ def _zoo_weights(name: str) -> Tuple[dict, dict]:
         raise WeightsError(f"--init {name}: not a model with published weights, nor a file or folder ({e})") from e
     model, _, tag = name.partition('.')
     record = find_checkpoint(model, tag or net.pretrained_cfg.get('tag') or '') or {}
-    return net.state_dict(), {'source': name, 'sha256': record.get('sha256')}
+    return net.state_dict(), {'source': name, 'sha256': record.get('sha256'), **source_stats(net.pretrained_cfg)}
 
 
 def load_init(source: str) -> Tuple[dict, dict]:
-    """(state dict, record {'source', 'sha256'}) of an --init SOURCE."""
+    """(state dict, record) of an --init SOURCE. The record: 'source', 'sha256', and what the source records of its
+    training where it does: for a file, 'file', 'classes', 'mean' and 'std' (`_source_record`); for a zoo name, its
+    cfg's 'mean' and 'std'."""
     path = _weights_file(source)
     if path is None:
         return _zoo_weights(source)
@@ -92,7 +112,7 @@ def load_init(source: str) -> Tuple[dict, dict]:
         raise WeightsError(f'--init {source}: {e}') from e
     check_finite_weights(state, f'--init {path}', 'weights a run cannot start from (save finite ones, or pick '
                                                   'another file)')
-    return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path), 'classes': source_classes(path)}
+    return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path), **_source_record(path)}
 
 
 def _fit_head(state: dict, head_keys: set, own: dict, classes: Sequence[str],

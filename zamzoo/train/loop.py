@@ -45,8 +45,10 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
     try:
         # One writer per run folder, for the whole run: the main rank is the one that writes it.
         with lock_run_folder(out) if info.is_main else nullcontext():
-            run = build_run(config, recipe, info, out)  # data, model, penalty, optimizer, lr schedule, scaler
-            progress = _resume(config, out, run)
+            state = run_folder.checkpoint_to_resume(out, config.resume)
+            recorded = state['config'] if state is not None else None  # on --resume: the run as it started
+            run = build_run(config, recipe, info, out, recorded)  # data, model, penalty, optimizer, schedule, scaler
+            progress = _resume(config, out, state, run)
             model = _wrap_model(config, info, run)
             loop = Loop(config, recipe, info, out, run, model, progress, reporter if info.is_main else None,
                         t_session, _train_step(config, recipe, info, run, model))
@@ -135,15 +137,15 @@ def _check_finite_record(record: dict):
                              f'the run is marked failed and its weights are not saved')
 
 
-def _resume(config: TrainConfig, out: Path, run: TrainingRun) -> Progress:
-    """A new run's progress, or a checkpoint's training state loaded after checking it belongs to this run. Every
-    rank reads the checkpoint (a multi-node resume needs the run folder on a shared file system)."""
-    state = run_folder.checkpoint_to_resume(out, config.resume)
+def _resume(config: TrainConfig, out: Path, state: Optional[dict], run: TrainingRun) -> Progress:
+    """A new run's progress (`state` None), or the checkpoint's training state loaded after checking it belongs to
+    this run. Every rank reads the checkpoint (a multi-node resume needs the run folder on a shared file system)."""
     if state is None:
         return Progress()
     check_attention_source(state['config'].get('attention_module'), run.settings['attention_module'])
+    # the data: check_same_data's; the loader: build_run resumes with the recorded one or refuses another --loader
     changed = run_folder.identity_changes(state['config'], run.settings,
-                                            ignore=('data_fingerprint', 'train_images'))  # check_same_data's
+                                            ignore=('data_fingerprint', 'train_images', 'loader'))
     if changed:
         listed = '; '.join(f'{k}: checkpoint {run_folder.short_value(a)}, now {run_folder.short_value(b)}'
                            for k, a, b in changed)

@@ -266,11 +266,12 @@ def run_status(folder) -> RunStatus:
 #   args.workers              DataLoader workers (augmentation is seeded per sample, whatever the workers)
 #   args.download, args.progress_every, args.eval_batch_size   fetching, progress display, evaluation batching
 #   args.recipe               the name asked for; the recipe used is recorded whole under `recipe`
-#   data, args.data           the data's path, when config.json has a `data_fingerprint` (the data itself)
+#   data, args.data, tag      the data's path and the tag made of its name (a copy of the data under another
+#                             name is the same data), when config.json has a `data_fingerprint` (the data itself)
 NOT_IDENTITY = frozenset({'device', 'code_commit', 'zamzoo', 'torch', 'args.device', 'args.out', 'args.resume',
                           'args.workers', 'args.download', 'args.progress_every', 'args.eval_batch_size',
                           'args.recipe'})
-FINGERPRINTED_PATHS = frozenset({'data', 'args.data'})
+FINGERPRINTED_PATHS = frozenset({'data', 'args.data', 'tag'})
 OVERRIDDEN = ('recipe', 'overrides')  # what an argument (epochs, lr) sets: named once, as the argument
 
 
