@@ -31,7 +31,7 @@ def _weights_file(source: str) -> Optional[Path]:
         repo, _, revision = source[len('hf-hub:'):].partition('@')
         with hub_errors(f'--init {source}', repo, 'model.safetensors', revision or None):
             weights = Path(hf_hub_download(repo, 'model.safetensors', revision=revision or None))
-            try:  # its label_names (`source_classes`)
+            try:  # its label_names (`source_record`)
                 hf_hub_download(repo, CONFIG_FILE, revision=revision or None)
             except EntryNotFoundError:
                 pass
@@ -58,7 +58,7 @@ def _zoo_name(source: str) -> bool:
     return timm.is_model(arch) and (not tag or source in timm.models.get_arch_pretrained_cfgs(arch))
 
 
-def _source_record(weights: Path) -> dict:
+def source_record(weights: Path) -> dict:
     """What the config.json next to the weights (a run's, an export's or a Hub repo's) records of their training:
     'classes', the class names (a run's 'classes', an export's 'label_names'; None where it names none), and
     'mean', 'std' (`source_stats`) where it records them."""
@@ -101,7 +101,7 @@ def _zoo_weights(name: str) -> Tuple[dict, dict]:
 
 def load_init(source: str) -> Tuple[dict, dict]:
     """(state dict, record) of an --init SOURCE. The record: 'source', 'sha256', and what the source records of its
-    training where it does: for a file, 'file', 'classes', 'mean' and 'std' (`_source_record`); for a zoo name, its
+    training where it does: for a file, 'file', 'classes', 'mean' and 'std' (`source_record`); for a zoo name, its
     cfg's 'mean' and 'std'."""
     path = _weights_file(source)
     if path is None:
@@ -112,7 +112,7 @@ def load_init(source: str) -> Tuple[dict, dict]:
         raise WeightsError(f'--init {source}: {e}') from e
     check_finite_weights(state, f'--init {path}', 'weights a run cannot start from (save finite ones, or pick '
                                                   'another file)')
-    return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path), **_source_record(path)}
+    return state, {'source': source, 'file': str(path), 'sha256': sha256_file(path), **source_record(path)}
 
 
 def _fit_head(state: dict, head_keys: set, own: dict, classes: Sequence[str],
