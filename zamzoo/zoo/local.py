@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -137,7 +138,7 @@ def _skipped(run: PlannedRun, log: Path) -> bool:
 def _attempt_log(logs: Path, run: PlannedRun) -> Path:
     """This attempt's own log: the worker's outcome line is read back from it, where another invocation on the
     same --out writing to a shared log could run its own output into that line."""
-    return logs / f"{run.name}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    return logs / f"{run.name}.{datetime.now().strftime('%Y%m%dT%H%M%S.%f')}-{os.getpid()}.log"
 
 
 def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
@@ -208,7 +209,7 @@ def _train_in_slots(runs: Sequence[PlannedRun], slots: List[Optional[str]], gpus
             while queue and free:
                 run, slot = queue.popleft(), free.pop(0)
                 log = _attempt_log(logs, run)
-                with open(log, 'w') as f:
+                with open(log, 'x') as f:
                     proc = subprocess.Popen(worker_command(run, gpus_per_run), env=environment(slot),
                                             stdout=f, stderr=subprocess.STDOUT)
                 running[proc] = (run, slot, log)
