@@ -76,7 +76,7 @@ def test_wait_loop_ends_tasks_gone_from_the_queue_and_marks_out_of_memory(tiny_c
     runs = plan_sweep([TINY], ['cifar10'], [0, 1, 2], tiny_cifar, tmp_path, epochs=1)
     jobs = [FakeJob('7_0'), FakeJob('7_1', sacct='OUT_OF_MEMORY'), FakeJob('7_2', sacct='CANCELLED by 0')]
     reads = iter([{'7_0', '7_1', '7_2'}, {'7_1'}, None, {'7_1'}, set(), set()])  # None: squeue failed
-    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: next(reads))
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: next(reads), raising=False)
     monkeypatch.setattr(slurm, 'POLL_S', 0)
     ended = []
     final = slurm.wait_slurm(jobs, runs, lambda kind, run, state: ended.append(run.name))
@@ -139,25 +139,32 @@ def test_each_attempt_has_a_log_of_its_own(tiny_cifar, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ D11: --dry-run's cost
-def test_dry_run_node_time_is_a_lower_bound_and_cpu_is_not_priced_in_gpu_hours(tiny_cifar, tmp_path, monkeypatch,
-                                                                                capsys):
+def _dry_run(data, out, monkeypatch, *extra):
     from zamzoo.bench import gpu
 
-    folder = tmp_path / 'bench'
-    _measured(folder, [('mobilenet_zam', 'eager', {'images_per_s': 2500.0})])
+    folder = out.parent / 'bench'
+    if not folder.exists():
+        _measured(folder, [('mobilenet_zam', 'eager', {'images_per_s': 2500.0})])
     monkeypatch.setattr(gpu, 'DEFAULT_RESULTS', folder)
-    args = ['zoo', 'run', '--models', 'mobilenet_zam', '--datasets', 'cifar100', '--epochs', '30', '--data',
-            str(tiny_cifar), '--out', str(tmp_path / 'sweep'), '--dry-run']
+    return main(['zoo', 'run', '--models', 'mobilenet_zam', '--datasets', 'cifar100', '--epochs', '30', '--data',
+                 str(data), '--out', str(out), '--dry-run', *extra])
+
+
+def test_dry_run_node_time_is_a_lower_bound(tiny_cifar, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'sweep'
     # 30 epochs x 50,000 images / 2,500 images/s = 600 s = 0.17 h a run: the node needs at least that long
-    assert main([*args, '--seeds', '0']) == 0
+    assert _dry_run(tiny_cifar, out, monkeypatch, '--seeds', '0') == 0
     assert 'cost: 0.17 GPU-hours for 1 run(s), at least 0.17 h on one 8-GPU node' in capsys.readouterr().out
-    assert main([*args, '--seeds', *map(str, range(16))]) == 0      # 16 runs on 8 GPUs: two after another
+    assert _dry_run(tiny_cifar, out, monkeypatch, '--seeds', *map(str, range(16))) == 0  # 2 after another per GPU
     assert 'cost: 2.67 GPU-hours for 16 run(s), at least 0.33 h on one 8-GPU node' in capsys.readouterr().out
-    assert main([*args, '--seeds', '0', '--gpus-per-run', '2']) == 0  # one run on 2 GPUs: half its time
+    assert _dry_run(tiny_cifar, out, monkeypatch, '--seeds', '0', '--gpus-per-run', '2') == 0  # on 2 GPUs: half
     assert 'cost: 0.17 GPU-hours for 1 run(s), at least 0.08 h on one 8-GPU node' in capsys.readouterr().out
 
-    assert main([*args, '--seeds', '0', '--device', 'cpu']) == 0
+
+def test_a_cpu_sweep_is_not_priced_in_gpu_hours(tiny_cifar, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'sweep'
+    assert _dry_run(tiny_cifar, out, monkeypatch, '--seeds', '0', '--device', 'cpu') == 0
     printed = capsys.readouterr().out
     assert 'GPU-hours' not in printed and 'cost: unknown' in printed and 'not a --device cpu' in printed
-    assert main([*args, '--seeds', '0', '--device', 'cpu', '--images-per-second', '100']) == 0
-    assert 'cost: 4.17 CPU process-hours for 1 run(s)' in capsys.readouterr().out
+    assert _dry_run(tiny_cifar, out, monkeypatch, '--seeds', '0', '--device', 'cpu', '--images-per-second', '100') == 0
+    assert 'cost: 4.17 CPU process-hours for 1 run(s)' in capsys.readouterr().out       # 1,500,000 images / 100/s
