@@ -154,9 +154,9 @@ def _print_measured_cost(launch, states, args) -> bool:
         return False
     def rate(run):
         return measured['by_model'].get(run.config.model) or measured['rates'][backbones[run.config.model]]
-    per_run = [gpu_hours([run], states, rate) for run in launch]
-    hours = sum(per_run)
-    node_hours = max(max(per_run, default=0) / args.gpus_per_run, hours / NODE_GPUS)
+    hours = gpu_hours(launch, states, rate)
+    longest = max((gpu_hours([run], states, rate) for run in launch), default=0)
+    node_hours = max(longest / args.gpus_per_run, hours / NODE_GPUS)
     rates = ', '.join(f"{m} {r:,.0f}" for m, r in sorted(measured['by_model'].items()))
     print(f"cost: {hours:,.2f} GPU-hours for {len(launch)} run(s), at least {node_hours:,.2f} h on one {NODE_GPUS}-GPU "
           f"node (its longest run, or the GPU-hours over {NODE_GPUS} GPUs), at the training images/s per GPU measured "
