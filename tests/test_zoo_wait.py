@@ -88,11 +88,11 @@ def test_wait_loop_ends_tasks_gone_from_the_queue_and_marks_out_of_memory(tiny_c
 
 
 # ------------------------------------------------------------------ D5: two invocations on one --out
-def test_a_run_left_to_another_invocation_is_read_as_such_and_not_counted(tiny_cifar, tmp_path):
+def test_a_run_left_to_another_invocation_is_read_as_such_and_not_counted(tiny_cifar, tmp_path, capsys):
     """Another invocation holds the run (its lock) and writes progress lines to the run's log meanwhile: this
     invocation's worker says `running elsewhere`, which is read back although the other's output never ends a
     line; its epochs are not counted, and the sweep does not fail for it."""
-    from zamzoo.zoo.commands import _print_summary
+    from zamzoo.zoo.commands import _print_summary, print_event
     from zamzoo.zoo.local import run_local
     from zamzoo.zoo.plan import plan_states
     from zamzoo.zoo.sweep import summarize
@@ -121,6 +121,9 @@ def test_a_run_left_to_another_invocation_is_read_as_such_and_not_counted(tiny_c
             stop.set()
             writer.join()
     assert final[runs[0].name]['skipped']
+    print_event('end', runs[0], final[runs[0].name])
+    printed = capsys.readouterr().out
+    assert f'running   {runs[0].name}: epoch 1/1' in printed and printed.rstrip().endswith('(left to another process)')
     summary = summarize(runs, runs, before, final, time.perf_counter() - t0)
     assert summary['train_images'] == 0 and summary['ended']['elsewhere'] == 1 and summary['ended']['running'] == 0
     assert _print_summary(dict(summary, finished=True, runs_per_gpu=1), Namespace(out=str(out)), 'last-run.json') == 0

@@ -182,6 +182,8 @@ def print_event(kind, run, detail):
         print(f'submitted {run.name}: SLURM job {detail}', flush=True)
     else:
         line = f"{detail['state']:<9} {run.name}: {_progress(detail)}"
+        if detail.get('skipped'):
+            line += ' (left to another process)'
         for extra in (detail['error'], detail.get('note')):
             if extra:
                 line += f"\n          {extra}"

@@ -115,11 +115,11 @@ def _ended_state(job, run: PlannedRun) -> dict:
     """run_state of an ended task's run, with its job id, whether the task left the run to another process
     (skipped) and, for a task that ended without a result, how it ended (note). One the cluster killed for memory
     is marked failed; one cancelled, or lost with its node, stays resumable (pending)."""
-    has_result = job.done()
-    error = job.exception() if has_result else None
+    done = job.done()  # a result, or (with accounting) sacct's end state
+    error = job.exception() if done else None
     state = run_state(run.folder, run.epochs)
     note = None
-    if not has_result or isinstance(error, UncompletedJobError):
+    if not done or isinstance(error, UncompletedJobError):
         end = _end_state(job)
         if state['state'] == 'pending' and end and 'OUT_OF_MEMORY' in end:
             mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {end}'), job.job_id)
@@ -128,7 +128,7 @@ def _ended_state(job, run: PlannedRun) -> dict:
                 f'SLURM job {job.job_id} left the queue without a result (cancelled, or killed outside Python); the '
                 'reason is unknown: sacct gives no end state (this cluster keeps no job accounting, or has not yet '
                 'recorded it)')
-    skipped = has_result and error is None and any(outcome in SKIPPED for outcome in job.results())
+    skipped = done and error is None and any(outcome in SKIPPED for outcome in job.results())
     return dict(state, job_id=job.job_id, skipped=skipped, note=note)
 
 
