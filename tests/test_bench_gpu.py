@@ -198,7 +198,7 @@ def test_dry_run_cost_from_the_measured_file(tiny_cifar, tmp_path, monkeypatch, 
     assert main(args) == 0
     printed = capsys.readouterr().out
     # 6 runs x 3 epochs x 50,000 images / 2,500 images/s = 360 s = 0.1 GPU-hours
-    assert 'cost: 0.10 GPU-hours for 6 run(s), 0.01 h on one 8-GPU node' in printed
+    assert 'cost: 0.10 GPU-hours for 6 run(s), at least 0.02 h on one 8-GPU node' in printed  # its longest run
     assert f"{folder / 'gpu_nvidia_h200.json'} on NVIDIA H200" in printed and 'mobilenet_zam 2,500' in printed
     plain = [*args[:3], 'mobilenet_plain', *args[4:]]
     assert main(plain) == 0 and 'cost: 0.05 GPU-hours' in capsys.readouterr().out           # a model at its own rate

@@ -116,21 +116,29 @@ def _print_plan(runs, states, retry_failed):
 def _print_cost(launch, states, args):
     from .plan import TRAIN_IMAGES, gpu_hours
 
+    unit, per = ('CPU process-hours', 'process(es)') if args.device == 'cpu' else ('GPU-hours', 'GPU(s)')
     if any(run.config.dataset not in TRAIN_IMAGES for run in launch):
         print('cost: unknown; the size of --datasets folder / hf is known once the data is opened')
     elif args.images_per_second:
         hours = gpu_hours(launch, states, args.images_per_second, args.gpus_per_run)
-        print(f'cost: {hours:,.2f} GPU-hours for {len(launch)} run(s) at {args.images_per_second:,.0f} training '
-              f'images/s per run on {args.gpus_per_run} GPU(s) ({TRAIN_IMAGES["cifar100"]:,} images per epoch; '
+        print(f'cost: {hours:,.2f} {unit} for {len(launch)} run(s) at {args.images_per_second:,.0f} training '
+              f'images/s per run on {args.gpus_per_run} {per} ({TRAIN_IMAGES["cifar100"]:,} images per epoch; '
               f'evaluation and start-up not counted)')
+    elif args.device == 'cpu':
+        print('cost: unknown; the measured training images/s (`zamzoo bench gpu`) are GPU figures, not a --device cpu '
+              "run's: give --images-per-second (one CPU run's training images/s) for its hours")
     elif not _print_measured_cost(launch, states, args):
         print('cost: unknown; give --images-per-second (training images/s of one run, as `zamzoo bench train` '
               'measures it on the target GPU) for GPU-hours, or measure every backbone with `zamzoo bench gpu`')
 
 
+NODE_GPUS = 8
+
+
 def _print_measured_cost(launch, states, args) -> bool:
     """The cost from the images/s `zamzoo bench gpu` measured per backbone (docs/bench/gpu_*.json), if it covers
-    every run's backbone; False if not."""
+    every run's backbone; False if not. The wall time of an 8-GPU node is a lower bound (a makespan's): no less
+    than its longest run, nor than the GPU-hours over its 8 GPUs."""
     from ..bench.gpu import measured_train_throughput
     from ..models import ZOO
     from .plan import gpu_hours
@@ -144,13 +152,17 @@ def _print_measured_cost(launch, states, args) -> bool:
         if measured is not None:
             print(f"cost: {measured['path']} has no {mode} figure for backbone(s) {', '.join(missing)}")
         return False
-    hours = gpu_hours(launch, states, lambda run: measured['by_model'].get(run.config.model)
-                      or measured['rates'][backbones[run.config.model]])
+    def rate(run):
+        return measured['by_model'].get(run.config.model) or measured['rates'][backbones[run.config.model]]
+    hours = gpu_hours(launch, states, rate)
+    longest = max((gpu_hours([run], states, rate) for run in launch), default=0)
+    node_hours = max(longest / args.gpus_per_run, hours / NODE_GPUS)
     rates = ', '.join(f"{m} {r:,.0f}" for m, r in sorted(measured['by_model'].items()))
-    print(f"cost: {hours:,.2f} GPU-hours for {len(launch)} run(s), {hours / 8:,.2f} h on one 8-GPU node at one run "
-          f"per GPU, at the training images/s per GPU measured ({mode}) in {measured['path']} on {measured['device']}: "
-          f'{rates} (a model not measured at the rate of the slowest model measured on its backbone; several GPUs '
-          'per run taken to scale linearly; evaluation and start-up not counted)')
+    print(f"cost: {hours:,.2f} GPU-hours for {len(launch)} run(s), at least {node_hours:,.2f} h on one {NODE_GPUS}-GPU "
+          f"node (its longest run, or the GPU-hours over {NODE_GPUS} GPUs), at the training images/s per GPU measured "
+          f"({mode}) in {measured['path']} on {measured['device']}: {rates} (a model not measured at the rate of the "
+          'slowest model measured on its backbone; several GPUs per run taken to scale linearly; evaluation and '
+          'start-up not counted)')
     return True
 
 
@@ -170,8 +182,11 @@ def print_event(kind, run, detail):
         print(f'submitted {run.name}: SLURM job {detail}', flush=True)
     else:
         line = f"{detail['state']:<9} {run.name}: {_progress(detail)}"
-        if detail['error']:
-            line += f"\n          {detail['error']}"
+        if detail.get('skipped'):
+            line += ' (left to another process)'
+        for extra in (detail['error'], detail.get('note')):
+            if extra:
+                line += f"\n          {extra}"
         print(line, flush=True)
 
 
@@ -243,7 +258,8 @@ def _print_summary(summary, args, path) -> int:
               f"run this command again to resubmit what did not finish")
         return 0
     ended = summary['ended']
-    print(f"ended: {ended['done']} done, {ended['failed']} failed, {ended['pending']} interrupted, "
+    elsewhere = f", {ended['elsewhere']} running elsewhere (left to another process)" if ended['elsewhere'] else ''
+    print(f"ended: {ended['done']} done, {ended['failed']} failed, {ended['pending']} interrupted{elsewhere}, "
           f"in {summary['wall_s']:.0f} s")
     if summary['aggregate_images_per_s'] is not None:
         print(f"aggregate: {summary['aggregate_images_per_s']:,.1f} training images/s "
@@ -255,7 +271,8 @@ def _print_summary(summary, args, path) -> int:
         from .state import MPS_LOGS, log_dir
         print(f"the MPS control daemon's log: {log_dir(args.out) / MPS_LOGS}")
     print(f'summary: {path}')
-    return 0 if ended['done'] == summary['launched'] and not summary['skipped']['failed'] else 1
+    finished = ended['done'] + ended['elsewhere'] == summary['launched']  # another process's runs are its own to report
+    return 0 if finished and not summary['skipped']['failed'] else 1
 
 
 # ------------------------------------------------------------------------------------------------ status / export

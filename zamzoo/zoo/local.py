@@ -3,8 +3,9 @@
 
 Slots: each group of G visible GPUs (CUDA_VISIBLE_DEVICES of the run) taken K times (`runs_per_gpu`: small CIFAR
 models leave most of a large GPU idle); on a machine without GPUs (or with device 'cpu'), K runs at once (K=1:
-one after another). A run's output goes to `<out>/_zoo/logs/<run>.log`; with `mps`, the runs are clients of an MPS
-control daemon of their own (`zamzoo.zoo.mps`), whose log goes to `<out>/_zoo/logs/mps/`.
+one after another). Each attempt at a run logs to a file of its own, `<out>/_zoo/logs/<run>.<time>-<pid>.log`;
+with `mps`, the runs are clients of an MPS control daemon of their own (`zamzoo.zoo.mps`), whose log goes to
+`<out>/_zoo/logs/mps/`.
 """
 import contextlib
 import functools
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -127,19 +129,23 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip() if lines else '(no output)'
 
 
-def _skipped(run: PlannedRun, output: str) -> bool:
-    """Whether the worker's `output` says it left the run alone (done, or trained by another process)."""
-    return any(outcome_line(run.config.out, outcome) in output.splitlines() for outcome in SKIPPED)
+def _skipped(run: PlannedRun, log: Path) -> bool:
+    """Whether the worker's `log` says it left the run alone (done, or trained by another process)."""
+    lines = {line.strip() for line in log.read_text(errors='replace').splitlines()}
+    return any(outcome_line(run.config.out, outcome) in lines for outcome in SKIPPED)
 
 
-def _finish(run: PlannedRun, returncode: int, log: Path, offset: int) -> dict:
-    """The run's state after its process ended (`skipped`: the worker left it to another process; its log from
-    `offset` on is this process's). A process that failed before it could mark the run itself (an import error,
-    torchrun's own failure) marks it with its log's last line; one killed by a signal leaves the run as it was (it
-    resumes next time)."""
-    with open(log, errors='replace') as f:
-        f.seek(offset)
-        skipped = _skipped(run, f.read())
+def _attempt_log(logs: Path, run: PlannedRun) -> Path:
+    """This attempt's own log: the worker's outcome line is read back from it, where another invocation on the
+    same --out writing to a shared log could run its own output into that line."""
+    return logs / f"{run.name}.{datetime.now().strftime('%Y%m%dT%H%M%S.%f')}-{os.getpid()}.log"
+
+
+def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
+    """The run's state after its process ended (`skipped`: the worker left it to another process). A process that
+    failed before it could mark the run itself (an import error, torchrun's own failure) marks it with its log's
+    last line; one killed by a signal leaves the run as it was (it resumes next time)."""
+    skipped = _skipped(run, log)
     state = dict(run_state(run.folder, run.epochs), skipped=skipped)
     if returncode > 0 and state['state'] == 'pending':
         mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'))
@@ -202,18 +208,17 @@ def _train_in_slots(runs: Sequence[PlannedRun], slots: List[Optional[str]], gpus
         while queue or running:
             while queue and free:
                 run, slot = queue.popleft(), free.pop(0)
-                log = logs / f'{run.name}.log'
-                with open(log, 'a') as f:
-                    offset = f.tell()
+                log = _attempt_log(logs, run)
+                with open(log, 'x') as f:
                     proc = subprocess.Popen(worker_command(run, gpus_per_run), env=environment(slot),
                                             stdout=f, stderr=subprocess.STDOUT)
-                running[proc] = (run, slot, log, offset)
+                running[proc] = (run, slot, log)
                 on_event('start', run, slot)
             time.sleep(POLL_S)
             for proc in [p for p in running if p.poll() is not None]:
-                run, slot, log, offset = running.pop(proc)
+                run, slot, log = running.pop(proc)
                 free.append(slot)
-                final[run.name] = _finish(run, proc.returncode, log, offset)
+                final[run.name] = _finish(run, proc.returncode, log)
                 on_event('end', run, final[run.name])
     finally:  # interrupted (Ctrl-C): the runs stop where they are and resume next time
         for proc in running:

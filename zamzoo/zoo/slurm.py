@@ -4,6 +4,8 @@ requeue on timeout or pre-emption through submitit's checkpoint(): the requeued 
 checkpoint (train() writes one every epoch). submitit's job folders and logs: `<out>/_zoo/slurm/<job id>_*`."""
 import shutil
 import subprocess
+import time
+from collections import Counter
 from typing import Callable, Optional, Sequence
 
 from ..errors import ZamzooError
@@ -19,6 +21,7 @@ except ImportError:  # an optional extra: the error says how to install it when 
     submitit = None
 
 POLL_S = 2.0
+GONE_READS = 2  # successive squeue reads a task must be missing from to count as ended (a requeue's gap)
 MAX_REQUEUES = 100  # timeouts a run may span: each requeue resumes from the last epoch
 
 
@@ -47,9 +50,15 @@ def still_queued(out, runs: Sequence[PlannedRun]) -> set:
     would only queue a task that finds the run taken."""
     _require_slurm()
     jobs = read_record(out, JOBS_FILE)[0]
-    r = subprocess.run(['squeue', '--noheader', '--array', '--me', '--format=%i'], capture_output=True, text=True)
-    held = set(r.stdout.split()) if r.returncode == 0 else set()
+    held = _queued_job_ids() or set()
     return {run.name for run in runs if jobs.get(run.name) in held}
+
+
+def _queued_job_ids() -> Optional[set]:
+    """The ids of this user's jobs SLURM holds (pending, running, completing), array tasks one by one; None when
+    squeue fails (a busy or unreachable controller says nothing about the jobs)."""
+    r = subprocess.run(['squeue', '--noheader', '--array', '--me', '--format=%i'], capture_output=True, text=True)
+    return set(r.stdout.split()) if r.returncode == 0 else None
 
 
 def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, device: Optional[str] = None,
@@ -84,19 +93,47 @@ def _gres_hint(message: str, device: Optional[str]) -> str:
 
 
 def wait_slurm(jobs: Sequence, runs: Sequence[PlannedRun], on_event: Callable = lambda *a: None) -> dict:
-    """Wait for every job; run folder name -> final state. A task the cluster killed for memory is marked
-    failed; one cancelled or lost with its node stays resumable."""
-    by_id = {job.job_id: run for job, run in zip(jobs, runs)}
-    final = {}
-    for job in submitit.helpers.as_completed(list(jobs), poll_frequency=POLL_S):
-        run = by_id[job.job_id]
-        error = job.exception()
-        state = run_state(run.folder, run.epochs)
-        if error is not None and state['state'] == 'pending' and 'OUT_OF_MEMORY' in job.state:
-            mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {job.state}'), job.job_id)
-            state = run_state(run.folder, run.epochs)
-        state['job_id'] = job.job_id
-        state['skipped'] = error is None and any(outcome in SKIPPED for outcome in job.results())
-        final[run.name] = state
-        on_event('end', run, state)
+    """Wait until every task has ended: it left its result (submitit's done()), or it left SLURM's queue without
+    one (cancelled, killed, its node lost), which submitit alone cannot tell on a cluster without accounting
+    (sacct): it would wait for ever. Run folder name -> final state (_ended_state)."""
+    waiting, missing, final = list(zip(jobs, runs)), Counter(), {}
+    while waiting:
+        queued = _queued_job_ids()
+        for job, run in list(waiting):
+            if queued is not None:
+                missing[job.job_id] = 0 if job.job_id in queued else missing[job.job_id] + 1
+            if job.done() or missing[job.job_id] >= GONE_READS:
+                waiting.remove((job, run))
+                final[run.name] = _ended_state(job, run)
+                on_event('end', run, final[run.name])
+        if waiting:
+            time.sleep(POLL_S)
     return final
+
+
+def _ended_state(job, run: PlannedRun) -> dict:
+    """run_state of an ended task's run, with its job id, whether the task left the run to another process
+    (skipped) and, for a task that ended without a result, how it ended (note). One the cluster killed for memory
+    is marked failed; one cancelled, or lost with its node, stays resumable (pending)."""
+    done = job.done()  # a result, or (with accounting) sacct's end state
+    error = job.exception() if done else None
+    state = run_state(run.folder, run.epochs)
+    note = None
+    if not done or isinstance(error, UncompletedJobError):
+        end = _end_state(job)
+        if state['state'] == 'pending' and end and 'OUT_OF_MEMORY' in end:
+            mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {end}'), job.job_id)
+            state = run_state(run.folder, run.epochs)
+        note = (f'SLURM job {job.job_id} ended {end} without a result' if end else
+                f'SLURM job {job.job_id} left the queue without a result (cancelled, or killed outside Python); the '
+                'reason is unknown: sacct gives no end state (this cluster keeps no job accounting, or has not yet '
+                'recorded it)')
+    skipped = done and error is None and any(outcome in SKIPPED for outcome in job.results())
+    return dict(state, job_id=job.job_id, skipped=skipped, note=note)
+
+
+def _end_state(job) -> Optional[str]:
+    """sacct's end state of a task ('OUT_OF_MEMORY', 'CANCELLED by 0'...); None without accounting (submitit then
+    says 'UNKNOWN'), or while sacct still has it running."""
+    state = job.get_info().get('State')  # a sacct call now, not submitit's cached one
+    return state if state and job.watcher.is_done(job.job_id, mode='cache') else None

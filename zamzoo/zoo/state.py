@@ -20,7 +20,7 @@ SWEEP_DIR = '_zoo'
 PLAN_FILE = 'plan.json'
 JOBS_FILE = 'jobs.json'
 LAST_RUN_FILE = 'last-run.json'
-LOGS_DIR = 'logs'        # the local executor's: <run>.log each, and MPS_LOGS
+LOGS_DIR = 'logs'        # the local executor's: <run>.<time>-<pid>.log per attempt, and MPS_LOGS
 MPS_LOGS = 'mps'         # the MPS control daemon's log folder (`zoo run --mps`), in LOGS_DIR
 
 

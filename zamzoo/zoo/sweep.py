@@ -65,11 +65,15 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     """Counts, failures and throughput of one invocation. aggregate_images_per_s: the training images of the
     epochs this invocation completed, over its wall time (start-up and evaluation included), the figure to
     compare --runs-per-gpu settings by (a run another invocation trained meanwhile is not counted);
-    run_images_per_s: each run's own median epoch throughput."""
+    run_images_per_s: each run's own median epoch throughput. ended: the final states of the runs this invocation
+    trained, and `elsewhere`, the runs its workers left to another process (trained, or being trained, there)."""
     launched = {run.name for run in launch}
-    images = sum(r.get('train_images', 0) for run in launch if run.name in final and not final[run.name].get('skipped')
+    trained = {name: st for name, st in final.items() if not st.get('skipped')}
+    images = sum(r.get('train_images', 0) for run in launch if run.name in trained
                  for r in run_status(run.folder).history[states[run.name]['epoch']:])
-    counts = {s: sum(1 for st in final.values() if st['state'] == s) for s in ('done', 'failed', 'pending', 'running')}
+    counts = {s: sum(1 for st in trained.values() if st['state'] == s)
+              for s in ('done', 'failed', 'pending', 'running')}
+    counts['elsewhere'] = len(final) - len(trained)
     return {
         'planned': len(runs),
         'launched': len(launch),
