@@ -25,7 +25,7 @@ import zamzoo
 from zamzoo.errors import WeightsError
 from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, update_manifest
 from zamzoo.publish import ExportError, InvalidExportError, cache_export, export_run, push_folder, verify_published
-from zamzoo.publish.export import EXPORT_FILES, _write_checksums
+from zamzoo.publish.export import EXPORT_FILES, write_checksums
 from zamzoo.publish.push import manifest_record
 
 MODEL = 'resnet18_zam'
@@ -513,7 +513,7 @@ def test_push_refuses_wrong_architecture(hub, exported, tmp_path, monkeypatch):
     (folder / 'results.json').write_text(json.dumps(dict(results, model='resnet18_nam')))
     with pytest.raises(InvalidExportError, match='config.json, results.json changed after export'):
         push_folder(folder)
-    _write_checksums(folder)  # records that agree with each other, as an export of the wrong weights writes them
+    write_checksums(folder)  # records that agree with each other, as an export of the wrong weights writes them
     with pytest.raises(InvalidExportError, match=r'does not match resnet18_nam as .*missing \[.*bn'):
         push_folder(folder)  # NAM's BatchNorms are not in resnet18_zam's weights
     assert Recorder.calls == []

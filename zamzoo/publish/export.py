@@ -453,7 +453,7 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
         (staging / 'README.md').write_text(card, encoding='utf-8')
         for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
             (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
-        _write_checksums(staging)
+        write_checksums(staging)
         os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
         for f in staging.iterdir():
             os.chmod(f, 0o644)
@@ -463,7 +463,7 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_checksums(folder: Path):
+def write_checksums(folder: Path):
     """SHA256SUMS: the sha256 of every other file of the export, in `sha256sum` format."""
     lines = [f'{sha256_file(f)}  {f.name}' for f in sorted(folder.iterdir()) if f.name != CHECKSUMS_FILE]
     (folder / CHECKSUMS_FILE).write_text('\n'.join(lines) + '\n')
