@@ -16,6 +16,7 @@ from torchvision import datasets as tvd
 import zamzoo.publish.push as push_mod
 from conftest import TINY_TEST, TINY_TRAIN
 from zamzoo.cli import main
+from zamzoo.data.cifar import cifar_fingerprint
 from zamzoo.data.cifar_release import official_release
 from zamzoo.publish import ExportError, InvalidExportError, export_run, push_folder
 from zamzoo.publish.export import CHECKSUMS_FILE
@@ -82,14 +83,19 @@ def _md5(path: Path) -> str:
 
 
 # ------------------------------------------------------------------ D1: the official release, or not
-def test_official_release_is_torchvisions_md5_of_every_file(tiny_cifar, monkeypatch):
-    assert not official_release(tiny_cifar, 'cifar100') and not official_release(tiny_cifar, 'cifar10')
+def _make_tiny_cifar_official(tiny_cifar, monkeypatch):
+    """torchvision's md5 lists of the CIFAR-100 release replaced by the tiny files' md5."""
     folder = Path(tiny_cifar) / 'cifar-100-python'
-    # the tiny files made "official" by torchvision's own lists: the lists are what is compared
     monkeypatch.setattr(tvd.CIFAR100, 'train_list', [['train', _md5(folder / 'train')]])
     monkeypatch.setattr(tvd.CIFAR100, 'test_list', [['test', _md5(folder / 'test')]])
     monkeypatch.setattr(tvd.CIFAR100, 'meta', dict(tvd.CIFAR100.meta, md5=_md5(folder / 'meta')))
-    assert official_release(tiny_cifar, 'cifar100') and official_release(folder, 'cifar100')
+
+
+def test_official_release_is_torchvisions_md5_of_every_file(tiny_cifar, monkeypatch):
+    assert not official_release(tiny_cifar, 'cifar100') and not official_release(tiny_cifar, 'cifar10')
+    _make_tiny_cifar_official(tiny_cifar, monkeypatch)  # torchvision's lists are what is compared
+    assert official_release(tiny_cifar, 'cifar100') and official_release(Path(tiny_cifar) / 'cifar-100-python',
+                                                                          'cifar100')
     monkeypatch.setattr(tvd.CIFAR100, 'meta', dict(tvd.CIFAR100.meta, md5='0' * 32))
     assert not official_release(tiny_cifar, 'cifar100')
 
@@ -114,7 +120,7 @@ def test_a_run_on_cifar_format_data_is_not_published_as_cifar100(fake_run, tmp_p
     with pytest.raises(InvalidExportError, match=r'trained on CIFAR-100-format data \(not the official release.*'
                                                  r'not pushed as mobilenet_plain.cifar100'):
         push_folder(out, token='hf_test', manifest=manifest)
-    assert recorder.calls == [] and not manifest.exists()  # nothing uploaded, nothing for the tables to show
+    assert recorder.calls == [] and not manifest.exists()  # nothing uploaded: nothing for the tables to show
 
 
 def test_runs_on_the_official_release_are_published_as_cifar100(tmp_path, recorder):
@@ -132,6 +138,25 @@ def test_a_run_without_the_record_is_not_claimed(tmp_path):
     (run / 'results.json').write_text(json.dumps(results))
     card = (export_run([run], tmp_path / 'export').path / 'README.md').read_text()
     assert 'uoft-cs/cifar100' not in card and 'CIFAR-100-format data (not the official release: 50,000 train' in card
+
+
+def test_a_run_without_the_record_is_told_by_its_data_fingerprint(tiny_cifar, tmp_path, monkeypatch):
+    """A run from before `official_data`: its data, still where it was with the fingerprint it recorded, is checked
+    against torchvision's lists at export."""
+    run = _official_run(tmp_path / 'old')
+    results = json.loads((run / 'results.json').read_text())
+    del results['official_data']
+    (run / 'results.json').write_text(json.dumps(results))
+    config = json.loads((run / 'config.json').read_text())
+    fingerprint = {part: cifar_fingerprint(tiny_cifar, 'cifar100', part == 'train') for part in ('train', 'val')}
+    (run / 'config.json').write_text(json.dumps(dict(config, data=str(tiny_cifar), data_fingerprint=fingerprint)))
+    _make_tiny_cifar_official(tiny_cifar, monkeypatch)
+    card = (export_run([run], tmp_path / 'official').path / 'README.md').read_text()
+    assert '- uoft-cs/cifar100' in card and 'not the official' not in card
+    fingerprint['val'] = '1 files, sha256 0123456789abcdef'  # the data there now is not what the run read
+    (run / 'config.json').write_text(json.dumps(dict(config, data=str(tiny_cifar), data_fingerprint=fingerprint)))
+    card = (export_run([run], tmp_path / 'other').path / 'README.md').read_text()
+    assert 'uoft-cs/cifar100' not in card and 'not the official release' in card
 
 
 # ------------------------------------------------------------------ D2: a training checkpoint of an unfinished run

@@ -6,7 +6,7 @@ trained on CIFAR-10/100."""
 from torchvision import datasets as tvd
 from torchvision.datasets.utils import check_integrity
 
-from .cifar import resolve_root
+from .cifar import cifar_fingerprint, resolve_root
 
 _RELEASES = {'cifar10': tvd.CIFAR10, 'cifar100': tvd.CIFAR100}
 
@@ -17,3 +17,17 @@ def official_release(root, dataset: str) -> bool:
     folder = resolve_root(root, dataset) / release.base_folder
     files = release.train_list + release.test_list + [[release.meta['filename'], release.meta['md5']]]
     return all(check_integrity(str(folder / name), md5) for name, md5 in files)
+
+
+def recorded_data_is_official(config: dict) -> bool:
+    """For a run that recorded no `official_data` (trained before that record): True when the data its config.json
+    names still has the fingerprint the run recorded for both splits (the bytes it trained on) and is the official
+    release; False when that cannot be told."""
+    dataset, root, recorded = config.get('dataset'), config.get('data'), config.get('data_fingerprint')
+    if dataset not in _RELEASES or not root or not isinstance(recorded, dict):
+        return False
+    try:
+        same = all(recorded.get(part) == cifar_fingerprint(root, dataset, part == 'train') for part in ('train', 'val'))
+    except OSError:
+        return False
+    return same and official_release(root, dataset)

@@ -267,15 +267,19 @@ def _input_from_runs(folders: List[Path], model: Optional[str], weights_seed: Op
         recipe=recipe, recipe_version=recipe_version,
         model_kwargs=dict(weights_run.model_kwargs), seeds=[r.seed for r in runs if r.seed is not None],
         weights_seed=weights_run.seed,
-        training_data=_training_data(dataset, [r.results for r in runs], weights_run.config))
+        training_data=_training_data(dataset, [(r.results, r.config) for r in runs]))
 
 
-def _training_data(dataset: str, results: List[dict], config: dict) -> dict:
-    """What runs on `dataset` trained on: the official CIFAR release only when each run's results.json records
-    `official_data` true (a run from before that record is not known to be), and the image counts."""
-    official = None if dataset in OWN_DATA else all(r.get('official_data') is True for r in results)
-    return dict(official=official, train_images=config.get('train_images'),
-                test_images=results[0].get('test_images') if results else None)
+def _training_data(dataset: str, runs: List[tuple]) -> dict:
+    """What runs on `dataset` ((results.json, config.json) of each, the weights' first) trained on: the official
+    CIFAR release only when each run's results.json records `official_data` true (for a run from before that
+    record: when its data is still there, with the recorded fingerprint, and official), and the image counts."""
+    from ..data.cifar_release import recorded_data_is_official
+    official = None if dataset in OWN_DATA else all(
+        results['official_data'] is True if 'official_data' in results else recorded_data_is_official(config)
+        for results, config in runs)
+    results, config = runs[0]
+    return dict(official=official, train_images=config.get('train_images'), test_images=results.get('test_images'))
 
 
 def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str], recipe: Optional[str],
@@ -288,7 +292,7 @@ def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str],
         runs=[], weights_run=None, weights_file=file, state_dict=load_weights(file), model=model,
         dataset=dataset, recipe=recipe, recipe_version=None, model_kwargs={},
         seeds=[seed] if seed is not None else [], weights_seed=seed,
-        training_data=dict(official=None) if training is None else _training_data(dataset, *training))
+        training_data=dict(official=None) if training is None else _training_data(dataset, training))
 
 
 def _training_checkpoint(file: Path) -> Optional[dict]:
@@ -307,7 +311,7 @@ def _training_checkpoint(file: Path) -> Optional[dict]:
 
 
 def _check_completed_checkpoint(file: Path):
-    """For a zamzoo training checkpoint, ([its run's results.json], its config) once the run completed: the epochs
+    """For a zamzoo training checkpoint, [(its run's results.json, its config)] once the run completed: the epochs
     its config asks for, in a run folder that is done (a failed or unfinished run is never exported, whichever
     file is given); ExportError otherwise. None for any other checkpoint."""
     from ..train.checkpoint import run_folder_of
@@ -325,7 +329,7 @@ def _check_completed_checkpoint(file: Path):
             f'{file} is the checkpoint of an unfinished run (epoch {epoch} of {epochs}; {where}): nothing in it can '
             f'be exported; finish the run (`zamzoo train ... --out {folder} --resume`, or `zamzoo zoo run` for a '
             f"sweep's run), then export the run folder: `zamzoo export {folder}`")
-    return [status.results if status is not None else {}], config
+    return [(status.results if status is not None else {}, config)]
 
 
 def _read_input(sources: List[Path], model, tag, recipe, seed, weights_seed) -> _Input:
