@@ -168,7 +168,7 @@ def test_the_checkpoint_of_an_unfinished_run_is_refused(fake_run, tmp_path):
     half.mkdir()
     (half / 'config.json').write_text(json.dumps(state['config']))
     torch.save(state, half / 'checkpoint.pt')
-    with pytest.raises(ExportError, match=r'unfinished run \(epoch 1 of 6; its run folder .*half is pending\).*'
+    with pytest.raises(ExportError, match=r'is from an unfinished run \(epoch 1 of 6; its run folder .*half is pending\).*'
                                           r'`zamzoo export .*half`'):
         export_run([half / 'checkpoint.pt'], tmp_path / 'x', model=MODEL)
     (tmp_path / 'loose').mkdir()
@@ -181,10 +181,21 @@ def test_the_checkpoint_of_an_unfinished_run_is_refused(fake_run, tmp_path):
     assert not (tmp_path / 'x').exists()
 
 
-def test_the_checkpoint_of_a_completed_run_is_exported_as_its_run(fake_run, tmp_path, capsys):
-    assert main(['export', str(fake_run / 'checkpoint.pt'), '--model', MODEL, '--out', str(tmp_path / 'e')]) == 0
+@pytest.mark.parametrize('name', ['checkpoint.pt', 'model.safetensors'])
+def test_a_file_of_a_completed_run_is_exported_as_its_run(fake_run, tmp_path, capsys, name):
+    assert main(['export', str(fake_run / name), '--model', MODEL, '--out', str(tmp_path / 'e')]) == 0
     card = (tmp_path / 'e' / 'README.md').read_text()
     assert 'uoft-cs/cifar100' not in card and f'trained on {UNOFFICIAL}' in card  # the run's record, not --tag's
+
+
+def test_the_weights_of_a_failed_run_are_refused(fake_run, tmp_path, capsys):
+    failed = tmp_path / 'failed'
+    shutil.copytree(fake_run, failed)
+    (failed / 'failed.json').write_text(json.dumps(dict(error='RuntimeError: boom')))
+    (failed / 'results.json').unlink()
+    assert main(['export', str(failed / 'model.safetensors'), '--model', MODEL, '--out', str(tmp_path / 'e')]) == 2
+    err = capsys.readouterr().err
+    assert 'is from an unfinished run (its run folder' in err and 'is failed)' in err and 'Traceback' not in err
 
 
 # ------------------------------------------------------------------ D8: records edited after export

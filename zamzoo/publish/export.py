@@ -27,7 +27,8 @@ Training data: a run on the CIFAR data sets is described as trained on CIFAR-10/
 only when every run recorded `official_data` true (zamzoo.data.cifar_release: torchvision's md5 of the release
 files); otherwise as CIFAR-format data with its image counts, and `zamzoo push` refuses it (the CIFAR tags' repos
 hold weights trained on the official release only). A bare checkpoint's data is the exporter's word (--tag), but a
-zamzoo training checkpoint is exported only from a completed run (`_check_completed_checkpoint`).
+zamzoo training checkpoint, or a weights file in a run folder, is exported only from a completed run, and is
+described by that run's record (`_check_completed_checkpoint`).
 
 A model of an attention module registered at run time (zamzoo.models.plugins) is exported with the module's
 record (`attention_module`: name, spec, sha256, and the call that registers it) in config.json and results.json
@@ -311,24 +312,27 @@ def _training_checkpoint(file: Path) -> Optional[dict]:
 
 
 def _check_completed_checkpoint(file: Path):
-    """For a zamzoo training checkpoint, [(its run's results.json, its config)] once the run completed: the epochs
-    its config asks for, in a run folder that is done (a failed or unfinished run is never exported, whichever
-    file is given); ExportError otherwise. None for any other checkpoint."""
+    """[(results.json, config)] of the run a weights file comes from, once that run completed: a zamzoo training
+    checkpoint must hold the epochs its config asks for, and a file in a run folder (config.json and metrics.jsonl
+    beside it) needs that folder done (a failed or unfinished run is never exported, whichever of its files is
+    given); ExportError otherwise. None for a checkpoint from elsewhere (its data is the exporter's word)."""
     from ..train.checkpoint import run_folder_of
-    from ..train.run_files import CONFIG_FILE
-    state = _training_checkpoint(file)
-    if state is None:
+    from ..train.run_files import CONFIG_FILE, METRICS_FILE
+    folder, state = run_folder_of(file), _training_checkpoint(file)
+    in_run = (folder / CONFIG_FILE).is_file() and (state is not None or (folder / METRICS_FILE).is_file())
+    if state is None and not in_run:
         return None
-    folder, config = run_folder_of(file), state.get('config') or {}
-    status = run_folder.run_status(folder) if (folder / CONFIG_FILE).is_file() else None
-    epoch, epochs = state.get('epoch'), (config.get('recipe') or {}).get('epochs')
-    if (status is not None and status.state != 'done') or not isinstance(epochs, int) \
-            or not isinstance(epoch, int) or epoch < epochs:
-        where = f'its run folder {folder} is {status.state}' if status is not None else 'no run folder holds it'
+    status = run_folder.run_status(folder) if in_run else None
+    config = (state.get('config') or {}) if state is not None else status.config
+    epoch, epochs = (state or {}).get('epoch'), (config.get('recipe') or {}).get('epochs')
+    unfinished = state is not None and not (isinstance(epoch, int) and isinstance(epochs, int) and epoch >= epochs)
+    if unfinished or (status is not None and status.state != 'done'):
+        detail = ([f'epoch {epoch} of {epochs}'] if state is not None else []) + [
+            f'its run folder {folder} is {status.state}' if status is not None else 'no run folder holds it']
         raise ExportError(
-            f'{file} is the checkpoint of an unfinished run (epoch {epoch} of {epochs}; {where}): nothing in it can '
-            f'be exported; finish the run (`zamzoo train ... --out {folder} --resume`, or `zamzoo zoo run` for a '
-            f"sweep's run), then export the run folder: `zamzoo export {folder}`")
+            f'{file} is from an unfinished run ({"; ".join(detail)}): nothing in it can be exported; finish the '
+            f"run (`zamzoo train ... --out {folder} --resume`, or `zamzoo zoo run` for a sweep's run), then export "
+            f'the run folder: `zamzoo export {folder}`')
     return [(status.results if status is not None else {}, config)]
 
 
