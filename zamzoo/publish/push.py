@@ -59,13 +59,15 @@ def _checksum_problems(folder: Path) -> List[str]:
             return [f'{CHECKSUMS_FILE} holds the line {line!r}, not "<sha256>  <file>": export again']
         listed[name] = digest
     present = sorted(p.name for p in folder.iterdir() if p.name != CHECKSUMS_FILE and not p.name.startswith('.'))
-    unlisted = [name for name in present if name not in listed]
-    absent = sorted(set(listed) - set(present))
-    changed = [name for name in present if name in listed and sha256_file(folder / name) != listed[name]]
-    return ([f'{", ".join(unlisted)} not in {CHECKSUMS_FILE} (not written by export)'] if unlisted else []) + \
-        ([f'{CHECKSUMS_FILE} lists {", ".join(absent)}, which the folder lacks'] if absent else []) + \
-        ([f'{", ".join(changed)} changed after export (sha256 differs from {CHECKSUMS_FILE}): export again']
-         if changed else [])
+    problems = []
+    if unlisted := [name for name in present if name not in listed]:
+        problems.append(f'{", ".join(unlisted)} not in {CHECKSUMS_FILE} (not written by export)')
+    if absent := sorted(set(listed) - set(present)):
+        problems.append(f'{CHECKSUMS_FILE} lists {", ".join(absent)}, which the folder lacks')
+    if changed := [name for name in present if name in listed and sha256_file(folder / name) != listed[name]]:
+        problems.append(f'{", ".join(changed)} changed after export (sha256 differs from {CHECKSUMS_FILE}): '
+                        f'export again')
+    return problems
 
 
 def _record_problems(folder: Path, results: dict, config: dict) -> List[str]:
