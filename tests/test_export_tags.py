@@ -33,7 +33,8 @@ def _run(folder, dataset, tag, classes, recipe='finetune', overrides=None):
                   overrides=overrides or {}, device='cpu')
     (folder / 'config.json').write_text(json.dumps(config))
     (folder / 'results.json').write_text(json.dumps(dict(model=MODEL, dataset=dataset, recipe=recipe, seed=0,
-                                                         epochs=1, top1=50.0, top5=90.0, code_commit='f' * 40)))
+                                                         epochs=1, top1=50.0, top5=90.0, code_commit='f' * 40,
+                                                         official_data=dataset in ('cifar10', 'cifar100') or None)))
     (folder / 'metrics.jsonl').write_text(json.dumps(dict(epoch=1, train_loss=1.0, lr=0.1)) + '\n')
     return folder
 

@@ -25,7 +25,7 @@ import zamzoo
 from zamzoo.errors import WeightsError
 from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, update_manifest
 from zamzoo.publish import ExportError, InvalidExportError, cache_export, export_run, push_folder, verify_published
-from zamzoo.publish.export import EXPORT_FILES
+from zamzoo.publish.export import EXPORT_FILES, write_checksums
 from zamzoo.publish.push import manifest_record
 
 MODEL = 'resnet18_zam'
@@ -57,7 +57,9 @@ def _write_run(folder: Path, model: str, seed: int, top1=None, top5=None, datase
                   recipe=dict(name='zam', version=1, epochs=2, batch_size=128, lr=0.1, weight_decay=5e-4),
                   recipe_name='zam', recipe_version=1, device='cpu')
     (folder / 'config.json').write_text(json.dumps(config))
-    results = dict(model=model, dataset=dataset, recipe='zam', seed=seed, epochs=2, code_commit='f' * 40)
+    # a run on the official release, as the training loop records it (zamzoo.data.cifar_release)
+    results = dict(model=model, dataset=dataset, recipe='zam', seed=seed, epochs=2, code_commit='f' * 40,
+                   official_data=True, test_images=10_000)
     if top1 is not None:
         results.update(top1=top1, top5=top5, best_top1=top1 + 0.5, best_top5=top5, best_epoch=2)
     (folder / 'results.json').write_text(json.dumps(results))
@@ -509,6 +511,9 @@ def test_push_refuses_wrong_architecture(hub, exported, tmp_path, monkeypatch):
     results = json.loads((folder / 'results.json').read_text())
     (folder / 'config.json').write_text(json.dumps(dict(config, architecture='resnet18_nam')))
     (folder / 'results.json').write_text(json.dumps(dict(results, model='resnet18_nam')))
+    with pytest.raises(InvalidExportError, match='config.json, results.json changed after export'):
+        push_folder(folder)
+    write_checksums(folder)  # records that agree with each other, as an export of the wrong weights writes them
     with pytest.raises(InvalidExportError, match=r'does not match resnet18_nam as .*missing \[.*bn'):
         push_folder(folder)  # NAM's BatchNorms are not in resnet18_zam's weights
     assert Recorder.calls == []

@@ -21,7 +21,7 @@ from zamzoo.cli import main
 from zamzoo.data.cifar import cifar_dataset
 from zamzoo.errors import DataError, NonFiniteError, OutputError, UsageError, WeightsError
 from zamzoo.publish import export_run
-from zamzoo.publish.export import ExportError
+from zamzoo.publish.export import ExportError, write_checksums
 from zamzoo.publish.push import InvalidExportError, push_folder, validate_export
 from zamzoo.train import TrainConfig, lock_run_folder, train
 from zamzoo.train.checkpoint import write_checkpoint
@@ -284,6 +284,7 @@ def test_export_and_push_refuse_non_finite(checkpoint, tmp_path):
     results = json.loads((folder / 'results.json').read_text())
     results.update(sha256=_sha(folder / 'model.safetensors'), size_bytes=(folder / 'model.safetensors').stat().st_size)
     (folder / 'results.json').write_text(json.dumps(results))
+    write_checksums(folder)  # an export that wrote these weights itself
     with pytest.raises(InvalidExportError, match='hold NaN or infinity'):
         validate_export(folder)
 

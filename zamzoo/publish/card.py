@@ -20,10 +20,17 @@ def _template(name: str) -> string.Template:
     return string.Template((importlib.resources.files(__package__) / 'templates' / name).read_text())
 
 
-def dataset_names(tag: str) -> Tuple[str, Optional[str]]:
-    """(display name, Hugging Face dataset id) of a pretrained tag; a tag zamzoo does not know names itself."""
+def dataset_names(tag: str, training_data: Optional[dict] = None) -> Tuple[str, Optional[str]]:
+    """(display name, Hugging Face dataset id) of what weights of a pretrained tag were trained on; a tag zamzoo
+    does not know names itself. `training_data` (results.json's): data in CIFAR's format that is not the official
+    release (`official` False) is named as what it was, with its image counts, and has no Hub dataset id."""
     d = DATASETS.get(tag)
-    return (d.display_name or tag, d.hf_id) if d else (tag, None)
+    name, hf_id = (d.display_name or tag, d.hf_id) if d else (tag, None)
+    if (training_data or {}).get('official') is False:
+        counts = [f'{n:,}' if isinstance(n, int) else 'unknown' for n in
+                  (training_data.get('train_images'), training_data.get('test_images'))]
+        return f'{name}-format data (not the official release: {counts[0]} train / {counts[1]} test images)', None
+    return name, hf_id
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -44,7 +51,7 @@ def _yaml_str(s: str) -> str:
 
 def _front_matter_extra(info: dict) -> str:
     """`datasets:` and, when there are results, `model-index:` lines for the YAML header."""
-    name, hf_id = dataset_names(info['tag'])
+    name, hf_id = dataset_names(info['tag'], info.get('training_data'))
     lines = []
     if hf_id:
         lines += ['datasets:', f'- {hf_id}']
@@ -61,7 +68,7 @@ def _front_matter_extra(info: dict) -> str:
             '      name: Image Classification',
             '    dataset:',
             f'      name: {_yaml_str(name)}',
-            f"      type: {_yaml_str(hf_id or info['tag'])}",
+            f"      type: {_yaml_str(hf_id or _own_dataset_type(info))}",
             '      split: test',
             '    metrics:',
         ]
@@ -75,6 +82,12 @@ def _front_matter_extra(info: dict) -> str:
     return '\n'.join(lines) + ('\n' if lines else '')
 
 
+def _own_dataset_type(info: dict) -> str:
+    """model-index's dataset type of data with no Hub id: the tag, marked when the tag is a CIFAR one whose data was
+    not the official release (the Hub reads a bare 'cifar100' as the CIFAR-100 data set)."""
+    return f"{info['tag']}-format" if info['tag'] in TAGS else info['tag']
+
+
 def _results_section(info: dict) -> str:
     results = info.get('results') or {}
     runs = results.get('runs') or []
@@ -82,7 +95,7 @@ def _results_section(info: dict) -> str:
         return ('## Results\n'
                 'No evaluation results come with this checkpoint (it was exported without a results file), '
                 'so no accuracy is claimed for it.\n')
-    ds = dataset_names(info['tag'])[0]
+    ds = dataset_names(info['tag'], info.get('training_data'))[0]
     text = [f'## Results\n{ds} test set, top-1 / top-5 accuracy (%) of the final epoch of each training run, '
             f"and the best top-1 over the epochs. The weights in this repo are those of seed {results['weights_seed']}.\n",
             '| seed | top-1 | top-5 | best top-1 |', '|---|---|---|---|']
@@ -126,7 +139,8 @@ def _training_section(info: dict) -> str:
         lines.append('Exported from a bare checkpoint: the training hyper-parameters are not known.')
     lines.append('\nFiles: `model.safetensors` (weights), `config.json` (timm config), `hparams.json` '
                  '(training configuration of every run), `train_log.json` (per-epoch metrics of every run), '
-                 '`results.json` (final results and provenance).')
+                 '`results.json` (final results and provenance), `SHA256SUMS` (the sha256 of every file as exported: '
+                 '`sha256sum -c SHA256SUMS`).')
     return '\n'.join(lines) + '\n'
 
 
@@ -135,14 +149,16 @@ def _weights_names(info: dict) -> Tuple[str, str]:
     a sentence on where else they load from). zamzoo's CIFAR weights go by their registered name 'model.tag' (the
     manifest pins its repo); any other export by its repo, 'hf-hub:org/name': timm knows no 'model.tag' for it."""
     hub = f"hf-hub:{info['repo_id']}"
-    if info['tag'] in TAGS:
+    unofficial = (info.get('training_data') or {}).get('official') is False
+    if info['tag'] in TAGS and not unofficial:
         return info['model_name'], (
             f"The same weights load straight from this repository's config: `timm.create_model('{hub}', "
             f"pretrained=True)` (after `import zamzoo`, which registers the architecture `{info['model']}`).")
     return hub, (
         f"Before this folder is pushed, the same calls load it from disk: `timm.create_model('local-dir:PATH', "
-        f"pretrained=True)` (PATH: this folder). `{info['model_name']}` is not a name timm knows: zamzoo registers "
-        f"pretrained tags for its own CIFAR weights only ({', '.join(TAGS)}).")
+        f"pretrained=True)` (PATH: this folder). `{info['model_name']}` does not load these weights: zamzoo "
+        f"registers pretrained tags ({', '.join(TAGS)}) for its own weights trained on the official CIFAR releases "
+        f"only.")
 
 
 def render_model_card(info: dict) -> str:
@@ -154,7 +170,7 @@ def render_model_card(info: dict) -> str:
 
     model, tag = info['model'], info['tag']
     entry = ZOO[model]
-    ds_name = dataset_names(tag)[0]
+    ds_name = dataset_names(tag, info.get('training_data'))[0]
     _, h, w = info['input_size']
     details = {
         'Model Type': 'Image classification / feature backbone',

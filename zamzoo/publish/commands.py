@@ -9,8 +9,8 @@ def add_commands(subparsers):
     p = subparsers.add_parser(
         'export', help='make a Hub-ready folder from training run(s) or a checkpoint',
         description='Write model.safetensors, config.json (timm), README.md (model card), hparams.json, '
-                    'train_log.json and results.json for one model and tag. Several run folders of the same '
-                    'model (one per seed) give results as mean +- std; the weights come from one run (the '
+                    'train_log.json, results.json and SHA256SUMS for one model and tag. Several run folders of '
+                    'the same model (one per seed) give results as mean +- std; the weights come from one run (the '
                     'smallest seed unless --weights-seed).')
     p.add_argument('sources', nargs='+', metavar='RUN_OR_CHECKPOINT',
                    help='training run folder(s) of `zamzoo train`, or one .safetensors / .pt checkpoint')

@@ -16,9 +16,19 @@ Output folder (staged in a temporary folder next to it, then renamed into place)
     hparams.json       the training configuration of every run
     train_log.json     the per-epoch metrics of every run
     results.json       final results per run, mean/std over runs, which seed's weights, sha256 of the weights,
-                       params, MACs, code commits: everything `zamzoo push` needs for the manifest record
+                       params, MACs, code commits, what the training data was (`training_data`): everything
+                       `zamzoo push` needs for the manifest record
+    SHA256SUMS         the sha256 of every other file, as export wrote it (`sha256sum -c SHA256SUMS` checks it;
+                       `zamzoo push` refuses a folder whose files were edited since)
     model.onnx         only with ``onnx=True`` (``--onnx``): the model in ONNX, checked with ONNX Runtime
                        (zamzoo.publish.onnx); recorded under 'onnx' in results.json
+
+Training data: a run on the CIFAR data sets is described as trained on CIFAR-10/100 (Hub dataset id, model-index)
+only when every run recorded `official_data` true (zamzoo.data.cifar_release: torchvision's md5 of the release
+files); otherwise as CIFAR-format data with its image counts, and `zamzoo push` refuses it (the CIFAR tags' repos
+hold weights trained on the official release only). A bare checkpoint's data is the exporter's word (--tag), but a
+zamzoo training checkpoint, or a weights file in a run folder, is exported only from a completed run, and is
+described by that run's record (`_check_completed_checkpoint`).
 
 A model of an attention module registered at run time (zamzoo.models.plugins) is exported with the module's
 record (`attention_module`: name, spec, sha256, and the call that registers it) in config.json and results.json
@@ -44,7 +54,9 @@ from ..train import run_folder
 from ..train.checkpoint import check_finite_weights
 from ..train.run_folder import RunRecord
 
-EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json')
+CHECKSUMS_FILE = 'SHA256SUMS'
+EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json',
+                CHECKSUMS_FILE)
 OPTIONAL_EXPORT_FILES = ('model.onnx',)
 # what 🤗 transformers' TimmWrapper passes to timm.create_model itself: config.json's model_args may not hold them
 # ("got multiple values for keyword argument 'num_classes'"); timm takes num_classes from the config's top level
@@ -132,6 +144,10 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
         tag, cfg = _own_data_cfg(inp.model, inp.dataset, tag, run_config)
     else:
         tag, cfg = _registry_cfg(inp.model, tag or inp.dataset, run_config)
+        if inp.training_data.get('official') is False:
+            from .card import dataset_names
+            cfg = dataclasses.replace(cfg, description=f'{ZOO[inp.model].description}; trained on '
+                                                       f'{dataset_names(tag, inp.training_data)[0]}')
     recipe = ('unknown (bare checkpoint)' if inp.recipe is None
               else recipe_call(inp.recipe, run_config.get('overrides'), inp.recipe_version))
     return tag, dataclasses.replace(cfg, notes=pretrained_notes(ZOO[inp.model], recipe))
@@ -208,6 +224,7 @@ class _Input:
     model_kwargs: dict
     seeds: List[int]
     weights_seed: Optional[int]
+    training_data: dict  # official (the CIFAR release: True/False; None: not known), train_images, test_images
 
 
 def _source_paths(sources) -> List[Path]:
@@ -250,17 +267,73 @@ def _input_from_runs(folders: List[Path], model: Optional[str], weights_seed: Op
         state_dict=load_weights(weights_run.weights), model=run_model, dataset=dataset,
         recipe=recipe, recipe_version=recipe_version,
         model_kwargs=dict(weights_run.model_kwargs), seeds=[r.seed for r in runs if r.seed is not None],
-        weights_seed=weights_run.seed)
+        weights_seed=weights_run.seed,
+        training_data=_training_data(dataset, [(r.results, r.config) for r in runs]))
+
+
+def _training_data(dataset: str, runs: List[tuple]) -> dict:
+    """What runs on `dataset` ((results.json, config.json) of each, the weights' first) trained on: the official
+    CIFAR release only when each run's results.json records `official_data` true (for a run from before that
+    record: when its data is still there, with the recorded fingerprint, and official), and the image counts."""
+    from ..data.cifar_release import recorded_data_is_official
+    official = None if dataset in OWN_DATA else all(
+        results['official_data'] is True if 'official_data' in results else recorded_data_is_official(config)
+        for results, config in runs)
+    results, config = runs[0]
+    return dict(official=official, train_images=config.get('train_images'), test_images=results.get('test_images'))
 
 
 def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str], recipe: Optional[str],
                            seed: Optional[int]) -> _Input:
     if not model:
         raise ExportError(f'exporting the bare checkpoint {file} needs --model (e.g. resnet18_zam)')
+    training = _check_completed_checkpoint(file)
+    dataset = tag or 'cifar100'
     return _Input(
         runs=[], weights_run=None, weights_file=file, state_dict=load_weights(file), model=model,
-        dataset=tag or 'cifar100', recipe=recipe, recipe_version=None, model_kwargs={},
-        seeds=[seed] if seed is not None else [], weights_seed=seed)
+        dataset=dataset, recipe=recipe, recipe_version=None, model_kwargs={},
+        seeds=[seed] if seed is not None else [], weights_seed=seed,
+        training_data=dict(official=None) if training is None else _training_data(dataset, training))
+
+
+def _training_checkpoint(file: Path) -> Optional[dict]:
+    """The state of a zamzoo training checkpoint (format zamzoo-train-checkpoint); None for any other file (a
+    state dict, a safetensors file; an unreadable one is `load_weights`' to report)."""
+    import torch
+
+    from ..train.checkpoint import CHECKPOINT_FORMAT
+    if file.suffix == '.safetensors':
+        return None
+    try:
+        state = torch.load(file, map_location='cpu', weights_only=True)
+    except Exception:  # noqa: BLE001 - not a checkpoint of ours: load_weights reads it or says why not
+        return None
+    return state if isinstance(state, dict) and state.get('format') == CHECKPOINT_FORMAT else None
+
+
+def _check_completed_checkpoint(file: Path):
+    """[(results.json, config)] of the run a weights file comes from, once that run completed: a zamzoo training
+    checkpoint must hold the epochs its config asks for, and a file in a run folder (config.json and metrics.jsonl
+    beside it) needs that folder done (a failed or unfinished run is never exported, whichever of its files is
+    given); ExportError otherwise. None for a checkpoint from elsewhere (its data is the exporter's word)."""
+    from ..train.checkpoint import run_folder_of
+    from ..train.run_files import CONFIG_FILE, METRICS_FILE
+    folder, state = run_folder_of(file), _training_checkpoint(file)
+    in_run = (folder / CONFIG_FILE).is_file() and (state is not None or (folder / METRICS_FILE).is_file())
+    if state is None and not in_run:
+        return None
+    status = run_folder.run_status(folder) if in_run else None
+    config = (state.get('config') or {}) if state is not None else status.config
+    epoch, epochs = (state or {}).get('epoch'), (config.get('recipe') or {}).get('epochs')
+    unfinished = state is not None and not (isinstance(epoch, int) and isinstance(epochs, int) and epoch >= epochs)
+    if unfinished or (status is not None and status.state != 'done'):
+        detail = ([f'epoch {epoch} of {epochs}'] if state is not None else []) + [
+            f'its run folder {folder} is {status.state}' if status is not None else 'no run folder holds it']
+        raise ExportError(
+            f'{file} is from an unfinished run ({"; ".join(detail)}): nothing in it can be exported; finish the '
+            f"run (`zamzoo train ... --out {folder} --resume`, or `zamzoo zoo run` for a sweep's run), then export "
+            f'the run folder: `zamzoo export {folder}`')
+    return [(status.results if status is not None else {}, config)]
 
 
 def _read_input(sources: List[Path], model, tag, recipe, seed, weights_seed) -> _Input:
@@ -327,6 +400,7 @@ def _results(inp: _Input, summaries: List[dict], tag: str, num_classes: int, rep
         code_commit=(weights_run.summary()['code_commit'] if weights_run is not None else None),
         export_code_commit=code_commit(),
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        training_data=inp.training_data,
         **_attention_module(inp.model),
     )
 
@@ -355,7 +429,7 @@ def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
         hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
         code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
         init=weights_run.config.get('init') if weights_run is not None else None, onnx=results.get('onnx'),
-        attention_module=results.get('attention_module'),
+        attention_module=results.get('attention_module'), training_data=inp.training_data,
     )
 
 
@@ -387,6 +461,7 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
         (staging / 'README.md').write_text(card, encoding='utf-8')
         for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
             (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
+        write_checksums(staging)
         os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
         for f in staging.iterdir():
             os.chmod(f, 0o644)
@@ -394,6 +469,12 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_checksums(folder: Path):
+    """SHA256SUMS: the sha256 of every other file of the export, in `sha256sum` format."""
+    lines = [f'{sha256_file(f)}  {f.name}' for f in sorted(folder.iterdir()) if f.name != CHECKSUMS_FILE]
+    (folder / CHECKSUMS_FILE).write_text('\n'.join(lines) + '\n')
 
 
 def _drop_wrapper_args(config_file: Path):

@@ -9,7 +9,7 @@ from .._io import read_json_object
 from ..errors import NonFiniteError, WeightsError
 from ..pretrained import WEIGHTS_FILENAME, hub_errors, sha256_file, update_manifest, validate_record
 from ..train.checkpoint import check_finite_weights
-from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES, WRAPPER_ARGS
+from .export import CHECKSUMS_FILE, EXPORT_FILES, OPTIONAL_EXPORT_FILES, WRAPPER_ARGS
 from .onnx import check_onnx_record
 
 
@@ -48,6 +48,26 @@ def _read_records(folder: Path):
     if lacking:
         raise InvalidExportError(f'{folder}: ' + '; '.join(lacking))
     return results, config
+
+
+def _checksum_problems(folder: Path) -> List[str]:
+    """The files that differ from what export wrote (SHA256SUMS): weights or records edited after export."""
+    listed = {}
+    for line in (folder / CHECKSUMS_FILE).read_text(encoding='utf-8', errors='replace').splitlines():
+        digest, sep, name = line.partition('  ')
+        if not sep:
+            return [f'{CHECKSUMS_FILE} holds the line {line!r}, not "<sha256>  <file>": export again']
+        listed[name] = digest
+    present = sorted(p.name for p in folder.iterdir() if p.name != CHECKSUMS_FILE and not p.name.startswith('.'))
+    problems = []
+    if unlisted := [name for name in present if name not in listed]:
+        problems.append(f'{", ".join(unlisted)} not in {CHECKSUMS_FILE} (not written by export)')
+    if absent := sorted(set(listed) - set(present)):
+        problems.append(f'{CHECKSUMS_FILE} lists {", ".join(absent)}, which the folder lacks')
+    if changed := [name for name in present if name in listed and sha256_file(folder / name) != listed[name]]:
+        problems.append(f'{", ".join(changed)} changed after export (sha256 differs from {CHECKSUMS_FILE}): '
+                        f'export again')
+    return problems
 
 
 def _record_problems(folder: Path, results: dict, config: dict) -> List[str]:
@@ -147,8 +167,9 @@ def _refuse_run_time_module(folder: Path, results: dict):
 def validate_export(folder) -> dict:
     """Check an export folder end to end; returns its results.json. Raises InvalidExportError with every problem.
 
-    Checks: not a model of an attention module registered at run time; exactly the export files (and optionally model.onnx, whose sha256 results.json records), none
-    empty; results.json / config.json readable; the sha256 and size of model.safetensors match results.json;
+    Checks: not a model of an attention module registered at run time; exactly the export files (and optionally
+    model.onnx, whose sha256 results.json records), none empty; every file as export wrote it (SHA256SUMS);
+    results.json / config.json readable; the sha256 and size of model.safetensors match results.json;
     config.json's architecture is a registered zamzoo model and matches results.json; the safetensors header holds
     exactly the architecture's tensors with the right shapes (read without loading, and without any pickle); the
     weights are finite; the card has timm's YAML header; config.json loads in transformers' timm wrapper.
@@ -159,7 +180,7 @@ def validate_export(folder) -> dict:
     _check_file_set(folder)
     results, config = _read_records(folder)
     _refuse_run_time_module(folder, results)
-    problems = _record_problems(folder, results, config)
+    problems = _checksum_problems(folder) + _record_problems(folder, results, config)
     if not problems:
         problems = _shape_problems(folder / WEIGHTS_FILENAME, config)
     if not problems:
@@ -168,6 +189,20 @@ def validate_export(folder) -> dict:
     if problems:
         raise InvalidExportError(f'{folder} is not a valid export: ' + '; '.join(problems))
     return results
+
+
+def _refuse_unofficial_data(folder: Path, results: dict):
+    """The CIFAR tags' repos (which the manifest pins `timm.create_model(..., pretrained=True)` to) hold weights
+    trained on the official CIFAR releases only."""
+    from ..models import TAGS
+    from .card import dataset_names
+    data = results.get('training_data') or {}
+    if results['tag'] in TAGS and data.get('official') is False:
+        raise InvalidExportError(
+            f"{folder} was trained on {dataset_names(results['tag'], data)[0]}, so it is not pushed as "
+            f"{results['model']}.{results['tag']}: that name's weights are trained on the official "
+            f"{dataset_names(results['tag'])[0]} release (train on it, e.g. `zamzoo train --data DIR --download`, "
+            f'then export and push that run); the export itself stays usable from disk')
 
 
 def get_hf_token(token: Optional[str] = None) -> str:
@@ -214,6 +249,7 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
     """
     folder = Path(folder)
     results = validate_export(folder)
+    _refuse_unofficial_data(folder, results)
     if repo_id and repo_id != results['repo_id']:
         raise InvalidExportError(
             f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); "

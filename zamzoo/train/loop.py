@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from .. import provenance
 from .._paths import check_writable
+from ..data.cifar_release import official_release
 from ..data.sources import check_same_data
+from ..dataset_table import CIFAR_DATASETS
 from ..errors import NonFiniteError, UsageError
 from ..models.plugins import check_attention_source
 from ..recipes import Recipe
@@ -419,6 +421,8 @@ def _results(loop: Loop) -> dict:
         'num_classes': run_config['num_classes'], 'num_params': run_config['num_params'],
         'top1': last.get('test_top1'), 'top5': last.get('test_top5'), 'test_loss': last.get('test_loss'),
         'test_images': last.get('test_images'),
+        # what publishing may call the data: the official CIFAR release, or only data in its format
+        'official_data': official_release(config.data, config.dataset) if config.dataset in CIFAR_DATASETS else None,
         'best_top1': best.get('top1'), 'best_top5': best.get('top5'), 'best_epoch': best.get('epoch'),
         'images_per_s': statistics.median(throughputs) if throughputs else None,
         'mean_images_per_s': (train_images / train_time) if train_time else None,

@@ -1,0 +1,228 @@
+"""What an export may claim, and what push accepts: weights trained on data in CIFAR's format that is not the official
+release are never published as trained on CIFAR-100 (nor pushed under the CIFAR tags); a zamzoo training checkpoint
+of an unfinished run is not exported; an export whose records were edited after export is not pushed."""
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from torchvision import datasets as tvd
+
+import zamzoo.publish.push as push_mod
+from conftest import TINY_TEST, TINY_TRAIN
+from zamzoo.cli import main
+from zamzoo.data.cifar import cifar_fingerprint
+from zamzoo.data.cifar_release import official_release
+from zamzoo.publish import ExportError, InvalidExportError, export_run, push_folder
+from zamzoo.publish.export import CHECKSUMS_FILE
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+MODEL = 'mobilenet_plain'
+UNOFFICIAL = f'CIFAR-100-format data (not the official release: {TINY_TRAIN} train / {TINY_TEST} test images)'
+
+
+class Recorder:
+    """HfApi that records what would be uploaded."""
+    calls = []
+
+    def __init__(self, token=None, **kwargs):
+        self.calls.append('init')
+
+    def create_repo(self, repo_id, **kwargs):
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, *, repo_id, **kwargs):
+        self.calls.append(('upload_folder', repo_id))
+        return SimpleNamespace(oid='c' * 40)
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    Recorder.calls = []
+    monkeypatch.setattr(push_mod, 'HfApi', Recorder)
+    return Recorder
+
+
+@pytest.fixture(scope='module')
+def fake_run(tiny_cifar, tmp_path_factory):
+    """A run trained by `zamzoo train` on the tiny CIFAR-format pickles (not the official release)."""
+    run = tmp_path_factory.mktemp('fake') / 'run'
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(['train', '--model', MODEL, '--data', str(tiny_cifar), '--epochs', '1', '--batch-size', '16',
+                     '--device', 'cpu', '--out', str(run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+def _official_run(folder: Path, seed=0) -> Path:
+    """A completed run folder on the official release, as `zamzoo train` writes it (the fields export reads)."""
+    torch.manual_seed(seed)
+    net = timm.create_model(MODEL)
+    folder.mkdir(parents=True)
+    save_file(net.state_dict(), str(folder / 'model.safetensors'))
+    (folder / 'config.json').write_text(json.dumps(dict(
+        model=MODEL, dataset='cifar100', tag='cifar100', seed=seed, num_classes=100, model_kwargs={},
+        recipe=dict(name='zam', version=1, epochs=2), train_images=50_000)))
+    (folder / 'results.json').write_text(json.dumps(dict(
+        model=MODEL, dataset='cifar100', seed=seed, epochs=2, top1=70.0, top5=90.0, best_top1=70.0,
+        test_images=10_000, official_data=True)))
+    (folder / 'metrics.jsonl').write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    return folder
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ D1: the official release, or not
+def _make_tiny_cifar_official(tiny_cifar, monkeypatch):
+    """torchvision's md5 lists of the CIFAR-100 release replaced by the tiny files' md5."""
+    folder = Path(tiny_cifar) / 'cifar-100-python'
+    monkeypatch.setattr(tvd.CIFAR100, 'train_list', [['train', _md5(folder / 'train')]])
+    monkeypatch.setattr(tvd.CIFAR100, 'test_list', [['test', _md5(folder / 'test')]])
+    monkeypatch.setattr(tvd.CIFAR100, 'meta', dict(tvd.CIFAR100.meta, md5=_md5(folder / 'meta')))
+
+
+def test_official_release_is_torchvisions_md5_of_every_file(tiny_cifar, monkeypatch):
+    assert not official_release(tiny_cifar, 'cifar100') and not official_release(tiny_cifar, 'cifar10')
+    _make_tiny_cifar_official(tiny_cifar, monkeypatch)  # torchvision's lists are what is compared
+    assert official_release(tiny_cifar, 'cifar100') and official_release(Path(tiny_cifar) / 'cifar-100-python',
+                                                                          'cifar100')
+    monkeypatch.setattr(tvd.CIFAR100, 'meta', dict(tvd.CIFAR100.meta, md5='0' * 32))
+    assert not official_release(tiny_cifar, 'cifar100')
+
+
+def test_a_run_on_cifar_format_data_is_not_published_as_cifar100(fake_run, tmp_path, recorder):
+    results = json.loads((fake_run / 'results.json').read_text())
+    assert results['official_data'] is False and results['test_images'] == TINY_TEST
+    out = export_run([fake_run], tmp_path / 'export').path  # export still works: an experiment on one's own data
+    card = (out / 'README.md').read_text()
+    header = card.split('\n---\n', 1)[0]
+    assert 'uoft-cs/cifar100' not in card and 'trained on CIFAR-100 ' not in card
+    assert 'Training dataset:** CIFAR-100\n' not in card and 'CIFAR-100 test set' not in card
+    assert f'trained on {UNOFFICIAL} with zamzoo' in card and f'{UNOFFICIAL} test set' in card
+    assert f"name: '{UNOFFICIAL}'" in header and "type: 'cifar100-format'" in header
+    assert "timm.create_model('mobilenet_plain.cifar100', pretrained=True)" not in card  # those are zamzoo's weights
+    description = json.loads((out / 'config.json').read_text())['pretrained_cfg']['description']
+    assert description.endswith(f'; trained on {UNOFFICIAL}')
+    assert json.loads((out / 'results.json').read_text())['training_data'] == dict(
+        official=False, train_images=TINY_TRAIN, test_images=TINY_TEST)
+
+    manifest = tmp_path / 'manifest.json'
+    with pytest.raises(InvalidExportError, match=r'trained on CIFAR-100-format data \(not the official release.*'
+                                                 r'not pushed as mobilenet_plain.cifar100'):
+        push_folder(out, token='hf_test', manifest=manifest)
+    assert recorder.calls == [] and not manifest.exists()  # nothing uploaded: nothing for the tables to show
+
+
+def test_runs_on_the_official_release_are_published_as_cifar100(tmp_path, recorder):
+    out = export_run([_official_run(tmp_path / 's0'), _official_run(tmp_path / 's1', 1)], tmp_path / 'export').path
+    card = (out / 'README.md').read_text()
+    assert '- uoft-cs/cifar100' in card and 'trained on CIFAR-100 with zamzoo' in card and 'not the official' not in card
+    record = push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
+    assert record['dataset'] == 'cifar100' and recorder.calls[-1] == ('upload_folder', f'zamzoo/{MODEL}.cifar100')
+
+
+def test_a_run_without_the_record_is_not_claimed(tmp_path):
+    run = _official_run(tmp_path / 'old')  # a run from before official_data was recorded
+    results = json.loads((run / 'results.json').read_text())
+    del results['official_data']
+    (run / 'results.json').write_text(json.dumps(results))
+    card = (export_run([run], tmp_path / 'export').path / 'README.md').read_text()
+    assert 'uoft-cs/cifar100' not in card and 'CIFAR-100-format data (not the official release: 50,000 train' in card
+
+
+def test_a_run_without_the_record_is_told_by_its_data_fingerprint(tiny_cifar, tmp_path, monkeypatch):
+    """A run from before `official_data`: its data, still where it was with the fingerprint it recorded, is checked
+    against torchvision's lists at export."""
+    run = _official_run(tmp_path / 'old')
+    results = json.loads((run / 'results.json').read_text())
+    del results['official_data']
+    (run / 'results.json').write_text(json.dumps(results))
+    config = json.loads((run / 'config.json').read_text())
+    fingerprint = {part: cifar_fingerprint(tiny_cifar, 'cifar100', part == 'train') for part in ('train', 'val')}
+    (run / 'config.json').write_text(json.dumps(dict(config, data=str(tiny_cifar), data_fingerprint=fingerprint)))
+    _make_tiny_cifar_official(tiny_cifar, monkeypatch)
+    card = (export_run([run], tmp_path / 'official').path / 'README.md').read_text()
+    assert '- uoft-cs/cifar100' in card and 'not the official' not in card
+    fingerprint['val'] = '1 files, sha256 0123456789abcdef'  # the data there now is not what the run read
+    (run / 'config.json').write_text(json.dumps(dict(config, data=str(tiny_cifar), data_fingerprint=fingerprint)))
+    card = (export_run([run], tmp_path / 'other').path / 'README.md').read_text()
+    assert 'uoft-cs/cifar100' not in card and 'not the official release' in card
+
+
+# ------------------------------------------------------------------ D2: a training checkpoint of an unfinished run
+def test_the_checkpoint_of_an_unfinished_run_is_refused(fake_run, tmp_path):
+    assert (fake_run / 'checkpoint.pt').is_file()
+    state = torch.load(fake_run / 'checkpoint.pt', weights_only=True)
+    state['config']['recipe']['epochs'] = 6  # epoch 1 of 6: what a run killed after its first epoch leaves
+    half = tmp_path / 'half'
+    half.mkdir()
+    (half / 'config.json').write_text(json.dumps(state['config']))
+    torch.save(state, half / 'checkpoint.pt')
+    with pytest.raises(ExportError, match=r'is from an unfinished run \(epoch 1 of 6; its run folder .*half is pending\).*'
+                                          r'`zamzoo export .*half`'):
+        export_run([half / 'checkpoint.pt'], tmp_path / 'x', model=MODEL)
+    (tmp_path / 'loose').mkdir()
+    shutil.copy(half / 'checkpoint.pt', tmp_path / 'loose' / 'checkpoint.pt')  # no run folder: its epochs tell
+    with pytest.raises(ExportError, match=r'epoch 1 of 6; no run folder holds it'):
+        export_run([tmp_path / 'loose' / 'checkpoint.pt'], tmp_path / 'x', model=MODEL)
+    shutil.copy(fake_run / 'checkpoint.pt', half / 'checkpoint.pt')  # all epochs, but the folder is not done
+    with pytest.raises(ExportError, match='its run folder .*half is pending'):
+        export_run([half / 'checkpoint.pt'], tmp_path / 'x', model=MODEL)
+    assert not (tmp_path / 'x').exists()
+
+
+@pytest.mark.parametrize('name', ['checkpoint.pt', 'model.safetensors'])
+def test_a_file_of_a_completed_run_is_exported_as_its_run(fake_run, tmp_path, capsys, name):
+    assert main(['export', str(fake_run / name), '--model', MODEL, '--out', str(tmp_path / 'e')]) == 0
+    card = (tmp_path / 'e' / 'README.md').read_text()
+    assert 'uoft-cs/cifar100' not in card and f'trained on {UNOFFICIAL}' in card  # the run's record, not --tag's
+
+
+def test_the_weights_of_a_failed_run_are_refused(fake_run, tmp_path, capsys):
+    failed = tmp_path / 'failed'
+    shutil.copytree(fake_run, failed)
+    (failed / 'failed.json').write_text(json.dumps(dict(error='RuntimeError: boom')))
+    (failed / 'results.json').unlink()
+    assert main(['export', str(failed / 'model.safetensors'), '--model', MODEL, '--out', str(tmp_path / 'e')]) == 2
+    err = capsys.readouterr().err
+    assert 'is from an unfinished run (its run folder' in err and 'is failed)' in err and 'Traceback' not in err
+
+
+# ------------------------------------------------------------------ D8: records edited after export
+@pytest.mark.parametrize('name,edit', [
+    ('results.json', lambda r: r['top1'].update(mean=91.5)),
+    ('config.json', lambda c: c['pretrained_cfg'].update(mean=[0, 0, 0])),
+])
+def test_push_refuses_records_edited_after_export(tmp_path, recorder, name, edit):
+    out = export_run([_official_run(tmp_path / 'run')], tmp_path / 'export').path
+    sums = dict(reversed(line.split('  ', 1)) for line in (out / CHECKSUMS_FILE).read_text().splitlines())
+    assert sorted(sums) == sorted(p.name for p in out.iterdir() if p.name != CHECKSUMS_FILE)
+    assert all(hashlib.sha256((out / f).read_bytes()).hexdigest() == digest for f, digest in sums.items())
+    record = json.loads((out / name).read_text())
+    edit(record)
+    (out / name).write_text(json.dumps(record))
+    with pytest.raises(InvalidExportError, match=f'{name} changed after export'):
+        push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
+    assert recorder.calls == [] and not (tmp_path / 'manifest.json').exists()
+
+
+def test_push_refuses_an_edited_card_and_an_unlisted_file(tmp_path, recorder):
+    out = export_run([_official_run(tmp_path / 'run')], tmp_path / 'export').path
+    (out / 'README.md').write_text((out / 'README.md').read_text().replace('70.0', '97.0'))
+    with pytest.raises(InvalidExportError, match='README.md changed after export'):
+        push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
+    (out / CHECKSUMS_FILE).write_text('\n'.join(line for line in (out / CHECKSUMS_FILE).read_text().splitlines()
+                                                if not line.endswith('  README.md')) + '\n')
+    with pytest.raises(InvalidExportError, match=f'README.md not in {CHECKSUMS_FILE}'):
+        push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
+    assert recorder.calls == []
