@@ -103,10 +103,11 @@ def _seed_list(seeds) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-def dropped_text(cell: CellStats) -> str:
-    """Which arm lacks a top-1 on which seeds, and why: 'candidate diverged on seed 2; baseline se failed on seed 1'."""
+def dropped_text(cell: CellStats, rows: Optional[Sequence[dict]] = None) -> str:
+    """Which arm lacks a top-1 on which seeds, and why: 'candidate diverged on seed 2; baseline se failed on seed 1'
+    (`rows`: those of cell.dropped to name, default all)."""
     groups = {}
-    for row in cell.dropped:
+    for row in cell.dropped if rows is None else rows:
         who = 'candidate' if row['arm'] == 'candidate' else f"baseline {row['attention']}"
         groups.setdefault((who, row['state']), []).append(row['seed'])
     return '; '.join(f'{who} {state} on {_seed_list(seeds)}' for (who, state), seeds in groups.items())
@@ -116,8 +117,11 @@ def verdict_text(cell: CellStats) -> str:
     """The verdict with why there is none, when there is none, and the seeds the cell dropped."""
     dropped = f' (n = {cell.n} of {cell.seeds} seeds: {dropped_text(cell)})' if cell.dropped else ''
     if cell.verdict == HARMFUL:
+        others = [row for row in cell.dropped if not (row['arm'] == 'candidate' and row['seed'] in cell.diverged)]
         return (f'**{HARMFUL}**: the candidate diverged on {len(cell.diverged)} of {cell.seeds} seeds '
-                f'({", ".join(map(str, cell.diverged))}) where the baseline did not; no improvement claimed{dropped}')
+                f'({", ".join(map(str, cell.diverged))}) where the baseline did not; no improvement claimed'
+                + (f'; the numbers cover the {cell.n} seeds both arms finished' if cell.n else '')
+                + (f' ({dropped_text(cell, others)})' if others else ''))
     if cell.verdict == NO_VERDICT:
         return f'{NO_VERDICT}: no seed both arms finished ({dropped_text(cell)})'
     if cell.verdict in (BETTER, WORSE):
