@@ -265,8 +265,8 @@ def forest_figure(cells: Sequence[CellStats]):
     for row, cell in enumerate(cells):
         colour = _VERDICT_COLOURS.get(cell.verdict, _NO_DIFFERENCE_COLOUR)
         if cell.diff_mean is None:
-            ax.annotate(cell.verdict, (0, row), xytext=(5, 0), textcoords='offset points', va='center', fontsize=8,
-                        color=colour)
+            ax.annotate(f'{cell.verdict}: no seed both arms finished', (0, row), xytext=(5, 0),
+                        textcoords='offset points', va='center', fontsize=8, color=colour)
         elif cell.diff_ci is None:
             ax.plot(cell.diff_mean, row, 'o', mfc='none', color=colour)
         else:

@@ -213,7 +213,8 @@ def compare_cells(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult
     pairs = _cell_pairs(candidates, baselines)
     tested = [_cell_test(c, b) for c, b in pairs]
     adjusted = holm([test.p_value if test else None for _, _, test in tested])
-    return [_cell(cand, base, a, b, test, p_holm) for (cand, base), (a, b, test), p_holm in zip(pairs, tested, adjusted)]
+    return [_cell(cand, base, a, b, test, p_holm)
+            for (cand, base), (a, b, test), p_holm in zip(pairs, tested, adjusted)]
 
 
 def _cell(cand: ArmResult, base: ArmResult, a: List[float], b: List[float], test: Optional[PairedDifference],
