@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .._io import atomic_path, dumps_strict
-from ..pairing import SEEDS_NEEDED_CAP
-from .stats import (ALPHA, BETTER, COST_KEYS, DIVERGED, HARMFUL, IDENTICAL, NO_VERDICT, POWER, SIGN_TEST_MIN_PAIRS,
-                    SINGLE_PAIR, TIED, WORSE, ArmResult, CellStats, compare_cells, mean_interval)
+from .stats import (ALPHA, BETTER, COST_KEYS, DIVERGED, HARMFUL, IDENTICAL, NO_VERDICT, POWER, SEEDS_NEEDED_CAP,
+                    SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE, ArmResult, CellStats, compare_cells, mean_interval)
 
 REPORT_MD, REPORT_JSON, FOREST_PNG, COST_PNG = 'report.md', 'report.json', 'forest.png', 'cost.png'
 _VERDICT_COLOURS = {BETTER: 'tab:green', WORSE: 'tab:red', HARMFUL: 'tab:red'}
