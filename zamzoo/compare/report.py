@@ -114,7 +114,7 @@ def dropped_text(cell: CellStats, rows: Optional[Sequence[dict]] = None) -> str:
 
 def verdict_text(cell: CellStats) -> str:
     """The verdict with why there is none, when there is none, and the seeds the cell dropped."""
-    dropped = f' (n = {cell.n} of {cell.seeds} seeds: {dropped_text(cell)})' if cell.dropped else ''
+    dropped = f'n = {cell.n} of {cell.seeds} seeds: {dropped_text(cell)}' if cell.dropped else ''
     if cell.verdict == HARMFUL:
         others = [row for row in cell.dropped if not (row['arm'] == 'candidate' and row['seed'] in cell.diverged)]
         return (f'**{HARMFUL}**: the candidate diverged on {len(cell.diverged)} of {cell.seeds} seeds '
@@ -124,7 +124,7 @@ def verdict_text(cell: CellStats) -> str:
     if cell.verdict == NO_VERDICT:
         return f'{NO_VERDICT}: no seed both arms finished ({dropped_text(cell)})'
     if cell.verdict in (BETTER, WORSE):
-        return f'**{cell.verdict}**{dropped}'
+        return f'**{cell.verdict}**' + (f' ({dropped})' if dropped else '')
     if cell.test == SINGLE_PAIR:
         why = 'insufficient seeds: 1 pair'
     elif cell.test == IDENTICAL:
@@ -138,7 +138,7 @@ def verdict_text(cell: CellStats) -> str:
         why = f'all {cell.n} differences equal: the sign test needs {SIGN_TEST_MIN_PAIRS} pairs'
     else:
         why = f'smallest detectable difference {cell.mde:.2f} points'
-    return f'{cell.verdict} ({why}){dropped}'
+    return f'{cell.verdict} ({why}' + (f'; {dropped})' if dropped else ')')
 
 
 def verdict_table(cells: Sequence[CellStats]) -> List[str]:
