@@ -122,8 +122,9 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     out = tmp_path / 'runs'
     assert _compare(modules, 'Zero', colours, out) == 0
     report = _report(out, 'zero')
-    assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells', 'cost',
-                           'contract'}
+    assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
+                           'unfinished_runs', 'cost', 'contract'}
+    assert report['unfinished_runs'] == []
     [cell] = report['cells']
     assert (cell['backbone'], cell['baseline'], cell['n']) == ('mobilenet', 'plain', 3)
     assert cell['verdict'] == 'worse' and cell['diff_ci'][1] < 0, cell

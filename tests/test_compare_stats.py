@@ -17,9 +17,10 @@ from zamzoo.compare.stats import (BETTER, NO_DIFFERENCE, WORSE, ArmResult, compa
 from zamzoo.errors import NonFiniteError, UsageError, ZamzooError
 
 CELL_KEYS = ['backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'baseline_mean', 'baseline_std',
-             'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed']
-REPORT_KEYS = ['name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells', 'cost',
-               'contract']
+             'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed',
+             'diverged_seeds', 'dropped']
+REPORT_KEYS = ['name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
+               'unfinished_runs', 'cost', 'contract']
 COST_KEYS = ['backbone', 'params_added', 'macs_added', 'cpu_latency_ratio', 'train_images_per_s_ratio']
 SETUP = CompareSetup(name='mymod', module='pkg.mod:MyMod', source_sha256='ab' * 32, dataset='cifar100',
                      recipe='cifar', epochs=2, seeds=[0, 1, 2])
@@ -143,8 +144,10 @@ def test_only_seeds_both_arms_have_are_paired():
     candidate = ArmResult('resnet18', 'mymod', {0: 71.0, 1: 72.0, 5: 99.0})
     (cell,) = compare_cells([candidate], [ArmResult('resnet18', 'plain', {0: 70.0, 1: 70.5, 2: 10.0})])
     assert cell.n == 2 and cell.candidate_mean == 71.5 and cell.baseline_mean == 70.25
-    with pytest.raises(UsageError, match='no seed in common'):
-        compare_cells([candidate], [ArmResult('resnet18', 'plain', {3: 70.0})])
+    assert [(r['seed'], r['arm'], r['state']) for r in cell.dropped] == [(2, 'candidate', 'missing'),
+                                                                          (5, 'baseline', 'missing')]
+    (cell,) = compare_cells([candidate], [ArmResult('resnet18', 'plain', {3: 70.0})])  # no seed in common
+    assert (cell.n, cell.diff_mean, cell.p_value, cell.verdict) == (0, None, None, 'no verdict')
 
 
 def test_bad_inputs_are_refused():

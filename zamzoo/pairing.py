@@ -14,6 +14,9 @@ ALPHA = 0.05
 POWER = 0.8
 # the smallest number of pairs at which a sign or sign-flip test can reach two-sided p < ALPHA: 2 / 2**6 = 0.031
 SIGN_TEST_MIN_PAIRS = 6
+# beyond this many pairs a "seeds needed" count says only that the difference is too small to chase: seeds_needed
+# returns SEEDS_NEEDED_CAP + 1 for any larger count (a true lower bound, shown as "> 1000")
+SEEDS_NEEDED_CAP = 1000
 
 # the kinds of test behind a cell's numbers (report.md explains each)
 T_TEST, IDENTICAL, CONSTANT, SINGLE_PAIR = 'paired t-test', 'identical runs', 'sign test', 'single pair'
@@ -53,14 +56,19 @@ def detectable_difference(s_d: float, n: int) -> Optional[float]:
 
 
 def seeds_needed(diff: float, s_d: float) -> Optional[int]:
-    """The fewest pairs whose detectable difference (same formula) is at most |diff|; None when diff is 0."""
-    stats = scipy_stats()
+    """The fewest pairs whose detectable difference (same formula) is at most |diff|; None when diff is 0;
+    SEEDS_NEEDED_CAP + 1 when more than SEEDS_NEEDED_CAP pairs are needed (a count that large is no plan, and a
+    difference that is float noise would otherwise ask for 1e31 seeds)."""
     if diff == 0:
         return None
     # the normal approximation is a lower bound (t quantiles exceed normal ones): start there, walk up
+    stats = scipy_stats()
     z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
-    n = max(2, math.floor((z * s_d / abs(diff)) ** 2))
-    while detectable_difference(s_d, n) > abs(diff):
+    lower = (z * s_d / abs(diff)) ** 2
+    if lower > SEEDS_NEEDED_CAP:
+        return SEEDS_NEEDED_CAP + 1
+    n = max(2, math.floor(lower))
+    while n <= SEEDS_NEEDED_CAP and detectable_difference(s_d, n) > abs(diff):
         n += 1
     return n
 
@@ -79,15 +87,15 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], test_imag
         return PairedDifference(1, float(d[0]), None, None, None, None, SINGLE_PAIR)
     # differences equal up to float rounding (77.31 - 76.2 and 78.41 - 77.3 differ in the last bits) count as equal
     tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
+    # a mean difference within that rounding is 0 (top-1 = 100 * correct / N: +2 and -2 images leave -7e-15)
+    diff = float(d.mean()) if abs(d.mean()) > tolerance else 0.0
     if np.ptp(d) <= tolerance:
-        diff = float(d.mean()) if abs(d.mean()) > tolerance else 0.0
         identical = diff == 0.0 and same_runs(candidate_loss, baseline_loss, n)
         return _constant_difference(diff, n, identical, _binomial_noise(a, b, test_images))
     stats = scipy_stats()
     result = stats.ttest_rel(a, b)
     ci = result.confidence_interval(1 - ALPHA)
     s_d = float(d.std(ddof=1))
-    diff = float(d.mean())
     return PairedDifference(n, diff, (float(ci.low), float(ci.high)), float(result.pvalue),
                             detectable_difference(s_d, n), seeds_needed(diff, s_d), T_TEST)
 

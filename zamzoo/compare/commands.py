@@ -72,7 +72,7 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     from ..zoo.plan import check_conflicts
     from ..zoo.sweep import runs_to_launch
     from .report import CompareSetup, write_report
-    from .runs import arm_results, finished_results, report_dir
+    from .runs import arm_results, report_dir, run_outcomes
 
     check_conflicts(runs, states)
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
@@ -84,10 +84,10 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     if not summary['finished']:
         print(f"submitted {summary['launched']} run(s); run this command again once they have ended for the report")
         return 0
-    results = finished_results(runs)
+    results, unfinished = run_outcomes(runs)
     costs = {row.backbone: {'params_added': row.params_added, 'macs_added': row.macs_added,
                             'cpu_latency_ratio': row.cpu_latency_ratio} for row in contract.backbones}
-    candidates, baselines = arm_results(arms, runs, results, costs)
+    candidates, baselines = arm_results(arms, runs, results, costs, unfinished)
     recipes = sorted({run.recipe for run in runs})
     epochs = sorted({run.epochs for run in runs})
     setup = CompareSetup(candidate.name, candidate.module, (candidate.record or {}).get('sha256'), args.dataset,

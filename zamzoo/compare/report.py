@@ -7,12 +7,16 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .._io import atomic_path, dumps_strict
-from .stats import (ALPHA, BETTER, COST_KEYS, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE,
-                    ArmResult, CellStats, compare_cells, mean_interval)
+from .stats import (ALPHA, BETTER, COST_KEYS, DIVERGED, HARMFUL, IDENTICAL, NO_VERDICT, POWER, SEEDS_NEEDED_CAP,
+                    SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE, ArmResult, CellStats, compare_cells, mean_interval)
 
 REPORT_MD, REPORT_JSON, FOREST_PNG, COST_PNG = 'report.md', 'report.json', 'forest.png', 'cost.png'
-_VERDICT_COLOURS = {BETTER: 'tab:green', WORSE: 'tab:red'}
+_VERDICT_COLOURS = {BETTER: 'tab:green', WORSE: 'tab:red', HARMFUL: 'tab:red'}
 _NO_DIFFERENCE_COLOUR = 'tab:grey'
+MACS_NOTE = ('MACs added: multiply-accumulates of one forward pass as `torch.utils.flop_counter.FlopCounterMode` '
+             'counts them (its FLOPs / 2), which counts matrix multiplications and convolutions only: element-wise '
+             'multiplies (a gate\'s `x * sigmoid(...)`, a scale) and poolings are not counted, so a module made of '
+             'them alone adds 0 MACs; its CPU latency ratio shows what it costs.')
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ def write_report(out_dir, setup: CompareSetup, candidates: Sequence[ArmResult], 
                  contract: dict) -> Path:
     """Write the four report files into `out_dir`; returns the path of report.md."""
     cells = compare_cells(candidates, baselines)
-    payload = report_json(setup, cells, candidates, contract)
+    payload = report_json(setup, cells, candidates, baselines, contract)
     files = {  # all rendered first: an error in any of them leaves no file behind
         FOREST_PNG: _png(forest_figure(cells)),
         COST_PNG: _png(cost_figure(candidates, baselines)),
@@ -50,11 +54,20 @@ def cost_rows(candidates: Sequence[ArmResult]) -> List[dict]:
     return [{'backbone': arm.backbone, **{k: (arm.cost or {}).get(k) for k in COST_KEYS}} for arm in candidates]
 
 
+def unfinished_rows(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> List[dict]:
+    """Every run of the comparison without a top-1, and why (stats.UnfinishedRun)."""
+    return [{'backbone': arm.backbone, 'attention': arm.attention, 'arm': role, 'seed': run.seed, 'state': run.state,
+             'detail': run.detail, 'folder': run.folder}
+            for role, arms in (('candidate', candidates), ('baseline', baselines)) for arm in arms
+            for run in arm.unfinished]
+
+
 def report_json(setup: CompareSetup, cells: Sequence[CellStats], candidates: Sequence[ArmResult],
-                contract: dict) -> dict:
+                baselines: Sequence[ArmResult], contract: dict) -> dict:
     return {'name': setup.name, 'module': setup.module, 'source_sha256': setup.source_sha256,
             'dataset': setup.dataset, 'recipe': setup.recipe, 'epochs': setup.epochs, 'seeds': list(setup.seeds),
-            'cells': [cell.to_json() for cell in cells], 'cost': cost_rows(candidates), 'contract': contract}
+            'cells': [cell.to_json() for cell in cells], 'unfinished_runs': unfinished_rows(candidates, baselines),
+            'cost': cost_rows(candidates), 'contract': contract}
 
 
 # ------------------------------------------------------------------ report.md
@@ -66,31 +79,66 @@ def _fmt_p(p: Optional[float]) -> str:
     return '–' if p is None else ('<0.001' if p < 0.001 else f'{p:.3f}')
 
 
-def _fmt_arm(mean: float, std: Optional[float]) -> str:
+def _fmt_arm(mean: Optional[float], std: Optional[float]) -> str:
+    if mean is None:
+        return '–'
     return f'{mean:.2f}' if std is None else f'{mean:.2f} ± {std:.2f}'
 
 
+def _fmt_seeds_needed(n: Optional[int]) -> str:
+    return f'> {SEEDS_NEEDED_CAP}' if n is not None and n > SEEDS_NEEDED_CAP else _fmt(n, 'd')
+
+
 def _fmt_diff(cell: CellStats) -> str:
+    if cell.diff_mean is None:
+        return '–'
     if cell.diff_ci is None:
         return f'{cell.diff_mean:+.2f} (no 95% interval)'
     return f'{cell.diff_mean:+.2f} [{cell.diff_ci[0]:+.2f}, {cell.diff_ci[1]:+.2f}]'
 
 
+def _seed_list(seeds) -> str:
+    seeds = list(seeds)
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def dropped_text(cell: CellStats, rows: Optional[Sequence[dict]] = None) -> str:
+    """Which arm lacks a top-1 on which seeds, and why: 'candidate diverged on seed 2; baseline se failed on seed 1'
+    (`rows`: those of cell.dropped to name, default all)."""
+    groups = {}
+    for row in cell.dropped if rows is None else rows:
+        who = 'candidate' if row['arm'] == 'candidate' else f"baseline {row['attention']}"
+        groups.setdefault((who, row['state']), []).append(row['seed'])
+    return '; '.join(f'{who} {state} on {_seed_list(seeds)}' for (who, state), seeds in groups.items())
+
+
 def verdict_text(cell: CellStats) -> str:
-    """The verdict with why there is none, when there is none."""
+    """The verdict with why there is none, when there is none, and the seeds the cell dropped."""
+    dropped = f'n = {cell.n} of {cell.seeds} seeds: {dropped_text(cell)}' if cell.dropped else ''
+    if cell.verdict == HARMFUL:
+        others = [row for row in cell.dropped if not (row['arm'] == 'candidate' and row['seed'] in cell.diverged)]
+        return (f'**{HARMFUL}**: the candidate diverged on {len(cell.diverged)} of {cell.seeds} seeds '
+                f'({", ".join(map(str, cell.diverged))}) where the baseline did not; no improvement claimed'
+                + (f'; the numbers cover the {cell.n} seeds both arms finished' if cell.n else '')
+                + (f' ({dropped_text(cell, others)})' if others else ''))
+    if cell.verdict == NO_VERDICT:
+        return f'{NO_VERDICT}: no seed both arms finished ({dropped_text(cell)})'
     if cell.verdict in (BETTER, WORSE):
-        return f'**{cell.verdict}**'
+        return f'**{cell.verdict}**' + (f' ({dropped})' if dropped else '')
     if cell.test == SINGLE_PAIR:
         why = 'insufficient seeds: 1 pair'
     elif cell.test == IDENTICAL:
         why = 'identical runs'
+    elif cell.test == TIED and cell.candidate_mean in (0.0, 100.0):
+        why = (f'equal top-1 in all {cell.n} pairs, both arms at {cell.candidate_mean:.0f}%: the test set\'s binomial '
+               f'noise is 0 there, so no interval')
     elif cell.test == TIED:
         why = f'equal top-1 in all {cell.n} pairs from runs that differ; test set size unknown: no interval'
     elif cell.mde is None:
         why = f'all {cell.n} differences equal: the sign test needs {SIGN_TEST_MIN_PAIRS} pairs'
     else:
         why = f'smallest detectable difference {cell.mde:.2f} points'
-    return f'{cell.verdict} ({why})'
+    return f'{cell.verdict} ({why}' + (f'; {dropped})' if dropped else ')')
 
 
 def verdict_table(cells: Sequence[CellStats]) -> List[str]:
@@ -100,7 +148,7 @@ def verdict_table(cells: Sequence[CellStats]) -> List[str]:
     for c in cells:
         lines.append(f'| {c.backbone} | {c.baseline} | {c.n} | {_fmt_arm(c.candidate_mean, c.candidate_std)} '
                      f'| {_fmt_arm(c.baseline_mean, c.baseline_std)} | {_fmt_diff(c)} | {_fmt_p(c.p_value)} '
-                     f'| {_fmt_p(c.p_holm)} | {c.prob_improvement:.2f} | {_fmt(c.seeds_needed, "d")} '
+                     f'| {_fmt_p(c.p_holm)} | {_fmt(c.prob_improvement)} | {_fmt_seeds_needed(c.seeds_needed)} '
                      f'| {verdict_text(c)} |')
     return lines
 
@@ -133,7 +181,8 @@ def method_note() -> List[str]:
         f'- **Smallest detectable difference**: (t({1 - ALPHA / 2}, n−1) + t({POWER}, n−1)) · s_d / √n, the mean '
         f'difference these n pairs detect with {power} power (two-sided {ALPHA:.0%}), s_d the standard deviation '
         'of the differences. **Seeds needed**: the fewest pairs for which that formula, at the observed s_d, '
-        'reaches the observed mean difference (no Holm correction; none when the difference is 0).',
+        'reaches the observed mean difference (no Holm correction; none when the difference is 0, a mean within float '
+        f'rounding of 0 included; "> {SEEDS_NEEDED_CAP}" beyond {SEEDS_NEEDED_CAP}).',
         '- **Probability of improvement**: the share of (candidate run, baseline run) pairs, over the cell\'s seeds, '
         'where the candidate scores higher, ties counting half.',
         '- **Degenerate cells**: identical runs for every seed (the same top-1 and the same final test loss to the '
@@ -147,7 +196,22 @@ def method_note() -> List[str]:
         f'`scipy.stats.binomtest`) with the interval [d, d], a 95% interval only from {SIGN_TEST_MIN_PAIRS} pairs '
         'on (none below). A single pair has '
         'no interval and no p-value: no detectable difference (insufficient seeds).',
+        f'- **Runs without a result**: a run is *{DIVERGED}* when its folder records a NonFiniteError (a NaN or '
+        'infinite loss or weights), *failed* for any other recorded failure, *missing* while pending or running. A '
+        'seed either arm lacks is dropped from its cell and named there. A seed where the candidate diverged and the '
+        f'baseline did not is a failure of the module: the cell\'s verdict is `{HARMFUL}` whatever the other seeds '
+        'say (no improvement is claimed on the survivors); where both diverged, the seed is only dropped. A cell '
+        f'without a seed both arms finished has `{NO_VERDICT}`, saying why.',
     ]
+
+
+def _unfinished_section(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> List[str]:
+    rows = unfinished_rows(candidates, baselines)
+    if not rows:
+        return []
+    return ['## Runs without a result', '',
+            *(f"- {r['backbone']} · {r['attention']} ({r['arm']}) seed {r['seed']}: **{r['state']}**, {r['detail']}"
+              + (f" (`{r['folder']}`)" if r['folder'] else '') for r in rows), '']
 
 
 def _runs_section(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> List[str]:
@@ -162,13 +226,17 @@ def _runs_section(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult
 def report_markdown(setup: CompareSetup, cells: Sequence[CellStats], costs: Sequence[dict],
                     candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> str:
     seeds = ', '.join(str(s) for s in setup.seeds)
+    unfinished = len(unfinished_rows(candidates, baselines))
+    missing = (f' {unfinished} run(s) have no result (see Runs without a result): a cell uses only the seeds both its '
+               'arms finished (n).') if unfinished else ''
     lines = [f'# zamzoo compare: {setup.name}', '',
              f'Module `{setup.module}` (source sha256 `{setup.source_sha256 or "–"}`), data set {setup.dataset}, '
-             f'recipe {setup.recipe}, {setup.epochs} epochs, seeds {seeds}.', '',
+             f'recipe {setup.recipe}, {setup.epochs} epochs, seeds {seeds}.{missing}', '',
              '## Verdict', '', 'Top-1 in %, differences in points (candidate − baseline).', '',
              *verdict_table(cells), '', f'![differences]({FOREST_PNG})', '',
+             *_unfinished_section(candidates, baselines),
              '## Cost', '', 'Added to each backbone by the candidate, measured against the plain backbone.', '',
-             *cost_table(costs), '', f'![top-1 against cost]({COST_PNG})', '',
+             *cost_table(costs), '', MACS_NOTE, '', f'![top-1 against cost]({COST_PNG})', '',
              f'The contract check\'s results are in {REPORT_JSON} (`contract`).', '',
              '## Method', '', *method_note(), '',
              '## Run folders', '', *_runs_section(candidates, baselines), '']
@@ -195,7 +263,10 @@ def forest_figure(cells: Sequence[CellStats]):
     ax = fig.subplots()
     for row, cell in enumerate(cells):
         colour = _VERDICT_COLOURS.get(cell.verdict, _NO_DIFFERENCE_COLOUR)
-        if cell.diff_ci is None:
+        if cell.diff_mean is None:
+            ax.annotate(f'{cell.verdict}: no seed both arms finished', (0, row), xytext=(5, 0),
+                        textcoords='offset points', va='center', fontsize=8, color=colour)
+        elif cell.diff_ci is None:
             ax.plot(cell.diff_mean, row, 'o', mfc='none', color=colour)
         else:
             lo, hi = cell.diff_ci
@@ -205,7 +276,8 @@ def forest_figure(cells: Sequence[CellStats]):
     ax.set_yticks(range(len(cells)), labels=[f'{c.backbone} vs {c.baseline}' for c in cells])
     ax.set_ylim(len(cells) - 0.5, -0.5)
     ax.set_xlabel('candidate − baseline, final-epoch top-1 (points), 95% interval')
-    ax.set_title('green: better, red: worse, grey: no detectable difference; hollow: no interval', fontsize=8)
+    ax.set_title('green: better, red: worse or harmful, grey: no detectable difference; hollow: no interval',
+                 fontsize=8)
     ax.grid(axis='x', alpha=0.3)
     fig.tight_layout()
     return fig
@@ -222,15 +294,18 @@ def cost_figure(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult])
         unmeasured = [arm.attention for arm in arms if (arm.cost or {}).get('cpu_latency_ratio') is None]
         for arm in arms:
             latency = (arm.cost or {}).get('cpu_latency_ratio')
-            if latency is None:
+            if latency is None or not arm.top1_by_seed:
                 continue
             mean, interval = mean_interval(list(arm.top1_by_seed.values()))
             yerr = None if interval is None else [[mean - interval[0]], [interval[1] - mean]]
             ax.errorbar(latency, mean, yerr=yerr, fmt='s' if arm is candidate else 'o', capsize=3,
                         color='tab:blue' if arm is candidate else 'tab:grey')
             ax.annotate(arm.attention, (latency, mean), textcoords='offset points', xytext=(5, 3), fontsize=8)
-        if unmeasured:
-            ax.text(0.02, 0.02, 'no latency: ' + ', '.join(unmeasured), transform=ax.transAxes, fontsize=7)
+        no_result = [arm.attention for arm in arms if not arm.top1_by_seed]
+        missing = [f'{what}: ' + ', '.join(names) for what, names in (('no latency', unmeasured),
+                                                                     ('no finished run', no_result)) if names]
+        if missing:
+            ax.text(0.02, 0.02, '; '.join(missing), transform=ax.transAxes, fontsize=7)
         ax.set_title(candidate.backbone)
         ax.set_xlabel('CPU latency / plain backbone')
         ax.set_ylabel('final-epoch top-1 (%)')

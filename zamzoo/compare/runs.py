@@ -2,17 +2,18 @@
 the comparison's --out. Baseline runs are ordinary zoo run folders there (planned without the candidate's module),
 so a later comparison with the same settings finds them done and trains only its own candidate's runs."""
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import UsageError
+from ..errors import NonFiniteError, UsageError
 from ..layers import get_attn
 from ..models import ATTENTIONS, BACKBONES
 from ..models.plugins import check_attention_source, load_attention
 from ..train.run_folder import run_status
 from ..zoo.plan import PlannedRun, plan_sweep
-from .stats import ArmResult
+from .stats import DIVERGED, FAILED, MISSING, ArmResult, UnfinishedRun
 
 DEFAULT_BASELINES = ('plain', 'se', 'eca', 'simam', 'zam')
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -78,6 +79,10 @@ def plan_compare(candidate: Candidate, arms: Arms, dataset: str, seeds: Sequence
                  **train_options) -> List[PlannedRun]:
     """Every (backbone, attention, seed) of the comparison as the zoo run it is: the candidate's runs load its
     module, the baselines' runs are exactly the zoo's (so that they are shared)."""
+    repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
+    if repeated:
+        raise UsageError(f'--seeds: {", ".join(map(str, repeated))} given more than once; expected distinct seeds '
+                         f'(each seed is one run per arm)')
     candidates = [arms.model(b, arms.candidate) for b in arms.backbones]
     baselines = [arms.model(b, a) for b in arms.backbones for a in arms.baselines]
     return (plan_sweep(candidates, [dataset], seeds, data, out, **train_options, **candidate.train_options)
@@ -94,34 +99,46 @@ def check_sources(candidate: Candidate, runs: Sequence[PlannedRun]):
             check_attention_source(run_status(run.folder).config.get('attention_module'), candidate.record)
 
 
-def finished_results(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
-    """Run name -> results.json of each finished run."""
-    results = {}
+def run_outcomes(runs: Sequence[PlannedRun]) -> Tuple[Dict[str, dict], Dict[str, UnfinishedRun]]:
+    """Run name -> results.json of each finished run, and run name -> why each other run has no result: DIVERGED
+    when its folder records a NonFiniteError (failed.json), FAILED for any other failure, MISSING while pending or
+    running."""
+    results, unfinished = {}, {}
     for run in runs:
         status = run_status(run.folder)
         if status.state == 'done':
             results[run.name] = status.results
-    return results
+        elif status.state == 'failed':
+            diverged = (status.error or '').startswith(f'{NonFiniteError.__name__}:')
+            unfinished[run.name] = UnfinishedRun(run.config.seed, DIVERGED if diverged else FAILED,
+                                                 status.error or 'failed', str(run.folder))
+        else:
+            unfinished[run.name] = UnfinishedRun(run.config.seed, MISSING, status.state, str(run.folder))
+    return results, unfinished
 
 
-def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict],
-                costs: Dict[str, dict]) -> Tuple[List[ArmResult], List[ArmResult]]:
-    """Candidate and baseline arms of the finished runs; `costs`: backbone -> the candidate's cost (contract),
-    completed here with its training images/s ratio to the plain backbone's runs."""
+def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict], costs: Dict[str, dict],
+                unfinished: Optional[Dict[str, UnfinishedRun]] = None) -> Tuple[List[ArmResult], List[ArmResult]]:
+    """Candidate and baseline arms of the finished runs (and of the `unfinished` ones, by run name: see
+    `run_outcomes`); `costs`: backbone -> the candidate's cost (contract), completed here with its training images/s
+    ratio to the plain backbone's runs."""
+    unfinished = unfinished or {}
     by_model: Dict[str, List[PlannedRun]] = {}
     for run in runs:
-        if run.name in results:
-            by_model.setdefault(run.config.model, []).append(run)
+        by_model.setdefault(run.config.model, []).append(run)
 
     def arm(backbone: str, attention: str, cost: Optional[dict] = None) -> ArmResult:
-        done = by_model.get(arms.model(backbone, attention), [])
+        planned = by_model.get(arms.model(backbone, attention), [])
+        done = [r for r in planned if r.name in results]
         sizes = {results[r.name].get('test_images') for r in done}
         return ArmResult(backbone, attention, {r.config.seed: results[r.name]['top1'] for r in done},
                          [str(r.folder) for r in done], cost, sizes.pop() if len(sizes) == 1 else None,
-                         {r.config.seed: results[r.name].get('test_loss') for r in done})
+                         {r.config.seed: results[r.name].get('test_loss') for r in done},
+                         tuple(unfinished[r.name] for r in planned if r.name in unfinished))
 
     def speed(backbone: str, attention: str) -> Optional[float]:
-        rates = [results[r.name].get('images_per_s') for r in by_model.get(arms.model(backbone, attention), [])]
+        rates = [results[r.name].get('images_per_s') for r in by_model.get(arms.model(backbone, attention), [])
+                 if r.name in results]
         rates = [x for x in rates if x]
         return statistics.median(rates) if rates else None
 

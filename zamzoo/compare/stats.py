@@ -9,17 +9,38 @@ import numpy as np
 
 from ..errors import NonFiniteError, UsageError
 # the paired test lives below the publishing layers (the tables use it too); re-exported for report.py and users
-from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, T_TEST, TIED,  # noqa: F401
-                       PairedDifference, detectable_difference, paired_test, scipy_stats, seeds_needed)
+from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SEEDS_NEEDED_CAP, SIGN_TEST_MIN_PAIRS,  # noqa: F401
+                       SINGLE_PAIR, T_TEST, TIED, PairedDifference, detectable_difference, paired_test, scipy_stats,
+                       seeds_needed)
 
 BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
+# a candidate that diverged on a seed its baseline finished; a cell whose arms share no finished seed
+HARMFUL, NO_VERDICT = 'harmful', 'no verdict'
+# why a planned run has no top-1: NonFiniteError recorded in its folder; any other failure; not (yet) run
+DIVERGED, FAILED, MISSING = 'diverged', 'failed', 'missing'
 COST_KEYS = ('params_added', 'macs_added', 'cpu_latency_ratio', 'train_images_per_s_ratio')
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A seed of an arm without a top-1: its state (DIVERGED, FAILED or MISSING), the failure's line or the run's
+    state ('pending', 'running'), and its run folder."""
+    seed: int
+    state: str
+    detail: str
+    folder: Optional[str] = None
+
+    def __post_init__(self):
+        if self.state not in (DIVERGED, FAILED, MISSING):
+            raise UsageError(f'seed {self.seed}: unknown state {self.state!r}; expected {DIVERGED}, {FAILED} or '
+                             f'{MISSING}')
 
 
 @dataclass(frozen=True)
 class ArmResult:
     """One arm of a comparison: one attention on one backbone, its final-epoch top-1 (%) per seed, the run folders
-    it came from, and its cost against the plain backbone (keys of COST_KEYS; None where unmeasured)."""
+    it came from, and its cost against the plain backbone (keys of COST_KEYS; None where unmeasured); `unfinished`:
+    its seeds without a top-1 and why (an arm may have only these: its cells then say why they have no verdict)."""
     backbone: str
     attention: str
     top1_by_seed: Dict[int, float]
@@ -27,10 +48,15 @@ class ArmResult:
     cost: Optional[dict] = None
     test_images: Optional[int] = None   # images each run was scored on (the binomial noise floor)
     test_loss_by_seed: Optional[Dict[int, Optional[float]]] = None  # final test loss per seed: are two runs one?
+    unfinished: Tuple[UnfinishedRun, ...] = ()
 
     def __post_init__(self):
-        if not self.top1_by_seed:
-            raise UsageError(f'{self.backbone} {self.attention}: no finished run to compare (no top-1 for any seed)')
+        if not self.top1_by_seed and not self.unfinished:
+            raise UsageError(f'{self.backbone} {self.attention}: no run to compare (no top-1 for any seed, and no '
+                             f'unfinished run)')
+        both = sorted(set(self.top1_by_seed) & {run.seed for run in self.unfinished})
+        if both:
+            raise UsageError(f'{self.backbone} {self.attention}: seeds {both} have a top-1 and are unfinished')
         bad = {seed: v for seed, v in self.top1_by_seed.items() if not math.isfinite(v)}
         if bad:
             raise NonFiniteError(f'{self.backbone} {self.attention}: top-1 is not a finite number for seeds {bad}')
@@ -39,32 +65,48 @@ class ArmResult:
             raise UsageError(f'{self.backbone} {self.attention}: unknown cost keys {sorted(unknown)}; '
                              f'expected some of {list(COST_KEYS)}')
 
+    def seeds(self) -> List[int]:
+        """Every seed of the arm, finished or not."""
+        return sorted(set(self.top1_by_seed) | {run.seed for run in self.unfinished})
+
+    def why_unfinished(self, seed: int) -> UnfinishedRun:
+        """Why `seed` has no top-1 (MISSING, 'no run', when the arm does not know the seed)."""
+        return next((run for run in self.unfinished if run.seed == seed), UnfinishedRun(seed, MISSING, 'no run'))
+
 
 @dataclass(frozen=True)
 class CellStats:
-    """Everything report.json says about one cell, plus the test used (for report.md)."""
+    """Everything report.json says about one cell, plus the test used (for report.md). The numbers cover the n seeds
+    both arms finished (None where there are none); `dropped`: each other seed of either arm and why, one row per
+    arm without a top-1 (arm: 'candidate' or 'baseline'); `diverged`: the seeds where the candidate diverged and
+    the baseline did not (counted against the candidate: verdict HARMFUL); `seeds`: how many seeds the cell has."""
     backbone: str
     baseline: str
     n: int
-    candidate_mean: float
+    candidate_mean: Optional[float]
     candidate_std: Optional[float]
-    baseline_mean: float
+    baseline_mean: Optional[float]
     baseline_std: Optional[float]
-    diff_mean: float
+    diff_mean: Optional[float]
     diff_ci: Optional[Tuple[float, float]]
     p_value: Optional[float]
     p_holm: Optional[float]
-    prob_improvement: float
+    prob_improvement: Optional[float]
     mde: Optional[float]
     seeds_needed: Optional[int]
     verdict: str
-    test: str
+    test: Optional[str]
+    seeds: int = 0
+    dropped: Tuple[dict, ...] = ()
+    diverged: Tuple[int, ...] = ()
 
     def to_json(self) -> dict:
         fields = ('backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'baseline_mean', 'baseline_std',
                   'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed')
         row = {k: getattr(self, k) for k in fields}
         row['diff_ci'] = list(self.diff_ci) if self.diff_ci is not None else None
+        row['diverged_seeds'] = list(self.diverged)
+        row['dropped'] = [dict(row) for row in self.dropped]
         return row
 
 
@@ -103,24 +145,45 @@ def probability_of_improvement(candidate: Sequence[float], baseline: Sequence[fl
     return float((signs.mean() + 1) / 2)
 
 
-def verdict(p_holm: Optional[float], diff: float) -> str:
+def verdict(p_holm: Optional[float], diff: Optional[float], diverged: Sequence[int] = ()) -> str:
+    """HARMFUL when the candidate diverged on a seed its baseline finished, whatever the other seeds say; else
+    NO_VERDICT without a common seed, else the Holm-corrected test's verdict."""
+    if diverged:
+        return HARMFUL
+    if diff is None:
+        return NO_VERDICT
     if p_holm is None or p_holm >= ALPHA:
         return NO_DIFFERENCE
     return BETTER if diff > 0 else WORSE
 
 
-def _common_seeds(candidate: ArmResult, baseline: ArmResult) -> List[int]:
+def _dropped(candidate: ArmResult, baseline: ArmResult, seeds: Sequence[int]) -> Tuple[dict, ...]:
+    """One row per arm without a top-1 on each seed of the cell that is not one of the common `seeds`."""
+    rows = []
+    for seed in sorted((set(candidate.seeds()) | set(baseline.seeds())) - set(seeds)):
+        for role, arm in (('candidate', candidate), ('baseline', baseline)):
+            if seed not in arm.top1_by_seed:
+                run = arm.why_unfinished(seed)
+                rows.append({'seed': seed, 'arm': role, 'attention': arm.attention, 'state': run.state,
+                             'detail': run.detail, 'folder': run.folder})
+    return tuple(rows)
+
+
+def _harmful_seeds(dropped: Sequence[dict]) -> Tuple[int, ...]:
+    """Seeds where the candidate diverged and the baseline did not: a failure of the module (when both diverged,
+    the recipe is to blame as much: the seed is only dropped)."""
+    states = {(row['seed'], row['arm']): row['state'] for row in dropped}
+    return tuple(sorted(seed for (seed, role), state in states.items()
+                        if role == 'candidate' and state == DIVERGED and states.get((seed, 'baseline')) != DIVERGED))
+
+
+def _cell_test(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[float], List[float],
+                                                                   Optional[PairedDifference]]:
+    """The arms' top-1 over the seeds both finished, and their paired test (None without such a seed)."""
     seeds = sorted(set(candidate.top1_by_seed) & set(baseline.top1_by_seed))
-    if not seeds:
-        raise UsageError(f'{candidate.backbone}: {candidate.attention} (seeds {sorted(candidate.top1_by_seed)}) and '
-                         f'{baseline.attention} (seeds {sorted(baseline.top1_by_seed)}) have no seed in common')
-    return seeds
-
-
-def _cell_test(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[float], List[float], PairedDifference]:
-    """The arms' top-1 over their common seeds, and their paired test."""
-    seeds = _common_seeds(candidate, baseline)
     a, b = [candidate.top1_by_seed[s] for s in seeds], [baseline.top1_by_seed[s] for s in seeds]
+    if not seeds:
+        return a, b, None
     losses = [[(arm.test_loss_by_seed or {}).get(s) for s in seeds] for arm in (candidate, baseline)]
     return a, b, paired_test(a, b, _test_images(candidate, baseline), candidate_loss=losses[0],
                              baseline_loss=losses[1])
@@ -150,15 +213,24 @@ def compare_cells(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult
     """The statistics of every cell (backbone x baseline), Holm-corrected over all of them."""
     pairs = _cell_pairs(candidates, baselines)
     tested = [_cell_test(c, b) for c, b in pairs]
-    adjusted = holm([test.p_value for _, _, test in tested])
-    cells = []
-    for (cand, base), (a, b, test), p_holm in zip(pairs, tested, adjusted):
-        cand_mean, cand_std = mean_std(a)
-        base_mean, base_std = mean_std(b)
-        cells.append(CellStats(
-            backbone=cand.backbone, baseline=base.attention, n=test.n, candidate_mean=cand_mean,
-            candidate_std=cand_std, baseline_mean=base_mean, baseline_std=base_std, diff_mean=test.diff_mean,
-            diff_ci=test.diff_ci, p_value=test.p_value, p_holm=p_holm,
-            prob_improvement=probability_of_improvement(a, b), mde=test.mde, seeds_needed=test.seeds_needed,
-            verdict=verdict(p_holm, test.diff_mean), test=test.test))
-    return cells
+    adjusted = holm([test.p_value if test else None for _, _, test in tested])
+    return [_cell(cand, base, a, b, test, p_holm)
+            for (cand, base), (a, b, test), p_holm in zip(pairs, tested, adjusted)]
+
+
+def _cell(cand: ArmResult, base: ArmResult, a: List[float], b: List[float], test: Optional[PairedDifference],
+          p_holm: Optional[float]) -> CellStats:
+    dropped = _dropped(cand, base, sorted(set(cand.top1_by_seed) & set(base.top1_by_seed)))
+    diverged = _harmful_seeds(dropped)
+    cand_mean, cand_std = mean_std(a) if a else (None, None)
+    base_mean, base_std = mean_std(b) if b else (None, None)
+    seeds = len(set(cand.seeds()) | set(base.seeds()))
+    if test is None:
+        return CellStats(cand.backbone, base.attention, 0, None, None, None, None, None, None, None, None, None, None,
+                         None, verdict(None, None, diverged), None, seeds, dropped, diverged)
+    return CellStats(
+        backbone=cand.backbone, baseline=base.attention, n=test.n, candidate_mean=cand_mean, candidate_std=cand_std,
+        baseline_mean=base_mean, baseline_std=base_std, diff_mean=test.diff_mean, diff_ci=test.diff_ci,
+        p_value=test.p_value, p_holm=p_holm, prob_improvement=probability_of_improvement(a, b), mde=test.mde,
+        seeds_needed=test.seeds_needed, verdict=verdict(p_holm, test.diff_mean, diverged), test=test.test,
+        seeds=seeds, dropped=dropped, diverged=diverged)

@@ -1,0 +1,193 @@
+"""Edges of `zamzoo compare`'s statistics and report, on hand-made run folders and top-1 values (nothing trains):
+a mean difference that is float noise, an absurd seeds-needed count, runs that diverged, failed or are missing,
+ties at 100%, repeated seeds, the MACs convention."""
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from zamzoo.cli import main
+from zamzoo.compare.report import CompareSetup, write_report
+from zamzoo.compare.runs import Arms, arm_results, run_outcomes
+from zamzoo.compare.stats import (DIVERGED, FAILED, HARMFUL, MISSING, NO_DIFFERENCE, NO_VERDICT, TIED, ArmResult,
+                                  UnfinishedRun, compare_cells)
+from zamzoo.pairing import SEEDS_NEEDED_CAP, paired_by_seed, paired_test, seeds_needed
+
+SETUP = CompareSetup(name='mymod', module='pkg.mod:MyMod', source_sha256=None, dataset='folder', recipe='finetune',
+                     epochs=3, seeds=[0, 1, 2])
+DIVERGED_LINE = ('NonFiniteError: the training loss is NaN or infinite (7 bad steps by step 12 of this epoch, 0 '
+                 'tolerated): the training diverged (learning rate too high?)')
+
+
+def top1(correct, n):
+    return 100.0 * correct / n  # as zamzoo/train/evaluate.py computes it
+
+
+def strict_json(path):
+    def refuse(name):
+        raise AssertionError(f'{name} in {path}')
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def verdict_row(md: str, baseline: str) -> str:
+    [row] = [line for line in md.splitlines() if line.startswith('| mobilenet') and f'| {baseline} |' in line]
+    return row
+
+
+# ------------------------------------------------------------------ 1. a mean difference that is float noise
+@pytest.mark.parametrize('n, candidate, baseline', [
+    (10000, (7766, 7727), (7764, 7729)),  # CIFAR: +2 then -2 images, float mean -7.1e-15
+    (30, (12, 20, 29), (17, 27, 17)),      # -5, -7, +12 images, float mean 4.7e-15
+])
+def test_a_mean_difference_of_float_noise_is_zero(tmp_path, n, candidate, baseline):
+    a, b = [top1(c, n) for c in candidate], [top1(c, n) for c in baseline]
+    assert sum(x - y for x, y in zip(a, b)) != 0  # the float noise these cases are about
+    mine = ArmResult('mobilenet', 'mine', dict(enumerate(a)), test_images=n)
+    plain = ArmResult('mobilenet', 'plain', dict(enumerate(b)), test_images=n)
+    [cell] = compare_cells([mine], [plain])
+    assert cell.diff_mean == 0.0 and cell.seeds_needed is None and cell.verdict == NO_DIFFERENCE
+    assert paired_by_seed(dict(enumerate(a)), dict(enumerate(b))).seeds_needed is None  # the tables' path
+    write_report(tmp_path, SETUP, [mine], [plain], contract={})
+    row = verdict_row((tmp_path / 'report.md').read_text(), 'plain')
+    assert row.split(' | ')[9] == '–'  # seeds needed
+
+
+def test_an_absurd_seeds_needed_count_is_capped_and_shown_as_such(tmp_path):
+    assert seeds_needed(1e-6, 10) == SEEDS_NEEDED_CAP + 1
+    assert seeds_needed(1e-12, 1.0) == SEEDS_NEEDED_CAP + 1  # once ~1e24: no overflow, no TypeError
+    n = seeds_needed(0.3, 0.5)
+    assert n <= SEEDS_NEEDED_CAP and seeds_needed(0.3, 0.5) == n  # ordinary counts unchanged
+    a, b = [70.0, 71.0, 72.0], [70.5, 70.0, 72.49]  # mean difference 0.0033, s_d 0.86
+    assert paired_test(a, b).seeds_needed == SEEDS_NEEDED_CAP + 1
+    write_report(tmp_path, SETUP, [ArmResult('mobilenet', 'mine', dict(enumerate(a)))],
+                 [ArmResult('mobilenet', 'plain', dict(enumerate(b)))], contract={})
+    assert f'| > {SEEDS_NEEDED_CAP} |' in verdict_row((tmp_path / 'report.md').read_text(), 'plain')
+
+
+# ------------------------------------------------------------------ 2, 3. runs without a result
+def make_runs(root: Path, outcomes: dict):
+    """Run folders as train and the zoo leave them: (attention, seed) -> a top-1 (done), DIVERGED, FAILED or MISSING
+    (no folder); returns the planned runs as arm_results reads them."""
+    runs = []
+    for (attention, seed), outcome in outcomes.items():
+        name = f'mobilenet_{attention}-folder-finetune-s{seed}'
+        folder = root / name
+        runs.append(SimpleNamespace(name=name, folder=folder,
+                                    config=SimpleNamespace(model=f'mobilenet_{attention}', seed=seed)))
+        if outcome == MISSING:
+            continue
+        folder.mkdir(parents=True)
+        if outcome in (DIVERGED, FAILED):
+            error = DIVERGED_LINE if outcome == DIVERGED else 'RuntimeError: DataLoader worker (pid 1234) was killed'
+            (folder / 'failed.json').write_text(json.dumps({'status': 'failed', 'error': error}))
+        else:
+            (folder / 'results.json').write_text(json.dumps({
+                'status': 'completed', 'top1': outcome, 'test_images': 36, 'test_loss': 1.0 + outcome / 1000,
+                'images_per_s': 10.0}))
+            (folder / 'model.safetensors').write_bytes(b'weights')
+    return runs
+
+
+def report_of(tmp_path, candidate: str, baselines, outcomes):
+    runs = make_runs(tmp_path / 'runs', outcomes)
+    results, unfinished = run_outcomes(runs)
+    candidates, arms = arm_results(Arms(candidate, tuple(baselines), ('mobilenet',)), runs, results, {}, unfinished)
+    out = tmp_path / 'report'
+    write_report(out, SETUP, candidates, arms, contract={})
+    return (out / 'report.md').read_text(), strict_json(out / 'report.json')
+
+
+def test_a_candidate_that_diverged_on_every_seed_is_harmful_and_reported(tmp_path):
+    outcomes = {**{('huge', s): DIVERGED for s in range(3)}, **{('plain', s): 60.0 + s for s in range(3)}}
+    md, report = report_of(tmp_path, 'huge', ['plain'], outcomes)
+    [cell] = report['cells']
+    assert cell['verdict'] == HARMFUL and cell['n'] == 0 and cell['diverged_seeds'] == [0, 1, 2]
+    assert cell['diff_mean'] is None and cell['p_value'] is None and cell['prob_improvement'] is None
+    assert [(r['arm'], r['seed'], r['state']) for r in cell['dropped']] == [('candidate', s, DIVERGED)
+                                                                           for s in range(3)]
+    assert [(r['attention'], r['seed'], r['state']) for r in report['unfinished_runs']] == [
+        ('huge', s, DIVERGED) for s in range(3)]
+    assert report['unfinished_runs'][0]['detail'].startswith('NonFiniteError')
+    row = verdict_row(md, 'plain')
+    assert '**harmful**' in row and 'diverged on 3 of 3 seeds (0, 1, 2)' in row
+    assert '## Runs without a result' in md and 'mobilenet_huge-folder-finetune-s1' in md
+
+
+def test_a_candidate_that_diverged_on_some_seeds_is_not_scored_on_the_survivors(tmp_path):
+    # seeds 0 and 1: far better than both baselines; seed 2: diverged (where se diverged too, the seed is dropped)
+    outcomes = {('mine', 0): 90.0, ('mine', 1): 91.0, ('mine', 2): DIVERGED, ('mine', 3): 90.5,
+                ('plain', 0): 50.0, ('plain', 1): 50.5, ('plain', 2): 51.0, ('plain', 3): 50.2,
+                ('se', 0): 50.0, ('se', 1): 50.5, ('se', 2): DIVERGED, ('se', 3): 50.2}
+    md, report = report_of(tmp_path, 'mine', ['plain', 'se'], outcomes)
+    plain, se = report['cells']
+    assert plain['verdict'] == HARMFUL and plain['n'] == 3 and plain['diverged_seeds'] == [2]
+    assert plain['diff_mean'] > 30  # the survivors' numbers are shown, with no improvement claimed
+    assert se['verdict'] == 'better' and se['n'] == 3 and se['diverged_seeds'] == []
+    assert {(r['arm'], r['state']) for r in se['dropped']} == {('candidate', DIVERGED), ('baseline', DIVERGED)}
+    row = verdict_row(md, 'plain')
+    assert 'diverged on 1 of 4 seeds (2)' in row and 'no improvement claimed' in row and 'better' not in row
+    assert 'n = 3 of 4 seeds: candidate diverged on seed 2; baseline se diverged on seed 2' in verdict_row(md, 'se')
+
+
+def test_a_baseline_without_a_finished_run_leaves_the_other_cells_report(tmp_path):
+    outcomes = {**{('mine', s): 80.0 + s for s in range(3)}, **{('plain', s): 70.0 + 2 * s for s in range(3)},
+                ('se', 0): FAILED, ('se', 1): DIVERGED, ('se', 2): MISSING}
+    md, report = report_of(tmp_path, 'mine', ['plain', 'se'], outcomes)
+    plain, se = report['cells']
+    assert plain['verdict'] == 'better' and plain['dropped'] == []
+    assert se['verdict'] == NO_VERDICT and se['n'] == 0 and se['diverged_seeds'] == []
+    assert [(r['seed'], r['state']) for r in se['dropped']] == [(0, FAILED), (1, DIVERGED), (2, MISSING)]
+    assert [r['detail'] for r in report['unfinished_runs']] == [
+        'RuntimeError: DataLoader worker (pid 1234) was killed', DIVERGED_LINE, 'pending']
+    row = verdict_row(md, 'se')
+    assert ('no verdict: no seed both arms finished (baseline se failed on seed 0; baseline se diverged on seed 1; '
+            'baseline se missing on seed 2)') in row
+    assert '3 run(s) have no result' in md
+
+
+def test_a_seed_one_arm_lacks_is_named_in_its_cell_and_the_header(tmp_path):
+    # runs7: the baseline's seed 2 marked failed; the header names seeds 0, 1, 2 while the cell has n = 2
+    outcomes = {**{('identity', s): 80.0 + s for s in range(3)}, ('plain', 0): 80.0, ('plain', 1): 81.0,
+                ('plain', 2): FAILED}
+    md, report = report_of(tmp_path, 'identity', ['plain'], outcomes)
+    [cell] = report['cells']
+    assert cell['n'] == 2 and [(r['arm'], r['seed'], r['state']) for r in cell['dropped']] == [
+        ('baseline', 2, FAILED)]
+    assert 'n = 2 of 3 seeds: baseline plain failed on seed 2' in verdict_row(md, 'plain')
+    assert 'seeds 0, 1, 2. 1 run(s) have no result' in md
+
+
+def test_an_arm_refuses_a_seed_that_is_both_finished_and_unfinished():
+    with pytest.raises(ValueError, match='have a top-1 and are unfinished'):
+        ArmResult('mobilenet', 'mine', {0: 70.0}, unfinished=(UnfinishedRun(0, FAILED, 'x'),))
+
+
+# ------------------------------------------------------------------ 4. ties at 100%
+def test_a_tie_at_100_percent_says_the_binomial_noise_is_zero(tmp_path):
+    mine = ArmResult('mobilenet', 'ident2', {0: 100.0, 1: 100.0}, test_images=36,
+                     test_loss_by_seed={0: 0.01, 1: 0.02})
+    plain = ArmResult('mobilenet', 'plain', {0: 100.0, 1: 100.0}, test_images=36,
+                      test_loss_by_seed={0: 0.03, 1: 0.04})  # runs that differ
+    [cell] = compare_cells([mine], [plain])
+    assert cell.test == TIED
+    write_report(tmp_path, SETUP, [mine], [plain], contract={})
+    row = verdict_row((tmp_path / 'report.md').read_text(), 'plain')
+    assert 'unknown' not in row and "both arms at 100%: the test set's binomial noise is 0" in row
+
+
+# ------------------------------------------------------------------ 6. repeated seeds, the MACs convention
+def test_repeated_seeds_are_refused(tmp_path, capsys):
+    rc = main(['compare', '--attn', 'zam', '--baselines', 'plain', '--backbones', 'mobilenet', '--seeds', '0', '0',
+               '1', '--dataset', 'folder', '--data', str(tmp_path / 'data'), '--out', str(tmp_path / 'runs'),
+               '--device', 'cpu'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and '--seeds: 0 given more than once' in err[0]
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_the_report_states_the_macs_convention(tmp_path):
+    write_report(tmp_path, SETUP, [ArmResult('mobilenet', 'mine', {0: 70.0})],
+                 [ArmResult('mobilenet', 'plain', {0: 69.0})], contract={})
+    md = (tmp_path / 'report.md').read_text()
+    assert 'FlopCounterMode' in md and 'element-wise multiplies' in md and 'not counted' in md
