@@ -127,8 +127,10 @@ def write_history(out: Path, history: list, plot_title: Optional[str] = None):
 
 
 def finish_run(out: Path, writer, model, config: dict, results: dict):
-    """model.safetensors, then results.json once the last checkpoint is on disk: a run with results is complete."""
+    """model.safetensors, then results.json (with the weights' size, which run_status checks) once the last
+    checkpoint is on disk: a run with results is complete."""
     save_weights(out / WEIGHTS_FILE, model, config)
+    results[WEIGHTS_SIZE_KEY] = (out / WEIGHTS_FILE).stat().st_size
     writer.wait()
     write_json_atomic(out / RESULTS_FILE, results)
 
@@ -200,6 +202,7 @@ def read_metrics(path: Path) -> list:
 # Status: the one answer to "where does this run stand?".
 
 STATES = ('pending', 'running', 'done', 'failed')
+WEIGHTS_SIZE_KEY = 'weights_size_bytes'  # results.json: the size of the model.safetensors the run wrote
 
 
 @dataclass
@@ -208,9 +211,10 @@ class RunStatus:
 
     running  a live process holds the folder's lock
     failed   the last attempt failed (failed.json), results.json records no completed run, or a run file is
-             unreadable (error 'corrupt: ...'); `zamzoo zoo run --retry-failed` runs it again
-    done     results.json records a completed run (status 'completed', or none: written by hand) and
-             model.safetensors is there
+             unreadable or missing (error 'corrupt: ...'); `zamzoo zoo run --retry-failed` runs it again (a
+             completed run that lost a file is repaired from its checkpoint)
+    done     results.json records a completed run (status 'completed', or none: written by hand) and its files
+             are there, model.safetensors of the size results.json records with a header safetensors reads
     pending  anything else; with a checkpoint it resumes from it"""
     state: str
     error: Optional[str] = None  # the failure's line, for a failed run
@@ -241,14 +245,34 @@ def run_status(folder) -> RunStatus:
         state, error = 'running', None
     elif problems:
         state, error = 'failed', problems[0]
-    elif results and results.get('status', 'completed') == 'completed' and (folder / WEIGHTS_FILE).is_file():
-        state, error = 'done', None
+    elif results and results.get('status', 'completed') == 'completed':
+        error = _completed_run_problem(folder, results)
+        state = 'failed' if error else 'done'
     elif failure or results:
         state = 'failed'
         error = (failure or results).get('error') or f'{folder / RESULTS_FILE} records no completed run'
     else:
         state, error = 'pending', None
     return RunStatus(state, error, config, results, history)
+
+
+def _completed_run_problem(folder: Path, results: dict) -> Optional[str]:
+    """'corrupt: ...' when a run results.json records as completed lacks a file, or its model.safetensors is not
+    the one the run wrote (another size) or not readable (its header: a cheap check, no tensor is read)."""
+    from safetensors import safe_open
+
+    missing = [name for name in COMPLETE_RUN_FILES if not (folder / name).is_file()]
+    if missing:
+        return f'corrupt: {" and ".join(missing)} missing from {folder}, whose {RESULTS_FILE} records a completed run'
+    weights, size = folder / WEIGHTS_FILE, results.get(WEIGHTS_SIZE_KEY)
+    if size is not None and weights.stat().st_size != size:
+        return f'corrupt: {weights} has {weights.stat().st_size} bytes, {RESULTS_FILE} records {size}'
+    try:
+        with safe_open(str(weights), framework='pt'):
+            pass
+    except Exception as e:  # safetensors' own error type for a bad header or a truncated file; OSError
+        return f'corrupt: {weights} is not a readable safetensors file ({type(e).__name__}: {e})'
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""A run's status trusts only what its folder can prove (the sweep review's D3, D4, D6, D7, D9, D10): a completed run
+whose weights or metrics are gone or cut is `corrupt`, not done, and --retry-failed repairs it; the checkpoint is on
+disk before metrics.jsonl claims its epoch; a resumed run keeps the commits that trained it; a run another
+invocation finished with other settings is refused, not counted; the aggregate counts only what this invocation
+trained."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from zamzoo.cli import main
+from zamzoo.train.run_folder import read_run, run_status
+
+from test_zoo import TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
+
+RUN = f'{TINY}-cifar10-zam-s0'
+
+
+def _zoo_run(data, out, *extra):
+    return ['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--data', str(data), '--out', str(out),
+            '--batch-size', '16', '--device', 'cpu', '--seeds', '0', *extra]
+
+
+@pytest.fixture(scope='module')
+def done_sweep(tiny_cifar, tmp_path_factory):
+    """A sweep of one run trained for 1 epoch (copy it before changing it)."""
+    out = tmp_path_factory.mktemp('done') / 'sweep'
+    torch.set_num_threads(1)
+    assert main(_zoo_run(tiny_cifar, out, '--epochs', '1')) == 0
+    return out
+
+
+@pytest.fixture
+def sweep(done_sweep, tmp_path):
+    out = tmp_path / 'sweep'
+    shutil.copytree(done_sweep, out)
+    return out
+
+
+def _status_line(out, capsys) -> str:
+    capsys.readouterr()
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    return capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ D3: weights cut or gone
+@pytest.mark.parametrize('damage', ['truncate', 'delete'])
+def test_a_completed_run_with_cut_or_missing_weights_is_corrupt_and_retry_repairs_it(sweep, tiny_cifar, capsys,
+                                                                                     damage):
+    weights = sweep / RUN / 'model.safetensors'
+    if damage == 'truncate':
+        with open(weights, 'r+b') as f:
+            f.truncate(1000)
+    else:
+        weights.unlink()
+    status = run_status(sweep / RUN)
+    assert status.state == 'failed' and status.error.startswith('corrupt: ') and 'model.safetensors' in status.error
+    assert 'records no completed run' not in status.error
+    printed = _status_line(sweep, capsys)
+    assert printed.startswith('failed ') and 'corrupt: ' in printed
+    with pytest.raises(Exception, match='failed run'):
+        read_run(sweep / RUN)
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed', '--dry-run']) == 0
+    assert '1 to train, 0 skipped' in capsys.readouterr().out
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    assert run_status(sweep / RUN).state == 'done'
+    assert read_run(sweep / RUN).weights.stat().st_size == json.loads(
+        (sweep / RUN / 'results.json').read_text())['weights_size_bytes']
+
+
+def test_weights_of_another_size_than_recorded_are_corrupt(sweep):
+    weights = sweep / RUN / 'model.safetensors'
+    results = json.loads((sweep / RUN / 'results.json').read_text())
+    assert results['weights_size_bytes'] == weights.stat().st_size
+    with open(weights, 'ab') as f:  # still a readable safetensors file (trailing bytes aside): the size tells
+        f.write(b'\0' * 8)
+    assert run_status(sweep / RUN).error.startswith('corrupt: ')
+
+
+def test_a_completed_run_without_metrics_is_corrupt_not_done_at_epoch_0(sweep, tiny_cifar, capsys):
+    (sweep / RUN / 'metrics.jsonl').unlink()
+    status = run_status(sweep / RUN)
+    assert status.state == 'failed' and 'metrics.jsonl' in status.error and status.error.startswith('corrupt: ')
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    assert run_status(sweep / RUN).state == 'done' and len(read_run(sweep / RUN).metrics) == 1
