@@ -4,6 +4,7 @@ disk before metrics.jsonl claims its epoch; a resumed run keeps the commits that
 invocation finished with other settings is refused, not counted; the aggregate counts only what this invocation
 trained."""
 import json
+import time
 import shutil
 
 import pytest
@@ -84,3 +85,41 @@ def test_a_completed_run_without_metrics_is_corrupt_not_done_at_epoch_0(sweep, t
     assert status.state == 'failed' and 'metrics.jsonl' in status.error and status.error.startswith('corrupt: ')
     assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
     assert run_status(sweep / RUN).state == 'done' and len(read_run(sweep / RUN).metrics) == 1
+
+
+# ------------------------------------------------------------------ D9: the checkpoint before metrics.jsonl
+def test_metrics_never_claim_an_epoch_the_checkpoint_on_disk_lacks(tiny_cifar, tmp_path, monkeypatch):
+    """However slowly the checkpoint is written, metrics.jsonl gains an epoch only once the checkpoint holds it
+    (a kill between the two once left metrics 2 epochs, checkpoint 1: status and --dry-run claimed epoch 2)."""
+    from zamzoo.train import TrainConfig, load_checkpoint, train
+    from zamzoo.train import run_folder
+
+    out = tmp_path / 'run'
+    seen = []  # (epochs metrics.jsonl is given, the epoch of the checkpoint on disk then)
+    write_checkpoint, write_metrics = run_folder.write_checkpoint, run_folder.write_metrics
+
+    def slow_checkpoint(path, state):
+        time.sleep(0.3)
+        return write_checkpoint(path, state)
+
+    def observed_metrics(path, history):
+        ckpt = out / 'checkpoint.pt'
+        seen.append((len(history), load_checkpoint(ckpt)['epoch'] if ckpt.is_file() else 0))
+        return write_metrics(path, history)
+
+    monkeypatch.setattr(run_folder, 'write_checkpoint', slow_checkpoint)
+    monkeypatch.setattr(run_folder, 'write_metrics', observed_metrics)
+    train(TrainConfig(model=TINY, data=str(tiny_cifar), dataset='cifar10', epochs=2, batch_size=16, device='cpu',
+                      out=str(out)))
+    assert [n for n, _ in seen] == [1, 2]
+    assert all(ckpt_epoch >= n for n, ckpt_epoch in seen), seen
+
+
+def test_metrics_without_a_checkpoint_are_not_an_epoch_to_resume_after(sweep, tiny_cifar, capsys):
+    folder = sweep / RUN
+    for name in ('results.json', 'model.safetensors', 'checkpoint.pt'):
+        (folder / name).unlink()
+    capsys.readouterr()
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--dry-run']) == 0
+    printed = capsys.readouterr().out
+    assert 'resume after' not in printed and ' 0/1 ' in printed

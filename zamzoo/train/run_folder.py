@@ -114,9 +114,16 @@ def start_run(out: Path, settings: dict, split: Optional[dict]):
 
 
 def save_epoch(out: Path, writer, state: dict, plot_title: Optional[str]):
-    """The checkpoint (written in the background by `writer`), metrics.jsonl and, given a title, curves.png."""
-    writer.submit(write_checkpoint, out / CHECKPOINT_FILE, state)
-    write_history(out, state['history'], plot_title)
+    """The checkpoint then metrics.jsonl, both written in the background by `writer` (so metrics.jsonl never
+    holds an epoch the checkpoint on disk lacks, wherever the process is killed), and, given a title, curves.png."""
+    writer.submit(_write_epoch_files, out, state)
+    if plot_title is not None:
+        plot_curves(out / CURVES_FILE, state['history'], title=plot_title)
+
+
+def _write_epoch_files(out: Path, state: dict):
+    write_checkpoint(out / CHECKPOINT_FILE, state)
+    write_metrics(out / METRICS_FILE, state['history'])
 
 
 def write_history(out: Path, history: list, plot_title: Optional[str] = None):
