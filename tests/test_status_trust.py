@@ -123,3 +123,41 @@ def test_metrics_without_a_checkpoint_are_not_an_epoch_to_resume_after(sweep, ti
     assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--dry-run']) == 0
     printed = capsys.readouterr().out
     assert 'resume after' not in printed and ' 0/1 ' in printed
+
+
+# ------------------------------------------------------------------ D7: the commits that trained a resumed run
+A, B = '1' * 40 + '+dirty', '2' * 40
+
+
+def test_a_resumed_run_keeps_every_commit_that_trained_it(tiny_cifar, tmp_path, monkeypatch):
+    from zamzoo.train import TrainConfig, loop, train
+
+    out = tmp_path / 'run'
+    config = dict(model=TINY, data=str(tiny_cifar), dataset='cifar10', epochs=2, batch_size=16, device='cpu',
+                  out=str(out))
+    one_epoch, calls = loop._one_epoch, []
+
+    def killed_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return one_epoch(*args)
+
+    monkeypatch.setenv('ZAMZOO_CODE_COMMIT', A)
+    monkeypatch.setattr(loop, '_one_epoch', killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**config))
+    monkeypatch.setattr(loop, '_one_epoch', one_epoch)
+    monkeypatch.setenv('ZAMZOO_CODE_COMMIT', B)
+    results = train(TrainConfig(resume=True, **config))          # epoch 2 at B
+    recorded = json.loads((out / 'results.json').read_text())
+    assert recorded['code_commits'] == [A, B] == results['code_commits']
+    assert A in recorded['code_commit'] and B in recorded['code_commit']   # never B alone
+    assert json.loads((out / 'config.json').read_text())['code_commit'] == A
+    assert read_run(out).summary()['code_commit'] == recorded['code_commit']  # what zamzoo export reads
+
+    (out / 'metrics.jsonl').write_text('{"epoch": ')                 # a repair at a third commit trains nothing
+    monkeypatch.setenv('ZAMZOO_CODE_COMMIT', '3' * 40)
+    train(TrainConfig(resume=True, **config))
+    assert json.loads((out / 'results.json').read_text())['code_commits'] == [A, B]
+    assert json.loads((out / 'config.json').read_text())['code_commit'] == A
