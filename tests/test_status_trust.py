@@ -161,3 +161,61 @@ def test_a_resumed_run_keeps_every_commit_that_trained_it(tiny_cifar, tmp_path, 
     train(TrainConfig(resume=True, **config))
     assert json.loads((out / 'results.json').read_text())['code_commits'] == [A, B]
     assert json.loads((out / 'config.json').read_text())['code_commit'] == A
+
+
+# ------------------------------------------------------------------ D6: another invocation's run with other settings
+REFUSED = 'refused (other settings)'  # the worker's outcome
+
+
+def test_a_run_another_invocation_finished_with_other_settings_is_refused_not_done(sweep, tiny_cifar, capsys):
+    """The plan saw an empty folder; by the time the worker ran, another `zoo run --epochs 1` had finished it."""
+    from zamzoo.zoo import plan_sweep
+    from zamzoo.zoo.local import run_local
+    from zamzoo.zoo.worker import run_one
+
+    runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=2, batch_size=16, device='cpu')
+    assert run_one(runs[0].config) == REFUSED
+    assert 'finished by another invocation with epochs=1, the plan has epochs=2' in capsys.readouterr().err
+    final = run_local(runs, sweep, device='cpu')[RUN]
+    assert final['skipped'] and final['returncode'] != 0      # not trained here, and the worker says it failed
+    log = (sweep / '_zoo' / 'logs' / f'{RUN}.log').read_text()
+    assert f'{runs[0].folder}: {REFUSED}' in log.splitlines()
+    assert len(read_run(sweep / RUN).metrics) == 1             # the other invocation's run, untouched
+
+    same = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=1, batch_size=16, device='cpu')
+    assert run_one(same[0].config) == 'already done'
+
+
+def test_a_run_being_trained_with_other_settings_is_refused(sweep, tiny_cifar):
+    from zamzoo.train.run_folder import lock_run_folder
+    from zamzoo.zoo import plan_sweep
+    from zamzoo.zoo.worker import run_one
+
+    runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=2, batch_size=16, device='cpu')
+    with lock_run_folder(sweep / RUN):                          # "another process" holds the run
+        assert run_one(runs[0].config) == REFUSED
+        same = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=1, batch_size=16, device='cpu')
+        assert run_one(same[0].config) == 'running elsewhere'
+
+
+def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits_nonzero(sweep, tiny_cifar, capsys,
+                                                                                        monkeypatch):
+    """The race of two `zoo run`s on one --out, made deterministic: the plan is made while the folder is empty."""
+    from zamzoo.zoo import plan, sweep as sweep_module
+
+    kept = sweep / 'kept'
+    (sweep / RUN).rename(kept)
+    plan_states = plan.plan_states
+
+    def states_then_other_invocation(runs):
+        states = plan_states(runs)
+        kept.rename(sweep / RUN)                                # the other `zoo run --epochs 1` finishes now
+        return states
+
+    monkeypatch.setattr(sweep_module, 'plan_states', states_then_other_invocation)
+    capsys.readouterr()
+    assert main(_zoo_run(tiny_cifar, sweep, '--epochs', '2')) == 1
+    summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
+    assert summary['ended']['done'] == 0 and summary['ended']['refused'] == 1
+    assert 'epochs=1, the plan has epochs=2' in summary['refused'][0]['error']
+    assert summary['train_images'] == 0
