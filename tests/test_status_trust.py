@@ -219,3 +219,23 @@ def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits
     assert summary['ended']['done'] == 0 and summary['ended']['refused'] == 1
     assert 'epochs=1, the plan has epochs=2' in summary['refused'][0]['error']
     assert summary['train_images'] == 0
+
+
+# ------------------------------------------------------------------ D4: a checkpoint that cannot be read
+def test_an_unreadable_checkpoint_is_corrupt_and_the_failure_says_how_to_start_over(sweep, tiny_cifar, capsys):
+    folder = sweep / RUN
+    for name in ('results.json', 'model.safetensors'):
+        (folder / name).unlink()
+    with open(folder / 'checkpoint.pt', 'r+b') as f:
+        f.truncate(5000)
+    status = run_status(folder)
+    assert status.state == 'failed' and status.error.startswith('corrupt: ') and 'checkpoint.pt' in status.error
+    assert 'move' in status.error
+    printed = _status_line(sweep, capsys)
+    assert printed.startswith('failed ') and 'resum' not in printed
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 1
+    error = run_status(folder).error                           # the attempt's failure, as zoo status shows it
+    assert 'not a readable zamzoo checkpoint' in error and 'move' in error and 'away' in error
+    (folder / 'checkpoint.pt').rename(sweep / 'moved.pt')       # as it says: the run starts over
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    assert run_status(folder).state == 'done'

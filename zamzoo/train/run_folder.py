@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from .._io import atomic_path, loads_strict, read_json_object, write_json_atomic
 from ..errors import ZamzooError
-from .checkpoint import check_finite_weights, load_checkpoint, run_config, write_checkpoint
+from .checkpoint import check_finite_weights, checkpoint_problem, load_checkpoint, run_config, write_checkpoint
 from .metrics import plot_curves, write_metrics
 from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE,
                         SPLIT_FILE, WEIGHTS_FILE)
@@ -218,8 +218,8 @@ class RunStatus:
 
     running  a live process holds the folder's lock
     failed   the last attempt failed (failed.json), results.json records no completed run, or a run file is
-             unreadable or missing (error 'corrupt: ...'); `zamzoo zoo run --retry-failed` runs it again (a
-             completed run that lost a file is repaired from its checkpoint)
+             unreadable or missing (error 'corrupt: ...', a checkpoint to resume from too); `zamzoo zoo run
+             --retry-failed` runs it again (a completed run that lost a file is repaired from its checkpoint)
     done     results.json records a completed run (status 'completed', or none: written by hand) and its files
              are there, model.safetensors of the size results.json records with a header safetensors reads
     pending  anything else; with a checkpoint it resumes from it"""
@@ -248,11 +248,15 @@ def run_status(folder) -> RunStatus:
     config, results, failure = (_read_run_file(folder / name, lambda f: read_json_object(f, ZamzooError), problems)
                                 or {} for name in (CONFIG_FILE, RESULTS_FILE, FAILED_FILE))
     history = _read_run_file(folder / METRICS_FILE, read_metrics, problems) or []
+    completed = results.get('status', 'completed') == 'completed'
+    if not (results and completed) and (folder / CHECKPOINT_FILE).is_file():  # a run to resume from it
+        problem = checkpoint_problem(folder / CHECKPOINT_FILE)
+        problems += [f'corrupt: {problem}'] if problem else []
     if lock_holder(folder) is not None:
         state, error = 'running', None
     elif problems:
         state, error = 'failed', problems[0]
-    elif results and results.get('status', 'completed') == 'completed':
+    elif results and completed:
         error = _completed_run_problem(folder, results)
         state = 'failed' if error else 'done'
     elif failure or results:
