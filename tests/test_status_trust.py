@@ -239,3 +239,13 @@ def test_an_unreadable_checkpoint_is_corrupt_and_the_failure_says_how_to_start_o
     (folder / 'checkpoint.pt').rename(sweep / 'moved.pt')       # as it says: the run starts over
     assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
     assert run_status(folder).state == 'done'
+
+
+# ------------------------------------------------------------------ D10: the aggregate counts what was trained
+def test_the_aggregate_counts_only_epochs_this_invocation_trained(sweep, tiny_cifar):
+    summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
+    assert summary['train_images'] == read_run(sweep / RUN).metrics[0]['train_images'] > 0   # the epoch it trained
+    (sweep / RUN / 'metrics.jsonl').write_text('{"epoch": ')       # corrupt: repaired from the checkpoint
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
+    assert summary['ended']['done'] == 1 and summary['train_images'] == 0   # the repair trained no epoch

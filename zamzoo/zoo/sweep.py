@@ -63,7 +63,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
 
 def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     """Counts, failures and throughput of one invocation. aggregate_images_per_s: the training images of the
-    epochs this invocation completed, over its wall time (start-up and evaluation included), the figure to
+    epochs this invocation trained (a repair that trains none counts none), over its wall time (start-up and evaluation included), the figure to
     compare --runs-per-gpu settings by (a run another invocation trained meanwhile is not counted);
     run_images_per_s: each run's own median epoch throughput. A run another invocation finished (or is training)
     meanwhile with other settings than the plan's ends 'refused' (error: the setting), not done."""
@@ -71,8 +71,9 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     refused = _refused(launch, final)
     final = {name: dict(st, state='refused', error=refused[name]) if name in refused else st
              for name, st in final.items()}
+    started = time.time() - wall_s  # an epoch this invocation trained ended its training pass after this
     images = sum(r.get('train_images', 0) for run in launch if run.name in final and not final[run.name].get('skipped')
-                 for r in run_status(run.folder).history[states[run.name]['epoch']:])
+                 for r in run_status(run.folder).history if r.get('train_end_unix', 0) >= started)
     counts = {s: sum(1 for st in final.values() if st['state'] == s) for s in ('done', 'failed', 'pending', 'running',
                                                                                  'refused')}
     return {
