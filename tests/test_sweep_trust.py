@@ -139,6 +139,7 @@ def test_corrupt_files_are_reported_per_run(tmp_path, capsys):
     plan = {'a': _fake_run(out, 'a', results='{"status": "comp'),
             'b': _fake_run(out, 'b', metrics=epoch + '{"epoch": 2, "test_top1": 1\n', seed=1),
             'c': _fake_run(out, 'c', metrics=epoch, seed=2)}
+    torch.save({}, out / 'c' / 'checkpoint.pt')  # metrics.jsonl's epoch is resumable only with a checkpoint
     (out / '_zoo').mkdir()
     (out / '_zoo' / 'plan.json').write_text(json.dumps(plan))
     rows = {r['folder'][-1]: r for r in sweep_status(out)['runs']}

@@ -5,6 +5,7 @@ so the file on disk is always the last complete one. It holds only tensors, numb
 dicts, and is always read with ``torch.load(..., weights_only=True)``.
 """
 import random
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -139,12 +140,30 @@ def load_checkpoint(path) -> dict:
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, never fall back to unsafe loading
-        raise ZamzooError(f'{path} is not a readable zamzoo checkpoint ({type(e).__name__}: {e})') from e
+        raise ZamzooError(f'{path} is not a readable zamzoo checkpoint ({type(e).__name__}: {e}); '
+                          f'{start_over(path)}') from e
     if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
-        raise ZamzooError(f'{path} is not a zamzoo training checkpoint (expected format {CHECKPOINT_FORMAT!r})')
+        raise ZamzooError(f'{path} is not a zamzoo training checkpoint (expected format {CHECKPOINT_FORMAT!r}); '
+                          f'{start_over(path)}')
     if state.get('version', 0) > CHECKPOINT_VERSION:
         raise ZamzooError(f'{path} was written by a newer zamzoo (checkpoint version {state["version"]})')
     return state
+
+
+def start_over(path) -> str:
+    """How to train a run whose checkpoint at `path` cannot be resumed from the start again."""
+    return f'to train the run from the start again, move {path} (or its whole run folder) away'
+
+
+def checkpoint_problem(path) -> Optional[str]:
+    """Why `path` cannot be a checkpoint torch.save wrote, or None. A cheap check: the zip archive's directory at
+    the end of the file (a truncated file has none) and its pickle; no tensor is read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickled = any(name.endswith('/data.pkl') for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        return f'{path} is not a readable zamzoo checkpoint ({type(e).__name__}: {e}); {start_over(path)}'
+    return None if pickled else f'{path} is not a torch checkpoint (no data.pkl in it); {start_over(path)}'
 
 
 def run_folder_of(checkpoint) -> Optional[Path]:

@@ -103,6 +103,12 @@ class Progress:
     best: dict = field(default_factory=dict)  # top1, top5, epoch of the best evaluated epoch
     train_time_s: float = 0.0
     wall_time_s: float = 0.0  # of the earlier sessions
+    code_commits: list = field(default_factory=list)  # each commit that trained epochs, in order
+
+    def trained_by(self, commit: Optional[str]):
+        """Record that `commit` trains the next epochs (once per session that trains any)."""
+        if not self.code_commits or self.code_commits[-1] != commit:
+            self.code_commits.append(commit)
 
     def add(self, record: dict):
         if record['test_top1'] is not None and (not self.best or record['test_top1'] > self.best['top1']):
@@ -161,9 +167,11 @@ def _resume(config: TrainConfig, out: Path, state: Optional[dict], run: Training
     if state['scaler'] is not None:
         p.scaler.load_state_dict(state['scaler'])
     set_rng_state(state['rng'])
-    extra = state['extra']
+    extra, first_commit = state['extra'], state['config'].get('code_commit')
+    run.settings['code_commit'] = first_commit  # config.json keeps the commit that started the run
     return Progress(int(state['epoch']), list(state['history']), dict(extra.get('best', {})),
-                    float(extra.get('train_time_s', 0.0)), float(extra.get('wall_time_s', 0.0)))
+                    float(extra.get('train_time_s', 0.0)), float(extra.get('wall_time_s', 0.0)),
+                    list(extra.get('code_commits', [first_commit])))
 
 
 def _epochs(loop: Loop) -> dict:
@@ -172,6 +180,8 @@ def _epochs(loop: Loop) -> dict:
     last_plot = time.perf_counter()  # first plot after PLOT_EVERY_S, or after the last epoch
     start_epoch = progress.epoch
     writer = BackgroundWriter() if info.is_main else None
+    if start_epoch < epochs:
+        progress.trained_by(provenance.code_commit())
     try:
         for epoch in range(start_epoch, epochs):
             progress.add(_one_epoch(loop, epoch))
@@ -211,7 +221,7 @@ def _checkpoint(loop: Loop) -> dict:
     return checkpoint_state(model=p.model, optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.scaler,
                             epoch=progress.epoch, config=loop.run.settings, history=progress.history, extra={
                                 'train_time_s': progress.train_time_s, 'best': progress.best,
-                                'wall_time_s': _session_wall_time(loop)})
+                                'wall_time_s': _session_wall_time(loop), 'code_commits': progress.code_commits})
 
 
 def _one_epoch(loop: Loop, epoch: int) -> dict:
@@ -406,6 +416,13 @@ def _reduce(sums: dict, info: D.DistInfo) -> dict:
     return dict(zip(keys, packed.tolist()))
 
 
+def _code_commits(commits: list) -> dict:
+    """results.json's code_commit (the one commit that trained every epoch; when several did, all of them, so no
+    reader of that one field takes the weights for one commit's) and code_commits (each, in order)."""
+    one = commits[0] if len(commits) == 1 else ', '.join(str(c) for c in commits) or None
+    return {'code_commit': one, 'code_commits': list(commits)}
+
+
 def _results(loop: Loop) -> dict:
     """results.json of a completed run: the last evaluation, the best one, speed and provenance."""
     import timm
@@ -429,6 +446,6 @@ def _results(loop: Loop) -> dict:
         'train_time_s': train_time, 'wall_time_s': _session_wall_time(loop), 'device': run_config['device'],
         'world_size': loop.info.world_size, 'amp': run_config['amp'], 'compile': config.compile,
         'cuda_graph': loop.train_step is not None and loop.train_step.capture,  # the step replayed as a CUDA graph
-        'code_commit': provenance.code_commit(), 'zamzoo': run_config['zamzoo'], 'torch': str(torch.__version__),
+        **_code_commits(progress.code_commits), 'zamzoo': run_config['zamzoo'], 'torch': str(torch.__version__),
         'timm': str(timm.__version__), 'finished': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
     }

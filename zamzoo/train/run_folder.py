@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from .._io import atomic_path, loads_strict, read_json_object, write_json_atomic
 from ..errors import ZamzooError
-from .checkpoint import check_finite_weights, load_checkpoint, run_config, write_checkpoint
+from .checkpoint import check_finite_weights, checkpoint_problem, load_checkpoint, run_config, write_checkpoint
 from .metrics import plot_curves, write_metrics
 from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE,
                         SPLIT_FILE, WEIGHTS_FILE)
@@ -114,9 +114,16 @@ def start_run(out: Path, settings: dict, split: Optional[dict]):
 
 
 def save_epoch(out: Path, writer, state: dict, plot_title: Optional[str]):
-    """The checkpoint (written in the background by `writer`), metrics.jsonl and, given a title, curves.png."""
-    writer.submit(write_checkpoint, out / CHECKPOINT_FILE, state)
-    write_history(out, state['history'], plot_title)
+    """The checkpoint then metrics.jsonl, both written in the background by `writer` (so metrics.jsonl never
+    holds an epoch the checkpoint on disk lacks, wherever the process is killed), and, given a title, curves.png."""
+    writer.submit(_write_epoch_files, out, state)
+    if plot_title is not None:
+        plot_curves(out / CURVES_FILE, state['history'], title=plot_title)
+
+
+def _write_epoch_files(out: Path, state: dict):
+    write_checkpoint(out / CHECKPOINT_FILE, state)
+    write_metrics(out / METRICS_FILE, state['history'])
 
 
 def write_history(out: Path, history: list, plot_title: Optional[str] = None):
@@ -127,8 +134,10 @@ def write_history(out: Path, history: list, plot_title: Optional[str] = None):
 
 
 def finish_run(out: Path, writer, model, config: dict, results: dict):
-    """model.safetensors, then results.json once the last checkpoint is on disk: a run with results is complete."""
+    """model.safetensors, then results.json (with the weights' size, which run_status checks) once the last
+    checkpoint is on disk: a run with results is complete."""
     save_weights(out / WEIGHTS_FILE, model, config)
+    results[WEIGHTS_SIZE_KEY] = (out / WEIGHTS_FILE).stat().st_size
     writer.wait()
     write_json_atomic(out / RESULTS_FILE, results)
 
@@ -200,6 +209,7 @@ def read_metrics(path: Path) -> list:
 # Status: the one answer to "where does this run stand?".
 
 STATES = ('pending', 'running', 'done', 'failed')
+WEIGHTS_SIZE_KEY = 'weights_size_bytes'  # results.json: the size of the model.safetensors the run wrote
 
 
 @dataclass
@@ -208,9 +218,10 @@ class RunStatus:
 
     running  a live process holds the folder's lock
     failed   the last attempt failed (failed.json), results.json records no completed run, or a run file is
-             unreadable (error 'corrupt: ...'); `zamzoo zoo run --retry-failed` runs it again
-    done     results.json records a completed run (status 'completed', or none: written by hand) and
-             model.safetensors is there
+             unreadable or missing (error 'corrupt: ...', a checkpoint to resume from too); `zamzoo zoo run
+             --retry-failed` runs it again (a completed run that lost a file is repaired from its checkpoint)
+    done     results.json records a completed run (status 'completed', or none: written by hand) and its files
+             are there, model.safetensors of the size results.json records with a header safetensors reads
     pending  anything else; with a checkpoint it resumes from it"""
     state: str
     error: Optional[str] = None  # the failure's line, for a failed run
@@ -237,18 +248,42 @@ def run_status(folder) -> RunStatus:
     config, results, failure = (_read_run_file(folder / name, lambda f: read_json_object(f, ZamzooError), problems)
                                 or {} for name in (CONFIG_FILE, RESULTS_FILE, FAILED_FILE))
     history = _read_run_file(folder / METRICS_FILE, read_metrics, problems) or []
+    completed = results.get('status', 'completed') == 'completed'
+    if not (results and completed) and (folder / CHECKPOINT_FILE).is_file():  # a run to resume from it
+        problem = checkpoint_problem(folder / CHECKPOINT_FILE)
+        problems += [f'corrupt: {problem}'] if problem else []
     if lock_holder(folder) is not None:
         state, error = 'running', None
     elif problems:
         state, error = 'failed', problems[0]
-    elif results and results.get('status', 'completed') == 'completed' and (folder / WEIGHTS_FILE).is_file():
-        state, error = 'done', None
+    elif results and completed:
+        error = _completed_run_problem(folder, results)
+        state = 'failed' if error else 'done'
     elif failure or results:
         state = 'failed'
         error = (failure or results).get('error') or f'{folder / RESULTS_FILE} records no completed run'
     else:
         state, error = 'pending', None
     return RunStatus(state, error, config, results, history)
+
+
+def _completed_run_problem(folder: Path, results: dict) -> Optional[str]:
+    """'corrupt: ...' when a run results.json records as completed lacks a file, or its model.safetensors is not
+    the one the run wrote (another size) or not readable (its header: a cheap check, no tensor is read)."""
+    from safetensors import safe_open
+
+    missing = [name for name in COMPLETE_RUN_FILES if not (folder / name).is_file()]
+    if missing:
+        return f'corrupt: {" and ".join(missing)} missing from {folder}, whose {RESULTS_FILE} records a completed run'
+    weights, size = folder / WEIGHTS_FILE, results.get(WEIGHTS_SIZE_KEY)
+    if size is not None and weights.stat().st_size != size:
+        return f'corrupt: {weights} has {weights.stat().st_size} bytes, {RESULTS_FILE} records {size}'
+    try:
+        with safe_open(str(weights), framework='pt'):
+            pass
+    except Exception as e:  # safetensors' own error type for a bad header or a truncated file; OSError
+        return f'corrupt: {weights} is not a readable safetensors file ({type(e).__name__}: {e})'
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

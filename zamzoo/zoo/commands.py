@@ -259,8 +259,11 @@ def _print_summary(summary, args, path) -> int:
         return 0
     ended = summary['ended']
     elsewhere = f", {ended['elsewhere']} running elsewhere (left to another process)" if ended['elsewhere'] else ''
-    print(f"ended: {ended['done']} done, {ended['failed']} failed, {ended['pending']} interrupted{elsewhere}, "
-          f"in {summary['wall_s']:.0f} s")
+    refused = f", {ended['refused']} refused (another invocation's, other settings)" if ended['refused'] else ''
+    print(f"ended: {ended['done']} done, {ended['failed']} failed, {ended['pending']} interrupted{elsewhere}"
+          f"{refused}, in {summary['wall_s']:.0f} s")
+    for record in summary['refused']:
+        print(f"refused {record['run']}: {record['error']}")
     if summary['aggregate_images_per_s'] is not None:
         print(f"aggregate: {summary['aggregate_images_per_s']:,.1f} training images/s "
               f"({summary['train_images']:,} images over {summary['wall_s']:.1f} s wall, "

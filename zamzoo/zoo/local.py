@@ -144,10 +144,11 @@ def _attempt_log(logs: Path, run: PlannedRun) -> Path:
 def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
     """The run's state after its process ended (`skipped`: the worker left it to another process). A process that
     failed before it could mark the run itself (an import error, torchrun's own failure) marks it with its log's
-    last line; one killed by a signal leaves the run as it was (it resumes next time)."""
+    last line; one killed by a signal, or that left the run to another process (whose folder it is), leaves the run as
+    it was."""
     skipped = _skipped(run, log)
     state = dict(run_state(run.folder, run.epochs), skipped=skipped)
-    if returncode > 0 and state['state'] == 'pending':
+    if returncode > 0 and state['state'] == 'pending' and not skipped:
         mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'))
         state = dict(run_state(run.folder, run.epochs), skipped=skipped)
     state['returncode'] = returncode

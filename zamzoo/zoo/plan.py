@@ -42,13 +42,18 @@ def identity_conflict(run: PlannedRun, state: dict) -> Optional[str]:
     folder = run.folder
     if state['state'] == 'running' or not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
         return None
-    recorded = run_status(folder).config
+    return settings_conflict(run, 'finished' if state['state'] == 'done' else f"started (epoch {state['epoch']})")
+
+
+def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
+    """Why the run `run`'s folder records (config.json) is not the planned one, naming the field and saying `how`
+    that run stands; None when it is, or when there is no readable config.json."""
+    recorded = run_status(run.folder).config
     if not recorded:
         return None  # absent or corrupt: the state says so
     changes = identity_changes(recorded, run.settings(), within=('args', 'recipe'))
     if not changes:
         return None
-    how = 'finished' if state['state'] == 'done' else f"started (epoch {state['epoch']})"
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
     planned = ', '.join(f'{k}={short_value(b)}' for k, _, b in changes)
     return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with {listed}, the plan has ' \

@@ -14,6 +14,7 @@ from typing import Optional
 
 from .._io import read_json_object, write_json_atomic
 from ..errors import ZamzooError
+from ..train import CHECKPOINT_FILE
 from ..train.run_folder import STATES, run_status
 
 SWEEP_DIR = '_zoo'
@@ -33,7 +34,8 @@ def log_dir(out) -> Path:
 
 
 def run_state(folder, epochs: Optional[int] = None) -> dict:
-    """state, epoch (completed), epochs, last test top-1, images/s and the failure line (or the corrupt file) of one
+    """state, epoch (completed: metrics.jsonl's epochs, which its checkpoint holds; 0 without a checkpoint to resume
+    from), epochs, last test top-1, images/s and the failure line (or the corrupt file) of one
     run folder."""
     status = run_status(folder)
     results, history = status.results, status.history
@@ -41,7 +43,7 @@ def run_state(folder, epochs: Optional[int] = None) -> dict:
     recipe = status.config.get('recipe')
     return {
         'state': status.state,
-        'epoch': len(history),
+        'epoch': len(history) if status.state == 'done' or (Path(folder) / CHECKPOINT_FILE).is_file() else 0,
         'epochs': recipe.get('epochs', epochs) if isinstance(recipe, dict) else epochs,
         'top1': results.get('top1', evaluated[-1]['test_top1'] if evaluated else None),
         'images_per_s': results.get('images_per_s', history[-1].get('images_per_s') if history else None),

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 
 from .._io import write_json_atomic
 from ..errors import ZamzooError
-from .plan import PlannedRun, action, check_conflicts, plan_states
+from .plan import PlannedRun, action, check_conflicts, plan_states, settings_conflict
 from ..train.run_folder import run_status
 from .state import LAST_RUN_FILE, PLAN_FILE, sweep_dir, update_record
 
@@ -63,17 +63,22 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
 
 def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     """Counts, failures and throughput of one invocation. aggregate_images_per_s: the training images of the
-    epochs this invocation completed, over its wall time (start-up and evaluation included), the figure to
+    epochs this invocation trained (a repair that trains none counts none), over its wall time (start-up and evaluation included), the figure to
     compare --runs-per-gpu settings by (a run another invocation trained meanwhile is not counted);
     run_images_per_s: each run's own median epoch throughput. ended: the final states of the runs this invocation
-    trained, and `elsewhere`, the runs its workers left to another process (trained, or being trained, there)."""
+    trained; `refused`, the runs another invocation finished (or is training) meanwhile with other settings than the
+    plan's (error: the setting), not done; `elsewhere`, the other runs its workers left to another process."""
     launched = {run.name for run in launch}
+    refused = _refused(launch, final)
+    final = {name: dict(st, state='refused', error=refused[name]) if name in refused else st
+             for name, st in final.items()}
     trained = {name: st for name, st in final.items() if not st.get('skipped')}
+    started = time.time() - wall_s  # an epoch this invocation trained ended its training pass after this
     images = sum(r.get('train_images', 0) for run in launch if run.name in trained
-                 for r in run_status(run.folder).history[states[run.name]['epoch']:])
-    counts = {s: sum(1 for st in trained.values() if st['state'] == s)
-              for s in ('done', 'failed', 'pending', 'running')}
-    counts['elsewhere'] = len(final) - len(trained)
+                 for r in run_status(run.folder).history if r.get('train_end_unix', 0) >= started)
+    counts = {s: sum(1 for st in trained.values() if st['state'] == s) for s in ('done', 'failed', 'pending', 'running')}
+    counts['refused'] = len(refused)
+    counts['elsewhere'] = len(final) - len(trained) - sum(1 for name in refused if name not in trained)
     return {
         'planned': len(runs),
         'launched': len(launch),
@@ -81,8 +86,18 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
                     for s in ('done', 'running', 'failed')},
         'ended': counts,
         'failed': [{'run': name, 'error': st['error']} for name, st in final.items() if st['state'] == 'failed'],
+        'refused': [{'run': name, 'error': error} for name, error in refused.items()],
         'wall_s': wall_s,
         'train_images': images,
         'aggregate_images_per_s': images / wall_s if final and wall_s > 0 else None,
         'run_images_per_s': {name: st['images_per_s'] for name, st in final.items() if st['state'] == 'done'},
     }
+
+
+def _refused(launch, final: dict) -> dict:
+    """Run folder name -> why, for each launched run whose folder now holds a run with other settings than the
+    plan's: another invocation's, which the plan could not see (the folder was empty then)."""
+    how = {'done': 'finished by another invocation', 'running': 'being trained by another invocation'}
+    conflicts = {run.name: settings_conflict(run, how.get(final[run.name]['state'], final[run.name]['state']))
+                 for run in launch if run.name in final}
+    return {name: conflict for name, conflict in conflicts.items() if conflict}

@@ -14,9 +14,11 @@ from typing import Optional
 
 from ..train import CHECKPOINT_FILE, RunFolderBusy, TrainConfig, train
 from ..train.run_folder import mark_failed, run_status
+from .plan import PlannedRun, settings_conflict
 
 
-SKIPPED = ('already done', 'running elsewhere')  # outcomes of a run this process did not train
+REFUSED = 'refused (other settings)'
+SKIPPED = ('already done', 'running elsewhere', REFUSED)  # outcomes of a run this process did not train
 
 
 def outcome_line(out, outcome: str) -> str:
@@ -25,20 +27,22 @@ def outcome_line(out, outcome: str) -> str:
 
 
 def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None, interruptions=()) -> str:
-    """Train `config` in its run folder (config.out): 'trained', or why not ('already done', 'running elsewhere').
-    An exception marks the run failed and propagates, except `interruptions` (a pre-empted job's)."""
+    """Train `config` in its run folder (config.out): 'trained', or why not ('already done', 'running elsewhere',
+    or REFUSED when the run another invocation finished or is training there has other settings than `config`: the
+    plan checked the folder before that run existed). An exception marks the run failed and propagates, except
+    `interruptions` (a pre-empted job's)."""
     folder = Path(config.out)
     state = run_status(folder).state  # every rank checks before any of them can take the lock in train()
     if state == 'done':
-        return 'already done'
+        return _left_alone(config, 'already done', 'finished by another invocation')
     if state == 'running':
-        return 'running elsewhere'
+        return _left_alone(config, 'running elsewhere', 'being trained by another invocation')
     main = int(os.environ.get('RANK', '0')) == 0
     config = dataclasses.replace(config, resume=(folder / CHECKPOINT_FILE).is_file())
     try:
         train(config, reporter=reporter)
     except RunFolderBusy:
-        return 'running elsewhere'
+        return _left_alone(config, 'running elsewhere', 'being trained by another invocation')
     except interruptions:
         raise
     except Exception as e:
@@ -46,6 +50,17 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None,
             mark_failed(folder, e, job_id)
         raise
     return 'trained'
+
+
+def _left_alone(config: TrainConfig, outcome: str, how: str) -> str:
+    """`outcome`, or REFUSED (the reason on stderr) when the run in config.out has other settings than `config`."""
+    recipe = config.resolve_recipe()
+    conflict = settings_conflict(PlannedRun(config, recipe.name, recipe.epochs), how)
+    if conflict is None:
+        return outcome
+    print(f'{config.out}: {conflict}; this run is not the planned one (use another --out for these settings)',
+          file=sys.stderr, flush=True)
+    return REFUSED
 
 
 def main(argv=None) -> int:
@@ -60,7 +75,7 @@ def main(argv=None) -> int:
         traceback.print_exc()
         return 1
     print(outcome_line(config.out, outcome), flush=True)
-    return 0
+    return 1 if outcome == REFUSED else 0
 
 
 if __name__ == '__main__':

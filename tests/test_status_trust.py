@@ -1,0 +1,251 @@
+"""A run's status trusts only what its folder can prove (the sweep review's D3, D4, D6, D7, D9, D10): a completed run
+whose weights or metrics are gone or cut is `corrupt`, not done, and --retry-failed repairs it; the checkpoint is on
+disk before metrics.jsonl claims its epoch; a resumed run keeps the commits that trained it; a run another
+invocation finished with other settings is refused, not counted; the aggregate counts only what this invocation
+trained."""
+import json
+import time
+import shutil
+
+import pytest
+import torch
+
+from zamzoo.cli import main
+from zamzoo.train.run_folder import read_run, run_status
+
+from test_zoo import TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
+
+RUN = f'{TINY}-cifar10-zam-s0'
+
+
+def _zoo_run(data, out, *extra):
+    return ['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--data', str(data), '--out', str(out),
+            '--batch-size', '16', '--device', 'cpu', '--seeds', '0', *extra]
+
+
+@pytest.fixture(scope='module')
+def done_sweep(tiny_cifar, tmp_path_factory):
+    """A sweep of one run trained for 1 epoch (copy it before changing it)."""
+    out = tmp_path_factory.mktemp('done') / 'sweep'
+    torch.set_num_threads(1)
+    assert main(_zoo_run(tiny_cifar, out, '--epochs', '1')) == 0
+    return out
+
+
+@pytest.fixture
+def sweep(done_sweep, tmp_path):
+    out = tmp_path / 'sweep'
+    shutil.copytree(done_sweep, out)
+    return out
+
+
+def _status_line(out, capsys) -> str:
+    capsys.readouterr()
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    return capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ D3: weights cut or gone
+@pytest.mark.parametrize('damage', ['truncate', 'delete'])
+def test_a_completed_run_with_cut_or_missing_weights_is_corrupt_and_retry_repairs_it(sweep, tiny_cifar, capsys,
+                                                                                     damage):
+    weights = sweep / RUN / 'model.safetensors'
+    if damage == 'truncate':
+        with open(weights, 'r+b') as f:
+            f.truncate(1000)
+    else:
+        weights.unlink()
+    status = run_status(sweep / RUN)
+    assert status.state == 'failed' and status.error.startswith('corrupt: ') and 'model.safetensors' in status.error
+    assert 'records no completed run' not in status.error
+    printed = _status_line(sweep, capsys)
+    assert printed.startswith('failed ') and 'corrupt: ' in printed
+    with pytest.raises(Exception, match='failed run'):
+        read_run(sweep / RUN)
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed', '--dry-run']) == 0
+    assert '1 to train, 0 skipped' in capsys.readouterr().out
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    assert run_status(sweep / RUN).state == 'done'
+    assert read_run(sweep / RUN).weights.stat().st_size == json.loads(
+        (sweep / RUN / 'results.json').read_text())['weights_size_bytes']
+
+
+def test_weights_of_another_size_than_recorded_are_corrupt(sweep):
+    weights = sweep / RUN / 'model.safetensors'
+    results = json.loads((sweep / RUN / 'results.json').read_text())
+    assert results['weights_size_bytes'] == weights.stat().st_size
+    with open(weights, 'ab') as f:  # still a readable safetensors file (trailing bytes aside): the size tells
+        f.write(b'\0' * 8)
+    assert run_status(sweep / RUN).error.startswith('corrupt: ')
+
+
+def test_a_completed_run_without_metrics_is_corrupt_not_done_at_epoch_0(sweep, tiny_cifar, capsys):
+    (sweep / RUN / 'metrics.jsonl').unlink()
+    status = run_status(sweep / RUN)
+    assert status.state == 'failed' and 'metrics.jsonl' in status.error and status.error.startswith('corrupt: ')
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    assert run_status(sweep / RUN).state == 'done' and len(read_run(sweep / RUN).metrics) == 1
+
+
+# ------------------------------------------------------------------ D9: the checkpoint before metrics.jsonl
+def test_metrics_never_claim_an_epoch_the_checkpoint_on_disk_lacks(tiny_cifar, tmp_path, monkeypatch):
+    """However slowly the checkpoint is written, metrics.jsonl gains an epoch only once the checkpoint holds it
+    (a kill between the two once left metrics 2 epochs, checkpoint 1: status and --dry-run claimed epoch 2)."""
+    from zamzoo.train import TrainConfig, load_checkpoint, train
+    from zamzoo.train import run_folder
+
+    out = tmp_path / 'run'
+    seen = []  # (epochs metrics.jsonl is given, the epoch of the checkpoint on disk then)
+    write_checkpoint, write_metrics = run_folder.write_checkpoint, run_folder.write_metrics
+
+    def slow_checkpoint(path, state):
+        time.sleep(0.3)
+        return write_checkpoint(path, state)
+
+    def observed_metrics(path, history):
+        ckpt = out / 'checkpoint.pt'
+        seen.append((len(history), load_checkpoint(ckpt)['epoch'] if ckpt.is_file() else 0))
+        return write_metrics(path, history)
+
+    monkeypatch.setattr(run_folder, 'write_checkpoint', slow_checkpoint)
+    monkeypatch.setattr(run_folder, 'write_metrics', observed_metrics)
+    train(TrainConfig(model=TINY, data=str(tiny_cifar), dataset='cifar10', epochs=2, batch_size=16, device='cpu',
+                      out=str(out)))
+    assert [n for n, _ in seen] == [1, 2]
+    assert all(ckpt_epoch >= n for n, ckpt_epoch in seen), seen
+
+
+def test_metrics_without_a_checkpoint_are_not_an_epoch_to_resume_after(sweep, tiny_cifar, capsys):
+    folder = sweep / RUN
+    for name in ('results.json', 'model.safetensors', 'checkpoint.pt'):
+        (folder / name).unlink()
+    capsys.readouterr()
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--dry-run']) == 0
+    printed = capsys.readouterr().out
+    assert 'resume after' not in printed and ' 0/1 ' in printed
+
+
+# ------------------------------------------------------------------ D7: the commits that trained a resumed run
+A, B = '1' * 40 + '+dirty', '2' * 40
+
+
+def test_a_resumed_run_keeps_every_commit_that_trained_it(tiny_cifar, tmp_path, monkeypatch):
+    from zamzoo.train import TrainConfig, loop, train
+
+    out = tmp_path / 'run'
+    config = dict(model=TINY, data=str(tiny_cifar), dataset='cifar10', epochs=2, batch_size=16, device='cpu',
+                  out=str(out))
+    one_epoch, calls = loop._one_epoch, []
+
+    def killed_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return one_epoch(*args)
+
+    monkeypatch.setenv('ZAMZOO_CODE_COMMIT', A)
+    monkeypatch.setattr(loop, '_one_epoch', killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**config))
+    monkeypatch.setattr(loop, '_one_epoch', one_epoch)
+    monkeypatch.setenv('ZAMZOO_CODE_COMMIT', B)
+    results = train(TrainConfig(resume=True, **config))          # epoch 2 at B
+    recorded = json.loads((out / 'results.json').read_text())
+    assert recorded['code_commits'] == [A, B] == results['code_commits']
+    assert A in recorded['code_commit'] and B in recorded['code_commit']   # never B alone
+    assert json.loads((out / 'config.json').read_text())['code_commit'] == A
+    assert read_run(out).summary()['code_commit'] == recorded['code_commit']  # what zamzoo export reads
+
+    (out / 'metrics.jsonl').write_text('{"epoch": ')                 # a repair at a third commit trains nothing
+    monkeypatch.setenv('ZAMZOO_CODE_COMMIT', '3' * 40)
+    train(TrainConfig(resume=True, **config))
+    assert json.loads((out / 'results.json').read_text())['code_commits'] == [A, B]
+    assert json.loads((out / 'config.json').read_text())['code_commit'] == A
+
+
+# ------------------------------------------------------------------ D6: another invocation's run with other settings
+REFUSED = 'refused (other settings)'  # the worker's outcome
+
+
+def test_a_run_another_invocation_finished_with_other_settings_is_refused_not_done(sweep, tiny_cifar, capsys):
+    """The plan saw an empty folder; by the time the worker ran, another `zoo run --epochs 1` had finished it."""
+    from zamzoo.zoo import plan_sweep
+    from zamzoo.zoo.local import run_local
+    from zamzoo.zoo.worker import run_one
+
+    runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=2, batch_size=16, device='cpu')
+    assert run_one(runs[0].config) == REFUSED
+    assert 'finished by another invocation with epochs=1, the plan has epochs=2' in capsys.readouterr().err
+    final = run_local(runs, sweep, device='cpu')[RUN]
+    assert final['skipped'] and final['returncode'] != 0      # not trained here, and the worker says it failed
+    log = (sweep / '_zoo' / 'logs' / f'{RUN}.log').read_text()
+    assert f'{runs[0].folder}: {REFUSED}' in log.splitlines()
+    assert len(read_run(sweep / RUN).metrics) == 1             # the other invocation's run, untouched
+
+    same = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=1, batch_size=16, device='cpu')
+    assert run_one(same[0].config) == 'already done'
+
+
+def test_a_run_being_trained_with_other_settings_is_refused(sweep, tiny_cifar):
+    from zamzoo.train.run_folder import lock_run_folder
+    from zamzoo.zoo import plan_sweep
+    from zamzoo.zoo.worker import run_one
+
+    runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=2, batch_size=16, device='cpu')
+    with lock_run_folder(sweep / RUN):                          # "another process" holds the run
+        assert run_one(runs[0].config) == REFUSED
+        same = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=1, batch_size=16, device='cpu')
+        assert run_one(same[0].config) == 'running elsewhere'
+
+
+def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits_nonzero(sweep, tiny_cifar, capsys,
+                                                                                        monkeypatch):
+    """The race of two `zoo run`s on one --out, made deterministic: the plan is made while the folder is empty."""
+    from zamzoo.zoo import plan, sweep as sweep_module
+
+    kept = sweep / 'kept'
+    (sweep / RUN).rename(kept)
+    plan_states = plan.plan_states
+
+    def states_then_other_invocation(runs):
+        states = plan_states(runs)
+        kept.rename(sweep / RUN)                                # the other `zoo run --epochs 1` finishes now
+        return states
+
+    monkeypatch.setattr(sweep_module, 'plan_states', states_then_other_invocation)
+    capsys.readouterr()
+    assert main(_zoo_run(tiny_cifar, sweep, '--epochs', '2')) == 1
+    summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
+    assert summary['ended']['done'] == 0 and summary['ended']['refused'] == 1
+    assert 'epochs=1, the plan has epochs=2' in summary['refused'][0]['error']
+    assert summary['train_images'] == 0
+
+
+# ------------------------------------------------------------------ D4: a checkpoint that cannot be read
+def test_an_unreadable_checkpoint_is_corrupt_and_the_failure_says_how_to_start_over(sweep, tiny_cifar, capsys):
+    folder = sweep / RUN
+    for name in ('results.json', 'model.safetensors'):
+        (folder / name).unlink()
+    with open(folder / 'checkpoint.pt', 'r+b') as f:
+        f.truncate(5000)
+    status = run_status(folder)
+    assert status.state == 'failed' and status.error.startswith('corrupt: ') and 'checkpoint.pt' in status.error
+    assert 'move' in status.error
+    printed = _status_line(sweep, capsys)
+    assert printed.startswith('failed ') and 'resum' not in printed
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 1
+    error = run_status(folder).error                           # the attempt's failure, as zoo status shows it
+    assert 'not a readable zamzoo checkpoint' in error and 'move' in error and 'away' in error
+    (folder / 'checkpoint.pt').rename(sweep / 'moved.pt')       # as it says: the run starts over
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    assert run_status(folder).state == 'done'
+
+
+# ------------------------------------------------------------------ D10: the aggregate counts what was trained
+def test_the_aggregate_counts_only_epochs_this_invocation_trained(sweep, tiny_cifar):
+    summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
+    assert summary['train_images'] == read_run(sweep / RUN).metrics[0]['train_images'] > 0   # the epoch it trained
+    (sweep / RUN / 'metrics.jsonl').write_text('{"epoch": ')       # corrupt: repaired from the checkpoint
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+    summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
+    assert summary['ended']['done'] == 1 and summary['train_images'] == 0   # the repair trained no epoch
