@@ -15,14 +15,7 @@ from zamzoo.data.batches import rank_slice, shard_bounds
 from zamzoo.errors import DataError
 from zamzoo.recipes import get_recipe
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the CPU is shared by many processes (see test_train.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 # ------------------------------------------------------------------------------------------------ reading

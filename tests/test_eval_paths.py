@@ -11,15 +11,10 @@ from conftest import write_images
 from zamzoo.train import TrainConfig, evaluate, train
 from zamzoo.train import distributed as D
 
+pytestmark = pytest.mark.usefixtures('single_thread')
+
 TINY = 'test_resnet'
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------ DDP evaluation

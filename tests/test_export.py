@@ -27,14 +27,6 @@ FUSED = [a.layer for a in ATTENTIONS.values() if a.fused]  # modules with a fuse
 SMALL = {'resnet18': dict(layers=(1, 1, 1, 1))}
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: the fused CPU paths then work in batch chunks, which a trace must not bake in."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def module(name: str, channels: int = 16) -> torch.nn.Module:
     """An attention module with random parameters and BatchNorm statistics, in eval mode."""
@@ -55,8 +47,9 @@ def model(name: str) -> torch.nn.Module:
     return calibrate_batchnorm(net, tuple(net.pretrained_cfg['input_size']))
 
 
+# single_thread (here and below): the fused CPU paths then work in batch chunks, which a trace must not bake in
 @pytest.mark.parametrize('name', FUSED)
-def test_torchscript_onnx_exporter_regression(name, tmp_path, one_thread):
+def test_torchscript_onnx_exporter_regression(name, tmp_path, single_thread):
     """The silent-wrong case: timm's default (TorchScript-based) exporter dropped the fused path's writes and
     returned an unwritten buffer (ZAM, SimAM: relative errors of 5-100 %), or failed on NAM's autograd.Function."""
     assert export_onnx(module(name, 64), tmp_path / 'm.onnx', (64, 16, 16), use_dynamo=False) <= 1e-4
@@ -76,7 +69,7 @@ def test_parity_check_can_fail(tmp_path):
 
 
 @pytest.mark.parametrize('name', ['zam', 'zamr', 'simam'])
-def test_jit_trace_at_another_batch(name, one_thread):
+def test_jit_trace_at_another_batch(name, single_thread):
     """torch.jit.trace at batch 8 run at batch 16: the traced fused path kept the batch chunks of batch 8 and read
     uninitialised memory for the other images."""
     m = module(name, 64)

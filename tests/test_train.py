@@ -20,19 +20,11 @@ from zamzoo.train import RecipeLR, TrainConfig, evaluate, load_checkpoint, recip
 from zamzoo.train.build import create_model, make_optimizer, penalty_fn
 from zamzoo.train.loop import train_one_epoch
 
+pytestmark = pytest.mark.usefixtures('single_thread')
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = 'test_resnet'          # timm's 0.38M-param test ResNet (with BatchNorm), fine at 32x32
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the CPU is shared (OpenMP threads that wait on each other are very slow on a busy
-    machine), and subprocesses started by these tests use the same (OMP_NUM_THREADS=1 in `_env`), so float
-    results are comparable bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _env():

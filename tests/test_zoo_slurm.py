@@ -22,6 +22,8 @@ import torch
 from zamzoo.cli import main
 from zamzoo.train import TrainConfig, create_model, load_checkpoint, lock_holder, train
 
+pytestmark = pytest.mark.usefixtures('single_thread')
+
 SBIN = os.pathsep.join([os.environ.get('PATH', ''), '/usr/sbin', '/sbin'])
 DAEMONS = ('munged', 'slurmctld', 'slurmd')
 CLIENTS = ('sbatch', 'squeue', 'scancel', 'sinfo', 'srun')
@@ -159,13 +161,6 @@ def quick_poll():
     yield
     slurm.POLL_S = saved
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the jobs (OMP_NUM_THREADS=1): float results comparable bit for bit
-    yield
-    torch.set_num_threads(threads)
 
 
 def _zoo_run(data, out, *models, seeds=(0, 1), epochs=EPOCHS, extra=()):
