@@ -6,6 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from zamzoo.cli import main
 from zamzoo.compare.report import CompareSetup, write_report
@@ -85,7 +87,9 @@ def make_runs(root: Path, outcomes: dict):
             (folder / 'results.json').write_text(json.dumps({
                 'status': 'completed', 'top1': outcome, 'test_images': 36, 'test_loss': 1.0 + outcome / 1000,
                 'images_per_s': 10.0}))
-            (folder / 'model.safetensors').write_bytes(b'weights')
+            (folder / 'config.json').write_text(json.dumps({'model': f'mobilenet_{attention}', 'seed': seed}))
+            (folder / 'metrics.jsonl').write_text(json.dumps({'epoch': 1, 'train_loss': 1.0}) + '\n')
+            save_file({'w': torch.zeros(1)}, str(folder / 'model.safetensors'))  # a finished run's files are whole
     return runs
 
 

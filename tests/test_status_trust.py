@@ -178,7 +178,7 @@ def test_a_run_another_invocation_finished_with_other_settings_is_refused_not_do
     assert 'finished by another invocation with epochs=1, the plan has epochs=2' in capsys.readouterr().err
     final = run_local(runs, sweep, device='cpu')[RUN]
     assert final['skipped'] and final['returncode'] != 0      # not trained here, and the worker says it failed
-    log = (sweep / '_zoo' / 'logs' / f'{RUN}.log').read_text()
+    log = sorted((sweep / '_zoo' / 'logs').glob(f'{RUN}.*.log'))[-1].read_text()  # this attempt's own (the newest)
     assert f'{runs[0].folder}: {REFUSED}' in log.splitlines()
     assert len(read_run(sweep / RUN).metrics) == 1             # the other invocation's run, untouched
 
