@@ -28,7 +28,8 @@ Fields (`RECORD_FIELDS` below; required ones marked with *):
                             tables can pair a model with its plain backbone seed by seed; null when unknown
     top5_mean, top5_std
     num_classes, params, macs
-    code_commit             git commit of the zamzoo source the weights were trained with (null if unknown)
+    code_commit             git commit of the zamzoo source the weights were trained with (null if unknown; the
+                            commits joined by ', ' when a resumed run was trained by several)
     published_at            UTC time of the push (ISO 8601)
 """
 import contextlib
