@@ -158,3 +158,20 @@ def test_eval_of_an_export_folder_uses_its_declared_preprocessing_as_timm_does(t
         assert r['images'] == 32 and tuple(r['mean']) == declared['mean'], checkpoint
         assert r['loss'] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
         assert r['top1'] == pytest.approx(100.0 * (logits.argmax(1) == y).float().mean().item())
+
+
+def test_eval_of_an_export_whose_config_timm_cannot_build_says_so(tiny_cifar, tmp_path):
+    """An edited export config.json (a model argument the model does not take) is one clear error, not timm's
+    traceback."""
+    import timm
+    from timm.models import save_for_hf
+
+    from zamzoo.errors import WeightsError
+    export = tmp_path / 'export'
+    save_for_hf(timm.create_model(TINY, num_classes=10), str(export), safe_serialization=True)
+    config = json.loads((export / 'config.json').read_text())
+    config['model_args'] = dict(config.get('model_args') or {}, not_an_argument=1)
+    (export / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match=r'config.json is not an export config timm can build a model from '
+                                           r'\(TypeError: .*not_an_argument.*\); export the run again'):
+        evaluate(TINY, tiny_cifar, 'cifar10', checkpoint=export, device='cpu')

@@ -3,7 +3,7 @@ import time
 from typing import Optional
 
 from .. import provenance
-from ..errors import UsageError, ZamzooError
+from ..errors import UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
@@ -102,9 +102,7 @@ def _model(model: str, num_classes: int, pretrained: bool, checkpoint, run_cfg: 
     --model-kwargs, or from an export's config.json as timm builds a 'local-dir:' model (its model_args and
     pretrained_cfg)."""
     if _is_export(run_cfg):
-        import timm
-        check_model_name(model)
-        net = timm.create_model(f'local-dir:{run_folder_of(checkpoint).resolve()}', num_classes=num_classes)
+        net = _export_model(model, run_folder_of(checkpoint).resolve(), num_classes)
     else:
         net = create_model(model, num_classes, pretrained=bool(pretrained), **(run_cfg.get('model_kwargs') or {}))
     if checkpoint is not None:
@@ -113,6 +111,19 @@ def _model(model: str, num_classes: int, pretrained: bool, checkpoint, run_cfg: 
             raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
                               f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
     return net
+
+
+def _export_model(model: str, folder, num_classes: int):
+    """The export folder's model as timm builds a 'local-dir:' model; a config.json timm cannot build from (edited,
+    or written by something else) is a WeightsError naming it."""
+    import timm
+    check_model_name(model)
+    try:
+        return timm.create_model(f'local-dir:{folder}', num_classes=num_classes)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise WeightsError(f'{folder / CONFIG_FILE} is not an export config timm can build a model from '
+                           f'({type(e).__name__}: {e}); export the run again (zamzoo export RUN_FOLDER), or evaluate '
+                           f'the run folder') from e
 
 
 def _export_loader(test_split, net, img_size: Optional[int], batch_size: int, device, workers: int) -> tuple:
