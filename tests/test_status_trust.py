@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+import zamzoo
 from zamzoo.cli import main
 from zamzoo.train.run_folder import read_run, run_status
 
@@ -149,11 +150,13 @@ def test_a_resumed_run_keeps_every_commit_that_trained_it(tiny_cifar, tmp_path, 
         train(TrainConfig(**config))
     monkeypatch.setattr(loop, '_one_epoch', one_epoch)
     monkeypatch.setenv('ZAMZOO_CODE_COMMIT', B)
+    monkeypatch.setattr(zamzoo, '__version__', '99.0')              # and a newer release
     results = train(TrainConfig(resume=True, **config))          # epoch 2 at B
     recorded = json.loads((out / 'results.json').read_text())
     assert recorded['code_commits'] == [A, B] == results['code_commits']
     assert A in recorded['code_commit'] and B in recorded['code_commit']   # never B alone
-    assert json.loads((out / 'config.json').read_text())['code_commit'] == A
+    first = json.loads((out / 'config.json').read_text())
+    assert first['code_commit'] == A and first['zamzoo'] != '99.0'   # config.json: the session that started the run
     assert read_run(out).summary()['code_commit'] == recorded['code_commit']  # what zamzoo export reads
 
     (out / 'metrics.jsonl').write_text('{"epoch": ')                 # a repair at a third commit trains nothing

@@ -168,7 +168,8 @@ def _resume(config: TrainConfig, out: Path, state: Optional[dict], run: Training
         p.scaler.load_state_dict(state['scaler'])
     set_rng_state(state['rng'])
     extra, first_commit = state['extra'], state['config'].get('code_commit')
-    run.settings['code_commit'] = first_commit  # config.json keeps the commit that started the run
+    # config.json keeps the commit and versions that started the run (results.json: the commits that trained it)
+    run.settings.update({key: state['config'].get(key) for key in ('code_commit', 'zamzoo', 'torch')})
     return Progress(int(state['epoch']), list(state['history']), dict(extra.get('best', {})),
                     float(extra.get('train_time_s', 0.0)), float(extra.get('wall_time_s', 0.0)),
                     list(extra.get('code_commits', [first_commit])))
