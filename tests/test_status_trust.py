@@ -179,8 +179,14 @@ def test_a_run_another_invocation_finished_with_other_settings_is_refused_not_do
     runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=2, batch_size=16, device='cpu')
     assert run_one(runs[0].config) == REFUSED
     assert 'finished by another invocation with epochs=1, the plan has epochs=2' in capsys.readouterr().err
-    final = run_local(runs, sweep, device='cpu')[RUN]
-    assert final['skipped'] and final['returncode'] != 0      # not trained here, and the worker says it failed
+    events = []
+    final = run_local(runs, sweep, device='cpu', on_event=lambda *event: events.append(event))[RUN]
+    assert final['skipped'] == REFUSED and final['returncode'] != 0   # not trained here, and the worker says it failed
+    from zamzoo.zoo.commands import print_event
+    capsys.readouterr()
+    print_event(*events[-1])                                   # zoo run's line for it: refused, not done
+    printed = capsys.readouterr().out
+    assert printed.startswith(f'refused   {RUN}: ') and f'({REFUSED})' in printed
     log = sorted((sweep / '_zoo' / 'logs').glob(f'{RUN}.*.log'))[-1].read_text()  # this attempt's own (the newest)
     assert f'{runs[0].folder}: {REFUSED}' in log.splitlines()
     assert len(read_run(sweep / RUN).metrics) == 1             # the other invocation's run, untouched

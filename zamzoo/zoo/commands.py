@@ -181,9 +181,11 @@ def print_event(kind, run, detail):
     elif kind == 'submitted':
         print(f'submitted {run.name}: SLURM job {detail}', flush=True)
     else:
-        line = f"{detail['state']:<9} {run.name}: {_progress(detail)}"
-        if detail.get('skipped'):
-            line += ' (left to another process)'
+        from .worker import REFUSED
+        skipped = detail.get('skipped')  # the worker's outcome where it left the run alone
+        line = f"{'refused' if skipped == REFUSED else detail['state']:<9} {run.name}: {_progress(detail)}"
+        if skipped:
+            line += f' ({skipped})' if skipped == REFUSED else ' (left to another process)'
         for extra in (detail['error'], detail.get('note')):
             if extra:
                 line += f"\n          {extra}"

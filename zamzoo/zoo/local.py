@@ -129,10 +129,11 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip() if lines else '(no output)'
 
 
-def _skipped(run: PlannedRun, log: Path) -> bool:
-    """Whether the worker's `log` says it left the run alone (done, or trained by another process)."""
+def _skipped(run: PlannedRun, log: Path) -> Optional[str]:
+    """The worker's outcome where its `log` says it left the run alone (done, trained by another process, or
+    refused: another invocation's with other settings); None where it trained the run."""
     lines = {line.strip() for line in log.read_text(errors='replace').splitlines()}
-    return any(outcome_line(run.config.out, outcome) in lines for outcome in SKIPPED)
+    return next((outcome for outcome in SKIPPED if outcome_line(run.config.out, outcome) in lines), None)
 
 
 def _attempt_log(logs: Path, run: PlannedRun) -> Path:
@@ -142,7 +143,7 @@ def _attempt_log(logs: Path, run: PlannedRun) -> Path:
 
 
 def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
-    """The run's state after its process ended (`skipped`: the worker left it to another process). A process that
+    """The run's state after its process ended (`skipped`: the worker's outcome where it left the run alone). A process that
     failed before it could mark the run itself (an import error, torchrun's own failure) marks it with its log's
     last line; one killed by a signal, or that left the run to another process (whose folder it is), leaves the run as
     it was."""

@@ -128,7 +128,8 @@ def _ended_state(job, run: PlannedRun) -> dict:
                 f'SLURM job {job.job_id} left the queue without a result (cancelled, or killed outside Python); the '
                 'reason is unknown: sacct gives no end state (this cluster keeps no job accounting, or has not yet '
                 'recorded it)')
-    skipped = done and error is None and any(outcome in SKIPPED for outcome in job.results())
+    skipped = (next((outcome for outcome in job.results() if outcome in SKIPPED), None)
+               if done and error is None else None)
     return dict(state, job_id=job.job_id, skipped=skipped, note=note)
 
 
