@@ -175,3 +175,18 @@ def test_eval_of_an_export_whose_config_timm_cannot_build_says_so(tiny_cifar, tm
     with pytest.raises(WeightsError, match=r'config.json is not an export config timm can build a model from '
                                            r'\(TypeError: .*not_an_argument.*\); export the run again'):
         evaluate(TINY, tiny_cifar, 'cifar10', checkpoint=export, device='cpu')
+
+
+def test_eval_of_zamzoos_own_export_of_a_run_scores_it_as_the_run_did(tmp_path):
+    """`zamzoo export RUN` writes a results.json next to the weights but no metrics.jsonl: it is an export, not a
+    run folder missing a file, and it is scored with the preprocessing it declares, which is the run's."""
+    from zamzoo.publish import export_run
+    data = tmp_path / 'pets'
+    write_images(data / 'train', {'cat': 6, 'dog': 6})
+    write_images(data / 'val', {'cat': 3, 'dog': 3}, seed=1)
+    out = tmp_path / 'run'
+    result = train(TrainConfig(model='mobilenet_plain', data=str(data), dataset='folder', epochs=1, batch_size=4,
+                               seed=1, device='cpu', out=str(out)))
+    export = export_run([out], tmp_path / 'export').path
+    r = evaluate('mobilenet_plain', str(data), 'folder', checkpoint=export, device='cpu')
+    assert r['images'] == 6 and r['loss'] == pytest.approx(result['test_loss'], rel=1e-4)

@@ -14,14 +14,14 @@ from .run_folder import read_split, run_status
 
 
 def _run_config(checkpoint) -> dict:
-    """config.json of the run folder a checkpoint belongs to, if any (`run_config`); ZamzooError for a failed
-    run's."""
-    folder = run_folder_of(checkpoint)
-    if folder is not None and (folder / CONFIG_FILE).is_file():
+    """config.json of the run folder or export a checkpoint belongs to, if any (`run_config`); ZamzooError for a
+    failed run's (an export holds no run to have failed: only completed runs are exported)."""
+    config, folder = run_config(checkpoint), run_folder_of(checkpoint)
+    if folder is not None and (folder / CONFIG_FILE).is_file() and not _is_export(config):
         status = run_status(folder)
         if status.state == 'failed':
             raise ZamzooError(f'{folder} is a failed run ({status.error}); its weights are not evaluated')
-    return run_config(checkpoint)
+    return config
 
 
 def _is_export(config: dict) -> bool:
