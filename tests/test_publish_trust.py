@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torchvision import datasets as tvd
 
 import zamzoo.publish.push as push_mod
-from conftest import TINY_TEST, TINY_TRAIN
+from conftest import TINY_TEST, TINY_TRAIN, write_images, write_tiny_cifar
 from zamzoo.cli import main
 from zamzoo.data.cifar import cifar_fingerprint
 from zamzoo.data.cifar_release import official_release
@@ -226,3 +226,30 @@ def test_push_refuses_an_edited_card_and_an_unlisted_file(tmp_path, recorder):
     with pytest.raises(InvalidExportError, match=f'README.md not in {CHECKSUMS_FILE}'):
         push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
     assert recorder.calls == []
+
+
+@pytest.mark.parametrize('dataset, tag', [('cifar10', None), ('cifar10', 'cifar100'), ('folder', None)])
+def test_a_file_of_a_completed_run_is_described_by_its_runs_data(tmp_path, capsys, dataset, tag):
+    """Not by --tag or a cifar100 default: a CIFAR-10 run's file is a cifar10 export, a --tag naming other data is
+    refused, and a run on an image folder is exported from its folder (its classes and preprocessing)."""
+    run = tmp_path / 'run'
+    data = tmp_path / 'data'
+    if dataset == 'folder':
+        write_images(data / 'train', {'a': 4, 'b': 4})
+        write_images(data / 'val', {'a': 2, 'b': 2}, seed=1)
+    else:
+        write_tiny_cifar(data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(['train', '--model', MODEL, '--dataset', dataset, '--data', str(data), '--epochs', '1',
+                     '--batch-size', '8', '--device', 'cpu', '--out', str(run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    args = ['export', str(run / 'model.safetensors'), '--model', MODEL, '--out', str(tmp_path / 'e')]
+    code = main(args + (['--tag', tag] if tag else []))
+    err = capsys.readouterr().err
+    if dataset == 'cifar10' and tag is None:
+        assert code == 0 and json.loads((tmp_path / 'e' / 'results.json').read_text())['tag'] == 'cifar10'
+    else:
+        assert code == 2 and f'is from a run on {dataset}' in err and f'zamzoo export {run}' in err

@@ -288,12 +288,27 @@ def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str],
     if not model:
         raise ExportError(f'exporting the bare checkpoint {file} needs --model (e.g. resnet18_zam)')
     training = _check_completed_checkpoint(file)
-    dataset = tag or 'cifar100'
+    dataset = _checkpoint_dataset(file, tag, training)
     return _Input(
         runs=[], weights_run=None, weights_file=file, state_dict=load_weights(file), model=model,
         dataset=dataset, recipe=recipe, recipe_version=None, model_kwargs={},
         seeds=[seed] if seed is not None else [], weights_seed=seed,
         training_data=dict(official=None) if training is None else _training_data(dataset, training))
+
+
+def _checkpoint_dataset(file: Path, tag: Optional[str], training) -> str:
+    """The data set a weights file is exported for: the one its run records (a --tag naming another is refused;
+    a run on data of the user's own is exported from its folder, which holds its classes and preprocessing), else
+    --tag (default cifar100): a file from elsewhere is described by the exporter's word."""
+    from ..train.checkpoint import run_folder_of
+    recorded = training[0][1].get('dataset') if training else None
+    if recorded is None:
+        return tag or 'cifar100'
+    if recorded in OWN_DATA or tag not in (None, recorded):
+        raise ExportError(
+            f"{file} is from a run on {recorded}{f', not {tag}' if tag not in (None, recorded) else ''}: export its "
+            f'run folder, which describes what the run did: `zamzoo export {run_folder_of(file)}`')
+    return recorded
 
 
 def _training_checkpoint(file: Path) -> Optional[dict]:
