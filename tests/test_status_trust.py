@@ -195,6 +195,21 @@ def test_a_run_another_invocation_finished_with_other_settings_is_refused_not_do
     assert run_one(same[0].config) == 'already done'
 
 
+def test_a_run_another_invocation_left_to_resume_with_other_settings_is_refused_not_marked(sweep, tiny_cifar):
+    """Another invocation (--epochs 1) was interrupted in the run before its weights were written: its folder holds
+    a checkpoint to resume. The worker of a plan made before that run existed refuses it; it does not resume it and
+    fail, writing failed.json into the other invocation's folder."""
+    from zamzoo.zoo import plan_sweep
+    from zamzoo.zoo.worker import run_one
+
+    runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=2, batch_size=16, device='cpu')
+    for name in ('results.json', 'model.safetensors'):
+        (sweep / RUN / name).unlink()
+    assert run_status(sweep / RUN).state == 'pending'
+    assert run_one(runs[0].config) == REFUSED
+    assert not (sweep / RUN / 'failed.json').exists() and run_status(sweep / RUN).state == 'pending'
+
+
 def test_a_run_being_trained_with_other_settings_is_refused(sweep, tiny_cifar):
     from zamzoo.train.run_folder import lock_run_folder
     from zamzoo.zoo import plan_sweep

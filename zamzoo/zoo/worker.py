@@ -28,17 +28,20 @@ def outcome_line(out, outcome: str) -> str:
 
 def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None, interruptions=()) -> str:
     """Train `config` in its run folder (config.out): 'trained', or why not ('already done', 'running elsewhere',
-    or REFUSED when the run another invocation finished or is training there has other settings than `config`: the
-    plan checked the folder before that run existed). An exception marks the run failed and propagates, except
-    `interruptions` (a pre-empted job's)."""
+    or REFUSED when the run another invocation finished, is training or left to resume there has other settings than
+    `config`: the plan checked the folder before that run existed). An exception marks the run failed and
+    propagates, except `interruptions` (a pre-empted job's)."""
     folder = Path(config.out)
     state = run_status(folder).state  # every rank checks before any of them can take the lock in train()
     if state == 'done':
         return _left_alone(config, 'already done', 'finished by another invocation')
     if state == 'running':
         return _left_alone(config, 'running elsewhere', 'being trained by another invocation')
+    resume = (folder / CHECKPOINT_FILE).is_file()
+    if resume and _left_alone(config, 'resumable', 'started by another invocation') == REFUSED:
+        return REFUSED  # its folder, its run: not marked failed here
     main = int(os.environ.get('RANK', '0')) == 0
-    config = dataclasses.replace(config, resume=(folder / CHECKPOINT_FILE).is_file())
+    config = dataclasses.replace(config, resume=resume)
     try:
         train(config, reporter=reporter)
     except RunFolderBusy:
