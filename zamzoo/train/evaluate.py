@@ -9,7 +9,7 @@ from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
 from .checkpoint import load_weights, run_config, run_folder_of
 from .loop import evaluate_loader
-from .run_files import CONFIG_FILE, WEIGHTS_FILE
+from .run_files import CONFIG_FILE
 from .run_folder import read_split, run_status
 
 
@@ -34,13 +34,13 @@ def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict
     """The data to evaluate on: the run's held-out split (its split file) or its HF columns and splits, unless
     given here; integer labels index the checkpoint's classes (those recorded next to its weights)."""
     from ..data import DataSource
-    from .init import source_record
+    from .init import recorded_classes
     args = run_cfg.get('args') if isinstance(run_cfg.get('args'), dict) else {}
     same_data = args.get('dataset') == dataset
     options = {k: hf_options.get(k) or (args.get(k) if same_data else None)
                for k in ('image_column', 'label_column', 'train_split', 'val_split')}
     split = read_split(run_folder_of(checkpoint)) if checkpoint is not None and same_data else None
-    classes = source_record(run_folder_of(checkpoint) / WEIGHTS_FILE)['classes'] if checkpoint is not None else None
+    classes = recorded_classes(run_cfg)  # run_cfg is {} without a checkpoint
     return DataSource(dataset, data, download, split=split, classes=classes, **options)
 
 

@@ -12,7 +12,7 @@ name's pretrained cfg), which a run on data of the user's own then uses, as timm
 import json
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -68,9 +68,15 @@ def source_record(weights: Path) -> dict:
         config = None
     if not isinstance(config, dict):
         return {'classes': None}
-    names = config.get('classes') or config.get('label_names')
     cfg = config['pretrained_cfg'] if isinstance(config.get('pretrained_cfg'), dict) else config
-    return {'classes': [str(n) for n in names] if isinstance(names, list) else None, **source_stats(cfg)}
+    return {'classes': recorded_classes(config), **source_stats(cfg)}
+
+
+def recorded_classes(config: dict) -> Optional[List[str]]:
+    """The class names a config.json records: a run's 'classes', an export's or Hub repo's 'label_names'; None
+    where it names none."""
+    names = config.get('classes') or config.get('label_names')
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def source_stats(cfg: dict) -> dict:
