@@ -58,8 +58,10 @@ def test_a_mean_difference_of_float_noise_is_zero(tmp_path, n, candidate, baseli
 def test_an_absurd_seeds_needed_count_is_capped_and_shown_as_such(tmp_path):
     assert seeds_needed(1e-6, 10) == SEEDS_NEEDED_CAP + 1
     assert seeds_needed(1e-12, 1.0) == SEEDS_NEEDED_CAP + 1  # once ~1e24: no overflow, no TypeError
-    n = seeds_needed(0.3, 0.5)
-    assert n <= SEEDS_NEEDED_CAP and seeds_needed(0.3, 0.5) == n  # ordinary counts unchanged
+    # ordinary counts unchanged: the fewest pairs whose detectable difference is at most 0.3 (t quantiles, scipy)
+    from scipy import stats
+    mde = lambda k: (stats.t.ppf(0.975, k - 1) + stats.t.ppf(0.8, k - 1)) * 0.5 / k ** 0.5  # noqa: E731
+    assert seeds_needed(0.3, 0.5) == 24 and mde(24) <= 0.3 < mde(23)
     a, b = [70.0, 71.0, 72.0], [70.5, 70.0, 72.49]  # mean difference 0.0033, s_d 0.86
     assert paired_test(a, b).seeds_needed == SEEDS_NEEDED_CAP + 1
     write_report(tmp_path, SETUP, [ArmResult('mobilenet', 'mine', dict(enumerate(a)))],
