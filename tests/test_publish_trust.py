@@ -111,6 +111,9 @@ def test_a_run_on_cifar_format_data_is_not_published_as_cifar100(fake_run, tmp_p
     assert f'trained on {UNOFFICIAL} with zamzoo' in card and f'{UNOFFICIAL} test set' in card
     assert f"name: '{UNOFFICIAL}'" in header and "type: 'cifar100-format'" in header
     assert "timm.create_model('mobilenet_plain.cifar100', pretrained=True)" not in card  # those are zamzoo's weights
+    # nor by that tag's repo, which push refuses them: every snippet loads them from this folder
+    assert 'hf-hub:' not in card and "from_pretrained('PATH')" in card
+    assert "timm.create_model('local-dir:PATH', pretrained=True)" in card and '--init local-dir:PATH' in card
     description = json.loads((out / 'config.json').read_text())['pretrained_cfg']['description']
     assert description.endswith(f'; trained on {UNOFFICIAL}')
     assert json.loads((out / 'results.json').read_text())['training_data'] == dict(

@@ -144,21 +144,28 @@ def _training_section(info: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def _weights_names(info: dict) -> Tuple[str, str]:
+def _weights_names(info: dict) -> Tuple[str, str, str]:
     """(the name `timm.create_model(..., pretrained=True)` and `zamzoo train --init` load this card's weights by,
-    a sentence on where else they load from). zamzoo's CIFAR weights go by their registered name 'model.tag' (the
-    manifest pins its repo); any other export by its repo, 'hf-hub:org/name': timm knows no 'model.tag' for it."""
-    hub = f"hf-hub:{info['repo_id']}"
+    a sentence on where else they load from, the name transformers loads them by). zamzoo's CIFAR weights go by
+    their registered name 'model.tag' (the manifest pins its repo); any other export by its repo, 'hf-hub:org/name':
+    timm knows no 'model.tag' for it; weights under a CIFAR tag trained on other data than the official release by
+    their folder only (push refuses them the tag's repo)."""
+    hub, repo = f"hf-hub:{info['repo_id']}", info['repo_id']
     unofficial = (info.get('training_data') or {}).get('official') is False
     if info['tag'] in TAGS and not unofficial:
         return info['model_name'], (
             f"The same weights load straight from this repository's config: `timm.create_model('{hub}', "
-            f"pretrained=True)` (after `import zamzoo`, which registers the architecture `{info['model']}`).")
+            f"pretrained=True)` (after `import zamzoo`, which registers the architecture `{info['model']}`)."), repo
+    if info['tag'] in TAGS:
+        return 'local-dir:PATH', (
+            f"PATH: this folder. These weights load from it only: `{info['model_name']}` and its repository hold "
+            f"zamzoo's weights trained on the official release, and `zamzoo push` does not publish these there."), \
+            'PATH'
     return hub, (
         f"Before this folder is pushed, the same calls load it from disk: `timm.create_model('local-dir:PATH', "
         f"pretrained=True)` (PATH: this folder). `{info['model_name']}` does not load these weights: zamzoo "
         f"registers pretrained tags ({', '.join(TAGS)}) for its own weights trained on the official CIFAR releases "
-        f"only.")
+        f"only."), repo
 
 
 def render_model_card(info: dict) -> str:
@@ -191,11 +198,11 @@ def render_model_card(info: dict) -> str:
     details['zamzoo version'] = info['zamzoo_version']
     if info.get('init'):
         details['Initial weights'] = f"{info['init']['source']} (sha256 {info['init'].get('sha256') or 'unknown'})"
-    create_name, other_sources = _weights_names(info)
+    create_name, other_sources, hf_name = _weights_names(info)
     usage = _template('usage.md').substitute(
-        model=model, create_name=create_name, other_sources=other_sources, init_source=create_name, height=h,
-        width=w, num_classes=info['num_classes'], top_k=min(5, info['num_classes']), num_features=info['num_features'],
-        repo_id=info['repo_id'])
+        model=model, create_name=create_name, other_sources=other_sources, height=h, width=w,
+        num_classes=info['num_classes'], top_k=min(5, info['num_classes']), num_features=info['num_features'],
+        repo_id=hf_name)
     description = (f"{entry.description}, trained on {ds_name} with zamzoo. The architecture is registered "
                    f"with timm by the zamzoo package: install it and `import zamzoo` before `timm.create_model`.")
     card = dict(
