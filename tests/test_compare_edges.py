@@ -197,3 +197,17 @@ def test_the_report_states_the_macs_convention(tmp_path):
                  [ArmResult('mobilenet', 'plain', {0: 69.0})], contract={})
     md = (tmp_path / 'report.md').read_text()
     assert 'FlopCounterMode' in md and 'element-wise multiplies' in md and 'not counted' in md
+
+
+def test_a_divergence_whose_message_spans_lines_is_told_by_its_recorded_type(tmp_path):
+    """failed.json keeps a failure's last line only; the exception's class is recorded beside it, so a NonFiniteError
+    whose message ends on a line of its own is still a divergence."""
+    from zamzoo.errors import NonFiniteError
+    from zamzoo.train.run_folder import mark_failed
+    runs = make_runs(tmp_path, {('huge', 0): MISSING, ('huge', 1): MISSING})
+    for run, error in zip(runs, (NonFiniteError('the loss is NaN at step 3\n(learning rate too high?)'),
+                                 RuntimeError('boom\nNonFiniteError: quoted, not raised'))):
+        run.folder.mkdir(parents=True)
+        mark_failed(run.folder, error)
+    _, unfinished = run_outcomes(runs)
+    assert [unfinished[run.name].state for run in runs] == [DIVERGED, FAILED]

@@ -109,7 +109,7 @@ def run_outcomes(runs: Sequence[PlannedRun]) -> Tuple[Dict[str, dict], Dict[str,
         if status.state == 'done':
             results[run.name] = status.results
         elif status.state == 'failed':
-            diverged = (status.error or '').startswith(f'{NonFiniteError.__name__}:')
+            diverged = status.error_type == NonFiniteError.__name__
             unfinished[run.name] = UnfinishedRun(run.config.seed, DIVERGED if diverged else FAILED,
                                                  status.error or 'failed', str(run.folder))
         else:

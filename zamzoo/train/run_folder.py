@@ -158,7 +158,7 @@ def mark_failed(folder, error: BaseException, job_id: Optional[str] = None):
     and where. results.json stays the record of a completed run only."""
     lines = [line for line in f'{type(error).__name__}: {error}'.splitlines() if line.strip()]
     write_json_atomic(Path(folder) / FAILED_FILE, {
-        'status': 'failed', 'error': lines[-1], 'job_id': job_id, 'host': socket.gethostname(), 'pid': os.getpid(),
+        'status': 'failed', 'error': lines[-1], 'error_type': type(error).__name__, 'job_id': job_id, 'host': socket.gethostname(), 'pid': os.getpid(),
         'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
 
 
@@ -228,6 +228,7 @@ class RunStatus:
     config: dict = field(default_factory=dict)    # config.json
     results: dict = field(default_factory=dict)   # results.json
     history: list = field(default_factory=list)   # metrics.jsonl
+    error_type: Optional[str] = None  # the failure's exception class (failed.json), e.g. 'NonFiniteError'
 
 
 def _read_run_file(path: Path, read, problems: list):
@@ -252,6 +253,7 @@ def run_status(folder) -> RunStatus:
     if not (results and completed) and (folder / CHECKPOINT_FILE).is_file():  # a run to resume from it
         problem = checkpoint_problem(folder / CHECKPOINT_FILE)
         problems += [f'corrupt: {problem}'] if problem else []
+    error_type = None
     if lock_holder(folder) is not None:
         state, error = 'running', None
     elif problems:
@@ -262,9 +264,11 @@ def run_status(folder) -> RunStatus:
     elif failure or results:
         state = 'failed'
         error = (failure or results).get('error') or f'{folder / RESULTS_FILE} records no completed run'
+        # a failed.json from before 'error_type' names the class only at the start of its line
+        error_type = failure.get('error_type') or (error.split(':', 1)[0] if failure and ':' in error else None)
     else:
         state, error = 'pending', None
-    return RunStatus(state, error, config, results, history)
+    return RunStatus(state, error, config, results, history, error_type)
 
 
 def _completed_run_problem(folder: Path, results: dict) -> Optional[str]:
