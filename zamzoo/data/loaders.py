@@ -106,8 +106,12 @@ class EpochBatchSampler(Sampler):
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
                  drop_last: bool = False):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.bounds = epoch_bounds(n, batch_size, drop_last, world_size, train=shuffle)
+        bounds = epoch_bounds(n, batch_size, drop_last, world_size, train=shuffle)
+        # (lo, hi, global size) of each batch this rank has a part of: in evaluation a rank may have none of a last
+        # batch smaller than world_size, and an empty batch is not fetched (DataLoader cannot collate one)
+        parts = [(*rank_slice(start, stop, rank, world_size), stop - start) for start, stop in bounds]
+        self.parts = [(lo, hi, size) for lo, hi, size in parts if hi > lo]
+        self.bounds = bounds
         self.epoch = 0
 
     def set_epoch(self, epoch: int):
@@ -117,21 +121,15 @@ class EpochBatchSampler(Sampler):
         return [stop - start for start, stop in self.bounds]
 
     def own_sizes(self) -> List[int]:
-        return [n for _, _, n in self._own_parts()]
-
-    def _own_parts(self) -> List[Tuple[int, int, int]]:
-        """(lo, hi, global size) of each batch this rank has a part of: in evaluation a rank may have none of a
-        last batch smaller than world_size, and an empty batch is not fetched (DataLoader cannot collate one)."""
-        parts = [(*rank_slice(start, stop, self.rank, self.world_size), stop - start) for start, stop in self.bounds]
-        return [(lo, hi, n) for lo, hi, n in parts if hi > lo]
+        return [n for _, _, n in self.parts]
 
     def __len__(self):
-        return len(self._own_parts())
+        return len(self.parts)
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)) if self.shuffle \
             else torch.arange(self.n)
-        for lo, hi, _ in self._own_parts():
+        for lo, hi, _ in self.parts:
             yield order[lo:hi].tolist()
 
 
