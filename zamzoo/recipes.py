@@ -4,12 +4,15 @@ The model registry reads a recipe's normalisation for its pretrained cfgs and th
 rest, so the mean/std a checkpoint was trained with and the one its cfg announces are the same numbers.
 """
 import dataclasses
+import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
 from .errors import UsageError
 
 Stats = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+SCHEDULES = ('multistep', 'cosine', 'constant')
 
 # weiaicunzai/pytorch-cifar100 (copied by the ZAM seed): CIFAR-100 train-set statistics.
 CIFAR100_STATS: Stats = ((0.5070751592, 0.4865488733, 0.4409178434), (0.2673342859, 0.2564384629, 0.2761504713))
@@ -29,7 +32,7 @@ class Recipe:
     weight_decay: float
     momentum: float = 0.9
     nesterov: bool = False
-    schedule: str = 'multistep'          # 'multistep' or 'cosine'
+    schedule: str = 'multistep'          # 'multistep', 'cosine' or 'constant'
     milestones: Tuple[int, ...] = ()     # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
     # The number the seed's loop gives its first epoch; milestones count from it. weiaicunzai's loop (the ZAM
@@ -49,6 +52,30 @@ class Recipe:
     reset_head: bool = False             # re-initialise the classifier of a pretrained model before training
     drop_last: bool = False              # the seeds keep the last, partial batch (391 steps per CIFAR epoch)
 
+    def __post_init__(self):
+        """Every field checked where a Recipe is made or replaced (the API's recipes and the CLI's overrides alike):
+        UsageError naming the first field that cannot train."""
+        for name in ('version', 'epochs', 'batch_size'):
+            _check_number(self, name, getattr(self, name), minimum=1, integer=True)
+        for name in ('warmup_epochs', 'crop_padding'):
+            _check_number(self, name, getattr(self, name), minimum=0, integer=True)
+        _check_number(self, 'epoch_base', self.epoch_base, minimum=0, integer=True, maximum=1)
+        _check_number(self, 'lr', self.lr, minimum=0, exclusive=True)
+        _check_number(self, 'gamma', self.gamma, minimum=0, exclusive=True)
+        _check_number(self, 'momentum', self.momentum, minimum=0, maximum=1)
+        _check_number(self, 'label_smoothing', self.label_smoothing, minimum=0, maximum=1)
+        for name in ('weight_decay', 'rotation', 'nam_l1', 'spem_alpha'):
+            _check_number(self, name, getattr(self, name), minimum=0)
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"recipe '{self.name}': schedule: expected one of {list(SCHEDULES)}, got {self.schedule!r}")
+        _check_milestones(self)
+
+    def lr_change_epochs(self) -> Tuple[int, ...]:
+        """The 1-based epochs that first train at each milestone's new lr (multistep), as the loop counts them: lr at
+        0-based epoch t falls by gamma once t + epoch_base reaches a milestone m, i.e. from 1-based epoch
+        m - epoch_base + 1 (zam, base 1: epoch 60; nam and spem, base 0: epochs 61 and 82)."""
+        return tuple(m - self.epoch_base + 1 for m in self.milestones)
+
     def stats(self, dataset: str) -> Stats:
         try:
             return self.normalization[dataset]
@@ -67,6 +94,30 @@ class Recipe:
         if unknown:
             raise UsageError(f'unknown recipe field(s) {sorted(unknown)}; expected some of {sorted(self.__dataclass_fields__)}')
         return dataclasses.replace(self, **changes)
+
+
+def _check_number(recipe: Recipe, name: str, value, *, minimum, maximum=None, integer=False, exclusive=False):
+    """UsageError unless `value` is a finite number (an int when `integer`) >= `minimum` (> when `exclusive`) and
+    <= `maximum`."""
+    kind = int if integer else (int, float)
+    bad = not isinstance(value, kind) or isinstance(value, bool) or not math.isfinite(value)
+    bad = bad or value < minimum or (exclusive and value == minimum) or (maximum is not None and value > maximum)
+    if bad:
+        low = f'> {minimum}' if exclusive else f'>= {minimum}'
+        bounds = f'{low} and <= {maximum}' if maximum is not None else low
+        raise UsageError(f"recipe '{recipe.name}': {name}: expected {'an integer' if integer else 'a number'} "
+                         f"{bounds}, got {value!r}")
+
+
+def _check_milestones(recipe: Recipe):
+    """Milestones are epochs (integers >= 0) in increasing order, each once: the schedule counts how many an epoch
+    has passed (bisect on a sorted list), so an unsorted or repeated list would give another schedule than written."""
+    m = recipe.milestones
+    if not isinstance(m, (tuple, list)) or any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in m):
+        raise UsageError(f"recipe '{recipe.name}': milestones: expected a tuple of epochs (integers >= 0), got {m!r}")
+    if any(a >= b for a, b in zip(m, m[1:])):
+        raise UsageError(f"recipe '{recipe.name}': milestones: expected increasing epochs, each once, got {tuple(m)} "
+                         f"(e.g. {tuple(sorted(set(m)))})")
 
 
 _RECIPES = {

@@ -1,6 +1,5 @@
 """What one training run is: `TrainConfig` (the Python API's argument, the CLI's flags) and its resolution into a
 recipe, a device and the loaders' settings."""
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
@@ -79,12 +78,10 @@ class TrainConfig:
             raise UsageError('data: expected the data folder (--data DIR)')
         if isinstance(self.recipe, str) and self.recipe not in list_recipes():
             raise UsageError(f"recipe: unknown '{self.recipe}'; expected one of {list_recipes()}")
-        for name in ('epochs', 'batch_size', 'eval_batch_size', 'eval_every', 'progress_every'):
+        for name in ('eval_batch_size', 'eval_every', 'progress_every'):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise UsageError(f'{name}: expected a positive integer, got {v!r}')
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f'lr: expected a positive number, got {self.lr!r}')
         for name, choices in (('amp', AMP_CHOICES), ('loader', LOADER_CHOICES)):
             if getattr(self, name) not in choices:
                 raise UsageError(f"{name}: unknown '{getattr(self, name)}'; expected one of {list(choices)}")
@@ -107,6 +104,7 @@ class TrainConfig:
                              f'from), got {self.seed!r}')
         self._load_attention()
         check_model_name(self.model)
+        self.resolve_recipe()  # the recipe checks its fields, --epochs, --batch-size and --lr among them
         if self.model_kwargs:
             size = self.img_size if self.dataset in ('folder', 'hf') else 32  # None: the model's own
             check_model_kwargs(self.model, self.model_kwargs, size)

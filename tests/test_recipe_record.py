@@ -1,0 +1,34 @@
+"""A recipe is checked where it is made, and what a run records and publishes of its recipe is what it trained with."""
+import pytest
+
+from zamzoo.errors import UsageError
+from zamzoo.recipes import get_recipe, list_recipes
+from zamzoo.train import TrainConfig, recipe_lr
+
+
+@pytest.mark.parametrize('milestones', [(120, 60, 160), (60, 60, 120), (-1, 60), (60.5,)])
+def test_milestones_out_of_order_repeated_or_negative_are_refused(milestones):
+    with pytest.raises(UsageError, match='milestones'):
+        get_recipe('nam').replace(milestones=milestones)
+
+
+@pytest.mark.parametrize('field, value', [('epochs', 0), ('batch_size', 0), ('lr', 0.0), ('lr', float('inf')),
+                                          ('weight_decay', -1e-4), ('momentum', 1.5), ('gamma', 0.0),
+                                          ('warmup_epochs', -1), ('schedule', 'step'), ('label_smoothing', 2.0),
+                                          ('epochs', 1.5), ('batch_size', True)])
+def test_a_recipe_that_cannot_train_is_refused_where_it_is_made(field, value):
+    with pytest.raises(UsageError, match=f"recipe 'zam': {field}: expected"):
+        get_recipe('zam').replace(**{field: value})
+
+
+def test_the_runs_overrides_are_checked_by_the_recipe():
+    with pytest.raises(UsageError, match="recipe 'zam': epochs: expected an integer >= 1, got 0"):
+        TrainConfig(model='mobilenet_zam', data='unused', epochs=0).validate()
+
+
+@pytest.mark.parametrize('name', list_recipes())
+def test_lr_change_epochs_are_the_first_epochs_the_loop_trains_at_the_new_lr(name):
+    recipe = get_recipe(name).replace(warmup_epochs=0)
+    lrs = [recipe_lr(recipe, recipe.lr, epoch, 1, recipe.epochs) for epoch in range(recipe.epochs)]
+    changes = tuple(epoch + 1 for epoch in range(1, recipe.epochs) if lrs[epoch] != lrs[epoch - 1])
+    assert recipe.lr_change_epochs() == (changes if recipe.schedule == 'multistep' else ())
