@@ -1,9 +1,16 @@
 """A recipe is checked where it is made, and what a run records and publishes of its recipe is what it trained with."""
+import json
+
 import pytest
 
+import zamzoo
 from zamzoo.errors import UsageError
+from zamzoo.publish import export_run
 from zamzoo.recipes import get_recipe, list_recipes
-from zamzoo.train import TrainConfig, recipe_lr
+from zamzoo.train import TrainConfig, recipe_lr, train
+from zamzoo.train.reporting import Reporter
+
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 @pytest.mark.parametrize('milestones', [(120, 60, 160), (60, 60, 120), (-1, 60), (60.5,)])
@@ -32,3 +39,17 @@ def test_lr_change_epochs_are_the_first_epochs_the_loop_trains_at_the_new_lr(nam
     lrs = [recipe_lr(recipe, recipe.lr, epoch, 1, recipe.epochs) for epoch in range(recipe.epochs)]
     changes = tuple(epoch + 1 for epoch in range(1, recipe.epochs) if lrs[epoch] != lrs[epoch - 1])
     assert recipe.lr_change_epochs() == (changes if recipe.schedule == 'multistep' else ())
+
+
+def test_an_exports_notes_and_card_name_the_recipe_the_run_used(tiny_cifar, tmp_path):
+    """A run given a Recipe object (no --epochs/--lr overrides): the export names exactly the recipe it recorded."""
+    used = get_recipe('zam').replace(epochs=1, batch_size=32, rotation=0.0, warmup_epochs=0, lr=0.05)
+    train(TrainConfig(model='mobilenet_plain', data=str(tiny_cifar), device='cpu', out=str(tmp_path / 'run'),
+                      recipe=used), reporter=Reporter())
+    export = export_run([tmp_path / 'run'], tmp_path / 'export').path
+    notes = json.loads((export / 'config.json').read_text())['pretrained_cfg']['notes']
+    call = ("zamzoo.recipes.get_recipe('zam').replace(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0, "
+            "rotation=0.0) (version 1)")
+    assert notes[0] == f'recipe: {call}'
+    assert f'Training recipe:** {call}' in (export / 'README.md').read_text()
+    assert eval(call.split(' (')[0], {'zamzoo': zamzoo}) == used  # the call gives the recipe back

@@ -157,12 +157,37 @@ def get_recipe(name: str) -> Recipe:
         raise UsageError(f"unknown recipe '{name}'; expected one of {list_recipes()}") from None
 
 
-def recipe_call(name: str, overrides: Optional[dict] = None, version: Optional[int] = None) -> str:
-    """The call that gives recipe `name` as a run used it (its `overrides`: --epochs, --batch-size, --lr), as a
-    pretrained cfg's notes cite it: "zamzoo.recipes.get_recipe('finetune').replace(epochs=1) (version 1)"."""
-    changes = ', '.join(f'{key}={value!r}' for key, value in (overrides or {}).items())
-    return (f'zamzoo.recipes.get_recipe({name!r})' + (f'.replace({changes})' if changes else '')
-            + (f' (version {version})' if version is not None else ''))
+def recipe_changes(name: str, used: dict) -> dict:
+    """The fields in which a run's recorded recipe `used` (config.json's `recipe`) differs from recipe `name` as
+    registered, in field order, as Python values (JSON's lists as tuples). A field the record lacks (one that does
+    not apply to the run's data, e.g. CIFAR statistics on an image folder) is no change."""
+    registered = get_recipe(name).to_dict()
+    return {key: _from_json(used[key]) for key, value in registered.items()
+            if key not in ('name', 'version') and key in used and _as_json(used[key]) != _as_json(value)}
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+def _from_json(value):
+    if isinstance(value, list):
+        return tuple(_from_json(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
+
+
+def recipe_call(name: str, used: Optional[dict] = None, version: Optional[int] = None) -> str:
+    """The call that gives recipe `name` as a run used it (`used`: its recorded recipe, whose differences from the
+    registered one become `.replace(...)`), as a pretrained cfg's notes and a model card cite it:
+    "zamzoo.recipes.get_recipe('finetune').replace(epochs=1) (version 1)". A recipe of the run's own (a name not in
+    zamzoo.recipes) is named as such."""
+    suffix = f' (version {version})' if version is not None else ''
+    if name not in _RECIPES:
+        return f"{name!r}{suffix}, a recipe of the run's own (not in zamzoo.recipes; its fields are in the run's config.json)"
+    changes = ', '.join(f'{key}={value!r}' for key, value in recipe_changes(name, used or {}).items())
+    return f'zamzoo.recipes.get_recipe({name!r})' + (f'.replace({changes})' if changes else '') + suffix
 
 
 def list_recipes():

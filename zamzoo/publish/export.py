@@ -138,7 +138,6 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
     import dataclasses
 
     from ..models import ZOO, pretrained_notes
-    from ..recipes import recipe_call
     run_config = inp.weights_run.config if inp.weights_run is not None else {}
     if inp.weights_run is not None and inp.dataset in OWN_DATA:
         tag, cfg = _own_data_cfg(inp.model, inp.dataset, tag, run_config)
@@ -148,9 +147,18 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
             from .card import dataset_names
             cfg = dataclasses.replace(cfg, description=f'{ZOO[inp.model].description}; trained on '
                                                        f'{dataset_names(tag, inp.training_data)[0]}')
-    recipe = ('unknown (bare checkpoint)' if inp.recipe is None
-              else recipe_call(inp.recipe, run_config.get('overrides'), inp.recipe_version))
+    recipe = _recipe_description(inp) or 'unknown (bare checkpoint)'
     return tag, dataclasses.replace(cfg, notes=pretrained_notes(ZOO[inp.model], recipe))
+
+
+def _recipe_description(inp: '_Input') -> Optional[str]:
+    """The recipe the weights were trained with, as the cfg's notes and the card name it: the run's recorded recipe
+    as a call on the registered one (`recipe_call`), a bare checkpoint's --recipe, or None when unknown."""
+    from ..recipes import recipe_call
+    if inp.recipe is None:
+        return None
+    used = inp.weights_run.config.get('recipe') if inp.weights_run is not None else None
+    return recipe_call(inp.recipe, used if isinstance(used, dict) else None, inp.recipe_version)
 
 
 def _arch_cfgs(model: str) -> dict:
@@ -433,13 +441,13 @@ def _attention_module(model: str) -> dict:
 
 def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
     import zamzoo
-    weights_run, recipe_name, recipe_version = inp.weights_run, inp.recipe, inp.recipe_version
+    weights_run = inp.weights_run
     return dict(
         model=inp.model, tag=results['tag'], model_name=f"{inp.model}.{results['tag']}", repo_id=results['repo_id'],
         params=results['params'], macs=results['macs'], input_size=cfg.input_size,
         num_classes=results['num_classes'], num_features=net.num_features, mean=cfg.mean, std=cfg.std,
         crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
-        recipe=(f'{recipe_name} (version {recipe_version})' if recipe_version else recipe_name),
+        recipe=_recipe_description(inp),
         results=results if has_results else None,
         hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
         code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
