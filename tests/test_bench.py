@@ -187,7 +187,7 @@ def test_table_generator_fills_readme_and_model_card(tmp_path):
     assert '| `resnet18_zam` | 10.50 (10.00) | +5.0% | 510.00 (500.00) | +2.0% |' in overhead
     assert 'not measured on GPU' in overhead
     recipes = card.read_text().split(marker('recipes'))[1]
-    assert '| `spem` v1 | resnet164 | 164 | 128 |' in recipes and 'x0.2 at epochs 60, 120, 160' in recipes
+    assert '| `spem` v1 | resnet164 | 164 | 128 |' in recipes and 'x0.2 from epochs 60, 120, 160' in recipes
     # a second run changes nothing, and --check says so
     assert update_tables([results], manifest, readme, card) == []
     assert main(['bench', 'tables', '--results', str(results), '--manifest', str(manifest), '--readme', str(readme),

@@ -53,3 +53,14 @@ def test_an_exports_notes_and_card_name_the_recipe_the_run_used(tiny_cifar, tmp_
     assert notes[0] == f'recipe: {call}'
     assert f'Training recipe:** {call}' in (export / 'README.md').read_text()
     assert eval(call.split(' (')[0], {'zamzoo': zamzoo}) == used  # the call gives the recipe back
+
+
+def test_the_model_cards_recipe_table_states_the_loops_lr_epochs_and_statistics():
+    from zamzoo.bench.tables import recipes_table
+
+    rows = {line.split('`')[1]: line for line in recipes_table().splitlines() if line.startswith('| `')}
+    assert 'x0.2 from epochs 60, 120, 160' in rows['zam'] and 'x0.2 from epochs 61, 121, 161' in rows['nam']
+    assert 'x0.1 from epochs 82, 123' in rows['spem']
+    spem = next(line for line in recipes_table().splitlines() if line.startswith('- `spem`'))
+    assert spem == '- `spem`: cifar100 and cifar10: mean (0.4914, 0.4822, 0.4465) std (0.2023, 0.1994, 0.201)'
+    assert "each data set's own" not in recipes_table()
