@@ -4,11 +4,12 @@ import json
 import pytest
 
 import zamzoo
+from zamzoo.data import FOLDER_CROP_SCALE
 from zamzoo.errors import UsageError
 from zamzoo.publish import export_run
 from zamzoo.recipes import get_recipe, list_recipes
 from zamzoo.train import TrainConfig, recipe_lr, train
-from zamzoo.train.reporting import Reporter
+from zamzoo.train.reporting import Reporter, TqdmReporter
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -64,3 +65,27 @@ def test_the_model_cards_recipe_table_states_the_loops_lr_epochs_and_statistics(
     spem = next(line for line in recipes_table().splitlines() if line.startswith('- `spem`'))
     assert spem == '- `spem`: cifar100 and cifar10: mean (0.4914, 0.4822, 0.4465) std (0.2023, 0.1994, 0.201)'
     assert "each data set's own" not in recipes_table()
+
+
+def test_an_image_folder_run_records_and_prints_the_augmentation_and_statistics_it_used(tmp_path, capsys):
+    from conftest import write_images
+
+    for split in ('train', 'val'):
+        write_images(tmp_path / 'd' / split, {'a': 4, 'b': 4}, size=(32, 32))
+    train(TrainConfig(model='test_resnet', dataset='folder', data=str(tmp_path / 'd'), out=str(tmp_path / 'run'),
+                      epochs=1, batch_size=4, img_size=32, device='cpu', loader='dataloader'), reporter=TqdmReporter())
+    config = json.loads((tmp_path / 'run' / 'config.json').read_text())
+    recipe = config['recipe']
+    assert 'normalization' not in recipe and 'crop_padding' not in recipe     # neither applies to this data
+    assert recipe['random_resized_crop_scale'] == list(FOLDER_CROP_SCALE)     # what folder_transforms crops with
+    printed = capsys.readouterr().out
+    assert 'cifar100' not in printed and 'crop_padding' not in printed
+    assert f"random_resized_crop_scale  {FOLDER_CROP_SCALE}" in printed
+    assert f"normalization              mean {tuple(config['mean'])} std {tuple(config['std'])}" in printed
+
+
+def test_a_cifar_run_records_its_recipe_whole(tiny_cifar, tmp_path):
+    train(TrainConfig(model='test_resnet', data=str(tiny_cifar), out=str(tmp_path / 'run'), epochs=1, batch_size=32,
+                      device='cpu'), reporter=Reporter())
+    config = json.loads((tmp_path / 'run' / 'config.json').read_text())
+    assert config['recipe'] == json.loads(json.dumps(get_recipe('zam').replace(epochs=1, batch_size=32).to_dict()))

@@ -6,8 +6,8 @@ from .cifar import CIFAR_DATASETS, cifar_dataset, cifar_tensors, expected_files,
 from .folder import IMAGE_EXTENSIONS, FileList, holdout_split, image_folder
 from .tensor_loader import TensorLoader, crop_flip, hflip, normalize, pad, random_crop, rotate
 from .images import check_image, open_rgb, to_rgb
-from .loaders import (EVAL_CROP_PCT, EVAL_INTERPOLATION, DataLoaderBatches, PilImages, cifar_transforms,
-                      eval_resize, folder_transforms)
+from .loaders import (EVAL_CROP_PCT, EVAL_INTERPOLATION, FOLDER_CROP_SCALE, DataLoaderBatches, PilImages,
+                      cifar_transforms, eval_resize, folder_transforms)
 from .sources import (DATASETS, DataSource, OpenedData, check_dataset, check_same_data, data_tag, open_data,
                       own_data_tag)
 from .tensors import check_memory, dataset_tensors, tensor_bytes
@@ -18,7 +18,7 @@ __all__ = [
     'TensorLoader', 'crop_flip', 'hflip', 'normalize', 'pad', 'random_crop', 'rotate',
     'check_image', 'open_rgb', 'to_rgb',
     'EVAL_CROP_PCT', 'EVAL_INTERPOLATION', 'DataLoaderBatches', 'PilImages', 'cifar_transforms', 'eval_resize',
-    'folder_transforms',
+    'folder_transforms', 'FOLDER_CROP_SCALE',
     'DATASETS', 'DataSource', 'OpenedData', 'check_dataset', 'check_same_data', 'data_tag', 'open_data',
     'own_data_tag',
     'check_memory', 'dataset_tensors', 'tensor_bytes',

@@ -43,10 +43,13 @@ def eval_resize(img_size: int, crop_pct: float) -> int:
     return math.floor(img_size / crop_pct)
 
 
+FOLDER_CROP_SCALE = (0.35, 1.0)  # the share of the image a training crop of the DataLoader covers (timm's is 0.08)
+
+
 def folder_transforms(recipe, mean, std, img_size: int, train: bool):
     """Image folders: random-resized crop + flip (+ rotation) for training, resize + centre crop for evaluation."""
     if train:
-        t = [v2.RandomResizedCrop(img_size, scale=(0.35, 1.0), antialias=True)]
+        t = [v2.RandomResizedCrop(img_size, scale=FOLDER_CROP_SCALE, antialias=True)]
         if recipe.hflip:
             t.append(v2.RandomHorizontalFlip())
         if recipe.rotation:

@@ -108,9 +108,9 @@ def _hparams_summary(config: dict) -> dict:
     recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
     merged = dict(recipe, **{k: v for k, v in config.items() if not isinstance(v, (dict, list)) or k == 'milestones'})
     keys = ('recipe', 'version', 'epochs', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay', 'schedule',
-            'milestones', 'gamma', 'warmup_epochs', 'crop_padding', 'hflip', 'rotation', 'label_smoothing',
-            'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'channels_last', 'compile', 'world_size',
-            'device')
+            'milestones', 'gamma', 'warmup_epochs', 'crop_padding', 'random_resized_crop_scale', 'hflip', 'rotation',
+            'label_smoothing', 'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'channels_last', 'compile',
+            'world_size', 'device')
     out = {k: recipe.get('name') if k == 'recipe' and recipe else merged.get(k) for k in keys}
     return {k: v for k, v in out.items() if v is not None and v != ''}
 

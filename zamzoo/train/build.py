@@ -341,6 +341,27 @@ def _loader_request(loader: str, recorded: Optional[dict]) -> str:
     return resolved
 
 
+LOADER_CROP_FIELDS = ('crop_padding', 'random_resized_crop_scale')  # on data of one's own: the loader's choice
+
+
+def recipe_record(recipe, dataset: str, loader: Optional[str]) -> dict:
+    """config.json's `recipe`: the recipe's fields as the run applies them. An image folder or a Hugging Face data set
+    is normalised with the model's mean/std (config.json's `mean`, `std`), not the recipe's CIFAR statistics, and is
+    cropped as its loader crops it: padded crops on the tensor loader (`crop_padding`), random-resized crops on the
+    DataLoader (`random_resized_crop_scale`). A field that does not apply is left out; with `loader` None (not known
+    yet) both crop fields are."""
+    from ..data import FOLDER_CROP_SCALE
+
+    record = recipe.to_dict()
+    if dataset in ('folder', 'hf'):
+        del record['normalization']
+        if loader != 'tensor':
+            del record['crop_padding']
+        if loader == 'dataloader':
+            record['random_resized_crop_scale'] = list(FOLDER_CROP_SCALE)
+    return record
+
+
 def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
     """config.json: the run's settings, the full recipe as used, and where it ran."""
     import zamzoo
@@ -352,7 +373,7 @@ def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
         'data': str(config.data), 'data_fingerprint': data.fingerprint,
         'num_classes': data.num_classes, 'classes': list(data.classes),
         'seed': config.seed, 'pretrained': config.pretrained, 'init': facts['init'],
-        'recipe': recipe.to_dict(), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
+        'recipe': recipe_record(recipe, config.dataset, facts['loader']), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
         'mean': facts['mean'], 'std': facts['std'], 'img_size': facts['img_size'],
         'model_kwargs': dict(config.model_kwargs), 'attention_module': attention_record(config.model),

@@ -127,29 +127,13 @@ def _add_eval(subparsers):
     e.set_defaults(func=run_eval)
 
 
-def format_recipe(recipe) -> str:
-    d = recipe.to_dict()
-    width = max([len(k) for k in d] + [len('normalization.' + ds) for ds in d['normalization']])
-    lines = [f'recipe {recipe.name} (version {recipe.version}):']
-    for k, v in d.items():
-        if k == 'normalization':
-            for ds, (mean, std) in v.items():
-                lines.append(f'  {"normalization." + ds:<{width}}  mean {tuple(mean)} std {tuple(std)}')
-        else:
-            lines.append(f'  {k:<{width}}  {v}')
-    return '\n'.join(lines)
-
-
 def run_train(args) -> int:
     from .config import TrainConfig
     from .loop import train
     from .reporting import Reporter, TqdmReporter
 
     config = TrainConfig(**train_config_values(args)).validate()
-    main = is_main_process()
-    if main:
-        print(format_recipe(config.resolve_recipe()), flush=True)
-    reporter = TqdmReporter() if main else Reporter()
+    reporter = TqdmReporter() if is_main_process() else Reporter()
     train(config, reporter=reporter)
     return 0
 

@@ -24,6 +24,17 @@ class Reporter:
         pass
 
 
+def format_recipe(record: dict, mean, std) -> str:
+    """The recipe as the run applies it (config.json's `recipe`, `recipe_record`) and the mean/std its images are
+    normalised with, one field a line."""
+    fields = {k: v for k, v in record.items() if k != 'normalization'}
+    width = max(len(k) for k in list(fields) + ['normalization'])
+    lines = [f"recipe {record['name']} (version {record['version']}):"]
+    lines += [f'  {k:<{width}}  {tuple(v) if isinstance(v, list) else v}' for k, v in fields.items()]
+    lines.append(f"  {'normalization':<{width}}  mean {tuple(mean)} std {tuple(std)}")
+    return '\n'.join(lines)
+
+
 class TqdmReporter(Reporter):
     """A progress bar per epoch (images/s, loss) on stderr, one line per epoch on stdout."""
     bar = None
@@ -31,6 +42,7 @@ class TqdmReporter(Reporter):
     def start(self, info):
         c = info['config']
         start = info['start_epoch']
+        print(format_recipe(c['recipe'], c['mean'], c['std']))
         print(f"run folder {info['out']}" + (f' (resuming after epoch {start})' if start else ''))
         print(f"model {c['model']} ({c['num_params']:,} params), {c['dataset']} ({c['num_classes']} classes, "
               f"{c['train_images']} train images), {c['world_size']} process(es), batch {c['recipe']['batch_size']} "

@@ -7,6 +7,7 @@ from typing import Dict, Optional, Sequence
 from ..dataset_table import DATASETS
 from ..errors import UsageError
 from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
+from ..train.build import LOADER_CROP_FIELDS, recipe_record
 from ..train.run_folder import identity_changes, run_status, short_value
 from .state import run_state
 
@@ -32,8 +33,11 @@ class PlannedRun:
         return {'model': c.model, 'dataset': c.dataset, 'recipe': self.recipe, 'seed': c.seed, 'epochs': self.epochs}
 
     def settings(self) -> dict:
-        """What the plan knows of the run's config.json: its arguments and resolved recipe."""
-        return {'args': self.config.to_dict(), 'recipe': self.config.resolve_recipe().to_dict()}
+        """What the plan knows of the run's config.json: its arguments and resolved recipe (as the run records it;
+        on data of one's own the crop fields only when --loader names the loader)."""
+        c = self.config
+        loader = None if c.loader == 'auto' else c.loader
+        return {'args': c.to_dict(), 'recipe': recipe_record(c.resolve_recipe(), c.dataset, loader)}
 
 
 def identity_conflict(run: PlannedRun, state: dict) -> Optional[str]:
@@ -51,7 +55,9 @@ def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
     recorded = run_status(run.folder).config
     if not recorded:
         return None  # absent or corrupt: the state says so
-    changes = identity_changes(recorded, run.settings(), within=('args', 'recipe'))
+    planned = run.settings()
+    unknown = [f'recipe.{key}' for key in LOADER_CROP_FIELDS if key not in planned['recipe']]  # --loader auto's
+    changes = identity_changes(recorded, planned, within=('args', 'recipe'), ignore=unknown)
     if not changes:
         return None
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
