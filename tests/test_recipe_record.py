@@ -70,11 +70,15 @@ def test_the_model_cards_recipe_table_states_the_loops_lr_epochs_and_statistics(
 def test_an_image_folder_run_records_and_prints_the_augmentation_and_statistics_it_used(tmp_path, capsys):
     from conftest import write_images
 
+    from zamzoo.zoo.plan import plan_sweep, settings_conflict
+
     for split in ('train', 'val'):
         write_images(tmp_path / 'd' / split, {'a': 4, 'b': 4}, size=(32, 32))
-    train(TrainConfig(model='test_resnet', dataset='folder', data=str(tmp_path / 'd'), out=str(tmp_path / 'run'),
-                      epochs=1, batch_size=4, img_size=32, device='cpu', loader='dataloader'), reporter=TqdmReporter())
-    config = json.loads((tmp_path / 'run' / 'config.json').read_text())
+    planned, = plan_sweep(['test_resnet'], ['folder'], [0], tmp_path / 'd', tmp_path / 'sweep', epochs=1, batch_size=4,
+                          img_size=32, device='cpu')
+    train(planned.config, reporter=TqdmReporter())  # --loader auto: the DataLoader on CPU
+    assert settings_conflict(planned, 'finished') is None  # the sweep takes the run as its own
+    config = json.loads((planned.folder / 'config.json').read_text())
     recipe = config['recipe']
     assert 'normalization' not in recipe and 'crop_padding' not in recipe     # neither applies to this data
     assert recipe['random_resized_crop_scale'] == list(FOLDER_CROP_SCALE)     # what folder_transforms crops with
