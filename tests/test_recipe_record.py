@@ -4,7 +4,6 @@ import json
 import pytest
 
 import zamzoo
-from zamzoo.data import FOLDER_CROP_SCALE
 from zamzoo.errors import UsageError
 from zamzoo.publish import export_run
 from zamzoo.recipes import get_recipe, list_recipes
@@ -70,6 +69,7 @@ def test_the_model_cards_recipe_table_states_the_loops_lr_epochs_and_statistics(
 def test_an_image_folder_run_records_and_prints_the_augmentation_and_statistics_it_used(tmp_path, capsys):
     from conftest import write_images
 
+    from zamzoo.data import FOLDER_CROP_SCALE
     from zamzoo.zoo.plan import plan_sweep, settings_conflict
 
     for split in ('train', 'val'):
