@@ -29,7 +29,8 @@ def _run(folder, dataset, tag, classes, recipe='finetune', overrides=None):
     save_file(timm.create_model(MODEL, num_classes=len(classes)).state_dict(), str(folder / 'model.safetensors'))
     config = dict(model=MODEL, dataset=dataset, tag=tag, seed=0, num_classes=len(classes), classes=list(classes),
                   mean=list(MEAN), std=list(STD), img_size=32, loader='dataloader', model_kwargs={},
-                  recipe=get_recipe(recipe).replace(**(overrides or {})).to_dict(), recipe_name=recipe, recipe_version=1,
+                  recipe=get_recipe(recipe).replace(**(overrides or {})).to_dict(), recipe_name=recipe,
+                  recipe_version=1,
                   overrides=overrides or {}, device='cpu')
     (folder / 'config.json').write_text(json.dumps(config))
     (folder / 'results.json').write_text(json.dumps(dict(model=MODEL, dataset=dataset, recipe=recipe, seed=0,

@@ -67,7 +67,8 @@ class Recipe:
         for name in ('weight_decay', 'rotation', 'nam_l1', 'spem_alpha'):
             _check_number(self, name, getattr(self, name), minimum=0)
         if self.schedule not in SCHEDULES:
-            raise UsageError(f"recipe '{self.name}': schedule: expected one of {list(SCHEDULES)}, got {self.schedule!r}")
+            raise UsageError(f"recipe '{self.name}': schedule: expected one of {list(SCHEDULES)}, "
+                             f"got {self.schedule!r}")
         _check_milestones(self)
 
     def lr_change_epochs(self) -> Tuple[int, ...]:
@@ -185,7 +186,8 @@ def recipe_call(name: str, used: Optional[dict] = None, version: Optional[int] =
     zamzoo.recipes) is named as such."""
     suffix = f' (version {version})' if version is not None else ''
     if name not in _RECIPES:
-        return f"{name!r}{suffix}, a recipe of the run's own (not in zamzoo.recipes; its fields are in the run's config.json)"
+        return (f"{name!r}{suffix}, a recipe of the run's own (not in zamzoo.recipes; its fields are in the run's "
+                f"config.json)")
     changes = ', '.join(f'{key}={value!r}' for key, value in recipe_changes(name, used or {}).items())
     return f'zamzoo.recipes.get_recipe({name!r})' + (f'.replace({changes})' if changes else '') + suffix
 
