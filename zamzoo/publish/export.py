@@ -48,6 +48,7 @@ from typing import List, Optional, Sequence
 
 from .._io import dumps_strict
 from .._paths import check_replaceable, check_writable
+from ..dataset_table import OWN_DATASETS
 from ..errors import ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, repo_id_problem, sha256_file
 from ..train import run_folder
@@ -128,7 +129,6 @@ class ExportResult:
     has_results: bool
 
 
-OWN_DATA = ('folder', 'hf')  # data sets of the user's own: published under a tag of their own, with their own cfg
 
 
 def _resolve_cfg(inp: '_Input', tag: Optional[str]):
@@ -139,7 +139,7 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
 
     from ..models import ZOO, pretrained_notes
     run_config = inp.weights_run.config if inp.weights_run is not None else {}
-    if inp.weights_run is not None and inp.dataset in OWN_DATA:
+    if inp.weights_run is not None and inp.dataset in OWN_DATASETS:
         tag, cfg = _own_data_cfg(inp.model, inp.dataset, tag, run_config)
     else:
         tag, cfg = _registry_cfg(inp.model, tag or inp.dataset, run_config)
@@ -284,7 +284,7 @@ def _training_data(dataset: str, runs: List[tuple]) -> dict:
     CIFAR release only when each run's results.json records `official_data` true (for a run from before that
     record: when its data is still there, with the recorded fingerprint, and official), and the image counts."""
     from ..data.cifar_release import recorded_data_is_official
-    official = None if dataset in OWN_DATA else all(
+    official = None if dataset in OWN_DATASETS else all(
         results['official_data'] is True if 'official_data' in results else recorded_data_is_official(config)
         for results, config in runs)
     results, config = runs[0]
@@ -312,7 +312,7 @@ def _checkpoint_dataset(file: Path, tag: Optional[str], training) -> str:
     recorded = training[0][1].get('dataset') if training else None
     if recorded is None:
         return tag or 'cifar100'
-    if recorded in OWN_DATA or tag not in (None, recorded):
+    if recorded in OWN_DATASETS or tag not in (None, recorded):
         raise ExportError(
             f"{file} is from a run on {recorded}{f', not {tag}' if tag not in (None, recorded) else ''}: export its "
             f'run folder, which describes what the run did: `zamzoo export {run_folder_of(file)}`')

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from .. import provenance
 from .._paths import check_free_space
+from ..dataset_table import OWN_DATASETS
 from ..errors import DataError, UsageError
 from . import distributed as D
 from .checkpoint import seed_everything
@@ -135,7 +136,7 @@ def build_loaders(dataset: str, splits, recipe, mean, std, *, batch_size: int, e
                                    train=False, **common)
 
     def transform(is_train):
-        if dataset in ('folder', 'hf'):
+        if dataset in OWN_DATASETS:
             return folder_transforms(recipe, mean, std, img_size, is_train)
         return cifar_transforms(recipe, mean, std, is_train)
 
@@ -246,7 +247,7 @@ def _data_config(config, recipe, model: nn.Module, init: Optional[dict]) -> tupl
     declare), 32 pixels. Other data: timm's data config of the weights loaded, i.e. the --init source's statistics
     where it records them (the 'mean' and 'std' of `load_init`'s record), else the model's cfg; at --img-size or the
     cfg's size."""
-    if config.dataset not in ('folder', 'hf'):
+    if config.dataset not in OWN_DATASETS:
         return recipe.stats(config.dataset), 32
     cfg = model.pretrained_cfg
     if init is not None and init.get('mean') and init.get('std'):
@@ -353,7 +354,7 @@ def recipe_record(recipe, dataset: str, loader: Optional[str]) -> dict:
     from ..data import FOLDER_CROP_SCALE
 
     record = recipe.to_dict()
-    if dataset in ('folder', 'hf'):
+    if dataset in OWN_DATASETS:
         del record['normalization']
         if loader != 'tensor':
             del record['crop_padding']
@@ -373,7 +374,8 @@ def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:
         'data': str(config.data), 'data_fingerprint': data.fingerprint,
         'num_classes': data.num_classes, 'classes': list(data.classes),
         'seed': config.seed, 'pretrained': config.pretrained, 'init': facts['init'],
-        'recipe': recipe_record(recipe, config.dataset, facts['loader']), 'recipe_name': recipe.name, 'recipe_version': recipe.version,
+        'recipe': recipe_record(recipe, config.dataset, facts['loader']),
+        'recipe_name': recipe.name, 'recipe_version': recipe.version,
         'overrides': {k: getattr(config, k) for k in ('epochs', 'batch_size', 'lr') if getattr(config, k) is not None},
         'mean': facts['mean'], 'std': facts['std'], 'img_size': facts['img_size'],
         'model_kwargs': dict(config.model_kwargs), 'attention_module': attention_record(config.model),

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
 
 from ..data.sources import DATASETS, DataSource, check_dataset
+from ..dataset_table import OWN_DATASETS
 from ..errors import UsageError
 from ..recipes import Recipe, get_recipe, list_recipes
 from .build import check_model_kwargs, check_model_name
@@ -94,7 +95,7 @@ class TrainConfig:
             raise UsageError(f'workers: expected >= 0, got {self.workers}')
         if self.img_size is not None and not 8 <= self.img_size <= MAX_IMG_SIZE:
             raise UsageError(f'img_size: expected 8 to {MAX_IMG_SIZE} pixels, got {self.img_size}')
-        if self.img_size not in (None, 32) and self.dataset not in ('folder', 'hf'):
+        if self.img_size not in (None, 32) and self.dataset not in OWN_DATASETS:
             raise UsageError(f'img_size: only for --dataset folder or hf (CIFAR images are 32x32 and are trained as '
                              f'they are), got {self.img_size}')
         if not isinstance(self.max_bad_steps, int) or isinstance(self.max_bad_steps, bool) or self.max_bad_steps < 0:
@@ -106,7 +107,7 @@ class TrainConfig:
         check_model_name(self.model)
         self.resolve_recipe()  # the recipe checks its fields, --epochs, --batch-size and --lr among them
         if self.model_kwargs:
-            size = self.img_size if self.dataset in ('folder', 'hf') else 32  # None: the model's own
+            size = self.img_size if self.dataset in OWN_DATASETS else 32  # None: the model's own
             check_model_kwargs(self.model, self.model_kwargs, size)
         return self
 
@@ -125,7 +126,7 @@ class TrainConfig:
         if hf_only and self.dataset != 'hf':
             raise UsageError(f"{hf_only[0]}: only for --dataset hf")
         if self.holdout is not None:
-            if self.dataset not in ('folder', 'hf'):
+            if self.dataset not in OWN_DATASETS:
                 raise UsageError('holdout: only for --dataset folder or hf (CIFAR has its own test split)')
             from ..data.split import check_fraction
             check_fraction(self.holdout)
@@ -160,7 +161,7 @@ class TrainConfig:
 def default_recipe(model: str, dataset: str, pretrained: bool) -> str:
     """finetune on an image folder or a Hugging Face dataset; otherwise the recipe the model's cfg announces (zam for
     resnet18/mobilenet, spem for resnet164), zam for models outside the zoo."""
-    if dataset in ('folder', 'hf'):
+    if dataset in OWN_DATASETS:
         return 'finetune'
     try:
         from ..models import backbone_recipe
