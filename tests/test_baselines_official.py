@@ -107,3 +107,48 @@ def test_bam_training_on_one_image_is_refused_with_a_clear_error():
         model(torch.randn(1, 3, 32, 32))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
     assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 100)
+
+
+# The thop 0.0.30 counts (thop/count_hooks.py) of the official modules, per module on one C x H x W map:
+def _linear(n_in, n_out):  # count_linear: (in muls + (in - 1) adds) per output, bias not counted
+    return (2 * n_in - 1) * n_out
+
+
+def _official_cbam(c, hw):  # Jongchan MODELS/cbam.py: F.avg/max_pool2d (0), mlp of nn.Linear run twice, 7x7 conv, BN
+    m = c // 16
+    return 2 * (_linear(c, m) + _linear(m, c)) + 2 * 49 * hw + 4 * hw
+
+
+def _official_bam(c, hw):  # Jongchan MODELS/bam.py: F.avg_pool2d (0), Linear-BN1d-ReLU-Linear; convs with bias, BN2d
+    m = c // 16
+    channel = _linear(c, m) + 4 * m + _linear(m, c)
+    spatial = hw * m * (c + 1) + 4 * m * hw + 2 * (hw * m * (9 * m + 1) + 4 * m * hw) + hw * (m + 1)
+    return channel + spatial
+
+
+def _official_se(c, hw):  # SELayer: nn.AdaptiveAvgPool2d(1) ((HW + 1) * C), Linear-ReLU-Linear-Sigmoid
+    m = c // 16
+    return (hw + 1) * c + _linear(c, m) + _linear(m, c)
+
+
+RESNET18_BLOCKS = [(64, 1024)] * 2 + [(128, 256)] * 2 + [(256, 64)] * 2 + [(512, 16)] * 2
+RESNET18_STAGE_ENDS = [(64, 1024), (128, 256), (256, 64)]
+
+
+@pytest.mark.parametrize('name,added', [
+    ('resnet18_cbam', sum(_official_cbam(c, hw) for c, hw in RESNET18_BLOCKS)),
+    ('resnet18_bam', sum(_official_bam(c, hw) for c, hw in RESNET18_STAGE_ENDS)),
+    ('resnet18_se', sum(_official_se(c, hw) for c, hw in RESNET18_BLOCKS)),
+])
+def test_seed_flops_of_a_baseline_are_thops_count_of_its_official_code(name, added):
+    from zamzoo.bench.flops import seed_flops
+    plain = seed_flops(timm.create_model('resnet18_plain'))
+    assert seed_flops(timm.create_model(name)) - plain == added
+
+
+def test_seed_flops_of_the_seeds_cbam_variant_are_the_seeds_count():
+    # developer0hye/ZAM attention_module.py: nn.AdaptiveAvgPool2d(1) and bias-free 1x1 conv MLPs, 3x3 conv, no BN
+    from zamzoo.bench.flops import seed_flops
+    plain = seed_flops(timm.create_model('resnet18_plain'))
+    added = sum((hw + 1) * c + 2 * (c * (c // 16) + (c // 16) * c) + 18 * hw for c, hw in RESNET18_BLOCKS)
+    assert seed_flops(timm.create_model('resnet18_cbam', attn_kwargs=CBAM_SEED_KWARGS)) - plain == added

@@ -89,6 +89,8 @@ class CBAM(nn.Module):
             **dd,
         )
         self.spatial = CbamSpatialAttn(spatial_kernel_size, norm=spatial_norm, gate_layer=gate_layer, **dd)
+        settings = dict(spatial_kernel_size=spatial_kernel_size, mlp_bias=mlp_bias, spatial_norm=spatial_norm)
+        self.variant = 'seed' if settings == CBAM_SEED_KWARGS else 'paper'  # whose code it follows (the FLOP count's)
         self.init_weights()
 
     @torch.no_grad()
