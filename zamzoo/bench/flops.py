@@ -168,7 +168,8 @@ def _as_linear(attention: nn.Module, count: SeedCount):
     """The 1x1 convolutions of an attention module whose original code ran nn.Linear layers in their place."""
     if not count.linear:
         return set()
-    return {id(m) for m in attention.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1}
+    return {id(m) for m in attention.modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1}
 
 
 def _zoo_entry(model: nn.Module):

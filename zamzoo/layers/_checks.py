@@ -12,7 +12,9 @@ from typing import List, Tuple, Union
 import torch
 from timm.layers import register_notrace_function
 
-__all__ = ['check_input', 'check_spatial_size', 'check_channels', 'check_trainable_batch', 'positive_int', 'to_2tuple_int']
+__all__ = [
+    'check_input', 'check_spatial_size', 'check_channels', 'check_trainable_batch', 'positive_int', 'to_2tuple_int',
+]
 
 
 @register_notrace_function

@@ -97,7 +97,8 @@ class CBAM(nn.Module):
     def init_weights(self) -> None:
         """The official code's init (Jongchan/attention-module MODELS/model_resnet.py, ResidualNet.__init__) when the
         spatial branch has its BN (the paper version): BN weight 0 and every bias 0, so the spatial gate is 0.5 at
-        init; spatial conv kaiming normal (fan_out). Without it (the seed's variant): PyTorch's defaults, as the seed."""
+        init; spatial conv kaiming normal (fan_out). Without it (the seed's variant): PyTorch's defaults, as the
+        seed's code."""
         if not isinstance(self.spatial.bn, nn.BatchNorm2d):
             return
         nn.init.zeros_(self.spatial.bn.weight)

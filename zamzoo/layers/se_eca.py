@@ -80,7 +80,8 @@ class ECA(_ChannelGate, EcaModule):
             if positive_int(kernel_size, 'ECA: kernel_size', ' (or None: adaptive)') % 2 != 1:
                 raise ValueError(f'ECA: kernel_size must be odd (or None: adaptive), got {kernel_size!r}')
             if kwargs.get('use_mlp'):
-                raise ValueError("ECA: kernel_size cannot be fixed with use_mlp (timm's EcaModule derives it from channels)")
+                raise ValueError("ECA: kernel_size cannot be fixed with use_mlp "
+                                 "(timm's EcaModule derives it from channels)")
             # without channels, EcaModule keeps kernel_size instead of recomputing it (its use_mlp needs channels)
             super().__init__(None, kernel_size=int(kernel_size), device=device, dtype=dtype, **kwargs)
         self.channels = int(channels)
