@@ -18,26 +18,33 @@
   softmax, torch.* ops      calls such as ``F.avg_pool2d``, ``x.mean()``, ``torch.max`` are invisible)
   ========================  ==================================================================
 
-  Our modules are written differently from the seed's (timm-style heads, attention modules that pool
-  with ``x.mean``), so in a zoo model two places are counted as the *seed's* code would have been
+  Our modules are written differently from the original code (timm-style heads, attention modules that
+  pool with ``x.mean`` and run 1x1 convolutions as MLPs), so in a zoo model three places are counted as the
+  *original* code (the seed's for the backbones and ZAM, each baseline's official code) would have been
   counted, as the zoo table (zamzoo.models) says:
 
   * the classifier's global pool (``model.global_pool``), by ``Backbone.seed_head_pool``: the seed's
     CIFAR ResNet pools with ``F.avg_pool2d`` (0 ops); its MobileNet with ``nn.AvgPool2d(4)`` ((4 + 1) * C
     ops, the thop quirk above); bearpaw's ResNet164 with ``nn.AvgPool2d(8)`` ((8 + 1) * C); kuangliu's
     MobileNetV2 with ``F.avg_pool2d`` (0). Other models count their pool modules as listed in the table.
-  * an attention module's global average pool over H x W, by ``Attention.seed_gap``: the seed's ZAM
-    (ZCA) and CBAM (channel attention) pool with ``nn.AdaptiveAvgPool2d(1)`` modules, i.e.
-    (H*W + 1) * C ops. Those attentions (ZAM with average pooling, ZAM(Avg), ZAM+R, CBAM, SE, ECA, BAM)
-    count their channel-GAP that way and their other pooling (GMP, mean/max over channels, GMinP, ...)
-    as 0; pool modules inside attention modules are not counted a second time. Convolutions, BN and
-    Linear layers inside attention modules count as usual (the CBAM MLP runs twice, on the avg- and on
-    the max-pooled vector, and counts twice). An attention module the table does not list (zamzoo's
-    ZCA, ZSA, one of your own) is refused; other libraries' modules count as listed in the table.
+  * an attention module's global average pool over H x W, by ``Attention.seed_count.gap``: the seed's ZAM
+    (ZCA) and CBAM variant, the SELayer and ECA's eca_layer pool with ``nn.AdaptiveAvgPool2d(1)`` modules,
+    i.e. (H*W + 1) * C ops; the official CBAM and BAM (Jongchan/attention-module) with ``F.avg_pool2d`` (0).
+    Other pooling (GMP, mean/max over channels, GMinP, ...) counts 0; pool modules inside attention modules
+    are not counted a second time.
+  * an attention module's MLP, by ``Attention.seed_count.linear``: SE's and the official CBAM's MLPs are
+    ``nn.Linear`` layers, so their 1x1 convolutions on the pooled 1x1 map count as thop counted Linear,
+    (2 * in - 1) * out; the seed's CBAM variant has 1x1 convolutions (out * in). A CBAM module's
+    ``variant`` ('seed' with ``CBAM_SEED_KWARGS``) picks its count (``Attention.seed_count_variants``).
+  Other convolutions, BN and Linear layers inside attention modules count as usual (the CBAM MLP runs twice,
+  on the avg- and on the max-pooled vector, and counts twice). An attention module the table does not list
+  (zamzoo's ZCA, ZSA, one of your own) is refused; other libraries' modules count as listed in the table.
 
   This reproduces the seed's table exactly: resnet18_plain / resnet18_cbam (seed variant) /
   resnet18_zam = 557.9775M / 558.4482M / 558.2252M; mobilenet_plain / mobilenet_cbam (seed variant) /
-  mobilenet_zamr = 180.7697M / 182.4953M / 181.4638M (the seed prints 557.98M ... 181.46M).
+  mobilenet_zamr = 180.7697M / 182.4953M / 181.4638M (the seed prints 557.98M ... 181.46M); and thop 0.0.30 on
+  the baselines' official code in the seed's ResNet18: resnet18_cbam / resnet18_bam / resnet18_se / resnet18_eca
+  = 558.5990M / 559.7858M / 558.3972M / 558.2345M (thop's float32 sums differ by < 100 ops).
 """
 import contextlib
 import math
@@ -47,7 +54,7 @@ import torch
 from torch import nn
 
 from ..layers import get_attn
-from ..models import ATTENTIONS, ZOO
+from ..models import ATTENTIONS, ZOO, SeedCount
 
 __all__ = ['count_params', 'count_flops', 'count_macs', 'seed_flops', 'example_input']
 
@@ -143,22 +150,26 @@ def _outermost_attention(module: nn.Module):
             yield from _outermost_attention(child)
 
 
-def _seed_gap(attention_cls: type) -> bool:
-    """The zoo table's `seed_gap` of the attentions whose module is of this class."""
+def _seed_count(attention: nn.Module) -> SeedCount:
+    """The zoo table's seed FLOP convention of this attention module: its class's attention's, or that attention's
+    for the module's `variant` where the table lists one (CBAM's 'seed')."""
     rules = set()
     for a in ATTENTIONS.values():
         layer = get_attn(a.layer)  # a class or functools.partial; None for 'plain'
-        if getattr(layer, 'func', layer) is attention_cls:
-            rules.add(a.seed_gap)
+        if getattr(layer, 'func', layer) is type(attention):
+            rules.add(a.seed_count_variants.get(getattr(attention, 'variant', None), a.seed_count))
     if len(rules) != 1:
-        raise ValueError(f'seed_flops: no seed FLOP convention for {attention_cls.__name__} modules; the zoo table '
+        raise ValueError(f'seed_flops: no seed FLOP convention for {type(attention).__name__} modules; the zoo table '
                          f'gives one for the attention modules of its models')
     return rules.pop()
 
 
-def _attention_has_gap(m: nn.Module) -> bool:
-    """Is this attention module's average pool over H x W (if it pools by average) counted as a channel GAP?"""
-    return _seed_gap(type(m)) and 'avg' in str(getattr(m, 'pool', 'avg'))
+def _as_linear(attention: nn.Module, count: SeedCount):
+    """The 1x1 convolutions of an attention module whose original code ran nn.Linear layers in their place."""
+    if not count.linear:
+        return set()
+    return {id(m) for m in attention.modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1}
 
 
 def _zoo_entry(model: nn.Module):
@@ -172,11 +183,14 @@ def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> 
     total = 0
     handles = []
     skip = set()  # modules whose count a rule above them already gave (head pool, attention pools)
+    as_linear = set()  # 1x1 convs counted as the nn.Linear of the original code when they run on a 1x1 map
 
     def leaf_hook(m, inputs, output):
         nonlocal total
-        if id(m) not in skip and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
-            total += _leaf_ops(m, inputs[0], output)
+        x = inputs[0]
+        if id(m) not in skip and isinstance(x, torch.Tensor) and isinstance(output, torch.Tensor):
+            linear = id(m) in as_linear and x[0, 0].numel() == 1
+            total += (2 * m.in_channels - 1) * output.numel() if linear else _leaf_ops(m, x, output)
 
     def attention_hook(m, inputs, output):
         nonlocal total
@@ -190,16 +204,17 @@ def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> 
                 total += (kernel + 1) * output.numel()
         return hook
 
-    attentions = [(m, _attention_has_gap(m)) for m in _outermost_attention(model)]  # may refuse: before any hook
+    attentions = [(m, _seed_count(m)) for m in _outermost_attention(model)]  # may refuse: before any hook
     entry = _zoo_entry(model)
     head = getattr(model, 'global_pool', None)
     if isinstance(head, nn.Module) and entry is not None:
         skip.update(id(m) for m in head.modules())
         handles.append(head.register_forward_hook(head_hook(entry.backbone.seed_head_pool)))
 
-    for attention, has_gap in attentions:
+    for attention, count in attentions:
         skip.update(id(sub) for sub in attention.modules() if isinstance(sub, _AVGPOOL + _ADAPTIVE_AVGPOOL))
-        if has_gap:
+        as_linear.update(_as_linear(attention, count))
+        if count.gap and 'avg' in str(getattr(attention, 'pool', 'avg')):  # a ZAM's `pool` may have no average
             handles.append(attention.register_forward_hook(attention_hook))
     for m in model.modules():
         if not list(m.children()):

@@ -168,7 +168,9 @@ def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
         '',
         'params: 100 classes (+ what the attention adds to the plain backbone). MACs: multiply-accumulates of one '
         '3x32x32 image as `torch.utils.flop_counter.FlopCounterMode` counts them (its FLOPs / 2). FLOPs (seed conv.): '
-        'the ZAM seed\'s thop 0.0.30 convention (`zamzoo.bench.flops.seed_flops`), the numbers of the seed\'s table. '
+        'the ZAM seed\'s thop 0.0.30 convention (`zamzoo.bench.flops.seed_flops`), the numbers of the seed\'s table, '
+        'counted on the original code\'s structure: the seed\'s for the backbones and ZAM, the official code\'s for SE, '
+        'ECA, CBAM and BAM (thop 0.0.30 on it). '
         'Latency / CPU time vs plain: median inference time against the plain backbone measured in the same run '
         '(batch 1 / batch 64; `-` = not measured; details in MODEL_CARD.md).' + ORT_NOTE * any(
             d[2] == 'onnxruntime' for d in devices) + COMPILE_NOTE * any(d[2] == 'compile' for d in devices)

@@ -12,7 +12,9 @@ from typing import List, Tuple, Union
 import torch
 from timm.layers import register_notrace_function
 
-__all__ = ['check_input', 'check_spatial_size', 'check_channels', 'to_2tuple_int']
+__all__ = [
+    'check_input', 'check_spatial_size', 'check_channels', 'check_trainable_batch', 'positive_int', 'to_2tuple_int',
+]
 
 
 @register_notrace_function
@@ -27,15 +29,29 @@ def check_input(x: torch.Tensor, channels: int, name: str) -> None:
         raise ValueError(f'{name} expects input of shape (B, {channels}, H, W), got {tuple(x.shape)}')
 
 
+@register_notrace_function
+def check_trainable_batch(x: torch.Tensor, training: bool, name: str) -> None:
+    """In training, raise ValueError for a batch of one image, which a BatchNorm over (B, C) cannot normalise."""
+    if training and x.shape[0] == 1:
+        raise ValueError(name + ' cannot train on a batch of 1 image: the BatchNorm1d of its channel branch needs more '
+                         'than one value per channel (the original code fails alike); train on 2 or more, or eval()')
+
+
+def positive_int(value, what: str, alternative: str = '') -> int:
+    """`value` as an int, or ValueError ("<what> must be a positive int<alternative>") unless it is a positive
+    integer (int, numpy int, ...)."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise ValueError(f'{what} must be a positive int{alternative}, got {value!r}')
+    return number
+
+
 def check_channels(channels, name: str) -> int:
     """`channels` as an int, or ValueError unless it is a positive integer (int, numpy int, ...)."""
-    try:
-        value = operator.index(channels)
-    except TypeError:
-        value = 0
-    if isinstance(channels, bool) or value < 1:
-        raise ValueError(f'{name}: channels must be a positive int, got {channels!r}')
-    return value
+    return positive_int(channels, f'{name}: channels')
 
 
 def to_2tuple_int(size: Union[int, Tuple[int, int], List[int]], what: str) -> Tuple[int, int]:

@@ -7,7 +7,8 @@ Placed once per stage (after layer1..3 of a ResNet), not per block.
 - ``out = F * (1 + sigmoid(Mc * Ms))`` (the official code multiplies the two branches; the paper writes a sum).
 All convs / linears with bias. r = 16, d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
 (C=64,128,256: 1,173 + 4,457 + 17,361 = 22,991, the official CIFAR-100 ResNet18 + BAM minus the plain one).
-The channel branch's BatchNorm1d cannot train on a batch of 1, as in the original. GAP is the mean of the whole
+The channel branch's BatchNorm1d cannot train on a batch of 1, as in the original: it is refused with a
+ValueError naming BAM. GAP is the mean of the whole
 map; the official code's ``avg_pool2d(x, H, stride=H)`` is the same on square maps only (on an H x W map with
 W > H it averages the first H x H window, with W < H it raises).
 """
@@ -17,9 +18,10 @@ import torch
 import torch.fx
 from torch import nn
 
-from ._checks import check_input
+from ._checks import check_input, check_trainable_batch
 
 torch.fx.wrap('check_input')
+torch.fx.wrap('check_trainable_batch')
 
 __all__ = ['BAM']
 
@@ -58,6 +60,7 @@ class BAM(nn.Module):
         return f'{self.channels}'
 
     def channel_logits(self, x: torch.Tensor) -> torch.Tensor:
+        check_trainable_batch(x, self.training, 'BAM')
         y = self.fc2(self.act1(self.bn1(self.fc1(x.mean((2, 3))))))
         return y.view(y.shape[0], y.shape[1], 1, 1)
 

@@ -9,9 +9,12 @@ bias-free MLP by default and a hidden width C / 16 rounded to the nearest (ours 
 state_dicts do not load into ours. The official spatial BN also uses momentum 0.01 and concatenates [max; mean], a
 permutation of the conv weights: we keep PyTorch's BN default and timm's [mean; max].) The channel half is timm's ``ChannelAttn``. Both maxima are torch.max's (`max_values`), as
 in the official code and the seed's (timm's ``amax`` splits the gradient between tied maxima).
+Initialisation (`CBAM.init_weights`, run by the constructor) as the official ResidualNet.__init__ initialises its
+CBAMs: spatial BN weight 0 (the spatial gate is exactly 0.5 at init, whatever the input), every bias 0 (the MLP's
+included), the spatial conv kaiming normal (fan_out); the backbones' own init leaves attention modules alone.
 
 The ZAM seed's variant (``CBAM_SEED_KWARGS``): spatial kernel 3, bias-free MLP, no BN after the spatial conv;
-``2*C*(C//16) + 18`` params per module (ResNet18 CIFAR-100: 11,307,316).
+``2*C*(C//16) + 18`` params per module (ResNet18 CIFAR-100: 11,307,316); PyTorch's default init, as the seed's code.
 """
 from typing import Dict, Optional, Type, Union
 
@@ -86,6 +89,24 @@ class CBAM(nn.Module):
             **dd,
         )
         self.spatial = CbamSpatialAttn(spatial_kernel_size, norm=spatial_norm, gate_layer=gate_layer, **dd)
+        settings = dict(spatial_kernel_size=spatial_kernel_size, mlp_bias=mlp_bias, spatial_norm=spatial_norm)
+        self.variant = 'seed' if settings == CBAM_SEED_KWARGS else 'paper'  # whose code it follows (the FLOP count's)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The official code's init (Jongchan/attention-module MODELS/model_resnet.py, ResidualNet.__init__) when the
+        spatial branch has its BN (the paper version): BN weight 0 and every bias 0, so the spatial gate is 0.5 at
+        init; spatial conv kaiming normal (fan_out). Without it (the seed's variant): PyTorch's defaults, as the
+        seed's code."""
+        if not isinstance(self.spatial.bn, nn.BatchNorm2d):
+            return
+        nn.init.zeros_(self.spatial.bn.weight)
+        nn.init.zeros_(self.spatial.bn.bias)
+        nn.init.kaiming_normal_(self.spatial.conv.weight, mode='fan_out')
+        for fc in (self.channel.fc1, self.channel.fc2):
+            if fc.bias is not None:
+                nn.init.zeros_(fc.bias)
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channel

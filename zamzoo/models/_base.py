@@ -191,7 +191,7 @@ class CifarNet(nn.Module):
     def _init_weights(self, mode: str, attn_modules: List[nn.Module]):
         """'torch': PyTorch's default init, as the ZAM seed's code (and kuangliu's) leaves it.
         'fan_out': bearpaw's ResNet init, conv weights ~ N(0, sqrt(2 / (k*k*out_channels))) = kaiming normal fan_out.
-        Convs inside attention modules keep their own init."""
+        Attention modules keep the init their constructors gave them (e.g. CBAM's official init): none is touched here."""
         if mode == 'torch':
             return
         if mode != 'fan_out':

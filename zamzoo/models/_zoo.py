@@ -14,7 +14,7 @@ so that timm finds `default_cfgs` in the module of each entrypoint (it reads it 
 """
 import fnmatch
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
@@ -30,7 +30,7 @@ from . import _papers as papers
 from ._papers import Paper
 
 __all__ = [
-    'Backbone', 'Attention', 'ModuleSource', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
+    'Backbone', 'Attention', 'SeedCount', 'ModuleSource', 'ZooEntry', 'Paper', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
     'list_models', 'backbone_recipe', 'pretrained_cfgs', 'pretrained_notes', 'register_family', 'check_new_attention',
     'add_attention', 'remove_attention',
 ]
@@ -83,6 +83,17 @@ class ModuleSource(NamedTuple):
     sha256: Optional[str]           # of that file
 
 
+@dataclass(frozen=True)
+class SeedCount:
+    """FLOP convention of the seed's table (zamzoo.bench.flops): how thop 0.0.30 counted an attention's original code.
+    gap: it average-pools H x W with nn.AdaptiveAvgPool2d(1), (H*W + 1) * C ops, wherever the module pools by
+         average (a ZAM's `pool`); False: with F.avg_pool2d / x.mean (0 ops).
+    linear: its MLP is nn.Linear layers, (2 * in - 1) * out ops each (the module's 1x1 convs on a pooled 1x1 map
+         count so); False: 1x1 convolutions, counted as convolutions."""
+    gap: bool = False
+    linear: bool = False
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attention:
     name: str
@@ -92,9 +103,10 @@ class Attention:
     paper: Optional[Paper] = None
     origin_url: Optional[str] = None
     fused: bool = False             # its module takes impl='fused' | 'reference' (zamzoo bench overhead compares them)
-    # FLOP convention of the seed's table (zamzoo.bench.flops): the original code average-pools H x W with
-    # nn.AdaptiveAvgPool2d(1), i.e. (H*W + 1) * C ops, wherever the module pools by average (a ZAM's `pool`)
-    seed_gap: bool = False
+    seed_count: SeedCount = SeedCount()
+    # a module whose `variant` attribute is a key here was written after other code, counted as that code
+    # (CBAM's 'seed': the ZAM seed's CBAM)
+    seed_count_variants: Mapping[str, SeedCount] = field(default_factory=lambda: MappingProxyType({}))
     plugin: Optional[ModuleSource] = None  # a module registered at run time; None for the zoo's own
 
 
@@ -150,7 +162,8 @@ def _attn(*, name: str, **kwargs) -> Attention:
 
 def _zam(*, name: str, description: str) -> Attention:
     """A ZAM variant: the seed's own module (zero parameters, fused implementation, GAP by nn.AdaptiveAvgPool2d)."""
-    return _attn(name=name, description=description, paper=papers.ZAM, origin_url=_ZAM_URL, fused=True, seed_gap=True)
+    return _attn(name=name, description=description, paper=papers.ZAM, origin_url=_ZAM_URL, fused=True,
+                 seed_count=SeedCount(gap=True))
 
 
 BACKBONES: Dict[str, Backbone] = {b.name: b for b in (
@@ -188,14 +201,18 @@ ATTENTIONS: Dict[str, Attention] = {a.name: a for a in (
           paper=papers.NAM, origin_url='https://github.com/Christian-lyc/NAM', fused=True),
     _attn(name='spem', description='SPEM, in every block',
           paper=papers.SPEM, origin_url='https://github.com/Qrange-group/SPEM', fused=True),
+    # SE: the PyTorch SELayer (nn.AdaptiveAvgPool2d(1), nn.Linear; SENet's Caffe InnerProduct layers)
     _attn(name='se', description='Squeeze-and-Excitation (reduction 16), in every block',
-          paper=papers.SE, origin_url='https://github.com/hujie-frank/SENet', seed_gap=True),
-    _attn(name='eca', description='ECA, in every block',
-          paper=papers.ECA, origin_url='https://github.com/BangguWu/ECANet', seed_gap=True),
+          paper=papers.SE, origin_url='https://github.com/hujie-frank/SENet',
+          seed_count=SeedCount(gap=True, linear=True)),
+    _attn(name='eca', description='ECA, in every block',  # eca_layer: nn.AdaptiveAvgPool2d(1), nn.Conv1d
+          paper=papers.ECA, origin_url='https://github.com/BangguWu/ECANet', seed_count=SeedCount(gap=True)),
+    # Jongchan's CBAM and BAM pool with F.avg_pool2d and run nn.Linear MLPs
     _attn(name='cbam', description='CBAM (paper version: ratio 16, 7x7 spatial conv + BN), in every block',
-          paper=papers.CBAM, origin_url='https://github.com/Jongchan/attention-module', seed_gap=True),
+          paper=papers.CBAM, origin_url='https://github.com/Jongchan/attention-module',
+          seed_count=SeedCount(linear=True), seed_count_variants=MappingProxyType({'seed': SeedCount(gap=True)})),
     _attn(name='bam', description='BAM, once per stage (after every stage but the last)', slot='stage',
-          paper=papers.BAM, origin_url='https://github.com/Jongchan/attention-module', seed_gap=True),
+          paper=papers.BAM, origin_url='https://github.com/Jongchan/attention-module'),
     _attn(name='simam', description='SimAM, in every block',
           paper=papers.SIMAM, origin_url='https://github.com/ZjjConan/SimAM', fused=True),
 )}
