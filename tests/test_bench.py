@@ -200,6 +200,7 @@ def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
     readme.write_text('# no markers\n')
     card = tmp_path / 'MODEL_CARD.md'
     card.write_text(f"{marker('models-table')}\n{marker('models-table', end=True)}\n")
+    (tmp_path / 'none.json').write_text('{"schema": 1, "checkpoints": []}')
     args = ['bench', 'tables', '--manifest', str(tmp_path / 'none.json'), '--readme', str(readme),
             '--model-card', str(card)]
     assert main(args + ['--results', str(results)]) == 2
