@@ -20,7 +20,7 @@ from conftest import skip_or_fail_in_ci
 from zamzoo.cli import main
 from zamzoo.errors import OutputError, UsageError, WeightsError
 from zamzoo.pretrained import load_manifest, shipped_manifest, update_manifest
-from zamzoo.provenance import code_commit, is_source_checkout
+from zamzoo import provenance
 from zamzoo.publish import export_run, push_folder
 from zamzoo.publish.push import manifest_record
 
@@ -209,8 +209,8 @@ def test_an_install_inside_a_project_repo_has_no_code_commit(tmp_path, monkeypat
     project = tmp_path / 'project'
     head = _project(project, site.split('/')[0])
     _copy_package(project / site)
-    assert not is_source_checkout(project / site)
-    assert code_commit(project / site) is None, f'the project commit {head} taken for zamzoo\'s'
+    assert provenance.code_commit(project / site) is None, f'the project commit {head} taken for zamzoo\'s'
+    assert not provenance.is_source_checkout(project / site)
     probe = 'from zamzoo.provenance import code_commit; print(code_commit())'
     proc = subprocess.run([sys.executable, '-c', probe], cwd=project, capture_output=True, text=True, timeout=60,
                           env={'PYTHONPATH': str(project / site), 'PATH': '/usr/bin:/bin:/usr/local/bin'})
@@ -223,11 +223,11 @@ def test_a_source_checkout_has_its_commit(tmp_path, monkeypatch):
     _project(checkout, 'runs')
     (checkout / 'pyproject.toml').write_text('[project]\nname = "zamzoo"\n')
     _copy_package(checkout)
-    assert code_commit(checkout) is None  # the package is not tracked there yet: not zamzoo's checkout
+    assert provenance.code_commit(checkout) is None  # the package is not tracked there yet: not zamzoo's checkout
     _git(checkout, 'add', '-A')
     _git(checkout, 'commit', '-qm', 'zamzoo')
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=checkout, capture_output=True, text=True).stdout.strip()
-    assert is_source_checkout(checkout) and code_commit(checkout) == head
+    assert provenance.is_source_checkout(checkout) and provenance.code_commit(checkout) == head
 
 
 # ------------------------------------------------------------------ extras checked before anything runs
