@@ -113,9 +113,9 @@ def record_path(path=None) -> Path:
     if is_source_checkout():
         return Path(shipped_manifest())
     raise UsageError(
-        f'zamzoo is installed ({Path(shipped_manifest()).parent}), not run from its source checkout, so push does not '
-        f'record into the manifest shipped with it: give --manifest PATH (or set {MANIFEST_ENV}) to record the Hub '
-        f'commit there, or push from a zamzoo checkout to record it in zamzoo/pretrained/manifest.json')
+        f'zamzoo is installed ({Path(shipped_manifest()).parent.parent}), not run from its source checkout, and the '
+        f'manifest inside an install is not where a Hub commit is recorded: give --manifest PATH (or set '
+        f'{MANIFEST_ENV}) to record it there, or push from a zamzoo checkout (zamzoo/pretrained/manifest.json)')
 
 
 def check_recordable(path) -> Path:
