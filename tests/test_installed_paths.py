@@ -27,7 +27,6 @@ from zamzoo.publish.push import manifest_record
 MODEL = 'mobilenet_plain'
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 HUB_COMMIT = 'c' * 40
-ROOT = Path(zamzoo.__file__).parent.parent
 
 
 class FakeHub:
@@ -53,7 +52,8 @@ def _run(folder: Path, dataset: str, tag: str, classes) -> Path:
     save_file(timm.create_model(MODEL, num_classes=len(classes)).state_dict(), str(folder / 'model.safetensors'))
     (folder / 'config.json').write_text(json.dumps(dict(
         model=MODEL, dataset=dataset, tag=tag, seed=0, num_classes=len(classes), classes=list(classes),
-        img_size=32, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], loader='dataloader', model_kwargs={}, recipe=dict(name='zam', version=1), recipe_name='zam', recipe_version=1,
+        img_size=32, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], loader='dataloader', model_kwargs={},
+        recipe=dict(name='zam', version=1), recipe_name='zam', recipe_version=1,
         device='cpu')))
     (folder / 'results.json').write_text(json.dumps(dict(
         model=MODEL, dataset=dataset, recipe='zam', seed=0, epochs=1, top1=50.0, top5=90.0, code_commit='f' * 40,
@@ -258,8 +258,8 @@ def test_zoo_run_on_slurm_without_submitit_writes_nothing(tiny_cifar, tmp_path, 
 def test_the_sdist_holds_what_its_tests_read(tmp_path):
     from test_packaging import _source_copy
     src = _source_copy(tmp_path / 'src')
-    proc = subprocess.run([sys.executable, '-m', 'build', '--sdist', '--no-isolation', '--outdir', str(tmp_path / 'dist'),
-                           str(src)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, '-m', 'build', '--sdist', '--no-isolation', '--outdir',
+                           str(tmp_path / 'dist'), str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sdist, = (tmp_path / 'dist').glob('*.tar.gz')
     with tarfile.open(sdist) as tar:

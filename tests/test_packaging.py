@@ -223,7 +223,8 @@ def test_installed_wheel_outside_the_checkout(built, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(('ZAMZOO_', 'HF_', 'HUGGING_FACE_'))}
     env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_ENDPOINT=DEAD_ENDPOINT,
                HF_TOKEN_PATH=str(tmp_path / 'no-token'), OMP_NUM_THREADS='1')
-    for script, manifest in ((EXPORT_AND_RECORD, {}), (LOAD_AND_LIST, {'ZAMZOO_MANIFEST': str(work / 'manifest.json')})):
+    given = {'ZAMZOO_MANIFEST': str(work / 'manifest.json')}  # what EXPORT_AND_RECORD wrote
+    for script, manifest in ((EXPORT_AND_RECORD, {}), (LOAD_AND_LIST, given)):
         proc = subprocess.run([sys.executable, '-c', textwrap.dedent(script), str(site), str(cache), COMMIT],
                               cwd=work, env={**env, **manifest}, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stdout[-2000:] + proc.stderr[-3000:]

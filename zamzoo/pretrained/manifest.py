@@ -349,7 +349,8 @@ def update_manifest(record: dict, path=None) -> Path:
     path = record_path(path)
     ordered = {name: record.get(name) for name in RECORD_FIELDS}
     with _locked(path):
-        data = _read(path, missing_ok=True)  # other records, even invalid ones, are kept as they are: not this push's to judge
+        # other records, even invalid ones, are kept as they are: not this push's to judge
+        data = _read(path, missing_ok=True)
         records = [r for r in data['checkpoints'] if _key(r) != (record['model'], record['tag'])]
         records.append(ordered)
         records.sort(key=lambda r: tuple(map(str, _key(r))))
