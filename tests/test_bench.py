@@ -200,6 +200,7 @@ def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
     readme.write_text('# no markers\n')
     card = tmp_path / 'MODEL_CARD.md'
     card.write_text(f"{marker('models-table')}\n{marker('models-table', end=True)}\n")
+    (tmp_path / 'none.json').write_text('{"schema": 1, "checkpoints": []}')
     args = ['bench', 'tables', '--manifest', str(tmp_path / 'none.json'), '--readme', str(readme),
             '--model-card', str(card)]
     assert main(args + ['--results', str(results)]) == 2
@@ -221,6 +222,7 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
     for i, report in enumerate((first, second)):
         (tmp_path / f'run{i}.json').write_text(json.dumps(report))
     readme, card = blank_docs(tmp_path)
+    (tmp_path / 'none.json').write_text('{"schema": 1, "checkpoints": []}')  # nothing published
     update_tables([tmp_path / 'run0.json', tmp_path / 'run1.json'], tmp_path / 'none.json', readme, card)
     lines = readme.read_text().splitlines()
     assert ('| CPU latency, 2 threads vs plain (b1 / b64) | CPU latency, 2 threads, ONNX Runtime vs plain (b1 / b64) |'

@@ -45,6 +45,7 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf-cache'))
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
     monkeypatch.setattr(constants, 'ENDPOINT', DEAD_ENDPOINT)
+    (tmp_path / 'manifest.json').write_text('{"schema": 1, "checkpoints": []}')  # nothing published yet
     monkeypatch.setenv('ZAMZOO_MANIFEST', str(tmp_path / 'manifest.json'))
     return tmp_path
 

@@ -94,7 +94,7 @@ def test_no_import_cycle_and_layers_respected():
     rank = dict(zip(order, [0, 1, 2, 3, 4, 5, 5, 6, 7, 8]))  # publish and bench share a level
     upward = sorted(f'{a} -> {b}' for a in graph for b in graph[a] if a in rank and b in rank and rank[b] > rank[a])
     assert upward == []
-    assert graph['pretrained'] <= {'errors', '_io'}
+    assert graph['pretrained'] <= {'errors', '_io', '_paths', 'dataset_table', 'provenance'}  # the bottom layer only
 
 
 def test_models_do_not_import_publishing():
@@ -167,13 +167,21 @@ save_file(timm.create_model('resnet18_zam').state_dict(), str(run / 'model.safet
 assert main(['export', 'run', '--out', 'export']) == 0
 assert f'**zamzoo version:** {zamzoo.__version__}' in Path('export/README.md').read_text()
 
+from zamzoo.errors import UsageError
 from zamzoo.pretrained import shipped_manifest, update_manifest
 from zamzoo.publish import cache_export
 from zamzoo.publish.push import manifest_record
 results = json.loads(Path('export/results.json').read_text())
 cache_export('export', cache, commit=commit)
-assert update_manifest(manifest_record(results, results['repo_id'], commit)) == shipped_manifest()
+record = manifest_record(results, results['repo_id'], commit)
+try:  # an install records into the manifest it is given, never into the one in site-packages
+    update_manifest(record)
+    raise AssertionError('recorded into the shipped manifest of an install')
+except UsageError as e:
+    assert '--manifest PATH' in str(e), e
 assert shipped_manifest().is_relative_to(site)
+assert update_manifest(record, 'manifest.json') == Path('manifest.json')
+assert [p.name for p in shipped_manifest().parent.iterdir() if p.name.startswith('.manifest')] == []
 print('ok')
 '''
 
@@ -204,8 +212,9 @@ print('ok')
 
 
 def test_installed_wheel_outside_the_checkout(built, tmp_path):
-    """A wheel install, run from outside the checkout: export writes its card; a record in the installed manifest plus
-    a Hugging Face cache laid out as the Hub serves it make pretrained=True load the exact weights offline."""
+    """A wheel install, run from outside the checkout: export writes its card; a record in the manifest given
+    (ZAMZOO_MANIFEST: an install records into no other) plus a Hugging Face cache laid out as the Hub serves it make
+    pretrained=True load the exact weights offline."""
     _, wheel = built
     site, work, cache = tmp_path / 'site', tmp_path / 'work', tmp_path / 'hf-cache'
     work.mkdir()
@@ -214,7 +223,8 @@ def test_installed_wheel_outside_the_checkout(built, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(('ZAMZOO_', 'HF_', 'HUGGING_FACE_'))}
     env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_ENDPOINT=DEAD_ENDPOINT,
                HF_TOKEN_PATH=str(tmp_path / 'no-token'), OMP_NUM_THREADS='1')
-    for script in (EXPORT_AND_RECORD, LOAD_AND_LIST):
+    given = {'ZAMZOO_MANIFEST': str(work / 'manifest.json')}  # what EXPORT_AND_RECORD wrote
+    for script, manifest in ((EXPORT_AND_RECORD, {}), (LOAD_AND_LIST, given)):
         proc = subprocess.run([sys.executable, '-c', textwrap.dedent(script), str(site), str(cache), COMMIT],
-                              cwd=work, env=env, capture_output=True, text=True, timeout=300)
+                              cwd=work, env={**env, **manifest}, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -112,6 +112,7 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.delenv('HF_TOKEN', raising=False)
     monkeypatch.delenv('HUGGING_FACE_HUB_TOKEN', raising=False)
     manifest = tmp_path / 'manifest.json'
+    manifest.write_text('{"schema": 1, "checkpoints": []}')  # nothing published yet
     monkeypatch.setenv('ZAMZOO_MANIFEST', str(manifest))
     return cache, manifest
 

@@ -26,10 +26,11 @@ SMALL = ['--train-images', '40', '--val-images', '20', '--epochs', '1', '--batch
 
 
 def _zamzoo(args, tmp_path):
-    """Run the `zamzoo` CLI as a user would, offline: HF_HUB_OFFLINE=1, an empty cache, a dead endpoint, no
-    manifest, one thread (the machine is shared)."""
+    """Run the `zamzoo` CLI as a user would, offline: HF_HUB_OFFLINE=1, an empty cache, a dead endpoint, an
+    empty manifest, one thread (the machine is shared)."""
+    (tmp_path / 'empty-manifest.json').write_text('{"schema": 1, "checkpoints": []}')
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(tmp_path / 'user-hf-cache'),
-               HF_ENDPOINT=DEAD_ENDPOINT, ZAMZOO_MANIFEST=str(tmp_path / 'no-manifest.json'),
+               HF_ENDPOINT=DEAD_ENDPOINT, ZAMZOO_MANIFEST=str(tmp_path / 'empty-manifest.json'),
                OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     code = 'import sys, torch; torch.set_num_threads(1); from zamzoo.cli import main; sys.exit(main(sys.argv[1:]))'
     return subprocess.run([sys.executable, '-c', code, *args], env=env, capture_output=True, text=True,

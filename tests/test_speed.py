@@ -83,6 +83,7 @@ def test_tables_show_one_thread_and_default_threads_side_by_side(tmp_path):
     for name, report in (('default', default), ('one', one)):
         (tmp_path / f'{name}.json').write_text(json.dumps(report))
     readme, card = blank_docs(tmp_path)
+    (tmp_path / 'none.json').write_text('{"schema": 1, "checkpoints": []}')  # nothing published
     update_tables([tmp_path / 'default.json', tmp_path / 'one.json'], tmp_path / 'none.json', readme, card)
     lines = readme.read_text().splitlines()
     assert '| CPU time, 1 thread vs plain (b1 / b64) | CPU latency, 2 threads vs plain (b1 / b64) |' in lines[1]

@@ -5,11 +5,13 @@ the same way. Nothing here raises: a fact that cannot be found is None.
 """
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Optional
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_NAMES_ZAMZOO = re.compile(r'''^name\s*=\s*["']zamzoo["']''', re.MULTILINE)  # pyproject.toml's [project] name
 
 
 def _git(*args, cwd=None) -> Optional[str]:
@@ -21,8 +23,26 @@ def _git(*args, cwd=None) -> Optional[str]:
     return out.stdout.strip() or None
 
 
+def is_source_checkout(root=None) -> bool:
+    """Whether `root` (default: the folder zamzoo was imported from) is zamzoo's own git checkout: the top level of
+    a work tree, holding a pyproject.toml that names zamzoo and the zamzoo package tracked there. An install that
+    merely lies inside some git work tree (`pip install --target site` in a project, a .venv in a project) is not."""
+    root = Path(root) if root is not None else SOURCE_ROOT
+    top = _git('rev-parse', '--show-toplevel', cwd=root)
+    if top is None or Path(top).resolve() != root.resolve():
+        return False
+    try:
+        pyproject = (root / 'pyproject.toml').read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not _NAMES_ZAMZOO.search(pyproject):
+        return False
+    return _git('ls-files', '--', 'zamzoo/__init__.py', cwd=root) is not None
+
+
 def code_commit(path=None) -> Optional[str]:
-    """The git commit (40 hex digits) of the source tree zamzoo was imported from, or None outside a checkout.
+    """The git commit (40 hex digits) of the source tree zamzoo was imported from, or None when zamzoo does not run
+    from its own checkout (`is_source_checkout`: an install inside another project's repo has no zamzoo commit).
 
     A tree with uncommitted changes to tracked files gets a ``+dirty`` suffix, so a published number never claims
     a commit it was not produced by. ``ZAMZOO_CODE_COMMIT`` overrides it (e.g. for an installed wheel built from a
@@ -32,7 +52,7 @@ def code_commit(path=None) -> Optional[str]:
     if env:
         return env
     root = Path(path) if path is not None else SOURCE_ROOT
-    if _git('rev-parse', '--is-inside-work-tree', cwd=root) != 'true':
+    if not is_source_checkout(root):
         return None
     commit = _git('rev-parse', 'HEAD', cwd=root)
     if commit is None:

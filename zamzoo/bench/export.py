@@ -63,9 +63,11 @@ def _export_one(name: str, exporter: str, folder: Path) -> Dict:
 
 def bench_export(names: Sequence[str], exporters: Sequence[str] = tuple(EXPORTERS),
                  progress: Callable[[str], None] = lambda msg: None) -> Dict:
-    """One row per (model, exporter): ok, largest relative error of ONNX Runtime vs PyTorch, seconds."""
-    from .onnx import CHECK_BATCHES, OPSET, ROUNDING_FACTOR, RTOL
+    """One row per (model, exporter): ok, largest relative error of ONNX Runtime vs PyTorch, seconds. Without the
+    onnx extra: OnnxExportError before any model is built."""
+    from .onnx import CHECK_BATCHES, OPSET, ROUNDING_FACTOR, RTOL, require_onnx
 
+    onnxruntime = require_onnx()
     start = time.perf_counter()
     rows: List[Dict] = []
     with tempfile.TemporaryDirectory(prefix='zamzoo-onnx-') as tmp:
@@ -75,7 +77,6 @@ def bench_export(names: Sequence[str], exporters: Sequence[str] = tuple(EXPORTER
                 rows.append(r)
                 progress(f"{name} {exporter}: {'ok' if r['ok'] else 'ERROR'} "
                          f"{r['max_rel_err'] if r['ok'] else r['error']} ({r['seconds']} s)")
-    import onnxruntime
     versions = dict(_versions(), onnxruntime=onnxruntime.__version__)
     return {'date': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'versions': versions,
             'settings': {'opset': OPSET, 'rtol': RTOL, 'rounding_factor': ROUNDING_FACTOR,

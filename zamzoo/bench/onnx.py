@@ -20,8 +20,8 @@ from torch import nn
 from .._io import atomic_path
 from ..errors import ZamzooError
 
-__all__ = ['OnnxExportError', 'export_onnx', 'onnx_parity', 'fp32_rounding', 'OPSET', 'RTOL', 'ROUNDING_FACTOR',
-           'INPUT_NAME', 'OUTPUT_NAME', 'CHECK_BATCHES']
+__all__ = ['OnnxExportError', 'require_onnx', 'export_onnx', 'onnx_parity', 'fp32_rounding', 'OPSET', 'RTOL',
+           'ROUNDING_FACTOR', 'INPUT_NAME', 'OUTPUT_NAME', 'CHECK_BATCHES']
 
 OPSET = 18
 RTOL = 1e-4
@@ -34,7 +34,7 @@ class OnnxExportError(ZamzooError):
     """An ONNX export failed, or its ONNX Runtime outputs differ from PyTorch's."""
 
 
-def _require_onnx():
+def require_onnx():
     try:
         import onnx  # noqa: F401
         import onnxruntime
@@ -49,7 +49,7 @@ def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
                 batch_sizes: Sequence[int] = CHECK_BATCHES, seed: int = 0) -> float:
     """The largest relative error of ONNX Runtime's output of the file `path` against `model` (eval, no grad) on
     random inputs, one per batch size."""
-    ort = _require_onnx()
+    ort = require_onnx()
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
@@ -85,7 +85,7 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
     """Export `model` (put in eval mode) to `path` with a dynamic batch; returns the relative error measured by
     `onnx_parity`. Raises OnnxExportError, leaving nothing at `path`, when the export fails or the error exceeds
     `rtol`. `input_size` (C, H, W) defaults to the model's pretrained_cfg."""
-    _require_onnx()
+    require_onnx()
     from timm.utils.onnx import onnx_export
 
     model.eval()

@@ -43,8 +43,11 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from .._io import write_json_atomic
-from ..errors import WeightsError
+from .._io import output_errors, write_json_atomic
+from .._paths import check_writable
+from ..dataset_table import CIFAR_DATASETS
+from ..errors import UsageError, WeightsError
+from ..provenance import is_source_checkout
 
 MANIFEST_ENV = 'ZAMZOO_MANIFEST'
 SCHEMA_VERSION = 1
@@ -94,6 +97,35 @@ def manifest_path():
     return Path(env) if env else shipped_manifest()
 
 
+def records_tag(tag: str) -> bool:
+    """Whether a record of `tag` can be used: only the registry's tags (the CIFAR data sets) have names that
+    `timm.create_model(name, pretrained=True)` resolves through the manifest."""
+    return tag in CIFAR_DATASETS
+
+
+def record_path(path=None) -> Path:
+    """The manifest a push records into: `path`, else $ZAMZOO_MANIFEST, else the shipped manifest, but that one only
+    when zamzoo runs from its source checkout (where it is committed with the code). An installed zamzoo's shipped
+    manifest lies in site-packages: written there, it would be lost on upgrade, left behind by uninstall, and read by
+    no one else, so an install needs the path said."""
+    if path is not None or os.environ.get(MANIFEST_ENV):
+        return _resolve(path)
+    if is_source_checkout():
+        return Path(shipped_manifest())
+    raise UsageError(
+        f'zamzoo is installed ({Path(shipped_manifest()).parent.parent}), not run from its source checkout, and the '
+        f'manifest inside an install is not where a Hub commit is recorded: give --manifest PATH (or set '
+        f'{MANIFEST_ENV}) to record it there, or push from a zamzoo checkout (zamzoo/pretrained/manifest.json)')
+
+
+def check_recordable(path) -> Path:
+    """Before anything is uploaded: the manifest at `path` is readable as a manifest (or absent) and its folder
+    accepts the rewrite (OutputError / WeightsError otherwise)."""
+    path = check_writable(path, 'the manifest', folder=False)
+    _read(path, missing_ok=True)
+    return path
+
+
 def record_errors(record) -> list:
     """Everything wrong with one record (empty list when valid)."""
     if not isinstance(record, dict):
@@ -127,6 +159,9 @@ def record_errors(record) -> list:
     if infinite:
         errors.append(f'fields {infinite} are not finite numbers')
     errors += _top1_by_seed_errors(record)
+    if not records_tag(record['tag']):
+        errors.append(f"tag {record['tag']!r} is not a tag of the registry ({', '.join(CIFAR_DATASETS)}): no "
+                      f'pretrained=True name would use the record (such weights load by their hf-hub: name)')
     if _REPO_ID.match(record['repo_id']):
         errors += filter(None, [repo_id_problem(record['model'], record['tag'], record['repo_id'])])
     return errors
@@ -171,12 +206,17 @@ def validate_record(record) -> dict:
     return record
 
 
-def _read(path) -> dict:
-    """The manifest file as stored (records unchecked); WeightsError when the file as a whole is unusable."""
+def _read(path, missing_ok: bool = False) -> dict:
+    """The manifest file as stored (records unchecked); WeightsError when the file as a whole is unusable, or absent
+    unless `missing_ok` (a push creates it: a reader given a mistyped path must not take it for "nothing
+    published")."""
     if path.is_dir():
         raise WeightsError(f'the manifest {path} is a folder; expected a JSON file ({MANIFEST_ENV} must name a file)')
     if not path.is_file():
-        return {'schema': SCHEMA_VERSION, 'checkpoints': []}
+        if missing_ok:
+            return {'schema': SCHEMA_VERSION, 'checkpoints': []}
+        raise WeightsError(f'the manifest {path} does not exist (check --manifest / {MANIFEST_ENV}; '
+                           f'`zamzoo push --manifest {path}` creates it)')
     try:
         data = json.loads(path.read_text())
     except OSError as e:
@@ -278,7 +318,8 @@ def published_hub_ids(path=None) -> dict:
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """Serialise read-modify-write cycles of the manifest between processes (POSIX advisory lock)."""
+    """Serialise read-modify-write cycles of the manifest between processes (POSIX advisory lock on a file next to
+    it, removed after use: nothing is left beside the manifest)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(f'.{path.name}.lock')
     try:
@@ -286,21 +327,30 @@ def _locked(path: Path):
     except ImportError:  # not POSIX: atomic rename only
         yield
         return
-    with open(lock, 'a') as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    while True:
+        with output_errors(lock):
+            fh = open(lock, 'a')
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:  # the holder before us may have removed the file we waited on: lock the one at the path then
+                if lock.exists() and os.path.samestat(os.fstat(fh.fileno()), lock.stat()):
+                    try:
+                        yield
+                        return
+                    finally:
+                        lock.unlink(missing_ok=True)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def update_manifest(record: dict, path=None) -> Path:
     """Insert or replace the record of (model, tag), atomically; returns the manifest path."""
     validate_record(record)
-    path = _resolve(path)
+    path = record_path(path)
     ordered = {name: record.get(name) for name in RECORD_FIELDS}
     with _locked(path):
-        data = _read(path)  # other records, even invalid ones, are kept as they are: not this push's to judge
+        # other records, even invalid ones, are kept as they are: not this push's to judge
+        data = _read(path, missing_ok=True)
         records = [r for r in data['checkpoints'] if _key(r) != (record['model'], record['tag'])]
         records.append(ordered)
         records.sort(key=lambda r: tuple(map(str, _key(r))))

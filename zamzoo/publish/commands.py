@@ -2,7 +2,11 @@
 import json
 import sys
 
+from ..pretrained.manifest import MANIFEST_ENV
+
 MANIFEST_HELP = 'manifest file (default: $ZAMZOO_MANIFEST, else the one shipped in zamzoo/pretrained/)'
+PUSH_MANIFEST_HELP = ('manifest file to record the Hub commit in (default: $ZAMZOO_MANIFEST, else, in a zamzoo '
+                      'source checkout only, zamzoo/pretrained/manifest.json; an installed zamzoo needs one)')
 
 
 def add_commands(subparsers):
@@ -35,7 +39,7 @@ def add_commands(subparsers):
     p.add_argument('--repo-id', help='ORG/NAME (default and only allowed value: the repo the export was made for)')
     p.add_argument('--private', action='store_true', help='create the repo as private')
     p.add_argument('--message', help='commit message')
-    p.add_argument('--manifest', help=MANIFEST_HELP)
+    p.add_argument('--manifest', help=PUSH_MANIFEST_HELP)
     p.set_defaults(func=_push)
 
     p = subparsers.add_parser(
@@ -72,8 +76,16 @@ def _push(args) -> int:
                   manifest=args.manifest)
     print(f"pushed {record['model']}.{record['tag']} to https://huggingface.co/{record['repo_id']} "
           f"at commit {record['hub_commit']}")
-    from ..pretrained import manifest_path
-    print(f'recorded in {args.manifest or manifest_path()}; commit it so that pretrained=True pins this revision')
+    from ..pretrained.manifest import record_path, records_tag, shipped_manifest
+    if not records_tag(record['tag']):
+        print(f"not recorded in a manifest (no registry name has the tag {record['tag']!r}): load the weights as "
+              f"timm.create_model('hf-hub:{record['repo_id']}@{record['hub_commit']}', pretrained=True)")
+        return 0
+    path = record_path(args.manifest)
+    if path == shipped_manifest():
+        print(f'recorded in {path}; commit it so that pretrained=True pins this revision')
+    else:
+        print(f'recorded in {path}; pretrained=True pins this revision where {MANIFEST_ENV}={path}')
     return 0
 
 

@@ -1,13 +1,15 @@
 """`zamzoo push`: upload a validated export folder to the Hugging Face Hub and record it in the manifest."""
 import datetime
+import json
 from pathlib import Path
 from typing import List, Optional
 
 from huggingface_hub import HfApi  # module attribute: tests replace it with a recorder
 
 from .._io import read_json_object
-from ..errors import NonFiniteError, WeightsError
+from ..errors import NonFiniteError, WeightsError, ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, hub_errors, sha256_file, update_manifest, validate_record
+from ..pretrained.manifest import check_recordable, record_path, records_tag
 from ..train.checkpoint import check_finite_weights
 from .export import CHECKSUMS_FILE, EXPORT_FILES, OPTIONAL_EXPORT_FILES, WRAPPER_ARGS
 from .onnx import check_onnx_record
@@ -226,8 +228,12 @@ def _top1_by_seed(results: dict) -> Optional[dict]:
 
 
 def manifest_record(results: dict, repo_id: str, hub_commit: str) -> dict:
+    return validate_record(_record_fields(results, repo_id, hub_commit))
+
+
+def _record_fields(results: dict, repo_id: str, hub_commit: str) -> dict:
     top1, top5 = results.get('top1') or {}, results.get('top5') or {}
-    return validate_record(dict(
+    return dict(
         model=results['model'], tag=results['tag'], repo_id=repo_id, hub_commit=hub_commit,
         filename=WEIGHTS_FILENAME, sha256=results['sha256'], size_bytes=results['size_bytes'],
         dataset=results.get('dataset') or results['tag'], recipe=results.get('recipe') or 'unknown',
@@ -238,14 +244,16 @@ def manifest_record(results: dict, repo_id: str, hub_commit: str) -> dict:
         num_classes=results.get('num_classes'), params=results.get('params'), macs=results.get('macs'),
         code_commit=results.get('code_commit'),
         published_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-    ))
+    )
 
 
 def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] = None, private: bool = False,
          commit_message: Optional[str] = None, manifest=None) -> dict:
     """Validate `folder`, create the Hub repo if needed, upload the export files, record the commit.
 
-    Returns the manifest record written. Nothing is uploaded when validation fails or no token is found.
+    Returns the manifest record. It is written into the manifest (`record_path(manifest)`) only for the registry's
+    tags (`records_tag`): weights of other data sets load by their hf-hub: name, which no manifest pins. Nothing is
+    uploaded when validation fails, no token is found, or the manifest cannot be written.
     """
     folder = Path(folder)
     results = validate_export(folder)
@@ -255,8 +263,26 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
             f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); "
             f'export again with --repo-id {repo_id} to publish it there')
     repo_id = results['repo_id']
-    manifest_record(results, repo_id, '0' * 40)  # a record the manifest would refuse must not be uploaded first
-    api = HfApi(token=get_hf_token(token))
+    recorded = records_tag(results['tag'])
+    if recorded:  # a record or manifest that would be refused must not be uploaded first
+        manifest = check_recordable(record_path(manifest))
+        manifest_record(results, repo_id, '0' * 40)
+    repo_id, hub_commit = _upload(folder, results, repo_id, HfApi(token=get_hf_token(token)), private,
+                                  commit_message)
+    if not recorded:
+        return _record_fields(results, repo_id, hub_commit)
+    record = manifest_record(results, repo_id, hub_commit)
+    try:
+        update_manifest(record, manifest)
+    except (ZamzooError, OSError) as e:
+        raise WeightsError(f'{repo_id} was uploaded at commit {hub_commit}, but recording it in {manifest} failed '
+                           f'({e}): add this record to the "checkpoints" of a manifest by hand: '
+                           f'{json.dumps(record)}') from e
+    return record
+
+
+def _upload(folder: Path, results: dict, repo_id: str, api, private: bool, commit_message: Optional[str]):
+    """Create the repo if needed and upload the export files; (repo id as the Hub names it, commit id)."""
     with hub_errors(f'pushing {folder} to {repo_id}', repo_id):
         repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
         repo_id = getattr(repo_url, 'repo_id', None) or repo_id
@@ -268,6 +294,4 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
     hub_commit = getattr(commit, 'oid', None)
     if not hub_commit:
         raise WeightsError(f'the Hub did not return a commit id for the upload to {repo_id}; nothing recorded')
-    record = manifest_record(results, repo_id, hub_commit)
-    update_manifest(record, manifest)
-    return record
+    return repo_id, hub_commit

@@ -80,7 +80,8 @@ def _add_export(sub):
     p.add_argument('--staging', default=str(DEFAULT_STAGING), help='where the export folders go (<model>.<dataset>)')
     p.add_argument('--push', action='store_true', help='push each export to the Hub (token: `hf auth login`)')
     p.add_argument('--manifest', default=None,
-                   help="weights manifest (default: $ZAMZOO_MANIFEST, else the package's zamzoo/pretrained/manifest.json)")
+                   help="weights manifest (default: $ZAMZOO_MANIFEST, else the package's "
+                        'zamzoo/pretrained/manifest.json; with --push from an installed zamzoo, required)')
     tables = ("; default: the checkout's, when zamzoo runs from a checkout holding README.md, MODEL_CARD.md and "
               "docs/bench (otherwise the tables are skipped)")
     p.add_argument('--readme', help='README whose model table is regenerated' + tables)
@@ -304,7 +305,7 @@ def _status(args) -> int:
 
 def _export(args) -> int:
     """One Hub-ready folder per group (mean +- std over its seeds, as `zamzoo export` with several runs), pushed
-    with --push (which records zamzoo/pretrained/manifest.json), then the README and MODEL_CARD tables are regenerated.
+    with --push (which records the manifest, as `zamzoo push`), then the README and MODEL_CARD tables are regenerated.
     Groups with too few finished seeds are listed only; a group whose runs differ in anything but the seed is refused
     (naming the field). Every destination is checked before the first write; what was done is printed before any
     later failure."""

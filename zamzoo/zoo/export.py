@@ -45,8 +45,8 @@ def check_destinations(staging, push: bool, manifest) -> None:
     """Every place export_sweep writes, checked before the first write."""
     check_writable(staging, '--staging')
     if push:
-        from ..pretrained.manifest import manifest_path
-        check_writable(Path(manifest) if manifest else manifest_path(), '--manifest', folder=False)
+        from ..pretrained.manifest import check_recordable, record_path
+        check_recordable(record_path(manifest))
 
 
 def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool = False, manifest=None,

@@ -25,7 +25,7 @@ GONE_READS = 2  # successive squeue reads a task must be missing from to count a
 MAX_REQUEUES = 100  # timeouts a run may span: each requeue resumes from the last epoch
 
 
-def _require_slurm():
+def require_slurm():
     if submitit is None:
         raise ZamzooError('--executor slurm needs submitit: pip install "zamzoo[slurm]"')
     if shutil.which('sbatch') is None:
@@ -48,7 +48,7 @@ class SweepTask(submitit.helpers.Checkpointable if submitit else object):
 def still_queued(out, runs: Sequence[PlannedRun]) -> set:
     """Names of the runs whose last recorded job SLURM still holds (pending, or starting): submitting them again
     would only queue a task that finds the run taken."""
-    _require_slurm()
+    require_slurm()
     jobs = read_record(out, JOBS_FILE)[0]
     held = _queued_job_ids() or set()
     return {run.name for run in runs if jobs.get(run.name) in held}
@@ -64,7 +64,7 @@ def _queued_job_ids() -> Optional[set]:
 def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, device: Optional[str] = None,
                  partition: Optional[str] = None, timeout_min: int = 1440, array_parallelism: int = 256) -> list:
     """Submit `runs` as one job array; returns submitit's jobs (in the order of `runs`), job ids recorded."""
-    _require_slurm()
+    require_slurm()
     executor = submitit.AutoExecutor(folder=sweep_dir(out) / 'slurm' / '%j', cluster='slurm',
                                      slurm_max_num_timeout=MAX_REQUEUES)
     params = dict(name='zamzoo-zoo', timeout_min=timeout_min, nodes=1, tasks_per_node=gpus_per_run,

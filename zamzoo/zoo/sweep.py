@@ -33,6 +33,9 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
     states = plan_states(runs)
     check_conflicts(runs, states)
     launch = runs_to_launch(runs, states, retry_failed)
+    if executor == 'slurm' and launch:  # a sweep that cannot be submitted writes nothing (no plan, no lock)
+        from .slurm import require_slurm
+        require_slurm()
     update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
     queued = set()
     if executor == 'slurm' and launch:
