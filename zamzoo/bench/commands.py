@@ -54,8 +54,8 @@ def _add_models_arguments(p):
     p.add_argument('--warmup', type=int, default=None, help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
     p.add_argument('--min-time', type=float, default=None,
                    help='seconds of back-to-back calls per measurement (default: 0.2 CPU, 0.5 CUDA)')
-    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 64], metavar='B',
-                   help='inference batch sizes (default: 1 64)')
+    p.add_argument('--batch-sizes', type=positive_int, nargs='+', default=[1, 64], metavar='B',
+                   help='inference batch sizes, distinct (default: 1 64)')
     train = p.add_mutually_exclusive_group()
     train.add_argument('--train-step', dest='train_step', action='store_true', default=None,
                        help='also time one SGD training step at batch 128 (default on CUDA only)')
@@ -78,9 +78,10 @@ def _add_models_arguments(p):
 
 def run_models(args) -> int:
     from .._paths import check_writable
-    from .models import bench_models, markdown_report, progress_printer, select_models, write_report
+    from .models import bench_models, check_batch_sizes, markdown_report, progress_printer, select_models, write_report
 
     names = select_models(args.models)
+    check_batch_sizes(args.batch_sizes)
     check_writable(args.out, '--out')  # before the measurements, not after
     report = bench_models(names, device=args.device, repeats=args.repeats, warmup=args.warmup,
                           min_time=args.min_time, infer_batches=args.batch_sizes, train_step=args.train_step,
