@@ -486,13 +486,27 @@ def markdown_report(report: Dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_report(report: Dict, out_dir) -> Dict[str, Path]:
-    """Write ``models_<device>[_process].json`` and ``.md`` (``models_counts.*`` without timing) into out_dir,
-    atomically; returns the paths."""
+def check_report_name(name: Optional[str]) -> None:
+    """--name: a file name without folder (that is --out) or suffix (.json and .md are added), or None."""
+    if name is not None and (not name or Path(name).name != name or '.' in name):
+        raise UsageError(f'--name: expected a file name without a folder (the folder is --out) or a suffix, '
+                         f'got {name!r}')
+
+
+def report_stem(report: Dict, name: Optional[str] = None) -> str:
+    """The report's file name without suffix: `name`, else ``models_<device>[_process]`` (``models_counts`` without
+    timing)."""
+    if name:
+        check_report_name(name)
+        return name
     s = report['settings']
     timer = '' if s.get('timer', 'wall') == 'wall' else f"_{s['timer']}"
-    stem = f"models_{report['device']['type']}{timer}" if s['latency'] else 'models_counts'
-    return write_json_and_markdown(report, markdown_report(report), Path(out_dir) / stem)
+    return f"models_{report['device']['type']}{timer}" if s['latency'] else 'models_counts'
+
+
+def write_report(report: Dict, out_dir, name: Optional[str] = None) -> Dict[str, Path]:
+    """Write `report_stem(report, name)` .json and .md into out_dir, atomically; returns the paths."""
+    return write_json_and_markdown(report, markdown_report(report), Path(out_dir) / report_stem(report, name))
 
 
 def write_json_and_markdown(report: Dict, markdown: str, stem: Path) -> Dict[str, Path]:
