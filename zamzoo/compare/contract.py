@@ -38,7 +38,7 @@ from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
 
-__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract']
+__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract', 'baseline_costs', 'latency_ratio']
 
 CHANNELS = 64
 MODULE_INPUTS = ((1, 7, 5), (1, 1, 1), (2, 8, 8))       # (batch, H, W) fed to the module alone
@@ -156,7 +156,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
             rows.append(_cost(backbone, model, plain, latency, onnx))
         report = ContractReport(module=module or _import_path(attn), options=options, slot=slot, backbones=rows,
                                 conditions=dict(LATENCY_CONDITIONS) if latency else {},
-                                baselines=_baseline_costs(backbones, baselines, latency, progress))
+                                baselines=baseline_costs(backbones, baselines, latency, progress))
         if timm_tests:
             progress(f"contract: timm's model tests on {backbones[0]} with {label}")
             report.timm_backbone = backbones[0]
@@ -324,7 +324,7 @@ def _cost(backbone: str, model: nn.Module, plain: nn.Module, latency: bool, onnx
     )
 
 
-def _baseline_costs(backbones: Sequence[str], baselines: Sequence[str], latency: bool,
+def baseline_costs(backbones: Sequence[str], baselines: Sequence[str], latency: bool,
                     progress: Callable[[str], None]) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """backbone -> zoo attention -> its cost against the plain backbone (`BackboneContract.cost`); plain's is 0
     parameters, 0 MACs and a latency ratio of 1 by definition (not measured)."""
