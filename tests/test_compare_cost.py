@@ -128,7 +128,8 @@ def test_the_training_speed_ratio_compares_only_runs_made_under_the_same_conditi
     assert 'median epoch rate' in report['cost_conditions']['train_images_per_s']
     md = (tmp_path / 'report.md').read_text()
     for text in ('Measured: MACs (batch 1) and latency at input 3x32x32', 'wall clock', 'batch 16', '1 thread(s)',
-                 f"{LATENCY_CONDITIONS['rounds']} interleaved rounds", '| mobilenet | se | 100 | 200 | 1.200 [1.100, 1.300]',
+                 f"{LATENCY_CONDITIONS['rounds']} interleaved rounds",
+                 '| mobilenet | se | 100 | 200 | 1.200 [1.100, 1.300]',
                  '- mobilenet · ident: no training images/s ratio: runs trained under different conditions'):
         assert text in md, text
 

@@ -270,7 +270,8 @@ def report_markdown(setup: CompareSetup, cells: Sequence[CellStats], payload: di
              *_unfinished_section(candidates, baselines),
              '## Cost', '', 'Added to each backbone by each arm, measured against the plain backbone (plain: 1 by '
              'definition).', '', conditions_note(payload['cost_conditions']), '',
-             *cost_table(payload['cost'], payload['baseline_cost']), '', MACS_NOTE, '', f'![top-1 against cost]({COST_PNG})', '',
+             *cost_table(payload['cost'], payload['baseline_cost']), '', MACS_NOTE, '',
+             f'![top-1 against cost]({COST_PNG})', '',
              f'The contract check\'s results are in {REPORT_JSON} (`contract`).', '',
              '## Method', '', *method_note(), '',
              '## Run folders', '', *_runs_section(candidates, baselines), '']

@@ -154,7 +154,8 @@ def training_conditions(result: dict) -> str:
             f"compile {result.get('compile')}")
 
 
-def training_speed_ratio(mine: Sequence[dict], plain: Optional[Sequence[dict]]) -> Tuple[Optional[float], Optional[str]]:
+def training_speed_ratio(mine: Sequence[dict],
+                         plain: Optional[Sequence[dict]]) -> Tuple[Optional[float], Optional[str]]:
     """(median images/s of the runs `mine` / that of the `plain` backbone's runs, None) from their results.json (each
     run's median epoch rate), or (None, why not): the plain backbone not compared (`plain` None), a side without a
     finished run, or runs trained under different conditions (`training_conditions`), whose speeds do not compare."""

@@ -33,7 +33,8 @@ from ..pretrained import sha256_file
 from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check_new_attention, remove_attention
 
 __all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
-           'import_spec', 'load_entry_points', 'failed_entry_points', 'attention_record', 'check_attention_source', 'ensure_attention']
+           'import_spec', 'load_entry_points', 'failed_entry_points', 'attention_record', 'check_attention_source',
+           'ensure_attention']
 
 ENTRY_POINT_GROUP = 'zamzoo.attention'
 _NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
