@@ -123,7 +123,10 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     assert _compare(modules, 'Zero', colours, out) == 0
     report = _report(out, 'zero')
     assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
-                           'unfinished_runs', 'cost', 'contract'}
+                           'unfinished_runs', 'cost', 'baseline_cost', 'cost_conditions', 'contract'}
+    [plain_cost] = report['baseline_cost']  # plain costs nothing, by definition; same threads: speed ratio 1
+    assert (plain_cost['attention'], plain_cost['cpu_latency_ratio'], plain_cost['train_images_per_s_ratio']) == (
+        'plain', 1.0, 1.0)
     assert report['unfinished_runs'] == []
     [cell] = report['cells']
     assert (cell['backbone'], cell['baseline'], cell['n']) == ('mobilenet', 'plain', 3)

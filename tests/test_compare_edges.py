@@ -33,7 +33,8 @@ def strict_json(path):
 
 
 def verdict_row(md: str, baseline: str) -> str:
-    [row] = [line for line in md.splitlines() if line.startswith('| mobilenet') and f'| {baseline} |' in line]
+    verdicts = md.split('## Cost')[0]  # the cost table has a row per arm too
+    [row] = [line for line in verdicts.splitlines() if line.startswith('| mobilenet') and f'| {baseline} |' in line]
     return row
 
 

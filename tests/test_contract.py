@@ -124,7 +124,8 @@ def test_an_exporter_failure_is_reported_not_raised_and_the_report_is_json():
     assert row.cpu_latency_ratio > 0
     contract = json.loads(json.dumps(report.to_dict()))
     assert contract['backbones'][0]['onnx'] == row.onnx
-    assert set(contract['backbones'][0]) == {'backbone', 'params_added', 'macs_added', 'cpu_latency_ratio', 'onnx'}
+    assert set(contract['backbones'][0]) == {'backbone', 'params_added', 'macs_added', 'cpu_latency_ratio', 'onnx',
+                                             'cpu_latency_iqr', 'input_size'}
 
 
 class NotScriptable(Identity):

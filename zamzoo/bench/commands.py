@@ -54,8 +54,8 @@ def _add_models_arguments(p):
     p.add_argument('--warmup', type=int, default=None, help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
     p.add_argument('--min-time', type=float, default=None,
                    help='seconds of back-to-back calls per measurement (default: 0.2 CPU, 0.5 CUDA)')
-    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 64], metavar='B',
-                   help='inference batch sizes (default: 1 64)')
+    p.add_argument('--batch-sizes', type=positive_int, nargs='+', default=[1, 64], metavar='B',
+                   help='inference batch sizes, distinct (default: 1 64)')
     train = p.add_mutually_exclusive_group()
     train.add_argument('--train-step', dest='train_step', action='store_true', default=None,
                        help='also time one SGD training step at batch 128 (default on CUDA only)')
@@ -73,28 +73,35 @@ def _add_models_arguments(p):
                         'needs a C++ compiler), interleaved alike')
     p.add_argument('--counts-only', action='store_true', help='params and MACs only, no timing')
     p.add_argument('--out', default='bench-results', metavar='DIR', help='output folder (default: bench-results)')
+    p.add_argument('--name', metavar='STEM', default=None,
+                   help='file name of the report, without .json/.md (default: models_<device>[_<timer>], '
+                        'models_counts with --counts-only); recorded in its command, with --out')
     p.add_argument('--quiet', action='store_true', help='no progress lines')
 
 
 def run_models(args) -> int:
     from .._paths import check_writable
-    from .models import bench_models, markdown_report, progress_printer, select_models, write_report
+    from .models import (bench_models, check_batch_sizes, check_report_name, markdown_report, progress_printer,
+                         select_models, write_report)
 
     names = select_models(args.models)
+    check_batch_sizes(args.batch_sizes)
+    check_report_name(args.name)
     check_writable(args.out, '--out')  # before the measurements, not after
     report = bench_models(names, device=args.device, repeats=args.repeats, warmup=args.warmup,
                           min_time=args.min_time, infer_batches=args.batch_sizes, train_step=args.train_step,
                           train_batch=args.train_batch, threads=args.threads, timer=args.timer, runtime=args.runtime,
                           latency=not args.counts_only, progress=progress_printer(args.quiet))
     report['command'] = 'zamzoo bench models ' + ' '.join(shlex.quote(a) for a in _argv_of(args))
-    paths = write_report(report, args.out)
+    paths = write_report(report, args.out, args.name)
     print(markdown_report(report))
     print(f"wrote {paths['json']} and {paths['md']}")
     return 0
 
 
 def _argv_of(args):
-    """The options of `bench models` that change the numbers, as a command line to record in the report."""
+    """The options of `bench models` that change the numbers, and where the files go (--out, --name), as a command
+    line to record in the report: it writes the file it is recorded in."""
     out = ['--models', *args.models, '--device', args.device]
     for flag, value, default in (('--repeats', args.repeats, None), ('--warmup', args.warmup, None),
                                  ('--min-time', args.min_time, None), ('--threads', args.threads, None),
@@ -109,6 +116,7 @@ def _argv_of(args):
         out += ['--train-batch', str(args.train_batch)]
     if args.counts_only:
         out.append('--counts-only')
+    out += ['--out', args.out] + (['--name', args.name] if args.name else [])
     return out
 
 

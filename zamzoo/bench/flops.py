@@ -37,8 +37,10 @@
     (2 * in - 1) * out; the seed's CBAM variant has 1x1 convolutions (out * in). A CBAM module's
     ``variant`` ('seed' with ``CBAM_SEED_KWARGS``) picks its count (``Attention.seed_count_variants``).
   Other convolutions, BN and Linear layers inside attention modules count as usual (the CBAM MLP runs twice,
-  on the avg- and on the max-pooled vector, and counts twice). An attention module the table does not list
-  (zamzoo's ZCA, ZSA, one of your own) is refused; other libraries' modules count as listed in the table.
+  on the avg- and on the max-pooled vector, and counts twice). A zamzoo attention module the table does not
+  list (ZCA, ZSA) is refused; a plugin attention (``register_attention``, ``--attn``, an entry point: the seed's
+  code never had it) and other libraries' modules count as thop 0.0.30 counts them, module by module as listed in
+  the table (its ``nn.AdaptiveAvgPool2d`` too), whether or not it defines ``attention_maps``.
 
   This reproduces the seed's table exactly: resnet18_plain / resnet18_cbam (seed variant) /
   resnet18_zam = 557.9775M / 558.4482M / 558.2252M; mobilenet_plain / mobilenet_cbam (seed variant) /
@@ -141,13 +143,20 @@ def _gap_kernel(m, x):
     return math.prod(size // (o if o is not None else size) for size, o in zip(x.shape[2:], out))
 
 
-def _outermost_attention(module: nn.Module):
-    """The zamzoo attention modules (they have ``attention_maps``) inside `module` but not inside another one."""
+def _plugin_classes() -> set:
+    """The classes of the attention modules registered as plugins (not the zoo's own)."""
+    layers = (get_attn(a.layer) for a in ATTENTIONS.values() if a.plugin is not None)
+    return {getattr(layer, 'func', layer) for layer in layers}
+
+
+def _outermost_attention(module: nn.Module, plugins: frozenset = frozenset()):
+    """The zamzoo attention modules (they have ``attention_maps``; not a plugin's, of the classes `plugins`) inside
+    `module` but not inside another one."""
     for child in module.children():
-        if callable(getattr(child, 'attention_maps', None)):
+        if callable(getattr(child, 'attention_maps', None)) and type(child) not in plugins:
             yield child
         else:
-            yield from _outermost_attention(child)
+            yield from _outermost_attention(child, plugins)
 
 
 def _seed_count(attention: nn.Module) -> SeedCount:
@@ -204,7 +213,8 @@ def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> 
                 total += (kernel + 1) * output.numel()
         return hook
 
-    attentions = [(m, _seed_count(m)) for m in _outermost_attention(model)]  # may refuse: before any hook
+    attentions = [(m, _seed_count(m))  # may refuse: before any hook
+                  for m in _outermost_attention(model, frozenset(_plugin_classes()))]
     entry = _zoo_entry(model)
     head = getattr(model, 'global_pool', None)
     if isinstance(head, nn.Module) and entry is not None:

@@ -23,8 +23,9 @@ import fnmatch
 import functools
 import math
 import os
-import tempfile
 import statistics
+import tempfile
+from collections import Counter
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,7 +37,7 @@ import torch
 from .. import provenance
 from .._io import write_json_atomic, write_text_atomic
 from ..errors import UsageError, ZamzooError
-from ..models import ZOO
+from ..models import BACKBONES, ZOO
 from .flops import count_macs, count_params, seed_flops
 from .onnx import RTOL
 
@@ -44,6 +45,8 @@ SCHEMA = 1
 KIND = 'zamzoo-bench-models'
 
 INFER_BATCHES = (1, 64)
+# the timing defaults per device type: interleaved rounds, warm-up calls, seconds of back-to-back calls per round
+TIMING_DEFAULTS = {'cpu': dict(repeats=3, warmup=1, min_time=0.2), 'cuda': dict(repeats=10, warmup=10, min_time=0.5)}
 TIMERS = {'wall': time.perf_counter, 'process': time.process_time}
 TRAIN_BATCH = 128
 RUNTIMES = ('torch', 'onnxruntime', 'compile')
@@ -58,12 +61,20 @@ def plain_of(model_name: str) -> str:
 def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
     """Our registered model names matching any of the fnmatch patterns (default: all), sorted."""
     import zamzoo
+    from ..models.plugins import failed_entry_points
 
     patterns = list(patterns or ['*'])
-    chosen = sorted({n for n in zamzoo.list_models() for p in patterns if fnmatch.fnmatchcase(n, p)})
-    if not chosen:
-        raise UsageError(f'no zamzoo model matches {patterns}; see `zamzoo list` (e.g. resnet18_zam, mobilenet_*)')
-    return chosen
+    names = zamzoo.list_models()
+    for p in patterns:
+        broken = [f'{name} ({why})' for name, why in failed_entry_points().items()
+                  if any(fnmatch.fnmatchcase(f'{backbone}_{name}', p) for backbone in BACKBONES)]
+        if broken:
+            raise UsageError(f"--models {p!r}: the attention entry point(s) {'; '.join(broken)} could not be "
+                             f"registered, so its models are missing; fix the plugin or leave it out")
+        if not any(fnmatch.fnmatchcase(n, p) for n in names):
+            raise UsageError(f'--models: no zamzoo model matches {p!r}; see `zamzoo list` (e.g. resnet18_zam, '
+                             f'mobilenet_*)')
+    return sorted({n for n in names for p in patterns if fnmatch.fnmatchcase(n, p)})
 
 
 def progress_printer(quiet: bool = False) -> Callable[[str], None]:
@@ -228,11 +239,13 @@ def bench_models(
     """
     dev = torch.device(device)
     cuda = dev.type == 'cuda'
-    repeats = repeats if repeats is not None else (10 if cuda else 3)
-    warmup = warmup if warmup is not None else (10 if cuda else 1)
-    min_time = min_time if min_time is not None else (0.5 if cuda else 0.2)
+    defaults = TIMING_DEFAULTS['cuda' if cuda else 'cpu']
+    repeats = repeats if repeats is not None else defaults['repeats']
+    warmup = warmup if warmup is not None else defaults['warmup']
+    min_time = min_time if min_time is not None else defaults['min_time']
     train_step = train_step if train_step is not None else cuda
     _check_options(dev, repeats, timer, threads, runtime)
+    check_batch_sizes(infer_batches)
     say = progress or (lambda msg: None)
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -276,6 +289,18 @@ def _compile_limits(runtime: str, graphs: int):
     torch._dynamo.reset()  # the earlier groups' graphs count against the cap too
     with torch._dynamo.config.patch(recompile_limit=max(graphs, 8), accumulated_recompile_limit=max(graphs, 256)):
         yield
+
+
+def check_batch_sizes(batches: Sequence[int]) -> None:
+    """Inference batch sizes must be distinct positive integers: a repeated one would time its setting twice into
+    the same samples, an empty batch times nothing."""
+    bad = [b for b in batches if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+    if bad:
+        raise UsageError(f'--batch-sizes: expected positive integers, got {bad[0]!r}')
+    repeated = sorted(b for b, n in Counter(batches).items() if n > 1)
+    if repeated:
+        raise UsageError(f"--batch-sizes: {', '.join(map(str, repeated))} given more than once; expected distinct "
+                         f"batch sizes")
 
 
 def _check_options(dev: torch.device, repeats: int, timer: str, threads: Optional[int], runtime: str):
@@ -346,11 +371,10 @@ def _result_row(name: str, counts: Dict[str, dict], timings, settings) -> dict:
            'baseline_seed_flops': counts[plain]['seed_flops'], 'latency': {}}
     for setting, batch, train, rt in settings:
         mine, base = timings[name][setting], timings[plain][setting]
-        ratios = [a / b for a, b in zip(mine, base)]
         row['latency'][setting] = {
             'batch': batch, 'train': train, 'runtime': rt,
             'ms': _ms(statistics.median(mine)), 'baseline_ms': _ms(statistics.median(base)),
-            'ratio': round(statistics.median(ratios), 4),
+            'ratio': ratio_of_rounds(mine, base)['median'],
             'samples_ms': [_ms(t) for t in mine], 'baseline_samples_ms': [_ms(t) for t in base],
         }
     return row
@@ -378,12 +402,22 @@ def _time_phase(phase, group, built, sessions, dev, warmup, min_time, repeats, c
         say(f"{', '.join(s[0] for s in phase)} {group[0]} group, round {r + 1}/{repeats}")
 
 
+def ratio_of_rounds(times: Sequence[float], plain_times: Sequence[float]) -> Dict[str, object]:
+    """{'median': median over rounds of time / plain time of the same round, 'iqr': [first, third quartile] of those
+    ratios} (both rounded to 4 places; one round gives an interquartile range of that ratio alone)."""
+    ratios = [t / p for t, p in zip(times, plain_times)]
+    quartiles = statistics.quantiles(ratios, n=4, method='inclusive') if len(ratios) > 1 else ratios * 3
+    return {'median': round(statistics.median(ratios), 4), 'iqr': [round(quartiles[0], 4), round(quartiles[2], 4)]}
+
+
 def interleaved_latency(models: Dict[str, torch.nn.Module], input_size: Sequence[int], batch: int, *,
-                        device: str = 'cpu', warmup: int = 1, min_time: float = 0., repeats: int = 3,
-                        timer: str = 'wall', threads: Optional[int] = None) -> Dict[str, List[float]]:
+                        device: str = 'cpu', warmup: int = TIMING_DEFAULTS['cpu']['warmup'],
+                        min_time: float = TIMING_DEFAULTS['cpu']['min_time'],
+                        repeats: int = TIMING_DEFAULTS['cpu']['repeats'], timer: str = 'wall',
+                        threads: Optional[int] = None) -> Dict[str, List[float]]:
     """Inference time (seconds per call) of each model at `batch`, timed as `bench_models` times a group (same
-    `timer` and `threads`): warm-up, then `repeats` interleaved rounds, the order rotating; name -> one time per
-    round."""
+    `timer` and `threads`, its CPU defaults): warm-up, then `repeats` interleaved rounds, the order rotating, each
+    round >= `min_time` seconds of calls per model; name -> one time per round."""
     setting = setting_key(batch)
     built = {name: (model, tuple(input_size)) for name, model in models.items()}
     timings: Dict[str, Dict[str, List[float]]] = {}
@@ -452,13 +486,27 @@ def markdown_report(report: Dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write_report(report: Dict, out_dir) -> Dict[str, Path]:
-    """Write ``models_<device>[_process].json`` and ``.md`` (``models_counts.*`` without timing) into out_dir,
-    atomically; returns the paths."""
+def check_report_name(name: Optional[str]) -> None:
+    """--name: a file name without folder (that is --out) or suffix (.json and .md are added), or None."""
+    if name is not None and (not name or Path(name).name != name or '.' in name):
+        raise UsageError(f'--name: expected a file name without a folder (the folder is --out) or a suffix, '
+                         f'got {name!r}')
+
+
+def report_stem(report: Dict, name: Optional[str] = None) -> str:
+    """The report's file name without suffix: `name`, else ``models_<device>[_process]`` (``models_counts`` without
+    timing)."""
+    if name:
+        check_report_name(name)
+        return name
     s = report['settings']
     timer = '' if s.get('timer', 'wall') == 'wall' else f"_{s['timer']}"
-    stem = f"models_{report['device']['type']}{timer}" if s['latency'] else 'models_counts'
-    return write_json_and_markdown(report, markdown_report(report), Path(out_dir) / stem)
+    return f"models_{report['device']['type']}{timer}" if s['latency'] else 'models_counts'
+
+
+def write_report(report: Dict, out_dir, name: Optional[str] = None) -> Dict[str, Path]:
+    """Write `report_stem(report, name)` .json and .md into out_dir, atomically; returns the paths."""
+    return write_json_and_markdown(report, markdown_report(report), Path(out_dir) / report_stem(report, name))
 
 
 def write_json_and_markdown(report: Dict, markdown: str, stem: Path) -> Dict[str, Path]:

@@ -12,14 +12,16 @@ stops at the first broken promise with a `ContractError` naming it in one line:
 - outputs and gradients are finite (a training step of the backbone, cross-entropy on random labels).
 
 Then, per backbone, its cost against the plain backbone: parameters and MACs added (`zamzoo.bench.flops`), the
-eager CPU latency ratio (`zamzoo.bench.models.interleaved_latency`: three interleaved rounds at batch 16, one thread,
-CPU time of the process, as `zamzoo bench models --timer process --threads 1`), and both ONNX exporters through
+eager CPU latency ratio (`zamzoo.bench.models.interleaved_latency`, as `zamzoo bench models --threads 1` times:
+wall clock, LATENCY_ROUNDS interleaved rounds at batch 16, one thread, each round at least bench's CPU `min_time` of
+calls; the median of the per-round ratios and their interquartile range), and both ONNX exporters through
 `zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm statistics are calibrated
-(`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised. `timm_tests=True` adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the
-first backbone.
+(`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised.
+`baselines` (zoo attentions) get the same parameters, MACs and latency against plain (no ONNX, no contract: they are
+the zoo's), so that a report compares the candidate's cost with theirs. `timm_tests=True` adds the checks of timm's
+tests/test_models.py (`_timm_model_tests`) on the first backbone.
 """
 import contextlib
-import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,17 +33,22 @@ from torch import nn
 
 from ..bench.export import EXPORTERS, calibrate_batchnorm
 from ..bench.flops import count_macs, count_params
-from ..bench.models import interleaved_latency
+from ..bench.models import TIMING_DEFAULTS, interleaved_latency, ratio_of_rounds
 from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
 
-__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract']
+__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract', 'baseline_costs', 'latency_ratio']
 
 CHANNELS = 64
 MODULE_INPUTS = ((1, 7, 5), (1, 1, 1), (2, 8, 8))       # (batch, H, W) fed to the module alone
 MODEL_INPUTS = ((1, 32, 32), (2, 29, 35))               # (batch, H, W): odd sizes reach every stage
-LATENCY_BATCH, LATENCY_REPEATS = 16, 3
+LATENCY_BATCH, LATENCY_ROUNDS, LATENCY_THREADS, LATENCY_TIMER = 16, 7, 1, 'wall'
+LATENCY_CONDITIONS = {'timer': LATENCY_TIMER, 'runtime': 'eager PyTorch, float32', 'batch': LATENCY_BATCH,
+                      'threads': LATENCY_THREADS, 'rounds': LATENCY_ROUNDS,
+                      'warmup': TIMING_DEFAULTS['cpu']['warmup'], 'min_time_s': TIMING_DEFAULTS['cpu']['min_time'],
+                      'ratio': 'median over interleaved rounds of (time with the module / plain time of the same '
+                               'round), with the interquartile range of those ratios'}
 CALIBRATION = dict(batches=1, batch_size=8)  # BatchNorm statistics that make the value comparisons mean something
 CHANNELS_LAST_RTOL = 1e-3  # max|channels_last - contiguous| / max|contiguous|: other kernels, same function
 
@@ -58,6 +65,13 @@ class BackboneContract:
     macs_added: int
     cpu_latency_ratio: Optional[float]              # None when latency was not measured
     onnx: Dict[str, str] = field(default_factory=dict)  # exporter -> 'ok ...' or 'error: ...'
+    cpu_latency_iqr: Optional[List[float]] = None   # [first, third quartile] of the per-round ratios
+    input_size: Optional[List[int]] = None          # (C, H, W) of the MACs and the latency
+
+    def cost(self) -> Dict[str, Any]:
+        """The compare report's cost keys (`stats.COST_KEYS`) this row measures."""
+        return {'params_added': self.params_added, 'macs_added': self.macs_added,
+                'cpu_latency_ratio': self.cpu_latency_ratio, 'cpu_latency_iqr': self.cpu_latency_iqr}
 
 
 @dataclass
@@ -68,14 +82,24 @@ class ContractReport:
     backbones: List[BackboneContract]
     timm_tests: Dict[str, str] = field(default_factory=dict)  # timm test name -> 'ok', on `timm_backbone`
     timm_backbone: Optional[str] = None
+    conditions: Dict[str, Any] = field(default_factory=dict)   # how the latency was measured (LATENCY_CONDITIONS)
+    baselines: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)  # backbone -> attention -> cost
 
     def summary(self) -> str:
-        """What the CLI prints: one line per backbone (cost, exporters), then timm's tests if run."""
+        """What the CLI prints: the measurement conditions, one line per backbone (cost, exporters), then timm's
+        tests if run."""
         lines = [f'{self.module} keeps the contract ({self.slot} slot)']
+        if self.backbones:
+            lines.append(f'  cost against the plain backbone: '
+                         f'{conditions_text(self.conditions, [r.input_size for r in self.backbones])}')
         for r in self.backbones:
-            latency = '' if r.cpu_latency_ratio is None else f', CPU latency x{r.cpu_latency_ratio:.2f} of plain'
             exports = ''.join(f'; ONNX {exporter}: {result}' for exporter, result in r.onnx.items())
-            lines.append(f'  {r.backbone}: {r.params_added:+,} parameters, {r.macs_added:+,} MACs{latency}{exports}')
+            lines.append(f'  {r.backbone}: {r.params_added:+,} parameters, {r.macs_added:+,} MACs'
+                         f'{latency_text(r.cpu_latency_ratio, r.cpu_latency_iqr)}{exports}')
+            for attention, cost in self.baselines.get(r.backbone, {}).items():
+                lines.append(f"    baseline {attention}: {cost['params_added']:+,} parameters, "
+                             f"{cost['macs_added']:+,} MACs"
+                             f"{latency_text(cost['cpu_latency_ratio'], cost['cpu_latency_iqr'])}")
         if self.timm_tests:
             lines.append(f"  timm's model tests on {self.timm_backbone}: {', '.join(self.timm_tests)} passed")
         return '\n'.join(lines)
@@ -88,14 +112,35 @@ class ContractReport:
         return d
 
 
+def conditions_text(conditions: Mapping[str, Any], input_sizes: Sequence[Sequence[int]]) -> str:
+    """'MACs and latency at input 3x32x32 ...; CPU latency: wall clock, eager PyTorch, ...' (one line)."""
+    sizes = sorted({'x'.join(map(str, size)) for size in input_sizes if size})
+    text = f"MACs (batch 1) and latency at input {', '.join(sizes) or '?'}"
+    if not conditions:
+        return text + '; latency not measured'
+    c = conditions
+    return (text + f"; CPU latency: {c['timer']} clock, {c['runtime']}, batch {c['batch']}, {c['threads']} "
+            f"thread(s), {c['rounds']} interleaved rounds of >= {c['min_time_s']} s of calls after {c['warmup']} "
+            f"warm-up call(s); ratio = median of the per-round ratios to plain [interquartile range]")
+
+
+def latency_text(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
+    if ratio is None:
+        return ''
+    spread = f' [IQR {iqr[0]:.2f}-{iqr[1]:.2f}]' if iqr else ''
+    return f', CPU latency x{ratio:.2f}{spread} of plain'
+
+
 def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
                    options: Optional[Mapping[str, Any]] = None, slot: str = 'block', timm_tests: bool = False,
                    latency: bool = True, onnx: bool = True, module: Optional[str] = None,
+                   baselines: Sequence[str] = (),
                    progress: Callable[[str], None] = lambda msg: None) -> ContractReport:
     """Check `attn` (a module class or factory) alone and in each of `backbones` (zoo backbone names); raises
     ContractError naming the first broken promise, else returns the report. `options` go to every module's
     constructor, `slot` is where the backbone puts it ('block' or 'stage'). `latency=False` / `onnx=False` skip
-    the timing / the exports. `module`: how the report names it (default: its import path)."""
+    the timing / the exports. `module`: how the report names it (default: its import path). `baselines`: zoo
+    attentions whose cost on each backbone the report also gives ('plain' costs nothing, by definition)."""
     options = dict(options or {})
     _check_arguments(backbones, slot)
     label = _label(attn)
@@ -109,7 +154,9 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
             plain, model = _build_pair(backbone, attn, options, slot, label)
             _check_in_backbone(backbone, label, model, plain)
             rows.append(_cost(backbone, model, plain, latency, onnx))
-        report = ContractReport(module=module or _import_path(attn), options=options, slot=slot, backbones=rows)
+        report = ContractReport(module=module or _import_path(attn), options=options, slot=slot, backbones=rows,
+                                conditions=dict(LATENCY_CONDITIONS) if latency else {},
+                                baselines=baseline_costs(backbones, baselines, latency, progress))
         if timm_tests:
             progress(f"contract: timm's model tests on {backbones[0]} with {label}")
             report.timm_backbone = backbones[0]
@@ -211,6 +258,14 @@ def _plain_name(backbone: str) -> str:
     return next(e.baseline for e in ZOO.values() if e.backbone.name == backbone)
 
 
+def _zoo_model(backbone: str, attention: str) -> str:
+    """The zoo's model of `attention` on `backbone`."""
+    found = [e.name for e in ZOO.values() if e.backbone.name == backbone and e.attention.name == attention]
+    if not found:
+        raise UsageError(f'the zoo has no {attention} model on {backbone}')
+    return found[0]
+
+
 def _build_pair(backbone: str, attn, options, slot: str, label: str) -> Tuple[nn.Module, nn.Module]:
     """(the plain backbone, the backbone with `attn`), both random-init with calibrated BatchNorm statistics."""
     import timm
@@ -257,23 +312,52 @@ def _check_in_backbone(backbone: str, label: str, model: nn.Module, plain: nn.Mo
 # ------------------------------------------------------------------ cost
 def _cost(backbone: str, model: nn.Module, plain: nn.Module, latency: bool, onnx: bool) -> BackboneContract:
     size = tuple(plain.pretrained_cfg['input_size'])
+    ratio = latency_ratio(model, plain, size) if latency else {'median': None, 'iqr': None}
     return BackboneContract(
         backbone=backbone,
         params_added=count_params(model) - count_params(plain),
         macs_added=count_macs(model, size) - count_macs(plain, size),
-        cpu_latency_ratio=_latency_ratio(model, plain, size) if latency else None,
+        cpu_latency_ratio=ratio['median'],
         onnx=_onnx_exports(model, size) if onnx else {},
+        cpu_latency_iqr=ratio['iqr'],
+        input_size=list(size),
     )
 
 
-def _latency_ratio(model: nn.Module, plain: nn.Module, size: Tuple[int, ...]) -> float:
-    """Median over interleaved rounds of (time with the module / plain time of the same round), eager CPU, one
-    thread, timed by the process's CPU time: on a shared machine the wall clock measures the share of the processor
-    each call got (a module that adds nothing measured 0.52-0.77x of plain at load 8 on 2 cores), CPU time the
-    compute it needs (0.97-1.07x)."""
-    times = interleaved_latency({'plain': plain, 'model': model}, size, LATENCY_BATCH, repeats=LATENCY_REPEATS,
-                                timer='process', threads=1)
-    return round(statistics.median(m / p for m, p in zip(times['model'], times['plain'])), 4)
+def baseline_costs(backbones: Sequence[str], baselines: Sequence[str], latency: bool,
+                    progress: Callable[[str], None]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """backbone -> zoo attention -> its cost against the plain backbone (`BackboneContract.cost`); plain's is 0
+    parameters, 0 MACs and a latency ratio of 1 by definition (not measured)."""
+    import timm
+
+    plain_cost = {'params_added': 0, 'macs_added': 0, 'cpu_latency_ratio': 1.0 if latency else None,
+                  'cpu_latency_iqr': [1.0, 1.0] if latency else None}
+    costs: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for backbone in backbones if baselines else ():
+        others = [a for a in baselines if a != 'plain']
+        costs[backbone] = {'plain': dict(plain_cost)} if 'plain' in baselines else {}
+        if not others:
+            continue
+        torch.manual_seed(0)
+        plain = timm.create_model(_plain_name(backbone))
+        size = tuple(plain.pretrained_cfg['input_size'])
+        calibrate_batchnorm(plain, size, **CALIBRATION)
+        for attention in others:
+            progress(f'cost: {attention} in {backbone}')
+            model = calibrate_batchnorm(timm.create_model(_zoo_model(backbone, attention)), size, **CALIBRATION)
+            costs[backbone][attention] = _cost(backbone, model, plain, latency, onnx=False).cost()
+    return costs
+
+
+def latency_ratio(model: nn.Module, plain: nn.Module, size: Tuple[int, ...]) -> Dict[str, Any]:
+    """{'median', 'iqr'} of (time with the module / plain time of the same round) over interleaved rounds, eager
+    CPU, as LATENCY_CONDITIONS say. A latency is wall time: a module that waits (I/O, a lock, a sleep) costs what it
+    waits, which the CPU time of the process would not show. On a machine shared with other work the wall clock
+    also measures the share of the processor each call got; interleaving the rounds spreads that over both models
+    alike, and the interquartile range shows what is left."""
+    times = interleaved_latency({'plain': plain, 'model': model}, size, LATENCY_BATCH, repeats=LATENCY_ROUNDS,
+                                timer=LATENCY_TIMER, threads=LATENCY_THREADS)
+    return ratio_of_rounds(times['model'], times['plain'])
 
 
 def _onnx_exports(model: nn.Module, size: Tuple[int, ...]) -> Dict[str, str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .._io import atomic_path, dumps_strict
+from .contract import conditions_text
 from .stats import (ALPHA, BETTER, COST_KEYS, DIVERGED, HARMFUL, IDENTICAL, NO_VERDICT, POWER, SEEDS_NEEDED_CAP,
                     SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE, ArmResult, CellStats, compare_cells, mean_interval)
 
@@ -17,6 +18,10 @@ MACS_NOTE = ('MACs added: multiply-accumulates of one forward pass as `torch.uti
              'counts them (its FLOPs / 2), which counts matrix multiplications and convolutions only: element-wise '
              'multiplies (a gate\'s `x * sigmoid(...)`, a scale) and poolings are not counted, so a module made of '
              'them alone adds 0 MACs; its CPU latency ratio shows what it costs.')
+TRAIN_SPEED_SOURCE = ("median over the arm's runs of each run's median epoch rate (results.json images_per_s), over "
+                      "the same for the plain backbone's runs; only between runs trained under the same recorded "
+                      "conditions (device string with CPU/GPU name and torch threads, world size, amp, compile), "
+                      "else none, saying why")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ def write_report(out_dir, setup: CompareSetup, candidates: Sequence[ArmResult], 
         FOREST_PNG: _png(forest_figure(cells)),
         COST_PNG: _png(cost_figure(candidates, baselines)),
         REPORT_JSON: (dumps_strict(payload, indent=2) + '\n').encode(),
-        REPORT_MD: report_markdown(setup, cells, payload['cost'], candidates, baselines).encode(),
+        REPORT_MD: report_markdown(setup, cells, payload, candidates, baselines).encode(),
     }
     out = Path(out_dir)
     for name, data in files.items():
@@ -49,9 +54,18 @@ def write_report(out_dir, setup: CompareSetup, candidates: Sequence[ArmResult], 
     return out / REPORT_MD
 
 
-def cost_rows(candidates: Sequence[ArmResult]) -> List[dict]:
-    """The candidate's cost per backbone, None where it was not measured."""
-    return [{'backbone': arm.backbone, **{k: (arm.cost or {}).get(k) for k in COST_KEYS}} for arm in candidates]
+def cost_rows(arms: Sequence[ArmResult]) -> List[dict]:
+    """Each arm's cost on its backbone, None where it was not measured."""
+    return [{'backbone': arm.backbone, 'attention': arm.attention, **{k: (arm.cost or {}).get(k) for k in COST_KEYS}}
+            for arm in arms]
+
+
+def cost_conditions(contract: dict) -> dict:
+    """How the cost was measured, once for the report: the contract check's latency conditions and input sizes,
+    the training speed's source."""
+    return {'latency': contract.get('conditions') or None,
+            'input_size': {row['backbone']: row.get('input_size') for row in contract.get('backbones', [])},
+            'train_images_per_s': TRAIN_SPEED_SOURCE}
 
 
 def unfinished_rows(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> List[dict]:
@@ -67,7 +81,8 @@ def report_json(setup: CompareSetup, cells: Sequence[CellStats], candidates: Seq
     return {'name': setup.name, 'module': setup.module, 'source_sha256': setup.source_sha256,
             'dataset': setup.dataset, 'recipe': setup.recipe, 'epochs': setup.epochs, 'seeds': list(setup.seeds),
             'cells': [cell.to_json() for cell in cells], 'unfinished_runs': unfinished_rows(candidates, baselines),
-            'cost': cost_rows(candidates), 'contract': contract}
+            'cost': cost_rows(candidates), 'baseline_cost': cost_rows(baselines),
+            'cost_conditions': cost_conditions(contract), 'contract': contract}
 
 
 # ------------------------------------------------------------------ report.md
@@ -153,13 +168,31 @@ def verdict_table(cells: Sequence[CellStats]) -> List[str]:
     return lines
 
 
-def cost_table(rows: Sequence[dict]) -> List[str]:
-    lines = ['| backbone | parameters added | MACs added | CPU latency ratio | training images/s ratio |',
-             '|---|--:|--:|--:|--:|']
-    for r in rows:
-        lines.append(f"| {r['backbone']} | {_fmt(r['params_added'], ',')} | {_fmt(r['macs_added'], ',')} "
-                     f"| {_fmt(r['cpu_latency_ratio'], '.3f')} | {_fmt(r['train_images_per_s_ratio'], '.3f')} |")
-    return lines
+def _fmt_latency(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
+    if ratio is None or not iqr:
+        return _fmt(ratio, '.3f')
+    return f'{ratio:.3f} [{iqr[0]:.3f}, {iqr[1]:.3f}]'
+
+
+def cost_table(rows: Sequence[dict], baseline_rows: Sequence[dict] = ()) -> List[str]:
+    """One row per backbone and arm (the candidate first), then why a training images/s ratio is missing."""
+    lines = ['| backbone | arm | parameters added | MACs added | CPU latency ratio [IQR] | training images/s ratio |',
+             '|---|---|--:|--:|--:|--:|']
+    ordered = [r for row in rows for r in (row, *(b for b in baseline_rows if b['backbone'] == row['backbone']))]
+    for r in ordered:
+        lines.append(f"| {r['backbone']} | {r['attention']} | {_fmt(r['params_added'], ',')} "
+                     f"| {_fmt(r['macs_added'], ',')} | {_fmt_latency(r['cpu_latency_ratio'], r['cpu_latency_iqr'])} "
+                     f"| {_fmt(r['train_images_per_s_ratio'], '.3f')} |")
+    notes = [f"- {r['backbone']} · {r['attention']}: no training images/s ratio: {r['train_images_per_s_note']}"
+             for r in ordered if r['train_images_per_s_ratio'] is None and r['train_images_per_s_note']]
+    return lines + ([''] + notes if notes else [])
+
+
+def conditions_note(conditions: dict) -> str:
+    """How the cost table was measured, in a sentence or two."""
+    sizes = list((conditions.get('input_size') or {}).values())
+    return (f"Measured: {conditions_text(conditions.get('latency') or {}, sizes)}. Training images/s ratio: "
+            f"{conditions['train_images_per_s']}.")
 
 
 def method_note() -> List[str]:
@@ -223,7 +256,7 @@ def _runs_section(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult
     return lines
 
 
-def report_markdown(setup: CompareSetup, cells: Sequence[CellStats], costs: Sequence[dict],
+def report_markdown(setup: CompareSetup, cells: Sequence[CellStats], payload: dict,
                     candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]) -> str:
     seeds = ', '.join(str(s) for s in setup.seeds)
     unfinished = len(unfinished_rows(candidates, baselines))
@@ -235,8 +268,10 @@ def report_markdown(setup: CompareSetup, cells: Sequence[CellStats], costs: Sequ
              '## Verdict', '', 'Top-1 in %, differences in points (candidate − baseline).', '',
              *verdict_table(cells), '', f'![differences]({FOREST_PNG})', '',
              *_unfinished_section(candidates, baselines),
-             '## Cost', '', 'Added to each backbone by the candidate, measured against the plain backbone.', '',
-             *cost_table(costs), '', MACS_NOTE, '', f'![top-1 against cost]({COST_PNG})', '',
+             '## Cost', '', 'Added to each backbone by each arm, measured against the plain backbone (plain: 1 by '
+             'definition).', '', conditions_note(payload['cost_conditions']), '',
+             *cost_table(payload['cost'], payload['baseline_cost']), '', MACS_NOTE, '',
+             f'![top-1 against cost]({COST_PNG})', '',
              f'The contract check\'s results are in {REPORT_JSON} (`contract`).', '',
              '## Method', '', *method_note(), '',
              '## Run folders', '', *_runs_section(candidates, baselines), '']
@@ -284,7 +319,8 @@ def forest_figure(cells: Sequence[CellStats]):
 
 
 def cost_figure(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult]):
-    """Per backbone: each arm's mean top-1 (95% interval over its seeds) against its CPU latency ratio."""
+    """Per backbone: each arm's mean top-1 (95% interval over its seeds) against its CPU latency ratio (its
+    interquartile range over rounds), the baselines next to the candidate."""
     ncols = min(3, len(candidates))
     nrows = -(-len(candidates) // ncols)
     fig = _figure(4.2 * ncols, 3.4 * nrows)
@@ -298,7 +334,9 @@ def cost_figure(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult])
                 continue
             mean, interval = mean_interval(list(arm.top1_by_seed.values()))
             yerr = None if interval is None else [[mean - interval[0]], [interval[1] - mean]]
-            ax.errorbar(latency, mean, yerr=yerr, fmt='s' if arm is candidate else 'o', capsize=3,
+            iqr = (arm.cost or {}).get('cpu_latency_iqr')
+            xerr = None if not iqr else [[latency - iqr[0]], [iqr[1] - latency]]
+            ax.errorbar(latency, mean, xerr=xerr, yerr=yerr, fmt='s' if arm is candidate else 'o', capsize=3,
                         color='tab:blue' if arm is candidate else 'tab:grey')
             ax.annotate(arm.attention, (latency, mean), textcoords='offset points', xytext=(5, 3), fontsize=8)
         no_result = [arm.attention for arm in arms if not arm.top1_by_seed]
@@ -307,7 +345,7 @@ def cost_figure(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult])
         if missing:
             ax.text(0.02, 0.02, '; '.join(missing), transform=ax.transAxes, fontsize=7)
         ax.set_title(candidate.backbone)
-        ax.set_xlabel('CPU latency / plain backbone')
+        ax.set_xlabel('CPU latency / plain backbone (median, IQR)')
         ax.set_ylabel('final-epoch top-1 (%)')
         ax.grid(alpha=0.3)
     for ax in axes[len(candidates):]:

@@ -117,38 +117,61 @@ def run_outcomes(runs: Sequence[PlannedRun]) -> Tuple[Dict[str, dict], Dict[str,
     return results, unfinished
 
 
-def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict], costs: Dict[str, dict],
-                unfinished: Optional[Dict[str, UnfinishedRun]] = None) -> Tuple[List[ArmResult], List[ArmResult]]:
+def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict],
+                costs: Dict[str, Dict[str, dict]], unfinished: Optional[Dict[str, UnfinishedRun]] = None
+                ) -> Tuple[List[ArmResult], List[ArmResult]]:
     """Candidate and baseline arms of the finished runs (and of the `unfinished` ones, by run name: see
-    `run_outcomes`); `costs`: backbone -> the candidate's cost (contract), completed here with its training images/s
-    ratio to the plain backbone's runs."""
+    `run_outcomes`); `costs`: backbone -> attention -> that arm's cost (the contract check's), completed here with
+    its training images/s ratio to the plain backbone's runs (`training_speed_ratio`)."""
     unfinished = unfinished or {}
     by_model: Dict[str, List[PlannedRun]] = {}
     for run in runs:
         by_model.setdefault(run.config.model, []).append(run)
 
-    def arm(backbone: str, attention: str, cost: Optional[dict] = None) -> ArmResult:
+    def arm(backbone: str, attention: str) -> ArmResult:
         planned = by_model.get(arms.model(backbone, attention), [])
         done = [r for r in planned if r.name in results]
         sizes = {results[r.name].get('test_images') for r in done}
+        plain_runs = by_model.get(arms.model(backbone, 'plain'))
+        ratio, why = training_speed_ratio([results[r.name] for r in done],
+                                          None if plain_runs is None else [results[r.name] for r in plain_runs
+                                                                           if r.name in results])
+        cost = dict(costs.get(backbone, {}).get(attention, {}), train_images_per_s_ratio=ratio,
+                    train_images_per_s_note=why)
         return ArmResult(backbone, attention, {r.config.seed: results[r.name]['top1'] for r in done},
                          [str(r.folder) for r in done], cost, sizes.pop() if len(sizes) == 1 else None,
                          {r.config.seed: results[r.name].get('test_loss') for r in done},
                          tuple(unfinished[r.name] for r in planned if r.name in unfinished))
 
-    def speed(backbone: str, attention: str) -> Optional[float]:
-        rates = [results[r.name].get('images_per_s') for r in by_model.get(arms.model(backbone, attention), [])
-                 if r.name in results]
-        rates = [x for x in rates if x]
-        return statistics.median(rates) if rates else None
+    return ([arm(b, arms.candidate) for b in arms.backbones],
+            [arm(b, a) for b in arms.backbones for a in arms.baselines])
 
-    def ratio(backbone: str) -> Optional[float]:
-        mine, plain = speed(backbone, arms.candidate), speed(backbone, 'plain')
-        return mine / plain if mine and plain else None
 
-    candidates = [arm(b, arms.candidate, dict(costs.get(b, {}), train_images_per_s_ratio=ratio(b)))
-                  for b in arms.backbones]
-    return candidates, [arm(b, a) for b in arms.backbones for a in arms.baselines]
+def training_conditions(result: dict) -> str:
+    """What a run's training speed depends on besides its model, from its results.json: the device string (CPU or
+    GPU name, torch threads), world size, mixed precision, torch.compile."""
+    return (f"{result.get('device')}, world size {result.get('world_size')}, amp {result.get('amp')}, "
+            f"compile {result.get('compile')}")
+
+
+def training_speed_ratio(mine: Sequence[dict],
+                         plain: Optional[Sequence[dict]]) -> Tuple[Optional[float], Optional[str]]:
+    """(median images/s of the runs `mine` / that of the `plain` backbone's runs, None) from their results.json (each
+    run's median epoch rate), or (None, why not): the plain backbone not compared (`plain` None), a side without a
+    finished run, or runs trained under different conditions (`training_conditions`), whose speeds do not compare."""
+    if plain is None:
+        return None, 'plain is not among the baselines: no plain runs to compare the training speed with'
+    rates = {side: [r['images_per_s'] for r in runs if r.get('images_per_s')] for side, runs in
+             (('this arm', mine), ('plain', plain))}
+    empty = [side for side, values in rates.items() if not values]
+    if empty:
+        return None, f"no finished run of {' or '.join(empty)} with a recorded images/s"
+    conditions = {side: sorted({training_conditions(r) for r in runs}) for side, runs in
+                  (('this arm', mine), ('plain', plain))}
+    if len(set(conditions['this arm'] + conditions['plain'])) > 1:
+        return None, ('runs trained under different conditions, whose speeds do not compare: '
+                      + '; '.join(f"{side}: {' | '.join(c)}" for side, c in conditions.items()))
+    return statistics.median(rates['this arm']) / statistics.median(rates['plain']), None
 
 
 def report_dir(out, name: str) -> Path:

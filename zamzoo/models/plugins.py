@@ -33,7 +33,8 @@ from ..pretrained import sha256_file
 from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check_new_attention, remove_attention
 
 __all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
-           'import_spec', 'load_entry_points', 'attention_record', 'check_attention_source', 'ensure_attention']
+           'import_spec', 'load_entry_points', 'failed_entry_points', 'attention_record', 'check_attention_source',
+           'ensure_attention']
 
 ENTRY_POINT_GROUP = 'zamzoo.attention'
 _NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
@@ -163,13 +164,23 @@ def _registered(attention: Attention) -> RegisteredAttention:
     return RegisteredAttention(*attention.plugin, models=models)
 
 
+_FAILED_ENTRY_POINTS: Dict[str, str] = {}  # entry point name -> why it is not registered
+
+
+def failed_entry_points() -> Dict[str, str]:
+    """Entry points of the group `zamzoo.attention` that could not be registered: name -> 'value: Type: message'."""
+    return dict(_FAILED_ENTRY_POINTS)
+
+
 def load_entry_points() -> None:
     """Register every entry point of the group `zamzoo.attention` (`name = "pkg.module:Class"`); one that cannot be
-    loaded or registered is a warning on the 'zamzoo' logger, naming it."""
+    loaded or registered is a warning on the 'zamzoo' logger, naming it, and is kept in `failed_entry_points()` so
+    that a command asked for its models says why they are missing."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             _register(ep.name, ep.load(), {}, ep.value)
         except Exception as e:  # a broken plugin must not break `import zamzoo`
+            _FAILED_ENTRY_POINTS[ep.name] = f'{ep.value}: {type(e).__name__}: {e}'
             log.warning('zamzoo: attention entry point %s = %r (group %s) is not registered: %s: %s',
                         ep.name, ep.value, ENTRY_POINT_GROUP, type(e).__name__, e)
 
