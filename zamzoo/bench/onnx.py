@@ -1,7 +1,8 @@
 """ONNX export through timm's own `timm.utils.onnx.onnx_export`, checked against PyTorch with ONNX Runtime.
 
-`export_onnx` writes the file (dynamic batch, opset 18 unless asked otherwise) only after ONNX Runtime's logits
-matched the eager PyTorch model's on random inputs at every checked batch size: relative error
+`export_onnx` writes the file (dynamic batch, opset 18 unless asked otherwise, every Conv weight an initializer:
+`_fold_constants`) only after ONNX Runtime's logits matched the eager PyTorch model's on random inputs at every
+checked batch size: relative error
 ``max|ort - torch| / max|torch|`` at most `RTOL`, or, for a model whose float32 result is itself further than that
 from the exact one, at most `ROUNDING_FACTOR` times PyTorch's own float32 rounding error (`fp32_rounding`,
 against a float64 copy of the model): two float32 implementations that sum in different orders can each be that
