@@ -81,7 +81,8 @@ def test_zoo_run_trains_a_hugging_face_dataset_saved_to_disk(tmp_path, capsys):
 @pytest.mark.parametrize('kwarg, expected', [
     ('drop_rate=abc', "drop_rate='abc': test_resnet does not accept it (ValueError: could not convert string"),
     ('drop_rate=2', 'drop_rate=2: test_resnet does not accept it (ValueError: dropout probability has to be'),
-    ('in_chans=1', 'in_chans=1: the images are 3-channel RGB; in_chans must be 3'),
+    ('in_chans=1', 'in_chans=1: zamzoo loads every image as 3-channel RGB (grayscale and other modes converted); '
+                   'in_chans must be 3'),
     ('features_only=True', 'features_only: not for training (it makes a feature extractor without a classifier'),
     ('global_pool=bogus', "global_pool='bogus': test_resnet does not accept it (AssertionError: Invalid pool type"),
     ('num_classes=5', 'num_classes: not for training (the class count is set by the data)'),

@@ -19,6 +19,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
+import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._registry import _clear_model_entries, _model_entrypoints
 
@@ -59,20 +60,26 @@ class Backbone:
         return _FAMILY_CLASSES[self.family]
 
     @cached_property
-    def _feature_info(self) -> List[Dict[str, Any]]:
-        """The plain backbone's feature_info (stem, then each stage), built once on the meta device."""
-        return self.model_cls(**self.model_args, device='meta').feature_info
+    def _meta_net(self) -> Any:
+        """The plain backbone, built once on the meta device (no memory, no arithmetic), in eval mode."""
+        return self.model_cls(**self.model_args, device='meta').eval()
 
     @property
     def feature_levels(self) -> int:
         """Levels of features_only: the stem and every stage."""
-        return len(self._feature_info)
+        return len(self._meta_net.feature_info)
 
     @property
     def pool_size(self) -> Tuple[int, int]:
         """Spatial size of forward_features at the cfgs' input size."""
-        reduction = self._feature_info[-1]['reduction']
-        return tuple(s // reduction for s in INPUT_SIZE[1:])
+        return self.pool_size_at(INPUT_SIZE)
+
+    def pool_size_at(self, input_size: Tuple[int, int, int]) -> Tuple[int, int]:
+        """Spatial size of forward_features at `input_size` (C, H, W), as the backbone computes it (its stride-2
+        convs round up: 33 pixels end on 5, not 33 // 8; attention modules keep the size)."""
+        with torch.no_grad():
+            features = self._meta_net.forward_features(torch.empty(1, *input_size, device='meta'))
+        return tuple(features.shape[-2:])
 
 
 class ModuleSource(NamedTuple):

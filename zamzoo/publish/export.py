@@ -208,11 +208,13 @@ def _own_data_cfg(model: str, dataset: str, tag: Optional[str], run_config: dict
     from ..models import ZOO
     tag = _own_data_tag(dataset, tag, run_config)
     size = int(run_config.get('img_size') or 32)
+    input_size = (3, size, size)
     default = next(iter(_arch_cfgs(model).values()))
     return tag, dataclasses.replace(
         default, tag=tag, hf_hub_id=None, num_classes=int(run_config['num_classes']),
         label_names=tuple(run_config['classes']), mean=tuple(run_config['mean']), std=tuple(run_config['std']),
-        input_size=(3, size, size), interpolation=EVAL_INTERPOLATION, crop_mode='center',
+        input_size=input_size, pool_size=ZOO[model].backbone.pool_size_at(input_size),
+        interpolation=EVAL_INTERPOLATION, crop_mode='center',
         crop_pct=EVAL_CROP_PCT[run_config.get('loader') or 'dataloader'],
         description=f"{ZOO[model].description}; trained on "
         f"{'the Hugging Face dataset' if dataset == 'hf' else 'the image folder'} '{tag}'")

@@ -66,8 +66,8 @@ def check_model_kwargs(name: str, kwargs: dict, img_size: Optional[int]):
         if key in kwargs:
             raise UsageError(f'--model-kwargs {key}: not for training ({why})')
     if kwargs.get('in_chans', 3) != 3:
-        raise UsageError(f"--model-kwargs in_chans={kwargs['in_chans']!r}: the images are 3-channel RGB; "
-                         f"in_chans must be 3")
+        raise UsageError(f"--model-kwargs in_chans={kwargs['in_chans']!r}: zamzoo loads every image as 3-channel "
+                         f"RGB (grayscale and other modes converted); in_chans must be 3")
     if not kwargs or _meta_error(name, (), img_size) is not None:
         return
     for key, value in kwargs.items():
