@@ -68,9 +68,9 @@ def test_a_missing_local_weights_file_is_named():
 
 
 def test_a_missing_onnxscript_is_named_with_the_extra(monkeypatch):
-    from zamzoo.bench.onnx import _require_onnx
+    from zamzoo.bench.onnx import require_onnx
     from zamzoo.errors import ZamzooError
 
     monkeypatch.setitem(sys.modules, 'onnxscript', None)  # import onnxscript -> ImportError
     with pytest.raises(ZamzooError, match=r"onnxscript is missing.*zamzoo\[onnx\]"):
-        _require_onnx()
+        require_onnx()
