@@ -1,0 +1,80 @@
+"""`zamzoo viz` of runs and exports: the model built as `zamzoo eval` builds it, fed with its own preprocessing."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zamzoo import viz
+from zamzoo.cli import main
+
+MODEL = 'mobilenet_zam'
+
+
+@pytest.fixture(scope='module')
+def run48(tmp_path_factory):
+    """A one-epoch run of mobilenet_zam at --img-size 48 with ZAM(pool='max'), on 8 random images, and its export."""
+    from zamzoo.publish import export_run
+    root = tmp_path_factory.mktemp('viz_run')
+    data, run = root / 'images', root / 'run'
+    rng = np.random.default_rng(0)
+    for c in ('a', 'b'):
+        (data / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(data / c / f'{i}.png')
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(['train', '--model', MODEL, '--data', str(data), '--dataset', 'folder', '--holdout', '0.5',
+                     '--epochs', '1', '--device', 'cpu', '--batch-size', '4', '--img-size', '48',
+                     '--model-kwargs', 'attn_kwargs={"pool": "max"}', '--out', str(run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    export_run([run], root / 'export')
+    return run, root / 'export', data / 'a' / '0.png'
+
+
+def _zam_pools(model):
+    return {m.pool for m in model.modules() if type(m).__name__ == 'ZAM'}
+
+
+def test_run_model_is_built_with_its_model_kwargs(run48):
+    run, _, _ = run48
+    model = viz.load_model(MODEL, checkpoint=str(run))
+    assert _zam_pools(model) == {'max'} and model.num_classes == 2
+
+
+def test_run_of_another_model_is_one_line_error(run48, tmp_path, capsys):
+    run, _, image = run48
+    assert main(['viz', '--model', 'resnet18_zam', '--checkpoint', str(run), '--image', str(image),
+                 '--out', str(tmp_path / 'm.png')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and 'resnet18_zam' in err and MODEL in err and len(err) < 300
+
+
+def test_bare_weights_of_another_model_is_a_short_error(run48, tmp_path):
+    from zamzoo.errors import ZamzooError
+    run, _, _ = run48
+    with pytest.raises(ZamzooError) as e:  # no config.json beside it: the shapes tell
+        viz.load_model('resnet18_zam', checkpoint=str(run / 'model.safetensors'))
+    assert len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize('source', ['run', 'export', 'local-dir'])
+def test_input_is_the_runs_eval_transform(run48, source, capsys, tmp_path):
+    run, export, image = run48
+    if source == 'local-dir':
+        model = viz.load_model(f'local-dir:{export}')
+    else:
+        model = viz.load_model(MODEL, checkpoint=str(run if source == 'run' else export))
+    assert _zam_pools(model) == {'max'}
+    x, rgb = viz.load_image(image, model)
+    assert x.shape == (1, 3, 48, 48)
+    # the 40x56 image: shorter side to floor(48 / 0.875) = 54 (bilinear), centre crop 48: not squashed
+    from timm.data import create_transform
+    expect = create_transform(input_size=(3, 48, 48), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
+                              mean=model.pretrained_cfg['mean'], std=model.pretrained_cfg['std'])
+    with Image.open(image) as im:
+        torch.testing.assert_close(x[0], expect(im.convert('RGB')))
+    assert main(['viz', '--model', MODEL, '--checkpoint', str(run), '--image', str(image),
+                 '--out', str(tmp_path / 'm.png')]) == 0
+    assert 'resize 54 bilinear, centre crop 48x48' in capsys.readouterr().out
