@@ -78,3 +78,44 @@ def test_input_is_the_runs_eval_transform(run48, source, capsys, tmp_path):
     assert main(['viz', '--model', MODEL, '--checkpoint', str(run), '--image', str(image),
                  '--out', str(tmp_path / 'm.png')]) == 0
     assert 'resize 54 bilinear, centre crop 48x48' in capsys.readouterr().out
+
+
+def _randomized(name, channels=32):
+    import zamzoo.layers as L
+    torch.manual_seed(1)
+    m = L.create_attn(name, channels)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return m
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_bam_maps_are_the_gate_it_applies(mode):
+    m = _randomized('bam').train(mode == 'train')
+    x = torch.randn(3, 32, 8, 8)
+    with torch.no_grad():
+        maps = m.attention_maps(x)
+        gate = m(x) / x - 1  # BAM multiplies by 1 + sigmoid(Mc * Ms)
+    torch.testing.assert_close(maps['spatial'], gate.mean(1, keepdim=True))
+    torch.testing.assert_close(maps['channel'], gate.mean((2, 3), keepdim=True))
+
+
+def test_cbam_maps_in_train_mode_are_those_forward_applies():
+    m = _randomized('cbam').train()
+    x = torch.randn(3, 32, 8, 8)
+    with torch.no_grad():
+        maps = m.attention_maps(x)
+        torch.testing.assert_close(x * maps['channel'] * maps['spatial'], m(x))
+
+
+def test_attention_maps_leave_module_state_unchanged():
+    import zamzoo.layers as L
+    for name in L.list_attn():
+        m = _randomized(name).train()
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        with torch.no_grad():
+            m.attention_maps(torch.randn(4, 32, 8, 8) * 3 + 1)
+        after = m.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), name
+        assert m.training, name

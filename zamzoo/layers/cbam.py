@@ -25,6 +25,7 @@ from timm.layers import create_act_layer
 from timm.layers.cbam import ChannelAttn
 
 from ._checks import check_input
+from ._maps import keeps_running_stats
 from ._reduce import max_values
 from .se_eca import reduced_channels
 
@@ -119,6 +120,7 @@ class CBAM(nn.Module):
         x = x * self.channel_gate(x)
         return x * self.spatial.spatial_gate(x)
 
+    @keeps_running_stats
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)} as in forward."""
         check_input(x, self.channels, 'CBAM')

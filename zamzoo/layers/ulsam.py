@@ -42,6 +42,7 @@ from torch import nn
 from timm.layers import register_notrace_module
 
 from ._checks import check_input
+from ._maps import keeps_running_stats
 from .fused._common import exporting_onnx, in_batch_chunks, needs_autograd, runs_eagerly, submodules_watched
 
 torch.fx.wrap('check_input')
@@ -189,6 +190,7 @@ class ULSAM(nn.Module):
                 dict(running_mean=pw_mean if pw_bias is None else pw_mean - pw_bias, running_var=bn_pw.running_var,
                      weight=bn_pw.weight, bias=bn_pw.bias, eps=bn_pw.eps))
 
+    @keeps_running_stats
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'spatial': (B, g, H, W)}: one map per subspace (channel group), each summing to 1 over H x W."""
         check_input(x, self.channels, 'ULSAM')

@@ -2,8 +2,10 @@
 
 The maps are read from the attention modules themselves: a forward pre-hook on every module that has
 ``attention_maps(x)`` (all of ``zamzoo.layers``) hands it the module's input during a normal forward pass, so
-the maps are exactly those the module applies there. ``attention_maps`` returns 'channel' (B, C, 1, 1) and/or
-'spatial' (B, k, H, W) gates in [0, 1] (k = 1, or the g channel groups of ULSAM, whose maps each sum to 1).
+the maps are the gates the module applies there. ``attention_maps`` returns 'channel' (B, C, 1, 1) and/or
+'spatial' (B, k, H, W) gates in [0, 1] (k = 1, or the g channel groups of ULSAM, whose maps each sum to 1);
+element-wise gates (NAM, SimAM, BAM's sigmoid(Mc * Ms)) are averaged to those shapes, and modules with a residual
+(ZAM+R, ULSAM, BAM) multiply by 1 + gate. Looking at the maps leaves BatchNorm statistics unchanged.
 
 Grad-CAM (Selvaraju et al., arXiv:1610.02391): the gradient of the top class's logit (or a given class) with
 respect to the last stage's output, averaged over H x W, weights that output's channels; ReLU; upsampled. It
