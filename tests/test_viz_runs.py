@@ -119,3 +119,24 @@ def test_attention_maps_leave_module_state_unchanged():
         after = m.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before), name
         assert m.training, name
+
+
+@pytest.mark.parametrize('name', __import__('zamzoo.layers', fromlist=['list_attn']).list_attn())
+def test_every_module_plugs_in_as_timm_se_layer(name):
+    """timm's EfficientNet / MobileNet blocks build ``se_layer(chs, act_layer=act_layer)`` (mnasnet_small: tiny)."""
+    import timm
+    import zamzoo.layers as L
+    torch.manual_seed(0)
+    factory = L.get_attn(name)  # a class, or a functools.partial of one
+    m = timm.create_model('mnasnet_small', num_classes=10, se_layer=factory)
+    assert sum(isinstance(x, getattr(factory, 'func', factory)) for x in m.modules()) > 0
+    m(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+def test_act_layer_replaces_an_internal_activation_none_keeps_the_seeds():
+    import zamzoo.layers as L
+    from torch import nn
+    for cls in (L.BAM, L.CBAM):
+        assert not any(isinstance(x, nn.SiLU) for x in cls(32).modules())
+        assert any(isinstance(x, nn.SiLU) for x in cls(32, act_layer=nn.SiLU).modules())
+        assert any(isinstance(x, nn.ReLU) for x in cls(32, act_layer=None).modules())

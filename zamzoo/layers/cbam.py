@@ -73,7 +73,7 @@ class CBAM(nn.Module):
             spatial_kernel_size: int = 7,
             spatial_norm: bool = True,
             mlp_bias: bool = True,
-            act_layer: Type[nn.Module] = nn.ReLU,
+            act_layer: Optional[Type[nn.Module]] = None,
             gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
             device=None,
             dtype=None,
@@ -84,7 +84,7 @@ class CBAM(nn.Module):
         self.channel = ChannelAttn(
             self.channels,
             rd_channels=reduced_channels(self.channels, rd_ratio, rd_channels),
-            act_layer=act_layer,
+            act_layer=act_layer or nn.ReLU,  # None: the seed's
             gate_layer=gate_layer,
             mlp_bias=mlp_bias,
             **dd,

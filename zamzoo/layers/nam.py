@@ -52,6 +52,7 @@ class NAM(FusedDispatch, nn.Module):
             spatial: bool = False,
             spatial_size: Optional[Union[int, Tuple[int, int]]] = None,
             impl: str = 'fused',
+            act_layer=None,  # timm's se_layer hook passes one: NAM has no activation
             device=None,
             dtype=None,
     ):

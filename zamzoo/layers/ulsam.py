@@ -6,7 +6,8 @@ DW conv1x1 (bias) -> BN(G) -> ReLU -> MaxPool 3x3/1/1 -> PW conv1x1 G->1 (bias) 
 
 The g independent branches are computed at once: the depthwise conv and its BN are per channel anyway, the g
 pointwise convs G->1 are one grouped conv C->g (groups=g), and the g BN(1) are one BN(g) (per-channel statistics,
-identical). Parameters 5C + 3g, as the original. Differences from the original file, on purpose: BatchNorm uses
+identical). Parameters 5C + 3g, as the original. Its ReLUs stay ReLUs: `act_layer` (which timm's se_layer hook passes)
+is accepted and ignored, since the folded inference path computes ReLU itself. Differences from the original file, on purpose: BatchNorm uses
 PyTorch defaults (the original passes momentum=0.9, i.e. running stats follow the last batch) and nothing
 changes the global default tensor type.
 
@@ -58,7 +59,7 @@ channels are a multiple of it."""
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class ULSAM(nn.Module):
-    def __init__(self, channels: int, groups: int = 4, device=None, dtype=None):
+    def __init__(self, channels: int, groups: int = 4, act_layer=None, device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         channels, groups = int(channels), int(groups)

@@ -72,9 +72,10 @@ def _check_pool(pool: str, name: str) -> str:
 
 
 class _ZeroParam(nn.Module):
-    def __init__(self, channels: int, pool: str = 'avgmax', skip: bool = False, device=None, dtype=None):
+    def __init__(self, channels: int, pool: str = 'avgmax', skip: bool = False, act_layer=None, device=None,
+                 dtype=None):
         super().__init__()
-        # device / dtype accepted for timm's common signature: there is nothing to allocate
+        # act_layer / device / dtype accepted for timm's common signature: no activation, nothing to allocate
         self.channels = int(channels)
         self.pool = _check_pool(pool, type(self).__name__)
         self.skip = bool(skip)
@@ -131,6 +132,7 @@ class ZAM(FusedDispatch, _ZeroParam):
             pool: str = 'avgmax',
             skip: bool = False,
             impl: str = 'fused',
+            act_layer=None,
             device=None,
             dtype=None,
     ):
