@@ -140,3 +140,13 @@ def test_act_layer_replaces_an_internal_activation_none_keeps_the_seeds():
         assert not any(isinstance(x, nn.SiLU) for x in cls(32).modules())
         assert any(isinstance(x, nn.SiLU) for x in cls(32, act_layer=nn.SiLU).modules())
         assert any(isinstance(x, nn.ReLU) for x in cls(32, act_layer=None).modules())
+
+
+@pytest.mark.parametrize('model, kind', [('resnet18_zam', 'ZAM(Avg&Max)'), ('resnet18_zam_avg', 'ZAM(Avg)'),
+                                         ('resnet18_zam_max', 'ZAM(Max)'), ('resnet18_zamr', 'ZAM+R(Avg&Max)'),
+                                         ('resnet18_se', 'SE')])
+def test_figure_labels_name_the_variant(model, kind):
+    import timm
+    net = timm.create_model(model).eval()
+    records, _ = viz.collect_attention(net, torch.randn(1, 3, 32, 32))
+    assert records and {r.kind for r in records} == {kind}

@@ -36,6 +36,7 @@ torch.fx.wrap('check_input')
 __all__ = ['ZCA', 'ZSA', 'ZAM', 'zam_pool']
 
 _POOLS = ('avgmax', 'avg', 'max')
+_POOL_LABELS = {'avgmax': 'Avg&Max', 'avg': 'Avg', 'max': 'Max'}  # the paper's names of the variants
 
 
 def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
@@ -79,6 +80,8 @@ class _ZeroParam(nn.Module):
         self.channels = int(channels)
         self.pool = _check_pool(pool, type(self).__name__)
         self.skip = bool(skip)
+        # the variant's display name, e.g. 'ZAM(Max)', 'ZAM+R(Avg&Max)' (viz labels its maps with it)
+        self.label = f"{type(self).__name__}{'+R' if self.skip else ''}({_POOL_LABELS[self.pool]})"
 
     def extra_repr(self) -> str:
         return f'{self.channels}, pool={self.pool!r}, skip={self.skip}'

@@ -48,7 +48,8 @@ __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'g
 class AttentionRecord:
     """The maps one attention module computed: channel weights (C,) and spatial maps (k, H, W), both in [0, 1]."""
     name: str                              # the module's dotted name in the model, e.g. 'stages.0.0.attn'
-    kind: str                              # the module's class name, e.g. 'ZAM'
+    kind: str                              # the module's `label` if it has one (e.g. 'ZAM(Max)', 'ZAM+R(Avg&Max)'),
+    #                                        else its class name
     channel: Optional[np.ndarray] = None   # (C,)
     spatial: Optional[np.ndarray] = None   # (k, h, w) at the module's resolution
 
@@ -164,7 +165,7 @@ def collect_attention(model: nn.Module, x: torch.Tensor) -> Tuple[List[Attention
     def hook_for(name, module):
         def pre_hook(mod, inputs):
             maps = mod.attention_maps(inputs[0])
-            rec = AttentionRecord(name=name, kind=type(mod).__name__)
+            rec = AttentionRecord(name=name, kind=str(getattr(mod, 'label', type(mod).__name__)))
             if maps.get('channel') is not None:
                 rec.channel = maps['channel'][0].flatten().float().cpu().numpy()
             if maps.get('spatial') is not None:
