@@ -4,8 +4,9 @@
 Placed once per stage (after layer1..3 of a ResNet), not per block.
 - Channel Mc: GAP -> FC C->C/r -> BN1d -> ReLU -> FC C/r->C, shape (B, C, 1, 1).
 - Spatial Ms: 1x1 C->C/r -> BN -> ReLU -> num_layers x [3x3 dilation d -> BN -> ReLU] -> 1x1 C/r->1, (B, 1, H, W).
-- ``out = F * (1 + sigmoid(Mc * Ms))`` (the official code multiplies the two branches; the paper writes a sum).
-All convs / linears with bias. r = 16, d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
+- ``out = F * (1 + sigmoid(Mc * Ms))`` (the official code multiplies the two branches; the paper writes a sum);
+  ``attention_maps`` averages that element-wise gate over H x W (channel) and over C (spatial).
+All convs / linears with bias; ReLU, or `act_layer` if given (timm's se_layer hook passes its block's). r = 16, d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
 (C=64,128,256: 1,173 + 4,457 + 17,361 = 22,991, the official CIFAR-100 ResNet18 + BAM minus the plain one).
 The channel branch's BatchNorm1d cannot train on a batch of 1, as in the original: it is refused with a
 ValueError naming BAM. GAP is the mean of the whole
@@ -16,9 +17,11 @@ from typing import Dict
 
 import torch
 import torch.fx
+from timm.layers import create_act_layer
 from torch import nn
 
 from ._checks import check_input, check_trainable_batch
+from ._maps import keeps_running_stats
 
 torch.fx.wrap('check_input')
 torch.fx.wrap('check_trainable_batch')
@@ -33,6 +36,7 @@ class BAM(nn.Module):
             reduction: int = 16,
             dilation: int = 4,
             num_layers: int = 2,
+            act_layer=None,
             device=None,
             dtype=None,
     ):
@@ -43,15 +47,16 @@ class BAM(nn.Module):
         # channel branch
         self.fc1 = nn.Linear(self.channels, mid, **dd)
         self.bn1 = nn.BatchNorm1d(mid, **dd)
-        self.act1 = nn.ReLU(inplace=True)
+        self.act1 = create_act_layer(act_layer or nn.ReLU, inplace=True)
         self.fc2 = nn.Linear(mid, self.channels, **dd)
         # spatial branch
-        layers = [nn.Conv2d(self.channels, mid, 1, **dd), nn.BatchNorm2d(mid, **dd), nn.ReLU(inplace=True)]
+        layers = [nn.Conv2d(self.channels, mid, 1, **dd), nn.BatchNorm2d(mid, **dd),
+                  create_act_layer(act_layer or nn.ReLU, inplace=True)]
         for _ in range(num_layers):
             layers += [
                 nn.Conv2d(mid, mid, 3, padding=dilation, dilation=dilation, **dd),
                 nn.BatchNorm2d(mid, **dd),
-                nn.ReLU(inplace=True),
+                create_act_layer(act_layer or nn.ReLU, inplace=True),
             ]
         layers.append(nn.Conv2d(mid, 1, 1, **dd))
         self.spatial = nn.Sequential(*layers)
@@ -66,11 +71,17 @@ class BAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'BAM')
-        att = 1.0 + torch.sigmoid(self.channel_logits(x) * self.spatial(x))
-        return x * att
+        return x * (1.0 + self.gate(x))
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The element-wise gate sigmoid(Mc * Ms), (B, C, H, W); the module multiplies its input by 1 + gate."""
+        return torch.sigmoid(self.channel_logits(x) * self.spatial(x))
+
+    @keeps_running_stats
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The two branches, each through a sigmoid: {'channel': sigmoid(Mc) (B, C, 1, 1),
-        'spatial': sigmoid(Ms) (B, 1, H, W)}. (The applied gate is 1 + sigmoid(Mc * Ms), element-wise.)"""
+        """BAM's gate sigmoid(Mc * Ms) is element-wise (applied as 1 + gate); returns it averaged to the usual shapes,
+        as NAM's: {'channel': its mean over H x W (B, C, 1, 1), 'spatial': its mean over C (B, 1, H, W)}. (Not the
+        branches sigmoid(Mc), sigmoid(Ms) alone: where Mc < 0 the applied gate is highest where Ms is lowest.)"""
         check_input(x, self.channels, 'BAM')
-        return {'channel': torch.sigmoid(self.channel_logits(x)), 'spatial': torch.sigmoid(self.spatial(x))}
+        gate = self.gate(x)
+        return {'channel': gate.mean((2, 3), keepdim=True), 'spatial': gate.mean(1, keepdim=True)}

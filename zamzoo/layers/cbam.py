@@ -25,6 +25,7 @@ from timm.layers import create_act_layer
 from timm.layers.cbam import ChannelAttn
 
 from ._checks import check_input
+from ._maps import keeps_running_stats
 from ._reduce import max_values
 from .se_eca import reduced_channels
 
@@ -72,7 +73,7 @@ class CBAM(nn.Module):
             spatial_kernel_size: int = 7,
             spatial_norm: bool = True,
             mlp_bias: bool = True,
-            act_layer: Type[nn.Module] = nn.ReLU,
+            act_layer: Optional[Type[nn.Module]] = None,
             gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
             device=None,
             dtype=None,
@@ -83,7 +84,7 @@ class CBAM(nn.Module):
         self.channel = ChannelAttn(
             self.channels,
             rd_channels=reduced_channels(self.channels, rd_ratio, rd_channels),
-            act_layer=act_layer,
+            act_layer=act_layer or nn.ReLU,  # None: the seed's
             gate_layer=gate_layer,
             mlp_bias=mlp_bias,
             **dd,
@@ -119,6 +120,7 @@ class CBAM(nn.Module):
         x = x * self.channel_gate(x)
         return x * self.spatial.spatial_gate(x)
 
+    @keeps_running_stats
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': Mc(F) (B, C, 1, 1), 'spatial': Ms(F') (B, 1, H, W)} as in forward."""
         check_input(x, self.channels, 'CBAM')

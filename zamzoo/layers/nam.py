@@ -27,6 +27,7 @@ from torch import nn
 from timm.layers import register_notrace_module
 
 from ._checks import check_input, check_spatial_size, to_2tuple_int
+from ._maps import keeps_running_stats
 from .fused import FusedDispatch, check_impl, nam_fused, supports_fused_nam
 from .fused._common import submodules_watched
 
@@ -51,6 +52,7 @@ class NAM(FusedDispatch, nn.Module):
             spatial: bool = False,
             spatial_size: Optional[Union[int, Tuple[int, int]]] = None,
             impl: str = 'fused',
+            act_layer=None,  # timm's se_layer hook passes one: NAM has no activation
             device=None,
             dtype=None,
     ):
@@ -115,6 +117,7 @@ class NAM(FusedDispatch, nn.Module):
             return self._forward_reference(x)
         return nam_fused(x, self.bn)
 
+    @keeps_running_stats
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """NAM's gates are element-wise; returns them averaged to the usual shapes:
         'channel': the channel gate averaged over H x W, (B, C, 1, 1); with spatial=True also

@@ -38,7 +38,8 @@ __all__ = ['SimAM']
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class SimAM(FusedDispatch, nn.Module):
-    def __init__(self, channels: int, e_lambda: float = 1e-4, impl: str = 'fused', device=None, dtype=None):
+    def __init__(self, channels: int, e_lambda: float = 1e-4, impl: str = 'fused', act_layer=None, device=None,
+                 dtype=None):
         super().__init__()
         # channels only for the common signature and the input check; no parameters
         self.channels = int(channels)

@@ -57,7 +57,7 @@ def min_max_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class SPEM(FusedDispatch, nn.Module):
-    def __init__(self, channels: int, impl: str = 'fused', device=None, dtype=None):
+    def __init__(self, channels: int, impl: str = 'fused', act_layer=None, device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.channels = int(channels)

@@ -6,7 +6,8 @@ DW conv1x1 (bias) -> BN(G) -> ReLU -> MaxPool 3x3/1/1 -> PW conv1x1 G->1 (bias) 
 
 The g independent branches are computed at once: the depthwise conv and its BN are per channel anyway, the g
 pointwise convs G->1 are one grouped conv C->g (groups=g), and the g BN(1) are one BN(g) (per-channel statistics,
-identical). Parameters 5C + 3g, as the original. Differences from the original file, on purpose: BatchNorm uses
+identical). Parameters 5C + 3g, as the original. Its ReLUs stay ReLUs: `act_layer` (which timm's se_layer hook passes)
+is accepted and ignored, since the folded inference path computes ReLU itself. Differences from the original file, on purpose: BatchNorm uses
 PyTorch defaults (the original passes momentum=0.9, i.e. running stats follow the last batch) and nothing
 changes the global default tensor type.
 
@@ -42,6 +43,7 @@ from torch import nn
 from timm.layers import register_notrace_module
 
 from ._checks import check_input
+from ._maps import keeps_running_stats
 from .fused._common import exporting_onnx, in_batch_chunks, needs_autograd, runs_eagerly, submodules_watched
 
 torch.fx.wrap('check_input')
@@ -57,7 +59,7 @@ channels are a multiple of it."""
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class ULSAM(nn.Module):
-    def __init__(self, channels: int, groups: int = 4, device=None, dtype=None):
+    def __init__(self, channels: int, groups: int = 4, act_layer=None, device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         channels, groups = int(channels), int(groups)
@@ -189,6 +191,7 @@ class ULSAM(nn.Module):
                 dict(running_mean=pw_mean if pw_bias is None else pw_mean - pw_bias, running_var=bn_pw.running_var,
                      weight=bn_pw.weight, bias=bn_pw.bias, eps=bn_pw.eps))
 
+    @keeps_running_stats
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'spatial': (B, g, H, W)}: one map per subspace (channel group), each summing to 1 over H x W."""
         check_input(x, self.channels, 'ULSAM')

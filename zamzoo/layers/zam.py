@@ -36,6 +36,7 @@ torch.fx.wrap('check_input')
 __all__ = ['ZCA', 'ZSA', 'ZAM', 'zam_pool']
 
 _POOLS = ('avgmax', 'avg', 'max')
+_POOL_LABELS = {'avgmax': 'Avg&Max', 'avg': 'Avg', 'max': 'Max'}  # the paper's names of the variants
 
 
 def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
@@ -72,12 +73,15 @@ def _check_pool(pool: str, name: str) -> str:
 
 
 class _ZeroParam(nn.Module):
-    def __init__(self, channels: int, pool: str = 'avgmax', skip: bool = False, device=None, dtype=None):
+    def __init__(self, channels: int, pool: str = 'avgmax', skip: bool = False, act_layer=None, device=None,
+                 dtype=None):
         super().__init__()
-        # device / dtype accepted for timm's common signature: there is nothing to allocate
+        # act_layer / device / dtype accepted for timm's common signature: no activation, nothing to allocate
         self.channels = int(channels)
         self.pool = _check_pool(pool, type(self).__name__)
         self.skip = bool(skip)
+        # the variant's display name, e.g. 'ZAM(Max)', 'ZAM+R(Avg&Max)' (viz labels its maps with it)
+        self.label = f"{type(self).__name__}{'+R' if self.skip else ''}({_POOL_LABELS[self.pool]})"
 
     def extra_repr(self) -> str:
         return f'{self.channels}, pool={self.pool!r}, skip={self.skip}'
@@ -131,6 +135,7 @@ class ZAM(FusedDispatch, _ZeroParam):
             pool: str = 'avgmax',
             skip: bool = False,
             impl: str = 'fused',
+            act_layer=None,
             device=None,
             dtype=None,
     ):

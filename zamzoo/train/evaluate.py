@@ -70,10 +70,8 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
     check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, run_folder_of(checkpoint), ('val',))
     test_split, num_classes = opened.test, opened.num_classes
+    check_trained_model(model, run_cfg)
     export = _is_export(run_cfg)
-    trained = run_cfg.get('architecture' if export else 'model')
-    if trained and trained != model:
-        raise UsageError(f"--model {model} but the checkpoint's {'export' if export else 'run'} is {trained}")
     if run_cfg.get('num_classes') not in (None, num_classes):
         raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
 
@@ -97,6 +95,32 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     }
 
 
+def check_trained_model(model: str, run_cfg: dict):
+    """UsageError naming both unless the checkpoint's run (or export) records `model` or nothing."""
+    export = _is_export(run_cfg)
+    trained = run_cfg.get('architecture' if export else 'model')
+    if trained and trained != model:
+        raise UsageError(f"--model {model} but the checkpoint's {'export' if export else 'run'} is {trained}")
+
+
+def checkpoint_model(model: str, checkpoint) -> tuple:
+    """(net, run_cfg): the checkpoint's model built as `evaluate` builds it (the run's --model-kwargs, or the
+    export's config.json), with the run's classes, else as many as the weights' classifier has."""
+    run_cfg = _run_config(checkpoint)
+    check_trained_model(model, run_cfg)
+    num_classes = run_cfg.get('num_classes') or _classes_in_weights(model, checkpoint)
+    return _model(model, num_classes, False, checkpoint, run_cfg), run_cfg
+
+
+def _classes_in_weights(model: str, checkpoint) -> Optional[int]:
+    """The classifier's output size in a bare weights file (None: no classifier found, the model's default)."""
+    import timm
+    check_model_name(model)
+    head = timm.models.get_pretrained_cfg_value(model, 'classifier') or 'fc'
+    weight = load_weights(checkpoint).get(f'{head}.weight')
+    return None if weight is None else int(weight.shape[0])
+
+
 def _model(model: str, num_classes: int, pretrained: bool, checkpoint, run_cfg: dict):
     """The model with the published weights, or the checkpoint's (which must fit it exactly), built with the run's
     --model-kwargs, or from an export's config.json as timm builds a 'local-dir:' model (its model_args and
@@ -106,7 +130,11 @@ def _model(model: str, num_classes: int, pretrained: bool, checkpoint, run_cfg: 
     else:
         net = create_model(model, num_classes, pretrained=bool(pretrained), **(run_cfg.get('model_kwargs') or {}))
     if checkpoint is not None:
-        missing, unexpected = net.load_state_dict(load_weights(checkpoint), strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(load_weights(checkpoint), strict=False)
+        except RuntimeError as e:  # differing shapes: torch lists every one
+            first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: {first}') from e
         if missing or unexpected:
             raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
                               f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
@@ -124,6 +152,22 @@ def _export_model(model: str, folder, num_classes: int):
         raise WeightsError(f'{folder / CONFIG_FILE} is not an export config timm can build a model from '
                            f'({type(e).__name__}: {e}); export the run again (zamzoo export RUN_FOLDER), or evaluate '
                            f'the run folder') from e
+
+
+def eval_data_config(net, run_cfg: dict) -> dict:
+    """timm's data config (`resolve_data_config`) of the transform a checkpoint's model is evaluated with: an
+    export's own (the model built from it carries it), a run's normalisation and input size with the evaluation
+    crop of its loader (`EVAL_CROP_PCT`, as its export would declare), else the model's pretrained cfg."""
+    from timm.data import resolve_data_config
+
+    from ..data import EVAL_CROP_PCT, EVAL_INTERPOLATION
+    cfg = resolve_data_config(model=net)
+    if _is_export(run_cfg) or not run_cfg.get('mean'):
+        return cfg
+    size = int(run_cfg.get('img_size') or cfg['input_size'][-1])
+    return {**cfg, 'input_size': (3, size, size), 'mean': tuple(run_cfg['mean']), 'std': tuple(run_cfg['std']),
+            'interpolation': EVAL_INTERPOLATION, 'crop_mode': 'center',
+            'crop_pct': EVAL_CROP_PCT[run_cfg.get('loader') or 'dataloader']}
 
 
 def _export_loader(test_split, net, img_size: Optional[int], batch_size: int, device, workers: int) -> tuple:

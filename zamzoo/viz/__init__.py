@@ -2,8 +2,10 @@
 
 The maps are read from the attention modules themselves: a forward pre-hook on every module that has
 ``attention_maps(x)`` (all of ``zamzoo.layers``) hands it the module's input during a normal forward pass, so
-the maps are exactly those the module applies there. ``attention_maps`` returns 'channel' (B, C, 1, 1) and/or
-'spatial' (B, k, H, W) gates in [0, 1] (k = 1, or the g channel groups of ULSAM, whose maps each sum to 1).
+the maps are the gates the module applies there. ``attention_maps`` returns 'channel' (B, C, 1, 1) and/or
+'spatial' (B, k, H, W) gates in [0, 1] (k = 1, or the g channel groups of ULSAM, whose maps each sum to 1);
+element-wise gates (NAM, SimAM, BAM's sigmoid(Mc * Ms)) are averaged to those shapes, and modules with a residual
+(ZAM+R, ULSAM, BAM) multiply by 1 + gate. Looking at the maps leaves BatchNorm statistics unchanged.
 
 Grad-CAM (Selvaraju et al., arXiv:1610.02391): the gradient of the top class's logit (or a given class) with
 respect to the last stage's output, averaged over H x W, weights that output's channels; ReLU; upsampled. It
@@ -38,7 +40,7 @@ from .._io import atomic_path
 from ..errors import NotFoundError, UsageError
 
 __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'grad_cam', 'gradcam_target_layer',
-           'visualize', 'render', 'load_model']
+           'visualize', 'render', 'load_model', 'describe_transform']
 
 
 
@@ -46,7 +48,8 @@ __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'g
 class AttentionRecord:
     """The maps one attention module computed: channel weights (C,) and spatial maps (k, H, W), both in [0, 1]."""
     name: str                              # the module's dotted name in the model, e.g. 'stages.0.0.attn'
-    kind: str                              # the module's class name, e.g. 'ZAM'
+    kind: str                              # the module's `label` if it has one (e.g. 'ZAM(Max)', 'ZAM+R(Avg&Max)'),
+    #                                        else its class name
     channel: Optional[np.ndarray] = None   # (C,)
     spatial: Optional[np.ndarray] = None   # (k, h, w) at the module's resolution
 
@@ -61,38 +64,49 @@ class VizResult:
 
 
 def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = None, **kwargs) -> nn.Module:
-    """``timm.create_model(name)`` after ``import zamzoo``; with `checkpoint`, its weights (a run folder, a safetensors
-    file, or a torch checkpoint read with ``weights_only=True``), the number of classes taken from the checkpoint."""
+    """``timm.create_model(name, **kwargs)`` after ``import zamzoo``; with `checkpoint` (a run folder, an export
+    folder, a safetensors file, or a torch checkpoint read with ``weights_only=True``), the model `zamzoo eval`
+    builds from it (the run's --model-kwargs, or the export's config.json; its classes), whose ``pretrained_cfg``
+    then declares the preprocessing it is evaluated with (`eval_data_config`). ``local-dir:EXPORT`` names an
+    export folder as timm does."""
     import timm
 
     from ..train.build import check_model_name
-    from ..train.checkpoint import load_weights, run_config
+    from ..train.evaluate import checkpoint_model, eval_data_config
 
     if pretrained and checkpoint:
         raise UsageError('give either --pretrained or --checkpoint, not both')
-    if checkpoint:
-        run_config(checkpoint)  # a run of a plugin attention module: the module registered
-    check_model_name(name)
+    if name.startswith(LOCAL_DIR) and not checkpoint:
+        checkpoint = name[len(LOCAL_DIR):]
+        name = _export_architecture(checkpoint)
     if not checkpoint:
+        check_model_name(name)
         return timm.create_model(name, pretrained=pretrained, **kwargs)
-    path = Path(checkpoint)
-    state = load_weights(path)  # a run folder (as `zamzoo eval` accepts), model.safetensors or a checkpoint .pt
-    model = timm.create_model(name, **kwargs)
-    head = model.pretrained_cfg.get('classifier', 'fc')
-    weight = state.get(f'{head}.weight')
-    if weight is not None and 'num_classes' not in kwargs and weight.shape[0] != model.num_classes:
-        model = timm.create_model(name, num_classes=weight.shape[0], **kwargs)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UsageError(f'checkpoint {path} does not fit model {name}: {e}') from e
+    if kwargs:
+        raise UsageError(f'model kwargs {kwargs} with a checkpoint: its model is built as its run or export was')
+    model, run_cfg = checkpoint_model(name, checkpoint)
+    model.pretrained_cfg = {**model.pretrained_cfg, **eval_data_config(model, run_cfg)}
     return model
+
+
+LOCAL_DIR = 'local-dir:'
+
+
+def _export_architecture(folder: str) -> str:
+    """The model name an export folder's config.json records."""
+    from ..train.checkpoint import run_config
+
+    architecture = run_config(folder).get('architecture')
+    if not architecture:
+        raise NotFoundError(f'{LOCAL_DIR}{folder}: no export config.json with an architecture there')
+    return architecture
 
 
 def load_image(path, model: nn.Module) -> Tuple[torch.Tensor, np.ndarray]:
     """The image at `path` through timm's eval transform for the model's pretrained_cfg
-    (``create_transform(**resolve_data_config(...))``, squashed to the input size rather than cropped, so the whole
-    image is seen): returns the (1, 3, H, W) input and the resized RGB image (H, W, 3) in [0, 1]."""
+    (``create_transform(**resolve_data_config(model=model))``: the preprocessing the model is evaluated with, so
+    the maps are those of its evaluation; the resize + centre crop may leave out the image's borders): returns the
+    (1, 3, H, W) input and the image as the model sees it (H, W, 3) in [0, 1]."""
     from timm.data import create_transform, resolve_data_config
     from torchvision.transforms import Compose
 
@@ -104,10 +118,26 @@ def load_image(path, model: nn.Module) -> Tuple[torch.Tensor, np.ndarray]:
     if not path.is_file():
         raise UsageError(f'not an image file: {path} is a directory')
     image = open_rgb(path)  # 16-bit images rescaled to 8 bits; unreadable ones and decompression bombs: DataError
-    *to_unit, normalize = create_transform(**{**resolve_data_config(model=model), 'crop_mode': 'squash'}).transforms
+    *to_unit, normalize = create_transform(**resolve_data_config(model=model)).transforms
     unit = Compose(to_unit)(image)  # (3, H, W) in [0, 1]
     p = next(model.parameters())
     return normalize(unit).unsqueeze(0).to(device=p.device, dtype=p.dtype), unit.permute(1, 2, 0).contiguous().numpy()
+
+
+def describe_transform(model: nn.Module) -> str:
+    """One line naming the eval transform `load_image` applies, e.g. 'resize 54 bilinear, centre crop 48x48'."""
+    from timm.data import resolve_data_config
+
+    from ..data import eval_resize
+    cfg = resolve_data_config(model=model)
+    size = cfg['input_size'][-1]
+    resize = eval_resize(size, cfg['crop_pct'])
+    crop = f', centre crop {size}x{size}' if resize != size else f' ({size}x{size})'
+    return f"resize {resize} {cfg['interpolation']}{crop}, mean {_rounded(cfg['mean'])} std {_rounded(cfg['std'])}"
+
+
+def _rounded(values) -> str:
+    return '(' + ', '.join(f'{v:.3f}' for v in values) + ')'
 
 
 def attention_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -135,7 +165,7 @@ def collect_attention(model: nn.Module, x: torch.Tensor) -> Tuple[List[Attention
     def hook_for(name, module):
         def pre_hook(mod, inputs):
             maps = mod.attention_maps(inputs[0])
-            rec = AttentionRecord(name=name, kind=type(mod).__name__)
+            rec = AttentionRecord(name=name, kind=str(getattr(mod, 'label', type(mod).__name__)))
             if maps.get('channel') is not None:
                 rec.channel = maps['channel'][0].flatten().float().cpu().numpy()
             if maps.get('spatial') is not None:

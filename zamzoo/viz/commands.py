@@ -5,7 +5,8 @@ from ..train.commands import add_weights_arguments
 def add_commands(subparsers):
     p = subparsers.add_parser('viz', description=run.__doc__,
                               help='draw the attention maps of a model on an image (PNG)')
-    p.add_argument('--model', required=True, help='a zamzoo model name, e.g. resnet18_zam')
+    p.add_argument('--model', required=True,
+                   help="a zamzoo model name, e.g. resnet18_zam, or an export folder as 'local-dir:FOLDER'")
     add_weights_arguments(p, required=False)  # neither: the model's random initialisation
     p.add_argument('--image', required=True, metavar='FILE', help='an image file (png, jpg, ...)')
     p.add_argument('--out', required=True, metavar='PNG', help='where to write the figure (.png)')
@@ -24,11 +25,11 @@ def run(args) -> int:
     model = viz.load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     weights = 'pretrained' if args.pretrained else (args.checkpoint or 'random init')
     result = viz.visualize(model, args.image, args.out, class_index=args.class_index,
-                           title=f'{args.model} ({weights}) on {args.image}')
+                           title=f'{args.model} ({weights}) on {args.image}\n{viz.describe_transform(model)}')
     n_sp = sum(r.spatial is not None for r in result.records)
     n_ch = sum(r.channel is not None for r in result.records)
     print(f'{args.out}: {len(result.records)} attention modules ({n_sp} spatial maps, {n_ch} channel strips), '
-          f'Grad-CAM of class {result.class_index}')
+          f'Grad-CAM of class {result.class_index}; input: {viz.describe_transform(model)}')
     if not result.records:
         print("no attention maps drawn: viz draws the modules that have an attention_maps(x) method returning "
               "{'spatial': (B, k, H, W) and / or 'channel': (B, C, 1, 1)} (as zamzoo's own do); the Grad-CAM is drawn")
