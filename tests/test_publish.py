@@ -469,13 +469,13 @@ def test_push_with_recorder(hub, exported, tmp_path, monkeypatch):
 
     with pytest.raises(InvalidExportError, match='exported for zamzoo/resnet18_zam.cifar100'):
         push_folder(folder, 'someone/else')
-    record = push_folder(folder, REPO)
+    record, recorded_in = push_folder(folder, REPO)
     assert Recorder.calls == [
         ('init', 'hf_test_token'),
         ('create_repo', REPO, dict(repo_type='model', private=False, exist_ok=True)),
         ('upload_folder', REPO, sorted(EXPORT_FILES), 'model'),
     ]
-    assert record['hub_commit'] == 'c' * 40 and load_manifest() == [record]
+    assert record['hub_commit'] == 'c' * 40 and load_manifest() == [record] and recorded_in == manifest
     assert record['sha256'] == sha256_file(folder / 'model.safetensors')
     assert (record['seeds'], record['weights_seed'], record['recipe'], record['dataset']) == ([0, 1], 0, 'zam', TAG)
     assert record['top1_mean'] == pytest.approx(70.5) and record['top5_std'] == pytest.approx(0.5 ** 0.5)

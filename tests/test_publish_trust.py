@@ -130,7 +130,7 @@ def test_runs_on_the_official_release_are_published_as_cifar100(tmp_path, record
     out = export_run([_official_run(tmp_path / 's0'), _official_run(tmp_path / 's1', 1)], tmp_path / 'export').path
     card = (out / 'README.md').read_text()
     assert '- uoft-cs/cifar100' in card and 'trained on CIFAR-100 with zamzoo' in card and 'not the official' not in card
-    record = push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
+    record, _ = push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
     assert record['dataset'] == 'cifar100' and recorder.calls[-1] == ('upload_folder', f'zamzoo/{MODEL}.cifar100')
 
 

@@ -279,8 +279,8 @@ def _load(path=None) -> Tuple[list, List[Tuple[tuple, str]]]:
 
 
 def load_manifest(path=None) -> list:
-    """The valid checkpoint records (each invalid one is reported on the 'zamzoo' logger and left out); an absent
-    manifest means nothing is published yet. WeightsError when the file as a whole is unusable."""
+    """The valid checkpoint records (each invalid one is reported on the 'zamzoo' logger and left out). WeightsError
+    when the file as a whole is unusable or does not exist (a mistyped path is not "nothing published")."""
     return _load(path)[0]
 
 

@@ -72,20 +72,18 @@ def _export(args) -> int:
 
 def _push(args) -> int:
     from .push import push_folder
-    record = push_folder(args.folder, args.repo_id, private=args.private, commit_message=args.message,
-                  manifest=args.manifest)
+    record, manifest = push_folder(args.folder, args.repo_id, private=args.private, commit_message=args.message,
+                                   manifest=args.manifest)
     print(f"pushed {record['model']}.{record['tag']} to https://huggingface.co/{record['repo_id']} "
           f"at commit {record['hub_commit']}")
-    from ..pretrained.manifest import record_path, records_tag, shipped_manifest
-    if not records_tag(record['tag']):
+    from ..pretrained.manifest import shipped_manifest
+    if manifest is None:
         print(f"not recorded in a manifest (no registry name has the tag {record['tag']!r}): load the weights as "
               f"timm.create_model('hf-hub:{record['repo_id']}@{record['hub_commit']}', pretrained=True)")
-        return 0
-    path = record_path(args.manifest)
-    if path == shipped_manifest():
-        print(f'recorded in {path}; commit it so that pretrained=True pins this revision')
+    elif str(manifest) == str(shipped_manifest()):
+        print(f'recorded in {manifest}; commit it so that pretrained=True pins this revision')
     else:
-        print(f'recorded in {path}; pretrained=True pins this revision where {MANIFEST_ENV}={path}')
+        print(f'recorded in {manifest}; pretrained=True pins this revision where {MANIFEST_ENV}={manifest}')
     return 0
 
 

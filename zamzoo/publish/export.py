@@ -129,8 +129,6 @@ class ExportResult:
     has_results: bool
 
 
-
-
 def _resolve_cfg(inp: '_Input', tag: Optional[str]):
     """(tag, pretrained cfg) the export is made for: for a run on the CIFAR data sets (or a bare checkpoint), the
     registry's cfg of `model.tag`; for a run on data of the user's own, the cfg of what the run did (`_own_data_cfg`),

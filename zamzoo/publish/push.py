@@ -2,7 +2,7 @@
 import datetime
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from huggingface_hub import HfApi  # module attribute: tests replace it with a recorder
 
@@ -248,12 +248,13 @@ def _record_fields(results: dict, repo_id: str, hub_commit: str) -> dict:
 
 
 def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] = None, private: bool = False,
-         commit_message: Optional[str] = None, manifest=None) -> dict:
+         commit_message: Optional[str] = None, manifest=None) -> Tuple[dict, Optional[Path]]:
     """Validate `folder`, create the Hub repo if needed, upload the export files, record the commit.
 
-    Returns the manifest record. It is written into the manifest (`record_path(manifest)`) only for the registry's
-    tags (`records_tag`): weights of other data sets load by their hf-hub: name, which no manifest pins. Nothing is
-    uploaded when validation fails, no token is found, or the manifest cannot be written.
+    Returns the manifest record and the manifest it was written into (`record_path(manifest)`), None when it was not:
+    only the registry's tags (`records_tag`) are recorded, weights of other data sets load by their hf-hub: name,
+    which no manifest pins. Nothing is uploaded when validation fails, no token is found, or the manifest cannot be
+    written.
     """
     folder = Path(folder)
     results = validate_export(folder)
@@ -270,7 +271,7 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
     repo_id, hub_commit = _upload(folder, results, repo_id, HfApi(token=get_hf_token(token)), private,
                                   commit_message)
     if not recorded:
-        return _record_fields(results, repo_id, hub_commit)
+        return _record_fields(results, repo_id, hub_commit), None
     record = manifest_record(results, repo_id, hub_commit)
     try:
         update_manifest(record, manifest)
@@ -278,7 +279,7 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
         raise WeightsError(f'{repo_id} was uploaded at commit {hub_commit}, but recording it in {manifest} failed '
                            f'({e}): add this record to the "checkpoints" of a manifest by hand: '
                            f'{json.dumps(record)}') from e
-    return record
+    return record, manifest
 
 
 def _upload(folder: Path, results: dict, repo_id: str, api, private: bool, commit_message: Optional[str]):

@@ -18,7 +18,7 @@ from ..dataset_table import OWN_DATASETS
 from ..errors import DataError, UsageError
 from . import distributed as D
 from .checkpoint import seed_everything
-from .run_folder import read_split
+from .run_folder import applied_recipe, read_split
 from .schedule import RecipeLR
 
 
@@ -342,25 +342,9 @@ def _loader_request(loader: str, recorded: Optional[dict]) -> str:
     return resolved
 
 
-LOADER_CROP_FIELDS = ('crop_padding', 'random_resized_crop_scale')  # on data of one's own: the loader's choice
-
-
 def recipe_record(recipe, dataset: str, loader: Optional[str]) -> dict:
-    """config.json's `recipe`: the recipe's fields as the run applies them. An image folder or a Hugging Face data set
-    is normalised with the model's mean/std (config.json's `mean`, `std`), not the recipe's CIFAR statistics, and is
-    cropped as its loader crops it: padded crops on the tensor loader (`crop_padding`), random-resized crops on the
-    DataLoader (`random_resized_crop_scale`). A field that does not apply is left out; with `loader` None (not known
-    yet) both crop fields are."""
-    from ..data import FOLDER_CROP_SCALE
-
-    record = recipe.to_dict()
-    if dataset in OWN_DATASETS:
-        del record['normalization']
-        if loader != 'tensor':
-            del record['crop_padding']
-        if loader == 'dataloader':
-            record['random_resized_crop_scale'] = list(FOLDER_CROP_SCALE)
-    return record
+    """config.json's `recipe`: the recipe's fields as the run applies them (`run_folder.applied_recipe`)."""
+    return applied_recipe(recipe.to_dict(), dataset, loader)
 
 
 def _run_config(config, recipe, info, data, train_loader, facts: dict) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .._io import atomic_path, loads_strict, read_json_object, write_json_atomic
+from ..dataset_table import OWN_DATASETS
 from ..errors import ZamzooError
 from .checkpoint import check_finite_weights, checkpoint_problem, load_checkpoint, run_config, write_checkpoint
 from .metrics import plot_curves, write_metrics
@@ -331,13 +332,40 @@ def run_identity(record: dict) -> dict:
     return {k: v for k, v in _flatten(record).items() if k not in skip and k.split('.', 1)[0] not in skip}
 
 
+def applied_recipe(recipe: dict, dataset: Optional[str], loader: Optional[str]) -> dict:
+    """A recipe's fields (`Recipe.to_dict()`) as a run on `dataset` with `loader` applies them. An image folder or a
+    Hugging Face data set is normalised with the model's mean/std (config.json's `mean`, `std`), not the recipe's
+    CIFAR statistics, and is cropped as its loader crops it: padded crops on the tensor loader (`crop_padding`),
+    random-resized crops on the DataLoader (`random_resized_crop_scale`). A field that does not apply is left out;
+    with `loader` None (not known yet) both crop fields are."""
+    from ..data import FOLDER_CROP_SCALE
+
+    record = dict(recipe)
+    if dataset in OWN_DATASETS:
+        record.pop('normalization', None)
+        if loader != 'tensor':
+            record.pop('crop_padding', None)
+        if loader == 'dataloader':
+            record.setdefault('random_resized_crop_scale', list(FOLDER_CROP_SCALE))  # as recorded, if it was
+    return record
+
+
+def _as_applied(record: dict) -> dict:
+    """`record` (config.json's content, or a plan's) with its `recipe` as `applied_recipe` keeps it for the record's
+    own dataset and loader: a run of data of one's own recorded before config.json left out what does not apply
+    (normalization, crop_padding) compares equal to one recorded after."""
+    if not isinstance(record.get('recipe'), dict):
+        return record
+    return dict(record, recipe=applied_recipe(record['recipe'], record.get('dataset'), record.get('loader')))
+
+
 def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within: Sequence[str] = ()) -> list:
     """[(field, old value, new value)] for each identity field in which two config.json records differ (a field
     absent from one is None there). The arguments come first, named without 'args.'; a recorded field of the same
     name (seed), or the field an argument overrides (recipe.epochs, overrides.epochs for epochs), is not repeated.
     `ignore`: fields (or top-level keys) checked elsewhere; `within`: compare only these top-level keys, as recorded
     (a plan knows its arguments and recipe, not its data's fingerprint)."""
-    old, new = (json.loads(json.dumps(r, default=str)) for r in (old, new))  # as config.json holds them
+    old, new = (json.loads(json.dumps(_as_applied(r), default=str)) for r in (old, new))  # as config.json has them
     if within:
         a, b = ({k: v for k, v in _flatten(r).items() if k.split('.', 1)[0] in within and k not in NOT_IDENTITY}
                 for r in (old, new))

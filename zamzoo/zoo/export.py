@@ -41,11 +41,13 @@ def table_destinations(readme, model_card, bench_results) -> Optional[dict]:
     return paths
 
 
-def check_destinations(staging, push: bool, manifest) -> None:
-    """Every place export_sweep writes, checked before the first write."""
+def check_destinations(staging, push: bool, manifest, datasets) -> None:
+    """Every place export_sweep writes, checked before the first write: the manifest only when a push of one of
+    `datasets` records into it (`records_tag`: a CIFAR data set's tag is its name; one's own data records none)."""
+    from ..pretrained.manifest import check_recordable, record_path, records_tag
+
     check_writable(staging, '--staging')
-    if push:
-        from ..pretrained.manifest import check_recordable, record_path
+    if push and any(map(records_tag, datasets)):
         check_recordable(record_path(manifest))
 
 
@@ -58,9 +60,10 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     if min_seeds < 1:
         raise UsageError(f'min_seeds: expected a positive integer, got {min_seeds}')
     tables = table_destinations(readme, model_card, bench_results)
-    check_destinations(staging, push, manifest)
+    groups = sweep_groups(out)
+    check_destinations(staging, push, manifest, [dataset for _, dataset in groups])
     exported, too_few, errors = [], [], []
-    for (model, dataset), runs in sweep_groups(out).items():
+    for (model, dataset), runs in groups.items():
         done = [r for r in runs if r['state'] == 'done']
         group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in done], 'runs': len(runs)}
         if len(done) < min_seeds:
@@ -77,10 +80,7 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
               'tables_skipped': None if tables else 'no README.md, MODEL_CARD.md and docs/bench here (not a '
                                                     'checkout); give --readme, --model-card and --bench-results'}
     if tables:
-        try:
-            result['tables'] = _update_tables(tables, manifest)
-        except ZamzooError as e:  # the exports above are done: reported with them, not lost behind this error
-            result['tables_error'] = str(e)
+        result.update(_update_tables(tables, manifest))
     return result
 
 
@@ -91,13 +91,23 @@ def _export_group(folders: list, folder: Path, push: bool, manifest) -> dict:
     done = {'folder': str(path), 'top1': read_json_object(path / 'results.json', ZamzooError).get('top1')}
     if push:
         from ..publish.push import push_folder
-        done['pushed'] = push_folder(path, manifest=manifest)
+        done['pushed'], _ = push_folder(path, manifest=manifest)
     return done
 
 
-def _update_tables(tables: dict, manifest) -> list:
+def _update_tables(tables: dict, manifest) -> dict:
+    """export_sweep's 'tables' (the files that changed), or 'tables_skipped' when the manifest was never created (no
+    push recorded into it: it has no weights to list), or 'tables_error' (the exports are done: reported with them,
+    not lost behind this error)."""
     from ..bench.tables import update_tables
+    from ..pretrained.manifest import manifest_path
 
-    changed = update_tables(tables['results'], manifest=manifest, readme=tables['readme'],
-                            model_card=tables['model_card'])
-    return [str(p) for p in changed]
+    path = Path(manifest).expanduser() if manifest is not None else manifest_path()
+    if not path.exists():
+        return {'tables_skipped': f'no manifest at {path} (nothing is recorded in it yet): no weights to list'}
+    try:
+        changed = update_tables(tables['results'], manifest=None if manifest is None else path,
+                                readme=tables['readme'], model_card=tables['model_card'])
+    except ZamzooError as e:
+        return {'tables_error': str(e)}
+    return {'tables': [str(p) for p in changed]}

@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 from ..dataset_table import DATASETS
 from ..errors import UsageError
 from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
-from ..train.build import LOADER_CROP_FIELDS, recipe_record
+from ..train.build import recipe_record
 from ..train.run_folder import identity_changes, run_status, short_value
 from .state import run_state
 
@@ -32,12 +32,14 @@ class PlannedRun:
         c = self.config
         return {'model': c.model, 'dataset': c.dataset, 'recipe': self.recipe, 'seed': c.seed, 'epochs': self.epochs}
 
-    def settings(self) -> dict:
-        """What the plan knows of the run's config.json: its arguments and resolved recipe (as the run records it;
-        on data of one's own the crop fields only when --loader names the loader)."""
+    def settings(self, recorded_loader: Optional[str] = None) -> dict:
+        """What the plan knows of the run's config.json: its arguments, data set, loader and resolved recipe (as the
+        run records it). With --loader auto the loader is the one a folder's run recorded (what it resumes with),
+        `recorded_loader`, else not known (None: on data of one's own the recipe's crop fields are left out)."""
         c = self.config
-        loader = None if c.loader == 'auto' else c.loader
-        return {'args': c.to_dict(), 'recipe': recipe_record(c.resolve_recipe(), c.dataset, loader)}
+        loader = recorded_loader if c.loader == 'auto' else c.loader
+        return {'args': c.to_dict(), 'dataset': c.dataset, 'loader': loader,
+                'recipe': recipe_record(c.resolve_recipe(), c.dataset, loader)}
 
 
 def identity_conflict(run: PlannedRun, state: dict) -> Optional[str]:
@@ -55,9 +57,7 @@ def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
     recorded = run_status(run.folder).config
     if not recorded:
         return None  # absent or corrupt: the state says so
-    planned = run.settings()
-    unknown = [f'recipe.{key}' for key in LOADER_CROP_FIELDS if key not in planned['recipe']]  # --loader auto's
-    changes = identity_changes(recorded, planned, within=('args', 'recipe'), ignore=unknown)
+    changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'))
     if not changes:
         return None
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
