@@ -143,10 +143,15 @@ def _gap_kernel(m, x):
     return math.prod(size // (o if o is not None else size) for size, o in zip(x.shape[2:], out))
 
 
+def _attention_classes(plugin: bool) -> set:
+    """The classes of the attention modules registered as plugins (`plugin`) or of the zoo's own attentions."""
+    layers = (get_attn(a.layer) for a in ATTENTIONS.values() if (a.plugin is not None) == plugin)
+    return {getattr(layer, 'func', layer) for layer in layers} - {None}
+
+
 def _plugin_classes() -> set:
-    """The classes of the attention modules registered as plugins (not the zoo's own)."""
-    layers = (get_attn(a.layer) for a in ATTENTIONS.values() if a.plugin is not None)
-    return {getattr(layer, 'func', layer) for layer in layers}
+    """The classes only plugins use: a plugin registering a zoo class (SE with other options) leaves it counted."""
+    return _attention_classes(plugin=True) - _attention_classes(plugin=False)
 
 
 def _outermost_attention(module: nn.Module, plugins: frozenset = frozenset()):
@@ -164,6 +169,8 @@ def _seed_count(attention: nn.Module) -> SeedCount:
     for the module's `variant` where the table lists one (CBAM's 'seed')."""
     rules = set()
     for a in ATTENTIONS.values():
+        if a.plugin is not None:  # a plugin's options may differ from the zoo's; its modules are not counted here
+            continue
         layer = get_attn(a.layer)  # a class or functools.partial; None for 'plain'
         if getattr(layer, 'func', layer) is type(attention):
             rules.add(a.seed_count_variants.get(getattr(attention, 'variant', None), a.seed_count))
