@@ -1,6 +1,7 @@
 """Review fixes of the cost work: plugins and seed FLOPs, baseline costs, model selection, ONNX folding."""
 import pytest
 import timm
+from torch import nn
 
 import zamzoo
 from zamzoo.bench.flops import seed_flops
@@ -8,6 +9,14 @@ from zamzoo.models import ATTENTIONS
 from zamzoo.models.plugins import unregister_attention
 
 pytestmark = pytest.mark.usefixtures('single_thread')
+
+
+class Identity(nn.Module):
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__()
+
+    def forward(self, x):
+        return x
 
 
 @pytest.fixture(autouse=True)
@@ -24,3 +33,21 @@ def test_a_plugin_of_a_zoo_class_leaves_the_zoo_models_seed_flops_alone():
     before = seed_flops(model)
     zamzoo.register_attention('se8', zamzoo.layers.SE, rd_divisor=8)
     assert seed_flops(model) == before == 182_416_936
+
+
+def test_every_arm_of_a_backbone_is_timed_in_the_same_rounds_as_one_plain(monkeypatch):
+    from zamzoo.compare import contract
+
+    calls = []
+
+    def fake_latency(models, size, batch, **kwargs):
+        calls.append(sorted(models))
+        per_call = {'plain': 1.0, 'se': 1.5, 'ident': 2.0}
+        return {name: [per_call[name] * r for r in (1, 2, 3)] for name in models}  # rounds of varying load
+
+    monkeypatch.setattr(contract, 'interleaved_latency', fake_latency)
+    costs = contract.arm_costs(Identity, 'ident', ['mobilenet'], ('plain', 'se'))
+    assert calls == [['ident', 'plain', 'se']]  # one session per backbone, plain timed once
+    ratios = {arm: (c['cpu_latency_ratio'], c['cpu_latency_iqr']) for arm, c in costs['mobilenet'].items()}
+    assert ratios == {'plain': (1.0, [1.0, 1.0]), 'se': (1.5, [1.5, 1.5]), 'ident': (2.0, [2.0, 2.0])}
+
