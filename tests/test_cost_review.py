@@ -51,3 +51,29 @@ def test_every_arm_of_a_backbone_is_timed_in_the_same_rounds_as_one_plain(monkey
     ratios = {arm: (c['cpu_latency_ratio'], c['cpu_latency_iqr']) for arm, c in costs['mobilenet'].items()}
     assert ratios == {'plain': (1.0, [1.0, 1.0]), 'se': (1.5, [1.5, 1.5]), 'ident': (2.0, [2.0, 2.0])}
 
+
+
+def test_a_failed_plugin_refuses_only_patterns_naming_its_models(monkeypatch, caplog):
+    from zamzoo.bench import models as bench
+    from zamzoo.errors import UsageError
+    from zamzoo.models import plugins
+
+    monkeypatch.setitem(plugins._FAILED_ENTRY_POINTS, 'rrfixbroken', 'pkg.mod:Broken: ImportError: no pkg')
+    with caplog.at_level('WARNING', logger='zamzoo'):
+        names = bench.select_models()  # the default '*': a warning, the other models
+    assert 'mobilenet_se' in names and 'rrfixbroken' in caplog.text and 'ImportError: no pkg' in caplog.text
+    assert 'mobilenet_se' in bench.select_models(['mobilenet_*'])
+    with pytest.raises(UsageError, match='rrfixbroken.*ImportError: no pkg'):
+        bench.select_models(['mobilenet_rrfixbroken'])
+    with pytest.raises(UsageError, match='no zamzoo model matches'):
+        bench.select_models(['*_rrfixbroken'])  # a wildcard that matches nothing at all
+
+
+def test_a_failed_entry_point_registered_later_is_no_longer_failed(monkeypatch):
+    from zamzoo.bench import models as bench
+    from zamzoo.models import plugins
+
+    monkeypatch.setitem(plugins._FAILED_ENTRY_POINTS, 'rrfixlate', 'pkg.mod:Late: ImportError: no pkg')
+    zamzoo.register_attention('rrfixlate', zamzoo.layers.SE, rd_divisor=8)
+    assert 'rrfixlate' not in plugins.failed_entry_points()
+    assert bench.select_models(['mobilenet_rrfixlate']) == ['mobilenet_rrfixlate']
