@@ -77,3 +77,17 @@ def test_a_failed_entry_point_registered_later_is_no_longer_failed(monkeypatch):
     zamzoo.register_attention('rrfixlate', zamzoo.layers.SE, rd_divisor=8)
     assert 'rrfixlate' not in plugins.failed_entry_points()
     assert bench.select_models(['mobilenet_rrfixlate']) == ['mobilenet_rrfixlate']
+
+
+def test_a_constant_folding_failure_is_an_onnx_export_error_and_leaves_no_file(monkeypatch, tmp_path):
+    pytest.importorskip('onnxscript')
+    from zamzoo.bench import onnx as bench_onnx
+
+    def broken_folding(path):
+        raise RuntimeError('folding broke')
+
+    monkeypatch.setattr(bench_onnx, '_fold_constants', broken_folding)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    with pytest.raises(bench_onnx.OnnxExportError, match='constant folding.*RuntimeError: folding broke'):
+        bench_onnx.export_onnx(model, tmp_path / 'm.onnx', (3, 8, 8))
+    assert not list(tmp_path.iterdir())
