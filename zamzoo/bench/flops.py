@@ -129,13 +129,18 @@ def _leaf_ops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     if isinstance(m, _BN):
         return 4 * x.numel()
     if isinstance(m, nn.Linear):
-        return (2 * m.in_features - 1) * y.numel()
+        return _linear_ops(m.in_features, y)
     if isinstance(m, _AVGPOOL):
         ks = m.kernel_size if isinstance(m.kernel_size, (tuple, list)) else (m.kernel_size,)
         return (math.prod(ks) + 1) * y.numel()
     if isinstance(m, _ADAPTIVE_AVGPOOL):
         return (_gap_kernel(m, x) + 1) * y.numel()
     return 0
+
+
+def _linear_ops(in_features: int, y: torch.Tensor) -> int:
+    """thop's count of a Linear layer (no bias term) with `in_features` inputs and output y."""
+    return (2 * in_features - 1) * y.numel()
 
 
 def _gap_kernel(m, x):
@@ -206,7 +211,7 @@ def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> 
         x = inputs[0]
         if id(m) not in skip and isinstance(x, torch.Tensor) and isinstance(output, torch.Tensor):
             linear = id(m) in as_linear and x[0, 0].numel() == 1
-            total += (2 * m.in_channels - 1) * output.numel() if linear else _leaf_ops(m, x, output)
+            total += _linear_ops(m.in_channels, output) if linear else _leaf_ops(m, x, output)
 
     def attention_hook(m, inputs, output):
         nonlocal total
