@@ -18,8 +18,8 @@ calls; the median of the per-round ratios and their interquartile range), and bo
 `zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm statistics are calibrated
 (`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised.
 `arm_costs` gives the compare report the cost of every arm (the candidate and the zoo's baselines: parameters, MACs,
-latency against plain timed in the same rounds; no ONNX, no contract), once the runs have ended. `timm_tests=True` adds the checks of timm's
-tests/test_models.py (`_timm_model_tests`) on the first backbone.
+latency against plain timed in the same rounds; no ONNX, no contract), once the runs have ended. `timm_tests=True`
+adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the first backbone.
 """
 import contextlib
 import tempfile
@@ -68,11 +68,6 @@ class BackboneContract:
     onnx: Dict[str, str] = field(default_factory=dict)  # exporter -> 'ok ...' or 'error: ...'
     cpu_latency_iqr: Optional[List[float]] = None   # [first, third quartile] of the per-round ratios
     input_size: Optional[List[int]] = None          # (C, H, W) of the MACs and the latency
-
-    def cost(self) -> Dict[str, Any]:
-        """The compare report's cost keys (`stats.COST_KEYS`) this row measures."""
-        return {'params_added': self.params_added, 'macs_added': self.macs_added,
-                'cpu_latency_ratio': self.cpu_latency_ratio, 'cpu_latency_iqr': self.cpu_latency_iqr}
 
 
 @dataclass
@@ -313,7 +308,7 @@ def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str
               options: Optional[Mapping[str, Any]] = None, slot: str = 'block', latency: bool = True,
               progress: Callable[[str], None] = lambda msg: None) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """backbone -> arm (the candidate `attn` as `name`, each zoo attention of `baselines`) -> its cost against the
-    plain backbone (`BackboneContract.cost`). Per backbone, plain and every arm are timed in the same interleaved
+    plain backbone (the compare report's cost keys, `stats.COST_KEYS`). Per backbone, plain and every arm are timed in the same interleaved
     rounds, so all latency ratios share them (plain's is 1 by definition)."""
     import timm
 
