@@ -129,7 +129,7 @@ def _leaf_ops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     if isinstance(m, _BN):
         return 4 * x.numel()
     if isinstance(m, nn.Linear):
-        return (2 * m.in_features - 1) * y.numel()
+        return _linear_ops(m.in_features, y)
     if isinstance(m, _AVGPOOL):
         ks = m.kernel_size if isinstance(m.kernel_size, (tuple, list)) else (m.kernel_size,)
         return (math.prod(ks) + 1) * y.numel()
@@ -138,15 +138,25 @@ def _leaf_ops(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return 0
 
 
+def _linear_ops(in_features: int, y: torch.Tensor) -> int:
+    """thop's count of a Linear layer (no bias term) with `in_features` inputs and output y."""
+    return (2 * in_features - 1) * y.numel()
+
+
 def _gap_kernel(m, x):
     out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size,) * (x.dim() - 2)
     return math.prod(size // (o if o is not None else size) for size, o in zip(x.shape[2:], out))
 
 
+def _attention_classes(plugin: bool) -> set:
+    """The classes of the attention modules registered as plugins (`plugin`) or of the zoo's own attentions."""
+    layers = (get_attn(a.layer) for a in ATTENTIONS.values() if (a.plugin is not None) == plugin)
+    return {getattr(layer, 'func', layer) for layer in layers} - {None}
+
+
 def _plugin_classes() -> set:
-    """The classes of the attention modules registered as plugins (not the zoo's own)."""
-    layers = (get_attn(a.layer) for a in ATTENTIONS.values() if a.plugin is not None)
-    return {getattr(layer, 'func', layer) for layer in layers}
+    """The classes only plugins use: a plugin registering a zoo class (SE with other options) leaves it counted."""
+    return _attention_classes(plugin=True) - _attention_classes(plugin=False)
 
 
 def _outermost_attention(module: nn.Module, plugins: frozenset = frozenset()):
@@ -164,6 +174,8 @@ def _seed_count(attention: nn.Module) -> SeedCount:
     for the module's `variant` where the table lists one (CBAM's 'seed')."""
     rules = set()
     for a in ATTENTIONS.values():
+        if a.plugin is not None:  # a plugin's options may differ from the zoo's; its modules are not counted here
+            continue
         layer = get_attn(a.layer)  # a class or functools.partial; None for 'plain'
         if getattr(layer, 'func', layer) is type(attention):
             rules.add(a.seed_count_variants.get(getattr(attention, 'variant', None), a.seed_count))
@@ -199,7 +211,7 @@ def seed_flops(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> 
         x = inputs[0]
         if id(m) not in skip and isinstance(x, torch.Tensor) and isinstance(output, torch.Tensor):
             linear = id(m) in as_linear and x[0, 0].numel() == 1
-            total += (2 * m.in_channels - 1) * output.numel() if linear else _leaf_ops(m, x, output)
+            total += _linear_ops(m.in_channels, output) if linear else _leaf_ops(m, x, output)
 
     def attention_hook(m, inputs, output):
         nonlocal total

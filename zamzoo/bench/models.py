@@ -21,6 +21,7 @@ plain backbone compiled alike (settings ``compile_infer_b<B>``).
 import contextlib
 import fnmatch
 import functools
+import logging
 import math
 import os
 import statistics
@@ -59,7 +60,9 @@ def plain_of(model_name: str) -> str:
 
 
 def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
-    """Our registered model names matching any of the fnmatch patterns (default: all), sorted."""
+    """Our registered model names matching any of the fnmatch patterns (default: all), sorted. Refuses a pattern
+    that matches no model, or that names (no wildcard) a model of an attention entry point that failed to register;
+    a wildcard that would have matched such models warns (on the 'zamzoo' logger) and goes on without them."""
     import zamzoo
     from ..models.plugins import failed_entry_points
 
@@ -68,9 +71,12 @@ def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
     for p in patterns:
         broken = [f'{name} ({why})' for name, why in failed_entry_points().items()
                   if any(fnmatch.fnmatchcase(f'{backbone}_{name}', p) for backbone in BACKBONES)]
+        message = (f"the attention entry point(s) {'; '.join(broken)} could not be registered, so its models are "
+                   f"missing")
+        if broken and not any(c in p for c in '*?['):
+            raise UsageError(f'--models {p!r}: {message}; fix the plugin or leave it out')
         if broken:
-            raise UsageError(f"--models {p!r}: the attention entry point(s) {'; '.join(broken)} could not be "
-                             f"registered, so its models are missing; fix the plugin or leave it out")
+            logging.getLogger('zamzoo').warning('--models %r: %s; going on without them', p, message)
         if not any(fnmatch.fnmatchcase(n, p) for n in names):
             raise UsageError(f'--models: no zamzoo model matches {p!r}; see `zamzoo list` (e.g. resnet18_zam, '
                              f'mobilenet_*)')

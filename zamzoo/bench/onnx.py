@@ -100,9 +100,12 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
                 onnx_export(model, str(tmp), example_input=example, opset=opset, use_dynamo=use_dynamo,
                             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
         except Exception as e:  # the exporters raise many types; the message is what the user needs
-            raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}) failed: '
-                                  f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from e
-        _fold_constants(tmp)
+            raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}) failed: {_first_line(e)}') from e
+        try:
+            _fold_constants(tmp)
+        except Exception as e:  # onnxscript's passes too
+            raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}): constant folding of the exported graph '
+                                  f'(onnxscript) failed: {_first_line(e)}') from e
         _check_dynamic_batch(tmp)
         err = onnx_parity(tmp, model, input_size, batch_sizes)
         if not err <= rtol:
@@ -112,6 +115,10 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
                     f'ONNX Runtime output differs from PyTorch ({_exporter(use_dynamo)} exporter): relative error '
                     f'{err:.3g} > {rtol:g} and > {ROUNDING_FACTOR} x PyTorch\'s own float32 rounding ({rounding:.3g})')
     return err
+
+
+def _first_line(e: Exception) -> str:
+    return f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
 
 
 def _exporter(use_dynamo: bool) -> str:

@@ -60,8 +60,7 @@ def run_compare(args) -> int:
     if runs_to_launch(runs, states, args.retry_failed) and not runs[0].config.download:  # before the contract check
         open_data(runs[0].config.source(), train=False)  # (a download happens in the runs)
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
-                              module=candidate.module, baselines=() if args.check_only else arms.baselines,
-                              progress=lambda msg: print(msg, flush=True))
+                              module=candidate.module, progress=lambda msg: print(msg, flush=True))
     print(contract.summary())
     if args.check_only:
         return 0
@@ -72,6 +71,7 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     from ..zoo.commands import launch
     from ..zoo.plan import check_conflicts
     from ..zoo.sweep import runs_to_launch
+    from .contract import arm_costs
     from .report import CompareSetup, write_report
     from .runs import arm_results, report_dir, run_outcomes
 
@@ -86,8 +86,8 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
         print(f"submitted {summary['launched']} run(s); run this command again once they have ended for the report")
         return 0
     results, unfinished = run_outcomes(runs)
-    costs = {row.backbone: {**contract.baselines.get(row.backbone, {}), candidate.name: row.cost()}
-             for row in contract.backbones}
+    costs = arm_costs(candidate.factory, candidate.name, arms.backbones, arms.baselines, slot=candidate.slot,
+                      progress=lambda msg: print(msg, flush=True))
     candidates, baselines = arm_results(arms, runs, results, costs, unfinished)
     recipes = sorted({run.recipe for run in runs})
     epochs = sorted({run.epochs for run in runs})

@@ -17,9 +17,9 @@ wall clock, LATENCY_ROUNDS interleaved rounds at batch 16, one thread, each roun
 calls; the median of the per-round ratios and their interquartile range), and both ONNX exporters through
 `zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm statistics are calibrated
 (`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised.
-`baselines` (zoo attentions) get the same parameters, MACs and latency against plain (no ONNX, no contract: they are
-the zoo's), so that a report compares the candidate's cost with theirs. `timm_tests=True` adds the checks of timm's
-tests/test_models.py (`_timm_model_tests`) on the first backbone.
+`arm_costs` gives the compare report the cost of every arm (the candidate and the zoo's baselines: parameters, MACs,
+latency against plain timed in the same rounds; no ONNX, no contract), once the runs have ended. `timm_tests=True`
+adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the first backbone.
 """
 import contextlib
 import tempfile
@@ -37,8 +37,9 @@ from ..bench.models import TIMING_DEFAULTS, interleaved_latency, ratio_of_rounds
 from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
+from .runs import Arms
 
-__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract', 'baseline_costs', 'latency_ratio']
+__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract', 'arm_costs', 'latency_ratio']
 
 CHANNELS = 64
 MODULE_INPUTS = ((1, 7, 5), (1, 1, 1), (2, 8, 8))       # (batch, H, W) fed to the module alone
@@ -68,11 +69,6 @@ class BackboneContract:
     cpu_latency_iqr: Optional[List[float]] = None   # [first, third quartile] of the per-round ratios
     input_size: Optional[List[int]] = None          # (C, H, W) of the MACs and the latency
 
-    def cost(self) -> Dict[str, Any]:
-        """The compare report's cost keys (`stats.COST_KEYS`) this row measures."""
-        return {'params_added': self.params_added, 'macs_added': self.macs_added,
-                'cpu_latency_ratio': self.cpu_latency_ratio, 'cpu_latency_iqr': self.cpu_latency_iqr}
-
 
 @dataclass
 class ContractReport:
@@ -83,7 +79,6 @@ class ContractReport:
     timm_tests: Dict[str, str] = field(default_factory=dict)  # timm test name -> 'ok', on `timm_backbone`
     timm_backbone: Optional[str] = None
     conditions: Dict[str, Any] = field(default_factory=dict)   # how the latency was measured (LATENCY_CONDITIONS)
-    baselines: Dict[str, Dict[str, Dict[str, Any]]] = field(default_factory=dict)  # backbone -> attention -> cost
 
     def summary(self) -> str:
         """What the CLI prints: the measurement conditions, one line per backbone (cost, exporters), then timm's
@@ -96,10 +91,6 @@ class ContractReport:
             exports = ''.join(f'; ONNX {exporter}: {result}' for exporter, result in r.onnx.items())
             lines.append(f'  {r.backbone}: {r.params_added:+,} parameters, {r.macs_added:+,} MACs'
                          f'{latency_text(r.cpu_latency_ratio, r.cpu_latency_iqr)}{exports}')
-            for attention, cost in self.baselines.get(r.backbone, {}).items():
-                lines.append(f"    baseline {attention}: {cost['params_added']:+,} parameters, "
-                             f"{cost['macs_added']:+,} MACs"
-                             f"{latency_text(cost['cpu_latency_ratio'], cost['cpu_latency_iqr'])}")
         if self.timm_tests:
             lines.append(f"  timm's model tests on {self.timm_backbone}: {', '.join(self.timm_tests)} passed")
         return '\n'.join(lines)
@@ -134,13 +125,11 @@ def latency_text(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
 def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
                    options: Optional[Mapping[str, Any]] = None, slot: str = 'block', timm_tests: bool = False,
                    latency: bool = True, onnx: bool = True, module: Optional[str] = None,
-                   baselines: Sequence[str] = (),
                    progress: Callable[[str], None] = lambda msg: None) -> ContractReport:
     """Check `attn` (a module class or factory) alone and in each of `backbones` (zoo backbone names); raises
     ContractError naming the first broken promise, else returns the report. `options` go to every module's
     constructor, `slot` is where the backbone puts it ('block' or 'stage'). `latency=False` / `onnx=False` skip
-    the timing / the exports. `module`: how the report names it (default: its import path). `baselines`: zoo
-    attentions whose cost on each backbone the report also gives ('plain' costs nothing, by definition)."""
+    the timing / the exports. `module`: how the report names it (default: its import path)."""
     options = dict(options or {})
     _check_arguments(backbones, slot)
     label = _label(attn)
@@ -155,8 +144,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
             _check_in_backbone(backbone, label, model, plain)
             rows.append(_cost(backbone, model, plain, latency, onnx))
         report = ContractReport(module=module or _import_path(attn), options=options, slot=slot, backbones=rows,
-                                conditions=dict(LATENCY_CONDITIONS) if latency else {},
-                                baselines=baseline_costs(backbones, baselines, latency, progress))
+                                conditions=dict(LATENCY_CONDITIONS) if latency else {})
         if timm_tests:
             progress(f"contract: timm's model tests on {backbones[0]} with {label}")
             report.timm_backbone = backbones[0]
@@ -258,14 +246,6 @@ def _plain_name(backbone: str) -> str:
     return next(e.baseline for e in ZOO.values() if e.backbone.name == backbone)
 
 
-def _zoo_model(backbone: str, attention: str) -> str:
-    """The zoo's model of `attention` on `backbone`."""
-    found = [e.name for e in ZOO.values() if e.backbone.name == backbone and e.attention.name == attention]
-    if not found:
-        raise UsageError(f'the zoo has no {attention} model on {backbone}')
-    return found[0]
-
-
 def _build_pair(backbone: str, attn, options, slot: str, label: str) -> Tuple[nn.Module, nn.Module]:
     """(the plain backbone, the backbone with `attn`), both random-init with calibrated BatchNorm statistics."""
     import timm
@@ -324,40 +304,48 @@ def _cost(backbone: str, model: nn.Module, plain: nn.Module, latency: bool, onnx
     )
 
 
-def baseline_costs(backbones: Sequence[str], baselines: Sequence[str], latency: bool,
-                    progress: Callable[[str], None]) -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """backbone -> zoo attention -> its cost against the plain backbone (`BackboneContract.cost`); plain's is 0
-    parameters, 0 MACs and a latency ratio of 1 by definition (not measured)."""
+def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str], baselines: Sequence[str], *,
+              options: Optional[Mapping[str, Any]] = None, slot: str = 'block', latency: bool = True,
+              progress: Callable[[str], None] = lambda msg: None) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """backbone -> arm (the candidate `attn` as `name`, each zoo attention of `baselines`) -> its cost against the
+    plain backbone (the compare report's cost keys, `stats.COST_KEYS`). Per backbone, plain and every arm are timed in the same interleaved
+    rounds, so all latency ratios share them (plain's is 1 by definition)."""
     import timm
 
-    plain_cost = {'params_added': 0, 'macs_added': 0, 'cpu_latency_ratio': 1.0 if latency else None,
-                  'cpu_latency_iqr': [1.0, 1.0] if latency else None}
-    costs: Dict[str, Dict[str, Dict[str, Any]]] = {}
-    for backbone in backbones if baselines else ():
-        others = [a for a in baselines if a != 'plain']
-        costs[backbone] = {'plain': dict(plain_cost)} if 'plain' in baselines else {}
-        if not others:
-            continue
-        torch.manual_seed(0)
-        plain = timm.create_model(_plain_name(backbone))
-        size = tuple(plain.pretrained_cfg['input_size'])
-        calibrate_batchnorm(plain, size, **CALIBRATION)
-        for attention in others:
-            progress(f'cost: {attention} in {backbone}')
-            model = calibrate_batchnorm(timm.create_model(_zoo_model(backbone, attention)), size, **CALIBRATION)
-            costs[backbone][attention] = _cost(backbone, model, plain, latency, onnx=False).cost()
+    label = _label(attn)
+    costs = {}
+    with torch.random.fork_rng(devices=[]):
+        for backbone in backbones:
+            progress(f"cost: {', '.join((name, *baselines))} in {backbone}")
+            plain, model = _build_pair(backbone, attn, dict(options or {}), slot, label)
+            size = tuple(plain.pretrained_cfg['input_size'])
+            models = {a: calibrate_batchnorm(timm.create_model(Arms.model(backbone, a)), size, **CALIBRATION)
+                      for a in baselines if a != 'plain'}
+            models.update(plain=plain, **{name: model})
+            ratios = latency_ratios(models, size) if latency else {}
+            none = {'median': None, 'iqr': None}
+            costs[backbone] = {arm: {'params_added': count_params(m) - count_params(plain),
+                                     'macs_added': count_macs(m, size) - count_macs(plain, size),
+                                     'cpu_latency_ratio': ratios.get(arm, none)['median'],
+                                     'cpu_latency_iqr': ratios.get(arm, none)['iqr']}
+                               for arm, m in models.items() if arm != 'plain' or 'plain' in baselines}
     return costs
 
 
+def latency_ratios(models: Mapping[str, nn.Module], size: Tuple[int, ...]) -> Dict[str, Dict[str, Any]]:
+    """name -> {'median', 'iqr'} of (time of that model / time of models['plain'] in the same round) over
+    interleaved rounds of all `models`, eager CPU, as LATENCY_CONDITIONS say. A latency is wall time: a module that
+    waits (I/O, a lock, a sleep) costs what it waits, which the CPU time of the process would not show. On a machine
+    shared with other work the wall clock also measures the share of the processor each call got; interleaving the
+    rounds spreads that over all models alike, and the interquartile range shows what is left."""
+    times = interleaved_latency(dict(models), size, LATENCY_BATCH, repeats=LATENCY_ROUNDS, timer=LATENCY_TIMER,
+                                threads=LATENCY_THREADS)
+    return {name: ratio_of_rounds(t, times['plain']) for name, t in times.items()}
+
+
 def latency_ratio(model: nn.Module, plain: nn.Module, size: Tuple[int, ...]) -> Dict[str, Any]:
-    """{'median', 'iqr'} of (time with the module / plain time of the same round) over interleaved rounds, eager
-    CPU, as LATENCY_CONDITIONS say. A latency is wall time: a module that waits (I/O, a lock, a sleep) costs what it
-    waits, which the CPU time of the process would not show. On a machine shared with other work the wall clock
-    also measures the share of the processor each call got; interleaving the rounds spreads that over both models
-    alike, and the interquartile range shows what is left."""
-    times = interleaved_latency({'plain': plain, 'model': model}, size, LATENCY_BATCH, repeats=LATENCY_ROUNDS,
-                                timer=LATENCY_TIMER, threads=LATENCY_THREADS)
-    return ratio_of_rounds(times['model'], times['plain'])
+    """{'median', 'iqr'} of the latency of `model` against `plain` (`latency_ratios`)."""
+    return latency_ratios({'plain': plain, 'model': model}, size)['model']
 
 
 def _onnx_exports(model: nn.Module, size: Tuple[int, ...]) -> Dict[str, str]:

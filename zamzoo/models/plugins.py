@@ -168,8 +168,9 @@ _FAILED_ENTRY_POINTS: Dict[str, str] = {}  # entry point name -> why it is not r
 
 
 def failed_entry_points() -> Dict[str, str]:
-    """Entry points of the group `zamzoo.attention` that could not be registered: name -> 'value: Type: message'."""
-    return dict(_FAILED_ENTRY_POINTS)
+    """Entry points of the group `zamzoo.attention` that could not be registered: name -> 'value: Type: message'
+    (not those of a name registered since)."""
+    return {name: why for name, why in _FAILED_ENTRY_POINTS.items() if name not in ATTENTIONS}
 
 
 def load_entry_points() -> None:
