@@ -59,8 +59,11 @@ def run_compare(args) -> int:
     states = plan_states(runs)
     if runs_to_launch(runs, states, args.retry_failed) and not runs[0].config.download:  # before the contract check
         open_data(runs[0].config.source(), train=False)  # (a download happens in the runs)
+    # a report times every arm in shared rounds once the runs have ended (`arm_costs`): the contract check times
+    # the candidate only where it is all there is (--check-only)
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
-                              module=candidate.module, progress=lambda msg: print(msg, flush=True))
+                              latency=args.check_only, module=candidate.module,
+                              progress=lambda msg: print(msg, flush=True))
     print(contract.summary())
     if args.check_only:
         return 0
