@@ -101,6 +101,18 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def forget_registrations():
+    """Leave the zoo as the other test files expect it: only its own rows (attentions a test registered are
+    unregistered after it). Test modules that register attentions opt in with pytestmark."""
+    from zamzoo.models import ATTENTIONS
+    from zamzoo.models.plugins import unregister_attention
+    before = set(ATTENTIONS)
+    yield
+    for name in set(ATTENTIONS) - before:
+        unregister_attention(name)
+
+
 def lighten_contract(monkeypatch):
     """From here on, `zamzoo compare`'s contract check runs without its CPU latency rounds and ONNX exports
     (`check_contract(latency=False, onnx=False)`), and its report's arm costs without latency rounds: for tests of

@@ -5,27 +5,10 @@ from torch import nn
 
 import zamzoo
 from zamzoo.bench.flops import seed_flops
-from zamzoo.models import ATTENTIONS
-from zamzoo.models.plugins import unregister_attention
 
-pytestmark = pytest.mark.usefixtures('single_thread')
+from test_compare_cost import Identity
 
-
-class Identity(nn.Module):
-    def __init__(self, channels, device=None, dtype=None):
-        super().__init__()
-
-    def forward(self, x):
-        return x
-
-
-@pytest.fixture(autouse=True)
-def forget_registrations():
-    """Leave the zoo as the other test files expect it: only its own rows."""
-    before = set(ATTENTIONS)
-    yield
-    for name in set(ATTENTIONS) - before:
-        unregister_attention(name)
+pytestmark = pytest.mark.usefixtures('single_thread', 'forget_registrations')
 
 
 def test_a_plugin_of_a_zoo_class_leaves_the_zoo_models_seed_flops_alone():

@@ -18,7 +18,7 @@ from zamzoo.errors import UsageError, WeightsError
 from zamzoo.models import ATTENTIONS, BACKBONES, ZOO
 from zamzoo.models.plugins import check_attention_source, load_attention, unregister_attention
 
-pytestmark = pytest.mark.usefixtures('single_thread')
+pytestmark = pytest.mark.usefixtures('single_thread', 'forget_registrations')
 ROOT = Path(__file__).resolve().parents[1]
 
 MODULE_SOURCE = '''
@@ -48,15 +48,6 @@ class Identity(nn.Module):
 
 class Other(Identity):
     pass
-
-
-@pytest.fixture(autouse=True)
-def forget_registrations():
-    """Leave the zoo as the other test files expect it: only its own rows."""
-    before = set(ATTENTIONS)
-    yield
-    for name in set(ATTENTIONS) - before:
-        unregister_attention(name)
 
 
 def _python(code_or_args, tmp_path, extra_path=()):
