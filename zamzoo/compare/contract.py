@@ -324,8 +324,9 @@ def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str
             models.update(plain=plain, **{name: model})
             ratios = latency_ratios(models, size) if latency else {}
             none = {'median': None, 'iqr': None}
-            costs[backbone] = {arm: {'params_added': count_params(m) - count_params(plain),
-                                     'macs_added': count_macs(m, size) - count_macs(plain, size),
+            plain_params, plain_macs = count_params(plain), count_macs(plain, size)  # once, not once per arm
+            costs[backbone] = {arm: {'params_added': count_params(m) - plain_params,
+                                     'macs_added': count_macs(m, size) - plain_macs,
                                      'cpu_latency_ratio': ratios.get(arm, none)['median'],
                                      'cpu_latency_iqr': ratios.get(arm, none)['iqr']}
                                for arm, m in models.items() if arm != 'plain' or 'plain' in baselines}
