@@ -69,9 +69,10 @@ class Backbone:
         """Levels of features_only: the stem and every stage."""
         return len(self._meta_net.feature_info)
 
-    @property
+    @cached_property
     def pool_size(self) -> Tuple[int, int]:
-        """Spatial size of forward_features at the cfgs' input size."""
+        """Spatial size of forward_features at the cfgs' input size (once per backbone: every cfg of its models
+        announces it, at import)."""
         return self.pool_size_at(INPUT_SIZE)
 
     def pool_size_at(self, input_size: Tuple[int, int, int]) -> Tuple[int, int]:
