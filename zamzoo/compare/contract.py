@@ -308,8 +308,8 @@ def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str
               options: Optional[Mapping[str, Any]] = None, slot: str = 'block', latency: bool = True,
               progress: Callable[[str], None] = lambda msg: None) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """backbone -> arm (the candidate `attn` as `name`, each zoo attention of `baselines`) -> its cost against the
-    plain backbone (the compare report's cost keys, `stats.COST_KEYS`). Per backbone, plain and every arm are timed in the same interleaved
-    rounds, so all latency ratios share them (plain's is 1 by definition)."""
+    plain backbone (the compare report's cost keys, `stats.COST_KEYS`). Per backbone, plain and every arm are timed
+    in the same interleaved rounds, so all latency ratios share them (plain's is 1 by definition)."""
     import timm
 
     label = _label(attn)

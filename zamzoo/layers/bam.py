@@ -6,7 +6,8 @@ Placed once per stage (after layer1..3 of a ResNet), not per block.
 - Spatial Ms: 1x1 C->C/r -> BN -> ReLU -> num_layers x [3x3 dilation d -> BN -> ReLU] -> 1x1 C/r->1, (B, 1, H, W).
 - ``out = F * (1 + sigmoid(Mc * Ms))`` (the official code multiplies the two branches; the paper writes a sum);
   ``attention_maps`` averages that element-wise gate over H x W (channel) and over C (spatial).
-All convs / linears with bias; ReLU, or `act_layer` if given (timm's se_layer hook passes its block's). r = 16, d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
+All convs / linears with bias; ReLU, or `act_layer` if given (timm's se_layer hook passes its block's). r = 16,
+d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
 (C=64,128,256: 1,173 + 4,457 + 17,361 = 22,991, the official CIFAR-100 ResNet18 + BAM minus the plain one).
 The channel branch's BatchNorm1d cannot train on a batch of 1, as in the original: it is refused with a
 ValueError naming BAM. GAP is the mean of the whole
@@ -44,19 +45,20 @@ class BAM(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         self.channels = int(channels)
         mid = max(1, self.channels // int(reduction))
+        act = act_layer or nn.ReLU
         # channel branch
         self.fc1 = nn.Linear(self.channels, mid, **dd)
         self.bn1 = nn.BatchNorm1d(mid, **dd)
-        self.act1 = create_act_layer(act_layer or nn.ReLU, inplace=True)
+        self.act1 = create_act_layer(act, inplace=True)
         self.fc2 = nn.Linear(mid, self.channels, **dd)
         # spatial branch
         layers = [nn.Conv2d(self.channels, mid, 1, **dd), nn.BatchNorm2d(mid, **dd),
-                  create_act_layer(act_layer or nn.ReLU, inplace=True)]
+                  create_act_layer(act, inplace=True)]
         for _ in range(num_layers):
             layers += [
                 nn.Conv2d(mid, mid, 3, padding=dilation, dilation=dilation, **dd),
                 nn.BatchNorm2d(mid, **dd),
-                create_act_layer(act_layer or nn.ReLU, inplace=True),
+                create_act_layer(act, inplace=True),
             ]
         layers.append(nn.Conv2d(mid, 1, 1, **dd))
         self.spatial = nn.Sequential(*layers)

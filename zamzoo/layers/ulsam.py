@@ -6,10 +6,10 @@ DW conv1x1 (bias) -> BN(G) -> ReLU -> MaxPool 3x3/1/1 -> PW conv1x1 G->1 (bias) 
 
 The g independent branches are computed at once: the depthwise conv and its BN are per channel anyway, the g
 pointwise convs G->1 are one grouped conv C->g (groups=g), and the g BN(1) are one BN(g) (per-channel statistics,
-identical). Parameters 5C + 3g, as the original. Its ReLUs stay ReLUs: `act_layer` (which timm's se_layer hook passes)
-is accepted and ignored, since the folded inference path computes ReLU itself. Differences from the original file, on purpose: BatchNorm uses
-PyTorch defaults (the original passes momentum=0.9, i.e. running stats follow the last batch) and nothing
-changes the global default tensor type.
+identical). Parameters 5C + 3g, as the original. Its ReLUs stay ReLUs: `act_layer` (which timm's se_layer hook
+passes) is accepted and ignored, since the folded inference path computes ReLU itself. Differences from the original
+file, on purpose: BatchNorm uses PyTorch defaults (the original passes momentum=0.9, i.e. running stats follow the
+last batch) and nothing changes the global default tensor type.
 
 Inference (both BatchNorms in eval mode) computes the same function in fewer, cheaper passes (profiled on CPU,
 one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 1x1 depthwise conv most of the

@@ -24,12 +24,13 @@ def run(args) -> int:
     check_file_replaceable(args.out, is_ours=lambda p: p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', what='a PNG image')
     model = viz.load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     weights = 'pretrained' if args.pretrained else (args.checkpoint or 'random init')
+    transform = viz.describe_transform(model)
     result = viz.visualize(model, args.image, args.out, class_index=args.class_index,
-                           title=f'{args.model} ({weights}) on {args.image}\n{viz.describe_transform(model)}')
+                           title=f'{args.model} ({weights}) on {args.image}\n{transform}')
     n_sp = sum(r.spatial is not None for r in result.records)
     n_ch = sum(r.channel is not None for r in result.records)
     print(f'{args.out}: {len(result.records)} attention modules ({n_sp} spatial maps, {n_ch} channel strips), '
-          f'Grad-CAM of class {result.class_index}; input: {viz.describe_transform(model)}')
+          f'Grad-CAM of class {result.class_index}; input: {transform}')
     if not result.records:
         print("no attention maps drawn: viz draws the modules that have an attention_maps(x) method returning "
               "{'spatial': (B, k, H, W) and / or 'channel': (B, C, 1, 1)} (as zamzoo's own do); the Grad-CAM is drawn")
