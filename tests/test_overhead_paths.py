@@ -104,9 +104,104 @@ def test_zam_inference_runs_its_few_ops(pool, skip):
         ZAM(16, pool=pool, skip=skip)(x)
     ops = counted.ops
     assert ops['sigmoid_'] == 2 and ops['sigmoid'] == 0
-    assert ops['add_'] == (2 if skip else 0) + (2 if pool == 'avgmax' else 0)
-    assert ops['mean'] == (0 if pool == 'max' else 2) and ops['add'] == 0
+    assert ops['add_'] == (2 if skip else 0) and ops['add'] == 0
+    # the mean as a sum and a division by a cached count, the addition of the max folded into it (`mean_plus`)
+    assert ops['mean'] == 0 and ops['sum'] == (0 if pool == 'max' else 2) and ops['_to_copy'] == 0
+    assert ops['addcdiv_'] == (2 if pool == 'avgmax' else 0) and ops['div_'] == (2 if pool == 'avg' else 0)
     assert ops['empty_like'] == 1 and ops['mul'] == ops['mul_'] == 1
+    with torch.inference_mode(), _CountOps() as counted:
+        ZAM(16, pool=pool, skip=skip, inplace=True)(x)
+    assert counted.ops['empty_like'] == 0 and counted.ops['mul'] == counted.ops['mul_'] == 1
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize('shape,dim', [((2, 24, 63), 2), ((2, 24, 63), 1), ((1, 3, 1), 1), ((3, 5, 16), 2)])
+def test_mean_plus_is_torch_mean_bit_for_bit(dtype, shape, dim):
+    """A sum divided by the cached count is torch's mean to the last bit (a sum times 1 / n is not, here at n = 63
+    and 24), and the max added by addcdiv equals the mean plus the max."""
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=dtype) * 100
+    other = torch.randn(x.mean(dim).shape, dtype=dtype)
+    _assert_same(_common.mean_plus(x, dim), x.mean(dim))
+    _assert_same(_common.mean_plus(x, dim, other.clone()), x.mean(dim) + other)
+    if dtype == torch.float32 and shape == (2, 24, 63):
+        assert not torch.equal(x.sum(dim) * (1 / x.shape[dim]), x.mean(dim))
+    with torch.inference_mode():
+        _assert_same(_common.mean_plus(x, dim), x.mean(dim))
+    assert not _common._count(shape[dim]).is_inference()  # made in inference mode, usable outside it
+
+
+def _inplace_zam(pool, skip):
+    return ZAM(16, pool=pool, skip=skip, inplace=True), ZAM(16, pool=pool, skip=skip)
+
+
+@pytest.mark.parametrize('pool,skip', ZAM_KINDS)
+@pytest.mark.parametrize('mode', ['inference_mode', 'no_grad'])
+def test_zam_inplace_writes_the_same_numbers_into_its_input(pool, skip, mode, threads, monkeypatch):
+    """inplace=True: inference returns x itself, holding bit for bit what the out-of-place path returns, in one
+    chunk and image by image; a layout whose views are not what the fused path expects (dense but permuted) is
+    left alone."""
+    torch.manual_seed(0)
+    inplace, out_of_place = _inplace_zam(pool, skip)
+    context = torch.inference_mode if mode == 'inference_mode' else torch.no_grad
+    for chunk_bytes in (_common.CHUNK_BYTES, 1):
+        monkeypatch.setattr(_common, 'CHUNK_BYTES', chunk_bytes)
+        for name, x in _layouts(torch.randn(3, 16, 5, 6)).items():
+            x0 = x.clone()
+            with context():
+                expected, y = out_of_place(x), inplace(x)
+            _assert_same(y, expected)
+            assert (y is x) == (name != 'permuted'), name
+            if name == 'permuted':
+                assert torch.equal(x, x0)
+
+
+def test_zam_inplace_leaves_its_input_where_it_must():
+    """With autograd recording, with a forward hook or pre-hook (handed the input, it may keep it past the
+    forward), and for an inference tensor outside inference mode (torch refuses in-place writes to it), the input is
+    not written."""
+    torch.manual_seed(0)
+    inplace, out_of_place = _inplace_zam('avgmax', False)
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    y = inplace(x)
+    assert y is not x and y.grad_fn is not None
+    seen = []
+    handle = inplace.register_forward_hook(lambda m, args, out: seen.append(torch.equal(args[0], out)))
+    with torch.no_grad():
+        _assert_same(inplace(x.detach()), out_of_place(x.detach()))
+    handle.remove()
+    assert seen == [False]
+    kept = []
+    handle = inplace.register_forward_pre_hook(lambda m, args: kept.append(args[0]))
+    with torch.no_grad():
+        y = inplace(x.detach())
+    handle.remove()
+    assert y is not kept[0] and torch.equal(kept[0], x)
+    with torch.inference_mode():
+        z = torch.randn(2, 16, 4, 4)
+    with torch.no_grad():
+        z0 = z.clone()
+        _assert_same(inplace(z), out_of_place(z0))
+    assert torch.equal(z, z0)
+
+
+@pytest.mark.parametrize('name', ['resnet18_zam', 'resnet50_zamr', 'mobilenet_zam_max', 'mobilenetv2_zam_avg'])
+def test_zoo_blocks_build_zam_inplace_with_the_same_outputs(name):
+    """Every family's block slot gets ZAM(inplace=True) (its input a BatchNorm's fresh output nothing else reads):
+    the model's outputs equal, bit for bit, those of the same weights with inplace=False (attn_kwargs win)."""
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    other = timm.create_model(name, attn_kwargs=dict(inplace=False)).eval()
+    other.load_state_dict(model.state_dict())
+    zams = [m for m in model.modules() if isinstance(m, ZAM)]
+    assert zams and all(m.inplace for m in zams)
+    assert not any(m.inplace for m in other.modules() if isinstance(m, ZAM))
+    x = torch.randn(2, 3, 32, 32)
+    x0 = x.clone()
+    with torch.no_grad():
+        _assert_same(model(x), other(x))
+    assert torch.equal(x, x0)
 
 
 @pytest.mark.parametrize('shape', [(2, 1024, 16), (1, 7, 16), (3, 4, 16), (0, 8, 16)])

@@ -29,7 +29,7 @@ from ._checks import check_input
 from ._reduce import max_values
 from .fused import FusedDispatch, check_impl
 from .fused.zam import zam_eager
-from .fused._common import exporting_onnx, fixed_map_size
+from .fused._common import exporting_onnx, fixed_map_size, may_overwrite_input
 
 torch.fx.wrap('check_input')
 
@@ -127,7 +127,9 @@ class ZSA(_ZeroParam):
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class ZAM(FusedDispatch, _ZeroParam):
     """ZCA then ZSA. ``ZAM(C)`` is ZAM(Avg&Max); ``pool='avg'|'max'`` the other seed variants; ``skip=True`` ZAM+R;
-    ``impl='fused'|'reference'`` (see the module docstring)."""
+    ``impl='fused'|'reference'`` (see the module docstring). ``inplace=True``, as for timm's activations: the module
+    may overwrite its input (its eager inference path with impl='fused' writes the output there); the zoo's blocks
+    build it so, their attention's input being a BatchNorm's fresh output."""
 
     def __init__(
             self,
@@ -135,15 +137,17 @@ class ZAM(FusedDispatch, _ZeroParam):
             pool: str = 'avgmax',
             skip: bool = False,
             impl: str = 'fused',
+            inplace: bool = False,
             act_layer=None,
             device=None,
             dtype=None,
     ):
         super().__init__(channels, pool=pool, skip=skip)
         self.impl = check_impl(impl, 'ZAM')
+        self.inplace = bool(inplace)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f', impl={self.impl!r}'
+        return super().extra_repr() + f', impl={self.impl!r}' + (', inplace=True' if self.inplace else '')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'ZAM')
@@ -157,7 +161,8 @@ class ZAM(FusedDispatch, _ZeroParam):
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        return zam_eager(x, self.pool, self.skip)  # `FusedDispatch` has checked `runs_eagerly`
+        # `FusedDispatch` has checked `runs_eagerly`
+        return zam_eager(x, self.pool, self.skip, inplace=may_overwrite_input(self, x))
 
     @torch.jit.unused
     def _forward_onnx(self, x: torch.Tensor) -> torch.Tensor:

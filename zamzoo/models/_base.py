@@ -16,6 +16,7 @@ Attention placement is a property of the backbone family (which slot a 'block' a
 written in each family's block); which module goes there is a property of the attention name, resolved by
 `zamzoo.layers.get_attn`.
 """
+import inspect
 import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -70,6 +71,14 @@ class ConvBnAct(CifarBlock):
         return self.act(self.bn(self.conv(x)))
 
 
+def _takes_inplace(layer: Optional[Callable[..., nn.Module]]) -> bool:
+    """Whether `layer` (a class or partial) names an `inplace` parameter."""
+    try:
+        return layer is not None and 'inplace' in inspect.signature(layer).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin, some C-implemented callables)
+        return False
+
+
 class AttnFactory:
     """Builds the attention modules of one backbone and remembers them.
 
@@ -78,6 +87,10 @@ class AttnFactory:
     `attn_kwargs` go to every module's constructor (e.g. the ZAM seed's CBAM variant, `impl=`).
     `slot` is 'block' (one module per block, in the family's block slot) or 'stage' (one module after every stage
     except the last, i.e. before every downsampling, as BAM is placed in its paper).
+
+    In every family the block slot's input is a BatchNorm's fresh output that nothing else reads, so a block module
+    whose layer takes `inplace` (timm's convention for activations: it may overwrite its input; ZAM) is built with
+    ``inplace=True``, unless `attn_kwargs` set it.
     """
 
     def __init__(
@@ -97,9 +110,10 @@ class AttnFactory:
         if layer is None and attn_kwargs:
             raise ValueError(f'attn_kwargs {attn_kwargs} given to a model without attention (attn_layer={attn_layer!r})')
         self.layer = partial(layer, **attn_kwargs) if attn_kwargs else layer
+        self._block_kwargs = {'inplace': True} if _takes_inplace(layer) and 'inplace' not in (attn_kwargs or {}) else {}
 
-    def _create(self, channels: int) -> nn.Module:
-        module = self.layer(channels, **self.dd)
+    def _create(self, channels: int, **kwargs) -> nn.Module:
+        module = self.layer(channels, **kwargs, **self.dd)
         self.created.append(module)
         return module
 
@@ -107,7 +121,7 @@ class AttnFactory:
         """The module for a block's attention slot, or None."""
         if self.layer is None or self.slot != 'block':
             return None
-        return self._create(channels)
+        return self._create(channels, **self._block_kwargs)
 
     def stage(self, channels: int, stage_idx: int, num_stages: int) -> Optional[nn.Module]:
         """The module that follows stage `stage_idx` (0-based), or None. Never after the last stage."""

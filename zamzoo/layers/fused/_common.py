@@ -1,13 +1,14 @@
 """What every fused implementation shares: the `impl` switch, the eager-only guard, the autograd test, the pooled
 statistics."""
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 __all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'fixed_map_size', 'submodules_watched',
            'require_eager', 'needs_autograd',
-           'formula_backward', 'hw_stat', 'amax', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense']
+           'formula_backward', 'hw_stat', 'amax', 'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense',
+           'is_dense', 'may_overwrite_input']
 
 IMPLS = ('fused', 'reference')
 
@@ -139,6 +140,39 @@ def amax(x3: torch.Tensor, dim: int) -> torch.Tensor:
     return x3.view(b, n // k, k * p).amax(1).view(b, k, p).amax(1)
 
 
+def mean_plus(x3: torch.Tensor, dim: int, other: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x3.mean(dim)``, plus `other` (in place of it) when given: the same numbers in fewer ops.
+
+    On CPU in float32 or float64, torch's mean is a sum divided in place by the count, a Python number that each
+    call converts into a tensor (to, _to_copy, empty_strided, copy_); here the count is a cached 0-dim tensor, and the
+    division and the addition of `other` are one addcdiv (``other + 1 * sum / n``: the sum divided as the mean
+    divides it, then added; 1 * s is s). At batch 1 every op a module calls after the backbone's convs have left
+    the cores' caches costs ~5 us more than alone (docs/bench/cpu_threads.md). Elsewhere (bfloat16 and float16,
+    whose CPU mean sums in float32 before the division; CUDA), torch's mean."""
+    if not x3.is_cpu or x3.dtype not in (torch.float32, torch.float64) or x3.shape[dim] > _EXACT_COUNTS:
+        mean = x3.mean(dim)
+        return mean if other is None else other.add_(mean)
+    s = x3.sum(dim)
+    if other is None:
+        return s.div_(_count(x3.shape[dim]))
+    return other.addcdiv_(s, _count(x3.shape[dim]))
+
+
+_COUNTS: Dict[int, torch.Tensor] = {}
+_EXACT_COUNTS = 1 << 24
+"""Counts up to this are exact in the float32 of `_count`."""
+
+
+def _count(n: int) -> torch.Tensor:
+    """n as a 0-dim float32 CPU tensor (a float64 sum divided by it stays float64), made once:
+    a normal tensor, not an inference tensor, whatever the mode it is first asked for in."""
+    count = _COUNTS.get(n)
+    if count is None:
+        with torch.inference_mode(False):
+            count = _COUNTS[n] = torch.tensor(float(n))
+    return count
+
+
 def batch_chunks(x: torch.Tensor, several_threads: bool = False) -> List[slice]:
     """Slices of the batch of about CHUNK_BYTES of x per intra-op thread each (at least one image) on CPU with one
     intra-op thread, or with several where `several_threads`; the whole batch otherwise.
@@ -159,10 +193,11 @@ def batch_chunks(x: torch.Tensor, several_threads: bool = False) -> List[slice]:
 
 
 def in_batch_chunks(x: torch.Tensor, write_chunk: Callable[[torch.Tensor, torch.Tensor], object],
-                    several_threads: bool = False) -> torch.Tensor:
-    """A new tensor shaped as x (`empty_like_dense`), written by ``write_chunk(x[s], out[s])`` for each batch slice s
-    of `batch_chunks` (eager inference only: the writes go through views)."""
-    out = empty_like_dense(x)
+                    several_threads: bool = False, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`out` (x itself for an in-place path), or a new tensor shaped as x (`empty_like_dense`), written by
+    ``write_chunk(x[s], out[s])`` for each batch slice s of `batch_chunks` (eager inference only: the writes go
+    through views)."""
+    out = empty_like_dense(x) if out is None else out
     chunks = batch_chunks(x, several_threads)
     if len(chunks) == 1:
         write_chunk(x, out)
@@ -170,6 +205,23 @@ def in_batch_chunks(x: torch.Tensor, write_chunk: Callable[[torch.Tensor, torch.
         for s in chunks:
             write_chunk(x[s], out[s])
     return out
+
+
+def is_dense(x: torch.Tensor) -> bool:
+    """Whether x is contiguous or channels_last: flatten(2) and view(B, C, H * W) of it are views."""
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
+def may_overwrite_input(module: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether `module`, built with ``inplace=True`` (timm's convention for activations: it may overwrite its input),
+    may write its inference output into x: x is dense (`is_dense`: its views are what the fused paths expect), not
+    an inference tensor outside inference mode (torch refuses in-place writes to those), and no forward hook or
+    pre-hook, on the module or on every module, is handed x (one may keep it and read it after the forward, as
+    `zamzoo.viz` and feature tools do)."""
+    hooks = torch.nn.modules.module
+    return (module.inplace and not (module._forward_hooks or module._forward_pre_hooks or hooks._global_forward_hooks
+                                    or hooks._global_forward_pre_hooks)
+            and is_dense(x) and (torch.is_inference_mode_enabled() or not x.is_inference()))
 
 
 def empty_like_dense(x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,10 @@ The max terms are scatters of B*C or B*P values into the positions saved by the 
 single-threaded CPU runs chunk by chunk of the batch, so that the passes over a chunk hit the cache
 (`batch_chunks`); for training that measured no faster, and the autograd path works on the whole batch. Inference
 keeps no statistics and spends as few ops as it can (`_zam_infer_into`: at batch 1 on small maps each op's call
-costs about what its kernel does): each gate is made in place of its statistic. (Measured with the mean of
+costs about what its kernel does): each gate is made in place of its statistic, and a module built with
+``inplace=True`` (the zoo's blocks build it so) writes F'' into F itself, which saves the fresh output's first
+touch of memory (mobilenet_zam against mobilenet_plain at 2 threads: 1.33x -> 1.13x at batch 64, 1.40x -> 1.31x
+at batch 1; docs/bench/cpu_threads.md). (Measured with the mean of
 'avgmax' also folded into the add as sum * 1 / n, a fold since undone because it is not bit-equal to the plain
 formula: the 13 modules of mobilenet_zam alone at batch 1, one thread, thread time, two runs each of the code
 before and after: 970 / 1044 us -> 791 / 812 us.) The maxima without positions are `amax` (torch's kernel is slow
@@ -33,7 +36,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._common import (amax, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, needs_autograd,
+from ._common import (amax, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, mean_plus, needs_autograd,
                       require_eager)
 
 __all__ = ['zam_fused', 'zam_eager', 'POOL_STATS']
@@ -88,17 +91,15 @@ def _zam_infer_into(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool) -> 
     its fresh statistic (`_pool_stat`)."""
     b, c, h, w = x.shape
     torch.mul(x, _gate_(_pool_stat(x.flatten(2), 2, pool), skip).view(b, c, 1, 1), out=y)  # F'
-    y.mul_(_gate_(_pool_stat(y.view(b, c, h * w), 1, pool), skip).view(b, 1, h, w))  # F'' (y: `empty_like_dense`)
+    y.mul_(_gate_(_pool_stat(y.view(b, c, h * w), 1, pool), skip).view(b, 1, h, w))  # F'' (y dense, or x itself)
 
 
 def _pool_stat(x3: torch.Tensor, dim: int, pool: str) -> torch.Tensor:
-    """`_pooled` without the positions of the max. The mean stays torch's mean (a sum, then a division): the sum
-    times 1 / n would save an op and differ from the plain formula in the last bit."""
+    """`_pooled` without the positions of the max. The mean is divided as torch's mean divides (`mean_plus`): the
+    sum times 1 / n would save an op and differ from the plain formula in the last bit."""
     if pool == 'max':
         return amax(x3, dim)
-    if pool == 'avg':
-        return x3.mean(dim)
-    return x3.mean(dim).add_(amax(x3, dim))
+    return mean_plus(x3, dim, amax(x3, dim) if pool == 'avgmax' else None)
 
 
 def _gate_(s: torch.Tensor, skip: bool) -> torch.Tensor:
@@ -165,8 +166,9 @@ def zam_fused(x: torch.Tensor, pool: str = 'avgmax', skip: bool = False) -> torc
     return zam_eager(x, pool, skip)
 
 
-def zam_eager(x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
-    """`zam_fused` for a caller that has checked `runs_eagerly` itself (`FusedDispatch`)."""
+def zam_eager(x: torch.Tensor, pool: str, skip: bool, inplace: bool = False) -> torch.Tensor:
+    """`zam_fused` for a caller that has checked `runs_eagerly` itself (`FusedDispatch`); with `inplace` (the caller
+    has checked `may_overwrite_input`), inference in eager PyTorch writes F'' into x and returns x."""
     forward_fn, backward_fn = _zam_forward, _zam_backward
     if x.is_cuda:
         from . import triton_zam  # imports Triton only where it can run
@@ -175,5 +177,5 @@ def zam_eager(x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
     if needs_autograd(x):
         return _ZamFunction.apply(x, pool, skip, forward_fn, backward_fn)
     if forward_fn is _zam_forward:
-        return in_batch_chunks(x, lambda xs, ys: _zam_infer_into(xs, ys, pool, skip))
+        return in_batch_chunks(x, lambda xs, ys: _zam_infer_into(xs, ys, pool, skip), out=x if inplace else None)
     return forward_fn(x, pool, skip, with_index=False)[0]
