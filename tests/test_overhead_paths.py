@@ -319,3 +319,25 @@ def test_ulsam_inference_allocates_two_full_size_tensors(h, w):
         y = m(x)
     assert counted.count == 2
     torch.testing.assert_close(y, m._refine(x, None), rtol=1e-5, atol=1e-5)
+
+
+class _Recording(torch.nn.Module):
+    """A block module that records the `inplace` it was built with (timm's convention)."""
+
+    def __init__(self, channels, inplace=False, device=None, dtype=None):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        return x
+
+
+def test_block_modules_that_name_inplace_are_built_inplace():
+    """`AttnFactory`: a block-slot layer whose signature names `inplace` gets True, unless `attn_kwargs` set it; a
+    layer without the parameter is not given it (SE would raise)."""
+    import timm
+    built = timm.create_model('resnet18_plain', attn_layer=_Recording)
+    assert [m.inplace for m in built.modules() if isinstance(m, _Recording)] == [True] * 8
+    kept = timm.create_model('resnet18_plain', attn_layer=_Recording, attn_kwargs=dict(inplace=False))
+    assert [m.inplace for m in kept.modules() if isinstance(m, _Recording)] == [False] * 8
+    assert len([m for m in timm.create_model('resnet18_se').modules() if type(m).__name__ == 'SE']) == 8
