@@ -185,18 +185,20 @@ def test_zam_inplace_leaves_its_input_where_it_must():
     assert torch.equal(z, z0)
 
 
-@pytest.mark.parametrize('name', ['resnet18_zam', 'resnet50_zamr', 'mobilenet_zam_max', 'mobilenetv2_zam_avg'])
-def test_zoo_blocks_build_zam_inplace_with_the_same_outputs(name):
-    """Every family's block slot gets ZAM(inplace=True) (its input a BatchNorm's fresh output nothing else reads):
-    the model's outputs equal, bit for bit, those of the same weights with inplace=False (attn_kwargs win)."""
+@pytest.mark.parametrize('name', ['resnet18_zam', 'resnet50_zamr', 'mobilenet_zam_max', 'mobilenetv2_zam_avg',
+                                  'mobilenet_ulsam', 'resnet18_ulsam'])
+def test_zoo_blocks_build_their_modules_inplace_with_the_same_outputs(name):
+    """Every family's block slot gets ZAM or ULSAM with inplace=True (its input a BatchNorm's fresh output nothing
+    else reads): the model's outputs equal, bit for bit, those of the same weights with inplace=False (attn_kwargs
+    win)."""
     import timm
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
     other = timm.create_model(name, attn_kwargs=dict(inplace=False)).eval()
     other.load_state_dict(model.state_dict())
-    zams = [m for m in model.modules() if isinstance(m, ZAM)]
-    assert zams and all(m.inplace for m in zams)
-    assert not any(m.inplace for m in other.modules() if isinstance(m, ZAM))
+    modules = [m for m in model.modules() if isinstance(m, (ZAM, ULSAM))]
+    assert modules and all(m.inplace for m in modules)
+    assert not any(m.inplace for m in other.modules() if isinstance(m, (ZAM, ULSAM)))
     x = torch.randn(2, 3, 32, 32)
     x0 = x.clone()
     with torch.no_grad():
@@ -269,6 +271,40 @@ def test_ulsam_inference_equals_plain_formula(batch, threads, monkeypatch):
                     y = m(x)
                 torch.testing.assert_close(y, m._refine(x, m._folded()), rtol=1e-5, atol=1e-5,
                                            msg=lambda msg: f'{name}: {msg}')
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_ulsam_inplace_writes_the_same_numbers_into_its_input(batch, threads, monkeypatch):
+    """inplace=True: inference returns x itself, holding bit for bit what the out-of-place path returns, in one
+    chunk and image by image, with a chunk-sized scratch buffer in place of the output during the pool (two
+    full-size allocations, none of them the output); a dense but permuted x is left alone, as it is under a
+    forward pre-hook."""
+    whole = _common.CHUNK_BYTES
+    for chunk_bytes in (whole, 1):
+        monkeypatch.setattr(_common, 'CHUNK_BYTES', chunk_bytes)
+        for c, h, w in [(16, 8, 8), (8, 5, 3), (32, 4, 4)]:
+            out_of_place = _calibrated_ulsam(c, 4)
+            inplace = _calibrated_ulsam(c, 4)
+            inplace.inplace = True
+            for name, x in _layouts(torch.randn(batch, c, h, w)).items():
+                x0 = x.clone()
+                with torch.inference_mode():
+                    expected = out_of_place(x)
+                    with _FullSizeOutputs(x.numel()) as counted:
+                        y = inplace(x)
+                _assert_same(y, expected)
+                assert (y is x) == (name != 'permuted'), name
+                if name == 'permuted':
+                    assert torch.equal(x, x0)
+                elif chunk_bytes == whole and name != 'channels_last':  # (channels_last: + a contiguous copy)
+                    assert counted.count == 2, name
+    x = torch.randn(2, 32, 4, 4)
+    kept = []
+    handle = inplace.register_forward_pre_hook(lambda m, args: kept.append(args[0]))
+    with torch.no_grad():
+        y = inplace(x)
+    handle.remove()
+    assert y is not x and torch.equal(kept[0], x)
 
 
 def test_ulsam_reads_parameters_each_call():

@@ -30,9 +30,13 @@ cheaper passes: DW conv + BN and BN(g) as ``F.batch_norm`` (one vectorized pass;
 operands runs element by element, 2.5x slower) with 4 small ops to prepare them instead of 14, and the pool as
 maxima of the flat map shifted by one element, then by one row, the pairs that cross a map border set to 0 (the
 input is a ReLU's output) and the map's first and last element fixed by one small copy a pass (`_max_pool3x3_flat`:
-no padded copy, no strided slices, and no buffer but the DW conv's output and the module's own output). Measured per 13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine):
-batch 64 150.6 -> 113.3 ms, batch 1 3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~52
-small ops per module (the parameters are read once a call, `_eager_args`).
+no padded copy, no strided slices, and no buffer but the DW conv's output and the module's own output). Measured per
+13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine): batch 64 150.6 -> 113.3 ms, batch 1
+3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~52 small ops per module (the parameters are
+read once a call, `_eager_args`). With ``inplace=True`` (timm's convention for activations; the zoo's blocks build it
+so) that path writes the output into the input, and a chunk-sized scratch buffer stands in for the output during the
+pool: no whole-batch buffer at all (mobilenet_ulsam against mobilenet_plain at batch 64, 2 threads: 1.47x -> 1.30x;
+docs/bench/cpu_threads.md).
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -44,7 +48,8 @@ from timm.layers import register_notrace_module
 
 from ._checks import check_input
 from ._maps import keeps_running_stats
-from .fused._common import exporting_onnx, in_batch_chunks, needs_autograd, runs_eagerly, submodules_watched
+from .fused._common import (exporting_onnx, in_batch_chunks, may_overwrite_input, needs_autograd, runs_eagerly,
+                            submodules_watched)
 
 torch.fx.wrap('check_input')
 # one call in an fx graph (the same ops as eager): inlined, its Optional BN statistics would not script
@@ -59,7 +64,8 @@ channels are a multiple of it."""
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
 class ULSAM(nn.Module):
-    def __init__(self, channels: int, groups: int = 4, act_layer=None, device=None, dtype=None):
+    def __init__(self, channels: int, groups: int = 4, inplace: bool = False, act_layer=None, device=None,
+                 dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         channels, groups = int(channels), int(groups)
@@ -67,6 +73,7 @@ class ULSAM(nn.Module):
             raise ValueError(f'ULSAM: channels ({channels}) must be divisible by groups ({groups})')
         self.channels = channels
         self.groups = groups
+        self.inplace = bool(inplace)  # may overwrite its input (see the module docstring)
         self.dw = nn.Conv2d(channels, channels, 1, groups=channels, bias=True, **dd)
         self.bn_dw = nn.BatchNorm2d(channels, **dd)
         self.pool = nn.MaxPool2d(3, stride=1, padding=1)
@@ -74,7 +81,7 @@ class ULSAM(nn.Module):
         self.bn_pw = nn.BatchNorm2d(groups, **dd)
 
     def extra_repr(self) -> str:
-        return f'{self.channels}, groups={self.groups}'
+        return f'{self.channels}, groups={self.groups}' + (', inplace=True' if self.inplace else '')
 
     def subspace_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The g attention maps, (B, g, H, W); each sums to 1 over H x W."""
@@ -165,12 +172,13 @@ class ULSAM(nn.Module):
     def _refine_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
         """`_refine` through `_refine_eager_into`, image chunk by image chunk (`in_batch_chunks`), where that is safe:
         nothing records the ops (a recorded loop would hold the traced batch size, a recorded write into a view can
-        be dropped), no autograd, BNs with running statistics."""
+        be dropped), no autograd, BNs with running statistics; into x itself where `may_overwrite_input`."""
         if not (self._foldable() and runs_eagerly(x)) or (
                 torch.is_grad_enabled() and needs_autograd(x, *self.parameters())):
             return self._refine(x, self._folded())
         args = self._eager_args()
-        return in_batch_chunks(x, lambda xs, ys: _refine_eager_into(xs, args, ys), several_threads=True)
+        return in_batch_chunks(x, lambda xs, ys: _refine_eager_into(xs, args, ys), several_threads=True,
+                               out=x if may_overwrite_input(self, x) else None)
 
     @torch.jit.unused
     def _eager_args(self) -> Tuple[dict, torch.Tensor, dict]:
@@ -219,12 +227,15 @@ def _conv_bn(
 
 
 def _refine_eager_into(x: torch.Tensor, args: Tuple[dict, torch.Tensor, dict], out: torch.Tensor) -> None:
-    """`ULSAM._refine` of x (no autograd, eager) written into `out`, in long contiguous passes: the DW conv + BN and
-    BN(g) as `F.batch_norm` (`ULSAM._eager_args`), the pool as `_max_pool3x3_flat`."""
+    """`ULSAM._refine` of x (no autograd, eager) written into `out` (x itself, or a tensor not overlapping it), in
+    long contiguous passes: the DW conv + BN and BN(g) as `F.batch_norm` (`ULSAM._eager_args`), the pool as
+    `_max_pool3x3_flat`."""
     b, c, h, w = x.shape
     g = args[1].shape[0]
     a = F.batch_norm(x, **args[0]).contiguous().relu_()
-    scratch = out if out.is_contiguous() else torch.empty_like(a)  # `out` (a channels_last x's is not) until the end
+    # the pool's scratch: `out` until the end, unless it is x (read at the end) or not contiguous (channels_last)
+    free = out.is_contiguous() and out.data_ptr() != x.data_ptr()
+    scratch = out if free else torch.empty_like(a)
     a = torch.matmul(args[1], _max_pool3x3_flat(a, scratch).view(b, g, c // g, h * w))
     a = F.batch_norm(a.view(b, g, h * w), **args[2]).relu_()
     x5 = x.view(b, g, c // g, h, w)
