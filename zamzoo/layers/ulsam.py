@@ -35,7 +35,7 @@ no padded copy, no strided slices, and no buffer but the DW conv's output and th
 3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~52 small ops per module (the parameters are
 read once a call, `_eager_args`). With ``inplace=True`` (timm's convention for activations; the zoo's blocks build it
 so) that path writes the output into the input, and a chunk-sized scratch buffer stands in for the output during the
-pool: no whole-batch buffer at all (mobilenet_ulsam against mobilenet_plain at batch 64, 2 threads: 1.47x -> 1.30x;
+pool: no whole-batch buffer at all (mobilenet_ulsam against mobilenet_plain at batch 64, 2 threads: 1.44x -> 1.27x;
 docs/bench/cpu_threads.md).
 """
 from typing import Dict, List, Optional, Tuple

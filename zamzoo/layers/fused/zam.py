@@ -20,8 +20,8 @@ single-threaded CPU runs chunk by chunk of the batch, so that the passes over a 
 keeps no statistics and spends as few ops as it can (`_zam_infer_into`: at batch 1 on small maps each op's call
 costs about what its kernel does): each gate is made in place of its statistic, and a module built with
 ``inplace=True`` (the zoo's blocks build it so) writes F'' into F itself, which saves the fresh output's first
-touch of memory (mobilenet_zam against mobilenet_plain at 2 threads: 1.33x -> 1.13x at batch 64, 1.40x -> 1.31x
-at batch 1; docs/bench/cpu_threads.md). (Measured with the mean of
+touch of memory (mobilenet_zam against mobilenet_plain at 2 threads, with the fewer ops of `mean_plus`: 1.31x ->
+1.16x at batch 64, 1.41x -> 1.36x at batch 1; docs/bench/cpu_threads.md). (Measured with the mean of
 'avgmax' also folded into the add as sum * 1 / n, a fold since undone because it is not bit-equal to the plain
 formula: the 13 modules of mobilenet_zam alone at batch 1, one thread, thread time, two runs each of the code
 before and after: 970 / 1044 us -> 791 / 812 us.) The maxima without positions are `amax` (torch's kernel is slow
