@@ -89,8 +89,8 @@ class AttnFactory:
     except the last, i.e. before every downsampling, as BAM is placed in its paper).
 
     In every family the block slot's input is a BatchNorm's fresh output that nothing else reads, so a block module
-    whose layer takes `inplace` (timm's convention for activations: it may overwrite its input; ZAM) is built with
-    ``inplace=True``, unless `attn_kwargs` set it.
+    whose layer takes `inplace` (timm's convention for activations: it may overwrite its input; ZAM, ULSAM) is built
+    with ``inplace=True``, unless `attn_kwargs` set it.
     """
 
     def __init__(
