@@ -1,8 +1,10 @@
-"""zamzoo.layers: the attention modules, each
-``Module(channels, <own kwargs>, act_layer=None, device=None, dtype=None)`` so that it plugs into timm's models as ``attn_layer`` (ResNet-style blocks) or ``se_layer`` (EfficientNet /
-MobileNet blocks, which pass their ``act_layer``) and into ours by name. ``act_layer`` replaces the internal
-activation of BAM (ReLU), CBAM's MLP and SE (timm's); None keeps the seed's. The modules with no activation (ZAM,
-ZCA, ZSA, SimAM, SPEM, NAM, ECA) ignore it, and so does ULSAM (its ReLU is built into its fused inference path).
+"""zamzoo.layers: the attention modules, each ``Module(channels, <own kwargs>, act_layer=None, device=None,
+dtype=None)`` so that it plugs into timm's models as ``attn_layer`` (ResNet-style blocks) or ``se_layer``
+(EfficientNet / MobileNet blocks, which pass their ``act_layer``) and into ours by name. ``act_layer`` replaces the
+internal activation of BAM (ReLU), CBAM's MLP and SE (timm's); None keeps the seed's. The modules with no activation
+(ZAM, ZCA, ZSA, SimAM, SPEM, NAM, ECA) ignore it, and so does ULSAM (its ReLU is built into its fused inference
+path). ZAM and ULSAM also take ``inplace`` (default False; timm's convention for activations): their eager inference
+may then write the output into the input, as the zoo's blocks build them.
 
 Common contract of every module:
 - input (B, C, H, W) with C == channels, else ValueError naming the expected shape;
