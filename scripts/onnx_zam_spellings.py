@@ -1,0 +1,127 @@
+"""ZAM's ONNX spellings under ONNX Runtime, side by side (docs/bench/onnxruntime.md, "On the Intel Xeon VM").
+
+Exports `mobilenet_zam` once per spelling of `ZAM._forward_onnx` (dynamo exporter, opset 18, static batch, random
+BN statistics) and `mobilenet_plain` alike, checks each against eager PyTorch, then times the ONNX Runtime sessions
+(ORT_ENABLE_ALL, one intra-op thread) in interleaved rounds, CPU time of the process, and prints the median of
+model / plain over rounds. A measurement, not a test: a few minutes at batch 64.
+
+    python scripts/onnx_zam_spellings.py --batch 1 --rounds 15
+    python scripts/onnx_zam_spellings.py --batch 64 --rounds 5 --chunks 2 8
+"""
+import argparse
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import onnxruntime as ort
+import timm
+import torch
+import torch.nn.functional as F
+
+import zamzoo  # noqa: F401  (registers the models)
+from zamzoo.layers import ZAM
+
+NCHWC = ZAM._forward_onnx
+
+
+def plain_formula(self, x):
+    """ReduceMean / ReduceMax over (2, 3), then over 1, broadcast Muls: ONNX Runtime runs them in NCHW."""
+    x = self._apply_gate(x, torch.sigmoid(x.mean([2, 3], keepdim=True) + x.amax([2, 3], keepdim=True)))
+    return self._apply_gate(x, torch.sigmoid(x.mean([1], keepdim=True) + x.amax([1], keepdim=True)))
+
+
+def channels_last(self, x):
+    """The channel gate from NCHWc pools, then the (B, H W, C) copy: broadcast Muls, reductions over its last axis."""
+    b, c, h, w = x.shape
+    gate = torch.sigmoid(F.avg_pool2d(x, [h, w]) + F.max_pool2d(x, [h, w])).view(b, 1, c)
+    y = x.permute(0, 2, 3, 1).reshape(b, h * w, c) * gate
+    y = y * torch.sigmoid(y.mean(-1, keepdim=True) + y.amax(-1, keepdim=True))
+    return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def channels_last_throughout(self, x):
+    """Both statistics on the (B, H W, C) copy."""
+    b, c, h, w = x.shape
+    xt = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    y = xt * torch.sigmoid(xt.mean(1, keepdim=True) + xt.amax(1, keepdim=True))
+    y = y * torch.sigmoid(y.mean(-1, keepdim=True) + y.amax(-1, keepdim=True))
+    return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def in_chunks(spelling, size):
+    """`spelling` per batch chunk of `size` images, concatenated (Split, the chunks' ops, Concat)."""
+    return lambda self, x: torch.cat([spelling(self, chunk) for chunk in x.split(size)])
+
+
+def calibrated(name: str) -> torch.nn.Module:
+    model = timm.create_model(name)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def export(model, spelling, x, path: Path) -> Path:
+    ZAM._forward_onnx = spelling
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter('ignore')
+            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18)
+    finally:
+        ZAM._forward_onnx = NCHWC
+    return path
+
+
+def seconds(session, x, calls: int) -> float:
+    feed = {session.get_inputs()[0].name: x}
+    start = time.process_time()
+    for _ in range(calls):
+        session.run(None, feed)
+    return (time.process_time() - start) / calls
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--rounds', type=int, default=7)
+    p.add_argument('--chunks', type=int, nargs='*', default=[], help='batch chunk sizes to try')
+    args = p.parse_args()
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, 32, 32)
+    plain, zam = calibrated('mobilenet_plain'), calibrated('mobilenet_zam')
+    spellings = {'NCHWc (kept)': NCHWC, 'plain formula': plain_formula, 'channels-last': channels_last,
+                 'channels-last throughout': channels_last_throughout}
+    for size in args.chunks:
+        spellings[f'plain formula, chunks of {size}'] = in_chunks(plain_formula, size)
+        spellings[f'NCHWc, chunks of {size}'] = in_chunks(NCHWC, size)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        paths = {'plain': export(plain, NCHWC, x, Path(tmp) / 'plain.onnx')}
+        paths.update({k: export(zam, f, x, Path(tmp) / f'{i}.onnx') for i, (k, f) in enumerate(spellings.items())})
+        sessions = {k: ort.InferenceSession(str(v), options, providers=['CPUExecutionProvider'])
+                    for k, v in paths.items()}
+        expected = zam(x).numpy()
+        for k in spellings:
+            got = sessions[k].run(None, {sessions[k].get_inputs()[0].name: x.numpy()})[0]
+            error = abs(got - expected).max() / abs(expected).max()
+            print(f'{k}: max |ONNX Runtime - eager PyTorch| / max |eager PyTorch| = {error:.3g}')
+    calls = 20 if args.batch == 1 else 1
+    times = {k: [] for k in sessions}
+    for k, s in sessions.items():  # warm-up
+        seconds(s, x.numpy(), calls)
+    for _ in range(args.rounds):
+        for k, s in sessions.items():
+            times[k].append(seconds(s, x.numpy(), calls))
+    for k in spellings:
+        ratios = [t / p for t, p in zip(times[k], times['plain'])]
+        print(f'{k:32s} {statistics.median(ratios):.3f}x mobilenet_plain')
+
+
+if __name__ == '__main__':
+    main()
