@@ -207,6 +207,31 @@ def test_zoo_blocks_build_their_modules_inplace_with_the_same_outputs(name):
     assert torch.equal(x, x0)
 
 
+def test_fx_features_of_the_batchnorm_before_an_inplace_module():
+    """README: as with timm's in-place ReLUs, torch.fx feature extraction that returns the node of the BatchNorm
+    before ZAM and a later one gets ZAM's output there in inference; attn_kwargs=dict(inplace=False) gives the
+    BatchNorm's own output."""
+    import timm
+    from timm.models._features_fx import create_feature_extractor
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    for inplace in (True, False):
+        model = timm.create_model('resnet18_zam', attn_kwargs=dict(inplace=inplace)).eval()
+        block = model.stages[0][0]
+        seen = {}
+        handle = block.bn2.register_forward_hook(lambda m, args, out: seen.update(bn2=out.clone()))
+        with torch.no_grad():
+            model(x)
+            handle.remove()
+            seen['zam'] = block.attn(seen['bn2'].clone())
+        # with a node after the block, the graph runs ZAM on the BatchNorm's output
+        extractor = create_feature_extractor(model, return_nodes={'stages.0.0.bn2': 'bn2', 'stages.0': 'stage'})
+        with torch.no_grad():
+            feature = extractor(x)['bn2']
+        assert torch.equal(feature, seen['zam' if inplace else 'bn2']), inplace
+        assert not torch.equal(seen['bn2'], seen['zam'])
+
+
 @pytest.mark.parametrize('shape', [(2, 1024, 16), (1, 7, 16), (3, 4, 16), (0, 8, 16)])
 def test_amax_rows_of_64_bytes(shape):
     torch.manual_seed(0)
