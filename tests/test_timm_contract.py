@@ -1,6 +1,7 @@
 """timm's own generic model tests (tests/test_models.py of the installed timm's source release) on a sample of the
 zoo, so that the contract of the next timm release is checked the day it lands. The sdist is downloaded once with
-pip into pytest's cache; the plugin tests/timm_zoo_sample.py narrows timm's parametrisation to the sample."""
+pip into pytest's cache (into the test's tmp_path under -p no:cacheprovider); the plugin tests/timm_zoo_sample.py
+narrows timm's parametrisation to the sample."""
 import os
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def _params(case: str) -> list:
 
 
 def test_timm_test_models_on_zoo_sample(request, tmp_path):
-    root = _timm_tests(request.config.cache.mkdir('timm-sdist'))
+    cache = getattr(request.config, 'cache', None)  # None under -p no:cacheprovider
+    root = _timm_tests(cache.mkdir('timm-sdist') if cache is not None else tmp_path)
     tests_dir = Path(__file__).parent
     env = dict(os.environ, ZAMZOO_TIMM_SAMPLE=','.join(SAMPLE), OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join([str(tests_dir.parent), str(tests_dir), os.environ.get('PYTHONPATH', '')]))
