@@ -1,12 +1,15 @@
-"""ZAM's ONNX spellings under ONNX Runtime, side by side (docs/bench/onnxruntime.md, "On the Intel Xeon VM").
+"""ZAM's and ULSAM's ONNX spellings under ONNX Runtime, side by side (docs/bench/onnxruntime.md, "On the Intel Xeon
+VM").
 
-Exports `mobilenet_zam` once per spelling of `ZAM._forward_onnx` (dynamo exporter, opset 18, static batch, random
-BN statistics) and `mobilenet_plain` alike, checks each against eager PyTorch, then times the ONNX Runtime sessions
-(ORT_ENABLE_ALL, one intra-op thread) in interleaved rounds, CPU time of the process, and prints the median of
-model / plain over rounds. A measurement, not a test: a few minutes at batch 64.
+Exports `mobilenet_zam` once per spelling of `ZAM._forward_onnx` (or `mobilenet_ulsam` once per spelling of
+`ULSAM._refine_onnx`; dynamo exporter, opset 18, static batch, random BN statistics) and `mobilenet_plain` alike,
+checks each against eager PyTorch, then times the ONNX Runtime sessions (ORT_ENABLE_ALL, one intra-op thread) in
+interleaved rounds, CPU time of the process, and prints the median of model / plain over rounds. A measurement, not
+a test: a few minutes at batch 64.
 
-    python scripts/onnx_zam_spellings.py --batch 1 --rounds 15
-    python scripts/onnx_zam_spellings.py --batch 64 --rounds 5 --chunks 2 8
+    python scripts/onnx_spellings.py --batch 1 --rounds 15
+    python scripts/onnx_spellings.py --batch 64 --rounds 5 --chunks 2 8
+    python scripts/onnx_spellings.py --model mobilenet_ulsam --batch 64 --rounds 5
 """
 import argparse
 import contextlib
@@ -23,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 import zamzoo  # noqa: F401  (registers the models)
-from zamzoo.layers import ZAM
+from zamzoo.layers import ULSAM, ZAM
 
 NCHWC = ZAM._forward_onnx
+ULSAM_NCHWC = ULSAM._refine_onnx
 
 
 def plain_formula(self, x):
@@ -52,6 +56,20 @@ def channels_last_throughout(self, x):
     return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
+def ulsam_plain(self, x, folded):
+    """`ULSAM._refine`'s plain formula: addcmul of the (B, g, G, H, W) view (in NCHW)."""
+    b, c, h, w = x.shape
+    x5 = x.reshape(b, self.groups, c // self.groups, h, w)
+    return torch.addcmul(x5, x5, self._maps(x, folded).unsqueeze(2)).reshape(b, c, h, w)
+
+
+def ulsam_one_plus(self, x, folded):
+    """x * (1 + A) on that view."""
+    b, c, h, w = x.shape
+    x5 = x.reshape(b, self.groups, c // self.groups, h, w)
+    return (x5 * (1 + self._maps(x, folded).unsqueeze(2))).reshape(b, c, h, w)
+
+
 def in_chunks(spelling, size):
     """`spelling` per batch chunk of `size` images, concatenated (Split, the chunks' ops, Concat)."""
     return lambda self, x: torch.cat([spelling(self, chunk) for chunk in x.split(size)])
@@ -66,15 +84,29 @@ def calibrated(name: str) -> torch.nn.Module:
     return model.eval()
 
 
-def export(model, spelling, x, path: Path) -> Path:
-    ZAM._forward_onnx = spelling
+def export(model, spelling, x, path: Path, module=ZAM, attribute='_forward_onnx') -> Path:
+    kept = getattr(module, attribute)
+    setattr(module, attribute, spelling)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter('ignore')
             torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18)
     finally:
-        ZAM._forward_onnx = NCHWC
+        setattr(module, attribute, kept)
     return path
+
+
+def spellings_of(model: str, chunks) -> tuple:
+    """(module class, the patched attribute, {label: spelling})."""
+    if model == 'mobilenet_ulsam':
+        return ULSAM, '_refine_onnx', {'NCHWc (kept)': ULSAM_NCHWC, 'plain formula': ulsam_plain,
+                                       'x * (1 + A)': ulsam_one_plus}
+    spellings = {'NCHWc (kept)': NCHWC, 'plain formula': plain_formula, 'channels-last': channels_last,
+                 'channels-last throughout': channels_last_throughout}
+    for size in chunks:
+        spellings[f'plain formula, chunks of {size}'] = in_chunks(plain_formula, size)
+        spellings[f'NCHWc, chunks of {size}'] = in_chunks(NCHWC, size)
+    return ZAM, '_forward_onnx', spellings
 
 
 def seconds(session, x, calls: int) -> float:
@@ -87,26 +119,24 @@ def seconds(session, x, calls: int) -> float:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--model', choices=['mobilenet_zam', 'mobilenet_ulsam'], default='mobilenet_zam')
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--rounds', type=int, default=7)
-    p.add_argument('--chunks', type=int, nargs='*', default=[], help='batch chunk sizes to try')
+    p.add_argument('--chunks', type=int, nargs='*', default=[], help='batch chunk sizes to try (ZAM)')
     args = p.parse_args()
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32)
-    plain, zam = calibrated('mobilenet_plain'), calibrated('mobilenet_zam')
-    spellings = {'NCHWc (kept)': NCHWC, 'plain formula': plain_formula, 'channels-last': channels_last,
-                 'channels-last throughout': channels_last_throughout}
-    for size in args.chunks:
-        spellings[f'plain formula, chunks of {size}'] = in_chunks(plain_formula, size)
-        spellings[f'NCHWc, chunks of {size}'] = in_chunks(NCHWC, size)
+    plain, model = calibrated('mobilenet_plain'), calibrated(args.model)
+    module, attribute, spellings = spellings_of(args.model, args.chunks)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         paths = {'plain': export(plain, NCHWC, x, Path(tmp) / 'plain.onnx')}
-        paths.update({k: export(zam, f, x, Path(tmp) / f'{i}.onnx') for i, (k, f) in enumerate(spellings.items())})
+        paths.update({k: export(model, f, x, Path(tmp) / f'{i}.onnx', module, attribute)
+                      for i, (k, f) in enumerate(spellings.items())})
         sessions = {k: ort.InferenceSession(str(v), options, providers=['CPUExecutionProvider'])
                     for k, v in paths.items()}
-        expected = zam(x).numpy()
+        expected = model(x).numpy()
         for k in spellings:
             got = sessions[k].run(None, {sessions[k].get_inputs()[0].name: x.numpy()})[0]
             error = abs(got - expected).max() / abs(expected).max()
@@ -120,7 +150,7 @@ def main():
             times[k].append(seconds(s, x.numpy(), calls))
     for k in spellings:
         ratios = [t / p for t, p in zip(times[k], times['plain'])]
-        print(f'{k:32s} {statistics.median(ratios):.3f}x mobilenet_plain')
+        print(f'{args.model} {k:32s} {statistics.median(ratios):.3f}x mobilenet_plain')
 
 
 if __name__ == '__main__':
