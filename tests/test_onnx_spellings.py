@@ -136,3 +136,30 @@ def test_simam_export_off_the_nchwc_block(use_dynamo, tmp_path):
     net = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), L.SimAM(24), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(24, 5)).eval()
     assert export_onnx(net, tmp_path / 'net.onnx', (3, 9, 7), use_dynamo=use_dynamo, batch_sizes=(1, 5)) <= RTOL
+
+
+def _spellings_script():
+    """scripts/onnx_spellings.py (a benchmark, not a package module), imported from its file."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'scripts' / 'onnx_spellings.py'
+    spec = importlib.util.spec_from_file_location('onnx_spellings', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmarked_spellings_are_the_modules_formulas():
+    """Every spelling scripts/onnx_spellings.py times (docs/bench/onnxruntime.md) computes the module's function
+    in eager PyTorch: the timings compare spellings of one function, not different functions."""
+    script = _spellings_script()
+    torch.manual_seed(0)
+    x = torch.randn(5, CHANNELS, 6, 4)  # an odd batch: the chunked spellings end on a short chunk
+    zam = L.ZAM(CHANNELS, impl='reference')
+    for name, spelling in script.spellings_of('mobilenet_zam', chunks=[2])[2].items():
+        torch.testing.assert_close(spelling(zam, x), zam(x), rtol=1e-5, atol=1e-6, msg=name)
+    ulsam = calibrated_ulsam(CHANNELS, 4).eval()
+    folded = ulsam._folded()
+    expected = ulsam._refine(x, folded)
+    for name, spelling in script.spellings_of('mobilenet_ulsam', chunks=[])[2].items():
+        torch.testing.assert_close(spelling(ulsam, x, folded), expected, rtol=1e-5, atol=1e-6, msg=name)
