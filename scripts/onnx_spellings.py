@@ -2,10 +2,10 @@
 VM").
 
 Exports `mobilenet_zam` once per spelling of `ZAM._forward_onnx` (or `mobilenet_ulsam` once per spelling of
-`ULSAM._refine_onnx`; dynamo exporter, opset 18, static batch, random BN statistics) and `mobilenet_plain` alike,
-checks each against eager PyTorch, then times the ONNX Runtime sessions (ORT_ENABLE_ALL, one intra-op thread) in
-interleaved rounds, CPU time of the process, and prints the median of model / plain over rounds. A measurement, not
-a test: a few minutes at batch 64.
+`ULSAM._refine_onnx`; dynamo exporter, opset 18, static batch, BN statistics of random inputs) and `mobilenet_plain`
+alike, checks each against eager PyTorch, then times the ONNX Runtime sessions (ORT_ENABLE_ALL, one intra-op thread)
+in interleaved rounds, the order rotating, CPU time of the process, and prints the median (and interquartile range)
+of model / plain over rounds. A measurement, not a test: a few minutes at batch 64.
 
     python scripts/onnx_spellings.py --batch 1 --rounds 15
     python scripts/onnx_spellings.py --batch 64 --rounds 5 --chunks 2 8
@@ -14,7 +14,6 @@ a test: a few minutes at batch 64.
 import argparse
 import contextlib
 import io
-import statistics
 import tempfile
 import time
 import warnings
@@ -26,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 import zamzoo  # noqa: F401  (registers the models)
+from zamzoo.bench.export import calibrate_batchnorm
+from zamzoo.bench.models import ratio_of_rounds
 from zamzoo.layers import ULSAM, ZAM
 
 NCHWC = ZAM._forward_onnx
@@ -75,15 +76,6 @@ def in_chunks(spelling, size):
     return lambda self, x: torch.cat([spelling(self, chunk) for chunk in x.split(size)])
 
 
-def calibrated(name: str) -> torch.nn.Module:
-    model = timm.create_model(name)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 def export(model, spelling, x, path: Path, module=ZAM, attribute='_forward_onnx') -> Path:
     kept = getattr(module, attribute)
     setattr(module, attribute, spelling)
@@ -107,6 +99,11 @@ def spellings_of(model: str, chunks) -> tuple:
         spellings[f'plain formula, chunks of {size}'] = in_chunks(plain_formula, size)
         spellings[f'NCHWc, chunks of {size}'] = in_chunks(NCHWC, size)
     return ZAM, '_forward_onnx', spellings
+
+
+def calibrated(name: str) -> torch.nn.Module:
+    """The model with the BatchNorm statistics of random inputs, as `zamzoo bench export` checks its exports."""
+    return calibrate_batchnorm(timm.create_model(name), (3, 32, 32))
 
 
 def seconds(session, x, calls: int) -> float:
@@ -145,12 +142,14 @@ def main():
     times = {k: [] for k in sessions}
     for k, s in sessions.items():  # warm-up
         seconds(s, x.numpy(), calls)
-    for _ in range(args.rounds):
-        for k, s in sessions.items():
-            times[k].append(seconds(s, x.numpy(), calls))
+    order = list(sessions)
+    for r in range(args.rounds):  # interleaved, the order rotating, as `zamzoo bench models` times
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            times[k].append(seconds(sessions[k], x.numpy(), calls))
     for k in spellings:
-        ratios = [t / p for t, p in zip(times[k], times['plain'])]
-        print(f'{args.model} {k:32s} {statistics.median(ratios):.3f}x mobilenet_plain')
+        ratio = ratio_of_rounds(times[k], times['plain'])
+        print(f"{args.model} {k:32s} {ratio['median']:.3f}x mobilenet_plain (interquartile range "
+              f"{ratio['iqr'][0]:.3f}-{ratio['iqr'][1]:.3f})")
 
 
 if __name__ == '__main__':
