@@ -97,14 +97,22 @@ def _wait_for(condition, what: str, timeout: float = 60, every: float = 0.1, dia
 
 
 def _job_logs(out, env) -> str:
-    """The queue and submitit's task logs of a sweep, for a failure message."""
-    logs = ''.join(f'--- {p}\n{p.read_text()[-3000:]}\n' for p in sorted((Path(out) / '_zoo' / 'slurm').rglob('*_log.*')))
+    """The queue, submitit's task logs of a sweep and the daemons' logs, for a failure message."""
+    daemons = Path(env['SLURM_CONF']).parent
+    files = [*sorted((Path(out) / '_zoo' / 'slurm').rglob('*_log.*')), daemons / 'slurmctld.log', daemons / 'slurmd.log']
+    logs = ''.join(f'--- {p}\n{p.read_text()[-3000:]}\n' for p in files if p.exists())
     queue = subprocess.run(['scontrol', 'show', 'job'], env=env, capture_output=True, text=True).stdout
     return f'{queue}\n{logs}'
 
 
 def _squeue(env) -> str:
     return subprocess.run(['squeue', '-h'], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _node_idle(env) -> bool:
+    """Whether the one node runs nothing and is not still ending a job (sinfo's state 'idle')."""
+    r = subprocess.run(['sinfo', '-h', '-o', '%T'], env=env, capture_output=True, text=True)
+    return r.stdout.strip() == 'idle'
 
 
 @pytest.fixture(scope='module')
@@ -131,10 +139,7 @@ def slurm_cluster():
             procs.append(subprocess.Popen([shutil.which(daemon, path=SBIN), *flags, '-f', str(conf)], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        def idle():
-            r = subprocess.run(['sinfo', '-h', '-o', '%T'], env=env, capture_output=True, text=True)
-            return r.stdout.strip() == 'idle'
-        _wait_for(idle, 'the SLURM node to be idle')
+        _wait_for(lambda: _node_idle(env), 'the SLURM node to be idle')
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv('SLURM_CONF', str(conf))
             mp.setenv('OMP_NUM_THREADS', '1')  # the jobs inherit it (sbatch exports the environment)
@@ -253,8 +258,11 @@ def test_preempted_task_is_requeued_and_resumes(sweep, slurm_cluster, tiny_cifar
     os.kill(lock_holder(folder)['pid'], signal.SIGUSR2)
     job = json.loads((out / '_zoo' / 'jobs.json').read_text())[folder.name]
 
-    def finished():  # SLURM holds a requeued batch job back for about two minutes (its BeginTime): release it
-        if 'BeginTime' in _squeue(slurm_cluster):
+    def finished():
+        # SLURM holds a requeued batch job back for about two minutes (its BeginTime): release it once the node has
+        # ended the first instance (in one CI run, released the second that instance was cancelled, the requeued
+        # job failed in 0 s with exit code 1, before Python started)
+        if 'BeginTime' in _squeue(slurm_cluster) and _node_idle(slurm_cluster):
             subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=slurm_cluster, check=True)
         return (folder / 'results.json').exists()
     _wait_for(finished, 'the requeued task to finish the run', timeout=120, every=0.5,
