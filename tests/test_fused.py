@@ -167,9 +167,9 @@ def _seed_zam(x, pool, skip):
         mean = t.mean((2, 3), keepdim=True) if channel else t.mean(1, keepdim=True)
         mx = F.adaptive_max_pool2d(t, 1) if channel else torch.max(t, dim=1, keepdim=True)[0]
         return {'avg': mean, 'max': mx, 'avgmax': mean + mx}[pool]
-    gate = (lambda m: 1 + m) if skip else (lambda m: m)
-    f = x * gate(torch.sigmoid(stat(x, True)))
-    return f * gate(torch.sigmoid(stat(f, False)))
+    apply = (lambda t, m: t + t * m) if skip else (lambda t, m: t * m)
+    f = apply(x, torch.sigmoid(stat(x, True)))
+    return apply(f, torch.sigmoid(stat(f, False)))
 
 
 def _amax_zam(x, pool, skip):
@@ -177,9 +177,9 @@ def _amax_zam(x, pool, skip):
     def stat(t, dims):
         mx = t.amax(dims, keepdim=True)
         return mx if pool == 'max' else t.mean(dims, keepdim=True) + mx
-    gate = (lambda m: 1 + m) if skip else (lambda m: m)
-    f = x * gate(torch.sigmoid(stat(x, (2, 3))))
-    return f * gate(torch.sigmoid(stat(f, (1,))))
+    apply = (lambda t, m: t + t * m) if skip else (lambda t, m: t * m)
+    f = apply(x, torch.sigmoid(stat(x, (2, 3))))
+    return apply(f, torch.sigmoid(stat(f, (1,))))
 
 
 @pytest.mark.parametrize('pool,skip', [('avgmax', False), ('max', True)])

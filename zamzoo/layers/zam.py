@@ -5,8 +5,9 @@
 - ZAM: channel first, ``F' = F * Mc(F)``, then ``F'' = F' * Ms(F')``.
 
 ``pool``: 'avgmax' (the committed code, default), 'avg' (mean only, in both halves) or 'max' (max only).
-``skip=True`` is ZAM+R (the original ``use_skip_connection=True``): ``F' = F + F * Mc(F)``, ``F'' = F' + F' * Ms(F')``
-(computed as ``F * (1 + Mc)``, one pass over the feature map). None of them has parameters.
+``skip=True`` is ZAM+R (the original ``use_skip_connection=True``): ``F' = F + F * Mc(F)``, ``F'' = F' + F' * Ms(F')``,
+computed as the seed writes it, to the last bit (`zamzoo.layers.fused.zam.apply_gate`; why: that module's docstring).
+None of them has parameters.
 
 The max is ``torch.max(x, dim).values``, as in the seed's code (nn.AdaptiveMaxPool2d, torch.max(x, dim=1)): its
 gradient goes to the first maximal element (``amax`` would split it between ties). ZAM's ``impl='fused'`` (default)
@@ -28,7 +29,7 @@ from timm.layers import register_notrace_module
 from ._checks import check_input
 from ._reduce import max_values
 from .fused import FusedDispatch, check_impl
-from .fused.zam import zam_eager
+from .fused.zam import apply_gate, zam_eager
 from .fused._common import exporting_onnx, fixed_map_size, may_overwrite_input
 
 torch.fx.wrap('check_input')
@@ -87,9 +88,7 @@ class _ZeroParam(nn.Module):
         return f'{self.channels}, pool={self.pool!r}, skip={self.skip}'
 
     def _apply_gate(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        if self.skip:
-            return x * (1.0 + gate)  # F + F * M
-        return x * gate
+        return apply_gate(x, gate, self.skip)
 
 
 class ZCA(_ZeroParam):

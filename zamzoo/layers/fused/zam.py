@@ -1,11 +1,16 @@
 """ZAM in the fewest passes over the feature map that eager PyTorch allows.
 
 Forward (F, the input, (B, C, H, W); P = H*W):
-    s1 = pool_hw(F)            2 reads (mean, max), or 1
-    F' = F * g(sigmoid(s1))    1 read + 1 write (the only full-size temporary)
-    s2 = pool_c(F')            2 reads, or 1
-    F'' = F' * g(sigmoid(s2))  in place of F'
-with g(m) = m, or 1 + m for ZAM+R (skip=True). The reference (ZAM.forward with impl='reference') allocates F'' too.
+    s1 = pool_hw(F)                 2 reads (mean, max), or 1
+    F' = apply(F, sigmoid(s1))      1 read + 1 write (the only full-size temporary)
+    s2 = pool_c(F')                 2 reads, or 1
+    F'' = apply(F', sigmoid(s2))    in place of F'
+with apply(F, M) = F * M, or F + F * M for ZAM+R (skip=True), the seed's spelling and rounding (`apply_gate`): a
+multiplication, then an addition (two passes; in place, F * M takes a buffer of a batch chunk). F * (1 + M) would
+take one pass and differ in the last bit, which a zoo model in train mode carries to ~2e-5 in its logits against
+the seed's own MobileNet (more than torch.testing.assert_close allows); its add of a scalar is no single op either:
+torch's addcmul and add with alpha round once (fused multiply-add) on AVX2 and AVX-512 CPUs. The reference
+(ZAM.forward with impl='reference') allocates F'' too.
 
 Backward (autograd.Function): saves F and the small statistics only -- Mc (B, C), Ms (B, P) and the int64
 positions of the maxima -- and rebuilds every other term from them without recomputing F':
@@ -14,6 +19,7 @@ positions of the maxima -- and rebuilds every other term from them without recom
     dL/dF' = dL/dF'' * g2 + dL/ds2 routed through pool_c        written into dL/dF
     dL/dMc = sum_p t * g2 + sum_p F * dL/ds2 / C + max term    (batched matmuls) 2 reads
     dL/dF  = dL/dF' * g1 + dL/ds1 routed through pool_hw       in place
+with g1, g2 the slopes of apply: Mc and Ms, or 1 + Mc and 1 + Ms for ZAM+R.
 The max terms are scatters of B*C or B*P values into the positions saved by the forward. Inference on a
 single-threaded CPU runs chunk by chunk of the batch, so that the passes over a chunk hit the cache
 (`batch_chunks`); for training that measured no faster, and the autograd path works on the whole batch. Inference
@@ -36,10 +42,10 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._common import (amax, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, mean_plus, needs_autograd,
+from ._common import (amax, batch_chunks, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, mean_plus, needs_autograd,
                       require_eager)
 
-__all__ = ['zam_fused', 'zam_eager', 'POOL_STATS']
+__all__ = ['zam_fused', 'zam_eager', 'apply_gate', 'POOL_STATS']
 
 POOL_STATS = {'avgmax': ('mean', 'max'), 'avg': ('mean',), 'max': ('max',)}
 
@@ -54,7 +60,8 @@ def _pooled(x3: torch.Tensor, dim: int, pool: str, with_index: bool) -> Tuple[to
     return total, index
 
 
-def _gate(m: torch.Tensor, skip: bool) -> torch.Tensor:
+def _slope(m: torch.Tensor, skip: bool) -> torch.Tensor:
+    """d `apply_gate` / dx: m, or 1 + m for ZAM+R."""
     return m + 1.0 if skip else m
 
 
@@ -71,10 +78,10 @@ def _zam_forward_chunk(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool, 
     b, c, h, w = x.shape
     s1, i1 = _pooled(x.flatten(2), 2, pool, with_index)  # flatten: a view for contiguous and channels_last
     mc = torch.sigmoid(s1)
-    torch.mul(x, _gate(mc, skip).view(b, c, 1, 1), out=y)  # F'
+    _apply_into(x, mc.view(b, c, 1, 1), skip, y)  # F'
     s2, i2 = _pooled(y.flatten(2), 1, pool, with_index)
     ms = torch.sigmoid(s2)
-    y.mul_(_gate(ms, skip).view(b, 1, h, w))  # F''
+    _apply_into(y, ms.view(b, 1, h, w), skip, y)  # F''
     return mc, ms, i1, i2
 
 
@@ -82,16 +89,33 @@ def _zam_formula(x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
     """The plain formula (``ZAM(impl='reference')``), differentiated where autograd records the backward
     (`formula_backward`)."""
     b, c, h, w = x.shape
-    y = x * _gate(torch.sigmoid(_pooled(x.flatten(2), 2, pool, True)[0]), skip).view(b, c, 1, 1)
-    return y * _gate(torch.sigmoid(_pooled(y.flatten(2), 1, pool, True)[0]), skip).view(b, 1, h, w)
+    y = apply_gate(x, torch.sigmoid(_pooled(x.flatten(2), 2, pool, True)[0]).view(b, c, 1, 1), skip)
+    return apply_gate(y, torch.sigmoid(_pooled(y.flatten(2), 1, pool, True)[0]).view(b, 1, h, w), skip)
+
+
+def apply_gate(x: torch.Tensor, m: torch.Tensor, skip: bool) -> torch.Tensor:
+    """x * m, or x + x * m for ZAM+R: the seed's spelling, to the last bit (x * (1 + m) rounds 1 + m first)."""
+    return x + x * m if skip else x * m
+
+
+def _apply_into(x: torch.Tensor, m: torch.Tensor, skip: bool, out: torch.Tensor) -> None:
+    """`apply_gate` written into `out`: x itself, or a tensor not overlapping it."""
+    if not skip:
+        torch.mul(x, m, out=out)
+    elif out.data_ptr() != x.data_ptr():
+        torch.mul(x, m, out=out).add_(x)  # x * m + x, the same sum
+    else:  # in place: x * m takes a buffer of its own, a batch chunk at a time (no whole-batch buffer to page in)
+        for s in batch_chunks(x, several_threads=True):
+            xs = x[s]
+            xs.add_(xs * m[s])
 
 
 def _zam_infer_into(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool) -> None:
     """F'' of x written into y, keeping no statistics (inference), in the fewest ops: each gate is made in place of
     its fresh statistic (`_pool_stat`)."""
     b, c, h, w = x.shape
-    torch.mul(x, _gate_(_pool_stat(x.flatten(2), 2, pool), skip).view(b, c, 1, 1), out=y)  # F'
-    y.mul_(_gate_(_pool_stat(y.view(b, c, h * w), 1, pool), skip).view(b, 1, h, w))  # F'' (y dense, or x itself)
+    _apply_into(x, _pool_stat(x.flatten(2), 2, pool).sigmoid_().view(b, c, 1, 1), skip, y)  # F'
+    _apply_into(y, _pool_stat(y.view(b, c, h * w), 1, pool).sigmoid_().view(b, 1, h, w), skip, y)  # F'' (y dense)
 
 
 def _pool_stat(x3: torch.Tensor, dim: int, pool: str) -> torch.Tensor:
@@ -102,18 +126,12 @@ def _pool_stat(x3: torch.Tensor, dim: int, pool: str) -> torch.Tensor:
     return mean_plus(x3, dim, amax(x3, dim) if pool == 'avgmax' else None)
 
 
-def _gate_(s: torch.Tensor, skip: bool) -> torch.Tensor:
-    """`_gate` of sigmoid(s), in place of s."""
-    s.sigmoid_()
-    return s.add_(1.0) if skip else s
-
-
 def _zam_backward(gy, x, mc, ms, i1, i2, pool: str, skip: bool) -> torch.Tensor:
     """dL/dF from dL/dF'' and the tensors saved by the forward."""
     b, c, h, w = x.shape
     gx = empty_like_dense(x)
     x3, gy3, gf = x.flatten(2), gy.flatten(2), gx.flatten(2)  # gf: dL/dF', then dL/dF in place
-    g1, g2 = _gate(mc, skip), _gate(ms, skip)
+    g1, g2 = _slope(mc, skip), _slope(ms, skip)
     with_mean, with_max = 'mean' in POOL_STATS[pool], 'max' in POOL_STATS[pool]
 
     t = gy3 * x3
