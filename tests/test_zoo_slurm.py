@@ -258,12 +258,17 @@ def test_preempted_task_is_requeued_and_resumes(sweep, slurm_cluster, tiny_cifar
     os.kill(lock_holder(folder)['pid'], signal.SIGUSR2)
     job = json.loads((out / '_zoo' / 'jobs.json').read_text())[folder.name]
 
+    held_since = []
+
     def finished():
-        # SLURM holds a requeued batch job back for about two minutes (its BeginTime): release it once the node has
-        # ended the first instance (in one CI run, released the second that instance was cancelled, the requeued
-        # job failed in 0 s with exit code 1, before Python started)
-        if 'BeginTime' in _squeue(slurm_cluster) and _node_idle(slurm_cluster):
-            subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=slurm_cluster, check=True)
+        # SLURM holds a requeued batch job back for about two minutes (its BeginTime, for the job's revoked
+        # credential to expire): release it, but seconds after the requeue. slurmd refuses a credential issued no
+        # later than the second it revoked the job's: released 0.4 s after its requeue, a job was killed at its
+        # launch in CI ("Killing non-startable batch JobId=7: Job credential revoked" in slurmctld.log)
+        if 'BeginTime' in _squeue(slurm_cluster):
+            held_since[:] = held_since or [time.time()]
+            if time.time() > held_since[0] + 5:
+                subprocess.run(['scontrol', 'update', f'JobId={job}', 'StartTime=now'], env=slurm_cluster, check=True)
         return (folder / 'results.json').exists()
     _wait_for(finished, 'the requeued task to finish the run', timeout=120, every=0.5,
               diagnose=lambda: _job_logs(out, slurm_cluster))
