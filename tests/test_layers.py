@@ -218,6 +218,24 @@ def test_spem_formula(x):
     assert m.penalty().item() == pytest.approx(0.3 ** 2 + 1.1 ** 2)
 
 
+@pytest.mark.parametrize('impl', ['fused', 'reference'])
+def test_spem_is_the_seeds_formula_to_the_last_bit(x, impl):
+    """SPEM as the seed's code spells it (AdaptiveMaxPool2d, min over W then H, p = p^2 / sum(p^2), mix = p[0] * max
+    + p[1] * min, sigmoid(min + max) * sigmoid(mix) * F), bit for bit, with autograd and in inference."""
+    m = L.SPEM(64, impl=impl)
+    with torch.no_grad():
+        for t in (m.w1, m.b1, m.w2, m.b2):
+            t.normal_(0, 0.5)
+        m.p.copy_(torch.tensor([0.7, 0.2]))  # where 1 - p[0] is not p[1] in float32
+    mx = nn.AdaptiveMaxPool2d(1)(x) * m.w2 + m.b2
+    mn = x.min(dim=-1, keepdim=True).values.min(dim=-2, keepdim=True).values * m.w2 + m.b2
+    p = torch.pow(m.p, 2) / torch.sum(torch.pow(m.p, 2))
+    expected = (torch.sigmoid(mn + mx) * torch.sigmoid((p[0] * mx + p[1] * mn) * m.w1 + m.b1) * x).detach()
+    assert torch.equal(m(x.clone().requires_grad_(True)).detach(), expected)
+    with torch.inference_mode():
+        assert torch.equal(m(x), expected)
+
+
 def ulsam_reference(m, x):
     """ULSAM as /work/shared/reference/modules.md writes it: one original-style subspace per chunk (DW conv1x1 -> BN ->
     ReLU -> maxpool -> PW G->1 -> BN -> ReLU -> softmax over H x W -> F_n * A_n + F_n); (output, maps)."""
