@@ -1,7 +1,7 @@
 """SimAM, ``y = x * sigmoid((x - mu)^2 / (4 (v + lambda)) + 0.5)`` with mu, v the per-channel mean and variance
 (divisor max(HW - 1, 1)), computed in its output buffer in place step by step (inference in batch chunks on a
-single-threaded CPU, `batch_chunks`), and an autograd.Function saving x and the per-channel mu and
-1 / (4 (v + lambda)) only.
+single-threaded CPU, `batch_chunks`), bit for bit the official code's numbers, and an autograd.Function saving x and
+the per-channel mu and 4 (v + lambda) only.
 
 Backward, with t = x - mu, s the gate, k = 1 / (4 (v + lambda)), n = max(HW - 1, 1), P = HW and
 gz = dL/dy * x * s * (1 - s) (the gradient of the gate's logit):
@@ -22,7 +22,7 @@ def simam_gate(x: torch.Tensor, e_lambda: float, n: int) -> torch.Tensor:
 
 
 def _simam_forward(x: torch.Tensor, e_lambda: float):
-    """(y, mu, k) with mu, k (B, C, 1, 1)."""
+    """(y, mu, q) with mu, q = 4 (v + lambda) (B, C, 1, 1)."""
     y = empty_like_dense(x)  # returned itself, not a view (see zam._zam_forward)
     return (y,) + _simam_forward_chunk(x, y, e_lambda)
 
@@ -31,33 +31,36 @@ def _simam_forward_chunk(x: torch.Tensor, y: torch.Tensor, e_lambda: float):
     h, w = x.shape[2:]
     mu = x.mean((2, 3), keepdim=True)
     d = torch.sub(x, mu, out=y).square_()
-    k = 0.25 / (d.sum((2, 3), keepdim=True) / max(h * w - 1, 1) + e_lambda)
-    d.mul_(k).add_(0.5).sigmoid_().mul_(x)
-    return mu, k
+    q = 4.0 * (d.sum((2, 3), keepdim=True) / max(h * w - 1, 1) + e_lambda)
+    # divided by q as the official code divides: a product by 1 / q differs in the last bit, which 54 blocks of
+    # resnet164_simam in train mode carried to ~9e-5 in the logits
+    d.div_(q).add_(0.5).sigmoid_().mul_(x)
+    return mu, q
 
 
 class _SimAMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, e_lambda: float) -> torch.Tensor:
-        y, mu, k = _simam_forward(x, e_lambda)
+        y, mu, q = _simam_forward(x, e_lambda)
         ctx.e_lambda = e_lambda
-        ctx.save_for_backward(x, mu, k)
+        ctx.save_for_backward(x, mu, q)
         return y
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
-        x, mu, k = ctx.saved_tensors
+        x, mu, q = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             n = max(x.shape[2] * x.shape[3] - 1, 1)
             return formula_backward(lambda t: t * simam_gate(t, ctx.e_lambda, n), [x], [True], gy) + (None,)
-        return _simam_backward(gy, x, mu, k), None
+        return _simam_backward(gy, x, mu, q), None
 
 
-def _simam_backward(gy, x, mu, k) -> torch.Tensor:
+def _simam_backward(gy, x, mu, q) -> torch.Tensor:
     h, w = x.shape[2:]
     gx = empty_like_dense(x)
     t = x - mu
-    s = t.square().mul_(k).add_(0.5).sigmoid_()
+    s = t.square().div_(q).add_(0.5).sigmoid_()
+    k = 1.0 / q
     torch.mul(gy, s, out=gx)
     gz = (gy * x).mul_(s)
     gz.mul_(s.neg_().add_(1.0))  # dL/dlogit = dL/dy * x * s * (1 - s); s now holds 1 - s
