@@ -99,7 +99,8 @@ def _wait_for(condition, what: str, timeout: float = 60, every: float = 0.1, dia
 def _job_logs(out, env) -> str:
     """The queue, submitit's task logs of a sweep and the daemons' logs, for a failure message."""
     daemons = Path(env['SLURM_CONF']).parent
-    files = [*sorted((Path(out) / '_zoo' / 'slurm').rglob('*_log.*')), daemons / 'slurmctld.log', daemons / 'slurmd.log']
+    tasks = sorted((Path(out) / '_zoo' / 'slurm').rglob('*_log.*'))
+    files = [*tasks, daemons / 'slurmctld.log', daemons / 'slurmd.log']
     logs = ''.join(f'--- {p}\n{p.read_text()[-3000:]}\n' for p in files if p.exists())
     queue = subprocess.run(['scontrol', 'show', 'job'], env=env, capture_output=True, text=True).stdout
     return f'{queue}\n{logs}'

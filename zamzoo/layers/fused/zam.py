@@ -8,8 +8,8 @@ Forward (F, the input, (B, C, H, W); P = H*W):
 with apply(F, M) = F * M, or F + F * M for ZAM+R (skip=True), the seed's spelling and rounding (`apply_gate`): a
 multiplication, then an addition (two passes; in place, F * M takes a buffer of a batch chunk). F * (1 + M) would
 take one pass and differ in the last bit, which a zoo model in train mode carries to ~2e-5 in its logits against
-the seed's own MobileNet (more than torch.testing.assert_close allows); its add of a scalar is no single op either:
-torch's addcmul and add with alpha round once (fused multiply-add) on AVX2 and AVX-512 CPUs. The reference
+the seed's own MobileNet (more than torch.testing.assert_close allows); and no single torch op has the seed's two
+roundings: addcmul and add with alpha round once (fused multiply-add) on AVX2 and AVX-512 CPUs. The reference
 (ZAM.forward with impl='reference') allocates F'' too.
 
 Backward (autograd.Function): saves F and the small statistics only -- Mc (B, C), Ms (B, P) and the int64
@@ -42,8 +42,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._common import (amax, batch_chunks, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, mean_plus, needs_autograd,
-                      require_eager)
+from ._common import (amax, batch_chunks, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, mean_plus,
+                      needs_autograd, require_eager)
 
 __all__ = ['zam_fused', 'zam_eager', 'apply_gate', 'POOL_STATS']
 
