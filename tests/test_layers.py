@@ -192,11 +192,11 @@ def test_simam_formula(x):
 
 
 @pytest.mark.parametrize('impl', ['fused', 'reference'])
-def test_simam_is_the_official_formula_to_the_last_bit(x, impl):
+def test_simam_is_the_official_formula_to_the_last_bit(x, impl, single_thread):
     """Both implementations, with autograd and in inference (in one chunk and image by image), give the official
     code's numbers bit for bit: ``x * sigmoid(d / (4 * (d.sum / n + lambda)) + 0.5)``, divided as it divides. (The
     fused path's product by 1 / (4 (v + lambda)) differed in the last bit, and resnet164_simam in train mode carried
-    that to ~9e-5 in its logits.)"""
+    that to ~9e-5 in its logits.) One thread: inference runs in batch chunks only there."""
     n = x.shape[2] * x.shape[3] - 1
     d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
     expected = x * torch.sigmoid(d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + 1e-4)) + 0.5)

@@ -110,12 +110,6 @@ def _squeue(env) -> str:
     return subprocess.run(['squeue', '-h'], env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def _node_idle(env) -> bool:
-    """Whether the one node runs nothing and is not still ending a job (sinfo's state 'idle')."""
-    r = subprocess.run(['sinfo', '-h', '-o', '%T'], env=env, capture_output=True, text=True)
-    return r.stdout.strip() == 'idle'
-
-
 @pytest.fixture(scope='module')
 def slurm_cluster():
     why = _missing()
@@ -140,7 +134,10 @@ def slurm_cluster():
             procs.append(subprocess.Popen([shutil.which(daemon, path=SBIN), *flags, '-f', str(conf)], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        _wait_for(lambda: _node_idle(env), 'the SLURM node to be idle')
+        def idle():
+            r = subprocess.run(['sinfo', '-h', '-o', '%T'], env=env, capture_output=True, text=True)
+            return r.stdout.strip() == 'idle'
+        _wait_for(idle, 'the SLURM node to be idle')
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv('SLURM_CONF', str(conf))
             mp.setenv('OMP_NUM_THREADS', '1')  # the jobs inherit it (sbatch exports the environment)
