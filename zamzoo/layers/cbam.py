@@ -26,7 +26,7 @@ from timm.layers.cbam import ChannelAttn
 
 from ._checks import check_input
 from ._maps import keeps_running_stats
-from ._reduce import max_values
+from .fused._common import max_values
 from .se_eca import reduced_channels
 
 torch.fx.wrap('check_input')

@@ -27,9 +27,8 @@ from torch import nn
 from timm.layers import register_notrace_module
 
 from ._checks import check_input
-from ._reduce import max_values
 from .fused import FusedDispatch, check_impl
-from .fused.zam import apply_gate, zam_eager
+from .fused.zam import apply_gate, zam_eager, zam_formula, zam_pool
 from .fused._common import exporting_onnx, fixed_map_size, may_overwrite_input
 
 torch.fx.wrap('check_input')
@@ -38,25 +37,6 @@ __all__ = ['ZCA', 'ZSA', 'ZAM', 'zam_pool']
 
 _POOLS = ('avgmax', 'avg', 'max')
 _POOL_LABELS = {'avgmax': 'Avg&Max', 'avg': 'Avg', 'max': 'Max'}  # the paper's names of the variants
-
-
-def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
-    """x.mean(dims, keepdim=True); in an ONNX export the mean over channels is a MatMul with a row of 1/C: ONNX
-    Runtime's ReduceMean over axis 1 is a strided loop, 20x slower than that MatMul at batch 1."""
-    if dims == [1] and not torch.jit.is_scripting() and exporting_onnx():
-        b, c, h, w = x.shape
-        # bmm of an expanded row: matmul's broadcast of a (1, C) row would fix a batch-1 example's batch at 1
-        return torch.bmm(x.new_full((1, 1, c), 1.0 / c).expand(b, 1, c), x.flatten(2)).view(b, 1, h, w)
-    return x.mean(dims, keepdim=True)
-
-
-def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
-    """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims` ([2, 3] or [1]), keepdim."""
-    if pool == 'avg':
-        return _mean(x, dims)
-    if pool == 'max':
-        return max_values(x, dims)
-    return _mean(x, dims) + max_values(x, dims)
 
 
 def _pool_whole_map(x: torch.Tensor, pool: str) -> torch.Tensor:
@@ -155,8 +135,7 @@ class ZAM(FusedDispatch, _ZeroParam):
     def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting() and exporting_onnx() and self.pool != 'avg' and fixed_map_size(x):
             return self._forward_onnx(x)  # (with no max over C, the plain spelling makes fewer passes at batch 64)
-        x = self._apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], self.pool)))
-        return self._apply_gate(x, torch.sigmoid(zam_pool(x, [1], self.pool)))
+        return zam_formula(x, self.pool, self.skip)
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:

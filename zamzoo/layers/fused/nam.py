@@ -1,7 +1,7 @@
 """NAM's channel attention, ``y = x * sigmoid(w * BN(x))`` with w = |gamma| / sum|gamma| (detached), in place of the
 BatchNorm's output: one full-size allocation in forward instead of four, and an autograd.Function that saves x and
-the batch statistics only (the BatchNorm itself saves x, so nothing of full size is added). Backward rebuilds the
-gate from x and calls ATen's BatchNorm backward for the normalisation part.
+the batch statistics only (the BatchNorm itself saves x, so nothing of full size is added). Backward makes BN(x) and
+the gate again from x and runs autograd's ops for the formula, so its gradients are the reference's bit for bit.
 
 Runs the exact `nn.BatchNorm2d` semantics (running statistics, momentum=None, num_batches_tracked, eval mode)
 through `torch.native_batch_norm`; other norm layers (e.g. SyncBatchNorm after
@@ -66,17 +66,13 @@ class _NamFunction(torch.autograd.Function):
                                                              ctx.batch_stats, 0.0, ctx.eps) * _attention_weight(t[1])),
                 [x, weight, bias], ctx.needs_input_grad[:3], gy)
             return grads + (None,) * 5
-        if ctx.batch_stats:
-            mean, invstd = save_mean, save_invstd
-        else:
-            mean, invstd = running_mean, (running_var + ctx.eps).rsqrt()
+        # autograd's ops for the formula x * sigmoid(BN(x) * w), bit for bit its numbers: BN(x) made again as the
+        # forward made it (no running statistics to update), the gate's product, sigmoid's and BatchNorm's backward
+        s = torch.native_batch_norm(x, weight, bias, running_mean, running_var, ctx.batch_stats, 0.0, ctx.eps)[0]
         w = _attention_weight(weight)
-        scale = (weight * invstd).view(1, -1, 1, 1)
-        shift = bias.view(1, -1, 1, 1) - mean.view(1, -1, 1, 1) * scale
-        s = torch.addcmul(shift, x, scale).mul_(w).sigmoid_()  # the gate, as in forward
+        s.mul_(w).sigmoid_()  # the gate, as in forward
         gx = gy * s
-        gbn = (gy * x).mul_(s)
-        gbn.mul_(s.neg_().add_(1.0)).mul_(w)  # dL/dBN(x) = dL/dy * x * s * (1 - s) * w
+        gbn = torch.ops.aten.sigmoid_backward(gy * x, s).mul_(w)  # dL/dBN(x)
         gx_bn, gweight, gbias = torch.ops.aten.native_batch_norm_backward(
             gbn, x, weight, running_mean, running_var, save_mean, save_invstd, ctx.batch_stats, ctx.eps,
             [True, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])

@@ -13,13 +13,14 @@ roundings: addcmul and add with alpha round once (fused multiply-add) on AVX2 an
 (ZAM.forward with impl='reference') allocates F'' too.
 
 Backward (autograd.Function): saves F and the small statistics only -- Mc (B, C), Ms (B, P) and the int64
-positions of the maxima -- and rebuilds every other term from them without recomputing F':
-    t      = dL/dF'' * F                                       1 temporary
-    dL/dMs = sum_c t * g1          (batched matmul)            1 read
-    dL/dF' = dL/dF'' * g2 + dL/ds2 routed through pool_c        written into dL/dF
-    dL/dMc = sum_p t * g2 + sum_p F * dL/ds2 / C + max term    (batched matmuls) 2 reads
-    dL/dF  = dL/dF' * g1 + dL/ds1 routed through pool_hw       in place
-with g1, g2 the slopes of apply: Mc and Ms, or 1 + Mc and 1 + Ms for ZAM+R.
+positions of the maxima -- makes F' again from F and Mc (one pass), and runs the ops autograd runs for the plain
+formula (`zam_formula`, the ``impl='reference'`` path), in autograd's order: the same gradients bit for bit, so a
+zoo model trains as the seed's own code does. (A hand-derived backward in fewer passes, used until 2026-12-05, summed
+in another order: each module's input gradient was ~1e-7 off relative, and resnet50_zamr's input gradient 4e-4 off
+the seed's ResNetZAM50 in train mode, more than torch.testing.assert_close allows.) Per gate, with G the gate's
+input and g = dL/d(its output):
+    dL/dm  = sigmoid_backward(sum over the pooled dims of g * G, m)
+    dL/dG  = g * m (g + g * m for ZAM+R), + dL/dm at the maxima's positions, + dL/dm / n (the mean)
 The max terms are scatters of B*C or B*P values into the positions saved by the forward. Inference on a
 single-threaded CPU runs chunk by chunk of the batch, so that the passes over a chunk hit the cache
 (`batch_chunks`); for training that measured no faster, and the autograd path works on the whole batch. Inference
@@ -38,14 +39,14 @@ returns -- the semantics of the seed's own code (nn.AdaptiveMaxPool2d and torch.
 reference implementation. torch.amax would split it evenly between tied elements; both agree when the maximum is
 unique.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
-from ._common import (amax, batch_chunks, empty_like_dense, formula_backward, hw_stat, in_batch_chunks, mean_plus,
-                      needs_autograd, require_eager)
+from ._common import (amax, batch_chunks, empty_like_dense, exporting_onnx, formula_backward, hw_stat,
+                      in_batch_chunks, max_values, mean_plus, needs_autograd, require_eager)
 
-__all__ = ['zam_fused', 'zam_eager', 'apply_gate', 'POOL_STATS']
+__all__ = ['zam_fused', 'zam_eager', 'zam_formula', 'zam_pool', 'apply_gate', 'POOL_STATS']
 
 POOL_STATS = {'avgmax': ('mean', 'max'), 'avg': ('mean',), 'max': ('max',)}
 
@@ -58,11 +59,6 @@ def _pooled(x3: torch.Tensor, dim: int, pool: str, with_index: bool) -> Tuple[to
         total = value if total is None else total + value
         index = where if where is not None else index
     return total, index
-
-
-def _slope(m: torch.Tensor, skip: bool) -> torch.Tensor:
-    """d `apply_gate` / dx: m, or 1 + m for ZAM+R."""
-    return m + 1.0 if skip else m
 
 
 def _zam_forward(x: torch.Tensor, pool: str, skip: bool, with_index: bool):
@@ -85,12 +81,30 @@ def _zam_forward_chunk(x: torch.Tensor, y: torch.Tensor, pool: str, skip: bool, 
     return mc, ms, i1, i2
 
 
-def _zam_formula(x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
-    """The plain formula (``ZAM(impl='reference')``), differentiated where autograd records the backward
-    (`formula_backward`)."""
-    b, c, h, w = x.shape
-    y = apply_gate(x, torch.sigmoid(_pooled(x.flatten(2), 2, pool, True)[0]).view(b, c, 1, 1), skip)
-    return apply_gate(y, torch.sigmoid(_pooled(y.flatten(2), 1, pool, True)[0]).view(b, 1, h, w), skip)
+def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
+    """x.mean(dims, keepdim=True); in an ONNX export the mean over channels is a MatMul with a row of 1/C: ONNX
+    Runtime's ReduceMean over axis 1 is a strided loop, 20x slower than that MatMul at batch 1."""
+    if dims == [1] and not torch.jit.is_scripting() and exporting_onnx():
+        b, c, h, w = x.shape
+        # bmm of an expanded row: matmul's broadcast of a (1, C) row would fix a batch-1 example's batch at 1
+        return torch.bmm(x.new_full((1, 1, c), 1.0 / c).expand(b, 1, c), x.flatten(2)).view(b, 1, h, w)
+    return x.mean(dims, keepdim=True)
+
+
+def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
+    """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims` ([2, 3] or [1]), keepdim."""
+    if pool == 'avg':
+        return _mean(x, dims)
+    if pool == 'max':
+        return max_values(x, dims)
+    return _mean(x, dims) + max_values(x, dims)
+
+
+def zam_formula(x: torch.Tensor, pool: str, skip: bool) -> torch.Tensor:
+    """ZAM's plain formula, the seed's ops (``ZAM(impl='reference')``; what autograd differentiates where it records
+    the backward, `formula_backward`)."""
+    x = apply_gate(x, torch.sigmoid(zam_pool(x, [2, 3], pool)), skip)
+    return apply_gate(x, torch.sigmoid(zam_pool(x, [1], pool)), skip)
 
 
 def apply_gate(x: torch.Tensor, m: torch.Tensor, skip: bool) -> torch.Tensor:
@@ -127,32 +141,28 @@ def _pool_stat(x3: torch.Tensor, dim: int, pool: str) -> torch.Tensor:
 
 
 def _zam_backward(gy, x, mc, ms, i1, i2, pool: str, skip: bool) -> torch.Tensor:
-    """dL/dF from dL/dF'' and the tensors saved by the forward."""
+    """dL/dF from dL/dF'' and the tensors saved by the forward, as autograd computes it for `zam_formula`."""
     b, c, h, w = x.shape
-    gx = empty_like_dense(x)
-    x3, gy3, gf = x.flatten(2), gy.flatten(2), gx.flatten(2)  # gf: dL/dF', then dL/dF in place
-    g1, g2 = _slope(mc, skip), _slope(ms, skip)
-    with_mean, with_max = 'mean' in POOL_STATS[pool], 'max' in POOL_STATS[pool]
+    mc, ms = mc.view(b, c, 1, 1), ms.view(b, 1, h, w)
+    gf = _gate_backward(gy, apply_gate(x, mc, skip), ms, 1, i2.unsqueeze(1) if i2 is not None else None, pool, skip)
+    return _gate_backward(gf, x, mc, 2, i1.unsqueeze(2) if i1 is not None else None, pool, skip)
 
-    t = gy3 * x3
-    ds2 = torch.bmm(g1.unsqueeze(1), t).squeeze(1) * (ms * (1.0 - ms))  # dL/ds2, (B, P)
-    torch.mul(gy3, g2.unsqueeze(1), out=gf)
-    gg1 = torch.bmm(t, g2.unsqueeze(2)).squeeze(2)  # dL/dg1 = sum_p dL/dF' * F, term by term
-    del t
-    if with_mean:
-        gf.add_(ds2.unsqueeze(1) / c)
-        gg1.add_(torch.bmm(x3, ds2.unsqueeze(2)).squeeze(2), alpha=1.0 / c)
-    if with_max:
-        gf.scatter_add_(1, i2.unsqueeze(1), ds2.unsqueeze(1))
-        gg1.scatter_add_(1, i2, x3.gather(1, i2.unsqueeze(1)).squeeze(1) * ds2)
-    ds1 = gg1 * (mc * (1.0 - mc))  # dL/ds1, (B, C)
 
-    gf.mul_(g1.unsqueeze(2))
-    if with_mean:
-        gf.add_(ds1.unsqueeze(2) / (h * w))
-    if with_max:
-        gf.scatter_add_(2, i1.unsqueeze(2), ds1.unsqueeze(2))
-    return gx
+def _gate_backward(g: torch.Tensor, inp: torch.Tensor, m: torch.Tensor, dim: int, index: Optional[torch.Tensor],
+                   pool: str, skip: bool) -> torch.Tensor:
+    """dL/d inp of ``apply_gate(inp, m)``, m = sigmoid(zam_pool(inp)) over ``inp.flatten(2)``'s `dim` (2: H * W, m
+    (B, C, 1, 1); 1: C, m (B, 1, H, W)), given g = dL/d output: autograd's ops for the formula, adding the terms into
+    the input's gradient in its engine's order (the later-recorded node first: the product's, the max's, the
+    mean's). `index`: the positions of the max in ``inp.flatten(2)``, (B, C, 1) or (B, 1, H * W)."""
+    dims = [2, 3] if dim == 2 else [1]
+    # mul's backward sums g * inp to m's shape
+    gm = torch.ops.aten.sigmoid_backward((g * inp).sum(dims, keepdim=True), m)
+    gi = g + g * m if skip else g * m
+    if index is not None:  # torch.max's backward: the gradient to the first maximal element
+        gi.flatten(2).scatter_add_(dim, index, gm.flatten(2))
+    if 'mean' in POOL_STATS[pool]:
+        gi.add_(gm / inp.flatten(2).shape[dim])  # mean's backward divides by the count
+    return gi
 
 
 class _ZamFunction(torch.autograd.Function):
@@ -170,7 +180,7 @@ class _ZamFunction(torch.autograd.Function):
     def backward(ctx, gy: torch.Tensor):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
-            return formula_backward(lambda x: _zam_formula(x, ctx.pool, ctx.skip), saved[:1], [True], gy) + (None,) * 4
+            return formula_backward(lambda x: zam_formula(x, ctx.pool, ctx.skip), saved[:1], [True], gy) + (None,) * 4
         return ctx.backward_fn(gy, *saved, ctx.pool, ctx.skip), None, None, None, None
 
 
