@@ -303,6 +303,24 @@ def test_ulsam_maps_and_formula(x, g):
     torch.testing.assert_close(m(x), ref)
 
 
+@pytest.mark.parametrize('g', [1, 4])
+def test_ulsam_in_train_mode_is_the_seeds_module_to_the_last_bit(x, g, single_thread):
+    """In train mode (a new model's mode) the output and every gradient are those of the seed's own subspaces
+    (`ulsam_reference`: torch.chunk, one conv / BN per subspace, ``torch.mul(A, F) + F``), bit for bit at one
+    thread (at several, torch's BatchNorm of one channel may split its sums between threads where one of g
+    channels does not). addcmul, which rounds once, was 2.4e-7 off."""
+    m = ulsam_random_bn(64, g, g)
+    grads = []
+    for forward in (m, lambda t: ulsam_reference(m, t)[0]):
+        xi = x.clone().requires_grad_(True)
+        out = forward(xi)
+        out.backward(torch.ones_like(out) + torch.arange(float(out.shape[-1])))
+        grads.append([out.detach(), xi.grad] + [p.grad.clone() for p in m.parameters()])
+        m.zero_grad()
+    for got, want in zip(*grads):
+        assert torch.equal(got, want), (got - want).abs().max()
+
+
 @pytest.mark.filterwarnings('ignore::FutureWarning', 'ignore::torch.jit.TracerWarning')
 def test_ulsam_eval_fast_path_exact_everywhere():
     """Eval mode on one thread runs in batch chunks (7 images of 32 KiB, 2 per chunk here) through the BN-folded formula:
