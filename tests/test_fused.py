@@ -109,6 +109,25 @@ def test_fused_is_the_reference_bit_for_bit(kind, layout, dtype):
         assert out[0].is_contiguous(memory_format=torch.channels_last) == (layout == 'channels_last')
 
 
+@pytest.mark.parametrize('name', ['mobilenet_zamr', 'mobilenet_zam_max', 'resnet18_zam', 'resnet18_simam',
+                                  'resnet18_nam', 'resnet18_spem'])
+def test_zoo_model_trains_as_its_reference(name):
+    """A zoo model in train mode, fused (the default) against ``impl='reference'`` with the same weights: logits,
+    every parameter's gradient and the BatchNorms' running statistics after one forward / backward, bit for bit."""
+    torch.manual_seed(0)
+    models = [timm.create_model(name, num_classes=10, attn_kwargs=dict(impl=impl)) for impl in ('fused', 'reference')]
+    models[1].load_state_dict(models[0].state_dict())
+    x, dy = torch.randn(2, 3, 32, 32), torch.randn(2, 10)
+    results = []
+    for model in models:
+        logits = model.train()(x)
+        logits.backward(dy)
+        results.append([logits.detach()] + [p.grad for p in model.parameters()] + list(model.buffers()))
+    assert len(results[0]) == len(results[1])
+    for got, want in zip(*results):
+        assert torch.equal(got, want), (got - want).abs().max()
+
+
 @pytest.mark.parametrize('kind', ['zam:avgmax:False', 'zam:max:True', 'simam'])
 def test_batch_chunks(kind, monkeypatch):
     """Inference with one CPU thread works through the batch in chunks (one image per chunk here): the same
