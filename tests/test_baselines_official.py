@@ -2,6 +2,7 @@
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from timm.layers import SEModule
 from torch import nn
 
@@ -152,3 +153,31 @@ def test_seed_flops_of_the_seeds_cbam_variant_are_the_seeds_count():
     plain = seed_flops(timm.create_model('resnet18_plain'))
     added = sum((hw + 1) * c + 2 * (c * (c // 16) + (c // 16) * c) + 18 * hw for c, hw in RESNET18_BLOCKS)
     assert seed_flops(timm.create_model('resnet18_cbam', attn_kwargs=CBAM_SEED_KWARGS)) - plain == added
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_bam_is_the_official_formula_to_the_last_bit(train):
+    """Jongchan MODELS/bam.py with BAM's own submodules: ``att = 1 + sigmoid(gate_c(avg_pool2d(x, H, stride=H)) *
+    gate_s(x))``, ``att * x``: output and every gradient bit for bit on square maps, in train and eval mode (the
+    mean of the map as x.mean, which sums in another order, was 9.5e-7 off)."""
+    torch.manual_seed(0)
+    bam = L.BAM(64).train(train)
+    for p in bam.parameters():
+        p.data.normal_(0.0, 0.5)
+
+    def official(x):
+        h = x.shape[2]
+        channel = bam.fc2(bam.act1(bam.bn1(bam.fc1(F.avg_pool2d(x, h, stride=h).flatten(1)))))
+        att = 1 + torch.sigmoid(channel.unsqueeze(2).unsqueeze(3).expand_as(x) * bam.spatial(x).expand_as(x))
+        return att * x
+
+    x = torch.randn(8, 64, 16, 16)
+    results = []
+    for forward in (bam, official):
+        xi = x.clone().requires_grad_(True)
+        out = forward(xi)
+        out.backward(torch.linspace(-1.0, 1.0, out.numel()).view_as(out))
+        results.append([out.detach(), xi.grad] + [p.grad.clone() for p in bam.parameters()])
+        bam.zero_grad()
+    for got, want in zip(*results):
+        assert torch.equal(got, want), (got - want).abs().max()

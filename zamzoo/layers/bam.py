@@ -11,18 +11,22 @@ d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
 (C=64,128,256: 1,173 + 4,457 + 17,361 = 22,991, the official CIFAR-100 ResNet18 + BAM minus the plain one).
 The channel branch's BatchNorm1d cannot train on a batch of 1, as in the original: it is refused with a
 ValueError naming BAM. GAP is the mean of the whole
-map; the official code's ``avg_pool2d(x, H, stride=H)`` is the same on square maps only (on an H x W map with
-W > H it averages the first H x H window, with W < H it raises).
+map, computed as the official code computes it on square maps, ``avg_pool2d`` of the whole map (its numbers bit
+for bit, outputs and gradients; ``x.mean`` sums in another order), where the official ``avg_pool2d(x, H,
+stride=H)`` is the whole map on square maps only (on an H x W map with W > H it averages the first H x H window,
+with W < H it raises).
 """
 from typing import Dict
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 from timm.layers import create_act_layer
 from torch import nn
 
 from ._checks import check_input, check_trainable_batch
 from ._maps import keeps_running_stats
+from .fused._common import records_sizes
 
 torch.fx.wrap('check_input')
 torch.fx.wrap('check_trainable_batch')
@@ -68,7 +72,7 @@ class BAM(nn.Module):
 
     def channel_logits(self, x: torch.Tensor) -> torch.Tensor:
         check_trainable_batch(x, self.training, 'BAM')
-        y = self.fc2(self.act1(self.bn1(self.fc1(x.mean((2, 3))))))
+        y = self.fc2(self.act1(self.bn1(self.fc1(_global_mean(x)))))
         return y.view(y.shape[0], y.shape[1], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,3 +91,12 @@ class BAM(nn.Module):
         check_input(x, self.channels, 'BAM')
         gate = self.gate(x)
         return {'channel': gate.mean((2, 3), keepdim=True), 'spatial': gate.mean(1, keepdim=True)}
+
+
+def _global_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of each map, (B, C), as the official code's ``avg_pool2d`` of the whole map computes it, in eager
+    mode, TorchScript and torch.fx (which record the map's size); ``x.mean`` (the same up to rounding) where the size
+    would be baked in or a compiler fuses (`records_sizes`)."""
+    if torch.jit.is_scripting() or not records_sizes():
+        return F.avg_pool2d(x, x.shape[2:]).flatten(1)
+    return x.mean((2, 3))

@@ -5,7 +5,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'exporting_onnx', 'fixed_map_size', 'submodules_watched',
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'records_sizes', 'exporting_onnx', 'fixed_map_size', 'submodules_watched',
            'require_eager', 'needs_autograd',
            'formula_backward', 'hw_stat', 'max_values', 'amax', 'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense',
            'is_dense', 'may_overwrite_input']
@@ -44,6 +44,14 @@ def runs_eagerly(x) -> bool:
     # ONNX exporter traces, the dynamo one compiles
     return (type(x) in (torch.Tensor, torch.nn.Parameter) and not torch._C._is_tracing()
             and not torch._C._are_functorch_transforms_active())
+
+
+@torch.jit.unused
+def records_sizes() -> bool:
+    """Whether torch.jit.trace (the TorchScript-based ONNX exporter included) or a compiler (torch.compile, torch.export,
+    the dynamo ONNX exporter) is recording: an op taking a size as its argument (a pooling window) would have it
+    baked into the graph or specialised there."""
+    return torch._C._is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
 @torch.jit.unused
