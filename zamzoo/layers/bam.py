@@ -26,7 +26,7 @@ from torch import nn
 
 from ._checks import check_input, check_trainable_batch
 from ._maps import keeps_running_stats
-from .fused._common import records_sizes
+from .fused._common import recording_graph
 
 torch.fx.wrap('check_input')
 torch.fx.wrap('check_trainable_batch')
@@ -96,7 +96,7 @@ class BAM(nn.Module):
 def _global_mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of each map, (B, C), as the official code's ``avg_pool2d`` of the whole map computes it, in eager
     mode, TorchScript and torch.fx (which record the map's size); ``x.mean`` (the same up to rounding) where the size
-    would be baked in or a compiler fuses (`records_sizes`)."""
-    if torch.jit.is_scripting() or not records_sizes():
+    would be baked in or a compiler fuses (`recording_graph`)."""
+    if torch.jit.is_scripting() or not recording_graph():
         return F.avg_pool2d(x, x.shape[2:]).flatten(1)
     return x.mean((2, 3))

@@ -15,6 +15,7 @@ import torch.fx
 from timm.layers import EcaModule, SEModule, make_divisible
 
 from ._checks import check_channels, check_input, positive_int
+from .fused._common import recording_graph
 
 torch.fx.wrap('check_input')
 
@@ -88,9 +89,14 @@ class ECA(_ChannelGate, EcaModule):
         self.label = 'ECA'
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.mean((2, 3)).unsqueeze(1)  # (B, 1, C) for the 1d conv; no view(B, 1, -1): B may be 0
-        y = self.conv(y)
+        # (B, 1, C) for the 1d conv as the official code makes it, a transposed view: the conv's input gradient is then
+        # the official one bit for bit (from a contiguous (B, 1, C) it was 1.2e-7 off); a compiler recording the ops
+        # would guard the batch on the view's strides (torch.export: batch <= 2), so it gets a contiguous one
+        if not torch.jit.is_scripting() and recording_graph():
+            y = self.conv(x.mean((2, 3)).unsqueeze(1))  # no view(B, 1, -1): B may be 0
+        else:
+            y = self.conv(x.mean((2, 3), keepdim=True).squeeze(-1).transpose(-1, -2))
         if self.conv2 is not None:
             y = self.act(y)
             y = self.conv2(y)
-        return self.gate(y).transpose(1, 2).unsqueeze(3)
+        return self.gate(y.transpose(-1, -2).unsqueeze(-1))

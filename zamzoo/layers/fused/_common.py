@@ -5,10 +5,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'records_sizes', 'exporting_onnx', 'fixed_map_size', 'submodules_watched',
-           'require_eager', 'needs_autograd',
-           'formula_backward', 'hw_stat', 'max_values', 'amax', 'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense',
-           'is_dense', 'may_overwrite_input']
+__all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'recording_graph', 'exporting_onnx', 'fixed_map_size',
+           'submodules_watched', 'require_eager', 'needs_autograd', 'formula_backward', 'hw_stat', 'max_values', 'amax',
+           'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense', 'is_dense', 'may_overwrite_input']
 
 IMPLS = ('fused', 'reference')
 
@@ -47,10 +46,10 @@ def runs_eagerly(x) -> bool:
 
 
 @torch.jit.unused
-def records_sizes() -> bool:
-    """Whether torch.jit.trace (the TorchScript-based ONNX exporter included) or a compiler (torch.compile, torch.export,
-    the dynamo ONNX exporter) is recording: an op taking a size as its argument (a pooling window) would have it
-    baked into the graph or specialised there."""
+def recording_graph() -> bool:
+    """Whether torch.jit.trace (the TorchScript-based ONNX exporter included) or a compiler (torch.compile,
+    torch.export, the dynamo ONNX exporter) is recording the ops: it bakes sizes given as arguments (a pooling
+    window) into the graph, and the compilers guard on strides (a transposed view of a batch may fix the batch)."""
     return torch._C._is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
 
 
