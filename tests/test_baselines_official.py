@@ -189,3 +189,24 @@ def test_bam_is_the_official_formula_to_the_last_bit(train):
         bam.zero_grad()
     for got, want in zip(*results):
         assert torch.equal(got, want), (got - want).abs().max()
+
+
+def test_cbam_is_the_official_formula_with_its_pooled_maps_in_its_order():
+    """Jongchan MODELS/cbam.py (as reference/modules.md writes it): spatial ``sigmoid(BN(conv7x7([max_c; mean_c])))``
+    after the channel gate, the official ChannelPool's order (timm's is [mean_c; max_c], a permutation of the conv's
+    input channels: the official weights would give another function); the seed's variant keeps its [mean_c; max_c].
+    Non-trivial parameters (the official init makes the spatial gate 0.5 whatever the order)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 7, 7)
+    for kwargs, max_first in (({}, True), (CBAM_SEED_KWARGS, False)):
+        cbam = L.CBAM(32, **kwargs).eval()
+        for p in cbam.parameters():
+            p.data.normal_(0.0, 0.5)
+        c, s = cbam.channel, cbam.spatial
+        mlp = lambda t: c.fc2(c.act(c.fc1(t)))  # noqa: E731
+        y = x * torch.sigmoid(mlp(F.avg_pool2d(x, 7)) + mlp(F.max_pool2d(x, 7)))
+        pooled = [torch.max(y, 1)[0].unsqueeze(1), torch.mean(y, 1).unsqueeze(1)]
+        pooled = torch.cat(pooled if max_first else pooled[::-1], dim=1)
+        expected = y * torch.sigmoid(s.bn(s.conv(pooled)))
+        torch.testing.assert_close(cbam(x), expected)
+        assert not torch.allclose(cbam(x), y * torch.sigmoid(s.bn(s.conv(pooled.flip(1)))))

@@ -78,8 +78,8 @@ def _cbam_with_torch_max(m, x):
     c, s = m.channel, m.spatial
     mlp = lambda t: c.fc2(c.act(c.fc1(t)))  # noqa: E731
     y = x * c.gate(mlp(x.mean((2, 3), keepdim=True)) + mlp(F.adaptive_max_pool2d(x, 1)))
-    stats = torch.cat([y.mean(1, keepdim=True), torch.max(y, 1, keepdim=True)[0]], 1)
-    return y * s.gate(s.bn(s.conv(stats)))
+    stats = [torch.max(y, 1, keepdim=True)[0], y.mean(1, keepdim=True)]  # the official ChannelPool's order
+    return y * s.gate(s.bn(s.conv(torch.cat(stats if s.max_first else stats[::-1], 1))))
 
 
 @pytest.mark.parametrize('kwargs', [{}, L.CBAM_SEED_KWARGS])

@@ -1,19 +1,21 @@
 """CBAM (Woo et al., arXiv:1807.06521): channel ``sigmoid(MLP(avg) + MLP(max))`` then spatial
-``sigmoid(BN(conv_k([mean_c; max_c])))``.
+``sigmoid(BN(conv_k([max_c; mean_c])))``.
 
 Defaults = the paper's official code (Jongchan/attention-module): MLP C -> C//16 -> C with biases (its nn.Linear
-layers), spatial conv 7x7 without bias followed by BN. ResNet18 CIFAR-100 with it: 11,310,012 params. (timm's
-``CbamModule`` computes the same function with other parameter names (its spatial conv and BN are one
-``ConvNormAct``: ``spatial.conv.conv`` / ``spatial.conv.bn`` against our ``spatial.conv`` / ``spatial.bn``), a
-bias-free MLP by default and a hidden width C / 16 rounded to the nearest (ours is C // 16, the official code's): its
-state_dicts do not load into ours. The official spatial BN also uses momentum 0.01 and concatenates [max; mean], a
-permutation of the conv weights: we keep PyTorch's BN default and timm's [mean; max].) The channel half is timm's ``ChannelAttn``. Both maxima are torch.max's (`max_values`), as
-in the official code and the seed's (timm's ``amax`` splits the gradient between tied maxima).
+layers), spatial conv 7x7 without bias over [max_c; mean_c] (its ChannelPool's order), followed by BN. ResNet18
+CIFAR-100 with it: 11,310,012 params. (timm's ``CbamModule`` computes the same function with other parameter names
+(its spatial conv and BN are one ``ConvNormAct``: ``spatial.conv.conv`` / ``spatial.conv.bn`` against our
+``spatial.conv`` / ``spatial.bn``), a bias-free MLP by default, a hidden width C / 16 rounded to the nearest (ours is
+C // 16, the official code's) and [mean_c; max_c] (a permutation of the conv's input channels): its state_dicts do
+not load into ours. The official spatial BN also uses momentum 0.01: we keep PyTorch's default.) The channel half
+is timm's ``ChannelAttn``. Both maxima are torch.max's (`max_values`), as in the official code and the seed's
+(timm's ``amax`` splits the gradient between tied maxima).
 Initialisation (`CBAM.init_weights`, run by the constructor) as the official ResidualNet.__init__ initialises its
 CBAMs: spatial BN weight 0 (the spatial gate is exactly 0.5 at init, whatever the input), every bias 0 (the MLP's
 included), the spatial conv kaiming normal (fan_out); the backbones' own init leaves attention modules alone.
 
-The ZAM seed's variant (``CBAM_SEED_KWARGS``): spatial kernel 3, bias-free MLP, no BN after the spatial conv;
+The ZAM seed's variant (``CBAM_SEED_KWARGS``): spatial kernel 3 over [mean_c; max_c] (its order), bias-free MLP, no
+BN after the spatial conv;
 ``2*C*(C//16) + 18`` params per module (ResNet18 CIFAR-100: 11,307,316); PyTorch's default init, as the seed's code.
 """
 from typing import Dict, Optional, Type, Union
@@ -33,18 +35,20 @@ torch.fx.wrap('check_input')
 
 __all__ = ['CBAM', 'CbamSpatialAttn', 'CBAM_SEED_KWARGS']
 
-CBAM_SEED_KWARGS = dict(spatial_kernel_size=3, mlp_bias=False, spatial_norm=False)
+CBAM_SEED_KWARGS = dict(spatial_kernel_size=3, mlp_bias=False, spatial_norm=False, spatial_max_first=False)
 """kwargs turning the official CBAM into the ZAM seed's variant: ``CBAM(C, **CBAM_SEED_KWARGS)``."""
 
 
 class CbamSpatialAttn(nn.Module):
-    """conv_k over [mean_c; max_c] (2 -> 1, no bias), optional BN(1), gate."""
+    """conv_k over [max_c; mean_c] (the official code's order), or [mean_c; max_c] with ``max_first=False`` (the ZAM
+    seed's), 2 -> 1, no bias; optional BN(1); gate."""
 
     def __init__(
             self,
             kernel_size: int = 7,
             norm: bool = True,
             gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
+            max_first: bool = True,
             device=None,
             dtype=None,
     ):
@@ -52,12 +56,14 @@ class CbamSpatialAttn(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         if kernel_size < 1 or kernel_size % 2 != 1:
             raise ValueError(f'CBAM: spatial_kernel_size must be odd and positive, got {kernel_size}')
+        self.max_first = bool(max_first)
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **dd)
         self.bn = nn.BatchNorm2d(1, **dd) if norm else nn.Identity()
         self.gate = create_act_layer(gate_layer)
 
     def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.cat([x.mean(dim=1, keepdim=True), max_values(x, [1])], dim=1)
+        stats = [x.mean(dim=1, keepdim=True), max_values(x, [1])]
+        s = torch.cat(stats[::-1] if self.max_first else stats, dim=1)
         return self.gate(self.bn(self.conv(s)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +79,7 @@ class CBAM(nn.Module):
             spatial_kernel_size: int = 7,
             spatial_norm: bool = True,
             mlp_bias: bool = True,
+            spatial_max_first: bool = True,
             act_layer: Optional[Type[nn.Module]] = None,
             gate_layer: Union[str, Type[nn.Module]] = 'sigmoid',
             device=None,
@@ -89,8 +96,10 @@ class CBAM(nn.Module):
             mlp_bias=mlp_bias,
             **dd,
         )
-        self.spatial = CbamSpatialAttn(spatial_kernel_size, norm=spatial_norm, gate_layer=gate_layer, **dd)
-        settings = dict(spatial_kernel_size=spatial_kernel_size, mlp_bias=mlp_bias, spatial_norm=spatial_norm)
+        self.spatial = CbamSpatialAttn(spatial_kernel_size, norm=spatial_norm, gate_layer=gate_layer,
+                                       max_first=spatial_max_first, **dd)
+        settings = dict(spatial_kernel_size=spatial_kernel_size, mlp_bias=mlp_bias, spatial_norm=spatial_norm,
+                        spatial_max_first=spatial_max_first)
         self.variant = 'seed' if settings == CBAM_SEED_KWARGS else 'paper'  # whose code it follows (the FLOP count's)
         self.init_weights()
 
