@@ -1,7 +1,9 @@
 """NAM's channel attention, ``y = x * sigmoid(w * BN(x))`` with w = |gamma| / sum|gamma| (detached), in place of the
-BatchNorm's output: one full-size allocation in forward instead of four, and an autograd.Function that saves x and
-the batch statistics only (the BatchNorm itself saves x, so nothing of full size is added). Backward makes BN(x) and
-the gate again from x and runs autograd's ops for the formula, so its gradients are the reference's bit for bit.
+BatchNorm's output: one full-size allocation in inference instead of four (two with autograd), and an
+autograd.Function that saves what the formula's autograd saves (x, the batch statistics, the gate) and runs
+autograd's ops for it, so its gradients are the reference's bit for bit. (Saving x and the statistics only, and
+making BN(x) and the gate again in backward, measured slower than the reference in CPU training:
+docs/bench/cpu_training.md.)
 
 Runs the exact `nn.BatchNorm2d` semantics (running statistics, momentum=None, num_batches_tracked, eval mode)
 through `torch.native_batch_norm`; other norm layers (e.g. SyncBatchNorm after
@@ -39,40 +41,36 @@ def _attention_weight(weight: torch.Tensor) -> torch.Tensor:
     return (g / g.sum()).view(1, -1, 1, 1)
 
 
-def _nam_forward(x, weight, bias, running_mean, running_var, batch_stats: bool, momentum: float, eps: float):
+def _nam_gate(x, weight, bias, running_mean, running_var, batch_stats: bool, momentum: float, eps: float):
+    """(sigmoid(w * BN(x)) written over BN(x), the batch mean, the batch 1 / std), BN's running statistics updated."""
     out, save_mean, save_invstd = torch.native_batch_norm(
         x, weight, bias, running_mean, running_var, batch_stats, momentum, eps)
-    y = out.mul_(_attention_weight(weight)).sigmoid_().mul_(x)
-    return y, save_mean, save_invstd
+    return out.mul_(_attention_weight(weight)).sigmoid_(), save_mean, save_invstd
 
 
 class _NamFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, batch_stats: bool, momentum: float, eps: float):
-        y, save_mean, save_invstd = _nam_forward(
-            x, weight, bias, running_mean, running_var, batch_stats, momentum, eps)
+        gate, save_mean, save_invstd = _nam_gate(x, weight, bias, running_mean, running_var, batch_stats, momentum, eps)
         ctx.batch_stats, ctx.eps = batch_stats, eps
         if batch_stats:  # the running statistics are not used by backward (and may change before it runs)
             running_mean = running_var = None
-        ctx.save_for_backward(x, weight, bias, running_mean, running_var, save_mean, save_invstd)
-        return y
+        ctx.save_for_backward(x, weight, bias, running_mean, running_var, save_mean, save_invstd, gate)
+        return gate * x
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
-        x, weight, bias, running_mean, running_var, save_mean, save_invstd = ctx.saved_tensors
+        x, weight, bias, running_mean, running_var, save_mean, save_invstd, s = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: no running statistics updated by the formula
             grads = formula_backward(
                 lambda *t: t[0] * torch.sigmoid(F.batch_norm(t[0], running_mean, running_var, t[1], t[2],
                                                              ctx.batch_stats, 0.0, ctx.eps) * _attention_weight(t[1])),
                 [x, weight, bias], ctx.needs_input_grad[:3], gy)
             return grads + (None,) * 5
-        # autograd's ops for the formula x * sigmoid(BN(x) * w), bit for bit its numbers: BN(x) made again as the
-        # forward made it (no running statistics to update), the gate's product, sigmoid's and BatchNorm's backward
-        s = torch.native_batch_norm(x, weight, bias, running_mean, running_var, ctx.batch_stats, 0.0, ctx.eps)[0]
-        w = _attention_weight(weight)
-        s.mul_(w).sigmoid_()  # the gate, as in forward
+        # autograd's ops for the formula sigmoid(BN(x) * w) * x, bit for bit its numbers: the product's, sigmoid's
+        # and BatchNorm's backward
         gx = gy * s
-        gbn = torch.ops.aten.sigmoid_backward(gy * x, s).mul_(w)  # dL/dBN(x)
+        gbn = torch.ops.aten.sigmoid_backward(gy * x, s).mul_(_attention_weight(weight))  # dL/dBN(x)
         gx_bn, gweight, gbias = torch.ops.aten.native_batch_norm_backward(
             gbn, x, weight, running_mean, running_var, save_mean, save_invstd, ctx.batch_stats, ctx.eps,
             [True, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
@@ -88,4 +86,4 @@ def nam_fused(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
         F._verify_batch_size(x.size())
     if needs_autograd(x, bn.weight, bn.bias):
         return _NamFunction.apply(x, bn.weight, bn.bias, *args)
-    return _nam_forward(x, bn.weight, bn.bias, *args)[0]
+    return _nam_gate(x, bn.weight, bn.bias, *args)[0].mul_(x)
