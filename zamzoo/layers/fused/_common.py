@@ -50,7 +50,7 @@ def recording_graph() -> bool:
     """Whether torch.jit.trace (the TorchScript-based ONNX exporter included) or a compiler (torch.compile,
     torch.export, the dynamo ONNX exporter) is recording the ops: it bakes sizes given as arguments (a pooling
     window) into the graph, and the compilers guard on strides (a transposed view of a batch may fix the batch)."""
-    return torch._C._is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+    return torch._C._is_tracing() or torch.compiler.is_compiling() or exporting_onnx()
 
 
 @torch.jit.unused
