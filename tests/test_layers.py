@@ -1,5 +1,6 @@
 """Attention modules: exact parameter counts, outputs against the formulas of the papers / original code (written
 here independently of zamzoo.layers), input checks, registry, penalties, timm / TorchScript / FX compatibility."""
+import copy
 import itertools
 import math
 import unittest.mock
@@ -303,22 +304,49 @@ def test_ulsam_maps_and_formula(x, g):
     torch.testing.assert_close(m(x), ref)
 
 
-@pytest.mark.parametrize('g', [1, 4])
-def test_ulsam_in_train_mode_is_the_seeds_module_to_the_last_bit(x, g, single_thread):
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('g,shape', [(1, (4, 64, 8, 6)), (4, (4, 64, 8, 6)), (8, (32, 128, 8, 8))])
+def test_ulsam_in_train_mode_is_the_seeds_module_to_the_last_bit(g, shape, threads):
     """In train mode (a new model's mode) the output and every gradient are those of the seed's own subspaces
-    (`ulsam_reference`: torch.chunk, one conv / BN per subspace, ``torch.mul(A, F) + F``), bit for bit at one
-    thread (at several, torch's BatchNorm of one channel may split its sums between threads where one of g
-    channels does not). addcmul, which rounds once, was 2.4e-7 off."""
-    m = ulsam_random_bn(64, g, g)
+    (`ulsam_reference`: torch.chunk, one conv / BN per subspace, ``torch.mul(A, F) + F``), bit for bit, at one thread
+    and at two, below and above the batch size (16) from which PyTorch hands a 1x1 conv to oneDNN at one thread.
+    addcmul, which rounds once, was 2.4e-7 off; one grouped conv for the g subspaces' convs, 4.8e-7 (output) and
+    6.9e-5 (DW weight gradient) at two threads."""
+    m = ulsam_random_bn(shape[1], g, g)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 2.0 + 0.3
     grads = []
-    for forward in (m, lambda t: ulsam_reference(m, t)[0]):
-        xi = x.clone().requires_grad_(True)
-        out = forward(xi)
-        out.backward(torch.ones_like(out) + torch.arange(float(out.shape[-1])))
-        grads.append([out.detach(), xi.grad] + [p.grad.clone() for p in m.parameters()])
-        m.zero_grad()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for forward in (m, lambda t: ulsam_reference(m, t)[0]):
+            xi = x.clone().requires_grad_(True)
+            out = forward(xi)
+            out.backward(torch.ones_like(out) + torch.arange(float(out.shape[-1])))
+            grads.append([out.detach(), xi.grad] + [p.grad.clone() for p in m.parameters()])
+            m.zero_grad()
+    finally:
+        torch.set_num_threads(before)
     for got, want in zip(*grads):
         assert torch.equal(got, want), (got - want).abs().max()
+
+
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_ulsam_per_subspace_batch_norms_keep_the_statistics_the_batchnorm_modules_keep(momentum):
+    """The per-subspace path's running statistics and batch counts are those of the BatchNorm2d modules run as
+    written (a forward hook on a submodule makes ULSAM call them), over three train steps and in eval mode after."""
+    ours = ulsam_random_bn(64, 4, 0)
+    for bn in (ours.bn_dw, ours.bn_pw):
+        bn.momentum = momentum
+    modules = copy.deepcopy(ours)
+    modules.dw.register_forward_hook(lambda *args: None)
+    for step in range(3):
+        x = torch.randn(4, 64, 8, 6, generator=torch.Generator().manual_seed(step))
+        torch.testing.assert_close(ours(x), modules(x), rtol=1e-6, atol=1e-6)
+    for got, want in zip(ours.buffers(), modules.buffers()):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    assert int(ours.bn_dw.num_batches_tracked) == int(ours.bn_pw.num_batches_tracked) == 3
+    ours.eval(), modules.eval()
+    torch.testing.assert_close(ours(x), modules(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.filterwarnings('ignore::FutureWarning', 'ignore::torch.jit.TracerWarning')

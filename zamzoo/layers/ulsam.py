@@ -4,12 +4,14 @@ The C channels are split into g groups of G = C/g (``torch.chunk`` order). Per g
 DW conv1x1 (bias) -> BN(G) -> ReLU -> MaxPool 3x3/1/1 -> PW conv1x1 G->1 (bias) -> BN(1) -> ReLU
 -> softmax over the H*W positions -> A_n (1xHxW, sums to 1) -> ``F_n * A_n + F_n``.
 
-The g independent branches are computed at once: the depthwise conv and its BN are per channel anyway, the g
-pointwise convs G->1 are one grouped conv C->g (groups=g), and the g BN(1) are one BN(g) (per-channel statistics,
-identical). Parameters 5C + 3g, as the original. Its ReLUs stay ReLUs: `act_layer` (which timm's se_layer hook
-passes) is accepted and ignored, since the folded inference path computes ReLU itself. Differences from the original
-file, on purpose: BatchNorm uses PyTorch defaults (the original passes momentum=0.9, i.e. running stats follow the
-last batch) and nothing changes the global default tensor type.
+Where the BNs normalise with batch statistics (train mode) the g branches run one by one, as the seed runs them, on
+slices of the module's parameters and running statistics (`_seed_maps`: the seed's module's bits). Under TorchScript,
+with hooks on the submodules or norm layers other than BatchNorm2d, and in inference, they run at once: the
+depthwise conv and its BN are per channel anyway, the g pointwise convs G->1 are one grouped conv C->g (groups=g), and
+the g BN(1) are one BN(g) (per-channel statistics, identical). Parameters 5C + 3g, as the original. Its ReLUs stay
+ReLUs: `act_layer` (which timm's se_layer hook passes) is accepted and ignored, since the folded inference path
+computes ReLU itself. Differences from the original file, on purpose: BatchNorm uses PyTorch defaults (the original
+passes momentum=0.9, i.e. running stats follow the last batch) and nothing changes the global default tensor type.
 
 Inference (both BatchNorms in eval mode) computes the same function in fewer, cheaper passes (profiled on CPU,
 one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 1x1 depthwise conv most of the
@@ -38,7 +40,7 @@ so) that path writes the output into the input, and a chunk-sized scratch buffer
 pool: no whole-batch buffer at all (mobilenet_ulsam against mobilenet_plain at batch 64, 2 threads: 1.44x -> 1.27x;
 docs/bench/cpu_threads.md).
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.fx
@@ -91,6 +93,8 @@ class ULSAM(nn.Module):
         """ReLU(BN(PW(MaxPool(ReLU(BN(DW(x))))))) -> softmax over H x W, with the submodules or `folded`."""
         b, c, h, w = x.shape
         g = self.groups
+        if folded is None and not torch.jit.is_scripting() and self._as_the_seed():
+            return self._seed_maps(x)
         if folded is None:
             a = F.relu(self.bn_dw(self.dw(x)))
             a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
@@ -102,6 +106,35 @@ class ULSAM(nn.Module):
             a = a.reshape(b, g, c // g, h * w)
             a = F.relu(torch.matmul(folded[2], a) + folded[3]).reshape(b, g, h * w)  # (g, 1, G) @ (B, g, G, HW)
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
+
+    @torch.jit.unused
+    def _as_the_seed(self) -> bool:
+        """Whether `_seed_maps` may stand in for the submodules: plain BatchNorm2d (not e.g. SyncBatchNorm after
+        convert_sync_batchnorm) and no hook watching them."""
+        plain = type(self.bn_dw) is nn.BatchNorm2d and type(self.bn_pw) is nn.BatchNorm2d
+        return plain and self.dw.bias is not None and self.pw.bias is not None and not self._submodules_watched()
+
+    @torch.jit.unused
+    def _seed_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The maps as the seed computes them, subspace by subspace: on each torch.chunk of x its own DW conv, BN, ReLU,
+        pool, PW conv G -> 1, BN, ReLU and softmax, with that chunk's slice of the parameters and running statistics.
+        The same function as the submodules, which run all g subspaces at once, but not the same last bits: PyTorch
+        hands a conv to oneDNN or to its own kernel, and oneDNN picks its kernel, by shape, batch size and thread
+        count; and a conv's bias gradient sums a strided slice of a whole-map gradient where the seed's sums a map of
+        its own. At two threads, in train mode, the submodules put the output 4.8e-7 and the DW weights' gradient
+        6.9e-5 (of values ~1) off the seed's module. Costs a training step of `mobilenet_ulsam` 2.67x -> 2.88x the
+        plain backbone (docs/bench/cpu_training.md)."""
+        b, _, h, w = x.shape
+        g = self.groups
+        dw_weight, dw_bias, pw_weight, pw_bias = (t.chunk(g) for t in (self.dw.weight, self.dw.bias, self.pw.weight,
+                                                                       self.pw.bias))
+        bn_dw, bn_pw = _chunked_batch_norm(self.bn_dw, g), _chunked_batch_norm(self.bn_pw, g)
+        maps = []
+        for i, f in enumerate(x.chunk(g, 1)):
+            a = self.pool(F.relu(bn_dw(F.conv2d(f, dw_weight[i], dw_bias[i], groups=f.shape[1]), i)))
+            a = F.relu(bn_pw(F.conv2d(a, pw_weight[i], pw_bias[i]), i))
+            maps.append(torch.softmax(a.reshape(b, 1, h * w), dim=-1))
+        return torch.cat(maps, 1).reshape(b, g, h, w)
 
     @torch.jit.unused
     def _dw_pool_onnx(self, x: torch.Tensor, folded: List[torch.Tensor]) -> torch.Tensor:
@@ -205,6 +238,21 @@ class ULSAM(nn.Module):
         """{'spatial': (B, g, H, W)}: one map per subspace (channel group), each summing to 1 over H x W."""
         check_input(x, self.channels, 'ULSAM')
         return {'spatial': self.subspace_maps(x)}
+
+
+def _chunked_batch_norm(bn: nn.BatchNorm2d, g: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """`f(a, i)`: bn's forward of a, as a BatchNorm2d of its own holding channel chunk i (of g) of bn's parameters and
+    running statistics would compute it (nn.BatchNorm2d.forward's choices, num_batches_tracked counted once for the
+    g chunks). F.batch_norm updates the running statistics through the chunks, views of bn's buffers."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    stats = [bn.running_mean, bn.running_var] if not bn.training or bn.track_running_stats else [None, None]
+    mean, var, weight, bias = ([None] * g if t is None else t.chunk(g) for t in (*stats, bn.weight, bn.bias))
+    return lambda a, i: F.batch_norm(a, mean[i], var[i], weight[i], bias[i], batch_stats, momentum, bn.eps)
 
 
 def _conv_bn(
