@@ -190,3 +190,36 @@ def test_eval_of_zamzoos_own_export_of_a_run_scores_it_as_the_run_did(tmp_path):
     export = export_run([out], tmp_path / 'export').path
     r = evaluate('mobilenet_plain', str(data), 'folder', checkpoint=export, device='cpu')
     assert r['images'] == 6 and r['loss'] == pytest.approx(result['test_loss'], rel=1e-4)
+
+
+def test_eval_scores_each_class_by_its_name_and_refuses_other_names(tmp_path):
+    """The same export with its classifier rows and class names in another order (as a Hugging Face dataset's own
+    class order meets an image folder's sorted one) scores exactly as the original; data with class names the
+    checkpoint was not trained on is refused, not scored against the wrong rows."""
+    from safetensors.torch import load_file, save_file
+    from zamzoo.errors import DataError
+    from zamzoo.publish import export_run
+    data = tmp_path / 'animals'
+    write_images(data / 'train', {'cat': 4, 'cow': 4, 'dog': 4})
+    write_images(data / 'val', {'cat': 3, 'cow': 2, 'dog': 1}, seed=1)
+    out = tmp_path / 'run'
+    train(TrainConfig(model='mobilenet_plain', data=str(data), dataset='folder', epochs=1, batch_size=4, seed=1,
+                      device='cpu', out=str(out)))
+    export = export_run([out], tmp_path / 'export').path
+    turned = tmp_path / 'turned'
+    turned.mkdir()
+    config = json.loads((export / 'config.json').read_text())
+    assert config['label_names'] == ['cat', 'cow', 'dog']
+    config['label_names'] = ['dog', 'cat', 'cow']
+    (turned / 'config.json').write_text(json.dumps(config))
+    order = [2, 0, 1]
+    weights = load_file(export / 'model.safetensors')
+    save_file({k: v[order] if k.startswith('fc.') else v for k, v in weights.items()},
+              turned / 'model.safetensors')
+    scores = [evaluate('mobilenet_plain', str(data), 'folder', checkpoint=c, device='cpu') for c in (export, turned)]
+    assert scores[0]['top1'] == scores[1]['top1'] and scores[0]['loss'] == pytest.approx(scores[1]['loss'], rel=1e-6)
+    other = tmp_path / 'other'
+    write_images(other / 'train', {'cat': 2, 'cow': 2, 'pig': 2})
+    write_images(other / 'val', {'cat': 1, 'cow': 1, 'pig': 1}, seed=2)
+    with pytest.raises(DataError, match=r"only in the checkpoint: 'dog'; only in .*other: 'pig'"):
+        evaluate('mobilenet_plain', str(other), 'folder', checkpoint=export, device='cpu')

@@ -68,14 +68,20 @@ def own_data_tag(dataset: str, name: str) -> str:
     return f'{tag}_{dataset}' if tag.lower() in cifar.CIFAR_DATASETS else tag
 
 
+def classes_only_in(first: str, first_classes: list, second: str, second_classes: list) -> str:
+    """'only in FIRST: ...; only in SECOND: ...' for the class names only one of two lists has ('' for none)."""
+    differ = ((first, [c for c in first_classes if c not in second_classes]),
+              (second, [c for c in second_classes if c not in first_classes]))
+    return '; '.join(f'only in {where}: {", ".join(map(repr, names))}' for where, names in differ if names)
+
+
 def _check_same_classes(data, train: list, val: list):
     """A `DataError` naming the classes only one split has (or saying the order differs) unless they are the same."""
     if train == val:
         return
-    differ = (('train', [c for c in train if c not in val]), ('validation', [c for c in val if c not in train]))
-    only = [f'only in {part}: {", ".join(map(repr, names))}' for part, names in differ if names]
+    only = classes_only_in('train', train, 'validation', val)
     raise DataError(f'{data}: the train and validation splits have different classes ({len(train)} vs {len(val)}; '
-                    f'{"; ".join(only) or "the same names in another order"}); expected the same class list')
+                    f'{only or "the same names in another order"}); expected the same class list')
 
 
 def open_data(source: DataSource, train: bool = True) -> OpenedData:

@@ -3,11 +3,12 @@ import time
 from typing import Optional
 
 from .. import provenance
-from ..errors import UsageError, WeightsError, ZamzooError
+from ..errors import DataError, UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
 from .checkpoint import load_weights, run_config, run_folder_of
+from .init import class_rows, recorded_classes, reorder_classifier
 from .loop import evaluate_loader
 from .run_files import CONFIG_FILE
 from .run_folder import read_split, run_status
@@ -34,7 +35,6 @@ def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict
     """The data to evaluate on: the run's held-out split (its split file) or its HF columns and splits, unless
     given here; integer labels index the checkpoint's classes (those recorded next to its weights)."""
     from ..data import DataSource
-    from .init import recorded_classes
     args = run_cfg.get('args') if isinstance(run_cfg.get('args'), dict) else {}
     same_data = args.get('dataset') == dataset
     options = {k: hf_options.get(k) or (args.get(k) if same_data else None)
@@ -56,7 +56,9 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     else the run folder's normalisation (config.json), else `recipe`'s for this data set, else the model's
     pretrained cfg (which is the recipe it was trained with). A run trained with --holdout is evaluated on its
     held-out images (the run folder's split file); `hf_options` (image_column, label_column, val_split) default to
-    the run's. A run folder's data must be the data the run recorded (its fingerprint).
+    the run's. A run folder's data must be the data the run recorded (its fingerprint). The class names the
+    checkpoint records must be the data's: in another order the classifier's rows follow the names, other names
+    are a DataError.
     """
     if bool(pretrained) == (checkpoint is not None):
         raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
@@ -74,8 +76,11 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     export = _is_export(run_cfg)
     if run_cfg.get('num_classes') not in (None, num_classes):
         raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
+    order = _class_order(run_cfg, opened.classes, checkpoint, data)
 
     net = _model(model, num_classes, pretrained, checkpoint, run_cfg)
+    if order is not None:
+        reorder_classifier(net, order)
     pieces = build_pieces(net, dev, autocast_dtype, channels_last=dev.type == 'cuda')
     if export:
         test, mean, std = _export_loader(test_split, net, img_size, batch_size, dev, workers)
@@ -93,6 +98,22 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
         'mean': list(mean), 'std': list(std), 'images_per_s': n / elapsed if elapsed else None,
         'device': provenance.device_description(dev),
     }
+
+
+def _class_order(run_cfg: dict, classes: list, checkpoint, data):
+    """None where the checkpoint's recorded classes are the data's, in order (or it records none); the classifier
+    rows that score the data's classes where they are the same names in another order (an image folder's sorted
+    names, a Hugging Face dataset's own order); a DataError for other names, whose scores would mean nothing."""
+    recorded = recorded_classes(run_cfg)
+    if recorded is None or recorded == list(classes):
+        return None
+    order = class_rows(recorded, classes)
+    if order is None:
+        from ..data import classes_only_in
+        only = classes_only_in('the checkpoint', recorded, str(data), list(classes)) or 'a name twice'
+        raise DataError(f'{checkpoint} was trained on other classes than {data} has ({only}); expected the same '
+                        f'class names, in any order')
+    return order
 
 
 def check_trained_model(model: str, run_cfg: dict):

@@ -126,18 +126,36 @@ def _fit_head(state: dict, head_keys: set, own: dict, classes: Sequence[str],
     """`state` with its classifier fitted to this run's `classes`, and what was done: 'kept'; 'reordered' (the same
     names in another order: its rows follow the names); 'reset' (another class count, or other names: the
     classifier stays as the model was built)."""
+    order = None if init_classes is None else class_rows(init_classes, classes)
     if any(k in state and state[k].shape != own[k].shape for k in head_keys):
         action = 'reset'
     elif init_classes is None or list(init_classes) == list(classes):
         return state, 'kept'
-    elif sorted(init_classes) == sorted(classes) and len(set(classes)) == len(classes):
-        row = {name: i for i, name in enumerate(init_classes)}
-        order = [row[name] for name in classes]
-        return {k: v[order] if k in head_keys and v.dim() and v.shape[0] == len(order) else v
-                for k, v in state.items()}, 'reordered'
+    elif order is not None:
+        return _head_rows(state, head_keys, order), 'reordered'
     else:
         action = 'reset'
     return {k: v for k, v in state.items() if k not in head_keys}, action
+
+
+def class_rows(trained: Sequence[str], classes: Sequence[str]) -> Optional[List[int]]:
+    """Item i: the row of a classifier trained on the classes `trained` that scores `classes[i]`; None unless both
+    name the same classes, each once."""
+    if sorted(trained) != sorted(classes) or len(set(classes)) != len(classes):
+        return None
+    row = {name: i for i, name in enumerate(trained)}
+    return [row[name] for name in classes]
+
+
+def reorder_classifier(model: nn.Module, order: List[int]) -> None:
+    """Put `model`'s classifier rows in `order` (`class_rows`)."""
+    state = model.state_dict()
+    head = model.pretrained_cfg.get('classifier', 'fc')
+    model.load_state_dict(_head_rows(state, {k for k in state if k.startswith(head + '.')}, order))
+
+
+def _head_rows(state: dict, head_keys: set, order: List[int]) -> dict:
+    return {k: v[order] if k in head_keys and v.dim() and v.shape[0] == len(order) else v for k, v in state.items()}
 
 
 def apply_init(model: nn.Module, state: dict, source: str, classes: Sequence[str] = (),
