@@ -2,6 +2,7 @@
 that changes its result: zoo run, --resume and zoo export compare it), corrupt sweep files reported per run, the
 aggregate images/s of one invocation, sbatch's gres refusal explained, zoo export's destinations checked first."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from zamzoo.train import TrainConfig, train
 from zamzoo.train.run_folder import read_run
 from zamzoo.zoo import plan_sweep, sweep_status
 
-from test_zoo import TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
+from test_zoo import REPO, TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
 
 
 def _zoo_run(data, out, *extra):
@@ -213,3 +214,20 @@ def test_zoo_export_checks_destinations_first_and_runs_outside_a_checkout(mixed_
     captured = capsys.readouterr()
     assert 'tables: skipped (no README.md, MODEL_CARD.md and docs/bench here' in captured.out
     assert f'failed {TINY}.cifar10: the runs differ' in captured.err   # each group's outcome is still reported
+
+
+def test_zoo_export_names_an_image_folder_sweeps_export_by_its_tag(tmp_path, capsys):
+    """A sweep on an image folder is exported to staging/<model>.<folder name>, the tag its export, card and repo
+    carry (as `zamzoo export` names it), not to <model>.folder."""
+    pets, out, staging = _image_folder(tmp_path / 'pets'), tmp_path / 'sweep', tmp_path / 'staging'
+    assert main(['zoo', 'run', '--models', 'mobilenet_plain', '--datasets', 'folder', '--data', str(pets),
+                 '--holdout', '0.25', '--seeds', '0', '--epochs', '1', '--batch-size', '4', '--device', 'cpu',
+                 '--out', str(out)]) == 0
+    readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
+    shutil.copy(REPO / 'README.md', readme)
+    shutil.copy(REPO / 'MODEL_CARD.md', card)
+    assert main(['zoo', 'export', '--out', str(out), '--min-seeds', '1', '--staging', str(staging),
+                 '--readme', str(readme), '--model-card', str(card)]) == 0
+    assert [p.name for p in staging.iterdir()] == ['mobilenet_plain.pets']
+    assert json.loads((staging / 'mobilenet_plain.pets' / 'results.json').read_text())['tag'] == 'pets'
+    assert 'exported mobilenet_plain.pets (seeds 0): top-1' in capsys.readouterr().out

@@ -522,8 +522,10 @@ def export_run(
         repo_id: Optional[str] = None,
         overwrite: bool = False,
         onnx: bool = False,
+        staging=DEFAULT_STAGING,
 ) -> ExportResult:
-    """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out`; see the module doc."""
+    """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out` (default:
+    `staging`/<model>.<tag>); see the module doc."""
     from ..models import ZOO, hub_id
 
     sources = _source_paths(sources)
@@ -535,7 +537,7 @@ def export_run(
     repo_id = repo_id or hub_id(inp.model, tag)
     if problem := repo_id_problem(inp.model, tag, repo_id):
         raise ExportError(f'--repo-id: {problem}')
-    out = Path(out) if out is not None else DEFAULT_STAGING / f'{inp.model}.{tag}'
+    out = Path(out) if out is not None else Path(staging) / f'{inp.model}.{tag}'
     _check_out(out, sources, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
 

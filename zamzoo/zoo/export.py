@@ -56,7 +56,8 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     """Export (and push) each group with at least `min_seeds` done runs; {'exported', 'too_few', 'errors',
     'tables', 'tables_skipped', 'tables_error'}: the groups exported (folder, seeds, top-1 mean/std, pushed record),
     those listed only, those whose export or push raised (the others go on), the table files that changed, why the
-    tables were not regenerated, and why their update failed (None when it did not)."""
+    tables were not regenerated, and why their update failed (None when it did not). An exported group's 'tag' is
+    its export's (an image folder's name; 'dataset' is the data set's kind)."""
     if min_seeds < 1:
         raise UsageError(f'min_seeds: expected a positive integer, got {min_seeds}')
     tables = table_destinations(readme, model_card, bench_results)
@@ -70,8 +71,7 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
             too_few.append(group)
             continue
         try:
-            group.update(_export_group([r['folder'] for r in done], Path(staging) / f'{model}.{dataset}', push,
-                                       manifest))
+            group.update(_export_group([r['folder'] for r in done], staging, push, manifest))
         except ZamzooError as e:
             errors.append({**group, 'error': str(e)})
             continue
@@ -84,11 +84,15 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     return result
 
 
-def _export_group(folders: list, folder: Path, push: bool, manifest) -> dict:
+def _export_group(folders: list, staging, push: bool, manifest) -> dict:
+    """Export the runs into staging/<model>.<tag> (the tag the export gives them: a run on an image folder is
+    published under its folder's name, not 'folder'), and push it."""
     from .._io import read_json_object
 
-    path = export_run(folders, folder, overwrite=True).path
-    done = {'folder': str(path), 'top1': read_json_object(path / 'results.json', ZamzooError).get('top1')}
+    export = export_run(folders, staging=staging, overwrite=True)
+    path = export.path
+    done = {'folder': str(path), 'tag': export.tag,
+            'top1': read_json_object(path / 'results.json', ZamzooError).get('top1')}
     if push:
         from ..publish.push import push_folder
         done['pushed'], _ = push_folder(path, manifest=manifest)
