@@ -128,8 +128,9 @@ def test_the_dataloader_path_checks_its_memory_first(tmp_path, monkeypatch, caps
                '--device', 'cpu', '--out', str(tmp_path / 'run')])
     err = capsys.readouterr().err
     # 8 float32 images of 3 x 64 x 64 (the eval batch, the larger) = 384 KiB
-    assert rc == 2 and 'the DataLoader needs 384.0 KiB for 8 images at 64x64, but host memory has 97.7 KiB' in err
-    assert '--batch-size' in err and not (tmp_path / 'run').exists()
+    assert rc == 2 and 'the DataLoader needs 384.0 KiB for batches of 8 images at 64x64, but host memory has ' \
+        '97.7 KiB' in err
+    assert '--eval-batch-size' in err and not (tmp_path / 'run').exists()
     assert T.dataloader_bytes(8, 64, workers=2) == 4 * 8 * 3 * 64 * 64 * 4
 
 

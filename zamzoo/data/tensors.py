@@ -62,10 +62,11 @@ def check_memory(needed: int, device, n_images: int, size: int, loader: str = 't
     if needed > dev or needed > host:
         where, free = (f'{device}', dev) if needed > dev else ('host', host)
         what, advice = {'tensor': ('the tensor loader', 'use --loader dataloader (or a smaller --img-size)'),
-                        'dataloader': ('the DataLoader', 'use a smaller --img-size or --batch-size')}[loader]
+                        'dataloader': ('the DataLoader', 'use a smaller --img-size, or a smaller --batch-size and '
+                                       '--eval-batch-size (its batches hold the larger of the two)')}[loader]
         raise ZamzooError(
-            f'{what} needs {_human(needed)} for {n_images:,} images at {size}x{size}, but {where} memory has '
-            f'{_human(free)} free; {advice}')
+            f'{what} needs {_human(needed)} for {"batches of " if loader == "dataloader" else ""}{n_images:,} images '
+            f'at {size}x{size}, but {where} memory has {_human(free)} free; {advice}')
 
 
 class _Decoded(torch.utils.data.Dataset):

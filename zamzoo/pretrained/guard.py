@@ -30,8 +30,9 @@ _USER_SOURCE_KEYS = ('state_dict', 'file', 'url', 'hf_hub_id')
 
 def how_to_get_weights(model: str) -> str:
     return (f"train it with `zamzoo train --model {model} ...` (then `zamzoo export` and `zamzoo push`), "
-            f"or load your own: pretrained_cfg_overlay=dict(file=..., num_classes=N) (N: its classes; a num_classes "
-            f"outside the overlay drops its head), or 'local-dir:EXPORT' for a `zamzoo export` folder")
+            f"or use weights of your own: on the command line --checkpoint PATH (zamzoo eval, viz) or --init PATH "
+            f"(zamzoo train); in Python pretrained_cfg_overlay=dict(file=..., num_classes=N) (N: its classes; a "
+            f"num_classes outside the overlay drops its head), or 'local-dir:EXPORT' for a `zamzoo export` folder")
 
 
 def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:

@@ -45,9 +45,9 @@ def _explanations(e: BaseException, where: str, repo_id: Optional[str], filename
          f'offline mode is on (HF_HUB_OFFLINE=1) and {where} needs the Hub: unset HF_HUB_OFFLINE and retry. {kind}'),
         ((hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled),
          f'{what_file} is not in the Hugging Face cache ({_cache_hint(cache_dir)}) and the Hub cannot be reached '
-         f'(offline mode HF_HUB_OFFLINE=1, or no network). Go online and retry (or run `zamzoo verify` once with '
-         f'network to fill the cache), or use a local file (pretrained_cfg_overlay=dict(file=...), --init FILE). '
-         f'{kind}'),
+         f'(offline mode HF_HUB_OFFLINE=1, or no network). Go online and retry (a download stays in the cache; '
+         f'for a zoo name `zamzoo verify NAME` with network fills it), or use a local file '
+         f'(pretrained_cfg_overlay=dict(file=...), --init FILE, --checkpoint FILE). {kind}'),
         (hf_errors.GatedRepoError,
          f'{where} is gated: log in (`hf auth login` or HF_TOKEN) with an account that has access. [{e}]'),
         (hf_errors.RepositoryNotFoundError,
