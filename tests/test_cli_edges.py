@@ -74,3 +74,10 @@ def test_a_missing_onnxscript_is_named_with_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, 'onnxscript', None)  # import onnxscript -> ImportError
     with pytest.raises(ZamzooError, match=r"onnxscript is missing.*zamzoo\[onnx\]"):
         require_onnx()
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as exit_:
+        main(['--version'])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"zamzoo {version('zamzoo')}"

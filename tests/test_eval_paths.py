@@ -218,6 +218,8 @@ def test_eval_scores_each_class_by_its_name_and_refuses_other_names(tmp_path):
               turned / 'model.safetensors')
     scores = [evaluate('mobilenet_plain', str(data), 'folder', checkpoint=c, device='cpu') for c in (export, turned)]
     assert scores[0]['top1'] == scores[1]['top1'] and scores[0]['loss'] == pytest.approx(scores[1]['loss'], rel=1e-6)
+    for checkpoint in (export, out):  # the data set's kind as the export and the run recorded it
+        assert evaluate('mobilenet_plain', str(data), checkpoint=checkpoint, device='cpu')['loss'] == scores[0]['loss']
     other = tmp_path / 'other'
     write_images(other / 'train', {'cat': 2, 'cow': 2, 'pig': 2})
     write_images(other / 'val', {'cat': 1, 'cow': 1, 'pig': 1}, seed=2)

@@ -95,7 +95,10 @@ def test_cli_with_checkpoint(image, tmp_path, capsys):
     out = tmp_path / 'maps.png'
     assert main(['viz', '--model', 'mobilenet_simam', '--checkpoint', str(ckpt), '--image', str(image),
                  '--out', str(out)]) == 0
-    assert out.is_file() and '13 attention modules' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert out.is_file() and '13 attention modules' in printed and 'random initialisation' not in printed
+    assert main(['viz', '--model', 'mobilenet_simam', '--image', str(image), '--out', str(out)]) == 0
+    assert 'weights: the random initialisation' in capsys.readouterr().out  # said, not only in the figure's title
     loaded = viz.load_model('mobilenet_simam', checkpoint=str(ckpt))
     assert loaded.num_classes == 10
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())

@@ -24,7 +24,9 @@ USER_ERRORS = (ZamzooError,)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(prog='zamzoo', description='Lightweight attention model zoo for timm.')
+    parser.add_argument('--version', action='version', version=f'zamzoo {__version__}')
     subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)

@@ -20,7 +20,9 @@ def add_commands(subparsers):
                    help='training run folder(s) of `zamzoo train`, or one .safetensors / .pt checkpoint')
     p.add_argument('--out', help='output folder (default: hub/staging/<model>.<tag>)')
     p.add_argument('--model', help='model name; required for a bare checkpoint')
-    p.add_argument('--tag', help='pretrained tag (cifar100 or cifar10; default: the run\'s dataset)')
+    p.add_argument('--tag', help="pretrained tag: cifar100 or cifar10 for a run on the CIFAR data sets (default: its "
+                                 "data set); for a run on an image folder or a Hugging Face dataset a tag of its own, "
+                                 "not a CIFAR one (default: the one the run recorded, its data's name)")
     p.add_argument('--recipe', help='recipe name, for a bare checkpoint')
     p.add_argument('--seed', type=int, help='training seed, for a bare checkpoint')
     p.add_argument('--weights-seed', type=int, help='publish the weights of the run with this seed')

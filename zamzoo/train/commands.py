@@ -110,12 +110,15 @@ def add_weights_arguments(parser, required: bool):
 
 
 def _add_eval(subparsers):
-    e = subparsers.add_parser('eval', help='top-1 / top-5 of a model on the test split',
-                              description='Evaluate pretrained weights or a checkpoint on the test split.')
+    e = subparsers.add_parser('eval', help='top-1 / top-5 of a model on held-out data',
+                              description="Evaluate pretrained weights or a checkpoint on the CIFAR test split, or on "
+                                          "an image folder's val/ folder, a Hugging Face dataset's validation split "
+                                          "or the images a --holdout run held out.")
     e.add_argument('--model', required=True)
     add_weights_arguments(e, required=True)
     e.add_argument('--data', required=True, help='data folder (as for zamzoo train)')
-    e.add_argument('--dataset', choices=DATASET_CHOICES, default='cifar100')
+    e.add_argument('--dataset', choices=DATASET_CHOICES, default=None,
+                   help="default: the checkpoint's run's (or export's), else cifar100")
     add_run_arguments(e, only=('--image-column', '--label-column', '--val-split'))
     e.add_argument('--recipe', choices=list_recipes(), default=None,
                    help="normalisation to use when the checkpoint has no run or export folder (default: the model's cfg)")
@@ -158,7 +161,7 @@ def run_eval(args) -> int:
                  batch_size=args.batch_size, device=args.device, amp=args.amp, recipe=args.recipe,
                  download=args.download, image_column=args.image_column, label_column=args.label_column,
                  val_split=args.val_split)
-    print(f"{r['model']} on {r['dataset']} test ({r['images']:,} images, weights {r['weights']}): "
+    print(f"{r['model']} on {r['dataset']} ({r['images']:,} held-out images, weights {r['weights']}): "
           f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}")
     if args.json_out:
         from .._io import write_json_atomic

@@ -25,6 +25,16 @@ def _run_config(checkpoint) -> dict:
     return config
 
 
+def _trained_dataset(checkpoint, run_cfg: dict) -> Optional[str]:
+    """The kind of data set the checkpoint was trained on, as its run's config.json or its export's results.json
+    records it; None where neither does."""
+    if not _is_export(run_cfg):
+        return run_cfg.get('dataset')
+    from .._io import read_json_object
+    results = run_folder_of(checkpoint) / 'results.json'
+    return read_json_object(results, ZamzooError).get('dataset') if results.is_file() else None
+
+
 def _is_export(config: dict) -> bool:
     """Whether a checkpoint's config.json is an export folder's (timm's Hub config, with the pretrained_cfg its
     weights are preprocessed by), not a run folder's."""
@@ -44,7 +54,7 @@ def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict
     return DataSource(dataset, data, download, split=split, classes=classes, **options)
 
 
-def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = False, checkpoint=None,
+def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: bool = False, checkpoint=None,
              batch_size: int = 500, device: Optional[str] = None, amp: str = 'auto', recipe: Optional[str] = None,
              img_size: Optional[int] = None, download: bool = False, workers: int = 0, **hf_options) -> dict:
     """Test-split top-1 / top-5 (percent) and mean CE loss.
@@ -55,20 +65,20 @@ def evaluate(model: str, data, dataset: str = 'cifar100', *, pretrained: bool = 
     model) built it. Preprocessing: an export's own, as timm gives it (resolve_data_config + create_transform);
     else the run folder's normalisation (config.json), else `recipe`'s for this data set, else the model's
     pretrained cfg (which is the recipe it was trained with). A run trained with --holdout is evaluated on its
-    held-out images (the run folder's split file); `hf_options` (image_column, label_column, val_split) default to
-    the run's. A run folder's data must be the data the run recorded (its fingerprint). The class names the
+    held-out images (the run folder's split file); `dataset` and `hf_options` (image_column, label_column,
+    val_split) default to the run's (or the export's), else 'cifar100'. A run folder's data must be the data the run recorded (its fingerprint). The class names the
     checkpoint records must be the data's: in another order the classifier's rows follow the names, other names
     are a DataError.
     """
     if bool(pretrained) == (checkpoint is not None):
         raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
     from ..data import check_dataset, check_same_data, open_data
-    check_dataset(dataset)
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
+    run_cfg = _run_config(checkpoint)
+    dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or 'cifar100')
     dev = D.resolve_device(device)
     autocast_dtype = amp_dtype(amp, dev)
-    run_cfg = _run_config(checkpoint)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
     check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, run_folder_of(checkpoint), ('val',))
     test_split, num_classes = opened.test, opened.num_classes

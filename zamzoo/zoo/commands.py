@@ -52,7 +52,8 @@ def add_executor_arguments(p):
     p.add_argument('--runs-per-gpu', type=_runs_per_gpu, default=1, metavar='K|auto',
                    help='local: runs sharing one GPU at once (on a CPU-only machine: runs at once); auto: as many as '
                         "the first GPU's free memory holds by the peak memory of a few training steps of the first "
-                        'run, at most one per CPU core; auto is 1 on a CPU-only machine')
+                        'run, at most one per CPU core and, without --mps, at most as many as fill the GPU\'s time '
+                        '(1 / the share of a step in which one run keeps it busy); auto is 1 on a CPU-only machine')
     p.add_argument('--mps', action='store_true',
                    help="local: the runs as clients of CUDA MPS (a control daemon started for them and quit after "
                         "them, needs the NVIDIA driver's nvidia-cuda-mps-control), so that runs sharing a GPU run "
