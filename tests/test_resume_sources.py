@@ -73,6 +73,8 @@ def test_a_resume_takes_its_weights_from_the_checkpoint_not_the_init_source(tmp_
     assert _config(out)['init'] == recorded
     with pytest.raises(UsageError, match='differs from its checkpoint: init: checkpoint'):
         _train(data, out, resume=True, init=str(tmp_path / 'elsewhere'))  # refused by name, never read
+    with pytest.raises(UsageError, match=r"init: checkpoint '.*, now not given; resume with"):
+        _train(data, out, resume=True)
 
 
 def test_a_resume_does_not_load_the_pretrained_weights_again(tmp_path, monkeypatch):

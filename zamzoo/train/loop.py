@@ -155,8 +155,8 @@ def _resume(config: TrainConfig, out: Path, state: Optional[dict], run: Training
     changed = run_folder.identity_changes(state['config'], run.settings,
                                             ignore=('data_fingerprint', 'train_images', 'loader'))
     if changed:
-        listed = '; '.join(f'{k}: checkpoint {run_folder.short_value(a)}, now {run_folder.short_value(b)}'
-                           for k, a, b in changed)
+        listed = '; '.join(f'{k}: checkpoint {run_folder.short_value(a)}, now '
+                           f'{"not given" if b is None else run_folder.short_value(b)}' for k, a, b in changed)
         raise UsageError(f'--resume: this run differs from its checkpoint: {listed}; resume with the settings the '
                          f'run started with, or start a new --out')
     check_same_data(state['config'].get('data_fingerprint'), run.settings['data_fingerprint'], config.data, out)

@@ -48,7 +48,7 @@ class TqdmReporter(Reporter):
               f"{c['train_images']} train images), {c['world_size']} process(es), batch {c['recipe']['batch_size']} "
               f"({c['per_rank_batch_size']} per process), {c['steps_per_epoch']} steps/epoch")
         print(f"device {c['device']}; amp {c['amp']}, loader {c['loader']}, channels_last {c['channels_last']}, "
-              f"compile {c['compile']}, seed {c['seed']}, code {c['code_commit']}")
+              f"compile {c['compile']}, seed {c['seed']}, code {c['code_commit'] or '(not a git checkout)'}")
         sys.stdout.flush()
 
     def epoch_start(self, epoch, epochs, steps, images):
