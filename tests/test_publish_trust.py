@@ -126,6 +126,13 @@ def test_a_run_on_cifar_format_data_is_not_published_as_cifar100(fake_run, tmp_p
     assert recorder.calls == [] and not manifest.exists()  # nothing uploaded: nothing for the tables to show
 
 
+def test_the_cli_does_not_send_an_export_push_refuses_to_push(fake_run, tmp_path, capsys):
+    from zamzoo.cli import main
+    assert main(['export', str(fake_run), '--out', str(tmp_path / 'export')]) == 0
+    printed = capsys.readouterr().out
+    assert 'next: zamzoo push' not in printed and 'not for the Hub: ' in printed and 'not pushed as' in printed
+
+
 def test_runs_on_the_official_release_are_published_as_cifar100(tmp_path, recorder):
     out = export_run([_official_run(tmp_path / 's0'), _official_run(tmp_path / 's1', 1)], tmp_path / 'export').path
     card = (out / 'README.md').read_text()

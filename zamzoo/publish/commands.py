@@ -61,6 +61,7 @@ def add_commands(subparsers):
 
 def _export(args) -> int:
     from .export import export_run
+    from .push import push_refusal
     r = export_run(args.sources, args.out, model=args.model, tag=args.tag, recipe=args.recipe, seed=args.seed,
                weights_seed=args.weights_seed, repo_id=args.repo_id, overwrite=args.force, onnx=args.onnx)
     print(f'exported {r.model}.{r.tag} to {r.path}')
@@ -68,7 +69,8 @@ def _export(args) -> int:
     print(f'  params {r.params:,}  MACs {r.macs:,}  results: {"yes" if r.has_results else "none (no accuracy claimed)"}')
     if args.onnx:
         print('  model.onnx: checked against PyTorch with ONNX Runtime')
-    print(f'next: zamzoo push {r.path}')
+    refusal = push_refusal(r.path)
+    print(f'next: zamzoo push {r.path}' if refusal is None else f'not for the Hub: {refusal}')
     return 0
 
 

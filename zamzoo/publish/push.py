@@ -207,6 +207,19 @@ def _refuse_unofficial_data(folder: Path, results: dict):
             f'then export and push that run); the export itself stays usable from disk')
 
 
+def push_refusal(folder) -> Optional[str]:
+    """Why `push_folder` would refuse a fresh export for what it holds (a module registered at run time, CIFAR
+    weights trained on other data), before any check of the Hub; None where it would go on."""
+    folder = Path(folder)
+    results, _ = _read_records(folder)
+    try:
+        _refuse_run_time_module(folder, results)
+        _refuse_unofficial_data(folder, results)
+    except InvalidExportError as e:
+        return str(e)
+    return None
+
+
 def get_hf_token(token: Optional[str] = None) -> str:
     """The token to push with: the argument, else HF_TOKEN / the stored `hf auth login` token."""
     if token:
