@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import lighten_contract
 from zamzoo.cli import main
+from zamzoo.compare.contract import LATENCY_AFTER_RUNS, LATENCY_CONDITIONS
 from zamzoo.models.plugins import unregister_attention
 
 MODULES = textwrap.dedent('''
@@ -124,6 +125,7 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
                                                                           monkeypatch):
     out = tmp_path / 'runs'
     assert _compare(modules, 'Zero', colours, out) == 0
+    printed = capsys.readouterr().out
     report = _report(out, 'zero')
     assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
                            'unfinished_runs', 'cost', 'baseline_cost', 'cost_conditions', 'contract'}
@@ -143,7 +145,14 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     assert report['cost'][0]['params_added'] == 0 and report['cost'][0]['macs_added'] == 0
     for name in ('report.md', 'forest.png', 'cost.png'):
         assert (out / '_compare' / 'zero' / name).is_file()
-    assert str(out / '_compare' / 'zero' / 'report.md') in capsys.readouterr().out
+    assert str(out / '_compare' / 'zero' / 'report.md') in printed
+    # the latency of the cost table is timed after the runs (the contract check leaves it): the report says how,
+    # and nothing printed says it is not measured
+    assert report['cost'][0]['cpu_latency_ratio'] is not None
+    latency = report['cost_conditions']['latency']
+    assert latency == {**LATENCY_CONDITIONS, 'device': latency['device']} and 'torch threads (cpu' in latency['device']
+    assert LATENCY_AFTER_RUNS in printed and 'latency not measured' not in printed
+    assert f"CPU latency on {latency['device']}: wall clock" in (out / '_compare' / 'zero' / 'report.md').read_text()
 
     # the identity on two of the three seeds (one round of --runs-per-gpu 2; two pairs give the [0, 0] interval),
     # its contract check without the latency and ONNX parts that the first comparison ran
@@ -154,7 +163,9 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     assert _compare(modules, 'Identity', colours, out, seeds=identity_seeds) == 0
     assert 'to train, 2 reused' in capsys.readouterr().out  # only the identity's runs trained
     assert {s: _files(folder) for s, folder in plain.items()} == before  # the baseline runs untouched
-    [cell] = _report(out, 'identity')['cells']
+    identity = _report(out, 'identity')
+    assert identity['cost_conditions']['latency'] is None  # timed nowhere (lightened), said so
+    [cell] = identity['cells']
     assert cell['verdict'] == 'no detectable difference' and cell['n'] == 2
     assert cell['diff_mean'] == 0 and cell['diff_ci'] == [0, 0]
     for s in identity_seeds:  # an identity module trains exactly the plain network

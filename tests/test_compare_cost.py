@@ -1,9 +1,11 @@
 """The cost side of `zamzoo compare` and `zamzoo bench models`: a latency that is wall time (a module that waits
-shows it), with its spread and conditions; baselines with a cost of their own; a training speed ratio only between
-runs made under the same conditions; a plugin's pooling in the seed's FLOPs; bench's refusals of a pattern that
-matches nothing and of bad batch sizes; docs whose recorded commands write the file they are recorded in."""
+shows it), with its spread and conditions; a report that states how the latency of its table was measured;
+baselines with a cost of their own; a training speed ratio, with its spread over seeds, only between runs made under
+the same conditions; a plugin's pooling in the seed's FLOPs; bench's refusals of a pattern that matches nothing and
+of bad batch sizes; docs whose recorded commands write the file they are recorded in."""
 import json
 import shlex
+import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,8 +19,8 @@ import zamzoo
 from zamzoo.bench import models as bench
 from zamzoo.bench.flops import count_macs, count_params, seed_flops
 from zamzoo.cli import build_parser, main
-from zamzoo.compare.contract import (LATENCY_CONDITIONS, BackboneContract, ContractReport, arm_costs,
-                                     latency_ratio)
+from zamzoo.compare.contract import (LATENCY_AFTER_RUNS, LATENCY_CONDITIONS, ArmCosts, BackboneContract,
+                                     ContractReport, arm_costs, latency_conditions, latency_ratio)
 from zamzoo.compare.report import CompareSetup, cost_figure, write_report
 from zamzoo.compare.runs import Arms, arm_results
 from zamzoo.errors import UsageError
@@ -64,19 +66,55 @@ def test_a_module_that_waits_costs_latency_measured_with_its_spread():
 
 
 def test_baselines_get_a_cost_plain_none_by_definition_and_the_summary_states_the_conditions():
-    costs = arm_costs(Identity, 'ident', ['mobilenet'], ('plain', 'se'), latency=False)['mobilenet']
+    measured = arm_costs(Identity, 'ident', ['mobilenet'], ('plain', 'se'), latency=False)
+    assert (measured.latency_conditions, measured.input_sizes) == ({}, {'mobilenet': [3, 32, 32]})
+    costs = measured['mobilenet']
     assert costs['plain'] == {'params_added': 0, 'macs_added': 0, 'cpu_latency_ratio': None, 'cpu_latency_iqr': None}
     se, plain = timm.create_model('mobilenet_se'), timm.create_model('mobilenet_plain')
     assert (costs['se']['params_added'], costs['se']['macs_added']) == (
         count_params(se) - count_params(plain), count_macs(se) - count_macs(plain))
     row = BackboneContract('mobilenet', 0, 0, 2.01, cpu_latency_iqr=[1.9, 2.14], input_size=[3, 32, 32])
     assert costs['ident'] == {'params_added': 0, 'macs_added': 0, 'cpu_latency_ratio': None, 'cpu_latency_iqr': None}
-    report = ContractReport('pkg:Sleep', {}, 'block', [row], conditions=dict(LATENCY_CONDITIONS))
+    report = ContractReport('pkg:Sleep', {}, 'block', [row], conditions=latency_conditions())
     summary = report.summary()
     for text in ('wall clock', 'batch 16', '1 thread', f"{LATENCY_CONDITIONS['rounds']} interleaved rounds",
-                 '3x32x32', 'x2.01 [IQR 1.90-2.14]'):
+                 '3x32x32', 'x2.01 [IQR 1.90-2.14]', '1 torch threads (cpu'):
         assert text in summary, summary
     assert json.loads(json.dumps(report.to_dict()))['conditions']['timer'] == 'wall'
+    # a full `compare` leaves the latency to the report: its contract summary says so, not "not measured"
+    row = BackboneContract('mobilenet', 0, 0, None, input_size=[3, 32, 32])
+    untimed = ContractReport('pkg:Sleep', {}, 'block', [row])
+    assert 'latency not measured' in untimed.summary()
+    assert 'not measured' not in untimed.summary(untimed=LATENCY_AFTER_RUNS)
+    assert LATENCY_AFTER_RUNS in untimed.summary(untimed=LATENCY_AFTER_RUNS)
+
+
+def test_the_report_states_how_the_latency_of_its_table_was_measured(tmp_path, monkeypatch):
+    """The audit's case: a full `compare` times the latency in `arm_costs`, not in its contract check (whose
+    conditions stay empty); the report said "latency not measured" above a table of latencies, report.json had
+    cost_conditions.latency null."""
+    from zamzoo.compare import contract
+
+    monkeypatch.setattr(contract, 'interleaved_latency',  # rounds of varying load, no real timing
+                        lambda models, size, batch, **kw: {n: [(2.0 if n == 'ident' else 1.0) * r for r in (1, 2, 3)]
+                                                           for n in models})
+    untimed_contract = {'conditions': {}, 'backbones': [{'backbone': 'mobilenet', 'input_size': [3, 32, 32]}]}
+    for latency in (True, False):
+        measured = arm_costs(Identity, 'ident', ['mobilenet'], ('plain',), latency=latency)
+        [candidate], baselines = _arms(('plain',), {('ident', 0): _result(40.0, 1), ('plain', 0): _result(40.0, 1)},
+                                       measured)
+        write_report(tmp_path, SETUP, [candidate], baselines, untimed_contract, measured)
+        conditions = json.loads((tmp_path / 'report.json').read_text())['cost_conditions']
+        md = (tmp_path / 'report.md').read_text()
+        if latency:
+            assert conditions['latency'] == latency_conditions()
+            assert {'device', 'timer', 'batch', 'threads', 'rounds', 'min_time_s'} <= set(conditions['latency'])
+            assert '| mobilenet | ident | 0 | 0 | 2.000 [2.000, 2.000] |' in md
+            assert 'not measured' not in md and f"CPU latency on {conditions['latency']['device']}: wall clock" in md
+        else:  # timed nowhere: the report says so, its table has no latency
+            assert conditions['latency'] is None and 'latency not measured' in md
+            assert '| mobilenet | ident | 0 | 0 | – |' in md
+        assert conditions['input_size'] == {'mobilenet': [3, 32, 32]}
 
 
 # ------------------------------------------------------------------ training speed: same conditions only
@@ -111,14 +149,15 @@ def test_the_training_speed_ratio_compares_only_runs_made_under_the_same_conditi
     note = candidate.cost['train_images_per_s_note']
     assert 'different conditions' in note and '2 torch threads' in note and '1 torch threads' in note
     plain, se = baselines
-    assert plain.cost['train_images_per_s_ratio'] == 1.0 and se.cost['train_images_per_s_ratio'] == 151.0 / 181.0
+    assert plain.cost['train_images_per_s_ratio'] == 1.0 and plain.cost['train_images_per_s_iqr'] == [1.0, 1.0]
+    assert se.cost['train_images_per_s_ratio'] == round(statistics.median([150 / 180, 152 / 182]), 4)
     assert se.cost['cpu_latency_ratio'] == 1.2 and plain.cost['cpu_latency_ratio'] == 1.0  # baselines have a cost
 
     fig = cost_figure([candidate], baselines)  # the figure compares the candidate with the baselines
     assert {t.get_text() for t in fig.axes[0].texts} >= {'ident', 'plain', 'se'}
 
-    contract = {'conditions': LATENCY_CONDITIONS, 'backbones': [{'backbone': 'mobilenet', 'input_size': [3, 32, 32]}]}
-    write_report(tmp_path, SETUP, [candidate], baselines, contract)
+    write_report(tmp_path, SETUP, [candidate], baselines, {},
+                 ArmCosts(costs, {'mobilenet': [3, 32, 32]}, latency_conditions()))
     report = json.loads((tmp_path / 'report.json').read_text())
     assert [row['attention'] for row in report['baseline_cost']] == ['plain', 'se']
     assert report['cost_conditions']['latency']['timer'] == 'wall'
@@ -127,9 +166,26 @@ def test_the_training_speed_ratio_compares_only_runs_made_under_the_same_conditi
     md = (tmp_path / 'report.md').read_text()
     for text in ('Measured: MACs (batch 1) and latency at input 3x32x32', 'wall clock', 'batch 16', '1 thread(s)',
                  f"{LATENCY_CONDITIONS['rounds']} interleaved rounds",
-                 '| mobilenet | se | 100 | 200 | 1.200 [1.100, 1.300]',
+                 '| mobilenet | se | 100 | 200 | 1.200 [1.100, 1.300] | 0.834 [0.834, 0.835] |',
                  '- mobilenet · ident: no training images/s ratio: runs trained under different conditions'):
         assert text in md, text
+
+
+def test_the_training_speed_ratio_is_paired_by_seed_with_its_spread_and_a_caveat(tmp_path):
+    """The audit's case: an identity module "trained 1.144x faster" than plain, a bare number from runs that met
+    different loads of a shared machine; the per-seed ratios' interquartile range shows how far it is from a cost."""
+    [candidate], [plain] = _arms(('plain',), {
+        ('ident', 0): _result(100.0, 1), ('ident', 1): _result(130.0, 1), ('ident', 2): _result(90.0, 1),
+        ('ident', 3): _result(50.0, 1),  # no plain run of seed 3: not paired
+        ('plain', 0): _result(100.0, 1), ('plain', 1): _result(100.0, 1), ('plain', 2): _result(100.0, 1)})
+    ratios = [1.0, 1.3, 0.9]
+    assert candidate.cost['train_images_per_s_ratio'] == round(statistics.median(ratios), 4)
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
+    assert candidate.cost['train_images_per_s_iqr'] == [round(q1, 4), round(q3, 4)]
+    write_report(tmp_path, SETUP, [candidate], [plain], {})
+    md = (tmp_path / 'report.md').read_text()
+    assert '| mobilenet | ident | – | – | – | 1.000 [0.950, 1.150] |' in md
+    assert 'training images/s ratio [IQR]' in md and 'shared with other work they met different loads' in md
 
 
 def test_without_a_plain_arm_the_training_speed_ratio_says_why_it_is_missing():

@@ -22,7 +22,7 @@ CELL_KEYS = ['backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'ba
 REPORT_KEYS = ['name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
                'unfinished_runs', 'cost', 'baseline_cost', 'cost_conditions', 'contract']
 COST_KEYS = ['backbone', 'attention', 'params_added', 'macs_added', 'cpu_latency_ratio', 'cpu_latency_iqr',
-             'train_images_per_s_ratio', 'train_images_per_s_note']
+             'train_images_per_s_ratio', 'train_images_per_s_iqr', 'train_images_per_s_note']
 SETUP = CompareSetup(name='mymod', module='pkg.mod:MyMod', source_sha256='ab' * 32, dataset='cifar100',
                      recipe='cifar', epochs=2, seeds=[0, 1, 2])
 
@@ -178,7 +178,7 @@ def test_the_four_files_and_report_json_keys(tmp_path):
     assert [(c['backbone'], c['baseline'], c['verdict']) for c in report['cells']] == [
         ('resnet18', 'plain', BETTER), ('resnet18', 'se', NO_DIFFERENCE), ('mobilenetv2', 'plain', NO_DIFFERENCE)]
     assert report['cost'] == [{'backbone': 'resnet18', 'attention': 'mymod', 'cpu_latency_iqr': None,
-                               'train_images_per_s_note': None, **cost},
+                               'train_images_per_s_iqr': None, 'train_images_per_s_note': None, **cost},
                               {'backbone': 'mobilenetv2', 'attention': 'mymod', **{k: None for k in COST_KEYS[2:]}}]
     assert [list(row) for row in report['cost']] == [COST_KEYS] * 2
     md = path.read_text()

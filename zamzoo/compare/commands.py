@@ -44,7 +44,7 @@ def run_compare(args) -> int:
     from ..zoo.commands import check_executor_arguments
     from ..zoo.plan import plan_states
     from ..zoo.sweep import runs_to_launch
-    from .contract import check_contract
+    from .contract import LATENCY_AFTER_RUNS, check_contract
     from .runs import Arms, candidate_attention, check_sources, plan_compare
     from .stats import scipy_stats
 
@@ -64,7 +64,7 @@ def run_compare(args) -> int:
     contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
                               latency=args.check_only, module=candidate.module,
                               progress=lambda msg: print(msg, flush=True))
-    print(contract.summary())
+    print(contract.summary(untimed=LATENCY_AFTER_RUNS))
     if args.check_only:
         return 0
     return _train_and_report(args, candidate, arms, runs, states, contract)
@@ -96,7 +96,8 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     epochs = sorted({run.epochs for run in runs})
     setup = CompareSetup(candidate.name, candidate.module, (candidate.record or {}).get('sha256'), args.dataset,
                          ', '.join(recipes), epochs[0] if len(epochs) == 1 else epochs, list(args.seeds))
-    path = write_report(report_dir(args.out, candidate.name), setup, candidates, baselines, contract.to_dict())
+    path = write_report(report_dir(args.out, candidate.name), setup, candidates, baselines, contract.to_dict(),
+                        costs)
     print(path.read_text())
     print(f'report: {path}')
     failed = summary['ended']['failed'] + summary['skipped']['failed']

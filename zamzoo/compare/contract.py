@@ -18,7 +18,8 @@ calls; the median of the per-round ratios and their interquartile range), and bo
 `zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm statistics are calibrated
 (`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised.
 `arm_costs` gives the compare report the cost of every arm (the candidate and the zoo's baselines: parameters, MACs,
-latency against plain timed in the same rounds; no ONNX, no contract), once the runs have ended. `timm_tests=True`
+latency against plain timed in the same rounds; no ONNX, no contract), once the runs have ended, with the conditions
+it measured them under (`latency_conditions`, as the contract check records its own). `timm_tests=True`
 adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the first backbone.
 """
 import contextlib
@@ -33,13 +34,15 @@ from torch import nn
 
 from ..bench.export import EXPORTERS, calibrate_batchnorm
 from ..bench.flops import count_macs, count_params
-from ..bench.models import TIMING_DEFAULTS, interleaved_latency, ratio_of_rounds
+from ..bench.models import TIMING_DEFAULTS, _num_threads, interleaved_latency, ratio_of_rounds
 from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
+from ..provenance import device_description
 from .runs import Arms
 
-__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'check_contract', 'arm_costs', 'latency_ratio']
+__all__ = ['ContractError', 'BackboneContract', 'ContractReport', 'ArmCosts', 'check_contract', 'arm_costs',
+           'latency_ratio', 'latency_conditions']
 
 CHANNELS = 64
 MODULE_INPUTS = ((1, 7, 5), (1, 1, 1), (2, 8, 8))       # (batch, H, W) fed to the module alone
@@ -50,6 +53,10 @@ LATENCY_CONDITIONS = {'timer': LATENCY_TIMER, 'runtime': 'eager PyTorch, float32
                       'warmup': TIMING_DEFAULTS['cpu']['warmup'], 'min_time_s': TIMING_DEFAULTS['cpu']['min_time'],
                       'ratio': 'median over interleaved rounds of (time with the module / plain time of the same '
                                'round), with the interquartile range of those ratios'}
+LATENCY_NOT_MEASURED = 'latency not measured'
+# what `zamzoo compare` prints before training, where its contract check leaves the latency to `arm_costs`
+LATENCY_AFTER_RUNS = ("CPU latency: every arm's against plain, timed in the same interleaved rounds once the runs "
+                      "have ended (in the report, with how it was measured)")
 CALIBRATION = dict(batches=1, batch_size=8)  # BatchNorm statistics that make the value comparisons mean something
 CHANNELS_LAST_RTOL = 1e-3  # max|channels_last - contiguous| / max|contiguous|: other kernels, same function
 
@@ -78,15 +85,15 @@ class ContractReport:
     backbones: List[BackboneContract]
     timm_tests: Dict[str, str] = field(default_factory=dict)  # timm test name -> 'ok', on `timm_backbone`
     timm_backbone: Optional[str] = None
-    conditions: Dict[str, Any] = field(default_factory=dict)   # how the latency was measured (LATENCY_CONDITIONS)
+    conditions: Dict[str, Any] = field(default_factory=dict)   # how it timed the latency (`latency_conditions`)
 
-    def summary(self) -> str:
-        """What the CLI prints: the measurement conditions, one line per backbone (cost, exporters), then timm's
-        tests if run."""
+    def summary(self, untimed: str = LATENCY_NOT_MEASURED) -> str:
+        """What the CLI prints: the measurement conditions (`untimed`: what to say of a latency this check did not
+        time), one line per backbone (cost, exporters), then timm's tests if run."""
         lines = [f'{self.module} keeps the contract ({self.slot} slot)']
         if self.backbones:
-            lines.append(f'  cost against the plain backbone: '
-                         f'{conditions_text(self.conditions, [r.input_size for r in self.backbones])}')
+            sizes = [r.input_size for r in self.backbones]
+            lines.append(f'  cost against the plain backbone: {conditions_text(self.conditions, sizes, untimed)}')
         for r in self.backbones:
             exports = ''.join(f'; ONNX {exporter}: {result}' for exporter, result in r.onnx.items())
             lines.append(f'  {r.backbone}: {r.params_added:+,} parameters, {r.macs_added:+,} MACs'
@@ -103,16 +110,36 @@ class ContractReport:
         return d
 
 
-def conditions_text(conditions: Mapping[str, Any], input_sizes: Sequence[Sequence[int]]) -> str:
-    """'MACs and latency at input 3x32x32 ...; CPU latency: wall clock, eager PyTorch, ...' (one line)."""
-    sizes = sorted({'x'.join(map(str, size)) for size in input_sizes if size})
-    text = f"MACs (batch 1) and latency at input {', '.join(sizes) or '?'}"
+class ArmCosts(dict):
+    """What `arm_costs` measured: backbone -> arm -> cost (still the plain dict its callers index), and how:
+    `input_sizes` (backbone -> the (C, H, W) of its MACs and latency) and `latency_conditions`
+    (`latency_conditions()`; {} where the latency was not timed)."""
+
+    def __init__(self, costs: Mapping[str, Dict[str, Dict[str, Any]]], input_sizes: Mapping[str, List[int]],
+                 latency_conditions: Mapping[str, Any]):
+        super().__init__(costs)
+        self.input_sizes = dict(input_sizes)
+        self.latency_conditions = dict(latency_conditions)
+
+
+def conditions_text(conditions: Mapping[str, Any], input_sizes: Sequence[Sequence[int]],
+                    untimed: str = LATENCY_NOT_MEASURED) -> str:
+    """'MACs (batch 1) and latency at input 3x32x32; CPU latency on <cpu>: wall clock, eager PyTorch, ...' (one
+    line) from `latency_conditions()`; without them 'MACs (batch 1) at input 3x32x32; <untimed>'."""
+    sizes = ', '.join(sorted({'x'.join(map(str, size)) for size in input_sizes if size})) or '?'
     if not conditions:
-        return text + '; latency not measured'
+        return f'MACs (batch 1) at input {sizes}; {untimed}'
     c = conditions
-    return (text + f"; CPU latency: {c['timer']} clock, {c['runtime']}, batch {c['batch']}, {c['threads']} "
-            f"thread(s), {c['rounds']} interleaved rounds of >= {c['min_time_s']} s of calls after {c['warmup']} "
-            f"warm-up call(s); ratio = median of the per-round ratios to plain [interquartile range]")
+    return (f"MACs (batch 1) and latency at input {sizes}; CPU latency on {c['device']}: {c['timer']} clock, "
+            f"{c['runtime']}, batch {c['batch']}, {c['threads']} thread(s), {c['rounds']} interleaved rounds of >= "
+            f"{c['min_time_s']} s of calls after {c['warmup']} warm-up call(s); ratio = median of the per-round "
+            f"ratios to plain [interquartile range]")
+
+
+def latency_conditions() -> Dict[str, Any]:
+    """How `latency_ratios` times: LATENCY_CONDITIONS and the CPU (its torch threads read as the timing sets them)."""
+    with _num_threads(LATENCY_THREADS):
+        return dict(LATENCY_CONDITIONS, device=device_description('cpu'))
 
 
 def latency_text(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
@@ -144,7 +171,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
             _check_in_backbone(backbone, label, model, plain)
             rows.append(_cost(backbone, model, plain, latency, onnx))
         report = ContractReport(module=module or _import_path(attn), options=options, slot=slot, backbones=rows,
-                                conditions=dict(LATENCY_CONDITIONS) if latency else {})
+                                conditions=latency_conditions() if latency else {})
         if timm_tests:
             progress(f"contract: timm's model tests on {backbones[0]} with {label}")
             report.timm_backbone = backbones[0]
@@ -306,19 +333,21 @@ def _cost(backbone: str, model: nn.Module, plain: nn.Module, latency: bool, onnx
 
 def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str], baselines: Sequence[str], *,
               options: Optional[Mapping[str, Any]] = None, slot: str = 'block', latency: bool = True,
-              progress: Callable[[str], None] = lambda msg: None) -> Dict[str, Dict[str, Dict[str, Any]]]:
+              progress: Callable[[str], None] = lambda msg: None) -> ArmCosts:
     """backbone -> arm (the candidate `attn` as `name`, each zoo attention of `baselines`) -> its cost against the
-    plain backbone (the compare report's cost keys, `stats.COST_KEYS`). Per backbone, plain and every arm are timed
-    in the same interleaved rounds, so all latency ratios share them (plain's is 1 by definition)."""
+    plain backbone (the compare report's cost keys, `stats.COST_KEYS`), with how it was measured (`ArmCosts`). Per
+    backbone, plain and every arm are timed in the same interleaved rounds, so all latency ratios share them (plain's
+    is 1 by definition)."""
     import timm
 
     label = _label(attn)
-    costs = {}
+    costs, sizes = {}, {}
     with torch.random.fork_rng(devices=[]):
         for backbone in backbones:
             progress(f"cost: {', '.join((name, *baselines))} in {backbone}")
             plain, model = _build_pair(backbone, attn, dict(options or {}), slot, label)
             size = tuple(plain.pretrained_cfg['input_size'])
+            sizes[backbone] = list(size)
             models = {a: calibrate_batchnorm(timm.create_model(Arms.model(backbone, a)), size, **CALIBRATION)
                       for a in baselines if a != 'plain'}
             models.update(plain=plain, **{name: model})
@@ -330,7 +359,7 @@ def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str
                                      'cpu_latency_ratio': ratios.get(arm, none)['median'],
                                      'cpu_latency_iqr': ratios.get(arm, none)['iqr']}
                                for arm, m in models.items() if arm != 'plain' or 'plain' in baselines}
-    return costs
+    return ArmCosts(costs, sizes, latency_conditions() if latency else {})
 
 
 def latency_ratios(models: Mapping[str, nn.Module], size: Tuple[int, ...]) -> Dict[str, Dict[str, Any]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .._io import atomic_path, dumps_strict
-from .contract import conditions_text
+from .contract import ArmCosts, conditions_text
 from .stats import (ALPHA, BETTER, COST_KEYS, DIVERGED, HARMFUL, IDENTICAL, NO_VERDICT, POWER, SEEDS_NEEDED_CAP,
                     SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE, ArmResult, CellStats, compare_cells, mean_interval)
 
@@ -18,10 +18,14 @@ MACS_NOTE = ('MACs added: multiply-accumulates of one forward pass as `torch.uti
              'counts them (its FLOPs / 2), which counts matrix multiplications and convolutions only: element-wise '
              'multiplies (a gate\'s `x * sigmoid(...)`, a scale) and poolings are not counted, so a module made of '
              'them alone adds 0 MACs; its CPU latency ratio shows what it costs.')
-TRAIN_SPEED_SOURCE = ("median over the arm's runs of each run's median epoch rate (results.json images_per_s), over "
-                      "the same for the plain backbone's runs; only between runs trained under the same recorded "
-                      "conditions (device string with CPU/GPU name and torch threads, world size, amp, compile), "
-                      "else none, saying why")
+TRAIN_SPEED_SOURCE = ("median over the seeds of (the arm's run's median epoch rate, results.json images_per_s) / (that "
+                      "of the plain backbone's run of the same seed) [interquartile range of those ratios]; only "
+                      "between runs trained under the same recorded conditions (device string with CPU/GPU name and "
+                      "torch threads, world size, amp, compile), else none, saying why. Unlike the latency, timed in "
+                      "rounds interleaved across the arms, the runs trained one after another or side by side: on a "
+                      "machine shared with other work they met different loads, which this ratio shows as much as "
+                      "the module's cost (an identity module can train faster than plain), so it compares arms only "
+                      "on a machine that ran nothing else")
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,11 @@ class CompareSetup:
 
 
 def write_report(out_dir, setup: CompareSetup, candidates: Sequence[ArmResult], baselines: Sequence[ArmResult],
-                 contract: dict) -> Path:
-    """Write the four report files into `out_dir`; returns the path of report.md."""
+                 contract: dict, costs: Optional[ArmCosts] = None) -> Path:
+    """Write the four report files into `out_dir`; returns the path of report.md. `costs`: what `arm_costs` measured
+    the arms' costs with (the conditions the report states; None: nothing measured)."""
     cells = compare_cells(candidates, baselines)
-    payload = report_json(setup, cells, candidates, baselines, contract)
+    payload = report_json(setup, cells, candidates, baselines, contract, costs)
     files = {  # all rendered first: an error in any of them leaves no file behind
         FOREST_PNG: _png(forest_figure(cells)),
         COST_PNG: _png(cost_figure(candidates, baselines)),
@@ -60,11 +65,11 @@ def cost_rows(arms: Sequence[ArmResult]) -> List[dict]:
             for arm in arms]
 
 
-def cost_conditions(contract: dict) -> dict:
-    """How the cost was measured, once for the report: the contract check's latency conditions and input sizes,
-    the training speed's source."""
-    return {'latency': contract.get('conditions') or None,
-            'input_size': {row['backbone']: row.get('input_size') for row in contract.get('backbones', [])},
+def cost_conditions(costs: Optional[ArmCosts]) -> dict:
+    """How the cost table was measured, once for the report: `arm_costs`' latency conditions (None where it timed
+    none) and input sizes, the training speed's source."""
+    measured = costs if costs is not None else ArmCosts({}, {}, {})
+    return {'latency': measured.latency_conditions or None, 'input_size': measured.input_sizes,
             'train_images_per_s': TRAIN_SPEED_SOURCE}
 
 
@@ -77,12 +82,12 @@ def unfinished_rows(candidates: Sequence[ArmResult], baselines: Sequence[ArmResu
 
 
 def report_json(setup: CompareSetup, cells: Sequence[CellStats], candidates: Sequence[ArmResult],
-                baselines: Sequence[ArmResult], contract: dict) -> dict:
+                baselines: Sequence[ArmResult], contract: dict, costs: Optional[ArmCosts] = None) -> dict:
     return {'name': setup.name, 'module': setup.module, 'source_sha256': setup.source_sha256,
             'dataset': setup.dataset, 'recipe': setup.recipe, 'epochs': setup.epochs, 'seeds': list(setup.seeds),
             'cells': [cell.to_json() for cell in cells], 'unfinished_runs': unfinished_rows(candidates, baselines),
             'cost': cost_rows(candidates), 'baseline_cost': cost_rows(baselines),
-            'cost_conditions': cost_conditions(contract), 'contract': contract}
+            'cost_conditions': cost_conditions(costs), 'contract': contract}
 
 
 # ------------------------------------------------------------------ report.md
@@ -168,7 +173,7 @@ def verdict_table(cells: Sequence[CellStats]) -> List[str]:
     return lines
 
 
-def _fmt_latency(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
+def _fmt_ratio(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
     if ratio is None or not iqr:
         return _fmt(ratio, '.3f')
     return f'{ratio:.3f} [{iqr[0]:.3f}, {iqr[1]:.3f}]'
@@ -176,13 +181,13 @@ def _fmt_latency(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
 
 def cost_table(rows: Sequence[dict], baseline_rows: Sequence[dict] = ()) -> List[str]:
     """One row per backbone and arm (the candidate first), then why a training images/s ratio is missing."""
-    lines = ['| backbone | arm | parameters added | MACs added | CPU latency ratio [IQR] | training images/s ratio |',
-             '|---|---|--:|--:|--:|--:|']
+    lines = ['| backbone | arm | parameters added | MACs added | CPU latency ratio [IQR] '
+             '| training images/s ratio [IQR] |', '|---|---|--:|--:|--:|--:|']
     ordered = [r for row in rows for r in (row, *(b for b in baseline_rows if b['backbone'] == row['backbone']))]
     for r in ordered:
         lines.append(f"| {r['backbone']} | {r['attention']} | {_fmt(r['params_added'], ',')} "
-                     f"| {_fmt(r['macs_added'], ',')} | {_fmt_latency(r['cpu_latency_ratio'], r['cpu_latency_iqr'])} "
-                     f"| {_fmt(r['train_images_per_s_ratio'], '.3f')} |")
+                     f"| {_fmt(r['macs_added'], ',')} | {_fmt_ratio(r['cpu_latency_ratio'], r['cpu_latency_iqr'])} "
+                     f"| {_fmt_ratio(r['train_images_per_s_ratio'], r['train_images_per_s_iqr'])} |")
     notes = [f"- {r['backbone']} · {r['attention']}: no training images/s ratio: {r['train_images_per_s_note']}"
              for r in ordered if r['train_images_per_s_ratio'] is None and r['train_images_per_s_note']]
     return lines + ([''] + notes if notes else [])

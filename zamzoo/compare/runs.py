@@ -1,12 +1,12 @@
 """The runs of a comparison: the candidate and every baseline on every backbone and seed, planned as zoo runs in
 the comparison's --out. Baseline runs are ordinary zoo run folders there (planned without the candidate's module),
 so a later comparison with the same settings finds them done and trains only its own candidate's runs."""
-import statistics
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..bench.models import ratio_of_rounds
 from ..errors import NonFiniteError, UsageError
 from ..layers import get_attn
 from ..models import ATTENTIONS, BACKBONES
@@ -121,23 +121,26 @@ def arm_results(arms: Arms, runs: Sequence[PlannedRun], results: Dict[str, dict]
                 costs: Dict[str, Dict[str, dict]], unfinished: Optional[Dict[str, UnfinishedRun]] = None
                 ) -> Tuple[List[ArmResult], List[ArmResult]]:
     """Candidate and baseline arms of the finished runs (and of the `unfinished` ones, by run name: see
-    `run_outcomes`); `costs`: backbone -> attention -> that arm's cost (the contract check's), completed here with
-    its training images/s ratio to the plain backbone's runs (`training_speed_ratio`)."""
+    `run_outcomes`); `costs`: backbone -> attention -> that arm's cost (`contract.arm_costs`), completed here with
+    its training images/s ratio to the plain backbone's runs and its spread over seeds (`training_speed_ratio`)."""
     unfinished = unfinished or {}
     by_model: Dict[str, List[PlannedRun]] = {}
     for run in runs:
         by_model.setdefault(run.config.model, []).append(run)
+
+    def finished_by_seed(planned: Sequence[PlannedRun]) -> Dict[int, dict]:
+        return {r.config.seed: results[r.name] for r in planned if r.name in results}
 
     def arm(backbone: str, attention: str) -> ArmResult:
         planned = by_model.get(arms.model(backbone, attention), [])
         done = [r for r in planned if r.name in results]
         sizes = {results[r.name].get('test_images') for r in done}
         plain_runs = by_model.get(arms.model(backbone, 'plain'))
-        ratio, why = training_speed_ratio([results[r.name] for r in done],
-                                          None if plain_runs is None else [results[r.name] for r in plain_runs
-                                                                           if r.name in results])
-        cost = dict(costs.get(backbone, {}).get(attention, {}), train_images_per_s_ratio=ratio,
-                    train_images_per_s_note=why)
+        speed, why = training_speed_ratio(finished_by_seed(planned),
+                                          None if plain_runs is None else finished_by_seed(plain_runs))
+        speed = speed or {'median': None, 'iqr': None}
+        cost = dict(costs.get(backbone, {}).get(attention, {}), train_images_per_s_ratio=speed['median'],
+                    train_images_per_s_iqr=speed['iqr'], train_images_per_s_note=why)
         return ArmResult(backbone, attention, {r.config.seed: results[r.name]['top1'] for r in done},
                          [str(r.folder) for r in done], cost, sizes.pop() if len(sizes) == 1 else None,
                          {r.config.seed: results[r.name].get('test_loss') for r in done},
@@ -154,24 +157,24 @@ def training_conditions(result: dict) -> str:
             f"compile {result.get('compile')}")
 
 
-def training_speed_ratio(mine: Sequence[dict],
-                         plain: Optional[Sequence[dict]]) -> Tuple[Optional[float], Optional[str]]:
-    """(median images/s of the runs `mine` / that of the `plain` backbone's runs, None) from their results.json (each
-    run's median epoch rate), or (None, why not): the plain backbone not compared (`plain` None), a side without a
-    finished run, or runs trained under different conditions (`training_conditions`), whose speeds do not compare."""
+def training_speed_ratio(mine: Mapping[int, dict],
+                         plain: Optional[Mapping[int, dict]]) -> Tuple[Optional[dict], Optional[str]]:
+    """({'median', 'iqr'} over the seeds both sides finished of (images/s of the run `mine[seed]` / that of the
+    `plain` backbone's run of the same seed), None) from their results.json (each run's median epoch rate), as
+    `ratio_of_rounds` gives the latency's; or (None, why not): the plain backbone not compared (`plain` None), no
+    seed both sides finished, or runs trained under different conditions (`training_conditions`), whose speeds do not
+    compare."""
     if plain is None:
         return None, 'plain is not among the baselines: no plain runs to compare the training speed with'
-    rates = {side: [r['images_per_s'] for r in runs if r.get('images_per_s')] for side, runs in
-             (('this arm', mine), ('plain', plain))}
-    empty = [side for side, values in rates.items() if not values]
-    if empty:
-        return None, f"no finished run of {' or '.join(empty)} with a recorded images/s"
-    conditions = {side: sorted({training_conditions(r) for r in runs}) for side, runs in
+    seeds = sorted(s for s in set(mine) & set(plain) if mine[s].get('images_per_s') and plain[s].get('images_per_s'))
+    if not seeds:
+        return None, 'no seed that this arm and plain both finished with a recorded images/s'
+    conditions = {side: sorted({training_conditions(runs[s]) for s in seeds}) for side, runs in
                   (('this arm', mine), ('plain', plain))}
     if len(set(conditions['this arm'] + conditions['plain'])) > 1:
         return None, ('runs trained under different conditions, whose speeds do not compare: '
                       + '; '.join(f"{side}: {' | '.join(c)}" for side, c in conditions.items()))
-    return statistics.median(rates['this arm']) / statistics.median(rates['plain']), None
+    return ratio_of_rounds([mine[s]['images_per_s'] for s in seeds], [plain[s]['images_per_s'] for s in seeds]), None
 
 
 def report_dir(out, name: str) -> Path:

@@ -18,10 +18,11 @@ BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
 HARMFUL, NO_VERDICT = 'harmful', 'no verdict'
 # why a planned run has no top-1: NonFiniteError recorded in its folder; any other failure; not (yet) run
 DIVERGED, FAILED, MISSING = 'diverged', 'failed', 'missing'
-# an arm's cost against the plain backbone: the contract check's (latency: median and interquartile range of the
-# per-round ratios) and its training speed ratio, or why it has none
+# an arm's cost against the plain backbone: `contract.arm_costs`' (latency: median and interquartile range of the
+# per-round ratios) and its training speed ratio (median and interquartile range of the per-seed ratios), or why it
+# has none
 COST_KEYS = ('params_added', 'macs_added', 'cpu_latency_ratio', 'cpu_latency_iqr', 'train_images_per_s_ratio',
-             'train_images_per_s_note')
+             'train_images_per_s_iqr', 'train_images_per_s_note')
 
 
 @dataclass(frozen=True)
