@@ -57,7 +57,7 @@ def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict
 def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: bool = False, checkpoint=None,
              batch_size: int = 500, device: Optional[str] = None, amp: str = 'auto', recipe: Optional[str] = None,
              img_size: Optional[int] = None, download: bool = False, workers: int = 0, **hf_options) -> dict:
-    """Test-split top-1 / top-5 (percent) and mean CE loss.
+    """Top-1 / top-5 (percent) and mean CE loss on held-out data (CIFAR's test split, a folder's val/, ...).
 
     Exactly one of `pretrained` (weights through timm, i.e. the Hub) and `checkpoint` (a run folder, an export
     folder, model.safetensors, or a checkpoint.pt / state-dict .pt read with weights_only=True) is required.
@@ -66,9 +66,9 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     else the run folder's normalisation (config.json), else `recipe`'s for this data set, else the model's
     pretrained cfg (which is the recipe it was trained with). A run trained with --holdout is evaluated on its
     held-out images (the run folder's split file); `dataset` and `hf_options` (image_column, label_column,
-    val_split) default to the run's (or the export's), else 'cifar100'. A run folder's data must be the data the run recorded (its fingerprint). The class names the
-    checkpoint records must be the data's: in another order the classifier's rows follow the names, other names
-    are a DataError.
+    val_split) default to the run's (or the export's), else 'cifar100'. A run folder's data must be the data the run
+    recorded (its fingerprint). The class names the checkpoint records must be the data's: in another order the
+    classifier's rows follow the names, other names are a DataError.
     """
     if bool(pretrained) == (checkpoint is not None):
         raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
