@@ -30,7 +30,7 @@ def _run(folder, dataset, tag, classes, recipe='finetune', overrides=None):
     config = dict(model=MODEL, dataset=dataset, tag=tag, seed=0, num_classes=len(classes), classes=list(classes),
                   mean=list(MEAN), std=list(STD), img_size=32, loader='dataloader', model_kwargs={},
                   recipe=get_recipe(recipe).replace(**(overrides or {})).to_dict(), recipe_name=recipe,
-                  recipe_version=1,
+                  recipe_version=get_recipe(recipe).version,
                   overrides=overrides or {}, device='cpu')
     (folder / 'config.json').write_text(json.dumps(config))
     (folder / 'results.json').write_text(json.dumps(dict(model=MODEL, dataset=dataset, recipe=recipe, seed=0,
@@ -135,7 +135,8 @@ def test_a_cifar_card_names_its_registered_weights(tmp_path):
 def test_the_exports_notes_name_the_runs_recipe(tmp_path, dataset, tag):
     run = _run(tmp_path / 'run', dataset, tag, CIFAR10_CLASSES, overrides=dict(epochs=1, batch_size=32))
     notes = _pretrained_cfg(export_run([run], tmp_path / 'export').path)['notes']
-    assert notes[0] == "recipe: zamzoo.recipes.get_recipe('finetune').replace(epochs=1, batch_size=32) (version 1)"
+    assert notes[0] == ("recipe: zamzoo.recipes.get_recipe('finetune').replace(epochs=1, batch_size=32) "
+                        f"(version {get_recipe('finetune').version})")
     assert eval(notes[0][len('recipe: '):].split(' (')[0], {'zamzoo': __import__('zamzoo')}).epochs == 1
 
 

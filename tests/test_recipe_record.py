@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 import zamzoo
 from zamzoo.errors import UsageError
@@ -49,10 +50,18 @@ def test_an_exports_notes_and_card_name_the_recipe_the_run_used(tiny_cifar, tmp_
     export = export_run([tmp_path / 'run'], tmp_path / 'export').path
     notes = json.loads((export / 'config.json').read_text())['pretrained_cfg']['notes']
     call = ("zamzoo.recipes.get_recipe('zam').replace(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0, "
-            "rotation=0.0) (version 1)")
+            f"rotation=0.0) (version {used.version})")
     assert notes[0] == f'recipe: {call}'
     assert f'Training recipe:** {call}' in (export / 'README.md').read_text()
     assert eval(call.split(' (')[0], {'zamzoo': zamzoo}) == used  # the call gives the recipe back
+
+
+def test_cifar10_is_normalised_with_the_nam_seeds_float_statistics():
+    """The NAM seed's train_cifar100.py (`data_transforms_cifar10`) normalises CIFAR-10 with these 8-digit values; as
+    float32 tensors (what Normalize divides by), not the 4-digit ones version 1 used (up to 4.2e-5 off)."""
+    seed = torch.tensor([[0.49139968, 0.48215827, 0.44653124], [0.24703233, 0.24348505, 0.26158768]])
+    for name in ('zam', 'nam', 'finetune'):
+        assert torch.equal(torch.tensor(get_recipe(name).normalization['cifar10']), seed)
 
 
 def test_the_model_cards_recipe_table_states_the_loops_lr_epochs_and_statistics():
