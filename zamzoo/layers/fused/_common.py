@@ -50,7 +50,9 @@ def recording_graph() -> bool:
     """Whether torch.jit.trace (the TorchScript-based ONNX exporter included) or a compiler (torch.compile,
     torch.export, the dynamo ONNX exporter) is recording the ops: it bakes sizes given as arguments (a pooling
     window) into the graph, and the compilers guard on strides (a transposed view of a batch may fix the batch)."""
-    return torch._C._is_tracing() or torch.compiler.is_compiling() or exporting_onnx()
+    # is_compiling first: Dynamo answers it while tracing, and cannot trace _is_tracing (a graph break, an error
+    # under fullgraph=True)
+    return torch.compiler.is_compiling() or torch._C._is_tracing() or exporting_onnx()
 
 
 @torch.jit.unused
