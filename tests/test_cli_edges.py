@@ -81,3 +81,13 @@ def test_version_is_the_installed_distributions(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(['--version'])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"zamzoo {version('zamzoo')}"
+
+
+@pytest.mark.parametrize('argv,usage', [
+    (['train', '--model', 'resnet18_zam', '--data', 'd', '--learning-rate', '0.1'], 'zamzoo train'),
+    (['zoo', 'run', '--models', 'resnet18_zam', '--data', 'd', '--bogus'], 'zamzoo zoo run')])
+def test_an_unknown_argument_is_reported_with_its_commands_usage(argv, usage, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f'usage: {usage} ') and 'unrecognized arguments: --' in err

@@ -30,11 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)
+    _name_command_parsers(parser)
     return parser
 
 
+def _name_command_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser as the `command_parser` default of its namespace: argparse reports an argument
+    no subcommand knows with the top-level usage, which does not list the subcommand's options."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_parser=sub)
+                _name_command_parsers(sub)
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """The command line's namespace; an unknown argument exits 2 with the usage of the command given."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    command_parser = vars(args).pop('command_parser', parser)
+    if unknown:
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return args.func(args) or 0
     except USER_ERRORS as e:
