@@ -16,9 +16,9 @@ runs `zamzoo.layers.fused.zam_fused` in eager mode (same numbers, fewer passes a
 records (`zamzoo.layers.fused.FusedDispatch`); an ONNX export with a fixed H and W (the dynamo exporter's default)
 records the same formula in ops that ONNX Runtime runs in its blocked NCHWc layout (`ZAM._forward_onnx`, pools with
 a max: they bake H and W in; with a dynamic H or W, and under the TorchScript-based exporter, the plain formula), and
-every ONNX export spells the mean over channels as a MatMul (`_mean`: ZAM(Avg), ZCA, ZSA).
+every ONNX export spells the mean over channels as a MatMul (`fused.zam._mean`: ZAM(Avg), ZCA, ZSA).
 """
-from typing import Dict, List
+from typing import Dict
 
 import torch
 import torch.fx

@@ -92,7 +92,8 @@ def _mean(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
 
 
 def zam_pool(x: torch.Tensor, dims: List[int], pool: str) -> torch.Tensor:
-    """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims` ([2, 3] or [1]), keepdim."""
+    """mean + max ('avgmax'), mean ('avg') or max ('max') over `dims` ([2, 3] or [1] of a map, [2] of the
+    (B, H * W, C) copy of the channels-last ONNX spelling), keepdim."""
     if pool == 'avg':
         return _mean(x, dims)
     if pool == 'max':
