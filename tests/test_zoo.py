@@ -317,6 +317,31 @@ def test_mps_daemon_is_quit_when_the_sweep_gets_sigterm(mps_sweep, tmp_path, mon
     assert not list(temp.iterdir())
 
 
+DAEMON_THAT_ENDS_LATE = """
+import fcntl, os, time
+pipe = os.environ['CUDA_MPS_PIPE_DIRECTORY']
+lock = os.open(os.path.join(pipe, 'control_lock'), os.O_RDWR | os.O_CREAT)
+fcntl.lockf(lock, fcntl.LOCK_EX)  # as NVIDIA's daemon holds it while it runs
+open(os.path.join(pipe, 'control'), 'w').close()
+while os.path.exists(os.path.join(pipe, 'control')):
+    time.sleep(0.02)
+time.sleep(0.5)  # `quit` has returned; the daemon's last log lines come now
+open(os.environ['FAKE_MPS_CALLS'], 'a').write('exited\\n')
+"""
+
+
+def test_mps_sweep_ends_after_the_daemon_has_ended(mps_sweep, tmp_path):
+    """NVIDIA's `quit` can return before the daemon's process ends (its log thread still writing): the sweep waits
+    until the daemon has let go of its lock on <pipe>/control_lock, then removes the pipe folder."""
+    from zamzoo.zoo.local import run_local
+    runs, install, _, temp = mps_sweep
+    (tmp_path / 'daemon.py').write_text(DAEMON_THAT_ENDS_LATE)
+    install(start=f'{sys.executable} {tmp_path / "daemon.py"} </dev/null >/dev/null 2>&1 & exit 0')
+    run_local(runs, tmp_path / 'out', runs_per_gpu=2, device='cuda', mps=True)
+    assert (tmp_path / 'mps-calls').read_text().splitlines()[-2:] == ['quit', 'exited']
+    assert not list(temp.iterdir())
+
+
 def test_mps_pipe_folder_fits_a_socket_address(monkeypatch):
     """The daemon's sockets live in its pipe folder, and a Unix socket's path is at most 107 bytes: under a long
     TMPDIR the folder goes to /tmp."""

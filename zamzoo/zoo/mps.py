@@ -12,6 +12,7 @@ A process that cannot reach the daemon runs without MPS and says nothing, so the
 list until it answers before any run starts.
 """
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -102,16 +103,40 @@ def mps_daemon(gpus: Sequence[str], log_dir) -> Iterator[dict]:
             shutil.rmtree(pipe, ignore_errors=True)
 
 
+def _has_exited(pipe: str) -> bool:
+    """Whether the daemon has ended: while it runs it holds a POSIX lock on <pipe>/control_lock, which its exit
+    releases. `quit` can return before that, and the daemon's log is written by a thread of its own, so its last
+    lines are complete only then. Without the file (not NVIDIA's daemon) there is nothing to wait for."""
+    try:
+        fd = os.open(os.path.join(pipe, 'control_lock'), os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # and with it the lock just taken
+
+
 def _quit(env: dict, log_dir: Path) -> bool:
-    """Whether the daemon quit (`quit` waits until it and its servers have exited); one still running is left with
-    a line that says how to stop it (an exception here would hide the one that ended the runs)."""
+    """Whether the daemon quit (`quit` asks it to end once its servers have exited; then its process ends); one
+    still running is left with a line that says how to stop it (an exception here would hide the one that ended the
+    runs)."""
+    pipe = env['CUDA_MPS_PIPE_DIRECTORY']
+    deadline = time.monotonic() + QUIT_S
     status, _ = _control(env, 'quit', QUIT_S)
+    while status is not None and not _has_exited(pipe):
+        if time.monotonic() > deadline:
+            status = None
+            break
+        time.sleep(0.05)
     if status is None:
         print(f"--mps: the MPS control daemon did not quit within {QUIT_S:.0f} s; stop it with `echo quit | "
-              f"CUDA_MPS_PIPE_DIRECTORY={env['CUDA_MPS_PIPE_DIRECTORY']} {MPS_CONTROL}`", file=sys.stderr)
+              f"CUDA_MPS_PIPE_DIRECTORY={pipe} {MPS_CONTROL}`", file=sys.stderr)
         return False
     if status != 0:
         print(f'--mps: `quit` ended with exit status {status} (an MPS server did not exit gracefully, or the daemon '
               f'could not be reached); its log: {log_dir}', file=sys.stderr)
     return True
-
