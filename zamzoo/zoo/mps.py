@@ -114,8 +114,10 @@ def _has_exited(pipe: str) -> bool:
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
-    except OSError:
+    except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held; another error (no locks there): cannot tell
         return False
+    except OSError:
+        return True
     finally:
         os.close(fd)  # and with it the lock just taken
 
