@@ -122,6 +122,15 @@ def _has_exited(pipe: str) -> bool:
         os.close(fd)  # and with it the lock just taken
 
 
+def _wait_until_exited(pipe: str, deadline: float) -> bool:
+    """Whether the daemon has ended (`_has_exited`) by `deadline` (time.monotonic)."""
+    while not _has_exited(pipe):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _quit(env: dict, log_dir: Path) -> bool:
     """Whether the daemon quit (`quit` asks it to end once its servers have exited; then its process ends); one
     still running is left with a line that says how to stop it (an exception here would hide the one that ended the
@@ -129,12 +138,7 @@ def _quit(env: dict, log_dir: Path) -> bool:
     pipe = env['CUDA_MPS_PIPE_DIRECTORY']
     deadline = time.monotonic() + QUIT_S
     status, _ = _control(env, 'quit', QUIT_S)
-    while status is not None and not _has_exited(pipe):
-        if time.monotonic() > deadline:
-            status = None
-            break
-        time.sleep(0.05)
-    if status is None:
+    if status is None or not _wait_until_exited(pipe, deadline):
         print(f"--mps: the MPS control daemon did not quit within {QUIT_S:.0f} s; stop it with `echo quit | "
               f"CUDA_MPS_PIPE_DIRECTORY={pipe} {MPS_CONTROL}`", file=sys.stderr)
         return False
