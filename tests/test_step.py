@@ -16,7 +16,7 @@ from zamzoo.data import TensorLoader
 from zamzoo.errors import UsageError
 from zamzoo.recipes import get_recipe
 from zamzoo.train import TrainConfig, train
-from zamzoo.train.build import build_pieces, create_model, penalty_fn
+from zamzoo.train.build import build_pieces, create_model
 from zamzoo.train.loop import train_one_epoch
 from zamzoo.train.reporting import Reporter
 from zamzoo.train.schedule import recipe_lr

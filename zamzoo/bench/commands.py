@@ -123,7 +123,6 @@ def _argv_of(args):
 def _add_train(bench_subparsers):
     from ..train.config import AMP_CHOICES, COMPILE_MODES
 
-
     p = bench_subparsers.add_parser(
         'train', help='images/s of one training epoch: our loop vs a seeds-style DataLoader loop',
         description='Images/s of one training epoch on synthetic CIFAR-shaped data, for our loop and for a '
