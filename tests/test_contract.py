@@ -119,7 +119,7 @@ def test_identity_and_zoo_modules_pass_adding_what_the_zoo_models_add():
 def test_an_exporter_failure_is_reported_not_raised_and_the_report_is_json():
     report = check_contract(ScaledWhenTraced, ['mobilenet'], options={}, latency=True, onnx=True)
     row = report.backbones[0]
-    assert row.onnx['torchscript'].startswith('error: ONNX Runtime output differs from PyTorch (TorchScript exporter)')
+    assert row.onnx['torchscript'].startswith('error: ONNX Runtime output differs from PyTorch (TorchScript exporter;')
     assert row.onnx['dynamo'].startswith('ok (relative error')
     assert row.cpu_latency_ratio > 0
     contract = json.loads(json.dumps(report.to_dict()))

@@ -27,7 +27,6 @@ FUSED = [a.layer for a in ATTENTIONS.values() if a.fused]  # modules with a fuse
 SMALL = {'resnet18': dict(layers=(1, 1, 1, 1))}
 
 
-
 def module(name: str, channels: int = 16) -> torch.nn.Module:
     """An attention module with random parameters and BatchNorm statistics, in eval mode."""
     torch.manual_seed(0)
@@ -66,6 +65,27 @@ def test_parity_check_can_fail(tmp_path):
     with pytest.raises(OnnxExportError, match='differs from PyTorch'):
         export_onnx(OffByOnePerMille(), tmp_path / 'n.onnx', (16, 8, 8))
     assert not (tmp_path / 'n.onnx').exists()  # nothing left behind
+
+
+def test_the_graph_as_written_is_checked_not_only_as_onnx_runtime_optimizes_it(tmp_path, monkeypatch):
+    """The check also runs the file with ONNX Runtime's graph optimizations off (the graph as written, where a
+    runtime on other hardware starts), not only as ONNX Runtime optimizes it on this CPU: a file whose unoptimized
+    run differs (here its outputs scaled by 1.001 in that session alone) is refused, and nothing is left behind."""
+    ort = pytest.importorskip('onnxruntime')
+
+    class OffWhenUnoptimized(ort.InferenceSession):
+        def __init__(self, path, options=None, **kwargs):
+            super().__init__(path, options, **kwargs)
+            level = options.graph_optimization_level if options is not None else None
+            self.scale = 1.001 if level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL else 1.0
+
+        def run(self, *args, **kwargs):
+            return [out * self.scale for out in super().run(*args, **kwargs)]
+
+    monkeypatch.setattr(ort, 'InferenceSession', OffWhenUnoptimized)
+    with pytest.raises(OnnxExportError, match='with or without its graph optimizations'):
+        export_onnx(module('zam'), tmp_path / 'm.onnx', (16, 8, 8))
+    assert not (tmp_path / 'm.onnx').exists()
 
 
 @pytest.mark.parametrize('name', ['zam', 'zamr', 'simam'])

@@ -90,8 +90,9 @@ def markdown_report(report: Dict) -> str:
     lines = [f"# ONNX export: {ok} / {len(rows)} ok", '',
              f"`{report.get('command', 'zamzoo bench export')}` on {report['date']}, "
              + ', '.join(f'{k} {v}' for k, v in report['versions'].items()) + '.', '',
-             f"timm's `onnx_export`, opset {s['opset']}, dynamic batch; ONNX Runtime (CPU) vs eager PyTorch at batch "
-             f"{' and '.join(map(str, s['batch_sizes']))} on random inputs, random-init models with calibrated "
+             f"timm's `onnx_export`, opset {s['opset']}, dynamic batch; ONNX Runtime (CPU; its graph optimizations "
+             f"on, then off) vs eager PyTorch at batch {' and '.join(map(str, s['batch_sizes']))} on random inputs, "
+             f"random-init models with calibrated "
              f"BatchNorm; ok = relative error max|ort - torch| / max|torch| <= {s['rtol']:g}, or <= "
              f"{s.get('rounding_factor', '-')} x the last column: PyTorch's own float32 error against a float64 "
              f"copy of the model on the same inputs (rounding noise). "

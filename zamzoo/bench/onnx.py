@@ -2,12 +2,13 @@
 
 `export_onnx` writes the file (dynamic batch, opset 18 unless asked otherwise, every Conv weight an initializer:
 `_fold_constants`) only after ONNX Runtime's logits matched the eager PyTorch model's on random inputs at every
-checked batch size: relative error
+checked batch size, with ONNX Runtime's graph optimizations and without (`onnx_parity`): relative error
 ``max|ort - torch| / max|torch|`` at most `RTOL`, or, for a model whose float32 result is itself further than that
 from the exact one, at most `ROUNDING_FACTOR` times PyTorch's own float32 rounding error (`fp32_rounding`,
 against a float64 copy of the model): two float32 implementations that sum in different orders can each be that
-far from the exact result, and so from each other (deep random networks such as resnet164 at 2-4e-4). `zamzoo bench export` runs it on every model; publishing
-(`zamzoo.publish.onnx`) adds its file to an export folder. Needs the `onnx` extra: ``pip install 'zamzoo[onnx]'``.
+far from the exact result, and so from each other (deep random networks such as resnet164 at 2-4e-4).
+`zamzoo bench export` runs it on every model; publishing (`zamzoo.publish.onnx`) adds its file to an export folder.
+Needs the `onnx` extra: ``pip install 'zamzoo[onnx]'``.
 """
 import contextlib
 import copy
@@ -50,20 +51,26 @@ def require_onnx():
 def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
                 batch_sizes: Sequence[int] = CHECK_BATCHES, seed: int = 0) -> float:
     """The largest relative error of ONNX Runtime's output of the file `path` against `model` (eval, no grad) on
-    random inputs, one per batch size."""
+    random inputs, one per batch size, with ONNX Runtime's graph optimizations (its default: on this CPU, e.g. its
+    NCHWc layout) and without them (the graph as written, which a runtime with other optimizations starts from)."""
     ort = require_onnx()
-    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    sessions = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        sessions.append(ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider']))
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
     for b in batch_sizes:
         x = torch.randn((b, *input_size), generator=generator)
         with torch.no_grad():
             expected = model(x).double()
-        got = torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0]).double()
-        if got.shape != expected.shape:
-            raise OnnxExportError(f'ONNX output at batch {b} has shape {tuple(got.shape)}, '
-                                  f'PyTorch {tuple(expected.shape)}')
-        worst = max(worst, ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item())
+        for session in sessions:
+            got = torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0]).double()
+            if got.shape != expected.shape:
+                raise OnnxExportError(f'ONNX output at batch {b} has shape {tuple(got.shape)}, '
+                                      f'PyTorch {tuple(expected.shape)}')
+            worst = max(worst, ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item())
     return worst
 
 
@@ -112,7 +119,8 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
             rounding = fp32_rounding(model, input_size, batch_sizes)
             if not err <= ROUNDING_FACTOR * rounding:
                 raise OnnxExportError(
-                    f'ONNX Runtime output differs from PyTorch ({_exporter(use_dynamo)} exporter): relative error '
+                    f'ONNX Runtime output differs from PyTorch ({_exporter(use_dynamo)} exporter; ONNX Runtime '
+                    f'with or without its graph optimizations): relative error '
                     f'{err:.3g} > {rtol:g} and > {ROUNDING_FACTOR} x PyTorch\'s own float32 rounding ({rounding:.3g})')
     return err
 
