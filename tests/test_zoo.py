@@ -342,6 +342,15 @@ def test_mps_sweep_ends_after_the_daemon_has_ended(mps_sweep, tmp_path):
     assert not list(temp.iterdir())
 
 
+def test_a_control_lock_that_cannot_be_opened_means_nothing_to_wait_for(tmp_path):
+    """Where <pipe>/control_lock cannot be opened (here a folder: opening it for writing fails even for root) the
+    daemon's end cannot be told from it: the sweep does not wait, and no error hides the one that ended the runs."""
+    from zamzoo.zoo import mps
+    (tmp_path / 'control_lock').mkdir()
+    assert mps._has_exited(str(tmp_path))
+    assert mps._has_exited(str(tmp_path / 'no-such-pipe'))
+
+
 def test_mps_pipe_folder_fits_a_socket_address(monkeypatch):
     """The daemon's sockets live in its pipe folder, and a Unix socket's path is at most 107 bytes: under a long
     TMPDIR the folder goes to /tmp."""

@@ -106,10 +106,11 @@ def mps_daemon(gpus: Sequence[str], log_dir) -> Iterator[dict]:
 def _has_exited(pipe: str) -> bool:
     """Whether the daemon has ended: while it runs it holds a POSIX lock on <pipe>/control_lock, which its exit
     releases. `quit` can return before that, and the daemon's log is written by a thread of its own, so its last
-    lines are complete only then. Without the file (not NVIDIA's daemon) there is nothing to wait for."""
+    lines are complete only then. Without the file (not NVIDIA's daemon), or where it cannot be opened, there is
+    nothing to wait for (an error here would hide the one that ended the runs)."""
     try:
         fd = os.open(os.path.join(pipe, 'control_lock'), os.O_RDWR)
-    except FileNotFoundError:
+    except OSError:
         return True
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
