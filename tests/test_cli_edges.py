@@ -74,6 +74,9 @@ def test_a_missing_onnxscript_is_named_with_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, 'onnxscript', None)  # import onnxscript -> ImportError
     with pytest.raises(ZamzooError, match=r"onnxscript is missing.*zamzoo\[onnx\]"):
         require_onnx()
+    monkeypatch.setattr(sys, 'version_info', (3, 10, 13, 'final', 0))  # the extra cannot install there
+    with pytest.raises(ZamzooError, match=r"zamzoo\[onnx\]' on Python >= 3.11 \(.*no build for Python 3.10\)"):
+        require_onnx()
 
 
 def test_version_is_the_installed_distributions(capsys):

@@ -13,6 +13,7 @@ Needs the `onnx` extra: ``pip install 'zamzoo[onnx]'``.
 import contextlib
 import copy
 import io
+import sys
 import warnings
 from typing import Optional, Sequence, Tuple
 
@@ -43,8 +44,11 @@ def require_onnx():
         import onnxruntime
         import onnxscript  # noqa: F401  (torch's dynamo exporter)
     except ImportError as e:
+        where = '' if sys.version_info >= (3, 11) else (
+            f' on Python >= 3.11 (onnxruntime 1.32, which the export is checked with, has no build for Python '
+            f'{sys.version_info[0]}.{sys.version_info[1]})')
         raise OnnxExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
-                              "pip install 'zamzoo[onnx]'") from None
+                              f"pip install 'zamzoo[onnx]'{where}") from None
     return onnxruntime
 
 
