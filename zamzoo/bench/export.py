@@ -92,8 +92,8 @@ def markdown_report(report: Dict) -> str:
              + ', '.join(f'{k} {v}' for k, v in report['versions'].items()) + '.', '',
              f"timm's `onnx_export`, opset {s['opset']}, dynamic batch; ONNX Runtime (CPU; its graph optimizations "
              f"on, then off) vs eager PyTorch at batch {' and '.join(map(str, s['batch_sizes']))} on random inputs, "
-             f"random-init models with calibrated "
-             f"BatchNorm; ok = relative error max|ort - torch| / max|torch| <= {s['rtol']:g}, or <= "
+             f"random-init models with calibrated BatchNorm; ok = relative error max|ort - torch| / max|torch| "
+             f"<= {s['rtol']:g}, or <= "
              f"{s.get('rounding_factor', '-')} x the last column: PyTorch's own float32 error against a float64 "
              f"copy of the model on the same inputs (rounding noise). "
              f"Total {report['duration_s']:.0f} s with {s['threads']} thread(s).", '',

@@ -44,8 +44,8 @@ def require_onnx():
         import onnxruntime
         import onnxscript  # noqa: F401  (torch's dynamo exporter)
     except ImportError as e:
-        where = '' if sys.version_info >= (3, 11) else (
-            f' on Python >= 3.11 (onnxruntime 1.32, which the export is checked with, has no build for Python '
+        where = '' if sys.version_info >= (3, 11) else (  # the extra's onnxruntime floor has no older builds
+            f' on Python >= 3.11 (the onnxruntime it needs has no build for Python '
             f'{sys.version_info[0]}.{sys.version_info[1]})')
         raise OnnxExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
                               f"pip install 'zamzoo[onnx]'{where}") from None
