@@ -89,6 +89,33 @@ def test_quantize_dynamic_runs_on_a_ulsam_export(tmp_path, use_dynamo):
     assert got.shape == (2, 5) and got.argmax(1).tolist() == expected.argmax(1).tolist()
 
 
+@pytest.mark.parametrize('use_dynamo', [True, False], ids=['dynamo', 'torchscript'])
+@pytest.mark.parametrize('attn', ['zam', 'cbam', 'spem'])
+def test_quant_pre_process_without_symbolic_shapes_runs_on_the_max_exports(tmp_path, monkeypatch, attn, use_dynamo):
+    """README's way to pre-process the exports whose ReduceMax / ReduceMin ONNX Runtime's symbolic shape inference
+    cannot follow: `skip_symbolic_shape=True`, then `quantize_dynamic`, and the quantized model runs."""
+    pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    from onnxruntime.quantization import quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from zamzoo.bench.onnx import RTOL, export_onnx
+    from zamzoo.layers import CBAM, SPEM, ZAM
+    monkeypatch.chdir(tmp_path)  # where ONNX Runtime's tools leave files they fail on
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), dict(zam=ZAM, cbam=CBAM, spem=SPEM)[attn](16),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)).eval()
+    with torch.no_grad():
+        for param in net[1].parameters():  # away from the inits (SPEM's gate is a constant there)
+            param.normal_()
+    assert export_onnx(net, tmp_path / 'model.onnx', (3, 8, 8), use_dynamo=use_dynamo, batch_sizes=(1, 3)) <= RTOL
+    quant_pre_process(str(tmp_path / 'model.onnx'), str(tmp_path / 'pre.onnx'), skip_symbolic_shape=True)
+    quantize_dynamic(str(tmp_path / 'pre.onnx'), str(tmp_path / 'quantized.onnx'))
+    session = ort.InferenceSession(str(tmp_path / 'quantized.onnx'), providers=['CPUExecutionProvider'])
+    x = torch.randn(3, 3, 8, 8)
+    assert session.run(None, {'input': x.numpy()})[0].shape == (3, 5)
+
+
 def test_readme_says_what_ort_symbolic_shape_inference_does_on_the_max_exports():
     text = ' '.join(README.read_text().split())
     quantizing = text[text.index('Quantizing:'):text.index('## Models')]
