@@ -89,11 +89,13 @@ def test_quantize_dynamic_runs_on_a_ulsam_export(tmp_path, use_dynamo):
     assert got.shape == (2, 5) and got.argmax(1).tolist() == expected.argmax(1).tolist()
 
 
-@pytest.mark.parametrize('use_dynamo', [True, False], ids=['dynamo', 'torchscript'])
+@pytest.mark.parametrize('use_dynamo, opset', [(True, 18), (False, 18), (False, 17)],
+                         ids=['dynamo', 'torchscript', 'torchscript-opset17'])
 @pytest.mark.parametrize('attn', ['zam', 'cbam', 'spem'])
-def test_quant_pre_process_without_symbolic_shapes_runs_on_the_max_exports(tmp_path, monkeypatch, attn, use_dynamo):
-    """README's way to pre-process the exports whose ReduceMax / ReduceMin ONNX Runtime's symbolic shape inference
-    cannot follow: `skip_symbolic_shape=True`, then `quantize_dynamic`, and the quantized model runs."""
+def test_quant_pre_process_runs_on_the_max_exports(tmp_path, monkeypatch, attn, use_dynamo, opset):
+    """README's two ways to pre-process the exports with a ReduceMax / ReduceMin, which ONNX Runtime's symbolic shape
+    inference cannot follow at opset 18: `skip_symbolic_shape=True`, or an export at opset 17 (axes an attribute) with
+    the defaults; then `quantize_dynamic`, and the quantized model runs."""
     pytest.importorskip('onnx')
     ort = pytest.importorskip('onnxruntime')
     from onnxruntime.quantization import quantize_dynamic
@@ -108,8 +110,9 @@ def test_quant_pre_process_without_symbolic_shapes_runs_on_the_max_exports(tmp_p
     with torch.no_grad():
         for param in net[1].parameters():  # away from the inits (SPEM's gate is a constant there)
             param.normal_()
-    assert export_onnx(net, tmp_path / 'model.onnx', (3, 8, 8), use_dynamo=use_dynamo, batch_sizes=(1, 3)) <= RTOL
-    quant_pre_process(str(tmp_path / 'model.onnx'), str(tmp_path / 'pre.onnx'), skip_symbolic_shape=True)
+    assert export_onnx(net, tmp_path / 'model.onnx', (3, 8, 8), use_dynamo=use_dynamo, opset=opset,
+                       batch_sizes=(1, 3)) <= RTOL
+    quant_pre_process(str(tmp_path / 'model.onnx'), str(tmp_path / 'pre.onnx'), skip_symbolic_shape=opset >= 18)
     quantize_dynamic(str(tmp_path / 'pre.onnx'), str(tmp_path / 'quantized.onnx'))
     session = ort.InferenceSession(str(tmp_path / 'quantized.onnx'), providers=['CPUExecutionProvider'])
     x = torch.randn(3, 3, 8, 8)
