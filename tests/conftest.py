@@ -144,6 +144,21 @@ def light_contract(monkeypatch):
     lighten_contract(monkeypatch)
 
 
+def calibrated_attn(name: str, channels: int, seed: int = 0):
+    """The zoo's attention `name` (`zamzoo.layers.create_attn`) in eval mode, its BatchNorms with random affines and
+    running statistics (a fresh one's are the identity, which would hide a mistake in folding them)."""
+    import torch
+    from zamzoo.layers import create_attn
+    torch.manual_seed(seed)
+    module = create_attn(name, channels)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(), m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    return module.eval()
+
+
 def calibrated_ulsam(channels: int, seed: int):
     """A ULSAM (4 groups) whose two BatchNorms have non-trivial affines and running statistics: a fresh one's are
     the identity, which would hide a mistake in folding them."""

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from zamzoo.layers import create_attn, list_attn
+from conftest import calibrated_attn
+from zamzoo.layers import list_attn
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
@@ -15,18 +16,6 @@ pytestmark = pytest.mark.filterwarnings('ignore')
 
 CHANNELS = 32
 OTHER_SIZES = [(1, 8, 8), (3, 5, 9), (2, 9, 5)]  # (batch, H, W), none the example's
-
-
-def _module(name: str) -> nn.Module:
-    """`name`'s module in eval mode with random BN statistics and affines (a fresh one's are the identity)."""
-    torch.manual_seed(0)
-    module = create_attn(name, CHANNELS)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5), m.bias.normal_(), m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-    return module.eval()
 
 
 def _export(module: nn.Module, path, use_dynamo: bool) -> None:
@@ -43,7 +32,7 @@ def _export(module: nn.Module, path, use_dynamo: bool) -> None:
 @pytest.mark.parametrize('use_dynamo', [True, False], ids=['dynamo', 'torchscript'])
 @pytest.mark.parametrize('name', list_attn())
 def test_export_with_dynamic_shapes_equals_eager(name, use_dynamo, tmp_path):
-    module, path = _module(name), tmp_path / f'{name}.onnx'
+    module, path = calibrated_attn(name, CHANNELS), tmp_path / f'{name}.onnx'
     _export(module, path, use_dynamo)
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [bool(d.dim_param) for d in dims] == [True, False, True, True], dims
