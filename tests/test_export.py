@@ -9,6 +9,7 @@ their logits barely depend on the input, and a comparison could not fail.
 """
 import warnings
 
+import onnx
 import pytest
 import torch
 
@@ -112,6 +113,36 @@ def test_tracers_match_eager(name):
         batch = torch.export.Dim('batch', min=2)
         ep = torch.export.export(m, (x,), dynamic_shapes=({0: batch},))
         torch.testing.assert_close(ep.module()(x2), expected, rtol=1e-5, atol=1e-6)
+
+
+def _recorded_ops(name: str, tracer, folder) -> set:
+    x = torch.randn(2, 16, 8, 8)
+    if tracer == 'jit.trace':
+        return {node.kind().split('::')[1] for node in torch.jit.trace(module(name), x).inlined_graph.nodes()}
+    if tracer.startswith('onnx'):
+        export_onnx(module(name), folder / 'm.onnx', (16, 8, 8), use_dynamo=tracer == 'onnx dynamo')
+        return {node.op_type for node in onnx.load(str(folder / 'm.onnx')).graph.node}
+    with torch.set_grad_enabled(tracer == 'torch.export'):
+        graph = torch.export.export(module(name), (x,)).graph
+    return {node.target.__name__.split('.')[0] for node in graph.nodes if node.op == 'call_function'}
+
+
+@pytest.mark.parametrize('name', ['zam', 'zam_max', 'cbam', 'spem'])
+def test_the_max_over_the_map_is_one_reduction_where_no_gradient_is_routed(name, tmp_path):
+    """A TorchScript trace (what openvino.convert_model runs), a graph recorded under no_grad and an ONNX export take
+    the max and min over H and W as one amax / amin (ReduceMax / ReduceMin), no flatten: OpenVINO runs a flatten as a
+    reorder of the whole map (docs/bench/openvino.md). torch.export with grad mode on records torch.max, whose
+    gradient goes to the first maximal element, as in the seeds."""
+    without = {'amax', 'amin'} if name == 'spem' else {'amax'}
+    for tracer in ('jit.trace', 'torch.export under no_grad'):
+        ops = _recorded_ops(name, tracer, tmp_path)
+        assert without <= ops and not ops & {'flatten', 'max', 'min'}, (tracer, ops)
+    ops = _recorded_ops(name, 'torch.export', tmp_path)
+    assert 'max' in ops and not ops & {'amax', 'amin'}, ops
+    if name in ('cbam', 'spem'):  # (ZAM's ONNX spellings reshape for reasons of their own: ZAM._forward_onnx)
+        for tracer in ('onnx dynamo', 'onnx torchscript'):
+            ops = _recorded_ops(name, tracer, tmp_path)
+            assert 'ReduceMax' in ops and not ops & {'Reshape', 'Flatten'}, (tracer, ops)
 
 
 def test_fused_function_refuses_a_tracer():

@@ -25,6 +25,7 @@ from timm.layers import register_notrace_module
 
 from ._checks import check_input
 from .fused import FusedDispatch, channel_gate_fused, check_impl
+from .fused._common import max_values, min_values
 
 torch.fx.wrap('check_input')
 
@@ -52,9 +53,8 @@ def spem_gate(
 
 
 def min_max_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """GMinP and GMP of x, (B, C, 1, 1) each."""
-    x3 = x.flatten(2)
-    return x3.min(2, keepdim=True)[0].unsqueeze(3), x3.max(2, keepdim=True)[0].unsqueeze(3)
+    """GMinP and GMP of x, (B, C, 1, 1) each (`min_values`, `max_values`)."""
+    return min_values(x, [2, 3]), max_values(x, [2, 3])
 
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)

@@ -6,8 +6,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 __all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'recording_graph', 'exporting_onnx', 'fixed_map_size',
-           'submodules_watched', 'require_eager', 'needs_autograd', 'formula_backward', 'hw_stat', 'max_values', 'amax',
-           'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense', 'is_dense', 'may_overwrite_input']
+           'submodules_watched', 'require_eager', 'needs_autograd', 'formula_backward', 'hw_stat', 'max_values',
+           'min_values', 'amax', 'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense', 'is_dense', 'may_overwrite_input']
 
 IMPLS = ('fused', 'reference')
 
@@ -130,20 +130,36 @@ def max_values(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
     """The max of the seeds' code, ``torch.max(x, dim).values`` (nn.AdaptiveMaxPool2d and F.max_pool2d route alike),
     over dims [2, 3] or [1] of a (B, C, H, W) tensor, keepdim: its gradient goes to the first maximal element
     (``amax`` would split it between tied elements: a constant map, a saturated activation); exporters drop the
-    unused indices (ONNX ReduceMax). Eager inference (no grad mode, nothing recording) takes ``amax``, the same
-    values without the positions (mobilenet_cbam at one thread, process time, interleaved: 1.50x / 1.30x the plain
-    backbone at batch 1 / 64, against 1.72x / 1.49x with the positions)."""
-    if not torch.jit.is_scripting() and _eager_inference(x):
+    unused indices (ONNX ReduceMax). Where no gradient is routed -- grad mode off (eager inference, or a graph
+    recorded under ``torch.no_grad()``), a TorchScript trace (`torch.jit.trace`, ``openvino.convert_model``; its check
+    re-traces in another grad mode, so its ops cannot depend on it) and an ONNX export -- ``amax``: the same values
+    without the positions, one reduction over H and W where torch.max needs the map flattened first. Eager:
+    mobilenet_cbam at one thread, process time, interleaved, 1.50x / 1.30x the plain backbone at batch 1 / 64, against
+    1.72x / 1.49x with the positions. Recorded: OpenVINO runs the flatten as a reorder of the whole map out of its
+    channels-last layout (`openvino.convert_model`, one thread: mobilenet_zam 1.67x -> 1.45x at batch 1, 2.22x ->
+    1.80x at batch 64; docs/bench/openvino.md); ONNX Runtime runs both alike. A trace differentiated later splits a
+    tie's gradient, as amax does; torch.compile and torch.export with grad mode on record torch.max."""
+    if _without_positions():
         return x.amax(dims, keepdim=True)
     if dims == [2, 3]:
         return x.flatten(2).max(2, keepdim=True)[0].unsqueeze(3)
     return x.max(dims[0], keepdim=True)[0]
 
 
-@torch.jit.unused
-def _eager_inference(x: torch.Tensor) -> bool:
-    """No gradient to route and no graph to record: every tracer and exporter records the same ops in any mode."""
-    return not torch.is_grad_enabled() and runs_eagerly(x)
+def _without_positions() -> bool:
+    """No gradient to route, a TorchScript trace or an ONNX export (see `max_values`)."""
+    if not torch.is_grad_enabled() or torch.jit.is_tracing():
+        return True
+    return not torch.jit.is_scripting() and exporting_onnx()
+
+
+def min_values(x: torch.Tensor, dims: List[int]) -> torch.Tensor:
+    """`max_values`'s minimum: ``torch.min(x, dim).values``, or ``amin`` where `max_values` takes ``amax``."""
+    if _without_positions():
+        return x.amin(dims, keepdim=True)
+    if dims == [2, 3]:
+        return x.flatten(2).min(2, keepdim=True)[0].unsqueeze(3)
+    return x.min(dims[0], keepdim=True)[0]
 
 
 def amax(x3: torch.Tensor, dim: int) -> torch.Tensor:
