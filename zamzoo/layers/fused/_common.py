@@ -7,7 +7,8 @@ import torch
 
 __all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'recording_graph', 'exporting_onnx', 'fixed_map_size',
            'submodules_watched', 'require_eager', 'needs_autograd', 'formula_backward', 'hw_stat', 'max_values',
-           'min_values', 'amax', 'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense', 'is_dense', 'may_overwrite_input']
+           'min_values', 'amax', 'mean_plus', 'batch_chunks', 'in_batch_chunks', 'empty_like_dense', 'is_dense',
+           'may_overwrite_input']
 
 IMPLS = ('fused', 'reference')
 
