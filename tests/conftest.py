@@ -150,13 +150,7 @@ def calibrated_attn(name: str, channels: int, seed: int = 0):
     import torch
     from zamzoo.layers import create_attn
     torch.manual_seed(seed)
-    module = create_attn(name, channels)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5), m.bias.normal_(), m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-    return module.eval()
+    return _randomize_batchnorms(create_attn(name, channels)).eval()
 
 
 def calibrated_ulsam(channels: int, seed: int):
@@ -165,14 +159,18 @@ def calibrated_ulsam(channels: int, seed: int):
     import torch
     from zamzoo.layers import ULSAM
     torch.manual_seed(seed)
-    ulsam = ULSAM(channels, groups=4)
+    return _randomize_batchnorms(ULSAM(channels, groups=4))
+
+
+def _randomize_batchnorms(module):
+    """`module` with every BatchNorm's affine and running statistics drawn at random (in the order of modules())."""
+    import torch
     with torch.no_grad():
-        for bn in (ulsam.bn_dw, ulsam.bn_pw):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_()
-            bn.running_mean.normal_()
-            bn.running_var.uniform_(0.5, 2.0)
-    return ulsam
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(), m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+    return module
 
 
 # The longest files first (by their durations in a full run): pytest-xdist hands each worker a file at a time in
