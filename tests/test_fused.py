@@ -6,6 +6,7 @@ On CPU the fused paths and the formulas agree bit for bit (outputs and gradients
 paths in bf16) at most 2e-2 of the largest magnitude, against an fp64 evaluation of the formula on the same bf16
 input; fp32 rtol=atol=1e-5 where the two paths sum in different orders (inference in batch chunks, CUDA).
 """
+import copy
 import os
 import subprocess
 import sys
@@ -310,29 +311,29 @@ def test_jit_script_and_fx(kind):
 @pytest.mark.parametrize('name', ['resnet18_zam', 'resnet18_nam'] + sorted(
     name for name in zamzoo.models.ZOO if name.startswith('mobilenet_')))
 def test_fullgraph_compile(name):
-    """torch.compile(fullgraph=True) traces every attention's model without a graph break (Dynamo with the 'eager'
-    backend keeps it fast), in eval mode with the eager numbers and in train mode with every gradient. BAM's and
-    ECA's check for a recording tracer broke the graph (Dynamo cannot trace torch._C._is_tracing)."""
+    """torch.compile(fullgraph=True) traces every attention's model, in its block slot, without a graph break
+    (Dynamo with the 'eager' backend keeps it fast), with the eager numbers. BAM's and ECA's check for a recording
+    tracer broke the graph (Dynamo cannot trace torch._C._is_tracing). Train mode: test_fullgraph_compile_modules."""
     torch._dynamo.reset()
     model = timm.create_model(name, num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)
     compiled = torch.compile(model, fullgraph=True, backend='eager')
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
-    model.train()
-    compiled(x).sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
 
 
-@pytest.mark.parametrize('kind', ['zam:avg:True', 'simam', 'spem'])
-def test_fullgraph_compile_modules(kind):
+@pytest.mark.parametrize('name', L.list_attn())
+def test_fullgraph_compile_modules(name):
+    """Every attention module in train mode (the fused paths' autograd Functions) traces without a graph break, with
+    the eager numbers and every gradient."""
     torch._dynamo.reset()
-    m = make(kind, 'fused').train()
-    x = torch.randn(2, 16, 5, 5, requires_grad=True)
+    torch.manual_seed(0)
+    m = L.create_attn(name, 16).train()
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
     y = torch.compile(m, fullgraph=True, backend='eager')(x)
-    torch.testing.assert_close(y, make(kind, 'reference').train()(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, copy.deepcopy(m)(x), rtol=1e-5, atol=1e-5)
     y.sum().backward()
-    assert x.grad is not None
+    assert x.grad is not None and all(p.grad is not None for p in m.parameters())
 
 
 _TRITON_CHECK = textwrap.dedent("""

@@ -65,10 +65,11 @@ def test_a_completed_run_with_cut_or_missing_weights_is_corrupt_and_retry_repair
         read_run(sweep / RUN)
     assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed', '--dry-run']) == 0
     assert '1 to train, 0 skipped' in capsys.readouterr().out
-    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
-    assert run_status(sweep / RUN).state == 'done'
-    assert read_run(sweep / RUN).weights.stat().st_size == json.loads(
-        (sweep / RUN / 'results.json').read_text())['weights_size_bytes']
+    if damage == 'truncate':  # the retry itself, trained once: the same run, whichever way its weights were lost
+        assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
+        assert run_status(sweep / RUN).state == 'done'
+        assert read_run(sweep / RUN).weights.stat().st_size == json.loads(
+            (sweep / RUN / 'results.json').read_text())['weights_size_bytes']
 
 
 def test_weights_of_another_size_than_recorded_are_corrupt(sweep):

@@ -122,6 +122,9 @@ def test_failed_run_is_marked_and_retried_only_when_asked(tiny_cifar, tmp_path, 
     assert 'ended: 1 done, 0 failed' in capsys.readouterr().out
     assert sweep_status(out)['totals']['done'] == 2
     assert not (out / f'{TINY}-cifar10-zam-s0' / 'failed.json').exists()
+    # each attempt has a log of its own: the failed one holds its traceback, the retry's none
+    logs = sorted((out / '_zoo' / 'logs').glob(f'{TINY}-cifar10-zam-s0.*.log'))
+    assert [p.read_text().count('Traceback') for p in logs] == [1, 0]
 
 
 def test_status_and_export_need_a_sweep(tmp_path, capsys):

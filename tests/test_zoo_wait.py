@@ -131,16 +131,6 @@ def test_a_run_left_to_another_invocation_is_read_as_such_and_not_counted(tiny_c
     assert len(own) == 1 and own[0].read_text().strip().endswith(f'{runs[0].folder}: running elsewhere')
 
 
-def test_each_attempt_has_a_log_of_its_own(tiny_cifar, tmp_path, capsys):
-    out = tmp_path / 'sweep'
-    args = ['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--seeds', '0', '--epochs', '1', '--batch-size',
-            '16', '--device', 'cpu', '--data', str(tiny_cifar), '--out', str(out), '--lr', '1e30']
-    assert main(args) == 1                                           # diverges: failed
-    assert main([*args, '--retry-failed']) == 1
-    logs = sorted((out / '_zoo' / 'logs').glob(f'{TINY}-cifar10-zam-s0.*.log'))
-    assert len(logs) == 2 and all(p.read_text().count('Traceback') == 1 for p in logs)
-
-
 # ------------------------------------------------------------------ D11: --dry-run's cost
 def _dry_run(data, out, monkeypatch, *extra):
     from zamzoo.bench import gpu

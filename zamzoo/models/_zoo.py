@@ -52,6 +52,10 @@ class Backbone:
     # FLOP convention of the seed's table (zamzoo.bench.flops): how the original code pooled before its
     # classifier, None = a functional call (0 ops), k = nn.AvgPool2d(k) (thop 0.0.30: (k + 1) ops per output)
     seed_head_pool: Optional[int]
+    # forward_features' spatial size at INPUT_SIZE, timm's cfg `pool_size` (declared as timm's cfgs declare it, not
+    # computed at import: a meta forward per backbone cost 1.5 s of every `import zamzoo`; pool_size_at computes it,
+    # tests/test_deploy_finetuned.py checks the two agree)
+    pool_size: Tuple[int, int]
     first_conv: str = 'stem.conv'
     classifier: str = 'fc'
 
@@ -68,12 +72,6 @@ class Backbone:
     def feature_levels(self) -> int:
         """Levels of features_only: the stem and every stage."""
         return len(self._meta_net.feature_info)
-
-    @cached_property
-    def pool_size(self) -> Tuple[int, int]:
-        """Spatial size of forward_features at the cfgs' input size (once per backbone: every cfg of its models
-        announces it, at import)."""
-        return self.pool_size_at(INPUT_SIZE)
 
     def pool_size_at(self, input_size: Tuple[int, int, int]) -> Tuple[int, int]:
         """Spatial size of forward_features at `input_size` (C, H, W), as the backbone computes it (its stride-2
@@ -160,7 +158,7 @@ def _seed_resnet(*, name: str, depth: int, **model_args) -> Backbone:
     return Backbone(
         name=name, family='cifar_resnet', model_args=_args(**model_args), recipe='zam',
         description=f"ResNet-{depth} for 32x32 inputs (the ZAM seed's CIFAR ResNet, kuangliu/pytorch-cifar layout)",
-        paper=papers.RESNET, origin_url=_ZAM_URL, seed_head_pool=None)
+        paper=papers.RESNET, origin_url=_ZAM_URL, seed_head_pool=None, pool_size=(4, 4))
 
 
 def _attn(*, name: str, **kwargs) -> Attention:
@@ -185,16 +183,17 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in (
         description='ResNet-164 for 32x32 inputs (post-activation bottlenecks, bearpaw/pytorch-classification, '
                     "SPEM's backbone)",
         paper=papers.RESNET, origin_url='https://github.com/bearpaw/pytorch-classification',
-        seed_head_pool=8),  # bearpaw: nn.AvgPool2d(8)
+        seed_head_pool=8, pool_size=(8, 8)),  # bearpaw: nn.AvgPool2d(8)
     Backbone(
         name='mobilenet', family='cifar_mobilenet', model_args=_args(), recipe='zam',
         description="MobileNet (v1) for 32x32 inputs (the ZAM seed's)",
-        paper=papers.MOBILENET, origin_url=_ZAM_URL, seed_head_pool=4),  # the ZAM seed: nn.AvgPool2d(4)
+        paper=papers.MOBILENET, origin_url=_ZAM_URL, seed_head_pool=4,  # the ZAM seed: nn.AvgPool2d(4)
+        pool_size=(4, 4)),
     Backbone(
         name='mobilenetv2', family='cifar_mobilenetv2', model_args=_args(), recipe='zam',
         description='MobileNetV2 for 32x32 inputs (paper blocks, kuangliu/pytorch-cifar strides)',
         paper=papers.MOBILENETV2, origin_url='https://github.com/kuangliu/pytorch-cifar',
-        seed_head_pool=None),  # kuangliu: F.avg_pool2d(out, 4)
+        seed_head_pool=None, pool_size=(4, 4)),  # kuangliu: F.avg_pool2d(out, 4)
 )}
 
 ATTENTIONS: Dict[str, Attention] = {a.name: a for a in (
