@@ -53,8 +53,8 @@ class Backbone:
     # classifier, None = a functional call (0 ops), k = nn.AvgPool2d(k) (thop 0.0.30: (k + 1) ops per output)
     seed_head_pool: Optional[int]
     # forward_features' spatial size at INPUT_SIZE, timm's cfg `pool_size` (declared as timm's cfgs declare it, not
-    # computed at import: a meta forward per backbone cost 1.5 s of every `import zamzoo`; pool_size_at computes it,
-    # tests/test_deploy_finetuned.py checks the two agree)
+    # computed at import: a meta forward per backbone cost 0.55 CPU-s of every `import zamzoo`; pool_size_at computes
+    # it, tests/test_deploy_finetuned.py checks the two agree)
     pool_size: Tuple[int, int]
     first_conv: str = 'stem.conv'
     classifier: str = 'fc'
