@@ -173,15 +173,16 @@ def _randomize_batchnorms(module):
     return module
 
 
-# The longest files first, by their durations in a full run (2026-12-06): pytest-xdist hands each worker a file at a
-# time in collection order (addopts turns off its own reordering by number of tests, which put the long files with
-# few tests last), so a long file collected last leaves one worker running it alone.
+# The longest files first, by their durations in a full run (2026-12-06, test_bench.py's with inductor's cache empty,
+# as on a new machine): pytest-xdist hands each worker a file at a time in collection order (addopts turns off its own
+# reordering by number of tests, which put the long files with few tests last), so a long file collected last leaves
+# one worker running it alone.
 _LONGEST_FIRST = (
-    'test_zoo_slurm.py', 'test_compare.py', 'test_export.py', 'test_status_trust.py', 'test_fused.py', 'test_models.py',
-    'test_timm_contract.py', 'test_onnx_spellings.py', 'test_sweep_trust.py', 'test_publish.py', 'test_packaging.py',
-    'test_zoo.py', 'test_plugin_runs.py', 'test_bench_gpu.py', 'test_zoo_wait.py', 'test_transformers.py',
-    'test_train.py', 'test_plugins.py', 'test_onnx_dynamic_shapes.py', 'test_openvino.py', 'test_inputs.py',
-    'test_run_folder.py', 'test_quickstart.py', 'test_eval_paths.py', 'test_reliability.py')
+    'test_compare.py', 'test_zoo_slurm.py', 'test_status_trust.py', 'test_export.py', 'test_fused.py', 'test_bench.py',
+    'test_timm_contract.py', 'test_models.py', 'test_zoo.py', 'test_sweep_trust.py', 'test_onnx_spellings.py',
+    'test_bench_gpu.py', 'test_plugin_runs.py', 'test_openvino.py', 'test_onnx_dynamic_shapes.py', 'test_zoo_wait.py',
+    'test_packaging.py', 'test_publish.py', 'test_train.py', 'test_contract.py', 'test_inputs.py', 'test_plugins.py',
+    'test_transformers.py', 'test_installed_paths.py', 'test_quickstart.py', 'test_reliability.py')
 
 
 def pytest_collection_modifyitems(items):
