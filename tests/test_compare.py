@@ -98,8 +98,8 @@ def _compare(modules, cls, data, out, *extra, seeds=SEEDS):
     # 16 x 16 pixels, 6 epochs, evaluated after the last one only (the report scores the final epoch): a plain
     # MobileNet from scratch at 32 x 32 for 3 epochs scored 33-100% from seed to seed in eval mode (100% with the
     # batch's statistics: its BatchNorm running statistics lag), too noisy to tell the Zero module from it.
-    # --channels-last: at one thread and a batch under 16, PyTorch runs contiguous 1x1 convolutions through its
-    # THNN path, whose backward made a step 2x slower (this test: 110 s -> 68 s alone)
+    # --channels-last: at one thread and this batch, PyTorch runs contiguous 1x1 convolutions through its THNN
+    # kernels (the profiler's aten::_slow_conv2d_*), whose backward made a step 2x slower (this test: 110 s -> 68 s)
     return main(['compare', '--attn', f'{modules}:{cls}', '--baselines', 'plain', '--backbones', 'mobilenet',
                  '--seeds', *seeds, '--dataset', 'folder', '--data', str(data), '--out', str(out), '--epochs', '6',
                  '--img-size', '16', '--batch-size', '6', '--lr', '0.05', '--eval-every', '6', '--device', 'cpu',
