@@ -242,8 +242,13 @@ def test_an_interrupted_zoo_run_gets_time_to_clean_up(tmp_path, monkeypatch):
              f'    time.sleep(0.2); open({str(mark)!r}, "w").close(); sys.exit(1)\n'
              'signal.signal(signal.SIGTERM, stop)\n'
              'time.sleep(30)\n')
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-    t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        gpu._run_to_the_end([sys.executable, '-c', child], dict(os.environ))
+    # Ctrl-C as in a terminal: a pytest started with SIGINT ignored (`cmd &` in a script) would never raise it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            gpu._run_to_the_end([sys.executable, '-c', child], dict(os.environ))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert mark.exists() and time.monotonic() - t0 < 10
