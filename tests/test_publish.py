@@ -622,7 +622,7 @@ def test_cli_export_onnx_and_push(hub, tmp_path, monkeypatch, capsys):
     with pytest.raises(InvalidExportError, match='records model.onnx but the folder has none'):
         push_folder(out)
     assert Recorder.calls == []
-    (out / 'model.onnx').write_bytes(exported)  # as exported (a second export took 12 s)
+    (out / 'model.onnx').write_bytes(exported)  # as exported, instead of a second export
     capsys.readouterr()
     assert main(['push', str(out)]) == 0
     assert Recorder.calls[-1][2] == sorted(EXPORT_FILES + ('model.onnx',))
