@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures('single_thread')
 SBIN = os.pathsep.join([os.environ.get('PATH', ''), '/usr/sbin', '/sbin'])
 DAEMONS = ('munged', 'slurmctld', 'slurmd')
 CLIENTS = ('sbatch', 'squeue', 'scancel', 'sinfo', 'srun')
-MODEL = 'mobilenet_plain'  # a zoo model (exportable), among the fastest on a CPU
+MODELS = ('mobilenet_plain', 'mobilenet_eca')  # zoo models (exportable), among the fastest on a CPU
 EPOCHS = 2
 
 
@@ -174,10 +174,9 @@ def _zoo_run(data, out, *models, seeds=(0, 1), epochs=EPOCHS, extra=()):
 
 @pytest.fixture(scope='module')
 def sweep(slurm_cluster, tiny_cifar, tmp_path_factory):
-    """A model x 2 seeds x 2 epochs through --executor slurm --wait (one array of 2 tasks, both at once on the
-    node's 2 CPUs): the sweep folder."""
+    """2 models x 2 seeds x 2 epochs through --executor slurm --wait: the sweep folder."""
     out = tmp_path_factory.mktemp('slurm-sweep')
-    assert main(_zoo_run(tiny_cifar, out, MODEL, extra=['--wait'])) == 0
+    assert main(_zoo_run(tiny_cifar, out, *MODELS, extra=['--wait'])) == 0
     return out
 
 
@@ -190,11 +189,11 @@ def test_sweep_status_and_export(sweep, tmp_path, capsys):
     capsys.readouterr()
     assert main(['zoo', 'status', '--out', str(sweep), '--json']) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status['totals'] == {'runs': 2, 'pending': 0, 'running': 0, 'done': 2, 'failed': 0,
-                                'epochs_done': 2 * EPOCHS, 'epochs_total': 2 * EPOCHS}
-    assert sorted((r['model'], r['seed']) for r in status['runs']) == [(MODEL, 0), (MODEL, 1)]
+    assert status['totals'] == {'runs': 4, 'pending': 0, 'running': 0, 'done': 4, 'failed': 0,
+                                'epochs_done': 4 * EPOCHS, 'epochs_total': 4 * EPOCHS}
+    assert sorted((r['model'], r['seed']) for r in status['runs']) == [(m, s) for m in sorted(MODELS) for s in (0, 1)]
     job_ids = {r['job_id'] for r in status['runs']}
-    assert len(job_ids) == 2 and len({j.split('_')[0] for j in job_ids}) == 1  # one array, one task per run
+    assert len(job_ids) == 4 and len({j.split('_')[0] for j in job_ids}) == 1  # one array, one task per run
     for r in status['runs']:
         assert r['state'] == 'done' and r['epoch'] == r['epochs'] == EPOCHS and r['recipe'] == 'zam'
         assert Path(r['folder']).name == f"{r['model']}-cifar100-zam-s{r['seed']}"
@@ -208,15 +207,16 @@ def test_sweep_status_and_export(sweep, tmp_path, capsys):
     assert main(['zoo', 'export', '--out', str(sweep), '--min-seeds', '3', '--staging', str(staging),
                  '--readme', str(readme), '--model-card', str(card)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count('not exported') == 1 and not staging.exists()
+    assert printed.count('not exported') == 2 and not staging.exists()
     assert main(['zoo', 'export', '--out', str(sweep), '--min-seeds', '2', '--staging', str(staging),
                  '--readme', str(readme), '--model-card', str(card)]) == 0
-    assert [p.name for p in staging.iterdir()] == [f'{MODEL}.cifar100']
-    results = json.loads((staging / f'{MODEL}.cifar100' / 'results.json').read_text())
-    top1 = [r['top1'] for r in status['runs']]
-    assert results['seeds'] == [0, 1] and results['top1']['n'] == 2
-    assert results['top1']['mean'] == pytest.approx(statistics.fmean(top1))
-    assert results['top1']['std'] == pytest.approx(statistics.stdev(top1))
+    assert sorted(p.name for p in staging.iterdir()) == sorted(f'{m}.cifar100' for m in MODELS)
+    for model in MODELS:
+        results = json.loads((staging / f'{model}.cifar100' / 'results.json').read_text())
+        top1 = [r['top1'] for r in status['runs'] if r['model'] == model]
+        assert results['seeds'] == [0, 1] and results['top1']['n'] == 2
+        assert results['top1']['mean'] == pytest.approx(statistics.fmean(top1))
+        assert results['top1']['std'] == pytest.approx(statistics.stdev(top1))
     assert 'tables:' in capsys.readouterr().out
 
 
@@ -224,12 +224,12 @@ def test_killed_run_resumes_to_the_same_weights(sweep, slurm_cluster, tiny_cifar
     """SIGKILL of a run's process in the middle of its second epoch, then the same `zoo run` again: it resumes
     from the checkpoint and ends with the weights of the uninterrupted run of the same seed, bit for bit."""
     out = tmp_path / 'killed'
-    command = _zoo_run(tiny_cifar, out, MODEL, seeds=(0,))
+    command = _zoo_run(tiny_cifar, out, MODELS[0], seeds=(0,))
     assert main(command) == 0                                       # submits, does not wait
     assert main(command) == 0                                       # queued or running: not submitted twice
     last = json.loads((out / '_zoo' / 'last-run.json').read_text())
     assert last['launched'] == 0 and last['skipped']['queued'] + last['skipped']['running'] == 1
-    folder = out / f'{MODEL}-cifar100-zam-s0'
+    folder = out / f'{MODELS[0]}-cifar100-zam-s0'
     _wait_for(lambda: (folder / 'checkpoint.pt').exists(), 'the first checkpoint', timeout=120, every=0.01)
     holder = lock_holder(folder)
     os.kill(holder['pid'], signal.SIGKILL)                           # as a crash or a lost node: no clean-up
@@ -250,8 +250,8 @@ def test_preempted_task_is_requeued_and_resumes(sweep, slurm_cluster, tiny_cifar
     calls the task's checkpoint() and requeues the job, which resumes the run from its checkpoint to the same
     weights as the uninterrupted run."""
     out = tmp_path / 'preempted'
-    assert main(_zoo_run(tiny_cifar, out, MODEL, seeds=(1,))) == 0
-    folder = out / f'{MODEL}-cifar100-zam-s1'
+    assert main(_zoo_run(tiny_cifar, out, MODELS[0], seeds=(1,))) == 0
+    folder = out / f'{MODELS[0]}-cifar100-zam-s1'
     _wait_for(lambda: (folder / 'checkpoint.pt').exists(), 'the first checkpoint', timeout=120, every=0.01)
     os.kill(lock_holder(folder)['pid'], signal.SIGUSR2)
     job = json.loads((out / '_zoo' / 'jobs.json').read_text())[folder.name]
@@ -304,7 +304,7 @@ def test_two_tasks_with_gloo_match_one_process(slurm_cluster, tiny_cifar, tmp_pa
 
 def test_sbatch_errors_are_one_line(slurm_cluster, tiny_cifar, tmp_path, capsys):
     out = tmp_path / 'refused'
-    assert main(_zoo_run(tiny_cifar, out, MODEL, extra=['--slurm-partition', 'nope'])) == 2
+    assert main(_zoo_run(tiny_cifar, out, MODELS[0], extra=['--slurm-partition', 'nope'])) == 2
     assert 'sbatch refused the job array: sbatch: error: invalid partition specified: nope' in capsys.readouterr().err
 
 
