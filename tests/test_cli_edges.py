@@ -86,6 +86,32 @@ def test_version_is_the_installed_distributions(capsys):
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"zamzoo {version('zamzoo')}"
 
 
+def test_the_command_runs_main_with_the_imports_frozen_out_of_the_collector(monkeypatch, capsys):
+    """The `zamzoo` executable and `python -m zamzoo` run `console_main`, which freezes the objects alive (the
+    imports') before `main` runs; `main`, which callers run inside processes of their own, freezes nothing."""
+    import gc
+    import runpy
+    from importlib.metadata import entry_points
+
+    import zamzoo.cli as cli
+
+    [script] = entry_points(group='console_scripts', name='zamzoo')
+    assert script.value == 'zamzoo.cli:console_main'
+    before = gc.get_freeze_count()
+    with pytest.raises(SystemExit) as exit_:
+        main(['--version'])
+    assert exit_.value.code == 0 and gc.get_freeze_count() == before
+    seen = []
+    monkeypatch.setattr(cli, 'main', lambda: seen.append(gc.get_freeze_count()) or 7)
+    try:
+        assert cli.console_main() == 7
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_module('zamzoo', run_name='__main__')
+    finally:
+        gc.unfreeze()  # this test process's objects back to the collector
+    assert exit_.value.code == 7 and len(seen) == 2 and min(seen) > before
+
+
 @pytest.mark.parametrize('argv,usage', [
     (['train', '--model', 'resnet18_zam', '--data', 'd', '--learning-rate', '0.1'], 'zamzoo train'),
     (['zoo', 'run', '--models', 'resnet18_zam', '--data', 'd', '--bogus'], 'zamzoo zoo run')])

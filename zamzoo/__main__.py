@@ -1,3 +1,3 @@
-from zamzoo.cli import main
+from zamzoo.cli import console_main
 
-raise SystemExit(main())
+raise SystemExit(console_main())

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 
+from ._process import freeze_imports
 from .errors import ZamzooError
 
 # One pattern: the command line of zamzoo.<pkg> is zamzoo.<pkg>.commands, defining add_commands(subparsers);
@@ -52,6 +53,12 @@ def parse(argv=None) -> argparse.Namespace:
     if unknown:
         command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
+
+
+def console_main() -> int:
+    """The `zamzoo` command (and `python -m zamzoo`): `main` in a process of its own (`freeze_imports`)."""
+    freeze_imports()
+    return main()
 
 
 def main(argv=None) -> int:

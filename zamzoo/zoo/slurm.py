@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from typing import Callable, Optional, Sequence
 
+from .._process import freeze_imports
 from ..errors import ZamzooError
 from .plan import PlannedRun
 from ..train.run_folder import mark_failed
@@ -38,6 +39,7 @@ class SweepTask(submitit.helpers.Checkpointable if submitit else object):
     def __call__(self, config):
         from ..train.reporting import TqdmReporter
 
+        freeze_imports()  # the array task's process, submitit's own, runs this call alone
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun sets them
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)

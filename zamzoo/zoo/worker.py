@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+from .._process import freeze_imports
 from ..train import CHECKPOINT_FILE, RunFolderBusy, TrainConfig, train
 from ..train.run_folder import mark_failed, run_status
 from .plan import PlannedRun, settings_conflict
@@ -82,4 +83,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+    freeze_imports()
     raise SystemExit(main())
