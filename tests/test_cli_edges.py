@@ -112,6 +112,28 @@ def test_the_command_runs_main_with_the_imports_frozen_out_of_the_collector(monk
     assert exit_.value.code == 7 and len(seen) == 2 and min(seen) > before
 
 
+@pytest.mark.filterwarnings('ignore:.*found in sys.modules:RuntimeWarning')  # runpy: the worker is imported already
+def test_a_sweeps_worker_and_its_slurm_task_freeze_the_imports_before_anything_else(monkeypatch):
+    """The other processes zamzoo owns: `python -m zamzoo.zoo.worker` (the local executor's) and a SLURM array task
+    (`SweepTask.__call__`) freeze first."""
+    import runpy
+
+    import zamzoo._process as process
+    from zamzoo.zoo import slurm
+
+    class Frozen(Exception):
+        pass
+
+    def freeze():
+        raise Frozen
+    monkeypatch.setattr(process, 'freeze_imports', freeze)  # what the worker's fresh run imports
+    monkeypatch.setattr(slurm, 'freeze_imports', freeze)
+    with pytest.raises(Frozen):
+        runpy.run_module('zamzoo.zoo.worker', run_name='__main__')
+    with pytest.raises(Frozen):
+        slurm.SweepTask()(None)
+
+
 @pytest.mark.parametrize('argv,usage', [
     (['train', '--model', 'resnet18_zam', '--data', 'd', '--learning-rate', '0.1'], 'zamzoo train'),
     (['zoo', 'run', '--models', 'resnet18_zam', '--data', 'd', '--bogus'], 'zamzoo zoo run')])

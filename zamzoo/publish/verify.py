@@ -67,8 +67,9 @@ def model_status(patterns: Iterable[str] = ('*',), manifest=None) -> List[ModelS
     published = {(r['model'], r['tag']): r for r in load_manifest(manifest)}
     rows = []
     for name in sorted({n for p in patterns for n in list_models(p)}):
-        # on the CPU: the meta device gives the same counts, but runs its ops as Python meta kernels, slower here
-        # (`zamzoo list`, torch 2.14.1, 2 cores: 22.9-24.9 s on meta, 18.2-18.7 s on the CPU; one thread 26.6 / 18.4 s)
+        # on the CPU: at the zoo's 32 x 32 input the meta device, which runs its ops as Python meta kernels, gives the
+        # same counts slower (`zamzoo list`, torch 2.14.1, 2 cores: 22.9-24.9 s on meta, 18.2-18.7 s on the CPU; one
+        # thread 26.6 / 18.4 s); `zamzoo export` counts at the run's image size, where meta wins (224 x 224: 10x)
         net = timm.create_model(name).eval()
         weights = {tag: f"published@{published[name, tag]['hub_commit'][:12]}" if (name, tag) in published
                    else 'not yet trained' for tag in TAGS}
