@@ -1,5 +1,22 @@
-"""What a process that zamzoo owns (the `zamzoo` command, a sweep's run) does once its imports are done."""
+"""The garbage collector around zamzoo's imports: paused while they run (in every process), and frozen after them in
+a process that zamzoo owns (the `zamzoo` command, a sweep's run)."""
+import contextlib
 import gc
+
+
+@contextlib.contextmanager
+def collections_paused():
+    """No garbage collection inside the block; the collector's state before it comes back after it. Importing torch,
+    torchvision (with torch._dynamo and sympy) and timm allocates millions of objects that stay alive, and the
+    collections this triggers (six full ones in `import zamzoo`) walk all of them each time to free next to nothing:
+    `import zamzoo` 6.0 -> 5.5 s of CPU time (medians of 6 interleaved runs on a 2-core VM), 1% more peak memory."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def freeze_imports() -> None:
