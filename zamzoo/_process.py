@@ -18,8 +18,8 @@ def collections_paused():
         yield
     finally:
         if enabled:
+            gc.collect()  # before enabling: no allocation in between can start a walk of the young objects
             gc.enable()
-            gc.collect()
 
 
 def freeze_imports() -> None:
