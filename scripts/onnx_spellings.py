@@ -57,18 +57,28 @@ def channels_last_throughout(self, x):
     return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
+def ulsam_maps(self, x, folded):
+    """The maps from the BNs folded into the convs (`ULSAM._folded`), in NCHW: DW conv + BN as one addcmul, the
+    MaxPool, the PW convs as one matmul, softmax."""
+    b, c, h, w = x.shape
+    g = self.groups
+    a = self.pool(F.relu(torch.addcmul(folded[1], x, folded[0])))
+    a = F.relu(torch.matmul(folded[2], a.reshape(b, g, c // g, h * w)) + folded[3])
+    return torch.softmax(a.reshape(b, g, h * w), dim=-1).reshape(b, g, h, w)
+
+
 def ulsam_plain(self, x, folded):
-    """`ULSAM._refine`'s plain formula: addcmul of the (B, g, G, H, W) view (in NCHW)."""
+    """The plain formula: addcmul of the (B, g, G, H, W) view (in NCHW)."""
     b, c, h, w = x.shape
     x5 = x.reshape(b, self.groups, c // self.groups, h, w)
-    return torch.addcmul(x5, x5, self._maps(x, folded).unsqueeze(2)).reshape(b, c, h, w)
+    return torch.addcmul(x5, x5, ulsam_maps(self, x, folded).unsqueeze(2)).reshape(b, c, h, w)
 
 
 def ulsam_one_plus(self, x, folded):
     """x * (1 + A) on that view."""
     b, c, h, w = x.shape
     x5 = x.reshape(b, self.groups, c // self.groups, h, w)
-    return (x5 * (1 + self._maps(x, folded).unsqueeze(2))).reshape(b, c, h, w)
+    return (x5 * (1 + ulsam_maps(self, x, folded).unsqueeze(2))).reshape(b, c, h, w)
 
 
 def in_chunks(spelling, size):

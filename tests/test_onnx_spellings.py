@@ -160,6 +160,6 @@ def test_the_benchmarked_spellings_are_the_modules_formulas():
         torch.testing.assert_close(spelling(zam, x), zam(x), rtol=1e-5, atol=1e-6, msg=name)
     ulsam = calibrated_ulsam(CHANNELS, 4).eval()
     folded = ulsam._folded()
-    expected = ulsam._refine(x, folded)
+    expected = ulsam._refine(x, ulsam._inference_args())
     for name, spelling in script.spellings_of('mobilenet_ulsam', chunks=[])[2].items():
         torch.testing.assert_close(spelling(ulsam, x, folded), expected, rtol=1e-5, atol=1e-6, msg=name)

@@ -289,15 +289,23 @@ def _calibrated_ulsam(c: int, groups: int) -> ULSAM:
 
 @pytest.mark.parametrize('batch', [1, 3])
 def test_ulsam_inference_equals_plain_formula(batch, threads, monkeypatch):
+    """The eager inference path (batch chunks, the flat pool, written in place) gives what a tracer or TorchScript
+    records (`ULSAM._refine` with the folded BNs: whole batch, MaxPool2d) and what eval mode with autograd computes,
+    bit for bit, in every layout: they differed in the last bits (2.4e-7 in mobilenet_ulsam's logits) when the
+    recorded path folded the BNs into the convs."""
     for chunk_bytes in (_common.CHUNK_BYTES, 1):
         monkeypatch.setattr(_common, 'CHUNK_BYTES', chunk_bytes)
-        for c, h, w in [(16, 8, 8), (8, 5, 3), (32, 4, 4)]:
-            m = _calibrated_ulsam(c, 4)
-            for name, x in _layouts(torch.randn(batch, c, h, w)).items():
+        for c, h, w in [(16, 8, 8), (8, 5, 3), (32, 4, 4), (64, 16, 16)]:
+            m = _calibrated_ulsam(c, 4 if c < 64 else 8)
+            for name, x in _layouts(torch.randn(batch, c, h, w) * 2).items():
                 with torch.inference_mode():
                     y = m(x)
-                torch.testing.assert_close(y, m._refine(x, m._folded()), rtol=1e-5, atol=1e-5,
-                                           msg=lambda msg: f'{name}: {msg}')
+                    recorded = m._refine(x, m._inference_args())
+                _assert_same(y, recorded)
+                xg = x.clone().requires_grad_()
+                with_autograd = m(xg)
+                assert with_autograd.grad_fn is not None, name
+                _assert_same(with_autograd.detach(), recorded)
 
 
 @pytest.mark.parametrize('batch', [1, 3])
@@ -345,7 +353,7 @@ def test_ulsam_reads_parameters_each_call():
     with torch.inference_mode():
         second = m(x)
     assert not torch.allclose(first, second)
-    torch.testing.assert_close(second, m._refine(x, m._folded()), rtol=1e-5, atol=1e-5)
+    _assert_same(second, m._refine(x, m._inference_args()))
 
 
 def test_ulsam_inference_runs_its_few_ops():
@@ -354,7 +362,8 @@ def test_ulsam_inference_runs_its_few_ops():
     with torch.inference_mode(), _CountOps() as counted:
         m(x)
     assert counted.ops['maximum'] == 4 and counted.ops['copy_'] == 2 and counted.ops['as_strided'] == 6  # per pass
-    assert sum(counted.ops.values()) <= 52
+    # 4 batch_norm: 2 make the folded BN biases (`_inference_args`), 2 apply them
+    assert counted.ops['batch_norm'] == 4 and sum(counted.ops.values()) <= 54
 
 
 class _FullSizeOutputs(TorchDispatchMode):

@@ -15,30 +15,32 @@ passes momentum=0.9, i.e. running stats follow the last batch) and nothing chang
 
 Inference (both BatchNorms in eval mode) computes the same function in fewer, cheaper passes (profiled on CPU,
 one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 1x1 depthwise conv most of the
-rest of the module's share):
-- DW conv1x1 + BN is one per-channel affine ``x * scale + shift`` (BN folded into the conv), one ``addcmul`` (in an
-  ONNX export a depthwise Conv, which ONNX Runtime runs in its NCHWc layout with the ReLU and the max-pool);
+rest of the module's share), with the convs folded into the BNs (`_inference_args`: 4 small ops, where folding the
+BNs into the convs takes 14):
+- DW conv1x1 + BN is one ``F.batch_norm`` of the input (one vectorized pass; ``addcmul`` with two per-channel
+  operands runs element by element, 2.5x slower);
 - the 3x3 max-pool stays the original's MaxPool2d (its gradient goes to one of tied maxima; a separable max of
-  shifted maps would split it; in an ONNX export one MaxPool, which ONNX Runtime runs in its NCHWc layout);
-- PW conv + BN(g) is one grouped conv with the BN folded in.
-It is plain tensor ops, so tracers and exporters record it as it runs, and autograd (eval mode, grad on) differentiates
-it. Of the submodules it calls the pool only; where a forward or backward hook watches them (thop, FlopCounterMode,
-feature hooks, pruning) they all run as written (`submodules_watched`).
+  shifted maps would split it);
+- PW conv + BN(g) is one matmul (the g convs G->1) and one ``F.batch_norm``; F_n * A_n + F_n one ``addcmul``.
+It is plain tensor ops, so tracers and TorchScript record it as it runs, and autograd (eval mode, grad on)
+differentiates it: the numbers of the eager path below, bit for bit (it takes the same ops, but the pool's, whose
+maxima are exact, on the same strides). An ONNX export takes a spelling of its own that ONNX Runtime runs in its
+NCHWc layout (`_refine_onnx`, with the BNs folded into the convs: `_folded`). Of the submodules it calls the pool
+only; where a forward or backward hook watches them (thop, FlopCounterMode, feature hooks, pruning) they all run as
+written (`submodules_watched`).
 
 Eager inference with no autograd (`_refine_in_chunks`), at any number of CPU threads, runs the same function chunk
 by chunk of the batch (every statistic is per image; `batch_chunks`: the passes hit the cache and the temporaries
-reuse memory instead of taking fresh pages, ~27 ms per 33 MB buffer on the 2-core VM it was measured on) in longer,
-cheaper passes: DW conv + BN and BN(g) as ``F.batch_norm`` (one vectorized pass; ``addcmul`` with two per-channel
-operands runs element by element, 2.5x slower) with 4 small ops to prepare them instead of 14, and the pool as
-maxima of the flat map shifted by one element, then by one row, the pairs that cross a map border set to 0 (the
-input is a ReLU's output) and the map's first and last element fixed by one small copy a pass (`_max_pool3x3_flat`:
-no padded copy, no strided slices, and no buffer but the DW conv's output and the module's own output). Measured per
-13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine): batch 64 150.6 -> 113.3 ms, batch 1
-3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~52 small ops per module (the parameters are
-read once a call, `_eager_args`). With ``inplace=True`` (timm's convention for activations; the zoo's blocks build it
-so) that path writes the output into the input, and a chunk-sized scratch buffer stands in for the output during the
-pool: no whole-batch buffer at all (mobilenet_ulsam against mobilenet_plain at batch 64, 2 threads: 1.44x -> 1.27x;
-docs/bench/cpu_threads.md).
+reuse memory instead of taking fresh pages, ~27 ms per 33 MB buffer on the 2-core VM it was measured on), with the
+pool as maxima of the flat map shifted by one element, then by one row, the pairs that cross a map border set to 0
+(the input is a ReLU's output) and the map's first and last element fixed by one small copy a pass
+(`_max_pool3x3_flat`: no padded copy, no strided slices, and no buffer but the DW conv's output and the module's own
+output). Measured per 13 modules of mobilenet_ulsam (interleaved, CPU time, one thread, busy machine): batch 64
+150.6 -> 113.3 ms, batch 1 3.65 -> 2.87 ms. At batch 1 most of what is left is the cost of calling ~54 small ops per
+module (the parameters are read once a call, `_inference_args`). With ``inplace=True`` (timm's convention for
+activations; the zoo's blocks build it so) that path writes the output into the input, and a chunk-sized scratch
+buffer stands in for the output during the pool: no whole-batch buffer at all (mobilenet_ulsam against
+mobilenet_plain at batch 64, 2 threads: 1.44x -> 1.27x; docs/bench/cpu_threads.md).
 """
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -58,6 +60,11 @@ torch.fx.wrap('check_input')
 torch.fx.wrap('_conv_bn')
 
 __all__ = ['ULSAM']
+
+InferenceArgs = Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                      Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor, float, float]
+"""`ULSAM._inference_args`: F.batch_norm's running mean, running var, weight and bias for DW conv + BN, the PW weight,
+the same four for BN(g), the two eps."""
 
 NCHWC_BLOCK = 16
 """ONNX Runtime's NCHWc channel block (16 with AVX-512, 8 with AVX2): a Conv runs in NCHWc only when its output
@@ -87,24 +94,22 @@ class ULSAM(nn.Module):
 
     def subspace_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The g attention maps, (B, g, H, W); each sums to 1 over H x W."""
-        return self._maps(x, self._folded())
+        return self._maps(x, self._inference_args() if self._foldable() else None)
 
-    def _maps(self, x: torch.Tensor, folded: Optional[List[torch.Tensor]]) -> torch.Tensor:
-        """ReLU(BN(PW(MaxPool(ReLU(BN(DW(x))))))) -> softmax over H x W, with the submodules or `folded`."""
+    def _maps(self, x: torch.Tensor, args: Optional[InferenceArgs]) -> torch.Tensor:
+        """ReLU(BN(PW(MaxPool(ReLU(BN(DW(x))))))) -> softmax over H x W, with the submodules or, folded, `args`."""
         b, c, h, w = x.shape
         g = self.groups
-        if folded is None and not torch.jit.is_scripting() and self._as_the_seed():
+        if args is None and not torch.jit.is_scripting() and self._as_the_seed():
             return self._seed_maps(x)
-        if folded is None:
+        if args is None:
             a = F.relu(self.bn_dw(self.dw(x)))
             a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
-        else:
-            if torch.jit.is_scripting() or not exporting_onnx():
-                a = self.pool(F.relu(torch.addcmul(folded[1], x, folded[0]), inplace=True))  # in place: fresh
-            else:
-                a = self._dw_pool_onnx(x, folded)
-            a = a.reshape(b, g, c // g, h * w)
-            a = F.relu(torch.matmul(folded[2], a) + folded[3]).reshape(b, g, h * w)  # (g, 1, G) @ (B, g, G, HW)
+        else:  # `_refine_eager_into`'s ops but the pool, in its order: the same numbers, bit for bit
+            a = F.relu(F.batch_norm(x, args[0], args[1], args[2], args[3], False, 0.0, args[9]))
+            # contiguous: a view of a channels_last map would hand matmul other strides, another summation order
+            a = torch.matmul(args[4], self.pool(a).contiguous().view(b, g, c // g, h * w))
+            a = F.relu(F.batch_norm(a.view(b, g, h * w), args[5], args[6], args[7], args[8], False, 0.0, args[10]))
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
 
     @torch.jit.unused
@@ -162,9 +167,11 @@ class ULSAM(nn.Module):
         expand = eye.repeat_interleave(c // g, dim=0).view(c, g, 1, 1)
         return x * F.conv2d(a, expand, x.new_ones(c))
 
+    @torch.jit.unused
     def _folded(self) -> Optional[List[torch.Tensor]]:
-        """[DW scale, DW shift (1, C, 1, 1), PW weight (g, 1, G), PW bias (g, 1, 1)] with the BNs folded in; None
-        where the submodules run as written: a BN normalising with batch statistics, or hooks watching them."""
+        """The ONNX spelling's weights (`_refine_onnx`): [DW scale, DW shift (1, C, 1, 1), PW weight (g, 1, G), PW bias
+        (g, 1, 1)] with the BNs folded in; None where the submodules run as written: a BN normalising with batch
+        statistics, or hooks watching them."""
         if not self._foldable():
             return None
         dw = _conv_bn(self.dw.weight, self.dw.bias, self.bn_dw.running_mean, self.bn_dw.running_var,
@@ -185,21 +192,24 @@ class ULSAM(nn.Module):
     def _submodules_watched(self) -> bool:  # a method: TorchScript cannot type a module passed to a function
         return submodules_watched(self)
 
-    def _refine(self, x: torch.Tensor, folded: Optional[List[torch.Tensor]]) -> torch.Tensor:
-        """F_n * A_n + F_n, as the seed writes it, a product then a sum: F_n * (1 + A_n) would round A_n (~1 / HW)
-        away in 1 + A_n in a 16-bit dtype (bfloat16: 1 + 1/1024 is 1), and addcmul rounds once (fused multiply-add
-        on AVX2 / AVX-512 CPUs), 2.4e-7 off the seed's module in train mode. In x's dtype, as the inference path
-        writes it (under autocast the float32 maps would win)."""
-        if folded is not None and not torch.jit.is_scripting() and exporting_onnx():
-            return self._refine_onnx(x, folded)
+    def _refine(self, x: torch.Tensor, args: Optional[InferenceArgs]) -> torch.Tensor:
+        """F_n * A_n + F_n. With the submodules (train mode) as the seed writes it, a product then a sum:
+        F_n * (1 + A_n) would round A_n (~1 / HW) away in 1 + A_n in a 16-bit dtype (bfloat16: 1 + 1/1024 is 1), and
+        addcmul rounds once (fused multiply-add on AVX2 / AVX-512 CPUs), 2.4e-7 off the seed's module in train mode.
+        Folded (`args`: inference), one addcmul, as the eager inference path writes it. In x's dtype, as the inference
+        path writes it (under autocast the float32 maps would win)."""
+        if args is not None and not torch.jit.is_scripting() and exporting_onnx():
+            return self._refine_onnx(x, self._folded())
         b, c, h, w = x.shape
         x5 = x.reshape(b, self.groups, c // self.groups, h, w)
-        return (x5 * self._maps(x, folded).unsqueeze(2) + x5).to(x.dtype).reshape(b, c, h, w)
+        maps = self._maps(x, args).unsqueeze(2)
+        refined = x5 * maps + x5 if args is None else torch.addcmul(x5, x5, maps)
+        return refined.to(x.dtype).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'ULSAM')
         if torch.jit.is_scripting() or self.training:
-            return self._refine(x, self._folded())
+            return self._refine(x, self._inference_args() if self._foldable() else None)
         return self._refine_in_chunks(x)
 
     @torch.jit.unused
@@ -207,31 +217,34 @@ class ULSAM(nn.Module):
         """`_refine` through `_refine_eager_into`, image chunk by image chunk (`in_batch_chunks`), where that is safe:
         nothing records the ops (a recorded loop would hold the traced batch size, a recorded write into a view can
         be dropped), no autograd, BNs with running statistics; into x itself where `may_overwrite_input`."""
-        if not (self._foldable() and runs_eagerly(x)) or (
-                torch.is_grad_enabled() and needs_autograd(x, *self.parameters())):
-            return self._refine(x, self._folded())
-        args = self._eager_args()
+        if not self._foldable():
+            return self._refine(x, None)
+        args = self._inference_args()
+        if not runs_eagerly(x) or (torch.is_grad_enabled() and needs_autograd(x, *self.parameters())):
+            return self._refine(x, args)
         return in_batch_chunks(x, lambda xs, ys: _refine_eager_into(xs, args, ys), several_threads=True,
                                out=x if may_overwrite_input(self, x) else None)
 
-    @torch.jit.unused
-    def _eager_args(self) -> Tuple[dict, torch.Tensor, dict]:
-        """The arguments of `_refine_eager_into`: F.batch_norm's keyword arguments (eval) for DW conv + BN as one
-        affine map of the input (mean 0, bias: the BN of the DW bias), the PW weight (g, 1, G), and F.batch_norm's
-        for BN(g) on the PW conv's output without its bias (moved into the mean): 4 small ops, where `_folded` takes
-        14. Each parameter is read once (nn.Module.__getattr__: ~0.7 us a read, ~20 reads)."""
+    def _inference_args(self) -> InferenceArgs:
+        """The BNs with running statistics folded with the convs into `F.batch_norm`'s arguments, for every inference
+        path (`_refine_eager_into`, `_maps`): DW conv + BN as one affine map of the input (running mean 0, weight: DW
+        weight x BN weight, bias: the BN of the DW bias); the PW weight (g, 1, G); BN(g) of the PW conv's output
+        without its bias (running mean 0, bias: BN(g) of the PW bias, so that autograd reaches it, which it cannot
+        through a running mean); then the BNs' eps. 4 small ops, where folding them into the convs takes 14; each
+        parameter is read once (nn.Module.__getattr__: ~0.7 us a read, ~20 reads)."""
         c, g = self.channels, self.groups
         dw, bn_dw, pw, bn_pw = self.dw, self.bn_dw, self.pw, self.bn_pw
-        dw_weight, dw_bias, gamma = dw.weight.view(c), dw.bias, bn_dw.weight
-        var, pw_bias, pw_mean = bn_dw.running_var, pw.bias, bn_pw.running_mean
+        dw_weight, gamma = dw.weight.view(c), bn_dw.weight
         zeros = dw_weight.new_zeros(c)
-        shift = F.batch_norm((zeros if dw_bias is None else dw_bias).view(1, c), bn_dw.running_mean, var, gamma,
-                             bn_dw.bias, eps=bn_dw.eps).view(c)
-        return (dict(running_mean=zeros, running_var=var, weight=dw_weight if gamma is None else dw_weight * gamma,
-                     bias=shift, eps=bn_dw.eps),
-                pw.weight.view(g, 1, c // g),
-                dict(running_mean=pw_mean if pw_bias is None else pw_mean - pw_bias, running_var=bn_pw.running_var,
-                     weight=bn_pw.weight, bias=bn_pw.bias, eps=bn_pw.eps))
+        dw_bias, pw_bias = dw.bias, pw.bias
+        eps = (self.bn_dw.eps, self.bn_pw.eps)  # (a BN's constant: TorchScript reads it through self only)
+        dw_shift = F.batch_norm((zeros if dw_bias is None else dw_bias).view(1, c), bn_dw.running_mean,
+                                bn_dw.running_var, gamma, bn_dw.bias, False, 0.0, eps[0])
+        pw_shift = F.batch_norm((zeros[:g] if pw_bias is None else pw_bias).view(1, g), bn_pw.running_mean,
+                                bn_pw.running_var, bn_pw.weight, bn_pw.bias, False, 0.0, eps[1])
+        return (zeros, bn_dw.running_var, dw_weight if gamma is None else dw_weight * gamma, dw_shift.view(c),
+                pw.weight.view(g, 1, c // g), zeros[:g], bn_pw.running_var, bn_pw.weight, pw_shift.view(g),
+                eps[0], eps[1])
 
     @keeps_running_stats
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -275,18 +288,19 @@ def _conv_bn(
     return weight * k.view(-1, 1, 1, 1), shift
 
 
-def _refine_eager_into(x: torch.Tensor, args: Tuple[dict, torch.Tensor, dict], out: torch.Tensor) -> None:
+def _refine_eager_into(x: torch.Tensor, args: InferenceArgs, out: torch.Tensor) -> None:
     """`ULSAM._refine` of x (no autograd, eager) written into `out` (x itself, or a tensor not overlapping it), in
-    long contiguous passes: the DW conv + BN and BN(g) as `F.batch_norm` (`ULSAM._eager_args`), the pool as
-    `_max_pool3x3_flat`."""
+    long contiguous passes: the DW conv + BN and BN(g) as `F.batch_norm` (`ULSAM._inference_args`), the pool as
+    `_max_pool3x3_flat`. The same ops as `ULSAM._maps` and `_refine` but the pool (both exact), on the same
+    strides: the same numbers, bit for bit."""
     b, c, h, w = x.shape
-    g = args[1].shape[0]
-    a = F.batch_norm(x, **args[0]).contiguous().relu_()
+    g = args[4].shape[0]
+    a = F.batch_norm(x, args[0], args[1], args[2], args[3], False, 0.0, args[9]).contiguous().relu_()
     # the pool's scratch: `out` until the end, unless it is x (read at the end) or not contiguous (channels_last)
     free = out.is_contiguous() and out.data_ptr() != x.data_ptr()
     scratch = out if free else torch.empty_like(a)
-    a = torch.matmul(args[1], _max_pool3x3_flat(a, scratch).view(b, g, c // g, h * w))
-    a = F.batch_norm(a.view(b, g, h * w), **args[2]).relu_()
+    a = torch.matmul(args[4], _max_pool3x3_flat(a, scratch).view(b, g, c // g, h * w))
+    a = F.batch_norm(a.view(b, g, h * w), args[5], args[6], args[7], args[8], False, 0.0, args[10]).relu_()
     x5 = x.view(b, g, c // g, h, w)
     torch.addcmul(x5, x5, torch.softmax(a, dim=-1).view(b, g, 1, h, w), out=out.view(b, g, c // g, h, w))
 
