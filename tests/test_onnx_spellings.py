@@ -159,7 +159,7 @@ def test_the_benchmarked_spellings_are_the_modules_formulas():
     for name, spelling in script.spellings_of('mobilenet_zam', chunks=[2])[2].items():
         torch.testing.assert_close(spelling(zam, x), zam(x), rtol=1e-5, atol=1e-6, msg=name)
     ulsam = calibrated_ulsam(CHANNELS, 4).eval()
-    folded = ulsam._folded()
-    expected = ulsam._refine(x, ulsam._inference_args())
+    args = ulsam._inference_args()
+    folded, expected = ulsam._folded(args), ulsam._refine(x, args)
     for name, spelling in script.spellings_of('mobilenet_ulsam', chunks=[])[2].items():
         torch.testing.assert_close(spelling(ulsam, x, folded), expected, rtol=1e-5, atol=1e-6, msg=name)

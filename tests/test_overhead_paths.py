@@ -1,7 +1,7 @@
 """The lean eager inference paths (issue 20, item 3) equal the plain formulas, and keep their fewer ops.
 
 ZAM: gates made in place of their statistics (`_zam_infer_into`), called through `zam_eager` without a second
-`runs_eagerly`; `amax` halves rows of 64 bytes first (4 x 4 maps); ULSAM: each parameter read once (`_eager_args`),
+`runs_eagerly`; `amax` halves rows of 64 bytes first (4 x 4 maps); ULSAM: each parameter read once (`_inference_args`),
 both edges of each pool pass fixed in one strided copy, the pool in the two full-size buffers the module needs anyway.
 Checked at 1 and 2 threads, batch 1 and odd batches, in one chunk and in several, contiguous, channels_last, dense
 but permuted, and with a storage offset.

@@ -15,8 +15,7 @@ passes momentum=0.9, i.e. running stats follow the last batch) and nothing chang
 
 Inference (both BatchNorms in eval mode) computes the same function in fewer, cheaper passes (profiled on CPU,
 one thread, mobilenet_ulsam at batch 64: the max-pool took 53% of the time, the 1x1 depthwise conv most of the
-rest of the module's share), with the convs folded into the BNs (`_inference_args`: 4 small ops, where folding the
-BNs into the convs takes 14):
+rest of the module's share), with the convs folded into the BNs (`_inference_args`, 4 small ops):
 - DW conv1x1 + BN is one ``F.batch_norm`` of the input (one vectorized pass; ``addcmul`` with two per-channel
   operands runs element by element, 2.5x slower);
 - the 3x3 max-pool stays the original's MaxPool2d (its gradient goes to one of tied maxima; a separable max of
@@ -25,9 +24,9 @@ BNs into the convs takes 14):
 It is plain tensor ops, so tracers and TorchScript record it as it runs, and autograd (eval mode, grad on)
 differentiates it: the numbers of the eager path below, bit for bit (it takes the same ops, but the pool's, whose
 maxima are exact, on the same strides). An ONNX export takes a spelling of its own that ONNX Runtime runs in its
-NCHWc layout (`_refine_onnx`, with the BNs folded into the convs: `_folded`). Of the submodules it calls the pool
-only; where a forward or backward hook watches them (thop, FlopCounterMode, feature hooks, pruning) they all run as
-written (`submodules_watched`).
+NCHWc layout (`_refine_onnx`, with the BNs folded into the convs from the same arguments: `_folded`). Of the
+submodules it calls the pool only; where a forward or backward hook watches them (thop, FlopCounterMode, feature
+hooks, pruning) they all run as written (`submodules_watched`).
 
 Eager inference with no autograd (`_refine_in_chunks`), at any number of CPU threads, runs the same function chunk
 by chunk of the batch (every statistic is per image; `batch_chunks`: the passes hit the cache and the temporaries
@@ -56,8 +55,6 @@ from .fused._common import (exporting_onnx, in_batch_chunks, may_overwrite_input
                             submodules_watched)
 
 torch.fx.wrap('check_input')
-# one call in an fx graph (the same ops as eager): inlined, its Optional BN statistics would not script
-torch.fx.wrap('_conv_bn')
 
 __all__ = ['ULSAM']
 
@@ -94,22 +91,18 @@ class ULSAM(nn.Module):
 
     def subspace_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The g attention maps, (B, g, H, W); each sums to 1 over H x W."""
-        return self._maps(x, self._inference_args() if self._foldable() else None)
+        return self._maps(x, self._inference_args())
 
     def _maps(self, x: torch.Tensor, args: Optional[InferenceArgs]) -> torch.Tensor:
         """ReLU(BN(PW(MaxPool(ReLU(BN(DW(x))))))) -> softmax over H x W, with the submodules or, folded, `args`."""
         b, c, h, w = x.shape
         g = self.groups
-        if args is None and not torch.jit.is_scripting() and self._as_the_seed():
+        if args is not None:  # `_refine_eager_into`'s ops but its pool (both exact): the same numbers, bit for bit
+            return _folded_pw(self.pool(_folded_dw(x, args)), args).view(b, g, h, w)
+        if not torch.jit.is_scripting() and self._as_the_seed():
             return self._seed_maps(x)
-        if args is None:
-            a = F.relu(self.bn_dw(self.dw(x)))
-            a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
-        else:  # `_refine_eager_into`'s ops but the pool, in its order: the same numbers, bit for bit
-            a = F.relu(F.batch_norm(x, args[0], args[1], args[2], args[3], False, 0.0, args[9]))
-            # contiguous: a view of a channels_last map would hand matmul other strides, another summation order
-            a = torch.matmul(args[4], self.pool(a).contiguous().view(b, g, c // g, h * w))
-            a = F.relu(F.batch_norm(a.view(b, g, h * w), args[5], args[6], args[7], args[8], False, 0.0, args[10]))
+        a = F.relu(self.bn_dw(self.dw(x)))
+        a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
 
     @torch.jit.unused
@@ -168,18 +161,16 @@ class ULSAM(nn.Module):
         return x * F.conv2d(a, expand, x.new_ones(c))
 
     @torch.jit.unused
-    def _folded(self) -> Optional[List[torch.Tensor]]:
-        """The ONNX spelling's weights (`_refine_onnx`): [DW scale, DW shift (1, C, 1, 1), PW weight (g, 1, G), PW bias
-        (g, 1, 1)] with the BNs folded in; None where the submodules run as written: a BN normalising with batch
-        statistics, or hooks watching them."""
-        if not self._foldable():
-            return None
-        dw = _conv_bn(self.dw.weight, self.dw.bias, self.bn_dw.running_mean, self.bn_dw.running_var,
-                      self.bn_dw.weight, self.bn_dw.bias, self.bn_dw.eps)
-        pw = _conv_bn(self.pw.weight, self.pw.bias, self.bn_pw.running_mean, self.bn_pw.running_var,
-                      self.bn_pw.weight, self.bn_pw.bias, self.bn_pw.eps)
-        g = self.groups
-        return [dw[0].view(1, -1, 1, 1), dw[1].view(1, -1, 1, 1), pw[0].view(g, 1, -1), pw[1].view(g, 1, 1)]
+    def _folded(self, args: InferenceArgs) -> List[torch.Tensor]:
+        """The ONNX spelling's weights (`_refine_onnx`) from `args`, each BN in eval mode as a per-channel scale
+        rsqrt(var + eps) * weight and its shift: [DW scale, DW shift (1, C, 1, 1), PW weight (g, 1, G), PW bias
+        (g, 1, 1)]."""
+        c, g = self.channels, self.groups
+        dw_scale = args[2] * torch.rsqrt(args[1] + args[9])
+        pw_scale = torch.rsqrt(args[6] + args[10])
+        pw_scale = pw_scale if args[7] is None else pw_scale * args[7]
+        return [dw_scale.view(1, c, 1, 1), args[3].view(1, c, 1, 1), args[4] * pw_scale.view(g, 1, 1),
+                args[8].view(g, 1, 1)]
 
     def _foldable(self) -> bool:
         """Whether both BNs normalise with running statistics and no hook watches the submodules."""
@@ -199,7 +190,7 @@ class ULSAM(nn.Module):
         Folded (`args`: inference), one addcmul, as the eager inference path writes it. In x's dtype, as the inference
         path writes it (under autocast the float32 maps would win)."""
         if args is not None and not torch.jit.is_scripting() and exporting_onnx():
-            return self._refine_onnx(x, self._folded())
+            return self._refine_onnx(x, self._folded(args))
         b, c, h, w = x.shape
         x5 = x.reshape(b, self.groups, c // self.groups, h, w)
         maps = self._maps(x, args).unsqueeze(2)
@@ -209,7 +200,7 @@ class ULSAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'ULSAM')
         if torch.jit.is_scripting() or self.training:
-            return self._refine(x, self._inference_args() if self._foldable() else None)
+            return self._refine(x, self._inference_args())
         return self._refine_in_chunks(x)
 
     @torch.jit.unused
@@ -217,21 +208,22 @@ class ULSAM(nn.Module):
         """`_refine` through `_refine_eager_into`, image chunk by image chunk (`in_batch_chunks`), where that is safe:
         nothing records the ops (a recorded loop would hold the traced batch size, a recorded write into a view can
         be dropped), no autograd, BNs with running statistics; into x itself where `may_overwrite_input`."""
-        if not self._foldable():
-            return self._refine(x, None)
         args = self._inference_args()
-        if not runs_eagerly(x) or (torch.is_grad_enabled() and needs_autograd(x, *self.parameters())):
+        if args is None or not runs_eagerly(x) or (torch.is_grad_enabled() and needs_autograd(x, *self.parameters())):
             return self._refine(x, args)
         return in_batch_chunks(x, lambda xs, ys: _refine_eager_into(xs, args, ys), several_threads=True,
                                out=x if may_overwrite_input(self, x) else None)
 
-    def _inference_args(self) -> InferenceArgs:
+    def _inference_args(self) -> Optional[InferenceArgs]:
         """The BNs with running statistics folded with the convs into `F.batch_norm`'s arguments, for every inference
-        path (`_refine_eager_into`, `_maps`): DW conv + BN as one affine map of the input (running mean 0, weight: DW
-        weight x BN weight, bias: the BN of the DW bias); the PW weight (g, 1, G); BN(g) of the PW conv's output
-        without its bias (running mean 0, bias: BN(g) of the PW bias, so that autograd reaches it, which it cannot
-        through a running mean); then the BNs' eps. 4 small ops, where folding them into the convs takes 14; each
-        parameter is read once (nn.Module.__getattr__: ~0.7 us a read, ~20 reads)."""
+        path (`_refine_eager_into`, `_maps`, the ONNX spelling's `_folded`): DW conv + BN as one affine map of the
+        input (running mean 0, weight: DW weight x BN weight, bias: the BN of the DW bias); the PW weight (g, 1, G);
+        BN(g) of the PW conv's output without its bias (running mean 0, bias: BN(g) of the PW bias, so that autograd
+        reaches it, which it cannot through a running mean); then the BNs' eps. 4 small ops; each parameter is read
+        once (nn.Module.__getattr__: ~0.7 us a read, ~20 reads). None where the submodules run as written
+        (`_foldable`)."""
+        if not self._foldable():
+            return None
         c, g = self.channels, self.groups
         dw, bn_dw, pw, bn_pw = self.dw, self.bn_dw, self.pw, self.bn_pw
         dw_weight, gamma = dw.weight.view(c), bn_dw.weight
@@ -268,26 +260,6 @@ def _chunked_batch_norm(bn: nn.BatchNorm2d, g: int) -> Callable[[torch.Tensor, i
     return lambda a, i: F.batch_norm(a, mean[i], var[i], weight[i], bias[i], batch_stats, momentum, bn.eps)
 
 
-def _conv_bn(
-        weight: torch.Tensor,
-        bias: Optional[torch.Tensor],
-        mean: Optional[torch.Tensor],
-        var: Optional[torch.Tensor],
-        bn_weight: Optional[torch.Tensor],
-        bn_bias: Optional[torch.Tensor],
-        eps: float,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of a 1x1 conv followed by a BN in eval mode (running statistics), as one conv."""
-    assert mean is not None and var is not None, 'a BN with running statistics'
-    k = torch.rsqrt(var + eps)
-    if bn_weight is not None:
-        k = k * bn_weight
-    shift = -mean * k if bias is None else (bias - mean) * k
-    if bn_bias is not None:
-        shift = shift + bn_bias
-    return weight * k.view(-1, 1, 1, 1), shift
-
-
 def _refine_eager_into(x: torch.Tensor, args: InferenceArgs, out: torch.Tensor) -> None:
     """`ULSAM._refine` of x (no autograd, eager) written into `out` (x itself, or a tensor not overlapping it), in
     long contiguous passes: the DW conv + BN and BN(g) as `F.batch_norm` (`ULSAM._inference_args`), the pool as
@@ -295,14 +267,27 @@ def _refine_eager_into(x: torch.Tensor, args: InferenceArgs, out: torch.Tensor) 
     strides: the same numbers, bit for bit."""
     b, c, h, w = x.shape
     g = args[4].shape[0]
-    a = F.batch_norm(x, args[0], args[1], args[2], args[3], False, 0.0, args[9]).contiguous().relu_()
+    a = _folded_dw(x, args)
     # the pool's scratch: `out` until the end, unless it is x (read at the end) or not contiguous (channels_last)
     free = out.is_contiguous() and out.data_ptr() != x.data_ptr()
-    scratch = out if free else torch.empty_like(a)
-    a = torch.matmul(args[4], _max_pool3x3_flat(a, scratch).view(b, g, c // g, h * w))
-    a = F.batch_norm(a.view(b, g, h * w), args[5], args[6], args[7], args[8], False, 0.0, args[10]).relu_()
+    maps = _folded_pw(_max_pool3x3_flat(a, out if free else torch.empty_like(a)), args)
     x5 = x.view(b, g, c // g, h, w)
-    torch.addcmul(x5, x5, torch.softmax(a, dim=-1).view(b, g, 1, h, w), out=out.view(b, g, c // g, h, w))
+    torch.addcmul(x5, x5, maps.view(b, g, 1, h, w), out=out.view(b, g, c // g, h, w))
+
+
+def _folded_dw(x: torch.Tensor, args: InferenceArgs) -> torch.Tensor:
+    """ReLU(BN(DW conv(x))) with `ULSAM._inference_args`, contiguous (for the flat pool, and so that the matmul of
+    `_folded_pw` gets the same strides whatever x's layout: another summation order otherwise)."""
+    return F.batch_norm(x, args[0], args[1], args[2], args[3], False, 0.0, args[9]).contiguous().relu_()
+
+
+def _folded_pw(pooled: torch.Tensor, args: InferenceArgs) -> torch.Tensor:
+    """The maps from the pooled map (contiguous): softmax over H x W of ReLU(BN(g)(PW convs)), (B, g, H * W)."""
+    b, c, h, w = pooled.shape
+    g = args[4].shape[0]
+    a = torch.matmul(args[4], pooled.view(b, g, c // g, h * w))
+    a = F.batch_norm(a.view(b, g, h * w), args[5], args[6], args[7], args[8], False, 0.0, args[10]).relu_()
+    return torch.softmax(a, dim=-1)
 
 
 def _max_pool3x3_flat(a: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
