@@ -111,6 +111,7 @@ def test_a_candidate_that_diverged_on_every_seed_is_harmful_and_reported(tmp_pat
     [cell] = report['cells']
     assert cell['verdict'] == HARMFUL and cell['n'] == 0 and cell['diverged_seeds'] == [0, 1, 2]
     assert cell['diff_mean'] is None and cell['p_value'] is None and cell['prob_improvement'] is None
+    assert cell['test'] is None and cell['seeds'] == 3  # no seed to test, of the three planned
     assert [(r['arm'], r['seed'], r['state']) for r in cell['dropped']] == [('candidate', s, DIVERGED)
                                                                            for s in range(3)]
     assert [(r['attention'], r['seed'], r['state']) for r in report['unfinished_runs']] == [

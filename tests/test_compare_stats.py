@@ -12,13 +12,13 @@ import pytest
 import zamzoo.compare.report
 import zamzoo.compare.stats
 from zamzoo.compare.report import CompareSetup, write_report
-from zamzoo.compare.stats import (BETTER, NO_DIFFERENCE, WORSE, ArmResult, compare_cells, detectable_difference,
-                                  holm, paired_test, probability_of_improvement, seeds_needed)
+from zamzoo.compare.stats import (BETTER, NO_DIFFERENCE, SINGLE_PAIR, T_TEST, TIED, WORSE, ArmResult, compare_cells,
+                                  detectable_difference, holm, paired_test, probability_of_improvement, seeds_needed)
 from zamzoo.errors import NonFiniteError, UsageError, ZamzooError
 
 CELL_KEYS = ['backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'baseline_mean', 'baseline_std',
              'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed',
-             'diverged_seeds', 'dropped']
+             'test', 'seeds', 'diverged_seeds', 'dropped']
 REPORT_KEYS = ['name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
                'unfinished_runs', 'cost', 'baseline_cost', 'cost_conditions', 'contract']
 COST_KEYS = ['backbone', 'attention', 'params_added', 'macs_added', 'cpu_latency_ratio', 'cpu_latency_iqr',
@@ -177,6 +177,8 @@ def test_the_four_files_and_report_json_keys(tmp_path):
     assert [list(cell) for cell in report['cells']] == [CELL_KEYS] * 3
     assert [(c['backbone'], c['baseline'], c['verdict']) for c in report['cells']] == [
         ('resnet18', 'plain', BETTER), ('resnet18', 'se', NO_DIFFERENCE), ('mobilenetv2', 'plain', NO_DIFFERENCE)]
+    # which test made each cell's interval and p-value (equal top-1 without test losses or a test-set size: tied)
+    assert [(c['test'], c['seeds']) for c in report['cells']] == [(T_TEST, 3), (TIED, 3), (SINGLE_PAIR, 3)]
     assert report['cost'] == [{'backbone': 'resnet18', 'attention': 'mymod', 'cpu_latency_iqr': None,
                                'train_images_per_s_iqr': None, 'train_images_per_s_note': None, **cost},
                               {'backbone': 'mobilenetv2', 'attention': 'mymod', **{k: None for k in COST_KEYS[2:]}}]

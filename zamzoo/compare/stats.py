@@ -14,7 +14,7 @@ from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SEEDS_NEEDED_CAP, SIGN
                        seeds_needed)
 
 BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
-# a candidate that diverged on a seed its baseline finished; a cell whose arms share no finished seed
+# a candidate that diverged on a seed where its baseline did not; a cell whose arms share no finished seed
 HARMFUL, NO_VERDICT = 'harmful', 'no verdict'
 # why a planned run has no top-1: NonFiniteError recorded in its folder; any other failure; not (yet) run
 DIVERGED, FAILED, MISSING = 'diverged', 'failed', 'missing'
@@ -80,10 +80,11 @@ class ArmResult:
 
 @dataclass(frozen=True)
 class CellStats:
-    """Everything report.json says about one cell, plus the test used (for report.md). The numbers cover the n seeds
+    """Everything report.json says about one cell. The numbers cover the n seeds
     both arms finished (None where there are none); `dropped`: each other seed of either arm and why, one row per
     arm without a top-1 (arm: 'candidate' or 'baseline'); `diverged`: the seeds where the candidate diverged and
-    the baseline did not (counted against the candidate: verdict HARMFUL); `seeds`: how many seeds the cell has."""
+    the baseline did not (counted against the candidate: verdict HARMFUL); `seeds`: how many seeds the cell has;
+    `test`: which test made diff_ci and p_value (`zamzoo.pairing`'s names, e.g. 'paired t-test'; None without one)."""
     backbone: str
     baseline: str
     n: int
@@ -106,7 +107,8 @@ class CellStats:
 
     def to_json(self) -> dict:
         fields = ('backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'baseline_mean', 'baseline_std',
-                  'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed')
+                  'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed',
+                  'test', 'seeds')
         row = {k: getattr(self, k) for k in fields}
         row['diff_ci'] = list(self.diff_ci) if self.diff_ci is not None else None
         row['diverged_seeds'] = list(self.diverged)
@@ -150,8 +152,8 @@ def probability_of_improvement(candidate: Sequence[float], baseline: Sequence[fl
 
 
 def verdict(p_holm: Optional[float], diff: Optional[float], diverged: Sequence[int] = ()) -> str:
-    """HARMFUL when the candidate diverged on a seed its baseline finished, whatever the other seeds say; else
-    NO_VERDICT without a common seed, else the Holm-corrected test's verdict."""
+    """HARMFUL when the candidate diverged on a seed where its baseline did not (`diverged`), whatever the other seeds
+    say; else NO_VERDICT without a common seed, else the Holm-corrected test's verdict."""
     if diverged:
         return HARMFUL
     if diff is None:
