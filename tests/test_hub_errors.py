@@ -4,6 +4,7 @@ judges each record on its own (row 12)."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -149,6 +150,10 @@ def test_manifest_keeps_valid_records_and_reports_each_invalid_one(offline, weig
     assert all('2 records for resnet18_zam.cifar10' in p for p in problems[-2:])
     with pytest.raises(WeightsError, match=r'\(mobilenet_se.cifar10\) is invalid: filename'):
         find_checkpoint('mobilenet_se', TAG)
+    with pytest.raises(WeightsError, match=re.escape(  # the bare name is cifar100's: the error names what is published
+            f"for {MODEL}.cifar100 (the manifest {manifest} has no record for it) (published: {MODEL}.{TAG}, e.g. "
+            f"timm.create_model('{MODEL}.{TAG}', pretrained=True)): train it")):
+        timm.create_model(MODEL, pretrained=True)
     with pytest.raises(zamzoo.errors.ZamzooError, match=f"'me/resnet18_zam.{TAG}' is not a repo of {MODEL}.{TAG}"):
         export_run([weights], offline / 'e', model=MODEL, tag=TAG,
                    repo_id=f'me/resnet18_zam.{TAG}')  # refused at export already, not after an upload
@@ -162,8 +167,10 @@ def test_manifest_keeps_valid_records_and_reports_each_invalid_one(offline, weig
 
 
 def _import_zamzoo(manifest) -> subprocess.CompletedProcess:
+    """Prints the zoo's pretrained names, then what the bare name MODEL builds: its tag and classes."""
     code = ("import timm, zamzoo; print(sorted(n for n in timm.list_models(pretrained=True) "
-            "if n.split('.')[0] in zamzoo.list_models()))")
+            f"if n.split('.')[0] in zamzoo.list_models())); m = timm.create_model({MODEL!r}); "
+            "print(m.pretrained_cfg['tag'], m.num_classes)")
     env = dict(os.environ, ZAMZOO_MANIFEST=str(manifest), HF_HUB_OFFLINE='1')
     return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
 
@@ -173,9 +180,10 @@ def test_import_lists_the_valid_records_and_warns_about_the_rest(tmp_path):
     _write_manifest(manifest)
     proc = _import_zamzoo(manifest)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == repr([f'{MODEL}.{TAG}'])
+    # only the cifar10 weights published: timm would make that tag the default; the bare name stays cifar100's
+    assert proc.stdout.splitlines() == [repr([f'{MODEL}.{TAG}']), 'cifar100 100']
     assert 'Traceback' not in proc.stderr and proc.stderr.count('is invalid') == len(BAD_RECORDS) + 2
     manifest.write_text('{"schema": 1, "checkpoints": [')  # bad JSON: reported, nothing listed
     proc = _import_zamzoo(manifest)
-    assert proc.returncode == 0 and proc.stdout.strip() == '[]'
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ['[]', 'cifar100 100']
     assert 'Traceback' not in proc.stderr and 'is not valid JSON' in proc.stderr

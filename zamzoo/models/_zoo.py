@@ -316,8 +316,15 @@ def pretrained_cfgs(module_name: str, model_cls: Callable[..., Any]) -> Dict[str
 
 
 def _cfgs(entries: Iterable[ZooEntry]) -> Dict[str, Any]:
-    return generate_default_cfgs({
+    cfgs = generate_default_cfgs({
         f'{entry.name}.{tag}': _pretrained_cfg(entry, tag) for entry in entries for tag in TAGS})
+    # timm makes a model's first tag with weights its default: with cifar10 weights published alone, the bare name
+    # would build 10 classes with CIFAR-10's statistics. The bare name is cifar100's, published or not.
+    default_tag = next(iter(TAGS))
+    for default_cfg in cfgs.values():
+        default_cfg.tags.remove(default_tag)
+        default_cfg.tags.appendleft(default_tag)
+    return cfgs
 
 
 # ------------------------------------------------------------------ creation and registration

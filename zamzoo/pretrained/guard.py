@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 from ..errors import WeightsError
 from .checksum import sha256_file
 from .hub_errors import hub_error
-from .manifest import find_checkpoint, manifest_path, pinned_hub_id
+from .manifest import find_checkpoint, load_manifest, manifest_path, pinned_hub_id
 
 __all__ = ['prepare_pretrained', 'weights_errors', 'download_verified', 'user_source', 'how_to_get_weights']
 
@@ -138,9 +138,12 @@ def prepare_pretrained(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     tag = cfg.tag or ''
     record = find_checkpoint(variant, tag)  # an invalid manifest, or record of this model, raises WeightsError
     if record is None:
+        other = [f"{r['model']}.{r['tag']}" for r in load_manifest() if r['model'] == variant]
+        published = f" (published: {', '.join(other)}, e.g. timm.create_model('{other[0]}', pretrained=True))" \
+            if other else ''
         raise WeightsError(
             f'no pretrained weights are published for {variant}{"." + tag if tag else ""} (the manifest '
-            f'{manifest_path()} has no record for it): {how_to_get_weights(variant)}.')
+            f'{manifest_path()} has no record for it){published}: {how_to_get_weights(variant)}.')
     download_verified(record, cache_dir=kwargs.get('cache_dir'))
     overlay.update(hf_hub_id=pinned_hub_id(record), hf_hub_filename=record['filename'])
     return dict(kwargs, pretrained_cfg_overlay=overlay)
