@@ -497,6 +497,46 @@ def test_push_with_recorder(hub, exported, tmp_path, monkeypatch):
     assert Recorder.calls == []
 
 
+def test_a_push_deletes_the_export_files_an_earlier_push_left(hub, exported, tmp_path, monkeypatch):
+    """huggingface_hub's own upload_folder, its commit captured and the repo listed as an earlier push with --onnx left
+    it: the new commit adds this export's files and deletes the model.onnx it lacks (the pinned commit would hold an
+    ONNX file of other weights); files that no export makes stay."""
+    import shutil
+    from types import SimpleNamespace
+
+    import huggingface_hub.hf_api as hf_api
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, RepoUrl
+
+    import zamzoo.publish.push as push_mod
+    commits = []
+
+    class Hub(hf_api.HfApi):
+        def create_repo(self, repo_id, **kwargs):
+            return RepoUrl(f'https://huggingface.co/{repo_id}')
+
+        def list_repo_files(self, repo_id, **kwargs):
+            return ['.gitattributes', 'notes.md', 'model.onnx', *EXPORT_FILES]
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            commits.append(operations)
+            return SimpleNamespace(oid='d' * 40)
+
+        def _validate_yaml(self, *args, **kwargs):  # the Hub's check of README.md's metadata: a server call
+            pass
+
+    monkeypatch.setattr(hf_api, 'is_xet_available', lambda: False)  # the single-commit path, whose operations we see
+    monkeypatch.setattr(push_mod, 'HfApi', Hub)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+    folder = tmp_path / 'export'
+    shutil.copytree(exported[0], folder)
+    assert not (folder / 'model.onnx').exists()
+    record, _ = push_folder(folder, REPO)
+    [operations] = commits
+    assert [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)] == ['model.onnx']
+    assert sorted(op.path_in_repo for op in operations if isinstance(op, CommitOperationAdd)) == sorted(EXPORT_FILES)
+    assert record['hub_commit'] == 'd' * 40
+
+
 def test_push_refuses_wrong_architecture(hub, exported, tmp_path, monkeypatch):
     import shutil
     import zamzoo.publish.push as push_mod

@@ -296,13 +296,15 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
 
 
 def _upload(folder: Path, results: dict, repo_id: str, api, private: bool, commit_message: Optional[str]):
-    """Create the repo if needed and upload the export files; (repo id as the Hub names it, commit id)."""
+    """Create the repo if needed and upload the export files; (repo id as the Hub names it, commit id). An export file
+    the repo holds from an earlier push and this export lacks (model.onnx) is deleted in the same commit: the pinned
+    commit holds no export file but this export's (files no export makes stay)."""
+    files = list(EXPORT_FILES + OPTIONAL_EXPORT_FILES)
     with hub_errors(f'pushing {folder} to {repo_id}', repo_id):
         repo_url = api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
         repo_id = getattr(repo_url, 'repo_id', None) or repo_id
         commit = api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), repo_type='model',
-            allow_patterns=list(EXPORT_FILES + OPTIONAL_EXPORT_FILES),
+            repo_id=repo_id, folder_path=str(folder), repo_type='model', allow_patterns=files, delete_patterns=files,
             commit_message=commit_message or f"zamzoo: {results['model']}.{results['tag']} "
                                              f"(sha256 {results['sha256'][:12]})")
     hub_commit = getattr(commit, 'oid', None)
