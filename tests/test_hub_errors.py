@@ -187,3 +187,4 @@ def test_import_lists_the_valid_records_and_warns_about_the_rest(tmp_path):
     proc = _import_zamzoo(manifest)
     assert proc.returncode == 0 and proc.stdout.splitlines() == ['[]', 'cifar100 100']
     assert 'Traceback' not in proc.stderr and 'is not valid JSON' in proc.stderr
+    assert 'no weights are listed as published' in proc.stderr and 'the record is ignored' not in proc.stderr

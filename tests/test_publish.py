@@ -467,7 +467,8 @@ def test_push_with_recorder(hub, exported, tmp_path, monkeypatch):
     assert Recorder.calls == []
     monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
 
-    with pytest.raises(InvalidExportError, match='exported for zamzoo/resnet18_zam.cifar100'):
+    with pytest.raises(InvalidExportError, match='exported for zamzoo/resnet18_zam.cifar100 .* export again with '
+                                                 '--repo-id ORG/resnet18_zam.cifar100 '):
         push_folder(folder, 'someone/else')
     record, recorded_in = push_folder(folder, REPO)
     assert Recorder.calls == [

@@ -259,11 +259,11 @@ def _checked(records: list, path) -> Tuple[list, List[Tuple[tuple, str]]]:
 _reported = set()
 
 
-def _report(problem: str):
+def _report(problem: str, consequence: str = 'the record is ignored'):
     """A warning on the 'zamzoo' logger, once per process per problem."""
     if problem not in _reported:
         _reported.add(problem)
-        logging.getLogger('zamzoo').warning('%s (the record is ignored)', problem)
+        logging.getLogger('zamzoo').warning('%s (%s)', problem, consequence)
 
 
 def _resolve(path):
@@ -312,7 +312,7 @@ def published_hub_ids(path=None) -> dict:
     try:
         return {(r['model'], r['tag']): pinned_hub_id(r) for r in load_manifest(path)}
     except WeightsError as e:
-        _report(str(e))
+        _report(str(e), 'no weights are listed as published')
         return {}
 
 

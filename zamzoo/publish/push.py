@@ -274,8 +274,9 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
     _refuse_unofficial_data(folder, results)
     if repo_id and repo_id != results['repo_id']:
         raise InvalidExportError(
-            f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); "
-            f'export again with --repo-id {repo_id} to publish it there')
+            f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); to publish "
+            f"it in another organisation's repo, export again with --repo-id ORG/{results['model']}.{results['tag']} "
+            f"(a repo is named after its model and tag)")
     repo_id = results['repo_id']
     recorded = records_tag(results['tag'])
     if recorded:  # a record or manifest that would be refused must not be uploaded first
