@@ -110,6 +110,30 @@ def test_seed_cbam_variant_keeps_the_seeds_pytorch_default_init():
         torch.testing.assert_close(a.weight, b.weight)
 
 
+@pytest.mark.parametrize('backbone', sorted(BACKBONES))
+def test_bam_models_start_as_the_official_init(backbone):
+    """ResidualNet.__init__'s loop on the official BAM's keys (gate_c_fc_*, gate_s_conv_*, gate_*_bn_*): every bias 0,
+    BN weights 1, the spatial convs kaiming normal (fan_out); the linears ("fc", no "conv" in their keys) keep
+    PyTorch's default, uniform within 1 / sqrt(fan_in)."""
+    torch.manual_seed(0)
+    bams = [m for m in timm.create_model(f'{backbone}_bam').modules() if isinstance(m, L.BAM)]
+    assert bams
+    scaled = []  # each conv weight over kaiming normal's std, sqrt(2 / fan_out): a standard normal sample
+    for bam in bams:
+        for m in (bam.fc1, bam.fc2, *bam.spatial):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                assert torch.equal(m.bias, torch.zeros_like(m.bias))
+            if isinstance(m, nn.Linear):
+                assert m.weight.abs().max() <= m.in_features ** -0.5
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+                scaled.append(m.weight.detach().flatten() / (2 / fan_out) ** 0.5)
+        for bn in (bam.bn1, *(m for m in bam.spatial if isinstance(m, nn.BatchNorm2d))):
+            assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    scaled = torch.cat(scaled)
+    assert scaled.numel() > 1000 and abs(scaled.std().item() - 1) < 0.1 and abs(scaled.mean().item()) < 0.1
+
+
 def test_bam_training_on_one_image_is_refused_with_a_clear_error():
     model = timm.create_model('resnet18_bam').train()
     with pytest.raises(ValueError, match='BAM cannot train on a batch of 1 image'):

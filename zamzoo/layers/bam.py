@@ -6,7 +6,8 @@ Placed once per stage (after layer1..3 of a ResNet), not per block.
 - Spatial Ms: 1x1 C->C/r -> BN -> ReLU -> num_layers x [3x3 dilation d -> BN -> ReLU] -> 1x1 C/r->1, (B, 1, H, W).
 - ``out = F * (1 + sigmoid(Mc * Ms))`` (the official code multiplies the two branches; the paper writes a sum);
   ``attention_maps`` averages that element-wise gate over H x W (channel) and over C (spatial).
-All convs / linears with bias; ReLU, or `act_layer` if given (timm's se_layer hook passes its block's). r = 16,
+All convs / linears with bias, initialised as the official ResNet initialises its BAMs (`BAM.init_weights`); ReLU,
+or `act_layer` if given (timm's se_layer hook passes its block's). r = 16,
 d = 4, 2 dilated convs: ``3Cm + 18m^2 + 13m + C + 1`` params with m = C // 16
 (C=64,128,256: 1,173 + 4,457 + 17,361 = 22,991, the official CIFAR-100 ResNet18 + BAM minus the plain one).
 The channel branch's BatchNorm1d cannot train on a batch of 1, as in the original: it is refused with a
@@ -66,6 +67,18 @@ class BAM(nn.Module):
             ]
         layers.append(nn.Conv2d(mid, 1, 1, **dd))
         self.spatial = nn.Sequential(*layers)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """The official code's init (Jongchan/attention-module MODELS/model_resnet.py, ResidualNet.__init__: its loop
+        over the state_dict keys reaches the BAMs too): every bias 0, the spatial branch's convs kaiming normal
+        (fan_out); the linears keep PyTorch's default, the BNs weight 1 and bias 0 (the loop's values and the default)."""
+        for m in (self.fc1, self.fc2, *self.spatial):
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out')
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.zeros_(m.bias)
 
     def extra_repr(self) -> str:
         return f'{self.channels}'
