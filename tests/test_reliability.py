@@ -269,6 +269,59 @@ def test_bad_steps_are_counted_skipped_or_fatal():
         run([good, bad], max_bad_steps=0)
 
 
+def _bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                               torch.nn.Linear(16, 3))
+
+
+def _one_epoch(model, batches, max_bad_steps, world_size=1):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return train_one_epoch(model, batches, opt, sched, device=torch.device('cpu'), amp_dtype=None,
+                           world_size=world_size, max_bad_steps=max_bad_steps)
+
+
+@pytest.mark.filterwarnings('ignore:Detected call of')
+def test_a_skipped_step_leaves_no_trace_in_the_batchnorm_statistics():
+    """The bad batch's forward had updated the running statistics (NaN) before the step was skipped: the model then
+    evaluated to NaN and the run failed anyway. Now a tolerated bad step leaves the model as if it never came."""
+    good = (torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0]), 4)
+    bad = (torch.full((4, 3, 2, 2), math.nan), torch.tensor([0, 1, 2, 0]), 4)
+    skipped, clean = _bn_net(), _bn_net()
+    _one_epoch(skipped, [bad, good], max_bad_steps=1)
+    _one_epoch(clean, [good], max_bad_steps=1)
+    assert skipped.state_dict().keys() == clean.state_dict().keys()
+    for key, value in skipped.state_dict().items():
+        assert torch.equal(value, clean.state_dict()[key]), key  # num_batches_tracked: 1, the good step's
+
+
+@pytest.mark.filterwarnings('ignore:Detected call of')
+def test_a_step_bad_on_another_rank_is_skipped_here_too(monkeypatch):
+    """With several processes each rank must skip the same steps (DDP pairs each rank's gradients in its all-reduce):
+    the finite flag is and'ed over the ranks. Another rank's bad loss is played by the all-reduce."""
+    import zamzoo.train.distributed as D
+    bad_steps = {1}  # the steps another rank found bad
+
+    def all_reduce(flag, op):
+        assert op == D.dist.ReduceOp.MIN and flag.dtype == torch.int32
+        calls.append(int(flag))
+        if len(calls) in bad_steps:
+            flag.zero_()
+    monkeypatch.setattr(D.dist, 'all_reduce', all_reduce)
+    good = (torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0]), 4)
+    skipped, clean = _bn_net(), _bn_net()
+    calls = []
+    sums = _one_epoch(skipped, [good, good], max_bad_steps=1, world_size=2)
+    assert calls == [1, 1] and int(sums['count']) == 4  # this rank's steps were finite; the first was skipped
+    calls, bad_steps = [], set()
+    _one_epoch(clean, [good], max_bad_steps=1, world_size=2)  # (the world size scales the loss)
+    assert all(torch.equal(value, clean.state_dict()[key]) for key, value in skipped.state_dict().items())
+    calls, bad_steps = [], {1, 2}
+    with pytest.raises(NonFiniteError, match='2 bad steps by step 2'):
+        _one_epoch(skipped, [good, good], max_bad_steps=1, world_size=2)
+
+
 def test_export_and_push_refuse_non_finite(checkpoint, tmp_path):
     src, exported = checkpoint
     state = load_file(str(src))

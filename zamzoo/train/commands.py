@@ -52,7 +52,8 @@ RUN_ARGUMENTS = {
     '--eval-every': dict(type=positive_int, default=1, help='evaluate every N epochs (and after the last)'),
     '--eval-batch-size': dict(type=positive_int, default=500),
     '--max-bad-steps': dict(type=int, default=0, metavar='N', help='steps with a NaN/inf loss to skip before the '
-                            'run fails (default 0: the first one fails it)'),
+                            'run fails (default 0: the first one fails it); a skipped step changes nothing, its BN '
+                            'statistics included, and is skipped on every rank'),
 }
 
 

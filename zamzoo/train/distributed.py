@@ -84,6 +84,15 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def finite_on_every_rank(finite: torch.Tensor, world_size: int) -> torch.Tensor:
+    """`finite` (a bool scalar) and'ed over the ranks of the process group, so that every rank decides alike."""
+    if world_size == 1:
+        return finite
+    flag = finite.to(torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return flag.bool()
+
+
 def barrier(info: DistInfo):
     if info.distributed:
         dist.barrier(device_ids=[info.device.index] if info.device.type == 'cuda' else None)

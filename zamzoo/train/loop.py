@@ -281,7 +281,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
     max_bad_steps (None: no check): steps whose loss is NaN or infinite are counted on the device and the pass
     raises NonFiniteError once more than `max_bad_steps` were seen, checked with the progress (every
     `progress_every` steps and at the end). With a tolerance (> 0) each step is checked on the host and a bad step
-    is skipped (no update), so the weights stay finite.
+    is skipped: no update, and its forward's changes to the buffers (BN running statistics) undone, so the model
+    stays finite; with several processes, a step bad on one rank is skipped on every rank.
 
     train_step: the capturable step (zamzoo.train.step) built for this model and optimizer, which then computes
     each step (the arguments above that define the step are its own); None: the eager step below.
@@ -300,8 +301,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
     for step, (x, y, n_global) in enumerate(loader, 1):
         if train_step is not None:
             train_step(x, y, n_global)
-        elif not _eager_step(step_math, optimizer, scaler, x, y, n_global, sums, bad, max_bad_steps, step,
-                             len(loader)):
+        elif not _eager_step(step_math, optimizer, scaler, (x, y, n_global), sums, bad, max_bad_steps, (step,
+                             len(loader))):
             scheduler.step()  # a skipped step keeps its place in the schedule
             continue
         scheduler.step()
@@ -315,12 +316,18 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
     return {**{k: v.clone() for k, v in sums.items()}, 'steps': torch.tensor(len(loader), device=device)}
 
 
-def _eager_step(step_math: StepMath, optimizer, scaler, x, y, n_global: int, sums: dict, bad: torch.Tensor,
-                max_bad_steps: Optional[int], step: int, steps: int) -> bool:
-    """One step with the checks that need the host (fp16's GradScaler, skipping a bad step); False: skipped."""
+def _eager_step(step_math: StepMath, optimizer, scaler, batch: tuple, sums: dict, bad: torch.Tensor,
+                max_bad_steps: Optional[int], step_of: tuple) -> bool:
+    """One step with the checks that need the host (fp16's GradScaler, skipping a bad step); False: skipped.
+    `batch`: (x, y, n_global); `step_of`: (step, steps in the epoch)."""
+    x, y, n_global = batch
+    buffers = list(step_math.model.buffers()) if max_bad_steps else []
+    kept = [b.clone() for b in buffers]  # a step that may be skipped: what its forward changes, to undo
     logits, ce, pen, loss = step_math.loss(x, y, n_global)
     optimizer.zero_grad(set_to_none=True)
-    if max_bad_steps is not None and _skip_bad_step(loss, bad, max_bad_steps, step, steps):
+    if max_bad_steps is not None and _skip_bad_step(loss, bad, max_bad_steps, *step_of, step_math.world_size):
+        for buffer, value in zip(buffers, kept):
+            buffer.copy_(value)
         return False
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
@@ -333,9 +340,14 @@ def _eager_step(step_math: StepMath, optimizer, scaler, x, y, n_global: int, sum
     return True
 
 
-def _skip_bad_step(loss: torch.Tensor, bad: torch.Tensor, max_bad_steps: int, step: int, steps: int) -> bool:
-    """Count a non-finite loss in `bad` (on the device); with a tolerance, check it on the host: True to skip it."""
+def _skip_bad_step(loss: torch.Tensor, bad: torch.Tensor, max_bad_steps: int, step: int, steps: int,
+                   world_size: int) -> bool:
+    """Count a non-finite loss in `bad` (on the device); with a tolerance, check it on the host: True to skip it.
+    With a tolerance, a loss that is not finite on any rank counts on every rank: a rank that skipped its backward
+    alone would pair its next step's gradients with the others' of this one in DDP's all-reduce."""
     finite = torch.isfinite(loss.detach())
+    if max_bad_steps:
+        finite = D.finite_on_every_rank(finite, world_size)
     bad += ~finite
     if not max_bad_steps or bool(finite):
         return False
