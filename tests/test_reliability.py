@@ -417,6 +417,23 @@ def test_outputs_checked_before_the_work(tiny_cifar, tmp_path, capsys, monkeypat
     assert not (out / 'checkpoint.pt').exists()
 
 
+def test_a_checkpoint_without_part_of_its_state_is_refused_naming_it(tmp_path):
+    from zamzoo.errors import ZamzooError
+    from zamzoo.train.checkpoint import checkpoint_state, load_checkpoint
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    state = checkpoint_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, epoch=1, config={},
+                             history=[])
+    write_checkpoint(tmp_path / 'checkpoint.pt', state)
+    assert load_checkpoint(tmp_path / 'checkpoint.pt')['epoch'] == 1
+    del state['rng'], state['history']
+    write_checkpoint(tmp_path / 'checkpoint.pt', state)
+    with pytest.raises(ZamzooError, match=r'checkpoint.pt is a damaged zamzoo checkpoint: it has no rng, history; to '
+                                          r'train the run from the start again, move .* away'):
+        load_checkpoint(tmp_path / 'checkpoint.pt')
+
+
 def test_disk_full_while_writing_is_one_line(tmp_path, monkeypatch):
     def full(*a, **k):
         raise RuntimeError('[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file '

@@ -19,6 +19,8 @@ from .run_files import CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
+# what `checkpoint_state` writes and a resume reads
+_STATE_KEYS = ('epoch', 'model', 'optimizer', 'scheduler', 'scaler', 'rng', 'config', 'history', 'extra')
 WEIGHT_FILES = (WEIGHTS_FILE, CHECKPOINT_FILE)  # where a folder's weights are read from, in this order
 
 
@@ -147,6 +149,9 @@ def load_checkpoint(path) -> dict:
                           f'{start_over(path)}')
     if state.get('version', 0) > CHECKPOINT_VERSION:
         raise ZamzooError(f'{path} was written by a newer zamzoo (checkpoint version {state["version"]})')
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ZamzooError(f'{path} is a damaged zamzoo checkpoint: it has no {", ".join(missing)}; {start_over(path)}')
     return state
 
 
