@@ -434,6 +434,19 @@ def test_a_checkpoint_without_part_of_its_state_is_refused_naming_it(tmp_path):
         load_checkpoint(tmp_path / 'checkpoint.pt')
 
 
+def test_an_atomic_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """fsync of the written file before it is renamed into place, then of the folder (the rename): a machine crash
+    leaves the old or the new file, not an empty one."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, 'fsync', lambda fd: events.append(('fsync', os.readlink(f'/proc/self/fd/{fd}'))) or
+                        fsync(fd))
+    monkeypatch.setattr(os, 'replace', lambda a, b: events.append(('replace', str(a), str(b))) or replace(a, b))
+    _io.write_text_atomic(tmp_path / 'results.json', '{}')
+    [(_, synced), (_, renamed, target), (_, folder)] = events
+    assert synced == renamed and target == str(tmp_path / 'results.json') and folder == str(tmp_path)
+
+
 def test_disk_full_while_writing_is_one_line(tmp_path, monkeypatch):
     def full(*a, **k):
         raise RuntimeError('[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file '

@@ -37,10 +37,23 @@ def atomic_path(path):
             # mkstemp creates 0600, and some writers (safetensors) replace the file with a 0600 one: outputs are
             # shared
             os.chmod(tmp, 0o644)
+            # the bytes on disk before the name points at them, and the rename itself: after a machine crash the
+            # path holds the old file or the new one, never an empty one (a killed process needs only the rename)
+            _fsync(tmp)
             os.replace(tmp, path)
+            with contextlib.suppress(OSError):  # some file systems cannot sync a folder
+                _fsync(path.parent)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path, text: str):
