@@ -1,6 +1,7 @@
 """zamzoo.data: CIFAR through torchvision's reader, clear errors, image folders, and the tensor loader's batched
 augmentation ops (run here on CPU tensors)."""
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -67,8 +68,15 @@ def test_malformed_cifar_files_and_unknown_names_are_clear_errors(tmp_path, tiny
         pickle.dump({'data': np.zeros((4, 100), np.uint8), 'fine_labels': [0, 1, 2, 3]}, f)
     with pytest.raises(DataError, match='cifar-100-python'):
         load_cifar(bad, 'cifar100')
+    with open(bad / 'cifar-100-python' / 'train', 'wb') as f:  # images as (N, H, W, C), as torchvision's ds.data holds
+        pickle.dump({'data': np.zeros((4, 32, 32, 3), np.uint8), 'fine_labels': [0, 1, 2, 3]}, f)
+    with pytest.raises(DataError, match=re.escape("train: 'data' has shape (4, 32, 32, 3), expected (N, 3072)")):
+        load_cifar(bad, 'cifar100')
     with pytest.raises(ValueError, match='expected one of'):
         load_cifar(tiny_cifar, 'cifar1000')
+    (tmp_path / 'cifar-100-python.tar.gz').write_bytes(b'an archive')  # --data at the download, not unpacked
+    with pytest.raises(DataError, match=r'cifar-100-python.tar.gz is a file, not a folder: unpack an archive first'):
+        load_cifar(tmp_path / 'cifar-100-python.tar.gz', 'cifar100')
 
 
 def test_image_folder_reads_class_folders_and_names_the_missing_split(tmp_path):

@@ -103,6 +103,22 @@ def _plain_parquet(root, column='image'):
     return images
 
 
+def test_a_saved_split_without_rows_is_named_not_a_traceback(tmp_path):
+    """save_to_disk writes no file for an empty split, and load_from_disk fails on it with an IndexError."""
+    from zamzoo.data.hf import load_hf
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b'])})
+    train = datasets.Dataset.from_dict({'image': _colour_images(2), 'label': [0, 1]}, features=features)
+    empty = datasets.Dataset.from_dict({'image': [], 'label': []}, features=features)
+    datasets.DatasetDict({'train': train, 'validation': empty}).save_to_disk(str(tmp_path / 'd'))
+    with pytest.raises(DataError, match=r"the split 'validation' has no rows \(.*validation/state.json lists no data "
+                                        r"file\); remove it or save it with its images"):
+        load_hf(tmp_path / 'd')
+    empty.save_to_disk(str(tmp_path / 'one'))  # a single Dataset
+    with pytest.raises(DataError, match=r'the dataset has no rows'):
+        load_hf(tmp_path / 'one')
+    assert len(load_hf(tmp_path / 'd' / 'train')['train']) == 2
+
+
 def test_parquet_image_structs_are_read_as_images(tmp_path):
     images = _plain_parquet(tmp_path / 'pq')
     for image_column in (None, 'image'):

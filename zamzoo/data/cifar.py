@@ -83,8 +83,13 @@ class _LocalMixin:
     def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
         tvd.VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
-        entries = [_str_keys(safe_unpickle(Path(self.root) / self.base_folder / name))
-                   for name, _ in (self.train_list if train else self.test_list)]
+        names = [name for name, _ in (self.train_list if train else self.test_list)]
+        entries = [_str_keys(safe_unpickle(Path(self.root) / self.base_folder / name)) for name in names]
+        for name, entry in zip(names, entries):  # an (N, 32, 32, 3) array would reshape, scrambled, without an error
+            shape = np.shape(entry['data'])
+            if len(shape) != 2 or shape[1] != 3072:
+                raise ValueError(f"{name}: 'data' has shape {shape}, expected (N, 3072): a row of 3072 bytes per "
+                                 f"image, its red, green then blue 32 x 32 plane")
         self.data = np.vstack([e['data'] for e in entries]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
         self.targets = [t for e in entries for t in (e['labels'] if 'labels' in e else e['fine_labels'])]
         meta = Path(self.root) / self.base_folder / self.meta['filename']
@@ -141,7 +146,9 @@ def cifar_dataset(root, dataset='cifar100', train=True, download=False, transfor
         missing = [n for n, _ in cls.train_list + cls.test_list + [[cls.meta['filename'], None]]
                    if not (root / cls.base_folder / n).is_file()]
         if missing:
-            hint = '' if root.is_dir() else f' ({root} does not exist)'
+            hint = '' if root.is_dir() else f' ({root} does not exist)' if not root.is_file() else (
+                f' ({root} is a file, not a folder: unpack an archive first, e.g. tar -xzf, and point --data at the '
+                f'folder it unpacks into)')
             raise DataError(
                 f'{dataset} not found{hint}: expected {expected_files(root, dataset)}, missing {missing}. '
                 f'Pass --download to fetch it with torchvision, or point --data at the folder that holds '

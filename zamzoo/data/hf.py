@@ -5,6 +5,7 @@ cache), a folder written by ``save_to_disk``, or a folder of parquet files. The 
 come from the label's `ClassLabel` feature."""
 import hashlib
 import io
+import json
 from collections import deque
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -38,6 +39,7 @@ def load_hf(source):
                         f'save_to_disk folder, a folder of parquet files or a Hub name (owner/name)')
     try:
         if _saved_to_disk(path):
+            _check_no_empty_split(path, source)
             d = datasets.load_from_disk(str(path))
         elif path.is_dir():
             d = datasets.load_dataset(str(path))
@@ -56,6 +58,20 @@ def _looks_like_a_path(source: str) -> bool:
 
 def _saved_to_disk(path: Path) -> bool:
     return (path / 'dataset_dict.json').is_file() or (path / 'state.json').is_file()
+
+
+def _check_no_empty_split(path: Path, source):
+    """`save_to_disk` writes no data file for a split without rows, and `load_from_disk` then fails with an
+    IndexError: name the split instead."""
+    for state in [path / 'state.json', *path.glob('*/state.json')]:
+        try:
+            files = json.loads(state.read_text()).get('_data_files')
+        except (OSError, ValueError, AttributeError):
+            continue  # load_from_disk says what is wrong with it
+        if files == []:
+            split = '' if state.parent == path else f" split '{state.parent.name}'"
+            raise DataError(f"Hugging Face dataset '{source}': the{split or ' dataset'} has no rows ({state} lists "
+                            f'no data file); remove it or save it with its images')
 
 
 def fingerprint(split, source) -> str:
