@@ -43,6 +43,24 @@ def test_second_order_gradients_of_the_fused_paths_equal_the_formula(name, train
         assert torch.equal(buf, dict(reference.named_buffers())[name_]), name_
 
 
+@pytest.mark.parametrize('name', FUSED)
+@pytest.mark.parametrize('downstream', ['transpose', 'rot90', 'channels_last'])
+def test_a_gradient_of_any_layout_gives_the_formulas_gradients(name, downstream):
+    """The output used transposed or rotated downstream hands the backward a gradient whose H and W do not merge
+    into one view: the max's gradient was added into a copy and lost (ZAM, ZAM(Max), ZAM+R: a few units off)."""
+    use = {'transpose': lambda y: y.transpose(2, 3), 'rot90': lambda y: torch.rot90(y, 1, (2, 3)),
+           'channels_last': lambda y: y.contiguous(memory_format=torch.channels_last)}[downstream]
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    weight = torch.randn(2, 6, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for m in _pair(name):
+        xi = x.clone().requires_grad_(True)
+        (use(m(xi)) * weight).sum().backward()
+        grads.append([xi.grad] + [q.grad for q in m.parameters()])
+    for fused, reference in zip(*grads):
+        assert torch.equal(fused, reference)
+
+
 @pytest.mark.parametrize('name', ['zam', 'zamr', 'zam_max', 'simam', 'spem', 'nam'])
 def test_gradgradcheck_of_the_fused_paths(name):
     fused, _ = _pair(name, seed=1)

@@ -160,7 +160,10 @@ def _gate_backward(g: torch.Tensor, inp: torch.Tensor, m: torch.Tensor, dim: int
     gm = torch.ops.aten.sigmoid_backward((g * inp).sum(dims, keepdim=True), m)
     gi = g + g * m if skip else g * m
     if index is not None:  # torch.max's backward: the gradient to the first maximal element
-        gi.flatten(2).scatter_add_(dim, index, gm.flatten(2))
+        flat = gi.flatten(2)
+        flat.scatter_add_(dim, index, gm.flatten(2))
+        if flat.data_ptr() != gi.data_ptr():  # a copy: gi's H and W do not merge (a g transposed downstream)
+            gi.copy_(flat.unflatten(2, inp.shape[2:]))
     if 'mean' in POOL_STATS[pool]:
         gi.add_(gm / inp.flatten(2).shape[dim])  # mean's backward divides by the count
     return gi
