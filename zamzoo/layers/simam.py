@@ -51,7 +51,18 @@ class SimAM(FusedDispatch, nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The element-wise gate sigmoid(d / (4 (v + lambda)) + 0.5), (B, C, H, W)."""
+        if torch.jit.is_tracing():
+            return self._gate_traced(x)
         return simam_gate(x, self.e_lambda, simam_denominator(x))
+
+    @torch.jit.unused
+    def _gate_traced(self, x: torch.Tensor) -> torch.Tensor:
+        """`gate` for torch.jit.trace (the TorchScript-based ONNX exporter, OpenVINO's converter): max(HW - 1, 1) as
+        ops on the map's size, so that a graph with a dynamic H and W computes it at each size (Python's max()
+        records the traced size's branch: 0 / 0 = NaN on a 1x1 map). In float32 (HW - 1 exact, as the int's
+        division computes it), v back in x's dtype."""
+        n = torch.ones_like(x[:1, :1], dtype=torch.float32).sum((2, 3), keepdim=True).sub(1).clamp_min(1)
+        return simam_gate(x, self.e_lambda, n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SimAM')

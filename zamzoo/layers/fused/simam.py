@@ -14,9 +14,10 @@ __all__ = ['simam_fused', 'simam_gate']
 
 
 def simam_gate(x: torch.Tensor, e_lambda: float, n: int) -> torch.Tensor:
-    """The plain formula's gate sigmoid((x - mu)^2 / (4 (v + lambda)) + 0.5), v the variance with divisor n."""
+    """The plain formula's gate sigmoid((x - mu)^2 / (4 (v + lambda)) + 0.5), v the variance with divisor n (an int;
+    a float32 tensor where a trace records it: `SimAM._gate_traced`)."""
     d = (x - x.mean((2, 3), keepdim=True)).pow(2)
-    v = d.sum((2, 3), keepdim=True) / n
+    v = (d.sum((2, 3), keepdim=True) / n).to(d.dtype)
     return torch.sigmoid(d / (4.0 * (v + e_lambda)) + 0.5)
 
 
