@@ -61,6 +61,23 @@ def test_a_gradient_of_any_layout_gives_the_formulas_gradients(name, downstream)
         assert torch.equal(fused, reference)
 
 
+@pytest.mark.parametrize('name', FUSED)
+@pytest.mark.parametrize('train', [True, False])
+def test_forward_mode_ad_gives_the_formulas_tangents(name, train):
+    """Dual tensors (torch.autograd.forward_ad): the fused autograd.Functions have no jvp (NotImplementedError) and
+    the inference path would drop the tangent; under a dual level the modules run the formula."""
+    import torch.autograd.forward_ad as fw
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    tangent = torch.randn_like(x)
+    got = []
+    for m in _pair(name):
+        m.train(train)
+        with fw.dual_level():
+            got.append(fw.unpack_dual(m(fw.make_dual(x, tangent))))
+    (y, t), (y_ref, t_ref) = got
+    assert torch.equal(y, y_ref) and t is not None and torch.equal(t, t_ref)
+
+
 @pytest.mark.parametrize('name', ['zam', 'zamr', 'zam_max', 'simam', 'spem', 'nam'])
 def test_gradgradcheck_of_the_fused_paths(name):
     fused, _ = _pair(name, seed=1)

@@ -4,6 +4,7 @@ import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torch.autograd import forward_ad
 
 __all__ = ['IMPLS', 'check_impl', 'runs_eagerly', 'recording_graph', 'exporting_onnx', 'fixed_map_size',
            'submodules_watched', 'require_eager', 'needs_autograd', 'formula_backward', 'hw_stat', 'max_values',
@@ -32,7 +33,8 @@ def check_impl(impl: str, name: str) -> str:
 def runs_eagerly(x) -> bool:
     """Whether x is a real tensor computed op by op, with nothing recording the ops: no torch.jit.trace or
     TorchScript-based ONNX export, no torch.compile / torch.export / dynamo ONNX export (FakeTensors), no torch.fx
-    (Proxies), no functorch transform (vmap, grad).
+    (Proxies), no functorch transform (vmap, grad), no forward-mode AD level open (dual tensors: the fused
+    autograd.Functions have no jvp, and the inference path would drop the tangent).
 
     The fused functions are only correct there: they write through views of a fresh buffer (`out=`, in place, in
     batch chunks), which a recorded graph either drops (the TorchScript-based ONNX exporter returns the unwritten
@@ -43,7 +45,7 @@ def runs_eagerly(x) -> bool:
     # torch._C._is_tracing is torch.jit.is_tracing without its Python overhead (2 us per call); the TorchScript-based
     # ONNX exporter traces, the dynamo one compiles
     return (type(x) in (torch.Tensor, torch.nn.Parameter) and not torch._C._is_tracing()
-            and not torch._C._are_functorch_transforms_active())
+            and not torch._C._are_functorch_transforms_active() and forward_ad._current_level < 0)
 
 
 @torch.jit.unused
