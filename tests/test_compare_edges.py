@@ -14,6 +14,7 @@ from zamzoo.compare.report import CompareSetup, write_report
 from zamzoo.compare.runs import Arms, arm_results, run_outcomes
 from zamzoo.compare.stats import (DIVERGED, FAILED, HARMFUL, MISSING, NO_DIFFERENCE, NO_VERDICT, TIED, ArmResult,
                                   UnfinishedRun, compare_cells)
+from zamzoo.errors import UsageError
 from zamzoo.pairing import SEEDS_NEEDED_CAP, paired_by_seed, paired_test, seeds_needed
 
 SETUP = CompareSetup(name='mymod', module='pkg.mod:MyMod', source_sha256=None, dataset='folder', recipe='finetune',
@@ -103,6 +104,28 @@ def report_of(tmp_path, candidate: str, baselines, outcomes):
     out = tmp_path / 'report'
     write_report(out, SETUP, candidates, arms, contract={})
     return (out / 'report.md').read_text(), strict_json(out / 'report.json')
+
+
+def test_runs_trained_on_other_data_are_not_paired(tmp_path):
+    """Finished runs are reused by their settings, which name the data's path: data changed at that path after the
+    baselines trained gave a report pairing candidate and baseline runs of different data, without a word."""
+    from zamzoo.compare.runs import check_one_data
+    runs = make_runs(tmp_path / 'runs', {('mine', 0): 60.0, ('mine', 1): 61.0, ('plain', 0): 50.0, ('plain', 1): 52.0})
+    for run in runs:
+        run.config.data = 'data/colours'
+        old = run.config.model == 'mobilenet_plain'
+        config = json.loads((run.folder / 'config.json').read_text())
+        config['data_fingerprint'] = {'train': 'sha256 aaa' if old else 'sha256 bbb', 'val': 'sha256 ccc'}
+        (run.folder / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(UsageError, match=r'trained on different data: 2 run\(s\) on .*aaa.* \(e.g. '
+                                         r'mobilenet_plain-folder-finetune-s0\); 2 run\(s\) on .*bbb.*data/colours '
+                                         r'changed after some of them were trained'):
+        check_one_data(sorted(runs, key=lambda r: r.config.model, reverse=True))
+    for run in runs[:2]:  # the candidate's runs made from the baselines' data: one data set again
+        config = json.loads((run.folder / 'config.json').read_text())
+        config['data_fingerprint']['train'] = 'sha256 aaa'
+        (run.folder / 'config.json').write_text(json.dumps(config))
+    check_one_data(runs)
 
 
 def test_a_candidate_that_diverged_on_every_seed_is_harmful_and_reported(tmp_path):

@@ -76,7 +76,7 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     from ..zoo.sweep import runs_to_launch
     from .contract import arm_costs
     from .report import CompareSetup, write_report
-    from .runs import arm_results, report_dir, run_outcomes
+    from .runs import arm_results, check_one_data, check_sources, report_dir, run_outcomes
 
     check_conflicts(runs, states)
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
@@ -88,6 +88,8 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     if not summary['finished']:
         print(f"submitted {summary['launched']} run(s); run this command again once they have ended for the report")
         return 0
+    check_sources(candidate, runs)  # again: a source edited while the runs trained would mix two modules
+    check_one_data(runs)
     results, unfinished = run_outcomes(runs)
     costs = arm_costs(candidate.factory, candidate.name, arms.backbones, arms.baselines, slot=candidate.slot,
                       progress=lambda msg: print(msg, flush=True))

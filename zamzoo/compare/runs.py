@@ -1,6 +1,7 @@
 """The runs of a comparison: the candidate and every baseline on every backbone and seed, planned as zoo runs in
 the comparison's --out. Baseline runs are ordinary zoo run folders there (planned without the candidate's module),
 so a later comparison with the same settings finds them done and trains only its own candidate's runs."""
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,22 @@ def check_sources(candidate: Candidate, runs: Sequence[PlannedRun]):
     for run in runs:
         if run.config.attn is not None:
             check_attention_source(run_status(run.folder).config.get('attention_module'), candidate.record)
+
+
+def check_one_data(runs: Sequence[PlannedRun]):
+    """Refuse, naming the runs, when the runs of the comparison recorded different data (config.json's
+    `data_fingerprint`): the data at --data changed after some of them were trained (finished runs are reused by
+    their settings, which name the data's path, not its content), and a cell would pair runs of different data."""
+    folders: Dict[str, List[str]] = {}
+    for run in runs:
+        recorded = run_status(run.folder).config.get('data_fingerprint')
+        if recorded:
+            folders.setdefault(json.dumps(recorded, sort_keys=True), []).append(run.folder.name)
+    if len(folders) > 1:
+        listed = '; '.join(f'{len(names)} run(s) on {data} (e.g. {names[0]})' for data, names in folders.items())
+        raise UsageError(f'the runs of this comparison were trained on different data: {listed}. The data at '
+                         f'{runs[0].config.data} changed after some of them were trained: compare in another --out '
+                         f'(or move the runs of the other data away)')
 
 
 def run_outcomes(runs: Sequence[PlannedRun]) -> Tuple[Dict[str, dict], Dict[str, UnfinishedRun]]:
