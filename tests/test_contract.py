@@ -67,6 +67,16 @@ class Only64Channels(nn.Module):
         return x * self.conv(x).sigmoid()
 
 
+class IgnoresDevice(Identity):
+    """Takes device and dtype, makes its parameter without them: trains, then `zamzoo export` (meta) fails."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__(channels)
+        self.scale = nn.Parameter(torch.ones(channels, 1, 1))
+
+    def forward(self, x):
+        return x * self.scale
+
+
 class ScaledWhenTraced(Identity):
     """Right in eager mode, wrong under the TorchScript-based ONNX exporter (which traces)."""
     def forward(self, x):
@@ -81,6 +91,8 @@ class ScaledWhenTraced(Identity):
     (Upcasts, 'Upcasts(64) under bf16 autocast on a bfloat16 (2, 64, 8, 8) input: output dtype torch.float32, '
               'expected torch.bfloat16'),
     (NaNGradient, 'NaNGradient(64): the gradient of input has NaN or infinite values'),
+    (IgnoresDevice, "IgnoresDevice(64, device='meta', dtype=torch.float64) made scale on cpu as torch.float32: make "
+                    "every parameter and buffer with the device and dtype given"),
     (Only64Channels, 'mobilenet with Only64Channels fails in a training-mode forward pass (calibrating BatchNorm): '
                      'RuntimeError: Given groups=1, weight of size [64, 64, 1, 1]'),
 ])

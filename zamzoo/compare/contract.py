@@ -245,6 +245,7 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
         module = attn(CHANNELS, **options)
     if not isinstance(module, nn.Module):
         raise ContractError(f'{name} returned {type(module).__name__}, expected a torch.nn.Module')
+    _check_device_and_dtype(attn, options, label)
     module.eval()
     for b, h, w in MODULE_INPUTS:
         x = torch.randn(b, CHANNELS, h, w)
@@ -261,6 +262,18 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
     with _failure(f'{name} fails in a backward pass'):
         module(x).square().mean().backward()
     _finite_gradients(name, [('input', x), *module.named_parameters()])
+
+
+def _check_device_and_dtype(attn, options: Dict[str, Any], label: str) -> None:
+    """timm's blocks pass `device` and `dtype`, and `zamzoo export` builds models on the 'meta' device: every
+    parameter and buffer must be made there, floating-point ones in that dtype."""
+    name = f"{label}({CHANNELS}, device='meta', dtype=torch.float64)"
+    with _failure(f'cannot build {name}'):
+        module = attn(CHANNELS, **options, device='meta', dtype=torch.float64)
+    for key, t in [*module.named_parameters(), *module.named_buffers()]:
+        if t.device.type != 'meta' or (t.is_floating_point() and t.dtype != torch.float64):
+            raise ContractError(f'{name} made {key} on {t.device} as {t.dtype}: make every parameter and buffer with '
+                                f'the device and dtype given (timm passes them; zamzoo export builds on meta)')
 
 
 def _finite_gradients(name: str, tensors: Sequence[Tuple[str, torch.Tensor]]) -> None:
