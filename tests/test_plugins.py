@@ -143,13 +143,15 @@ def test_file_spec_imports_and_registers(tmp_path):
     ('{path}:NoSuchClass', "has no 'NoSuchClass'"),
     ('zamzoo_no_such_package.mod:Class', "cannot import 'zamzoo_no_such_package.mod'"),
     ('{broken}:X', 'importing .*broken.py failed: ZeroDivisionError'),
+    ('{exits}:X', r'importing .*exits.py failed: SystemExit\(3\): it exits when imported'),  # zamzoo exited with 3
 ])
 def test_bad_spec_is_one_clear_error(tmp_path, spec, match):
-    path, broken = tmp_path / 'ok.py', tmp_path / 'broken.py'
+    path, broken, exits = tmp_path / 'ok.py', tmp_path / 'broken.py', tmp_path / 'exits.py'
     path.write_text(MODULE_SOURCE)
     broken.write_text('1 / 0\n')
+    exits.write_text('import sys\nsys.exit(3)\n')
     with pytest.raises(UsageError, match=match):
-        load_attention(spec.format(path=path, broken=broken))
+        load_attention(spec.format(path=path, broken=broken, exits=exits))
 
 
 def test_entry_points_register_on_import_and_a_broken_one_only_warns(tmp_path):
@@ -158,8 +160,9 @@ def test_entry_points_register_on_import_and_a_broken_one_only_warns(tmp_path):
     info = tmp_path / 'plugpkg-0.1.dist-info'
     info.mkdir()
     (info / 'METADATA').write_text('Metadata-Version: 2.1\nName: plugpkg\nVersion: 0.1\n')
+    (tmp_path / 'plugexit.py').write_text('import sys\nsys.exit(3)\n')  # `import zamzoo` exited with 3
     (info / 'entry_points.txt').write_text(
-        '[zamzoo.attention]\nepzero = plugpkg:Zeroing\nepbroken = plugpkg:NoSuchClass\n')
+        '[zamzoo.attention]\nepzero = plugpkg:Zeroing\nepbroken = plugpkg:NoSuchClass\nepexit = plugexit:X\n')
     code = ('import logging; logging.basicConfig()\n'
             'import timm, torch, zamzoo\n'
             'm = timm.create_model("resnet18_epzero", num_classes=4)\n'
@@ -169,6 +172,7 @@ def test_entry_points_register_on_import_and_a_broken_one_only_warns(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split('\n')[:2] == ['torch.Size([1, 4]) False', 'plugpkg:Zeroing']
     assert 'WARNING:zamzoo' in r.stderr and 'epbroken' in r.stderr and 'plugpkg:NoSuchClass' in r.stderr
+    assert "epexit = 'plugexit:X'" in r.stderr and 'SystemExit(3): it exits when imported' in r.stderr
 
 
 def test_run_records_its_module_and_resume_refuses_an_edited_source(tmp_path, capsys):

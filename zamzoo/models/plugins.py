@@ -98,11 +98,23 @@ def import_spec(spec: str) -> Tuple[Callable[..., Any], str]:
     return obj, spec
 
 
+# what importing a user's module may raise: any exception, or SystemExit from code that runs at import
+# (argparse's parse_args, sys.exit), which would otherwise end zamzoo itself
+_IMPORT_FAILURES = (Exception, SystemExit)
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return (f'SystemExit({e.code!r}): it exits when imported (argparse or sys.exit at module level? guard that '
+                f"code with if __name__ == '__main__')")
+    return f'{type(e).__name__}: {e}'
+
+
 def _import_module(module_name: str):
     try:
         return importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(f"attention module: cannot import '{module_name}' ({e})") from e
+    except _IMPORT_FAILURES as e:
+        raise UsageError(f"attention module: cannot import '{module_name}' ({_why(e)})") from e
 
 
 def _import_file(path: Path):
@@ -123,9 +135,9 @@ def _import_file(path: Path):
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as e:
+    except _IMPORT_FAILURES as e:
         del sys.modules[module_name]
-        raise UsageError(f'attention module: importing {path} failed: {type(e).__name__}: {e}') from e
+        raise UsageError(f'attention module: importing {path} failed: {_why(e)}') from e
     return module
 
 
@@ -180,10 +192,10 @@ def load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             _register(ep.name, ep.load(), {}, ep.value)
-        except Exception as e:  # a broken plugin must not break `import zamzoo`
-            _FAILED_ENTRY_POINTS[ep.name] = f'{ep.value}: {type(e).__name__}: {e}'
-            log.warning('zamzoo: attention entry point %s = %r (group %s) is not registered: %s: %s',
-                        ep.name, ep.value, ENTRY_POINT_GROUP, type(e).__name__, e)
+        except _IMPORT_FAILURES as e:  # a broken plugin must not break `import zamzoo`
+            _FAILED_ENTRY_POINTS[ep.name] = f'{ep.value}: {_why(e)}'
+            log.warning('zamzoo: attention entry point %s = %r (group %s) is not registered: %s',
+                        ep.name, ep.value, ENTRY_POINT_GROUP, _why(e))
 
 
 def attention_record(model_name: str) -> Optional[Dict[str, Optional[str]]]:
