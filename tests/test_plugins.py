@@ -154,6 +154,23 @@ def test_bad_spec_is_one_clear_error(tmp_path, spec, match):
         load_attention(spec.format(path=path, broken=broken, exits=exits))
 
 
+def test_a_module_path_edited_after_its_import_is_refused_not_recorded_as_new(tmp_path, monkeypatch):
+    """Python keeps a module it imported: re-registering an edited 'pkg.module:Class' got the old class, recorded
+    with the edited file's sha256."""
+    import sys
+    (tmp_path / 'zamzoo_editmod.py').write_text(MODULE_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, 'zamzoo_editmod', raising=False)
+    first = load_attention('zamzoo_editmod:Zeroing', name='plug_edit')
+    unregister_attention('plug_edit')
+    (tmp_path / 'zamzoo_editmod.py').write_text(MODULE_SOURCE + '# edited\n')
+    with pytest.raises(UsageError, match=r"'zamzoo_editmod': .*zamzoo_editmod.py changed since this process imported "
+                                         r'it, .* start a new process'):
+        load_attention('zamzoo_editmod:Zeroing', name='plug_edit')
+    assert first.sha256 == hashlib.sha256(MODULE_SOURCE.encode()).hexdigest()
+    monkeypatch.delitem(sys.modules, 'zamzoo_editmod')
+
+
 def test_entry_points_register_on_import_and_a_broken_one_only_warns(tmp_path):
     (tmp_path / 'plugpkg').mkdir()
     (tmp_path / 'plugpkg' / '__init__.py').write_text(MODULE_SOURCE)

@@ -111,10 +111,19 @@ def _why(e: BaseException) -> str:
 
 
 def _import_module(module_name: str):
+    """The module, imported once per process as Python does; UsageError when its file changed since zamzoo first
+    asked for it here (Python keeps the old code, and a run would record the new file's sha256 with it)."""
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except _IMPORT_FAILURES as e:
         raise UsageError(f"attention module: cannot import '{module_name}' ({_why(e)})") from e
+    source = getattr(module, '__file__', None)
+    if source and Path(source).is_file():
+        sha256 = sha256_file(source)
+        if vars(module).setdefault('__zamzoo_sha256__', sha256) != sha256:
+            raise UsageError(f"attention module '{module_name}': {source} changed since this process imported it, "
+                             f'and Python keeps the code it imported: start a new process to use the edited module')
+    return module
 
 
 def _import_file(path: Path):
