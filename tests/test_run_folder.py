@@ -1,8 +1,10 @@
 """The run-folder lock: one writer at a time, released by the kernel however its holder dies."""
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -62,6 +64,18 @@ def test_asking_who_holds_does_not_release(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_readers_probe_does_not_turn_a_writer_away(tmp_path):
+    """`zoo status` probes each run folder's lock with a shared flock (`lock_holder`): a trainer starting during the
+    probe was refused as if another process trained the run, and nobody trained it."""
+    with lock_run_folder(tmp_path):  # the lock file exists, as in a folder status reads
+        pass
+    probe = os.open(tmp_path / LOCK_FILE, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    threading.Timer(0.2, os.close, [probe]).start()  # a probe longer than status's own, then gone
+    with lock_run_folder(tmp_path):
+        assert lock_holder(tmp_path)['pid'] == os.getpid()
 
 
 def test_folder_the_lock_created_goes_when_nothing_was_written(tmp_path):

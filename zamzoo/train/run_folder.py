@@ -69,6 +69,21 @@ def remove_stale_temps(folder) -> list:
     return removed
 
 
+def _lock_exclusively(fd: int, folder: Path, patience_s: float = 2.0) -> None:
+    """flock(fd, LOCK_EX) without blocking; RunFolderBusy when another process holds it exclusively. A reader's
+    shared probe (`lock_holder`: `zoo status` asks each run folder) is waited out: it lasts microseconds, and
+    failing on it left a run untrained ("running elsewhere") while nobody ran it."""
+    deadline = time.monotonic() + patience_s
+    while not _try_flock(fd, fcntl.LOCK_EX):
+        holder = lock_holder(folder)
+        if holder is not None or time.monotonic() > deadline:
+            holder = holder or {}
+            who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+            raise RunFolderBusy(f'{folder} is being written by another process ({who}); wait for it to finish, '
+                                f'or choose another --out')
+        time.sleep(0.005)
+
+
 @contextlib.contextmanager
 def lock_run_folder(folder):
     """Hold an exclusive lock on `folder` for the block; RunFolderBusy if another process holds it.
@@ -82,11 +97,7 @@ def lock_run_folder(folder):
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     locked = False
     try:
-        if not _try_flock(fd, fcntl.LOCK_EX):
-            holder = lock_holder(folder) or {}
-            who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
-            raise RunFolderBusy(f'{folder} is being written by another process ({who}); wait for it to finish, '
-                                f'or choose another --out')
+        _lock_exclusively(fd, folder)
         record = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
