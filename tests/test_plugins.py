@@ -229,6 +229,17 @@ def test_zoo_worker_imports_the_module_from_the_config(tmp_path, monkeypatch):
     assert r.returncode == 0 and f'{out}: trained' in r.stdout, r.stderr
     assert json.loads((out / 'config.json').read_text())['attention_module']['source'] == str(module)
 
+    # the plan of a later `zoo run` with the module edited: the finished run is another module's, not done
+    from zamzoo.zoo.plan import PlannedRun, settings_conflict
+    old = load_attention(f'{module}:Zeroing', name='wzero').sha256
+    run = PlannedRun(config.validate(), recipe='zam', epochs=1)
+    assert settings_conflict(run, 'finished') is None
+    unregister_attention('wzero')
+    module.write_text(MODULE_SOURCE + '# edited\n')
+    new = load_attention(f'{module}:Zeroing', name='wzero').sha256
+    assert (f"finished with attention module='sha256 {old[:12]} of /" in settings_conflict(run, 'finished')
+            and f"the plan has attention module='sha256 {new[:12]}'" in settings_conflict(run, 'finished'))
+
 
 def test_generated_prose_follows_the_table_and_leaves_plugins_out(monkeypatch):
     from zamzoo.bench.tables import citations_bibtex, citations_list, zoo_summary

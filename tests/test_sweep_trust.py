@@ -74,6 +74,26 @@ def test_zoo_run_refuses_a_finished_run_with_other_settings(mixed_sweep, tiny_ci
     assert 'skip (done)' in capsys.readouterr().out
 
 
+def test_zoo_run_refuses_a_finished_run_of_data_replaced_at_its_path(tmp_path, capsys):
+    """A plan names its data by path: a finished run was counted done (skipped) after its data was replaced there,
+    and its results mixed with runs of the new data. The finished run's recorded fingerprint is checked now."""
+    import pickle
+
+    from conftest import write_tiny_cifar
+    data, out = write_tiny_cifar(tmp_path / 'data'), tmp_path / 'sweep'
+    args = _zoo_run(data, out, '--seeds', '0', '--epochs', '1')
+    assert main(args) == 0
+    assert main(args) == 0 and '0 to train, 1 skipped' in capsys.readouterr().out  # the same data: done
+    batch = data / 'cifar-10-batches-py' / 'data_batch_1'
+    content = pickle.loads(batch.read_bytes())
+    content['data'][0, 0] ^= 1  # one pixel of one image
+    batch.write_bytes(pickle.dumps(content, protocol=2))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f'seed 0 of {TINY}-cifar10: {data} is not the data the run in' in err and 'its train split is' in err
+    assert 'another --out' in err
+
+
 def test_zoo_export_refuses_to_average_runs_with_other_settings(mixed_sweep, tmp_path, capsys):
     staging = tmp_path / 'staging'
     assert main(['zoo', 'export', '--out', str(mixed_sweep), '--min-seeds', '2', '--staging', str(staging)]) == 1

@@ -1,14 +1,17 @@
 """A sweep's plan: every (model, dataset, seed) as the `zamzoo train` run it is, in its own run folder
 `<out>/<model>-<dataset>-<recipe>-s<seed>`, and what this invocation does with it given its folder's state."""
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from ..data import check_same_data, open_data
 from ..dataset_table import DATASETS
-from ..errors import UsageError
+from ..errors import DataError, UsageError
+from ..models.plugins import attention_record
 from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..train.build import recipe_record
-from ..train.run_folder import identity_changes, run_status, short_value
+from ..train.run_folder import identity_changes, read_split, run_status, short_value
 from .state import run_state
 
 TRAIN_IMAGES = {d.name: d.train_images for d in DATASETS.values() if d.train_images}  # images per epoch
@@ -58,6 +61,10 @@ def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
     if not recorded:
         return None  # absent or corrupt: the state says so
     changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'))
+    module, current = recorded.get('attention_module'), attention_record(run.config.model)
+    if module and current and module.get('sha256') != current.get('sha256'):
+        changes.append(('attention module', f"sha256 {str(module.get('sha256'))[:12]} of {module.get('source')}",
+                        f"sha256 {str(current.get('sha256'))[:12]}"))
     if not changes:
         return None
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
@@ -132,12 +139,38 @@ def describe_action(state: dict, retry_failed: bool) -> str:
 
 
 def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
-    """Each run's state (run_state's) and `conflict`: identity_conflict's message, or None."""
-    states = {}
+    """Each run's state (run_state's) and `conflict`: identity_conflict's or data_conflict's message, or None."""
+    states, opened = {}, {}
     for run in runs:
         state = run_state(run.folder, run.epochs)
-        states[run.name] = dict(state, conflict=identity_conflict(run, state))
+        conflict = identity_conflict(run, state)
+        if conflict is None and state['state'] != 'running' and (run.folder / RESULTS_FILE).is_file():
+            conflict = data_conflict(run, opened)
+        states[run.name] = dict(state, conflict=conflict)
     return states
+
+
+def data_conflict(run: PlannedRun, opened: dict) -> Optional[str]:
+    """Why the finished run in `run`'s folder was trained on other data than the data at its --data now (config.json's
+    `data_fingerprint` against the data opened as the run opens it, each source once through `opened`): a plan names
+    its data by path, and data replaced at that path is other data. None when they agree, when the run recorded no
+    fingerprint, or when the data cannot be opened now (a finished run does not need it)."""
+    recorded = run_status(run.folder).config.get('data_fingerprint')
+    if not recorded:
+        return None
+    source = dataclasses.replace(run.config.source(read_split(run.folder)), download=False)
+    key = repr(source)
+    if key not in opened:
+        try:
+            opened[key] = open_data(source).fingerprint
+        except DataError:
+            opened[key] = None
+    try:
+        if opened[key] is not None:
+            check_same_data(recorded, opened[key], run.config.data, run.folder)
+    except DataError as e:
+        return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {e}'
+    return None
 
 
 def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second,
