@@ -317,7 +317,8 @@ def _export(args) -> int:
                      bench_results=args.bench_results)
     for g in r['exported']:
         top1 = g['top1'] or {}
-        line = (f"exported {g['model']}.{g['tag']} (seeds {' '.join(map(str, g['seeds']))}): top-1 "
+        left_out = ''.join(f"; seed {r['seed']} left out: {r['state']}" for r in g['left_out'])
+        line = (f"exported {g['model']}.{g['tag']} (seeds {' '.join(map(str, g['seeds']))}{left_out}): top-1 "
                 f"{_fmt(top1.get('mean'), '.2f')} +- {_fmt(top1.get('std'), '.2f')} -> {g['folder']}")
         if 'pushed' in g:
             line += f" (pushed to {g['pushed']['repo_id']}@{g['pushed']['hub_commit'][:12]})"

@@ -53,7 +53,8 @@ def check_destinations(staging, push: bool, manifest, datasets) -> None:
 
 def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool = False, manifest=None,
                  readme=None, model_card=None, bench_results=None) -> dict:
-    """Export (and push) each group with at least `min_seeds` done runs; {'exported', 'too_few', 'errors',
+    """Export (and push) each group with at least `min_seeds` done runs (each group's `left_out`: the seeds of its
+    other runs and their state); {'exported', 'too_few', 'errors',
     'tables', 'tables_skipped', 'tables_error'}: the groups exported (folder, seeds, top-1 mean/std, pushed record),
     those listed only, those whose export or push raised (the others go on), the table files that changed, why the
     tables were not regenerated, and why their update failed (None when it did not). An exported group's 'tag' is
@@ -66,7 +67,8 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     exported, too_few, errors = [], [], []
     for (model, dataset), runs in groups.items():
         done = [r for r in runs if r['state'] == 'done']
-        group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in done], 'runs': len(runs)}
+        group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in done], 'runs': len(runs),
+                 'left_out': [{'seed': r['seed'], 'state': r['state']} for r in runs if r['state'] != 'done']}
         if len(done) < min_seeds:
             too_few.append(group)
             continue
