@@ -82,6 +82,10 @@ def test_weights_of_another_size_than_recorded_are_corrupt(sweep):
 
 
 def test_a_completed_run_without_metrics_is_corrupt_not_done_at_epoch_0(sweep, tiny_cifar, capsys):
+    (sweep / RUN / 'metrics.jsonl').write_text('')  # emptied: was 'done' at epoch 0
+    status = run_status(sweep / RUN)
+    assert status.state == 'failed' and status.error == (f"corrupt: {sweep / RUN / 'metrics.jsonl'} has 0 epoch(s), "
+                                                          f"results.json records 1")
     (sweep / RUN / 'metrics.jsonl').unlink()
     status = run_status(sweep / RUN)
     assert status.state == 'failed' and 'metrics.jsonl' in status.error and status.error.startswith('corrupt: ')

@@ -271,7 +271,7 @@ def run_status(folder) -> RunStatus:
     elif problems:
         state, error = 'failed', problems[0]
     elif results and completed:
-        error = _completed_run_problem(folder, results)
+        error = _completed_run_problem(folder, results, history)
         state = 'failed' if error else 'done'
     elif failure or results:
         state = 'failed'
@@ -283,14 +283,18 @@ def run_status(folder) -> RunStatus:
     return RunStatus(state, error, config, results, history, error_type)
 
 
-def _completed_run_problem(folder: Path, results: dict) -> Optional[str]:
-    """'corrupt: ...' when a run results.json records as completed lacks a file, or its model.safetensors is not
-    the one the run wrote (another size) or not readable (its header: a cheap check, no tensor is read)."""
+def _completed_run_problem(folder: Path, results: dict, history: list) -> Optional[str]:
+    """'corrupt: ...' when a run results.json records as completed lacks a file, has fewer or more epochs in its
+    metrics.jsonl than results.json records, or its model.safetensors is not the one the run wrote (another size) or
+    not readable (its header: a cheap check, no tensor is read)."""
     from safetensors import safe_open
 
     missing = [name for name in COMPLETE_RUN_FILES if not (folder / name).is_file()]
     if missing:
         return f'corrupt: {" and ".join(missing)} missing from {folder}, whose {RESULTS_FILE} records a completed run'
+    epochs = results.get('epochs')
+    if isinstance(epochs, int) and len(history) != epochs:
+        return f'corrupt: {folder / METRICS_FILE} has {len(history)} epoch(s), {RESULTS_FILE} records {epochs}'
     weights, size = folder / WEIGHTS_FILE, results.get(WEIGHTS_SIZE_KEY)
     if size is not None and weights.stat().st_size != size:
         return f'corrupt: {weights} has {weights.stat().st_size} bytes, {RESULTS_FILE} records {size}'
