@@ -200,6 +200,25 @@ def test_a_run_another_invocation_trained_is_not_counted(mixed_sweep, tiny_cifar
     assert summarize(runs, runs, before, final, 1.0)['train_images'] == 0
 
 
+def test_a_failing_squeue_is_not_taken_for_an_empty_queue(tiny_cifar, tmp_path, monkeypatch):
+    """Runs an earlier submission queued are not submitted again; when squeue fails, which they are is unknown: it
+    was read as "none", and every held run was queued a second time."""
+    import subprocess
+
+    from zamzoo.zoo import slurm
+    from zamzoo.zoo.state import JOBS_FILE, update_record
+    runs = plan_sweep([TINY], ['cifar10'], [0, 1], tiny_cifar, tmp_path, epochs=1)
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
+    answer = subprocess.CompletedProcess(['squeue'], 0, stdout='41_0\n41_1\n', stderr='')
+    monkeypatch.setattr(slurm.subprocess, 'run', lambda *a, **k: answer)
+    assert slurm.still_queued(tmp_path, runs) == set()  # nothing submitted yet
+    update_record(tmp_path, JOBS_FILE, {runs[0].name: '41_0', runs[1].name: '40_1'})
+    assert slurm.still_queued(tmp_path, runs) == {runs[0].name}
+    answer = subprocess.CompletedProcess(['squeue'], 1, stdout='', stderr='slurm_load_jobs error: timeout')
+    with pytest.raises(ZamzooError, match='squeue failed, so the runs an earlier submission queued cannot be told'):
+        slurm.still_queued(tmp_path, runs)
+
+
 def test_sbatch_gres_refusal_says_how_to_run_on_cpus(tiny_cifar, tmp_path, monkeypatch):
     pytest.importorskip('submitit')
     from submitit.core.utils import FailedJobError

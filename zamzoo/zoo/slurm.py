@@ -52,7 +52,12 @@ def still_queued(out, runs: Sequence[PlannedRun]) -> set:
     would only queue a task that finds the run taken."""
     require_slurm()
     jobs = read_record(out, JOBS_FILE)[0]
-    held = _queued_job_ids() or set()
+    if not any(run.name in jobs for run in runs):
+        return set()  # nothing submitted before: nothing to ask SLURM
+    held = _queued_job_ids()
+    if held is None:  # no answer is not "nothing queued": a second submission would queue every held run again
+        raise ZamzooError('squeue failed, so the runs an earlier submission queued cannot be told apart: nothing '
+                          'submitted; run this command again once the SLURM controller answers (squeue --me)')
     return {run.name for run in runs if jobs.get(run.name) in held}
 
 
