@@ -219,6 +219,32 @@ def test_a_failing_squeue_is_not_taken_for_an_empty_queue(tiny_cifar, tmp_path, 
         slurm.still_queued(tmp_path, runs)
 
 
+def test_wait_waits_for_the_runs_an_earlier_submission_left_in_the_queue(tiny_cifar, tmp_path, monkeypatch):
+    """`zoo run --wait` waited only for what it submitted itself: with every run queued or running from an earlier
+    submission it returned at once, exit 0 (and `zoo run --wait && zoo export` exported too early). SLURM played by
+    its three calls; the handles of the held jobs are submitit's own, at the paths of the original submission."""
+    pytest.importorskip('submitit')
+    from zamzoo.zoo import slurm
+    from zamzoo.zoo.state import JOBS_FILE, update_record
+    from zamzoo.zoo.sweep import run_sweep
+    runs = plan_sweep([TINY], ['cifar10'], [0, 1], tiny_cifar, tmp_path, epochs=1)
+    update_record(tmp_path, JOBS_FILE, {runs[0].name: '41_0', runs[1].name: '41_1'})
+    waited = []
+
+    def wait_slurm(jobs, waited_runs, on_event):
+        waited.append(([job.job_id for job in jobs], [run.name for run in waited_runs]))
+        return {run.name: {'state': 'done', 'skipped': None, 'images_per_s': 1.0} for run in waited_runs}
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: {'41_0'})   # seed 0 still held, seed 1's job ended
+    monkeypatch.setattr(slurm, 'submit_slurm', lambda launch, *a, **k: [type('Job', (), {'job_id': '42_0'})()])
+    monkeypatch.setattr(slurm, 'wait_slurm', wait_slurm)
+    summary = run_sweep(runs, tmp_path, executor='slurm', wait=True)
+    assert waited == [(['42_0', '41_0'], [runs[1].name, runs[0].name])]  # its own job, then the held one
+    assert summary['finished'] and summary['ended']['done'] == summary['launched'] == 2
+    [held] = slurm.held_jobs(tmp_path, runs[:1])
+    assert held.paths.result_pickle == tmp_path / '_zoo' / 'slurm' / '41_0' / '41_0_0_result.pkl'
+
+
 def test_sbatch_gres_refusal_says_how_to_run_on_cpus(tiny_cifar, tmp_path, monkeypatch):
     pytest.importorskip('submitit')
     from submitit.core.utils import FailedJobError

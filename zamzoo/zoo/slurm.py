@@ -61,6 +61,12 @@ def still_queued(out, runs: Sequence[PlannedRun]) -> set:
     return {run.name for run in runs if jobs.get(run.name) in held}
 
 
+def held_jobs(out, runs: Sequence[PlannedRun]) -> list:
+    """submitit's handles of the jobs an earlier submission recorded for `runs` (jobs.json), to wait for them."""
+    jobs = read_record(out, JOBS_FILE)[0]
+    return [submitit.SlurmJob(folder=sweep_dir(out) / 'slurm' / '%j', job_id=jobs[run.name]) for run in runs]
+
+
 def _queued_job_ids() -> Optional[set]:
     """The ids of this user's jobs SLURM holds (pending, running, completing), array tasks one by one; None when
     squeue fails (a busy or unreachable controller says nothing about the jobs)."""

@@ -27,7 +27,9 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
     """Train what `runs` still need with `executor`; returns the summary (also written to _zoo/last-run.json).
 
     local trains and returns when every run has ended (with `mps`, its runs as clients of an MPS daemon); slurm
-    submits one job array and returns, or with `wait` returns when every job has ended. on_event(kind, run, detail): 'start', 'submitted' and 'end' (final state)."""
+    submits one job array and returns, or with `wait` returns when every job has ended, those an earlier submission
+    left in the queue (pending or running) included. on_event(kind, run, detail): 'start', 'submitted' and 'end'
+    (final state)."""
     if executor not in EXECUTORS:
         raise ZamzooError(f"executor: unknown '{executor}'; expected one of {list(EXECUTORS)}")
     states = plan_states(runs)
@@ -38,24 +40,27 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry
         require_slurm()
     update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
     queued = set()
-    if executor == 'slurm' and launch:
+    if executor == 'slurm' and (launch or wait):
         from .slurm import still_queued
-        queued = still_queued(out, launch)
+        queued = still_queued(out, runs if wait else launch)
         launch = [run for run in launch if run.name not in queued]
+    # with wait, the runs whose job an earlier submission left in SLURM's queue (pending or running) are waited for
+    held = [run for run in runs if run.name in queued] if wait else []
     t0 = time.perf_counter()
     final = {}
     if executor == 'local' and launch:
         from .local import run_local
         final = run_local(launch, out, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu, device=device,
                           mps=mps, on_event=on_event)
-    elif launch:
-        from .slurm import submit_slurm, wait_slurm
-        jobs = submit_slurm(launch, out, gpus_per_run=gpus_per_run, device=device, **(slurm_options or {}))
+    elif launch or held:
+        from .slurm import held_jobs, submit_slurm, wait_slurm
+        jobs = submit_slurm(launch, out, gpus_per_run=gpus_per_run, device=device, **(slurm_options or {})) \
+            if launch else []
         for run, job in zip(launch, jobs):
             on_event('submitted', run, job.job_id)
         if wait:
-            final = wait_slurm(jobs, launch, on_event)
-    summary = summarize(runs, launch, states, final, time.perf_counter() - t0)
+            final = wait_slurm(jobs + held_jobs(out, held), launch + held, on_event)
+    summary = summarize(runs, launch + held, states, final, time.perf_counter() - t0)
     summary['skipped']['queued'] = len(queued)
     summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
                    mps=mps and executor == 'local' and bool(launch),
