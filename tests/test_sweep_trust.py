@@ -245,6 +245,38 @@ def test_wait_waits_for_the_runs_an_earlier_submission_left_in_the_queue(tiny_ci
     assert held.paths.result_pickle == tmp_path / '_zoo' / 'slurm' / '41_0' / '41_0_0_result.pkl'
 
 
+def test_a_sweep_larger_than_the_clusters_max_array_size_goes_in_several_arrays(tiny_cifar, tmp_path, monkeypatch):
+    """One array for the whole sweep: above MaxArraySize (SLURM's default 1001; 78 models x 2 data sets x 7 seeds
+    is more) sbatch refused it ("Invalid job array specification")."""
+    import subprocess
+    pytest.importorskip('submitit')
+    from zamzoo.zoo import slurm
+    from zamzoo.zoo.state import JOBS_FILE, read_record
+
+    config = subprocess.CompletedProcess(['scontrol'], 0, stdout='MaxArraySize            = 3\nMaxJobCount = 10000\n')
+    monkeypatch.setattr(slurm.subprocess, 'run', lambda *a, **k: config)
+    assert slurm._max_array_size() == 3
+    arrays = []
+
+    class Executor:
+        def __init__(self, **kwargs):
+            pass
+
+        def update_parameters(self, **params):
+            pass
+
+        def map_array(self, fn, configs):
+            arrays.append(len(configs))
+            return [type('Job', (), {'job_id': f'{len(arrays)}_{i}'})() for i in range(len(configs))]
+
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(slurm.submitit, 'AutoExecutor', Executor)
+    runs = plan_sweep([TINY], ['cifar10'], [0, 1, 2, 3], tiny_cifar, tmp_path, epochs=1)
+    jobs = slurm.submit_slurm(runs, tmp_path, device='cpu')
+    assert arrays == [3, 1] and [job.job_id for job in jobs] == ['1_0', '1_1', '1_2', '2_0']
+    assert read_record(tmp_path, JOBS_FILE)[0] == {run.name: job.job_id for run, job in zip(runs, jobs)}
+
+
 def test_sbatch_gres_refusal_says_how_to_run_on_cpus(tiny_cifar, tmp_path, monkeypatch):
     pytest.importorskip('submitit')
     from submitit.core.utils import FailedJobError

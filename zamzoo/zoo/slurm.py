@@ -2,6 +2,7 @@
 GPU) per run joined by torch.distributed from submitit's JobEnvironment (the variables torchrun would set), and
 requeue on timeout or pre-emption through submitit's checkpoint(): the requeued task resumes the run from its own
 checkpoint (train() writes one every epoch). submitit's job folders and logs: `<out>/_zoo/slurm/<job id>_*`."""
+import re
 import shutil
 import subprocess
 import time
@@ -76,7 +77,8 @@ def _queued_job_ids() -> Optional[set]:
 
 def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, device: Optional[str] = None,
                  partition: Optional[str] = None, timeout_min: int = 1440, array_parallelism: int = 256) -> list:
-    """Submit `runs` as one job array; returns submitit's jobs (in the order of `runs`), job ids recorded."""
+    """Submit `runs` as one job array (several, of at most the cluster's MaxArraySize tasks each, for a larger sweep);
+    returns submitit's jobs (in the order of `runs`), job ids recorded."""
     require_slurm()
     executor = submitit.AutoExecutor(folder=sweep_dir(out) / 'slurm' / '%j', cluster='slurm',
                                      slurm_max_num_timeout=MAX_REQUEUES)
@@ -87,13 +89,23 @@ def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, devi
     if partition:
         params['slurm_partition'] = partition
     executor.update_parameters(**params)
+    size = _max_array_size() or len(runs)  # SLURM refuses an array with more tasks than its MaxArraySize
     try:
-        jobs = executor.map_array(SweepTask(), [run.config for run in runs])
+        jobs = [job for start in range(0, len(runs), size)
+                for job in executor.map_array(SweepTask(), [run.config for run in runs[start:start + size]])]
     except FailedJobError as e:  # sbatch's own message: an unknown partition, a time limit above the maximum...
         message = '; '.join(line.strip() for line in str(e).splitlines() if line.strip()) or 'no message'
         raise ZamzooError(f'sbatch refused the job array: {message}{_gres_hint(message, device)}') from e
     update_record(out, JOBS_FILE, {run.name: job.job_id for run, job in zip(runs, jobs)})
     return jobs
+
+
+def _max_array_size() -> Optional[int]:
+    """The cluster's MaxArraySize (an array's task indices stay below it; SLURM's default 1001), None when scontrol
+    does not say."""
+    r = subprocess.run(['scontrol', 'show', 'config'], capture_output=True, text=True)
+    found = re.search(r'^MaxArraySize\s*=\s*(\d+)', r.stdout, re.MULTILINE) if r.returncode == 0 else None
+    return int(found.group(1)) or None if found else None
 
 
 def _gres_hint(message: str, device: Optional[str]) -> str:
