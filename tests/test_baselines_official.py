@@ -129,7 +129,8 @@ def test_bam_models_start_as_the_official_init(backbone):
                 fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
                 scaled.append(m.weight.detach().flatten() / (2 / fan_out) ** 0.5)
         for bn in (bam.bn1, *(m for m in bam.spatial if isinstance(m, nn.BatchNorm2d))):
-            assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+            assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+            assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
     scaled = torch.cat(scaled)
     assert scaled.numel() > 1000 and abs(scaled.std().item() - 1) < 0.1 and abs(scaled.mean().item()) < 0.1
 

@@ -73,7 +73,8 @@ class BAM(nn.Module):
     def init_weights(self) -> None:
         """The official code's init (Jongchan/attention-module MODELS/model_resnet.py, ResidualNet.__init__: its loop
         over the state_dict keys reaches the BAMs too): every bias 0, the spatial branch's convs kaiming normal
-        (fan_out); the linears keep PyTorch's default, the BNs weight 1 and bias 0 (the loop's values and the default)."""
+        (fan_out); the linears keep PyTorch's default, the BNs weight 1 and bias 0 (the loop's values, the
+        default)."""
         for m in (self.fc1, self.fc2, *self.spatial):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out')
