@@ -78,16 +78,21 @@ def test_zoo_run_refuses_a_finished_run_with_other_settings(mixed_sweep, tiny_ci
     assert 'skip (done)' in capsys.readouterr().out
 
 
-def test_zoo_run_refuses_a_finished_run_of_data_replaced_at_its_path(tmp_path, capsys):
+def test_zoo_run_refuses_a_finished_run_of_data_replaced_at_its_path(tmp_path, capsys, monkeypatch):
     """A plan names its data by path: a finished run was counted done (skipped) after its data was replaced there,
     and its results mixed with runs of the new data. The finished run's recorded fingerprint is checked now."""
     import pickle
 
     from conftest import write_tiny_cifar
+    from zamzoo.data import open_data
+    from zamzoo.zoo import plan
     data, out = write_tiny_cifar(tmp_path / 'data'), tmp_path / 'sweep'
     args = _zoo_run(data, out, '--seeds', '0', '--epochs', '1')
     assert main(args) == 0
+    opened = []
+    monkeypatch.setattr(plan, 'open_data', lambda source: opened.append(source) or open_data(source))
     assert main(args) == 0 and '0 to train, 1 skipped' in capsys.readouterr().out  # the same data: done
+    assert len(opened) == 1  # once per invocation (the command's plan goes to run_sweep: not opened again there)
     batch = data / 'cifar-10-batches-py' / 'data_batch_1'
     content = pickle.loads(batch.read_bytes())
     content['data'][0, 0] ^= 1  # one pixel of one image

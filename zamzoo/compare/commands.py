@@ -84,7 +84,7 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     print(f"{len(runs)} run(s) in {args.out}: {len(launch_runs)} to train, {kept.pop('done', 0)} reused"
           + (f", {kept.pop('failed')} failed earlier (not run again without --retry-failed)" if 'failed' in kept else '')
           + ''.join(f', {n} {state}' for state, n in sorted(kept.items())))
-    summary = launch(runs, launch_runs, args)
+    summary = launch(runs, launch_runs, args, states)
     if not summary['finished']:
         print(f"submitted {summary['launched']} run(s); run this command again once they have ended for the report")
         return 0

@@ -221,7 +221,7 @@ def _run(args) -> int:
         _print_cost(launch_runs, states, args)
         check_conflicts(runs, states)
         return 0
-    summary = launch(runs, launch_runs, args)
+    summary = launch(runs, launch_runs, args, states)
     return _print_summary(summary, args, sweep_dir(args.out) / LAST_RUN_FILE)
 
 
@@ -236,9 +236,9 @@ def check_executor_arguments(args):
             raise UsageError(MPS_NEEDS_A_GPU)
 
 
-def launch(runs, launch_runs, args) -> dict:
-    """Train `launch_runs` (those of `runs` that need it) with the executor flags of `add_executor_arguments`;
-    run_sweep's summary."""
+def launch(runs, launch_runs, args, states: dict) -> dict:
+    """Train `launch_runs` (those of `runs` that need it, by `states`: plan_states') with the executor flags of
+    `add_executor_arguments`; run_sweep's summary."""
     from .sweep import run_sweep
 
     runs_per_gpu = args.runs_per_gpu
@@ -247,7 +247,7 @@ def launch(runs, launch_runs, args) -> dict:
         runs_per_gpu = (auto_runs_per_gpu(launch_runs[0], args.device, args.gpus_per_run, args.mps)
                         if launch_runs else 1)
         print(f'--runs-per-gpu auto: {runs_per_gpu}')
-    return run_sweep(runs, args.out, executor=args.executor, retry_failed=args.retry_failed,
+    return run_sweep(runs, args.out, states=states, executor=args.executor, retry_failed=args.retry_failed,
                      gpus_per_run=args.gpus_per_run, runs_per_gpu=runs_per_gpu, device=args.device,
                      mps=args.mps, wait=args.wait, on_event=print_event,
                      slurm_options=dict(partition=args.slurm_partition, timeout_min=args.timeout_min,

@@ -21,18 +21,20 @@ def runs_to_launch(runs: Sequence[PlannedRun], states: dict, retry_failed: bool)
     return [run for run in runs if action(states[run.name], retry_failed)]
 
 
-def run_sweep(runs: Sequence[PlannedRun], out, *, executor: str = 'local', retry_failed: bool = False,
-              gpus_per_run: int = 1, runs_per_gpu: int = 1, device: Optional[str] = None, mps: bool = False,
-              wait: bool = False, slurm_options: Optional[dict] = None, on_event: Callable = lambda *a: None) -> dict:
+def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None, executor: str = 'local',
+              retry_failed: bool = False, gpus_per_run: int = 1, runs_per_gpu: int = 1, device: Optional[str] = None,
+              mps: bool = False, wait: bool = False, slurm_options: Optional[dict] = None,
+              on_event: Callable = lambda *a: None) -> dict:
     """Train what `runs` still need with `executor`; returns the summary (also written to _zoo/last-run.json).
 
     local trains and returns when every run has ended (with `mps`, its runs as clients of an MPS daemon); slurm
     submits one job array and returns, or with `wait` returns when every job has ended, those an earlier submission
     left in the queue (pending or running) included. on_event(kind, run, detail): 'start', 'submitted' and 'end'
-    (final state)."""
+    (final state). `states`: plan_states' of `runs`, when the caller has made them (each opens the data of the
+    finished runs to check it: not twice)."""
     if executor not in EXECUTORS:
         raise ZamzooError(f"executor: unknown '{executor}'; expected one of {list(EXECUTORS)}")
-    states = plan_states(runs)
+    states = plan_states(runs) if states is None else states
     check_conflicts(runs, states)
     launch = runs_to_launch(runs, states, retry_failed)
     if executor == 'slurm' and launch:  # a sweep that cannot be submitted writes nothing (no plan, no lock)
