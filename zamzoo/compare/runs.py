@@ -102,8 +102,9 @@ def check_sources(candidate: Candidate, runs: Sequence[PlannedRun]):
 
 def check_one_data(runs: Sequence[PlannedRun]):
     """Refuse, naming the runs, when the runs of the comparison recorded different data (config.json's
-    `data_fingerprint`): the data at --data changed after some of them were trained (finished runs are reused by
-    their settings, which name the data's path, not its content), and a cell would pair runs of different data."""
+    `data_fingerprint`): a cell would pair runs of different data. The plan (`plan_states`) already refuses a finished
+    run of other data than the data at --data; this sees what it cannot: data changed while the runs trained, or
+    gone since (the plan then has nothing to compare with)."""
     folders: Dict[str, List[str]] = {}
     for run in runs:
         recorded = run_status(run.folder).config.get('data_fingerprint')
