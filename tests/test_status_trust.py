@@ -230,7 +230,7 @@ def test_a_run_being_trained_with_other_settings_is_refused(sweep, tiny_cifar):
 def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits_nonzero(sweep, tiny_cifar, capsys,
                                                                                         monkeypatch):
     """The race of two `zoo run`s on one --out, made deterministic: the plan is made while the folder is empty."""
-    from zamzoo.zoo import plan, sweep as sweep_module
+    from zamzoo.zoo import plan
 
     kept = sweep / 'kept'
     (sweep / RUN).rename(kept)
@@ -241,7 +241,7 @@ def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits
         kept.rename(sweep / RUN)                                # the other `zoo run --epochs 1` finishes now
         return states
 
-    monkeypatch.setattr(sweep_module, 'plan_states', states_then_other_invocation)
+    monkeypatch.setattr(plan, 'plan_states', states_then_other_invocation)  # the command's plan, run_sweep's too
     capsys.readouterr()
     assert main(_zoo_run(tiny_cifar, sweep, '--epochs', '2')) == 1
     summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
