@@ -27,6 +27,23 @@ def pytest_configure(config):
         os.environ['OMP_NUM_THREADS'] = str(threads)
         import torch
         torch.set_num_threads(threads)
+    _build_the_onnx_function_table_once()
+
+
+def _build_the_onnx_function_table_once():
+    """torch's dynamo ONNX exporter asks onnxscript for its table of ONNX functions at every export, and onnxscript
+    builds it anew by re-parsing the source of ~500 functions: 0.7 s of CPU time of the 1.8 s export of one
+    attention module (median of 12 exports; docs/bench/test_time.md). The table depends only on the installed
+    onnxscript, so each test process builds it once; the exports are unchanged. Where torch no longer asks for it
+    this way, nothing is cached and the suite is only slower."""
+    import functools
+    import importlib
+    try:
+        from torch.onnx._internal._lazy_import import onnxscript_apis
+        apis = importlib.import_module(onnxscript_apis._name)
+        apis.get_torchlib_ops = functools.cache(apis.get_torchlib_ops)
+    except (ImportError, AttributeError):
+        pass
 
 
 def skip_or_fail_in_ci(reason: str):

@@ -107,6 +107,20 @@ def _compare(modules, cls, data, out, *extra, seeds=SEEDS):
                  '--runs-per-gpu', '2', '--channels-last', *extra])
 
 
+def _without_contract_exports(monkeypatch) -> list:
+    """The contract check of `compare` without its ONNX exports (tests/test_contract.py runs them; here they were a
+    sixth of the test's time); returns the list to which each call appends whether the command asked for them."""
+    from zamzoo.compare import contract
+
+    asked, check = [], contract.check_contract
+
+    def without_exports(*args, onnx=True, **kwargs):
+        asked.append(onnx)
+        return check(*args, onnx=False, **kwargs)
+    monkeypatch.setattr(contract, 'check_contract', without_exports)
+    return asked
+
+
 def _report(out, name) -> dict:
     return json.loads((out / '_compare' / name / 'report.json').read_text(), parse_constant=float.__call__)
 
@@ -127,7 +141,9 @@ def test_contract_stops_a_broken_module_before_anything_trains(modules, colours,
 def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(modules, colours, tmp_path, capsys,
                                                                           monkeypatch):
     out = tmp_path / 'runs'
+    exports_asked = _without_contract_exports(monkeypatch)
     assert _compare(modules, 'Zero', colours, out) == 0
+    assert exports_asked == [True]  # the contract check's ONNX exports: asked for, run in test_contract instead
     printed = capsys.readouterr().out
     report = _report(out, 'zero')
     assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
@@ -158,7 +174,7 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     assert f"CPU latency on {latency['device']}: wall clock" in (out / '_compare' / 'zero' / 'report.md').read_text()
 
     # the identity on two of the three seeds (one round of --runs-per-gpu 2; two pairs give the [0, 0] interval),
-    # its contract check without the latency and ONNX parts that the first comparison ran
+    # its contract check without the latency rounds that the first comparison ran
     lighten_contract(monkeypatch)
     plain = {s: out / f'mobilenet_plain-folder-finetune-s{s}' for s in SEEDS}
     before = {s: _files(folder) for s, folder in plain.items()}

@@ -311,7 +311,8 @@ def test_sbatch_errors_are_one_line(slurm_cluster, tiny_cifar, tmp_path, capsys)
 def test_compare_of_a_module_file_on_two_backbones(slurm_cluster, tiny_cifar, tmp_path, capsys, light_contract):
     """`zamzoo compare` with a module given as a file path, through the cluster: the candidate's and the baseline's
     runs are SLURM jobs, each candidate job imports the module from the file before building its model. (The
-    contract check without its latency and ONNX parts: tests/test_compare.py runs it whole.)"""
+    contract check without its latency and ONNX parts: tests/test_compare.py runs its latency, tests/test_contract.py
+    its exports.)"""
     from zamzoo.models.plugins import unregister_attention
 
     module = tmp_path / 'gate.py'
