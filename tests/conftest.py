@@ -130,6 +130,23 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope='module')
+def forked_zoo_workers():
+    """The module's local zoo runs in processes forked from a server that imported zamzoo once
+    (tests/forked_workers.py). Test modules opt in with pytestmark."""
+    import subprocess
+    import types
+
+    import forked_workers
+    from zamzoo.zoo import local
+
+    forked_workers.start_server()
+    shim = types.SimpleNamespace(**{**vars(subprocess), 'Popen': forked_workers.ForkedWorker})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(local, 'subprocess', shim)
+        yield
+
+
 @pytest.fixture
 def forget_registrations():
     """Leave the zoo as the other test files expect it: only its own rows (attentions a test registered are

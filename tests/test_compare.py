@@ -57,6 +57,8 @@ MODULES = textwrap.dedent('''
         def __init__(self, channels, device=None, dtype=None):
             raise RuntimeError('no such thing')
 ''')
+pytestmark = pytest.mark.usefixtures('forked_zoo_workers')
+
 COLOURS = {'red': (200, 30, 30), 'green': (30, 200, 30), 'blue': (30, 30, 200)}
 SEEDS = ('0', '1', '2')
 
@@ -108,8 +110,9 @@ def _compare(modules, cls, data, out, *extra, seeds=SEEDS):
 
 
 def _without_contract_exports(monkeypatch) -> list:
-    """The contract check of `compare` without its ONNX exports (tests/test_contract.py runs them; here they were a
-    sixth of the test's time); returns the list to which each call appends whether the command asked for them."""
+    """The contract check of `compare` without its ONNX exports (tests/test_contract.py runs them; here they took 14
+    of the test's 80 s under cProfile); returns the list to which each call appends whether the command asked for
+    them."""
     from zamzoo.compare import contract
 
     asked, check = [], contract.check_contract

@@ -16,6 +16,8 @@ from zamzoo.train.run_folder import read_run, run_status
 
 from test_zoo import TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
 
+pytestmark = pytest.mark.usefixtures('forked_zoo_workers')
+
 RUN = f'{TINY}-cifar10-zam-s0'
 
 

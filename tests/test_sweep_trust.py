@@ -15,6 +15,8 @@ from zamzoo.zoo import plan_sweep, sweep_status
 
 from test_zoo import REPO, TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
 
+pytestmark = pytest.mark.usefixtures('forked_zoo_workers')
+
 
 def _zoo_run(data, out, *extra):
     return ['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--data', str(data), '--out', str(out),
