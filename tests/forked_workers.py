@@ -12,21 +12,15 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from multiprocessing import forkserver
 
 WORKER = ['-m', 'zamzoo.zoo.worker']
 
 
-def _context():
-    ctx = multiprocessing.get_context('forkserver')
-    ctx.set_forkserver_preload(['zamzoo.zoo.worker', __name__])
-    return ctx
-
-
 def start_server() -> None:
     """Starts the server (importing zamzoo) now, in the environment of this moment, not in a test's."""
-    p = _context().Process(target=int)
-    p.start()
-    p.join()
+    forkserver.set_forkserver_preload(['zamzoo.zoo.worker', __name__])
+    forkserver.ensure_running()
 
 
 def _worker_main(argv, env, log) -> None:
@@ -56,7 +50,8 @@ class ForkedWorker:
 
     def __init__(self, argv, env, stdout, stderr):
         self.args, self.returncode = argv, None
-        self._process = _context().Process(target=_worker_main, args=(argv[3:], dict(env), stdout.name))
+        self._process = multiprocessing.get_context('forkserver').Process(
+            target=_worker_main, args=(argv[3:], dict(env), stdout.name))
         self._process.start()
         self.pid = self._process.pid
 
@@ -68,6 +63,6 @@ class ForkedWorker:
     def terminate(self):
         self._process.terminate()
 
-    def wait(self, timeout=None):
-        self._process.join(timeout)
+    def wait(self):
+        self._process.join()
         return self.poll()

@@ -105,7 +105,9 @@ def _max_array_size() -> Optional[int]:
     does not say."""
     r = subprocess.run(['scontrol', 'show', 'config'], capture_output=True, text=True)
     found = re.search(r'^MaxArraySize\s*=\s*(\d+)', r.stdout, re.MULTILINE) if r.returncode == 0 else None
-    return int(found.group(1)) or None if found else None
+    if found is None:
+        return None
+    return int(found.group(1)) or None
 
 
 def _gres_hint(message: str, device: Optional[str]) -> str:
