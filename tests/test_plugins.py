@@ -124,6 +124,48 @@ def test_another_class_under_a_taken_plugin_name_is_refused():
         zamzoo.register_attention('plug_twice', Identity, scale=3.0)
 
 
+def _num_params(model_name):
+    return sum(p.numel() for p in timm.create_model(model_name).parameters())
+
+
+def test_options_are_recorded_and_bound_again_wherever_a_run_is_read():
+    """A new process (eval, export, a resume, a zoo worker) rebuilt a registered module from its record without the
+    options bound at registration: another model (here SE's rd_divisor: other parameter counts)."""
+    from zamzoo.models.plugins import ensure_attention
+    from zamzoo.publish.export import _attention_module
+    r = zamzoo.register_attention('plug_se8', zamzoo.layers.SE, rd_divisor=8)
+    registered = _num_params('resnet18_plug_se8')
+    record = json.loads(json.dumps(r.record()))  # as config.json holds it
+    assert record['options'] == {'rd_divisor': 8} and record['spec'] == 'zamzoo.layers.se_eca:SE'
+    assert registered == 11_310_244 != _num_params('resnet18_se')
+    snippet = _attention_module('resnet18_plug_se8')['attention_module']['register_before_create_model']
+
+    unregister_attention('plug_se8')  # as another process meets the run
+    ensure_attention(record)
+    assert _num_params('resnet18_plug_se8') == registered
+    unregister_attention('plug_se8')
+    exec(snippet)  # what an export's config.json and card tell its user to run
+    assert _num_params('resnet18_plug_se8') == registered
+
+
+def test_a_module_registered_with_other_options_than_the_run_is_refused():
+    record = zamzoo.register_attention('plug_scale', Identity, scale=2.0).record()
+    unregister_attention('plug_scale')
+    now = zamzoo.register_attention('plug_scale', Identity, scale=3.0).record()
+    with pytest.raises(UsageError, match=r"'plug_scale' was built with the options \{'scale': 2.0\}; the one "
+                                         r"registered now has \{'scale': 3.0\}"):
+        check_attention_source(record, now)
+    check_attention_source(dict(record, options={'scale': 3.0}), now)
+    check_attention_source({k: v for k, v in now.items() if k != 'options'}, dict(now, options={}))  # older record
+
+
+@pytest.mark.parametrize('value', [(1, 2), nn.ReLU, float('nan'), {1: 2}])
+def test_options_a_run_cannot_record_exactly_are_refused(value):
+    with pytest.raises(UsageError, match="options .* cannot be recorded in a run's config.json as they are"):
+        zamzoo.register_attention('plug_badopt', Identity, scale=value)
+    assert 'plug_badopt' not in ATTENTIONS
+
+
 def test_file_spec_imports_and_registers(tmp_path):
     path = tmp_path / 'my_module.py'
     path.write_text(MODULE_SOURCE)
@@ -202,7 +244,7 @@ def test_run_records_its_module_and_resume_refuses_an_edited_source(tmp_path, ca
     assert main(args) == 0
     recorded = json.loads((out / 'config.json').read_text())['attention_module']
     assert recorded == {'name': 'plug_run', 'spec': f'{module}:Zeroing', 'source': str(module),
-                        'sha256': hashlib.sha256(module.read_bytes()).hexdigest()}
+                        'sha256': hashlib.sha256(module.read_bytes()).hexdigest(), 'options': {}}
     check_attention_source(recorded)  # unchanged: passes
 
     module.write_text(MODULE_SOURCE + '# edited\n')
@@ -239,6 +281,10 @@ def test_zoo_worker_imports_the_module_from_the_config(tmp_path, monkeypatch):
     new = load_attention(f'{module}:Zeroing', name='wzero').sha256
     assert (f"finished with attention module='sha256 {old[:12]} of /" in settings_conflict(run, 'finished')
             and f"the plan has attention module='sha256 {new[:12]}'" in settings_conflict(run, 'finished'))
+    unregister_attention('wzero')
+    module.write_text(MODULE_SOURCE)
+    load_attention(f'{module}:Zeroing', name='wzero', options={'unused': 1})
+    assert "attention options={}, the plan has attention options={'unused': 1}" in settings_conflict(run, 'finished')
 
 
 def test_generated_prose_follows_the_table_and_leaves_plugins_out(monkeypatch):

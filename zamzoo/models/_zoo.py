@@ -87,6 +87,7 @@ class ModuleSource(NamedTuple):
     spec: str                       # 'pkg.module:Class' or '/abs/path/file.py:Class'
     source: Optional[str]           # its source file, None when Python cannot tell
     sha256: Optional[str]           # of that file
+    options: Mapping[str, Any]      # bound to the class at registration (JSON values), {} for none
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,15 @@
 
 The contract is the zoo's: `Module(channels, **options, device=None, dtype=None)`, output shaped like the input.
 Plugin models have no pretrained weights. Each registration records where the module came from (the spec, its
-source file and that file's sha256): runs write it to config.json as `attention_module`, and
+source file and that file's sha256) and the options bound to it: runs write it to config.json as
+`attention_module`, and
 `check_attention_source` refuses to continue a run whose source changed. Whatever reads a run in another process
 (eval, export, viz, compare) calls `ensure_attention` with the run's record: the module is imported again from its
-spec, unless its source changed.
+spec and registered with the recorded options, unless its source changed.
 """
 import hashlib
 import importlib
+import json
 import importlib.util
 import inspect
 import logging
@@ -34,7 +36,7 @@ from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check
 
 __all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
            'import_spec', 'load_entry_points', 'failed_entry_points', 'attention_record', 'check_attention_source',
-           'ensure_attention']
+           'ensure_attention', 'recorded_options']
 
 ENTRY_POINT_GROUP = 'zamzoo.attention'
 _NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
@@ -49,16 +51,18 @@ class RegisteredAttention:
     spec: str                       # how to import it again: 'pkg.module:Class' or 'path/to/file.py:Class'
     source: Optional[str]           # its source file (absolute), None when Python cannot tell
     sha256: Optional[str]           # of that file
+    options: Mapping[str, Any]      # bound to the class: `cls(channels, **options)`
     models: Mapping[str, str]       # backbone -> registered model name
 
-    def record(self) -> Dict[str, Optional[str]]:
+    def record(self) -> Dict[str, Any]:
         """config.json's `attention_module`."""
-        return ModuleSource(self.name, self.spec, self.source, self.sha256)._asdict()
+        return ModuleSource(self.name, self.spec, self.source, self.sha256, dict(self.options))._asdict()
 
 
 def register_attention(name: str, cls: Callable[..., Any], **options) -> RegisteredAttention:
     """Add attention `name` built by `cls(channels, **options)` to the layers registry and the zoo table, and
-    `<backbone>_<name>` for every backbone to timm. The same class (and options) again is a no-op."""
+    `<backbone>_<name>` for every backbone to timm. The same class (and options) again is a no-op. The options are
+    recorded with every run (config.json's `attention_module`), so they must be JSON values."""
     spec = f'{getattr(cls, "__module__", "?")}:{getattr(cls, "__qualname__", repr(cls))}'
     return _register(name, cls, options, spec)
 
@@ -73,11 +77,14 @@ def unregister_attention(name: str) -> None:
     unregister_attn(name)
 
 
-def load_attention(spec: str, name: Optional[str] = None) -> RegisteredAttention:
+def load_attention(spec: str, name: Optional[str] = None, options: Optional[Mapping[str, Any]] = None
+                   ) -> RegisteredAttention:
     """Import `spec` ('pkg.module:Class' or 'path/to/file.py:Class') and register the class under `name`
-    (default: the class name in lower case). A file's spec is recorded with its absolute path."""
+    (default: the class name in lower case), bound to `options` as `register_attention` binds them. A file's spec
+    is recorded with its absolute path."""
     cls, spec = import_spec(spec)
-    return _register(name or getattr(cls, '__name__', spec.rpartition(':')[2]).lower(), cls, {}, spec)
+    return _register(name or getattr(cls, '__name__', spec.rpartition(':')[2]).lower(), cls, dict(options or {}),
+                     spec)
 
 
 def import_spec(spec: str) -> Tuple[Callable[..., Any], str]:
@@ -157,6 +164,7 @@ def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> R
                          f'with a letter, e.g. my_attn')
     if not callable(cls):
         raise UsageError(f'attention {name!r}: expected a module class (or factory), got {cls!r}')
+    _check_options(name, options)
     factory = partial(cls, **options) if options else cls
     existing = ATTENTIONS.get(name)
     if existing is not None and existing.plugin is not None:
@@ -168,8 +176,22 @@ def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> R
     register_attn(name, factory)
     add_attention(Attention(
         name=name, layer=name, description=f'{spec} (a module registered at run time), in every block',
-        plugin=ModuleSource(name, spec, source, source and sha256_file(source))))
+        plugin=ModuleSource(name, spec, source, source and sha256_file(source), dict(options))))
     return _registered(ATTENTIONS[name])
+
+
+def _check_options(name: str, options: Mapping[str, Any]):
+    """Options must read back from config.json as they are: another process (a zoo worker, eval, export, a resume)
+    rebuilds the module from the run's record, and must build the same module."""
+    try:
+        exact = json.loads(json.dumps(options, allow_nan=False)) == options
+    except (TypeError, ValueError):
+        exact = False
+    if not exact:
+        raise UsageError(f'attention {name!r}: options {options!r} cannot be recorded in a run\'s config.json as '
+                         f'they are; expected JSON values (numbers, strings, booleans, None, lists, dicts with '
+                         f'string keys; a list, not a tuple), so that another process builds the same module. Bind '
+                         f'other values in a subclass with those defaults, and register that')
 
 
 def _source_file(cls) -> Optional[str]:
@@ -216,8 +238,12 @@ def attention_record(model_name: str) -> Optional[Dict[str, Optional[str]]]:
 
 def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optional[Mapping[str, Any]] = None):
     """UsageError naming the file when the source of a run's attention module (config.json's `attention_module`)
-    is missing or changed since it was recorded, or when the module registered now (`current`) is another one."""
-    if not recorded or not recorded.get('source'):
+    is missing or changed since it was recorded, or when the module registered now (`current`) is another one or
+    bound to other options."""
+    if not recorded:
+        return
+    _check_options_agree(recorded, current)
+    if not recorded.get('source'):
         return
     source = Path(recorded['source'])
     if not source.is_file():
@@ -232,6 +258,18 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
                          f"({current.get('spec')}, {current.get('source')}) differs: pass --attn {recorded['spec']}")
 
 
+def _check_options_agree(recorded: Mapping[str, Any], current: Optional[Mapping[str, Any]]):
+    if current is not None and recorded_options(current) != recorded_options(recorded):
+        raise UsageError(f"this run's attention module {recorded.get('name')!r} was built with the options "
+                         f'{recorded_options(recorded)}; the one registered now has {recorded_options(current)}: '
+                         f'register it with the options of the run (or start a new run)')
+
+
+def recorded_options(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """The options of an `attention_module` record ({} in records written before options were recorded)."""
+    return dict(record.get('options') or {})
+
+
 def ensure_attention(recorded: Optional[Mapping[str, Any]]) -> None:
     """Make the module a run recorded (config.json's `attention_module`) registered in this process, importing it
     from its spec when it is not yet; UsageError naming the file when its source is gone or changed since the run
@@ -242,4 +280,4 @@ def ensure_attention(recorded: Optional[Mapping[str, Any]]) -> None:
     current = attention.plugin._asdict() if attention is not None and attention.plugin is not None else None
     check_attention_source(recorded, current)
     if attention is None:
-        load_attention(recorded['spec'], recorded['name'])
+        load_attention(recorded['spec'], recorded['name'], recorded_options(recorded))
