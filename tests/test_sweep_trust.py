@@ -132,6 +132,21 @@ def test_identity_is_every_setting_but_an_exclude_list():
         ('data_fingerprint', 'f1', 'f2')]
 
 
+def test_an_argument_equal_to_the_recipes_value_is_the_recipes_run():
+    """`--lr 0.1` (the recipe's own lr) against a run made without --lr was refused as another setting."""
+    from zamzoo.train.run_folder import identity_changes
+    recipe = {'name': 'zam', 'version': 1, 'epochs': 200, 'batch_size': 128, 'lr': 0.1}
+    plain = {'model': 'm', 'recipe': recipe, 'args': {'lr': None, 'epochs': None, 'holdout': None}, 'overrides': {}}
+    same = dict(plain, args=dict(plain['args'], lr=0.1), overrides={'lr': 0.1})
+    assert identity_changes(plain, same) == [] and identity_changes(same, plain) == []
+    other = dict(plain, recipe=dict(recipe, lr=0.05, epochs=2), args=dict(plain['args'], lr=0.05, epochs=2),
+                 overrides={'lr': 0.05, 'epochs': 2})
+    assert identity_changes(plain, other) == [('epochs', 200, 2), ('lr', 0.1, 0.05)]  # named as the arguments
+    assert identity_changes(plain, other, within=('args', 'recipe')) == [('epochs', 200, 2), ('lr', 0.1, 0.05)]
+    no_recipe = {'model': 'm', 'args': {'lr': 0.1}}  # a record without the recipe as used: the argument is all
+    assert identity_changes(no_recipe, dict(no_recipe, args={'lr': None})) == [('lr', 0.1, None)]
+
+
 def _image_folder(root, n=6):
     from PIL import Image
     g = torch.Generator().manual_seed(0)

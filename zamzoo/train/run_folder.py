@@ -323,11 +323,16 @@ def _completed_run_problem(folder: Path, results: dict, history: list) -> Option
 #   args.recipe               the name asked for; the recipe used is recorded whole under `recipe`
 #   data, args.data, tag      the data's path and the tag made of its name (a copy of the data under another
 #                             name is the same data), when config.json has a `data_fingerprint` (the data itself)
+#   args.epochs, args.batch_size, args.lr, overrides
+#                             what --epochs, --batch-size and --lr asked for, when config.json has the recipe as used
+#                             (which holds their values: `--lr 0.1` with a recipe of lr 0.1 is the recipe's run); a
+#                             change of recipe.epochs, recipe.batch_size or recipe.lr is named after the argument
 NOT_IDENTITY = frozenset({'device', 'code_commit', 'zamzoo', 'torch', 'args.device', 'args.out', 'args.resume',
                           'args.workers', 'args.download', 'args.progress_every', 'args.eval_batch_size',
                           'args.recipe'})
 FINGERPRINTED_PATHS = frozenset({'data', 'args.data', 'tag'})
-OVERRIDDEN = ('recipe', 'overrides')  # what an argument (epochs, lr) sets: named once, as the argument
+_RECIPE_ARGUMENTS = ('epochs', 'batch_size', 'lr')
+_RECIPE_FIELDS = frozenset(f'recipe.{name}' for name in _RECIPE_ARGUMENTS)
 
 
 def _flatten(record: dict, prefix: str = '') -> dict:
@@ -368,16 +373,21 @@ def applied_recipe(recipe: dict, dataset: Optional[str], loader: Optional[str]) 
 def _as_applied(record: dict) -> dict:
     """`record` (config.json's content, or a plan's) with its `recipe` as `applied_recipe` keeps it for the record's
     own dataset and loader: a run of data of one's own recorded before config.json left out what does not apply
-    (normalization, crop_padding) compares equal to one recorded after."""
+    (normalization, crop_padding) compares equal to one recorded after. The recipe holds the values of the arguments
+    that override its fields, so the arguments and `overrides` are left out."""
     if not isinstance(record.get('recipe'), dict):
         return record
-    return dict(record, recipe=applied_recipe(record['recipe'], record.get('dataset'), record.get('loader')))
+    applied = dict(record, recipe=applied_recipe(record['recipe'], record.get('dataset'), record.get('loader')))
+    applied.pop('overrides', None)
+    if isinstance(record.get('args'), dict):
+        applied['args'] = {k: v for k, v in record['args'].items() if k not in _RECIPE_ARGUMENTS}
+    return applied
 
 
 def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within: Sequence[str] = ()) -> list:
     """[(field, old value, new value)] for each identity field in which two config.json records differ (a field
     absent from one is None there). The arguments come first, named without 'args.'; a recorded field of the same
-    name (seed), or the field an argument overrides (recipe.epochs, overrides.epochs for epochs), is not repeated.
+    name (seed) is not repeated, and recipe.epochs, recipe.batch_size and recipe.lr are named as their arguments.
     `ignore`: fields (or top-level keys) checked elsewhere; `within`: compare only these top-level keys, as recorded
     (a plan knows its arguments and recipe, not its data's fingerprint)."""
     old, new = (json.loads(json.dumps(_as_applied(r), default=str)) for r in (old, new))  # as config.json has them
@@ -389,9 +399,8 @@ def identity_changes(old: dict, new: dict, *, ignore: Sequence[str] = (), within
     keys = sorted(set(a) | set(b), key=lambda k: (not k.startswith('args.'), k))
     changes, named = [], set()
     for key in keys:
-        name = key[len('args.'):] if key.startswith('args.') else key
-        covered = name in named or name.split('.', 1)[-1] in named and name.split('.')[0] in OVERRIDDEN
-        if a.get(key) == b.get(key) or covered or name in ignore or name.split('.', 1)[0] in ignore:
+        name = key.split('.', 1)[1] if key.startswith('args.') or key in _RECIPE_FIELDS else key
+        if a.get(key) == b.get(key) or name in named or name in ignore or name.split('.', 1)[0] in ignore:
             continue
         changes.append((name, a.get(key), b.get(key)))
         named.add(name)
