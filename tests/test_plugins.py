@@ -166,6 +166,62 @@ def test_options_a_run_cannot_record_exactly_are_refused(value):
     assert 'plug_badopt' not in ATTENTIONS
 
 
+HELPER_PACKAGE = {
+    '__init__.py': '',
+    'attention.py': 'from torch import nn\n\nfrom . import scales\nfrom .gates import gate\n\n\n'
+                    'class Gated(nn.Module):\n    def __init__(self, channels, device=None, dtype=None):\n'
+                    '        super().__init__()\n\n    def forward(self, x):\n'
+                    '        return gate(x) * scales.SCALE\n',
+    'gates.py': 'from .maths import half\n\n\ndef gate(x):\n    return half(x)\n',
+    'maths.py': 'def half(x):\n    return x * 0.5\n',
+    'scales.py': 'SCALE = 2.0\n',
+    'unused.py': 'X = 1\n',
+}
+
+
+def test_an_edit_to_a_file_the_module_imports_is_refused_as_an_edit_of_its_own(tmp_path, monkeypatch):
+    """Only the class's own file was hashed: an edited helper module trained the next seeds with other code."""
+    package = tmp_path / 'zamzoo_helperpkg'
+    package.mkdir()
+    for name, text in HELPER_PACKAGE.items():
+        (package / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = load_attention('zamzoo_helperpkg.attention:Gated', name='plug_helpers')
+    files = {name: str((package / name).resolve()) for name in ('gates.py', 'maths.py', 'scales.py')}
+    assert r.imports == {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in files.values()}
+    assert r.record()['imports'] == r.imports  # through a function's module, a module, and a helper's own import
+    record = r.record()
+    check_attention_source(record, record)
+
+    (package / 'maths.py').write_text('def half(x):\n    return x * 0.25\n')
+    with pytest.raises(UsageError, match=f"{files['maths.py']}, which the attention module's source .*attention.py "
+                                         f'imports, changed since the run started'):
+        check_attention_source(record)
+    (package / 'maths.py').unlink()
+    with pytest.raises(UsageError, match=f"{files['maths.py']}, which .* imports, is gone"):
+        check_attention_source(record)
+    (package / 'maths.py').write_text(HELPER_PACKAGE['maths.py'])
+    (package / 'unused.py').write_text('X = 2\n')  # not imported by the module: not its code
+    check_attention_source(record)
+
+    from zamzoo.train import TrainConfig
+    from zamzoo.zoo.plan import PlannedRun, settings_conflict
+    config = TrainConfig(model='mobilenet_plug_helpers', data=str(tmp_path), dataset='folder', out=str(tmp_path / 'run'))
+    run = PlannedRun(config, recipe='finetune', epochs=1)
+    (tmp_path / 'run').mkdir()
+    other = dict(record, imports=dict(record['imports'], **{files['maths.py']: '0' * 64}))
+    (tmp_path / 'run' / 'config.json').write_text(json.dumps(dict(run.settings(), attention_module=other)))
+    assert 'finished with attention module imports={' in settings_conflict(run, 'finished')
+
+    unregister_attention('plug_helpers')  # registered again in this process after a helper's edit: Python kept the old
+    (package / 'scales.py').write_text('SCALE = 3.0\n')
+    with pytest.raises(UsageError, match=f"{files['scales.py']}, which the attention module imports, changed since "
+                                         f'this process imported it'):
+        load_attention('zamzoo_helperpkg.attention:Gated', name='plug_helpers')
+    for name in [m for m in sys.modules if m.startswith('zamzoo_helperpkg')]:
+        monkeypatch.delitem(sys.modules, name)
+
+
 def test_file_spec_imports_and_registers(tmp_path):
     path = tmp_path / 'my_module.py'
     path.write_text(MODULE_SOURCE)
@@ -244,7 +300,7 @@ def test_run_records_its_module_and_resume_refuses_an_edited_source(tmp_path, ca
     assert main(args) == 0
     recorded = json.loads((out / 'config.json').read_text())['attention_module']
     assert recorded == {'name': 'plug_run', 'spec': f'{module}:Zeroing', 'source': str(module),
-                        'sha256': hashlib.sha256(module.read_bytes()).hexdigest(), 'options': {}}
+                        'sha256': hashlib.sha256(module.read_bytes()).hexdigest(), 'options': {}, 'imports': {}}
     check_attention_source(recorded)  # unchanged: passes
 
     module.write_text(MODULE_SOURCE + '# edited\n')

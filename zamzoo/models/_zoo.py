@@ -88,6 +88,7 @@ class ModuleSource(NamedTuple):
     source: Optional[str]           # its source file, None when Python cannot tell
     sha256: Optional[str]           # of that file
     options: Mapping[str, Any]      # bound to the class at registration (JSON values), {} for none
+    imports: Mapping[str, str]      # file -> sha256 of the user's own modules it imports, directly or not
 
 
 @dataclass(frozen=True)

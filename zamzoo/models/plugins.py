@@ -9,8 +9,8 @@
 
 The contract is the zoo's: `Module(channels, **options, device=None, dtype=None)`, output shaped like the input.
 Plugin models have no pretrained weights. Each registration records where the module came from (the spec, its
-source file and that file's sha256) and the options bound to it: runs write it to config.json as
-`attention_module`, and
+source file and that file's sha256, and the sha256 of the user's own modules that file imports) and the options bound
+to it: runs write it to config.json as `attention_module`, and
 `check_attention_source` refuses to continue a run whose source changed. Whatever reads a run in another process
 (eval, export, viz, compare) calls `ensure_attention` with the run's record: the module is imported again from its
 spec and registered with the recorded options, unless its source changed.
@@ -23,6 +23,8 @@ import inspect
 import logging
 import re
 import sys
+import sysconfig
+import types
 from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import entry_points
@@ -36,7 +38,7 @@ from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check
 
 __all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
            'import_spec', 'load_entry_points', 'failed_entry_points', 'attention_record', 'check_attention_source',
-           'ensure_attention', 'recorded_options']
+           'ensure_attention', 'recorded_imports', 'recorded_options']
 
 ENTRY_POINT_GROUP = 'zamzoo.attention'
 _NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
@@ -52,11 +54,13 @@ class RegisteredAttention:
     source: Optional[str]           # its source file (absolute), None when Python cannot tell
     sha256: Optional[str]           # of that file
     options: Mapping[str, Any]      # bound to the class: `cls(channels, **options)`
+    imports: Mapping[str, str]      # file -> sha256 of the user's own modules the source imports
     models: Mapping[str, str]       # backbone -> registered model name
 
     def record(self) -> Dict[str, Any]:
         """config.json's `attention_module`."""
-        return ModuleSource(self.name, self.spec, self.source, self.sha256, dict(self.options))._asdict()
+        return ModuleSource(self.name, self.spec, self.source, self.sha256, dict(self.options),
+                            dict(self.imports))._asdict()
 
 
 def register_attention(name: str, cls: Callable[..., Any], **options) -> RegisteredAttention:
@@ -126,11 +130,18 @@ def _import_module(module_name: str):
         raise UsageError(f"attention module: cannot import '{module_name}' ({_why(e)})") from e
     source = getattr(module, '__file__', None)
     if source and Path(source).is_file():
-        sha256 = sha256_file(source)
-        if vars(module).setdefault('__zamzoo_sha256__', sha256) != sha256:
-            raise UsageError(f"attention module '{module_name}': {source} changed since this process imported it, "
-                             f'and Python keeps the code it imported: start a new process to use the edited module')
+        _unchanged_since_import(module, source, f"attention module '{module_name}': {source}")
     return module
+
+
+def _unchanged_since_import(module, path, what: str) -> str:
+    """The sha256 of `module`'s file `path`; UsageError, saying `what` changed, when it is not the file this process
+    imported (the sha256 the first call noted on the module)."""
+    sha256 = sha256_file(path)
+    if vars(module).setdefault('__zamzoo_sha256__', sha256) != sha256:
+        raise UsageError(f'{what} changed since this process imported it, and Python keeps the code it imported: '
+                         f'start a new process to use the edited module')
+    return sha256
 
 
 def _import_file(path: Path):
@@ -173,10 +184,11 @@ def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> R
     check_new_attention(name)
     register_attn(name, factory, check_only=True)
     source = _source_file(cls)
+    imports = _imported_sources(cls, source)
     register_attn(name, factory)
     add_attention(Attention(
         name=name, layer=name, description=f'{spec} (a module registered at run time), in every block',
-        plugin=ModuleSource(name, spec, source, source and sha256_file(source), dict(options))))
+        plugin=ModuleSource(name, spec, source, source and sha256_file(source), dict(options), imports)))
     return _registered(ATTENTIONS[name])
 
 
@@ -200,6 +212,43 @@ def _source_file(cls) -> Optional[str]:
     except (TypeError, OSError):  # built-in, or defined where Python keeps no file (`python -c`, a REPL)
         return None
     return str(Path(source).resolve()) if source and Path(source).is_file() else None
+
+
+_INSTALLED = tuple(Path(sysconfig.get_paths()[key]).resolve() for key in ('stdlib', 'platstdlib'))
+_ZAMZOO_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _own_code(module) -> Optional[Path]:
+    """The source file of `module` when it is the user's own code; None for the standard library, installed packages
+    and zamzoo (a run records zamzoo's version; a new one must not make its runs unresumable)."""
+    file = getattr(module, '__file__', None)
+    path = Path(file).resolve() if isinstance(file, str) and file.endswith('.py') and Path(file).is_file() else None
+    if path is None or {'site-packages', 'dist-packages'} & set(path.parts) or _ZAMZOO_PACKAGE in path.parents:
+        return None
+    return None if any(root in path.parents for root in _INSTALLED) else path
+
+
+def _imported_sources(cls, source: Optional[str]) -> Dict[str, str]:
+    """{file: sha256} of the user's own modules that the class's module uses, directly or through each other (a
+    module, or a class or function imported from one): an edit to a helper file changes the module as its own file
+    does. UsageError when one changed since this process imported it (Python keeps the code it imported)."""
+    first = sys.modules.get(getattr(getattr(cls, 'func', cls), '__module__', None) or '')
+    if first is None or source is None:
+        return {}
+    seen, todo, files = {first.__name__}, [first], {}
+    while todo:
+        for value in list(vars(todo.pop()).values()):
+            if not isinstance(value, types.ModuleType):
+                is_code = isinstance(value, (type, types.FunctionType))
+                value = sys.modules.get(getattr(value, '__module__', None) or '') if is_code else None
+            path = _own_code(value) if value is not None and value.__name__ not in seen else None
+            if path is None:
+                continue
+            seen.add(value.__name__)
+            todo.append(value)
+            if str(path) != source:
+                files[str(path)] = _unchanged_since_import(value, path, f'{path}, which the attention module imports,')
+    return dict(sorted(files.items()))
 
 
 def _registered(attention: Attention) -> RegisteredAttention:
@@ -253,6 +302,13 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
     if now != recorded['sha256']:
         raise UsageError(f"the attention module's source {source} changed since the run started (sha256 "
                          f"{recorded['sha256'][:12]}..., now {now[:12]}...); restore it, or start a new run")
+    for path, sha256 in recorded_imports(recorded).items():
+        now = sha256_file(path) if Path(path).is_file() else None
+        if now != sha256:
+            how = 'is gone' if now is None else (f'changed since the run started (sha256 {sha256[:12]}..., now '
+                                                 f'{now[:12]}...)')
+            raise UsageError(f"{path}, which the attention module's source {source} imports, {how}; restore it, or "
+                             f'start a new run')
     if current is not None and current.get('sha256') != recorded['sha256']:
         raise UsageError(f"this run's attention module came from {source}; the one registered now "
                          f"({current.get('spec')}, {current.get('source')}) differs: pass --attn {recorded['spec']}")
@@ -263,6 +319,11 @@ def _check_options_agree(recorded: Mapping[str, Any], current: Optional[Mapping[
         raise UsageError(f"this run's attention module {recorded.get('name')!r} was built with the options "
                          f'{recorded_options(recorded)}; the one registered now has {recorded_options(current)}: '
                          f'register it with the options of the run (or start a new run)')
+
+
+def recorded_imports(record: Mapping[str, Any]) -> Dict[str, str]:
+    """The imported files of an `attention_module` record ({} in records written before they were recorded)."""
+    return dict(record.get('imports') or {})
 
 
 def recorded_options(record: Mapping[str, Any]) -> Dict[str, Any]:

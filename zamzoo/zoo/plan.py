@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence
 from ..data import check_same_data, open_data
 from ..dataset_table import DATASETS
 from ..errors import DataError, UsageError
-from ..models.plugins import attention_record, recorded_options
+from ..models.plugins import attention_record, recorded_imports, recorded_options
 from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..train.build import recipe_record
 from ..train.run_folder import identity_changes, read_split, run_status, short_value
@@ -67,6 +67,8 @@ def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
                         f"sha256 {str(current.get('sha256'))[:12]}"))
     if module and current and recorded_options(module) != recorded_options(current):
         changes.append(('attention options', recorded_options(module), recorded_options(current)))
+    if module and current and recorded_imports(module) != recorded_imports(current):
+        changes.append(('attention module imports', recorded_imports(module), recorded_imports(current)))
     if not changes:
         return None
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
