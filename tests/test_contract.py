@@ -128,6 +128,25 @@ def test_identity_and_zoo_modules_pass_adding_what_the_zoo_models_add():
     assert se.module == 'zamzoo.layers.se_eca:SE' and se.backbones[0].cpu_latency_ratio is None
 
 
+class Gamma(nn.Module):
+    """`x * gamma`, a float32 parameter (timm's LayerScale2d): float32 under bf16 autocast by PyTorch's promotion."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels, 1, 1), 0.5, device=device, dtype=dtype))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+def test_a_module_scaling_by_its_own_float32_parameter_passes_under_autocast():
+    """It was refused as an upcast (output float32 under bf16 autocast), like a module that returns x.float()."""
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert Gamma(8)(torch.randn(1, 8, 2, 2, dtype=torch.bfloat16)).dtype == torch.float32
+    report = check_contract(Gamma, ['mobilenet'], **FAST)
+    assert report.backbones[0].params_added == sum(m.gamma.numel() for m in timm.create_model(
+        'mobilenet_plain', attn_layer=Gamma).modules() if isinstance(m, Gamma)) > 0
+
+
 def test_an_exporter_failure_is_reported_not_raised_and_the_report_is_json():
     report = check_contract(ScaledWhenTraced, ['mobilenet'], options={}, latency=True, onnx=True)
     row = report.backbones[0]

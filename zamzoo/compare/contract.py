@@ -7,8 +7,9 @@ stops at the first broken promise with a `ContractError` naming it in one line:
 
 - the module can be built, on 64 channels and at every place of every backbone;
 - the output has the input's shape and dtype (batch 1, odd and 1x1 spatial sizes, a channels_last input giving the
-  values of the contiguous one, a bfloat16 input under CPU bf16 autocast), alone and in the backbone, whose logits
-  must have the plain backbone's shape and dtype;
+  values of the contiguous one, a bfloat16 input under CPU bf16 autocast, where float32 is accepted from a module
+  with float32 tensors of its own), alone and in the backbone, whose logits must have the plain backbone's shape and
+  dtype;
 - outputs and gradients are finite (a training step of the backbone, cross-entropy on random labels).
 
 Then, per backbone, its cost against the plain backbone: parameters and MACs added (`zamzoo.bench.flops`), the
@@ -26,7 +27,7 @@ import contextlib
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -214,14 +215,15 @@ def _one_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _expect(what: str, y, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """`y` must be a finite tensor of `shape` and `dtype`."""
+def _expect(what: str, y, shape: Tuple[int, ...], dtype: Union[torch.dtype, Tuple[torch.dtype, ...]]) -> torch.Tensor:
+    """`y` must be a finite tensor of `shape` and `dtype` (or one of several)."""
+    dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
     if not isinstance(y, torch.Tensor):
         raise ContractError(f'{what}: returned {type(y).__name__}, expected a tensor')
     if tuple(y.shape) != tuple(shape):
         raise ContractError(f'{what}: output shape {tuple(y.shape)}, expected {tuple(shape)}')
-    if y.dtype != dtype:
-        raise ContractError(f'{what}: output dtype {y.dtype}, expected {dtype}')
+    if y.dtype not in dtypes:
+        raise ContractError(f"{what}: output dtype {y.dtype}, expected {' or '.join(map(str, dtypes))}")
     if not torch.isfinite(y).all():
         raise ContractError(f'{what}: output has NaN or infinite values')
     return y
@@ -256,12 +258,20 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
     y_cl = _expect(what, _run(what, module, x.contiguous(memory_format=torch.channels_last)), x.shape, x.dtype)
     _same_values(what, y_cl, _run(what, module, x))
     what = f'{name} under bf16 autocast on a bfloat16 {tuple(x.shape)} input'
-    _expect(what, _run(what, module, x.bfloat16(), autocast=True), x.shape, torch.bfloat16)
+    _expect(what, _run(what, module, x.bfloat16(), autocast=True), x.shape, _autocast_dtypes(module))
     module.train()
     x = torch.randn(2, CHANNELS, 8, 8, requires_grad=True)
     with _failure(f'{name} fails in a backward pass'):
         module(x).square().mean().backward()
     _finite_gradients(name, [('input', x), *module.named_parameters()])
+
+
+def _autocast_dtypes(module: nn.Module) -> Tuple[torch.dtype, ...]:
+    """What a module may return under bf16 autocast: bfloat16, or float32 where it has float32 parameters or buffers
+    of its own. Autocast leaves element-wise ops alone, so `x * self.gamma` is float32 by PyTorch's type promotion
+    (timm's LayerScale2d); a module without any float32 tensor of its own that returns float32 upcasts by itself."""
+    own = any(t.dtype == torch.float32 for t in [*module.parameters(), *module.buffers()])
+    return (torch.bfloat16, torch.float32) if own else (torch.bfloat16,)
 
 
 def _check_device_and_dtype(attn, options: Dict[str, Any], label: str) -> None:
