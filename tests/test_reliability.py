@@ -434,6 +434,32 @@ def test_a_checkpoint_without_part_of_its_state_is_refused_naming_it(tmp_path):
         load_checkpoint(tmp_path / 'checkpoint.pt')
 
 
+def test_each_rank_resumes_with_its_own_rng_state(tmp_path):
+    """Every rank of a run of several processes restored rank 0's RNG state: a model drawing random numbers went on
+    with another rank's stream."""
+    from zamzoo.train.checkpoint import (checkpoint_state, load_checkpoint, rank_rng_state, rng_state,
+                                         set_rng_state)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    ranks = []
+    for seed in (0, 1):  # two ranks' streams
+        torch.manual_seed(seed)
+        ranks.append((rng_state(), torch.rand(3)))
+    state = checkpoint_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, epoch=1, config={},
+                             history=[], rank_rngs=[rng for rng, _ in ranks])
+    write_checkpoint(tmp_path / 'checkpoint.pt', state)
+    state = load_checkpoint(tmp_path / 'checkpoint.pt')
+    for rank, (_, draws) in enumerate(ranks):
+        set_rng_state(rank_rng_state(state, rank))
+        assert torch.equal(torch.rand(3), draws)
+    one = checkpoint_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, epoch=1, config={},
+                           history=[], rank_rngs=[ranks[0][0]])
+    assert 'rank_rngs' not in one and rank_rng_state(one, 0) is one['rng']  # one process: the one state
+    del state['rank_rngs']  # a checkpoint written before each rank's state was saved
+    assert rank_rng_state(state, 1) is state['rng']
+
+
 def test_an_atomic_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
     """fsync of the written file before it is renamed into place, then of the folder (the rename): a machine crash
     leaves the old or the new file, not an empty one."""

@@ -360,6 +360,9 @@ def test_ddp_two_processes_match_one(tiny_cifar, tmp_path):
     ddp = json.loads((tmp_path / 'ddp' / 'results.json').read_text())
     cfg = json.loads((tmp_path / 'ddp' / 'config.json').read_text())
     assert ddp['world_size'] == 2 and cfg['per_rank_batch_size'] == 8 and cfg['steps_per_epoch'] == 4
+    rngs = torch.load(tmp_path / 'ddp' / 'checkpoint.pt', weights_only=True)['rank_rngs']  # each rank resumes its own
+    assert len(rngs) == 2 and torch.equal(rngs[0]['torch'], torch.load(
+        tmp_path / 'ddp' / 'checkpoint.pt', weights_only=True)['rng']['torch'])
     from safetensors.torch import load_file
     a, b = load_file(str(tmp_path / 'ddp' / 'model.safetensors')), load_file(str(tmp_path / 'single' / 'model.safetensors'))
     assert a.keys() == b.keys()

@@ -44,6 +44,13 @@ def rng_state() -> dict:
     }
 
 
+def rank_rng_state(state: dict, rank: int) -> dict:
+    """The RNG state a checkpoint holds for `rank`: its own where every rank's was saved (`rank_rngs`), else the one
+    state it holds (one process; checkpoints written before each rank's was saved)."""
+    per_rank = state.get('rank_rngs') or [state['rng']]
+    return per_rank[rank] if rank < len(per_rank) else state['rng']
+
+
 def set_rng_state(state: dict):
     torch.set_rng_state(state['torch'])
     n = state['numpy']
@@ -71,8 +78,10 @@ def _snapshot(obj):
 
 
 def checkpoint_state(*, model, optimizer, scheduler, scaler, epoch: int, config: dict, history: list,
-                     extra: dict = None) -> dict:
-    """The whole training state after `epoch` completed epochs, as CPU copies."""
+                     extra: dict = None, rank_rngs: Optional[list] = None) -> dict:
+    """The whole training state after `epoch` completed epochs, as CPU copies. `rank_rngs`: every rank's
+    `rng_state()` of a run of several processes, rank 0's first (each rank resumes with its own)."""
+    rngs = {'rank_rngs': _snapshot(rank_rngs)} if rank_rngs is not None and len(rank_rngs) > 1 else {}
     return {
         'format': CHECKPOINT_FORMAT,
         'version': CHECKPOINT_VERSION,
@@ -85,6 +94,7 @@ def checkpoint_state(*, model, optimizer, scheduler, scaler, epoch: int, config:
         'config': config,
         'history': [dict(r) for r in history],
         'extra': dict(extra or {}),
+        **rngs,
     }
 
 

@@ -105,6 +105,15 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo):
             dist.broadcast(b, src=0)
 
 
+def gather_object(obj, info: DistInfo):
+    """Every rank's `obj`, in rank order, on rank 0 (None on the other ranks)."""
+    if not info.distributed:
+        return [obj]
+    gathered = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
 def broadcast_object(obj, info: DistInfo):
     if not info.distributed:
         return obj

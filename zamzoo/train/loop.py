@@ -27,7 +27,7 @@ from ..recipes import Recipe
 from . import distributed as D
 from . import run_folder
 from .build import TrainingRun, autocast, build_run
-from .checkpoint import BackgroundWriter, checkpoint_state, set_rng_state
+from .checkpoint import BackgroundWriter, checkpoint_state, rank_rng_state, rng_state, set_rng_state
 from .config import TrainConfig
 from .run_folder import lock_run_folder
 from .reporting import Reporter
@@ -50,7 +50,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
             state = run_folder.checkpoint_to_resume(out, config.resume)
             recorded = state['config'] if state is not None else None  # on --resume: the run as it started
             run = build_run(config, recipe, info, out, recorded)  # data, model, penalty, optimizer, schedule, scaler
-            progress = _resume(config, out, state, run)
+            progress = _resume(config, out, state, run, info.rank)
             model = _wrap_model(config, info, run)
             loop = Loop(config, recipe, info, out, run, model, progress, reporter if info.is_main else None,
                         t_session, _train_step(config, recipe, info, run, model))
@@ -145,9 +145,10 @@ def _check_finite_record(record: dict):
                              f'the run is marked failed and its weights are not saved')
 
 
-def _resume(config: TrainConfig, out: Path, state: Optional[dict], run: TrainingRun) -> Progress:
+def _resume(config: TrainConfig, out: Path, state: Optional[dict], run: TrainingRun, rank: int) -> Progress:
     """A new run's progress (`state` None), or the checkpoint's training state loaded after checking it belongs to
-    this run. Every rank reads the checkpoint (a multi-node resume needs the run folder on a shared file system)."""
+    this run. Every rank reads the checkpoint (a multi-node resume needs the run folder on a shared file system) and
+    restores its own RNG state."""
     if state is None:
         return Progress()
     check_attention_source(state['config'].get('attention_module'), run.settings['attention_module'])
@@ -166,7 +167,7 @@ def _resume(config: TrainConfig, out: Path, state: Optional[dict], run: Training
     p.scheduler.load_state_dict(state['scheduler'])
     if state['scaler'] is not None:
         p.scaler.load_state_dict(state['scaler'])
-    set_rng_state(state['rng'])
+    set_rng_state(rank_rng_state(state, rank))
     extra, first_commit = state['extra'], state['config'].get('code_commit')
     # config.json keeps the commit and versions that started the run (results.json: the commits that trained it)
     run.settings.update({key: state['config'].get(key) for key in ('code_commit', 'zamzoo', 'torch')})
@@ -186,10 +187,11 @@ def _epochs(loop: Loop) -> dict:
     try:
         for epoch in range(start_epoch, epochs):
             progress.add(_one_epoch(loop, epoch))
+            rank_rngs = D.gather_object(rng_state(), info)
             if info.is_main:
                 # the plot costs a few tenths of a second: at most every PLOT_EVERY_S seconds, and after the last epoch
                 plot = time.perf_counter() - last_plot >= PLOT_EVERY_S or epoch + 1 == epochs
-                run_folder.save_epoch(loop.out, writer, _checkpoint(loop), loop.title if plot else None)
+                run_folder.save_epoch(loop.out, writer, _checkpoint(loop, rank_rngs), loop.title if plot else None)
                 last_plot = time.perf_counter() if plot else last_plot
                 if loop.reporter:
                     loop.reporter.epoch_end(progress.history[-1], epochs)
@@ -217,12 +219,13 @@ def _session_wall_time(loop: Loop) -> float:
     return loop.progress.wall_time_s + time.perf_counter() - loop.t_session
 
 
-def _checkpoint(loop: Loop) -> dict:
+def _checkpoint(loop: Loop, rank_rngs: list) -> dict:
     p, progress = loop.run.pieces, loop.progress
     return checkpoint_state(model=p.model, optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.scaler,
                             epoch=progress.epoch, config=loop.run.settings, history=progress.history, extra={
                                 'train_time_s': progress.train_time_s, 'best': progress.best,
-                                'wall_time_s': _session_wall_time(loop), 'code_commits': progress.code_commits})
+                                'wall_time_s': _session_wall_time(loop), 'code_commits': progress.code_commits},
+                            rank_rngs=rank_rngs)
 
 
 def _one_epoch(loop: Loop, epoch: int) -> dict:
