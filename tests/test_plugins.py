@@ -34,6 +34,15 @@ class Zeroing(nn.Module):
 
     def forward(self, x):
         return x * 0
+
+
+class Scaled(nn.Module):
+    def __init__(self, channels, scale=1.0, device=None, dtype=None):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return x * self.scale
 '''
 
 
@@ -341,6 +350,31 @@ def test_zoo_worker_imports_the_module_from_the_config(tmp_path, monkeypatch):
     module.write_text(MODULE_SOURCE)
     load_attention(f'{module}:Zeroing', name='wzero', options={'unused': 1})
     assert "attention options={}, the plan has attention options={'unused': 1}" in settings_conflict(run, 'finished')
+
+
+def test_a_sweep_of_a_module_registered_here_registers_it_with_its_options_in_each_worker(tmp_path):
+    """A zoo worker is a new process: the models of a module registered with zamzoo.register_attention or
+    load_attention were unknown there ('unknown model'), and the options bound to it were not passed."""
+    from zamzoo.zoo import plan_sweep, run_sweep
+    module = tmp_path / 'sweep_mod.py'
+    module.write_text(MODULE_SOURCE)
+    load_attention(f'{module}:Scaled', name='wscaled', options={'scale': 0.5})
+    out = tmp_path / 'runs'
+    [run] = plan_sweep(['mobilenet_wscaled'], ['folder'], [0], _image_folder(tmp_path / 'images'), out,
+                       holdout=0.5, epochs=1, batch_size=8, device='cpu')
+    assert (run.config.attn, run.config.attn_name, run.config.attn_options) == (f'{module}:Scaled', 'wscaled',
+                                                                                {'scale': 0.5})
+    summary = run_sweep([run], out, executor='local')
+    assert summary['ended']['done'] == 1, summary['failed']
+    recorded = json.loads((run.folder / 'config.json').read_text())  # written by the worker, from its registration
+    assert recorded['attention_module']['options'] == {'scale': 0.5} and recorded['args']['attn_options'] == {
+        'scale': 0.5}
+
+    in_main = type('InMain', (Identity,), {'__module__': '__main__'})  # a class of a notebook or a script
+    zamzoo.register_attention('wmain', in_main)
+    with pytest.raises(UsageError, match='mobilenet_wmain: its attention module __main__:InMain is defined in '
+                                         '__main__ .* cannot import; put the class in a file'):
+        plan_sweep(['mobilenet_wmain'], ['folder'], [0], tmp_path / 'images', out, holdout=0.5)
 
 
 def test_generated_prose_follows_the_table_and_leaves_plugins_out(monkeypatch):

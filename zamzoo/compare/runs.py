@@ -30,14 +30,17 @@ class Candidate:
     module: str                  # 'pkg.module:Class', a file spec, or the zoo attention's name
     record: Optional[dict]       # config.json's attention_module of its runs; None for a zoo attention
 
-    @property
-    def train_options(self) -> dict:
-        """TrainConfig fields that make every process training its runs register the module first."""
-        return {'attn': self.record['spec'], 'attn_name': self.name} if self.record else {}
-
 
 def candidate_attention(attn: str, name: Optional[str] = None) -> Candidate:
-    """`attn`: a zoo attention's name, or a spec ('pkg.module:Class', 'path/to/file.py:Class') registered here."""
+    """`attn`: a zoo attention's name, or a spec ('pkg.module:Class', 'path/to/file.py:Class') registered here. A
+    module registered by name (an installed package's entry point) is its spec: its runs record where it came from
+    and are checked against its source as a spec's are."""
+    plugin = ATTENTIONS[attn].plugin if attn in ATTENTIONS else None
+    if plugin is not None:
+        if name not in (None, attn):
+            raise UsageError(f'--name: {attn!r} is already the name of a registered module ({plugin.spec}); pass '
+                             f'--attn {plugin.spec} --name {name} to register it under another name')
+        attn, name = plugin.spec, attn
     if ':' not in attn:
         if attn not in ATTENTIONS or ATTENTIONS[attn].layer is None:
             raise UsageError(f"--attn: expected pkg.module:Class, path/to/file.py:Class or a zoo attention "
@@ -78,16 +81,16 @@ class Arms:
 
 def plan_compare(candidate: Candidate, arms: Arms, dataset: str, seeds: Sequence[int], data, out,
                  **train_options) -> List[PlannedRun]:
-    """Every (backbone, attention, seed) of the comparison as the zoo run it is: the candidate's runs load its
-    module, the baselines' runs are exactly the zoo's (so that they are shared)."""
+    """Every (backbone, attention, seed) of the comparison as the zoo run it is: the candidate's runs register its
+    module (plan_sweep's `worker_registration`), the baselines' runs are exactly the zoo's (so that they are
+    shared)."""
     repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
     if repeated:
         raise UsageError(f'--seeds: {", ".join(map(str, repeated))} given more than once; expected distinct seeds '
                          f'(each seed is one run per arm)')
     candidates = [arms.model(b, arms.candidate) for b in arms.backbones]
     baselines = [arms.model(b, a) for b in arms.backbones for a in arms.baselines]
-    return (plan_sweep(candidates, [dataset], seeds, data, out, **train_options, **candidate.train_options)
-            + plan_sweep(baselines, [dataset], seeds, data, out, **train_options))
+    return plan_sweep(candidates + baselines, [dataset], seeds, data, out, **train_options)
 
 
 def check_sources(candidate: Candidate, runs: Sequence[PlannedRun]):

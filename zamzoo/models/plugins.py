@@ -38,7 +38,7 @@ from ._zoo import ATTENTIONS, ZOO, Attention, ModuleSource, add_attention, check
 
 __all__ = ['ENTRY_POINT_GROUP', 'RegisteredAttention', 'register_attention', 'unregister_attention', 'load_attention',
            'import_spec', 'load_entry_points', 'failed_entry_points', 'attention_record', 'check_attention_source',
-           'ensure_attention', 'recorded_imports', 'recorded_options']
+           'ensure_attention', 'recorded_imports', 'recorded_options', 'from_entry_point']
 
 ENTRY_POINT_GROUP = 'zamzoo.attention'
 _NAME = re.compile(r'[a-z][a-z0-9_]*\Z')
@@ -276,6 +276,13 @@ def load_entry_points() -> None:
             _FAILED_ENTRY_POINTS[ep.name] = f'{ep.value}: {_why(e)}'
             log.warning('zamzoo: attention entry point %s = %r (group %s) is not registered: %s',
                         ep.name, ep.value, ENTRY_POINT_GROUP, _why(e))
+
+
+def from_entry_point(record: Mapping[str, Any]) -> bool:
+    """Whether the module of an `attention_module` record is an entry point's (which every process registers on
+    `import zamzoo`), under its name and without options."""
+    return not recorded_options(record) and any(
+        ep.name == record.get('name') and ep.value == record.get('spec') for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
 def attention_record(model_name: str) -> Optional[Dict[str, Optional[str]]]:

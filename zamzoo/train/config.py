@@ -70,6 +70,7 @@ class TrainConfig:
     max_bad_steps: int = 0                      # steps with a NaN/inf loss skipped before the run fails (0: none)
     attn: Optional[str] = None                  # attention module to import and register first: 'pkg.module:Class'
     attn_name: Optional[str] = None             # or 'path/to/file.py:Class', under this name (default: class name)
+    attn_options: dict = field(default_factory=dict)  # bound to it, as zamzoo.register_attention binds them
 
     def validate(self):
         if not isinstance(self.model, str) or not self.model:
@@ -115,11 +116,15 @@ class TrainConfig:
         """Register the attention module the model needs (in every process that trains it: CLI, zoo workers); a file
         spec becomes absolute, so that a worker started elsewhere finds the file."""
         if self.attn is None:
-            if self.attn_name is not None:
-                raise UsageError('attn_name: names the module given by --attn SPEC; pass --attn too')
+            if self.attn_name is not None or self.attn_options:
+                raise UsageError('attn_name, attn_options: name the module given by --attn SPEC and its options; '
+                                 'pass --attn too')
             return
+        if not isinstance(self.attn_options, dict):
+            raise UsageError(f'attn_options: expected a dict of the options bound to the module, got '
+                             f'{self.attn_options!r}')
         from ..models.plugins import load_attention
-        self.attn = load_attention(self.attn, self.attn_name).spec
+        self.attn = load_attention(self.attn, self.attn_name, self.attn_options).spec
 
     def _validate_source(self):
         hf_only = [k for k in ('image_column', 'label_column', 'train_split', 'val_split') if getattr(self, k)]

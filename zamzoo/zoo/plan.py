@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence
 from ..data import check_same_data, open_data
 from ..dataset_table import DATASETS
 from ..errors import DataError, UsageError
-from ..models.plugins import attention_record, recorded_imports, recorded_options
+from ..models.plugins import attention_record, from_entry_point, recorded_imports, recorded_options
 from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..train.build import recipe_record
 from ..train.run_folder import identity_changes, read_split, run_status, short_value
@@ -106,16 +106,33 @@ def expand_models(patterns: Sequence[str]) -> list:
 def plan_sweep(models: Sequence[str], datasets: Sequence[str], seeds: Sequence[int], data, out,
                **train_options) -> list:
     """One PlannedRun per model x dataset x seed; `train_options` are the other TrainConfig fields (all of `zamzoo
-    train`'s but model, dataset, seed, data and out), passed whole to each run."""
+    train`'s but model, dataset, seed, data and out), passed whole to each run. A model of a module registered in
+    this process only is planned with what registers it in the run's process (`worker_registration`)."""
     runs = []
     for model in expand_models(models):
+        options = train_options if train_options.get('attn') else dict(train_options, **worker_registration(model))
         for dataset in dict.fromkeys(datasets):
             for seed in dict.fromkeys(seeds):
-                config = TrainConfig(model=model, data=str(data), dataset=dataset, seed=seed, **train_options)
+                config = TrainConfig(model=model, data=str(data), dataset=dataset, seed=seed, **options)
                 recipe = config.validate().resolve_recipe()
                 config.out = str(Path(out) / Path(config.default_out(recipe)).name)
                 runs.append(PlannedRun(config, recipe.name, recipe.epochs))
     return runs
+
+
+def worker_registration(model: str) -> dict:
+    """The TrainConfig fields (attn, attn_name, attn_options) with which a zoo worker registers the module of
+    `model` before building it, when that module was registered in this process (zamzoo.register_attention,
+    load_attention): a worker is a new process. {} for the zoo's own modules and the entry points' (every process
+    registers those on `import zamzoo`)."""
+    record = attention_record(model)
+    if record is None or from_entry_point(record):
+        return {}
+    if record['spec'].split(':', 1)[0] == '__main__':
+        raise UsageError(f"{model}: its attention module {record['spec']} is defined in __main__ (a notebook or the "
+                         f'script that runs), which a zoo worker, a new process, cannot import; put the class in a '
+                         f"file and register it with zamzoo.load_attention('path/to/file.py:Class', name=...)")
+    return {'attn': record['spec'], 'attn_name': record['name'], 'attn_options': recorded_options(record)}
 
 
 def action(state: dict, retry_failed: bool) -> Optional[str]:
