@@ -391,3 +391,17 @@ def test_generated_prose_follows_the_table_and_leaves_plugins_out(monkeypatch):
     assert f'{len(BACKBONES) * own} image classifiers' in zoo_summary() and f'{own} attention settings' in zoo_summary()
     assert '`newrow`' in zoo_summary() and '- A New Module: https://example.org/new' in citations_list()
     assert '@misc{new2026,' in citations_bibtex()
+
+
+def test_compare_of_a_module_named_by_its_registered_name_is_checked_as_its_spec(tmp_path):
+    """`compare --attn NAME` of a registered module (an entry point's) had no record: runs of an edited source were
+    mixed into its report unnoticed."""
+    from zamzoo.compare.runs import candidate_attention
+    path = tmp_path / 'named_mod.py'
+    path.write_text(MODULE_SOURCE)
+    load_attention(f'{path}:Zeroing', name='plug_byname')
+    candidate = candidate_attention('plug_byname')
+    assert (candidate.name, candidate.module, candidate.record['source']) == ('plug_byname', f'{path}:Zeroing',
+                                                                              str(path))
+    with pytest.raises(UsageError, match="--name: 'plug_byname' is already the name of a registered module"):
+        candidate_attention('plug_byname', 'other')
