@@ -215,7 +215,8 @@ def test_an_edit_to_a_file_the_module_imports_is_refused_as_an_edit_of_its_own(t
 
     from zamzoo.train import TrainConfig
     from zamzoo.zoo.plan import PlannedRun, settings_conflict
-    config = TrainConfig(model='mobilenet_plug_helpers', data=str(tmp_path), dataset='folder', out=str(tmp_path / 'run'))
+    config = TrainConfig(model='mobilenet_plug_helpers', data=str(tmp_path), dataset='folder',
+                         out=str(tmp_path / 'run'))
     run = PlannedRun(config, recipe='finetune', epochs=1)
     (tmp_path / 'run').mkdir()
     other = dict(record, imports=dict(record['imports'], **{files['maths.py']: '0' * 64}))

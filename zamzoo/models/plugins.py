@@ -17,9 +17,9 @@ spec and registered with the recorded options, unless its source changed.
 """
 import hashlib
 import importlib
-import json
 import importlib.util
 import inspect
+import json
 import logging
 import re
 import sys
@@ -281,11 +281,11 @@ def load_entry_points() -> None:
 def from_entry_point(record: Mapping[str, Any]) -> bool:
     """Whether the module of an `attention_module` record is an entry point's (which every process registers on
     `import zamzoo`), under its name and without options."""
-    return not recorded_options(record) and any(
-        ep.name == record.get('name') and ep.value == record.get('spec') for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return not recorded_options(record) and any(ep.name == record.get('name') and ep.value == record.get('spec')
+                                                for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
-def attention_record(model_name: str) -> Optional[Dict[str, Optional[str]]]:
+def attention_record(model_name: str) -> Optional[Dict[str, Any]]:
     """config.json's `attention_module` of a model: where its plugin module came from; None for the zoo's own
     modules and models outside the zoo."""
     entry = ZOO.get(model_name.split('.', 1)[0])

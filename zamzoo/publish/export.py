@@ -31,9 +31,9 @@ zamzoo training checkpoint, or a weights file in a run folder, is exported only 
 described by that run's record (`_check_completed_checkpoint`).
 
 A model of an attention module registered at run time (zamzoo.models.plugins) is exported with the module's
-record (`attention_module`: name, spec, sha256, options, and the call that registers it) in config.json and results.json
-and a card section saying so; `zamzoo push` refuses such a folder (the module's code is not on the Hub). Runs
-whose module source differs are refused when they are read (run_folder.read_run -> ensure_attention).
+record (`attention_module`: name, spec, sha256, options, and the call that registers it) in config.json and
+results.json and a card section saying so; `zamzoo push` refuses such a folder (the module's code is not on the
+Hub). Runs whose module source differs are refused when they are read (run_folder.read_run -> ensure_attention).
 """
 import datetime
 import json
