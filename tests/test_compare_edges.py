@@ -161,6 +161,32 @@ def test_a_candidate_that_diverged_on_some_seeds_is_not_scored_on_the_survivors(
     assert 'n = 3 of 4 seeds: candidate diverged on seed 2; baseline se diverged on seed 2' in verdict_row(md, 'se')
 
 
+@pytest.mark.parametrize('baseline_state', [MISSING, FAILED])
+def test_a_divergence_where_the_baseline_has_no_result_is_only_dropped(tmp_path, baseline_state):
+    """The cell was called harmful 'where the baseline did not' diverge, when the baseline's run of that seed was
+    pending or failed: how the baseline fares there is not known."""
+    outcomes = {('mine', 0): 71.0, ('mine', 1): 72.0, ('mine', 2): DIVERGED,
+                ('plain', 0): 70.0, ('plain', 1): 70.5, ('plain', 2): baseline_state}
+    md, report = report_of(tmp_path, 'mine', ['plain'], outcomes)
+    [cell] = report['cells']
+    assert cell['verdict'] != HARMFUL and cell['diverged_seeds'] == [] and cell['n'] == 2
+    assert {(r['arm'], r['state']) for r in cell['dropped']} == {('candidate', DIVERGED), ('baseline', baseline_state)}
+    assert f'candidate diverged on seed 2; baseline plain {baseline_state} on seed 2' in verdict_row(md, 'plain')
+
+
+def test_a_cell_significant_alone_but_not_after_holm_says_so():
+    """Its verdict gave the smallest detectable difference as the reason, 0.87 points against an observed 0.92."""
+    from zamzoo.compare.report import verdict_text
+    mine = ArmResult('resnet18', 'mine', {0: 71.0, 1: 72.0, 2: 71.5, 3: 70.8, 4: 71.9})
+    plain = ArmResult('resnet18', 'plain', {0: 70.2, 1: 70.3, 2: 71.2, 3: 70.1, 4: 70.8})
+    others = [ArmResult('resnet18', name, {s: v + 0.01 * (s % 2) for s, v in mine.top1_by_seed.items()})
+              for name in ('se', 'eca', 'simam', 'zam')]
+    cell = compare_cells([mine], [plain, *others])[0]
+    assert cell.p_value < 0.05 <= cell.p_holm and cell.verdict == NO_DIFFERENCE
+    assert verdict_text(cell) == ("no detectable difference (p 0.017 alone, 0.084 after Holm's correction for the "
+                                  "report's other comparisons)")
+
+
 def test_a_baseline_without_a_finished_run_leaves_the_other_cells_report(tmp_path):
     outcomes = {**{('mine', s): 80.0 + s for s in range(3)}, **{('plain', s): 70.0 + 2 * s for s in range(3)},
                 ('se', 0): FAILED, ('se', 1): DIVERGED, ('se', 2): MISSING}

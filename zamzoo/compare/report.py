@@ -138,7 +138,7 @@ def verdict_text(cell: CellStats) -> str:
     if cell.verdict == HARMFUL:
         others = [row for row in cell.dropped if not (row['arm'] == 'candidate' and row['seed'] in cell.diverged)]
         return (f'**{HARMFUL}**: the candidate diverged on {len(cell.diverged)} of {cell.seeds} seeds '
-                f'({", ".join(map(str, cell.diverged))}) where the baseline did not; no improvement claimed'
+                f'({", ".join(map(str, cell.diverged))}) where the baseline finished; no improvement claimed'
                 + (f'; the numbers cover the {cell.n} seeds both arms finished' if cell.n else '')
                 + (f' ({dropped_text(cell, others)})' if others else ''))
     if cell.verdict == NO_VERDICT:
@@ -156,6 +156,9 @@ def verdict_text(cell: CellStats) -> str:
         why = f'equal top-1 in all {cell.n} pairs from runs that differ; test set size unknown: no interval'
     elif cell.mde is None:
         why = f'all {cell.n} differences equal: the sign test needs {SIGN_TEST_MIN_PAIRS} pairs'
+    elif cell.p_value is not None and cell.p_value < ALPHA:
+        why = (f'p {_fmt_p(cell.p_value)} alone, {_fmt_p(cell.p_holm)} after Holm\'s correction for the report\'s '
+               f'other comparisons')
     else:
         why = f'smallest detectable difference {cell.mde:.2f} points'
     return f'{cell.verdict} ({why}' + (f'; {dropped})' if dropped else ')')

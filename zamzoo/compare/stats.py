@@ -176,11 +176,12 @@ def _dropped(candidate: ArmResult, baseline: ArmResult, seeds: Sequence[int]) ->
 
 
 def _harmful_seeds(dropped: Sequence[dict]) -> Tuple[int, ...]:
-    """Seeds where the candidate diverged and the baseline did not: a failure of the module (when both diverged,
-    the recipe is to blame as much: the seed is only dropped)."""
+    """Seeds where the candidate diverged and the baseline finished: a failure of the module (when both diverged,
+    the recipe is to blame as much; when the baseline failed or has no result yet, how it fares is not known: the
+    seed is only dropped)."""
     states = {(row['seed'], row['arm']): row['state'] for row in dropped}
     return tuple(sorted(seed for (seed, role), state in states.items()
-                        if role == 'candidate' and state == DIVERGED and states.get((seed, 'baseline')) != DIVERGED))
+                        if role == 'candidate' and state == DIVERGED and (seed, 'baseline') not in states))
 
 
 def _cell_test(candidate: ArmResult, baseline: ArmResult) -> Tuple[List[float], List[float],
