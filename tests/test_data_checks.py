@@ -196,11 +196,36 @@ def test_bad_labels_are_clear_errors(tmp_path, case):
         open_data(DataSource('hf', str(tmp_path / case)))
 
 
+def test_a_validation_split_naming_the_train_split_is_refused(tmp_path):
+    """--val-split train validated the run on its own training rows, both fingerprints alike, without a word."""
+    datasets.DatasetDict({'train': _hf_split([0, 1, 0, 1], ['cat', 'dog'])}).save_to_disk(str(tmp_path / 'd'))
+    with pytest.raises(DataError, match="--val-split 'train' is the train split: the run would be validated on the "
+                                        'images it trains on'):
+        open_data(DataSource('hf', str(tmp_path / 'd'), val_split='train'))
+
+
 def test_cifar_meta_with_fewer_class_names_is_refused_up_front(tmp_path):
     root = write_tiny_cifar(tmp_path / 'c')
     meta = root / 'cifar-10-batches-py' / 'batches.meta'
     meta.write_bytes(pickle.dumps({'label_names': ['a', 'b', 'c']}, protocol=2))
-    with pytest.raises(DataError, match=r'the meta file lists 3 class names, expected 10'):
+    with pytest.raises(DataError, match=r'the meta file lists 3 class names \(3 distinct\), expected 10 distinct'):
+        open_data(DataSource('cifar10', root))
+    names = [f'c{i}' for i in range(9)] + ['c3']  # ten names, one twice: two classes would print alike
+    meta.write_bytes(pickle.dumps({'label_names': names}, protocol=2))
+    with pytest.raises(DataError, match=r'lists 10 class names \(9 distinct\), expected 10 distinct'):
+        open_data(DataSource('cifar10', root))
+
+
+@pytest.mark.parametrize('labels, kind', [([0.7, 1.7, 9.7], "0.7 of type float"), (['1', '2', '3'], "'1' of type str")])
+def test_cifar_labels_that_are_not_class_indices_are_refused_up_front(tmp_path, labels, kind):
+    """A float label was truncated to another class (9.7 -> 9) without a word; a string one raised numpy's
+    UFuncTypeError."""
+    root = write_tiny_cifar(tmp_path / 'c')
+    batch = root / 'cifar-10-batches-py' / 'data_batch_1'
+    content = pickle.loads(batch.read_bytes())
+    content['labels'][:3] = labels
+    batch.write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DataError, match=rf'a label {kind}, expected integer class indices 0..9'):
         open_data(DataSource('cifar10', root))
 
 

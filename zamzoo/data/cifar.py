@@ -171,14 +171,25 @@ def cifar_dataset(root, dataset='cifar100', train=True, download=False, transfor
                         f'({n}, 32, 32, 3) uint8 (rows of 3072 bytes in {expected_files(root, dataset)})')
     if n == 0:
         raise DataError(f'{dataset} at {root}: the {"train" if train else "test"} split is empty')
+    _check_labels(ds, dataset, root)
+    return ds
+
+
+def _check_labels(ds, dataset: str, root) -> None:
+    """DataError unless the meta file names `dataset`'s classes once each and every label is an integer class index
+    (a float label would be truncated to another class, a string one fail mid-run)."""
     nc = NUM_CLASSES[dataset]
-    if len(ds.classes) != nc:
-        raise DataError(f'{dataset} at {root}: the meta file lists {len(ds.classes)} class names, expected {nc} '
+    if len(ds.classes) != nc or len(set(ds.classes)) != nc:
+        raise DataError(f'{dataset} at {root}: the meta file lists {len(ds.classes)} class names '
+                        f'({len(set(ds.classes))} distinct), expected {nc} distinct ones '
                         f'({expected_files(root, dataset)})')
+    bad = next((t for t in ds.targets if isinstance(t, bool) or not isinstance(t, (int, np.integer))), None)
+    if bad is not None:
+        raise DataError(f'{dataset} at {root}: a label {bad!r} of type {type(bad).__name__}, expected integer class '
+                        f'indices 0..{nc - 1}')
     targets = np.asarray(ds.targets)
     if targets.min() < 0 or targets.max() >= nc:
         raise DataError(f'{dataset} at {root}: labels outside 0..{nc - 1} ({targets.min()}..{targets.max()})')
-    return ds
 
 
 def cifar_fingerprint(root, dataset, train: bool) -> str:

@@ -147,6 +147,9 @@ def _open_hf(source: DataSource, train: bool) -> OpenedData:
                                        f'{source.data} [{train_name}]')
     val_name = None if source.split is not None else hf.pick_split(
         d, source.val_split, [s for s in hf.VAL_SPLITS if s != train_name], 'validation split', source.data)
+    if val_name is not None and val_name == train_name:
+        raise DataError(f"{source.data}: --val-split '{val_name}' is the train split: the run would be validated on "
+                        f'the images it trains on; name another split, or hold out part of it with --holdout 0.1')
     if val_name is None:
         if source.split is None and source.holdout is None:
             raise DataError(f'{source.data}: no validation split (the dataset has {sorted(d)}); name one with '
