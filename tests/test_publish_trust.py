@@ -141,6 +141,25 @@ def test_runs_on_the_official_release_are_published_as_cifar100(tmp_path, record
     assert record['dataset'] == 'cifar100' and recorder.calls[-1] == ('upload_folder', f'zamzoo/{MODEL}.cifar100')
 
 
+def test_push_refuses_weights_trained_with_other_model_args_even_of_the_same_shapes(tmp_path, recorder):
+    """ZAM(Avg) has the parameters of ZAM(Avg&Max) (none): push checked shapes only, recorded the weights under
+    mobilenet_zam, and pretrained=True loaded them into the default network, which computes something else."""
+    run = _official_run(tmp_path / 's0')
+    config = json.loads((run / 'config.json').read_text())
+    net = timm.create_model('mobilenet_zam', attn_kwargs={'pool': 'avg'})
+    save_file(net.state_dict(), str(run / 'model.safetensors'))
+    (run / 'config.json').write_text(json.dumps(dict(config, model='mobilenet_zam',
+                                                     model_kwargs={'attn_kwargs': {'pool': 'avg'}})))
+    results = json.loads((run / 'results.json').read_text())
+    (run / 'results.json').write_text(json.dumps(dict(results, model='mobilenet_zam')))
+    out = export_run([run], tmp_path / 'export').path
+    assert json.loads((out / 'config.json').read_text())['model_args']['attn_kwargs'] == {'pool': 'avg'}
+    with pytest.raises(InvalidExportError, match=r"model_args \{'attn_kwargs': \{'pool': 'avg'\}\} build another "
+                                                 r"network than timm.create_model\('mobilenet_zam'\) does"):
+        push_folder(out, token='hf_test', manifest=tmp_path / 'manifest.json')
+    assert recorder.calls == [] and not (tmp_path / 'manifest.json').exists()
+
+
 def test_a_run_without_the_record_is_not_claimed(tmp_path):
     run = _official_run(tmp_path / 'old')  # a run from before official_data was recorded
     results = json.loads((run / 'results.json').read_text())

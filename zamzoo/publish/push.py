@@ -109,6 +109,22 @@ def _wrapper_problems(config: dict) -> List[str]:
     return problems
 
 
+def _model_args_problems(config: dict) -> List[str]:
+    """The manifest record will promise that timm.create_model(arch, pretrained=True) builds the network these weights
+    were trained in: a run's model_args other than the registry's own build another one, even where every tensor
+    has the same shape (an attention slot, a pooling option)."""
+    from ..models import ZOO
+    arch = config['architecture']
+    defaults = json.loads(json.dumps(ZOO[arch].model_args)) if arch in ZOO else {}
+    other = {k: v for k, v in (config.get('model_args') or {}).items()
+             if k not in ('num_classes', 'in_chans', 'global_pool') and (k not in defaults or defaults[k] != v)}
+    if not other:
+        return []
+    return [f"config.json's model_args {other} build another network than timm.create_model('{arch}') does: weights "
+            f"trained with them cannot be published under the registry name {arch} (pretrained=True would load them "
+            f'into the default network)']
+
+
 def _shape_problems(weights: Path, config: dict) -> List[str]:
     """The manifest record will promise that timm.create_model(arch, pretrained=True) loads these weights, so they
     must fit the registry's architecture as built by default (shapes only: built on the meta device, and read from
@@ -116,8 +132,6 @@ def _shape_problems(weights: Path, config: dict) -> List[str]:
     import timm
     from safetensors import SafetensorError, safe_open
     arch, num_classes = config['architecture'], config['num_classes']
-    extra = {k: v for k, v in (config.get('model_args') or {}).items()
-             if k not in ('num_classes', 'in_chans', 'global_pool')}
     try:
         net = timm.create_model(arch, num_classes=num_classes, device='meta')
         expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
@@ -134,9 +148,7 @@ def _shape_problems(weights: Path, config: dict) -> List[str]:
     unexp = sorted(set(found) - set(expected))[:5]
     shape = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])[:5]
     return [f"{WEIGHTS_FILENAME} does not match {arch} as timm.create_model('{arch}', num_classes="
-            f"{num_classes}) builds it: missing {miss}, unexpected {unexp}, wrong shapes {shape}"
-            + (f' (the run used model_args {extra}: such weights cannot be published under the registry '
-               f'name {arch})' if extra else '')]
+            f"{num_classes}) builds it: missing {miss}, unexpected {unexp}, wrong shapes {shape}"]
 
 
 def _finite_problems(weights: Path) -> List[str]:
@@ -172,7 +184,8 @@ def validate_export(folder) -> dict:
     Checks: not a model of an attention module registered at run time; exactly the export files (and optionally
     model.onnx, whose sha256 results.json records), none empty; every file as export wrote it (SHA256SUMS);
     results.json / config.json readable; the sha256 and size of model.safetensors match results.json;
-    config.json's architecture is a registered zamzoo model and matches results.json; the safetensors header holds
+    config.json's architecture is a registered zamzoo model and matches results.json, and its model_args are the
+    registry's (the network pretrained=True builds); the safetensors header holds
     exactly the architecture's tensors with the right shapes (read without loading, and without any pickle); the
     weights are finite; the card has timm's YAML header; config.json loads in transformers' timm wrapper.
     """
@@ -184,7 +197,7 @@ def validate_export(folder) -> dict:
     _refuse_run_time_module(folder, results)
     problems = _checksum_problems(folder) + _record_problems(folder, results, config)
     if not problems:
-        problems = _shape_problems(folder / WEIGHTS_FILENAME, config)
+        problems = _model_args_problems(config) or _shape_problems(folder / WEIGHTS_FILENAME, config)
     if not problems:
         problems = _finite_problems(folder / WEIGHTS_FILENAME)
     problems += _card_problems(folder)
