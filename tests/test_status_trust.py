@@ -4,6 +4,7 @@ disk before metrics.jsonl claims its epoch; a resumed run keeps the commits that
 invocation finished with other settings is refused, not counted; the aggregate counts only what this invocation
 trained."""
 import json
+import pickle
 import time
 import shutil
 
@@ -250,6 +251,27 @@ def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits
     assert summary['ended']['done'] == 0 and summary['ended']['refused'] == 1
     assert 'epochs=1, the plan has epochs=2' in summary['refused'][0]['error']
     assert summary['train_images'] == 0
+    # zoo status (and so zoo export) counted that run done, with the other invocation's epochs
+    capsys.readouterr()
+    assert main(['zoo', 'status', '--out', str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert f'refused  {TINY} cifar10 zam seed 0' in printed and 'holds a run of 1 epochs, the plan has 2' in printed
+    assert ': 0 done, 0 running, 0 pending, 0 failed, 1 refused (other settings)' in printed
+
+
+def test_a_copy_of_the_data_at_another_path_is_the_same_data_for_the_plan(sweep, tiny_cifar, tmp_path):
+    """The plan compared the arguments' data path: every finished run was a conflict once the data moved."""
+    from zamzoo.zoo import plan_sweep
+    from zamzoo.zoo.plan import plan_states
+    copy = tmp_path / 'copy'
+    shutil.copytree(tiny_cifar, copy)
+    [run] = plan_sweep([TINY], ['cifar10'], [0], copy, sweep, epochs=1, batch_size=16, device='cpu')
+    assert plan_states([run])[RUN]['conflict'] is None and plan_states([run])[RUN]['state'] == 'done'
+    batch = copy / 'cifar-10-batches-py' / 'data_batch_1'
+    content = pickle.loads(batch.read_bytes())
+    content['data'][0, 0] ^= 1  # one pixel: other data at that path
+    batch.write_bytes(pickle.dumps(content, protocol=2))
+    assert 'is not the data the run in' in plan_states([run])[RUN]['conflict']
 
 
 # ------------------------------------------------------------------ D4: a checkpoint that cannot be read

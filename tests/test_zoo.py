@@ -80,7 +80,7 @@ def test_local_runs_two_at_once_exactly_as_zamzoo_train(tiny_cifar, tmp_path, ca
     assert again['launched'] == 0 and again['skipped']['done'] == 2
     assert main(['zoo', 'status', '--out', str(out), '--json']) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status['totals'] == {'runs': 2, 'pending': 0, 'running': 0, 'done': 2, 'failed': 0,
+    assert status['totals'] == {'runs': 2, 'pending': 0, 'running': 0, 'done': 2, 'failed': 0, 'refused': 0,
                                 'epochs_done': 4, 'epochs_total': 4}
     assert [(r['state'], r['seed'], r['epoch'], r['job_id']) for r in status['runs']] == [('done', 0, 2, None),
                                                                                         ('done', 1, 2, None)]

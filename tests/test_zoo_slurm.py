@@ -189,7 +189,7 @@ def test_sweep_status_and_export(sweep, tmp_path, capsys):
     capsys.readouterr()
     assert main(['zoo', 'status', '--out', str(sweep), '--json']) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status['totals'] == {'runs': 4, 'pending': 0, 'running': 0, 'done': 4, 'failed': 0,
+    assert status['totals'] == {'runs': 4, 'pending': 0, 'running': 0, 'done': 4, 'failed': 0, 'refused': 0,
                                 'epochs_done': 4 * EPOCHS, 'epochs_total': 4 * EPOCHS}
     assert sorted((r['model'], r['seed']) for r in status['runs']) == [(m, s) for m in sorted(MODELS) for s in (0, 1)]
     job_ids = {r['job_id'] for r in status['runs']}

@@ -299,8 +299,9 @@ def _status(args) -> int:
         if r['error']:
             print(f"         {r['error']}")
     t = status['totals']
-    print(f"{t['runs']} runs: {t['done']} done, {t['running']} running, {t['pending']} pending, {t['failed']} failed; "
-          f"epochs {t['epochs_done']:,}/{t['epochs_total']:,}")
+    refused = f", {t['refused']} refused (other settings)" if t['refused'] else ''
+    print(f"{t['runs']} runs: {t['done']} done, {t['running']} running, {t['pending']} pending, {t['failed']} failed"
+          f"{refused}; epochs {t['epochs_done']:,}/{t['epochs_total']:,}")
     return 0
 
 

@@ -60,7 +60,10 @@ def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
     recorded = run_status(run.folder).config
     if not recorded:
         return None  # absent or corrupt: the state says so
-    changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'))
+    # the data by content (data_conflict), not by path, when the run recorded its fingerprint: a copy elsewhere is the
+    # same data
+    moved = ('data',) if recorded.get('data_fingerprint') else ()
+    changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'), ignore=moved)
     module, current = recorded.get('attention_module'), attention_record(run.config.model)
     if module and current and module.get('sha256') != current.get('sha256'):
         changes.append(('attention module', f"sha256 {str(module.get('sha256'))[:12]} of {module.get('source')}",

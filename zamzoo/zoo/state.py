@@ -120,6 +120,22 @@ def update_record(out, name: str, entries: dict) -> dict:
     return record
 
 
+# a run folder holding a run of other settings than the plan's (another invocation's): neither done nor pending here
+REFUSED = 'refused'
+SWEEP_STATES = (*STATES, REFUSED)
+
+
+def _against_plan(state: dict, planned: dict) -> dict:
+    """`state` (run_state's), or REFUSED when its folder records another number of epochs than the plan (the one
+    setting plan.json holds besides those the folder's name gives: `zoo run` checks every setting and ends such a
+    run refused)."""
+    if state['epochs'] == planned['epochs']:
+        return state
+    return dict(state, state=REFUSED, error=f"the folder holds a run of {state['epochs']} epochs, the plan has "
+                                            f"{planned['epochs']}: other settings, neither counted as done nor "
+                                            f'overwritten (use another --out for these settings)')
+
+
 def sweep_status(out) -> dict:
     """Every planned run of the sweep in `out` with its state, the totals, and the problems met reading the sweep's
     records (`zoo status --json`)."""
@@ -132,9 +148,9 @@ def sweep_status(out) -> dict:
     problems += [problem] if problem else []
     runs = []
     for name, planned in plan.items():
-        state = run_state(out / name, planned['epochs'])
+        state = _against_plan(run_state(out / name, planned['epochs']), planned)
         runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name)})
-    totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in STATES},
+    totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in SWEEP_STATES},
               'epochs_done': sum(min(r['epoch'], r['epochs']) for r in runs),
               'epochs_total': sum(r['epochs'] for r in runs)}
     return {'runs': runs, 'totals': totals, 'problems': problems}
