@@ -384,6 +384,15 @@ def test_checksum_mismatch_and_corrupt_file(published):
         timm.create_model(f'hf-hub:{REPO}', pretrained=True)  # no manifest check on this path: the loader's error
     results = verify_published(MODEL)
     assert not results[0].ok and 'checksum mismatch' in results[0].message
+    # the fix it names: the repo's folder (blobs included), not the snapshot's link to the corrupt blob
+    assert f"or remove {cache / f'models--zamzoo--{MODEL}.{TAG}'})" in results[0].message
+
+
+def test_force_download_offline_is_a_failure_of_the_record_not_a_traceback(published, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
+    [result] = verify_published(MODEL, force_download=True)
+    assert not result.ok and 'offline mode is on (HF_HUB_OFFLINE); unset HF_HUB_OFFLINE' in result.message
 
 
 def test_file_changed_in_place_is_caught(published):

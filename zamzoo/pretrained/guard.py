@@ -101,9 +101,12 @@ def weights_errors(model: str, pretrained: bool, kwargs: Optional[dict] = None):
 
 def download_verified(record: dict, cache_dir=None, force_download: bool = False, what: Optional[str] = None) -> Path:
     """Download (or find in the cache) the record's weight file at its pinned commit and check its sha256."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
     what = what or f"pretrained weights for {record['model']}.{record['tag']}"
+    if force_download and constants.HF_HUB_OFFLINE:  # huggingface_hub raises a bare ValueError for it
+        raise WeightsError(f'{what}: downloading again needs the Hub, and offline mode is on (HF_HUB_OFFLINE); '
+                           f'unset HF_HUB_OFFLINE to download it again')
     try:
         path = hf_hub_download(record['repo_id'], record['filename'], revision=record['hub_commit'],
                                cache_dir=cache_dir, force_download=force_download)
@@ -114,11 +117,13 @@ def download_verified(record: dict, cache_dir=None, force_download: bool = False
         raise err from e
     digest = sha256_file(path)  # every time, no memo: a file changed in place (same size and mtime) is caught
     if digest != record['sha256']:
+        # the snapshot folder holds only a link: its blob, found again by name, would come back from a new download
+        repo_dir = next((p.parent for p in Path(path).parents if p.name == 'snapshots'), Path(path).parent)
         raise WeightsError(
             f"{what}: checksum mismatch for {record['repo_id']}@{record['hub_commit']}/{record['filename']}: "
             f"the file {path} has sha256 {digest}, the manifest expects {record['sha256']}. The cached file is "
-            f"corrupt or was replaced: delete it (`hf cache delete`, or remove {Path(path).parent}) and download "
-            f"again (`zamzoo verify {record['model']}.{record['tag']} --force-download`).")
+            f"corrupt or was replaced: download it again (`zamzoo verify {record['model']}.{record['tag']} "
+            f"--force-download`), or delete the repo from the cache (`hf cache delete`, or remove {repo_dir}).")
     return Path(path)
 
 
