@@ -200,6 +200,11 @@ def test_corrupt_files_are_reported_per_run(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'corrupt: ' in printed and 'plan.json is not valid JSON' in printed
     assert '3 runs: 0 done, 0 running, 1 pending, 2 failed' in printed
+    (out / '_zoo' / 'plan.json').unlink()  # a lost plan, as a corrupt one (status said the sweep did not exist)
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"missing: {out / '_zoo' / 'plan.json'} (runs listed from their run folders)" in printed
+    assert '3 runs: 0 done, 0 running, 1 pending, 2 failed' in printed
 
     from zamzoo.zoo.state import PLAN_FILE, update_record
     (out / '_zoo' / 'plan.json').write_text(json.dumps({'a': plan['a'], 'b': 'garbage'}))

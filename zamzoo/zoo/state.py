@@ -90,11 +90,15 @@ def _valid_entry(entry) -> bool:
             and isinstance(entry['epochs'], int) and isinstance(entry['seed'], int))
 
 
-def read_plan(out) -> tuple:
+def read_plan(out, missing_is_lost: bool = False) -> tuple:
     """(run folder name -> plan entry, problems): plan.json's valid entries; a corrupt plan.json or entry is
-    replaced by what its run folder's config.json says (and reported), or dropped when that is unreadable too."""
+    replaced by what its run folder's config.json says (and reported), or dropped when that is unreadable too.
+    `missing_is_lost`: a sweep folder without plan.json lost it (read what its run folders say), rather than a sweep
+    not planned yet."""
     out = Path(out)
     plan, problem = read_record(out, PLAN_FILE)
+    if problem is None and missing_is_lost and not (sweep_dir(out) / PLAN_FILE).is_file():
+        problem = f'missing: {sweep_dir(out) / PLAN_FILE}'
     problems = [f'{problem} (runs listed from their run folders)'] if problem else []
     names = set(plan) if not problem else {p.name for p in out.iterdir() if p.is_dir() and p.name != SWEEP_DIR}
     entries = {}
@@ -140,7 +144,7 @@ def sweep_status(out) -> dict:
     """Every planned run of the sweep in `out` with its state, the totals, and the problems met reading the sweep's
     records (`zoo status --json`)."""
     out = Path(out)
-    plan, problems = read_plan(out) if sweep_dir(out).is_dir() else ({}, [])
+    plan, problems = read_plan(out, missing_is_lost=True) if sweep_dir(out).is_dir() else ({}, [])
     if not plan:
         raise ZamzooError(f'{out} holds no sweep (expected {sweep_dir(out) / PLAN_FILE}, written by `zamzoo zoo run '
                           f'--out {out} ...`)' + (f'; {"; ".join(problems)}' if problems else ''))
