@@ -179,9 +179,11 @@ def test_fused_function_refuses_a_tracer():
         torch.fx.symbolic_trace(lambda t: zam_fused(t))
 
 
-@pytest.mark.parametrize('attention', list(ATTENTIONS))
+# the zoo's own blocks' paths: plain, the in-place ZAM / ZAM+R / ULSAM of a zoo block, BAM's stage slot. Every module
+# alone, through both exporters: test_onnx_dynamic_shapes.py; in every block of timm's ResNet:
+# test_timm_resnet_block_attn_layer
+@pytest.mark.parametrize('attention', ['plain', 'zam', 'zamr', 'ulsam', 'bam'])
 def test_zoo_models_torchscript_exporter(attention, tmp_path):
-    """Every attention in its zoo slot (block or stage); in ResNet blocks: test_timm_resnet_block_attn_layer."""
     assert export_onnx(model(f'mobilenet_{attention}'), tmp_path / 'm.onnx', use_dynamo=False) <= 1e-4
 
 

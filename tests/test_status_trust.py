@@ -5,8 +5,9 @@ invocation finished with other settings is refused, not counted; the aggregate c
 trained."""
 import json
 import pickle
-import time
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,6 +48,37 @@ def _status_line(out, capsys) -> str:
     capsys.readouterr()
     assert main(['zoo', 'status', '--out', str(out)]) == 0
     return capsys.readouterr().out
+
+
+def test_failed_run_is_marked_and_retried_only_when_asked(tiny_cifar, tmp_path, capsys):
+    """What a failed run leaves: failed.json and its log's traceback; skipped until --retry-failed."""
+    from zamzoo.zoo import sweep_status
+    data = tmp_path / 'data'                       # CIFAR-100 only: the CIFAR-10 run fails, the other goes on
+    data.mkdir()
+    (data / 'cifar-100-python').symlink_to(Path(tiny_cifar) / 'cifar-100-python')
+    out = tmp_path / 'sweep'
+    args = ['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', 'cifar100', '--seeds', '0', '--epochs', '1',
+            '--batch-size', '16', '--device', 'cpu', '--runs-per-gpu', '2', '--data', str(data), '--out', str(out)]
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert 'ended: 1 done, 1 failed' in printed
+    status = {r['dataset']: r for r in sweep_status(out)['runs']}
+    assert status['cifar100']['state'] == 'done' and status['cifar10']['state'] == 'failed'
+    error = status['cifar10']['error']
+    assert error.startswith('DataError: ') and 'cifar-10-batches-py' in error
+    failed = json.loads((out / f'{TINY}-cifar10-zam-s0' / 'failed.json').read_text())
+    assert failed['error'] == error
+
+    assert main(args) == 1                                            # skipped, still failed
+    assert '0 to train, 2 skipped' in capsys.readouterr().out
+    (data / 'cifar-10-batches-py').symlink_to(Path(tiny_cifar) / 'cifar-10-batches-py')
+    assert main([*args, '--retry-failed']) == 0                       # the data is there now
+    assert 'ended: 1 done, 0 failed' in capsys.readouterr().out
+    assert sweep_status(out)['totals']['done'] == 2
+    assert not (out / f'{TINY}-cifar10-zam-s0' / 'failed.json').exists()
+    # each attempt has a log of its own: the failed one holds its traceback, the retry's none
+    logs = sorted((out / '_zoo' / 'logs').glob(f'{TINY}-cifar10-zam-s0.*.log'))
+    assert [p.read_text().count('Traceback') for p in logs] == [1, 0]
 
 
 # ------------------------------------------------------------------ D3: weights cut or gone

@@ -98,35 +98,6 @@ def test_local_runs_two_at_once_exactly_as_zamzoo_train(tiny_cifar, tmp_path, ca
     assert f"'{TINY}' is not a zamzoo model" in capsys.readouterr().err
 
 
-def test_failed_run_is_marked_and_retried_only_when_asked(tiny_cifar, tmp_path, capsys):
-    data = tmp_path / 'data'                       # CIFAR-100 only: the CIFAR-10 run fails, the other goes on
-    data.mkdir()
-    (data / 'cifar-100-python').symlink_to(Path(tiny_cifar) / 'cifar-100-python')
-    out = tmp_path / 'sweep'
-    args = ['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', 'cifar100', '--seeds', '0', '--epochs', '1',
-            '--batch-size', '16', '--device', 'cpu', '--runs-per-gpu', '2', '--data', str(data), '--out', str(out)]
-    assert main(args) == 1
-    printed = capsys.readouterr().out
-    assert 'ended: 1 done, 1 failed' in printed
-    status = {r['dataset']: r for r in sweep_status(out)['runs']}
-    assert status['cifar100']['state'] == 'done' and status['cifar10']['state'] == 'failed'
-    error = status['cifar10']['error']
-    assert error.startswith('DataError: ') and 'cifar-10-batches-py' in error
-    failed = json.loads((out / f'{TINY}-cifar10-zam-s0' / 'failed.json').read_text())
-    assert failed['error'] == error
-
-    assert main(args) == 1                                            # skipped, still failed
-    assert '0 to train, 2 skipped' in capsys.readouterr().out
-    (data / 'cifar-10-batches-py').symlink_to(Path(tiny_cifar) / 'cifar-10-batches-py')
-    assert main([*args, '--retry-failed']) == 0                       # the data is there now
-    assert 'ended: 1 done, 0 failed' in capsys.readouterr().out
-    assert sweep_status(out)['totals']['done'] == 2
-    assert not (out / f'{TINY}-cifar10-zam-s0' / 'failed.json').exists()
-    # each attempt has a log of its own: the failed one holds its traceback, the retry's none
-    logs = sorted((out / '_zoo' / 'logs').glob(f'{TINY}-cifar10-zam-s0.*.log'))
-    assert [p.read_text().count('Traceback') for p in logs] == [1, 0]
-
-
 def test_status_and_export_need_a_sweep(tmp_path, capsys):
     assert main(['zoo', 'status', '--out', str(tmp_path)]) == 2
     assert 'holds no sweep' in capsys.readouterr().err
