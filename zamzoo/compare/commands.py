@@ -54,7 +54,7 @@ def run_compare(args) -> int:
     arms = Arms.of(candidate.name, args.baselines, args.backbones)
     options = {k: v for k, v in train_config_values(args).items()
                if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}  # what plan_compare sets itself
-    runs = plan_compare(candidate, arms, args.dataset, args.seeds, args.data, args.out, **options)
+    runs = plan_compare(arms, args.dataset, args.seeds, args.data, args.out, **options)
     check_sources(candidate, runs)
     states = plan_states(runs)
     if runs_to_launch(runs, states, args.retry_failed) and not runs[0].config.download:  # before the contract check

@@ -79,8 +79,7 @@ class Arms:
         return f'{backbone}_{attention}'
 
 
-def plan_compare(candidate: Candidate, arms: Arms, dataset: str, seeds: Sequence[int], data, out,
-                 **train_options) -> List[PlannedRun]:
+def plan_compare(arms: Arms, dataset: str, seeds: Sequence[int], data, out, **train_options) -> List[PlannedRun]:
     """Every (backbone, attention, seed) of the comparison as the zoo run it is: the candidate's runs register its
     module (plan_sweep's `worker_registration`), the baselines' runs are exactly the zoo's (so that they are
     shared)."""

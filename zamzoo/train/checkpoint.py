@@ -80,8 +80,10 @@ def _snapshot(obj):
 def checkpoint_state(*, model, optimizer, scheduler, scaler, epoch: int, config: dict, history: list,
                      extra: dict = None, rank_rngs: Optional[list] = None) -> dict:
     """The whole training state after `epoch` completed epochs, as CPU copies. `rank_rngs`: every rank's
-    `rng_state()` of a run of several processes, rank 0's first (each rank resumes with its own)."""
-    rngs = {'rank_rngs': _snapshot(rank_rngs)} if rank_rngs is not None and len(rank_rngs) > 1 else {}
+    `rng_state()`, rank 0's first (each rank of a run of several processes resumes with its own); default: this
+    process's."""
+    rank_rngs = _snapshot(rank_rngs if rank_rngs is not None else [rng_state()])
+    rngs = {'rank_rngs': rank_rngs} if len(rank_rngs) > 1 else {}
     return {
         'format': CHECKPOINT_FORMAT,
         'version': CHECKPOINT_VERSION,
@@ -90,7 +92,7 @@ def checkpoint_state(*, model, optimizer, scheduler, scaler, epoch: int, config:
         'optimizer': _snapshot(optimizer.state_dict()),
         'scheduler': _snapshot(scheduler.state_dict()),
         'scaler': scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        'rng': _snapshot(rng_state()),
+        'rng': rank_rngs[0],
         'config': config,
         'history': [dict(r) for r in history],
         'extra': dict(extra or {}),

@@ -65,19 +65,26 @@ def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
     moved = ('data',) if recorded.get('data_fingerprint') else ()
     changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'), ignore=moved)
     module, current = recorded.get('attention_module'), attention_record(run.config.model)
-    if module and current and module.get('sha256') != current.get('sha256'):
-        changes.append(('attention module', f"sha256 {str(module.get('sha256'))[:12]} of {module.get('source')}",
-                        f"sha256 {str(current.get('sha256'))[:12]}"))
-    if module and current and recorded_options(module) != recorded_options(current):
-        changes.append(('attention options', recorded_options(module), recorded_options(current)))
-    if module and current and recorded_imports(module) != recorded_imports(current):
-        changes.append(('attention module imports', recorded_imports(module), recorded_imports(current)))
+    if module and current:
+        changes += _module_changes(module, current)
     if not changes:
         return None
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
     planned = ', '.join(f'{k}={short_value(b)}' for k, _, b in changes)
     return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with {listed}, the plan has ' \
            f'{planned}'
+
+
+def _module_changes(module: dict, current: dict) -> list:
+    """[(field, recorded, planned)] in which a run's attention module record differs from the one registered now."""
+    changes = []
+    if module.get('sha256') != current.get('sha256'):
+        changes.append(('attention module', f"sha256 {str(module.get('sha256'))[:12]} of {module.get('source')}",
+                        f"sha256 {str(current.get('sha256'))[:12]}"))
+    for what, recorded in (('attention options', recorded_options), ('attention module imports', recorded_imports)):
+        if recorded(module) != recorded(current):
+            changes.append((what, recorded(module), recorded(current)))
+    return changes
 
 
 def check_conflicts(runs: Sequence[PlannedRun], states: Dict[str, dict]):
