@@ -201,8 +201,8 @@ def test_tensor_loader_epochs_and_shapes(tiny_cifar):
 
 def test_tensor_loader_ranks_partition_the_global_batch(tiny_cifar):
     images, targets, _ = load_cifar(tiny_cifar, 'cifar100')
-    single = list(_loader(images, targets, batch_size=20))                       # 20, 20, 20, 4
-    ranks = [list(_loader(images, targets, batch_size=20, rank=r, world_size=3)) for r in range(3)]
+    single = list(_loader(images, targets, batch_size=18))                       # 18, 18, 18, 10
+    ranks = [list(_loader(images, targets, batch_size=18, rank=r, world_size=3)) for r in range(3)]
     for step, (x, y, n) in enumerate(single):
         parts = [ranks[r][step] for r in range(3)]
         assert all(p[2] == n for p in parts)
@@ -210,6 +210,27 @@ def test_tensor_loader_ranks_partition_the_global_batch(tiny_cifar):
         assert torch.equal(torch.cat([p[1] for p in parts]), y)
     assert [rank_slice(0, 10, r, 3) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]
     assert shard_bounds(10, 4, False) == [(0, 4), (4, 8), (8, 10)] and shard_bounds(10, 4, True) == [(0, 4), (4, 8)]
+
+
+def test_every_process_trains_on_at_least_two_images_of_every_batch():
+    """BatchNorm cannot train on one image: 34 images in batches of 16 over 2 processes gave the last batch of 2 as
+    parts of 1 image (both ranks raised, where one process trained). Every size up to 40, batches of 2 to 12, 1 to
+    4 processes, both loaders' batches: each rank's part of a training batch holds >= 2 images, every image is
+    trained once (none dropped but the lone too-small batch), and evaluation still scores every image."""
+    from zamzoo.data.batches import epoch_bounds
+    from zamzoo.data.loaders import EpochBatchSampler
+    assert epoch_bounds(34, 16, False, 2, train=True) == [(0, 16), (16, 34)]
+    assert epoch_bounds(34, 16, False, 1, train=True) == [(0, 16), (16, 32), (32, 34)]  # one process: as before
+    for world in range(1, 5):
+        for batch in range(2 * world, 13, world):
+            for n in range(1, 41):
+                bounds = epoch_bounds(n, batch, False, world, train=True)
+                assert (bounds[-1][1] if bounds else 0) == (n if n >= 2 * world else 0), (n, batch, world)
+                for r in range(world):
+                    parts = EpochBatchSampler(n, batch, True, rank=r, world_size=world).parts
+                    assert len(parts) == len(bounds) and all(hi - lo >= 2 for lo, hi, _ in parts), (n, batch, r)
+                evaluated = epoch_bounds(n, batch, False, world, train=False)
+                assert evaluated[-1][1] == n and all(hi - lo <= batch for lo, hi in evaluated)
 
 
 def test_dataloader_path_deterministic_and_sharded(tiny_cifar):

@@ -288,6 +288,23 @@ def test_last_batch_of_one_image_is_merged_not_fatal(tmp_path):
     assert r['epochs'] == 1 and cfg['steps_per_epoch'] == 1 and cfg['train_images'] == 8
 
 
+def test_a_batch_size_or_a_train_split_too_small_to_train_is_a_clear_error(tmp_path, capsys):
+    """Batch size 1 trained every step on one image and a train split of one image was one such step: BatchNorm's
+    ValueError with a traceback, and a run folder left behind."""
+    d = _hf_dict('cifar10', label='label')
+    d['train'] = d['train'].select([0])
+    d.save_to_disk(str(tmp_path / 'one'))
+    with pytest.raises(DataError, match=r'has 1 images, too few for one training step: expected at least 2 for each '
+                                        r'of the 1 process\(es\) \(BatchNorm cannot train on one image\)'):
+        train(TrainConfig(model=TINY, data=str(tmp_path / 'one'), dataset='hf', epochs=1, val_split='test',
+                          out=str(tmp_path / 'run')))
+    rc = main(['train', '--model', TINY, '--dataset', 'hf', '--data', str(tmp_path / 'one'), '--batch-size', '1',
+               '--out', str(tmp_path / 'run1')])
+    err = capsys.readouterr().err
+    assert rc == 2 and "batch_size: expected an integer >= 2, got 1" in err and 'Traceback' not in err
+    assert not (tmp_path / 'run1').exists()
+
+
 def test_tensor_loader_memory_is_checked_first(tmp_path, monkeypatch, capsys):
     import zamzoo.data.tensors as T
     data = write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))

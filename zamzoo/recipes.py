@@ -11,6 +11,8 @@ from typing import Dict, Optional, Tuple
 
 from .errors import UsageError
 
+MIN_TRAIN_IMAGES = 2  # of a training step, in each process: BatchNorm cannot train on one image
+
 Stats = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 SCHEDULES = ('multistep', 'cosine', 'constant')
 
@@ -56,8 +58,9 @@ class Recipe:
     def __post_init__(self):
         """Every field checked where a Recipe is made or replaced (the API's recipes and the CLI's overrides alike):
         UsageError naming the first field that cannot train."""
-        for name in ('version', 'epochs', 'batch_size'):
+        for name in ('version', 'epochs'):
             _check_number(self, name, getattr(self, name), minimum=1, integer=True)
+        _check_number(self, 'batch_size', self.batch_size, minimum=MIN_TRAIN_IMAGES, integer=True)
         for name in ('warmup_epochs', 'crop_padding'):
             _check_number(self, name, getattr(self, name), minimum=0, integer=True)
         _check_number(self, 'epoch_base', self.epoch_base, minimum=0, integer=True, maximum=1)

@@ -5,6 +5,9 @@ from typing import List, Tuple
 import numpy as np
 import torch
 
+from ..recipes import MIN_TRAIN_IMAGES
+
+
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """A CPU generator for one epoch of one purpose; independent of any global RNG state."""
@@ -19,14 +22,17 @@ def shard_bounds(n: int, batch_size: int, drop_last: bool) -> List[Tuple[int, in
 
 
 def epoch_bounds(n: int, batch_size: int, drop_last: bool, world_size: int, train: bool) -> List[Tuple[int, int]]:
-    """The global batches of an epoch. In training, a last batch of one image is merged into the batch before it
-    (BatchNorm cannot train on a single pooled value); then a last batch too small to give every rank an image is
-    dropped (a training step needs an image on every rank). Evaluation keeps every image: a rank may have no part
-    of a last small batch. Neither rule depends on anything but the sizes, so every rank draws the same batches."""
+    """The global batches of an epoch. In training every process's part of a batch holds at least
+    `MIN_TRAIN_IMAGES` images (BatchNorm cannot train on a single pooled value): a last batch smaller than that times
+    the processes is merged into the batch before it, or dropped when it is the only one. With several processes a
+    last batch of 2 to 2N - 1 images is thus merged where one process trains it alone. Evaluation keeps every image:
+    a rank may have no part of a last small batch. No rule depends on anything but the sizes, so every rank draws
+    the same batches."""
     bounds = shard_bounds(n, batch_size, drop_last)
-    if train and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
+    least = MIN_TRAIN_IMAGES * world_size
+    if train and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < least:
         bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
-    if train and bounds and bounds[-1][1] - bounds[-1][0] < world_size:
+    if train and bounds and bounds[-1][1] - bounds[-1][0] < least:
         bounds.pop()
     return bounds
 

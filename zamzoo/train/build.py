@@ -16,6 +16,7 @@ from .. import provenance
 from .._paths import check_free_space
 from ..dataset_table import OWN_DATASETS
 from ..errors import DataError, UsageError
+from ..recipes import MIN_TRAIN_IMAGES
 from . import distributed as D
 from .checkpoint import seed_everything
 from .run_folder import applied_recipe, read_split
@@ -296,14 +297,21 @@ class TrainingRun:
     settings: dict  # config.json's content: the run's resolved settings (its identity: run_folder.run_identity)
 
 
+def _check_batch_size(batch_size: int, world_size: int):
+    if batch_size % world_size:
+        raise UsageError(f'batch size {batch_size} is not divisible by the {world_size} processes; '
+                         f'the global batch is split evenly across ranks')
+    if batch_size < MIN_TRAIN_IMAGES * world_size:
+        raise UsageError(f'batch size {batch_size}: expected at least {MIN_TRAIN_IMAGES} images for each of the '
+                         f'{world_size} process(es) (BatchNorm cannot train on one image)')
+
+
 def build_run(config, recipe, info: D.DistInfo, out: Path, recorded: Optional[dict] = None) -> TrainingRun:
     """Data, model and the pieces that train it, for this rank, from a validated `TrainConfig`; on --resume
     (`recorded`: the checkpoint's config.json) as the run started: its loader, its record of its starting weights."""
     from ..data.tensors import pick_loader
 
-    if recipe.batch_size % info.world_size:
-        raise UsageError(f'batch size {recipe.batch_size} is not divisible by the {info.world_size} processes; '
-                         f'the global batch is split evenly across ranks')
+    _check_batch_size(recipe.batch_size, info.world_size)
     dtype, workers, channels_last = _runtime(config, info)
     data = _open_data(config, info, out)  # first: it gives the classes
     model, facts = _build_model(config, recipe, data.classes, recorded)
@@ -318,8 +326,10 @@ def build_run(config, recipe, info: D.DistInfo, out: Path, recorded: Optional[di
         eval_batch_size=config.eval_batch_size, seed=config.seed, info=info, loader=loader, workers=workers,
         channels_last=channels_last, img_size=facts['img_size'])
     if len(train_loader) == 0:
-        raise DataError(f'{config.data}: the train split has fewer images than one batch of {recipe.batch_size} '
-                        f'(recipe drops the last partial batch)')
+        raise DataError(f'{config.data}: the train split has {len(data.train)} images, too few for one training step: '
+                        + (f'the recipe drops the last partial batch, and one batch is {recipe.batch_size}'
+                           if recipe.drop_last else f'expected at least {MIN_TRAIN_IMAGES} for each of the '
+                           f'{info.world_size} process(es) (BatchNorm cannot train on one image)'))
     sync_bn = recipe.sync_bn and info.distributed
     if sync_bn and info.device.type == 'cpu':
         raise UsageError(f"recipe '{recipe.name}' asks for SyncBatchNorm, which torch supports on GPUs only")
