@@ -305,6 +305,22 @@ def test_a_batch_size_or_a_train_split_too_small_to_train_is_a_clear_error(tmp_p
     assert not (tmp_path / 'run1').exists()
 
 
+def test_eval_of_a_run_on_another_split_of_its_data_is_not_refused(tmp_path):
+    """A run trained with --val-split test, evaluated on the data's validation split: that split was compared with the
+    run's record of its test split and refused as other data. Its own split, changed, is still refused."""
+    d = _hf_dict('cifar10', label='label')
+    d['validation'] = d['test'].select(range(9))
+    d.save_to_disk(str(tmp_path / 'data'))
+    run = tmp_path / 'run'
+    train(TrainConfig(model=TINY, data=str(tmp_path / 'data'), dataset='hf', epochs=1, val_split='test', out=str(run)))
+    r = evaluate(TINY, str(tmp_path / 'data'), 'hf', checkpoint=run, device='cpu', val_split='validation')
+    assert r['images'] == 9
+    d['test'] = d['test'].select(range(1, len(d['test'])))
+    d.save_to_disk(str(tmp_path / 'changed'))
+    with pytest.raises(DataError, match='its val split'):
+        evaluate(TINY, str(tmp_path / 'changed'), 'hf', checkpoint=run, device='cpu')
+
+
 def test_tensor_loader_memory_is_checked_first(tmp_path, monkeypatch, capsys):
     import zamzoo.data.tensors as T
     data = write_images(tmp_path / 'd', {'a': 3, 'b': 3}, size=(32, 32))

@@ -41,6 +41,13 @@ def _is_export(config: dict) -> bool:
     return isinstance(config.get('pretrained_cfg'), dict) and 'architecture' in config
 
 
+def _the_runs_own_split(dataset, run_cfg: dict, hf_options: dict) -> bool:
+    """Whether the images evaluated are those the run evaluated (its data set, split and columns)."""
+    args = run_cfg.get('args') if isinstance(run_cfg.get('args'), dict) else {}
+    return args.get('dataset') == dataset and all(
+        hf_options.get(k) in (None, args.get(k)) for k in ('image_column', 'label_column', 'val_split'))
+
+
 def _source(dataset, data, download, checkpoint, run_cfg: dict, hf_options: dict):
     """The data to evaluate on: the run's held-out split (its split file) or its HF columns and splits, unless
     given here; integer labels index the checkpoint's classes (those recorded next to its weights)."""
@@ -80,7 +87,8 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     dev = D.resolve_device(device)
     autocast_dtype = amp_dtype(amp, dev)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
-    check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, run_folder_of(checkpoint), ('val',))
+    if _the_runs_own_split(dataset, run_cfg, hf_options):  # another split of the data: no record to check it by
+        check_same_data(run_cfg.get('data_fingerprint'), opened.fingerprint, data, run_folder_of(checkpoint), ('val',))
     test_split, num_classes = opened.test, opened.num_classes
     check_trained_model(model, run_cfg)
     export = _is_export(run_cfg)
