@@ -167,8 +167,10 @@ def test_one_folder_holdout_split_file_resume_and_eval(tmp_path):
     assert json.loads((out / 'config.json').read_text())['train_images'] == 11
 
     write_images(data, {'fox': 3}, seed=9)     # the folder gains a class: a new split would differ
+    finished = {name: (out / name).read_bytes() for name in ('results.json', 'model.safetensors')}
     again = train(TrainConfig(resume=True, **args))     # resuming the finished run re-reads its split file
     assert again['top1'] == r['top1'] and json.loads((out / 'split.json').read_text()) == split
+    assert again == r and all((out / name).read_bytes() == b for name, b in finished.items())  # left as it was
     assert json.loads((out / 'config.json').read_text())['classes'] == ['cat', 'dog', 'eel']  # not fox: same split
     e = evaluate(TINY, str(data), 'folder', checkpoint=out)
     assert e['images'] == 3 and e['top1'] == pytest.approx(r['top1'])

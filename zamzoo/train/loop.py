@@ -199,10 +199,14 @@ def _epochs(loop: Loop) -> dict:
 
         results = None
         if info.is_main:
-            results = _results(loop)
-            if start_epoch >= epochs and progress.history:  # nothing ran in this session (a finished run)
-                run_folder.write_history(loop.out, progress.history, loop.title)
-            run_folder.finish_run(loop.out, writer, loop.run.pieces.model, loop.run.settings, results)
+            # nothing ran in this session: a completed run is left as it is; one whose last files are missing or
+            # corrupt is finished again from its last checkpoint
+            results = run_folder.completed_results(loop.out) if start_epoch >= epochs else None
+            if results is None:
+                results = _results(loop)
+                if start_epoch >= epochs and progress.history:
+                    run_folder.write_history(loop.out, progress.history, loop.title)
+                run_folder.finish_run(loop.out, writer, loop.run.pieces.model, loop.run.settings, results)
             if loop.reporter:
                 loop.reporter.finish(results)
         return D.broadcast_object(results, info)

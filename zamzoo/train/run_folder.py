@@ -261,7 +261,7 @@ def run_status(folder) -> RunStatus:
     config, results, failure = (_read_run_file(folder / name, lambda f: read_json_object(f, ZamzooError), problems)
                                 or {} for name in (CONFIG_FILE, RESULTS_FILE, FAILED_FILE))
     history = _read_run_file(folder / METRICS_FILE, read_metrics, problems) or []
-    completed = results.get('status', 'completed') == 'completed'
+    completed = _records_completion(results)
     if not (results and completed) and (folder / CHECKPOINT_FILE).is_file():  # a run to resume from it
         problem = checkpoint_problem(folder / CHECKPOINT_FILE)
         problems += [f'corrupt: {problem}'] if problem else []
@@ -281,6 +281,19 @@ def run_status(folder) -> RunStatus:
     else:
         state, error = 'pending', None
     return RunStatus(state, error, config, results, history, error_type)
+
+
+def _records_completion(results: dict) -> bool:
+    return results.get('status', 'completed') == 'completed'  # results.json from before 'status' are completed runs
+
+
+def completed_results(folder) -> Optional[dict]:
+    """results.json of the run completed in `folder`, with whole files (as `run_status` checks them); else None."""
+    folder, problems = Path(folder), []
+    results = _read_run_file(folder / RESULTS_FILE, lambda f: read_json_object(f, ZamzooError), problems) or {}
+    history = _read_run_file(folder / METRICS_FILE, read_metrics, problems) or []
+    whole = results and _records_completion(results) and not problems
+    return results if whole and _completed_run_problem(folder, results, history) is None else None
 
 
 def _completed_run_problem(folder: Path, results: dict, history: list) -> Optional[str]:
