@@ -378,6 +378,24 @@ def test_a_sweep_of_a_module_registered_here_registers_it_with_its_options_in_ea
         plan_sweep(['mobilenet_wmain'], ['folder'], [0], tmp_path / 'images', out, holdout=0.5)
 
 
+def test_a_sweep_of_a_module_only_this_process_can_import_is_refused_when_planned(tmp_path, monkeypatch):
+    """A module imported from a folder on this process's sys.path only (the script's own folder, a sys.path.insert)
+    was planned, then every worker (a new process) failed to import it. With its folder on PYTHONPATH it is found."""
+    from zamzoo.zoo import plan_sweep
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'far_gate.py').write_text(MODULE_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path / 'mine'))
+    load_attention('far_gate:Scaled', name='wfar')
+    args = (['mobilenet_wfar'], ['folder'], [0], tmp_path / 'images', tmp_path / 'runs')
+    with pytest.raises(UsageError, match=rf"mobilenet_wfar: its attention module far_gate:Scaled was imported here "
+                                         rf"from {tmp_path}/mine/far_gate.py, but a new process started in .* cannot "
+                                         rf"import 'far_gate': add {tmp_path}/mine to PYTHONPATH"):
+        plan_sweep(*args, holdout=0.5)
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path / 'mine'))
+    [run] = plan_sweep(*args, holdout=0.5)
+    assert run.config.attn == 'far_gate:Scaled'
+
+
 def test_generated_prose_follows_the_table_and_leaves_plugins_out(monkeypatch):
     from zamzoo.bench.tables import citations_bibtex, citations_list, zoo_summary
     from zamzoo.models._zoo import Attention, Paper

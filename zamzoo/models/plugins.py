@@ -15,13 +15,16 @@ to it: runs write it to config.json as `attention_module`, and
 (eval, export, viz, compare) calls `ensure_attention` with the run's record: the module is imported again from its
 spec and registered with the recorded options, unless its source changed.
 """
+import functools
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
 import sysconfig
 import types
@@ -96,7 +99,7 @@ def import_spec(spec: str) -> Tuple[Callable[..., Any], str]:
     where, sep, attr = spec.rpartition(':') if isinstance(spec, str) else ('', '', '')
     if not (sep and where and attr):
         raise UsageError(f"attention module {spec!r}: expected 'pkg.module:Class' or 'path/to/file.py:Class'")
-    if where.endswith('.py') or '/' in where or '\\' in where:
+    if _is_file_spec(where):
         module = _import_file(Path(where))
         spec = f'{module.__file__}:{attr}'
     else:
@@ -112,6 +115,10 @@ def import_spec(spec: str) -> Tuple[Callable[..., Any], str]:
 # what importing a user's module may raise: any exception, or SystemExit from code that runs at import
 # (argparse's parse_args, sys.exit), which would otherwise end zamzoo itself
 _IMPORT_FAILURES = (Exception, SystemExit)
+
+
+def _is_file_spec(where: str) -> bool:
+    return where.endswith('.py') or '/' in where or '\\' in where
 
 
 def _why(e: BaseException) -> str:
@@ -326,6 +333,34 @@ def _check_options_agree(recorded: Mapping[str, Any], current: Optional[Mapping[
         raise UsageError(f"this run's attention module {recorded.get('name')!r} was built with the options "
                          f'{recorded_options(recorded)}; the one registered now has {recorded_options(current)}: '
                          f'register it with the options of the run (or start a new run)')
+
+
+def check_importable_in_new_process(record: Mapping[str, Any], what: str) -> None:
+    """UsageError when a new process started here (this working directory and environment, as a zoo worker is) would
+    not import the module of `record` (a module spec's `attention_module`) from the file this process did: this
+    process's sys.path may hold a folder (the script's own, a sys.path.insert) that a new process lacks."""
+    module, source = record['spec'].split(':', 1)[0], record.get('source')
+    if not source or _is_file_spec(module):
+        return
+    found = _new_process_origin(module, os.getcwd(), os.environ.get('PYTHONPATH'))
+    if found is not None and Path(found).resolve() == Path(source).resolve():
+        return
+    path = Path(source)
+    root = (path.parent if path.name == '__init__.py' else path).parents[len(module.split('.')) - 1]
+    elsewhere = f'imports {module!r} from {found}' if found else f'cannot import {module!r}'
+    raise UsageError(f"{what}: its attention module {record['spec']} was imported here from {source}, but a new "
+                     f'process started in {os.getcwd()} (a zoo worker) {elsewhere}: add {root} to PYTHONPATH (or '
+                     f'start from that folder), or install the package that holds it')
+
+
+@functools.lru_cache(maxsize=None)
+def _new_process_origin(module: str, cwd: str, pythonpath: Optional[str]) -> Optional[str]:
+    """The file a new Python process in `cwd` finds `module` in (None: not found); cached per working directory and
+    PYTHONPATH (a sweep asks once per model)."""
+    code = ('import importlib.util, sys\ntry:\n    s = importlib.util.find_spec(sys.argv[1])\nexcept Exception:\n'
+            '    s = None\nprint(s.origin if s and s.origin else "")')
+    done = subprocess.run([sys.executable, '-c', code, module], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() or None
 
 
 def recorded_imports(record: Mapping[str, Any]) -> Dict[str, str]:

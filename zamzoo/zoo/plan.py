@@ -8,7 +8,8 @@ from typing import Dict, Optional, Sequence
 from ..data import check_same_data, open_data
 from ..dataset_table import DATASETS
 from ..errors import DataError, UsageError
-from ..models.plugins import attention_record, from_entry_point, recorded_imports, recorded_options
+from ..models.plugins import (attention_record, check_importable_in_new_process, from_entry_point, recorded_imports,
+                              recorded_options)
 from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..train.build import recipe_record
 from ..train.run_folder import identity_changes, read_split, run_status, short_value
@@ -142,6 +143,7 @@ def worker_registration(model: str) -> dict:
         raise UsageError(f"{model}: its attention module {record['spec']} is defined in __main__ (a notebook or the "
                          f'script that runs), which a zoo worker, a new process, cannot import; put the class in a '
                          f"file and register it with zamzoo.load_attention('path/to/file.py:Class', name=...)")
+    check_importable_in_new_process(record, model)
     return {'attn': record['spec'], 'attn_name': record['name'], 'attn_options': recorded_options(record)}
 
 
