@@ -57,6 +57,32 @@ class NaNGradient(Identity):
         return x + torch.sqrt(x.abs() - x.abs())
 
 
+class Random(Identity):
+    """A new output at every call: the contract blamed channels_last (the one check that called it twice)."""
+    def forward(self, x):
+        return x * torch.rand_like(x)
+
+
+class CountsCalls(Identity):
+    """Its output changes with a state each call changes."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__(channels, device, dtype)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * self.calls
+
+
+class DeviceFirst(nn.Module):
+    """No channels argument: the contract built it with 64 as its device and blamed the device keyword."""
+    def __init__(self, device=None, dtype=None):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
 class Only64Channels(nn.Module):
     """Passes alone on 64 channels, fails inside a backbone's narrower or wider blocks."""
     def __init__(self, channels, device=None, dtype=None):
@@ -93,6 +119,13 @@ class ScaledWhenTraced(Identity):
     (NaNGradient, 'NaNGradient(64): the gradient of input has NaN or infinite values'),
     (IgnoresDevice, "IgnoresDevice(64, device='meta', dtype=torch.float64) made scale on cpu as torch.float32: make "
                     "every parameter and buffer with the device and dtype given"),
+    (Random, 'Random(64) called twice on the same (2, 64, 8, 8) input in eval mode: the outputs differ (relative '
+             'error'),
+    (CountsCalls, 'CountsCalls(64) called twice on the same (2, 64, 8, 8) input in eval mode: the outputs differ '
+                  '(relative error 0.25); in eval mode a module must be a function of its input'),
+    (DeviceFirst, "DeviceFirst cannot be called as timm's blocks build an attention module, DeviceFirst(channels, "
+                  "**options, device=..., dtype=...) (multiple values for argument 'device'); expected "
+                  "__init__(self, channels, ..., device=None, dtype=None)"),
     (Only64Channels, 'mobilenet with Only64Channels fails in a training-mode forward pass (calibrating BatchNorm): '
                      'RuntimeError: Given groups=1, weight of size [64, 64, 1, 1]'),
 ])

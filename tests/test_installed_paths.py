@@ -252,6 +252,12 @@ def test_zoo_run_on_slurm_without_submitit_writes_nothing(tiny_cifar, tmp_path, 
                  '--data', str(tiny_cifar), '--out', str(out), '--executor', 'slurm']) == 2
     assert 'zamzoo[slurm]' in capsys.readouterr().err
     assert not out.exists() or list(out.rglob('*')) == []
+    # compare said so only after checking its module's contract (a minute per backbone on a laptop)
+    assert main(['compare', '--attn', 'eca', '--baselines', 'plain', '--backbones', 'resnet18', '--seeds', '0', '1',
+                 '--dataset', 'cifar10', '--data', str(tiny_cifar), '--out', str(out), '--executor', 'slurm']) == 2
+    captured = capsys.readouterr()
+    assert 'zamzoo[slurm]' in captured.err and 'contract' not in captured.out
+    assert not out.exists() or list(out.rglob('*')) == []
 
 
 # ------------------------------------------------------------------ the sdist

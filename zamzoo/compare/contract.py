@@ -24,6 +24,7 @@ it measured them under (`latency_conditions`, as the contract check records its 
 adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the first backbone.
 """
 import contextlib
+import inspect
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -229,10 +230,25 @@ def _expect(what: str, y, shape: Tuple[int, ...], dtype: Union[torch.dtype, Tupl
     return y
 
 
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
 def _same_values(what: str, got: torch.Tensor, expected: torch.Tensor) -> None:
-    err = ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+    err = _relative_error(got, expected)
     if not err <= CHANNELS_LAST_RTOL:
         raise ContractError(f'{what}: output differs from the contiguous input\'s (relative error {err:.3g})')
+
+
+def _deterministic(name: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The module's output on `x`; ContractError when a second call on `x` gives another one."""
+    what = f'{name} called twice on the same {tuple(x.shape)} input in eval mode'
+    first, again = _run(what, module, x), _run(what, module, x)
+    if not torch.equal(first, again):
+        raise ContractError(f'{what}: the outputs differ (relative error {_relative_error(again, first):.3g}); in '
+                            f'eval mode a module must be a function of its input (no random ops, no state a call '
+                            f'changes)')
+    return first
 
 
 def _run(what: str, module: nn.Module, x: torch.Tensor, autocast: bool = False):
@@ -243,6 +259,7 @@ def _run(what: str, module: nn.Module, x: torch.Tensor, autocast: bool = False):
 def _check_module(attn, options: Dict[str, Any], label: str) -> None:
     """The module alone, in eval mode: shapes, dtypes, channels_last, bf16 autocast; then finite gradients."""
     name = f'{label}({CHANNELS})'
+    _check_signature(attn, options, label)
     with _failure(f'cannot build {name}'):
         module = attn(CHANNELS, **options)
     if not isinstance(module, nn.Module):
@@ -254,9 +271,10 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
         _expect(f'{name} on a {tuple(x.shape)} input', _run(f'{name} fails on a {tuple(x.shape)} input', module, x),
                 x.shape, x.dtype)
     x = torch.randn(2, CHANNELS, 8, 8)
+    y = _deterministic(name, module, x)
     what = f'{name} on a channels_last {tuple(x.shape)} input'
     y_cl = _expect(what, _run(what, module, x.contiguous(memory_format=torch.channels_last)), x.shape, x.dtype)
-    _same_values(what, y_cl, _run(what, module, x))
+    _same_values(what, y_cl, y)
     what = f'{name} under bf16 autocast on a bfloat16 {tuple(x.shape)} input'
     _expect(what, _run(what, module, x.bfloat16(), autocast=True), x.shape, _autocast_dtypes(module))
     module.train()
@@ -264,6 +282,21 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
     with _failure(f'{name} fails in a backward pass'):
         module(x).square().mean().backward()
     _finite_gradients(name, [('input', x), *module.named_parameters()])
+
+
+def _check_signature(attn, options: Dict[str, Any], label: str) -> None:
+    """ContractError unless `attn` can be called as timm's blocks call it: the channels first, then the options, the
+    device and the dtype (a class whose first argument is `device` was built with the channels as its device)."""
+    try:
+        signature = inspect.signature(attn)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the calls that follow will tell
+        return
+    try:
+        signature.bind(CHANNELS, **options, device=None, dtype=None)
+    except TypeError as e:
+        raise ContractError(f"{label} cannot be called as timm's blocks build an attention module, "
+                            f'{label}(channels, **options, device=..., dtype=...) ({e}); expected '
+                            f'__init__(self, channels, ..., device=None, dtype=None)') from None
 
 
 def _autocast_dtypes(module: nn.Module) -> Tuple[torch.dtype, ...]:

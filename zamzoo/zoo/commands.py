@@ -234,6 +234,9 @@ def check_executor_arguments(args):
         from .local import MPS_NEEDS_A_GPU, visible_gpus
         if args.device == 'cpu' or not visible_gpus():
             raise UsageError(MPS_NEEDS_A_GPU)
+    if args.executor == 'slurm' and not (getattr(args, 'dry_run', False) or getattr(args, 'check_only', False)):
+        from .slurm import require_slurm
+        require_slurm()  # before any planning or checking: `compare` checks its module for a minute first
 
 
 def launch(runs, launch_runs, args, states: dict) -> dict:
