@@ -424,3 +424,13 @@ def test_compare_of_a_module_named_by_its_registered_name_is_checked_as_its_spec
                                                                               str(path))
     with pytest.raises(UsageError, match="--name: 'plug_byname' is already the name of a registered module"):
         candidate_attention('plug_byname', 'other')
+    # an entry point's runs are planned without config.attn (every process registers it): they are its runs still
+    from zamzoo.compare.runs import check_sources
+    from zamzoo.train import TrainConfig
+    from zamzoo.zoo.plan import PlannedRun
+    folder = tmp_path / 'runs' / 'mobilenet_plug_byname-cifar10-zam-s0'
+    folder.mkdir(parents=True)
+    (folder / 'config.json').write_text(json.dumps({'attention_module': dict(candidate.record, sha256='0' * 64)}))
+    run = PlannedRun(TrainConfig(model='mobilenet_plug_byname', data=str(tmp_path), out=str(folder)), 'zam', 200)
+    with pytest.raises(UsageError, match=f'{path} changed since the run started'):
+        check_sources(candidate, [run])

@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..bench.models import ratio_of_rounds
 from ..errors import NonFiniteError, UsageError
 from ..layers import get_attn
-from ..models import ATTENTIONS, BACKBONES
+from ..models import ATTENTIONS, BACKBONES, ZOO
 from ..models.plugins import check_attention_source, load_attention
 from ..train.run_folder import run_status
 from ..zoo.plan import PlannedRun, plan_sweep
@@ -98,7 +98,7 @@ def check_sources(candidate: Candidate, runs: Sequence[PlannedRun]):
     if candidate.record is None:
         return
     for run in runs:
-        if run.config.attn is not None:
+        if ZOO[run.config.model].attention.name == candidate.name:  # an entry point's runs have no config.attn
             check_attention_source(run_status(run.folder).config.get('attention_module'), candidate.record)
 
 
