@@ -227,6 +227,24 @@ def test_the_weights_of_a_failed_run_are_refused(fake_run, tmp_path, capsys):
     assert 'is from an unfinished run (its run folder' in err and 'is failed)' in err and 'Traceback' not in err
 
 
+def test_weights_damaged_or_replaced_in_place_are_refused_where_they_are_read(fake_run, tmp_path, capsys):
+    """A run's model.safetensors with 4 KiB zeroed (its size unchanged: run_status's check) was exported as the run's
+    weights, under the run's top-1."""
+    from zamzoo.train.checkpoint import load_weights
+    damaged = tmp_path / 'damaged'
+    shutil.copytree(fake_run, damaged)
+    weights = damaged / 'model.safetensors'
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+    weights.write_bytes(data)
+    assert main(['export', str(damaged), '--out', str(tmp_path / 'e')]) == 2
+    err = capsys.readouterr().err
+    assert f'{weights} is not the weights file its run wrote' in err and 'damaged or replaced' in err
+    assert 'Traceback' not in err and not (tmp_path / 'e').exists()
+    assert main(['export', str(fake_run), '--out', str(tmp_path / 'ok')]) == 0  # the run's own file, and its export
+    assert load_weights(tmp_path / 'ok' / 'model.safetensors').keys() == load_weights(fake_run).keys()
+
+
 # ------------------------------------------------------------------ D8: records edited after export
 @pytest.mark.parametrize('name,edit', [
     ('results.json', lambda r: r['top1'].update(mean=91.5)),

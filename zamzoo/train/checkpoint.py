@@ -15,7 +15,8 @@ import torch
 from .._io import atomic_path, read_json_object
 from ..errors import NonFiniteError, NotFoundError, OutputError, ZamzooError
 from ..models.plugins import ensure_attention
-from .run_files import CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE
+from ..pretrained import sha256_file
+from .run_files import CHECKPOINT_FILE, CONFIG_FILE, RESULTS_FILE, WEIGHTS_FILE, WEIGHTS_SHA256_KEY
 
 CHECKPOINT_FORMAT = 'zamzoo-train-checkpoint'
 CHECKPOINT_VERSION = 1
@@ -203,6 +204,20 @@ def run_config(checkpoint) -> dict:
     return config
 
 
+def _check_run_weights(path: Path):
+    """ZamzooError when `path` is a run folder's model.safetensors other than the file its run wrote: damaged in place
+    (its size unchanged) or replaced. results.json records its sha256 (a run from before that record is not checked;
+    an export folder's results.json records its own)."""
+    results = path.parent / RESULTS_FILE
+    if path.name != WEIGHTS_FILE or not results.is_file():
+        return
+    recorded = read_json_object(results, ZamzooError).get(WEIGHTS_SHA256_KEY)
+    now = sha256_file(path) if recorded is not None else None
+    if now != recorded:
+        raise ZamzooError(f'{path} is not the weights file its run wrote (sha256 {now[:12]}..., {results} records '
+                          f'{recorded[:12]}...): it was damaged or replaced; restore it, or train the run again')
+
+
 def load_weights(path) -> dict:
     """A model state dict from model.safetensors, a training checkpoint, a run folder, or a .pt/.pth state dict:
     timm's reader (``weights_only=True``; a checkpoint's 'state_dict' or 'model'; DDP and torch.compile key
@@ -217,6 +232,7 @@ def load_weights(path) -> dict:
         raise ZamzooError(f'{path} holds no weights: expected {" or ".join(f"{path}/{n}" for n in WEIGHT_FILES)}')
     if not path.is_file():
         raise NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
+    _check_run_weights(path)
     try:
         state = load_state_dict(str(path), use_ema=False)
     except Exception as e:  # a truncated or foreign file: say which, never fall back to unsafe loading

@@ -20,3 +20,7 @@ RESULTS_FILE = 'results.json'
 SPLIT_FILE = 'split.json'
 LOCK_FILE = '.lock'
 FAILED_FILE = 'failed.json'
+# results.json's record of the model.safetensors the run wrote: its size (checked by run_status) and sha256 (checked
+# wherever the weights are read: zamzoo.train.checkpoint.load_weights)
+WEIGHTS_SIZE_KEY = 'weights_size_bytes'
+WEIGHTS_SHA256_KEY = 'weights_sha256'

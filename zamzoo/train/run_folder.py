@@ -18,8 +18,9 @@ from ..dataset_table import OWN_DATASETS
 from ..errors import ZamzooError
 from .checkpoint import check_finite_weights, checkpoint_problem, load_checkpoint, run_config, write_checkpoint
 from .metrics import plot_curves, write_metrics
+from ..pretrained import sha256_file
 from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE,
-                        SPLIT_FILE, WEIGHTS_FILE)
+                        SPLIT_FILE, WEIGHTS_FILE, WEIGHTS_SHA256_KEY, WEIGHTS_SIZE_KEY)
 
 
 class RunFolderBusy(ZamzooError):
@@ -146,10 +147,11 @@ def write_history(out: Path, history: list, plot_title: Optional[str] = None):
 
 
 def finish_run(out: Path, writer, model, config: dict, results: dict):
-    """model.safetensors, then results.json (with the weights' size, which run_status checks) once the last
-    checkpoint is on disk: a run with results is complete."""
+    """model.safetensors, then results.json (with the weights' size, which run_status checks, and sha256, which
+    load_weights checks) once the last checkpoint is on disk: a run with results is complete."""
     save_weights(out / WEIGHTS_FILE, model, config)
     results[WEIGHTS_SIZE_KEY] = (out / WEIGHTS_FILE).stat().st_size
+    results[WEIGHTS_SHA256_KEY] = sha256_file(out / WEIGHTS_FILE)
     writer.wait()
     write_json_atomic(out / RESULTS_FILE, results)
 
@@ -221,7 +223,6 @@ def read_metrics(path: Path) -> list:
 # Status: the one answer to "where does this run stand?".
 
 STATES = ('pending', 'running', 'done', 'failed')
-WEIGHTS_SIZE_KEY = 'weights_size_bytes'  # results.json: the size of the model.safetensors the run wrote
 
 
 @dataclass
