@@ -118,6 +118,8 @@ def test_tracers_match_eager(name):
     exact = dict(rtol=0, atol=0)
     recording = dict(rtol=1e-5, atol=1e-6) if name == 'bam' else exact
     torch.testing.assert_close(torch.jit.trace(m, x)(x2), expected, **recording)
+    wide, x1 = module(name, 256), torch.randn(1, 256, 4, 4)  # at batch 1 ECA's 1d conv took another path when traced
+    torch.testing.assert_close(torch.jit.trace(wide, x1)(x1), wide(x1), **recording)
     torch.testing.assert_close(torch.jit.script(m)(x2), expected, **exact)
     gm = torch.fx.symbolic_trace(m)
     torch.testing.assert_close(gm(x2), expected, **exact)

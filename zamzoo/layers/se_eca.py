@@ -15,7 +15,7 @@ import torch.fx
 from timm.layers import EcaModule, SEModule, make_divisible
 
 from ._checks import check_channels, check_input, positive_int
-from .fused._common import recording_graph
+from .fused._common import exporting_onnx
 
 torch.fx.wrap('check_input')
 
@@ -90,9 +90,10 @@ class ECA(_ChannelGate, EcaModule):
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         # (B, 1, C) for the 1d conv as the official code makes it, a transposed view: the conv's input gradient is then
-        # the official one bit for bit (from a contiguous (B, 1, C) it was 1.2e-7 off); a compiler recording the ops
-        # would guard the batch on the view's strides (torch.export: batch <= 2), so it gets a contiguous one
-        if not torch.jit.is_scripting() and recording_graph():
+        # the official one bit for bit (from a contiguous (B, 1, C) it was 1.2e-7 off), and at batch 1 its output too
+        # (the conv takes another path). torch.jit.trace replays the view; a compiler would guard the batch on its
+        # strides (torch.export: batch <= 2), so it gets a contiguous one, as the ONNX exporters do
+        if not torch.jit.is_scripting() and (torch.compiler.is_compiling() or exporting_onnx()):
             y = self.conv(x.mean((2, 3)).unsqueeze(1))  # no view(B, 1, -1): B may be 0
         else:
             y = self.conv(x.mean((2, 3), keepdim=True).squeeze(-1).transpose(-1, -2))
