@@ -245,6 +245,21 @@ def test_weights_damaged_or_replaced_in_place_are_refused_where_they_are_read(fa
     assert load_weights(tmp_path / 'ok' / 'model.safetensors').keys() == load_weights(fake_run).keys()
 
 
+def test_an_export_folder_or_loose_weights_of_own_data_as_the_source_say_what_to_export(fake_run, tmp_path, capsys):
+    """An export folder given as the source (to add --onnx) was called a failed run with missing files; loose weights
+    of 3 classes were told to pick a --tag, which no tag fits."""
+    assert main(['export', str(fake_run), '--out', str(tmp_path / 'e')]) == 0
+    assert main(['export', str(tmp_path / 'e'), '--onnx', '--out', str(tmp_path / 'again')]) == 2
+    err = capsys.readouterr().err
+    assert f'{tmp_path / "e"} is an export folder (written by zamzoo export), not a run folder: export the run ' \
+           f'folder(s) it was made from ({fake_run.name}) again' in err
+    torch.manual_seed(0)
+    save_file(timm.create_model(MODEL, num_classes=3).state_dict(), str(tmp_path / 'three.safetensors'))
+    assert main(['export', str(tmp_path / 'three.safetensors'), '--model', MODEL, '--out', str(tmp_path / 'x')]) == 2
+    assert 'export the run folder they were trained in' in capsys.readouterr().err
+    assert not (tmp_path / 'again').exists() and not (tmp_path / 'x').exists()
+
+
 # ------------------------------------------------------------------ D8: records edited after export
 @pytest.mark.parametrize('name,edit', [
     ('results.json', lambda r: r['top1'].update(mean=91.5)),

@@ -72,6 +72,12 @@ class ExportError(ZamzooError):
 # ------------------------------------------------------------------ reading the input
 def read_run(path) -> RunRecord:
     """A completed run folder, read by zamzoo.train.run_folder; its errors as ExportError."""
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and _is_export(path):
+        runs = json.loads((path / 'results.json').read_text()).get('runs') or []
+        names = ', '.join(str(r.get('run')) for r in runs if isinstance(r, dict)) or 'named in its results.json'
+        raise ExportError(f'{path} is an export folder (written by zamzoo export), not a run folder: export the run '
+                          f'folder(s) it was made from ({names}) again, with the options you want (e.g. --onnx)')
     try:
         return run_folder.read_run(path)
     except ZamzooError as e:
@@ -379,7 +385,8 @@ def _build_model(inp: _Input, tag: str, cfg):
     if num_classes != cfg.num_classes:
         raise ExportError(
             f'the checkpoint has {num_classes} classes but {model}.{tag} is a {cfg.num_classes}-class model; '
-            f'pick the right --tag')
+            f'pick the right --tag, or, for weights trained on data of your own (an image folder, a Hugging Face '
+            f'dataset), export the run folder they were trained in: its tag is its data\'s own')
     for key in ('num_classes', 'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'features_only'):
         model_kwargs.pop(key, None)
     net = timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, **model_kwargs)
