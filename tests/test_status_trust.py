@@ -288,7 +288,7 @@ def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits
     assert main(['zoo', 'status', '--out', str(sweep)]) == 0
     printed = capsys.readouterr().out
     assert f'refused  {TINY} cifar10 zam seed 0' in printed and 'holds a run of 1 epochs, the plan has 2' in printed
-    assert ': 0 done, 0 running, 0 pending, 0 failed, 1 refused (other settings)' in printed
+    assert ': 0 done, 0 running, 0 pending, 0 failed, 1 refused (other settings); epochs 0/2' in printed
 
 
 def test_a_copy_of_the_data_at_another_path_is_the_same_data_for_the_plan(sweep, tiny_cifar, tmp_path):

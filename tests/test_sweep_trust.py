@@ -211,6 +211,12 @@ def test_corrupt_files_are_reported_per_run(tmp_path, capsys):
     merged = update_record(out, PLAN_FILE, {'d': plan['c']})
     assert merged == {'a': plan['a'], 'b': plan['b'], 'd': plan['c']}   # the bad entry rebuilt from b/config.json
 
+    (out / '_zoo' / 'plan.json').write_text('{"a": ')  # both plan.json and c's config.json corrupt: c was left out
+    (out / 'c' / 'config.json').write_text('{"model": ')
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out / 'c'}: not listed (no readable config.json to list it from)" in printed and '2 runs:' in printed
+
 
 # ------------------------------------------------------------------ row 13: aggregate images/s, sbatch's gres
 def test_a_run_another_invocation_trained_is_not_counted(mixed_sweep, tiny_cifar):
@@ -243,6 +249,31 @@ def test_a_failing_squeue_is_not_taken_for_an_empty_queue(tiny_cifar, tmp_path, 
     answer = subprocess.CompletedProcess(['squeue'], 1, stdout='', stderr='slurm_load_jobs error: timeout')
     with pytest.raises(ZamzooError, match='squeue failed, so the runs an earlier submission queued cannot be told'):
         slurm.still_queued(tmp_path, runs)
+    (tmp_path / '_zoo' / JOBS_FILE).write_text('{"a": ')  # corrupt: read as nothing submitted, every run went again
+    with pytest.raises(ZamzooError, match='jobs.json is corrupt: .* cannot be told apart: nothing submitted'):
+        slurm.still_queued(tmp_path, runs)
+
+
+def test_a_task_that_raised_is_a_failure_not_a_job_that_left_the_queue(tiny_cifar, tmp_path):
+    """submitit's FailedJobError (the task raised; the run folder says why) is an UncompletedJobError too: `--wait`
+    added that the job had left the queue without a result, cancelled or killed."""
+    pytest.importorskip('submitit')
+    from submitit.core.utils import FailedJobError
+    from zamzoo.train.run_folder import mark_failed
+    from zamzoo.zoo import slurm
+    [run] = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
+    run.folder.mkdir()
+    mark_failed(run.folder, ValueError('no data'), '17_0')
+
+    class Raised:
+        job_id = '17_0'
+        done = staticmethod(lambda: True)
+        exception = staticmethod(lambda: FailedJobError('Job (task=0) failed during processing'))
+
+        def get_info(self):
+            raise AssertionError('a task that raised has its own record: no sacct call')
+    ended = slurm._ended_state(Raised(), run)
+    assert ended['state'] == 'failed' and 'no data' in ended['error'] and ended['note'] is None
 
 
 def test_wait_waits_for_the_runs_an_earlier_submission_left_in_the_queue(tiny_cifar, tmp_path, monkeypatch):

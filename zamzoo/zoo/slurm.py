@@ -52,7 +52,10 @@ def still_queued(out, runs: Sequence[PlannedRun]) -> set:
     """Names of the runs whose last recorded job SLURM still holds (pending, or starting): submitting them again
     would only queue a task that finds the run taken."""
     require_slurm()
-    jobs = read_record(out, JOBS_FILE)[0]
+    jobs, problem = read_record(out, JOBS_FILE)
+    if problem:  # as unknown as squeue's silence: a second submission would queue every held run again
+        raise ZamzooError(f'{JOBS_FILE} is {problem}, so the runs an earlier submission queued cannot be told apart: '
+                          f'nothing submitted; check `squeue --me`, then remove {sweep_dir(out) / JOBS_FILE} to submit')
     if not any(run.name in jobs for run in runs):
         return set()  # nothing submitted before: nothing to ask SLURM
     held = _queued_job_ids()
@@ -146,7 +149,8 @@ def _ended_state(job, run: PlannedRun) -> dict:
     error = job.exception() if done else None
     state = run_state(run.folder, run.epochs)
     note = None
-    if not done or isinstance(error, UncompletedJobError):
+    # submitit's FailedJobError (the task raised: the run folder says why) is an UncompletedJobError too
+    if not done or (isinstance(error, UncompletedJobError) and not isinstance(error, FailedJobError)):
         end = _end_state(job)
         if state['state'] == 'pending' and end and 'OUT_OF_MEMORY' in end:
             mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {end}'), job.job_id)

@@ -66,7 +66,8 @@ PLANNED_KEYS = ('model', 'dataset', 'recipe', 'seed', 'epochs')
 
 def read_record(out, name: str) -> tuple:
     """(the sweep record `name` of `out`, None), or ({}, why) when it is unreadable: a corrupt record never stops a
-    sweep (plan.json is rebuilt from the run folders, jobs.json only names the last jobs)."""
+    sweep (plan.json is rebuilt from the run folders, jobs.json only names the last jobs) but a SLURM submission,
+    which cannot tell the runs still queued apart without jobs.json (`slurm.still_queued`)."""
     path = sweep_dir(out) / name
     if not path.is_file():
         return {}, None
@@ -109,6 +110,8 @@ def read_plan(out, missing_is_lost: bool = False) -> tuple:
             if name in plan:
                 what = 'rebuilt from its config.json' if entry else 'not listed (no readable config.json)'
                 problems.append(f'corrupt: {PLAN_FILE} entry {name!r}: {what}')
+            elif entry is None:
+                problems.append(f'{out / name}: not listed (no readable config.json to list it from)')
         if entry:
             entries[name] = entry
     return entries, problems
@@ -155,6 +158,6 @@ def sweep_status(out) -> dict:
         state = _against_plan(run_state(out / name, planned['epochs']), planned)
         runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name)})
     totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in SWEEP_STATES},
-              'epochs_done': sum(min(r['epoch'], r['epochs']) for r in runs),
-              'epochs_total': sum(r['epochs'] for r in runs)}
+              'epochs_done': sum(min(r['epoch'], r['epochs']) for r in runs if r['state'] != REFUSED),
+              'epochs_total': sum(plan[Path(r['folder']).name]['epochs'] for r in runs)}
     return {'runs': runs, 'totals': totals, 'problems': problems}
