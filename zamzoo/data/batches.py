@@ -8,7 +8,6 @@ import torch
 from ..recipes import MIN_TRAIN_IMAGES
 
 
-
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """A CPU generator for one epoch of one purpose; independent of any global RNG state."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(stream)]).generate_state(2, np.uint64)

@@ -16,9 +16,9 @@ from typing import Optional, Sequence
 from .._io import atomic_path, loads_strict, read_json_object, write_json_atomic
 from ..dataset_table import OWN_DATASETS
 from ..errors import ZamzooError
+from ..pretrained import sha256_file
 from .checkpoint import check_finite_weights, checkpoint_problem, load_checkpoint, run_config, write_checkpoint
 from .metrics import plot_curves, write_metrics
-from ..pretrained import sha256_file
 from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE,
                         SPLIT_FILE, WEIGHTS_FILE, WEIGHTS_SHA256_KEY, WEIGHTS_SIZE_KEY)
 

@@ -159,5 +159,5 @@ def sweep_status(out) -> dict:
         runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name)})
     totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in SWEEP_STATES},
               'epochs_done': sum(min(r['epoch'], r['epochs']) for r in runs if r['state'] != REFUSED),
-              'epochs_total': sum(plan[Path(r['folder']).name]['epochs'] for r in runs)}
+              'epochs_total': sum(planned['epochs'] for planned in plan.values())}
     return {'runs': runs, 'totals': totals, 'problems': problems}
