@@ -85,9 +85,11 @@ def test_parameter_free_variants_equal_plain(backbone):
 # ---------------------------------------------------------------------------------------------- every model
 @pytest.mark.parametrize('name', ALL_MODELS)
 def test_forward_backward(name):
+    """Every model trains: finite logits and a finite gradient for every parameter. On 16 x 16 inputs, as the sampled
+    checks below (every backbone ends at 2 x 2): the 78 models took 20-26 s of CPU time here, 36 s at 32 x 32."""
     model = create(name)
     model.train()
-    x = torch.randn(2, *IMG)
+    x = torch.randn(2, 3, 16, 16)
     out = model(x)
     assert out.shape == (2, model.num_classes) == (2, 100)
     assert torch.isfinite(out).all()

@@ -1,6 +1,7 @@
 """The reliability pass (issue 14): nothing lost, nothing silently wrong, no code from data, one line per user error.
 
 Each test reproduces a row of the issue's table as a hostile or clumsy user would, on tiny data."""
+import dataclasses
 import errno
 import json
 import math
@@ -243,6 +244,38 @@ def test_diverging_run_fails_and_leaves_no_weights(tiny_cifar, tmp_path, capsys)
         _io.loads_strict(line)
     with pytest.raises(UsageError, match='lr'):
         TrainConfig(model=TINY, data='.', lr=math.inf).validate()
+
+
+class _Preempted(Exception):
+    """What a pre-empted job's signal handler raises (submitit's UncompletedJobError, for a zoo worker on SLURM)."""
+
+
+@pytest.mark.parametrize('error, failed', [(RuntimeError('disk on fire'), True), (_Preempted('requeue'), False),
+                                           (KeyboardInterrupt(), False)])
+def test_a_run_that_raises_while_it_trains_is_marked_failed_unless_interrupted(tiny_cifar, tmp_path, monkeypatch,
+                                                                                error, failed):
+    from zamzoo.train import loop
+    from zamzoo.train.run_folder import run_status
+
+    one_epoch, out = loop._one_epoch, tmp_path / 'run'
+
+    def second_epoch_raises(lp, epoch):
+        if epoch == 1:
+            raise error
+        return one_epoch(lp, epoch)
+
+    config = TrainConfig(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=2, batch_size=32, out=str(out))
+    monkeypatch.setattr(loop, '_one_epoch', second_epoch_raises)
+    with pytest.raises(type(error)):
+        train(config, interruptions=(_Preempted,))
+    assert (out / 'failed.json').exists() == failed
+    status = run_status(out)
+    assert (status.state, len(status.history)) == ('failed' if failed else 'pending', 1), status
+    if failed:
+        assert status.error == 'RuntimeError: disk on fire' and status.error_type == 'RuntimeError'
+    monkeypatch.setattr(loop, '_one_epoch', one_epoch)
+    assert train(dataclasses.replace(config, resume=True))['status'] == 'completed'
+    assert run_status(out).state == 'done' and not (out / 'failed.json').exists()
 
 
 @pytest.mark.filterwarnings('ignore:Detected call of')  # the skipped first step steps the scheduler alone

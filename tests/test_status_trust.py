@@ -68,6 +68,11 @@ def test_failed_run_is_marked_and_retried_only_when_asked(tiny_cifar, tmp_path, 
     assert error.startswith('DataError: ') and 'cifar-10-batches-py' in error
     failed = json.loads((out / f'{TINY}-cifar10-zam-s0' / 'failed.json').read_text())
     assert failed['error'] == error
+    [failed_log] = (out / '_zoo' / 'logs').glob(f'{TINY}-cifar10-zam-s0.*.log')  # named where the failure is
+    assert f'\n          log: {failed_log}\n' in printed and printed.count('log: ') == 1
+    assert status['cifar10']['log'] == str(failed_log)
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    assert f'\n         log: {failed_log}\n' in capsys.readouterr().out
 
     assert main(args) == 1                                            # skipped, still failed
     assert '0 to train, 2 skipped' in capsys.readouterr().out

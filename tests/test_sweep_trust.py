@@ -2,6 +2,7 @@
 that changes its result: zoo run, --resume and zoo export compare it), corrupt sweep files reported per run, the
 aggregate images/s of one invocation, sbatch's gres refusal explained, zoo export's destinations checked first."""
 import json
+import os
 import shutil
 
 import pytest
@@ -258,15 +259,17 @@ def test_a_task_that_raised_is_a_failure_not_a_job_that_left_the_queue(tiny_cifa
     """submitit's FailedJobError (the task raised; the run folder says why) is an UncompletedJobError too: `--wait`
     added that the job had left the queue without a result, cancelled or killed."""
     pytest.importorskip('submitit')
-    from submitit.core.utils import FailedJobError
+    from submitit.core.utils import FailedJobError, JobPaths
     from zamzoo.train.run_folder import mark_failed
     from zamzoo.zoo import slurm
+    from zamzoo.zoo.state import log_dir, run_log
     [run] = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
     run.folder.mkdir()
     mark_failed(run.folder, ValueError('no data'), '17_0')
 
     class Raised:
         job_id = '17_0'
+        paths = JobPaths(tmp_path / '_zoo' / 'slurm' / '%j', job_id='17_0')  # as zoo run's executor makes them
         done = staticmethod(lambda: True)
         exception = staticmethod(lambda: FailedJobError('Job (task=0) failed during processing'))
 
@@ -274,6 +277,18 @@ def test_a_task_that_raised_is_a_failure_not_a_job_that_left_the_queue(tiny_cifa
             raise AssertionError('a task that raised has its own record: no sacct call')
     ended = slurm._ended_state(Raised(), run)
     assert ended['state'] == 'failed' and 'no data' in ended['error'] and ended['note'] is None
+    # the failure's line names the task's log, and so does zoo status (the newest of the run's logs)
+    task_log = tmp_path / '_zoo' / 'slurm' / '17_0' / '17_0_0_log.err'
+    assert ended['log'] == str(task_log)
+    assert run_log(tmp_path, run.name, '17_0') is None  # not written yet
+    task_log.parent.mkdir(parents=True)
+    task_log.write_text('Traceback ...')
+    assert run_log(tmp_path, run.name, '17_0') == str(task_log) and run_log(tmp_path, run.name) is None
+    local_log = log_dir(tmp_path) / f'{run.name}.20261207T060000.000000-1.log'
+    local_log.parent.mkdir(parents=True)
+    local_log.write_text('')
+    os.utime(task_log, ns=(local_log.stat().st_mtime_ns - 10**9,) * 2)
+    assert run_log(tmp_path, run.name, '17_0') == str(local_log)
 
 
 def test_wait_waits_for_the_runs_an_earlier_submission_left_in_the_queue(tiny_cifar, tmp_path, monkeypatch):

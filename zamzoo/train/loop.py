@@ -37,8 +37,10 @@ from .step import StepMath, TrainStep, graph_refusal, new_sums
 PLOT_EVERY_S = 30.0
 
 
-def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
-    """Train one model as `config` says, writing the run folder; returns the results (results.json's content)."""
+def train(config: TrainConfig, reporter: Optional[Reporter] = None, interruptions: tuple = ()) -> dict:
+    """Train one model as `config` says, writing the run folder; returns the results (results.json's content).
+    An exception while it trains marks the run failed (failed.json), except `interruptions` (a pre-empted job's: the
+    run is left to resume) and those that are not an Exception (KeyboardInterrupt, SystemExit)."""
     t_session = time.perf_counter()
     config.validate()
     recipe = config.resolve_recipe()
@@ -53,7 +55,7 @@ def train(config: TrainConfig, reporter: Optional[Reporter] = None) -> dict:
             progress = _resume(config, out, state, run, info.rank)
             model = _wrap_model(config, info, run)
             loop = Loop(config, recipe, info, out, run, model, progress, reporter if info.is_main else None,
-                        t_session, _train_step(config, recipe, info, run, model))
+                        t_session, _train_step(config, recipe, info, run, model), interruptions)
             if info.is_main:
                 run_folder.start_run(out, run.settings, run.split)
                 if loop.reporter:
@@ -132,6 +134,7 @@ class Loop:
     reporter: Optional[Reporter]  # the main rank's; None elsewhere
     t_session: float  # when this session started (perf_counter)
     train_step: Optional[TrainStep] = None  # the capturable step (--cuda-graph); None: the eager one
+    interruptions: tuple = ()  # exceptions that leave the run to resume, not failed
 
     @property
     def title(self) -> str:
@@ -210,8 +213,8 @@ def _epochs(loop: Loop) -> dict:
             if loop.reporter:
                 loop.reporter.finish(results)
         return D.broadcast_object(results, info)
-    except NonFiniteError as e:
-        if info.is_main:
+    except Exception as e:
+        if info.is_main and not isinstance(e, loop.interruptions):
             run_folder.mark_failed(loop.out, e)
         raise
     finally:

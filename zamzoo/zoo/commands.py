@@ -188,7 +188,8 @@ def print_event(kind, run, detail):
         line = f"{'refused' if skipped == REFUSED else detail['state']:<9} {run.name}: {_progress(detail)}"
         if skipped:
             line += f' ({skipped})' if skipped == REFUSED else ' (left to another process)'
-        for extra in (detail['error'], detail.get('note')):
+        log = f"log: {detail['log']}" if detail['state'] == 'failed' and detail.get('log') else None
+        for extra in (detail['error'], detail.get('note'), log):
             if extra:
                 line += f"\n          {extra}"
         print(line, flush=True)
@@ -301,6 +302,8 @@ def _status(args) -> int:
         print(f"{r['state']:<8} {r['model']} {r['dataset']} {r['recipe']} seed {r['seed']}: {_progress(r)}{job}")
         if r['error']:
             print(f"         {r['error']}")
+        if r['state'] == 'failed' and r['log']:
+            print(f"         log: {r['log']}")
     t = status['totals']
     refused = f", {t['refused']} refused (other settings)" if t['refused'] else ''
     print(f"{t['runs']} runs: {t['done']} done, {t['running']} running, {t['pending']} pending, {t['failed']} failed"

@@ -152,7 +152,7 @@ def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
     if returncode > 0 and state['state'] == 'pending' and not skipped:
         mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'))
         state = dict(run_state(run.folder, run.epochs), skipped=skipped)
-    state['returncode'] = returncode
+    state.update(returncode=returncode, log=str(log))
     return state
 
 

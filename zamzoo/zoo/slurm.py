@@ -13,7 +13,7 @@ from .._process import freeze_imports
 from ..errors import ZamzooError
 from .plan import PlannedRun
 from ..train.run_folder import mark_failed
-from .state import JOBS_FILE, read_record, run_state, sweep_dir, update_record
+from .state import JOBS_FILE, read_record, run_state, slurm_dir, sweep_dir, update_record
 from .worker import SKIPPED, run_one
 
 try:
@@ -68,7 +68,7 @@ def still_queued(out, runs: Sequence[PlannedRun]) -> set:
 def held_jobs(out, runs: Sequence[PlannedRun]) -> list:
     """submitit's handles of the jobs an earlier submission recorded for `runs` (jobs.json), to wait for them."""
     jobs = read_record(out, JOBS_FILE)[0]
-    return [submitit.SlurmJob(folder=sweep_dir(out) / 'slurm' / '%j', job_id=jobs[run.name]) for run in runs]
+    return [submitit.SlurmJob(folder=slurm_dir(out) / '%j', job_id=jobs[run.name]) for run in runs]
 
 
 def _queued_job_ids() -> Optional[set]:
@@ -83,7 +83,7 @@ def submit_slurm(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, devi
     """Submit `runs` as one job array (several, of at most the cluster's MaxArraySize tasks each, for a larger sweep);
     returns submitit's jobs (in the order of `runs`), job ids recorded."""
     require_slurm()
-    executor = submitit.AutoExecutor(folder=sweep_dir(out) / 'slurm' / '%j', cluster='slurm',
+    executor = submitit.AutoExecutor(folder=slurm_dir(out) / '%j', cluster='slurm',
                                      slurm_max_num_timeout=MAX_REQUEUES)
     params = dict(name='zamzoo-zoo', timeout_min=timeout_min, nodes=1, tasks_per_node=gpus_per_run,
                   slurm_array_parallelism=array_parallelism)
@@ -161,7 +161,7 @@ def _ended_state(job, run: PlannedRun) -> dict:
                 'recorded it)')
     skipped = (next((outcome for outcome in job.results() if outcome in SKIPPED), None)
                if done and error is None else None)
-    return dict(state, job_id=job.job_id, skipped=skipped, note=note)
+    return dict(state, job_id=job.job_id, skipped=skipped, note=note, log=str(job.paths.stderr))
 
 
 def _end_state(job) -> Optional[str]:

@@ -9,6 +9,7 @@ and slurm/ (submitit's job folders).
 """
 import contextlib
 import fcntl
+import glob
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,8 @@ JOBS_FILE = 'jobs.json'
 LAST_RUN_FILE = 'last-run.json'
 LOGS_DIR = 'logs'        # the local executor's: <run>.<time>-<pid>.log per attempt, and MPS_LOGS
 MPS_LOGS = 'mps'         # the MPS control daemon's log folder (`zoo run --mps`), in LOGS_DIR
+SLURM_DIR = 'slurm'      # submitit's job folders: <job id>/<job id>_<task>_log.{out,err} (SLURM_LOG for task 0)
+SLURM_LOG = '{job_id}_0_log.err'
 
 
 def sweep_dir(out) -> Path:
@@ -31,6 +34,19 @@ def sweep_dir(out) -> Path:
 
 def log_dir(out) -> Path:
     return sweep_dir(out) / LOGS_DIR
+
+
+def slurm_dir(out) -> Path:
+    return sweep_dir(out) / SLURM_DIR
+
+
+def run_log(out, name: str, job_id: Optional[str] = None) -> Optional[str]:
+    """The log of the run's last attempt: the newest of the local executor's (<run>.<time>-<pid>.log) and its last
+    SLURM task's (`job_id`, jobs.json's); None when there is none."""
+    logs = list(log_dir(out).glob(f'{glob.escape(name)}.*.log'))
+    if job_id:
+        logs += [p for p in [slurm_dir(out) / job_id / SLURM_LOG.format(job_id=job_id)] if p.is_file()]
+    return str(max(logs, key=lambda p: p.stat().st_mtime_ns)) if logs else None
 
 
 def run_state(folder, epochs: Optional[int] = None) -> dict:
@@ -156,7 +172,8 @@ def sweep_status(out) -> dict:
     runs = []
     for name, planned in plan.items():
         state = _against_plan(run_state(out / name, planned['epochs']), planned)
-        runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name)})
+        runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name),
+                     'log': run_log(out, name, jobs.get(name))})
     totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in SWEEP_STATES},
               'epochs_done': sum(min(r['epoch'], r['epochs']) for r in runs if r['state'] != REFUSED),
               'epochs_total': sum(planned['epochs'] for planned in plan.values())}

@@ -44,7 +44,7 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None,
     main = int(os.environ.get('RANK', '0')) == 0
     config = dataclasses.replace(config, resume=resume)
     try:
-        train(config, reporter=reporter)
+        train(config, reporter=reporter, interruptions=interruptions)
     except RunFolderBusy:
         return _left_alone(config, 'running elsewhere', 'being trained by another invocation')
     except interruptions:
