@@ -198,6 +198,8 @@ def test_sweep_status_and_export(sweep, tmp_path, capsys):
         assert r['state'] == 'done' and r['epoch'] == r['epochs'] == EPOCHS and r['recipe'] == 'zam'
         assert Path(r['folder']).name == f"{r['model']}-cifar100-zam-s{r['seed']}"
         assert r['top1'] == json.loads((Path(r['folder']) / 'results.json').read_text())['top1']
+        assert r['log'] == str(sweep / '_zoo' / 'slurm' / r['job_id'] / f"{r['job_id']}_0_log.err")  # submitit's
+        assert Path(r['log']).is_file()
 
     readme, card = tmp_path / 'README.md', tmp_path / 'MODEL_CARD.md'
     repo = Path(__file__).resolve().parent.parent
