@@ -291,6 +291,31 @@ def test_a_task_that_raised_is_a_failure_not_a_job_that_left_the_queue(tiny_cifa
     assert run_log(tmp_path, run.name, '17_0') == str(local_log)
 
 
+def test_a_dry_run_on_slurm_counts_the_runs_still_queued_as_zoo_run_does(tiny_cifar, tmp_path, monkeypatch, capsys):
+    """`zoo run --dry-run --executor slurm` counted and priced a run whose job an earlier submission still had queued
+    as to train; `zoo run` does not submit it again. SLURM played by squeue's answer."""
+    pytest.importorskip('submitit')
+    from zamzoo.zoo import slurm
+    from zamzoo.zoo.state import JOBS_FILE, update_record
+    args = ['zoo', 'run', '--executor', 'slurm', '--dry-run', '--models', TINY, '--datasets', 'cifar10', '--seeds',
+            '0', '1', '--epochs', '1', '--device', 'cpu', '--images-per-second', '100', '--data', str(tiny_cifar),
+            '--out', str(tmp_path)]
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: None)      # no SLURM here, nothing submitted: not asked
+    assert main(args) == 0
+    assert ': 2 to train, 0 skipped\n' in capsys.readouterr().out
+    update_record(tmp_path, JOBS_FILE, {f'{TINY}-cifar10-zam-s0': '41_0', f'{TINY}-cifar10-zam-s1': '41_1'})
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: {'41_0'})   # seed 0 still held, seed 1's job ended
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert ': 1 to train, 0 skipped, 1 still queued from an earlier submission (not submitted again)' in printed
+    assert 'skip (still queued)' in printed and 'for 1 run(s)' in printed
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: None)       # squeue failed: unknown, said so
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert ': 2 to train, 0 skipped\n' in printed and 'is unknown, so they count as to train: squeue failed' in printed
+
+
 def test_wait_waits_for_the_runs_an_earlier_submission_left_in_the_queue(tiny_cifar, tmp_path, monkeypatch):
     """`zoo run --wait` waited only for what it submitted itself: with every run queued or running from an earlier
     submission it returned at once, exit 0 (and `zoo run --wait && zoo export` exported too early). SLURM played by

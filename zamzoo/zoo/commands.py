@@ -3,7 +3,7 @@ import json
 import sys
 
 from .._argtypes import positive_float, positive_int
-from ..errors import UsageError
+from ..errors import UsageError, ZamzooError
 from ..train.commands import add_attention_arguments, add_run_arguments, train_config_values
 from ..train.config import DATASET_CHOICES
 
@@ -103,12 +103,26 @@ def _progress(st: dict) -> str:
             f"{_fmt(st['images_per_s'], ',.0f')} img/s")
 
 
-def _print_plan(runs, states, retry_failed):
+def _still_queued(args, runs) -> set:
+    """For a dry run on SLURM: the names of `runs` whose job an earlier submission left in the queue, which `zoo run`
+    does not submit again; none, said so, where SLURM cannot be asked."""
+    if args.executor != 'slurm':
+        return set()
+    from .slurm import still_queued
+    try:
+        return still_queued(args.out, runs)
+    except ZamzooError as e:
+        print(f'which runs an earlier submission left in the queue is unknown, so they count as to train: {e}')
+        return set()
+
+
+def _print_plan(runs, states, retry_failed, queued=frozenset()):
     from .plan import describe_action
 
+    def act(r):
+        return 'skip (still queued)' if r.name in queued else describe_action(states[r.name], retry_failed)
     rows = [(r.config.model, r.config.dataset, r.recipe, str(r.config.seed), states[r.name]['state'],
-             f"{states[r.name]['epoch']}/{r.epochs}", describe_action(states[r.name], retry_failed), str(r.folder))
-            for r in runs]
+             f"{states[r.name]['epoch']}/{r.epochs}", act(r), str(r.folder)) for r in runs]
     head = ('model', 'dataset', 'recipe', 'seed', 'state', 'epoch', 'action', 'run folder')
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     for row in (head, *rows):
@@ -215,10 +229,13 @@ def _run(args) -> int:
     if not args.dry_run:
         check_conflicts(runs, states)
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
+    queued = _still_queued(args, launch_runs) if args.dry_run else set()  # a real run asks when it submits
+    launch_runs = [run for run in launch_runs if run.name not in queued]
     print(f'{len(runs)} run(s) planned in {args.out}: {len(launch_runs)} to train, '
-          f'{len(runs) - len(launch_runs)} skipped')
+          f'{len(runs) - len(launch_runs) - len(queued)} skipped'
+          + (f', {len(queued)} still queued from an earlier submission (not submitted again)' if queued else ''))
     if args.dry_run:
-        _print_plan(runs, states, args.retry_failed)
+        _print_plan(runs, states, args.retry_failed, queued)
         _print_cost(launch_runs, states, args)
         check_conflicts(runs, states)
         return 0

@@ -51,13 +51,13 @@ class SweepTask(submitit.helpers.Checkpointable if submitit else object):
 def still_queued(out, runs: Sequence[PlannedRun]) -> set:
     """Names of the runs whose last recorded job SLURM still holds (pending, or starting): submitting them again
     would only queue a task that finds the run taken."""
-    require_slurm()
     jobs, problem = read_record(out, JOBS_FILE)
     if problem:  # as unknown as squeue's silence: a second submission would queue every held run again
         raise ZamzooError(f'{JOBS_FILE} is {problem}, so the runs an earlier submission queued cannot be told apart: '
                           f'nothing submitted; check `squeue --me`, then remove {sweep_dir(out) / JOBS_FILE} to submit')
     if not any(run.name in jobs for run in runs):
         return set()  # nothing submitted before: nothing to ask SLURM
+    require_slurm()
     held = _queued_job_ids()
     if held is None:  # no answer is not "nothing queued": a second submission would queue every held run again
         raise ZamzooError('squeue failed, so the runs an earlier submission queued cannot be told apart: nothing '
