@@ -54,8 +54,10 @@ class FakeJob:
     """A submitit job whose task never leaves a result; sacct's end state `sacct` (None: no accounting)."""
 
     def __init__(self, job_id, sacct=None):
+        from submitit.core.utils import JobPaths
         self.job_id, self.sacct, self.done_calls = job_id, sacct, 0
         self.watcher = self
+        self.paths = JobPaths('/nowhere/%j', job_id=job_id)  # where its task's log would be
 
     def done(self):
         self.done_calls += 1
@@ -83,6 +85,7 @@ def test_wait_loop_ends_tasks_gone_from_the_queue_and_marks_out_of_memory(tiny_c
     assert ended == [runs[0].name, runs[2].name, runs[1].name]    # each after two reads without it
     assert final[runs[0].name]['state'] == 'pending' and 'the reason is unknown' in final[runs[0].name]['note']
     assert final[runs[1].name]['state'] == 'failed' and 'OUT_OF_MEMORY' in final[runs[1].name]['error']
+    assert final[runs[1].name]['log'] == '/nowhere/7_1/7_1_0_log.err'
     assert final[runs[2].name]['state'] == 'pending'
     assert final[runs[2].name]['note'] == 'SLURM job 7_2 ended CANCELLED by 0 without a result'
 
