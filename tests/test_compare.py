@@ -149,8 +149,10 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     assert exports_asked == [True]  # the contract check's ONNX exports: asked for, run in test_contract instead
     printed = capsys.readouterr().out
     report = _report(out, 'zero')
-    assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
-                           'unfinished_runs', 'cost', 'baseline_cost', 'cost_conditions', 'contract'}
+    assert set(report) == {'name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'method',
+                           'cells', 'unfinished_runs', 'cost', 'baseline_cost', 'cost_conditions', 'contract'}
+    assert report['method'] == {'interval_level': 0.95, 'alpha': 0.05,
+                                'correction': 'holm over the cells of this report that have a p-value'}
     [plain_cost] = report['baseline_cost']  # plain costs nothing, by definition; same threads: speed ratio 1
     assert (plain_cost['attention'], plain_cost['cpu_latency_ratio'], plain_cost['train_images_per_s_ratio']) == (
         'plain', 1.0, 1.0)

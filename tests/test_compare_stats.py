@@ -13,13 +13,15 @@ import zamzoo.compare.report
 import zamzoo.compare.stats
 from zamzoo.compare.report import CompareSetup, write_report
 from zamzoo.compare.stats import (BETTER, NO_DIFFERENCE, SINGLE_PAIR, T_TEST, TIED, WORSE, ArmResult, compare_cells,
-                                  detectable_difference, holm, paired_test, probability_of_improvement, seeds_needed)
+                                  detectable_difference, holm, paired_test, probability_of_improvement, seeds_needed,
+                                  verdict)
 from zamzoo.errors import NonFiniteError, UsageError, ZamzooError
+from zamzoo.pairing import paired_by_seed
 
 CELL_KEYS = ['backbone', 'baseline', 'n', 'candidate_mean', 'candidate_std', 'baseline_mean', 'baseline_std',
              'diff_mean', 'diff_ci', 'p_value', 'p_holm', 'prob_improvement', 'mde', 'verdict', 'seeds_needed',
              'test', 'seeds', 'diverged_seeds', 'dropped']
-REPORT_KEYS = ['name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'cells',
+REPORT_KEYS = ['name', 'module', 'source_sha256', 'dataset', 'recipe', 'epochs', 'seeds', 'method', 'cells',
                'unfinished_runs', 'cost', 'baseline_cost', 'cost_conditions', 'contract']
 COST_KEYS = ['backbone', 'attention', 'params_added', 'macs_added', 'cpu_latency_ratio', 'cpu_latency_iqr',
              'train_images_per_s_ratio', 'train_images_per_s_iqr', 'train_images_per_s_note']
@@ -158,6 +160,10 @@ def test_bad_inputs_are_refused():
         compare_cells([arm('mymod', [70.0])], [arm('plain', [70.0], backbone='resnet34')])
     with pytest.raises(UsageError, match='cost'):
         arm('mymod', [70.0], cost={'latency': 1.0})
+    # the pairing itself (bench tables' "top-1 vs plain" too): a NaN top-1 was a difference of 0.00
+    with pytest.raises(NonFiniteError, match='finite'):
+        paired_by_seed({0: float('nan'), 1: 70.0, 2: 71.0}, {0: 70.0, 1: 69.0, 2: 70.5})
+    assert verdict(float('nan'), 1.0) == verdict(float('nan'), -1.0) == NO_DIFFERENCE  # was better / worse
 
 
 def test_the_four_files_and_report_json_keys(tmp_path):

@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import ZamzooError
+from .errors import NonFiniteError, ZamzooError
 
 ALPHA = 0.05
 POWER = 0.8
@@ -81,6 +81,8 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], test_imag
     (for equal differences, see `_constant_difference`); `candidate_loss`, `baseline_loss`: each run's final test
     loss, in the same seed order (the evidence that two runs are one, see `same_runs`)."""
     a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # NaN passed every test below as a difference of 0
+        raise NonFiniteError(f'paired test: top-1 must be finite numbers; got {list(a)} against {list(b)}')
     d = a - b
     n = len(d)
     if n == 1:

@@ -85,6 +85,8 @@ def report_json(setup: CompareSetup, cells: Sequence[CellStats], candidates: Seq
                 baselines: Sequence[ArmResult], contract: dict, costs: Optional[ArmCosts] = None) -> dict:
     return {'name': setup.name, 'module': setup.module, 'source_sha256': setup.source_sha256,
             'dataset': setup.dataset, 'recipe': setup.recipe, 'epochs': setup.epochs, 'seeds': list(setup.seeds),
+            'method': {'interval_level': 1 - ALPHA, 'alpha': ALPHA,
+                       'correction': 'holm over the cells of this report that have a p-value'},
             'cells': [cell.to_json() for cell in cells], 'unfinished_runs': unfinished_rows(candidates, baselines),
             'cost': cost_rows(candidates), 'baseline_cost': cost_rows(baselines),
             'cost_conditions': cost_conditions(costs), 'contract': contract}

@@ -158,7 +158,7 @@ def verdict(p_holm: Optional[float], diff: Optional[float], diverged: Sequence[i
         return HARMFUL
     if diff is None:
         return NO_VERDICT
-    if p_holm is None or p_holm >= ALPHA:
+    if p_holm is None or not p_holm < ALPHA:  # NaN too
         return NO_DIFFERENCE
     return BETTER if diff > 0 else WORSE
 
