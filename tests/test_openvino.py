@@ -19,6 +19,19 @@ CHANNELS = 32
 FP32 = {'INFERENCE_PRECISION_HINT': 'f32'}
 
 
+@pytest.fixture(autouse=True, scope='module')
+def telemetry_declined(tmp_path_factory):
+    """OpenVINO's model conversion sends usage telemetry (unless CI=true) to a network these tests do not need: 8
+    forked processes per ov.convert_model, 1-2 s of CPU time here. Its opt-out file (`intel/openvino_telemetry`
+    holding 0), in a home of this module's own, also keeps its files out of the user's."""
+    home = tmp_path_factory.mktemp('home')
+    (home / 'intel').mkdir()
+    (home / 'intel' / 'openvino_telemetry').write_text('0')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('HOME', str(home))
+        yield
+
+
 def _assert_runs_as_eager(model, module, sizes):
     compiled = ov.Core().compile_model(model, 'CPU', FP32)
     for b, h, w in sizes:
