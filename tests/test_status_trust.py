@@ -50,9 +50,10 @@ def _status_line(out, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_failed_run_is_marked_and_retried_only_when_asked(tiny_cifar, tmp_path, capsys):
+def test_failed_run_is_marked_and_retried_only_when_asked(tiny_cifar, tmp_path, capsys, monkeypatch):
     """What a failed run leaves: failed.json and its log's traceback; skipped until --retry-failed."""
-    from zamzoo.zoo import sweep_status
+    from zamzoo.train import loop, train
+    from zamzoo.zoo import plan_sweep, sweep_status
     data = tmp_path / 'data'                       # CIFAR-100 only: the CIFAR-10 run fails, the other goes on
     data.mkdir()
     (data / 'cifar-100-python').symlink_to(Path(tiny_cifar) / 'cifar-100-python')
@@ -70,13 +71,21 @@ def test_failed_run_is_marked_and_retried_only_when_asked(tiny_cifar, tmp_path, 
     assert failed['error'] == error
     [failed_log] = (out / '_zoo' / 'logs').glob(f'{TINY}-cifar10-zam-s0.*.log')  # named where the failure is
     assert f'\n          log: {failed_log}\n' in printed and printed.count('log: ') == 1
-    assert status['cifar10']['log'] == str(failed_log)
+    assert status['cifar10']['log'] == failed['log'] == str(failed_log)
     assert main(['zoo', 'status', '--out', str(out)]) == 0
     assert f'\n         log: {failed_log}\n' in capsys.readouterr().out
 
     assert main(args) == 1                                            # skipped, still failed
     assert '0 to train, 2 skipped' in capsys.readouterr().out
     (data / 'cifar-10-batches-py').symlink_to(Path(tiny_cifar) / 'cifar-10-batches-py')
+    # the run fails again, in `zamzoo train` (no log of its own): no log is named, not the earlier attempt's
+    [run] = plan_sweep([TINY], ['cifar10'], [0], str(data), str(out), epochs=1, batch_size=16, device='cpu')
+    monkeypatch.setattr(loop, '_one_epoch', lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        train(run.config)
+    monkeypatch.undo()
+    [row] = [r for r in sweep_status(out)['runs'] if r['dataset'] == 'cifar10']
+    assert (row['state'], row['error'], row['log']) == ('failed', 'ZeroDivisionError: division by zero', None)
     assert main([*args, '--retry-failed']) == 0                       # the data is there now
     assert 'ended: 1 done, 0 failed' in capsys.readouterr().out
     assert sweep_status(out)['totals']['done'] == 2

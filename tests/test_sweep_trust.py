@@ -265,7 +265,8 @@ def test_a_task_that_raised_is_a_failure_not_a_job_that_left_the_queue(tiny_cifa
     from zamzoo.zoo.state import log_dir, run_log
     [run] = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
     run.folder.mkdir()
-    mark_failed(run.folder, ValueError('no data'), '17_0')
+    task_log = tmp_path / '_zoo' / 'slurm' / '17_0' / '17_0_0_log.err'
+    mark_failed(run.folder, ValueError('no data'), '17_0', str(task_log))  # as the task's worker records it
 
     class Raised:
         job_id = '17_0'
@@ -277,9 +278,8 @@ def test_a_task_that_raised_is_a_failure_not_a_job_that_left_the_queue(tiny_cifa
             raise AssertionError('a task that raised has its own record: no sacct call')
     ended = slurm._ended_state(Raised(), run)
     assert ended['state'] == 'failed' and 'no data' in ended['error'] and ended['note'] is None
-    # the failure's line names the task's log, and so does zoo status (the newest of the run's logs)
-    task_log = tmp_path / '_zoo' / 'slurm' / '17_0' / '17_0_0_log.err'
-    assert ended['log'] == str(task_log)
+    assert ended['log'] == str(task_log)  # the failure's line names the log of the attempt that failed
+    # the newest log of a run that did not fail (zoo status), of its local and SLURM attempts
     assert run_log(tmp_path, run.name, '17_0') is None  # not written yet
     task_log.parent.mkdir(parents=True)
     task_log.write_text('Traceback ...')

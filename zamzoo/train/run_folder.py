@@ -167,13 +167,14 @@ def save_weights(path: Path, model, config: dict):
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def mark_failed(folder, error: BaseException, job_id: Optional[str] = None):
-    """failed.json: why the run's last attempt failed (its exception's last line; the full traceback is in the log)
-    and where. results.json stays the record of a completed run only."""
+def mark_failed(folder, error: BaseException, job_id: Optional[str] = None, log: Optional[str] = None):
+    """failed.json: why the run's last attempt failed (its exception's last line; the full traceback is in `log`,
+    that attempt's log where it has one: a zoo run's) and where. results.json stays the record of a completed run
+    only."""
     lines = [line for line in f'{type(error).__name__}: {error}'.splitlines() if line.strip()]
     write_json_atomic(Path(folder) / FAILED_FILE, {
-        'status': 'failed', 'error': lines[-1], 'error_type': type(error).__name__, 'job_id': job_id, 'host': socket.gethostname(), 'pid': os.getpid(),
-        'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+        'status': 'failed', 'error': lines[-1], 'error_type': type(error).__name__, 'job_id': job_id, 'log': log,
+        'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
 
 
 def clear_failed(folder):
@@ -242,6 +243,7 @@ class RunStatus:
     results: dict = field(default_factory=dict)   # results.json
     history: list = field(default_factory=list)   # metrics.jsonl
     error_type: Optional[str] = None  # the failure's exception class (failed.json), e.g. 'NonFiniteError'
+    log: Optional[str] = None  # the log of the attempt that failed (failed.json), where it had one
 
 
 def _read_run_file(path: Path, read, problems: list):
@@ -281,7 +283,8 @@ def run_status(folder) -> RunStatus:
         error_type = failure.get('error_type') or (error.split(':', 1)[0] if failure and ':' in error else None)
     else:
         state, error = 'pending', None
-    return RunStatus(state, error, config, results, history, error_type)
+    log = failure.get('log') if state == 'failed' and failure else None
+    return RunStatus(state, error, config, results, history, error_type, log)
 
 
 def _records_completion(results: dict) -> bool:

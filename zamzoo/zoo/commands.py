@@ -202,7 +202,7 @@ def print_event(kind, run, detail):
         line = f"{'refused' if skipped == REFUSED else detail['state']:<9} {run.name}: {_progress(detail)}"
         if skipped:
             line += f' ({skipped})' if skipped == REFUSED else ' (left to another process)'
-        log = f"log: {detail['log']}" if detail['state'] == 'failed' and detail.get('log') else None
+        log = f"log: {detail['log']}" if detail['state'] == 'failed' and detail['log'] else None
         for extra in (detail['error'], detail.get('note'), log):
             if extra:
                 line += f"\n          {extra}"

@@ -26,7 +26,7 @@ from ..errors import UsageError, ZamzooError
 from .plan import TRAIN_IMAGES, PlannedRun
 from ..train.run_folder import mark_failed
 from .state import MPS_LOGS, log_dir, run_state
-from .worker import SKIPPED, outcome_line
+from .worker import RUN_LOG_ENV, SKIPPED, outcome_line
 
 POLL_S = 0.2
 MPS_NEEDS_A_GPU = '--mps: MPS shares a GPU between processes, and no GPU is visible here (or --device cpu)'
@@ -150,9 +150,9 @@ def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
     skipped = _skipped(run, log)
     state = dict(run_state(run.folder, run.epochs), skipped=skipped)
     if returncode > 0 and state['state'] == 'pending' and not skipped:
-        mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'))
+        mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'), log=str(log))
         state = dict(run_state(run.folder, run.epochs), skipped=skipped)
-    state.update(returncode=returncode, log=str(log))
+    state['returncode'] = returncode
     return state
 
 
@@ -211,9 +211,9 @@ def _train_in_slots(runs: Sequence[PlannedRun], slots: List[Optional[str]], gpus
             while queue and free:
                 run, slot = queue.popleft(), free.pop(0)
                 log = _attempt_log(logs, run)
+                env = {**environment(slot), RUN_LOG_ENV: str(log)}
                 with open(log, 'x') as f:
-                    proc = subprocess.Popen(worker_command(run, gpus_per_run), env=environment(slot),
-                                            stdout=f, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(worker_command(run, gpus_per_run), env=env, stdout=f, stderr=subprocess.STDOUT)
                 running[proc] = (run, slot, log)
                 on_event('start', run, slot)
             time.sleep(POLL_S)

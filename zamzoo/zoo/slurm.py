@@ -45,7 +45,8 @@ class SweepTask(submitit.helpers.Checkpointable if submitit else object):
         if env.num_tasks > 1:  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, as torchrun sets them
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         reporter = TqdmReporter() if env.global_rank == 0 else None
-        return run_one(config, job_id=env.job_id, reporter=reporter, interruptions=(UncompletedJobError,))
+        return run_one(config, job_id=env.job_id, log=str(env.paths.stderr), reporter=reporter,
+                       interruptions=(UncompletedJobError,))
 
 
 def still_queued(out, runs: Sequence[PlannedRun]) -> set:
@@ -153,7 +154,8 @@ def _ended_state(job, run: PlannedRun) -> dict:
     if not done or (isinstance(error, UncompletedJobError) and not isinstance(error, FailedJobError)):
         end = _end_state(job)
         if state['state'] == 'pending' and end and 'OUT_OF_MEMORY' in end:
-            mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {end}'), job.job_id)
+            mark_failed(run.folder, RuntimeError(f'SLURM job {job.job_id} ended {end}'), job.job_id,
+                        str(job.paths.stderr))
             state = run_state(run.folder, run.epochs)
         note = (f'SLURM job {job.job_id} ended {end} without a result' if end else
                 f'SLURM job {job.job_id} left the queue without a result (cancelled, or killed outside Python); the '
@@ -161,7 +163,7 @@ def _ended_state(job, run: PlannedRun) -> dict:
                 'recorded it)')
     skipped = (next((outcome for outcome in job.results() if outcome in SKIPPED), None)
                if done and error is None else None)
-    return dict(state, job_id=job.job_id, skipped=skipped, note=note, log=str(job.paths.stderr))
+    return dict(state, job_id=job.job_id, skipped=skipped, note=note)
 
 
 def _end_state(job) -> Optional[str]:

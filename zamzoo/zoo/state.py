@@ -41,8 +41,8 @@ def slurm_dir(out) -> Path:
 
 
 def run_log(out, name: str, job_id: Optional[str] = None) -> Optional[str]:
-    """The log of the run's last attempt: the newest of the local executor's (<run>.<time>-<pid>.log) and its last
-    SLURM task's (`job_id`, jobs.json's); None when there is none."""
+    """The newest log of the run's zoo attempts: the local executor's (<run>.<time>-<pid>.log) or its last SLURM
+    task's (`job_id`, jobs.json's); None when there is none."""
     logs = list(log_dir(out).glob(f'{glob.escape(name)}.*.log'))
     if job_id:
         logs += [p for p in [slurm_dir(out) / job_id / SLURM_LOG.format(job_id=job_id)] if p.is_file()]
@@ -64,6 +64,7 @@ def run_state(folder, epochs: Optional[int] = None) -> dict:
         'top1': results.get('top1', evaluated[-1]['test_top1'] if evaluated else None),
         'images_per_s': results.get('images_per_s', history[-1].get('images_per_s') if history else None),
         'error': status.error,
+        'log': status.log,  # a failed run's: the log of the attempt that failed, where it had one
     }
 
 
@@ -172,8 +173,8 @@ def sweep_status(out) -> dict:
     runs = []
     for name, planned in plan.items():
         state = _against_plan(run_state(out / name, planned['epochs']), planned)
-        runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name),
-                     'log': run_log(out, name, jobs.get(name))})
+        log = state['log'] if state['state'] == 'failed' else run_log(out, name, jobs.get(name))
+        runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name), 'log': log})
     totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in SWEEP_STATES},
               'epochs_done': sum(min(r['epoch'], r['epochs']) for r in runs if r['state'] != REFUSED),
               'epochs_total': sum(planned['epochs'] for planned in plan.values())}

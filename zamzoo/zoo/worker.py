@@ -20,6 +20,7 @@ from .plan import PlannedRun, settings_conflict
 
 REFUSED = 'refused (other settings)'
 SKIPPED = ('already done', 'running elsewhere', REFUSED)  # outcomes of a run this process did not train
+RUN_LOG_ENV = 'ZAMZOO_RUN_LOG'  # the local executor's log of this attempt, recorded in failed.json on a failure
 
 
 def outcome_line(out, outcome: str) -> str:
@@ -27,7 +28,8 @@ def outcome_line(out, outcome: str) -> str:
     return f'{out}: {outcome}'
 
 
-def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None, interruptions=()) -> str:
+def run_one(config: TrainConfig, *, job_id: Optional[str] = None, log: Optional[str] = None, reporter=None,
+            interruptions=()) -> str:
     """Train `config` in its run folder (config.out): 'trained', or why not ('already done', 'running elsewhere',
     or REFUSED when the run another invocation finished, is training or left to resume there has other settings than
     `config`: the plan checked the folder before that run existed). An exception marks the run failed and
@@ -51,7 +53,7 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, reporter=None,
         raise
     except Exception as e:
         if main:
-            mark_failed(folder, e, job_id)
+            mark_failed(folder, e, job_id, log)
         raise
     return 'trained'
 
@@ -74,7 +76,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     config = TrainConfig(**json.loads(argv[0]))
     try:
-        outcome = run_one(config, reporter=TqdmReporter() if is_main_process() else None)
+        outcome = run_one(config, log=os.environ.get(RUN_LOG_ENV),
+                          reporter=TqdmReporter() if is_main_process() else None)
     except Exception:
         traceback.print_exc()
         return 1
