@@ -117,11 +117,58 @@ def test_cifar_class_names_that_are_not_text_name_the_meta_file(tmp_path, names,
 # ------------------------------------------------------------------------------------------------ class lists
 
 def test_splits_with_different_classes_name_them(tmp_path):
-    write_images(tmp_path / 'd' / 'train', {'a': 2, 'b': 2, 'c': 2, '.ipynb_checkpoints': 1})
+    write_images(tmp_path / 'd' / 'train', {'a': 2, 'b': 2, 'c': 2, 'unsorted': 1})
     write_images(tmp_path / 'd' / 'val', {'a': 1, 'b': 1, 'c': 1})
-    with pytest.raises(DataError, match=r"different classes \(4 vs 3; only in train: '\.ipynb_checkpoints'\)"):
+    with pytest.raises(DataError, match=r"different classes \(4 vs 3; only in train: 'unsorted'\)"):
         open_data(DataSource('folder', tmp_path / 'd'))
     write_images(tmp_path / 'e' / 'train', {'a': 1, 'b': 1, 'c': 1})
     write_images(tmp_path / 'e' / 'val', {'a': 1, 'b': 1, 'd': 1})
     with pytest.raises(DataError, match=r"\(3 vs 3; only in train: 'c'; only in validation: 'd'\)"):
         open_data(DataSource('folder', tmp_path / 'e'))
+
+
+# ------------------------------------------------------------------------------------------------ folder layouts
+def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
+    """torchvision's ImageFolder took a `.thumbnails/` folder holding an image for a class, an empty
+    `.ipynb_checkpoints/` stopped the run, and macOS's `._<name>.png` was read as an image (and refused)."""
+    root = write_images(tmp_path / 'data', {'cat': 5, 'dog': 5})
+    write_images(root / '.thumbnails', {'.': 1})
+    (root / '.ipynb_checkpoints').mkdir()
+    (root / 'cat' / '._0.png').write_bytes(b'\0\5\26\7 AppleDouble')
+    write_images(root / 'dog', {'.cache': 1})
+    opened = open_data(DataSource('folder', str(root), holdout=0.4))
+    assert opened.classes == ['cat', 'dog']
+    files = opened.split['train'] + opened.split['val']
+    assert len(files) == 10 and not any('/.' in f or f.startswith('.') for f in files)
+
+
+def test_a_class_named_train_or_val_with_holdout_and_an_evaluation_of_val_alone(tmp_path):
+    """--holdout took a folder with a class `train` for the train/ and val/ layout and refused it; an evaluation,
+    which reads val/ alone, refused a folder without train/."""
+    root = write_images(tmp_path / 'vehicles', {'bus': 5, 'train': 5})
+    assert open_data(DataSource('folder', str(root), holdout=0.4)).classes == ['bus', 'train']
+    write_images(root / 'val', {'bus': 2, 'train': 2})  # train/ and val/ both: the two splits' layout
+    with pytest.raises(DataError, match=r'train/ and val/ folders; --holdout is for one folder'):
+        open_data(DataSource('folder', str(root), holdout=0.4))
+    evaluation = write_images(tmp_path / 'only_val' / 'val', {'a': 2, 'b': 2}).parent
+    opened = open_data(DataSource('folder', str(evaluation)), train=False)
+    assert (opened.classes, len(opened.test), opened.train) == (['a', 'b'], 4, None)
+    with pytest.raises(DataError, match=r'only_val/train is missing'):
+        open_data(DataSource('folder', str(evaluation)))
+
+
+def test_a_validation_label_the_train_split_lacks_is_refused(tmp_path):
+    """Integer labels without a ClassLabel: a validation label above every train label added a class no image
+    trains (the model's head grew an output for it, and top-1 counted it)."""
+    datasets = pytest.importorskip('datasets')
+    from PIL import Image
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.Value('int64')})
+
+    def split(labels, shade):
+        images = [Image.fromarray(np.full((8, 8, 3), shade + i, np.uint8)) for i in range(len(labels))]
+        return datasets.Dataset.from_dict({'image': images, 'label': labels}, features=features)
+    datasets.DatasetDict({'train': split([0, 1, 2] * 3, 0), 'validation': split([0, 1, 2, 3], 100)}).save_to_disk(
+        str(tmp_path / 'hf'))
+    with pytest.raises(DataError, match='validation split has label 3, the train split none above 2'):
+        open_data(DataSource('hf', str(tmp_path / 'hf')))
+    assert open_data(DataSource('hf', str(tmp_path / 'hf')), train=False).classes == ['0', '1', '2', '3']

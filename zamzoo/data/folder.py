@@ -2,6 +2,7 @@
 ``root/<class>/<image>`` split by `stratified_holdout`. Every image is checked when the folder is indexed (so a
 broken file stops the run before training, naming the file) and decoded by `open_rgb`."""
 import hashlib
+import os
 from pathlib import Path, PurePosixPath
 from typing import List, Optional, Sequence
 
@@ -15,20 +16,35 @@ from .split import stratified_holdout
 IMAGE_EXTENSIONS = tvd.folder.IMG_EXTENSIONS
 
 
-def _checked(path: str) -> bool:
-    return tvd.folder.has_file_allowed_extension(path, IMAGE_EXTENSIONS) and check_image(path)
+class _VisibleImageFolder(tvd.ImageFolder):
+    """torchvision's ImageFolder without hidden entries: a `.ipynb_checkpoints/` or `.thumbnails/` folder is not a
+    class, and macOS's `._<name>.png` is not an image (torchvision takes both)."""
+
+    def find_classes(self, directory):
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith('.'))
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: i for i, name in enumerate(classes)}
+
+
+def _checked(path: str, root: Path) -> bool:
+    hidden = any(part.startswith('.') for part in Path(path).relative_to(root).parts)
+    return not hidden and tvd.folder.has_file_allowed_extension(path, IMAGE_EXTENSIONS) and check_image(path)
 
 
 def _index(path: Path) -> tvd.ImageFolder:
     try:
-        return tvd.ImageFolder(str(path), loader=open_rgb, is_valid_file=_checked)
+        return _VisibleImageFolder(str(path), loader=open_rgb, is_valid_file=lambda p: _checked(p, path))
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f'image folder {path}: {e}; expected {path}/<class>/<image> with one sub-folder per class '
                         f'(extensions {", ".join(IMAGE_EXTENSIONS)})') from e
 
 
-def has_splits(root) -> bool:
-    return (Path(root).expanduser() / 'train').is_dir()
+def has_splits(root, holdout: bool = False) -> bool:
+    """Whether `root` is laid out as train/ and val/ folders: either one is there (an evaluation reads val/ alone),
+    or both with --holdout, for which a folder of classes may have a class named `train` or `val`."""
+    found = [(Path(root).expanduser() / split).is_dir() for split in ('train', 'val')]
+    return all(found) if holdout else any(found)
 
 
 def image_folder(root, split: str):

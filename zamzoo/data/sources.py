@@ -118,9 +118,9 @@ def check_same_data(recorded: Optional[dict], current: dict, data, run, parts=('
 def _open_folder(source: DataSource, train: bool) -> OpenedData:
     if source.split is not None:
         split = source.split
-    elif folder.has_splits(source.data):
+    elif folder.has_splits(source.data, holdout=source.holdout is not None):
         if source.holdout is not None:
-            raise DataError(f'{source.data} has its own train/ (and val/) folders; --holdout is for one folder of '
+            raise DataError(f'{source.data} has its own train/ and val/ folders; --holdout is for one folder of '
                             f'class sub-folders')
         tr = folder.image_folder(source.data, 'train') if train else None
         te = folder.image_folder(source.data, 'val')
@@ -167,8 +167,10 @@ def _open_hf(source: DataSource, train: bool) -> OpenedData:
         if part is not None:
             part.check()
     if classes is None:
-        classes = te.classes if tr is None or len(te.classes) >= len(tr.classes) else tr.classes
-        classes = _weights_classes(classes, source)
+        if tr is not None and len(te.classes) > len(tr.classes):  # it would add a class no image trains
+            raise DataError(f'{source.data}: the validation split has label {len(te.classes) - 1}, the train split '
+                            f'none above {len(tr.classes) - 1}; expected the labels of the train split')
+        classes = _weights_classes(te.classes if tr is None else tr.classes, source)
         tr, te = _same_classes(tr, classes), _same_classes(te, classes)
     return OpenedData(tr, te, list(classes), split, fingerprint)
 
