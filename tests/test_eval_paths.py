@@ -225,3 +225,10 @@ def test_eval_scores_each_class_by_its_name_and_refuses_other_names(tmp_path):
     write_images(other / 'val', {'cat': 1, 'cow': 1, 'pig': 1}, seed=2)
     with pytest.raises(DataError, match=r"only in the checkpoint: 'dog'; only in .*other: 'pig'"):
         evaluate('mobilenet_plain', str(other), 'folder', checkpoint=export, device='cpu')
+
+
+def test_eval_of_a_mistyped_checkpoint_says_so_before_opening_the_data(tmp_path):
+    """Without --dataset, a checkpoint path that does not exist was reported as missing CIFAR-100 data."""
+    from zamzoo.errors import NotFoundError
+    with pytest.raises(NotFoundError, match=r'^checkpoint not found: .*no_such_run \(expected a run folder'):
+        evaluate('test_resnet', str(tmp_path), checkpoint=tmp_path / 'no_such_run', device='cpu')

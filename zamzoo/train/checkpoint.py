@@ -218,6 +218,10 @@ def _check_run_weights(path: Path):
                           f'{recorded[:12]}...): it was damaged or replaced; restore it, or train the run again')
 
 
+def checkpoint_not_found(path) -> NotFoundError:
+    return NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
+
+
 def load_weights(path) -> dict:
     """A model state dict from model.safetensors, a training checkpoint, a run folder, or a .pt/.pth state dict:
     timm's reader (``weights_only=True``; a checkpoint's 'state_dict' or 'model'; DDP and torch.compile key
@@ -231,7 +235,7 @@ def load_weights(path) -> dict:
                 return load_weights(path / name)
         raise ZamzooError(f'{path} holds no weights: expected {" or ".join(f"{path}/{n}" for n in WEIGHT_FILES)}')
     if not path.is_file():
-        raise NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
+        raise checkpoint_not_found(path)
     _check_run_weights(path)
     try:
         state = load_state_dict(str(path), use_ema=False)

@@ -1,5 +1,6 @@
 """`zamzoo eval`: top-1 / top-5 of a model on a test split, from pretrained weights or a checkpoint."""
 import time
+from pathlib import Path
 from typing import Optional
 
 from .. import provenance
@@ -7,7 +8,7 @@ from ..errors import DataError, UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
-from .checkpoint import load_weights, run_config, run_folder_of
+from .checkpoint import checkpoint_not_found, load_weights, run_config, run_folder_of
 from .init import class_rows, recorded_classes, reorder_classifier
 from .loop import evaluate_loader
 from .run_files import CONFIG_FILE
@@ -79,6 +80,8 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     """
     if bool(pretrained) == (checkpoint is not None):
         raise UsageError('evaluate: pass exactly one of --pretrained or --checkpoint PATH')
+    if checkpoint is not None and not Path(checkpoint).expanduser().exists():  # before the data it would open
+        raise checkpoint_not_found(checkpoint)
     from ..data import check_dataset, check_same_data, open_data
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
