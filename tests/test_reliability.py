@@ -184,8 +184,9 @@ def test_malicious_cifar_pickle_runs_nothing(tiny_cifar, tmp_path, capsys):
     assert ds.data.shape == (64, 32, 32, 3)
     with pytest.raises(DataError, match=r'refusing to load (_?io|builtins)\.open'):  # _io on 3.13
         cifar_dataset(data, 'cifar10', train=False)
-    rc, err = _cli(capsys, 'eval', '--model', TINY, '--checkpoint', tmp_path / 'none.safetensors', '--data', data,
-                   '--dataset', 'cifar10')
+    weights = tmp_path / 'w.safetensors'  # the data is opened before the weights are read
+    weights.write_bytes(b'not read')
+    rc, err = _cli(capsys, 'eval', '--model', TINY, '--checkpoint', weights, '--data', data, '--dataset', 'cifar10')
     _one_line_error(rc, err, 'refusing to load', 'open: a CIFAR file holds only arrays')
     assert not marker.exists()
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):                    # honest files of any protocol still read
