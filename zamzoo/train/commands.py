@@ -162,7 +162,7 @@ def run_eval(args) -> int:
                  batch_size=args.batch_size, device=args.device, amp=args.amp, recipe=args.recipe,
                  download=args.download, image_column=args.image_column, label_column=args.label_column,
                  val_split=args.val_split)
-    print(f"{r['model']} on {r['dataset']} ({r['images']:,} held-out images, weights {r['weights']}): "
+    print(f"{r['model']} on {r['dataset']} ({r['images']:,} images evaluated, weights {r['weights']}): "
           f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}")
     if args.json_out:
         from .._io import write_json_atomic
