@@ -18,8 +18,8 @@ WORKER = ['-m', 'zamzoo.zoo.worker']
 
 
 def start_server() -> None:
-    """Starts the server (importing zamzoo, and matplotlib for the run's curves: 1.5 s of a tiny run's 8 s) now,
-    in the environment of this moment, not in a test's."""
+    """Starts the server (importing zamzoo, and matplotlib for the run's curves) now, in the environment of this
+    moment, not in a test's."""
     forkserver.set_forkserver_preload(['zamzoo.zoo.worker', 'matplotlib.figure', 'matplotlib.backends.backend_agg',
                                        __name__])
     forkserver.ensure_running()

@@ -82,7 +82,7 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], test_imag
     loss, in the same seed order (the evidence that two runs are one, see `same_runs`)."""
     a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):  # NaN passed every test below as a difference of 0
-        raise NonFiniteError(f'paired test: top-1 must be finite numbers; got {list(a)} against {list(b)}')
+        raise NonFiniteError(f'paired test: top-1 must be finite numbers; got {a.tolist()} against {b.tolist()}')
     d = a - b
     n = len(d)
     if n == 1:

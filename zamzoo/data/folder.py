@@ -2,7 +2,6 @@
 ``root/<class>/<image>`` split by `stratified_holdout`. Every image is checked when the folder is indexed (so a
 broken file stops the run before training, naming the file) and decoded by `open_rgb`."""
 import hashlib
-import os
 from pathlib import Path, PurePosixPath
 from typing import List, Optional, Sequence
 
@@ -21,8 +20,8 @@ class _VisibleImageFolder(tvd.ImageFolder):
     class, and macOS's `._<name>.png` is not an image (torchvision takes both)."""
 
     def find_classes(self, directory):
-        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith('.'))
-        if not classes:
+        classes = [name for name in super().find_classes(directory)[0] if not name.startswith('.')]
+        if not classes:  # only hidden folders: torchvision's message for none
             raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
         return classes, {name: i for i, name in enumerate(classes)}
 
