@@ -72,6 +72,12 @@ def test_malformed_cifar_files_and_unknown_names_are_clear_errors(tmp_path, tiny
         pickle.dump({'data': np.zeros((4, 32, 32, 3), np.uint8), 'fine_labels': [0, 1, 2, 3]}, f)
     with pytest.raises(DataError, match=re.escape("train: 'data' has shape (4, 32, 32, 3), expected (N, 3072)")):
         load_cifar(bad, 'cifar100')
+    batches = tmp_path / 'c10' / 'cifar-10-batches-py'  # a truncated batch is named, not the seven files
+    shutil.copytree(tiny_cifar / 'cifar-10-batches-py', batches)
+    (batches / 'data_batch_3').write_bytes((batches / 'data_batch_3').read_bytes()[:500])
+    with pytest.raises(DataError, match=r'c10/cifar-10-batches-py/data_batch_3: unreadable or malformed') as e:
+        load_cifar(tmp_path / 'c10', 'cifar10')
+    assert 'data_batch_1' not in str(e.value)
     with pytest.raises(ValueError, match='expected one of'):
         load_cifar(tiny_cifar, 'cifar1000')
     (tmp_path / 'cifar-100-python.tar.gz').write_bytes(b'an archive')  # --data at the download, not unpacked

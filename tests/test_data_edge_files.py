@@ -142,6 +142,17 @@ def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
     assert len(files) == 10 and not any('/.' in f or f.startswith('.') for f in files)
 
 
+def test_files_of_extensions_not_read_are_named_in_a_warning(tmp_path):
+    """torchvision's ImageFolder left out a .gif (and any other file its extensions do not list) without a word."""
+    root = write_images(tmp_path / 'data', {'cat': 3, 'dog': 3})
+    (root / 'cat' / 'anim.gif').write_bytes(_encoded('GIF', mode='P'))
+    (root / 'dog' / 'notes.txt').write_text('taken in 2019')
+    with pytest.warns(UserWarning, match=r'2 file\(s\) skipped, of extensions not read as images \(\.gif: 1, '
+                                         r'\.txt: 1; first: .*cat/anim\.gif\); the extensions read: \.jpg'):
+        opened = open_data(DataSource('folder', str(root), holdout=0.34))
+    assert len(opened.split['train'] + opened.split['val']) == 6
+
+
 def test_a_class_named_train_or_val_with_holdout_and_an_evaluation_of_val_alone(tmp_path):
     """--holdout took a folder with a class `train` for the train/ and val/ layout and refused it; an evaluation,
     which reads val/ alone, refused a folder without train/."""

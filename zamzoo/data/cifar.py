@@ -76,6 +76,19 @@ def _class_names(names, meta, key):
     return decoded
 
 
+# What a malformed or truncated pickle raises while it is read, or a wrong entry when it is indexed.
+_MALFORMED = (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError)
+
+
+def _read_entry(path: Path):
+    """One CIFAR file's dict (str keys), or a `DataError` that names the file (a truncated batch, not all seven)."""
+    try:
+        return _str_keys(safe_unpickle(path))
+    except _MALFORMED as e:
+        raise DataError(f'{path}: unreadable or malformed ({type(e).__name__}: {e}); expected a pickle of '
+                        f"torchvision's CIFAR python format") from e
+
+
 class _LocalMixin:
     """torchvision's CIFAR reader for local files: no md5 comparison, every file read with `safe_unpickle`.
     Shapes and labels are validated by `cifar_dataset`."""
@@ -84,7 +97,7 @@ class _LocalMixin:
         tvd.VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
         names = [name for name, _ in (self.train_list if train else self.test_list)]
-        entries = [_str_keys(safe_unpickle(Path(self.root) / self.base_folder / name)) for name in names]
+        entries = [_read_entry(Path(self.root) / self.base_folder / name) for name in names]
         for name, entry in zip(names, entries):  # an (N, 32, 32, 3) array would reshape, scrambled, without an error
             shape = np.shape(entry['data'])
             if len(shape) != 2 or shape[1] != 3072:
@@ -93,7 +106,7 @@ class _LocalMixin:
         self.data = np.vstack([e['data'] for e in entries]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
         self.targets = [t for e in entries for t in (e['labels'] if 'labels' in e else e['fine_labels'])]
         meta = Path(self.root) / self.base_folder / self.meta['filename']
-        self.classes = _class_names(_str_keys(safe_unpickle(meta))[self.meta['key']], meta, self.meta['key'])
+        self.classes = _class_names(_read_entry(meta)[self.meta['key']], meta, self.meta['key'])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
@@ -155,8 +168,7 @@ def cifar_dataset(root, dataset='cifar100', train=True, download=False, transfor
                 f'{cls.base_folder}/.')
     try:
         ds = cls(str(root), train=train, download=download, transform=transform)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError,
-            AttributeError, IndexError, http.client.HTTPException) as e:
+    except (RuntimeError, OSError, http.client.HTTPException, *_MALFORMED) as e:
         if download and isinstance(e, _NETWORK_ERRORS):
             raise DataError(
                 f'could not download {dataset} from {cls.url} ({type(e).__name__}: {e}); check the network, or fetch '

@@ -2,6 +2,8 @@
 ``root/<class>/<image>`` split by `stratified_holdout`. Every image is checked when the folder is indexed (so a
 broken file stops the run before training, naming the file) and decoded by `open_rgb`."""
 import hashlib
+import warnings
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import List, Optional, Sequence
 
@@ -26,17 +28,34 @@ class _VisibleImageFolder(tvd.ImageFolder):
         return classes, {name: i for i, name in enumerate(classes)}
 
 
-def _checked(path: str, root: Path) -> bool:
-    hidden = any(part.startswith('.') for part in Path(path).relative_to(root).parts)
-    return not hidden and tvd.folder.has_file_allowed_extension(path, IMAGE_EXTENSIONS) and check_image(path)
-
-
 def _index(path: Path) -> tvd.ImageFolder:
+    skipped = []
+
+    def valid(file: str) -> bool:
+        if any(part.startswith('.') for part in Path(file).relative_to(path).parts):
+            return False
+        if not tvd.folder.has_file_allowed_extension(file, IMAGE_EXTENSIONS):
+            skipped.append(file)
+            return False
+        return check_image(file)
+
     try:
-        return _VisibleImageFolder(str(path), loader=open_rgb, is_valid_file=lambda p: _checked(p, path))
+        folder = _VisibleImageFolder(str(path), loader=open_rgb, is_valid_file=valid)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f'image folder {path}: {e}; expected {path}/<class>/<image> with one sub-folder per class '
                         f'(extensions {", ".join(IMAGE_EXTENSIONS)})') from e
+    _warn_skipped(path, skipped)
+    return folder
+
+
+def _warn_skipped(path: Path, skipped: List[str]) -> None:
+    """Say which files the folder's classes hold that are not read (a .gif, a notes.txt): torchvision's ImageFolder
+    leaves them out without a word."""
+    if skipped:
+        counts = Counter(Path(file).suffix.lower() or '(none)' for file in skipped)
+        warnings.warn(f'image folder {path}: {len(skipped)} file(s) skipped, of extensions not read as images '
+                      f'({", ".join(f"{ext}: {n}" for ext, n in sorted(counts.items()))}; first: {skipped[0]}); '
+                      f'the extensions read: {", ".join(IMAGE_EXTENSIONS)}', stacklevel=3)
 
 
 def has_splits(root, holdout: bool = False) -> bool:
