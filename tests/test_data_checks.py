@@ -174,6 +174,24 @@ def test_float_and_32_bit_images_are_read_from_their_range_in_both_loaders(tmp_p
         image_folder(tmp_path / 'set', 'train')
 
 
+def test_a_palette_png_with_alpha_bytes_reads_as_pil_converts_it_without_its_warning(tmp_path):
+    """PIL warned on stderr ('Palette images with Transparency expressed in bytes...') for every such image read."""
+    import warnings
+    from PIL import Image
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).convert('P')
+    image.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    image.info['transparency'] = bytes(range(0, 256))
+    image.save(tmp_path / 'p.png', transparency=bytes(range(0, 256)))
+    with Image.open(tmp_path / 'p.png') as reopened:
+        assert isinstance(reopened.info['transparency'], bytes)
+        with pytest.warns(UserWarning, match='Palette images with Transparency'):
+            expected = np.asarray(reopened.convert('RGB'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert np.array_equal(np.asarray(open_rgb(tmp_path / 'p.png')), expected)
+        assert expected[0, 1].tolist() == [1, 254, 0]
+
+
 # ------------------------------------------------------------------------------------------------ bad labels, etc.
 
 _BAD_LABELS = {

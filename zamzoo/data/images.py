@@ -46,6 +46,10 @@ def to_rgb(image):
     """A PIL image as 8-bit RGB, converted from the range its mode holds (a ValueError for a range it refuses)."""
     if image.mode in _WIDE_GREY_MODES:
         image = _grey_as_8_bit(image)
+    if isinstance(image.info.get('transparency'), bytes):
+        # PIL drops a palette's per-entry alpha when it converts to RGB, as here, but warns on stderr for every image
+        image = image.copy()
+        del image.info['transparency']
     return image if image.mode == 'RGB' else image.convert('RGB')
 
 
