@@ -430,3 +430,26 @@ def test_zoo_export_names_an_image_folder_sweeps_export_by_its_tag(tmp_path, cap
     assert [p.name for p in staging.iterdir()] == ['mobilenet_plain.pets']
     assert json.loads((staging / 'mobilenet_plain.pets' / 'results.json').read_text())['tag'] == 'pets'
     assert 'exported mobilenet_plain.pets (seeds 0): top-1' in capsys.readouterr().out
+
+
+def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tmp_path, monkeypatch, capsys):
+    """A cancelled SLURM run showed as `pending ... job N`, like one still queued: status read only the folders.
+    SLURM played by squeue's answer."""
+    from zamzoo.zoo import slurm
+    from zamzoo.zoo.state import JOBS_FILE, PLAN_FILE, update_record
+    runs = plan_sweep([TINY], ['cifar10'], [0, 1, 2], tiny_cifar, tmp_path, epochs=1)
+    update_record(tmp_path, PLAN_FILE, {run.name: run.record() for run in runs})  # as `zoo run` submitted them
+    update_record(tmp_path, JOBS_FILE, {runs[0].name: '41_0', runs[1].name: '41_1'})
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: {'41_0'})   # seed 1's job was cancelled
+    assert main(['zoo', 'status', '--out', str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith('seed 0: epoch 0/1, top-1 -%, - img/s, job 41_0 (queued)')
+    assert lines[1].endswith("seed 1: epoch 0/1, top-1 -%, - img/s, job 41_1 (not in SLURM's queue: cancelled, or ended without "
+                             "starting; `zoo run` submits it again)")
+    assert lines[2].endswith('seed 2: epoch 0/1, top-1 -%, - img/s')
+    assert main(['zoo', 'status', '--out', str(tmp_path), '--json']) == 0
+    assert [r['queued'] for r in json.loads(capsys.readouterr().out)['runs']] == [True, False, None]
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: None)       # squeue failed: not known, nothing said
+    assert main(['zoo', 'status', '--out', str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith('seed 1: epoch 0/1, top-1 -%, - img/s, job 41_1')

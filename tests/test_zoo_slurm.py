@@ -337,3 +337,26 @@ def test_compare_of_a_module_file_through_slurm(slurm_cluster, tiny_cifar, tmp_p
     recorded = json.loads((out / 'mobilenet_meangate-cifar10-zam-s0' / 'config.json').read_text())
     assert recorded['attention_module']['source'] == str(module.resolve())
     assert 'submitted' in capsys.readouterr().out
+
+
+def test_status_tells_a_cancelled_run_from_a_queued_one(slurm_cluster, tiny_cifar, tmp_path, capsys):
+    """The node drained, so the submitted job stays pending; `zoo status` says it is queued, and after scancel that
+    SLURM no longer holds it (the run folders alone showed both as `pending ... job N`)."""
+    host = socket.gethostname().split('.')[0]
+    out = tmp_path / 'held'
+    subprocess.run(['scontrol', 'update', f'nodename={host}', 'state=drain', 'reason=held'], env=slurm_cluster,
+                   check=True)
+    try:
+        assert main(_zoo_run(tiny_cifar, out, MODELS[0], seeds=(0,), epochs=1)) == 0
+        job = json.loads((out / '_zoo' / 'jobs.json').read_text())[f'{MODELS[0]}-cifar100-zam-s0']
+        capsys.readouterr()
+        assert main(['zoo', 'status', '--out', str(out)]) == 0
+        assert f'job {job} (queued)' in capsys.readouterr().out
+        subprocess.run(['scancel', job.split('_')[0]], env=slurm_cluster, check=True)
+        _wait_for(lambda: not _squeue(slurm_cluster), 'the cancelled job to leave the queue', timeout=30)
+        assert main(['zoo', 'status', '--out', str(out), '--json']) == 0
+        [run] = json.loads(capsys.readouterr().out)['runs']
+        assert (run['state'], run['job_id'], run['queued']) == ('pending', job, False)
+    finally:
+        subprocess.run(['scancel', '--user', 'root'], env=slurm_cluster, check=False)
+        subprocess.run(['scontrol', 'update', f'nodename={host}', 'state=resume'], env=slurm_cluster, check=False)

@@ -305,17 +305,23 @@ def _print_summary(summary, args, path) -> int:
 
 # ------------------------------------------------------------------------------------------------ status / export
 
+_QUEUE = {True: ' (queued)', False: " (not in SLURM's queue: cancelled, or ended without starting; `zoo run` "
+                                     "submits it again)", None: ''}
+
+
 def _status(args) -> int:
+    from .slurm import mark_queued
     from .state import sweep_status
 
     status = sweep_status(args.out)
+    mark_queued(status['runs'])
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
     for problem in status['problems']:
         print(problem)
     for r in status['runs']:
-        job = f", job {r['job_id']}" if r['job_id'] else ''
+        job = f", job {r['job_id']}{_QUEUE[r['queued']]}" if r['job_id'] else ''
         print(f"{r['state']:<8} {r['model']} {r['dataset']} {r['recipe']} seed {r['seed']}: {_progress(r)}{job}")
         if r['error']:
             print(f"         {r['error']}")
