@@ -4,6 +4,7 @@ import gc
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import timm
@@ -131,6 +132,7 @@ def test_the_command_runs_main_with_the_imports_frozen_out_of_the_collector(monk
 
     [script] = entry_points(group='console_scripts', name='zamzoo')
     assert script.value == 'zamzoo.cli:console_main'
+    monkeypatch.setattr(warnings, 'showwarning', warnings.showwarning)  # console_main sets it for its process
     before = gc.get_freeze_count()
     with pytest.raises(SystemExit) as exit_:
         main(['--version'])
@@ -144,6 +146,26 @@ def test_the_command_runs_main_with_the_imports_frozen_out_of_the_collector(monk
     finally:
         gc.unfreeze()  # this test process's objects back to the collector
     assert exit_.value.code == 7 and len(seen) == 2 and min(seen) > before
+
+
+def test_the_command_shows_zamzoos_own_warnings_as_one_line(monkeypatch):
+    """A warning zamzoo gives (an image folder's skipped files) was printed as Python shows it: the source file,
+    line and code line of zamzoo, then the message; other libraries' warnings stay as Python shows them."""
+    import io
+    import zamzoo.cli as cli
+    import zamzoo.data.folder
+
+    monkeypatch.setattr(warnings, 'showwarning', warnings.showwarning)
+    monkeypatch.setattr(cli, 'main', lambda: 0)
+    assert cli.console_main() == 0 and warnings.showwarning is cli._show_warning
+    gc.unfreeze()
+    python_shows = []
+    monkeypatch.setattr(cli, '_show_any_warning', lambda *a: python_shows.append(a))
+    ours = io.StringIO()
+    warnings.showwarning('2 file(s) skipped', UserWarning, zamzoo.data.folder.__file__, 40, ours)
+    warnings.showwarning('deprecated', FutureWarning, timm.__file__, 7)
+    assert ours.getvalue() == 'zamzoo: warning: 2 file(s) skipped\n'
+    assert python_shows == [('deprecated', FutureWarning, timm.__file__, 7, None, None)]
 
 
 @pytest.mark.filterwarnings('ignore:.*found in sys.modules:RuntimeWarning')  # runpy: the worker is imported already

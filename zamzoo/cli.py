@@ -4,6 +4,8 @@ import importlib
 import os
 import signal
 import sys
+import warnings
+from pathlib import Path
 
 from ._process import freeze_imports
 from .errors import ZamzooError
@@ -58,7 +60,20 @@ def parse(argv=None) -> argparse.Namespace:
 def console_main() -> int:
     """The `zamzoo` command (and `python -m zamzoo`): `main` in a process of its own (`freeze_imports`)."""
     freeze_imports()
+    warnings.showwarning = _show_warning
     return main()
+
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+_show_any_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """zamzoo's own warnings as one line, `zamzoo: warning: ...` (a user reads no source path or code line);
+    other libraries' as Python shows them."""
+    if not str(Path(filename).resolve()).startswith(_PACKAGE + os.sep):
+        return _show_any_warning(message, category, filename, lineno, file, line)
+    print(f'zamzoo: warning: {message}', file=sys.stderr if file is None else file)
 
 
 def main(argv=None) -> int:
