@@ -347,13 +347,18 @@ def test_unpublished_model_error(hub, exported):
         timm.create_model('resnet18_plain', pretrained=True)
     msg = str(e.value)
     assert 'resnet18_plain.cifar100' in msg and '`zamzoo train --model resnet18_plain' in msg
-    assert 'pretrained_cfg_overlay=dict(file=..., num_classes=N)' in msg and "'local-dir:EXPORT'" in msg
+    assert "'local-dir:EXPORT' for a `zamzoo export` folder (its class names and preprocessing come with it)" in msg
+    assert 'pretrained_cfg_overlay=dict(file=..., num_classes=N, label_names=[...], mean=..., std=...)' in msg
     with pytest.raises(WeightsError, match=r'mobilenet_se\.cifar10 '):
         timm.create_model('mobilenet_se.cifar10', pretrained=True)
     # a user-given source needs no manifest record
     model = timm.create_model(MODEL, pretrained=True,
                               pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors')))
     _assert_same(_state_dict(model), weights)
+    names = json.loads((out / 'config.json').read_text())['label_names']  # the advice's label_names reach the cfg
+    named = timm.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=dict(
+        file=str(out / 'model.safetensors'), num_classes=len(names), label_names=names[::-1]))
+    assert list(named.pretrained_cfg['label_names']) == names[::-1]
     bad = out.parent / 'bad.safetensors'
     bad.write_bytes(b'not a safetensors file')
     with pytest.raises(WeightsError, match=f'pretrained weights for {MODEL}: the file .*bad.safetensors is corrupt'):

@@ -31,8 +31,11 @@ _USER_SOURCE_KEYS = ('state_dict', 'file', 'url', 'hf_hub_id')
 def how_to_get_weights(model: str) -> str:
     return (f"train it with `zamzoo train --model {model} ...` (then `zamzoo export` and `zamzoo push`), "
             f"or use weights of your own: on the command line --checkpoint PATH (zamzoo eval, viz) or --init PATH "
-            f"(zamzoo train); in Python pretrained_cfg_overlay=dict(file=..., num_classes=N) (N: its classes; a "
-            f"num_classes outside the overlay drops its head), or 'local-dir:EXPORT' for a `zamzoo export` folder")
+            f"(zamzoo train); in Python 'local-dir:EXPORT' for a `zamzoo export` folder (its class names and "
+            f"preprocessing come with it), or pretrained_cfg_overlay=dict(file=..., num_classes=N, label_names=[...], "
+            f"mean=..., std=...) for a weights file alone (N: its classes; the cfg keeps the registry's CIFAR class "
+            f"names, mean and std where the overlay does not give them; a num_classes outside the overlay drops its "
+            f"head)")
 
 
 def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:
