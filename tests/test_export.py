@@ -77,6 +77,25 @@ def test_parity_check_can_fail(tmp_path):
     assert not (tmp_path / 'n.onnx').exists()  # nothing left behind
 
 
+@pytest.mark.parametrize('use_dynamo', [False, True])
+def test_an_export_whose_output_has_nans_pytorchs_lacks_is_refused(tmp_path, use_dynamo):
+    """A NaN in the output made the relative error NaN, which `max` passed over: an export whose every output was
+    NaN was accepted with an error of 0.0. The same NaNs and infinities on both sides still pass."""
+
+    class NaNInTheExport(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3)) * (float('nan') if torch.onnx.is_in_onnx_export() else 1.0)
+
+    class LogOfMean(torch.nn.Module):  # NaN where the mean is negative, in PyTorch and in ONNX Runtime alike
+        def forward(self, x):
+            return torch.log(x.mean((2, 3)) * 100)
+
+    with pytest.raises(OnnxExportError, match=r"at batch 1 has 16 NaN or infinite values, PyTorch's 0, not the"):
+        export_onnx(NaNInTheExport(), tmp_path / 'n.onnx', (16, 8, 8), use_dynamo=use_dynamo)
+    assert not (tmp_path / 'n.onnx').exists()
+    assert export_onnx(LogOfMean(), tmp_path / 'l.onnx', (16, 8, 8), use_dynamo=use_dynamo) <= 1e-6
+
+
 def test_the_graph_as_written_is_checked_not_only_as_onnx_runtime_optimizes_it(tmp_path, monkeypatch):
     """The check also runs the file with ONNX Runtime's graph optimizations off (the graph as written, where a
     runtime on other hardware starts), not only as ONNX Runtime optimizes it on this CPU: a file whose unoptimized

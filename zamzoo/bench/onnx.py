@@ -74,8 +74,25 @@ def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
             if got.shape != expected.shape:
                 raise OnnxExportError(f'ONNX output at batch {b} has shape {tuple(got.shape)}, '
                                       f'PyTorch {tuple(expected.shape)}')
-            worst = max(worst, ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item())
+            worst = max(worst, _relative_error(got, expected, b))
     return worst
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor, batch: int) -> float:
+    """max|got - expected| / max|expected| over the finite outputs; an OnnxExportError where the NaNs and infinities
+    of the two differ (a NaN would otherwise make the error NaN, which `max` passes over)."""
+    special = ~expected.isfinite()
+    if not (torch.equal(special, ~got.isfinite()) and torch.equal(_signs(got[special]), _signs(expected[special]))):
+        raise OnnxExportError(f'ONNX Runtime output at batch {batch} has {int((~got.isfinite()).sum())} NaN or '
+                              f'infinite values, PyTorch\'s {int(special.sum())}, not the same ones')
+    if special.all():
+        return 0.0
+    got, expected = got[~special], expected[~special]
+    return ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def _signs(values: torch.Tensor) -> torch.Tensor:
+    return values.nan_to_num(0.0, posinf=1.0, neginf=-1.0)
 
 
 def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int],
