@@ -82,6 +82,17 @@ def test_a_missing_onnxscript_is_named_with_the_extra(monkeypatch):
         require_onnx()
 
 
+def test_bench_models_under_onnxruntime_without_its_extra_says_so_before_counting_a_model(monkeypatch, capsys):
+    """It built and counted the models, then stopped at the first export."""
+    import zamzoo.bench.models as bench_models
+
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)
+    monkeypatch.setattr(bench_models, '_build', lambda *a, **k: pytest.fail('a model was built'))
+    assert main(['bench', 'models', '--models', 'mobilenet_plain', '--runtime', 'onnxruntime', '--device', 'cpu',
+                 '--out', 'nowhere']) == 2
+    assert "onnxruntime is missing): pip install 'zamzoo[onnx]'" in capsys.readouterr().err
+
+
 def test_version_is_the_installed_distributions(capsys):
     from importlib.metadata import version
     with pytest.raises(SystemExit) as exit_:

@@ -325,6 +325,9 @@ def _check_options(dev: torch.device, repeats: int, timer: str, threads: Optiona
         raise UsageError(f'runtime must be one of {list(RUNTIMES)}, got {runtime!r}')
     if runtime == 'onnxruntime' and cuda:
         raise UsageError('--runtime onnxruntime is timed on CPU only; use --device cpu')
+    if runtime == 'onnxruntime':
+        from .onnx import require_onnx
+        require_onnx()  # before the first model is built and counted
 
 
 def _build(name: str, device: torch.device, input_size: Optional[Sequence[int]], **kwargs):
