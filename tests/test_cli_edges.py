@@ -64,6 +64,18 @@ def test_compare_reads_the_data_before_the_contract_check(tmp_path, capsys):
     assert not (tmp_path / 'runs').exists()
 
 
+def test_compare_check_only_needs_no_data_and_a_comparison_says_it_needs_some(tmp_path, capsys, light_contract):
+    """--check-only (the contract check alone) refused to start without --data, which it never reads."""
+    args = ['compare', '--attn', 'zam', '--baselines', 'plain', '--backbones', 'mobilenet', '--out',
+            str(tmp_path / 'runs')]
+    assert main([*args, '--check-only']) == 0
+    assert 'zam keeps the contract' in capsys.readouterr().out
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert '--data is required to train the runs' in captured.err and 'contract' not in captured.out
+    assert not (tmp_path / 'runs').exists()
+
+
 def test_a_missing_local_weights_file_is_named():
     with pytest.raises(WeightsError, match='no weights file at .*does-not-exist'):
         timm.create_model('mobilenet_zam', pretrained=True,

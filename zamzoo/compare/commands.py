@@ -1,7 +1,9 @@
 """`zamzoo compare` (thin: parse, call zamzoo.compare, print)."""
 from collections import Counter
 
-from ..train.commands import add_run_arguments, train_config_values
+from ..errors import UsageError
+
+from ..train.commands import RUN_ARGUMENTS, add_run_arguments, train_config_values
 from ..train.config import DATASET_CHOICES
 from .runs import DEFAULT_BASELINES, DEFAULT_SEEDS
 
@@ -28,7 +30,9 @@ def add_commands(subparsers):
     p.add_argument('--check-only', action='store_true', help='only the contract check; train nothing')
     p.add_argument('--timm-tests', action='store_true', help="the contract check also runs timm's generic model "
                    'tests (forward, backward, cfgs, features, TorchScript, fx) on the first backbone')
-    add_run_arguments(p, leave_out=('--device',))
+    add_run_arguments(p, leave_out=('--device', '--data'))
+    p.add_argument('--data', **{**RUN_ARGUMENTS['--data'], 'required': False,
+                                'help': RUN_ARGUMENTS['--data']['help'] + ' (not needed with --check-only)'})
     add_executor_arguments(p)
     p.set_defaults(func=run_compare)
 
@@ -44,7 +48,6 @@ def run_compare(args) -> int:
     from ..zoo.commands import check_executor_arguments
     from ..zoo.plan import plan_states
     from ..zoo.sweep import runs_to_launch
-    from .contract import LATENCY_AFTER_RUNS, check_contract
     from .runs import Arms, candidate_attention, check_sources, plan_compare
     from .stats import scipy_stats
 
@@ -52,6 +55,12 @@ def run_compare(args) -> int:
     scipy_stats()  # the compare extra, before anything runs
     candidate = candidate_attention(args.attn, args.attn_name)
     arms = Arms.of(candidate.name, args.baselines, args.backbones)
+    if args.check_only:  # the candidate alone, timed where it is all there is
+        _check(args, candidate, arms, latency=True)
+        return 0
+    if args.data is None:
+        raise UsageError('--data is required to train the runs (expected the data folder, as for `zamzoo train`); '
+                         '--check-only trains nothing and needs none')
     options = {k: v for k, v in train_config_values(args).items()
                if k not in ('data', 'dataset', 'out', 'attn', 'attn_name')}  # what plan_compare sets itself
     runs = plan_compare(arms, args.dataset, args.seeds, args.data, args.out, **options)
@@ -59,15 +68,19 @@ def run_compare(args) -> int:
     states = plan_states(runs)
     if runs_to_launch(runs, states, args.retry_failed) and not runs[0].config.download:  # before the contract check
         open_data(runs[0].config.source(), train=False)  # (a download happens in the runs)
-    # a report times every arm in shared rounds once the runs have ended (`arm_costs`): the contract check times
-    # the candidate only where it is all there is (--check-only)
-    contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
-                              latency=args.check_only, module=candidate.module,
-                              progress=lambda msg: print(msg, flush=True))
-    print(contract.summary(untimed=LATENCY_AFTER_RUNS))
-    if args.check_only:
-        return 0
+    # a report times every arm in shared rounds once the runs have ended (`arm_costs`)
+    contract = _check(args, candidate, arms, latency=False)
     return _train_and_report(args, candidate, arms, runs, states, contract)
+
+
+def _check(args, candidate, arms, latency: bool):
+    """The contract check of the candidate on each backbone, printed; a ContractError stops the command."""
+    from .contract import LATENCY_AFTER_RUNS, check_contract
+
+    contract = check_contract(candidate.factory, arms.backbones, slot=candidate.slot, timm_tests=args.timm_tests,
+                              latency=latency, module=candidate.module, progress=lambda msg: print(msg, flush=True))
+    print(contract.summary(untimed=LATENCY_AFTER_RUNS))
+    return contract
 
 
 def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
