@@ -59,7 +59,7 @@ def test_an_export_folders_label_names_are_read(tmp_path):
     assert load_init(str(tmp_path / 'bare' / 'model.safetensors'))[1]['classes'] is None
 
 
-def test_a_run_started_from_other_classes_resets_the_classifier(tmp_path):
+def test_a_run_started_from_other_classes_resets_the_classifier(tmp_path, capsys):
     _source(tmp_path / 'src', ['x', 'y', 'z'])
     data = write_images(tmp_path / 'abc', {'a': 3, 'b': 3, 'c': 3}, size=(32, 32))
     out = tmp_path / 'run'
@@ -68,6 +68,9 @@ def test_a_run_started_from_other_classes_resets_the_classifier(tmp_path):
                  '--init', str(tmp_path / 'src'), '--out', str(out)]) == 0
     init = json.loads((out / 'config.json').read_text())['init']
     assert (init['classes'], init['head'], init['head_reset']) == (['x', 'y', 'z'], 'reset', True)
+    printed = capsys.readouterr().out  # said on screen too, not only in config.json
+    assert f"init from {tmp_path / 'src'} (sha256 {init['sha256'][:12]}); classifier re-initialised (other " \
+           f"classes than the source's)\n" in printed
 
 
 def test_a_zoo_name_with_a_tag_is_not_a_file(tmp_path, capsys):

@@ -35,6 +35,16 @@ def format_recipe(record: dict, mean, std) -> str:
     return '\n'.join(lines)
 
 
+_HEAD = {'kept': 'kept', 'reordered': "rows reordered to this run's class names",
+         'reset': 're-initialised (other classes than the source\'s)'}
+
+
+def format_init(init: dict) -> str:
+    """The weights --init started the run from (config.json's `init`) and what became of their classifier."""
+    head = _HEAD.get(init.get('head'), init.get('head'))
+    return f"init from {init['source']} (sha256 {init['sha256'][:12]})" + (f'; classifier {head}' if head else '')
+
+
 class TqdmReporter(Reporter):
     """A progress bar per epoch (images/s, loss) on stderr, one line per epoch on stdout."""
     bar = None
@@ -49,6 +59,8 @@ class TqdmReporter(Reporter):
               f"({c['per_rank_batch_size']} per process), {c['steps_per_epoch']} steps/epoch")
         print(f"device {c['device']}; amp {c['amp']}, loader {c['loader']}, channels_last {c['channels_last']}, "
               f"compile {c['compile']}, seed {c['seed']}, code {c['code_commit'] or '(not a git checkout)'}")
+        if c.get('init'):
+            print(format_init(c['init']))
         sys.stdout.flush()
 
     def epoch_start(self, epoch, epochs, steps, images):
