@@ -42,8 +42,8 @@ def _index(path: Path) -> tvd.ImageFolder:
     try:
         folder = _VisibleImageFolder(str(path), loader=open_rgb, is_valid_file=valid)
     except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f'image folder {path}: {e}; expected {path}/<class>/<image> with one sub-folder per class '
-                        f'(extensions {", ".join(IMAGE_EXTENSIONS)})') from e
+        raise DataError(f'image folder {path}: {str(e).rstrip(". ")}; expected {path}/<class>/<image> with one '
+                        f'sub-folder per class (extensions {", ".join(IMAGE_EXTENSIONS)})') from e
     _warn_skipped(path, skipped)
     return folder
 
