@@ -254,7 +254,7 @@ class _Preempted(Exception):
 @pytest.mark.parametrize('error, failed', [(RuntimeError('disk on fire'), True), (_Preempted('requeue'), False),
                                            (KeyboardInterrupt(), False)])
 def test_a_run_that_raises_while_it_trains_is_marked_failed_unless_interrupted(tiny_cifar, tmp_path, monkeypatch,
-                                                                                error, failed):
+                                                                                capsys, error, failed):
     from zamzoo.train import loop
     from zamzoo.train.run_folder import run_status
 
@@ -274,9 +274,15 @@ def test_a_run_that_raises_while_it_trains_is_marked_failed_unless_interrupted(t
     assert (status.state, len(status.history)) == ('failed' if failed else 'pending', 1), status
     if failed:
         assert status.error == 'RuntimeError: disk on fire' and status.error_type == 'RuntimeError'
+    else:  # `zamzoo eval` of the interrupted run said nothing of its being unfinished
+        assert main(['eval', '--model', TINY, '--checkpoint', str(out), '--data', str(tiny_cifar)]) == 0
+        assert ('note: the run has not finished (pending after epoch 1 of 2): these are its last checkpoint\'s '
+                'weights\n') in capsys.readouterr().out
     monkeypatch.setattr(loop, '_one_epoch', one_epoch)
     assert train(dataclasses.replace(config, resume=True))['status'] == 'completed'
     assert run_status(out).state == 'done' and not (out / 'failed.json').exists()
+    assert main(['eval', '--model', TINY, '--checkpoint', str(out), '--data', str(tiny_cifar)]) == 0
+    assert 'not finished' not in capsys.readouterr().out
 
 
 @pytest.mark.filterwarnings('ignore:Detected call of')  # the skipped first step steps the scheduler alone

@@ -164,6 +164,8 @@ def run_eval(args) -> int:
                  val_split=args.val_split)
     print(f"{r['model']} on {r['dataset']} ({r['images']:,} images evaluated, weights {r['weights']}): "
           f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}")
+    if r['unfinished_run']:
+        print(f"note: the run has not finished ({r['unfinished_run']}): these are its last checkpoint's weights")
     if args.json_out:
         from .._io import write_json_atomic
         write_json_atomic(args.json_out, r)

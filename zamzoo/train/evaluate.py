@@ -15,15 +15,19 @@ from .run_files import CONFIG_FILE
 from .run_folder import read_split, run_status
 
 
-def _run_config(checkpoint) -> dict:
-    """config.json of the run folder or export a checkpoint belongs to, if any (`run_config`); ZamzooError for a
-    failed run's (an export holds no run to have failed: only completed runs are exported)."""
+def _run_config(checkpoint) -> tuple:
+    """(config.json of the run folder or export a checkpoint belongs to, if any (`run_config`); where a run folder's
+    run has not completed, what it is: 'pending after epoch 2 of 6'). ZamzooError for a failed run's (an export holds
+    no run to have failed: only completed runs are exported)."""
     config, folder = run_config(checkpoint), run_folder_of(checkpoint)
-    if folder is not None and (folder / CONFIG_FILE).is_file() and not _is_export(config):
-        status = run_status(folder)
-        if status.state == 'failed':
-            raise ZamzooError(f'{folder} is a failed run ({status.error}); its weights are not evaluated')
-    return config
+    if folder is None or not (folder / CONFIG_FILE).is_file() or _is_export(config):
+        return config, None
+    status = run_status(folder)
+    if status.state == 'failed':
+        raise ZamzooError(f'{folder} is a failed run ({status.error}); its weights are not evaluated')
+    recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
+    unfinished = f"{status.state} after epoch {len(status.history)} of {recipe.get('epochs', '?')}"
+    return config, None if status.state == 'done' else unfinished
 
 
 def _trained_dataset(checkpoint, run_cfg: dict) -> Optional[str]:
@@ -85,7 +89,7 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     from ..data import check_dataset, check_same_data, open_data
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
-    run_cfg = _run_config(checkpoint)
+    run_cfg, unfinished = _run_config(checkpoint)
     dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or 'cifar100')
     dev = D.resolve_device(device)
     autocast_dtype = amp_dtype(amp, dev)
@@ -115,7 +119,7 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
         'model': model, 'dataset': dataset, 'images': n,
         'top1': 100.0 * float(sums['top1']) / n, 'top5': 100.0 * float(sums['top5']) / n,
         'loss': float(sums['loss_sum']) / n,
-        'weights': 'pretrained' if pretrained else str(checkpoint),
+        'weights': 'pretrained' if pretrained else str(checkpoint), 'unfinished_run': unfinished,
         'mean': list(mean), 'std': list(std), 'images_per_s': n / elapsed if elapsed else None,
         'device': provenance.device_description(dev),
     }
@@ -148,7 +152,7 @@ def check_trained_model(model: str, run_cfg: dict):
 def checkpoint_model(model: str, checkpoint) -> tuple:
     """(net, run_cfg): the checkpoint's model built as `evaluate` builds it (the run's --model-kwargs, or the
     export's config.json), with the run's classes, else as many as the weights' classifier has."""
-    run_cfg = _run_config(checkpoint)
+    run_cfg, unfinished = _run_config(checkpoint)
     check_trained_model(model, run_cfg)
     num_classes = run_cfg.get('num_classes') or _classes_in_weights(model, checkpoint)
     return _model(model, num_classes, False, checkpoint, run_cfg), run_cfg
