@@ -4,6 +4,7 @@ aggregate images/s of one invocation, sbatch's gres refusal explained, zoo expor
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -453,3 +454,33 @@ def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tm
     monkeypatch.setattr(slurm, '_queued_job_ids', lambda: None)       # squeue failed: not known, nothing said
     assert main(['zoo', 'status', '--out', str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[1].endswith('seed 1: epoch 0/1, top-1 -%, - img/s, job 41_1')
+
+
+def test_the_worker_keeps_the_error_the_failing_process_recorded_and_adds_its_log(tiny_cifar, tmp_path,
+                                                                                   monkeypatch):
+    """With several processes a run, the zoo worker (rank 0's) overwrote failed.json with its own exception, gloo's
+    "Connection closed by peer", after train() had recorded the failing rank's. A record from an earlier attempt
+    is not taken for this one's."""
+    from zamzoo.train.run_folder import mark_failed, read_failure
+    from zamzoo.zoo import worker
+    [run] = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
+
+    def train_where_rank_1_failed(config, **kwargs):
+        Path(config.out).mkdir(exist_ok=True)
+        mark_failed(config.out, ValueError('the real error'), rank=1)  # as rank 1's train() records it
+        mark_failed(config.out, RuntimeError('Connection closed by peer'), rank=0)  # second: kept out
+        raise RuntimeError('Connection closed by peer')
+    monkeypatch.setattr(worker, 'train', train_where_rank_1_failed)
+    with pytest.raises(RuntimeError, match='Connection closed by peer'):
+        worker.run_one(run.config, job_id='17_0', log='/logs/17_0.err')
+    failure = read_failure(run.folder)
+    assert (failure['error'], failure['rank'], failure['job_id'], failure['log']) == (
+        'rank 1: ValueError: the real error', 1, '17_0', '/logs/17_0.err')
+
+    def train_that_fails_before_training(config, **kwargs):
+        raise RuntimeError('no data')  # failed.json still holds the earlier attempt's record
+    monkeypatch.setattr(worker, 'train', train_that_fails_before_training)
+    with pytest.raises(RuntimeError, match='no data'):
+        worker.run_one(run.config, job_id='18_0', log='/logs/18_0.err')
+    failure = read_failure(run.folder)
+    assert (failure['error'], failure['rank'], failure['job_id']) == ('RuntimeError: no data', None, '18_0')

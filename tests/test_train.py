@@ -377,6 +377,39 @@ def test_ddp_two_processes_match_one(tiny_cifar, tmp_path):
     assert ddp['top1'] == pytest.approx(single['top1'])
 
 
+_RANK_1_RAISES = """
+import os, sys
+from zamzoo.cli import main
+from zamzoo.train import loop
+
+one_epoch = loop._one_epoch
+
+def rank_1_raises(lp, epoch):
+    if os.environ['RANK'] == '1':
+        raise ValueError('the real error, on rank 1')
+    return one_epoch(lp, epoch)
+
+loop._one_epoch = rank_1_raises
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_of_two_processes_records_the_error_of_the_one_that_failed(tiny_cifar, tmp_path):
+    """Rank 1 raised; rank 0, the one that wrote failed.json, recorded gloo's "Connection closed by peer" instead."""
+    from zamzoo.train.run_folder import run_status
+    script = tmp_path / 'rank_1_raises.py'
+    script.write_text(_RANK_1_RAISES)
+    out = tmp_path / 'ddp'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script),
+           'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', '1', '--batch-size',
+           '16', '--loader', 'tensor', '--device', 'cpu', '--out', str(out)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and 'Connection closed by peer' in proc.stderr, proc.stderr[-3000:]
+    failure = json.loads((out / 'failed.json').read_text())
+    assert (failure['error'], failure['rank']) == ('rank 1: ValueError: the real error, on rank 1', 1)
+    assert run_status(out).error == 'rank 1: ValueError: the real error, on rank 1'
+
+
 def _init_weights(model, tmp_path):
     """The weights before training (same seed), to show that training moved them."""
     from safetensors.torch import save_file

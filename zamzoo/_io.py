@@ -25,8 +25,9 @@ def output_errors(path):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
+def atomic_path(path, replace: bool = True):
+    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds. With `replace`
+    False, only where nothing is at ``path`` yet: of writers racing, the first one's file stays."""
     path = Path(path)
     with output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,11 @@ def atomic_path(path):
             # the bytes on disk before the name points at them, and the rename itself: after a machine crash the
             # path holds the old file or the new one, never an empty one (a killed process needs only the rename)
             _fsync(tmp)
-            os.replace(tmp, path)
+            if replace:
+                os.replace(tmp, path)
+            else:
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)  # atomic, and never over an existing file
             with contextlib.suppress(OSError):  # some file systems cannot sync a folder
                 _fsync(path.parent)
         finally:
@@ -56,8 +61,8 @@ def _fsync(path):
         os.close(fd)
 
 
-def write_text_atomic(path, text: str):
-    with atomic_path(path) as tmp:
+def write_text_atomic(path, text: str, replace: bool = True):
+    with atomic_path(path, replace) as tmp:
         tmp.write_text(text)
 
 
@@ -99,5 +104,5 @@ def read_json_object(path, error_type) -> dict:
     return obj
 
 
-def write_json_atomic(path, obj, indent: int = 2):
-    write_text_atomic(path, dumps_strict(obj, indent=indent, sort_keys=False) + '\n')
+def write_json_atomic(path, obj, indent: int = 2, replace: bool = True):
+    write_text_atomic(path, dumps_strict(obj, indent=indent, sort_keys=False) + '\n', replace)

@@ -214,8 +214,8 @@ def _epochs(loop: Loop) -> dict:
                 loop.reporter.finish(results)
         return D.broadcast_object(results, info)
     except Exception as e:
-        if info.is_main and not isinstance(e, loop.interruptions):
-            run_folder.mark_failed(loop.out, e)
+        if not isinstance(e, loop.interruptions):  # every process of a run of several: the first one's stays
+            run_folder.mark_failed(loop.out, e, rank=info.rank if info.distributed else None)
         raise
     finally:
         if writer is not None:

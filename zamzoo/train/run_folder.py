@@ -167,14 +167,37 @@ def save_weights(path: Path, model, config: dict):
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def mark_failed(folder, error: BaseException, job_id: Optional[str] = None, log: Optional[str] = None):
+def mark_failed(folder, error: BaseException, job_id: Optional[str] = None, log: Optional[str] = None,
+                rank: Optional[int] = None):
     """failed.json: why the run's last attempt failed (its exception's last line; the full traceback is in `log`,
     that attempt's log where it has one: a zoo run's) and where. results.json stays the record of a completed run
-    only."""
+    only. With `rank` (each process of a run of several records its failure), the first record of the attempt stays:
+    the process that raised first is the one that failed; the others raise because it left (gloo's "Connection closed
+    by peer")."""
     lines = [line for line in f'{type(error).__name__}: {error}'.splitlines() if line.strip()]
     write_json_atomic(Path(folder) / FAILED_FILE, {
-        'status': 'failed', 'error': lines[-1], 'error_type': type(error).__name__, 'job_id': job_id, 'log': log,
-        'host': socket.gethostname(), 'pid': os.getpid(), 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+        'status': 'failed', 'error': lines[-1] if rank is None else f'rank {rank}: {lines[-1]}',
+        'error_type': type(error).__name__, 'rank': rank, 'job_id': job_id, 'log': log, 'host': socket.gethostname(),
+        'pid': os.getpid(), 'time': time.strftime('%Y-%m-%dT%H:%M:%S%z')}, replace=rank is None)
+
+
+def read_failure(folder) -> Optional[dict]:
+    """failed.json's record; None where there is none (or it cannot be read)."""
+    with contextlib.suppress(OSError, ZamzooError):
+        return read_json_object(Path(folder) / FAILED_FILE, ZamzooError)
+    return None
+
+
+def mark_attempt_failed(folder, error: BaseException, job_id: Optional[str], log: Optional[str],
+                        before: Optional[dict]):
+    """failed.json with the job id and log of the attempt that failed (a zoo worker's): the record one of its
+    processes wrote (`mark_failed` with a rank; `before` is the record from before the attempt) keeps its error,
+    else `error`'s."""
+    recorded = read_failure(folder)
+    if recorded is not None and recorded != before and recorded.get('rank') is not None:
+        write_json_atomic(Path(folder) / FAILED_FILE, {**recorded, 'job_id': job_id, 'log': log})
+    else:
+        mark_failed(folder, error, job_id, log)
 
 
 def clear_failed(folder):

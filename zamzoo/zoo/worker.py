@@ -14,7 +14,7 @@ from typing import Optional
 
 from .._process import freeze_imports
 from ..train import CHECKPOINT_FILE, RunFolderBusy, TrainConfig, train
-from ..train.run_folder import mark_failed, run_status
+from ..train.run_folder import mark_attempt_failed, read_failure, run_status
 from .plan import PlannedRun, settings_conflict
 
 
@@ -45,6 +45,7 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, log: Optional[
         return REFUSED  # its folder, its run: not marked failed here
     main = int(os.environ.get('RANK', '0')) == 0
     config = dataclasses.replace(config, resume=resume)
+    before = read_failure(folder)
     try:
         train(config, reporter=reporter, interruptions=interruptions)
     except RunFolderBusy:
@@ -53,7 +54,7 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, log: Optional[
         raise
     except Exception as e:
         if main:
-            mark_failed(folder, e, job_id, log)
+            mark_attempt_failed(folder, e, job_id, log, before)
         raise
     return 'trained'
 
