@@ -196,8 +196,11 @@ def test_nam_l1_penalty_applied_for_real():
             torch.testing.assert_close(diff, 1e-4 * torch.sign(p.detach()), rtol=0, atol=1e-8)
         else:
             assert torch.equal(diff, torch.zeros_like(diff)), name
-    # the zam recipe has no NAM L1
-    assert penalty_fn(model, get_recipe('zam')) is None
+    # every recipe applies it to a model with NAM (a zoo NAM model trains under its backbone's: zam, spem), none
+    # to a model without
+    for recipe in ('zam', 'spem', 'finetune'):
+        assert get_recipe(recipe).nam_l1 == 1e-4 and penalty_fn(model, get_recipe(recipe)) is not None
+    assert penalty_fn(create_model('resnet18_plain', 10), get_recipe('zam')) is None
 
 
 def test_spem_penalty_whenever_the_model_has_spem():

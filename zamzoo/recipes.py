@@ -48,7 +48,10 @@ class Recipe:
     hflip: bool = True
     rotation: float = 0.0                # RandomRotation(degrees); 0 disables
     normalization: Dict[str, Stats] = field(default_factory=dict)  # dataset name -> (mean, std)
-    nam_l1: float = 0.0                  # s in loss += s * sum |gamma| over NAM BNs
+    # The modules' own regularisers, part of their method: every recipe applies them to the models that have the
+    # module (a model without it trains as without them). NAM's L1 was the `nam` recipe's alone until version 3 of
+    # `zam` (2 of `spem`, 3 of `finetune`): a zoo NAM model, trained under its backbone's recipe, went without it.
+    nam_l1: float = 1e-4                 # s in loss += s * sum |gamma| over NAM BNs (models with NAM only)
     spem_alpha: float = 0.1              # alpha in loss += alpha * SPEM penalty (models with SPEM only)
     sync_bn: bool = False
     label_smoothing: float = 0.0
@@ -128,7 +131,7 @@ def _check_milestones(recipe: Recipe):
 _RECIPES = {
     r.name: r for r in (
         Recipe(
-            name='zam', version=2, epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
+            name='zam', version=3, epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4,
             milestones=(60, 120, 160), gamma=0.2, epoch_base=1, warmup_epochs=1, rotation=15.0,
             normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
         ),
@@ -137,17 +140,16 @@ _RECIPES = {
             milestones=(60, 120, 160), gamma=0.2,
             # NAM's script normalises CIFAR-100 with CIFAR-10 statistics; we use each data set's own.
             normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
-            nam_l1=1e-4,
         ),
         Recipe(
-            name='spem', version=1, epochs=164, batch_size=128, lr=0.1, weight_decay=1e-4,
+            name='spem', version=2, epochs=164, batch_size=128, lr=0.1, weight_decay=1e-4,
             milestones=(81, 122), gamma=0.1,
             normalization={'cifar100': BEARPAW_STATS, 'cifar10': BEARPAW_STATS},
         ),
         Recipe(
             # For a pretrained model on a new data set (an image folder, or CIFAR): lower lr, cosine to zero per
             # step, classifier re-initialised. An image folder is normalised with the model's own mean/std.
-            name='finetune', version=2, epochs=30, batch_size=64, lr=0.01, weight_decay=5e-4,
+            name='finetune', version=3, epochs=30, batch_size=64, lr=0.01, weight_decay=5e-4,
             schedule='cosine', reset_head=True,
             normalization={'cifar100': CIFAR100_STATS, 'cifar10': CIFAR10_STATS},
         ),
