@@ -186,7 +186,7 @@ def test_simam_spem_nam_gradcheck():
     x1 = torch.randn(2, 3, 1, 1, **dd, requires_grad=True)  # 1x1 map: divisor max(HW - 1, 1)
     assert torch.autograd.gradcheck(lambda t: _SimAMFunction.apply(t, 1e-4), (x1,))
     m = make('spem', 'fused', c=3, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda t, *p: channel_gate_fused(t, ('min', 'max'), spem_gate, list(p)),
+    assert torch.autograd.gradcheck(lambda t, *p: channel_gate_fused(t, ('max', 'min'), spem_gate, list(p)),
                                     (x, m.w1, m.b1, m.w2, m.b2, m.p), fast_mode=True)
     # NAM: the attention weight |gamma| / sum|gamma| is detached (as in the original code), so the Jacobian is
     # checked with respect to x and beta; gamma's gradient is compared with the reference in the fp32 test

@@ -253,6 +253,35 @@ def test_spem_is_the_seeds_formula_to_the_last_bit(x, impl):
         assert torch.equal(m(x), expected)
 
 
+@pytest.mark.parametrize('impl', ['fused', 'reference'])
+@pytest.mark.parametrize('case', ['1x1', 'constant', 'ties'])
+def test_spems_gradient_is_the_seeds_where_the_max_and_min_are_one_element(impl, case):
+    """On a 1x1 or constant map the max and the min are the same element: autograd adds their gradients to it in
+    the reverse order of the forward: the reference path (min first) was 1 ulp off the seed's (max first) gradient
+    there, and the fused backward, which was the seed's, 1 ulp off the reference's."""
+    torch.manual_seed(0)
+    x = {'1x1': torch.randn(4, 64, 1, 1), 'constant': torch.full((4, 64, 4, 4), 0.7),
+         'ties': torch.randn(4, 64, 4, 4).round()}[case]
+    gy = torch.randn_like(x)
+    m = L.SPEM(64, impl=impl)
+    with torch.no_grad():
+        for t in (m.w1, m.b1, m.w2, m.b2):
+            t.normal_(0, 0.5)
+        m.p.copy_(torch.tensor([0.7, 0.2]))
+    seed_x = x.clone().requires_grad_(True)
+    mx = nn.AdaptiveMaxPool2d(1)(seed_x) * m.w2 + m.b2
+    mn = seed_x.min(dim=-1, keepdim=True).values.min(dim=-2, keepdim=True).values * m.w2 + m.b2
+    p = torch.pow(m.p, 2) / torch.sum(torch.pow(m.p, 2))
+    (torch.sigmoid(mn + mx) * torch.sigmoid((p[0] * mx + p[1] * mn) * m.w1 + m.b1) * seed_x).backward(gy)
+    affine = (m.w1, m.b1, m.w2, m.b2)  # (p's gradient takes the penalty's too in the seed's block: compared there)
+    seed_grads = [seed_x.grad] + [t.grad.clone() for t in affine]
+    m.zero_grad()
+    ours = x.clone().requires_grad_(True)
+    m(ours).backward(gy)
+    for got, expected in zip([ours.grad] + [t.grad for t in affine], seed_grads):
+        assert torch.equal(got, expected)
+
+
 def ulsam_reference(m, x):
     """ULSAM as /work/shared/reference/modules.md writes it: one original-style subspace per chunk (DW conv1x1 -> BN ->
     ReLU -> maxpool -> PW G->1 -> BN -> ReLU -> softmax over H x W -> F_n * A_n + F_n); (output, maps)."""

@@ -33,15 +33,15 @@ __all__ = ['SPEM', 'spem_gate']
 
 
 def spem_gate(
-        mn: torch.Tensor,
         mx: torch.Tensor,
+        mn: torch.Tensor,
         w1: torch.Tensor,
         b1: torch.Tensor,
         w2: torch.Tensor,
         b2: torch.Tensor,
         p: torch.Tensor,
 ) -> torch.Tensor:
-    """sigmoid(mx' + mn') * sigmoid(mix) from GMinP and GMP (B, C, 1, 1) and the module's parameters, spelled as the
+    """sigmoid(mx' + mn') * sigmoid(mix) from GMP and GMinP (B, C, 1, 1) and the module's parameters, spelled as the
     seed spells it: lam and 1 - lam as p0^2 / (p0^2 + p1^2) and p1^2 / (p0^2 + p1^2) (1 - lam rounds differently, and
     54 modules of resnet164_spem in train mode carried that to ~8e-6 in the logits against the seed's own model)."""
     mx = mx * w2 + b2
@@ -52,9 +52,12 @@ def spem_gate(
     return torch.sigmoid(mx + mn) * torch.sigmoid(mix)
 
 
-def min_max_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """GMinP and GMP of x, (B, C, 1, 1) each (`min_values`, `max_values`)."""
-    return min_values(x, [2, 3]), max_values(x, [2, 3])
+def max_min_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """GMP and GMinP of x, (B, C, 1, 1) each (`max_values`, `min_values`), in the seed's order: where the max and the
+    min are one element (a 1x1 or constant map), autograd adds their gradients to it in the reverse order of the
+    forward, so the other order is 1 ulp off the seed's gradient there."""
+    mx = max_values(x, [2, 3])
+    return mx, min_values(x, [2, 3])
 
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
@@ -76,8 +79,8 @@ class SPEM(FusedDispatch, nn.Module):
 
     def channel_gate(self, x: torch.Tensor) -> torch.Tensor:
         """sigmoid(mx + mn) * sigmoid(mix), (B, C, 1, 1), in x's dtype (the parameters may be wider)."""
-        mn, mx = min_max_hw(x)
-        return spem_gate(mn, mx, self.w1, self.b1, self.w2, self.b2, self.p).to(x.dtype)
+        mx, mn = max_min_hw(x)
+        return spem_gate(mx, mn, self.w1, self.b1, self.w2, self.b2, self.p).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels, 'SPEM')
@@ -88,7 +91,7 @@ class SPEM(FusedDispatch, nn.Module):
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        return channel_gate_fused(x, ('min', 'max'), spem_gate, [self.w1, self.b1, self.w2, self.b2, self.p])
+        return channel_gate_fused(x, ('max', 'min'), spem_gate, [self.w1, self.b1, self.w2, self.b2, self.p])
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """{'channel': the gate, (B, C, 1, 1)}."""

@@ -58,7 +58,8 @@ class _ChannelGateFunction(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return (None, None, None, *leaf_grads[n:])
         gx3 = gy.flatten(2) * gate.detach().flatten(2)
-        for stat, index, g in zip(ctx.stats, indices, leaf_grads[:n]):
+        # in the order autograd adds them to the plain formula's input: the last statistic computed first
+        for stat, index, g in reversed(list(zip(ctx.stats, indices, leaf_grads[:n]))):
             if g is None:
                 continue
             g = g.view(b, c, 1)
