@@ -342,6 +342,19 @@ def test_ulsam_inplace_writes_the_same_numbers_into_its_input(batch, threads, mo
     assert y is not x and torch.equal(kept[0], x)
 
 
+def test_ulsam_under_autocast_gives_its_submodules_numbers():
+    """Under CPU autocast the folded inference path rounded to bfloat16 elsewhere than the submodules' convolutions
+    do (8e-3 apart); it steps aside there, as NAM's fused path does."""
+    m, x = _calibrated_ulsam(64, 4).eval(), torch.randn(3, 64, 8, 8)
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+            fast = m(x.to(dtype))
+            handle = m.dw.register_forward_hook(lambda *a: None)  # a watched submodule: the submodules run
+            plain = m(x.to(dtype))
+            handle.remove()
+        assert torch.equal(fast, plain), dtype
+
+
 def test_ulsam_reads_parameters_each_call():
     """Nothing is cached between calls: a BN statistic or a weight changed in place (even through .data, which
     no version counter sees) changes the next output."""

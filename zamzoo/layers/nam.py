@@ -29,19 +29,12 @@ from timm.layers import register_notrace_module
 from ._checks import check_input, check_spatial_size, to_2tuple_int
 from ._maps import keeps_running_stats
 from .fused import FusedDispatch, check_impl, nam_fused, supports_fused_nam
-from .fused._common import submodules_watched
+from .fused._common import autocast_on, submodules_watched
 
 torch.fx.wrap('check_input')
 torch.fx.wrap('check_spatial_size')
 
 __all__ = ['NAM']
-
-
-@torch.jit.unused
-def _autocast_on(x: torch.Tensor) -> bool:
-    """Whether autocast is on for x's device (a device with no autocast, e.g. meta, has it off)."""
-    kind = x.device.type
-    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)
@@ -113,7 +106,7 @@ class NAM(FusedDispatch, nn.Module):
         # refuses one; the module call returns an empty output), nor under autocast (its BatchNorm output is float32,
         # which the fused path, writing in x's dtype, would not give), nor where a hook watches the BN (the fused path
         # does not call it as a module)
-        if not supports_fused_nam(self.bn) or x.numel() == 0 or _autocast_on(x) or submodules_watched(self):
+        if not supports_fused_nam(self.bn) or x.numel() == 0 or autocast_on(x) or submodules_watched(self):
             return self._forward_reference(x)
         return nam_fused(x, self.bn)
 

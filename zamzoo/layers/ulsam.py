@@ -51,8 +51,8 @@ from timm.layers import register_notrace_module
 
 from ._checks import check_input
 from ._maps import keeps_running_stats
-from .fused._common import (exporting_onnx, in_batch_chunks, may_overwrite_input, needs_autograd, runs_eagerly,
-                            submodules_watched)
+from .fused._common import (autocast_on, exporting_onnx, in_batch_chunks, may_overwrite_input, needs_autograd,
+                            runs_eagerly, submodules_watched)
 
 torch.fx.wrap('check_input')
 
@@ -173,8 +173,10 @@ class ULSAM(nn.Module):
                 args[8].view(g, 1, 1)]
 
     def _foldable(self) -> bool:
-        """Whether both BNs normalise with running statistics and no hook watches the submodules."""
-        if not torch.jit.is_scripting() and self._submodules_watched():
+        """Whether both BNs normalise with running statistics, no hook watches the submodules and autocast is off
+        (under it the submodules' convs run in its dtype, where the folded ops would round elsewhere: 8e-3 off in
+        bfloat16)."""
+        if not torch.jit.is_scripting() and (self._submodules_watched() or self._under_autocast()):
             return False
         bn_dw, bn_pw = self.bn_dw, self.bn_pw
         return not (bn_dw.training or bn_pw.training or bn_dw.running_var is None or bn_pw.running_var is None)
@@ -182,6 +184,11 @@ class ULSAM(nn.Module):
     @torch.jit.unused
     def _submodules_watched(self) -> bool:  # a method: TorchScript cannot type a module passed to a function
         return submodules_watched(self)
+
+    @torch.jit.unused
+    def _under_autocast(self) -> bool:
+        weight = self.dw.weight  # a Proxy under torch.fx, which records the folded ops
+        return isinstance(weight, torch.Tensor) and autocast_on(weight)
 
     def _refine(self, x: torch.Tensor, args: Optional[InferenceArgs]) -> torch.Tensor:
         """F_n * A_n + F_n. With the submodules (train mode) as the seed writes it, a product then a sum:

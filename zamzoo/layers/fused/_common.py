@@ -30,6 +30,13 @@ def check_impl(impl: str, name: str) -> str:
     return impl
 
 
+def autocast_on(x: torch.Tensor) -> bool:
+    """Whether autocast is on for x's device (a device with no autocast, e.g. meta, has it off): a fast path that
+    rounds to autocast's dtype at other places than the plain formula does steps aside."""
+    kind = x.device.type
+    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+
+
 def runs_eagerly(x) -> bool:
     """Whether x is a real tensor computed op by op, with nothing recording the ops: no torch.jit.trace or
     TorchScript-based ONNX export, no torch.compile / torch.export / dynamo ONNX export (FakeTensors), no torch.fx
