@@ -188,7 +188,10 @@ def test_table_generator_fills_readme_and_model_card(tmp_path):
     assert '| `resnet18_zam` | 10.50 (10.00) | +5.0% | 510.00 (500.00) | +2.0% |' in overhead
     assert 'not measured on GPU' in overhead
     recipes = card.read_text().split(marker('recipes'))[1]
-    assert '| `spem` v1 | resnet164 | 164 | 128 |' in recipes and 'x0.2 from epochs 60, 120, 160' in recipes
+    assert '| `spem` v2 | resnet164 | 164 | 128 |' in recipes and 'x0.2 from epochs 60, 120, 160' in recipes
+    zam_row = next(line for line in recipes.splitlines() if line.startswith('| `zam` v3 |'))
+    assert zam_row.endswith('| 0.0001 * L1 of the NAM BN scales (models with NAM); 0.1 * SPEM penalty (models with '
+                            'SPEM) |')
     # a second run changes nothing, and --check says so
     assert update_tables([results], manifest, readme, card) == []
     assert main(['bench', 'tables', '--results', str(results), '--manifest', str(manifest), '--readme', str(readme),

@@ -446,8 +446,8 @@ def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tm
     assert main(['zoo', 'status', '--out', str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith('seed 0: epoch 0/1, top-1 -%, - img/s, job 41_0 (queued)')
-    assert lines[1].endswith("seed 1: epoch 0/1, top-1 -%, - img/s, job 41_1 (not in SLURM's queue: cancelled, or ended without "
-                             "starting; `zoo run` submits it again)")
+    assert lines[1].endswith("seed 1: epoch 0/1, top-1 -%, - img/s, job 41_1 (not in SLURM's queue: cancelled, or "
+                             "ended without starting; `zoo run` submits it again)")
     assert lines[2].endswith('seed 2: epoch 0/1, top-1 -%, - img/s')
     assert main(['zoo', 'status', '--out', str(tmp_path), '--json']) == 0
     assert [r['queued'] for r in json.loads(capsys.readouterr().out)['runs']] == [True, False, None]
