@@ -461,7 +461,7 @@ def test_the_worker_keeps_the_error_the_failing_process_recorded_and_adds_its_lo
     """With several processes a run, the zoo worker (rank 0's) overwrote failed.json with its own exception, gloo's
     "Connection closed by peer", after train() had recorded the failing rank's. A record from an earlier attempt
     is not taken for this one's."""
-    from zamzoo.train.run_folder import mark_failed, read_failure
+    from zamzoo.train.run_folder import mark_attempt_failed, mark_failed, read_failure
     from zamzoo.zoo import worker
     [run] = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
 
@@ -472,10 +472,32 @@ def test_the_worker_keeps_the_error_the_failing_process_recorded_and_adds_its_lo
         raise RuntimeError('Connection closed by peer')
     monkeypatch.setattr(worker, 'train', train_where_rank_1_failed)
     with pytest.raises(RuntimeError, match='Connection closed by peer'):
-        worker.run_one(run.config, job_id='17_0', log='/logs/17_0.err')
+        worker.run_one(run.config, job_id='17_0', log='/logs/17_0.err')  # rank 0 alone: its log
     failure = read_failure(run.folder)
     assert (failure['error'], failure['rank'], failure['job_id'], failure['log']) == (
         'rank 1: ValueError: the real error', 1, '17_0', '/logs/17_0.err')
+
+    def rank_1_failed_and_its_worker_added_its_log(config, **kwargs):  # while rank 0 trained (a SLURM task each)
+        mark_failed(config.out, ValueError('the real error'), rank=1)
+        mark_attempt_failed(config.out, ValueError('the real error'), '17_0', '/logs/17_0_1.err', None, rank=1)
+        raise RuntimeError('Connection closed by peer')
+    run.folder.joinpath('failed.json').unlink()
+    monkeypatch.setattr(worker, 'train', rank_1_failed_and_its_worker_added_its_log)
+    with pytest.raises(RuntimeError):
+        worker.run_one(run.config, job_id='17_0', log='/logs/17_0_0.err')
+    failure = read_failure(run.folder)
+    assert (failure['error'], failure['log']) == ('rank 1: ValueError: the real error', '/logs/17_0_1.err')
+
+    def rank_1_raises(config, **kwargs):
+        mark_failed(config.out, ValueError('the real error'), rank=1)
+        raise ValueError('the real error')
+    run.folder.joinpath('failed.json').unlink()
+    monkeypatch.setattr(worker, 'train', rank_1_raises)
+    monkeypatch.setenv('RANK', '1')  # rank 1's worker, as a SLURM task's: its own log is the one named
+    with pytest.raises(ValueError):
+        worker.run_one(run.config, job_id='17_0', log='/logs/17_0_1.err')
+    assert read_failure(run.folder)['log'] == '/logs/17_0_1.err'
+    monkeypatch.delenv('RANK')
 
     def train_that_fails_before_training(config, **kwargs):
         raise RuntimeError('no data')  # failed.json still holds the earlier attempt's record

@@ -360,3 +360,39 @@ def test_status_tells_a_cancelled_run_from_a_queued_one(slurm_cluster, tiny_cifa
     finally:
         subprocess.run(['scancel', '--user', 'root'], env=slurm_cluster, check=False)
         subprocess.run(['scontrol', 'update', f'nodename={host}', 'state=resume'], env=slurm_cluster, check=False)
+
+
+_RANK_1_FAILS = '''import os
+from torch import nn
+
+
+class RankOneFails(nn.Module):
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__()
+
+    def forward(self, x):
+        if self.training and os.environ.get('RANK') == '1':
+            raise ValueError('the real error, on rank 1')
+        return x
+'''
+
+
+def test_a_run_of_two_tasks_records_the_failing_tasks_error_and_log(slurm_cluster, tiny_cifar, tmp_path, capsys):
+    """--gpus-per-run 2, rank 1 raises: failed.json and `zoo run` named rank 0's "Connection closed by peer" and
+    task 0's log; now rank 1's error and task 1's log, which holds it."""
+    from zamzoo.models.plugins import unregister_attention
+
+    module = tmp_path / 'raiser.py'
+    module.write_text(_RANK_1_FAILS)
+    out = tmp_path / 'ranks'
+    try:
+        assert main(_zoo_run(tiny_cifar, out, 'mobilenet_rankonefails', seeds=(0,), epochs=1,
+                             extra=['--attn', f'{module}:RankOneFails', '--gpus-per-run', '2', '--loader', 'tensor',
+                                    '--wait'])) == 1, _job_logs(out, slurm_cluster)
+    finally:
+        unregister_attention('rankonefails')
+    failure = json.loads((out / 'mobilenet_rankonefails-cifar100-zam-s0' / 'failed.json').read_text())
+    assert (failure['error'], failure['rank']) == ('rank 1: ValueError: the real error, on rank 1', 1)
+    assert failure['log'].endswith(f"{failure['job_id']}_1_log.err")
+    assert 'the real error, on rank 1' in Path(failure['log']).read_text()
+    assert f"rank 1: ValueError: the real error, on rank 1\n          log: {failure['log']}" in capsys.readouterr().out

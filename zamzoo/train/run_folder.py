@@ -189,14 +189,19 @@ def read_failure(folder) -> Optional[dict]:
 
 
 def mark_attempt_failed(folder, error: BaseException, job_id: Optional[str], log: Optional[str],
-                        before: Optional[dict]):
-    """failed.json with the job id and log of the attempt that failed (a zoo worker's): the record one of its
-    processes wrote (`mark_failed` with a rank; `before` is the record from before the attempt) keeps its error,
-    else `error`'s."""
+                        before: Optional[dict], rank: int = 0):
+    """failed.json with the job id and log of the attempt that failed, from process `rank` of it (a zoo worker's):
+    the record one of its processes wrote (`mark_failed` with a rank; `before` is the record from before the
+    attempt) keeps its error and takes that process's log (a SLURM task's own; rank 0's where that process added
+    none); without such a record, rank 0 records `error`. The failing process adds its log before it exits, which
+    is before the others lose their connection to it."""
     recorded = read_failure(folder)
-    if recorded is not None and recorded != before and recorded.get('rank') is not None:
+    by_a_process = recorded is not None and recorded != before and recorded.get('rank') is not None
+    if by_a_process and recorded['rank'] == rank:
         write_json_atomic(Path(folder) / FAILED_FILE, {**recorded, 'job_id': job_id, 'log': log})
-    else:
+    elif by_a_process and rank == 0:
+        write_json_atomic(Path(folder) / FAILED_FILE, {**recorded, 'job_id': job_id, 'log': recorded['log'] or log})
+    elif rank == 0:
         mark_failed(folder, error, job_id, log)
 
 

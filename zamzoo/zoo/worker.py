@@ -43,7 +43,7 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, log: Optional[
     resume = (folder / CHECKPOINT_FILE).is_file()
     if resume and _left_alone(config, 'resumable', 'started by another invocation') == REFUSED:
         return REFUSED  # its folder, its run: not marked failed here
-    main = int(os.environ.get('RANK', '0')) == 0
+    rank = int(os.environ.get('RANK', '0'))
     config = dataclasses.replace(config, resume=resume)
     before = read_failure(folder)
     try:
@@ -53,8 +53,7 @@ def run_one(config: TrainConfig, *, job_id: Optional[str] = None, log: Optional[
     except interruptions:
         raise
     except Exception as e:
-        if main:
-            mark_attempt_failed(folder, e, job_id, log, before)
+        mark_attempt_failed(folder, e, job_id, log, before, rank)
         raise
     return 'trained'
 
