@@ -56,8 +56,7 @@ def max_min_hw(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """GMP and GMinP of x, (B, C, 1, 1) each (`max_values`, `min_values`), in the seed's order: where the max and the
     min are one element (a 1x1 or constant map), autograd adds their gradients to it in the reverse order of the
     forward, so the other order is 1 ulp off the seed's gradient there."""
-    mx = max_values(x, [2, 3])
-    return mx, min_values(x, [2, 3])
+    return max_values(x, [2, 3]), min_values(x, [2, 3])
 
 
 @register_notrace_module  # timm's fx runs its eager path, bit for bit (why: tests/test_timm_fx_leaves.py)

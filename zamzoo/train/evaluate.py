@@ -152,7 +152,7 @@ def check_trained_model(model: str, run_cfg: dict):
 def checkpoint_model(model: str, checkpoint) -> tuple:
     """(net, run_cfg): the checkpoint's model built as `evaluate` builds it (the run's --model-kwargs, or the
     export's config.json), with the run's classes, else as many as the weights' classifier has."""
-    run_cfg, unfinished = _run_config(checkpoint)
+    run_cfg, _ = _run_config(checkpoint)
     check_trained_model(model, run_cfg)
     num_classes = run_cfg.get('num_classes') or _classes_in_weights(model, checkpoint)
     return _model(model, num_classes, False, checkpoint, run_cfg), run_cfg

@@ -197,10 +197,10 @@ def mark_attempt_failed(folder, error: BaseException, job_id: Optional[str], log
     is before the others lose their connection to it."""
     recorded = read_failure(folder)
     by_a_process = recorded is not None and recorded != before and recorded.get('rank') is not None
-    if by_a_process and recorded['rank'] == rank:
-        write_json_atomic(Path(folder) / FAILED_FILE, {**recorded, 'job_id': job_id, 'log': log})
-    elif by_a_process and rank == 0:
-        write_json_atomic(Path(folder) / FAILED_FILE, {**recorded, 'job_id': job_id, 'log': recorded['log'] or log})
+    if by_a_process and rank in (recorded['rank'], 0):
+        own = recorded['rank'] == rank
+        write_json_atomic(Path(folder) / FAILED_FILE, {**recorded, 'job_id': job_id,
+                                                       'log': log if own else recorded['log'] or log})
     elif rank == 0:
         mark_failed(folder, error, job_id, log)
 

@@ -143,10 +143,10 @@ def _attempt_log(logs: Path, run: PlannedRun) -> Path:
 
 
 def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
-    """The run's state after its process ended (`skipped`: the worker's outcome where it left the run alone). A process that
-    failed before it could mark the run itself (an import error, torchrun's own failure) marks it with its log's
-    last line; one killed by a signal, or that left the run to another process (whose folder it is), leaves the run as
-    it was."""
+    """The run's state after its process ended (`skipped`: the worker's outcome where it left the run alone). A
+    process that failed before it could mark the run itself (an import error, torchrun's own failure) marks it with
+    its log's last line; one killed by a signal, or that left the run to another process (whose folder it is),
+    leaves the run as it was."""
     skipped = _skipped(run, log)
     state = dict(run_state(run.folder, run.epochs), skipped=skipped)
     if returncode > 0 and state['state'] == 'pending' and not skipped:
@@ -213,7 +213,8 @@ def _train_in_slots(runs: Sequence[PlannedRun], slots: List[Optional[str]], gpus
                 log = _attempt_log(logs, run)
                 env = {**environment(slot), RUN_LOG_ENV: str(log)}
                 with open(log, 'x') as f:
-                    proc = subprocess.Popen(worker_command(run, gpus_per_run), env=env, stdout=f, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(worker_command(run, gpus_per_run), env=env, stdout=f,
+                                            stderr=subprocess.STDOUT)
                 running[proc] = (run, slot, log)
                 on_event('start', run, slot)
             time.sleep(POLL_S)

@@ -70,10 +70,11 @@ def mark_queued(runs: Sequence[dict]) -> None:
     """Set `queued` on each run of `sweep_status`: whether SLURM still holds the last job of a pending run (False:
     cancelled, or ended without starting; `zoo run` submits it again); None where nothing was asked (no job, another
     state) or squeue is not here or fails. The run folders alone show a cancelled run as one waiting in the queue."""
-    asked = [r for r in runs if r['state'] == 'pending' and r['job_id']]
-    held = _queued_job_ids() if asked and shutil.which('squeue') else None
+    def asked(r):
+        return r['state'] == 'pending' and r['job_id']
+    held = _queued_job_ids() if any(map(asked, runs)) and shutil.which('squeue') else None
     for r in runs:
-        r['queued'] = r['job_id'] in held if held is not None and r in asked else None
+        r['queued'] = r['job_id'] in held if held is not None and asked(r) else None
 
 
 def held_jobs(out, runs: Sequence[PlannedRun]) -> list:
