@@ -63,6 +63,7 @@ def test_distributed_evaluation_scores_every_image_once_as_one_process_does(tmp_
     out = tmp_path / 'ddp.json'
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / 'store'), str(out)), nprocs=2, join=True)
     ddp = json.loads(out.read_text())
+    assert sorted(ddp) == ['dataloader/1', 'dataloader/9', 'tensor/1', 'tensor/9']
     for key, sums in ddp.items():
         loader, n = key.split('/')
         single = _eval_sums(int(n), loader)

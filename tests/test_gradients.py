@@ -57,6 +57,7 @@ def test_a_gradient_of_any_layout_gives_the_formulas_gradients(name, downstream)
         xi = x.clone().requires_grad_(True)
         (use(m(xi)) * weight).sum().backward()
         grads.append([xi.grad] + [q.grad for q in m.parameters()])
+    assert len(grads[0]) == len(grads[1])
     for fused, reference in zip(*grads):
         assert torch.equal(fused, reference)
 

@@ -12,6 +12,7 @@ import torch
 from conftest import write_images
 from test_installed_paths import _installed, _run, exports, hub  # noqa: F401 (fixtures)
 from zamzoo.cli import main
+from zamzoo.errors import ZamzooError
 from zamzoo.train import TrainConfig, train
 from zamzoo.train.run_files import CHECKPOINT_FILE, CONFIG_FILE
 from zamzoo.train.run_folder import check_same_but_seed
@@ -68,7 +69,7 @@ def test_an_old_style_run_with_another_recipe_field_still_differs(planned):
     config['recipe']['weight_decay'] = 0.5
     (old.folder / CONFIG_FILE).write_text(json.dumps(config))
     assert 'recipe.weight_decay=0.5' in settings_conflict(old, 'finished')
-    with pytest.raises(Exception, match='weight_decay'):
+    with pytest.raises(ZamzooError, match='weight_decay'):
         check_same_but_seed([old.folder, new.folder])
 
 

@@ -14,6 +14,7 @@ import torch
 
 import zamzoo
 from zamzoo.cli import main
+from zamzoo.errors import ZamzooError
 from zamzoo.train.run_folder import read_run, run_status
 
 from test_zoo import TINY, one_thread  # noqa: F401 (one thread here and in the runs: an autouse fixture)
@@ -110,7 +111,7 @@ def test_a_completed_run_with_cut_or_missing_weights_is_corrupt_and_retry_repair
     assert 'records no completed run' not in status.error
     printed = _status_line(sweep, capsys)
     assert printed.startswith('failed ') and 'corrupt: ' in printed
-    with pytest.raises(Exception, match='failed run'):
+    with pytest.raises(ZamzooError, match='failed run'):
         read_run(sweep / RUN)
     assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed', '--dry-run']) == 0
     assert '1 to train, 0 skipped' in capsys.readouterr().out

@@ -104,5 +104,5 @@ def read_json_object(path, error_type) -> dict:
     return obj
 
 
-def write_json_atomic(path, obj, indent: int = 2, replace: bool = True):
-    write_text_atomic(path, dumps_strict(obj, indent=indent, sort_keys=False) + '\n', replace)
+def write_json_atomic(path, obj, replace: bool = True):
+    write_text_atomic(path, dumps_strict(obj, indent=2, sort_keys=False) + '\n', replace)

@@ -39,5 +39,6 @@ DATASETS: Dict[str, Dataset] = {d.name: d for d in (
 # The fixed-size data sets: the ones zamzoo's pretrained weights are trained on (their tags).
 NUM_CLASSES: Dict[str, int] = {d.name: d.num_classes for d in DATASETS.values() if d.num_classes is not None}
 CIFAR_DATASETS = tuple(NUM_CLASSES)
+DEFAULT_DATASET = CIFAR_DATASETS[0]  # the CLI's `--dataset` default and the registry's default tag
 # The user's own data (an image folder, a Hugging Face data set): classes, statistics and tags of its own.
 OWN_DATASETS = tuple(d.name for d in DATASETS.values() if d.num_classes is None)

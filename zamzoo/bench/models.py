@@ -193,7 +193,7 @@ def onnx_session(model, input_size, threads: Optional[int], folder):
 
 
 @contextlib.contextmanager
-def _num_threads(threads: Optional[int]):
+def num_threads(threads: Optional[int]):
     """torch's CPU thread count set to `threads` for the block (unchanged when None), then restored."""
     previous = torch.get_num_threads()
     if threads is not None:
@@ -255,7 +255,7 @@ def bench_models(
     say = progress or (lambda msg: None)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    with _num_threads(threads):
+    with num_threads(threads):
         models = list(dict.fromkeys(models))
         start = device_description(dev)
         build = functools.partial(_build, device=dev, input_size=input_size)
@@ -420,19 +420,17 @@ def ratio_of_rounds(times: Sequence[float], plain_times: Sequence[float]) -> Dic
 
 
 def interleaved_latency(models: Dict[str, torch.nn.Module], input_size: Sequence[int], batch: int, *,
-                        device: str = 'cpu', warmup: int = TIMING_DEFAULTS['cpu']['warmup'],
-                        min_time: float = TIMING_DEFAULTS['cpu']['min_time'],
                         repeats: int = TIMING_DEFAULTS['cpu']['repeats'], timer: str = 'wall',
                         threads: Optional[int] = None) -> Dict[str, List[float]]:
-    """Inference time (seconds per call) of each model at `batch`, timed as `bench_models` times a group (same
-    `timer` and `threads`, its CPU defaults): warm-up, then `repeats` interleaved rounds, the order rotating, each
-    round >= `min_time` seconds of calls per model; name -> one time per round."""
-    setting = setting_key(batch)
+    """CPU inference time (seconds per call) of each model at `batch`, timed as `bench_models` times a group on the
+    CPU (same `timer` and `threads`, its CPU warm-up and `min_time`): warm-up, then `repeats` interleaved rounds, the
+    order rotating, each round >= `min_time` seconds of calls per model; name -> one time per round."""
+    setting, cpu = setting_key(batch), TIMING_DEFAULTS['cpu']
     built = {name: (model, tuple(input_size)) for name, model in models.items()}
     timings: Dict[str, Dict[str, List[float]]] = {}
-    with _num_threads(threads):
-        _time_phase([(setting, batch, False, 'torch')], list(built), built, {}, torch.device(device), warmup,
-                    min_time, repeats, TIMERS[timer], timings, lambda msg: None)
+    with num_threads(threads):
+        _time_phase([(setting, batch, False, 'torch')], list(built), built, {}, torch.device('cpu'), cpu['warmup'],
+                    cpu['min_time'], repeats, TIMERS[timer], timings, lambda msg: None)
     return {name: timings[name][setting] for name in built}
 
 

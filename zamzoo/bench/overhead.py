@@ -22,7 +22,7 @@ import torch
 
 from ..errors import UsageError
 from ..models import ATTENTIONS, ZOO
-from .models import _build, _num_threads, _Runner, _versions, device_description, plain_of, progress_printer
+from .models import _build, num_threads, _Runner, _versions, device_description, plain_of, progress_printer
 
 __all__ = ['has_reference_impl', 'attention_overhead', 'overhead_markdown']
 
@@ -68,7 +68,7 @@ def attention_overhead(
     dev = torch.device(device)
     say = progress or (lambda msg: None)
     timer = time.thread_time if clock == 'thread' else time.perf_counter
-    with _num_threads(threads):
+    with num_threads(threads):
         rows = [_time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, timer, say)
                 for name in dict.fromkeys(models)]
         return {

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._io import write_text_atomic
+from ..dataset_table import CIFAR_DATASETS, DATASETS as DATASET_TABLE
 from ..errors import NotFoundError, UsageError
 from ..pairing import paired_by_seed
 from .models import KIND, load_average_text, fmt_count
@@ -32,7 +33,7 @@ _HOME = REPO_ROOT if (REPO_ROOT / 'pyproject.toml').is_file() else Path()
 DEFAULT_RESULTS = _HOME / 'docs' / 'bench'
 DEFAULT_README = _HOME / 'README.md'
 DEFAULT_MODEL_CARD = _HOME / 'MODEL_CARD.md'
-DATASETS = (('cifar100', 'CIFAR-100'), ('cifar10', 'CIFAR-10'))
+DATASETS = tuple((name, DATASET_TABLE[name].display_name) for name in CIFAR_DATASETS)  # the tagged ones
 NOT_TRAINED = 'not yet trained'
 NO_PAIRS = '–'  # no top-1 vs plain: a side unpublished, or fewer than two seeds in common
 

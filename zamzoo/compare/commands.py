@@ -1,8 +1,8 @@
 """`zamzoo compare` (thin: parse, call zamzoo.compare, print)."""
 from collections import Counter
 
+from ..dataset_table import DEFAULT_DATASET
 from ..errors import UsageError
-
 from ..train.commands import RUN_ARGUMENTS, add_run_arguments, train_config_values
 from ..train.config import DATASET_CHOICES
 from .runs import DEFAULT_BASELINES, DEFAULT_SEEDS
@@ -24,7 +24,7 @@ def add_commands(subparsers):
     p.add_argument('--backbones', nargs='+', default=list(BACKBONES), choices=list(BACKBONES), metavar='BACKBONE',
                    help=f"default: all of {' '.join(BACKBONES)}")
     p.add_argument('--seeds', nargs='+', type=int, default=list(DEFAULT_SEEDS), help='default: 0 1 2 3 4')
-    p.add_argument('--dataset', choices=DATASET_CHOICES, default='cifar100')
+    p.add_argument('--dataset', choices=DATASET_CHOICES, default=DEFAULT_DATASET)
     p.add_argument('--out', default='runs', help='sweep folder (as for `zoo run`): runs already done there are '
                    'reused; the report goes to <out>/_compare/<name>/ (default runs/)')
     p.add_argument('--check-only', action='store_true', help='only the contract check; train nothing')

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..bench.export import EXPORTERS, calibrate_batchnorm
 from ..bench.flops import count_macs, count_params
-from ..bench.models import TIMING_DEFAULTS, _num_threads, interleaved_latency, ratio_of_rounds
+from ..bench.models import TIMING_DEFAULTS, num_threads, interleaved_latency, ratio_of_rounds
 from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
@@ -140,7 +140,7 @@ def conditions_text(conditions: Mapping[str, Any], input_sizes: Sequence[Sequenc
 
 def latency_conditions() -> Dict[str, Any]:
     """How `latency_ratios` times: LATENCY_CONDITIONS and the CPU (its torch threads read as the timing sets them)."""
-    with _num_threads(LATENCY_THREADS):
+    with num_threads(LATENCY_THREADS):
         return dict(LATENCY_CONDITIONS, device=device_description('cpu'))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchvision import datasets as tvd
 
-from ..dataset_table import CIFAR_DATASETS, NUM_CLASSES
+from ..dataset_table import CIFAR_DATASETS, DEFAULT_DATASET, NUM_CLASSES
 from ..errors import DataError, UsageError
 
 
@@ -150,7 +150,7 @@ def resolve_root(root, dataset) -> Path:
     return root.parent if root.name == base and not (root / base).exists() else root
 
 
-def cifar_dataset(root, dataset='cifar100', train=True, download=False, transform=None):
+def cifar_dataset(root, dataset=DEFAULT_DATASET, train=True, download=False, transform=None):
     """The torchvision dataset object (PIL images, int targets) for the DataLoader path."""
     _check_name(dataset)
     root = resolve_root(root, dataset)
@@ -221,7 +221,7 @@ def cifar_tensors(ds):
     return images, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
 
 
-def load_cifar(root, dataset='cifar100', train=True, download=False):
+def load_cifar(root, dataset=DEFAULT_DATASET, train=True, download=False):
     """The whole split as tensors: images (N, 3, 32, 32) uint8, targets (N,) int64, class names."""
     ds = cifar_dataset(root, dataset, train=train, download=download)
     return (*cifar_tensors(ds), list(ds.classes))

@@ -25,7 +25,7 @@ from timm.models._registry import _clear_model_entries, _model_entrypoints
 
 from ..dataset_table import DATASETS, NUM_CLASSES
 from ..errors import UsageError
-from ..pretrained import prepare_pretrained, published_hub_ids, weights_errors
+from ..pretrained import WEIGHTS_FILENAME, prepare_pretrained, published_hub_ids, weights_errors
 from ..recipes import get_recipe, recipe_call
 from . import _papers as papers
 from ._papers import Paper
@@ -282,7 +282,7 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
         # pinned to the manifest's commit once published (timm's hf_split reads the '@commit'); None until then,
         # so that timm lists only published weights as pretrained (our guard explains the rest)
         hf_hub_id=_PUBLISHED.get((entry.name, tag)),
-        hf_hub_filename='model.safetensors',
+        hf_hub_filename=WEIGHTS_FILENAME,
         input_size=INPUT_SIZE,
         fixed_input_size=False,
         interpolation='bicubic',

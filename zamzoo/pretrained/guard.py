@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 from ..errors import WeightsError
 from .checksum import sha256_file
 from .hub_errors import hub_error
-from .manifest import find_checkpoint, load_manifest, manifest_path, pinned_hub_id
+from .manifest import WEIGHTS_FILENAME, find_checkpoint, load_manifest, manifest_path, pinned_hub_id
 
 __all__ = ['prepare_pretrained', 'weights_errors', 'download_verified', 'user_source', 'how_to_get_weights']
 
@@ -89,7 +89,7 @@ def weights_errors(model: str, pretrained: bool, kwargs: Optional[dict] = None):
         repo_id, revision = str(file), None
     else:
         repo_id, revision = (hub.split('@', 1) + [None])[:2] if hub else ('the Hub repo of its pretrained cfg', None)
-    filename = overlay.get('hf_hub_filename') or 'model.safetensors'
+    filename = overlay.get('hf_hub_filename') or WEIGHTS_FILENAME
     try:
         yield
     except WeightsError:

@@ -48,7 +48,7 @@ from typing import List, Optional, Sequence
 
 from .._io import dumps_strict
 from .._paths import check_replaceable, check_writable
-from ..dataset_table import OWN_DATASETS
+from ..dataset_table import DEFAULT_DATASET, OWN_DATASETS
 from ..errors import ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, repo_id_problem, sha256_file
 from ..train import run_folder
@@ -56,7 +56,7 @@ from ..train.checkpoint import check_finite_weights
 from ..train.run_folder import RunRecord
 
 CHECKSUMS_FILE = 'SHA256SUMS'
-EXPORT_FILES = ('model.safetensors', 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json',
+EXPORT_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json',
                 CHECKSUMS_FILE)
 OPTIONAL_EXPORT_FILES = ('model.onnx',)
 # what 🤗 transformers' TimmWrapper passes to timm.create_model itself: config.json's model_args may not hold them
@@ -317,7 +317,7 @@ def _checkpoint_dataset(file: Path, tag: Optional[str], training) -> str:
     from ..train.checkpoint import run_folder_of
     recorded = training[0][1].get('dataset') if training else None
     if recorded is None:
-        return tag or 'cifar100'
+        return tag or DEFAULT_DATASET
     if recorded in OWN_DATASETS or tag not in (None, recorded):
         raise ExportError(
             f"{file} is from a run on {recorded}{f', not {tag}' if tag not in (None, recorded) else ''}: export its "

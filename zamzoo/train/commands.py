@@ -3,6 +3,7 @@
 import argparse
 
 from .._argtypes import key_value, positive_float, positive_int
+from ..dataset_table import DEFAULT_DATASET
 from ..recipes import list_recipes
 from .config import AMP_CHOICES, COMPILE_MODES, DATASET_CHOICES, LOADER_CHOICES
 from .distributed import is_main_process
@@ -84,7 +85,7 @@ def add_commands(subparsers):
         description='Train a model with a named recipe; writes config.json, checkpoint.pt, metrics.jsonl, '
                     'curves.png, results.json and model.safetensors to the run folder.')
     p.add_argument('--model', required=True, help='model name, e.g. resnet18_zam (any timm model name works)')
-    p.add_argument('--dataset', choices=DATASET_CHOICES, default='cifar100')
+    p.add_argument('--dataset', choices=DATASET_CHOICES, default=DEFAULT_DATASET)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', help='run folder (default runs/<model>-<dataset>-<recipe>-s<seed>)')
     p.add_argument('--resume', action='store_true', help="continue the run in --out from its last checkpoint")

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Union
 
 from ..data.sources import DATASETS, DataSource, check_dataset
-from ..dataset_table import OWN_DATASETS
+from ..dataset_table import CIFAR_DATASETS, DEFAULT_DATASET, OWN_DATASETS
 from ..errors import UsageError
 from ..recipes import Recipe, get_recipe, list_recipes
 from .build import check_model_kwargs, check_model_name
@@ -38,7 +38,7 @@ class TrainConfig:
     """
     model: str
     data: Optional[str] = None
-    dataset: str = 'cifar100'
+    dataset: str = DEFAULT_DATASET
     recipe: Union[str, Recipe, None] = None     # default: the model's own recipe (its cfg's), finetune for folders
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
@@ -90,8 +90,8 @@ class TrainConfig:
         self._validate_source()
         if self.cuda_graph:
             check_graph_compile_mode(self.compile, self.compile_mode)
-        if self.download and self.dataset not in ('cifar100', 'cifar10'):
-            raise UsageError('download: only CIFAR can be downloaded (--dataset cifar100 or cifar10)')
+        if self.download and self.dataset not in CIFAR_DATASETS:
+            raise UsageError(f"download: only CIFAR can be downloaded (--dataset {' or '.join(CIFAR_DATASETS)})")
         if self.workers is not None and self.workers < 0:
             raise UsageError(f'workers: expected >= 0, got {self.workers}')
         if self.img_size is not None and not 8 <= self.img_size <= MAX_IMG_SIZE:
@@ -146,7 +146,7 @@ class TrainConfig:
     def resolve_recipe(self) -> Recipe:
         """The recipe with this run's overrides (epochs, batch size, lr) applied."""
         base = self.recipe if isinstance(self.recipe, Recipe) else get_recipe(
-            self.recipe or default_recipe(self.model, self.dataset, self.pretrained))
+            self.recipe or default_recipe(self.model, self.dataset))
         changes = {k: v for k, v in (('epochs', self.epochs), ('batch_size', self.batch_size), ('lr', self.lr))
                    if v is not None and v != getattr(base, k)}
         return base.replace(**changes) if changes else base
@@ -163,7 +163,7 @@ class TrainConfig:
         return d
 
 
-def default_recipe(model: str, dataset: str, pretrained: bool) -> str:
+def default_recipe(model: str, dataset: str) -> str:
     """finetune on an image folder or a Hugging Face dataset; otherwise the recipe the model's cfg announces (zam for
     resnet18/mobilenet, spem for resnet164), zam for models outside the zoo."""
     if dataset in OWN_DATASETS:

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import provenance
+from ..dataset_table import CIFAR_DATASETS, DEFAULT_DATASET
 from ..errors import DataError, UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
@@ -11,7 +12,7 @@ from .build import amp_dtype, build_loaders, build_pieces, check_model_name, cre
 from .checkpoint import checkpoint_not_found, load_weights, run_config, run_folder_of
 from .init import class_rows, recorded_classes, reorder_classifier
 from .loop import evaluate_loader
-from .run_files import CONFIG_FILE
+from .run_files import CONFIG_FILE, RESULTS_FILE
 from .run_folder import read_split, run_status
 
 
@@ -36,7 +37,7 @@ def _trained_dataset(checkpoint, run_cfg: dict) -> Optional[str]:
     if not _is_export(run_cfg):
         return run_cfg.get('dataset')
     from .._io import read_json_object
-    results = run_folder_of(checkpoint) / 'results.json'
+    results = run_folder_of(checkpoint) / RESULTS_FILE
     return read_json_object(results, ZamzooError).get('dataset') if results.is_file() else None
 
 
@@ -90,7 +91,7 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
     run_cfg, unfinished = _run_config(checkpoint)
-    dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or 'cifar100')
+    dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or DEFAULT_DATASET)
     dev = D.resolve_device(device)
     autocast_dtype = amp_dtype(amp, dev)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
@@ -233,7 +234,7 @@ def _run_loader(dataset: str, test_split, net, run_cfg: dict, recipe: Optional[s
     """(loader, mean, std) as the run evaluated: its normalisation, input size and loader (see `evaluate`)."""
     if run_cfg.get('mean'):
         mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
-    elif recipe is not None and dataset in ('cifar100', 'cifar10'):
+    elif recipe is not None and dataset in CIFAR_DATASETS:
         mean, std = get_recipe(recipe).stats(dataset)
     else:
         mean, std = tuple(net.pretrained_cfg['mean']), tuple(net.pretrained_cfg['std'])
@@ -248,6 +249,6 @@ def _run_loader(dataset: str, test_split, net, run_cfg: dict, recipe: Optional[s
 def _loader(dataset: str, run_cfg: dict, test_split, size: int, device) -> str:
     """The run's loader (their evaluation transforms differ for non-CIFAR data), the tensor loader for CIFAR."""
     from ..data.tensors import pick_loader
-    if dataset in ('cifar100', 'cifar10'):
+    if dataset in CIFAR_DATASETS:
         return 'tensor'
     return pick_loader(run_cfg.get('loader', 'dataloader'), (0, len(test_split)), size, 0, device)

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch.nn as nn
 
 from ..errors import WeightsError
-from ..pretrained import find_checkpoint, hub_errors, sha256_file
+from ..pretrained import WEIGHTS_FILENAME, find_checkpoint, hub_errors, sha256_file
 from .checkpoint import WEIGHT_FILES, check_finite_weights, load_weights
 from .run_files import CONFIG_FILE
 
@@ -26,13 +26,13 @@ def _weights_file(source: str) -> Optional[Path]:
     """The local file holding SOURCE's weights (downloaded for hf-hub:, with the repo's config.json where it has
     one), or None for a zoo name."""
     if source.startswith('hf-hub:'):
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
         repo, _, revision = source[len('hf-hub:'):].partition('@')
-        with hub_errors(f'--init {source}', repo, 'model.safetensors', revision or None):
-            weights = Path(hf_hub_download(repo, 'model.safetensors', revision=revision or None))
+        with hub_errors(f'--init {source}', repo, WEIGHTS_FILENAME, revision or None):
+            weights = Path(hf_hub_download(repo, WEIGHTS_FILENAME, revision=revision or None))
             try:  # its label_names (`source_record`)
-                hf_hub_download(repo, CONFIG_FILE, revision=revision or None)
+                hf_hub_download(repo, constants.CONFIG_NAME, revision=revision or None)
             except EntryNotFoundError:
                 pass
             return weights
@@ -96,7 +96,7 @@ def _zoo_weights(name: str) -> Tuple[dict, dict]:
 
     try:
         cfg = timm.models.get_pretrained_cfg(name)  # the Hub repo timm would download from, for the error message
-        with hub_errors(f'--init {name}', getattr(cfg, 'hf_hub_id', None), 'model.safetensors'):
+        with hub_errors(f'--init {name}', getattr(cfg, 'hf_hub_id', None), WEIGHTS_FILENAME):
             net = timm.create_model(name, pretrained=True)
     except RuntimeError as e:
         raise WeightsError(f"--init {name}: not a model with published weights, nor a file or folder ({e})") from e

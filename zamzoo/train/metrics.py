@@ -5,10 +5,6 @@ from typing import List
 
 from .._io import atomic_path, dumps_strict, write_text_atomic
 
-METRIC_FIELDS = ('epoch', 'lr', 'train_loss', 'train_top1', 'penalty', 'test_loss', 'test_top1', 'test_top5',
-                 'test_images', 'epoch_time_s', 'train_time_s', 'train_images', 'images_per_s', 'train_end_unix')
-
-
 def write_metrics(path, history: List[dict]):
     """The whole history as JSON lines, rewritten atomically (a resumed run never leaves duplicate epochs)."""
     write_text_atomic(path, ''.join(dumps_strict(r) + '\n' for r in history))

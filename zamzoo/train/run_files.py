@@ -2,7 +2,7 @@
 and locked by `zamzoo.train.run_folder`; this module imports nothing, so every layer of zamzoo.train can use it).
 
     <out>/config.json       the run's settings and the full recipe, as used                      CONFIG_FILE
-    <out>/metrics.jsonl     one line per epoch (fields: zamzoo.train.metrics.METRIC_FIELDS)      METRICS_FILE
+    <out>/metrics.jsonl     one line per epoch (its fields: zamzoo.train.loop's epoch record)    METRICS_FILE
     <out>/curves.png        loss, accuracy and lr per epoch                                      CURVES_FILE
     <out>/checkpoint.pt     the whole training state after each epoch (weights_only-loadable)    CHECKPOINT_FILE
     <out>/model.safetensors the final weights, written when the run completes                   WEIGHTS_FILE

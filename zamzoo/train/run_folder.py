@@ -70,11 +70,14 @@ def remove_stale_temps(folder) -> list:
     return removed
 
 
-def _lock_exclusively(fd: int, folder: Path, patience_s: float = 2.0) -> None:
+PROBE_PATIENCE_S = 2.0  # how long a writer waits out readers' shared probes of the lock
+
+
+def _lock_exclusively(fd: int, folder: Path) -> None:
     """flock(fd, LOCK_EX) without blocking; RunFolderBusy when another process holds it exclusively. A reader's
     shared probe (`lock_holder`: `zoo status` asks each run folder) is waited out: it lasts microseconds, and
     failing on it left a run untrained ("running elsewhere") while nobody ran it."""
-    deadline = time.monotonic() + patience_s
+    deadline = time.monotonic() + PROBE_PATIENCE_S
     while not _try_flock(fd, fcntl.LOCK_EX):
         holder = lock_holder(folder)
         if holder is not None or time.monotonic() > deadline:

@@ -3,6 +3,7 @@ import json
 import sys
 
 from .._argtypes import positive_float, positive_int
+from ..dataset_table import DEFAULT_DATASET
 from ..errors import UsageError, ZamzooError
 from ..train.commands import add_attention_arguments, add_run_arguments, train_config_values
 from ..train.config import DATASET_CHOICES
@@ -27,7 +28,7 @@ def _add_run(sub):
     p = sub.add_parser('run', help='train every model x dataset x seed that is not done yet', description=_run.__doc__)
     p.add_argument('--models', nargs='+', required=True, metavar='PATTERN',
                    help="zamzoo models, with wildcards ('resnet18_*'); a plain name may be any timm model")
-    p.add_argument('--datasets', nargs='+', choices=DATASET_CHOICES, default=['cifar100'],
+    p.add_argument('--datasets', nargs='+', choices=DATASET_CHOICES, default=[DEFAULT_DATASET],
                    help='data sets of --data (folder and hf: one data set, the one --data names)')
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--out', default='runs', help='sweep folder: one run folder per run, and _zoo/ (default runs/)')
