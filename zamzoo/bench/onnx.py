@@ -52,8 +52,15 @@ def require_onnx():
     return onnxruntime
 
 
+def _check_inputs(input_size: Tuple[int, int, int], batch_sizes: Sequence[int]):
+    """The random inputs of the checks, one per batch size: the same ones for `onnx_parity` and `fp32_rounding`."""
+    generator = torch.Generator().manual_seed(0)
+    for b in batch_sizes:
+        yield b, torch.randn((b, *input_size), generator=generator)
+
+
 def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
-                batch_sizes: Sequence[int] = CHECK_BATCHES, seed: int = 0) -> float:
+                batch_sizes: Sequence[int] = CHECK_BATCHES) -> float:
     """The largest relative error of ONNX Runtime's output of the file `path` against `model` (eval, no grad) on
     random inputs, one per batch size, with ONNX Runtime's graph optimizations (its default: on this CPU, e.g. its
     NCHWc layout) and without them (the graph as written, which a runtime with other optimizations starts from)."""
@@ -63,10 +70,8 @@ def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
         options = ort.SessionOptions()
         options.graph_optimization_level = level
         sessions.append(ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider']))
-    generator = torch.Generator().manual_seed(seed)
     worst = 0.0
-    for b in batch_sizes:
-        x = torch.randn((b, *input_size), generator=generator)
+    for b, x in _check_inputs(input_size, batch_sizes):
         with torch.no_grad():
             expected = model(x.clone()).double()  # a module built with inplace=True overwrites its input
         for session in sessions:
@@ -96,13 +101,11 @@ def _signs(values: torch.Tensor) -> torch.Tensor:
 
 
 def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int],
-                  batch_sizes: Sequence[int] = CHECK_BATCHES, seed: int = 0) -> float:
+                  batch_sizes: Sequence[int] = CHECK_BATCHES) -> float:
     """max|torch fp32 - torch fp64| / max|torch fp64| of `model` on the inputs `onnx_parity` uses."""
     model64 = copy.deepcopy(model).double()
-    generator = torch.Generator().manual_seed(seed)
     worst = 0.0
-    for b in batch_sizes:
-        x = torch.randn((b, *input_size), generator=generator)
+    for _, x in _check_inputs(input_size, batch_sizes):
         with torch.no_grad():
             exact = model64(x.double())
             worst = max(worst, ((model(x).double() - exact).abs().max() / exact.abs().max()).item())
