@@ -302,8 +302,24 @@ def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits
     capsys.readouterr()
     assert main(['zoo', 'status', '--out', str(sweep)]) == 0
     printed = capsys.readouterr().out
-    assert f'refused  {TINY} cifar10 zam seed 0' in printed and 'holds a run of 1 epochs, the plan has 2' in printed
+    assert f'refused  {TINY} cifar10 zam seed 0' in printed and 'holds a run with epochs=1, the plan has 2' in printed
     assert ': 0 done, 0 running, 0 pending, 0 failed, 1 refused (other settings); epochs 0/2' in printed
+
+
+def test_a_folder_copied_from_another_run_is_refused_by_status_and_left_out_of_the_export(sweep, tmp_path):
+    """status compared only the epochs with the plan: a copy of seed 0's folder in seed 1's place was `done`, and
+    `zoo export` exported seed 0's run as two seeds."""
+    from zamzoo.zoo import export_sweep, sweep_status
+    from zamzoo.zoo.state import PLAN_FILE, update_record
+
+    other = RUN.replace('-s0', '-s1')
+    shutil.copytree(sweep / RUN, sweep / other)
+    update_record(sweep, PLAN_FILE, {other: dict(json.loads((sweep / '_zoo' / PLAN_FILE).read_text())[RUN], seed=1)})
+    runs = {r['seed']: r for r in sweep_status(sweep)['runs']}
+    assert runs[0]['state'] == 'done' and runs[1]['state'] == 'refused'
+    assert runs[1]['error'].startswith('the folder holds a run with seed=0, the plan has 1: other settings')
+    result = export_sweep(sweep, min_seeds=2, staging=tmp_path / 'staging')
+    assert result['exported'] == [] and result['too_few'][0]['left_out'] == [{'seed': 1, 'state': 'refused'}]
 
 
 def test_a_copy_of_the_data_at_another_path_is_the_same_data_for_the_plan(sweep, tiny_cifar, tmp_path):

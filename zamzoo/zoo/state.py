@@ -16,7 +16,7 @@ from typing import Optional
 from .._io import read_json_object, write_json_atomic
 from ..errors import ZamzooError
 from ..train import CHECKPOINT_FILE
-from ..train.run_folder import STATES, run_status
+from ..train.run_folder import STATES, RunStatus, run_status
 
 SWEEP_DIR = '_zoo'
 PLAN_FILE = 'plan.json'
@@ -49,11 +49,11 @@ def run_log(out, name: str, job_id: Optional[str] = None) -> Optional[str]:
     return str(max(logs, key=lambda p: p.stat().st_mtime_ns)) if logs else None
 
 
-def run_state(folder, epochs: Optional[int] = None) -> dict:
+def run_state(folder, epochs: Optional[int] = None, status: Optional[RunStatus] = None) -> dict:
     """state, epoch (completed: metrics.jsonl's epochs, which its checkpoint holds; 0 without a checkpoint to resume
     from), epochs, last test top-1, images/s and the failure line (or the corrupt file) of one
-    run folder."""
-    status = run_status(folder)
+    run folder (`status`: its run_status, when the caller has read it)."""
+    status = status or run_status(folder)
     results, history = status.results, status.history
     evaluated = [r for r in history if r.get('test_top1') is not None]
     recipe = status.config.get('recipe')
@@ -94,12 +94,16 @@ def read_record(out, name: str) -> tuple:
         return {}, f'corrupt: {e}'
 
 
+def _recorded_entry(config: dict) -> dict:
+    """The plan entry's fields as a run's config.json records them (None where it does not)."""
+    recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
+    return {'model': config.get('model'), 'dataset': config.get('dataset'), 'recipe': recipe.get('name'),
+            'seed': config.get('seed'), 'epochs': recipe.get('epochs')}
+
+
 def _planned_from_folder(folder: Path) -> Optional[dict]:
     """A plan entry rebuilt from the run's config.json, or None when it has none."""
-    config = run_status(folder).config
-    recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
-    entry = {'model': config.get('model'), 'dataset': config.get('dataset'), 'recipe': recipe.get('name'),
-             'seed': config.get('seed'), 'epochs': recipe.get('epochs')}
+    entry = _recorded_entry(run_status(folder).config)
     return entry if _valid_entry(entry) else None
 
 
@@ -149,15 +153,17 @@ REFUSED = 'refused'
 SWEEP_STATES = (*STATES, REFUSED)
 
 
-def _against_plan(state: dict, planned: dict) -> dict:
-    """`state` (run_state's), or REFUSED when its folder records another number of epochs than the plan (the one
-    setting plan.json holds besides those the folder's name gives: `zoo run` checks every setting and ends such a
-    run refused)."""
-    if state['epochs'] == planned['epochs']:
+def _against_plan(state: dict, planned: dict, recorded: dict) -> dict:
+    """`state` (run_state's), or REFUSED when its folder's config.json (`recorded`: its plan fields) records another
+    model, data set, recipe, seed or number of epochs than the plan (a folder copied or renamed from another run's;
+    `zoo run` checks every setting and refuses such a run)."""
+    changes = [f'{key}={recorded[key]!r}, the plan has {planned[key]!r}' for key in PLANNED_KEYS
+               if recorded[key] is not None and recorded[key] != planned[key]]
+    if not changes:
         return state
-    return dict(state, state=REFUSED, error=f"the folder holds a run of {state['epochs']} epochs, the plan has "
-                                            f"{planned['epochs']}: other settings, neither counted as done nor "
-                                            f'overwritten (use another --out for these settings)')
+    return dict(state, state=REFUSED, error=f"the folder holds a run with {'; '.join(changes)}: other settings, "
+                                            f'neither counted as done nor overwritten (use another --out for these '
+                                            f'settings)')
 
 
 def sweep_status(out) -> dict:
@@ -172,7 +178,8 @@ def sweep_status(out) -> dict:
     problems += [problem] if problem else []
     runs = []
     for name, planned in plan.items():
-        state = _against_plan(run_state(out / name, planned['epochs']), planned)
+        status = run_status(out / name)
+        state = _against_plan(run_state(out / name, planned['epochs'], status), planned, _recorded_entry(status.config))
         log = state['log'] if state['state'] == 'failed' else run_log(out, name, jobs.get(name))
         runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name), 'log': log})
     totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in SWEEP_STATES},
