@@ -306,6 +306,34 @@ def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits
     assert ': 0 done, 0 running, 0 pending, 0 failed, 1 refused (other settings); epochs 0/2' in printed
 
 
+def test_a_second_zoo_run_with_other_settings_leaves_a_run_being_trained_and_its_plan_alone(sweep, tiny_cifar,
+                                                                                           capsys):
+    """A run another invocation trains (its lock held here) was skipped without comparing its settings: the second
+    `zoo run --epochs 2` exited 0 and rewrote plan.json, so the first one's finished run showed as refused."""
+    from zamzoo.train import lock_run_folder
+
+    plan = (sweep / '_zoo' / 'plan.json').read_text()
+    capsys.readouterr()
+    with lock_run_folder(sweep / RUN):
+        assert main(_zoo_run(tiny_cifar, sweep, '--epochs', '2')) == 2
+    err = capsys.readouterr().err
+    assert 'seed 0 of' in err and 'being trained with epochs=1, the plan has epochs=2' in err
+    assert (sweep / '_zoo' / 'plan.json').read_text() == plan
+    assert _status_line(sweep, capsys).startswith(f'done     {TINY} cifar10 zam seed 0')
+
+
+def test_a_sweep_folder_takes_one_recipe_per_model_and_data_set(sweep, tiny_cifar, capsys):
+    """A second recipe makes other run folders, so nothing refused it: zoo status listed both recipes' runs done, and
+    zoo export refused the group ("the runs disagree on recipe"), with no option to export either."""
+    capsys.readouterr()
+    assert main(_zoo_run(tiny_cifar, sweep, '--epochs', '1', '--recipe', 'nam')) == 2
+    err = capsys.readouterr().err
+    assert f'the sweep already plans this model on this data set under recipe zam ({RUN}), this plan has recipe nam' \
+        in err
+    assert sorted(p.name for p in sweep.iterdir()) == ['_zoo', RUN]
+    assert main(_zoo_run(tiny_cifar, sweep, '--epochs', '1')) == 0       # the sweep's own recipe still runs
+
+
 def test_a_folder_copied_from_another_run_is_refused_by_status_and_left_out_of_the_export(sweep, tmp_path):
     """status compared only the epochs with the plan: a copy of seed 0's folder in seed 1's place was `done`, and
     `zoo export` exported seed 0's run as two seeds."""

@@ -317,6 +317,31 @@ def test_a_dry_run_on_slurm_counts_the_runs_still_queued_as_zoo_run_does(tiny_ci
     assert ': 2 to train, 0 skipped\n' in printed and 'is unknown, so they count as to train: squeue failed' in printed
 
 
+def test_a_submission_with_other_settings_leaves_the_plan_of_a_run_still_queued(tiny_cifar, tmp_path, monkeypatch,
+                                                                               capsys):
+    """A run whose job is still queued has an empty folder, so nothing refused a second submission with other
+    --epochs: it rewrote plan.json, and the queued job's run, trained with its own epochs, then showed as refused.
+    SLURM played by squeue's answer."""
+    pytest.importorskip('submitit')
+    from zamzoo.zoo import slurm
+    from zamzoo.zoo.state import JOBS_FILE, PLAN_FILE, update_record
+    [run] = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
+    update_record(tmp_path, PLAN_FILE, {run.name: run.record()})
+    update_record(tmp_path, JOBS_FILE, {run.name: '41_0'})
+    plan = (tmp_path / '_zoo' / PLAN_FILE).read_text()
+    monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: {'41_0'})
+    args = ['zoo', 'run', '--executor', 'slurm', '--models', TINY, '--datasets', 'cifar10', '--seeds', '0',
+            '--device', 'cpu', '--data', str(tiny_cifar), '--out', str(tmp_path)]
+    for dry in ([], ['--dry-run']):
+        capsys.readouterr()
+        assert main([*args, '--epochs', '2', *dry]) == 2
+        assert f"{run.name}: queued with epochs=1, the plan has epochs=2" in capsys.readouterr().err
+        assert (tmp_path / '_zoo' / PLAN_FILE).read_text() == plan
+    assert main([*args, '--epochs', '1', '--dry-run']) == 0   # the same settings: left to the queued job
+    assert '0 to train, 0 skipped, 1 still queued' in capsys.readouterr().out
+
+
 def test_wait_waits_for_the_runs_an_earlier_submission_left_in_the_queue(tiny_cifar, tmp_path, monkeypatch):
     """`zoo run --wait` waited only for what it submitted itself: with every run queued or running from an earlier
     submission it returned at once, exit 0 (and `zoo run --wait && zoo export` exported too early). SLURM played by

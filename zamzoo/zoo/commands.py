@@ -216,7 +216,7 @@ def _run(args) -> int:
     --retry-failed. A run folder that holds a run with other settings (another --epochs, --lr, recipe version...)
     is neither counted as done nor overwritten: the command names the field, trains nothing and exits 2; use
     another --out for other settings."""
-    from .plan import check_conflicts, plan_sweep, plan_states
+    from .plan import check_conflicts, check_queued, plan_sweep, plan_states
     from .state import LAST_RUN_FILE, sweep_dir
     from .sweep import runs_to_launch
 
@@ -239,6 +239,7 @@ def _run(args) -> int:
         _print_plan(runs, states, args.retry_failed, queued)
         _print_cost(launch_runs, states, args)
         check_conflicts(runs, states)
+        check_queued(runs, queued, args.out)
         return 0
     summary = launch(runs, launch_runs, args, states)
     return _print_summary(summary, args, sweep_dir(args.out) / LAST_RUN_FILE)

@@ -13,7 +13,7 @@ from ..models.plugins import (attention_record, check_importable_in_new_process,
 from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
 from ..train.build import recipe_record
 from ..train.run_folder import identity_changes, read_split, run_status, short_value
-from .state import run_state
+from .state import read_plan, run_state
 
 TRAIN_IMAGES = {d.name: d.train_images for d in DATASETS.values() if d.train_images}  # images per epoch
 
@@ -47,10 +47,12 @@ class PlannedRun:
 
 
 def identity_conflict(run: PlannedRun, state: dict) -> Optional[str]:
-    """Why the run already in `run`'s folder (finished, or with a checkpoint) is not the planned one, naming the
-    field; None when it is, or when the folder holds nothing to keep."""
+    """Why the run already in `run`'s folder (being trained, finished, or with a checkpoint) is not the planned one,
+    naming the field; None when it is, or when the folder holds nothing to keep."""
     folder = run.folder
-    if state['state'] == 'running' or not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
+    if state['state'] == 'running':  # another invocation's: its plan entry must stay what it trains
+        return settings_conflict(run, 'being trained')
+    if not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
         return None
     return settings_conflict(run, 'finished' if state['state'] == 'done' else f"started (epoch {state['epoch']})")
 
@@ -95,6 +97,23 @@ def check_conflicts(runs: Sequence[PlannedRun], states: Dict[str, dict]):
         raise UsageError(f'{len(conflicts)} run folder(s) hold runs with other settings than this plan, which are '
                          f'neither reused nor overwritten: {"; ".join(conflicts)}. Use another --out for these '
                          f'settings (or move those folders away)')
+
+
+def check_queued(runs: Sequence[PlannedRun], queued: set, out) -> None:
+    """UsageError when a run whose job an earlier submission left in SLURM's queue (`queued`: still_queued's) was
+    planned with other settings than this plan's: the job trains what it was submitted with, and this plan would
+    replace its plan.json entry (the folder holds nothing yet to compare with)."""
+    planned, conflicts = read_plan(out)[0], []
+    for run in (run for run in runs if run.name in queued and run.name in planned):
+        entry, record = planned[run.name], run.record()
+        changed = [k for k in record if entry.get(k) != record[k]]
+        if changed:
+            conflicts.append(f"{run.name}: queued with {', '.join(f'{k}={entry[k]!r}' for k in changed)}, the plan "
+                             f"has {', '.join(f'{k}={record[k]!r}' for k in changed)}")
+    if conflicts:
+        raise UsageError(f'{len(conflicts)} run(s) an earlier submission left in SLURM\'s queue were submitted with '
+                         f'other settings than this plan: {"; ".join(conflicts)}. Let those jobs end (or scancel '
+                         f'them), or use another --out for these settings')
 
 
 def expand_models(patterns: Sequence[str]) -> list:
@@ -171,12 +190,27 @@ def describe_action(state: dict, retry_failed: bool) -> str:
             'failed': 'skip (failed; --retry-failed runs it again)'}[state['state']]
 
 
+def recipe_conflict(run: PlannedRun, planned: Dict[str, dict]) -> Optional[str]:
+    """Why the sweep folder's plan (`planned`: read_plan's) cannot take the run: it holds the run's model and data set
+    under another recipe (the folder's name differs, so nothing else would tell), and `zoo export` exports a
+    model's seeds on a data set together; None when it does not."""
+    c = run.config
+    for name, entry in planned.items():
+        if (entry['model'], entry['dataset']) == (c.model, c.dataset) and entry['recipe'] != run.recipe:
+            return (f"seed {c.seed} of {c.model}-{c.dataset}: the sweep already plans this model on this data set under "
+                    f"recipe {entry['recipe']} ({name}), this plan has recipe {run.recipe}: one recipe per model and "
+                    f"data set in a sweep folder")
+    return None
+
+
 def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
-    """Each run's state (run_state's) and `conflict`: identity_conflict's or data_conflict's message, or None."""
-    states, opened = {}, {}
+    """Each run's state (run_state's) and `conflict`: identity_conflict's, recipe_conflict's or data_conflict's
+    message, or None."""
+    states, opened, plans = {}, {}, {}
     for run in runs:
         state = run_state(run.folder, run.epochs)
-        conflict = identity_conflict(run, state)
+        planned = plans.setdefault(run.folder.parent, read_plan(run.folder.parent)[0])
+        conflict = identity_conflict(run, state) or recipe_conflict(run, planned)
         if conflict is None and state['state'] != 'running' and (run.folder / RESULTS_FILE).is_file():
             conflict = data_conflict(run, opened)
         states[run.name] = dict(state, conflict=conflict)

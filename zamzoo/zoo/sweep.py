@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 
 from .._io import write_json_atomic
 from ..errors import ZamzooError
-from .plan import PlannedRun, action, check_conflicts, plan_states, settings_conflict
+from .plan import PlannedRun, action, check_conflicts, check_queued, plan_states, settings_conflict
 from ..train.run_folder import run_status
 from .state import LAST_RUN_FILE, PLAN_FILE, sweep_dir, update_record
 
@@ -40,12 +40,13 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
     if executor == 'slurm' and launch:  # a sweep that cannot be submitted writes nothing (no plan, no lock)
         from .slurm import require_slurm
         require_slurm()
-    update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
     queued = set()
     if executor == 'slurm' and (launch or wait):
         from .slurm import still_queued
         queued = still_queued(out, runs if wait else launch)
+        check_queued(runs, queued, out)
         launch = [run for run in launch if run.name not in queued]
+    update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
     # with wait, the runs whose job an earlier submission left in SLURM's queue (pending or running) are waited for
     held = [run for run in runs if run.name in queued] if wait else []
     t0 = time.perf_counter()
