@@ -127,6 +127,16 @@ def test_splits_with_different_classes_name_them(tmp_path):
         open_data(DataSource('folder', tmp_path / 'e'))
 
 
+def test_class_names_in_two_unicode_normalisations_are_told_apart(tmp_path):
+    """A val/ unpacked on macOS spells 'éclair' decomposed: the error listed the same-looking names on both sides."""
+    import unicodedata
+    write_images(tmp_path / 'd' / 'train', {'a': 1, 'éclair': 1})
+    write_images(tmp_path / 'd' / 'val', {'a': 1, unicodedata.normalize('NFD', 'éclair'): 1})
+    with pytest.raises(DataError, match=r"\(1 of them the same name in two Unicode normalisations, "
+                                        r"'\\xe9clair' vs 'e\\u0301clair': rename"):
+        open_data(DataSource('folder', tmp_path / 'd'))
+
+
 # ------------------------------------------------------------------------------------------------ folder layouts
 def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path):
     """torchvision's ImageFolder took a `.thumbnails/` folder holding an image for a class, an empty

@@ -46,13 +46,15 @@ class FakeHub:
 
 
 def _run(folder: Path, dataset: str, tag: str, classes) -> Path:
-    """A completed run folder of `zamzoo train` (the fields export reads)."""
+    """A completed run folder of `zamzoo train` (the fields export reads; normalised as the zam recipe does)."""
+    from zamzoo.recipes import get_recipe
+    mean, std = get_recipe('zam').stats(dataset) if dataset == 'cifar10' else ((0.5,) * 3, (0.25,) * 3)
     torch.manual_seed(0)
     folder.mkdir(parents=True)
     save_file(timm.create_model(MODEL, num_classes=len(classes)).state_dict(), str(folder / 'model.safetensors'))
     (folder / 'config.json').write_text(json.dumps(dict(
         model=MODEL, dataset=dataset, tag=tag, seed=0, num_classes=len(classes), classes=list(classes),
-        img_size=32, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], loader='dataloader', model_kwargs={},
+        img_size=32, mean=list(mean), std=list(std), loader='dataloader', model_kwargs={},
         recipe=dict(name='zam', version=1), recipe_name='zam', recipe_version=1,
         device='cpu')))
     (folder / 'results.json').write_text(json.dumps(dict(

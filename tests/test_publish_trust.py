@@ -160,6 +160,34 @@ def test_push_refuses_weights_trained_with_other_model_args_even_of_the_same_sha
     assert recorder.calls == [] and not (tmp_path / 'manifest.json').exists()
 
 
+def test_a_run_normalised_by_another_recipe_exports_its_statistics_and_is_not_pushed_under_the_registry_name(
+        tmp_path, recorder):
+    """A CIFAR run under another recipe than the model's (`--recipe spem`: other mean and std) was exported with the
+    registry cfg's statistics: timm, transformers and `zamzoo eval` of the export preprocessed otherwise than training
+    did. pretrained=True on the registry name reads the registry's cfg, so such weights are not pushed there."""
+    from zamzoo.publish.push import push_refusal
+    from zamzoo.recipes import get_recipe
+    runs = {}
+    for recipe in ('zam', 'spem'):
+        run = _official_run(tmp_path / recipe)
+        config = json.loads((run / 'config.json').read_text())
+        mean, std = get_recipe(recipe).stats('cifar100')
+        config.update(mean=list(mean), std=list(std), recipe=dict(config['recipe'], name=recipe))
+        (run / 'config.json').write_text(json.dumps(config))
+        runs[recipe] = export_run([run], tmp_path / f'export_{recipe}').path
+        exported = json.loads((runs[recipe] / 'config.json').read_text())['pretrained_cfg']
+        assert (exported['mean'], exported['std']) == (list(mean), list(std))  # config.json: JSON lists
+        assert list(timm.data.resolve_data_config({}, pretrained_cfg=exported)['mean']) == list(mean)
+    assert get_recipe('spem').stats('cifar100') != get_recipe('zam').stats('cifar100')
+    assert push_refusal(runs['zam']) is None
+    refusal = push_refusal(runs['spem'])
+    assert 'was trained with mean [0.4914' in refusal and f'the registry\'s cfg of {MODEL}.cifar100' in refusal
+    with pytest.raises(InvalidExportError, match='train with the model\'s own recipe to publish under that name'):
+        push_folder(runs['spem'], token='hf_test', manifest=tmp_path / 'manifest.json')
+    assert recorder.calls == []
+    push_folder(runs['zam'], token='hf_test', manifest=tmp_path / 'manifest.json')
+
+
 def test_a_run_without_the_record_is_not_claimed(tmp_path):
     run = _official_run(tmp_path / 'old')  # a run from before official_data was recorded
     results = json.loads((run / 'results.json').read_text())

@@ -139,6 +139,12 @@ def test_hf_columns_splits_and_bad_rows(tmp_path):
                           'test': d['test']}).save_to_disk(str(tmp_path / 'bad-label'))
     with pytest.raises(DataError, match=r'bad-label \[train\] row 7: label 12 is outside the 10 classes'):
         opened('bad-label')
+    unlabelled = d['test'].cast_column('label', datasets.Value('int64')).map(lambda r: {'label': -1})
+    datasets.DatasetDict({'train': d['train'], 'test': unlabelled.cast_column('label', d['train'].features['label'])}
+                         ).save_to_disk(str(tmp_path / 'unlabelled-test'))  # the Hub's usual test split
+    with pytest.raises(DataError, match=r'\[test\] row 0: label -1 is outside the 10 classes \(0..9\): -1 marks a row '
+                                        r'without a label .* --val-split, or .* --holdout 0.1'):
+        opened('unlabelled-test')
 
     cut = d['test'].cast_column('img', datasets.Image(decode=False))
     cut = cut.map(lambda r, i: {'img': {'bytes': r['img']['bytes'][:60] if i == 3 else r['img']['bytes'],

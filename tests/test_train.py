@@ -454,7 +454,11 @@ def test_bad_paths_and_settings(tiny_cifar, tmp_path, capsys):
     rc, err = run('train', '--model', 'resnet18_zma', '--data', str(tiny_cifar))
     assert rc == 2 and "unknown model 'resnet18_zma'" in err and 'resnet18_zam' in err
     rc, err = run('train', '--model', TINY, '--data', str(tiny_cifar), '--resume', '--out', str(tmp_path / 'none'))
-    assert rc == 2 and 'no checkpoint to resume' in err
+    assert rc == 2 and 'no checkpoint to resume' in err and 'without --resume' not in err
+    (tmp_path / 'started').mkdir()
+    (tmp_path / 'started' / 'config.json').write_text('{}')  # a run killed before its first checkpoint
+    rc, err = run('train', '--model', TINY, '--data', str(tiny_cifar), '--resume', '--out', str(tmp_path / 'started'))
+    assert rc == 2 and 'the run there finished no epoch; the same command without --resume starts it' in err
     rc, err = run('train', '--model', TINY, '--data', str(tiny_cifar), '--amp', 'fp16', '--device', 'cpu')
     assert rc == 2 and 'fp16 needs CUDA' in err
     rc, err = run('eval', '--model', TINY, '--checkpoint', str(tmp_path / 'missing.safetensors'), '--data',

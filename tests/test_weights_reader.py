@@ -48,8 +48,15 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path):
 
 def test_unreadable_or_missing_weights_are_clear_errors(tmp_path):
     (tmp_path / 'bad.safetensors').write_bytes(b'not safetensors')
-    with pytest.raises(ZamzooError, match='bad.safetensors is not a readable safetensors file'):
-        load_weights(tmp_path / 'bad.safetensors')
+    (tmp_path / 'config.json').write_text('{"architecture": "resnet18_zam"}')  # `--init` given the wrong file
+    for name in ('bad.safetensors', 'config.json'):  # torch's error was about pickles, suggesting weights_only=False
+        with pytest.raises(ZamzooError, match=f'{name} is not a weights file \\(neither safetensors nor a torch.save '
+                                              f'file; it begins with b'):
+            load_weights(tmp_path / name)
+    save_file(STATE, str(tmp_path / 'cut.safetensors'))
+    (tmp_path / 'cut.safetensors').write_bytes((tmp_path / 'cut.safetensors').read_bytes()[:-4])
+    with pytest.raises(ZamzooError, match='cut.safetensors is not a readable safetensors file'):
+        load_weights(tmp_path / 'cut.safetensors')
     torch.save({'w': torch.zeros(1), 'step': 3}, tmp_path / 'mixed.pt')
     with pytest.raises(ZamzooError, match='does not hold a model state dict'):
         load_weights(tmp_path / 'mixed.pt')

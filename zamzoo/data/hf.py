@@ -245,7 +245,11 @@ class HFImages(Dataset):
     def _check_range(self, n: int):
         bad = next((i for i, t in enumerate(self.targets) if not 0 <= t < n), None)
         if bad is not None:
-            raise DataError(f'{self.where(bad)}: label {self.targets[bad]} is outside the {n} classes (0..{n - 1})')
+            unlabelled = (': -1 marks a row without a label (a Hub test split often has none); for the validation split '
+                          'name a labelled one with --val-split, or hold out part of the train split with --holdout 0.1'
+                          if self.targets[bad] == -1 else '')
+            raise DataError(f'{self.where(bad)}: label {self.targets[bad]} is outside the {n} classes (0..{n - 1})'
+                            + unlabelled)
 
     def where(self, index: int) -> str:
         return f'{self.name} row {self.rows[index] if self.rows is not None else index}'

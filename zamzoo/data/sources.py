@@ -2,6 +2,7 @@
 and a validation split (torch datasets serving RGB PIL images and int targets), its class names, and the tag a
 run on it is published under."""
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -69,10 +70,18 @@ def own_data_tag(dataset: str, name: str) -> str:
 
 
 def classes_only_in(first: str, first_classes: list, second: str, second_classes: list) -> str:
-    """'only in FIRST: ...; only in SECOND: ...' for the class names only one of two lists has ('' for none)."""
+    """'only in FIRST: ...; only in SECOND: ...' for the class names only one of two lists has ('' for none), and
+    which of those are one name in two Unicode normalisations (folders unpacked on macOS spell 'é' as 'e' + U+0301):
+    they print alike."""
     differ = ((first, [c for c in first_classes if c not in second_classes]),
               (second, [c for c in second_classes if c not in first_classes]))
-    return '; '.join(f'only in {where}: {", ".join(map(repr, names))}' for where, names in differ if names)
+    said = '; '.join(f'only in {where}: {", ".join(map(repr, names))}' for where, names in differ if names)
+    spelt = sorted({ascii(a) + ' vs ' + ascii(b) for a in differ[0][1] for b in differ[1][1]
+                    if unicodedata.normalize('NFC', a) == unicodedata.normalize('NFC', b)})
+    if spelt:
+        said += (f' ({len(spelt)} of them the same name in two Unicode normalisations, {", ".join(spelt)}: rename '
+                 f'the folders or labels to one spelling, e.g. NFC)')
+    return said
 
 
 def _check_same_classes(data, train: list, val: list):

@@ -172,7 +172,9 @@ def _arch_cfgs(model: str) -> dict:
 
 
 def _registry_cfg(model: str, tag: str, run_config: dict):
-    """The registry's cfg of `model.tag`, carrying the run's class names (a pipeline's labels) where they fit."""
+    """The registry's cfg of `model.tag`, carrying the run's class names (a pipeline's labels) where they fit, and
+    the normalisation it trained with (another recipe's than the model's own: `zamzoo push` refuses such weights
+    for the registry name, whose cfg is the registry's)."""
     import dataclasses
 
     from ..models import TAGS
@@ -181,9 +183,12 @@ def _registry_cfg(model: str, tag: str, run_config: dict):
         raise ExportError(
             f"'{model}.{tag}' has no pretrained cfg: zamzoo models have the tags {', '.join(TAGS)} "
             f'(only a run on an image folder or a Hugging Face dataset is published under a tag of its own)')
-    classes = run_config.get('classes')  # the names the run trained with (pipelines' labels); none: a checkpoint
-    fits = isinstance(classes, list) and len(classes) == cfgs[tag].num_classes
-    return tag, dataclasses.replace(cfgs[tag], label_names=tuple(classes)) if fits else cfgs[tag]
+    cfg, classes = cfgs[tag], run_config.get('classes')  # the names the run trained with; none: a checkpoint
+    if isinstance(classes, list) and len(classes) == cfg.num_classes:
+        cfg = dataclasses.replace(cfg, label_names=tuple(classes))
+    if run_config.get('mean') and run_config.get('std'):
+        cfg = dataclasses.replace(cfg, mean=tuple(run_config['mean']), std=tuple(run_config['std']))
+    return tag, cfg
 
 
 def _own_data_tag(dataset: str, tag: Optional[str], run_config: dict) -> str:

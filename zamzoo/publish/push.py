@@ -220,14 +220,32 @@ def _refuse_unofficial_data(folder: Path, results: dict):
             f'then export and push that run); the export itself stays usable from disk')
 
 
+def _refuse_other_normalisation(folder: Path, results: dict, config: dict):
+    """`timm.create_model(name, pretrained=True)` preprocesses as the registry's cfg of the name says, not as the
+    export's config.json: weights trained with other statistics (under another recipe than the model's) would be fed
+    other inputs than they learnt from."""
+    from .export import _arch_cfgs
+    registry = _arch_cfgs(results['model']).get(results['tag']) if records_tag(results['tag']) else None
+    trained = config.get('pretrained_cfg') or {}
+    if registry is None or [list(trained.get(k) or ()) for k in ('mean', 'std')] == [list(registry.mean),
+                                                                                     list(registry.std)]:
+        return
+    raise InvalidExportError(
+        f"{folder} was trained with mean {trained.get('mean')} and std {trained.get('std')}, and the registry's cfg of "
+        f"{results['model']}.{results['tag']}, which `timm.create_model('{results['model']}', pretrained=True)` "
+        f'preprocesses with, has mean {list(registry.mean)} and std {list(registry.std)}: train with the model\'s '
+        f'own recipe to publish under that name; the export itself (its config.json) stays usable from disk')
+
+
 def push_refusal(folder) -> Optional[str]:
     """Why `push_folder` would refuse a fresh export for what it holds (a module registered at run time, CIFAR
-    weights trained on other data), before any check of the Hub; None where it would go on."""
+    weights trained on other data or normalised otherwise), before any check of the Hub; None where it would go on."""
     folder = Path(folder)
-    results, _ = _read_records(folder)
+    results, config = _read_records(folder)
     try:
         _refuse_run_time_module(folder, results)
         _refuse_unofficial_data(folder, results)
+        _refuse_other_normalisation(folder, results, config)
     except InvalidExportError as e:
         return str(e)
     return None
@@ -285,6 +303,7 @@ def push_folder(folder, repo_id: Optional[str] = None, *, token: Optional[str] =
     folder = Path(folder)
     results = validate_export(folder)
     _refuse_unofficial_data(folder, results)
+    _refuse_other_normalisation(folder, results, _read_records(folder)[1])
     if repo_id and repo_id != results['repo_id']:
         raise InvalidExportError(
             f"{folder} was exported for {results['repo_id']} (its model card and results name that repo); to publish "

@@ -222,6 +222,20 @@ def checkpoint_not_found(path) -> NotFoundError:
     return NotFoundError(f'checkpoint not found: {path} (expected a run folder, a .safetensors or a .pt file)')
 
 
+def _check_weights_format(path: Path) -> None:
+    """A ZamzooError for a file that is neither safetensors (an 8-byte header length, then its JSON header) nor a
+    torch.save file (a zip archive, or a pickle of protocol 2 or later): torch's error for such a file is about
+    pickles, and suggests loading it unsafely."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    size = path.stat().st_size
+    safetensors = len(head) == 9 and head[8:] == b'{' and int.from_bytes(head[:8], 'little') <= size - 8
+    if not (safetensors or head.startswith(b'PK\x03\x04') or head[:1] == b'\x80'):
+        raise ZamzooError(f'{path} is not a weights file (neither safetensors nor a torch.save file; it begins with '
+                          f'{head[:8]!r}): expected a model.safetensors, a checkpoint.pt, a .pt/.pth state dict, or '
+                          f'a run or export folder')
+
+
 def load_weights(path) -> dict:
     """A model state dict from model.safetensors, a training checkpoint, a run folder, or a .pt/.pth state dict:
     timm's reader (``weights_only=True``; a checkpoint's 'state_dict' or 'model'; DDP and torch.compile key
@@ -237,6 +251,7 @@ def load_weights(path) -> dict:
     if not path.is_file():
         raise checkpoint_not_found(path)
     _check_run_weights(path)
+    _check_weights_format(path)
     try:
         state = load_state_dict(str(path), use_ema=False)
     except Exception as e:  # a truncated or foreign file: say which, never fall back to unsafe loading

@@ -219,7 +219,9 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Optional[dict]:
     ckpt = out / CHECKPOINT_FILE
     if resume:
         if not ckpt.is_file():
-            raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt})')
+            started = (': the run there finished no epoch; the same command without --resume starts it'
+                       if (out / CONFIG_FILE).is_file() else '')
+            raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt}){started}')
         return load_checkpoint(ckpt)
     if ckpt.exists() or (out / RESULTS_FILE).exists():
         raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE} / {RESULTS_FILE}); pass --resume to '
