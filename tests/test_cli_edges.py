@@ -76,6 +76,16 @@ def test_compare_check_only_needs_no_data_and_a_comparison_says_it_needs_some(tm
     assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.parametrize('start', [['--pretrained'], ['--init', 'resnet18_zam']])
+def test_compare_trains_every_arm_from_its_seeds_own_initialisation(tmp_path, capsys, start):
+    """--pretrained was accepted: every arm's seeds started from one published checkpoint (a new module has none,
+    so its runs all failed), and the report compared checkpoints, not modules trained as stated."""
+    with pytest.raises(SystemExit) as e:
+        main(['compare', '--attn', 'zam', '--data', str(tmp_path), '--out', str(tmp_path / 'runs'), *start])
+    assert e.value.code == 2 and f'unrecognized arguments: {" ".join(start)}' in capsys.readouterr().err
+    assert not (tmp_path / 'runs').exists()
+
+
 def test_a_missing_local_weights_file_is_named():
     with pytest.raises(WeightsError, match='no weights file at .*does-not-exist'):
         timm.create_model('mobilenet_zam', pretrained=True,

@@ -30,7 +30,9 @@ def add_commands(subparsers):
     p.add_argument('--check-only', action='store_true', help='only the contract check; train nothing')
     p.add_argument('--timm-tests', action='store_true', help="the contract check also runs timm's generic model "
                    'tests (forward, backward, cfgs, features, TorchScript, fx) on the first backbone')
-    add_run_arguments(p, leave_out=('--device', '--data'))
+    # every arm trains from its own random initialisation, which its seed draws (statistics.md): no --pretrained or
+    # --init, which would start each arm's seeds from one set of weights (and a new module has none published)
+    add_run_arguments(p, leave_out=('--device', '--data', '--pretrained', '--init'))
     p.add_argument('--data', **{**RUN_ARGUMENTS['--data'], 'required': False,
                                 'help': RUN_ARGUMENTS['--data']['help'] + ' (not needed with --check-only)'})
     add_executor_arguments(p)

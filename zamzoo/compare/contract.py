@@ -25,6 +25,7 @@ adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the firs
 """
 import contextlib
 import inspect
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,13 +136,29 @@ def conditions_text(conditions: Mapping[str, Any], input_sizes: Sequence[Sequenc
     return (f"MACs (batch 1) and latency at input {sizes}; CPU latency on {c['device']}: {c['timer']} clock, "
             f"{c['runtime']}, batch {c['batch']}, {c['threads']} thread(s), {c['rounds']} interleaved rounds of >= "
             f"{c['min_time_s']} s of calls after {c['warmup']} warm-up call(s); ratio = median of the per-round "
-            f"ratios to plain [interquartile range]")
+            f"ratios to plain [interquartile range]" + _load_text(c))
 
 
-def latency_conditions() -> Dict[str, Any]:
-    """How `latency_ratios` times: LATENCY_CONDITIONS and the CPU (its torch threads read as the timing sets them)."""
+def _load_text(conditions: Mapping[str, Any]) -> str:
+    """'; load average ... at the start, ... at the end' (and what a load above the cores means), '' unrecorded."""
+    start, end = conditions.get('load_avg_start'), conditions.get('load_avg')
+    if not (start and end):
+        return ''
+    busy = max(start[0], end[0]) > (os.cpu_count() or 1)
+    return (f'; load average (1/5/15 min) {start} at the start, {end} at the end'
+            + (' (above the cores: other work shared the CPU, and the ratios carry its noise)' if busy else ''))
+
+
+def load_average() -> List[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def latency_conditions(load_avg_start: Sequence[float]) -> Dict[str, Any]:
+    """How `latency_ratios` timed: LATENCY_CONDITIONS, the CPU (its torch threads read as the timing sets them) and
+    its load average when the timing started (`load_avg_start`, `load_average()`) and now."""
     with num_threads(LATENCY_THREADS):
-        return dict(LATENCY_CONDITIONS, device=device_description('cpu'))
+        return dict(LATENCY_CONDITIONS, device=device_description('cpu'), load_avg_start=list(load_avg_start),
+                    load_avg=load_average())
 
 
 def latency_text(ratio: Optional[float], iqr: Optional[Sequence[float]]) -> str:
@@ -161,7 +178,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
     the timing / the exports. `module`: how the report names it (default: its import path)."""
     options = dict(options or {})
     _check_arguments(backbones, slot)
-    label = _label(attn)
+    label, load_avg_start = _label(attn), load_average()
     with torch.random.fork_rng(devices=[]):  # the same random inputs every time, the caller's generator untouched
         torch.manual_seed(0)
         progress(f'contract: {label} alone')
@@ -173,7 +190,7 @@ def check_contract(attn: Callable[..., nn.Module], backbones: Sequence[str], *,
             _check_in_backbone(backbone, label, model, plain)
             rows.append(_cost(backbone, model, plain, latency, onnx))
         report = ContractReport(module=module or _import_path(attn), options=options, slot=slot, backbones=rows,
-                                conditions=latency_conditions() if latency else {})
+                                conditions=latency_conditions(load_avg_start) if latency else {})
         if timm_tests:
             progress(f"contract: timm's model tests on {backbones[0]} with {label}")
             report.timm_backbone = backbones[0]
@@ -396,7 +413,7 @@ def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str
     is 1 by definition)."""
     import timm
 
-    label = _label(attn)
+    label, load_avg_start = _label(attn), load_average()
     costs, sizes = {}, {}
     with torch.random.fork_rng(devices=[]):
         for backbone in backbones:
@@ -415,7 +432,7 @@ def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str
                                      'cpu_latency_ratio': ratios.get(arm, none)['median'],
                                      'cpu_latency_iqr': ratios.get(arm, none)['iqr']}
                                for arm, m in models.items() if arm != 'plain' or 'plain' in baselines}
-    return ArmCosts(costs, sizes, latency_conditions() if latency else {})
+    return ArmCosts(costs, sizes, latency_conditions(load_avg_start) if latency else {})
 
 
 def latency_ratios(models: Mapping[str, nn.Module], size: Tuple[int, ...]) -> Dict[str, Dict[str, Any]]:
