@@ -188,6 +188,20 @@ def test_a_run_normalised_by_another_recipe_exports_its_statistics_and_is_not_pu
     push_folder(runs['zam'], token='hf_test', manifest=tmp_path / 'manifest.json')
 
 
+def test_an_export_removes_what_an_export_killed_mid_write_left_beside_it(tmp_path):
+    """A killed export left its staging folder (8.8 MB of weights, mode 0700) next to the export for good."""
+    run = _official_run(tmp_path / 'run')
+    staging = tmp_path / 'staging'
+    left = [staging / f'.{MODEL}.cifar100.uuih2hha.tmp', staging / f'.{MODEL}.cifar100.k2j4l1aa.old']
+    other = staging / f'.{MODEL}.cifar10.uuih2hha.tmp'  # another export's
+    for folder in (*left, other):
+        folder.mkdir(parents=True)
+        (folder / 'model.safetensors').write_bytes(b'half')
+    out = export_run([run], staging / f'{MODEL}.cifar100').path
+    assert sorted(p.name for p in staging.iterdir()) == sorted([out.name, other.name])
+    assert (out / 'model.safetensors').stat().st_size > 4
+
+
 def test_a_run_without_the_record_is_not_claimed(tmp_path):
     run = _official_run(tmp_path / 'old')  # a run from before official_data was recorded
     results = json.loads((run / 'results.json').read_text())

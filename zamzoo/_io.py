@@ -106,3 +106,30 @@ def read_json_object(path, error_type) -> dict:
 
 def write_json_atomic(path, obj, replace: bool = True):
     write_text_atomic(path, dumps_strict(obj, indent=2, sort_keys=False) + '\n', replace)
+
+
+@contextlib.contextmanager
+def locked_beside(path: Path):
+    """Serialise the writers of `path` between processes (a POSIX advisory lock on `.<name>.lock` next to it,
+    removed after use: nothing is left beside the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f'.{path.name}.lock')
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: atomic rename only
+        yield
+        return
+    while True:
+        with output_errors(lock):
+            fh = open(lock, 'a')
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:  # the holder before us may have removed the file we waited on: lock the one at the path then
+                if lock.exists() and os.path.samestat(os.fstat(fh.fileno()), lock.stat()):
+                    try:
+                        yield
+                        return
+                    finally:
+                        lock.unlink(missing_ok=True)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)

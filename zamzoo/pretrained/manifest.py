@@ -32,7 +32,6 @@ Fields (`RECORD_FIELDS` below; required ones marked with *):
                             commits joined by ', ' when a resumed run was trained by several)
     published_at            UTC time of the push (ISO 8601)
 """
-import contextlib
 import importlib.resources
 import json
 import logging
@@ -43,7 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from .._io import output_errors, write_json_atomic
+from .._io import locked_beside, output_errors, write_json_atomic
 from .._paths import check_writable
 from ..dataset_table import CIFAR_DATASETS
 from ..errors import UsageError, WeightsError
@@ -316,39 +315,12 @@ def published_hub_ids(path=None) -> dict:
         return {}
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Serialise read-modify-write cycles of the manifest between processes (POSIX advisory lock on a file next to
-    it, removed after use: nothing is left beside the manifest)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(f'.{path.name}.lock')
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: atomic rename only
-        yield
-        return
-    while True:
-        with output_errors(lock):
-            fh = open(lock, 'a')
-        with fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:  # the holder before us may have removed the file we waited on: lock the one at the path then
-                if lock.exists() and os.path.samestat(os.fstat(fh.fileno()), lock.stat()):
-                    try:
-                        yield
-                        return
-                    finally:
-                        lock.unlink(missing_ok=True)
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def update_manifest(record: dict, path=None) -> Path:
     """Insert or replace the record of (model, tag), atomically; returns the manifest path."""
     validate_record(record)
     path = record_path(path)
     ordered = {name: record.get(name) for name in RECORD_FIELDS}
-    with _locked(path):
+    with locked_beside(path):
         # other records, even invalid ones, are kept as they are: not this push's to judge
         data = _read(path, missing_ok=True)
         records = [r for r in data['checkpoints'] if _key(r) != (record['model'], record['tag'])]

@@ -36,6 +36,7 @@ results.json and a card section saying so; `zamzoo push` refuses such a folder (
 Hub). Runs whose module source differs are refused when they are read (run_folder.read_run -> ensure_attention).
 """
 import datetime
+import glob
 import json
 import math
 import os
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .._io import dumps_strict
+from .._io import dumps_strict, locked_beside
 from .._paths import check_replaceable, check_writable
 from ..dataset_table import DEFAULT_DATASET, OWN_DATASETS
 from ..errors import ZamzooError
@@ -470,8 +471,27 @@ def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
 
 
 def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: bool, onnx: bool):
-    """Write the export folder: staged next to `out`, then renamed into place. Adds the facts of the written
-    weights to `results`."""
+    """Write the export folder: staged next to `out`, then renamed into place, one writer at a time (the folders an
+    export killed mid-write left next to `out` are removed first). Adds the facts of the written weights to
+    `results`."""
+    with locked_beside(out):
+        for stale in (*out.parent.glob(f'{glob.escape(f".{out.name}.")}*.tmp'),
+                      *out.parent.glob(f'{glob.escape(f".{out.name}.")}*.old')):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
+        try:
+            _fill_staging(staging, net, cfg, inp, results, has_results, onnx)
+            os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
+            for f in staging.iterdir():
+                os.chmod(f, 0o644)
+            _replace_dir(staging, out)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fill_staging(staging: Path, net, cfg, inp: _Input, results: dict, has_results: bool, onnx: bool):
+    """The export's files in the folder `staging`."""
     import timm
 
     import zamzoo
@@ -482,29 +502,20 @@ def _write_export(out: Path, net, cfg, inp: _Input, results: dict, has_results: 
         runs=[dict(seed=r.seed, run=r.path.name, config=r.config) for r in inp.runs],
     )
     train_log = dict(runs=[dict(seed=r.seed, run=r.path.name, epochs=r.metrics) for r in inp.runs])
-    staging = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent))
-    try:
-        labels = {'label_names': list(cfg.label_names)} if cfg.label_names else {}  # top level: timm's Hub field
-        model_config = dict(labels, **_attention_module(inp.model))
-        timm.models.save_for_hf(net, staging, model_config=model_config or None, safe_serialization=True)
-        _drop_wrapper_args(staging / 'config.json')
-        results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
-        results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
-        if onnx:
-            from .onnx import add_onnx
-            results['onnx'] = add_onnx(net, staging, cfg.input_size)
-        card = render_model_card(_card_info(inp, net, cfg, results, has_results))
-        (staging / 'README.md').write_text(card, encoding='utf-8')
-        for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
-            (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
-        write_checksums(staging)
-        os.chmod(staging, 0o755)  # mkdtemp / safetensors create private files; an export is meant to be shared
-        for f in staging.iterdir():
-            os.chmod(f, 0o644)
-        _replace_dir(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    labels = {'label_names': list(cfg.label_names)} if cfg.label_names else {}  # top level: timm's Hub field
+    model_config = dict(labels, **_attention_module(inp.model))
+    timm.models.save_for_hf(net, staging, model_config=model_config or None, safe_serialization=True)
+    _drop_wrapper_args(staging / 'config.json')
+    results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
+    results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
+    if onnx:
+        from .onnx import add_onnx
+        results['onnx'] = add_onnx(net, staging, cfg.input_size)
+    card = render_model_card(_card_info(inp, net, cfg, results, has_results))
+    (staging / 'README.md').write_text(card, encoding='utf-8')
+    for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
+        (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
+    write_checksums(staging)
 
 
 def write_checksums(folder: Path):
