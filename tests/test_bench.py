@@ -9,9 +9,11 @@ import timm
 import torch
 from torch import nn
 
+import zamzoo
 from zamzoo.bench.flops import count_flops, count_macs, count_params, seed_flops
 from zamzoo.bench.tables import marker, update_tables
 from zamzoo.cli import main
+from zamzoo.errors import UsageError
 from conftest import skip_or_fail_in_ci
 from zamzoo.layers import CBAM_SEED_KWARGS
 
@@ -212,6 +214,30 @@ def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
     (tmp_path / 'junk.json').write_text('{"kind": "other"}')
     assert main(args + ['--results', str(tmp_path / 'junk.json')]) == 2
     assert 'not a `zamzoo bench models` report' in capsys.readouterr().err
+
+
+def test_the_models_table_lists_the_zoos_own_models_and_says_what_it_leaves_out(tmp_path):
+    """Any row of a report became a table row (a plugin's model, one removed from the zoo), and a zoo model without
+    a row vanished from the table without a word."""
+    from zamzoo.bench.tables import load_reports, models_table
+    report = json.loads(_fake_report(tmp_path).read_text())
+    stale = dict(report['results'][0], model='resnet18_zca')
+    (tmp_path / 'mine.json').write_text(json.dumps(dict(report, results=[*report['results'], stale])))  # --name mine
+    (tmp_path / 'gpu_x.json').write_text('{"kind": "zamzoo-bench-gpu"}')  # another command's report: passed over
+    reports = load_reports([tmp_path])
+    assert [r['_source'].name for r in reports] == ['mine.json', 'models_cpu.json']
+    with pytest.warns(UserWarning) as caught:
+        table = models_table(reports, [])
+    said = [str(w.message) for w in caught]
+    assert any('the rows of resnet18_zca in the bench reports are left out' in m for m in said), said
+    assert any(f'no row of {len(zamzoo.list_models()) - 2} of the zoo\'s {len(zamzoo.list_models())} models' in m
+               for m in said), said
+    assert [line.split(' | ')[0] for line in table.splitlines()[2:4]] == ['| `resnet18_zam`', '| `resnet18_cbam`']
+    assert 'resnet18_zca' not in table
+    (tmp_path / 'cut.json').write_text(json.dumps({'kind': 'zamzoo-bench-models', 'results': []}))
+    with pytest.raises(UsageError, match="cut.json is an incomplete `zamzoo bench models` report: no 'created', "
+                                         "'device', 'settings'"):
+        load_reports([tmp_path])
 
 
 def test_tables_merge_runs_and_show_onnxruntime(tmp_path):

@@ -17,6 +17,7 @@ Each generated block sits between two markers, ``<!-- zamzoo:<block>:start -->``
 Run: ``zamzoo bench tables`` (or ``python -m zamzoo.bench.tables``), by default over ``docs/bench/*.json``.
 """
 import json
+import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -42,25 +43,40 @@ def marker(block: str, end: bool = False) -> str:
     return f"<!-- zamzoo:{block}:{'end' if end else 'start'} -->"
 
 
+REPORT_FIELDS = ('created', 'device', 'settings', 'results')
+
+
 def load_reports(paths: Iterable) -> List[Dict]:
-    """Read bench reports (files, or folders whose models_*.json are read), oldest first."""
+    """Read bench reports (files, or folders whose `zamzoo bench models` reports are read, whatever their --name;
+    the folder's other JSON files, such as `bench gpu`'s, are passed over), oldest first."""
     reports = []
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise NotFoundError(f'bench results not found: {path} (run `zamzoo bench models --out DIR` first)')
-        for f in (sorted(path.glob('models_*.json')) if path.is_dir() else [path]):
-            try:
-                data = json.loads(f.read_text())
-            except ValueError as e:
-                raise UsageError(f'{f} is not valid JSON: {e}') from e
-            if not isinstance(data, dict) or data.get('kind') != KIND:
-                raise UsageError(f"{f} is not a `zamzoo bench models` report (expected \"kind\": \"{KIND}\")")
-            data['_source'] = f
-            reports.append(data)
+        for f in (sorted(path.glob('*.json')) if path.is_dir() else [path]):
+            data = _read_report(f, required=not path.is_dir())
+            if data is not None:
+                reports.append(data)
     if not reports:
         raise UsageError(f'no bench reports in {[str(p) for p in paths]}')
     return sorted(reports, key=lambda r: r['created'])
+
+
+def _read_report(f: Path, required: bool) -> Optional[Dict]:
+    """The `zamzoo bench models` report in file `f`; None for another JSON file unless `required`."""
+    try:
+        data = json.loads(f.read_text())
+    except ValueError as e:
+        raise UsageError(f'{f} is not valid JSON: {e}') from e
+    if not isinstance(data, dict) or data.get('kind') != KIND:
+        if not required:
+            return None
+        raise UsageError(f"{f} is not a `zamzoo bench models` report (expected \"kind\": \"{KIND}\")")
+    missing = [k for k in REPORT_FIELDS if k not in data]
+    if missing:
+        raise UsageError(f"{f} is an incomplete `zamzoo bench models` report: no {', '.join(map(repr, missing))}")
+    return dict(data, _source=f)
 
 
 def _latency(reports: Sequence[Dict]) -> Dict[Tuple[str, str, str, Optional[int]], Dict[str, Dict[str, Dict]]]:
@@ -87,14 +103,6 @@ def _timing_label(key: Tuple[str, str, str, Optional[int]]) -> str:
     label = f'{device.upper()} latency' if timer == 'wall' else 'CPU time'
     label += f", {threads} thread{'s' if threads != 1 else ''}" if threads else ''
     return label + RUNTIME_LABELS.get(runtime, '') + ' vs plain (b1 / b64)'
-
-
-def _model_order(names: Iterable[str]) -> List[str]:
-    """Backbone by backbone in the zoo's order, plain first, then the attention names in registry order."""
-    from zamzoo.models import ZOO
-
-    order = {n: i for i, n in enumerate(ZOO)}
-    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
 def _pct(ratio: Optional[float]) -> str:
@@ -141,8 +149,27 @@ ORT_NOTE = (' ONNX Runtime: the model exported with timm\'s `onnx_export` (dynam
             'onnxruntime`).')
 
 
+def _zoo_rows(reports: Sequence[Dict]) -> Dict[str, Dict]:
+    """model -> its newest counts row, for the zoo's own models in the zoo's order (backbone by backbone, plain
+    first, then the attentions in registry order). A warning names the rows left out (a plugin's, or a model no
+    longer in the zoo) and the zoo models no report has a row of."""
+    from zamzoo.models import ZOO
+
+    rows = {row['model']: row for report in reports for row in report['results']}  # oldest first: later win
+    own = [name for name, entry in ZOO.items() if entry.attention.plugin is None]
+    missing, other = [n for n in own if n not in rows], sorted(set(rows) - set(own))
+    if missing:
+        warnings.warn(f"the bench reports have no row of {len(missing)} of the zoo's {len(own)} models "
+                      f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}), which the Models table "
+                      f'leaves out: `zamzoo bench models --counts-only --out DIR` counts them all', stacklevel=3)
+    if other:
+        warnings.warn(f"the Models table lists the zoo's own models: the rows of {', '.join(other)} in the bench "
+                      f'reports are left out (a plugin\'s, or no longer in the zoo)', stacklevel=3)
+    return {name: rows[name] for name in own if name in rows}
+
+
 def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
-    counts = {row['model']: row for report in reports for row in report['results']}  # oldest first: later win
+    counts = _zoo_rows(reports)
     latency = _latency(reports)
     # eager PyTorch first, each runtime's thread counts side by side
     devices = sorted(latency, key=lambda k: (k[0], k[2] != 'torch', k[2], k[3] or 0, k[1]))
@@ -152,8 +179,7 @@ def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
             *(f'top-1 vs plain {label} (95% CI)' for _, label in DATASETS)]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' + '---:|' * 3 + '---:|' * len(devices)
              + '---|' * len(DATASETS) * 2]
-    for name in _model_order(counts):
-        row = counts[name]
+    for name, row in counts.items():
         delta = row['params'] - row.get('baseline_params', row['params'])
         params = f"{row['params'] / 1e6:.2f}M" + (f' (+{delta:,})' if delta else '')
         cells = [f'`{name}`', params, fmt_count(row['macs']), fmt_count(row['seed_flops'])]
