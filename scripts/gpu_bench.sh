@@ -26,6 +26,8 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || true
 python3 -c 'import torch, timm, triton; print("torch", torch.__version__, "timm", timm.__version__, "triton",
            triton.__version__, "cuda", torch.cuda.is_available())' || exit 1
+# the checks need the dev extra's pytest and pytest-xdist: without them pytest's exit would read as failed kernels
+python3 -c 'import pytest, xdist' || { echo "scripts/gpu_bench.sh needs the dev extra: pip install -e '.[dev]'"; exit 1; }
 
 # ZAM's Triton kernels first, alone: unless they pass (a failure, an error or the timeout), measure without them
 checks=(-p no:cacheprovider -q -n 0 -o addopts= tests/test_cuda.py)

@@ -366,3 +366,30 @@ def test_bench_models_under_torch_compile(tmp_path):
     assert lat['runtime'] == 'compile' and lat['ms'] > 0 and lat['baseline_ms'] > 0
     assert set(row['latency']) == {'infer_b1', 'compile_infer_b1'}
     assert 'compile_infer_b1 vs plain' in (tmp_path / 'models_cpu.md').read_text()
+
+
+def test_bench_overhead_reports_which_zam_path_it_timed_and_checks_its_arguments_first(tmp_path, capsys):
+    """The GPU script's overhead report could not be told from a run of ZAM's Triton kernels; a bad --json or
+    --out failed after minutes of measuring, with a traceback; --batch 0 and --threads 0 were taken."""
+    out = tmp_path / 'overhead.json'
+    assert main(['bench', 'overhead', '--models', 'mobilenet_zam', '--batch', '2', '--repeats', '1', '--warmup', '0',
+                 '--min-time', '0', '--threads', '1', '--json', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report['settings']['zam_kernels'] == 'eager PyTorch (not CUDA)'
+    assert set(report['results'][0]['ratio']) == {'fused', 'reference'}
+    assert "ZAM's kernels: eager PyTorch (not CUDA)" in capsys.readouterr().out
+    (tmp_path / 'afile').write_text('')
+    for args, said in ((['bench', 'overhead', '--json', str(tmp_path / 'afile' / 'x.json')], 'is a file, not a folder'),
+                       (['bench', 'export', '--out', str(tmp_path / 'afile' / 'sub')], 'is a file, not a folder'),
+                       (['bench', 'overhead', '--device', 'cuda'], 'torch sees no CUDA device')
+                       if not torch.cuda.is_available() else (['bench', 'overhead', '--batch', '0'], 'positive')):
+        assert main(args) == 2
+        assert said in capsys.readouterr().err
+    for args, said in ((['overhead', '--batch', '0'], 'a positive integer'),
+                       (['overhead', '--threads', '0'], 'a positive integer'),
+                       (['models', '--train-batch', '0'], 'a positive integer'),
+                       (['models', '--warmup', '-1'], 'an integer >= 0'),
+                       (['models', '--min-time', '-1'], 'a finite number >= 0')):
+        with pytest.raises(SystemExit) as e:
+            main(['bench', *args])
+        assert e.value.code == 2 and f'{args[1]}: expected {said}, got {args[2]}' in capsys.readouterr().err

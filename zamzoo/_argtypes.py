@@ -6,24 +6,30 @@ import ast
 import math
 
 
-def positive_int(text):
+def _number(text, cast, ok, expected: str):
     try:
-        v = int(text)
+        v = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}') from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {v}')
+        raise argparse.ArgumentTypeError(f'expected {expected}, got {text!r}') from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f'expected {expected}, got {v}')
     return v
+
+
+def positive_int(text):
+    return _number(text, int, lambda v: v >= 1, 'a positive integer')
+
+
+def non_negative_int(text):
+    return _number(text, int, lambda v: v >= 0, 'an integer >= 0')
 
 
 def positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive number, got {text!r}') from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f'expected a positive (finite) number, got {v}')
-    return v
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), 'a positive (finite) number')
+
+
+def non_negative_float(text):
+    return _number(text, float, lambda v: v >= 0 and math.isfinite(v), 'a finite number >= 0')
 
 
 def key_value(text):

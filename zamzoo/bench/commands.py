@@ -8,7 +8,7 @@
 """
 import shlex
 
-from .._argtypes import positive_int
+from .._argtypes import non_negative_float, non_negative_int, positive_int
 from ..recipes import list_recipes
 
 
@@ -50,9 +50,10 @@ def _add_models_arguments(p):
     p.add_argument('--models', nargs='+', default=['*'], metavar='PATTERN',
                    help="model names or fnmatch patterns, e.g. 'resnet18_*' (default: all)")
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    p.add_argument('--repeats', type=int, default=None, help='interleaved rounds (default: 3 on CPU, 10 on CUDA)')
-    p.add_argument('--warmup', type=int, default=None, help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
-    p.add_argument('--min-time', type=float, default=None,
+    p.add_argument('--repeats', type=positive_int, default=None, help='interleaved rounds (default: 3 on CPU, 10 on CUDA)')
+    p.add_argument('--warmup', type=non_negative_int, default=None,
+                   help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
+    p.add_argument('--min-time', type=non_negative_float, default=None,
                    help='seconds of back-to-back calls per measurement (default: 0.2 CPU, 0.5 CUDA)')
     p.add_argument('--batch-sizes', type=positive_int, nargs='+', default=[1, 64], metavar='B',
                    help='inference batch sizes, distinct (default: 1 64)')
@@ -60,8 +61,9 @@ def _add_models_arguments(p):
     train.add_argument('--train-step', dest='train_step', action='store_true', default=None,
                        help='also time one SGD training step at batch 128 (default on CUDA only)')
     train.add_argument('--no-train-step', dest='train_step', action='store_false')
-    p.add_argument('--train-batch', type=int, default=128, metavar='B', help='training-step batch (default: 128)')
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    p.add_argument('--train-batch', type=positive_int, default=128, metavar='B',
+                   help='training-step batch (default: 128)')
+    p.add_argument('--threads', type=positive_int, default=None, help='torch CPU threads (default: torch\'s)')
     p.add_argument('--timer', choices=['wall', 'process'], default='wall',
                    help='wall clock (latency, default) or the CPU time of this process (CPU only: steadier on a '
                         'machine shared with other work, with --threads 1)')
@@ -137,8 +139,9 @@ def _add_train(bench_subparsers):
     p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
     p.add_argument('--cuda-graph', action='store_true', help="zamzoo train --cuda-graph's step: one CUDA graph")
     p.add_argument('--amp', choices=AMP_CHOICES, default='auto')
-    p.add_argument('--workers', type=int, default=None, help='reference DataLoader workers (default min(4, CPUs))')
-    p.add_argument('--warmup-steps', type=int, default=None)
+    p.add_argument('--workers', type=non_negative_int, default=None,
+                   help='reference DataLoader workers (default min(4, CPUs))')
+    p.add_argument('--warmup-steps', type=non_negative_int, default=None)
     p.add_argument('--no-reference', action='store_true', help='measure our loop only')
     p.add_argument('--out', default='bench-results', help='folder for the JSON result (default bench-results/)')
     p.set_defaults(func=run_bench_train)

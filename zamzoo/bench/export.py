@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
+from .._paths import check_writable
 from .models import _versions, progress_printer, select_models, write_json_and_markdown
 
 __all__ = ['EXPORTERS', 'calibrate_batchnorm', 'bench_export', 'markdown_report', 'write_report']
@@ -121,6 +122,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    check_writable(args.out, '--out')  # before the exports, which take minutes
     report = bench_export(select_models(args.models), args.exporters, progress=progress_printer(args.quiet))
     report['command'] = 'zamzoo bench export ' + ' '.join(
         ['--models', *map(shlex.quote, args.models), '--exporters', *args.exporters])

@@ -333,6 +333,7 @@ def _plan(s: GpuBenchSettings) -> List[tuple]:
 def bench_gpu(s: GpuBenchSettings, command: str, progress: Callable[[str], None] = print) -> dict:
     """Measure everything in `s`, rewriting `<out>/gpu_<device>.json` and `.md` after each measurement."""
     import torch
+    from ..layers.fused import triton_zam
     from ..train.distributed import resolve_device
     from .models import write_json_and_markdown
 
@@ -343,7 +344,7 @@ def bench_gpu(s: GpuBenchSettings, command: str, progress: Callable[[str], None]
               'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu',
               'device': provenance.device_description(device), 'torch': torch.__version__,
               'code_commit': provenance.code_commit(), 'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-              'zam_kernels': _zam_kernels(device),
+              'zam_kernels': triton_zam.kernels_on(device),
               'definitions': {'gpu_wait_share': GPU_WAIT_DEFINITION, 'zoo_window': ZOO_WINDOW_DEFINITION},
               'train': [], 'profile': None, 'zoo': []}
     stem = report_stem(report, s.out)
@@ -367,15 +368,6 @@ def bench_gpu(s: GpuBenchSettings, command: str, progress: Callable[[str], None]
             write_json_and_markdown(report, markdown_report(report), stem)
     report['paths'] = {k: str(stem.with_suffix('.' + k)) for k in ('json', 'md')}
     return report
-
-
-def _zam_kernels(device) -> str:
-    from ..layers.fused import triton_zam
-    if device.type != 'cuda':
-        return 'eager PyTorch (not CUDA)'
-    if not triton_zam.HAS_TRITON:
-        return 'eager PyTorch (Triton is not installed)'
-    return 'Triton' if triton_zam.ENABLED else 'eager PyTorch (ZAMZOO_TRITON=0)'
 
 
 def _record(report: dict, part: str, what, result: dict):

@@ -20,9 +20,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .._argtypes import non_negative_float, non_negative_int, positive_int
 from ..errors import UsageError
 from ..models import ATTENTIONS, ZOO
-from .models import _build, num_threads, _Runner, _versions, device_description, plain_of, progress_printer
+from ..layers.fused import triton_zam
+from .models import (_build, _check_options, num_threads, _Runner, _versions, device_description, plain_of,
+                     progress_printer)
 
 __all__ = ['has_reference_impl', 'attention_overhead', 'overhead_markdown']
 
@@ -63,9 +66,8 @@ def attention_overhead(
     if bad:
         fused = [a.name for a in ATTENTIONS.values() if a.fused]
         raise UsageError(f'{bad}: no fused / reference implementations to compare (attention in {fused})')
-    if repeats < 1:
-        raise UsageError(f'repeats must be >= 1, got {repeats}')
     dev = torch.device(device)
+    _check_options(dev, repeats, 'wall', threads, 'torch')
     say = progress or (lambda msg: None)
     timer = time.thread_time if clock == 'thread' else time.perf_counter
     with num_threads(threads):
@@ -77,7 +79,8 @@ def attention_overhead(
             'device': device_description(dev),  # its 'threads': those of the run
             'versions': _versions(),
             'settings': {'setting': setting, 'batch': batch, 'compile': compile, 'repeats': repeats,
-                         'warmup': warmup, 'min_time_s': min_time, 'clock': clock, 'dtype': 'float32'},
+                         'warmup': warmup, 'min_time_s': min_time, 'clock': clock, 'dtype': 'float32',
+                         'zam_kernels': triton_zam.kernels_on(dev)},
             'results': rows,
         }
 
@@ -115,7 +118,8 @@ def overhead_markdown(report: Dict) -> str:
     mode = 'torch.compile' if s['compile'] else 'eager'
     clock = 'CPU time of the timing thread' if s.get('clock') == 'thread' else 'wall clock'
     lines = [f"{s['setting']} b{s['batch']}, {mode}, {dev['type']} ({dev.get('name', '?')}, {dev['threads']} threads, "
-             f"load average {dev.get('load_avg')}); {clock}, median of {s['repeats']} interleaved rounds", '',
+             f"load average {dev.get('load_avg')}); {clock}, median of {s['repeats']} interleaved rounds"
+             + (f"; ZAM's kernels: {s['zam_kernels']}" if s.get('zam_kernels') else ''), '',
              '| model | plain ms | fused ms | fused vs plain | reference ms | reference vs plain |',
              '|---|---:|---:|---:|---:|---:|']
     for row in report['results']:
@@ -128,19 +132,22 @@ def overhead_markdown(report: Dict) -> str:
 def add_arguments(p):
     p.add_argument('--models', nargs='+', default=['resnet18_zam', 'mobilenet_zamr'])
     p.add_argument('--setting', default='infer', choices=['infer', 'train'])
-    p.add_argument('--batch', type=int, default=64)
+    p.add_argument('--batch', type=positive_int, default=64)
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     p.add_argument('--compile', action='store_true', help='time torch.compile(model) builds')
-    p.add_argument('--repeats', type=int, default=7)
-    p.add_argument('--warmup', type=int, default=2)
-    p.add_argument('--min-time', type=float, default=0.5)
-    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads for the run')
+    p.add_argument('--repeats', type=positive_int, default=7)
+    p.add_argument('--warmup', type=non_negative_int, default=2)
+    p.add_argument('--min-time', type=non_negative_float, default=0.5)
+    p.add_argument('--threads', type=positive_int, default=None, help='torch.set_num_threads for the run')
     p.add_argument('--clock', default='wall', choices=['wall', 'thread'],
                    help="'thread': CPU time of the timing thread (needs --threads 1), robust to other load")
     p.add_argument('--json', metavar='PATH', help='also write the report as JSON')
 
 
 def run(args) -> int:
+    if args.json:  # before the timing
+        from .._paths import check_writable
+        check_writable(args.json, '--json', folder=False)
     report = attention_overhead(args.models, args.setting, args.batch, args.device, args.compile, args.repeats,
                                 args.warmup, args.min_time, args.clock, args.threads,
                                 progress=progress_printer())

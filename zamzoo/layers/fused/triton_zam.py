@@ -30,11 +30,20 @@ try:
 except ImportError:  # the eager path serves everyone without Triton
     triton = None
 
-__all__ = ['HAS_TRITON', 'supports_triton', 'zam_forward', 'zam_backward']
+__all__ = ['HAS_TRITON', 'kernels_on', 'supports_triton', 'zam_forward', 'zam_backward']
 
 HAS_TRITON = triton is not None
 ENABLED = os.environ.get('ZAMZOO_TRITON', '1') != '0'
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def kernels_on(device) -> str:
+    """Which path ZAM's CUDA training runs on `device`, as the benchmark reports say it."""
+    if torch.device(device).type != 'cuda':
+        return 'eager PyTorch (not CUDA)'
+    if not HAS_TRITON:
+        return 'eager PyTorch (Triton is not installed)'
+    return 'Triton' if ENABLED else 'eager PyTorch (ZAMZOO_TRITON=0)'
 
 
 def supports_triton(x: torch.Tensor) -> bool:
