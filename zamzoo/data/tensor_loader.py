@@ -7,10 +7,9 @@ CPU tensors (that is how the tests exercise it).
 
 Augmentation follows the seeds' torchvision pipeline, in their order: RandomCrop(32, padding) with zero fill,
 RandomHorizontalFlip(0.5), RandomRotation(degrees) with nearest interpolation and zero fill, then Normalize: the
-same distributions, drawn from its own generator. The rotation samples with affine_grid and grid_sample (as
-torchvision's tensor `rotate`), not with the PIL rotation of the seeds' DataLoader: at the same angle, 266 of
-2,048,000 pixels (2,000 random 32x32 images, angles in [-15, 15)) take a neighbouring source pixel, in float32 and
-in float64 alike.
+same distributions, drawn from its own generator. The rotation is torchvision's tensor `rotate` (grid_sample, pixel
+for pixel), not the PIL rotation of the seeds' DataLoader: at the same angle, 339 of 2,048,000 pixels (2,000 random
+32x32 images, angles in [-15, 15)) take a neighbouring source pixel.
 Every random draw of an epoch (the order and each position's crop offset, flip and angle) comes from a generator
 seeded with (seed, epoch) on the CPU: an epoch is the same on any device and any number of ranks, and a resumed
 run sees exactly the data the interrupted one would have.
@@ -62,23 +61,24 @@ def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.to(x.device)[:, None, None, None], x.flip(-1), x)
 
 
-def rotate(x: torch.Tensor, degrees: torch.Tensor, mode: str = 'nearest') -> torch.Tensor:
-    """Rotate each image counter-clockwise by its angle about the image centre, zero fill, as torchvision's
-    `rotate` (nearest interpolation by default, like RandomRotation). One affine_grid + grid_sample for the batch.
-    """
+def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image counter-clockwise by its angle about the image centre, nearest interpolation and zero fill,
+    as torchvision's tensor `rotate` (RandomRotation's default) does, pixel for pixel: its inverse matrix in float64
+    rounded to float32, applied to its grid of pixel centres, then one grid_sample for the batch. (affine_grid's
+    grid, the same rotation, rounds otherwise: at 224 x 224 about one image in five had a pixel from a neighbour.)"""
     if not x.is_floating_point():
         raise TypeError(f'rotate expects a floating-point batch, got {x.dtype}')
     b, _, h, w = x.shape
-    a = torch.deg2rad(degrees.to(device=x.device, dtype=torch.float32))
-    cos, sin = torch.cos(a), torch.sin(a)
-    # Output pixel (u, v) (centred pixel coordinates, v down) samples input R(-a)... in normalised coordinates the
-    # aspect ratio enters through h / w.
-    theta = torch.stack([
-        torch.stack([cos, -sin * (h / w), torch.zeros_like(a)], -1),
-        torch.stack([sin * (w / h), cos, torch.zeros_like(a)], -1),
-    ], 1)  # float32, as `a`
-    grid = F.affine_grid(theta, [b, x.shape[1], h, w], align_corners=False)
-    out = F.grid_sample(x.float(), grid, mode=mode, padding_mode='zeros', align_corners=False)
+    a = torch.deg2rad(-degrees.to(device=x.device, dtype=torch.float64))
+    cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
+    theta = torch.stack([torch.stack([cos, sin, zero], -1), torch.stack([-sin, cos, zero], -1)], 1).float()
+    base = torch.empty(1, h, w, 3, device=x.device)
+    base[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=x.device))
+    base[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=x.device).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=x.device)
+    grid = base.view(1, h * w, 3).expand(b, h * w, 3).bmm(scaled).view(b, h, w, 2)
+    out = F.grid_sample(x.float(), grid, mode='nearest', padding_mode='zeros', align_corners=False)
     return out.to(x.dtype)
 
 
