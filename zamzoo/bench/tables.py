@@ -252,14 +252,21 @@ def overhead_section(reports: Sequence[Dict]) -> str:
 HEADLINE = ('resnet18_zam', 'resnet18_plain')
 
 
+def _setting_words(key: str) -> str:
+    """'onnxruntime_infer_b1' -> 'inference at batch 1 in ONNX Runtime' (a report's latency key in words)."""
+    runtime, _, setting = key.partition('_') if key.split('_')[0] in RUNTIME_LABELS else ('', '', key)
+    words = setting.replace('infer_b', 'inference at batch ').replace('train_b', 'a training step at batch ')
+    return words + (f' in {RUNTIME_LABELS[runtime][2:]}' if runtime else '')
+
+
 def _headline(measured: Sequence[Dict], dev: Dict, timer: str) -> List[str]:
     """One sentence on the overhead of ZAM over its backbone (the issue's yardstick), when it was measured."""
     row = next((r for r in measured if (r['model'], r['baseline']) == HEADLINE), None)
     if row is None:
         return []
     lat = row['latency']
-    said = [f"{k.replace('infer_b', 'inference at batch ').replace('train_b', 'a training step at batch ')}: "
-            f"{_pct(lat[k]['ratio'])} ({lat[k]['ms']:.2f} ms vs {lat[k]['baseline_ms']:.2f} ms)" for k in lat]
+    said = [f"{_setting_words(k)}: {_pct(lat[k]['ratio'])} ({lat[k]['ms']:.2f} ms vs {lat[k]['baseline_ms']:.2f} ms)"
+            for k in lat]
     how = 'latency' if timer == 'wall' else f"CPU time of the process, {dev.get('threads')} thread(s)"
     return [f"Overhead of `{HEADLINE[0]}` over `{HEADLINE[1]}` on {dev['type'].upper()} ({how}): "
             + '; '.join(said) + '.', '']
