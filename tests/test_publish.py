@@ -582,6 +582,13 @@ def test_cli_verify_and_list(published, capsys):
     assert 'ok' in capsys.readouterr().out
     assert main(['verify', 'resnet18_plain']) == 2
     assert '`zamzoo train --model resnet18_plain' in capsys.readouterr().err
+    assert main(['verify', f'{MODEL}.cifar10']) == 2          # says which tag is published
+    assert f'no published weights for {MODEL}.cifar10 in the manifest (published: {MODEL}.{TAG})' in \
+        capsys.readouterr().err
+    assert main(['verify', 'resnet18_zma']) == 2              # not "train it" for a model that does not exist
+    assert "unknown zamzoo model 'resnet18_zma' (`zamzoo list` lists them)" in capsys.readouterr().err
+    assert main(['list', 'resnet18_zam', 'resnet18_zma']) == 1   # a typo among the patterns was dropped in silence
+    assert capsys.readouterr().err == "no zamzoo model matches 'resnet18_zma'\n"
     assert main(['list', 'resnet18_zam', 'resnet18_plain']) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}

@@ -116,13 +116,14 @@ def _verify(args) -> int:
 
 
 def _list(args) -> int:
-    from ..models import TAGS
+    from ..models import TAGS, list_models
     from .verify import model_status
+    unmatched = [p for p in args.patterns if not list_models(p)]
+    if unmatched:  # before building any model: a typo among several patterns is not dropped in silence
+        print(f"no zamzoo model matches {', '.join(map(repr, unmatched))}", file=sys.stderr)
+        return 1
     rows = model_status(args.patterns, manifest=args.manifest)
     _report_manifest_problems(args.manifest)
-    if not rows:
-        print(f'no zamzoo model matches {" ".join(args.patterns)}', file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
         return 0

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from ..errors import WeightsError
+from ..errors import UsageError, WeightsError
 from ..pretrained import download_verified, how_to_get_weights, load_manifest
 
 
@@ -21,10 +21,17 @@ class Verified:
 def _select(records: List[dict], model: Optional[str]) -> List[dict]:
     if not model:
         return records
+    from ..models import ZOO
+
     name, _, tag = model.partition('.')
+    if name not in ZOO:
+        raise UsageError(f'unknown zamzoo model {name!r} (`zamzoo list` lists them)')
     chosen = [r for r in records if r['model'] == name and (not tag or r['tag'] == tag)]
     if not chosen:
-        raise WeightsError(f'no published weights for {model} in the manifest: {how_to_get_weights(name)}')
+        others = sorted(r['tag'] for r in records if r['model'] == name)
+        raise WeightsError(f'no published weights for {model} in the manifest'
+                           + (f" (published: {', '.join(f'{name}.{t}' for t in others)})" if others else '')
+                           + f': {how_to_get_weights(name)}')
     return chosen
 
 
