@@ -405,7 +405,9 @@ def test_a_run_of_two_processes_records_the_error_of_the_one_that_failed(tiny_ci
            'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', '1', '--batch-size',
            '16', '--loader', 'tensor', '--device', 'cpu', '--out', str(out)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and 'Connection closed by peer' in proc.stderr, proc.stderr[-3000:]
+    # rank 0 meets gloo's "Connection closed by peer", or torchrun stops it first on a busy machine: either way
+    # the record is rank 1's
+    assert proc.returncode != 0, proc.stderr[-3000:]
     failure = json.loads((out / 'failed.json').read_text())
     assert (failure['error'], failure['rank']) == ('rank 1: ValueError: the real error, on rank 1', 1)
     assert run_status(out).error == 'rank 1: ValueError: the real error, on rank 1'
