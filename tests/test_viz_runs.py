@@ -150,3 +150,24 @@ def test_figure_labels_name_the_variant(model, kind):
     net = timm.create_model(model).eval()
     records, _ = viz.collect_attention(net, torch.randn(1, 3, 32, 32))
     assert records and {r.kind for r in records} == {kind}
+
+
+def test_a_cifar_runs_maps_are_drawn_on_the_image_its_evaluation_sees(tiny_cifar, tmp_path):
+    """A CIFAR run's images are fed whole (ToTensor, Normalize): viz resized a 32x32 image to 36 and cropped it back
+    to 32, the evaluation crop of image folders, so the maps were not of the input eval and training see."""
+    from zamzoo.data import cifar_transforms
+    run = tmp_path / 'run'
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(['train', '--model', MODEL, '--data', str(tiny_cifar), '--epochs', '1', '--device', 'cpu',
+                     '--batch-size', '16', '--out', str(run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    import json
+    config = json.loads((run / 'config.json').read_text())
+    image = tmp_path / 'x.png'
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    x, _ = viz.load_image(image, viz.load_model(MODEL, checkpoint=str(run)))
+    expected = cifar_transforms(None, config['mean'], config['std'], False)(Image.open(image).convert('RGB'))
+    assert config['loader'] == 'dataloader' and torch.allclose(x[0], expected, atol=1e-6, rtol=0)

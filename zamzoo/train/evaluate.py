@@ -203,8 +203,9 @@ def _export_model(model: str, folder, num_classes: int):
 
 def eval_data_config(net, run_cfg: dict) -> dict:
     """timm's data config (`resolve_data_config`) of the transform a checkpoint's model is evaluated with: an
-    export's own (the model built from it carries it), a run's normalisation and input size with the evaluation
-    crop of its loader (`EVAL_CROP_PCT`, as its export would declare), else the model's pretrained cfg."""
+    export's own (the model built from it carries it), a run's normalisation and input size with, on data of one's
+    own, the evaluation crop of its loader (`EVAL_CROP_PCT`), on CIFAR the model's cfg (crop_pct 1: CIFAR's images
+    are fed whole, as its export declares), else the model's pretrained cfg."""
     from timm.data import resolve_data_config
 
     from ..data import EVAL_CROP_PCT, EVAL_INTERPOLATION
@@ -212,8 +213,10 @@ def eval_data_config(net, run_cfg: dict) -> dict:
     if _is_export(run_cfg) or not run_cfg.get('mean'):
         return cfg
     size = int(run_cfg.get('img_size') or cfg['input_size'][-1])
-    return {**cfg, 'input_size': (3, size, size), 'mean': tuple(run_cfg['mean']), 'std': tuple(run_cfg['std']),
-            'interpolation': EVAL_INTERPOLATION, 'crop_mode': 'center',
+    cfg = {**cfg, 'input_size': (3, size, size), 'mean': tuple(run_cfg['mean']), 'std': tuple(run_cfg['std'])}
+    if run_cfg.get('dataset') in CIFAR_DATASETS:
+        return cfg
+    return {**cfg, 'interpolation': EVAL_INTERPOLATION, 'crop_mode': 'center',
             'crop_pct': EVAL_CROP_PCT[run_cfg.get('loader') or 'dataloader']}
 
 
