@@ -441,8 +441,8 @@ def test_outputs_checked_before_the_work(tiny_cifar, tmp_path, capsys, monkeypat
     _one_line_error(rc, err, 'is a file, not a folder')
     rc, err = _cli(capsys, 'eval', '--model', TINY, '--checkpoint', 'x', '--data', tiny_cifar, '--json', afile)
     _one_line_error(rc, err, 'is not an earlier `zamzoo eval --json` result; refusing to overwrite it')
-    rc, err = _cli(capsys, 'viz', '--model', TINY, '--image', afile, '--out', afile)
-    _one_line_error(rc, err, 'is not a PNG image; refusing to overwrite it')
+    rc, err = _cli(capsys, 'viz', '--model', TINY, '--image', 'x.png', '--out', afile)
+    _one_line_error(rc, err, 'is not a figure zamzoo viz wrote; refusing to overwrite it')
     assert afile.read_text() == 'x'
     _one_line_error(*_cli(capsys, 'quickstart', '--out', afile / 'q'), 'is a file, not a folder')
     _one_line_error(*_cli(capsys, 'bench', 'models', '--models', 'resnet18_zam', '--counts-only', '--out', afile),

@@ -99,6 +99,15 @@ def test_cli_with_checkpoint(image, tmp_path, capsys):
     assert out.is_file() and '13 attention modules' in printed and 'random initialisation' not in printed
     assert main(['viz', '--model', 'mobilenet_simam', '--image', str(image), '--out', str(out)]) == 0
     assert 'weights: the random initialisation' in capsys.readouterr().out  # said, not only in the figure's title
+    # any PNG passed for one viz wrote: the user's own image (or --image itself) was silently replaced
+    photo = image.read_bytes()
+    assert main(['viz', '--model', 'mobilenet_simam', '--image', str(image), '--out', str(image)]) == 2
+    assert 'is the --image: the figure would replace the image it is drawn on' in capsys.readouterr().err
+    other = tmp_path / 'photo.png'
+    other.write_bytes(photo)
+    assert main(['viz', '--model', 'mobilenet_simam', '--image', str(image), '--out', str(other)]) == 2
+    assert 'is not a figure zamzoo viz wrote; refusing to overwrite it' in capsys.readouterr().err
+    assert image.read_bytes() == other.read_bytes() == photo
     loaded = viz.load_model('mobilenet_simam', checkpoint=str(ckpt))
     assert loaded.num_classes == 10
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())

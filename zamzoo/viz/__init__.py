@@ -316,6 +316,19 @@ def render(result: VizResult, out_png, title: Optional[str] = None, max_spatial:
     fig.tight_layout()
     out = Path(out_png)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format='png')
+        fig.savefig(tmp, format='png', metadata={'Software': FIGURE_SOFTWARE})
     plt.close(fig)
     return out
+
+
+FIGURE_SOFTWARE = 'zamzoo viz'  # the PNG's Software text: what `zamzoo viz --out` may overwrite
+
+
+def is_viz_figure(path) -> bool:
+    """Whether the file at `path` is a figure `zamzoo viz` wrote (a PNG whose Software text says so)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            return image.format == 'PNG' and image.info.get('Software') == FIGURE_SOFTWARE
+    except (OSError, UnidentifiedImageError):
+        return False

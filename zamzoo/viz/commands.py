@@ -1,4 +1,7 @@
 """`zamzoo viz`: attention maps of a model on one image, written as a PNG."""
+from pathlib import Path
+
+from ..errors import UsageError
 from ..train.commands import add_weights_arguments
 
 
@@ -21,7 +24,9 @@ def run(args) -> int:
     from .._paths import check_file_replaceable, check_writable
 
     check_writable(args.out, '--out', folder=False)
-    check_file_replaceable(args.out, is_ours=lambda p: p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', what='a PNG image')
+    if Path(args.out).expanduser().resolve() == Path(args.image).expanduser().resolve():
+        raise UsageError(f'--out {args.out} is the --image: the figure would replace the image it is drawn on')
+    check_file_replaceable(args.out, is_ours=viz.is_viz_figure, what='a figure zamzoo viz wrote')
     model = viz.load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     random_init = not (args.pretrained or args.checkpoint or args.model.startswith(viz.LOCAL_DIR))
     weights = 'pretrained' if args.pretrained else args.checkpoint or ('random init' if random_init else 'its weights')
