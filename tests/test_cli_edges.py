@@ -30,6 +30,9 @@ def test_quickstart_leaves_nothing_behind_when_it_fails(tmp_path, capsys, monkey
     out = tmp_path / 'qs'
     assert main(['quickstart', '--model', 'nosuch', '--out', str(out)]) == 2
     assert "unknown model 'nosuch'" in capsys.readouterr().err and not out.exists()
+    assert main(['quickstart', '--model', 'resnet18', '--out', str(out)]) == 2  # timm's, not the zoo's: it trained,
+    assert "'resnet18' is not a zamzoo model; quickstart trains and exports a zoo model" in capsys.readouterr().err
+    assert not out.exists()                                            # then its export refused it
 
     import zamzoo.quickstart as quickstart
 

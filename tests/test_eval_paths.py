@@ -10,6 +10,7 @@ import torch
 from conftest import write_images
 from zamzoo.train import TrainConfig, evaluate, train
 from zamzoo.train import distributed as D
+from zamzoo.train.build import create_model
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -233,3 +234,14 @@ def test_eval_of_a_mistyped_checkpoint_says_so_before_opening_the_data(tmp_path)
     from zamzoo.errors import NotFoundError
     with pytest.raises(NotFoundError, match=r'^checkpoint not found: .*no_such_run \(expected a run folder'):
         evaluate('test_resnet', str(tmp_path), checkpoint=tmp_path / 'no_such_run', device='cpu')
+
+
+def test_eval_refuses_a_recipe_on_data_of_ones_own(tmp_path):
+    """--recipe (CIFAR's statistics) was ignored on an image folder: the printed mean and std were the model's cfg's."""
+    from safetensors.torch import save_file
+    from zamzoo.errors import UsageError
+    write_images(tmp_path / 'data' / 'val', {'a': 1, 'b': 1})
+    save_file(create_model('test_resnet', 2).state_dict(), str(tmp_path / 'w.safetensors'))
+    with pytest.raises(UsageError, match="--recipe gives CIFAR's normalisation: on --dataset folder"):
+        evaluate('test_resnet', str(tmp_path / 'data'), 'folder', checkpoint=tmp_path / 'w.safetensors',
+                 recipe='spem', device='cpu')

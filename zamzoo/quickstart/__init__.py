@@ -31,6 +31,7 @@ from ..data.shapes import CLASSES as SHAPES, write_shapes
 from ..errors import UsageError, ZamzooError
 from ..publish import export_run, validate_export
 from ..publish.hubcache import cache_export, offline_hub
+from ..models import ZOO
 from ..recipes import get_recipe
 from ..train import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig,
                      create_model, load_weights, train)
@@ -69,6 +70,9 @@ class QuickstartConfig:
             raise UsageError(f'train_images and val_images: expected at least {len(SHAPES)} each (one image per '
                              f'class), got {self.train_images} and {self.val_images}')
         check_model_name(self.model)
+        if self.model not in ZOO:  # the export (step 3) takes zoo models only: say so before training
+            raise UsageError(f"'{self.model}' is not a zamzoo model; quickstart trains and exports a zoo model "
+                             f'(`zamzoo list`)')
         return self
 
 

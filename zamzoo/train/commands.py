@@ -123,7 +123,8 @@ def _add_eval(subparsers):
                    help="default: the checkpoint's run's (or export's), else cifar100")
     add_run_arguments(e, only=('--image-column', '--label-column', '--val-split'))
     e.add_argument('--recipe', choices=list_recipes(), default=None,
-                   help="normalisation to use when the checkpoint has no run or export folder (default: the model's cfg)")
+                   help="CIFAR: the normalisation to use when the checkpoint has no run or export folder (default: the "
+                        "model's cfg)")
     e.add_argument('--batch-size', type=positive_int, default=500)
     e.add_argument('--device', default=None)
     e.add_argument('--amp', choices=AMP_CHOICES, default='auto')

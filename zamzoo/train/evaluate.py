@@ -92,6 +92,9 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
     run_cfg, unfinished = _run_config(checkpoint)
     dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or DEFAULT_DATASET)
+    if recipe is not None and dataset not in CIFAR_DATASETS:  # a recipe's statistics are CIFAR's; it was ignored
+        raise UsageError(f"--recipe gives CIFAR's normalisation: on --dataset {dataset} the checkpoint's run or "
+                         f"export folder, else the model's cfg, gives it")
     dev = D.resolve_device(device)
     autocast_dtype = amp_dtype(amp, dev)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
