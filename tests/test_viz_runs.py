@@ -152,18 +152,13 @@ def test_figure_labels_name_the_variant(model, kind):
     assert records and {r.kind for r in records} == {kind}
 
 
-def test_a_cifar_runs_maps_are_drawn_on_the_image_its_evaluation_sees(tiny_cifar, tmp_path):
+def test_a_cifar_runs_maps_are_drawn_on_the_image_its_evaluation_sees(tiny_cifar, tmp_path, single_thread):
     """A CIFAR run's images are fed whole (ToTensor, Normalize): viz resized a 32x32 image to 36 and cropped it back
     to 32, the evaluation crop of image folders, so the maps were not of the input eval and training see."""
     from zamzoo.data import cifar_transforms
     run = tmp_path / 'run'
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(['train', '--model', MODEL, '--data', str(tiny_cifar), '--epochs', '1', '--device', 'cpu',
-                     '--batch-size', '16', '--out', str(run)]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(['train', '--model', MODEL, '--data', str(tiny_cifar), '--epochs', '1', '--device', 'cpu',
+                 '--batch-size', '16', '--out', str(run)]) == 0
     import json
     config = json.loads((run / 'config.json').read_text())
     image = tmp_path / 'x.png'
