@@ -174,7 +174,8 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     # and nothing printed says it is not measured
     assert report['cost'][0]['cpu_latency_ratio'] is not None
     latency = report['cost_conditions']['latency']
-    assert latency == {**LATENCY_CONDITIONS, 'device': latency['device']} and 'torch threads (cpu' in latency['device']
+    assert latency == {**LATENCY_CONDITIONS, **{k: latency[k] for k in ('device', 'load_avg_start', 'load_avg')}}
+    assert 'torch threads (cpu' in latency['device'] and len(latency['load_avg_start']) == len(latency['load_avg']) == 3
     assert LATENCY_AFTER_RUNS in printed and 'latency not measured' not in printed
     assert f"CPU latency on {latency['device']}: wall clock" in (out / '_compare' / 'zero' / 'report.md').read_text()
 
