@@ -76,7 +76,9 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     base[..., 0].copy_(torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, steps=w, device=x.device))
     base[..., 1].copy_(torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h, device=x.device).unsqueeze_(-1))
     base[..., 2].fill_(1)
-    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=x.device)
+    scaled = theta.transpose(1, 2).clone()  # divided column by column: no (0.5 w, 0.5 h) tensor copied to the device
+    scaled[..., 0] /= 0.5 * w
+    scaled[..., 1] /= 0.5 * h
     grid = base.view(1, h * w, 3).expand(b, h * w, 3).bmm(scaled).view(b, h, w, 2)
     out = F.grid_sample(x.float(), grid, mode='nearest', padding_mode='zeros', align_corners=False)
     return out.to(x.dtype)
