@@ -224,8 +224,9 @@ def _refuse_other_normalisation(folder: Path, results: dict, config: dict):
     """`timm.create_model(name, pretrained=True)` preprocesses as the registry's cfg of the name says, not as the
     export's config.json: weights trained with other statistics (under another recipe than the model's) would be fed
     other inputs than they learnt from."""
-    from .export import _arch_cfgs
-    registry = _arch_cfgs(results['model']).get(results['tag']) if records_tag(results['tag']) else None
+    import timm
+    registry = timm.models.get_pretrained_cfg(f"{results['model']}.{results['tag']}") \
+        if records_tag(results['tag']) else None
     trained = config.get('pretrained_cfg') or {}
     if registry is None or [list(trained.get(k) or ()) for k in ('mean', 'std')] == [list(registry.mean),
                                                                                      list(registry.std)]:
