@@ -92,9 +92,15 @@ def device_description(device: torch.device) -> Dict:
     """What the numbers were measured on (and how busy the machine was)."""
     desc = {'type': device.type, 'name': provenance.device_description(device), 'threads': torch.get_num_threads(),
             'cpu_count': os.cpu_count()}
-    if hasattr(os, 'getloadavg'):
-        desc['load_avg'] = [round(v, 2) for v in os.getloadavg()]
+    load = load_average()
+    if load is not None:
+        desc['load_avg'] = load
     return desc
+
+
+def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages, rounded to 2 places; None where the OS keeps none."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, 'getloadavg') else None
 
 
 def _sync(device: torch.device):

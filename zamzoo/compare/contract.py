@@ -37,7 +37,7 @@ from torch import nn
 
 from ..bench.export import EXPORTERS, calibrate_batchnorm
 from ..bench.flops import count_macs, count_params
-from ..bench.models import TIMING_DEFAULTS, num_threads, interleaved_latency, ratio_of_rounds
+from ..bench.models import TIMING_DEFAULTS, interleaved_latency, load_average, num_threads, ratio_of_rounds
 from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
@@ -149,15 +149,11 @@ def _load_text(conditions: Mapping[str, Any]) -> str:
             + (' (above the cores: other work shared the CPU, and the ratios carry its noise)' if busy else ''))
 
 
-def load_average() -> List[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
-def latency_conditions(load_avg_start: Sequence[float]) -> Dict[str, Any]:
+def latency_conditions(load_avg_start: Optional[Sequence[float]]) -> Dict[str, Any]:
     """How `latency_ratios` timed: LATENCY_CONDITIONS, the CPU (its torch threads read as the timing sets them) and
     its load average when the timing started (`load_avg_start`, `load_average()`) and now."""
     with num_threads(LATENCY_THREADS):
-        return dict(LATENCY_CONDITIONS, device=device_description('cpu'), load_avg_start=list(load_avg_start),
+        return dict(LATENCY_CONDITIONS, device=device_description('cpu'), load_avg_start=load_avg_start,
                     load_avg=load_average())
 
 
