@@ -2,6 +2,8 @@
 half-made, a closed pipe ending the command quietly, messages naming what is missing."""
 import gc
 import json
+import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -38,11 +40,18 @@ def test_quickstart_leaves_nothing_behind_when_it_fails(tmp_path, capsys, monkey
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
+    def killed(*args, **kwargs):  # `kill`, `timeout`, a container stopping
+        os.kill(os.getpid(), signal.SIGTERM)
     monkeypatch.setattr(quickstart, 'train', interrupted)  # after the data set was written
     assert main(['quickstart', '--out', str(out), '--train-images', '9', '--val-images', '10']) == 2
     assert 'at least 10 each' in capsys.readouterr().err and not out.exists()
     assert main(['quickstart', '--out', str(out), '--train-images', '10', '--val-images', '10']) == 130
     assert not out.exists()  # a second quickstart into the same --out can start
+    monkeypatch.setattr(quickstart, 'train', killed)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert main(['quickstart', '--out', str(out), '--train-images', '10', '--val-images', '10']) == 130
+    assert not out.exists() and signal.getsignal(signal.SIGTERM) is previous
 
 
 def test_a_closed_pipe_ends_the_command_quietly():

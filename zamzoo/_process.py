@@ -1,7 +1,10 @@
-"""The garbage collector around zamzoo's imports: paused while they run (in every process), and frozen after them in
-a process that zamzoo owns (the `zamzoo` command, a sweep's run)."""
+"""What zamzoo does to the processes it runs in: the garbage collector around its imports, paused while they run (in
+every process) and frozen after them in a process that zamzoo owns (the `zamzoo` command, a sweep's run); SIGTERM
+taken as Ctrl-C where a command must clean up after itself."""
 import contextlib
 import gc
+import signal
+import threading
 
 
 @contextlib.contextmanager
@@ -31,3 +34,22 @@ def freeze_imports() -> None:
     6.4 -> 5.3 s of CPU time, medians of 8 interleaved runs on a 2-core VM). Only where zamzoo owns the process: in a
     caller's process, objects of the caller's that later became garbage in a reference cycle would never be freed."""
     gc.freeze()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside the block, SIGTERM (`kill`, `timeout`, a container stopping) raises KeyboardInterrupt as Ctrl-C does, so
+    that the command's own clean-up runs (a sweep stops its runs and quits an MPS daemon, quickstart removes its
+    half-made folder), where SIGTERM's default action would end the process at once. Only the main thread can take
+    signals: elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,6 +2,7 @@
 from typing import List
 
 from . import QuickstartConfig, QuickstartResult, quickstart
+from .._process import sigterm_as_interrupt
 
 
 def add_commands(subparsers):
@@ -63,6 +64,7 @@ def run(args) -> int:
                               val_images=args.val_images, epochs=args.epochs, batch_size=args.batch_size,
                               lr=args.lr, seed=args.seed, attention_images=args.attention_images,
                               device=args.device)
-    result = quickstart(config, reporter=TqdmReporter(), log=lambda message: print(message, flush=True))
+    with sigterm_as_interrupt():  # a killed quickstart removes its --out, as after Ctrl-C
+        result = quickstart(config, reporter=TqdmReporter(), log=lambda message: print(message, flush=True))
     print('\n'.join(summary_lines(result)))
     return 0

@@ -11,16 +11,15 @@ import contextlib
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+from .._process import sigterm_as_interrupt
 from ..dataset_table import DATASETS
 from ..errors import UsageError, ZamzooError
 from .plan import TRAIN_IMAGES, PlannedRun
@@ -166,26 +165,8 @@ def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_pe
     logs = log_dir(out)
     logs.mkdir(parents=True, exist_ok=True)
     mps_logs = logs / MPS_LOGS if mps else None
-    with _sigterm_as_interrupt(), _client_environment(slots, threads, mps_logs) as environment:
+    with sigterm_as_interrupt(), _client_environment(slots, threads, mps_logs) as environment:
         return _train_in_slots(runs, slots, gpus_per_run, logs, environment, on_event)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (`kill`, `timeout`, a container stopping) ends the sweep as Ctrl-C does: the runs are stopped (they
-    resume next time) and an MPS daemon is quit, where its default action would end this process at once and leave
-    both running. Only the main thread can take signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -4,9 +4,9 @@ Without MPS a GPU time-slices between processes: K runs whose steps each keep it
 together than one. Under MPS their kernels run side by side when each leaves SMs idle (small CIFAR batches on a
 large GPU). `mps_daemon` starts a control daemon of the sweep's own (its pipe directory a fresh temporary folder,
 its logs in the sweep's `_zoo/logs/mps/`), serving the GPUs the runs use, and quits it when the runs have ended, also
-after an error, Ctrl-C or SIGTERM (the caller's `stop_on_sigterm`). The daemon renumbers the GPUs it was started
-with as 0, 1, ...: the runs' processes name them by those numbers (`client_slot`; NVIDIA's MPS guide,
-CUDA_VISIBLE_DEVICES).
+after an error, Ctrl-C or SIGTERM (the caller takes it as Ctrl-C: `zamzoo._process.sigterm_as_interrupt`). The
+daemon renumbers the GPUs it was started with as 0, 1, ...: the runs' processes name them by those numbers
+(`client_slot`; NVIDIA's MPS guide, CUDA_VISIBLE_DEVICES).
 
 A process that cannot reach the daemon runs without MPS and says nothing, so the daemon is asked for its server
 list until it answers before any run starts.
