@@ -200,6 +200,22 @@ def test_table_generator_fills_readme_and_model_card(tmp_path):
                  '--model-card', str(card), '--check']) == 0
 
 
+def test_a_ratio_is_shown_rounded_once_from_its_rounds(tmp_path):
+    """Rounds whose median ratio is 1.047475 are +4.7% and 1.047x; the stored ratio, 1.0475 (4 places), rounded again
+    gave +4.8% and 1.048x."""
+    from zamzoo.bench.models import markdown_report
+
+    report = json.loads(_fake_report(tmp_path).read_text())
+    report['results'][0]['latency']['infer_b1'].update(ms=10.47475, ratio=1.0475, samples_ms=[10.47475])
+    (tmp_path / 'models_cpu.json').write_text(json.dumps(report))
+    readme, card = blank_docs(tmp_path)
+    (tmp_path / 'none.json').write_text('{"schema": 1, "checkpoints": []}')
+    update_tables([tmp_path / 'models_cpu.json'], tmp_path / 'none.json', readme, card)
+    assert '| +4.7% / +2.0% |' in next(line for line in readme.read_text().splitlines() if '`resnet18_zam`' in line)
+    assert '| `resnet18_zam` | 10.47 (10.00) | +4.7% |' in card.read_text()
+    assert '| 10.47 | 1.047x (+4.7%) |' in markdown_report(dict(report, results=report['results'][:1]))
+
+
 def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
     results = _fake_report(tmp_path)
     readme = tmp_path / 'README.md'
@@ -247,7 +263,7 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
     ort = {'batch': 64, 'train': False, 'runtime': 'onnxruntime', 'ms': 130.0, 'baseline_ms': 100.0, 'ratio': 1.3,
            'samples_ms': [130.0], 'baseline_samples_ms': [100.0]}
     second = dict(first, created='2025-01-03T00:00:00+00:00', results=[dict(zam, latency={
-        'infer_b64': dict(zam['latency']['infer_b64'], ratio=1.1), 'onnxruntime_infer_b64': ort})])
+        'infer_b64': dict(zam['latency']['infer_b64'], ratio=1.1, samples_ms=[550.0]), 'onnxruntime_infer_b64': ort})])
     zam['latency'] = {'infer_b1': zam['latency']['infer_b1']}
     for i, report in enumerate((first, second)):
         (tmp_path / f'run{i}.json').write_text(json.dumps(report))
@@ -261,7 +277,7 @@ def test_tables_merge_runs_and_show_onnxruntime(tmp_path):
     assert '| +5.0% / +10.0% | - / +30.0% |' in row
     assert 'ONNX Runtime: the model exported with timm' in readme.read_text()
     assert '| 130.00 (100.00) | +30.0% |' in card.read_text()
-    compiled = dict(ort, batch=1, runtime='compile', ratio=1.02)
+    compiled = dict(ort, batch=1, runtime='compile', ratio=1.02, samples_ms=[102.0])
     second['results'][0]['latency']['compile_infer_b1'] = compiled
     (tmp_path / 'run1.json').write_text(json.dumps(second))
     update_tables([tmp_path / 'run0.json', tmp_path / 'run1.json'], tmp_path / 'none.json', readme, card)

@@ -158,7 +158,7 @@ def test_the_training_speed_ratio_compares_only_runs_made_under_the_same_conditi
     assert 'different conditions' in note and '2 torch threads' in note and '1 torch threads' in note
     plain, se = baselines
     assert plain.cost['train_images_per_s_ratio'] == 1.0 and plain.cost['train_images_per_s_iqr'] == [1.0, 1.0]
-    assert se.cost['train_images_per_s_ratio'] == round(statistics.median([150 / 180, 152 / 182]), 4)
+    assert se.cost['train_images_per_s_ratio'] == round(statistics.median([150 / 180, 152 / 182]), 6)
     assert se.cost['cpu_latency_ratio'] == 1.2 and plain.cost['cpu_latency_ratio'] == 1.0  # baselines have a cost
 
     fig = cost_figure([candidate], baselines)  # the figure compares the candidate with the baselines
@@ -187,9 +187,9 @@ def test_the_training_speed_ratio_is_paired_by_seed_with_its_spread_and_a_caveat
         ('ident', 3): _result(50.0, 1),  # no plain run of seed 3: not paired
         ('plain', 0): _result(100.0, 1), ('plain', 1): _result(100.0, 1), ('plain', 2): _result(100.0, 1)})
     ratios = [1.0, 1.3, 0.9]
-    assert candidate.cost['train_images_per_s_ratio'] == round(statistics.median(ratios), 4)
+    assert candidate.cost['train_images_per_s_ratio'] == round(statistics.median(ratios), 6)
     q1, _, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
-    assert candidate.cost['train_images_per_s_iqr'] == [round(q1, 4), round(q3, 4)]
+    assert candidate.cost['train_images_per_s_iqr'] == [round(q1, 6), round(q3, 6)]
     write_report(tmp_path, SETUP, [candidate], [plain], {})
     md = (tmp_path / 'report.md').read_text()
     assert '| mobilenet | ident | – | – | – | 1.000 [0.950, 1.150] |' in md

@@ -79,7 +79,7 @@ def test_tables_show_one_thread_and_default_threads_side_by_side(tmp_path):
     default = json.loads(_fake_report(tmp_path).read_text())  # 2 threads, wall clock
     one = json.loads(json.dumps(default))
     one['device']['threads'], one['settings']['timer'] = 1, 'process'
-    one['results'][0]['latency']['infer_b1']['ratio'] = 1.2
+    one['results'][0]['latency']['infer_b1'].update(ratio=1.2, samples_ms=[12.0])
     for name, report in (('default', default), ('one', one)):
         (tmp_path / f'{name}.json').write_text(json.dumps(report))
     readme, card = blank_docs(tmp_path)

@@ -24,8 +24,8 @@ from .._argtypes import non_negative_float, non_negative_int, positive_int
 from ..errors import UsageError
 from ..models import ATTENTIONS, ZOO
 from ..layers.fused import triton_zam
-from .models import (_build, _check_options, num_threads, _Runner, _versions, device_description, plain_of,
-                     progress_printer)
+from .models import (_build, _check_options, median_ratio, num_threads, _Runner, _versions, device_description,
+                     plain_of, progress_printer)
 
 __all__ = ['has_reference_impl', 'attention_overhead', 'overhead_markdown']
 
@@ -107,9 +107,8 @@ def _time_model(name, setting, batch, dev, compile, repeats, warmup, min_time, t
     return {
         'model': name, 'baseline': plain_of(name),
         'ms': {key: round(statistics.median(t) * 1e3, 3) for key, t in times.items()},
-        'ratio': {key: round(statistics.median(a / b for a, b in zip(times[key], times['plain'])), 4)
-                  for key in times if key != 'plain'},
-        'samples_ms': {key: [round(v * 1e3, 3) for v in t] for key, t in times.items()},
+        'ratio': {key: round(median_ratio(times[key], times['plain']), 6) for key in times if key != 'plain'},
+        'samples_ms': {key: [round(v * 1e3, 6) for v in t] for key, t in times.items()},  # the ratios shown: to 1 ns
     }
 
 
@@ -122,8 +121,9 @@ def overhead_markdown(report: Dict) -> str:
              + (f"; ZAM's kernels: {s['zam_kernels']}" if s.get('zam_kernels') else ''), '',
              '| model | plain ms | fused ms | fused vs plain | reference ms | reference vs plain |',
              '|---|---:|---:|---:|---:|---:|']
-    for row in report['results']:
-        ms, ratio = row['ms'], row['ratio']
+    for row in report['results']:  # the ratios from the rounds' times, as `entry_ratio` says why
+        ms, samples = row['ms'], row['samples_ms']
+        ratio = {key: median_ratio(samples[key], samples['plain']) for key in row['ratio']}
         ref = (f"{ms['reference']:.1f} | {ratio['reference']:.3f}x" if 'reference' in ms else '- | -')
         lines.append(f"| {row['model']} | {ms['plain']:.1f} | {ms['fused']:.1f} | {ratio['fused']:.3f}x | {ref} |")
     return '\n'.join(lines) + '\n'

@@ -25,7 +25,7 @@ from .._io import write_text_atomic
 from ..dataset_table import CIFAR_DATASETS, DATASETS as DATASET_TABLE
 from ..errors import NotFoundError, UsageError
 from ..pairing import paired_by_seed
-from .models import KIND, load_average_text, fmt_count
+from .models import KIND, entry_ratio, fmt_count, load_average_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # a checkout's docs/bench, README.md, MODEL_CARD.md; installed (no pyproject.toml beside the package), the current
@@ -105,8 +105,8 @@ def _timing_label(key: Tuple[str, str, str, Optional[int]]) -> str:
     return label + RUNTIME_LABELS.get(runtime, '') + ' vs plain (b1 / b64)'
 
 
-def _pct(ratio: Optional[float]) -> str:
-    return '-' if ratio is None else f'{(ratio - 1) * 100:+.1f}%'
+def _pct(latency: Dict) -> str:
+    return f'{(entry_ratio(latency) - 1) * 100:+.1f}%'
 
 
 def _top1(record: Optional[Dict]) -> str:
@@ -186,7 +186,7 @@ def models_table(reports: Sequence[Dict], records: Sequence[Dict]) -> str:
         for d in devices:
             ls = latency[d].get(name)
             cells.append('-' if ls is None else
-                         ' / '.join(_pct(ls[k]['ratio']) if k in ls else '-' for k in ('infer_b1', 'infer_b64')))
+                         ' / '.join(_pct(ls[k]) if k in ls else '-' for k in ('infer_b1', 'infer_b64')))
         cells += [_top1(by_key.get((name, tag))) for tag, _ in DATASETS]
         cells += [_vs_plain(name, tag, by_key) for tag, _ in DATASETS]
         lines.append('| ' + ' | '.join(cells) + ' |')
@@ -239,7 +239,7 @@ def overhead_section(reports: Sequence[Dict]) -> str:
             cells = [f"`{row['model']}`"]
             for k in settings:
                 lat = row['latency'][k]
-                cells += [f"{lat['ms']:.2f} ({lat['baseline_ms']:.2f})", _pct(lat['ratio'])]
+                cells += [f"{lat['ms']:.2f} ({lat['baseline_ms']:.2f})", _pct(lat)]
             parts.append('| ' + ' | '.join(cells) + ' |')
         parts.append('')
     if not parts:
@@ -265,7 +265,7 @@ def _headline(measured: Sequence[Dict], dev: Dict, timer: str) -> List[str]:
     if row is None:
         return []
     lat = row['latency']
-    said = [f"{_setting_words(k)}: {_pct(lat[k]['ratio'])} ({lat[k]['ms']:.2f} ms vs {lat[k]['baseline_ms']:.2f} ms)"
+    said = [f"{_setting_words(k)}: {_pct(lat[k])} ({lat[k]['ms']:.2f} ms vs {lat[k]['baseline_ms']:.2f} ms)"
             for k in lat]
     how = 'latency' if timer == 'wall' else f"CPU time of the process, {dev.get('threads')} thread(s)"
     return [f"Overhead of `{HEADLINE[0]}` over `{HEADLINE[1]}` on {dev['type'].upper()} ({how}): "
