@@ -158,19 +158,23 @@ def test_manifest_keeps_valid_records_and_reports_each_invalid_one(offline, weig
         export_run([weights], offline / 'e', model=MODEL, tag=TAG,
                    repo_id=f'me/resnet18_zam.{TAG}')  # refused at export already, not after an upload
     assert main(['list', 'mobilenet_se', '--manifest', str(manifest)]) == 0
-    captured = capsys.readouterr()
-    assert 'not yet trained' in captured.out and captured.err.count('FAILED: ') == len(problems)
+    captured = capsys.readouterr()  # each problem was a warning when the manifest was read (test_list_...)
+    assert 'not yet trained' in captured.out
+    assert captured.err == (f'FAILED: {len(problems)} invalid record(s) in the weights manifest, each named in a '
+                            'warning above\n')
     manifest.write_text(json.dumps({'schema': 1, 'checkpoints': [_record(model='mobilenet_se', filename='../x',
                                                                          repo_id=f'zamzoo/mobilenet_se.{TAG}')]}))
     assert main(['verify', '--manifest', str(manifest)]) == 1
     assert 'FAILED: ' in capsys.readouterr().err
 
 
-def _import_zamzoo(manifest) -> subprocess.CompletedProcess:
-    """Prints the zoo's pretrained names, then what the bare name MODEL builds: its tag and classes."""
+def _import_zamzoo(manifest, *then_cli: str) -> subprocess.CompletedProcess:
+    """Prints the zoo's pretrained names, then what the bare name MODEL builds: its tag and classes; then runs the
+    command `zamzoo *then_cli` in the same process, if given."""
     code = ("import timm, zamzoo; print(sorted(n for n in timm.list_models(pretrained=True) "
             f"if n.split('.')[0] in zamzoo.list_models())); m = timm.create_model({MODEL!r}); "
-            "print(m.pretrained_cfg['tag'], m.num_classes)")
+            "print(m.pretrained_cfg['tag'], m.num_classes)"
+            + (f"; from zamzoo.cli import main; main({list(then_cli)!r})" if then_cli else ''))
     env = dict(os.environ, ZAMZOO_MANIFEST=str(manifest), HF_HUB_OFFLINE='1')
     return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
 
@@ -178,11 +182,14 @@ def _import_zamzoo(manifest) -> subprocess.CompletedProcess:
 def test_import_lists_the_valid_records_and_warns_about_the_rest(tmp_path):
     manifest = tmp_path / 'manifest.json'
     _write_manifest(manifest)
-    proc = _import_zamzoo(manifest)
+    proc = _import_zamzoo(manifest, 'list', 'mobilenet_se')
     assert proc.returncode == 0, proc.stderr
     # only the cifar10 weights published: timm would make that tag the default; the bare name stays cifar100's
-    assert proc.stdout.splitlines() == [repr([f'{MODEL}.{TAG}']), 'cifar100 100']
+    assert proc.stdout.splitlines()[:2] == [repr([f'{MODEL}.{TAG}']), 'cifar100 100']
+    # each problem once, though the import and `zamzoo list` both read the manifest; the list counts them
     assert 'Traceback' not in proc.stderr and proc.stderr.count('is invalid') == len(BAD_RECORDS) + 2
+    assert proc.stderr.endswith(f'FAILED: {len(BAD_RECORDS) + 2} invalid record(s) in the weights manifest, each '
+                                'named in a warning above\n'), proc.stderr
     manifest.write_text('{"schema": 1, "checkpoints": [')  # bad JSON: reported, nothing listed
     proc = _import_zamzoo(manifest)
     assert proc.returncode == 0 and proc.stdout.splitlines() == ['[]', 'cifar100 100']

@@ -92,11 +92,13 @@ def _push(args) -> int:
 
 
 def _report_manifest_problems(manifest) -> bool:
-    """Print each invalid manifest record on stderr; True when there was one."""
+    """True when the manifest has invalid records. Reading it warned of each one (on the 'zamzoo' logger, once per
+    process: `import zamzoo` may have), so one line here counts them rather than print each a second time."""
     from ..pretrained import manifest_problems
     problems = manifest_problems(manifest)
-    for problem in problems:
-        print(f'FAILED: {problem}', file=sys.stderr)
+    if problems:
+        print(f'FAILED: {len(problems)} invalid record(s) in the weights manifest, each named in a warning above',
+              file=sys.stderr)
     return bool(problems)
 
 
