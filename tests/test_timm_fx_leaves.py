@@ -22,3 +22,26 @@ def test_timm_fx_model_equals_the_model(name):
     x = torch.cat([torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(s)) for s in range(4)])
     with torch.inference_mode():
         assert torch.equal(list(fx(x).values())[0], model(x))
+
+
+def test_plain_fx_records_ulsam_exactly_or_refuses():
+    """torch.fx.symbolic_trace: in eval mode ULSAM's folded ops, bit for bit; in train mode the seed's loop over the
+    subspaces, which fx cannot record, is refused with what to do instead; where a hook makes the eager module run
+    its submodules (one module call each, which fx records), the trace runs them, bit for bit."""
+    from zamzoo.layers import ULSAM
+
+    torch.manual_seed(0)
+    ulsam, x = ULSAM(8, 4), torch.randn(2, 8, 5, 6)
+    with pytest.raises(torch.fx.proxy.TraceError, match=r'in train mode.*\(model\.eval\(\)\), or through timm'):
+        torch.fx.symbolic_trace(ulsam)
+    with pytest.raises(torch.fx.proxy.TraceError, match='in train mode'):
+        torch.fx.symbolic_trace(timm.create_model('resnet18_ulsam'))
+    ulsam(x)  # running statistics other than the initial ones
+    ulsam.eval()
+    assert torch.equal(torch.fx.symbolic_trace(ulsam)(x), ulsam(x))
+    ulsam.train().bn_pw.register_forward_hook(lambda module, args, out: None)
+    traced, before = torch.fx.symbolic_trace(ulsam), {k: v.clone() for k, v in ulsam.state_dict().items()}
+    out = traced(x)  # the trace calls the module's own submodules: their statistics move once
+    after = {k: v.clone() for k, v in ulsam.state_dict().items()}
+    ulsam.load_state_dict(before)
+    assert torch.equal(out, ulsam(x)) and all(torch.equal(v, ulsam.state_dict()[k]) for k, v in after.items())

@@ -5,7 +5,9 @@ DW conv1x1 (bias) -> BN(G) -> ReLU -> MaxPool 3x3/1/1 -> PW conv1x1 G->1 (bias) 
 -> softmax over the H*W positions -> A_n (1xHxW, sums to 1) -> ``F_n * A_n + F_n``.
 
 Where the BNs normalise with batch statistics (train mode) the g branches run one by one, as the seed runs them, on
-slices of the module's parameters and running statistics (`_seed_maps`: the seed's module's bits). Under TorchScript,
+slices of the module's parameters and running statistics (`_seed_maps`: the seed's module's bits). torch.fx cannot
+record that loop (the slices of the running statistics would be constants of its graph, the count of batches a
+number), so `torch.fx.symbolic_trace` refuses ULSAM there (timm's fx keeps it a leaf, which runs it). Under TorchScript,
 with hooks on the submodules or norm layers other than BatchNorm2d, and in inference, they run at once: the
 depthwise conv and its BN are per channel anyway, the g pointwise convs G->1 are one grouped conv C->g (groups=g), and
 the g BN(1) are one BN(g) (per-channel statistics, identical). Parameters 5C + 3g, as the original. Its ReLUs stay
@@ -63,6 +65,12 @@ InferenceArgs = Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, torch.
 """`ULSAM._inference_args`: F.batch_norm's running mean, running var, weight and bias for DW conv + BN, the PW weight,
 the same four for BN(g), the two eps."""
 
+FX_IN_TRAIN_MODE = (
+    "torch.fx cannot record ULSAM with its BatchNorms in train mode: there it runs the seed's loop over its subspaces, "
+    "on slices of its running statistics, which a traced graph would hold as constants. Trace the model in eval mode "
+    "(model.eval()), or through timm's fx (timm.models.create_feature_extractor, features_only=True), which calls "
+    "ULSAM as a leaf module")
+
 NCHWC_BLOCK = 16
 """ONNX Runtime's NCHWc channel block (16 with AVX-512, 8 with AVX2): a Conv runs in NCHWc only when its output
 channels are a multiple of it."""
@@ -99,18 +107,21 @@ class ULSAM(nn.Module):
         g = self.groups
         if args is not None:  # `_refine_eager_into`'s ops but its pool (both exact): the same numbers, bit for bit
             return _folded_pw(self.pool(_folded_dw(x, args)), args).view(b, g, h, w)
-        if not torch.jit.is_scripting() and self._as_the_seed():
+        if not torch.jit.is_scripting() and self._as_the_seed(x):
             return self._seed_maps(x)
         a = F.relu(self.bn_dw(self.dw(x)))
         a = F.relu(self.bn_pw(self.pw(self.pool(a)))).reshape(b, g, h * w)
         return torch.softmax(a, dim=-1).reshape(b, g, h, w)
 
     @torch.jit.unused
-    def _as_the_seed(self) -> bool:
+    def _as_the_seed(self, x: torch.Tensor) -> bool:
         """Whether `_seed_maps` may stand in for the submodules: plain BatchNorm2d (not e.g. SyncBatchNorm after
-        convert_sync_batchnorm) and no hook watching them."""
+        convert_sync_batchnorm) and no hook watching them. torch.fx cannot record it (module docstring): refused."""
         plain = type(self.bn_dw) is nn.BatchNorm2d and type(self.bn_pw) is nn.BatchNorm2d
-        return plain and self.dw.bias is not None and self.pw.bias is not None and not self._submodules_watched()
+        seed = plain and self.dw.bias is not None and self.pw.bias is not None and not self._submodules_watched()
+        if seed and isinstance(x, torch.fx.Proxy):
+            raise torch.fx.proxy.TraceError(FX_IN_TRAIN_MODE)
+        return seed
 
     @torch.jit.unused
     def _seed_maps(self, x: torch.Tensor) -> torch.Tensor:
