@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+import zamzoo
 from zamzoo.data import data_tag, folder_transforms, own_data_tag
 from zamzoo.publish import export_run
 from zamzoo.publish.export import ExportError
@@ -121,6 +122,27 @@ def test_every_snippet_of_an_own_data_card_loads_its_weights(tmp_path, offline_h
     state, record = load_init(command.group(2))
     torch.testing.assert_close(state['fc.weight'], timm.create_model(f'hf-hub:{repo_id}', pretrained=True).fc.weight)
     assert record['classes'] == ['a', 'b', 'c']
+
+
+def test_a_pretrained_cfg_naming_a_repo_of_its_own_loads_that_repo(tmp_path, offline_hub, monkeypatch):
+    """timm's `pretrained_cfg=` holding a Hub repo other than the registry's is the user's source, as the same repo in
+    `pretrained_cfg_overlay` is: loaded, where the guard refused it as unpublished (or, published, loaded the
+    registry's weights instead)."""
+    from safetensors.torch import load_file
+    from zamzoo.publish.hubcache import cache_export
+
+    export = export_run([_run(tmp_path / 'run', 'cifar10', 'cifar10', CIFAR10_CLASSES, recipe='zam')],
+                        tmp_path / 'export').path
+    cache_export(export, offline_hub, repo_id='me/my-weights')
+    (tmp_path / 'manifest.json').write_text('{"schema": 1, "checkpoints": []}')  # nothing published
+    monkeypatch.setenv('ZAMZOO_MANIFEST', str(tmp_path / 'manifest.json'))
+    cfg = timm.models.get_pretrained_cfg(f'{MODEL}.cifar10').to_dict()
+    model = timm.create_model(MODEL, pretrained=True, pretrained_cfg=dict(cfg, hf_hub_id='me/my-weights'))
+    weights = load_file(export / 'model.safetensors')
+    assert weights.keys() == model.state_dict().keys()
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    with pytest.raises(zamzoo.errors.WeightsError, match=f'no pretrained weights are published for {MODEL}.cifar10'):
+        timm.create_model(MODEL, pretrained=True, pretrained_cfg=cfg)  # the registry's own cfg: its own weights
 
 
 def test_a_cifar_card_names_its_registered_weights(tmp_path):

@@ -12,7 +12,8 @@ The model factory (zamzoo.models._zoo._create) calls `prepare_pretrained` before
   that do not fit the architecture) becomes a `WeightsError` naming the model and what to do.
 
 User-given sources are respected and not second-guessed: `pretrained_cfg_overlay=dict(file=...)` (or
-`state_dict=`, `url=`, `hf_hub_id=`), `hf-hub:org/name` and `local-dir:` model names.
+`state_dict=`, `url=`, `hf_hub_id=`), a `pretrained_cfg=` holding such a source (a Hub repo other than the
+registry's), `hf-hub:org/name` and `local-dir:` model names.
 """
 import contextlib
 from pathlib import Path
@@ -38,8 +39,9 @@ def how_to_get_weights(model: str) -> str:
             f"head)")
 
 
-def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:
-    """The weight source the user chose explicitly, or None when the registry's default would be used."""
+def user_source(cfg, overlay: Optional[dict], registry_cfg=None) -> Optional[str]:
+    """The weight source the user chose explicitly, or None when the registry's default would be used. A Hub repo in
+    `cfg` is the user's where it is not the registry's own (`registry_cfg`: a `pretrained_cfg=` of the user's)."""
     overlay = overlay or {}
     for key in _USER_SOURCE_KEYS:
         if overlay.get(key):
@@ -49,6 +51,8 @@ def user_source(cfg, overlay: Optional[dict]) -> Optional[str]:
     for key in ('state_dict', 'file', 'url'):
         if getattr(cfg, key, None):
             return key
+    if getattr(cfg, 'hf_hub_id', None) and cfg.hf_hub_id != getattr(registry_cfg, 'hf_hub_id', None):
+        return 'hf_hub_id'
     return None
 
 
@@ -130,6 +134,15 @@ def download_verified(record: dict, cache_dir=None, force_download: bool = False
     return Path(path)
 
 
+def _registry_cfg(variant: str, tag: str):
+    """The registry's pretrained cfg of variant.tag; None for a tag it does not know (one of the user's data)."""
+    from timm.models import get_pretrained_cfg
+    try:
+        return get_pretrained_cfg(f'{variant}.{tag}' if tag else variant)
+    except RuntimeError:  # timm's "Invalid pretrained tag"
+        return None
+
+
 def prepare_pretrained(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     """Called by the model factory for pretrained=True; returns the kwargs to build with.
 
@@ -141,9 +154,9 @@ def prepare_pretrained(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
                                  pretrained_cfg_overlay=overlay)
-    if user_source(cfg, overlay):
-        return kwargs
     tag = cfg.tag or ''
+    if user_source(cfg, overlay, _registry_cfg(variant, tag)):
+        return kwargs
     record = find_checkpoint(variant, tag)  # an invalid manifest, or record of this model, raises WeightsError
     if record is None:
         other = [f"{r['model']}.{r['tag']}" for r in load_manifest() if r['model'] == variant]
