@@ -162,3 +162,18 @@ def test_output_dtype_under_autocast_does_not_depend_on_the_path():
         with_grad = ulsam(x).dtype
         with torch.no_grad():
             assert ulsam(x).dtype == with_grad == ulsam.train()(x).dtype
+
+
+def test_simam_under_autocast_runs_the_formula(monkeypatch):
+    """Under CUDA autocast the formula's pow and sum run in float32, its output too; the fused path would stay in x's
+    dtype. Not measured on a GPU here: on the CPU (whose autocast leaves pow and sum alone) the module is seen to take
+    the formula under autocast, and the fused path outside it."""
+    import zamzoo.layers.simam as simam
+    x = torch.randn(2, 16, 8, 8).bfloat16()
+    module, reference = L.SimAM(16), L.SimAM(16, impl='reference')
+    fused_calls = []
+    monkeypatch.setattr(simam, 'simam_fused', lambda *args: fused_calls.append(args) or reference(args[0]))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.equal(module(x), reference(x)) and fused_calls == []
+    module(x)
+    assert len(fused_calls) == 1

@@ -4,8 +4,10 @@
 exactly the official code, except on a 1x1 map (e.g. the last stage of an ImageNet ResNet fed 32x32 images): there
 the official HW - 1 = 0 gives 0/0 = NaN; we divide by max(HW - 1, 1), so d = v = 0 and the gate is sigmoid(0.5).
 
-``impl='fused'`` (default) runs `zamzoo.layers.fused.simam_fused` in eager mode; ``impl='reference'`` always runs
-the plain formula of `gate`, which is also what every tracer, exporter and compiler records.
+``impl='fused'`` (default) runs `zamzoo.layers.fused.simam_fused` in eager mode, but under autocast; ``impl='reference'``
+always runs the plain formula of `gate`, which is also what every tracer, exporter and compiler records. Under CUDA
+autocast the formula's pow and sum run in float32 (and so its output is float32), where the fused path would stay in
+x's dtype: there the formula runs.
 """
 import math
 from typing import Dict
@@ -20,7 +22,7 @@ from timm.layers import register_notrace_function, register_notrace_module
 from ._checks import check_input
 from .fused import FusedDispatch, check_impl, simam_fused
 from .fused.simam import simam_gate
-from .fused._common import exporting_onnx, fixed_map_size
+from .fused._common import autocast_on, exporting_onnx, fixed_map_size
 
 torch.fx.wrap('check_input')
 
@@ -90,6 +92,8 @@ class SimAM(FusedDispatch, nn.Module):
 
     @torch.jit.unused
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        if autocast_on(x):  # module docstring
+            return self._forward_reference(x)
         return simam_fused(x, self.e_lambda)
 
     def attention_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
