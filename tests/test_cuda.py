@@ -152,3 +152,19 @@ def test_every_attention_trains_the_same_in_a_cuda_graph(name):
         assert a == pytest.approx(b, rel=1e-4)
     for (k, v), w in zip(pieces[0].model.state_dict().items(), pieces[1].model.state_dict().values()):
         torch.testing.assert_close(w, v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_simam_under_autocast_gives_the_formulas_output(dtype):
+    """Under CUDA autocast the module gives what its formula gives (autocast's op lists run the formula's pow and sum
+    in float32; the fused path would stay in x's dtype), with autograd as in the training loop."""
+    x = torch.randn(4, 16, 9, 7, device='cuda', generator=torch.Generator('cuda').manual_seed(0)).to(dtype)
+    outs = []
+    for impl in ('fused', 'reference'):
+        xg = x.clone().requires_grad_(True)
+        with torch.autocast('cuda', dtype=dtype):
+            y = L.SimAM(16, impl=impl).cuda()(xg)
+        y.float().square().sum().backward()
+        outs.append((y, xg.grad))
+    assert outs[0][0].dtype == outs[1][0].dtype
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
