@@ -183,3 +183,23 @@ def test_a_bare_cifar_checkpoints_export_names_the_cifar_classes(tmp_path, tag):
         assert len(set(names)) == 100 and names == sorted(names) and names[:2] == ['apple', 'aquarium_fish']
         assert names[30] == 'dolphin' and names[-1] == 'worm'
     assert list(timm.models.get_pretrained_cfg(f'{MODEL}.{tag}').label_names) == names
+
+
+def test_a_sweep_leaves_out_two_groups_whose_exports_would_share_a_folder(tmp_path, monkeypatch):
+    """An image folder and a Hugging Face data set of one name, swept for one model, have one export folder: the
+    second export replaced the first, and both were listed as exported. Both are refused, with the way out."""
+    import zamzoo.zoo.export as zoo_export
+
+    groups = {(MODEL, kind): [{'seed': 0, 'state': 'done', 'folder': str(_run(tmp_path / kind, kind, 'mine', 'ab'))}]
+              for kind in ('folder', 'hf')}
+    monkeypatch.setattr(zoo_export, 'sweep_groups', lambda out: groups)
+    monkeypatch.setattr(zoo_export, 'table_destinations', lambda *args: None)
+    result = zoo_export.export_sweep(tmp_path, min_seeds=1, staging=tmp_path / 'staging')
+    assert [(g['model'], g['dataset']) for g in result['errors']] == [(MODEL, 'folder'), (MODEL, 'hf')]
+    assert all(g['error'] == f"{MODEL} on folder and {MODEL} on hf would all be exported to "
+               f"{tmp_path / 'staging' / (MODEL + '.mine')}, each replacing the other: export each with "
+               "`zamzoo export RUN... --out FOLDER`" for g in result['errors'])
+    assert result['exported'] == [] and not any((tmp_path / 'staging').glob(f'{MODEL}*'))
+    del groups[(MODEL, 'hf')]  # alone, the group is exported
+    assert [g['folder'] for g in zoo_export.export_sweep(tmp_path, min_seeds=1, staging=tmp_path / 'staging')[
+        'exported']] == [str(tmp_path / 'staging' / f'{MODEL}.mine')]

@@ -10,7 +10,7 @@ from typing import Optional
 
 from .._paths import check_writable
 from ..errors import NotFoundError, UsageError, ZamzooError
-from ..publish.export import DEFAULT_STAGING, export_run
+from ..publish.export import DEFAULT_STAGING, ExportError, default_export_folder, export_run
 from .state import sweep_status
 
 
@@ -65,6 +65,7 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     groups = sweep_groups(out)
     check_destinations(staging, push, manifest, [dataset for _, dataset in groups])
     exported, too_few, errors = [], [], []
+    shared = _shared_destinations(groups, min_seeds, staging)
     for (model, dataset), runs in groups.items():
         done = [r for r in runs if r['state'] == 'done']
         group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in done], 'runs': len(runs),
@@ -73,6 +74,8 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
             too_few.append(group)
             continue
         try:
+            if (model, dataset) in shared:
+                raise ExportError(shared[model, dataset])
             group.update(_export_group([r['folder'] for r in done], staging, push, manifest))
         except ZamzooError as e:
             errors.append({**group, 'error': str(e)})
@@ -84,6 +87,22 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     if tables:
         result.update(_update_tables(tables, manifest))
     return result
+
+
+def _shared_destinations(groups: dict, min_seeds: int, staging) -> dict:
+    """(model, dataset) -> why not exported, for the groups to export whose exports would go to one folder (an image
+    folder and a Hugging Face data set of one name, swept for one model): each would replace the other's."""
+    by_folder = {}
+    for key, runs in groups.items():
+        done = [r['folder'] for r in runs if r['state'] == 'done']
+        if len(done) >= min_seeds:
+            try:
+                by_folder.setdefault(default_export_folder(done, staging), []).append(key)
+            except ZamzooError:
+                continue  # its export raises the same error, reported with the group
+    return {key: f"{' and '.join(f'{m} on {d}' for m, d in keys)} would all be exported to {folder}, each replacing "
+                 f"the other: export each with `zamzoo export RUN... --out FOLDER`"
+            for folder, keys in by_folder.items() if len(keys) > 1 for key in keys}
 
 
 def _export_group(folders: list, staging, push: bool, manifest) -> dict:
