@@ -158,8 +158,19 @@ def test_bad_inputs_are_refused():
         arm('mymod', [70.0, float('nan')])
     with pytest.raises(UsageError, match='no candidate'):
         compare_cells([arm('mymod', [70.0])], [arm('plain', [70.0], backbone='resnet34')])
+    # a candidate backbone without baselines was left out of the report in silence
+    with pytest.raises(UsageError, match=r"candidate runs on backbones \['mobilenet'\] have no baseline"):
+        compare_cells([arm('mymod', [70.0, 71.0]), arm('mymod', [60.0, 61.0], backbone='mobilenet')],
+                      [arm('plain', [69.0, 70.0])])
     with pytest.raises(UsageError, match='cost'):
         arm('mymod', [70.0], cost={'latency': 1.0})
+    # top-1 is a number in [0, 100] (178 made the noise floor's p (1 - p) negative); a test set has images
+    for values in ([None], [0.71, 178.0], ['70.0']):
+        with pytest.raises(UsageError, match=r'top-1 must be a'):
+            arm('mymod', values)
+    for size in (-5, 0, 2.5, True):
+        with pytest.raises(UsageError, match='test_images must be a positive whole number'):
+            arm('mymod', [70.0], test_images=size)
     # the pairing itself (bench tables' "top-1 vs plain" too): a NaN top-1 was a difference of 0.00
     with pytest.raises(NonFiniteError, match='finite'):
         paired_by_seed({0: float('nan'), 1: 70.0, 2: 71.0}, {0: 70.0, 1: 69.0, 2: 70.5})

@@ -12,7 +12,7 @@ from zamzoo.bench.tables import _vs_plain
 from zamzoo.compare.report import CompareSetup, write_report
 from zamzoo.compare.runs import Arms, arm_results
 from zamzoo.compare.stats import NO_DIFFERENCE, ArmResult, compare_cells
-from zamzoo.pairing import (FLOORED_T_TEST, IDENTICAL, SIGN_TEST_MIN_PAIRS, TIED, detectable_difference,
+from zamzoo.pairing import (FLOORED_T_TEST, IDENTICAL, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, detectable_difference,
                             paired_by_seed, paired_test)
 
 CHANCE = [100 / 3] * 3  # three classes, every seed at chance
@@ -108,3 +108,12 @@ def test_compare_takes_each_runs_test_loss_from_its_results():
     assert candidates[0].test_loss_by_seed == dict(enumerate(PLAIN_LOSS)) == baselines[0].test_loss_by_seed
     [cell] = compare_cells(candidates, baselines)
     assert cell.test == IDENTICAL and cell.diff_ci == (0.0, 0.0)
+
+
+def test_one_seed_of_identical_runs_is_identical_and_one_of_other_runs_a_single_pair():
+    """One pair shown to be one computation is known exactly ([0, 0]); one pair of other runs has no interval."""
+    same = paired_test([70.0], [70.0], 10000, candidate_loss=[1.0], baseline_loss=[1.0])
+    assert (same.test, same.n, same.diff_mean, same.diff_ci, same.p_value) == (IDENTICAL, 1, 0.0, (0.0, 0.0), 1.0)
+    for loss in ([1.25], None):
+        other = paired_test([70.0], [70.0], 10000, candidate_loss=loss, baseline_loss=[1.0])
+        assert (other.test, other.diff_ci, other.p_value) == (SINGLE_PAIR, None, None)

@@ -85,14 +85,14 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], test_imag
         raise NonFiniteError(f'paired test: top-1 must be finite numbers; got {a.tolist()} against {b.tolist()}')
     d = a - b
     n = len(d)
-    if n == 1:
-        return PairedDifference(1, float(d[0]), None, None, None, None, SINGLE_PAIR)
     # differences equal up to float rounding (77.31 - 76.2 and 78.41 - 77.3 differ in the last bits) count as equal
     tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
     # a mean difference within that rounding is 0 (top-1 = 100 * correct / N: +2 and -2 images leave -7e-15)
     diff = float(d.mean()) if abs(d.mean()) > tolerance else 0.0
+    identical = np.ptp(d) <= tolerance and diff == 0.0 and same_runs(candidate_loss, baseline_loss, n)
+    if n == 1 and not identical:
+        return PairedDifference(1, float(d[0]), None, None, None, None, SINGLE_PAIR)
     if np.ptp(d) <= tolerance:
-        identical = diff == 0.0 and same_runs(candidate_loss, baseline_loss, n)
         return _constant_difference(diff, n, identical, _binomial_noise(a, b, test_images))
     stats = scipy_stats()
     result = stats.ttest_rel(a, b)
@@ -123,7 +123,8 @@ def _binomial_noise(a, b, test_images: Optional[int]) -> float:
 
 
 def _constant_difference(diff: float, n: int, identical: bool, noise: float) -> PairedDifference:
-    """Every pair differs by the same `diff` (n >= 2), so s_d = 0 and the t statistic is 0/0 or infinite."""
+    """Every pair differs by the same `diff` (n >= 2, or one pair of identical runs), so s_d = 0 and the t statistic
+    is 0/0 or infinite."""
     if identical:
         # the same runs twice: the difference is 0, exactly known; nothing to detect, and nothing NaN
         return PairedDifference(n, 0.0, (0.0, 0.0), 1.0, 0.0, None, IDENTICAL)

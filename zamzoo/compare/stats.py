@@ -2,6 +2,7 @@
 baseline's, paired by seed (the paired test itself: zamzoo.pairing). scipy is imported inside the functions that need
 it, so `import zamzoo` does not load it."""
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -61,9 +62,18 @@ class ArmResult:
         both = sorted(set(self.top1_by_seed) & {run.seed for run in self.unfinished})
         if both:
             raise UsageError(f'{self.backbone} {self.attention}: seeds {both} have a top-1 and are unfinished')
+        bad = {seed: v for seed, v in self.top1_by_seed.items() if not _is_number(v)}
+        if bad:
+            raise UsageError(f'{self.backbone} {self.attention}: top-1 must be a number (a percentage); got {bad}')
         bad = {seed: v for seed, v in self.top1_by_seed.items() if not math.isfinite(v)}
         if bad:
             raise NonFiniteError(f'{self.backbone} {self.attention}: top-1 is not a finite number for seeds {bad}')
+        bad = {seed: v for seed, v in self.top1_by_seed.items() if not 0 <= v <= 100}
+        if bad:
+            raise UsageError(f'{self.backbone} {self.attention}: top-1 must be a percentage in [0, 100]; got {bad}')
+        if self.test_images is not None and not (_is_whole(self.test_images) and self.test_images > 0):
+            raise UsageError(f'{self.backbone} {self.attention}: test_images must be a positive whole number of '
+                             f'images (or None when unknown); got {self.test_images!r}')
         unknown = set(self.cost or {}) - set(COST_KEYS)
         if unknown:
             raise UsageError(f'{self.backbone} {self.attention}: unknown cost keys {sorted(unknown)}; '
@@ -163,6 +173,14 @@ def verdict(p_holm: Optional[float], diff: Optional[float], diverged: Sequence[i
     return BETTER if diff > 0 else WORSE
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_whole(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _dropped(candidate: ArmResult, baseline: ArmResult, seeds: Sequence[int]) -> Tuple[dict, ...]:
     """One row per arm without a top-1 on each seed of the cell that is not one of the common `seeds`."""
     rows = []
@@ -213,6 +231,9 @@ def _cell_pairs(candidates: Sequence[ArmResult], baselines: Sequence[ArmResult])
     orphans = sorted({arm.backbone for arm in baselines} - set(by_backbone))
     if orphans:
         raise UsageError(f'baseline runs on backbones {orphans} have no candidate runs to compare with')
+    alone = sorted(set(by_backbone) - {arm.backbone for arm in baselines})
+    if alone:
+        raise UsageError(f'candidate runs on backbones {alone} have no baseline runs to compare with')
     return [(c, b) for c in candidates for b in baselines if b.backbone == c.backbone]
 
 
