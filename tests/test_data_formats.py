@@ -90,14 +90,16 @@ def test_cifar_pickles_with_bytes_keys_read_like_str_keys(tmp_path, dataset):
         assert isinstance(got.classes[0], str)
 
 
-def _plain_parquet(root, column='image'):
-    """Parquet written by plain pyarrow: the image column is the Image storage struct, no datasets metadata."""
+def _plain_parquet(root, column='image', paths=True):
+    """Parquet written by plain pyarrow: the image column is the Image storage struct, no datasets metadata; without
+    `paths` every path is None, which pyarrow types as null."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     root.mkdir()
     images = _colour_images(4, seed=3)
     for split in ('train', 'test'):
-        table = pa.table({column: [{'bytes': _png(im), 'path': f'{i}.png'} for i, im in enumerate(images)],
+        table = pa.table({column: [{'bytes': _png(im), 'path': f'{i}.png' if paths else None}
+                                   for i, im in enumerate(images)],
                           'label': [0, 1, 0, 1], 'note': ['x'] * 4})
         pq.write_table(table, str(root / f'{split}.parquet'))
     return images
@@ -125,6 +127,9 @@ def test_parquet_image_structs_are_read_as_images(tmp_path):
         opened = open_data(DataSource('hf', str(tmp_path / 'pq'), image_column=image_column))
         assert len(opened.train) == 4 and opened.classes == ['0', '1']
         assert np.array_equal(np.asarray(opened.train[2][0]), np.asarray(images[2]))
+    images = _plain_parquet(tmp_path / 'bytes', paths=False)  # was refused: 'path' is Value('null')
+    assert np.array_equal(np.asarray(open_data(DataSource('hf', str(tmp_path / 'bytes'))).train[3][0]),
+                          np.asarray(images[3]))
     images = _plain_parquet(tmp_path / 'other', column='pixels')  # not a default name: the only image column
     assert np.array_equal(np.asarray(open_data(DataSource('hf', str(tmp_path / 'other'))).test[1][0]),
                           np.asarray(images[1]))

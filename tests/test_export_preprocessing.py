@@ -16,6 +16,7 @@ from zamzoo.data.tensors import _Decoded
 from zamzoo.data import EVAL_INTERPOLATION, eval_resize
 from zamzoo.publish import export_run
 from zamzoo.publish.card import _onnx_section
+from zamzoo.quickstart import eval_transform
 from zamzoo.recipes import get_recipe
 
 MODEL = 'mobilenet_plain'
@@ -66,6 +67,8 @@ def test_every_reader_of_a_folder_export_preprocesses_as_the_run_was_scored(fold
     data_cfg = timm.data.resolve_data_config(pretrained_cfg=cfg)
     timm_x = timm.data.create_transform(**data_cfg, is_training=False)(img)  # what transformers' processor runs too
     torch.testing.assert_close(timm_x, scored, rtol=0, atol=1e-6)
+    # the quickstart's check of the reloaded model (it had the DataLoader's crop whichever loader the run used)
+    torch.testing.assert_close(eval_transform(cfg, 'finetune')(img), scored, rtol=0, atol=1e-6)
 
     path = tmp_path / 'image.png'
     img.save(path)

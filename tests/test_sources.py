@@ -373,3 +373,46 @@ def test_export_of_an_hf_run_records_label_names_and_init(tmp_path):
     assert record['sha256'] == res.sha256
     with pytest.raises(WeightsError, match='no pretrained weights are published for mobilenet_zam'):
         load_init('mobilenet_zam')                                            # a zoo name: the published weights
+
+
+class _StopAt:
+    """A reporter that interrupts the run (as Ctrl-C) at the start of epoch `epoch`."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __getattr__(self, name):
+        return lambda *args: None
+
+    def epoch_start(self, epoch, *args):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_split_file_is_the_runs_own_across_attempts(tmp_path):
+    """An attempt with --holdout interrupted, then one on train/ and val/ folders in the same --out: the first
+    attempt's split.json stayed, and eval and --resume applied it to the second's data ('listed in the split file
+    but missing'). A --holdout run interrupted and resumed keeps its split file."""
+    flat = write_images(tmp_path / 'flat', {'cat': 6, 'dog': 6}, size=(32, 32))
+    two = tmp_path / 'two'
+    for part, n in (('train', 5), ('val', 2)):
+        write_images(two / part, {'bird': n, 'cat': n}, size=(32, 32), seed=n)
+    out = tmp_path / 'run'
+    args = dict(model=TINY, dataset='folder', epochs=2, batch_size=4, img_size=32, seed=1, out=str(out))
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(data=str(flat), holdout=0.25, **args), reporter=_StopAt(1))
+    assert (out / 'split.json').is_file()
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(data=str(two), **args), reporter=_StopAt(2))
+    assert not (out / 'split.json').exists()
+    r = train(TrainConfig(data=str(two), resume=True, **args))
+    assert r['test_images'] == 4 and evaluate(TINY, str(two), 'folder', checkpoint=out)['images'] == 4
+
+    held = tmp_path / 'held'
+    args.update(out=str(held))
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(data=str(flat), holdout=0.25, **args), reporter=_StopAt(2))
+    split = (held / 'split.json').read_text()
+    r = train(TrainConfig(data=str(flat), holdout=0.25, resume=True, **args))
+    assert (held / 'split.json').read_text() == split and r['test_images'] == 4
+    assert evaluate(TINY, str(flat), 'folder', checkpoint=held)['images'] == 4

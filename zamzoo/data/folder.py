@@ -111,8 +111,9 @@ class FileList(Dataset):
             _check_relative(rel)
             path = self.root / rel
             if rel.split('/', 1)[0] not in index or not path.is_file():
-                raise DataError(f'{path}: listed in the split file but missing (or outside the classes {classes}); '
-                                f'the data folder changed since the split was made')
+                raise DataError(f'{path}: listed in the run\'s split file but missing (or outside the classes '
+                                f'{classes}): {self.root} is not the folder the run held its images out of, or it '
+                                f'changed since; use the data the run was trained on')
             check_image(path)
             self.samples.append((str(path), index[rel.split('/', 1)[0]]))
         self.targets = [t for _, t in self.samples]

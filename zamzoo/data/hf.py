@@ -176,7 +176,8 @@ def _column(features, name, defaults, is_kind: Callable[[object], bool], what: s
     return name
 
 
-_IMAGE_STORAGE = {'bytes': ('binary', 'large_binary'), 'path': ('string', 'large_string')}
+# a path column of None only (images given as bytes) is stored as Value('null') by pyarrow, pandas and datasets
+_IMAGE_STORAGE = {'bytes': ('binary', 'large_binary'), 'path': ('string', 'large_string', 'null')}
 
 
 def _is_image(feature) -> bool:

@@ -46,8 +46,9 @@ def eval_resize(img_size: int, crop_pct: float) -> int:
 FOLDER_CROP_SCALE = (0.35, 1.0)  # the share of the image a training crop of the DataLoader covers (timm's is 0.08)
 
 
-def folder_transforms(recipe, mean, std, img_size: int, train: bool):
-    """Image folders: random-resized crop + flip (+ rotation) for training, resize + centre crop for evaluation."""
+def folder_transforms(recipe, mean, std, img_size: int, train: bool, crop_pct: float = EVAL_CROP_PCT['dataloader']):
+    """Image folders: random-resized crop + flip (+ rotation) for training, resize + centre crop (`crop_pct`: the
+    DataLoader's by default) for evaluation."""
     if train:
         t = [v2.RandomResizedCrop(img_size, scale=FOLDER_CROP_SCALE, antialias=True)]
         if recipe.hflip:
@@ -55,7 +56,8 @@ def folder_transforms(recipe, mean, std, img_size: int, train: bool):
         if recipe.rotation:
             t.append(v2.RandomRotation(recipe.rotation))
     else:
-        t = [v2.Resize(eval_resize(img_size, EVAL_CROP_PCT['dataloader']), interpolation=InterpolationMode(EVAL_INTERPOLATION), antialias=True),
+        t = [v2.Resize(eval_resize(img_size, crop_pct), interpolation=InterpolationMode(EVAL_INTERPOLATION),
+                       antialias=True),
              v2.CenterCrop(img_size)]
     t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(t)

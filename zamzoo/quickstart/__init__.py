@@ -124,15 +124,20 @@ def _reload(run: Path, export: Path, cache: Path, repo_id: str):
     return loaded, snapshot
 
 
+def eval_transform(cfg: dict, recipe: str):
+    """The training loop's evaluation transform with what the export's Hub config declares: normalisation, input
+    size and crop (the run's loader's: the tensor loader evaluates uncropped)."""
+    return folder_transforms(get_recipe(recipe), cfg['mean'], cfg['std'], cfg['input_size'][-1], train=False,
+                             crop_pct=cfg['crop_pct'])
+
+
 def _compare(loaded, run: Path, results: dict, val, batch_size: int):
     """(reloaded model's logits, trained model's logits, targets) on the held-out images `val`, with the training
     loop's evaluation on the CPU (same batch size and memory format, hence the same numbers)."""
 
     trained = create_model(results['model'], num_classes=results['num_classes'])
     trained.load_state_dict(load_weights(run))
-    cfg = loaded.pretrained_cfg  # normalisation and input size as the Hub config carries them
-    transform = folder_transforms(get_recipe(results['recipe']), cfg['mean'], cfg['std'], cfg['input_size'][-1],
-                                  train=False)
+    transform = eval_transform(loaded.pretrained_cfg, results['recipe'])
     loader = DataLoaderBatches(val, batch_size, transform, train=False, channels_last=CHANNELS_LAST)
     loaded_logits, targets = _predict(loaded.to(memory_format=torch.channels_last), loader)
     trained_logits, _ = _predict(trained.to(memory_format=torch.channels_last), loader)

@@ -207,8 +207,8 @@ def _runtime(config, info: D.DistInfo) -> tuple:
 
 
 def _open_data(config, info: D.DistInfo, out: Path):
-    """open_data, reusing the run folder's split file on --resume; with --download under torchrun, rank 0 fetches
-    the files while the others wait."""
+    """(open_data's data, the run's held-out split if any): the split made now, or on --resume the run folder's
+    split file, reused; with --download under torchrun, rank 0 fetches the files while the others wait."""
     from ..data import open_data
 
     split = read_split(out) if config.resume else None
@@ -217,7 +217,8 @@ def _open_data(config, info: D.DistInfo, out: Path):
             open_data(config.source(split))
         D.barrier(info)
         config = dataclasses.replace(config, download=False)
-    return open_data(config.source(split))
+    data = open_data(config.source(split))
+    return data, data.split if data.split is not None else split
 
 
 def _build_model(config, recipe, classes: Sequence[str], recorded: Optional[dict] = None):
@@ -313,7 +314,7 @@ def build_run(config, recipe, info: D.DistInfo, out: Path, recorded: Optional[di
 
     _check_batch_size(recipe.batch_size, info.world_size)
     dtype, workers, channels_last = _runtime(config, info)
-    data = _open_data(config, info, out)  # first: it gives the classes
+    data, split = _open_data(config, info, out)  # first: it gives the classes
     model, facts = _build_model(config, recipe, data.classes, recorded)
     loader = pick_loader(_loader_request(config.loader, recorded), (len(data.train), len(data.test)),
                          facts['img_size'], recipe.crop_padding, info.device,
@@ -336,7 +337,7 @@ def build_run(config, recipe, info: D.DistInfo, out: Path, recorded: Optional[di
     pieces = build_pieces(model, info.device, dtype, channels_last=channels_last, recipe=recipe,
                           steps_per_epoch=len(train_loader), sync_bn=sync_bn)
     facts.update(amp=pieces.amp_name, loader=loader, sync_bn=sync_bn, channels_last=channels_last)
-    return TrainingRun(pieces, train_loader, test_loader, data.split,
+    return TrainingRun(pieces, train_loader, test_loader, split,
                        _run_config(config, recipe, info, data, train_loader, facts))
 
 

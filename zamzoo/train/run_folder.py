@@ -121,12 +121,15 @@ def lock_run_folder(folder):
 
 def start_run(out: Path, settings: dict, split: Optional[dict]):
     """config.json (and split.json for a held-out split), before the first epoch; the attempt starts, so an earlier
-    attempt's failure record goes."""
+    attempt's failure record goes, and so does its split file when this attempt holds out nothing (eval and --resume
+    would apply it to this run's data)."""
     out.mkdir(parents=True, exist_ok=True)
     clear_failed(out)
     write_json_atomic(out / CONFIG_FILE, settings)
     if split is not None:
         write_json_atomic(out / SPLIT_FILE, split)
+    else:
+        (out / SPLIT_FILE).unlink(missing_ok=True)
 
 
 def save_epoch(out: Path, writer, state: dict, plot_title: Optional[str]):
