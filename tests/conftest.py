@@ -222,3 +222,32 @@ _LONGEST_FIRST = (
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def write_cifar_run(folder, model: str, seed: int, top1=None, top5=None, dataset='cifar100'):
+    """A finished run folder on the official CIFAR release, as the training loop leaves it (the files export reads),
+    with random weights of seed `seed`; returns its state dict."""
+    import json
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    net = timm.create_model(model, num_classes=100 if dataset == 'cifar100' else 10)
+    folder.mkdir(parents=True)
+    save_file(net.state_dict(), str(folder / 'model.safetensors'))
+    # the fields of zamzoo.train's run folder that export reads
+    config = dict(model=model, dataset=dataset, seed=seed, num_classes=net.num_classes, model_kwargs={},
+                  recipe=dict(name='zam', version=1, epochs=2, batch_size=128, lr=0.1, weight_decay=5e-4),
+                  recipe_name='zam', recipe_version=1, device='cpu')
+    (folder / 'config.json').write_text(json.dumps(config))
+    # a run on the official release, as the training loop records it (zamzoo.data.cifar_release)
+    results = dict(model=model, dataset=dataset, recipe='zam', seed=seed, epochs=2, code_commit='f' * 40,
+                   official_data=True, test_images=10_000)
+    if top1 is not None:
+        results.update(top1=top1, top5=top5, best_top1=top1 + 0.5, best_top5=top5, best_epoch=2)
+    (folder / 'results.json').write_text(json.dumps(results))
+    (folder / 'metrics.jsonl').write_text(
+        '\n'.join(json.dumps(dict(epoch=e, train_loss=4.0 / e, lr=0.1)) for e in (1, 2)) + '\n')
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}

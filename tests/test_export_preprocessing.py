@@ -74,7 +74,8 @@ def test_every_reader_of_a_folder_export_preprocesses_as_the_run_was_scored(fold
     img.save(path)
     info = dict(onnx=dict(opset=18, checked_batch_sizes=[1], max_rel_err=0.0, input_name='input',
                           output_name='logits'), input_size=tuple(cfg['input_size']), num_classes=3, repo_id='x/y',
-                mean=MEAN, std=STD, crop_pct=cfg['crop_pct'], interpolation=cfg['interpolation'])
+                mean=MEAN, std=STD, crop_pct=cfg['crop_pct'], interpolation=cfg['interpolation'], tag='mine',
+                model=MODEL, model_name=f'{MODEL}.mine')
     code = re.search(r"```python\n(.*?)```", _onnx_section(info), re.S).group(1)
     code = code[code.index('mean = '):code.index('logits = ')].replace("'image.png'", repr(str(path)))
     scope = {'np': np, 'Image': Image}

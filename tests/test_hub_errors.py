@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 import timm
 import zamzoo
+from conftest import write_cifar_run
 from zamzoo.cli import main
 from zamzoo.errors import NonFiniteError, WeightsError
 from zamzoo.pretrained import find_checkpoint, load_manifest, manifest_problems
@@ -26,10 +27,10 @@ DEAD_ENDPOINT = 'http://127.0.0.1:9'  # discard port: the connection is refused 
 
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('weights') / 'model.safetensors'
-    save_file(timm.create_model(MODEL, num_classes=10).state_dict(), str(path))
-    return path
+    """The weights file of a finished run on the official CIFAR-10 (a bare checkpoint is not pushed as it)."""
+    run = tmp_path_factory.mktemp('weights') / 'run'
+    write_cifar_run(run, MODEL, 0, dataset=TAG)
+    return run / 'model.safetensors'
 
 
 @pytest.fixture(scope='module')
@@ -126,9 +127,11 @@ BAD_RECORDS = {
     'mobilenet_eca': dict(sha256='B' * 64),
     'mobilenet_plain': dict(top1_mean=math.inf),
     'mobilenet_simam': dict(repo_id=f'zamzoo/{MODEL}.{TAG}'),  # another model's repo
+    # timm would load the repo's model.safetensors, unchecked, in place of the .bin checked
+    'mobilenet_bam': dict(filename='pytorch_model.bin'),
 }
 PROBLEMS = ('not a plain file name', 'not a plain file name', 'not 64 hex digits', "['top1_mean'] are not finite",
-            f"is not a repo of mobilenet_simam.{TAG}")
+            f"is not a repo of mobilenet_simam.{TAG}", "'pytorch_model.bin' is not 'model.safetensors'")
 
 
 def _write_manifest(path):

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import timm
+from conftest import write_cifar_run
 import zamzoo
 from zamzoo.errors import WeightsError
 from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, update_manifest
@@ -47,27 +48,6 @@ def _assert_same(a, b, skip=()):
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
 
 
-def _write_run(folder: Path, model: str, seed: int, top1=None, top5=None, dataset='cifar100'):
-    torch.manual_seed(seed)
-    net = timm.create_model(model, num_classes=100 if dataset == 'cifar100' else 10)
-    folder.mkdir(parents=True)
-    save_file(net.state_dict(), str(folder / 'model.safetensors'))
-    # the fields of zamzoo.train's run folder that export reads
-    config = dict(model=model, dataset=dataset, seed=seed, num_classes=net.num_classes, model_kwargs={},
-                  recipe=dict(name='zam', version=1, epochs=2, batch_size=128, lr=0.1, weight_decay=5e-4),
-                  recipe_name='zam', recipe_version=1, device='cpu')
-    (folder / 'config.json').write_text(json.dumps(config))
-    # a run on the official release, as the training loop records it (zamzoo.data.cifar_release)
-    results = dict(model=model, dataset=dataset, recipe='zam', seed=seed, epochs=2, code_commit='f' * 40,
-                   official_data=True, test_images=10_000)
-    if top1 is not None:
-        results.update(top1=top1, top5=top5, best_top1=top1 + 0.5, best_top5=top5, best_epoch=2)
-    (folder / 'results.json').write_text(json.dumps(results))
-    (folder / 'metrics.jsonl').write_text(
-        '\n'.join(json.dumps(dict(epoch=e, train_loss=4.0 / e, lr=0.1)) for e in (1, 2)) + '\n')
-    return _state_dict(net)
-
-
 def _publish_record(export_dir: Path, commit=COMMIT, **changes):
     results = json.loads((export_dir / 'results.json').read_text())
     return dict(manifest_record(results, results['repo_id'], commit), **changes)
@@ -85,7 +65,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp('runs')
     weights = {}
     for seed, top1, top5 in ((1, 71.0, 91.0), (0, 70.0, 90.0)):  # seed 1 first: export must pick seed 0's weights
-        weights[seed] = _write_run(root / f'seed{seed}', MODEL, seed, top1, top5)
+        weights[seed] = write_cifar_run(root / f'seed{seed}', MODEL, seed, top1, top5)
     return root, weights
 
 
@@ -275,7 +255,7 @@ def test_export_input_errors(tmp_path, runs):
         (tmp_path / 'run' / 'config.json').write_text('{}')
         export_run([tmp_path / 'run'], tmp_path / 'out')
     other = tmp_path / 'other'
-    _write_run(other, 'resnet18_plain', 0)
+    write_cifar_run(other, 'resnet18_plain', 0)
     with pytest.raises(ExportError, match='disagree on model'):
         export_run([root / 'seed0', other], tmp_path / 'out')
     with pytest.raises(ExportError, match='no run has seed 7'):
@@ -629,16 +609,27 @@ def test_cli_export_and_push(hub, tmp_path, monkeypatch, capsys):
     assert main(['export', str(tmp_path / 'w.safetensors'), '--out', str(out)]) == 2
     assert 'needs --model' in capsys.readouterr().err
     assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_plain', '--out', str(out)]) == 0
-    assert f'zamzoo push {out}' in capsys.readouterr().out
+    # a bare checkpoint's data is the exporter's word: described so, and not pushed as the registry's CIFAR weights
+    bare = "CIFAR-100 by the exporter's word (a bare checkpoint: no run recorded its training data)"
+    assert f'not for the Hub: {out} was trained on {bare}' in capsys.readouterr().out
+    card = (out / 'README.md').read_text()
+    assert bare in card and 'uoft-cs/cifar100' not in card and "timm.create_model('local-dir:PATH'" in card
     Recorder.calls = []
     monkeypatch.setattr(push_mod, 'HfApi', Recorder)
+    monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
+    assert main(['push', str(out)]) == 2
+    assert bare in capsys.readouterr().err and Recorder.calls == []
+    monkeypatch.delenv('HF_TOKEN')
+    write_cifar_run(tmp_path / 'run', 'mobilenet_plain', 5)  # a run on the official release
+    assert main(['export', str(tmp_path / 'run'), '--out', str(out), '--force']) == 0
+    assert f'zamzoo push {out}' in capsys.readouterr().out
     assert main(['push', str(out)]) == 2
     assert 'hf auth login' in capsys.readouterr().err and Recorder.calls == []
     monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
     assert main(['push', str(out)]) == 0
     assert 'zamzoo/mobilenet_plain.cifar100 at commit ' + 'c' * 40 in capsys.readouterr().out
     record, = load_manifest()
-    assert (record['model'], record['recipe'], record['seeds'], record['top1_mean']) == ('mobilenet_plain', 'unknown', [], None)
+    assert (record['model'], record['recipe'], record['seeds'], record['top1_mean']) == ('mobilenet_plain', 'zam', [5], None)
 
 
 def test_cli_export_onnx_and_push(hub, tmp_path, monkeypatch, capsys):
@@ -650,12 +641,12 @@ def test_cli_export_onnx_and_push(hub, tmp_path, monkeypatch, capsys):
     import zamzoo.publish.push as push_mod
     from zamzoo.bench.export import calibrate_batchnorm
     from zamzoo.cli import main
+    write_cifar_run(tmp_path / 'run', 'mobilenet_zam', 5)
     torch.manual_seed(5)
     net = calibrate_batchnorm(timm.create_model('mobilenet_zam'), (3, 32, 32))  # logits that depend on the input
-    save_file(net.state_dict(), str(tmp_path / 'w.safetensors'))
+    save_file(net.state_dict(), str(tmp_path / 'run' / 'model.safetensors'))
     out = tmp_path / 'export'
-    assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_zam', '--out', str(out),
-                 '--onnx']) == 0
+    assert main(['export', str(tmp_path / 'run'), '--out', str(out), '--onnx']) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES + ('model.onnx',))
     record = json.loads((out / 'results.json').read_text())['onnx']
     assert record['sha256'] == sha256_file(out / 'model.onnx') and record['opset'] == 18
@@ -689,7 +680,7 @@ def test_cli_export_onnx_and_push(hub, tmp_path, monkeypatch, capsys):
     assert main(['push', str(out)]) == 0
     assert Recorder.calls[-1][2] == sorted(EXPORT_FILES + ('model.onnx',))
     plain = tmp_path / 'plain'
-    assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_zam', '--out', str(plain)]) == 0
+    assert main(['export', str(tmp_path / 'run'), '--out', str(plain)]) == 0
     assert sorted(p.name for p in plain.iterdir()) == sorted(EXPORT_FILES)
     assert 'onnx' not in json.loads((plain / 'results.json').read_text())
     assert '## ONNX' not in (plain / 'README.md').read_text()

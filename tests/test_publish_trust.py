@@ -357,3 +357,38 @@ def test_a_file_of_a_completed_run_is_described_by_its_runs_data(tmp_path, capsy
         assert code == 0 and json.loads((tmp_path / 'e' / 'results.json').read_text())['tag'] == 'cifar10'
     else:
         assert code == 2 and f'is from a run on {dataset}' in err and f'zamzoo export {run}' in err
+
+
+def _card_info(tag, training_data, num_classes=100, results=None):
+    """What render_model_card reads, for the sections below."""
+    onnx = dict(opset=18, checked_batch_sizes=[1, 3], max_rel_err=1e-6, input_name='input', output_name='logits')
+    return dict(model=MODEL, tag=tag, model_name=f'{MODEL}.{tag}', repo_id=f'zamzoo/{MODEL}.{tag}', onnx=onnx,
+                input_size=(3, 32, 32), num_classes=num_classes, mean=(0.5,) * 3, std=(0.25,) * 3, crop_pct=1.0,
+                interpolation='bilinear', training_data=training_data, results=results)
+
+
+@pytest.mark.parametrize('official', [False, None])
+def test_the_onnx_snippet_of_weights_that_load_from_their_folder_reads_that_folder(official):
+    """It downloaded model.onnx from the registry name's repo, which holds other weights (or none)."""
+    from zamzoo.publish.card import _onnx_section
+    text = _onnx_section(_card_info('cifar100', dict(official=official)))
+    assert "ort.InferenceSession('PATH/model.onnx'" in text and 'hf_hub_download' not in text
+    text = _onnx_section(_card_info('cifar100', dict(official=True)))
+    assert f"hf_hub_download('zamzoo/{MODEL}.cifar100', 'model.onnx')" in text
+
+
+def test_a_card_reports_top5_only_above_five_classes_and_names_own_data_as_validation():
+    """With 3 classes top-5 is 100% by definition: it was claimed in model-index."""
+    from zamzoo.publish.card import _front_matter_extra, _results_section
+    run = dict(seed=0, top1=60.0, top5=100.0, best_top1=61.0)
+    results = dict(runs=[run], weights_seed=0, seeds=[0], top1=dict(mean=60.0), top5=dict(mean=100.0),
+                   best_top1=dict(mean=61.0))
+    few = _card_info('mine', None, num_classes=3, results=results)
+    header, section = _front_matter_extra(few), _results_section(few)
+    assert 'Top-5' not in header and 'top-5' not in section and 'split: validation' in header
+    assert '| seed | top-1 | best top-1 |' in section and '| 0 (weights) | 60.00 | 61.00 |' in section
+    assert section.startswith('## Results\nmine validation images, top-1 accuracy (%)')
+    cifar = _card_info('cifar100', dict(official=True), results=results)
+    header, section = _front_matter_extra(cifar), _results_section(cifar)
+    assert 'Top-5 accuracy' in header and 'split: test' in header
+    assert '| seed | top-1 | top-5 | best top-1 |' in section and '| 0 (weights) | 60.00 | 100.00 | 61.00 |' in section

@@ -153,6 +153,10 @@ def record_errors(record) -> list:
         errors.append('seeds must be a list of integers')
     if not _PLAIN_NAME.match(record['filename']) or record['filename'].strip('.') == '':
         errors.append(f"filename {record['filename']!r} is not a plain file name in the repo")
+    elif record['filename'] != WEIGHTS_FILENAME:
+        # timm loads a repo's model.safetensors in place of a named .bin / .pth: the file checked must be that one
+        errors.append(f"filename {record['filename']!r} is not {WEIGHTS_FILENAME!r}, the file an export holds and "
+                      f"timm loads")
     infinite = [name for name, (types, _) in RECORD_FIELDS.items()
                 if types is _num and record.get(name) is not None and not math.isfinite(record[name])]
     if infinite:

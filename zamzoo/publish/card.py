@@ -20,17 +20,26 @@ def _template(name: str) -> string.Template:
     return string.Template((importlib.resources.files(__package__) / 'templates' / name).read_text())
 
 
+def unverified_cifar(tag: str, training_data: Optional[dict]) -> bool:
+    """Whether weights under a CIFAR tag are not shown to be trained on the official release: trained on other data
+    in CIFAR's format (`official` False), or a bare checkpoint, whose data is the exporter's word (`official` None).
+    `training_data`: results.json's (None: an export from before that record)."""
+    return tag in TAGS and training_data is not None and training_data.get('official') is not True
+
+
 def dataset_names(tag: str, training_data: Optional[dict] = None) -> Tuple[str, Optional[str]]:
     """(display name, Hugging Face dataset id) of what weights of a pretrained tag were trained on; a tag zamzoo
-    does not know names itself. `training_data` (results.json's): data in CIFAR's format that is not the official
-    release (`official` False) is named as what it was, with its image counts, and has no Hub dataset id."""
+    does not know names itself. `training_data` (results.json's): weights under a CIFAR tag not shown to be trained
+    on the official release (`unverified_cifar`) are named as what is known of their data, with no Hub dataset id."""
     d = DATASETS.get(tag)
     name, hf_id = (d.display_name or tag, d.hf_id) if d else (tag, None)
-    if (training_data or {}).get('official') is False:
-        counts = [f'{n:,}' if isinstance(n, int) else 'unknown' for n in
-                  (training_data.get('train_images'), training_data.get('test_images'))]
-        return f'{name}-format data (not the official release: {counts[0]} train / {counts[1]} test images)', None
-    return name, hf_id
+    if not unverified_cifar(tag, training_data):
+        return name, hf_id
+    if training_data.get('official') is None:
+        return f"{name} by the exporter's word (a bare checkpoint: no run recorded its training data)", None
+    counts = [f'{n:,}' if isinstance(n, int) else 'unknown' for n in
+              (training_data.get('train_images'), training_data.get('test_images'))]
+    return f'{name}-format data (not the official release: {counts[0]} train / {counts[1]} test images)', None
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -57,7 +66,7 @@ def _front_matter_extra(info: dict) -> str:
         lines += ['datasets:', f'- {hf_id}']
     results = info.get('results') or {}
     metrics = [(key, label) for key, label in (('top1', 'Top-1 accuracy'), ('top5', 'Top-5 accuracy'))
-               if (results.get(key) or {}).get('mean') is not None]
+               if (results.get(key) or {}).get('mean') is not None and key in _reported(info)]
     if metrics:
         lines += [
             'model-index:',
@@ -69,7 +78,7 @@ def _front_matter_extra(info: dict) -> str:
             '    dataset:',
             f'      name: {_yaml_str(name)}',
             f"      type: {_yaml_str(hf_id or _own_dataset_type(info))}",
-            '      split: test',
+            f"      split: {'test' if info['tag'] in TAGS else 'validation'}",
             '    metrics:',
         ]
         n = len(results.get('seeds') or [])
@@ -96,26 +105,36 @@ def _results_section(info: dict) -> str:
                 'No evaluation results come with this checkpoint (it was exported without a results file), '
                 'so no accuracy is claimed for it.\n')
     ds = dataset_names(info['tag'], info.get('training_data'))[0]
-    text = [f'## Results\n{ds} test set, top-1 / top-5 accuracy (%) of the final epoch of each training run, '
+    keys = _reported(info) + ('best_top1',)
+    names = {'top1': 'top-1', 'top5': 'top-5', 'best_top1': 'best top-1'}
+    text = [f"## Results\n{ds} {'test set' if info['tag'] in TAGS else 'validation images'}, "
+            f"{' / '.join(names[k] for k in keys[:-1])} accuracy (%) of the final epoch of each training run, "
             f"and the best top-1 over the epochs. The weights in this repo are those of seed {results['weights_seed']}.\n",
-            '| seed | top-1 | top-5 | best top-1 |', '|---|---|---|---|']
+            '| seed | ' + ' | '.join(names[k] for k in keys) + ' |', '|---' * (len(keys) + 1) + '|']
     for r in runs:
         mark = ' (weights)' if r.get('seed') == results.get('weights_seed') else ''
-        text.append(f"| {r.get('seed')}{mark} | {_fmt(r.get('top1'))} | {_fmt(r.get('top5'))} | "
-                    f"{_fmt(r.get('best_top1'))} |")
-    text.append(f"| mean ± std ({len(runs)} run(s)) | {_pm(results.get('top1'))} | {_pm(results.get('top5'))} | "
-                f"{_pm(results.get('best_top1'))} |")
+        text.append(f"| {r.get('seed')}{mark} | " + ' | '.join(_fmt(r.get(k)) for k in keys) + ' |')
+    text.append(f'| mean ± std ({len(runs)} run(s)) | ' + ' | '.join(_pm(results.get(k)) for k in keys) + ' |')
     return '\n'.join(text) + '\n'
+
+
+def _reported(info: dict) -> tuple:
+    """The accuracies a card reports: top-5 only with more than 5 classes (with fewer it is 100% by definition)."""
+    return ('top1', 'top5') if info['num_classes'] > 5 else ('top1',)
 
 
 def _onnx_section(info: dict) -> str:
     """How to run model.onnx with ONNX Runtime: input name and the checkpoint's normalisation."""
     record, (_, h, w) = info['onnx'], info['input_size']
+    on_hub = _weights_names(info)[2] != 'PATH'  # weights that load from their folder only: its model.onnx too
     return _template('onnx.md').substitute(
+        where='repository' if on_hub else 'folder (PATH)',
+        hub_import='from huggingface_hub import hf_hub_download\n' if on_hub else '',
+        onnx_file=f"hf_hub_download('{info['repo_id']}', 'model.onnx')" if on_hub else "'PATH/model.onnx'",
         opset=record['opset'], batches=' and '.join(map(str, record['checked_batch_sizes'])),
         max_rel_err=f"{record['max_rel_err']:.1e}", input_name=record['input_name'],
         output_name=record['output_name'], height=h, width=w, num_classes=info['num_classes'],
-        repo_id=info['repo_id'], mean=list(info['mean']), std=list(info['std']),
+        mean=list(info['mean']), std=list(info['std']),
         short_side=math.floor(h / info['crop_pct']), resample=info['interpolation'].upper())
 
 
@@ -151,7 +170,7 @@ def _weights_names(info: dict) -> Tuple[str, str, str]:
     timm knows no 'model.tag' for it; weights under a CIFAR tag trained on other data than the official release by
     their folder only (push refuses them the tag's repo)."""
     hub, repo = f"hf-hub:{info['repo_id']}", info['repo_id']
-    unofficial = (info.get('training_data') or {}).get('official') is False
+    unofficial = unverified_cifar(info['tag'], info.get('training_data'))
     if info['tag'] in TAGS and not unofficial:
         return info['model_name'], (
             f"The same weights load straight from this repository's config: `timm.create_model('{hub}', "

@@ -26,7 +26,8 @@ Output folder (staged in a temporary folder next to it, then renamed into place)
 Training data: a run on the CIFAR data sets is described as trained on CIFAR-10/100 (Hub dataset id, model-index)
 only when every run recorded `official_data` true (zamzoo.data.cifar_release: torchvision's md5 of the release
 files); otherwise as CIFAR-format data with its image counts, and `zamzoo push` refuses it (the CIFAR tags' repos
-hold weights trained on the official release only). A bare checkpoint's data is the exporter's word (--tag), but a
+hold weights trained on the official release only). A bare checkpoint's data is the exporter's word (--tag): it is
+described so, with no Hub dataset id, and `zamzoo push` refuses it under a CIFAR tag too; a
 zamzoo training checkpoint, or a weights file in a run folder, is exported only from a completed run, and is
 described by that run's record (`_check_completed_checkpoint`).
 
@@ -148,8 +149,8 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
         tag, cfg = _own_data_cfg(inp.model, inp.dataset, tag, run_config)
     else:
         tag, cfg = _registry_cfg(inp.model, tag or inp.dataset, run_config)
-        if inp.training_data.get('official') is False:
-            from .card import dataset_names
+        from .card import dataset_names, unverified_cifar
+        if unverified_cifar(tag, inp.training_data):
             cfg = dataclasses.replace(cfg, description=f'{ZOO[inp.model].description}; trained on '
                                                        f'{dataset_names(tag, inp.training_data)[0]}')
     recipe = _recipe_description(inp) or 'unknown (bare checkpoint)'

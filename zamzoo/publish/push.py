@@ -208,11 +208,10 @@ def validate_export(folder) -> dict:
 
 def _refuse_unofficial_data(folder: Path, results: dict):
     """The CIFAR tags' repos (which the manifest pins `timm.create_model(..., pretrained=True)` to) hold weights
-    trained on the official CIFAR releases only."""
-    from ..models import TAGS
-    from .card import dataset_names
-    data = results.get('training_data') or {}
-    if results['tag'] in TAGS and data.get('official') is False:
+    trained on the official CIFAR releases only: a run on other data, or a bare checkpoint, is not pushed there."""
+    from .card import dataset_names, unverified_cifar
+    data = results.get('training_data')
+    if unverified_cifar(results['tag'], data):
         raise InvalidExportError(
             f"{folder} was trained on {dataset_names(results['tag'], data)[0]}, so it is not pushed as "
             f"{results['model']}.{results['tag']}: that name's weights are trained on the official "
