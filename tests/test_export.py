@@ -96,6 +96,23 @@ def test_an_export_whose_output_has_nans_pytorchs_lacks_is_refused(tmp_path, use
     assert export_onnx(LogOfMean(), tmp_path / 'l.onnx', (16, 8, 8), use_dynamo=use_dynamo) <= 1e-6
 
 
+def test_an_export_is_of_the_opset_asked_or_refused_and_leaves_the_models_mode(tmp_path):
+    """The dynamo exporter wrote opset 18 where onnxscript could not convert ZAM's graph to the opset 17 asked for
+    (ReduceMax's axes), and export_onnx returned as if it had; it also left a training model in eval mode."""
+    import onnx
+    m = module('zam').train()
+    with pytest.raises(OnnxExportError, match=r'the dynamo exporter wrote opset 18, not the opset 17 asked for .*'
+                                              r'use_dynamo=False'):
+        export_onnx(m, tmp_path / 'd.onnx', (16, 8, 8), use_dynamo=True, opset=17)
+    assert m.training and not (tmp_path / 'd.onnx').exists()
+    assert export_onnx(m, tmp_path / 't.onnx', (16, 8, 8), opset=17) <= 1e-4 and m.training
+    assert [o.version for o in onnx.load(str(tmp_path / 't.onnx')).opset_import if o.domain in ('', 'ai.onnx')] == [17]
+    features = timm.create_model('mobilenet_zam', features_only=True, out_indices=(1, 2))
+    with pytest.raises(OnnxExportError, match='the model returns a list, expected one tensor'):
+        export_onnx(features, tmp_path / 'f.onnx', (3, 32, 32))
+    assert not (tmp_path / 'f.onnx').exists()
+
+
 def test_the_graph_as_written_is_checked_not_only_as_onnx_runtime_optimizes_it(tmp_path, monkeypatch):
     """The check also runs the file with ONNX Runtime's graph optimizations off (the graph as written, where a
     runtime on other hardware starts), not only as ONNX Runtime optimizes it on this CPU: a file whose unoptimized

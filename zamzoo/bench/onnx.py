@@ -73,7 +73,11 @@ def onnx_parity(path, model: nn.Module, input_size: Tuple[int, int, int],
     worst = 0.0
     for b, x in _check_inputs(input_size, batch_sizes):
         with torch.no_grad():
-            expected = model(x.clone()).double()  # a module built with inplace=True overwrites its input
+            expected = model(x.clone())  # a module built with inplace=True overwrites its input
+        if not isinstance(expected, torch.Tensor):
+            raise OnnxExportError(f'the model returns a {type(expected).__name__}, expected one tensor (a '
+                                  f'classifier\'s logits; not features_only=True)')
+        expected = expected.double()
         for session in sessions:
             got = torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0]).double()
             if got.shape != expected.shape:
@@ -115,16 +119,16 @@ def fp32_rounding(model: nn.Module, input_size: Tuple[int, int, int],
 def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int]] = None, *,
                 use_dynamo: bool = False, opset: int = OPSET, rtol: float = RTOL,
                 batch_sizes: Sequence[int] = CHECK_BATCHES) -> float:
-    """Export `model` (put in eval mode) to `path` with a dynamic batch; returns the relative error measured by
-    `onnx_parity`. Raises OnnxExportError, leaving nothing at `path`, when the export fails or the error exceeds
-    `rtol`. `input_size` (C, H, W) defaults to the model's pretrained_cfg."""
+    """Export `model` (in eval mode; its mode is restored after) to `path` with a dynamic batch; returns the
+    relative error measured by `onnx_parity`. Raises OnnxExportError, leaving nothing at `path`, when the export
+    fails, writes another opset than `opset`, or the error exceeds `rtol`. `input_size` (C, H, W) defaults to the
+    model's pretrained_cfg."""
     require_onnx()
     from timm.utils.onnx import onnx_export
 
-    model.eval()
     input_size = tuple(input_size or model.pretrained_cfg['input_size'])
     example = torch.randn((2, *input_size), generator=torch.Generator().manual_seed(1))
-    with atomic_path(path) as tmp:
+    with _eval_mode(model), atomic_path(path) as tmp:
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter('ignore')
@@ -137,7 +141,7 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
         except Exception as e:  # onnxscript's passes too
             raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}): constant folding of the exported graph '
                                   f'(onnxscript) failed: {_first_line(e)}') from e
-        _check_dynamic_batch(tmp)
+        _check_written(tmp, opset, use_dynamo)
         err = onnx_parity(tmp, model, input_size, batch_sizes)
         if not err <= rtol:
             rounding = fp32_rounding(model, input_size, batch_sizes)
@@ -172,10 +176,27 @@ def _fold_constants(path) -> None:
     ir.save(model, str(path))
 
 
-def _check_dynamic_batch(path) -> None:
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def _check_written(path, opset: int, use_dynamo: bool) -> None:
+    """The file has the opset asked for (the dynamo exporter writes its own, 18, where onnxscript cannot convert the
+    graph down, and only logs that) and a dynamic batch."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    dim = graph.input[0].type.tensor_type.shape.dim[0]
+    written = onnx.load(str(path), load_external_data=False)
+    version = next((o.version for o in written.opset_import if o.domain in ('', 'ai.onnx')), None)
+    if version != opset:
+        raise OnnxExportError(f'the {_exporter(use_dynamo)} exporter wrote opset {version}, not the opset {opset} '
+                              f'asked for' + (' (it cannot convert this graph to it): use_dynamo=False (the '
+                                              'TorchScript exporter) writes older opsets' if use_dynamo else ''))
+    dim = written.graph.input[0].type.tensor_type.shape.dim[0]
     if not dim.dim_param:
         raise OnnxExportError(f'the exported ONNX input has a fixed batch size ({dim.dim_value}), expected dynamic')
