@@ -27,12 +27,30 @@ def _zoo_run(data, out, *extra):
 
 @pytest.fixture(scope='module')
 def mixed_sweep(tiny_cifar, tmp_path_factory):
-    """A sweep whose seed 0 ran 1 epoch and seed 1 ran 2 epochs (two `zoo run` with other --epochs)."""
-    out = tmp_path_factory.mktemp('mixed') / 'sweep'
+    """A sweep whose seed 0 ran 1 epoch and seed 1 ran 2 epochs: `zoo run` refuses to add the second (see
+    test_zoo_run_refuses_to_add_a_seed_with_other_settings), so it is trained elsewhere and copied in."""
+    from zamzoo.zoo.state import PLAN_FILE, read_plan, update_record
+    root = tmp_path_factory.mktemp('mixed')
+    out, other, name = root / 'sweep', root / 'other', f'{TINY}-cifar10-zam-s1'
     torch.set_num_threads(1)
     assert main(_zoo_run(tiny_cifar, out, '--seeds', '0', '--epochs', '1')) == 0
-    assert main(_zoo_run(tiny_cifar, out, '--seeds', '1', '--epochs', '2')) == 0
+    assert main(_zoo_run(tiny_cifar, other, '--seeds', '1', '--epochs', '2')) == 0
+    shutil.copytree(other / name, out / name)
+    update_record(out, PLAN_FILE, {name: read_plan(other)[0][name]})
     return out
+
+
+def test_zoo_run_refuses_to_add_a_seed_with_other_settings(mixed_sweep, tiny_cifar, capsys):
+    """A seed with other settings than the group's finished seeds was trained into it, and `zoo export` then refused
+    the whole group ('the runs differ in more than the seed')."""
+    capsys.readouterr()
+    assert main(_zoo_run(tiny_cifar, mixed_sweep, '--seeds', '2', '--epochs', '1', '--lr', '0.5')) == 2
+    err = capsys.readouterr().err
+    assert f'seed 2 of {TINY}-cifar10: the sweep folder holds seed 0 of it ({TINY}-cifar10-zam-s0) with ' \
+           f'lr=0.1, the plan has lr=0.5: one setting per model and data set in a sweep folder' in err
+    assert main(_zoo_run(tiny_cifar, mixed_sweep, '--seeds', '2', '--epochs', '1', '--dry-run')) == 2  # seed 1's
+    assert 'refuse (other settings' in capsys.readouterr().out
+    assert not (mixed_sweep / f'{TINY}-cifar10-zam-s2').exists()
 
 
 # ------------------------------------------------------------------ row 1: a diverged run is failed everywhere
@@ -65,6 +83,19 @@ def test_diverged_run_is_failed_in_status_retried_and_never_exported(tiny_cifar,
     from zamzoo.zoo import export_sweep                      # the failed seed is named, not silently dropped
     [group] = export_sweep(out, min_seeds=1, staging=tmp_path / 'staging')['too_few']
     assert (group['seeds'], group['left_out']) == ([], [{'seed': 0, 'state': 'failed'}])
+
+
+def test_status_of_a_failed_attempt_is_failed_whatever_epochs_the_plan_now_has(tiny_cifar, tmp_path, capsys):
+    """A failed attempt with other --epochs than the plan's was `refused` in zoo status, while zoo run --retry-failed
+    trains it again as planned: the folder holds nothing to keep."""
+    out = tmp_path / 'sweep'
+    assert main(_zoo_run(tiny_cifar, out, '--seeds', '0', '--epochs', '1', '--lr', '1e30')) == 1
+    assert main(_zoo_run(tiny_cifar, out, '--seeds', '0', '--epochs', '2', '--lr', '1e30')) == 1  # failed: skipped
+    capsys.readouterr()
+    assert main(['zoo', 'status', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f'failed   {TINY} cifar10 zam seed 0') and 'refused' not in printed
+    assert ': 0 done, 0 running, 0 pending, 1 failed; epochs 0/2' in printed
 
 
 # ------------------------------------------------------------------ row 2: identity, in zoo run and zoo export
@@ -105,6 +136,10 @@ def test_zoo_run_refuses_a_finished_run_of_data_replaced_at_its_path(tmp_path, c
     err = capsys.readouterr().err
     assert f'seed 0 of {TINY}-cifar10: {data} is not the data the run in' in err and 'its train split is' in err
     assert 'another --out' in err
+    folder = out / f'{TINY}-cifar10-zam-s0'
+    (folder / 'results.json').unlink()  # a run to resume (its checkpoint kept): planned to resume, then marked failed
+    assert (folder / 'checkpoint.pt').is_file() and main([*args, '--dry-run']) == 2
+    assert f'{data} is not the data the run in' in capsys.readouterr().err
 
 
 def test_zoo_export_refuses_to_average_runs_with_other_settings(mixed_sweep, tmp_path, capsys):
@@ -479,6 +514,20 @@ def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tm
     monkeypatch.setattr(slurm, '_queued_job_ids', lambda: None)       # squeue failed: not known, nothing said
     assert main(['zoo', 'status', '--out', str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[1].endswith('seed 1: epoch 0/1, top-1 -%, - img/s, job 41_1')
+    # a failed run whose retry (--retry-failed) waits in the queue: its folder says failed, SLURM says queued
+    from zamzoo.train.run_folder import mark_failed
+    runs[2].folder.mkdir()
+    mark_failed(runs[2].folder, RuntimeError('diverged'), job_id='40_2')
+    update_record(tmp_path, JOBS_FILE, {runs[2].name: '42_0'})
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: {'41_0', '42_0'})
+    assert main(['zoo', 'status', '--out', str(tmp_path), '--json']) == 0
+    assert [(r['state'], r['queued']) for r in json.loads(capsys.readouterr().out)['runs']] == [
+        ('pending', True), ('pending', False), ('failed', True)]
+    assert main(['zoo', 'status', '--out', str(tmp_path)]) == 0
+    assert 'seed 2: epoch 0/1, top-1 -%, - img/s, job 42_0 (its retry is queued)' in capsys.readouterr().out
+    monkeypatch.setattr(slurm, '_queued_job_ids', lambda: {'41_0'})   # its job ended: nothing to say of it
+    assert main(['zoo', 'status', '--out', str(tmp_path), '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['runs'][2]['queued'] is None
 
 
 def test_the_worker_keeps_the_error_the_failing_process_recorded_and_adds_its_log(tiny_cifar, tmp_path,

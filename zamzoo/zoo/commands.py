@@ -232,7 +232,8 @@ def _run(args) -> int:
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
     queued = _still_queued(args, launch_runs) if args.dry_run else set()  # a real run asks when it submits
     launch_runs = [run for run in launch_runs if run.name not in queued]
-    print(f'{len(runs)} run(s) planned in {args.out}: {len(launch_runs)} to train, '
+    unasked = args.executor == 'slurm' and not args.dry_run  # which are still queued is asked when submitting
+    print(f"{len(runs)} run(s) planned in {args.out}: {len(launch_runs)} to train{' or still queued' * unasked}, "
           f'{len(runs) - len(launch_runs) - len(queued)} skipped'
           + (f', {len(queued)} still queued from an earlier submission (not submitted again)' if queued else ''))
     if args.dry_run:
@@ -323,7 +324,8 @@ def _status(args) -> int:
     for problem in status['problems']:
         print(problem)
     for r in status['runs']:
-        job = f", job {r['job_id']}{_QUEUE[r['queued']]}" if r['job_id'] else ''
+        queue = ' (its retry is queued)' if r['state'] == 'failed' and r['queued'] else _QUEUE[r['queued']]
+        job = f", job {r['job_id']}{queue}" if r['job_id'] else ''
         print(f"{r['state']:<8} {r['model']} {r['dataset']} {r['recipe']} seed {r['seed']}: {_progress(r)}{job}")
         if r['error']:
             print(f"         {r['error']}")

@@ -63,19 +63,29 @@ def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
     recorded = run_status(run.folder).config
     if not recorded:
         return None  # absent or corrupt: the state says so
+    changes = _changes(recorded, run)
+    if not changes:
+        return None
+    return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with {_listed(changes)}'
+
+
+def _changes(recorded: dict, run: PlannedRun, ignore: Sequence[str] = ()) -> list:
+    """[(field, recorded, planned)] in which a run's config.json differs from the planned `run`."""
     # the data by content (data_conflict), not by path, when the run recorded its fingerprint: a copy elsewhere is the
     # same data
     moved = ('data',) if recorded.get('data_fingerprint') else ()
-    changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'), ignore=moved)
+    changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'),
+                               ignore=(*moved, *ignore))
     module, current = recorded.get('attention_module'), attention_record(run.config.model)
     if module and current:
         changes += _module_changes(module, current)
-    if not changes:
-        return None
+    return changes
+
+
+def _listed(changes: list) -> str:
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
     planned = ', '.join(f'{k}={short_value(b)}' for k, _, b in changes)
-    return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with {listed}, the plan has ' \
-           f'{planned}'
+    return f'{listed}, the plan has {planned}'
 
 
 def _module_changes(module: dict, current: dict) -> list:
@@ -203,25 +213,47 @@ def recipe_conflict(run: PlannedRun, planned: Dict[str, dict]) -> Optional[str]:
     return None
 
 
+def group_conflict(run: PlannedRun, planned: Dict[str, dict]) -> Optional[str]:
+    """Why the run cannot join the runs of its model and data set (its other seeds) that the sweep folder holds
+    (`planned`: read_plan's): it differs from one that was started or finished in more than the seed, and `zoo
+    export` exports a model's seeds on a data set together, as one setting; None when it does not."""
+    c = run.config
+    for name, entry in planned.items():
+        folder = run.folder.parent / name
+        if name == run.name or (entry['model'], entry['dataset'], entry['recipe']) != (c.model, c.dataset, run.recipe):
+            continue
+        if not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
+            continue
+        recorded = run_status(folder).config
+        changes = _changes(recorded, run, ignore=('seed', 'out')) if recorded else []
+        if changes:
+            return (f'seed {c.seed} of {c.model}-{c.dataset}: the sweep folder holds seed {recorded.get("seed")} of '
+                    f'it ({name}) with {_listed(changes)}: one setting per model and data set in a sweep folder')
+    return None
+
+
 def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
-    """Each run's state (run_state's) and `conflict`: identity_conflict's, recipe_conflict's or data_conflict's
-    message, or None."""
+    """Each run's state (run_state's) and `conflict`: identity_conflict's, recipe_conflict's, group_conflict's or
+    data_conflict's message, or None."""
     states, opened, plans = {}, {}, {}
     for run in runs:
         state = run_state(run.folder, run.epochs)
         planned = plans.setdefault(run.folder.parent, read_plan(run.folder.parent)[0])
-        conflict = identity_conflict(run, state) or recipe_conflict(run, planned)
-        if conflict is None and state['state'] != 'running' and (run.folder / RESULTS_FILE).is_file():
+        conflict = identity_conflict(run, state) or recipe_conflict(run, planned) or (
+            group_conflict(run, planned) if state['state'] in ('pending', 'failed') else None)  # runs to train
+        kept = any((run.folder / f).is_file() for f in (CHECKPOINT_FILE, RESULTS_FILE))
+        if conflict is None and state['state'] != 'running' and kept:  # a run to resume needs its data too
             conflict = data_conflict(run, opened)
         states[run.name] = dict(state, conflict=conflict)
     return states
 
 
 def data_conflict(run: PlannedRun, opened: dict) -> Optional[str]:
-    """Why the finished run in `run`'s folder was trained on other data than the data at its --data now (config.json's
-    `data_fingerprint` against the data opened as the run opens it, each source once through `opened`): a plan names
-    its data by path, and data replaced at that path is other data. None when they agree, when the run recorded no
-    fingerprint, or when the data cannot be opened now (a finished run does not need it)."""
+    """Why the run in `run`'s folder (finished, or to resume) was trained on other data than the data at its --data
+    now (config.json's `data_fingerprint` against the data opened as the run opens it, each source once through
+    `opened`): a plan names its data by path, and data replaced at that path is other data. None when they agree,
+    when the run recorded no fingerprint, or when the data cannot be opened now (a finished run does not need it; a
+    run to resume then fails as it opens it)."""
     recorded = run_status(run.folder).config.get('data_fingerprint')
     if not recorded:
         return None

@@ -68,13 +68,16 @@ def still_queued(out, runs: Sequence[PlannedRun]) -> set:
 
 def mark_queued(runs: Sequence[dict]) -> None:
     """Set `queued` on each run of `sweep_status`: whether SLURM still holds the last job of a pending run (False:
-    cancelled, or ended without starting; `zoo run` submits it again); None where nothing was asked (no job, another
-    state) or squeue is not here or fails. The run folders alone show a cancelled run as one waiting in the queue."""
+    cancelled, or ended without starting; `zoo run` submits it again) or of a failed one (True: its retry, submitted
+    with --retry-failed, waits in the queue; None when not: its job ended, as a failed one does); None where nothing
+    was asked (no job, another state) or squeue is not here or fails. The run folders alone show a cancelled run as
+    one waiting in the queue, and a failed run whose retry waits as failed."""
     def asked(r):
-        return r['state'] == 'pending' and r['job_id']
+        return r['state'] in ('pending', 'failed') and r['job_id']
     held = _queued_job_ids() if any(map(asked, runs)) and shutil.which('squeue') else None
     for r in runs:
-        r['queued'] = r['job_id'] in held if held is not None and asked(r) else None
+        queued = r['job_id'] in held if held is not None and asked(r) else None
+        r['queued'] = None if r['state'] == 'failed' and not queued else queued
 
 
 def held_jobs(out, runs: Sequence[PlannedRun]) -> list:

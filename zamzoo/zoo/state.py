@@ -15,7 +15,7 @@ from typing import Optional
 
 from .._io import read_json_object, write_json_atomic
 from ..errors import ZamzooError
-from ..train import CHECKPOINT_FILE
+from ..train import CHECKPOINT_FILE, RESULTS_FILE
 from ..train.run_folder import STATES, RunStatus, run_status
 
 SWEEP_DIR = '_zoo'
@@ -101,7 +101,7 @@ def _recorded_entry(config: dict) -> dict:
             'seed': config.get('seed'), 'epochs': recipe.get('epochs')}
 
 
-def _planned_from_folder(folder: Path) -> Optional[dict]:
+def planned_from_folder(folder: Path) -> Optional[dict]:
     """A plan entry rebuilt from the run's config.json, or None when it has none."""
     entry = _recorded_entry(run_status(folder).config)
     return entry if _valid_entry(entry) else None
@@ -127,7 +127,7 @@ def read_plan(out, missing_is_lost: bool = False) -> tuple:
     for name in sorted(names):
         entry = plan.get(name)
         if not _valid_entry(entry):
-            entry = _planned_from_folder(out / name)
+            entry = planned_from_folder(out / name)
             if name in plan:
                 what = 'rebuilt from its config.json' if entry else 'not listed (no readable config.json)'
                 problems.append(f'corrupt: {PLAN_FILE} entry {name!r}: {what}')
@@ -153,13 +153,15 @@ REFUSED = 'refused'
 SWEEP_STATES = (*STATES, REFUSED)
 
 
-def _against_plan(state: dict, planned: dict, recorded: dict) -> dict:
+def _against_plan(state: dict, planned: dict, recorded: dict, folder: Path) -> dict:
     """`state` (run_state's), or REFUSED when its folder's config.json (`recorded`: its plan fields) records another
     model, data set, recipe, seed or number of epochs than the plan (a folder copied or renamed from another run's;
-    `zoo run` checks every setting and refuses such a run)."""
+    `zoo run` checks every setting and refuses such a run) and holds a run to keep: one being trained, a checkpoint or
+    results (a failed attempt without them is what `zoo run --retry-failed` trains again, as planned)."""
     changes = [f'{key}={recorded[key]!r}, the plan has {planned[key]!r}' for key in PLANNED_KEYS
                if recorded[key] is not None and recorded[key] != planned[key]]
-    if not changes:
+    keeps = state['state'] == 'running' or any((folder / f).is_file() for f in (CHECKPOINT_FILE, RESULTS_FILE))
+    if not (changes and keeps):
         return state
     return dict(state, state=REFUSED, error=f"the folder holds a run with {'; '.join(changes)}: other settings, "
                                             f'neither counted as done nor overwritten (use another --out for these '
@@ -179,7 +181,8 @@ def sweep_status(out) -> dict:
     runs = []
     for name, planned in plan.items():
         status = run_status(out / name)
-        state = _against_plan(run_state(out / name, planned['epochs'], status), planned, _recorded_entry(status.config))
+        state = _against_plan(run_state(out / name, planned['epochs'], status), planned, _recorded_entry(status.config),
+                              out / name)
         log = state['log'] if state['state'] == 'failed' else run_log(out, name, jobs.get(name))
         runs.append({**planned, **state, 'job_id': jobs.get(name), 'folder': str(out / name), 'log': log})
     totals = {'runs': len(runs), **{s: sum(1 for r in runs if r['state'] == s) for s in SWEEP_STATES},

@@ -6,13 +6,14 @@ in the queue) is left to it; a run folder holding a run with other settings (ano
 before anything is trained (plan.check_conflicts); train()'s lock per run folder keeps two invocations from ever
 training the same run at once."""
 import time
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .._io import write_json_atomic
 from ..errors import ZamzooError
 from .plan import PlannedRun, action, check_conflicts, check_queued, plan_states, settings_conflict
 from ..train.run_folder import run_status
-from .state import LAST_RUN_FILE, PLAN_FILE, sweep_dir, update_record
+from .state import LAST_RUN_FILE, PLAN_FILE, planned_from_folder, sweep_dir, update_record
 
 EXECUTORS = ('local', 'slurm')
 
@@ -64,12 +65,22 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
         if wait:
             final = wait_slurm(jobs + held_jobs(out, held), launch + held, on_event)
     summary = summarize(runs, launch + held, states, final, time.perf_counter() - t0)
+    _replan_refused(out, summary['refused'])
     summary['skipped']['queued'] = len(queued)
     summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
                    mps=mps and executor == 'local' and bool(launch),
                    finished=executor == 'local' or wait)
     write_json_atomic(sweep_dir(out) / LAST_RUN_FILE, summary)
     return summary
+
+
+def _replan_refused(out, refused: list):
+    """The plan.json entries of the runs refused (another invocation's, with other settings, in their folders) are
+    theirs again: this invocation wrote its own before the folders held anything, and trained none of them."""
+    entries = {r['run']: planned_from_folder(Path(out) / r['run']) for r in refused}
+    entries = {name: entry for name, entry in entries.items() if entry is not None}
+    if entries:
+        update_record(out, PLAN_FILE, entries)
 
 
 def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
