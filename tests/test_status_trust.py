@@ -286,8 +286,8 @@ def test_zoo_run_whose_run_another_invocation_finished_with_other_settings_exits
     (sweep / RUN).rename(kept)
     plan_states = plan.plan_states
 
-    def states_then_other_invocation(runs):
-        states = plan_states(runs)
+    def states_then_other_invocation(runs, *args):
+        states = plan_states(runs, *args)
         kept.rename(sweep / RUN)                                # the other `zoo run --epochs 1` finishes now
         return states
 

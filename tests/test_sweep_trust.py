@@ -111,6 +111,12 @@ def test_zoo_run_refuses_a_finished_run_with_other_settings(mixed_sweep, tiny_ci
     assert 'refuse (other settings' in capsys.readouterr().out
     assert main(_zoo_run(tiny_cifar, mixed_sweep, '--seeds', '0', '--epochs', '1', '--dry-run')) == 0  # same: done
     assert 'skip (done)' in capsys.readouterr().out
+    # on 2 processes each one's batch and BatchNorm statistics are others: a run to resume failed on it, a finished
+    # one was skipped as done
+    assert main(_zoo_run(tiny_cifar, mixed_sweep, '--seeds', '0', '--epochs', '1', '--gpus-per-run', '2',
+                         '--dry-run')) == 2
+    assert f'seed 0 of {TINY}-cifar10: finished with world_size=1, the plan has world_size=2 (--gpus-per-run)' in \
+        capsys.readouterr().err
 
 
 def test_zoo_run_refuses_a_finished_run_of_data_replaced_at_its_path(tmp_path, capsys, monkeypatch):

@@ -226,7 +226,7 @@ def _run(args) -> int:
         load_attention(args.attn, args.attn_name)
     options = {k: v for k, v in train_config_values(args).items() if k not in ('data', 'out')}
     runs = plan_sweep(args.models, args.datasets, args.seeds, args.data, args.out, **options)
-    states = plan_states(runs)
+    states = plan_states(runs, args.gpus_per_run)
     if not args.dry_run:
         check_conflicts(runs, states)
     launch_runs = runs_to_launch(runs, states, args.retry_failed)

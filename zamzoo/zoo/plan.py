@@ -46,15 +46,21 @@ class PlannedRun:
                 'recipe': recipe_record(c.resolve_recipe(), c.dataset, loader)}
 
 
-def identity_conflict(run: PlannedRun, state: dict) -> Optional[str]:
-    """Why the run already in `run`'s folder (being trained, finished, or with a checkpoint) is not the planned one,
-    naming the field; None when it is, or when the folder holds nothing to keep."""
+def identity_conflict(run: PlannedRun, state: dict, world_size: int = 1) -> Optional[str]:
+    """Why the run already in `run`'s folder (being trained, finished, or with a checkpoint) is not the planned one
+    (on `world_size` processes: --gpus-per-run), naming the field; None when it is, or when the folder holds nothing
+    to keep."""
     folder = run.folder
     if state['state'] == 'running':  # another invocation's: its plan entry must stay what it trains
         return settings_conflict(run, 'being trained')
     if not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
         return None
-    return settings_conflict(run, 'finished' if state['state'] == 'done' else f"started (epoch {state['epoch']})")
+    how = 'finished' if state['state'] == 'done' else f"started (epoch {state['epoch']})"
+    recorded = run_status(folder).config.get('world_size')
+    if recorded not in (None, world_size):  # each process's batch and BatchNorm statistics: another run
+        return (f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with world_size='
+                f'{recorded}, the plan has world_size={world_size} (--gpus-per-run)')
+    return settings_conflict(run, how)
 
 
 def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
@@ -232,14 +238,14 @@ def group_conflict(run: PlannedRun, planned: Dict[str, dict]) -> Optional[str]:
     return None
 
 
-def plan_states(runs: Sequence[PlannedRun]) -> Dict[str, dict]:
-    """Each run's state (run_state's) and `conflict`: identity_conflict's, recipe_conflict's, group_conflict's or
-    data_conflict's message, or None."""
+def plan_states(runs: Sequence[PlannedRun], world_size: int = 1) -> Dict[str, dict]:
+    """Each run's state (run_state's) and `conflict`: identity_conflict's (runs on `world_size` processes),
+    recipe_conflict's, group_conflict's or data_conflict's message, or None."""
     states, opened, plans = {}, {}, {}
     for run in runs:
         state = run_state(run.folder, run.epochs)
         planned = plans.setdefault(run.folder.parent, read_plan(run.folder.parent)[0])
-        conflict = identity_conflict(run, state) or recipe_conflict(run, planned) or (
+        conflict = identity_conflict(run, state, world_size) or recipe_conflict(run, planned) or (
             group_conflict(run, planned) if state['state'] in ('pending', 'failed') else None)  # runs to train
         kept = any((run.folder / f).is_file() for f in (CHECKPOINT_FILE, RESULTS_FILE))
         if conflict is None and state['state'] != 'running' and kept:  # a run to resume needs its data too

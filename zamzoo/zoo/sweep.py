@@ -35,7 +35,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
     finished runs to check it: not twice)."""
     if executor not in EXECUTORS:
         raise ZamzooError(f"executor: unknown '{executor}'; expected one of {list(EXECUTORS)}")
-    states = plan_states(runs) if states is None else states
+    states = plan_states(runs, gpus_per_run) if states is None else states
     check_conflicts(runs, states)
     launch = runs_to_launch(runs, states, retry_failed)
     if executor == 'slurm' and launch:  # a sweep that cannot be submitted writes nothing (no plan, no lock)
