@@ -217,10 +217,12 @@ def test_push_refuses_symlinks_and_unparsed_json(checkpoint, tmp_path, monkeypat
             push_folder(folder)
 
 
-def test_push_with_the_hub_unreachable(checkpoint, tmp_path, monkeypatch):
+def test_push_with_the_hub_unreachable(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    _, exported = checkpoint
+    from conftest import write_cifar_run
+    write_cifar_run(tmp_path / 'run', ZOO_MODEL, 0, dataset='cifar10')  # a bare checkpoint's export is not pushed
+    exported = export_run([tmp_path / 'run'], tmp_path / 'export').path
     monkeypatch.setattr(constants, 'ENDPOINT', 'http://127.0.0.1:9')   # discard port: the connection is refused
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
     monkeypatch.setenv('HF_TOKEN', 'hf_test_token')
