@@ -23,10 +23,20 @@ def test_milestones_out_of_order_repeated_or_negative_are_refused(milestones):
 @pytest.mark.parametrize('field, value', [('epochs', 0), ('batch_size', 0), ('lr', 0.0), ('lr', float('inf')),
                                           ('weight_decay', -1e-4), ('momentum', 1.5), ('gamma', 0.0),
                                           ('warmup_epochs', -1), ('schedule', 'step'), ('label_smoothing', 2.0),
-                                          ('epochs', 1.5), ('batch_size', True)])
+                                          ('epochs', 1.5), ('batch_size', True),
+                                          # a string read as True: hflip='no' flipped, nesterov='no' was Nesterov
+                                          ('hflip', 'no'), ('nesterov', 'no'), ('drop_last', 0), ('sync_bn', None),
+                                          ('normalization', {'cifar100': (1, 2)}),
+                                          ('normalization', {'cifar100': ((0.5,) * 3, (0.2, 0.0, 0.2))})])
 def test_a_recipe_that_cannot_train_is_refused_where_it_is_made(field, value):
     with pytest.raises(UsageError, match=f"recipe 'zam': {field}: expected"):
         get_recipe('zam').replace(**{field: value})
+
+
+def test_nesterov_without_momentum_is_refused_where_the_recipe_is_made():
+    """It passed TrainConfig.validate() and failed in torch's SGD once the run had opened its data."""
+    with pytest.raises(UsageError, match="recipe 'zam': nesterov: Nesterov momentum needs a momentum > 0"):
+        get_recipe('zam').replace(momentum=0.0, nesterov=True)
 
 
 def test_the_runs_overrides_are_checked_by_the_recipe():

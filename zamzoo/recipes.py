@@ -77,6 +77,12 @@ class Recipe:
             raise UsageError(f"recipe '{self.name}': schedule: expected one of {list(SCHEDULES)}, "
                              f"got {self.schedule!r}")
         _check_milestones(self)
+        for name in ('nesterov', 'hflip', 'sync_bn', 'reset_head', 'drop_last'):  # 'no' would read as True
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"recipe '{self.name}': {name}: expected True or False, got {getattr(self, name)!r}")
+        if self.nesterov and self.momentum == 0:
+            raise UsageError(f"recipe '{self.name}': nesterov: Nesterov momentum needs a momentum > 0, got 0")
+        _check_normalization(self)
 
     def lr_change_epochs(self) -> Tuple[int, ...]:
         """The 1-based epochs that first train at each milestone's new lr (multistep), as the loop counts them: lr at
@@ -115,6 +121,22 @@ def _check_number(recipe: Recipe, name: str, value, *, minimum, maximum=None, in
         bounds = f'{low} and <= {maximum}' if maximum is not None else low
         raise UsageError(f"recipe '{recipe.name}': {name}: expected {'an integer' if integer else 'a number'} "
                          f"{bounds}, got {value!r}")
+
+
+def _check_normalization(recipe: Recipe):
+    """Each data set's statistics are (mean, std): three finite numbers each, the std's > 0."""
+    stats = recipe.normalization
+    if not isinstance(stats, dict):
+        raise UsageError(f"recipe '{recipe.name}': normalization: expected a dict of data set -> (mean, std), "
+                         f"got {stats!r}")
+    for dataset, pair in stats.items():
+        ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and all(
+            isinstance(v, (tuple, list)) and len(v) == 3 and all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in v)
+            for v in pair)
+        if not ok or not all(c > 0 for c in pair[1]):
+            raise UsageError(f"recipe '{recipe.name}': normalization: expected (mean, std) for {dataset!r}, three "
+                             f"finite numbers each, the std's > 0; got {pair!r}")
 
 
 def _check_milestones(recipe: Recipe):
