@@ -136,6 +136,10 @@ def built(tmp_path_factory):
 def test_wheel_and_sdist_ship_the_data(built):
     sdist, wheel = built
     assert set(DATA_FILES) <= set(zipfile.ZipFile(wheel).namelist())
+    # the Apache-2.0 text travels with the package (its section 4(a)), named in the metadata
+    info = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith('.dist-info/METADATA')).rsplit('/', 1)[0]
+    assert 'Apache License' in zipfile.ZipFile(wheel).read(f'{info}/licenses/LICENSE').decode()
+    assert 'License-File: LICENSE' in zipfile.ZipFile(wheel).read(f'{info}/METADATA').decode()
     with tarfile.open(sdist) as tar:
         names = {n.split('/', 1)[1] for n in tar.getnames() if '/' in n}
     assert set(DATA_FILES) <= names and 'pyproject.toml' in names

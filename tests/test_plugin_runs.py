@@ -147,3 +147,18 @@ def test_export_refuses_runs_whose_module_sources_differ(plugin_run, tmp_path):
     with pytest.raises(ExportError, match=f'{module} changed since'):
         export_run([run, other], tmp_path / 'export')
     assert not (tmp_path / 'export').exists()
+
+
+def test_push_refuses_a_packaged_modules_model_without_advising_the_package_it_came_from(monkeypatch, tmp_path):
+    """A module of an installed package (entry point) was refused as 'registered at run time', with the advice to
+    share it as such a package."""
+    from types import SimpleNamespace
+
+    import zamzoo.models.plugins as plugins
+    from zamzoo.publish.push import _refuse_run_time_module
+    record = {'name': 'mine', 'spec': 'my_package.attention:MyAttention', 'options': {}, 'imports': {}}
+    monkeypatch.setattr(plugins, 'entry_points', lambda group: [SimpleNamespace(name='mine', value=record['spec'])])
+    with pytest.raises(InvalidExportError, match=r"module 'mine' of an installed package \(entry-point group "
+                                                 r"zamzoo.attention\) \(from my_package.attention:MyAttention\)") as e:
+        _refuse_run_time_module(tmp_path, {'attention_module': record})
+    assert "push publishes models of the zoo's own modules" in str(e.value) and 'share the module' not in str(e.value)

@@ -168,14 +168,18 @@ def _card_problems(folder: Path) -> List[str]:
 
 
 def _refuse_run_time_module(folder: Path, results: dict):
-    """A model of a module registered at run time is built by code on its author's disk only: on the Hub nobody
-    could load it."""
+    """A model of a module that is not the zoo's is built by code outside zamzoo (a file on its author's disk, or
+    a package's entry point): the Hub cannot give others that code, so push publishes the zoo's own modules only."""
+    from ..models.plugins import from_entry_point
     module = results.get('attention_module')
     if module:
+        where = ('of an installed package (entry-point group zamzoo.attention)' if from_entry_point(module) else
+                 'registered at run time')
         raise InvalidExportError(
-            f"{folder} is a model of the attention module {module.get('name')!r} registered at run time (from "
-            f"{module.get('spec')}), whose code is not part of zamzoo: others could not build it from the Hub, so it "
-            f'is not pushed; share the module as a package (entry-point group zamzoo.attention) or add it to the zoo')
+            f"{folder} is a model of the attention module {module.get('name')!r} {where} (from {module.get('spec')}), "
+            f"whose code is not part of zamzoo: others could not build it from the Hub, so it is not pushed (push "
+            f"publishes models of the zoo's own modules); the export loads from its folder (timm.create_model("
+            f"'local-dir:PATH', pretrained=True) where the module is registered), or add the module to the zoo")
 
 
 def validate_export(folder) -> dict:

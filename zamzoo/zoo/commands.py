@@ -84,8 +84,9 @@ def _add_export(sub):
     p.add_argument('--manifest', default=None,
                    help="weights manifest (default: $ZAMZOO_MANIFEST, else the package's "
                         'zamzoo/pretrained/manifest.json; with --push from an installed zamzoo, required)')
-    tables = ("; default: the checkout's, when zamzoo runs from a checkout holding README.md, MODEL_CARD.md and "
-              "docs/bench (otherwise the tables are skipped)")
+    tables = ("; default: the checkout's when zamzoo runs from its checkout, else the current folder's README.md, "
+              "MODEL_CARD.md and docs/bench when all three are there (their zamzoo table markers say where), "
+              "otherwise the tables are skipped")
     p.add_argument('--readme', help='README whose model table is regenerated' + tables)
     p.add_argument('--model-card', help='MODEL_CARD whose tables are regenerated' + tables)
     p.add_argument('--bench-results', nargs='+', metavar='PATH',

@@ -24,7 +24,8 @@ def sweep_groups(out) -> dict:
 
 def table_destinations(readme, model_card, bench_results) -> Optional[dict]:
     """The table files to regenerate, checked now: the paths given (each must exist and be writable), or by default
-    the checkout's files when they all exist; None when the defaults are missing (a wheel install: skipped)."""
+    the checkout's files (installed: the current folder's, `bench.tables.DEFAULT_README`...) when they all exist;
+    None when the defaults are missing (skipped)."""
     from ..bench.tables import DEFAULT_MODEL_CARD, DEFAULT_README, DEFAULT_RESULTS
 
     given = readme is not None or model_card is not None or bench_results is not None
