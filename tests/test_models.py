@@ -510,3 +510,19 @@ def test_checkpointing_memory_format_dtype_device(name):
     assert {p.device.type for p in meta.parameters()} == {'meta'}
     half = create_small(name, dtype=torch.bfloat16)
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize('prune', [dict(), dict(prune_head=False, prune_norm=True)])
+def test_pruned_to_the_last_level_every_parameter_gets_a_gradient(prune):
+    """MobileNetV2's final_conv follows the last level and feeds none: kept when the last level was, its parameters
+    got no gradient, so timm's features_only getter (which prunes to every level) failed under DDP ('parameters that
+    were not used in producing loss')."""
+    model = create_small('mobilenetv2_zam').train()
+    last = len(model.feature_info) - 1
+    assert model.prune_intermediate_layers([last], **prune) == [last]
+    taps = model.forward_intermediates(torch.randn(X16), indices=[last], intermediates_only=True)
+    sum(t.sum() for t in taps).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    getter = timm.create_model('mobilenetv2_zam', features_only=True, feature_cls='getter').train()
+    sum(t.sum() for t in getter(torch.randn(X16))).backward()
+    assert [n for n, p in getter.named_parameters() if p.grad is None] == []

@@ -310,7 +310,9 @@ class CifarNet(nn.Module):
         """Drop the stages (and head) not needed for the feature levels `indices`; returns the kept indices."""
         num_levels = len(self.stages) + 1
         take_indices, max_index = feature_take_indices(num_levels, indices)
-        prune_end = max_index < num_levels - 1
+        # final_conv (MobileNetV2's 1x1 conv to 1280) follows the last stage and never feeds a feature level: it goes
+        # with the head or the norm too, as timm's efficientnet prunes its conv_head (else its parameters go unused)
+        prune_end = prune_norm or prune_head or max_index < num_levels - 1
         self.stages = self.stages[:max_index]  # level 0 is the stem, level i the output of stage i
         if prune_end:
             self.final_conv = nn.Identity()
