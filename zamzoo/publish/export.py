@@ -551,10 +551,14 @@ def export_run(
 ) -> ExportResult:
     """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out` (default:
     `staging`/<model>.<tag>); see the module doc."""
-    from ..models import hub_id
+    from ..models import ZOO, hub_id
 
     sources = _source_paths(sources)
-    inp, tag, cfg = _prepared(sources, model, tag, recipe, seed, weights_seed)
+    inp = _read_input(sources, model, tag, recipe, seed, weights_seed)
+    inp.model = inp.model.split('.', 1)[0]
+    if inp.model not in ZOO:
+        raise ExportError(f"'{inp.model}' is not a zamzoo model; see `zamzoo list`")
+    tag, cfg = _resolve_cfg(inp, tag)
     repo_id = repo_id or hub_id(inp.model, tag)
     if problem := repo_id_problem(inp.model, tag, repo_id):
         raise ExportError(f'--repo-id: {problem}')
@@ -570,22 +574,14 @@ def export_run(
     return ExportResult(out, inp.model, tag, inp.weights_seed, results['sha256'], params, macs, has_results)
 
 
-def _prepared(sources: List[Path], model, tag, recipe, seed, weights_seed):
-    """(input, tag, pretrained cfg) of an export of `sources`."""
-    from ..models import ZOO
-
-    inp = _read_input(sources, model, tag, recipe, seed, weights_seed)
-    inp.model = inp.model.split('.', 1)[0]
-    if inp.model not in ZOO:
-        raise ExportError(f"'{inp.model}' is not a zamzoo model; see `zamzoo list`")
-    tag, cfg = _resolve_cfg(inp, tag)
-    return inp, tag, cfg
-
-
-def default_export_folder(sources: Sequence, staging=DEFAULT_STAGING) -> Path:
-    """Where `export_run(sources, staging=staging)` writes: staging/<model>.<tag>. Nothing is written."""
-    inp, tag, _ = _prepared(_source_paths(sources), None, None, None, None, None)
-    return Path(staging) / f'{inp.model}.{tag}'
+def default_export_folder(folders: Sequence, staging=DEFAULT_STAGING) -> Path:
+    """Where `export_run(folders, staging=staging)` writes the export of run folders: staging/<model>.<tag>, the tag
+    as `_resolve_cfg` gives it, from the first run's config.json alone (an export's runs share the model, data set and
+    tag; no weights are read). ExportError when the run records no tag of its own data."""
+    config = run_folder.run_status(Path(folders[0])).config
+    model, dataset = str(config.get('model')).split('.', 1)[0], config.get('dataset')
+    tag = _own_data_tag(dataset, None, config) if dataset in OWN_DATASETS else dataset
+    return Path(staging) / f'{model}.{tag}'
 
 
 def _is_export(folder: Path) -> bool:
