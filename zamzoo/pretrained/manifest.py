@@ -42,7 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from .._io import locked_beside, output_errors, write_json_atomic
+from .._io import locked_beside, write_json_atomic
 from .._paths import check_writable
 from ..dataset_table import CIFAR_DATASETS
 from ..errors import UsageError, WeightsError

@@ -10,10 +10,10 @@ from ..dataset_table import DATASETS
 from ..errors import DataError, UsageError
 from ..models.plugins import (attention_record, check_importable_in_new_process, from_entry_point, recorded_imports,
                               recorded_options)
-from ..train import CHECKPOINT_FILE, RESULTS_FILE, TrainConfig
+from ..train import TrainConfig
 from ..train.build import recipe_record
 from ..train.run_folder import identity_changes, read_split, run_status, short_value
-from .state import read_plan, run_state
+from .state import holds_a_run, read_plan, run_state
 
 TRAIN_IMAGES = {d.name: d.train_images for d in DATASETS.values() if d.train_images}  # images per epoch
 
@@ -53,35 +53,35 @@ def identity_conflict(run: PlannedRun, state: dict, world_size: int = 1) -> Opti
     folder = run.folder
     if state['state'] == 'running':  # another invocation's: its plan entry must stay what it trains
         return settings_conflict(run, 'being trained')
-    if not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
+    if not holds_a_run(folder):
         return None
     how = 'finished' if state['state'] == 'done' else f"started (epoch {state['epoch']})"
-    recorded = run_status(folder).config.get('world_size')
-    if recorded not in (None, world_size):  # each process's batch and BatchNorm statistics: another run
-        return (f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with world_size='
-                f'{recorded}, the plan has world_size={world_size} (--gpus-per-run)')
-    return settings_conflict(run, how)
+    return settings_conflict(run, how, world_size)
 
 
-def settings_conflict(run: PlannedRun, how: str) -> Optional[str]:
-    """Why the run `run`'s folder records (config.json) is not the planned one, naming the field and saying `how`
-    that run stands; None when it is, or when there is no readable config.json."""
+def settings_conflict(run: PlannedRun, how: str, world_size: Optional[int] = None) -> Optional[str]:
+    """Why the run `run`'s folder records (config.json) is not the planned one (on `world_size` processes, when
+    given), naming the field and saying `how` that run stands; None when it is, or when there is no readable
+    config.json."""
     recorded = run_status(run.folder).config
     if not recorded:
         return None  # absent or corrupt: the state says so
-    changes = _changes(recorded, run)
+    changes = _changes(recorded, run, world_size=world_size)
     if not changes:
         return None
     return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {how} with {_listed(changes)}'
 
 
-def _changes(recorded: dict, run: PlannedRun, ignore: Sequence[str] = ()) -> list:
-    """[(field, recorded, planned)] in which a run's config.json differs from the planned `run`."""
+def _changes(recorded: dict, run: PlannedRun, ignore: Sequence[str] = (), world_size: Optional[int] = None) -> list:
+    """[(field, recorded, planned)] in which a run's config.json differs from the planned `run` (and from
+    `world_size`, when given: each process's batch and BatchNorm statistics make another run)."""
+    settings, within = run.settings(recorded.get('loader')), ('args', 'recipe')
+    if world_size is not None and recorded.get('world_size') is not None:
+        settings, within = dict(settings, world_size=world_size), (*within, 'world_size')
     # the data by content (data_conflict), not by path, when the run recorded its fingerprint: a copy elsewhere is the
     # same data
     moved = ('data',) if recorded.get('data_fingerprint') else ()
-    changes = identity_changes(recorded, run.settings(recorded.get('loader')), within=('args', 'recipe'),
-                               ignore=(*moved, *ignore))
+    changes = identity_changes(recorded, settings, within=within, ignore=(*moved, *ignore))
     module, current = recorded.get('attention_module'), attention_record(run.config.model)
     if module and current:
         changes += _module_changes(module, current)
@@ -91,7 +91,11 @@ def _changes(recorded: dict, run: PlannedRun, ignore: Sequence[str] = ()) -> lis
 def _listed(changes: list) -> str:
     listed = ', '.join(f'{k}={short_value(a)}' for k, a, _ in changes)
     planned = ', '.join(f'{k}={short_value(b)}' for k, _, b in changes)
-    return f'{listed}, the plan has {planned}'
+    flags = [f'{_FLAGS[k]}' for k, _, _ in changes if k in _FLAGS]
+    return f"{listed}, the plan has {planned}" + (f" ({', '.join(flags)})" if flags else '')
+
+
+_FLAGS = {'world_size': '--gpus-per-run'}  # a recorded field the arguments do not name
 
 
 def _module_changes(module: dict, current: dict) -> list:
@@ -219,7 +223,7 @@ def recipe_conflict(run: PlannedRun, planned: Dict[str, dict]) -> Optional[str]:
     return None
 
 
-def group_conflict(run: PlannedRun, planned: Dict[str, dict]) -> Optional[str]:
+def group_conflict(run: PlannedRun, planned: Dict[str, dict], world_size: int = 1) -> Optional[str]:
     """Why the run cannot join the runs of its model and data set (its other seeds) that the sweep folder holds
     (`planned`: read_plan's): it differs from one that was started or finished in more than the seed, and `zoo
     export` exports a model's seeds on a data set together, as one setting; None when it does not."""
@@ -228,10 +232,10 @@ def group_conflict(run: PlannedRun, planned: Dict[str, dict]) -> Optional[str]:
         folder = run.folder.parent / name
         if name == run.name or (entry['model'], entry['dataset'], entry['recipe']) != (c.model, c.dataset, run.recipe):
             continue
-        if not ((folder / CHECKPOINT_FILE).is_file() or (folder / RESULTS_FILE).is_file()):
+        if not holds_a_run(folder):
             continue
         recorded = run_status(folder).config
-        changes = _changes(recorded, run, ignore=('seed', 'out')) if recorded else []
+        changes = _changes(recorded, run, ignore=('seed', 'out'), world_size=world_size) if recorded else []
         if changes:
             return (f'seed {c.seed} of {c.model}-{c.dataset}: the sweep folder holds seed {recorded.get("seed")} of '
                     f'it ({name}) with {_listed(changes)}: one setting per model and data set in a sweep folder')
@@ -246,9 +250,8 @@ def plan_states(runs: Sequence[PlannedRun], world_size: int = 1) -> Dict[str, di
         state = run_state(run.folder, run.epochs)
         planned = plans.setdefault(run.folder.parent, read_plan(run.folder.parent)[0])
         conflict = identity_conflict(run, state, world_size) or recipe_conflict(run, planned) or (
-            group_conflict(run, planned) if state['state'] in ('pending', 'failed') else None)  # runs to train
-        kept = any((run.folder / f).is_file() for f in (CHECKPOINT_FILE, RESULTS_FILE))
-        if conflict is None and state['state'] != 'running' and kept:  # a run to resume needs its data too
+            group_conflict(run, planned, world_size) if state['state'] in ('pending', 'failed') else None)  # to train
+        if conflict is None and state['state'] != 'running' and holds_a_run(run.folder):  # to resume: its data too
             conflict = data_conflict(run, opened)
         states[run.name] = dict(state, conflict=conflict)
     return states

@@ -148,6 +148,12 @@ def update_record(out, name: str, entries: dict) -> dict:
     return record
 
 
+def holds_a_run(folder) -> bool:
+    """Whether a run folder holds a run to keep: its checkpoint or its results (a failed attempt without them is
+    trained again, as planned)."""
+    return any((Path(folder) / name).is_file() for name in (CHECKPOINT_FILE, RESULTS_FILE))
+
+
 # a run folder holding a run of other settings than the plan's (another invocation's): neither done nor pending here
 REFUSED = 'refused'
 SWEEP_STATES = (*STATES, REFUSED)
@@ -160,7 +166,7 @@ def _against_plan(state: dict, planned: dict, recorded: dict, folder: Path) -> d
     results (a failed attempt without them is what `zoo run --retry-failed` trains again, as planned)."""
     changes = [f'{key}={recorded[key]!r}, the plan has {planned[key]!r}' for key in PLANNED_KEYS
                if recorded[key] is not None and recorded[key] != planned[key]]
-    keeps = state['state'] == 'running' or any((folder / f).is_file() for f in (CHECKPOINT_FILE, RESULTS_FILE))
+    keeps = state['state'] == 'running' or holds_a_run(folder)
     if not (changes and keeps):
         return state
     return dict(state, state=REFUSED, error=f"the folder holds a run with {'; '.join(changes)}: other settings, "
