@@ -89,10 +89,11 @@ def paired_test(candidate: Sequence[float], baseline: Sequence[float], test_imag
     tolerance = 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
     # a mean difference within that rounding is 0 (top-1 = 100 * correct / N: +2 and -2 images leave -7e-15)
     diff = float(d.mean()) if abs(d.mean()) > tolerance else 0.0
-    identical = np.ptp(d) <= tolerance and diff == 0.0 and same_runs(candidate_loss, baseline_loss, n)
+    constant = np.ptp(d) <= tolerance
+    identical = constant and diff == 0.0 and same_runs(candidate_loss, baseline_loss, n)
     if n == 1 and not identical:
         return PairedDifference(1, float(d[0]), None, None, None, None, SINGLE_PAIR)
-    if np.ptp(d) <= tolerance:
+    if constant:
         return _constant_difference(diff, n, identical, _binomial_noise(a, b, test_images))
     stats = scipy_stats()
     result = stats.ttest_rel(a, b)
