@@ -40,9 +40,11 @@ def _imported_modules(path: Path) -> set:
 
 
 def _unit(module: str) -> str:
-    """The subpackage or top-level module of zamzoo a module belongs to ('zamzoo' for the package itself)."""
+    """The subpackage or top-level module of zamzoo a module belongs to ('zamzoo' for the package itself and the
+    names its __init__ defines, such as __version__)."""
     parts = module.split('.')
-    return parts[1].removesuffix('.py') if len(parts) > 1 else 'zamzoo'
+    is_module = len(parts) > 1 and ((PACKAGE / parts[1]).is_dir() or (PACKAGE / f'{parts[1]}.py').is_file())
+    return parts[1] if is_module else 'zamzoo'
 
 
 def import_graph() -> dict:
@@ -87,14 +89,27 @@ def test_import_graph_reads_imports():
     assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == ['a', 'b', 'c', 'a']
 
 
+# ARCHITECTURE.md's layers, lowest first ('zamzoo' is the package's __init__, which registers the models)
+LAYERS = (('errors', '_io', '_paths', '_argtypes', 'dataset_table', 'recipes', 'provenance', '_process', 'pairing'),
+          ('layers',), ('pretrained',), ('models', 'zamzoo'), ('data',), ('train',), ('bench',), ('publish',),
+          ('zoo',), ('compare', 'viz', 'quickstart'), ('cli', '__main__'))
+
+
 def test_no_import_cycle_and_layers_respected():
     graph = import_graph()
     assert _cycle(graph) is None, f'import cycle: {" -> ".join(_cycle(graph))}'
-    order = ['layers', 'pretrained', 'models', 'data', 'train', 'publish', 'bench', 'zoo', 'compare', 'cli']
-    rank = dict(zip(order, [0, 1, 2, 3, 4, 5, 5, 6, 7, 8]))  # publish and bench share a level
-    upward = sorted(f'{a} -> {b}' for a in graph for b in graph[a] if a in rank and b in rank and rank[b] > rank[a])
+    rank = {unit: level for level, units in enumerate(LAYERS) for unit in units}
+    assert set(graph) <= set(rank), f'units ARCHITECTURE.md does not place: {sorted(set(graph) - set(rank))}'
+    upward = sorted(f'{a} -> {b}' for a in graph for b in graph[a] if rank[b] > rank[a])
     assert upward == []
-    assert graph['pretrained'] <= {'errors', '_io', '_paths', 'dataset_table', 'provenance'}  # the bottom layer only
+
+
+def test_layers_are_architecture_mds():
+    """LAYERS above is ARCHITECTURE.md's diagram: `a, b < c` puts a and b on one level below c."""
+    text = (ROOT / 'ARCHITECTURE.md').read_text().split('## Layers', 1)[1].split('```')[1]
+    levels = [{u.strip() for u in level.split(',')} for level in ' '.join(text.split()).split('<')]
+    bottom, rest = set(LAYERS[0]), [set(level) for level in LAYERS[1:]]
+    assert levels == [bottom, *rest]
 
 
 def test_models_do_not_import_publishing():
