@@ -90,7 +90,8 @@ def test_import_graph_reads_imports():
 
 
 # ARCHITECTURE.md's layers, lowest first ('zamzoo' is the package's __init__, which registers the models)
-LAYERS = (('errors', '_io', '_paths', '_argtypes', 'dataset_table', 'recipes', 'provenance', '_process', 'pairing'),
+LAYERS = (('errors', '_io', '_paths', '_argtypes', 'dataset_table', 'recipes', 'provenance', '_process', 'pairing',
+           'sweep_files'),
           ('layers',), ('pretrained',), ('models', 'zamzoo'), ('data',), ('train',), ('bench',), ('publish',),
           ('zoo',), ('compare', 'viz', 'quickstart'), ('cli', '__main__'))
 

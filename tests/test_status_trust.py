@@ -339,7 +339,8 @@ def test_a_folder_copied_from_another_run_is_refused_by_status_and_left_out_of_t
     """status compared only the epochs with the plan: a copy of seed 0's folder in seed 1's place was `done`, and
     `zoo export` exported seed 0's run as two seeds."""
     from zamzoo.zoo import export_sweep, sweep_status
-    from zamzoo.zoo.state import PLAN_FILE, update_record
+    from zamzoo.sweep_files import PLAN_FILE
+    from zamzoo.zoo.state import update_record
 
     other = RUN.replace('-s0', '-s1')
     shutil.copytree(sweep / RUN, sweep / other)

@@ -29,7 +29,8 @@ def _zoo_run(data, out, *extra):
 def mixed_sweep(tiny_cifar, tmp_path_factory):
     """A sweep whose seed 0 ran 1 epoch and seed 1 ran 2 epochs: `zoo run` refuses to add the second (see
     test_zoo_run_refuses_to_add_a_seed_with_other_settings), so it is trained elsewhere and copied in."""
-    from zamzoo.zoo.state import PLAN_FILE, read_plan, update_record
+    from zamzoo.sweep_files import PLAN_FILE
+    from zamzoo.zoo.state import read_plan, update_record
     root = tmp_path_factory.mktemp('mixed')
     out, other, name = root / 'sweep', root / 'other', f'{TINY}-cifar10-zam-s1'
     torch.set_num_threads(1)
@@ -249,7 +250,8 @@ def test_corrupt_files_are_reported_per_run(tmp_path, capsys):
     assert f"missing: {out / '_zoo' / 'plan.json'} (runs listed from their run folders)" in printed
     assert '3 runs: 0 done, 0 running, 1 pending, 2 failed' in printed
 
-    from zamzoo.zoo.state import PLAN_FILE, update_record
+    from zamzoo.sweep_files import PLAN_FILE
+    from zamzoo.zoo.state import update_record
     (out / '_zoo' / 'plan.json').write_text(json.dumps({'a': plan['a'], 'b': 'garbage'}))
     merged = update_record(out, PLAN_FILE, {'d': plan['c']})
     assert merged == {'a': plan['a'], 'b': plan['b'], 'd': plan['c']}   # the bad entry rebuilt from b/config.json
@@ -281,7 +283,8 @@ def test_a_failing_squeue_is_not_taken_for_an_empty_queue(tiny_cifar, tmp_path, 
     import subprocess
 
     from zamzoo.zoo import slurm
-    from zamzoo.zoo.state import JOBS_FILE, update_record
+    from zamzoo.sweep_files import JOBS_FILE
+    from zamzoo.zoo.state import update_record
     runs = plan_sweep([TINY], ['cifar10'], [0, 1], tiny_cifar, tmp_path, epochs=1)
     monkeypatch.setattr(slurm.shutil, 'which', lambda name: '/usr/bin/' + name)
     answer = subprocess.CompletedProcess(['squeue'], 0, stdout='41_0\n41_1\n', stderr='')
@@ -338,7 +341,8 @@ def test_a_dry_run_on_slurm_counts_the_runs_still_queued_as_zoo_run_does(tiny_ci
     as to train; `zoo run` does not submit it again. SLURM played by squeue's answer."""
     pytest.importorskip('submitit')
     from zamzoo.zoo import slurm
-    from zamzoo.zoo.state import JOBS_FILE, update_record
+    from zamzoo.sweep_files import JOBS_FILE
+    from zamzoo.zoo.state import update_record
     args = ['zoo', 'run', '--executor', 'slurm', '--dry-run', '--models', TINY, '--datasets', 'cifar10', '--seeds',
             '0', '1', '--epochs', '1', '--device', 'cpu', '--images-per-second', '100', '--data', str(tiny_cifar),
             '--out', str(tmp_path)]
@@ -365,7 +369,8 @@ def test_a_submission_with_other_settings_leaves_the_plan_of_a_run_still_queued(
     SLURM played by squeue's answer."""
     pytest.importorskip('submitit')
     from zamzoo.zoo import slurm
-    from zamzoo.zoo.state import JOBS_FILE, PLAN_FILE, update_record
+    from zamzoo.sweep_files import JOBS_FILE, PLAN_FILE
+    from zamzoo.zoo.state import update_record
     [run] = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, tmp_path, epochs=1)
     update_record(tmp_path, PLAN_FILE, {run.name: run.record()})
     update_record(tmp_path, JOBS_FILE, {run.name: '41_0'})
@@ -389,7 +394,8 @@ def test_wait_waits_for_the_runs_an_earlier_submission_left_in_the_queue(tiny_ci
     its three calls; the handles of the held jobs are submitit's own, at the paths of the original submission."""
     pytest.importorskip('submitit')
     from zamzoo.zoo import slurm
-    from zamzoo.zoo.state import JOBS_FILE, update_record
+    from zamzoo.sweep_files import JOBS_FILE
+    from zamzoo.zoo.state import update_record
     from zamzoo.zoo.sweep import run_sweep
     runs = plan_sweep([TINY], ['cifar10'], [0, 1], tiny_cifar, tmp_path, epochs=1)
     update_record(tmp_path, JOBS_FILE, {runs[0].name: '41_0', runs[1].name: '41_1'})
@@ -415,7 +421,8 @@ def test_a_sweep_larger_than_the_clusters_max_array_size_goes_in_several_arrays(
     import subprocess
     pytest.importorskip('submitit')
     from zamzoo.zoo import slurm
-    from zamzoo.zoo.state import JOBS_FILE, read_record
+    from zamzoo.sweep_files import JOBS_FILE
+    from zamzoo.zoo.state import read_record
 
     config = subprocess.CompletedProcess(['scontrol'], 0, stdout='MaxArraySize            = 3\nMaxJobCount = 10000\n')
     monkeypatch.setattr(slurm.subprocess, 'run', lambda *a, **k: config)
@@ -503,7 +510,8 @@ def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tm
     """A cancelled SLURM run showed as `pending ... job N`, like one still queued: status read only the folders.
     SLURM played by squeue's answer."""
     from zamzoo.zoo import slurm
-    from zamzoo.zoo.state import JOBS_FILE, PLAN_FILE, update_record
+    from zamzoo.sweep_files import JOBS_FILE, PLAN_FILE
+    from zamzoo.zoo.state import update_record
     runs = plan_sweep([TINY], ['cifar10'], [0, 1, 2], tiny_cifar, tmp_path, epochs=1)
     update_record(tmp_path, PLAN_FILE, {run.name: run.record() for run in runs})  # as `zoo run` submitted them
     update_record(tmp_path, JOBS_FILE, {runs[0].name: '41_0', runs[1].name: '41_1'})

@@ -34,6 +34,7 @@ import numpy as np
 from .. import provenance
 from .._paths import check_writable
 from ..errors import UsageError
+from ..sweep_files import LOGS_DIR, MPS_CONTROL_LOG, MPS_LOGS, SWEEP_DIR
 from ..train.run_files import METRICS_FILE
 from .tables import DEFAULT_RESULTS
 
@@ -45,7 +46,6 @@ CUDA_ONLY_MODES = {'cuda-graph': 'CUDA graphs need a CUDA device', 'reduce-overh
                    'max-autotune-no-cudagraphs': "autotunes inductor's GPU (Triton) kernels: needs a CUDA device"}
 DEFAULT_RUNS_PER_GPU = (1, 2, 4, 8)
 STOP_GRACE_S = 10.0  # for an interrupted `zoo run` to stop its runs and quit its MPS daemon, twice at most
-ZOO_LOGS = Path('_zoo', 'logs')  # `zoo run`'s logs in its --out, the MPS daemon's in mps/ (zamzoo.zoo.local)
 PROFILE_MODEL = 'resnet18_zam'
 TOP_KERNELS = 15
 GPU_WAIT_DEFINITION = (
@@ -299,13 +299,13 @@ def measure_zoo(k: int, s: GpuBenchSettings, device, data, work) -> dict:
     proc = _run_to_the_end([sys.executable, '-m', 'zamzoo', *argv], env=_one_gpu_environment(device))
     wall = time.perf_counter() - t0
     if s.zoo_mps:  # what says whether the runs reached the daemon; the work folder goes with the call
-        cell['mps_control_log'] = _tail(out / ZOO_LOGS / 'mps' / 'control.log', 8)
+        cell['mps_control_log'] = _tail(out / SWEEP_DIR / LOGS_DIR / MPS_LOGS / MPS_CONTROL_LOG, 8)
     epochs = [read_metrics(f) for f in sorted(out.glob(f'*/{METRICS_FILE}'))]
     per_run = [_steady_images_per_s(e) for e in epochs]
     if proc.returncode != 0 or len(per_run) != k or None in per_run:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         return {**cell, 'error': f'exit code {proc.returncode}, {len(per_run)} of {k} runs with metrics: '
-                                 f"{' | '.join(tail)} (logs: {out / ZOO_LOGS})"}
+                                 f"{' | '.join(tail)} (logs: {out / SWEEP_DIR / LOGS_DIR})"}
     images = sum(r['train_images'] for run in epochs for r in run)
     return {**cell, 'wall_s': wall, 'aggregate_with_startup': images / wall, **zoo_window(epochs),
             'run_steady_images_per_s': per_run, 'sum_of_run_rates': sum(per_run)}

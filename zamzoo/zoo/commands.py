@@ -218,7 +218,8 @@ def _run(args) -> int:
     is neither counted as done nor overwritten: the command names the field, trains nothing and exits 2; use
     another --out for other settings."""
     from .plan import check_conflicts, check_queued, plan_sweep, plan_states
-    from .state import LAST_RUN_FILE, sweep_dir
+    from ..sweep_files import LAST_RUN_FILE
+    from .state import sweep_dir
     from .sweep import runs_to_launch
 
     check_executor_arguments(args)
@@ -300,7 +301,8 @@ def _print_summary(summary, args, path) -> int:
     if summary['skipped']['failed']:
         print(f"{summary['skipped']['failed']} failed run(s) skipped: --retry-failed runs them again")
     if summary.get('mps'):
-        from .state import MPS_LOGS, log_dir
+        from ..sweep_files import MPS_LOGS
+        from .state import log_dir
         print(f"the MPS control daemon's log: {log_dir(args.out) / MPS_LOGS}")
     print(f'summary: {path}')
     finished = ended['done'] + ended['elsewhere'] == summary['launched']  # another process's runs are its own to report

@@ -24,7 +24,8 @@ from ..dataset_table import DATASETS
 from ..errors import UsageError, ZamzooError
 from .plan import TRAIN_IMAGES, PlannedRun
 from ..train.run_folder import mark_failed
-from .state import MPS_LOGS, log_dir, run_state
+from ..sweep_files import MPS_LOGS
+from .state import log_dir, run_state
 from .worker import RUN_LOG_ENV, SKIPPED, outcome_line
 
 POLL_S = 0.2

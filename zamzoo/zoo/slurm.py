@@ -13,7 +13,8 @@ from .._process import freeze_imports
 from ..errors import ZamzooError
 from .plan import PlannedRun
 from ..train.run_folder import mark_failed
-from .state import JOBS_FILE, read_record, run_state, slurm_dir, sweep_dir, update_record
+from ..sweep_files import JOBS_FILE
+from .state import read_record, run_state, slurm_dir, sweep_dir, update_record
 from .worker import SKIPPED, run_one
 
 try:

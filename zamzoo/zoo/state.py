@@ -3,9 +3,7 @@
 A run's state is its run folder's status (`zamzoo.train.run_folder.run_status`: pending / running / done / failed,
 with the failure's line or the corrupt file); a pending run with a checkpoint resumes from it (`epoch` k > 0).
 
-The sweep's own records live in `<out>/_zoo/`: plan.json (every run any `zoo run` planned there), jobs.json (the
-last SLURM job id of each run), last-run.json (what the last `zoo run` did, with its aggregate images/s), logs/
-and slurm/ (submitit's job folders).
+The sweep's own records live in `<out>/_zoo/` (their names: `zamzoo.sweep_files`).
 """
 import contextlib
 import fcntl
@@ -15,18 +13,9 @@ from typing import Optional
 
 from .._io import read_json_object, write_json_atomic
 from ..errors import ZamzooError
+from ..sweep_files import JOBS_FILE, LOGS_DIR, PLAN_FILE, SLURM_DIR, SLURM_LOG, SWEEP_DIR
 from ..train import CHECKPOINT_FILE, RESULTS_FILE
 from ..train.run_folder import STATES, RunStatus, run_status
-
-SWEEP_DIR = '_zoo'
-PLAN_FILE = 'plan.json'
-JOBS_FILE = 'jobs.json'
-LAST_RUN_FILE = 'last-run.json'
-LOGS_DIR = 'logs'        # the local executor's: <run>.<time>-<pid>.log per attempt, and MPS_LOGS
-MPS_LOGS = 'mps'         # the MPS control daemon's log folder (`zoo run --mps`), in LOGS_DIR
-SLURM_DIR = 'slurm'      # submitit's job folders: <job id>/<job id>_<task>_log.{out,err} (SLURM_LOG for task 0)
-SLURM_LOG = '{job_id}_0_log.err'
-
 
 def sweep_dir(out) -> Path:
     return Path(out) / SWEEP_DIR

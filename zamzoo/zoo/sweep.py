@@ -13,7 +13,8 @@ from .._io import write_json_atomic
 from ..errors import ZamzooError
 from .plan import PlannedRun, action, check_conflicts, check_queued, plan_states, settings_conflict
 from ..train.run_folder import run_status
-from .state import LAST_RUN_FILE, PLAN_FILE, planned_from_folder, sweep_dir, update_record
+from ..sweep_files import LAST_RUN_FILE, PLAN_FILE
+from .state import planned_from_folder, sweep_dir, update_record
 
 EXECUTORS = ('local', 'slurm')
 
