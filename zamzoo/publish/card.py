@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 from ..dataset_table import DATASETS
 from ..models import TAGS, ZOO
+from .onnx import ONNX_FILENAME
 
 
 def _template(name: str) -> string.Template:
@@ -130,7 +131,7 @@ def _onnx_section(info: dict) -> str:
     return _template('onnx.md').substitute(
         where='repository' if on_hub else 'folder (PATH)',
         hub_import='from huggingface_hub import hf_hub_download\n' if on_hub else '',
-        onnx_file=f"hf_hub_download('{info['repo_id']}', 'model.onnx')" if on_hub else "'PATH/model.onnx'",
+        onnx_file=f"hf_hub_download('{info['repo_id']}', '{ONNX_FILENAME}')" if on_hub else f"'PATH/{ONNX_FILENAME}'",
         opset=record['opset'], batches=' and '.join(map(str, record['checked_batch_sizes'])),
         max_rel_err=f"{record['max_rel_err']:.1e}", input_name=record['input_name'],
         output_name=record['output_name'], height=h, width=w, num_classes=info['num_classes'],

@@ -56,11 +56,17 @@ from ..pretrained import WEIGHTS_FILENAME, repo_id_problem, sha256_file
 from ..train import run_folder
 from ..train.checkpoint import check_finite_weights
 from ..train.run_folder import RunRecord
+from .onnx import ONNX_FILENAME
 
+# an export folder's files (the docstring above says what each holds); the weights' name is the manifest's
+CONFIG_FILE = 'config.json'  # the name timm's save_for_hf writes and timm / transformers read from the Hub
+CARD_FILE = 'README.md'  # the Hub shows a repo's README.md as its model card
+HPARAMS_FILE = 'hparams.json'
+TRAIN_LOG_FILE = 'train_log.json'
+RESULTS_FILE = 'results.json'
 CHECKSUMS_FILE = 'SHA256SUMS'
-EXPORT_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md', 'hparams.json', 'train_log.json', 'results.json',
-                CHECKSUMS_FILE)
-OPTIONAL_EXPORT_FILES = ('model.onnx',)
+EXPORT_FILES = (WEIGHTS_FILENAME, CONFIG_FILE, CARD_FILE, HPARAMS_FILE, TRAIN_LOG_FILE, RESULTS_FILE, CHECKSUMS_FILE)
+OPTIONAL_EXPORT_FILES = (ONNX_FILENAME,)
 # what 🤗 transformers' TimmWrapper passes to timm.create_model itself: config.json's model_args may not hold them
 # ("got multiple values for keyword argument 'num_classes'"); timm takes num_classes from the config's top level
 WRAPPER_ARGS = ('num_classes', 'pretrained')
@@ -76,7 +82,7 @@ def read_run(path) -> RunRecord:
     """A completed run folder, read by zamzoo.train.run_folder; its errors as ExportError."""
     path = Path(path)
     if path.is_dir() and any(path.iterdir()) and _is_export(path):
-        runs = json.loads((path / 'results.json').read_text()).get('runs') or []
+        runs = json.loads((path / RESULTS_FILE).read_text()).get('runs') or []
         names = ', '.join(str(r.get('run')) for r in runs if isinstance(r, dict)) or 'named in its results.json'
         raise ExportError(f'{path} is an export folder (written by zamzoo export), not a run folder: export the run '
                           f'folder(s) it was made from ({names}) again, with the options you want (e.g. --onnx)')
@@ -506,15 +512,15 @@ def _fill_staging(staging: Path, net, cfg, inp: _Input, results: dict, has_resul
     labels = {'label_names': list(cfg.label_names)} if cfg.label_names else {}  # top level: timm's Hub field
     model_config = dict(labels, **_attention_module(inp.model))
     timm.models.save_for_hf(net, staging, model_config=model_config or None, safe_serialization=True)
-    _drop_wrapper_args(staging / 'config.json')
+    _drop_wrapper_args(staging / CONFIG_FILE)
     results['sha256'] = sha256_file(staging / WEIGHTS_FILENAME)
     results['size_bytes'] = (staging / WEIGHTS_FILENAME).stat().st_size
     if onnx:
         from .onnx import add_onnx
         results['onnx'] = add_onnx(net, staging, cfg.input_size)
     card = render_model_card(_card_info(inp, net, cfg, results, has_results))
-    (staging / 'README.md').write_text(card, encoding='utf-8')
-    for name, obj in (('hparams.json', hparams), ('train_log.json', train_log), ('results.json', results)):
+    (staging / CARD_FILE).write_text(card, encoding='utf-8')
+    for name, obj in ((HPARAMS_FILE, hparams), (TRAIN_LOG_FILE, train_log), (RESULTS_FILE, results)):
         (staging / name).write_text(dumps_strict(obj, indent=2) + '\n')
     write_checksums(staging)
 
@@ -590,10 +596,10 @@ def _is_export(folder: Path) -> bool:
     names = {p.name for p in folder.iterdir()}
     if not names:
         return True
-    if not names <= set(EXPORT_FILES + OPTIONAL_EXPORT_FILES) or 'results.json' not in names:
+    if not names <= set(EXPORT_FILES + OPTIONAL_EXPORT_FILES) or RESULTS_FILE not in names:
         return False
     try:
-        results = json.loads((folder / 'results.json').read_text())
+        results = json.loads((folder / RESULTS_FILE).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(results, dict) and 'sha256' in results and 'repo_id' in results

@@ -21,7 +21,7 @@ from huggingface_hub.utils.sha import git_hash
 
 from .._io import atomic_path, write_text_atomic
 from ..pretrained import sha256_file
-from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES
+from .export import EXPORT_FILES, OPTIONAL_EXPORT_FILES, RESULTS_FILE
 
 LFS_SUFFIXES = ('.safetensors', '.onnx')  # stored with git LFS on the Hub (hence named by sha256 in the cache)
 
@@ -61,7 +61,7 @@ def cache_export(folder, cache_dir=None, *, repo_id: Optional[str] = None, commi
         raise InvalidExportError(f'{folder} is not a complete export (missing {", ".join(missing)}); '
                                  f'make one with `zamzoo export`')
     if repo_id is None:
-        repo_id = json.loads((folder / 'results.json').read_text())['repo_id']
+        repo_id = json.loads((folder / RESULTS_FILE).read_text())['repo_id']
     commit = commit or local_commit(folder)
     repo = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type='model')
     snapshot = repo / 'snapshots' / commit

@@ -11,7 +11,8 @@ from ..errors import NonFiniteError, WeightsError, ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, hub_errors, sha256_file, update_manifest, validate_record
 from ..pretrained.manifest import check_recordable, record_path, records_tag
 from ..train.checkpoint import check_finite_weights
-from .export import CHECKSUMS_FILE, EXPORT_FILES, OPTIONAL_EXPORT_FILES, WRAPPER_ARGS
+from .export import (CARD_FILE, CHECKSUMS_FILE, CONFIG_FILE, EXPORT_FILES, HPARAMS_FILE, OPTIONAL_EXPORT_FILES, RESULTS_FILE,
+                     TRAIN_LOG_FILE, WRAPPER_ARGS)
 from .onnx import check_onnx_record
 
 
@@ -42,8 +43,8 @@ def _check_file_set(folder: Path):
 
 def _read_records(folder: Path):
     """(results.json, config.json), after checking that every JSON file is strict JSON and results.json complete."""
-    results, config = (read_json_object(folder / name, InvalidExportError) for name in ('results.json', 'config.json'))
-    for name in ('hparams.json', 'train_log.json'):  # uploaded too: they must be what export wrote, strict JSON
+    results, config = (read_json_object(folder / name, InvalidExportError) for name in (RESULTS_FILE, CONFIG_FILE))
+    for name in (HPARAMS_FILE, TRAIN_LOG_FILE):  # uploaded too: they must be what export wrote, strict JSON
         read_json_object(folder / name, InvalidExportError)
     keys = ('model', 'tag', 'sha256', 'size_bytes', 'repo_id', 'num_classes')
     lacking = [f"results.json lacks '{key}'" for key in keys if results.get(key) is None]
@@ -161,7 +162,7 @@ def _finite_problems(weights: Path) -> List[str]:
 
 
 def _card_problems(folder: Path) -> List[str]:
-    card = (folder / 'README.md').read_text(encoding='utf-8')
+    card = (folder / CARD_FILE).read_text(encoding='utf-8')
     if not card.startswith('---\n') or 'library_name: timm' not in card.split('\n---\n', 1)[0]:
         return ["README.md lacks timm's YAML header (library_name: timm)"]
     return []

@@ -10,7 +10,7 @@ from typing import Optional
 
 from .._paths import check_writable
 from ..errors import NotFoundError, UsageError, ZamzooError
-from ..publish.export import DEFAULT_STAGING, ExportError, default_export_folder, export_run
+from ..publish.export import DEFAULT_STAGING, RESULTS_FILE, ExportError, default_export_folder, export_run
 from .state import sweep_status
 
 
@@ -114,7 +114,7 @@ def _export_group(folders: list, staging, push: bool, manifest) -> dict:
     export = export_run(folders, staging=staging, overwrite=True)
     path = export.path
     done = {'folder': str(path), 'tag': export.tag,
-            'top1': read_json_object(path / 'results.json', ZamzooError).get('top1')}
+            'top1': read_json_object(path / RESULTS_FILE, ZamzooError).get('top1')}
     if push:
         from ..publish.push import push_folder
         done['pushed'], _ = push_folder(path, manifest=manifest)
