@@ -409,3 +409,22 @@ def test_bench_overhead_reports_which_zam_path_it_timed_and_checks_its_arguments
         with pytest.raises(SystemExit) as e:
             main(['bench', *args])
         assert e.value.code == 2 and f'{args[1]}: expected {said}, got {args[2]}' in capsys.readouterr().err
+
+
+def test_the_bench_commands_defaults_are_the_functions_defaults():
+    """What `bench models` and `bench train` run without options is what the library functions run by default (the
+    commands read the defaults from the modules that own them)."""
+    import inspect
+
+    from zamzoo.bench.models import bench_models
+    from zamzoo.cli import build_parser
+    from zamzoo.train.bench import bench_train
+
+    models = build_parser().parse_args(['bench', 'models'])
+    defaults = {k: p.default for k, p in inspect.signature(bench_models).parameters.items()}
+    assert (tuple(models.batch_sizes), models.train_batch, models.timer, models.runtime) == (
+        tuple(defaults['infer_batches']), defaults['train_batch'], defaults['timer'], defaults['runtime'])
+    train = build_parser().parse_args(['bench', 'train'])
+    defaults = {k: p.default for k, p in inspect.signature(bench_train).parameters.items()}
+    assert (train.model, train.batch_size, train.recipe) == (
+        defaults['model'], defaults['batch_size'], defaults['recipe']) == ('resnet18_zam', 128, 'zam')

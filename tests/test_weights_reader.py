@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from zamzoo.errors import NotFoundError, ZamzooError
-from zamzoo.train.checkpoint import CHECKPOINT_FORMAT, load_weights, seed_everything
+from zamzoo.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, load_weights,
+                                     seed_everything)
 
 STATE = {'conv.weight': torch.arange(6.0).view(2, 3), 'fc.bias': torch.tensor([1.5, -2.0])}
 
@@ -58,12 +59,20 @@ def test_unreadable_or_missing_weights_are_clear_errors(tmp_path):
     with pytest.raises(ZamzooError, match='cut.safetensors is not a readable safetensors file'):
         load_weights(tmp_path / 'cut.safetensors')
     torch.save({'w': torch.zeros(1), 'step': 3}, tmp_path / 'mixed.pt')
-    with pytest.raises(ZamzooError, match='does not hold a model state dict'):
+    with pytest.raises(ZamzooError, match='does not hold a model state dict: expected a dict of parameter name -> '
+                                          'tensor, found values of type int'):
         load_weights(tmp_path / 'mixed.pt')
     with pytest.raises(NotFoundError, match='checkpoint not found'):
         load_weights(tmp_path / 'nothing.pt')
     with pytest.raises(ZamzooError, match='holds no weights'):
         load_weights(tmp_path)
+
+
+def test_a_checkpoint_of_a_newer_zamzoo_says_which_versions_this_one_reads(tmp_path):
+    torch.save({'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION + 1}, tmp_path / 'checkpoint.pt')
+    with pytest.raises(ZamzooError, match=rf'newer zamzoo \(checkpoint version {CHECKPOINT_VERSION + 1}; this zamzoo '
+                                          rf'reads versions up to {CHECKPOINT_VERSION}\): upgrade zamzoo'):
+        load_checkpoint(tmp_path / 'checkpoint.pt')
 
 
 @pytest.mark.parametrize('seed', [0, 7, 2 ** 32 + 5])

@@ -47,27 +47,32 @@ def add_commands(subparsers):
 
 
 def _add_models_arguments(p):
+    from .models import INFER_BATCHES, RUNTIMES, TIMERS, TIMING_DEFAULTS, TRAIN_BATCH
+
+    cpu, cuda = TIMING_DEFAULTS['cpu'], TIMING_DEFAULTS['cuda']
     p.add_argument('--models', nargs='+', default=['*'], metavar='PATTERN',
                    help="model names or fnmatch patterns, e.g. 'resnet18_*' (default: all)")
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    p.add_argument('--repeats', type=positive_int, default=None, help='interleaved rounds (default: 3 on CPU, 10 on CUDA)')
+    p.add_argument('--repeats', type=positive_int, default=None,
+                   help=f"interleaved rounds (default: {cpu['repeats']} on CPU, {cuda['repeats']} on CUDA)")
     p.add_argument('--warmup', type=non_negative_int, default=None,
-                   help='warm-up calls per model (default: 1 CPU, 10 CUDA)')
+                   help=f"warm-up calls per model (default: {cpu['warmup']} CPU, {cuda['warmup']} CUDA)")
     p.add_argument('--min-time', type=non_negative_float, default=None,
-                   help='seconds of back-to-back calls per measurement (default: 0.2 CPU, 0.5 CUDA)')
-    p.add_argument('--batch-sizes', type=positive_int, nargs='+', default=[1, 64], metavar='B',
-                   help='inference batch sizes, distinct (default: 1 64)')
+                   help=f"seconds of back-to-back calls per measurement (default: {cpu['min_time']} CPU, "
+                        f"{cuda['min_time']} CUDA)")
+    p.add_argument('--batch-sizes', type=positive_int, nargs='+', default=list(INFER_BATCHES), metavar='B',
+                   help=f"inference batch sizes, distinct (default: {' '.join(map(str, INFER_BATCHES))})")
     train = p.add_mutually_exclusive_group()
     train.add_argument('--train-step', dest='train_step', action='store_true', default=None,
-                       help='also time one SGD training step at batch 128 (default on CUDA only)')
+                       help='also time one SGD training step at --train-batch (default on CUDA only)')
     train.add_argument('--no-train-step', dest='train_step', action='store_false')
-    p.add_argument('--train-batch', type=positive_int, default=128, metavar='B',
-                   help='training-step batch (default: 128)')
+    p.add_argument('--train-batch', type=positive_int, default=TRAIN_BATCH, metavar='B',
+                   help=f'training-step batch (default: {TRAIN_BATCH})')
     p.add_argument('--threads', type=positive_int, default=None, help='torch CPU threads (default: torch\'s)')
-    p.add_argument('--timer', choices=['wall', 'process'], default='wall',
+    p.add_argument('--timer', choices=list(TIMERS), default='wall',
                    help='wall clock (latency, default) or the CPU time of this process (CPU only: steadier on a '
                         'machine shared with other work, with --threads 1)')
-    p.add_argument('--runtime', choices=['torch', 'onnxruntime', 'compile'], default='torch',
+    p.add_argument('--runtime', choices=RUNTIMES, default=RUNTIMES[0],
                    help='torch: eager PyTorch (default); onnxruntime: also every model exported to ONNX (dynamo '
                         'exporter, checked against PyTorch) under ONNX Runtime with --threads intra-op threads, '
                         'interleaved with the PyTorch rounds (CPU only; needs zamzoo[onnx]); compile: also every '
@@ -104,17 +109,19 @@ def run_models(args) -> int:
 def _argv_of(args):
     """The options of `bench models` that change the numbers, and where the files go (--out, --name), as a command
     line to record in the report: it writes the file it is recorded in."""
+    from .models import INFER_BATCHES, RUNTIMES, TRAIN_BATCH
+
     out = ['--models', *args.models, '--device', args.device]
     for flag, value, default in (('--repeats', args.repeats, None), ('--warmup', args.warmup, None),
                                  ('--min-time', args.min_time, None), ('--threads', args.threads, None),
-                                 ('--timer', args.timer, 'wall'), ('--runtime', args.runtime, 'torch')):
+                                 ('--timer', args.timer, 'wall'), ('--runtime', args.runtime, RUNTIMES[0])):
         if value != default:
             out += [flag, str(value)]
-    if args.batch_sizes != [1, 64]:
+    if args.batch_sizes != list(INFER_BATCHES):
         out += ['--batch-sizes', *map(str, args.batch_sizes)]
     if args.train_step is not None:
         out.append('--train-step' if args.train_step else '--no-train-step')
-    if args.train_batch != 128:
+    if args.train_batch != TRAIN_BATCH:
         out += ['--train-batch', str(args.train_batch)]
     if args.counts_only:
         out.append('--counts-only')
@@ -123,18 +130,20 @@ def _argv_of(args):
 
 
 def _add_train(bench_subparsers):
+    from ..train.bench import DEFAULT_BATCH, DEFAULT_MODEL, DEFAULT_RECIPE
     from ..train.config import AMP_CHOICES, COMPILE_MODES
 
     p = bench_subparsers.add_parser(
         'train', help='images/s of one training epoch: our loop vs a seeds-style DataLoader loop',
         description='Images/s of one training epoch on synthetic CIFAR-shaped data, for our loop and for a '
                     'reference loop in the seeds\' style (DataLoader + PIL transforms + fp32), in one run.')
-    p.add_argument('--model', default='resnet18_zam')
+    p.add_argument('--model', default=DEFAULT_MODEL)
     p.add_argument('--device', default=None, help='cuda or cpu (default: cuda if available)')
-    p.add_argument('--batch-size', type=positive_int, default=128)
+    p.add_argument('--batch-size', type=positive_int, default=DEFAULT_BATCH)
     p.add_argument('--images', type=positive_int, default=None,
                    help='images in the timed epoch (default 50000 on CUDA, 1024 on CPU)')
-    p.add_argument('--recipe', choices=list_recipes(), default='zam', help='augmentation and optimizer settings')
+    p.add_argument('--recipe', choices=list_recipes(), default=DEFAULT_RECIPE,
+                   help='augmentation and optimizer settings')
     p.add_argument('--compile', action='store_true')
     p.add_argument('--compile-mode', default=None, choices=COMPILE_MODES)
     p.add_argument('--cuda-graph', action='store_true', help="zamzoo train --cuda-graph's step: one CUDA graph")

@@ -6,7 +6,8 @@
 
 `BACKBONES` and `ATTENTIONS` are the two axes of the zoo table `ZOO` (name -> entry), for code that iterates them.
 """
-from ._zoo import ATTENTIONS, BACKBONES, TAGS, ZOO, SeedCount, backbone_recipe, hub_id, list_models, pretrained_notes
+from ._zoo import (ATTENTIONS, BACKBONES, TAGS, WEIGHTS_LICENSE, ZOO, SeedCount, backbone_recipe, hub_id, list_models,
+                   pretrained_notes)
 from ._base import ATTN_SLOTS, AttnFactory, CifarNet
 # importing the family modules registers their models with timm
 from .cifar_resnet import BasicBlock, Bottleneck, CifarResNet
@@ -15,6 +16,7 @@ from .cifar_mobilenetv2 import CifarMobileNetV2, InvertedResidual
 
 __all__ = [
     'list_models', 'backbone_recipe', 'hub_id', 'pretrained_notes', 'BACKBONES', 'ATTENTIONS', 'ZOO', 'TAGS',
+    'WEIGHTS_LICENSE',
     'ATTN_SLOTS', 'SeedCount',
     'CifarNet', 'CifarResNet', 'CifarMobileNet', 'CifarMobileNetV2',
     'BasicBlock', 'Bottleneck', 'DepthwiseSeparable', 'InvertedResidual', 'AttnFactory',

@@ -25,7 +25,7 @@ from timm.models._registry import _clear_model_entries, _model_entrypoints
 
 from ..dataset_table import DATASETS, NUM_CLASSES
 from ..errors import UsageError
-from ..pretrained import WEIGHTS_FILENAME, prepare_pretrained, published_hub_ids, weights_errors
+from ..pretrained import WEIGHTS_FILENAME, hub_id, prepare_pretrained, published_hub_ids, weights_errors
 from ..recipes import get_recipe, recipe_call
 from . import _papers as papers
 from ._papers import Paper
@@ -265,9 +265,7 @@ def backbone_recipe(model_name: str) -> str:
 
 
 # ------------------------------------------------------------------ pretrained cfgs
-def hub_id(model_name: str, tag: str) -> str:
-    """The Hugging Face Hub repository of one model's weights (one repo per `arch.tag`, timm's convention)."""
-    return f'zamzoo/{model_name}.{tag}'
+WEIGHTS_LICENSE = 'apache-2.0'  # the licence of the weights zamzoo trains and publishes (the code's: LICENSE)
 
 
 # Published weights (the manifest of zamzoo.pretrained): (model, tag) -> 'org/name@commit', read once at import.
@@ -294,7 +292,7 @@ def _pretrained_cfg(entry: ZooEntry, tag: str) -> Dict[str, Any]:
         pool_size=b.pool_size,
         first_conv=b.first_conv,
         classifier=b.classifier,
-        license='apache-2.0',
+        license=WEIGHTS_LICENSE,
         description=f'{entry.description}; trained on {dataset}',
         paper_ids=tuple(p.id for p in entry.papers if p.id is not None),
         paper_name='; '.join(p.title for p in entry.papers),

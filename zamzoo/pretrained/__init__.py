@@ -9,14 +9,14 @@ from .checksum import sha256_file
 from .guard import download_verified, how_to_get_weights, prepare_pretrained, weights_errors
 from .hub_errors import hub_error, hub_errors
 from .manifest import (
-    WEIGHTS_FILENAME, find_checkpoint, load_manifest, manifest_path, manifest_problems, pinned_hub_id,
+    HUB_ORG, WEIGHTS_FILENAME, find_checkpoint, hub_id, load_manifest, manifest_path, manifest_problems, pinned_hub_id,
     published_hub_ids, repo_id_problem, shipped_manifest, top1_by_seed, update_manifest,
     validate_record,
 )
 
 __all__ = [
     'sha256_file', 'download_verified', 'hub_error', 'hub_errors', 'how_to_get_weights', 'prepare_pretrained',
-    'weights_errors', 'WEIGHTS_FILENAME', 'find_checkpoint', 'load_manifest', 'manifest_path', 'manifest_problems',
-    'pinned_hub_id', 'published_hub_ids', 'repo_id_problem', 'shipped_manifest', 'top1_by_seed', 'update_manifest',
-    'validate_record',
+    'weights_errors', 'HUB_ORG', 'WEIGHTS_FILENAME', 'find_checkpoint', 'hub_id', 'load_manifest', 'manifest_path',
+    'manifest_problems', 'pinned_hub_id', 'published_hub_ids', 'repo_id_problem', 'shipped_manifest',
+    'top1_by_seed', 'update_manifest', 'validate_record',
 ]

@@ -193,11 +193,20 @@ def top1_by_seed(record: dict) -> dict:
     return {int(seed): top1 for seed, top1 in (record.get('top1_by_seed') or {}).items()}
 
 
+HUB_ORG = 'zamzoo'  # the organisation of the registry's own weights
+
+
+def hub_id(model_name: str, tag: str) -> str:
+    """The Hugging Face Hub repository of one model's weights (one repo per `arch.tag`, timm's convention)."""
+    return f'{HUB_ORG}/{model_name}.{tag}'
+
+
 def repo_id_problem(model: str, tag: str, repo_id: str) -> Optional[str]:
-    """Why `repo_id` may not hold model.tag's weights (None when it may): a repo is named after what it holds, so
-    that no record can point one model at another model's repo."""
-    if repo_id.split('/', 1)[-1] != f'{model}.{tag}':
-        return f"repo_id {repo_id!r} is not a repo of {model}.{tag} (expected 'ORG/{model}.{tag}')"
+    """Why `repo_id` may not hold model.tag's weights (None when it may): a repo is named after what it holds, as
+    `hub_id` names it in any organisation, so that no record can point one model at another model's repo."""
+    expected = hub_id(model, tag).split('/', 1)[1]
+    if repo_id.split('/', 1)[-1] != expected:
+        return f"repo_id {repo_id!r} is not a repo of {model}.{tag} (expected 'ORG/{expected}')"
     return None
 
 

@@ -227,7 +227,7 @@ def render_model_card(info: dict) -> str:
                    f"with timm by the zamzoo package: install it and `import zamzoo` before `timm.create_model`.")
     card = dict(
         tags=['image-classification', 'timm', 'zamzoo', 'attention', entry.attention.name],
-        license=info.get('license', 'apache-2.0'),
+        license=info['license'],
         description=description,
         details=details,
         usage=usage,

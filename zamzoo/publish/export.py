@@ -118,14 +118,21 @@ def _consistent(runs: Sequence[RunRecord], attr: str):
     return values.pop()
 
 
+# what a run's config.json records beside its recipe that the card's hyper-parameters show
+CARD_RUN_KEYS = ('seed', 'amp', 'channels_last', 'compile', 'world_size', 'device')
+
+
 def _hparams_summary(config: dict) -> dict:
     """The hyper-parameters a reader of the card wants, from a run's config.json (recipe fields, overrides)."""
+    import dataclasses
+
+    from ..recipes import Recipe
+
     recipe = config.get('recipe') if isinstance(config.get('recipe'), dict) else {}
     merged = dict(recipe, **{k: v for k, v in config.items() if not isinstance(v, (dict, list)) or k == 'milestones'})
-    keys = ('recipe', 'version', 'epochs', 'batch_size', 'lr', 'momentum', 'nesterov', 'weight_decay', 'schedule',
-            'milestones', 'gamma', 'warmup_epochs', 'crop_padding', 'random_resized_crop_scale', 'hflip', 'rotation',
-            'label_smoothing', 'nam_l1', 'spem_alpha', 'sync_bn', 'seed', 'amp', 'channels_last', 'compile',
-            'world_size', 'device')
+    # its normalization: the card's preprocessing shows the mean and std
+    recipe_keys = [f.name for f in dataclasses.fields(Recipe) if f.name not in ('name', 'normalization')]
+    keys = ('recipe', *recipe_keys, 'random_resized_crop_scale', *CARD_RUN_KEYS)
     out = {k: recipe.get('name') if k == 'recipe' and recipe else merged.get(k) for k in keys}
     return {k: v for k, v in out.items() if v is not None and v != ''}
 
@@ -260,7 +267,7 @@ def _source_paths(sources) -> List[Path]:
         raise ExportError('nothing to export: give a run folder or a checkpoint file')
     for s in sources:
         if not s.exists():
-            raise ExportError(f'{s} does not exist')
+            raise ExportError(f'{s} does not exist: expected a run folder or a checkpoint file')
     return sources
 
 
@@ -462,6 +469,7 @@ def _attention_module(model: str) -> dict:
 
 def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
     import zamzoo
+    from ..models import WEIGHTS_LICENSE
     weights_run = inp.weights_run
     return dict(
         model=inp.model, tag=results['tag'], model_name=f"{inp.model}.{results['tag']}", repo_id=results['repo_id'],
@@ -471,7 +479,7 @@ def _card_info(inp: _Input, net, cfg, results: dict, has_results: bool) -> dict:
         recipe=_recipe_description(inp),
         results=results if has_results else None,
         hparams_summary=_hparams_summary(weights_run.config) if weights_run is not None else None,
-        code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or 'apache-2.0',
+        code_commit=results['code_commit'], zamzoo_version=zamzoo.__version__, license=cfg.license or WEIGHTS_LICENSE,
         init=weights_run.config.get('init') if weights_run is not None else None, onnx=results.get('onnx'),
         attention_module=results.get('attention_module'), training_data=inp.training_data,
     )

@@ -23,11 +23,17 @@ import torch.nn.functional as F
 from .. import provenance
 from .._io import write_json_atomic
 from .._paths import check_writable
+from ..dataset_table import NUM_CLASSES
 from ..errors import UsageError
 from ..recipes import get_recipe
 
+DEFAULT_MODEL = 'resnet18_zam'
+DEFAULT_RECIPE = 'zam'
+DEFAULT_BATCH = get_recipe(DEFAULT_RECIPE).batch_size
+SYNTHETIC_CLASSES = NUM_CLASSES['cifar100']  # the synthetic images are CIFAR-100-shaped
 
-def synthetic_cifar(n: int, num_classes: int = 100, seed: int = 0):
+
+def synthetic_cifar(n: int, num_classes: int = SYNTHETIC_CLASSES, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
     targets = torch.randint(0, num_classes, (n,), generator=g)
@@ -156,10 +162,10 @@ def bench_reference(model_name, images, targets, *, device, batch_size, recipe, 
             'steps': -(-len(images) // batch_size)}
 
 
-def bench_train(model: str = 'resnet18_zam', *, device: Optional[str] = None, batch_size: int = 128,
-                images: Optional[int] = None, recipe: str = 'zam', compile: bool = False,
+def bench_train(model: str = DEFAULT_MODEL, *, device: Optional[str] = None, batch_size: int = DEFAULT_BATCH,
+                images: Optional[int] = None, recipe: str = DEFAULT_RECIPE, compile: bool = False,
                 compile_mode: Optional[str] = None, amp: str = 'auto', workers: Optional[int] = None,
-                reference: bool = True, warmup_steps: Optional[int] = None, num_classes: int = 100,
+                reference: bool = True, warmup_steps: Optional[int] = None, num_classes: int = SYNTHETIC_CLASSES,
                 seed: int = 0, out: Optional[str] = None, cuda_graph: bool = False) -> dict:
     """Images/s of one training epoch of `model` for our loop and the seeds'-style reference loop.
 

@@ -11,6 +11,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .. import provenance
 from .._paths import check_free_space
@@ -255,7 +256,7 @@ def _data_config(config, recipe, model: nn.Module, init: Optional[dict]) -> tupl
     if init is not None and init.get('mean') and init.get('std'):
         mean, std = init['mean'], init['std']
     else:
-        mean, std = cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225))
+        mean, std = cfg.get('mean', IMAGENET_DEFAULT_MEAN), cfg.get('std', IMAGENET_DEFAULT_STD)
     return (tuple(mean), tuple(std)), config.img_size or int(cfg.get('input_size', (3, 224, 224))[-1])
 
 

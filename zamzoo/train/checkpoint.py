@@ -161,7 +161,8 @@ def load_checkpoint(path) -> dict:
         raise ZamzooError(f'{path} is not a zamzoo training checkpoint (expected format {CHECKPOINT_FORMAT!r}); '
                           f'{start_over(path)}')
     if state.get('version', 0) > CHECKPOINT_VERSION:
-        raise ZamzooError(f'{path} was written by a newer zamzoo (checkpoint version {state["version"]})')
+        raise ZamzooError(f'{path} was written by a newer zamzoo (checkpoint version {state["version"]}; this '
+                          f'zamzoo reads versions up to {CHECKPOINT_VERSION}): upgrade zamzoo to resume it')
     missing = [key for key in _STATE_KEYS if key not in state]
     if missing:
         raise ZamzooError(f'{path} is a damaged zamzoo checkpoint: it has no {", ".join(missing)}; {start_over(path)}')
@@ -257,6 +258,8 @@ def load_weights(path) -> dict:
     except Exception as e:  # a truncated or foreign file: say which, never fall back to unsafe loading
         raise ZamzooError(f'{path} is not a readable safetensors file or torch.load(weights_only=True) state dict '
                           f'({type(e).__name__}: {e}); zamzoo never unpickles arbitrary objects') from e
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ZamzooError(f'{path} does not hold a model state dict')
+    others = sorted({type(v).__name__ for v in state.values() if not isinstance(v, torch.Tensor)})
+    if others:
+        raise ZamzooError(f'{path} does not hold a model state dict: expected a dict of parameter name -> tensor, '
+                          f'found values of type {", ".join(others)}')
     return state

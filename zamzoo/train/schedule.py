@@ -20,6 +20,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..errors import UsageError
+from ..recipes import SCHEDULES
 
 
 def recipe_lr(recipe, base_lr: float, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -38,7 +39,7 @@ def recipe_lr(recipe, base_lr: float, step: int, steps_per_epoch: int, epochs: i
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * k / total))
     if recipe.schedule == 'constant':
         return base_lr
-    raise ValueError(f"recipe '{recipe.name}': unknown schedule '{recipe.schedule}'; expected multistep, cosine or constant")
+    raise ValueError(f"recipe '{recipe.name}': unknown schedule '{recipe.schedule}'; expected one of {list(SCHEDULES)}")
 
 
 class RecipeLR(LRScheduler):
