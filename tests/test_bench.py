@@ -2,6 +2,7 @@
 import functools
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -232,6 +233,32 @@ def test_table_generator_needs_markers_and_reports(tmp_path, capsys):
     assert 'not a `zamzoo bench models` report' in capsys.readouterr().err
 
 
+def test_a_partial_report_or_one_holding_nan_is_refused_with_its_field(tmp_path):
+    """A report lacking a field the tables read (a row's MACs, a latency entry's rounds, the settings' repeats) gave a
+    KeyError traceback, and a NaN was written into the table as 'nan'."""
+    from zamzoo.bench.tables import load_reports
+
+    report = json.loads(_fake_report(tmp_path).read_text())
+    path = tmp_path / 'partial.json'
+    cuts = {'results[0].macs': lambda r: r['results'][0].pop('macs'),
+            'results[0].latency.infer_b1.samples_ms': lambda r: r['results'][0]['latency']['infer_b1'].pop(
+                'samples_ms'),
+            'settings.repeats': lambda r: r['settings'].pop('repeats'),
+            'device.type': lambda r: r['device'].pop('type')}
+    for field, cut in cuts.items():
+        partial = json.loads(json.dumps(report))
+        cut(partial)
+        path.write_text(json.dumps(partial))
+        with pytest.raises(UsageError, match=rf'partial.json is an incomplete `zamzoo bench models` report: no '
+                                             rf'{re.escape(field)}$'):
+            load_reports([path])
+    path.write_text(json.dumps(report).replace('10.5', 'NaN', 1))
+    with pytest.raises(UsageError, match='partial.json is not valid JSON: .*NaN'):
+        load_reports([path])
+    path.write_text(json.dumps(report))
+    assert load_reports([path])[0]['results'] == report['results']
+
+
 def test_the_models_table_lists_the_zoos_own_models_and_says_what_it_leaves_out(tmp_path):
     """Any row of a report became a table row (a plugin's model, one removed from the zoo), and a zoo model without
     a row vanished from the table without a word."""
@@ -428,3 +455,27 @@ def test_the_bench_commands_defaults_are_the_functions_defaults():
     defaults = {k: p.default for k, p in inspect.signature(bench_train).parameters.items()}
     assert (train.model, train.batch_size, train.recipe) == (
         defaults['model'], defaults['batch_size'], defaults['recipe']) == ('resnet18_zam', 128, 'zam')
+
+
+def test_bench_models_checks_its_onnx_and_compiled_models_with_calibrated_batchnorm(monkeypatch):
+    """With BatchNorm's default statistics a random mobilenet's logits do not depend on its input (to the bit), so the
+    check of its ONNX Runtime session or compiled model against PyTorch passed whatever graph ran."""
+    import zamzoo.bench.models as bench_models_module
+
+    checked = {}
+
+    def record(model, input_size, threads, folder):
+        checked[type(model).__name__ + str(len(checked))] = model
+        raise RuntimeError('recorded')
+
+    monkeypatch.setattr(bench_models_module, 'onnx_session', record)
+    with pytest.raises(RuntimeError, match='recorded'):
+        bench_models_module.bench_models(['mobilenet_zam'], runtime='onnxruntime', repeats=1, infer_batches=[1])
+    model = next(iter(checked.values()))
+    assert not model.training
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+        assert not torch.equal(logits[0], logits[1])  # the inputs' logits differ: a wrong graph would not match
+        fresh = timm.create_model('mobilenet_zam').eval()(x)
+    assert torch.equal(fresh[0], fresh[1])  # what the check compared before

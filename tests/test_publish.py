@@ -639,7 +639,7 @@ def test_cli_export_onnx_and_push(hub, tmp_path, monkeypatch, capsys):
     import onnx
     import onnxruntime as ort
     import zamzoo.publish.push as push_mod
-    from zamzoo.bench.export import calibrate_batchnorm
+    from zamzoo.bench.calibration import calibrate_batchnorm
     from zamzoo.cli import main
     write_cifar_run(tmp_path / 'run', 'mobilenet_zam', 5)
     torch.manual_seed(5)

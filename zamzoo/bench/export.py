@@ -1,7 +1,7 @@
 """`zamzoo bench export`: every model through timm's `onnx_export` with both exporters (TorchScript-based and
 dynamo), each file checked against eager PyTorch with ONNX Runtime at batch 1 and 8 (`zamzoo.bench.onnx`).
 
-Models are random-init with calibrated BatchNorm statistics (`calibrate_batchnorm`): with the default running
+Models are random-init with calibrated BatchNorm statistics (`zamzoo.bench.calibration`): with the default running
 statistics a deep random network in eval mode gives the same logits for every input (or overflows), which would
 make any comparison pass. Each row also gives PyTorch's own float32 rounding error on the same inputs (against a
 float64 copy of the model): an ONNX Runtime error of that size is rounding, not a wrong graph (`export_onnx`'s
@@ -12,33 +12,17 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence
 
 import torch
-from torch import nn
 
 from .._paths import check_writable
+from .calibration import calibrate_batchnorm
 from .models import _versions, progress_printer, select_models, write_json_and_markdown
 
-__all__ = ['EXPORTERS', 'calibrate_batchnorm', 'bench_export', 'markdown_report', 'write_report']
+__all__ = ['EXPORTERS', 'bench_export', 'markdown_report', 'write_report']
 
 EXPORTERS = {'torchscript': False, 'dynamo': True}  # name -> onnx_export's use_dynamo
-
-
-def calibrate_batchnorm(model: nn.Module, input_size: Tuple[int, int, int], batches: int = 2,
-                        batch_size: int = 16, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm the running statistics of random N(0, 1) inputs (cumulative average of `batches`
-    training-mode forward passes, no gradients); returns the model in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            model(torch.randn((batch_size, *input_size), generator=generator))
-    return model.eval()
 
 
 def _export_one(name: str, exporter: str, folder: Path) -> Dict:

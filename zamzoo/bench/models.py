@@ -39,6 +39,7 @@ from .. import provenance
 from .._io import write_json_atomic, write_text_atomic
 from ..errors import UsageError, ZamzooError
 from ..models import BACKBONES, ZOO
+from .calibration import calibrate_batchnorm
 from .flops import count_macs, count_params, seed_flops
 from .onnx import RTOL
 
@@ -366,8 +367,11 @@ def _timing_groups(models: Sequence[str]) -> List[List[str]]:
 
 
 def _time_group(group, phases, build, runtime, threads, dev, warmup, min_time, repeats, clock, timings, say):
-    """Time every phase of one group (under ONNX Runtime too, with `runtime='onnxruntime'`) into `timings`."""
+    """Time every phase of one group (under ONNX Runtime too, with `runtime='onnxruntime'`) into `timings`. The
+    models' BatchNorm statistics are calibrated first, so that the ONNX Runtime and torch.compile checks can fail."""
     built = {name: build(name) for name in group}
+    for model, size in built.values():
+        calibrate_batchnorm(model, size)
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
         for name in (group if runtime == 'onnxruntime' else ()):

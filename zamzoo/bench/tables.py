@@ -16,12 +16,11 @@ Each generated block sits between two markers, ``<!-- zamzoo:<block>:start -->``
 
 Run: ``zamzoo bench tables`` (or ``python -m zamzoo.bench.tables``), by default over ``docs/bench/*.json``.
 """
-import json
 import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .._io import write_text_atomic
+from .._io import read_json_object, write_text_atomic
 from ..dataset_table import CIFAR_DATASETS, DATASETS as DATASET_TABLE
 from ..errors import NotFoundError, UsageError
 from ..pairing import paired_by_seed
@@ -44,6 +43,11 @@ def marker(block: str, end: bool = False) -> str:
 
 
 REPORT_FIELDS = ('created', 'device', 'settings', 'results')
+# what the tables read of a report's parts (a report with latency: its settings, rows and their latency entries too)
+DEVICE_FIELDS = ('type',)
+ROW_FIELDS = ('model', 'baseline', 'params', 'macs', 'seed_flops')
+LATENCY_SETTINGS_FIELDS = ('repeats',)
+LATENCY_FIELDS = ('ms', 'baseline_ms', 'samples_ms', 'baseline_samples_ms')
 
 
 def load_reports(paths: Iterable) -> List[Dict]:
@@ -65,18 +69,33 @@ def load_reports(paths: Iterable) -> List[Dict]:
 
 def _read_report(f: Path, required: bool) -> Optional[Dict]:
     """The `zamzoo bench models` report in file `f`; None for another JSON file unless `required`."""
-    try:
-        data = json.loads(f.read_text())
-    except ValueError as e:
-        raise UsageError(f'{f} is not valid JSON: {e}') from e
-    if not isinstance(data, dict) or data.get('kind') != KIND:
+    data = read_json_object(f, UsageError)  # strict: a NaN or an infinity is refused
+    if data.get('kind') != KIND:
         if not required:
             return None
         raise UsageError(f"{f} is not a `zamzoo bench models` report (expected \"kind\": \"{KIND}\")")
-    missing = [k for k in REPORT_FIELDS if k not in data]
+    missing = _missing_fields(data)
     if missing:
-        raise UsageError(f"{f} is an incomplete `zamzoo bench models` report: no {', '.join(map(repr, missing))}")
+        raise UsageError(f"{f} is an incomplete `zamzoo bench models` report: no {', '.join(missing)}")
     return dict(data, _source=f)
+
+
+def _missing_fields(data: dict) -> List[str]:
+    """The fields the tables read that the report lacks, as 'settings.repeats' or 'results[3].latency.infer_b1.ms'
+    (a part that is not an object lacks all of its fields)."""
+    missing = [repr(k) for k in REPORT_FIELDS if k not in data]
+    if missing:
+        return missing
+    settings = data['settings'] if isinstance(data['settings'], dict) else {}
+    parts = [('device', data['device'], DEVICE_FIELDS)]
+    parts += [('settings', settings, LATENCY_SETTINGS_FIELDS)] if settings.get('latency') else []
+    for i, row in enumerate(data['results'] if isinstance(data['results'], list) else [None]):
+        parts.append((f'results[{i}]', row, ROW_FIELDS))
+        latency = row.get('latency') if isinstance(row, dict) else None
+        for setting, entry in (latency.items() if isinstance(latency, dict) else ()):
+            parts.append((f'results[{i}].latency.{setting}', entry, LATENCY_FIELDS))
+    return [f'{where}.{k}' for where, part, fields in parts
+            for k in fields if not isinstance(part, dict) or k not in part]
 
 
 def _latency(reports: Sequence[Dict]) -> Dict[Tuple[str, str, str, Optional[int]], Dict[str, Dict[str, Dict]]]:

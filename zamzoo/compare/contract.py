@@ -17,7 +17,7 @@ eager CPU latency ratio (`zamzoo.bench.models.interleaved_latency`, as `zamzoo b
 wall clock, LATENCY_ROUNDS interleaved rounds at batch 16, one thread, each round at least bench's CPU `min_time` of
 calls; the median of the per-round ratios and their interquartile range), and both ONNX exporters through
 `zamzoo.bench.onnx.export_onnx`, checked against eager PyTorch on a model whose BatchNorm statistics are calibrated
-(`zamzoo.bench.export.calibrate_batchnorm`): an exporter's failure is recorded in the report, not raised.
+(`zamzoo.bench.calibration`): an exporter's failure is recorded in the report, not raised.
 `arm_costs` gives the compare report the cost of every arm (the candidate and the zoo's baselines: parameters, MACs,
 latency against plain timed in the same rounds; no ONNX, no contract), once the runs have ended, with the conditions
 it measured them under (`latency_conditions`, as the contract check records its own). `timm_tests=True`
@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bench.export import EXPORTERS, calibrate_batchnorm
+from ..bench.calibration import calibrate_batchnorm
+from ..bench.export import EXPORTERS
 from ..bench.flops import count_macs, count_params
 from ..bench.models import TIMING_DEFAULTS, interleaved_latency, load_average, num_threads, ratio_of_rounds
 from ..bench.onnx import OnnxExportError, export_onnx
