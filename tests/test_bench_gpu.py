@@ -252,3 +252,24 @@ def test_an_interrupted_zoo_run_gets_time_to_clean_up(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGINT, previous)
     assert mark.exists() and time.monotonic() - t0 < 10
+
+
+def test_the_sweeps_price_reads_the_newest_cuda_report_and_refuses_a_broken_one(tmp_path):
+    """A truncated gpu_*.json made `zoo run --dry-run` end in a JSONDecodeError traceback, and a train cell without
+    'mode' in a KeyError."""
+    def report(measured, rate, **cell):
+        return {'device_type': 'cuda', 'measured': measured, 'device': 'H', 'train': [
+            {'model': 'resnet18_zam', 'mode': 'eager', 'images_per_s': rate}, {'model': 'resnet18_zam'},
+            {'mode': 'eager', 'images_per_s': 5.0}, {'model': 'mobilenet_zam', 'mode': 'eager', 'images_per_s': None},
+            dict({'model': 'resnet18_se', 'mode': 'eager'}, **cell)]}
+
+    (tmp_path / 'gpu_old.json').write_text(json.dumps(report('2026-01-01', 100.0)))
+    (tmp_path / 'gpu_new.json').write_text(json.dumps(report('2026-02-01', 300.0, images_per_s=200.0)))
+    (tmp_path / 'gpu_cpu.json').write_text(json.dumps(dict(report('2027-01-01', 1.0), device_type='cpu')))
+    measured = gpu.measured_train_throughput(tmp_path)
+    assert measured['by_model'] == {'resnet18_zam': 300.0, 'resnet18_se': 200.0}
+    assert measured['rates'] == {'resnet18': 200.0} and measured['path'] == str(tmp_path / 'gpu_new.json')
+    (tmp_path / 'gpu_cut.json').write_text('{"device_type": "cuda", "train": [')
+    with pytest.raises(UsageError, match=r'gpu_cut.json is not valid JSON: .*: the `zamzoo bench gpu` reports there '
+                                         r'price the sweep; fix or remove it'):
+        gpu.measured_train_throughput(tmp_path)

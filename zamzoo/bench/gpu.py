@@ -16,7 +16,6 @@ Cheap and important first (eager, cuda-graph, profile, zoo), then the compile mo
 start after `budget_s` is recorded as skipped. The JSON and Markdown are rewritten after every measurement, so a
 call killed by a time limit still leaves what it measured.
 """
-import json
 import os
 import pickle
 import re
@@ -32,6 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import provenance
+from .._io import read_json_object
 from .._paths import check_writable
 from ..errors import UsageError
 from ..models import BACKBONES
@@ -488,19 +488,27 @@ def measured_train_throughput(folder=None, mode: str = 'eager') -> Optional[dict
 
     reports = []
     for path in sorted(Path(folder or DEFAULT_RESULTS).glob('gpu_*.json')):
-        r = json.loads(path.read_text())
+        try:
+            r = read_json_object(path, UsageError)
+        except UsageError as e:
+            raise UsageError(f'{e}: the `zamzoo bench gpu` reports there price the sweep; fix or remove it') from e
         if r.get('device_type') == 'cuda':
-            reports.append((r.get('measured', ''), path, r))
+            reports.append((str(r.get('measured', '')), str(path), r))
     if not reports:
         return None
     _, path, r = max(reports)
-    by_model = {c['model']: c['images_per_s'] for c in r['train']
-                if c['mode'] == mode and 'images_per_s' in c and c['model'] in ZOO}
+    cells = [c for c in r.get('train') or [] if isinstance(c, dict)]
+    by_model = {c['model']: c['images_per_s'] for c in cells
+                if c.get('mode') == mode and c.get('model') in ZOO and _is_rate(c.get('images_per_s'))}
     rates = {}
     for model, rate in by_model.items():
         backbone = ZOO[model].backbone.name
         rates[backbone] = min(rate, rates.get(backbone, rate))
-    return {'by_model': by_model, 'rates': rates, 'path': str(path), 'device': r['device']}
+    return {'by_model': by_model, 'rates': rates, 'path': path, 'device': r.get('device')}
+
+
+def _is_rate(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 # ------------------------------------------------------------------------------------------------ CLI
