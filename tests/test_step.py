@@ -235,7 +235,7 @@ def test_bench_measures_the_captured_step_as_one_more_mode(tmp_path):
     r = bench_train(TINY, device='cpu', batch_size=8, images=16, warmup_steps=1, reference=False, cuda_graph=True,
                     num_classes=10, out=str(tmp_path))
     assert r['ours']['cuda_graph'] is False and r['ours']['images_per_s'] > 0
-    assert r['path'].endswith(f'train-{TINY}-cpu-graph.json')
+    assert r['path'].endswith(f'train-{TINY}-cpu-b8-zam-none-graph.json')
     with pytest.raises(UsageError, match='max-autotune makes CUDA graphs of its own'):  # refused as train refuses it
         bench_train(TINY, device='cpu', batch_size=8, images=16, warmup_steps=1, reference=False, cuda_graph=True,
                     compile=True, compile_mode='max-autotune', num_classes=10)

@@ -484,7 +484,12 @@ def test_bench_train_small(tmp_path, capsys):
                  '--workers', '0', '--warmup-steps', '0', '--out', str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert 'speedup' in out and 'reference' in out
-    r = json.loads((tmp_path / f'train-{TINY}-cpu.json').read_text())
+    r = json.loads((tmp_path / f'train-{TINY}-cpu-b16-zam-none.json').read_text())
     assert r['images'] == 32 and r['batch_size'] == 16 and r['ours']['steps'] == 2
     assert r['ours']['images_per_s'] > 0 and r['reference']['images_per_s'] > 0
     assert r['speedup'] == pytest.approx(r['ours']['images_per_s'] / r['reference']['images_per_s'])
+    # another setting is another file: the first measurement stays (both wrote train-<model>-cpu.json)
+    assert main(['bench', 'train', '--model', TINY, '--device', 'cpu', '--images', '32', '--batch-size', '16',
+                 '--warmup-steps', '0', '--amp', 'bf16', '--no-reference', '--out', str(tmp_path)]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f'train-{TINY}-cpu-b16-zam-{amp}.json' for amp in ('bfloat16', 'none')]

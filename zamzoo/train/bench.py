@@ -169,8 +169,9 @@ def bench_train(model: str = DEFAULT_MODEL, *, device: Optional[str] = None, bat
                 seed: int = 0, out: Optional[str] = None, cuda_graph: bool = False) -> dict:
     """Images/s of one training epoch of `model` for our loop and the seeds'-style reference loop.
 
-    Defaults: 50,000 images (a CIFAR epoch) on CUDA, 1,024 on CPU. Writes `<out>/train-<model>-<device>.json`
-    when `out` is given. Returns the result dict (ratio in 'speedup')."""
+    Defaults: 50,000 images (a CIFAR epoch) on CUDA, 1,024 on CPU. Writes, when `out` is given,
+    `<out>/train-<model>-<device>-b<batch>-<recipe>-<amp>[-compiled-<mode>][-graph].json`. Returns the result dict
+    (ratio in 'speedup')."""
     from .distributed import resolve_device
 
     dev = resolve_device(device)
@@ -202,9 +203,9 @@ def bench_train(model: str = DEFAULT_MODEL, *, device: Optional[str] = None, bat
         result['speedup'] = result['ours']['images_per_s'] / result['reference']['images_per_s']
     result.update({'code_commit': provenance.code_commit(), 'torch': torch.__version__,
                    'measured': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
-    if out is not None:
-        variant = ('-compiled' if compile else '') + ('-graph' if cuda_graph else '')
-        path = Path(out) / f'train-{model}-{dev.type}{variant}.json'
+    if out is not None:  # one file per setting: a measurement replaces only one of the same setting
+        variant = (f"-compiled-{compile_mode or 'default'}" if compile else '') + ('-graph' if cuda_graph else '')
+        path = Path(out) / f"train-{model}-{dev.type}-b{batch_size}-{recipe}-{result['ours']['amp']}{variant}.json"
         write_json_atomic(path, result)
         result['path'] = str(path)
     return result
