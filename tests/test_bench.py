@@ -479,3 +479,15 @@ def test_bench_models_checks_its_onnx_and_compiled_models_with_calibrated_batchn
         assert not torch.equal(logits[0], logits[1])  # the inputs' logits differ: a wrong graph would not match
         fresh = timm.create_model('mobilenet_zam').eval()(x)
     assert torch.equal(fresh[0], fresh[1])  # what the check compared before
+
+
+@pytest.mark.parametrize('warmup, min_time, calls', [(0, 0.0, 0), (0, 0.01, 1), (2, 0.0, 2), (2, 0.01, 3)])
+def test_warm_up_makes_the_calls_it_records(warmup, min_time, calls):
+    """`--warmup 0` was recorded as 0 while two untimed calls ran (at least one, and the call sizing the rounds)."""
+    from zamzoo.bench.models import _Runner
+
+    seen = []
+    model = _Net()
+    model.register_forward_hook(lambda *args: seen.append(1))
+    _Runner('net', model, 1, (3, 8, 8), torch.device('cpu'), train=False).warmup(warmup, min_time)
+    assert len(seen) == calls

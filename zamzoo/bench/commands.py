@@ -56,7 +56,8 @@ def _add_models_arguments(p):
     p.add_argument('--repeats', type=positive_int, default=None,
                    help=f"interleaved rounds (default: {cpu['repeats']} on CPU, {cuda['repeats']} on CUDA)")
     p.add_argument('--warmup', type=non_negative_int, default=None,
-                   help=f"warm-up calls per model (default: {cpu['warmup']} CPU, {cuda['warmup']} CUDA)")
+                   help=f"untimed calls per model before the one that sizes the rounds to --min-time (default: "
+                        f"{cpu['warmup']} CPU, {cuda['warmup']} CUDA)")
     p.add_argument('--min-time', type=non_negative_float, default=None,
                    help=f"seconds of back-to-back calls per measurement (default: {cpu['min_time']} CPU, "
                         f"{cuda['min_time']} CUDA)")

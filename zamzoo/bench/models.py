@@ -134,11 +134,11 @@ class _Runner:
                 return self.model(self.x)
 
     def warmup(self, n: int, min_time: float):
-        for _ in range(max(n, 1)):
+        """`n` untimed calls; then, with `min_time`, one more that sizes each measurement (`iters` calls lasting
+        about `min_time` seconds)."""
+        for _ in range(n):
             self.call()
-        _sync(self.device)
-        t = self._time(1)
-        self.iters = max(1, math.ceil(min_time / max(t, 1e-9))) if min_time > 0 else 1
+        self.iters = max(1, math.ceil(min_time / max(self._time(1), 1e-9))) if min_time > 0 else 1
 
     def _time(self, iters: int) -> float:
         _sync(self.device)
@@ -506,8 +506,9 @@ def markdown_report(report: Dict) -> str:
     ]
     if s['latency']:
         clock = 'CPU time of the process' if s.get('timer') == 'process' else 'wall-clock latency'
-        lines.append(f"Timing: {clock}, median of {s['repeats']} interleaved rounds (warm-up {s['warmup']}, "
-                     f"each round >= {s['min_time_s']} s of calls), {s['dtype']}; ratio = median over rounds of "
+        lines.append(f"Timing: {clock}, median of {s['repeats']} interleaved rounds ({s['warmup']} warm-up "
+                     f"call{'s' if s['warmup'] != 1 else ''} and one that sizes the rounds, each round >= "
+                     f"{s['min_time_s']} s of calls), {s['dtype']}; ratio = median over rounds of "
                      f"model time / plain-backbone time of the same round.")
     head = ['model', 'params', 'MACs (torch)', 'FLOPs (seed conv.)']
     head += [c for k in settings for c in (f'{k} ms', f'{k} vs plain')]
