@@ -179,6 +179,30 @@ def test_eval_of_an_export_whose_config_timm_cannot_build_says_so(tiny_cifar, tm
         evaluate(TINY, tiny_cifar, 'cifar10', checkpoint=export, device='cpu')
 
 
+def test_a_runs_weights_file_away_from_its_folder_is_scored_as_its_run_and_only_as_its_model(tmp_path):
+    """checkpoint.pt records its run's config and model.safetensors its model: copied out of the run folder, the
+    checkpoint was built with timm's default pooling, and either file was scored as any --model whose parameters
+    fit it (the zero-parameter attentions all do)."""
+    import shutil
+
+    from zamzoo.errors import UsageError
+
+    data = tmp_path / 'pets'
+    write_images(data / 'train', {'cat': 6, 'dog': 6}, size=(64, 64))
+    write_images(data / 'val', {'cat': 3, 'dog': 3}, size=(64, 64), seed=1)
+    out, away = tmp_path / 'run', tmp_path / 'away'
+    result = train(TrainConfig(model='resnet18_zam', data=str(data), dataset='folder', epochs=1, batch_size=4,
+                               img_size=64, seed=1, device='cpu', model_kwargs={'global_pool': 'max'}, out=str(out)))
+    away.mkdir()
+    for name in ('checkpoint.pt', 'model.safetensors'):
+        shutil.copy(out / name, away / name)
+    r = evaluate('resnet18_zam', str(data), checkpoint=away / 'checkpoint.pt', device='cpu')  # its data set: folder
+    assert r['loss'] == pytest.approx(result['test_loss'], rel=1e-5) and r['top1'] == pytest.approx(result['top1'])
+    for name in ('checkpoint.pt', 'model.safetensors'):
+        with pytest.raises(UsageError, match="--model resnet18_simam but the checkpoint's run is resnet18_zam"):
+            evaluate('resnet18_simam', str(data), 'folder', checkpoint=away / name, device='cpu')
+
+
 def test_eval_of_zamzoos_own_export_of_a_run_scores_it_as_the_run_did(tmp_path):
     """`zamzoo export RUN` writes a results.json next to the weights but no metrics.jsonl: it is an export, not a
     run folder missing a file, and it is scored with the preprocessing it declares, which is the run's."""

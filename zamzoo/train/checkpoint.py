@@ -4,6 +4,7 @@ A checkpoint is written to a temporary file next to its destination and renamed 
 so the file on disk is always the last complete one. It holds only tensors, numbers, strings, lists, tuples and
 dicts, and is always read with ``torch.load(..., weights_only=True)``.
 """
+import pickle
 import random
 import zipfile
 from pathlib import Path
@@ -201,6 +202,34 @@ def run_config(checkpoint) -> dict:
     if folder is None or not (folder / CONFIG_FILE).is_file():
         return {}
     config = read_json_object(folder / CONFIG_FILE, ZamzooError)
+    ensure_attention(config.get('attention_module'))
+    return config
+
+
+def recorded_with_weights(path) -> dict:
+    """What a weights file outside its run folder records of its run: a training checkpoint its whole config
+    (config.json's content, its attention module registered as `run_config` does), a run's model.safetensors its
+    model, data set and class count (its metadata); {} for other files (a bare state dict, an export's weights) and
+    for an unreadable one (`load_weights` says why)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    if path.suffix == '.safetensors':
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), 'pt') as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError):
+            return {}
+        record = {k: meta[k] for k in ('model', 'dataset') if k in meta}
+        return dict(record, num_classes=int(meta['num_classes'])) if meta.get('num_classes', '').isdigit() else record
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError):
+        return {}
+    config = state.get('config') if isinstance(state, dict) and state.get('format') == CHECKPOINT_FORMAT else None
+    if not isinstance(config, dict):
+        return {}
     ensure_attention(config.get('attention_module'))
     return config
 

@@ -9,7 +9,7 @@ from ..errors import DataError, UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
-from .checkpoint import checkpoint_not_found, load_weights, run_config, run_folder_of
+from .checkpoint import checkpoint_not_found, load_weights, recorded_with_weights, run_config, run_folder_of
 from .init import class_rows, recorded_classes, reorder_classifier
 from .loop import evaluate_loader
 from .run_files import CONFIG_FILE, RESULTS_FILE
@@ -17,11 +17,16 @@ from .run_folder import read_split, run_status
 
 
 def _run_config(checkpoint) -> tuple:
-    """(config.json of the run folder or export a checkpoint belongs to, if any (`run_config`); where a run folder's
-    run has not completed, what it is: 'pending after epoch 2 of 6'). ZamzooError for a failed run's (an export holds
-    no run to have failed: only completed runs are exported)."""
+    """(config.json of the run folder or export a checkpoint belongs to, if any (`run_config`), else what a weights
+    file outside its folder records of its run (`recorded_with_weights`); where a run folder's run has not
+    completed, what it is: 'pending after epoch 2 of 6'). ZamzooError for a failed run's (an export holds no run to
+    have failed: only completed runs are exported)."""
     config, folder = run_config(checkpoint), run_folder_of(checkpoint)
-    if folder is None or not (folder / CONFIG_FILE).is_file() or _is_export(config):
+    if folder is not None and not (folder / CONFIG_FILE).is_file():
+        recorded = recorded_with_weights(checkpoint)
+        recorded.pop('data_fingerprint', None)  # away from its run, the data it is scored on is the user's word
+        return recorded, None
+    if folder is None or _is_export(config):
         return config, None
     status = run_status(folder)
     if status.state == 'failed':
