@@ -269,3 +269,17 @@ def test_eval_refuses_a_recipe_on_data_of_ones_own(tmp_path):
     with pytest.raises(UsageError, match="--recipe gives CIFAR's normalisation: on --dataset folder"):
         evaluate('test_resnet', str(tmp_path / 'data'), 'folder', checkpoint=tmp_path / 'w.safetensors',
                  recipe='spem', device='cpu')
+
+
+def test_eval_of_a_model_whose_outputs_are_nan_is_refused(tiny_cifar, tmp_path):
+    """A NaN classifier bias made every logit NaN: eval still printed a top-1 and a top-5 (argmax of NaNs) and exit 0."""
+    from safetensors.torch import save_file
+
+    from zamzoo.errors import NonFiniteError
+
+    state = create_model(TINY, 10).state_dict()
+    state['fc.bias'][0] = float('nan')
+    save_file(state, str(tmp_path / 'model.safetensors'))
+    with pytest.raises(NonFiniteError, match=rf'{TINY}: its outputs on .* hold NaN or infinity \(the loss over \d+ '
+                                             r'images is nan\); the scores would mean nothing'):
+        evaluate(TINY, str(tiny_cifar), 'cifar10', checkpoint=tmp_path / 'model.safetensors', device='cpu')

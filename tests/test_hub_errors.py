@@ -88,6 +88,16 @@ def test_pretrained_timm_model_offline(offline):
         create_model('resnet18', num_classes=3, pretrained=True)
 
 
+def test_viz_of_a_pretrained_timm_model_offline_is_one_line(offline, capsys):
+    """`zamzoo viz --pretrained` called timm itself: LocalEntryNotFoundError's traceback, where eval said one line."""
+    from PIL import Image
+    Image.new('RGB', (8, 8)).save(offline / 'photo.png')
+    assert main(['viz', '--model', 'resnet18', '--pretrained', '--image', str(offline / 'photo.png'),
+                 '--out', str(offline / 'maps.png')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'resnet18 pretrained weights: ' in err and 'not in the Hugging Face cache' in err
+
+
 # ------------------------------------------------------------------ row 8: an export may hold its optional files
 def test_export_force_replaces_an_export_with_its_onnx(weights, exported, tmp_path):
     import shutil

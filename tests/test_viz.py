@@ -113,6 +113,19 @@ def test_cli_with_checkpoint(image, tmp_path, capsys):
     torch.testing.assert_close(loaded.state_dict(), model.state_dict())
 
 
+def test_a_model_whose_outputs_are_nan_gets_no_maps(image, tmp_path, capsys):
+    """A NaN classifier bias made every logit NaN: viz drew 'Grad-CAM of class 0' over maps turned to zeros."""
+    model = timm.create_model('mobilenet_zam', num_classes=10)
+    state = model.state_dict()
+    state['fc.bias'][3] = float('nan')
+    save_file(state, str(tmp_path / 'model.safetensors'))
+    out = tmp_path / 'maps.png'
+    assert main(['viz', '--model', 'mobilenet_zam', '--checkpoint', str(tmp_path / 'model.safetensors'),
+                 '--image', str(image), '--out', str(out)]) == 2
+    assert "the model's outputs or attention maps hold NaN or infinity" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize('case', ['missing', 'directory', 'not_an_image', 'truncated', 'out_not_png', 'bad_ckpt'])
 def test_cli_errors_are_clear(case, image, tmp_path, capsys):
     args = {'image': str(image), 'out': str(tmp_path / 'x.png'), 'extra': []}

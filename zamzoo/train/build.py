@@ -34,8 +34,9 @@ def check_model_name(name: str):
         raise UsageError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
 
 
-def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
-    """`timm.create_model` after `import zamzoo` (which registers the zoo)."""
+def create_model(name: str, num_classes: Optional[int], pretrained: bool = False, **kwargs) -> nn.Module:
+    """`timm.create_model` after `import zamzoo` (which registers the zoo); `num_classes` None: the model's own (timm
+    passes no None keyword on)."""
     import timm
 
     from ..pretrained.hub_errors import hub_errors

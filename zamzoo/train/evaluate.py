@@ -1,11 +1,12 @@
 """`zamzoo eval`: top-1 / top-5 of a model on a test split, from pretrained weights or a checkpoint."""
+import math
 import time
 from pathlib import Path
 from typing import Optional
 
 from .. import provenance
 from ..dataset_table import CIFAR_DATASETS, DEFAULT_DATASET
-from ..errors import DataError, UsageError, WeightsError, ZamzooError
+from ..errors import DataError, NonFiniteError, UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
 from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
@@ -124,6 +125,9 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     sums = evaluate_loader(pieces.model, test, device=dev, amp_dtype=pieces.amp_dtype, num_classes=num_classes)
     n = int(sums['count'])
     elapsed = time.perf_counter() - t0
+    if not math.isfinite(float(sums['loss_sum'])):  # NaN logits: top-1 and top-5 would count arbitrary classes
+        raise NonFiniteError(f"{model}: its outputs on {data} hold NaN or infinity (the loss over {n} images is "
+                             f"{float(sums['loss_sum'])}); the scores would mean nothing")
     return {
         'model': model, 'dataset': dataset, 'images': n,
         'top1': 100.0 * float(sums['top1']) / n, 'top5': 100.0 * float(sums['top5']) / n,

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._io import atomic_path
-from ..errors import NotFoundError, UsageError
+from ..errors import NonFiniteError, NotFoundError, UsageError
 
 __all__ = ['AttentionRecord', 'VizResult', 'load_image', 'collect_attention', 'grad_cam', 'gradcam_target_layer',
            'visualize', 'render', 'load_model', 'describe_transform']
@@ -69,9 +69,7 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
     builds from it (the run's --model-kwargs, or the export's config.json; its classes), whose ``pretrained_cfg``
     then declares the preprocessing it is evaluated with (`eval_data_config`). ``local-dir:EXPORT`` names an
     export folder as timm does."""
-    import timm
-
-    from ..train.build import check_model_name
+    from ..train.build import create_model
     from ..train.evaluate import checkpoint_model, eval_data_config
 
     if pretrained and checkpoint:
@@ -79,9 +77,8 @@ def load_model(name: str, pretrained: bool = False, checkpoint: Optional[str] = 
     if name.startswith(LOCAL_DIR) and not checkpoint:
         checkpoint = name[len(LOCAL_DIR):]
         name = _export_architecture(checkpoint)
-    if not checkpoint:
-        check_model_name(name)
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    if not checkpoint:  # a download's failure (offline, not found) as one WeightsError
+        return create_model(name, kwargs.pop('num_classes', None), pretrained=pretrained, **kwargs)
     if kwargs:
         raise UsageError(f'model kwargs {kwargs} with a checkpoint: its model is built as its run or export was')
     model, run_cfg = checkpoint_model(name, checkpoint)
@@ -259,7 +256,11 @@ def visualize(model: nn.Module, image_path, out_png=None, class_index: Optional[
     if out_png is not None and Path(out_png).suffix.lower() != '.png':
         raise UsageError(f'--out must name a .png file, got {out_png}')
     x, rgb = load_image(image_path, model)
-    records, _ = collect_attention(model, x)
+    records, logits = collect_attention(model, x)
+    maps = [m for r in records for m in (r.channel, r.spatial) if m is not None]
+    if not bool(torch.isfinite(logits).all()) or not all(np.isfinite(m).all() for m in maps):
+        raise NonFiniteError(f"{image_path}: the model's outputs or attention maps hold NaN or infinity; its maps "
+                             f"and Grad-CAM would mean nothing (are its weights finite?)")
     cam, cls = grad_cam(model, x, class_index)
     size = rgb.shape[:2]
     overlays = {r.name: upsample_spatial(r.spatial, size) for r in records if r.spatial is not None}
