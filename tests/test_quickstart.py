@@ -136,6 +136,20 @@ def test_quickstart_refuses_existing_out(quickstart_run, capsys):
     assert sorted(p.relative_to(out) for p in out.rglob('*')) == before  # nothing overwritten
 
 
+@pytest.mark.parametrize('option, value, expected', [
+    ('--seed', '-5', 'seed: expected an integer from 0 to 4294967295'),  # numpy's ValueError traceback
+    ('--batch-size', '1', 'batch_size: expected at least 2'),            # refused after the data set was written
+    ('--device', 'tpu', "device: unknown 'tpu'"),                        # the same
+    ('--attention-images', '20', 'attention_images: expected at most 10 (one image of each class)'),  # drew 10
+])
+def test_quickstart_refuses_bad_options_before_writing_anything(option, value, expected, tmp_path, capsys):
+    from zamzoo.cli import main
+
+    assert main(['quickstart', '--out', str(tmp_path / 'qs'), option, value]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and 'Traceback' not in err and not (tmp_path / 'qs').exists()
+
+
 def test_offline_hub_restores_and_blocks(tmp_path):
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError

@@ -32,10 +32,12 @@ from ..errors import UsageError, ZamzooError
 from ..publish import export_run, validate_export
 from ..publish.hubcache import cache_export, offline_hub
 from ..models import ZOO
-from ..recipes import get_recipe
+from ..recipes import MIN_TRAIN_IMAGES, get_recipe
 from ..train import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, RESULTS_FILE, WEIGHTS_FILE, TrainConfig,
                      create_model, load_weights, train)
 from ..train.build import check_model_name
+from ..train.config import check_seed
+from ..train.distributed import resolve_device
 from ..viz import visualize
 
 DEFAULT_MODEL = 'mobilenet_zam'
@@ -69,6 +71,14 @@ class QuickstartConfig:
         if min(self.train_images, self.val_images) < len(SHAPES):
             raise UsageError(f'train_images and val_images: expected at least {len(SHAPES)} each (one image per '
                              f'class), got {self.train_images} and {self.val_images}')
+        if self.batch_size < MIN_TRAIN_IMAGES:
+            raise UsageError(f'batch_size: expected at least {MIN_TRAIN_IMAGES} (BatchNorm trains on no fewer), got '
+                             f'{self.batch_size}')
+        if self.attention_images > len(SHAPES):
+            raise UsageError(f'attention_images: expected at most {len(SHAPES)} (one image of each class), got '
+                             f'{self.attention_images}')
+        check_seed(self.seed)
+        resolve_device(self.device)  # an unknown or absent device, before the data set is written
         check_model_name(self.model)
         if self.model not in ZOO:  # the export (step 3) takes zoo models only: say so before training
             raise UsageError(f"'{self.model}' is not a zamzoo model; quickstart trains and exports a zoo model "

@@ -16,6 +16,12 @@ COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-
 GRAPHING_COMPILE_MODES = ('reduce-overhead', 'max-autotune')  # the ones that capture CUDA graphs themselves
 DATASET_CHOICES = DATASETS  # owned by zamzoo.data.sources
 MAX_SEED = 2 ** 32 - 1
+
+
+def check_seed(seed) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f'seed: expected an integer from 0 to {MAX_SEED} (2**32 - 1, the range numpy seeds from), '
+                         f'got {seed!r}')
 MAX_IMG_SIZE = 4096  # timm's largest pretrained inputs are about 1024
 
 
@@ -101,9 +107,7 @@ class TrainConfig:
                              f'they are), got {self.img_size}')
         if not isinstance(self.max_bad_steps, int) or isinstance(self.max_bad_steps, bool) or self.max_bad_steps < 0:
             raise UsageError(f'max_bad_steps: expected an integer >= 0, got {self.max_bad_steps!r}')
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
-            raise UsageError(f'seed: expected an integer from 0 to {MAX_SEED} (2**32 - 1, the range numpy seeds '
-                             f'from), got {self.seed!r}')
+        check_seed(self.seed)
         self._load_attention()
         check_model_name(self.model)
         self.resolve_recipe()  # the recipe checks its fields, --epochs, --batch-size and --lr among them
