@@ -283,3 +283,27 @@ def test_eval_of_a_model_whose_outputs_are_nan_is_refused(tiny_cifar, tmp_path):
     with pytest.raises(NonFiniteError, match=rf'{TINY}: its outputs on .* hold NaN or infinity \(the loss over \d+ '
                                              r'images is nan\); the scores would mean nothing'):
         evaluate(TINY, str(tiny_cifar), 'cifar10', checkpoint=tmp_path / 'model.safetensors', device='cpu')
+
+
+def test_eval_normalises_as_the_weights_record_and_refuses_a_recipe_that_would_be_ignored(tiny_cifar, tmp_path):
+    """A run trained under --recipe spem: its folder and its model.safetensors away from it (whose metadata records
+    the recipe) are evaluated with spem's statistics; --recipe zam was ignored without a word for the folder, and the
+    bare file was normalised with the model's cfg."""
+    import shutil
+
+    from zamzoo.errors import UsageError
+    from zamzoo.recipes import get_recipe
+
+    out, away = tmp_path / 'run', tmp_path / 'away'
+    train(TrainConfig(model=TINY, data=str(tiny_cifar), dataset='cifar10', recipe='spem', epochs=1, batch_size=64,
+                      seed=0, device='cpu', out=str(out)))
+    away.mkdir()
+    shutil.copy(out / 'model.safetensors', away / 'model.safetensors')
+    spem = [list(s) for s in get_recipe('spem').stats('cifar10')]
+    assert spem != [list(s) for s in get_recipe('zam').stats('cifar10')]
+    for weights in (out, away / 'model.safetensors'):
+        r = evaluate(TINY, str(tiny_cifar), checkpoint=weights, device='cpu')
+        assert r['dataset'] == 'cifar10' and [r['mean'], r['std']] == spem
+        with pytest.raises(UsageError, match=f'--recipe zam: {weights} records the normalisation it is evaluated '
+                                             f'with; --recipe is for weights that record none'):
+            evaluate(TINY, str(tiny_cifar), checkpoint=weights, recipe='zam', device='cpu')

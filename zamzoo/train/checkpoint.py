@@ -209,7 +209,7 @@ def run_config(checkpoint) -> dict:
 def recorded_with_weights(path) -> dict:
     """What a weights file outside its run folder records of its run: a training checkpoint its whole config
     (config.json's content, its attention module registered as `run_config` does), a run's model.safetensors its
-    model, data set and class count (its metadata); {} for other files (a bare state dict, an export's weights) and
+    model, data set, recipe and class count (its metadata); {} for other files (a bare state dict, an export's weights) and
     for an unreadable one (`load_weights` says why)."""
     path = Path(path)
     if not path.is_file():
@@ -222,6 +222,7 @@ def recorded_with_weights(path) -> dict:
         except (SafetensorError, OSError):
             return {}
         record = {k: meta[k] for k in ('model', 'dataset') if k in meta}
+        record.update({'recipe_name': meta['recipe']} if 'model' in meta and 'recipe' in meta else {})
         return dict(record, num_classes=int(meta['num_classes'])) if meta.get('num_classes', '').isdigit() else record
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)

@@ -101,6 +101,9 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     if recipe is not None and dataset not in CIFAR_DATASETS:  # a recipe's statistics are CIFAR's; it was ignored
         raise UsageError(f"--recipe gives CIFAR's normalisation: on --dataset {dataset} the checkpoint's run or "
                          f"export folder, else the model's cfg, gives it")
+    if recipe is not None and (_is_export(run_cfg) or _run_stats(run_cfg, dataset)):  # it was ignored too
+        raise UsageError(f"--recipe {recipe}: {checkpoint} records the normalisation it is evaluated with; --recipe "
+                         f"is for weights that record none")
     dev = D.resolve_device(device)
     autocast_dtype = amp_dtype(amp, dev)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
@@ -213,6 +216,16 @@ def _export_model(model: str, folder, num_classes: int):
                            f'the run folder') from e
 
 
+def _run_stats(run_cfg: dict, dataset: Optional[str]) -> Optional[tuple]:
+    """(mean, std) the checkpoint's run normalised its images with: its config's, else (a run's model.safetensors
+    away from its folder, which records its recipe) its recipe's for its CIFAR data set; None where it records none."""
+    if run_cfg.get('mean'):
+        return tuple(run_cfg['mean']), tuple(run_cfg['std'])
+    if run_cfg.get('recipe_name') and dataset in CIFAR_DATASETS and dataset == run_cfg.get('dataset'):
+        return get_recipe(run_cfg['recipe_name']).stats(dataset)
+    return None
+
+
 def eval_data_config(net, run_cfg: dict) -> dict:
     """timm's data config (`resolve_data_config`) of the transform a checkpoint's model is evaluated with: an
     export's own (the model built from it carries it), a run's normalisation and input size with, on data of one's
@@ -222,10 +235,11 @@ def eval_data_config(net, run_cfg: dict) -> dict:
 
     from ..data import EVAL_CROP_PCT, EVAL_INTERPOLATION
     cfg = resolve_data_config(model=net)
-    if _is_export(run_cfg) or not run_cfg.get('mean'):
+    stats = None if _is_export(run_cfg) else _run_stats(run_cfg, run_cfg.get('dataset'))
+    if stats is None:
         return cfg
     size = int(run_cfg.get('img_size') or cfg['input_size'][-1])
-    cfg = {**cfg, 'input_size': (3, size, size), 'mean': tuple(run_cfg['mean']), 'std': tuple(run_cfg['std'])}
+    cfg = {**cfg, 'input_size': (3, size, size), 'mean': stats[0], 'std': stats[1]}
     if run_cfg.get('dataset') in CIFAR_DATASETS:
         return cfg
     return {**cfg, 'interpolation': EVAL_INTERPOLATION, 'crop_mode': 'center',
@@ -247,8 +261,9 @@ def _export_loader(test_split, net, img_size: Optional[int], batch_size: int, de
 def _run_loader(dataset: str, test_split, net, run_cfg: dict, recipe: Optional[str], img_size: Optional[int],
                 batch_size: int, device, workers: int) -> tuple:
     """(loader, mean, std) as the run evaluated: its normalisation, input size and loader (see `evaluate`)."""
-    if run_cfg.get('mean'):
-        mean, std = tuple(run_cfg['mean']), tuple(run_cfg['std'])
+    stats = _run_stats(run_cfg, dataset)
+    if stats is not None:
+        mean, std = stats
     elif recipe is not None and dataset in CIFAR_DATASETS:
         mean, std = get_recipe(recipe).stats(dataset)
     else:
