@@ -239,7 +239,8 @@ class ULSAM(nn.Module):
         BN(g) of the PW conv's output without its bias (running mean 0, bias: BN(g) of the PW bias, so that autograd
         reaches it, which it cannot through a running mean); then the BNs' eps. 4 small ops; each parameter is read
         once (nn.Module.__getattr__: ~0.7 us a read, ~20 reads). None where the submodules run as written
-        (`_foldable`)."""
+        (`_foldable`). BN(g)'s weight scales both the PW output and its shift here, so where an input is infinite
+        its gradient can be NaN where the submodules' is infinite (outputs and the input's gradient agree)."""
         if not self._foldable():
             return None
         c, g = self.channels, self.groups

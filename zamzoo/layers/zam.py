@@ -151,7 +151,9 @@ class ZAM(FusedDispatch, _ZeroParam):
         skip, its bias 1 makes it 1 + gate: no Add node). The statistics over C, which NCHWc cannot compute, reduce
         the last axis of the map transposed to (B, H * W, C): ONNX Runtime runs the Transpose as one reorder, and its
         reductions over C in NCHW are strided and slow (the 3-D Reshape keeps its transpose optimizer from moving the
-        Transpose back behind the reductions)."""
+        Transpose back behind the reductions). With skip, x * (1 + gate) is x + x * gate on every finite input (the
+        checked export's tolerance); where an activation is infinite and its gate 0, it keeps the infinity where
+        eager PyTorch's x + x * gate is NaN (inf * 0)."""
         b, _, h, w = x.shape
         c = self.channels  # a constant, also where a tracer records the shape: the Convs' weights must be constants
         stats = _pool_whole_map(x, self.pool)

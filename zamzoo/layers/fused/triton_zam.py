@@ -4,11 +4,12 @@ and `zam_backward` stand in for the eager pair of `zam` inside the same autograd
 Forward:
     _channel_kernel   one program per (b, c) row, or per (b, block of channels) under channels_last: mean and max
                       over H*W -> Mc (and the max's position)
-    _spatial_kernel   one program per (b, block of positions): loops over C computing F' = F * g(Mc) on the fly,
-                      mean and max over C -> Ms (and the max's position), then a second loop writes F'' = F' * g(Ms);
-                      F' is never stored
+    _spatial_kernel   one program per (b, block of positions): loops over C computing F' = apply(F, Mc) on the
+                      fly, mean and max over C -> Ms (and the max's position), then a second loop writes
+                      F'' = apply(F', Ms); F' is never stored (apply(F, M): F * M, or F * M + F for ZAM+R, as the
+                      eager path spells it: the same result where F is infinite)
 Backward (same saved tensors as the eager autograd.Function: F, Mc, Ms, the two max positions):
-    _bwd_spatial_kernel   per (b, block of positions): dL/ds2 = sum_c dL/dF'' * F * g1 * Ms (1 - Ms)
+    _bwd_spatial_kernel   per (b, block of positions): dL/ds2 = sum_c dL/dF'' * F' * Ms (1 - Ms)
     _bwd_channel_kernel   per (b, c) row (or block of channels): dL/dF' on the fly,
                           dL/ds1 = sum_p dL/dF' * F * Mc (1 - Mc), then dL/dF
 Max positions: the first maximal element, as torch.max (and the eager path). Memory traffic: forward reads F
@@ -56,15 +57,22 @@ def supports_triton(x: torch.Tensor) -> bool:
 
 if HAS_TRITON:
     @triton.jit
+    def _gate(v, m, SKIP: tl.constexpr):
+        """v * m, or v * m + v for ZAM+R: the eager path's spelling (`zam.apply_gate`), not v * (1 + m), which
+        rounds 1 + m first and turns -inf * (1 + 0) into -inf where the formula's -inf + -inf * 0 is NaN."""
+        if SKIP:
+            return v * m + v
+        return v * m
+
+    @triton.jit
     def _load_tile(ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sb, sc, sp, SKIP: tl.constexpr):
-        """The (BLOCK_C, BLOCK_P) tile of image b in fp32 (0 outside), its mask, and the channel gates g1."""
+        """The (BLOCK_C, BLOCK_P) tile of image b in fp32 (0 outside), its mask, and F' there (0 outside)."""
         mask_c = offs_c < C
         mask = mask_c[:, None] & mask_p[None, :]
-        g1 = tl.load(mc_ptr + b * C + offs_c, mask=mask_c, other=0.0)
-        if SKIP:
-            g1 += 1.0
+        mc = tl.load(mc_ptr + b * C + offs_c, mask=mask_c, other=0.0)
         v = tl.load(ptr + b * sb + offs_c[:, None] * sc + offs_p[None, :] * sp, mask=mask, other=0.0)
-        return v.to(tl.float32), mask, g1
+        v = v.to(tl.float32)
+        return v, mask, _gate(v, mc[:, None], SKIP)
 
     @triton.jit
     def _channel_rows(C, BLOCK_C: tl.constexpr):
@@ -118,8 +126,7 @@ if HAS_TRITON:
         run_idx = tl.zeros([BLOCK_P], dtype=tl.int64)
         for c0 in range(0, C, BLOCK_C):
             offs_c = c0 + tl.arange(0, BLOCK_C)
-            v, mask, g1 = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
-            f = v * g1[:, None]
+            v, mask, f = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
             total += tl.sum(f, axis=0)
             if MAX:
                 f = tl.where(mask, f, float('-inf'))
@@ -141,11 +148,10 @@ if HAS_TRITON:
                 tl.store(idx_ptr + b * P + offs_p, run_idx, mask=mask_p)
         ms = tl.sigmoid(s)
         tl.store(ms_ptr + b * P + offs_p, ms, mask=mask_p)
-        g2 = ms + 1.0 if SKIP else ms
         for c0 in range(0, C, BLOCK_C):
             offs_c = c0 + tl.arange(0, BLOCK_C)
-            v, mask, g1 = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
-            y = v * g1[:, None] * g2[None, :]
+            v, mask, f = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
+            y = _gate(f, ms[None, :], SKIP)
             tl.store(y_ptr + b * syb + offs_c[:, None] * syc + offs_p[None, :] * syp,
                      y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -158,9 +164,9 @@ if HAS_TRITON:
         gms = tl.zeros([BLOCK_P], dtype=tl.float32)
         for c0 in range(0, C, BLOCK_C):
             offs_c = c0 + tl.arange(0, BLOCK_C)
-            v, mask, g1 = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
+            v, mask, f = _load_tile(x_ptr, mc_ptr, b, C, offs_c, offs_p, mask_p, sxb, sxc, sxp, SKIP)
             gy = tl.load(gy_ptr + b * sgb + offs_c[:, None] * sgc + offs_p[None, :] * sgp, mask=mask, other=0.0)
-            gms += tl.sum(gy.to(tl.float32) * v * g1[:, None], axis=0)
+            gms += tl.sum(gy.to(tl.float32) * f, axis=0)
         ms = tl.load(ms_ptr + b * P + offs_p, mask=mask_p, other=0.0)
         tl.store(ds2_ptr + b * P + offs_p, gms * ms * (1.0 - ms), mask=mask_p)
 
@@ -170,7 +176,6 @@ if HAS_TRITON:
                             SKIP: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         b, offs_c, mask_c = _channel_rows(C, BLOCK_C)
         mc = tl.load(mc_ptr + b * C + offs_c, mask=mask_c, other=0.0)
-        g1 = mc + 1.0 if SKIP else mc
         acc = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
         for p0 in range(0, P, BLOCK_P):  # dL/dg1 = sum_p dL/dF' * F
             offs = p0 + tl.arange(0, BLOCK_P)
@@ -187,7 +192,7 @@ if HAS_TRITON:
             mask = mask_c[:, None] & (offs < P)[None, :]
             gf = _grad_f1(gy_ptr, ms_ptr, ds2_ptr, i2_ptr, b, offs_c, C, P, sgb, sgc, sgp, offs, mask,
                           MEAN, MAX, SKIP)
-            gx = gf * g1[:, None]
+            gx = _gate(gf, mc[:, None], SKIP)
             if MEAN:
                 gx += ds1[:, None] / P
             if MAX:
@@ -203,7 +208,7 @@ if HAS_TRITON:
         mask_p = offs < P
         ms = tl.load(ms_ptr + b * P + offs, mask=mask_p, other=0.0)
         ds2 = tl.load(ds2_ptr + b * P + offs, mask=mask_p, other=0.0)
-        gf = gy.to(tl.float32) * (ms + 1.0 if SKIP else ms)[None, :]
+        gf = _gate(gy.to(tl.float32), ms[None, :], SKIP)
         if MEAN:
             gf += (ds2 / C)[None, :]
         if MAX:
