@@ -302,13 +302,37 @@ def test_bad_steps_are_counted_skipped_or_fatal():
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sums = run([bad, good], max_bad_steps=1)                                # tolerated: skipped, no update
-    assert int(sums['count']) == 4 and math.isfinite(float(sums['loss_sum']))
+    assert int(sums['count']) == 4 and math.isfinite(float(sums['loss_sum'])) and int(sums['skipped_steps']) == 1
     assert all(v.isfinite().all() for v in model.state_dict().values())
     assert not torch.equal(before['1.weight'], model.state_dict()['1.weight'])   # the good step did update
     with pytest.raises(NonFiniteError, match='2 bad steps by step 3'):
         run([bad, good, bad], max_bad_steps=1)
     with pytest.raises(NonFiniteError, match='1 bad step by step 2'):
         run([good, bad], max_bad_steps=0)
+
+
+def test_skipped_steps_are_a_tolerance_per_epoch_and_leave_a_trace(tiny_cifar, tmp_path, monkeypatch):
+    """--max-bad-steps 1 with a NaN batch in each epoch: the run completes (the tolerance is each epoch's, as its help
+    says), and each epoch's record counts its skipped step, with a warning; they were skipped without a word."""
+    from zamzoo.train import loop
+    from zamzoo.train.run_folder import run_status
+
+    eager_step = loop._eager_step
+
+    def first_batch_nan(step_math, optimizer, scaler, batch, *rest):
+        if rest[-1][0] == 1:  # step_of: (step, steps)
+            batch = (torch.full_like(batch[0], math.nan), *batch[1:])
+        return eager_step(step_math, optimizer, scaler, batch, *rest)
+
+    monkeypatch.setattr(loop, '_eager_step', first_batch_nan)
+    out = tmp_path / 'run'
+    config = TrainConfig(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=2, batch_size=32, max_bad_steps=1,
+                         out=str(out))
+    with pytest.warns(UserWarning, match=r'epoch \d: 1 step with a NaN/inf loss skipped \(--max-bad-steps 1 '
+                                         r'tolerates as many in each epoch\)') as warned:
+        assert train(config)['status'] == 'completed'
+    assert sum('NaN/inf loss skipped' in str(w.message) for w in warned) == 2
+    assert [r['skipped_steps'] for r in run_status(out).history] == [1, 1]
 
 
 def _bn_net():

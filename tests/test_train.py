@@ -255,7 +255,9 @@ def test_one_epoch_cli_run_writes_every_artefact(tiny_cifar, tmp_path, capsys):
     assert m['lr'] == pytest.approx(0.1 * 4 / (4 + 1e-8))                # last warm-up step
     assert 0 <= m['test_top1'] <= m['test_top5'] <= 100 and m['train_loss'] > 0 and m['train_images'] == 64
     assert tuple(m) == ('epoch', 'lr', 'train_loss', 'train_top1', 'penalty', 'test_loss', 'test_top1', 'test_top5',
-                        'test_images', 'epoch_time_s', 'train_time_s', 'train_images', 'images_per_s', 'train_end_unix')
+                        'test_images', 'epoch_time_s', 'train_time_s', 'train_images', 'images_per_s', 'train_end_unix',
+                        'skipped_steps')
+    assert m['skipped_steps'] == 0
 
     results = json.loads((out / 'results.json').read_text())
     for key in ('model', 'dataset', 'tag', 'num_classes', 'recipe', 'recipe_version', 'seed', 'epochs', 'top1', 'top5',

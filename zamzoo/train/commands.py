@@ -52,9 +52,10 @@ RUN_ARGUMENTS = {
                        help="folder / hf: input size (default: the model's; CIFAR is 32x32)"),
     '--eval-every': dict(type=positive_int, default=1, help='evaluate every N epochs (and after the last)'),
     '--eval-batch-size': dict(type=positive_int, default=500),
-    '--max-bad-steps': dict(type=int, default=0, metavar='N', help='steps with a NaN/inf loss to skip before the '
-                            'run fails (default 0: the first one fails it); a skipped step changes nothing, its BN '
-                            'statistics included, and is skipped on every rank'),
+    '--max-bad-steps': dict(type=int, default=0, metavar='N', help='steps with a NaN/inf loss to skip in each '
+                            'epoch before the run fails (default 0: the first one fails it); a skipped step changes '
+                            'nothing, its BN statistics included, is skipped on every rank, and is counted in its '
+                            "epoch's skipped_steps (metrics.jsonl) with a warning"),
 }
 
 

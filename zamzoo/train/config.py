@@ -73,7 +73,7 @@ class TrainConfig:
     val_split: Optional[str] = None             # hf: default validation / val / valid / test
     holdout: Optional[float] = None             # folder / hf without a validation split: the share held out
     init: Optional[str] = None                  # starting weights (see zamzoo.train.init)
-    max_bad_steps: int = 0                      # steps with a NaN/inf loss skipped before the run fails (0: none)
+    max_bad_steps: int = 0                      # steps with a NaN/inf loss skipped in an epoch before the run fails
     attn: Optional[str] = None                  # attention module to import and register first: 'pkg.module:Class'
     attn_name: Optional[str] = None             # or 'path/to/file.py:Class', under this name (default: class name)
     attn_options: dict = field(default_factory=dict)  # bound to it, as zamzoo.register_attention binds them

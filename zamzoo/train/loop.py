@@ -272,7 +272,18 @@ def _one_epoch(loop: Loop, epoch: int) -> dict:
         'train_images': int(tr['count']),
         'images_per_s': tr['count'] / train_time,  # training images per second
         'train_end_unix': train_end,  # when its training pass ended (wall clock): runs sharing a GPU line up by it
+        'skipped_steps': _skipped_steps(tr, info, epoch + 1, config.max_bad_steps),
     }
+
+
+def _skipped_steps(reduced: dict, info: D.DistInfo, epoch: int, max_bad_steps: int) -> int:
+    """The epoch's steps skipped for a NaN/inf loss (skipped on every rank: the ranks' sum / their number), said in a
+    warning where there were any."""
+    skipped = round(reduced['skipped_steps'] / info.world_size)
+    if skipped and info.is_main:
+        warnings.warn(f'epoch {epoch}: {skipped} step{"s" if skipped > 1 else ""} with a NaN/inf loss skipped '
+                      f'(--max-bad-steps {max_bad_steps} tolerates as many in each epoch)', stacklevel=2)
+    return skipped
 
 
 def _last_step_lr(scheduler: RecipeLR) -> float:
@@ -307,13 +318,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
             raise ValueError(f'train_step: {refusal}')
         sums, bad = train_step.start_epoch()
     peek = _Peek(device) if reporter is not None else None
-    images_seen = 0
+    images_seen = skipped = 0
     for step, (x, y, n_global) in enumerate(loader, 1):
         if train_step is not None:
             train_step(x, y, n_global)
         elif not _eager_step(step_math, optimizer, scaler, (x, y, n_global), sums, bad, max_bad_steps, (step,
                              len(loader))):
             scheduler.step()  # a skipped step keeps its place in the schedule
+            skipped += 1
             continue
         scheduler.step()
         images_seen += n_global
@@ -323,7 +335,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
             if reporter is not None:
                 peek.push(sums['loss_sum'], sums['count'])
                 reporter.step(step, images_seen, peek.get())
-    return {**{k: v.clone() for k, v in sums.items()}, 'steps': torch.tensor(len(loader), device=device)}
+    return {**{k: v.clone() for k, v in sums.items()}, 'steps': torch.tensor(len(loader), device=device),
+            'skipped_steps': torch.tensor(skipped, device=device)}
 
 
 def _eager_step(step_math: StepMath, optimizer, scaler, batch: tuple, sums: dict, bad: torch.Tensor,
@@ -406,7 +419,7 @@ def _check_bad_steps(bad: torch.Tensor, max_bad_steps: int, step: int):
     if n > max_bad_steps:
         raise NonFiniteError(
             f'the training loss is NaN or infinite ({n} bad step{"s" if n > 1 else ""} by step {step} of this epoch, '
-            f'{max_bad_steps} tolerated): the training diverged (learning rate too high?); '
+            f'{max_bad_steps} tolerated in an epoch): the training diverged (learning rate too high?); '
             f'the run is marked failed and its weights are not saved')
 
 
