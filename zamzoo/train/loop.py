@@ -73,7 +73,7 @@ def _wrap_model(config: TrainConfig, info: D.DistInfo, run: TrainingRun) -> nn.M
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[info.device.index] if info.device.type == 'cuda' else None,
-                    broadcast_buffers=not run.settings['sync_bn'])
+                    forward_sync_buffers=not run.settings['sync_bn'])  # torch 2.13's name for broadcast_buffers
     if config.compile:
         model = torch.compile(model, mode=config.compile_mode, dynamic=False)
     return model
