@@ -496,3 +496,40 @@ def test_bench_train_small(tmp_path, capsys):
                  '--warmup-steps', '0', '--amp', 'bf16', '--no-reference', '--out', str(tmp_path)]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [f'train-{TINY}-cpu-b16-zam-{amp}.json' for amp in ('bfloat16', 'none')]
+
+
+_KILL_RANK_1 = """
+import os, signal, sys
+from zamzoo.train import loop
+from zamzoo.cli import main
+
+one_epoch = loop._one_epoch
+
+
+def second_epoch_kills_rank_1(lp, epoch):
+    if epoch == 1 and lp.info.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer ends a process: no word from it
+    return one_epoch(lp, epoch)
+
+
+loop._one_epoch = second_epoch_kills_rank_1
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_rank_is_not_recorded_as_the_survivors_failure(tiny_cifar, tmp_path):
+    """Rank 1 killed: rank 0's gloo 'Connection reset by peer' was recorded as rank 0's own RuntimeError."""
+    from zamzoo.train.run_folder import run_status
+
+    script = tmp_path / 'kill_rank_1.py'
+    script.write_text(_KILL_RANK_1)
+    out = tmp_path / 'run'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script),
+           'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', '2', '--batch-size',
+           '16', '--device', 'cpu', '--out', str(out)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    status = run_status(out)
+    assert status.state == 'failed' and len(status.history) == 1, proc.stderr[-3000:]
+    assert status.error.startswith('rank 0: PeerLost: lost its connection to another process of the run, which '
+                                   'ended without recording an error (killed by a signal? out of memory?)'), status

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..errors import UsageError, ZamzooError
 
 
 @dataclass
@@ -22,6 +22,27 @@ class DistInfo:
 
     is_main = property(lambda self: self.rank == 0)
     distributed = property(lambda self: self.world_size > 1)
+
+
+# what gloo and NCCL raise in a process whose peer left without a word (killed by a signal, out of memory)
+PEER_LOSS_SIGNS = ('Connection closed by peer', 'Connection reset by peer', 'gloo/transport', 'Broken pipe',
+                   'remote process exited')
+
+
+class PeerLost(ZamzooError):
+    """A process of a run lost its connection to another one: the failure is the other process's."""
+
+
+def as_peer_loss(error: BaseException) -> BaseException:
+    """`error` as a PeerLost where it is a lost connection to another process of the run (torch's DistError, or
+    gloo's and NCCL's own words), so that a run whose process was killed is not recorded as failed by the error of
+    a process that was not; else `error` itself."""
+    text = str(error)
+    if not (isinstance(error, dist.DistError) or any(sign in text for sign in PEER_LOSS_SIGNS)):
+        return error
+    first = (text.strip().splitlines() or [type(error).__name__])[0][:200]
+    return PeerLost(f'lost its connection to another process of the run, which ended without recording an error '
+                    f'(killed by a signal? out of memory?): {type(error).__name__}: {first}')
 
 
 def is_main_process() -> bool:
