@@ -102,6 +102,15 @@ def test_eval_and_export_of_a_plugin_run_in_a_new_process(plugin_run, tmp_path):
         assert written == dict(recorded, register_before_create_model=load), name
     card = (out / 'README.md').read_text()
     assert '## Attention module' in card and load in card and recorded['sha256'] in card
+    # the card's own snippet, in a new process: it said `import zamzoo` and loaded a Hub repo push never makes
+    assert 'hf-hub:' not in card and f"from_pretrained('PATH')" in card
+    snippet = card.split('### Image Classification\n```python\n', 1)[1].split('```', 1)[0]
+    from PIL import Image
+    Image.new('RGB', (40, 30), (200, 30, 30)).save(tmp_path / 'image.png')
+    snippet = snippet.replace("'local-dir:PATH'", repr(f'local-dir:{out}')) + '\nprint(tuple(output.shape))\n'
+    r = subprocess.run([sys.executable, '-c', snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1'))
+    assert r.returncode == 0 and r.stdout.strip() == '(1, 2)', r.stderr[-2000:]
 
     # what the export says to run is enough to build the exported model in a new process
     code = (f'{load}\nimport timm\nfrom safetensors.torch import load_file\n'

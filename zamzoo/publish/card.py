@@ -139,6 +139,19 @@ def _onnx_section(info: dict) -> str:
         short_side=math.floor(h / info['crop_pct']), resample=info['interpolation'].upper())
 
 
+def _registration(info: dict) -> dict:
+    """The usage snippets' line that registers the architecture with timm (`import zamzoo`, or for a module
+    registered at run time its `register_before_create_model` line), and what to say where it was left out."""
+    record, model = info.get('attention_module'), info['model']
+    if record:
+        return dict(register=f"{record['register_before_create_model']}  # registers {model}, its module too",
+                    register_words='that line',
+                    register_fix="run it first (the module's source must be where it names, see Attention module)")
+    return dict(register=f'import zamzoo  # registers the architecture {model} with timm',
+                register_words='`import zamzoo`',
+                register_fix='install zamzoo (`pip install zamzoo`) and import it first')
+
+
 def _attention_module_section(record: dict) -> str:
     """What a model of a module registered at run time needs before `timm.create_model`: the module's code."""
     return ('## Attention module\n'
@@ -172,6 +185,10 @@ def _weights_names(info: dict) -> Tuple[str, str, str]:
     their folder only (push refuses them the tag's repo)."""
     hub, repo = f"hf-hub:{info['repo_id']}", info['repo_id']
     unofficial = unverified_cifar(info['tag'], info.get('training_data'))
+    if info.get('attention_module'):
+        return 'local-dir:PATH', (
+            "PATH: this folder. These weights load from it only: `zamzoo push` does not publish a model whose "
+            "attention module was registered at run time (see Attention module)."), 'PATH'
     if info['tag'] in TAGS and not unofficial:
         return info['model_name'], (
             f"The same weights load straight from this repository's config: `timm.create_model('{hub}', "
@@ -222,9 +239,12 @@ def render_model_card(info: dict) -> str:
     usage = _template('usage.md').substitute(
         model=model, create_name=create_name, other_sources=other_sources, height=h, width=w,
         num_classes=info['num_classes'], top_k=min(5, info['num_classes']), num_features=info['num_features'],
-        repo_id=hf_name)
-    description = (f"{entry.description}, trained on {ds_name} with zamzoo. The architecture is registered "
-                   f"with timm by the zamzoo package: install it and `import zamzoo` before `timm.create_model`.")
+        repo_id=hf_name, **_registration(info))
+    description = f"{entry.description}, trained on {ds_name} with zamzoo. " + (
+        "The architecture is registered with timm by the zamzoo package and this model's attention module "
+        "(see Attention module): run its line before `timm.create_model`." if info.get('attention_module') else
+        "The architecture is registered with timm by the zamzoo package: install it and `import zamzoo` before "
+        "`timm.create_model`.")
     card = dict(
         tags=['image-classification', 'timm', 'zamzoo', 'attention', entry.attention.name],
         license=info['license'],
