@@ -208,3 +208,15 @@ def test_import_lists_the_valid_records_and_warns_about_the_rest(tmp_path):
     assert proc.returncode == 0 and proc.stdout.splitlines() == ['[]', 'cifar100 100']
     assert 'Traceback' not in proc.stderr and 'is not valid JSON' in proc.stderr
     assert 'no weights are listed as published' in proc.stderr and 'the record is ignored' not in proc.stderr
+
+
+def test_a_truncated_weights_file_of_an_export_folder_is_named(exported, tmp_path):
+    """`local-dir:EXPORT` with a cut model.safetensors: the error named the folder as 'the file' to save again."""
+    import shutil
+    folder = tmp_path / 'export'
+    shutil.copytree(exported, folder)
+    weights = folder / 'model.safetensors'
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    with pytest.raises(WeightsError, match=rf"the file {re.escape(str(weights))} is corrupt or truncated \(.*\); "
+                                           r"write it again \(an export folder's: `zamzoo export` again"):
+        timm.create_model(f'local-dir:{folder}', pretrained=True)

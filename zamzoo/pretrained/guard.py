@@ -68,7 +68,8 @@ def _translate(e: BaseException, what: str, repo_id: Optional[str], filename: st
                             f'.safetensors / .pth file there')
     if isinstance(e, SafetensorError):
         if local_file:
-            return WeightsError(f'{what}: the file {repo_id} is corrupt or truncated ({e}); save the weights again.')
+            return WeightsError(f'{what}: the file {repo_id} is corrupt or truncated ({e}); write it again (an export '
+                                f'folder\'s: `zamzoo export` again; its SHA256SUMS lists the files as exported).')
         return WeightsError(
             f'{what}: the weight file of {where} is corrupt or truncated ({e}). Delete it from the Hugging Face '
             f'cache ({cache_dir or constants.HF_HUB_CACHE}, `hf cache delete`) and download it again.')
@@ -89,11 +90,11 @@ def weights_errors(model: str, pretrained: bool, kwargs: Optional[dict] = None):
     def cfg_get(key):
         return overlay.get(key) or (cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None))
     hub, file = cfg_get('hf_hub_id'), cfg_get('file')
-    if file:  # a user-given file takes precedence over the Hub in timm's loader
-        repo_id, revision = str(file), None
+    filename = overlay.get('hf_hub_filename') or WEIGHTS_FILENAME
+    if file:  # a user-given file takes precedence over the Hub in timm's loader ('local-dir:' gives the folder)
+        repo_id, revision = str(Path(file) / filename if Path(file).is_dir() else file), None
     else:
         repo_id, revision = (hub.split('@', 1) + [None])[:2] if hub else ('the Hub repo of its pretrained cfg', None)
-    filename = overlay.get('hf_hub_filename') or WEIGHTS_FILENAME
     try:
         yield
     except WeightsError:
