@@ -235,6 +235,7 @@ def write_cifar_run(folder, model: str, seed: int, top1=None, top5=None, dataset
 
     torch.manual_seed(seed)
     net = timm.create_model(model, num_classes=100 if dataset == 'cifar100' else 10)
+    _randomize_batchnorms(net)  # as trained: a round trip that dropped the running statistics would show
     folder.mkdir(parents=True)
     save_file(net.state_dict(), str(folder / 'model.safetensors'))
     # the fields of zamzoo.train's run folder that export reads

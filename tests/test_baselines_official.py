@@ -198,10 +198,22 @@ def test_bam_is_the_official_formula_to_the_last_bit(train):
     for p in bam.parameters():
         p.data.normal_(0.0, 0.5)
 
+    convs = [m for m in bam.spatial if isinstance(m, nn.Conv2d)]
+    bns = [m for m in bam.spatial if isinstance(m, nn.BatchNorm2d)]
+
+    def bn(y, m):
+        return F.batch_norm(y, m.running_mean, m.running_var, m.weight, m.bias, m.training, m.momentum, m.eps)
+
+    def gate_s(x):  # the official SpatialGate written out: 1x1 reduce, two 3x3 convs of dilation 4 (padding 4), 1x1
+        y = F.relu(bn(F.conv2d(x, convs[0].weight, convs[0].bias), bns[0]))
+        for conv, norm in zip(convs[1:3], bns[1:]):
+            y = F.relu(bn(F.conv2d(y, conv.weight, conv.bias, padding=4, dilation=4), norm))
+        return F.conv2d(y, convs[3].weight, convs[3].bias)
+
     def official(x):
         h = x.shape[2]
         channel = bam.fc2(bam.act1(bam.bn1(bam.fc1(F.avg_pool2d(x, h, stride=h).flatten(1)))))
-        att = 1 + torch.sigmoid(channel.unsqueeze(2).unsqueeze(3).expand_as(x) * bam.spatial(x).expand_as(x))
+        att = 1 + torch.sigmoid(channel.unsqueeze(2).unsqueeze(3).expand_as(x) * gate_s(x).expand_as(x))
         return att * x
 
     x = torch.randn(8, 64, 16, 16)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import timm
 import zamzoo  # noqa: F401 - registers the architectures, as a user must before loading
@@ -97,10 +97,13 @@ def test_auto_classes_and_pipeline_from_the_folder(exported):
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(net), is_training=False)
     assert torch.equal(pixels, transform(_image()).unsqueeze(0))  # the same preprocessing as timm's
     x = torch.randn(2, 3, 32, 32)
+    trained = timm.create_model(MODEL, num_classes=len(CLASSES)).eval()  # the run's weights, not the export's
+    trained.load_state_dict(load_file(str(exported.parent / 'run' / 'model.safetensors')))
     with torch.no_grad():
         # to float32 rounding: transformers keeps the weights as views into the file, whose alignment can change how
         # a convolution rounds (bit-equal weights, logits 5e-6 apart seen on mobilenetv2_se)
         torch.testing.assert_close(model(pixel_values=x).logits, net(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(pixel_values=x).logits, trained(x), rtol=1e-4, atol=1e-5)
     answer = pipeline('image-classification', model=str(exported), top_k=len(CLASSES))(_image())
     assert sorted(a['label'] for a in answer) == CLASSES
     with torch.no_grad():
