@@ -381,39 +381,55 @@ def test_ddp_two_processes_match_one(tiny_cifar, tmp_path):
     assert ddp['top1'] == pytest.approx(single['top1'])
 
 
-_RANK_1_RAISES = """
-import os, sys
+_RANK_1_FAILS = """
+import os, signal, sys
 from zamzoo.cli import main
 from zamzoo.train import loop
 
 one_epoch = loop._one_epoch
 
-def rank_1_raises(lp, epoch):
-    if os.environ['RANK'] == '1':
-        raise ValueError('the real error, on rank 1')
+
+def rank_1_fails(lp, epoch):
+    if epoch == {epoch} and lp.info.rank == 1:
+        {failure}
     return one_epoch(lp, epoch)
 
-loop._one_epoch = rank_1_raises
+
+loop._one_epoch = rank_1_fails
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_run_of_two_processes_records_the_error_of_the_one_that_failed(tiny_cifar, tmp_path):
-    """Rank 1 raised; rank 0, the one that wrote failed.json, recorded gloo's "Connection closed by peer" instead."""
+def _rank_1_fails(tiny_cifar, tmp_path, failure: str, epochs: int):
+    """`zamzoo train` under torchrun, 2 CPU processes, rank 1 running `failure` in its last epoch: the run's status,
+    after torchrun exited nonzero."""
     from zamzoo.train.run_folder import run_status
-    script = tmp_path / 'rank_1_raises.py'
-    script.write_text(_RANK_1_RAISES)
+    script = tmp_path / 'rank_1_fails.py'
+    script.write_text(_RANK_1_FAILS.format(epoch=epochs - 1, failure=failure))
     out = tmp_path / 'ddp'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script),
-           'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', '1', '--batch-size',
-           '16', '--loader', 'tensor', '--device', 'cpu', '--out', str(out)]
+           'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', str(epochs),
+           '--batch-size', '16', '--loader', 'tensor', '--device', 'cpu', '--out', str(out)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    # rank 0 meets gloo's "Connection closed by peer", or torchrun stops it first on a busy machine: either way
-    # the record is rank 1's
     assert proc.returncode != 0, proc.stderr[-3000:]
-    failure = json.loads((out / 'failed.json').read_text())
-    assert (failure['error'], failure['rank']) == ('rank 1: ValueError: the real error, on rank 1', 1)
-    assert run_status(out).error == 'rank 1: ValueError: the real error, on rank 1'
+    status = run_status(out)
+    assert status.state == 'failed' and len(status.history) == epochs - 1, proc.stderr[-3000:]
+    return status
+
+
+def test_a_run_of_two_processes_records_the_error_of_the_one_that_failed(tiny_cifar, tmp_path):
+    """Rank 1 raised; rank 0, the one that wrote failed.json, recorded gloo's "Connection closed by peer" instead (or
+    torchrun stops it first on a busy machine: either way the record is rank 1's)."""
+    status = _rank_1_fails(tiny_cifar, tmp_path, "raise ValueError('the real error, on rank 1')", epochs=1)
+    assert status.error == 'rank 1: ValueError: the real error, on rank 1' and status.error_type == 'ValueError'
+
+
+def test_a_killed_rank_is_not_recorded_as_the_survivors_failure(tiny_cifar, tmp_path):
+    """Rank 1 killed as the kernel's OOM killer ends a process (no word from it): rank 0's gloo 'Connection reset by
+    peer' was recorded as rank 0's own RuntimeError."""
+    status = _rank_1_fails(tiny_cifar, tmp_path, 'os.kill(os.getpid(), signal.SIGKILL)', epochs=2)
+    assert status.error.startswith('rank 0: PeerLost: lost its connection to another process of the run, which '
+                                   'ended without recording an error (killed by a signal? out of memory?)'), status
 
 
 def _init_weights(model, tmp_path):
@@ -497,39 +513,3 @@ def test_bench_train_small(tmp_path, capsys):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [f'train-{TINY}-cpu-b16-zam-{amp}.json' for amp in ('bfloat16', 'none')]
 
-
-_KILL_RANK_1 = """
-import os, signal, sys
-from zamzoo.train import loop
-from zamzoo.cli import main
-
-one_epoch = loop._one_epoch
-
-
-def second_epoch_kills_rank_1(lp, epoch):
-    if epoch == 1 and lp.info.rank == 1:
-        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer ends a process: no word from it
-    return one_epoch(lp, epoch)
-
-
-loop._one_epoch = second_epoch_kills_rank_1
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_a_killed_rank_is_not_recorded_as_the_survivors_failure(tiny_cifar, tmp_path):
-    """Rank 1 killed: rank 0's gloo 'Connection reset by peer' was recorded as rank 0's own RuntimeError."""
-    from zamzoo.train.run_folder import run_status
-
-    script = tmp_path / 'kill_rank_1.py'
-    script.write_text(_KILL_RANK_1)
-    out = tmp_path / 'run'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script),
-           'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', '2', '--batch-size',
-           '16', '--device', 'cpu', '--out', str(out)]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    status = run_status(out)
-    assert status.state == 'failed' and len(status.history) == 1, proc.stderr[-3000:]
-    assert status.error.startswith('rank 0: PeerLost: lost its connection to another process of the run, which '
-                                   'ended without recording an error (killed by a signal? out of memory?)'), status
