@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import timm
-from conftest import write_cifar_run
+from conftest import _randomize_batchnorms, write_cifar_run
 import zamzoo
 from zamzoo.errors import WeightsError
 from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, update_manifest
@@ -221,7 +221,7 @@ def test_model_card_real_counts_and_results(exported):
 
 def test_bare_checkpoint_export_no_accuracy(tmp_path):
     torch.manual_seed(3)
-    net = timm.create_model('mobilenet_zamr', num_classes=10)
+    net = _randomize_batchnorms(timm.create_model('mobilenet_zamr', num_classes=10))  # statistics as trained
     sd = _state_dict(net)
     torch.save({'model': sd, 'epoch': 3}, tmp_path / 'ckpt.pt')  # a training checkpoint, read with weights_only
     with pytest.raises(ExportError, match='--model'):
