@@ -11,8 +11,8 @@ from ..errors import NonFiniteError, WeightsError, ZamzooError
 from ..pretrained import WEIGHTS_FILENAME, hub_errors, sha256_file, update_manifest, validate_record
 from ..pretrained.manifest import check_recordable, record_path, records_tag
 from ..train.checkpoint import check_finite_weights
-from .export import (CARD_FILE, CHECKSUMS_FILE, CONFIG_FILE, EXPORT_FILES, HPARAMS_FILE, OPTIONAL_EXPORT_FILES, RESULTS_FILE,
-                     TRAIN_LOG_FILE, WRAPPER_ARGS)
+from .export import (CARD_FILE, CHECKSUMS_FILE, CONFIG_FILE, EXPORT_FILES, HPARAMS_FILE, OPTIONAL_EXPORT_FILES,
+                     RESULTS_FILE, TRAIN_LOG_FILE, WRAPPER_ARGS)
 from .onnx import check_onnx_record
 
 

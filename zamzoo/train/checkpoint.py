@@ -4,7 +4,6 @@ A checkpoint is written to a temporary file next to its destination and renamed 
 so the file on disk is always the last complete one. It holds only tensors, numbers, strings, lists, tuples and
 dicts, and is always read with ``torch.load(..., weights_only=True)``.
 """
-import pickle
 import random
 import zipfile
 from pathlib import Path
@@ -209,8 +208,8 @@ def run_config(checkpoint) -> dict:
 def recorded_with_weights(path) -> dict:
     """What a weights file outside its run folder records of its run: a training checkpoint its whole config
     (config.json's content, its attention module registered as `run_config` does), a run's model.safetensors its
-    model, data set, recipe and class count (its metadata); {} for other files (a bare state dict, an export's weights) and
-    for an unreadable one (`load_weights` says why)."""
+    model, data set, recipe and class count (its metadata); {} for other files (a bare state dict, an export's
+    weights) and for an unreadable one (`load_weights` says why)."""
     path = Path(path)
     if not path.is_file():
         return {}
@@ -225,10 +224,9 @@ def recorded_with_weights(path) -> dict:
         record.update({'recipe_name': meta['recipe']} if 'model' in meta and 'recipe' in meta else {})
         return dict(record, num_classes=int(meta['num_classes'])) if meta.get('num_classes', '').isdigit() else record
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError):
+        config = load_checkpoint(path)['config']
+    except ZamzooError:  # not a training checkpoint (a state dict), or not readable
         return {}
-    config = state.get('config') if isinstance(state, dict) and state.get('format') == CHECKPOINT_FORMAT else None
     if not isinstance(config, dict):
         return {}
     ensure_attention(config.get('attention_module'))
