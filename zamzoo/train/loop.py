@@ -215,8 +215,7 @@ def _epochs(loop: Loop) -> dict:
         return D.broadcast_object(results, info)
     except Exception as e:
         if not isinstance(e, loop.interruptions):  # every process of a run of several: the first one's stays
-            run_folder.mark_failed(loop.out, D.as_peer_loss(e) if info.distributed else e,
-                                   rank=info.rank if info.distributed else None)
+            run_folder.mark_failed(loop.out, e, rank=info.rank if info.distributed else None)
         raise
     finally:
         if writer is not None:

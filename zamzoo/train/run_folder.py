@@ -18,6 +18,7 @@ from ..dataset_table import OWN_DATASETS
 from ..errors import ZamzooError
 from ..pretrained import sha256_file
 from .checkpoint import check_finite_weights, checkpoint_problem, load_checkpoint, run_config, write_checkpoint
+from .distributed import as_peer_loss
 from .metrics import plot_curves, write_metrics
 from .run_files import (CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, FAILED_FILE, LOCK_FILE, METRICS_FILE, RESULTS_FILE,
                         SPLIT_FILE, WEIGHTS_FILE, WEIGHTS_SHA256_KEY, WEIGHTS_SIZE_KEY)
@@ -179,7 +180,9 @@ def mark_failed(folder, error: BaseException, job_id: Optional[str] = None, log:
     that attempt's log where it has one: a zoo run's) and where. results.json stays the record of a completed run
     only. With `rank` (each process of a run of several records its failure), the first record of the attempt stays:
     the process that raised first is the one that failed; the others raise because it left (gloo's "Connection closed
-    by peer")."""
+    by peer"), and where it left without a word (killed), theirs is recorded as the lost connection it is
+    (`distributed.as_peer_loss`)."""
+    error = error if rank is None else as_peer_loss(error)
     lines = [line for line in f'{type(error).__name__}: {error}'.splitlines() if line.strip()]
     write_json_atomic(Path(folder) / FAILED_FILE, {
         'status': 'failed', 'error': lines[-1] if rank is None else f'rank {rank}: {lines[-1]}',
