@@ -228,18 +228,20 @@ def _build_model(config, recipe, classes: Sequence[str], recorded: Optional[dict
     and the normalisation and input size its data gets (`_data_config`). On --resume (`recorded`: the run's
     config.json as it started) the checkpoint holds the weights: --init and --pretrained are not loaded again, and
     the run's record of its starting weights stays as it was."""
-    from .init import apply_init, load_init
+    from .init import apply_init, fit_pretrained_head, load_init, published_record
 
     seed_everything(config.seed)
     num_classes = len(classes)
     pretrained = config.pretrained and recorded is None
     model = create_model(config.model, num_classes, pretrained=pretrained, **config.model_kwargs)
-    if pretrained and recipe.reset_head:
-        model.reset_classifier(num_classes)
     init = recorded.get('init') if recorded is not None else None
+    if pretrained:  # recorded as a zoo name's --init: the weights' name, sha256 and what became of their classifier
+        init = published_record(model, f"{config.model.partition('.')[0]}.{model.pretrained_cfg.get('tag')}")
+        init['head'] = fit_pretrained_head(model, classes, init['classes'], recipe.reset_head)
     if config.init is not None and recorded is None:
         state, init = load_init(config.init)
         init['head'] = apply_init(model, state, config.init, classes, init.get('classes'))
+    if init is not None and recorded is None:
         init['head_reset'] = init['head'] == 'reset'
     (mean, std), img_size = _data_config(config, recipe, model, init)
     return model, {'init': init, 'mean': list(mean), 'std': list(std), 'img_size': img_size,

@@ -28,7 +28,9 @@ RUN_ARGUMENTS = {
     '--epochs': dict(type=positive_int, help="override the recipe's number of epochs"),
     '--batch-size': dict(type=positive_int, help="override the recipe's global batch size"),
     '--lr': dict(type=positive_float, help="override the recipe's learning rate"),
-    '--pretrained': dict(action='store_true', help='start from the published weights'),
+    '--pretrained': dict(action='store_true', help="start from the model's published weights, recorded as --init "
+                         "MODEL's are; the head as with --init, or re-initialised by a recipe with reset_head "
+                         "(finetune)"),
     '--init': dict(metavar='SOURCE', help='start from these weights: a zoo name with published weights, '
                    'hf-hub:org/name, local-dir:PATH, an export or run folder, or a .safetensors file (the head is '
                    're-initialised when the class count differs)'),
@@ -121,7 +123,8 @@ def _add_eval(subparsers):
     add_weights_arguments(e, required=True)
     e.add_argument('--data', required=True, help='data folder (as for zamzoo train)')
     e.add_argument('--dataset', choices=DATASET_CHOICES, default=None,
-                   help="default: the checkpoint's run's (or export's), else cifar100")
+                   help="default: the checkpoint's run's (or export's), or the one the published weights' tag names, "
+                        "else cifar100")
     add_run_arguments(e, only=('--image-column', '--label-column', '--val-split'))
     e.add_argument('--recipe', choices=list_recipes(), default=None,
                    help="CIFAR: the normalisation to use when the checkpoint has no run or export folder (default: the "

@@ -96,7 +96,7 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     from ..data import check_dataset, check_same_data, open_data
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
-    run_cfg, unfinished = _run_config(checkpoint)
+    run_cfg, unfinished = _run_config(checkpoint) if checkpoint is not None else (_published_cfg(model), None)
     dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or DEFAULT_DATASET)
     if recipe is not None and dataset not in CIFAR_DATASETS:  # a recipe's statistics are CIFAR's; it was ignored
         raise UsageError(f"--recipe gives CIFAR's normalisation: on --dataset {dataset} the checkpoint's run or "
@@ -112,9 +112,11 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     test_split, num_classes = opened.test, opened.num_classes
     check_trained_model(model, run_cfg)
     export = _is_export(run_cfg)
+    weights = checkpoint if checkpoint is not None else f"{model}'s published weights"
     if run_cfg.get('num_classes') not in (None, num_classes):
-        raise UsageError(f"the checkpoint has {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}")
-    order = _class_order(run_cfg, opened.classes, checkpoint, data)
+        raise UsageError(f"{weights} score {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}"
+                         + ('' if checkpoint is not None else _FINE_TUNE_FIRST))
+    order = _class_order(run_cfg, opened.classes, weights, data)
 
     net = _model(model, num_classes, pretrained, checkpoint, run_cfg)
     if order is not None:
@@ -141,6 +143,22 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     }
 
 
+_FINE_TUNE_FIRST = ('; a classifier of other classes would be scored at random: fine-tune the weights on this data '
+                    'first (zamzoo train --pretrained ...), or evaluate the tag of its data set (MODEL.cifar10)')
+
+
+def _published_cfg(model: str) -> dict:
+    """What timm's pretrained cfg of `model` records of the weights `pretrained=True` loads: its class count and
+    names, and the CIFAR data set its tag names (the data evaluated by default)."""
+    import timm
+    check_model_name(model)
+    cfg = timm.models.get_pretrained_cfg(model)
+    if cfg is None:
+        return {}
+    return {'num_classes': cfg.num_classes, 'classes': [str(n) for n in cfg.label_names or ()] or None,
+            'dataset': cfg.tag if cfg.tag in CIFAR_DATASETS else None}
+
+
 def _class_order(run_cfg: dict, classes: list, checkpoint, data):
     """None where the checkpoint's recorded classes are the data's, in order (or it records none); the classifier
     rows that score the data's classes where they are the same names in another order (an image folder's sorted
@@ -152,7 +170,7 @@ def _class_order(run_cfg: dict, classes: list, checkpoint, data):
     if order is None:
         from ..data import classes_only_in
         only = classes_only_in('the checkpoint', recorded, str(data), list(classes)) or 'a name twice'
-        raise DataError(f'{checkpoint} was trained on other classes than {data} has ({only}); expected the same '
+        raise DataError(f'{checkpoint}: trained on other classes than {data} has ({only}); expected the same '
                         f'class names, in any order')
     return order
 

@@ -100,15 +100,39 @@ def _zoo_weights(name: str) -> Tuple[dict, dict]:
             net = timm.create_model(name, pretrained=True)
     except RuntimeError as e:
         raise WeightsError(f"--init {name}: not a model with published weights, nor a file or folder ({e})") from e
-    model, _, tag = name.partition('.')
-    record = find_checkpoint(model, tag or net.pretrained_cfg.get('tag') or '') or {}
-    return net.state_dict(), {'source': name, 'sha256': record.get('sha256'), **source_stats(net.pretrained_cfg)}
+    return net.state_dict(), published_record(net, name)
+
+
+def published_record(net: nn.Module, source: str) -> dict:
+    """What a run records of the published weights timm loaded into `net` (a zoo name's --init, --pretrained):
+    'source', 'sha256' (the manifest's; None for weights it does not list, such as timm's own), 'classes' (the
+    cfg's label_names, None where it names none) and the cfg's 'mean' and 'std'."""
+    cfg = net.pretrained_cfg
+    model, _, tag = source.partition('.')
+    record = find_checkpoint(cfg.get('architecture') or model, cfg.get('tag') or tag) or {}
+    names = cfg.get('label_names')
+    return {'source': source, 'sha256': record.get('sha256'), 'classes': [str(n) for n in names] if names else None,
+            **source_stats(cfg)}
+
+
+def fit_pretrained_head(net: nn.Module, classes: Sequence[str], init_classes: Optional[Sequence[str]],
+                        reset: bool = False) -> str:
+    """What became of the classifier of the published weights timm loaded into `net` (`--pretrained`) for a run on
+    `classes`, as for --init (`_fit_head`): 'reset' where timm loaded none (another class count) or `reset` (a
+    recipe's reset_head), and where the weights' classes (`init_classes`) are others; 'reordered' (the same names in
+    another order) or 'kept'. A classifier of other classes is initialised again, as the model builds one."""
+    if not reset and net.num_classes != net.pretrained_cfg.get('num_classes'):
+        return 'reset'  # timm kept the classifier as the model built it
+    action = 'reset' if reset else apply_init(net, net.state_dict(), 'the published weights', classes, init_classes)
+    if action == 'reset':
+        net.reset_classifier(len(classes))
+    return action
 
 
 def load_init(source: str) -> Tuple[dict, dict]:
     """(state dict, record) of an --init SOURCE. The record: 'source', 'sha256', and what the source records of its
     training where it does: for a file, 'file', 'classes', 'mean' and 'std' (`source_record`); for a zoo name, its
-    cfg's 'mean' and 'std'."""
+    cfg's 'classes', 'mean' and 'std' (`published_record`)."""
     path = _weights_file(source)
     if path is None:
         return _zoo_weights(source)
