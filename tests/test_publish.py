@@ -343,6 +343,10 @@ def test_unpublished_model_error(hub, exported):
     bad.write_bytes(b'not a safetensors file')
     with pytest.raises(WeightsError, match=f'pretrained weights for {MODEL}: the file .*bad.safetensors is corrupt'):
         timm.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
+    with pytest.raises(WeightsError, match=f"file={out} is a folder; give the weights file in it "
+                                           f"\\({out / 'model.safetensors'}\\), or load the folder with 'local-dir:"):
+        timm.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=dict(file=str(out)))  # it said: no file
+    _assert_same(_state_dict(timm.create_model(f'local-dir:{out}', pretrained=True)), weights)
 
 
 def test_offline_without_cache(hub, exported):

@@ -91,6 +91,9 @@ def weights_errors(model: str, pretrained: bool, kwargs: Optional[dict] = None):
         return overlay.get(key) or (cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None))
     hub, file = cfg_get('hf_hub_id'), cfg_get('file')
     filename = overlay.get('hf_hub_filename') or WEIGHTS_FILENAME
+    if file and Path(file).is_dir() and cfg_get('source') != 'local-dir':  # timm would open the folder as a file
+        raise WeightsError(f"pretrained weights for {model}: file={file} is a folder; give the weights file in it "
+                           f"({Path(file) / filename}), or load the folder with 'local-dir:{file}'")
     if file:  # a user-given file takes precedence over the Hub in timm's loader ('local-dir:' gives the folder)
         repo_id, revision = str(Path(file) / filename if Path(file).is_dir() else file), None
     else:
