@@ -213,6 +213,7 @@ def test_model_card_real_counts_and_results(exported):
                     '### Image Embeddings', '### Fine-tuning', '## Results', '## Citation'):
         assert section in body, section
     assert "timm.create_model('resnet18_zam.cifar100', pretrained=True)" in body
+    assert "such images with `zamzoo.data.open_rgb('image.png')`, which rescales" in body  # 16-bit: not convert()
     citation = body.split('## Citation\n', 1)[1]  # the attention's BibTeX, then the backbone's
     assert citation.count('```bibtex\n') == 2
     assert 0 < citation.index('@misc{developer0hye_zam') < citation.index('@inproceedings{he2016deep')
