@@ -452,6 +452,18 @@ class Recorder:
         return SimpleNamespace(oid='c' * 40, commit_url=f'https://huggingface.co/{repo_id}/commit/' + 'c' * 40)
 
 
+def test_a_push_without_a_token_offline_says_both(hub, exported, monkeypatch):
+    """Offline, the advice was only to log in, which cannot help there."""
+    from huggingface_hub import constants
+    out = exported[0]
+    with pytest.raises(WeightsError, match=r'needs the Hub, and offline mode is on \(HF_HUB_OFFLINE=1\): unset '
+                                           r'HF_HUB_OFFLINE; it also needs a token with write access: run `hf auth'):
+        push_folder(out)
+    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
+    with pytest.raises(WeightsError, match=r'^pushing to the Hugging Face Hub needs a token with write access: run'):
+        push_folder(out)
+
+
 def test_push_with_recorder(hub, exported, tmp_path, monkeypatch):
     import shutil
     import zamzoo.publish.push as push_mod

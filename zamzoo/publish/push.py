@@ -260,12 +260,14 @@ def get_hf_token(token: Optional[str] = None) -> str:
     """The token to push with: the argument, else HF_TOKEN / the stored `hf auth login` token."""
     if token:
         return token
-    from huggingface_hub import get_token
+    from huggingface_hub import constants, get_token
     token = get_token()
+    offline = ('the Hub, and offline mode is on (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE; it also needs '
+               if constants.HF_HUB_OFFLINE else '')  # logging in alone cannot help offline
     if not token:
         raise WeightsError(
-            'pushing to the Hugging Face Hub needs a token with write access: run `hf auth login` '
-            '(or `huggingface-cli login`), or set the HF_TOKEN environment variable')
+            f'pushing to the Hugging Face Hub needs {offline}a token with write access: run `hf auth login` '
+            f'(or `huggingface-cli login`), or set the HF_TOKEN environment variable')
     return token
 
 
