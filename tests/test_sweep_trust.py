@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from zamzoo.cli import main
-from zamzoo.errors import UsageError, ZamzooError
+from zamzoo.errors import UsageError, WeightsError, ZamzooError
 from zamzoo.train import TrainConfig, train
 from zamzoo.train.run_folder import read_run
 from zamzoo.zoo import plan_sweep, sweep_status
@@ -504,6 +504,43 @@ def test_zoo_export_names_an_image_folder_sweeps_export_by_its_tag(tmp_path, cap
     assert [p.name for p in staging.iterdir()] == ['mobilenet_plain.pets']
     assert json.loads((staging / 'mobilenet_plain.pets' / 'results.json').read_text())['tag'] == 'pets'
     assert 'exported mobilenet_plain.pets (seeds 0): top-1' in capsys.readouterr().out
+
+
+def test_zoo_export_names_the_seeds_it_leaves_out_and_an_export_the_sweep_outgrew(tmp_path, capsys, monkeypatch):
+    """A seed that failed was dropped from the card, its model-index and results.json without a word; an export made
+    before it failed stayed in staging unmentioned; an export whose push failed was reported as a failure only."""
+    from zamzoo.train.run_folder import mark_failed
+    import zamzoo.publish.push as push
+
+    pets, out, staging = tmp_path / 'pets', tmp_path / 'sweep', tmp_path / 'staging'
+    _image_folder(pets / 'train'), _image_folder(pets / 'val', n=2)
+    assert main(['zoo', 'run', '--models', 'mobilenet_plain', '--datasets', 'folder', '--data', str(pets),
+                 '--seeds', '0', '1', '--epochs', '1', '--batch-size', '4', '--device', 'cpu', '--out', str(out)]) == 0
+    export = ['zoo', 'export', '--out', str(out), '--staging', str(staging), '--readme', str(tmp_path / 'README.md'),
+              '--model-card', str(tmp_path / 'MODEL_CARD.md')]
+    shutil.copy(REPO / 'README.md', tmp_path / 'README.md')
+    shutil.copy(REPO / 'MODEL_CARD.md', tmp_path / 'MODEL_CARD.md')
+    assert main([*export, '--min-seeds', '2']) == 0
+    seed1 = out / 'mobilenet_plain-folder-finetune-s1'
+    for name in ('results.json', 'model.safetensors'):
+        (seed1 / name).unlink()
+    mark_failed(seed1, FloatingPointError('loss is nan'))
+    capsys.readouterr()
+    assert main([*export, '--min-seeds', '2']) == 0
+    assert (f"not exported mobilenet_plain.folder: 1 finished seed(s) of 2 (--min-seeds 2); "
+            f"{staging / 'mobilenet_plain.pets'} still holds an earlier export, of seeds 0 1 (done now: 0)"
+            in capsys.readouterr().out)
+
+    monkeypatch.setattr(push, 'push_folder', lambda *a, **k: (_ for _ in ()).throw(WeightsError('no Hub here')))
+    assert main([*export, '--min-seeds', '1', '--push']) == 1
+    captured = capsys.readouterr()
+    assert 'exported mobilenet_plain.pets (seeds 0; seed 1 left out: failed): top-1' in captured.out
+    assert 'failed to push mobilenet_plain.pets: no Hub here' in captured.err
+    results = json.loads((staging / 'mobilenet_plain.pets' / 'results.json').read_text())
+    assert (results['seeds'], results['seeds_left_out']) == ([0], [{'seed': 1, 'state': 'failed'}])
+    card = (staging / 'mobilenet_plain.pets' / 'README.md').read_text()
+    assert 'Left out of these figures, though the sweep planned them: seed 1 (failed).' in card
+    assert "name: 'Top-1 accuracy (mean of 1 seed(s), final epoch; 1 more planned, left out)'" in card
 
 
 def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tmp_path, monkeypatch, capsys):

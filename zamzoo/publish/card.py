@@ -82,12 +82,13 @@ def _front_matter_extra(info: dict) -> str:
             f"      split: {'test' if info['tag'] in TAGS else 'validation'}",
             '    metrics:',
         ]
-        n = len(results.get('seeds') or [])
+        n, left_out = len(results.get('seeds') or []), len(results.get('seeds_left_out') or [])
+        more = f'; {left_out} more planned, left out' if left_out else ''
         for key, label in metrics:
             lines += [
                 '    - type: accuracy',
                 f'      value: {round(float(results[key]["mean"]), 2)}',
-                f"      name: {_yaml_str(f'{label} (mean of {n} seed(s), final epoch)')}",
+                f"      name: {_yaml_str(f'{label} (mean of {n} seed(s), final epoch{more})')}",
             ]
     return '\n'.join(lines) + ('\n' if lines else '')
 
@@ -116,6 +117,10 @@ def _results_section(info: dict) -> str:
         mark = ' (weights)' if r.get('seed') == results.get('weights_seed') else ''
         text.append(f"| {r.get('seed')}{mark} | " + ' | '.join(_fmt(r.get(k)) for k in keys) + ' |')
     text.append(f'| mean ± std ({len(runs)} run(s)) | ' + ' | '.join(_pm(results.get(k)) for k in keys) + ' |')
+    left_out = results.get('seeds_left_out') or []
+    if left_out:  # a seed that failed (diverged) or has not finished: the figures above are of the others only
+        text.append('\nLeft out of these figures, though the sweep planned them: '
+                    + ', '.join(f"seed {r['seed']} ({r['state']})" for r in left_out) + '.')
     return '\n'.join(text) + '\n'
 
 

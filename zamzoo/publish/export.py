@@ -562,9 +562,11 @@ def export_run(
         overwrite: bool = False,
         onnx: bool = False,
         staging=DEFAULT_STAGING,
+        seeds_left_out: Sequence[dict] = (),
 ) -> ExportResult:
     """Write the Hub folder for `sources` (run folders, or one checkpoint file) to `out` (default:
-    `staging`/<model>.<tag>); see the module doc."""
+    `staging`/<model>.<tag>); see the module doc. `seeds_left_out`: the {'seed', 'state'} of the runs of a sweep's
+    group that are not among `sources` (not done), which results.json and the card name next to the figures."""
     from ..models import ZOO, hub_id
 
     sources = _source_paths(sources)
@@ -584,6 +586,8 @@ def export_run(
     summaries = _run_summaries(inp.runs)
     has_results = any(s['top1'] is not None for s in summaries)
     results = _results(inp, summaries, tag, num_classes, repo_id, params, macs)
+    if seeds_left_out:
+        results['seeds_left_out'] = [{'seed': r['seed'], 'state': r['state']} for r in seeds_left_out]
     _write_export(out, net, cfg, inp, results, has_results, onnx)
     return ExportResult(out, inp.model, tag, inp.weights_seed, results['sha256'], params, macs, has_results)
 

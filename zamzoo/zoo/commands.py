@@ -360,16 +360,28 @@ def _export(args) -> int:
         if 'pushed' in g:
             line += f" (pushed to {g['pushed']['repo_id']}@{g['pushed']['hub_commit'][:12]})"
         print(line)
+        if 'push_error' in g:
+            print(f"failed to push {g['model']}.{g['tag']}: {g['push_error']}", file=sys.stderr)
     for g in r['too_few']:
         print(f"not exported {g['model']}.{g['dataset']}: {len(g['seeds'])} finished seed(s) of {g['runs']} "
-              f"(--min-seeds {args.min_seeds})")
+              f"(--min-seeds {args.min_seeds})" + _earlier_export_note(g))
     for g in r['errors']:
-        print(f"failed {g['model']}.{g['dataset']}: {g['error']}", file=sys.stderr)
+        print(f"failed {g['model']}.{g['dataset']}: {g['error']}" + _earlier_export_note(g), file=sys.stderr)
     if r['tables_skipped']:
         print(f"tables: skipped ({r['tables_skipped']})")
     elif r['tables_error']:
         print(f"tables: not updated: {r['tables_error']}", file=sys.stderr)
     else:
         print('tables: ' + (', '.join(f'{p} updated' for p in r['tables']) or 'up to date'))
-    return 1 if r['errors'] or r['tables_error'] else 0
+    return 1 if r['errors'] or r['tables_error'] or any('push_error' in g for g in r['exported']) else 0
+
+
+def _earlier_export_note(group: dict) -> str:
+    """A group not exported now whose staging folder holds an earlier export, maybe of seeds that failed since."""
+    earlier = group.get('earlier_export')
+    if not earlier:
+        return ''
+    seeds = ' '.join(map(str, earlier['seeds'] or [])) or '?'
+    done = ' '.join(map(str, group['seeds'])) or 'none'
+    return f"; {earlier['folder']} still holds an earlier export, of seeds {seeds} (done now: {done})"
 

@@ -55,11 +55,12 @@ def check_destinations(staging, push: bool, manifest, datasets) -> None:
 def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool = False, manifest=None,
                  readme=None, model_card=None, bench_results=None) -> dict:
     """Export (and push) each group with at least `min_seeds` done runs (each group's `left_out`: the seeds of its
-    other runs and their state); {'exported', 'too_few', 'errors',
-    'tables', 'tables_skipped', 'tables_error'}: the groups exported (folder, seeds, top-1 mean/std, pushed record),
-    those listed only, those whose export or push raised (the others go on), the table files that changed, why the
-    tables were not regenerated, and why their update failed (None when it did not). An exported group's 'tag' is
-    its export's (an image folder's name; 'dataset' is the data set's kind)."""
+    other runs and their state, which the export's results.json and card name too); {'exported', 'too_few',
+    'errors', 'tables', 'tables_skipped', 'tables_error'}: the groups exported (folder, seeds, top-1 mean/std, the
+    pushed record or 'push_error'), those listed only, those whose export raised (the others go on), the table files
+    that changed, why the tables were not regenerated, and why their update failed (None when it did not). An
+    exported group's 'tag' is its export's (an image folder's name; 'dataset' is the data set's kind). A group not
+    exported now whose staging folder holds an export of before has it as 'earlier_export' (folder, seeds)."""
     if min_seeds < 1:
         raise UsageError(f'min_seeds: expected a positive integer, got {min_seeds}')
     tables = table_destinations(readme, model_card, bench_results)
@@ -68,26 +69,41 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     exported, too_few, errors = [], [], []
     shared = _shared_destinations(groups, min_seeds, staging)
     for (model, dataset), runs in groups.items():
-        done = [r for r in runs if r['state'] == 'done']
-        group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in done], 'runs': len(runs),
+        done = [r['folder'] for r in runs if r['state'] == 'done']
+        group = {'model': model, 'dataset': dataset, 'seeds': [r['seed'] for r in runs if r['state'] == 'done'],
+                 'runs': len(runs),
                  'left_out': [{'seed': r['seed'], 'state': r['state']} for r in runs if r['state'] != 'done']}
-        if len(done) < min_seeds:
-            too_few.append(group)
-            continue
         try:
+            if len(done) < min_seeds:
+                too_few.append(dict(group, earlier_export=_earlier_export(runs, staging)))
+                continue
             if (model, dataset) in shared:
                 raise ExportError(shared[model, dataset])
-            group.update(_export_group([r['folder'] for r in done], staging, push, manifest))
+            group.update(_export_group(done, staging, group['left_out']))
         except ZamzooError as e:
-            errors.append({**group, 'error': str(e)})
+            errors.append(dict(group, error=str(e), earlier_export=_earlier_export(runs, staging)))
             continue
-        exported.append(group)
+        exported.append(dict(group, **(_push_group(group['folder'], manifest) if push else {})))
     result = {'exported': exported, 'too_few': too_few, 'errors': errors, 'tables': [], 'tables_error': None,
               'tables_skipped': None if tables else 'no README.md, MODEL_CARD.md and docs/bench here (not a '
                                                     'checkout); give --readme, --model-card and --bench-results'}
     if tables:
         result.update(_update_tables(tables, manifest))
     return result
+
+
+def _earlier_export(runs: list, staging) -> Optional[dict]:
+    """{'folder', 'seeds'} of the export a group's staging folder holds from an earlier `zoo export` (its seeds then:
+    a run of them may have failed since), None where it holds none."""
+    from .._io import read_json_object
+    for run in runs:  # the first whose config.json gives the folder
+        try:
+            folder = default_export_folder([run['folder']], staging)
+            if (folder / RESULTS_FILE).is_file():
+                return {'folder': str(folder), 'seeds': read_json_object(folder / RESULTS_FILE, ZamzooError).get('seeds')}
+        except ZamzooError:
+            continue
+    return None
 
 
 def _shared_destinations(groups: dict, min_seeds: int, staging) -> dict:
@@ -106,19 +122,23 @@ def _shared_destinations(groups: dict, min_seeds: int, staging) -> dict:
             for folder, keys in by_folder.items() if len(keys) > 1 for key in keys}
 
 
-def _export_group(folders: list, staging, push: bool, manifest) -> dict:
+def _export_group(folders: list, staging, left_out: list) -> dict:
     """Export the runs into staging/<model>.<tag> (the tag the export gives them: a run on an image folder is
-    published under its folder's name, not 'folder'), and push it."""
+    published under its folder's name, not 'folder')."""
     from .._io import read_json_object
 
-    export = export_run(folders, staging=staging, overwrite=True)
-    path = export.path
-    done = {'folder': str(path), 'tag': export.tag,
-            'top1': read_json_object(path / RESULTS_FILE, ZamzooError).get('top1')}
-    if push:
-        from ..publish.push import push_folder
-        done['pushed'], _ = push_folder(path, manifest=manifest)
-    return done
+    export = export_run(folders, staging=staging, overwrite=True, seeds_left_out=left_out)
+    return {'folder': str(export.path), 'tag': export.tag,
+            'top1': read_json_object(export.path / RESULTS_FILE, ZamzooError).get('top1')}
+
+
+def _push_group(folder: str, manifest) -> dict:
+    """{'pushed': the manifest record} of a pushed export, or {'push_error': why not} (the export stays done)."""
+    from ..publish.push import push_folder
+    try:
+        return {'pushed': push_folder(folder, manifest=manifest)[0]}
+    except ZamzooError as e:
+        return {'push_error': str(e)}
 
 
 def _update_tables(tables: dict, manifest) -> dict:
