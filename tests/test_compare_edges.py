@@ -128,6 +128,26 @@ def test_runs_trained_on_other_data_are_not_paired(tmp_path):
     check_one_data(runs)
 
 
+def test_runs_whose_validation_images_were_held_out_by_seed_are_one_data_set(tmp_path):
+    """--holdout holds out other images for each seed: a compare of two seeds trained every run, then refused to
+    report, saying the data had changed."""
+    from zamzoo.compare.runs import check_one_data
+    runs = make_runs(tmp_path / 'runs', {('mine', 0): 60.0, ('mine', 1): 61.0, ('plain', 0): 50.0, ('plain', 1): 52.0})
+
+    def record(run, whole):
+        run.config.data = 'data/pets'
+        config = json.loads((run.folder / 'config.json').read_text())
+        config['data_fingerprint'] = {'train': f'sha256 t{run.config.seed}', 'val': f'sha256 v{run.config.seed}',
+                                      'whole': whole}
+        (run.folder / 'config.json').write_text(json.dumps(config))
+    for run in runs:
+        record(run, '12 files, sha256 www')
+    check_one_data(runs)
+    record(runs[-1], '12 files, sha256 xxx')  # the folder the split was made from changed
+    with pytest.raises(UsageError, match=r'trained on different data: 3 run\(s\) on .*www.*; 1 run\(s\) on .*xxx'):
+        check_one_data(runs)
+
+
 def test_a_candidate_that_diverged_on_every_seed_is_harmful_and_reported(tmp_path):
     outcomes = {**{('huge', s): DIVERGED for s in range(3)}, **{('plain', s): 60.0 + s for s in range(3)}}
     md, report = report_of(tmp_path, 'huge', ['plain'], outcomes)

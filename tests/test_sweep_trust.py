@@ -543,6 +543,30 @@ def test_zoo_export_names_the_seeds_it_leaves_out_and_an_export_the_sweep_outgre
     assert "name: 'Top-1 accuracy (mean of 1 seed(s), final epoch; 1 more planned, left out)'" in card
 
 
+def test_zoo_export_averages_the_seeds_of_a_split_held_out_by_seed(tmp_path, capsys):
+    """Each seed holds out other images (--holdout): the export refused the seeds as runs of other data."""
+    pets, out, staging = _image_folder(tmp_path / 'pets'), tmp_path / 'sweep', tmp_path / 'staging'
+    assert main(['zoo', 'run', '--models', 'mobilenet_plain', '--datasets', 'folder', '--data', str(pets),
+                 '--holdout', '0.25', '--seeds', '0', '1', '--epochs', '1', '--batch-size', '4', '--device', 'cpu',
+                 '--out', str(out)]) == 0
+    folders = [out / f'mobilenet_plain-folder-finetune-s{seed}' for seed in (0, 1)]
+    configs = [json.loads((f / 'config.json').read_text()) for f in folders]
+    assert configs[0]['data_fingerprint']['val'] != configs[1]['data_fingerprint']['val']
+    assert configs[0]['data_fingerprint']['whole'] == configs[1]['data_fingerprint']['whole']
+    export = ['zoo', 'export', '--out', str(out), '--min-seeds', '2', '--staging', str(staging), '--readme',
+              str(tmp_path / 'README.md'), '--model-card', str(tmp_path / 'MODEL_CARD.md')]
+    shutil.copy(REPO / 'README.md', tmp_path / 'README.md')
+    shutil.copy(REPO / 'MODEL_CARD.md', tmp_path / 'MODEL_CARD.md')
+    assert main(export) == 0
+    assert json.loads((staging / 'mobilenet_plain.pets' / 'results.json').read_text())['seeds'] == [0, 1]
+    configs[1]['data_fingerprint']['whole'] = '12 files, sha256 0123456789abcdef'  # made from other data
+    (folders[1] / 'config.json').write_text(json.dumps(configs[1]))
+    capsys.readouterr()
+    assert main(export) == 1
+    assert "data_fingerprint.whole='12 files, sha256 0123456789abcdef' in mobilenet_plain-folder-finetune-s1" in \
+        capsys.readouterr().err
+
+
 def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tmp_path, monkeypatch, capsys):
     """A cancelled SLURM run showed as `pending ... job N`, like one still queued: status read only the folders.
     SLURM played by squeue's answer."""

@@ -12,7 +12,7 @@ from ..errors import NonFiniteError, UsageError
 from ..layers import get_attn
 from ..models import ATTENTIONS, BACKBONES, ZOO
 from ..models.plugins import check_attention_source, load_attention
-from ..train.run_folder import run_status
+from ..train.run_folder import data_across_seeds, run_status
 from ..zoo.plan import PlannedRun, plan_sweep
 from .stats import DIVERGED, FAILED, MISSING, ArmResult, UnfinishedRun
 
@@ -109,7 +109,7 @@ def check_one_data(runs: Sequence[PlannedRun]):
     gone since (the plan then has nothing to compare with)."""
     folders: Dict[str, List[str]] = {}
     for run in runs:
-        recorded = run_status(run.folder).config.get('data_fingerprint')
+        recorded = data_across_seeds(run_status(run.folder).config)
         if recorded:
             folders.setdefault(json.dumps(recorded, sort_keys=True), []).append(run.folder.name)
     if len(folders) > 1:

@@ -38,7 +38,9 @@ class OpenedData:
     test: Any
     classes: List[str]
     split: Optional[dict] = None    # a held-out split made here: what the run folder's split file records
-    fingerprint: dict = field(default_factory=dict)  # {'train', 'val'}: what each split opened is (None: not opened)
+    # {'train', 'val'}: what each split opened is (None: not opened); with a held-out split made from the seed,
+    # 'whole': the data it was made from (the same for every seed), when the train split is opened
+    fingerprint: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -139,8 +141,10 @@ def _open_folder(source: DataSource, train: bool) -> OpenedData:
             folder.image_folder(source.data, 'train')  # raises the error that says what is expected
         split = folder.holdout_split(source.data, source.holdout, source.seed)
     tr, te = folder.split_datasets(split, source.data, train)
+    whole = folder.files_fingerprint(source.data, [Path(source.data).expanduser() / p
+                                                   for p in split['train'] + split['val']]) if train else None
     return OpenedData(tr, te, list(split['classes']), split if source.split is None else None,
-                      _folder_fingerprint(tr, te, source.data))
+                      dict(_folder_fingerprint(tr, te, source.data), whole=whole))
 
 
 def _folder_fingerprint(tr, te, root) -> dict:
@@ -211,7 +215,8 @@ def _hf_holdout(part, image: str, label: str, classes, source: DataSource, name:
     te = hf.HFImages(part, image, label, classes, where, rows['val'])
     tr = hf.HFImages(part, image, label, classes, where, rows['train']) if train else None
     fingerprint = {'train': hf.keys_fingerprint(split['train']) if train else None,
-                   'val': hf.keys_fingerprint(split['val'])}
+                   'val': hf.keys_fingerprint(split['val']),
+                   'whole': hf.keys_fingerprint(split['train'] + split['val']) if train else None}
     return tr, te, split if source.split is None else None, fingerprint
 
 

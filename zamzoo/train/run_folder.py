@@ -469,13 +469,25 @@ def check_same_but_seed(folders) -> None:
     first = Path(folders[0])
     base = run_status(first).config
     for folder in map(Path, folders[1:]):
-        changes = identity_changes(base, run_status(folder).config, ignore=('seed',))
+        config = run_status(folder).config
+        shared = data_across_seeds(base)
+        held_out = shared == data_across_seeds(config) and 'whole' in (shared or {})
+        changes = identity_changes(base, config, ignore=('seed', *(
+            ('data_fingerprint.train', 'data_fingerprint.val') if held_out else ())))
         if changes:
             what = '; '.join(f'{k}={short_value(b)} in {folder.name}, {k}={short_value(a)} in {first.name}'
                              for k, a, b in changes[:3])
             more = f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''
             raise ZamzooError(f'the runs differ in more than the seed, so they are not seeds of one model: {what}'
                               f'{more}; train them with the same settings (another --out for other settings)')
+
+
+def data_across_seeds(config: dict) -> Optional[dict]:
+    """What the runs of every seed of one model share of their data: config.json's `data_fingerprint`, or where
+    their validation images were held out by seed (whose train and val sides differ from seed to seed) the
+    fingerprint of the data the split was made from."""
+    recorded = config.get('data_fingerprint')
+    return {'whole': recorded['whole']} if isinstance(recorded, dict) and recorded.get('whole') else recorded
 
 
 def short_value(value) -> str:
