@@ -395,3 +395,12 @@ def test_the_aggregate_counts_only_epochs_this_invocation_trained(sweep, tiny_ci
     assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 0
     summary = json.loads((sweep / '_zoo' / 'last-run.json').read_text())
     assert summary['ended']['done'] == 1 and summary['train_images'] == 0   # the repair trained no epoch
+
+
+def test_a_slurm_sweep_with_nothing_left_to_train_or_wait_for_is_finished(sweep, tiny_cifar):
+    """`compare --executor slurm` without --wait never wrote its report: once every run had ended, each rerun said
+    'submitted 0 run(s); run this command again once they have ended'."""
+    from zamzoo.zoo import plan_sweep, run_sweep
+    runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=1, batch_size=16, device='cpu')
+    summary = run_sweep(runs, sweep, executor='slurm')  # nothing to submit: no SLURM needed
+    assert summary['launched'] == 0 and summary['finished'] is True

@@ -70,7 +70,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
     summary['skipped']['queued'] = len(queued)
     summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
                    mps=mps and executor == 'local' and bool(launch),
-                   finished=executor == 'local' or wait)
+                   finished=executor == 'local' or wait or not (launch or queued))  # slurm: nothing left out there
     write_json_atomic(sweep_dir(out) / LAST_RUN_FILE, summary)
     return summary
 
