@@ -176,11 +176,13 @@ def test_options_a_run_cannot_record_exactly_are_refused(value):
 
 
 HELPER_PACKAGE = {
-    '__init__.py': '',
-    'attention.py': 'from torch import nn\n\nfrom . import scales\nfrom .gates import gate\n\n\n'
+    '__init__.py': 'OFFSET = 0.0\n',
+    'attention.py': 'from torch import nn\n\nfrom . import OFFSET, scales\nfrom .consts import BIAS\n'
+                    'from .gates import gate\n\n\n'
                     'class Gated(nn.Module):\n    def __init__(self, channels, device=None, dtype=None):\n'
                     '        super().__init__()\n\n    def forward(self, x):\n'
-                    '        return gate(x) * scales.SCALE\n',
+                    '        return gate(x) * scales.SCALE + BIAS + OFFSET\n',
+    'consts.py': 'BIAS = 0.0\n',
     'gates.py': 'from .maths import half\n\n\ndef gate(x):\n    return half(x)\n',
     'maths.py': 'def half(x):\n    return x * 0.5\n',
     'scales.py': 'SCALE = 2.0\n',
@@ -196,9 +198,11 @@ def test_an_edit_to_a_file_the_module_imports_is_refused_as_an_edit_of_its_own(t
         (package / name).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
     r = load_attention('zamzoo_helperpkg.attention:Gated', name='plug_helpers')
-    files = {name: str((package / name).resolve()) for name in ('gates.py', 'maths.py', 'scales.py')}
+    files = {name: str((package / name).resolve())
+             for name in ('__init__.py', 'consts.py', 'gates.py', 'maths.py', 'scales.py')}
     assert r.imports == {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in files.values()}
-    assert r.record()['imports'] == r.imports  # through a function's module, a module, and a helper's own import
+    assert r.record()['imports'] == r.imports  # through a function's module, a module, and a helper's own import;
+    # a value imported from a module (consts.BIAS) or from the package (OFFSET), whose files it did not record
     record = r.record()
     check_attention_source(record, record)
 

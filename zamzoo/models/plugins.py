@@ -15,6 +15,7 @@ to it: runs write it to config.json as `attention_module`, and
 (eval, export, viz, compare) calls `ensure_attention` with the run's record: the module is imported again from its
 spec and registered with the recorded options, unless its source changed.
 """
+import ast
 import functools
 import hashlib
 import importlib
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import UsageError
 from ..layers import register_attn, unregister_attn
@@ -236,26 +237,49 @@ def _own_code(module) -> Optional[Path]:
 
 
 def _imported_sources(cls, source: Optional[str]) -> Dict[str, str]:
-    """{file: sha256} of the user's own modules that the class's module uses, directly or through each other (a
-    module, or a class or function imported from one): an edit to a helper file changes the module as its own file
-    does. UsageError when one changed since this process imported it (Python keeps the code it imported)."""
+    """{file: sha256} of the user's own modules that the class's module uses, directly or through each other (their
+    import statements, a value imported from one included, their parent packages, and the modules of the classes
+    and functions they hold): an edit to a helper file changes the module as its own file does. UsageError when one
+    changed since this process imported it (Python keeps the code it imported)."""
     first = sys.modules.get(getattr(getattr(cls, 'func', cls), '__module__', None) or '')
     if first is None or source is None:
         return {}
     seen, todo, files = {first.__name__}, [first], {}
     while todo:
-        for value in list(vars(todo.pop()).values()):
-            if not isinstance(value, types.ModuleType):
-                is_code = isinstance(value, (type, types.FunctionType))
-                value = sys.modules.get(getattr(value, '__module__', None) or '') if is_code else None
-            path = _own_code(value) if value is not None and value.__name__ not in seen else None
+        for module in _modules_used_by(todo.pop()):
+            path = _own_code(module) if module.__name__ not in seen else None
             if path is None:
                 continue
-            seen.add(value.__name__)
-            todo.append(value)
+            seen.add(module.__name__)
+            todo.append(module)
             if str(path) != source:
-                files[str(path)] = _unchanged_since_import(value, path, f'{path}, which the attention module imports,')
+                files[str(path)] = _unchanged_since_import(module, path, f'{path}, which the attention module imports,')
     return dict(sorted(files.items()))
+
+
+def _modules_used_by(module) -> List[types.ModuleType]:
+    """The modules `module` holds, or holds a class or function of, those its file's import statements name (`from
+    consts import BIAS` names consts), and its parent packages, as this process imported them."""
+    names = {module.__name__.rsplit('.', i)[0] for i in range(1, module.__name__.count('.') + 1)}
+    for value in list(vars(module).values()):
+        if isinstance(value, types.ModuleType):
+            names.add(value.__name__)
+        elif isinstance(value, (type, types.FunctionType)):
+            names.add(getattr(value, '__module__', None) or '')
+    try:
+        tree = ast.parse(Path(module.__file__).read_text())
+    except (OSError, SyntaxError, ValueError, TypeError):  # no file (built at run time), or gone: names as above
+        tree = ast.Module(body=[], type_ignores=[])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name('.' * node.level + (node.module or ''), module.__package__ or '')
+            except (ImportError, ValueError):
+                continue
+            names.update([base, *(f'{base}.{alias.name}' for alias in node.names)])  # a submodule imported by name
+    return [sys.modules[name] for name in sorted(names) if name in sys.modules]
 
 
 def _registered(attention: Attention) -> RegisteredAttention:
