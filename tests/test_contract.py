@@ -161,6 +161,19 @@ def test_identity_and_zoo_modules_pass_adding_what_the_zoo_models_add():
     assert se.module == 'zamzoo.layers.se_eca:SE' and se.backbones[0].cpu_latency_ratio is None
 
 
+class WritesIntoItsInput(Identity):
+    """ZAM's inplace=True in eval mode: `x.mul_(gate)`, right in any memory format."""
+    def forward(self, x):
+        return x.mul_(torch.sigmoid(x.mean((2, 3), keepdim=True))) if not self.training else x * 1
+
+
+def test_a_module_writing_its_result_into_its_input_is_checked_as_the_function_it_computes():
+    """It was refused for channels_last: the two calls of the determinism check shared one input, which the first
+    call changed and the second changed again, returning that same tensor, so the contiguous reference was wrong."""
+    report = check_contract(WritesIntoItsInput, ['mobilenet'], **FAST)
+    assert [(r.backbone, r.params_added) for r in report.backbones] == [('mobilenet', 0)]
+
+
 class Gamma(nn.Module):
     """`x * gamma`, a float32 parameter (timm's LayerScale2d): float32 under bf16 autocast by PyTorch's promotion."""
     def __init__(self, channels, device=None, dtype=None):

@@ -266,8 +266,10 @@ def _deterministic(name: str, module: nn.Module, x: torch.Tensor) -> torch.Tenso
 
 
 def _run(what: str, module: nn.Module, x: torch.Tensor, autocast: bool = False):
+    """The module's output on a copy of `x` (in its memory format): a module that writes its result into its input,
+    as ZAM's inplace=True does, is checked as the function it computes, not by the input it changed."""
     with _failure(what), torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
-        return module(x)
+        return module(x.clone())
 
 
 def _check_module(attn, options: Dict[str, Any], label: str) -> None:
