@@ -122,6 +122,29 @@ def test_a_completed_run_with_cut_or_missing_weights_is_corrupt_and_retry_repair
             (sweep / RUN / 'results.json').read_text())['weights_size_bytes']
 
 
+def test_a_completed_run_without_its_checkpoint_says_it_cannot_be_repaired(sweep, tiny_cifar, capsys):
+    """Its checkpoint deleted (disk space), then its weights lost: a retry has nothing to repair it from, and said
+    to pass --resume, which a sweep has not (and which needs the checkpoint). Status and failure say to move it."""
+    folder = sweep / RUN
+    for name in ('checkpoint.pt', 'model.safetensors'):
+        (folder / name).unlink()
+    status = run_status(folder)
+    assert status.state == 'failed' and status.error.startswith('corrupt: ') and 'model.safetensors' in status.error
+    assert status.error.endswith(f'; it has no checkpoint.pt, so it can be neither resumed nor repaired: to train it '
+                                 f'from the start again, move {folder} away')
+    assert 'neither resumed nor repaired' in _status_line(sweep, capsys)
+    assert main([*_zoo_run(tiny_cifar, sweep, '--epochs', '1'), '--retry-failed']) == 1
+    assert 'ended: 0 done, 1 failed' in capsys.readouterr().out
+    failure = json.loads((folder / 'failed.json').read_text())['error']
+    assert failure == (f'ZamzooError: {folder} holds a run (results.json) but no checkpoint.pt, so it can be '
+                       f'neither resumed nor repaired: to train it from the start again, move {folder} away, or choose '
+                       f'another --out')
+    assert '--resume' not in failure
+    folder.rename(sweep.parent / 'moved')                           # as it says: the run is trained again
+    assert main(_zoo_run(tiny_cifar, sweep, '--epochs', '1')) == 0
+    assert run_status(folder).state == 'done'
+
+
 def test_weights_of_another_size_than_recorded_are_corrupt(sweep):
     weights = sweep / RUN / 'model.safetensors'
     results = json.loads((sweep / RUN / 'results.json').read_text())

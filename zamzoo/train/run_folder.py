@@ -229,10 +229,19 @@ def checkpoint_to_resume(out: Path, resume: bool) -> Optional[dict]:
                        if (out / CONFIG_FILE).is_file() else '')
             raise ZamzooError(f'--resume: no checkpoint to resume in {out} (expected {ckpt}){started}')
         return load_checkpoint(ckpt)
-    if ckpt.exists() or (out / RESULTS_FILE).exists():
-        raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE} / {RESULTS_FILE}); pass --resume to '
-                          f'continue it, or choose another --out')
+    if ckpt.exists():
+        raise ZamzooError(f'{out} already holds a run ({CHECKPOINT_FILE}); pass --resume to continue it, or choose '
+                          f'another --out')
+    if (out / RESULTS_FILE).exists():
+        raise ZamzooError(f'{out} holds a run ({RESULTS_FILE}) but {_no_checkpoint(out)}, or choose another --out')
     return None
+
+
+def _no_checkpoint(folder) -> str:
+    """What can be done with a run folder that holds results.json but not the checkpoint.pt a resume or a repair
+    (`zoo run --retry-failed` of a completed run that lost a file) starts from."""
+    return (f'no {CHECKPOINT_FILE}, so it can be neither resumed nor repaired: to train it from the start again, '
+            f'move {folder} away')
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,7 +281,8 @@ class RunStatus:
     running  a live process holds the folder's lock
     failed   the last attempt failed (failed.json), results.json records no completed run, or a run file is
              unreadable or missing (error 'corrupt: ...', a checkpoint to resume from too); `zamzoo zoo run
-             --retry-failed` runs it again (a completed run that lost a file is repaired from its checkpoint)
+             --retry-failed` runs it again (a completed run that lost a file is repaired from its checkpoint;
+             without one, the error says so: the folder must be moved away to train the run again)
     done     results.json records a completed run (status 'completed', or none: written by hand) and its files
              are there, model.safetensors of the size results.json records with a header safetensors reads
     pending  anything else; with a checkpoint it resumes from it"""
@@ -322,8 +332,16 @@ def run_status(folder) -> RunStatus:
         error_type = failure.get('error_type') or (error.split(':', 1)[0] if failure and ':' in error else None)
     else:
         state, error = 'pending', None
+    if state == 'failed' and error.startswith('corrupt: ') and _unrepairable(folder):
+        error = f'{error}; it has {_no_checkpoint(folder)}'
     log = failure.get('log') if state == 'failed' and failure else None
     return RunStatus(state, error, config, results, history, error_type, log)
+
+
+def _unrepairable(folder: Path) -> bool:
+    """Whether a retry cannot repair the run: it holds results.json (a new attempt would overwrite a run) but no
+    checkpoint.pt to repair it from."""
+    return (folder / RESULTS_FILE).exists() and not (folder / CHECKPOINT_FILE).exists()
 
 
 def _records_completion(results: dict) -> bool:
