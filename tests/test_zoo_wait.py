@@ -134,6 +134,30 @@ def test_a_run_left_to_another_invocation_is_read_as_such_and_not_counted(tiny_c
     assert len(own) == 1 and own[0].read_text().strip().endswith(f'{runs[0].folder}: running elsewhere')
 
 
+# ------------------------------------------------------------------ a worker killed by a signal (the OOM killer's)
+def test_a_worker_killed_by_a_signal_is_said_and_counted_apart_from_interruptions(tiny_cifar, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """A worker's SIGKILL (the out-of-memory killer's) was reported as a Ctrl-C is: pending, '1 interrupted', no
+    signal, no log. Now the signal and the attempt's log are named, and counted apart; the run stays resumable."""
+    from zamzoo.zoo import local
+    monkeypatch.setattr(local, 'worker_command', lambda run, processes: [
+        sys.executable, '-c', 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)'])
+    out = tmp_path / 'sweep'
+    assert main(['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--seeds', '0', '--epochs', '1',
+                 '--device', 'cpu', '--data', str(tiny_cifar), '--out', str(out)]) == 1
+    printed = capsys.readouterr().out
+    [log] = (out / '_zoo' / 'logs').glob(f'{TINY}-cifar10-zam-s0.*.log')
+    signal_9 = 'signal 9 (SIGKILL: e.g. the out-of-memory killer)'
+    assert f'\n          killed by {signal_9}\n          log: {log}\n' in printed
+    assert 'ended: 0 done, 0 failed, 0 interrupted, 1 killed by a signal this command did not send' in printed
+    summary = json.loads((out / '_zoo' / 'last-run.json').read_text())
+    assert summary['ended']['killed'] == 1 and summary['ended']['pending'] == 0
+    assert summary['killed'] == [{'run': f'{TINY}-cifar10-zam-s0', 'signal': signal_9, 'log': str(log)}]
+    assert log.read_text().endswith(f'the worker was killed by {signal_9}\n')
+    assert sweep_status(out)['runs'][0]['state'] == 'pending'       # resumable, as an interrupted run is
+    assert (local.signal_name(15), local.signal_name(40)) == ('signal 15 (SIGTERM)', 'signal 40')
+
+
 # ------------------------------------------------------------------ D11: --dry-run's cost
 def _dry_run(data, out, monkeypatch, *extra):
     from zamzoo.bench import gpu

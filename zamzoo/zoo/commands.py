@@ -204,8 +204,10 @@ def print_event(kind, run, detail):
         line = f"{'refused' if skipped == REFUSED else detail['state']:<9} {run.name}: {_progress(detail)}"
         if skipped:
             line += f' ({skipped})' if skipped == REFUSED else ' (left to another process)'
-        log = f"log: {detail['log']}" if detail['state'] == 'failed' and detail['log'] else None
-        for extra in (detail['error'], detail.get('note'), log):
+        ended_it = detail['state'] == 'failed' or detail.get('killed')  # the attempt whose log tells why
+        log = f"log: {detail['log']}" if ended_it and detail['log'] else None
+        killed = f"killed by {detail['killed']}" if detail.get('killed') else None
+        for extra in (detail['error'], detail.get('note'), killed, log):
             if extra:
                 line += f"\n          {extra}"
         print(line, flush=True)
@@ -290,10 +292,14 @@ def _print_summary(summary, args, path) -> int:
     ended = summary['ended']
     elsewhere = f", {ended['elsewhere']} running elsewhere (left to another process)" if ended['elsewhere'] else ''
     refused = f", {ended['refused']} refused (another invocation's, other settings)" if ended['refused'] else ''
-    print(f"ended: {ended['done']} done, {ended['failed']} failed, {ended['pending']} interrupted{elsewhere}"
+    killed = f", {ended['killed']} killed by a signal this command did not send" if ended['killed'] else ''
+    print(f"ended: {ended['done']} done, {ended['failed']} failed, {ended['pending']} interrupted{killed}{elsewhere}"
           f"{refused}, in {summary['wall_s']:.0f} s")
     for record in summary['refused']:
         print(f"refused {record['run']}: {record['error']}")
+    for record in summary['killed']:
+        print(f"killed  {record['run']} by {record['signal']}; log: {record['log']}; the same command resumes it "
+              f"from its last checkpoint")
     if summary['aggregate_images_per_s'] is not None:
         print(f"aggregate: {summary['aggregate_images_per_s']:,.1f} training images/s "
               f"({summary['train_images']:,} images over {summary['wall_s']:.1f} s wall, "

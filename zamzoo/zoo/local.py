@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -145,15 +146,31 @@ def _attempt_log(logs: Path, run: PlannedRun) -> Path:
 def _finish(run: PlannedRun, returncode: int, log: Path) -> dict:
     """The run's state after its process ended (`skipped`: the worker's outcome where it left the run alone). A
     process that failed before it could mark the run itself (an import error, torchrun's own failure) marks it with
-    its log's last line; one killed by a signal, or that left the run to another process (whose folder it is),
-    leaves the run as it was."""
+    its log's last line; one that left the run to another process (whose folder it is) leaves the run as it was, and
+    so does one killed by a signal, which is said (`killed`: the signal, with this attempt's `log`, which says it
+    too): this process signals its workers only when it is interrupted itself, and then ends none of them here. The
+    run resumes from its checkpoint as an interrupted one does."""
     skipped = _skipped(run, log)
     state = dict(run_state(run.folder, run.epochs), skipped=skipped)
     if returncode > 0 and state['state'] == 'pending' and not skipped:
         mark_failed(run.folder, RuntimeError(f'exit code {returncode}: {_last_line(log)}'), log=str(log))
         state = dict(run_state(run.folder, run.epochs), skipped=skipped)
+    elif returncode < 0 and state['state'] != 'done' and not skipped:
+        state.update(killed=signal_name(-returncode), log=str(log))
+        with open(log, 'a') as f:
+            f.write(f"\n{run.name}: the worker was killed by {state['killed']}\n")
     state['returncode'] = returncode
     return state
+
+
+def signal_name(signum: int) -> str:
+    """'signal 9 (SIGKILL: e.g. the out-of-memory killer)': the signal that ended a process, as it is reported."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:  # a real-time signal, which has no name of its own
+        return f'signal {signum}'
+    hint = ': e.g. the out-of-memory killer' if signum == signal.SIGKILL else ''
+    return f'signal {signum} ({name}{hint})'
 
 
 def run_local(runs: Sequence[PlannedRun], out, *, gpus_per_run: int = 1, runs_per_gpu: int = 1,

@@ -90,7 +90,9 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     compare --runs-per-gpu settings by (a run another invocation trained meanwhile is not counted);
     run_images_per_s: each run's own median epoch throughput. ended: the final states of the runs this invocation
     trained; `refused`, the runs another invocation finished (or is training) meanwhile with other settings than the
-    plan's (error: the setting), not done; `elsewhere`, the other runs its workers left to another process."""
+    plan's (error: the setting), not done; `elsewhere`, the other runs its workers left to another process;
+    `killed`, the runs left to resume (pending) because a signal this invocation did not send ended their process
+    (the out-of-memory killer's SIGKILL...), apart from `pending`, those its own interruption stopped."""
     launched = {run.name for run in launch}
     refused = _refused(launch, final)
     final = {name: dict(st, state='refused', error=refused[name]) if name in refused else st
@@ -99,7 +101,10 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     started = time.time() - wall_s  # an epoch this invocation trained ended its training pass after this
     images = sum(r.get('train_images', 0) for run in launch if run.name in trained
                  for r in run_status(run.folder).history if r.get('train_end_unix', 0) >= started)
-    counts = {s: sum(1 for st in trained.values() if st['state'] == s) for s in ('done', 'failed', 'pending', 'running')}
+    killed = {name: st for name, st in trained.items() if st['state'] == 'pending' and st.get('killed')}
+    counts = {s: sum(1 for name, st in trained.items() if st['state'] == s and name not in killed)
+              for s in ('done', 'failed', 'pending', 'running')}
+    counts['killed'] = len(killed)
     counts['refused'] = len(refused)
     counts['elsewhere'] = len(final) - len(trained) - sum(1 for name in refused if name not in trained)
     return {
@@ -110,6 +115,7 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
         'ended': counts,
         'failed': [{'run': name, 'error': st['error']} for name, st in final.items() if st['state'] == 'failed'],
         'refused': [{'run': name, 'error': error} for name, error in refused.items()],
+        'killed': [{'run': name, 'signal': st['killed'], 'log': st['log']} for name, st in killed.items()],
         'wall_s': wall_s,
         'train_images': images,
         'aggregate_images_per_s': images / wall_s if final and wall_s > 0 else None,
