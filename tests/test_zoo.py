@@ -98,6 +98,32 @@ def test_local_runs_two_at_once_exactly_as_zamzoo_train(tiny_cifar, tmp_path, ca
     assert f"'{TINY}' is not a zamzoo model" in capsys.readouterr().err
 
 
+def test_an_interrupted_zoo_run_records_what_it_did_in_place_of_the_last_runs_record(tiny_cifar, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """Ctrl-C while the second run trains: last-run.json was the earlier invocation's (finished, its counts); it is
+    this one's, unfinished and interrupted, with the run that ended before (failed) and the one stopped (pending)."""
+    from zamzoo.zoo import commands, local
+    out = tmp_path / 'sweep'
+    (out / '_zoo').mkdir(parents=True)
+    (out / '_zoo' / 'last-run.json').write_text(json.dumps({'planned': 9, 'launched': 9, 'finished': True}))
+    monkeypatch.setattr(local, 'worker_command', lambda run, processes: [
+        sys.executable, '-c', f'import time, sys; sys.exit(3) if {run.config.seed} == 0 else time.sleep(60)'])
+    print_event = commands.print_event
+
+    def interrupted_at_the_second_start(kind, run, detail):
+        print_event(kind, run, detail)
+        if kind == 'start' and run.config.seed == 1:
+            raise KeyboardInterrupt  # as Ctrl-C does, in the executor's loop
+    monkeypatch.setattr(commands, 'print_event', interrupted_at_the_second_start)
+    assert main(['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--seeds', '0', '1', '--epochs', '1',
+                 '--device', 'cpu', '--data', str(tiny_cifar), '--out', str(out)]) == 130
+    recorded = json.loads((out / '_zoo' / 'last-run.json').read_text())
+    assert {k: recorded.get(k) for k in ('planned', 'launched', 'finished', 'interrupted', 'error')} == {
+        'planned': 2, 'launched': 2, 'finished': False, 'interrupted': True, 'error': None}, recorded
+    assert (recorded['ended']['failed'], recorded['ended']['pending'], recorded['ended']['done']) == (1, 1, 0)
+    assert recorded['failed'][0]['run'] == f'{TINY}-cifar10-zam-s0'
+
+
 def test_status_and_export_need_a_sweep(tmp_path, capsys):
     assert main(['zoo', 'status', '--out', str(tmp_path)]) == 2
     assert 'holds no sweep' in capsys.readouterr().err

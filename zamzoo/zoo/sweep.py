@@ -14,7 +14,7 @@ from ..errors import ZamzooError
 from .plan import PlannedRun, action, check_conflicts, check_queued, plan_states, settings_conflict
 from ..train.run_folder import run_status
 from ..sweep_files import LAST_RUN_FILE, PLAN_FILE
-from .state import planned_from_folder, sweep_dir, update_record
+from .state import planned_from_folder, run_state, sweep_dir, update_record
 
 EXECUTORS = ('local', 'slurm')
 
@@ -27,7 +27,9 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
               retry_failed: bool = False, gpus_per_run: int = 1, runs_per_gpu: int = 1, device: Optional[str] = None,
               mps: bool = False, wait: bool = False, slurm_options: Optional[dict] = None,
               on_event: Callable = lambda *a: None) -> dict:
-    """Train what `runs` still need with `executor`; returns the summary (also written to _zoo/last-run.json).
+    """Train what `runs` still need with `executor`; returns the summary (also written to _zoo/last-run.json, and
+    written there too when the invocation is interrupted or fails: `finished` False, `interrupted` or `error`, and
+    what ended before, the runs it stopped counted as pending).
 
     local trains and returns when every run has ended (with `mps`, its runs as clients of an MPS daemon); slurm
     submits one job array and returns, or with `wait` returns when every job has ended, those an earlier submission
@@ -51,26 +53,65 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
     update_record(out, PLAN_FILE, {run.name: run.record() for run in runs})
     # with wait, the runs whose job an earlier submission left in SLURM's queue (pending or running) are waited for
     held = [run for run in runs if run.name in queued] if wait else []
-    t0 = time.perf_counter()
-    final = {}
-    if executor == 'local' and launch:
-        from .local import run_local
-        final = run_local(launch, out, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu, device=device,
-                          mps=mps, on_event=on_event)
-    elif launch or held:
-        from .slurm import held_jobs, submit_slurm, wait_slurm
-        jobs = submit_slurm(launch, out, gpus_per_run=gpus_per_run, device=device, **(slurm_options or {})) \
-            if launch else []
-        for run, job in zip(launch, jobs):
-            on_event('submitted', run, job.job_id)
-        if wait:
-            final = wait_slurm(jobs + held_jobs(out, held), launch + held, on_event)
+    facts = dict(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
+                 mps=mps and executor == 'local' and bool(launch))
+    reported, t0 = _Reported(on_event), time.perf_counter()
+    try:
+        final = _train(launch, held, out, executor, wait, reported, gpus_per_run=gpus_per_run,
+                       runs_per_gpu=runs_per_gpu, device=device, mps=mps, slurm_options=slurm_options)
+    except BaseException as e:  # this invocation's record, not an earlier one's finished record left in its place
+        interrupted = isinstance(e, KeyboardInterrupt)
+        summary = summarize(runs, launch + held, states, reported.so_far(), time.perf_counter() - t0)
+        _record(out, summary, queued, facts, finished=False, interrupted=interrupted,
+                error=None if interrupted else f'{type(e).__name__}: {e}')
+        raise
     summary = summarize(runs, launch + held, states, final, time.perf_counter() - t0)
     _replan_refused(out, summary['refused'])
+    finished = executor == 'local' or wait or not (launch or queued)  # slurm: nothing left out there
+    return _record(out, summary, queued, facts, finished=finished, interrupted=False, error=None)
+
+
+def _train(launch, held, out, executor: str, wait: bool, on_event: Callable, *, gpus_per_run: int,
+           runs_per_gpu: int, device: Optional[str], mps: bool, slurm_options: Optional[dict]) -> dict:
+    """Run folder name -> final state of the runs the executor trained and saw end (see run_sweep)."""
+    if executor == 'local' and launch:
+        from .local import run_local
+        return run_local(launch, out, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu, device=device, mps=mps,
+                         on_event=on_event)
+    if not (launch or held):
+        return {}
+    from .slurm import held_jobs, submit_slurm, wait_slurm
+    jobs = submit_slurm(launch, out, gpus_per_run=gpus_per_run, device=device, **(slurm_options or {})) \
+        if launch else []
+    for run, job in zip(launch, jobs):
+        on_event('submitted', run, job.job_id)
+    return wait_slurm(jobs + held_jobs(out, held), launch + held, on_event) if wait else {}
+
+
+class _Reported:
+    """on_event, which remembers the runs started and the final states reported: what an interrupted invocation
+    did."""
+
+    def __init__(self, on_event: Callable):
+        self.on_event, self.started, self.ended = on_event, {}, {}
+
+    def __call__(self, kind, run, detail):
+        if kind == 'start':
+            self.started[run.name] = run
+        elif kind == 'end':
+            self.ended[run.name] = detail
+        self.on_event(kind, run, detail)
+
+    def so_far(self) -> dict:
+        """The final states reported, and the state of each run started that has not ended (stopped)."""
+        return {**{name: run_state(run.folder, run.epochs) for name, run in self.started.items()}, **self.ended}
+
+
+def _record(out, summary: dict, queued: set, facts: dict, **how) -> dict:
+    """`summary` with the runs left in SLURM's queue, `facts` (the executor's settings) and `how` it ended, written
+    to _zoo/last-run.json."""
     summary['skipped']['queued'] = len(queued)
-    summary.update(executor=executor, gpus_per_run=gpus_per_run, runs_per_gpu=runs_per_gpu,
-                   mps=mps and executor == 'local' and bool(launch),
-                   finished=executor == 'local' or wait or not (launch or queued))  # slurm: nothing left out there
+    summary.update(facts, **how)
     write_json_atomic(sweep_dir(out) / LAST_RUN_FILE, summary)
     return summary
 
