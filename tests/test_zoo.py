@@ -58,6 +58,26 @@ def test_dry_run_prints_the_plan_and_its_cost(tiny_cifar, tmp_path, capsys):
         plan_sweep(['resnet18_zm'], ['cifar100'], [0], tiny_cifar, out)
 
 
+def test_data_that_is_not_there_is_refused_before_any_run(tmp_path, capsys):
+    """--data that does not exist: --dry-run priced the runs (exit 0), a real run started each one to fail with the
+    same DataError. Now one line and exit 2 before anything starts or is written; CIFAR with --download and a Hub
+    name read no local path, so are planned as before."""
+    out, missing = tmp_path / 'sweep', tmp_path / 'nodata'
+    args = ['zoo', 'run', '--models', TINY, '--seeds', '0', '1', '--epochs', '1', '--device', 'cpu', '--out', str(out)]
+    cifar = f'{missing}/cifar-100-python/{{train,test,meta}} (or --download to fetch it)'
+    for dry in (['--dry-run', '--images-per-second', '100'], []):
+        assert main([*args, '--data', str(missing), *dry]) == 2
+        printed = capsys.readouterr()
+        assert printed.err == f'zamzoo zoo: error: --data {missing} does not exist; expected {cifar}\n'
+        assert printed.out == '' and not out.exists()
+    assert main([*args, '--datasets', 'folder', '--data', str(missing), '--dry-run']) == 2
+    assert f'--data {missing} does not exist; expected {missing}/train/<class>/<image>' in capsys.readouterr().err
+    assert main([*args, '--datasets', 'hf', '--data', str(missing), '--dry-run']) == 2
+    assert f'the local path {missing} does not exist' in capsys.readouterr().err
+    assert main([*args, '--data', str(missing), '--download', '--dry-run']) == 0
+    assert main([*args, '--datasets', 'hf', '--data', 'owner/name', '--dry-run']) == 0
+
+
 def test_local_runs_two_at_once_exactly_as_zamzoo_train(tiny_cifar, tmp_path, capsys):
     out = tmp_path / 'sweep'
     runs = plan_sweep([TINY], ['cifar100'], [0, 1], tiny_cifar, out, **_options())

@@ -8,8 +8,8 @@ from .tensor_loader import TensorLoader, crop_flip, hflip, normalize, pad, rando
 from .images import check_image, open_rgb, to_rgb
 from .loaders import (EVAL_CROP_PCT, EVAL_INTERPOLATION, FOLDER_CROP_SCALE, DataLoaderBatches, PilImages,
                       cifar_transforms, eval_resize, folder_transforms)
-from .sources import (DATASETS, DataSource, OpenedData, check_dataset, check_same_data, classes_only_in, data_tag,
-                      open_data, own_data_tag)
+from .sources import (DATASETS, DataSource, OpenedData, check_data_exists, check_dataset, check_same_data,
+                      classes_only_in, data_tag, open_data, own_data_tag)
 from .tensors import check_memory, dataset_tensors, tensor_bytes
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     'check_image', 'open_rgb', 'to_rgb',
     'EVAL_CROP_PCT', 'EVAL_INTERPOLATION', 'DataLoaderBatches', 'PilImages', 'cifar_transforms', 'eval_resize',
     'folder_transforms', 'FOLDER_CROP_SCALE',
-    'DATASETS', 'DataSource', 'OpenedData', 'check_dataset', 'check_same_data', 'classes_only_in', 'data_tag',
-    'open_data', 'own_data_tag',
+    'DATASETS', 'DataSource', 'OpenedData', 'check_data_exists', 'check_dataset', 'check_same_data',
+    'classes_only_in', 'data_tag', 'open_data', 'own_data_tag',
     'check_memory', 'dataset_tensors', 'tensor_bytes',
 ]

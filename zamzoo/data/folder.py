@@ -71,10 +71,14 @@ def image_folder(root, split: str):
     path = root / split
     if not path.is_dir():
         what = f'{root} does not exist' if not root.exists() else f'{path} is missing'
-        raise DataError(
-            f'image folder data set: {what}; expected {root}/train/<class>/<image> and {root}/val/<class>/<image> '
-            f'(extensions {", ".join(IMAGE_EXTENSIONS)}), or {root}/<class>/<image> with --holdout 0.1')
+        raise DataError(f'image folder data set: {what}; expected {expected_layout(root)}')
     return _index(path)
+
+
+def expected_layout(root) -> str:
+    """What an image folder data set at `root` holds, for error messages."""
+    return (f'{root}/train/<class>/<image> and {root}/val/<class>/<image> (extensions {", ".join(IMAGE_EXTENSIONS)}), '
+            f'or {root}/<class>/<image> with --holdout 0.1')
 
 
 def _check_relative(rel):

@@ -33,10 +33,8 @@ def load_hf(source):
     """The dataset's splits (a `datasets.DatasetDict`), from a `save_to_disk` folder, a folder of parquet files or a
     Hub name."""
     datasets = _datasets()
+    check_local_path(source)
     path = Path(str(source)).expanduser()
-    if not path.exists() and _looks_like_a_path(str(source)):
-        raise DataError(f"Hugging Face dataset '{source}': the local path {source} does not exist; expected a "
-                        f'save_to_disk folder, a folder of parquet files or a Hub name (owner/name)')
     try:
         if _saved_to_disk(path):
             _check_no_empty_split(path, source)
@@ -49,6 +47,13 @@ def load_hf(source):
         raise DataError(f"Hugging Face dataset '{source}' could not be opened ({type(e).__name__}: {e}); expected a "
                         f'Hub name (e.g. uoft-cs/cifar100), a save_to_disk folder or a folder of parquet files') from e
     return d if isinstance(d, datasets.DatasetDict) else datasets.DatasetDict({'train': d})
+
+
+def check_local_path(source) -> None:
+    """A DataError when `source` is a local path (not a Hub name) where nothing is."""
+    if not Path(str(source)).expanduser().exists() and _looks_like_a_path(str(source)):
+        raise DataError(f"Hugging Face dataset '{source}': the local path {source} does not exist; expected a "
+                        f'save_to_disk folder, a folder of parquet files or a Hub name (owner/name)')
 
 
 def _looks_like_a_path(source: str) -> bool:

@@ -115,6 +115,19 @@ def open_data(source: DataSource, train: bool = True) -> OpenedData:
     return opened
 
 
+def check_data_exists(source: DataSource) -> None:
+    """A `DataError` when the local path `source` reads is not there: a check that reads nothing, made once by a
+    sweep before it starts runs that would each fail on it. CIFAR with `download` (torchvision makes the folder)
+    and a Hugging Face Hub name read no local path."""
+    check_dataset(source.dataset)
+    if source.dataset == 'hf':
+        hf.check_local_path(source.data)
+    elif not (source.download or Path(str(source.data)).expanduser().exists()):
+        expected = (f'{cifar.expected_files(source.data, source.dataset)} (or --download to fetch it)'
+                    if source.dataset in cifar.CIFAR_DATASETS else folder.expected_layout(source.data))
+        raise DataError(f'--data {source.data} does not exist; expected {expected}')
+
+
 def check_same_data(recorded: Optional[dict], current: dict, data, run, parts=('train', 'val')):
     """A `DataError` unless `current` (`OpenedData.fingerprint` of `data` opened now) is the fingerprint recorded
     by the run in folder `run` (config.json's `data_fingerprint`), for each of `parts` recorded and opened (runs

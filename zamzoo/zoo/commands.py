@@ -218,8 +218,9 @@ def _run(args) -> int:
     again skips finished runs, resumes interrupted ones from their checkpoint, and runs failed ones again only with
     --retry-failed. A run folder that holds a run with other settings (another --epochs, --lr, recipe version...)
     is neither counted as done nor overwritten: the command names the field, trains nothing and exits 2; use
-    another --out for other settings."""
-    from .plan import check_conflicts, check_queued, plan_sweep, plan_states
+    another --out for other settings. --data that is not there, where runs are to train, is refused before any
+    starts (exit 2)."""
+    from .plan import check_conflicts, check_data, check_queued, plan_sweep, plan_states
     from ..sweep_files import LAST_RUN_FILE
     from .state import sweep_dir
     from .sweep import runs_to_launch
@@ -236,6 +237,7 @@ def _run(args) -> int:
     launch_runs = runs_to_launch(runs, states, args.retry_failed)
     queued = _still_queued(args, launch_runs) if args.dry_run else set()  # a real run asks when it submits
     launch_runs = [run for run in launch_runs if run.name not in queued]
+    check_data(launch_runs)  # once, not by each run (a finished run needs no data)
     unasked = args.executor == 'slurm' and not args.dry_run  # which are still queued is asked when submitting
     print(f"{len(runs)} run(s) planned in {args.out}: {len(launch_runs)} to train{' or still queued' * unasked}, "
           f'{len(runs) - len(launch_runs) - len(queued)} skipped'

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..data import check_same_data, open_data
+from ..data import check_data_exists, check_same_data, open_data
 from ..dataset_table import DATASETS
 from ..errors import DataError, UsageError
 from ..models.plugins import (attention_record, check_importable_in_new_process, from_entry_point, recorded_imports,
@@ -279,6 +279,14 @@ def data_conflict(run: PlannedRun, opened: dict) -> Optional[str]:
     except DataError as e:
         return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {e}'
     return None
+
+
+def check_data(runs: Sequence[PlannedRun]) -> None:
+    """A DataError when the data of `runs` is not where their --data says (each source once; nothing is read): made
+    before any of them starts, where each would fail on it."""
+    sources = {(r.config.dataset, r.config.data, r.config.download): r.config.source() for r in runs}
+    for source in sources.values():
+        check_data_exists(source)
 
 
 def gpu_hours(runs: Sequence[PlannedRun], states: Dict[str, dict], images_per_second,
