@@ -42,7 +42,8 @@ _HEAD = {'kept': 'kept', 'reordered': "rows reordered to this run's class names"
 def format_init(init: dict) -> str:
     """The weights --init started the run from (config.json's `init`) and what became of their classifier."""
     head = _HEAD.get(init.get('head'), init.get('head'))
-    return f"init from {init['source']} (sha256 {(init.get('sha256') or 'unknown')[:12]})" + (f'; classifier {head}' if head else '')
+    sha256 = (init.get('sha256') or 'unknown')[:12]  # None: weights no manifest lists (timm's own)
+    return f"init from {init['source']} (sha256 {sha256})" + (f'; classifier {head}' if head else '')
 
 
 class TqdmReporter(Reporter):

@@ -100,7 +100,8 @@ def _earlier_export(runs: list, staging) -> Optional[dict]:
         try:
             folder = default_export_folder([run['folder']], staging)
             if (folder / RESULTS_FILE).is_file():
-                return {'folder': str(folder), 'seeds': read_json_object(folder / RESULTS_FILE, ZamzooError).get('seeds')}
+                results = read_json_object(folder / RESULTS_FILE, ZamzooError)
+                return {'folder': str(folder), 'seeds': results.get('seeds')}
         except ZamzooError:
             continue
     return None
