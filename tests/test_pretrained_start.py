@@ -85,3 +85,10 @@ def test_a_pretrained_run_records_the_weights_it_started_from(published, tmp_pat
     assert main(['export', str(out), '--out', str(tmp_path / 'export')]) == 0
     card = (tmp_path / 'export' / 'README.md').read_text()
     assert f'**Initial weights:** {MODEL}.{TAG} (sha256 {sha256})' in card
+
+
+def test_a_start_from_weights_no_manifest_lists_is_said_without_a_checksum():
+    """timm's own weights (`--pretrained` on a timm model) have no manifest record: the line raised a TypeError."""
+    from zamzoo.train.reporting import format_init
+    assert format_init({'source': 'resnet18.a1_in1k', 'sha256': None, 'head': 'kept'}).startswith(
+        'init from resnet18.a1_in1k (sha256 unknown); classifier')
