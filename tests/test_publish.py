@@ -220,6 +220,32 @@ def test_model_card_real_counts_and_results(exported):
     assert 'ZAM: Zero parameter Attention Module: https://github.com/developer0hye/ZAM' in body
 
 
+def test_a_bare_checkpoints_recipe_gives_its_normalisation_and_a_recorded_one_wins(tmp_path):
+    """--recipe spem was named on the card while the cfg normalised with the model's own recipe's std; any string
+    was a recipe; a file recording its run's recipe was described as another's; a run's weights copied out of its
+    folder were to be exported from that folder, which holds no run."""
+    from zamzoo.recipes import get_recipe
+    sd = write_cifar_run(tmp_path / 'run', 'mobilenet_zam', 0, dataset='cifar10')
+    save_file(sd, str(tmp_path / 'bare.safetensors'))
+    export_run([tmp_path / 'bare.safetensors'], tmp_path / 'spem', model='mobilenet_zam', tag='cifar10', recipe='spem')
+    cfg = json.loads((tmp_path / 'spem' / 'config.json').read_text())['pretrained_cfg']
+    assert (cfg['mean'], cfg['std']) == tuple(map(list, get_recipe('spem').stats('cifar10')))
+    assert tuple(cfg['std']) != timm.get_pretrained_cfg('mobilenet_zam.cifar10').std  # the zam recipe's
+    with pytest.raises(ExportError, match="--recipe 'bogus': expected one of finetune, nam, spem, zam"):
+        export_run([tmp_path / 'bare.safetensors'], tmp_path / 'x', model='mobilenet_zam', tag='cifar10',
+                   recipe='bogus')
+    meta = {'model': 'mobilenet_zam', 'dataset': 'cifar10', 'recipe': 'zam', 'num_classes': '10'}
+    save_file(sd, str(tmp_path / 'meta.safetensors'), metadata=meta)
+    with pytest.raises(ExportError, match="meta.safetensors records its run's recipe, zam, not spem: drop --recipe"):
+        export_run([tmp_path / 'meta.safetensors'], tmp_path / 'x', model='mobilenet_zam', recipe='spem')
+    export_run([tmp_path / 'meta.safetensors'], tmp_path / 'zam', model='mobilenet_zam')
+    assert "zamzoo.recipes.get_recipe('zam')" in (tmp_path / 'zam' / 'README.md').read_text()
+    save_file(sd, str(tmp_path / 'pets.safetensors'), metadata=dict(meta, dataset='folder'))
+    with pytest.raises(ExportError, match=rf'from a run on folder: .*the run folder it was copied from '
+                                          rf'\({tmp_path} holds no run\)'):
+        export_run([tmp_path / 'pets.safetensors'], tmp_path / 'x', model='mobilenet_zam')
+
+
 def test_bare_checkpoint_export_no_accuracy(tmp_path):
     torch.manual_seed(3)
     net = _randomize_batchnorms(timm.create_model('mobilenet_zamr', num_classes=10))  # statistics as trained

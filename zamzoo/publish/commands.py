@@ -3,6 +3,7 @@ import json
 import sys
 
 from ..pretrained.manifest import MANIFEST_ENV
+from ..recipes import list_recipes
 
 MANIFEST_HELP = 'manifest file (default: $ZAMZOO_MANIFEST, else the one shipped in zamzoo/pretrained/)'
 PUSH_MANIFEST_HELP = ('manifest file to record the Hub commit in (default: $ZAMZOO_MANIFEST, else, in a zamzoo '
@@ -23,7 +24,8 @@ def add_commands(subparsers):
     p.add_argument('--tag', help="pretrained tag: cifar100 or cifar10 for a run on the CIFAR data sets (default: its "
                                  "data set); for a run on an image folder or a Hugging Face dataset a tag of its own, "
                                  "not a CIFAR one (default: the one the run recorded, its data's name)")
-    p.add_argument('--recipe', help='recipe name, for a bare checkpoint')
+    p.add_argument('--recipe', choices=list_recipes(), help="the recipe a bare checkpoint was trained with (its "
+                   "normalisation is the export's), unless the file records its run's")
     p.add_argument('--seed', type=int, help='training seed, for a bare checkpoint')
     p.add_argument('--weights-seed', type=int, help='publish the weights of the run with this seed')
     p.add_argument('--repo-id', help='Hub repo the export is for (default: zamzoo/<model>.<tag>)')

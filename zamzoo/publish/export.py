@@ -157,7 +157,7 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
     import dataclasses
 
     from ..models import ZOO, pretrained_notes
-    run_config = inp.weights_run.config if inp.weights_run is not None else {}
+    run_config = inp.weights_run.config if inp.weights_run is not None else _recipe_stats(inp)
     if inp.weights_run is not None and inp.dataset in OWN_DATASETS:
         tag, cfg = _own_data_cfg(inp.model, inp.dataset, tag, run_config)
     else:
@@ -168,6 +168,15 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
                                                        f'{dataset_names(tag, inp.training_data)[0]}')
     recipe = _recipe_description(inp) or 'unknown (bare checkpoint)'
     return tag, dataclasses.replace(cfg, notes=pretrained_notes(ZOO[inp.model], recipe))
+
+
+def _recipe_stats(inp: '_Input') -> dict:
+    """{'mean', 'std'} a bare checkpoint's recipe normalises its CIFAR data set with ({} without a recipe)."""
+    from ..recipes import get_recipe
+    if inp.recipe is None or inp.dataset in OWN_DATASETS:
+        return {}
+    mean, std = get_recipe(inp.recipe).stats(inp.dataset)
+    return {'mean': list(mean), 'std': list(std)}
 
 
 def _recipe_description(inp: '_Input') -> Optional[str]:
@@ -321,28 +330,44 @@ def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str],
                            seed: Optional[int]) -> _Input:
     if not model:
         raise ExportError(f'exporting the bare checkpoint {file} needs --model (e.g. resnet18_zam)')
+    from ..train.checkpoint import recorded_with_weights
     training = _check_completed_checkpoint(file)
-    dataset = _checkpoint_dataset(file, tag, training)
+    recorded = training[0][1] if training else recorded_with_weights(file)  # a run's safetensors: its metadata
+    dataset = _checkpoint_dataset(file, tag, recorded.get('dataset'))
     return _Input(
         runs=[], weights_run=None, weights_file=file, state_dict=load_weights(file), model=model,
-        dataset=dataset, recipe=recipe, recipe_version=None, model_kwargs={},
+        dataset=dataset, recipe=_checkpoint_recipe(file, recipe, recorded.get('recipe_name')), recipe_version=None,
+        model_kwargs={},
         seeds=[seed] if seed is not None else [], weights_seed=seed,
         training_data=dict(official=None) if training is None else _training_data(dataset, training))
 
 
-def _checkpoint_dataset(file: Path, tag: Optional[str], training) -> str:
+def _checkpoint_dataset(file: Path, tag: Optional[str], recorded: Optional[str]) -> str:
     """The data set a weights file is exported for: the one its run records (a --tag naming another is refused;
     a run on data of the user's own is exported from its folder, which holds its classes and preprocessing), else
     --tag (default cifar100): a file from elsewhere is described by the exporter's word."""
     from ..train.checkpoint import run_folder_of
-    recorded = training[0][1].get('dataset') if training else None
+    from ..train.run_files import CONFIG_FILE
     if recorded is None:
         return tag or DEFAULT_DATASET
     if recorded in OWN_DATASETS or tag not in (None, recorded):
-        raise ExportError(
-            f"{file} is from a run on {recorded}{f', not {tag}' if tag not in (None, recorded) else ''}: export its "
-            f'run folder, which describes what the run did: `zamzoo export {run_folder_of(file)}`')
+        folder = run_folder_of(file)
+        where = (f'`zamzoo export {folder}`' if (folder / CONFIG_FILE).is_file() else
+                 f'the run folder it was copied from ({folder} holds no run)')
+        raise ExportError(f"{file} is from a run on {recorded}{f', not {tag}' if tag not in (None, recorded) else ''}: "
+                          f'export its run folder, which describes what the run did: {where}')
     return recorded
+
+
+def _checkpoint_recipe(file: Path, recipe: Optional[str], recorded: Optional[str]) -> Optional[str]:
+    """The recipe a weights file was trained with: the one its run records (a --recipe naming another is refused),
+    else --recipe, a registered recipe's name (its normalisation goes into the export's cfg)."""
+    from ..recipes import list_recipes
+    if recipe is not None and recipe not in list_recipes():
+        raise ExportError(f"--recipe '{recipe}': expected one of {', '.join(list_recipes())}")
+    if recorded is not None and recipe not in (None, recorded):
+        raise ExportError(f'{file} records its run\'s recipe, {recorded}, not {recipe}: drop --recipe')
+    return recorded or recipe
 
 
 def _training_checkpoint(file: Path) -> Optional[dict]:
