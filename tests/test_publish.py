@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 import timm
 from conftest import _randomize_batchnorms, write_cifar_run
 import zamzoo
-from zamzoo.errors import WeightsError
+from zamzoo.errors import UsageError, WeightsError
 from zamzoo.pretrained import load_manifest, pinned_hub_id, sha256_file, update_manifest
 from zamzoo.publish import ExportError, InvalidExportError, cache_export, export_run, push_folder, verify_published
 from zamzoo.publish.export import EXPORT_FILES, write_checksums
@@ -231,6 +231,8 @@ def test_a_bare_checkpoints_recipe_gives_its_normalisation_and_a_recorded_one_wi
     cfg = json.loads((tmp_path / 'spem' / 'config.json').read_text())['pretrained_cfg']
     assert (cfg['mean'], cfg['std']) == tuple(map(list, get_recipe('spem').stats('cifar10')))
     assert tuple(cfg['std']) != timm.get_pretrained_cfg('mobilenet_zam.cifar10').std  # the zam recipe's
+    with pytest.raises(UsageError, match=r'seed: expected an integer from 0 to 4294967295 .*got -5'):
+        export_run([tmp_path / 'bare.safetensors'], tmp_path / 'x', model='mobilenet_zam', tag='cifar10', seed=-5)
     with pytest.raises(ExportError, match="--recipe 'bogus': expected one of finetune, nam, spem, zam"):
         export_run([tmp_path / 'bare.safetensors'], tmp_path / 'x', model='mobilenet_zam', tag='cifar10',
                    recipe='bogus')
@@ -641,6 +643,27 @@ def test_subprocess_env_offline_and_pinned_registry(published):
                ZAMZOO_MANIFEST=str(manifest))
     proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-2000:]
+
+
+def test_an_export_killed_with_sigterm_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
+    """`timeout` or `kill` (SIGTERM) left the staging folder with its weights and the lock beside the output."""
+    import signal
+
+    import zamzoo.publish.export as export_mod
+    from zamzoo.cli import main
+    save_file(timm.create_model('mobilenet_plain').state_dict(), str(tmp_path / 'w.safetensors'))
+    fill = export_mod._fill_staging
+
+    def killed_while_writing(staging, *args):
+        fill(staging, *args)
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, 'SIGTERM would end the export here'
+        os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(export_mod, '_fill_staging', killed_while_writing)
+    (tmp_path / 'exports').mkdir()
+    args = ['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_plain', '--out']
+    assert main([*args, str(tmp_path / 'exports' / 'out')]) == 130
+    assert 'zamzoo export: interrupted' in capsys.readouterr().err
+    assert list((tmp_path / 'exports').iterdir()) == []
 
 
 def test_cli_export_and_push(hub, tmp_path, monkeypatch, capsys):

@@ -62,10 +62,12 @@ def add_commands(subparsers):
 
 
 def _export(args) -> int:
+    from .._process import sigterm_as_interrupt
     from .export import export_run
     from .push import push_refusal
-    r = export_run(args.sources, args.out, model=args.model, tag=args.tag, recipe=args.recipe, seed=args.seed,
-               weights_seed=args.weights_seed, repo_id=args.repo_id, overwrite=args.force, onnx=args.onnx)
+    with sigterm_as_interrupt():  # killed (`timeout`, `kill`): nothing half-written is left, as after Ctrl-C
+        r = export_run(args.sources, args.out, model=args.model, tag=args.tag, recipe=args.recipe, seed=args.seed,
+                       weights_seed=args.weights_seed, repo_id=args.repo_id, overwrite=args.force, onnx=args.onnx)
     print(f'exported {r.model}.{r.tag} to {r.path}')
     print(f'  weights: seed {r.weights_seed}, sha256 {r.sha256}')
     print(f'  params {r.params:,}  MACs {r.macs:,}  results: {"yes" if r.has_results else "none (no accuracy claimed)"}')

@@ -331,6 +331,9 @@ def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str],
     if not model:
         raise ExportError(f'exporting the bare checkpoint {file} needs --model (e.g. resnet18_zam)')
     from ..train.checkpoint import recorded_with_weights
+    from ..train.config import check_seed
+    if seed is not None:
+        check_seed(seed)
     training = _check_completed_checkpoint(file)
     recorded = training[0][1] if training else recorded_with_weights(file)  # a run's safetensors: its metadata
     dataset = _checkpoint_dataset(file, tag, recorded.get('dataset'))

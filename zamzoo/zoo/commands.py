@@ -355,11 +355,13 @@ def _export(args) -> int:
     Groups with too few finished seeds are listed only; a group whose runs differ in anything but the seed is refused
     (naming the field). Every destination is checked before the first write; what was done is printed before any
     later failure."""
+    from .._process import sigterm_as_interrupt
     from .export import export_sweep
 
-    r = export_sweep(args.out, min_seeds=args.min_seeds, staging=args.staging, push=args.push,
-                     manifest=args.manifest, readme=args.readme, model_card=args.model_card,
-                     bench_results=args.bench_results)
+    with sigterm_as_interrupt():  # killed (`timeout`, `kill`): nothing half-written is left, as after Ctrl-C
+        r = export_sweep(args.out, min_seeds=args.min_seeds, staging=args.staging, push=args.push,
+                         manifest=args.manifest, readme=args.readme, model_card=args.model_card,
+                         bench_results=args.bench_results)
     for g in r['exported']:
         top1 = g['top1'] or {}
         left_out = ''.join(f"; seed {r['seed']} left out: {r['state']}" for r in g['left_out'])
