@@ -170,7 +170,7 @@ def test_manifest_keeps_valid_records_and_reports_each_invalid_one(offline, weig
     with pytest.raises(zamzoo.errors.ZamzooError, match=f"'me/resnet18_zam.{TAG}' is not a repo of {MODEL}.{TAG}"):
         export_run([weights], offline / 'e', model=MODEL, tag=TAG,
                    repo_id=f'me/resnet18_zam.{TAG}')  # refused at export already, not after an upload
-    assert main(['list', 'mobilenet_se', '--manifest', str(manifest)]) == 0
+    assert main(['list', 'mobilenet_se', '--manifest', str(manifest)]) == 1  # it was 0 after FAILED, verify's 1
     captured = capsys.readouterr()  # each problem was a warning when the manifest was read (test_list_...)
     assert 'not yet trained' in captured.out
     assert captured.err == (f'FAILED: {len(problems)} invalid record(s) in the weights manifest, each named in a '

@@ -129,13 +129,13 @@ def _list(args) -> int:
         print(f"no zamzoo model matches {', '.join(map(repr, unmatched))}", file=sys.stderr)
         return 1
     rows = model_status(args.patterns, manifest=args.manifest)
-    _report_manifest_problems(args.manifest)
+    invalid = _report_manifest_problems(args.manifest)  # the list is printed; the exit status says it (as verify's)
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
-        return 0
+        return 1 if invalid else 0
     width = max(len(r.model) for r in rows)
     print(f"{'model':<{width}}  {'params':>11}  {'MACs':>13}  " + '  '.join(f'{t:<24}' for t in TAGS))
     for r in rows:
         print(f'{r.model:<{width}}  {r.params:>11,}  {r.macs:>13,}  '
               + '  '.join(f'{r.weights[t]:<24}' for t in TAGS))
-    return 0
+    return 1 if invalid else 0
