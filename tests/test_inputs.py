@@ -112,6 +112,11 @@ def test_model_kwargs_a_model_accepts_pass_and_a_sweep_checks_them_before_planni
     (['--seed', '99999999999999999999'], 'seed: expected an integer from 0 to 4294967295 (2**32 - 1'),
     (['--seed', '-1'], 'seed: expected an integer from 0 to 4294967295'),
     (['--img-size', '100000'], 'img_size: expected 8 to 4096 pixels, got 100000'),
+    # accepted and recorded in the run's identity, though nothing was compiled; the second value kept in silence
+    (['--compile-mode', 'max-autotune'], 'compile_mode: --compile-mode max-autotune is a mode of torch.compile; add '
+                                         '--compile, or drop it'),
+    (['--model-kwargs', 'drop_rate=0.1', 'drop_rate=0.2'], '--model-kwargs: drop_rate given twice; expected each '
+                                                           'key once'),
 ])
 def test_device_seed_and_image_size_are_bounded(tiny_cifar, tmp_path, capsys, flags, expected):
     rc = main(['train', '--model', TINY, '--data', str(tiny_cifar), '--out', str(tmp_path / 'run'), *flags])

@@ -3,6 +3,7 @@
 import argparse
 
 from .._argtypes import key_value, positive_float, positive_int
+from ..errors import UsageError
 from ..dataset_table import DEFAULT_DATASET
 from ..recipes import list_recipes
 from .config import AMP_CHOICES, COMPILE_MODES, DATASET_CHOICES, LOADER_CHOICES
@@ -78,6 +79,10 @@ def train_config_values(args) -> dict:
     if 'compile_mode' in values and values['compile_mode'] == 'default':
         values['compile_mode'] = None
     if 'model_kwargs' in values:
+        keys = [key for key, _ in values['model_kwargs']]
+        if len(set(keys)) < len(keys):  # a dict keeps the last: the run would record one value of two given
+            twice = sorted({key for key in keys if keys.count(key) > 1})
+            raise UsageError(f"--model-kwargs: {', '.join(twice)} given twice; expected each key once")
         values['model_kwargs'] = dict(values['model_kwargs'])
     return values
 

@@ -94,6 +94,9 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise UsageError(f"{name}: unknown '{getattr(self, name)}'; expected one of {list(choices)}")
         self._validate_source()
+        if self.compile_mode is not None and not self.compile:  # recorded in the run's identity, it did nothing
+            raise UsageError(f'compile_mode: --compile-mode {self.compile_mode} is a mode of torch.compile; add '
+                             f'--compile, or drop it')
         if self.cuda_graph:
             check_graph_compile_mode(self.compile, self.compile_mode)
         if self.download and self.dataset not in CIFAR_DATASETS:
