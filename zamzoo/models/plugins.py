@@ -335,18 +335,19 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
     source = Path(recorded['source'])
     if not source.is_file():
         raise UsageError(f"the attention module of this run ({recorded['spec']}) was read from {source}, which is "
-                         f'gone; restore it, or start a new run')
+                         f'gone; restore it, or start new runs (another --out)')
     now = sha256_file(source)
     if now != recorded['sha256']:
         raise UsageError(f"the attention module's source {source} changed since the run started (sha256 "
-                         f"{recorded['sha256'][:12]}..., now {now[:12]}...); restore it, or start a new run")
+                         f"{recorded['sha256'][:12]}..., now {now[:12]}...); restore it, or start new runs (another "
+                         f'--out)')
     for path, sha256 in recorded_imports(recorded).items():
         now = sha256_file(path) if Path(path).is_file() else None
         if now != sha256:
             how = 'is gone' if now is None else (f'changed since the run started (sha256 {sha256[:12]}..., now '
                                                  f'{now[:12]}...)')
             raise UsageError(f"{path}, which the attention module's source {source} imports, {how}; restore it, or "
-                             f'start a new run')
+                             f'start new runs (another --out)')
     if current is not None and current.get('sha256') != recorded['sha256']:
         raise UsageError(f"this run's attention module came from {source}; the one registered now "
                          f"({current.get('spec')}, {current.get('source')}) differs: pass --attn {recorded['spec']}")
