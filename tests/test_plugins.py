@@ -1,6 +1,7 @@
 """Attention modules from outside the zoo: register_attention, entry points, `--attn file.py:Class`, the source
 recorded in config.json and checked on resume, and the zoo worker that imports the module before building."""
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -233,6 +234,27 @@ def test_an_edit_to_a_file_the_module_imports_is_refused_as_an_edit_of_its_own(t
                                          f'this process imported it'):
         load_attention('zamzoo_helperpkg.attention:Gated', name='plug_helpers')
     for name in [m for m in sys.modules if m.startswith('zamzoo_helperpkg')]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_what_a_module_imports_does_not_depend_on_what_else_the_process_imported(tmp_path, monkeypatch):
+    """A package's namespace holds every submodule the process imported: a sibling module imported by the user's
+    script (not by the attention) was recorded, and the run's worker, a new process, recorded other files, so the
+    plan refused its own finished run. A file starting with a BOM (or a coding line) lost its import statements."""
+    package = tmp_path / 'zamzoo_sibpkg'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
+    (package / 'other.py').write_text('X = 1\n')
+    (package / 'consts.py').write_text('BIAS = 0.0\n')
+    (package / 'attn.py').write_bytes(b'\xef\xbb\xbf' + HELPER_PACKAGE['attention.py'].replace(
+        'from . import OFFSET, scales\nfrom .consts import BIAS\nfrom .gates import gate\n',
+        'from .consts import BIAS\n').replace('gate(x) * scales.SCALE + BIAS + OFFSET', 'x + BIAS').encode())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module('zamzoo_sibpkg.other')
+    r = load_attention('zamzoo_sibpkg.attn:Gated', name='plug_sibling')
+    assert sorted(Path(p).name for p in r.imports) == ['__init__.py', 'consts.py']
+    unregister_attention('plug_sibling')
+    for name in [m for m in sys.modules if m.startswith('zamzoo_sibpkg')]:
         monkeypatch.delitem(sys.modules, name)
 
 

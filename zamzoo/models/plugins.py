@@ -261,13 +261,14 @@ def _modules_used_by(module) -> List[types.ModuleType]:
     """The modules `module` holds, or holds a class or function of, those its file's import statements name (`from
     consts import BIAS` names consts), and its parent packages, as this process imported them."""
     names = {module.__name__.rsplit('.', i)[0] for i in range(1, module.__name__.count('.') + 1)}
+    own_submodule = f'{module.__name__}.' if hasattr(module, '__path__') else None
     for value in list(vars(module).values()):
-        if isinstance(value, types.ModuleType):
-            names.add(value.__name__)
+        if isinstance(value, types.ModuleType):  # not a package's submodules: whatever the process imported is there
+            names.update([] if own_submodule and value.__name__.startswith(own_submodule) else [value.__name__])
         elif isinstance(value, (type, types.FunctionType)):
             names.add(getattr(value, '__module__', None) or '')
-    try:
-        tree = ast.parse(Path(module.__file__).read_text())
+    try:  # bytes: the file's BOM or coding line decides, as for Python's import
+        tree = ast.parse(Path(module.__file__).read_bytes())
     except (OSError, SyntaxError, ValueError, TypeError):  # no file (built at run time), or gone: names as above
         tree = ast.Module(body=[], type_ignores=[])
     for node in ast.walk(tree):
