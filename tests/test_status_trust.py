@@ -427,3 +427,15 @@ def test_a_slurm_sweep_with_nothing_left_to_train_or_wait_for_is_finished(sweep,
     runs = plan_sweep([TINY], ['cifar10'], [0], tiny_cifar, sweep, epochs=1, batch_size=16, device='cpu')
     summary = run_sweep(runs, sweep, executor='slurm')  # nothing to submit: no SLURM needed
     assert summary['launched'] == 0 and summary['finished'] is True
+
+    import subprocess
+    import sys
+    holder = subprocess.Popen([sys.executable, '-c', (  # the SLURM job training the run holds its folder's lock
+        'import time, zamzoo.train.run_folder as rf\n'
+        f'with rf.lock_run_folder({str(runs[0].folder)!r}):\n    print("locked", flush=True); time.sleep(120)')],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        assert run_sweep(runs, sweep, executor='slurm')['finished'] is False  # it was True: a report of nothing
+    finally:
+        holder.kill()

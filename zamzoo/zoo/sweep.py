@@ -67,7 +67,8 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
         raise
     summary = summarize(runs, launch + held, states, final, time.perf_counter() - t0)
     _replan_refused(out, summary['refused'])
-    finished = executor == 'local' or wait or not (launch or queued)  # slurm: nothing left out there
+    training = any(states[run.name]['state'] == 'running' for run in runs)  # its job holds the folder's lock
+    finished = executor == 'local' or wait or not (launch or queued or training)  # slurm: nothing left out there
     return _record(out, summary, queued, facts, finished=finished, interrupted=False, error=None)
 
 
