@@ -188,3 +188,17 @@ def test_a_cpu_sweep_is_not_priced_in_gpu_hours(tiny_cifar, tmp_path, monkeypatc
     assert 'GPU-hours' not in printed and 'cost: unknown' in printed and 'not a --device cpu' in printed
     assert _dry_run(tiny_cifar, out, monkeypatch, '--seeds', '0', '--device', 'cpu', '--images-per-second', '100') == 0
     assert 'cost: 4.17 CPU process-hours for 1 run(s)' in capsys.readouterr().out       # 1,500,000 images / 100/s
+
+
+def test_a_run_of_several_processes_one_killed_fails_saying_so(tmp_path):
+    """torchrun exits 1 when a rank is killed: the failure line was its closing rule of '=' characters."""
+    from zamzoo.zoo.local import _last_line
+    log = tmp_path / 'attempt.log'
+    log.write_text('Traceback (most recent call last):\n  ...\ntorch.distributed.elastic.multiprocessing.errors.'
+                   'ChildFailedError:\n' + '=' * 53 + '\nFailures:\n  <NO_OTHER_FAILURES>\n' + '-' * 53 +
+                   '\nRoot Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n'
+                   '  exitcode  : -9 (pid: 4242)\n  traceback : Signal 9 (SIGKILL) received by PID 4242\n' + '=' * 53
+                   + '\n')
+    assert _last_line(log) == 'a process of the run was killed by signal 9 (SIGKILL: e.g. the out-of-memory killer)'
+    log.write_text('ValueError: bad things\n' + '=' * 53 + '\n')
+    assert _last_line(log) == 'ValueError: bad things'

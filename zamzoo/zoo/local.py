@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,8 +127,14 @@ def _environment(slot: Optional[str], threads: int, extra: Optional[dict] = None
 
 
 def _last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors='replace').splitlines() if line.strip()]
-    return lines[-1].strip() if lines else '(no output)'
+    """What the log says of the failure: torchrun's summary of a process ended by a signal (`exitcode : -9`), else
+    its last line that is not a rule of '=' or '-' (torchrun ends with one)."""
+    text = log.read_text(errors='replace')
+    killed = re.search(r'^\s*exitcode\s*:\s*-(\d+)', text, re.MULTILINE)
+    if killed:
+        return f'a process of the run was killed by {signal_name(int(killed.group(1)))}'
+    lines = [line.strip() for line in text.splitlines() if line.strip().strip('=-')]
+    return lines[-1] if lines else '(no output)'
 
 
 def _skipped(run: PlannedRun, log: Path) -> Optional[str]:
