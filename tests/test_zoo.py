@@ -135,11 +135,11 @@ def test_an_interrupted_zoo_run_records_what_it_did_in_place_of_the_last_runs_re
         if kind == 'start' and run.config.seed == 1:
             raise KeyboardInterrupt  # as Ctrl-C does, in the executor's loop
     monkeypatch.setattr(commands, 'print_event', interrupted_at_the_second_start)
-    assert main(['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--seeds', '0', '1', '--epochs', '1',
+    assert main(['zoo', 'run', '--models', TINY, '--datasets', 'cifar10', '--seeds', '0', '1', '2', '--epochs', '1',
                  '--device', 'cpu', '--data', str(tiny_cifar), '--out', str(out)]) == 130
     recorded = json.loads((out / '_zoo' / 'last-run.json').read_text())
     assert {k: recorded.get(k) for k in ('planned', 'launched', 'finished', 'interrupted', 'error')} == {
-        'planned': 2, 'launched': 2, 'finished': False, 'interrupted': True, 'error': None}, recorded
+        'planned': 3, 'launched': 2, 'finished': False, 'interrupted': True, 'error': None}, recorded  # seed 2: never
     assert (recorded['ended']['failed'], recorded['ended']['pending'], recorded['ended']['done']) == (1, 1, 0)
     assert recorded['failed'][0]['run'] == f'{TINY}-cifar10-zam-s0'
 

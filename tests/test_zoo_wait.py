@@ -152,7 +152,8 @@ def test_a_worker_killed_by_a_signal_is_said_and_counted_apart_from_interruption
     assert 'ended: 0 done, 0 failed, 0 interrupted, 1 killed by a signal this command did not send' in printed
     summary = json.loads((out / '_zoo' / 'last-run.json').read_text())
     assert summary['ended']['killed'] == 1 and summary['ended']['pending'] == 0
-    assert summary['killed'] == [{'run': f'{TINY}-cifar10-zam-s0', 'signal': signal_9, 'log': str(log)}]
+    assert summary['killed'] == [{'run': f'{TINY}-cifar10-zam-s0', 'signal': signal_9, 'log': str(log), 'epoch': 0}]
+    assert 'the same command trains it again from the start' in printed  # it said: resumes it from its checkpoint
     assert log.read_text().endswith(f'the worker was killed by {signal_9}\n')
     assert sweep_status(out)['runs'][0]['state'] == 'pending'       # resumable, as an interrupted run is
     assert (local.signal_name(15), local.signal_name(40)) == ('signal 15 (SIGTERM)', 'signal 40')

@@ -300,8 +300,8 @@ def _print_summary(summary, args, path) -> int:
     for record in summary['refused']:
         print(f"refused {record['run']}: {record['error']}")
     for record in summary['killed']:
-        print(f"killed  {record['run']} by {record['signal']}; log: {record['log']}; the same command resumes it "
-              f"from its last checkpoint")
+        again = f"resumes it after epoch {record['epoch']}" if record['epoch'] else 'trains it again from the start'
+        print(f"killed  {record['run']} by {record['signal']}; log: {record['log']}; the same command {again}")
     if summary['aggregate_images_per_s'] is not None:
         print(f"aggregate: {summary['aggregate_images_per_s']:,.1f} training images/s "
               f"({summary['train_images']:,} images over {summary['wall_s']:.1f} s wall, "

@@ -61,7 +61,8 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
                        runs_per_gpu=runs_per_gpu, device=device, mps=mps, slurm_options=slurm_options)
     except BaseException as e:  # this invocation's record, not an earlier one's finished record left in its place
         interrupted = isinstance(e, KeyboardInterrupt)
-        summary = summarize(runs, launch + held, states, reported.so_far(), time.perf_counter() - t0)
+        began = [run for run in launch + held if run.name in reported.started]  # not those it never reached
+        summary = summarize(runs, began, states, reported.so_far(), time.perf_counter() - t0)
         _record(out, summary, queued, facts, finished=False, interrupted=interrupted,
                 error=None if interrupted else f'{type(e).__name__}: {e}')
         raise
@@ -97,7 +98,7 @@ class _Reported:
         self.on_event, self.started, self.ended = on_event, {}, {}
 
     def __call__(self, kind, run, detail):
-        if kind == 'start':
+        if kind in ('start', 'submitted'):
             self.started[run.name] = run
         elif kind == 'end':
             self.ended[run.name] = detail
@@ -157,7 +158,8 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
         'ended': counts,
         'failed': [{'run': name, 'error': st['error']} for name, st in final.items() if st['state'] == 'failed'],
         'refused': [{'run': name, 'error': error} for name, error in refused.items()],
-        'killed': [{'run': name, 'signal': st['killed'], 'log': st['log']} for name, st in killed.items()],
+        'killed': [{'run': name, 'signal': st['killed'], 'log': st['log'], 'epoch': st['epoch']}
+                   for name, st in killed.items()],
         'wall_s': wall_s,
         'train_images': images,
         'aggregate_images_per_s': images / wall_s if final and wall_s > 0 else None,
