@@ -146,6 +146,13 @@ def test_runs_whose_validation_images_were_held_out_by_seed_are_one_data_set(tmp
     record(runs[-1], '12 files, sha256 xxx')  # the folder the split was made from changed
     with pytest.raises(UsageError, match=r'trained on different data: 3 run\(s\) on .*www.*; 1 run\(s\) on .*xxx'):
         check_one_data(runs)
+    for run in runs:  # runs from before `whole`: said so, not that the data changed
+        record(run, None)
+        config = json.loads((run.folder / 'config.json').read_text())
+        (run.folder / 'config.json').write_text(json.dumps(dict(config, args={'holdout': 0.25})))
+    with pytest.raises(UsageError, match=r'mobilenet_mine-folder-finetune-s0 and 3 more: runs that hold out their '
+                                         r'validation images by seed \(--holdout\), trained before zamzoo recorded'):
+        check_one_data(runs)
 
 
 def test_a_candidate_that_diverged_on_every_seed_is_harmful_and_reported(tmp_path):

@@ -565,6 +565,11 @@ def test_zoo_export_averages_the_seeds_of_a_split_held_out_by_seed(tmp_path, cap
     assert main(export) == 1
     assert "data_fingerprint.whole='12 files, sha256 0123456789abcdef' in mobilenet_plain-folder-finetune-s1" in \
         capsys.readouterr().err
+    del configs[1]['data_fingerprint']['whole']  # a run from before the record: said so, not "other settings"
+    (folders[1] / 'config.json').write_text(json.dumps(configs[1]))
+    assert main(export) == 1
+    assert ('mobilenet_plain-folder-finetune-s0 and mobilenet_plain-folder-finetune-s1: runs that hold out their '
+            'validation images by seed (--holdout), trained before zamzoo recorded') in capsys.readouterr().err
 
 
 def test_status_says_when_a_pending_runs_job_left_the_slurm_queue(tiny_cifar, tmp_path, monkeypatch, capsys):

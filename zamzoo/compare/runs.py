@@ -12,7 +12,7 @@ from ..errors import NonFiniteError, UsageError
 from ..layers import get_attn
 from ..models import ATTENTIONS, BACKBONES, ZOO
 from ..models.plugins import check_attention_source, load_attention
-from ..train.run_folder import data_across_seeds, run_status
+from ..train.run_folder import HELD_OUT_BEFORE_WHOLE, data_across_seeds, held_out_before_whole, run_status
 from ..zoo.plan import PlannedRun, plan_sweep
 from .stats import DIVERGED, FAILED, MISSING, ArmResult, UnfinishedRun
 
@@ -108,10 +108,14 @@ def check_one_data(runs: Sequence[PlannedRun]):
     run of other data than the data at --data; this sees what it cannot: data changed while the runs trained, or
     gone since (the plan then has nothing to compare with)."""
     folders: Dict[str, List[str]] = {}
-    for run in runs:
-        recorded = data_across_seeds(run_status(run.folder).config)
+    configs = {run.folder.name: run_status(run.folder).config for run in runs}
+    for name, config in configs.items():
+        recorded = data_across_seeds(config)
         if recorded:
-            folders.setdefault(json.dumps(recorded, sort_keys=True), []).append(run.folder.name)
+            folders.setdefault(json.dumps(recorded, sort_keys=True), []).append(name)
+    old = [name for name, config in configs.items() if held_out_before_whole(config)]
+    if len(folders) > 1 and old:
+        raise UsageError(f'{old[0]} and {len(old) - 1} more: {HELD_OUT_BEFORE_WHOLE}')
     if len(folders) > 1:
         listed = '; '.join(f'{len(names)} run(s) on {data} (e.g. {names[0]})' for data, names in folders.items())
         raise UsageError(f'the runs of this comparison were trained on different data: {listed}. The data at '

@@ -492,6 +492,8 @@ def check_same_but_seed(folders) -> None:
         held_out = shared == data_across_seeds(config) and 'whole' in (shared or {})
         changes = identity_changes(base, config, ignore=('seed', *(
             ('data_fingerprint.train', 'data_fingerprint.val') if held_out else ())))
+        if changes and any(held_out_before_whole(c) for c in (base, config)):
+            raise ZamzooError(f'{first.name} and {folder.name}: {HELD_OUT_BEFORE_WHOLE}')
         if changes:
             what = '; '.join(f'{k}={short_value(b)} in {folder.name}, {k}={short_value(a)} in {first.name}'
                              for k, a, b in changes[:3])
@@ -506,6 +508,19 @@ def data_across_seeds(config: dict) -> Optional[dict]:
     fingerprint of the data the split was made from."""
     recorded = config.get('data_fingerprint')
     return {'whole': recorded['whole']} if isinstance(recorded, dict) and recorded.get('whole') else recorded
+
+
+HELD_OUT_BEFORE_WHOLE = ('runs that hold out their validation images by seed (--holdout), trained before zamzoo '
+                         'recorded the data such a split is made from (data_fingerprint.whole): nothing tells that '
+                         'their seeds split one data set; train them again in another --out')
+
+
+def held_out_before_whole(config: dict) -> bool:
+    """Whether a run's validation images were held out by seed and its record lacks the data the split was made
+    from (a run from before `data_fingerprint.whole`)."""
+    args = config.get('args') if isinstance(config.get('args'), dict) else {}
+    recorded = config.get('data_fingerprint')
+    return args.get('holdout') is not None and isinstance(recorded, dict) and not recorded.get('whole')
 
 
 def short_value(value) -> str:
