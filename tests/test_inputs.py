@@ -97,7 +97,13 @@ def test_model_kwargs_are_checked_before_anything_is_built(tiny_cifar, tmp_path,
 
 
 def test_model_kwargs_a_model_accepts_pass_and_a_sweep_checks_them_before_planning(tiny_cifar, tmp_path, capsys):
+    from zamzoo.cli import build_parser
     from zamzoo.train import TrainConfig
+    args = build_parser().parse_args(['train', '--model', TINY, '--data', '.', '--model-kwargs', 'drop_rate=0.1',
+                                      '--model-kwargs', 'drop_path_rate=0.1'])
+    assert args.model_kwargs == [('drop_rate', 0.1), ('drop_path_rate', 0.1)]  # both flags, not the last
+    # a run started with --compile-mode and no --compile before that was refused still resumes
+    TrainConfig(model=TINY, data='.', compile_mode='max-autotune', resume=True).validate()
     TrainConfig(model=TINY, data='.', model_kwargs={'drop_rate': 0.2, 'in_chans': 3}).validate()
     TrainConfig(model=TINY, data='.', dataset='folder', img_size=48, model_kwargs={'drop_rate': 0.2}).validate()
     rc = main(['zoo', 'run', '--models', TINY, '--data', str(tiny_cifar), '--out', str(tmp_path / 'sweep'),
@@ -117,6 +123,11 @@ def test_model_kwargs_a_model_accepts_pass_and_a_sweep_checks_them_before_planni
                                          '--compile, or drop it'),
     (['--model-kwargs', 'drop_rate=0.1', 'drop_rate=0.2'], '--model-kwargs: drop_rate given twice; expected each '
                                                            'key once'),
+    (['--model-kwargs', 'drop_rate=0.1', '--model-kwargs', 'drop_rate=0.2'],  # the first flag was dropped
+     '--model-kwargs: drop_rate given twice'),
+    (['--pretrained', '--model-kwargs', "pretrained_cfg_overlay={'file': 'w.safetensors'}"],  # recorded as published
+     '--model-kwargs pretrained_cfg_overlay: not for training (use --init FILE, whose source and sha256 the run '
+     'records)'),
 ])
 def test_device_seed_and_image_size_are_bounded(tiny_cifar, tmp_path, capsys, flags, expected):
     rc = main(['train', '--model', TINY, '--data', str(tiny_cifar), '--out', str(tmp_path / 'run'), *flags])

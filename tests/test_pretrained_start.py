@@ -29,7 +29,7 @@ def test_eval_of_published_weights_on_other_classes_is_refused(published, tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"{MODEL}'s published weights score 100 classes, folder at {data} has 3" in err
-    assert 'zamzoo train --pretrained' in err
+    assert f'zamzoo train --model {MODEL} --pretrained' in err
 
 
 def test_eval_of_published_weights_on_their_own_classes_scores_their_classifier(published, tmp_path, capsys):
@@ -92,3 +92,34 @@ def test_a_start_from_weights_no_manifest_lists_is_said_without_a_checksum():
     from zamzoo.train.reporting import format_init
     assert format_init({'source': 'resnet18.a1_in1k', 'sha256': None, 'head': 'kept'}).startswith(
         'init from resnet18.a1_in1k (sha256 unknown); classifier')
+
+
+def test_pretrained_names_without_weights_are_one_line(tmp_path, capsys):
+    """timm's RuntimeErrors ("No pretrained weights exist", "Invalid pretrained tag") ended in tracebacks."""
+    data = tmp_path / 'ab'
+    for side in ('train', 'val'):
+        write_images(data / side, {'a': 1, 'b': 1}, size=(32, 32))
+    for model, said in (('mobilenetv2_035', 'No pretrained weights exist for mobilenetv2_035'),
+                        (f'{MODEL}.badtag', f'Invalid pretrained tag (badtag) for {MODEL}. (known: {MODEL}.cifar100')):
+        for command in (['eval'], ['train', '--out', str(tmp_path / 'run')]):
+            assert main([*command, '--model', model, '--pretrained', '--dataset', 'folder', '--data', str(data)]) == 2
+            err = capsys.readouterr().err
+            assert said in err and 'Traceback' not in err, err
+    assert not (tmp_path / 'run').exists()
+
+
+def test_seeds_of_a_pretrained_run_from_before_its_init_record_are_one_model(tmp_path):
+    """A --pretrained run recorded `init: null` before; the seeds trained before and after were refused together."""
+    from conftest import write_cifar_run
+    from zamzoo.train.run_folder import check_same_but_seed
+    folders = [tmp_path / f's{seed}' for seed in (0, 1)]
+    for seed, folder in enumerate(folders):
+        write_cifar_run(folder, MODEL, seed, 60.0, 80.0)
+        config = json.loads((folder / 'config.json').read_text())
+        init = None if seed == 0 else {'source': f'{MODEL}.{TAG}', 'sha256': 'a' * 64, 'head': 'kept'}
+        (folder / 'config.json').write_text(json.dumps(dict(config, pretrained=True, init=init)))
+    check_same_but_seed(folders)
+    config = json.loads((folders[0] / 'config.json').read_text())  # not --pretrained: another start, refused
+    (folders[0] / 'config.json').write_text(json.dumps(dict(config, pretrained=False)))
+    with pytest.raises(Exception, match='the runs differ in more than the seed'):
+        check_same_but_seed(folders)

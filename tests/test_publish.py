@@ -242,6 +242,17 @@ def test_a_bare_checkpoints_recipe_gives_its_normalisation_and_a_recorded_one_wi
         export_run([tmp_path / 'meta.safetensors'], tmp_path / 'x', model='mobilenet_zam', recipe='spem')
     export_run([tmp_path / 'meta.safetensors'], tmp_path / 'zam', model='mobilenet_zam')
     assert "zamzoo.recipes.get_recipe('zam')" in (tmp_path / 'zam' / 'README.md').read_text()
+    save_file(sd, str(tmp_path / 'plain.safetensors'), metadata=dict(meta, model='mobilenet_plain'))
+    with pytest.raises(ExportError, match="records its run's model, mobilenet_plain, not mobilenet_zam"):
+        export_run([tmp_path / 'plain.safetensors'], tmp_path / 'x', model='mobilenet_zam')  # the same keys
+    from zamzoo.train.checkpoint import CHECKPOINT_FORMAT  # a run's checkpoint.pt copied away: its recipe as used
+    config = dict(json.loads((tmp_path / 'run' / 'config.json').read_text()), mean=[0.5] * 3, std=[0.25] * 3)
+    config['recipe'] = dict(config['recipe'], epochs=2, lr=0.05)
+    torch.save({'format': CHECKPOINT_FORMAT, 'model': sd, 'epoch': 2, 'config': config}, tmp_path / 'copied.pt')
+    export_run([tmp_path / 'copied.pt'], tmp_path / 'pt', model='mobilenet_zam')
+    assert "get_recipe('zam').replace(epochs=2, lr=0.05) (version 1)" in (tmp_path / 'pt' / 'README.md').read_text()
+    cfg = json.loads((tmp_path / 'pt' / 'config.json').read_text())['pretrained_cfg']
+    assert (cfg['mean'], cfg['std']) == ([0.5] * 3, [0.25] * 3)
     save_file(sd, str(tmp_path / 'pets.safetensors'), metadata=dict(meta, dataset='folder'))
     with pytest.raises(ExportError, match=rf'from a run on folder: .*the run folder it was copied from '
                                           rf'\({tmp_path} holds no run\)'):

@@ -44,7 +44,7 @@ import os
 import shutil
 import statistics
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -173,6 +173,8 @@ def _resolve_cfg(inp: '_Input', tag: Optional[str]):
 def _recipe_stats(inp: '_Input') -> dict:
     """{'mean', 'std'} a bare checkpoint's recipe normalises its CIFAR data set with ({} without a recipe)."""
     from ..recipes import get_recipe
+    if inp.recorded.get('mean') and inp.recorded.get('std'):  # a training checkpoint's config: as its run used
+        return {key: inp.recorded[key] for key in ('mean', 'std')}
     if inp.recipe is None or inp.dataset in OWN_DATASETS:
         return {}
     mean, std = get_recipe(inp.recipe).stats(inp.dataset)
@@ -185,8 +187,11 @@ def _recipe_description(inp: '_Input') -> Optional[str]:
     from ..recipes import recipe_call
     if inp.recipe is None:
         return None
-    used = inp.weights_run.config.get('recipe') if inp.weights_run is not None else None
-    return recipe_call(inp.recipe, used if isinstance(used, dict) else None, inp.recipe_version)
+    used = (inp.weights_run.config if inp.weights_run is not None else inp.recorded).get('recipe')
+    call = recipe_call(inp.recipe, used if isinstance(used, dict) else None, inp.recipe_version)
+    if inp.weights_run is None and inp.recorded.get('recipe_name') and not isinstance(used, dict):
+        call += " (the name the weights file records; its run's changes to the recipe, if any, are not there)"
+    return call
 
 
 def _arch_cfgs(model: str) -> dict:
@@ -268,6 +273,7 @@ class _Input:
     seeds: List[int]
     weights_seed: Optional[int]
     training_data: dict  # official (the CIFAR release: True/False; None: not known), train_images, test_images
+    recorded: dict = field(default_factory=dict)  # a bare weights file's record of its run (`recorded_with_weights`)
 
 
 def _source_paths(sources) -> List[Path]:
@@ -336,11 +342,14 @@ def _input_from_checkpoint(file: Path, model: Optional[str], tag: Optional[str],
         check_seed(seed)
     training = _check_completed_checkpoint(file)
     recorded = training[0][1] if training else recorded_with_weights(file)  # a run's safetensors: its metadata
+    if str(recorded.get('model') or model).split('.')[0] != model.split('.')[0]:  # the same keys: it would load
+        raise ExportError(f"{file} records its run's model, {recorded['model']}, not {model}: give --model "
+                          f"{recorded['model']}")
     dataset = _checkpoint_dataset(file, tag, recorded.get('dataset'))
     return _Input(
         runs=[], weights_run=None, weights_file=file, state_dict=load_weights(file), model=model,
-        dataset=dataset, recipe=_checkpoint_recipe(file, recipe, recorded.get('recipe_name')), recipe_version=None,
-        model_kwargs={},
+        dataset=dataset, recipe=_checkpoint_recipe(file, recipe, recorded.get('recipe_name')),
+        recipe_version=recorded.get('recipe_version'), model_kwargs={}, recorded=recorded,
         seeds=[seed] if seed is not None else [], weights_seed=seed,
         training_data=dict(official=None) if training is None else _training_data(dataset, training))
 

@@ -16,7 +16,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .. import provenance
 from .._paths import check_free_space
 from ..dataset_table import OWN_DATASETS
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, WeightsError
 from ..recipes import MIN_TRAIN_IMAGES
 from . import distributed as D
 from .checkpoint import seed_everything
@@ -45,10 +45,22 @@ def create_model(name: str, num_classes: Optional[int], pretrained: bool = False
     try:  # timm's own models download their weights from the Hub: its failures as one WeightsError
         with hub_errors(f'{name} pretrained weights') if pretrained else nullcontext():
             return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except RuntimeError as e:  # timm's "No pretrained weights exist", "Invalid pretrained tag"
+        if not pretrained or 'pretrained' not in str(e):
+            raise
+        raise no_such_weights(name, e) from e
     except (TypeError, ValueError) as e:
         if not kwargs:  # not the user's doing: keep the traceback
             raise
         raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them ({e})') from e
+
+
+def no_such_weights(name: str, e: RuntimeError) -> WeightsError:
+    """timm's refusal of pretrained weights it has none of (an unknown tag, a model without weights), with the
+    model's tags that have a pretrained cfg."""
+    import timm
+    known = ', '.join(timm.models.get_arch_pretrained_cfgs(name.split('.')[0])) or 'none'
+    return WeightsError(f'{name}: {e} (known: {known})')
 
 
 # timm.create_model keywords a training run sets itself, and why a user may not
@@ -56,6 +68,8 @@ _RUN_SETS = {
     'num_classes': 'the class count is set by the data',
     'pretrained': 'use --pretrained',
     'checkpoint_path': 'use --init PATH',
+    'pretrained_cfg': 'use --init FILE, whose source and sha256 the run records',
+    'pretrained_cfg_overlay': 'use --init FILE, whose source and sha256 the run records',
     'features_only': 'it makes a feature extractor without a classifier, and training needs the classifier',
 }
 

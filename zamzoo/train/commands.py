@@ -35,7 +35,7 @@ RUN_ARGUMENTS = {
     '--init': dict(metavar='SOURCE', help='start from these weights: a zoo name with published weights, '
                    'hf-hub:org/name, local-dir:PATH, an export or run folder, or a .safetensors file (the head is '
                    're-initialised when the class count differs)'),
-    '--model-kwargs': dict(nargs='*', type=key_value, default=[], metavar='KEY=VALUE',
+    '--model-kwargs': dict(nargs='*', action='extend', type=key_value, default=[], metavar='KEY=VALUE',
                            help='extra keyword arguments for timm.create_model, e.g. drop_rate=0.1'),
     '--device': dict(default=None, help='cuda, cuda:1 or cpu (default: cuda if available)'),
     '--amp': dict(choices=AMP_CHOICES, default='auto', help='autocast dtype (auto: bf16 on CUDA, none on CPU)'),

@@ -94,7 +94,8 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise UsageError(f"{name}: unknown '{getattr(self, name)}'; expected one of {list(choices)}")
         self._validate_source()
-        if self.compile_mode is not None and not self.compile:  # recorded in the run's identity, it did nothing
+        # recorded in the run's identity, it did nothing; a run started so before this check still resumes
+        if self.compile_mode is not None and not self.compile and not self.resume:
             raise UsageError(f'compile_mode: --compile-mode {self.compile_mode} is a mode of torch.compile; add '
                              f'--compile, or drop it')
         if self.cuda_graph:

@@ -9,7 +9,7 @@ from ..dataset_table import CIFAR_DATASETS, DEFAULT_DATASET
 from ..errors import DataError, NonFiniteError, UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
-from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
+from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model, no_such_weights
 from .checkpoint import checkpoint_not_found, load_weights, recorded_with_weights, run_config, run_folder_of
 from .init import class_rows, recorded_classes, reorder_classifier
 from .loop import evaluate_loader
@@ -98,12 +98,8 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
     run_cfg, unfinished = _run_config(checkpoint) if checkpoint is not None else (_published_cfg(model), None)
     dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or DEFAULT_DATASET)
-    if recipe is not None and dataset not in CIFAR_DATASETS:  # a recipe's statistics are CIFAR's; it was ignored
-        raise UsageError(f"--recipe gives CIFAR's normalisation: on --dataset {dataset} the checkpoint's run or "
-                         f"export folder, else the model's cfg, gives it")
-    if recipe is not None and (_is_export(run_cfg) or _run_stats(run_cfg, dataset)):  # it was ignored too
-        raise UsageError(f"--recipe {recipe}: {checkpoint} records the normalisation it is evaluated with; --recipe "
-                         f"is for weights that record none")
+    if recipe is not None:
+        _check_recipe(recipe, dataset, run_cfg, checkpoint)
     dev = D.resolve_device(device)
     autocast_dtype = amp_dtype(amp, dev)
     opened = open_data(_source(dataset, data, download, checkpoint, run_cfg, hf_options), train=False)
@@ -112,11 +108,7 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     test_split, num_classes = opened.test, opened.num_classes
     check_trained_model(model, run_cfg)
     export = _is_export(run_cfg)
-    weights = checkpoint if checkpoint is not None else f"{model}'s published weights"
-    if run_cfg.get('num_classes') not in (None, num_classes):
-        raise UsageError(f"{weights} score {run_cfg['num_classes']} classes, {dataset} at {data} has {num_classes}"
-                         + ('' if checkpoint is not None else _FINE_TUNE_FIRST))
-    order = _class_order(run_cfg, opened.classes, weights, data)
+    order = _checked_classes(model, checkpoint, run_cfg, opened, dataset, data)
 
     net = _model(model, num_classes, pretrained, checkpoint, run_cfg)
     if order is not None:
@@ -143,8 +135,34 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     }
 
 
-_FINE_TUNE_FIRST = ('; a classifier of other classes would be scored at random: fine-tune the weights on this data '
-                    'first (zamzoo train --pretrained ...), or evaluate the tag of its data set (MODEL.cifar10)')
+def _check_recipe(recipe: str, dataset: str, run_cfg: dict, checkpoint) -> None:
+    """UsageError where --recipe would be ignored: off CIFAR (a recipe's statistics are CIFAR's), or for weights
+    that record their normalisation."""
+    if dataset not in CIFAR_DATASETS:
+        raise UsageError(f"--recipe gives CIFAR's normalisation: on --dataset {dataset} the checkpoint's run or "
+                         f"export folder, else the model's cfg, gives it")
+    if _is_export(run_cfg) or _run_stats(run_cfg, dataset):
+        raise UsageError(f"--recipe {recipe}: {checkpoint} records the normalisation it is evaluated with; --recipe "
+                         f"is for weights that record none")
+
+
+def _checked_classes(model: str, checkpoint, run_cfg: dict, opened, dataset: str, data):
+    """`_class_order` of the data's classes, after refusing weights of another class count."""
+    weights = checkpoint if checkpoint is not None else f"{model}'s published weights"
+    if run_cfg.get('num_classes') not in (None, opened.num_classes):
+        raise UsageError(f"{weights} score {run_cfg['num_classes']} classes, {dataset} at {data} has "
+                         f"{opened.num_classes}" + ('' if checkpoint is not None else _fine_tune_first(model, dataset)))
+    return _class_order(run_cfg, opened.classes, weights, data)
+
+
+def _fine_tune_first(model: str, dataset: str) -> str:
+    """What to do instead of scoring published weights on data of another class count."""
+    import timm
+    arch = model.split('.')[0]
+    other = f'{arch}.{dataset}'
+    tag = f', or evaluate {other}' if other != model and other in timm.models.get_arch_pretrained_cfgs(arch) else ''
+    return (f'; a classifier of other classes would be scored at random: fine-tune the weights on this data first '
+            f'(zamzoo train --model {model} --pretrained ...){tag}')
 
 
 def _published_cfg(model: str) -> dict:
@@ -152,8 +170,11 @@ def _published_cfg(model: str) -> dict:
     names, and the CIFAR data set its tag names (the data evaluated by default)."""
     import timm
     check_model_name(model)
-    cfg = timm.models.get_pretrained_cfg(model)
-    if cfg is None:
+    try:
+        cfg = timm.models.get_pretrained_cfg(model)
+    except RuntimeError as e:  # "Invalid pretrained tag"
+        raise no_such_weights(model, e) from e
+    if cfg is None or cfg.tag == 'untrained':  # timm's word for a model without weights: create_model says so
         return {}
     return {'num_classes': cfg.num_classes, 'classes': [str(n) for n in cfg.label_names or ()] or None,
             'dataset': cfg.tag if cfg.tag in CIFAR_DATASETS else None}

@@ -488,10 +488,7 @@ def check_same_but_seed(folders) -> None:
     base = run_status(first).config
     for folder in map(Path, folders[1:]):
         config = run_status(folder).config
-        shared = data_across_seeds(base)
-        held_out = shared == data_across_seeds(config) and 'whole' in (shared or {})
-        changes = identity_changes(base, config, ignore=('seed', *(
-            ('data_fingerprint.train', 'data_fingerprint.val') if held_out else ())))
+        changes = identity_changes(base, config, ignore=('seed', *_differ_by_seed(base, config)))
         if changes and any(held_out_before_whole(c) for c in (base, config)):
             raise ZamzooError(f'{first.name} and {folder.name}: {HELD_OUT_BEFORE_WHOLE}')
         if changes:
@@ -500,6 +497,16 @@ def check_same_but_seed(folders) -> None:
             more = f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''
             raise ZamzooError(f'the runs differ in more than the seed, so they are not seeds of one model: {what}'
                               f'{more}; train them with the same settings (another --out for other settings)')
+
+
+def _differ_by_seed(a: dict, b: dict) -> tuple:
+    """The fields two seeds of one model's runs may differ in besides the seed: the sides of a split held out by
+    seed (when the data it was made from is the same); the `init` record of a --pretrained run from before it
+    (None: it started from the same published weights)."""
+    shared = data_across_seeds(a)
+    held_out = shared == data_across_seeds(b) and 'whole' in (shared or {})
+    unrecorded = all(c.get('pretrained') for c in (a, b)) and None in (a.get('init'), b.get('init'))
+    return (('data_fingerprint.train', 'data_fingerprint.val') if held_out else ()) + (('init',) if unrecorded else ())
 
 
 def data_across_seeds(config: dict) -> Optional[dict]:
