@@ -379,3 +379,14 @@ def test_mps_pipe_folder_fits_a_socket_address(monkeypatch):
     assert mps._pipe_parent() == '/var/tmp'
     monkeypatch.setattr(tempfile, 'tempdir', '/' + 'x' * 80)
     assert mps._pipe_parent() == '/tmp'
+
+
+def test_an_interrupted_retry_does_not_count_the_failed_runs_it_did_not_reach_as_skipped(tmp_path):
+    """Interrupted while the first of two failed runs was retried: the second was counted as a failed run left for
+    lack of --retry-failed."""
+    from types import SimpleNamespace
+    from zamzoo.zoo.sweep import summarize
+    runs = [SimpleNamespace(name=name, folder=tmp_path / name) for name in 'ab']
+    summary = summarize(runs, runs[:1], {'a': {'state': 'failed'}, 'b': {'state': 'failed'}},
+                        {'a': {'state': 'pending', 'epoch': 0}}, 5.0, meant=runs)
+    assert (summary['launched'], summary['skipped']['failed']) == (1, 0)

@@ -203,3 +203,10 @@ def test_a_run_of_several_processes_one_killed_fails_saying_so(tmp_path):
     assert _last_line(log) == 'a process of the run was killed by signal 9 (SIGKILL: e.g. the out-of-memory killer)'
     log.write_text('ValueError: bad things\n' + '=' * 53 + '\n')
     assert _last_line(log) == 'ValueError: bad things'
+    log.write_text(  # rank 0 raised; torchrun then ended rank 1 with SIGTERM, which it lists first
+        "Traceback (most recent call last):\n    raise ValueError('out of data')\nValueError: out of data\n"
+        'torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n' + '=' * 53 + '\nFailures:\n[1]:\n'
+        '  rank      : 1 (local_rank: 1)\n  exitcode  : -15 (pid: 11384)  (SIGTERM)\n' + '-' * 53 +
+        '\nRoot Cause (first observed failure):\n[0]:\n  rank      : 0 (local_rank: 0)\n  exitcode  : 1 (pid: 11383)\n'
+        '  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html\n' + '=' * 53)
+    assert _last_line(log) == 'ValueError: out of data'  # it said: killed by signal 15 (SIGTERM)

@@ -127,12 +127,19 @@ def _environment(slot: Optional[str], threads: int, extra: Optional[dict] = None
 
 
 def _last_line(log: Path) -> str:
-    """What the log says of the failure: torchrun's summary of a process ended by a signal (`exitcode : -9`), else
-    its last line that is not a rule of '=' or '-' (torchrun ends with one)."""
+    """What the log says of the failure. Of torchrun's (a run of several processes): its root cause, a process
+    killed by a signal (`exitcode : -9`), else the last exception line its processes wrote before torchrun's own
+    (those it ended afterwards are listed too, killed by its SIGTERM). Else the last line that is not a rule of '='
+    or '-'."""
     text = log.read_text(errors='replace')
-    killed = re.search(r'^\s*exitcode\s*:\s*-(\d+)', text, re.MULTILINE)
+    before, root, cause = text.partition('Root Cause (first observed failure):')
+    killed = re.search(r'^\s*exitcode\s*:\s*-(\d+)', cause, re.MULTILINE) if root else None
     if killed:
         return f'a process of the run was killed by {signal_name(int(killed.group(1)))}'
+    raised = [line.strip() for line in before.splitlines()
+              if re.match(r'[\w.]*(Error|Exception|Interrupt)\b.*:', line) and not line.startswith('torch.distributed')]
+    if root and raised:
+        return raised[-1]
     lines = [line.strip() for line in text.splitlines() if line.strip().strip('=-')]
     return lines[-1] if lines else '(no output)'
 

@@ -62,7 +62,7 @@ def run_sweep(runs: Sequence[PlannedRun], out, *, states: Optional[dict] = None,
     except BaseException as e:  # this invocation's record, not an earlier one's finished record left in its place
         interrupted = isinstance(e, KeyboardInterrupt)
         began = [run for run in launch + held if run.name in reported.started]  # not those it never reached
-        summary = summarize(runs, began, states, reported.so_far(), time.perf_counter() - t0)
+        summary = summarize(runs, began, states, reported.so_far(), time.perf_counter() - t0, meant=launch + held)
         _record(out, summary, queued, facts, finished=False, interrupted=interrupted,
                 error=None if interrupted else f'{type(e).__name__}: {e}')
         raise
@@ -127,7 +127,7 @@ def _replan_refused(out, refused: list):
         update_record(out, PLAN_FILE, entries)
 
 
-def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
+def summarize(runs, launch, states: dict, final: dict, wall_s: float, meant=None) -> dict:
     """Counts, failures and throughput of one invocation. aggregate_images_per_s: the training images of the
     epochs this invocation trained (a repair that trains none counts none), over its wall time (start-up and evaluation included), the figure to
     compare --runs-per-gpu settings by (a run another invocation trained meanwhile is not counted);
@@ -135,8 +135,9 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     trained; `refused`, the runs another invocation finished (or is training) meanwhile with other settings than the
     plan's (error: the setting), not done; `elsewhere`, the other runs its workers left to another process;
     `killed`, the runs left to resume (pending) because a signal this invocation did not send ended their process
-    (the out-of-memory killer's SIGKILL...), apart from `pending`, those its own interruption stopped."""
-    launched = {run.name for run in launch}
+    (the out-of-memory killer's SIGKILL...), apart from `pending`, those its own interruption stopped. `meant`: the
+    runs it was to launch, where it was interrupted before it launched them all (`launch`, those it did)."""
+    to_launch = {run.name for run in (launch if meant is None else meant)}
     refused = _refused(launch, final)
     final = {name: dict(st, state='refused', error=refused[name]) if name in refused else st
              for name, st in final.items()}
@@ -153,7 +154,7 @@ def summarize(runs, launch, states: dict, final: dict, wall_s: float) -> dict:
     return {
         'planned': len(runs),
         'launched': len(launch),
-        'skipped': {s: sum(1 for run in runs if run.name not in launched and states[run.name]['state'] == s)
+        'skipped': {s: sum(1 for run in runs if run.name not in to_launch and states[run.name]['state'] == s)
                     for s in ('done', 'running', 'failed')},
         'ended': counts,
         'failed': [{'run': name, 'error': st['error']} for name, st in final.items() if st['state'] == 'failed'],
