@@ -129,8 +129,9 @@ def _replan_refused(out, refused: list):
 
 def summarize(runs, launch, states: dict, final: dict, wall_s: float, meant=None) -> dict:
     """Counts, failures and throughput of one invocation. aggregate_images_per_s: the training images of the
-    epochs this invocation trained (a repair that trains none counts none), over its wall time (start-up and evaluation included), the figure to
-    compare --runs-per-gpu settings by (a run another invocation trained meanwhile is not counted);
+    epochs this invocation trained (a repair that trains none counts none), over its wall time (start-up and
+    evaluation included), the figure to compare --runs-per-gpu settings by (a run another invocation trained
+    meanwhile is not counted);
     run_images_per_s: each run's own median epoch throughput. ended: the final states of the runs this invocation
     trained; `refused`, the runs another invocation finished (or is training) meanwhile with other settings than the
     plan's (error: the setting), not done; `elsewhere`, the other runs its workers left to another process;
