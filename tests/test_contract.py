@@ -218,3 +218,10 @@ def test_timm_tests_stop_a_module_timm_cannot_script_naming_timms_test():
     assert check_contract(NotScriptable, ['mobilenet'], **FAST).timm_tests == {}  # not asked: not run
     with pytest.raises(ContractError, match=r"^timm's test_model_forward_torchscript on mobilenet with NotScriptable: "):
         check_contract(NotScriptable, ['mobilenet'], timm_tests=True, **FAST)
+
+
+def test_another_librarys_error_is_quoted_on_one_line_without_its_terminal_colours():
+    """torch's dynamo exporter colours its steps: the contract line carried '\\x1b[96mThis is step 1/3\\x1b[0m'."""
+    from zamzoo.errors import one_line
+    assert one_line(RuntimeError('\x1b[96mstep 1/3\x1b[0m failed\nmore')) == 'RuntimeError: step 1/3 failed'
+    assert one_line(ValueError('')) == 'ValueError: '

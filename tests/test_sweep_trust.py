@@ -527,7 +527,7 @@ def test_zoo_export_names_the_seeds_it_leaves_out_and_an_export_the_sweep_outgre
     mark_failed(seed1, FloatingPointError('loss is nan'))
     capsys.readouterr()
     assert main([*export, '--min-seeds', '2']) == 0
-    assert (f"not exported mobilenet_plain.folder: 1 finished seed(s) of 2 (--min-seeds 2); "
+    assert (f"not exported mobilenet_plain.pets: 1 finished seed(s) of 2 (--min-seeds 2); "  # the tag, not 'folder'
             f"{staging / 'mobilenet_plain.pets'} still holds an earlier export, of seeds 0 1 (done now: 0)"
             in capsys.readouterr().out)
 

@@ -1,4 +1,7 @@
 """Exceptions a user can hit. The CLI turns any of them into a one-line message and a non-zero exit."""
+import re
+
+_TERMINAL_CODES = re.compile(r'\x1b\[[0-9;]*m')  # the colours torch's exporters print their steps in
 
 
 class ZamzooError(Exception):
@@ -27,3 +30,10 @@ class NonFiniteError(ZamzooError):
 
 class NotFoundError(ZamzooError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+def one_line(e: BaseException) -> str:
+    """'<Type>: <the first line of its message>', without terminal colour codes: another library's error, as a
+    message of ours quotes it."""
+    text = _TERMINAL_CODES.sub('', str(e)).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
-from ..errors import ZamzooError
+from ..errors import ZamzooError, one_line
 
 __all__ = ['OnnxExportError', 'require_onnx', 'export_onnx', 'onnx_parity', 'fp32_rounding', 'OPSET', 'RTOL',
            'ROUNDING_FACTOR', 'INPUT_NAME', 'OUTPUT_NAME', 'CHECK_BATCHES']
@@ -135,12 +135,12 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
                 onnx_export(model, str(tmp), example_input=example, opset=opset, use_dynamo=use_dynamo,
                             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
         except Exception as e:  # the exporters raise many types; the message is what the user needs
-            raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}) failed: {_first_line(e)}') from e
+            raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}) failed: {one_line(e)}') from e
         try:
             _fold_constants(tmp)
         except Exception as e:  # onnxscript's passes too
             raise OnnxExportError(f'ONNX export ({_exporter(use_dynamo)}): constant folding of the exported graph '
-                                  f'(onnxscript) failed: {_first_line(e)}') from e
+                                  f'(onnxscript) failed: {one_line(e)}') from e
         _check_written(tmp, opset, use_dynamo)
         err = onnx_parity(tmp, model, input_size, batch_sizes)
         if not err <= rtol:
@@ -151,10 +151,6 @@ def export_onnx(model: nn.Module, path, input_size: Optional[Tuple[int, int, int
                     f'with or without its graph optimizations): relative error '
                     f'{err:.3g} > {rtol:g} and > {ROUNDING_FACTOR} x PyTorch\'s own float32 rounding ({rounding:.3g})')
     return err
-
-
-def _first_line(e: Exception) -> str:
-    return f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
 
 
 def _exporter(use_dynamo: bool) -> str:

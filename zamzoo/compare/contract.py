@@ -40,7 +40,7 @@ from ..bench.export import EXPORTERS
 from ..bench.flops import count_macs, count_params
 from ..bench.models import TIMING_DEFAULTS, interleaved_latency, load_average, num_threads, ratio_of_rounds
 from ..bench.onnx import OnnxExportError, export_onnx
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
 from ..provenance import device_description
 from .runs import Arms
@@ -222,12 +222,7 @@ def _failure(what: str) -> Iterator[None]:
     except ContractError:
         raise
     except Exception as e:  # a user's module can raise anything; the message is what the user needs
-        raise ContractError(f'{what}: {_one_line(e)}') from e
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+        raise ContractError(f'{what}: {one_line(e)}') from e
 
 
 def _expect(what: str, y, shape: Tuple[int, ...], dtype: Union[torch.dtype, Tuple[torch.dtype, ...]]) -> torch.Tensor:
@@ -461,7 +456,7 @@ def _onnx_exports(model: nn.Module, size: Tuple[int, ...]) -> Dict[str, str]:
             except OnnxExportError as e:
                 results[exporter] = f'error: {e}'
             except Exception as e:  # ONNX Runtime refusing the file (an op it lacks) is an exporter failure too
-                results[exporter] = f'error: ONNX Runtime cannot run the {exporter} export: {_one_line(e)}'
+                results[exporter] = f'error: ONNX Runtime cannot run the {exporter} export: {one_line(e)}'
     return results
 
 

@@ -373,10 +373,11 @@ def _export(args) -> int:
         if 'push_error' in g:
             print(f"failed to push {g['model']}.{g['tag']}: {g['push_error']}", file=sys.stderr)
     for g in r['too_few']:
-        print(f"not exported {g['model']}.{g['dataset']}: {len(g['seeds'])} finished seed(s) of {g['runs']} "
-              f"(--min-seeds {args.min_seeds})" + _earlier_export_note(g))
+        print(f"not exported {g['model']}.{g['tag'] or g['dataset']}: {len(g['seeds'])} finished seed(s) of "
+              f"{g['runs']} (--min-seeds {args.min_seeds})" + _earlier_export_note(g))
     for g in r['errors']:
-        print(f"failed {g['model']}.{g['dataset']}: {g['error']}" + _earlier_export_note(g), file=sys.stderr)
+        print(f"failed {g['model']}.{g['tag'] or g['dataset']}: {g['error']}" + _earlier_export_note(g),
+              file=sys.stderr)
     if r['tables_skipped']:
         print(f"tables: skipped ({r['tables_skipped']})")
     elif r['tables_error']:

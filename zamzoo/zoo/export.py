@@ -75,13 +75,14 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
                  'left_out': [{'seed': r['seed'], 'state': r['state']} for r in runs if r['state'] != 'done']}
         try:
             if len(done) < min_seeds:
-                too_few.append(dict(group, earlier_export=_earlier_export(runs, staging)))
+                too_few.append(dict(group, tag=_tag(runs, staging), earlier_export=_earlier_export(runs, staging)))
                 continue
             if (model, dataset) in shared:
                 raise ExportError(shared[model, dataset])
             group.update(_export_group(done, staging, group['left_out']))
         except ZamzooError as e:
-            errors.append(dict(group, error=str(e), earlier_export=_earlier_export(runs, staging)))
+            errors.append(dict(group, error=str(e), tag=_tag(runs, staging),
+                               earlier_export=_earlier_export(runs, staging)))
             continue
         exported.append(dict(group, **(_push_group(group['folder'], manifest) if push else {})))
     result = {'exported': exported, 'too_few': too_few, 'errors': errors, 'tables': [], 'tables_error': None,
@@ -96,15 +97,29 @@ def _earlier_export(runs: list, staging) -> Optional[dict]:
     """{'folder', 'seeds'} of the export a group's staging folder holds from an earlier `zoo export` (its seeds then:
     a run of them may have failed since), None where it holds none."""
     from .._io import read_json_object
-    for run in runs:  # the first whose config.json gives the folder
+    folder = _export_folder(runs, staging)
+    if folder is None or not (folder / RESULTS_FILE).is_file():
+        return None
+    try:
+        return {'folder': str(folder), 'seeds': read_json_object(folder / RESULTS_FILE, ZamzooError).get('seeds')}
+    except ZamzooError:
+        return None
+
+
+def _export_folder(runs: list, staging) -> Optional[Path]:
+    """Where the group's export goes (`default_export_folder` of the first run whose config.json gives it)."""
+    for run in runs:
         try:
-            folder = default_export_folder([run['folder']], staging)
-            if (folder / RESULTS_FILE).is_file():
-                results = read_json_object(folder / RESULTS_FILE, ZamzooError)
-                return {'folder': str(folder), 'seeds': results.get('seeds')}
+            return default_export_folder([run['folder']], staging)
         except ZamzooError:
             continue
     return None
+
+
+def _tag(runs: list, staging) -> Optional[str]:
+    """The tag the group's export has (an image folder's name; 'folder' is its kind), None where none gives it."""
+    folder = _export_folder(runs, staging)
+    return folder.name.split('.', 1)[1] if folder is not None and '.' in folder.name else None
 
 
 def _shared_destinations(groups: dict, min_seeds: int, staging) -> dict:
