@@ -660,3 +660,11 @@ def test_the_worker_keeps_the_error_the_failing_process_recorded_and_adds_its_lo
         worker.run_one(run.config, job_id='18_0', log='/logs/18_0.err')
     failure = read_failure(run.folder)
     assert (failure['error'], failure['rank'], failure['job_id']) == ('RuntimeError: no data', None, '18_0')
+
+
+def test_a_group_of_runs_never_started_has_no_tag_to_name(tmp_path):
+    """A run folder without config.json gave the export folder 'None.None': `zoo export` named the group by tag
+    'None' ("not exported MODEL.None")."""
+    from zamzoo.zoo.export import _not_exported
+    group = _not_exported({'model': 'mobilenet_zam'}, [{'folder': str(tmp_path / 'never-started')}], tmp_path)
+    assert (group['tag'], group['earlier_export']) == (None, None)

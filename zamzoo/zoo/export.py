@@ -5,6 +5,7 @@ manifest); then the README and MODEL_CARD tables are regenerated (`zamzoo.bench.
 Every destination (staging folder, manifest, table files) is checked before the first write. The tables are
 regenerated in the files given, or by default in the checkout's README.md / MODEL_CARD.md from its docs/bench
 reports when they exist (a wheel install has none: the tables are skipped, and the result says so)."""
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -75,14 +76,13 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
                  'left_out': [{'seed': r['seed'], 'state': r['state']} for r in runs if r['state'] != 'done']}
         try:
             if len(done) < min_seeds:
-                too_few.append(dict(group, tag=_tag(runs, staging), earlier_export=_earlier_export(runs, staging)))
+                too_few.append(_not_exported(group, runs, staging))
                 continue
             if (model, dataset) in shared:
                 raise ExportError(shared[model, dataset])
             group.update(_export_group(done, staging, group['left_out']))
         except ZamzooError as e:
-            errors.append(dict(group, error=str(e), tag=_tag(runs, staging),
-                               earlier_export=_earlier_export(runs, staging)))
+            errors.append(_not_exported(group, runs, staging, error=str(e)))
             continue
         exported.append(dict(group, **(_push_group(group['folder'], manifest) if push else {})))
     result = {'exported': exported, 'too_few': too_few, 'errors': errors, 'tables': [], 'tables_error': None,
@@ -93,33 +93,31 @@ def export_sweep(out, *, min_seeds: int = 3, staging=DEFAULT_STAGING, push: bool
     return result
 
 
-def _earlier_export(runs: list, staging) -> Optional[dict]:
-    """{'folder', 'seeds'} of the export a group's staging folder holds from an earlier `zoo export` (its seeds then:
-    a run of them may have failed since), None where it holds none."""
+def _not_exported(group: dict, runs: list, staging, **why) -> dict:
+    """A group not exported now, with the tag its export has (an image folder's name; 'folder' is its kind) and
+    'earlier_export': {'folder', 'seeds'} of the export its staging folder holds from an earlier `zoo export` (its
+    seeds then: a run of them may have failed since), None where it holds none; None for both where no run's
+    config.json gives the folder."""
     from .._io import read_json_object
-    folder = _export_folder(runs, staging)
-    if folder is None or not (folder / RESULTS_FILE).is_file():
+    folder = next((f for f in (_export_folder(run, staging) for run in runs) if f is not None), None)
+    earlier = None
+    if folder is not None and (folder / RESULTS_FILE).is_file():
+        with contextlib.suppress(ZamzooError):
+            seeds = read_json_object(folder / RESULTS_FILE, ZamzooError).get('seeds')
+            earlier = {'folder': str(folder), 'seeds': seeds}
+    return dict(group, tag=folder.name.split('.', 1)[1] if folder is not None else None, earlier_export=earlier, **why)
+
+
+def _export_folder(run: dict, staging) -> Optional[Path]:
+    """Where the run's group is exported (`default_export_folder`), None where it has no config.json (not started)
+    or the config does not say."""
+    from ..train.run_files import CONFIG_FILE
+    if not (Path(run['folder']) / CONFIG_FILE).is_file():
         return None
     try:
-        return {'folder': str(folder), 'seeds': read_json_object(folder / RESULTS_FILE, ZamzooError).get('seeds')}
+        return default_export_folder([run['folder']], staging)
     except ZamzooError:
         return None
-
-
-def _export_folder(runs: list, staging) -> Optional[Path]:
-    """Where the group's export goes (`default_export_folder` of the first run whose config.json gives it)."""
-    for run in runs:
-        try:
-            return default_export_folder([run['folder']], staging)
-        except ZamzooError:
-            continue
-    return None
-
-
-def _tag(runs: list, staging) -> Optional[str]:
-    """The tag the group's export has (an image folder's name; 'folder' is its kind), None where none gives it."""
-    folder = _export_folder(runs, staging)
-    return folder.name.split('.', 1)[1] if folder is not None and '.' in folder.name else None
 
 
 def _shared_destinations(groups: dict, min_seeds: int, staging) -> dict:
