@@ -123,3 +123,13 @@ def test_seeds_of_a_pretrained_run_from_before_its_init_record_are_one_model(tmp
     (folders[0] / 'config.json').write_text(json.dumps(dict(config, pretrained=False)))
     with pytest.raises(Exception, match='the runs differ in more than the seed'):
         check_same_but_seed(folders)
+
+
+def test_eval_of_weights_not_published_says_so_before_anything_about_classes(hub, tmp_path, capsys):
+    """On other classes, unpublished weights were refused as published ones: 'fine-tune the weights first'."""
+    data = tmp_path / 'abc'
+    for side in ('train', 'val'):
+        write_images(data / side, {'a': 1, 'b': 1, 'c': 1}, size=(32, 32))
+    assert main(['eval', '--model', MODEL, '--pretrained', '--dataset', 'folder', '--data', str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f'no pretrained weights are published for {MODEL}.{TAG}' in err and 'fine-tune' not in err, err

@@ -48,14 +48,14 @@ def create_model(name: str, num_classes: Optional[int], pretrained: bool = False
     except RuntimeError as e:  # timm's "No pretrained weights exist", "Invalid pretrained tag"
         if not pretrained or 'pretrained' not in str(e):
             raise
-        raise no_such_weights(name, e) from e
+        raise _no_such_weights(name, e) from e
     except (TypeError, ValueError) as e:
         if not kwargs:  # not the user's doing: keep the traceback
             raise
         raise UsageError(f'--model-kwargs {kwargs}: {name} does not accept them ({e})') from e
 
 
-def no_such_weights(name: str, e: RuntimeError) -> WeightsError:
+def _no_such_weights(name: str, e: RuntimeError) -> WeightsError:
     """timm's refusal of pretrained weights it has none of (an unknown tag, a model without weights), with the
     model's tags that have a pretrained cfg."""
     import timm

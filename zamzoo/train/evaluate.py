@@ -9,7 +9,7 @@ from ..dataset_table import CIFAR_DATASETS, DEFAULT_DATASET
 from ..errors import DataError, NonFiniteError, UsageError, WeightsError, ZamzooError
 from ..recipes import get_recipe
 from . import distributed as D
-from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model, no_such_weights
+from .build import amp_dtype, build_loaders, build_pieces, check_model_name, create_model
 from .checkpoint import checkpoint_not_found, load_weights, recorded_with_weights, run_config, run_folder_of
 from .init import class_rows, recorded_classes, reorder_classifier
 from .loop import evaluate_loader
@@ -96,7 +96,8 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     from ..data import check_dataset, check_same_data, open_data
     if batch_size < 1:
         raise UsageError(f'batch size must be >= 1, got {batch_size}')
-    run_cfg, unfinished = _run_config(checkpoint) if checkpoint is not None else (_published_cfg(model), None)
+    published, run_cfg = _published(model) if pretrained else (None, {})  # not published: refused before the data
+    run_cfg, unfinished = _run_config(checkpoint) if checkpoint is not None else (run_cfg, None)
     dataset = check_dataset(dataset or _trained_dataset(checkpoint, run_cfg) or DEFAULT_DATASET)
     if recipe is not None:
         _check_recipe(recipe, dataset, run_cfg, checkpoint)
@@ -110,7 +111,7 @@ def evaluate(model: str, data, dataset: Optional[str] = None, *, pretrained: boo
     export = _is_export(run_cfg)
     order = _checked_classes(model, checkpoint, run_cfg, opened, dataset, data)
 
-    net = _model(model, num_classes, pretrained, checkpoint, run_cfg)
+    net = published if published is not None else _model(model, num_classes, checkpoint, run_cfg)
     if order is not None:
         reorder_classifier(net, order)
     pieces = build_pieces(net, dev, autocast_dtype, channels_last=dev.type == 'cuda')
@@ -165,19 +166,13 @@ def _fine_tune_first(model: str, dataset: str) -> str:
             f'(zamzoo train --model {model} --pretrained ...){tag}')
 
 
-def _published_cfg(model: str) -> dict:
-    """What timm's pretrained cfg of `model` records of the weights `pretrained=True` loads: its class count and
-    names, and the CIFAR data set its tag names (the data evaluated by default)."""
-    import timm
-    check_model_name(model)
-    try:
-        cfg = timm.models.get_pretrained_cfg(model)
-    except RuntimeError as e:  # "Invalid pretrained tag"
-        raise no_such_weights(model, e) from e
-    if cfg is None or cfg.tag == 'untrained':  # timm's word for a model without weights: create_model says so
-        return {}
-    return {'num_classes': cfg.num_classes, 'classes': [str(n) for n in cfg.label_names or ()] or None,
-            'dataset': cfg.tag if cfg.tag in CIFAR_DATASETS else None}
+def _published(model: str) -> tuple:
+    """(the model with the weights `pretrained=True` loads, with their own classifier; what their cfg records of
+    them: the class count and names, and the CIFAR data set its tag names, the data evaluated by default)."""
+    net = create_model(model, None, pretrained=True)  # an unpublished model, or one without weights: WeightsError
+    cfg = net.pretrained_cfg
+    return net, {'num_classes': net.num_classes, 'classes': [str(n) for n in cfg.get('label_names') or ()] or None,
+                 'dataset': cfg.get('tag') if cfg.get('tag') in CIFAR_DATASETS else None}
 
 
 def _class_order(run_cfg: dict, classes: list, checkpoint, data):
@@ -210,7 +205,7 @@ def checkpoint_model(model: str, checkpoint) -> tuple:
     run_cfg, _ = _run_config(checkpoint)
     check_trained_model(model, run_cfg)
     num_classes = run_cfg.get('num_classes') or _classes_in_weights(model, checkpoint)
-    return _model(model, num_classes, False, checkpoint, run_cfg), run_cfg
+    return _model(model, num_classes, checkpoint, run_cfg), run_cfg
 
 
 def _classes_in_weights(model: str, checkpoint) -> Optional[int]:
@@ -222,23 +217,21 @@ def _classes_in_weights(model: str, checkpoint) -> Optional[int]:
     return None if weight is None else int(weight.shape[0])
 
 
-def _model(model: str, num_classes: int, pretrained: bool, checkpoint, run_cfg: dict):
-    """The model with the published weights, or the checkpoint's (which must fit it exactly), built with the run's
-    --model-kwargs, or from an export's config.json as timm builds a 'local-dir:' model (its model_args and
-    pretrained_cfg)."""
+def _model(model: str, num_classes: int, checkpoint, run_cfg: dict):
+    """The model with the checkpoint's weights (which must fit it exactly), built with the run's --model-kwargs, or
+    from an export's config.json as timm builds a 'local-dir:' model (its model_args and pretrained_cfg)."""
     if _is_export(run_cfg):
         net = _export_model(model, run_folder_of(checkpoint).resolve(), num_classes)
     else:
-        net = create_model(model, num_classes, pretrained=bool(pretrained), **(run_cfg.get('model_kwargs') or {}))
-    if checkpoint is not None:
-        try:
-            missing, unexpected = net.load_state_dict(load_weights(checkpoint), strict=False)
-        except RuntimeError as e:  # differing shapes: torch lists every one
-            first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
-            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: {first}') from e
-        if missing or unexpected:
-            raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
-                              f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
+        net = create_model(model, num_classes, **(run_cfg.get('model_kwargs') or {}))
+    try:
+        missing, unexpected = net.load_state_dict(load_weights(checkpoint), strict=False)
+    except RuntimeError as e:  # differing shapes: torch lists every one
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: {first}') from e
+    if missing or unexpected:
+        raise ZamzooError(f'{checkpoint} does not match {model} with {num_classes} classes: '
+                          f'missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}')
     return net
 
 
