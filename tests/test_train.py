@@ -381,6 +381,60 @@ def test_ddp_two_processes_match_one(tiny_cifar, tmp_path):
     assert ddp['top1'] == pytest.approx(single['top1'])
 
 
+_KILLED_WHILE_WRITING = """
+import os, signal, time
+import zamzoo.train.run_folder as run_folder
+
+write = run_folder.write_checkpoint
+killed = []
+
+
+def killed_while_writing(path, state):
+    if not killed:  # the first checkpoint only: the process takes SIGTERM while it is being written
+        killed.append(signal.getsignal(signal.SIGTERM))
+        assert killed[0] is not signal.SIG_DFL, 'SIGTERM would end the run here, its checkpoint half-written'
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+    return write(path, state)
+
+
+run_folder.write_checkpoint = killed_while_writing
+"""
+
+
+def _killed_after_one_checkpoint(out: Path, returncode: int, expected: int):
+    """A 2-epoch run killed with SIGTERM while its first checkpoint was written: that write was finished (no
+    temporary file; the checkpoint and metrics.jsonl of epoch 1), the run left to resume, not failed."""
+    from zamzoo.train.run_folder import run_status
+    assert returncode == expected
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith('.tmp')) == []
+    status = run_status(out)
+    assert status.state == 'pending' and len(status.history) == 1
+    assert load_checkpoint(out / 'checkpoint.pt')['epoch'] == 1
+
+
+def test_a_run_killed_with_sigterm_finishes_the_checkpoint_it_was_writing(tiny_cifar, tmp_path, capsys):
+    """`timeout`, `kill` or a job's time limit (SIGTERM) ended `zamzoo train` at once: a checkpoint the background
+    writer had under way stayed as a temporary file beside the run (a checkpoint's size each time), its epoch lost;
+    `zoo run` ends its local workers so when it is interrupted."""
+    exec(_KILLED_WHILE_WRITING, {})
+    rc = main(['train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', '2',
+               '--batch-size', '16', '--out', str(tmp_path / 'run')])
+    assert 'zamzoo train: interrupted' in capsys.readouterr().err
+    _killed_after_one_checkpoint(tmp_path / 'run', rc, 130)
+
+
+def test_a_sweeps_worker_killed_with_sigterm_finishes_its_checkpoint_and_dies_of_the_signal(tiny_cifar, tmp_path):
+    """The local executor reads a killed worker's signal from its exit status ('killed by signal 15')."""
+    config = TrainConfig(model=TINY, data=str(tiny_cifar), recipe='zam', epochs=2, batch_size=16,
+                         out=str(tmp_path / 'run'))
+    code = _KILLED_WHILE_WRITING + (
+        'import json, sys\nfrom zamzoo.zoo.worker import main\nsys.exit(main([json.dumps(%r)]))' % config.to_dict())
+    proc = subprocess.run([sys.executable, '-c', code], env=_env(), capture_output=True, text=True, timeout=300)
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    _killed_after_one_checkpoint(tmp_path / 'run', proc.returncode, -signal.SIGTERM)
+
+
 _RANK_1_FAILS = """
 import os, signal, sys
 from zamzoo.cli import main

@@ -3,7 +3,9 @@ every process) and frozen after them in a process that zamzoo owns (the `zamzoo`
 taken as Ctrl-C where a command must clean up after itself."""
 import contextlib
 import gc
+import os
 import signal
+import sys
 import threading
 
 
@@ -36,20 +38,33 @@ def freeze_imports() -> None:
     gc.freeze()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C inside `sigterm_as_interrupt`."""
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Inside the block, SIGTERM (`kill`, `timeout`, a container stopping) raises KeyboardInterrupt as Ctrl-C does, so
-    that the command's own clean-up runs (a sweep stops its runs and quits an MPS daemon, quickstart removes its
-    half-made folder), where SIGTERM's default action would end the process at once. Only the main thread can take
-    signals: elsewhere the block runs as it is."""
+    """Inside the block, SIGTERM (`kill`, `timeout`, a container stopping) raises KeyboardInterrupt (`Terminated`) as
+    Ctrl-C does, so that the command's own clean-up runs (a sweep stops its runs and quits an MPS daemon, quickstart
+    removes its half-made folder, a run finishes the checkpoint it is writing), where SIGTERM's default action would
+    end the process at once. Only the main thread can take signals: elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def end_as_terminated() -> None:
+    """End this process as SIGTERM's default action does, once a `Terminated` block has cleaned up: whoever waits
+    for it reads the signal from its exit status (a sweep reports a run 'killed by signal 15'), not an exception."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -119,6 +119,9 @@ class BackgroundWriter:
     def __init__(self):
         from concurrent.futures import ThreadPoolExecutor
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='zamzoo-checkpoint')
+        # its thread starts now: an interruption (Ctrl-C, SIGTERM) while the first `submit` started it could leave
+        # that write running on a thread `close` does not know of
+        self._pool.submit(int).result()
         self._pending = None
 
     def submit(self, fn, *args):

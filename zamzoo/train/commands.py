@@ -143,13 +143,15 @@ def _add_eval(subparsers):
 
 
 def run_train(args) -> int:
+    from .._process import sigterm_as_interrupt
     from .config import TrainConfig
     from .loop import train
     from .reporting import Reporter, TqdmReporter
 
     config = TrainConfig(**train_config_values(args)).validate()
     reporter = TqdmReporter() if is_main_process() else Reporter()
-    train(config, reporter=reporter)
+    with sigterm_as_interrupt():  # killed (`timeout`, a job's time limit): the checkpoint in flight is finished first
+        train(config, reporter=reporter)
     return 0
 
 

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from .._process import freeze_imports
+from .._process import Terminated, end_as_terminated, freeze_imports, sigterm_as_interrupt
 from ..train import CHECKPOINT_FILE, RunFolderBusy, TrainConfig, train
 from ..train.run_folder import mark_attempt_failed, read_failure, run_status
 from .plan import PlannedRun, settings_conflict
@@ -76,8 +76,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     config = TrainConfig(**json.loads(argv[0]))
     try:
-        outcome = run_one(config, log=os.environ.get(RUN_LOG_ENV),
-                          reporter=TqdmReporter() if is_main_process() else None)
+        with sigterm_as_interrupt():  # a checkpoint being written when the sweep stops its runs is finished first
+            outcome = run_one(config, log=os.environ.get(RUN_LOG_ENV),
+                              reporter=TqdmReporter() if is_main_process() else None)
+    except Terminated:
+        end_as_terminated()
     except Exception:
         traceback.print_exc()
         return 1
