@@ -254,6 +254,16 @@ def test_what_a_module_imports_does_not_depend_on_what_else_the_process_imported
     r = load_attention('zamzoo_sibpkg.attn:Gated', name='plug_sibling')
     assert sorted(Path(p).name for p in r.imports) == ['__init__.py', 'consts.py']
     unregister_attention('plug_sibling')
+    # a module a function imports when called (a lazy import) or a type checker's (never run): in the planning
+    # process when the user's script imported it, not in the worker's; a class body's import runs on import
+    (package / 'lazy.py').write_text(
+        'from typing import TYPE_CHECKING\nfrom torch import nn\nif TYPE_CHECKING:\n    from . import other\n\n\n'
+        'class Lazy(nn.Module):\n    from . import consts\n\n    def __init__(self, channels, device=None, '
+        'dtype=None):\n        super().__init__()\n\n    def forward(self, x):\n'
+        '        from .other import X\n        return x * X\n')
+    r = load_attention('zamzoo_sibpkg.lazy:Lazy', name='plug_lazy')
+    assert sorted(Path(p).name for p in r.imports) == ['__init__.py', 'consts.py']
+    unregister_attention('plug_lazy')
     for name in [m for m in sys.modules if m.startswith('zamzoo_sibpkg')]:
         monkeypatch.delitem(sys.modules, name)
 

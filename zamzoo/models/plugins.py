@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..errors import UsageError
 from ..layers import register_attn, unregister_attn
@@ -259,7 +259,8 @@ def _imported_sources(cls, source: Optional[str]) -> Dict[str, str]:
 
 def _modules_used_by(module) -> List[types.ModuleType]:
     """The modules `module` holds, or holds a class or function of, those its file's import statements name (`from
-    consts import BIAS` names consts), and its parent packages, as this process imported them."""
+    consts import BIAS` names consts) where importing the file runs them, and its parent packages, as this process
+    imported them."""
     names = {module.__name__.rsplit('.', i)[0] for i in range(1, module.__name__.count('.') + 1)}
     own_submodule = f'{module.__name__}.' if hasattr(module, '__path__') else None
     for value in list(vars(module).values()):
@@ -271,7 +272,7 @@ def _modules_used_by(module) -> List[types.ModuleType]:
         tree = ast.parse(Path(module.__file__).read_bytes())
     except (OSError, SyntaxError, ValueError, TypeError):  # no file (built at run time), or gone: names as above
         tree = ast.Module(body=[], type_ignores=[])
-    for node in ast.walk(tree):
+    for node in _run_on_import(tree.body):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -281,6 +282,24 @@ def _modules_used_by(module) -> List[types.ModuleType]:
                 continue
             names.update([base, *(f'{base}.{alias.name}' for alias in node.names)])  # a submodule imported by name
     return [sys.modules[name] for name in sorted(names) if name in sys.modules]
+
+
+def _run_on_import(statements: list) -> Iterator[ast.stmt]:
+    """The statements among `statements` that importing their file runs: not a function's body (a module a function
+    imports when it is called is in one process's sys.modules and not in another's: a sweep's worker, a new process,
+    would record other files than the process that planned it), nor `if TYPE_CHECKING:`."""
+    for node in statements:
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(node, ast.If) and 'TYPE_CHECKING' in {getattr(node.test, 'id', None),
+                                                            getattr(node.test, 'attr', None)}:
+            yield from _run_on_import(node.orelse)
+            continue
+        for field in ('body', 'orelse', 'finalbody', 'handlers'):
+            yield from _run_on_import(getattr(node, field, None) or [])
+        for case in getattr(node, 'cases', None) or []:
+            yield from _run_on_import(case.body)
 
 
 def _registered(attention: Attention) -> RegisteredAttention:
