@@ -106,6 +106,9 @@ def test_model_kwargs_a_model_accepts_pass_and_a_sweep_checks_them_before_planni
     TrainConfig(model=TINY, data='.', compile_mode='max-autotune', resume=True).validate()
     TrainConfig(model=TINY, data='.', model_kwargs={'drop_rate': 0.2, 'in_chans': 3}).validate()
     TrainConfig(model=TINY, data='.', dataset='folder', img_size=48, model_kwargs={'drop_rate': 0.2}).validate()
+    # the normalisation of a model trained from scratch on data of the user's own, as timm users set it
+    TrainConfig(model=TINY, data='.', dataset='folder', model_kwargs={'pretrained_cfg_overlay': {
+        'mean': [0.1, 0.2, 0.3], 'std': [0.5, 0.5, 0.5]}}).validate()
     rc = main(['zoo', 'run', '--models', TINY, '--data', str(tiny_cifar), '--out', str(tmp_path / 'sweep'),
                '--model-kwargs', 'drop_rate=2', '--dry-run'])
     assert rc == 2 and 'drop_rate=2: test_resnet does not accept it' in capsys.readouterr().err
@@ -126,8 +129,8 @@ def test_model_kwargs_a_model_accepts_pass_and_a_sweep_checks_them_before_planni
     (['--model-kwargs', 'drop_rate=0.1', '--model-kwargs', 'drop_rate=0.2'],  # the first flag was dropped
      '--model-kwargs: drop_rate given twice'),
     (['--pretrained', '--model-kwargs', "pretrained_cfg_overlay={'file': 'w.safetensors'}"],  # recorded as published
-     '--model-kwargs pretrained_cfg_overlay: not for training (use --init FILE, whose source and sha256 the run '
-     'records)'),
+     '--model-kwargs pretrained_cfg_overlay: not for training (with --pretrained; use --init FILE, whose source and '
+     'sha256 the run records)'),
 ])
 def test_device_seed_and_image_size_are_bounded(tiny_cifar, tmp_path, capsys, flags, expected):
     rc = main(['train', '--model', TINY, '--data', str(tiny_cifar), '--out', str(tmp_path / 'run'), *flags])

@@ -68,18 +68,20 @@ _RUN_SETS = {
     'num_classes': 'the class count is set by the data',
     'pretrained': 'use --pretrained',
     'checkpoint_path': 'use --init PATH',
-    'pretrained_cfg': 'use --init FILE, whose source and sha256 the run records',
-    'pretrained_cfg_overlay': 'use --init FILE, whose source and sha256 the run records',
     'features_only': 'it makes a feature extractor without a classifier, and training needs the classifier',
 }
+# with --pretrained: they can name other weights than the published ones the run records (without it, they set the
+# cfg of a model trained from scratch: its normalisation on data of the user's own)
+_PRETRAINED_SETS = dict.fromkeys(('pretrained_cfg', 'pretrained_cfg_overlay'),
+                                 'with --pretrained; use --init FILE, whose source and sha256 the run records')
 
 
-def check_model_kwargs(name: str, kwargs: dict, img_size: Optional[int]):
-    """UsageError naming the first keyword the model cannot train with: one the run sets itself, in_chans other than
-    the images' 3 channels, or a value the model rejects when built and run once in training mode on the meta device
-    (no memory, no weights) at `img_size` (None: the model's own). A model that fails on the meta device even without
-    keywords is left to the real build."""
-    for key, why in _RUN_SETS.items():
+def check_model_kwargs(name: str, kwargs: dict, img_size: Optional[int], pretrained: bool = False):
+    """UsageError naming the first keyword the model cannot train with: one the run sets itself (`pretrained`: from
+    the published weights), in_chans other than the images' 3 channels, or a value the model rejects when built and
+    run once in training mode on the meta device (no memory, no weights) at `img_size` (None: the model's own). A
+    model that fails on the meta device even without keywords is left to the real build."""
+    for key, why in {**_RUN_SETS, **(_PRETRAINED_SETS if pretrained else {})}.items():
         if key in kwargs:
             raise UsageError(f'--model-kwargs {key}: not for training ({why})')
     if kwargs.get('in_chans', 3) != 3:

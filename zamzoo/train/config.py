@@ -117,7 +117,7 @@ class TrainConfig:
         self.resolve_recipe()  # the recipe checks its fields, --epochs, --batch-size and --lr among them
         if self.model_kwargs:
             size = self.img_size if self.dataset in OWN_DATASETS else 32  # None: the model's own
-            check_model_kwargs(self.model, self.model_kwargs, size)
+            check_model_kwargs(self.model, self.model_kwargs, size, self.pretrained)
         return self
 
     def _load_attention(self):
