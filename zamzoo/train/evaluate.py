@@ -171,7 +171,7 @@ def _published(model: str) -> tuple:
     them: the class count and names, and the CIFAR data set its tag names, the data evaluated by default)."""
     net = create_model(model, None, pretrained=True)  # an unpublished model, or one without weights: WeightsError
     cfg = net.pretrained_cfg
-    return net, {'num_classes': net.num_classes, 'classes': [str(n) for n in cfg.get('label_names') or ()] or None,
+    return net, {'num_classes': net.num_classes, 'classes': recorded_classes(cfg),
                  'dataset': cfg.get('tag') if cfg.get('tag') in CIFAR_DATASETS else None}
 
 

@@ -76,7 +76,7 @@ def recorded_classes(config: dict) -> Optional[List[str]]:
     """The class names a config.json records: a run's 'classes', an export's or Hub repo's 'label_names'; None
     where it names none."""
     names = config.get('classes') or config.get('label_names')
-    return [str(n) for n in names] if isinstance(names, list) else None
+    return [str(n) for n in names] if isinstance(names, (list, tuple)) and names else None
 
 
 def source_stats(cfg: dict) -> dict:
@@ -110,9 +110,7 @@ def published_record(net: nn.Module, source: str) -> dict:
     cfg = net.pretrained_cfg
     model, _, tag = source.partition('.')
     record = find_checkpoint(cfg.get('architecture') or model, cfg.get('tag') or tag) or {}
-    names = cfg.get('label_names')
-    return {'source': source, 'sha256': record.get('sha256'), 'classes': [str(n) for n in names] if names else None,
-            **source_stats(cfg)}
+    return {'source': source, 'sha256': record.get('sha256'), 'classes': recorded_classes(cfg), **source_stats(cfg)}
 
 
 def fit_pretrained_head(net: nn.Module, classes: Sequence[str], init_classes: Optional[Sequence[str]],
