@@ -199,6 +199,9 @@ def test_a_divergence_where_the_baseline_has_no_result_is_only_dropped(tmp_path,
     assert cell['verdict'] != HARMFUL and cell['diverged_seeds'] == [] and cell['n'] == 2
     assert {(r['arm'], r['state']) for r in cell['dropped']} == {('candidate', DIVERGED), ('baseline', baseline_state)}
     assert f'candidate diverged on seed 2; baseline plain {baseline_state} on seed 2' in verdict_row(md, 'plain')
+    # the report's method says so too (it said: harmful where the baseline 'did not' diverge)
+    assert 'A seed where the candidate diverged and the baseline finished is a failure of the module' in md
+    assert 'where the baseline diverged too, failed or has no result yet, the seed is only dropped' in md
 
 
 def test_a_cell_significant_alone_but_not_after_holm_says_so():

@@ -737,6 +737,7 @@ def test_cli_export_onnx_and_push(hub, tmp_path, monkeypatch, capsys):
     with torch.no_grad():
         np.testing.assert_allclose(got, net(x).numpy(), rtol=1e-4, atol=1e-4 * float(net(x).abs().max()))
     card = (out / 'README.md').read_text()
+    assert '`model.onnx` (the model for ONNX Runtime, below)' in card  # in the card's list of the files
     cfg = net.pretrained_cfg
     assert '## ONNX' in card and "{'input': x}" in card
     assert str(list(cfg['mean'])) in card and str(list(cfg['std'])) in card

@@ -306,7 +306,8 @@ def _normalisation_lines(recipes) -> list:
     return (['Normalisation (`zamzoo.recipes.get_recipe(name).stats(dataset)`, the numbers the models\' pretrained '
              'cfgs announce):', '']
             + [f"- {', '.join(names)}: {text}" for text, names in groups.items()]
-            + ['', 'An image folder or a Hugging Face data set is normalised with the model\'s own mean/std (the '
+            + ['', 'An image folder or a Hugging Face data set is normalised with the mean/std of the weights the '
+               'run starts from (`--init`, `--pretrained`) where they record theirs, else with the model\'s own (the '
                'run\'s config.json records them).'])
 
 

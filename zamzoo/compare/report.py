@@ -242,8 +242,9 @@ def method_note() -> List[str]:
         f'- **Runs without a result**: a run is *{DIVERGED}* when its folder records a NonFiniteError (a NaN or '
         'infinite loss or weights), *failed* for any other recorded failure, *missing* while pending or running. A '
         'seed either arm lacks is dropped from its cell and named there. A seed where the candidate diverged and the '
-        f'baseline did not is a failure of the module: the cell\'s verdict is `{HARMFUL}` whatever the other seeds '
-        'say (no improvement is claimed on the survivors); where both diverged, the seed is only dropped. A cell '
+        f'baseline finished is a failure of the module: the cell\'s verdict is `{HARMFUL}` whatever the other seeds '
+        'say (no improvement is claimed on the survivors); where the baseline diverged too, failed or has no result '
+        'yet, the seed is only dropped. A cell '
         f'without a seed both arms finished has `{NO_VERDICT}`, saying why.',
     ]
 

@@ -15,7 +15,7 @@ from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SEEDS_NEEDED_CAP, SIGN
                        seeds_needed)
 
 BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
-# a candidate that diverged on a seed where its baseline did not; a cell whose arms share no finished seed
+# a candidate that diverged on a seed its baseline finished; a cell whose arms share no finished seed
 HARMFUL, NO_VERDICT = 'harmful', 'no verdict'
 # why a planned run has no top-1: NonFiniteError recorded in its folder; any other failure; not (yet) run
 DIVERGED, FAILED, MISSING = 'diverged', 'failed', 'missing'

@@ -177,8 +177,9 @@ def _training_section(info: dict) -> str:
         lines.append('Exported from a bare checkpoint: the training hyper-parameters are not known.')
     lines.append('\nFiles: `model.safetensors` (weights), `config.json` (timm config), `hparams.json` '
                  '(training configuration of every run), `train_log.json` (per-epoch metrics of every run), '
-                 '`results.json` (final results and provenance), `SHA256SUMS` (the sha256 of every file as exported: '
-                 '`sha256sum -c SHA256SUMS`).')
+                 '`results.json` (final results and provenance), '
+                 + (f'`{ONNX_FILENAME}` (the model for ONNX Runtime, below), ' if info.get('onnx') else '')
+                 + '`SHA256SUMS` (the sha256 of every file as exported: `sha256sum -c SHA256SUMS`).')
     return '\n'.join(lines) + '\n'
 
 

@@ -79,7 +79,7 @@ def _add_export(sub):
                        description=_export.__doc__)
     p.add_argument('--out', default='runs', help='the sweep folder given to `zoo run` (default runs/)')
     p.add_argument('--min-seeds', type=positive_int, default=3)
-    p.add_argument('--staging', default=str(DEFAULT_STAGING), help='where the export folders go (<model>.<dataset>)')
+    p.add_argument('--staging', default=str(DEFAULT_STAGING), help='where the export folders go (<model>.<tag>: the data set\'s name, cifar100 or cifar10 for CIFAR)')
     p.add_argument('--push', action='store_true', help='push each export to the Hub (token: `hf auth login`)')
     p.add_argument('--manifest', default=None,
                    help="weights manifest (default: $ZAMZOO_MANIFEST, else the package's "
