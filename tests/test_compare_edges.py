@@ -263,6 +263,24 @@ def test_a_tie_at_100_percent_says_the_binomial_noise_is_zero(tmp_path):
     assert 'unknown' not in row and "both arms at 100%: the test set's binomial noise is 0" in row
 
 
+def test_a_cell_whose_differences_are_all_equal_names_the_test_its_numbers_come_from(tmp_path):
+    """A module at chance (25%) against plain at 100% on 2 seeds: worse, -75 [-113.90, -36.10], p 0.026 from the
+    test set's binomial noise, not from ttest_rel (whose s_d is 0) as the method's first line says: the cell did not
+    say so; at 6 pairs of -1.0 without a test set size, the sign test's 'worse' neither."""
+    mine = ArmResult('mobilenet', 'kill', {1: 25.0, 2: 25.0}, test_images=100, test_loss_by_seed={1: 1.4, 2: 1.39})
+    plain = ArmResult('mobilenet', 'plain', {1: 100.0, 2: 100.0}, test_images=100, test_loss_by_seed={1: 0.1, 2: 0.2})
+    write_report(tmp_path, SETUP, [mine], [plain], contract={})
+    row = verdict_row((tmp_path / 'report.md').read_text(), 'plain')
+    assert "-75.00 [-113.90, -36.10] | 0.026 |" in row
+    assert "**worse** (all differences equal: t-test at the test set's binomial noise)" in row
+    seeds = range(6)
+    mine = ArmResult('mobilenet', 'kill', {s: 70.0 for s in seeds}, test_loss_by_seed={s: 1.0 + s for s in seeds})
+    plain = ArmResult('mobilenet', 'plain', {s: 71.0 for s in seeds}, test_loss_by_seed={s: 2.0 + s for s in seeds})
+    write_report(tmp_path, SETUP, [mine], [plain], contract={})
+    row = verdict_row((tmp_path / 'report.md').read_text(), 'plain')
+    assert '**worse** (all differences equal: sign test)' in row
+
+
 # ------------------------------------------------------------------ 6. repeated seeds, the MACs convention
 def test_repeated_seeds_are_refused(tmp_path, capsys):
     rc = main(['compare', '--attn', 'zam', '--baselines', 'plain', '--backbones', 'mobilenet', '--seeds', '0', '0',

@@ -8,8 +8,9 @@ from typing import List, Optional, Sequence
 
 from .._io import atomic_path, dumps_strict
 from .contract import ArmCosts, conditions_text
-from .stats import (ALPHA, BETTER, COST_KEYS, DIVERGED, HARMFUL, IDENTICAL, NO_VERDICT, POWER, SEEDS_NEEDED_CAP,
-                    SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE, ArmResult, CellStats, compare_cells, mean_interval)
+from .stats import (ALPHA, BETTER, CONSTANT, COST_KEYS, DIVERGED, FLOORED_T_TEST, HARMFUL, IDENTICAL, NO_VERDICT,
+                    POWER, SEEDS_NEEDED_CAP, SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, TIED, WORSE, ArmResult, CellStats,
+                    compare_cells, mean_interval)
 
 REPORT_MD, REPORT_JSON, FOREST_PNG, COST_PNG = 'report.md', 'report.json', 'forest.png', 'cost.png'
 _VERDICT_COLOURS = {BETTER: 'tab:green', WORSE: 'tab:red', HARMFUL: 'tab:red'}
@@ -145,8 +146,12 @@ def verdict_text(cell: CellStats) -> str:
                 + (f' ({dropped_text(cell, others)})' if others else ''))
     if cell.verdict == NO_VERDICT:
         return f'{NO_VERDICT}: no seed both arms finished ({dropped_text(cell)})'
+    # every pair differed by the same amount: the numbers are not ttest_rel's (the method says how they are made)
+    how = {FLOORED_T_TEST: "all differences equal: t-test at the test set's binomial noise",
+           CONSTANT: 'all differences equal: sign test'}.get(cell.test)
     if cell.verdict in (BETTER, WORSE):
-        return f'**{cell.verdict}**' + (f' ({dropped})' if dropped else '')
+        notes = [note for note in (how, dropped) if note]
+        return f'**{cell.verdict}**' + (f" ({'; '.join(notes)})" if notes else '')
     if cell.test == SINGLE_PAIR:
         why = 'insufficient seeds: 1 pair'
     elif cell.test == IDENTICAL:
@@ -163,6 +168,8 @@ def verdict_text(cell: CellStats) -> str:
                f'other comparisons')
     else:
         why = f'smallest detectable difference {cell.mde:.2f} points'
+    if how and cell.mde is not None:
+        why += f'; {how}'
     return f'{cell.verdict} ({why}' + (f'; {dropped})' if dropped else ')')
 
 

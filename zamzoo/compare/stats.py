@@ -10,9 +10,9 @@ import numpy as np
 
 from ..errors import NonFiniteError, UsageError
 # the paired test lives below the publishing layers (the tables use it too); re-exported for report.py and users
-from ..pairing import (ALPHA, CONSTANT, IDENTICAL, POWER, SEEDS_NEEDED_CAP, SIGN_TEST_MIN_PAIRS,  # noqa: F401
-                       SINGLE_PAIR, T_TEST, TIED, PairedDifference, detectable_difference, paired_test, scipy_stats,
-                       seeds_needed)
+from ..pairing import (ALPHA, CONSTANT, FLOORED_T_TEST, IDENTICAL, POWER, SEEDS_NEEDED_CAP,  # noqa: F401
+                       SIGN_TEST_MIN_PAIRS, SINGLE_PAIR, T_TEST, TIED, PairedDifference, detectable_difference,
+                       paired_test, scipy_stats, seeds_needed)
 
 BETTER, WORSE, NO_DIFFERENCE = 'better', 'worse', 'no detectable difference'
 # a candidate that diverged on a seed its baseline finished; a cell whose arms share no finished seed
