@@ -173,6 +173,8 @@ def test_zero_is_worse_identity_is_no_difference_and_baselines_are_reused(module
     # the latency of the cost table is timed after the runs (the contract check leaves it): the report says how,
     # and nothing printed says it is not measured
     assert report['cost'][0]['cpu_latency_ratio'] is not None
+    # at the runs' --img-size, not the backbone's own 32 x 32 (a module's MACs and time grow with its feature maps)
+    assert report['cost_conditions']['input_size'] == {'mobilenet': [3, 16, 16]}
     latency = report['cost_conditions']['latency']
     assert latency == {**LATENCY_CONDITIONS, **{k: latency[k] for k in ('device', 'load_avg_start', 'load_avg')}}
     assert 'torch threads (cpu' in latency['device'] and len(latency['load_avg_start']) == len(latency['load_avg']) == 3

@@ -107,7 +107,7 @@ def _train_and_report(args, candidate, arms, runs, states, contract) -> int:
     check_one_data(runs)
     results, unfinished = run_outcomes(runs)
     costs = arm_costs(candidate.factory, candidate.name, arms.backbones, arms.baselines, slot=candidate.slot,
-                      progress=lambda msg: print(msg, flush=True))
+                      image_size=args.img_size, progress=lambda msg: print(msg, flush=True))  # as the runs saw
     candidates, baselines = arm_results(arms, runs, results, costs, unfinished)
     recipes = sorted({run.recipe for run in runs})
     epochs = sorted({run.epochs for run in runs})

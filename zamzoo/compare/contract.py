@@ -400,11 +400,11 @@ def _cost(backbone: str, model: nn.Module, plain: nn.Module, latency: bool, onnx
 
 def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str], baselines: Sequence[str], *,
               options: Optional[Mapping[str, Any]] = None, slot: str = 'block', latency: bool = True,
-              progress: Callable[[str], None] = lambda msg: None) -> ArmCosts:
+              image_size: Optional[int] = None, progress: Callable[[str], None] = lambda msg: None) -> ArmCosts:
     """backbone -> arm (the candidate `attn` as `name`, each zoo attention of `baselines`) -> its cost against the
-    plain backbone (the compare report's cost keys, `stats.COST_KEYS`), with how it was measured (`ArmCosts`). Per
-    backbone, plain and every arm are timed in the same interleaved rounds, so all latency ratios share them (plain's
-    is 1 by definition)."""
+    plain backbone (the compare report's cost keys, `stats.COST_KEYS`), with how it was measured (`ArmCosts`), at
+    the runs' `image_size` (None: each backbone's own input size). Per backbone, plain and every arm are timed in the
+    same interleaved rounds, so all latency ratios share them (plain's is 1 by definition)."""
     import timm
 
     label, load_avg_start = _label(attn), load_average()
@@ -413,7 +413,7 @@ def arm_costs(attn: Callable[..., nn.Module], name: str, backbones: Sequence[str
         for backbone in backbones:
             progress(f"cost: {', '.join((name, *baselines))} in {backbone}")
             plain, model = _build_pair(backbone, attn, dict(options or {}), slot, label)
-            size = tuple(plain.pretrained_cfg['input_size'])
+            size = (3, image_size, image_size) if image_size else tuple(plain.pretrained_cfg['input_size'])
             sizes[backbone] = list(size)
             models = {a: calibrate_batchnorm(timm.create_model(Arms.model(backbone, a)), size, **CALIBRATION)
                       for a in baselines if a != 'plain'}
