@@ -390,6 +390,26 @@ def test_a_copy_of_the_data_at_another_path_is_the_same_data_for_the_plan(sweep,
     assert 'is not the data the run in' in plan_states([run])[RUN]['conflict']
 
 
+def test_a_held_out_run_is_not_done_on_other_data_at_its_path(tmp_path):
+    """The plan reopens the data with the run's split file: data lacking the images it lists raised, which was taken
+    as data that cannot be opened now, so a run trained on other classes was 'done' (image folders and hf alike)."""
+    from conftest import write_images
+    from zamzoo.zoo import plan_sweep
+    from zamzoo.zoo.plan import plan_states
+    data, out = tmp_path / 'data', tmp_path / 'sweep'
+    options = dict(holdout=0.34, epochs=1, batch_size=2, img_size=16, device='cpu')
+    assert main(['zoo', 'run', '--models', TINY, '--datasets', 'folder', '--data', str(write_images(data, {
+        'a': 3, 'b': 3})), '--holdout', '0.34', '--seeds', '0', '--epochs', '1', '--batch-size', '2', '--img-size',
+        '16', '--device', 'cpu', '--out', str(out)]) == 0
+    [run] = plan_sweep([TINY], ['folder'], [0], data, out, **options)
+    assert plan_states([run])[run.name] == dict(plan_states([run])[run.name], state='done', conflict=None)
+    shutil.rmtree(data)
+    write_images(data, {'c': 3, 'd': 3})  # other classes, at the same path
+    assert "listed in the run's split file but missing" in plan_states([run])[run.name]['conflict']
+    shutil.rmtree(data)  # not there now: a finished run does not need it
+    assert plan_states([run])[run.name]['conflict'] is None
+
+
 # ------------------------------------------------------------------ D4: a checkpoint that cannot be read
 def test_an_unreadable_checkpoint_is_corrupt_and_the_failure_says_how_to_start_over(sweep, tiny_cifar, capsys):
     folder = sweep / RUN

@@ -12,6 +12,10 @@ class DataError(ZamzooError):
     """A data set folder is missing, incomplete or malformed."""
 
 
+class SplitMismatch(DataError):
+    """The data lacks images a run's split file lists: it is not the data the run held its images out of."""
+
+
 class WeightsError(ZamzooError):
     """Pretrained weights are unpublished, missing, corrupt or do not match the manifest."""
 

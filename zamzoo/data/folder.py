@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
-from ..errors import DataError
+from ..errors import DataError, SplitMismatch
 from .images import check_image, open_rgb
 from .split import stratified_holdout
 
@@ -115,7 +115,7 @@ class FileList(Dataset):
             _check_relative(rel)
             path = self.root / rel
             if rel.split('/', 1)[0] not in index or not path.is_file():
-                raise DataError(f'{path}: listed in the run\'s split file but missing (or outside the classes '
+                raise SplitMismatch(f'{path}: listed in the run\'s split file but missing (or outside the classes '
                                 f'{classes}): {self.root} is not the folder the run held its images out of, or it '
                                 f'changed since; use the data the run was trained on')
             check_image(path)

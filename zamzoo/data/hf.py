@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, SplitMismatch
 from .folder import files_fingerprint
 from .images import check_image, open_rgb
 
@@ -131,9 +131,9 @@ def rows_of(keys: Sequence[str], wanted: Dict[str, Sequence[str]], name: str) ->
                             f'zamzoo, row numbers change when the data set is shuffled); start a new run')
         rows[part] = [free[k].popleft() for k in entries if free.get(k)]
         if len(rows[part]) < len(entries):
-            raise DataError(f'{name}: {len(entries) - len(rows[part])} of the {len(entries)} {part} rows listed in '
-                            f'the split file are not in the data set; expected the data the split was made from '
-                            f'(rows are found by their image and label, in any order)')
+            raise SplitMismatch(f'{name}: {len(entries) - len(rows[part])} of the {len(entries)} {part} rows listed '
+                                f'in the split file are not in the data set; expected the data the split was made '
+                                f'from (rows are found by their image and label, in any order)')
     return rows
 
 

@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 
 from ..data import check_data_exists, check_same_data, open_data
 from ..dataset_table import DATASETS
-from ..errors import DataError, UsageError
+from ..errors import DataError, SplitMismatch, UsageError
 from ..models.plugins import (attention_record, check_importable_in_new_process, from_entry_point, recorded_imports,
                               recorded_options)
 from ..train import TrainConfig
@@ -260,25 +260,36 @@ def plan_states(runs: Sequence[PlannedRun], world_size: int = 1) -> Dict[str, di
 def data_conflict(run: PlannedRun, opened: dict) -> Optional[str]:
     """Why the run in `run`'s folder (finished, or to resume) was trained on other data than the data at its --data
     now (config.json's `data_fingerprint` against the data opened as the run opens it, each source once through
-    `opened`): a plan names its data by path, and data replaced at that path is other data. None when they agree,
-    when the run recorded no fingerprint, or when the data cannot be opened now (a finished run does not need it; a
-    run to resume then fails as it opens it)."""
+    `opened`): a plan names its data by path, and data replaced at that path is other data, as is data that lacks
+    images the run's split file lists. None when they agree, when the run recorded no fingerprint, or when the data
+    cannot be opened now (a finished run does not need it; a run to resume then fails as it opens it)."""
     recorded = run_status(run.folder).config.get('data_fingerprint')
     if not recorded:
         return None
     source = dataclasses.replace(run.config.source(read_split(run.folder)), download=False)
     key = repr(source)
     if key not in opened:
-        try:
-            opened[key] = open_data(source).fingerprint
-        except DataError:
-            opened[key] = None
+        opened[key] = _fingerprint_now(source)
     try:
+        if isinstance(opened[key], SplitMismatch):
+            raise opened[key]
         if opened[key] is not None:
             check_same_data(recorded, opened[key], run.config.data, run.folder)
     except DataError as e:
         return f'seed {run.config.seed} of {run.config.model}-{run.config.dataset}: {e}'
     return None
+
+
+def _fingerprint_now(source):
+    """The fingerprint of the data `source` opens; the SplitMismatch where the data is there but lacks images its
+    split file lists; None where it cannot be opened now."""
+    try:
+        check_data_exists(source)
+        return open_data(source).fingerprint
+    except SplitMismatch as e:
+        return e
+    except DataError:
+        return None
 
 
 def check_data(runs: Sequence[PlannedRun]) -> None:
