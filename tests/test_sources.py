@@ -1,6 +1,7 @@
 """Your own data: Hugging Face datasets (save_to_disk and parquet folders made here), one-folder image sets split by
 --holdout, --init from any weights, the tensor loader for any data set, and bad data (files and rows named)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -118,8 +119,10 @@ def test_hf_columns_splits_and_bad_rows(tmp_path):
         opened('ok', image_column='extra')
     with pytest.raises(DataError, match="no column 'lbl'"):
         opened('ok', label_column='lbl')
-    with pytest.raises(DataError, match='--holdout is for data without one'):
-        opened('ok', holdout=0.2)
+    with pytest.raises(DataError, match=re.escape("--holdout is for data without one (to hold out part of the train "
+                                                  "split instead, save the data set without 'test': DatasetDict("
+                                                  "{'train': d['train']}).save_to_disk(...))")):
+        opened('ok', holdout=0.2)  # what that advice makes: `only_train` below
 
     only_train = datasets.DatasetDict({'train': d['train']})
     only_train.save_to_disk(str(tmp_path / 'train-only'))
@@ -143,7 +146,8 @@ def test_hf_columns_splits_and_bad_rows(tmp_path):
     datasets.DatasetDict({'train': d['train'], 'test': unlabelled.cast_column('label', d['train'].features['label'])}
                          ).save_to_disk(str(tmp_path / 'unlabelled-test'))  # the Hub's usual test split
     with pytest.raises(DataError, match=r'\[test\] row 0: label -1 is outside the 10 classes \(0..9\): -1 marks a row '
-                                        r'without a label .* --val-split, or .* --holdout 0.1'):
+                                        r'without a label .* --val-split, or save the data set without this split '
+                                        r'and hold out part of the train split with --holdout 0.1'):
         opened('unlabelled-test')
 
     cut = d['test'].cast_column('img', datasets.Image(decode=False))

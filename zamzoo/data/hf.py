@@ -252,7 +252,8 @@ class HFImages(Dataset):
         bad = next((i for i, t in enumerate(self.targets) if not 0 <= t < n), None)
         if bad is not None:
             unlabelled = (': -1 marks a row without a label (a Hub test split often has none); for the validation split '
-                          'name a labelled one with --val-split, or hold out part of the train split with --holdout 0.1'
+                          'name a labelled one with --val-split, or save the data set without this split and hold out '
+                          'part of the train split with --holdout 0.1'
                           if self.targets[bad] == -1 else '')
             raise DataError(f'{self.where(bad)}: label {self.targets[bad]} is outside the {n} classes (0..{n - 1})'
                             + unlabelled)

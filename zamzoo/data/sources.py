@@ -183,7 +183,9 @@ def _open_hf(source: DataSource, train: bool) -> OpenedData:
         tr, te, split, fingerprint = _hf_holdout(d[train_name], image, label, classes, source, train_name, train)
     else:
         if source.holdout is not None:
-            raise DataError(f"{source.data} has a validation split ('{val_name}'); --holdout is for data without one")
+            raise DataError(f"{source.data} has a validation split ('{val_name}'); --holdout is for data without one "
+                            f"(to hold out part of the train split instead, save the data set without '{val_name}': "
+                            f"DatasetDict({{'{train_name}': d['{train_name}']}}).save_to_disk(...))")
         _, _, val_classes = hf.columns(d[val_name].features, image, label, f'{source.data} [{val_name}]')
         te = hf.HFImages(d[val_name], image, label, classes, f'{source.data} [{val_name}]', names=val_classes)
         tr = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]') if train else None
