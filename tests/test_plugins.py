@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -156,6 +157,38 @@ def test_options_are_recorded_and_bound_again_wherever_a_run_is_read():
     unregister_attention('plug_se8')
     exec(snippet)  # what an export's config.json and card tell its user to run
     assert _num_params('resnet18_plug_se8') == registered
+
+
+def test_a_packages_module_installed_elsewhere_is_the_runs_when_its_files_are(tmp_path, monkeypatch):
+    """An export (or run) of a package's module was refused as 'gone' once the package was installed at another
+    path (another environment, machine, Python), though its files were the same: their content decides."""
+    from zamzoo.models.plugins import ensure_attention
+    first, second = tmp_path / 'venv1', tmp_path / 'venv2'
+    for root in (first, second):
+        (root / 'zamzoo_movedpkg').mkdir(parents=True)
+        for name, text in HELPER_PACKAGE.items():
+            (root / 'zamzoo_movedpkg' / name).write_text(text)
+    monkeypatch.syspath_prepend(str(first))
+    record = json.loads(json.dumps(load_attention('zamzoo_movedpkg.attention:Gated', name='plug_moved').record()))
+    assert record['source'] == str((first / 'zamzoo_movedpkg' / 'attention.py').resolve())
+
+    def elsewhere():  # as a new process with only the second installation meets the run
+        unregister_attention('plug_moved')
+        for name in [m for m in sys.modules if m.startswith('zamzoo_movedpkg')]:
+            monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setattr(sys, 'path', [p for p in sys.path if p != str(first)])
+        monkeypatch.syspath_prepend(str(second))
+    shutil.rmtree(first)
+    elsewhere()
+    ensure_attention(record)
+    assert ATTENTIONS['plug_moved'].plugin.source == str((second / 'zamzoo_movedpkg' / 'attention.py').resolve())
+    (second / 'zamzoo_movedpkg' / 'maths.py').write_text('def half(x):\n    return x * 0.25\n')  # other code
+    elsewhere()
+    with pytest.raises(UsageError, match=r'which is gone \(the one imported now, from .*venv2.* holds other code\)'):
+        ensure_attention(record)
+    unregister_attention('plug_moved')
+    for name in [m for m in sys.modules if m.startswith('zamzoo_movedpkg')]:
+        monkeypatch.delitem(sys.modules, name)
 
 
 def test_a_module_registered_with_other_options_than_the_run_is_refused():

@@ -350,12 +350,13 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
     if not recorded:
         return
     _check_options_agree(recorded, current)
-    if not recorded.get('source'):
-        return
+    if not recorded.get('source') or (current is not None and _same_code(recorded, current)):
+        return  # the same files, wherever they are now (the package installed in another environment)
     source = Path(recorded['source'])
     if not source.is_file():
+        other = f" (the one imported now, from {current.get('source')}, holds other code)" if current else ''
         raise UsageError(f"the attention module of this run ({recorded['spec']}) was read from {source}, which is "
-                         f'gone; restore it, or start new runs (another --out)')
+                         f'gone{other}; restore it, or start new runs (another --out)')
     now = sha256_file(source)
     if now != recorded['sha256']:
         raise UsageError(f"the attention module's source {source} changed since the run started (sha256 "
@@ -371,6 +372,13 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
     if current is not None and current.get('sha256') != recorded['sha256']:
         raise UsageError(f"this run's attention module came from {source}; the one registered now "
                          f"({current.get('spec')}, {current.get('source')}) differs: pass --attn {recorded['spec']}")
+
+
+def _same_code(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether a module registered now is a run's by content: its spec, its file's sha256 and those of the files it
+    imports (by content, not by path)."""
+    return (current.get('spec') == recorded.get('spec') and current.get('sha256') == recorded.get('sha256')
+            and sorted(recorded_imports(current).values()) == sorted(recorded_imports(recorded).values()))
 
 
 def _check_options_agree(recorded: Mapping[str, Any], current: Optional[Mapping[str, Any]]):
@@ -425,6 +433,11 @@ def ensure_attention(recorded: Optional[Mapping[str, Any]]) -> None:
     if not recorded:
         return
     attention = ATTENTIONS.get(recorded.get('name'))
+    module = recorded['spec'].split(':', 1)[0]
+    if attention is None and not _is_file_spec(module) and not Path(recorded.get('source') or '.').is_file():
+        # a package's module, installed elsewhere now (another environment or machine): the files it holds decide
+        load_attention(recorded['spec'], recorded['name'], recorded_options(recorded))
+        attention = ATTENTIONS[recorded['name']]
     current = attention.plugin._asdict() if attention is not None and attention.plugin is not None else None
     check_attention_source(recorded, current)
     if attention is None:
