@@ -28,14 +28,14 @@ from torch import nn
 
 
 class Zeroing(nn.Module):
-    """Multiplies its input by 0 (output shaped like the input)."""
+    """Multiplies its input by 0, or by `scale` (output shaped like the input)."""
 
-    def __init__(self, channels, device=None, dtype=None):
+    def __init__(self, channels, scale=0.0, device=None, dtype=None):
         super().__init__()
-        self.channels = channels
+        self.channels, self.scale = channels, scale
 
     def forward(self, x):
-        return x * 0
+        return x * self.scale
 
 
 class Scaled(nn.Module):
@@ -200,6 +200,22 @@ def test_a_module_registered_with_other_options_than_the_run_is_refused():
         check_attention_source(record, now)
     check_attention_source(dict(record, options={'scale': 3.0}), now)
     check_attention_source({k: v for k, v in now.items() if k != 'options'}, dict(now, options={}))  # older record
+
+
+def test_a_module_the_blocks_cannot_build_is_refused_when_registered():
+    """A class without `device` / `dtype` (many papers' code) was registered, and every model of it then failed to
+    build with a TypeError: an installed entry point's made `zamzoo list` a traceback for every model."""
+    class NoDevice(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+
+    with pytest.raises(UsageError, match=r"attention 'plug_nodev': NoDevice cannot be called as timm's blocks build "
+                                         r"an attention module, .*unexpected keyword argument 'device'.*expected "
+                                         r"__init__\(self, channels, ..., device=None, dtype=None\)"):
+        zamzoo.register_attention('plug_nodev', NoDevice)
+    assert 'plug_nodev' not in ATTENTIONS
+    with pytest.raises(UsageError, match="unexpected keyword argument 'sclae'"):  # options bound too
+        zamzoo.register_attention('plug_nodev', Identity, sclae=2.0)
 
 
 @pytest.mark.parametrize('value', [(1, 2), nn.ReLU, float('nan'), {1: 2}])
@@ -418,8 +434,8 @@ def test_zoo_worker_imports_the_module_from_the_config(tmp_path, monkeypatch):
             and f"the plan has attention module='sha256 {new[:12]}'" in settings_conflict(run, 'finished'))
     unregister_attention('wzero')
     module.write_text(MODULE_SOURCE)
-    load_attention(f'{module}:Zeroing', name='wzero', options={'unused': 1})
-    assert "attention options={}, the plan has attention options={'unused': 1}" in settings_conflict(run, 'finished')
+    load_attention(f'{module}:Zeroing', name='wzero', options={'scale': 0.5})
+    assert "attention options={}, the plan has attention options={'scale': 0.5}" in settings_conflict(run, 'finished')
 
 
 def test_a_sweep_of_a_module_registered_here_registers_it_with_its_options_in_each_worker(tmp_path):

@@ -24,7 +24,6 @@ it measured them under (`latency_conditions`, as the contract check records its 
 adds the checks of timm's tests/test_models.py (`_timm_model_tests`) on the first backbone.
 """
 import contextlib
-import inspect
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from ..bench.models import TIMING_DEFAULTS, interleaved_latency, load_average, n
 from ..bench.onnx import OnnxExportError, export_onnx
 from ..errors import UsageError, one_line
 from ..models import ATTN_SLOTS, BACKBONES, ZOO
+from ..models.plugins import signature_problem
 from ..provenance import device_description
 from .runs import Arms
 
@@ -296,18 +296,10 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
 
 
 def _check_signature(attn, options: Dict[str, Any], label: str) -> None:
-    """ContractError unless `attn` can be called as timm's blocks call it: the channels first, then the options, the
-    device and the dtype (a class whose first argument is `device` was built with the channels as its device)."""
-    try:
-        signature = inspect.signature(attn)
-    except (TypeError, ValueError):  # no signature to read (a builtin): the calls that follow will tell
-        return
-    try:
-        signature.bind(CHANNELS, **options, device=None, dtype=None)
-    except TypeError as e:
-        raise ContractError(f"{label} cannot be called as timm's blocks build an attention module, "
-                            f'{label}(channels, **options, device=..., dtype=...) ({e}); expected '
-                            f'__init__(self, channels, ..., device=None, dtype=None)') from None
+    """ContractError unless `attn` can be called as timm's blocks call it (`signature_problem`)."""
+    problem = signature_problem(attn, options, label)
+    if problem is not None:
+        raise ContractError(problem)
 
 
 def _autocast_dtypes(module: nn.Module) -> Tuple[torch.dtype, ...]:

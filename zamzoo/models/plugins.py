@@ -184,6 +184,9 @@ def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> R
     if not callable(cls):
         raise UsageError(f'attention {name!r}: expected a module class (or factory), got {cls!r}')
     _check_options(name, options)
+    problem = signature_problem(cls, options, getattr(cls, '__name__', 'the module'))
+    if problem is not None:  # every model of it would fail to build, each with a TypeError
+        raise UsageError(f'attention {name!r}: {problem}')
     factory = partial(cls, **options) if options else cls
     existing = ATTENTIONS.get(name)
     if existing is not None and existing.plugin is not None:
@@ -198,6 +201,22 @@ def _register(name: str, cls: Callable[..., Any], options: dict, spec: str) -> R
         name=name, layer=name, description=f'{spec} (a module registered at run time), in every block',
         plugin=ModuleSource(name, spec, source, source and sha256_file(source), dict(options), imports)))
     return _registered(ATTENTIONS[name])
+
+
+def signature_problem(attn: Callable[..., Any], options: Mapping[str, Any], label: str) -> Optional[str]:
+    """Why `attn` cannot be called as timm's blocks build an attention module: the channels first, then the
+    options, the device and the dtype (a class whose first argument is `device` would get the channels as its
+    device); None where it can, or has no signature to read (a builtin: its calls will tell)."""
+    try:
+        signature = inspect.signature(attn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(64, **options, device=None, dtype=None)
+    except TypeError as e:
+        return (f"{label} cannot be called as timm's blocks build an attention module, {label}(channels, **options, "
+                f'device=..., dtype=...) ({e}); expected __init__(self, channels, ..., device=None, dtype=None)')
+    return None
 
 
 def _check_options(name: str, options: Mapping[str, Any]):
