@@ -435,6 +435,55 @@ def test_a_sweeps_worker_killed_with_sigterm_finishes_its_checkpoint_and_dies_of
     _killed_after_one_checkpoint(tmp_path / 'run', proc.returncode, -signal.SIGTERM)
 
 
+_KILLED_IN_EPOCH_2 = """
+import os, signal, sys
+from zamzoo.cli import main
+from zamzoo.train import loop
+
+step, steps = loop._eager_step, []
+
+
+class DropsItsException:
+    def __del__(self):  # as in an at-fork callback (a DataLoader forking its workers), Python drops what is raised
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))
+
+
+def killed_in_epoch_2(*args):
+    steps.append(1)
+    if len(steps) == 6:  # the second step of epoch 2 (4 a epoch), the DataLoader's workers running
+        {kill}
+    return step(*args)
+
+
+loop._eager_step = killed_in_epoch_2
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize('kill', [
+    'os.killpg(os.getpgid(0), signal.SIGTERM)',  # GNU timeout, a job's time limit: the DataLoader workers too
+    'DropsItsException()',
+    'DropsItsException()\n        raise RuntimeError("DataLoader worker (pid(s) 1) exited unexpectedly")',
+], ids=['process-group', 'exception-dropped', 'then-a-worker-gone'])
+def test_a_run_with_dataloader_workers_killed_with_sigterm_is_interrupted_not_failed(tiny_cifar, tmp_path, kill):
+    """A SIGTERM whose exception Python dropped (it came while the DataLoader forked its workers) was lost, and
+    the run trained on to its end; where SIGTERM to the process group (GNU timeout, a time limit) had ended a
+    DataLoader worker too, torch's 'DataLoader worker ... exited unexpectedly' marked the run failed (exit 1). The
+    process-group kill here reaches the run first (exit 130 before too): a guard."""
+    from zamzoo.train.run_folder import run_status
+    script = tmp_path / 'killed.py'
+    script.write_text(_KILLED_IN_EPOCH_2.replace('{kill}', kill))
+    out = tmp_path / 'run'
+    proc = subprocess.run([sys.executable, str(script), 'train', '--model', TINY, '--data', str(tiny_cifar),
+                           '--recipe', 'zam', '--epochs', '3', '--batch-size', '16', '--workers', '2', '--device',
+                           'cpu', '--out', str(out)], env=_env(), capture_output=True, text=True, timeout=300,
+                          start_new_session=True)
+    assert proc.returncode == 130 and 'zamzoo train: interrupted' in proc.stderr, proc.stderr[-3000:]
+    status = run_status(out)
+    assert status.state == 'pending' and len(status.history) == 1, proc.stderr[-3000:]
+
+
 _RANK_1_FAILS = """
 import os, signal, sys
 from zamzoo.cli import main

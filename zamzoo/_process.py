@@ -42,6 +42,18 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, taken as Ctrl-C inside `sigterm_as_interrupt`."""
 
 
+# Set by SIGTERM inside a `sigterm_as_interrupt` block: Python only reports (and drops) an exception a signal handler
+# raises inside an at-fork callback or a __del__, as when the signal comes while a DataLoader forks its workers
+_TERMINATED = threading.Event()
+
+
+def raise_if_terminated() -> None:
+    """Terminated where SIGTERM came inside a `sigterm_as_interrupt` block, even where its exception was dropped
+    (a loop calls it at each step)."""
+    if _TERMINATED.is_set():
+        raise Terminated
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """Inside the block, SIGTERM (`kill`, `timeout`, a container stopping) raises KeyboardInterrupt (`Terminated`) as
@@ -53,12 +65,18 @@ def sigterm_as_interrupt():
         return
 
     def interrupt(signum, frame):
+        _TERMINATED.set()
         raise Terminated
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
+    except Exception as e:
+        if _TERMINATED.is_set():  # what the signal did besides (a DataLoader worker it ended too, torch then raising)
+            raise Terminated from e
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _TERMINATED.clear()
 
 
 def end_as_terminated() -> None:

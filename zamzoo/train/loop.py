@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import provenance
+from .._process import raise_if_terminated
 from .._paths import check_writable
 from ..data.cifar_release import official_release
 from ..data.sources import check_same_data
@@ -214,6 +215,7 @@ def _epochs(loop: Loop) -> dict:
                 loop.reporter.finish(results)
         return D.broadcast_object(results, info)
     except Exception as e:
+        raise_if_terminated()  # the failure SIGTERM made (a DataLoader worker it ended too): an interruption
         if not isinstance(e, loop.interruptions):  # every process of a run of several: the first one's stays
             run_folder.mark_failed(loop.out, e, rank=info.rank if info.distributed else None)
         raise
@@ -320,6 +322,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, *, device, amp_dtype: O
     peek = _Peek(device) if reporter is not None else None
     images_seen = skipped = 0
     for step, (x, y, n_global) in enumerate(loader, 1):
+        raise_if_terminated()
         if train_step is not None:
             train_step(x, y, n_global)
         elif not _eager_step(step_math, optimizer, scaler, (x, y, n_global), sums, bad, max_bad_steps, (step,
@@ -431,6 +434,7 @@ def evaluate_loader(model, loader, *, device, amp_dtype: Optional[torch.dtype], 
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     top1, top5, count = (torch.zeros((), dtype=torch.int64, device=device) for _ in range(3))
     for x, y, _ in loader:
+        raise_if_terminated()
         if y.numel() == 0:
             continue
         with autocast(device, amp_dtype):
