@@ -103,6 +103,66 @@ class IgnoresDevice(Identity):
         return x * self.scale
 
 
+class Lazy(Identity):
+    """Sized at its first forward pass: the contract's own calls sized it, and then `zamzoo train` failed counting it."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__(channels)
+        self.fc = nn.LazyLinear(channels, device=device, dtype=dtype)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc(x.mean((2, 3))))[:, :, None, None]
+
+
+class NoGradGate(Identity):
+    """Its gate is computed under no_grad: its parameters never train, yet they were counted as the module's."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__(channels)
+        self.fc = nn.Conv2d(channels, channels, 1, device=device, dtype=dtype)
+
+    def forward(self, x):
+        with torch.no_grad():
+            gate = torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+        return x * gate
+
+
+class RarelyRandom(Identity):
+    """A DropPath that forgot self.training, dropping 1% of the calls: the two calls drew alike (the same seed)."""
+    def forward(self, x):
+        return x if torch.rand(()) < 0.01 else x * torch.sigmoid(x)
+
+
+class MixesTheBatch(Identity):
+    """Gates with the mean over the batch: an image's logits changed with the eval batch."""
+    def forward(self, x):
+        return x * torch.sigmoid(x.mean((0, 2, 3), keepdim=True))
+
+
+class PlainTensorAttribute(Identity):
+    """A tensor kept as a plain attribute: `.to('cuda')` leaves it on the CPU."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__(channels)
+        self.scale = torch.full((channels, 1, 1), 0.5, device=device, dtype=dtype)
+
+    def forward(self, x):
+        return x * self.scale.to(x.dtype)
+
+
+class HardcodedFloat64(Identity):
+    """Ignores the dtype given, making float64: the probe asked for float64 itself."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__(channels)
+        self.w = nn.Parameter(torch.zeros(channels, 1, 1, device=device, dtype=torch.float64))
+
+    def forward(self, x):
+        return (x * torch.sigmoid(self.w)).to(x.dtype)
+
+
+class TensorOnTheCpu(Identity):
+    """Makes a tensor in forward without the input's device: trained on a CPU, failed on a GPU and in export."""
+    def forward(self, x):
+        return x * (1 + 0.1 * torch.linspace(0, 1, x.shape[-1], dtype=x.dtype))
+
+
 class ScaledWhenTraced(Identity):
     """Right in eager mode, wrong under the TorchScript-based ONNX exporter (which traces)."""
     def forward(self, x):
@@ -128,6 +188,15 @@ class ScaledWhenTraced(Identity):
                   "__init__(self, channels, ..., device=None, dtype=None)"),
     (Only64Channels, 'mobilenet with Only64Channels fails in a training-mode forward pass (calibrating BatchNorm): '
                      'RuntimeError: Given groups=1, weight of size [64, 64, 1, 1]'),
+    (Lazy, 'Lazy(64): fc.weight, fc.bias is lazy (nn.LazyLinear and the like): size every layer from the channels'),
+    (NoGradGate, 'NoGradGate(64): no gradient reaches fc.weight, fc.bias (computed under torch.no_grad, or '
+                 'detached?): such parameters never train'),
+    (RarelyRandom, 'RarelyRandom(64) drew random numbers in eval mode'),
+    (MixesTheBatch, "MixesTheBatch(64): an image's output in eval mode depends on the other images of its batch"),
+    (PlainTensorAttribute, 'PlainTensorAttribute(64): scale is a tensor attribute, neither a parameter nor a buffer'),
+    (HardcodedFloat64, "HardcodedFloat64(64, device='meta', dtype=torch.bfloat16) made w on meta as torch.float64"),
+    (TensorOnTheCpu, "TensorOnTheCpu(64, device='meta', dtype=torch.bfloat16) on an input on the meta device: "
+                     "RuntimeError: "),
 ])
 def test_a_module_breaking_the_contract_is_stopped_naming_what_broke(module, message):
     with pytest.raises(ContractError) as info:
@@ -167,11 +236,32 @@ class WritesIntoItsInput(Identity):
         return x.mul_(torch.sigmoid(x.mean((2, 3), keepdim=True))) if not self.training else x * 1
 
 
-def test_a_module_writing_its_result_into_its_input_is_checked_as_the_function_it_computes():
+class WritesIntoItsInputWhenTraining(Identity):
+    """`x.add_(b)` in training too: right in a block (its input is no leaf), refused by the backward check."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__(channels)
+        self.b = nn.Parameter(torch.zeros(channels, 1, 1, device=device, dtype=dtype))
+
+    def forward(self, x):
+        return x.add_(self.b)
+
+
+class ReadsValues(Identity):
+    """Branches on a value (`.item()`): no meta-device forward, fine on real tensors."""
+    def forward(self, x):
+        return x * 0.5 if x.abs().amax().item() > 1e6 else x * torch.sigmoid(x)
+
+
+@pytest.mark.parametrize('module', [WritesIntoItsInput, WritesIntoItsInputWhenTraining, ReadsValues])
+def test_a_module_writing_its_result_into_its_input_is_checked_as_the_function_it_computes(module):
     """It was refused for channels_last: the two calls of the determinism check shared one input, which the first
-    call changed and the second changed again, returning that same tensor, so the contiguous reference was wrong."""
-    report = check_contract(WritesIntoItsInput, ['mobilenet'], **FAST)
-    assert [(r.backbone, r.params_added) for r in report.backbones] == [('mobilenet', 0)]
+    call changed and the second changed again, returning that same tensor, so the contiguous reference was wrong;
+    one writing in training was refused in the backward check ('a leaf Variable that requires grad is being used
+    in an in-place operation'). A module that reads values cannot run on the meta device, which is no fault."""
+    report = check_contract(module, ['mobilenet'], **FAST)
+    assert [(r.backbone, r.params_added) for r in report.backbones] == [
+        ('mobilenet', count_params(timm.create_model('mobilenet_plain', attn_layer=module)) - count_params(
+            timm.create_model('mobilenet_plain')))]
 
 
 class Gamma(nn.Module):

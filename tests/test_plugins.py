@@ -218,6 +218,30 @@ def test_a_module_the_blocks_cannot_build_is_refused_when_registered():
         zamzoo.register_attention('plug_nodev', Identity, sclae=2.0)
 
 
+class ReadsValues(nn.Module):
+    """Branches on a value (`.item()`): trains on real tensors, cannot run on the meta device."""
+    def __init__(self, channels, device=None, dtype=None):
+        super().__init__()
+
+    def forward(self, x):
+        return x * 0.5 if x.abs().amax().item() > 1e6 else x * torch.sigmoid(x)
+
+
+def test_a_model_whose_module_reads_values_exports(tmp_path, capsys):
+    """`zamzoo export` counted MACs on a meta-device twin only: 'Tensor.item() cannot be called on meta tensors', a
+    traceback, for a model that trained."""
+    from safetensors.torch import save_file
+    from zamzoo.bench.flops import count_macs
+    from zamzoo.cli import main
+    zamzoo.register_attention('plug_reads', ReadsValues)
+    net = timm.create_model('mobilenet_plug_reads')
+    save_file(net.state_dict(), str(tmp_path / 'w.safetensors'))
+    assert main(['export', str(tmp_path / 'w.safetensors'), '--model', 'mobilenet_plug_reads', '--out',
+                 str(tmp_path / 'export')]) == 0
+    assert f'MACs {count_macs(net):,}' in capsys.readouterr().out
+    unregister_attention('plug_reads')
+
+
 @pytest.mark.parametrize('value', [(1, 2), nn.ReLU, float('nan'), {1: 2}])
 def test_options_a_run_cannot_record_exactly_are_refused(value):
     with pytest.raises(UsageError, match="options .* cannot be recorded in a run's config.json as they are"):

@@ -250,13 +250,25 @@ def _same_values(what: str, got: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 def _deterministic(name: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The module's output on `x`; ContractError when a second call on `x` gives another one."""
+    """The module's output on `x`; ContractError when a second call on `x` gives another one, when a call draws
+    random numbers (however rarely they change the output), or when an image's output depends on the other images
+    of its batch (test accuracy would then change with the batch size)."""
     what = f'{name} called twice on the same {tuple(x.shape)} input in eval mode'
+    rng = torch.get_rng_state()
     first, again = _run(what, module, x), _run(what, module, x)
     if not torch.equal(first, again):
         raise ContractError(f'{what}: the outputs differ (relative error {_relative_error(again, first):.3g}); in '
                             f'eval mode a module must be a function of its input (no random ops, no state a call '
                             f'changes)')
+    if not torch.equal(rng, torch.get_rng_state()):
+        raise ContractError(f'{name} drew random numbers in eval mode (torch.rand and the like): in eval mode a '
+                            f'module must be a function of its input; draw them only when self.training')
+    alone = _run(f'{name} on one image of the batch', module, x[1:])
+    err = _relative_error(alone, first[1:])
+    if not err <= CHANNELS_LAST_RTOL:
+        raise ContractError(f"{name}: an image's output in eval mode depends on the other images of its batch "
+                            f'(relative error {err:.3g} against the image alone): reduce over each image, not over '
+                            f'the batch dimension')
     return first
 
 
@@ -275,6 +287,7 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
         module = attn(CHANNELS, **options)
     if not isinstance(module, nn.Module):
         raise ContractError(f'{name} returned {type(module).__name__}, expected a torch.nn.Module')
+    _check_tensors_registered(name, module)
     _check_device_and_dtype(attn, options, label)
     module.eval()
     for b, h, w in MODULE_INPUTS:
@@ -290,9 +303,14 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
     _expect(what, _run(what, module, x.bfloat16(), autocast=True), x.shape, _autocast_dtypes(module))
     module.train()
     x = torch.randn(2, CHANNELS, 8, 8, requires_grad=True)
-    with _failure(f'{name} fails in a backward pass'):
-        module(x).square().mean().backward()
+    with _failure(f'{name} fails in a backward pass'):  # on a copy: in a block its input is no leaf, may be written
+        module(x.clone()).square().mean().backward()
     _finite_gradients(name, [('input', x), *module.named_parameters()])
+    untrained = [key for key, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    if untrained:
+        raise ContractError(f"{name}: no gradient reaches {', '.join(untrained)} (computed under torch.no_grad, or "
+                            f'detached?): such parameters never train; make them with requires_grad=False if they '
+                            f'are constants')
 
 
 def _check_signature(attn, options: Dict[str, Any], label: str) -> None:
@@ -312,14 +330,49 @@ def _autocast_dtypes(module: nn.Module) -> Tuple[torch.dtype, ...]:
 
 def _check_device_and_dtype(attn, options: Dict[str, Any], label: str) -> None:
     """timm's blocks pass `device` and `dtype`, and `zamzoo export` builds models on the 'meta' device: every
-    parameter and buffer must be made there, floating-point ones in that dtype."""
-    name = f"{label}({CHANNELS}, device='meta', dtype=torch.float64)"
-    with _failure(f'cannot build {name}'):
-        module = attn(CHANNELS, **options, device='meta', dtype=torch.float64)
-    for key, t in [*module.named_parameters(), *module.named_buffers()]:
-        if t.device.type != 'meta' or (t.is_floating_point() and t.dtype != torch.float64):
-            raise ContractError(f'{name} made {key} on {t.device} as {t.dtype}: make every parameter and buffer with '
-                                f'the device and dtype given (timm passes them; zamzoo export builds on meta)')
+    parameter and buffer must be made there, floating-point ones in that dtype (two of them: a module that ignores
+    the argument makes its tensors in one dtype of its own)."""
+    for dtype in (torch.float64, torch.bfloat16):
+        name = f"{label}({CHANNELS}, device='meta', dtype={dtype})"
+        with _failure(f'cannot build {name}'):
+            module = attn(CHANNELS, **options, device='meta', dtype=dtype)
+        for key, t in [*module.named_parameters(), *module.named_buffers()]:
+            if t.device.type != 'meta' or (t.is_floating_point() and t.dtype != dtype):
+                raise ContractError(f'{name} made {key} on {t.device} as {t.dtype}: make every parameter and buffer '
+                                    f'with the device and dtype given (timm passes them; zamzoo export builds on '
+                                    f'meta)')
+    _check_forward_on_meta(name, module.eval(), torch.randn(2, CHANNELS, 8, 8, device='meta', dtype=dtype))
+
+
+def _check_forward_on_meta(name: str, module: nn.Module, x: torch.Tensor) -> None:
+    """A tensor that forward makes on another device than its input's (torch.linspace(...) without device=x.device)
+    fails on a GPU; on the meta device it fails on any machine. Other failures there (`.item()`, a branch on values)
+    are the meta device's own: such a module runs on real tensors."""
+    try:
+        with torch.no_grad():
+            module(x)
+    except Exception as e:  # a user's module can raise anything
+        if 'device' in str(e):
+            raise ContractError(f"{name} on an input on the meta device: {one_line(e)}: make every tensor of forward "
+                                f"on its input's device (device=x.device); a run on a GPU fails the same way") from e
+
+
+def _check_tensors_registered(name: str, module: nn.Module) -> None:
+    """Every tensor a module keeps is a parameter or buffer of known size: a plain tensor attribute stays behind when
+    the model moves to another device (`.to('cuda')`), and a lazy parameter has no size until a first forward pass,
+    while the zoo counts, saves and optimises parameters before any."""
+    for prefix, sub in module.named_modules():
+        where = f'{prefix}.' if prefix else ''
+        plain = [key for key, value in vars(sub).items() if isinstance(value, torch.Tensor)]
+        if plain:
+            raise ContractError(f'{name}: {where}{plain[0]} is a tensor attribute, neither a parameter nor a buffer: '
+                                f"model.to(device) leaves it where it was made; register it (self.register_buffer("
+                                f"'{plain[0]}', ...))")
+    lazy = [key for key, t in [*module.named_parameters(), *module.named_buffers()] if nn.parameter.is_lazy(t)]
+    if lazy:
+        raise ContractError(f"{name}: {', '.join(lazy)} is lazy (nn.LazyLinear and the like): size every layer from "
+                            f'the channels given; the zoo counts, saves and optimises parameters before any forward '
+                            f'pass')
 
 
 def _finite_gradients(name: str, tensors: Sequence[Tuple[str, torch.Tensor]]) -> None:

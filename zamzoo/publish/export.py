@@ -453,9 +453,11 @@ def _build_model(inp: _Input, tag: str, cfg):
         raise ExportError(f'the weights do not fit {model}{" " + str(model_kwargs) if model_kwargs else ""}: {e}') from e
     check_finite_weights(state_dict, inp.weights_file)
     net.eval()
-    # MACs count shapes only: on a meta-device twin no arithmetic runs (the same count, much faster on a CPU)
-    macs = count_macs(timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, device='meta',
-                                        **model_kwargs).eval(), input_size=cfg.input_size)
+    try:  # MACs count shapes only: on a meta-device twin no arithmetic runs (the same count, much faster on a CPU)
+        macs = count_macs(timm.create_model(model, pretrained_cfg=cfg, num_classes=num_classes, device='meta',
+                                            **model_kwargs).eval(), input_size=cfg.input_size)
+    except Exception:  # an attention module of a user's that reads values (`.item()`, a branch on them) needs data
+        macs = count_macs(net, input_size=cfg.input_size)
     return net, num_classes, count_params(net), macs
 
 
