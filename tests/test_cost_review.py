@@ -36,7 +36,7 @@ def test_every_arm_of_a_backbone_is_timed_in_the_same_rounds_as_one_plain(monkey
 
 
 
-def test_a_failed_plugin_refuses_only_patterns_naming_its_models(monkeypatch, caplog):
+def test_a_failed_plugin_refuses_only_patterns_naming_its_models(monkeypatch, caplog, capsys):
     from zamzoo.bench import models as bench
     from zamzoo.errors import UsageError
     from zamzoo.models import plugins
@@ -50,6 +50,17 @@ def test_a_failed_plugin_refuses_only_patterns_naming_its_models(monkeypatch, ca
         bench.select_models(['mobilenet_rrfixbroken'])
     with pytest.raises(UsageError, match='no zamzoo model matches'):
         bench.select_models(['*_rrfixbroken'])  # a wildcard that matches nothing at all
+    # train, zoo and compare (check_model_name) and list say why too: they said 'unknown model', 'no model matches'
+    from zamzoo.cli import main
+    from zamzoo.train.build import check_model_name
+    with pytest.raises(UsageError, match=r"unknown model 'mobilenet_rrfixbroken': the attention entry point\(s\) "
+                                         r"rrfixbroken \(pkg.mod:Broken: ImportError: no pkg\) could not be registered"):
+        check_model_name('mobilenet_rrfixbroken')
+    with pytest.raises(UsageError, match=r"unknown model 'mobilenet_rrfixbrokn'; did you mean"):
+        check_model_name('mobilenet_rrfixbrokn')  # a typo: the close names, as before
+    assert main(['list', 'resnet18_rrfixbroken']) == 1
+    assert "'resnet18_rrfixbroken': the attention entry point(s) rrfixbroken (pkg.mod:Broken: ImportError: no pkg)" \
+        in capsys.readouterr().err
 
 
 def test_a_failed_entry_point_registered_later_is_no_longer_failed(monkeypatch):

@@ -38,7 +38,7 @@ import torch
 from .. import provenance
 from .._io import write_json_atomic, write_text_atomic
 from ..errors import UsageError, ZamzooError
-from ..models import BACKBONES, ZOO
+from ..models import ZOO
 from .calibration import calibrate_batchnorm
 from .flops import count_macs, count_params, seed_flops
 from .onnx import RTOL
@@ -65,19 +65,16 @@ def select_models(patterns: Optional[Sequence[str]] = None) -> List[str]:
     that matches no model, or that names (no wildcard) a model of an attention entry point that failed to register;
     a wildcard that would have matched such models warns (on the 'zamzoo' logger) and goes on without them."""
     import zamzoo
-    from ..models.plugins import failed_entry_points
+    from ..models.plugins import unregistered_models
 
     patterns = list(patterns or ['*'])
     names = zamzoo.list_models()
     for p in patterns:
-        broken = [f'{name} ({why})' for name, why in failed_entry_points().items()
-                  if any(fnmatch.fnmatchcase(f'{backbone}_{name}', p) for backbone in BACKBONES)]
-        message = (f"the attention entry point(s) {'; '.join(broken)} could not be registered, so its models are "
-                   f"missing")
-        if broken and not any(c in p for c in '*?['):
-            raise UsageError(f'--models {p!r}: {message}; fix the plugin or leave it out')
-        if broken:
-            logging.getLogger('zamzoo').warning('--models %r: %s; going on without them', p, message)
+        missing = unregistered_models(p)
+        if missing and not any(c in p for c in '*?['):
+            raise UsageError(f'--models {p!r}: {missing}; fix the plugin or leave it out')
+        if missing:
+            logging.getLogger('zamzoo').warning('--models %r: %s; going on without them', p, missing)
         if not any(fnmatch.fnmatchcase(n, p) for n in names):
             raise UsageError(f'--models: no zamzoo model matches {p!r}; see `zamzoo list` (e.g. resnet18_zam, '
                              f'mobilenet_*)')

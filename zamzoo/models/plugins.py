@@ -335,6 +335,18 @@ def failed_entry_points() -> Dict[str, str]:
     return {name: why for name, why in _FAILED_ENTRY_POINTS.items() if name not in ATTENTIONS}
 
 
+def unregistered_models(pattern: str) -> Optional[str]:
+    """Why models matching `pattern` (a model name or fnmatch wildcard) are missing: 'the attention entry point(s)
+    NAME (why) could not be registered, so its models are missing'; None where no failed entry point's are."""
+    from fnmatch import fnmatchcase
+
+    from ._zoo import BACKBONES
+    broken = [f'{name} ({why})' for name, why in failed_entry_points().items()
+              if any(fnmatchcase(f'{backbone}_{name}', pattern) for backbone in BACKBONES)]
+    return (f"the attention entry point(s) {'; '.join(broken)} could not be registered, so its models are missing"
+            if broken else None)
+
+
 def load_entry_points() -> None:
     """Register every entry point of the group `zamzoo.attention` (`name = "pkg.module:Class"`); one that cannot be
     loaded or registered is a warning on the 'zamzoo' logger, naming it, and is kept in `failed_entry_points()` so

@@ -123,10 +123,13 @@ def _verify(args) -> int:
 
 def _list(args) -> int:
     from ..models import TAGS, list_models
+    from ..models.plugins import unregistered_models
     from .verify import model_status
     unmatched = [p for p in args.patterns if not list_models(p)]
     if unmatched:  # before building any model: a typo among several patterns is not dropped in silence
-        print(f"no zamzoo model matches {', '.join(map(repr, unmatched))}", file=sys.stderr)
+        why = [f'{p!r}: {unregistered_models(p)}' for p in unmatched if unregistered_models(p)]
+        print(f"no zamzoo model matches {', '.join(map(repr, unmatched))}" + ''.join(f'; {w}' for w in why),
+              file=sys.stderr)
         return 1
     rows = model_status(args.patterns, manifest=args.manifest)
     invalid = _report_manifest_problems(args.manifest)  # the list is printed; the exit status says it (as verify's)

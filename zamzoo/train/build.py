@@ -28,7 +28,12 @@ def check_model_name(name: str):
     """ValueError with close matches unless timm knows `name` (zamzoo's models are registered by importing it)."""
     import timm
 
+    from ..models.plugins import unregistered_models
+
     if not timm.is_model(name.split('.', 1)[0]):
+        missing = unregistered_models(name.split('.', 1)[0])
+        if missing:
+            raise UsageError(f"unknown model '{name}': {missing}; fix the plugin")
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f'; did you mean {", ".join(close)}?' if close else ''
         raise UsageError(f"unknown model '{name}'{hint} (zamzoo's models: zamzoo.list_models(), `zamzoo list`)")
