@@ -314,4 +314,10 @@ def test_another_librarys_error_is_quoted_on_one_line_without_its_terminal_colou
     """torch's dynamo exporter colours its steps: the contract line carried '\\x1b[96mThis is step 1/3\\x1b[0m'."""
     from zamzoo.errors import one_line
     assert one_line(RuntimeError('\x1b[96mstep 1/3\x1b[0m failed\nmore')) == 'RuntimeError: step 1/3 failed'
+    # torch.onnx's report: its first line is the same advice whatever failed; the cause is in its summary
+    report = ('Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m of exporting. Next '
+              "steps:\n- Modify the model code\n\n## Exception summary\n\n<class 'torch.fx.experimental.symbolic_"
+              "shapes.GuardOnDataDependentSymNode'>: Could not guard on data-dependent expression zuf0 > 1e6\n\nmore")
+    assert one_line(RuntimeError(report)) == ('RuntimeError: GuardOnDataDependentSymNode: Could not guard on '
+                                              'data-dependent expression zuf0 > 1e6')
     assert one_line(ValueError('')) == 'ValueError: '

@@ -36,8 +36,16 @@ class NotFoundError(ZamzooError, FileNotFoundError):
     """A file or folder the user named does not exist."""
 
 
+_CLASS_PREFIX = re.compile(r"^<class '(?:[\w.]*\.)?(\w+)'>")  # "<class 'torch.x.Error'>: why" -> "Error: why"
+
+
 def one_line(e: BaseException) -> str:
     """'<Type>: <the first line of its message>', without terminal colour codes: another library's error, as a
-    message of ours quotes it."""
-    text = _TERMINAL_CODES.sub('', str(e)).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+    message of ours quotes it. Of torch.onnx's report, whose first line is the same advice for every failure, the
+    line of the exception it summarises."""
+    lines = [line.strip() for line in _TERMINAL_CODES.sub('', str(e)).strip().splitlines()]
+    if '## Exception summary' in lines:
+        summary = [line for line in lines[lines.index('## Exception summary') + 1:] if line]
+        if summary:
+            lines = [_CLASS_PREFIX.sub(r'\1', summary[0])]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
