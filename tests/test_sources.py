@@ -103,6 +103,25 @@ def test_hf_runs_from_disk_and_parquet_then_eval(hf_sources, tmp_path):
     assert e['images'] == 32 and e['top1'] == pytest.approx(b['top1'])
 
 
+def test_a_parquet_folders_fingerprint_is_its_files_content(hf_sources, tmp_path):
+    """It was their paths and sizes: a label changed in a parquet file often keeps its size (51 of 72 one-row edits
+    of a small test split did), and eval, --resume and the sweep took the relabelled data as the run's."""
+    import shutil
+    import types
+
+    from zamzoo.data import hf
+    copy, split = tmp_path / 'parquet', types.SimpleNamespace(num_rows=32)
+    shutil.copytree(hf_sources[1], copy)
+    before = hf.fingerprint(split, copy)
+    shutil.copytree(copy, tmp_path / 'elsewhere')
+    assert hf.fingerprint(split, tmp_path / 'elsewhere') == before and '2 files, content sha256 ' in before
+    file = copy / 'test-00000-of-00001.parquet'
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 1  # the same size, other bytes
+    file.write_bytes(bytes(data))
+    assert hf.fingerprint(split, copy) != before
+
+
 def test_hf_columns_splits_and_bad_rows(tmp_path):
     d = _hf_dict('cifar10', label='label')
     d['train'] = d['train'].add_column('extra', list(range(64)))

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
 from ..errors import DataError, SplitMismatch
+from ..pretrained.checksum import sha256_file
 from .images import check_image, open_rgb
 from .split import stratified_holdout
 
@@ -88,15 +89,16 @@ def _check_relative(rel):
                         f'no ".." and not absolute)')
 
 
-def files_fingerprint(root, paths) -> str:
+def files_fingerprint(root, paths, content: bool = False) -> str:
     """'<n> files, sha256 <hex>' of files' paths relative to `root` and their sizes. Sizes, not modification times:
     a copy of the folder is the same data, a re-encoded or replaced image almost never keeps its size, and hashing
-    every image's content would cost a full read of the data set at each start."""
+    every image's content would cost a full read of the data set at each start. `content`: '<n> files, content
+    sha256 <hex>', of their bytes, for files whose edits keep their size (a label changed in a parquet file)."""
     root = Path(root).expanduser()
     digest = hashlib.sha256()
-    for rel, size in sorted((Path(p).relative_to(root).as_posix(), Path(p).stat().st_size) for p in paths):
-        digest.update(f'{rel}\0{size}\n'.encode())
-    return f'{len(paths)} files, sha256 {digest.hexdigest()[:16]}'
+    for rel, path in sorted((Path(p).relative_to(root).as_posix(), Path(p)) for p in paths):
+        digest.update(f'{rel}\0{sha256_file(path) if content else path.stat().st_size}\n'.encode())
+    return f"{len(paths)} files, {'content ' if content else ''}sha256 {digest.hexdigest()[:16]}"
 
 
 def fingerprint(part, root) -> str:

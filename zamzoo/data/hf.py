@@ -82,12 +82,13 @@ def _check_no_empty_split(path: Path, source):
 def fingerprint(split, source) -> str:
     """'<n> rows, ...': the `datasets` library's own fingerprint of a split (kept in a save_to_disk folder, made
     from the revision's files for the Hub), except for a local folder of data files, whose `datasets` fingerprint
-    changes with the folder's place: there, the files' paths and sizes (`folder.files_fingerprint`)."""
+    changes with the folder's place: there, the files' paths and contents (`folder.files_fingerprint`: a parquet
+    file often keeps its size when a label in it changes)."""
     path = Path(str(source)).expanduser()
     if path.is_dir() and not _saved_to_disk(path):
         files = [p for p in path.rglob('*') if p.is_file() and not any(
             part.startswith('.') for part in p.relative_to(path).parts)]
-        return f'{split.num_rows} rows, {files_fingerprint(path, files)}'
+        return f'{split.num_rows} rows, {files_fingerprint(path, files, content=True)}'
     return f'{split.num_rows} rows, datasets fingerprint {split._fingerprint}'
 
 
