@@ -161,7 +161,8 @@ def test_options_are_recorded_and_bound_again_wherever_a_run_is_read():
 
 def test_a_packages_module_installed_elsewhere_is_the_runs_when_its_files_are(tmp_path, monkeypatch):
     """An export (or run) of a package's module was refused as 'gone' once the package was installed at another
-    path (another environment, machine, Python), though its files were the same: their content decides."""
+    path (another environment, machine, Python), though its files were the same: their content decides. Where the
+    run's files were still there, the module Python imported from elsewhere was used unchecked, whatever it held."""
     from zamzoo.models.plugins import ensure_attention
     first, second = tmp_path / 'venv1', tmp_path / 'venv2'
     for root in (first, second):
@@ -172,13 +173,23 @@ def test_a_packages_module_installed_elsewhere_is_the_runs_when_its_files_are(tm
     record = json.loads(json.dumps(load_attention('zamzoo_movedpkg.attention:Gated', name='plug_moved').record()))
     assert record['source'] == str((first / 'zamzoo_movedpkg' / 'attention.py').resolve())
 
-    def elsewhere():  # as a new process with only the second installation meets the run
-        unregister_attention('plug_moved')
+    def elsewhere(path=second):  # as a new process that imports the package from `path` meets the run
+        if 'plug_moved' in ATTENTIONS:
+            unregister_attention('plug_moved')
         for name in [m for m in sys.modules if m.startswith('zamzoo_movedpkg')]:
             monkeypatch.delitem(sys.modules, name)
-        monkeypatch.setattr(sys, 'path', [p for p in sys.path if p != str(first)])
-        monkeypatch.syspath_prepend(str(second))
+        monkeypatch.setattr(sys, 'path', [p for p in sys.path if p not in (str(first), str(second))])
+        monkeypatch.syspath_prepend(str(path))
+    (second / 'zamzoo_movedpkg' / 'scales.py').write_text('SCALE = 3.0\n')
+    elsewhere()  # the run's files still there, another installation's imported
+    with pytest.raises(UsageError, match=r"came from .*venv1.*attention.py; the one registered now \(zamzoo_movedpkg"
+                                         r".attention:Gated, from .*venv2.*\) holds other code"):
+        ensure_attention(record)
+    (second / 'zamzoo_movedpkg' / 'scales.py').write_text(HELPER_PACKAGE['scales.py'])
     shutil.rmtree(first)
+    elsewhere(tmp_path / 'nowhere')  # installed nowhere: the run's file is named
+    with pytest.raises(UsageError, match=r'was read from .*venv1.*attention.py, which is gone'):
+        ensure_attention(record)
     elsewhere()
     ensure_attention(record)
     assert ATTENTIONS['plug_moved'].plugin.source == str((second / 'zamzoo_movedpkg' / 'attention.py').resolve())
@@ -186,7 +197,7 @@ def test_a_packages_module_installed_elsewhere_is_the_runs_when_its_files_are(tm
     elsewhere()
     with pytest.raises(UsageError, match=r'which is gone \(the one imported now, from .*venv2.* holds other code\)'):
         ensure_attention(record)
-    unregister_attention('plug_moved')
+    assert 'plug_moved' not in ATTENTIONS  # nothing registered from other code
     for name in [m for m in sys.modules if m.startswith('zamzoo_movedpkg')]:
         monkeypatch.delitem(sys.modules, name)
 

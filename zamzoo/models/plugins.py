@@ -400,9 +400,10 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
                                                  f'{now[:12]}...)')
             raise UsageError(f"{path}, which the attention module's source {source} imports, {how}; restore it, or "
                              f'start new runs (another --out)')
-    if current is not None and current.get('sha256') != recorded['sha256']:
+    if current is not None:  # the files at the recorded paths are the run's; the module registered now is not
         raise UsageError(f"this run's attention module came from {source}; the one registered now "
-                         f"({current.get('spec')}, {current.get('source')}) differs: pass --attn {recorded['spec']}")
+                         f"({current.get('spec')}, from {current.get('source')}) holds other code: make Python import "
+                         f"the run's (PYTHONPATH), or pass --attn {recorded['spec']}")
 
 
 def _same_code(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
@@ -463,13 +464,17 @@ def ensure_attention(recorded: Optional[Mapping[str, Any]]) -> None:
     recorded it, or when another module is registered under its name. Nothing to do for the zoo's own modules."""
     if not recorded:
         return
-    attention = ATTENTIONS.get(recorded.get('name'))
-    module = recorded['spec'].split(':', 1)[0]
-    if attention is None and not _is_file_spec(module) and not Path(recorded.get('source') or '.').is_file():
-        # a package's module, installed elsewhere now (another environment or machine): the files it holds decide
-        load_attention(recorded['spec'], recorded['name'], recorded_options(recorded))
-        attention = ATTENTIONS[recorded['name']]
-    current = attention.plugin._asdict() if attention is not None and attention.plugin is not None else None
-    check_attention_source(recorded, current)
-    if attention is None:
-        load_attention(recorded['spec'], recorded['name'], recorded_options(recorded))
+    loading = recorded.get('name') not in ATTENTIONS
+    if loading:
+        try:  # from where this process imports it (a package may be installed elsewhere now): its files decide
+            load_attention(recorded['spec'], recorded['name'], recorded_options(recorded))
+        except UsageError:
+            check_attention_source(recorded)  # the recorded file gone or changed: said so
+            raise
+    attention = ATTENTIONS[recorded['name']]
+    try:
+        check_attention_source(recorded, attention.plugin._asdict() if attention.plugin is not None else None)
+    except UsageError:
+        if loading:  # nothing stays registered from other code than the run's
+            unregister_attention(recorded['name'])
+        raise
