@@ -287,7 +287,9 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
         module = attn(CHANNELS, **options)
     if not isinstance(module, nn.Module):
         raise ContractError(f'{name} returned {type(module).__name__}, expected a torch.nn.Module')
-    _check_tensors_registered(name, module)
+    with _failure(f'cannot build {name}'):
+        rebuilt = attn(CHANNELS, **options)
+    _check_tensors_registered(name, module, rebuilt)
     _check_device_and_dtype(attn, options, label)
     module.eval()
     for b, h, w in MODULE_INPUTS:
@@ -301,16 +303,24 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
     _same_values(what, y_cl, y)
     what = f'{name} under bf16 autocast on a bfloat16 {tuple(x.shape)} input'
     _expect(what, _run(what, module, x.bfloat16(), autocast=True), x.shape, _autocast_dtypes(module))
+    _check_gradients(name, module)
+
+
+def _check_gradients(name: str, module: nn.Module) -> None:
+    """Finite gradients in training calls at several sizes and draws, and one reaching every trainable parameter
+    in one of them at least (a branch may run only on larger maps, or be skipped at random)."""
     module.train()
-    x = torch.randn(2, CHANNELS, 8, 8, requires_grad=True)
-    with _failure(f'{name} fails in a backward pass'):  # on a copy: in a block its input is no leaf, may be written
-        module(x.clone()).square().mean().backward()
-    _finite_gradients(name, [('input', x), *module.named_parameters()])
+    for size in (8, 16, 32):
+        for _ in range(4):
+            x = torch.randn(2, CHANNELS, size, size, requires_grad=True)
+            with _failure(f'{name} fails in a backward pass'):  # on a copy: in a block its input is no leaf
+                module(x.clone()).square().mean().backward()
+            _finite_gradients(name, [('input', x), *module.named_parameters()])
     untrained = [key for key, p in module.named_parameters() if p.requires_grad and p.grad is None]
     if untrained:
-        raise ContractError(f"{name}: no gradient reaches {', '.join(untrained)} (computed under torch.no_grad, or "
-                            f'detached?): such parameters never train; make them with requires_grad=False if they '
-                            f'are constants')
+        raise ContractError(f"{name}: no gradient reached {', '.join(untrained)} in 12 training calls on 8x8 to "
+                            f'32x32 inputs (computed under torch.no_grad, or detached?): such parameters do not '
+                            f'train; make them with requires_grad=False if they are constants')
 
 
 def _check_signature(attn, options: Dict[str, Any], label: str) -> None:
@@ -341,7 +351,6 @@ def _check_device_and_dtype(attn, options: Dict[str, Any], label: str) -> None:
                 raise ContractError(f'{name} made {key} on {t.device} as {t.dtype}: make every parameter and buffer '
                                     f'with the device and dtype given (timm passes them; zamzoo export builds on '
                                     f'meta)')
-    _check_forward_on_meta(name, module.eval(), torch.randn(2, CHANNELS, 8, 8, device='meta', dtype=dtype))
 
 
 def _check_forward_on_meta(name: str, module: nn.Module, x: torch.Tensor) -> None:
@@ -354,25 +363,22 @@ def _check_forward_on_meta(name: str, module: nn.Module, x: torch.Tensor) -> Non
     except Exception as e:  # a user's module can raise anything
         if 'device' in str(e):
             raise ContractError(f"{name} on an input on the meta device: {one_line(e)}: make every tensor of forward "
-                                f"on its input's device (device=x.device); a run on a GPU fails the same way") from e
+                                f"on its input's device (device=x.device), and keep tensors as parameters or buffers "
+                                f"(register_buffer), which .to(device) moves; a run on a GPU fails the same way") from e
 
 
-def _check_tensors_registered(name: str, module: nn.Module) -> None:
-    """Every tensor a module keeps is a parameter or buffer of known size: a plain tensor attribute stays behind when
-    the model moves to another device (`.to('cuda')`), and a lazy parameter has no size until a first forward pass,
-    while the zoo counts, saves and optimises parameters before any."""
-    for prefix, sub in module.named_modules():
-        where = f'{prefix}.' if prefix else ''
-        plain = [key for key, value in vars(sub).items() if isinstance(value, torch.Tensor)]
-        if plain:
-            raise ContractError(f'{name}: {where}{plain[0]} is a tensor attribute, neither a parameter nor a buffer: '
-                                f"model.to(device) leaves it where it was made; register it (self.register_buffer("
-                                f"'{plain[0]}', ...))")
+def _check_tensors_registered(name: str, module: nn.Module, rebuilt: nn.Module) -> None:
+    """Every tensor a module keeps moves with it: a lazy parameter has no size until a first forward pass (the zoo
+    counts, saves and optimises parameters before any), and a tensor kept outside the parameters and buffers stays
+    where it was made when the model moves (`.to('cuda')`): `rebuilt`, a second one, moved to the meta device, must
+    run there."""
     lazy = [key for key, t in [*module.named_parameters(), *module.named_buffers()] if nn.parameter.is_lazy(t)]
     if lazy:
         raise ContractError(f"{name}: {', '.join(lazy)} is lazy (nn.LazyLinear and the like): size every layer from "
                             f'the channels given; the zoo counts, saves and optimises parameters before any forward '
                             f'pass')
+    _check_forward_on_meta(f"{name} moved with .to('meta')", rebuilt.to('meta').eval(),
+                           torch.randn(2, CHANNELS, 8, 8, device='meta'))
 
 
 def _finite_gradients(name: str, tensors: Sequence[Tuple[str, torch.Tensor]]) -> None:
