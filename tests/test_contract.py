@@ -157,6 +157,12 @@ class TensorInAList(Identity):
         return x * self.consts[0]
 
 
+class CannotMove(Identity):
+    """Refuses `.to(...)`: a traceback from the move probe."""
+    def _apply(self, fn, recurse=True):
+        raise RuntimeError('no moving me')
+
+
 class HardcodedFloat64(Identity):
     """Ignores the dtype given, making float64: the probe asked for float64 itself."""
     def __init__(self, channels, device=None, dtype=None):
@@ -206,6 +212,7 @@ class ScaledWhenTraced(Identity):
     (PlainTensorAttribute, "PlainTensorAttribute(64) moved with .to('meta') on an input on the meta device: "
                            'RuntimeError: '),
     (TensorInAList, "TensorInAList(64) moved with .to('meta') on an input on the meta device: RuntimeError: "),
+    (CannotMove, "CannotMove(64) cannot be moved with .to('meta'): RuntimeError: no moving me"),
     (HardcodedFloat64, "HardcodedFloat64(64, device='meta', dtype=torch.bfloat16) made w on meta as torch.float64"),
     (TensorOnTheCpu, "TensorOnTheCpu(64) moved with .to('meta') on an input on the meta device: "
                      "RuntimeError: "),

@@ -4,8 +4,9 @@ import hashlib
 import importlib
 import json
 import os
-import subprocess
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -183,7 +184,8 @@ def test_a_packages_module_installed_elsewhere_is_the_runs_when_its_files_are(tm
     (second / 'zamzoo_movedpkg' / 'scales.py').write_text('SCALE = 3.0\n')
     elsewhere()  # the run's files still there, another installation's imported
     with pytest.raises(UsageError, match=r"came from .*venv1.*attention.py; the one registered now \(zamzoo_movedpkg"
-                                         r".attention:Gated, from .*venv2.*\) holds other code"):
+                                         r".attention:Gated, from .*venv2.*\) holds other code: put .*venv1 first on "
+                                         r"PYTHONPATH"):
         ensure_attention(record)
     (second / 'zamzoo_movedpkg' / 'scales.py').write_text(HELPER_PACKAGE['scales.py'])
     shutil.rmtree(first)
@@ -200,6 +202,25 @@ def test_a_packages_module_installed_elsewhere_is_the_runs_when_its_files_are(tm
     assert 'plug_moved' not in ATTENTIONS  # nothing registered from other code
     for name in [m for m in sys.modules if m.startswith('zamzoo_movedpkg')]:
         monkeypatch.delitem(sys.modules, name)
+
+
+def test_the_same_files_registered_under_another_spec_are_said_to_be_the_same(tmp_path):
+    """A copy of the run's file passed as --attn was said to hold 'other code'."""
+    first, copy = tmp_path / 'mine.py', tmp_path / 'copy.py'
+    first.write_text(MODULE_SOURCE)
+    copy.write_text(MODULE_SOURCE)
+    record = load_attention(f'{first}:Zeroing', name='plug_copy').record()
+    unregister_attention('plug_copy')
+    current = load_attention(f'{copy}:Zeroing', name='plug_copy').record()
+    with pytest.raises(UsageError, match=re.escape(f'registered as {first}:Zeroing; the one registered now is '
+                                                   f'{copy}:Zeroing (the same files)')):
+        check_attention_source(record, current)
+    copy.write_text(MODULE_SOURCE + '# edited\n')
+    unregister_attention('plug_copy')
+    current = load_attention(f'{copy}:Zeroing', name='plug_copy').record()
+    with pytest.raises(UsageError, match=re.escape(f'holds other code: pass --attn {first}:Zeroing')):
+        check_attention_source(record, current)
+    unregister_attention('plug_copy')
 
 
 def test_a_module_registered_with_other_options_than_the_run_is_refused():

@@ -114,12 +114,21 @@ def test_a_parquet_folders_fingerprint_is_its_files_content(hf_sources, tmp_path
     shutil.copytree(hf_sources[1], copy)
     before = hf.fingerprint(split, copy)
     shutil.copytree(copy, tmp_path / 'elsewhere')
-    assert hf.fingerprint(split, tmp_path / 'elsewhere') == before and '2 files, content sha256 ' in before
+    assert hf.fingerprint(split, tmp_path / 'elsewhere') == before and ', content sha256 ' in before
     file = copy / 'test-00000-of-00001.parquet'
     data = bytearray(file.read_bytes())
     data[len(data) // 2] ^= 1  # the same size, other bytes
     file.write_bytes(bytes(data))
-    assert hf.fingerprint(split, copy) != before
+    now = hf.fingerprint(split, copy)
+    assert now != before
+    # a run recorded before the content was hashed (paths and sizes) is checked as then, not refused as other data
+    from zamzoo.data.sources import check_same_data
+    older = before.split(', content sha256 ')[0]
+    check_same_data({'val': older}, {'val': now}, copy, 'run')
+    with pytest.raises(DataError, match='is not the data the run in run used'):
+        check_same_data({'val': older.replace(older[-4:], '0000')}, {'val': now}, copy, 'run')
+    with pytest.raises(DataError, match='is not the data the run in run used'):
+        check_same_data({'val': before}, {'val': now}, copy, 'run')
 
 
 def test_hf_columns_splits_and_bad_rows(tmp_path):

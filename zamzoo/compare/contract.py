@@ -287,10 +287,10 @@ def _check_module(attn, options: Dict[str, Any], label: str) -> None:
         module = attn(CHANNELS, **options)
     if not isinstance(module, nn.Module):
         raise ContractError(f'{name} returned {type(module).__name__}, expected a torch.nn.Module')
+    _check_device_and_dtype(attn, options, label)
     with _failure(f'cannot build {name}'):
         rebuilt = attn(CHANNELS, **options)
     _check_tensors_registered(name, module, rebuilt)
-    _check_device_and_dtype(attn, options, label)
     module.eval()
     for b, h, w in MODULE_INPUTS:
         x = torch.randn(b, CHANNELS, h, w)
@@ -377,8 +377,9 @@ def _check_tensors_registered(name: str, module: nn.Module, rebuilt: nn.Module) 
         raise ContractError(f"{name}: {', '.join(lazy)} is lazy (nn.LazyLinear and the like): size every layer from "
                             f'the channels given; the zoo counts, saves and optimises parameters before any forward '
                             f'pass')
-    _check_forward_on_meta(f"{name} moved with .to('meta')", rebuilt.to('meta').eval(),
-                           torch.randn(2, CHANNELS, 8, 8, device='meta'))
+    with _failure(f"{name} cannot be moved with .to('meta')"):
+        rebuilt = rebuilt.to('meta').eval()
+    _check_forward_on_meta(f"{name} moved with .to('meta')", rebuilt, torch.randn(2, CHANNELS, 8, 8, device='meta'))
 
 
 def _finite_gradients(name: str, tensors: Sequence[Tuple[str, torch.Tensor]]) -> None:

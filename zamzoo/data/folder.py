@@ -92,13 +92,17 @@ def _check_relative(rel):
 def files_fingerprint(root, paths, content: bool = False) -> str:
     """'<n> files, sha256 <hex>' of files' paths relative to `root` and their sizes. Sizes, not modification times:
     a copy of the folder is the same data, a re-encoded or replaced image almost never keeps its size, and hashing
-    every image's content would cost a full read of the data set at each start. `content`: '<n> files, content
-    sha256 <hex>', of their bytes, for files whose edits keep their size (a label changed in a parquet file)."""
+    every image's content would cost a full read of the data set at each start. `content`: followed by ', content
+    sha256 <hex>' of their bytes, for files whose edits keep their size (a label changed in a parquet file); a
+    record of the first part alone (made before) is checked as it was (`sources.check_same_data`)."""
     root = Path(root).expanduser()
-    digest = hashlib.sha256()
+    sizes, contents = hashlib.sha256(), hashlib.sha256()
     for rel, path in sorted((Path(p).relative_to(root).as_posix(), Path(p)) for p in paths):
-        digest.update(f'{rel}\0{sha256_file(path) if content else path.stat().st_size}\n'.encode())
-    return f"{len(paths)} files, {'content ' if content else ''}sha256 {digest.hexdigest()[:16]}"
+        sizes.update(f'{rel}\0{path.stat().st_size}\n'.encode())
+        if content:
+            contents.update(f'{rel}\0{sha256_file(path)}\n'.encode())
+    return (f'{len(paths)} files, sha256 {sizes.hexdigest()[:16]}'
+            + (f', content sha256 {contents.hexdigest()[:16]}' if content else ''))
 
 
 def fingerprint(part, root) -> str:

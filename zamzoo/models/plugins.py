@@ -401,9 +401,21 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
             raise UsageError(f"{path}, which the attention module's source {source} imports, {how}; restore it, or "
                              f'start new runs (another --out)')
     if current is not None:  # the files at the recorded paths are the run's; the module registered now is not
-        raise UsageError(f"this run's attention module came from {source}; the one registered now "
-                         f"({current.get('spec')}, from {current.get('source')}) holds other code: make Python import "
-                         f"the run's (PYTHONPATH), or pass --attn {recorded['spec']}")
+        _check_same_module(recorded, current)
+
+
+def _check_same_module(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """UsageError saying how the module registered now (`current`) is not the run's, whose files are in place."""
+    if current.get('sha256') == recorded.get('sha256') and _same_code(dict(recorded, spec=current.get('spec')),
+                                                                          current):
+        raise UsageError(f"this run's attention module was registered as {recorded['spec']}; the one registered now "
+                         f"is {current.get('spec')} (the same files): register it as the run did")
+    if _is_file_spec(recorded['spec'].split(':', 1)[0]):
+        how = f"pass --attn {recorded['spec']}"
+    else:
+        how = f'put {_import_root(recorded)} first on PYTHONPATH, so that Python imports the run\'s'
+    raise UsageError(f"this run's attention module came from {recorded['source']}; the one registered now "
+                     f"({current.get('spec')}, from {current.get('source')}) holds other code: {how}")
 
 
 def _same_code(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
@@ -420,6 +432,12 @@ def _check_options_agree(recorded: Mapping[str, Any], current: Optional[Mapping[
                          f'register it with the options of the run (or start a new run)')
 
 
+def _import_root(record: Mapping[str, Any]) -> Path:
+    """The folder on sys.path from which the module spec of `record` imports its recorded source file."""
+    module, path = record['spec'].split(':', 1)[0], Path(record['source'])
+    return (path.parent if path.name == '__init__.py' else path).parents[len(module.split('.')) - 1]
+
+
 def check_importable_in_new_process(record: Mapping[str, Any], what: str) -> None:
     """UsageError when a new process started here (this working directory and environment, as a zoo worker is) would
     not import the module of `record` (a module spec's `attention_module`) from the file this process did: this
@@ -430,8 +448,7 @@ def check_importable_in_new_process(record: Mapping[str, Any], what: str) -> Non
     found = _new_process_origin(module, os.getcwd(), os.environ.get('PYTHONPATH'))
     if found is not None and Path(found).resolve() == Path(source).resolve():
         return
-    path = Path(source)
-    root = (path.parent if path.name == '__init__.py' else path).parents[len(module.split('.')) - 1]
+    root = _import_root(record)
     elsewhere = f'imports {module!r} from {found}' if found else f'cannot import {module!r}'
     raise UsageError(f"{what}: its attention module {record['spec']} was imported here from {source}, but a new "
                      f'process started in {os.getcwd()} (a zoo worker) {elsewhere}: add {root} to PYTHONPATH (or '
