@@ -510,9 +510,12 @@ def _rank_1_fails(tiny_cifar, tmp_path, failure: str, epochs: int):
     script = tmp_path / 'rank_1_fails.py'
     script.write_text(_RANK_1_FAILS.format(epoch=epochs - 1, failure=failure))
     out = tmp_path / 'ddp'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script),
-           'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe', 'zam', '--epochs', str(epochs),
-           '--batch-size', '16', '--loader', 'tensor', '--device', 'cpu', '--out', str(out)]
+    # torchrun looks at its processes every 0.1 s by default and then ends the survivors (SIGTERM: an interruption,
+    # which records nothing); on a busy machine that came before rank 0 met the loss of rank 1 in its next step
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           '--monitor-interval', '5', str(script), 'train', '--model', TINY, '--data', str(tiny_cifar), '--recipe',
+           'zam', '--epochs', str(epochs), '--batch-size', '16', '--loader', 'tensor', '--device', 'cpu', '--out',
+           str(out)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0, proc.stderr[-3000:]
     status = run_status(out)
