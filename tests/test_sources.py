@@ -112,14 +112,14 @@ def test_a_parquet_folders_fingerprint_is_its_files_content(hf_sources, tmp_path
     from zamzoo.data import hf
     copy, split = tmp_path / 'parquet', types.SimpleNamespace(num_rows=32)
     shutil.copytree(hf_sources[1], copy)
-    before = hf.fingerprint(split, copy)
+    before = hf.fingerprints({'val': split}, copy)['val']
     shutil.copytree(copy, tmp_path / 'elsewhere')
-    assert hf.fingerprint(split, tmp_path / 'elsewhere') == before and ', content sha256 ' in before
+    assert hf.fingerprints({'val': split}, tmp_path / 'elsewhere')['val'] == before and ', content sha256 ' in before
     file = copy / 'test-00000-of-00001.parquet'
     data = bytearray(file.read_bytes())
     data[len(data) // 2] ^= 1  # the same size, other bytes
     file.write_bytes(bytes(data))
-    now = hf.fingerprint(split, copy)
+    now = hf.fingerprints({'val': split}, copy)['val']
     assert now != before
     # a run recorded before the content was hashed (paths and sizes) is checked as then, not refused as other data
     from zamzoo.data.sources import check_same_data

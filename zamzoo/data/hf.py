@@ -79,17 +79,20 @@ def _check_no_empty_split(path: Path, source):
                             f'no data file); remove it or save it with its images')
 
 
-def fingerprint(split, source) -> str:
-    """'<n> rows, ...': the `datasets` library's own fingerprint of a split (kept in a save_to_disk folder, made
-    from the revision's files for the Hub), except for a local folder of data files, whose `datasets` fingerprint
-    changes with the folder's place: there, the files' paths and contents (`folder.files_fingerprint`: a parquet
-    file often keeps its size when a label in it changes)."""
+def fingerprints(splits: Dict[str, Optional[object]], source) -> Dict[str, Optional[str]]:
+    """part -> '<n> rows, ...' of each split given (None: not opened): the `datasets` library's own fingerprint of
+    the split (kept in a save_to_disk folder, made from the revision's files for the Hub), except for a local folder
+    of data files, whose `datasets` fingerprint changes with the folder's place: there, the files' paths and contents
+    (`folder.files_fingerprint`: a parquet file often keeps its size when a label in it changes), read once for
+    all the splits."""
     path = Path(str(source)).expanduser()
     if path.is_dir() and not _saved_to_disk(path):
         files = [p for p in path.rglob('*') if p.is_file() and not any(
             part.startswith('.') for part in p.relative_to(path).parts)]
-        return f'{split.num_rows} rows, {files_fingerprint(path, files, content=True)}'
-    return f'{split.num_rows} rows, datasets fingerprint {split._fingerprint}'
+        what = files_fingerprint(path, files, content=True)
+        return {part: None if split is None else f'{split.num_rows} rows, {what}' for part, split in splits.items()}
+    return {part: None if split is None else f'{split.num_rows} rows, datasets fingerprint {split._fingerprint}'
+            for part, split in splits.items()}
 
 
 def row_keys(split, image_column: str, label_column: str, name: str, chunk: int = 1000) -> List[str]:

@@ -191,8 +191,8 @@ def _open_hf(source: DataSource, train: bool) -> OpenedData:
         _, _, val_classes = hf.columns(d[val_name].features, image, label, f'{source.data} [{val_name}]')
         te = hf.HFImages(d[val_name], image, label, classes, f'{source.data} [{val_name}]', names=val_classes)
         tr = hf.HFImages(d[train_name], image, label, classes, f'{source.data} [{train_name}]') if train else None
-        split, fingerprint = None, {'train': hf.fingerprint(d[train_name], source.data) if train else None,
-                                    'val': hf.fingerprint(d[val_name], source.data)}
+        split = None
+        fingerprint = hf.fingerprints({'train': d[train_name] if train else None, 'val': d[val_name]}, source.data)
     for part in (tr, te):
         if part is not None:
             part.check()
