@@ -122,8 +122,8 @@ class FileList(Dataset):
             path = self.root / rel
             if rel.split('/', 1)[0] not in index or not path.is_file():
                 raise SplitMismatch(f'{path}: listed in the run\'s split file but missing (or outside the classes '
-                                f'{classes}): {self.root} is not the folder the run held its images out of, or it '
-                                f'changed since; use the data the run was trained on')
+                                    f'{classes}): {self.root} is not the folder the run held its images out of, or '
+                                    f'it changed since; use the data the run was trained on')
             check_image(path)
             self.samples.append((str(path), index[rel.split('/', 1)[0]]))
         self.targets = [t for _, t in self.samples]

@@ -406,8 +406,7 @@ def check_attention_source(recorded: Optional[Mapping[str, Any]], current: Optio
 
 def _check_same_module(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     """UsageError saying how the module registered now (`current`) is not the run's, whose files are in place."""
-    if current.get('sha256') == recorded.get('sha256') and _same_code(dict(recorded, spec=current.get('spec')),
-                                                                          current):
+    if _same_code(dict(recorded, spec=current.get('spec')), current):
         raise UsageError(f"this run's attention module was registered as {recorded['spec']}; the one registered now "
                          f"is {current.get('spec')} (the same files): register it as the run did")
     if _is_file_spec(recorded['spec'].split(':', 1)[0]):

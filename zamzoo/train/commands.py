@@ -3,8 +3,8 @@
 import argparse
 
 from .._argtypes import key_value, positive_float, positive_int
-from ..errors import UsageError
 from ..dataset_table import DEFAULT_DATASET
+from ..errors import UsageError
 from ..recipes import list_recipes
 from .config import AMP_CHOICES, COMPILE_MODES, DATASET_CHOICES, LOADER_CHOICES
 from .distributed import is_main_process
