@@ -534,3 +534,12 @@ def test_pruned_to_the_last_level_every_parameter_gets_a_gradient(prune):
     getter = timm.create_model('mobilenetv2_zam', features_only=True, feature_cls='getter').train()
     sum(t.sum() for t in getter(torch.randn(X16))).backward()
     assert [n for n, p in getter.named_parameters() if p.grad is None] == []
+
+
+@pytest.mark.parametrize('name', [*sorted(n for n in list_models() if n.startswith('mobilenet_')), 'resnet18_zam',
+                                  'mobilenetv2_zam', 'resnet50_ulsam'])
+def test_a_zoo_model_counts_its_macs_on_the_meta_device(name):
+    """`zamzoo export` counts MACs on a meta-device twin, and on the model itself where that fails (a module of a
+    user's that reads values): a zoo model must not take that way in silence, and meta must count alike."""
+    from zamzoo.bench.flops import count_macs
+    assert count_macs(timm.create_model(name, device='meta').eval()) == count_macs(timm.create_model(name).eval())
